@@ -1,0 +1,300 @@
+//! The model blob: one definition shared by the writer (the host tool) and the reader (this crate).
+//!
+//! ```text
+//! offset 0   header (24 bytes, little-endian)
+//!            magic "ICEF" | version u16 | flags u16 | meta_len u32 | weights_len u32
+//!            | crc32 u32 (CRC-32/ISO-HDLC of every byte after the header) | reserved u32 (0)
+//! offset 24  meta: postcard encoding of `ModelInfo`, then `layer_count` × `Layer`
+//!            zero padding up to the next multiple of `WEIGHTS_ALIGN` (from the blob start)
+//! ...        weights section (`weights_len` bytes): raw little-endian arrays that layers reference
+//!            by `Span` (byte offset and length inside this section)
+//! ```
+//!
+//! Why not everything in postcard: postcard varint-encodes integers wider than a byte, so large
+//! f32/i32 arrays are stored raw and aligned, and the runtime borrows them without copying.
+//! The written spec is `docs/FORMAT.md`; bump `FORMAT_VERSION` on any change to these types.
+
+use serde::{Deserialize, Serialize};
+
+/// First four bytes of every blob.
+pub const MAGIC: [u8; 4] = *b"ICEF";
+/// Version of the layout described here. Readers reject every other version.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 24;
+/// Alignment of the weights section, counted from the start of the blob.
+pub const WEIGHTS_ALIGN: usize = 16;
+/// Alignment of every tensor offset in the arena and of the arena itself.
+pub const ARENA_ALIGN: usize = 4;
+/// Largest number of input operands of one layer.
+pub const MAX_LAYER_INPUTS: usize = 2;
+
+/// The CRC used over the bytes after the header.
+pub const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// Byte offset of the weights section for a given meta length.
+pub const fn weights_offset(meta_len: usize) -> usize {
+    (HEADER_LEN + meta_len).div_ceil(WEIGHTS_ALIGN) * WEIGHTS_ALIGN
+}
+
+/// Element type of a tensor in the arena.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DType {
+    /// IEEE-754 single precision.
+    F32,
+    /// Signed 8-bit, affine-quantized (`real = scale * (q - zero_point)`).
+    I8,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::I8 => 1,
+        }
+    }
+}
+
+/// Affine quantization of an int8 tensor. Only used at the model boundary (float in, float out);
+/// the integer kernels use the precomputed multipliers of each layer instead.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Quant {
+    /// Real value of one step.
+    pub scale: f32,
+    /// Integer that represents real zero.
+    pub zero_point: i32,
+}
+
+/// An activation tensor: where it lives in the arena and how it is shaped.
+///
+/// Dimensions are row-major. Convolution and pooling read `[H, W, C]`; dense layers read the
+/// whole tensor as one vector. A tensor is described identically in every layer that touches it;
+/// the loader checks that.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TensorDesc {
+    /// Identifier, unique per tensor in the model.
+    pub id: u16,
+    /// Byte offset in the arena (a multiple of `ARENA_ALIGN`).
+    pub offset: u32,
+    /// Row-major dimensions; unused leading dimensions are 1.
+    pub dims: [u16; 3],
+    /// Element type.
+    pub dtype: DType,
+    /// Quantization, for `DType::I8` tensors.
+    pub quant: Option<Quant>,
+}
+
+impl TensorDesc {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.dims[0] as usize * self.dims[1] as usize * self.dims[2] as usize
+    }
+    /// True when the tensor has no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Size in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.len() * self.dtype.size()
+    }
+}
+
+/// A byte range in the weights section.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Span {
+    /// Byte offset from the start of the weights section.
+    pub offset: u32,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// Element-wise function applied to a layer's output (fused) or as its own layer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Activation {
+    /// `x`.
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, lo), hi)` (ReLU6 is `Clip { lo: 0, hi: 6 }`).
+    Clip {
+        /// Lower bound.
+        lo: f32,
+        /// Upper bound.
+        hi: f32,
+    },
+    /// `x` if `x >= 0`, else `alpha * x`.
+    LeakyRelu {
+        /// Slope for negative inputs.
+        alpha: f32,
+    },
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+}
+
+/// 2-D convolution (1-D convolutions have a kernel height of 1) over `[H, W, C]` tensors.
+///
+/// Weights are f32 `[out_c][kernel_h][kernel_w][in_c / groups]`; bias f32 `[out_c]`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Conv2d {
+    /// Kernel size `[height, width]`.
+    pub kernel: [u16; 2],
+    /// Stride `[height, width]`, at least 1.
+    pub stride: [u16; 2],
+    /// Dilation `[height, width]`, at least 1.
+    pub dilation: [u16; 2],
+    /// Padding `[top, left, bottom, right]`.
+    pub pad: [u16; 4],
+    /// Channel groups; `groups == in_c == out_c` is a depthwise convolution.
+    pub groups: u16,
+    /// Weights.
+    pub weights: Span,
+    /// Bias, one per output channel.
+    pub bias: Span,
+    /// Value of the padded border per input channel (f32 `[in_c]`), or empty for zeros.
+    ///
+    /// A BatchNorm folded into the following convolution maps zero padding of its output to
+    /// padding of its input with the value the BatchNorm maps to zero; this keeps the fold exact.
+    pub pad_values: Span,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Fully connected layer: `out = W * in + b` with the input read as one vector.
+///
+/// Weights are f32 `[out_features][in_features]`; bias f32 `[out_features]`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Dense {
+    /// Weights.
+    pub weights: Span,
+    /// Bias.
+    pub bias: Span,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Pooling reduction.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PoolKind {
+    /// Maximum over the window (padding never wins).
+    Max,
+    /// Mean over the window; padded positions count only if `count_include_pad`.
+    Average {
+        /// ONNX `count_include_pad`.
+        count_include_pad: bool,
+    },
+}
+
+/// 2-D pooling over `[H, W, C]` tensors (global pooling is a window the size of the input).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Pool {
+    /// Reduction.
+    pub kind: PoolKind,
+    /// Window `[height, width]`.
+    pub kernel: [u16; 2],
+    /// Stride `[height, width]`.
+    pub stride: [u16; 2],
+    /// Padding `[top, left, bottom, right]`.
+    pub pad: [u16; 4],
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Frozen per-channel `out = in * scale[c] + shift[c]` over the last dimension.
+///
+/// This is what a BatchNorm becomes when no neighbouring layer can absorb it (for example after a
+/// residual addition). It holds constants only: no statistics, nothing that updates.
+/// `scale` and `shift` are f32 `[C]`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Affine {
+    /// Per-channel multiplier.
+    pub scale: Span,
+    /// Per-channel offset.
+    pub shift: Span,
+    /// Fused activation.
+    pub activation: Activation,
+}
+
+/// Copy with the three dimensions permuted: `out[i[perm[0]], i[perm[1]], i[perm[2]]] = in[i]`
+/// style relabelling, i.e. output dimension `k` is input dimension `perm[k]`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Transpose {
+    /// A permutation of `[0, 1, 2]`.
+    pub perm: [u8; 3],
+}
+
+/// Constant padding of an `[H, W, C]` tensor on the spatial dimensions.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Pad {
+    /// Padding `[top, left, bottom, right]`.
+    pub pad: [u16; 4],
+    /// Fill value.
+    pub value: f32,
+}
+
+/// What a layer computes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Op {
+    /// Convolution.
+    Conv2d(Conv2d),
+    /// Fully connected.
+    Dense(Dense),
+    /// Max or average pooling.
+    Pool(Pool),
+    /// Element-wise sum of two tensors of the same shape (residual connection).
+    Add {
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// Frozen per-channel scale and shift.
+    Affine(Affine),
+    /// A standalone activation.
+    Activation(Activation),
+    /// Softmax over the last dimension.
+    Softmax,
+    /// Layout change.
+    Transpose(Transpose),
+    /// Constant padding.
+    Pad(Pad),
+}
+
+/// One step of the schedule: an operation, its operands and where its result goes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Layer {
+    /// The operation.
+    pub op: Op,
+    /// Operands; only the first `input_count` are meaningful.
+    pub inputs: [TensorDesc; MAX_LAYER_INPUTS],
+    /// Number of operands (1 or 2).
+    pub input_count: u8,
+    /// The result.
+    pub output: TensorDesc,
+}
+
+/// Model-wide facts, first in the meta section.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ModelInfo {
+    /// Number of `Layer` records that follow.
+    pub layer_count: u16,
+    /// Arena bytes a run needs (the tool's plan).
+    pub arena_bytes: u32,
+    /// The model input, written by the caller before the first layer.
+    pub input: TensorDesc,
+    /// The model output, read after the last layer.
+    pub output: TensorDesc,
+}

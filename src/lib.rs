@@ -1,0 +1,5 @@
+//! icefold runtime.
+#![no_std]
+#![deny(unsafe_code)]
+
+pub mod format;

@@ -1,0 +1,1 @@
+//! Reference interpreter of the host IR (with and without BatchNorm).

@@ -1,0 +1,10 @@
+//! icefold host tool: import ONNX, check and fold BatchNorm, lower to the runtime format, verify.
+//!
+//! Pipeline: `onnx` (file → `graph::ImportedGraph`) → `passes::fold_batchnorm`
+//! (→ `graph::FrozenGraph`) → `lower` (→ runtime layers, arena plan) → `emit` (blob bytes).
+//! `eval` is an f64 reference interpreter of both graph kinds, used to check every step.
+
+pub mod eval;
+pub mod graph;
+pub mod onnx;
+pub mod passes;

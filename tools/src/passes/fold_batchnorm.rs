@@ -1,0 +1,1 @@
+//! Folding BatchNorm into neighbouring layers.

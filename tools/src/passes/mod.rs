@@ -1,0 +1,3 @@
+//! Graph passes.
+
+pub mod fold_batchnorm;
