@@ -297,4 +297,10 @@ pub struct ModelInfo {
     pub input: TensorDesc,
     /// The model output, read after the last layer.
     pub output: TensorDesc,
+    /// Rank of the ONNX input per sample (1 to 3): the input's logical shape is the last
+    /// `input_rank` entries of `input.dims` (the others are 1). The input is laid out exactly as the
+    /// ONNX model's input (row-major, batch removed).
+    pub input_rank: u8,
+    /// Rank of the ONNX output per sample, like `input_rank`.
+    pub output_rank: u8,
 }
