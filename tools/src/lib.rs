@@ -8,3 +8,6 @@ pub mod eval;
 pub mod graph;
 pub mod onnx;
 pub mod passes;
+pub mod lower;
+pub mod plan;
+pub mod io;
