@@ -1,0 +1,15 @@
+//! Compute kernels.
+//!
+//! [`reference`] holds the plain f32 kernels that define the results. Optimized kernels (Cortex-M
+//! DSP, host SIMD) will live next to it in their own modules with the same signatures, be chosen at
+//! compile time, fall back to the reference for parameters they do not cover, and be tested against
+//! it with the same tests.
+//!
+//! Kernel contract: activations are row-major `[H, W, C]` f32 slices; dimensions are passed as
+//! `[usize; 3]`; parameters are the `format` records. The engine calls kernels only with operands
+//! that `Model::new_checked` validated (sizes consistent, output disjoint from inputs). Called with
+//! inconsistent sizes (but dimensions whose products fit in `usize`) a kernel computes something
+//! unspecified but does not panic or index out of bounds: every data access goes through
+//! iterators, `chunks_exact` or `get`.
+
+pub mod reference;

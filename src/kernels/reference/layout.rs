@@ -1,0 +1,78 @@
+//! Layout kernels: transpose and constant padding.
+
+use crate::format::{Pad, Transpose};
+
+/// `output` is `input` (`in_dims`, row-major) with output dimension `k` taken from input
+/// dimension `perm[k]`.
+pub fn transpose(params: &Transpose, in_dims: [usize; 3], input: &[f32], output: &mut [f32]) {
+    let in_strides = [in_dims[1] * in_dims[2], in_dims[2], 1];
+    let pick = |k: usize| {
+        let axis = usize::from(params.perm.get(k).copied().unwrap_or(0));
+        let dim = in_dims.get(axis).copied().unwrap_or(0);
+        let stride = in_strides.get(axis).copied().unwrap_or(0);
+        (dim, stride)
+    };
+    let ((d0, s0), (d1, s1), (d2, s2)) = (pick(0), pick(1), pick(2));
+    let mut out = output.iter_mut();
+    for a in 0..d0 {
+        for b in 0..d1 {
+            for c in 0..d2 {
+                let (Some(o), Some(x)) = (out.next(), input.get(a * s0 + b * s1 + c * s2)) else {
+                    return;
+                };
+                *o = *x;
+            }
+        }
+    }
+}
+
+/// Constant padding of the spatial dimensions of an `[H, W, C]` tensor: `output` is
+/// `[H + top + bottom, W + left + right, C]`, border elements are `params.value`.
+pub fn pad(params: &Pad, in_dims: [usize; 3], input: &[f32], out_dims: [usize; 3], output: &mut [f32]) {
+    let [in_h, in_w, channels] = in_dims;
+    let [_, out_w, _] = out_dims;
+    let [pad_top, pad_left, _, _] = params.pad.map(usize::from);
+    if channels == 0 || out_w == 0 {
+        return;
+    }
+    for (y, out_row) in output.chunks_exact_mut(out_w * channels).enumerate() {
+        let in_row = y
+            .checked_sub(pad_top)
+            .filter(|&iy| iy < in_h)
+            .and_then(|iy| input.get(iy * in_w * channels..(iy + 1) * in_w * channels));
+        for (x, out_px) in out_row.chunks_exact_mut(channels).enumerate() {
+            let in_px = x
+                .checked_sub(pad_left)
+                .filter(|&ix| ix < in_w)
+                .and_then(|ix| in_row?.get(ix * channels..(ix + 1) * channels));
+            match in_px {
+                Some(in_px) => out_px.iter_mut().zip(in_px).for_each(|(o, v)| *o = *v),
+                None => out_px.fill(params.value),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_hwc_to_chw_by_hand() {
+        // [1, 2, 3] -> perm [2, 0, 1] -> [3, 1, 2].
+        let x = [0.0f32, 1.0, 2.0, 10.0, 11.0, 12.0];
+        let mut out = [0.0f32; 6];
+        transpose(&Transpose { perm: [2, 0, 1] }, [1, 2, 3], &x, &mut out);
+        assert_eq!(out, [0.0, 10.0, 1.0, 11.0, 2.0, 12.0]);
+        transpose(&Transpose { perm: [0, 1, 2] }, [1, 2, 3], &x, &mut out);
+        assert_eq!(out, x);
+    }
+
+    #[test]
+    fn pad_by_hand() {
+        // [1, 2, 1] -> pad top 1, left 0, bottom 0, right 1 -> [2, 3, 1].
+        let mut out = [0.0f32; 6];
+        pad(&Pad { pad: [1, 0, 0, 1], value: 9.0 }, [1, 2, 1], &[1.0, 2.0], [2, 3, 1], &mut out);
+        assert_eq!(out, [9.0, 9.0, 9.0, 1.0, 2.0, 9.0]);
+    }
+}

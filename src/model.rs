@@ -1,0 +1,223 @@
+//! A checked view over a model blob: [`Model::new_checked`] validates everything once, after which
+//! the accessors and the engine cannot fail on the model's account.
+
+mod error;
+mod validate;
+
+pub use error::{
+    Boundary, Feature, LayerFault, LoadError, Operand, ParamFault, SpanFault, SpanRole, TensorFault,
+};
+
+use crate::format::{
+    Layer, ModelInfo, TensorDesc, ARENA_ALIGN, CRC, FORMAT_VERSION, HEADER_LEN, MAGIC,
+    WEIGHTS_ALIGN,
+};
+
+/// Storage with 16-byte alignment, for model blobs in flash.
+///
+/// ```
+/// # const N: usize = 4;
+/// use icefold::Aligned;
+/// static BLOB: Aligned<[u8; N]> = Aligned(*b"ICEF"); // *include_bytes!("model.icefold")
+/// assert_eq!(core::ptr::addr_of!(BLOB) as usize % 16, 0);
+/// ```
+///
+/// `include_bytes!` gives a byte array with alignment 1, and [`Model::new_checked`] refuses blobs
+/// that are not 4-byte aligned (f32 weights are borrowed in place). 16 leaves room for SIMD kernels.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Aligned<T: ?Sized>(pub T);
+
+impl<T: ?Sized> core::ops::Deref for Aligned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A validated model, borrowing its blob.
+///
+/// Holds only the model info and borrowed byte slices: layer records are decoded again each time
+/// they are needed, so a model of any size costs O(1) RAM.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    info: ModelInfo,
+    /// The layer records (postcard), exactly `info.layer_count` of them, nothing after.
+    layer_bytes: &'a [u8],
+    /// The weights section.
+    weights: &'a [u8],
+}
+
+/// The decoded fixed header.
+struct Header {
+    meta_len: u32,
+    weights_len: u32,
+    crc: u32,
+}
+
+fn saturate(n: impl TryInto<u32>) -> u32 {
+    n.try_into().unwrap_or(u32::MAX)
+}
+
+/// Reads and checks the fixed header (everything except the checksum of the payload).
+fn parse_header(blob: &[u8]) -> Result<Header, LoadError> {
+    let header: &[u8; HEADER_LEN] = blob
+        .first_chunk()
+        .ok_or(LoadError::TooShort { len: saturate(blob.len()) })?;
+    let [m0, m1, m2, m3, v0, v1, f0, f1, l0, l1, l2, l3, w0, w1, w2, w3, c0, c1, c2, c3, r0, r1, r2, r3] =
+        *header;
+    let magic = [m0, m1, m2, m3];
+    if magic != MAGIC {
+        return Err(LoadError::BadMagic { found: magic });
+    }
+    let version = u16::from_le_bytes([v0, v1]);
+    if version != FORMAT_VERSION {
+        return Err(LoadError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+    }
+    let flags = u16::from_le_bytes([f0, f1]);
+    if flags != 0 {
+        return Err(LoadError::UnknownFlags { flags });
+    }
+    if [r0, r1, r2, r3] != [0; 4] {
+        return Err(LoadError::ReservedNotZero);
+    }
+    Ok(Header {
+        meta_len: u32::from_le_bytes([l0, l1, l2, l3]),
+        weights_len: u32::from_le_bytes([w0, w1, w2, w3]),
+        crc: u32::from_le_bytes([c0, c1, c2, c3]),
+    })
+}
+
+impl<'a> Model<'a> {
+    /// Validates a blob and returns a view of it.
+    ///
+    /// Checks, in order: 4-byte alignment of `blob`, header (length, magic, version, flags),
+    /// that the header's section lengths account for every byte of `blob`, the CRC, that the
+    /// meta records decode and fill the meta section exactly, zero padding, and then every
+    /// tensor, operator parameter, weight span and the arena plan (see the crate documentation
+    /// for the full list). Time is O(L²) record decodes for L layers (the plan checks compare
+    /// layer pairs without storing layers); RAM use is O(1).
+    pub fn new_checked(blob: &'a [u8]) -> Result<Model<'a>, LoadError> {
+        if blob.as_ptr().addr() % ARENA_ALIGN != 0 {
+            return Err(LoadError::Misaligned);
+        }
+        let header = parse_header(blob)?;
+        // u64: the header lengths are untrusted and must not overflow on 32-bit targets.
+        let weights_at = (HEADER_LEN as u64 + u64::from(header.meta_len))
+            .div_ceil(WEIGHTS_ALIGN as u64)
+            * WEIGHTS_ALIGN as u64;
+        let declared = weights_at + u64::from(header.weights_len);
+        if declared != blob.len() as u64 {
+            return Err(LoadError::LengthMismatch {
+                declared: saturate(declared),
+                actual: saturate(blob.len()),
+            });
+        }
+        // Both now fit in usize: they are at most blob.len().
+        let meta_end = HEADER_LEN + header.meta_len as usize;
+        let weights_at = weights_at as usize;
+        let payload = blob.get(HEADER_LEN..).unwrap_or_default();
+        let computed = CRC.checksum(payload);
+        if computed != header.crc {
+            return Err(LoadError::ChecksumMismatch { stored: header.crc, computed });
+        }
+        let meta = blob.get(HEADER_LEN..meta_end).unwrap_or_default();
+        let padding = blob.get(meta_end..weights_at).unwrap_or_default();
+        let weights = blob.get(weights_at..).unwrap_or_default();
+
+        let (info, layer_bytes) = postcard::take_from_bytes::<ModelInfo>(meta)
+            .map_err(|_| LoadError::MetaDecode { layer: None })?;
+        let model = Model { info, layer_bytes, weights };
+        let rest = validate::records(&model)?;
+        if !rest.is_empty() {
+            return Err(LoadError::MetaTrailing { unused: saturate(rest.len()) });
+        }
+        if padding.iter().any(|&b| b != 0) {
+            return Err(LoadError::PaddingNotZero);
+        }
+        validate::dataflow(&model)?;
+        validate::plan(&model)?;
+        Ok(model)
+    }
+
+    /// Model-wide facts: layer count, arena size, input and output.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The layers in execution order (decoded on the fly; each was validated at load).
+    pub fn layers(&self) -> Layers<'a> {
+        Layers { rest: self.layer_bytes, remaining: self.info.layer_count }
+    }
+
+    /// The weights section (raw little-endian arrays referenced by `Span`s).
+    pub fn weights(&self) -> &'a [u8] {
+        self.weights
+    }
+
+    /// Bytes of arena a run needs (`ModelInfo::arena_bytes`).
+    pub fn arena_bytes(&self) -> usize {
+        self.info.arena_bytes as usize
+    }
+
+    /// The model input tensor.
+    pub fn input(&self) -> &TensorDesc {
+        &self.info.input
+    }
+
+    /// The model output tensor.
+    pub fn output(&self) -> &TensorDesc {
+        &self.info.output
+    }
+
+    /// The bytes of a span of the weights section as f32, if it is in range and aligned.
+    ///
+    /// Always `Some` for spans of a validated layer.
+    pub(crate) fn weights_f32(&self, span: crate::format::Span) -> Option<&'a [f32]> {
+        let start = span.offset as usize;
+        let bytes = self.weights.get(start..start.checked_add(span.len as usize)?)?;
+        bytemuck::try_cast_slice(bytes).ok()
+    }
+}
+
+/// Iterator over the layer records of a [`Model`], decoding each as it goes.
+#[derive(Clone, Debug)]
+pub struct Layers<'a> {
+    rest: &'a [u8],
+    remaining: u16,
+}
+
+impl<'a> Layers<'a> {
+    /// Decodes the next record, reporting a decode failure (used by the loader).
+    fn try_next(&mut self) -> Option<Result<Layer, ()>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match postcard::take_from_bytes::<Layer>(self.rest) {
+            Ok((layer, rest)) => {
+                self.rest = rest;
+                self.remaining -= 1;
+                Some(Ok(layer))
+            }
+            Err(_) => {
+                self.remaining = 0;
+                Some(Err(()))
+            }
+        }
+    }
+}
+
+impl Iterator for Layers<'_> {
+    type Item = Layer;
+
+    fn next(&mut self) -> Option<Layer> {
+        // Records of a validated model always decode; a failure just ends the iteration.
+        self.try_next()?.ok()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(usize::from(self.remaining)))
+    }
+}
+
+impl core::iter::FusedIterator for Layers<'_> {}

@@ -1,0 +1,509 @@
+//! Why a blob was refused. Small `Copy` values that name the layer and the fault, so firmware can
+//! log them (with defmt) and a person can act on them (most point at the host tool or the build).
+
+use core::fmt;
+
+/// Why [`Model::new_checked`](crate::Model::new_checked) refused a blob.
+///
+/// Every variant is a property of the bytes (or of where they live), found once at load; nothing
+/// here can happen later while running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The blob does not start at a 4-byte aligned address, so its f32 weights cannot be borrowed
+    /// in place. Store it in [`Aligned`](crate::Aligned).
+    Misaligned,
+    /// The blob is shorter than the fixed header.
+    TooShort {
+        /// Length of the blob in bytes (saturated at `u32::MAX`).
+        len: u32,
+    },
+    /// The first four bytes are not `ICEF`: this is not an icefold model.
+    BadMagic {
+        /// The bytes found.
+        found: [u8; 4],
+    },
+    /// The blob was written for another format version.
+    UnsupportedVersion {
+        /// Version in the blob.
+        found: u16,
+        /// The only version this runtime reads.
+        supported: u16,
+    },
+    /// Header flags this runtime does not know.
+    UnknownFlags {
+        /// The flags field.
+        flags: u16,
+    },
+    /// The reserved header word is not zero.
+    ReservedNotZero,
+    /// The lengths in the header do not add up to the length of the blob.
+    LengthMismatch {
+        /// Total length implied by the header (saturated at `u32::MAX`).
+        declared: u32,
+        /// Actual length of the blob (saturated at `u32::MAX`).
+        actual: u32,
+    },
+    /// The CRC of the bytes after the header does not match the header: the blob is corrupted.
+    ChecksumMismatch {
+        /// CRC stored in the header.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// A meta record does not decode (`layer` is `None` for the `ModelInfo` record).
+    MetaDecode {
+        /// Index of the layer record that failed, `None` for the model info.
+        layer: Option<u16>,
+    },
+    /// Bytes left in the meta section after the last layer record.
+    MetaTrailing {
+        /// Number of unused bytes.
+        unused: u32,
+    },
+    /// The padding between the meta and the weights section is not zero.
+    PaddingNotZero,
+    /// The model input or output description is invalid.
+    BadModelTensor {
+        /// Which one.
+        tensor: Boundary,
+        /// What is wrong with it.
+        fault: TensorFault,
+    },
+    /// The model uses something this runtime version cannot run.
+    Unsupported {
+        /// The layer that uses it, `None` for the model input or output.
+        layer: Option<u16>,
+        /// What it is.
+        feature: Feature,
+    },
+    /// A layer record is invalid.
+    BadLayer {
+        /// Index of the layer in the schedule.
+        layer: u16,
+        /// What is wrong with it.
+        what: LayerFault,
+    },
+    /// No layer writes the model output tensor.
+    OutputNeverWritten {
+        /// Tensor id of the model output.
+        tensor: u16,
+    },
+    /// The model output is the model input (a model without computation is refused).
+    OutputIsInput,
+}
+
+/// The model boundary tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Boundary {
+    /// `ModelInfo::input`.
+    Input,
+    /// `ModelInfo::output`.
+    Output,
+}
+
+/// Something a valid blob may contain but this runtime version does not execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Feature {
+    /// Int8 tensors (`DType::I8`).
+    Int8,
+}
+
+/// What is wrong with one `TensorDesc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum TensorFault {
+    /// A dimension is zero.
+    ZeroDim,
+    /// The byte size does not fit in 32 bits.
+    TooLarge,
+    /// The arena offset is not a multiple of `ARENA_ALIGN`.
+    MisalignedOffset {
+        /// The offset.
+        offset: u32,
+    },
+    /// The tensor does not fit in the arena the model declares.
+    OutsideArena {
+        /// Arena offset of the tensor.
+        offset: u32,
+        /// Its size in bytes.
+        bytes: u32,
+        /// `ModelInfo::arena_bytes`.
+        arena_bytes: u32,
+    },
+    /// An f32 tensor carries quantization parameters.
+    QuantOnFloat,
+}
+
+/// Which operand of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Operand {
+    /// Input number `n` (0-based).
+    Input(u8),
+    /// The output.
+    Output,
+}
+
+/// Which constant array of a layer a `Span` points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SpanRole {
+    /// Conv / dense weights.
+    Weights,
+    /// Conv / dense bias.
+    Bias,
+    /// Conv border values.
+    PadValues,
+    /// Affine scale.
+    Scale,
+    /// Affine shift.
+    Shift,
+}
+
+/// What is wrong with one `Span`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum SpanFault {
+    /// The length does not match the layer's shapes.
+    Length {
+        /// Bytes the shapes require.
+        expected: u64,
+        /// Bytes the span holds.
+        found: u32,
+    },
+    /// The offset is not a multiple of 4 (f32 arrays are borrowed in place).
+    Misaligned {
+        /// The offset.
+        offset: u32,
+    },
+    /// The span ends past the weights section.
+    OutOfBounds {
+        /// End of the span in bytes.
+        end: u64,
+        /// Length of the weights section.
+        weights_len: u32,
+    },
+}
+
+/// An operator parameter that makes no sense.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ParamFault {
+    /// A kernel/window dimension is zero.
+    ZeroKernel,
+    /// A stride is zero.
+    ZeroStride,
+    /// A dilation is zero.
+    ZeroDilation,
+    /// `groups` is zero.
+    ZeroGroups,
+    /// `groups` does not divide the input or output channel count.
+    GroupsDontDivide {
+        /// Groups.
+        groups: u16,
+        /// Input channels.
+        in_c: u16,
+        /// Output channels.
+        out_c: u16,
+    },
+    /// The (dilated) window is larger than the padded input: there is no output position.
+    WindowLargerThanInput,
+    /// A pooling pad is not smaller than the window, so a window could hold only padding.
+    PoolPadTooLarge,
+    /// A transpose `perm` is not a permutation of `[0, 1, 2]`.
+    NotAPermutation {
+        /// The perm found.
+        perm: [u8; 3],
+    },
+    /// A clip has `lo > hi` or a NaN bound.
+    ClipBounds,
+    /// A parameter that must be finite is NaN or infinite (leaky-ReLU alpha, pad value).
+    NotFinite,
+}
+
+/// What is wrong with one layer record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum LayerFault {
+    /// `input_count` does not match the operation.
+    InputCount {
+        /// What the operation takes.
+        expected: u8,
+        /// What the record says.
+        found: u8,
+    },
+    /// A tensor description is invalid.
+    Tensor {
+        /// Which operand.
+        operand: Operand,
+        /// What is wrong.
+        fault: TensorFault,
+    },
+    /// An operand's shape does not follow from the other operands and the parameters.
+    Shape {
+        /// Which operand.
+        operand: Operand,
+        /// Dimensions the parameters imply.
+        expected: [u32; 3],
+        /// Dimensions in the record.
+        found: [u16; 3],
+    },
+    /// An operator parameter is invalid.
+    Param(ParamFault),
+    /// A constant array reference is invalid.
+    Span {
+        /// Which array.
+        role: SpanRole,
+        /// What is wrong.
+        fault: SpanFault,
+    },
+    /// The layer writes the model input tensor.
+    WritesModelInput,
+    /// The layer writes a tensor id an earlier layer already wrote.
+    DuplicateWrite {
+        /// Tensor id.
+        tensor: u16,
+    },
+    /// The layer reads a tensor that is neither the model input nor written by an earlier layer.
+    UninitializedRead {
+        /// Tensor id.
+        tensor: u16,
+    },
+    /// The layer describes a tensor differently from where it is defined (the model input or
+    /// output, or the layer that writes it).
+    TensorMismatch {
+        /// Tensor id.
+        tensor: u16,
+    },
+    /// The output region overlaps the region of one of the layer's inputs (no in-place layers).
+    OverlapsOwnInput {
+        /// Input index.
+        input: u8,
+    },
+    /// The output region overlaps a tensor that a later layer still reads (or the model output):
+    /// the arena plan is wrong.
+    ClobbersLiveTensor {
+        /// Id of the tensor that would be destroyed.
+        tensor: u16,
+    },
+}
+
+/// Advice appended to faults that only a broken or mismatched tool can produce.
+const FROM_TOOL: &str = "the blob was not written by a matching icefold tool; re-export the model";
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            LoadError::Misaligned => f.write_str(
+                "model blob is not 4-byte aligned; store it in `icefold::Aligned` \
+                 (static BLOB: Aligned<[u8; N]> = Aligned(*include_bytes!(..)))",
+            ),
+            LoadError::TooShort { len } => write!(
+                f,
+                "model blob is {len} bytes, shorter than the {} byte header; the file is truncated",
+                crate::format::HEADER_LEN
+            ),
+            LoadError::BadMagic { found } => write!(
+                f,
+                "model blob starts with {found:02x?}, not \"ICEF\"; this is not an icefold model"
+            ),
+            LoadError::UnsupportedVersion { found, supported } => write!(
+                f,
+                "model blob has format version {found}, this runtime reads version {supported}; \
+                 export the model with the icefold tool that matches this runtime"
+            ),
+            LoadError::UnknownFlags { flags } => write!(
+                f,
+                "model blob header has unknown flags {flags:#06x}; {FROM_TOOL}"
+            ),
+            LoadError::ReservedNotZero => {
+                write!(f, "model blob header reserved word is not zero; {FROM_TOOL}")
+            }
+            LoadError::LengthMismatch { declared, actual } => write!(
+                f,
+                "model blob is {actual} bytes but its header describes {declared} bytes; \
+                 the file is truncated or has extra bytes"
+            ),
+            LoadError::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "model blob is corrupted: CRC-32 {computed:#010x}, header says {stored:#010x}"
+            ),
+            LoadError::MetaDecode { layer: None } => {
+                write!(f, "model info record does not decode; {FROM_TOOL}")
+            }
+            LoadError::MetaDecode { layer: Some(i) } => {
+                write!(f, "layer {i}: record does not decode; {FROM_TOOL}")
+            }
+            LoadError::MetaTrailing { unused } => write!(
+                f,
+                "{unused} unused bytes after the last layer record; {FROM_TOOL}"
+            ),
+            LoadError::PaddingNotZero => {
+                write!(f, "padding before the weights section is not zero; {FROM_TOOL}")
+            }
+            LoadError::BadModelTensor { tensor, fault } => {
+                let which = match tensor {
+                    Boundary::Input => "model input",
+                    Boundary::Output => "model output",
+                };
+                write!(f, "{which}: {fault}")
+            }
+            LoadError::Unsupported { layer, feature } => {
+                if let Some(i) = layer {
+                    write!(f, "layer {i}: ")?;
+                }
+                match feature {
+                    Feature::Int8 => f.write_str(
+                        "int8 tensors are not supported by this runtime version; \
+                         export the model in f32",
+                    ),
+                }
+            }
+            LoadError::BadLayer { layer, what } => write!(f, "layer {layer}: {what}"),
+            LoadError::OutputNeverWritten { tensor } => write!(
+                f,
+                "no layer writes the model output (tensor {tensor}); {FROM_TOOL}"
+            ),
+            LoadError::OutputIsInput => f.write_str(
+                "the model output is the model input; a model must compute something",
+            ),
+        }
+    }
+}
+
+impl core::error::Error for LoadError {}
+
+impl fmt::Display for TensorFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            TensorFault::ZeroDim => f.write_str("tensor has a zero dimension"),
+            TensorFault::TooLarge => f.write_str("tensor size does not fit in 32 bits"),
+            TensorFault::MisalignedOffset { offset } => write!(
+                f,
+                "tensor arena offset {offset} is not a multiple of {}",
+                crate::format::ARENA_ALIGN
+            ),
+            TensorFault::OutsideArena { offset, bytes, arena_bytes } => write!(
+                f,
+                "tensor at arena offset {offset} ({bytes} bytes) ends past the {arena_bytes} byte arena"
+            ),
+            TensorFault::QuantOnFloat => f.write_str("f32 tensor carries quantization parameters"),
+        }
+    }
+}
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Operand::Input(i) => write!(f, "input {i}"),
+            Operand::Output => f.write_str("output"),
+        }
+    }
+}
+
+impl fmt::Display for SpanRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SpanRole::Weights => "weights",
+            SpanRole::Bias => "bias",
+            SpanRole::PadValues => "pad values",
+            SpanRole::Scale => "scale",
+            SpanRole::Shift => "shift",
+        })
+    }
+}
+
+impl fmt::Display for SpanFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SpanFault::Length { expected, found } => {
+                write!(f, "holds {found} bytes, the shapes need {expected}")
+            }
+            SpanFault::Misaligned { offset } => {
+                write!(f, "offset {offset} is not a multiple of 4")
+            }
+            SpanFault::OutOfBounds { end, weights_len } => write!(
+                f,
+                "ends at byte {end}, past the {weights_len} byte weights section"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ParamFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ParamFault::ZeroKernel => f.write_str("kernel size is zero"),
+            ParamFault::ZeroStride => f.write_str("stride is zero"),
+            ParamFault::ZeroDilation => f.write_str("dilation is zero"),
+            ParamFault::ZeroGroups => f.write_str("groups is zero"),
+            ParamFault::GroupsDontDivide { groups, in_c, out_c } => write!(
+                f,
+                "groups {groups} does not divide input channels {in_c} and output channels {out_c}"
+            ),
+            ParamFault::WindowLargerThanInput => {
+                f.write_str("window is larger than the padded input")
+            }
+            ParamFault::PoolPadTooLarge => {
+                f.write_str("pooling padding is not smaller than the window")
+            }
+            ParamFault::NotAPermutation { perm } => {
+                write!(f, "transpose perm {perm:?} is not a permutation of [0, 1, 2]")
+            }
+            ParamFault::ClipBounds => f.write_str("clip bounds are NaN or lo > hi"),
+            ParamFault::NotFinite => f.write_str("parameter is NaN or infinite"),
+        }
+    }
+}
+
+impl fmt::Display for LayerFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            LayerFault::InputCount { expected, found } => {
+                write!(f, "has {found} inputs, the operation takes {expected}")
+            }
+            LayerFault::Tensor { operand, fault } => write!(f, "{operand}: {fault}"),
+            LayerFault::Shape { operand, expected, found } => write!(
+                f,
+                "{operand} has dims {found:?}, the operation implies {expected:?}"
+            ),
+            LayerFault::Param(p) => write!(f, "{p}"),
+            LayerFault::Span { role, fault } => write!(f, "{role} {fault}"),
+            LayerFault::WritesModelInput => f.write_str("writes the model input tensor"),
+            LayerFault::DuplicateWrite { tensor } => {
+                write!(f, "writes tensor {tensor}, which an earlier layer already wrote")
+            }
+            LayerFault::UninitializedRead { tensor } => write!(
+                f,
+                "reads tensor {tensor}, which is neither the model input nor written by an earlier layer"
+            ),
+            LayerFault::TensorMismatch { tensor } => write!(
+                f,
+                "describes tensor {tensor} differently from where it is defined"
+            ),
+            LayerFault::OverlapsOwnInput { input } => {
+                write!(f, "output overlaps input {input} in the arena")
+            }
+            LayerFault::ClobbersLiveTensor { tensor } => write!(
+                f,
+                "output overwrites tensor {tensor} while it is still needed; the arena plan is wrong"
+            ),
+        }?;
+        if matches!(
+            self,
+            LayerFault::OverlapsOwnInput { .. } | LayerFault::ClobbersLiveTensor { .. }
+        ) {
+            f.write_str(" (re-run the icefold tool's planner)")?;
+        }
+        Ok(())
+    }
+}

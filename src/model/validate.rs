@@ -1,0 +1,365 @@
+//! The load-time checks. After they pass, every tensor lies inside the arena, every span inside
+//! the weights section with the length its shapes require, every read sees data written earlier,
+//! and no write destroys data that is still needed; the engine and kernels rely on all of it.
+//!
+//! Layers are never stored: checks that relate layers to each other re-decode the records, which
+//! keeps RAM use O(1) for any layer count at the price of O(L²) decodes at load.
+
+use super::{
+    Boundary, Feature, LayerFault, Layers, LoadError, Model, Operand, ParamFault, SpanFault,
+    SpanRole, TensorFault,
+};
+use crate::format::{Activation, DType, Layer, Op, Span, TensorDesc, ARENA_ALIGN};
+
+/// Why a tensor description was refused, before it is attributed to a layer or the boundary.
+enum DescIssue {
+    Fault(TensorFault),
+    Int8,
+}
+
+/// Byte range of a tensor in the arena; only used on descriptions that passed `check_desc`.
+fn region(d: &TensorDesc) -> (u64, u64) {
+    let bytes = d.dims.iter().map(|&n| u64::from(n)).product::<u64>() * d.dtype.size() as u64;
+    (u64::from(d.offset), u64::from(d.offset) + bytes)
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// The inputs of a layer that the operation uses.
+pub(crate) fn used_inputs(layer: &Layer) -> &[TensorDesc] {
+    layer.inputs.get(..usize::from(layer.input_count)).unwrap_or_default()
+}
+
+fn layer_index(i: usize) -> u16 {
+    // Layer indices are below `layer_count: u16`.
+    u16::try_from(i).unwrap_or(u16::MAX)
+}
+
+fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), DescIssue> {
+    if d.dtype == DType::I8 {
+        return Err(DescIssue::Int8);
+    }
+    if d.quant.is_some() {
+        return Err(DescIssue::Fault(TensorFault::QuantOnFloat));
+    }
+    if d.dims.contains(&0) {
+        return Err(DescIssue::Fault(TensorFault::ZeroDim));
+    }
+    let bytes = u32::try_from(region(d).1 - u64::from(d.offset))
+        .map_err(|_| DescIssue::Fault(TensorFault::TooLarge))?;
+    if d.offset as usize % ARENA_ALIGN != 0 {
+        return Err(DescIssue::Fault(TensorFault::MisalignedOffset { offset: d.offset }));
+    }
+    if u64::from(d.offset) + u64::from(bytes) > u64::from(arena_bytes) {
+        return Err(DescIssue::Fault(TensorFault::OutsideArena {
+            offset: d.offset,
+            bytes,
+            arena_bytes,
+        }));
+    }
+    Ok(())
+}
+
+/// Checks the model info and every layer record on its own; returns the bytes after the last
+/// record (the caller requires there are none).
+pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
+    let info = &model.info;
+    for (d, tensor) in [(&info.input, Boundary::Input), (&info.output, Boundary::Output)] {
+        check_desc(d, info.arena_bytes).map_err(|issue| match issue {
+            DescIssue::Int8 => LoadError::Unsupported { layer: None, feature: Feature::Int8 },
+            DescIssue::Fault(fault) => LoadError::BadModelTensor { tensor, fault },
+        })?;
+    }
+    if info.output.id == info.input.id {
+        return Err(LoadError::OutputIsInput);
+    }
+    let weights_len = u32::try_from(model.weights.len()).unwrap_or(u32::MAX);
+    let mut layers = model.layers();
+    let mut index = 0u16;
+    while let Some(decoded) = layers.try_next() {
+        let layer = decoded.map_err(|()| LoadError::MetaDecode { layer: Some(index) })?;
+        check_layer(index, &layer, info.arena_bytes, weights_len)?;
+        index = index.saturating_add(1);
+    }
+    Ok(layers.rest)
+}
+
+fn check_layer(index: u16, layer: &Layer, arena_bytes: u32, weights_len: u32) -> Result<(), LoadError> {
+    let bad = |what| LoadError::BadLayer { layer: index, what };
+    let attribute = |operand| {
+        move |issue| match issue {
+            DescIssue::Int8 => LoadError::Unsupported { layer: Some(index), feature: Feature::Int8 },
+            DescIssue::Fault(fault) => bad(LayerFault::Tensor { operand, fault }),
+        }
+    };
+    let expected = match layer.op {
+        Op::Add { .. } => 2,
+        _ => 1,
+    };
+    if layer.input_count != expected {
+        return Err(bad(LayerFault::InputCount { expected, found: layer.input_count }));
+    }
+    let inputs = used_inputs(layer);
+    for (i, d) in (0u8..).zip(inputs) {
+        check_desc(d, arena_bytes).map_err(attribute(Operand::Input(i)))?;
+    }
+    check_desc(&layer.output, arena_bytes).map_err(attribute(Operand::Output))?;
+    let out = region(&layer.output);
+    for (i, d) in (0u8..).zip(inputs) {
+        if overlaps(out, region(d)) {
+            return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
+        }
+    }
+    check_op(&layer.op, inputs, &layer.output, weights_len).map_err(bad)
+}
+
+fn check_activation(a: &Activation) -> Result<(), LayerFault> {
+    match *a {
+        Activation::Clip { lo, hi } if lo.is_nan() || hi.is_nan() || lo > hi => {
+            Err(LayerFault::Param(ParamFault::ClipBounds))
+        }
+        Activation::LeakyRelu { alpha } if !alpha.is_finite() => {
+            Err(LayerFault::Param(ParamFault::NotFinite))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_span(span: Span, role: SpanRole, expected: u64, weights_len: u32) -> Result<(), LayerFault> {
+    let fault = |fault| LayerFault::Span { role, fault };
+    if u64::from(span.len) != expected {
+        return Err(fault(SpanFault::Length { expected, found: span.len }));
+    }
+    if span.offset % 4 != 0 {
+        return Err(fault(SpanFault::Misaligned { offset: span.offset }));
+    }
+    let end = u64::from(span.offset) + u64::from(span.len);
+    if end > u64::from(weights_len) {
+        return Err(fault(SpanFault::OutOfBounds { end, weights_len }));
+    }
+    Ok(())
+}
+
+fn expect_dims(operand: Operand, expected: [u64; 3], found: [u16; 3]) -> Result<(), LayerFault> {
+    if expected == found.map(u64::from) {
+        Ok(())
+    } else {
+        Err(LayerFault::Shape {
+            operand,
+            expected: expected.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            found,
+        })
+    }
+}
+
+fn nonzero(values: &[u16], fault: ParamFault) -> Result<(), LayerFault> {
+    if values.contains(&0) {
+        Err(LayerFault::Param(fault))
+    } else {
+        Ok(())
+    }
+}
+
+/// Output length of a sliding window along one axis (floor mode, as ONNX without `ceil_mode`):
+/// `(size + pad_a + pad_b - dilation * (kernel - 1) - 1) / stride + 1`.
+/// `kernel`, `stride` and `dilation` are non-zero.
+fn window_out(size: u64, kernel: u16, stride: u16, dilation: u16, pad_a: u16, pad_b: u16) -> Result<u64, LayerFault> {
+    let extent = u64::from(dilation) * (u64::from(kernel) - 1) + 1;
+    let padded = size + u64::from(pad_a) + u64::from(pad_b);
+    if padded < extent {
+        return Err(LayerFault::Param(ParamFault::WindowLargerThanInput));
+    }
+    Ok((padded - extent) / u64::from(stride) + 1)
+}
+
+/// Operation parameters against operand shapes and spans. Descriptions were checked already.
+fn check_op(op: &Op, inputs: &[TensorDesc], y: &TensorDesc, weights_len: u32) -> Result<(), LayerFault> {
+    let Some(x) = inputs.first() else {
+        return Err(LayerFault::InputCount { expected: 1, found: 0 });
+    };
+    let [h, w, c] = x.dims.map(u64::from);
+    let same_as_input = x.dims.map(u64::from);
+    let f32s = |n: u64| n.saturating_mul(4);
+    match op {
+        Op::Conv2d(conv) => {
+            check_activation(&conv.activation)?;
+            nonzero(&conv.kernel, ParamFault::ZeroKernel)?;
+            nonzero(&conv.stride, ParamFault::ZeroStride)?;
+            nonzero(&conv.dilation, ParamFault::ZeroDilation)?;
+            nonzero(&[conv.groups], ParamFault::ZeroGroups)?;
+            let out_c = u64::from(y.dims[2]);
+            let groups = u64::from(conv.groups);
+            if c % groups != 0 || out_c % groups != 0 {
+                return Err(LayerFault::Param(ParamFault::GroupsDontDivide {
+                    groups: conv.groups,
+                    in_c: x.dims[2],
+                    out_c: y.dims[2],
+                }));
+            }
+            let [kh, kw] = conv.kernel;
+            let [pt, pl, pb, pr] = conv.pad;
+            let oh = window_out(h, kh, conv.stride[0], conv.dilation[0], pt, pb)?;
+            let ow = window_out(w, kw, conv.stride[1], conv.dilation[1], pl, pr)?;
+            expect_dims(Operand::Output, [oh, ow, out_c], y.dims)?;
+            let weights = out_c
+                .saturating_mul(u64::from(kh) * u64::from(kw))
+                .saturating_mul(c / groups);
+            check_span(conv.weights, SpanRole::Weights, f32s(weights), weights_len)?;
+            check_span(conv.bias, SpanRole::Bias, f32s(out_c), weights_len)?;
+            let pad_values = if conv.pad_values.len == 0 { 0 } else { f32s(c) };
+            check_span(conv.pad_values, SpanRole::PadValues, pad_values, weights_len)
+        }
+        Op::Dense(dense) => {
+            check_activation(&dense.activation)?;
+            let n_in = x.len() as u64;
+            let n_out = y.len() as u64;
+            check_span(dense.weights, SpanRole::Weights, f32s(n_out.saturating_mul(n_in)), weights_len)?;
+            check_span(dense.bias, SpanRole::Bias, f32s(n_out), weights_len)
+        }
+        Op::Pool(pool) => {
+            check_activation(&pool.activation)?;
+            nonzero(&pool.kernel, ParamFault::ZeroKernel)?;
+            nonzero(&pool.stride, ParamFault::ZeroStride)?;
+            let [kh, kw] = pool.kernel;
+            let [pt, pl, pb, pr] = pool.pad;
+            // Every window then holds at least one real element: max never returns the -inf
+            // start value and the average never divides by zero.
+            if pt >= kh || pb >= kh || pl >= kw || pr >= kw {
+                return Err(LayerFault::Param(ParamFault::PoolPadTooLarge));
+            }
+            let oh = window_out(h, kh, pool.stride[0], 1, pt, pb)?;
+            let ow = window_out(w, kw, pool.stride[1], 1, pl, pr)?;
+            expect_dims(Operand::Output, [oh, ow, c], y.dims)
+        }
+        Op::Add { activation } => {
+            check_activation(activation)?;
+            if let Some(second) = inputs.get(1) {
+                expect_dims(Operand::Input(1), same_as_input, second.dims)?;
+            }
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::Affine(affine) => {
+            check_activation(&affine.activation)?;
+            check_span(affine.scale, SpanRole::Scale, f32s(c), weights_len)?;
+            check_span(affine.shift, SpanRole::Shift, f32s(c), weights_len)?;
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::Activation(activation) => {
+            check_activation(activation)?;
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::Softmax => expect_dims(Operand::Output, same_as_input, y.dims),
+        Op::Transpose(t) => {
+            let mut seen = [false; 3];
+            let not_perm = LayerFault::Param(ParamFault::NotAPermutation { perm: t.perm });
+            let mut expected = [0u64; 3];
+            for (slot, &p) in expected.iter_mut().zip(&t.perm) {
+                let was_seen = seen.get_mut(usize::from(p)).ok_or(not_perm)?;
+                if *was_seen {
+                    return Err(not_perm);
+                }
+                *was_seen = true;
+                *slot = same_as_input.get(usize::from(p)).copied().ok_or(not_perm)?;
+            }
+            expect_dims(Operand::Output, expected, y.dims)
+        }
+        Op::Pad(pad) => {
+            if !pad.value.is_finite() {
+                return Err(LayerFault::Param(ParamFault::NotFinite));
+            }
+            let [pt, pl, pb, pr] = pad.pad.map(u64::from);
+            expect_dims(Operand::Output, [h + pt + pb, w + pl + pr, c], y.dims)
+        }
+    }
+}
+
+/// Every read sees a tensor written before (or the model input) with the same description, every
+/// tensor id is written once, the model input is never written, the model output is written.
+pub(super) fn dataflow(model: &Model<'_>) -> Result<(), LoadError> {
+    let info = &model.info;
+    let mut output_written = false;
+    for (k, layer) in model.layers().enumerate() {
+        let index = layer_index(k);
+        let bad = |what| LoadError::BadLayer { layer: index, what };
+        let out = &layer.output;
+        if out.id == info.input.id {
+            return Err(bad(LayerFault::WritesModelInput));
+        }
+        if out.id == info.output.id {
+            if *out != info.output {
+                return Err(bad(LayerFault::TensorMismatch { tensor: out.id }));
+            }
+            output_written = true;
+        }
+        let inputs = used_inputs(&layer);
+        let mut defined = [false; crate::format::MAX_LAYER_INPUTS];
+        let mut resolve = |definition: &TensorDesc| -> Result<(), LoadError> {
+            for (x, found) in inputs.iter().zip(defined.iter_mut()) {
+                if x.id == definition.id {
+                    if x != definition {
+                        return Err(bad(LayerFault::TensorMismatch { tensor: x.id }));
+                    }
+                    *found = true;
+                }
+            }
+            Ok(())
+        };
+        resolve(&info.input)?;
+        for earlier in model.layers().take(k) {
+            if earlier.output.id == out.id {
+                return Err(bad(LayerFault::DuplicateWrite { tensor: out.id }));
+            }
+            resolve(&earlier.output)?;
+        }
+        for (x, found) in inputs.iter().zip(defined) {
+            if !found {
+                return Err(bad(LayerFault::UninitializedRead { tensor: x.id }));
+            }
+        }
+    }
+    if !output_written {
+        return Err(LoadError::OutputNeverWritten { tensor: info.output.id });
+    }
+    Ok(())
+}
+
+/// The arena plan: no layer overwrites a tensor that a later layer reads or that is the model
+/// output. (A layer overwriting its own input was refused by `records`.)
+pub(super) fn plan(model: &Model<'_>) -> Result<(), LoadError> {
+    check_lifetime(model, &model.info.input, model.layers(), 0)?;
+    let mut later = model.layers();
+    let mut next_index = 0usize;
+    while let Some(layer) = later.next() {
+        next_index += 1;
+        check_lifetime(model, &layer.output, later.clone(), next_index)?;
+    }
+    Ok(())
+}
+
+/// `tensor` is produced just before `later`, whose first layer has index `first_index`.
+fn check_lifetime(model: &Model<'_>, tensor: &TensorDesc, later: Layers<'_>, first_index: usize) -> Result<(), LoadError> {
+    let live = region(tensor);
+    let mut first_clobber = None;
+    let mut last_read = None;
+    for (j, layer) in later.enumerate() {
+        let index = first_index + j;
+        if used_inputs(&layer).iter().any(|x| x.id == tensor.id) {
+            last_read = Some(index);
+        }
+        if first_clobber.is_none() && overlaps(region(&layer.output), live) {
+            first_clobber = Some(index);
+        }
+    }
+    if let Some(clobber) = first_clobber {
+        let needed_later = tensor.id == model.info.output.id || last_read.is_some_and(|r| r >= clobber);
+        if needed_later {
+            return Err(LoadError::BadLayer {
+                layer: layer_index(clobber),
+                what: LayerFault::ClobbersLiveTensor { tensor: tensor.id },
+            });
+        }
+    }
+    Ok(())
+}
