@@ -85,6 +85,7 @@ pub fn run<O: EvalOp>(g: &Graph<O>, input: &[f32]) -> Result<Vec<f32>> {
 
 /// Like `run`, and calls `on_node(node index, node input 0, node output)` after every node, in
 /// execution order (for statistics at chosen points of the graph).
+#[allow(clippy::type_complexity)] // Spelled out on purpose: the callback's meaning is in its doc.
 pub fn run_traced<O: EvalOp>(
     g: &Graph<O>,
     input: &[f32],
