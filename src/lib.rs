@@ -10,3 +10,6 @@ pub mod model;
 
 pub use engine::{Observer, RunError};
 pub use model::{Aligned, LoadError, Model};
+
+#[cfg(test)]
+mod testutil;

@@ -2,6 +2,8 @@
 //! the accessors and the engine cannot fail on the model's account.
 
 mod error;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 pub use error::{

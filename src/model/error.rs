@@ -138,6 +138,11 @@ pub enum TensorFault {
     },
     /// An f32 tensor carries quantization parameters.
     QuantOnFloat,
+    /// A model boundary's logical rank is not 1 to 3, or a dimension outside it is not 1.
+    Rank {
+        /// `ModelInfo::input_rank` or `output_rank`.
+        rank: u8,
+    },
 }
 
 /// Which operand of a layer.
@@ -397,6 +402,10 @@ impl fmt::Display for TensorFault {
                 "tensor at arena offset {offset} ({bytes} bytes) ends past the {arena_bytes} byte arena"
             ),
             TensorFault::QuantOnFloat => f.write_str("f32 tensor carries quantization parameters"),
+            TensorFault::Rank { rank } => write!(
+                f,
+                "logical rank {rank} is not 1 to 3, or a leading dimension outside it is not 1"
+            ),
         }
     }
 }

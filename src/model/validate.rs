@@ -66,11 +66,22 @@ fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), DescIssue> {
 /// record (the caller requires there are none).
 pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
     let info = &model.info;
-    for (d, tensor) in [(&info.input, Boundary::Input), (&info.output, Boundary::Output)] {
+    let boundaries = [
+        (&info.input, info.input_rank, Boundary::Input),
+        (&info.output, info.output_rank, Boundary::Output),
+    ];
+    for (d, rank, tensor) in boundaries {
         check_desc(d, info.arena_bytes).map_err(|issue| match issue {
             DescIssue::Int8 => LoadError::Unsupported { layer: None, feature: Feature::Int8 },
             DescIssue::Fault(fault) => LoadError::BadModelTensor { tensor, fault },
         })?;
+        // The dims outside the logical rank are padding of the shape and must be 1.
+        let unused = d.dims.len().checked_sub(usize::from(rank)).filter(|_| rank >= 1);
+        let leading = unused.and_then(|n| d.dims.get(..n));
+        if !leading.is_some_and(|dims| dims.iter().all(|&n| n == 1)) {
+            let fault = TensorFault::Rank { rank };
+            return Err(LoadError::BadModelTensor { tensor, fault });
+        }
     }
     if info.output.id == info.input.id {
         return Err(LoadError::OutputIsInput);

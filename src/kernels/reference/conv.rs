@@ -192,8 +192,9 @@ mod tests {
             let [h, w, c] = in_dims;
             let padded_h = h + p.pad[0] as usize + p.pad[2] as usize;
             let padded_w = w + p.pad[1] as usize + p.pad[3] as usize;
-            prop_assume!(padded_h >= p.dilation[0] as usize * (p.kernel[0] as usize - 1) + 1);
-            prop_assume!(padded_w >= p.dilation[1] as usize * (p.kernel[1] as usize - 1) + 1);
+            // The dilated window fits the padded input.
+            prop_assume!(padded_h > p.dilation[0] as usize * (p.kernel[0] as usize - 1));
+            prop_assume!(padded_w > p.dilation[1] as usize * (p.kernel[1] as usize - 1));
             let oh = out_len(h, p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], p.pad[2]);
             let ow = out_len(w, p.kernel[1], p.stride[1], p.dilation[1], p.pad[1], p.pad[3]);
             let oc = out_c[2];
