@@ -121,3 +121,58 @@ pub fn emit(info: &ModelInfo, layers: &[Layer], weights: &[u8], out: &mut [u8]) 
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::format::WEIGHTS_ALIGN;
+    use crate::testutil::tiny;
+
+    #[test]
+    fn header_layout_and_length() {
+        let spec = tiny();
+        let mut info = spec.info;
+        info.layer_count = spec.layers.len() as u16;
+        let len = emitted_len(&info, &spec.layers, spec.weights.len()).unwrap();
+        let mut out = std::vec![0xEEu8; len + 3];
+        assert_eq!(emit(&info, &spec.layers, &spec.weights, &mut out), Ok(len));
+        assert_eq!(&out[len..], &[0xEE; 3], "bytes after the blob are untouched");
+        assert_eq!(&out[..4], b"ICEF");
+        assert_eq!(u16::from_le_bytes([out[4], out[5]]), FORMAT_VERSION);
+        assert_eq!(&out[6..8], &[0, 0]);
+        let meta_len = u32::from_le_bytes(out[8..12].try_into().unwrap()) as usize;
+        let weights_len = u32::from_le_bytes(out[12..16].try_into().unwrap()) as usize;
+        assert_eq!(weights_len, spec.weights.len());
+        let at = weights_offset(meta_len);
+        assert_eq!(at % WEIGHTS_ALIGN, 0);
+        assert_eq!(at + weights_len, len);
+        assert!(out[HEADER_LEN + meta_len..at].iter().all(|&b| b == 0));
+        assert_eq!(&out[at..len], &spec.weights[..]);
+        let crc = u32::from_le_bytes(out[16..20].try_into().unwrap());
+        assert_eq!(crc, CRC.checksum(&out[HEADER_LEN..len]));
+        assert_eq!(&out[20..24], &[0; 4]);
+    }
+
+    #[test]
+    fn refuses_small_buffers_and_wrong_layer_counts() {
+        let spec = tiny();
+        let mut info = spec.info;
+        info.layer_count = spec.layers.len() as u16;
+        let len = emitted_len(&info, &spec.layers, spec.weights.len()).unwrap();
+        for short in [0, HEADER_LEN, len / 2, len - 1] {
+            let mut out = std::vec![0u8; short];
+            assert_eq!(
+                emit(&info, &spec.layers, &spec.weights, &mut out),
+                Err(EmitError::BufferTooSmall { needed: len as u32 })
+            );
+        }
+        info.layer_count = 3;
+        let mut out = std::vec![0u8; len];
+        assert_eq!(
+            emit(&info, &spec.layers, &spec.weights, &mut out),
+            Err(EmitError::LayerCountMismatch { declared: 3, given: 10 })
+        );
+    }
+}

@@ -219,3 +219,220 @@ impl Model<'_> {
         Some(y)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::format::{Activation, Conv2d, Dense, Pool, PoolKind, Span};
+    use crate::testutil::*;
+
+    /// A 4-aligned arena of `bytes` bytes.
+    fn arena(bytes: usize) -> Blob {
+        Blob::zeroed(bytes)
+    }
+
+    /// The tiny model computed by calling the kernels directly, layer by layer.
+    fn tiny_by_hand(spec: &Spec, x: &[f32]) -> Vec<f32> {
+        let op = |i: usize| spec.layers[i].op;
+        let dims = |d: &TensorDesc| d.dims.map(usize::from);
+        let mut t1 = std::vec![0.0; T1.len()];
+        let Op::Conv2d(c) = op(0) else { unreachable!() };
+        kernels::conv::conv2d(
+            &c,
+            dims(&X),
+            x,
+            dims(&T1),
+            &mut t1,
+            &spec.span_f32(c.weights),
+            &spec.span_f32(c.bias),
+            &spec.span_f32(c.pad_values),
+        );
+        let mut t2 = std::vec![0.0; T2.len()];
+        let Op::Pool(p) = op(1) else { unreachable!() };
+        kernels::pool::pool(&p, dims(&T1), &t1, dims(&T2), &mut t2);
+        let mut t3 = std::vec![0.0; T3.len()];
+        let Op::Affine(a) = op(2) else { unreachable!() };
+        kernels::elementwise::affine(&a.activation, &spec.span_f32(a.scale), &spec.span_f32(a.shift), &t2, &mut t3);
+        let mut t4 = std::vec![0.0; T4.len()];
+        kernels::elementwise::activation(&Activation::Relu, &t3, &mut t4);
+        let mut t5 = std::vec![0.0; T5.len()];
+        kernels::elementwise::add(&Activation::Clip { lo: -1.0, hi: 1.0 }, &t2, &t4, &mut t5);
+        let mut t6 = std::vec![0.0; T6.len()];
+        let Op::Transpose(t) = op(5) else { unreachable!() };
+        kernels::layout::transpose(&t, dims(&T5), &t5, &mut t6);
+        let mut t7 = std::vec![0.0; T7.len()];
+        let Op::Pad(p) = op(6) else { unreachable!() };
+        kernels::layout::pad(&p, dims(&T6), &t6, dims(&T7), &mut t7);
+        let mut t8 = std::vec![0.0; T8.len()];
+        kernels::elementwise::activation(&Activation::Sigmoid, &t7, &mut t8);
+        let mut t9 = std::vec![0.0; T9.len()];
+        let Op::Dense(d) = op(8) else { unreachable!() };
+        kernels::dense::dense(&d.activation, &spec.span_f32(d.weights), &spec.span_f32(d.bias), &t8, &mut t9);
+        let mut t10 = std::vec![0.0; T10.len()];
+        kernels::softmax::softmax(5, &t9, &mut t10);
+        t10
+    }
+
+    #[test]
+    fn runs_every_layer_on_the_planned_arena() {
+        let spec = tiny();
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let x = values(X.len(), 42);
+        let mut out = [0.0f32; 5];
+        // A dirty arena must not matter: every read sees data written in this run.
+        let mut a = arena(model.arena_bytes());
+        a.bytes_mut().fill(0xAB);
+        model.run_f32(a.bytes_mut(), &x, &mut out).unwrap();
+        assert_eq!(out.to_vec(), tiny_by_hand(&spec, &x));
+        assert!((out.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        // Same input, same output: runs are independent.
+        let mut again = [0.0f32; 5];
+        model.run_f32(a.bytes_mut(), &x, &mut again).unwrap();
+        assert_eq!(out, again);
+    }
+
+    #[test]
+    fn observer_sees_every_layer_in_order() {
+        #[derive(Default)]
+        struct Record {
+            started: Vec<u16>,
+            ended: Vec<(u16, usize)>,
+            last_output: Vec<u8>,
+        }
+        impl Observer for Record {
+            fn layer_start(&mut self, index: u16, _: &Layer) {
+                self.started.push(index);
+            }
+            fn layer_end(&mut self, index: u16, layer: &Layer, output: &[u8]) {
+                assert_eq!(output.len(), layer.output.byte_len());
+                self.ended.push((index, output.len()));
+                self.last_output = output.to_vec();
+            }
+        }
+        let spec = tiny();
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let mut a = arena(model.arena_bytes());
+        let mut out = [0.0f32; 5];
+        let mut record = Record::default();
+        model.run_f32_observed(a.bytes_mut(), &values(32, 1), &mut out, &mut record).unwrap();
+        assert_eq!(record.started, (0..10).collect::<Vec<u16>>());
+        let lens: Vec<usize> = spec.layers.iter().map(|l| l.output.byte_len()).collect();
+        assert_eq!(record.ended, (0..10).zip(lens).collect::<Vec<_>>());
+        assert_eq!(record.last_output, bytemuck::cast_slice::<f32, u8>(&out));
+    }
+
+    #[test]
+    fn caller_buffer_errors() {
+        let blob = tiny().blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let x = [0.0f32; 32];
+        let mut out = [0.0f32; 5];
+        let mut a = arena(model.arena_bytes() + 4);
+        assert_eq!(
+            model.run_f32(&mut a.bytes_mut()[1..], &x, &mut out),
+            Err(RunError::ArenaMisaligned)
+        );
+        assert_eq!(
+            model.run_f32(&mut a.bytes_mut()[..319], &x, &mut out),
+            Err(RunError::ArenaTooSmall { needed: 320, found: 319 })
+        );
+        assert_eq!(
+            model.run_f32(a.bytes_mut(), &x[..31], &mut out),
+            Err(RunError::InputLength { expected: 32, found: 31 })
+        );
+        assert_eq!(
+            model.run_f32(a.bytes_mut(), &x, &mut out[..4]),
+            Err(RunError::OutputLength { expected: 5, found: 4 })
+        );
+        // A larger arena is fine.
+        assert_eq!(model.run_f32(a.bytes_mut(), &x, &mut out), Ok(()));
+        assert!(std::format!("{}", RunError::ArenaTooSmall { needed: 320, found: 319 }).contains("320"));
+    }
+
+    #[test]
+    fn arena_size_not_a_multiple_of_four() {
+        // A plan may declare an odd arena size; the tensors still end on word boundaries.
+        let x = desc(0, 0, [1, 1, 3]);
+        let y = desc(1, 12, [1, 1, 3]);
+        let mut spec = Spec::new(26, x, y);
+        spec.info.output_rank = 1;
+        spec.push(layer(Op::Activation(Activation::Relu), x, y));
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let mut a = arena(26);
+        let mut out = [0.0f32; 3];
+        model.run_f32(a.bytes_mut(), &[-1.0, 0.5, 2.0], &mut out).unwrap();
+        assert_eq!(out, [0.0, 0.5, 2.0]);
+    }
+
+    #[test]
+    fn depthwise_grouped_and_dilated_conv_through_the_engine() {
+        // input [5,5,4] -> grouped conv (2 groups, dilation 2, asymmetric pads, stride 2) -> [3,2,6]
+        //   -> depthwise 3x3 conv with pad values -> [3,2,6] -> global average pool -> dense -> [1,1,2]
+        let x = desc(0, 0, [5, 5, 4]);
+        let t1 = desc(1, 400, [3, 2, 6]);
+        let t2 = desc(2, 0, [3, 2, 6]);
+        let t3 = desc(3, 144, [1, 1, 6]);
+        let t4 = desc(4, 176, [1, 1, 2]);
+        let mut spec = Spec::new(544, x, t4);
+        let grouped = Conv2d {
+            kernel: [2, 3],
+            stride: [2, 2],
+            dilation: [2, 1],
+            pad: [1, 0, 1, 0],
+            groups: 2,
+            weights: spec.f32s(&values(6 * 2 * 3 * 2, 7)),
+            bias: spec.f32s(&values(6, 8)),
+            pad_values: Span::default(),
+            activation: Activation::Identity,
+        };
+        let depthwise = Conv2d {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [1, 1, 1, 1],
+            groups: 6,
+            weights: spec.f32s(&values(6 * 9, 9)),
+            bias: spec.f32s(&[0.0; 6]),
+            pad_values: spec.f32s(&values(6, 10)),
+            activation: Activation::Clip { lo: 0.0, hi: 6.0 },
+        };
+        let gap = Pool {
+            kind: PoolKind::Average { count_include_pad: false },
+            kernel: [3, 2],
+            stride: [1, 1],
+            pad: [0; 4],
+            activation: Activation::Identity,
+        };
+        let dense = Dense {
+            weights: spec.f32s(&values(12, 11)),
+            bias: spec.f32s(&[0.5, -0.5]),
+            activation: Activation::Identity,
+        };
+        spec.push(layer(Op::Conv2d(grouped), x, t1))
+            .push(layer(Op::Conv2d(depthwise), t1, t2))
+            .push(layer(Op::Pool(gap), t2, t3))
+            .push(layer(Op::Dense(dense), t3, t4));
+        spec.info.output_rank = 1;
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let input = values(100, 12);
+        let mut out = [0.0f32; 2];
+        model.run_f32(arena(544).bytes_mut(), &input, &mut out).unwrap();
+
+        let d = |t: &TensorDesc| t.dims.map(usize::from);
+        let (mut y1, mut y2, mut y3, mut y4) = (std::vec![0.0; 36], std::vec![0.0; 36], std::vec![0.0; 6], std::vec![0.0; 2]);
+        let w = |s| spec.span_f32(s);
+        kernels::conv::conv2d(&grouped, d(&x), &input, d(&t1), &mut y1, &w(grouped.weights), &w(grouped.bias), &[]);
+        kernels::conv::conv2d(&depthwise, d(&t1), &y1, d(&t2), &mut y2, &w(depthwise.weights), &w(depthwise.bias), &w(depthwise.pad_values));
+        kernels::pool::pool(&gap, d(&t2), &y2, d(&t3), &mut y3);
+        kernels::dense::dense(&Activation::Identity, &w(dense.weights), &w(dense.bias), &y3, &mut y4);
+        assert_eq!(out.to_vec(), y4);
+    }
+}
