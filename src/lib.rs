@@ -1,10 +1,78 @@
-//! icefold runtime.
+//! icefold runtime: `no_std`, allocation-free inference of BatchNorm-folded models.
+//!
+//! The host tool folds every BatchNorm into constants and writes a model blob (format:
+//! `docs/FORMAT.md`, types in [`format`]). This crate checks the blob once and then runs it with
+//! plain f32 kernels in one caller-provided arena. Nothing on the device reads or updates
+//! normalization statistics: the format has no operator that could.
+//!
+//! # Guarantees
+//!
+//! [`Model::new_checked`] validates the whole blob before returning a [`Model`]:
+//! - the blob is 4-byte aligned (use [`Aligned`]), the header is version [`format::FORMAT_VERSION`]
+//!   with no unknown flags, its lengths account for every byte, the CRC-32 matches, the meta
+//!   records decode and fill their section exactly, the padding is zero;
+//! - every tensor description: f32 (int8 is reported as [`LoadError::Unsupported`] for now), non-zero
+//!   dimensions, size below 4 GiB, offset a multiple of 4, inside `ModelInfo::arena_bytes`; the
+//!   model input and output have a logical rank of 1 to 3;
+//! - every layer: operand count, output shape implied by the operation's parameters (convolution
+//!   and pooling window arithmetic, groups, transpose permutation, padding), weight spans inside
+//!   the weights section, 4-aligned and exactly as long as the shapes require, finite parameters;
+//! - the dataflow: one description per tensor id, every read sees the model input or a tensor an
+//!   earlier layer wrote, every id written once, the model input never written, the model output
+//!   written;
+//! - the arena plan: no layer's output overlaps its inputs or any tensor still read later (or the
+//!   model output), so a wrong plan is a load error and never a wrong result.
+//!
+//! After that, the accessors and [`Model::run_f32`] cannot panic or index out of bounds; a run
+//! can only fail on the caller's buffers ([`RunError`]). Loading costs O(1) RAM (layers are decoded
+//! again when needed) and O(L²) record decodes for L layers.
+//!
+//! # The arena contract
+//!
+//! Every intermediate tensor lives in one `&mut [u8]` arena of at least [`Model::arena_bytes`]
+//! bytes, 4-byte aligned, at the offsets the tool planned. Its previous contents do not matter,
+//! the model does not keep state in it between runs, and one arena can serve several models in
+//! turn. Weights stay in the blob (flash) and are borrowed, never copied.
+//!
+//! # Example
+//!
+//! ```
+//! use icefold::format::*;
+//! use icefold::{emit::emit, Model};
+//!
+//! // A one-layer model, y = relu(x) on 4 values (normally written by the host tool).
+//! let x = TensorDesc { id: 0, offset: 0, dims: [1, 1, 4], dtype: DType::F32, quant: None };
+//! let y = TensorDesc { id: 1, offset: 16, ..x };
+//! let info = ModelInfo { layer_count: 1, arena_bytes: 32, input: x, output: y, input_rank: 1, output_rank: 1 };
+//! let relu = Layer { op: Op::Activation(Activation::Relu), inputs: [x, x], input_count: 1, output: y };
+//! let mut words = [0u32; 32]; // u32 storage keeps the blob 4-byte aligned
+//! let len = emit(&info, &[relu], &[], bytemuck::cast_slice_mut(&mut words))?;
+//! let blob = &bytemuck::cast_slice::<u32, u8>(&words)[..len];
+//!
+//! // On the device: `static BLOB: Aligned<[u8; N]> = Aligned(*include_bytes!("model.icefold"));`
+//! let model = Model::new_checked(blob)?;
+//! let mut arena = [0u32; 8];
+//! let mut output = [0.0f32; 4];
+//! model.run_f32(bytemuck::cast_slice_mut(&mut arena), &[-1.0, 0.0, 0.5, 2.0], &mut output)?;
+//! assert_eq!(output, [0.0, 0.0, 0.5, 2.0]);
+//! # Ok::<(), Box<dyn core::error::Error>>(())
+//! ```
+//!
+//! # Modules
+//! - [`format`]: the blob's types and constants, shared with the host tool.
+//! - [`emit`]: writes a blob (host tool, tests).
+//! - [`model`]: the checked view ([`Model`], [`LoadError`], [`Aligned`]).
+//! - [`engine`]: running a model ([`Model::run_f32`], [`Observer`], [`RunError`]).
+//! - [`kernels`]: the reference f32 kernels that define every layer's result.
+//!
+//! Little-endian targets only (weights are borrowed in place); a big-endian build fails to compile.
 #![no_std]
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
-pub mod format;
 pub mod emit;
 pub mod engine;
+pub mod format;
 pub mod kernels;
 pub mod model;
 

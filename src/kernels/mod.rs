@@ -1,6 +1,6 @@
 //! Compute kernels.
 //!
-//! [`reference`] holds the plain f32 kernels that define the results. Optimized kernels (Cortex-M
+//! [`reference`](mod@reference) holds the plain f32 kernels that define the results. Optimized kernels (Cortex-M
 //! DSP, host SIMD) will live next to it in their own modules with the same signatures, be chosen at
 //! compile time, fall back to the reference for parameters they do not cover, and be tested against
 //! it with the same tests.

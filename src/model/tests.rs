@@ -501,3 +501,23 @@ mod fuzz {
         }
     }
 }
+
+/// The postcard encoding of the records is part of the format (docs/FORMAT.md): pin it.
+#[test]
+fn wire_format_is_pinned() {
+    // id 1, offset 128 (varint 80 01), dims 4 4 3, F32 (0), no quant (0).
+    assert_eq!(postcard_bytes(&T1), [0x01, 0x80, 0x01, 0x04, 0x04, 0x03, 0x00, 0x00]);
+    let q = TensorDesc { dtype: DType::I8, quant: Some(Quant { scale: 0.5, zero_point: -3 }), ..X };
+    // I8 (1), Some (1), scale 0.5 as f32 LE, zero point -3 zigzag = 5.
+    assert_eq!(postcard_bytes(&q), [0, 0, 4, 4, 2, 1, 1, 0x00, 0x00, 0x00, 0x3f, 0x05]);
+    let relu = layer(Op::Activation(Activation::Relu), desc(2, 0, [1, 1, 1]), desc(3, 4, [1, 1, 1]));
+    let d2 = [0x02, 0x00, 0x01, 0x01, 0x01, 0x00, 0x00];
+    let mut expected = std::vec![0x05, 0x01]; // Op::Activation (5), Activation::Relu (1)
+    expected.extend(d2);
+    expected.extend(d2);
+    expected.push(0x01); // input_count
+    expected.extend([0x03, 0x04, 0x01, 0x01, 0x01, 0x00, 0x00]);
+    assert_eq!(postcard_bytes(&relu), expected);
+    let pad = Op::Pad(Pad { pad: [1, 2, 3, 300], value: 1.0 });
+    assert_eq!(postcard_bytes(&pad), [0x08, 1, 2, 3, 0xac, 0x02, 0x00, 0x00, 0x80, 0x3f]);
+}
