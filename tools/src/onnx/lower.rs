@@ -202,7 +202,13 @@ impl<'e> Lowerer<'e> {
                     }
                     self.affine(&node.op_type, a, c, true)?
                 }
-                (None, Some(b)) => self.affine(&node.op_type, b, need(0, "the constant operand")?, false)?,
+                (None, Some(b)) => {
+                    let c = need(0, "the constant operand")?;
+                    if node.op_type == OpType::Add && self.fuse_bias(b, c, out)? {
+                        return Ok(());
+                    }
+                    self.affine(&node.op_type, b, c, false)?
+                }
                 (None, None) => bail!("no activation input"),
             },
             OpType::Flatten => {

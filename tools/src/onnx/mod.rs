@@ -9,7 +9,7 @@
 //!    `Reshape`, evaluated by `fold` with the batch taken as 1) are resolved, and activation ops
 //!    become IR nodes with per-sample shapes, validated against their weights.
 //!
-//! Supported: default-domain opsets 11..=18; one float32 input whose first axis is the batch
+//! Supported: default-domain opsets 11..=20; one float32 input whose first axis is the batch
 //! (symbolic or fixed) and whose other axes are static; one output. Errors name the node:
 //! `node "conv3" (Conv): ...`. Nothing in here panics on malformed files.
 
@@ -34,8 +34,10 @@ use crate::graph::{Graph, ImportedGraph, Node, Op, Value, ValueId};
 use lower::{Lowerer, Val};
 use tensor::ExternalFiles;
 
-/// Opsets of the default ONNX domain that import accepts.
-pub const SUPPORTED_OPSETS: RangeInclusive<i64> = 11..=18;
+/// Opsets of the default ONNX domain that import accepts. 19 and 20 (the PyTorch dynamo
+/// exporter's default) changed nothing the supported ops rely on: AveragePool gained
+/// `dilations` (only 1 is accepted), Pad a `wrap` mode (only `constant` is), the rest only types.
+pub const SUPPORTED_OPSETS: RangeInclusive<i64> = 11..=20;
 
 /// Stack for the import thread. `onnx-rs` parses nested messages recursively, so a hostile file
 /// of deeply nested messages needs deep stack; the reservation is virtual memory, committed only
