@@ -45,7 +45,7 @@ pub fn read_npy(path: &Path) -> Result<Array> {
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let dtype = npy.dtype();
-    let data: Vec<f32> = match npy.dtype().descr().as_str() {
+    let data: Vec<f32> = match npy.dtype().descr().trim_matches('\'') {
         "<f4" => npy.into_vec::<f32>()?,
         "<f8" => npy.into_vec::<f64>()?.into_iter().map(|x| x as f32).collect(),
         other => bail!(
