@@ -989,14 +989,35 @@ fn committed_fixtures_import_or_are_refused() {
             _ => {
                 let g = result.unwrap_or_else(|e| panic!("fixture {name} ({kind}): {e:#}"));
                 let bn = g.nodes.iter().filter(|n| matches!(n.op, Op::BatchNorm(_))).count();
+                let error = reference_error(&g, &fixtures_dir().join(&name));
                 eprintln!(
-                    "{name}: opset {}, {} nodes ({bn} BatchNorm), input {:?} -> output {:?}",
+                    "{name}: opset {}, {} nodes ({bn} BatchNorm), input {:?} -> output {:?}, max |ref - ort| / max |ort| = {error:.2e}",
                     g.opset,
                     g.nodes.len(),
                     g.values[g.input].shape,
                     g.values[g.output].shape
                 );
+                assert!(error < 1e-4, "{name}: the imported graph computes something else than onnxruntime ({error:e})");
             }
         }
     }
+}
+
+/// Largest difference between the reference interpreter on the imported graph and the committed
+/// onnxruntime outputs, relative to the largest output magnitude: the import means what ONNX means.
+fn reference_error(g: &ImportedGraph, dir: &Path) -> f64 {
+    let input = crate::io::read_npy(&dir.join("input.npy")).unwrap();
+    let expected = crate::io::read_npy(&dir.join("expected.npy")).unwrap();
+    assert_eq!(input.samples(), expected.samples());
+    let (mut worst, mut scale) = (0f64, 0f64);
+    for i in 0..input.samples() {
+        let got = crate::eval::run(g, input.sample(i)).unwrap();
+        let want = expected.sample(i);
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(want) {
+            worst = worst.max((*a as f64 - *b as f64).abs());
+            scale = scale.max((*b as f64).abs());
+        }
+    }
+    worst / scale.max(1e-12)
 }
