@@ -361,11 +361,11 @@ fn dataflow_faults() {
         bad(3, LayerFault::DuplicateWrite { tensor: 1 }),
     );
     refused(|m| m.layers[2].inputs[0].id = 99, bad(2, LayerFault::UninitializedRead { tensor: 99 }));
-    // Reading the output of a later layer is reading uninitialized memory.
     refused(
         |m| m.layers[4].inputs[1] = T5,
         bad(4, LayerFault::OverlapsOwnInput { input: 1 }),
     );
+    // Reading the output of a later layer (t4, written by L3) is reading uninitialized memory.
     refused(
         |m| m.layers[2].inputs[0] = TensorDesc { id: 4, ..T2 },
         bad(2, LayerFault::UninitializedRead { tensor: 4 }),

@@ -17,7 +17,24 @@ pub fn dense(activation: &Activation, weights: &[f32], bias: &[f32], input: &[f3
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn matches_naive_definition(n_in in 1usize..70, n_out in 1usize..6, seed in any::<u64>()) {
+            let v = crate::testutil::values(n_in * n_out + n_in + n_out, seed);
+            let (w, rest) = v.split_at(n_in * n_out);
+            let (x, b) = rest.split_at(n_in);
+            let mut out = std::vec![0.0f32; n_out];
+            dense(&Activation::Identity, w, b, x, &mut out);
+            for o in 0..n_out {
+                let want: f64 = b[o] as f64 + (0..n_in).map(|i| w[o * n_in + i] as f64 * x[i] as f64).sum::<f64>();
+                prop_assert!((out[o] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()));
+            }
+        }
+    }
 
     #[test]
     fn dense_by_hand() {

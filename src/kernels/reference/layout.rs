@@ -55,7 +55,29 @@ pub fn pad(params: &Pad, in_dims: [usize; 3], input: &[f32], out_dims: [usize; 3
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use proptest::prelude::*;
+
+    const PERMS: [[u8; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+
+    proptest! {
+        #[test]
+        fn transpose_then_inverse_is_identity(dims in proptest::array::uniform3(1usize..5), which in 0usize..6) {
+            let perm = PERMS[which];
+            let mut inverse = [0u8; 3];
+            for (k, &p) in perm.iter().enumerate() {
+                inverse[p as usize] = k as u8;
+            }
+            let n = dims.iter().product::<usize>();
+            let x: std::vec::Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let (mut y, mut z) = (std::vec![0.0; n], std::vec![0.0; n]);
+            transpose(&Transpose { perm }, dims, &x, &mut y);
+            let y_dims = perm.map(|p| dims[p as usize]);
+            transpose(&Transpose { perm: inverse }, y_dims, &y, &mut z);
+            prop_assert_eq!(z, x);
+        }
+    }
 
     #[test]
     fn transpose_hwc_to_chw_by_hand() {
