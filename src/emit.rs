@@ -57,12 +57,17 @@ fn encoded_len<T: serde::Serialize>(value: &T) -> Result<usize, EmitError> {
 /// Length of the meta section (postcard info + layers, without padding).
 fn meta_len(info: &ModelInfo, layers: &[Layer]) -> Result<usize, EmitError> {
     layers.iter().try_fold(encoded_len(info)?, |sum, layer| {
-        sum.checked_add(encoded_len(layer)?).ok_or(EmitError::TooLarge)
+        sum.checked_add(encoded_len(layer)?)
+            .ok_or(EmitError::TooLarge)
     })
 }
 
 /// Total length of the blob [`emit`] writes for these records and `weights_len` bytes of weights.
-pub fn emitted_len(info: &ModelInfo, layers: &[Layer], weights_len: usize) -> Result<usize, EmitError> {
+pub fn emitted_len(
+    info: &ModelInfo,
+    layers: &[Layer],
+    weights_len: usize,
+) -> Result<usize, EmitError> {
     let meta = meta_len(info, layers)?;
     u32::try_from(meta).map_err(|_| EmitError::TooLarge)?;
     u32::try_from(weights_len).map_err(|_| EmitError::TooLarge)?;
@@ -77,7 +82,12 @@ pub fn emitted_len(info: &ModelInfo, layers: &[Layer], weights_len: usize) -> Re
 /// `WEIGHTS_ALIGN`, then `weights`. Returns the blob length; bytes of `out` after it are untouched.
 ///
 /// `info.layer_count` must equal `layers.len()`. Spans in the layers are offsets into `weights`.
-pub fn emit(info: &ModelInfo, layers: &[Layer], weights: &[u8], out: &mut [u8]) -> Result<usize, EmitError> {
+pub fn emit(
+    info: &ModelInfo,
+    layers: &[Layer],
+    weights: &[u8],
+    out: &mut [u8],
+) -> Result<usize, EmitError> {
     if usize::from(info.layer_count) != layers.len() {
         return Err(EmitError::LayerCountMismatch {
             declared: info.layer_count,
@@ -85,7 +95,9 @@ pub fn emit(info: &ModelInfo, layers: &[Layer], weights: &[u8], out: &mut [u8]) 
         });
     }
     let total = emitted_len(info, layers, weights.len())?;
-    let too_small = EmitError::BufferTooSmall { needed: u32::try_from(total).unwrap_or(u32::MAX) };
+    let too_small = EmitError::BufferTooSmall {
+        needed: u32::try_from(total).unwrap_or(u32::MAX),
+    };
     let blob = out.get_mut(..total).ok_or(too_small)?;
     let (header, payload) = blob.split_at_mut_checked(HEADER_LEN).ok_or(too_small)?;
     // Both fit in u32 (emitted_len checked) and add up to `total`.
@@ -93,15 +105,25 @@ pub fn emit(info: &ModelInfo, layers: &[Layer], weights: &[u8], out: &mut [u8]) 
     let weights_at = weights_offset(meta_len) - HEADER_LEN;
 
     let mut free = payload.get_mut(..meta_len).ok_or(too_small)?;
-    let used = postcard::to_slice(info, free).map_err(|_| EmitError::Encode)?.len();
+    let used = postcard::to_slice(info, free)
+        .map_err(|_| EmitError::Encode)?
+        .len();
     free = free.get_mut(used..).ok_or(EmitError::Encode)?;
     for layer in layers {
-        let used = postcard::to_slice(layer, free).map_err(|_| EmitError::Encode)?.len();
+        let used = postcard::to_slice(layer, free)
+            .map_err(|_| EmitError::Encode)?
+            .len();
         free = free.get_mut(used..).ok_or(EmitError::Encode)?;
     }
-    payload.get_mut(meta_len..weights_at).ok_or(too_small)?.fill(0);
+    payload
+        .get_mut(meta_len..weights_at)
+        .ok_or(too_small)?
+        .fill(0);
     let weights_out = payload.get_mut(weights_at..).ok_or(too_small)?;
-    weights_out.iter_mut().zip(weights).for_each(|(o, w)| *o = *w);
+    weights_out
+        .iter_mut()
+        .zip(weights)
+        .for_each(|(o, w)| *o = *w);
     let crc = CRC.checksum(payload);
 
     let fields = [
@@ -138,7 +160,11 @@ mod tests {
         let len = emitted_len(&info, &spec.layers, spec.weights.len()).unwrap();
         let mut out = std::vec![0xEEu8; len + 3];
         assert_eq!(emit(&info, &spec.layers, &spec.weights, &mut out), Ok(len));
-        assert_eq!(&out[len..], &[0xEE; 3], "bytes after the blob are untouched");
+        assert_eq!(
+            &out[len..],
+            &[0xEE; 3],
+            "bytes after the blob are untouched"
+        );
         assert_eq!(&out[..4], b"ICEF");
         assert_eq!(u16::from_le_bytes([out[4], out[5]]), FORMAT_VERSION);
         assert_eq!(&out[6..8], &[0, 0]);
@@ -172,7 +198,10 @@ mod tests {
         let mut out = std::vec![0u8; len];
         assert_eq!(
             emit(&info, &spec.layers, &spec.weights, &mut out),
-            Err(EmitError::LayerCountMismatch { declared: 3, given: 10 })
+            Err(EmitError::LayerCountMismatch {
+                declared: 3,
+                given: 10
+            })
         );
     }
 }

@@ -9,7 +9,9 @@ use crate::kernels::reference as kernels;
 use crate::model::Model;
 
 #[cfg(target_endian = "big")]
-compile_error!("icefold reads little-endian weights in place and supports little-endian targets only");
+compile_error!(
+    "icefold reads little-endian weights in place and supports little-endian targets only"
+);
 
 /// Why a run was refused. Only the caller's buffers can be wrong: the model was validated at load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +55,9 @@ impl fmt::Display for RunError {
             RunError::ArenaMisaligned => f.write_str(
                 "arena is not 4-byte aligned; use e.g. `Aligned<[u8; ARENA_BYTES]>` for it",
             ),
-            RunError::ArenaTooSmall { needed, found } => write!(
-                f,
-                "arena is {found} bytes, the model needs {needed}"
-            ),
+            RunError::ArenaTooSmall { needed, found } => {
+                write!(f, "arena is {found} bytes, the model needs {needed}")
+            }
             RunError::InputLength { expected, found } => write!(
                 f,
                 "input has {found} elements, the model input has {expected}"
@@ -123,7 +124,11 @@ fn operands<'s>(arena: &'s mut [f32], layer: &Layer) -> Option<([&'s [f32]; 2], 
     };
     let first = view(layer.inputs.first()?)?;
     // Unused second slots (single-input layers) may hold anything; they are never read.
-    let second = if layer.input_count >= 2 { view(layer.inputs.get(1)?)? } else { &[] };
+    let second = if layer.input_count >= 2 {
+        view(layer.inputs.get(1)?)?
+    } else {
+        &[]
+    };
     Some(([first, second], output))
 }
 
@@ -133,7 +138,12 @@ impl Model<'_> {
     ///
     /// `input` and `output` have the element counts of [`Model::input`] and [`Model::output`]
     /// (row-major `[H, W, C]`).
-    pub fn run_f32(&self, arena: &mut [u8], input: &[f32], output: &mut [f32]) -> Result<(), RunError> {
+    pub fn run_f32(
+        &self,
+        arena: &mut [u8],
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), RunError> {
         self.run_f32_observed(arena, input, output, &mut ())
     }
 
@@ -155,7 +165,10 @@ impl Model<'_> {
         let arena = arena
             .get_mut(..needed / 4 * 4)
             .filter(|_| found >= needed)
-            .ok_or(RunError::ArenaTooSmall { needed: saturate(needed), found: saturate(found) })?;
+            .ok_or(RunError::ArenaTooSmall {
+                needed: saturate(needed),
+                found: saturate(found),
+            })?;
         let arena: &mut [f32] =
             bytemuck::try_cast_slice_mut(arena).map_err(|_| RunError::ArenaMisaligned)?;
         let (model_in, model_out) = (self.input(), self.output());
@@ -171,18 +184,24 @@ impl Model<'_> {
                 found: saturate(output.len()),
             });
         }
-        let first = arena.get_mut(elements(model_in)).ok_or(RunError::Internal { layer: 0 })?;
+        let first = arena
+            .get_mut(elements(model_in))
+            .ok_or(RunError::Internal { layer: 0 })?;
         first.iter_mut().zip(input).for_each(|(a, x)| *a = *x);
 
         for (i, layer) in self.layers().enumerate() {
             let index = u16::try_from(i).unwrap_or(u16::MAX);
             observer.layer_start(index, &layer);
-            let out = self.run_layer(arena, &layer).ok_or(RunError::Internal { layer: index })?;
+            let out = self
+                .run_layer(arena, &layer)
+                .ok_or(RunError::Internal { layer: index })?;
             let bytes: &[u8] = bytemuck::try_cast_slice(out).unwrap_or_default();
             observer.layer_end(index, &layer, bytes);
         }
 
-        let last = arena.get(elements(model_out)).ok_or(RunError::Internal { layer: 0 })?;
+        let last = arena
+            .get(elements(model_out))
+            .ok_or(RunError::Internal { layer: 0 })?;
         output.iter_mut().zip(last).for_each(|(o, a)| *o = *a);
         Ok(())
     }
@@ -256,13 +275,21 @@ mod tests {
         kernels::pool::pool(&p, dims(&T1), &t1, dims(&T2), &mut t2);
         let mut t3 = std::vec![0.0; T3.len()];
         let Op::Affine(a) = op(2) else { unreachable!() };
-        kernels::elementwise::affine(&a.activation, &spec.span_f32(a.scale), &spec.span_f32(a.shift), &t2, &mut t3);
+        kernels::elementwise::affine(
+            &a.activation,
+            &spec.span_f32(a.scale),
+            &spec.span_f32(a.shift),
+            &t2,
+            &mut t3,
+        );
         let mut t4 = std::vec![0.0; T4.len()];
         kernels::elementwise::activation(&Activation::Relu, &t3, &mut t4);
         let mut t5 = std::vec![0.0; T5.len()];
         kernels::elementwise::add(&Activation::Clip { lo: -1.0, hi: 1.0 }, &t2, &t4, &mut t5);
         let mut t6 = std::vec![0.0; T6.len()];
-        let Op::Transpose(t) = op(5) else { unreachable!() };
+        let Op::Transpose(t) = op(5) else {
+            unreachable!()
+        };
         kernels::layout::transpose(&t, dims(&T5), &t5, &mut t6);
         let mut t7 = std::vec![0.0; T7.len()];
         let Op::Pad(p) = op(6) else { unreachable!() };
@@ -271,7 +298,13 @@ mod tests {
         kernels::elementwise::activation(&Activation::Sigmoid, &t7, &mut t8);
         let mut t9 = std::vec![0.0; T9.len()];
         let Op::Dense(d) = op(8) else { unreachable!() };
-        kernels::dense::dense(&d.activation, &spec.span_f32(d.weights), &spec.span_f32(d.bias), &t8, &mut t9);
+        kernels::dense::dense(
+            &d.activation,
+            &spec.span_f32(d.weights),
+            &spec.span_f32(d.bias),
+            &t8,
+            &mut t9,
+        );
         let mut t10 = std::vec![0.0; T10.len()];
         kernels::softmax::softmax(5, &t9, &mut t10);
         t10
@@ -320,7 +353,9 @@ mod tests {
         let mut a = arena(model.arena_bytes());
         let mut out = [0.0f32; 5];
         let mut record = Record::default();
-        model.run_f32_observed(a.bytes_mut(), &values(32, 1), &mut out, &mut record).unwrap();
+        model
+            .run_f32_observed(a.bytes_mut(), &values(32, 1), &mut out, &mut record)
+            .unwrap();
         assert_eq!(record.started, (0..10).collect::<Vec<u16>>());
         let lens: Vec<usize> = spec.layers.iter().map(|l| l.output.byte_len()).collect();
         assert_eq!(record.ended, (0..10).zip(lens).collect::<Vec<_>>());
@@ -340,19 +375,35 @@ mod tests {
         );
         assert_eq!(
             model.run_f32(&mut a.bytes_mut()[..319], &x, &mut out),
-            Err(RunError::ArenaTooSmall { needed: 320, found: 319 })
+            Err(RunError::ArenaTooSmall {
+                needed: 320,
+                found: 319
+            })
         );
         assert_eq!(
             model.run_f32(a.bytes_mut(), &x[..31], &mut out),
-            Err(RunError::InputLength { expected: 32, found: 31 })
+            Err(RunError::InputLength {
+                expected: 32,
+                found: 31
+            })
         );
         assert_eq!(
             model.run_f32(a.bytes_mut(), &x, &mut out[..4]),
-            Err(RunError::OutputLength { expected: 5, found: 4 })
+            Err(RunError::OutputLength {
+                expected: 5,
+                found: 4
+            })
         );
         // A larger arena is fine.
         assert_eq!(model.run_f32(a.bytes_mut(), &x, &mut out), Ok(()));
-        assert!(std::format!("{}", RunError::ArenaTooSmall { needed: 320, found: 319 }).contains("320"));
+        assert!(std::format!(
+            "{}",
+            RunError::ArenaTooSmall {
+                needed: 320,
+                found: 319
+            }
+        )
+        .contains("320"));
     }
 
     #[test]
@@ -367,7 +418,9 @@ mod tests {
         let model = Model::new_checked(blob.bytes()).unwrap();
         let mut a = arena(26);
         let mut out = [0.0f32; 3];
-        model.run_f32(a.bytes_mut(), &[-1.0, 0.5, 2.0], &mut out).unwrap();
+        model
+            .run_f32(a.bytes_mut(), &[-1.0, 0.5, 2.0], &mut out)
+            .unwrap();
         assert_eq!(out, [0.0, 0.5, 2.0]);
     }
 
@@ -404,7 +457,9 @@ mod tests {
             activation: Activation::Clip { lo: 0.0, hi: 6.0 },
         };
         let gap = Pool {
-            kind: PoolKind::Average { count_include_pad: false },
+            kind: PoolKind::Average {
+                count_include_pad: false,
+            },
             kernel: [3, 2],
             stride: [1, 1],
             pad: [0; 4],
@@ -424,15 +479,46 @@ mod tests {
         let model = Model::new_checked(blob.bytes()).unwrap();
         let input = values(100, 12);
         let mut out = [0.0f32; 2];
-        model.run_f32(arena(544).bytes_mut(), &input, &mut out).unwrap();
+        model
+            .run_f32(arena(544).bytes_mut(), &input, &mut out)
+            .unwrap();
 
         let d = |t: &TensorDesc| t.dims.map(usize::from);
-        let (mut y1, mut y2, mut y3, mut y4) = (std::vec![0.0; 36], std::vec![0.0; 36], std::vec![0.0; 6], std::vec![0.0; 2]);
+        let (mut y1, mut y2, mut y3, mut y4) = (
+            std::vec![0.0; 36],
+            std::vec![0.0; 36],
+            std::vec![0.0; 6],
+            std::vec![0.0; 2],
+        );
         let w = |s| spec.span_f32(s);
-        kernels::conv::conv2d(&grouped, d(&x), &input, d(&t1), &mut y1, &w(grouped.weights), &w(grouped.bias), &[]);
-        kernels::conv::conv2d(&depthwise, d(&t1), &y1, d(&t2), &mut y2, &w(depthwise.weights), &w(depthwise.bias), &w(depthwise.pad_values));
+        kernels::conv::conv2d(
+            &grouped,
+            d(&x),
+            &input,
+            d(&t1),
+            &mut y1,
+            &w(grouped.weights),
+            &w(grouped.bias),
+            &[],
+        );
+        kernels::conv::conv2d(
+            &depthwise,
+            d(&t1),
+            &y1,
+            d(&t2),
+            &mut y2,
+            &w(depthwise.weights),
+            &w(depthwise.bias),
+            &w(depthwise.pad_values),
+        );
         kernels::pool::pool(&gap, d(&t2), &y2, d(&t3), &mut y3);
-        kernels::dense::dense(&Activation::Identity, &w(dense.weights), &w(dense.bias), &y3, &mut y4);
+        kernels::dense::dense(
+            &Activation::Identity,
+            &w(dense.weights),
+            &w(dense.bias),
+            &y3,
+            &mut y4,
+        );
         assert_eq!(out.to_vec(), y4);
     }
 }

@@ -63,9 +63,9 @@ fn saturate(n: impl TryInto<u32>) -> u32 {
 
 /// Reads and checks the fixed header (everything except the checksum of the payload).
 fn parse_header(blob: &[u8]) -> Result<Header, LoadError> {
-    let header: &[u8; HEADER_LEN] = blob
-        .first_chunk()
-        .ok_or(LoadError::TooShort { len: saturate(blob.len()) })?;
+    let header: &[u8; HEADER_LEN] = blob.first_chunk().ok_or(LoadError::TooShort {
+        len: saturate(blob.len()),
+    })?;
     let [m0, m1, m2, m3, v0, v1, f0, f1, l0, l1, l2, l3, w0, w1, w2, w3, c0, c1, c2, c3, r0, r1, r2, r3] =
         *header;
     let magic = [m0, m1, m2, m3];
@@ -74,7 +74,10 @@ fn parse_header(blob: &[u8]) -> Result<Header, LoadError> {
     }
     let version = u16::from_le_bytes([v0, v1]);
     if version != FORMAT_VERSION {
-        return Err(LoadError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        return Err(LoadError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     let flags = u16::from_le_bytes([f0, f1]);
     if flags != 0 {
@@ -121,7 +124,10 @@ impl<'a> Model<'a> {
         let payload = blob.get(HEADER_LEN..).unwrap_or_default();
         let computed = CRC.checksum(payload);
         if computed != header.crc {
-            return Err(LoadError::ChecksumMismatch { stored: header.crc, computed });
+            return Err(LoadError::ChecksumMismatch {
+                stored: header.crc,
+                computed,
+            });
         }
         let meta = blob.get(HEADER_LEN..meta_end).unwrap_or_default();
         let padding = blob.get(meta_end..weights_at).unwrap_or_default();
@@ -129,10 +135,16 @@ impl<'a> Model<'a> {
 
         let (info, layer_bytes) = postcard::take_from_bytes::<ModelInfo>(meta)
             .map_err(|_| LoadError::MetaDecode { layer: None })?;
-        let model = Model { info, layer_bytes, weights };
+        let model = Model {
+            info,
+            layer_bytes,
+            weights,
+        };
         let rest = validate::records(&model)?;
         if !rest.is_empty() {
-            return Err(LoadError::MetaTrailing { unused: saturate(rest.len()) });
+            return Err(LoadError::MetaTrailing {
+                unused: saturate(rest.len()),
+            });
         }
         if padding.iter().any(|&b| b != 0) {
             return Err(LoadError::PaddingNotZero);
@@ -149,7 +161,10 @@ impl<'a> Model<'a> {
 
     /// The layers in execution order (decoded on the fly; each was validated at load).
     pub fn layers(&self) -> Layers<'a> {
-        Layers { rest: self.layer_bytes, remaining: self.info.layer_count }
+        Layers {
+            rest: self.layer_bytes,
+            remaining: self.info.layer_count,
+        }
     }
 
     /// The weights section (raw little-endian arrays referenced by `Span`s).
@@ -177,7 +192,9 @@ impl<'a> Model<'a> {
     /// Always `Some` for spans of a validated layer.
     pub(crate) fn weights_f32(&self, span: crate::format::Span) -> Option<&'a [f32]> {
         let start = span.offset as usize;
-        let bytes = self.weights.get(start..start.checked_add(span.len as usize)?)?;
+        let bytes = self
+            .weights
+            .get(start..start.checked_add(span.len as usize)?)?;
         bytemuck::try_cast_slice(bytes).ok()
     }
 }

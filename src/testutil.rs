@@ -15,7 +15,10 @@ pub struct Blob {
 
 impl Blob {
     pub fn zeroed(len: usize) -> Blob {
-        Blob { words: std::vec![0; len.div_ceil(4) + 1], len }
+        Blob {
+            words: std::vec![0; len.div_ceil(4) + 1],
+            len,
+        }
     }
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.words)[..self.len]
@@ -60,15 +63,31 @@ pub fn postcard_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub fn desc(id: u16, offset: u32, dims: [u16; 3]) -> TensorDesc {
-    TensorDesc { id, offset, dims, dtype: DType::F32, quant: None }
+    TensorDesc {
+        id,
+        offset,
+        dims,
+        dtype: DType::F32,
+        quant: None,
+    }
 }
 
 pub fn layer(op: Op, input: TensorDesc, output: TensorDesc) -> Layer {
-    Layer { op, inputs: [input, input], input_count: 1, output }
+    Layer {
+        op,
+        inputs: [input, input],
+        input_count: 1,
+        output,
+    }
 }
 
 pub fn layer2(op: Op, a: TensorDesc, b: TensorDesc, output: TensorDesc) -> Layer {
-    Layer { op, inputs: [a, b], input_count: 2, output }
+    Layer {
+        op,
+        inputs: [a, b],
+        input_count: 2,
+        output,
+    }
 }
 
 /// A model under construction: layers, weights, boundary tensors.
@@ -81,15 +100,30 @@ pub struct Spec {
 
 impl Spec {
     pub fn new(arena_bytes: u32, input: TensorDesc, output: TensorDesc) -> Spec {
-        let info = ModelInfo { layer_count: 0, arena_bytes, input, output, input_rank: 3, output_rank: 1 };
-        Spec { info, layers: Vec::new(), weights: Vec::new() }
+        let info = ModelInfo {
+            layer_count: 0,
+            arena_bytes,
+            input,
+            output,
+            input_rank: 3,
+            output_rank: 1,
+        };
+        Spec {
+            info,
+            layers: Vec::new(),
+            weights: Vec::new(),
+        }
     }
 
     /// Appends f32 values to the weights section.
     pub fn f32s(&mut self, values: &[f32]) -> Span {
         let offset = self.weights.len() as u32;
-        self.weights.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        Span { offset, len: values.len() as u32 * 4 }
+        self.weights
+            .extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        Span {
+            offset,
+            len: values.len() as u32 * 4,
+        }
     }
 
     pub fn push(&mut self, layer: Layer) -> &mut Spec {
@@ -102,7 +136,10 @@ impl Spec {
         info.layer_count = self.layers.len() as u16;
         let len = emitted_len(&info, &self.layers, self.weights.len()).unwrap();
         let mut blob = Blob::zeroed(len);
-        assert_eq!(emit(&info, &self.layers, &self.weights, blob.bytes_mut()), Ok(len));
+        assert_eq!(
+            emit(&info, &self.layers, &self.weights, blob.bytes_mut()),
+            Ok(len)
+        );
         blob
     }
 
@@ -120,7 +157,9 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -138,17 +177,83 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
 //   t8  [4,3,2]  96..192   L7 sigmoid
 //   t9  [1,1,5]   0..20    L8 dense 24 -> 5
 //   t10 [1,1,5]  32..52    L9 softmax, model output
-pub const X: TensorDesc = TensorDesc { id: 0, offset: 0, dims: [4, 4, 2], dtype: DType::F32, quant: None };
-pub const T1: TensorDesc = TensorDesc { id: 1, offset: 128, dims: [4, 4, 3], dtype: DType::F32, quant: None };
-pub const T2: TensorDesc = TensorDesc { id: 2, offset: 0, dims: [2, 2, 3], dtype: DType::F32, quant: None };
-pub const T3: TensorDesc = TensorDesc { id: 3, offset: 48, dims: [2, 2, 3], dtype: DType::F32, quant: None };
-pub const T4: TensorDesc = TensorDesc { id: 4, offset: 96, dims: [2, 2, 3], dtype: DType::F32, quant: None };
-pub const T5: TensorDesc = TensorDesc { id: 5, offset: 144, dims: [2, 2, 3], dtype: DType::F32, quant: None };
-pub const T6: TensorDesc = TensorDesc { id: 6, offset: 192, dims: [3, 2, 2], dtype: DType::F32, quant: None };
-pub const T7: TensorDesc = TensorDesc { id: 7, offset: 0, dims: [4, 3, 2], dtype: DType::F32, quant: None };
-pub const T8: TensorDesc = TensorDesc { id: 8, offset: 96, dims: [4, 3, 2], dtype: DType::F32, quant: None };
-pub const T9: TensorDesc = TensorDesc { id: 9, offset: 0, dims: [1, 1, 5], dtype: DType::F32, quant: None };
-pub const T10: TensorDesc = TensorDesc { id: 10, offset: 32, dims: [1, 1, 5], dtype: DType::F32, quant: None };
+pub const X: TensorDesc = TensorDesc {
+    id: 0,
+    offset: 0,
+    dims: [4, 4, 2],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T1: TensorDesc = TensorDesc {
+    id: 1,
+    offset: 128,
+    dims: [4, 4, 3],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T2: TensorDesc = TensorDesc {
+    id: 2,
+    offset: 0,
+    dims: [2, 2, 3],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T3: TensorDesc = TensorDesc {
+    id: 3,
+    offset: 48,
+    dims: [2, 2, 3],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T4: TensorDesc = TensorDesc {
+    id: 4,
+    offset: 96,
+    dims: [2, 2, 3],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T5: TensorDesc = TensorDesc {
+    id: 5,
+    offset: 144,
+    dims: [2, 2, 3],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T6: TensorDesc = TensorDesc {
+    id: 6,
+    offset: 192,
+    dims: [3, 2, 2],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T7: TensorDesc = TensorDesc {
+    id: 7,
+    offset: 0,
+    dims: [4, 3, 2],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T8: TensorDesc = TensorDesc {
+    id: 8,
+    offset: 96,
+    dims: [4, 3, 2],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T9: TensorDesc = TensorDesc {
+    id: 9,
+    offset: 0,
+    dims: [1, 1, 5],
+    dtype: DType::F32,
+    quant: None,
+};
+pub const T10: TensorDesc = TensorDesc {
+    id: 10,
+    offset: 32,
+    dims: [1, 1, 5],
+    dtype: DType::F32,
+    quant: None,
+};
 
 /// A ten-layer model that uses every operation.
 pub fn tiny() -> Spec {
@@ -185,9 +290,23 @@ pub fn tiny() -> Spec {
         .push(layer(Op::Pool(pool), T1, T2))
         .push(layer(Op::Affine(affine), T2, T3))
         .push(layer(Op::Activation(Activation::Relu), T3, T4))
-        .push(layer2(Op::Add { activation: Activation::Clip { lo: -1.0, hi: 1.0 } }, T2, T4, T5))
+        .push(layer2(
+            Op::Add {
+                activation: Activation::Clip { lo: -1.0, hi: 1.0 },
+            },
+            T2,
+            T4,
+            T5,
+        ))
         .push(layer(Op::Transpose(Transpose { perm: [2, 0, 1] }), T5, T6))
-        .push(layer(Op::Pad(Pad { pad: [1, 0, 0, 1], value: 0.5 }), T6, T7))
+        .push(layer(
+            Op::Pad(Pad {
+                pad: [1, 0, 0, 1],
+                value: 0.5,
+            }),
+            T6,
+            T7,
+        ))
         .push(layer(Op::Activation(Activation::Sigmoid), T7, T8))
         .push(layer(Op::Dense(dense), T8, T9))
         .push(layer(Op::Softmax, T9, T10));

@@ -331,7 +331,10 @@ impl fmt::Display for LoadError {
                 "model blob header has unknown flags {flags:#06x}; {FROM_TOOL}"
             ),
             LoadError::ReservedNotZero => {
-                write!(f, "model blob header reserved word is not zero; {FROM_TOOL}")
+                write!(
+                    f,
+                    "model blob header reserved word is not zero; {FROM_TOOL}"
+                )
             }
             LoadError::LengthMismatch { declared, actual } => write!(
                 f,
@@ -353,7 +356,10 @@ impl fmt::Display for LoadError {
                 "{unused} unused bytes after the last layer record; {FROM_TOOL}"
             ),
             LoadError::PaddingNotZero => {
-                write!(f, "padding before the weights section is not zero; {FROM_TOOL}")
+                write!(
+                    f,
+                    "padding before the weights section is not zero; {FROM_TOOL}"
+                )
             }
             LoadError::BadModelTensor { tensor, fault } => {
                 let which = match tensor {
@@ -378,9 +384,9 @@ impl fmt::Display for LoadError {
                 f,
                 "no layer writes the model output (tensor {tensor}); {FROM_TOOL}"
             ),
-            LoadError::OutputIsInput => f.write_str(
-                "the model output is the model input; a model must compute something",
-            ),
+            LoadError::OutputIsInput => {
+                f.write_str("the model output is the model input; a model must compute something")
+            }
         }
     }
 }
@@ -455,7 +461,11 @@ impl fmt::Display for ParamFault {
             ParamFault::ZeroStride => f.write_str("stride is zero"),
             ParamFault::ZeroDilation => f.write_str("dilation is zero"),
             ParamFault::ZeroGroups => f.write_str("groups is zero"),
-            ParamFault::GroupsDontDivide { groups, in_c, out_c } => write!(
+            ParamFault::GroupsDontDivide {
+                groups,
+                in_c,
+                out_c,
+            } => write!(
                 f,
                 "groups {groups} does not divide input channels {in_c} and output channels {out_c}"
             ),
@@ -466,7 +476,10 @@ impl fmt::Display for ParamFault {
                 f.write_str("pooling padding is not smaller than the window")
             }
             ParamFault::NotAPermutation { perm } => {
-                write!(f, "transpose perm {perm:?} is not a permutation of [0, 1, 2]")
+                write!(
+                    f,
+                    "transpose perm {perm:?} is not a permutation of [0, 1, 2]"
+                )
             }
             ParamFault::ClipBounds => f.write_str("clip bounds are NaN or lo > hi"),
             ParamFault::NotFinite => f.write_str("parameter is NaN or infinite"),

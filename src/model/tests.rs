@@ -100,17 +100,26 @@ fn header_faults() {
     assert_eq!(edit(0, b'X'), Err(LoadError::BadMagic { found: *b"XCEF" }));
     assert_eq!(
         edit(4, 2),
-        Err(LoadError::UnsupportedVersion { found: 2, supported: FORMAT_VERSION })
+        Err(LoadError::UnsupportedVersion {
+            found: 2,
+            supported: FORMAT_VERSION
+        })
     );
     assert_eq!(edit(6, 1), Err(LoadError::UnknownFlags { flags: 1 }));
     assert_eq!(edit(23, 1), Err(LoadError::ReservedNotZero));
     let stored = u32::from_le_bytes(blob.bytes()[16..20].try_into().unwrap());
     assert_eq!(
         edit(16, blob.bytes()[16] ^ 0xff),
-        Err(LoadError::ChecksumMismatch { stored: stored ^ 0xff, computed: stored })
+        Err(LoadError::ChecksumMismatch {
+            stored: stored ^ 0xff,
+            computed: stored
+        })
     );
     let last = blob.bytes().len() - 1;
-    assert!(matches!(edit(last, blob.bytes()[last] ^ 1), Err(LoadError::ChecksumMismatch { .. })));
+    assert!(matches!(
+        edit(last, blob.bytes()[last] ^ 1),
+        Err(LoadError::ChecksumMismatch { .. })
+    ));
 }
 
 #[test]
@@ -118,7 +127,10 @@ fn misaligned_blob_is_refused() {
     let blob = tiny().blob();
     let mut shifted = Blob::zeroed(blob.bytes().len() + 1);
     shifted.bytes_mut()[1..].copy_from_slice(blob.bytes());
-    assert_eq!(Model::new_checked(&shifted.bytes()[1..]).map(|_| ()), Err(LoadError::Misaligned));
+    assert_eq!(
+        Model::new_checked(&shifted.bytes()[1..]).map(|_| ()),
+        Err(LoadError::Misaligned)
+    );
     let message = std::format!("{}", LoadError::Misaligned);
     assert!(message.contains("Aligned"), "{message}");
 }
@@ -140,8 +152,14 @@ fn meta_faults() {
     assert_eq!(check(&trailing), Err(LoadError::MetaTrailing { unused: 2 }));
 
     let cut = meta.len() - 3;
-    assert_eq!(check(&meta[..cut]), Err(LoadError::MetaDecode { layer: Some(9) }));
-    assert_eq!(check(&[0xff, 0xff, 0xff]), Err(LoadError::MetaDecode { layer: None }));
+    assert_eq!(
+        check(&meta[..cut]),
+        Err(LoadError::MetaDecode { layer: Some(9) })
+    );
+    assert_eq!(
+        check(&[0xff, 0xff, 0xff]),
+        Err(LoadError::MetaDecode { layer: None })
+    );
 
     // Non-zero padding (the meta length is chosen so that padding exists).
     let mut blob = assemble(&meta, &spec.weights);
@@ -149,7 +167,10 @@ fn meta_faults() {
     assert!(weights_offset(meta.len()) > pad_at);
     blob.bytes_mut()[pad_at] = 1;
     fix_crc(blob.bytes_mut());
-    assert_eq!(Model::new_checked(blob.bytes()).map(|_| ()), Err(LoadError::PaddingNotZero));
+    assert_eq!(
+        Model::new_checked(blob.bytes()).map(|_| ()),
+        Err(LoadError::PaddingNotZero)
+    );
 }
 
 #[test]
@@ -158,13 +179,31 @@ fn boundary_tensor_faults() {
         |m| m.info.arena_bytes = 100,
         LoadError::BadModelTensor {
             tensor: Boundary::Input,
-            fault: TensorFault::OutsideArena { offset: 0, bytes: 128, arena_bytes: 100 },
+            fault: TensorFault::OutsideArena {
+                offset: 0,
+                bytes: 128,
+                arena_bytes: 100,
+            },
         },
     );
-    refused(|m| m.info.input.dtype = DType::I8, LoadError::Unsupported { layer: None, feature: Feature::Int8 });
     refused(
-        |m| m.info.output.quant = Some(Quant { scale: 1.0, zero_point: 0 }),
-        LoadError::BadModelTensor { tensor: Boundary::Output, fault: TensorFault::QuantOnFloat },
+        |m| m.info.input.dtype = DType::I8,
+        LoadError::Unsupported {
+            layer: None,
+            feature: Feature::Int8,
+        },
+    );
+    refused(
+        |m| {
+            m.info.output.quant = Some(Quant {
+                scale: 1.0,
+                zero_point: 0,
+            })
+        },
+        LoadError::BadModelTensor {
+            tensor: Boundary::Output,
+            fault: TensorFault::QuantOnFloat,
+        },
     );
     refused(
         |m| {
@@ -174,32 +213,61 @@ fn boundary_tensor_faults() {
         LoadError::OutputIsInput,
     );
     for (rank, fault) in [(0, true), (1, true), (2, true), (3, false), (4, true)] {
-        let expected = LoadError::BadModelTensor { tensor: Boundary::Input, fault: TensorFault::Rank { rank } };
+        let expected = LoadError::BadModelTensor {
+            tensor: Boundary::Input,
+            fault: TensorFault::Rank { rank },
+        };
         let mut spec = tiny();
         spec.info.input_rank = rank;
-        assert_eq!(load(&spec), if fault { Err(expected) } else { Ok(()) }, "input rank {rank}");
+        assert_eq!(
+            load(&spec),
+            if fault { Err(expected) } else { Ok(()) },
+            "input rank {rank}"
+        );
     }
     refused(
         |m| m.info.output_rank = 0,
-        LoadError::BadModelTensor { tensor: Boundary::Output, fault: TensorFault::Rank { rank: 0 } },
+        LoadError::BadModelTensor {
+            tensor: Boundary::Output,
+            fault: TensorFault::Rank { rank: 0 },
+        },
     );
-    refused(|m| m.info.output.id = 77, LoadError::OutputNeverWritten { tensor: 77 });
-    refused(|m| m.layers.clear(), LoadError::OutputNeverWritten { tensor: 10 });
+    refused(
+        |m| m.info.output.id = 77,
+        LoadError::OutputNeverWritten { tensor: 77 },
+    );
+    refused(
+        |m| m.layers.clear(),
+        LoadError::OutputNeverWritten { tensor: 10 },
+    );
 }
 
 #[test]
 fn tensor_faults() {
     let tensor = |operand, fault| LayerFault::Tensor { operand, fault };
-    refused(|m| m.layers[1].output.dims[0] = 0, bad(1, tensor(Operand::Output, TensorFault::ZeroDim)));
+    refused(
+        |m| m.layers[1].output.dims[0] = 0,
+        bad(1, tensor(Operand::Output, TensorFault::ZeroDim)),
+    );
     refused(
         |m| m.layers[1].output.offset = 2,
-        bad(1, tensor(Operand::Output, TensorFault::MisalignedOffset { offset: 2 })),
+        bad(
+            1,
+            tensor(Operand::Output, TensorFault::MisalignedOffset { offset: 2 }),
+        ),
     );
     refused(
         |m| m.layers[1].output.offset = 300,
         bad(
             1,
-            tensor(Operand::Output, TensorFault::OutsideArena { offset: 300, bytes: 48, arena_bytes: 320 }),
+            tensor(
+                Operand::Output,
+                TensorFault::OutsideArena {
+                    offset: 300,
+                    bytes: 48,
+                    arena_bytes: 320,
+                },
+            ),
         ),
     );
     refused(
@@ -207,20 +275,50 @@ fn tensor_faults() {
         bad(2, tensor(Operand::Output, TensorFault::TooLarge)),
     );
     refused(
-        |m| m.layers[4].inputs[1].quant = Some(Quant { scale: 1.0, zero_point: 0 }),
+        |m| {
+            m.layers[4].inputs[1].quant = Some(Quant {
+                scale: 1.0,
+                zero_point: 0,
+            })
+        },
         bad(4, tensor(Operand::Input(1), TensorFault::QuantOnFloat)),
     );
     refused(
         |m| m.layers[3].inputs[0].dtype = DType::I8,
-        LoadError::Unsupported { layer: Some(3), feature: Feature::Int8 },
+        LoadError::Unsupported {
+            layer: Some(3),
+            feature: Feature::Int8,
+        },
     );
 }
 
 #[test]
 fn operand_count_and_shape_faults() {
-    refused(|m| m.layers[0].input_count = 2, bad(0, LayerFault::InputCount { expected: 1, found: 2 }));
-    refused(|m| m.layers[4].input_count = 1, bad(4, LayerFault::InputCount { expected: 2, found: 1 }));
-    let shape = |operand, expected, found| LayerFault::Shape { operand, expected, found };
+    refused(
+        |m| m.layers[0].input_count = 2,
+        bad(
+            0,
+            LayerFault::InputCount {
+                expected: 1,
+                found: 2,
+            },
+        ),
+    );
+    refused(
+        |m| m.layers[4].input_count = 1,
+        bad(
+            4,
+            LayerFault::InputCount {
+                expected: 2,
+                found: 1,
+            },
+        ),
+    );
+    let shape = |operand, expected, found| LayerFault::Shape {
+        operand,
+        expected,
+        found,
+    };
     refused(
         |m| {
             m.layers[0].output.dims = [4, 2, 3];
@@ -236,8 +334,14 @@ fn operand_count_and_shape_faults() {
         |m| m.layers[5].output.dims = [2, 3, 2],
         bad(5, shape(Operand::Output, [3, 2, 2], [2, 3, 2])),
     );
-    refused(|m| m.layers[6].output.dims = [4, 2, 2], bad(6, shape(Operand::Output, [4, 3, 2], [4, 2, 2])));
-    refused(|m| m.layers[9].output.dims = [1, 5, 1], bad(9, shape(Operand::Output, [1, 1, 5], [1, 5, 1])));
+    refused(
+        |m| m.layers[6].output.dims = [4, 2, 2],
+        bad(6, shape(Operand::Output, [4, 3, 2], [4, 2, 2])),
+    );
+    refused(
+        |m| m.layers[9].output.dims = [1, 5, 1],
+        bad(9, shape(Operand::Output, [1, 1, 5], [1, 5, 1])),
+    );
     refused(
         |m| {
             m.layers[1].output.dims = [3, 3, 3];
@@ -250,13 +354,32 @@ fn operand_count_and_shape_faults() {
 #[test]
 fn parameter_faults() {
     let param = |p| LayerFault::Param(p);
-    refused(|m| conv_of(m).stride = [1, 0], bad(0, param(ParamFault::ZeroStride)));
-    refused(|m| conv_of(m).dilation = [0, 1], bad(0, param(ParamFault::ZeroDilation)));
-    refused(|m| conv_of(m).kernel = [0, 3], bad(0, param(ParamFault::ZeroKernel)));
-    refused(|m| conv_of(m).groups = 0, bad(0, param(ParamFault::ZeroGroups)));
+    refused(
+        |m| conv_of(m).stride = [1, 0],
+        bad(0, param(ParamFault::ZeroStride)),
+    );
+    refused(
+        |m| conv_of(m).dilation = [0, 1],
+        bad(0, param(ParamFault::ZeroDilation)),
+    );
+    refused(
+        |m| conv_of(m).kernel = [0, 3],
+        bad(0, param(ParamFault::ZeroKernel)),
+    );
+    refused(
+        |m| conv_of(m).groups = 0,
+        bad(0, param(ParamFault::ZeroGroups)),
+    );
     refused(
         |m| conv_of(m).groups = 2,
-        bad(0, param(ParamFault::GroupsDontDivide { groups: 2, in_c: 2, out_c: 3 })),
+        bad(
+            0,
+            param(ParamFault::GroupsDontDivide {
+                groups: 2,
+                in_c: 2,
+                out_c: 3,
+            }),
+        ),
     );
     refused(
         |m| {
@@ -271,7 +394,12 @@ fn parameter_faults() {
         bad(0, param(ParamFault::ClipBounds)),
     );
     refused(
-        |m| conv_of(m).activation = Activation::Clip { lo: f32::NAN, hi: 0.0 },
+        |m| {
+            conv_of(m).activation = Activation::Clip {
+                lo: f32::NAN,
+                hi: 0.0,
+            }
+        },
         bad(0, param(ParamFault::ClipBounds)),
     );
     refused(
@@ -287,21 +415,37 @@ fn parameter_faults() {
         bad(5, param(ParamFault::NotAPermutation { perm: [0, 1, 3] })),
     );
     refused(
-        |m| m.layers[6].op = Op::Pad(Pad { pad: [1, 0, 0, 1], value: f32::INFINITY }),
+        |m| {
+            m.layers[6].op = Op::Pad(Pad {
+                pad: [1, 0, 0, 1],
+                value: f32::INFINITY,
+            })
+        },
         bad(6, param(ParamFault::NotFinite)),
     );
     let pool_with = |pad: [u16; 4], kernel: [u16; 2]| {
         Op::Pool(Pool {
-            kind: PoolKind::Average { count_include_pad: true },
+            kind: PoolKind::Average {
+                count_include_pad: true,
+            },
             kernel,
             stride: [2, 2],
             pad,
             activation: Activation::Identity,
         })
     };
-    refused(|m| m.layers[1].op = pool_with([2, 0, 0, 0], [2, 2]), bad(1, param(ParamFault::PoolPadTooLarge)));
-    refused(|m| m.layers[1].op = pool_with([0; 4], [5, 2]), bad(1, param(ParamFault::WindowLargerThanInput)));
-    refused(|m| m.layers[1].op = pool_with([0; 4], [2, 0]), bad(1, param(ParamFault::ZeroKernel)));
+    refused(
+        |m| m.layers[1].op = pool_with([2, 0, 0, 0], [2, 2]),
+        bad(1, param(ParamFault::PoolPadTooLarge)),
+    );
+    refused(
+        |m| m.layers[1].op = pool_with([0; 4], [5, 2]),
+        bad(1, param(ParamFault::WindowLargerThanInput)),
+    );
+    refused(
+        |m| m.layers[1].op = pool_with([0; 4], [2, 0]),
+        bad(1, param(ParamFault::ZeroKernel)),
+    );
 }
 
 #[test]
@@ -309,11 +453,23 @@ fn span_faults() {
     let span = |role, fault| LayerFault::Span { role, fault };
     refused(
         |m| conv_of(m).weights.len -= 4,
-        bad(0, span(SpanRole::Weights, SpanFault::Length { expected: 216, found: 212 })),
+        bad(
+            0,
+            span(
+                SpanRole::Weights,
+                SpanFault::Length {
+                    expected: 216,
+                    found: 212,
+                },
+            ),
+        ),
     );
     refused(
         |m| conv_of(m).bias.offset += 2,
-        bad(0, span(SpanRole::Bias, SpanFault::Misaligned { offset: 218 })),
+        bad(
+            0,
+            span(SpanRole::Bias, SpanFault::Misaligned { offset: 218 }),
+        ),
     );
     let weights_len = tiny().weights.len() as u32;
     refused(
@@ -322,27 +478,57 @@ fn span_faults() {
             0,
             span(
                 SpanRole::PadValues,
-                SpanFault::OutOfBounds { end: u64::from(weights_len) + 4, weights_len },
+                SpanFault::OutOfBounds {
+                    end: u64::from(weights_len) + 4,
+                    weights_len,
+                },
             ),
         ),
     );
     refused(
         |m| conv_of(m).pad_values.len = 12,
-        bad(0, span(SpanRole::PadValues, SpanFault::Length { expected: 8, found: 12 })),
+        bad(
+            0,
+            span(
+                SpanRole::PadValues,
+                SpanFault::Length {
+                    expected: 8,
+                    found: 12,
+                },
+            ),
+        ),
     );
     refused(
         |m| match &mut m.layers[2].op {
             Op::Affine(a) => a.shift.len = 8,
             _ => unreachable!(),
         },
-        bad(2, span(SpanRole::Shift, SpanFault::Length { expected: 12, found: 8 })),
+        bad(
+            2,
+            span(
+                SpanRole::Shift,
+                SpanFault::Length {
+                    expected: 12,
+                    found: 8,
+                },
+            ),
+        ),
     );
     refused(
         |m| match &mut m.layers[8].op {
             Op::Dense(d) => d.bias.len = 24,
             _ => unreachable!(),
         },
-        bad(8, span(SpanRole::Bias, SpanFault::Length { expected: 20, found: 24 })),
+        bad(
+            8,
+            span(
+                SpanRole::Bias,
+                SpanFault::Length {
+                    expected: 20,
+                    found: 24,
+                },
+            ),
+        ),
     );
     // Empty pad values are fine.
     let mut spec = tiny();
@@ -352,7 +538,10 @@ fn span_faults() {
 
 #[test]
 fn dataflow_faults() {
-    refused(|m| m.layers[3].output.id = 0, bad(3, LayerFault::WritesModelInput));
+    refused(
+        |m| m.layers[3].output.id = 0,
+        bad(3, LayerFault::WritesModelInput),
+    );
     refused(
         |m| {
             m.layers[3].output.id = 1;
@@ -360,7 +549,10 @@ fn dataflow_faults() {
         },
         bad(3, LayerFault::DuplicateWrite { tensor: 1 }),
     );
-    refused(|m| m.layers[2].inputs[0].id = 99, bad(2, LayerFault::UninitializedRead { tensor: 99 }));
+    refused(
+        |m| m.layers[2].inputs[0].id = 99,
+        bad(2, LayerFault::UninitializedRead { tensor: 99 }),
+    );
     refused(
         |m| m.layers[4].inputs[1] = T5,
         bad(4, LayerFault::OverlapsOwnInput { input: 1 }),
@@ -376,12 +568,22 @@ fn dataflow_faults() {
     );
     refused(
         |m| m.layers[0].inputs[0].offset = 128 + 192,
-        bad(0, LayerFault::Tensor {
-            operand: Operand::Input(0),
-            fault: TensorFault::OutsideArena { offset: 320, bytes: 128, arena_bytes: 320 },
-        }),
+        bad(
+            0,
+            LayerFault::Tensor {
+                operand: Operand::Input(0),
+                fault: TensorFault::OutsideArena {
+                    offset: 320,
+                    bytes: 128,
+                    arena_bytes: 320,
+                },
+            },
+        ),
     );
-    refused(|m| m.layers[0].inputs[0].offset = 4, bad(0, LayerFault::OverlapsOwnInput { input: 0 }));
+    refused(
+        |m| m.layers[0].inputs[0].offset = 4,
+        bad(0, LayerFault::OverlapsOwnInput { input: 0 }),
+    );
     refused(
         |m| {
             m.info.arena_bytes = 512;
@@ -423,13 +625,27 @@ fn plan_faults() {
     let mut spec = Spec::new(64, x, t3);
     spec.push(layer(relu, x, t1))
         .push(layer(relu, t1, t2))
-        .push(layer2(Op::Add { activation: Activation::Identity }, x, t2, t3));
-    assert_eq!(load(&spec), Err(bad(1, LayerFault::ClobbersLiveTensor { tensor: 0 })));
+        .push(layer2(
+            Op::Add {
+                activation: Activation::Identity,
+            },
+            x,
+            t2,
+            t3,
+        ));
+    assert_eq!(
+        load(&spec),
+        Err(bad(1, LayerFault::ClobbersLiveTensor { tensor: 0 }))
+    );
 
     // The model output is overwritten after it was produced.
     let mut spec = Spec::new(64, x, t1);
-    spec.push(layer(relu, x, t1)).push(layer(relu, x, desc(2, 40, [1, 1, 4])));
-    assert_eq!(load(&spec), Err(bad(1, LayerFault::ClobbersLiveTensor { tensor: 1 })));
+    spec.push(layer(relu, x, t1))
+        .push(layer(relu, x, desc(2, 40, [1, 1, 4])));
+    assert_eq!(
+        load(&spec),
+        Err(bad(1, LayerFault::ClobbersLiveTensor { tensor: 1 }))
+    );
 
     // Reusing a region after its last read is the whole point of the plan.
     let mut spec = Spec::new(48, x, desc(3, 0, [1, 1, 4]));
@@ -441,12 +657,21 @@ fn plan_faults() {
 
 #[test]
 fn errors_display_actionable_messages() {
-    let e = LoadError::UnsupportedVersion { found: 7, supported: 1 };
+    let e = LoadError::UnsupportedVersion {
+        found: 7,
+        supported: 1,
+    };
     assert!(std::format!("{e}").contains("version 7"));
     let e = bad(3, LayerFault::ClobbersLiveTensor { tensor: 2 });
     let text = std::format!("{e}");
-    assert!(text.starts_with("layer 3:") && text.contains("tensor 2"), "{text}");
-    let e = LoadError::Unsupported { layer: Some(1), feature: Feature::Int8 };
+    assert!(
+        text.starts_with("layer 3:") && text.contains("tensor 2"),
+        "{text}"
+    );
+    let e = LoadError::Unsupported {
+        layer: Some(1),
+        feature: Feature::Int8,
+    };
     assert!(std::format!("{e}").contains("int8"));
     fn is_error<E: core::error::Error + Copy>(_: E) {}
     is_error(e);
@@ -506,11 +731,28 @@ mod fuzz {
 #[test]
 fn wire_format_is_pinned() {
     // id 1, offset 128 (varint 80 01), dims 4 4 3, F32 (0), no quant (0).
-    assert_eq!(postcard_bytes(&T1), [0x01, 0x80, 0x01, 0x04, 0x04, 0x03, 0x00, 0x00]);
-    let q = TensorDesc { dtype: DType::I8, quant: Some(Quant { scale: 0.5, zero_point: -3 }), ..X };
+    assert_eq!(
+        postcard_bytes(&T1),
+        [0x01, 0x80, 0x01, 0x04, 0x04, 0x03, 0x00, 0x00]
+    );
+    let q = TensorDesc {
+        dtype: DType::I8,
+        quant: Some(Quant {
+            scale: 0.5,
+            zero_point: -3,
+        }),
+        ..X
+    };
     // I8 (1), Some (1), scale 0.5 as f32 LE, zero point -3 zigzag = 5.
-    assert_eq!(postcard_bytes(&q), [0, 0, 4, 4, 2, 1, 1, 0x00, 0x00, 0x00, 0x3f, 0x05]);
-    let relu = layer(Op::Activation(Activation::Relu), desc(2, 0, [1, 1, 1]), desc(3, 4, [1, 1, 1]));
+    assert_eq!(
+        postcard_bytes(&q),
+        [0, 0, 4, 4, 2, 1, 1, 0x00, 0x00, 0x00, 0x3f, 0x05]
+    );
+    let relu = layer(
+        Op::Activation(Activation::Relu),
+        desc(2, 0, [1, 1, 1]),
+        desc(3, 4, [1, 1, 1]),
+    );
     let d2 = [0x02, 0x00, 0x01, 0x01, 0x01, 0x00, 0x00];
     let mut expected = std::vec![0x05, 0x01]; // Op::Activation (5), Activation::Relu (1)
     expected.extend(d2);
@@ -518,6 +760,12 @@ fn wire_format_is_pinned() {
     expected.push(0x01); // input_count
     expected.extend([0x03, 0x04, 0x01, 0x01, 0x01, 0x00, 0x00]);
     assert_eq!(postcard_bytes(&relu), expected);
-    let pad = Op::Pad(Pad { pad: [1, 2, 3, 300], value: 1.0 });
-    assert_eq!(postcard_bytes(&pad), [0x08, 1, 2, 3, 0xac, 0x02, 0x00, 0x00, 0x80, 0x3f]);
+    let pad = Op::Pad(Pad {
+        pad: [1, 2, 3, 300],
+        value: 1.0,
+    });
+    assert_eq!(
+        postcard_bytes(&pad),
+        [0x08, 1, 2, 3, 0xac, 0x02, 0x00, 0x00, 0x80, 0x3f]
+    );
 }

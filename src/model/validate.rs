@@ -29,7 +29,10 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 
 /// The inputs of a layer that the operation uses.
 pub(crate) fn used_inputs(layer: &Layer) -> &[TensorDesc] {
-    layer.inputs.get(..usize::from(layer.input_count)).unwrap_or_default()
+    layer
+        .inputs
+        .get(..usize::from(layer.input_count))
+        .unwrap_or_default()
 }
 
 fn layer_index(i: usize) -> u16 {
@@ -50,7 +53,9 @@ fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), DescIssue> {
     let bytes = u32::try_from(region(d).1 - u64::from(d.offset))
         .map_err(|_| DescIssue::Fault(TensorFault::TooLarge))?;
     if d.offset as usize % ARENA_ALIGN != 0 {
-        return Err(DescIssue::Fault(TensorFault::MisalignedOffset { offset: d.offset }));
+        return Err(DescIssue::Fault(TensorFault::MisalignedOffset {
+            offset: d.offset,
+        }));
     }
     if u64::from(d.offset) + u64::from(bytes) > u64::from(arena_bytes) {
         return Err(DescIssue::Fault(TensorFault::OutsideArena {
@@ -72,11 +77,18 @@ pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
     ];
     for (d, rank, tensor) in boundaries {
         check_desc(d, info.arena_bytes).map_err(|issue| match issue {
-            DescIssue::Int8 => LoadError::Unsupported { layer: None, feature: Feature::Int8 },
+            DescIssue::Int8 => LoadError::Unsupported {
+                layer: None,
+                feature: Feature::Int8,
+            },
             DescIssue::Fault(fault) => LoadError::BadModelTensor { tensor, fault },
         })?;
         // The dims outside the logical rank are padding of the shape and must be 1.
-        let unused = d.dims.len().checked_sub(usize::from(rank)).filter(|_| rank >= 1);
+        let unused = d
+            .dims
+            .len()
+            .checked_sub(usize::from(rank))
+            .filter(|_| rank >= 1);
         let leading = unused.and_then(|n| d.dims.get(..n));
         if !leading.is_some_and(|dims| dims.iter().all(|&n| n == 1)) {
             let fault = TensorFault::Rank { rank };
@@ -97,11 +109,19 @@ pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
     Ok(layers.rest)
 }
 
-fn check_layer(index: u16, layer: &Layer, arena_bytes: u32, weights_len: u32) -> Result<(), LoadError> {
+fn check_layer(
+    index: u16,
+    layer: &Layer,
+    arena_bytes: u32,
+    weights_len: u32,
+) -> Result<(), LoadError> {
     let bad = |what| LoadError::BadLayer { layer: index, what };
     let attribute = |operand| {
         move |issue| match issue {
-            DescIssue::Int8 => LoadError::Unsupported { layer: Some(index), feature: Feature::Int8 },
+            DescIssue::Int8 => LoadError::Unsupported {
+                layer: Some(index),
+                feature: Feature::Int8,
+            },
             DescIssue::Fault(fault) => bad(LayerFault::Tensor { operand, fault }),
         }
     };
@@ -110,7 +130,10 @@ fn check_layer(index: u16, layer: &Layer, arena_bytes: u32, weights_len: u32) ->
         _ => 1,
     };
     if layer.input_count != expected {
-        return Err(bad(LayerFault::InputCount { expected, found: layer.input_count }));
+        return Err(bad(LayerFault::InputCount {
+            expected,
+            found: layer.input_count,
+        }));
     }
     let inputs = used_inputs(layer);
     for (i, d) in (0u8..).zip(inputs) {
@@ -138,13 +161,23 @@ fn check_activation(a: &Activation) -> Result<(), LayerFault> {
     }
 }
 
-fn check_span(span: Span, role: SpanRole, expected: u64, weights_len: u32) -> Result<(), LayerFault> {
+fn check_span(
+    span: Span,
+    role: SpanRole,
+    expected: u64,
+    weights_len: u32,
+) -> Result<(), LayerFault> {
     let fault = |fault| LayerFault::Span { role, fault };
     if u64::from(span.len) != expected {
-        return Err(fault(SpanFault::Length { expected, found: span.len }));
+        return Err(fault(SpanFault::Length {
+            expected,
+            found: span.len,
+        }));
     }
     if span.offset % 4 != 0 {
-        return Err(fault(SpanFault::Misaligned { offset: span.offset }));
+        return Err(fault(SpanFault::Misaligned {
+            offset: span.offset,
+        }));
     }
     let end = u64::from(span.offset) + u64::from(span.len);
     if end > u64::from(weights_len) {
@@ -176,7 +209,14 @@ fn nonzero(values: &[u16], fault: ParamFault) -> Result<(), LayerFault> {
 /// Output length of a sliding window along one axis (floor mode, as ONNX without `ceil_mode`):
 /// `(size + pad_a + pad_b - dilation * (kernel - 1) - 1) / stride + 1`.
 /// `kernel`, `stride` and `dilation` are non-zero.
-fn window_out(size: u64, kernel: u16, stride: u16, dilation: u16, pad_a: u16, pad_b: u16) -> Result<u64, LayerFault> {
+fn window_out(
+    size: u64,
+    kernel: u16,
+    stride: u16,
+    dilation: u16,
+    pad_a: u16,
+    pad_b: u16,
+) -> Result<u64, LayerFault> {
     let extent = u64::from(dilation) * (u64::from(kernel) - 1) + 1;
     let padded = size + u64::from(pad_a) + u64::from(pad_b);
     if padded < extent {
@@ -186,9 +226,17 @@ fn window_out(size: u64, kernel: u16, stride: u16, dilation: u16, pad_a: u16, pa
 }
 
 /// Operation parameters against operand shapes and spans. Descriptions were checked already.
-fn check_op(op: &Op, inputs: &[TensorDesc], y: &TensorDesc, weights_len: u32) -> Result<(), LayerFault> {
+fn check_op(
+    op: &Op,
+    inputs: &[TensorDesc],
+    y: &TensorDesc,
+    weights_len: u32,
+) -> Result<(), LayerFault> {
     let Some(x) = inputs.first() else {
-        return Err(LayerFault::InputCount { expected: 1, found: 0 });
+        return Err(LayerFault::InputCount {
+            expected: 1,
+            found: 0,
+        });
     };
     let [h, w, c] = x.dims.map(u64::from);
     let same_as_input = x.dims.map(u64::from);
@@ -220,13 +268,23 @@ fn check_op(op: &Op, inputs: &[TensorDesc], y: &TensorDesc, weights_len: u32) ->
             check_span(conv.weights, SpanRole::Weights, f32s(weights), weights_len)?;
             check_span(conv.bias, SpanRole::Bias, f32s(out_c), weights_len)?;
             let pad_values = if conv.pad_values.len == 0 { 0 } else { f32s(c) };
-            check_span(conv.pad_values, SpanRole::PadValues, pad_values, weights_len)
+            check_span(
+                conv.pad_values,
+                SpanRole::PadValues,
+                pad_values,
+                weights_len,
+            )
         }
         Op::Dense(dense) => {
             check_activation(&dense.activation)?;
             let n_in = x.len() as u64;
             let n_out = y.len() as u64;
-            check_span(dense.weights, SpanRole::Weights, f32s(n_out.saturating_mul(n_in)), weights_len)?;
+            check_span(
+                dense.weights,
+                SpanRole::Weights,
+                f32s(n_out.saturating_mul(n_in)),
+                weights_len,
+            )?;
             check_span(dense.bias, SpanRole::Bias, f32s(n_out), weights_len)
         }
         Op::Pool(pool) => {
@@ -331,7 +389,9 @@ pub(super) fn dataflow(model: &Model<'_>) -> Result<(), LoadError> {
         }
     }
     if !output_written {
-        return Err(LoadError::OutputNeverWritten { tensor: info.output.id });
+        return Err(LoadError::OutputNeverWritten {
+            tensor: info.output.id,
+        });
     }
     Ok(())
 }
@@ -350,7 +410,12 @@ pub(super) fn plan(model: &Model<'_>) -> Result<(), LoadError> {
 }
 
 /// `tensor` is produced just before `later`, whose first layer has index `first_index`.
-fn check_lifetime(model: &Model<'_>, tensor: &TensorDesc, later: Layers<'_>, first_index: usize) -> Result<(), LoadError> {
+fn check_lifetime(
+    model: &Model<'_>,
+    tensor: &TensorDesc,
+    later: Layers<'_>,
+    first_index: usize,
+) -> Result<(), LoadError> {
     let live = region(tensor);
     let mut first_clobber = None;
     let mut last_read = None;
@@ -364,7 +429,8 @@ fn check_lifetime(model: &Model<'_>, tensor: &TensorDesc, later: Layers<'_>, fir
         }
     }
     if let Some(clobber) = first_clobber {
-        let needed_later = tensor.id == model.info.output.id || last_read.is_some_and(|r| r >= clobber);
+        let needed_later =
+            tensor.id == model.info.output.id || last_read.is_some_and(|r| r >= clobber);
         if needed_later {
             return Err(LoadError::BadLayer {
                 layer: layer_index(clobber),

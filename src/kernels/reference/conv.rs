@@ -86,7 +86,13 @@ mod tests {
     use proptest::prelude::*;
     use std::vec::Vec;
 
-    fn params(kernel: [u16; 2], stride: [u16; 2], dilation: [u16; 2], pad: [u16; 4], groups: u16) -> Conv2d {
+    fn params(
+        kernel: [u16; 2],
+        stride: [u16; 2],
+        dilation: [u16; 2],
+        pad: [u16; 4],
+        groups: u16,
+    ) -> Conv2d {
         Conv2d {
             kernel,
             stride,
@@ -102,7 +108,15 @@ mod tests {
 
     /// The textbook definition, indexed directly, accumulated in f64.
     #[allow(clippy::too_many_arguments)]
-    fn naive(p: &Conv2d, [h, w, c]: [usize; 3], x: &[f32], [oh, ow, oc]: [usize; 3], wt: &[f32], b: &[f32], pv: &[f32]) -> Vec<f32> {
+    fn naive(
+        p: &Conv2d,
+        [h, w, c]: [usize; 3],
+        x: &[f32],
+        [oh, ow, oc]: [usize; 3],
+        wt: &[f32],
+        b: &[f32],
+        pv: &[f32],
+    ) -> Vec<f32> {
         let g = p.groups as usize;
         let (icg, ocg) = (c / g, oc / g);
         let (kh, kw) = (p.kernel[0] as usize, p.kernel[1] as usize);
@@ -116,15 +130,21 @@ mod tests {
                         for kx in 0..kw {
                             for i in 0..icg {
                                 let ci = grp * icg + i;
-                                let iy = (oy * p.stride[0] as usize + ky * p.dilation[0] as usize) as isize - p.pad[0] as isize;
-                                let ix = (ox * p.stride[1] as usize + kx * p.dilation[1] as usize) as isize - p.pad[1] as isize;
-                                let v = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                    x[(iy as usize * w + ix as usize) * c + ci]
-                                } else if pv.is_empty() {
-                                    0.0
-                                } else {
-                                    pv[ci]
-                                };
+                                let iy = (oy * p.stride[0] as usize + ky * p.dilation[0] as usize)
+                                    as isize
+                                    - p.pad[0] as isize;
+                                let ix = (ox * p.stride[1] as usize + kx * p.dilation[1] as usize)
+                                    as isize
+                                    - p.pad[1] as isize;
+                                let v =
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        x[(iy as usize * w + ix as usize) * c + ci]
+                                    } else if pv.is_empty() {
+                                        0.0
+                                    } else {
+                                        pv[ci]
+                                    };
                                 acc += wt[((o * kh + ky) * kw + kx) * icg + i] as f64 * v as f64;
                             }
                         }
@@ -146,10 +166,28 @@ mod tests {
         let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
         let p = params([3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1);
         let mut out = [0.0f32; 9];
-        conv2d(&p, [3, 3, 1], &x, [3, 3, 1], &mut out, &[1.0; 9], &[0.0], &[]);
+        conv2d(
+            &p,
+            [3, 3, 1],
+            &x,
+            [3, 3, 1],
+            &mut out,
+            &[1.0; 9],
+            &[0.0],
+            &[],
+        );
         assert_eq!(out, [12.0, 21.0, 16.0, 27.0, 45.0, 33.0, 24.0, 39.0, 28.0]);
         // Border value 10: the corner sees 5 border taps.
-        conv2d(&p, [3, 3, 1], &x, [3, 3, 1], &mut out, &[1.0; 9], &[0.0], &[10.0]);
+        conv2d(
+            &p,
+            [3, 3, 1],
+            &x,
+            [3, 3, 1],
+            &mut out,
+            &[1.0; 9],
+            &[0.0],
+            &[10.0],
+        );
         assert_eq!(out[0], 12.0 + 50.0);
         assert_eq!(out[4], 45.0);
     }
@@ -160,7 +198,16 @@ mod tests {
         let mut p = params([1, 1], [1, 1], [1, 1], [0; 4], 2);
         p.activation = Activation::Relu;
         let mut out = [0.0f32; 4];
-        conv2d(&p, [1, 2, 2], &[1.0, 2.0, 3.0, -4.0], [1, 2, 2], &mut out, &[2.0, -1.0], &[0.0, 1.0], &[]);
+        conv2d(
+            &p,
+            [1, 2, 2],
+            &[1.0, 2.0, 3.0, -4.0],
+            [1, 2, 2],
+            &mut out,
+            &[2.0, -1.0],
+            &[0.0, 1.0],
+            &[],
+        );
         assert_eq!(out, [2.0, 0.0, 6.0, 5.0]);
     }
 
@@ -180,7 +227,9 @@ mod tests {
     fn values(n: usize, seed: &mut u64) -> Vec<f32> {
         (0..n)
             .map(|_| {
-                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()

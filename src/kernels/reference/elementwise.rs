@@ -43,12 +43,21 @@ pub fn add(activation: &Activation, a: &[f32], b: &[f32], output: &mut [f32]) {
 
 /// Frozen per-channel affine over the last dimension of length `scale.len()`:
 /// `output[.., c] = activation(input[.., c] * scale[c] + shift[c])` (multiply, then add; no FMA).
-pub fn affine(activation: &Activation, scale: &[f32], shift: &[f32], input: &[f32], output: &mut [f32]) {
+pub fn affine(
+    activation: &Activation,
+    scale: &[f32],
+    shift: &[f32],
+    input: &[f32],
+    output: &mut [f32],
+) {
     let channels = scale.len();
     if channels == 0 {
         return;
     }
-    for (out_row, in_row) in output.chunks_exact_mut(channels).zip(input.chunks_exact(channels)) {
+    for (out_row, in_row) in output
+        .chunks_exact_mut(channels)
+        .zip(input.chunks_exact(channels))
+    {
         for (o, ((x, s), b)) in out_row.iter_mut().zip(in_row.iter().zip(scale).zip(shift)) {
             *o = x * s + b;
         }
@@ -80,10 +89,21 @@ mod tests {
     #[test]
     fn add_and_affine_by_hand() {
         let mut out = [0.0f32; 4];
-        add(&Activation::Relu, &[1.0, -2.0, 3.0, 4.0], &[1.0, 1.0, -4.0, 0.5], &mut out);
+        add(
+            &Activation::Relu,
+            &[1.0, -2.0, 3.0, 4.0],
+            &[1.0, 1.0, -4.0, 0.5],
+            &mut out,
+        );
         assert_eq!(out, [2.0, 0.0, 0.0, 4.5]);
         // [2, 2] tensor, 2 channels.
-        affine(&Activation::Identity, &[2.0, -1.0], &[0.5, 1.0], &[1.0, 2.0, 3.0, 4.0], &mut out);
+        affine(
+            &Activation::Identity,
+            &[2.0, -1.0],
+            &[0.5, 1.0],
+            &[1.0, 2.0, 3.0, 4.0],
+            &mut out,
+        );
         assert_eq!(out, [2.5, -1.0, 6.5, -3.0]);
     }
 }

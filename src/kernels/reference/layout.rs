@@ -28,7 +28,13 @@ pub fn transpose(params: &Transpose, in_dims: [usize; 3], input: &[f32], output:
 
 /// Constant padding of the spatial dimensions of an `[H, W, C]` tensor: `output` is
 /// `[H + top + bottom, W + left + right, C]`, border elements are `params.value`.
-pub fn pad(params: &Pad, in_dims: [usize; 3], input: &[f32], out_dims: [usize; 3], output: &mut [f32]) {
+pub fn pad(
+    params: &Pad,
+    in_dims: [usize; 3],
+    input: &[f32],
+    out_dims: [usize; 3],
+    output: &mut [f32],
+) {
     let [in_h, in_w, channels] = in_dims;
     let [_, out_w, _] = out_dims;
     let [pad_top, pad_left, _, _] = params.pad.map(usize::from);
@@ -59,7 +65,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const PERMS: [[u8; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+    const PERMS: [[u8; 3]; 6] = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
 
     proptest! {
         #[test]
@@ -94,7 +107,16 @@ mod tests {
     fn pad_by_hand() {
         // [1, 2, 1] -> pad top 1, left 0, bottom 0, right 1 -> [2, 3, 1].
         let mut out = [0.0f32; 6];
-        pad(&Pad { pad: [1, 0, 0, 1], value: 9.0 }, [1, 2, 1], &[1.0, 2.0], [2, 3, 1], &mut out);
+        pad(
+            &Pad {
+                pad: [1, 0, 0, 1],
+                value: 9.0,
+            },
+            [1, 2, 1],
+            &[1.0, 2.0],
+            [2, 3, 1],
+            &mut out,
+        );
         assert_eq!(out, [9.0, 9.0, 9.0, 1.0, 2.0, 9.0]);
     }
 }

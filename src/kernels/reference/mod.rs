@@ -42,7 +42,14 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 ///
 /// Checked arithmetic, so absurd parameters read as padding instead of overflowing.
 #[inline]
-pub(crate) fn window_coord(out: usize, stride: usize, tap: usize, dilation: usize, pad: usize, size: usize) -> Option<usize> {
+pub(crate) fn window_coord(
+    out: usize,
+    stride: usize,
+    tap: usize,
+    dilation: usize,
+    pad: usize,
+    size: usize,
+) -> Option<usize> {
     out.checked_mul(stride)?
         .checked_add(tap.checked_mul(dilation)?)?
         .checked_sub(pad)

@@ -10,7 +10,13 @@ use crate::format::{Pool, PoolKind};
 /// `count_include_pad` (ONNX semantics: padded positions count as zeros) or else by the number of
 /// real elements. A window with no real element (refused at load) yields `-inf` for max and 0 for
 /// average.
-pub fn pool(params: &Pool, in_dims: [usize; 3], input: &[f32], out_dims: [usize; 3], output: &mut [f32]) {
+pub fn pool(
+    params: &Pool,
+    in_dims: [usize; 3],
+    input: &[f32],
+    out_dims: [usize; 3],
+    output: &mut [f32],
+) {
     let [in_h, in_w, channels] = in_dims;
     let [out_h, out_w, _] = out_dims;
     let [kernel_h, kernel_w] = params.kernel.map(usize::from);
@@ -23,25 +29,44 @@ pub fn pool(params: &Pool, in_dims: [usize; 3], input: &[f32], out_dims: [usize;
         PoolKind::Max => f32::NEG_INFINITY,
         PoolKind::Average { .. } => 0.0,
     };
-    for (pixel, out_px) in output.chunks_exact_mut(channels).take(out_h * out_w).enumerate() {
+    for (pixel, out_px) in output
+        .chunks_exact_mut(channels)
+        .take(out_h * out_w)
+        .enumerate()
+    {
         let (oy, ox) = (pixel / out_w, pixel % out_w);
         out_px.fill(start);
         let mut real = 0usize;
         for ky in 0..kernel_h {
-            let Some(iy) = window_coord(oy, stride_h, ky, 1, pad_top, in_h) else { continue };
+            let Some(iy) = window_coord(oy, stride_h, ky, 1, pad_top, in_h) else {
+                continue;
+            };
             for kx in 0..kernel_w {
-                let Some(ix) = window_coord(ox, stride_w, kx, 1, pad_left, in_w) else { continue };
+                let Some(ix) = window_coord(ox, stride_w, kx, 1, pad_left, in_w) else {
+                    continue;
+                };
                 let at = (iy * in_w + ix) * channels;
-                let Some(in_px) = input.get(at..at + channels) else { continue };
+                let Some(in_px) = input.get(at..at + channels) else {
+                    continue;
+                };
                 real += 1;
                 match params.kind {
-                    PoolKind::Max => out_px.iter_mut().zip(in_px).for_each(|(o, x)| *o = o.max(*x)),
-                    PoolKind::Average { .. } => out_px.iter_mut().zip(in_px).for_each(|(o, x)| *o += x),
+                    PoolKind::Max => out_px
+                        .iter_mut()
+                        .zip(in_px)
+                        .for_each(|(o, x)| *o = o.max(*x)),
+                    PoolKind::Average { .. } => {
+                        out_px.iter_mut().zip(in_px).for_each(|(o, x)| *o += x)
+                    }
                 }
             }
         }
         if let PoolKind::Average { count_include_pad } = params.kind {
-            let count = if count_include_pad { kernel_h * kernel_w } else { real };
+            let count = if count_include_pad {
+                kernel_h * kernel_w
+            } else {
+                real
+            };
             if count > 0 {
                 let count = count as f32;
                 out_px.iter_mut().for_each(|o| *o /= count);
@@ -59,7 +84,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn params(kind: PoolKind, kernel: [u16; 2], stride: [u16; 2], pad: [u16; 4]) -> Pool {
-        Pool { kind, kernel, stride, pad, activation: Activation::Identity }
+        Pool {
+            kind,
+            kernel,
+            stride,
+            pad,
+            activation: Activation::Identity,
+        }
     }
 
     #[test]
@@ -70,14 +101,35 @@ mod tests {
         let max = params(PoolKind::Max, [2, 2], [1, 1], [0, 0, 1, 1]);
         pool(&max, [2, 2, 1], &x, [2, 2, 1], &mut out);
         assert_eq!(out, [4.0, 4.0, 4.0, 4.0]);
-        let avg_excl = params(PoolKind::Average { count_include_pad: false }, [2, 2], [1, 1], [0, 0, 1, 1]);
+        let avg_excl = params(
+            PoolKind::Average {
+                count_include_pad: false,
+            },
+            [2, 2],
+            [1, 1],
+            [0, 0, 1, 1],
+        );
         pool(&avg_excl, [2, 2, 1], &x, [2, 2, 1], &mut out);
         assert_eq!(out, [2.5, 3.0, 3.5, 4.0]);
-        let avg_incl = params(PoolKind::Average { count_include_pad: true }, [2, 2], [1, 1], [0, 0, 1, 1]);
+        let avg_incl = params(
+            PoolKind::Average {
+                count_include_pad: true,
+            },
+            [2, 2],
+            [1, 1],
+            [0, 0, 1, 1],
+        );
         pool(&avg_incl, [2, 2, 1], &x, [2, 2, 1], &mut out);
         assert_eq!(out, [2.5, 1.5, 1.75, 1.0]);
         // Global average.
-        let global = params(PoolKind::Average { count_include_pad: false }, [2, 2], [1, 1], [0; 4]);
+        let global = params(
+            PoolKind::Average {
+                count_include_pad: false,
+            },
+            [2, 2],
+            [1, 1],
+            [0; 4],
+        );
         pool(&global, [2, 2, 1], &x, [1, 1, 1], &mut out[..1]);
         assert_eq!(out[0], 2.5);
     }

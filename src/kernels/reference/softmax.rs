@@ -6,7 +6,10 @@ pub fn softmax(channels: usize, input: &[f32], output: &mut [f32]) {
     if channels == 0 {
         return;
     }
-    for (out_row, in_row) in output.chunks_exact_mut(channels).zip(input.chunks_exact(channels)) {
+    for (out_row, in_row) in output
+        .chunks_exact_mut(channels)
+        .zip(input.chunks_exact(channels))
+    {
         let max = in_row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
         for (o, x) in out_row.iter_mut().zip(in_row) {
