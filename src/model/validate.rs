@@ -344,7 +344,15 @@ fn check_op(
     }
 }
 
-/// Every read sees a tensor written before (or the model input) with the same description, every
+/// Two descriptions of one tensor: the same bytes of the arena holding the same element type and
+/// quantization. The dimensions may differ: a layer may view a tensor reshaped (a dense layer
+/// reads a `[H, W, C]` map as a vector, a flatten is free), and each layer's parameters were
+/// checked against the dimensions it is given.
+fn same_storage(a: &TensorDesc, b: &TensorDesc) -> bool {
+    a.id == b.id && a.offset == b.offset && a.len() == b.len() && a.dtype == b.dtype && a.quant == b.quant
+}
+
+/// Every read sees a tensor written before (or the model input) with the same storage, every
 /// tensor id is written once, the model input is never written, the model output is written.
 pub(super) fn dataflow(model: &Model<'_>) -> Result<(), LoadError> {
     let info = &model.info;
@@ -357,7 +365,7 @@ pub(super) fn dataflow(model: &Model<'_>) -> Result<(), LoadError> {
             return Err(bad(LayerFault::WritesModelInput));
         }
         if out.id == info.output.id {
-            if *out != info.output {
+            if !same_storage(out, &info.output) {
                 return Err(bad(LayerFault::TensorMismatch { tensor: out.id }));
             }
             output_written = true;
@@ -367,7 +375,7 @@ pub(super) fn dataflow(model: &Model<'_>) -> Result<(), LoadError> {
         let mut resolve = |definition: &TensorDesc| -> Result<(), LoadError> {
             for (x, found) in inputs.iter().zip(defined.iter_mut()) {
                 if x.id == definition.id {
-                    if x != definition {
+                    if !same_storage(x, definition) {
                         return Err(bad(LayerFault::TensorMismatch { tensor: x.id }));
                     }
                     *found = true;

@@ -11,3 +11,6 @@ pub mod passes;
 pub mod lower;
 pub mod plan;
 pub mod io;
+pub mod convert;
+pub mod emit;
+pub mod host;

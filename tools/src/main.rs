@@ -1,1 +1,299 @@
-fn main() {}
+//! `icefold`: convert ONNX models with BatchNorm into frozen blobs, run and inspect them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use icefold::format::{Op, PoolKind};
+use icefold_tool::convert::{self, Converted};
+use icefold_tool::emit::AlignedBytes;
+use icefold_tool::host::{self, Diff};
+use icefold_tool::io::{self, Array};
+use icefold_tool::{eval, graph};
+
+#[derive(Parser)]
+#[command(name = "icefold", version, about = "Fold BatchNorm into frozen weights and run models on microcontrollers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import an ONNX model, fold every BatchNorm, and write a runtime blob.
+    Convert {
+        /// The ONNX model (PyTorch or tf2onnx export, in eval mode).
+        model: PathBuf,
+        /// Where to write the blob.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Run a blob on the host over N samples.
+    Run {
+        /// The blob written by `convert`.
+        blob: PathBuf,
+        /// float32 .npy, N samples stacked on axis 0 in the ONNX model's input shape.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the float32 outputs ([N, ...] in the ONNX model's output shape).
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Show a blob's layers, shapes, arena plan and sizes.
+    Inspect {
+        /// The blob.
+        blob: PathBuf,
+    },
+    /// Time inference on the host (release build): median time per inference over repeated runs.
+    Bench {
+        /// The blob.
+        blob: PathBuf,
+        /// float32 .npy inputs, as for `run`; the samples are cycled.
+        #[arg(long)]
+        input: PathBuf,
+        /// Minimum measuring time in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+    /// Convert in memory and compare the folded runtime with the unfolded model (and, if given, a
+    /// reference output such as onnxruntime's): a parity table.
+    Verify {
+        /// The ONNX model.
+        model: PathBuf,
+        /// float32 .npy inputs, as for `run`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Reference outputs for those inputs (e.g. from onnxruntime).
+        #[arg(long)]
+        expected: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert { model, output } => cmd_convert(&model, &output),
+        Command::Run { blob, input, output } => cmd_run(&blob, &input, &output),
+        Command::Inspect { blob } => cmd_inspect(&blob),
+        Command::Bench { blob, input, seconds } => cmd_bench(&blob, &input, seconds),
+        Command::Verify { model, input, expected } => cmd_verify(&model, &input, expected.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cmd_convert(model: &Path, output: &Path) -> Result<()> {
+    io::ensure_not_an_input(output, &[model])?;
+    let c = convert::convert_file(model)?;
+    print_conversion(&c);
+    io::write_atomic(output, &c.blob, &[model])?;
+    println!("wrote {} ({} bytes)", output.display(), c.blob.len());
+    Ok(())
+}
+
+fn print_conversion(c: &Converted) {
+    let bn_count = c.imported.nodes.iter().filter(|n| matches!(n.op, graph::Op::BatchNorm(_))).count();
+    println!("imported {} nodes, {} BatchNorm, opset {}", c.imported.nodes.len(), bn_count, c.imported.opset);
+    if bn_count == 0 {
+        println!("  no BatchNorm left in the file (the exporter already folded it, or the model has none)");
+    }
+    for f in &c.fold.folds {
+        println!("  {f}");
+    }
+    println!();
+    print_layer_table(&c.lowered.notes);
+    let params: usize = c.lowered.notes.iter().map(|n| n.params).sum();
+    let macs: u64 = c.lowered.notes.iter().map(|n| n.macs).sum();
+    println!();
+    println!("parameters    {params}");
+    println!("MACs          {macs}");
+    println!("weight bytes  {}", c.lowered.weights.len());
+    println!("arena bytes   {}", c.lowered.info.arena_bytes);
+    println!("blob bytes    {}", c.blob.len());
+}
+
+fn print_layer_table(notes: &[icefold_tool::lower::LayerNote]) {
+    println!("{:>3}  {:<34} {:<28} {:>16} {:>10} {:>8}", "#", "layer", "from", "output [H,W,C]", "MACs", "params");
+    for (i, n) in notes.iter().enumerate() {
+        println!(
+            "{:>3}  {:<34} {:<28} {:>16} {:>10} {:>8}",
+            i,
+            n.kind,
+            truncate(&n.source, 28),
+            format!("{:?}", n.output_dims),
+            n.macs,
+            n.params
+        );
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(n - 1).collect();
+        format!("{head}…")
+    }
+}
+
+fn read_blob(path: &Path) -> Result<AlignedBytes> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(AlignedBytes::new(&bytes))
+}
+
+fn cmd_run(blob_path: &Path, input: &Path, output: &Path) -> Result<()> {
+    io::ensure_not_an_input(output, &[blob_path, input])?;
+    let blob = read_blob(blob_path)?;
+    let model = host::load(blob.as_slice()).with_context(|| blob_path.display().to_string())?;
+    let x = io::read_npy(input)?;
+    let y = host::run_f32(&model, &x)?;
+    io::write_npy(output, &y, &[blob_path, input])?;
+    println!("ran {} samples; wrote {} {:?}", x.samples(), output.display(), y.shape);
+    Ok(())
+}
+
+fn cmd_inspect(blob_path: &Path) -> Result<()> {
+    let blob = read_blob(blob_path)?;
+    let model = host::load(blob.as_slice()).with_context(|| blob_path.display().to_string())?;
+    let info = model.info();
+    println!("{}: {} bytes, format version {}", blob_path.display(), blob.as_slice().len(), icefold::format::FORMAT_VERSION);
+    println!(
+        "input  {:?} (logical {:?}), arena offset {}",
+        info.input.dims,
+        host::logical_shape(&info.input, info.input_rank),
+        info.input.offset
+    );
+    println!(
+        "output {:?} (logical {:?}), arena offset {}",
+        info.output.dims,
+        host::logical_shape(&info.output, info.output_rank),
+        info.output.offset
+    );
+    println!();
+    println!("{:>3}  {:<28} {:>16} {:>16} {:>22} {:>9}", "#", "op", "input", "output", "arena [start, end)", "weights");
+    let mut weight_bytes = 0usize;
+    for (i, l) in model.layers().enumerate() {
+        let (name, w) = describe(&l.op);
+        weight_bytes += w;
+        let o = l.output;
+        println!(
+            "{:>3}  {:<28} {:>16} {:>16} {:>22} {:>9}",
+            i,
+            name,
+            format!("{:?}", l.inputs[0].dims),
+            format!("{:?}", o.dims),
+            format!("[{}, {})", o.offset, o.offset as usize + o.byte_len()),
+            w
+        );
+    }
+    println!();
+    println!("weight bytes {weight_bytes}, arena bytes {}", info.arena_bytes);
+    Ok(())
+}
+
+/// Short name of a runtime op and the weight bytes it references.
+fn describe(op: &Op) -> (String, usize) {
+    match op {
+        Op::Conv2d(c) => (
+            format!("Conv2d {}x{}/{} g{}", c.kernel[0], c.kernel[1], c.stride[1].max(c.stride[0]), c.groups),
+            (c.weights.len + c.bias.len + c.pad_values.len) as usize,
+        ),
+        Op::Dense(d) => ("Dense".into(), (d.weights.len + d.bias.len) as usize),
+        Op::Pool(p) => (
+            format!(
+                "{}Pool {}x{}/{}",
+                if p.kind == PoolKind::Max { "Max" } else { "Avg" },
+                p.kernel[0],
+                p.kernel[1],
+                p.stride[1]
+            ),
+            0,
+        ),
+        Op::Add { .. } => ("Add".into(), 0),
+        Op::Affine(a) => ("Affine".into(), (a.scale.len + a.shift.len) as usize),
+        Op::Activation(a) => (format!("{a:?}"), 0),
+        Op::Softmax => ("Softmax".into(), 0),
+        Op::Transpose(t) => (format!("Transpose {:?}", t.perm), 0),
+        Op::Pad(p) => (format!("Pad {:?}", p.pad), 0),
+        #[allow(unreachable_patterns)]
+        _ => ("?".into(), 0),
+    }
+}
+
+fn cmd_verify(model_path: &Path, input: &Path, expected: Option<&Path>) -> Result<()> {
+    let c = convert::convert_file(model_path)?;
+    print_conversion(&c);
+    let x = io::read_npy(input)?;
+    let blob = AlignedBytes::new(&c.blob);
+    let model = host::load(blob.as_slice())?;
+    let runtime = host::run_f32(&model, &x)?;
+    let mut unfolded = Vec::with_capacity(runtime.data.len());
+    for i in 0..x.samples() {
+        unfolded.extend(eval::run(&c.imported, x.sample(i))?);
+    }
+    let unfolded = Array { shape: runtime.shape.clone(), data: unfolded };
+    println!();
+    println!("{:<44} {:>12} {:>12} {:>8}", "comparison", "max-abs", "rel-L2", "top-1");
+    let row = |name: &str, d: Diff| {
+        println!("{:<44} {:>12.3e} {:>12.3e} {:>5}/{}", name, d.max_abs, d.rel_l2, d.top1_agree, d.samples);
+    };
+    row("folded runtime vs unfolded reference", host::diff(&runtime, &unfolded)?);
+    if let Some(e) = expected {
+        let want = io::read_npy(e)?;
+        if want.shape != runtime.shape {
+            bail!("{} has shape {:?}, the model produces {:?}", e.display(), want.shape, runtime.shape);
+        }
+        row("folded runtime vs expected", host::diff(&runtime, &want)?);
+        row("unfolded reference vs expected", host::diff(&unfolded, &want)?);
+    }
+    Ok(())
+}
+
+fn cmd_bench(blob_path: &Path, input: &Path, seconds: f64) -> Result<()> {
+    let blob = read_blob(blob_path)?;
+    let model = host::load(blob.as_slice()).with_context(|| blob_path.display().to_string())?;
+    let x = io::read_npy(input)?;
+    // One pass first: checks shapes and warms caches.
+    host::run_f32(&model, &x)?;
+    let info = model.info();
+    let mut arena = vec![0u32; (info.arena_bytes as usize).div_ceil(4)];
+    let arena = bytemuck::cast_slice_mut::<u32, u8>(&mut arena);
+    let mut out = vec![0f32; info.output.len()];
+    // Batches of runs, each timed; the median batch is reported (robust to scheduler noise).
+    let probe = std::time::Instant::now();
+    model.run_f32(arena, x.sample(0), &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let once = probe.elapsed().as_secs_f64().max(1e-7);
+    let per_batch = ((0.05 / once).ceil() as usize).max(1);
+    let mut batches = Vec::new();
+    let start = std::time::Instant::now();
+    let mut k = 0usize;
+    while start.elapsed().as_secs_f64() < seconds || batches.len() < 5 {
+        let t = std::time::Instant::now();
+        for _ in 0..per_batch {
+            model
+                .run_f32(arena, x.sample(k % x.samples()), &mut out)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            k += 1;
+        }
+        batches.push(t.elapsed().as_secs_f64() / per_batch as f64);
+    }
+    batches.sort_by(f64::total_cmp);
+    let median = batches[batches.len() / 2];
+    println!(
+        "{}: {:.1} us per inference (median of {} batches of {}, {} inferences, arena {} bytes)",
+        blob_path.display(),
+        median * 1e6,
+        batches.len(),
+        per_batch,
+        k,
+        info.arena_bytes
+    );
+    Ok(())
+}

@@ -1021,3 +1021,31 @@ fn reference_error(g: &ImportedGraph, dir: &Path) -> f64 {
     }
     worst / scale.max(1e-12)
 }
+
+/// Nested messages (here: a sequence of sequences of ... as the input type) make `onnx-rs`
+/// recurse; the import thread's stack must hold a file's worth of nesting without overflowing.
+#[test]
+fn deeply_nested_messages_do_not_overflow_the_stack() {
+    // Hand-built protobuf, innermost first: TypeProto { sequence_type (4): { elem_type (1): ... } }.
+    fn wrap(field: u8, inner: &[u8]) -> Vec<u8> {
+        let mut v = vec![(field << 3) | 2];
+        let mut len = inner.len();
+        while len >= 0x80 {
+            v.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        v.push(len as u8);
+        v.extend_from_slice(inner);
+        v
+    }
+    let depth: usize = std::env::var("ICEFOLD_NEST_DEPTH").ok().and_then(|d| d.parse().ok()).unwrap_or(20_000);
+    let mut ty = Vec::new();
+    for _ in 0..depth {
+        ty = wrap(4, &wrap(1, &ty));
+    }
+    let value_info = [wrap(1, b"x"), wrap(2, &ty)].concat();
+    let graph = wrap(11, &value_info); // GraphProto.input
+    let model = [vec![0x08, 0x08], wrap(7, &graph)].concat(); // ir_version, ModelProto.graph
+    eprintln!("nested model: {} bytes, depth {depth}", model.len());
+    assert!(import_bytes(&model, None).is_err());
+}
