@@ -24,7 +24,12 @@ fn check_parity(f: &Fixture) -> anyhow::Result<String> {
     let blob = AlignedBytes::new(&c.blob);
     let model = host::load(blob.as_slice())?;
     let got = host::run_f32(&model, &x)?;
-    anyhow::ensure!(got.shape == want.shape, "output shape {:?}, expected {:?}", got.shape, want.shape);
+    anyhow::ensure!(
+        got.shape == want.shape,
+        "output shape {:?}, expected {:?}",
+        got.shape,
+        want.shape
+    );
     let d = host::diff(&got, &want)?;
 
     let (mut unfolded, mut folded) = (Vec::new(), Vec::new());
@@ -32,8 +37,14 @@ fn check_parity(f: &Fixture) -> anyhow::Result<String> {
         unfolded.extend(eval::run(&c.imported, x.sample(i))?);
         folded.extend(eval::run(&c.frozen, x.sample(i))?);
     }
-    let unfolded = Array { shape: got.shape.clone(), data: unfolded };
-    let folded = Array { shape: got.shape.clone(), data: folded };
+    let unfolded = Array {
+        shape: got.shape.clone(),
+        data: unfolded,
+    };
+    let folded = Array {
+        shape: got.shape.clone(),
+        data: folded,
+    };
     let fold = host::diff(&folded, &unfolded)?;
     let import = host::diff(&unfolded, &want)?;
 
@@ -48,11 +59,20 @@ fn check_parity(f: &Fixture) -> anyhow::Result<String> {
         f.bn_nodes,
         bn_folded
     );
-    anyhow::ensure!(d.rel_l2 <= MAX_REL_L2 && d.max_abs <= MAX_ABS, "runtime vs onnxruntime too far: {line}");
+    anyhow::ensure!(
+        d.rel_l2 <= MAX_REL_L2 && d.max_abs <= MAX_ABS,
+        "runtime vs onnxruntime too far: {line}"
+    );
     if f.top1 {
-        anyhow::ensure!(d.top1_agree == d.samples, "top-1 differs from onnxruntime: {line}");
+        anyhow::ensure!(
+            d.top1_agree == d.samples,
+            "top-1 differs from onnxruntime: {line}"
+        );
     }
-    anyhow::ensure!(fold.rel_l2 <= FOLD_MAX_REL_L2, "folding changed the function: {line}");
+    anyhow::ensure!(
+        fold.rel_l2 <= FOLD_MAX_REL_L2,
+        "folding changed the function: {line}"
+    );
     Ok(line)
 }
 
@@ -67,22 +87,48 @@ fn every_fixture_matches_onnxruntime_and_its_unfolded_graph() {
         }
         checked += 1;
     }
-    assert!(checked >= 10, "expected the full fixture set, found {checked} parity fixtures");
-    assert!(failures.is_empty(), "{} of {checked} fixtures failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        checked >= 10,
+        "expected the full fixture set, found {checked} parity fixtures"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} fixtures failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn training_mode_exports_are_refused_with_a_fix() {
-    let refused: Vec<Fixture> = manifest().into_iter().filter(|f| f.kind == "training_mode").collect();
-    assert!(refused.len() >= 2, "expected training-mode fixtures at opsets 13 and 17");
+    let refused: Vec<Fixture> = manifest()
+        .into_iter()
+        .filter(|f| f.kind == "training_mode")
+        .collect();
+    assert!(
+        refused.len() >= 2,
+        "expected training-mode fixtures at opsets 13 and 17"
+    );
     for f in refused {
         let err = match convert::convert_file(&f.model()) {
             Ok(_) => panic!("{}: a training-mode export was accepted", f.name),
             Err(e) => format!("{e:#}"),
         };
         assert!(err.contains("training"), "{}: {err}", f.name);
-        assert!(err.contains("eval"), "{}: the message must say how to export in eval mode: {err}", f.name);
-        assert!(err.contains("node \""), "{}: the message must name the node: {err}", f.name);
-        println!("{:<16} refused: {}", f.name, err.lines().next().unwrap_or(""));
+        assert!(
+            err.contains("eval"),
+            "{}: the message must say how to export in eval mode: {err}",
+            f.name
+        );
+        assert!(
+            err.contains("node \""),
+            "{}: the message must name the node: {err}",
+            f.name
+        );
+        println!(
+            "{:<16} refused: {}",
+            f.name,
+            err.lines().next().unwrap_or("")
+        );
     }
 }

@@ -349,7 +349,11 @@ fn check_op(
 /// reads a `[H, W, C]` map as a vector, a flatten is free), and each layer's parameters were
 /// checked against the dimensions it is given.
 fn same_storage(a: &TensorDesc, b: &TensorDesc) -> bool {
-    a.id == b.id && a.offset == b.offset && a.len() == b.len() && a.dtype == b.dtype && a.quant == b.quant
+    a.id == b.id
+        && a.offset == b.offset
+        && a.len() == b.len()
+        && a.dtype == b.dtype
+        && a.quant == b.quant
 }
 
 /// Every read sees a tensor written before (or the model input) with the same storage, every

@@ -30,7 +30,13 @@ pub fn convert_graph(imported: ImportedGraph) -> Result<Converted> {
     let (frozen, fold) = fold_batchnorm::fold(imported.clone())?;
     let lowered = lower::lower(&frozen)?;
     let blob = emit::blob(&lowered)?;
-    Ok(Converted { imported, frozen, fold, lowered, blob })
+    Ok(Converted {
+        imported,
+        frozen,
+        fold,
+        lowered,
+        blob,
+    })
 }
 
 /// Import and convert an ONNX file.

@@ -69,10 +69,21 @@ pub fn diff(got: &Array, want: &Array) -> Result<Diff> {
         num += d * d;
         den += (w as f64) * (w as f64);
     }
-    let rel_l2 = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
+    let rel_l2 = if den > 0.0 {
+        (num / den).sqrt()
+    } else {
+        num.sqrt()
+    };
     let samples = got.samples();
-    let top1_agree = (0..samples).filter(|&i| argmax(got.sample(i)) == argmax(want.sample(i))).count();
-    Ok(Diff { max_abs, rel_l2, top1_agree, samples })
+    let top1_agree = (0..samples)
+        .filter(|&i| argmax(got.sample(i)) == argmax(want.sample(i)))
+        .count();
+    Ok(Diff {
+        max_abs,
+        rel_l2,
+        top1_agree,
+        samples,
+    })
 }
 
 /// Index of the largest element (first on ties).

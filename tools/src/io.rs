@@ -54,7 +54,10 @@ pub fn read_npy(path: &Path) -> Result<Array> {
         ),
     };
     if data.len() != shape.iter().product::<usize>() {
-        bail!("{}: data length does not match shape {shape:?}", path.display());
+        bail!(
+            "{}: data length does not match shape {shape:?}",
+            path.display()
+        );
     }
     Ok(Array { shape, data })
 }
@@ -63,7 +66,11 @@ pub fn read_npy(path: &Path) -> Result<Array> {
 pub fn npy_bytes(a: &Array) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let shape: Vec<u64> = a.shape.iter().map(|&d| d as u64).collect();
-    let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(&mut out)
+        .begin_nd()?;
     w.extend(a.data.iter().copied())?;
     w.finish()?;
     Ok(out)
@@ -99,9 +106,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], inputs: &[&Path]) -> Result<()> {
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        bail!("cannot write {}: directory {} does not exist", path.display(), dir.display());
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         let mut f = fs::File::create(&tmp)?;
@@ -125,7 +139,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("icefold-io-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let p = dir.join("a.npy");
-        let a = Array { shape: vec![2, 3], data: vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5] };
+        let a = Array {
+            shape: vec![2, 3],
+            data: vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5],
+        };
         write_npy(&p, &a, &[]).unwrap();
         assert_eq!(read_npy(&p).unwrap(), a);
         // The input is never overwritten.

@@ -4,13 +4,13 @@
 //! (→ `graph::FrozenGraph`) → `lower` (→ runtime layers, arena plan) → `emit` (blob bytes).
 //! `eval` is an f64 reference interpreter of both graph kinds, used to check every step.
 
-pub mod eval;
-pub mod graph;
-pub mod onnx;
-pub mod passes;
-pub mod lower;
-pub mod plan;
-pub mod io;
 pub mod convert;
 pub mod emit;
+pub mod eval;
+pub mod graph;
 pub mod host;
+pub mod io;
+pub mod lower;
+pub mod onnx;
+pub mod passes;
+pub mod plan;

@@ -56,7 +56,10 @@ struct Layout {
 
 impl Layout {
     fn identity(shape: &[usize]) -> Self {
-        Layout { src: shape.to_vec(), perm: (0..shape.len()).collect() }
+        Layout {
+            src: shape.to_vec(),
+            perm: (0..shape.len()).collect(),
+        }
     }
 
     /// Channels (axis 0 of the logical shape) innermost: `[C, H, W]` → `[H, W, C]`.
@@ -64,7 +67,10 @@ impl Layout {
         let r = shape.len();
         let mut perm: Vec<usize> = (1..r).collect();
         perm.push(0);
-        Layout { src: shape.to_vec(), perm }
+        Layout {
+            src: shape.to_vec(),
+            perm,
+        }
     }
 
     fn physical_shape(&self) -> Vec<usize> {
@@ -174,7 +180,8 @@ fn pads_u16(origin: &Origin, pads: [usize; 4]) -> Result<[u16; 4]> {
 }
 
 fn pair_u16(origin: &Origin, what: &str, v: [usize; 2]) -> Result<[u16; 2]> {
-    let conv = |x: usize| u16::try_from(x).map_err(|_| anyhow!("{origin}: {what} {x} is too large"));
+    let conv =
+        |x: usize| u16::try_from(x).map_err(|_| anyhow!("{origin}: {what} {x} is too large"));
     Ok([conv(v[0])?, conv(v[1])?])
 }
 
@@ -184,7 +191,11 @@ impl<'g> Lowerer<'g> {
     }
 
     fn new_buffer(&mut self, elems: usize) -> usize {
-        self.buffers.push(Buffer { elems, written: self.layers.len() as isize, last_read: -1 });
+        self.buffers.push(Buffer {
+            elems,
+            written: self.layers.len() as isize,
+            last_read: -1,
+        });
         self.buffers.len() - 1
     }
 
@@ -193,12 +204,18 @@ impl<'g> Lowerer<'g> {
         for x in data {
             self.weights.extend_from_slice(&x.to_le_bytes());
         }
-        Span { offset: offset as u32, len: (self.weights.len() - offset) as u32 }
+        Span {
+            offset: offset as u32,
+            len: (self.weights.len() - offset) as u32,
+        }
     }
 
     fn placed(&self, v: ValueId, origin: &Origin) -> Result<Placed> {
         self.placed[v].clone().ok_or_else(|| {
-            anyhow!("{origin}: input \"{}\" is not computed before this node", self.g.values[v].name)
+            anyhow!(
+                "{origin}: input \"{}\" is not computed before this node",
+                self.g.values[v].name
+            )
         })
     }
 
@@ -208,7 +225,12 @@ impl<'g> Lowerer<'g> {
             let b = &mut self.buffers[u.buf];
             b.last_read = b.last_read.max(at);
         }
-        self.layers.push(Pending { op, inputs, output, note });
+        self.layers.push(Pending {
+            op,
+            inputs,
+            output,
+            note,
+        });
     }
 
     /// A copy of `p` into a new buffer with the dimensions permuted (`out dim k = in dim perm[k]`).
@@ -226,8 +248,14 @@ impl<'g> Lowerer<'g> {
         let buf = self.new_buffer(elems);
         self.emit(
             RtOp::Transpose(format::Transpose { perm: rt_perm }),
-            vec![Use { buf: p.buf, dims: in_dims }],
-            Use { buf, dims: out_dims },
+            vec![Use {
+                buf: p.buf,
+                dims: in_dims,
+            }],
+            Use {
+                buf,
+                dims: out_dims,
+            },
             LayerNote {
                 source: source.to_string(),
                 kind: format!("Transpose {perm:?}"),
@@ -239,14 +267,23 @@ impl<'g> Lowerer<'g> {
         // The new buffer holds the elements row-major over `out_shape`, i.e. in the order of
         // `p.layout.src` permuted by `perm ∘ p.layout.perm`.
         let composed = perm.iter().map(|&k| p.layout.perm[k]).collect();
-        Ok(Placed { buf, layout: Layout { src: p.layout.src.clone(), perm: composed } })
+        Ok(Placed {
+            buf,
+            layout: Layout {
+                src: p.layout.src.clone(),
+                perm: composed,
+            },
+        })
     }
 
     /// `v` in the order `want`, copying only if its bytes are not already in that order.
     fn require(&mut self, v: ValueId, want: Layout, origin: &Origin) -> Result<Placed> {
         let p = self.placed(v, origin)?;
         if p.layout.same_order(&want) {
-            return Ok(Placed { buf: p.buf, layout: want });
+            return Ok(Placed {
+                buf: p.buf,
+                layout: want,
+            });
         }
         let source = format!("layout change for {origin}");
         // Step 1: to the logical row-major order of the current layout's src shape.
@@ -265,11 +302,17 @@ impl<'g> Lowerer<'g> {
             cur = self.transpose_copy(&cur, &want.perm, &source)?;
         }
         debug_assert!(cur.layout.same_order(&want));
-        Ok(Placed { buf: cur.buf, layout: want })
+        Ok(Placed {
+            buf: cur.buf,
+            layout: want,
+        })
     }
 
     fn use_of(&self, p: &Placed, origin: &Origin) -> Result<Use> {
-        Ok(Use { buf: p.buf, dims: dims3(&origin.to_string(), &p.layout.physical_shape())? })
+        Ok(Use {
+            buf: p.buf,
+            dims: dims3(&origin.to_string(), &p.layout.physical_shape())?,
+        })
     }
 
     /// If the only consumer of `v` is an activation (and `v` is not the graph output), return it
@@ -291,11 +334,17 @@ impl<'g> Lowerer<'g> {
     fn lower(mut self) -> Result<Lowered> {
         let g = self.g;
         let in_shape = self.shape(g.input).to_vec();
-        let input_origin = Origin { name: g.values[g.input].name.clone(), op_type: "input".into() };
+        let input_origin = Origin {
+            name: g.values[g.input].name.clone(),
+            op_type: "input".into(),
+        };
         let input_dims = dims3(&input_origin.to_string(), &in_shape)?;
         let input_buf = self.new_buffer(in_shape.iter().product());
         self.buffers[input_buf].written = -1;
-        self.placed[g.input] = Some(Placed { buf: input_buf, layout: Layout::identity(&in_shape) });
+        self.placed[g.input] = Some(Placed {
+            buf: input_buf,
+            layout: Layout::identity(&in_shape),
+        });
 
         let mut skip = vec![false; g.nodes.len()];
         for (ni, node) in g.nodes.iter().enumerate() {
@@ -307,11 +356,15 @@ impl<'g> Lowerer<'g> {
 
         // The output leaves in the ONNX model's own layout, in a buffer no one else uses.
         let out_shape = self.shape(g.output).to_vec();
-        let out_origin = Origin { name: g.values[g.output].name.clone(), op_type: "output".into() };
+        let out_origin = Origin {
+            name: g.values[g.output].name.clone(),
+            op_type: "output".into(),
+        };
         let mut out = self.require(g.output, Layout::identity(&out_shape), &out_origin)?;
         if out.buf == input_buf {
             let p = out.clone();
-            out = self.transpose_copy(&p, &(0..out_shape.len()).collect::<Vec<_>>(), "output copy")?;
+            out =
+                self.transpose_copy(&p, &(0..out_shape.len()).collect::<Vec<_>>(), "output copy")?;
         }
         let output_dims = dims3(&out_origin.to_string(), &out_shape)?;
         let end = self.layers.len() as isize;
@@ -320,7 +373,11 @@ impl<'g> Lowerer<'g> {
         let lives: Vec<BufferLife> = self
             .buffers
             .iter()
-            .map(|b| BufferLife { bytes: b.elems * 4, first: b.written, last: b.last_read.max(b.written) })
+            .map(|b| BufferLife {
+                bytes: b.elems * 4,
+                first: b.written,
+                last: b.last_read.max(b.written),
+            })
             .collect();
         let plan = plan_arena(&lives, format::ARENA_ALIGN);
         let desc = |u: Use| -> Result<TensorDesc> {
@@ -350,14 +407,26 @@ impl<'g> Lowerer<'g> {
             notes.push(p.note);
         }
         let info = ModelInfo {
-            layer_count: u16::try_from(layers.len()).map_err(|_| anyhow!("more than 65535 layers"))?,
+            layer_count: u16::try_from(layers.len())
+                .map_err(|_| anyhow!("more than 65535 layers"))?,
             arena_bytes: u32::try_from(plan.total).map_err(|_| anyhow!("arena beyond 4 GiB"))?,
-            input: desc(Use { buf: input_buf, dims: input_dims })?,
-            output: desc(Use { buf: out.buf, dims: output_dims })?,
+            input: desc(Use {
+                buf: input_buf,
+                dims: input_dims,
+            })?,
+            output: desc(Use {
+                buf: out.buf,
+                dims: output_dims,
+            })?,
             input_rank: in_shape.len() as u8,
             output_rank: out_shape.len() as u8,
         };
-        Ok(Lowered { info, layers, weights: self.weights, notes })
+        Ok(Lowered {
+            info,
+            layers,
+            weights: self.weights,
+            notes,
+        })
     }
 
     fn lower_node(&mut self, node: &'g Node<FrozenOp>, skip: &mut [bool]) -> Result<()> {
@@ -369,14 +438,28 @@ impl<'g> Lowerer<'g> {
         // Fuse a following activation into layers that can apply one.
         let fusable = matches!(
             node.op,
-            FrozenOp::Conv(_) | FrozenOp::Dense(_) | FrozenOp::Pool(_) | FrozenOp::Add | FrozenOp::Affine(_)
+            FrozenOp::Conv(_)
+                | FrozenOp::Dense(_)
+                | FrozenOp::Pool(_)
+                | FrozenOp::Add
+                | FrozenOp::Affine(_)
         );
-        let fused = if fusable { self.fusable_activation(node.output) } else { None };
+        let fused = if fusable {
+            self.fusable_activation(node.output)
+        } else {
+            None
+        };
         let (activation, final_value, source) = match fused {
             Some(ai) => {
                 skip[ai] = true;
-                let FrozenOp::Activation(a) = &g.nodes[ai].op else { unreachable!() };
-                (map_activation(a), g.nodes[ai].output, format!("{} + {}", origin.name, g.nodes[ai].origin.name))
+                let FrozenOp::Activation(a) = &g.nodes[ai].op else {
+                    unreachable!()
+                };
+                (
+                    map_activation(a),
+                    g.nodes[ai].output,
+                    format!("{} + {}", origin.name, g.nodes[ai].origin.name),
+                )
             }
             None => (RtActivation::Identity, node.output, origin.name.clone()),
         };
@@ -406,14 +489,20 @@ impl<'g> Lowerer<'g> {
                     Some(p) => self.push_f32(p.iter().copied()),
                     None => Span::default(),
                 };
-                let out = self.out_placed(final_value, &out_shape, Layout::channels_last(&out_shape), origin)?;
+                let out = self.out_placed(
+                    final_value,
+                    &out_shape,
+                    Layout::channels_last(&out_shape),
+                    origin,
+                )?;
                 let out_elems: usize = out_shape.iter().product();
                 let op = RtOp::Conv2d(format::Conv2d {
                     kernel: pair_u16(origin, "kernel size", [kh, kw])?,
                     stride: pair_u16(origin, "stride", c.strides)?,
                     dilation: pair_u16(origin, "dilation", c.dilations)?,
                     pad: pads_u16(origin, c.pads)?,
-                    groups: u16::try_from(c.group).map_err(|_| anyhow!("{origin}: too many groups"))?,
+                    groups: u16::try_from(c.group)
+                        .map_err(|_| anyhow!("{origin}: too many groups"))?,
                     weights,
                     bias,
                     pad_values,
@@ -421,7 +510,11 @@ impl<'g> Lowerer<'g> {
                 });
                 let kind = format!(
                     "Conv{}d {}x{}/{} g{}",
-                    c.spatial_rank, kh, kw, c.strides[1].max(c.strides[0]), c.group
+                    c.spatial_rank,
+                    kh,
+                    kw,
+                    c.strides[1].max(c.strides[0]),
+                    c.group
                 );
                 let note = LayerNote {
                     source,
@@ -439,7 +532,10 @@ impl<'g> Lowerer<'g> {
                     .map_err(|_| anyhow!("{origin}: weight must be 2-D [out, in]"))?;
                 let map = x.layout.flat_map();
                 if map.len() != n {
-                    bail!("{origin}: weight expects {n} inputs, the input has {}", map.len());
+                    bail!(
+                        "{origin}: weight expects {n} inputs, the input has {}",
+                        map.len()
+                    );
                 }
                 // Fold the input's physical order into the weight columns: no copy at run time.
                 let mut w = vec![0f32; o * n];
@@ -450,7 +546,12 @@ impl<'g> Lowerer<'g> {
                 }
                 let weights = self.push_f32(w);
                 let bias = self.push_f32(d.bias.iter().copied());
-                let out = self.out_placed(final_value, &out_shape, Layout::identity(&out_shape), origin)?;
+                let out = self.out_placed(
+                    final_value,
+                    &out_shape,
+                    Layout::identity(&out_shape),
+                    origin,
+                )?;
                 let note = LayerNote {
                     source,
                     kind: format!("Dense {n}→{o}"),
@@ -458,16 +559,35 @@ impl<'g> Lowerer<'g> {
                     macs: (o * n) as u64,
                     params: o * n + o,
                 };
-                let xin = Use { buf: x.buf, dims: dims3(&origin.to_string(), &[n])? };
-                self.emit(RtOp::Dense(format::Dense { weights, bias, activation }), vec![xin], out, note);
+                let xin = Use {
+                    buf: x.buf,
+                    dims: dims3(&origin.to_string(), &[n])?,
+                };
+                self.emit(
+                    RtOp::Dense(format::Dense {
+                        weights,
+                        bias,
+                        activation,
+                    }),
+                    vec![xin],
+                    out,
+                    note,
+                );
             }
             FrozenOp::Pool(p) => {
                 let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
                 let kind = match p.kind {
                     PoolKind::Max => format::PoolKind::Max,
-                    PoolKind::Average { count_include_pad } => format::PoolKind::Average { count_include_pad },
+                    PoolKind::Average { count_include_pad } => {
+                        format::PoolKind::Average { count_include_pad }
+                    }
                 };
-                let out = self.out_placed(final_value, &out_shape, Layout::channels_last(&out_shape), origin)?;
+                let out = self.out_placed(
+                    final_value,
+                    &out_shape,
+                    Layout::channels_last(&out_shape),
+                    origin,
+                )?;
                 let op = RtOp::Pool(format::Pool {
                     kind,
                     kernel: pair_u16(origin, "kernel size", p.kernel)?,
@@ -477,7 +597,13 @@ impl<'g> Lowerer<'g> {
                 });
                 let note = LayerNote {
                     source,
-                    kind: format!("{:?}Pool {}x{}/{}", kind_name(p.kind), p.kernel[0], p.kernel[1], p.strides[1]),
+                    kind: format!(
+                        "{}Pool {}x{}/{}",
+                        kind_name(p.kind),
+                        p.kernel[0],
+                        p.kernel[1],
+                        p.strides[1]
+                    ),
                     output_dims: out.dims,
                     macs: 0,
                     params: 0,
@@ -499,7 +625,9 @@ impl<'g> Lowerer<'g> {
                 };
                 let out = self.out_placed(final_value, &out_shape, out_layout, origin)?;
                 let op = RtOp::Pool(format::Pool {
-                    kind: format::PoolKind::Average { count_include_pad: false },
+                    kind: format::PoolKind::Average {
+                        count_include_pad: false,
+                    },
                     kernel: [h, w],
                     stride: [1, 1],
                     pad: [0; 4],
@@ -519,7 +647,13 @@ impl<'g> Lowerer<'g> {
                 let b = self.require(node.inputs[1], a.layout.clone(), origin)?;
                 let out = self.out_placed(final_value, &out_shape, a.layout.clone(), origin)?;
                 let (ua, ub) = (self.use_of(&a, origin)?, self.use_of(&b, origin)?);
-                let note = LayerNote { source, kind: "Add".into(), output_dims: out.dims, macs: 0, params: 0 };
+                let note = LayerNote {
+                    source,
+                    kind: "Add".into(),
+                    output_dims: out.dims,
+                    macs: 0,
+                    params: 0,
+                };
                 self.emit(RtOp::Add { activation }, vec![ua, ub], out, note);
             }
             FrozenOp::Affine(a) => {
@@ -535,7 +669,12 @@ impl<'g> Lowerer<'g> {
                 let (scale, shift) = (expand(&a.scale)?, expand(&a.shift)?);
                 let scale = self.push_f32(scale);
                 let shift = self.push_f32(shift);
-                let out = self.out_placed(final_value, &out_shape, Layout::channels_last(&out_shape), origin)?;
+                let out = self.out_placed(
+                    final_value,
+                    &out_shape,
+                    Layout::channels_last(&out_shape),
+                    origin,
+                )?;
                 let note = LayerNote {
                     source,
                     kind: "Affine (frozen per-channel scale, shift)".into(),
@@ -544,7 +683,16 @@ impl<'g> Lowerer<'g> {
                     params: 2 * c,
                 };
                 let xin = self.use_of(&x, origin)?;
-                self.emit(RtOp::Affine(format::Affine { scale, shift, activation }), vec![xin], out, note);
+                self.emit(
+                    RtOp::Affine(format::Affine {
+                        scale,
+                        shift,
+                        activation,
+                    }),
+                    vec![xin],
+                    out,
+                    note,
+                );
             }
             FrozenOp::Activation(a) => {
                 let x = self.placed(node.inputs[0], origin)?;
@@ -561,8 +709,19 @@ impl<'g> Lowerer<'g> {
             }
             FrozenOp::Softmax => {
                 let x = self.require(node.inputs[0], Layout::identity(&in_shape), origin)?;
-                let out = self.out_placed(node.output, &out_shape, Layout::identity(&out_shape), origin)?;
-                let note = LayerNote { source, kind: "Softmax".into(), output_dims: out.dims, macs: 0, params: 0 };
+                let out = self.out_placed(
+                    node.output,
+                    &out_shape,
+                    Layout::identity(&out_shape),
+                    origin,
+                )?;
+                let note = LayerNote {
+                    source,
+                    kind: "Softmax".into(),
+                    output_dims: out.dims,
+                    macs: 0,
+                    params: 0,
+                };
                 let xin = self.use_of(&x, origin)?;
                 self.emit(RtOp::Softmax, vec![xin], out, note);
             }
@@ -580,7 +739,10 @@ impl<'g> Lowerer<'g> {
                     x = self.require(node.inputs[0], Layout::identity(&in_shape), origin)?;
                 }
                 if perm.len() != in_shape.len() {
-                    bail!("{origin}: permutation {perm:?} does not match rank {}", in_shape.len());
+                    bail!(
+                        "{origin}: permutation {perm:?} does not match rank {}",
+                        in_shape.len()
+                    );
                 }
                 // A relabelling: output axis k is input axis perm[k]; the bytes stay where they are.
                 let mut inv = vec![0; perm.len()];
@@ -588,7 +750,13 @@ impl<'g> Lowerer<'g> {
                     inv[p] = k;
                 }
                 let new_perm = x.layout.perm.iter().map(|&p| inv[p]).collect();
-                self.placed[node.output] = Some(Placed { buf: x.buf, layout: Layout { src: out_shape.clone(), perm: new_perm } });
+                self.placed[node.output] = Some(Placed {
+                    buf: x.buf,
+                    layout: Layout {
+                        src: out_shape.clone(),
+                        perm: new_perm,
+                    },
+                });
             }
             FrozenOp::Pad { pads, value } => {
                 let r = in_shape.len();
@@ -601,10 +769,24 @@ impl<'g> Lowerer<'g> {
                     (0, pads[1], 0, pads[3])
                 };
                 let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
-                let out = self.out_placed(node.output, &out_shape, Layout::channels_last(&out_shape), origin)?;
-                let note = LayerNote { source, kind: format!("Pad {pads:?}"), output_dims: out.dims, macs: 0, params: 0 };
+                let out = self.out_placed(
+                    node.output,
+                    &out_shape,
+                    Layout::channels_last(&out_shape),
+                    origin,
+                )?;
+                let note = LayerNote {
+                    source,
+                    kind: format!("Pad {pads:?}"),
+                    output_dims: out.dims,
+                    macs: 0,
+                    params: 0,
+                };
                 let xin = self.use_of(&x, origin)?;
-                let op = RtOp::Pad(format::Pad { pad: pads_u16(origin, [t, l, b, rr])?, value: *value });
+                let op = RtOp::Pad(format::Pad {
+                    pad: pads_u16(origin, [t, l, b, rr])?,
+                    value: *value,
+                });
                 self.emit(op, vec![xin], out, note);
             }
         }
@@ -612,7 +794,13 @@ impl<'g> Lowerer<'g> {
     }
 
     /// A fresh buffer for `v` in `layout`.
-    fn out_placed(&mut self, v: ValueId, shape: &[usize], layout: Layout, origin: &Origin) -> Result<Use> {
+    fn out_placed(
+        &mut self,
+        v: ValueId,
+        shape: &[usize],
+        layout: Layout,
+        origin: &Origin,
+    ) -> Result<Use> {
         let dims = dims3(&origin.to_string(), &layout.physical_shape())?;
         let buf = self.new_buffer(shape.iter().product());
         self.placed[v] = Some(Placed { buf, layout });
@@ -632,23 +820,41 @@ fn kind_name(k: PoolKind) -> &'static str {
 pub fn fuse_pad_into_conv(g: &mut FrozenGraph) {
     let mut dead = vec![false; g.nodes.len()];
     for pi in 0..g.nodes.len() {
-        let FrozenOp::Pad { pads, value } = &g.nodes[pi].op else { continue };
+        let FrozenOp::Pad { pads, value } = &g.nodes[pi].op else {
+            continue;
+        };
         let (pads, value) = (pads.clone(), *value);
         let pad_out = g.nodes[pi].output;
         let r = pads.len() / 2;
-        if value != 0.0 || !(2..=3).contains(&r) || pads[0] != 0 || pads[r] != 0 || pad_out == g.output {
+        if value != 0.0
+            || !(2..=3).contains(&r)
+            || pads[0] != 0
+            || pads[r] != 0
+            || pad_out == g.output
+        {
             continue;
         }
         let consumers = g.consumers(pad_out);
         let [ci] = consumers.as_slice() else { continue };
         let ci = *ci;
         let pad_in = g.nodes[pi].inputs[0];
-        let FrozenOp::Conv(conv) = &mut g.nodes[ci].op else { continue };
+        let FrozenOp::Conv(conv) = &mut g.nodes[ci].op else {
+            continue;
+        };
         if conv.pad_values.is_some() {
             continue;
         }
-        let (t, l, b, rr) = if r == 3 { (pads[1], pads[2], pads[4], pads[5]) } else { (0, pads[1], 0, pads[3]) };
-        conv.pads = [conv.pads[0] + t, conv.pads[1] + l, conv.pads[2] + b, conv.pads[3] + rr];
+        let (t, l, b, rr) = if r == 3 {
+            (pads[1], pads[2], pads[4], pads[5])
+        } else {
+            (0, pads[1], 0, pads[3])
+        };
+        conv.pads = [
+            conv.pads[0] + t,
+            conv.pads[1] + l,
+            conv.pads[2] + b,
+            conv.pads[3] + rr,
+        ];
         g.nodes[ci].inputs[0] = pad_in;
         dead[pi] = true;
     }

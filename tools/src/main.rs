@@ -14,7 +14,11 @@ use icefold_tool::io::{self, Array};
 use icefold_tool::{eval, graph};
 
 #[derive(Parser)]
-#[command(name = "icefold", version, about = "Fold BatchNorm into frozen weights and run models on microcontrollers")]
+#[command(
+    name = "icefold",
+    version,
+    about = "Fold BatchNorm into frozen weights and run models on microcontrollers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,10 +79,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert { model, output } => cmd_convert(&model, &output),
-        Command::Run { blob, input, output } => cmd_run(&blob, &input, &output),
+        Command::Run {
+            blob,
+            input,
+            output,
+        } => cmd_run(&blob, &input, &output),
         Command::Inspect { blob } => cmd_inspect(&blob),
-        Command::Bench { blob, input, seconds } => cmd_bench(&blob, &input, seconds),
-        Command::Verify { model, input, expected } => cmd_verify(&model, &input, expected.as_deref()),
+        Command::Bench {
+            blob,
+            input,
+            seconds,
+        } => cmd_bench(&blob, &input, seconds),
+        Command::Verify {
+            model,
+            input,
+            expected,
+        } => cmd_verify(&model, &input, expected.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,8 +115,18 @@ fn cmd_convert(model: &Path, output: &Path) -> Result<()> {
 }
 
 fn print_conversion(c: &Converted) {
-    let bn_count = c.imported.nodes.iter().filter(|n| matches!(n.op, graph::Op::BatchNorm(_))).count();
-    println!("imported {} nodes, {} BatchNorm, opset {}", c.imported.nodes.len(), bn_count, c.imported.opset);
+    let bn_count = c
+        .imported
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, graph::Op::BatchNorm(_)))
+        .count();
+    println!(
+        "imported {} nodes, {} BatchNorm, opset {}",
+        c.imported.nodes.len(),
+        bn_count,
+        c.imported.opset
+    );
     if bn_count == 0 {
         println!("  no BatchNorm left in the file (the exporter already folded it, or the model has none)");
     }
@@ -120,13 +146,16 @@ fn print_conversion(c: &Converted) {
 }
 
 fn print_layer_table(notes: &[icefold_tool::lower::LayerNote]) {
-    println!("{:>3}  {:<34} {:<28} {:>16} {:>10} {:>8}", "#", "layer", "from", "output [H,W,C]", "MACs", "params");
+    println!(
+        "{:>3}  {:<24} {:<44} {:>14} {:>10} {:>8}",
+        "#", "layer", "from", "output [H,W,C]", "MACs", "params"
+    );
     for (i, n) in notes.iter().enumerate() {
         println!(
-            "{:>3}  {:<34} {:<28} {:>16} {:>10} {:>8}",
+            "{:>3}  {:<24} {:<44} {:>14} {:>10} {:>8}",
             i,
             n.kind,
-            truncate(&n.source, 28),
+            truncate(&n.source, 44),
             format!("{:?}", n.output_dims),
             n.macs,
             n.params
@@ -155,7 +184,12 @@ fn cmd_run(blob_path: &Path, input: &Path, output: &Path) -> Result<()> {
     let x = io::read_npy(input)?;
     let y = host::run_f32(&model, &x)?;
     io::write_npy(output, &y, &[blob_path, input])?;
-    println!("ran {} samples; wrote {} {:?}", x.samples(), output.display(), y.shape);
+    println!(
+        "ran {} samples; wrote {} {:?}",
+        x.samples(),
+        output.display(),
+        y.shape
+    );
     Ok(())
 }
 
@@ -163,7 +197,12 @@ fn cmd_inspect(blob_path: &Path) -> Result<()> {
     let blob = read_blob(blob_path)?;
     let model = host::load(blob.as_slice()).with_context(|| blob_path.display().to_string())?;
     let info = model.info();
-    println!("{}: {} bytes, format version {}", blob_path.display(), blob.as_slice().len(), icefold::format::FORMAT_VERSION);
+    println!(
+        "{}: {} bytes, format version {}",
+        blob_path.display(),
+        blob.as_slice().len(),
+        icefold::format::FORMAT_VERSION
+    );
     println!(
         "input  {:?} (logical {:?}), arena offset {}",
         info.input.dims,
@@ -177,7 +216,10 @@ fn cmd_inspect(blob_path: &Path) -> Result<()> {
         info.output.offset
     );
     println!();
-    println!("{:>3}  {:<28} {:>16} {:>16} {:>22} {:>9}", "#", "op", "input", "output", "arena [start, end)", "weights");
+    println!(
+        "{:>3}  {:<28} {:>16} {:>16} {:>22} {:>9}",
+        "#", "op", "input", "output", "arena [start, end)", "weights"
+    );
     let mut weight_bytes = 0usize;
     for (i, l) in model.layers().enumerate() {
         let (name, w) = describe(&l.op);
@@ -194,7 +236,10 @@ fn cmd_inspect(blob_path: &Path) -> Result<()> {
         );
     }
     println!();
-    println!("weight bytes {weight_bytes}, arena bytes {}", info.arena_bytes);
+    println!(
+        "weight bytes {weight_bytes}, arena bytes {}",
+        info.arena_bytes
+    );
     Ok(())
 }
 
@@ -202,14 +247,24 @@ fn cmd_inspect(blob_path: &Path) -> Result<()> {
 fn describe(op: &Op) -> (String, usize) {
     match op {
         Op::Conv2d(c) => (
-            format!("Conv2d {}x{}/{} g{}", c.kernel[0], c.kernel[1], c.stride[1].max(c.stride[0]), c.groups),
+            format!(
+                "Conv2d {}x{}/{} g{}",
+                c.kernel[0],
+                c.kernel[1],
+                c.stride[1].max(c.stride[0]),
+                c.groups
+            ),
             (c.weights.len + c.bias.len + c.pad_values.len) as usize,
         ),
         Op::Dense(d) => ("Dense".into(), (d.weights.len + d.bias.len) as usize),
         Op::Pool(p) => (
             format!(
                 "{}Pool {}x{}/{}",
-                if p.kind == PoolKind::Max { "Max" } else { "Avg" },
+                if p.kind == PoolKind::Max {
+                    "Max"
+                } else {
+                    "Avg"
+                },
                 p.kernel[0],
                 p.kernel[1],
                 p.stride[1]
@@ -238,20 +293,40 @@ fn cmd_verify(model_path: &Path, input: &Path, expected: Option<&Path>) -> Resul
     for i in 0..x.samples() {
         unfolded.extend(eval::run(&c.imported, x.sample(i))?);
     }
-    let unfolded = Array { shape: runtime.shape.clone(), data: unfolded };
-    println!();
-    println!("{:<44} {:>12} {:>12} {:>8}", "comparison", "max-abs", "rel-L2", "top-1");
-    let row = |name: &str, d: Diff| {
-        println!("{:<44} {:>12.3e} {:>12.3e} {:>5}/{}", name, d.max_abs, d.rel_l2, d.top1_agree, d.samples);
+    let unfolded = Array {
+        shape: runtime.shape.clone(),
+        data: unfolded,
     };
-    row("folded runtime vs unfolded reference", host::diff(&runtime, &unfolded)?);
+    println!();
+    println!(
+        "{:<44} {:>12} {:>12} {:>8}",
+        "comparison", "max-abs", "rel-L2", "top-1"
+    );
+    let row = |name: &str, d: Diff| {
+        println!(
+            "{:<44} {:>12.3e} {:>12.3e} {:>5}/{}",
+            name, d.max_abs, d.rel_l2, d.top1_agree, d.samples
+        );
+    };
+    row(
+        "folded runtime vs unfolded reference",
+        host::diff(&runtime, &unfolded)?,
+    );
     if let Some(e) = expected {
         let want = io::read_npy(e)?;
         if want.shape != runtime.shape {
-            bail!("{} has shape {:?}, the model produces {:?}", e.display(), want.shape, runtime.shape);
+            bail!(
+                "{} has shape {:?}, the model produces {:?}",
+                e.display(),
+                want.shape,
+                runtime.shape
+            );
         }
         row("folded runtime vs expected", host::diff(&runtime, &want)?);
-        row("unfolded reference vs expected", host::diff(&unfolded, &want)?);
+        row(
+            "unfolded reference vs expected",
+            host::diff(&unfolded, &want)?,
+        );
     }
     Ok(())
 }
@@ -268,7 +343,9 @@ fn cmd_bench(blob_path: &Path, input: &Path, seconds: f64) -> Result<()> {
     let mut out = vec![0f32; info.output.len()];
     // Batches of runs, each timed; the median batch is reported (robust to scheduler noise).
     let probe = std::time::Instant::now();
-    model.run_f32(arena, x.sample(0), &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    model
+        .run_f32(arena, x.sample(0), &mut out)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let once = probe.elapsed().as_secs_f64().max(1e-7);
     let per_batch = ((0.05 / once).ceil() as usize).max(1);
     let mut batches = Vec::new();

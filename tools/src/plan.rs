@@ -73,7 +73,12 @@ mod tests {
     #[test]
     fn chain_reuses_memory_of_dead_tensors() {
         // input → a → b → c: at most two neighbours are alive at once.
-        let lives = [life(100, -1, 0), life(200, 0, 1), life(100, 1, 2), life(40, 2, 3)];
+        let lives = [
+            life(100, -1, 0),
+            life(200, 0, 1),
+            life(100, 1, 2),
+            life(40, 2, 3),
+        ];
         let plan = plan_arena(&lives, 4);
         assert_eq!(plan.total, 300);
         check_disjoint(&lives, &plan);
@@ -82,7 +87,12 @@ mod tests {
     #[test]
     fn residual_keeps_skip_alive() {
         // x is read by layer 0 and by the add at layer 2.
-        let lives = [life(64, -1, 2), life(64, 0, 1), life(64, 1, 2), life(64, 2, 3)];
+        let lives = [
+            life(64, -1, 2),
+            life(64, 0, 1),
+            life(64, 1, 2),
+            life(64, 2, 3),
+        ];
         let plan = plan_arena(&lives, 4);
         check_disjoint(&lives, &plan);
         assert_eq!(plan.total, 192);
@@ -102,7 +112,10 @@ mod tests {
             for j in 0..i {
                 if lives[i].overlaps(&lives[j]) {
                     let (a, b) = (plan.offsets[i], plan.offsets[j]);
-                    assert!(a + lives[i].bytes <= b || b + lives[j].bytes <= a, "{i} and {j} collide");
+                    assert!(
+                        a + lives[i].bytes <= b || b + lives[j].bytes <= a,
+                        "{i} and {j} collide"
+                    );
                 }
             }
         }

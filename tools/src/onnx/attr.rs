@@ -21,7 +21,10 @@ impl<'n, 'a> Attrs<'n, 'a> {
         match self.node.attribute.iter().find(|a| a.name == name) {
             // Some writers leave the type unset; then trust the field the caller asks for.
             Some(a) if a.r#type == ty || a.r#type == AttributeType::Undefined => Ok(Some(a)),
-            Some(a) => bail!("attribute {name:?} has type {:?}, expected {ty:?}", a.r#type),
+            Some(a) => bail!(
+                "attribute {name:?} has type {:?}, expected {ty:?}",
+                a.r#type
+            ),
             None => Ok(None),
         }
     }
@@ -36,7 +39,9 @@ impl<'n, 'a> Attrs<'n, 'a> {
     }
 
     pub fn float(&self, name: &str, default: f32) -> Result<f32> {
-        Ok(self.get(name, AttributeType::Float)?.map_or(default, |a| a.f))
+        Ok(self
+            .get(name, AttributeType::Float)?
+            .map_or(default, |a| a.f))
     }
 
     pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>> {
@@ -44,7 +49,9 @@ impl<'n, 'a> Attrs<'n, 'a> {
     }
 
     pub fn floats(&self, name: &str) -> Result<Option<Vec<f32>>> {
-        Ok(self.get(name, AttributeType::Floats)?.map(|a| a.floats.clone()))
+        Ok(self
+            .get(name, AttributeType::Floats)?
+            .map(|a| a.floats.clone()))
     }
 
     pub fn string(&self, name: &str) -> Result<Option<String>> {
@@ -58,7 +65,9 @@ impl<'n, 'a> Attrs<'n, 'a> {
     }
 
     pub fn tensor(&self, name: &str) -> Result<Option<&'n TensorProto<'a>>> {
-        Ok(self.get(name, AttributeType::Tensor)?.and_then(|a| a.t.as_ref()))
+        Ok(self
+            .get(name, AttributeType::Tensor)?
+            .and_then(|a| a.t.as_ref()))
     }
 
     /// A list of sizes (kernel, strides, dilations) of exactly `len` entries, each in

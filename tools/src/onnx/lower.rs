@@ -11,7 +11,8 @@ use super::fold;
 use super::spatial::Window;
 use super::tensor::{self, Const, ExternalFiles};
 use crate::graph::{
-    Activation, BatchNorm, Conv, Dense, FrozenOp, Node, Op, Origin, Pool, PoolKind, Tensor, Value, ValueId,
+    Activation, BatchNorm, Conv, Dense, FrozenOp, Node, Op, Origin, Pool, PoolKind, Tensor, Value,
+    ValueId,
 };
 
 /// Largest activation (elements per sample) accepted.
@@ -48,7 +49,11 @@ struct Lowered {
 }
 
 fn frozen(op: FrozenOp, x: ValueId, shape: Vec<usize>) -> Lowered {
-    Lowered { op: Op::Frozen(op), inputs: vec![x], shape }
+    Lowered {
+        op: Op::Frozen(op),
+        inputs: vec![x],
+        shape,
+    }
 }
 
 /// Rejects NaN and infinity in weights, naming what they are.
@@ -67,16 +72,32 @@ fn finite(values: &[f64], what: &str) -> Result<()> {
 fn to_f32(values: &[f64], what: &str) -> Result<Vec<f32>> {
     finite(values, what)?;
     let out: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-    ensure!(out.iter().all(|v| v.is_finite()), "{what} holds values too large for f32");
+    ensure!(
+        out.iter().all(|v| v.is_finite()),
+        "{what} holds values too large for f32"
+    );
     Ok(out)
 }
 
 impl<'e> Lowerer<'e> {
     /// A lowerer whose graph starts with the input value (id 0).
-    pub fn new(input: Value, ext: &'e mut ExternalFiles, opset: i64, readers: HashMap<String, usize>) -> Self {
+    pub fn new(
+        input: Value,
+        ext: &'e mut ExternalFiles,
+        opset: i64,
+        readers: HashMap<String, usize>,
+    ) -> Self {
         let mut env = HashMap::new();
         env.insert(input.name.clone(), Val::Act(0));
-        Lowerer { values: vec![input], nodes: Vec::new(), env, ext, opset, readers, open_matmul: HashMap::new() }
+        Lowerer {
+            values: vec![input],
+            nodes: Vec::new(),
+            env,
+            ext,
+            opset,
+            readers,
+            open_matmul: HashMap::new(),
+        }
     }
 
     fn shape(&self, v: ValueId) -> &[usize] {
@@ -92,11 +113,19 @@ impl<'e> Lowerer<'e> {
                 if name.is_empty() {
                     Ok(None)
                 } else {
-                    self.env.get(*name).cloned().map(Some).ok_or_else(|| anyhow!("input {name:?} is not defined"))
+                    self.env
+                        .get(*name)
+                        .cloned()
+                        .map(Some)
+                        .ok_or_else(|| anyhow!("input {name:?} is not defined"))
                 }
             })
             .collect::<Result<_>>()?;
-        let out = *node.output.first().filter(|n| !n.is_empty()).ok_or_else(|| anyhow!("the node has no output"))?;
+        let out = *node
+            .output
+            .first()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| anyhow!("the node has no output"))?;
         let act = |k: usize| match inputs.get(k) {
             Some(Some(Val::Act(v))) => Some(*v),
             _ => None,
@@ -105,7 +134,8 @@ impl<'e> Lowerer<'e> {
         if node.op_type == OpType::Shape {
             if let Some(v) = act(0) {
                 let full = with_batch(self.shape(v));
-                self.env.insert(out.to_string(), Val::Const(fold::shape_of(node, &full)?));
+                self.env
+                    .insert(out.to_string(), Val::Const(fold::shape_of(node, &full)?));
                 return Ok(());
             }
         }
@@ -127,7 +157,9 @@ impl<'e> Lowerer<'e> {
             match inputs.get(k) {
                 None | Some(None) => Ok(None),
                 Some(Some(Val::Const(c))) => Ok(Some(c)),
-                Some(Some(Val::Act(_))) => bail!("{what} (input {k}) must be a constant, not an activation"),
+                Some(Some(Val::Act(_))) => {
+                    bail!("{what} (input {k}) must be a constant, not an activation")
+                }
             }
         };
         let need = |k: usize, what: &str| -> Result<&Const> {
@@ -137,7 +169,12 @@ impl<'e> Lowerer<'e> {
         let need_x = || x.ok_or_else(|| anyhow!("input 0 must be the activation"));
 
         let lowered = match node.op_type {
-            OpType::Conv => self.conv(&attrs, need_x()?, need(1, "the weight")?, cst(2, "the bias")?)?,
+            OpType::Conv => self.conv(
+                &attrs,
+                need_x()?,
+                need(1, "the weight")?,
+                cst(2, "the bias")?,
+            )?,
             OpType::BatchNormalization => {
                 let p = [
                     need(1, "scale (gamma)")?,
@@ -147,7 +184,12 @@ impl<'e> Lowerer<'e> {
                 ];
                 self.batch_norm(&attrs, need_x()?, p)?
             }
-            OpType::Gemm => self.gemm(&attrs, need_x()?, need(1, "B (the weight)")?, cst(2, "C (the bias)")?)?,
+            OpType::Gemm => self.gemm(
+                &attrs,
+                need_x()?,
+                need(1, "B (the weight)")?,
+                cst(2, "C (the bias)")?,
+            )?,
             OpType::MatMul => {
                 let lowered = self.matmul(need_x()?, need(1, "B (the weight)")?)?;
                 let id = self.emit(origin, out, lowered)?;
@@ -172,14 +214,20 @@ impl<'e> Lowerer<'e> {
                     ensure!(!v.is_nan(), "Clip {name} is NaN");
                     Ok(v)
                 };
-                let (lo, hi) = (bound(1, "min", f32::NEG_INFINITY)?, bound(2, "max", f32::INFINITY)?);
+                let (lo, hi) = (
+                    bound(1, "min", f32::NEG_INFINITY)?,
+                    bound(2, "max", f32::INFINITY)?,
+                );
                 ensure!(lo <= hi, "Clip min {lo} is above max {hi}");
                 self.activation(need_x()?, Activation::Clip { lo, hi })
             }
             OpType::MaxPool | OpType::AveragePool => self.pool(node, &attrs, need_x()?)?,
             OpType::GlobalAveragePool => {
                 let s = self.shape(need_x()?);
-                ensure!(s.len() >= 2, "GlobalAveragePool needs [C, H, W] or [C, L] per sample, got {s:?}");
+                ensure!(
+                    s.len() >= 2,
+                    "GlobalAveragePool needs [C, H, W] or [C, L] per sample, got {s:?}"
+                );
                 let mut shape = vec![1; s.len()];
                 shape[0] = s[0];
                 frozen(FrozenOp::GlobalAveragePool, need_x()?, shape)
@@ -190,10 +238,17 @@ impl<'e> Lowerer<'e> {
             }
             OpType::Add | OpType::Sub | OpType::Mul | OpType::Div => match (act(0), act(1)) {
                 (Some(a), Some(b)) => {
-                    ensure!(node.op_type == OpType::Add, "only Add combines two activations");
+                    ensure!(
+                        node.op_type == OpType::Add,
+                        "only Add combines two activations"
+                    );
                     let (sa, sb) = (self.shape(a), self.shape(b));
                     ensure!(sa == sb, "Add of activations of different shapes {sa:?} and {sb:?} (broadcasting between activations is not supported)");
-                    Lowered { op: Op::Frozen(FrozenOp::Add), inputs: vec![a, b], shape: sa.to_vec() }
+                    Lowered {
+                        op: Op::Frozen(FrozenOp::Add),
+                        inputs: vec![a, b],
+                        shape: sa.to_vec(),
+                    }
                 }
                 (Some(a), None) => {
                     let c = need(1, "the constant operand")?;
@@ -245,12 +300,19 @@ impl<'e> Lowerer<'e> {
                 let full = with_batch(self.shape(x));
                 let rank = full.len() + axes.len();
                 ensure!(
-                    axes.iter().all(|&a| tensor::norm_axis(a, rank).map_or(true, |a| a != 0)),
+                    axes.iter()
+                        .all(|&a| tensor::norm_axis(a, rank).map_or(true, |a| a != 0)),
                     "Unsqueeze axes {axes:?} insert an axis before the batch"
                 );
-                frozen(FrozenOp::Reshape, x, fold::unsqueeze_shape(&full, &axes)?[1..].to_vec())
+                frozen(
+                    FrozenOp::Reshape,
+                    x,
+                    fold::unsqueeze_shape(&full, &axes)?[1..].to_vec(),
+                )
             }
-            OpType::Identity => frozen(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec()),
+            OpType::Identity => {
+                frozen(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec())
+            }
             OpType::Dropout => {
                 if let Some(mask) = node.output.get(1).filter(|n| !n.is_empty()) {
                     ensure!(
@@ -275,7 +337,13 @@ impl<'e> Lowerer<'e> {
                 let shape = perm.iter().map(|&p| s[p]).collect();
                 frozen(FrozenOp::Transpose { perm }, x, shape)
             }
-            OpType::Pad => self.pad(&attrs, need_x()?, cst(1, "pads")?, cst(2, "constant_value")?, cst(3, "axes")?)?,
+            OpType::Pad => self.pad(
+                &attrs,
+                need_x()?,
+                cst(1, "pads")?,
+                cst(2, "constant_value")?,
+                cst(3, "axes")?,
+            )?,
             OpType::Softmax => {
                 let x = need_x()?;
                 let rank = self.shape(x).len() + 1;
@@ -299,11 +367,23 @@ impl<'e> Lowerer<'e> {
             !l.shape.is_empty(),
             "the result is a scalar per sample; icefold needs at least one per-sample axis"
         );
-        ensure!(!l.shape.contains(&0), "the result has the zero-size shape {:?}", l.shape);
+        ensure!(
+            !l.shape.contains(&0),
+            "the result has the zero-size shape {:?}",
+            l.shape
+        );
         tensor::element_count(&l.shape, MAX_ACTIVATION_ELEMENTS)?;
         let id = self.values.len();
-        self.values.push(Value { name: out.to_string(), shape: l.shape });
-        self.nodes.push(Node { origin: origin.clone(), op: l.op, inputs: l.inputs, output: id });
+        self.values.push(Value {
+            name: out.to_string(),
+            shape: l.shape,
+        });
+        self.nodes.push(Node {
+            origin: origin.clone(),
+            op: l.op,
+            inputs: l.inputs,
+            output: id,
+        });
         self.env.insert(out.to_string(), Val::Act(id));
         Ok(id)
     }
@@ -312,7 +392,13 @@ impl<'e> Lowerer<'e> {
         frozen(FrozenOp::Activation(a), x, self.shape(x).to_vec())
     }
 
-    fn conv(&self, attrs: &Attrs<'_, '_>, x: ValueId, w: &Const, b: Option<&Const>) -> Result<Lowered> {
+    fn conv(
+        &self,
+        attrs: &Attrs<'_, '_>,
+        x: ValueId,
+        w: &Const,
+        b: Option<&Const>,
+    ) -> Result<Lowered> {
         let s = self.shape(x);
         let spatial = s.len().saturating_sub(1);
         ensure!(
@@ -326,9 +412,16 @@ impl<'e> Lowerer<'e> {
             spatial + 2
         );
         let (m, cg, kernel) = (w.shape[0], w.shape[1], w.shape[2..].to_vec());
-        ensure!(m > 0 && cg > 0 && kernel.iter().all(|&k| k > 0), "the weight has the empty shape {:?}", w.shape);
+        ensure!(
+            m > 0 && cg > 0 && kernel.iter().all(|&k| k > 0),
+            "the weight has the empty shape {:?}",
+            w.shape
+        );
         let group = attrs.int("group", 1)?;
-        ensure!((1..=MAX_ATTR_SIZE).contains(&group), "group {group} must be at least 1");
+        ensure!(
+            (1..=MAX_ATTR_SIZE).contains(&group),
+            "group {group} must be at least 1"
+        );
         let group = group as usize;
         let c = s[0];
         ensure!(
@@ -337,10 +430,15 @@ impl<'e> Lowerer<'e> {
              channels",
             w.shape
         );
-        ensure!(m % group == 0, "{m} output channels are not divisible by group {group}");
+        ensure!(
+            m % group == 0,
+            "{m} output channels are not divisible by group {group}"
+        );
         if let Some(k) = attrs.ints("kernel_shape")? {
             ensure!(
-                k.iter().map(|&v| v as i128).eq(kernel.iter().map(|&v| v as i128)),
+                k.iter()
+                    .map(|&v| v as i128)
+                    .eq(kernel.iter().map(|&v| v as i128)),
                 "kernel_shape {k:?} does not match the weight's {kernel:?}"
             );
         }
@@ -349,7 +447,11 @@ impl<'e> Lowerer<'e> {
         let bias = match b {
             None => vec![0.0; m],
             Some(b) => {
-                ensure!(b.len() == m, "the bias has {} values for {m} output channels", b.len());
+                ensure!(
+                    b.len() == m,
+                    "the bias has {} values for {m} output channels",
+                    b.len()
+                );
                 to_f32(&b.to_f64(), "the bias")?
             }
         };
@@ -371,39 +473,96 @@ impl<'e> Lowerer<'e> {
                 vec![m, geo[0].out],
             )
         };
-        let conv = Conv { weight, bias, strides, pads, dilations, group, pad_values: None, spatial_rank: spatial };
+        let conv = Conv {
+            weight,
+            bias,
+            strides,
+            pads,
+            dilations,
+            group,
+            pad_values: None,
+            spatial_rank: spatial,
+        };
         Ok(frozen(FrozenOp::Conv(conv), x, shape))
     }
 
     fn batch_norm(&self, attrs: &Attrs<'_, '_>, x: ValueId, p: [&Const; 4]) -> Result<Lowered> {
         let s = self.shape(x);
         let c = s[0];
-        let names = ["scale (gamma)", "bias (beta)", "running mean", "running variance"];
+        let names = [
+            "scale (gamma)",
+            "bias (beta)",
+            "running mean",
+            "running variance",
+        ];
         let mut v = Vec::with_capacity(4);
         for (t, name) in p.iter().zip(names) {
-            ensure!(t.len() == c, "{name} has {} values, but the input {s:?} has {c} channels", t.len());
+            ensure!(
+                t.len() == c,
+                "{name} has {} values, but the input {s:?} has {c} channels",
+                t.len()
+            );
             v.push(to_f32(&t.to_f64(), name)?);
         }
         if let Some(i) = v[3].iter().position(|&var| var < 0.0) {
-            bail!("running variance is negative ({}) at channel {i}; the statistics are corrupt", v[3][i]);
+            bail!(
+                "running variance is negative ({}) at channel {i}; the statistics are corrupt",
+                v[3][i]
+            );
         }
         let epsilon = attrs.float("epsilon", 1e-5)?;
-        ensure!(epsilon.is_finite() && epsilon >= 0.0, "epsilon {epsilon} must be a finite, non-negative number");
+        ensure!(
+            epsilon.is_finite() && epsilon >= 0.0,
+            "epsilon {epsilon} must be a finite, non-negative number"
+        );
         let var = v.pop().unwrap_or_default();
         let mean = v.pop().unwrap_or_default();
         let beta = v.pop().unwrap_or_default();
         let gamma = v.pop().unwrap_or_default();
-        Ok(Lowered { op: Op::BatchNorm(BatchNorm { gamma, beta, mean, var, epsilon }), inputs: vec![x], shape: s.to_vec() })
+        Ok(Lowered {
+            op: Op::BatchNorm(BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                epsilon,
+            }),
+            inputs: vec![x],
+            shape: s.to_vec(),
+        })
     }
 
-    fn gemm(&self, attrs: &Attrs<'_, '_>, x: ValueId, b: &Const, c: Option<&Const>) -> Result<Lowered> {
+    fn gemm(
+        &self,
+        attrs: &Attrs<'_, '_>,
+        x: ValueId,
+        b: &Const,
+        c: Option<&Const>,
+    ) -> Result<Lowered> {
         let s = self.shape(x);
-        ensure!(s.len() == 1, "Gemm needs a [batch, features] input, got {s:?} per sample (add a Flatten first)");
-        ensure!(attrs.int("transA", 0)? == 0, "transA=1 is not supported (the input must be [batch, features])");
+        ensure!(
+            s.len() == 1,
+            "Gemm needs a [batch, features] input, got {s:?} per sample (add a Flatten first)"
+        );
+        ensure!(
+            attrs.int("transA", 0)? == 0,
+            "transA=1 is not supported (the input must be [batch, features])"
+        );
         let trans_b = attrs.int("transB", 0)? != 0;
-        let (alpha, beta) = (attrs.float("alpha", 1.0)? as f64, attrs.float("beta", 1.0)? as f64);
-        ensure!(b.shape.len() == 2, "B must be a matrix, got shape {:?}", b.shape);
-        let (k, m) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+        let (alpha, beta) = (
+            attrs.float("alpha", 1.0)? as f64,
+            attrs.float("beta", 1.0)? as f64,
+        );
+        ensure!(
+            b.shape.len() == 2,
+            "B must be a matrix, got shape {:?}",
+            b.shape
+        );
+        let (k, m) = if trans_b {
+            (b.shape[1], b.shape[0])
+        } else {
+            (b.shape[0], b.shape[1])
+        };
         ensure!(
             k == s[0],
             "B has shape {:?} (transB={}), which needs {k} input features, but the input has {}",
@@ -415,16 +574,31 @@ impl<'e> Lowerer<'e> {
         let weight: Vec<f64> = (0..m * k)
             .map(|i| {
                 let (o, f) = (i / k, i % k);
-                alpha * if trans_b { bv[o * k + f] } else { bv[f * m + o] }
+                alpha
+                    * if trans_b {
+                        bv[o * k + f]
+                    } else {
+                        bv[f * m + o]
+                    }
             })
             .collect();
         let bias = match c {
             None => vec![0.0; m],
             Some(c) => {
-                let ok = c.len() == 1 || (c.len() == m && c.shape.last() == Some(&m) && c.shape.len() <= 2);
-                ensure!(ok, "C has shape {:?}; expected a scalar, [{m}] or [1, {m}]", c.shape);
+                let ok = c.len() == 1
+                    || (c.len() == m && c.shape.last() == Some(&m) && c.shape.len() <= 2);
+                ensure!(
+                    ok,
+                    "C has shape {:?}; expected a scalar, [{m}] or [1, {m}]",
+                    c.shape
+                );
                 let cv = c.to_f64();
-                to_f32(&(0..m).map(|o| beta * cv[if cv.len() == 1 { 0 } else { o }]).collect::<Vec<_>>(), "C (the bias)")?
+                to_f32(
+                    &(0..m)
+                        .map(|o| beta * cv[if cv.len() == 1 { 0 } else { o }])
+                        .collect::<Vec<_>>(),
+                    "C (the bias)",
+                )?
             }
         };
         let weight = Tensor::new(vec![m, k], to_f32(&weight, "B (the weight)")?);
@@ -433,10 +607,18 @@ impl<'e> Lowerer<'e> {
 
     fn matmul(&self, x: ValueId, b: &Const) -> Result<Lowered> {
         let s = self.shape(x);
-        ensure!(b.shape.len() == 2, "MatMul with a constant of shape {:?} is not supported (expected [in, out])", b.shape);
+        ensure!(
+            b.shape.len() == 2,
+            "MatMul with a constant of shape {:?} is not supported (expected [in, out])",
+            b.shape
+        );
         let (k, m) = (b.shape[0], b.shape[1]);
         let (last, lead) = s.split_last().ok_or_else(|| anyhow!("empty input shape"))?;
-        ensure!(*last == k, "B has shape {:?}, which needs {k} input features, but the input {s:?} ends in {last}", b.shape);
+        ensure!(
+            *last == k,
+            "B has shape {:?}, which needs {k} input features, but the input {s:?} ends in {last}",
+            b.shape
+        );
         ensure!(
             lead.iter().all(|&d| d == 1),
             "MatMul over the last axis of {s:?} (several rows per sample) is not supported; only [batch, features] \
@@ -447,13 +629,24 @@ impl<'e> Lowerer<'e> {
         let weight = Tensor::new(vec![m, k], to_f32(&weight, "B (the weight)")?);
         let mut shape = lead.to_vec();
         shape.push(m);
-        Ok(frozen(FrozenOp::Dense(Dense { weight, bias: vec![0.0; m] }), x, shape))
+        Ok(frozen(
+            FrozenOp::Dense(Dense {
+                weight,
+                bias: vec![0.0; m],
+            }),
+            x,
+            shape,
+        ))
     }
 
     /// MatMul followed by Add of a bias: the Add becomes the Dense node's bias.
     fn fuse_bias(&mut self, a: ValueId, c: &Const, out: &str) -> Result<bool> {
-        let Some(&n) = self.open_matmul.get(&a) else { return Ok(false) };
-        let Op::Frozen(FrozenOp::Dense(dense)) = &mut self.nodes[n].op else { return Ok(false) };
+        let Some(&n) = self.open_matmul.get(&a) else {
+            return Ok(false);
+        };
+        let Op::Frozen(FrozenOp::Dense(dense)) = &mut self.nodes[n].op else {
+            return Ok(false);
+        };
         let m = dense.bias.len();
         let shape_ok = c.len() == m
             && c.shape.last() == Some(&m)
@@ -480,19 +673,31 @@ impl<'e> Lowerer<'e> {
             (OpType::Sub, false) => (vec![-1.0; n], v),
             (OpType::Mul, _) => (v, vec![0.0; n]),
             (OpType::Div, true) => {
-                ensure!(v.iter().all(|&c| c != 0.0), "division by a constant that contains 0");
+                ensure!(
+                    v.iter().all(|&c| c != 0.0),
+                    "division by a constant that contains 0"
+                );
                 (v.iter().map(|c| 1.0 / c).collect(), vec![0.0; n])
             }
-            (OpType::Div, false) => bail!("constant / activation is not supported (not an affine map)"),
+            (OpType::Div, false) => {
+                bail!("constant / activation is not supported (not an affine map)")
+            }
             (other, _) => bail!("{} is not an affine op", other.as_str()),
         };
-        Ok(frozen(FrozenOp::Affine(crate::graph::Affine { scale, shift }), x, s.to_vec()))
+        Ok(frozen(
+            FrozenOp::Affine(crate::graph::Affine { scale, shift }),
+            x,
+            s.to_vec(),
+        ))
     }
 
     fn pool(&self, node: &OnnxNode<'_>, attrs: &Attrs<'_, '_>, x: ValueId) -> Result<Lowered> {
         let s = self.shape(x);
         let spatial = s.len().saturating_sub(1);
-        ensure!(spatial == 1 || spatial == 2, "pooling needs a [C, L] or [C, H, W] input per sample, got {s:?}");
+        ensure!(
+            spatial == 1 || spatial == 2,
+            "pooling needs a [C, L] or [C, H, W] input per sample, got {s:?}"
+        );
         let is_max = node.op_type == OpType::MaxPool;
         if is_max {
             ensure!(
@@ -500,10 +705,17 @@ impl<'e> Lowerer<'e> {
                 "MaxPool with an indices output is not supported"
             );
         }
-        ensure!(attrs.ints("kernel_shape")?.is_some(), "kernel_shape is missing");
+        ensure!(
+            attrs.ints("kernel_shape")?.is_some(),
+            "kernel_shape is missing"
+        );
         let kernel = attrs.sizes("kernel_shape", spatial, 1, 1)?;
         let window = Window::from_attrs(attrs, kernel)?;
-        ensure!(window.dilations.iter().all(|&d| d == 1), "pool dilations {:?} are not supported (only 1)", window.dilations);
+        ensure!(
+            window.dilations.iter().all(|&d| d == 1),
+            "pool dilations {:?} are not supported (only 1)",
+            window.dilations
+        );
         let geo = window.geometry(&s[1..])?;
         let own_pads = geo.iter().any(|a| a.before > 0 || a.after > a.ceil_extra);
         let kind = if is_max {
@@ -530,17 +742,45 @@ impl<'e> Lowerer<'e> {
                 vec![s[0], geo[0].out, geo[1].out],
             )
         } else {
-            ([1, window.kernel[0]], [1, window.strides[0]], [0, geo[0].before, 0, geo[0].after], vec![s[0], geo[0].out])
+            (
+                [1, window.kernel[0]],
+                [1, window.strides[0]],
+                [0, geo[0].before, 0, geo[0].after],
+                vec![s[0], geo[0].out],
+            )
         };
-        Ok(frozen(FrozenOp::Pool(Pool { kind, kernel, strides, pads, spatial_rank: spatial }), x, shape))
+        Ok(frozen(
+            FrozenOp::Pool(Pool {
+                kind,
+                kernel,
+                strides,
+                pads,
+                spatial_rank: spatial,
+            }),
+            x,
+            shape,
+        ))
     }
 
-    fn reduce_mean(&self, attrs: &Attrs<'_, '_>, x: ValueId, axes: Option<Vec<i64>>) -> Result<Lowered> {
+    fn reduce_mean(
+        &self,
+        attrs: &Attrs<'_, '_>,
+        x: ValueId,
+        axes: Option<Vec<i64>>,
+    ) -> Result<Lowered> {
         let s = self.shape(x);
         let rank = s.len() + 1;
-        ensure!(rank >= 3, "ReduceMean is supported only over the spatial axes of [C, H, W] or [C, L], got {s:?}");
-        let axes = axes.ok_or_else(|| anyhow!("ReduceMean over all axes (including the batch) is not supported"))?;
-        let mut axes = axes.iter().map(|&a| tensor::norm_axis(a, rank)).collect::<Result<Vec<_>>>()?;
+        ensure!(
+            rank >= 3,
+            "ReduceMean is supported only over the spatial axes of [C, H, W] or [C, L], got {s:?}"
+        );
+        let axes = axes.ok_or_else(|| {
+            anyhow!("ReduceMean over all axes (including the batch) is not supported")
+        })?;
+        let mut axes = axes
+            .iter()
+            .map(|&a| tensor::norm_axis(a, rank))
+            .collect::<Result<Vec<_>>>()?;
         axes.sort_unstable();
         axes.dedup();
         ensure!(
@@ -560,7 +800,9 @@ impl<'e> Lowerer<'e> {
 
     fn reshape(&self, x: ValueId, target: &[i64], allow_zero: bool) -> Result<Lowered> {
         let full = with_batch(self.shape(x));
-        let first = *target.first().ok_or_else(|| anyhow!("Reshape to a scalar is not supported"))?;
+        let first = *target
+            .first()
+            .ok_or_else(|| anyhow!("Reshape to a scalar is not supported"))?;
         ensure!(
             matches!(first, -1 | 0 | 1),
             "Reshape target {target:?} changes the batch axis (its first entry must be 0, 1 or -1)"
@@ -583,35 +825,60 @@ impl<'e> Lowerer<'e> {
         axes: Option<&Const>,
     ) -> Result<Lowered> {
         let mode = attrs.string("mode")?.unwrap_or_else(|| "constant".into());
-        ensure!(mode == "constant", "Pad mode {mode:?} is not supported (only constant)");
+        ensure!(
+            mode == "constant",
+            "Pad mode {mode:?} is not supported (only constant)"
+        );
         let s = self.shape(x);
         let rank = s.len() + 1;
         let given = match pads {
             Some(p) => p.to_i64("pads")?,
-            None => attrs.ints("pads")?.ok_or_else(|| anyhow!("pads are missing"))?,
+            None => attrs
+                .ints("pads")?
+                .ok_or_else(|| anyhow!("pads are missing"))?,
         };
         let axes: Vec<usize> = match axes {
-            Some(a) => a.to_i64("axes")?.iter().map(|&a| tensor::norm_axis(a, rank)).collect::<Result<_>>()?,
+            Some(a) => a
+                .to_i64("axes")?
+                .iter()
+                .map(|&a| tensor::norm_axis(a, rank))
+                .collect::<Result<_>>()?,
             None => (0..rank).collect(),
         };
         let n = axes.len();
-        ensure!(given.len() == 2 * n, "pads {given:?} must have {} entries", 2 * n);
+        ensure!(
+            given.len() == 2 * n,
+            "pads {given:?} must have {} entries",
+            2 * n
+        );
         let mut full = vec![0usize; 2 * rank];
         for (i, &a) in axes.iter().enumerate() {
             for (j, &p) in [given[i], given[n + i]].iter().enumerate() {
-                ensure!(p >= 0, "negative pads {given:?} (cropping) are not supported");
+                ensure!(
+                    p >= 0,
+                    "negative pads {given:?} (cropping) are not supported"
+                );
                 ensure!(p <= MAX_ATTR_SIZE, "pads {given:?} are absurdly large");
                 full[j * rank + a] = p as usize;
             }
         }
-        ensure!(full[0] == 0 && full[rank] == 0, "Pad must not pad the batch axis (pads {given:?})");
+        ensure!(
+            full[0] == 0 && full[rank] == 0,
+            "Pad must not pad the batch axis (pads {given:?})"
+        );
         let value = match value {
             Some(v) => v.scalar_f64("constant_value")? as f32,
             None => attrs.float("value", 0.0)?,
         };
         ensure!(!value.is_nan(), "the pad value is NaN");
-        let pads: Vec<usize> = full[1..rank].iter().chain(&full[rank + 1..]).copied().collect();
-        let shape = (0..s.len()).map(|k| s[k] + pads[k] + pads[s.len() + k]).collect();
+        let pads: Vec<usize> = full[1..rank]
+            .iter()
+            .chain(&full[rank + 1..])
+            .copied()
+            .collect();
+        let shape = (0..s.len())
+            .map(|k| s[k] + pads[k] + pads[s.len() + k])
+            .collect();
         Ok(frozen(FrozenOp::Pad { pads, value }, x, shape))
     }
 }
@@ -636,10 +903,18 @@ fn per_channel(c: &Const, s: &[usize]) -> Result<Vec<f64>> {
         )
     };
     let rank = s.len() + 1;
-    ensure!(c.shape.len() <= rank, "a constant of shape {:?} would add axes to the activation {s:?}", c.shape);
+    ensure!(
+        c.shape.len() <= rank,
+        "a constant of shape {:?} would add axes to the activation {s:?}",
+        c.shape
+    );
     let mut padded = vec![1; rank - c.shape.len()];
     padded.extend_from_slice(&c.shape);
-    ensure!(padded[0] == 1, "a constant of shape {:?} would broadcast over the batch", c.shape);
+    ensure!(
+        padded[0] == 1,
+        "a constant of shape {:?} would broadcast over the batch",
+        c.shape
+    );
     let p = &padded[1..];
     if p.iter().all(|&d| d == 1) {
         return Ok(vec![c.to_f64().first().copied().ok_or_else(unsupported)?]);

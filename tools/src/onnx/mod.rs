@@ -47,7 +47,8 @@ const IMPORT_STACK_BYTES: usize = 1 << 30;
 /// Imports an ONNX model file. External tensor data (`location`, `offset`, `length`; PyTorch
 /// writes `<model>.onnx.data`) is read relative to the model's directory.
 pub fn import_file(path: &Path) -> Result<ImportedGraph> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read the ONNX model {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow!("cannot read the ONNX model {}: {e}", path.display()))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -64,9 +65,11 @@ pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGra
             .stack_size(IMPORT_STACK_BYTES)
             .spawn_scoped(scope, || import(bytes, base_dir))
             .map_err(|e| anyhow!("cannot start the import thread: {e}"))?;
-        worker
-            .join()
-            .unwrap_or_else(|_| Err(anyhow!("internal error: the ONNX importer panicked on this model; please report it")))
+        worker.join().unwrap_or_else(|_| {
+            Err(anyhow!(
+                "internal error: the ONNX importer panicked on this model; please report it"
+            ))
+        })
     })
 }
 
@@ -75,21 +78,38 @@ fn import(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGraph> {
         anyhow!("not a readable ONNX model ({e}); is the file a complete .onnx export (not truncated, not another format)?")
     })?;
     let opset = default_opset(&model)?;
-    let graph = model.graph.as_ref().ok_or_else(|| anyhow!("the ONNX model contains no graph"))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| anyhow!("the ONNX model contains no graph"))?;
 
     let mut initializers = HashSet::new();
     for t in &graph.initializer {
-        ensure!(initializers.insert(t.name()), "initializer {:?} is defined twice", t.name());
+        ensure!(
+            initializers.insert(t.name()),
+            "initializer {:?} is defined twice",
+            t.name()
+        );
     }
     // keep_initializers_as_inputs lists the weights as graph inputs too; they are not inputs.
-    let inputs: Vec<&ValueInfo<'_>> = graph.input.iter().filter(|i| !initializers.contains(i.name)).collect();
+    let inputs: Vec<&ValueInfo<'_>> = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name))
+        .collect();
     let [input] = inputs.as_slice() else {
         let names: Vec<&str> = inputs.iter().map(|i| i.name).collect();
-        bail!("the model has {} inputs {names:?}; icefold supports exactly one", names.len());
+        bail!(
+            "the model has {} inputs {names:?}; icefold supports exactly one",
+            names.len()
+        );
     };
     let [output] = graph.output.as_slice() else {
         let names: Vec<&str> = graph.output.iter().map(|o| o.name).collect();
-        bail!("the model has {} outputs {names:?}; icefold supports exactly one", names.len());
+        bail!(
+            "the model has {} outputs {names:?}; icefold supports exactly one",
+            names.len()
+        );
     };
     let input_value = input_value(input)?;
 
@@ -108,8 +128,13 @@ fn import(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGraph> {
 
     let mut ext = ExternalFiles::new(base_dir);
     let mut weights = Vec::new();
-    for t in graph.initializer.iter().filter(|t| readers.contains_key(t.name())) {
-        let c = tensor::decode(t, &mut ext).map_err(|e| anyhow!("initializer {:?}: {e:#}", t.name()))?;
+    for t in graph
+        .initializer
+        .iter()
+        .filter(|t| readers.contains_key(t.name()))
+    {
+        let c = tensor::decode(t, &mut ext)
+            .map_err(|e| anyhow!("initializer {:?}: {e:#}", t.name()))?;
         weights.push((t.name().to_string(), c));
     }
     let mut lowerer = Lowerer::new(input_value, &mut ext, opset, readers);
@@ -118,11 +143,16 @@ fn import(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGraph> {
     }
     for &i in &order {
         let origin = order::origin(&graph.node[i], i);
-        lowerer.lower(&graph.node[i], &origin).map_err(|e| anyhow!("{origin}: {e:#}"))?;
+        lowerer
+            .lower(&graph.node[i], &origin)
+            .map_err(|e| anyhow!("{origin}: {e:#}"))?;
     }
     let out = match lowerer.env.get(output.name) {
         Some(Val::Act(v)) => *v,
-        Some(Val::Const(_)) => bail!("the graph output {:?} is a constant; it does not depend on the input", output.name),
+        Some(Val::Const(_)) => bail!(
+            "the graph output {:?} is a constant; it does not depend on the input",
+            output.name
+        ),
         None => bail!("the graph output {:?} is not produced", output.name),
     };
     Ok(prune(lowerer.values, lowerer.nodes, out, opset))
@@ -150,10 +180,15 @@ fn input_value(vi: &ValueInfo<'_>) -> Result<Value> {
     let name = vi.name;
     match vi.tensor_elem_type() {
         Some(DataType::Float) => {}
-        Some(other) => bail!("the input {name:?} has element type {other:?}; icefold needs float32"),
+        Some(other) => {
+            bail!("the input {name:?} has element type {other:?}; icefold needs float32")
+        }
         None => bail!("the input {name:?} is not a typed tensor; icefold needs a float32 tensor"),
     }
-    let dims = &vi.tensor_shape().ok_or_else(|| anyhow!("the input {name:?} has no shape"))?.dim;
+    let dims = &vi
+        .tensor_shape()
+        .ok_or_else(|| anyhow!("the input {name:?} has no shape"))?
+        .dim;
     ensure!(
         dims.len() >= 2,
         "the input {name:?} has rank {}; icefold needs a batch axis followed by at least one feature axis",
@@ -173,7 +208,10 @@ fn input_value(vi: &ValueInfo<'_>) -> Result<Value> {
         })
         .collect::<Result<Vec<_>>>()?;
     tensor::element_count(&shape, 1 << 28)?;
-    Ok(Value { name: name.to_string(), shape })
+    Ok(Value {
+        name: name.to_string(),
+        shape,
+    })
 }
 
 /// Keeps the nodes the output depends on and renumbers the values densely.
@@ -205,5 +243,11 @@ fn prune(values: Vec<Value>, nodes: Vec<Node<Op>>, output: ValueId, opset: i64) 
             n
         })
         .collect();
-    Graph { values: kept, nodes, input: 0, output: new_id[output], opset }
+    Graph {
+        values: kept,
+        nodes,
+        input: 0,
+        output: new_id[output],
+        opset,
+    }
 }

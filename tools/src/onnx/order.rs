@@ -14,7 +14,11 @@ use crate::graph::Origin;
 /// The name and op type of node `index`; unnamed nodes get one from op type and position.
 pub(super) fn origin(node: &Node<'_>, index: usize) -> Origin {
     let op_type = node.op_type.as_str().to_string();
-    let name = if node.name.is_empty() { format!("{op_type}_{index}") } else { node.name.to_string() };
+    let name = if node.name.is_empty() {
+        format!("{op_type}_{index}")
+    } else {
+        node.name.to_string()
+    };
     Origin { name, op_type }
 }
 
@@ -22,7 +26,11 @@ pub(super) fn origin(node: &Node<'_>, index: usize) -> Origin {
 /// producers of its inputs (file order where the file is already sorted).
 ///
 /// `sources` are the names available without any node: the graph input and the initializers.
-pub(super) fn needed_in_order(nodes: &[Node<'_>], sources: &HashSet<&str>, output: &str) -> Result<Vec<usize>> {
+pub(super) fn needed_in_order(
+    nodes: &[Node<'_>],
+    sources: &HashSet<&str>,
+    output: &str,
+) -> Result<Vec<usize>> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, node) in nodes.iter().enumerate() {
         for &name in node.output.iter().filter(|n| !n.is_empty()) {

@@ -56,7 +56,11 @@ impl Window {
         let pads = match attrs.ints("pads")? {
             None => vec![0; 2 * n],
             Some(p) => {
-                ensure!(p.len() == 2 * n, "attribute pads {p:?} must have {} entries (begins, then ends)", 2 * n);
+                ensure!(
+                    p.len() == 2 * n,
+                    "attribute pads {p:?} must have {} entries (begins, then ends)",
+                    2 * n
+                );
                 p.iter()
                     .map(|&x| {
                         ensure!(x >= 0, "negative pads {p:?} are not supported");
@@ -80,7 +84,11 @@ impl Window {
     /// includes what the last, partial window reaches past the padded input.
     pub fn geometry(&self, input: &[usize]) -> Result<Vec<Axis>> {
         let n = self.kernel.len();
-        ensure!(input.len() == n, "window of {n} axes over {} spatial axes", input.len());
+        ensure!(
+            input.len() == n,
+            "window of {n} axes over {} spatial axes",
+            input.len()
+        );
         (0..n)
             .map(|k| {
                 let (len, s) = (input[k], self.strides[k]);

@@ -12,21 +12,71 @@ use super::order::origin;
 
 /// Ops that may read activations (lowered to IR nodes).
 const ACTIVATION_OPS: &[&str] = &[
-    "Conv", "BatchNormalization", "Gemm", "MatMul", "Relu", "Clip", "LeakyRelu", "Sigmoid", "MaxPool",
-    "AveragePool", "GlobalAveragePool", "ReduceMean", "Add", "Sub", "Mul", "Div", "Flatten", "Reshape",
-    "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose", "Pad", "Softmax", "Shape",
+    "Conv",
+    "BatchNormalization",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "ReduceMean",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Dropout",
+    "Transpose",
+    "Pad",
+    "Softmax",
+    "Shape",
 ];
 
 /// Ops evaluated at import when every input is a constant (shape arithmetic).
 const CONSTANT_OPS: &[&str] = &[
-    "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "ConstantOfShape",
-    "Reshape", "Transpose", "Identity", "Flatten", "Dropout", "Add", "Sub", "Mul", "Div", "Sqrt", "Neg",
+    "Constant",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Slice",
+    "Cast",
+    "ConstantOfShape",
+    "Reshape",
+    "Transpose",
+    "Identity",
+    "Flatten",
+    "Dropout",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Sqrt",
+    "Neg",
 ];
 
 /// Ops where only input 0 may be an activation; the others are weights or parameters.
 const FIRST_INPUT_ONLY: &[&str] = &[
-    "Conv", "BatchNormalization", "Gemm", "MatMul", "Clip", "Pad", "Reshape", "Squeeze", "Unsqueeze",
-    "ReduceMean", "Dropout",
+    "Conv",
+    "BatchNormalization",
+    "Gemm",
+    "MatMul",
+    "Clip",
+    "Pad",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "ReduceMean",
+    "Dropout",
 ];
 
 /// Checks the needed nodes (in order) and returns one error describing every unsupported node and
@@ -39,13 +89,21 @@ pub(super) fn check(nodes: &[Node<'_>], order: &[usize], input: &str) -> Result<
     let mut training = Vec::new();
     for &i in order {
         let node = &nodes[i];
-        let reads: Vec<bool> = node.input.iter().map(|n| !n.is_empty() && activations.contains(n)).collect();
+        let reads: Vec<bool> = node
+            .input
+            .iter()
+            .map(|n| !n.is_empty() && activations.contains(n))
+            .collect();
         if reads.iter().any(|&a| a) && node.op_type != OpType::Shape {
             activations.extend(node.output.iter().copied().filter(|n| !n.is_empty()));
         }
         if let Some(reason) = unsupported_reason(node, &reads) {
             let at = format!("{} at position {i}", origin(node, i));
-            unsupported.push(if reason.is_empty() { at } else { format!("{at}: {reason}") });
+            unsupported.push(if reason.is_empty() {
+                at
+            } else {
+                format!("{at}: {reason}")
+            });
         }
         if node.op_type == OpType::BatchNormalization {
             if let Some(why) = training_mode(node) {
@@ -87,14 +145,18 @@ pub(super) fn check(nodes: &[Node<'_>], order: &[usize], input: &str) -> Result<
 /// Why a node cannot be imported (empty string: the op itself is unsupported), or `None`.
 fn unsupported_reason(node: &Node<'_>, reads: &[bool]) -> Option<String> {
     if !matches!(node.domain, "" | "ai.onnx") {
-        return Some(format!("operator domain {:?} is not supported (only the default ONNX domain)", node.domain));
+        return Some(format!(
+            "operator domain {:?} is not supported (only the default ONNX domain)",
+            node.domain
+        ));
     }
     let op = node.op_type.as_str();
     let any_activation = reads.iter().any(|&a| a);
     if !any_activation {
         return (!CONSTANT_OPS.contains(&op)).then(|| {
             if ACTIVATION_OPS.contains(&op) {
-                "all of its inputs are constants; icefold evaluates only shape arithmetic at import".to_string()
+                "all of its inputs are constants; icefold evaluates only shape arithmetic at import"
+                    .to_string()
             } else {
                 String::new()
             }
@@ -102,7 +164,8 @@ fn unsupported_reason(node: &Node<'_>, reads: &[bool]) -> Option<String> {
     }
     if !ACTIVATION_OPS.contains(&op) {
         return Some(if CONSTANT_OPS.contains(&op) {
-            "supported only on constants (shape arithmetic), but here it reads an activation".to_string()
+            "supported only on constants (shape arithmetic), but here it reads an activation"
+                .to_string()
         } else {
             String::new()
         });
@@ -114,7 +177,9 @@ fn unsupported_reason(node: &Node<'_>, reads: &[bool]) -> Option<String> {
         );
     }
     if matches!(op, "Sub" | "Mul" | "Div") && reads.iter().filter(|&&a| a).count() > 1 {
-        return Some(format!("{op} of two activations is not supported (only Add combines activations)"));
+        return Some(format!(
+            "{op} of two activations is not supported (only Add combines activations)"
+        ));
     }
     None
 }
@@ -127,5 +192,6 @@ fn training_mode(node: &Node<'_>) -> Option<String> {
     // Before opset 14 the training form is recognised by its extra outputs (running and saved
     // mean/variance); the inference form has only Y.
     let outputs = node.output.iter().filter(|n| !n.is_empty()).count();
-    (outputs > 1).then(|| format!("{outputs} outputs: the running/saved statistics of training mode"))
+    (outputs > 1)
+        .then(|| format!("{outputs} outputs: the running/saved statistics of training mode"))
 }

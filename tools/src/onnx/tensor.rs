@@ -36,12 +36,18 @@ pub(super) struct Const {
 impl Const {
     /// A float constant; the caller guarantees `data.len() == product(shape)`.
     pub fn float(shape: Vec<usize>, data: Vec<f64>) -> Self {
-        Const { shape, data: Data::Float(data) }
+        Const {
+            shape,
+            data: Data::Float(data),
+        }
     }
 
     /// An integer constant; the caller guarantees `data.len() == product(shape)`.
     pub fn int(shape: Vec<usize>, data: Vec<i64>) -> Self {
-        Const { shape, data: Data::Int(data) }
+        Const {
+            shape,
+            data: Data::Int(data),
+        }
     }
 
     /// Number of elements.
@@ -85,7 +91,10 @@ impl Const {
 
     /// Same elements, new shape (the caller checked the element count).
     pub fn with_shape(&self, shape: Vec<usize>) -> Const {
-        Const { shape, data: self.data.clone() }
+        Const {
+            shape,
+            data: self.data.clone(),
+        }
     }
 
     /// Elements picked by flat indices, as a new tensor of `shape`.
@@ -102,10 +111,9 @@ impl Const {
 pub(super) fn element_count(shape: &[usize], limit: usize) -> Result<usize> {
     let mut n: usize = 1;
     for &d in shape {
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= limit)
-            .ok_or_else(|| anyhow!("tensor of shape {shape:?} is too large (more than {limit} elements)"))?;
+        n = n.checked_mul(d).filter(|&n| n <= limit).ok_or_else(|| {
+            anyhow!("tensor of shape {shape:?} is too large (more than {limit} elements)")
+        })?;
     }
     Ok(n)
 }
@@ -132,8 +140,15 @@ pub(super) fn strides(shape: &[usize]) -> Vec<usize> {
 /// Normalizes a possibly negative axis against `rank`.
 pub(super) fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
-    ensure!((-r..r).contains(&axis), "axis {axis} is out of range for rank {rank}");
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    ensure!(
+        (-r..r).contains(&axis),
+        "axis {axis} is out of range for rank {rank}"
+    );
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 /// Files referenced by `external_data`, read once each.
@@ -145,7 +160,10 @@ pub(super) struct ExternalFiles {
 impl ExternalFiles {
     /// External data is resolved relative to `base_dir` (the model's directory).
     pub fn new(base_dir: Option<&Path>) -> Self {
-        ExternalFiles { base_dir: base_dir.map(Path::to_path_buf), files: HashMap::new() }
+        ExternalFiles {
+            base_dir: base_dir.map(Path::to_path_buf),
+            files: HashMap::new(),
+        }
     }
 
     /// The bytes of one externally stored tensor.
@@ -157,7 +175,10 @@ impl ExternalFiles {
             match e.key {
                 "location" => location = Some(e.value),
                 "offset" => {
-                    offset = e.value.parse().map_err(|_| anyhow!("bad external data offset {:?}", e.value))?
+                    offset = e
+                        .value
+                        .parse()
+                        .map_err(|_| anyhow!("bad external data offset {:?}", e.value))?
                 }
                 "length" => {
                     length = Some(
@@ -169,7 +190,8 @@ impl ExternalFiles {
                 _ => {}
             }
         }
-        let location = location.ok_or_else(|| anyhow!("external data without a \"location\" entry"))?;
+        let location =
+            location.ok_or_else(|| anyhow!("external data without a \"location\" entry"))?;
         let rel = Path::new(location);
         // A model file must not make the tool read arbitrary files: only paths below its directory.
         ensure!(
@@ -239,7 +261,10 @@ pub(super) fn decode(t: &TensorProto<'_>, ext: &mut ExternalFiles) -> Result<Con
         Data::Float(v) => v.len(),
         Data::Int(v) => v.len(),
     };
-    ensure!(len == n, "holds {len} values, but its shape {shape:?} needs {n}");
+    ensure!(
+        len == n,
+        "holds {len} values, but its shape {shape:?} needs {n}"
+    );
     Ok(Const { shape, data })
 }
 
@@ -262,10 +287,20 @@ fn decode_raw(dtype: DataType, raw: &[u8]) -> Result<Data> {
         })
     }
     Ok(match dtype {
-        DataType::Float => Data::Float(le::<4>(raw).map(|b| f32::from_le_bytes(b) as f64).collect()),
+        DataType::Float => {
+            Data::Float(le::<4>(raw).map(|b| f32::from_le_bytes(b) as f64).collect())
+        }
         DataType::Double => Data::Float(le::<8>(raw).map(f64::from_le_bytes).collect()),
-        DataType::Float16 => Data::Float(le::<2>(raw).map(|b| f16_to_f64(u16::from_le_bytes(b))).collect()),
-        DataType::Bfloat16 => Data::Float(le::<2>(raw).map(|b| bf16_to_f64(u16::from_le_bytes(b))).collect()),
+        DataType::Float16 => Data::Float(
+            le::<2>(raw)
+                .map(|b| f16_to_f64(u16::from_le_bytes(b)))
+                .collect(),
+        ),
+        DataType::Bfloat16 => Data::Float(
+            le::<2>(raw)
+                .map(|b| bf16_to_f64(u16::from_le_bytes(b)))
+                .collect(),
+        ),
         DataType::Bool | DataType::Uint8 => Data::Int(raw.iter().map(|&b| b as i64).collect()),
         DataType::Int8 => Data::Int(raw.iter().map(|&b| b as i8 as i64).collect()),
         DataType::Int16 => Data::Int(le::<2>(raw).map(|b| i16::from_le_bytes(b) as i64).collect()),
@@ -275,7 +310,10 @@ fn decode_raw(dtype: DataType, raw: &[u8]) -> Result<Data> {
         DataType::Int64 => Data::Int(le::<8>(raw).map(i64::from_le_bytes).collect()),
         DataType::Uint64 => Data::Int(
             le::<8>(raw)
-                .map(|b| i64::try_from(u64::from_le_bytes(b)).map_err(|_| anyhow!("uint64 value too large")))
+                .map(|b| {
+                    i64::try_from(u64::from_le_bytes(b))
+                        .map_err(|_| anyhow!("uint64 value too large"))
+                })
                 .collect::<Result<_>>()?,
         ),
         other => bail!("element type {other:?} is not supported for constants"),
@@ -287,12 +325,18 @@ fn decode_raw(dtype: DataType, raw: &[u8]) -> Result<Data> {
 fn decode_typed(t: &TensorProto<'_>, dtype: DataType) -> Result<Data> {
     let int32 = || t.as_i32().map(|v| v.into_owned()).unwrap_or_default();
     Ok(match dtype {
-        DataType::Float => {
-            Data::Float(t.as_f32().map(|v| v.iter().map(|&x| x as f64).collect()).unwrap_or_default())
-        }
+        DataType::Float => Data::Float(
+            t.as_f32()
+                .map(|v| v.iter().map(|&x| x as f64).collect())
+                .unwrap_or_default(),
+        ),
         DataType::Double => Data::Float(t.as_f64().map(|v| v.into_owned()).unwrap_or_default()),
-        DataType::Float16 => Data::Float(int32().into_iter().map(|x| f16_to_f64(x as u16)).collect()),
-        DataType::Bfloat16 => Data::Float(int32().into_iter().map(|x| bf16_to_f64(x as u16)).collect()),
+        DataType::Float16 => {
+            Data::Float(int32().into_iter().map(|x| f16_to_f64(x as u16)).collect())
+        }
+        DataType::Bfloat16 => {
+            Data::Float(int32().into_iter().map(|x| bf16_to_f64(x as u16)).collect())
+        }
         DataType::Int64 => Data::Int(t.as_i64().map(|v| v.into_owned()).unwrap_or_default()),
         DataType::Uint64 | DataType::Uint32 => Data::Int(
             t.as_u64()
@@ -332,7 +376,13 @@ fn bf16_to_f64(bits: u16) -> f64 {
 /// Numpy-style broadcast of two shapes.
 pub(super) fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let rank = a.len().max(b.len());
-    let dim = |s: &[usize], k: usize| if k + s.len() >= rank { s[k + s.len() - rank] } else { 1 };
+    let dim = |s: &[usize], k: usize| {
+        if k + s.len() >= rank {
+            s[k + s.len() - rank]
+        } else {
+            1
+        }
+    };
     (0..rank)
         .map(|k| match (dim(a, k), dim(b, k)) {
             (x, y) if x == y => Ok(x),
@@ -391,7 +441,9 @@ pub(super) fn binary(op: BinOp, a: &Const, b: &Const) -> Result<Const> {
                     BinOp::Mul => p.checked_mul(q),
                     BinOp::Div => p.checked_div(q),
                 }
-                .ok_or_else(|| anyhow!("integer {op:?} of {p} and {q} overflows or divides by zero"))
+                .ok_or_else(|| {
+                    anyhow!("integer {op:?} of {p} and {q} overflows or divides by zero")
+                })
             })
             .collect::<Result<_>>()?;
         return Ok(Const::int(shape, data));
@@ -428,7 +480,12 @@ pub(super) fn transpose(c: &Const, perm: &[usize]) -> Const {
 }
 
 /// ONNX Gather along `axis` with (already normalized, in-range) indices of `index_shape`.
-pub(super) fn gather(c: &Const, axis: usize, indices: &[usize], index_shape: &[usize]) -> Result<Const> {
+pub(super) fn gather(
+    c: &Const,
+    axis: usize,
+    indices: &[usize],
+    index_shape: &[usize],
+) -> Result<Const> {
     let outer: usize = c.shape[..axis].iter().product();
     let inner: usize = c.shape[axis + 1..].iter().product();
     let dim = c.shape[axis];
@@ -504,20 +561,31 @@ pub(super) fn slice(c: &Const, specs: &[(usize, i64, i64, i64)]) -> Result<Const
     let in_strides = strides(&c.shape);
     let out_strides = strides(&shape);
     let index: Vec<usize> = (0..n)
-        .map(|flat| (0..rank).map(|k| picks[k][flat / out_strides[k] % shape[k]] * in_strides[k]).sum())
+        .map(|flat| {
+            (0..rank)
+                .map(|k| picks[k][flat / out_strides[k] % shape[k]] * in_strides[k])
+                .sum()
+        })
         .collect();
     Ok(c.gather_flat(shape, &index))
 }
 
 /// Resolves an ONNX Reshape target (`0` copies the input dim unless `allow_zero`, `-1` infers).
-pub(super) fn reshape_target(input: &[usize], target: &[i64], allow_zero: bool) -> Result<Vec<usize>> {
+pub(super) fn reshape_target(
+    input: &[usize],
+    target: &[i64],
+    allow_zero: bool,
+) -> Result<Vec<usize>> {
     let total: usize = input.iter().product();
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
     for (k, &t) in target.iter().enumerate() {
         match t {
             -1 => {
-                ensure!(infer.is_none(), "Reshape target {target:?} has more than one -1");
+                ensure!(
+                    infer.is_none(),
+                    "Reshape target {target:?} has more than one -1"
+                );
                 infer = Some(k);
                 out.push(1);
             }
@@ -539,7 +607,10 @@ pub(super) fn reshape_target(input: &[usize], target: &[i64], allow_zero: bool) 
         );
         out[k] = total / known;
     } else {
-        ensure!(known == total, "cannot reshape {input:?} ({total} elements) to {target:?} ({known} elements)");
+        ensure!(
+            known == total,
+            "cannot reshape {input:?} ({total} elements) to {target:?} ({known} elements)"
+        );
     }
     Ok(out)
 }

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use onnx_rs::ast::{
-    Attribute, AttributeType, DataLocation, DataType, Dimension, Graph as OGraph, Model, Node as ONode, OpType,
-    OperatorSetId, StringStringEntry, TensorProto, TensorShape, TensorShapeDimension, TensorTypeProto, TypeProto,
-    TypeValue, ValueInfo,
+    Attribute, AttributeType, DataLocation, DataType, Dimension, Graph as OGraph, Model,
+    Node as ONode, OpType, OperatorSetId, StringStringEntry, TensorProto, TensorShape,
+    TensorShapeDimension, TensorTypeProto, TypeProto, TypeValue, ValueInfo,
 };
 
 use super::{import, import_bytes, import_file};
@@ -19,19 +19,44 @@ fn leak(s: String) -> &'static str {
 }
 
 fn attr_i(name: &'static str, i: i64) -> Attribute<'static> {
-    Attribute { name, r#type: AttributeType::Int, i, ..Default::default() }
+    Attribute {
+        name,
+        r#type: AttributeType::Int,
+        i,
+        ..Default::default()
+    }
 }
 fn attr_is(name: &'static str, ints: &[i64]) -> Attribute<'static> {
-    Attribute { name, r#type: AttributeType::Ints, ints: ints.to_vec(), ..Default::default() }
+    Attribute {
+        name,
+        r#type: AttributeType::Ints,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
 }
 fn attr_f(name: &'static str, f: f32) -> Attribute<'static> {
-    Attribute { name, r#type: AttributeType::Float, f, ..Default::default() }
+    Attribute {
+        name,
+        r#type: AttributeType::Float,
+        f,
+        ..Default::default()
+    }
 }
 fn attr_s(name: &'static str, s: &'static str) -> Attribute<'static> {
-    Attribute { name, r#type: AttributeType::String, s: s.as_bytes(), ..Default::default() }
+    Attribute {
+        name,
+        r#type: AttributeType::String,
+        s: s.as_bytes(),
+        ..Default::default()
+    }
 }
 fn attr_t(name: &'static str, t: TensorProto<'static>) -> Attribute<'static> {
-    Attribute { name, r#type: AttributeType::Tensor, t: Some(t), ..Default::default() }
+    Attribute {
+        name,
+        r#type: AttributeType::Tensor,
+        t: Some(t),
+        ..Default::default()
+    }
 }
 
 fn node(
@@ -68,14 +93,21 @@ fn value_info(name: &'static str, dims: &[i64], elem_type: DataType) -> ValueInf
     let dim = dims
         .iter()
         .map(|&d| TensorShapeDimension {
-            value: if d < 0 { Dimension::Param("N") } else { Dimension::Value(d) },
+            value: if d < 0 {
+                Dimension::Param("N")
+            } else {
+                Dimension::Value(d)
+            },
             denotation: "",
         })
         .collect();
     ValueInfo {
         name,
         r#type: Some(TypeProto {
-            value: Some(TypeValue::Tensor(TensorTypeProto { elem_type, shape: Some(TensorShape { dim }) })),
+            value: Some(TypeValue::Tensor(TensorTypeProto {
+                elem_type,
+                shape: Some(TensorShape { dim }),
+            })),
             denotation: "",
         }),
         ..Default::default()
@@ -94,7 +126,14 @@ struct Builder {
 
 impl Builder {
     fn new(opset: i64, input: &[i64]) -> Self {
-        Builder { opset, input: input.to_vec(), nodes: vec![], inits: vec![], extra_inputs: vec![], outputs: vec!["y"] }
+        Builder {
+            opset,
+            input: input.to_vec(),
+            nodes: vec![],
+            inits: vec![],
+            extra_inputs: vec![],
+            outputs: vec!["y"],
+        }
     }
     fn node(mut self, n: ONode<'static>) -> Self {
         self.nodes.push(n);
@@ -109,13 +148,20 @@ impl Builder {
         input.extend(self.extra_inputs.iter().cloned());
         Model {
             ir_version: 8,
-            opset_import: vec![OperatorSetId { domain: "", version: self.opset }],
+            opset_import: vec![OperatorSetId {
+                domain: "",
+                version: self.opset,
+            }],
             graph: Some(OGraph {
                 name: "test",
                 node: self.nodes.clone(),
                 initializer: self.inits.clone(),
                 input,
-                output: self.outputs.iter().map(|&o| value_info(o, &[], DataType::Float)).collect(),
+                output: self
+                    .outputs
+                    .iter()
+                    .map(|&o| value_info(o, &[], DataType::Float))
+                    .collect(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -171,10 +217,15 @@ fn conv2d_with_bias_strides_and_asymmetric_pads() {
             vec![attr_is("strides", &[2, 1]), attr_is("pads", &[1, 0, 0, 2])],
         ))
         .ok();
-    let FrozenOp::Conv(c) = frozen(&g, 0) else { panic!() };
+    let FrozenOp::Conv(c) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(c.weight.shape, vec![4, 2, 3, 3]);
     assert_eq!(c.bias.len(), 4);
-    assert_eq!((c.strides, c.pads, c.dilations, c.group, c.spatial_rank), ([2, 1], [1, 0, 0, 2], [1, 1], 1, 2));
+    assert_eq!(
+        (c.strides, c.pads, c.dilations, c.group, c.spatial_rank),
+        ([2, 1], [1, 0, 0, 2], [1, 1], 1, 2)
+    );
     // h: (7 + 1 - 3) / 2 + 1 = 3; w: (6 + 2 - 3) + 1 = 6
     assert_eq!(out_shape(&g), vec![4, 3, 6]);
     assert_eq!(g.nodes[0].origin.name, "conv1");
@@ -190,9 +241,17 @@ fn conv_auto_pad_same_upper_lower_and_valid() {
     ] {
         let g = Builder::new(13, &[1, 1, 5, 5])
             .init(ramp("w", &[1, 1, 2, 2]))
-            .node(node("Conv", "c", &["x", "w"], &["y"], vec![attr_s("auto_pad", mode), attr_is("strides", &[2, 2])]))
+            .node(node(
+                "Conv",
+                "c",
+                &["x", "w"],
+                &["y"],
+                vec![attr_s("auto_pad", mode), attr_is("strides", &[2, 2])],
+            ))
             .ok();
-        let FrozenOp::Conv(c) = frozen(&g, 0) else { panic!() };
+        let FrozenOp::Conv(c) = frozen(&g, 0) else {
+            panic!()
+        };
         assert_eq!(c.pads, pads, "{mode}");
         assert_eq!(out_shape(&g), shape, "{mode}");
         assert_eq!(c.bias, vec![0.0], "no bias input means zeros");
@@ -208,37 +267,81 @@ fn conv1d_becomes_kernel_height_one() {
             "",
             &["x", "w"],
             &["y"],
-            vec![attr_is("strides", &[2]), attr_is("pads", &[2, 1]), attr_is("dilations", &[1])],
+            vec![
+                attr_is("strides", &[2]),
+                attr_is("pads", &[2, 1]),
+                attr_is("dilations", &[1]),
+            ],
         ))
         .ok();
-    let FrozenOp::Conv(c) = frozen(&g, 0) else { panic!() };
+    let FrozenOp::Conv(c) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(c.weight.shape, vec![8, 3, 1, 5]);
-    assert_eq!((c.strides, c.pads, c.spatial_rank), ([1, 2], [0, 2, 0, 1], 1));
+    assert_eq!(
+        (c.strides, c.pads, c.spatial_rank),
+        ([1, 2], [0, 2, 0, 1], 1)
+    );
     assert_eq!(out_shape(&g), vec![8, 10]); // (20 + 3 - 5) / 2 + 1
-    assert_eq!(g.nodes[0].origin.name, "Conv_0", "unnamed nodes get a name from op type and position");
+    assert_eq!(
+        g.nodes[0].origin.name, "Conv_0",
+        "unnamed nodes get a name from op type and position"
+    );
 }
 
 #[test]
 fn depthwise_conv_and_group_checks() {
     let g = Builder::new(13, &[-1, 4, 5, 5])
         .init(ramp("w", &[4, 1, 3, 3]))
-        .node(node("Conv", "dw", &["x", "w"], &["y"], vec![attr_i("group", 4), attr_is("kernel_shape", &[3, 3])]))
+        .node(node(
+            "Conv",
+            "dw",
+            &["x", "w"],
+            &["y"],
+            vec![attr_i("group", 4), attr_is("kernel_shape", &[3, 3])],
+        ))
         .ok();
-    let FrozenOp::Conv(c) = frozen(&g, 0) else { panic!() };
+    let FrozenOp::Conv(c) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(c.group, 4);
     assert_eq!(out_shape(&g), vec![4, 3, 3]);
 
     let bad = |w: &[i64], attrs: Vec<Attribute<'static>>| {
-        Builder::new(13, &[-1, 4, 5, 5]).init(ramp("w", w)).node(node("Conv", "conv3", &["x", "w"], &["y"], attrs)).err()
+        Builder::new(13, &[-1, 4, 5, 5])
+            .init(ramp("w", w))
+            .node(node("Conv", "conv3", &["x", "w"], &["y"], attrs))
+            .err()
     };
-    assert_contains(&bad(&[4, 1, 3, 3], vec![attr_i("group", 3)]), &["node \"conv3\" (Conv)", "group 3"]);
+    assert_contains(
+        &bad(&[4, 1, 3, 3], vec![attr_i("group", 3)]),
+        &["node \"conv3\" (Conv)", "group 3"],
+    );
     assert_contains(&bad(&[4, 3, 3, 3], vec![]), &["conv3", "4 channels"]);
-    assert_contains(&bad(&[4, 4, 3, 3], vec![attr_is("strides", &[0, 1])]), &["conv3", "strides"]);
-    assert_contains(&bad(&[4, 4, 3, 3], vec![attr_is("pads", &[-1, 0, 0, 0])]), &["conv3", "negative pads"]);
-    assert_contains(&bad(&[4, 4, 3, 3], vec![attr_is("kernel_shape", &[5, 5])]), &["conv3", "kernel_shape"]);
-    assert_contains(&bad(&[4, 4, 9, 9], vec![]), &["conv3", "larger than the padded input"]);
-    assert_contains(&bad(&[4, 4, 3, 3], vec![attr_i("group", 0)]), &["conv3", "group"]);
-    assert_contains(&bad(&[4, 4, 3, 3], vec![attr_is("dilations", &[1 << 40, 1])]), &["conv3", "out of range"]);
+    assert_contains(
+        &bad(&[4, 4, 3, 3], vec![attr_is("strides", &[0, 1])]),
+        &["conv3", "strides"],
+    );
+    assert_contains(
+        &bad(&[4, 4, 3, 3], vec![attr_is("pads", &[-1, 0, 0, 0])]),
+        &["conv3", "negative pads"],
+    );
+    assert_contains(
+        &bad(&[4, 4, 3, 3], vec![attr_is("kernel_shape", &[5, 5])]),
+        &["conv3", "kernel_shape"],
+    );
+    assert_contains(
+        &bad(&[4, 4, 9, 9], vec![]),
+        &["conv3", "larger than the padded input"],
+    );
+    assert_contains(
+        &bad(&[4, 4, 3, 3], vec![attr_i("group", 0)]),
+        &["conv3", "group"],
+    );
+    assert_contains(
+        &bad(&[4, 4, 3, 3], vec![attr_is("dilations", &[1 << 40, 1])]),
+        &["conv3", "out of range"],
+    );
     assert_contains(&bad(&[4, 4, 0, 3], vec![]), &["conv3", "empty"]);
 }
 
@@ -254,23 +357,42 @@ fn nan_weights_are_refused_with_the_node_name() {
 // ---- BatchNormalization ----
 
 fn bn_params(b: Builder, c: i64) -> Builder {
-    b.init(ramp("g", &[c])).init(ramp("be", &[c])).init(ramp("m", &[c])).init(ramp("v", &[c]))
+    b.init(ramp("g", &[c]))
+        .init(ramp("be", &[c]))
+        .init(ramp("m", &[c]))
+        .init(ramp("v", &[c]))
 }
 
 #[test]
 fn batchnorm_inference_form() {
     let g = bn_params(Builder::new(13, &[-1, 3, 4, 4]), 3)
-        .node(node("BatchNormalization", "bn1", &["x", "g", "be", "m", "v"], &["y"], vec![attr_f("momentum", 0.9)]))
+        .node(node(
+            "BatchNormalization",
+            "bn1",
+            &["x", "g", "be", "m", "v"],
+            &["y"],
+            vec![attr_f("momentum", 0.9)],
+        ))
         .ok();
-    let Op::BatchNorm(bn) = &g.nodes[0].op else { panic!() };
+    let Op::BatchNorm(bn) = &g.nodes[0].op else {
+        panic!()
+    };
     assert_eq!(bn.epsilon, 1e-5);
     assert_eq!(bn.gamma, vec![0.1, 0.2, 0.3]);
     assert_eq!(out_shape(&g), vec![3, 4, 4]);
 
     let g = bn_params(Builder::new(9 + 6, &[-1, 3]), 3)
-        .node(node("BatchNormalization", "bn2", &["x", "g", "be", "m", "v"], &["y"], vec![attr_f("epsilon", 1e-3)]))
+        .node(node(
+            "BatchNormalization",
+            "bn2",
+            &["x", "g", "be", "m", "v"],
+            &["y"],
+            vec![attr_f("epsilon", 1e-3)],
+        ))
         .ok();
-    let Op::BatchNorm(bn) = &g.nodes[0].op else { panic!() };
+    let Op::BatchNorm(bn) = &g.nodes[0].op else {
+        panic!()
+    };
     assert_eq!(bn.epsilon, 1e-3, "BN after a dense layer, Keras epsilon");
 }
 
@@ -282,25 +404,55 @@ fn batchnorm_bad_statistics() {
             .init(ramp("be", &[2]))
             .init(ramp("m", &[2]))
             .init(f32t("v", &[var.len() as i64], var))
-            .node(node("BatchNormalization", "bn_bad", &["x", "g", "be", "m", "v"], &["y"], vec![]))
+            .node(node(
+                "BatchNormalization",
+                "bn_bad",
+                &["x", "g", "be", "m", "v"],
+                &["y"],
+                vec![],
+            ))
             .err()
     };
     assert_contains(&with_var(vec![1.0, -0.5]), &["bn_bad", "negative"]);
     assert_contains(&with_var(vec![1.0, f32::INFINITY]), &["bn_bad", "inf"]);
-    assert_contains(&with_var(vec![1.0, 1.0, 1.0]), &["bn_bad", "running variance has 3 values", "2 channels"]);
+    assert_contains(
+        &with_var(vec![1.0, 1.0, 1.0]),
+        &["bn_bad", "running variance has 3 values", "2 channels"],
+    );
 }
 
 fn training_model(opset: i64) -> Builder {
     let mut b = bn_params(Builder::new(opset, &[-1, 2, 4, 4]), 2);
     let bn = |name: &'static str, x: &'static str, y: &'static str| {
         if opset >= 14 {
-            node("BatchNormalization", name, &[x, "g", "be", "m", "v"], &[y, leak(format!("{y}_rm")), leak(format!("{y}_rv"))], vec![attr_i("training_mode", 1)])
+            node(
+                "BatchNormalization",
+                name,
+                &[x, "g", "be", "m", "v"],
+                &[y, leak(format!("{y}_rm")), leak(format!("{y}_rv"))],
+                vec![attr_i("training_mode", 1)],
+            )
         } else {
-            let outs = [y, leak(format!("{y}_rm")), leak(format!("{y}_rv")), leak(format!("{y}_sm")), leak(format!("{y}_sv"))];
-            node("BatchNormalization", name, &[x, "g", "be", "m", "v"], &outs, vec![])
+            let outs = [
+                y,
+                leak(format!("{y}_rm")),
+                leak(format!("{y}_rv")),
+                leak(format!("{y}_sm")),
+                leak(format!("{y}_sv")),
+            ];
+            node(
+                "BatchNormalization",
+                name,
+                &[x, "g", "be", "m", "v"],
+                &outs,
+                vec![],
+            )
         }
     };
-    b = b.node(bn("bn_a", "x", "t")).node(node("Relu", "r", &["t"], &["u"], vec![])).node(bn("bn_b", "u", "y"));
+    b = b
+        .node(bn("bn_a", "x", "t"))
+        .node(node("Relu", "r", &["t"], &["u"], vec![]))
+        .node(bn("bn_b", "u", "y"));
     b
 }
 
@@ -320,15 +472,33 @@ fn training_mode_batchnorm_is_refused_at_opset_13_and_17() {
                 "training=False",
             ],
         );
-        assert_contains(&err, &[if opset == 13 { "5 outputs" } else { "training_mode=1" }]);
+        assert_contains(
+            &err,
+            &[if opset == 13 {
+                "5 outputs"
+            } else {
+                "training_mode=1"
+            }],
+        );
     }
 }
 
 #[test]
 fn training_mode_and_unsupported_ops_are_reported_together() {
     let b = training_model(17).node(node("Tanh", "act", &["y"], &["z"], vec![]));
-    let b = Builder { outputs: vec!["z"], ..b };
-    assert_contains(&b.err(), &["bn_a", "bn_b", "node \"act\" (Tanh) at position 3", "training"]);
+    let b = Builder {
+        outputs: vec!["z"],
+        ..b
+    };
+    assert_contains(
+        &b.err(),
+        &[
+            "bn_a",
+            "bn_b",
+            "node \"act\" (Tanh) at position 3",
+            "training",
+        ],
+    );
 }
 
 // ---- Gemm, MatMul ----
@@ -338,9 +508,21 @@ fn gemm_trans_b_alpha_beta() {
     let g = Builder::new(13, &[-1, 3])
         .init(f32t("w", &[2, 3], vec![1., 2., 3., 4., 5., 6.]))
         .init(f32t("c", &[2], vec![1., -1.]))
-        .node(node("Gemm", "fc", &["x", "w", "c"], &["y"], vec![attr_i("transB", 1), attr_f("alpha", 2.0), attr_f("beta", 0.5)]))
+        .node(node(
+            "Gemm",
+            "fc",
+            &["x", "w", "c"],
+            &["y"],
+            vec![
+                attr_i("transB", 1),
+                attr_f("alpha", 2.0),
+                attr_f("beta", 0.5),
+            ],
+        ))
         .ok();
-    let FrozenOp::Dense(d) = frozen(&g, 0) else { panic!() };
+    let FrozenOp::Dense(d) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(d.weight.shape, vec![2, 3]);
     assert_eq!(d.weight.data, vec![2., 4., 6., 8., 10., 12.]);
     assert_eq!(d.bias, vec![0.5, -0.5]);
@@ -352,7 +534,9 @@ fn gemm_trans_b_alpha_beta() {
         .init(f32t("c", &[1, 2], vec![7., 8.]))
         .node(node("Gemm", "fc", &["x", "w", "c"], &["y"], vec![]))
         .ok();
-    let FrozenOp::Dense(d) = frozen(&g, 0) else { panic!() };
+    let FrozenOp::Dense(d) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(d.weight.data, vec![1., 3., 5., 2., 4., 6.]);
     assert_eq!(d.bias, vec![7., 8.]);
 }
@@ -360,9 +544,15 @@ fn gemm_trans_b_alpha_beta() {
 #[test]
 fn gemm_errors() {
     let gemm = |w: &[i64], input: &[i64], attrs| {
-        Builder::new(13, input).init(ramp("w", w)).node(node("Gemm", "fc9", &["x", "w"], &["y"], attrs)).err()
+        Builder::new(13, input)
+            .init(ramp("w", w))
+            .node(node("Gemm", "fc9", &["x", "w"], &["y"], attrs))
+            .err()
     };
-    assert_contains(&gemm(&[3, 2], &[-1, 3], vec![attr_i("transA", 1)]), &["fc9", "transA"]);
+    assert_contains(
+        &gemm(&[3, 2], &[-1, 3], vec![attr_i("transA", 1)]),
+        &["fc9", "transA"],
+    );
     assert_contains(&gemm(&[4, 2], &[-1, 3], vec![]), &["fc9", "3"]);
     assert_contains(&gemm(&[3, 2], &[-1, 3, 1], vec![]), &["fc9", "Flatten"]);
 }
@@ -376,7 +566,9 @@ fn matmul_then_add_becomes_one_dense() {
         .node(node("Add", "add", &["b", "t"], &["y"], vec![]))
         .ok();
     assert_eq!(g.nodes.len(), 1);
-    let FrozenOp::Dense(d) = frozen(&g, 0) else { panic!() };
+    let FrozenOp::Dense(d) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(d.weight.data, vec![1., 3., 5., 2., 4., 6.]);
     assert_eq!(d.bias, vec![0.5, 0.25]);
     assert_eq!(g.nodes[0].origin.name, "mm");
@@ -387,11 +579,16 @@ fn matmul_then_add_becomes_one_dense() {
         .init(ramp("w", &[3, 2]))
         .node(node("MatMul", "mm", &["x", "w"], &["y"], vec![]))
         .ok();
-    let FrozenOp::Dense(d) = frozen(&g, 0) else { panic!() };
+    let FrozenOp::Dense(d) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(d.bias, vec![0.0, 0.0]);
     assert_eq!(out_shape(&g), vec![1, 2]);
 
-    let err = Builder::new(13, &[-1, 2, 3]).init(ramp("w", &[3, 2])).node(node("MatMul", "mm", &["x", "w"], &["y"], vec![])).err();
+    let err = Builder::new(13, &[-1, 2, 3])
+        .init(ramp("w", &[3, 2]))
+        .node(node("MatMul", "mm", &["x", "w"], &["y"], vec![]))
+        .err();
     assert_contains(&err, &["mm", "several rows per sample"]);
 }
 
@@ -417,29 +614,64 @@ fn activations_and_clip_forms() {
         let mut b = Builder::new(13, &[-1, 4]).node(n);
         b.inits = inits;
         let g = b.ok();
-        let FrozenOp::Activation(a) = frozen(&g, 0).clone() else { panic!() };
+        let FrozenOp::Activation(a) = frozen(&g, 0).clone() else {
+            panic!()
+        };
         a
     };
-    assert_eq!(one(node("Relu", "r", &["x"], &["y"], vec![]), vec![]), Activation::Relu);
-    assert_eq!(one(node("Sigmoid", "s", &["x"], &["y"], vec![]), vec![]), Activation::Sigmoid);
-    assert_eq!(one(node("LeakyRelu", "l", &["x"], &["y"], vec![]), vec![]), Activation::LeakyRelu { alpha: 0.01 });
     assert_eq!(
-        one(node("Clip", "c", &["x", "lo", "hi"], &["y"], vec![]), vec![f32t("lo", &[], vec![0.]), f32t("hi", &[], vec![6.])]),
+        one(node("Relu", "r", &["x"], &["y"], vec![]), vec![]),
+        Activation::Relu
+    );
+    assert_eq!(
+        one(node("Sigmoid", "s", &["x"], &["y"], vec![]), vec![]),
+        Activation::Sigmoid
+    );
+    assert_eq!(
+        one(node("LeakyRelu", "l", &["x"], &["y"], vec![]), vec![]),
+        Activation::LeakyRelu { alpha: 0.01 }
+    );
+    assert_eq!(
+        one(
+            node("Clip", "c", &["x", "lo", "hi"], &["y"], vec![]),
+            vec![f32t("lo", &[], vec![0.]), f32t("hi", &[], vec![6.])]
+        ),
         Activation::Clip { lo: 0., hi: 6. }
     );
     assert_eq!(
-        one(node("Clip", "c", &["x", "", "hi"], &["y"], vec![]), vec![f32t("hi", &[], vec![6.])]),
-        Activation::Clip { lo: f32::NEG_INFINITY, hi: 6. }
+        one(
+            node("Clip", "c", &["x", "", "hi"], &["y"], vec![]),
+            vec![f32t("hi", &[], vec![6.])]
+        ),
+        Activation::Clip {
+            lo: f32::NEG_INFINITY,
+            hi: 6.
+        }
     );
     // Bounds from Constant nodes shared by two Clips.
     let g = Builder::new(13, &[-1, 4])
-        .node(node("Constant", "k0", &[], &["lo"], vec![attr_t("value", f32t("", &[], vec![0.]))]))
-        .node(node("Constant", "k1", &[], &["hi"], vec![attr_f("value_float", 6.)]))
+        .node(node(
+            "Constant",
+            "k0",
+            &[],
+            &["lo"],
+            vec![attr_t("value", f32t("", &[], vec![0.]))],
+        ))
+        .node(node(
+            "Constant",
+            "k1",
+            &[],
+            &["hi"],
+            vec![attr_f("value_float", 6.)],
+        ))
         .node(node("Clip", "c1", &["x", "lo", "hi"], &["t"], vec![]))
         .node(node("Clip", "c2", &["t", "lo", "hi"], &["y"], vec![]))
         .ok();
     assert_eq!(g.nodes.len(), 2);
-    assert_eq!(frozen(&g, 1), &FrozenOp::Activation(Activation::Clip { lo: 0., hi: 6. }));
+    assert_eq!(
+        frozen(&g, 1),
+        &FrozenOp::Activation(Activation::Clip { lo: 0., hi: 6. })
+    );
     let err = Builder::new(13, &[-1, 4])
         .init(f32t("lo", &[], vec![6.]))
         .init(f32t("hi", &[], vec![0.]))
@@ -453,10 +685,25 @@ fn activations_and_clip_forms() {
 #[test]
 fn pools() {
     let g = Builder::new(13, &[-1, 2, 5, 5])
-        .node(node("MaxPool", "mp", &["x"], &["y"], vec![attr_is("kernel_shape", &[2, 2]), attr_is("strides", &[2, 2]), attr_i("ceil_mode", 1)]))
+        .node(node(
+            "MaxPool",
+            "mp",
+            &["x"],
+            &["y"],
+            vec![
+                attr_is("kernel_shape", &[2, 2]),
+                attr_is("strides", &[2, 2]),
+                attr_i("ceil_mode", 1),
+            ],
+        ))
         .ok();
-    let FrozenOp::Pool(p) = frozen(&g, 0) else { panic!() };
-    assert_eq!((p.kind, p.kernel, p.strides, p.pads), (PoolKind::Max, [2, 2], [2, 2], [0, 0, 1, 1]));
+    let FrozenOp::Pool(p) = frozen(&g, 0) else {
+        panic!()
+    };
+    assert_eq!(
+        (p.kind, p.kernel, p.strides, p.pads),
+        (PoolKind::Max, [2, 2], [2, 2], [0, 0, 1, 1])
+    );
     assert_eq!(out_shape(&g), vec![2, 3, 3]);
 
     let g = Builder::new(13, &[-1, 2, 6])
@@ -465,12 +712,26 @@ fn pools() {
             "ap",
             &["x"],
             &["y"],
-            vec![attr_is("kernel_shape", &[3]), attr_is("pads", &[1, 1]), attr_i("count_include_pad", 1)],
+            vec![
+                attr_is("kernel_shape", &[3]),
+                attr_is("pads", &[1, 1]),
+                attr_i("count_include_pad", 1),
+            ],
         ))
         .ok();
-    let FrozenOp::Pool(p) = frozen(&g, 0) else { panic!() };
-    assert_eq!(p.kind, PoolKind::Average { count_include_pad: true });
-    assert_eq!((p.kernel, p.pads, p.spatial_rank), ([1, 3], [0, 1, 0, 1], 1));
+    let FrozenOp::Pool(p) = frozen(&g, 0) else {
+        panic!()
+    };
+    assert_eq!(
+        p.kind,
+        PoolKind::Average {
+            count_include_pad: true
+        }
+    );
+    assert_eq!(
+        (p.kernel, p.pads, p.spatial_rank),
+        ([1, 3], [0, 1, 0, 1], 1)
+    );
     assert_eq!(out_shape(&g), vec![2, 6]);
 
     // ceil_mode overhang without own padding: equivalent to count_include_pad = 0.
@@ -480,26 +741,63 @@ fn pools() {
             "ap",
             &["x"],
             &["y"],
-            vec![attr_is("kernel_shape", &[2, 2]), attr_is("strides", &[2, 2]), attr_i("ceil_mode", 1), attr_i("count_include_pad", 1)],
+            vec![
+                attr_is("kernel_shape", &[2, 2]),
+                attr_is("strides", &[2, 2]),
+                attr_i("ceil_mode", 1),
+                attr_i("count_include_pad", 1),
+            ],
         ))
         .ok();
-    let FrozenOp::Pool(p) = frozen(&g, 0) else { panic!() };
-    assert_eq!(p.kind, PoolKind::Average { count_include_pad: false });
+    let FrozenOp::Pool(p) = frozen(&g, 0) else {
+        panic!()
+    };
+    assert_eq!(
+        p.kind,
+        PoolKind::Average {
+            count_include_pad: false
+        }
+    );
 
     let pool_err = |op: &'static str, outs: &[&'static str], attrs| {
-        Builder::new(13, &[-1, 1, 6, 6]).node(node(op, "pool7", &["x"], outs, attrs)).err()
+        Builder::new(13, &[-1, 1, 6, 6])
+            .node(node(op, "pool7", &["x"], outs, attrs))
+            .err()
     };
-    assert_contains(&pool_err("MaxPool", &["y", "idx"], vec![attr_is("kernel_shape", &[2, 2])]), &["pool7", "indices"]);
     assert_contains(
-        &pool_err("MaxPool", &["y"], vec![attr_is("kernel_shape", &[2, 2]), attr_is("dilations", &[2, 2])]),
+        &pool_err(
+            "MaxPool",
+            &["y", "idx"],
+            vec![attr_is("kernel_shape", &[2, 2])],
+        ),
+        &["pool7", "indices"],
+    );
+    assert_contains(
+        &pool_err(
+            "MaxPool",
+            &["y"],
+            vec![
+                attr_is("kernel_shape", &[2, 2]),
+                attr_is("dilations", &[2, 2]),
+            ],
+        ),
         &["pool7", "dilations"],
     );
-    assert_contains(&pool_err("AveragePool", &["y"], vec![]), &["pool7", "kernel_shape"]);
+    assert_contains(
+        &pool_err("AveragePool", &["y"], vec![]),
+        &["pool7", "kernel_shape"],
+    );
     assert_contains(
         &pool_err(
             "AveragePool",
             &["y"],
-            vec![attr_is("kernel_shape", &[3, 3]), attr_is("strides", &[2, 2]), attr_is("pads", &[1, 1, 1, 1]), attr_i("ceil_mode", 1), attr_i("count_include_pad", 1)],
+            vec![
+                attr_is("kernel_shape", &[3, 3]),
+                attr_is("strides", &[2, 2]),
+                attr_is("pads", &[1, 1, 1, 1]),
+                attr_i("ceil_mode", 1),
+                attr_i("count_include_pad", 1),
+            ],
         ),
         &["pool7", "ceil_mode"],
     );
@@ -507,13 +805,27 @@ fn pools() {
 
 #[test]
 fn global_average_pool_and_reduce_mean() {
-    let g = Builder::new(13, &[-1, 3, 4, 4]).node(node("GlobalAveragePool", "gap", &["x"], &["y"], vec![])).ok();
-    assert_eq!((frozen(&g, 0), out_shape(&g)), (&FrozenOp::GlobalAveragePool, vec![3, 1, 1]));
+    let g = Builder::new(13, &[-1, 3, 4, 4])
+        .node(node("GlobalAveragePool", "gap", &["x"], &["y"], vec![]))
+        .ok();
+    assert_eq!(
+        (frozen(&g, 0), out_shape(&g)),
+        (&FrozenOp::GlobalAveragePool, vec![3, 1, 1])
+    );
 
     let g = Builder::new(13, &[-1, 3, 4, 4])
-        .node(node("ReduceMean", "rm", &["x"], &["y"], vec![attr_is("axes", &[-1, 2]), attr_i("keepdims", 0)]))
+        .node(node(
+            "ReduceMean",
+            "rm",
+            &["x"],
+            &["y"],
+            vec![attr_is("axes", &[-1, 2]), attr_i("keepdims", 0)],
+        ))
         .ok();
-    assert_eq!((frozen(&g, 0), out_shape(&g)), (&FrozenOp::GlobalAveragePool, vec![3]));
+    assert_eq!(
+        (frozen(&g, 0), out_shape(&g)),
+        (&FrozenOp::GlobalAveragePool, vec![3])
+    );
 
     let g = Builder::new(18, &[-1, 3, 8])
         .init(i64t("axes", &[1], vec![2]))
@@ -521,7 +833,15 @@ fn global_average_pool_and_reduce_mean() {
         .ok();
     assert_eq!(out_shape(&g), vec![3, 1]);
 
-    let err = Builder::new(13, &[-1, 3, 4, 4]).node(node("ReduceMean", "rm5", &["x"], &["y"], vec![attr_is("axes", &[1])])).err();
+    let err = Builder::new(13, &[-1, 3, 4, 4])
+        .node(node(
+            "ReduceMean",
+            "rm5",
+            &["x"],
+            &["y"],
+            vec![attr_is("axes", &[1])],
+        ))
+        .err();
     assert_contains(&err, &["rm5", "spatial axes"]);
 }
 
@@ -538,26 +858,64 @@ fn add_of_activations_and_affine_constants() {
 
     let affine = |op: &'static str, c: TensorProto<'static>, const_first: bool| {
         let ins: [&'static str; 2] = if const_first { ["c", "x"] } else { ["x", "c"] };
-        let g = Builder::new(13, &[-1, 2, 3, 3]).init(c).node(node(op, "aff", &ins, &["y"], vec![])).ok();
-        let FrozenOp::Affine(a) = frozen(&g, 0).clone() else { panic!() };
+        let g = Builder::new(13, &[-1, 2, 3, 3])
+            .init(c)
+            .node(node(op, "aff", &ins, &["y"], vec![]))
+            .ok();
+        let FrozenOp::Affine(a) = frozen(&g, 0).clone() else {
+            panic!()
+        };
         (a.scale, a.shift)
     };
     let per_c = || f32t("c", &[2, 1, 1], vec![2., 4.]);
-    assert_eq!(affine("Sub", per_c(), false), (vec![1., 1.], vec![-2., -4.]));
+    assert_eq!(
+        affine("Sub", per_c(), false),
+        (vec![1., 1.], vec![-2., -4.])
+    );
     assert_eq!(affine("Sub", per_c(), true), (vec![-1., -1.], vec![2., 4.]));
-    assert_eq!(affine("Div", per_c(), false), (vec![0.5, 0.25], vec![0., 0.]));
-    assert_eq!(affine("Mul", f32t("c", &[], vec![3.]), true), (vec![3.], vec![0.]));
-    assert_eq!(affine("Add", f32t("c", &[1, 2, 1, 1], vec![1., 2.]), false), (vec![1., 1.], vec![1., 2.]));
+    assert_eq!(
+        affine("Div", per_c(), false),
+        (vec![0.5, 0.25], vec![0., 0.])
+    );
+    assert_eq!(
+        affine("Mul", f32t("c", &[], vec![3.]), true),
+        (vec![3.], vec![0.])
+    );
+    assert_eq!(
+        affine("Add", f32t("c", &[1, 2, 1, 1], vec![1., 2.]), false),
+        (vec![1., 1.], vec![1., 2.])
+    );
 
     let err = |c: TensorProto<'static>, op: &'static str, ins: &[&'static str]| {
-        Builder::new(13, &[-1, 2, 3, 3]).init(c).node(node(op, "bc", ins, &["y"], vec![])).err()
+        Builder::new(13, &[-1, 2, 3, 3])
+            .init(c)
+            .node(node(op, "bc", ins, &["y"], vec![]))
+            .err()
     };
-    assert_contains(&err(f32t("c", &[3], vec![1., 2., 3.]), "Add", &["x", "c"]), &["bc", "channel axis"]);
-    assert_contains(&err(f32t("c", &[2, 1, 1], vec![1., 0.]), "Div", &["x", "c"]), &["bc", "contains 0"]);
-    assert_contains(&err(f32t("c", &[], vec![1.]), "Div", &["c", "x"]), &["bc", "not an affine"]);
-    assert_contains(&err(f32t("c", &[], vec![1.]), "Mul", &["x", "x"]), &["bc", "two activations"]);
+    assert_contains(
+        &err(f32t("c", &[3], vec![1., 2., 3.]), "Add", &["x", "c"]),
+        &["bc", "channel axis"],
+    );
+    assert_contains(
+        &err(f32t("c", &[2, 1, 1], vec![1., 0.]), "Div", &["x", "c"]),
+        &["bc", "contains 0"],
+    );
+    assert_contains(
+        &err(f32t("c", &[], vec![1.]), "Div", &["c", "x"]),
+        &["bc", "not an affine"],
+    );
+    assert_contains(
+        &err(f32t("c", &[], vec![1.]), "Mul", &["x", "x"]),
+        &["bc", "two activations"],
+    );
     let err = Builder::new(13, &[-1, 2, 3, 3])
-        .node(node("MaxPool", "p", &["x"], &["a"], vec![attr_is("kernel_shape", &[2, 2])]))
+        .node(node(
+            "MaxPool",
+            "p",
+            &["x"],
+            &["a"],
+            vec![attr_is("kernel_shape", &[2, 2])],
+        ))
         .node(node("Add", "mismatch", &["a", "x"], &["y"], vec![]))
         .err();
     assert_contains(&err, &["mismatch", "different shapes"]);
@@ -565,8 +923,13 @@ fn add_of_activations_and_affine_constants() {
 
 #[test]
 fn vector_per_channel_constant() {
-    let g = Builder::new(13, &[-1, 3]).init(f32t("c", &[3], vec![1., 2., 3.])).node(node("Mul", "m", &["x", "c"], &["y"], vec![])).ok();
-    let FrozenOp::Affine(a) = frozen(&g, 0) else { panic!() };
+    let g = Builder::new(13, &[-1, 3])
+        .init(f32t("c", &[3], vec![1., 2., 3.]))
+        .node(node("Mul", "m", &["x", "c"], &["y"], vec![]))
+        .ok();
+    let FrozenOp::Affine(a) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(a.scale, vec![1., 2., 3.]);
 }
 
@@ -582,15 +945,49 @@ fn flatten_reshape_squeeze_unsqueeze_identity_dropout() {
         .node(node("Unsqueeze", "u", &["c", "ax"], &["e"], vec![]))
         .node(node("Squeeze", "s", &["e"], &["y"], vec![]))
         .ok();
-    let shapes: Vec<Vec<usize>> = g.nodes.iter().map(|n| g.values[n.output].shape.clone()).collect();
-    assert_eq!(shapes, vec![vec![24], vec![24], vec![24], vec![1, 24, 1], vec![24]]);
-    assert!(g.nodes.iter().all(|n| n.op == Op::Frozen(FrozenOp::Reshape)));
+    let shapes: Vec<Vec<usize>> = g
+        .nodes
+        .iter()
+        .map(|n| g.values[n.output].shape.clone())
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![vec![24], vec![24], vec![24], vec![1, 24, 1], vec![24]]
+    );
+    assert!(g
+        .nodes
+        .iter()
+        .all(|n| n.op == Op::Frozen(FrozenOp::Reshape)));
 
-    let err = Builder::new(13, &[-1, 2, 3]).node(node("Flatten", "f0", &["x"], &["y"], vec![attr_i("axis", 0)])).err();
+    let err = Builder::new(13, &[-1, 2, 3])
+        .node(node(
+            "Flatten",
+            "f0",
+            &["x"],
+            &["y"],
+            vec![attr_i("axis", 0)],
+        ))
+        .err();
     assert_contains(&err, &["f0", "batch"]);
-    let err = Builder::new(11, &[-1, 1, 3]).node(node("Squeeze", "sq", &["x"], &["y"], vec![attr_is("axes", &[0])])).err();
+    let err = Builder::new(11, &[-1, 1, 3])
+        .node(node(
+            "Squeeze",
+            "sq",
+            &["x"],
+            &["y"],
+            vec![attr_is("axes", &[0])],
+        ))
+        .err();
     assert_contains(&err, &["sq", "batch"]);
-    let err = Builder::new(11, &[-1, 3]).node(node("Unsqueeze", "us", &["x"], &["y"], vec![attr_is("axes", &[0])])).err();
+    let err = Builder::new(11, &[-1, 3])
+        .node(node(
+            "Unsqueeze",
+            "us",
+            &["x"],
+            &["y"],
+            vec![attr_is("axes", &[0])],
+        ))
+        .err();
     assert_contains(&err, &["us", "batch"]);
 }
 
@@ -599,12 +996,36 @@ fn reshape_with_folded_shape_arithmetic() {
     // x.view(x.size(0), -1) as the legacy exporter writes it.
     let g = Builder::new(13, &[-1, 4, 2, 2])
         .node(node("Shape", "sh", &["x"], &["s"], vec![]))
-        .node(node("Constant", "k0", &[], &["zero"], vec![attr_t("value", i64t("", &[], vec![0]))]))
-        .node(node("Gather", "ga", &["s", "zero"], &["n"], vec![attr_i("axis", 0)]))
+        .node(node(
+            "Constant",
+            "k0",
+            &[],
+            &["zero"],
+            vec![attr_t("value", i64t("", &[], vec![0]))],
+        ))
+        .node(node(
+            "Gather",
+            "ga",
+            &["s", "zero"],
+            &["n"],
+            vec![attr_i("axis", 0)],
+        ))
         .init(i64t("axes0", &[1], vec![0]))
         .node(node("Unsqueeze", "un", &["n", "axes0"], &["n1"], vec![]))
-        .node(node("Constant", "k1", &[], &["m1"], vec![attr_is("value_ints", &[-1])]))
-        .node(node("Concat", "cat", &["n1", "m1"], &["target"], vec![attr_i("axis", 0)]))
+        .node(node(
+            "Constant",
+            "k1",
+            &[],
+            &["m1"],
+            vec![attr_is("value_ints", &[-1])],
+        ))
+        .node(node(
+            "Concat",
+            "cat",
+            &["n1", "m1"],
+            &["target"],
+            vec![attr_i("axis", 0)],
+        ))
         .node(node("Reshape", "rs", &["x", "target"], &["y"], vec![]))
         .ok();
     assert_eq!(g.nodes.len(), 1);
@@ -617,21 +1038,56 @@ fn reshape_with_folded_shape_arithmetic() {
         .init(i64t("st", &[1], vec![1]))
         .init(i64t("en", &[1], vec![i64::MAX]))
         .node(node("Slice", "sl", &["s", "st", "en"], &["chw"], vec![])) // [4, 2, 2]
-        .node(node("Cast", "cf", &["chw"], &["chw_f"], vec![attr_i("to", 1)]))
+        .node(node(
+            "Cast",
+            "cf",
+            &["chw"],
+            &["chw_f"],
+            vec![attr_i("to", 1)],
+        ))
         .node(node("Mul", "sq", &["chw_f", "chw_f"], &["sq_f"], vec![])) // [16, 4, 4]
         .node(node("Sqrt", "rt", &["sq_f"], &["rt_f"], vec![])) // [4, 2, 2]
         .node(node("Neg", "ng", &["rt_f"], &["ng_f"], vec![]))
         .node(node("Neg", "ng2", &["ng_f"], &["pos_f"], vec![]))
-        .node(node("Cast", "ci", &["pos_f"], &["dims"], vec![attr_i("to", 7)]))
+        .node(node(
+            "Cast",
+            "ci",
+            &["pos_f"],
+            &["dims"],
+            vec![attr_i("to", 7)],
+        ))
         .init(i64t("one", &[1], vec![1]))
-        .node(node("ConstantOfShape", "cos", &["one"], &["batch"], vec![attr_t("value", i64t("", &[1], vec![1]))]))
-        .node(node("Concat", "cat", &["batch", "dims"], &["t0"], vec![attr_i("axis", 0)]))
+        .node(node(
+            "ConstantOfShape",
+            "cos",
+            &["one"],
+            &["batch"],
+            vec![attr_t("value", i64t("", &[1], vec![1]))],
+        ))
+        .node(node(
+            "Concat",
+            "cat",
+            &["batch", "dims"],
+            &["t0"],
+            vec![attr_i("axis", 0)],
+        ))
         .node(node("Div", "half", &["t0", "one"], &["t1"], vec![]))
-        .node(node("Transpose", "tr", &["x"], &["xt"], vec![attr_is("perm", &[0, 2, 3, 1])]))
+        .node(node(
+            "Transpose",
+            "tr",
+            &["x"],
+            &["xt"],
+            vec![attr_is("perm", &[0, 2, 3, 1])],
+        ))
         .node(node("Reshape", "rs", &["xt", "t1"], &["y"], vec![]))
         .ok();
     assert_eq!(out_shape(&g), vec![4, 2, 2]);
-    assert_eq!(frozen(&g, 0), &FrozenOp::Transpose { perm: vec![1, 2, 0] });
+    assert_eq!(
+        frozen(&g, 0),
+        &FrozenOp::Transpose {
+            perm: vec![1, 2, 0]
+        }
+    );
 
     let err = Builder::new(13, &[-1, 4, 4])
         .init(i64t("t", &[2], vec![-1, 4]))
@@ -647,7 +1103,15 @@ fn reshape_with_folded_shape_arithmetic() {
 
 #[test]
 fn transpose_and_pad() {
-    let err = Builder::new(13, &[-1, 2, 3]).node(node("Transpose", "tb", &["x"], &["y"], vec![attr_is("perm", &[1, 0, 2])])).err();
+    let err = Builder::new(13, &[-1, 2, 3])
+        .node(node(
+            "Transpose",
+            "tb",
+            &["x"],
+            &["y"],
+            vec![attr_is("perm", &[1, 0, 2])],
+        ))
+        .err();
     assert_contains(&err, &["tb", "batch"]);
 
     let g = Builder::new(13, &[-1, 2, 3, 3])
@@ -655,7 +1119,13 @@ fn transpose_and_pad() {
         .init(f32t("v", &[], vec![-1.5]))
         .node(node("Pad", "pad", &["x", "p", "v"], &["y"], vec![]))
         .ok();
-    assert_eq!(frozen(&g, 0), &FrozenOp::Pad { pads: vec![0, 1, 2, 0, 3, 4], value: -1.5 });
+    assert_eq!(
+        frozen(&g, 0),
+        &FrozenOp::Pad {
+            pads: vec![0, 1, 2, 0, 3, 4],
+            value: -1.5
+        }
+    );
     assert_eq!(out_shape(&g), vec![2, 7, 9]);
 
     let g = Builder::new(18, &[-1, 2, 3, 3])
@@ -663,25 +1133,54 @@ fn transpose_and_pad() {
         .init(i64t("ax", &[1], vec![-1]))
         .node(node("Pad", "pad", &["x", "p", "", "ax"], &["y"], vec![]))
         .ok();
-    assert_eq!(frozen(&g, 0), &FrozenOp::Pad { pads: vec![0, 0, 1, 0, 0, 1], value: 0.0 });
+    assert_eq!(
+        frozen(&g, 0),
+        &FrozenOp::Pad {
+            pads: vec![0, 0, 1, 0, 0, 1],
+            value: 0.0
+        }
+    );
 
     let pad_err = |p: Vec<i64>, attrs| {
-        Builder::new(13, &[-1, 2, 3]).init(i64t("p", &[6], p)).node(node("Pad", "pad9", &["x", "p"], &["y"], attrs)).err()
+        Builder::new(13, &[-1, 2, 3])
+            .init(i64t("p", &[6], p))
+            .node(node("Pad", "pad9", &["x", "p"], &["y"], attrs))
+            .err()
     };
     assert_contains(&pad_err(vec![1, 0, 0, 0, 0, 0], vec![]), &["pad9", "batch"]);
-    assert_contains(&pad_err(vec![0, 0, -1, 0, 0, 0], vec![]), &["pad9", "negative"]);
-    assert_contains(&pad_err(vec![0, 0, 1, 0, 0, 0], vec![attr_s("mode", "reflect")]), &["pad9", "reflect"]);
+    assert_contains(
+        &pad_err(vec![0, 0, -1, 0, 0, 0], vec![]),
+        &["pad9", "negative"],
+    );
+    assert_contains(
+        &pad_err(vec![0, 0, 1, 0, 0, 0], vec![attr_s("mode", "reflect")]),
+        &["pad9", "reflect"],
+    );
 }
 
 #[test]
 fn softmax_axis_rules() {
-    let g = Builder::new(13, &[-1, 10]).node(node("Softmax", "sm", &["x"], &["y"], vec![])).ok();
+    let g = Builder::new(13, &[-1, 10])
+        .node(node("Softmax", "sm", &["x"], &["y"], vec![]))
+        .ok();
     assert_eq!(frozen(&g, 0), &FrozenOp::Softmax);
-    let g = Builder::new(11, &[-1, 10]).node(node("Softmax", "sm", &["x"], &["y"], vec![])).ok();
+    let g = Builder::new(11, &[-1, 10])
+        .node(node("Softmax", "sm", &["x"], &["y"], vec![]))
+        .ok();
     assert_eq!(frozen(&g, 0), &FrozenOp::Softmax);
-    let err = Builder::new(11, &[-1, 3, 4]).node(node("Softmax", "sm", &["x"], &["y"], vec![])).err();
+    let err = Builder::new(11, &[-1, 3, 4])
+        .node(node("Softmax", "sm", &["x"], &["y"], vec![]))
+        .err();
     assert_contains(&err, &["sm", "last axis"]);
-    let err = Builder::new(13, &[-1, 3, 4]).node(node("Softmax", "sm", &["x"], &["y"], vec![attr_i("axis", 1)])).err();
+    let err = Builder::new(13, &[-1, 3, 4])
+        .node(node(
+            "Softmax",
+            "sm",
+            &["x"],
+            &["y"],
+            vec![attr_i("axis", 1)],
+        ))
+        .err();
     assert_contains(&err, &["sm", "last axis"]);
 }
 
@@ -693,11 +1192,21 @@ fn unsupported_ops_are_listed_together() {
         .node(node("Tanh", "t1", &["x"], &["a"], vec![]))
         .node(node("Relu", "", &["a"], &["b"], vec![]))
         .node(node("Erf", "", &["b"], &["c"], vec![]))
-        .node(node("Concat", "cat", &["c", "x"], &["d"], vec![attr_i("axis", 1)]))
+        .node(node(
+            "Concat",
+            "cat",
+            &["c", "x"],
+            &["d"],
+            vec![attr_i("axis", 1)],
+        ))
         .node(node("Mul", "gate", &["d", "d"], &["y"], vec![]))
         .node(node("Tanh", "dead", &["x"], &["unused"], vec![]));
-    b.nodes.push(ONode { domain: "ai.onnx.ml", ..node("Relu", "custom", &["x"], &["z"], vec![]) });
-    b.nodes.push(node("Add", "use_z", &["y", "z"], &["w"], vec![]));
+    b.nodes.push(ONode {
+        domain: "ai.onnx.ml",
+        ..node("Relu", "custom", &["x"], &["z"], vec![])
+    });
+    b.nodes
+        .push(node("Add", "use_z", &["y", "z"], &["w"], vec![]));
     b.outputs = vec!["w"];
     let err = b.err();
     assert_contains(
@@ -711,7 +1220,10 @@ fn unsupported_ops_are_listed_together() {
             "node \"custom\" (Relu) at position 6: operator domain \"ai.onnx.ml\"",
         ],
     );
-    assert!(!err.contains("dead"), "unused nodes are not reported:\n{err}");
+    assert!(
+        !err.contains("dead"),
+        "unused nodes are not reported:\n{err}"
+    );
 }
 
 #[test]
@@ -721,9 +1233,11 @@ fn nodes_are_sorted_and_unused_ones_dropped() {
         .node(node("Relu", "unused", &["x"], &["u"], vec![]))
         .node(node("Relu", "first", &["x"], &["a"], vec![]));
     // An unused activation that only feeds a Shape must go too.
-    b.nodes.push(node("Relu", "shape_only", &["x"], &["s0"], vec![]));
+    b.nodes
+        .push(node("Relu", "shape_only", &["x"], &["s0"], vec![]));
     b.nodes.push(node("Shape", "sh", &["s0"], &["s1"], vec![]));
-    b.nodes.push(node("Reshape", "rs", &["a", "s1"], &["a2"], vec![]));
+    b.nodes
+        .push(node("Reshape", "rs", &["a", "s1"], &["a2"], vec![]));
     let g = b.ok();
     let names: Vec<&str> = g.nodes.iter().map(|n| n.origin.name.as_str()).collect();
     assert_eq!(names, vec!["first", "second"]);
@@ -739,19 +1253,33 @@ fn structural_errors() {
         .node(node("Relu", "out", &["b"], &["y"], vec![]))
         .err();
     assert_contains(&cycle, &["cycle", "a1", "a2"]);
-    let dangling = Builder::new(13, &[-1, 4]).node(node("Add", "add7", &["x", "ghost"], &["y"], vec![])).err();
+    let dangling = Builder::new(13, &[-1, 4])
+        .node(node("Add", "add7", &["x", "ghost"], &["y"], vec![]))
+        .err();
     assert_contains(&dangling, &["add7", "\"ghost\"", "not produced"]);
     let twice = Builder::new(13, &[-1, 4])
         .node(node("Relu", "r1", &["x"], &["y"], vec![]))
         .node(node("Relu", "r2", &["x"], &["y"], vec![]))
         .err();
     assert_contains(&twice, &["\"y\" is produced twice", "r1", "r2"]);
-    let no_output = Builder::new(13, &[-1, 4]).node(node("Relu", "r1", &["x"], &["z"], vec![])).err();
+    let no_output = Builder::new(13, &[-1, 4])
+        .node(node("Relu", "r1", &["x"], &["z"], vec![]))
+        .err();
     assert_contains(&no_output, &["\"y\"", "not produced"]);
-    let dup_init = Builder::new(13, &[-1, 4]).init(ramp("w", &[1])).init(ramp("w", &[1])).node(node("Relu", "r", &["x"], &["y"], vec![])).err();
+    let dup_init = Builder::new(13, &[-1, 4])
+        .init(ramp("w", &[1]))
+        .init(ramp("w", &[1]))
+        .node(node("Relu", "r", &["x"], &["y"], vec![]))
+        .err();
     assert_contains(&dup_init, &["\"w\"", "twice"]);
     let const_out = Builder::new(13, &[-1, 4])
-        .node(node("Constant", "k", &[], &["y"], vec![attr_f("value_float", 1.0)]))
+        .node(node(
+            "Constant",
+            "k",
+            &[],
+            &["y"],
+            vec![attr_f("value_float", 1.0)],
+        ))
         .err();
     assert_contains(&const_out, &["constant"]);
 }
@@ -759,20 +1287,39 @@ fn structural_errors() {
 #[test]
 fn inputs_outputs_and_opsets() {
     // Initializers listed as graph inputs are not inputs.
-    let mut b = Builder::new(13, &[-1, 3]).init(ramp("w", &[2, 3])).node(node("Gemm", "fc", &["x", "w"], &["y"], vec![attr_i("transB", 1)]));
-    b.extra_inputs.push(value_info("w", &[2, 3], DataType::Float));
+    let mut b = Builder::new(13, &[-1, 3])
+        .init(ramp("w", &[2, 3]))
+        .node(node(
+            "Gemm",
+            "fc",
+            &["x", "w"],
+            &["y"],
+            vec![attr_i("transB", 1)],
+        ));
+    b.extra_inputs
+        .push(value_info("w", &[2, 3], DataType::Float));
     assert_eq!(out_shape(&b.ok()), vec![2]);
     // A fixed batch size is fine too.
-    assert_eq!(out_shape(&Builder::new(13, &[8, 3]).node(node("Relu", "r", &["x"], &["y"], vec![])).ok()), vec![3]);
+    assert_eq!(
+        out_shape(
+            &Builder::new(13, &[8, 3])
+                .node(node("Relu", "r", &["x"], &["y"], vec![]))
+                .ok()
+        ),
+        vec![3]
+    );
 
-    b.extra_inputs.push(value_info("x2", &[-1, 3], DataType::Float));
+    b.extra_inputs
+        .push(value_info("x2", &[-1, 3], DataType::Float));
     assert_contains(&b.err(), &["2 inputs", "x2"]);
 
     let mut two_out = Builder::new(13, &[-1, 3]).node(node("Relu", "r", &["x"], &["y"], vec![]));
     two_out.outputs = vec!["y", "x"];
     assert_contains(&two_out.err(), &["2 outputs"]);
 
-    let relu = |opset, dims: &[i64]| Builder::new(opset, dims).node(node("Relu", "r", &["x"], &["y"], vec![]));
+    let relu = |opset, dims: &[i64]| {
+        Builder::new(opset, dims).node(node("Relu", "r", &["x"], &["y"], vec![]))
+    };
     assert_contains(&relu(10, &[-1, 3]).err(), &["opset 10"]);
     assert_contains(&relu(21, &[-1, 3]).err(), &["opset 21"]);
     relu(11, &[-1, 3]).ok();
@@ -782,12 +1329,24 @@ fn inputs_outputs_and_opsets() {
 
     let mut m = relu(13, &[-1, 3]).model();
     m.graph.as_mut().unwrap().input[0] = value_info("x", &[-1, 3], DataType::Int64);
-    assert_contains(&format!("{:#}", import(&onnx_rs::encode(&m), None).unwrap_err()), &["Int64", "float32"]);
-    m.opset_import = vec![OperatorSetId { domain: "ai.onnx.ml", version: 3 }];
-    assert_contains(&format!("{:#}", import(&onnx_rs::encode(&m), None).unwrap_err()), &["no opset of the default"]);
+    assert_contains(
+        &format!("{:#}", import(&onnx_rs::encode(&m), None).unwrap_err()),
+        &["Int64", "float32"],
+    );
+    m.opset_import = vec![OperatorSetId {
+        domain: "ai.onnx.ml",
+        version: 3,
+    }];
+    assert_contains(
+        &format!("{:#}", import(&onnx_rs::encode(&m), None).unwrap_err()),
+        &["no opset of the default"],
+    );
     // Other domains may be imported as long as no node uses them.
     let mut m = relu(13, &[-1, 3]).model();
-    m.opset_import.push(OperatorSetId { domain: "ai.onnx.ml", version: 3 });
+    m.opset_import.push(OperatorSetId {
+        domain: "ai.onnx.ml",
+        version: 3,
+    });
     import(&onnx_rs::encode(&m), None).unwrap();
 }
 
@@ -795,7 +1354,10 @@ fn inputs_outputs_and_opsets() {
 
 #[test]
 fn garbage_and_truncated_files_are_errors() {
-    assert_contains(&format!("{:#}", import(&[], None).unwrap_err()), &["no opset"]);
+    assert_contains(
+        &format!("{:#}", import(&[], None).unwrap_err()),
+        &["no opset"],
+    );
     assert!(import_bytes(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", None).is_err());
     assert!(import_bytes(b"PK\x03\x04 this is a zip file", None).is_err());
     let bytes = Builder::new(13, &[-1, 2, 4, 4])
@@ -803,7 +1365,10 @@ fn garbage_and_truncated_files_are_errors() {
         .node(node("Conv", "c", &["x", "w"], &["y"], vec![]))
         .bytes();
     for cut in [1, 7, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
-        assert!(import_bytes(&bytes[..cut], None).is_err(), "truncated at {cut}");
+        assert!(
+            import_bytes(&bytes[..cut], None).is_err(),
+            "truncated at {cut}"
+        );
     }
 }
 
@@ -814,9 +1379,27 @@ fn mutated_models_never_panic() {
     let b = bn_params(Builder::new(13, &[-1, 2, 5, 5]), 4)
         .init(ramp("w", &[4, 2, 3, 3]))
         .init(i64t("t", &[2], vec![0, -1]))
-        .node(node("Conv", "c", &["x", "w"], &["a"], vec![attr_is("pads", &[1, 1, 1, 1]), attr_is("strides", &[2, 2])]))
-        .node(node("BatchNormalization", "bn", &["a", "g", "be", "m", "v"], &["b"], vec![]))
-        .node(node("MaxPool", "mp", &["b"], &["c"], vec![attr_is("kernel_shape", &[2, 2]), attr_i("ceil_mode", 1)]))
+        .node(node(
+            "Conv",
+            "c",
+            &["x", "w"],
+            &["a"],
+            vec![attr_is("pads", &[1, 1, 1, 1]), attr_is("strides", &[2, 2])],
+        ))
+        .node(node(
+            "BatchNormalization",
+            "bn",
+            &["a", "g", "be", "m", "v"],
+            &["b"],
+            vec![],
+        ))
+        .node(node(
+            "MaxPool",
+            "mp",
+            &["b"],
+            &["c"],
+            vec![attr_is("kernel_shape", &[2, 2]), attr_i("ceil_mode", 1)],
+        ))
         .node(node("Reshape", "rs", &["c", "t"], &["y"], vec![]));
     let bytes = b.bytes();
     b.ok();
@@ -844,7 +1427,10 @@ fn mutated_models_never_panic() {
 #[test]
 fn absurd_attribute_values_are_errors() {
     let conv = |attrs| {
-        Builder::new(13, &[-1, 1, 4, 4]).init(ramp("w", &[1, 1, 2, 2])).node(node("Conv", "c", &["x", "w"], &["y"], attrs)).err()
+        Builder::new(13, &[-1, 1, 4, 4])
+            .init(ramp("w", &[1, 1, 2, 2]))
+            .node(node("Conv", "c", &["x", "w"], &["y"], attrs))
+            .err()
     };
     assert!(conv(vec![attr_is("pads", &[i64::MAX, 0, 0, 0])]).contains("large"));
     assert!(conv(vec![attr_is("strides", &[i64::MIN, 1])]).contains("out of range"));
@@ -861,7 +1447,13 @@ fn absurd_attribute_values_are_errors() {
         .init(i64t("b", &[1], vec![i64::MAX]))
         .init(i64t("st", &[1], vec![i64::MIN]))
         .init(i64t("ax", &[1], vec![0]))
-        .node(node("Slice", "sl", &["s", "b", "a", "ax", "st"], &["t"], vec![]))
+        .node(node(
+            "Slice",
+            "sl",
+            &["s", "b", "a", "ax", "st"],
+            &["t"],
+            vec![],
+        ))
         .node(node("Reshape", "rs", &["x", "t"], &["y"], vec![]))
         .err();
     assert!(slice.contains("batch"), "{slice}");
@@ -892,9 +1484,13 @@ fn float16_and_double_constants() {
         .node(node("Mul", "m", &["x", "c"], &["a"], vec![]))
         .node(node("Add", "s", &["a", "d"], &["y"], vec![]))
         .ok();
-    let FrozenOp::Affine(a) = frozen(&g, 0) else { panic!() };
+    let FrozenOp::Affine(a) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(a.scale, vec![1.0, -2.0]);
-    let FrozenOp::Affine(a) = frozen(&g, 1) else { panic!() };
+    let FrozenOp::Affine(a) = frozen(&g, 1) else {
+        panic!()
+    };
     assert_eq!(a.shift, vec![0.5]);
 }
 
@@ -910,35 +1506,67 @@ fn temp_dir(tag: &str) -> PathBuf {
 #[test]
 fn external_data_is_read_next_to_the_model() {
     let dir = temp_dir("ext");
-    let weights: Vec<u8> = [9.0f32, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+    let weights: Vec<u8> = [9.0f32, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        .iter()
+        .flat_map(|f| f.to_le_bytes())
+        .collect();
     std::fs::write(dir.join("model.onnx.data"), &weights).unwrap();
     let external = |location: &'static str, offset: &'static str| {
         TensorProto::from_raw("w", vec![2, 3], DataType::Float, &[])
             .with_data_location(DataLocation::External)
             .with_external_data(vec![
-                StringStringEntry { key: "location", value: location },
-                StringStringEntry { key: "offset", value: offset },
-                StringStringEntry { key: "length", value: "24" },
+                StringStringEntry {
+                    key: "location",
+                    value: location,
+                },
+                StringStringEntry {
+                    key: "offset",
+                    value: offset,
+                },
+                StringStringEntry {
+                    key: "length",
+                    value: "24",
+                },
             ])
     };
     let model = |location, offset| {
         Builder::new(18, &[-1, 3])
             .init(external(location, offset))
-            .node(node("Gemm", "fc", &["x", "w"], &["y"], vec![attr_i("transB", 1)]))
+            .node(node(
+                "Gemm",
+                "fc",
+                &["x", "w"],
+                &["y"],
+                vec![attr_i("transB", 1)],
+            ))
             .bytes()
     };
     std::fs::write(dir.join("model.onnx"), model("model.onnx.data", "4")).unwrap();
     let g = import_file(&dir.join("model.onnx")).unwrap();
-    let FrozenOp::Dense(d) = frozen(&g, 0) else { panic!() };
+    let FrozenOp::Dense(d) = frozen(&g, 0) else {
+        panic!()
+    };
     assert_eq!(d.weight.data, vec![1., 2., 3., 4., 5., 6.]);
 
-    let err = format!("{:#}", import_bytes(&model("model.onnx.data", "0"), None).unwrap_err());
+    let err = format!(
+        "{:#}",
+        import_bytes(&model("model.onnx.data", "0"), None).unwrap_err()
+    );
     assert_contains(&err, &["external file", "import_file"]);
-    let err = format!("{:#}", import_bytes(&model("model.onnx.data", "8"), Some(&dir)).unwrap_err());
+    let err = format!(
+        "{:#}",
+        import_bytes(&model("model.onnx.data", "8"), Some(&dir)).unwrap_err()
+    );
     assert_contains(&err, &["past the end"]);
-    let err = format!("{:#}", import_bytes(&model("missing.data", "0"), Some(&dir)).unwrap_err());
+    let err = format!(
+        "{:#}",
+        import_bytes(&model("missing.data", "0"), Some(&dir)).unwrap_err()
+    );
     assert_contains(&err, &["missing.data", "next to the .onnx file"]);
-    let err = format!("{:#}", import_bytes(&model("../etc/passwd", "0"), Some(&dir)).unwrap_err());
+    let err = format!(
+        "{:#}",
+        import_bytes(&model("../etc/passwd", "0"), Some(&dir)).unwrap_err()
+    );
     assert_contains(&err, &["inside the model's directory"]);
     let err = format!("{:#}", import_file(&dir.join("nope.onnx")).unwrap_err());
     assert_contains(&err, &["nope.onnx"]);
@@ -953,7 +1581,9 @@ fn fixtures_dir() -> PathBuf {
 
 /// `"kind"` of each fixture in `manifest.json` (a tiny scan; the manifest is our own file).
 fn fixture_kinds() -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(fixtures_dir().join("manifest.json")) else { return vec![] };
+    let Ok(text) = std::fs::read_to_string(fixtures_dir().join("manifest.json")) else {
+        return vec![];
+    };
     let field = |chunk: &str, key: &str| -> Option<String> {
         let at = chunk.find(&format!("\"{key}\""))?;
         let rest = &chunk[at + key.len() + 2..];
@@ -983,12 +1613,24 @@ fn committed_fixtures_import_or_are_refused() {
         match kind.as_str() {
             "training_mode" => {
                 let err = format!("{:#}", result.expect_err(&name));
-                assert_contains(&err, &["training", "BatchNormalization", "model.eval()", "TrainingMode.EVAL"]);
+                assert_contains(
+                    &err,
+                    &[
+                        "training",
+                        "BatchNormalization",
+                        "model.eval()",
+                        "TrainingMode.EVAL",
+                    ],
+                );
                 eprintln!("{name}: refused as expected");
             }
             _ => {
                 let g = result.unwrap_or_else(|e| panic!("fixture {name} ({kind}): {e:#}"));
-                let bn = g.nodes.iter().filter(|n| matches!(n.op, Op::BatchNorm(_))).count();
+                let bn = g
+                    .nodes
+                    .iter()
+                    .filter(|n| matches!(n.op, Op::BatchNorm(_)))
+                    .count();
                 let error = reference_error(&g, &fixtures_dir().join(&name));
                 eprintln!(
                     "{name}: opset {}, {} nodes ({bn} BatchNorm), input {:?} -> output {:?}, max |ref - ort| / max |ort| = {error:.2e}",
@@ -1038,7 +1680,10 @@ fn deeply_nested_messages_do_not_overflow_the_stack() {
         v.extend_from_slice(inner);
         v
     }
-    let depth: usize = std::env::var("ICEFOLD_NEST_DEPTH").ok().and_then(|d| d.parse().ok()).unwrap_or(20_000);
+    let depth: usize = std::env::var("ICEFOLD_NEST_DEPTH")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(20_000);
     let mut ty = Vec::new();
     for _ in 0..depth {
         ty = wrap(4, &wrap(1, &ty));
