@@ -39,10 +39,16 @@ use tensor::ExternalFiles;
 /// `dilations` (only 1 is accepted), Pad a `wrap` mode (only `constant` is), the rest only types.
 pub const SUPPORTED_OPSETS: RangeInclusive<i64> = 11..=20;
 
-/// Stack for the import thread. `onnx-rs` parses nested messages recursively, so a hostile file
-/// of deeply nested messages needs deep stack; the reservation is virtual memory, committed only
-/// as far as a file actually nests.
-const IMPORT_STACK_BYTES: usize = 1 << 30;
+/// Stack for the import thread, per byte of model file. `onnx-rs` parses nested messages
+/// recursively (about 700 bytes of stack per level, at least ~9 file bytes per level in a large
+/// file), so a hostile file of deeply nested messages needs a deep stack. The reservation is
+/// virtual memory, committed only as far as a file actually nests.
+const IMPORT_STACK_PER_FILE_BYTE: usize = 128;
+/// Stack for the import thread independent of the file size; also the smallest we settle for
+/// when the OS refuses a larger reservation.
+const IMPORT_STACK_BASE: usize = 64 << 20;
+/// Upper bound of the stack reservation.
+const IMPORT_STACK_MAX: usize = 16 << 30;
 
 /// Imports an ONNX model file. External tensor data (`location`, `offset`, `length`; PyTorch
 /// writes `<model>.onnx.data`) is read relative to the model's directory.
@@ -59,17 +65,25 @@ pub fn import_file(path: &Path) -> Result<ImportedGraph> {
 /// Imports an ONNX model from memory. `base_dir` is where external tensor data files are looked
 /// up; with `None`, a model with external data is an error.
 pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGraph> {
+    let mut stack = IMPORT_STACK_BASE
+        .saturating_add(bytes.len().saturating_mul(IMPORT_STACK_PER_FILE_BYTE))
+        .min(IMPORT_STACK_MAX);
     std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("onnx-import".into())
-            .stack_size(IMPORT_STACK_BYTES)
-            .spawn_scoped(scope, || import(bytes, base_dir))
-            .map_err(|e| anyhow!("cannot start the import thread: {e}"))?;
-        worker.join().unwrap_or_else(|_| {
-            Err(anyhow!(
-                "internal error: the ONNX importer panicked on this model; please report it"
-            ))
-        })
+        let worker = loop {
+            let spawned = std::thread::Builder::new()
+                .name("onnx-import".into())
+                .stack_size(stack)
+                .spawn_scoped(scope, || import(bytes, base_dir));
+            match spawned {
+                Ok(worker) => break worker,
+                // The OS may refuse a large reservation (overcommit limits): take what it gives.
+                Err(_) if stack > IMPORT_STACK_BASE => stack /= 2,
+                Err(e) => bail!("cannot start the import thread: {e}"),
+            }
+        };
+        worker
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("internal error: the ONNX importer panicked on this model; please report it")))
     })
 }
 

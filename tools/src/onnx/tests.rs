@@ -1668,29 +1668,47 @@ fn reference_error(g: &ImportedGraph, dir: &Path) -> f64 {
 /// recurse; the import thread's stack must hold a file's worth of nesting without overflowing.
 #[test]
 fn deeply_nested_messages_do_not_overflow_the_stack() {
-    // Hand-built protobuf, innermost first: TypeProto { sequence_type (4): { elem_type (1): ... } }.
-    fn wrap(field: u8, inner: &[u8]) -> Vec<u8> {
-        let mut v = vec![(field << 3) | 2];
-        let mut len = inner.len();
-        while len >= 0x80 {
-            v.push((len as u8 & 0x7f) | 0x80);
-            len >>= 7;
+    fn varint(mut v: usize, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
         }
-        v.push(len as u8);
+        out.push(v as u8);
+    }
+    fn varint_len(v: usize) -> usize {
+        let mut n = 1;
+        let mut v = v >> 7;
+        while v > 0 {
+            n += 1;
+            v >>= 7;
+        }
+        n
+    }
+    let depth: usize = std::env::var("ICEFOLD_NEST_DEPTH").ok().and_then(|d| d.parse().ok()).unwrap_or(100_000);
+    // Hand-built protobuf: TypeProto { sequence_type (4): SequenceTypeProto { elem_type (1): TypeProto ... } }.
+    // Sizes bottom-up, then the headers outermost first (linear time).
+    let mut sizes = vec![0usize]; // TypeProto sizes, innermost (empty) first
+    let mut seq_sizes = vec![];
+    for k in 0..depth {
+        let seq = 1 + varint_len(sizes[k]) + sizes[k];
+        seq_sizes.push(seq);
+        sizes.push(1 + varint_len(seq) + seq);
+    }
+    let mut ty = Vec::with_capacity(sizes[depth]);
+    for k in (0..depth).rev() {
+        ty.push(4 << 3 | 2);
+        varint(seq_sizes[k], &mut ty);
+        ty.push(1 << 3 | 2);
+        varint(sizes[k], &mut ty);
+    }
+    let wrap = |field: u8, inner: &[u8]| {
+        let mut v = vec![(field << 3) | 2];
+        varint(inner.len(), &mut v);
         v.extend_from_slice(inner);
         v
-    }
-    let depth: usize = std::env::var("ICEFOLD_NEST_DEPTH")
-        .ok()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(20_000);
-    let mut ty = Vec::new();
-    for _ in 0..depth {
-        ty = wrap(4, &wrap(1, &ty));
-    }
+    };
     let value_info = [wrap(1, b"x"), wrap(2, &ty)].concat();
-    let graph = wrap(11, &value_info); // GraphProto.input
-    let model = [vec![0x08, 0x08], wrap(7, &graph)].concat(); // ir_version, ModelProto.graph
+    let model = [vec![0x08, 0x08], wrap(7, &wrap(11, &value_info))].concat(); // ir_version; graph.input
     eprintln!("nested model: {} bytes, depth {depth}", model.len());
     assert!(import_bytes(&model, None).is_err());
 }
