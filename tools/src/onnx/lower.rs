@@ -804,7 +804,7 @@ impl<'e> Lowerer<'e> {
             .first()
             .ok_or_else(|| anyhow!("Reshape to a scalar is not supported"))?;
         ensure!(
-            matches!(first, -1 | 0 | 1),
+            (-1..=1).contains(&first),
             "Reshape target {target:?} changes the batch axis (its first entry must be 0, 1 or -1)"
         );
         let shape = tensor::reshape_target(&full, target, allow_zero)?;

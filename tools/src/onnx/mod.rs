@@ -81,9 +81,11 @@ pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGra
                 Err(e) => bail!("cannot start the import thread: {e}"),
             }
         };
-        worker
-            .join()
-            .unwrap_or_else(|_| Err(anyhow!("internal error: the ONNX importer panicked on this model; please report it")))
+        worker.join().unwrap_or_else(|_| {
+            Err(anyhow!(
+                "internal error: the ONNX importer panicked on this model; please report it"
+            ))
+        })
     })
 }
 

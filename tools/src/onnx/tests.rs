@@ -1684,7 +1684,10 @@ fn deeply_nested_messages_do_not_overflow_the_stack() {
         }
         n
     }
-    let depth: usize = std::env::var("ICEFOLD_NEST_DEPTH").ok().and_then(|d| d.parse().ok()).unwrap_or(100_000);
+    let depth: usize = std::env::var("ICEFOLD_NEST_DEPTH")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(100_000);
     // Hand-built protobuf: TypeProto { sequence_type (4): SequenceTypeProto { elem_type (1): TypeProto ... } }.
     // Sizes bottom-up, then the headers outermost first (linear time).
     let mut sizes = vec![0usize]; // TypeProto sizes, innermost (empty) first
