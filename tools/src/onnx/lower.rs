@@ -34,6 +34,9 @@ pub(super) struct Lowerer<'e> {
     pub env: HashMap<String, Val>,
     ext: &'e mut ExternalFiles,
     opset: i64,
+    /// The input's batch size when the file fixes it: exporters fold `x.size(0)` into such
+    /// models' Reshape targets, so that number there means "the batch".
+    fixed_batch: Option<i64>,
     /// How many needed nodes read each name (the graph output counts as one more reader).
     readers: HashMap<String, usize>,
     /// Dense nodes made from a MatMul, by output value, while a following Add may still
@@ -85,6 +88,7 @@ impl<'e> Lowerer<'e> {
         input: Value,
         ext: &'e mut ExternalFiles,
         opset: i64,
+        fixed_batch: Option<i64>,
         readers: HashMap<String, usize>,
     ) -> Self {
         let mut env = HashMap::new();
@@ -95,6 +99,7 @@ impl<'e> Lowerer<'e> {
             env,
             ext,
             opset,
+            fixed_batch,
             readers,
             open_matmul: HashMap::new(),
         }
@@ -800,9 +805,14 @@ impl<'e> Lowerer<'e> {
 
     fn reshape(&self, x: ValueId, target: &[i64], allow_zero: bool) -> Result<Lowered> {
         let full = with_batch(self.shape(x));
-        let first = *target
-            .first()
+        let mut target = target.to_vec();
+        let first = target
+            .first_mut()
             .ok_or_else(|| anyhow!("Reshape to a scalar is not supported"))?;
+        if Some(*first) == self.fixed_batch {
+            *first = 0;
+        }
+        let (first, target) = (*first, target.as_slice());
         ensure!(
             (-1..=1).contains(&first),
             "Reshape target {target:?} changes the batch axis (its first entry must be 0, 1 or -1)"

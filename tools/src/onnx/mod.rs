@@ -127,7 +127,7 @@ fn import(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGraph> {
             names.len()
         );
     };
-    let input_value = input_value(input)?;
+    let (input_value, fixed_batch) = input_value(input)?;
 
     let mut sources = initializers.clone();
     sources.insert(input.name);
@@ -153,7 +153,7 @@ fn import(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGraph> {
             .map_err(|e| anyhow!("initializer {:?}: {e:#}", t.name()))?;
         weights.push((t.name().to_string(), c));
     }
-    let mut lowerer = Lowerer::new(input_value, &mut ext, opset, readers);
+    let mut lowerer = Lowerer::new(input_value, &mut ext, opset, fixed_batch, readers);
     for (name, c) in weights {
         lowerer.env.insert(name, Val::Const(c));
     }
@@ -191,8 +191,9 @@ fn default_opset(model: &Model<'_>) -> Result<i64> {
     Ok(opset)
 }
 
-/// The graph input as an IR value: float32, batch first, static per-sample shape.
-fn input_value(vi: &ValueInfo<'_>) -> Result<Value> {
+/// The graph input as an IR value (float32, batch first, static per-sample shape), and the
+/// batch size if the file fixes it.
+fn input_value(vi: &ValueInfo<'_>) -> Result<(Value, Option<i64>)> {
     let name = vi.name;
     match vi.tensor_elem_type() {
         Some(DataType::Float) => {}
@@ -224,10 +225,15 @@ fn input_value(vi: &ValueInfo<'_>) -> Result<Value> {
         })
         .collect::<Result<Vec<_>>>()?;
     tensor::element_count(&shape, 1 << 28)?;
-    Ok(Value {
+    let fixed_batch = match dims[0].value {
+        Dimension::Value(b) if b > 1 => Some(b),
+        _ => None,
+    };
+    let value = Value {
         name: name.to_string(),
         shape,
-    })
+    };
+    Ok((value, fixed_batch))
 }
 
 /// Keeps the nodes the output depends on and renumbers the values densely.

@@ -1094,6 +1094,12 @@ fn reshape_with_folded_shape_arithmetic() {
         .node(node("Reshape", "rs_bad", &["x", "t"], &["y"], vec![]))
         .err();
     assert_contains(&err, &["rs_bad", "across samples"]);
+    // A file with a fixed batch of 8 has `x.size(0)` folded to 8 in its Reshape targets.
+    let g = Builder::new(13, &[8, 4, 4])
+        .init(i64t("t", &[2], vec![8, -1]))
+        .node(node("Reshape", "rs", &["x", "t"], &["y"], vec![]))
+        .ok();
+    assert_eq!(out_shape(&g), vec![16]);
     let err = Builder::new(13, &[-1, 4, 4])
         .init(i64t("t", &[2], vec![2, 8]))
         .node(node("Reshape", "rs_bad", &["x", "t"], &["y"], vec![]))
