@@ -1037,33 +1037,3 @@ mod tests {
         );
     }
 }
-
-#[cfg(test)]
-mod speed {
-    use super::testkit::{conv, Builder, Rng};
-    use super::*;
-
-    /// Not a pass/fail test: prints how long a ResNet-8-sized network (about 12 M MACs) takes.
-    /// `cargo test -p icefold-tool --release eval::speed -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn resnet8_sized_network() {
-        let mut rng = Rng::new(8);
-        let (mut b, mut v) = Builder::<FrozenOp>::new(&[16, 32, 32]);
-        for i in 0..5 {
-            let c = conv(&mut rng, 16, 16, 1, [3, 3], [1, 1], [1, 1, 1, 1], 2);
-            v = b.node(
-                &format!("conv{i}"),
-                "Conv",
-                FrozenOp::Conv(c),
-                &[v],
-                &[16, 32, 32],
-            );
-        }
-        let g = b.finish(v);
-        let x = rng.vec(16 * 32 * 32, -1.0, 1.0);
-        let start = std::time::Instant::now();
-        run(&g, &x).unwrap();
-        println!("5 x 2.36 M MACs: {:?}", start.elapsed());
-    }
-}
