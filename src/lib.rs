@@ -75,6 +75,7 @@ pub mod engine;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod quant;
 
 pub use engine::{Observer, RunError};
 pub use model::{Aligned, LoadError, Model};

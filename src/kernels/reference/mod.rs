@@ -5,6 +5,7 @@
 pub mod conv;
 pub mod dense;
 pub mod elementwise;
+pub mod int8;
 pub mod layout;
 pub mod pool;
 pub mod softmax;

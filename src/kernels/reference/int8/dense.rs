@@ -1,0 +1,119 @@
+//! int8 fully connected layer.
+
+use super::{dot, ChannelQuant, OutputQuant};
+
+/// `output[o] = clamp(zp_out + requant_o(bias'[o] + Σ_i weights[o][i] · input[i]))` with
+/// `weights` row-major `[output.len()][input.len()]`, the input read as one flat vector and the
+/// input zero point folded into `bias'` (see the [module docs](super)).
+pub fn dense(
+    channels: &ChannelQuant,
+    out_quant: &OutputQuant,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) {
+    if input.is_empty() {
+        return;
+    }
+    for (o, (out, row)) in output
+        .iter_mut()
+        .zip(weights.chunks_exact(input.len()))
+        .enumerate()
+    {
+        let Some((bias, requant)) = channels.channel(o) else {
+            continue;
+        };
+        *out = out_quant.requantize(bias.wrapping_add(dot(row, input)), requant);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::super::testing::{requantize_naive, Gen};
+    use super::super::{accumulator_fits, Clamp, Requant, MAX_PRODUCTS_PER_OUTPUT};
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn matches_naive_definition(n_in in 1usize..70, n_out in 1usize..6,
+                                    zp_in in prop_oneof![Just(-128i8), Just(127i8), any::<i8>()],
+                                    zp_out in prop_oneof![Just(-128i8), Just(127i8), any::<i8>()],
+                                    lo in any::<i8>(), seed in any::<u64>()) {
+            let mut gen = Gen(seed);
+            let (w, x) = (gen.i8s(n_in * n_out), gen.i8s(n_in));
+            let raw_bias: Vec<i64> = (0..n_out).map(|_| i64::from(gen.range(-(1 << 24), 1 << 24))).collect();
+            let requant: Vec<Requant> = (0..n_out).map(|_| gen.requant()).collect();
+            let folded: Vec<i32> = (0..n_out).map(|o| {
+                let sum: i64 = w[o * n_in..(o + 1) * n_in].iter().map(|&v| i64::from(v)).sum();
+                (raw_bias[o] - i64::from(zp_in) * sum) as i32
+            }).collect();
+            let mult: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
+            let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
+            let out_q = OutputQuant { zero_point: zp_out, clamp: Clamp { min: lo, max: 127 } };
+            let mut out = std::vec![0i8; n_out];
+            dense(&ChannelQuant { bias: &folded, multiplier: &mult, shift: &shift }, &out_q, &w, &x, &mut out);
+            for o in 0..n_out {
+                let acc = raw_bias[o] + (0..n_in)
+                    .map(|i| i64::from(w[o * n_in + i]) * (i64::from(x[i]) - i64::from(zp_in)))
+                    .sum::<i64>();
+                prop_assert_eq!(out[o], requantize_naive(acc, requant[o], zp_out, lo, 127));
+            }
+        }
+    }
+
+    /// The worst case the loader admits: 2^16 products of -128 · -128 plus the largest bias.
+    #[test]
+    fn largest_admitted_accumulator_is_exact() {
+        let n = MAX_PRODUCTS_PER_OUTPUT;
+        let bias = (1 << 30) - 1;
+        assert!(accumulator_fits(n, bias));
+        let (w, x) = (std::vec![-128i8; n], std::vec![-128i8; n]);
+        // Factor 2^-31 maps the exact sum 2^30 - 1 + 2^30 = 2^31 - 1 to 1 (0.99999...).
+        let tiny = Requant {
+            multiplier: 1 << 30,
+            shift: -30,
+        };
+        let out_q = OutputQuant {
+            zero_point: 0,
+            clamp: Clamp::FULL,
+        };
+        let mut out = [0i8];
+        let channels = ChannelQuant {
+            bias: &[bias],
+            multiplier: &[tiny.multiplier],
+            shift: &[tiny.shift],
+        };
+        dense(&channels, &out_q, &w, &x, &mut out);
+        assert_eq!(out, [1]);
+        assert_eq!(tiny.apply(i32::MAX), 1);
+    }
+
+    #[test]
+    fn inconsistent_sizes_do_not_panic() {
+        let q = [1i32, 2];
+        let channels = ChannelQuant {
+            bias: &q,
+            multiplier: &q,
+            shift: &q[..1],
+        };
+        let out_q = OutputQuant {
+            zero_point: 0,
+            clamp: Clamp::FULL,
+        };
+        for (n_w, n_in, n_out) in [(0, 0, 3), (5, 3, 3), (9, 3, 1), (9, 3, 4), (1, 9, 2)] {
+            let mut out = std::vec![7i8; n_out];
+            dense(
+                &channels,
+                &out_q,
+                &std::vec![1; n_w],
+                &std::vec![1; n_in],
+                &mut out,
+            );
+        }
+    }
+}
