@@ -123,7 +123,12 @@ impl<'a> Model<'a> {
         let weights_at = weights_at as usize;
         let payload = blob.get(HEADER_LEN..).unwrap_or_default();
         let computed = CRC.checksum(payload);
-        if computed != header.crc {
+        // Fuzz builds only (cargo-fuzz sets `--cfg fuzzing`; see fuzz/README.md): a mutated blob
+        // almost never carries a matching CRC, so the fuzzer would test nothing past this line.
+        // Everything after it must be safe without the checksum anyway.
+        #[allow(unexpected_cfgs)]
+        let check_crc = !cfg!(fuzzing);
+        if check_crc && computed != header.crc {
             return Err(LoadError::ChecksumMismatch {
                 stored: header.crc,
                 computed,

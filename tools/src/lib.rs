@@ -10,6 +10,7 @@ pub mod eval;
 pub mod graph;
 pub mod host;
 pub mod io;
+pub mod limits;
 pub mod lower;
 pub mod onnx;
 pub mod passes;

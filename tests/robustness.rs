@@ -1,0 +1,267 @@
+//! Corrupted flash: every fixture model, converted in-process, then truncated and bit-flipped.
+//!
+//! A blob arrives by OTA update or sits in flash for years; a truncated download or a flipped bit
+//! must end in a `LoadError`, never a panic and never a model that loads. Three sweeps per blob:
+//! 1. every truncation (each prefix length) is refused;
+//! 2. single-bit flips are refused: every bit of the header, meta and padding (the structural
+//!    part), and a seeded sample of the weights bits (each flip there costs one CRC pass over the
+//!    whole blob, and every such flip is caught by the CRC alone, so sampling loses nothing);
+//! 3. the same structural flips with the CRC recomputed, as if the corruption happened before
+//!    the checksum was written: the structural checks must then refuse the blob, or it must load
+//!    and run (on a deterministic input) without a panic.
+//!
+//! Plus regression tests for what the fuzzer found (see docs/ROBUSTNESS.md).
+//!
+//! `cargo test --release -p icefold-tests --test robustness -- --nocapture` prints per-blob counts.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use icefold::format::{weights_offset, CRC, HEADER_LEN};
+use icefold::Model;
+use icefold_tests::manifest;
+use icefold_tool::convert;
+
+/// Bytes of blob checksummed per blob for the weights sample (bounds the sweep's time).
+const WEIGHT_FLIP_BUDGET_BYTES: usize = 48 << 20;
+/// Structural flips with the CRC recomputed: at most this many per blob (seeded sample beyond).
+const RECRC_FLIPS_MAX: usize = 12_000;
+/// Models whose arena is larger than this are loaded but not run in the recomputed-CRC sweep.
+const RUN_ARENA_MAX: usize = 1 << 20;
+
+/// A blob in 4-byte aligned storage that can be edited in place.
+struct Blob {
+    words: Vec<u32>,
+    len: usize,
+}
+
+impl Blob {
+    fn new(bytes: &[u8]) -> Blob {
+        let mut words = vec![0u32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        Blob {
+            words,
+            len: bytes.len(),
+        }
+    }
+    fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u32, u8>(&self.words)[..self.len]
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut::<u32, u8>(&mut self.words)[..self.len]
+    }
+    fn flip(&mut self, bit: usize) {
+        self.bytes_mut()[bit / 8] ^= 1 << (bit % 8);
+    }
+    fn fix_crc(&mut self) {
+        let crc = CRC.checksum(&self.bytes()[HEADER_LEN..]);
+        self.bytes_mut()[16..20].copy_from_slice(&crc.to_le_bytes());
+    }
+    /// End of the structural part (header, meta, padding): the start of the weights section.
+    fn weights_at(&self) -> usize {
+        let meta_len = u32::from_le_bytes(self.bytes()[8..12].try_into().unwrap());
+        weights_offset(meta_len as usize).min(self.len)
+    }
+}
+
+/// xorshift64*: a fixed, dependency-free sequence so every run tests the same flips.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as usize % n
+    }
+}
+
+/// Every bit index of `range_bits` if there are at most `max`, else a seeded sample of `max`.
+fn bits_to_flip(range_bits: std::ops::Range<usize>, max: usize, seed: u64) -> Vec<usize> {
+    if range_bits.len() <= max {
+        return range_bits.collect();
+    }
+    let mut rng = Rng(seed | 1);
+    (0..max)
+        .map(|_| range_bits.start + rng.below(range_bits.len()))
+        .collect()
+}
+
+/// What loading (and, if it loads, running) a blob did.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Refused,
+    Loaded,
+}
+
+/// Load `bytes` and, if it loads and its arena is small enough, run it once. A panic becomes an
+/// `Err` with the panic message, so the sweep can say which corruption caused it.
+fn load_and_maybe_run(bytes: &[u8], run: bool) -> Result<Outcome, String> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let Ok(model) = Model::new_checked(bytes) else {
+            return Outcome::Refused;
+        };
+        if run && model.arena_bytes() <= RUN_ARENA_MAX {
+            let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
+            let input: Vec<f32> = (0..model.input().len())
+                .map(|i| (i % 7) as f32 * 0.25 - 0.75)
+                .collect();
+            let mut output = vec![0f32; model.output().len()];
+            // A model that loads must run: the only run errors are the caller's buffers.
+            let arena = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut arena)[..model.arena_bytes()];
+            model
+                .run_f32(arena, &input, &mut output)
+                .expect("a model that loaded refused to run");
+        }
+        Outcome::Loaded
+    }))
+    .map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "(non-string panic)".into())
+    })
+}
+
+/// One fixture blob through all three sweeps; returns a report line or the failures.
+fn sweep(name: &str, bytes: &[u8]) -> Result<String, Vec<String>> {
+    let mut failures = Vec::new();
+    let mut fail = |what: String| {
+        if failures.len() < 20 {
+            failures.push(format!("{name}: {what}"));
+        }
+    };
+    let mut blob = Blob::new(bytes);
+    match load_and_maybe_run(blob.bytes(), true) {
+        Ok(Outcome::Loaded) => {}
+        other => return Err(vec![format!("{name}: the intact blob does not load: {other:?}")]),
+    }
+    let len = blob.len;
+
+    // 1. Truncations.
+    for n in 0..len {
+        match load_and_maybe_run(&blob.bytes()[..n], false) {
+            Ok(Outcome::Refused) => {}
+            Ok(Outcome::Loaded) => fail(format!("prefix of {n} bytes loaded")),
+            Err(p) => fail(format!("prefix of {n} bytes panicked: {p}")),
+        }
+    }
+
+    // 2. Plain bit flips: all structural bits, a budgeted sample of the weights bits.
+    let structural = 0..blob.weights_at() * 8;
+    let weight_flips = (WEIGHT_FLIP_BUDGET_BYTES / len).max(64);
+    let mut flips = bits_to_flip(structural.clone(), usize::MAX, 0);
+    let structural_flips = flips.len();
+    flips.extend(bits_to_flip(structural.end..len * 8, weight_flips, 0x1ce_f01d));
+    // Big blobs: the structural bits are sampled too, within the same budget.
+    let max_total = (4 * WEIGHT_FLIP_BUDGET_BYTES / len).max(2_000);
+    if flips.len() > max_total {
+        let mut rng = Rng(0x5eed);
+        for i in 0..max_total {
+            let j = i + rng.below(flips.len() - i);
+            flips.swap(i, j);
+        }
+        flips.truncate(max_total);
+    }
+    for &bit in &flips {
+        blob.flip(bit);
+        match load_and_maybe_run(blob.bytes(), false) {
+            Ok(Outcome::Refused) => {}
+            Ok(Outcome::Loaded) => fail(format!("flip of bit {} of byte {} loaded", bit % 8, bit / 8)),
+            Err(p) => fail(format!("flip of bit {} of byte {} panicked: {p}", bit % 8, bit / 8)),
+        }
+        blob.flip(bit);
+    }
+
+    // 3. Structural flips behind a valid CRC (header CRC field excluded: it is rewritten).
+    let recrc: Vec<usize> = bits_to_flip(structural.clone(), RECRC_FLIPS_MAX, 0xc0ffee)
+        .into_iter()
+        .filter(|b| !(16 * 8..20 * 8).contains(b))
+        .collect();
+    let (mut loaded, mut refused) = (0usize, 0usize);
+    for &bit in &recrc {
+        blob.flip(bit);
+        blob.fix_crc();
+        match load_and_maybe_run(blob.bytes(), true) {
+            Ok(Outcome::Refused) => refused += 1,
+            Ok(Outcome::Loaded) => loaded += 1,
+            Err(p) => fail(format!(
+                "flip of bit {} of byte {} with the CRC recomputed panicked: {p}",
+                bit % 8,
+                bit / 8
+            )),
+        }
+        blob.flip(bit);
+    }
+    blob.fix_crc();
+    assert_eq!(blob.bytes(), bytes, "the sweep must restore the blob");
+
+    if !failures.is_empty() {
+        return Err(failures);
+    }
+    Ok(format!(
+        "{name:<24} {len:>8} B  truncations {len:>8}  flips {:>6} ({} structural of {})  \
+         CRC-fixed flips {:>6}: {refused} refused, {loaded} loaded and ran",
+        flips.len(),
+        structural_flips.min(flips.len()),
+        structural.len(),
+        recrc.len(),
+    ))
+}
+
+/// Every fixture blob through every sweep, fixtures split over two threads.
+#[test]
+fn corrupted_blobs_are_refused_and_never_panic() {
+    // Panics are expected to be caught and reported; keep the default hook from printing each.
+    let fixtures: Vec<_> = manifest()
+        .into_iter()
+        .filter(|f| f.kind == "parity")
+        .collect();
+    assert!(!fixtures.is_empty(), "no parity fixtures found");
+    let work = std::sync::Mutex::new(fixtures.iter());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let Some(f) = work.lock().unwrap().next() else {
+                    break;
+                };
+                let result = convert::convert_file(&f.model())
+                    .map_err(|e| vec![format!("{}: does not convert: {e:#}", f.name)])
+                    .and_then(|c| sweep(&f.name, &c.blob));
+                results.lock().unwrap().push(result);
+            });
+        }
+    });
+    let mut failures = Vec::new();
+    for r in results.into_inner().unwrap() {
+        match r {
+            Ok(line) => println!("{line}"),
+            Err(f) => failures.extend(f),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A blob whose header claims more meta than there is bytes, and the largest lengths: refused
+/// without arithmetic overflow on any target.
+#[test]
+fn header_lengths_at_the_extremes_are_refused() {
+    let c = convert::convert_file(&manifest()[0].model()).unwrap();
+    for (meta_len, weights_len) in [
+        (u32::MAX, u32::MAX),
+        (u32::MAX, 0),
+        (0, u32::MAX),
+        (u32::MAX - 8, 16),
+    ] {
+        let mut blob = Blob::new(&c.blob);
+        blob.bytes_mut()[8..12].copy_from_slice(&meta_len.to_le_bytes());
+        blob.bytes_mut()[12..16].copy_from_slice(&weights_len.to_le_bytes());
+        blob.fix_crc();
+        assert_eq!(
+            load_and_maybe_run(blob.bytes(), true),
+            Ok(Outcome::Refused),
+            "meta_len {meta_len}, weights_len {weights_len}"
+        );
+    }
+}
