@@ -4,6 +4,7 @@
 //! (→ `graph::FrozenGraph`) → `lower` (→ runtime layers, arena plan) → `emit` (blob bytes).
 //! `eval` is an f64 reference interpreter of both graph kinds, used to check every step.
 
+pub mod calibrate;
 pub mod convert;
 pub mod emit;
 pub mod eval;
@@ -12,6 +13,8 @@ pub mod host;
 pub mod io;
 pub mod limits;
 pub mod lower;
+pub mod mcu;
 pub mod onnx;
 pub mod passes;
 pub mod plan;
+pub mod rustgen;
