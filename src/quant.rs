@@ -51,8 +51,12 @@
 //! the rule has one implementation, shared by writer and reader); no kernel calls them, and on the
 //! device the linker drops them.
 
+use serde::{Deserialize, Serialize};
+
 /// A real factor in fixed point: `multiplier · 2^(shift − 31)` (see the [module docs](self)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+///
+/// Serializable so that the blob format can store it as is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Requant {
     /// Q31 mantissa; `2^30 <= |multiplier| <= 2^31` unless the factor is 0.
@@ -69,6 +73,15 @@ impl Requant {
         multiplier: 1 << 30,
         shift: 1,
     };
+
+    /// True for what [`quantize_multiplier`] can produce: the factor 0 as `(0, 0)`, or
+    /// `2^30 <= |multiplier| <= 2^31` with `-31 <= shift <= 30`. Every `Requant` is safe to
+    /// apply; the loader can use this to reject blobs that no host tool wrote.
+    pub fn is_normalized(self) -> bool {
+        let magnitude = self.multiplier.unsigned_abs();
+        (self.multiplier == 0 && self.shift == 0)
+            || (magnitude >= 1 << 30 && (-31..=30).contains(&self.shift))
+    }
 
     /// `x` times the factor, rounded: [`multiply_by_quantized_multiplier`].
     #[inline]
@@ -384,6 +397,27 @@ mod tests {
     #[test]
     fn requant_helpers() {
         assert_eq!(Requant::from_real(1.0), Some(Requant::IDENTITY));
+        assert!(Requant::IDENTITY.is_normalized() && Requant::default().is_normalized());
+        assert!(Requant {
+            multiplier: i32::MIN,
+            shift: -31
+        }
+        .is_normalized());
+        assert!(!Requant {
+            multiplier: (1 << 30) - 1,
+            shift: 0
+        }
+        .is_normalized());
+        assert!(!Requant {
+            multiplier: 1 << 30,
+            shift: 31
+        }
+        .is_normalized());
+        assert!(!Requant {
+            multiplier: 0,
+            shift: 3
+        }
+        .is_normalized());
         let add = add_requant(0.5, 0.25, 1.0).unwrap();
         assert_eq!(add.inputs[0], Requant::from_real(0.5).unwrap());
         assert_eq!(add.inputs[1], Requant::from_real(0.25).unwrap());

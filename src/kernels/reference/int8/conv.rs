@@ -49,11 +49,14 @@ pub fn conv2d(
     else {
         return;
     };
-    if group_in == 0 || group_out == 0 || out_w == 0 {
+    // Weights of one output channel (checked: `chunks_exact(0)` would panic).
+    let per_out = kernel_h
+        .checked_mul(kernel_w)
+        .and_then(|k| k.checked_mul(group_in))
+        .unwrap_or(0);
+    if per_out == 0 || group_out == 0 || out_w == 0 {
         return;
     }
-    // Weights of one output channel.
-    let per_out = kernel_h * kernel_w * group_in;
     let zero = i32::from(quant.input_zero_point);
     let pixels = output.chunks_exact_mut(out_c).take(out_h * out_w);
     for (pixel, out_px) in pixels.enumerate() {
@@ -301,6 +304,17 @@ mod tests {
             };
             let mut out = std::vec![0i8; n_out];
             conv2d(&p, &quant, in_dims, &gen.i8s(n_in), [oh, ow, oc], &mut out, &gen.i8s(n_w));
+            // Degenerate geometry: zero kernel, stride, dilation or groups.
+            for zeroed in 0..4 {
+                let mut d = p;
+                match zeroed {
+                    0 => d.kernel[gen.next() as usize % 2] = 0,
+                    1 => d.stride = [0, 0],
+                    2 => d.dilation = [0, 0],
+                    _ => d.groups = 0,
+                }
+                conv2d(&d, &quant, in_dims, &gen.i8s(n_in), [oh, ow, oc], &mut out, &gen.i8s(n_w));
+            }
         }
     }
 }

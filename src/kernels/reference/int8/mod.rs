@@ -64,7 +64,8 @@ pub fn accumulator_fits(products: usize, bias: i32) -> bool {
 
 /// Bounds of the output in the quantized domain: fused ReLU is `[zp_out, 127]`, ReLU6 is
 /// `[zp_out, zp_out + round(6 / s_out)]` (clamped to int8), no activation is `[-128, 127]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Serializable so that the blob format can store it as is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Clamp {
     /// Smallest output value.
