@@ -33,6 +33,9 @@ enum Command {
         /// Where to write the blob.
         #[arg(short, long)]
         output: PathBuf,
+        /// Also write a Rust module for firmware: the blob included aligned, ARENA_BYTES, shapes.
+        #[arg(long, value_name = "MODEL_RS")]
+        emit_rust: Option<PathBuf>,
     },
     /// Run a blob on the host over N samples.
     Run {
@@ -61,6 +64,27 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// Run a blob inside firmware under QEMU for one Cortex-M core: outputs, instructions per
+    /// layer, flash, RAM and stack, and parity with the host runtime (exit code 1 on mismatch).
+    Mcu {
+        /// The blob written by `convert`.
+        blob: PathBuf,
+        /// float32 .npy inputs, as for `run` (embedded in the firmware's flash).
+        #[arg(long)]
+        input: PathBuf,
+        /// The core: cortex-m4 (M4F), cortex-m3, cortex-m0 or cortex-m33.
+        #[arg(long)]
+        target: icefold_tool::mcu::Target,
+        /// Where to write the MCU's float32 outputs (same form as `run`).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Where to write the profile as JSON.
+        #[arg(long, value_name = "PROFILE_JSON")]
+        json: Option<PathBuf>,
+        /// Longest the emulated run may take, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Convert in memory and compare the folded runtime with the unfolded model (and, if given, a
     /// reference output such as onnxruntime's): a parity table.
     Verify {
@@ -78,7 +102,26 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Convert { model, output } => cmd_convert(&model, &output),
+        Command::Convert {
+            model,
+            output,
+            emit_rust,
+        } => cmd_convert(&model, &output, emit_rust.as_deref()),
+        Command::Mcu {
+            blob,
+            input,
+            target,
+            output,
+            json,
+            timeout,
+        } => cmd_mcu(
+            &blob,
+            &input,
+            target,
+            output.as_deref(),
+            json.as_deref(),
+            timeout,
+        ),
         Command::Run {
             blob,
             input,
@@ -105,12 +148,70 @@ fn main() -> ExitCode {
     }
 }
 
-fn cmd_convert(model: &Path, output: &Path) -> Result<()> {
+fn cmd_convert(model: &Path, output: &Path, emit_rust: Option<&Path>) -> Result<()> {
     io::ensure_not_an_input(output, &[model])?;
     let c = convert::convert_file(model)?;
     print_conversion(&c);
     io::write_atomic(output, &c.blob, &[model])?;
     println!("wrote {} ({} bytes)", output.display(), c.blob.len());
+    if let Some(module) = emit_rust {
+        let include = icefold_tool::rustgen::include_path(module, output)?;
+        let text = icefold_tool::rustgen::model_module(
+            &c.blob,
+            &include,
+            &icefold_tool::rustgen::Provenance {
+                source: model.display().to_string(),
+                generator: "icefold convert --emit-rust".into(),
+            },
+        )?;
+        io::write_atomic(module, text.as_bytes(), &[model, output])?;
+        println!("wrote {} (includes {include})", module.display());
+    }
+    Ok(())
+}
+
+fn cmd_mcu(
+    blob_path: &Path,
+    input: &Path,
+    target: icefold_tool::mcu::Target,
+    output: Option<&Path>,
+    json: Option<&Path>,
+    timeout: u64,
+) -> Result<()> {
+    use icefold_tool::mcu;
+    for out in output.iter().chain(json.iter()) {
+        io::ensure_not_an_input(out, &[blob_path, input])?;
+    }
+    let blob =
+        std::fs::read(blob_path).with_context(|| format!("cannot read {}", blob_path.display()))?;
+    let x = io::read_npy(input)?;
+    let mut opts = mcu::McuOptions::new(target);
+    opts.timeout = std::time::Duration::from_secs(timeout);
+    println!(
+        "{}: {} samples on {target} ({} under QEMU, {})",
+        blob_path.display(),
+        x.samples(),
+        target.machine(),
+        target.triple()
+    );
+    let profile = mcu::profile(&blob, &x, &opts)?;
+    let parity = mcu::compare(&profile, &blob, &x)?;
+    print!("{}", mcu::render(&profile, &parity));
+    if let Some(path) = output {
+        io::write_npy(path, &profile.outputs, &[blob_path, input])?;
+        println!("wrote {} {:?}", path.display(), profile.outputs.shape);
+    }
+    if let Some(path) = json {
+        io::write_atomic(
+            path,
+            profile.to_json(Some(&parity)).as_bytes(),
+            &[blob_path, input],
+        )?;
+        println!("wrote {}", path.display());
+    }
+    if !parity.pass {
+        bail!("the MCU's outputs differ from the host runtime's (FAIL above)");
+    }
     Ok(())
 }
 
