@@ -90,6 +90,34 @@ impl Requant {
     }
 }
 
+/// Bounds of the output in the quantized domain: fused ReLU is `[zp_out, 127]`, ReLU6 is
+/// `[zp_out, zp_out + round(6 / s_out)]` (clamped to int8), no activation is `[-128, 127]`.
+/// Serializable so that the blob format can store it as is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Clamp {
+    /// Smallest output value.
+    pub min: i8,
+    /// Largest output value (wins over `min` if they cross).
+    pub max: i8,
+}
+
+impl Clamp {
+    /// The whole int8 range (no fused activation).
+    pub const FULL: Clamp = Clamp {
+        min: i8::MIN,
+        max: i8::MAX,
+    };
+
+    /// `v` limited to `[min, max]` (and so to int8).
+    #[inline]
+    pub fn apply(self, v: i32) -> i8 {
+        let clamped = v.max(i32::from(self.min)).min(i32::from(self.max));
+        // In [-128, 127] by construction; the fallback is unreachable.
+        i8::try_from(clamped).unwrap_or(self.max)
+    }
+}
+
 /// `round(a · b / 2^31)` with ties toward +∞, i.e. `floor((a · b + 2^30) / 2^31)`, except that
 /// `a == b == i32::MIN` (the one case whose result, 2^31, does not fit) saturates to `i32::MAX`.
 ///

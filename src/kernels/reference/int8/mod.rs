@@ -44,7 +44,7 @@ pub mod elementwise;
 pub mod lut;
 pub mod pool;
 
-pub use crate::quant::Requant;
+pub use crate::quant::{Clamp, Requant};
 
 /// Largest magnitude of one int8 × int8 product: `|−128 · −128|`.
 pub const MAX_PRODUCT: i64 = 1 << 14;
@@ -60,34 +60,6 @@ pub fn accumulator_fits(products: usize, bias: i32) -> bool {
         .and_then(|k| k.checked_mul(MAX_PRODUCT as u64))
         .and_then(|k| k.checked_add(u64::from(bias.unsigned_abs())))
         .is_some_and(|bound| bound <= i32::MAX as u64)
-}
-
-/// Bounds of the output in the quantized domain: fused ReLU is `[zp_out, 127]`, ReLU6 is
-/// `[zp_out, zp_out + round(6 / s_out)]` (clamped to int8), no activation is `[-128, 127]`.
-/// Serializable so that the blob format can store it as is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Clamp {
-    /// Smallest output value.
-    pub min: i8,
-    /// Largest output value (wins over `min` if they cross).
-    pub max: i8,
-}
-
-impl Clamp {
-    /// The whole int8 range (no fused activation).
-    pub const FULL: Clamp = Clamp {
-        min: i8::MIN,
-        max: i8::MAX,
-    };
-
-    /// `v` limited to `[min, max]` (and so to int8).
-    #[inline]
-    pub fn apply(self, v: i32) -> i8 {
-        let clamped = v.max(i32::from(self.min)).min(i32::from(self.max));
-        // In [-128, 127] by construction; the fallback is unreachable.
-        i8::try_from(clamped).unwrap_or(self.max)
-    }
 }
 
 /// The output side of a layer: zero point and clamp.
