@@ -1,0 +1,121 @@
+//! Host = MCU: the runtime inside real firmware under QEMU, for every supported core, gives the
+//! host runtime's outputs, with instruction counts identical run to run.
+//!
+//! Needs `qemu-system-arm` and the rustup targets (CI installs both, see `.ci/run`). Without
+//! QEMU the tests print why and pass; a missing rustup target fails with the install command.
+//! The first run builds the firmware's dependencies once per target (~15 s each); later runs
+//! reuse them (cache: `target/icefold-mcu`, or `ICEFOLD_MCU_CACHE`).
+
+use std::process::{Command, Stdio};
+
+use icefold_tests::manifest;
+use icefold_tool::convert;
+use icefold_tool::mcu::{self, McuOptions, Target, F32_REL_L2_LIMIT};
+
+fn qemu_installed() -> bool {
+    Command::new("qemu-system-arm")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Converts `fixture`, runs it twice on `target` and checks parity and repeatability.
+fn check(fixture: &str, target: Target) {
+    if !qemu_installed() {
+        eprintln!(
+            "SKIPPED mcu test {fixture} on {target}: qemu-system-arm is not installed \
+             (apt-get install --no-install-recommends qemu-system-arm)"
+        );
+        return;
+    }
+    let f = manifest()
+        .into_iter()
+        .find(|f| f.name == fixture)
+        .unwrap_or_else(|| panic!("fixture {fixture} is not in the manifest"));
+    let converted = convert::convert_file(&f.model()).expect("convert");
+    let x = f.array("input").expect("input");
+    let opts = McuOptions::new(target);
+    mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
+
+    let project = mcu::prepare_project(&converted.blob, &x, &opts).expect("project");
+    let fw = mcu::build(&project, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let first = mcu::run(&project, &fw, &converted.blob, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let parity = mcu::compare(&first, &converted.blob, &x).expect("compare");
+    eprintln!("{fixture} on {target}:\n{}", mcu::render(&first, &parity));
+
+    assert!(
+        parity.pass && parity.rel_l2 <= F32_REL_L2_LIMIT,
+        "{fixture} on {target}: MCU vs host rel-L2 {:e}, max-abs {:e}",
+        parity.rel_l2,
+        parity.max_abs
+    );
+    assert_eq!(first.outputs.shape[0], x.samples());
+
+    // Exact counts: a second run of the same image counts the same instructions, layer by layer.
+    let second =
+        mcu::run(&project, &fw, &converted.blob, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(first.instructions_per_sample, second.instructions_per_sample);
+    assert_eq!(first.layers, second.layers);
+    assert_eq!(first.output_bytes, second.output_bytes);
+    assert_eq!(first.stack_peak_bytes, second.stack_peak_bytes);
+
+    // The numbers hang together.
+    let layer_sum: u64 = first.layers.iter().map(|l| l.instructions).sum();
+    assert!(layer_sum > 0 && layer_sum <= first.instructions_per_inference);
+    let lowered_macs: u64 = converted.lowered.notes.iter().map(|n| n.macs).sum();
+    assert_eq!(first.macs, lowered_macs, "MACs from the blob vs the converter's notes");
+    assert_eq!(first.flash_model_bytes, converted.blob.len() as u64);
+    assert_eq!(
+        first.arena_bytes,
+        u64::from(converted.lowered.info.arena_bytes)
+    );
+    assert!(first.ram_static_bytes >= first.arena_bytes);
+    assert!(first.flash_code_bytes > 1000 && first.stack_peak_bytes > 0);
+    let json = first.to_json(Some(&parity));
+    for key in [
+        "instructions_per_inference",
+        "macs",
+        "flash_code_bytes",
+        "flash_model_bytes",
+        "ram_static_bytes",
+        "arena_bytes",
+        "stack_peak_bytes",
+        "layers",
+        "\"pass\": true",
+    ] {
+        assert!(json.contains(key), "JSON profile lacks {key}:\n{json}");
+    }
+}
+
+#[test]
+fn small_cnn_on_cortex_m4f() {
+    check("small_cnn", Target::CortexM4);
+}
+
+#[test]
+fn small_cnn_on_cortex_m3() {
+    check("small_cnn", Target::CortexM3);
+}
+
+#[test]
+fn small_cnn_on_cortex_m0_soft_float() {
+    check("small_cnn", Target::CortexM0);
+}
+
+#[test]
+fn small_cnn_on_cortex_m33() {
+    check("small_cnn", Target::CortexM33);
+}
+
+/// Padding, leaky ReLU, grouped convolution, average pooling with padding: more kernels.
+#[test]
+fn ops_mix_on_cortex_m4f() {
+    check("ops_mix", Target::CortexM4);
+}
+
+/// Dense layers only, soft-float.
+#[test]
+fn matmul_dense_on_cortex_m0_soft_float() {
+    check("matmul_dense", Target::CortexM0);
+}
