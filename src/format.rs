@@ -16,10 +16,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::quant::{Clamp, Requant};
+
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 24;
 /// Alignment of the weights section, counted from the start of the blob.
@@ -225,7 +227,7 @@ pub struct Affine {
     pub activation: Activation,
 }
 
-/// Copy with the three dimensions permuted: `out[i[perm[0]], i[perm[1]], i[perm[2]]] = in[i]`
+/// Copy with the three dimensions permuted (any element type; quantization unchanged): `out[i[perm[0]], i[perm[1]], i[perm[2]]] = in[i]`
 /// style relabelling, i.e. output dimension `k` is input dimension `perm[k]`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -242,6 +244,88 @@ pub struct Pad {
     pub pad: [u16; 4],
     /// Fill value.
     pub value: f32,
+}
+
+/// Per-output-channel requantization factors: raw little-endian i32 arrays `[out_c]` (see
+/// `quant::Requant`: factor = multiplier * 2^(shift - 31)).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ChannelRequant {
+    /// Q31 multipliers.
+    pub multipliers: Span,
+    /// Power-of-two exponents.
+    pub shifts: Span,
+}
+
+/// int8 convolution. Geometry and spans as `Conv2d`, with the element types changed: weights i8
+/// `[out_c][kh][kw][in_c/groups]` (symmetric per output channel), bias i32 `[out_c]` with the input
+/// zero-point term folded in (`bias - zp_in * sum(w)`), pad_values i8 `[in_c]` or empty (then the
+/// border holds the input zero point). `conv.activation` is `Identity`: the fused activation is
+/// `clamp`, in the output's quantized domain.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Conv2dI8 {
+    /// Geometry and spans.
+    pub conv: Conv2d,
+    /// Accumulator to output scale, per output channel.
+    pub requant: ChannelRequant,
+    /// Output bounds (fused ReLU / ReLU6 or the full int8 range).
+    pub clamp: Clamp,
+}
+
+/// int8 fully connected layer: weights i8 `[out][in]`, bias i32 `[out]` (zero-point term folded).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DenseI8 {
+    /// Weights.
+    pub weights: Span,
+    /// Bias.
+    pub bias: Span,
+    /// Accumulator to output scale, per output feature.
+    pub requant: ChannelRequant,
+    /// Output bounds.
+    pub clamp: Clamp,
+}
+
+/// int8 pooling. `pool.activation` is `Identity`. Without `rescale`, output quantization equals
+/// the input's.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PoolI8 {
+    /// Geometry.
+    pub pool: Pool,
+    /// Input to output scale for average pooling, if they differ.
+    pub rescale: Option<Requant>,
+    /// Output bounds.
+    pub clamp: Clamp,
+}
+
+/// int8 residual addition (TFLite's scheme: inputs shifted left by `quant::ADD_LEFT_SHIFT`, scaled
+/// to a common scale, summed, scaled to the output).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AddI8 {
+    /// Per-input factors.
+    pub input_requant: [Requant; 2],
+    /// Sum to output factor.
+    pub output_requant: Requant,
+    /// Output bounds.
+    pub clamp: Clamp,
+}
+
+/// int8 frozen per-channel affine layer: `zp_out + r_c((q - zp_in) * scale_c + offset_c)`;
+/// `scale` and `offset` are i32 `[C]`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AffineI8 {
+    /// Integer per-channel multiplier.
+    pub scale: Span,
+    /// Integer per-channel offset.
+    pub offset: Span,
+    /// Per-channel factor to the output scale.
+    pub requant: ChannelRequant,
+    /// Output bounds.
+    pub clamp: Clamp,
 }
 
 /// What a layer computes.
@@ -269,6 +353,37 @@ pub enum Op {
     Transpose(Transpose),
     /// Constant padding.
     Pad(Pad),
+    /// int8 convolution.
+    Conv2dI8(Conv2dI8),
+    /// int8 fully connected.
+    DenseI8(DenseI8),
+    /// int8 pooling.
+    PoolI8(PoolI8),
+    /// int8 residual addition.
+    AddI8(AddI8),
+    /// int8 frozen per-channel affine.
+    AffineI8(AffineI8),
+    /// int8 clamp (a standalone ReLU / ReLU6), same quantization in and out.
+    ClampI8(Clamp),
+    /// int8 element-wise function by table: `out = table[q + 128]`, table i8 `[256]` (sigmoid,
+    /// leaky ReLU, any unary activation).
+    LookupI8 {
+        /// The table.
+        table: Span,
+    },
+    /// int8 softmax over the last dimension; table u32 `[256]` of `exp(-scale_in * d) * 2^16` for
+    /// `d = max - q`; output quantization scale 1/256, zero point -128.
+    SoftmaxI8 {
+        /// The exponential table.
+        exp_table: Span,
+    },
+    /// int8 constant padding (the fill is already quantized).
+    PadI8 {
+        /// Padding `[top, left, bottom, right]`.
+        pad: [u16; 4],
+        /// Fill value.
+        value: i8,
+    },
 }
 
 /// One step of the schedule: an operation, its operands and where its result goes.
