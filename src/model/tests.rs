@@ -99,9 +99,9 @@ fn header_faults() {
     };
     assert_eq!(edit(0, b'X'), Err(LoadError::BadMagic { found: *b"XCEF" }));
     assert_eq!(
-        edit(4, 2),
+        edit(4, 7),
         Err(LoadError::UnsupportedVersion {
-            found: 2,
+            found: 7,
             supported: FORMAT_VERSION
         })
     );
