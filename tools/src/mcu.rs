@@ -137,19 +137,23 @@ pub struct McuOptions {
 
 impl McuOptions {
     /// Defaults: cache in `$ICEFOLD_MCU_CACHE`, else `target/icefold-mcu` of the repository this
-    /// tool was built from; the runtime of that repository; a 10 minute timeout.
+    /// tool was built from; the runtime in `$ICEFOLD_RUNTIME_DIR`, else that repository's; a
+    /// 10 minute timeout.
     pub fn new(target: Target) -> McuOptions {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        let runtime_dir = std::env::var_os("ICEFOLD_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.clone());
         let cache_dir = std::env::var_os("ICEFOLD_MCU_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo.join("target").join("icefold-mcu"));
         McuOptions {
             target,
             cache_dir,
-            runtime_dir: repo,
+            runtime_dir,
             timeout: Duration::from_secs(600),
             verbose: false,
         }
