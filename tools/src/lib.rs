@@ -18,3 +18,4 @@ pub mod onnx;
 pub mod passes;
 pub mod plan;
 pub mod rustgen;
+pub mod quantize;

@@ -27,6 +27,25 @@ pub struct Lowered {
     pub weights: Vec<u8>,
     /// One note per layer, for reports (the blob carries no names).
     pub notes: Vec<LayerNote>,
+    /// For each tensor id, the graph value whose elements it holds (calibration ranges attach here).
+    pub tensor_values: Vec<ValueId>,
+}
+
+/// Choices that differ between the f32 and the int8 lowering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Fuse LeakyRelu and Sigmoid into the preceding layer. The int8 lowering keeps them separate:
+    /// they become 256-entry tables between two calibrated tensors (ReLU and Clip always fuse as
+    /// clamps).
+    pub fuse_table_activations: bool,
+}
+
+impl Default for LowerOptions {
+    fn default() -> Self {
+        LowerOptions {
+            fuse_table_activations: true,
+        }
+    }
 }
 
 /// What a runtime layer came from and what it costs.
@@ -118,6 +137,8 @@ struct Placed {
 }
 
 struct Buffer {
+    /// The graph value whose elements it holds (layout copies hold their source's).
+    value: ValueId,
     elems: usize,
     written: isize,
     last_read: isize,
@@ -139,6 +160,7 @@ struct Pending {
 
 struct Lowerer<'g> {
     g: &'g FrozenGraph,
+    options: LowerOptions,
     placed: Vec<Option<Placed>>,
     buffers: Vec<Buffer>,
     layers: Vec<Pending>,
@@ -190,8 +212,9 @@ impl<'g> Lowerer<'g> {
         &self.g.values[v].shape
     }
 
-    fn new_buffer(&mut self, elems: usize) -> usize {
+    fn new_buffer(&mut self, value: ValueId, elems: usize) -> usize {
         self.buffers.push(Buffer {
+            value,
             elems,
             written: self.layers.len() as isize,
             last_read: -1,
@@ -245,7 +268,7 @@ impl<'g> Lowerer<'g> {
             rt_perm[3 - r + k] = (3 - r + perm[k]) as u8;
         }
         let elems = phys.iter().product();
-        let buf = self.new_buffer(elems);
+        let buf = self.new_buffer(self.buffers[p.buf].value, elems);
         self.emit(
             RtOp::Transpose(format::Transpose { perm: rt_perm }),
             vec![Use {
@@ -324,7 +347,8 @@ impl<'g> Lowerer<'g> {
         let consumers = self.g.consumers(v);
         match consumers.as_slice() {
             [c] => match &self.g.nodes[*c].op {
-                FrozenOp::Activation(_) => Some(*c),
+                FrozenOp::Activation(Activation::Relu | Activation::Clip { .. }) => Some(*c),
+                FrozenOp::Activation(_) if self.options.fuse_table_activations => Some(*c),
                 _ => None,
             },
             _ => None,
@@ -339,7 +363,7 @@ impl<'g> Lowerer<'g> {
             op_type: "input".into(),
         };
         let input_dims = dims3(&input_origin.to_string(), &in_shape)?;
-        let input_buf = self.new_buffer(in_shape.iter().product());
+        let input_buf = self.new_buffer(g.input, in_shape.iter().product());
         self.buffers[input_buf].written = -1;
         self.placed[g.input] = Some(Placed {
             buf: input_buf,
@@ -421,11 +445,13 @@ impl<'g> Lowerer<'g> {
             input_rank: in_shape.len() as u8,
             output_rank: out_shape.len() as u8,
         };
+        let tensor_values = self.buffers.iter().map(|b| b.value).collect();
         Ok(Lowered {
             info,
             layers,
             weights: self.weights,
             notes,
+            tensor_values,
         })
     }
 
@@ -802,7 +828,7 @@ impl<'g> Lowerer<'g> {
         origin: &Origin,
     ) -> Result<Use> {
         let dims = dims3(&origin.to_string(), &layout.physical_shape())?;
-        let buf = self.new_buffer(shape.iter().product());
+        let buf = self.new_buffer(v, shape.iter().product());
         self.placed[v] = Some(Placed { buf, layout });
         Ok(Use { buf, dims })
     }
@@ -866,12 +892,18 @@ pub fn fuse_pad_into_conv(g: &mut FrozenGraph) {
     });
 }
 
-/// Lower a frozen graph to runtime layers and plan its arena.
+/// Lower a frozen graph to f32 runtime layers and plan its arena.
 pub fn lower(g: &FrozenGraph) -> Result<Lowered> {
+    lower_with(g, LowerOptions::default())
+}
+
+/// Lower with explicit options.
+pub fn lower_with(g: &FrozenGraph, options: LowerOptions) -> Result<Lowered> {
     let mut g = g.clone();
     fuse_pad_into_conv(&mut g);
     let l = Lowerer {
         g: &g,
+        options,
         placed: vec![None; g.values.len()],
         buffers: Vec::new(),
         layers: Vec::new(),

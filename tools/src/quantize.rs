@@ -1,0 +1,404 @@
+//! int8 quantization of a lowered model: every f32 layer becomes its integer-only counterpart.
+//!
+//! Runs after BatchNorm folding, so the folded per-channel scales live in the weights and are
+//! quantized per output channel (quantizing folded weights per tensor is where peers lose accuracy).
+//! - Weights: int8 symmetric per output channel (depthwise: per channel), `scale = max|w| / 127`.
+//! - Bias: int32 at scale `s_in * s_w[o]`, with the input zero-point term folded in offline
+//!   (`bias - zp_in * sum(w_q)`), so the device computes only `sum(w_q * x_q)`.
+//! - Activations: int8 asymmetric per tensor from the calibration ranges (`calibrate`); ReLU and
+//!   Clip fuse as clamps in the output's quantized domain; other activations become 256-entry
+//!   tables; pooling, layout changes and padding keep their input's quantization.
+//! - Requantization factors go through `icefold::quant::quantize_multiplier` (one implementation
+//!   of the rule, shared with the runtime's documentation).
+
+use anyhow::{anyhow, bail, Context, Result};
+use icefold::format::{
+    self, Activation as RtActivation, AddI8, AffineI8, ChannelRequant, Clamp, Conv2dI8, DType,
+    DenseI8, Op, PoolI8, Quant, Span, TensorDesc,
+};
+use icefold::kernels::reference::int8::accumulator_fits;
+use icefold::quant::{self, Requant};
+
+use crate::calibrate::{Calibration, QParams, Range};
+use crate::lower::Lowered;
+use crate::plan::{plan_arena, BufferLife};
+
+/// Builder of the int8 weights section.
+#[derive(Default)]
+struct Weights {
+    bytes: Vec<u8>,
+}
+
+impl Weights {
+    fn align4(&mut self) {
+        while self.bytes.len() % 4 != 0 {
+            self.bytes.push(0);
+        }
+    }
+    fn span_since(&self, offset: usize) -> Span {
+        Span {
+            offset: offset as u32,
+            len: (self.bytes.len() - offset) as u32,
+        }
+    }
+    fn i8s(&mut self, data: &[i8]) -> Span {
+        let at = self.bytes.len();
+        self.bytes.extend(data.iter().map(|&v| v as u8));
+        self.span_since(at)
+    }
+    fn i32s(&mut self, data: impl IntoIterator<Item = i32>) -> Span {
+        self.align4();
+        let at = self.bytes.len();
+        for v in data {
+            self.bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        self.span_since(at)
+    }
+    fn u32s(&mut self, data: impl IntoIterator<Item = u32>) -> Span {
+        self.i32s(data.into_iter().map(|v| v as i32))
+    }
+    fn requant(&mut self, r: &[Requant]) -> ChannelRequant {
+        let multipliers = self.i32s(r.iter().map(|r| r.multiplier));
+        let shifts = self.i32s(r.iter().map(|r| r.shift));
+        ChannelRequant {
+            multipliers,
+            shifts,
+        }
+    }
+}
+
+fn f32s(l: &Lowered, s: Span) -> Vec<f32> {
+    let b = &l.weights[s.offset as usize..(s.offset + s.len) as usize];
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn clamp_for(act: RtActivation, q: QParams, layer: &str) -> Result<Clamp> {
+    Ok(match act {
+        RtActivation::Identity => Clamp::FULL,
+        RtActivation::Relu => Clamp { min: q.quantize(0.0), max: 127 },
+        RtActivation::Clip { lo, hi } => Clamp { min: q.quantize(lo), max: q.quantize(hi) },
+        other => bail!("layer {layer}: activation {other:?} cannot be fused in int8 (lowering must keep it separate)"),
+    })
+}
+
+fn requant(real: f64, layer: &str, what: &str) -> Result<Requant> {
+    Requant::from_real(real).ok_or_else(|| {
+        anyhow!(
+            "layer {layer}: the {what} scale factor {real:e} cannot be represented in fixed point; \
+             the calibration range of this layer is degenerate (check the calibration data)"
+        )
+    })
+}
+
+/// Per-output-channel symmetric quantization of `w` (`out` rows) for an input scale `s_in`, with
+/// the bias folded: returns int8 weights, int32 bias and the per-channel weight scales.
+fn quantize_rows(
+    w: &[f32],
+    bias: &[f32],
+    out: usize,
+    s_in: f64,
+    zp_in: i32,
+    layer: &str,
+) -> Result<(Vec<i8>, Vec<i32>, Vec<f64>)> {
+    let per = w.len() / out.max(1);
+    let mut wq = Vec::with_capacity(w.len());
+    let mut bq = Vec::with_capacity(out);
+    let mut scales = Vec::with_capacity(out);
+    for (o, row) in w.chunks_exact(per.max(1)).enumerate().take(out) {
+        let max = row.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+        // An all-zero channel still needs a positive scale; its weights stay 0.
+        let s_w = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let q: Vec<i8> = row
+            .iter()
+            .map(|&x| (x as f64 / s_w).round().clamp(-127.0, 127.0) as i8)
+            .collect();
+        let sum: i64 = q.iter().map(|&v| v as i64).sum();
+        let b = (bias[o] as f64 / (s_in * s_w)).round() - (zp_in as i64 * sum) as f64;
+        if !(i32::MIN as f64..=i32::MAX as f64).contains(&b) || !accumulator_fits(per, b as i32) {
+            bail!(
+                "layer {layer}: output channel {o}: the bias {} is too large for the int32 \
+                 accumulator at this input scale ({s_in:e}); the layer's input range is too narrow \
+                 for its bias — calibrate with data that covers the model's real inputs",
+                bias[o]
+            );
+        }
+        bq.push(b as i32);
+        scales.push(s_w);
+        wq.extend(q);
+    }
+    Ok((wq, bq, scales))
+}
+
+/// Quantization parameters of every tensor of `l` (indexed by tensor id).
+pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
+    let n = l.tensor_values.len();
+    let mut ranges: Vec<Range> = Vec::with_capacity(n);
+    for (t, &v) in l.tensor_values.iter().enumerate() {
+        let r =
+            cal.ranges.get(v).copied().flatten().ok_or_else(|| {
+                anyhow!("tensor {t}: no calibration range for its value (id {v})")
+            })?;
+        ranges.push(r);
+    }
+    // A border padded with per-channel values (a folded BatchNorm before the convolution) must be
+    // representable in the convolution's input quantization.
+    for layer in &l.layers {
+        if let Op::Conv2d(c) = &layer.op {
+            if c.pad_values.len > 0 {
+                let r = &mut ranges[layer.inputs[0].id as usize];
+                for p in f32s(l, c.pad_values) {
+                    r.min = r.min.min(p);
+                    r.max = r.max.max(p);
+                }
+            }
+        }
+    }
+    let mut q: Vec<Option<QParams>> = vec![None; n];
+    q[l.info.input.id as usize] = Some(QParams::from_range(ranges[l.info.input.id as usize]));
+    for layer in &l.layers {
+        let out = layer.output.id as usize;
+        let input = q[layer.inputs[0].id as usize];
+        q[out] = Some(match layer.op {
+            // Data movement and pooling keep the input's grid (no rescale, no rounding).
+            Op::Pool(_) | Op::Transpose(_) | Op::Pad(_) => {
+                input.ok_or_else(|| anyhow!("tensor {out}: input quantized after its use"))?
+            }
+            Op::Softmax => QParams {
+                scale: 1.0 / 256.0,
+                zero_point: quant_softmax_zero_point(),
+            },
+            _ => QParams::from_range(ranges[out]),
+        });
+    }
+    q.into_iter()
+        .enumerate()
+        .map(|(t, p)| p.ok_or_else(|| anyhow!("tensor {t} is never written")))
+        .collect()
+}
+
+fn quant_softmax_zero_point() -> i32 {
+    icefold::kernels::reference::int8::lut::SOFTMAX_OUTPUT_ZERO_POINT as i32
+}
+
+/// Convert the f32 model `l` (lowered with `fuse_table_activations: false`) to int8.
+pub fn quantize(l: &Lowered, cal: &Calibration) -> Result<Lowered> {
+    let qp = tensor_qparams(l, cal)?;
+    let mut w = Weights::default();
+    let mut layers = Vec::with_capacity(l.layers.len());
+    for (i, layer) in l.layers.iter().enumerate() {
+        let name = format!(
+            "#{i} ({})",
+            l.notes.get(i).map(|n| n.source.as_str()).unwrap_or("")
+        );
+        let x = qp[layer.inputs[0].id as usize];
+        let y = qp[layer.output.id as usize];
+        let (s_in, s_out) = (x.scale as f64, y.scale as f64);
+        let op = match &layer.op {
+            Op::Conv2d(c) => {
+                let out_c = layer.output.dims[2] as usize;
+                let (wq, bq, sw) = quantize_rows(
+                    &f32s(l, c.weights),
+                    &f32s(l, c.bias),
+                    out_c,
+                    s_in,
+                    x.zero_point,
+                    &name,
+                )?;
+                let factors = sw
+                    .iter()
+                    .map(|s| requant(s_in * s / s_out, &name, "output"))
+                    .collect::<Result<Vec<_>>>()?;
+                let pad_values: Vec<i8> = f32s(l, c.pad_values)
+                    .iter()
+                    .map(|&p| x.quantize(p))
+                    .collect();
+                let mut conv = *c;
+                conv.weights = w.i8s(&wq);
+                conv.bias = w.i32s(bq);
+                conv.pad_values = w.i8s(&pad_values);
+                conv.activation = RtActivation::Identity;
+                let requant = w.requant(&factors);
+                Op::Conv2dI8(Conv2dI8 {
+                    conv,
+                    requant,
+                    clamp: clamp_for(c.activation, y, &name)?,
+                })
+            }
+            Op::Dense(d) => {
+                let out = layer.output.len();
+                let (wq, bq, sw) = quantize_rows(
+                    &f32s(l, d.weights),
+                    &f32s(l, d.bias),
+                    out,
+                    s_in,
+                    x.zero_point,
+                    &name,
+                )?;
+                let factors = sw
+                    .iter()
+                    .map(|s| requant(s_in * s / s_out, &name, "output"))
+                    .collect::<Result<Vec<_>>>()?;
+                let weights = w.i8s(&wq);
+                let bias = w.i32s(bq);
+                let requant = w.requant(&factors);
+                Op::DenseI8(DenseI8 {
+                    weights,
+                    bias,
+                    requant,
+                    clamp: clamp_for(d.activation, y, &name)?,
+                })
+            }
+            Op::Pool(p) => {
+                let mut pool = *p;
+                pool.activation = RtActivation::Identity;
+                Op::PoolI8(PoolI8 {
+                    pool,
+                    rescale: None,
+                    clamp: clamp_for(p.activation, y, &name)?,
+                })
+            }
+            Op::Add { activation } => {
+                let b = qp[layer.inputs[1].id as usize];
+                let r = quant::add_requant(s_in, b.scale as f64, s_out).ok_or_else(|| {
+                    anyhow!("layer {name}: the addition's scales cannot be represented")
+                })?;
+                Op::AddI8(AddI8 {
+                    input_requant: r.inputs,
+                    output_requant: r.output,
+                    clamp: clamp_for(*activation, y, &name)?,
+                })
+            }
+            Op::Affine(a) => {
+                let (scale, shift) = (f32s(l, a.scale), f32s(l, a.shift));
+                let mut si = Vec::with_capacity(scale.len());
+                let mut oi = Vec::with_capacity(scale.len());
+                let mut rq = Vec::with_capacity(scale.len());
+                for (c, (&m, &b)) in scale.iter().zip(&shift).enumerate() {
+                    let ch = quant::quantize_affine_channel(m as f64 * s_in / s_out, b as f64 / s_out)
+                        .ok_or_else(|| anyhow!("layer {name}: channel {c}: scale {m} / shift {b} cannot be represented in int8"))?;
+                    si.push(ch.scale);
+                    oi.push(ch.offset);
+                    rq.push(ch.requant);
+                }
+                let scale = w.i32s(si);
+                let offset = w.i32s(oi);
+                let requant = w.requant(&rq);
+                Op::AffineI8(AffineI8 {
+                    scale,
+                    offset,
+                    requant,
+                    clamp: clamp_for(a.activation, y, &name)?,
+                })
+            }
+            Op::Activation(a) => {
+                let f: Box<dyn Fn(f64) -> f64> = match *a {
+                    RtActivation::Identity => Box::new(|v| v),
+                    RtActivation::Relu => Box::new(|v: f64| v.max(0.0)),
+                    RtActivation::Clip { lo, hi } => {
+                        Box::new(move |v: f64| v.clamp(lo as f64, hi as f64))
+                    }
+                    RtActivation::LeakyRelu { alpha } => {
+                        Box::new(move |v: f64| if v >= 0.0 { v } else { alpha as f64 * v })
+                    }
+                    RtActivation::Sigmoid => Box::new(|v: f64| 1.0 / (1.0 + (-v).exp())),
+                };
+                let table = quant::lookup_table(f, (s_in, x.zero_point), (s_out, y.zero_point));
+                let table: Vec<i8> = table.to_vec();
+                Op::LookupI8 {
+                    table: w.i8s(&table),
+                }
+            }
+            Op::Softmax => {
+                // exp(-s_in * d) in units of 2^-16 for d = max - q.
+                let table =
+                    (0..256u32).map(|d| ((-s_in * d as f64).exp() * 65536.0).round() as u32);
+                Op::SoftmaxI8 {
+                    exp_table: w.u32s(table),
+                }
+            }
+            Op::Transpose(t) => Op::Transpose(*t),
+            Op::Pad(p) => Op::PadI8 {
+                pad: p.pad,
+                value: x.quantize(p.value),
+            },
+            other => bail!("layer {name}: {other:?} is already quantized"),
+        };
+        layers.push(format::Layer { op, ..*layer });
+    }
+    // Re-describe every tensor as int8 and re-plan the arena for the smaller tensors.
+    let describe = |d: &TensorDesc| TensorDesc {
+        dtype: DType::I8,
+        quant: Some(Quant {
+            scale: qp[d.id as usize].scale,
+            zero_point: qp[d.id as usize].zero_point,
+        }),
+        ..*d
+    };
+    for layer in &mut layers {
+        layer.inputs = layer.inputs.map(|d| describe(&d));
+        layer.output = describe(&layer.output);
+    }
+    let mut info = l.info;
+    info.input = describe(&info.input);
+    info.output = describe(&info.output);
+    replan(&mut info, &mut layers).context("planning the int8 arena")?;
+    Ok(Lowered {
+        info,
+        layers,
+        weights: w.bytes,
+        notes: l.notes.clone(),
+        tensor_values: l.tensor_values.clone(),
+    })
+}
+
+/// Recompute every tensor's arena offset from the schedule (element sizes may have changed).
+pub fn replan(info: &mut format::ModelInfo, layers: &mut [format::Layer]) -> Result<()> {
+    let n = layers
+        .iter()
+        .flat_map(|l| l.inputs.iter().chain(std::iter::once(&l.output)))
+        .chain([&info.input, &info.output])
+        .map(|d| d.id as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut lives = vec![
+        BufferLife {
+            bytes: 0,
+            first: isize::MAX,
+            last: -1
+        };
+        n
+    ];
+    let mut touch = |d: &TensorDesc, at: isize, write: bool| {
+        let b = &mut lives[d.id as usize];
+        b.bytes = b.bytes.max(d.byte_len());
+        if write {
+            b.first = b.first.min(at);
+        }
+        b.last = b.last.max(at);
+    };
+    touch(&info.input, -1, true);
+    for (i, l) in layers.iter().enumerate() {
+        for d in &l.inputs[..l.input_count as usize] {
+            touch(d, i as isize, false);
+        }
+        touch(&l.output, i as isize, true);
+    }
+    touch(&info.output, layers.len() as isize, false);
+    for b in &mut lives {
+        if b.first == isize::MAX {
+            b.first = b.last;
+        }
+    }
+    let plan = plan_arena(&lives, format::ARENA_ALIGN);
+    let place = |d: &mut TensorDesc| d.offset = plan.offsets[d.id as usize] as u32;
+    for l in layers.iter_mut() {
+        l.inputs.iter_mut().for_each(place);
+        place(&mut l.output);
+    }
+    place(&mut info.input);
+    place(&mut info.output);
+    info.arena_bytes = u32::try_from(plan.total).map_err(|_| anyhow!("arena beyond 4 GiB"))?;
+    Ok(())
+}
