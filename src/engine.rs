@@ -1,10 +1,19 @@
 //! Running a validated model: one pass over the layers, each kernel reading its inputs from and
 //! writing its output to the caller's arena.
+//!
+//! The arena is bytes; each layer views its operands as the element type the loader checked
+//! (`F32` or `I8`) through `bytemuck` casts of disjoint sub-slices. f32 layers run in
+//! [`Model::run_f32_layer`], int8 layers in the [`int8`] module, which contains no floating
+//! point at all (a test reads its source to keep it so). The only float operations of an int8
+//! run are the boundary conversions of [`Model::run_f32`] ([`quantize_input`],
+//! [`dequantize_output`]); [`Model::run_i8`] has none.
+
+mod int8;
 
 use core::fmt;
 use core::ops::Range;
 
-use crate::format::{Layer, Op, TensorDesc, ARENA_ALIGN};
+use crate::format::{DType, Layer, Op, Quant, TensorDesc, ARENA_ALIGN};
 use crate::kernels::reference as kernels;
 use crate::model::Model;
 
@@ -18,7 +27,7 @@ compile_error!(
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum RunError {
-    /// The arena does not start at a 4-byte aligned address (it is viewed as f32).
+    /// The arena does not start at a 4-byte aligned address (f32 tensors are viewed in place).
     ArenaMisaligned,
     /// The arena is smaller than the model needs.
     ArenaTooSmall {
@@ -40,6 +49,14 @@ pub enum RunError {
         expected: u32,
         /// Elements provided.
         found: u32,
+    },
+    /// The call takes raw tensors of another element type than the model's
+    /// ([`Model::run_i8`] on an f32 model). [`Model::run_f32`] runs every model.
+    ElementType {
+        /// Element type the call passes.
+        expected: DType,
+        /// Element type of the model's input and output ([`Model::input`]`().dtype`).
+        found: DType,
     },
     /// A layer's operands could not be located. Cannot happen for a model that passed
     /// `Model::new_checked`; returned instead of panicking. Please report it as a bug.
@@ -66,6 +83,11 @@ impl fmt::Display for RunError {
                 f,
                 "output has {found} elements, the model output has {expected}"
             ),
+            RunError::ElementType { expected, found } => write!(
+                f,
+                "the model's input and output are {found:?}, this call passes {expected:?}; \
+                 run_f32 runs every model, run_i8 only int8 models"
+            ),
             RunError::Internal { layer } => write!(
                 f,
                 "layer {layer}: operands not found in the arena (icefold bug, please report)"
@@ -83,7 +105,9 @@ pub trait Observer {
     fn layer_start(&mut self, index: u16, layer: &Layer) {
         let _ = (index, layer);
     }
-    /// Called after layer `index` ran; `output` is its output tensor's bytes (f32 little-endian).
+    /// Called after layer `index` ran; `output` is its output tensor's bytes in the arena: f32
+    /// little-endian for an `F32` output, one byte per value (two's complement) for `I8`
+    /// (`layer.output` has the dtype and quantization).
     fn layer_end(&mut self, index: u16, layer: &Layer, output: &[u8]) {
         let _ = (index, layer, output);
     }
@@ -96,11 +120,10 @@ fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Element range of a validated tensor in the f32 view of the arena.
-fn elements(d: &TensorDesc) -> Range<usize> {
-    // Offsets are multiples of ARENA_ALIGN == size_of::<f32>() (validated).
-    let start = d.offset as usize / core::mem::size_of::<f32>();
-    start..start + d.len()
+/// Byte range of a validated tensor in the arena.
+fn bytes_of(d: &TensorDesc) -> Range<usize> {
+    let start = d.offset as usize;
+    start..start + d.byte_len()
 }
 
 fn dims(d: &TensorDesc) -> [usize; 3] {
@@ -109,13 +132,13 @@ fn dims(d: &TensorDesc) -> [usize; 3] {
 
 /// Splits the arena into the output region (mutable) and shared views of the input regions,
 /// which validation guarantees are disjoint from it.
-fn operands<'s>(arena: &'s mut [f32], layer: &Layer) -> Option<([&'s [f32]; 2], &'s mut [f32])> {
-    let out = elements(&layer.output);
+fn operands<'s>(arena: &'s mut [u8], layer: &Layer) -> Option<([&'s [u8]; 2], &'s mut [u8])> {
+    let out = bytes_of(&layer.output);
     let (below, rest) = arena.split_at_mut_checked(out.start)?;
     let (output, above) = rest.split_at_mut_checked(out.len())?;
-    let (below, above): (&'s [f32], &'s [f32]) = (below, above);
-    let view = |d: &TensorDesc| -> Option<&'s [f32]> {
-        let r = elements(d);
+    let (below, above): (&'s [u8], &'s [u8]) = (below, above);
+    let view = |d: &TensorDesc| -> Option<&'s [u8]> {
+        let r = bytes_of(d);
         if r.end <= out.start {
             below.get(r)
         } else {
@@ -132,12 +155,64 @@ fn operands<'s>(arena: &'s mut [f32], layer: &Layer) -> Option<([&'s [f32]; 2], 
     Some(([first, second], output))
 }
 
+/// f32 view of a tensor's bytes (offsets and the arena are 4-aligned, so this cannot fail for
+/// validated tensors). The empty slice of an unused operand slot need not be aligned.
+fn as_f32(bytes: &[u8]) -> Option<&[f32]> {
+    if bytes.is_empty() {
+        return Some(&[]);
+    }
+    bytemuck::try_cast_slice(bytes).ok()
+}
+
+fn as_f32_mut(bytes: &mut [u8]) -> Option<&mut [f32]> {
+    bytemuck::try_cast_slice_mut(bytes).ok()
+}
+
+// ---- Boundary (de)quantization: the only float operations of an int8 run ----------------------
+
+/// `q = saturate_i8(round(x / scale) + zero_point)`, `round` to nearest with ties away from
+/// zero, computed in f32 (TensorFlow Lite's input quantization). NaN becomes the zero point (real
+/// zero); infinities and out-of-range values saturate to -128 / 127.
+pub fn quantize(x: f32, quant: Quant) -> i8 {
+    // `as i32` saturates (and maps NaN to 0); the sum then saturates before the clamp.
+    let steps = libm::roundf(x / quant.scale) as i32;
+    let q = steps.saturating_add(quant.zero_point).clamp(-128, 127);
+    i8::try_from(q).unwrap_or(0)
+}
+
+/// `x = scale · (q − zero_point)` in f32: the difference is exact, so this rounds once.
+pub fn dequantize(q: i8, quant: Quant) -> f32 {
+    (i32::from(q) - quant.zero_point) as f32 * quant.scale
+}
+
+/// Writes the float model input into the int8 input tensor of the arena with [`quantize`].
+fn quantize_input(input: &[f32], quant: Quant, tensor: &mut [i8]) {
+    for (q, x) in tensor.iter_mut().zip(input) {
+        *q = quantize(*x, quant);
+    }
+}
+
+/// Reads the int8 output tensor of the arena into the float model output with [`dequantize`].
+fn dequantize_output(tensor: &[i8], quant: Quant, output: &mut [f32]) {
+    for (y, q) in output.iter_mut().zip(tensor) {
+        *y = dequantize(*q, quant);
+    }
+}
+
+// -----------------------------------------------------------------------------------------------
+
 impl Model<'_> {
     /// Runs the model on `input` and writes the result to `output`, using `arena` (at least
     /// [`Model::arena_bytes`] bytes, 4-byte aligned) for every intermediate tensor.
     ///
     /// `input` and `output` have the element counts of [`Model::input`] and [`Model::output`]
     /// (row-major `[H, W, C]`).
+    ///
+    /// Runs f32 and int8 models alike. For an int8 model (`Model::input().dtype == DType::I8`)
+    /// the input is quantized with the input tensor's scale and zero point ([`quantize`]: round
+    /// half away from zero, saturate), the layers run integer-only, and the int8 output is
+    /// dequantized ([`dequantize`]); these two conversions are the only float operations of the
+    /// run. [`Model::run_i8`] skips them.
     pub fn run_f32(
         &self,
         arena: &mut [u8],
@@ -155,89 +230,174 @@ impl Model<'_> {
         output: &mut [f32],
         observer: &mut impl Observer,
     ) -> Result<(), RunError> {
+        let arena = self.checked_arena(arena)?;
+        self.check_lengths(input.len(), output.len())?;
+        let (model_in, model_out) = (self.input(), self.output());
+        let internal = RunError::Internal { layer: 0 };
+        let first = arena.get_mut(bytes_of(model_in)).ok_or(internal)?;
+        match (model_in.dtype, model_in.quant) {
+            (DType::I8, Some(quant)) => {
+                quantize_input(input, quant, bytemuck::cast_slice_mut(first));
+            }
+            _ => as_f32_mut(first).ok_or(internal)?.copy_from_slice(input),
+        }
+
+        self.run_layers(arena, observer)?;
+
+        let last = arena.get(bytes_of(model_out)).ok_or(internal)?;
+        match (model_out.dtype, model_out.quant) {
+            (DType::I8, Some(quant)) => {
+                dequantize_output(bytemuck::cast_slice(last), quant, output);
+            }
+            _ => output.copy_from_slice(as_f32(last).ok_or(internal)?),
+        }
+        Ok(())
+    }
+
+    /// Runs an int8 model on raw int8 `input` (quantized with [`Model::input`]'s `quant`) and
+    /// writes its raw int8 `output` (quantized with [`Model::output`]'s `quant`): no floating
+    /// point at all, for firmware. Arena, lengths and errors as [`Model::run_f32`]; an f32 model
+    /// gives [`RunError::ElementType`].
+    pub fn run_i8(
+        &self,
+        arena: &mut [u8],
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<(), RunError> {
+        self.run_i8_observed(arena, input, output, &mut ())
+    }
+
+    /// [`Model::run_i8`] with `observer` called around each layer.
+    pub fn run_i8_observed(
+        &self,
+        arena: &mut [u8],
+        input: &[i8],
+        output: &mut [i8],
+        observer: &mut impl Observer,
+    ) -> Result<(), RunError> {
+        let (model_in, model_out) = (self.input(), self.output());
+        for dtype in [model_in.dtype, model_out.dtype] {
+            if dtype != DType::I8 {
+                return Err(RunError::ElementType {
+                    expected: DType::I8,
+                    found: dtype,
+                });
+            }
+        }
+        let arena = self.checked_arena(arena)?;
+        self.check_lengths(input.len(), output.len())?;
+        let internal = RunError::Internal { layer: 0 };
+        let first = arena.get_mut(bytes_of(model_in)).ok_or(internal)?;
+        first.copy_from_slice(bytemuck::cast_slice(input));
+
+        self.run_layers(arena, observer)?;
+
+        let last = arena.get(bytes_of(model_out)).ok_or(internal)?;
+        output.copy_from_slice(bytemuck::cast_slice(last));
+        Ok(())
+    }
+
+    /// The first `arena_bytes` bytes of `arena`, which must be 4-aligned and long enough.
+    fn checked_arena<'s>(&self, arena: &'s mut [u8]) -> Result<&'s mut [u8], RunError> {
         if arena.as_ptr().addr() % ARENA_ALIGN != 0 {
             return Err(RunError::ArenaMisaligned);
         }
         let needed = self.arena_bytes();
         let found = arena.len();
-        // Every tensor ends at a multiple of 4 no later than `needed`, so the whole f32 words
-        // below `needed` cover them all.
-        let arena = arena
-            .get_mut(..needed / 4 * 4)
-            .filter(|_| found >= needed)
-            .ok_or(RunError::ArenaTooSmall {
-                needed: saturate(needed),
-                found: saturate(found),
-            })?;
-        let arena: &mut [f32] =
-            bytemuck::try_cast_slice_mut(arena).map_err(|_| RunError::ArenaMisaligned)?;
+        arena.get_mut(..needed).ok_or(RunError::ArenaTooSmall {
+            needed: saturate(needed),
+            found: saturate(found),
+        })
+    }
+
+    fn check_lengths(&self, input: usize, output: usize) -> Result<(), RunError> {
         let (model_in, model_out) = (self.input(), self.output());
-        if input.len() != model_in.len() {
+        if input != model_in.len() {
             return Err(RunError::InputLength {
                 expected: saturate(model_in.len()),
-                found: saturate(input.len()),
+                found: saturate(input),
             });
         }
-        if output.len() != model_out.len() {
+        if output != model_out.len() {
             return Err(RunError::OutputLength {
                 expected: saturate(model_out.len()),
-                found: saturate(output.len()),
+                found: saturate(output),
             });
         }
-        let first = arena
-            .get_mut(elements(model_in))
-            .ok_or(RunError::Internal { layer: 0 })?;
-        first.iter_mut().zip(input).for_each(|(a, x)| *a = *x);
+        Ok(())
+    }
 
+    /// Every layer in order, with the observer hooks; the input is in the arena already.
+    fn run_layers(&self, arena: &mut [u8], observer: &mut impl Observer) -> Result<(), RunError> {
         for (i, layer) in self.layers().enumerate() {
             let index = u16::try_from(i).unwrap_or(u16::MAX);
             observer.layer_start(index, &layer);
             let out = self
                 .run_layer(arena, &layer)
                 .ok_or(RunError::Internal { layer: index })?;
-            let bytes: &[u8] = bytemuck::try_cast_slice(out).unwrap_or_default();
-            observer.layer_end(index, &layer, bytes);
+            observer.layer_end(index, &layer, out);
         }
-
-        let last = arena
-            .get(elements(model_out))
-            .ok_or(RunError::Internal { layer: 0 })?;
-        output.iter_mut().zip(last).for_each(|(o, a)| *o = *a);
         Ok(())
     }
 
-    /// Runs one validated layer; returns its output region. `None` only if validation was bypassed.
-    fn run_layer<'s>(&self, arena: &'s mut [f32], layer: &Layer) -> Option<&'s [f32]> {
+    /// Runs one validated layer; returns its output bytes. `None` only if validation was bypassed.
+    fn run_layer<'s>(&self, arena: &'s mut [u8], layer: &Layer) -> Option<&'s [u8]> {
         let ([x, x2], y) = operands(arena, layer)?;
+        // Every operand of a validated layer has the output's element type.
+        match layer.output.dtype {
+            DType::F32 => {
+                self.run_f32_layer(layer, as_f32(x)?, as_f32(x2)?, as_f32_mut(&mut *y)?)?
+            }
+            DType::I8 => int8::run_layer(
+                self,
+                layer,
+                bytemuck::cast_slice(x),
+                bytemuck::cast_slice(x2),
+                bytemuck::cast_slice_mut(&mut *y),
+            )?,
+        }
+        Some(y)
+    }
+
+    /// One f32 layer on f32 views of its operands.
+    fn run_f32_layer(&self, layer: &Layer, x: &[f32], x2: &[f32], y: &mut [f32]) -> Option<()> {
         let x_dims = dims(layer.inputs.first()?);
         let y_dims = dims(&layer.output);
         match &layer.op {
             Op::Conv2d(p) => {
-                let weights = self.weights_f32(p.weights)?;
-                let bias = self.weights_f32(p.bias)?;
-                let pad_values = self.weights_f32(p.pad_values)?;
+                let weights = self.weights_as(p.weights)?;
+                let bias = self.weights_as(p.bias)?;
+                let pad_values = self.weights_as(p.pad_values)?;
                 kernels::conv::conv2d(p, x_dims, x, y_dims, y, weights, bias, pad_values);
             }
             Op::Dense(p) => {
-                let weights = self.weights_f32(p.weights)?;
-                let bias = self.weights_f32(p.bias)?;
+                let weights = self.weights_as(p.weights)?;
+                let bias = self.weights_as(p.bias)?;
                 kernels::dense::dense(&p.activation, weights, bias, x, y);
             }
             Op::Pool(p) => kernels::pool::pool(p, x_dims, x, y_dims, y),
             Op::Add { activation } => kernels::elementwise::add(activation, x, x2, y),
             Op::Affine(p) => {
-                let scale = self.weights_f32(p.scale)?;
-                let shift = self.weights_f32(p.shift)?;
+                let scale = self.weights_as(p.scale)?;
+                let shift = self.weights_as(p.shift)?;
                 kernels::elementwise::affine(&p.activation, scale, shift, x, y);
             }
             Op::Activation(a) => kernels::elementwise::activation(a, x, y),
             Op::Softmax => kernels::softmax::softmax(x_dims[2], x, y),
             Op::Transpose(p) => kernels::layout::transpose(p, x_dims, x, y),
             Op::Pad(p) => kernels::layout::pad(p, x_dims, x, y_dims, y),
-            // int8 layers never pass validation yet (int8 tensors are refused).
-            _ => return None,
+            // int8 operations never have f32 operands (validated).
+            Op::Conv2dI8(_)
+            | Op::DenseI8(_)
+            | Op::PoolI8(_)
+            | Op::AddI8(_)
+            | Op::AffineI8(_)
+            | Op::ClampI8(_)
+            | Op::LookupI8 { .. }
+            | Op::SoftmaxI8 { .. }
+            | Op::PadI8 { .. } => return None,
         }
-        Some(y)
+        Some(())
     }
 }
 

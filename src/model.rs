@@ -7,7 +7,7 @@ mod tests;
 mod validate;
 
 pub use error::{
-    Boundary, Feature, LayerFault, LoadError, Operand, ParamFault, SpanFault, SpanRole, TensorFault,
+    Boundary, LayerFault, LoadError, Operand, ParamFault, SpanFault, SpanRole, TensorFault,
 };
 
 use crate::format::{
@@ -182,7 +182,8 @@ impl<'a> Model<'a> {
         self.info.arena_bytes as usize
     }
 
-    /// The model input tensor.
+    /// The model input tensor. Its `dtype` is the element type of the whole model (every tensor
+    /// of a validated model has the same one): `I8` models also run with [`Model::run_i8`].
     pub fn input(&self) -> &TensorDesc {
         &self.info.input
     }
@@ -192,10 +193,14 @@ impl<'a> Model<'a> {
         &self.info.output
     }
 
-    /// The bytes of a span of the weights section as f32, if it is in range and aligned.
+    /// A span of the weights section as an array of `T` (f32, i32, u32, i8), if it is in range
+    /// and aligned for `T` (the blob is 4-aligned and the section 16-aligned within it).
     ///
-    /// Always `Some` for spans of a validated layer.
-    pub(crate) fn weights_f32(&self, span: crate::format::Span) -> Option<&'a [f32]> {
+    /// Always `Some` for the spans of a validated layer, each read as the type the format gives it.
+    pub(crate) fn weights_as<T: bytemuck::AnyBitPattern>(
+        &self,
+        span: crate::format::Span,
+    ) -> Option<&'a [T]> {
         let start = span.offset as usize;
         let bytes = self
             .weights

@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use crate::format::DType;
+
 /// Why [`Model::new_checked`](crate::Model::new_checked) refused a blob.
 ///
 /// Every variant is a property of the bytes (or of where they live), found once at load; nothing
@@ -71,13 +73,6 @@ pub enum LoadError {
         /// What is wrong with it.
         fault: TensorFault,
     },
-    /// The model uses something this runtime version cannot run.
-    Unsupported {
-        /// The layer that uses it, `None` for the model input or output.
-        layer: Option<u16>,
-        /// What it is.
-        feature: Feature,
-    },
     /// A layer record is invalid.
     BadLayer {
         /// Index of the layer in the schedule.
@@ -102,15 +97,6 @@ pub enum Boundary {
     Input,
     /// `ModelInfo::output`.
     Output,
-}
-
-/// Something a valid blob may contain but this runtime version does not execute.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum Feature {
-    /// Int8 tensors (`DType::I8`).
-    Int8,
 }
 
 /// What is wrong with one `TensorDesc`.
@@ -138,6 +124,15 @@ pub enum TensorFault {
     },
     /// An f32 tensor carries quantization parameters.
     QuantOnFloat,
+    /// An int8 tensor has no quantization parameters.
+    QuantMissing,
+    /// An int8 tensor's scale is not a finite number above zero.
+    QuantScale,
+    /// An int8 tensor's zero point is outside `-128..=127`.
+    QuantZeroPoint {
+        /// The zero point found.
+        zero_point: i32,
+    },
     /// A model boundary's logical rank is not 1 to 3, or a dimension outside it is not 1.
     Rank {
         /// `ModelInfo::input_rank` or `output_rank`.
@@ -167,8 +162,16 @@ pub enum SpanRole {
     PadValues,
     /// Affine scale.
     Scale,
-    /// Affine shift.
+    /// Affine shift (f32).
     Shift,
+    /// int8 affine offset (i32).
+    Offset,
+    /// Per-channel requantization multipliers (i32).
+    Multipliers,
+    /// Per-channel requantization shifts (i32).
+    Shifts,
+    /// Lookup table (i8 for `LookupI8`, u32 exponentials for `SoftmaxI8`).
+    Table,
 }
 
 /// What is wrong with one `Span`.
@@ -232,6 +235,28 @@ pub enum ParamFault {
     ClipBounds,
     /// A parameter that must be finite is NaN or infinite (leaky-ReLU alpha, pad value).
     NotFinite,
+    /// The `Conv2d` or `Pool` record inside an int8 layer has a fused activation other than
+    /// `Identity` (int8 layers express ReLU / ReLU6 as their `clamp`, other functions as a
+    /// `LookupI8` layer).
+    FusedActivation,
+    /// A requantization factor (`multiplier`, `shift`) is not what `quant::quantize_multiplier`
+    /// produces (`Requant::is_normalized` is false).
+    Requant,
+    /// An int8 clamp has `min > max`.
+    ClampBounds {
+        /// Lower bound.
+        min: i8,
+        /// Upper bound.
+        max: i8,
+    },
+    /// An int8 pooling window has more elements than the kernel's sums allow.
+    PoolWindowTooLarge {
+        /// `kernel_h · kernel_w`.
+        area: u32,
+        /// The largest area allowed
+        /// ([`MAX_WINDOW_AREA`](crate::kernels::reference::int8::pool::MAX_WINDOW_AREA)).
+        max: u32,
+    },
 }
 
 /// What is wrong with one layer record.
@@ -289,6 +314,32 @@ pub enum LayerFault {
         /// Tensor id.
         tensor: u16,
     },
+    /// An operand has the wrong element type: int8 operations take and produce `I8` tensors, f32
+    /// operations `F32` tensors, a transpose keeps its input's type.
+    DType {
+        /// Which operand.
+        operand: Operand,
+        /// The type the operation requires.
+        expected: DType,
+        /// The type in the record.
+        found: DType,
+    },
+    /// An operand's quantization differs from input 0's, and the operation cannot rescale
+    /// (transpose, int8 pad, int8 clamp, int8 pooling without `rescale`).
+    QuantMismatch {
+        /// Which operand.
+        operand: Operand,
+    },
+    /// An int8 softmax output is not quantized with scale 1/256 and zero point -128.
+    SoftmaxOutputQuant,
+    /// An int8 conv or dense output channel's bias plus its products could leave the i32
+    /// accumulator (`kernels::reference::int8::accumulator_fits` is false).
+    AccumulatorOverflow {
+        /// The output channel (feature for dense).
+        channel: u32,
+        /// Products summed per output.
+        products: u32,
+    },
     /// The output region overlaps the region of one of the layer's inputs (no in-place layers).
     OverlapsOwnInput {
         /// Input index.
@@ -300,6 +351,13 @@ pub enum LayerFault {
         /// Id of the tensor that would be destroyed.
         tensor: u16,
     },
+}
+
+fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::I8 => "int8",
+    }
 }
 
 /// Advice appended to faults that only a broken or mismatched tool can produce.
@@ -368,17 +426,6 @@ impl fmt::Display for LoadError {
                 };
                 write!(f, "{which}: {fault}")
             }
-            LoadError::Unsupported { layer, feature } => {
-                if let Some(i) = layer {
-                    write!(f, "layer {i}: ")?;
-                }
-                match feature {
-                    Feature::Int8 => f.write_str(
-                        "int8 tensors are not supported by this runtime version; \
-                         export the model in f32",
-                    ),
-                }
-            }
             LoadError::BadLayer { layer, what } => write!(f, "layer {layer}: {what}"),
             LoadError::OutputNeverWritten { tensor } => write!(
                 f,
@@ -408,6 +455,13 @@ impl fmt::Display for TensorFault {
                 "tensor at arena offset {offset} ({bytes} bytes) ends past the {arena_bytes} byte arena"
             ),
             TensorFault::QuantOnFloat => f.write_str("f32 tensor carries quantization parameters"),
+            TensorFault::QuantMissing => f.write_str("int8 tensor has no quantization parameters"),
+            TensorFault::QuantScale => {
+                f.write_str("int8 tensor scale is not a finite number above zero")
+            }
+            TensorFault::QuantZeroPoint { zero_point } => {
+                write!(f, "int8 tensor zero point {zero_point} is outside -128..=127")
+            }
             TensorFault::Rank { rank } => write!(
                 f,
                 "logical rank {rank} is not 1 to 3, or a leading dimension outside it is not 1"
@@ -433,6 +487,10 @@ impl fmt::Display for SpanRole {
             SpanRole::PadValues => "pad values",
             SpanRole::Scale => "scale",
             SpanRole::Shift => "shift",
+            SpanRole::Offset => "offset",
+            SpanRole::Multipliers => "requantization multipliers",
+            SpanRole::Shifts => "requantization shifts",
+            SpanRole::Table => "table",
         })
     }
 }
@@ -483,6 +541,20 @@ impl fmt::Display for ParamFault {
             }
             ParamFault::ClipBounds => f.write_str("clip bounds are NaN or lo > hi"),
             ParamFault::NotFinite => f.write_str("parameter is NaN or infinite"),
+            ParamFault::FusedActivation => f.write_str(
+                "int8 layer embeds a fused activation other than Identity \
+                 (int8 layers fuse ReLU / ReLU6 as their clamp)",
+            ),
+            ParamFault::Requant => f.write_str(
+                "requantization multiplier/shift outside the range the host tool produces",
+            ),
+            ParamFault::ClampBounds { min, max } => {
+                write!(f, "int8 clamp has min {min} > max {max}")
+            }
+            ParamFault::PoolWindowTooLarge { area, max } => write!(
+                f,
+                "int8 pooling window has {area} elements, more than the {max} its sums allow"
+            ),
         }
     }
 }
@@ -511,6 +583,24 @@ impl fmt::Display for LayerFault {
             LayerFault::TensorMismatch { tensor } => write!(
                 f,
                 "describes tensor {tensor} differently from where it is defined"
+            ),
+            LayerFault::DType { operand, expected, found } => write!(
+                f,
+                "{operand} is {}, the operation takes {}",
+                dtype_name(found),
+                dtype_name(expected)
+            ),
+            LayerFault::QuantMismatch { operand } => write!(
+                f,
+                "{operand} quantization differs from input 0's, which this operation keeps"
+            ),
+            LayerFault::SoftmaxOutputQuant => f.write_str(
+                "int8 softmax output must have scale 1/256 and zero point -128",
+            ),
+            LayerFault::AccumulatorOverflow { channel, products } => write!(
+                f,
+                "output channel {channel}: bias plus {products} int8 products can overflow the \
+                 i32 accumulator; re-quantize with a smaller bias (or split the layer)"
             ),
             LayerFault::OverlapsOwnInput { input } => {
                 write!(f, "output overlaps input {input} in the arena")

@@ -188,9 +188,9 @@ fn boundary_tensor_faults() {
     );
     refused(
         |m| m.info.input.dtype = DType::I8,
-        LoadError::Unsupported {
-            layer: None,
-            feature: Feature::Int8,
+        LoadError::BadModelTensor {
+            tensor: Boundary::Input,
+            fault: TensorFault::QuantMissing,
         },
     );
     refused(
@@ -285,10 +285,7 @@ fn tensor_faults() {
     );
     refused(
         |m| m.layers[3].inputs[0].dtype = DType::I8,
-        LoadError::Unsupported {
-            layer: Some(3),
-            feature: Feature::Int8,
-        },
+        bad(3, tensor(Operand::Input(0), TensorFault::QuantMissing)),
     );
 }
 
@@ -668,11 +665,16 @@ fn errors_display_actionable_messages() {
         text.starts_with("layer 3:") && text.contains("tensor 2"),
         "{text}"
     );
-    let e = LoadError::Unsupported {
-        layer: Some(1),
-        feature: Feature::Int8,
-    };
-    assert!(std::format!("{e}").contains("int8"));
+    let e = bad(
+        1,
+        LayerFault::DType {
+            operand: Operand::Input(0),
+            expected: DType::F32,
+            found: DType::I8,
+        },
+    );
+    let text = std::format!("{e}");
+    assert!(text.contains("input 0 is int8") && text.contains("f32"), "{text}");
     fn is_error<E: core::error::Error + Copy>(_: E) {}
     is_error(e);
 }

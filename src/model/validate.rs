@@ -6,16 +6,14 @@
 //! keeps RAM use O(1) for any layer count at the price of O(L²) decodes at load.
 
 use super::{
-    Boundary, Feature, LayerFault, Layers, LoadError, Model, Operand, ParamFault, SpanFault,
-    SpanRole, TensorFault,
+    Boundary, LayerFault, Layers, LoadError, Model, Operand, ParamFault, SpanFault, SpanRole,
+    TensorFault,
 };
-use crate::format::{Activation, DType, Layer, Op, Span, TensorDesc, ARENA_ALIGN};
-
-/// Why a tensor description was refused, before it is attributed to a layer or the boundary.
-enum DescIssue {
-    Fault(TensorFault),
-    Int8,
-}
+use crate::format::{
+    Activation, ChannelRequant, Clamp, Conv2d, DType, Layer, Op, Pool, Quant, Requant, Span,
+    TensorDesc, ARENA_ALIGN,
+};
+use crate::kernels::reference::int8::{accumulator_fits, lut, pool::MAX_WINDOW_AREA};
 
 /// Byte range of a tensor in the arena; only used on descriptions that passed `check_desc`.
 fn region(d: &TensorDesc) -> (u64, u64) {
@@ -40,29 +38,34 @@ fn layer_index(i: usize) -> u16 {
     u16::try_from(i).unwrap_or(u16::MAX)
 }
 
-fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), DescIssue> {
-    if d.dtype == DType::I8 {
-        return Err(DescIssue::Int8);
-    }
-    if d.quant.is_some() {
-        return Err(DescIssue::Fault(TensorFault::QuantOnFloat));
+fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), TensorFault> {
+    match (d.dtype, d.quant) {
+        (DType::F32, None) => {}
+        (DType::F32, Some(_)) => return Err(TensorFault::QuantOnFloat),
+        (DType::I8, None) => return Err(TensorFault::QuantMissing),
+        (DType::I8, Some(Quant { scale, zero_point })) => {
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(TensorFault::QuantScale);
+            }
+            if i8::try_from(zero_point).is_err() {
+                return Err(TensorFault::QuantZeroPoint { zero_point });
+            }
+        }
     }
     if d.dims.contains(&0) {
-        return Err(DescIssue::Fault(TensorFault::ZeroDim));
+        return Err(TensorFault::ZeroDim);
     }
-    let bytes = u32::try_from(region(d).1 - u64::from(d.offset))
-        .map_err(|_| DescIssue::Fault(TensorFault::TooLarge))?;
+    let bytes =
+        u32::try_from(region(d).1 - u64::from(d.offset)).map_err(|_| TensorFault::TooLarge)?;
     if d.offset as usize % ARENA_ALIGN != 0 {
-        return Err(DescIssue::Fault(TensorFault::MisalignedOffset {
-            offset: d.offset,
-        }));
+        return Err(TensorFault::MisalignedOffset { offset: d.offset });
     }
     if u64::from(d.offset) + u64::from(bytes) > u64::from(arena_bytes) {
-        return Err(DescIssue::Fault(TensorFault::OutsideArena {
+        return Err(TensorFault::OutsideArena {
             offset: d.offset,
             bytes,
             arena_bytes,
-        }));
+        });
     }
     Ok(())
 }
@@ -76,13 +79,8 @@ pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
         (&info.output, info.output_rank, Boundary::Output),
     ];
     for (d, rank, tensor) in boundaries {
-        check_desc(d, info.arena_bytes).map_err(|issue| match issue {
-            DescIssue::Int8 => LoadError::Unsupported {
-                layer: None,
-                feature: Feature::Int8,
-            },
-            DescIssue::Fault(fault) => LoadError::BadModelTensor { tensor, fault },
-        })?;
+        check_desc(d, info.arena_bytes)
+            .map_err(|fault| LoadError::BadModelTensor { tensor, fault })?;
         // The dims outside the logical rank are padding of the shape and must be 1.
         let unused = d
             .dims
@@ -98,12 +96,12 @@ pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
     if info.output.id == info.input.id {
         return Err(LoadError::OutputIsInput);
     }
-    let weights_len = u32::try_from(model.weights.len()).unwrap_or(u32::MAX);
+    let weights = Weights(model.weights);
     let mut layers = model.layers();
     let mut index = 0u16;
     while let Some(decoded) = layers.try_next() {
         let layer = decoded.map_err(|()| LoadError::MetaDecode { layer: Some(index) })?;
-        check_layer(index, &layer, info.arena_bytes, weights_len)?;
+        check_layer(index, &layer, info.arena_bytes, weights)?;
         index = index.saturating_add(1);
     }
     Ok(layers.rest)
@@ -113,20 +111,12 @@ fn check_layer(
     index: u16,
     layer: &Layer,
     arena_bytes: u32,
-    weights_len: u32,
+    weights: Weights<'_>,
 ) -> Result<(), LoadError> {
     let bad = |what| LoadError::BadLayer { layer: index, what };
-    let attribute = |operand| {
-        move |issue| match issue {
-            DescIssue::Int8 => LoadError::Unsupported {
-                layer: Some(index),
-                feature: Feature::Int8,
-            },
-            DescIssue::Fault(fault) => bad(LayerFault::Tensor { operand, fault }),
-        }
-    };
+    let attribute = |operand| move |fault| bad(LayerFault::Tensor { operand, fault });
     let expected = match layer.op {
-        Op::Add { .. } => 2,
+        Op::Add { .. } | Op::AddI8(_) => 2,
         _ => 1,
     };
     if layer.input_count != expected {
@@ -146,7 +136,54 @@ fn check_layer(
             return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
         }
     }
-    check_op(&layer.op, inputs, &layer.output, weights_len).map_err(bad)
+    check_dtypes(&layer.op, inputs, &layer.output).map_err(bad)?;
+    check_op(&layer.op, inputs, &layer.output, weights).map_err(bad)
+}
+
+/// The element type of every operand of `op`, `None` for element-type generic operations
+/// (transpose: output as input).
+fn op_dtype(op: &Op) -> Option<DType> {
+    match op {
+        Op::Conv2d(_)
+        | Op::Dense(_)
+        | Op::Pool(_)
+        | Op::Add { .. }
+        | Op::Affine(_)
+        | Op::Activation(_)
+        | Op::Softmax
+        | Op::Pad(_) => Some(DType::F32),
+        Op::Conv2dI8(_)
+        | Op::DenseI8(_)
+        | Op::PoolI8(_)
+        | Op::AddI8(_)
+        | Op::AffineI8(_)
+        | Op::ClampI8(_)
+        | Op::LookupI8 { .. }
+        | Op::SoftmaxI8 { .. }
+        | Op::PadI8 { .. } => Some(DType::I8),
+        Op::Transpose(_) => None,
+    }
+}
+
+fn check_dtypes(op: &Op, inputs: &[TensorDesc], y: &TensorDesc) -> Result<(), LayerFault> {
+    let Some(first) = inputs.first() else {
+        return Ok(());
+    };
+    let expected = op_dtype(op).unwrap_or(first.dtype);
+    let operands = (0u8..)
+        .zip(inputs)
+        .map(|(i, d)| (Operand::Input(i), d))
+        .chain([(Operand::Output, y)]);
+    for (operand, d) in operands {
+        if d.dtype != expected {
+            return Err(LayerFault::DType {
+                operand,
+                expected,
+                found: d.dtype,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_activation(a: &Activation) -> Result<(), LayerFault> {
@@ -161,29 +198,118 @@ fn check_activation(a: &Activation) -> Result<(), LayerFault> {
     }
 }
 
-fn check_span(
-    span: Span,
-    role: SpanRole,
-    expected: u64,
-    weights_len: u32,
-) -> Result<(), LayerFault> {
-    let fault = |fault| LayerFault::Span { role, fault };
-    if u64::from(span.len) != expected {
-        return Err(fault(SpanFault::Length {
-            expected,
-            found: span.len,
-        }));
+/// The weights section, for checking spans and reading the constants the loader must inspect.
+#[derive(Clone, Copy)]
+struct Weights<'a>(&'a [u8]);
+
+impl<'a> Weights<'a> {
+    /// The bytes of `span`, which must be exactly `expected` bytes long, start at a multiple of
+    /// `align` (4 for f32/i32/u32 arrays, which are borrowed in place; 1 for i8 arrays) and lie
+    /// inside the section.
+    fn span(
+        self,
+        span: Span,
+        role: SpanRole,
+        expected: u64,
+        align: u32,
+    ) -> Result<&'a [u8], LayerFault> {
+        let fault = |fault| LayerFault::Span { role, fault };
+        if u64::from(span.len) != expected {
+            return Err(fault(SpanFault::Length {
+                expected,
+                found: span.len,
+            }));
+        }
+        if span.offset % align != 0 {
+            return Err(fault(SpanFault::Misaligned {
+                offset: span.offset,
+            }));
+        }
+        let end = u64::from(span.offset) + u64::from(span.len);
+        let weights_len = u32::try_from(self.0.len()).unwrap_or(u32::MAX);
+        let out_of_bounds = fault(SpanFault::OutOfBounds { end, weights_len });
+        let start = usize::try_from(span.offset).map_err(|_| out_of_bounds)?;
+        let end_at = usize::try_from(end).map_err(|_| out_of_bounds)?;
+        self.0.get(start..end_at).ok_or(out_of_bounds)
     }
-    if span.offset % 4 != 0 {
-        return Err(fault(SpanFault::Misaligned {
-            offset: span.offset,
-        }));
+
+    /// The `n` little-endian i32 values of `span` (4-aligned, exactly `4 n` bytes).
+    fn i32s(
+        self,
+        span: Span,
+        role: SpanRole,
+        n: u64,
+    ) -> Result<impl Iterator<Item = i32> + 'a, LayerFault> {
+        let bytes = self.span(span, role, n.saturating_mul(4), 4)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| <[u8; 4]>::try_from(b).map_or(0, i32::from_le_bytes)))
     }
-    let end = u64::from(span.offset) + u64::from(span.len);
-    if end > u64::from(weights_len) {
-        return Err(fault(SpanFault::OutOfBounds { end, weights_len }));
+
+    /// Per-channel factors `[n]`: both arrays present and every factor normalized.
+    fn channel_requant(self, r: &ChannelRequant, n: u64) -> Result<(), LayerFault> {
+        let multipliers = self.i32s(r.multipliers, SpanRole::Multipliers, n)?;
+        let shifts = self.i32s(r.shifts, SpanRole::Shifts, n)?;
+        let mut factors = multipliers.zip(shifts);
+        if factors.all(|(multiplier, shift)| Requant { multiplier, shift }.is_normalized()) {
+            Ok(())
+        } else {
+            Err(LayerFault::Param(ParamFault::Requant))
+        }
+    }
+}
+
+fn check_requant(r: Requant) -> Result<(), LayerFault> {
+    if r.is_normalized() {
+        Ok(())
+    } else {
+        Err(LayerFault::Param(ParamFault::Requant))
+    }
+}
+
+fn check_clamp(c: Clamp) -> Result<(), LayerFault> {
+    if c.min <= c.max {
+        Ok(())
+    } else {
+        Err(LayerFault::Param(ParamFault::ClampBounds {
+            min: c.min,
+            max: c.max,
+        }))
+    }
+}
+
+/// The activation embedded in an int8 layer's geometry record: only `Identity` (the int8 layer
+/// applies its `clamp` instead).
+fn check_identity(a: &Activation) -> Result<(), LayerFault> {
+    match a {
+        Activation::Identity => Ok(()),
+        _ => Err(LayerFault::Param(ParamFault::FusedActivation)),
+    }
+}
+
+/// Every output channel's bias plus `products` int8 products fits in the i32 accumulator.
+fn check_accumulator(bias: impl Iterator<Item = i32>, products: u64) -> Result<(), LayerFault> {
+    let k = usize::try_from(products).unwrap_or(usize::MAX);
+    for (channel, b) in (0u32..).zip(bias) {
+        if !accumulator_fits(k, b) {
+            return Err(LayerFault::AccumulatorOverflow {
+                channel,
+                products: u32::try_from(products).unwrap_or(u32::MAX),
+            });
+        }
     }
     Ok(())
+}
+
+/// Output quantization equal to the input's, for operations that cannot rescale.
+fn same_quant(x: &TensorDesc, y: &TensorDesc) -> Result<(), LayerFault> {
+    if x.quant == y.quant {
+        Ok(())
+    } else {
+        Err(LayerFault::QuantMismatch {
+            operand: Operand::Output,
+        })
+    }
 }
 
 fn expect_dims(operand: Operand, expected: [u64; 3], found: [u16; 3]) -> Result<(), LayerFault> {
@@ -225,12 +351,56 @@ fn window_out(
     Ok((padded - extent) / u64::from(stride) + 1)
 }
 
-/// Operation parameters against operand shapes and spans. Descriptions were checked already.
+/// Convolution geometry (shared by f32 and int8): parameters against the operand shapes.
+/// Returns the output channel count and the number of weights per output channel
+/// (`kernel_h · kernel_w · in_c / groups`, also the products summed per output).
+fn conv_geometry(conv: &Conv2d, x: &TensorDesc, y: &TensorDesc) -> Result<(u64, u64), LayerFault> {
+    let [h, w, c] = x.dims.map(u64::from);
+    nonzero(&conv.kernel, ParamFault::ZeroKernel)?;
+    nonzero(&conv.stride, ParamFault::ZeroStride)?;
+    nonzero(&conv.dilation, ParamFault::ZeroDilation)?;
+    nonzero(&[conv.groups], ParamFault::ZeroGroups)?;
+    let out_c = u64::from(y.dims[2]);
+    let groups = u64::from(conv.groups);
+    if c % groups != 0 || out_c % groups != 0 {
+        return Err(LayerFault::Param(ParamFault::GroupsDontDivide {
+            groups: conv.groups,
+            in_c: x.dims[2],
+            out_c: y.dims[2],
+        }));
+    }
+    let [kh, kw] = conv.kernel;
+    let [pt, pl, pb, pr] = conv.pad;
+    let oh = window_out(h, kh, conv.stride[0], conv.dilation[0], pt, pb)?;
+    let ow = window_out(w, kw, conv.stride[1], conv.dilation[1], pl, pr)?;
+    expect_dims(Operand::Output, [oh, ow, out_c], y.dims)?;
+    Ok((out_c, u64::from(kh) * u64::from(kw) * (c / groups)))
+}
+
+/// Pooling geometry (shared by f32 and int8): parameters against the operand shapes.
+fn pool_geometry(pool: &Pool, x: &TensorDesc, y: &TensorDesc) -> Result<(), LayerFault> {
+    let [h, w, c] = x.dims.map(u64::from);
+    nonzero(&pool.kernel, ParamFault::ZeroKernel)?;
+    nonzero(&pool.stride, ParamFault::ZeroStride)?;
+    let [kh, kw] = pool.kernel;
+    let [pt, pl, pb, pr] = pool.pad;
+    // Every window then holds at least one real element: max never returns its start value and
+    // the average never divides by zero.
+    if pt >= kh || pb >= kh || pl >= kw || pr >= kw {
+        return Err(LayerFault::Param(ParamFault::PoolPadTooLarge));
+    }
+    let oh = window_out(h, kh, pool.stride[0], 1, pt, pb)?;
+    let ow = window_out(w, kw, pool.stride[1], 1, pl, pr)?;
+    expect_dims(Operand::Output, [oh, ow, c], y.dims)
+}
+
+/// Operation parameters against operand shapes and spans. Descriptions and element types were
+/// checked already.
 fn check_op(
     op: &Op,
     inputs: &[TensorDesc],
     y: &TensorDesc,
-    weights_len: u32,
+    weights: Weights<'_>,
 ) -> Result<(), LayerFault> {
     let Some(x) = inputs.first() else {
         return Err(LayerFault::InputCount {
@@ -240,79 +410,45 @@ fn check_op(
     };
     let [h, w, c] = x.dims.map(u64::from);
     let same_as_input = x.dims.map(u64::from);
+    // Bytes of `n` 4-byte values (f32, or i32 for the int8 layers).
     let f32s = |n: u64| n.saturating_mul(4);
+    let second_like_first = || match inputs.get(1) {
+        Some(second) => expect_dims(Operand::Input(1), same_as_input, second.dims),
+        None => Ok(()),
+    };
     match op {
         Op::Conv2d(conv) => {
             check_activation(&conv.activation)?;
-            nonzero(&conv.kernel, ParamFault::ZeroKernel)?;
-            nonzero(&conv.stride, ParamFault::ZeroStride)?;
-            nonzero(&conv.dilation, ParamFault::ZeroDilation)?;
-            nonzero(&[conv.groups], ParamFault::ZeroGroups)?;
-            let out_c = u64::from(y.dims[2]);
-            let groups = u64::from(conv.groups);
-            if c % groups != 0 || out_c % groups != 0 {
-                return Err(LayerFault::Param(ParamFault::GroupsDontDivide {
-                    groups: conv.groups,
-                    in_c: x.dims[2],
-                    out_c: y.dims[2],
-                }));
-            }
-            let [kh, kw] = conv.kernel;
-            let [pt, pl, pb, pr] = conv.pad;
-            let oh = window_out(h, kh, conv.stride[0], conv.dilation[0], pt, pb)?;
-            let ow = window_out(w, kw, conv.stride[1], conv.dilation[1], pl, pr)?;
-            expect_dims(Operand::Output, [oh, ow, out_c], y.dims)?;
-            let weights = out_c
-                .saturating_mul(u64::from(kh) * u64::from(kw))
-                .saturating_mul(c / groups);
-            check_span(conv.weights, SpanRole::Weights, f32s(weights), weights_len)?;
-            check_span(conv.bias, SpanRole::Bias, f32s(out_c), weights_len)?;
+            let (out_c, per_out) = conv_geometry(conv, x, y)?;
+            let n_weights = out_c.saturating_mul(per_out);
+            weights.span(conv.weights, SpanRole::Weights, f32s(n_weights), 4)?;
+            weights.span(conv.bias, SpanRole::Bias, f32s(out_c), 4)?;
             let pad_values = if conv.pad_values.len == 0 { 0 } else { f32s(c) };
-            check_span(
-                conv.pad_values,
-                SpanRole::PadValues,
-                pad_values,
-                weights_len,
-            )
+            weights.span(conv.pad_values, SpanRole::PadValues, pad_values, 4)?;
+            Ok(())
         }
         Op::Dense(dense) => {
             check_activation(&dense.activation)?;
             let n_in = x.len() as u64;
             let n_out = y.len() as u64;
-            check_span(
-                dense.weights,
-                SpanRole::Weights,
-                f32s(n_out.saturating_mul(n_in)),
-                weights_len,
-            )?;
-            check_span(dense.bias, SpanRole::Bias, f32s(n_out), weights_len)
+            let n_weights = n_out.saturating_mul(n_in);
+            weights.span(dense.weights, SpanRole::Weights, f32s(n_weights), 4)?;
+            weights.span(dense.bias, SpanRole::Bias, f32s(n_out), 4)?;
+            Ok(())
         }
         Op::Pool(pool) => {
             check_activation(&pool.activation)?;
-            nonzero(&pool.kernel, ParamFault::ZeroKernel)?;
-            nonzero(&pool.stride, ParamFault::ZeroStride)?;
-            let [kh, kw] = pool.kernel;
-            let [pt, pl, pb, pr] = pool.pad;
-            // Every window then holds at least one real element: max never returns the -inf
-            // start value and the average never divides by zero.
-            if pt >= kh || pb >= kh || pl >= kw || pr >= kw {
-                return Err(LayerFault::Param(ParamFault::PoolPadTooLarge));
-            }
-            let oh = window_out(h, kh, pool.stride[0], 1, pt, pb)?;
-            let ow = window_out(w, kw, pool.stride[1], 1, pl, pr)?;
-            expect_dims(Operand::Output, [oh, ow, c], y.dims)
+            pool_geometry(pool, x, y)
         }
         Op::Add { activation } => {
             check_activation(activation)?;
-            if let Some(second) = inputs.get(1) {
-                expect_dims(Operand::Input(1), same_as_input, second.dims)?;
-            }
+            second_like_first()?;
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
         Op::Affine(affine) => {
             check_activation(&affine.activation)?;
-            check_span(affine.scale, SpanRole::Scale, f32s(c), weights_len)?;
-            check_span(affine.shift, SpanRole::Shift, f32s(c), weights_len)?;
+            weights.span(affine.scale, SpanRole::Scale, f32s(c), 4)?;
+            weights.span(affine.shift, SpanRole::Shift, f32s(c), 4)?;
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
         Op::Activation(activation) => {
@@ -332,7 +468,8 @@ fn check_op(
                 *was_seen = true;
                 *slot = same_as_input.get(usize::from(p)).copied().ok_or(not_perm)?;
             }
-            expect_dims(Operand::Output, expected, y.dims)
+            expect_dims(Operand::Output, expected, y.dims)?;
+            same_quant(x, y)
         }
         Op::Pad(pad) => {
             if !pad.value.is_finite() {
@@ -341,8 +478,86 @@ fn check_op(
             let [pt, pl, pb, pr] = pad.pad.map(u64::from);
             expect_dims(Operand::Output, [h + pt + pb, w + pl + pr, c], y.dims)
         }
-        // int8 ops are wired in the next step; until then int8 tensors are refused earlier.
-        _ => Err(LayerFault::InputCount { expected: 0, found: 0 }),
+        Op::Conv2dI8(q) => {
+            check_identity(&q.conv.activation)?;
+            let (out_c, per_out) = conv_geometry(&q.conv, x, y)?;
+            let n_weights = out_c.saturating_mul(per_out);
+            weights.span(q.conv.weights, SpanRole::Weights, n_weights, 1)?;
+            let pad_values = if q.conv.pad_values.len == 0 { 0 } else { c };
+            weights.span(q.conv.pad_values, SpanRole::PadValues, pad_values, 1)?;
+            let bias = weights.i32s(q.conv.bias, SpanRole::Bias, out_c)?;
+            weights.channel_requant(&q.requant, out_c)?;
+            check_clamp(q.clamp)?;
+            check_accumulator(bias, per_out)
+        }
+        Op::DenseI8(q) => {
+            let n_in = x.len() as u64;
+            let n_out = y.len() as u64;
+            weights.span(q.weights, SpanRole::Weights, n_out.saturating_mul(n_in), 1)?;
+            let bias = weights.i32s(q.bias, SpanRole::Bias, n_out)?;
+            weights.channel_requant(&q.requant, n_out)?;
+            check_clamp(q.clamp)?;
+            check_accumulator(bias, n_in)
+        }
+        Op::PoolI8(q) => {
+            check_identity(&q.pool.activation)?;
+            pool_geometry(&q.pool, x, y)?;
+            let area = u64::from(q.pool.kernel[0]) * u64::from(q.pool.kernel[1]);
+            if area > MAX_WINDOW_AREA as u64 {
+                return Err(LayerFault::Param(ParamFault::PoolWindowTooLarge {
+                    area: u32::try_from(area).unwrap_or(u32::MAX),
+                    max: MAX_WINDOW_AREA as u32,
+                }));
+            }
+            match q.rescale {
+                Some(r) => check_requant(r)?,
+                None => same_quant(x, y)?,
+            }
+            check_clamp(q.clamp)
+        }
+        Op::AddI8(q) => {
+            second_like_first()?;
+            expect_dims(Operand::Output, same_as_input, y.dims)?;
+            for r in q.input_requant {
+                check_requant(r)?;
+            }
+            check_requant(q.output_requant)?;
+            check_clamp(q.clamp)
+        }
+        Op::AffineI8(q) => {
+            weights.span(q.scale, SpanRole::Scale, f32s(c), 4)?;
+            weights.span(q.offset, SpanRole::Offset, f32s(c), 4)?;
+            weights.channel_requant(&q.requant, c)?;
+            check_clamp(q.clamp)?;
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::ClampI8(clamp) => {
+            check_clamp(*clamp)?;
+            expect_dims(Operand::Output, same_as_input, y.dims)?;
+            same_quant(x, y)
+        }
+        Op::LookupI8 { table } => {
+            weights.span(*table, SpanRole::Table, 256, 1)?;
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::SoftmaxI8 { exp_table } => {
+            weights.span(*exp_table, SpanRole::Table, 256 * 4, 4)?;
+            expect_dims(Operand::Output, same_as_input, y.dims)?;
+            let expected = Quant {
+                scale: 1.0 / 256.0,
+                zero_point: i32::from(lut::SOFTMAX_OUTPUT_ZERO_POINT),
+            };
+            if y.quant == Some(expected) {
+                Ok(())
+            } else {
+                Err(LayerFault::SoftmaxOutputQuant)
+            }
+        }
+        Op::PadI8 { pad, .. } => {
+            let [pt, pl, pb, pr] = pad.map(u64::from);
+            expect_dims(Operand::Output, [h + pt + pb, w + pl + pr, c], y.dims)?;
+            same_quant(x, y)
+        }
     }
 }
 

@@ -1,10 +1,11 @@
-//! Layout kernels: transpose and constant padding.
+//! Layout kernels: transpose and constant padding. They only move elements, so they serve every
+//! element type (f32 and int8; the int8 path calls them with `i8`).
 
 use crate::format::{Pad, Transpose};
 
 /// `output` is `input` (`in_dims`, row-major) with output dimension `k` taken from input
 /// dimension `perm[k]`.
-pub fn transpose(params: &Transpose, in_dims: [usize; 3], input: &[f32], output: &mut [f32]) {
+pub fn transpose<T: Copy>(params: &Transpose, in_dims: [usize; 3], input: &[T], output: &mut [T]) {
     let in_strides = [in_dims[1] * in_dims[2], in_dims[2], 1];
     let pick = |k: usize| {
         let axis = usize::from(params.perm.get(k).copied().unwrap_or(0));
@@ -26,8 +27,8 @@ pub fn transpose(params: &Transpose, in_dims: [usize; 3], input: &[f32], output:
     }
 }
 
-/// Constant padding of the spatial dimensions of an `[H, W, C]` tensor: `output` is
-/// `[H + top + bottom, W + left + right, C]`, border elements are `params.value`.
+/// Constant padding of the spatial dimensions of an `[H, W, C]` f32 tensor: [`pad_with`] with
+/// `params.pad` and `params.value`.
 pub fn pad(
     params: &Pad,
     in_dims: [usize; 3],
@@ -35,9 +36,23 @@ pub fn pad(
     out_dims: [usize; 3],
     output: &mut [f32],
 ) {
+    pad_with(params.pad, params.value, in_dims, input, out_dims, output);
+}
+
+/// Constant padding of the spatial dimensions of an `[H, W, C]` tensor: `output` is
+/// `[H + top + bottom, W + left + right, C]` (`pad` is `[top, left, bottom, right]`), border
+/// elements are `value`.
+pub fn pad_with<T: Copy>(
+    pad: [u16; 4],
+    value: T,
+    in_dims: [usize; 3],
+    input: &[T],
+    out_dims: [usize; 3],
+    output: &mut [T],
+) {
     let [in_h, in_w, channels] = in_dims;
     let [_, out_w, _] = out_dims;
-    let [pad_top, pad_left, _, _] = params.pad.map(usize::from);
+    let [pad_top, pad_left, _, _] = pad.map(usize::from);
     if channels == 0 || out_w == 0 {
         return;
     }
@@ -53,7 +68,7 @@ pub fn pad(
                 .and_then(|ix| in_row?.get(ix * channels..(ix + 1) * channels));
             match in_px {
                 Some(in_px) => out_px.iter_mut().zip(in_px).for_each(|(o, v)| *o = *v),
-                None => out_px.fill(params.value),
+                None => out_px.fill(value),
             }
         }
     }
