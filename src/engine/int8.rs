@@ -115,3 +115,403 @@ pub(super) fn run_layer(
     }
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::collections::HashMap;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::engine::{dequantize, quantize, Observer, RunError};
+    use crate::format::*;
+    use crate::kernels::reference::int8::testing::Gen;
+    use crate::model::int8_tests::{int8_model, push_i32, push_i8, push_requant, q8};
+    use crate::testutil::*;
+
+    fn bytes(spec: &Spec, span: Span) -> &[u8] {
+        &spec.weights[span.offset as usize..(span.offset + span.len) as usize]
+    }
+    fn i8s(spec: &Spec, span: Span) -> Vec<i8> {
+        bytes(spec, span).iter().map(|b| *b as i8).collect()
+    }
+    fn i32s(spec: &Spec, span: Span) -> Vec<i32> {
+        bytes(spec, span)
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    fn zp(d: &TensorDesc) -> i8 {
+        d.quant.unwrap().zero_point as i8
+    }
+
+    /// One int8 layer computed by calling its kernel directly, with the constants decoded from
+    /// the spec's weight bytes.
+    fn by_hand(spec: &Spec, layer: &Layer, x: &[i8], x2: &[i8]) -> Vec<i8> {
+        use crate::kernels::reference::int8 as k;
+        let (xd, yd) = (layer.inputs[0], layer.output);
+        let dims = |d: &TensorDesc| d.dims.map(usize::from);
+        let mut y = std::vec![0i8; yd.len()];
+        let out = |clamp| k::OutputQuant {
+            zero_point: zp(&yd),
+            clamp,
+        };
+        match layer.op {
+            Op::Conv2dI8(p) => {
+                let (bias, mult, shift) = (
+                    i32s(spec, p.conv.bias),
+                    i32s(spec, p.requant.multipliers),
+                    i32s(spec, p.requant.shifts),
+                );
+                let pad_values = i8s(spec, p.conv.pad_values);
+                let quant = k::conv::ConvQuant {
+                    input_zero_point: zp(&xd),
+                    pad_values: &pad_values,
+                    channels: k::ChannelQuant {
+                        bias: &bias,
+                        multiplier: &mult,
+                        shift: &shift,
+                    },
+                    output: out(p.clamp),
+                };
+                let weights = i8s(spec, p.conv.weights);
+                k::conv::conv2d(&p.conv, &quant, dims(&xd), x, dims(&yd), &mut y, &weights);
+            }
+            Op::DenseI8(p) => {
+                let (bias, mult, shift) = (
+                    i32s(spec, p.bias),
+                    i32s(spec, p.requant.multipliers),
+                    i32s(spec, p.requant.shifts),
+                );
+                let channels = k::ChannelQuant {
+                    bias: &bias,
+                    multiplier: &mult,
+                    shift: &shift,
+                };
+                k::dense::dense(&channels, &out(p.clamp), &i8s(spec, p.weights), x, &mut y);
+            }
+            Op::PoolI8(p) => {
+                let quant = k::pool::PoolQuant {
+                    input_zero_point: zp(&xd),
+                    rescale: p.rescale,
+                    output: out(p.clamp),
+                };
+                k::pool::pool(&p.pool, &quant, dims(&xd), x, dims(&yd), &mut y);
+            }
+            Op::AddI8(p) => {
+                let quant = k::elementwise::AddQuant {
+                    input_zero_points: [zp(&xd), zp(&layer.inputs[1])],
+                    input_requant: p.input_requant,
+                    output_requant: p.output_requant,
+                    output: out(p.clamp),
+                };
+                k::elementwise::add(&quant, x, x2, &mut y);
+            }
+            Op::AffineI8(p) => {
+                let (scale, offset, mult, shift) = (
+                    i32s(spec, p.scale),
+                    i32s(spec, p.offset),
+                    i32s(spec, p.requant.multipliers),
+                    i32s(spec, p.requant.shifts),
+                );
+                let quant = k::elementwise::AffineQuant {
+                    input_zero_point: zp(&xd),
+                    scale: &scale,
+                    offset: &offset,
+                    multiplier: &mult,
+                    shift: &shift,
+                    output: out(p.clamp),
+                };
+                k::elementwise::affine(&quant, x, &mut y);
+            }
+            Op::ClampI8(c) => k::elementwise::clamp(c, x, &mut y),
+            Op::LookupI8 { table } => {
+                let table: [i8; 256] = i8s(spec, table).try_into().unwrap();
+                k::lut::lookup(&table, x, &mut y);
+            }
+            Op::SoftmaxI8 { exp_table } => {
+                let table: Vec<u32> = i32s(spec, exp_table).iter().map(|v| *v as u32).collect();
+                let table: [u32; 256] = table.try_into().unwrap();
+                k::lut::softmax(&table, xd.dims[2] as usize, x, &mut y);
+            }
+            Op::PadI8 { pad, value } => {
+                layout::pad_with(pad, value, dims(&xd), x, dims(&yd), &mut y)
+            }
+            Op::Transpose(t) => layout::transpose(&t, dims(&xd), x, &mut y),
+            other => panic!("not an int8 op: {other:?}"),
+        }
+        y
+    }
+
+    /// Every layer's output, computed layer by layer with [`by_hand`] from the model input.
+    fn model_by_hand(spec: &Spec, input: &[i8]) -> Vec<Vec<i8>> {
+        let mut tensors: HashMap<u16, Vec<i8>> = HashMap::new();
+        tensors.insert(spec.info.input.id, input.to_vec());
+        let mut outputs = Vec::new();
+        for layer in &spec.layers {
+            let x = tensors[&layer.inputs[0].id].clone();
+            let x2 = match layer.input_count {
+                2 => tensors[&layer.inputs[1].id].clone(),
+                _ => Vec::new(),
+            };
+            let y = by_hand(spec, layer, &x, &x2);
+            tensors.insert(layer.output.id, y.clone());
+            outputs.push(y);
+        }
+        outputs
+    }
+
+    /// Records every layer's output bytes.
+    #[derive(Default)]
+    struct Outputs(Vec<Vec<i8>>);
+
+    impl Observer for Outputs {
+        fn layer_end(&mut self, index: u16, layer: &Layer, output: &[u8]) {
+            assert_eq!(usize::from(index), self.0.len());
+            assert_eq!(output.len(), layer.output.byte_len());
+            self.0.push(output.iter().map(|b| *b as i8).collect());
+        }
+    }
+
+    fn input_i8(n: usize, seed: u64) -> Vec<i8> {
+        Gen(seed).i8s(n)
+    }
+
+    #[test]
+    fn every_int8_layer_matches_its_kernel() {
+        let spec = int8_model();
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let mut arena = Blob::zeroed(model.arena_bytes());
+        for seed in 0..20 {
+            let x = input_i8(model.input().len(), seed);
+            let expected = model_by_hand(&spec, &x);
+            // A dirty arena must not matter.
+            arena.bytes_mut().fill(seed as u8 ^ 0x5A);
+            let mut seen = Outputs::default();
+            let mut out = [0i8; 5];
+            model
+                .run_i8_observed(arena.bytes_mut(), &x, &mut out, &mut seen)
+                .unwrap();
+            assert_eq!(seen.0, expected, "seed {seed}");
+            assert_eq!(out.to_vec(), expected[10]);
+            // The plain entry point gives the same result.
+            let mut again = [0i8; 5];
+            model.run_i8(arena.bytes_mut(), &x, &mut again).unwrap();
+            assert_eq!(again, out);
+        }
+        // The test model exercises its layers: outputs are not constant.
+        let x = input_i8(32, 3);
+        for (i, y) in model_by_hand(&spec, &x).iter().enumerate() {
+            let distinct = y.iter().collect::<std::collections::BTreeSet<_>>().len();
+            assert!(distinct > 1, "layer {i} output is constant: {y:?}");
+        }
+    }
+
+    #[test]
+    fn grouped_dilated_conv_without_pad_values_through_the_engine() {
+        // [5,5,4] -> grouped conv (2 groups, dilation 2, stride 2, asymmetric pads, empty pad
+        // values: the border reads the input zero point) -> [3,2,6] -> depthwise 3x3 -> [3,2,6].
+        let x = q8(0, 0, [5, 5, 4], 0.03, 7);
+        let t1 = q8(1, 100, [3, 2, 6], 0.05, -4);
+        let t2 = q8(2, 0, [3, 2, 6], 0.07, 0);
+        let mut spec = Spec::new(136, x, t2);
+        spec.info.output_rank = 3;
+        let mut g = Gen(11);
+        let grouped = Conv2dI8 {
+            conv: Conv2d {
+                kernel: [2, 3],
+                stride: [2, 2],
+                dilation: [2, 1],
+                pad: [1, 0, 1, 0],
+                groups: 2,
+                weights: push_i8(&mut spec, &g.i8s(6 * 2 * 3 * 2)),
+                bias: push_i32(&mut spec, &[0, 100, -100, 2000, -2000, 5]),
+                pad_values: Span::default(),
+                activation: Activation::Identity,
+            },
+            requant: push_requant(&mut spec, &[0.004, 0.003, 0.002, 0.005, 0.001, 0.004]),
+            clamp: Clamp::FULL,
+        };
+        let depthwise = Conv2dI8 {
+            conv: Conv2d {
+                kernel: [3, 3],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: [1, 1, 1, 1],
+                groups: 6,
+                weights: push_i8(&mut spec, &g.i8s(6 * 9)),
+                bias: push_i32(&mut spec, &[10; 6]),
+                pad_values: push_i8(&mut spec, &[-4, 0, 3, -4, 100, -128]),
+                activation: Activation::Identity,
+            },
+            requant: push_requant(&mut spec, &[0.006; 6]),
+            clamp: Clamp { min: 0, max: 90 },
+        };
+        spec.push(layer(Op::Conv2dI8(grouped), x, t1))
+            .push(layer(Op::Conv2dI8(depthwise), t1, t2));
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let input = input_i8(100, 5);
+        let mut out = [0i8; 36];
+        model
+            .run_i8(Blob::zeroed(136).bytes_mut(), &input, &mut out)
+            .unwrap();
+        let expected = model_by_hand(&spec, &input);
+        assert_eq!(out.to_vec(), expected[1]);
+    }
+
+    #[test]
+    fn quantize_rounds_half_away_from_zero_and_saturates() {
+        let unit = Quant {
+            scale: 1.0,
+            zero_point: 0,
+        };
+        let cases = [
+            (2.5, 3),
+            (-2.5, -3),
+            (2.4999, 2),
+            (0.5, 1),
+            (-0.5, -1),
+            (127.4, 127),
+            (127.5, 127),
+            (1e30, 127),
+            (-1e30, -128),
+            (f32::INFINITY, 127),
+            (f32::NEG_INFINITY, -128),
+            (f32::NAN, 0),
+        ];
+        for (x, q) in cases {
+            assert_eq!(quantize(x, unit), q, "{x}");
+        }
+        let shifted = Quant {
+            scale: 0.5,
+            zero_point: -100,
+        };
+        assert_eq!(quantize(0.0, shifted), -100);
+        assert_eq!(quantize(f32::NAN, shifted), -100, "NaN is real zero");
+        assert_eq!(quantize(1.25, shifted), -97, "2.5 steps round to 3");
+        assert_eq!(
+            quantize(-20.0, shifted),
+            -128,
+            "saturates after the zero point"
+        );
+        assert_eq!(quantize(200.0, shifted), 127);
+        assert_eq!(dequantize(-97, shifted), 1.5);
+        assert_eq!(dequantize(-128, shifted), -14.0);
+    }
+
+    #[test]
+    fn run_f32_on_an_int8_model_quantizes_and_dequantizes_at_the_boundary() {
+        let spec = int8_model();
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let (qin, qout) = (model.input().quant.unwrap(), model.output().quant.unwrap());
+        let mut arena = Blob::zeroed(model.arena_bytes());
+        // Covers ties, saturation and NaN.
+        let mut x = values(32, 9).iter().map(|v| v * 8.0).collect::<Vec<f32>>();
+        x[0] = 0.025; // exactly half a step above 0 steps: rounds away from zero
+        x[1] = 100.0;
+        x[2] = f32::NAN;
+        let q: Vec<i8> = x.iter().map(|v| quantize(*v, qin)).collect();
+        assert_eq!(&q[..3], &[-2, 127, -3]);
+        let mut raw = [0i8; 5];
+        model.run_i8(arena.bytes_mut(), &q, &mut raw).unwrap();
+
+        let mut seen = Outputs::default();
+        let mut out = [0.0f32; 5];
+        model
+            .run_f32_observed(arena.bytes_mut(), &x, &mut out, &mut seen)
+            .unwrap();
+        assert_eq!(out, raw.map(|r| dequantize(r, qout)));
+        assert_eq!(seen.0.len(), 11);
+        assert_eq!(seen.0[10], raw.to_vec(), "the observer sees int8 bytes");
+        // Softmax probabilities: scale 1/256, so they sum to about 1.
+        assert!((out.iter().sum::<f32>() - 1.0).abs() < 0.03, "{out:?}");
+    }
+
+    #[test]
+    fn run_i8_refuses_f32_models_and_wrong_buffers() {
+        let blob = tiny().blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let mut arena = Blob::zeroed(model.arena_bytes());
+        let expected = Err(RunError::ElementType {
+            expected: DType::I8,
+            found: DType::F32,
+        });
+        assert_eq!(
+            model.run_i8(arena.bytes_mut(), &[0; 32], &mut [0; 5]),
+            expected
+        );
+        let text = std::format!("{}", expected.unwrap_err());
+        assert!(text.contains("run_f32"), "{text}");
+
+        let blob = int8_model().blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let mut arena = Blob::zeroed(model.arena_bytes() + 4);
+        assert_eq!(
+            model.run_i8(&mut arena.bytes_mut()[1..], &[0; 32], &mut [0; 5]),
+            Err(RunError::ArenaMisaligned)
+        );
+        assert_eq!(
+            model.run_i8(&mut arena.bytes_mut()[..139], &[0; 32], &mut [0; 5]),
+            Err(RunError::ArenaTooSmall {
+                needed: 140,
+                found: 139
+            })
+        );
+        assert_eq!(
+            model.run_i8(arena.bytes_mut(), &[0; 31], &mut [0; 5]),
+            Err(RunError::InputLength {
+                expected: 32,
+                found: 31
+            })
+        );
+        assert_eq!(
+            model.run_i8(arena.bytes_mut(), &[0; 32], &mut [0; 6]),
+            Err(RunError::OutputLength {
+                expected: 5,
+                found: 6
+            })
+        );
+        assert_eq!(
+            model.run_f32(arena.bytes_mut(), &[0.0; 31], &mut [0.0; 5]),
+            Err(RunError::InputLength {
+                expected: 32,
+                found: 31
+            })
+        );
+    }
+
+    /// "No float on the int8 path", at the source level: this file (above its tests) names no
+    /// float type, literal or float function. The boundary conversions of `run_f32` live in
+    /// `engine.rs`, outside this file, and `run_i8` does not call them.
+    #[test]
+    fn int8_dispatch_has_no_floating_point() {
+        let text = include_str!("int8.rs");
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for (n, line) in code.lines().enumerate() {
+            let code_part = line.split("//").next().unwrap_or("");
+            // The tensors' float scales are only reachable through `.quant`: read only the zero
+            // point from it.
+            assert!(
+                !code_part.contains(".quant") || code_part.contains(".zero_point"),
+                "int8.rs:{}: reads a tensor's quantization beyond its zero point: {line}",
+                n + 1
+            );
+            for banned in ["f32", "f64", "libm", "quantize", "roundf"] {
+                assert!(
+                    !code_part.contains(banned),
+                    "int8.rs:{}: `{banned}`: {line}",
+                    n + 1
+                );
+            }
+            let float_literal = code_part
+                .as_bytes()
+                .windows(3)
+                .any(|w| w[0].is_ascii_digit() && w[1] == b'.' && w[2].is_ascii_digit());
+            assert!(!float_literal, "int8.rs:{}: float literal: {line}", n + 1);
+        }
+    }
+}

@@ -1,0 +1,820 @@
+//! An int8 model that uses every int8 operation (shared with the engine tests), and the loader's
+//! int8 refusals, each with a test.
+
+extern crate std;
+
+use std::vec::Vec;
+
+use super::*;
+use crate::format::*;
+use crate::kernels::reference::int8::testing::Gen;
+use crate::quant::{add_requant, lookup_table, quantize_affine_channel};
+use crate::testutil::*;
+
+/// An int8 tensor description.
+pub(crate) const fn q8(
+    id: u16,
+    offset: u32,
+    dims: [u16; 3],
+    scale: f32,
+    zero_point: i32,
+) -> TensorDesc {
+    TensorDesc {
+        id,
+        offset,
+        dims,
+        dtype: DType::I8,
+        quant: Some(Quant { scale, zero_point }),
+    }
+}
+
+/// Appends i8 values to the weights section, unaligned (i8 arrays need no alignment).
+pub(crate) fn push_i8(spec: &mut Spec, values: &[i8]) -> Span {
+    let offset = spec.weights.len() as u32;
+    spec.weights.extend(values.iter().map(|v| *v as u8));
+    Span {
+        offset,
+        len: values.len() as u32,
+    }
+}
+
+/// Appends 4-byte little-endian values at the next multiple of 4.
+pub(crate) fn push_words(spec: &mut Spec, words: impl IntoIterator<Item = [u8; 4]>) -> Span {
+    while spec.weights.len() % 4 != 0 {
+        spec.weights.push(0);
+    }
+    let offset = spec.weights.len() as u32;
+    spec.weights.extend(words.into_iter().flatten());
+    Span {
+        offset,
+        len: spec.weights.len() as u32 - offset,
+    }
+}
+
+pub(crate) fn push_i32(spec: &mut Spec, values: &[i32]) -> Span {
+    push_words(spec, values.iter().map(|v| v.to_le_bytes()))
+}
+
+/// Per-channel factors of `reals`, as the host computes them.
+pub(crate) fn push_requant(spec: &mut Spec, reals: &[f64]) -> ChannelRequant {
+    let factors: Vec<Requant> = reals
+        .iter()
+        .map(|r| Requant::from_real(*r).unwrap())
+        .collect();
+    ChannelRequant {
+        multipliers: push_i32(
+            spec,
+            &factors.iter().map(|f| f.multiplier).collect::<Vec<_>>(),
+        ),
+        shifts: push_i32(spec, &factors.iter().map(|f| f.shift).collect::<Vec<_>>()),
+    }
+}
+
+// Tensors of `int8_model`. Arena plan (bytes):
+//   x    [4,4,2]    0..32   model input                       s 0.05  zp -3
+//   t1   [4,4,3]   32..80   L0  conv 3x3 pad 1 (pad values)   s 0.1   zp 5, clamp [5, 127] (ReLU)
+//   t2   [2,2,3]   80..92   L1  max pool 2x2 s2               as t1; read by L2 and L4
+//   t3   [2,2,3]   96..108  L2  affine                        s 0.08  zp -2
+//   t4   [2,2,3]  112..124  L3  clamp [-2, 100]               as t3
+//   t5   [2,2,3]  128..140  L4  add(t2, t4)                   s 0.12  zp 1
+//   t6   [3,2,2]    0..12   L5  transpose [2,0,1]             as t5
+//   t7   [4,3,2]   16..40   L6  pad [1,0,0,1] with 7          as t5
+//   t8   [4,3,2]   40..64   L7  lookup (tanh)                 s 1/128 zp 0
+//   t9   [2,2,2]   64..72   L8  avg pool 2x2 s[2,1] pad top 1, count pad, rescale  s 0.004 zp -10
+//   t10  [1,1,5]   72..77   L9  dense 8 -> 5                  s 0.05  zp 3
+//   t11  [1,1,5]   80..85   L10 softmax, model output         s 1/256 zp -128
+pub(crate) const QX: TensorDesc = q8(0, 0, [4, 4, 2], 0.05, -3);
+pub(crate) const Q1: TensorDesc = q8(1, 32, [4, 4, 3], 0.1, 5);
+pub(crate) const Q2: TensorDesc = q8(2, 80, [2, 2, 3], 0.1, 5);
+pub(crate) const Q3: TensorDesc = q8(3, 96, [2, 2, 3], 0.08, -2);
+pub(crate) const Q4: TensorDesc = q8(4, 112, [2, 2, 3], 0.08, -2);
+pub(crate) const Q5: TensorDesc = q8(5, 128, [2, 2, 3], 0.12, 1);
+pub(crate) const Q6: TensorDesc = q8(6, 0, [3, 2, 2], 0.12, 1);
+pub(crate) const Q7: TensorDesc = q8(7, 16, [4, 3, 2], 0.12, 1);
+pub(crate) const Q8: TensorDesc = q8(8, 40, [4, 3, 2], 1.0 / 128.0, 0);
+pub(crate) const Q9: TensorDesc = q8(9, 64, [2, 2, 2], 0.004, -10);
+pub(crate) const Q10: TensorDesc = q8(10, 72, [1, 1, 5], 0.05, 3);
+pub(crate) const Q11: TensorDesc = q8(11, 80, [1, 1, 5], 1.0 / 256.0, -128);
+
+fn scale(d: &TensorDesc) -> f64 {
+    f64::from(d.quant.unwrap().scale)
+}
+
+/// An eleven-layer int8 model that uses every int8 operation (and the generic transpose).
+pub(crate) fn int8_model() -> Spec {
+    let mut m = Spec::new(140, QX, Q11);
+    let mut g = Gen(7);
+    // An odd number of bytes first, so the i8 arrays below sit at unaligned offsets.
+    push_i8(&mut m, &[0; 3]);
+
+    let weight_scales = [0.01, 0.02, 0.015];
+    let conv_weights = push_i8(&mut m, &g.i8s(3 * 3 * 3 * 2));
+    let conv_pad = push_i8(&mut m, &[-3, 4]);
+    let conv_bias = push_i32(&mut m, &[120, -340, 15]);
+    let reals: Vec<f64> = weight_scales
+        .iter()
+        .map(|sw| scale(&QX) * sw / scale(&Q1))
+        .collect();
+    let conv = Conv2dI8 {
+        conv: Conv2d {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [1, 1, 1, 1],
+            groups: 1,
+            weights: conv_weights,
+            bias: conv_bias,
+            pad_values: conv_pad,
+            activation: Activation::Identity,
+        },
+        requant: push_requant(&mut m, &reals),
+        clamp: Clamp { min: 5, max: 127 },
+    };
+
+    let max_pool = PoolI8 {
+        pool: Pool {
+            kind: PoolKind::Max,
+            kernel: [2, 2],
+            stride: [2, 2],
+            pad: [0; 4],
+            activation: Activation::Identity,
+        },
+        rescale: None,
+        clamp: Clamp::FULL,
+    };
+
+    let channels: Vec<_> = [(1.5, 0.0), (-1.0, 3.0), (0.5, -2.5)]
+        .iter()
+        .map(|&(slope, shift)| {
+            let ratio = slope * scale(&Q2) / scale(&Q3);
+            quantize_affine_channel(ratio, shift / scale(&Q3)).unwrap()
+        })
+        .collect();
+    let affine = AffineI8 {
+        scale: push_i32(
+            &mut m,
+            &channels.iter().map(|c| c.scale).collect::<Vec<_>>(),
+        ),
+        offset: push_i32(
+            &mut m,
+            &channels.iter().map(|c| c.offset).collect::<Vec<_>>(),
+        ),
+        requant: ChannelRequant {
+            multipliers: push_i32(
+                &mut m,
+                &channels
+                    .iter()
+                    .map(|c| c.requant.multiplier)
+                    .collect::<Vec<_>>(),
+            ),
+            shifts: push_i32(
+                &mut m,
+                &channels.iter().map(|c| c.requant.shift).collect::<Vec<_>>(),
+            ),
+        },
+        clamp: Clamp::FULL,
+    };
+
+    let add_factors = add_requant(scale(&Q2), scale(&Q4), scale(&Q5)).unwrap();
+    let add = AddI8 {
+        input_requant: add_factors.inputs,
+        output_requant: add_factors.output,
+        clamp: Clamp::FULL,
+    };
+
+    let tanh = lookup_table(
+        libm::tanh,
+        (scale(&Q7), Q7.quant.unwrap().zero_point),
+        (scale(&Q8), Q8.quant.unwrap().zero_point),
+    );
+    let table = push_i8(&mut m, &tanh);
+
+    let avg_pool = PoolI8 {
+        pool: Pool {
+            kind: PoolKind::Average {
+                count_include_pad: true,
+            },
+            kernel: [2, 2],
+            stride: [2, 1],
+            pad: [1, 0, 0, 0],
+            activation: Activation::Identity,
+        },
+        rescale: Some(Requant::from_real(scale(&Q8) / scale(&Q9)).unwrap()),
+        clamp: Clamp::FULL,
+    };
+
+    let dense_reals: Vec<f64> = (0..5)
+        .map(|o| scale(&Q9) * 0.02 * (1.0 + o as f64 / 4.0) / scale(&Q10))
+        .collect();
+    let dense = DenseI8 {
+        weights: push_i8(&mut m, &g.i8s(5 * 8)),
+        bias: push_i32(&mut m, &[400, -900, 0, 1500, -20]),
+        requant: push_requant(&mut m, &dense_reals),
+        clamp: Clamp {
+            min: -100,
+            max: 120,
+        },
+    };
+
+    let exp_table = push_words(
+        &mut m,
+        (0..256).map(|d| {
+            let e = libm::exp(-scale(&Q10) * f64::from(d)) * 65536.0;
+            (libm::round(e) as u32).to_le_bytes()
+        }),
+    );
+
+    m.push(layer(Op::Conv2dI8(conv), QX, Q1))
+        .push(layer(Op::PoolI8(max_pool), Q1, Q2))
+        .push(layer(Op::AffineI8(affine), Q2, Q3))
+        .push(layer(Op::ClampI8(Clamp { min: -2, max: 100 }), Q3, Q4))
+        .push(layer2(Op::AddI8(add), Q2, Q4, Q5))
+        .push(layer(Op::Transpose(Transpose { perm: [2, 0, 1] }), Q5, Q6))
+        .push(layer(
+            Op::PadI8 {
+                pad: [1, 0, 0, 1],
+                value: 7,
+            },
+            Q6,
+            Q7,
+        ))
+        .push(layer(Op::LookupI8 { table }, Q7, Q8))
+        .push(layer(Op::PoolI8(avg_pool), Q8, Q9))
+        .push(layer(Op::DenseI8(dense), Q9, Q10))
+        .push(layer(Op::SoftmaxI8 { exp_table }, Q10, Q11));
+    m
+}
+
+fn load(spec: &Spec) -> Result<(), LoadError> {
+    let blob = spec.blob();
+    Model::new_checked(blob.bytes()).map(|_| ())
+}
+
+/// `int8_model()` with one edit, expected to be refused with `expected`.
+fn refused(edit: impl FnOnce(&mut Spec), expected: LoadError) {
+    let mut spec = int8_model();
+    edit(&mut spec);
+    assert_eq!(load(&spec), Err(expected));
+}
+
+fn bad(layer: u16, what: LayerFault) -> LoadError {
+    LoadError::BadLayer { layer, what }
+}
+
+fn param(fault: ParamFault) -> LayerFault {
+    LayerFault::Param(fault)
+}
+
+fn op<T>(spec: &mut Spec, index: usize, pick: impl FnOnce(&mut Op) -> Option<&mut T>) -> &mut T {
+    pick(&mut spec.layers[index].op).expect("layer has the expected op")
+}
+
+fn conv(spec: &mut Spec) -> &mut Conv2dI8 {
+    op(spec, 0, |o| match o {
+        Op::Conv2dI8(c) => Some(c),
+        _ => None,
+    })
+}
+
+fn max_pool(spec: &mut Spec) -> &mut PoolI8 {
+    op(spec, 1, |o| match o {
+        Op::PoolI8(p) => Some(p),
+        _ => None,
+    })
+}
+
+fn dense(spec: &mut Spec) -> &mut DenseI8 {
+    op(spec, 9, |o| match o {
+        Op::DenseI8(d) => Some(d),
+        _ => None,
+    })
+}
+
+/// Every use of tensor `id` (boundary and layer operands) edited alike, so the dataflow stays
+/// consistent and the edit reaches the per-op checks.
+fn edit_tensor(spec: &mut Spec, id: u16, edit: impl Fn(&mut TensorDesc)) {
+    let info = &mut spec.info;
+    for d in [&mut info.input, &mut info.output] {
+        if d.id == id {
+            edit(d);
+        }
+    }
+    for l in &mut spec.layers {
+        for d in l.inputs.iter_mut().chain([&mut l.output]) {
+            if d.id == id {
+                edit(d);
+            }
+        }
+    }
+}
+
+fn set_quant(spec: &mut Spec, id: u16, scale: f32, zero_point: i32) {
+    edit_tensor(spec, id, |d| d.quant = Some(Quant { scale, zero_point }));
+}
+
+#[test]
+fn int8_model_loads() {
+    let spec = int8_model();
+    let blob = spec.blob();
+    let model = Model::new_checked(blob.bytes()).unwrap();
+    assert_eq!(model.input().dtype, DType::I8);
+    assert_eq!(model.output().dtype, DType::I8);
+    assert_eq!(model.layers().collect::<Vec<_>>(), spec.layers);
+    // i8 arrays at odd offsets are fine.
+    assert_eq!(conv(&mut spec.clone()).conv.weights.offset % 2, 1);
+}
+
+#[test]
+fn int8_tensor_quantization_faults() {
+    let boundary = |fault| LoadError::BadModelTensor {
+        tensor: Boundary::Input,
+        fault,
+    };
+    refused(
+        |m| m.info.input.quant = None,
+        boundary(TensorFault::QuantMissing),
+    );
+    for s in [0.0, -0.5, f32::NAN, f32::INFINITY] {
+        refused(
+            |m| {
+                m.info.input.quant = Some(Quant {
+                    scale: s,
+                    zero_point: 0,
+                })
+            },
+            boundary(TensorFault::QuantScale),
+        );
+    }
+    for zero_point in [128, -129, i32::MIN] {
+        refused(
+            |m| {
+                m.info.input.quant = Some(Quant {
+                    scale: 0.1,
+                    zero_point,
+                })
+            },
+            boundary(TensorFault::QuantZeroPoint { zero_point }),
+        );
+    }
+    // In a layer operand, attributed to the layer.
+    refused(
+        |m| m.layers[3].output.quant = None,
+        bad(
+            3,
+            LayerFault::Tensor {
+                operand: Operand::Output,
+                fault: TensorFault::QuantMissing,
+            },
+        ),
+    );
+    // The zero point is part of the tensor description: a mismatch is a dataflow fault.
+    refused(
+        |m| {
+            m.layers[2].inputs[0].quant = Some(Quant {
+                scale: 0.1,
+                zero_point: 4,
+            })
+        },
+        bad(2, LayerFault::TensorMismatch { tensor: 2 }),
+    );
+}
+
+#[test]
+fn element_type_faults() {
+    // An f32 operation on int8 tensors.
+    refused(
+        |m| m.layers[3].op = Op::Activation(Activation::Relu),
+        bad(
+            3,
+            LayerFault::DType {
+                operand: Operand::Input(0),
+                expected: DType::F32,
+                found: DType::I8,
+            },
+        ),
+    );
+    // An int8 operation on f32 tensors (the f32 `tiny` model's standalone ReLU).
+    let mut spec = tiny();
+    spec.layers[3].op = Op::ClampI8(Clamp::FULL);
+    assert_eq!(
+        load(&spec),
+        Err(bad(
+            3,
+            LayerFault::DType {
+                operand: Operand::Input(0),
+                expected: DType::I8,
+                found: DType::F32,
+            },
+        ))
+    );
+    // A transpose keeps the element type.
+    refused(
+        |m| {
+            m.layers[5].output.dtype = DType::F32;
+            m.layers[5].output.quant = None;
+        },
+        bad(
+            5,
+            LayerFault::DType {
+                operand: Operand::Output,
+                expected: DType::I8,
+                found: DType::F32,
+            },
+        ),
+    );
+    // Both inputs of an int8 addition are int8.
+    refused(
+        |m| {
+            // 12 bytes, like the int8 tensor it replaces.
+            m.layers[4].inputs[1] = desc(4, 112, [1, 1, 3]);
+        },
+        bad(
+            4,
+            LayerFault::DType {
+                operand: Operand::Input(1),
+                expected: DType::I8,
+                found: DType::F32,
+            },
+        ),
+    );
+}
+
+#[test]
+fn quantization_must_carry_through_layers_that_cannot_rescale() {
+    let mismatch = LayerFault::QuantMismatch {
+        operand: Operand::Output,
+    };
+    // Max pool without rescale (t2 differs from t1).
+    refused(|m| set_quant(m, 2, 0.2, 5), bad(1, mismatch));
+    // Clamp (t4 differs from t3).
+    refused(|m| set_quant(m, 4, 0.08, 0), bad(3, mismatch));
+    // Transpose (t6 differs from t5).
+    refused(|m| set_quant(m, 6, 0.125, 1), bad(5, mismatch));
+    // Pad (t7 differs from t6).
+    refused(|m| set_quant(m, 7, 0.12, 2), bad(6, mismatch));
+    // With a rescale, the pool output has its own quantization.
+    let mut spec = int8_model();
+    set_quant(&mut spec, 2, 0.2, 5);
+    max_pool(&mut spec).rescale = Some(Requant::from_real(0.5).unwrap());
+    assert_eq!(load(&spec), Ok(()));
+    // Softmax output: scale 1/256, zero point -128.
+    refused(
+        |m| set_quant(m, 11, 1.0 / 256.0, 0),
+        bad(10, LayerFault::SoftmaxOutputQuant),
+    );
+    refused(
+        |m| set_quant(m, 11, 1.0 / 255.0, -128),
+        bad(10, LayerFault::SoftmaxOutputQuant),
+    );
+}
+
+#[test]
+fn int8_parameter_faults() {
+    refused(
+        |m| conv(m).conv.activation = Activation::Relu,
+        bad(0, param(ParamFault::FusedActivation)),
+    );
+    refused(
+        |m| max_pool(m).pool.activation = Activation::Sigmoid,
+        bad(1, param(ParamFault::FusedActivation)),
+    );
+    refused(
+        |m| conv(m).clamp = Clamp { min: 10, max: 9 },
+        bad(0, param(ParamFault::ClampBounds { min: 10, max: 9 })),
+    );
+    refused(
+        |m| m.layers[3].op = Op::ClampI8(Clamp { min: 1, max: -1 }),
+        bad(3, param(ParamFault::ClampBounds { min: 1, max: -1 })),
+    );
+    // A per-channel multiplier below 2^30 (the second channel).
+    refused(
+        |m| {
+            let at = conv(m).requant.multipliers.offset as usize + 4;
+            m.weights[at..at + 4].copy_from_slice(&5i32.to_le_bytes());
+        },
+        bad(0, param(ParamFault::Requant)),
+    );
+    // A shift out of range.
+    refused(
+        |m| {
+            let at = dense(m).requant.shifts.offset as usize;
+            m.weights[at..at + 4].copy_from_slice(&31i32.to_le_bytes());
+        },
+        bad(9, param(ParamFault::Requant)),
+    );
+    refused(
+        |m| {
+            let Op::AddI8(add) = &mut m.layers[4].op else {
+                unreachable!()
+            };
+            add.output_requant = Requant {
+                multiplier: 1,
+                shift: 0,
+            };
+        },
+        bad(4, param(ParamFault::Requant)),
+    );
+    refused(
+        |m| {
+            max_pool(m).rescale = Some(Requant {
+                multiplier: -(1 << 29),
+                shift: 0,
+            })
+        },
+        bad(1, param(ParamFault::Requant)),
+    );
+    // Zero is a normalized factor.
+    let mut spec = int8_model();
+    max_pool(&mut spec).rescale = Some(Requant::default());
+    assert_eq!(load(&spec), Ok(()));
+}
+
+#[test]
+fn accumulator_bound_is_checked_per_output_channel() {
+    // Conv: 3·3·2 = 18 products per output; channel 2's bias leaves no room for them.
+    refused(
+        |m| {
+            let at = conv(m).conv.bias.offset as usize + 8;
+            m.weights[at..at + 4].copy_from_slice(&(i32::MAX - 18 * (1 << 14) + 1).to_le_bytes());
+        },
+        bad(
+            0,
+            LayerFault::AccumulatorOverflow {
+                channel: 2,
+                products: 18,
+            },
+        ),
+    );
+    // Exactly at the bound is fine.
+    let mut spec = int8_model();
+    let at = conv(&mut spec).conv.bias.offset as usize + 8;
+    spec.weights[at..at + 4].copy_from_slice(&(i32::MAX - 18 * (1 << 14)).to_le_bytes());
+    assert_eq!(load(&spec), Ok(()));
+    // Dense: 8 products per output.
+    refused(
+        |m| {
+            let at = dense(m).bias.offset as usize;
+            m.weights[at..at + 4].copy_from_slice(&i32::MIN.to_le_bytes());
+        },
+        bad(
+            9,
+            LayerFault::AccumulatorOverflow {
+                channel: 0,
+                products: 8,
+            },
+        ),
+    );
+}
+
+#[test]
+fn int8_pool_window_is_bounded() {
+    // A 4096 x 4096 window over a 16 MiB input: the declared sizes are all the loader reads.
+    let pool = |kernel| {
+        let x = q8(0, 0, [4096, 4096, 1], 0.1, 0);
+        let y = q8(1, 1 << 24, [1, 1, 1], 0.1, 0);
+        let mut spec = Spec::new((1 << 24) + 4, x, y);
+        let p = PoolI8 {
+            pool: Pool {
+                kind: PoolKind::Average {
+                    count_include_pad: false,
+                },
+                kernel,
+                stride: [4096, 4096],
+                pad: [0; 4],
+                activation: Activation::Identity,
+            },
+            rescale: None,
+            clamp: Clamp::FULL,
+        };
+        spec.push(layer(Op::PoolI8(p), x, y));
+        load(&spec)
+    };
+    assert_eq!(
+        pool([4096, 4096]),
+        Err(bad(
+            0,
+            param(ParamFault::PoolWindowTooLarge {
+                area: 1 << 24,
+                max: 1 << 23,
+            })
+        ))
+    );
+    assert_eq!(pool([2048, 4096]), Ok(()));
+}
+
+#[test]
+fn int8_span_faults() {
+    let span = |role, fault| LayerFault::Span { role, fault };
+    refused(
+        |m| {
+            let Op::LookupI8 { table } = &mut m.layers[7].op else {
+                unreachable!()
+            };
+            table.len = 255;
+        },
+        bad(
+            7,
+            span(
+                SpanRole::Table,
+                SpanFault::Length {
+                    expected: 256,
+                    found: 255,
+                },
+            ),
+        ),
+    );
+    let mut original = int8_model();
+    let Op::SoftmaxI8 { exp_table } = original.layers[10].op else {
+        unreachable!()
+    };
+    refused(
+        |m| {
+            m.layers[10].op = Op::SoftmaxI8 {
+                exp_table: Span {
+                    offset: exp_table.offset + 1,
+                    ..exp_table
+                },
+            }
+        },
+        bad(
+            10,
+            span(
+                SpanRole::Table,
+                SpanFault::Misaligned {
+                    offset: exp_table.offset + 1,
+                },
+            ),
+        ),
+    );
+    let bias = conv(&mut original).conv.bias;
+    refused(
+        |m| conv(m).conv.weights.len -= 1,
+        bad(
+            0,
+            span(
+                SpanRole::Weights,
+                SpanFault::Length {
+                    expected: 54,
+                    found: 53,
+                },
+            ),
+        ),
+    );
+    refused(
+        |m| conv(m).conv.pad_values.len = 1,
+        bad(
+            0,
+            span(
+                SpanRole::PadValues,
+                SpanFault::Length {
+                    expected: 2,
+                    found: 1,
+                },
+            ),
+        ),
+    );
+    refused(
+        |m| conv(m).conv.bias.offset += 2,
+        bad(
+            0,
+            span(
+                SpanRole::Bias,
+                SpanFault::Misaligned {
+                    offset: bias.offset + 2,
+                },
+            ),
+        ),
+    );
+    refused(
+        |m| dense(m).requant.multipliers.len = 16,
+        bad(
+            9,
+            span(
+                SpanRole::Multipliers,
+                SpanFault::Length {
+                    expected: 20,
+                    found: 16,
+                },
+            ),
+        ),
+    );
+    refused(
+        |m| dense(m).requant.shifts.offset = 1 << 20,
+        bad(
+            9,
+            span(
+                SpanRole::Shifts,
+                SpanFault::OutOfBounds {
+                    end: (1 << 20) + 20,
+                    weights_len: int8_model().weights.len() as u32,
+                },
+            ),
+        ),
+    );
+    refused(
+        |m| {
+            let Op::AffineI8(a) = &mut m.layers[2].op else {
+                unreachable!()
+            };
+            a.offset.len = 8;
+        },
+        bad(
+            2,
+            span(
+                SpanRole::Offset,
+                SpanFault::Length {
+                    expected: 12,
+                    found: 8,
+                },
+            ),
+        ),
+    );
+    // Empty pad values (the border reads the input zero point) are fine.
+    let mut spec = int8_model();
+    conv(&mut spec).conv.pad_values = Span::default();
+    assert_eq!(load(&spec), Ok(()));
+}
+
+#[test]
+fn new_faults_display_actionable_messages() {
+    let texts = [
+        (
+            std::format!("{}", TensorFault::QuantMissing),
+            "no quantization",
+        ),
+        (std::format!("{}", TensorFault::QuantScale), "scale"),
+        (
+            std::format!("{}", TensorFault::QuantZeroPoint { zero_point: 200 }),
+            "200",
+        ),
+        (std::format!("{}", ParamFault::FusedActivation), "Identity"),
+        (std::format!("{}", ParamFault::Requant), "multiplier"),
+        (
+            std::format!("{}", ParamFault::ClampBounds { min: 3, max: 2 }),
+            "min 3 > max 2",
+        ),
+        (
+            std::format!("{}", ParamFault::PoolWindowTooLarge { area: 9, max: 8 }),
+            "9 elements",
+        ),
+        (
+            std::format!(
+                "{}",
+                LayerFault::QuantMismatch {
+                    operand: Operand::Output
+                }
+            ),
+            "output quantization",
+        ),
+        (std::format!("{}", LayerFault::SoftmaxOutputQuant), "1/256"),
+        (
+            std::format!(
+                "{}",
+                LayerFault::AccumulatorOverflow {
+                    channel: 4,
+                    products: 18
+                }
+            ),
+            "output channel 4",
+        ),
+        (std::format!("{}", SpanRole::Multipliers), "multipliers"),
+        (std::format!("{}", SpanRole::Table), "table"),
+    ];
+    for (text, needle) in texts {
+        assert!(text.contains(needle), "{text:?} lacks {needle:?}");
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Random edits of the int8 model's payload: whatever loads runs, raw and through floats.
+        #[test]
+        fn mutated_int8_payload_never_panics(edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6)) {
+            let mut blob = int8_model().blob();
+            let len = blob.bytes().len();
+            for (at, value) in edits {
+                let at = HEADER_LEN + usize::from(at) % (len - HEADER_LEN);
+                blob.bytes_mut()[at] = value;
+            }
+            fix_crc(blob.bytes_mut());
+            if let Ok(model) = Model::new_checked(blob.bytes()) {
+                if model.arena_bytes() <= 1 << 16 {
+                    let mut arena = Blob::zeroed(model.arena_bytes());
+                    let input = std::vec![0.5f32; model.input().len()];
+                    let mut output = std::vec![0.0f32; model.output().len()];
+                    prop_assert_eq!(model.run_f32(arena.bytes_mut(), &input, &mut output), Ok(()));
+                    if model.input().dtype == DType::I8 {
+                        let input = std::vec![-7i8; model.input().len()];
+                        let mut output = std::vec![0i8; model.output().len()];
+                        prop_assert_eq!(model.run_i8(arena.bytes_mut(), &input, &mut output), Ok(()));
+                    }
+                }
+            }
+        }
+    }
+}
