@@ -436,15 +436,15 @@ mod tests {
         let blob = tiny().blob();
         let model = Model::new_checked(blob.bytes()).unwrap();
         let mut arena = Blob::zeroed(model.arena_bytes());
-        let expected = Err(RunError::ElementType {
+        let expected = RunError::ElementType {
             expected: DType::I8,
             found: DType::F32,
-        });
+        };
         assert_eq!(
             model.run_i8(arena.bytes_mut(), &[0; 32], &mut [0; 5]),
-            expected
+            Err(expected)
         );
-        let text = std::format!("{}", expected.unwrap_err());
+        let text = std::format!("{expected}");
         assert!(text.contains("run_f32"), "{text}");
 
         let blob = int8_model().blob();

@@ -674,7 +674,10 @@ fn errors_display_actionable_messages() {
         },
     );
     let text = std::format!("{e}");
-    assert!(text.contains("input 0 is int8") && text.contains("f32"), "{text}");
+    assert!(
+        text.contains("input 0 is int8") && text.contains("f32"),
+        "{text}"
+    );
     fn is_error<E: core::error::Error + Copy>(_: E) {}
     is_error(e);
 }
