@@ -21,11 +21,14 @@ use icefold::Model;
 use icefold_tests::manifest;
 use icefold_tool::convert;
 
-/// Bytes of blob checksummed per blob for the weights sample (bounds the sweep's time).
-const WEIGHT_FLIP_BUDGET_BYTES: usize = 48 << 20;
-/// Structural flips with the CRC recomputed: at most this many per blob (seeded sample beyond).
-const RECRC_FLIPS_MAX: usize = 12_000;
-/// Models whose arena is larger than this are loaded but not run in the recomputed-CRC sweep.
+/// Every flip costs at least one CRC pass over the whole blob; this many blob bytes per sweep
+/// and blob bound the time (small blobs get every bit, large ones a seeded sample).
+const FLIP_BUDGET_BYTES: usize = 64 << 20;
+/// Fewest flips per sweep, whatever the blob size.
+const MIN_FLIPS: usize = 256;
+/// Mutants that load are run, up to this many per blob (a run of MobileNet costs milliseconds).
+const MAX_RUNS: usize = 300;
+/// Models whose arena is larger than this are loaded but not run.
 const RUN_ARENA_MAX: usize = 1 << 20;
 
 /// A blob in 4-byte aligned storage that can be edited in place.
@@ -134,7 +137,11 @@ fn sweep(name: &str, bytes: &[u8]) -> Result<String, Vec<String>> {
     let mut blob = Blob::new(bytes);
     match load_and_maybe_run(blob.bytes(), true) {
         Ok(Outcome::Loaded) => {}
-        other => return Err(vec![format!("{name}: the intact blob does not load: {other:?}")]),
+        other => {
+            return Err(vec![format!(
+                "{name}: the intact blob does not load: {other:?}"
+            )])
+        }
     }
     let len = blob.len;
 
@@ -147,34 +154,37 @@ fn sweep(name: &str, bytes: &[u8]) -> Result<String, Vec<String>> {
         }
     }
 
-    // 2. Plain bit flips: all structural bits, a budgeted sample of the weights bits.
+    // 2. Plain bit flips, three quarters of the budget on the structural bits (where a flip could
+    // get past a weak check), the rest on the weights (where only the CRC can catch it).
+    let budget = (FLIP_BUDGET_BYTES / len).max(MIN_FLIPS);
     let structural = 0..blob.weights_at() * 8;
-    let weight_flips = (WEIGHT_FLIP_BUDGET_BYTES / len).max(64);
-    let mut flips = bits_to_flip(structural.clone(), usize::MAX, 0);
+    let mut flips = bits_to_flip(structural.clone(), budget * 3 / 4, 0x5eed);
     let structural_flips = flips.len();
-    flips.extend(bits_to_flip(structural.end..len * 8, weight_flips, 0x1ce_f01d));
-    // Big blobs: the structural bits are sampled too, within the same budget.
-    let max_total = (4 * WEIGHT_FLIP_BUDGET_BYTES / len).max(2_000);
-    if flips.len() > max_total {
-        let mut rng = Rng(0x5eed);
-        for i in 0..max_total {
-            let j = i + rng.below(flips.len() - i);
-            flips.swap(i, j);
-        }
-        flips.truncate(max_total);
-    }
+    flips.extend(bits_to_flip(
+        structural.end..len * 8,
+        budget - structural_flips,
+        0x1ce_f01d,
+    ));
     for &bit in &flips {
         blob.flip(bit);
         match load_and_maybe_run(blob.bytes(), false) {
             Ok(Outcome::Refused) => {}
-            Ok(Outcome::Loaded) => fail(format!("flip of bit {} of byte {} loaded", bit % 8, bit / 8)),
-            Err(p) => fail(format!("flip of bit {} of byte {} panicked: {p}", bit % 8, bit / 8)),
+            Ok(Outcome::Loaded) => fail(format!(
+                "flip of bit {} of byte {} loaded",
+                bit % 8,
+                bit / 8
+            )),
+            Err(p) => fail(format!(
+                "flip of bit {} of byte {} panicked: {p}",
+                bit % 8,
+                bit / 8
+            )),
         }
         blob.flip(bit);
     }
 
     // 3. Structural flips behind a valid CRC (header CRC field excluded: it is rewritten).
-    let recrc: Vec<usize> = bits_to_flip(structural.clone(), RECRC_FLIPS_MAX, 0xc0ffee)
+    let recrc: Vec<usize> = bits_to_flip(structural.clone(), budget / 2, 0xc0ffee)
         .into_iter()
         .filter(|b| !(16 * 8..20 * 8).contains(b))
         .collect();
@@ -182,7 +192,7 @@ fn sweep(name: &str, bytes: &[u8]) -> Result<String, Vec<String>> {
     for &bit in &recrc {
         blob.flip(bit);
         blob.fix_crc();
-        match load_and_maybe_run(blob.bytes(), true) {
+        match load_and_maybe_run(blob.bytes(), loaded < MAX_RUNS) {
             Ok(Outcome::Refused) => refused += 1,
             Ok(Outcome::Loaded) => loaded += 1,
             Err(p) => fail(format!(
@@ -201,9 +211,9 @@ fn sweep(name: &str, bytes: &[u8]) -> Result<String, Vec<String>> {
     }
     Ok(format!(
         "{name:<24} {len:>8} B  truncations {len:>8}  flips {:>6} ({} structural of {})  \
-         CRC-fixed flips {:>6}: {refused} refused, {loaded} loaded and ran",
+         CRC-fixed flips {:>6}: {refused} refused, {loaded} loaded (first {MAX_RUNS} run)",
         flips.len(),
-        structural_flips.min(flips.len()),
+        structural_flips,
         structural.len(),
         recrc.len(),
     ))
@@ -212,13 +222,15 @@ fn sweep(name: &str, bytes: &[u8]) -> Result<String, Vec<String>> {
 /// Every fixture blob through every sweep, fixtures split over two threads.
 #[test]
 fn corrupted_blobs_are_refused_and_never_panic() {
-    // Panics are expected to be caught and reported; keep the default hook from printing each.
     let fixtures: Vec<_> = manifest()
         .into_iter()
         .filter(|f| f.kind == "parity")
         .collect();
     assert!(!fixtures.is_empty(), "no parity fixtures found");
+    // Convert on two threads, then sweep each distinct blob once (several fixtures differ only in
+    // their export path and give the same blob).
     let work = std::sync::Mutex::new(fixtures.iter());
+    let blobs = std::sync::Mutex::new(Vec::new());
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..2 {
@@ -226,9 +238,29 @@ fn corrupted_blobs_are_refused_and_never_panic() {
                 let Some(f) = work.lock().unwrap().next() else {
                     break;
                 };
-                let result = convert::convert_file(&f.model())
-                    .map_err(|e| vec![format!("{}: does not convert: {e:#}", f.name)])
-                    .and_then(|c| sweep(&f.name, &c.blob));
+                match convert::convert_file(&f.model()) {
+                    Ok(c) => blobs.lock().unwrap().push((f.name.clone(), c.blob)),
+                    Err(e) => results
+                        .lock()
+                        .unwrap()
+                        .push(Err(vec![format!("{}: does not convert: {e:#}", f.name)])),
+                }
+            });
+        }
+    });
+    let mut blobs = blobs.into_inner().unwrap();
+    blobs.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    blobs.dedup_by(|later, first| later.1 == first.1);
+    // Largest first, so the two threads finish together.
+    blobs.sort_by_key(|b| std::cmp::Reverse(b.1.len()));
+    let work = std::sync::Mutex::new(blobs.iter());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let Some((name, blob)) = work.lock().unwrap().next() else {
+                    break;
+                };
+                let result = sweep(name, blob);
                 results.lock().unwrap().push(result);
             });
         }
