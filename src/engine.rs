@@ -3,10 +3,10 @@
 //!
 //! The arena is bytes; each layer views its operands as the element type the loader checked
 //! (`F32` or `I8`) through `bytemuck` casts of disjoint sub-slices. f32 layers run in
-//! [`Model::run_f32_layer`], int8 layers in the [`int8`] module, which contains no floating
-//! point at all (a test reads its source to keep it so). The only float operations of an int8
-//! run are the boundary conversions of [`Model::run_f32`] ([`quantize_input`],
-//! [`dequantize_output`]); [`Model::run_i8`] has none.
+//! `Model::run_f32_layer`, int8 layers in the private `engine::int8` module, which contains no
+//! floating point at all (a test reads its source to keep it so). The only float operations of an
+//! int8 run are the boundary conversions of [`Model::run_f32`] ([`quantize`], [`dequantize`]);
+//! [`Model::run_i8`] has none.
 
 mod int8;
 

@@ -1,9 +1,10 @@
 //! icefold runtime: `no_std`, allocation-free inference of BatchNorm-folded models.
 //!
 //! The host tool folds every BatchNorm into constants and writes a model blob (format:
-//! `docs/FORMAT.md`, types in [`format`]). This crate checks the blob once and then runs it with
-//! plain f32 kernels in one caller-provided arena. Nothing on the device reads or updates
-//! normalization statistics: the format has no operator that could.
+//! `docs/FORMAT.md`, types in [`format`]). This crate checks the blob once and then runs it in
+//! one caller-provided arena, with plain f32 kernels or, for quantized models, integer-only int8
+//! kernels. Nothing on the device reads or updates normalization statistics: the format has no
+//! operator that could.
 //!
 //! # Guarantees
 //!
@@ -11,21 +12,37 @@
 //! - the blob is 4-byte aligned (use [`Aligned`]), the header is version [`format::FORMAT_VERSION`]
 //!   with no unknown flags, its lengths account for every byte, the CRC-32 matches, the meta
 //!   records decode and fill their section exactly, the padding is zero;
-//! - every tensor description: f32 (int8 is reported as [`LoadError::Unsupported`] for now), non-zero
-//!   dimensions, size below 4 GiB, offset a multiple of 4, inside `ModelInfo::arena_bytes`; the
-//!   model input and output have a logical rank of 1 to 3;
-//! - every layer: operand count, output shape implied by the operation's parameters (convolution
-//!   and pooling window arithmetic, groups, transpose permutation, padding), weight spans inside
-//!   the weights section, 4-aligned and exactly as long as the shapes require, finite parameters;
+//! - every tensor description: f32 without quantization or int8 with a finite scale above zero and
+//!   a zero point in `-128..=127`, non-zero dimensions, size below 4 GiB, offset a multiple of 4,
+//!   inside `ModelInfo::arena_bytes`; the model input and output have a logical rank of 1 to 3;
+//! - every layer: operand count, element types (f32 operations on f32 tensors, int8 operations on
+//!   int8 tensors, a transpose keeps type and quantization), output shape implied by the
+//!   operation's parameters (convolution and pooling window arithmetic, groups, transpose
+//!   permutation, padding), weight spans inside the weights section, aligned for their element
+//!   type and exactly as long as the shapes require, finite parameters;
+//! - int8 layers additionally: every requantization factor normalized, every clamp `min <= max`,
+//!   no fused activation in the embedded conv/pool record, quantization unchanged where the
+//!   operation cannot rescale, softmax output quantized 1/256 with zero point -128, int8 pooling
+//!   windows bounded, and for every conv/dense output channel the bias plus its products provably
+//!   inside the i32 accumulator ([`kernels::reference::int8::accumulator_fits`]);
 //! - the dataflow: one description per tensor id, every read sees the model input or a tensor an
 //!   earlier layer wrote, every id written once, the model input never written, the model output
 //!   written;
 //! - the arena plan: no layer's output overlaps its inputs or any tensor still read later (or the
 //!   model output), so a wrong plan is a load error and never a wrong result.
 //!
-//! After that, the accessors and [`Model::run_f32`] cannot panic or index out of bounds; a run
-//! can only fail on the caller's buffers ([`RunError`]). Loading costs O(1) RAM (layers are decoded
-//! again when needed) and O(L²) record decodes for L layers.
+//! After that, the accessors and the runs cannot panic or index out of bounds; a run can only fail
+//! on the caller's buffers ([`RunError`]). Loading costs O(1) RAM (layers are decoded again when
+//! needed) and O(L²) record decodes for L layers.
+//!
+//! # f32 and int8 models
+//!
+//! A model is f32 or int8 throughout: [`Model::input`]`().dtype` says which. [`Model::run_f32`]
+//! runs both; for an int8 model it quantizes the float input with the input tensor's scale and
+//! zero point ([`engine::quantize`]), runs the int8 layers and dequantizes the output
+//! ([`engine::dequantize`]). [`Model::run_i8`] takes and returns raw int8 tensors and runs no
+//! floating point at all (for MCUs without an FPU). The int8 layers are integer-only and give
+//! identical bytes on every target.
 //!
 //! # The arena contract
 //!
@@ -62,8 +79,10 @@
 //! - [`format`]: the blob's types and constants, shared with the host tool.
 //! - [`emit`]: writes a blob (host tool, tests).
 //! - [`model`]: the checked view ([`Model`], [`LoadError`], [`Aligned`]).
-//! - [`engine`]: running a model ([`Model::run_f32`], [`Observer`], [`RunError`]).
-//! - [`kernels`]: the reference f32 kernels that define every layer's result.
+//! - [`engine`]: running a model ([`Model::run_f32`], [`Model::run_i8`], [`Observer`],
+//!   [`RunError`]).
+//! - [`quant`]: the fixed-point requantization every int8 layer ends with.
+//! - [`kernels`]: the reference f32 and int8 kernels that define every layer's result.
 //!
 //! Little-endian targets only (weights are borrowed in place); a big-endian build fails to compile.
 #![no_std]

@@ -736,6 +736,28 @@ fn int8_span_faults() {
 }
 
 #[test]
+fn int8_wire_format_is_pinned() {
+    // Variant 14, then min and max as one two's-complement byte each (docs/FORMAT.md).
+    assert_eq!(
+        postcard_bytes(&Op::ClampI8(Clamp { min: -2, max: 100 })),
+        [14, 0xFE, 100]
+    );
+    // Requant: zigzag varints; 2^30 zigzags to 2^31, shift 1 to 2.
+    assert_eq!(
+        postcard_bytes(&Requant::IDENTITY),
+        [0x80, 0x80, 0x80, 0x80, 0x08, 2]
+    );
+    // Variant 17: pad [u16; 4] as varints, then the i8 fill.
+    assert_eq!(
+        postcard_bytes(&Op::PadI8 {
+            pad: [1, 0, 200, 0],
+            value: -1
+        }),
+        [17, 1, 0, 0xC8, 0x01, 0, 0xFF]
+    );
+}
+
+#[test]
 fn new_faults_display_actionable_messages() {
     let texts = [
         (
