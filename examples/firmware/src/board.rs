@@ -9,16 +9,23 @@
 //! Which timer depends on the board the build script picked for the target (`icefold_board`).
 
 use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{AtomicU32, Ordering};
 
-/// A 32-bit free-running timer.
+/// The board's 32-bit timer, extended to 64 bits by counting its wraps in an interrupt, so a
+/// single layer may run for any number of instructions (one 32-bit period is only ~167 M
+/// instructions on the MPS2 boards). The few instructions of each wrap interrupt are counted in
+/// the layer they interrupt.
 pub struct Clock {
     _private: (),
 }
 
+/// Timer wraps so far; written only by the timer interrupt (load/store atomics exist on ARMv6-M).
+static WRAPS: AtomicU32 = AtomicU32::new(0);
+
 /// Writes a timer register.
 fn write(addr: usize, value: u32) {
-    // SAFETY: only called with the register addresses of this board's timer, which QEMU maps as
-    // device memory; writing them configures the timer and touches no Rust-visible memory.
+    // SAFETY: only called with the register addresses of this board's timer and NVIC, which QEMU
+    // maps as device memory; writing them touches no Rust-visible memory.
     unsafe { write_volatile(addr as *mut u32, value) }
 }
 
@@ -28,10 +35,43 @@ fn read(addr: usize) -> u32 {
     unsafe { read_volatile(addr as *const u32) }
 }
 
+/// NVIC interrupt set-enable register 0.
+const NVIC_ISER0: usize = 0xE000_E100;
+
+impl Clock {
+    /// Ticks since `start`, 64 bits wide.
+    pub fn now(&self) -> u64 {
+        loop {
+            let before = WRAPS.load(Ordering::Acquire);
+            let count = counter();
+            let pending = wrap_pending();
+            if WRAPS.load(Ordering::Acquire) != before {
+                continue; // the interrupt ran in between: read again
+            }
+            // A wrap whose interrupt has not run yet shows as a pending flag with the counter
+            // already past it (in the lower half again).
+            let unserviced = u64::from(pending && count < 1 << 31);
+            return ((u64::from(before) + unserviced) << 32) | u64::from(count);
+        }
+    }
+}
+
+/// Called from `DefaultHandler` for every interrupt; true if it was the timer's.
+pub fn on_interrupt(irqn: i16) -> bool {
+    if irqn != TIMER_IRQ {
+        return false;
+    }
+    clear_wrap();
+    WRAPS.store(WRAPS.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+    true
+}
+
 /// Instructions in `ticks` timer ticks, rounded to nearest: ticks / (HZ * 1024 ns).
 pub fn instructions(ticks: u64) -> u64 {
-    let ticks_per_1e9_insns = HZ * 1024; // ticks per instruction, times 1e9
-    (ticks * 1_000_000_000 + ticks_per_1e9_insns / 2) / ticks_per_1e9_insns
+    // u128: ticks * 1e9 overflows u64 beyond ~720 M instructions.
+    let ticks_per_1e9_insns = u128::from(HZ) * 1024; // ticks per instruction, times 1e9
+    let insns = (u128::from(ticks) * 1_000_000_000 + ticks_per_1e9_insns / 2) / ticks_per_1e9_insns;
+    u64::try_from(insns).unwrap_or(u64::MAX)
 }
 
 // MPS2 AN385/AN386: CMSDK APB Timer0, a 32-bit down-counter on the 25 MHz system clock.
@@ -47,29 +87,46 @@ const TIMER0: usize = 0x5000_0000;
 #[cfg(icefold_board = "mps2_an505")]
 const HZ: u64 = 20_000_000;
 
+#[cfg(icefold_board = "mps2")]
+const TIMER_IRQ: i16 = 8;
+#[cfg(icefold_board = "mps2_an505")]
+const TIMER_IRQ: i16 = 3;
+
+#[cfg(any(icefold_board = "mps2", icefold_board = "mps2_an505"))]
+mod regs {
+    pub const CTRL: usize = super::TIMER0;
+    pub const VALUE: usize = super::TIMER0 + 0x4;
+    pub const RELOAD: usize = super::TIMER0 + 0x8;
+    pub const INTSTATUS: usize = super::TIMER0 + 0xc; // write 1 to clear
+}
+
+/// Counts up (the CMSDK timer counts down from `u32::MAX`).
+#[cfg(any(icefold_board = "mps2", icefold_board = "mps2_an505"))]
+fn counter() -> u32 {
+    u32::MAX - read(regs::VALUE)
+}
+
+#[cfg(any(icefold_board = "mps2", icefold_board = "mps2_an505"))]
+fn wrap_pending() -> bool {
+    read(regs::INTSTATUS) & 1 != 0
+}
+
+#[cfg(any(icefold_board = "mps2", icefold_board = "mps2_an505"))]
+fn clear_wrap() {
+    write(regs::INTSTATUS, 1);
+}
+
 #[cfg(any(icefold_board = "mps2", icefold_board = "mps2_an505"))]
 impl Clock {
-    const CTRL: usize = TIMER0;
-    const VALUE: usize = TIMER0 + 0x4;
-    const RELOAD: usize = TIMER0 + 0x8;
-
-    /// Starts the timer counting down from `u32::MAX`, wrapping there.
+    /// Starts the timer counting down from `u32::MAX`, reloading there with an interrupt.
     pub fn start() -> Clock {
-        write(Self::CTRL, 0);
-        write(Self::RELOAD, u32::MAX);
-        write(Self::VALUE, u32::MAX);
-        write(Self::CTRL, 1); // enable
+        write(regs::CTRL, 0);
+        write(regs::RELOAD, u32::MAX);
+        write(regs::VALUE, u32::MAX);
+        clear_wrap();
+        write(NVIC_ISER0, 1 << TIMER_IRQ);
+        write(regs::CTRL, 1 | 1 << 3); // enable, interrupt on reload
         Clock { _private: () }
-    }
-
-    /// The counter now.
-    pub fn now(&self) -> u32 {
-        read(Self::VALUE)
-    }
-
-    /// Ticks from `earlier` to `later` (one wrap allowed).
-    pub fn elapsed(earlier: u32, later: u32) -> u32 {
-        earlier.wrapping_sub(later)
     }
 }
 
@@ -79,36 +136,55 @@ impl Clock {
 const HZ: u64 = 16_000_000;
 
 #[cfg(icefold_board = "microbit")]
-impl Clock {
+const TIMER_IRQ: i16 = 8;
+
+#[cfg(icefold_board = "microbit")]
+mod regs {
     const BASE: usize = 0x4000_8000;
-    const TASKS_START: usize = Self::BASE;
-    const TASKS_STOP: usize = Self::BASE + 0x004;
-    const TASKS_CLEAR: usize = Self::BASE + 0x00c;
-    const TASKS_CAPTURE0: usize = Self::BASE + 0x040;
-    const MODE: usize = Self::BASE + 0x504;
-    const BITMODE: usize = Self::BASE + 0x508;
-    const PRESCALER: usize = Self::BASE + 0x510;
-    const CC0: usize = Self::BASE + 0x540;
+    pub const TASKS_START: usize = BASE;
+    pub const TASKS_STOP: usize = BASE + 0x004;
+    pub const TASKS_CLEAR: usize = BASE + 0x00c;
+    pub const TASKS_CAPTURE0: usize = BASE + 0x040;
+    pub const EVENTS_COMPARE1: usize = BASE + 0x144;
+    pub const INTENSET: usize = BASE + 0x304;
+    pub const MODE: usize = BASE + 0x504;
+    pub const BITMODE: usize = BASE + 0x508;
+    pub const PRESCALER: usize = BASE + 0x510;
+    pub const CC0: usize = BASE + 0x540;
+    pub const CC1: usize = BASE + 0x544;
+}
 
-    /// Starts the timer counting up from 0 at 16 MHz, 32 bits wide.
+#[cfg(icefold_board = "microbit")]
+fn counter() -> u32 {
+    write(regs::TASKS_CAPTURE0, 1);
+    read(regs::CC0)
+}
+
+#[cfg(icefold_board = "microbit")]
+fn wrap_pending() -> bool {
+    read(regs::EVENTS_COMPARE1) != 0
+}
+
+#[cfg(icefold_board = "microbit")]
+fn clear_wrap() {
+    write(regs::EVENTS_COMPARE1, 0);
+}
+
+#[cfg(icefold_board = "microbit")]
+impl Clock {
+    /// Starts the timer counting up from 0 at 16 MHz, 32 bits wide, with an interrupt at the
+    /// last count before each wrap (compare channel 1).
     pub fn start() -> Clock {
-        write(Self::TASKS_STOP, 1);
-        write(Self::MODE, 0); // timer, not counter
-        write(Self::BITMODE, 3); // 32 bit
-        write(Self::PRESCALER, 0); // 16 MHz
-        write(Self::TASKS_CLEAR, 1);
-        write(Self::TASKS_START, 1);
+        write(regs::TASKS_STOP, 1);
+        write(regs::MODE, 0); // timer, not counter
+        write(regs::BITMODE, 3); // 32 bit
+        write(regs::PRESCALER, 0); // 16 MHz
+        write(regs::CC1, u32::MAX);
+        clear_wrap();
+        write(regs::INTENSET, 1 << 17); // COMPARE[1]
+        write(NVIC_ISER0, 1 << TIMER_IRQ);
+        write(regs::TASKS_CLEAR, 1);
+        write(regs::TASKS_START, 1);
         Clock { _private: () }
-    }
-
-    /// The counter now.
-    pub fn now(&self) -> u32 {
-        write(Self::TASKS_CAPTURE0, 1);
-        read(Self::CC0)
-    }
-
-    /// Ticks from `earlier` to `later` (one wrap allowed).
-    pub fn elapsed(earlier: u32, later: u32) -> u32 {
-        later.wrapping_sub(earlier)
     }
 }
