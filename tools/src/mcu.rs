@@ -879,6 +879,15 @@ pub fn layer_kind(op: &Op) -> String {
         Op::Softmax => "Softmax".into(),
         Op::Transpose(t) => format!("Transpose {:?}", t.perm),
         Op::Pad(_) => "Pad".into(),
+        Op::Conv2dI8(c) => format!("{} i8", layer_kind(&Op::Conv2d(c.conv))),
+        Op::DenseI8(_) => "Dense i8".into(),
+        Op::PoolI8(_) => "Pool i8".into(),
+        Op::AddI8(_) => "Add i8".into(),
+        Op::AffineI8(_) => "Affine i8".into(),
+        Op::ClampI8(_) => "Clamp i8".into(),
+        Op::LookupI8 { .. } => "Lookup i8".into(),
+        Op::SoftmaxI8 { .. } => "Softmax i8".into(),
+        Op::PadI8 { .. } => "Pad i8".into(),
         #[allow(unreachable_patterns)]
         _ => "other".into(),
     }
@@ -888,12 +897,14 @@ pub fn layer_kind(op: &Op) -> String {
 pub fn layer_macs(layer: &Layer) -> u64 {
     let out = layer.output.len() as u64;
     let input = &layer.inputs[0];
-    match layer.op {
-        Op::Conv2d(c) => {
-            let in_per_group = u64::from(input.dims[2]) / u64::from(c.groups.max(1));
-            out * u64::from(c.kernel[0]) * u64::from(c.kernel[1]) * in_per_group
-        }
-        Op::Dense(_) => out * input.len() as u64,
+    let conv = |c: &icefold::format::Conv2d| {
+        let in_per_group = u64::from(input.dims[2]) / u64::from(c.groups.max(1));
+        out * u64::from(c.kernel[0]) * u64::from(c.kernel[1]) * in_per_group
+    };
+    match &layer.op {
+        Op::Conv2d(c) => conv(c),
+        Op::Conv2dI8(c) => conv(&c.conv),
+        Op::Dense(_) | Op::DenseI8(_) => out * input.len() as u64,
         _ => 0,
     }
 }
@@ -931,18 +942,14 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
         })
         .collect();
     let out_shape = host::logical_shape(&info.output, info.output_rank);
-    let mut data = Vec::new();
-    for bytes in &report.outputs {
-        match info.output.dtype {
-            DType::F32 => data.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            ),
-            // int8 models report raw int8 outputs; dequantization belongs with the int8 path.
-            DType::I8 => bail!("int8 model outputs are not supported by `icefold mcu` yet"),
-        }
-    }
+    // The firmware reports what `run_f32` wrote: f32 for every model (int8 models dequantize
+    // their output there, deterministically, so equal int8 outputs give equal bytes here).
+    let data: Vec<f32> = report
+        .outputs
+        .iter()
+        .flat_map(|b| b.chunks_exact(4))
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     let mut shape = vec![project.samples];
     shape.extend(out_shape);
     let harness = samples * (report.output_bytes as u64 + 8 * (info.layer_count as u64 + 1));
