@@ -26,6 +26,12 @@ pub struct Fixture {
     /// Whether argmax of the output is meaningful.
     #[serde(default)]
     pub top1: bool,
+    /// onnxruntime's own int8 (static QDQ, per-channel, MinMax) vs the f32 reference: relative L2.
+    #[serde(default)]
+    pub ort_int8_rel_l2: Option<f64>,
+    /// onnxruntime's own int8: samples whose argmax matches the f32 reference.
+    #[serde(default)]
+    pub ort_int8_top1_agree: Option<usize>,
 }
 
 /// The fixture directory.

@@ -32,6 +32,11 @@ pub enum Method {
     Mse,
 }
 
+impl Method {
+    /// What `convert --quantize int8` uses unless told otherwise.
+    pub const DEFAULT: Method = Method::MinMax;
+}
+
 impl std::str::FromStr for Method {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -96,3 +96,116 @@ pub fn argmax(x: &[f32]) -> usize {
     }
     best
 }
+
+/// Collects each layer's output as f32 (int8 outputs dequantized with their tensor's quantization).
+struct LayerCapture {
+    outputs: Vec<Vec<f32>>,
+}
+
+impl icefold::Observer for LayerCapture {
+    fn layer_end(&mut self, _index: u16, layer: &icefold::format::Layer, output: &[u8]) {
+        let values = match (layer.output.dtype, layer.output.quant) {
+            (icefold::format::DType::I8, Some(q)) => output
+                .iter()
+                .map(|&b| q.scale * (b as i8 as i32 - q.zero_point) as f32)
+                .collect(),
+            _ => output
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        };
+        self.outputs.push(values);
+    }
+}
+
+/// Run `reference` (f32) and `candidate` (e.g. its int8 twin, with the same layer list) over every
+/// sample of `x`; return per-layer SQNR in dB and the end-to-end difference of the outputs.
+pub fn compare_layers(
+    reference: &[u8],
+    candidate: &[u8],
+    x: &Array,
+    progress: bool,
+) -> Result<(Vec<f64>, Diff)> {
+    let (rb, cb) = (
+        crate::emit::AlignedBytes::new(reference),
+        crate::emit::AlignedBytes::new(candidate),
+    );
+    let (rm, cm) = (load(rb.as_slice())?, load(cb.as_slice())?);
+    let n_layers = rm.info().layer_count as usize;
+    if cm.info().layer_count as usize != n_layers {
+        bail!("the two models have different layer lists");
+    }
+    let mut signal = vec![0f64; n_layers];
+    let mut noise = vec![0f64; n_layers];
+    let mut arena_r = vec![0u32; (rm.info().arena_bytes as usize).div_ceil(4)];
+    let mut arena_c = vec![0u32; (cm.info().arena_bytes as usize).div_ceil(4)];
+    let out_len = rm.info().output.len();
+    let (mut out_r, mut out_c) = (
+        vec![0f32; x.samples() * out_len],
+        vec![0f32; x.samples() * out_len],
+    );
+    let pb = if progress {
+        let pb = indicatif::ProgressBar::new(x.samples() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:>24} [{bar:30}] {pos}/{len} samples ({eta})",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message("int8 vs f32 per layer");
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    for i in 0..x.samples() {
+        let mut cr = LayerCapture {
+            outputs: Vec::with_capacity(n_layers),
+        };
+        let mut cc = LayerCapture {
+            outputs: Vec::with_capacity(n_layers),
+        };
+        let o = i * out_len..(i + 1) * out_len;
+        rm.run_f32_observed(
+            bytemuck::cast_slice_mut(&mut arena_r),
+            x.sample(i),
+            &mut out_r[o.clone()],
+            &mut cr,
+        )
+        .map_err(|e| anyhow!("reference model, sample {i}: {e}"))?;
+        cm.run_f32_observed(
+            bytemuck::cast_slice_mut(&mut arena_c),
+            x.sample(i),
+            &mut out_c[o],
+            &mut cc,
+        )
+        .map_err(|e| anyhow!("quantized model, sample {i}: {e}"))?;
+        for (k, (a, b)) in cr.outputs.iter().zip(&cc.outputs).enumerate() {
+            for (&r, &c) in a.iter().zip(b) {
+                signal[k] += (r as f64) * (r as f64);
+                noise[k] += (r as f64 - c as f64).powi(2);
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let sqnr = signal
+        .iter()
+        .zip(&noise)
+        .map(|(&s, &n)| {
+            if n == 0.0 {
+                f64::INFINITY
+            } else {
+                10.0 * (s / n).log10()
+            }
+        })
+        .collect();
+    let mut shape = vec![x.samples()];
+    shape.extend(logical_shape(&rm.info().output, rm.info().output_rank));
+    let d = diff(
+        &Array {
+            shape: shape.clone(),
+            data: out_c,
+        },
+        &Array { shape, data: out_r },
+    )?;
+    Ok((sqnr, d))
+}

@@ -17,5 +17,5 @@ pub mod mcu;
 pub mod onnx;
 pub mod passes;
 pub mod plan;
-pub mod rustgen;
 pub mod quantize;
+pub mod rustgen;

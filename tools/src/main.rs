@@ -11,7 +11,8 @@ use icefold_tool::convert::{self, Converted};
 use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host::{self, Diff};
 use icefold_tool::io::{self, Array};
-use icefold_tool::{eval, graph};
+use icefold_tool::limits::Limits;
+use icefold_tool::{calibrate, eval, graph};
 
 #[derive(Parser)]
 #[command(
@@ -27,16 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Import an ONNX model, fold every BatchNorm, and write a runtime blob.
-    Convert {
-        /// The ONNX model (PyTorch or tf2onnx export, in eval mode).
-        model: PathBuf,
-        /// Where to write the blob.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Also write a Rust module for firmware: the blob included aligned, ARENA_BYTES, shapes.
-        #[arg(long, value_name = "MODEL_RS")]
-        emit_rust: Option<PathBuf>,
-    },
+    Convert(ConvertArgs),
     /// Run a blob on the host over N samples.
     Run {
         /// The blob written by `convert`.
@@ -102,11 +94,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Convert {
-            model,
-            output,
-            emit_rust,
-        } => cmd_convert(&model, &output, emit_rust.as_deref()),
+        Command::Convert(args) => cmd_convert(&args),
         Command::Mcu {
             blob,
             input,
@@ -148,10 +136,70 @@ fn main() -> ExitCode {
     }
 }
 
-fn cmd_convert(model: &Path, output: &Path, emit_rust: Option<&Path>) -> Result<()> {
+/// Arguments of `icefold convert`.
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// The ONNX model (PyTorch or tf2onnx export, in eval mode).
+    model: PathBuf,
+    /// Where to write the blob.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Also write a Rust module for firmware: the blob included aligned, ARENA_BYTES, shapes.
+    #[arg(long, value_name = "MODEL_RS")]
+    emit_rust: Option<PathBuf>,
+    /// Quantize: `int8` (integer-only inference; needs --calib).
+    #[arg(long, value_name = "PRECISION", value_parser = ["int8"])]
+    quantize: Option<String>,
+    /// Calibration samples (float32 .npy, [N, ...] in the model's input shape; not the test inputs).
+    #[arg(long, value_name = "CALIB_NPY")]
+    calib: Option<PathBuf>,
+    /// How activation ranges are chosen from the calibration data: minmax, mse or percentile[:P].
+    #[arg(long, default_value = "minmax")]
+    calib_method: calibrate::Method,
+    /// Skip the per-channel bias correction of the int8 layers on the calibration data.
+    #[arg(long)]
+    no_bias_correction: bool,
+    /// Refuse models whose weights exceed this many bytes.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_weight_bytes)]
+    max_weight_bytes: usize,
+    /// Refuse models whose arena exceeds this many bytes.
+    #[arg(long, default_value_t = Limits::DEFAULT.max_arena_bytes)]
+    max_arena_bytes: usize,
+    /// Refuse ONNX files larger than this many bytes (checked before reading).
+    #[arg(long, default_value_t = Limits::DEFAULT.max_file_bytes)]
+    max_file_bytes: u64,
+}
+
+fn cmd_convert(a: &ConvertArgs) -> Result<()> {
+    let (model, output, emit_rust) = (
+        a.model.as_path(),
+        a.output.as_path(),
+        a.emit_rust.as_deref(),
+    );
     io::ensure_not_an_input(output, &[model])?;
-    let c = convert::convert_file(model)?;
+    let limits = Limits {
+        max_weight_bytes: a.max_weight_bytes,
+        max_arena_bytes: a.max_arena_bytes,
+        max_file_bytes: a.max_file_bytes,
+    };
+    let c = match (&a.quantize, &a.calib) {
+        (Some(_), None) => bail!("--quantize int8 needs calibration data: --calib CALIB.npy"),
+        (Some(_), Some(calib_path)) => {
+            let calib = io::read_npy(calib_path)?;
+            let opts = convert::Int8Options {
+                calib: &calib,
+                method: a.calib_method,
+                progress: true,
+                bias_correction: !a.no_bias_correction,
+            };
+            convert::convert_file_int8(model, &limits, opts)?
+        }
+        (None, _) => convert::convert_file_with(model, &limits)?,
+    };
     print_conversion(&c);
+    if let Some(q) = &c.int8 {
+        print_int8_report(&c, q);
+    }
     io::write_atomic(output, &c.blob, &[model])?;
     println!("wrote {} ({} bytes)", output.display(), c.blob.len());
     if let Some(module) = emit_rust {
@@ -246,6 +294,32 @@ fn print_conversion(c: &Converted) {
     println!("blob bytes    {}", c.blob.len());
 }
 
+fn print_int8_report(c: &Converted, q: &convert::Int8Conversion) {
+    println!();
+    println!(
+        "int8 quantization: per-channel weights, activations calibrated ({:?}) on {} samples",
+        q.calibration.method, q.calibration.samples
+    );
+    println!(
+        "{:>3}  {:<24} {:<44} {:>10}",
+        "#", "layer", "from", "SQNR dB"
+    );
+    for (i, (n, db)) in c.lowered.notes.iter().zip(&q.layer_sqnr_db).enumerate() {
+        println!(
+            "{:>3}  {:<24} {:<44} {:>10.1}",
+            i,
+            n.kind,
+            truncate(&n.source, 44),
+            db
+        );
+    }
+    let e = q.end_to_end;
+    println!(
+        "int8 vs f32 on the calibration data: relative L2 {:.3e}, max-abs {:.3e}, top-1 agreement {}/{}",
+        e.rel_l2, e.max_abs, e.top1_agree, e.samples
+    );
+}
+
 fn print_layer_table(notes: &[icefold_tool::lower::LayerNote]) {
     println!(
         "{:>3}  {:<24} {:<44} {:>14} {:>10} {:>8}",
@@ -316,6 +390,17 @@ fn cmd_inspect(blob_path: &Path) -> Result<()> {
         host::logical_shape(&info.output, info.output_rank),
         info.output.offset
     );
+    println!(
+        "element type {:?}{}",
+        info.input.dtype,
+        match (info.input.quant, info.output.quant) {
+            (Some(a), Some(b)) => format!(
+                " (input scale {:e} zero point {}, output scale {:e} zero point {})",
+                a.scale, a.zero_point, b.scale, b.zero_point
+            ),
+            _ => String::new(),
+        }
+    );
     println!();
     println!(
         "{:>3}  {:<28} {:>16} {:>16} {:>22} {:>9}",
@@ -378,8 +463,54 @@ fn describe(op: &Op) -> (String, usize) {
         Op::Softmax => ("Softmax".into(), 0),
         Op::Transpose(t) => (format!("Transpose {:?}", t.perm), 0),
         Op::Pad(p) => (format!("Pad {:?}", p.pad), 0),
+        Op::Conv2dI8(q) => {
+            let c = &q.conv;
+            (
+                format!(
+                    "Conv2d i8 {}x{}/{} g{}",
+                    c.kernel[0],
+                    c.kernel[1],
+                    c.stride[1].max(c.stride[0]),
+                    c.groups
+                ),
+                (c.weights.len
+                    + c.bias.len
+                    + c.pad_values.len
+                    + q.requant.multipliers.len
+                    + q.requant.shifts.len) as usize,
+            )
+        }
+        Op::DenseI8(d) => (
+            "Dense i8".into(),
+            (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
+                as usize,
+        ),
+        Op::PoolI8(p) => (
+            format!(
+                "{}Pool i8 {}x{}/{}",
+                if p.pool.kind == PoolKind::Max {
+                    "Max"
+                } else {
+                    "Avg"
+                },
+                p.pool.kernel[0],
+                p.pool.kernel[1],
+                p.pool.stride[1]
+            ),
+            0,
+        ),
+        Op::AddI8(_) => ("Add i8".into(), 0),
+        Op::AffineI8(a) => (
+            "Affine i8".into(),
+            (a.scale.len + a.offset.len + a.requant.multipliers.len + a.requant.shifts.len)
+                as usize,
+        ),
+        Op::ClampI8(c) => (format!("Clamp i8 [{}, {}]", c.min, c.max), 0),
+        Op::LookupI8 { table } => ("Lookup i8 (256)".into(), table.len as usize),
+        Op::SoftmaxI8 { exp_table } => ("Softmax i8".into(), exp_table.len as usize),
+        Op::PadI8 { pad, .. } => (format!("Pad i8 {pad:?}"), 0),
         #[allow(unreachable_patterns)]
-        _ => ("?".into(), 0),
+        _ => ("(unknown op)".into(), 0),
     }
 }
 

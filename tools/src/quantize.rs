@@ -20,6 +20,7 @@ use icefold::kernels::reference::int8::accumulator_fits;
 use icefold::quant::{self, Requant};
 
 use crate::calibrate::{Calibration, QParams, Range};
+use crate::io::Array;
 use crate::lower::Lowered;
 use crate::plan::{plan_arena, BufferLife};
 
@@ -161,7 +162,9 @@ pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
         let out = layer.output.id as usize;
         let input = q[layer.inputs[0].id as usize];
         q[out] = Some(match layer.op {
-            // Data movement and pooling keep the input's grid (no rescale, no rounding).
+            // Average pooling narrows the range (a global pool outputs means): it gets its own,
+            // finer grid and rescales. Max pooling and data movement keep the input's grid.
+            Op::Pool(p) if p.kind != format::PoolKind::Max => QParams::from_range(ranges[out]),
             Op::Pool(_) | Op::Transpose(_) | Op::Pad(_) => {
                 input.ok_or_else(|| anyhow!("tensor {out}: input quantized after its use"))?
             }
@@ -253,9 +256,14 @@ pub fn quantize(l: &Lowered, cal: &Calibration) -> Result<Lowered> {
             Op::Pool(p) => {
                 let mut pool = *p;
                 pool.activation = RtActivation::Identity;
+                let rescale = if x == y {
+                    None
+                } else {
+                    Some(requant(s_in / s_out, &name, "pooling")?)
+                };
                 Op::PoolI8(PoolI8 {
                     pool,
-                    rescale: None,
+                    rescale,
                     clamp: clamp_for(p.activation, y, &name)?,
                 })
             }
@@ -401,4 +409,195 @@ pub fn replan(info: &mut format::ModelInfo, layers: &mut [format::Layer]) -> Res
     place(&mut info.output);
     info.arena_bytes = u32::try_from(plan.total).map_err(|_| anyhow!("arena beyond 4 GiB"))?;
     Ok(())
+}
+
+/// Factor of a fixed-point `Requant` as a real number.
+fn requant_real(r: Requant) -> f64 {
+    r.multiplier as f64 * 2f64.powi(r.shift - 31)
+}
+
+fn i32_at(bytes: &[u8], at: usize) -> i32 {
+    i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Running sums of (f32 - int8) output error of one layer, per output channel, over positions where
+/// the f32 output is not clamped by the fused activation (there the error reflects the bias).
+struct ErrorSums {
+    sum: Vec<f64>,
+    count: Vec<u64>,
+}
+
+/// Empirical bias correction: the mean per-channel error of every int8 convolution and dense layer
+/// against its f32 twin, measured on the calibration data with the whole (already corrected) int8
+/// network upstream, is folded into the layer's int32 bias. Rounding weights per channel shifts each
+/// channel's mean output a little; through depthwise layers and classifier heads that rescale small
+/// feature differences these shifts add up. Layers are corrected in order, one measurement each,
+/// on at most `max_samples` calibration samples.
+pub fn correct_bias(
+    q: &mut Lowered,
+    f32_twin: &Lowered,
+    calib: &Array,
+    max_samples: usize,
+) -> Result<()> {
+    let n = calib.samples().min(max_samples.max(1));
+    let subset = Array {
+        shape: std::iter::once(n)
+            .chain(calib.shape.iter().skip(1).copied())
+            .collect(),
+        data: calib.data[..n * calib.sample_len()].to_vec(),
+    };
+    let reference = all_layer_outputs(&crate::emit::blob(f32_twin)?, &subset)?;
+    for k in 0..q.layers.len() {
+        let layer = q.layers[k];
+        let (bias, requant, per, out_q, products) = match &layer.op {
+            Op::Conv2dI8(c) => (
+                c.conv.bias,
+                c.requant,
+                layer.output.dims[2] as usize,
+                layer.output.quant,
+                c.conv.kernel[0] as usize
+                    * c.conv.kernel[1] as usize
+                    * (layer.inputs[0].dims[2] / c.conv.groups.max(1)) as usize,
+            ),
+            Op::DenseI8(d) => (
+                d.bias,
+                d.requant,
+                layer.output.len(),
+                layer.output.quant,
+                layer.inputs[0].len(),
+            ),
+            _ => continue,
+        };
+        let Some(out_q) = out_q else { continue };
+        let candidate = crate::emit::blob(q)?;
+        let sums = measure_errors(&reference, &candidate, q, &subset, k)?;
+        for c in 0..per {
+            let count = sums.count[c];
+            if count == 0 {
+                continue;
+            }
+            let mean_err = sums.sum[c] / count as f64;
+            let m = Requant {
+                multiplier: i32_at(&q.weights, requant.multipliers.offset as usize + 4 * c),
+                shift: i32_at(&q.weights, requant.shifts.offset as usize + 4 * c),
+            };
+            // Accumulator scale s_in * s_w = factor * s_out.
+            let acc_scale = requant_real(m) * out_q.scale as f64;
+            if acc_scale <= 0.0 {
+                continue;
+            }
+            let at = bias.offset as usize + 4 * c;
+            let new = i32_at(&q.weights, at) as f64 + (mean_err / acc_scale).round();
+            if (i32::MIN as f64..=i32::MAX as f64).contains(&new)
+                && accumulator_fits(products, new as i32)
+            {
+                q.weights[at..at + 4].copy_from_slice(&(new as i32).to_le_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps one layer's output, as f32 (int8 dequantized with its tensor's quantization).
+struct Capture {
+    layer: usize,
+    out: Vec<f32>,
+}
+
+impl icefold::Observer for Capture {
+    fn layer_end(&mut self, i: u16, layer: &format::Layer, out: &[u8]) {
+        if i as usize != self.layer {
+            return;
+        }
+        self.out = match (layer.output.dtype, layer.output.quant) {
+            (DType::I8, Some(q)) => out
+                .iter()
+                .map(|&b| q.scale * (b as i8 as i32 - q.zero_point) as f32)
+                .collect(),
+            _ => out
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        };
+    }
+}
+
+/// Every layer's output of a model for every sample (the f32 reference of the bias correction).
+fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f32>>>> {
+    struct All(Vec<Vec<f32>>);
+    impl icefold::Observer for All {
+        fn layer_end(&mut self, _i: u16, _layer: &format::Layer, out: &[u8]) {
+            self.0.push(
+                out.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            );
+        }
+    }
+    let b = crate::emit::AlignedBytes::new(blob);
+    let m = crate::host::load(b.as_slice())?;
+    let mut arena = vec![0u32; (m.info().arena_bytes as usize).div_ceil(4)];
+    let mut out = vec![0f32; m.info().output.len()];
+    (0..x.samples())
+        .map(|i| {
+            let mut all = All(Vec::new());
+            m.run_f32_observed(
+                bytemuck::cast_slice_mut(&mut arena),
+                x.sample(i),
+                &mut out,
+                &mut all,
+            )
+            .map_err(|e| anyhow!("bias correction, f32 model: {e}"))?;
+            Ok(all.0)
+        })
+        .collect()
+}
+
+fn measure_errors(
+    reference: &[Vec<Vec<f32>>],
+    candidate: &[u8],
+    q: &Lowered,
+    calib: &Array,
+    k: usize,
+) -> Result<ErrorSums> {
+    let cb = crate::emit::AlignedBytes::new(candidate);
+    let cm = crate::host::load(cb.as_slice())?;
+    let mut ac = vec![0u32; (cm.info().arena_bytes as usize).div_ceil(4)];
+    let mut outc = vec![0f32; cm.info().output.len()];
+    let layer = &q.layers[k];
+    let ch = (layer.output.dims[2] as usize).max(1);
+    let mut sums = ErrorSums {
+        sum: vec![0.0; ch],
+        count: vec![0; ch],
+    };
+    let clamp = match &layer.op {
+        Op::Conv2dI8(c) => c.clamp,
+        Op::DenseI8(d) => d.clamp,
+        _ => return Ok(sums),
+    };
+    let Some(oq) = layer.output.quant else {
+        return Ok(sums);
+    };
+    let lo = oq.scale * (clamp.min as i32 - oq.zero_point) as f32;
+    let hi = oq.scale * (clamp.max as i32 - oq.zero_point) as f32;
+    for (i, per_layer) in reference.iter().enumerate().take(calib.samples()) {
+        let mut c = Capture {
+            layer: k,
+            out: Vec::new(),
+        };
+        cm.run_f32_observed(
+            bytemuck::cast_slice_mut(&mut ac),
+            calib.sample(i),
+            &mut outc,
+            &mut c,
+        )
+        .map_err(|e| anyhow!("bias correction, int8 model: {e}"))?;
+        for (idx, (&fr, &fc)) in per_layer[k].iter().zip(&c.out).enumerate() {
+            if fr > lo && fr < hi {
+                sums.sum[idx % ch] += (fr - fc) as f64;
+                sums.count[idx % ch] += 1;
+            }
+        }
+    }
+    Ok(sums)
 }
