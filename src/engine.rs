@@ -126,6 +126,12 @@ fn bytes_of(d: &TensorDesc) -> Range<usize> {
     start..start + d.byte_len()
 }
 
+/// Element-wise copy over the common length (the callers checked that the lengths are equal; a
+/// zip cannot panic where `copy_from_slice` would).
+fn copy<T: Copy>(from: &[T], to: &mut [T]) {
+    to.iter_mut().zip(from).for_each(|(t, f)| *t = *f);
+}
+
 fn dims(d: &TensorDesc) -> [usize; 3] {
     d.dims.map(usize::from)
 }
@@ -239,7 +245,7 @@ impl Model<'_> {
             (DType::I8, Some(quant)) => {
                 quantize_input(input, quant, bytemuck::cast_slice_mut(first));
             }
-            _ => as_f32_mut(first).ok_or(internal)?.copy_from_slice(input),
+            _ => copy(input, as_f32_mut(first).ok_or(internal)?),
         }
 
         self.run_layers(arena, observer)?;
@@ -249,7 +255,7 @@ impl Model<'_> {
             (DType::I8, Some(quant)) => {
                 dequantize_output(bytemuck::cast_slice(last), quant, output);
             }
-            _ => output.copy_from_slice(as_f32(last).ok_or(internal)?),
+            _ => copy(as_f32(last).ok_or(internal)?, output),
         }
         Ok(())
     }
@@ -288,12 +294,12 @@ impl Model<'_> {
         self.check_lengths(input.len(), output.len())?;
         let internal = RunError::Internal { layer: 0 };
         let first = arena.get_mut(bytes_of(model_in)).ok_or(internal)?;
-        first.copy_from_slice(bytemuck::cast_slice(input));
+        copy(bytemuck::cast_slice(input), first);
 
         self.run_layers(arena, observer)?;
 
         let last = arena.get(bytes_of(model_out)).ok_or(internal)?;
-        output.copy_from_slice(bytemuck::cast_slice(last));
+        copy(bytemuck::cast_slice(last), output);
         Ok(())
     }
 
