@@ -22,7 +22,7 @@ use icefold_tool::convert::{self, Int8Options};
 use icefold_tool::emit::AlignedBytes;
 use icefold_tool::io::Array;
 use icefold_tool::limits::Limits;
-use icefold_tool::{calibrate, host};
+use icefold_tool::host;
 
 struct Outcome {
     line: String,
@@ -71,7 +71,7 @@ fn check(f: &Fixture, method: Method) -> anyhow::Result<Outcome> {
     let mut out = vec![0i8; info.output.len()];
     let mut hasher = icefold::format::CRC.digest();
     for i in 0..x.samples() {
-        let xi: Vec<i8> = x.sample(i).iter().map(|&v| qp.quantize(v)).collect();
+        let xi: Vec<i8> = x.sample(i).iter().map(|&v| icefold::engine::quantize(v, q)).collect();
         model
             .run_i8(bytemuck::cast_slice_mut(&mut arena), &xi, &mut out)
             .map_err(|e| anyhow::anyhow!("run_i8: {e}"))?;
