@@ -20,9 +20,8 @@ use icefold_tests::{manifest, Fixture};
 use icefold_tool::calibrate::Method;
 use icefold_tool::convert::{self, Int8Options};
 use icefold_tool::emit::AlignedBytes;
-use icefold_tool::io::Array;
-use icefold_tool::limits::Limits;
 use icefold_tool::host;
+use icefold_tool::limits::Limits;
 
 struct Outcome {
     line: String,
@@ -71,7 +70,11 @@ fn check(f: &Fixture, method: Method) -> anyhow::Result<Outcome> {
     let mut out = vec![0i8; info.output.len()];
     let mut hasher = icefold::format::CRC.digest();
     for i in 0..x.samples() {
-        let xi: Vec<i8> = x.sample(i).iter().map(|&v| icefold::engine::quantize(v, q)).collect();
+        let xi: Vec<i8> = x
+            .sample(i)
+            .iter()
+            .map(|&v| icefold::engine::quantize(v, q))
+            .collect();
         model
             .run_i8(bytemuck::cast_slice_mut(&mut arena), &xi, &mut out)
             .map_err(|e| anyhow::anyhow!("run_i8: {e}"))?;

@@ -97,24 +97,29 @@ pub fn argmax(x: &[f32]) -> usize {
     best
 }
 
-/// Collects each layer's output as f32 (int8 outputs dequantized with their tensor's quantization).
+/// A layer's output bytes (as an `Observer` sees them) as real values: f32 as stored, int8
+/// dequantized with the tensor's quantization.
+pub fn output_values(layer: &icefold::format::Layer, output: &[u8]) -> Vec<f32> {
+    match (layer.output.dtype, layer.output.quant) {
+        (icefold::format::DType::I8, Some(q)) => output
+            .iter()
+            .map(|&b| icefold::engine::dequantize(b as i8, q))
+            .collect(),
+        _ => output
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    }
+}
+
+/// Collects each layer's output as real values.
 struct LayerCapture {
     outputs: Vec<Vec<f32>>,
 }
 
 impl icefold::Observer for LayerCapture {
     fn layer_end(&mut self, _index: u16, layer: &icefold::format::Layer, output: &[u8]) {
-        let values = match (layer.output.dtype, layer.output.quant) {
-            (icefold::format::DType::I8, Some(q)) => output
-                .iter()
-                .map(|&b| q.scale * (b as i8 as i32 - q.zero_point) as f32)
-                .collect(),
-            _ => output
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        };
-        self.outputs.push(values);
+        self.outputs.push(output_values(layer, output));
     }
 }
 

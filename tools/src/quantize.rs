@@ -509,16 +509,7 @@ impl icefold::Observer for Capture {
         if i as usize != self.layer {
             return;
         }
-        self.out = match (layer.output.dtype, layer.output.quant) {
-            (DType::I8, Some(q)) => out
-                .iter()
-                .map(|&b| q.scale * (b as i8 as i32 - q.zero_point) as f32)
-                .collect(),
-            _ => out
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        };
+        self.out = crate::host::output_values(layer, out);
     }
 }
 
@@ -526,12 +517,8 @@ impl icefold::Observer for Capture {
 fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f32>>>> {
     struct All(Vec<Vec<f32>>);
     impl icefold::Observer for All {
-        fn layer_end(&mut self, _i: u16, _layer: &format::Layer, out: &[u8]) {
-            self.0.push(
-                out.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            );
+        fn layer_end(&mut self, _i: u16, layer: &format::Layer, out: &[u8]) {
+            self.0.push(crate::host::output_values(layer, out));
         }
     }
     let b = crate::emit::AlignedBytes::new(blob);
