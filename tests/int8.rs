@@ -62,10 +62,6 @@ fn check(f: &Fixture, method: Method) -> anyhow::Result<Outcome> {
         .input
         .quant
         .ok_or_else(|| anyhow::anyhow!("int8 input without quantization"))?;
-    let qp = calibrate::QParams {
-        scale: q.scale,
-        zero_point: q.zero_point,
-    };
     let mut arena = vec![0u32; (info.arena_bytes as usize).div_ceil(4)];
     let mut out = vec![0i8; info.output.len()];
     let mut hasher = icefold::format::CRC.digest();
