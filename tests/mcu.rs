@@ -55,7 +55,10 @@ fn check(fixture: &str, target: Target) {
     // Exact counts: a second run of the same image counts the same instructions, layer by layer.
     let second =
         mcu::run(&project, &fw, &converted.blob, &opts).unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(first.instructions_per_sample, second.instructions_per_sample);
+    assert_eq!(
+        first.instructions_per_sample,
+        second.instructions_per_sample
+    );
     assert_eq!(first.layers, second.layers);
     assert_eq!(first.output_bytes, second.output_bytes);
     assert_eq!(first.stack_peak_bytes, second.stack_peak_bytes);
@@ -64,7 +67,10 @@ fn check(fixture: &str, target: Target) {
     let layer_sum: u64 = first.layers.iter().map(|l| l.instructions).sum();
     assert!(layer_sum > 0 && layer_sum <= first.instructions_per_inference);
     let lowered_macs: u64 = converted.lowered.notes.iter().map(|n| n.macs).sum();
-    assert_eq!(first.macs, lowered_macs, "MACs from the blob vs the converter's notes");
+    assert_eq!(
+        first.macs, lowered_macs,
+        "MACs from the blob vs the converter's notes"
+    );
     assert_eq!(first.flash_model_bytes, converted.blob.len() as u64);
     assert_eq!(
         first.arena_bytes,
