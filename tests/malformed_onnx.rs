@@ -51,13 +51,18 @@ fn scratch_dir(tag: &str) -> PathBuf {
 fn cli_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     // target/<profile>/deps/malformed_onnx-<hash> -> target/<profile>/icefold
-    let bin = exe.parent()?.parent()?.join(format!("icefold{}", std::env::consts::EXE_SUFFIX));
+    let bin = exe
+        .parent()?
+        .parent()?
+        .join(format!("icefold{}", std::env::consts::EXE_SUFFIX));
     bin.is_file().then_some(bin)
 }
 
 /// Convert in-process; a panic becomes an `Err` naming it so the test reports it as a failure.
 fn convert_error(path: &Path, limits: &Limits) -> Result<String, String> {
-    match catch_unwind(AssertUnwindSafe(|| convert::convert_file_with(path, limits))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        convert::convert_file_with(path, limits)
+    })) {
         Ok(Ok(_)) => Err("was accepted".into()),
         Ok(Err(e)) => Ok(format!("{e:#}")),
         Err(_) => Err("panicked".into()),
@@ -85,7 +90,11 @@ fn the_valid_base_model_converts() {
 #[test]
 fn every_malformed_file_is_refused_with_a_clear_error() {
     let cases = cases();
-    assert!(cases.len() >= 30, "the corpus has only {} cases", cases.len());
+    assert!(
+        cases.len() >= 30,
+        "the corpus has only {} cases",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let path = corpus_dir().join(&case.file);
@@ -100,14 +109,24 @@ fn every_malformed_file_is_refused_with_a_clear_error() {
                     case.file
                 )),
             }
-            assert_eq!(std::fs::read(&path).unwrap(), before, "{} was modified", case.file);
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                before,
+                "{} was modified",
+                case.file
+            );
             continue;
         }
         match result {
             Ok(message) => println!("{:<30} {message}", case.file),
             Err(why) => failures.push(format!("{} ({}): {why}", case.file, case.what)),
         }
-        assert_eq!(std::fs::read(&path).unwrap(), before, "{} was modified", case.file);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "{} was modified",
+            case.file
+        );
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
@@ -138,7 +157,10 @@ fn the_cli_refuses_every_malformed_file_and_writes_nothing() {
         if case.known_gap.is_some() {
             // Accepted today; it must still exit normally.
             if run.status.code().is_none() || run.status.code() == Some(101) {
-                failures.push(format!("{}: crashed: {:?}: {stderr}", case.file, run.status));
+                failures.push(format!(
+                    "{}: crashed: {:?}: {stderr}",
+                    case.file, run.status
+                ));
             }
             for f in std::fs::read_dir(&out_dir).unwrap() {
                 std::fs::remove_file(f.unwrap().path()).unwrap();
@@ -147,7 +169,10 @@ fn the_cli_refuses_every_malformed_file_and_writes_nothing() {
         }
         // Exit code 1 (the CLI's error path); `None` would mean a signal, 101 a panic.
         if run.status.code() != Some(1) {
-            failures.push(format!("{}: exit status {:?}: {stderr}", case.file, run.status));
+            failures.push(format!(
+                "{}: exit status {:?}: {stderr}",
+                case.file, run.status
+            ));
         } else if let Err(why) = check_message(&case, &stderr) {
             failures.push(format!("{}: {why}", case.file));
         }
@@ -161,7 +186,12 @@ fn the_cli_refuses_every_malformed_file_and_writes_nothing() {
                 let _ = std::fs::remove_file(out_dir.join(f));
             }
         }
-        assert_eq!(std::fs::read(&path).unwrap(), before, "{} was modified", case.file);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "{} was modified",
+            case.file
+        );
     }
     std::fs::remove_dir_all(&out_dir).unwrap();
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
@@ -182,8 +212,14 @@ fn limits_refuse_with_the_flag_to_raise_them() {
         },
     )
     .unwrap();
-    assert!(err.contains(&format!("--max-weight-bytes {weights}")), "{err}");
-    assert!(err.contains(&format!("limit of {} bytes", weights - 1)), "{err}");
+    assert!(
+        err.contains(&format!("--max-weight-bytes {weights}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("limit of {} bytes", weights - 1)),
+        "{err}"
+    );
 
     let err = convert_error(
         &base,
