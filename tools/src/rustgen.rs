@@ -2,7 +2,7 @@
 //! the firmware needs to allocate for it (`icefold convert --emit-rust`).
 //!
 //! With the constants a firmware declares its buffers statically and exactly:
-//! ```ignore
+//! ```text
 //! mod model; // generated
 //! static mut ARENA: icefold::Aligned<[u8; model::ARENA_BYTES]> = icefold::Aligned([0; model::ARENA_BYTES]);
 //! let model = icefold::Model::new_checked(&model::BLOB.0)?;
