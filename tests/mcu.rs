@@ -1,5 +1,6 @@
 //! Host = MCU: the runtime inside real firmware under QEMU, for every supported core, gives the
-//! host runtime's outputs, with instruction counts identical run to run.
+//! host runtime's outputs, with instruction counts identical run to run. int8 models must give
+//! the host's `run_i8` output bytes exactly.
 //!
 //! Needs `qemu-system-arm` and the rustup targets (CI installs both, see `.ci/run`). Without
 //! QEMU the tests print why and pass; a missing rustup target fails with the install command.
@@ -9,8 +10,20 @@
 use std::process::{Command, Stdio};
 
 use icefold_tests::manifest;
-use icefold_tool::convert;
+use icefold_tool::calibrate::Method;
+use icefold_tool::convert::{self, Int8Options};
+use icefold_tool::emit::AlignedBytes;
+use icefold_tool::host;
+use icefold_tool::limits::Limits;
 use icefold_tool::mcu::{self, McuOptions, Target, F32_REL_L2_LIMIT};
+
+/// How the fixture is converted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Precision {
+    F32,
+    /// Quantized with the fixture's own calibration set.
+    Int8,
+}
 
 fn qemu_installed() -> bool {
     Command::new("qemu-system-arm")
@@ -22,6 +35,15 @@ fn qemu_installed() -> bool {
 
 /// Converts `fixture`, runs it twice on `target` and checks parity and repeatability.
 fn check(fixture: &str, target: Target) {
+    check_precision(fixture, target, Precision::F32);
+}
+
+/// [`check`] for `fixture` quantized to int8 with its calibration set.
+fn check_int8(fixture: &str, target: Target) {
+    check_precision(fixture, target, Precision::Int8);
+}
+
+fn check_precision(fixture: &str, target: Target, precision: Precision) {
     if !qemu_installed() {
         eprintln!(
             "SKIPPED mcu test {fixture} on {target}: qemu-system-arm is not installed \
@@ -33,7 +55,20 @@ fn check(fixture: &str, target: Target) {
         .into_iter()
         .find(|f| f.name == fixture)
         .unwrap_or_else(|| panic!("fixture {fixture} is not in the manifest"));
-    let converted = convert::convert_file(&f.model()).expect("convert");
+    let converted = match precision {
+        Precision::F32 => convert::convert_file(&f.model()).expect("convert"),
+        Precision::Int8 => {
+            let calib = f.array("calib").expect("calib");
+            let opts = Int8Options {
+                calib: &calib,
+                method: Method::DEFAULT,
+                progress: false,
+                // Bias correction changes biases, not the instructions or the bit-exactness.
+                bias_correction: false,
+            };
+            convert::convert_file_int8(&f.model(), &Limits::DEFAULT, opts).expect("convert int8")
+        }
+    };
     let x = f.array("input").expect("input");
     let opts = McuOptions::new(target);
     mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
@@ -51,6 +86,30 @@ fn check(fixture: &str, target: Target) {
         parity.max_abs
     );
     assert_eq!(first.outputs.shape[0], x.samples());
+    assert_eq!(first.int8, precision == Precision::Int8);
+    if precision == Precision::Int8 {
+        // The raw int8 bytes equal the host's `run_i8`, and the float outputs written are the
+        // ones `icefold run` writes (host `run_f32`: quantize, run_i8, dequantize), bit for bit.
+        assert!(
+            parity.bytes_identical,
+            "{fixture} on {target}: int8 bytes differ"
+        );
+        assert_eq!(
+            first.output_bytes.concat().len(),
+            first.outputs.data.len(),
+            "one byte per int8 output"
+        );
+        let aligned = AlignedBytes::new(&converted.blob);
+        let model = host::load(aligned.as_slice()).expect("load");
+        let run = host::run_f32(&model, &x).expect("host run");
+        assert_eq!(run.shape, first.outputs.shape);
+        let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&run.data),
+            bits(&first.outputs.data),
+            "{fixture} on {target}: outputs differ from `icefold run`"
+        );
+    }
 
     // Exact counts: a second run of the same image counts the same instructions, layer by layer.
     let second =
@@ -89,6 +148,7 @@ fn check(fixture: &str, target: Target) {
         "stack_peak_bytes",
         "layers",
         "\"pass\": true",
+        "\"bytes_identical\"",
     ] {
         assert!(json.contains(key), "JSON profile lacks {key}:\n{json}");
     }
@@ -124,4 +184,22 @@ fn ops_mix_on_cortex_m4f() {
 #[test]
 fn matmul_dense_on_cortex_m0_soft_float() {
     check("matmul_dense", Target::CortexM0);
+}
+
+/// int8: the integer kernels (per-channel requantization, saturation) on the DSP core.
+#[test]
+fn small_cnn_int8_on_cortex_m4f() {
+    check_int8("small_cnn", Target::CortexM4);
+}
+
+/// int8 on ARMv6-M: no DSP, no hardware divide, only 32x32->32 multiplies.
+#[test]
+fn small_cnn_int8_on_cortex_m0() {
+    check_int8("small_cnn", Target::CortexM0);
+}
+
+/// int8 on ARMv8-M Mainline.
+#[test]
+fn ops_mix_int8_on_cortex_m33() {
+    check_int8("ops_mix", Target::CortexM33);
 }

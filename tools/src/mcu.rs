@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use std::{fmt, fs};
 
 use anyhow::{anyhow, bail, Context, Result};
-use icefold::format::{DType, Layer, Op, PoolKind};
+use icefold::engine;
+use icefold::format::{DType, Layer, Op, PoolKind, Quant};
 
 use crate::host::{self, Diff};
 use crate::io::Array;
@@ -277,7 +278,44 @@ pub struct Project {
     pub input_bytes: usize,
 }
 
-/// Checks `x` against the model input and returns its samples as little-endian f32 bytes.
+/// The element type both boundaries of the model share: the firmware runs `run_f32` on f32
+/// models and `run_i8` on int8 models, and cannot run a model whose input and output differ.
+fn boundary_dtype(model: &icefold::Model<'_>) -> Result<DType> {
+    let (input, output) = (model.input().dtype, model.output().dtype);
+    if input != output {
+        bail!(
+            "the model's input is {input:?} and its output {output:?}; the firmware runs models \
+             whose input and output are both f32 or both int8 (reconvert the model)"
+        );
+    }
+    Ok(input)
+}
+
+/// The input quantization of an int8 model.
+fn input_quant(model: &icefold::Model<'_>) -> Result<Quant> {
+    model
+        .input()
+        .quant
+        .ok_or_else(|| anyhow!("the model's int8 input has no quantization parameters"))
+}
+
+/// The output quantization of an int8 model.
+fn output_quant(model: &icefold::Model<'_>) -> Result<Quant> {
+    model
+        .output()
+        .quant
+        .ok_or_else(|| anyhow!("the model's int8 output has no quantization parameters"))
+}
+
+/// The samples of `x` quantized to the int8 model input with the runtime's own boundary function
+/// (`icefold::engine::quantize`, what `run_f32` does inside), one sample after the other.
+fn quantized_inputs(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<i8>> {
+    let q = input_quant(model)?;
+    Ok(x.data.iter().map(|&v| engine::quantize(v, q)).collect())
+}
+
+/// Checks `x` against the model input and returns its samples as the firmware embeds them:
+/// little-endian f32 for f32 models, int8 quantized on the host for int8 models.
 fn input_bytes(blob: &[u8], x: &Array) -> Result<Vec<u8>> {
     let aligned = crate::emit::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
@@ -295,13 +333,10 @@ fn input_bytes(blob: &[u8], x: &Array) -> Result<Vec<u8>> {
                 .join(", ")
         );
     }
-    if info.input.dtype != DType::F32 {
-        bail!(
-            "the firmware feeds f32 inputs; this model's input is {:?}",
-            info.input.dtype
-        );
+    match boundary_dtype(&model)? {
+        DType::F32 => Ok(x.data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        DType::I8 => Ok(bytemuck::cast_slice(&quantized_inputs(&model, x)?).to_vec()),
     }
-    Ok(x.data.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 /// Writes the firmware crate with `blob` and the samples of `x` embedded, under
@@ -356,9 +391,9 @@ pub fn prepare_project(blob: &[u8], x: &Array, opts: &McuOptions) -> Result<Proj
          #![allow(dead_code)]\n\n\
          /// Number of samples.\n\
          pub const SAMPLE_COUNT: usize = {};\n\
-         /// f32 elements per sample.\n\
+         /// Elements per sample.\n\
          pub const SAMPLE_LEN: usize = {sample_len};\n\
-         /// The samples, little-endian f32, one after the other.\n\
+         /// The samples, one after the other: little-endian f32, or int8 for int8 models.\n\
          pub static INPUTS: icefold::Aligned<[u8; {}]> =\n    icefold::Aligned(*include_bytes!(\"inputs.bin\"));\n",
         x.samples(),
         inputs.len()
@@ -509,6 +544,8 @@ pub struct Report {
     pub arena_bytes: u64,
     /// Output bytes per sample.
     pub output_bytes: usize,
+    /// Element type of the outputs (`f32` or `i8`; empty if the firmware did not say).
+    pub elements: String,
     /// Raw output bytes per sample.
     pub outputs: Vec<Vec<u8>>,
     /// Instructions per layer (outer: sample).
@@ -546,6 +583,10 @@ pub fn parse_report(text: &str) -> Result<Report> {
                     let (k, v) = kv
                         .split_once('=')
                         .ok_or_else(|| err("expected key=value"))?;
+                    if k == "elements" {
+                        r.elements = v.to_string();
+                        continue;
+                    }
                     let v: u64 = v.parse().map_err(|_| err("expected a number"))?;
                     match k {
                         "layers" => r.layers = v as usize,
@@ -720,13 +761,18 @@ pub struct LayerProfile {
 pub struct Profile {
     /// The core.
     pub target: Target,
-    /// Outputs as float32, shaped `[N, ...]` like the ONNX model's output.
+    /// The model ran on int8 boundaries (`run_i8` on host-quantized inputs).
+    pub int8: bool,
+    /// Outputs as float32, shaped `[N, ...]` like the ONNX model's output (int8 outputs
+    /// dequantized with `icefold::engine::dequantize`, as `icefold run` writes them).
     pub outputs: Array,
-    /// The raw output bytes per sample, as the firmware computed them.
+    /// The raw output bytes per sample, as the firmware computed them: little-endian f32, or
+    /// int8.
     pub output_bytes: Vec<Vec<u8>>,
     /// Per-layer costs.
     pub layers: Vec<LayerProfile>,
-    /// Instructions of each whole inference (`run_f32_observed` call), per sample.
+    /// Instructions of each whole inference (`run_f32_observed` or `run_i8_observed` call),
+    /// per sample.
     pub instructions_per_sample: Vec<u64>,
     /// Mean of `instructions_per_sample`, rounded.
     pub instructions_per_inference: u64,
@@ -771,6 +817,11 @@ impl Profile {
             s,
             "  \"qemu_machine\": {},",
             json_str(self.target.machine())
+        );
+        let _ = writeln!(
+            s,
+            "  \"elements\": {},",
+            json_str(if self.int8 { "i8" } else { "f32" })
         );
         let _ = writeln!(s, "  \"samples\": {},", self.instructions_per_sample.len());
         let _ = writeln!(
@@ -916,9 +967,16 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
     let aligned = crate::emit::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
     let info = *model.info();
+    let dtype = boundary_dtype(&model)?;
+    let element_bytes = match dtype {
+        DType::F32 => 4,
+        DType::I8 => 1,
+    };
     if report.layers != usize::from(info.layer_count)
         || report.arena_bytes != u64::from(info.arena_bytes)
         || report.outputs.len() != project.samples
+        || report.output_bytes != info.output.len() * element_bytes
+        || report.elements != if dtype == DType::I8 { "i8" } else { "f32" }
     {
         bail!(
             "the firmware ran a different model or input set than requested ({} layers, arena {}, \
@@ -942,20 +1000,34 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
         })
         .collect();
     let out_shape = host::logical_shape(&info.output, info.output_rank);
-    // The firmware reports what `run_f32` wrote: f32 for every model (int8 models dequantize
-    // their output there, deterministically, so equal int8 outputs give equal bytes here).
-    let data: Vec<f32> = report
-        .outputs
-        .iter()
-        .flat_map(|b| b.chunks_exact(4))
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    // f32 models report what `run_f32` wrote; int8 models the raw int8 output of `run_i8`,
+    // dequantized here with the runtime's own boundary function, as `icefold run` does.
+    let data: Vec<f32> = match dtype {
+        DType::F32 => report
+            .outputs
+            .iter()
+            .flat_map(|b| b.chunks_exact(4))
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        DType::I8 => {
+            let q = output_quant(&model)?;
+            report
+                .outputs
+                .iter()
+                .flatten()
+                .map(|&b| engine::dequantize(b as i8, q))
+                .collect()
+        }
+    };
     let mut shape = vec![project.samples];
     shape.extend(out_shape);
-    let harness = samples * (report.output_bytes as u64 + 8 * (info.layer_count as u64 + 1));
+    // Per sample: the output buffer (16-aligned in the firmware) and the u64 tick counters.
+    let harness = samples
+        * (report.output_bytes.next_multiple_of(16) as u64 + 8 * (info.layer_count as u64 + 1));
     let fixed_flash = (project.blob_bytes + project.input_bytes) as u64;
     Ok(Profile {
         target: opts.target,
+        int8: dtype == DType::I8,
         outputs: Array { shape, data },
         output_bytes: report.outputs.clone(),
         macs: layers.iter().map(|l| l.macs).sum(),
@@ -996,17 +1068,36 @@ pub struct Parity {
 }
 
 /// Compares the MCU's outputs with the host runtime's for the same blob and inputs.
+///
+/// f32 models: `run_f32` on the host against the firmware's f32 outputs. int8 models:
+/// `run_i8` on the host with the same quantized inputs the firmware got, raw int8 bytes
+/// against raw int8 bytes (the distances are then over the dequantized outputs).
 pub fn compare(profile: &Profile, blob: &[u8], x: &Array) -> Result<Parity> {
     let aligned = crate::emit::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
-    let want = host::run_f32(&model, x)?;
+    let dtype = boundary_dtype(&model)?;
+    let (want, want_bytes) = match dtype {
+        DType::F32 => {
+            let want = host::run_f32(&model, x)?;
+            let bytes = want.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (want, bytes)
+        }
+        DType::I8 => {
+            let want_i8 = host_run_i8(&model, x)?;
+            let q = output_quant(&model)?;
+            let data = want_i8.iter().map(|&v| engine::dequantize(v, q)).collect();
+            let want = Array {
+                shape: profile.outputs.shape.clone(),
+                data,
+            };
+            (want, bytemuck::cast_slice(&want_i8).to_vec())
+        }
+    };
     let Diff {
         max_abs, rel_l2, ..
     } = host::diff(&profile.outputs, &want)?;
-    let want_bytes: Vec<u8> = want.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let got_bytes: Vec<u8> = profile.output_bytes.concat();
-    let bytes_identical = want_bytes == got_bytes;
-    let pass = match model.output().dtype {
+    let bytes_identical = want_bytes == profile.output_bytes.concat();
+    let pass = match dtype {
         DType::F32 => rel_l2 <= F32_REL_L2_LIMIT,
         DType::I8 => bytes_identical,
     };
@@ -1016,6 +1107,32 @@ pub fn compare(profile: &Profile, blob: &[u8], x: &Array) -> Result<Parity> {
         bytes_identical,
         pass,
     })
+}
+
+/// The host runtime's raw int8 outputs (`run_i8`) for the samples of `x`, quantized exactly as
+/// the firmware's inputs were.
+fn host_run_i8(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<i8>> {
+    let inputs = quantized_inputs(model, x)?;
+    let info = model.info();
+    let (in_len, out_len) = (info.input.len(), info.output.len());
+    if in_len == 0 || out_len == 0 || inputs.len() != x.samples() * in_len {
+        bail!(
+            "input has shape {:?}, which the model does not take",
+            x.shape
+        );
+    }
+    let mut arena = vec![0u32; (info.arena_bytes as usize).div_ceil(4)];
+    let mut out = vec![0i8; x.samples() * out_len];
+    for (i, (xi, yi)) in inputs
+        .chunks_exact(in_len)
+        .zip(out.chunks_exact_mut(out_len))
+        .enumerate()
+    {
+        model
+            .run_i8(bytemuck::cast_slice_mut(&mut arena), xi, yi)
+            .map_err(|e| anyhow!("sample {i}: runtime error: {e}"))?;
+    }
+    Ok(out)
 }
 
 /// The human-readable report: per-layer table, totals, sizes and the parity verdict.
@@ -1070,6 +1187,20 @@ pub fn render(p: &Profile, parity: &Parity) -> String {
         p.ram_static_bytes, p.arena_bytes, p.stack_peak_bytes, p.ram_harness_bytes
     );
     let verdict = if parity.pass { "PASS" } else { "FAIL" };
+    if p.int8 {
+        let _ = writeln!(
+            s,
+            "MCU vs host runtime         int8 outputs {} (dequantized max-abs {:.3e}) -> {verdict} \
+             (int8 must be byte-identical)",
+            if parity.bytes_identical {
+                "byte-identical"
+            } else {
+                "DIFFER"
+            },
+            parity.max_abs
+        );
+        return s;
+    }
     let _ = writeln!(
         s,
         "MCU vs host runtime         max-abs {:.3e}, rel-L2 {:.3e}{} -> {verdict} (f32 limit rel-L2 {:.0e})",
@@ -1103,11 +1234,12 @@ mod tests {
 
     #[test]
     fn report_parses_and_checks_completeness() {
-        let text = "ICEFOLD-FW 1\nMODEL layers=2 arena=64 samples=1 output_bytes=4\n\
+        let text = "ICEFOLD-FW 1\nMODEL layers=2 arena=64 samples=1 output_bytes=4 elements=f32\n\
                     OUT 0 0000803f\nLAYER 0 0 10\nLAYER 0 1 20\nRUN 0 40\nSTACK 512\nDONE\n";
         let r = parse_report(text).unwrap();
         assert_eq!(r.outputs, vec![1.0f32.to_le_bytes().to_vec()]);
         assert_eq!(r.layer_instructions, vec![vec![10, 20]]);
+        assert_eq!(r.elements, "f32");
         assert_eq!(r.run_instructions, vec![40]);
         assert_eq!(r.stack_peak_bytes, 512);
         let e = parse_report(&text.replace("DONE\n", "")).unwrap_err();

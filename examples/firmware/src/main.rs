@@ -1,16 +1,21 @@
 //! Profiling firmware: runs an icefold model on every embedded input sample and reports the
 //! outputs, the instructions each layer executed and the peak stack over semihosting.
 //!
+//! f32 models run with `run_f32_observed` on f32 samples. int8 models run with
+//! `run_i8_observed` on samples the host already quantized (with the runtime's own
+//! `icefold::engine::quantize`), and report the raw int8 output bytes: that is the integer path
+//! a product calls, and the bytes the host compares for identity.
+//!
 //! Built and run by `icefold mcu` (see docs/MCU.md), which generates `src/generated/` (the model
 //! module written by `icefold convert --emit-rust`, and the input samples) and parses the report.
 //!
 //! # Report (one record per line, on the host's stdout)
 //! ```text
 //! ICEFOLD-FW 1
-//! MODEL layers=<L> arena=<bytes> samples=<S> output_bytes=<B>
-//! OUT <sample> <output bytes as lowercase hex, little-endian>
+//! MODEL layers=<L> arena=<bytes> samples=<S> output_bytes=<B> elements=<f32|i8>
+//! OUT <sample> <output bytes as lowercase hex, little-endian f32 or raw i8>
 //! LAYER <sample> <layer> <instructions>
-//! RUN <sample> <instructions of the whole run_f32 call>
+//! RUN <sample> <instructions of the whole run_f32_observed / run_i8_observed call>
 //! STACK <peak stack bytes>
 //! DONE
 //! ```
@@ -26,7 +31,7 @@ use core::fmt::Write as _;
 
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::{debug, hio, hprintln};
-use icefold::format::Layer;
+use icefold::format::{DType, Layer};
 use icefold::{Aligned, Model, Observer};
 use panic_semihosting as _;
 
@@ -37,7 +42,14 @@ mod inputs;
 #[path = "generated/model.rs"]
 mod model;
 
-const OUTPUT_BYTES: usize = model::OUTPUT_LEN * core::mem::size_of::<f32>();
+/// The model runs on int8 boundaries (`run_i8`); otherwise on f32 (`run_f32`). The host embeds
+/// inputs of the matching element type and refuses models whose input and output types differ.
+const INT8: bool = matches!(model::INPUT_DTYPE, DType::I8);
+
+/// Bytes of one output element: 1 for int8, 4 for f32.
+const OUTPUT_ELEMENT_BYTES: usize = if INT8 { 1 } else { core::mem::size_of::<f32>() };
+
+const OUTPUT_BYTES: usize = model::OUTPUT_LEN * OUTPUT_ELEMENT_BYTES;
 
 /// Times each layer through the runtime's observer hooks.
 struct LayerClock<'a> {
@@ -64,8 +76,9 @@ fn main() -> ! {
     // `#[entry]` turns these into `&'static mut` references: safe, and the buffers live in .bss
     // instead of being built on the stack (which would also distort the stack measurement).
     static mut ARENA: Aligned<[u8; model::ARENA_BYTES]> = Aligned([0; model::ARENA_BYTES]);
-    static mut OUTPUTS: [[f32; model::OUTPUT_LEN]; inputs::SAMPLE_COUNT] =
-        [[0.0; model::OUTPUT_LEN]; inputs::SAMPLE_COUNT];
+    // Raw output bytes per sample, aligned so they can be viewed as f32.
+    static mut OUTPUTS: [Aligned<[u8; OUTPUT_BYTES]>; inputs::SAMPLE_COUNT] =
+        [Aligned([0; OUTPUT_BYTES]); inputs::SAMPLE_COUNT];
     static mut LAYER_TICKS: [[u64; model::LAYER_COUNT]; inputs::SAMPLE_COUNT] =
         [[0; model::LAYER_COUNT]; inputs::SAMPLE_COUNT];
     static mut RUN_TICKS: [u64; inputs::SAMPLE_COUNT] = [0; inputs::SAMPLE_COUNT];
@@ -74,14 +87,16 @@ fn main() -> ! {
         Ok(m) => m,
         Err(e) => fail(format_args!("load: {e}")),
     };
-    let Ok(samples) = bytemuck::try_cast_slice::<u8, f32>(&inputs::INPUTS.0) else {
-        fail(format_args!("inputs: not a whole number of aligned f32"))
-    };
+    let input_element_bytes = if INT8 { 1 } else { core::mem::size_of::<f32>() };
+    let sample_bytes = inputs::SAMPLE_LEN * input_element_bytes;
+    if sample_bytes == 0 || OUTPUT_BYTES == 0 {
+        fail(format_args!("model with empty input or output"));
+    }
     let clock = board::Clock::start();
 
     // Nothing is printed until every run is done: printing uses more stack than inference, and
     // the stack peak is meant to show what inference needs.
-    for (s, x) in samples.chunks_exact(inputs::SAMPLE_LEN).enumerate() {
+    for (s, x) in inputs::INPUTS.0.chunks_exact(sample_bytes).enumerate() {
         let (Some(out), Some(layer_ticks), Some(run_ticks)) = (
             OUTPUTS.get_mut(s),
             LAYER_TICKS.get_mut(s),
@@ -94,9 +109,27 @@ fn main() -> ! {
             layer_start: 0,
             per_layer: layer_ticks,
         };
-        let start = clock.now();
-        let result = model.run_f32_observed(&mut ARENA.0, x, out, &mut timer);
-        *run_ticks = clock.now() - start;
+        let out = &mut out.0[..];
+        let result = if INT8 {
+            let x: &[i8] = bytemuck::cast_slice(x);
+            let out: &mut [i8] = bytemuck::cast_slice_mut(out);
+            let start = clock.now();
+            let result = model.run_i8_observed(&mut ARENA.0, x, out, &mut timer);
+            *run_ticks = clock.now() - start;
+            result
+        } else {
+            // Samples start at multiples of 4 bytes of a 16-aligned array; outputs are aligned.
+            let (Ok(x), Ok(out)) = (
+                bytemuck::try_cast_slice::<u8, f32>(x),
+                bytemuck::try_cast_slice_mut::<u8, f32>(out),
+            ) else {
+                fail(format_args!("sample {s}: f32 buffers not aligned"))
+            };
+            let start = clock.now();
+            let result = model.run_f32_observed(&mut ARENA.0, x, out, &mut timer);
+            *run_ticks = clock.now() - start;
+            result
+        };
         if let Err(e) = result {
             fail(format_args!("sample {s}: {e}"));
         }
@@ -105,14 +138,15 @@ fn main() -> ! {
 
     hprintln!("ICEFOLD-FW 1");
     hprintln!(
-        "MODEL layers={} arena={} samples={} output_bytes={}",
+        "MODEL layers={} arena={} samples={} output_bytes={} elements={}",
         model::LAYER_COUNT,
         model::ARENA_BYTES,
         inputs::SAMPLE_COUNT,
-        OUTPUT_BYTES
+        OUTPUT_BYTES,
+        if INT8 { "i8" } else { "f32" }
     );
     for (s, out) in OUTPUTS.iter().enumerate() {
-        print_hex_line(s, bytemuck::cast_slice(out));
+        print_hex_line(s, &out.0);
     }
     for (s, (layers, run)) in LAYER_TICKS.iter().zip(RUN_TICKS.iter()).enumerate() {
         for (i, &t) in layers.iter().enumerate() {
