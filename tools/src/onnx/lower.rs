@@ -71,6 +71,17 @@ fn finite(values: &[f64], what: &str) -> Result<()> {
     }
 }
 
+/// The values of a constant that must be real-valued (weights, biases, BatchNorm statistics):
+/// an integer tensor there is a broken or mislabelled export, not something to reinterpret.
+fn real_values(c: &Const, what: &str) -> Result<Vec<f64>> {
+    ensure!(
+        !c.is_int(),
+        "{what} is stored as an integer tensor; weights, biases and statistics must be floating point \
+         (re-export the model, or convert the initializer to float32)"
+    );
+    Ok(c.to_f64())
+}
+
 /// Rounds f64 weights to f32, refusing values f32 cannot hold.
 fn to_f32(values: &[f64], what: &str) -> Result<Vec<f32>> {
     finite(values, what)?;
@@ -457,10 +468,10 @@ impl<'e> Lowerer<'e> {
                     "the bias has {} values for {m} output channels",
                     b.len()
                 );
-                to_f32(&b.to_f64(), "the bias")?
+                to_f32(&real_values(b, "the bias")?, "the bias")?
             }
         };
-        let data = to_f32(&w.to_f64(), "the weight")?;
+        let data = to_f32(&real_values(w, "the weight")?, "the weight")?;
         let (weight, strides, pads, dilations, shape) = if spatial == 2 {
             (
                 Tensor::new(w.shape.clone(), data),
@@ -507,7 +518,7 @@ impl<'e> Lowerer<'e> {
                 "{name} has {} values, but the input {s:?} has {c} channels",
                 t.len()
             );
-            v.push(to_f32(&t.to_f64(), name)?);
+            v.push(to_f32(&real_values(t, name)?, name)?);
         }
         if let Some(i) = v[3].iter().position(|&var| var < 0.0) {
             bail!(
@@ -575,7 +586,7 @@ impl<'e> Lowerer<'e> {
             trans_b as u8,
             s[0]
         );
-        let bv = b.to_f64();
+        let bv = real_values(b, "B (the weight)")?;
         let weight: Vec<f64> = (0..m * k)
             .map(|i| {
                 let (o, f) = (i / k, i % k);
@@ -597,7 +608,7 @@ impl<'e> Lowerer<'e> {
                     "C has shape {:?}; expected a scalar, [{m}] or [1, {m}]",
                     c.shape
                 );
-                let cv = c.to_f64();
+                let cv = real_values(c, "C (the bias)")?;
                 to_f32(
                     &(0..m)
                         .map(|o| beta * cv[if cv.len() == 1 { 0 } else { o }])
@@ -629,7 +640,7 @@ impl<'e> Lowerer<'e> {
             "MatMul over the last axis of {s:?} (several rows per sample) is not supported; only [batch, features] \
              inputs (or leading per-sample axes of size 1)"
         );
-        let bv = b.to_f64();
+        let bv = real_values(b, "B (the weight)")?;
         let weight: Vec<f64> = (0..m * k).map(|i| bv[(i % k) * m + i / k]).collect();
         let weight = Tensor::new(vec![m, k], to_f32(&weight, "B (the weight)")?);
         let mut shape = lead.to_vec();
@@ -659,7 +670,7 @@ impl<'e> Lowerer<'e> {
         if !shape_ok {
             return Ok(false);
         }
-        dense.bias = to_f32(&c.to_f64(), "the bias")?;
+        dense.bias = to_f32(&real_values(c, "the bias")?, "the bias")?;
         self.open_matmul.remove(&a);
         self.values[a].name = out.to_string();
         self.env.insert(out.to_string(), Val::Act(a));

@@ -65,6 +65,9 @@ pub fn import_file(path: &Path) -> Result<ImportedGraph> {
 /// Imports an ONNX model from memory. `base_dir` is where external tensor data files are looked
 /// up; with `None`, a model with external data is an error.
 pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGraph> {
+    if bytes.is_empty() {
+        bail!("the file is empty (0 bytes): an interrupted download or export? export the model again");
+    }
     let mut stack = IMPORT_STACK_BASE
         .saturating_add(bytes.len().saturating_mul(IMPORT_STACK_PER_FILE_BYTE))
         .min(IMPORT_STACK_MAX);
