@@ -219,6 +219,16 @@ fn sweep(name: &str, bytes: &[u8]) -> Result<String, Vec<String>> {
     ))
 }
 
+/// Fixtures whose int8 blobs are swept as well (small ones: the sweep is per byte and per bit).
+const INT8_SWEPT: &[&str] = &[
+    "small_cnn",
+    "bn_after_add",
+    "bn_affine_false",
+    "ops_mix",
+    "matmul_dense",
+    "conv1d_accel",
+];
+
 /// Every fixture blob through every sweep, fixtures split over two threads.
 #[test]
 fn corrupted_blobs_are_refused_and_never_panic() {
@@ -244,6 +254,29 @@ fn corrupted_blobs_are_refused_and_never_panic() {
                         .lock()
                         .unwrap()
                         .push(Err(vec![format!("{}: does not convert: {e:#}", f.name)])),
+                }
+                // int8 blobs of the smaller models too (every int8 record kind occurs among them:
+                // convolutions, dense, pools, add, affine, tables, softmax, padding).
+                if INT8_SWEPT.contains(&f.name.as_str()) {
+                    let int8 = f.array("calib").and_then(|calib| {
+                        let opts = convert::Int8Options {
+                            calib: &calib,
+                            method: icefold_tool::calibrate::Method::DEFAULT,
+                            progress: false,
+                            bias_correction: false,
+                        };
+                        convert::convert_file_int8(&f.model(), &Default::default(), opts)
+                    });
+                    match int8 {
+                        Ok(c) => blobs
+                            .lock()
+                            .unwrap()
+                            .push((format!("{}-int8", f.name), c.blob)),
+                        Err(e) => results.lock().unwrap().push(Err(vec![format!(
+                            "{}: does not convert to int8: {e:#}",
+                            f.name
+                        )])),
+                    }
                 }
             });
         }
