@@ -134,7 +134,13 @@ fn main() -> ! {
             fail(format_args!("sample {s}: {e}"));
         }
     }
-    let stack = stack_peak_bytes();
+    let (stack, stack_region) = stack_peak_bytes();
+    if stack >= stack_region {
+        // The stack reached the statics below it, so it may have overwritten the arena.
+        fail(format_args!(
+            "stack overflow: inference used all {stack_region} bytes of RAM left for the stack"
+        ));
+    }
 
     hprintln!("ICEFOLD-FW 1");
     hprintln!(
@@ -178,13 +184,15 @@ fn print_hex_line(sample: usize, bytes: &[u8]) {
 
 /// Highest stack use since reset: cortex-m-rt's `paint-stack` filled the stack with
 /// `STACK_PAINT_VALUE`; the lowest word that changed marks the deepest the stack went.
-fn stack_peak_bytes() -> usize {
+/// Returns the peak and the size of the stack region.
+fn stack_peak_bytes() -> (usize, usize) {
     extern "C" {
         static _stack_start: u32;
         static _stack_end: u32;
     }
     let top = core::ptr::addr_of!(_stack_start) as usize;
-    let mut addr = core::ptr::addr_of!(_stack_end) as usize;
+    let bottom = core::ptr::addr_of!(_stack_end) as usize;
+    let mut addr = bottom;
     while addr < top {
         // SAFETY: every word between the linker symbols `_stack_end` and `_stack_start` is RAM
         // reserved for the stack; a volatile read of an aligned word there has no side effect.
@@ -194,7 +202,7 @@ fn stack_peak_bytes() -> usize {
         }
         addr += 4;
     }
-    top - addr
+    (top - addr, top - bottom)
 }
 
 /// Reports `ERR <message>` and exits with failure.
