@@ -132,6 +132,32 @@ fn quantize_rows(
     Ok((wq, bq, scales))
 }
 
+/// The int8 weights, int32 bias and per-channel factors of a convolution or dense layer (`out`
+/// output channels, f32 `weights` and `bias` spans of `l`), written to `w`.
+fn weighted(
+    w: &mut Weights,
+    l: &Lowered,
+    (weights, bias): (Span, Span),
+    out: usize,
+    (x, y): (QParams, QParams),
+    name: &str,
+) -> Result<(Span, Span, ChannelRequant)> {
+    let (s_in, s_out) = (x.scale as f64, y.scale as f64);
+    let (wq, bq, sw) = quantize_rows(
+        &f32s(l, weights),
+        &f32s(l, bias),
+        out,
+        s_in,
+        x.zero_point,
+        name,
+    )?;
+    let factors = sw
+        .iter()
+        .map(|s| requant(s_in * s / s_out, name, "output"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((w.i8s(&wq), w.i32s(bq), w.requant(&factors)))
+}
+
 /// Quantization parameters of every tensor of `l` (indexed by tensor id).
 pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
     let n = l.tensor_values.len();
@@ -201,28 +227,17 @@ pub fn quantize(l: &Lowered, cal: &Calibration) -> Result<Lowered> {
         let op = match &layer.op {
             Op::Conv2d(c) => {
                 let out_c = layer.output.dims[2] as usize;
-                let (wq, bq, sw) = quantize_rows(
-                    &f32s(l, c.weights),
-                    &f32s(l, c.bias),
-                    out_c,
-                    s_in,
-                    x.zero_point,
-                    &name,
-                )?;
-                let factors = sw
-                    .iter()
-                    .map(|s| requant(s_in * s / s_out, &name, "output"))
-                    .collect::<Result<Vec<_>>>()?;
+                let (weights, bias, requant) =
+                    weighted(&mut w, l, (c.weights, c.bias), out_c, (x, y), &name)?;
                 let pad_values: Vec<i8> = f32s(l, c.pad_values)
                     .iter()
                     .map(|&p| x.quantize(p))
                     .collect();
                 let mut conv = *c;
-                conv.weights = w.i8s(&wq);
-                conv.bias = w.i32s(bq);
+                conv.weights = weights;
+                conv.bias = bias;
                 conv.pad_values = w.i8s(&pad_values);
                 conv.activation = RtActivation::Identity;
-                let requant = w.requant(&factors);
                 Op::Conv2dI8(Conv2dI8 {
                     conv,
                     requant,
@@ -231,21 +246,8 @@ pub fn quantize(l: &Lowered, cal: &Calibration) -> Result<Lowered> {
             }
             Op::Dense(d) => {
                 let out = layer.output.len();
-                let (wq, bq, sw) = quantize_rows(
-                    &f32s(l, d.weights),
-                    &f32s(l, d.bias),
-                    out,
-                    s_in,
-                    x.zero_point,
-                    &name,
-                )?;
-                let factors = sw
-                    .iter()
-                    .map(|s| requant(s_in * s / s_out, &name, "output"))
-                    .collect::<Result<Vec<_>>>()?;
-                let weights = w.i8s(&wq);
-                let bias = w.i32s(bq);
-                let requant = w.requant(&factors);
+                let (weights, bias, requant) =
+                    weighted(&mut w, l, (d.weights, d.bias), out, (x, y), &name)?;
                 Op::DenseI8(DenseI8 {
                     weights,
                     bias,
