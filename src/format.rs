@@ -386,6 +386,32 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// A short lower-case name of the operation, for logs and traces (`"conv2d_i8"`).
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Op::Conv2d(_) => "conv2d",
+            Op::Dense(_) => "dense",
+            Op::Pool(_) => "pool",
+            Op::Add { .. } => "add",
+            Op::Affine(_) => "affine",
+            Op::Activation(_) => "activation",
+            Op::Softmax => "softmax",
+            Op::Transpose(_) => "transpose",
+            Op::Pad(_) => "pad",
+            Op::Conv2dI8(_) => "conv2d_i8",
+            Op::DenseI8(_) => "dense_i8",
+            Op::PoolI8(_) => "pool_i8",
+            Op::AddI8(_) => "add_i8",
+            Op::AffineI8(_) => "affine_i8",
+            Op::ClampI8(_) => "clamp_i8",
+            Op::LookupI8 { .. } => "lookup_i8",
+            Op::SoftmaxI8 { .. } => "softmax_i8",
+            Op::PadI8 { .. } => "pad_i8",
+        }
+    }
+}
+
 /// One step of the schedule: an operation, its operands and where its result goes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -95,6 +95,7 @@ pub mod format;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod trace;
 
 pub use engine::{Observer, RunError};
 pub use model::{Aligned, LoadError, Model};

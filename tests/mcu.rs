@@ -203,3 +203,77 @@ fn small_cnn_int8_on_cortex_m0() {
 fn ops_mix_int8_on_cortex_m33() {
     check_int8("ops_mix", Target::CortexM33);
 }
+
+/// The runtime's `defmt` feature in firmware: the report and a per-layer trace travel as defmt
+/// frames over semihosting and are decoded on the host with the ELF's table. The decoded outputs
+/// are the text firmware's, byte for byte, and every layer's checksum equals the host runtime's.
+fn check_defmt_int8(fixture: &str, target: Target) {
+    if !qemu_installed() {
+        eprintln!("SKIPPED defmt test {fixture} on {target}: qemu-system-arm is not installed");
+        return;
+    }
+    let f = manifest()
+        .into_iter()
+        .find(|f| f.name == fixture)
+        .unwrap_or_else(|| panic!("fixture {fixture} is not in the manifest"));
+    let calib = f.array("calib").expect("calib");
+    let opts = Int8Options {
+        calib: &calib,
+        method: Method::DEFAULT,
+        progress: false,
+        bias_correction: false,
+    };
+    let converted =
+        convert::convert_file_int8(&f.model(), &Limits::DEFAULT, opts).expect("convert int8");
+    let blob = &converted.blob;
+    let x = f.array("input").expect("input");
+    mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
+
+    let mut text_opts = McuOptions::new(target);
+    text_opts.defmt = false;
+    let mut defmt_opts = McuOptions::new(target);
+    defmt_opts.defmt = true;
+    let text = mcu::profile(blob, &x, &text_opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let defmt = mcu::profile(blob, &x, &defmt_opts).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_ne!(
+        text.elf, defmt.elf,
+        "the two transports are separate images"
+    );
+
+    let parity = mcu::compare(&defmt, blob, &x).expect("compare");
+    assert!(
+        parity.bytes_identical,
+        "{fixture} on {target}: defmt run's int8 bytes differ"
+    );
+    assert_eq!(defmt.output_bytes, text.output_bytes);
+    assert!(text.trace.is_empty(), "text firmware has no trace");
+
+    let layers = converted.lowered.layers.len();
+    let host = mcu::host_trace(blob, &x).expect("host trace");
+    assert_eq!(host.len(), layers);
+    assert_eq!(defmt.trace.len(), layers, "one TRACE record per layer");
+    assert_eq!(mcu::first_divergence(&defmt.trace, &host), None);
+    // The last layer's output is the model's output for sample 0, so its checksum must be the
+    // checksum of the bytes the report carried.
+    let last = defmt.trace.last().expect("trace");
+    assert_eq!(
+        last.checksum,
+        icefold::trace::checksum(&defmt.output_bytes[0]),
+        "the trace's last layer is the reported output"
+    );
+
+    // A text-report image has no defmt table: decoding it is refused with a reason.
+    let err = mcu::decode_defmt(&text.elf, &[1, 2, 3]).unwrap_err();
+    assert!(format!("{err:#}").contains("no defmt table"), "{err:#}");
+}
+
+#[test]
+fn defmt_trace_int8_on_cortex_m4f() {
+    check_defmt_int8("small_cnn", Target::CortexM4);
+}
+
+/// defmt on ARMv6-M (no atomics beyond load/store: defmt's critical section comes from cortex-m).
+#[test]
+fn defmt_trace_int8_on_cortex_m0() {
+    check_defmt_int8("ops_mix", Target::CortexM0);
+}

@@ -40,6 +40,10 @@ fn main() {
     fs::copy(manifest.join(memory), out.join("memory.x"))
         .unwrap_or_else(|e| panic!("cannot copy {memory} to OUT_DIR: {e}"));
     println!("cargo::rustc-link-search={}", out.display());
+    // defmt's linker script places the log strings' table (the host decodes frames with it).
+    if env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+        println!("cargo::rustc-link-arg=-Tdefmt.x");
+    }
 
     let generated = manifest.join("src/generated");
     for file in ["model.rs", "inputs.rs"] {

@@ -76,6 +76,11 @@ enum Command {
         /// Longest the emulated run may take, in seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Build the firmware with defmt logging: the report travels as defmt frames over
+        /// semihosting (decoded here with the ELF's table), and the runtime traces every layer
+        /// of the first sample, compared with the host's trace layer by layer.
+        #[arg(long)]
+        defmt: bool,
     },
     /// Convert in memory and compare the folded runtime with the unfolded model (and, if given, a
     /// reference output such as onnxruntime's): a parity table.
@@ -102,12 +107,14 @@ fn main() -> ExitCode {
             output,
             json,
             timeout,
+            defmt,
         } => cmd_mcu(
             &blob,
             &input,
             target,
             output.as_deref(),
             json.as_deref(),
+            defmt,
             timeout,
         ),
         Command::Run {
@@ -224,6 +231,7 @@ fn cmd_mcu(
     target: icefold_tool::mcu::Target,
     output: Option<&Path>,
     json: Option<&Path>,
+    defmt: bool,
     timeout: u64,
 ) -> Result<()> {
     use icefold_tool::mcu;
@@ -235,6 +243,7 @@ fn cmd_mcu(
     let x = io::read_npy(input)?;
     let mut opts = mcu::McuOptions::new(target);
     opts.timeout = std::time::Duration::from_secs(timeout);
+    opts.defmt = defmt;
     println!(
         "{}: {} samples on {target} ({} under QEMU, {})",
         blob_path.display(),
@@ -245,6 +254,22 @@ fn cmd_mcu(
     let profile = mcu::profile(&blob, &x, &opts)?;
     let parity = mcu::compare(&profile, &blob, &x)?;
     print!("{}", mcu::render(&profile, &parity));
+    let mut trace_ok = true;
+    if defmt {
+        let host = mcu::host_trace(&blob, &x)?;
+        println!("\nper-layer trace of sample 0 (defmt frames decoded on the host; FNV-1a of each layer's output):");
+        print!("{}", mcu::render_trace(&profile.trace, &host));
+        match mcu::first_divergence(&profile.trace, &host) {
+            None => println!("trace: all {} layers identical on device and host", host.len()),
+            Some(i) if profile.int8 => {
+                trace_ok = false;
+                println!("trace: FAIL, the int8 outputs first differ at layer {i}");
+            }
+            Some(i) => println!(
+                "trace: f32 outputs first differ at layer {i} (f32 is compared by tolerance above, not bit for bit)"
+            ),
+        }
+    }
     if let Some(path) = output {
         io::write_npy(path, &profile.outputs, &[blob_path, input])?;
         println!("wrote {} {:?}", path.display(), profile.outputs.shape);
@@ -259,6 +284,9 @@ fn cmd_mcu(
     }
     if !parity.pass {
         bail!("the MCU's outputs differ from the host runtime's (FAIL above)");
+    }
+    if !trace_ok {
+        bail!("the MCU's int8 layers differ from the host runtime's (trace FAIL above)");
     }
     Ok(())
 }

@@ -150,6 +150,9 @@ pub struct McuOptions {
     pub timeout: Duration,
     /// Print cargo's and QEMU's commands and progress to stderr.
     pub verbose: bool,
+    /// Build the firmware with defmt logging (feature `defmt`): the report travels as defmt
+    /// frames, decoded here with the ELF's table, and the runtime traces every layer of sample 0.
+    pub defmt: bool,
 }
 
 impl McuOptions {
@@ -173,6 +176,7 @@ impl McuOptions {
             runtime_dir,
             timeout: Duration::from_secs(600),
             verbose: false,
+            defmt: false,
         }
     }
 }
@@ -376,6 +380,7 @@ pub fn prepare_project(blob: &[u8], x: &Array, opts: &McuOptions) -> Result<Proj
         &inputs[..],
         opts.target.triple().as_bytes(),
         runtime_str.as_bytes(),
+        if opts.defmt { b"defmt" } else { b"text" },
     ]);
     let hash = format!("{:016x}", fnv1a(&firmware_hash_parts));
     let dir = opts.cache_dir.join(opts.target.name()).join(&hash);
@@ -454,6 +459,11 @@ pub fn build(project: &Project, opts: &McuOptions) -> Result<Firmware> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&project.dir)
         .args(["build", "--release", "--target", opts.target.triple()])
+        .args(if opts.defmt {
+            &["--no-default-features", "--features", "defmt"][..]
+        } else {
+            &[][..]
+        })
         .env("CARGO_TARGET_DIR", &target_dir)
         // The host's flags (e.g. -C target-cpu=native) must not reach the firmware build.
         .env_remove("RUSTFLAGS")
@@ -581,6 +591,21 @@ pub struct Report {
     pub run_instructions: Vec<u64>,
     /// Peak stack in bytes.
     pub stack_peak_bytes: u64,
+    /// The per-layer trace of sample 0 (defmt firmware only; empty otherwise).
+    pub trace: Vec<TraceRecord>,
+}
+
+/// One layer of a per-layer trace (`icefold::trace`): what the layer wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// Position in the schedule.
+    pub layer: usize,
+    /// The runtime's operation name (`icefold::format::Op::name`).
+    pub op: String,
+    /// Output bytes.
+    pub bytes: usize,
+    /// `icefold::trace::checksum` of the output bytes.
+    pub checksum: u32,
 }
 
 /// Parses the firmware's line protocol (see `examples/firmware/src/main.rs`).
@@ -625,10 +650,31 @@ pub fn parse_report(text: &str) -> Result<Report> {
                 }
             }
             Some("OUT") => {
+                // defmt firmware splits a sample's output over several records.
                 let s = num(f.next())? as usize;
                 let hex = f.next().unwrap_or("");
                 let bytes = decode_hex(hex).ok_or_else(|| err("bad hex"))?;
-                outs.insert(s, bytes);
+                outs.entry(s).or_default().extend(bytes);
+            }
+            Some("TRACE") => {
+                // TRACE <layer> <op> <dims> <bytes> <checksum hex>
+                let layer = num(f.next())? as usize;
+                let op = f
+                    .next()
+                    .ok_or_else(|| err("expected an op name"))?
+                    .to_string();
+                let _dims = f.next();
+                let bytes = num(f.next())? as usize;
+                let checksum = f
+                    .next()
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| err("expected a hex checksum"))?;
+                r.trace.push(TraceRecord {
+                    layer,
+                    op,
+                    bytes,
+                    checksum,
+                });
             }
             Some("LAYER") => {
                 let (s, i, v) = (num(f.next())?, num(f.next())?, num(f.next())?);
@@ -716,9 +762,10 @@ pub fn run_qemu(elf: &Path, opts: &McuOptions) -> Result<String> {
     let mut child = cmd.spawn().context("cannot start qemu-system-arm")?;
     let mut stdout = child.stdout.take().context("no QEMU stdout")?;
     let mut stderr = child.stderr.take().context("no QEMU stderr")?;
+    // Bytes, not text: defmt frames are binary.
     let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
         s
     });
     let err_reader = std::thread::spawn(move || {
@@ -739,8 +786,13 @@ pub fn run_qemu(elf: &Path, opts: &McuOptions) -> Result<String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let out = out_reader.join().unwrap_or_default();
+    let raw = out_reader.join().unwrap_or_default();
     let err = err_reader.join().unwrap_or_default();
+    let out = if opts.defmt {
+        decode_defmt(elf, &raw)?
+    } else {
+        String::from_utf8_lossy(&raw).into_owned()
+    };
     let tail = |s: &str| -> String {
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
@@ -767,6 +819,40 @@ pub fn run_qemu(elf: &Path, opts: &McuOptions) -> Result<String> {
         }
         Some(_) => Ok(out),
     }
+}
+
+/// Decodes the defmt frames the firmware wrote (`stream`) with the log-string table in `elf`, one
+/// line of text per frame.
+pub fn decode_defmt(elf: &Path, stream: &[u8]) -> Result<String> {
+    let bytes = fs::read(elf).with_context(|| format!("cannot read {}", elf.display()))?;
+    let table = defmt_decoder::Table::parse(&bytes)
+        .with_context(|| format!("cannot read the defmt table of {}", elf.display()))?
+        .ok_or_else(|| {
+            anyhow!(
+                "{} has no defmt table (.defmt section): it was not built with the firmware's \
+                 `defmt` feature",
+                elf.display()
+            )
+        })?;
+    let mut decoder = table.new_stream_decoder();
+    decoder.received(stream);
+    let mut text = String::new();
+    loop {
+        match decoder.decode() {
+            Ok(frame) => {
+                let _ = writeln!(text, "{}", frame.display_message());
+            }
+            // The rest is an incomplete frame (or nothing): the firmware stopped mid-way.
+            Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
+            Err(defmt_decoder::DecodeError::Malformed) if table.encoding().can_recover() => {}
+            Err(defmt_decoder::DecodeError::Malformed) => bail!(
+                "malformed defmt frame after {} decoded lines; was {} built from this firmware?",
+                text.lines().count(),
+                elf.display()
+            ),
+        }
+    }
+    Ok(text)
 }
 
 /// One layer's cost on the MCU.
@@ -823,6 +909,8 @@ pub struct Profile {
     pub stack_peak_bytes: u64,
     /// The firmware image that ran.
     pub elf: PathBuf,
+    /// The device's per-layer trace of sample 0 (defmt firmware only; empty otherwise).
+    pub trace: Vec<TraceRecord>,
 }
 
 impl Profile {
@@ -1069,6 +1157,7 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
         arena_bytes: report.arena_bytes,
         stack_peak_bytes: report.stack_peak_bytes,
         elf: fw.elf.clone(),
+        trace: report.trace.clone(),
     })
 }
 
@@ -1160,6 +1249,81 @@ fn host_run_i8(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<i8>> {
             .map_err(|e| anyhow!("sample {i}: runtime error: {e}"))?;
     }
     Ok(out)
+}
+
+/// The host runtime's per-layer trace of sample 0 of `x`: the same records the defmt firmware
+/// logs (`icefold::trace`), computed with `run_f32_observed` / `run_i8_observed` on the same
+/// (for int8, identically quantized) input.
+pub fn host_trace(blob: &[u8], x: &Array) -> Result<Vec<TraceRecord>> {
+    struct Recorder(Vec<TraceRecord>);
+    impl icefold::Observer for Recorder {
+        fn layer_end(&mut self, index: u16, layer: &Layer, output: &[u8]) {
+            self.0.push(TraceRecord {
+                layer: usize::from(index),
+                op: layer.op.name().to_string(),
+                bytes: output.len(),
+                checksum: icefold::trace::checksum(output),
+            });
+        }
+    }
+    let aligned = crate::emit::AlignedBytes::new(blob);
+    let model = host::load(aligned.as_slice())?;
+    let info = *model.info();
+    let (in_len, out_len) = (info.input.len(), info.output.len());
+    if x.samples() == 0 || x.sample_len() != in_len {
+        bail!(
+            "input has shape {:?}, which the model does not take",
+            x.shape
+        );
+    }
+    let mut arena = vec![0u32; (info.arena_bytes as usize).div_ceil(4)];
+    let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
+    let mut recorder = Recorder(Vec::new());
+    let result = match boundary_dtype(&model)? {
+        DType::F32 => {
+            let mut out = vec![0f32; out_len];
+            model.run_f32_observed(arena, &x.data[..in_len], &mut out, &mut recorder)
+        }
+        DType::I8 => {
+            let inputs = quantized_inputs(&model, x)?;
+            let mut out = vec![0i8; out_len];
+            model.run_i8_observed(arena, &inputs[..in_len], &mut out, &mut recorder)
+        }
+    };
+    result.map_err(|e| anyhow!("sample 0: runtime error: {e}"))?;
+    Ok(recorder.0)
+}
+
+/// The first layer where the device's trace and the host's differ (`None`: identical traces).
+pub fn first_divergence(device: &[TraceRecord], host: &[TraceRecord]) -> Option<usize> {
+    let common = device.len().min(host.len());
+    (0..common)
+        .find(|&i| device[i] != host[i])
+        .or((device.len() != host.len()).then_some(common))
+}
+
+/// The device's trace next to the host's, one row per layer.
+pub fn render_trace(device: &[TraceRecord], host: &[TraceRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>3}  {:<12} {:>9}  {:>10}  {:>10}",
+        "#", "op", "bytes", "device", "host"
+    );
+    for (i, d) in device.iter().enumerate() {
+        let h = host.get(i);
+        let mark = if h == Some(d) { "" } else { "  <- differs" };
+        let _ = writeln!(
+            s,
+            "{:>3}  {:<12} {:>9}  {:>10}  {:>10}{mark}",
+            d.layer,
+            d.op,
+            d.bytes,
+            format!("{:08x}", d.checksum),
+            h.map(|h| format!("{:08x}", h.checksum)).unwrap_or_default()
+        );
+    }
+    s
 }
 
 /// The human-readable report: per-layer table, totals, sizes and the parity verdict.

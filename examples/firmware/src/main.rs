@@ -21,19 +21,61 @@
 //! ```
 //! A failure prints `ERR <message>` (or a panic/fault message) and exits with status 1.
 //!
+//! # Transport
+//! The default feature `text-report` prints these records as text over semihosting. The `defmt`
+//! feature sends the same records as defmt frames (`OUT` split into several records of the same
+//! sample, concatenated by the host), then the runtime's per-layer trace of sample 0
+//! (`icefold::trace::DefmtTrace`, `TRACE ...` records) before `STACK`; the host decodes the frames
+//! with the ELF's defmt table (`icefold mcu --defmt`). This is how a product logs on a real board,
+//! with `defmt-rtt` in place of `defmt-semihosting`.
+//!
 //! Instructions are counted with a hardware timer under QEMU's `-icount shift=10`, where every
 //! instruction advances virtual time by exactly 1024 ns (see `board`). Counts include the few
 //! instructions of the timer reads around each layer.
 #![no_std]
 #![no_main]
 
-use core::fmt::Write as _;
+#[cfg(all(feature = "text-report", feature = "defmt"))]
+compile_error!(
+    "features `text-report` and `defmt` share the semihosting stream: build with \
+     `--no-default-features --features defmt` for defmt"
+);
+#[cfg(not(any(feature = "text-report", feature = "defmt")))]
+compile_error!("enable one report transport: `text-report` (default) or `defmt`");
 
 use cortex_m_rt::{entry, exception, ExceptionFrame};
-use cortex_m_semihosting::{debug, hio, hprintln};
+use cortex_m_semihosting::debug;
 use icefold::format::{DType, Layer};
 use icefold::{Aligned, Model, Observer};
+#[cfg(feature = "text-report")]
 use panic_semihosting as _;
+// The defmt global logger: frames go out over semihosting. It takes a critical section, which
+// cortex-m provides (feature `critical-section-single-core`) once the crate is linked in.
+#[cfg(feature = "defmt")]
+use cortex_m as _;
+#[cfg(feature = "defmt")]
+use defmt_semihosting as _;
+
+/// One record of the report: a text line over semihosting. The format strings are kept valid for
+/// both `core::fmt` and defmt (`{}` and `{:#x}` only).
+#[cfg(feature = "text-report")]
+macro_rules! record {
+    ($($arg:tt)*) => { cortex_m_semihosting::hprintln!($($arg)*) };
+}
+
+/// One record of the report: a defmt frame the host decodes to the same text as `text-report`.
+#[cfg(feature = "defmt")]
+macro_rules! record {
+    ($($arg:tt)*) => { defmt::println!($($arg)*) };
+}
+
+/// Reports `ERR <message>` and exits with failure.
+macro_rules! fail {
+    ($($arg:tt)*) => {{
+        record!($($arg)*);
+        exit_failure()
+    }};
+}
 
 mod board;
 
@@ -85,12 +127,12 @@ fn main() -> ! {
 
     let model = match Model::new_checked(&model::BLOB.0) {
         Ok(m) => m,
-        Err(e) => fail(format_args!("load: {e}")),
+        Err(e) => fail!("ERR load: {}", e),
     };
     let input_element_bytes = if INT8 { 1 } else { core::mem::size_of::<f32>() };
     let sample_bytes = inputs::SAMPLE_LEN * input_element_bytes;
     if sample_bytes == 0 || OUTPUT_BYTES == 0 {
-        fail(format_args!("model with empty input or output"));
+        fail!("ERR model with empty input or output");
     }
     let clock = board::Clock::start();
 
@@ -123,7 +165,7 @@ fn main() -> ! {
                 bytemuck::try_cast_slice::<u8, f32>(x),
                 bytemuck::try_cast_slice_mut::<u8, f32>(out),
             ) else {
-                fail(format_args!("sample {s}: f32 buffers not aligned"))
+                fail!("ERR sample {}: f32 buffers not aligned", s)
             };
             let start = clock.now();
             let result = model.run_f32_observed(&mut ARENA.0, x, out, &mut timer);
@@ -131,19 +173,20 @@ fn main() -> ! {
             result
         };
         if let Err(e) = result {
-            fail(format_args!("sample {s}: {e}"));
+            fail!("ERR sample {}: {}", s, e);
         }
     }
     let (stack, stack_region) = stack_peak_bytes();
     if stack >= stack_region {
         // The stack reached the statics below it, so it may have overwritten the arena.
-        fail(format_args!(
-            "stack overflow: inference used all {stack_region} bytes of RAM left for the stack"
-        ));
+        fail!(
+            "ERR stack overflow: inference used all {} bytes of RAM left for the stack",
+            stack_region
+        );
     }
 
-    hprintln!("ICEFOLD-FW 1");
-    hprintln!(
+    record!("ICEFOLD-FW 1");
+    record!(
         "MODEL layers={} arena={} samples={} output_bytes={} elements={}",
         model::LAYER_COUNT,
         model::ARENA_BYTES,
@@ -152,34 +195,90 @@ fn main() -> ! {
         if INT8 { "i8" } else { "f32" }
     );
     for (s, out) in OUTPUTS.iter().enumerate() {
-        print_hex_line(s, &out.0);
+        report_output(s, &out.0);
     }
     for (s, (layers, run)) in LAYER_TICKS.iter().zip(RUN_TICKS.iter()).enumerate() {
         for (i, &t) in layers.iter().enumerate() {
-            hprintln!("LAYER {} {} {}", s, i, board::instructions(t));
+            record!("LAYER {} {} {}", s, i, board::instructions(t));
         }
-        hprintln!("RUN {} {}", s, board::instructions(*run));
+        record!("RUN {} {}", s, board::instructions(*run));
     }
-    hprintln!("STACK {}", stack);
-    hprintln!("DONE");
+    #[cfg(feature = "defmt")]
+    if let Some(out) = OUTPUTS.get_mut(0) {
+        trace_first_sample(&model, &mut ARENA.0, &mut out.0, sample_bytes);
+    }
+    record!("STACK {}", stack);
+    record!("DONE");
     debug::exit(debug::EXIT_SUCCESS);
     loop {}
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes `bytes` as lowercase hex into `buf` (two digits per byte) and returns the digits.
+fn hex<'b>(bytes: &[u8], buf: &'b mut [u8]) -> &'b [u8] {
+    let mut n = 0;
+    for (pair, &b) in buf.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+        n += 2;
+    }
+    &buf[..n]
+}
+
 /// `OUT <sample> <hex>`, written in chunks (one semihosting call per chunk, not per byte).
-fn print_hex_line(sample: usize, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let Ok(mut out) = hio::hstdout() else { return };
+#[cfg(feature = "text-report")]
+fn report_output(sample: usize, bytes: &[u8]) {
+    use core::fmt::Write as _;
+    let Ok(mut out) = cortex_m_semihosting::hio::hstdout() else {
+        return;
+    };
     let _ = write!(out, "OUT {sample} ");
     let mut buf = [0u8; 128];
     for chunk in bytes.chunks(buf.len() / 2) {
-        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0xf)];
-        }
-        let _ = out.write_all(&buf[..chunk.len() * 2]);
+        let _ = out.write_all(hex(chunk, &mut buf));
     }
     let _ = out.write_all(b"\n");
+}
+
+/// `OUT <sample> <hex>` records of at most 64 bytes each; the host concatenates a sample's records.
+#[cfg(feature = "defmt")]
+fn report_output(sample: usize, bytes: &[u8]) {
+    let mut buf = [0u8; 128];
+    for chunk in bytes.chunks(buf.len() / 2) {
+        // Hex digits are ASCII, so the conversion cannot fail.
+        let digits = core::str::from_utf8(hex(chunk, &mut buf)).unwrap_or("");
+        defmt::println!("OUT {=usize} {=str}", sample, digits);
+    }
+}
+
+/// Runs sample 0 again with the runtime's per-layer trace (one `TRACE` record per layer). This
+/// runs after the timed runs and the stack measurement, so the trace costs neither.
+#[cfg(feature = "defmt")]
+fn trace_first_sample(model: &Model<'_>, arena: &mut [u8], out: &mut [u8], sample_bytes: usize) {
+    let Some(x) = inputs::INPUTS.0.get(..sample_bytes) else {
+        return;
+    };
+    let mut trace = icefold::trace::DefmtTrace;
+    let result = if INT8 {
+        model.run_i8_observed(
+            arena,
+            bytemuck::cast_slice(x),
+            bytemuck::cast_slice_mut(out),
+            &mut trace,
+        )
+    } else {
+        match (
+            bytemuck::try_cast_slice::<u8, f32>(x),
+            bytemuck::try_cast_slice_mut::<u8, f32>(out),
+        ) {
+            (Ok(x), Ok(out)) => model.run_f32_observed(arena, x, out, &mut trace),
+            _ => fail!("ERR trace: f32 buffers not aligned"),
+        }
+    };
+    if let Err(e) = result {
+        fail!("ERR trace: {}", e);
+    }
 }
 
 /// Highest stack use since reset: cortex-m-rt's `paint-stack` filled the stack with
@@ -205,23 +304,31 @@ fn stack_peak_bytes() -> (usize, usize) {
     (top - addr, top - bottom)
 }
 
-/// Reports `ERR <message>` and exits with failure.
-fn fail(message: core::fmt::Arguments) -> ! {
-    hprintln!("ERR {}", message);
+/// Exits QEMU with failure (after `fail!` reported why).
+fn exit_failure() -> ! {
     debug::exit(debug::EXIT_FAILURE);
     loop {}
+}
+
+/// With defmt there is no panic-semihosting (its text would corrupt the frames): report the
+/// location as a record and exit with failure.
+#[cfg(feature = "defmt")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    match info.location() {
+        Some(l) => fail!("ERR panicked at {}:{}", l.file(), l.line()),
+        None => fail!("ERR panicked"),
+    }
 }
 
 #[exception]
 unsafe fn DefaultHandler(irqn: i16) {
     if !board::on_interrupt(irqn) {
-        fail(format_args!("unexpected interrupt {irqn}"));
+        fail!("ERR unexpected interrupt {}", irqn);
     }
 }
 
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    hprintln!("ERR hard fault at pc={:#010x}", frame.pc());
-    debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    fail!("ERR hard fault at pc={:#x}", frame.pc())
 }
