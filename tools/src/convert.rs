@@ -1,10 +1,18 @@
-//! The conversion pipeline: ONNX file → imported graph → folded graph → lowered layers → blob.
+//! The conversion pipeline: ONNX file → imported graph → [BatchNorm statistics check] → folded
+//! graph → lowered layers → blob.
+//!
+//! With calibration data, [`convert_file_checked`] / [`convert_graph_checked`] first compare every
+//! BatchNorm's running statistics with the data (`diagnose`) and refuse stale ones unless told to
+//! go on ([`StaleBnPolicy::Allow`]) or to re-estimate them ([`StaleBnPolicy::Recalibrate`]).
+//! `convert_graph`, `convert_graph_with` and `convert_graph_int8` do not check: they fold what
+//! they are given.
 
 use std::path::Path;
 
 use anyhow::Result;
 
 use crate::calibrate::{self, Calibration, Method};
+use crate::diagnose::{self, DiagnoseOptions, Diagnosis, Outcome, Thresholds, Verdict};
 use crate::emit::{self, AlignedBytes};
 use crate::graph::{FrozenGraph, ImportedGraph};
 use crate::host::{self, Diff};
@@ -13,12 +21,14 @@ use crate::limits::Limits;
 use crate::lower::{self, LowerOptions, Lowered};
 use crate::onnx;
 use crate::passes::fold_batchnorm::{self, FoldReport};
+use crate::passes::recalibrate_bn::Recalibration;
 use crate::quantize;
 
 /// Every stage of one conversion, kept for reports and verification.
 #[derive(Clone, Debug)]
 pub struct Converted {
-    /// The graph as imported (may hold BatchNorm).
+    /// The graph that was folded (may hold BatchNorm): as imported, or with recalibrated
+    /// statistics after [`StaleBnPolicy::Recalibrate`].
     pub imported: ImportedGraph,
     /// The graph with every BatchNorm folded.
     pub frozen: FrozenGraph,
@@ -30,6 +40,8 @@ pub struct Converted {
     pub blob: Vec<u8>,
     /// For an int8 conversion: calibration, the f32 twin and the quantization error.
     pub int8: Option<Int8Conversion>,
+    /// The BatchNorm statistics check, when the conversion ran one.
+    pub bn_check: Option<BnStatsCheck>,
 }
 
 /// How to quantize.
@@ -79,10 +91,12 @@ pub fn convert_graph_with(imported: ImportedGraph, limits: &Limits) -> Result<Co
         lowered,
         blob,
         int8: None,
+        bn_check: None,
     })
 }
 
-/// Convert an imported graph to an int8 blob calibrated on `opts.calib`.
+/// Convert an imported graph to an int8 blob calibrated on `opts.calib`. The BatchNorm statistics
+/// are folded unchecked; [`convert_graph_checked`] checks them first.
 pub fn convert_graph_int8(
     imported: ImportedGraph,
     limits: &Limits,
@@ -118,6 +132,7 @@ pub fn convert_graph_int8(
             layer_sqnr_db,
             end_to_end,
         }),
+        bn_check: None,
     })
 }
 
@@ -142,4 +157,181 @@ pub fn convert_file(path: &Path) -> Result<Converted> {
 pub fn convert_file_with(path: &Path, limits: &Limits) -> Result<Converted> {
     limits.check_file(path)?;
     convert_graph_with(onnx::import_file(path)?, limits)
+}
+
+/// What a checked conversion does when BatchNorm statistics are stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleBnPolicy {
+    /// Refuse with an error naming every stale node (the default).
+    Refuse,
+    /// Warn and fold the statistics as they are (`--allow-stale-bn`).
+    Allow,
+    /// Re-estimate every BatchNorm's statistics from the calibration data, then fold
+    /// (`--recalibrate-bn`). Applies whatever the verdict.
+    Recalibrate,
+}
+
+/// The BatchNorm statistics check before folding.
+#[derive(Clone, Copy, Debug)]
+pub struct BnCheckOptions<'a> {
+    /// Calibration samples `[N, ...]` in the model's input shape (N >= 2).
+    pub calib: &'a Array,
+    /// What to do with stale statistics.
+    pub on_stale: StaleBnPolicy,
+    /// Verdict thresholds.
+    pub thresholds: Thresholds,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+impl<'a> BnCheckOptions<'a> {
+    /// Default thresholds, refuse stale statistics, no progress bars.
+    pub fn new(calib: &'a Array) -> Self {
+        BnCheckOptions {
+            calib,
+            on_stale: StaleBnPolicy::Refuse,
+            thresholds: Thresholds::DEFAULT,
+            progress: false,
+        }
+    }
+}
+
+/// What the BatchNorm check found and did.
+#[derive(Clone, Debug)]
+pub struct BnStatsCheck {
+    /// The diagnosis of the graph as imported.
+    pub diagnosis: Diagnosis,
+    /// The policy applied.
+    pub policy: StaleBnPolicy,
+    /// Set when the statistics were re-estimated before folding: what changed.
+    pub recalibration: Option<Recalibration>,
+}
+
+impl BnStatsCheck {
+    /// True when stale statistics were folded as they are (`Allow`).
+    pub fn folded_stale(&self) -> bool {
+        self.recalibration.is_none() && self.diagnosis.outcome() == Outcome::Stale
+    }
+}
+
+/// Diagnoses `imported`'s BatchNorm statistics on `opts.calib` and applies `opts.on_stale`:
+/// returns the graph to fold (recalibrated under `Recalibrate`) and what was found. Under
+/// `Refuse`, stale statistics are an error that names every stale node and says what to do.
+pub fn check_bn_statistics(
+    imported: ImportedGraph,
+    opts: &BnCheckOptions<'_>,
+) -> Result<(ImportedGraph, BnStatsCheck)> {
+    let diagnosis = diagnose::diagnose(
+        &imported,
+        opts.calib,
+        &DiagnoseOptions {
+            thresholds: opts.thresholds,
+            // The "as run" numbers only explain; a conversion does not need them.
+            as_run: false,
+            progress: opts.progress,
+        },
+    )?;
+    match opts.on_stale {
+        StaleBnPolicy::Recalibrate if diagnosis.outcome() != Outcome::NoBatchNorm => {
+            let recalibration = diagnosis.recalibration.clone();
+            let graph = recalibration.graph.clone();
+            Ok((
+                graph,
+                BnStatsCheck {
+                    diagnosis,
+                    policy: opts.on_stale,
+                    recalibration: Some(recalibration),
+                },
+            ))
+        }
+        StaleBnPolicy::Refuse if diagnosis.outcome() == Outcome::Stale => {
+            Err(anyhow::anyhow!(stale_error(&diagnosis)))
+        }
+        _ => Ok((
+            imported,
+            BnStatsCheck {
+                diagnosis,
+                policy: opts.on_stale,
+                recalibration: None,
+            },
+        )),
+    }
+}
+
+/// The refusal message: every stale node with its worst channel, then the ways out.
+fn stale_error(d: &Diagnosis) -> String {
+    let mut s = format!(
+        "refusing to fold stale BatchNorm statistics: {} of {} BatchNorm node(s) do not match the \
+         calibration data ({} samples):",
+        d.stale().count(),
+        d.bns.len(),
+        d.samples
+    );
+    for b in d.stale() {
+        let w = b.worst_channels(1, &d.thresholds);
+        let detail = w.first().map_or(String::new(), |c| {
+            format!(
+                "; worst channel {}: running mean {:.4} vs data {:.4}, running variance {:.4} vs \
+                 data {:.4} (mean shift {:.2} std, variance ratio {:.3})",
+                c.channel,
+                c.running_mean,
+                c.data_mean,
+                c.running_var,
+                c.data_var,
+                c.shift,
+                c.var_ratio
+            )
+        });
+        s.push_str(&format!(
+            "\n  {}: {}{}",
+            b.origin,
+            if b.never_updated {
+                "never updated (running mean 0, variance 1 in every channel)".to_string()
+            } else {
+                format!(
+                    "{} of {} channels stale",
+                    b.count_at_least(Verdict::Stale),
+                    b.channel_count()
+                )
+            },
+            detail
+        ));
+    }
+    s.push_str(
+        "\nFolding them would freeze a model that does not compute what was trained. Either \
+         update the running statistics in training and export again, or re-estimate them from \
+         the calibration data (icefold convert --recalibrate-bn; library: \
+         StaleBnPolicy::Recalibrate), or fold them anyway (--allow-stale-bn; \
+         StaleBnPolicy::Allow). `icefold diagnose MODEL --calib CALIB` shows every channel.",
+    );
+    s
+}
+
+/// Checks the BatchNorm statistics (see [`check_bn_statistics`]), then converts to f32, or to
+/// int8 when `int8` is given (normally with the same calibration data).
+pub fn convert_graph_checked(
+    imported: ImportedGraph,
+    limits: &Limits,
+    check: &BnCheckOptions<'_>,
+    int8: Option<Int8Options<'_>>,
+) -> Result<Converted> {
+    let (graph, bn_check) = check_bn_statistics(imported, check)?;
+    let mut c = match int8 {
+        Some(opts) => convert_graph_int8(graph, limits, opts)?,
+        None => convert_graph_with(graph, limits)?,
+    };
+    c.bn_check = Some(bn_check);
+    Ok(c)
+}
+
+/// Imports an ONNX file, checks its BatchNorm statistics, and converts it (see
+/// [`convert_graph_checked`]).
+pub fn convert_file_checked(
+    path: &Path,
+    limits: &Limits,
+    check: &BnCheckOptions<'_>,
+    int8: Option<Int8Options<'_>>,
+) -> Result<Converted> {
+    limits.check_file(path)?;
+    convert_graph_checked(onnx::import_file(path)?, limits, check, int8)
 }

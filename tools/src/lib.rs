@@ -6,6 +6,7 @@
 
 pub mod calibrate;
 pub mod convert;
+pub mod diagnose;
 pub mod emit;
 pub mod eval;
 pub mod graph;

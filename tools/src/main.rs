@@ -82,6 +82,9 @@ enum Command {
         #[arg(long)]
         defmt: bool,
     },
+    /// Check every BatchNorm's running statistics against calibration data (exit code 3 if any is
+    /// stale, 4 if the model has no BatchNorm left to check; see docs/DIAGNOSE.md).
+    Diagnose(DiagnoseArgs),
     /// Convert in memory and compare the folded runtime with the unfolded model (and, if given, a
     /// reference output such as onnxruntime's): a parity table.
     Verify {
@@ -98,6 +101,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Diagnose(args) => return cmd_diagnose(&args),
+        command => Cli { command },
+    };
     let result = match cli.command {
         Command::Convert(args) => cmd_convert(&args),
         Command::Mcu {
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
             input,
             expected,
         } => cmd_verify(&model, &input, expected.as_deref()),
+        Command::Diagnose(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,6 +183,13 @@ struct ConvertArgs {
     /// Refuse ONNX files larger than this many bytes (checked before reading).
     #[arg(long, default_value_t = Limits::DEFAULT.max_file_bytes)]
     max_file_bytes: u64,
+    /// With --calib: fold BatchNorm statistics even if they do not match the data (warns).
+    #[arg(long, conflicts_with = "recalibrate_bn", requires = "calib")]
+    allow_stale_bn: bool,
+    /// With --calib: re-estimate every BatchNorm's running mean and variance from the
+    /// calibration data (population statistics, layer by layer in eval mode), then fold.
+    #[arg(long, requires = "calib")]
+    recalibrate_bn: bool,
 }
 
 fn cmd_convert(a: &ConvertArgs) -> Result<()> {
@@ -191,18 +206,33 @@ fn cmd_convert(a: &ConvertArgs) -> Result<()> {
     };
     let c = match (&a.quantize, &a.calib) {
         (Some(_), None) => bail!("--quantize int8 needs calibration data: --calib CALIB.npy"),
-        (Some(_), Some(calib_path)) => {
+        // With calibration data the BatchNorm statistics are checked first (docs/DIAGNOSE.md).
+        (quantize, Some(calib_path)) => {
             let calib = io::read_npy(calib_path)?;
-            let opts = convert::Int8Options {
+            let check = convert::BnCheckOptions {
+                on_stale: if a.recalibrate_bn {
+                    convert::StaleBnPolicy::Recalibrate
+                } else if a.allow_stale_bn {
+                    convert::StaleBnPolicy::Allow
+                } else {
+                    convert::StaleBnPolicy::Refuse
+                },
+                progress: true,
+                ..convert::BnCheckOptions::new(&calib)
+            };
+            let int8 = quantize.as_ref().map(|_| convert::Int8Options {
                 calib: &calib,
                 method: a.calib_method,
                 progress: true,
                 bias_correction: !a.no_bias_correction,
-            };
-            convert::convert_file_int8(model, &limits, opts)?
+            });
+            convert::convert_file_checked(model, &limits, &check, int8)?
         }
-        (None, _) => convert::convert_file_with(model, &limits)?,
+        (None, None) => convert::convert_file_with(model, &limits)?,
     };
+    if let Some(check) = &c.bn_check {
+        print_bn_check(check);
+    }
     print_conversion(&c);
     if let Some(q) = &c.int8 {
         print_int8_report(&c, q);
@@ -633,4 +663,90 @@ fn cmd_bench(blob_path: &Path, input: &Path, seconds: f64) -> Result<()> {
         info.arena_bytes
     );
     Ok(())
+}
+
+/// Arguments of `icefold diagnose`.
+#[derive(clap::Args)]
+struct DiagnoseArgs {
+    /// The ONNX model, exported with its BatchNormalization nodes (see docs/DIAGNOSE.md).
+    model: PathBuf,
+    /// Calibration samples (float32 .npy, [N, ...] in the model's input shape, N >= 2), from the
+    /// distribution the model was trained on.
+    #[arg(long, value_name = "CALIB_NPY")]
+    calib: PathBuf,
+    /// Also draw, per BatchNorm, running vs data mean and variance per channel (.svg or .html).
+    #[arg(long, value_name = "REPORT")]
+    report: Option<PathBuf>,
+}
+
+/// `icefold diagnose`: 0 healthy (or only suspicious), 3 stale, 4 nothing to check, 1 error.
+fn cmd_diagnose(a: &DiagnoseArgs) -> ExitCode {
+    use icefold_tool::diagnose::{self, DiagnoseOptions, Outcome};
+    let run = || -> Result<Outcome> {
+        if let Some(r) = &a.report {
+            io::ensure_not_an_input(r, &[&a.model, &a.calib])?;
+        }
+        let g = icefold_tool::onnx::import_file(&a.model)?;
+        let calib = io::read_npy(&a.calib)?;
+        let d = diagnose::diagnose(
+            &g,
+            &calib,
+            &DiagnoseOptions {
+                progress: true,
+                ..DiagnoseOptions::default()
+            },
+        )?;
+        println!("{}: {} BatchNorm node(s)", a.model.display(), d.bns.len());
+        print!("{}", d.table());
+        if let Some(r) = &a.report {
+            if d.bns.is_empty() {
+                println!("no report written: there is nothing to draw");
+            } else {
+                let title = format!("icefold diagnose {}", a.model.display());
+                diagnose::report::write(&d, r, &title, &[&a.model, &a.calib])?;
+                println!("wrote {}", r.display());
+            }
+        }
+        Ok(d.outcome())
+    };
+    match run() {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the BatchNorm check of `convert --calib` found and did; loud when it matters.
+fn print_bn_check(check: &convert::BnStatsCheck) {
+    use icefold_tool::diagnose::Outcome;
+    let d = &check.diagnosis;
+    if d.outcome() == Outcome::NoBatchNorm {
+        println!("BatchNorm statistics check: nothing to check.");
+        print!("{}", icefold_tool::diagnose::NO_BATCHNORM);
+        if check.policy == convert::StaleBnPolicy::Recalibrate {
+            eprintln!("warning: --recalibrate-bn had no BatchNorm to recalibrate");
+        }
+        println!();
+        return;
+    }
+    print!("{}", d.table());
+    println!();
+    if let Some(r) = &check.recalibration {
+        eprintln!("========================================================================");
+        eprintln!("RECALIBRATED (--recalibrate-bn): the stored BatchNorm statistics were");
+        eprintln!("replaced by ones estimated from the calibration data before folding.");
+        eprint!("{r}");
+        eprintln!("========================================================================");
+    } else if check.folded_stale() {
+        eprintln!("========================================================================");
+        eprintln!("WARNING (--allow-stale-bn): folding STALE BatchNorm statistics into the");
+        eprintln!("weights. The blob will compute what the model computes with these wrong");
+        eprintln!("statistics, not what was trained. Stale node(s):");
+        for b in d.stale() {
+            eprintln!("  {}", b.origin);
+        }
+        eprintln!("========================================================================");
+    }
 }

@@ -1,3 +1,4 @@
 //! Graph passes.
 
 pub mod fold_batchnorm;
+pub mod recalibrate_bn;
