@@ -6,6 +6,7 @@
 
 pub mod calibrate;
 pub mod convert;
+pub mod demo;
 pub mod diagnose;
 pub mod emit;
 pub mod eval;
@@ -20,3 +21,4 @@ pub mod passes;
 pub mod plan;
 pub mod quantize;
 pub mod rustgen;
+pub mod train;

@@ -82,6 +82,12 @@ enum Command {
         #[arg(long)]
         defmt: bool,
     },
+    /// The whole story in one command: train a conv+BatchNorm model, show the seed's bug, diagnose,
+    /// fold, quantize, run on the host and (if QEMU is installed) on a Cortex-M4F.
+    Demo(icefold_tool::demo::DemoArgs),
+    /// Train a small conv+BatchNorm classifier (synthetic accelerometer gestures, or your .npy
+    /// data) and export it as ONNX with real BatchNormalization nodes.
+    Train(icefold_tool::train::cli::TrainArgs),
     /// Check every BatchNorm's running statistics against calibration data (exit code 3 if any is
     /// stale, 4 if the model has no BatchNorm left to check; see docs/DIAGNOSE.md).
     Diagnose(DiagnoseArgs),
@@ -141,6 +147,8 @@ fn main() -> ExitCode {
             expected,
         } => cmd_verify(&model, &input, expected.as_deref()),
         Command::Diagnose(_) => unreachable!("handled above"),
+        Command::Train(args) => icefold_tool::train::cli::run(&args),
+        Command::Demo(args) => icefold_tool::demo::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
