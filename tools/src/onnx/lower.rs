@@ -373,6 +373,18 @@ impl<'e> Lowerer<'e> {
             }
             ref other => bail!("{} is not supported on activations", other.as_str()),
         };
+        if let Some(x) = no_op_reshape(&lowered, &self.values) {
+            // A reshape to the shape it already has (Identity, inference Dropout, or tf2onnx's
+            // NHWC<->NCHW Transposes at 1x1 spatial size, which its optimizer rewrites as
+            // `Reshape [-1, C, 1, 1]`) is not a node: as one it would sit between a Conv and its
+            // BatchNorm and keep the BN from folding into the Conv.
+            if self.readers.get(out) != Some(&1) {
+                // A MatMul's bias may only come from the one reader of its output.
+                self.open_matmul.remove(&x);
+            }
+            self.env.insert(out.to_string(), Val::Act(x));
+            return Ok(());
+        }
         self.emit(origin, out, lowered)?;
         Ok(())
     }
@@ -901,6 +913,15 @@ impl<'e> Lowerer<'e> {
             .map(|k| s[k] + pads[k] + pads[s.len() + k])
             .collect();
         Ok(frozen(FrozenOp::Pad { pads, value }, x, shape))
+    }
+}
+
+/// The input of a reshape that keeps its input's per-sample shape (a no-op), or `None`. The graph
+/// input itself is never aliased, so that a graph always has at least one node after it.
+fn no_op_reshape(l: &Lowered, values: &[Value]) -> Option<ValueId> {
+    match (&l.op, l.inputs.as_slice()) {
+        (Op::Frozen(FrozenOp::Reshape), &[x]) if x != 0 && values[x].shape == l.shape => Some(x),
+        _ => None,
     }
 }
 
