@@ -148,7 +148,7 @@ fn main() -> ExitCode {
         } => cmd_verify(&model, &input, expected.as_deref()),
         Command::Diagnose(_) => unreachable!("handled above"),
         Command::Train(args) => icefold_tool::train::cli::run(&args),
-        Command::Demo(args) => icefold_tool::demo::run(&args),
+        Command::Demo(args) => icefold_tool::demo::run(&args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
