@@ -32,6 +32,9 @@ pub struct Fixture {
     /// onnxruntime's own int8: samples whose argmax matches the f32 reference.
     #[serde(default)]
     pub ort_int8_top1_agree: Option<usize>,
+    /// The directory that holds the fixture's directory (`None`: [`fixtures_dir`]).
+    #[serde(skip)]
+    pub base: Option<PathBuf>,
 }
 
 /// The fixture directory.
@@ -44,7 +47,44 @@ pub fn fixtures_dir() -> PathBuf {
 
 /// Every fixture listed in the manifest.
 pub fn manifest() -> Vec<Fixture> {
-    let path = fixtures_dir().join("manifest.json");
+    read_manifest(&fixtures_dir())
+}
+
+/// The Keras (tf2onnx) fixtures made by `tools/fixtures/make_keras_fixtures.py`:
+/// `tests/fixtures/keras`, or with `ICEFOLD_FIXTURES=D`, `D/keras` when it has a manifest and
+/// otherwise `D` itself (a held-out set made with `make_keras_fixtures.py --seed 3 --out D`).
+pub fn keras_fixtures_dir() -> PathBuf {
+    let dir = fixtures_dir();
+    let nested = dir.join("keras");
+    if std::env::var_os("ICEFOLD_FIXTURES").is_none() || nested.join("manifest.json").exists() {
+        nested
+    } else {
+        dir
+    }
+}
+
+/// Every Keras fixture listed in [`keras_fixtures_dir`]'s manifest.
+pub fn keras_manifest() -> Vec<Fixture> {
+    let dir = keras_fixtures_dir();
+    let mut fixtures = read_manifest(&dir);
+    for f in &mut fixtures {
+        f.base = Some(dir.clone());
+    }
+    fixtures
+}
+
+/// The Keras fixtures that are not already in [`manifest`] (empty when `ICEFOLD_FIXTURES` points
+/// at a Keras set itself), for tests that run over both sets.
+pub fn extra_keras_fixtures() -> Vec<Fixture> {
+    if keras_fixtures_dir() == fixtures_dir() {
+        Vec::new()
+    } else {
+        keras_manifest()
+    }
+}
+
+fn read_manifest(dir: &Path) -> Vec<Fixture> {
+    let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad {}: {e}", path.display()))
@@ -53,7 +93,7 @@ pub fn manifest() -> Vec<Fixture> {
 impl Fixture {
     /// Directory of this fixture.
     pub fn dir(&self) -> PathBuf {
-        fixtures_dir().join(&self.name)
+        self.base.clone().unwrap_or_else(fixtures_dir).join(&self.name)
     }
     /// The ONNX model.
     pub fn model(&self) -> PathBuf {

@@ -1,0 +1,178 @@
+//! Keras models through tf2onnx (issue #7): every fixture of `tests/fixtures/keras` (made by
+//! `tools/fixtures/make_keras_fixtures.py`: tf2onnx's default export, which fuses Conv+BN, and
+//! `tools/export_keras.py --keep-bn`, which keeps the BN nodes; opsets 13 and 17) converted and run
+//! by the real runtime on NHWC inputs, against onnxruntime.
+//!
+//! `ICEFOLD_FIXTURES=/tmp/keras3` runs the same checks on a held-out set
+//! (`make_keras_fixtures.py --seed 3 --out /tmp/keras3`).
+//! `cargo test -p icefold-tests --release --test keras -- --nocapture` prints the table.
+
+use icefold_tests::{keras_manifest, Fixture};
+use icefold_tool::emit::AlignedBytes;
+use icefold_tool::graph::Op;
+use icefold_tool::io::Array;
+use icefold_tool::{convert, eval, host, onnx};
+
+/// The issue's bar against onnxruntime (the same as the PyTorch fixtures').
+const MAX_REL_L2: f64 = 5e-5;
+const MAX_ABS: f64 = 2e-4;
+/// Folded vs unfolded on the same f64-accumulating interpreter: only the single f32 rounding of
+/// the folded weights differs.
+const FOLD_MAX_REL_L2: f64 = 1e-5;
+
+fn parity_fixtures() -> Vec<Fixture> {
+    let all = keras_manifest();
+    assert!(
+        all.len() >= 10,
+        "expected the full Keras fixture set, found {}",
+        all.len()
+    );
+    all.into_iter().filter(|f| f.kind == "parity").collect()
+}
+
+fn check_f32(f: &Fixture) -> anyhow::Result<String> {
+    let c = convert::convert_file(&f.model())?;
+    let x = f.array("input")?;
+    let want = f.array("expected")?;
+    let blob = AlignedBytes::new(&c.blob);
+    let model = host::load(blob.as_slice())?;
+    // The input is the ONNX model's own (NHWC for images): run_f32 refuses any other shape.
+    let got = host::run_f32(&model, &x)?;
+    anyhow::ensure!(
+        got.shape == want.shape,
+        "output shape {:?}, expected {:?}",
+        got.shape,
+        want.shape
+    );
+    let d = host::diff(&got, &want)?;
+
+    let (mut unfolded, mut folded) = (Vec::new(), Vec::new());
+    for i in 0..x.samples() {
+        unfolded.extend(eval::run(&c.imported, x.sample(i))?);
+        folded.extend(eval::run(&c.frozen, x.sample(i))?);
+    }
+    let as_array = |data| Array {
+        shape: got.shape.clone(),
+        data,
+    };
+    let fold = host::diff(&as_array(folded), &as_array(unfolded))?;
+
+    let line = format!(
+        "{:<36} op{:<3} {:<16} in {:?} BN {:>2} folded {:>2} | rel-L2 {:>8.2e} max-abs {:>8.2e} top-1 {}/{} | folded-vs-unfolded {:>8.2e}",
+        f.name,
+        f.opset,
+        f.exporter,
+        &x.shape[1..],
+        f.bn_nodes,
+        c.fold.folds.len(),
+        d.rel_l2,
+        d.max_abs,
+        d.top1_agree,
+        d.samples,
+        fold.rel_l2
+    );
+    anyhow::ensure!(
+        d.rel_l2 <= MAX_REL_L2 && d.max_abs <= MAX_ABS,
+        "runtime vs onnxruntime too far: {line}"
+    );
+    if f.top1 {
+        anyhow::ensure!(
+            d.top1_agree == d.samples,
+            "top-1 differs from onnxruntime: {line}"
+        );
+    }
+    anyhow::ensure!(
+        fold.rel_l2 <= FOLD_MAX_REL_L2,
+        "folding changed the function: {line}"
+    );
+    Ok(line)
+}
+
+#[test]
+fn every_keras_export_matches_onnxruntime_on_nhwc_inputs() {
+    let mut failures = Vec::new();
+    let fixtures = parity_fixtures();
+    for f in &fixtures {
+        match check_f32(f) {
+            Ok(line) => println!("{line}"),
+            Err(e) => failures.push(format!("{}: {e:#}", f.name)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} Keras fixtures failed:\n{}",
+        failures.len(),
+        fixtures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Both export forms are present, the kept-BN exports have their BatchNorm nodes after import
+/// (with Keras' epsilon), and folding leaves none: every BN node is accounted for in the report.
+#[test]
+fn kept_bn_exports_keep_their_batchnorm_and_it_folds() {
+    let fixtures = parity_fixtures();
+    let kept: Vec<&Fixture> = fixtures
+        .iter()
+        .filter(|f| f.exporter == "tf2onnx-keep-bn")
+        .collect();
+    let fused = fixtures
+        .iter()
+        .filter(|f| f.exporter == "tf2onnx-default")
+        .count();
+    assert!(
+        kept.len() >= 4 && fused >= 4,
+        "expected both tf2onnx export forms ({} kept-BN, {fused} default)",
+        kept.len()
+    );
+    for &opset in &[13, 17] {
+        for exporter in ["tf2onnx-keep-bn", "tf2onnx-default"] {
+            assert!(
+                fixtures
+                    .iter()
+                    .any(|f| f.opset == opset && f.exporter == exporter),
+                "no {exporter} fixture at opset {opset}"
+            );
+        }
+    }
+    for f in &fixtures {
+        let g = onnx::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let bns: Vec<f32> = g
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::BatchNorm(bn) => Some(bn.epsilon),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            bns.len(),
+            f.bn_nodes,
+            "{}: BatchNorm nodes after import",
+            f.name
+        );
+        assert!(
+            bns.iter().all(|&eps| (eps - 1e-3).abs() < 1e-9),
+            "{}: Keras BN epsilon is 1e-3, got {bns:?}",
+            f.name
+        );
+        if f.exporter == "tf2onnx-keep-bn" {
+            assert!(f.bn_nodes > 0, "{}: a kept-BN export without BN", f.name);
+        }
+        let c = convert::convert_graph(g).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let folded_bns = c
+            .fold
+            .folds
+            .iter()
+            .filter(|r| r.bn.op_type == "BatchNormalization")
+            .map(|r| r.bn.name.clone())
+            .collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(
+            folded_bns.len(),
+            f.bn_nodes,
+            "{}: every BatchNorm node is folded (or kept as a frozen affine): {}",
+            f.name,
+            c.fold
+        );
+    }
+}
