@@ -137,12 +137,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     );
 
     eprintln!(
-        "test set ({} samples), the same weights with BatchNorm in three modes:",
+        "test set ({} samples), the same weights with BatchNorm in each mode:",
         splits.test.len()
     );
     for mode in [
         BnMode::Running,
         BnMode::BatchStats { batch_size: 1 },
+        BnMode::BatchStats { batch_size: 4 },
         BnMode::NeverUpdated,
     ] {
         let m = evaluate(&trained.net, &splits.test, mode)?;
