@@ -15,7 +15,8 @@ use serde::Deserialize;
 pub struct Fixture {
     /// Directory name.
     pub name: String,
-    /// "parity" (must convert and match) or "training_mode" (must be refused).
+    /// "parity" (must convert and match), "training_mode" (must be refused) or "bn_stats"
+    /// (BatchNorm statistics checks: stale or healthy statistics, see tests/diagnose.rs).
     pub kind: String,
     /// Opset written in the file.
     pub opset: i64,
@@ -32,6 +33,13 @@ pub struct Fixture {
     /// onnxruntime's own int8: samples whose argmax matches the f32 reference.
     #[serde(default)]
     pub ort_int8_top1_agree: Option<usize>,
+    /// kind "bn_stats": the BatchNormalization nodes whose running statistics are stale (never
+    /// updated); the diagnosis must name exactly these.
+    #[serde(default)]
+    pub stale_bn_nodes: Vec<String>,
+    /// kind "bn_stats": the BatchNormalization nodes with healthy statistics.
+    #[serde(default)]
+    pub healthy_bn_nodes: Vec<String>,
     /// The directory that holds the fixture's directory (`None`: [`fixtures_dir`]).
     #[serde(skip)]
     pub base: Option<PathBuf>,
