@@ -205,8 +205,7 @@ pub struct BnCheck {
     /// Statistics of the input when the model runs as stored (upstream BatchNorms on their own
     /// running statistics), if they were measured.
     pub as_run: Option<ChannelStats>,
-    /// The node's verdict: its worst channel's, raised to stale for never-updated statistics
-    /// that also disagree with the data.
+    /// The node's verdict: its worst channel's, or stale for never-updated statistics.
     pub verdict: Verdict,
 }
 
@@ -268,11 +267,11 @@ impl BnCheck {
         let stale = self.count_at_least(Verdict::Stale);
         let susp = self.count_at_least(Verdict::Suspicious);
         let mut why = match (self.never_updated, self.verdict) {
-            (true, Verdict::Stale) => {
+            (true, _) if self.count_at_least(Verdict::Suspicious) > 0 => {
                 "never updated: running mean 0 and variance 1 in every channel".to_string()
             }
-            (true, _) => "never updated (running mean 0, variance 1), though the data here are \
-                          close to that"
+            (true, _) => "never updated (running mean 0, variance 1 in every channel); the data \
+                          here happen to be close to that, but the statistics describe no data"
                 .to_string(),
             (false, Verdict::Stale) => format!(
                 "{stale} of {} channels beyond the stale thresholds",
@@ -569,12 +568,9 @@ pub fn diagnose(g: &ImportedGraph, calib: &Array, opts: &DiagnoseOptions) -> Res
             .max()
             .unwrap_or(Verdict::Healthy);
         // Statistics at exactly their initial values are certain evidence that the update never
-        // ran; any disagreement with the data beyond the healthy thresholds then is real.
-        let verdict = match (never_updated, worst) {
-            (true, Verdict::Healthy) => Verdict::Suspicious,
-            (true, _) => Verdict::Stale,
-            (false, v) => v,
-        };
+        // ran: they describe no data, so the layer is stale even where this calibration set
+        // happens to sit near mean 0 / variance 1 (the reason says so).
+        let verdict = if never_updated { Verdict::Stale } else { worst };
         bns.push(BnCheck {
             node: layer.node,
             origin: layer.origin.clone(),
@@ -690,14 +686,32 @@ mod tests {
     }
 
     #[test]
-    fn init_values_that_happen_to_match_are_only_suspicious() {
+    fn init_values_are_stale_even_where_the_data_happen_to_match() {
         let d = diagnose(
             &graph(1.0, 0.0, 0.0, 1.0),
             &unit_calib(),
             &DiagnoseOptions::default(),
         )
         .unwrap();
-        assert_eq!(d.outcome(), Outcome::Suspicious, "{}", d.table());
+        assert_eq!(d.outcome(), Outcome::Stale, "{}", d.table());
+        assert_eq!(d.bns[0].count_at_least(Verdict::Suspicious), 0);
+        assert!(d.table().contains("happen to be close"), "{}", d.table());
+    }
+
+    #[test]
+    fn a_small_calibration_set_widens_the_noise_allowance() {
+        // One value per sample (a BatchNorm1d after a dense layer), 64 samples: the data mean is
+        // 20 with standard deviation 3; the stored mean 21.5 is off by half a standard deviation,
+        // and the standard error of that shift is 3 / sqrt(64) / 3 = 0.125 (4 of them: 0.5).
+        let d = diagnose(
+            &graph(3.0, 20.0, 21.5, 9.0),
+            &unit_calib(),
+            &DiagnoseOptions::default(),
+        )
+        .unwrap();
+        let c = &d.bns[0].channels[0];
+        assert!((c.shift - 0.5).abs() < 0.01, "{c:?}");
+        assert!(c.shift_se > 0.1 && c.shift_se < 0.15, "{c:?}");
     }
 
     #[test]
