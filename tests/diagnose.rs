@@ -130,7 +130,8 @@ fn stale_nodes_are_named_exactly_and_healthy_fixtures_pass() {
                 }
             }
         }
-        if (d.outcome() == Outcome::Stale) != !want.is_empty() {
+        let stale_expected = !want.is_empty();
+        if (d.outcome() == Outcome::Stale) != stale_expected {
             failures.push(format!(
                 "{}: outcome {:?}\n{}",
                 f.name,

@@ -79,7 +79,7 @@ impl Thresholds {
         stale_shift: 1.5,
         suspicious_wider: 1.5,
         stale_wider: 3.0,
-        suspicious_narrower: 20.0,
+        suspicious_narrower: 30.0,
         stale_narrower: 100.0,
         noise_sigmas: 4.0,
         quiet_fraction: 1e-3,
