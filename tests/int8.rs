@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use icefold::format::DType;
-use icefold_tests::{manifest, Fixture};
+use icefold_tests::{extra_keras_fixtures, manifest, Fixture};
 use icefold_tool::calibrate::Method;
 use icefold_tool::convert::{self, Int8Options};
 use icefold_tool::emit::AlignedBytes;
@@ -133,7 +133,9 @@ fn method() -> Method {
 fn int8_beats_onnxruntime_int8_and_is_bit_exact() {
     let mut failures = Vec::new();
     let mut hashes = BTreeMap::new();
-    for f in manifest().iter().filter(|f| f.kind == "parity") {
+    // The Keras (tf2onnx) fixtures join the PyTorch ones: the same bar, the same golden file.
+    let fixtures: Vec<Fixture> = manifest().into_iter().chain(extra_keras_fixtures()).collect();
+    for f in fixtures.iter().filter(|f| f.kind == "parity") {
         match check(f, method()) {
             Ok(o) => {
                 println!("{}", o.line);

@@ -8,6 +8,7 @@
 //! `cargo test -p icefold-tests --release --test keras -- --nocapture` prints the table.
 
 use icefold_tests::{keras_manifest, Fixture};
+use icefold_tool::diagnose::{self, DiagnoseOptions, Outcome};
 use icefold_tool::emit::AlignedBytes;
 use icefold_tool::graph::Op;
 use icefold_tool::io::Array;
@@ -175,4 +176,47 @@ fn kept_bn_exports_keep_their_batchnorm_and_it_folds() {
             c.fold
         );
     }
+}
+
+/// `icefold diagnose` on Keras exports: a kept-BN export of a healthy model (statistics warmed up
+/// on the data) is healthy, BN by BN; tf2onnx's default export of a conv net has no BN left to
+/// check, and the diagnosis says so rather than passing it.
+#[test]
+fn diagnose_passes_kept_bn_exports_and_reports_fused_ones() {
+    let opts = DiagnoseOptions {
+        as_run: false,
+        ..DiagnoseOptions::default()
+    };
+    let (mut healthy, mut nothing) = (0, 0);
+    for f in parity_fixtures() {
+        let g = onnx::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let calib = f.array("calib").unwrap();
+        let d =
+            diagnose::diagnose(&g, &calib, &opts).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let outcome = d.outcome();
+        println!(
+            "{:<36} {:<16} BN {:>2}: {outcome:?}",
+            f.name, f.exporter, f.bn_nodes
+        );
+        if f.bn_nodes == 0 {
+            assert_eq!(outcome, Outcome::NoBatchNorm, "{}", f.name);
+            nothing += 1;
+        } else if f.exporter == "tf2onnx-keep-bn" {
+            assert_eq!(d.bns.len(), f.bn_nodes, "{}", f.name);
+            assert_eq!(outcome, Outcome::Healthy, "{}:\n{}", f.name, d.table());
+            healthy += 1;
+        } else {
+            // The BNs tf2onnx left unfused (MobileNet's at 1x1 spatial size, where its transpose
+            // optimizer puts a Reshape between Conv and BN) are judged with the fused layers
+            // upstream running on stored statistics instead of population statistics. In these
+            // briefly trained networks, at 1x1 the training-mode batch statistics the moving
+            // averages track and the eval-mode activations differ widely, so the verdict depends
+            // on the seed (suspicious at seed 0, stale at seed 3): printed, not asserted.
+            assert_eq!(d.bns.len(), f.bn_nodes, "{}", f.name);
+        }
+    }
+    assert!(
+        healthy >= 4 && nothing >= 2,
+        "{healthy} kept-BN healthy, {nothing} fused"
+    );
 }
