@@ -134,7 +134,10 @@ fn int8_beats_onnxruntime_int8_and_is_bit_exact() {
     let mut failures = Vec::new();
     let mut hashes = BTreeMap::new();
     // The Keras (tf2onnx) fixtures join the PyTorch ones: the same bar, the same golden file.
-    let fixtures: Vec<Fixture> = manifest().into_iter().chain(extra_keras_fixtures()).collect();
+    let fixtures: Vec<Fixture> = manifest()
+        .into_iter()
+        .chain(extra_keras_fixtures())
+        .collect();
     for f in fixtures.iter().filter(|f| f.kind == "parity") {
         match check(f, method()) {
             Ok(o) => {

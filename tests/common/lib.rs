@@ -101,7 +101,10 @@ fn read_manifest(dir: &Path) -> Vec<Fixture> {
 impl Fixture {
     /// Directory of this fixture.
     pub fn dir(&self) -> PathBuf {
-        self.base.clone().unwrap_or_else(fixtures_dir).join(&self.name)
+        self.base
+            .clone()
+            .unwrap_or_else(fixtures_dir)
+            .join(&self.name)
     }
     /// The ONNX model.
     pub fn model(&self) -> PathBuf {
