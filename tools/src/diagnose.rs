@@ -490,7 +490,7 @@ To keep the BatchNorm nodes, export without fusion:
   PyTorch: torch.onnx.export(model.eval(), example, \"model.onnx\", dynamo=False,
                              training=torch.onnx.TrainingMode.PRESERVE)
            (the default training=EVAL and the dynamo exporter fold BatchNorm)
-  Keras:   python tools/export_keras.py (turns off tf2onnx's Conv+BatchNorm fusion)
+  Keras:   python tools/export_keras.py model.keras -o model.onnx --keep-bn
 ";
 
 /// Compact number for tables: 3 significant digits, scientific when far from 1.
