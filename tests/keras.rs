@@ -178,16 +178,17 @@ fn kept_bn_exports_keep_their_batchnorm_and_it_folds() {
     }
 }
 
-/// `icefold diagnose` on Keras exports: a kept-BN export of a healthy model (statistics warmed up
-/// on the data) is healthy, BN by BN; tf2onnx's default export of a conv net has no BN left to
-/// check, and the diagnosis says so rather than passing it.
+/// `icefold diagnose` on Keras exports: a kept-BN export of a healthy model (converged moving
+/// statistics) is healthy, BN by BN; tf2onnx's default export of a conv net has no BN left to
+/// check, and the diagnosis says so rather than passing it; the BNs tf2onnx leaves in the default
+/// export (MobileNet's at 1x1) are not called stale.
 #[test]
 fn diagnose_passes_kept_bn_exports_and_reports_fused_ones() {
     let opts = DiagnoseOptions {
         as_run: false,
         ..DiagnoseOptions::default()
     };
-    let (mut healthy, mut nothing) = (0, 0);
+    let (mut healthy, mut nothing, mut partly_fused) = (0, 0, 0);
     for f in parity_fixtures() {
         let g = onnx::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
         let calib = f.array("calib").unwrap();
@@ -206,17 +207,26 @@ fn diagnose_passes_kept_bn_exports_and_reports_fused_ones() {
             assert_eq!(outcome, Outcome::Healthy, "{}:\n{}", f.name, d.table());
             healthy += 1;
         } else {
-            // The BNs tf2onnx left unfused (MobileNet's at 1x1 spatial size, where its transpose
-            // optimizer puts a Reshape between Conv and BN) are judged with the fused layers
-            // upstream running on stored statistics instead of population statistics. In these
-            // briefly trained networks, at 1x1 the training-mode batch statistics the moving
-            // averages track and the eval-mode activations differ widely, so the verdict depends
-            // on the seed (suspicious at seed 0, stale at seed 3): printed, not asserted.
+            // The BNs tf2onnx left unfused (ops_mix's on the input and after a SeparableConv2D;
+            // MobileNet's at 1x1 spatial size, where its transpose optimizer puts a Reshape
+            // between Conv and BN) are judged with the fused layers upstream running on their
+            // stored statistics, baked into the weights, instead of population statistics. With converged moving statistics (as after a finished
+            // training run) that is still a healthy model, and `convert --calib` must not refuse
+            // it: not stale. Measured healthy on seeds 0, 3, 7 (docs/KERAS.md), but only "not
+            // stale" is the issue's requirement, so suspicious is tolerated.
             assert_eq!(d.bns.len(), f.bn_nodes, "{}", f.name);
+            assert_ne!(
+                outcome,
+                Outcome::Stale,
+                "{}: a healthy model's default export is called stale:\n{}",
+                f.name,
+                d.table()
+            );
+            partly_fused += 1;
         }
     }
     assert!(
-        healthy >= 4 && nothing >= 2,
-        "{healthy} kept-BN healthy, {nothing} fused"
+        healthy >= 4 && nothing >= 2 && partly_fused >= 1,
+        "{healthy} kept-BN healthy, {nothing} fused, {partly_fused} partly fused"
     );
 }
