@@ -843,6 +843,8 @@ fn kind_name(k: PoolKind) -> &'static str {
 
 /// Zero-valued Pad nodes whose only reader is a convolution become that convolution's padding
 /// (exporters write TF-style 'same' padding as an explicit Pad).
+// Indexed on purpose: the loop body mutates other nodes of `g` (the consuming convolution).
+#[allow(clippy::needless_range_loop)]
 pub fn fuse_pad_into_conv(g: &mut FrozenGraph) {
     let mut dead = vec![false; g.nodes.len()];
     for pi in 0..g.nodes.len() {
