@@ -7,19 +7,10 @@
 //! (`make_keras_fixtures.py --seed 3 --out /tmp/keras3`).
 //! `cargo test -p icefold-tests --release --test keras -- --nocapture` prints the table.
 
-use icefold_tests::{keras_manifest, Fixture};
+use icefold_tests::{f32_parity, keras_manifest, Fixture};
 use icefold_tool::diagnose::{self, DiagnoseOptions, Outcome};
-use icefold_tool::emit::AlignedBytes;
 use icefold_tool::graph::Op;
-use icefold_tool::io::Array;
-use icefold_tool::{convert, eval, host, onnx};
-
-/// The bar against onnxruntime (the same as the PyTorch fixtures').
-const MAX_REL_L2: f64 = 5e-5;
-const MAX_ABS: f64 = 2e-4;
-/// Folded vs unfolded on the same f64-accumulating interpreter: only the single f32 rounding of
-/// the folded weights differs.
-const FOLD_MAX_REL_L2: f64 = 1e-5;
+use icefold_tool::{convert, onnx};
 
 fn parity_fixtures() -> Vec<Fixture> {
     let all = keras_manifest();
@@ -32,60 +23,23 @@ fn parity_fixtures() -> Vec<Fixture> {
 }
 
 fn check_f32(f: &Fixture) -> anyhow::Result<String> {
-    let c = convert::convert_file(&f.model())?;
-    let x = f.array("input")?;
-    let want = f.array("expected")?;
-    let blob = AlignedBytes::new(&c.blob);
-    let model = host::load(blob.as_slice())?;
-    // The input is the ONNX model's own (NHWC for images): run_f32 refuses any other shape.
-    let got = host::run_f32(&model, &x)?;
-    anyhow::ensure!(
-        got.shape == want.shape,
-        "output shape {:?}, expected {:?}",
-        got.shape,
-        want.shape
-    );
-    let d = host::diff(&got, &want)?;
-
-    let (mut unfolded, mut folded) = (Vec::new(), Vec::new());
-    for i in 0..x.samples() {
-        unfolded.extend(eval::run(&c.imported, x.sample(i))?);
-        folded.extend(eval::run(&c.frozen, x.sample(i))?);
-    }
-    let as_array = |data| Array {
-        shape: got.shape.clone(),
-        data,
-    };
-    let fold = host::diff(&as_array(folded), &as_array(unfolded))?;
-
+    let p = f32_parity(f)?;
+    let (d, fold) = (&p.runtime, &p.fold);
     let line = format!(
         "{:<36} op{:<3} {:<16} in {:?} BN {:>2} folded {:>2} | rel-L2 {:>8.2e} max-abs {:>8.2e} top-1 {}/{} | folded-vs-unfolded {:>8.2e}",
         f.name,
         f.opset,
         f.exporter,
-        &x.shape[1..],
+        &p.input.shape[1..],
         f.bn_nodes,
-        c.fold.folds.len(),
+        p.converted.fold.folds.len(),
         d.rel_l2,
         d.max_abs,
         d.top1_agree,
         d.samples,
         fold.rel_l2
     );
-    anyhow::ensure!(
-        d.rel_l2 <= MAX_REL_L2 && d.max_abs <= MAX_ABS,
-        "runtime vs onnxruntime too far: {line}"
-    );
-    if f.top1 {
-        anyhow::ensure!(
-            d.top1_agree == d.samples,
-            "top-1 differs from onnxruntime: {line}"
-        );
-    }
-    anyhow::ensure!(
-        fold.rel_l2 <= FOLD_MAX_REL_L2,
-        "folding changed the function: {line}"
-    );
+    p.check(f, &line)?;
     Ok(line)
 }
 

@@ -14,6 +14,7 @@ use icefold_tool::calibrate::Method;
 use icefold_tool::convert::{self, Int8Options};
 use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host;
+use icefold_tool::io::Array;
 use icefold_tool::limits::Limits;
 use icefold_tool::mcu::{self, McuOptions, Target, F32_REL_L2_LIMIT};
 
@@ -43,14 +44,8 @@ fn check_int8(fixture: &str, target: Target) {
     check_precision(fixture, target, Precision::Int8);
 }
 
-fn check_precision(fixture: &str, target: Target, precision: Precision) {
-    if !qemu_installed() {
-        eprintln!(
-            "SKIPPED mcu test {fixture} on {target}: qemu-system-arm is not installed \
-             (apt-get install --no-install-recommends qemu-system-arm)"
-        );
-        return;
-    }
+/// `fixture` converted in `precision` (int8: with its calibration set), and its test inputs.
+fn convert_fixture(fixture: &str, precision: Precision) -> (convert::Converted, Array) {
     let f = manifest()
         .into_iter()
         .find(|f| f.name == fixture)
@@ -69,7 +64,18 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
             convert::convert_file_int8(&f.model(), &Limits::DEFAULT, opts).expect("convert int8")
         }
     };
-    let x = f.array("input").expect("input");
+    (converted, f.array("input").expect("input"))
+}
+
+fn check_precision(fixture: &str, target: Target, precision: Precision) {
+    if !qemu_installed() {
+        eprintln!(
+            "SKIPPED mcu test {fixture} on {target}: qemu-system-arm is not installed \
+             (apt-get install --no-install-recommends qemu-system-arm)"
+        );
+        return;
+    }
+    let (converted, x) = convert_fixture(fixture, precision);
     let opts = McuOptions::new(target);
     mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
 
@@ -212,21 +218,8 @@ fn check_defmt_int8(fixture: &str, target: Target) {
         eprintln!("SKIPPED defmt test {fixture} on {target}: qemu-system-arm is not installed");
         return;
     }
-    let f = manifest()
-        .into_iter()
-        .find(|f| f.name == fixture)
-        .unwrap_or_else(|| panic!("fixture {fixture} is not in the manifest"));
-    let calib = f.array("calib").expect("calib");
-    let opts = Int8Options {
-        calib: &calib,
-        method: Method::DEFAULT,
-        progress: false,
-        bias_correction: false,
-    };
-    let converted =
-        convert::convert_file_int8(&f.model(), &Limits::DEFAULT, opts).expect("convert int8");
+    let (converted, x) = convert_fixture(fixture, Precision::Int8);
     let blob = &converted.blob;
-    let x = f.array("input").expect("input");
     mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
 
     let mut text_opts = McuOptions::new(target);

@@ -4,51 +4,13 @@
 //!
 //! `cargo test -p icefold-tests --test parity -- --nocapture` prints the table.
 
-use icefold_tests::{manifest, Fixture};
-use icefold_tool::emit::AlignedBytes;
-use icefold_tool::io::Array;
-use icefold_tool::{convert, eval, host};
-
-/// The acceptance bar of the f32 pipeline against onnxruntime (issue #2): PyTorch and onnxruntime
-/// themselves differ by up to 1.3e-5 relative L2 on MobileNetV1.
-const MAX_REL_L2: f64 = 5e-5;
-const MAX_ABS: f64 = 2e-4;
-/// Folded vs unfolded on the same f64-accumulating interpreter: only the single f32 rounding of the
-/// folded weights differs, which stays far below the onnxruntime bar.
-const FOLD_MAX_REL_L2: f64 = 1e-5;
+use icefold_tests::{f32_parity, manifest, Fixture};
+use icefold_tool::convert;
 
 fn check_parity(f: &Fixture) -> anyhow::Result<String> {
-    let c = convert::convert_file(&f.model())?;
-    let x = f.array("input")?;
-    let want = f.array("expected")?;
-    let blob = AlignedBytes::new(&c.blob);
-    let model = host::load(blob.as_slice())?;
-    let got = host::run_f32(&model, &x)?;
-    anyhow::ensure!(
-        got.shape == want.shape,
-        "output shape {:?}, expected {:?}",
-        got.shape,
-        want.shape
-    );
-    let d = host::diff(&got, &want)?;
-
-    let (mut unfolded, mut folded) = (Vec::new(), Vec::new());
-    for i in 0..x.samples() {
-        unfolded.extend(eval::run(&c.imported, x.sample(i))?);
-        folded.extend(eval::run(&c.frozen, x.sample(i))?);
-    }
-    let unfolded = Array {
-        shape: got.shape.clone(),
-        data: unfolded,
-    };
-    let folded = Array {
-        shape: got.shape.clone(),
-        data: folded,
-    };
-    let fold = host::diff(&folded, &unfolded)?;
-    let import = host::diff(&unfolded, &want)?;
-
-    let bn_folded = c.fold.folds.len();
+    let p = f32_parity(f)?;
+    let (d, fold, import) = (&p.runtime, &p.fold, &p.import);
+    let bn_folded = p.converted.fold.folds.len();
     let line = format!(
         "{:<26} op{:<3} BN {:>2}/{:<2} runtime-vs-ORT max-abs {:>9.2e} rel-L2 {:>9.2e} top-1 {}/{} | folded-vs-unfolded rel-L2 {:>9.2e} | unfolded-vs-ORT rel-L2 {:>9.2e}",
         f.name, f.opset, bn_folded, f.bn_nodes, d.max_abs, d.rel_l2, d.top1_agree, d.samples, fold.rel_l2, import.rel_l2
@@ -59,20 +21,7 @@ fn check_parity(f: &Fixture) -> anyhow::Result<String> {
         f.bn_nodes,
         bn_folded
     );
-    anyhow::ensure!(
-        d.rel_l2 <= MAX_REL_L2 && d.max_abs <= MAX_ABS,
-        "runtime vs onnxruntime too far: {line}"
-    );
-    if f.top1 {
-        anyhow::ensure!(
-            d.top1_agree == d.samples,
-            "top-1 differs from onnxruntime: {line}"
-        );
-    }
-    anyhow::ensure!(
-        fold.rel_l2 <= FOLD_MAX_REL_L2,
-        "folding changed the function: {line}"
-    );
+    p.check(f, &line)?;
     Ok(line)
 }
 

@@ -30,6 +30,18 @@ impl Array {
         let n = self.sample_len();
         &self.data[i * n..(i + 1) * n]
     }
+    /// The first `n` samples (all of them if there are fewer).
+    pub fn first(&self, n: usize) -> Array {
+        let n = n.min(self.samples());
+        let mut shape = self.shape.clone();
+        if let Some(d) = shape.first_mut() {
+            *d = n;
+        }
+        Array {
+            shape,
+            data: self.data[..n * self.sample_len()].to_vec(),
+        }
+    }
 }
 
 /// Read a float32 (or float64, converted) C-ordered `.npy` file.

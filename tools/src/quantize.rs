@@ -441,13 +441,7 @@ pub fn correct_bias(
     calib: &Array,
     max_samples: usize,
 ) -> Result<()> {
-    let n = calib.samples().min(max_samples.max(1));
-    let subset = Array {
-        shape: std::iter::once(n)
-            .chain(calib.shape.iter().skip(1).copied())
-            .collect(),
-        data: calib.data[..n * calib.sample_len()].to_vec(),
-    };
+    let subset = calib.first(max_samples.max(1));
     let reference = all_layer_outputs(&crate::emit::blob(f32_twin)?, &subset)?;
     for k in 0..q.layers.len() {
         let layer = q.layers[k];
