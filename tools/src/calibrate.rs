@@ -1,10 +1,18 @@
 //! Calibration: the range of every activation of a frozen graph over the user's calibration data,
 //! and the int8 quantization chosen from it.
 //!
-//! Two passes of the reference interpreter over the samples: the first finds each value's min and
-//! max, the second fills a histogram over that range. The clipping range is then chosen from the
-//! histogram:
-//! - `MinMax`: the full observed range (nothing clipped; what onnxruntime's MinMax calibration does);
+//! The reference interpreter runs over the samples once to find each value's min and max, overall
+//! and per sample; the histogram methods run it a second time to fill a histogram over that range.
+//! The clipping range is then chosen:
+//! - `Tail(n)` (the default): the observed range widened to where one sample in `n` would reach. The
+//!   smallest and largest value of each sample are treated as draws of a Gumbel (extreme-value)
+//!   distribution, fitted by its moments; the range end is that distribution's `1 - 1/n` quantile,
+//!   never inside the observed range. Only ends the value can cross are widened: a ReLU's 0 or a
+//!   Clip's limits stay where they are, and so does the model input (the data itself). A
+//!   calibration set of 64 samples sees each tensor's 1-in-64 extreme; a new input beyond it is
+//!   clipped, and a clipped logit or residual sum costs more than all the rounding of the other
+//!   samples together (measured: docs/QUANTIZATION.md);
+//! - `MinMax`: the full observed range (what onnxruntime's MinMax calibration does);
 //! - `Percentile(p)`: the central `p` percent of the observations;
 //! - `Mse`: the range that minimizes the expected squared error of int8 rounding plus clipping over
 //!   the observed distribution. Long-tailed activations (post-ReLU maps with a few large values) lose
@@ -15,15 +23,20 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::eval;
-use crate::graph::FrozenGraph;
+use crate::graph::{Activation, FrozenGraph, FrozenOp};
 use crate::io::Array;
 
 /// Bins of the per-value histogram.
 const BINS: usize = 2048;
 
+/// `tail`'s default: ranges hold the extreme of one sample in this many.
+pub const TAIL_SAMPLES: f64 = 1000.0;
+
 /// How the clipping range of an activation is chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Method {
+    /// Observed minimum and maximum widened to the extreme one sample in `n` reaches.
+    Tail(f64),
     /// Observed minimum and maximum.
     MinMax,
     /// Central percentage of the observations, e.g. 99.99.
@@ -34,7 +47,18 @@ pub enum Method {
 
 impl Method {
     /// What `convert --quantize int8` uses unless told otherwise.
-    pub const DEFAULT: Method = Method::MinMax;
+    pub const DEFAULT: Method = Method::Tail(TAIL_SAMPLES);
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Method::Tail(n) => write!(f, "tail:{n}"),
+            Method::MinMax => f.write_str("minmax"),
+            Method::Percentile(p) => write!(f, "percentile:{p}"),
+            Method::Mse => f.write_str("mse"),
+        }
+    }
 }
 
 impl std::str::FromStr for Method {
@@ -42,6 +66,19 @@ impl std::str::FromStr for Method {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "minmax" => Ok(Method::MinMax),
+            _ if s.starts_with("tail") => {
+                let n = s["tail".len()..].trim_start_matches([':', '=']);
+                let v: f64 = if n.is_empty() {
+                    TAIL_SAMPLES
+                } else {
+                    n.parse()
+                        .map_err(|_| format!("bad tail sample count {n:?}"))?
+                };
+                if !(2.0..=1e9).contains(&v) {
+                    return Err(format!("tail sample count {v} must be within 2..=1e9"));
+                }
+                Ok(Method::Tail(v))
+            }
             "mse" => Ok(Method::Mse),
             _ => match s.strip_prefix("percentile") {
                 Some(p) => {
@@ -57,7 +94,7 @@ impl std::str::FromStr for Method {
                     Ok(Method::Percentile(v))
                 }
                 None => Err(format!(
-                    "unknown calibration method {s:?}: use minmax, mse or percentile[:P]"
+                    "unknown calibration method {s:?}: use tail[:N], minmax, mse or percentile[:P]"
                 )),
             },
         }
@@ -120,6 +157,62 @@ struct Stats {
     min: f32,
     max: f32,
     hist: Vec<u64>,
+    /// Sums of the per-sample maxima and minima and of their squares, and the sample count.
+    extremes: Extremes,
+}
+
+/// Moments of the per-sample extremes of one value.
+#[derive(Clone, Debug, Default)]
+struct Extremes {
+    n: f64,
+    max_sum: f64,
+    max_sq: f64,
+    min_sum: f64,
+    min_sq: f64,
+}
+
+impl Extremes {
+    fn add(&mut self, lo: f32, hi: f32) {
+        self.n += 1.0;
+        self.max_sum += hi as f64;
+        self.max_sq += hi as f64 * hi as f64;
+        self.min_sum += lo as f64;
+        self.min_sq += lo as f64 * lo as f64;
+    }
+    /// The value one sample in `samples` exceeds, for a Gumbel distribution with the mean and
+    /// variance of `n` draws (sum and sum of squares); `None` below two draws.
+    fn gumbel_quantile(n: f64, sum: f64, sq: f64, samples: f64) -> Option<f64> {
+        if n < 2.0 {
+            return None;
+        }
+        let mean = sum / n;
+        let var = ((sq - sum * sum / n) / (n - 1.0)).max(0.0);
+        // Method of moments: variance = (pi * beta)^2 / 6, mean = mu + Euler-Mascheroni * beta.
+        let beta = var.sqrt() * 6f64.sqrt() / std::f64::consts::PI;
+        let mu = mean - 0.577_215_664_901_532_9 * beta;
+        let p = 1.0 / samples;
+        Some(mu - beta * (-(1.0 - p).ln()).ln())
+    }
+
+    /// `observed` widened to the extreme of one sample in `samples` at each end the value can
+    /// cross. An end with a finite `bound` (a ReLU's 0, a Clip's limits) is left as observed: the
+    /// values pile up against a hard limit there, which is no extreme-value tail, and on the
+    /// held-out fixtures widening such ends cost more step than it saved clipping.
+    fn widen(&self, observed: Range, samples: f64, bounds: (f32, f32)) -> Range {
+        let mut range = observed;
+        if bounds.1 == f32::INFINITY {
+            if let Some(q) = Self::gumbel_quantile(self.n, self.max_sum, self.max_sq, samples) {
+                range.max = range.max.max(q as f32);
+            }
+        }
+        // The minimum is the maximum of the negated values.
+        if bounds.0 == f32::NEG_INFINITY {
+            if let Some(q) = Self::gumbel_quantile(self.n, -self.min_sum, self.min_sq, samples) {
+                range.min = range.min.min(-q as f32);
+            }
+        }
+        range
+    }
 }
 
 impl Stats {
@@ -217,7 +310,9 @@ pub fn calibrate(
                 min: lo,
                 max: hi,
                 hist: Vec::new(),
+                extremes: Extremes::default(),
             });
+            s.extremes.add(lo, hi);
             s.min = s.min.min(lo);
             s.max = s.max.max(hi);
         })?;
@@ -225,7 +320,7 @@ pub fn calibrate(
     }
     pb.finish_and_clear();
 
-    if method != Method::MinMax {
+    if matches!(method, Method::Percentile(_) | Method::Mse) {
         for s in stats.iter_mut().flatten() {
             s.hist = vec![0; BINS];
         }
@@ -248,7 +343,7 @@ pub fn calibrate(
         pb.finish_and_clear();
     }
 
-    let observed = stats
+    let observed: Vec<Option<Range>> = stats
         .iter()
         .map(|s| {
             s.as_ref().map(|s| Range {
@@ -257,14 +352,16 @@ pub fn calibrate(
             })
         })
         .collect();
+    let bounds = value_bounds(g, observed[g.input]);
     let ranges = stats
         .iter()
-        .map(|s| {
-            s.as_ref().map(|s| match method {
-                Method::MinMax => Range {
-                    min: s.min,
-                    max: s.max,
-                },
+        .zip(&observed)
+        .zip(&bounds)
+        .map(|((s, observed), &bounds)| {
+            let (s, observed) = (s.as_ref()?, (*observed)?);
+            Some(match method {
+                Method::Tail(samples) => s.extremes.widen(observed, samples, bounds),
+                Method::MinMax => observed,
                 Method::Percentile(p) => percentile_range(s, p),
                 Method::Mse => mse_range(s),
             })
@@ -276,6 +373,31 @@ pub fn calibrate(
         method,
         samples: calib.samples(),
     })
+}
+
+/// The interval each value of `g` stays in: a clamp's limits, carried through the ops that only
+/// select, average or move values (pooling, layout changes). The model input counts as bounded by
+/// its observed range `input`: it is the data itself, whose range the preprocessing fixes and the
+/// calibration set spans; widening it (and its layout changes) only coarsens the first layer's
+/// step (measured on MobileNet, docs/QUANTIZATION.md).
+fn value_bounds(g: &FrozenGraph, input: Option<Range>) -> Vec<(f32, f32)> {
+    let mut bounds = vec![(f32::NEG_INFINITY, f32::INFINITY); g.values.len()];
+    if let Some(r) = input {
+        bounds[g.input] = (r.min, r.max);
+    }
+    for node in &g.nodes {
+        bounds[node.output] = match &node.op {
+            FrozenOp::Activation(Activation::Relu) => (0.0, f32::INFINITY),
+            FrozenOp::Activation(Activation::Clip { lo, hi }) => (*lo, *hi),
+            FrozenOp::Activation(Activation::Sigmoid) => (0.0, 1.0),
+            FrozenOp::Pool(_)
+            | FrozenOp::GlobalAveragePool
+            | FrozenOp::Reshape
+            | FrozenOp::Transpose { .. } => bounds[node.inputs[0]],
+            _ => (f32::NEG_INFINITY, f32::INFINITY),
+        };
+    }
+    bounds
 }
 
 fn percentile_range(s: &Stats, p: f64) -> Range {
@@ -374,6 +496,7 @@ mod tests {
             min: lo,
             max: hi,
             hist: vec![0; BINS],
+            extremes: Extremes::default(),
         };
         for &x in data {
             let b = s.bin(x);
@@ -449,6 +572,115 @@ mod tests {
             "percentile:99.9".parse::<Method>(),
             Ok(Method::Percentile(99.9))
         );
+        assert_eq!("tail".parse::<Method>(), Ok(Method::Tail(TAIL_SAMPLES)));
+        assert_eq!("tail:500".parse::<Method>(), Ok(Method::Tail(500.0)));
+        assert!("tail:1".parse::<Method>().is_err());
+        assert!("tail:many".parse::<Method>().is_err());
         assert!("median".parse::<Method>().is_err());
+        // The report prints what the command line accepts.
+        for m in [
+            Method::DEFAULT,
+            Method::MinMax,
+            Method::Mse,
+            Method::Percentile(99.9),
+        ] {
+            assert_eq!(m.to_string().parse::<Method>(), Ok(m));
+        }
+    }
+
+    #[test]
+    fn gumbel_quantile_matches_the_closed_form() {
+        // Draws with mean 10 and variance 6: beta = sqrt(6 * 6) / pi = 6 / pi.
+        let (n, mean, var) = (4.0, 10.0, 6.0);
+        let sum = n * mean;
+        let sq = var * (n - 1.0) + sum * sum / n;
+        let beta = 6.0 / std::f64::consts::PI;
+        let mu = mean - 0.577_215_664_901_532_9 * beta;
+        let q = Extremes::gumbel_quantile(n, sum, sq, 1000.0).unwrap();
+        // 1 - exp(-exp(-(q - mu) / beta)) = 1/1000.
+        let tail = 1.0 - (-(-(q - mu) / beta).exp()).exp();
+        assert!((tail - 1e-3).abs() < 1e-9, "tail probability {tail}");
+        // Rarer extremes lie further out; one draw says nothing about the spread.
+        assert!(Extremes::gumbel_quantile(n, sum, sq, 1e6).unwrap() > q);
+        assert_eq!(Extremes::gumbel_quantile(1.0, 5.0, 25.0, 1000.0), None);
+    }
+
+    #[test]
+    fn widening_reaches_past_the_observed_range_only_where_values_can_go() {
+        let mut e = Extremes::default();
+        for (lo, hi) in [(-1.0, 1.0), (-2.0, 3.0), (-1.5, 2.0), (-0.5, 2.5)] {
+            e.add(lo, hi);
+        }
+        let observed = Range {
+            min: -2.0,
+            max: 3.0,
+        };
+        let free = e.widen(observed, 1000.0, (f32::NEG_INFINITY, f32::INFINITY));
+        assert!(
+            free.min < observed.min && free.max > observed.max,
+            "{free:?}"
+        );
+        // A ReLU's floor and a clip's ceiling stay as observed.
+        let relu = e.widen(observed, 1000.0, (0.0, f32::INFINITY));
+        assert_eq!(relu.min, observed.min);
+        assert_eq!(relu.max, free.max);
+        assert_eq!(e.widen(observed, 1000.0, (-6.0, 6.0)), observed);
+        // Identical extremes (zero spread) never narrow the range.
+        let mut flat = Extremes::default();
+        flat.add(-2.0, 3.0);
+        flat.add(-2.0, 3.0);
+        assert_eq!(
+            flat.widen(observed, 1000.0, (f32::NEG_INFINITY, f32::INFINITY)),
+            observed
+        );
+    }
+
+    #[test]
+    fn tail_widens_unbounded_values_but_not_the_input_or_a_relu_floor() {
+        use crate::eval::testkit::{Builder, Rng};
+        use crate::graph::{Dense, Tensor};
+        // input [3] -> Reshape -> Dense (identity, unbounded) -> ReLU.
+        let (mut b, x) = Builder::new(&[3]);
+        let t = b.node("reshape", "Reshape", FrozenOp::Reshape, &[x], &[3]);
+        let identity = Tensor::new(vec![3, 3], vec![1., 0., 0., 0., 1., 0., 0., 0., 1.]);
+        let d = b.node(
+            "fc",
+            "Gemm",
+            FrozenOp::Dense(Dense {
+                weight: identity,
+                bias: vec![0.; 3],
+            }),
+            &[t],
+            &[3],
+        );
+        let r = b.node(
+            "relu",
+            "Relu",
+            FrozenOp::Activation(Activation::Relu),
+            &[d],
+            &[3],
+        );
+        let g = b.finish(r);
+        let mut rng = Rng::new(7);
+        let calib = Array {
+            shape: vec![64, 3],
+            data: rng.vec(64 * 3, -1.0, 1.0),
+        };
+        let c = calibrate(&g, &calib, Method::DEFAULT, false).unwrap();
+        let (input, input_seen) = (c.ranges[x].unwrap(), c.observed[x].unwrap());
+        assert_eq!(input, input_seen);
+        // A layout change of the input is still the input.
+        assert_eq!(c.ranges[t], c.observed[t]);
+        let (fc, fc_seen) = (c.ranges[d].unwrap(), c.observed[d].unwrap());
+        assert!(
+            fc.min < fc_seen.min && fc.max > fc_seen.max,
+            "{fc:?} vs {fc_seen:?}"
+        );
+        let (relu, relu_seen) = (c.ranges[r].unwrap(), c.observed[r].unwrap());
+        assert_eq!(relu.min, relu_seen.min);
+        assert!(relu.max > relu_seen.max);
+        // min/max keeps every observed range as it is.
+        let m = calibrate(&g, &calib, Method::MinMax, false).unwrap();
+        assert_eq!(m.ranges, m.observed);
     }
 }

@@ -176,8 +176,9 @@ struct ConvertArgs {
     /// Calibration samples (float32 .npy, [N, ...] in the model's input shape; not the test inputs).
     #[arg(long, value_name = "CALIB_NPY")]
     calib: Option<PathBuf>,
-    /// How activation ranges are chosen from the calibration data: minmax, mse or percentile[:P].
-    #[arg(long, default_value = "minmax")]
+    /// How activation ranges are chosen from the calibration data: tail[:N] (observed range widened
+    /// to the extreme one sample in N reaches, default N = 1000), minmax, mse or percentile[:P].
+    #[arg(long, default_value = "tail")]
     calib_method: calibrate::Method,
     /// Skip the per-channel bias correction of the int8 layers on the calibration data.
     #[arg(long)]
@@ -363,7 +364,7 @@ fn print_conversion(c: &Converted) {
 fn print_int8_report(c: &Converted, q: &convert::Int8Conversion) {
     println!();
     println!(
-        "int8 quantization: per-channel weights, activations calibrated ({:?}) on {} samples",
+        "int8 quantization: per-channel weights, activations calibrated ({}) on {} samples",
         q.calibration.method, q.calibration.samples
     );
     println!(
