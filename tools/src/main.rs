@@ -64,6 +64,9 @@ enum Command {
         /// float32 .npy inputs, as for `run` (embedded in the firmware's flash).
         #[arg(long)]
         input: PathBuf,
+        /// Embed only the first N samples of the input (a test set larger than the board's flash).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        samples: Option<u64>,
         /// The core: cortex-m4 (M4F), cortex-m3, cortex-m0 or cortex-m33.
         #[arg(long)]
         target: icefold_tool::mcu::Target,
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
         Command::Mcu {
             blob,
             input,
+            samples,
             target,
             output,
             json,
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         } => cmd_mcu(
             &blob,
             &input,
+            samples,
             target,
             output.as_deref(),
             json.as_deref(),
@@ -267,6 +272,7 @@ fn cmd_convert(a: &ConvertArgs) -> Result<()> {
 fn cmd_mcu(
     blob_path: &Path,
     input: &Path,
+    samples: Option<u64>,
     target: icefold_tool::mcu::Target,
     output: Option<&Path>,
     json: Option<&Path>,
@@ -279,7 +285,10 @@ fn cmd_mcu(
     }
     let blob =
         std::fs::read(blob_path).with_context(|| format!("cannot read {}", blob_path.display()))?;
-    let x = io::read_npy(input)?;
+    let mut x = io::read_npy(input)?;
+    if let Some(n) = samples {
+        x = x.first(usize::try_from(n).unwrap_or(usize::MAX));
+    }
     let mut opts = mcu::McuOptions::new(target);
     opts.timeout = std::time::Duration::from_secs(timeout);
     opts.defmt = defmt;
