@@ -110,7 +110,7 @@ impl Fixture {
     pub fn model(&self) -> PathBuf {
         self.dir().join("model.onnx")
     }
-    /// Load one of its arrays (`input`, `expected`, `calib`).
+    /// Load one of its arrays (`input`, `expected`, `calib`, `ort_int8`).
     pub fn array(&self, what: &str) -> Result<Array> {
         let p = self.dir().join(format!("{what}.npy"));
         io::read_npy(&p).with_context(|| format!("fixture {}", self.name))
