@@ -245,14 +245,15 @@ pub struct Calibration {
     pub samples: usize,
 }
 
-fn progress(len: u64, msg: &'static str, show: bool) -> ProgressBar {
+/// The progress bar of the quantization passes: `len` steps of `unit` (hidden unless `show`).
+pub(crate) fn progress(len: u64, msg: &'static str, unit: &str, show: bool) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} samples ({eta})")
-    {
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{msg:>24}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}})"
+    )) {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(msg);
@@ -298,7 +299,12 @@ pub fn calibrate(
     let n = g.values.len();
     let mut stats: Vec<Option<Stats>> = vec![None; n];
 
-    let pb = progress(calib.samples() as u64, "calibration: ranges", show_progress);
+    let pb = progress(
+        calib.samples() as u64,
+        "calibration: ranges",
+        "samples",
+        show_progress,
+    );
     for i in 0..calib.samples() {
         visit(g, calib.sample(i), &mut |v, data| {
             let (lo, hi) = data
@@ -327,6 +333,7 @@ pub fn calibrate(
         let pb = progress(
             calib.samples() as u64,
             "calibration: histograms",
+            "samples",
             show_progress,
         );
         for i in 0..calib.samples() {

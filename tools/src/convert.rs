@@ -123,6 +123,7 @@ pub fn convert_graph_int8(
             &f32_lowered,
             opts.calib,
             BIAS_CORRECTION_SAMPLES,
+            opts.progress,
         )?;
     }
     limits.check_lowered(&lowered)?;

@@ -58,33 +58,7 @@ enum Command {
     },
     /// Run a blob inside firmware under QEMU for one Cortex-M core: outputs, instructions per
     /// layer, flash, RAM and stack, and parity with the host runtime (exit code 1 on mismatch).
-    Mcu {
-        /// The blob written by `convert`.
-        blob: PathBuf,
-        /// float32 .npy inputs, as for `run` (embedded in the firmware's flash).
-        #[arg(long)]
-        input: PathBuf,
-        /// Embed only the first N samples of the input (a test set larger than the board's flash).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-        samples: Option<u64>,
-        /// The core: cortex-m4 (M4F), cortex-m3, cortex-m0 or cortex-m33.
-        #[arg(long)]
-        target: icefold_tool::mcu::Target,
-        /// Where to write the MCU's float32 outputs (same form as `run`).
-        #[arg(long)]
-        output: Option<PathBuf>,
-        /// Where to write the profile as JSON.
-        #[arg(long, value_name = "PROFILE_JSON")]
-        json: Option<PathBuf>,
-        /// Longest the emulated run may take, in seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-        /// Build the firmware with defmt logging: the report travels as defmt frames over
-        /// semihosting (decoded here with the ELF's table), and the runtime traces every layer
-        /// of the first sample, compared with the host's trace layer by layer.
-        #[arg(long)]
-        defmt: bool,
-    },
+    Mcu(McuArgs),
     /// The whole story in one command: train a conv+BatchNorm model, show the seed's bug, diagnose,
     /// fold, quantize, run on the host and (if QEMU is installed) on a Cortex-M4F.
     Demo(icefold_tool::demo::DemoArgs),
@@ -116,25 +90,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Convert(args) => cmd_convert(&args),
-        Command::Mcu {
-            blob,
-            input,
-            samples,
-            target,
-            output,
-            json,
-            timeout,
-            defmt,
-        } => cmd_mcu(
-            &blob,
-            &input,
-            samples,
-            target,
-            output.as_deref(),
-            json.as_deref(),
-            defmt,
-            timeout,
-        ),
+        Command::Mcu(args) => cmd_mcu(&args),
         Command::Run {
             blob,
             input,
@@ -162,6 +118,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Arguments of `icefold mcu`.
+#[derive(clap::Args)]
+struct McuArgs {
+    /// The blob written by `convert`.
+    blob: PathBuf,
+    /// float32 .npy inputs, as for `run` (embedded in the firmware's flash).
+    #[arg(long)]
+    input: PathBuf,
+    /// Embed only the first N samples of the input (a test set larger than the board's flash).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    samples: Option<u64>,
+    /// The core: cortex-m4 (M4F), cortex-m3, cortex-m0 or cortex-m33.
+    #[arg(long)]
+    target: icefold_tool::mcu::Target,
+    /// Where to write the MCU's float32 outputs (same form as `run`).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Where to write the profile as JSON.
+    #[arg(long, value_name = "PROFILE_JSON")]
+    json: Option<PathBuf>,
+    /// Longest the emulated run may take, in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Build the firmware with defmt logging: the report travels as defmt frames over
+    /// semihosting (decoded here with the ELF's table), and the runtime traces every layer
+    /// of the first sample, compared with the host's trace layer by layer.
+    #[arg(long)]
+    defmt: bool,
 }
 
 /// Arguments of `icefold convert`.
@@ -269,29 +255,22 @@ fn cmd_convert(a: &ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_mcu(
-    blob_path: &Path,
-    input: &Path,
-    samples: Option<u64>,
-    target: icefold_tool::mcu::Target,
-    output: Option<&Path>,
-    json: Option<&Path>,
-    defmt: bool,
-    timeout: u64,
-) -> Result<()> {
+fn cmd_mcu(a: &McuArgs) -> Result<()> {
     use icefold_tool::mcu;
+    let (blob_path, input, target) = (a.blob.as_path(), a.input.as_path(), a.target);
+    let (output, json) = (a.output.as_deref(), a.json.as_deref());
     for out in output.iter().chain(json.iter()) {
         io::ensure_not_an_input(out, &[blob_path, input])?;
     }
     let blob =
         std::fs::read(blob_path).with_context(|| format!("cannot read {}", blob_path.display()))?;
     let mut x = io::read_npy(input)?;
-    if let Some(n) = samples {
+    if let Some(n) = a.samples {
         x = x.first(usize::try_from(n).unwrap_or(usize::MAX));
     }
     let mut opts = mcu::McuOptions::new(target);
-    opts.timeout = std::time::Duration::from_secs(timeout);
-    opts.defmt = defmt;
+    opts.timeout = std::time::Duration::from_secs(a.timeout);
+    opts.defmt = a.defmt;
     println!(
         "{}: {} samples on {target} ({} under QEMU, {})",
         blob_path.display(),
@@ -303,7 +282,7 @@ fn cmd_mcu(
     let parity = mcu::compare(&profile, &blob, &x)?;
     print!("{}", mcu::render(&profile, &parity));
     let mut trace_ok = true;
-    if defmt {
+    if a.defmt {
         let host = mcu::host_trace(&blob, &x)?;
         println!("\nper-layer trace of sample 0 (defmt frames decoded on the host; FNV-1a of each layer's output):");
         print!("{}", mcu::render_trace(&profile.trace, &host));

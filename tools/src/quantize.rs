@@ -434,16 +434,24 @@ struct ErrorSums {
 /// network upstream, is folded into the layer's int32 bias. Rounding weights per channel shifts each
 /// channel's mean output a little; through depthwise layers and classifier heads that rescale small
 /// feature differences these shifts add up. Layers are corrected in order, one measurement each,
-/// on at most `max_samples` calibration samples.
+/// on at most `max_samples` calibration samples (a progress bar per layer if `show_progress`).
 pub fn correct_bias(
     q: &mut Lowered,
     f32_twin: &Lowered,
     calib: &Array,
     max_samples: usize,
+    show_progress: bool,
 ) -> Result<()> {
     let subset = calib.first(max_samples.max(1));
     let reference = all_layer_outputs(&crate::emit::blob(f32_twin)?, &subset)?;
+    let pb = crate::calibrate::progress(
+        q.layers.len() as u64,
+        "bias correction",
+        "layers",
+        show_progress,
+    );
     for k in 0..q.layers.len() {
+        pb.set_position(k as u64);
         let layer = q.layers[k];
         let (bias, requant, per, out_q, products) = match &layer.op {
             Op::Conv2dI8(c) => (
@@ -491,6 +499,7 @@ pub fn correct_bias(
             }
         }
     }
+    pb.finish_and_clear();
     Ok(())
 }
 
