@@ -2,7 +2,8 @@
 //! writing its output to the caller's arena.
 //!
 //! The arena is bytes; each layer views its operands as the element type the loader checked
-//! (`F32` or `I8`) through `bytemuck` casts of disjoint sub-slices. f32 layers run in
+//! (`F32`, `I8`, or `I16` for a wide last layer) through `bytemuck` casts of disjoint
+//! sub-slices. f32 layers run in
 //! `Model::run_f32_layer`, int8 layers in the private `engine::int8` module, which contains no
 //! floating point at all (a test reads its source to keep it so). The only float operations of an
 //! int8 run are the boundary conversions of [`Model::run_f32`] ([`quantize`], [`dequantize`]);
@@ -51,11 +52,13 @@ pub enum RunError {
         found: u32,
     },
     /// The call takes raw tensors of another element type than the model's
-    /// ([`Model::run_i8`] on an f32 model). [`Model::run_f32`] runs every model.
+    /// ([`Model::run_i8`] on an f32 model, or with `[i8]` for an int16 output).
+    /// [`Model::run_f32`] runs every model.
     ElementType {
         /// Element type the call passes.
         expected: DType,
-        /// Element type of the model's input and output ([`Model::input`]`().dtype`).
+        /// Element type of the model's tensor ([`Model::input`]`().dtype` or
+        /// [`Model::output`]`().dtype`).
         found: DType,
     },
     /// A layer's operands could not be located. Cannot happen for a model that passed
@@ -85,8 +88,9 @@ impl fmt::Display for RunError {
             ),
             RunError::ElementType { expected, found } => write!(
                 f,
-                "the model's input and output are {found:?}, this call passes {expected:?}; \
-                 run_f32 runs every model, run_i8 only int8 models"
+                "the model's tensor is {found:?}, this call passes {expected:?}; run_f32 runs \
+                 every model, run_i8 only int8 models, with an [i16] output buffer when \
+                 Model::output().dtype is I16"
             ),
             RunError::Internal { layer } => write!(
                 f,
@@ -188,7 +192,33 @@ pub fn quantize(x: f32, quant: Quant) -> i8 {
 
 /// `x = scale · (q − zero_point)` in f32: the difference is exact, so this rounds once.
 pub fn dequantize(q: i8, quant: Quant) -> f32 {
+    dequantize_i16(i16::from(q), quant)
+}
+
+/// [`dequantize`] for an int16 output value (the difference is below 2^24, still exact).
+pub fn dequantize_i16(q: i16, quant: Quant) -> f32 {
     (i32::from(q) - quant.zero_point) as f32 * quant.scale
+}
+
+/// Element types of the raw output of [`Model::run_i8`]: `i8`, or `i16` for a model whose last
+/// layer has an int16 output (`Model::output().dtype == DType::I16`).
+pub trait RawOutput: bytemuck::Pod + sealed::Sealed {
+    /// The tensor element type this Rust type holds.
+    const DTYPE: DType;
+}
+
+impl RawOutput for i8 {
+    const DTYPE: DType = DType::I8;
+}
+
+impl RawOutput for i16 {
+    const DTYPE: DType = DType::I16;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for i8 {}
+    impl Sealed for i16 {}
 }
 
 /// Writes the float model input into the int8 input tensor of the arena with [`quantize`].
@@ -202,6 +232,13 @@ fn quantize_input(input: &[f32], quant: Quant, tensor: &mut [i8]) {
 fn dequantize_output(tensor: &[i8], quant: Quant, output: &mut [f32]) {
     for (y, q) in output.iter_mut().zip(tensor) {
         *y = dequantize(*q, quant);
+    }
+}
+
+/// [`dequantize_output`] for an int16 output tensor.
+fn dequantize_output_i16(tensor: &[i16], quant: Quant, output: &mut [f32]) {
+    for (y, q) in output.iter_mut().zip(tensor) {
+        *y = dequantize_i16(*q, quant);
     }
 }
 
@@ -255,37 +292,43 @@ impl Model<'_> {
             (DType::I8, Some(quant)) => {
                 dequantize_output(bytemuck::cast_slice(last), quant, output);
             }
+            (DType::I16, Some(quant)) => {
+                let last = bytemuck::try_cast_slice(last).map_err(|_| internal)?;
+                dequantize_output_i16(last, quant, output);
+            }
             _ => copy(as_f32(last).ok_or(internal)?, output),
         }
         Ok(())
     }
 
     /// Runs an int8 model on raw int8 `input` (quantized with [`Model::input`]'s `quant`) and
-    /// writes its raw int8 `output` (quantized with [`Model::output`]'s `quant`): no floating
-    /// point at all, for firmware. Arena, lengths and errors as [`Model::run_f32`]; an f32 model
-    /// gives [`RunError::ElementType`].
-    pub fn run_i8(
+    /// writes its raw `output` (quantized with [`Model::output`]'s `quant`): no floating point at
+    /// all, for firmware. The output is `[i8]`, or `[i16]` when the model's last layer has an
+    /// int16 output (`Model::output().dtype == DType::I16`, what `icefold convert` writes for a
+    /// dense last layer unless told `--int8-output`). Arena, lengths and errors as
+    /// [`Model::run_f32`]; an f32 model or the other output type gives [`RunError::ElementType`].
+    pub fn run_i8<O: RawOutput>(
         &self,
         arena: &mut [u8],
         input: &[i8],
-        output: &mut [i8],
+        output: &mut [O],
     ) -> Result<(), RunError> {
         self.run_i8_observed(arena, input, output, &mut ())
     }
 
     /// [`Model::run_i8`] with `observer` called around each layer.
-    pub fn run_i8_observed(
+    pub fn run_i8_observed<O: RawOutput>(
         &self,
         arena: &mut [u8],
         input: &[i8],
-        output: &mut [i8],
+        output: &mut [O],
         observer: &mut impl Observer,
     ) -> Result<(), RunError> {
         let (model_in, model_out) = (self.input(), self.output());
-        for dtype in [model_in.dtype, model_out.dtype] {
-            if dtype != DType::I8 {
+        for (dtype, expected) in [(model_in.dtype, DType::I8), (model_out.dtype, O::DTYPE)] {
+            if dtype != expected {
                 return Err(RunError::ElementType {
-                    expected: DType::I8,
+                    expected,
                     found: dtype,
                 });
             }
@@ -299,7 +342,10 @@ impl Model<'_> {
         self.run_layers(arena, observer)?;
 
         let last = arena.get(bytes_of(model_out)).ok_or(internal)?;
-        copy(bytemuck::cast_slice(last), output);
+        copy(
+            bytemuck::try_cast_slice(last).map_err(|_| internal)?,
+            output,
+        );
         Ok(())
     }
 
@@ -349,7 +395,8 @@ impl Model<'_> {
     /// Runs one validated layer; returns its output bytes. `None` only if validation was bypassed.
     fn run_layer<'s>(&self, arena: &'s mut [u8], layer: &Layer) -> Option<&'s [u8]> {
         let ([x, x2], y) = operands(arena, layer)?;
-        // Every operand of a validated layer has the output's element type.
+        // Every operand of a validated layer has the output's element type, except the wide
+        // dense of an output head (int8 in, int16 out).
         match layer.output.dtype {
             DType::F32 => {
                 self.run_f32_layer(layer, as_f32(x)?, as_f32(x2)?, as_f32_mut(&mut *y)?)?
@@ -361,6 +408,10 @@ impl Model<'_> {
                 bytemuck::cast_slice(x2),
                 bytemuck::cast_slice_mut(&mut *y),
             )?,
+            // The output head: a wide dense reads int8, a wide softmax int16.
+            DType::I16 => {
+                int8::run_wide_layer(self, layer, x, bytemuck::try_cast_slice_mut(&mut *y).ok()?)?
+            }
         }
         Some(y)
     }
@@ -395,6 +446,8 @@ impl Model<'_> {
             // int8 operations never have f32 operands (validated).
             Op::Conv2dI8(_)
             | Op::DenseI8(_)
+            | Op::DenseI8Wide(_)
+            | Op::SoftmaxI16 { .. }
             | Op::PoolI8(_)
             | Op::AddI8(_)
             | Op::AffineI8(_)

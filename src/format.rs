@@ -16,12 +16,12 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::quant::{Clamp, Requant};
+pub use crate::quant::{Clamp, ClampI16, Requant};
 
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 24;
 /// Alignment of the weights section, counted from the start of the blob.
@@ -47,6 +47,10 @@ pub enum DType {
     F32,
     /// Signed 8-bit, affine-quantized (`real = scale * (q - zero_point)`).
     I8,
+    /// Signed 16-bit little-endian, affine-quantized like `I8`. Only a model's output head: the
+    /// output of a `DenseI8Wide` layer (logits, regression values; 256 times finer than int8),
+    /// read by nothing or by a `SoftmaxI16`, whose int16 probabilities are then the output.
+    I16,
 }
 
 impl DType {
@@ -55,6 +59,7 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::I8 => 1,
+            DType::I16 => 2,
         }
     }
 }
@@ -287,6 +292,22 @@ pub struct DenseI8 {
     pub clamp: Clamp,
 }
 
+/// int8 fully connected layer with an int16 output (a model's last layer): as `DenseI8`, but the
+/// accumulator is requantized to int16 steps (`quant::ClampI16` bounds), so the model's output is
+/// not limited to 256 levels. The accumulator and the requantization rule are the same as int8's.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DenseI8Wide {
+    /// Weights, i8 `[out][in]`.
+    pub weights: Span,
+    /// Bias, i32 `[out]` (zero-point term folded).
+    pub bias: Span,
+    /// Accumulator to output scale, per output feature.
+    pub requant: ChannelRequant,
+    /// Output bounds.
+    pub clamp: ClampI16,
+}
+
 /// int8 pooling. `pool.activation` is `Identity`. Without `rescale`, output quantization equals
 /// the input's.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
@@ -384,6 +405,18 @@ pub enum Op {
         /// Fill value.
         value: i8,
     },
+    /// int8 fully connected with an int16 output (a model's last layer).
+    DenseI8Wide(DenseI8Wide),
+    /// Softmax of an int16 tensor (a wide dense layer's output) over the last dimension, int16
+    /// output with scale 1/32768 and zero point 0; tables u32 `[256]` each:
+    /// `exp_hi[h] = exp(-scale_in * 256 * h) * 2^31`, `exp_lo[l] = exp(-scale_in * l) * 2^31`
+    /// (`kernels::reference::int8::lut::softmax_wide`).
+    SoftmaxI16 {
+        /// Exponentials of the high byte of `max - q`.
+        exp_hi: Span,
+        /// Exponentials of the low byte of `max - q`.
+        exp_lo: Span,
+    },
 }
 
 impl Op {
@@ -401,6 +434,8 @@ impl Op {
             Op::Pad(_) => "pad",
             Op::Conv2dI8(_) => "conv2d_i8",
             Op::DenseI8(_) => "dense_i8",
+            Op::DenseI8Wide(_) => "dense_i8_i16",
+            Op::SoftmaxI16 { .. } => "softmax_i16",
             Op::PoolI8(_) => "pool_i8",
             Op::AddI8(_) => "add_i8",
             Op::AffineI8(_) => "affine_i8",

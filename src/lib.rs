@@ -97,7 +97,7 @@ pub mod model;
 pub mod quant;
 pub mod trace;
 
-pub use engine::{Observer, RunError};
+pub use engine::{Observer, RawOutput, RunError};
 pub use model::{Aligned, LoadError, Model};
 
 #[cfg(test)]

@@ -118,6 +118,32 @@ impl Clamp {
     }
 }
 
+/// Bounds of a 16-bit output in its quantized domain (the wide variant of [`Clamp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ClampI16 {
+    /// Smallest output value.
+    pub min: i16,
+    /// Largest output value (wins over `min` if they cross).
+    pub max: i16,
+}
+
+impl ClampI16 {
+    /// The whole int16 range (no fused activation).
+    pub const FULL: ClampI16 = ClampI16 {
+        min: i16::MIN,
+        max: i16::MAX,
+    };
+
+    /// `v` limited to `[min, max]` (and so to int16).
+    #[inline]
+    pub fn apply(self, v: i32) -> i16 {
+        let clamped = v.max(i32::from(self.min)).min(i32::from(self.max));
+        // In [-32768, 32767] by construction; the fallback is unreachable.
+        i16::try_from(clamped).unwrap_or(self.max)
+    }
+}
+
 /// `round(a · b / 2^31)` with ties toward +∞, i.e. `floor((a · b + 2^30) / 2^31)`, except that
 /// `a == b == i32::MIN` (the one case whose result, 2^31, does not fit) saturates to `i32::MAX`.
 ///

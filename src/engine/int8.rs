@@ -11,7 +11,7 @@ use crate::kernels::reference::int8::{
     elementwise::{self, AddQuant, AffineQuant},
     lut,
     pool::{self, PoolQuant},
-    ChannelQuant, OutputQuant,
+    ChannelQuant, OutputQuant, WideOutputQuant,
 };
 use crate::kernels::reference::layout;
 use crate::model::Model;
@@ -103,8 +103,11 @@ pub(super) fn run_layer(
         }
         Op::PadI8 { pad, value } => layout::pad_with(*pad, *value, x_dims, x, y_dims, y),
         Op::Transpose(p) => layout::transpose(p, x_dims, x, y),
-        // f32 operations never have int8 operands (validated).
-        Op::Conv2d(_)
+        // f32 operations never have int8 operands, the wide dense never an int8 output
+        // (validated).
+        Op::DenseI8Wide(_)
+        | Op::SoftmaxI16 { .. }
+        | Op::Conv2d(_)
         | Op::Dense(_)
         | Op::Pool(_)
         | Op::Add { .. }
@@ -113,6 +116,40 @@ pub(super) fn run_layer(
         | Op::Softmax
         | Op::Pad(_) => return None,
     }
+    Some(())
+}
+
+/// One layer with an int16 output (`DenseI8Wide` on int8, `SoftmaxI16` on int16, validated) on
+/// its input bytes. `None` only if validation was bypassed.
+pub(super) fn run_wide_layer(
+    model: &Model<'_>,
+    layer: &Layer,
+    x: &[u8],
+    y: &mut [i16],
+) -> Option<()> {
+    let p = match &layer.op {
+        Op::DenseI8Wide(p) => p,
+        Op::SoftmaxI16 { exp_hi, exp_lo } => {
+            let hi: &[u32; 256] = model.weights_as(*exp_hi)?.try_into().ok()?;
+            let lo: &[u32; 256] = model.weights_as(*exp_lo)?.try_into().ok()?;
+            let channels = usize::from(layer.inputs.first()?.dims[2]);
+            lut::softmax_wide(hi, lo, channels, bytemuck::try_cast_slice(x).ok()?, y);
+            return Some(());
+        }
+        _ => return None,
+    };
+    let x: &[i8] = bytemuck::cast_slice(x);
+    let zero_point = i16::try_from(layer.output.quant?.zero_point).ok()?;
+    let channels = ChannelQuant {
+        bias: model.weights_as(p.bias)?,
+        multiplier: model.weights_as(p.requant.multipliers)?,
+        shift: model.weights_as(p.requant.shifts)?,
+    };
+    let output = WideOutputQuant {
+        zero_point,
+        clamp: p.clamp,
+    };
+    dense::dense_wide(&channels, &output, model.weights_as(p.weights)?, x, y);
     Some(())
 }
 
@@ -441,7 +478,7 @@ mod tests {
             found: DType::F32,
         };
         assert_eq!(
-            model.run_i8(arena.bytes_mut(), &[0; 32], &mut [0; 5]),
+            model.run_i8(arena.bytes_mut(), &[0; 32], &mut [0i8; 5]),
             Err(expected)
         );
         let text = std::format!("{expected}");
@@ -451,25 +488,25 @@ mod tests {
         let model = Model::new_checked(blob.bytes()).unwrap();
         let mut arena = Blob::zeroed(model.arena_bytes() + 4);
         assert_eq!(
-            model.run_i8(&mut arena.bytes_mut()[1..], &[0; 32], &mut [0; 5]),
+            model.run_i8(&mut arena.bytes_mut()[1..], &[0; 32], &mut [0i8; 5]),
             Err(RunError::ArenaMisaligned)
         );
         assert_eq!(
-            model.run_i8(&mut arena.bytes_mut()[..139], &[0; 32], &mut [0; 5]),
+            model.run_i8(&mut arena.bytes_mut()[..139], &[0; 32], &mut [0i8; 5]),
             Err(RunError::ArenaTooSmall {
                 needed: 140,
                 found: 139
             })
         );
         assert_eq!(
-            model.run_i8(arena.bytes_mut(), &[0; 31], &mut [0; 5]),
+            model.run_i8(arena.bytes_mut(), &[0; 31], &mut [0i8; 5]),
             Err(RunError::InputLength {
                 expected: 32,
                 found: 31
             })
         );
         assert_eq!(
-            model.run_i8(arena.bytes_mut(), &[0; 32], &mut [0; 6]),
+            model.run_i8(arena.bytes_mut(), &[0; 32], &mut [0i8; 6]),
             Err(RunError::OutputLength {
                 expected: 5,
                 found: 6
@@ -482,6 +519,144 @@ mod tests {
                 found: 31
             })
         );
+    }
+
+    #[test]
+    fn wide_output_matches_its_kernel_through_every_entry_point() {
+        use crate::engine::dequantize_i16;
+        use crate::kernels::reference::int8 as k;
+        use crate::model::int8_tests::wide_model;
+        let spec = wide_model();
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        assert_eq!(model.output().dtype, DType::I16);
+        let mut arena = Blob::zeroed(model.arena_bytes());
+        let Op::DenseI8Wide(p) = spec.layers[9].op else {
+            unreachable!()
+        };
+        let (bias, mult, shift) = (
+            i32s(&spec, p.bias),
+            i32s(&spec, p.requant.multipliers),
+            i32s(&spec, p.requant.shifts),
+        );
+        let mut distinct = std::collections::BTreeSet::new();
+        for seed in 0..20 {
+            let x = input_i8(model.input().len(), seed);
+            // Layers 0..9 are int8_model's; the dense input is their output.
+            let dense_in = &model_by_hand(&spec_prefix(&spec, 9), &x)[8];
+            let mut want = [0i16; 5];
+            k::dense::dense_wide(
+                &k::ChannelQuant {
+                    bias: &bias,
+                    multiplier: &mult,
+                    shift: &shift,
+                },
+                &k::WideOutputQuant {
+                    zero_point: 0,
+                    clamp: p.clamp,
+                },
+                &i8s(&spec, p.weights),
+                dense_in,
+                &mut want,
+            );
+            arena.bytes_mut().fill(seed as u8 ^ 0xA5);
+            let mut got = [0i16; 5];
+            model.run_i8(arena.bytes_mut(), &x, &mut got).unwrap();
+            assert_eq!(got, want, "seed {seed}");
+            distinct.extend(got);
+            // The observer sees the int16 bytes, little-endian.
+            let mut seen = Outputs::default();
+            model
+                .run_i8_observed(arena.bytes_mut(), &x, &mut got, &mut seen)
+                .unwrap();
+            let bytes: Vec<i8> = want
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .map(|b| b as i8)
+                .collect();
+            assert_eq!(seen.0[9], bytes);
+        }
+        // Values beyond int8's 256 levels: the output really is wide.
+        assert!(
+            distinct.iter().any(|v| !(-128..=127).contains(v)),
+            "{distinct:?}"
+        );
+
+        // run_f32 dequantizes the int16 output.
+        let qin = model.input().quant.unwrap();
+        let qout = model.output().quant.unwrap();
+        let xf: Vec<f32> = values(32, 4).iter().map(|v| v * 4.0).collect();
+        let xq: Vec<i8> = xf.iter().map(|v| quantize(*v, qin)).collect();
+        let mut raw = [0i16; 5];
+        model.run_i8(arena.bytes_mut(), &xq, &mut raw).unwrap();
+        let mut out = [0.0f32; 5];
+        model.run_f32(arena.bytes_mut(), &xf, &mut out).unwrap();
+        assert_eq!(out, raw.map(|r| dequantize_i16(r, qout)));
+
+        // An int8 output buffer is the wrong type for this model, and the reverse.
+        assert_eq!(
+            model.run_i8(arena.bytes_mut(), &xq, &mut [0i8; 5]),
+            Err(RunError::ElementType {
+                expected: DType::I8,
+                found: DType::I16
+            })
+        );
+        let narrow = int8_model().blob();
+        let narrow = Model::new_checked(narrow.bytes()).unwrap();
+        assert_eq!(
+            narrow.run_i8(arena.bytes_mut(), &xq, &mut [0i16; 5]),
+            Err(RunError::ElementType {
+                expected: DType::I16,
+                found: DType::I8
+            })
+        );
+    }
+
+    #[test]
+    fn wide_softmax_runs_its_kernel_on_the_wide_dense_output() {
+        use crate::kernels::reference::int8 as k;
+        use crate::model::int8_tests::{wide_model, wide_softmax_model};
+        let (dense, spec) = (wide_model(), wide_softmax_model());
+        let (dense_blob, blob) = (dense.blob(), spec.blob());
+        let dense = Model::new_checked(dense_blob.bytes()).unwrap();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let Op::SoftmaxI16 { exp_hi, exp_lo } = spec.layers[10].op else {
+            unreachable!()
+        };
+        let table = |s: Span| -> [u32; 256] {
+            let v: Vec<u32> = i32s(&spec, s).iter().map(|v| *v as u32).collect();
+            v.try_into().unwrap()
+        };
+        let mut arena = Blob::zeroed(model.arena_bytes());
+        for seed in 0..20 {
+            let x = input_i8(32, seed);
+            let mut logits = [0i16; 5];
+            dense.run_i8(arena.bytes_mut(), &x, &mut logits).unwrap();
+            let mut want = [0i16; 5];
+            k::lut::softmax_wide(&table(exp_hi), &table(exp_lo), 5, &logits, &mut want);
+            let mut got = [0i16; 5];
+            model.run_i8(arena.bytes_mut(), &x, &mut got).unwrap();
+            assert_eq!(got, want, "seed {seed}");
+            let total: i32 = got.iter().map(|&v| i32::from(v)).sum();
+            assert!(
+                (total - 32768).abs() <= 3,
+                "probabilities sum to 1: {got:?}"
+            );
+        }
+    }
+
+    /// The first `n` layers of `spec` (for computing a layer's input by hand).
+    fn spec_prefix(spec: &Spec, n: usize) -> Spec {
+        let mut s = Spec::new(
+            spec.info.arena_bytes,
+            spec.info.input,
+            spec.layers[n - 1].output,
+        );
+        s.weights = spec.weights.clone();
+        for l in &spec.layers[..n] {
+            s.push(*l);
+        }
+        s
     }
 
     /// "No float on the int8 path", at the source level: this file (above its tests) names no

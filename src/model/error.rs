@@ -128,7 +128,7 @@ pub enum TensorFault {
     QuantMissing,
     /// An int8 tensor's scale is not a finite number above zero.
     QuantScale,
-    /// An int8 tensor's zero point is outside `-128..=127`.
+    /// An int8 tensor's zero point is outside `-128..=127` (int16: `-32768..=32767`).
     QuantZeroPoint {
         /// The zero point found.
         zero_point: i32,
@@ -138,6 +138,8 @@ pub enum TensorFault {
         /// `ModelInfo::input_rank` or `output_rank`.
         rank: u8,
     },
+    /// The model input is int16 (only a last layer's output may be).
+    Int16Input,
 }
 
 /// Which operand of a layer.
@@ -242,12 +244,12 @@ pub enum ParamFault {
     /// A requantization factor (`multiplier`, `shift`) is not what `quant::quantize_multiplier`
     /// produces (`Requant::is_normalized` is false).
     Requant,
-    /// An int8 clamp has `min > max`.
+    /// An int8 or int16 clamp has `min > max`.
     ClampBounds {
         /// Lower bound.
-        min: i8,
+        min: i16,
         /// Upper bound.
-        max: i8,
+        max: i16,
     },
     /// An int8 pooling window has more elements than the kernel's sums allow.
     PoolWindowTooLarge {
@@ -330,7 +332,8 @@ pub enum LayerFault {
         /// Which operand.
         operand: Operand,
     },
-    /// An int8 softmax output is not quantized with scale 1/256 and zero point -128.
+    /// A softmax output is not quantized with scale 1/256 and zero point -128 (int8) or scale
+    /// 1/32768 and zero point 0 (int16).
     SoftmaxOutputQuant,
     /// An int8 conv or dense output channel's bias plus its products could leave the i32
     /// accumulator (`kernels::reference::int8::accumulator_fits` is false).
@@ -357,6 +360,7 @@ fn dtype_name(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
         DType::I8 => "int8",
+        DType::I16 => "int16",
     }
 }
 
@@ -460,8 +464,11 @@ impl fmt::Display for TensorFault {
                 f.write_str("int8 tensor scale is not a finite number above zero")
             }
             TensorFault::QuantZeroPoint { zero_point } => {
-                write!(f, "int8 tensor zero point {zero_point} is outside -128..=127")
+                write!(f, "quantized tensor zero point {zero_point} is outside its element type")
             }
+            TensorFault::Int16Input => f.write_str(
+                "the model input is int16; only the output of the last (dense) layer can be int16",
+            ),
             TensorFault::Rank { rank } => write!(
                 f,
                 "logical rank {rank} is not 1 to 3, or a leading dimension outside it is not 1"
@@ -549,7 +556,7 @@ impl fmt::Display for ParamFault {
                 "requantization multiplier/shift outside the range the host tool produces",
             ),
             ParamFault::ClampBounds { min, max } => {
-                write!(f, "int8 clamp has min {min} > max {max}")
+                write!(f, "output clamp has min {min} > max {max}")
             }
             ParamFault::PoolWindowTooLarge { area, max } => write!(
                 f,
@@ -595,7 +602,8 @@ impl fmt::Display for LayerFault {
                 "{operand} quantization differs from input 0's, which this operation keeps"
             ),
             LayerFault::SoftmaxOutputQuant => f.write_str(
-                "int8 softmax output must have scale 1/256 and zero point -128",
+                "softmax output must have scale 1/256 and zero point -128 (int8) or scale \
+                 1/32768 and zero point 0 (int16)",
             ),
             LayerFault::AccumulatorOverflow { channel, products } => write!(
                 f,

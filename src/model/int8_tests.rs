@@ -755,6 +755,22 @@ fn int8_wire_format_is_pinned() {
         }),
         [17, 1, 0, 0xC8, 0x01, 0, 0xFF]
     );
+    // Variant 18: four spans (varint offset, len), then the int16 clamp as zigzag varints.
+    let wide = DenseI8Wide {
+        weights: Span { offset: 0, len: 6 },
+        bias: Span { offset: 8, len: 8 },
+        requant: ChannelRequant {
+            multipliers: Span { offset: 16, len: 8 },
+            shifts: Span { offset: 24, len: 8 },
+        },
+        clamp: ClampI16 { min: -1, max: 300 },
+    };
+    assert_eq!(
+        postcard_bytes(&Op::DenseI8Wide(wide)),
+        [18, 0, 6, 8, 8, 16, 8, 24, 8, 0x01, 0xD8, 0x04]
+    );
+    // DType::I16 is variant 2.
+    assert_eq!(postcard_bytes(&DType::I16), [2]);
 }
 
 #[test]
@@ -839,4 +855,181 @@ mod fuzz {
             }
         }
     }
+}
+
+/// The int16 output of `int8_model`'s dense layer, in place of `t10` (no softmax after it).
+pub(crate) const Q10W: TensorDesc = TensorDesc {
+    id: 10,
+    offset: 72,
+    dims: [1, 1, 5],
+    dtype: DType::I16,
+    quant: Some(Quant {
+        scale: 0.05 / 256.0,
+        zero_point: 0,
+    }),
+};
+
+/// `int8_model` ending in a dense layer with an int16 output (`t10` becomes int16, 72..82, and
+/// is the model output; the softmax is dropped).
+pub(crate) fn wide_model() -> Spec {
+    let mut spec = int8_model();
+    spec.layers.pop();
+    let last = spec.layers.pop().unwrap();
+    let Op::DenseI8(d) = last.op else {
+        unreachable!()
+    };
+    let reals: Vec<f64> = (0..5)
+        .map(|o| scale(&Q9) * 0.02 * (1.0 + o as f64 / 4.0) / scale(&Q10W))
+        .collect();
+    let wide = DenseI8Wide {
+        weights: d.weights,
+        bias: d.bias,
+        requant: push_requant(&mut spec, &reals),
+        clamp: ClampI16 {
+            min: -20000,
+            max: 30000,
+        },
+    };
+    spec.push(layer(Op::DenseI8Wide(wide), Q9, Q10W));
+    spec.info.output = Q10W;
+    spec
+}
+
+/// `wide_model` with an int16 softmax after the wide dense (`t11`, 84..94, the model output).
+pub(crate) fn wide_softmax_model() -> Spec {
+    let mut spec = wide_model();
+    let s_in = scale(&Q10W);
+    let table = |spec: &mut Spec, step: f64| {
+        push_words(
+            spec,
+            (0..256).map(|i| {
+                let e = libm::exp(-s_in * step * f64::from(i)) * 2147483648.0;
+                (libm::round(e) as u32).to_le_bytes()
+            }),
+        )
+    };
+    let exp_hi = table(&mut spec, 256.0);
+    let exp_lo = table(&mut spec, 1.0);
+    let out = TensorDesc {
+        id: 11,
+        offset: 84,
+        dims: [1, 1, 5],
+        dtype: DType::I16,
+        quant: Some(Quant {
+            scale: 1.0 / 32768.0,
+            zero_point: 0,
+        }),
+    };
+    spec.push(layer(Op::SoftmaxI16 { exp_hi, exp_lo }, Q10W, out));
+    spec.info.output = out;
+    spec
+}
+
+#[test]
+fn wide_output_models_load() {
+    assert_eq!(load(&wide_model()), Ok(()));
+    assert_eq!(load(&wide_softmax_model()), Ok(()));
+    // The int16 softmax's output grid is fixed.
+    let mut spec = wide_softmax_model();
+    let mut q = spec.info.output;
+    q.quant = Some(Quant {
+        scale: 1.0 / 256.0,
+        zero_point: 0,
+    });
+    spec.layers[10].output = q;
+    spec.info.output = q;
+    assert_eq!(load(&spec), Err(bad(10, LayerFault::SoftmaxOutputQuant)));
+}
+
+#[test]
+fn int16_tensors_only_leave_a_wide_dense() {
+    let load_wide = |edit: &dyn Fn(&mut Spec)| {
+        let mut spec = wide_model();
+        edit(&mut spec);
+        load(&spec)
+    };
+    // A dense with an int8 record cannot write int16.
+    let narrow = |s: &mut Spec| {
+        let Op::DenseI8Wide(w) = s.layers[9].op else {
+            unreachable!()
+        };
+        s.layers[9].op = Op::DenseI8(DenseI8 {
+            weights: w.weights,
+            bias: w.bias,
+            requant: w.requant,
+            clamp: Clamp::FULL,
+        });
+    };
+    assert_eq!(
+        load_wide(&narrow),
+        Err(bad(
+            9,
+            LayerFault::DType {
+                operand: Operand::Output,
+                expected: DType::I8,
+                found: DType::I16
+            }
+        ))
+    );
+    // No layer reads int16: not even the element-generic transpose.
+    let transpose_after = |s: &mut Spec| {
+        let t = TensorDesc {
+            id: 11,
+            offset: 84,
+            ..Q10W
+        };
+        s.push(layer(Op::Transpose(Transpose { perm: [0, 1, 2] }), Q10W, t));
+        s.info.output = t;
+    };
+    assert_eq!(
+        load_wide(&transpose_after),
+        Err(bad(
+            10,
+            LayerFault::DType {
+                operand: Operand::Input(0),
+                expected: DType::I8,
+                found: DType::I16
+            }
+        ))
+    );
+    // Bounds and zero point are checked in the int16 domain.
+    let crossed = |s: &mut Spec| {
+        let Op::DenseI8Wide(w) = &mut s.layers[9].op else {
+            unreachable!()
+        };
+        w.clamp = ClampI16 { min: 300, max: -5 };
+    };
+    assert_eq!(
+        load_wide(&crossed),
+        Err(bad(9, param(ParamFault::ClampBounds { min: 300, max: -5 })))
+    );
+    let zero_point = |s: &mut Spec| {
+        let mut q = Q10W;
+        q.quant = Some(Quant {
+            scale: 0.01,
+            zero_point: 40000,
+        });
+        s.layers[9].output = q;
+        s.info.output = q;
+    };
+    assert_eq!(
+        load_wide(&zero_point),
+        Err(LoadError::BadModelTensor {
+            tensor: Boundary::Output,
+            fault: TensorFault::QuantZeroPoint { zero_point: 40000 }
+        })
+    );
+    // An int16 model input is refused.
+    let mut spec = int8_model();
+    spec.info.input = TensorDesc {
+        dtype: DType::I16,
+        ..QX
+    };
+    assert_eq!(
+        load(&spec),
+        Err(LoadError::BadModelTensor {
+            tensor: Boundary::Input,
+            fault: TensorFault::Int16Input
+        })
+    );
 }

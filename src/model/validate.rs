@@ -42,12 +42,16 @@ fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), TensorFault> {
     match (d.dtype, d.quant) {
         (DType::F32, None) => {}
         (DType::F32, Some(_)) => return Err(TensorFault::QuantOnFloat),
-        (DType::I8, None) => return Err(TensorFault::QuantMissing),
-        (DType::I8, Some(Quant { scale, zero_point })) => {
+        (DType::I8 | DType::I16, None) => return Err(TensorFault::QuantMissing),
+        (dtype, Some(Quant { scale, zero_point })) => {
             if !(scale.is_finite() && scale > 0.0) {
                 return Err(TensorFault::QuantScale);
             }
-            if i8::try_from(zero_point).is_err() {
+            let fits = match dtype {
+                DType::I16 => i16::try_from(zero_point).is_ok(),
+                _ => i8::try_from(zero_point).is_ok(),
+            };
+            if !fits {
                 return Err(TensorFault::QuantZeroPoint { zero_point });
             }
         }
@@ -92,6 +96,13 @@ pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
             let fault = TensorFault::Rank { rank };
             return Err(LoadError::BadModelTensor { tensor, fault });
         }
+    }
+    if info.input.dtype == DType::I16 {
+        let fault = TensorFault::Int16Input;
+        return Err(LoadError::BadModelTensor {
+            tensor: Boundary::Input,
+            fault,
+        });
     }
     if info.output.id == info.input.id {
         return Err(LoadError::OutputIsInput);
@@ -140,10 +151,13 @@ fn check_layer(
     check_op(&layer.op, inputs, &layer.output, weights).map_err(bad)
 }
 
-/// The element type of every operand of `op`, `None` for element-type generic operations
-/// (transpose: output as input).
-fn op_dtype(op: &Op) -> Option<DType> {
+/// The element types of `op`'s inputs and of its output, `None` for element-type generic
+/// operations (transpose: output as input, int16 excluded).
+fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
+    let same = |d| Some((d, d));
     match op {
+        Op::DenseI8Wide(_) => Some((DType::I8, DType::I16)),
+        Op::SoftmaxI16 { .. } => same(DType::I16),
         Op::Conv2d(_)
         | Op::Dense(_)
         | Op::Pool(_)
@@ -151,7 +165,7 @@ fn op_dtype(op: &Op) -> Option<DType> {
         | Op::Affine(_)
         | Op::Activation(_)
         | Op::Softmax
-        | Op::Pad(_) => Some(DType::F32),
+        | Op::Pad(_) => same(DType::F32),
         Op::Conv2dI8(_)
         | Op::DenseI8(_)
         | Op::PoolI8(_)
@@ -160,7 +174,7 @@ fn op_dtype(op: &Op) -> Option<DType> {
         | Op::ClampI8(_)
         | Op::LookupI8 { .. }
         | Op::SoftmaxI8 { .. }
-        | Op::PadI8 { .. } => Some(DType::I8),
+        | Op::PadI8 { .. } => same(DType::I8),
         Op::Transpose(_) => None,
     }
 }
@@ -169,12 +183,17 @@ fn check_dtypes(op: &Op, inputs: &[TensorDesc], y: &TensorDesc) -> Result<(), La
     let Some(first) = inputs.first() else {
         return Ok(());
     };
-    let expected = op_dtype(op).unwrap_or(first.dtype);
+    let (input, output) = match op_dtypes(op) {
+        Some(types) => types,
+        // Only a wide softmax reads an int16 tensor.
+        None if first.dtype == DType::I16 => (DType::I8, DType::I8),
+        None => (first.dtype, first.dtype),
+    };
     let operands = (0u8..)
         .zip(inputs)
-        .map(|(i, d)| (Operand::Input(i), d))
-        .chain([(Operand::Output, y)]);
-    for (operand, d) in operands {
+        .map(|(i, d)| (Operand::Input(i), d, input))
+        .chain([(Operand::Output, y, output)]);
+    for (operand, d, expected) in operands {
         if d.dtype != expected {
             return Err(LayerFault::DType {
                 operand,
@@ -268,13 +287,14 @@ fn check_requant(r: Requant) -> Result<(), LayerFault> {
 }
 
 fn check_clamp(c: Clamp) -> Result<(), LayerFault> {
-    if c.min <= c.max {
+    check_bounds(c.min.into(), c.max.into())
+}
+
+fn check_bounds(min: i16, max: i16) -> Result<(), LayerFault> {
+    if min <= max {
         Ok(())
     } else {
-        Err(LayerFault::Param(ParamFault::ClampBounds {
-            min: c.min,
-            max: c.max,
-        }))
+        Err(LayerFault::Param(ParamFault::ClampBounds { min, max }))
     }
 }
 
@@ -499,6 +519,15 @@ fn check_op(
             check_clamp(q.clamp)?;
             check_accumulator(bias, n_in)
         }
+        Op::DenseI8Wide(q) => {
+            let n_in = x.len() as u64;
+            let n_out = y.len() as u64;
+            weights.span(q.weights, SpanRole::Weights, n_out.saturating_mul(n_in), 1)?;
+            let bias = weights.i32s(q.bias, SpanRole::Bias, n_out)?;
+            weights.channel_requant(&q.requant, n_out)?;
+            check_bounds(q.clamp.min, q.clamp.max)?;
+            check_accumulator(bias, n_in)
+        }
         Op::PoolI8(q) => {
             check_identity(&q.pool.activation)?;
             pool_geometry(&q.pool, x, y)?;
@@ -539,6 +568,20 @@ fn check_op(
         Op::LookupI8 { table } => {
             weights.span(*table, SpanRole::Table, 256, 1)?;
             expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::SoftmaxI16 { exp_hi, exp_lo } => {
+            weights.span(*exp_hi, SpanRole::Table, 256 * 4, 4)?;
+            weights.span(*exp_lo, SpanRole::Table, 256 * 4, 4)?;
+            expect_dims(Operand::Output, same_as_input, y.dims)?;
+            let expected = Quant {
+                scale: 1.0 / (1u32 << lut::WIDE_SOFTMAX_OUTPUT_SHIFT) as f32,
+                zero_point: 0,
+            };
+            if y.quant == Some(expected) {
+                Ok(())
+            } else {
+                Err(LayerFault::SoftmaxOutputQuant)
+            }
         }
         Op::SoftmaxI8 { exp_table } => {
             weights.span(*exp_table, SpanRole::Table, 256 * 4, 4)?;

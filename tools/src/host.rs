@@ -98,12 +98,16 @@ pub fn argmax(x: &[f32]) -> usize {
 }
 
 /// A layer's output bytes (as an `Observer` sees them) as real values: f32 as stored, int8
-/// dequantized with the tensor's quantization.
+/// and int16 dequantized with the tensor's quantization.
 pub fn output_values(layer: &icefold::format::Layer, output: &[u8]) -> Vec<f32> {
     match (layer.output.dtype, layer.output.quant) {
         (icefold::format::DType::I8, Some(q)) => output
             .iter()
             .map(|&b| icefold::engine::dequantize(b as i8, q))
+            .collect(),
+        (icefold::format::DType::I16, Some(q)) => output
+            .chunks_exact(2)
+            .map(|c| icefold::engine::dequantize_i16(i16::from_le_bytes([c[0], c[1]]), q))
             .collect(),
         _ => output
             .chunks_exact(4)

@@ -298,17 +298,51 @@ pub struct Project {
     pub input_bytes: usize,
 }
 
-/// The element type both boundaries of the model share: the firmware runs `run_f32` on f32
-/// models and `run_i8` on int8 models, and cannot run a model whose input and output differ.
+/// How the firmware runs the model, named by the input's element type: `run_f32` on f32 models,
+/// `run_i8` on int8 models (whose raw output is int8, or int16 from a wide last layer).
 fn boundary_dtype(model: &icefold::Model<'_>) -> Result<DType> {
     let (input, output) = (model.input().dtype, model.output().dtype);
-    if input != output {
-        bail!(
-            "the model's input is {input:?} and its output {output:?}; the firmware runs models \
-             whose input and output are both f32 or both int8 (reconvert the model)"
-        );
+    match (input, output) {
+        (DType::F32, DType::F32) | (DType::I8, DType::I8 | DType::I16) => Ok(input),
+        _ => bail!(
+            "the model's input is {input:?} and its output {output:?}; the firmware runs f32 \
+             models and int8 models (reconvert the model)"
+        ),
     }
-    Ok(input)
+}
+
+/// Name of the output element type in the firmware's report.
+fn element_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::I8 => "i8",
+        DType::I16 => "i16",
+    }
+}
+
+/// The model's raw output bytes (any number of samples) as floats: f32 as stored, int8 / int16
+/// dequantized with the runtime's own boundary functions, as `run_f32` and `icefold run` do.
+fn output_values(model: &icefold::Model<'_>, bytes: &[u8]) -> Result<Vec<f32>> {
+    Ok(match model.output().dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        DType::I8 => {
+            let q = output_quant(model)?;
+            bytes
+                .iter()
+                .map(|&b| engine::dequantize(b as i8, q))
+                .collect()
+        }
+        DType::I16 => {
+            let q = output_quant(model)?;
+            bytes
+                .chunks_exact(2)
+                .map(|b| engine::dequantize_i16(i16::from_le_bytes([b[0], b[1]]), q))
+                .collect()
+        }
+    })
 }
 
 /// The input quantization of an int8 model.
@@ -355,7 +389,7 @@ fn input_bytes(blob: &[u8], x: &Array) -> Result<Vec<u8>> {
     }
     match boundary_dtype(&model)? {
         DType::F32 => Ok(x.data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        DType::I8 => Ok(bytemuck::cast_slice(&quantized_inputs(&model, x)?).to_vec()),
+        _ => Ok(bytemuck::cast_slice(&quantized_inputs(&model, x)?).to_vec()),
     }
 }
 
@@ -1047,6 +1081,8 @@ pub fn layer_kind(op: &Op) -> String {
         Op::Pad(_) => "Pad".into(),
         Op::Conv2dI8(c) => format!("{} i8", layer_kind(&Op::Conv2d(c.conv))),
         Op::DenseI8(_) => "Dense i8".into(),
+        Op::DenseI8Wide(_) => "Dense i8→i16".into(),
+        Op::SoftmaxI16 { .. } => "Softmax i16".into(),
         Op::PoolI8(_) => "Pool i8".into(),
         Op::AddI8(_) => "Add i8".into(),
         Op::AffineI8(_) => "Affine i8".into(),
@@ -1070,7 +1106,7 @@ pub fn layer_macs(layer: &Layer) -> u64 {
     match &layer.op {
         Op::Conv2d(c) => conv(c),
         Op::Conv2dI8(c) => conv(&c.conv),
-        Op::Dense(_) | Op::DenseI8(_) => out * input.len() as u64,
+        Op::Dense(_) | Op::DenseI8(_) | Op::DenseI8Wide(_) => out * input.len() as u64,
         _ => 0,
     }
 }
@@ -1083,15 +1119,11 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
     let model = host::load(aligned.as_slice())?;
     let info = *model.info();
     let dtype = boundary_dtype(&model)?;
-    let element_bytes = match dtype {
-        DType::F32 => 4,
-        DType::I8 => 1,
-    };
     if report.layers != usize::from(info.layer_count)
         || report.arena_bytes != u64::from(info.arena_bytes)
         || report.outputs.len() != project.samples
-        || report.output_bytes != info.output.len() * element_bytes
-        || report.elements != if dtype == DType::I8 { "i8" } else { "f32" }
+        || report.output_bytes != info.output.byte_len()
+        || report.elements != element_name(info.output.dtype)
     {
         bail!(
             "the firmware ran a different model or input set than requested ({} layers, arena {}, \
@@ -1115,25 +1147,9 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
         })
         .collect();
     let out_shape = host::logical_shape(&info.output, info.output_rank);
-    // f32 models report what `run_f32` wrote; int8 models the raw int8 output of `run_i8`,
+    // f32 models report what `run_f32` wrote; int8 models the raw output of `run_i8`,
     // dequantized here with the runtime's own boundary function, as `icefold run` does.
-    let data: Vec<f32> = match dtype {
-        DType::F32 => report
-            .outputs
-            .iter()
-            .flat_map(|b| b.chunks_exact(4))
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        DType::I8 => {
-            let q = output_quant(&model)?;
-            report
-                .outputs
-                .iter()
-                .flatten()
-                .map(|&b| engine::dequantize(b as i8, q))
-                .collect()
-        }
-    };
+    let data = output_values(&model, &report.outputs.concat())?;
     let mut shape = vec![project.samples];
     shape.extend(out_shape);
     // Per sample: the output buffer (16-aligned in the firmware) and the u64 tick counters.
@@ -1198,15 +1214,16 @@ pub fn compare(profile: &Profile, blob: &[u8], x: &Array) -> Result<Parity> {
             let bytes = want.data.iter().flat_map(|v| v.to_le_bytes()).collect();
             (want, bytes)
         }
-        DType::I8 => {
-            let want_i8 = host_run_i8(&model, x)?;
-            let q = output_quant(&model)?;
-            let data = want_i8.iter().map(|&v| engine::dequantize(v, q)).collect();
+        _ => {
+            let raw = match model.output().dtype {
+                DType::I16 => bytemuck::cast_slice(&host_run_i8::<i16>(&model, x)?).to_vec(),
+                _ => bytemuck::cast_slice(&host_run_i8::<i8>(&model, x)?).to_vec(),
+            };
             let want = Array {
                 shape: profile.outputs.shape.clone(),
-                data,
+                data: output_values(&model, &raw)?,
             };
-            (want, bytemuck::cast_slice(&want_i8).to_vec())
+            (want, raw)
         }
     };
     let Diff {
@@ -1215,7 +1232,7 @@ pub fn compare(profile: &Profile, blob: &[u8], x: &Array) -> Result<Parity> {
     let bytes_identical = want_bytes == profile.output_bytes.concat();
     let pass = match dtype {
         DType::F32 => rel_l2 <= F32_REL_L2_LIMIT,
-        DType::I8 => bytes_identical,
+        _ => bytes_identical,
     };
     Ok(Parity {
         max_abs,
@@ -1225,9 +1242,9 @@ pub fn compare(profile: &Profile, blob: &[u8], x: &Array) -> Result<Parity> {
     })
 }
 
-/// The host runtime's raw int8 outputs (`run_i8`) for the samples of `x`, quantized exactly as
-/// the firmware's inputs were.
-fn host_run_i8(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<i8>> {
+/// The host runtime's raw outputs (`run_i8`, int8 or int16 elements `O`) for the samples of `x`,
+/// quantized exactly as the firmware's inputs were.
+fn host_run_i8<O: icefold::RawOutput>(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<O>> {
     let inputs = quantized_inputs(model, x)?;
     let info = model.info();
     let (in_len, out_len) = (info.input.len(), info.output.len());
@@ -1238,7 +1255,7 @@ fn host_run_i8(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<i8>> {
         );
     }
     let mut arena = vec![0u32; (info.arena_bytes as usize).div_ceil(4)];
-    let mut out = vec![0i8; x.samples() * out_len];
+    let mut out = vec![O::zeroed(); x.samples() * out_len];
     for (i, (xi, yi)) in inputs
         .chunks_exact(in_len)
         .zip(out.chunks_exact_mut(out_len))
@@ -1284,10 +1301,15 @@ pub fn host_trace(blob: &[u8], x: &Array) -> Result<Vec<TraceRecord>> {
             let mut out = vec![0f32; out_len];
             model.run_f32_observed(arena, &x.data[..in_len], &mut out, &mut recorder)
         }
-        DType::I8 => {
+        _ => {
             let inputs = quantized_inputs(&model, x)?;
-            let mut out = vec![0i8; out_len];
-            model.run_i8_observed(arena, &inputs[..in_len], &mut out, &mut recorder)
+            if model.output().dtype == DType::I16 {
+                let mut out = vec![0i16; out_len];
+                model.run_i8_observed(arena, &inputs[..in_len], &mut out, &mut recorder)
+            } else {
+                let mut out = vec![0i8; out_len];
+                model.run_i8_observed(arena, &inputs[..in_len], &mut out, &mut recorder)
+            }
         }
     };
     result.map_err(|e| anyhow!("sample 0: runtime error: {e}"))?;

@@ -116,6 +116,7 @@ fn boundary(w: &mut String, name: &str, what: &str, d: &TensorDesc, rank: u8) {
     let dtype = match d.dtype {
         DType::F32 => "F32",
         DType::I8 => "I8",
+        DType::I16 => "I16",
     };
     let _ = writeln!(
         w,

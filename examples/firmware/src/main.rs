@@ -85,13 +85,29 @@ mod inputs;
 mod model;
 
 /// The model runs on int8 boundaries (`run_i8`); otherwise on f32 (`run_f32`). The host embeds
-/// inputs of the matching element type and refuses models whose input and output types differ.
+/// inputs of the matching element type.
 const INT8: bool = matches!(model::INPUT_DTYPE, DType::I8);
 
-/// Bytes of one output element: 1 for int8, 4 for f32.
-const OUTPUT_ELEMENT_BYTES: usize = if INT8 { 1 } else { core::mem::size_of::<f32>() };
+/// An int8 model whose dense last layer writes int16 (`run_i8` into an `[i16]`).
+const WIDE_OUTPUT: bool = matches!(model::OUTPUT_DTYPE, DType::I16);
+
+/// Bytes of one output element: 1 for int8, 2 for int16, 4 for f32.
+const OUTPUT_ELEMENT_BYTES: usize = model::OUTPUT_DTYPE.size();
 
 const OUTPUT_BYTES: usize = model::OUTPUT_LEN * OUTPUT_ELEMENT_BYTES;
+
+/// `run_i8_observed` with the raw output viewed as `O` (`i8`, or `i16` for a wide last layer);
+/// `None` if the output buffer is not aligned for `O` (it is: outputs are 16-aligned).
+fn run_raw<O: icefold::RawOutput>(
+    model: &Model<'_>,
+    arena: &mut [u8],
+    x: &[u8],
+    out: &mut [u8],
+    observer: &mut impl Observer,
+) -> Option<Result<(), icefold::RunError>> {
+    let out = bytemuck::try_cast_slice_mut::<u8, O>(out).ok()?;
+    Some(model.run_i8_observed(arena, bytemuck::cast_slice(x), out, observer))
+}
 
 /// Times each layer through the runtime's observer hooks.
 struct LayerClock<'a> {
@@ -153,11 +169,16 @@ fn main() -> ! {
         };
         let out = &mut out.0[..];
         let result = if INT8 {
-            let x: &[i8] = bytemuck::cast_slice(x);
-            let out: &mut [i8] = bytemuck::cast_slice_mut(out);
             let start = clock.now();
-            let result = model.run_i8_observed(&mut ARENA.0, x, out, &mut timer);
+            let result = if WIDE_OUTPUT {
+                run_raw::<i16>(&model, &mut ARENA.0, x, out, &mut timer)
+            } else {
+                run_raw::<i8>(&model, &mut ARENA.0, x, out, &mut timer)
+            };
             *run_ticks = clock.now() - start;
+            let Some(result) = result else {
+                fail!("ERR sample {}: output buffer not aligned", s)
+            };
             result
         } else {
             // Samples start at multiples of 4 bytes of a 16-aligned array; outputs are aligned.
@@ -192,7 +213,11 @@ fn main() -> ! {
         model::ARENA_BYTES,
         inputs::SAMPLE_COUNT,
         OUTPUT_BYTES,
-        if INT8 { "i8" } else { "f32" }
+        match model::OUTPUT_DTYPE {
+            DType::F32 => "f32",
+            DType::I8 => "i8",
+            DType::I16 => "i16",
+        }
     );
     for (s, out) in OUTPUTS.iter().enumerate() {
         report_output(s, &out.0);
@@ -261,12 +286,15 @@ fn trace_first_sample(model: &Model<'_>, arena: &mut [u8], out: &mut [u8], sampl
     };
     let mut trace = icefold::trace::DefmtTrace;
     let result = if INT8 {
-        model.run_i8_observed(
-            arena,
-            bytemuck::cast_slice(x),
-            bytemuck::cast_slice_mut(out),
-            &mut trace,
-        )
+        let result = if WIDE_OUTPUT {
+            run_raw::<i16>(model, arena, x, out, &mut trace)
+        } else {
+            run_raw::<i8>(model, arena, x, out, &mut trace)
+        };
+        match result {
+            Some(result) => result,
+            None => fail!("ERR trace: output buffer not aligned"),
+        }
     } else {
         match (
             bytemuck::try_cast_slice::<u8, f32>(x),

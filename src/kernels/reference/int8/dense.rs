@@ -1,6 +1,6 @@
 //! int8 fully connected layer.
 
-use super::{dot, ChannelQuant, OutputQuant};
+use super::{dot, ChannelQuant, OutputQuant, WideOutputQuant};
 
 /// `output[o] = clamp(zp_out + requant_o(bias'[o] + Σ_i weights[o][i] · input[i]))` with
 /// `weights` row-major `[output.len()][input.len()]`, the input read as one flat vector and the
@@ -11,6 +11,34 @@ pub fn dense(
     weights: &[i8],
     input: &[i8],
     output: &mut [i8],
+) {
+    accumulate(channels, weights, input, output, |acc, requant| {
+        out_quant.requantize(acc, requant)
+    });
+}
+
+/// [`dense`] with an int16 output: the same accumulator and factor, then the int16 zero point and
+/// bounds (`DenseI8Wide`, a model's last layer).
+pub fn dense_wide(
+    channels: &ChannelQuant,
+    out_quant: &WideOutputQuant,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i16],
+) {
+    accumulate(channels, weights, input, output, |acc, requant| {
+        out_quant.requantize(acc, requant)
+    });
+}
+
+/// `output[o] = finish(bias'[o] + Σ_i weights[o][i] · input[i], factor_o)`.
+#[inline]
+fn accumulate<T>(
+    channels: &ChannelQuant,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [T],
+    finish: impl Fn(i32, super::Requant) -> T,
 ) {
     if input.is_empty() {
         return;
@@ -23,15 +51,15 @@ pub fn dense(
         let Some((bias, requant)) = channels.channel(o) else {
             continue;
         };
-        *out = out_quant.requantize(bias.wrapping_add(dot(row, input)), requant);
+        *out = finish(bias.wrapping_add(dot(row, input)), requant);
     }
 }
 
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use super::super::testing::{requantize_naive, Gen};
-    use super::super::{accumulator_fits, Clamp, Requant, MAX_PRODUCTS_PER_OUTPUT};
+    use super::super::testing::{requant_naive, requantize_naive, Gen};
+    use super::super::{accumulator_fits, Clamp, ClampI16, Requant, MAX_PRODUCTS_PER_OUTPUT};
     use super::*;
     use proptest::prelude::*;
     use std::vec::Vec;
@@ -62,6 +90,39 @@ mod tests {
                     .map(|i| i64::from(w[o * n_in + i]) * (i64::from(x[i]) - i64::from(zp_in)))
                     .sum::<i64>();
                 prop_assert_eq!(out[o], requantize_naive(acc, requant[o], zp_out, lo, 127));
+            }
+        }
+
+        #[test]
+        fn wide_matches_naive_definition(n_in in 1usize..70, n_out in 1usize..6,
+                                         zp_in in prop_oneof![Just(-128i8), Just(127i8), any::<i8>()],
+                                         zp_out in prop_oneof![Just(i16::MIN), Just(i16::MAX), Just(0i16), any::<i16>()],
+                                         lo in any::<i16>(), seed in any::<u64>()) {
+            let mut gen = Gen(seed);
+            let (w, x) = (gen.i8s(n_in * n_out), gen.i8s(n_in));
+            let raw_bias: Vec<i64> = (0..n_out).map(|_| i64::from(gen.range(-(1 << 24), 1 << 24))).collect();
+            // Factors up to 2^12: int16 outputs use the whole range and saturate.
+            let requant: Vec<Requant> = (0..n_out).map(|_| {
+                let mut r = gen.requant();
+                r.shift = r.shift.min(12) + 8;
+                r
+            }).collect();
+            let folded: Vec<i32> = (0..n_out).map(|o| {
+                let sum: i64 = w[o * n_in..(o + 1) * n_in].iter().map(|&v| i64::from(v)).sum();
+                (raw_bias[o] - i64::from(zp_in) * sum) as i32
+            }).collect();
+            let mult: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
+            let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
+            let out_q = WideOutputQuant { zero_point: zp_out, clamp: ClampI16 { min: lo, max: i16::MAX } };
+            let mut out = std::vec![0i16; n_out];
+            dense_wide(&ChannelQuant { bias: &folded, multiplier: &mult, shift: &shift }, &out_q, &w, &x, &mut out);
+            for o in 0..n_out {
+                let acc = raw_bias[o] + (0..n_in)
+                    .map(|i| i64::from(w[o * n_in + i]) * (i64::from(x[i]) - i64::from(zp_in)))
+                    .sum::<i64>();
+                let want = (requant_naive(acc, requant[o]) + i64::from(zp_out))
+                    .clamp(i64::from(lo).min(i64::from(i16::MAX)), i64::from(i16::MAX));
+                prop_assert_eq!(i64::from(out[o]), want);
             }
         }
     }

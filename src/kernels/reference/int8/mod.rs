@@ -44,7 +44,7 @@ pub mod elementwise;
 pub mod lut;
 pub mod pool;
 
-pub use crate::quant::{Clamp, Requant};
+pub use crate::quant::{Clamp, ClampI16, Requant};
 
 /// Largest magnitude of one int8 × int8 product: `|−128 · −128|`.
 pub const MAX_PRODUCT: i64 = 1 << 14;
@@ -76,6 +76,28 @@ impl OutputQuant {
     /// `clamp(zero_point + requant(acc))`: the last step of every conv, dense, add and affine.
     #[inline]
     pub fn requantize(self, acc: i32, requant: Requant) -> i8 {
+        self.clamp.apply(
+            requant
+                .apply(acc)
+                .saturating_add(i32::from(self.zero_point)),
+        )
+    }
+}
+
+/// The output side of a layer with an int16 output (`DenseI8Wide`): zero point and clamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct WideOutputQuant {
+    /// Zero point of the output tensor.
+    pub zero_point: i16,
+    /// Fused activation as bounds.
+    pub clamp: ClampI16,
+}
+
+impl WideOutputQuant {
+    /// `clamp(zero_point + requant(acc))` in int16.
+    #[inline]
+    pub fn requantize(self, acc: i32, requant: Requant) -> i16 {
         self.clamp.apply(
             requant
                 .apply(acc)
