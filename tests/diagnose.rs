@@ -273,6 +273,7 @@ fn convert_refuses_stale_statistics_and_accepts_them_with_each_flag() {
             method: icefold_tool::calibrate::Method::DEFAULT,
             progress: false,
             bias_correction: true,
+            wide_output: true,
         };
         assert!(convert::convert_file_checked(
             &f.model(),

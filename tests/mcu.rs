@@ -9,6 +9,7 @@
 
 use std::process::{Command, Stdio};
 
+use icefold::format::DType;
 use icefold_tests::manifest;
 use icefold_tool::calibrate::Method;
 use icefold_tool::convert::{self, Int8Options};
@@ -22,8 +23,10 @@ use icefold_tool::mcu::{self, McuOptions, Target, F32_REL_L2_LIMIT};
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Precision {
     F32,
-    /// Quantized with the fixture's own calibration set.
+    /// Quantized with the fixture's own calibration set (the output head in int16, the default).
     Int8,
+    /// As `Int8`, every tensor int8 (`icefold convert --int8-output`).
+    Int8Narrow,
 }
 
 fn qemu_installed() -> bool {
@@ -57,7 +60,7 @@ fn convert_fixture(fixture: &str, precision: Precision) -> (convert::Converted, 
         .unwrap_or_else(|| panic!("fixture {fixture} is not in the manifest"));
     let converted = match precision {
         Precision::F32 => convert::convert_file(&f.model()).expect("convert"),
-        Precision::Int8 => {
+        Precision::Int8 | Precision::Int8Narrow => {
             let calib = f.array("calib").expect("calib");
             let opts = Int8Options {
                 calib: &calib,
@@ -65,6 +68,7 @@ fn convert_fixture(fixture: &str, precision: Precision) -> (convert::Converted, 
                 progress: false,
                 // Bias correction changes biases, not the instructions or the bit-exactness.
                 bias_correction: false,
+                wide_output: precision == Precision::Int8,
             };
             convert::convert_file_int8(&f.model(), &Limits::DEFAULT, opts).expect("convert int8")
         }
@@ -98,18 +102,24 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
         parity.max_abs
     );
     assert_eq!(first.outputs.shape[0], x.samples());
-    assert_eq!(first.int8, precision == Precision::Int8);
-    if precision == Precision::Int8 {
-        // The raw int8 bytes equal the host's `run_i8`, and the float outputs written are the
-        // ones `icefold run` writes (host `run_f32`: quantize, run_i8, dequantize), bit for bit.
+    assert_eq!(first.int8, precision != Precision::F32);
+    if precision != Precision::F32 {
+        // The raw int8 (int16) bytes equal the host's `run_i8`, and the float outputs written are
+        // the ones `icefold run` writes (host `run_f32`: quantize, run_i8, dequantize), bit for
+        // bit.
         assert!(
             parity.bytes_identical,
-            "{fixture} on {target}: int8 bytes differ"
+            "{fixture} on {target}: raw output bytes differ"
         );
+        let (dtype, width) = match precision {
+            Precision::Int8 => (DType::I16, 2),
+            _ => (DType::I8, 1),
+        };
+        assert_eq!(converted.lowered.info.output.dtype, dtype);
         assert_eq!(
             first.output_bytes.concat().len(),
-            first.outputs.data.len(),
-            "one byte per int8 output"
+            width * first.outputs.data.len(),
+            "{width} bytes per output"
         );
         let aligned = AlignedBytes::new(&converted.blob);
         let model = host::load(aligned.as_slice()).expect("load");
@@ -204,13 +214,14 @@ fn small_cnn_int8_on_cortex_m4f() {
     check_int8("small_cnn", Target::CortexM4);
 }
 
-/// int8 on ARMv6-M: no DSP, no hardware divide, only 32x32->32 multiplies.
+/// int8 on ARMv6-M: no DSP, no hardware divide, only 32x32->32 multiplies; every tensor int8
+/// (`--int8-output`: the firmware reads an `[i8]` output).
 #[test]
 fn small_cnn_int8_on_cortex_m0() {
-    check_int8("small_cnn", Target::CortexM0);
+    check_precision("small_cnn", Target::CortexM0, Precision::Int8Narrow);
 }
 
-/// int8 on ARMv8-M Mainline.
+/// int8 on ARMv8-M Mainline; the output head (dense, softmax) in int16.
 #[test]
 fn ops_mix_int8_on_cortex_m33() {
     check_int8("ops_mix", Target::CortexM33);

@@ -264,6 +264,7 @@ fn corrupted_blobs_are_refused_and_never_panic() {
                             method: icefold_tool::calibrate::Method::DEFAULT,
                             progress: false,
                             bias_correction: false,
+                            wide_output: true,
                         };
                         convert::convert_file_int8(&f.model(), &Default::default(), opts)
                     });

@@ -55,6 +55,8 @@ pub struct Int8Options<'a> {
     pub progress: bool,
     /// Correct each conv/dense layer's per-channel mean error on the calibration data.
     pub bias_correction: bool,
+    /// A dense last layer writes int16 (`DenseI8Wide`); `false` keeps every tensor int8.
+    pub wide_output: bool,
 }
 
 /// What quantization did and cost.
@@ -116,7 +118,7 @@ pub fn convert_graph_int8(
             fuse_table_activations: false,
         },
     )?;
-    let mut lowered = quantize::quantize(&f32_lowered, &calibration)?;
+    let mut lowered = quantize::quantize(&f32_lowered, &calibration, opts.wide_output)?;
     if opts.bias_correction {
         quantize::correct_bias(
             &mut lowered,

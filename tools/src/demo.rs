@@ -285,6 +285,7 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
             method: Method::DEFAULT,
             progress: true,
             bias_correction: true,
+            wide_output: true,
         },
     )?;
     if let Some(q) = &int8c.int8 {

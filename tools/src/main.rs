@@ -174,6 +174,10 @@ struct ConvertArgs {
     /// Skip the per-channel bias correction of the int8 layers on the calibration data.
     #[arg(long)]
     no_bias_correction: bool,
+    /// Keep the model output int8. By default a dense last layer (logits, regression values)
+    /// writes int16, 256 times finer; firmware then reads it with `run_i8` into an `[i16]`.
+    #[arg(long, requires = "quantize")]
+    int8_output: bool,
     /// Refuse models whose weights exceed this many bytes.
     #[arg(long, default_value_t = Limits::DEFAULT.max_weight_bytes)]
     max_weight_bytes: usize,
@@ -225,6 +229,7 @@ fn cmd_convert(a: &ConvertArgs) -> Result<()> {
                 method: a.calib_method,
                 progress: true,
                 bias_correction: !a.no_bias_correction,
+                wide_output: !a.int8_output,
             });
             convert::convert_file_checked(model, &limits, &check, int8)?
         }
@@ -540,6 +545,14 @@ fn describe(op: &Op) -> (String, usize) {
             (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
                 as usize,
         ),
+        Op::DenseI8Wide(d) => (
+            "Dense i8→i16".into(),
+            (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
+                as usize,
+        ),
+        Op::SoftmaxI16 { exp_hi, exp_lo } => {
+            ("Softmax i16".into(), (exp_hi.len + exp_lo.len) as usize)
+        }
         Op::PoolI8(p) => (
             format!(
                 "{}Pool i8 {}x{}/{}",

@@ -8,15 +8,20 @@
 //! - Activations: int8 asymmetric per tensor from the calibration ranges (`calibrate`); ReLU and
 //!   Clip fuse as clamps in the output's quantized domain; other activations become 256-entry
 //!   tables; pooling, layout changes and padding keep their input's quantization.
+//! - Output head: a dense last layer (logits, regression values) writes int16 (`DenseI8Wide`,
+//!   symmetric, [`WIDE_OUTPUT_HEADROOM`] times the calibrated range), and a softmax after it
+//!   reads and writes int16 (`SoftmaxI16`, probabilities in steps of 1/32768), unless int8 output
+//!   is asked for: 256 levels are coarse for an output that is read as numbers, not fed to another
+//!   layer (two close logits often land on one int8 step, and the argmax then picks the first).
 //! - Requantization factors go through `icefold::quant::quantize_multiplier` (one implementation
 //!   of the rule, shared with the runtime's documentation).
 
 use anyhow::{anyhow, bail, Context, Result};
 use icefold::format::{
-    self, Activation as RtActivation, AddI8, AffineI8, ChannelRequant, Clamp, Conv2dI8, DType,
-    DenseI8, Op, PoolI8, Quant, Span, TensorDesc,
+    self, Activation as RtActivation, AddI8, AffineI8, ChannelRequant, Clamp, ClampI16, Conv2dI8,
+    DType, DenseI8, DenseI8Wide, Op, PoolI8, Quant, Span, TensorDesc,
 };
-use icefold::kernels::reference::int8::accumulator_fits;
+use icefold::kernels::reference::int8::{accumulator_fits, lut};
 use icefold::quant::{self, Requant};
 
 use crate::calibrate::{Calibration, QParams, Range};
@@ -82,6 +87,71 @@ fn clamp_for(act: RtActivation, q: QParams, layer: &str) -> Result<Clamp> {
         RtActivation::Clip { lo, hi } => Clamp { min: q.quantize(lo), max: q.quantize(hi) },
         other => bail!("layer {layer}: activation {other:?} cannot be fused in int8 (lowering must keep it separate)"),
     })
+}
+
+/// How far past its calibrated range an int16 model output reaches: 16 bits leave room to spend
+/// one on headroom (inputs beyond the calibration set's extremes are not clipped) and still be 128
+/// times finer than int8 over the calibrated range.
+pub const WIDE_OUTPUT_HEADROOM: f64 = 2.0;
+
+/// Symmetric int16 quantization (zero point 0) covering `r` with [`WIDE_OUTPUT_HEADROOM`].
+fn wide_qparams(r: Range) -> QParams {
+    let reach = (r.min as f64).abs().max((r.max as f64).abs()) * WIDE_OUTPUT_HEADROOM;
+    let scale = if reach > f64::from(f32::MIN_POSITIVE) {
+        reach / i16::MAX as f64
+    } else {
+        1.0
+    };
+    QParams {
+        scale: scale as f32,
+        zero_point: 0,
+    }
+}
+
+/// The fused activation of an int16 output as bounds in its steps (zero point 0).
+fn wide_clamp_for(act: RtActivation, q: QParams, layer: &str) -> Result<ClampI16> {
+    let step = |x: f32| {
+        (x as f64 / q.scale as f64)
+            .round()
+            .clamp(i16::MIN as f64, i16::MAX as f64) as i16
+    };
+    Ok(match act {
+        RtActivation::Identity => ClampI16::FULL,
+        RtActivation::Relu => ClampI16 { min: 0, max: i16::MAX },
+        RtActivation::Clip { lo, hi } => ClampI16 { min: step(lo), max: step(hi) },
+        other => bail!("layer {layer}: activation {other:?} cannot be fused in int8 (lowering must keep it separate)"),
+    })
+}
+
+/// The output head that runs in int16: the index of a dense layer writing the model output, or
+/// of a dense layer and of the softmax after it that writes the model output (its only reader).
+fn wide_output_head(l: &Lowered) -> Option<(usize, Option<usize>)> {
+    let readers = |t: u16| {
+        l.layers
+            .iter()
+            .filter(|layer| {
+                layer.inputs[..layer.input_count as usize]
+                    .iter()
+                    .any(|x| x.id == t)
+            })
+            .count()
+    };
+    let writer = |t: u16| l.layers.iter().rposition(|layer| layer.output.id == t);
+    let out = l.info.output.id;
+    let last = writer(out)?;
+    if readers(out) != 0 {
+        return None;
+    }
+    match l.layers[last].op {
+        Op::Dense(_) => Some((last, None)),
+        Op::Softmax => {
+            let logits = l.layers[last].inputs[0].id;
+            let dense = writer(logits)?;
+            (matches!(l.layers[dense].op, Op::Dense(_)) && readers(logits) == 1)
+                .then_some((dense, Some(last)))
+        }
+        _ => None,
+    }
 }
 
 fn requant(real: f64, layer: &str, what: &str) -> Result<Requant> {
@@ -211,9 +281,28 @@ fn quant_softmax_zero_point() -> i32 {
     icefold::kernels::reference::int8::lut::SOFTMAX_OUTPUT_ZERO_POINT as i32
 }
 
-/// Convert the f32 model `l` (lowered with `fuse_table_activations: false`) to int8.
-pub fn quantize(l: &Lowered, cal: &Calibration) -> Result<Lowered> {
-    let qp = tensor_qparams(l, cal)?;
+/// Convert the f32 model `l` (lowered with `fuse_table_activations: false`) to int8; with
+/// `wide_output`, a dense last layer writes int16 (see the module docs).
+pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Lowered> {
+    let mut qp = tensor_qparams(l, cal)?;
+    let head = wide_output.then(|| wide_output_head(l)).flatten();
+    let (wide, wide_softmax) = (head.map(|h| h.0), head.and_then(|h| h.1));
+    if let Some(k) = wide {
+        let t = l.layers[k].output.id as usize;
+        let range = cal
+            .ranges
+            .get(l.tensor_values[t])
+            .copied()
+            .flatten()
+            .ok_or_else(|| anyhow!("tensor {t}: no calibration range for its value"))?;
+        qp[t] = wide_qparams(range);
+    }
+    if let Some(k) = wide_softmax {
+        qp[l.layers[k].output.id as usize] = QParams {
+            scale: 1.0 / (1u32 << lut::WIDE_SOFTMAX_OUTPUT_SHIFT) as f32,
+            zero_point: 0,
+        };
+    }
     let mut w = Weights::default();
     let mut layers = Vec::with_capacity(l.layers.len());
     for (i, layer) in l.layers.iter().enumerate() {
@@ -242,6 +331,17 @@ pub fn quantize(l: &Lowered, cal: &Calibration) -> Result<Lowered> {
                     conv,
                     requant,
                     clamp: clamp_for(c.activation, y, &name)?,
+                })
+            }
+            Op::Dense(d) if wide == Some(i) => {
+                let out = layer.output.len();
+                let (weights, bias, requant) =
+                    weighted(&mut w, l, (d.weights, d.bias), out, (x, y), &name)?;
+                Op::DenseI8Wide(DenseI8Wide {
+                    weights,
+                    bias,
+                    requant,
+                    clamp: wide_clamp_for(d.activation, y, &name)?,
                 })
             }
             Op::Dense(d) => {
@@ -320,6 +420,18 @@ pub fn quantize(l: &Lowered, cal: &Calibration) -> Result<Lowered> {
                     table: w.i8s(&table),
                 }
             }
+            Op::Softmax if wide_softmax == Some(i) => {
+                // exp(-s_in * d) for d = max - q = 256 h + l, as two Q31 tables.
+                let mut table =
+                    |step: f64| {
+                        w.u32s((0..256u32).map(|j| {
+                            ((-s_in * step * j as f64).exp() * 2f64.powi(31)).round() as u32
+                        }))
+                    };
+                let exp_hi = table(256.0);
+                let exp_lo = table(1.0);
+                Op::SoftmaxI16 { exp_hi, exp_lo }
+            }
             Op::Softmax => {
                 // exp(-s_in * d) in units of 2^-16 for d = max - q.
                 let table =
@@ -337,9 +449,19 @@ pub fn quantize(l: &Lowered, cal: &Calibration) -> Result<Lowered> {
         };
         layers.push(format::Layer { op, ..*layer });
     }
-    // Re-describe every tensor as int8 and re-plan the arena for the smaller tensors.
+    // Re-describe every tensor as int8 (the wide output as int16) and re-plan the arena for the
+    // smaller tensors.
+    let wide_tensors: Vec<u16> = [wide, wide_softmax]
+        .into_iter()
+        .flatten()
+        .map(|k| l.layers[k].output.id)
+        .collect();
     let describe = |d: &TensorDesc| TensorDesc {
-        dtype: DType::I8,
+        dtype: if wide_tensors.contains(&d.id) {
+            DType::I16
+        } else {
+            DType::I8
+        },
         quant: Some(Quant {
             scale: qp[d.id as usize].scale,
             zero_point: qp[d.id as usize].zero_point,
@@ -470,6 +592,13 @@ pub fn correct_bias(
                 layer.output.quant,
                 layer.inputs[0].len(),
             ),
+            Op::DenseI8Wide(d) => (
+                d.bias,
+                d.requant,
+                layer.output.len(),
+                layer.output.quant,
+                layer.inputs[0].len(),
+            ),
             _ => continue,
         };
         let Some(out_q) = out_q else { continue };
@@ -562,16 +691,17 @@ fn measure_errors(
         sum: vec![0.0; ch],
         count: vec![0; ch],
     };
-    let clamp = match &layer.op {
-        Op::Conv2dI8(c) => c.clamp,
-        Op::DenseI8(d) => d.clamp,
+    let (min, max) = match &layer.op {
+        Op::Conv2dI8(c) => (c.clamp.min.into(), c.clamp.max.into()),
+        Op::DenseI8(d) => (d.clamp.min.into(), d.clamp.max.into()),
+        Op::DenseI8Wide(d) => (d.clamp.min, d.clamp.max),
         _ => return Ok(sums),
     };
     let Some(oq) = layer.output.quant else {
         return Ok(sums);
     };
-    let lo = oq.scale * (clamp.min as i32 - oq.zero_point) as f32;
-    let hi = oq.scale * (clamp.max as i32 - oq.zero_point) as f32;
+    let lo = oq.scale * (i32::from(min) - oq.zero_point) as f32;
+    let hi = oq.scale * (i32::from(max) - oq.zero_point) as f32;
     for (i, per_layer) in reference.iter().enumerate().take(calib.samples()) {
         let mut c = Capture {
             layer: k,

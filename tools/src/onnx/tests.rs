@@ -2009,3 +2009,106 @@ fn keras_dense_bn_as_gemm_mul_add_folds_into_the_gemm() {
     assert_eq!(f.nodes.len(), 2, "Dense and Relu: {:?}", f.nodes);
     assert!(matches!(f.nodes[0].op, FrozenOp::Dense(_)));
 }
+
+// ---- int8 output head (imports built here, quantized by `convert`) ----
+
+/// `convert_graph_int8` of `g` on 64 deterministic calibration samples of `[3]` inputs.
+fn int8_of(g: ImportedGraph, wide_output: bool) -> crate::convert::Converted {
+    let data = (0..64 * 3)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let calib = crate::io::Array {
+        shape: vec![64, 3],
+        data,
+    };
+    let opts = crate::convert::Int8Options {
+        calib: &calib,
+        method: crate::calibrate::Method::DEFAULT,
+        progress: false,
+        bias_correction: false,
+        wide_output,
+    };
+    crate::convert::convert_graph_int8(g, &crate::limits::Limits::DEFAULT, opts).unwrap()
+}
+
+#[test]
+fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
+    use icefold::format::{DType, Op as RtOp};
+    let dense = || {
+        Builder::new(13, &[-1, 3])
+            .init(f32t(
+                "w",
+                &[4, 3],
+                vec![0.5, -1., 2., 1., 0.25, -0.5, -2., 1., 1., 0.1, 0.2, 0.3],
+            ))
+            .init(f32t("c", &[4], vec![0.1, -0.2, 0.3, 0.]))
+    };
+    let kinds = |c: &crate::convert::Converted| -> Vec<(&'static str, DType)> {
+        c.lowered
+            .layers
+            .iter()
+            .map(|l| (l.op.name(), l.output.dtype))
+            .collect()
+    };
+    // Dense logits: int16.
+    let logits = dense().node(node(
+        "Gemm",
+        "fc",
+        &["x", "w", "c"],
+        &["y"],
+        vec![attr_i("transB", 1)],
+    ));
+    let c = int8_of(logits.ok(), true);
+    assert_eq!(kinds(&c), vec![("dense_i8_i16", DType::I16)]);
+    assert!(matches!(c.lowered.layers[0].op, RtOp::DenseI8Wide(_)));
+    // ... unless int8 output is asked for.
+    let c = int8_of(logits.ok(), false);
+    assert_eq!(kinds(&c), vec![("dense_i8", DType::I8)]);
+    // Dense and softmax: both int16, probabilities in steps of 1/32768 that sum to one.
+    let probs = dense()
+        .node(node(
+            "Gemm",
+            "fc",
+            &["x", "w", "c"],
+            &["z"],
+            vec![attr_i("transB", 1)],
+        ))
+        .node(node(
+            "Softmax",
+            "sm",
+            &["z"],
+            &["y"],
+            vec![attr_i("axis", -1)],
+        ));
+    let c = int8_of(probs.ok(), true);
+    assert_eq!(
+        kinds(&c),
+        vec![("dense_i8_i16", DType::I16), ("softmax_i16", DType::I16)]
+    );
+    let blob = crate::convert::aligned(&c);
+    let model = crate::host::load(blob.as_slice()).unwrap();
+    let x = crate::io::Array {
+        shape: vec![2, 3],
+        data: vec![0.3, -0.7, 0.9, -1.0, 0.5, 0.2],
+    };
+    let y = crate::host::run_f32(&model, &x).unwrap();
+    for p in y.data.chunks(4) {
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-3, "{p:?}");
+        assert!(p.iter().all(|v| (v * 32768.0).fract() == 0.0), "{p:?}");
+    }
+    // A head that ends in another op (a sigmoid table) stays int8.
+    let sig = dense()
+        .node(node(
+            "Gemm",
+            "fc",
+            &["x", "w", "c"],
+            &["z"],
+            vec![attr_i("transB", 1)],
+        ))
+        .node(node("Sigmoid", "s", &["z"], &["y"], vec![]));
+    let c = int8_of(sig.ok(), true);
+    assert_eq!(
+        kinds(&c),
+        vec![("dense_i8", DType::I8), ("lookup_i8", DType::I8)]
+    );
+}
