@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use icefold::format::{Op, PoolKind};
+use icefold::format::{DType, Op, PoolKind};
 use icefold_tool::convert::{self, Converted};
 use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host::{self, Diff};
@@ -378,6 +378,24 @@ fn print_int8_report(c: &Converted, q: &convert::Int8Conversion) {
         "int8 vs f32 on the calibration data: relative L2 {:.3e}, max-abs {:.3e}, top-1 agreement {}/{}",
         e.rel_l2, e.max_abs, e.top1_agree, e.samples
     );
+    let wide: Vec<String> = c
+        .lowered
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.output.dtype == DType::I16)
+        .map(|(i, _)| format!("#{i}"))
+        .collect();
+    if wide.is_empty() {
+        println!("output: int8 (firmware: run_i8 with an [i8] output)");
+    } else {
+        println!(
+            "output head in int16: layer{} {} (firmware: run_i8 with an [i16] output; \
+             --int8-output keeps every tensor int8)",
+            if wide.len() > 1 { "s" } else { "" },
+            wide.join(", ")
+        );
+    }
 }
 
 fn print_layer_table(notes: &[icefold_tool::lower::LayerNote]) {
@@ -450,17 +468,36 @@ fn cmd_inspect(blob_path: &Path) -> Result<()> {
         host::logical_shape(&info.output, info.output_rank),
         info.output.offset
     );
-    println!(
-        "element type {:?}{}",
-        info.input.dtype,
-        match (info.input.quant, info.output.quant) {
-            (Some(a), Some(b)) => format!(
-                " (input scale {:e} zero point {}, output scale {:e} zero point {})",
-                a.scale, a.zero_point, b.scale, b.zero_point
-            ),
-            _ => String::new(),
-        }
-    );
+    let quant = |q: Option<icefold::format::Quant>| {
+        q.map(|q| format!(" (scale {:e} zero point {})", q.scale, q.zero_point))
+            .unwrap_or_default()
+    };
+    if info.input.dtype == info.output.dtype {
+        println!(
+            "element type {:?}{}",
+            info.input.dtype,
+            match (info.input.quant, info.output.quant) {
+                (Some(a), Some(b)) => format!(
+                    " (input scale {:e} zero point {}, output scale {:e} zero point {})",
+                    a.scale, a.zero_point, b.scale, b.zero_point
+                ),
+                _ => String::new(),
+            }
+        );
+    } else {
+        println!(
+            "element types: input {:?}{}, output {:?}{} (firmware: run_i8 with an [{}] output)",
+            info.input.dtype,
+            quant(info.input.quant),
+            info.output.dtype,
+            quant(info.output.quant),
+            if info.output.dtype == DType::I16 {
+                "i16"
+            } else {
+                "i8"
+            }
+        );
+    }
     println!();
     println!(
         "{:>3}  {:<28} {:>16} {:>16} {:>22} {:>9}",
