@@ -116,6 +116,9 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
             _ => (DType::I8, 1),
         };
         assert_eq!(converted.lowered.info.output.dtype, dtype);
+        if !target.has_fpu() {
+            assert_int8_path_has_no_float(&first.elf);
+        }
         assert_eq!(
             first.output_bytes.concat().len(),
             width * first.outputs.data.len(),
@@ -174,6 +177,49 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
     ] {
         assert!(json.contains(key), "JSON profile lacks {key}:\n{json}");
     }
+}
+
+/// On a core without an FPU every float operation is a call to a soft-float routine: no function
+/// of the int8 kernels or of the int8 dispatch may reach one, directly or through other calls
+/// (the f32 kernels linked beside them are reachable only through f32 layers, which the loader
+/// refuses in an int8 model).
+fn assert_int8_path_has_no_float(elf: &std::path::Path) {
+    let is_int8_path =
+        |name: &str| name.contains("7kernels9reference4int8") || name.contains("6engine4int8");
+    let reach = icefold_tool::softfloat::float_reach(elf, is_int8_path).expect("call graph");
+    // The kernels are functions of their own in this image (not all inlined away), so the walk
+    // starts from real code.
+    for kernel in ["4conv6conv2d", "5dense5dense", "4pool4pool"] {
+        assert!(
+            reach.roots.iter().any(|r| r.contains(kernel)),
+            "int8 kernel {kernel} not found as a function in {}: {:?}",
+            elf.display(),
+            reach.roots
+        );
+    }
+    assert!(
+        reach.float_paths.is_empty(),
+        "the int8 path calls soft-float routines: {:#?}",
+        reach.float_paths
+    );
+    assert!(
+        reach.indirect_callers.is_empty(),
+        "indirect calls the walk cannot follow: {:?}",
+        reach.indirect_callers
+    );
+    // Control: the f32 kernels linked beside them do reach soft-float routines, so the walk sees
+    // float calls where there are some.
+    let is_f32_kernel = |name: &str| name.contains("7kernels9reference") && !name.contains("4int8");
+    let f32_reach = icefold_tool::softfloat::float_reach(elf, is_f32_kernel).expect("call graph");
+    assert!(
+        !f32_reach.roots.is_empty() && !f32_reach.float_paths.is_empty(),
+        "the walk found no float call in the f32 kernels either: {f32_reach:?}"
+    );
+    eprintln!(
+        "int8 path: {} functions from {} roots, no soft-float call",
+        reach.reachable,
+        reach.roots.len()
+    );
 }
 
 #[test]
@@ -251,6 +297,9 @@ fn check_defmt_int8(fixture: &str, target: Target) {
     );
 
     let parity = mcu::compare(&defmt, blob, &x).expect("compare");
+    if !target.has_fpu() {
+        assert_int8_path_has_no_float(&defmt.elf);
+    }
     assert!(
         parity.bytes_identical,
         "{fixture} on {target}: defmt run's int8 bytes differ"

@@ -21,4 +21,5 @@ pub mod passes;
 pub mod plan;
 pub mod quantize;
 pub mod rustgen;
+pub mod softfloat;
 pub mod train;

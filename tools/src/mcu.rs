@@ -83,6 +83,11 @@ impl Target {
         }
     }
 
+    /// True if the core has a single-precision FPU (otherwise f32 is soft-float calls).
+    pub fn has_fpu(self) -> bool {
+        matches!(self, Target::CortexM4 | Target::CortexM33)
+    }
+
     /// QEMU `-machine`.
     pub fn machine(self) -> &'static str {
         match self {
