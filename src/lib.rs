@@ -40,7 +40,8 @@
 //! A model is f32 or int8 throughout: [`Model::input`]`().dtype` says which. [`Model::run_f32`]
 //! runs both; for an int8 model it quantizes the float input with the input tensor's scale and
 //! zero point ([`engine::quantize`]), runs the int8 layers and dequantizes the output
-//! ([`engine::dequantize`]). [`Model::run_i8`] takes and returns raw int8 tensors and runs no
+//! ([`engine::dequantize`]). [`Model::run_i8`] takes raw int8 input and returns the raw output
+//! (int8, or int16 when the model's output head is wide: [`Model::output`]`().dtype`) and runs no
 //! floating point at all (for MCUs without an FPU). The int8 layers are integer-only and give
 //! identical bytes on every target.
 //!
