@@ -828,12 +828,14 @@ mod fuzz {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #![proptest_config(ProptestConfig::with_cases(2000))]
 
-        /// Random edits of the int8 model's payload: whatever loads runs, raw and through floats.
+        /// Random edits of an int8 model's payload (int8 output, or the int16 dense + softmax
+        /// head): whatever loads runs, raw and through floats.
         #[test]
-        fn mutated_int8_payload_never_panics(edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6)) {
-            let mut blob = int8_model().blob();
+        fn mutated_int8_payload_never_panics(edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6),
+                                             wide in any::<bool>()) {
+            let mut blob = if wide { wide_softmax_model() } else { int8_model() }.blob();
             let len = blob.bytes().len();
             for (at, value) in edits {
                 let at = HEADER_LEN + usize::from(at) % (len - HEADER_LEN);
@@ -846,10 +848,17 @@ mod fuzz {
                     let input = std::vec![0.5f32; model.input().len()];
                     let mut output = std::vec![0.0f32; model.output().len()];
                     prop_assert_eq!(model.run_f32(arena.bytes_mut(), &input, &mut output), Ok(()));
-                    if model.input().dtype == DType::I8 {
-                        let input = std::vec![-7i8; model.input().len()];
-                        let mut output = std::vec![0i8; model.output().len()];
-                        prop_assert_eq!(model.run_i8(arena.bytes_mut(), &input, &mut output), Ok(()));
+                    let input = std::vec![-7i8; model.input().len()];
+                    match (model.input().dtype, model.output().dtype) {
+                        (DType::I8, DType::I8) => {
+                            let mut output = std::vec![0i8; model.output().len()];
+                            prop_assert_eq!(model.run_i8(arena.bytes_mut(), &input, &mut output), Ok(()));
+                        }
+                        (DType::I8, DType::I16) => {
+                            let mut output = std::vec![0i16; model.output().len()];
+                            prop_assert_eq!(model.run_i8(arena.bytes_mut(), &input, &mut output), Ok(()));
+                        }
+                        _ => {}
                     }
                 }
             }
