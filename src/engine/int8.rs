@@ -4,7 +4,7 @@
 //! descriptions' zero points and the weight spans (i8 / i32 / u32 arrays borrowed in place); no
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
-use crate::format::{Layer, Op, TensorDesc};
+use crate::format::{ChannelRequant, Layer, Op, Span, TensorDesc};
 use crate::kernels::reference::int8::{
     conv::{self, ConvQuant},
     dense,
@@ -19,6 +19,19 @@ use crate::model::Model;
 /// Zero point of a validated int8 tensor (`None` only if validation was bypassed).
 fn zero_point(d: &TensorDesc) -> Option<i8> {
     i8::try_from(d.quant?.zero_point).ok()
+}
+
+/// The per-output-channel constants of a conv or dense layer, borrowed from the weights.
+fn channel_quant<'m>(
+    model: &Model<'m>,
+    bias: Span,
+    requant: &ChannelRequant,
+) -> Option<ChannelQuant<'m>> {
+    Some(ChannelQuant {
+        bias: model.weights_as(bias)?,
+        multiplier: model.weights_as(requant.multipliers)?,
+        shift: model.weights_as(requant.shifts)?,
+    })
 }
 
 /// One int8 layer on i8 views of its operands (`x2` is empty for single-input layers). `None`
@@ -44,22 +57,14 @@ pub(super) fn run_layer(
             let quant = ConvQuant {
                 input_zero_point: zp_in,
                 pad_values: model.weights_as(p.conv.pad_values)?,
-                channels: ChannelQuant {
-                    bias: model.weights_as(p.conv.bias)?,
-                    multiplier: model.weights_as(p.requant.multipliers)?,
-                    shift: model.weights_as(p.requant.shifts)?,
-                },
+                channels: channel_quant(model, p.conv.bias, &p.requant)?,
                 output: output(p.clamp),
             };
             let weights = model.weights_as(p.conv.weights)?;
             conv::conv2d(&p.conv, &quant, x_dims, x, y_dims, y, weights);
         }
         Op::DenseI8(p) => {
-            let channels = ChannelQuant {
-                bias: model.weights_as(p.bias)?,
-                multiplier: model.weights_as(p.requant.multipliers)?,
-                shift: model.weights_as(p.requant.shifts)?,
-            };
+            let channels = channel_quant(model, p.bias, &p.requant)?;
             let weights = model.weights_as(p.weights)?;
             dense::dense(&channels, &output(p.clamp), weights, x, y);
         }
@@ -140,11 +145,7 @@ pub(super) fn run_wide_layer(
     };
     let x: &[i8] = bytemuck::cast_slice(x);
     let zero_point = i16::try_from(layer.output.quant?.zero_point).ok()?;
-    let channels = ChannelQuant {
-        bias: model.weights_as(p.bias)?,
-        multiplier: model.weights_as(p.requant.multipliers)?,
-        shift: model.weights_as(p.requant.shifts)?,
-    };
+    let channels = channel_quant(model, p.bias, &p.requant)?;
     let output = WideOutputQuant {
         zero_point,
         clamp: p.clamp,

@@ -511,22 +511,12 @@ fn check_op(
             check_accumulator(bias, per_out)
         }
         Op::DenseI8(q) => {
-            let n_in = x.len() as u64;
-            let n_out = y.len() as u64;
-            weights.span(q.weights, SpanRole::Weights, n_out.saturating_mul(n_in), 1)?;
-            let bias = weights.i32s(q.bias, SpanRole::Bias, n_out)?;
-            weights.channel_requant(&q.requant, n_out)?;
             check_clamp(q.clamp)?;
-            check_accumulator(bias, n_in)
+            check_dense_i8(weights, (q.weights, q.bias, &q.requant), x, y)
         }
         Op::DenseI8Wide(q) => {
-            let n_in = x.len() as u64;
-            let n_out = y.len() as u64;
-            weights.span(q.weights, SpanRole::Weights, n_out.saturating_mul(n_in), 1)?;
-            let bias = weights.i32s(q.bias, SpanRole::Bias, n_out)?;
-            weights.channel_requant(&q.requant, n_out)?;
             check_bounds(q.clamp.min, q.clamp.max)?;
-            check_accumulator(bias, n_in)
+            check_dense_i8(weights, (q.weights, q.bias, &q.requant), x, y)
         }
         Op::PoolI8(q) => {
             check_identity(&q.pool.activation)?;
@@ -608,6 +598,21 @@ fn check_op(
 /// quantization. The dimensions may differ: a layer may view a tensor reshaped (a dense layer
 /// reads a `[H, W, C]` map as a vector, a flatten is free), and each layer's parameters were
 /// checked against the dimensions it is given.
+/// The weights, bias and factors of an int8 dense layer (int8 or int16 output) for its operands.
+fn check_dense_i8(
+    weights: Weights<'_>,
+    (w, bias, requant): (Span, Span, &ChannelRequant),
+    x: &TensorDesc,
+    y: &TensorDesc,
+) -> Result<(), LayerFault> {
+    let n_in = x.len() as u64;
+    let n_out = y.len() as u64;
+    weights.span(w, SpanRole::Weights, n_out.saturating_mul(n_in), 1)?;
+    let bias = weights.i32s(bias, SpanRole::Bias, n_out)?;
+    weights.channel_requant(requant, n_out)?;
+    check_accumulator(bias, n_in)
+}
+
 fn same_storage(a: &TensorDesc, b: &TensorDesc) -> bool {
     a.id == b.id
         && a.offset == b.offset

@@ -333,27 +333,25 @@ pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Low
                     clamp: clamp_for(c.activation, y, &name)?,
                 })
             }
-            Op::Dense(d) if wide == Some(i) => {
-                let out = layer.output.len();
-                let (weights, bias, requant) =
-                    weighted(&mut w, l, (d.weights, d.bias), out, (x, y), &name)?;
-                Op::DenseI8Wide(DenseI8Wide {
-                    weights,
-                    bias,
-                    requant,
-                    clamp: wide_clamp_for(d.activation, y, &name)?,
-                })
-            }
             Op::Dense(d) => {
                 let out = layer.output.len();
                 let (weights, bias, requant) =
                     weighted(&mut w, l, (d.weights, d.bias), out, (x, y), &name)?;
-                Op::DenseI8(DenseI8 {
-                    weights,
-                    bias,
-                    requant,
-                    clamp: clamp_for(d.activation, y, &name)?,
-                })
+                if wide == Some(i) {
+                    Op::DenseI8Wide(DenseI8Wide {
+                        weights,
+                        bias,
+                        requant,
+                        clamp: wide_clamp_for(d.activation, y, &name)?,
+                    })
+                } else {
+                    Op::DenseI8(DenseI8 {
+                        weights,
+                        bias,
+                        requant,
+                        clamp: clamp_for(d.activation, y, &name)?,
+                    })
+                }
             }
             Op::Pool(p) => {
                 let mut pool = *p;

@@ -2034,7 +2034,8 @@ fn int8_of(g: ImportedGraph, wide_output: bool) -> crate::convert::Converted {
 #[test]
 fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
     use icefold::format::{DType, Op as RtOp};
-    let dense = || {
+    // A 3 -> 4 dense layer writing `out`.
+    let dense = |out: &'static str| {
         Builder::new(13, &[-1, 3])
             .init(f32t(
                 "w",
@@ -2042,6 +2043,13 @@ fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
                 vec![0.5, -1., 2., 1., 0.25, -0.5, -2., 1., 1., 0.1, 0.2, 0.3],
             ))
             .init(f32t("c", &[4], vec![0.1, -0.2, 0.3, 0.]))
+            .node(node(
+                "Gemm",
+                "fc",
+                &["x", "w", "c"],
+                &[out],
+                vec![attr_i("transB", 1)],
+            ))
     };
     let kinds = |c: &crate::convert::Converted| -> Vec<(&'static str, DType)> {
         c.lowered
@@ -2051,13 +2059,7 @@ fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
             .collect()
     };
     // Dense logits: int16.
-    let logits = dense().node(node(
-        "Gemm",
-        "fc",
-        &["x", "w", "c"],
-        &["y"],
-        vec![attr_i("transB", 1)],
-    ));
+    let logits = dense("y");
     let c = int8_of(logits.ok(), true);
     assert_eq!(kinds(&c), vec![("dense_i8_i16", DType::I16)]);
     assert!(matches!(c.lowered.layers[0].op, RtOp::DenseI8Wide(_)));
@@ -2065,21 +2067,13 @@ fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
     let c = int8_of(logits.ok(), false);
     assert_eq!(kinds(&c), vec![("dense_i8", DType::I8)]);
     // Dense and softmax: both int16, probabilities in steps of 1/32768 that sum to one.
-    let probs = dense()
-        .node(node(
-            "Gemm",
-            "fc",
-            &["x", "w", "c"],
-            &["z"],
-            vec![attr_i("transB", 1)],
-        ))
-        .node(node(
-            "Softmax",
-            "sm",
-            &["z"],
-            &["y"],
-            vec![attr_i("axis", -1)],
-        ));
+    let probs = dense("z").node(node(
+        "Softmax",
+        "sm",
+        &["z"],
+        &["y"],
+        vec![attr_i("axis", -1)],
+    ));
     let c = int8_of(probs.ok(), true);
     assert_eq!(
         kinds(&c),
@@ -2097,15 +2091,7 @@ fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
         assert!(p.iter().all(|v| (v * 32768.0).fract() == 0.0), "{p:?}");
     }
     // A head that ends in another op (a sigmoid table) stays int8.
-    let sig = dense()
-        .node(node(
-            "Gemm",
-            "fc",
-            &["x", "w", "c"],
-            &["z"],
-            vec![attr_i("transB", 1)],
-        ))
-        .node(node("Sigmoid", "s", &["z"], &["y"], vec![]));
+    let sig = dense("z").node(node("Sigmoid", "s", &["z"], &["y"], vec![]));
     let c = int8_of(sig.ok(), true);
     assert_eq!(
         kinds(&c),
