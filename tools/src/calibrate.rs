@@ -268,6 +268,74 @@ fn visit(g: &FrozenGraph, x: &[f32], f: &mut dyn FnMut(usize, &[f32])) -> Result
     Ok(())
 }
 
+/// Checks calibration data against the model input `name` of per-sample shape `in_shape`:
+/// `[N, in_shape...]` with at least `min_samples` samples, every value finite. The errors say
+/// what the data looks like and how to fix it (a missing sample axis, flattened or permuted
+/// samples, a NaN in sample k).
+pub fn check_samples(
+    calib: &Array,
+    in_shape: &[usize],
+    name: &str,
+    min_samples: usize,
+) -> Result<()> {
+    let dims = |s: &[usize]| {
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let want = format!("[N, {}]", dims(in_shape));
+    if calib.shape[..] == in_shape[..] {
+        bail!(
+            "calibration data has shape [{}], which is one sample of the model's input \"{name}\" \
+             without the sample axis: stack the samples on axis 0, {want} (np.stack(samples))",
+            dims(&calib.shape)
+        );
+    }
+    if calib.shape.len() != in_shape.len() + 1 || calib.shape[1..] != in_shape[..] {
+        let sample: &[usize] = calib.shape.get(1..).unwrap_or(&[]);
+        let mut hint = String::new();
+        if calib.sample_len() == in_shape.iter().product::<usize>() && !calib.shape.is_empty() {
+            let (mut a, mut b) = (sample.to_vec(), in_shape.to_vec());
+            a.sort_unstable();
+            b.sort_unstable();
+            hint = if a == b && sample.len() == in_shape.len() {
+                "; the sample axes look permuted (NCHW vs NHWC?): transpose the samples to the \
+                 model's layout"
+                    .into()
+            } else {
+                format!(
+                    "; reshape the samples: x.reshape({}, {})",
+                    calib.samples(),
+                    dims(in_shape)
+                )
+            };
+        }
+        bail!(
+            "calibration data has shape [{}]; the model's input \"{name}\" takes {want}{hint}",
+            dims(&calib.shape)
+        );
+    }
+    if calib.samples() < min_samples {
+        bail!(
+            "calibration data holds {} sample(s); at least {min_samples} are needed (use a few \
+             dozen representative inputs, never the test inputs)",
+            calib.samples()
+        );
+    }
+    if let Some(i) = calib.data.iter().position(|v| !v.is_finite()) {
+        let per = calib.sample_len().max(1);
+        bail!(
+            "calibration data holds a non-finite value ({}) in sample {} (element {} of the \
+             sample): calibration samples must be finite",
+            calib.data[i],
+            i / per,
+            i % per
+        );
+    }
+    Ok(())
+}
+
 /// Calibrate `g` on `calib` (`[N, ...]` in the graph input's shape).
 pub fn calibrate(
     g: &FrozenGraph,
@@ -275,27 +343,8 @@ pub fn calibrate(
     method: Method,
     show_progress: bool,
 ) -> Result<Calibration> {
-    let in_shape = &g.values[g.input].shape;
-    if calib.shape.len() != in_shape.len() + 1 || calib.shape[1..] != in_shape[..] {
-        bail!(
-            "calibration data has shape {:?}; the model takes [N, {}]",
-            calib.shape,
-            in_shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    if calib.samples() == 0 {
-        bail!("calibration data holds no samples");
-    }
-    if let Some(i) = calib.data.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "calibration data holds a non-finite value (sample {})",
-            i / calib.sample_len().max(1)
-        );
-    }
+    let input = &g.values[g.input];
+    check_samples(calib, &input.shape, &input.name, 1)?;
     let n = g.values.len();
     let mut stats: Vec<Option<Stats>> = vec![None; n];
 
@@ -689,5 +738,38 @@ mod tests {
         // min/max keeps every observed range as it is.
         let m = calibrate(&g, &calib, Method::MinMax, false).unwrap();
         assert_eq!(m.ranges, m.observed);
+    }
+
+    /// Each way calibration data can miss the model's input gets its own error, naming the fix.
+    #[test]
+    fn calibration_data_errors_name_the_fix() {
+        let model = [3, 4, 5];
+        let err = |shape: &[usize], data: Option<Vec<f32>>, min: usize| {
+            let len = shape.iter().product();
+            let a = Array {
+                shape: shape.to_vec(),
+                data: data.unwrap_or_else(|| vec![0.5; len]),
+            };
+            check_samples(&a, &model, "x", min)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(err(&[8, 3, 4, 5], None, 2), None);
+        let cases: [(&[usize], &str); 4] = [
+            (&[3, 4, 5], "without the sample axis"),
+            (&[8, 60], "x.reshape(8, 3, 4, 5)"),
+            (&[8, 4, 5, 3], "permuted"),
+            (&[8, 3, 4, 6], "takes [N, 3, 4, 5]"),
+        ];
+        for (shape, want) in cases {
+            let e = err(shape, None, 1).unwrap();
+            assert!(e.contains(want) && e.contains("\"x\""), "{shape:?}: {e}");
+        }
+        let one = err(&[1, 3, 4, 5], None, 2).unwrap();
+        assert!(one.contains("1 sample(s); at least 2"), "{one}");
+        let mut data = vec![0.5; 2 * 60];
+        data[60 + 7] = f32::NAN;
+        let nan = err(&[2, 3, 4, 5], Some(data), 1).unwrap();
+        assert!(nan.contains("NaN) in sample 1 (element 7"), "{nan}");
     }
 }

@@ -56,12 +56,16 @@ pub fn read_npy(path: &Path) -> Result<Array> {
         );
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    let dtype = npy.dtype();
     let data: Vec<f32> = match npy.dtype().descr().trim_matches('\'') {
         "<f4" => npy.into_vec::<f32>()?,
-        "<f8" => npy.into_vec::<f64>()?.into_iter().map(|x| x as f32).collect(),
+        "<f8" => npy
+            .into_vec::<f64>()?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
         other => bail!(
-            "{}: expected float32 data, found dtype {other} ({dtype:?}); convert with x.astype(np.float32)",
+            "{}: expected float32 (or float64) data, found numpy dtype '{other}'; convert with \
+             x.astype(np.float32)",
             path.display()
         ),
     };

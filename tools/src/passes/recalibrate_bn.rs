@@ -240,25 +240,13 @@ impl fmt::Display for Recalibration {
 /// model's input shape, at least 2 samples), propagating layer by layer in eval mode. Gamma, beta
 /// and epsilon are kept. `progress` shows a bar over the samples of each node.
 pub fn recalibrate(g: &ImportedGraph, calib: &Array, progress: bool) -> Result<Recalibration> {
-    let in_shape = &g
+    let input = g
         .values
         .get(g.input)
-        .ok_or_else(|| anyhow!("graph input value id {} is out of range", g.input))?
-        .shape;
-    let sample_len: usize = in_shape.iter().product();
-    ensure!(
-        calib.sample_len() == sample_len,
-        "calibration data has {} values per sample (shape {:?}), the model's input \"{}\" \
-         has shape {in_shape:?} ({sample_len} values): pass samples in the model's input shape",
-        calib.sample_len(),
-        calib.shape,
-        g.values[g.input].name
-    );
+        .ok_or_else(|| anyhow!("graph input value id {} is out of range", g.input))?;
+    // BatchNorm statistics need a variance: two samples at least.
+    crate::calibrate::check_samples(calib, &input.shape, &input.name, 2)?;
     let n = calib.samples();
-    ensure!(
-        n >= 2,
-        "BatchNorm statistics need at least 2 calibration samples, got {n}"
-    );
 
     // How many node inputs still have to read each value; a value is dropped after its last
     // reader so only the live activations of all samples are held.
