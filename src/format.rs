@@ -21,7 +21,7 @@ pub use crate::quant::{Clamp, ClampI16, Requant};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 24;
 /// Alignment of the weights section, counted from the start of the blob.

@@ -1042,3 +1042,40 @@ fn int16_tensors_only_leave_a_wide_dense() {
         })
     );
 }
+
+/// A dense layer whose weights hold fewer columns than its input has values reads the input as
+/// positions of that many features and sums them (a global average pooling folded in): the
+/// weights must tile the input exactly, and the accumulator bound counts every position's products.
+#[test]
+fn dense_over_positions_must_tile_its_input() {
+    // t9 is [2, 2, 2]: 4 positions of 2 features for 5 outputs.
+    let mut spec = int8_model();
+    dense(&mut spec).weights.len = 5 * 2;
+    assert_eq!(load(&spec), Ok(()));
+    let at = dense(&mut spec).bias.offset as usize;
+    spec.weights[at..at + 4].copy_from_slice(&i32::MIN.to_le_bytes());
+    assert_eq!(
+        load(&spec),
+        Err(bad(
+            9,
+            LayerFault::AccumulatorOverflow {
+                channel: 0,
+                products: 8,
+            },
+        ))
+    );
+    // 3 features do not tile 8 values: the length check reports the one-position layout.
+    refused(
+        |m| dense(m).weights.len = 5 * 3,
+        bad(
+            9,
+            LayerFault::Span {
+                role: SpanRole::Weights,
+                fault: SpanFault::Length {
+                    expected: 40,
+                    found: 15,
+                },
+            },
+        ),
+    );
+}

@@ -449,8 +449,8 @@ fn check_op(
         }
         Op::Dense(dense) => {
             check_activation(&dense.activation)?;
-            let n_in = x.len() as u64;
             let n_out = y.len() as u64;
+            let n_in = dense_features(dense.weights, 4, n_out, x.len() as u64);
             let n_weights = n_out.saturating_mul(n_in);
             weights.span(dense.weights, SpanRole::Weights, f32s(n_weights), 4)?;
             weights.span(dense.bias, SpanRole::Bias, f32s(n_out), 4)?;
@@ -605,12 +605,25 @@ fn check_dense_i8(
     x: &TensorDesc,
     y: &TensorDesc,
 ) -> Result<(), LayerFault> {
-    let n_in = x.len() as u64;
     let n_out = y.len() as u64;
+    let n_in = dense_features(w, 1, n_out, x.len() as u64);
     weights.span(w, SpanRole::Weights, n_out.saturating_mul(n_in), 1)?;
     let bias = weights.i32s(bias, SpanRole::Bias, n_out)?;
     weights.channel_requant(requant, n_out)?;
-    check_accumulator(bias, n_in)
+    // Every position's products land in one accumulator.
+    check_accumulator(bias, x.len() as u64)
+}
+
+/// Input features of a dense layer whose weights span `w` holds `n_out` rows of `elem`-byte
+/// values: the row length when the input (`n_x` values) is a whole number of rows (one row per
+/// position of a folded global pooling), else `n_x`, so the weights' length check reports the
+/// single-position layout.
+fn dense_features(w: Span, elem: u32, n_out: u64, n_x: u64) -> u64 {
+    let values = u64::from(w.len / elem.max(1));
+    match values.checked_div(n_out) {
+        Some(n_in) if n_in > 0 && values % n_out == 0 && n_x % n_in == 0 => n_in,
+        _ => n_x,
+    }
 }
 
 fn same_storage(a: &TensorDesc, b: &TensorDesc) -> bool {

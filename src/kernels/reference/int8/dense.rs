@@ -2,9 +2,11 @@
 
 use super::{dot, ChannelQuant, OutputQuant, WideOutputQuant};
 
-/// `output[o] = clamp(zp_out + requant_o(bias'[o] + Σ_i weights[o][i] · input[i]))` with
-/// `weights` row-major `[output.len()][input.len()]`, the input read as one flat vector and the
-/// input zero point folded into `bias'` (see the [module docs](super)).
+/// `output[o] = clamp(zp_out + requant_o(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i]))` with
+/// `weights` row-major `[output.len()][n_in]`, `n_in = weights.len() / output.len()`, the input read
+/// as `P = input.len() / n_in` consecutive vectors `input_p` (`P > 1`: a global average pooling
+/// folded in, its `1/P` in the factor) and the input zero point folded into `bias'` (see the
+/// [module docs](super)).
 pub fn dense(
     channels: &ChannelQuant,
     out_quant: &OutputQuant,
@@ -31,7 +33,7 @@ pub fn dense_wide(
     });
 }
 
-/// `output[o] = finish(bias'[o] + Σ_i weights[o][i] · input[i], factor_o)`.
+/// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i], factor_o)`.
 #[inline]
 fn accumulate<T>(
     channels: &ChannelQuant,
@@ -40,18 +42,22 @@ fn accumulate<T>(
     output: &mut [T],
     finish: impl Fn(i32, super::Requant) -> T,
 ) {
-    if input.is_empty() {
+    let n_in = weights.len().checked_div(output.len()).unwrap_or(0);
+    if n_in == 0 {
         return;
     }
     for (o, (out, row)) in output
         .iter_mut()
-        .zip(weights.chunks_exact(input.len()))
+        .zip(weights.chunks_exact(n_in))
         .enumerate()
     {
         let Some((bias, requant)) = channels.channel(o) else {
             continue;
         };
-        *out = finish(bias.wrapping_add(dot(row, input)), requant);
+        let acc = input
+            .chunks_exact(n_in)
+            .fold(bias, |acc, x| acc.wrapping_add(dot(row, x)));
+        *out = finish(acc, requant);
     }
 }
 
@@ -68,17 +74,17 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
-        fn matches_naive_definition(n_in in 1usize..70, n_out in 1usize..6,
+        fn matches_naive_definition(n_in in 1usize..70, n_out in 1usize..6, positions in prop_oneof![Just(1usize), 2usize..6],
                                     zp_in in prop_oneof![Just(-128i8), Just(127i8), any::<i8>()],
                                     zp_out in prop_oneof![Just(-128i8), Just(127i8), any::<i8>()],
                                     lo in any::<i8>(), seed in any::<u64>()) {
             let mut gen = Gen(seed);
-            let (w, x) = (gen.i8s(n_in * n_out), gen.i8s(n_in));
+            let (w, x) = (gen.i8s(n_in * n_out), gen.i8s(positions * n_in));
             let raw_bias: Vec<i64> = (0..n_out).map(|_| i64::from(gen.range(-(1 << 24), 1 << 24))).collect();
             let requant: Vec<Requant> = (0..n_out).map(|_| gen.requant()).collect();
             let folded: Vec<i32> = (0..n_out).map(|o| {
                 let sum: i64 = w[o * n_in..(o + 1) * n_in].iter().map(|&v| i64::from(v)).sum();
-                (raw_bias[o] - i64::from(zp_in) * sum) as i32
+                (raw_bias[o] - i64::from(zp_in) * positions as i64 * sum) as i32
             }).collect();
             let mult: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
             let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
@@ -86,20 +92,21 @@ mod tests {
             let mut out = std::vec![0i8; n_out];
             dense(&ChannelQuant { bias: &folded, multiplier: &mult, shift: &shift }, &out_q, &w, &x, &mut out);
             for o in 0..n_out {
-                let acc = raw_bias[o] + (0..n_in)
-                    .map(|i| i64::from(w[o * n_in + i]) * (i64::from(x[i]) - i64::from(zp_in)))
+                // Every position's products: a global pooling folded into the layer.
+                let acc = raw_bias[o] + (0..positions * n_in)
+                    .map(|k| i64::from(w[o * n_in + k % n_in]) * (i64::from(x[k]) - i64::from(zp_in)))
                     .sum::<i64>();
                 prop_assert_eq!(out[o], requantize_naive(acc, requant[o], zp_out, lo, 127));
             }
         }
 
         #[test]
-        fn wide_matches_naive_definition(n_in in 1usize..70, n_out in 1usize..6,
+        fn wide_matches_naive_definition(n_in in 1usize..70, n_out in 1usize..6, positions in prop_oneof![Just(1usize), 2usize..6],
                                          zp_in in prop_oneof![Just(-128i8), Just(127i8), any::<i8>()],
                                          zp_out in prop_oneof![Just(i16::MIN), Just(i16::MAX), Just(0i16), any::<i16>()],
                                          lo in any::<i16>(), seed in any::<u64>()) {
             let mut gen = Gen(seed);
-            let (w, x) = (gen.i8s(n_in * n_out), gen.i8s(n_in));
+            let (w, x) = (gen.i8s(n_in * n_out), gen.i8s(positions * n_in));
             let raw_bias: Vec<i64> = (0..n_out).map(|_| i64::from(gen.range(-(1 << 24), 1 << 24))).collect();
             // Factors up to 2^12: int16 outputs use the whole range and saturate.
             let requant: Vec<Requant> = (0..n_out).map(|_| {
@@ -109,7 +116,7 @@ mod tests {
             }).collect();
             let folded: Vec<i32> = (0..n_out).map(|o| {
                 let sum: i64 = w[o * n_in..(o + 1) * n_in].iter().map(|&v| i64::from(v)).sum();
-                (raw_bias[o] - i64::from(zp_in) * sum) as i32
+                (raw_bias[o] - i64::from(zp_in) * positions as i64 * sum) as i32
             }).collect();
             let mult: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
             let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
@@ -117,8 +124,9 @@ mod tests {
             let mut out = std::vec![0i16; n_out];
             dense_wide(&ChannelQuant { bias: &folded, multiplier: &mult, shift: &shift }, &out_q, &w, &x, &mut out);
             for o in 0..n_out {
-                let acc = raw_bias[o] + (0..n_in)
-                    .map(|i| i64::from(w[o * n_in + i]) * (i64::from(x[i]) - i64::from(zp_in)))
+                // Every position's products: a global pooling folded into the layer.
+                let acc = raw_bias[o] + (0..positions * n_in)
+                    .map(|k| i64::from(w[o * n_in + k % n_in]) * (i64::from(x[k]) - i64::from(zp_in)))
                     .sum::<i64>();
                 let want = (requant_naive(acc, requant[o]) + i64::from(zp_out))
                     .clamp(i64::from(lo).min(i64::from(i16::MAX)), i64::from(i16::MAX));
