@@ -5,6 +5,9 @@
 //! planner also uses: optimal planning is NP-hard, and on chain-like CNNs this reaches the lower
 //! bound of the largest pair of adjacent tensors in practice.
 
+use anyhow::{anyhow, Result};
+use icefold::format::{Layer, ModelInfo, TensorDesc, ARENA_ALIGN};
+
 /// A tensor's size and the span of layers during which it must stay intact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufferLife {
@@ -60,6 +63,56 @@ pub fn plan_arena(lives: &[BufferLife], align: usize) -> ArenaPlan {
         placed.push(i);
     }
     ArenaPlan { offsets, total }
+}
+
+/// Recompute every tensor's arena offset from the schedule (element sizes may have changed).
+pub fn replan(info: &mut ModelInfo, layers: &mut [Layer]) -> Result<()> {
+    let n = layers
+        .iter()
+        .flat_map(|l| l.inputs.iter().chain(std::iter::once(&l.output)))
+        .chain([&info.input, &info.output])
+        .map(|d| d.id as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut lives = vec![
+        BufferLife {
+            bytes: 0,
+            first: isize::MAX,
+            last: -1
+        };
+        n
+    ];
+    let mut touch = |d: &TensorDesc, at: isize, write: bool| {
+        let b = &mut lives[d.id as usize];
+        b.bytes = b.bytes.max(d.byte_len());
+        if write {
+            b.first = b.first.min(at);
+        }
+        b.last = b.last.max(at);
+    };
+    touch(&info.input, -1, true);
+    for (i, l) in layers.iter().enumerate() {
+        for d in &l.inputs[..l.input_count as usize] {
+            touch(d, i as isize, false);
+        }
+        touch(&l.output, i as isize, true);
+    }
+    touch(&info.output, layers.len() as isize, false);
+    for b in &mut lives {
+        if b.first == isize::MAX {
+            b.first = b.last;
+        }
+    }
+    let plan = plan_arena(&lives, ARENA_ALIGN);
+    let place = |d: &mut TensorDesc| d.offset = plan.offsets[d.id as usize] as u32;
+    for l in layers.iter_mut() {
+        l.inputs.iter_mut().for_each(place);
+        place(&mut l.output);
+    }
+    place(&mut info.input);
+    place(&mut info.output);
+    info.arena_bytes = u32::try_from(plan.total).map_err(|_| anyhow!("arena beyond 4 GiB"))?;
+    Ok(())
 }
 
 #[cfg(test)]

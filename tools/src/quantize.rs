@@ -27,7 +27,6 @@ use icefold::quant::{self, Requant};
 use crate::calibrate::{Calibration, QParams, Range};
 use crate::io::Array;
 use crate::lower::Lowered;
-use crate::plan::{plan_arena, BufferLife};
 
 /// Builder of the int8 weights section.
 #[derive(Default)]
@@ -164,13 +163,15 @@ fn requant(real: f64, layer: &str, what: &str) -> Result<Requant> {
 }
 
 /// Per-output-channel symmetric quantization of `w` (`out` rows) for an input scale `s_in`, with
-/// the bias folded: returns int8 weights, int32 bias and the per-channel weight scales.
+/// the bias folded: returns int8 weights, int32 bias and the per-channel weight scales. Each output
+/// sums a row's products over `positions` input vectors (1 but for a dense layer with a global
+/// pooling folded in).
 fn quantize_rows(
     w: &[f32],
     bias: &[f32],
     out: usize,
-    s_in: f64,
-    zp_in: i32,
+    positions: usize,
+    (s_in, zp_in): (f64, i32),
     layer: &str,
 ) -> Result<(Vec<i8>, Vec<i32>, Vec<f64>)> {
     let per = w.len() / out.max(1);
@@ -185,9 +186,14 @@ fn quantize_rows(
             .iter()
             .map(|&x| (x as f64 / s_w).round().clamp(-127.0, 127.0) as i8)
             .collect();
+        // Every position reads the zero point: its term is folded once per position.
         let sum: i64 = q.iter().map(|&v| v as i64).sum();
-        let b = (bias[o] as f64 / (s_in * s_w)).round() - (zp_in as i64 * sum) as f64;
-        if !(i32::MIN as f64..=i32::MAX as f64).contains(&b) || !accumulator_fits(per, b as i32) {
+        let zp_term = zp_in as i64 * positions as i64 * sum;
+        let b = (bias[o] as f64 / (s_in * s_w)).round() - zp_term as f64;
+        let products = per.saturating_mul(positions);
+        if !(i32::MIN as f64..=i32::MAX as f64).contains(&b)
+            || !accumulator_fits(products, b as i32)
+        {
             bail!(
                 "layer {layer}: output channel {o}: the bias {} is too large for the int32 \
                  accumulator at this input scale ({s_in:e}); the layer's input range is too narrow \
@@ -203,12 +209,13 @@ fn quantize_rows(
 }
 
 /// The int8 weights, int32 bias and per-channel factors of a convolution or dense layer (`out`
-/// output channels, f32 `weights` and `bias` spans of `l`), written to `w`.
+/// output channels over `positions` input vectors, f32 `weights` and `bias` spans of `l`), written
+/// to `w`.
 fn weighted(
     w: &mut Weights,
     l: &Lowered,
     (weights, bias): (Span, Span),
-    out: usize,
+    (out, positions): (usize, usize),
     (x, y): (QParams, QParams),
     name: &str,
 ) -> Result<(Span, Span, ChannelRequant)> {
@@ -217,8 +224,8 @@ fn weighted(
         &f32s(l, weights),
         &f32s(l, bias),
         out,
-        s_in,
-        x.zero_point,
+        positions,
+        (s_in, x.zero_point),
         name,
     )?;
     let factors = sw
@@ -317,7 +324,7 @@ pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Low
             Op::Conv2d(c) => {
                 let out_c = layer.output.dims[2] as usize;
                 let (weights, bias, requant) =
-                    weighted(&mut w, l, (c.weights, c.bias), out_c, (x, y), &name)?;
+                    weighted(&mut w, l, (c.weights, c.bias), (out_c, 1), (x, y), &name)?;
                 let pad_values: Vec<i8> = f32s(l, c.pad_values)
                     .iter()
                     .map(|&p| x.quantize(p))
@@ -335,8 +342,17 @@ pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Low
             }
             Op::Dense(d) => {
                 let out = layer.output.len();
-                let (weights, bias, requant) =
-                    weighted(&mut w, l, (d.weights, d.bias), out, (x, y), &name)?;
+                // A global pooling folded in: the input holds several vectors of a row's length.
+                let row = (d.weights.len as usize / 4) / out.max(1);
+                let positions = layer.inputs[0].len() / row.max(1);
+                let (weights, bias, requant) = weighted(
+                    &mut w,
+                    l,
+                    (d.weights, d.bias),
+                    (out, positions),
+                    (x, y),
+                    &name,
+                )?;
                 if wide == Some(i) {
                     Op::DenseI8Wide(DenseI8Wide {
                         weights,
@@ -473,7 +489,7 @@ pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Low
     let mut info = l.info;
     info.input = describe(&info.input);
     info.output = describe(&info.output);
-    replan(&mut info, &mut layers).context("planning the int8 arena")?;
+    crate::plan::replan(&mut info, &mut layers).context("planning the int8 arena")?;
     Ok(Lowered {
         info,
         layers,
@@ -481,56 +497,6 @@ pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Low
         notes: l.notes.clone(),
         tensor_values: l.tensor_values.clone(),
     })
-}
-
-/// Recompute every tensor's arena offset from the schedule (element sizes may have changed).
-pub fn replan(info: &mut format::ModelInfo, layers: &mut [format::Layer]) -> Result<()> {
-    let n = layers
-        .iter()
-        .flat_map(|l| l.inputs.iter().chain(std::iter::once(&l.output)))
-        .chain([&info.input, &info.output])
-        .map(|d| d.id as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let mut lives = vec![
-        BufferLife {
-            bytes: 0,
-            first: isize::MAX,
-            last: -1
-        };
-        n
-    ];
-    let mut touch = |d: &TensorDesc, at: isize, write: bool| {
-        let b = &mut lives[d.id as usize];
-        b.bytes = b.bytes.max(d.byte_len());
-        if write {
-            b.first = b.first.min(at);
-        }
-        b.last = b.last.max(at);
-    };
-    touch(&info.input, -1, true);
-    for (i, l) in layers.iter().enumerate() {
-        for d in &l.inputs[..l.input_count as usize] {
-            touch(d, i as isize, false);
-        }
-        touch(&l.output, i as isize, true);
-    }
-    touch(&info.output, layers.len() as isize, false);
-    for b in &mut lives {
-        if b.first == isize::MAX {
-            b.first = b.last;
-        }
-    }
-    let plan = plan_arena(&lives, format::ARENA_ALIGN);
-    let place = |d: &mut TensorDesc| d.offset = plan.offsets[d.id as usize] as u32;
-    for l in layers.iter_mut() {
-        l.inputs.iter_mut().for_each(place);
-        place(&mut l.output);
-    }
-    place(&mut info.input);
-    place(&mut info.output);
-    info.arena_bytes = u32::try_from(plan.total).map_err(|_| anyhow!("arena beyond 4 GiB"))?;
-    Ok(())
 }
 
 /// Factor of a fixed-point `Requant` as a real number.
