@@ -112,12 +112,7 @@ pub fn convert_graph_int8(
 ) -> Result<Converted> {
     let (frozen, fold) = fold_batchnorm::fold(imported.clone())?;
     let calibration = calibrate::calibrate(&frozen, opts.calib, opts.method, opts.progress)?;
-    let f32_lowered = lower::lower_with(
-        &frozen,
-        LowerOptions {
-            fuse_table_activations: false,
-        },
-    )?;
+    let f32_lowered = lower::lower_with(&frozen, LowerOptions::INT8)?;
     let mut lowered = quantize::quantize(&f32_lowered, &calibration, opts.wide_output)?;
     if opts.bias_correction {
         quantize::correct_bias(

@@ -2098,3 +2098,107 @@ fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
         vec![("dense_i8", DType::I8), ("lookup_i8", DType::I8)]
     );
 }
+
+/// Conv 1x1 (2 -> 3 channels) + ReLU over [2, 3, 3], global average pooling, flatten and a
+/// 3 -> 4 dense layer; with `gap_is_output`, the pooled features are the model output instead.
+fn pooled_classifier(gap_is_output: bool) -> ImportedGraph {
+    let b = Builder::new(13, &[-1, 2, 3, 3])
+        .init(f32t(
+            "k",
+            &[3, 2, 1, 1],
+            vec![0.5, -1., 2., 0.25, -0.5, 1.5],
+        ))
+        .init(f32t("kb", &[3], vec![0.1, 0.4, -0.2]))
+        .node(node("Conv", "conv", &["x", "k", "kb"], &["c"], vec![]))
+        .node(node("Relu", "relu", &["c"], &["r"], vec![]));
+    if gap_is_output {
+        return b
+            .node(node("GlobalAveragePool", "gap", &["r"], &["y"], vec![]))
+            .ok();
+    }
+    b.node(node("GlobalAveragePool", "gap", &["r"], &["p"], vec![]))
+        .node(node("Flatten", "flat", &["p"], &["f"], vec![]))
+        .init(f32t(
+            "w",
+            &[4, 3],
+            vec![0.5, -1., 2., 1., 0.25, -0.5, -2., 1., 1., 0.1, 0.2, 0.3],
+        ))
+        .init(f32t("wb", &[4], vec![0.1, -0.2, 0.3, 0.]))
+        .node(node(
+            "Gemm",
+            "fc",
+            &["f", "w", "wb"],
+            &["y"],
+            vec![attr_i("transB", 1)],
+        ))
+        .ok()
+}
+
+#[test]
+fn a_global_pooling_read_by_a_dense_layer_folds_into_it_for_int8() {
+    use crate::lower::{lower, lower_with, LowerOptions};
+    use icefold::format::Op as RtOp;
+    let (frozen, _) = crate::passes::fold_batchnorm::fold(pooled_classifier(false)).unwrap();
+    let plain = lower(&frozen).unwrap();
+    let folded = lower_with(&frozen, LowerOptions::INT8).unwrap();
+    let names = |l: &crate::lower::Lowered| -> Vec<&'static str> {
+        l.layers.iter().map(|x| x.op.name()).collect()
+    };
+    assert!(names(&plain).contains(&"pool"), "{:?}", names(&plain));
+    assert!(!names(&folded).contains(&"pool"), "{:?}", names(&folded));
+    let last = folded.layers.last().unwrap();
+    assert!(matches!(last.op, RtOp::Dense(_)));
+    // The dense layer reads the 3x3x3 map; tensor ids stay contiguous and the counts agree.
+    assert_eq!(last.inputs[0].dims, [3, 3, 3]);
+    assert_eq!(usize::from(folded.info.layer_count), folded.layers.len());
+    assert_eq!(folded.tensor_values.len(), plain.tensor_values.len() - 1);
+    assert!(folded
+        .layers
+        .iter()
+        .all(|x| usize::from(x.output.id) < folded.tensor_values.len()));
+    assert!(folded.notes.last().unwrap().source.contains("gap"));
+    // Same function: f32 outputs agree (the 1/9 moved from the pooling into the weights).
+    let run = |l: &crate::lower::Lowered, x: &crate::io::Array| {
+        let blob = crate::emit::AlignedBytes::new(&crate::emit::blob(l).unwrap());
+        let model = crate::host::load(blob.as_slice()).unwrap();
+        crate::host::run_f32(&model, x).unwrap()
+    };
+    let x = crate::io::Array {
+        shape: vec![8, 2, 3, 3],
+        data: (0..8 * 18)
+            .map(|i| ((i * 53 % 97) as f32 / 24.0) - 2.0)
+            .collect(),
+    };
+    let (a, b) = (run(&plain, &x), run(&folded, &x));
+    for (p, q) in a.data.iter().zip(&b.data) {
+        assert!((p - q).abs() <= 1e-5 * (1.0 + p.abs()), "{p} vs {q}");
+    }
+    // int8: the pooled features are never rounded; the head is still the int16 dense.
+    let calib = crate::io::Array {
+        shape: vec![64, 2, 3, 3],
+        data: (0..64 * 18)
+            .map(|i| ((i * 37 % 101) as f32 / 25.0) - 2.0)
+            .collect(),
+    };
+    let opts = crate::convert::Int8Options {
+        calib: &calib,
+        method: crate::calibrate::Method::DEFAULT,
+        progress: false,
+        bias_correction: true,
+        wide_output: true,
+    };
+    let c = crate::convert::convert_graph_int8(
+        pooled_classifier(false),
+        &crate::limits::Limits::DEFAULT,
+        opts,
+    )
+    .unwrap();
+    let ops: Vec<&str> = c.lowered.layers.iter().map(|x| x.op.name()).collect();
+    assert_eq!(ops, vec!["transpose", "conv2d_i8", "dense_i8_i16"]);
+    let q = c.int8.as_ref().unwrap();
+    assert!(q.end_to_end.rel_l2 < 0.01, "{:?}", q.end_to_end);
+    // A pooling that is the model output stays.
+    let (frozen, _) = crate::passes::fold_batchnorm::fold(pooled_classifier(true)).unwrap();
+    let kept = lower_with(&frozen, LowerOptions::INT8).unwrap();
+    assert!(names(&kept).contains(&"pool"), "{:?}", names(&kept));
+}
