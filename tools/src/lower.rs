@@ -945,13 +945,10 @@ const FOLDED_DENSE_MAX_PRODUCTS: usize =
 /// above the pooling's output move down by one and the arena is re-planned. Returns the count.
 pub fn fold_global_pool_into_dense(l: &mut Lowered) -> Result<usize> {
     let mut folded = 0;
-    while let Some((pool, dense)) = foldable_global_pool(l) {
+    while let Some((pool, dense, d)) = foldable_global_pool(l) {
         let positions = {
             let [h, w, _] = l.layers[pool].inputs[0].dims;
             usize::from(h) * usize::from(w)
-        };
-        let RtOp::Dense(d) = l.layers[dense].op else {
-            unreachable!("foldable_global_pool returns a dense reader")
         };
         // Scale the dense layer's own weights in place: the span is read by no other layer.
         let (start, end) = (
@@ -995,8 +992,9 @@ pub fn fold_global_pool_into_dense(l: &mut Lowered) -> Result<usize> {
 
 /// A global average pooling (window = the whole unpadded input, no activation) whose output is
 /// not the model's and is read by exactly one layer, a dense layer, as its only input; with the
-/// folded layer's products per output within [`FOLDED_DENSE_MAX_PRODUCTS`].
-fn foldable_global_pool(l: &Lowered) -> Option<(usize, usize)> {
+/// folded layer's products per output within [`FOLDED_DENSE_MAX_PRODUCTS`]. Returns both layers'
+/// indices and the dense layer's record.
+fn foldable_global_pool(l: &Lowered) -> Option<(usize, usize, format::Dense)> {
     l.layers.iter().enumerate().find_map(|(i, layer)| {
         let RtOp::Pool(p) = layer.op else { return None };
         let [h, w, c] = layer.inputs[0].dims;
@@ -1017,10 +1015,12 @@ fn foldable_global_pool(l: &Lowered) -> Option<(usize, usize)> {
         let mut readers = l.layers.iter().enumerate().filter(|(_, x)| reads(x));
         let (j, reader) = readers.next()?;
         let products = usize::from(h) * usize::from(w) * usize::from(c);
+        let RtOp::Dense(d) = reader.op else {
+            return None;
+        };
         (readers.next().is_none()
-            && matches!(reader.op, RtOp::Dense(_))
             && reader.input_count == 1
             && products <= FOLDED_DENSE_MAX_PRODUCTS)
-            .then_some((i, j))
+            .then_some((i, j, d))
     })
 }

@@ -549,16 +549,10 @@ pub fn correct_bias(
                     * c.conv.kernel[1] as usize
                     * (layer.inputs[0].dims[2] / c.conv.groups.max(1)) as usize,
             ),
-            Op::DenseI8(d) => (
-                d.bias,
-                d.requant,
-                layer.output.len(),
-                layer.output.quant,
-                layer.inputs[0].len(),
-            ),
-            Op::DenseI8Wide(d) => (
-                d.bias,
-                d.requant,
+            Op::DenseI8(DenseI8 { bias, requant, .. })
+            | Op::DenseI8Wide(DenseI8Wide { bias, requant, .. }) => (
+                *bias,
+                *requant,
                 layer.output.len(),
                 layer.output.quant,
                 layer.inputs[0].len(),

@@ -2012,6 +2012,23 @@ fn keras_dense_bn_as_gemm_mul_add_folds_into_the_gemm() {
 
 // ---- int8 output head (imports built here, quantized by `convert`) ----
 
+/// `b` with a 3 -> 4 dense layer (`Gemm`, weights `fc_w`, bias `fc_b`) from `input` to `out`.
+fn with_fc_3_to_4(b: Builder, input: &'static str, out: &'static str) -> Builder {
+    b.init(f32t(
+        "fc_w",
+        &[4, 3],
+        vec![0.5, -1., 2., 1., 0.25, -0.5, -2., 1., 1., 0.1, 0.2, 0.3],
+    ))
+    .init(f32t("fc_b", &[4], vec![0.1, -0.2, 0.3, 0.]))
+    .node(node(
+        "Gemm",
+        "fc",
+        &[input, "fc_w", "fc_b"],
+        &[out],
+        vec![attr_i("transB", 1)],
+    ))
+}
+
 /// `convert_graph_int8` of `g` on 64 deterministic calibration samples of `[3]` inputs.
 fn int8_of(g: ImportedGraph, wide_output: bool) -> crate::convert::Converted {
     let data = (0..64 * 3)
@@ -2035,22 +2052,7 @@ fn int8_of(g: ImportedGraph, wide_output: bool) -> crate::convert::Converted {
 fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
     use icefold::format::{DType, Op as RtOp};
     // A 3 -> 4 dense layer writing `out`.
-    let dense = |out: &'static str| {
-        Builder::new(13, &[-1, 3])
-            .init(f32t(
-                "w",
-                &[4, 3],
-                vec![0.5, -1., 2., 1., 0.25, -0.5, -2., 1., 1., 0.1, 0.2, 0.3],
-            ))
-            .init(f32t("c", &[4], vec![0.1, -0.2, 0.3, 0.]))
-            .node(node(
-                "Gemm",
-                "fc",
-                &["x", "w", "c"],
-                &[out],
-                vec![attr_i("transB", 1)],
-            ))
-    };
+    let dense = |out: &'static str| with_fc_3_to_4(Builder::new(13, &[-1, 3]), "x", out);
     let kinds = |c: &crate::convert::Converted| -> Vec<(&'static str, DType)> {
         c.lowered
             .layers
@@ -2116,22 +2118,10 @@ fn pooled_classifier(gap_is_output: bool) -> ImportedGraph {
             .node(node("GlobalAveragePool", "gap", &["r"], &["y"], vec![]))
             .ok();
     }
-    b.node(node("GlobalAveragePool", "gap", &["r"], &["p"], vec![]))
-        .node(node("Flatten", "flat", &["p"], &["f"], vec![]))
-        .init(f32t(
-            "w",
-            &[4, 3],
-            vec![0.5, -1., 2., 1., 0.25, -0.5, -2., 1., 1., 0.1, 0.2, 0.3],
-        ))
-        .init(f32t("wb", &[4], vec![0.1, -0.2, 0.3, 0.]))
-        .node(node(
-            "Gemm",
-            "fc",
-            &["f", "w", "wb"],
-            &["y"],
-            vec![attr_i("transB", 1)],
-        ))
-        .ok()
+    let pooled = b
+        .node(node("GlobalAveragePool", "gap", &["r"], &["p"], vec![]))
+        .node(node("Flatten", "flat", &["p"], &["f"], vec![]));
+    with_fc_3_to_4(pooled, "f", "y").ok()
 }
 
 #[test]
