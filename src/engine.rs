@@ -52,7 +52,7 @@ pub enum RunError {
         found: u32,
     },
     /// The call takes raw tensors of another element type than the model's
-    /// ([`Model::run_i8`] on an f32 model, or with `[i8]` for an int16 output).
+    /// ([`Model::run_i8`] on an f32 model, or with `[i8]` for an int16 input or output).
     /// [`Model::run_f32`] runs every model.
     ElementType {
         /// Element type the call passes.
@@ -89,8 +89,8 @@ impl fmt::Display for RunError {
             RunError::ElementType { expected, found } => write!(
                 f,
                 "the model's tensor is {found:?}, this call passes {expected:?}; run_f32 runs \
-                 every model, run_i8 only int8 models, with an [i16] output buffer when \
-                 Model::output().dtype is I16"
+                 every model, run_i8 only int8 models, with [i16] input and output buffers \
+                 where Model::input().dtype and Model::output().dtype are I16"
             ),
             RunError::Internal { layer } => write!(
                 f,
@@ -200,18 +200,19 @@ pub fn dequantize_i16(q: i16, quant: Quant) -> f32 {
     (i32::from(q) - quant.zero_point) as f32 * quant.scale
 }
 
-/// Element types of the raw output of [`Model::run_i8`]: `i8`, or `i16` for a model whose last
-/// layer has an int16 output (`Model::output().dtype == DType::I16`).
-pub trait RawOutput: bytemuck::Pod + sealed::Sealed {
+/// Element types of the raw input and output of [`Model::run_i8`]: `i8`, or `i16` where the
+/// model's tensor is int16 (`Model::input().dtype` / `Model::output().dtype == DType::I16`: an
+/// int16 input read by 16×8 convolutions, an int16 output head).
+pub trait RawElement: bytemuck::Pod + sealed::Sealed {
     /// The tensor element type this Rust type holds.
     const DTYPE: DType;
 }
 
-impl RawOutput for i8 {
+impl RawElement for i8 {
     const DTYPE: DType = DType::I8;
 }
 
-impl RawOutput for i16 {
+impl RawElement for i16 {
     const DTYPE: DType = DType::I16;
 }
 
@@ -221,10 +222,26 @@ mod sealed {
     impl Sealed for i16 {}
 }
 
+/// [`quantize`] to int16: `clamp(round(x / scale) + zero_point, -32768, 32767)`.
+pub fn quantize_i16(x: f32, quant: Quant) -> i16 {
+    let steps = libm::roundf(x / quant.scale) as i32;
+    let q = steps
+        .saturating_add(quant.zero_point)
+        .clamp(i16::MIN.into(), i16::MAX.into());
+    i16::try_from(q).unwrap_or(0)
+}
+
 /// Writes the float model input into the int8 input tensor of the arena with [`quantize`].
 fn quantize_input(input: &[f32], quant: Quant, tensor: &mut [i8]) {
     for (q, x) in tensor.iter_mut().zip(input) {
         *q = quantize(*x, quant);
+    }
+}
+
+/// [`quantize_input`] for an int16 input tensor.
+fn quantize_input_i16(input: &[f32], quant: Quant, tensor: &mut [i16]) {
+    for (q, x) in tensor.iter_mut().zip(input) {
+        *q = quantize_i16(*x, quant);
     }
 }
 
@@ -282,6 +299,10 @@ impl Model<'_> {
             (DType::I8, Some(quant)) => {
                 quantize_input(input, quant, bytemuck::cast_slice_mut(first));
             }
+            (DType::I16, Some(quant)) => {
+                let first = bytemuck::try_cast_slice_mut(first).map_err(|_| internal)?;
+                quantize_input_i16(input, quant, first);
+            }
             _ => copy(input, as_f32_mut(first).ok_or(internal)?),
         }
 
@@ -301,31 +322,33 @@ impl Model<'_> {
         Ok(())
     }
 
-    /// Runs an int8 model on raw int8 `input` (quantized with [`Model::input`]'s `quant`) and
+    /// Runs an int8 model on raw integer `input` (quantized with [`Model::input`]'s `quant`) and
     /// writes its raw `output` (quantized with [`Model::output`]'s `quant`): no floating point at
-    /// all, for firmware. The output is `[i8]`, or `[i16]` when the model's last layer has an
-    /// int16 output (`Model::output().dtype == DType::I16`, what `icefold convert` writes for a
-    /// dense last layer unless told `--int8-output`). Arena, lengths and errors as
-    /// [`Model::run_f32`]; an f32 model or the other output type gives [`RunError::ElementType`].
-    pub fn run_i8<O: RawOutput>(
+    /// all, for firmware. Each side is `[i8]`, or `[i16]` where the model's tensor is int16: the
+    /// input when the first layers run 16×8 (`Model::input().dtype == DType::I16`, what
+    /// `icefold convert` writes when the input is read only by convolutions, unless told
+    /// `--int16-activations 0`), the output when the last layer has an int16 output head (unless
+    /// told `--int8-output`). Arena, lengths and errors as [`Model::run_f32`]; an f32 model or
+    /// another element type gives [`RunError::ElementType`].
+    pub fn run_i8<I: RawElement, O: RawElement>(
         &self,
         arena: &mut [u8],
-        input: &[i8],
+        input: &[I],
         output: &mut [O],
     ) -> Result<(), RunError> {
         self.run_i8_observed(arena, input, output, &mut ())
     }
 
     /// [`Model::run_i8`] with `observer` called around each layer.
-    pub fn run_i8_observed<O: RawOutput>(
+    pub fn run_i8_observed<I: RawElement, O: RawElement>(
         &self,
         arena: &mut [u8],
-        input: &[i8],
+        input: &[I],
         output: &mut [O],
         observer: &mut impl Observer,
     ) -> Result<(), RunError> {
         let (model_in, model_out) = (self.input(), self.output());
-        for (dtype, expected) in [(model_in.dtype, DType::I8), (model_out.dtype, O::DTYPE)] {
+        for (dtype, expected) in [(model_in.dtype, I::DTYPE), (model_out.dtype, O::DTYPE)] {
             if dtype != expected {
                 return Err(RunError::ElementType {
                     expected,
@@ -395,8 +418,13 @@ impl Model<'_> {
     /// Runs one validated layer; returns its output bytes. `None` only if validation was bypassed.
     fn run_layer<'s>(&self, arena: &'s mut [u8], layer: &Layer) -> Option<&'s [u8]> {
         let ([x, x2], y) = operands(arena, layer)?;
-        // Every operand of a validated layer has the output's element type, except the wide
-        // dense of an output head (int8 in, int16 out).
+        // 16×8 convolutions read and write int8 or int16 (their operands say which).
+        if let Op::Conv2dI16(p) = &layer.op {
+            int8::run_conv_i16(self, layer, p, x, &mut *y)?;
+            return Some(y);
+        }
+        // Every other operand of a validated layer has the output's element type, except the
+        // wide dense of an output head (int8 in, int16 out).
         match layer.output.dtype {
             DType::F32 => {
                 self.run_f32_layer(layer, as_f32(x)?, as_f32(x2)?, as_f32_mut(&mut *y)?)?
@@ -408,7 +436,8 @@ impl Model<'_> {
                 bytemuck::cast_slice(x2),
                 bytemuck::cast_slice_mut(&mut *y),
             )?,
-            // The output head: a wide dense reads int8, a wide softmax int16.
+            // The output head (a wide dense reads int8, a wide softmax int16) and transposes of
+            // an int16 model input.
             DType::I16 => {
                 int8::run_wide_layer(self, layer, x, bytemuck::try_cast_slice_mut(&mut *y).ok()?)?
             }
@@ -447,6 +476,7 @@ impl Model<'_> {
             Op::Conv2dI8(_)
             | Op::DenseI8(_)
             | Op::DenseI8Wide(_)
+            | Op::Conv2dI16(_)
             | Op::SoftmaxI16 { .. }
             | Op::PoolI8(_)
             | Op::AddI8(_)

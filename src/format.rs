@@ -21,7 +21,7 @@ pub use crate::quant::{Clamp, ClampI16, Requant};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 24;
 /// Alignment of the weights section, counted from the start of the blob.
@@ -47,9 +47,10 @@ pub enum DType {
     F32,
     /// Signed 8-bit, affine-quantized (`real = scale * (q - zero_point)`).
     I8,
-    /// Signed 16-bit little-endian, affine-quantized like `I8`. Only a model's output head: the
-    /// output of a `DenseI8Wide` layer (logits, regression values; 256 times finer than int8),
-    /// read by nothing or by a `SoftmaxI16`, whose int16 probabilities are then the output.
+    /// Signed 16-bit little-endian, affine-quantized like `I8`, in two places: a model's output
+    /// head (the output of a `DenseI8Wide` layer: logits, regression values, 256 times finer than
+    /// int8; read by nothing or by a `SoftmaxI16`, whose int16 probabilities are then the output)
+    /// and the activations of a network's first convolutions (`Conv2dI16`, 16×8).
     I16,
 }
 
@@ -278,6 +279,22 @@ pub struct Conv2dI8 {
     pub clamp: Clamp,
 }
 
+/// Convolution with int8 weights and int16 activations (16×8, the first layers of a network): as
+/// `Conv2dI8`, but the input is int8 or int16 and the output int16 or int8 (not both int8; the
+/// operands' `dtype` says which). `pad_values` holds one value per input channel in the input's
+/// element type, or is empty. The accumulator and requantization rule are int8's; the output is
+/// clamped to `clamp` in int16 steps (for an int8 output the bounds lie in the int8 range).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Conv2dI16 {
+    /// Geometry and spans.
+    pub conv: Conv2d,
+    /// Accumulator to output scale, per output channel.
+    pub requant: ChannelRequant,
+    /// Output bounds (fused ReLU / ReLU6 or the full range).
+    pub clamp: ClampI16,
+}
+
 /// int8 fully connected layer: weights i8 `[out][in]`, bias i32 `[out]` (zero-point term folded).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -417,6 +434,8 @@ pub enum Op {
         /// Exponentials of the low byte of `max - q`.
         exp_lo: Span,
     },
+    /// Convolution with int8 weights and int16 activations (16×8).
+    Conv2dI16(Conv2dI16),
 }
 
 impl Op {
@@ -436,6 +455,7 @@ impl Op {
             Op::DenseI8(_) => "dense_i8",
             Op::DenseI8Wide(_) => "dense_i8_i16",
             Op::SoftmaxI16 { .. } => "softmax_i16",
+            Op::Conv2dI16(_) => "conv2d_i16",
             Op::PoolI8(_) => "pool_i8",
             Op::AddI8(_) => "add_i8",
             Op::AffineI8(_) => "affine_i8",

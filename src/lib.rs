@@ -98,7 +98,7 @@ pub mod model;
 pub mod quant;
 pub mod trace;
 
-pub use engine::{Observer, RawOutput, RunError};
+pub use engine::{Observer, RawElement, RunError};
 pub use model::{Aligned, LoadError, Model};
 
 #[cfg(test)]

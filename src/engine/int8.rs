@@ -4,14 +4,14 @@
 //! descriptions' zero points and the weight spans (i8 / i32 / u32 arrays borrowed in place); no
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
-use crate::format::{ChannelRequant, Layer, Op, Span, TensorDesc};
+use crate::format::{ChannelRequant, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
 use crate::kernels::reference::int8::{
-    conv::{self, ConvQuant},
+    conv::{self, ConvQuant, WideConvQuant},
     dense,
     elementwise::{self, AddQuant, AffineQuant},
     lut,
     pool::{self, PoolQuant},
-    ChannelQuant, OutputQuant, WideOutputQuant,
+    ChannelQuant, Element, FromWide, OutputQuant, WideOutputQuant,
 };
 use crate::kernels::reference::layout;
 use crate::model::Model;
@@ -112,6 +112,7 @@ pub(super) fn run_layer(
         // (validated).
         Op::DenseI8Wide(_)
         | Op::SoftmaxI16 { .. }
+        | Op::Conv2dI16(_)
         | Op::Conv2d(_)
         | Op::Dense(_)
         | Op::Pool(_)
@@ -124,8 +125,8 @@ pub(super) fn run_layer(
     Some(())
 }
 
-/// One layer with an int16 output (`DenseI8Wide` on int8, `SoftmaxI16` on int16, validated) on
-/// its input bytes. `None` only if validation was bypassed.
+/// One layer with an int16 output (`DenseI8Wide` on int8, `SoftmaxI16` and `Transpose` on
+/// int16, validated) on its input bytes. `None` only if validation was bypassed.
 pub(super) fn run_wide_layer(
     model: &Model<'_>,
     layer: &Layer,
@@ -134,6 +135,11 @@ pub(super) fn run_wide_layer(
 ) -> Option<()> {
     let p = match &layer.op {
         Op::DenseI8Wide(p) => p,
+        Op::Transpose(t) => {
+            let dims = layer.inputs.first()?.dims.map(usize::from);
+            layout::transpose(t, dims, bytemuck::try_cast_slice(x).ok()?, y);
+            return Some(());
+        }
         Op::SoftmaxI16 { exp_hi, exp_lo } => {
             let hi: &[u32; 256] = model.weights_as(*exp_hi)?.try_into().ok()?;
             let lo: &[u32; 256] = model.weights_as(*exp_lo)?.try_into().ok()?;
@@ -152,6 +158,68 @@ pub(super) fn run_wide_layer(
     };
     dense::dense_wide(&channels, &output, model.weights_as(p.weights)?, x, y);
     Some(())
+}
+
+/// A 16×8 convolution on its operands' bytes, dispatched on their element types (int8 or int16
+/// in, int16 or int8 out; validated). `None` only if validation was bypassed.
+pub(super) fn run_conv_i16(
+    model: &Model<'_>,
+    layer: &Layer,
+    p: &Conv2dI16,
+    x: &[u8],
+    y: &mut [u8],
+) -> Option<()> {
+    let x_desc = layer.inputs.first()?;
+    let x_dims = x_desc.dims.map(usize::from);
+    let y_dims = layer.output.dims.map(usize::from);
+    let channels = channel_quant(model, p.conv.bias, &p.requant)?;
+    let output = WideOutputQuant {
+        zero_point: i16::try_from(layer.output.quant?.zero_point).ok()?,
+        clamp: p.clamp,
+    };
+    let weights: &[i8] = model.weights_as(p.conv.weights)?;
+    /// The kernel for one pair of element types.
+    fn run<X: Element + bytemuck::Pod, Y: FromWide + bytemuck::Pod>(
+        p: &Conv2dI16,
+        quant: &WideConvQuant<X>,
+        dims: ([usize; 3], [usize; 3]),
+        (x, y): (&[u8], &mut [u8]),
+        weights: &[i8],
+    ) -> Option<()> {
+        let x: &[X] = bytemuck::try_cast_slice(x).ok()?;
+        let y: &mut [Y] = bytemuck::try_cast_slice_mut(y).ok()?;
+        conv::conv2d_wide(&p.conv, quant, dims.0, x, dims.1, y, weights);
+        Some(())
+    }
+    let dims = (x_dims, y_dims);
+    match x_desc.dtype {
+        DType::I8 => {
+            let quant = WideConvQuant {
+                input_zero_point: zero_point(x_desc)?,
+                pad_values: model.weights_as(p.conv.pad_values)?,
+                channels,
+                output,
+            };
+            match layer.output.dtype {
+                DType::I16 => run::<i8, i16>(p, &quant, dims, (x, y), weights),
+                _ => None,
+            }
+        }
+        DType::I16 => {
+            let quant = WideConvQuant {
+                input_zero_point: i16::try_from(x_desc.quant?.zero_point).ok()?,
+                pad_values: model.weights_as(p.conv.pad_values)?,
+                channels,
+                output,
+            };
+            match layer.output.dtype {
+                DType::I16 => run::<i16, i16>(p, &quant, dims, (x, y), weights),
+                DType::I8 => run::<i16, i8>(p, &quant, dims, (x, y), weights),
+                DType::F32 => None,
+            }
+        }
+        DType::F32 => None,
+    }
 }
 
 #[cfg(test)]
@@ -438,6 +506,23 @@ mod tests {
         assert_eq!(quantize(200.0, shifted), 127);
         assert_eq!(dequantize(-97, shifted), 1.5);
         assert_eq!(dequantize(-128, shifted), -14.0);
+        // The int16 input: the same rule with int16 saturation.
+        let quantize_i16 = crate::engine::quantize_i16;
+        for (x, q) in [
+            (2.5, 3),
+            (-2.5, -3),
+            (32766.6, 32767),
+            (32767.5, 32767),
+            (-32768.4, -32768),
+            (1e30, 32767),
+            (f32::NEG_INFINITY, -32768),
+            (f32::NAN, 0),
+        ] {
+            assert_eq!(quantize_i16(x, unit), q, "{x}");
+        }
+        assert_eq!(quantize_i16(1.25, shifted), -97);
+        assert_eq!(quantize_i16(-20000.0, shifted), -32768);
+        assert_eq!(quantize_i16(f32::NAN, shifted), -100, "NaN is real zero");
     }
 
     #[test]
@@ -479,7 +564,7 @@ mod tests {
             found: DType::F32,
         };
         assert_eq!(
-            model.run_i8(arena.bytes_mut(), &[0; 32], &mut [0i8; 5]),
+            model.run_i8(arena.bytes_mut(), &[0i8; 32], &mut [0i8; 5]),
             Err(expected)
         );
         let text = std::format!("{expected}");
@@ -489,25 +574,25 @@ mod tests {
         let model = Model::new_checked(blob.bytes()).unwrap();
         let mut arena = Blob::zeroed(model.arena_bytes() + 4);
         assert_eq!(
-            model.run_i8(&mut arena.bytes_mut()[1..], &[0; 32], &mut [0i8; 5]),
+            model.run_i8(&mut arena.bytes_mut()[1..], &[0i8; 32], &mut [0i8; 5]),
             Err(RunError::ArenaMisaligned)
         );
         assert_eq!(
-            model.run_i8(&mut arena.bytes_mut()[..139], &[0; 32], &mut [0i8; 5]),
+            model.run_i8(&mut arena.bytes_mut()[..139], &[0i8; 32], &mut [0i8; 5]),
             Err(RunError::ArenaTooSmall {
                 needed: 140,
                 found: 139
             })
         );
         assert_eq!(
-            model.run_i8(arena.bytes_mut(), &[0; 31], &mut [0i8; 5]),
+            model.run_i8(arena.bytes_mut(), &[0i8; 31], &mut [0i8; 5]),
             Err(RunError::InputLength {
                 expected: 32,
                 found: 31
             })
         );
         assert_eq!(
-            model.run_i8(arena.bytes_mut(), &[0; 32], &mut [0i8; 6]),
+            model.run_i8(arena.bytes_mut(), &[0i8; 32], &mut [0i8; 6]),
             Err(RunError::OutputLength {
                 expected: 5,
                 found: 6
@@ -663,6 +748,237 @@ mod tests {
     /// "No float on the int8 path", at the source level: this file (above its tests) names no
     /// float type, literal or float function. The boundary conversions of `run_f32` live in
     /// `engine.rs`, outside this file, and `run_i8` does not call them.
+    /// The 16×8 model through the engine: each layer's bytes equal a direct kernel call on the
+    /// previous layer's, for every pair of element types, on a dirty arena; `run_f32` quantizes
+    /// the int8 input and dequantizes the int8 output around the same layers.
+    #[test]
+    fn int16_activations_match_their_kernels() {
+        use crate::model::int8_tests::int16_model;
+        let spec = int16_model();
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let mut arena = Blob::zeroed(model.arena_bytes());
+        let convs: Vec<&Conv2dI16> = spec
+            .layers
+            .iter()
+            .map(|l| match &l.op {
+                Op::Conv2dI16(c) => c,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let i16s = |span: Span| -> Vec<i16> {
+            bytes(&spec, span)
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        };
+        let channels = |c: &Conv2dI16| {
+            (
+                i32s(&spec, c.conv.bias),
+                i32s(&spec, c.requant.multipliers),
+                i32s(&spec, c.requant.shifts),
+            )
+        };
+        let out = |l: usize, c: &Conv2dI16| WideOutputQuant {
+            zero_point: spec.layers[l].output.quant.unwrap().zero_point as i16,
+            clamp: c.clamp,
+        };
+        let dims = |d: &TensorDesc| d.dims.map(usize::from);
+        for seed in 0..10 {
+            let x = input_i8(model.input().len(), seed);
+            // By hand: L0 int8 → int16, L1 int16 → int16, L2 int16 → int8.
+            let (b0, m0, s0) = channels(convs[0]);
+            let q0 = WideConvQuant {
+                input_zero_point: zero_point(&spec.layers[0].inputs[0]).unwrap(),
+                pad_values: &i8s(&spec, convs[0].conv.pad_values),
+                channels: ChannelQuant {
+                    bias: &b0,
+                    multiplier: &m0,
+                    shift: &s0,
+                },
+                output: out(0, convs[0]),
+            };
+            let (l0, l1, l2) = (&spec.layers[0], &spec.layers[1], &spec.layers[2]);
+            let mut a = std::vec![0i16; l0.output.len()];
+            conv::conv2d_wide(
+                &convs[0].conv,
+                &q0,
+                dims(&l0.inputs[0]),
+                &x,
+                dims(&l0.output),
+                &mut a,
+                &i8s(&spec, convs[0].conv.weights),
+            );
+            let (b1, m1, s1) = channels(convs[1]);
+            let q1 = WideConvQuant {
+                input_zero_point: 0i16,
+                pad_values: &i16s(convs[1].conv.pad_values),
+                channels: ChannelQuant {
+                    bias: &b1,
+                    multiplier: &m1,
+                    shift: &s1,
+                },
+                output: out(1, convs[1]),
+            };
+            let mut b = std::vec![0i16; l1.output.len()];
+            conv::conv2d_wide(
+                &convs[1].conv,
+                &q1,
+                dims(&l1.inputs[0]),
+                &a,
+                dims(&l1.output),
+                &mut b,
+                &i8s(&spec, convs[1].conv.weights),
+            );
+            let (b2, m2, s2) = channels(convs[2]);
+            let q2 = WideConvQuant {
+                input_zero_point: 0i16,
+                pad_values: &[],
+                channels: ChannelQuant {
+                    bias: &b2,
+                    multiplier: &m2,
+                    shift: &s2,
+                },
+                output: out(2, convs[2]),
+            };
+            let mut y = std::vec![0i8; l2.output.len()];
+            conv::conv2d_wide(
+                &convs[2].conv,
+                &q2,
+                dims(&l2.inputs[0]),
+                &b,
+                dims(&l2.output),
+                &mut y,
+                &i8s(&spec, convs[2].conv.weights),
+            );
+            let le = |v: &[i16]| {
+                v.iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .map(|b| b as i8)
+                    .collect::<Vec<_>>()
+            };
+            let expected = std::vec![le(&a), le(&b), y.clone()];
+
+            arena.bytes_mut().fill(seed as u8 ^ 0xA5);
+            let mut seen = Outputs::default();
+            let mut got = std::vec![0i8; y.len()];
+            model
+                .run_i8_observed(arena.bytes_mut(), &x, &mut got, &mut seen)
+                .unwrap();
+            assert_eq!(seen.0, expected, "seed {seed}");
+            assert_eq!(got, y);
+            // The layers do work: the 64 int16 values of b are not a handful of levels.
+            let levels = b.iter().collect::<std::collections::BTreeSet<_>>().len();
+            assert!(levels > 16, "seed {seed}: {levels} levels");
+
+            let xf: Vec<f32> = x
+                .iter()
+                .map(|&q| dequantize(q, model.input().quant.unwrap()))
+                .collect();
+            let mut yf = std::vec![0f32; y.len()];
+            model.run_f32(arena.bytes_mut(), &xf, &mut yf).unwrap();
+            let want: Vec<f32> = y
+                .iter()
+                .map(|&q| dequantize(q, model.output().quant.unwrap()))
+                .collect();
+            assert_eq!(yf, want);
+        }
+    }
+
+    /// An int16 model input: `run_i8` takes `[i16]` (and refuses `[i8]`), the first 16×8 layer
+    /// reads it with its int16 pad values, and `run_f32` quantizes the float input to int16.
+    #[test]
+    fn int16_input_through_every_entry_point() {
+        use crate::model::int8_tests::{int16_model, push_i16};
+        let mut spec = int16_model();
+        let x_desc = TensorDesc {
+            dtype: DType::I16,
+            ..spec.info.input
+        };
+        spec.info.input = x_desc;
+        spec.layers[0].inputs[0] = x_desc;
+        let pad = push_i16(&mut spec, &[-300, 1200]);
+        let Op::Conv2dI16(c0) = &mut spec.layers[0].op else {
+            panic!("layer 0 is a 16x8 convolution")
+        };
+        c0.conv.pad_values = pad;
+        let c0 = *c0;
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        assert_eq!(model.input().dtype, DType::I16);
+        let mut arena = Blob::zeroed(model.arena_bytes());
+        let quant = model.input().quant.unwrap();
+        let mut gen = Gen(5);
+        let x: Vec<i16> = gen.i16s(model.input().len());
+        // Layer 0 by hand on the int16 input.
+        let l0 = &spec.layers[0];
+        let (b, m, sh) = (
+            i32s(&spec, c0.conv.bias),
+            i32s(&spec, c0.requant.multipliers),
+            i32s(&spec, c0.requant.shifts),
+        );
+        let q = WideConvQuant {
+            input_zero_point: quant.zero_point as i16,
+            pad_values: &[-300i16, 1200],
+            channels: ChannelQuant {
+                bias: &b,
+                multiplier: &m,
+                shift: &sh,
+            },
+            output: WideOutputQuant {
+                zero_point: 0,
+                clamp: c0.clamp,
+            },
+        };
+        let mut a = std::vec![0i16; l0.output.len()];
+        let dims = |d: &TensorDesc| d.dims.map(usize::from);
+        conv::conv2d_wide(
+            &c0.conv,
+            &q,
+            dims(&l0.inputs[0]),
+            &x,
+            dims(&l0.output),
+            &mut a,
+            &i8s(&spec, c0.conv.weights),
+        );
+        let mut seen = Outputs::default();
+        let mut y = std::vec![0i8; model.output().len()];
+        model
+            .run_i8_observed(arena.bytes_mut(), &x, &mut y, &mut seen)
+            .unwrap();
+        let le: Vec<i8> = a
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .map(|b| b as i8)
+            .collect();
+        assert_eq!(seen.0[0], le);
+        // run_f32: the float input quantized to int16 gives the same raw run.
+        let xf: Vec<f32> = x
+            .iter()
+            .map(|&q16| (i32::from(q16) - quant.zero_point) as f32 * quant.scale)
+            .collect();
+        assert!(xf
+            .iter()
+            .zip(&x)
+            .all(|(v, q16)| crate::engine::quantize_i16(*v, quant) == *q16));
+        let mut yf = std::vec![0f32; y.len()];
+        model.run_f32(arena.bytes_mut(), &xf, &mut yf).unwrap();
+        let want: Vec<f32> = y
+            .iter()
+            .map(|&q8| dequantize(q8, model.output().quant.unwrap()))
+            .collect();
+        assert_eq!(yf, want);
+        // An [i8] input is the wrong element type.
+        let x8 = std::vec![0i8; x.len()];
+        assert_eq!(
+            model.run_i8(arena.bytes_mut(), &x8, &mut y),
+            Err(RunError::ElementType {
+                expected: DType::I8,
+                found: DType::I16
+            })
+        );
+    }
+
     #[test]
     fn int8_dispatch_has_no_floating_point() {
         let text = include_str!("int8.rs");

@@ -138,8 +138,6 @@ pub enum TensorFault {
         /// `ModelInfo::input_rank` or `output_rank`.
         rank: u8,
     },
-    /// The model input is int16 (only a last layer's output may be).
-    Int16Input,
 }
 
 /// Which operand of a layer.
@@ -466,9 +464,6 @@ impl fmt::Display for TensorFault {
             TensorFault::QuantZeroPoint { zero_point } => {
                 write!(f, "quantized tensor zero point {zero_point} is outside its element type")
             }
-            TensorFault::Int16Input => f.write_str(
-                "the model input is int16; only the output of the last (dense) layer can be int16",
-            ),
             TensorFault::Rank { rank } => write!(
                 f,
                 "logical rank {rank} is not 1 to 3, or a leading dimension outside it is not 1"

@@ -980,18 +980,18 @@ fn int16_tensors_only_leave_a_wide_dense() {
             }
         ))
     );
-    // No layer reads int16: not even the element-generic transpose.
-    let transpose_after = |s: &mut Spec| {
+    // An int8 layer does not read int16 (a clamp here)...
+    let clamp_after = |s: &mut Spec| {
         let t = TensorDesc {
             id: 11,
             offset: 84,
             ..Q10W
         };
-        s.push(layer(Op::Transpose(Transpose { perm: [0, 1, 2] }), Q10W, t));
+        s.push(layer(Op::ClampI8(Clamp::FULL), Q10W, t));
         s.info.output = t;
     };
     assert_eq!(
-        load_wide(&transpose_after),
+        load_wide(&clamp_after),
         Err(bad(
             10,
             LayerFault::DType {
@@ -1001,6 +1001,18 @@ fn int16_tensors_only_leave_a_wide_dense() {
             }
         ))
     );
+    // ...but the element-generic transpose moves int16 (an int16 model input on its way to a
+    // 16×8 convolution), keeping the quantization.
+    let transpose_after = |s: &mut Spec| {
+        let t = TensorDesc {
+            id: 11,
+            offset: 84,
+            ..Q10W
+        };
+        s.push(layer(Op::Transpose(Transpose { perm: [0, 1, 2] }), Q10W, t));
+        s.info.output = t;
+    };
+    assert_eq!(load_wide(&transpose_after), Ok(()));
     // Bounds and zero point are checked in the int16 domain.
     let crossed = |s: &mut Spec| {
         let Op::DenseI8Wide(w) = &mut s.layers[9].op else {
@@ -1028,18 +1040,23 @@ fn int16_tensors_only_leave_a_wide_dense() {
             fault: TensorFault::QuantZeroPoint { zero_point: 40000 }
         })
     );
-    // An int16 model input is refused.
+    // An int16 model input is refused by an int8 reader (a 16×8 convolution may read it).
     let mut spec = int8_model();
-    spec.info.input = TensorDesc {
-        dtype: DType::I16,
-        ..QX
-    };
+    edit_tensor(&mut spec, QX.id, |d| {
+        d.dtype = DType::I16;
+        d.offset = 144;
+    });
+    spec.info.arena_bytes = 208;
     assert_eq!(
         load(&spec),
-        Err(LoadError::BadModelTensor {
-            tensor: Boundary::Input,
-            fault: TensorFault::Int16Input
-        })
+        Err(bad(
+            0,
+            LayerFault::DType {
+                operand: Operand::Input(0),
+                expected: DType::I8,
+                found: DType::I16
+            }
+        ))
     );
 }
 
@@ -1078,4 +1095,227 @@ fn dense_over_positions_must_tile_its_input() {
             },
         ),
     );
+}
+
+// Tensors of `int16_model` (16×8: int8 weights, int16 activations between convolutions):
+//   x  [4,4,2] i8    0..32   model input (room for int16: 0..64)       s 0.05   zp -3
+//   a  [4,4,4] i16  64..192  L0 conv 3x3 pad 1 (i8 pad values), ReLU   s 0.001  zp 0
+//   b  [4,4,4] i16 192..320  L1 depthwise 3x3 pad 1 (i16 pad values)  s 0.002  zp 0
+//   y  [4,4,3] i8  320..368  L2 conv 1x1, clamp [-100, 127], output    s 0.1    zp 4
+pub(crate) const Q16X: TensorDesc = q8(0, 0, [4, 4, 2], 0.05, -3);
+pub(crate) const Q16A: TensorDesc = q16(1, 64, [4, 4, 4], 0.001);
+pub(crate) const Q16B: TensorDesc = q16(2, 192, [4, 4, 4], 0.002);
+pub(crate) const Q16Y: TensorDesc = q8(3, 320, [4, 4, 3], 0.1, 4);
+
+/// A symmetric int16 activation description (zero point 0, as the host writes them).
+pub(crate) const fn q16(id: u16, offset: u32, dims: [u16; 3], scale: f32) -> TensorDesc {
+    TensorDesc {
+        dtype: DType::I16,
+        ..q8(id, offset, dims, scale, 0)
+    }
+}
+
+/// Appends i16 values at the next even offset.
+pub(crate) fn push_i16(spec: &mut Spec, values: &[i16]) -> Span {
+    if spec.weights.len() % 2 != 0 {
+        spec.weights.push(0);
+    }
+    let offset = spec.weights.len() as u32;
+    spec.weights
+        .extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    Span {
+        offset,
+        len: values.len() as u32 * 2,
+    }
+}
+
+fn conv_geometry(kernel: u16, groups: u16, spans: [Span; 3]) -> Conv2d {
+    let pad = kernel / 2;
+    Conv2d {
+        kernel: [kernel; 2],
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: [pad; 4],
+        groups,
+        weights: spans[0],
+        bias: spans[1],
+        pad_values: spans[2],
+        activation: Activation::Identity,
+    }
+}
+
+/// Three 16×8 convolutions: int8 → int16, int16 → int16 (depthwise), int16 → int8.
+pub(crate) fn int16_model() -> Spec {
+    let mut m = Spec::new(368, Q16X, Q16Y);
+    m.info.output_rank = 3;
+    let mut g = Gen(11);
+    push_i8(&mut m, &[0; 1]);
+    let layer_of =
+        |m: &mut Spec, g: &mut Gen, (x, y): (TensorDesc, TensorDesc), k: u16, groups: u16| {
+            let out_c = y.dims[2] as usize;
+            let per_out = (k * k) as usize * (x.dims[2] / groups) as usize;
+            let weights = push_i8(m, &g.i8s(out_c * per_out));
+            let pad_values = match (k, x.dtype) {
+                (1, _) => Span::default(),
+                (_, DType::I16) => push_i16(m, &g.i16s(x.dims[2] as usize)),
+                _ => push_i8(m, &g.i8s(x.dims[2] as usize)),
+            };
+            let bias: Vec<i32> = (0..out_c).map(|_| g.range(-(1 << 18), 1 << 18)).collect();
+            let bias = push_i32(m, &bias);
+            let reals: Vec<f64> = (0..out_c)
+                .map(|o| scale(&x) * 0.01 * (1.0 + o as f64 / 8.0) / scale(&y))
+                .collect();
+            (
+                conv_geometry(k, groups, [weights, bias, pad_values]),
+                push_requant(m, &reals),
+            )
+        };
+    let (c0, r0) = layer_of(&mut m, &mut g, (Q16X, Q16A), 3, 1);
+    let (c1, r1) = layer_of(&mut m, &mut g, (Q16A, Q16B), 3, 4);
+    let (c2, r2) = layer_of(&mut m, &mut g, (Q16B, Q16Y), 1, 1);
+    let relu = ClampI16 {
+        min: 0,
+        max: i16::MAX,
+    };
+    m.push(layer(
+        Op::Conv2dI16(Conv2dI16 {
+            conv: c0,
+            requant: r0,
+            clamp: relu,
+        }),
+        Q16X,
+        Q16A,
+    ))
+    .push(layer(
+        Op::Conv2dI16(Conv2dI16 {
+            conv: c1,
+            requant: r1,
+            clamp: ClampI16::FULL,
+        }),
+        Q16A,
+        Q16B,
+    ))
+    .push(layer(
+        Op::Conv2dI16(Conv2dI16 {
+            conv: c2,
+            requant: r2,
+            clamp: ClampI16 {
+                min: -100,
+                max: 127,
+            },
+        }),
+        Q16B,
+        Q16Y,
+    ));
+    m
+}
+
+fn conv16(spec: &mut Spec, index: usize) -> &mut Conv2dI16 {
+    op(spec, index, |o| match o {
+        Op::Conv2dI16(c) => Some(c),
+        _ => None,
+    })
+}
+
+#[test]
+fn int16_activations_load_between_convolutions() {
+    let spec = int16_model();
+    assert_eq!(load(&spec), Ok(()));
+    // The int16 pad values sit at even offsets (the builder aligned them).
+    assert_eq!(conv16(&mut spec.clone(), 1).conv.pad_values.len, 8);
+}
+
+/// Each side of a 16×8 convolution is int8 or int16, not both int8, and never f32.
+#[test]
+fn int16_convolution_element_types() {
+    let dtype = |operand, expected, found| LayerFault::DType {
+        operand,
+        expected,
+        found,
+    };
+    // a as int8: L0 would be int8 → int8.
+    let mut spec = int16_model();
+    edit_tensor(&mut spec, 1, |d| d.dtype = DType::I8);
+    assert_eq!(
+        load(&spec),
+        Err(bad(0, dtype(Operand::Output, DType::I16, DType::I8)))
+    );
+    // An int16 model input is fine: the first layer reads int16 (pad values then i16).
+    let mut spec = int16_model();
+    edit_tensor(&mut spec, 0, |d| d.dtype = DType::I16);
+    let pad = push_i16(&mut spec, &[-300, 1200]);
+    conv16(&mut spec, 0).conv.pad_values = pad;
+    assert_eq!(load(&spec), Ok(()));
+    // y as int16 is fine (int16 → int16; the output head may be int16).
+    let mut spec = int16_model();
+    edit_tensor(&mut spec, 3, |d| d.dtype = DType::I16);
+    spec.info.arena_bytes = 416;
+    assert_eq!(load(&spec), Ok(()));
+    // An f32 operand.
+    let mut spec = int16_model();
+    edit_tensor(&mut spec, 2, |d| {
+        d.dtype = DType::F32;
+        d.quant = None;
+    });
+    spec.info.arena_bytes = 576;
+    assert_eq!(
+        load(&spec),
+        Err(bad(1, dtype(Operand::Output, DType::I16, DType::F32)))
+    );
+}
+
+/// Pad values come in the input's element type, and an int16 input makes every product up to
+/// 2^22: the accumulator bound is checked with that.
+#[test]
+fn int16_convolution_pad_values_and_accumulator() {
+    let mut spec = int16_model();
+    let c = conv16(&mut spec, 1);
+    c.conv.pad_values.len = 4;
+    assert_eq!(
+        load(&spec),
+        Err(bad(
+            1,
+            LayerFault::Span {
+                role: SpanRole::PadValues,
+                fault: SpanFault::Length {
+                    expected: 8,
+                    found: 4
+                },
+            }
+        ))
+    );
+    let mut spec = int16_model();
+    let c = conv16(&mut spec, 1);
+    c.conv.pad_values.offset += 1;
+    assert!(matches!(
+        load(&spec),
+        Err(LoadError::BadLayer {
+            layer: 1,
+            what: LayerFault::Span {
+                role: SpanRole::PadValues,
+                fault: SpanFault::Misaligned { .. }
+            }
+        })
+    ));
+    // 9 products of int8 inputs would fit next to this bias, 9 of int16 inputs do not.
+    let big = i32::MAX - (1 << 20);
+    assert!(crate::kernels::reference::int8::accumulator_fits(9, big));
+    let mut spec = int16_model();
+    let at = conv16(&mut spec, 1).conv.bias.offset as usize + 4 * 2;
+    spec.weights[at..at + 4].copy_from_slice(&big.to_le_bytes());
+    assert_eq!(
+        load(&spec),
+        Err(bad(
+            1,
+            LayerFault::AccumulatorOverflow {
+                channel: 2,
+                products: 9
+            }
+        ))
+    );
+    // The same bias on the int8-input layer L0 (18 products of 2^14) loads.
+    let mut spec = int16_model();
+    let at = conv16(&mut spec, 0).conv.bias.offset as usize;
+    spec.weights[at..at + 4].copy_from_slice(&big.to_le_bytes());
+    assert_eq!(load(&spec), Ok(()));
 }

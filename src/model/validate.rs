@@ -13,7 +13,9 @@ use crate::format::{
     Activation, ChannelRequant, Clamp, Conv2d, DType, Layer, Op, Pool, Quant, Requant, Span,
     TensorDesc, ARENA_ALIGN,
 };
-use crate::kernels::reference::int8::{accumulator_fits, lut, pool::MAX_WINDOW_AREA};
+use crate::kernels::reference::int8::{
+    accumulator_fits, accumulator_fits_i16, lut, pool::MAX_WINDOW_AREA,
+};
 
 /// Byte range of a tensor in the arena; only used on descriptions that passed `check_desc`.
 fn region(d: &TensorDesc) -> (u64, u64) {
@@ -97,13 +99,6 @@ pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
             return Err(LoadError::BadModelTensor { tensor, fault });
         }
     }
-    if info.input.dtype == DType::I16 {
-        let fault = TensorFault::Int16Input;
-        return Err(LoadError::BadModelTensor {
-            tensor: Boundary::Input,
-            fault,
-        });
-    }
     if info.output.id == info.input.id {
         return Err(LoadError::OutputIsInput);
     }
@@ -152,11 +147,14 @@ fn check_layer(
 }
 
 /// The element types of `op`'s inputs and of its output, `None` for element-type generic
-/// operations (transpose: output as input, int16 excluded).
+/// operations (transpose: output as input, any element type) and the 16×8 convolution (int8 or
+/// int16 on each side, checked in `check_dtypes`).
 fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
     let same = |d| Some((d, d));
     match op {
         Op::DenseI8Wide(_) => Some((DType::I8, DType::I16)),
+        // Checked on its own in `check_dtypes`.
+        Op::Conv2dI16(_) => None,
         Op::SoftmaxI16 { .. } => same(DType::I16),
         Op::Conv2d(_)
         | Op::Dense(_)
@@ -185,8 +183,17 @@ fn check_dtypes(op: &Op, inputs: &[TensorDesc], y: &TensorDesc) -> Result<(), La
     };
     let (input, output) = match op_dtypes(op) {
         Some(types) => types,
-        // Only a wide softmax reads an int16 tensor.
-        None if first.dtype == DType::I16 => (DType::I8, DType::I8),
+        // A 16×8 convolution: int8 or int16 on each side, one of them int16.
+        None if matches!(op, Op::Conv2dI16(_)) => {
+            let int = |d: DType| if d == DType::F32 { DType::I16 } else { d };
+            let input = int(first.dtype);
+            let output = match (input, y.dtype) {
+                (DType::I8, _) => DType::I16,
+                (_, out) => int(out),
+            };
+            (input, output)
+        }
+        // A transpose moves any element type.
         None => (first.dtype, first.dtype),
     };
     let operands = (0u8..)
@@ -309,9 +316,18 @@ fn check_identity(a: &Activation) -> Result<(), LayerFault> {
 
 /// Every output channel's bias plus `products` int8 products fits in the i32 accumulator.
 fn check_accumulator(bias: impl Iterator<Item = i32>, products: u64) -> Result<(), LayerFault> {
+    check_accumulator_with(bias, products, accumulator_fits)
+}
+
+/// [`check_accumulator`] with the bound of the input's element type.
+fn check_accumulator_with(
+    bias: impl Iterator<Item = i32>,
+    products: u64,
+    fits: fn(usize, i32) -> bool,
+) -> Result<(), LayerFault> {
     let k = usize::try_from(products).unwrap_or(usize::MAX);
     for (channel, b) in (0u32..).zip(bias) {
-        if !accumulator_fits(k, b) {
+        if !fits(k, b) {
             return Err(LayerFault::AccumulatorOverflow {
                 channel,
                 products: u32::try_from(products).unwrap_or(u32::MAX),
@@ -509,6 +525,34 @@ fn check_op(
             weights.channel_requant(&q.requant, out_c)?;
             check_clamp(q.clamp)?;
             check_accumulator(bias, per_out)
+        }
+        Op::Conv2dI16(q) => {
+            check_identity(&q.conv.activation)?;
+            let (out_c, per_out) = conv_geometry(&q.conv, x, y)?;
+            let n_weights = out_c.saturating_mul(per_out);
+            weights.span(q.conv.weights, SpanRole::Weights, n_weights, 1)?;
+            // Pad values in the input's element type.
+            let elem = x.dtype.size() as u64;
+            let pad_values = if q.conv.pad_values.len == 0 {
+                0
+            } else {
+                c * elem
+            };
+            weights.span(
+                q.conv.pad_values,
+                SpanRole::PadValues,
+                pad_values,
+                elem as u32,
+            )?;
+            let bias = weights.i32s(q.conv.bias, SpanRole::Bias, out_c)?;
+            weights.channel_requant(&q.requant, out_c)?;
+            check_bounds(q.clamp.min, q.clamp.max)?;
+            let fits = if x.dtype == DType::I16 {
+                accumulator_fits_i16
+            } else {
+                accumulator_fits
+            };
+            check_accumulator_with(bias, per_out, fits)
         }
         Op::DenseI8(q) => {
             check_clamp(q.clamp)?;

@@ -304,11 +304,12 @@ pub struct Project {
 }
 
 /// How the firmware runs the model, named by the input's element type: `run_f32` on f32 models,
-/// `run_i8` on int8 models (whose raw output is int8, or int16 from a wide last layer).
+/// `run_i8` on int8 models (whose raw input is int8, or int16 when the first layers run 16×8, and
+/// whose raw output is int8, or int16 from a wide last layer).
 fn boundary_dtype(model: &icefold::Model<'_>) -> Result<DType> {
     let (input, output) = (model.input().dtype, model.output().dtype);
     match (input, output) {
-        (DType::F32, DType::F32) | (DType::I8, DType::I8 | DType::I16) => Ok(input),
+        (DType::F32, DType::F32) | (DType::I8 | DType::I16, DType::I8 | DType::I16) => Ok(input),
         _ => bail!(
             "the model's input is {input:?} and its output {output:?}; the firmware runs f32 \
              models and int8 models (reconvert the model)"
@@ -366,11 +367,24 @@ fn output_quant(model: &icefold::Model<'_>) -> Result<Quant> {
         .ok_or_else(|| anyhow!("the model's int8 output has no quantization parameters"))
 }
 
-/// The samples of `x` quantized to the int8 model input with the runtime's own boundary function
-/// (`icefold::engine::quantize`, what `run_f32` does inside), one sample after the other.
-fn quantized_inputs(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<i8>> {
+/// The samples of `x` quantized to the model's integer input (int8, or int16 when the first
+/// layers run 16×8) with the runtime's own boundary functions (`icefold::engine::quantize` /
+/// `quantize_i16`, what `run_f32` does inside), as little-endian bytes, one sample after the
+/// other.
+fn quantized_inputs(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<u8>> {
     let q = input_quant(model)?;
-    Ok(x.data.iter().map(|&v| engine::quantize(v, q)).collect())
+    Ok(match model.input().dtype {
+        DType::I16 => x
+            .data
+            .iter()
+            .flat_map(|&v| engine::quantize_i16(v, q).to_le_bytes())
+            .collect(),
+        _ => x
+            .data
+            .iter()
+            .map(|&v| engine::quantize(v, q) as u8)
+            .collect(),
+    })
 }
 
 /// Checks `x` against the model input and returns its samples as the firmware embeds them:
@@ -394,7 +408,7 @@ fn input_bytes(blob: &[u8], x: &Array) -> Result<Vec<u8>> {
     }
     match boundary_dtype(&model)? {
         DType::F32 => Ok(x.data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        _ => Ok(bytemuck::cast_slice(&quantized_inputs(&model, x)?).to_vec()),
+        _ => quantized_inputs(&model, x),
     }
 }
 
@@ -1085,6 +1099,7 @@ pub fn layer_kind(op: &Op) -> String {
         Op::Transpose(t) => format!("Transpose {:?}", t.perm),
         Op::Pad(_) => "Pad".into(),
         Op::Conv2dI8(c) => format!("{} i8", layer_kind(&Op::Conv2d(c.conv))),
+        Op::Conv2dI16(c) => format!("{} 16x8", layer_kind(&Op::Conv2d(c.conv))),
         Op::DenseI8(_) => "Dense i8".into(),
         Op::DenseI8Wide(_) => "Dense i8→i16".into(),
         Op::SoftmaxI16 { .. } => "Softmax i16".into(),
@@ -1111,6 +1126,7 @@ pub fn layer_macs(layer: &Layer) -> u64 {
     match &layer.op {
         Op::Conv2d(c) => conv(c),
         Op::Conv2dI8(c) => conv(&c.conv),
+        Op::Conv2dI16(c) => conv(&c.conv),
         Op::Dense(_) | Op::DenseI8(_) | Op::DenseI8Wide(_) => out * input.len() as u64,
         _ => 0,
     }
@@ -1163,7 +1179,7 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
     let fixed_flash = (project.blob_bytes + project.input_bytes) as u64;
     Ok(Profile {
         target: opts.target,
-        int8: dtype == DType::I8,
+        int8: dtype != DType::F32,
         outputs: Array { shape, data },
         output_bytes: report.outputs.clone(),
         macs: layers.iter().map(|l| l.macs).sum(),
@@ -1249,8 +1265,26 @@ pub fn compare(profile: &Profile, blob: &[u8], x: &Array) -> Result<Parity> {
 
 /// The host runtime's raw outputs (`run_i8`, int8 or int16 elements `O`) for the samples of `x`,
 /// quantized exactly as the firmware's inputs were.
-fn host_run_i8<O: icefold::RawOutput>(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<O>> {
-    let inputs = quantized_inputs(model, x)?;
+fn host_run_i8<O: icefold::RawElement>(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<O>> {
+    let bytes = quantized_inputs(model, x)?;
+    match model.input().dtype {
+        DType::I16 => {
+            let inputs: Vec<i16> = bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            host_run_raw(model, x, &inputs)
+        }
+        _ => host_run_raw(model, x, bytemuck::cast_slice::<u8, i8>(&bytes)),
+    }
+}
+
+/// `run_i8` over the raw input samples `inputs` (of `x`'s shape) one after the other.
+fn host_run_raw<I: icefold::RawElement, O: icefold::RawElement>(
+    model: &icefold::Model<'_>,
+    x: &Array,
+    inputs: &[I],
+) -> Result<Vec<O>> {
     let info = model.info();
     let (in_len, out_len) = (info.input.len(), info.output.len());
     if in_len == 0 || out_len == 0 || inputs.len() != x.samples() * in_len {
@@ -1306,19 +1340,38 @@ pub fn host_trace(blob: &[u8], x: &Array) -> Result<Vec<TraceRecord>> {
             let mut out = vec![0f32; out_len];
             model.run_f32_observed(arena, &x.data[..in_len], &mut out, &mut recorder)
         }
+        DType::I16 => {
+            let bytes = quantized_inputs(&model, x)?;
+            let inputs: Vec<i16> = bytes
+                .chunks_exact(2)
+                .take(in_len)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            run_raw_observed(&model, arena, &inputs, &mut recorder)
+        }
         _ => {
-            let inputs = quantized_inputs(&model, x)?;
-            if model.output().dtype == DType::I16 {
-                let mut out = vec![0i16; out_len];
-                model.run_i8_observed(arena, &inputs[..in_len], &mut out, &mut recorder)
-            } else {
-                let mut out = vec![0i8; out_len];
-                model.run_i8_observed(arena, &inputs[..in_len], &mut out, &mut recorder)
-            }
+            let bytes = quantized_inputs(&model, x)?;
+            let inputs: &[i8] = bytemuck::cast_slice(&bytes[..in_len]);
+            run_raw_observed(&model, arena, inputs, &mut recorder)
         }
     };
     result.map_err(|e| anyhow!("sample 0: runtime error: {e}"))?;
     Ok(recorder.0)
+}
+
+/// `run_i8_observed` on one raw input sample, into an output buffer of the model's element type.
+fn run_raw_observed<I: icefold::RawElement>(
+    model: &icefold::Model<'_>,
+    arena: &mut [u8],
+    input: &[I],
+    observer: &mut impl icefold::Observer,
+) -> Result<(), icefold::RunError> {
+    let out_len = model.output().len();
+    if model.output().dtype == DType::I16 {
+        model.run_i8_observed(arena, input, &mut vec![0i16; out_len], observer)
+    } else {
+        model.run_i8_observed(arena, input, &mut vec![0i8; out_len], observer)
+    }
 }
 
 /// The first layer where the device's trace and the host's differ (`None`: identical traces).

@@ -84,9 +84,12 @@ mod inputs;
 #[path = "generated/model.rs"]
 mod model;
 
-/// The model runs on int8 boundaries (`run_i8`); otherwise on f32 (`run_f32`). The host embeds
+/// The model runs on integer boundaries (`run_i8`); otherwise on f32 (`run_f32`). The host embeds
 /// inputs of the matching element type.
-const INT8: bool = matches!(model::INPUT_DTYPE, DType::I8);
+const INT8: bool = !matches!(model::INPUT_DTYPE, DType::F32);
+
+/// An int8 model whose first convolutions read an int16 input (`run_i8` from an `[i16]`).
+const WIDE_INPUT: bool = matches!(model::INPUT_DTYPE, DType::I16);
 
 /// An int8 model whose dense last layer writes int16 (`run_i8` into an `[i16]`).
 const WIDE_OUTPUT: bool = matches!(model::OUTPUT_DTYPE, DType::I16);
@@ -96,17 +99,35 @@ const OUTPUT_ELEMENT_BYTES: usize = model::OUTPUT_DTYPE.size();
 
 const OUTPUT_BYTES: usize = model::OUTPUT_LEN * OUTPUT_ELEMENT_BYTES;
 
-/// `run_i8_observed` with the raw output viewed as `O` (`i8`, or `i16` for a wide last layer);
-/// `None` if the output buffer is not aligned for `O` (it is: outputs are 16-aligned).
-fn run_raw<O: icefold::RawOutput>(
+/// `run_i8_observed` with the raw input viewed as `I` and the raw output as `O` (`i8`, or `i16`
+/// for an int16 input or output); `None` if a buffer is not aligned for its type (they are:
+/// samples start at even offsets of a 16-aligned array, outputs are 16-aligned).
+fn run_raw<I: icefold::RawElement, O: icefold::RawElement>(
     model: &Model<'_>,
     arena: &mut [u8],
     x: &[u8],
     out: &mut [u8],
     observer: &mut impl Observer,
 ) -> Option<Result<(), icefold::RunError>> {
+    let x = bytemuck::try_cast_slice::<u8, I>(x).ok()?;
     let out = bytemuck::try_cast_slice_mut::<u8, O>(out).ok()?;
-    Some(model.run_i8_observed(arena, bytemuck::cast_slice(x), out, observer))
+    Some(model.run_i8_observed(arena, x, out, observer))
+}
+
+/// [`run_raw`] with the element types of this model's input and output.
+fn run_int(
+    model: &Model<'_>,
+    arena: &mut [u8],
+    x: &[u8],
+    out: &mut [u8],
+    observer: &mut impl Observer,
+) -> Option<Result<(), icefold::RunError>> {
+    match (WIDE_INPUT, WIDE_OUTPUT) {
+        (false, false) => run_raw::<i8, i8>(model, arena, x, out, observer),
+        (false, true) => run_raw::<i8, i16>(model, arena, x, out, observer),
+        (true, false) => run_raw::<i16, i8>(model, arena, x, out, observer),
+        (true, true) => run_raw::<i16, i16>(model, arena, x, out, observer),
+    }
 }
 
 /// Times each layer through the runtime's observer hooks.
@@ -145,7 +166,7 @@ fn main() -> ! {
         Ok(m) => m,
         Err(e) => fail!("ERR load: {}", e),
     };
-    let input_element_bytes = if INT8 { 1 } else { core::mem::size_of::<f32>() };
+    let input_element_bytes = model::INPUT_DTYPE.size();
     let sample_bytes = inputs::SAMPLE_LEN * input_element_bytes;
     if sample_bytes == 0 || OUTPUT_BYTES == 0 {
         fail!("ERR model with empty input or output");
@@ -170,14 +191,10 @@ fn main() -> ! {
         let out = &mut out.0[..];
         let result = if INT8 {
             let start = clock.now();
-            let result = if WIDE_OUTPUT {
-                run_raw::<i16>(&model, &mut ARENA.0, x, out, &mut timer)
-            } else {
-                run_raw::<i8>(&model, &mut ARENA.0, x, out, &mut timer)
-            };
+            let result = run_int(&model, &mut ARENA.0, x, out, &mut timer);
             *run_ticks = clock.now() - start;
             let Some(result) = result else {
-                fail!("ERR sample {}: output buffer not aligned", s)
+                fail!("ERR sample {}: input or output buffer not aligned", s)
             };
             result
         } else {
@@ -286,14 +303,10 @@ fn trace_first_sample(model: &Model<'_>, arena: &mut [u8], out: &mut [u8], sampl
     };
     let mut trace = icefold::trace::DefmtTrace;
     let result = if INT8 {
-        let result = if WIDE_OUTPUT {
-            run_raw::<i16>(model, arena, x, out, &mut trace)
-        } else {
-            run_raw::<i8>(model, arena, x, out, &mut trace)
-        };
+        let result = run_int(model, arena, x, out, &mut trace);
         match result {
             Some(result) => result,
-            None => fail!("ERR trace: output buffer not aligned"),
+            None => fail!("ERR trace: input or output buffer not aligned"),
         }
     } else {
         match (

@@ -1,6 +1,6 @@
 //! int8 2-D convolution over `[H, W, C]` activations.
 
-use super::{dot, ChannelQuant, OutputQuant};
+use super::{dot, ChannelQuant, Element, FromWide, OutputQuant, Requant, WideOutputQuant};
 use crate::format::Conv2d;
 use crate::kernels::reference::window_coord;
 
@@ -15,6 +15,20 @@ pub struct ConvQuant<'a> {
     pub channels: ChannelQuant<'a>,
     /// Output zero point and clamp.
     pub output: OutputQuant,
+}
+
+/// Quantization of a convolution with an int16 input or output (16×8: int8 weights, int16
+/// activations), the input element type `X` being `i8` or `i16`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WideConvQuant<'a, X> {
+    /// Zero point of the input (0 for the symmetric int16 tensors the host writes).
+    pub input_zero_point: X,
+    /// Padded value per input channel (`[in_c]`, in the input's quantization), or empty.
+    pub pad_values: &'a [X],
+    /// Folded bias and factors per output channel.
+    pub channels: ChannelQuant<'a>,
+    /// Output zero point and clamp, in int16 steps.
+    pub output: WideOutputQuant,
 }
 
 /// Convolution with groups (depthwise included), stride, dilation and asymmetric padding.
@@ -38,6 +52,68 @@ pub fn conv2d(
     output: &mut [i8],
     weights: &[i8],
 ) {
+    let taps = Taps {
+        zero: quant.input_zero_point,
+        pad_values: quant.pad_values,
+    };
+    let geometry = (params, in_dims, out_dims);
+    accumulate(
+        geometry,
+        &taps,
+        &quant.channels,
+        input,
+        output,
+        weights,
+        |acc, r| quant.output.requantize(acc, r),
+    );
+}
+
+/// [`conv2d`] on an int8 or int16 input (`X`) with an int16 output stage: the same accumulator,
+/// then `clamp(zp_out + requant_o(acc))` in int16, stored as int16 or, for the last 16×8 layer
+/// (`Y = i8`), saturated to int8 (its clamp already lies in the int8 range). The accumulator
+/// bound for an int16 input is [`super::accumulator_fits_i16`].
+pub fn conv2d_wide<X: Element, Y: FromWide>(
+    params: &Conv2d,
+    quant: &WideConvQuant<X>,
+    in_dims: [usize; 3],
+    input: &[X],
+    out_dims: [usize; 3],
+    output: &mut [Y],
+    weights: &[i8],
+) {
+    let taps = Taps {
+        zero: quant.input_zero_point,
+        pad_values: quant.pad_values,
+    };
+    let geometry = (params, in_dims, out_dims);
+    accumulate(
+        geometry,
+        &taps,
+        &quant.channels,
+        input,
+        output,
+        weights,
+        |acc, r| Y::from_wide(quant.output.requantize(acc, r)),
+    );
+}
+
+/// What a padded tap reads.
+struct Taps<'a, X> {
+    zero: X,
+    pad_values: &'a [X],
+}
+
+/// The convolution loop shared by every element type: `finish(acc, factor)` stores an output.
+#[inline]
+fn accumulate<X: Element, Y>(
+    (params, in_dims, out_dims): (&Conv2d, [usize; 3], [usize; 3]),
+    taps: &Taps<'_, X>,
+    channels: &ChannelQuant,
+    input: &[X],
+    output: &mut [Y],
+    weights: &[i8],
+    finish: impl Fn(i32, Requant) -> Y,
+) {
     let [in_h, in_w, in_c] = in_dims;
     let [out_h, out_w, out_c] = out_dims;
     let groups = usize::from(params.groups);
@@ -57,7 +133,7 @@ pub fn conv2d(
     if per_out == 0 || group_out == 0 || out_w == 0 {
         return;
     }
-    let zero = i32::from(quant.input_zero_point);
+    let zero = taps.zero.widen();
     let pixels = output.chunks_exact_mut(out_c).take(out_h * out_w);
     for (pixel, out_px) in pixels.enumerate() {
         let (oy, ox) = (pixel / out_w, pixel % out_w);
@@ -66,7 +142,7 @@ pub fn conv2d(
             .zip(weights.chunks_exact(per_out))
             .enumerate()
         {
-            let Some((bias, requant)) = quant.channels.channel(o) else {
+            let Some((bias, requant)) = channels.channel(o) else {
                 continue;
             };
             // First input channel of this output channel's group.
@@ -85,12 +161,12 @@ pub fn conv2d(
                             let at = (iy * in_w + ix) * in_c + first;
                             input.get(at..at + group_in).map(|x| dot(w_tap, x))
                         }
-                        _ if quant.pad_values.is_empty() => Some(
+                        _ if taps.pad_values.is_empty() => Some(
                             w_tap
                                 .iter()
                                 .fold(0i32, |s, w| s.wrapping_add(i32::from(*w) * zero)),
                         ),
-                        _ => quant
+                        _ => taps
                             .pad_values
                             .get(first..first + group_in)
                             .map(|x| dot(w_tap, x)),
@@ -98,7 +174,7 @@ pub fn conv2d(
                     acc = acc.wrapping_add(term.unwrap_or(0));
                 }
             }
-            *out = quant.output.requantize(acc, requant);
+            *out = finish(acc, requant);
         }
     }
 }
@@ -106,8 +182,8 @@ pub fn conv2d(
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use super::super::testing::{requantize_naive, Gen};
-    use super::super::{Clamp, Requant};
+    use super::super::testing::{requant_naive, requantize_naive, Gen};
+    use super::super::{accumulator_fits_i16, Clamp, ClampI16, Requant};
     use super::*;
     use crate::format::{Activation, Span};
     use proptest::prelude::*;
@@ -134,25 +210,24 @@ mod tests {
     }
 
     /// The real-valued definition in i64: `bias + Σ w (x − zp_in)` with padded taps reading the
-    /// pad value (or `zp_in`), then the documented requantization. It takes the *unfolded* bias,
-    /// so it also checks that folding `zp_in` into the bias is exact, borders included.
+    /// pad value (or `zp_in`), one accumulator per output. It takes the *unfolded* bias, so it
+    /// also checks that folding `zp_in` into the bias is exact, borders included. Inputs of any
+    /// element type as i64.
     #[allow(clippy::too_many_arguments)]
-    fn naive(
+    fn naive_acc(
         p: &Conv2d,
-        zp_in: i8,
-        pv: &[i8],
+        zp_in: i64,
+        pv: &[i64],
         [h, w, c]: [usize; 3],
-        x: &[i8],
+        x: &[i64],
         [oh, ow, oc]: [usize; 3],
         wt: &[i8],
         raw_bias: &[i64],
-        requant: &[Requant],
-        out: OutputQuant,
-    ) -> Vec<i8> {
+    ) -> Vec<i64> {
         let g = p.groups as usize;
         let (icg, ocg) = (c / g, oc / g);
         let (kh, kw) = (p.kernel[0] as usize, p.kernel[1] as usize);
-        let mut y = std::vec![0i8; oh * ow * oc];
+        let mut y = std::vec![0i64; oh * ow * oc];
         for oy in 0..oh {
             for ox in 0..ow {
                 for o in 0..oc {
@@ -177,21 +252,47 @@ mod tests {
                                     pv[ci]
                                 };
                                 let wv = wt[((o * kh + ky) * kw + kx) * icg + i];
-                                acc += i64::from(wv) * (i64::from(v) - i64::from(zp_in));
+                                acc += i64::from(wv) * (v - zp_in);
                             }
                         }
                     }
-                    y[(oy * ow + ox) * oc + o] = requantize_naive(
-                        acc,
-                        requant[o],
-                        out.zero_point,
-                        out.clamp.min,
-                        out.clamp.max,
-                    );
+                    y[(oy * ow + ox) * oc + o] = acc;
                 }
             }
         }
         y
+    }
+
+    /// [`naive_acc`] on int8 operands, then the documented int8 requantization.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        p: &Conv2d,
+        zp_in: i8,
+        pv: &[i8],
+        in_dims: [usize; 3],
+        x: &[i8],
+        out_dims: [usize; 3],
+        wt: &[i8],
+        raw_bias: &[i64],
+        requant: &[Requant],
+        out: OutputQuant,
+    ) -> Vec<i8> {
+        let wide = |v: &[i8]| v.iter().map(|&v| i64::from(v)).collect::<Vec<_>>();
+        let (pv, x) = (wide(pv), wide(x));
+        let acc = naive_acc(p, zp_in.into(), &pv, in_dims, &x, out_dims, wt, raw_bias);
+        let oc = out_dims[2];
+        acc.iter()
+            .enumerate()
+            .map(|(i, &a)| {
+                requantize_naive(
+                    a,
+                    requant[i % oc],
+                    out.zero_point,
+                    out.clamp.min,
+                    out.clamp.max,
+                )
+            })
+            .collect()
     }
 
     fn out_len(size: usize, k: u16, s: u16, d: u16, pa: u16, pb: u16) -> usize {
@@ -286,6 +387,96 @@ mod tests {
             conv2d(&p, &quant, in_dims, &x, out_dims, &mut out, &wt);
             let want = naive(&p, zp_in, &pv, in_dims, &x, out_dims, &wt, &raw_bias, &requant, out_q);
             prop_assert_eq!(out, want);
+        }
+
+        /// The 16×8 kernel against the same definition, for each pair of element types it runs
+        /// (int8 → int16, int16 → int16, int16 → int8): int16 values with their extremes, any
+        /// int16 zero point, biases up to the bound the loader allows for an int16 input.
+        #[test]
+        fn wide_matches_naive_definition((p, in_dims, oc, with_pv, _, _, seed) in case(),
+                                         kinds in 0u8..3, zp16 in prop_oneof![Just(0i16), Just(i16::MIN), Just(i16::MAX), any::<i16>()],
+                                         zp_out in prop_oneof![Just(0i16), Just(i16::MIN), any::<i16>()],
+                                         relu in any::<bool>()) {
+            let [h, w, c] = in_dims;
+            let padded_h = h + p.pad[0] as usize + p.pad[2] as usize;
+            let padded_w = w + p.pad[1] as usize + p.pad[3] as usize;
+            prop_assume!(padded_h > p.dilation[0] as usize * (p.kernel[0] as usize - 1));
+            prop_assume!(padded_w > p.dilation[1] as usize * (p.kernel[1] as usize - 1));
+            let oh = out_len(h, p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], p.pad[2]);
+            let ow = out_len(w, p.kernel[1], p.stride[1], p.dilation[1], p.pad[1], p.pad[3]);
+            let out_dims = [oh, ow, oc];
+            let mut gen = Gen(seed);
+            let per_out = p.kernel[0] as usize * p.kernel[1] as usize * (c / p.groups as usize);
+            let wt = gen.i8s(oc * per_out);
+            let (wide_in, wide_out) = [(false, true), (true, true), (true, false)][kinds as usize];
+            // Input values and zero point of the input's element type, as i64.
+            let (x, pv, zp_in): (Vec<i64>, Vec<i64>, i64) = if wide_in {
+                let x = gen.i16s(h * w * c).into_iter().map(i64::from).collect();
+                let pv = if with_pv { gen.i16s(c).into_iter().map(i64::from).collect() } else { Vec::new() };
+                (x, pv, zp16.into())
+            } else {
+                let x = gen.i8s(h * w * c).into_iter().map(i64::from).collect();
+                let pv = if with_pv { gen.i8s(c).into_iter().map(i64::from).collect() } else { Vec::new() };
+                (x, pv, (zp16 >> 8).into())
+            };
+            // The host's folding, kept within the loader's bound for the input type.
+            let max_product = if wide_in { 1i64 << 22 } else { 1 << 14 };
+            let room = (i64::from(i32::MAX) - per_out as i64 * max_product).max(0);
+            let raw_bias: Vec<i64> = (0..oc).map(|_| i64::from(gen.range(-(1 << 20), 1 << 20))).collect();
+            let folded: Vec<i32> = (0..oc).map(|o| {
+                let sum: i64 = wt[o * per_out..(o + 1) * per_out].iter().map(|&v| i64::from(v)).sum();
+                (raw_bias[o] - zp_in * sum).clamp(-room, room) as i32
+            }).collect();
+            prop_assume!(!wide_in || folded.iter().all(|&b| accumulator_fits_i16(per_out, b)));
+            // The bias the naive definition starts from, given the folded one actually stored.
+            let unfolded: Vec<i64> = (0..oc).map(|o| {
+                let sum: i64 = wt[o * per_out..(o + 1) * per_out].iter().map(|&v| i64::from(v)).sum();
+                i64::from(folded[o]) + zp_in * sum
+            }).collect();
+            let requant: Vec<Requant> = (0..oc).map(|_| gen.requant()).collect();
+            let mult: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
+            let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
+            let channels = ChannelQuant { bias: &folded, multiplier: &mult, shift: &shift };
+            // An int8 output has int8 bounds (what the host writes); int16 any.
+            let clamp = match (wide_out, relu) {
+                (true, true) => ClampI16 { min: zp_out, max: i16::MAX },
+                (true, false) => ClampI16::FULL,
+                (false, true) => ClampI16 { min: (zp_out >> 8).max(-128), max: 127 },
+                (false, false) => ClampI16 { min: -128, max: 127 },
+            };
+            let zp_y = if wide_out { zp_out } else { zp_out >> 8 };
+            let output = WideOutputQuant { zero_point: zp_y, clamp };
+            let acc = naive_acc(&p, zp_in, &pv, in_dims, &x, out_dims, &wt, &unfolded);
+            let want: Vec<i64> = acc.iter().enumerate().map(|(i, &a)| {
+                (requant_naive(a, requant[i % oc]) + i64::from(zp_y))
+                    .clamp(clamp.min.into(), clamp.max.into())
+            }).collect();
+            let n = oh * ow * oc;
+            let got: Vec<i64> = match (wide_in, wide_out) {
+                (false, _) => {
+                    let x: Vec<i8> = x.iter().map(|&v| v as i8).collect();
+                    let pv: Vec<i8> = pv.iter().map(|&v| v as i8).collect();
+                    let quant = WideConvQuant { input_zero_point: zp_in as i8, pad_values: &pv, channels, output };
+                    let mut out = std::vec![0i16; n];
+                    conv2d_wide(&p, &quant, in_dims, &x, out_dims, &mut out, &wt);
+                    out.into_iter().map(i64::from).collect()
+                }
+                (true, wide_out) => {
+                    let x: Vec<i16> = x.iter().map(|&v| v as i16).collect();
+                    let pv: Vec<i16> = pv.iter().map(|&v| v as i16).collect();
+                    let quant = WideConvQuant { input_zero_point: zp_in as i16, pad_values: &pv, channels, output };
+                    if wide_out {
+                        let mut out = std::vec![0i16; n];
+                        conv2d_wide(&p, &quant, in_dims, &x, out_dims, &mut out, &wt);
+                        out.into_iter().map(i64::from).collect()
+                    } else {
+                        let mut out = std::vec![0i8; n];
+                        conv2d_wide(&p, &quant, in_dims, &x, out_dims, &mut out, &wt);
+                        out.into_iter().map(i64::from).collect()
+                    }
+                }
+            };
+            prop_assert_eq!(got, want);
         }
 
         #[test]

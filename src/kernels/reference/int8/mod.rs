@@ -21,6 +21,13 @@
 //! pads with the value it maps to zero) the tap reads `pad[c]`, quantized in the input's scale, and
 //! contributes `w (pad[c] − zp_in)` as it should.
 //!
+//! # int16 activations (16×8)
+//!
+//! The first layers of a network may keep int16 activations with the same int8 weights
+//! (`Conv2dI16`, [`conv::conv2d_wide`]): their outputs are rounded to 65536 steps instead of 256,
+//! which is where a deep network's error starts and is amplified most. Everything above holds with
+//! `i16` values in place of `i8` ones; the products are larger, see below.
+//!
 //! # The accumulator cannot overflow
 //!
 //! One product is at most `|−128 · −128| = 2^14` in magnitude ([`MAX_PRODUCT`]), padded taps
@@ -28,7 +35,9 @@
 //! stays within `|bias'| + K · 2^14`, and so does every partial sum. [`accumulator_fits`] is that
 //! bound against `i32::MAX`; the loader must check it for every output channel of every conv
 //! (`K = kh · kw · in_c / groups`) and dense layer (`K = in_features`). For example `K <=`
-//! [`MAX_PRODUCTS_PER_OUTPUT`] `= 2^16` with `|bias'| < 2^30` always fits. The kernels add with
+//! [`MAX_PRODUCTS_PER_OUTPUT`] `= 2^16` with `|bias'| < 2^30` always fits. An int16 input makes
+//! one product at most `|−128 · −32768| = 2^22` ([`MAX_PRODUCT_I16`], [`accumulator_fits_i16`]),
+//! so such a layer may sum about 256 products per output. The kernels add with
 //! wrapping arithmetic, so unchecked parameters give a wrong result but never a panic.
 //!
 //! # Robustness
@@ -49,15 +58,27 @@ pub use crate::quant::{Clamp, ClampI16, Requant};
 /// Largest magnitude of one int8 × int8 product: `|−128 · −128|`.
 pub const MAX_PRODUCT: i64 = 1 << 14;
 
+/// Largest magnitude of one int8 weight × int16 activation product: `|−128 · −32768|`.
+pub const MAX_PRODUCT_I16: i64 = 1 << 22;
+
 /// Products per output for which every `|bias'| < 2^30` fits ([`accumulator_fits`]).
 pub const MAX_PRODUCTS_PER_OUTPUT: usize = 1 << 16;
 
 /// True when `bias + Σ_{k < products} w_k x_k` cannot leave the i32 range for any int8 `w`, `x`
 /// (`|bias| + products · 2^14 <= i32::MAX`). The loader checks this per output channel.
 pub fn accumulator_fits(products: usize, bias: i32) -> bool {
+    fits(products, MAX_PRODUCT, bias)
+}
+
+/// [`accumulator_fits`] for an int16 input (`|bias| + products · 2^22 <= i32::MAX`).
+pub fn accumulator_fits_i16(products: usize, bias: i32) -> bool {
+    fits(products, MAX_PRODUCT_I16, bias)
+}
+
+fn fits(products: usize, max_product: i64, bias: i32) -> bool {
     u64::try_from(products)
         .ok()
-        .and_then(|k| k.checked_mul(MAX_PRODUCT as u64))
+        .and_then(|k| k.checked_mul(max_product.unsigned_abs()))
         .and_then(|k| k.checked_add(u64::from(bias.unsigned_abs())))
         .is_some_and(|bound| bound <= i32::MAX as u64)
 }
@@ -106,6 +127,50 @@ impl WideOutputQuant {
     }
 }
 
+/// An activation value a convolution or dense layer reads: int8, or int16 in the first layers of
+/// a 16×8 network.
+pub trait Element: Copy {
+    /// The value as an accumulator term.
+    fn widen(self) -> i32;
+}
+
+impl Element for i8 {
+    #[inline]
+    fn widen(self) -> i32 {
+        i32::from(self)
+    }
+}
+
+impl Element for i16 {
+    #[inline]
+    fn widen(self) -> i32 {
+        i32::from(self)
+    }
+}
+
+/// An element a layer with an int16 output stage writes: the int16 value itself, or (the last
+/// 16×8 layer, whose output is int8 again) that value saturated to int8.
+pub trait FromWide: Copy {
+    /// The stored element for a clamped int16 result.
+    fn from_wide(v: i16) -> Self;
+}
+
+impl FromWide for i16 {
+    #[inline]
+    fn from_wide(v: i16) -> Self {
+        v
+    }
+}
+
+impl FromWide for i8 {
+    #[inline]
+    fn from_wide(v: i16) -> Self {
+        // Saturating: the host writes int8 bounds for an int8 output, so this only matters for
+        // records that did not.
+        i8::try_from(v).unwrap_or(if v < 0 { i8::MIN } else { i8::MAX })
+    }
+}
+
 /// Per-output-channel constants of a conv or dense layer, each `[out_c]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelQuant<'a> {
@@ -134,9 +199,9 @@ impl ChannelQuant<'_> {
 /// `Σ w_i x_i` over the common prefix, in order, with wrapping adds (exact whenever
 /// [`accumulator_fits`] holds).
 #[inline]
-fn dot(w: &[i8], x: &[i8]) -> i32 {
+fn dot<X: Element>(w: &[i8], x: &[X]) -> i32 {
     w.iter().zip(x).fold(0i32, |acc, (w, x)| {
-        acc.wrapping_add(i32::from(*w) * i32::from(*x))
+        acc.wrapping_add(i32::from(*w) * x.widen())
     })
 }
 
@@ -166,6 +231,17 @@ pub(crate) mod testing {
         }
         pub fn i8s(&mut self, n: usize) -> Vec<i8> {
             (0..n).map(|_| self.i8()).collect()
+        }
+        /// An int16 value, extremes over-represented.
+        pub fn i16(&mut self) -> i16 {
+            match self.next() % 8 {
+                0 => i16::MIN,
+                1 => i16::MAX,
+                _ => self.next() as u16 as i16,
+            }
+        }
+        pub fn i16s(&mut self, n: usize) -> Vec<i16> {
+            (0..n).map(|_| self.i16()).collect()
         }
         /// In `lo..=hi`.
         pub fn range(&mut self, lo: i32, hi: i32) -> i32 {
@@ -276,6 +352,11 @@ mod tests {
         assert!(accumulator_fits((1 << 17) - 1, (1 << 14) - 1));
         assert!(!accumulator_fits((1 << 17) - 1, 1 << 14));
         assert!(!accumulator_fits(usize::MAX, 0));
+        // int16 inputs: 2^22 per product, so 2^9 products reach 2^31.
+        assert!(accumulator_fits_i16(256, (1 << 30) - 1));
+        assert!(accumulator_fits_i16((1 << 9) - 1, (1 << 22) - 1));
+        assert!(!accumulator_fits_i16((1 << 9) - 1, 1 << 22));
+        assert!(!accumulator_fits_i16(1 << 9, 0));
     }
 
     #[test]
