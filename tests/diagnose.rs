@@ -274,6 +274,7 @@ fn convert_refuses_stale_statistics_and_accepts_them_with_each_flag() {
             progress: false,
             bias_correction: true,
             wide_output: true,
+            int16_activations: convert::INT16_ACTIVATIONS_DEFAULT,
         };
         assert!(convert::convert_file_checked(
             &f.model(),

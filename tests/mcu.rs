@@ -69,6 +69,7 @@ fn convert_fixture(fixture: &str, precision: Precision) -> (convert::Converted, 
                 // Bias correction changes biases, not the instructions or the bit-exactness.
                 bias_correction: false,
                 wide_output: precision == Precision::Int8,
+                int16_activations: icefold_tool::convert::INT16_ACTIVATIONS_DEFAULT,
             };
             convert::convert_file_int8(&f.model(), &Limits::DEFAULT, opts).expect("convert int8")
         }
@@ -197,6 +198,17 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
             reach.roots
         );
     }
+    // The 16x8 convolution (the default conversion's input and first layers) is on the walk too:
+    // its kernel or, where that is inlined, its dispatch.
+    assert!(
+        reach
+            .roots
+            .iter()
+            .any(|r| r.contains("11conv2d_wide") || r.contains("12run_conv_i16")),
+        "16x8 convolution not found as a function in {}: {:?}",
+        elf.display(),
+        reach.roots
+    );
     assert!(
         reach.float_paths.is_empty(),
         "the int8 path calls soft-float routines: {:#?}",

@@ -265,6 +265,7 @@ fn corrupted_blobs_are_refused_and_never_panic() {
                             progress: false,
                             bias_correction: false,
                             wide_output: true,
+                            int16_activations: convert::INT16_ACTIVATIONS_DEFAULT,
                         };
                         convert::convert_file_int8(&f.model(), &Default::default(), opts)
                     });

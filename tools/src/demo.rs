@@ -286,6 +286,7 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
             progress: true,
             bias_correction: true,
             wide_output: true,
+            int16_activations: crate::convert::INT16_ACTIVATIONS_DEFAULT,
         },
     )?;
     if let Some(q) = &int8c.int8 {

@@ -178,6 +178,12 @@ struct ConvertArgs {
     /// writes int16, 256 times finer; firmware then reads it with `run_i8` into an `[i16]`.
     #[arg(long, requires = "quantize")]
     int8_output: bool,
+    /// Keep the activations of the first N convolutions (or `all`) in int16: 16x8, int8 weights
+    /// and 65536 activation steps instead of 256 where a deep network's error starts and is
+    /// amplified. Only conv-to-conv tensors qualify; they take twice the arena bytes of int8.
+    /// 0 keeps every activation int8 (least RAM).
+    #[arg(long, value_name = "N|all", default_value = "all", value_parser = convert::parse_int16_activations, requires = "quantize")]
+    int16_activations: usize,
     /// Refuse models whose weights exceed this many bytes.
     #[arg(long, default_value_t = Limits::DEFAULT.max_weight_bytes)]
     max_weight_bytes: usize,
@@ -230,6 +236,7 @@ fn cmd_convert(a: &ConvertArgs) -> Result<()> {
                 progress: true,
                 bias_correction: !a.no_bias_correction,
                 wide_output: !a.int8_output,
+                int16_activations: a.int16_activations,
             });
             convert::convert_file_checked(model, &limits, &check, int8)?
         }
@@ -354,6 +361,26 @@ fn print_conversion(c: &Converted) {
     println!("blob bytes    {}", c.blob.len());
 }
 
+/// Sorted layer indices as runs: `[1, 2, 3, 7]` → `["#1-#3", "#7"]`.
+fn index_runs(indices: &[usize]) -> Vec<String> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &i in indices {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    runs.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                format!("#{a}")
+            } else {
+                format!("#{a}-#{b}")
+            }
+        })
+        .collect()
+}
+
 fn print_int8_report(c: &Converted, q: &convert::Int8Conversion) {
     println!();
     println!(
@@ -378,21 +405,52 @@ fn print_int8_report(c: &Converted, q: &convert::Int8Conversion) {
         "int8 vs f32 on the calibration data: relative L2 {:.3e}, max-abs {:.3e}, top-1 agreement {}/{}",
         e.rel_l2, e.max_abs, e.top1_agree, e.samples
     );
-    let wide: Vec<String> = c
-        .lowered
-        .layers
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.output.dtype == DType::I16)
-        .map(|(i, _)| format!("#{i}"))
-        .collect();
+    let int16_layers = |head: bool| -> Vec<String> {
+        let indices: Vec<usize> = c
+            .lowered
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.output.dtype == DType::I16)
+            .filter(|(_, l)| matches!(l.op, Op::DenseI8Wide(_) | Op::SoftmaxI16 { .. }) == head)
+            .map(|(i, _)| i)
+            .collect();
+        index_runs(&indices)
+    };
+    let plural = |runs: &[String]| runs.len() > 1 || runs.iter().any(|r| r.contains('-'));
+    let activations = int16_layers(false);
+    let int16_input = c.lowered.info.input.dtype == DType::I16;
+    if int16_input || !activations.is_empty() {
+        let outputs = if activations.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{}the outputs of layer{} {}",
+                if int16_input { " and " } else { "" },
+                if plural(&activations) { "s" } else { "" },
+                activations.join(", ")
+            )
+        };
+        println!(
+            "int16 activations (16x8): {}{outputs}; arena {} bytes, {} with every activation int8 \
+             (--int16-activations 0)",
+            if int16_input {
+                "the model input (firmware: run_i8 with an [i16] input)"
+            } else {
+                ""
+            },
+            c.lowered.info.arena_bytes,
+            q.int8_arena_bytes
+        );
+    }
+    let wide = int16_layers(true);
     if wide.is_empty() {
         println!("output: int8 (firmware: run_i8 with an [i8] output)");
     } else {
         println!(
             "output head in int16: layer{} {} (firmware: run_i8 with an [i16] output; \
              --int8-output keeps every tensor int8)",
-            if wide.len() > 1 { "s" } else { "" },
+            if plural(&wide) { "s" } else { "" },
             wide.join(", ")
         );
     }
@@ -485,17 +543,16 @@ fn cmd_inspect(blob_path: &Path) -> Result<()> {
             }
         );
     } else {
+        let raw = |d: DType| if d == DType::I16 { "i16" } else { "i8" };
         println!(
-            "element types: input {:?}{}, output {:?}{} (firmware: run_i8 with an [{}] output)",
+            "element types: input {:?}{}, output {:?}{} (firmware: run_i8 from an [{}] input \
+             into an [{}] output)",
             info.input.dtype,
             quant(info.input.quant),
             info.output.dtype,
             quant(info.output.quant),
-            if info.output.dtype == DType::I16 {
-                "i16"
-            } else {
-                "i8"
-            }
+            raw(info.input.dtype),
+            raw(info.output.dtype)
         );
     }
     println!();
@@ -565,6 +622,23 @@ fn describe(op: &Op) -> (String, usize) {
             (
                 format!(
                     "Conv2d i8 {}x{}/{} g{}",
+                    c.kernel[0],
+                    c.kernel[1],
+                    c.stride[1].max(c.stride[0]),
+                    c.groups
+                ),
+                (c.weights.len
+                    + c.bias.len
+                    + c.pad_values.len
+                    + q.requant.multipliers.len
+                    + q.requant.shifts.len) as usize,
+            )
+        }
+        Op::Conv2dI16(q) => {
+            let c = &q.conv;
+            (
+                format!(
+                    "Conv2d 16x8 {}x{}/{} g{}",
                     c.kernel[0],
                     c.kernel[1],
                     c.stride[1].max(c.stride[0]),

@@ -18,10 +18,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use icefold::format::{
-    self, Activation as RtActivation, AddI8, AffineI8, ChannelRequant, Clamp, ClampI16, Conv2dI8,
-    DType, DenseI8, DenseI8Wide, Op, PoolI8, Quant, Span, TensorDesc,
+    self, Activation as RtActivation, AddI8, AffineI8, ChannelRequant, Clamp, ClampI16, Conv2dI16,
+    Conv2dI8, DType, DenseI8, DenseI8Wide, Op, PoolI8, Quant, Span, TensorDesc,
 };
-use icefold::kernels::reference::int8::{accumulator_fits, lut};
+use icefold::kernels::reference::int8::{accumulator_fits, accumulator_fits_i16, lut};
 use icefold::quant::{self, Requant};
 
 use crate::calibrate::{Calibration, QParams, Range};
@@ -49,6 +49,16 @@ impl Weights {
     fn i8s(&mut self, data: &[i8]) -> Span {
         let at = self.bytes.len();
         self.bytes.extend(data.iter().map(|&v| v as u8));
+        self.span_since(at)
+    }
+    fn i16s(&mut self, data: &[i16]) -> Span {
+        if self.bytes.len() % 2 != 0 {
+            self.bytes.push(0);
+        }
+        let at = self.bytes.len();
+        for v in data {
+            self.bytes.extend_from_slice(&v.to_le_bytes());
+        }
         self.span_since(at)
     }
     fn i32s(&mut self, data: impl IntoIterator<Item = i32>) -> Span {
@@ -109,17 +119,103 @@ fn wide_qparams(r: Range) -> QParams {
 
 /// The fused activation of an int16 output as bounds in its steps (zero point 0).
 fn wide_clamp_for(act: RtActivation, q: QParams, layer: &str) -> Result<ClampI16> {
-    let step = |x: f32| {
-        (x as f64 / q.scale as f64)
-            .round()
-            .clamp(i16::MIN as f64, i16::MAX as f64) as i16
-    };
+    let step = |x: f32| quantize_i16(q, x);
     Ok(match act {
         RtActivation::Identity => ClampI16::FULL,
         RtActivation::Relu => ClampI16 { min: 0, max: i16::MAX },
         RtActivation::Clip { lo, hi } => ClampI16 { min: step(lo), max: step(hi) },
         other => bail!("layer {layer}: activation {other:?} cannot be fused in int8 (lowering must keep it separate)"),
     })
+}
+
+/// Most products per output of a layer that reads an int16 activation: `256 · 2^22 = 2^30`
+/// leaves half of the int32 accumulator to the bias (`accumulator_fits_i16`).
+pub const INT16_INPUT_MAX_PRODUCTS: usize = 256;
+
+/// Weights per output channel of a convolution record (the products each output sums).
+fn conv_products(c: &format::Conv2d, input: &TensorDesc) -> usize {
+    c.kernel[0] as usize * c.kernel[1] as usize * (input.dims[2] / c.groups.max(1)) as usize
+}
+
+/// The activation tensors kept in int16 (16×8) when the first `n` convolutions of the schedule
+/// write int16: each of those outputs that is not the model output and is read only by
+/// convolutions summing at most [`INT16_INPUT_MAX_PRODUCTS`] products (the readers outside the
+/// first `n` then write int8 again), and, for `n >= 1`, the model input under the same rule (a
+/// layout transpose on the way to the convolutions is int16 too). Anything else (pooling,
+/// addition, a model output) keeps int8.
+pub fn int16_activations(l: &Lowered, n: usize) -> Vec<u16> {
+    let readers = |t: u16| {
+        l.layers
+            .iter()
+            .filter(move |r| r.inputs[..r.input_count as usize].iter().any(|x| x.id == t))
+    };
+    // `t` can be int16: read, only by small enough convolutions or by transposes whose outputs
+    // can be int16; the transposes' outputs are collected into `moved`.
+    fn convs_read<'a>(
+        t: u16,
+        readers: &dyn Fn(u16) -> Box<dyn Iterator<Item = &'a format::Layer> + 'a>,
+        moved: &mut Vec<u16>,
+    ) -> bool {
+        let mut any = false;
+        for r in readers(t) {
+            any = true;
+            let ok = match &r.op {
+                Op::Conv2d(c) => conv_products(c, &r.inputs[0]) <= INT16_INPUT_MAX_PRODUCTS,
+                Op::Transpose(_) => {
+                    moved.push(r.output.id);
+                    convs_read(r.output.id, readers, moved)
+                }
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        any
+    }
+    let boxed = |t: u16| -> Box<dyn Iterator<Item = &format::Layer> + '_> { Box::new(readers(t)) };
+    let mut wide = Vec::new();
+    let input = l.info.input.id;
+    let mut moved = Vec::new();
+    if n >= 1 && convs_read(input, &boxed, &mut moved) && !moved.contains(&l.info.output.id) {
+        wide.push(input);
+        wide.extend(moved);
+    }
+    let convs = l
+        .layers
+        .iter()
+        .filter(|layer| matches!(layer.op, Op::Conv2d(_)))
+        .take(n);
+    for layer in convs {
+        let t = layer.output.id;
+        let mut moved = Vec::new();
+        if t != l.info.output.id && convs_read(t, &boxed, &mut moved) && moved.is_empty() {
+            wide.push(t);
+        }
+    }
+    wide
+}
+
+/// Symmetric int16 quantization (zero point 0) of an activation over its calibrated range: the
+/// range int8 would use, in 65536 steps instead of 256.
+fn int16_qparams(r: Range) -> QParams {
+    let reach = (r.min as f64).abs().max((r.max as f64).abs());
+    let scale = if reach > f64::from(f32::MIN_POSITIVE) {
+        reach / i16::MAX as f64
+    } else {
+        1.0
+    };
+    QParams {
+        scale: scale as f32,
+        zero_point: 0,
+    }
+}
+
+/// `x` in the steps of a symmetric int16 quantization, saturated.
+fn quantize_i16(q: QParams, x: f32) -> i16 {
+    (x as f64 / q.scale as f64)
+        .round()
+        .clamp(i16::MIN as f64, i16::MAX as f64) as i16
 }
 
 /// The output head that runs in int16: the index of a dense layer writing the model output, or
@@ -172,6 +268,7 @@ fn quantize_rows(
     out: usize,
     positions: usize,
     (s_in, zp_in): (f64, i32),
+    fits: fn(usize, i32) -> bool,
     layer: &str,
 ) -> Result<(Vec<i8>, Vec<i32>, Vec<f64>)> {
     let per = w.len() / out.max(1);
@@ -191,9 +288,7 @@ fn quantize_rows(
         let zp_term = zp_in as i64 * positions as i64 * sum;
         let b = (bias[o] as f64 / (s_in * s_w)).round() - zp_term as f64;
         let products = per.saturating_mul(positions);
-        if !(i32::MIN as f64..=i32::MAX as f64).contains(&b)
-            || !accumulator_fits(products, b as i32)
-        {
+        if !(i32::MIN as f64..=i32::MAX as f64).contains(&b) || !fits(products, b as i32) {
             bail!(
                 "layer {layer}: output channel {o}: the bias {} is too large for the int32 \
                  accumulator at this input scale ({s_in:e}); the layer's input range is too narrow \
@@ -210,13 +305,15 @@ fn quantize_rows(
 
 /// The int8 weights, int32 bias and per-channel factors of a convolution or dense layer (`out`
 /// output channels over `positions` input vectors, f32 `weights` and `bias` spans of `l`), written
-/// to `w`.
+/// to `w`; `fits` is the accumulator bound of the input's element type.
+#[allow(clippy::too_many_arguments)]
 fn weighted(
     w: &mut Weights,
     l: &Lowered,
     (weights, bias): (Span, Span),
     (out, positions): (usize, usize),
     (x, y): (QParams, QParams),
+    fits: fn(usize, i32) -> bool,
     name: &str,
 ) -> Result<(Span, Span, ChannelRequant)> {
     let (s_in, s_out) = (x.scale as f64, y.scale as f64);
@@ -226,6 +323,7 @@ fn weighted(
         out,
         positions,
         (s_in, x.zero_point),
+        fits,
         name,
     )?;
     let factors = sw
@@ -289,9 +387,31 @@ fn quant_softmax_zero_point() -> i32 {
 }
 
 /// Convert the f32 model `l` (lowered with `fuse_table_activations: false`) to int8; with
-/// `wide_output`, a dense last layer writes int16 (see the module docs).
-pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Lowered> {
+/// `wide_output`, a dense last layer writes int16, and the first `int16_convs` convolutions keep
+/// int16 activations where [`int16_activations`] allows (see the module docs).
+pub fn quantize(
+    l: &Lowered,
+    cal: &Calibration,
+    wide_output: bool,
+    int16_convs: usize,
+) -> Result<Lowered> {
     let mut qp = tensor_qparams(l, cal)?;
+    let int16 = int16_activations(l, int16_convs);
+    for &t in &int16 {
+        let range = cal
+            .ranges
+            .get(l.tensor_values[t as usize])
+            .copied()
+            .flatten()
+            .ok_or_else(|| anyhow!("tensor {t}: no calibration range for its value"))?;
+        qp[t as usize] = int16_qparams(range);
+    }
+    // A transpose moves values: its output keeps its input's grid.
+    for layer in &l.layers {
+        if matches!(layer.op, Op::Transpose(_)) && int16.contains(&layer.output.id) {
+            qp[layer.output.id as usize] = qp[layer.inputs[0].id as usize];
+        }
+    }
     let head = wide_output.then(|| wide_output_head(l)).flatten();
     let (wide, wide_softmax) = (head.map(|h| h.0), head.and_then(|h| h.1));
     if let Some(k) = wide {
@@ -323,22 +443,59 @@ pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Low
         let op = match &layer.op {
             Op::Conv2d(c) => {
                 let out_c = layer.output.dims[2] as usize;
-                let (weights, bias, requant) =
-                    weighted(&mut w, l, (c.weights, c.bias), (out_c, 1), (x, y), &name)?;
-                let pad_values: Vec<i8> = f32s(l, c.pad_values)
-                    .iter()
-                    .map(|&p| x.quantize(p))
-                    .collect();
+                let wide_in = int16.contains(&layer.inputs[0].id);
+                let wide_out = int16.contains(&layer.output.id);
+                let fits = if wide_in {
+                    accumulator_fits_i16
+                } else {
+                    accumulator_fits
+                };
+                let (weights, bias, requant) = weighted(
+                    &mut w,
+                    l,
+                    (c.weights, c.bias),
+                    (out_c, 1),
+                    (x, y),
+                    fits,
+                    &name,
+                )?;
+                let pad_values = f32s(l, c.pad_values);
                 let mut conv = *c;
                 conv.weights = weights;
                 conv.bias = bias;
-                conv.pad_values = w.i8s(&pad_values);
+                conv.pad_values = if wide_in {
+                    let q: Vec<i16> = pad_values.iter().map(|&p| quantize_i16(x, p)).collect();
+                    w.i16s(&q)
+                } else {
+                    let q: Vec<i8> = pad_values.iter().map(|&p| x.quantize(p)).collect();
+                    w.i8s(&q)
+                };
                 conv.activation = RtActivation::Identity;
-                Op::Conv2dI8(Conv2dI8 {
-                    conv,
-                    requant,
-                    clamp: clamp_for(c.activation, y, &name)?,
-                })
+                if wide_out {
+                    let clamp = wide_clamp_for(c.activation, y, &name)?;
+                    Op::Conv2dI16(Conv2dI16 {
+                        conv,
+                        requant,
+                        clamp,
+                    })
+                } else if wide_in {
+                    let Clamp { min, max } = clamp_for(c.activation, y, &name)?;
+                    let clamp = ClampI16 {
+                        min: min.into(),
+                        max: max.into(),
+                    };
+                    Op::Conv2dI16(Conv2dI16 {
+                        conv,
+                        requant,
+                        clamp,
+                    })
+                } else {
+                    Op::Conv2dI8(Conv2dI8 {
+                        conv,
+                        requant,
+                        clamp: clamp_for(c.activation, y, &name)?,
+                    })
+                }
             }
             Op::Dense(d) => {
                 let out = layer.output.len();
@@ -351,6 +508,7 @@ pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Low
                     (d.weights, d.bias),
                     (out, positions),
                     (x, y),
+                    accumulator_fits,
                     &name,
                 )?;
                 if wide == Some(i) {
@@ -469,6 +627,7 @@ pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Low
         .into_iter()
         .flatten()
         .map(|k| l.layers[k].output.id)
+        .chain(int16.iter().copied())
         .collect();
     let describe = |d: &TensorDesc| TensorDesc {
         dtype: if wide_tensors.contains(&d.id) {
@@ -497,6 +656,42 @@ pub fn quantize(l: &Lowered, cal: &Calibration, wide_output: bool) -> Result<Low
         notes: l.notes.clone(),
         tensor_values: l.tensor_values.clone(),
     })
+}
+
+/// Arena bytes the quantized model `q` would need with every activation int8 (its int16 input
+/// and activations narrowed, the output head unchanged): what `--int16-activations 0` costs.
+pub fn int8_activation_arena(q: &Lowered) -> Result<u32> {
+    let head: Vec<u16> = q
+        .layers
+        .iter()
+        .filter(|l| matches!(l.op, Op::DenseI8Wide(_) | Op::SoftmaxI16 { .. }))
+        .map(|l| l.output.id)
+        .collect();
+    let int16: Vec<u16> = q
+        .layers
+        .iter()
+        .flat_map(|l| l.inputs.iter().chain([&l.output]))
+        .filter(|d| d.dtype == DType::I16 && !head.contains(&d.id))
+        .map(|d| d.id)
+        .collect();
+    let narrow = |d: &TensorDesc| TensorDesc {
+        dtype: if int16.contains(&d.id) {
+            DType::I8
+        } else {
+            d.dtype
+        },
+        ..*d
+    };
+    let mut info = q.info;
+    info.input = narrow(&info.input);
+    info.output = narrow(&info.output);
+    let mut layers = q.layers.clone();
+    for layer in &mut layers {
+        layer.inputs = layer.inputs.map(|d| narrow(&d));
+        layer.output = narrow(&layer.output);
+    }
+    crate::plan::replan(&mut info, &mut layers)?;
+    Ok(info.arena_bytes)
 }
 
 /// Factor of a fixed-point `Requant` as a real number.
@@ -545,9 +740,14 @@ pub fn correct_bias(
                 c.requant,
                 layer.output.dims[2] as usize,
                 layer.output.quant,
-                c.conv.kernel[0] as usize
-                    * c.conv.kernel[1] as usize
-                    * (layer.inputs[0].dims[2] / c.conv.groups.max(1)) as usize,
+                conv_products(&c.conv, &layer.inputs[0]),
+            ),
+            Op::Conv2dI16(c) => (
+                c.conv.bias,
+                c.requant,
+                layer.output.dims[2] as usize,
+                layer.output.quant,
+                conv_products(&c.conv, &layer.inputs[0]),
             ),
             Op::DenseI8(DenseI8 { bias, requant, .. })
             | Op::DenseI8Wide(DenseI8Wide { bias, requant, .. }) => (
@@ -579,9 +779,12 @@ pub fn correct_bias(
             }
             let at = bias.offset as usize + 4 * c;
             let new = i32_at(&q.weights, at) as f64 + (mean_err / acc_scale).round();
-            if (i32::MIN as f64..=i32::MAX as f64).contains(&new)
-                && accumulator_fits(products, new as i32)
-            {
+            let fits = if layer.inputs[0].dtype == DType::I16 {
+                accumulator_fits_i16
+            } else {
+                accumulator_fits
+            };
+            if (i32::MIN as f64..=i32::MAX as f64).contains(&new) && fits(products, new as i32) {
                 q.weights[at..at + 4].copy_from_slice(&(new as i32).to_le_bytes());
             }
         }
@@ -653,6 +856,7 @@ fn measure_errors(
         Op::Conv2dI8(c) => (c.clamp.min.into(), c.clamp.max.into()),
         Op::DenseI8(d) => (d.clamp.min.into(), d.clamp.max.into()),
         Op::DenseI8Wide(d) => (d.clamp.min, d.clamp.max),
+        Op::Conv2dI16(c) => (c.clamp.min, c.clamp.max),
         _ => return Ok(sums),
     };
     let Some(oq) = layer.output.quant else {
