@@ -371,3 +371,18 @@ pub fn convert_file_checked(
     limits.check_file(path)?;
     convert_graph_checked(onnx::import_file(path)?, limits, check, int8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int16_activations_count_parses_numbers_and_all() {
+        assert_eq!(parse_int16_activations("all"), Ok(usize::MAX));
+        assert_eq!(parse_int16_activations("0"), Ok(0));
+        assert_eq!(parse_int16_activations("12"), Ok(12));
+        let err = parse_int16_activations("first").unwrap_err();
+        assert!(err.contains("`all`") && err.contains("`first`"), "{err}");
+        assert!(parse_int16_activations("-1").is_err());
+    }
+}
