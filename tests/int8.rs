@@ -30,6 +30,21 @@ struct Outcome {
     wide: bool,
 }
 
+/// `run_i8` on one raw sample into the output buffer of the model's output element type.
+fn run_raw<I: icefold::RawElement>(
+    model: &icefold::Model<'_>,
+    arena: &mut [u8],
+    x: &[I],
+    out8: &mut [i8],
+    out16: &mut [i16],
+) -> Result<(), icefold::RunError> {
+    if model.output().dtype == DType::I16 {
+        model.run_i8(arena, x, out16)
+    } else {
+        model.run_i8(arena, x, out8)
+    }
+}
+
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("golden")
@@ -80,21 +95,13 @@ fn check(f: &Fixture, method: Method) -> anyhow::Result<Outcome> {
                 .iter()
                 .map(|&v| icefold::engine::quantize_i16(v, q))
                 .collect();
-            if wide {
-                model.run_i8(arena, &xi, &mut out16)
-            } else {
-                model.run_i8(arena, &xi, &mut out8)
-            }
+            run_raw(&model, arena, &xi, &mut out8, &mut out16)
         } else {
             let xi: Vec<i8> = sample
                 .iter()
                 .map(|&v| icefold::engine::quantize(v, q))
                 .collect();
-            if wide {
-                model.run_i8(arena, &xi, &mut out16)
-            } else {
-                model.run_i8(arena, &xi, &mut out8)
-            }
+            run_raw(&model, arena, &xi, &mut out8, &mut out16)
         };
         run.map_err(|e| anyhow::anyhow!("run_i8: {e}"))?;
         // The runtime is little-endian only: these are the output tensor's bytes in the arena.

@@ -617,40 +617,8 @@ fn describe(op: &Op) -> (String, usize) {
         Op::Softmax => ("Softmax".into(), 0),
         Op::Transpose(t) => (format!("Transpose {:?}", t.perm), 0),
         Op::Pad(p) => (format!("Pad {:?}", p.pad), 0),
-        Op::Conv2dI8(q) => {
-            let c = &q.conv;
-            (
-                format!(
-                    "Conv2d i8 {}x{}/{} g{}",
-                    c.kernel[0],
-                    c.kernel[1],
-                    c.stride[1].max(c.stride[0]),
-                    c.groups
-                ),
-                (c.weights.len
-                    + c.bias.len
-                    + c.pad_values.len
-                    + q.requant.multipliers.len
-                    + q.requant.shifts.len) as usize,
-            )
-        }
-        Op::Conv2dI16(q) => {
-            let c = &q.conv;
-            (
-                format!(
-                    "Conv2d 16x8 {}x{}/{} g{}",
-                    c.kernel[0],
-                    c.kernel[1],
-                    c.stride[1].max(c.stride[0]),
-                    c.groups
-                ),
-                (c.weights.len
-                    + c.bias.len
-                    + c.pad_values.len
-                    + q.requant.multipliers.len
-                    + q.requant.shifts.len) as usize,
-            )
-        }
+        Op::Conv2dI8(q) => quantized_conv("i8", &q.conv, &q.requant),
+        Op::Conv2dI16(q) => quantized_conv("16x8", &q.conv, &q.requant),
         Op::DenseI8(d) => (
             "Dense i8".into(),
             (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
@@ -691,6 +659,28 @@ fn describe(op: &Op) -> (String, usize) {
         #[allow(unreachable_patterns)]
         _ => ("(unknown op)".into(), 0),
     }
+}
+
+/// Kind and weight bytes of an integer convolution record (`precision`: "i8" or "16x8").
+fn quantized_conv(
+    precision: &str,
+    c: &icefold::format::Conv2d,
+    requant: &icefold::format::ChannelRequant,
+) -> (String, usize) {
+    (
+        format!(
+            "Conv2d {precision} {}x{}/{} g{}",
+            c.kernel[0],
+            c.kernel[1],
+            c.stride[1].max(c.stride[0]),
+            c.groups
+        ),
+        (c.weights.len
+            + c.bias.len
+            + c.pad_values.len
+            + requant.multipliers.len
+            + requant.shifts.len) as usize,
+    )
 }
 
 fn cmd_verify(model_path: &Path, input: &Path, expected: Option<&Path>) -> Result<()> {

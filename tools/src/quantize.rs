@@ -105,7 +105,13 @@ pub const WIDE_OUTPUT_HEADROOM: f64 = 2.0;
 
 /// Symmetric int16 quantization (zero point 0) covering `r` with [`WIDE_OUTPUT_HEADROOM`].
 fn wide_qparams(r: Range) -> QParams {
-    let reach = (r.min as f64).abs().max((r.max as f64).abs()) * WIDE_OUTPUT_HEADROOM;
+    symmetric_i16(r, WIDE_OUTPUT_HEADROOM)
+}
+
+/// Symmetric int16 quantization (zero point 0) whose largest step reaches `headroom` times the
+/// larger magnitude of `r`.
+fn symmetric_i16(r: Range, headroom: f64) -> QParams {
+    let reach = (r.min as f64).abs().max((r.max as f64).abs()) * headroom;
     let scale = if reach > f64::from(f32::MIN_POSITIVE) {
         reach / i16::MAX as f64
     } else {
@@ -199,16 +205,7 @@ pub fn int16_activations(l: &Lowered, n: usize) -> Vec<u16> {
 /// Symmetric int16 quantization (zero point 0) of an activation over its calibrated range: the
 /// range int8 would use, in 65536 steps instead of 256.
 fn int16_qparams(r: Range) -> QParams {
-    let reach = (r.min as f64).abs().max((r.max as f64).abs());
-    let scale = if reach > f64::from(f32::MIN_POSITIVE) {
-        reach / i16::MAX as f64
-    } else {
-        1.0
-    };
-    QParams {
-        scale: scale as f32,
-        zero_point: 0,
-    }
+    symmetric_i16(r, 1.0)
 }
 
 /// `x` in the steps of a symmetric int16 quantization, saturated.
