@@ -150,40 +150,10 @@ fn conv_products(c: &format::Conv2d, input: &TensorDesc) -> usize {
 /// layout transpose on the way to the convolutions is int16 too). Anything else (pooling,
 /// addition, a model output) keeps int8.
 pub fn int16_activations(l: &Lowered, n: usize) -> Vec<u16> {
-    let readers = |t: u16| {
-        l.layers
-            .iter()
-            .filter(move |r| r.inputs[..r.input_count as usize].iter().any(|x| x.id == t))
-    };
-    // `t` can be int16: read, only by small enough convolutions or by transposes whose outputs
-    // can be int16; the transposes' outputs are collected into `moved`.
-    fn convs_read<'a>(
-        t: u16,
-        readers: &dyn Fn(u16) -> Box<dyn Iterator<Item = &'a format::Layer> + 'a>,
-        moved: &mut Vec<u16>,
-    ) -> bool {
-        let mut any = false;
-        for r in readers(t) {
-            any = true;
-            let ok = match &r.op {
-                Op::Conv2d(c) => conv_products(c, &r.inputs[0]) <= INT16_INPUT_MAX_PRODUCTS,
-                Op::Transpose(_) => {
-                    moved.push(r.output.id);
-                    convs_read(r.output.id, readers, moved)
-                }
-                _ => false,
-            };
-            if !ok {
-                return false;
-            }
-        }
-        any
-    }
-    let boxed = |t: u16| -> Box<dyn Iterator<Item = &format::Layer> + '_> { Box::new(readers(t)) };
     let mut wide = Vec::new();
     let input = l.info.input.id;
     let mut moved = Vec::new();
-    if n >= 1 && convs_read(input, &boxed, &mut moved) && !moved.contains(&l.info.output.id) {
+    if n >= 1 && read_by_convs_only(l, input, &mut moved) && !moved.contains(&l.info.output.id) {
         wide.push(input);
         wide.extend(moved);
     }
@@ -195,11 +165,40 @@ pub fn int16_activations(l: &Lowered, n: usize) -> Vec<u16> {
     for layer in convs {
         let t = layer.output.id;
         let mut moved = Vec::new();
-        if t != l.info.output.id && convs_read(t, &boxed, &mut moved) && moved.is_empty() {
+        if t != l.info.output.id && read_by_convs_only(l, t, &mut moved) && moved.is_empty() {
             wide.push(t);
         }
     }
     wide
+}
+
+/// The layers of `l` that read tensor `t`.
+fn readers_of(l: &Lowered, t: u16) -> impl Iterator<Item = &format::Layer> {
+    l.layers
+        .iter()
+        .filter(move |r| r.inputs[..r.input_count as usize].iter().any(|x| x.id == t))
+}
+
+/// Whether tensor `t` can be int16: it is read, and only by convolutions of at most
+/// [`INT16_INPUT_MAX_PRODUCTS`] products or by transposes whose outputs can be int16 (their
+/// outputs are collected into `moved`).
+fn read_by_convs_only(l: &Lowered, t: u16, moved: &mut Vec<u16>) -> bool {
+    let mut read = false;
+    for r in readers_of(l, t) {
+        read = true;
+        let ok = match &r.op {
+            Op::Conv2d(c) => conv_products(c, &r.inputs[0]) <= INT16_INPUT_MAX_PRODUCTS,
+            Op::Transpose(_) => {
+                moved.push(r.output.id);
+                read_by_convs_only(l, r.output.id, moved)
+            }
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    read
 }
 
 /// Symmetric int16 quantization (zero point 0) of an activation over its calibrated range: the
