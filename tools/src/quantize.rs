@@ -731,19 +731,13 @@ pub fn correct_bias(
         pb.set_position(k as u64);
         let layer = q.layers[k];
         let (bias, requant, per, out_q, products) = match &layer.op {
-            Op::Conv2dI8(c) => (
-                c.conv.bias,
-                c.requant,
+            Op::Conv2dI8(Conv2dI8 { conv, requant, .. })
+            | Op::Conv2dI16(Conv2dI16 { conv, requant, .. }) => (
+                conv.bias,
+                *requant,
                 layer.output.dims[2] as usize,
                 layer.output.quant,
-                conv_products(&c.conv, &layer.inputs[0]),
-            ),
-            Op::Conv2dI16(c) => (
-                c.conv.bias,
-                c.requant,
-                layer.output.dims[2] as usize,
-                layer.output.quant,
-                conv_products(&c.conv, &layer.inputs[0]),
+                conv_products(conv, &layer.inputs[0]),
             ),
             Op::DenseI8(DenseI8 { bias, requant, .. })
             | Op::DenseI8Wide(DenseI8Wide { bias, requant, .. }) => (
