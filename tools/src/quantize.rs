@@ -172,6 +172,38 @@ pub fn int16_activations(l: &Lowered, n: usize) -> Vec<u16> {
     wide
 }
 
+/// Whether every output channel's bias of the convolution `layer` fits the int32 accumulator
+/// beside its products when its input has the int16 quantization `x` (the check
+/// `quantize_rows` makes, done before choosing int16).
+fn bias_fits_int16(l: &Lowered, c: &format::Conv2d, layer: &format::Layer, x: QParams) -> bool {
+    let (w, bias) = (f32s(l, c.weights), f32s(l, c.bias));
+    let per = w.len() / (layer.output.dims[2] as usize).max(1);
+    w.chunks_exact(per.max(1)).zip(&bias).all(|(row, &b)| {
+        let max = row.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
+        let s_w = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let q = (b as f64 / (x.scale as f64 * s_w)).round();
+        q.abs() < i32::MAX as f64 && accumulator_fits_i16(per, q as i32)
+    })
+}
+
+/// Tensor `t` and the tensors transposes move it from and to (one element type among them).
+fn transposed_with(l: &Lowered, t: u16) -> Vec<u16> {
+    let mut group = vec![t];
+    let mut i = 0;
+    while let Some(&u) = group.get(i) {
+        for layer in l.layers.iter().filter(|x| matches!(x.op, Op::Transpose(_))) {
+            let (from, to) = (layer.inputs[0].id, layer.output.id);
+            for (a, b) in [(from, to), (to, from)] {
+                if a == u && !group.contains(&b) {
+                    group.push(b);
+                }
+            }
+        }
+        i += 1;
+    }
+    group
+}
+
 /// The layers of `l` that read tensor `t`.
 fn readers_of(l: &Lowered, t: u16) -> impl Iterator<Item = &format::Layer> {
     l.layers
@@ -392,7 +424,8 @@ pub fn quantize(
     int16_convs: usize,
 ) -> Result<Lowered> {
     let mut qp = tensor_qparams(l, cal)?;
-    let int16 = int16_activations(l, int16_convs);
+    let int8_qp = qp.clone();
+    let mut int16 = int16_activations(l, int16_convs);
     for &t in &int16 {
         let range = cal
             .ranges
@@ -406,6 +439,23 @@ pub fn quantize(
     for layer in &l.layers {
         if matches!(layer.op, Op::Transpose(_)) && int16.contains(&layer.output.id) {
             qp[layer.output.id as usize] = qp[layer.inputs[0].id as usize];
+        }
+    }
+    // A convolution whose bias does not fit beside 2^22-sized products at its int16 input's
+    // scale (a narrow input range against a large bias) reads int8 instead: its input, and what
+    // a transpose moved it from or to, go back to their int8 grids rather than failing.
+    while let Some(t) = l.layers.iter().find_map(|layer| match &layer.op {
+        Op::Conv2d(c)
+            if int16.contains(&layer.inputs[0].id)
+                && !bias_fits_int16(l, c, layer, qp[layer.inputs[0].id as usize]) =>
+        {
+            Some(layer.inputs[0].id)
+        }
+        _ => None,
+    }) {
+        for g in transposed_with(l, t) {
+            int16.retain(|&x| x != g);
+            qp[g as usize] = int8_qp[g as usize];
         }
     }
     let head = wide_output.then(|| wide_output_head(l)).flatten();

@@ -2356,3 +2356,62 @@ fn int16_activations_stop_where_a_tensor_is_not_only_read_by_convolutions() {
     );
     assert_eq!(crate::quantize::int16_activations(&l, 0), Vec::<u16>::new());
 }
+
+/// A convolution whose bias is too large for the int32 accumulator beside int16 products at its
+/// input's int16 scale reads int8 instead (the conversion does not fail); with a small bias the
+/// same graph reads int16.
+#[test]
+fn a_bias_too_large_for_int16_products_keeps_the_input_int8() {
+    use icefold::format::DType;
+    let graph = |bias: f32| {
+        let w: Vec<f32> = (0..36).map(|i| ((i % 7) as f32 - 3.0) * 0.003).collect();
+        Builder::new(13, &[-1, 2, 4, 4])
+            .init(f32t("k", &[2, 2, 3, 3], w))
+            .init(f32t("b", &[2], vec![bias, -bias / 2.0]))
+            .node(node(
+                "Conv",
+                "c",
+                &["x", "k", "b"],
+                &["y"],
+                vec![attr_is("pads", &[1, 1, 1, 1])],
+            ))
+            .ok()
+    };
+    let calib = crate::io::Array {
+        shape: vec![16, 2, 4, 4],
+        data: (0..16 * 32)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect(),
+    };
+    let convert = |g| {
+        let opts = crate::convert::Int8Options {
+            calib: &calib,
+            method: crate::calibrate::Method::DEFAULT,
+            progress: false,
+            bias_correction: false,
+            wide_output: true,
+            int16_activations: crate::convert::INT16_ACTIVATIONS_DEFAULT,
+        };
+        crate::convert::convert_graph_int8(g, &crate::limits::Limits::DEFAULT, opts).unwrap()
+    };
+    // Bias 20 with weights up to 0.009 over inputs in [-1, 1]: about 2^25 steps of the int8
+    // accumulator scale, 2^33 of the int16 one (over the int32 range).
+    let big = convert(graph(20.0));
+    let ops: Vec<(&str, DType)> = big
+        .lowered
+        .layers
+        .iter()
+        .map(|l| (l.op.name(), l.inputs[0].dtype))
+        .collect();
+    assert_eq!(
+        ops,
+        vec![
+            ("transpose", DType::I8),
+            ("conv2d_i8", DType::I8),
+            ("transpose", DType::I8)
+        ]
+    );
+    let small = convert(graph(0.5));
+    assert_eq!(small.lowered.info.input.dtype, DType::I16);
+    assert_eq!(small.lowered.layers[1].op.name(), "conv2d_i16");
+}
