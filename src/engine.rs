@@ -184,10 +184,14 @@ fn as_f32_mut(bytes: &mut [u8]) -> Option<&mut [f32]> {
 /// zero, computed in f32 (TensorFlow Lite's input quantization). NaN becomes the zero point (real
 /// zero); infinities and out-of-range values saturate to -128 / 127.
 pub fn quantize(x: f32, quant: Quant) -> i8 {
+    i8::try_from(quantized_steps(x, quant, i8::MIN.into(), i8::MAX.into())).unwrap_or(0)
+}
+
+/// `clamp(round(x / scale) + zero_point, min, max)`, rounding half away from zero.
+fn quantized_steps(x: f32, quant: Quant, min: i32, max: i32) -> i32 {
     // `as i32` saturates (and maps NaN to 0); the sum then saturates before the clamp.
     let steps = libm::roundf(x / quant.scale) as i32;
-    let q = steps.saturating_add(quant.zero_point).clamp(-128, 127);
-    i8::try_from(q).unwrap_or(0)
+    steps.saturating_add(quant.zero_point).clamp(min, max)
 }
 
 /// `x = scale · (q − zero_point)` in f32: the difference is exact, so this rounds once.
@@ -224,24 +228,14 @@ mod sealed {
 
 /// [`quantize`] to int16: `clamp(round(x / scale) + zero_point, -32768, 32767)`.
 pub fn quantize_i16(x: f32, quant: Quant) -> i16 {
-    let steps = libm::roundf(x / quant.scale) as i32;
-    let q = steps
-        .saturating_add(quant.zero_point)
-        .clamp(i16::MIN.into(), i16::MAX.into());
-    i16::try_from(q).unwrap_or(0)
+    i16::try_from(quantized_steps(x, quant, i16::MIN.into(), i16::MAX.into())).unwrap_or(0)
 }
 
-/// Writes the float model input into the int8 input tensor of the arena with [`quantize`].
-fn quantize_input(input: &[f32], quant: Quant, tensor: &mut [i8]) {
+/// Writes the float model input into the integer input tensor of the arena with `quantize`
+/// ([`quantize`] or [`quantize_i16`]).
+fn quantize_input<T>(input: &[f32], quant: Quant, tensor: &mut [T], quantize: fn(f32, Quant) -> T) {
     for (q, x) in tensor.iter_mut().zip(input) {
         *q = quantize(*x, quant);
-    }
-}
-
-/// [`quantize_input`] for an int16 input tensor.
-fn quantize_input_i16(input: &[f32], quant: Quant, tensor: &mut [i16]) {
-    for (q, x) in tensor.iter_mut().zip(input) {
-        *q = quantize_i16(*x, quant);
     }
 }
 
@@ -297,11 +291,11 @@ impl Model<'_> {
         let first = arena.get_mut(bytes_of(model_in)).ok_or(internal)?;
         match (model_in.dtype, model_in.quant) {
             (DType::I8, Some(quant)) => {
-                quantize_input(input, quant, bytemuck::cast_slice_mut(first));
+                quantize_input(input, quant, bytemuck::cast_slice_mut(first), quantize);
             }
             (DType::I16, Some(quant)) => {
                 let first = bytemuck::try_cast_slice_mut(first).map_err(|_| internal)?;
-                quantize_input_i16(input, quant, first);
+                quantize_input(input, quant, first, quantize_i16);
             }
             _ => copy(input, as_f32_mut(first).ok_or(internal)?),
         }

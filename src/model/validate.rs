@@ -13,9 +13,7 @@ use crate::format::{
     Activation, ChannelRequant, Clamp, Conv2d, DType, Layer, Op, Pool, Quant, Requant, Span,
     TensorDesc, ARENA_ALIGN,
 };
-use crate::kernels::reference::int8::{
-    accumulator_fits, accumulator_fits_i16, lut, pool::MAX_WINDOW_AREA,
-};
+use crate::kernels::reference::int8::{accumulator_fits_for, lut, pool::MAX_WINDOW_AREA};
 
 /// Byte range of a tensor in the arena; only used on descriptions that passed `check_desc`.
 fn region(d: &TensorDesc) -> (u64, u64) {
@@ -314,20 +312,16 @@ fn check_identity(a: &Activation) -> Result<(), LayerFault> {
     }
 }
 
-/// Every output channel's bias plus `products` int8 products fits in the i32 accumulator.
-fn check_accumulator(bias: impl Iterator<Item = i32>, products: u64) -> Result<(), LayerFault> {
-    check_accumulator_with(bias, products, accumulator_fits)
-}
-
-/// [`check_accumulator`] with the bound of the input's element type.
-fn check_accumulator_with(
+/// Every output channel's bias plus `products` products of an `input`-typed operand (int8 or
+/// int16) and int8 weights fits in the i32 accumulator.
+fn check_accumulator(
     bias: impl Iterator<Item = i32>,
     products: u64,
-    fits: fn(usize, i32) -> bool,
+    input: DType,
 ) -> Result<(), LayerFault> {
     let k = usize::try_from(products).unwrap_or(usize::MAX);
     for (channel, b) in (0u32..).zip(bias) {
-        if !fits(k, b) {
+        if !accumulator_fits_for(input, k, b) {
             return Err(LayerFault::AccumulatorOverflow {
                 channel,
                 products: u32::try_from(products).unwrap_or(u32::MAX),
@@ -515,44 +509,11 @@ fn check_op(
             expect_dims(Operand::Output, [h + pt + pb, w + pl + pr, c], y.dims)
         }
         Op::Conv2dI8(q) => {
-            check_identity(&q.conv.activation)?;
-            let (out_c, per_out) = conv_geometry(&q.conv, x, y)?;
-            let n_weights = out_c.saturating_mul(per_out);
-            weights.span(q.conv.weights, SpanRole::Weights, n_weights, 1)?;
-            let pad_values = if q.conv.pad_values.len == 0 { 0 } else { c };
-            weights.span(q.conv.pad_values, SpanRole::PadValues, pad_values, 1)?;
-            let bias = weights.i32s(q.conv.bias, SpanRole::Bias, out_c)?;
-            weights.channel_requant(&q.requant, out_c)?;
-            check_clamp(q.clamp)?;
-            check_accumulator(bias, per_out)
+            check_integer_conv(weights, (&q.conv, &q.requant), check_clamp(q.clamp), x, y)
         }
         Op::Conv2dI16(q) => {
-            check_identity(&q.conv.activation)?;
-            let (out_c, per_out) = conv_geometry(&q.conv, x, y)?;
-            let n_weights = out_c.saturating_mul(per_out);
-            weights.span(q.conv.weights, SpanRole::Weights, n_weights, 1)?;
-            // Pad values in the input's element type.
-            let elem = x.dtype.size() as u64;
-            let pad_values = if q.conv.pad_values.len == 0 {
-                0
-            } else {
-                c * elem
-            };
-            weights.span(
-                q.conv.pad_values,
-                SpanRole::PadValues,
-                pad_values,
-                elem as u32,
-            )?;
-            let bias = weights.i32s(q.conv.bias, SpanRole::Bias, out_c)?;
-            weights.channel_requant(&q.requant, out_c)?;
-            check_bounds(q.clamp.min, q.clamp.max)?;
-            let fits = if x.dtype == DType::I16 {
-                accumulator_fits_i16
-            } else {
-                accumulator_fits
-            };
-            check_accumulator_with(bias, per_out, fits)
+            let clamp = check_bounds(q.clamp.min, q.clamp.max);
+            check_integer_conv(weights, (&q.conv, &q.requant), clamp, x, y)
         }
         Op::DenseI8(q) => {
             check_clamp(q.clamp)?;
@@ -638,10 +599,38 @@ fn check_op(
     }
 }
 
-/// Two descriptions of one tensor: the same bytes of the arena holding the same element type and
-/// quantization. The dimensions may differ: a layer may view a tensor reshaped (a dense layer
-/// reads a `[H, W, C]` map as a vector, a flatten is free), and each layer's parameters were
-/// checked against the dimensions it is given.
+/// An integer convolution record (`Conv2dI8`, `Conv2dI16`) against its operands: geometry,
+/// weights, pad values in the input's element type, bias, factors, then `clamp` (the record's
+/// bounds, checked by the caller) and the accumulator bound of the input's element type.
+fn check_integer_conv(
+    weights: Weights<'_>,
+    (conv, requant): (&Conv2d, &ChannelRequant),
+    clamp: Result<(), LayerFault>,
+    x: &TensorDesc,
+    y: &TensorDesc,
+) -> Result<(), LayerFault> {
+    check_identity(&conv.activation)?;
+    let (out_c, per_out) = conv_geometry(conv, x, y)?;
+    let n_weights = out_c.saturating_mul(per_out);
+    weights.span(conv.weights, SpanRole::Weights, n_weights, 1)?;
+    let elem = x.dtype.size() as u64;
+    let pad_values = if conv.pad_values.len == 0 {
+        0
+    } else {
+        u64::from(x.dims[2]) * elem
+    };
+    weights.span(
+        conv.pad_values,
+        SpanRole::PadValues,
+        pad_values,
+        elem as u32,
+    )?;
+    let bias = weights.i32s(conv.bias, SpanRole::Bias, out_c)?;
+    weights.channel_requant(requant, out_c)?;
+    clamp?;
+    check_accumulator(bias, per_out, x.dtype)
+}
+
 /// The weights, bias and factors of an int8 dense layer (int8 or int16 output) for its operands.
 fn check_dense_i8(
     weights: Weights<'_>,
@@ -655,7 +644,7 @@ fn check_dense_i8(
     let bias = weights.i32s(bias, SpanRole::Bias, n_out)?;
     weights.channel_requant(requant, n_out)?;
     // Every position's products land in one accumulator.
-    check_accumulator(bias, x.len() as u64)
+    check_accumulator(bias, x.len() as u64, x.dtype)
 }
 
 /// Input features of a dense layer whose weights span `w` holds `n_out` rows of `elem`-byte
@@ -670,6 +659,10 @@ fn dense_features(w: Span, elem: u32, n_out: u64, n_x: u64) -> u64 {
     }
 }
 
+/// Two descriptions of one tensor: the same bytes of the arena holding the same element type and
+/// quantization. The dimensions may differ: a layer may view a tensor reshaped (a dense layer
+/// reads a `[H, W, C]` map as a vector, a flatten is free), and each layer's parameters were
+/// checked against the dimensions it is given.
 fn same_storage(a: &TensorDesc, b: &TensorDesc) -> bool {
     a.id == b.id
         && a.offset == b.offset

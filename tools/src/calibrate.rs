@@ -145,6 +145,12 @@ impl QParams {
         q.clamp(-128.0, 127.0) as i8
     }
 
+    /// [`QParams::quantize`] for an int16 tensor (saturating to int16).
+    pub fn quantize_i16(&self, x: f32) -> i16 {
+        let q = (x as f64 / self.scale as f64).round() + self.zero_point as f64;
+        q.clamp(i16::MIN as f64, i16::MAX as f64) as i16
+    }
+
     /// The real value of `q`.
     pub fn dequantize(&self, q: i8) -> f32 {
         self.scale * (q as i32 - self.zero_point) as f32

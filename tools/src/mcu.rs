@@ -367,23 +367,30 @@ fn output_quant(model: &icefold::Model<'_>) -> Result<Quant> {
         .ok_or_else(|| anyhow!("the model's int8 output has no quantization parameters"))
 }
 
+/// Raw samples of an integer model input, one sample after the other.
+enum RawInputs {
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+}
+
+impl RawInputs {
+    /// Little-endian bytes, as the firmware embeds them.
+    fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            RawInputs::I8(v) => v.iter().map(|&q| q as u8).collect(),
+            RawInputs::I16(v) => v.iter().flat_map(|q| q.to_le_bytes()).collect(),
+        }
+    }
+}
+
 /// The samples of `x` quantized to the model's integer input (int8, or int16 when the first
 /// layers run 16×8) with the runtime's own boundary functions (`icefold::engine::quantize` /
-/// `quantize_i16`, what `run_f32` does inside), as little-endian bytes, one sample after the
-/// other.
-fn quantized_inputs(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<u8>> {
+/// `quantize_i16`, what `run_f32` does inside).
+fn quantized_inputs(model: &icefold::Model<'_>, x: &Array) -> Result<RawInputs> {
     let q = input_quant(model)?;
     Ok(match model.input().dtype {
-        DType::I16 => x
-            .data
-            .iter()
-            .flat_map(|&v| engine::quantize_i16(v, q).to_le_bytes())
-            .collect(),
-        _ => x
-            .data
-            .iter()
-            .map(|&v| engine::quantize(v, q) as u8)
-            .collect(),
+        DType::I16 => RawInputs::I16(x.data.iter().map(|&v| engine::quantize_i16(v, q)).collect()),
+        _ => RawInputs::I8(x.data.iter().map(|&v| engine::quantize(v, q)).collect()),
     })
 }
 
@@ -408,7 +415,7 @@ fn input_bytes(blob: &[u8], x: &Array) -> Result<Vec<u8>> {
     }
     match boundary_dtype(&model)? {
         DType::F32 => Ok(x.data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        _ => quantized_inputs(&model, x),
+        _ => Ok(quantized_inputs(&model, x)?.to_bytes()),
     }
 }
 
@@ -1266,16 +1273,9 @@ pub fn compare(profile: &Profile, blob: &[u8], x: &Array) -> Result<Parity> {
 /// The host runtime's raw outputs (`run_i8`, int8 or int16 elements `O`) for the samples of `x`,
 /// quantized exactly as the firmware's inputs were.
 fn host_run_i8<O: icefold::RawElement>(model: &icefold::Model<'_>, x: &Array) -> Result<Vec<O>> {
-    let bytes = quantized_inputs(model, x)?;
-    match model.input().dtype {
-        DType::I16 => {
-            let inputs: Vec<i16> = bytes
-                .chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                .collect();
-            host_run_raw(model, x, &inputs)
-        }
-        _ => host_run_raw(model, x, bytemuck::cast_slice::<u8, i8>(&bytes)),
+    match quantized_inputs(model, x)? {
+        RawInputs::I8(inputs) => host_run_raw(model, x, &inputs),
+        RawInputs::I16(inputs) => host_run_raw(model, x, &inputs),
     }
 }
 
@@ -1340,20 +1340,10 @@ pub fn host_trace(blob: &[u8], x: &Array) -> Result<Vec<TraceRecord>> {
             let mut out = vec![0f32; out_len];
             model.run_f32_observed(arena, &x.data[..in_len], &mut out, &mut recorder)
         }
-        DType::I16 => {
-            let bytes = quantized_inputs(&model, x)?;
-            let inputs: Vec<i16> = bytes
-                .chunks_exact(2)
-                .take(in_len)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                .collect();
-            run_raw_observed(&model, arena, &inputs, &mut recorder)
-        }
-        _ => {
-            let bytes = quantized_inputs(&model, x)?;
-            let inputs: &[i8] = bytemuck::cast_slice(&bytes[..in_len]);
-            run_raw_observed(&model, arena, inputs, &mut recorder)
-        }
+        _ => match quantized_inputs(&model, x)? {
+            RawInputs::I8(v) => run_raw_observed(&model, arena, &v[..in_len], &mut recorder),
+            RawInputs::I16(v) => run_raw_observed(&model, arena, &v[..in_len], &mut recorder),
+        },
     };
     result.map_err(|e| anyhow!("sample 0: runtime error: {e}"))?;
     Ok(recorder.0)

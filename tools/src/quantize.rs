@@ -21,7 +21,7 @@ use icefold::format::{
     self, Activation as RtActivation, AddI8, AffineI8, ChannelRequant, Clamp, ClampI16, Conv2dI16,
     Conv2dI8, DType, DenseI8, DenseI8Wide, Op, PoolI8, Quant, Span, TensorDesc,
 };
-use icefold::kernels::reference::int8::{accumulator_fits, accumulator_fits_i16, lut};
+use icefold::kernels::reference::int8::{accumulator_fits_for, lut};
 use icefold::quant::{self, Requant};
 
 use crate::calibrate::{Calibration, QParams, Range};
@@ -125,7 +125,7 @@ fn symmetric_i16(r: Range, headroom: f64) -> QParams {
 
 /// The fused activation of an int16 output as bounds in its steps (zero point 0).
 fn wide_clamp_for(act: RtActivation, q: QParams, layer: &str) -> Result<ClampI16> {
-    let step = |x: f32| quantize_i16(q, x);
+    let step = |x: f32| q.quantize_i16(x);
     Ok(match act {
         RtActivation::Identity => ClampI16::FULL,
         RtActivation::Relu => ClampI16 { min: 0, max: i16::MAX },
@@ -173,17 +173,12 @@ pub fn int16_activations(l: &Lowered, n: usize) -> Vec<u16> {
 }
 
 /// Whether every output channel's bias of the convolution `layer` fits the int32 accumulator
-/// beside its products when its input has the int16 quantization `x` (the check
-/// `quantize_rows` makes, done before choosing int16).
+/// beside its products when its input has the int16 quantization `x`: `quantize_rows` accepts it.
 fn bias_fits_int16(l: &Lowered, c: &format::Conv2d, layer: &format::Layer, x: QParams) -> bool {
     let (w, bias) = (f32s(l, c.weights), f32s(l, c.bias));
-    let per = w.len() / (layer.output.dims[2] as usize).max(1);
-    w.chunks_exact(per.max(1)).zip(&bias).all(|(row, &b)| {
-        let max = row.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
-        let s_w = if max > 0.0 { max / 127.0 } else { 1.0 };
-        let q = (b as f64 / (x.scale as f64 * s_w)).round();
-        q.abs() < i32::MAX as f64 && accumulator_fits_i16(per, q as i32)
-    })
+    let out = layer.output.dims[2] as usize;
+    let input = (x.scale as f64, x.zero_point);
+    quantize_rows(&w, &bias, out, 1, input, DType::I16, "").is_ok()
 }
 
 /// Tensor `t` and the tensors transposes move it from and to (one element type among them).
@@ -239,13 +234,6 @@ fn int16_qparams(r: Range) -> QParams {
     symmetric_i16(r, 1.0)
 }
 
-/// `x` in the steps of a symmetric int16 quantization, saturated.
-fn quantize_i16(q: QParams, x: f32) -> i16 {
-    (x as f64 / q.scale as f64)
-        .round()
-        .clamp(i16::MIN as f64, i16::MAX as f64) as i16
-}
-
 /// The output head that runs in int16: the index of a dense layer writing the model output, or
 /// of a dense layer and of the softmax after it that writes the model output (its only reader).
 fn wide_output_head(l: &Lowered) -> Option<(usize, Option<usize>)> {
@@ -296,7 +284,7 @@ fn quantize_rows(
     out: usize,
     positions: usize,
     (s_in, zp_in): (f64, i32),
-    fits: fn(usize, i32) -> bool,
+    input: DType,
     layer: &str,
 ) -> Result<(Vec<i8>, Vec<i32>, Vec<f64>)> {
     let per = w.len() / out.max(1);
@@ -316,7 +304,9 @@ fn quantize_rows(
         let zp_term = zp_in as i64 * positions as i64 * sum;
         let b = (bias[o] as f64 / (s_in * s_w)).round() - zp_term as f64;
         let products = per.saturating_mul(positions);
-        if !(i32::MIN as f64..=i32::MAX as f64).contains(&b) || !fits(products, b as i32) {
+        if !(i32::MIN as f64..=i32::MAX as f64).contains(&b)
+            || !accumulator_fits_for(input, products, b as i32)
+        {
             bail!(
                 "layer {layer}: output channel {o}: the bias {} is too large for the int32 \
                  accumulator at this input scale ({s_in:e}); the layer's input range is too narrow \
@@ -333,7 +323,7 @@ fn quantize_rows(
 
 /// The int8 weights, int32 bias and per-channel factors of a convolution or dense layer (`out`
 /// output channels over `positions` input vectors, f32 `weights` and `bias` spans of `l`), written
-/// to `w`; `fits` is the accumulator bound of the input's element type.
+/// to `w`; `input` is the input's element type (it sets the accumulator bound).
 #[allow(clippy::too_many_arguments)]
 fn weighted(
     w: &mut Weights,
@@ -341,7 +331,7 @@ fn weighted(
     (weights, bias): (Span, Span),
     (out, positions): (usize, usize),
     (x, y): (QParams, QParams),
-    fits: fn(usize, i32) -> bool,
+    input: DType,
     name: &str,
 ) -> Result<(Span, Span, ChannelRequant)> {
     let (s_in, s_out) = (x.scale as f64, y.scale as f64);
@@ -351,7 +341,7 @@ fn weighted(
         out,
         positions,
         (s_in, x.zero_point),
-        fits,
+        input,
         name,
     )?;
     let factors = sw
@@ -491,18 +481,14 @@ pub fn quantize(
                 let out_c = layer.output.dims[2] as usize;
                 let wide_in = int16.contains(&layer.inputs[0].id);
                 let wide_out = int16.contains(&layer.output.id);
-                let fits = if wide_in {
-                    accumulator_fits_i16
-                } else {
-                    accumulator_fits
-                };
+                let input = if wide_in { DType::I16 } else { DType::I8 };
                 let (weights, bias, requant) = weighted(
                     &mut w,
                     l,
                     (c.weights, c.bias),
                     (out_c, 1),
                     (x, y),
-                    fits,
+                    input,
                     &name,
                 )?;
                 let pad_values = f32s(l, c.pad_values);
@@ -510,7 +496,7 @@ pub fn quantize(
                 conv.weights = weights;
                 conv.bias = bias;
                 conv.pad_values = if wide_in {
-                    let q: Vec<i16> = pad_values.iter().map(|&p| quantize_i16(x, p)).collect();
+                    let q: Vec<i16> = pad_values.iter().map(|&p| x.quantize_i16(p)).collect();
                     w.i16s(&q)
                 } else {
                     let q: Vec<i8> = pad_values.iter().map(|&p| x.quantize(p)).collect();
@@ -554,7 +540,7 @@ pub fn quantize(
                     (d.weights, d.bias),
                     (out, positions),
                     (x, y),
-                    accumulator_fits,
+                    DType::I8,
                     &name,
                 )?;
                 if wide == Some(i) {
@@ -819,12 +805,10 @@ pub fn correct_bias(
             }
             let at = bias.offset as usize + 4 * c;
             let new = i32_at(&q.weights, at) as f64 + (mean_err / acc_scale).round();
-            let fits = if layer.inputs[0].dtype == DType::I16 {
-                accumulator_fits_i16
-            } else {
-                accumulator_fits
-            };
-            if (i32::MIN as f64..=i32::MAX as f64).contains(&new) && fits(products, new as i32) {
+            let input = layer.inputs[0].dtype;
+            if (i32::MIN as f64..=i32::MAX as f64).contains(&new)
+                && accumulator_fits_for(input, products, new as i32)
+            {
                 q.weights[at..at + 4].copy_from_slice(&(new as i32).to_le_bytes());
             }
         }

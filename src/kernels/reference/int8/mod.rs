@@ -55,6 +55,8 @@ pub mod pool;
 
 pub use crate::quant::{Clamp, ClampI16, Requant};
 
+use crate::format::DType;
+
 /// Largest magnitude of one int8 × int8 product: `|−128 · −128|`.
 pub const MAX_PRODUCT: i64 = 1 << 14;
 
@@ -73,6 +75,15 @@ pub fn accumulator_fits(products: usize, bias: i32) -> bool {
 /// [`accumulator_fits`] for an int16 input (`|bias| + products · 2^22 <= i32::MAX`).
 pub fn accumulator_fits_i16(products: usize, bias: i32) -> bool {
     fits(products, MAX_PRODUCT_I16, bias)
+}
+
+/// [`accumulator_fits`] or [`accumulator_fits_i16`], by the element type of the layer's input.
+pub fn accumulator_fits_for(input: DType, products: usize, bias: i32) -> bool {
+    if input == DType::I16 {
+        accumulator_fits_i16(products, bias)
+    } else {
+        accumulator_fits(products, bias)
+    }
 }
 
 fn fits(products: usize, max_product: i64, bias: i32) -> bool {
