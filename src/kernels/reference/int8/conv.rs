@@ -71,7 +71,7 @@ pub fn conv2d(
 /// [`conv2d`] on an int8 or int16 input (`X`) with an int16 output stage: the same accumulator,
 /// then `clamp(zp_out + requant_o(acc))` in int16, stored as int16 or, for the last 16×8 layer
 /// (`Y = i8`), saturated to int8 (its clamp already lies in the int8 range). The accumulator
-/// bound for an int16 input is [`super::accumulator_fits_i16`].
+/// bound for an int16 input is [`accumulator_fits_i16`](crate::quant::contract::accumulator_fits_i16).
 pub fn conv2d_wide<X: Element, Y: FromWide>(
     params: &Conv2d,
     quant: &WideConvQuant<X>,
@@ -183,9 +183,10 @@ fn accumulate<X: Element, Y>(
 mod tests {
     extern crate std;
     use super::super::testing::{requant_naive, requantize_naive, Gen};
-    use super::super::{accumulator_fits_i16, Clamp, ClampI16, Requant};
+    use super::super::{Clamp, ClampI16, Requant};
     use super::*;
     use crate::format::{Activation, Span};
+    use crate::quant::contract::accumulator_fits_i16;
     use proptest::prelude::*;
     use std::vec::Vec;
 

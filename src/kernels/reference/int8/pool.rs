@@ -4,10 +4,6 @@ use super::{OutputQuant, Requant};
 use crate::format::{Pool, PoolKind};
 use crate::kernels::reference::window_coord;
 
-/// Largest window (`kernel_h · kernel_w`) the loader accepts for an int8 pooling layer: a sum of
-/// that many `q − zp_in` (each at most 255 in magnitude) stays below 2^31, so no sum wraps.
-pub const MAX_WINDOW_AREA: usize = 1 << 23;
-
 /// Quantization of one int8 pooling layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolQuant {
@@ -33,7 +29,7 @@ pub struct PoolQuant {
 ///   with rescale: `clamp(zp_out + div(r(Σ (q − zp_in)), n))` where `div` rounds the same way.
 ///
 /// A window with no real element (refused at load) gives `clamp(-128)` for max and the zero point
-/// for average. Sums wrap beyond i32, which needs a window of more than [`MAX_WINDOW_AREA`]
+/// for average. Sums wrap beyond i32, which needs a window of more than [`MAX_POOL_WINDOW_AREA`](crate::quant::contract::MAX_POOL_WINDOW_AREA)
 /// elements (the loader bounds `kernel_h · kernel_w` by it).
 pub fn pool(
     params: &Pool,

@@ -1,9 +1,7 @@
 //! The model blob: one definition shared by the writer (the host tool) and the reader (this crate).
 //!
 //! ```text
-//! offset 0   header (24 bytes, little-endian)
-//!            magic "ICEF" | version u16 | flags u16 | meta_len u32 | weights_len u32
-//!            | crc32 u32 (CRC-32/ISO-HDLC of every byte after the header) | reserved u32 (0)
+//! offset 0   header (24 bytes: [`header`])
 //! offset 24  meta: postcard encoding of `ModelInfo`, then `layer_count` × `Layer`
 //!            zero padding up to the next multiple of `WEIGHTS_ALIGN` (from the blob start)
 //! ...        weights section (`weights_len` bytes): raw little-endian arrays that layers reference
@@ -16,14 +14,17 @@
 
 use serde::{Deserialize, Serialize};
 
+mod emit;
+pub mod header;
+
 pub use crate::quant::{Clamp, ClampI16, Requant};
+pub use emit::{emit, emitted_len, EmitError};
+pub use header::{Header, HEADER_LEN};
 
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
 pub const FORMAT_VERSION: u16 = 5;
-/// Size of the fixed header.
-pub const HEADER_LEN: usize = 24;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.
