@@ -16,6 +16,8 @@ use crate::kernels::reference::int8::{
 use crate::kernels::reference::layout;
 use crate::model::Model;
 
+use super::{conv_geometry, pool_geometry};
+
 /// Zero point of a validated int8 tensor (`None` only if validation was bypassed).
 fn zero_point(d: &TensorDesc) -> Option<i8> {
     i8::try_from(d.quant?.zero_point).ok()
@@ -61,7 +63,15 @@ pub(super) fn run_layer(
                 output: output(p.clamp),
             };
             let weights = model.weights_as(p.conv.weights)?;
-            conv::conv2d(&p.conv, &quant, x_dims, x, y_dims, y, weights);
+            conv::conv2d(
+                &conv_geometry(&p.conv),
+                &quant,
+                x_dims,
+                x,
+                y_dims,
+                y,
+                weights,
+            );
         }
         Op::DenseI8(p) => {
             let channels = channel_quant(model, p.bias, &p.requant)?;
@@ -74,7 +84,7 @@ pub(super) fn run_layer(
                 rescale: p.rescale,
                 output: output(p.clamp),
             };
-            pool::pool(&p.pool, &quant, x_dims, x, y_dims, y);
+            pool::pool(&pool_geometry(&p.pool), &quant, x_dims, x, y_dims, y);
         }
         Op::AddI8(p) => {
             let second = layer.inputs.get(1)?;
@@ -107,7 +117,7 @@ pub(super) fn run_layer(
             lut::softmax(table, x_dims[2], x, y);
         }
         Op::PadI8 { pad, value } => layout::pad_with(*pad, *value, x_dims, x, y_dims, y),
-        Op::Transpose(p) => layout::transpose(p, x_dims, x, y),
+        Op::Transpose(p) => layout::transpose(p.perm, x_dims, x, y),
         // f32 operations never have int8 operands, the wide dense never an int8 output
         // (validated).
         Op::DenseI8Wide(_)
@@ -137,7 +147,7 @@ pub(super) fn run_wide_layer(
         Op::DenseI8Wide(p) => p,
         Op::Transpose(t) => {
             let dims = layer.inputs.first()?.dims.map(usize::from);
-            layout::transpose(t, dims, bytemuck::try_cast_slice(x).ok()?, y);
+            layout::transpose(t.perm, dims, bytemuck::try_cast_slice(x).ok()?, y);
             return Some(());
         }
         Op::SoftmaxI16 { exp_hi, exp_lo } => {
@@ -188,7 +198,15 @@ pub(super) fn run_conv_i16(
     ) -> Option<()> {
         let x: &[X] = bytemuck::try_cast_slice(x).ok()?;
         let y: &mut [Y] = bytemuck::try_cast_slice_mut(y).ok()?;
-        conv::conv2d_wide(&p.conv, quant, dims.0, x, dims.1, y, weights);
+        conv::conv2d_wide(
+            &conv_geometry(&p.conv),
+            quant,
+            dims.0,
+            x,
+            dims.1,
+            y,
+            weights,
+        );
         Some(())
     }
     let dims = (x_dims, y_dims);
@@ -282,7 +300,15 @@ mod tests {
                     output: out(p.clamp),
                 };
                 let weights = i8s(spec, p.conv.weights);
-                k::conv::conv2d(&p.conv, &quant, dims(&xd), x, dims(&yd), &mut y, &weights);
+                k::conv::conv2d(
+                    &conv_geometry(&p.conv),
+                    &quant,
+                    dims(&xd),
+                    x,
+                    dims(&yd),
+                    &mut y,
+                    &weights,
+                );
             }
             Op::DenseI8(p) => {
                 let (bias, mult, shift) = (
@@ -303,7 +329,14 @@ mod tests {
                     rescale: p.rescale,
                     output: out(p.clamp),
                 };
-                k::pool::pool(&p.pool, &quant, dims(&xd), x, dims(&yd), &mut y);
+                k::pool::pool(
+                    &pool_geometry(&p.pool),
+                    &quant,
+                    dims(&xd),
+                    x,
+                    dims(&yd),
+                    &mut y,
+                );
             }
             Op::AddI8(p) => {
                 let quant = k::elementwise::AddQuant {
@@ -344,7 +377,7 @@ mod tests {
             Op::PadI8 { pad, value } => {
                 layout::pad_with(pad, value, dims(&xd), x, dims(&yd), &mut y)
             }
-            Op::Transpose(t) => layout::transpose(&t, dims(&xd), x, &mut y),
+            Op::Transpose(t) => layout::transpose(t.perm, dims(&xd), x, &mut y),
             other => panic!("not an int8 op: {other:?}"),
         }
         y
@@ -801,7 +834,7 @@ mod tests {
             let (l0, l1, l2) = (&spec.layers[0], &spec.layers[1], &spec.layers[2]);
             let mut a = std::vec![0i16; l0.output.len()];
             conv::conv2d_wide(
-                &convs[0].conv,
+                &conv_geometry(&convs[0].conv),
                 &q0,
                 dims(&l0.inputs[0]),
                 &x,
@@ -822,7 +855,7 @@ mod tests {
             };
             let mut b = std::vec![0i16; l1.output.len()];
             conv::conv2d_wide(
-                &convs[1].conv,
+                &conv_geometry(&convs[1].conv),
                 &q1,
                 dims(&l1.inputs[0]),
                 &a,
@@ -843,7 +876,7 @@ mod tests {
             };
             let mut y = std::vec![0i8; l2.output.len()];
             conv::conv2d_wide(
-                &convs[2].conv,
+                &conv_geometry(&convs[2].conv),
                 &q2,
                 dims(&l2.inputs[0]),
                 &b,
@@ -933,7 +966,7 @@ mod tests {
         let mut a = std::vec![0i16; l0.output.len()];
         let dims = |d: &TensorDesc| d.dims.map(usize::from);
         conv::conv2d_wide(
-            &c0.conv,
+            &conv_geometry(&c0.conv),
             &q,
             dims(&l0.inputs[0]),
             &x,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 mod emit;
 pub mod header;
 
+pub use crate::kernels::{Activation, PoolKind};
 pub use crate::quant::{Clamp, ClampI16, Requant};
 pub use emit::{emit, emitted_len, EmitError};
 pub use header::{Header, HEADER_LEN};
@@ -122,30 +123,6 @@ pub struct Span {
     pub len: u32,
 }
 
-/// Element-wise function applied to a layer's output (fused) or as its own layer.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Activation {
-    /// `x`.
-    Identity,
-    /// `max(x, 0)`.
-    Relu,
-    /// `min(max(x, lo), hi)` (ReLU6 is `Clip { lo: 0, hi: 6 }`).
-    Clip {
-        /// Lower bound.
-        lo: f32,
-        /// Upper bound.
-        hi: f32,
-    },
-    /// `x` if `x >= 0`, else `alpha * x`.
-    LeakyRelu {
-        /// Slope for negative inputs.
-        alpha: f32,
-    },
-    /// `1 / (1 + exp(-x))`.
-    Sigmoid,
-}
-
 /// 2-D convolution (1-D convolutions have a kernel height of 1) over `[H, W, C]` tensors.
 ///
 /// Weights are f32 `[out_c][kernel_h][kernel_w][in_c / groups]`; bias f32 `[out_c]`.
@@ -187,19 +164,6 @@ pub struct Dense {
     pub bias: Span,
     /// Fused activation.
     pub activation: Activation,
-}
-
-/// Pooling reduction.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum PoolKind {
-    /// Maximum over the window (padding never wins).
-    Max,
-    /// Mean over the window; padded positions count only if `count_include_pad`.
-    Average {
-        /// ONNX `count_include_pad`.
-        count_include_pad: bool,
-    },
 }
 
 /// 2-D pooling over `[H, W, C]` tensors (global pooling is a window the size of the input).
