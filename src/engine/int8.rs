@@ -5,13 +5,14 @@
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
 use crate::format::{ChannelRequant, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
+use crate::kernels::fast;
 use crate::kernels::reference::int8::{
-    conv::{self, ConvQuant, WideConvQuant},
+    conv::{ConvQuant, WideConvQuant},
     dense,
     elementwise::{self, AddQuant, AffineQuant},
     lut,
     pool::{self, PoolQuant},
-    ChannelQuant, Element, FromWide, OutputQuant, WideOutputQuant,
+    ChannelQuant, FromWide, OutputQuant, WideOutputQuant,
 };
 use crate::kernels::reference::layout;
 use crate::model::Model;
@@ -63,7 +64,7 @@ pub(super) fn run_layer(
                 output: output(p.clamp),
             };
             let weights = model.weights_as(p.conv.weights)?;
-            conv::conv2d(
+            fast::conv::conv2d(
                 &conv_geometry(&p.conv),
                 &quant,
                 x_dims,
@@ -189,7 +190,7 @@ pub(super) fn run_conv_i16(
     };
     let weights: &[i8] = model.weights_as(p.conv.weights)?;
     /// The kernel for one pair of element types.
-    fn run<X: Element + bytemuck::Pod, Y: FromWide + bytemuck::Pod>(
+    fn run<X: fast::conv::Lanes + bytemuck::Pod, Y: FromWide + bytemuck::Pod>(
         p: &Conv2dI16,
         quant: &WideConvQuant<X>,
         dims: ([usize; 3], [usize; 3]),
@@ -198,7 +199,7 @@ pub(super) fn run_conv_i16(
     ) -> Option<()> {
         let x: &[X] = bytemuck::try_cast_slice(x).ok()?;
         let y: &mut [Y] = bytemuck::try_cast_slice_mut(y).ok()?;
-        conv::conv2d_wide(
+        fast::conv::conv2d_wide(
             &conv_geometry(&p.conv),
             quant,
             dims.0,
@@ -250,6 +251,7 @@ mod tests {
     use super::*;
     use crate::engine::{dequantize, quantize, Observer, RunError};
     use crate::format::*;
+    use crate::kernels::reference::int8::conv;
     use crate::kernels::reference::int8::testing::Gen;
     use crate::model::int8_tests::{int8_model, push_i32, push_i8, push_requant, q8};
     use crate::testutil::*;

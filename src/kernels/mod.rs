@@ -13,6 +13,7 @@
 //! unspecified but does not panic or index out of bounds: every data access goes through
 //! iterators, `chunks_exact` or `get`.
 
+pub mod fast;
 pub mod geometry;
 pub mod reference;
 
