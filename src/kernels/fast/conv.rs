@@ -34,6 +34,14 @@ pub trait Lanes: Element + bytemuck::Pod {
     fn quad(x: &[Self; 4]) -> (u32, u32);
     /// The values as int16, if they are (`WIDE`), else empty.
     fn as_i16(x: &[Self]) -> &[i16];
+    /// int16 values as words of two lanes, if they are int16 and 4-byte aligned.
+    fn words(x: &[Self]) -> Option<&[u32]> {
+        if Self::WIDE {
+            bytemuck::try_cast_slice(Self::as_i16(x)).ok()
+        } else {
+            None
+        }
+    }
 }
 
 impl Lanes for i8 {
@@ -206,7 +214,10 @@ pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool 
         regular(conv, output);
         true
     } else if g.groups == in_c && g.groups == out_c {
-        depthwise(conv, output);
+        match X::words(conv.input) {
+            Some(words) if in_c % 2 == 0 => depthwise_pairs(conv, words, output),
+            _ => depthwise(conv, output),
+        }
         true
     } else {
         false
@@ -225,6 +236,13 @@ fn stage(channels: &ChannelQuant, o: usize) -> Option<(i32, Stage)> {
 }
 
 /// Input coordinate of output `out` at tap `tap`: `out·stride + tap·dilation − pad`, if inside.
+///
+/// Wrapping arithmetic: for a geometry the loader accepted, `out · stride` and `tap · dilation`
+/// are each at most the padded input size (below 3 · 2^16: dimensions and pads are u16, and the
+/// output size follows from them), so nothing wraps and this equals the reference's checked
+/// `window_coord`; for any other, a wrapped value is only
+/// ever compared with `size`, so it reads as padding or as some element inside, never out of
+/// bounds.
 #[inline(always)]
 fn coord(
     out: usize,
@@ -234,7 +252,11 @@ fn coord(
     pad: usize,
     size: usize,
 ) -> Option<usize> {
-    crate::kernels::reference::window_coord(out, stride, tap, dilation, pad, size)
+    let at = out
+        .wrapping_mul(stride)
+        .wrapping_add(tap.wrapping_mul(dilation))
+        .wrapping_sub(pad);
+    (at < size).then_some(at)
 }
 
 /// Stores `acc` of one output through its channel's stage.
@@ -341,8 +363,13 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let [kh, kw] = c.geometry.kernel;
     let per_out = kh * kw * in_c;
     // int16 inputs read as words, weights widened once per channel pair.
-    let words: Option<&[u32]> = if X::WIDE && in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS {
-        bytemuck::try_cast_slice(X::as_i16(c.input)).ok()
+    if in_c % 4 != 0 && per_out <= MAX_COLUMN {
+        // Few input channels (first layers): a kernel row is a short, odd run; gather whole
+        // receptive fields instead.
+        return columns(c, output);
+    }
+    let words = if in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS {
+        X::words(c.input)
     } else {
         None
     };
@@ -390,6 +417,164 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
             }
         }
         o += if pair { 2 } else { 1 };
+    }
+}
+
+/// Largest reduction (`kh · kw · in_c`) whose receptive fields [`columns`] gathers: two
+/// pixels' fields of int16 lane pairs, 1 KiB of stack.
+const MAX_COLUMN: usize = 256;
+
+/// A receptive field as lane-pair words in the order [`weight_quad`] widens weights: for each
+/// run of four values `v`, the words `(v0, v2)` and `(v1, v3)`; zeros after the last value.
+type Column = [u32; MAX_COLUMN / 2];
+
+/// The `kh · kw · in_c` values output pixel `(oy, ox)` reads, in weight order, padded taps
+/// reading their pad values.
+fn gather<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, column: &mut Column) {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], _) = c.dims;
+    let [kh, kw] = g.kernel;
+    let mut quad = [0i32; 4];
+    let mut n = 0usize;
+    let mut words = column.chunks_exact_mut(2);
+    let mut push = |v: i32, n: &mut usize| {
+        if let Some(slot) = quad.get_mut(*n % 4) {
+            *slot = v;
+        }
+        *n += 1;
+        if *n % 4 == 0 {
+            if let Some(&mut [ref mut even, ref mut odd]) = words.next() {
+                *even = simd::pair(quad[0], quad[2]);
+                *odd = simd::pair(quad[1], quad[3]);
+            }
+        }
+    };
+    for ky in 0..kh {
+        let iy = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
+        for kx in 0..kw {
+            let ix = coord(ox, g.stride[1], kx, g.dilation[1], g.pad[1], in_w);
+            match (iy, ix) {
+                (Some(iy), Some(ix)) => {
+                    let at = (iy * in_w + ix) * in_c;
+                    for v in c.input.get(at..at + in_c).unwrap_or_default() {
+                        push(v.widen(), &mut n);
+                    }
+                }
+                _ if c.padding.values.is_empty() => {
+                    for _ in 0..in_c {
+                        push(c.padding.zero.widen(), &mut n);
+                    }
+                }
+                _ => {
+                    for v in c.padding.values.iter().take(in_c) {
+                        push(v.widen(), &mut n);
+                    }
+                }
+            }
+        }
+    }
+    // Complete the last run of four with zeros.
+    while n % 4 != 0 {
+        push(0, &mut n);
+    }
+}
+
+/// The last `len % 4` weights of `w` (its first `len` values), as a run of four padded with
+/// zeros, or `None` when `len` is a multiple of 4.
+#[inline(always)]
+fn weight_tail(w: &[i8], len: usize) -> Option<[i8; 4]> {
+    let full = len - len % 4;
+    let rest = w.get(full..len)?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut tail = [0i8; 4];
+    tail.iter_mut().zip(rest).for_each(|(t, w)| *t = *w);
+    Some(tail)
+}
+
+/// `groups == 1` with few input channels: output pixels in pairs, each pair's receptive fields
+/// gathered once ([`gather`], pad values included, so borders cost nothing extra), then every
+/// output channel pair's dot products against the raw weights.
+fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+    let ([_, _, in_c], [out_h, out_w, out_c]) = c.dims;
+    let [kh, kw] = c.geometry.kernel;
+    let per_out = kh * kw * in_c;
+    let pixels = out_h * out_w;
+    let mut cols: [Column; 2] = [[0; MAX_COLUMN / 2]; 2];
+    let mut p = 0;
+    while p < pixels {
+        let pair = p + 1 < pixels;
+        for (k, col) in cols.iter_mut().enumerate().take(if pair { 2 } else { 1 }) {
+            let q = p + k;
+            gather(c, q / out_w.max(1), q % out_w.max(1), col);
+        }
+        let words = per_out.div_ceil(4) * 2;
+        let [col_a, col_b] = cols.each_ref().map(|c| c.get(..words).unwrap_or_default());
+        let mut o = 0;
+        while o < out_c {
+            let second = if o + 1 < out_c { o + 1 } else { o };
+            let rows = [o, second].map(|o| c.weights.get(o * per_out..(o + 1) * per_out));
+            let (Some(w0), Some(w1)) = (rows[0], rows[1]) else {
+                return;
+            };
+            let (Some((b0, s0)), Some((b1, s1))) =
+                (stage(c.channels, o), stage(c.channels, second))
+            else {
+                return;
+            };
+            let [mut a0, mut a1, mut b0_, mut b1_] = [b0, b1, b0, b1];
+            let quads = w0.chunks_exact(4).zip(w1.chunks_exact(4));
+            let steps = quads.zip(col_a.chunks_exact(2)).zip(col_b.chunks_exact(2));
+            for (((w0q, w1q), xa), xb) in steps {
+                let (Some(w0q), Some(w1q), Some(&[xa_e, xa_o]), Some(&[xb_e, xb_o])) = (
+                    w0q.first_chunk::<4>(),
+                    w1q.first_chunk::<4>(),
+                    xa.first_chunk::<2>(),
+                    xb.first_chunk::<2>(),
+                ) else {
+                    continue;
+                };
+                let (e, od) = weight_quad(w0q);
+                a0 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a0));
+                b0_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b0_));
+                let (e, od) = weight_quad(w1q);
+                a1 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a1));
+                b1_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b1_));
+            }
+            if let (Some(t0), Some(t1)) = (weight_tail(w0, per_out), weight_tail(w1, per_out)) {
+                let at = per_out / 4 * 2;
+                let (Some(&[xa_e, xa_o]), Some(&[xb_e, xb_o])) = (
+                    col_a.get(at..).and_then(|c| c.first_chunk::<2>()),
+                    col_b.get(at..).and_then(|c| c.first_chunk::<2>()),
+                ) else {
+                    return;
+                };
+                let (e, od) = weight_quad(&t0);
+                a0 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a0));
+                b0_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b0_));
+                let (e, od) = weight_quad(&t1);
+                a1 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a1));
+                b1_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b1_));
+            }
+            let outs = Outputs {
+                bias: [b0, b1],
+                stage: [s0, s1],
+                o,
+                pair: second != o,
+            };
+            let mut px = output.chunks_exact_mut(out_c.max(1)).skip(p);
+            if let Some(out_px) = px.next() {
+                outs.store(&c.bounds, out_px, [a0, a1]);
+            }
+            if pair {
+                if let Some(out_px) = px.next() {
+                    outs.store(&c.bounds, out_px, [b0_, b1_]);
+                }
+            }
+            o += 2;
+        }
+        p += 2;
     }
 }
 
@@ -600,6 +785,102 @@ fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                     }
                 }
                 *y = finish(&c.bounds, &stage, acc);
+            }
+        }
+    }
+}
+
+/// [`depthwise`] on int16 words, two channels at a time: one load brings both channels' values
+/// of a tap, one instruction pair ([`simd::smla_lanes`]) multiplies them by the two channels'
+/// weights. Padded taps read the two channels' pad values as one word.
+fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &mut [Y]) {
+    let g = c.geometry;
+    let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
+    let [kh, kw] = g.kernel;
+    let taps = kh * kw;
+    let half = channels / 2;
+    let (y_lo, y_hi) = interior(out_h, g.stride[0], g.dilation[0], g.pad[0], kh, in_h);
+    let (x_lo, x_hi) = interior(out_w, g.stride[1], g.dilation[1], g.pad[1], kw, in_w);
+    // Word steps between taps along a row and between kernel rows.
+    let col = g.dilation[1] * half;
+    let row_step = g.dilation[0] * in_w * half;
+    let pad_of = |ch: usize| {
+        if c.padding.values.is_empty() {
+            c.padding.zero.widen()
+        } else {
+            c.padding.values.get(ch).map_or(0, |v| v.widen())
+        }
+    };
+    for cp in 0..half {
+        let ch = 2 * cp;
+        let (Some(w0), Some(w1)) = (
+            c.weights.get(ch * taps..(ch + 1) * taps),
+            c.weights.get((ch + 1) * taps..(ch + 2) * taps),
+        ) else {
+            return;
+        };
+        let (Some((b0, s0)), Some((b1, s1))) = (stage(c.channels, ch), stage(c.channels, ch + 1))
+        else {
+            return;
+        };
+        let mut w = [0u32; MAX_TAPS];
+        for ((slot, a), b) in w.iter_mut().zip(w0).zip(w1) {
+            *slot = simd::pair(i32::from(*a), i32::from(*b));
+        }
+        let w = w.get(..taps).unwrap_or_default();
+        let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
+        let mut outputs = output.chunks_exact_mut(channels.max(1));
+        for oy in 0..out_h {
+            let inside_y = (y_lo..y_hi).contains(&oy);
+            for ox in 0..out_w {
+                let Some(out_px) = outputs.next() else {
+                    return;
+                };
+                let mut acc = [b0, b1];
+                if inside_y && (x_lo..x_hi).contains(&ox) {
+                    let origin =
+                        ((oy * g.stride[0] - g.pad[0]) * in_w + ox * g.stride[1] - g.pad[1]) * half
+                            + cp;
+                    for (ky, w_row) in w.chunks_exact(kw.max(1)).enumerate() {
+                        let at = origin + ky * row_step;
+                        if let (&[w0, w1, w2], Some(run)) = (w_row, x.get(at..at + 2 * col + 1)) {
+                            // The common 3-wide row: one slice check for three taps.
+                            let (Some(x0), Some(x1), Some(x2)) =
+                                (run.first(), run.get(col), run.last())
+                            else {
+                                continue;
+                            };
+                            acc = simd::smla_lanes(w0, *x0, acc);
+                            acc = simd::smla_lanes(w1, *x1, acc);
+                            acc = simd::smla_lanes(w2, *x2, acc);
+                        } else {
+                            for (kx, wt) in w_row.iter().enumerate() {
+                                let xw = x.get(at + kx * col).copied().unwrap_or(0);
+                                acc = simd::smla_lanes(*wt, xw, acc);
+                            }
+                        }
+                    }
+                } else {
+                    for (ky, w_row) in w.chunks_exact(kw.max(1)).enumerate() {
+                        let iy = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
+                        for (kx, wt) in w_row.iter().enumerate() {
+                            let ix = coord(ox, g.stride[1], kx, g.dilation[1], g.pad[1], in_w);
+                            let xw = match (iy, ix) {
+                                (Some(iy), Some(ix)) => {
+                                    x.get((iy * in_w + ix) * half + cp).copied().unwrap_or(0)
+                                }
+                                _ => pad,
+                            };
+                            acc = simd::smla_lanes(*wt, xw, acc);
+                        }
+                    }
+                }
+                if let Some(y) = out_px.get_mut(ch) {
+                    *y = finish(&c.bounds, &s0, acc[0]);
+                }
+                if let Some(y) = out_px.get_mut(ch + 1) {
+                    *y = finish(&c.bounds, &s1, acc[1]);
+                }
             }
         }
     }

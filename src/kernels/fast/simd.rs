@@ -48,6 +48,36 @@ pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
     }
 }
 
+/// SMLABB and SMLATT: `(acc_lo + lo(a)·lo(b), acc_hi + hi(a)·hi(b))`, two independent
+/// accumulators (two channels of a depthwise convolution).
+#[inline(always)]
+pub fn smla_lanes(a: u32, b: u32, [acc_lo, acc_hi]: [i32; 2]) -> [i32; 2] {
+    #[cfg(icefold_dsp)]
+    {
+        let (r_lo, r_hi): (i32, i32);
+        // SAFETY: register-only instructions present on every icefold_dsp core (module docs).
+        unsafe {
+            core::arch::asm!(
+                "smlabb {lo}, {a}, {b}, {acc_lo}",
+                "smlatt {hi}, {a}, {b}, {acc_hi}",
+                // `lo` is written before the second instruction reads the inputs: `out`, so it
+                // never shares a register with them.
+                lo = out(reg) r_lo, hi = lateout(reg) r_hi, a = in(reg) a, b = in(reg) b,
+                acc_lo = in(reg) acc_lo, acc_hi = in(reg) acc_hi,
+                options(pure, nomem, nostack),
+            );
+        }
+        [r_lo, r_hi]
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        [
+            acc_lo.wrapping_add(lo(a).wrapping_mul(lo(b))),
+            acc_hi.wrapping_add(hi(a).wrapping_mul(hi(b))),
+        ]
+    }
+}
+
 /// SXTB16: bytes 0 and 2 of `x`, sign-extended into the low and high lane.
 #[inline(always)]
 pub fn sxtb16(x: u32) -> u32 {
@@ -122,6 +152,7 @@ mod tests {
         let a = pair(-32768, 32767);
         let b = pair(-32768, -32768);
         assert_eq!(smlad(a, b, 5), 5 + (1 << 30) - 32767 * 32768);
+        assert_eq!(smla_lanes(a, b, [1, 2]), [1 + (1 << 30), 2 - 32767 * 32768]);
         assert_eq!(pack_lo(pair(1, 2), pair(3, 4)), pair(1, 3));
         assert_eq!(pack_hi(pair(1, 2), pair(3, 4)), pair(2, 4));
         // Wraps like the instruction (the Q flag is not modelled).
