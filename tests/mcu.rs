@@ -187,7 +187,7 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
 fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     let is_int8_path =
         |name: &str| name.contains("7kernels9reference4int8") || name.contains("6engine4int8");
-    let reach = icefold_tool::softfloat::float_reach(elf, is_int8_path).expect("call graph");
+    let reach = icefold_tool::mcu::softfloat::float_reach(elf, is_int8_path).expect("call graph");
     // The kernels are functions of their own in this image (not all inlined away), so the walk
     // starts from real code.
     for kernel in ["4conv6conv2d", "5dense5dense", "4pool4pool"] {
@@ -222,7 +222,8 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     // Control: the f32 kernels linked beside them do reach soft-float routines, so the walk sees
     // float calls where there are some.
     let is_f32_kernel = |name: &str| name.contains("7kernels9reference") && !name.contains("4int8");
-    let f32_reach = icefold_tool::softfloat::float_reach(elf, is_f32_kernel).expect("call graph");
+    let f32_reach =
+        icefold_tool::mcu::softfloat::float_reach(elf, is_f32_kernel).expect("call graph");
     assert!(
         !f32_reach.roots.is_empty() && !f32_reach.float_paths.is_empty(),
         "the walk found no float call in the f32 kernels either: {f32_reach:?}"
