@@ -8,19 +8,22 @@
 //! returns a [`Profile`]; [`compare`] checks its outputs against the host runtime's.
 //! [`profile`] does all of it.
 //!
-//! Numbers are executed instructions, exact and identical run to run, not cycles: see
-//! docs/MCU.md for what they mean on real silicon.
+//! Numbers are executed instructions, exact and identical run to run, counted by the project's
+//! QEMU plugin (`cycles`), which also estimates Cortex-M4 cycles; without a C compiler to build
+//! it, by the firmware's timer under `-icount`. See docs/MCU.md for what they mean on silicon.
 //!
 //! Modules, in the order a run uses them: `target` (cores, boards, prerequisites), `project`
 //! (the generated firmware crate and its cache), `build` (cargo, ELF sizes), `qemu` (running the
-//! image), `report` (the firmware's line protocol, defmt decoding), `profile` (the measured
+//! image; `cycles`: the counting plugin), `report` (the firmware's line protocol, defmt decoding), `profile` (the measured
 //! numbers, JSON, table), `parity` (host comparison, traces); `boundary` holds the model's
 //! element types shared by them, `softfloat` the no-float check of an image.
 
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use icefold::format::DType;
 
 use crate::host;
@@ -28,6 +31,7 @@ use crate::io::Array;
 
 mod boundary;
 mod build;
+pub mod cycles;
 mod parity;
 mod profile;
 mod project;
@@ -38,7 +42,7 @@ mod target;
 
 pub use build::{build, ElfSizes, Firmware, MIN_STACK_BYTES};
 pub use parity::{compare, first_divergence, host_trace, render_trace, Parity, F32_REL_L2_LIMIT};
-pub use profile::{layer_macs, render, LayerProfile, Profile};
+pub use profile::{layer_macs, render, Counter, LayerProfile, Profile};
 pub use project::{prepare_project, Project};
 pub use qemu::run_qemu;
 pub use report::{decode_defmt, parse_report, Report, TraceRecord};
@@ -62,6 +66,10 @@ pub struct McuOptions {
     /// Build the firmware with defmt logging (feature `defmt`): the report travels as defmt
     /// frames, decoded here with the ELF's table, and the runtime traces every layer of sample 0.
     pub defmt: bool,
+    /// Count with the QEMU cycle plugin (exact instructions, and estimated cycles on a
+    /// Cortex-M4) when a C compiler can build it; otherwise, or when false, with the firmware's
+    /// timer under `-icount` (instructions only).
+    pub cycle_plugin: bool,
 }
 
 impl McuOptions {
@@ -86,13 +94,44 @@ impl McuOptions {
             timeout: Duration::from_secs(600),
             verbose: false,
             defmt: false,
+            cycle_plugin: true,
         }
     }
 }
 
 /// Runs a built firmware and assembles the profile.
 pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> Result<Profile> {
-    let text = run_qemu(&fw.elf, opts)?;
+    let plugin = if opts.cycle_plugin && cycles::compiler_available() {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let lib = cycles::build_plugin(&opts.cache_dir)?;
+        let elf = fs::read(&fw.elf).with_context(|| format!("cannot read {}", fw.elf.display()))?;
+        let markers = cycles::Markers::find(&elf)?;
+        let dir = opts.cache_dir.join("runs");
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let out = dir.join(format!(
+            "counts-{}-{}.txt",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+        Some((markers.plugin_arg(&lib, &out), out))
+    } else {
+        None
+    };
+    let text = run_qemu(
+        &fw.elf,
+        opts,
+        plugin.as_ref().map(|(arg, _)| arg.as_os_str()),
+    );
+    let counted = plugin.map(|(_, out)| {
+        let counted = fs::read_to_string(&out);
+        let _ = fs::remove_file(&out);
+        counted.with_context(|| format!("the cycle plugin wrote no counts ({})", out.display()))
+    });
+    // A failed run's own error comes first.
+    let text = text?;
+    let counts = counted
+        .map(|c| c.and_then(|c| cycles::parse_counts(&c)))
+        .transpose()?;
     let report = parse_report(&text)?;
     let aligned = crate::emit::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
@@ -113,18 +152,55 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
             project.dir.display()
         );
     }
+    if let Some(c) = &counts {
+        if c.inferences.len() != project.samples
+            || c.layers.iter().any(|l| l.len() != report.layers)
+        {
+            bail!(
+                "the cycle plugin counted {} inferences with {:?} layers; the firmware ran {} \
+                 with {} layers",
+                c.inferences.len(),
+                c.layers.iter().map(Vec::len).collect::<Vec<_>>(),
+                project.samples,
+                report.layers
+            );
+        }
+    }
     let samples = report.outputs.len() as u64;
     let mean = |xs: &mut dyn Iterator<Item = u64>| (xs.sum::<u64>() + samples / 2) / samples;
+    let model_cycles = opts.target.has_cycle_model();
     let layers: Vec<LayerProfile> = model
         .layers()
         .enumerate()
-        .map(|(i, l)| LayerProfile {
-            index: i,
-            kind: crate::describe::op_name(&l.op),
-            macs: layer_macs(&l),
-            instructions: mean(&mut report.layer_instructions.iter().map(|v| v[i])),
+        .map(|(i, l)| {
+            let timer = mean(&mut report.layer_instructions.iter().map(|v| v[i]));
+            LayerProfile {
+                index: i,
+                kind: crate::describe::op_name(&l.op),
+                macs: layer_macs(&l),
+                instructions: counts.as_ref().map_or(timer, |c| {
+                    mean(&mut c.layers.iter().map(|v| v[i].instructions))
+                }),
+                timer_instructions: timer,
+                cycles: counts
+                    .as_ref()
+                    .filter(|_| model_cycles)
+                    .map(|c| mean(&mut c.layers.iter().map(|v| v[i].cycles))),
+            }
         })
         .collect();
+    let (counter, instructions_per_sample, cycles_per_sample) = match &counts {
+        Some(c) => (
+            Counter::Plugin,
+            c.inferences.iter().map(|n| n.instructions).collect(),
+            if model_cycles {
+                c.inferences.iter().map(|n| n.cycles).collect()
+            } else {
+                Vec::new()
+            },
+        ),
+        None => (Counter::Timer, report.run_instructions.clone(), Vec::new()),
+    };
     let out_shape = host::logical_shape(&info.output, info.output_rank);
     // f32 models report what `run_f32` wrote; int8 models the raw output of `run_i8`,
     // dequantized here with the runtime's own boundary function, as `icefold run` does.
@@ -142,8 +218,13 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
         output_bytes: report.outputs.clone(),
         macs: layers.iter().map(|l| l.macs).sum(),
         layers,
-        instructions_per_inference: mean(&mut report.run_instructions.iter().copied()),
-        instructions_per_sample: report.run_instructions.clone(),
+        instructions_per_inference: mean(&mut instructions_per_sample.iter().copied()),
+        instructions_per_sample,
+        timer_instructions_per_sample: report.run_instructions.clone(),
+        cycles_per_inference: (!cycles_per_sample.is_empty())
+            .then(|| mean(&mut cycles_per_sample.iter().copied())),
+        cycles_per_sample,
+        counter,
         flash_code_bytes: fw.sizes.flash.saturating_sub(fixed_flash),
         flash_model_bytes: project.blob_bytes as u64,
         flash_inputs_bytes: project.input_bytes as u64,

@@ -15,13 +15,47 @@ use crate::io::Array;
 pub struct LayerProfile {
     /// Position in the schedule.
     pub index: usize,
-    /// Short op description (`Conv2d 3x3/1 g1`).
+    /// Short op description (`Conv2d i8 3x3/1 g1`, as `icefold inspect` prints it).
     pub kind: String,
     /// Multiply-accumulates per inference.
     pub macs: u64,
-    /// Instructions per inference (mean over the samples, rounded), including the few
-    /// instructions of the timer reads around the layer.
+    /// Instructions per inference (mean over the samples, rounded), as [`Profile::counter`]
+    /// counted them: including the few instructions of the marker calls (plugin) or of the
+    /// timer reads (timer) around the layer.
     pub instructions: u64,
+    /// Instructions per inference by the firmware's timer under `-icount` (equal to
+    /// `instructions` when the timer counted them).
+    pub timer_instructions: u64,
+    /// Estimated Cortex-M4 cycles per inference (the plugin's model), on a Cortex-M4 only.
+    pub cycles: Option<u64>,
+}
+
+impl LayerProfile {
+    /// MACs per instruction (`None` for layers without MACs).
+    pub fn macs_per_instruction(&self) -> Option<f64> {
+        (self.macs > 0 && self.instructions > 0)
+            .then(|| self.macs as f64 / self.instructions as f64)
+    }
+}
+
+/// What counted the instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// The project's QEMU plugin between the firmware's marker functions (exact; estimates
+    /// Cortex-M4 cycles too).
+    Plugin,
+    /// The firmware's timer under QEMU's `-icount` (no C compiler to build the plugin).
+    Timer,
+}
+
+impl Counter {
+    /// Name in the JSON profile.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Plugin => "plugin",
+            Counter::Timer => "timer",
+        }
+    }
 }
 
 /// Everything `icefold mcu` measures.
@@ -44,6 +78,15 @@ pub struct Profile {
     pub instructions_per_sample: Vec<u64>,
     /// Mean of `instructions_per_sample`, rounded.
     pub instructions_per_inference: u64,
+    /// Instructions of each whole inference by the firmware's timer under `-icount` (equal to
+    /// `instructions_per_sample` when the timer counted them).
+    pub timer_instructions_per_sample: Vec<u64>,
+    /// Estimated Cortex-M4 cycles of each inference (empty unless the plugin ran on a Cortex-M4).
+    pub cycles_per_sample: Vec<u64>,
+    /// Mean of `cycles_per_sample`, rounded.
+    pub cycles_per_inference: Option<u64>,
+    /// What counted the instructions.
+    pub counter: Counter,
     /// Multiply-accumulates per inference.
     pub macs: u64,
     /// Flash for everything but the model and the embedded test inputs: runtime, firmware,
@@ -78,6 +121,13 @@ impl Profile {
         }
     }
 
+    /// Estimated cycles per instruction (`None` without a cycle estimate).
+    pub fn cycles_per_instruction(&self) -> Option<f64> {
+        let cycles = self.cycles_per_inference?;
+        (self.instructions_per_inference > 0)
+            .then(|| cycles as f64 / self.instructions_per_inference as f64)
+    }
+
     /// The profile as JSON, with the parity verdict.
     pub fn to_json(&self, parity: Option<&Parity>) -> String {
         let mut s = String::from("{\n");
@@ -109,6 +159,38 @@ impl Profile {
             "  \"instructions_per_sample\": [{}],",
             per_sample.join(", ")
         );
+        let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(s, "  \"counter\": {},", json_str(self.counter.name()));
+        let _ = writeln!(
+            s,
+            "  \"timer_instructions_per_sample\": [{}],",
+            list(&self.timer_instructions_per_sample)
+        );
+        let _ = writeln!(
+            s,
+            "  \"cycle_model\": {},",
+            if self.cycles_per_inference.is_some() {
+                json_str("cortex-m4")
+            } else {
+                "null".into()
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  \"cycles_per_inference\": {},",
+            json_opt(self.cycles_per_inference)
+        );
+        let _ = writeln!(
+            s,
+            "  \"cycles_per_sample\": [{}],",
+            list(&self.cycles_per_sample)
+        );
+        let _ = writeln!(
+            s,
+            "  \"cycles_per_instruction\": {},",
+            self.cycles_per_instruction()
+                .map_or("null".into(), |c| format!("{c:.6}"))
+        );
         let _ = writeln!(s, "  \"macs\": {},", self.macs);
         let _ = writeln!(
             s,
@@ -132,11 +214,16 @@ impl Profile {
         for (i, l) in self.layers.iter().enumerate() {
             let _ = write!(
                 s,
-                "    {{\"index\": {}, \"kind\": {}, \"macs\": {}, \"instructions\": {}}}",
+                "    {{\"index\": {}, \"kind\": {}, \"macs\": {}, \"instructions\": {}, \
+                 \"timer_instructions\": {}, \"cycles\": {}, \"macs_per_instruction\": {}}}",
                 l.index,
                 json_str(&l.kind),
                 l.macs,
-                l.instructions
+                l.instructions,
+                l.timer_instructions,
+                json_opt(l.cycles),
+                l.macs_per_instruction()
+                    .map_or("null".into(), |r| format!("{r:.6}"))
             );
             s.push_str(if i + 1 < self.layers.len() {
                 ",\n"
@@ -163,6 +250,10 @@ fn json_str(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+fn json_opt(x: Option<u64>) -> String {
+    x.map_or("null".into(), |x| x.to_string())
 }
 
 fn json_f64(x: f64) -> String {
@@ -193,22 +284,34 @@ pub fn layer_macs(layer: &Layer) -> u64 {
 /// The human-readable report: per-layer table, totals, sizes and the parity verdict.
 pub fn render(p: &Profile, parity: &Parity) -> String {
     let mut s = String::new();
-    let _ = writeln!(
+    let cycles = p.cycles_per_inference.is_some();
+    let _ = write!(
         s,
-        "{:>3}  {:<24} {:>12} {:>14} {:>9}",
-        "#", "layer", "MACs", "instructions", "MAC/insn"
+        "{:>3}  {:<24} {:>12} {:>14}",
+        "#", "layer", "MACs", "instructions"
     );
+    if cycles {
+        let _ = write!(s, " {:>14} {:>8}", "est. cycles", "cyc/insn");
+    }
+    let _ = writeln!(s, " {:>9}", "MAC/insn");
     for l in &p.layers {
-        let ratio = if l.macs > 0 && l.instructions > 0 {
-            format!("{:.3}", l.macs as f64 / l.instructions as f64)
-        } else {
-            "-".into()
-        };
-        let _ = writeln!(
+        let ratio = l
+            .macs_per_instruction()
+            .map_or("-".into(), |r| format!("{r:.3}"));
+        let _ = write!(
             s,
-            "{:>3}  {:<24} {:>12} {:>14} {:>9}",
-            l.index, l.kind, l.macs, l.instructions, ratio
+            "{:>3}  {:<24} {:>12} {:>14}",
+            l.index, l.kind, l.macs, l.instructions
         );
+        if let Some(c) = l.cycles {
+            let cpi = if l.instructions > 0 {
+                format!("{:.2}", c as f64 / l.instructions as f64)
+            } else {
+                "-".into()
+            };
+            let _ = write!(s, " {c:>14} {cpi:>8}");
+        }
+        let _ = writeln!(s, " {ratio:>9}");
     }
     let _ = writeln!(s);
     let (min, max) = (
@@ -225,6 +328,34 @@ pub fn render(p: &Profile, parity: &Parity) -> String {
         "instructions per inference  {}{spread}",
         p.instructions_per_inference
     );
+    let _ = writeln!(
+        s,
+        "counted by                  {}",
+        match p.counter {
+            Counter::Plugin => "the QEMU plugin between the firmware's marker functions (exact)",
+            Counter::Timer => {
+                "the firmware's timer under -icount (no C compiler to build the cycle plugin: \
+                 install gcc for exact counts and Cortex-M4 cycle estimates)"
+            }
+        }
+    );
+    match (p.cycles_per_inference, p.cycles_per_instruction()) {
+        (Some(c), Some(cpi)) => {
+            let _ = writeln!(
+                s,
+                "est. Cortex-M4 cycles       {c} per inference ({cpi:.2} per instruction; model: \
+                 docs/MCU.md)"
+            );
+        }
+        _ if p.counter == Counter::Plugin => {
+            let _ = writeln!(
+                s,
+                "est. cycles                 not estimated on {} (the model is the Cortex-M4's)",
+                p.target
+            );
+        }
+        _ => {}
+    }
     let _ = writeln!(s, "MACs per inference          {}", p.macs);
     let _ = writeln!(
         s,

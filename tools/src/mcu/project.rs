@@ -37,6 +37,10 @@ const FIRMWARE_FILES: &[(&str, &str)] = &[
         include_str!("../../../examples/firmware/src/main.rs"),
     ),
     (
+        "src/markers.rs",
+        include_str!("../../../examples/firmware/src/markers.rs"),
+    ),
+    (
         "src/board.rs",
         include_str!("../../../examples/firmware/src/board.rs"),
     ),
@@ -56,7 +60,7 @@ const FIRMWARE_FILES: &[(&str, &str)] = &[
 
 /// 64-bit FNV-1a: a stable hash for naming cache entries (std's hasher may change between
 /// Rust versions, and names must not).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
+pub(super) fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for &b in part.iter().chain(&(part.len() as u64).to_le_bytes()) {
@@ -69,7 +73,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 
 /// Writes `bytes` to `path` unless it already holds exactly them (keeps cargo's fingerprints and
 /// the file's time stamp when nothing changed). The rename makes concurrent writers safe.
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     if fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(());

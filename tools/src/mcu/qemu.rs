@@ -1,5 +1,6 @@
 //! Running a firmware image under QEMU.
 
+use std::ffi::OsStr;
 use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -10,8 +11,9 @@ use anyhow::{bail, Context, Result};
 use super::report::decode_defmt;
 use super::McuOptions;
 
-/// Runs `elf` under QEMU with instruction counting and returns what it printed.
-pub fn run_qemu(elf: &Path, opts: &McuOptions) -> Result<String> {
+/// Runs `elf` under QEMU with instruction counting and returns what it printed; `plugin` is a
+/// `-plugin` argument (the cycle plugin, see `cycles`).
+pub fn run_qemu(elf: &Path, opts: &McuOptions, plugin: Option<&OsStr>) -> Result<String> {
     let t = opts.target;
     let mut cmd = Command::new("qemu-system-arm");
     cmd.args(["-machine", t.machine(), "-cpu", t.cpu()])
@@ -21,6 +23,7 @@ pub fn run_qemu(elf: &Path, opts: &McuOptions) -> Result<String> {
         // Each instruction advances virtual time by exactly 1024 ns: the firmware's timer counts
         // instructions (examples/firmware/src/board.rs).
         .args(["-icount", "shift=10,align=off,sleep=off"])
+        .args(plugin.iter().flat_map(|p| [OsStr::new("-plugin"), p]))
         .arg("-kernel")
         .arg(elf)
         .stdin(Stdio::null())

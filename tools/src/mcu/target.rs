@@ -72,6 +72,13 @@ impl Target {
         }
     }
 
+    /// True if the cycle plugin's model (the Cortex-M4's timings, docs/MCU.md) applies to this
+    /// core. The Cortex-M3 shares the integer pipeline but takes 3 to 7 cycles for long
+    /// multiplies; the Cortex-M0 and M33 time differently: their cycles are not estimated.
+    pub fn has_cycle_model(self) -> bool {
+        self == Target::CortexM4
+    }
+
     /// QEMU `-cpu`.
     pub fn cpu(self) -> &'static str {
         match self {
