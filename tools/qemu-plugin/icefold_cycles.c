@@ -38,7 +38,9 @@
  *     translation block does not start where the previous one falls through: every branch ends a
  *     block, so this charges exactly the taken branches, calls, returns and exception entries.
  * Not modelled: flash wait states, bus contention, unaligned accesses, data-dependent divide
- * times, IT folding, interrupt latency. Cortex-M3 has the same integer pipeline but slower long
+ * times, IT folding, interrupt latency. Weights are fixed per translation block (no pipelining
+ * across a block's start), so where QEMU splits blocks (under -icount, at I/O) moves the
+ * estimate by a cycle or a refill. Cortex-M3 has the same integer pipeline but slower long
  * multiplies; Cortex-M0 and M33 time differently: the tool reports cycles for Cortex-M4 only.
  *
  * The plugin API is declared below by hand (the few functions used), so no QEMU headers are

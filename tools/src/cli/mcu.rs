@@ -35,13 +35,18 @@ pub struct McuArgs {
     /// of the first sample, compared with the host's trace layer by layer.
     #[arg(long)]
     defmt: bool,
+    /// Also write the firmware ELF that ran (flash it, or give it to other tools: the markers
+    /// `icefold_inference_start` / `icefold_inference_end` bracket each inference).
+    #[arg(long, value_name = "FW_ELF")]
+    save_elf: Option<PathBuf>,
 }
 
 /// Runs `icefold mcu`.
 pub fn run(a: &McuArgs) -> Result<()> {
     let (blob_path, input, target) = (a.blob.as_path(), a.input.as_path(), a.target);
     let (output, json) = (a.output.as_deref(), a.json.as_deref());
-    for out in output.iter().chain(json.iter()) {
+    let save_elf = a.save_elf.as_deref();
+    for out in output.iter().chain(json.iter()).chain(save_elf.iter()) {
         io::ensure_not_an_input(out, &[blob_path, input])?;
     }
     let blob =
@@ -82,6 +87,12 @@ pub fn run(a: &McuArgs) -> Result<()> {
     if let Some(path) = output {
         io::write_npy(path, &profile.outputs, &[blob_path, input])?;
         println!("wrote {} {:?}", path.display(), profile.outputs.shape);
+    }
+    if let Some(path) = save_elf {
+        let elf = std::fs::read(&profile.elf)
+            .with_context(|| format!("cannot read {}", profile.elf.display()))?;
+        io::write_atomic(path, &elf, &[blob_path, input])?;
+        println!("wrote {} (the firmware that ran)", path.display());
     }
     if let Some(path) = json {
         io::write_atomic(
