@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use object::{Object, ObjectSymbol};
@@ -135,6 +136,55 @@ impl Markers {
         ));
         arg.push(out);
         arg
+    }
+}
+
+/// One QEMU run with the plugin: its `-plugin` argument and the file it writes the counts to.
+#[derive(Clone, Debug)]
+pub struct PluginRun {
+    /// QEMU's `-plugin` argument.
+    pub arg: OsString,
+    /// Where the plugin writes its records.
+    pub out: PathBuf,
+}
+
+impl PluginRun {
+    /// Builds the plugin if needed and prepares a run of the firmware `elf` (its markers) with
+    /// the counts written to a file of its own under `cache_dir/runs/`.
+    pub fn new(elf: &Path, cache_dir: &Path) -> Result<PluginRun> {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let lib = build_plugin(cache_dir)?;
+        let bytes = fs::read(elf).with_context(|| format!("cannot read {}", elf.display()))?;
+        let markers = Markers::find(&bytes)?;
+        let dir = cache_dir.join("runs");
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let out = dir.join(format!(
+            "counts-{}-{}.txt",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+        // QEMU splits the `-plugin` argument at commas.
+        if out.to_string_lossy().contains(',') || lib.to_string_lossy().contains(',') {
+            bail!(
+                "the cache directory {} has a comma in its path, which QEMU's -plugin option \
+                 cannot take; set ICEFOLD_MCU_CACHE to another directory",
+                cache_dir.display()
+            );
+        }
+        Ok(PluginRun {
+            arg: markers.plugin_arg(&lib, &out),
+            out,
+        })
+    }
+
+    /// The counts the plugin wrote (the file is removed).
+    pub fn counts(self) -> Result<Counts> {
+        let text = fs::read_to_string(&self.out);
+        let _ = fs::remove_file(&self.out);
+        let text = text.with_context(|| {
+            format!("the cycle plugin wrote no counts ({})", self.out.display())
+        })?;
+        parse_counts(&text)
     }
 }
 

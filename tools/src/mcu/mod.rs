@@ -18,12 +18,10 @@
 //! numbers, JSON, table), `parity` (host comparison, traces); `boundary` holds the model's
 //! element types shared by them, `softfloat` the no-float check of an image.
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use icefold::format::DType;
 
 use crate::host;
@@ -102,36 +100,15 @@ impl McuOptions {
 /// Runs a built firmware and assembles the profile.
 pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> Result<Profile> {
     let plugin = if opts.cycle_plugin && cycles::compiler_available() {
-        static RUNS: AtomicUsize = AtomicUsize::new(0);
-        let lib = cycles::build_plugin(&opts.cache_dir)?;
-        let elf = fs::read(&fw.elf).with_context(|| format!("cannot read {}", fw.elf.display()))?;
-        let markers = cycles::Markers::find(&elf)?;
-        let dir = opts.cache_dir.join("runs");
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let out = dir.join(format!(
-            "counts-{}-{}.txt",
-            std::process::id(),
-            RUNS.fetch_add(1, Ordering::Relaxed)
-        ));
-        Some((markers.plugin_arg(&lib, &out), out))
+        Some(cycles::PluginRun::new(&fw.elf, &opts.cache_dir)?)
     } else {
         None
     };
-    let text = run_qemu(
-        &fw.elf,
-        opts,
-        plugin.as_ref().map(|(arg, _)| arg.as_os_str()),
-    );
-    let counted = plugin.map(|(_, out)| {
-        let counted = fs::read_to_string(&out);
-        let _ = fs::remove_file(&out);
-        counted.with_context(|| format!("the cycle plugin wrote no counts ({})", out.display()))
-    });
+    let text = run_qemu(&fw.elf, opts, plugin.as_ref().map(|p| p.arg.as_os_str()));
+    let counts = plugin.map(cycles::PluginRun::counts);
     // A failed run's own error comes first.
     let text = text?;
-    let counts = counted
-        .map(|c| c.and_then(|c| cycles::parse_counts(&c)))
-        .transpose()?;
+    let counts = counts.transpose()?;
     let report = parse_report(&text)?;
     let aligned = crate::emit::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
