@@ -184,10 +184,6 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
     }
 }
 
-/// On a core without an FPU every float operation is a call to a soft-float routine: no function
-/// of the int8 kernels or of the int8 dispatch may reach one, directly or through other calls
-/// (the f32 kernels linked beside them are reachable only through f32 layers, which the loader
-/// refuses in an int8 model).
 /// How far the cycle plugin's instruction count of a region (an inference or a layer) may be
 /// from the firmware timer's under `-icount`: both are exact, and differ only by what each brackets
 /// besides the region (the timer reads, the marker calls), a few dozen instructions.
@@ -267,6 +263,10 @@ fn cycle_plugin_agrees_with_the_timer_on_cortex_m4f() {
     mcu::cycles::Markers::find(&elf).expect("markers");
 }
 
+/// On a core without an FPU every float operation is a call to a soft-float routine: no function
+/// of the int8 kernels or of the int8 dispatch may reach one, directly or through other calls
+/// (the f32 kernels linked beside them are reachable only through f32 layers, which the loader
+/// refuses in an int8 model).
 fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     let is_int8_path =
         |name: &str| name.contains("7kernels9reference4int8") || name.contains("6engine4int8");
