@@ -14,8 +14,9 @@ mod int8;
 use core::fmt;
 use core::ops::Range;
 
-use crate::format::{DType, Layer, Op, Quant, TensorDesc, ARENA_ALIGN};
+use crate::format::{Conv2d, DType, Layer, Op, Pool, Quant, TensorDesc, ARENA_ALIGN};
 use crate::kernels::reference as kernels;
+use crate::kernels::{ConvGeometry, PoolGeometry};
 use crate::model::Model;
 
 #[cfg(target_endian = "big")]
@@ -134,6 +135,27 @@ fn bytes_of(d: &TensorDesc) -> Range<usize> {
 /// zip cannot panic where `copy_from_slice` would).
 fn copy<T: Copy>(from: &[T], to: &mut [T]) {
     to.iter_mut().zip(from).for_each(|(t, f)| *t = *f);
+}
+
+/// The window of a convolution record, as the kernels take it.
+fn conv_geometry(p: &Conv2d) -> ConvGeometry {
+    ConvGeometry {
+        kernel: p.kernel.map(usize::from),
+        stride: p.stride.map(usize::from),
+        dilation: p.dilation.map(usize::from),
+        pad: p.pad.map(usize::from),
+        groups: usize::from(p.groups),
+    }
+}
+
+/// The window and reduction of a pooling record, as the kernels take them.
+fn pool_geometry(p: &Pool) -> PoolGeometry {
+    PoolGeometry {
+        kind: p.kind,
+        kernel: p.kernel.map(usize::from),
+        stride: p.stride.map(usize::from),
+        pad: p.pad.map(usize::from),
+    }
 }
 
 fn dims(d: &TensorDesc) -> [usize; 3] {
@@ -448,14 +470,27 @@ impl Model<'_> {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
                 let pad_values = self.weights_as(p.pad_values)?;
-                kernels::conv::conv2d(p, x_dims, x, y_dims, y, weights, bias, pad_values);
+                let g = conv_geometry(p);
+                kernels::conv::conv2d(
+                    &g,
+                    &p.activation,
+                    x_dims,
+                    x,
+                    y_dims,
+                    y,
+                    weights,
+                    bias,
+                    pad_values,
+                );
             }
             Op::Dense(p) => {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
                 kernels::dense::dense(&p.activation, weights, bias, x, y);
             }
-            Op::Pool(p) => kernels::pool::pool(p, x_dims, x, y_dims, y),
+            Op::Pool(p) => {
+                kernels::pool::pool(&pool_geometry(p), &p.activation, x_dims, x, y_dims, y)
+            }
             Op::Add { activation } => kernels::elementwise::add(activation, x, x2, y),
             Op::Affine(p) => {
                 let scale = self.weights_as(p.scale)?;
@@ -464,8 +499,8 @@ impl Model<'_> {
             }
             Op::Activation(a) => kernels::elementwise::activation(a, x, y),
             Op::Softmax => kernels::softmax::softmax(x_dims[2], x, y),
-            Op::Transpose(p) => kernels::layout::transpose(p, x_dims, x, y),
-            Op::Pad(p) => kernels::layout::pad(p, x_dims, x, y_dims, y),
+            Op::Transpose(p) => kernels::layout::transpose(p.perm, x_dims, x, y),
+            Op::Pad(p) => kernels::layout::pad_with(p.pad, p.value, x_dims, x, y_dims, y),
             // int8 operations never have f32 operands (validated).
             Op::Conv2dI8(_)
             | Op::DenseI8(_)
@@ -506,7 +541,8 @@ mod tests {
         let mut t1 = std::vec![0.0; T1.len()];
         let Op::Conv2d(c) = op(0) else { unreachable!() };
         kernels::conv::conv2d(
-            &c,
+            &conv_geometry(&c),
+            &c.activation,
             dims(&X),
             x,
             dims(&T1),
@@ -517,7 +553,14 @@ mod tests {
         );
         let mut t2 = std::vec![0.0; T2.len()];
         let Op::Pool(p) = op(1) else { unreachable!() };
-        kernels::pool::pool(&p, dims(&T1), &t1, dims(&T2), &mut t2);
+        kernels::pool::pool(
+            &pool_geometry(&p),
+            &p.activation,
+            dims(&T1),
+            &t1,
+            dims(&T2),
+            &mut t2,
+        );
         let mut t3 = std::vec![0.0; T3.len()];
         let Op::Affine(a) = op(2) else { unreachable!() };
         kernels::elementwise::affine(
@@ -535,10 +578,10 @@ mod tests {
         let Op::Transpose(t) = op(5) else {
             unreachable!()
         };
-        kernels::layout::transpose(&t, dims(&T5), &t5, &mut t6);
+        kernels::layout::transpose(t.perm, dims(&T5), &t5, &mut t6);
         let mut t7 = std::vec![0.0; T7.len()];
         let Op::Pad(p) = op(6) else { unreachable!() };
-        kernels::layout::pad(&p, dims(&T6), &t6, dims(&T7), &mut t7);
+        kernels::layout::pad_with(p.pad, p.value, dims(&T6), &t6, dims(&T7), &mut t7);
         let mut t8 = std::vec![0.0; T8.len()];
         kernels::elementwise::activation(&Activation::Sigmoid, &t7, &mut t8);
         let mut t9 = std::vec![0.0; T9.len()];
@@ -737,7 +780,8 @@ mod tests {
         );
         let w = |s| spec.span_f32(s);
         kernels::conv::conv2d(
-            &grouped,
+            &conv_geometry(&grouped),
+            &grouped.activation,
             d(&x),
             &input,
             d(&t1),
@@ -747,7 +791,8 @@ mod tests {
             &[],
         );
         kernels::conv::conv2d(
-            &depthwise,
+            &conv_geometry(&depthwise),
+            &depthwise.activation,
             d(&t1),
             &y1,
             d(&t2),
@@ -756,7 +801,14 @@ mod tests {
             &w(depthwise.bias),
             &w(depthwise.pad_values),
         );
-        kernels::pool::pool(&gap, d(&t2), &y2, d(&t3), &mut y3);
+        kernels::pool::pool(
+            &pool_geometry(&gap),
+            &gap.activation,
+            d(&t2),
+            &y2,
+            d(&t3),
+            &mut y3,
+        );
         kernels::dense::dense(
             &Activation::Identity,
             &w(dense.weights),

@@ -24,7 +24,7 @@
 //!   no fused activation in the embedded conv/pool record, quantization unchanged where the
 //!   operation cannot rescale, softmax output quantized 1/256 with zero point -128, int8 pooling
 //!   windows bounded, and for every conv/dense output channel the bias plus its products provably
-//!   inside the i32 accumulator ([`kernels::reference::int8::accumulator_fits`]);
+//!   inside the i32 accumulator ([`quant::contract::accumulator_fits`]);
 //! - the dataflow: one description per tensor id, every read sees the model input or a tensor an
 //!   earlier layer wrote, every id written once, the model input never written, the model output
 //!   written;
@@ -56,7 +56,7 @@
 //!
 //! ```
 //! use icefold::format::*;
-//! use icefold::{emit::emit, Model};
+//! use icefold::{format::emit, Model};
 //!
 //! // A one-layer model, y = relu(x) on 4 values (normally written by the host tool).
 //! let x = TensorDesc { id: 0, offset: 0, dims: [1, 1, 4], dtype: DType::F32, quant: None };
@@ -77,8 +77,8 @@
 //! ```
 //!
 //! # Modules
-//! - [`format`]: the blob's types and constants, shared with the host tool.
-//! - [`emit`]: writes a blob (host tool, tests).
+//! - [`format`]: the blob's types and constants, shared with the host tool, its [`format::header`],
+//!   and [`format::emit`], which writes a blob (host tool, tests).
 //! - [`model`]: the checked view ([`Model`], [`LoadError`], [`Aligned`]).
 //! - [`engine`]: running a model ([`Model::run_f32`], [`Model::run_i8`], [`Observer`],
 //!   [`RunError`]).
@@ -90,7 +90,6 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod emit;
 pub mod engine;
 pub mod format;
 pub mod kernels;

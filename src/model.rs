@@ -13,7 +13,7 @@ pub use error::{
 };
 
 use crate::format::{
-    Layer, ModelInfo, TensorDesc, ARENA_ALIGN, CRC, FORMAT_VERSION, HEADER_LEN, MAGIC,
+    Header, Layer, ModelInfo, TensorDesc, ARENA_ALIGN, CRC, FORMAT_VERSION, HEADER_LEN, MAGIC,
     WEIGHTS_ALIGN,
 };
 
@@ -52,47 +52,36 @@ pub struct Model<'a> {
     weights: &'a [u8],
 }
 
-/// The decoded fixed header.
-struct Header {
-    meta_len: u32,
-    weights_len: u32,
-    crc: u32,
-}
-
 fn saturate(n: impl TryInto<u32>) -> u32 {
     n.try_into().unwrap_or(u32::MAX)
 }
 
 /// Reads and checks the fixed header (everything except the checksum of the payload).
 fn parse_header(blob: &[u8]) -> Result<Header, LoadError> {
-    let header: &[u8; HEADER_LEN] = blob.first_chunk().ok_or(LoadError::TooShort {
+    let bytes: &[u8; HEADER_LEN] = blob.first_chunk().ok_or(LoadError::TooShort {
         len: saturate(blob.len()),
     })?;
-    let [m0, m1, m2, m3, v0, v1, f0, f1, l0, l1, l2, l3, w0, w1, w2, w3, c0, c1, c2, c3, r0, r1, r2, r3] =
-        *header;
-    let magic = [m0, m1, m2, m3];
-    if magic != MAGIC {
-        return Err(LoadError::BadMagic { found: magic });
+    let header = Header::parse(bytes);
+    if header.magic != MAGIC {
+        return Err(LoadError::BadMagic {
+            found: header.magic,
+        });
     }
-    let version = u16::from_le_bytes([v0, v1]);
-    if version != FORMAT_VERSION {
+    if header.version != FORMAT_VERSION {
         return Err(LoadError::UnsupportedVersion {
-            found: version,
+            found: header.version,
             supported: FORMAT_VERSION,
         });
     }
-    let flags = u16::from_le_bytes([f0, f1]);
-    if flags != 0 {
-        return Err(LoadError::UnknownFlags { flags });
+    if header.flags != 0 {
+        return Err(LoadError::UnknownFlags {
+            flags: header.flags,
+        });
     }
-    if [r0, r1, r2, r3] != [0; 4] {
+    if header.reserved != 0 {
         return Err(LoadError::ReservedNotZero);
     }
-    Ok(Header {
-        meta_len: u32::from_le_bytes([l0, l1, l2, l3]),
-        weights_len: u32::from_le_bytes([w0, w1, w2, w3]),
-        crc: u32::from_le_bytes([c0, c1, c2, c3]),
-    })
+    Ok(header)
 }
 
 impl<'a> Model<'a> {

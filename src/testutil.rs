@@ -4,7 +4,7 @@ extern crate std;
 
 use std::vec::Vec;
 
-use crate::emit::{emit, emitted_len};
+use crate::format::header::field;
 use crate::format::*;
 
 /// A 4-aligned byte buffer (backed by u32 words).
@@ -37,7 +37,7 @@ impl Blob {
 /// Recomputes the CRC after a test edited the payload, so the edit reaches the deeper checks.
 pub fn fix_crc(bytes: &mut [u8]) {
     let crc = CRC.checksum(&bytes[HEADER_LEN..]);
-    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    bytes[field::CRC].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Writes a blob around arbitrary meta bytes (for records `emit` would never produce).
@@ -45,10 +45,16 @@ pub fn assemble(meta: &[u8], weights: &[u8]) -> Blob {
     let at = weights_offset(meta.len());
     let mut blob = Blob::zeroed(at + weights.len());
     let b = blob.bytes_mut();
-    b[..4].copy_from_slice(&MAGIC);
-    b[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    b[8..12].copy_from_slice(&(meta.len() as u32).to_le_bytes());
-    b[12..16].copy_from_slice(&(weights.len() as u32).to_le_bytes());
+    let header = Header {
+        magic: MAGIC,
+        version: FORMAT_VERSION,
+        flags: 0,
+        meta_len: meta.len() as u32,
+        weights_len: weights.len() as u32,
+        crc: 0,
+        reserved: 0,
+    };
+    b[..HEADER_LEN].copy_from_slice(&header.write());
     b[HEADER_LEN..HEADER_LEN + meta.len()].copy_from_slice(meta);
     b[at..].copy_from_slice(weights);
     fix_crc(b);

@@ -268,12 +268,15 @@ fn cycle_plugin_agrees_with_the_timer_on_cortex_m4f() {
 /// (the f32 kernels linked beside them are reachable only through f32 layers, which the loader
 /// refuses in an int8 model).
 fn assert_int8_path_has_no_float(elf: &std::path::Path) {
-    let is_int8_path =
-        |name: &str| name.contains("7kernels9reference4int8") || name.contains("6engine4int8");
+    let is_int8_path = |name: &str| {
+        name.contains("7kernels9reference4int8")
+            || name.contains("7kernels4fast")
+            || name.contains("6engine4int8")
+    };
     let reach = icefold_tool::mcu::softfloat::float_reach(elf, is_int8_path).expect("call graph");
     // The kernels are functions of their own in this image (not all inlined away), so the walk
     // starts from real code.
-    for kernel in ["4conv6conv2d", "5dense5dense", "4pool4pool"] {
+    for kernel in ["4fast4conv3run", "5dense5dense", "4pool4pool"] {
         assert!(
             reach.roots.iter().any(|r| r.contains(kernel)),
             "int8 kernel {kernel} not found as a function in {}: {:?}",

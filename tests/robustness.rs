@@ -16,6 +16,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use icefold::format::header::field;
 use icefold::format::{weights_offset, CRC, HEADER_LEN};
 use icefold::Model;
 use icefold_tests::manifest;
@@ -57,11 +58,11 @@ impl Blob {
     }
     fn fix_crc(&mut self) {
         let crc = CRC.checksum(&self.bytes()[HEADER_LEN..]);
-        self.bytes_mut()[16..20].copy_from_slice(&crc.to_le_bytes());
+        self.bytes_mut()[field::CRC].copy_from_slice(&crc.to_le_bytes());
     }
     /// End of the structural part (header, meta, padding): the start of the weights section.
     fn weights_at(&self) -> usize {
-        let meta_len = u32::from_le_bytes(self.bytes()[8..12].try_into().unwrap());
+        let meta_len = u32::from_le_bytes(self.bytes()[field::META_LEN].try_into().unwrap());
         weights_offset(meta_len as usize).min(self.len)
     }
 }
@@ -322,7 +323,7 @@ fn header_lengths_at_the_extremes_are_refused() {
         (u32::MAX - 8, 16),
     ] {
         let mut blob = Blob::new(&c.blob);
-        blob.bytes_mut()[8..12].copy_from_slice(&meta_len.to_le_bytes());
+        blob.bytes_mut()[field::META_LEN].copy_from_slice(&meta_len.to_le_bytes());
         blob.bytes_mut()[12..16].copy_from_slice(&weights_len.to_le_bytes());
         blob.fix_crc();
         assert_eq!(

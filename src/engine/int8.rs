@@ -5,16 +5,19 @@
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
 use crate::format::{ChannelRequant, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
+use crate::kernels::fast;
 use crate::kernels::reference::int8::{
-    conv::{self, ConvQuant, WideConvQuant},
+    conv::{ConvQuant, WideConvQuant},
     dense,
     elementwise::{self, AddQuant, AffineQuant},
     lut,
     pool::{self, PoolQuant},
-    ChannelQuant, Element, FromWide, OutputQuant, WideOutputQuant,
+    ChannelQuant, FromWide, OutputQuant, WideOutputQuant,
 };
 use crate::kernels::reference::layout;
 use crate::model::Model;
+
+use super::{conv_geometry, pool_geometry};
 
 /// Zero point of a validated int8 tensor (`None` only if validation was bypassed).
 fn zero_point(d: &TensorDesc) -> Option<i8> {
@@ -61,7 +64,15 @@ pub(super) fn run_layer(
                 output: output(p.clamp),
             };
             let weights = model.weights_as(p.conv.weights)?;
-            conv::conv2d(&p.conv, &quant, x_dims, x, y_dims, y, weights);
+            fast::conv::conv2d(
+                &conv_geometry(&p.conv),
+                &quant,
+                x_dims,
+                x,
+                y_dims,
+                y,
+                weights,
+            );
         }
         Op::DenseI8(p) => {
             let channels = channel_quant(model, p.bias, &p.requant)?;
@@ -74,7 +85,7 @@ pub(super) fn run_layer(
                 rescale: p.rescale,
                 output: output(p.clamp),
             };
-            pool::pool(&p.pool, &quant, x_dims, x, y_dims, y);
+            pool::pool(&pool_geometry(&p.pool), &quant, x_dims, x, y_dims, y);
         }
         Op::AddI8(p) => {
             let second = layer.inputs.get(1)?;
@@ -107,7 +118,7 @@ pub(super) fn run_layer(
             lut::softmax(table, x_dims[2], x, y);
         }
         Op::PadI8 { pad, value } => layout::pad_with(*pad, *value, x_dims, x, y_dims, y),
-        Op::Transpose(p) => layout::transpose(p, x_dims, x, y),
+        Op::Transpose(p) => layout::transpose(p.perm, x_dims, x, y),
         // f32 operations never have int8 operands, the wide dense never an int8 output
         // (validated).
         Op::DenseI8Wide(_)
@@ -137,7 +148,7 @@ pub(super) fn run_wide_layer(
         Op::DenseI8Wide(p) => p,
         Op::Transpose(t) => {
             let dims = layer.inputs.first()?.dims.map(usize::from);
-            layout::transpose(t, dims, bytemuck::try_cast_slice(x).ok()?, y);
+            layout::transpose(t.perm, dims, bytemuck::try_cast_slice(x).ok()?, y);
             return Some(());
         }
         Op::SoftmaxI16 { exp_hi, exp_lo } => {
@@ -179,7 +190,7 @@ pub(super) fn run_conv_i16(
     };
     let weights: &[i8] = model.weights_as(p.conv.weights)?;
     /// The kernel for one pair of element types.
-    fn run<X: Element + bytemuck::Pod, Y: FromWide + bytemuck::Pod>(
+    fn run<X: fast::conv::Lanes + bytemuck::Pod, Y: FromWide + bytemuck::Pod>(
         p: &Conv2dI16,
         quant: &WideConvQuant<X>,
         dims: ([usize; 3], [usize; 3]),
@@ -188,7 +199,15 @@ pub(super) fn run_conv_i16(
     ) -> Option<()> {
         let x: &[X] = bytemuck::try_cast_slice(x).ok()?;
         let y: &mut [Y] = bytemuck::try_cast_slice_mut(y).ok()?;
-        conv::conv2d_wide(&p.conv, quant, dims.0, x, dims.1, y, weights);
+        fast::conv::conv2d_wide(
+            &conv_geometry(&p.conv),
+            quant,
+            dims.0,
+            x,
+            dims.1,
+            y,
+            weights,
+        );
         Some(())
     }
     let dims = (x_dims, y_dims);
@@ -232,6 +251,7 @@ mod tests {
     use super::*;
     use crate::engine::{dequantize, quantize, Observer, RunError};
     use crate::format::*;
+    use crate::kernels::reference::int8::conv;
     use crate::kernels::reference::int8::testing::Gen;
     use crate::model::int8_tests::{int8_model, push_i32, push_i8, push_requant, q8};
     use crate::testutil::*;
@@ -282,7 +302,15 @@ mod tests {
                     output: out(p.clamp),
                 };
                 let weights = i8s(spec, p.conv.weights);
-                k::conv::conv2d(&p.conv, &quant, dims(&xd), x, dims(&yd), &mut y, &weights);
+                k::conv::conv2d(
+                    &conv_geometry(&p.conv),
+                    &quant,
+                    dims(&xd),
+                    x,
+                    dims(&yd),
+                    &mut y,
+                    &weights,
+                );
             }
             Op::DenseI8(p) => {
                 let (bias, mult, shift) = (
@@ -303,7 +331,14 @@ mod tests {
                     rescale: p.rescale,
                     output: out(p.clamp),
                 };
-                k::pool::pool(&p.pool, &quant, dims(&xd), x, dims(&yd), &mut y);
+                k::pool::pool(
+                    &pool_geometry(&p.pool),
+                    &quant,
+                    dims(&xd),
+                    x,
+                    dims(&yd),
+                    &mut y,
+                );
             }
             Op::AddI8(p) => {
                 let quant = k::elementwise::AddQuant {
@@ -344,7 +379,7 @@ mod tests {
             Op::PadI8 { pad, value } => {
                 layout::pad_with(pad, value, dims(&xd), x, dims(&yd), &mut y)
             }
-            Op::Transpose(t) => layout::transpose(&t, dims(&xd), x, &mut y),
+            Op::Transpose(t) => layout::transpose(t.perm, dims(&xd), x, &mut y),
             other => panic!("not an int8 op: {other:?}"),
         }
         y
@@ -801,7 +836,7 @@ mod tests {
             let (l0, l1, l2) = (&spec.layers[0], &spec.layers[1], &spec.layers[2]);
             let mut a = std::vec![0i16; l0.output.len()];
             conv::conv2d_wide(
-                &convs[0].conv,
+                &conv_geometry(&convs[0].conv),
                 &q0,
                 dims(&l0.inputs[0]),
                 &x,
@@ -822,7 +857,7 @@ mod tests {
             };
             let mut b = std::vec![0i16; l1.output.len()];
             conv::conv2d_wide(
-                &convs[1].conv,
+                &conv_geometry(&convs[1].conv),
                 &q1,
                 dims(&l1.inputs[0]),
                 &a,
@@ -843,7 +878,7 @@ mod tests {
             };
             let mut y = std::vec![0i8; l2.output.len()];
             conv::conv2d_wide(
-                &convs[2].conv,
+                &conv_geometry(&convs[2].conv),
                 &q2,
                 dims(&l2.inputs[0]),
                 &b,
@@ -933,7 +968,7 @@ mod tests {
         let mut a = std::vec![0i16; l0.output.len()];
         let dims = |d: &TensorDesc| d.dims.map(usize::from);
         conv::conv2d_wide(
-            &c0.conv,
+            &conv_geometry(&c0.conv),
             &q,
             dims(&l0.inputs[0]),
             &x,

@@ -6,10 +6,15 @@
 //! it with the same tests.
 //!
 //! Kernel contract: activations are row-major `[H, W, C]` f32 slices; dimensions are passed as
-//! `[usize; 3]`; parameters are the `format` records. The engine calls kernels only with operands
+//! `[usize; 3]`; window parameters are [`geometry`] structs that the engine builds from the
+//! records (kernels do not read the format). The engine calls kernels only with operands
 //! that `Model::new_checked` validated (sizes consistent, output disjoint from inputs). Called with
 //! inconsistent sizes (but dimensions whose products fit in `usize`) a kernel computes something
 //! unspecified but does not panic or index out of bounds: every data access goes through
 //! iterators, `chunks_exact` or `get`.
 
+pub mod fast;
+pub mod geometry;
 pub mod reference;
+
+pub use geometry::{Activation, ConvGeometry, PoolGeometry, PoolKind};

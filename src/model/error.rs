@@ -254,7 +254,7 @@ pub enum ParamFault {
         /// `kernel_h · kernel_w`.
         area: u32,
         /// The largest area allowed
-        /// ([`MAX_WINDOW_AREA`](crate::kernels::reference::int8::pool::MAX_WINDOW_AREA)).
+        /// ([`MAX_POOL_WINDOW_AREA`](crate::quant::contract::MAX_POOL_WINDOW_AREA)).
         max: u32,
     },
 }
@@ -334,7 +334,7 @@ pub enum LayerFault {
     /// 1/32768 and zero point 0 (int16).
     SoftmaxOutputQuant,
     /// An int8 conv or dense output channel's bias plus its products could leave the i32
-    /// accumulator (`kernels::reference::int8::accumulator_fits` is false).
+    /// accumulator (`quant::contract::accumulator_fits` is false).
     AccumulatorOverflow {
         /// The output channel (feature for dense).
         channel: u32,

@@ -1299,7 +1299,7 @@ fn int16_convolution_pad_values_and_accumulator() {
     ));
     // 9 products of int8 inputs would fit next to this bias, 9 of int16 inputs do not.
     let big = i32::MAX - (1 << 20);
-    assert!(crate::kernels::reference::int8::accumulator_fits(9, big));
+    assert!(crate::quant::contract::accumulator_fits(9, big));
     let mut spec = int16_model();
     let at = conv16(&mut spec, 1).conv.bias.offset as usize + 4 * 2;
     spec.weights[at..at + 4].copy_from_slice(&big.to_le_bytes());

@@ -107,7 +107,11 @@ fn header_faults() {
     );
     assert_eq!(edit(6, 1), Err(LoadError::UnknownFlags { flags: 1 }));
     assert_eq!(edit(23, 1), Err(LoadError::ReservedNotZero));
-    let stored = u32::from_le_bytes(blob.bytes()[16..20].try_into().unwrap());
+    let stored = u32::from_le_bytes(
+        blob.bytes()[crate::format::header::field::CRC]
+            .try_into()
+            .unwrap(),
+    );
     assert_eq!(
         edit(16, blob.bytes()[16] ^ 0xff),
         Err(LoadError::ChecksumMismatch {

@@ -13,7 +13,10 @@ use crate::format::{
     Activation, ChannelRequant, Clamp, Conv2d, DType, Layer, Op, Pool, Quant, Requant, Span,
     TensorDesc, ARENA_ALIGN,
 };
-use crate::kernels::reference::int8::{accumulator_fits_for, lut, pool::MAX_WINDOW_AREA};
+use crate::quant::contract::{
+    accumulator_fits_for, MAX_POOL_WINDOW_AREA, SOFTMAX_OUTPUT_ZERO_POINT,
+    WIDE_SOFTMAX_OUTPUT_SHIFT,
+};
 
 /// Byte range of a tensor in the arena; only used on descriptions that passed `check_desc`.
 fn region(d: &TensorDesc) -> (u64, u64) {
@@ -527,10 +530,10 @@ fn check_op(
             check_identity(&q.pool.activation)?;
             pool_geometry(&q.pool, x, y)?;
             let area = u64::from(q.pool.kernel[0]) * u64::from(q.pool.kernel[1]);
-            if area > MAX_WINDOW_AREA as u64 {
+            if area > MAX_POOL_WINDOW_AREA as u64 {
                 return Err(LayerFault::Param(ParamFault::PoolWindowTooLarge {
                     area: u32::try_from(area).unwrap_or(u32::MAX),
-                    max: MAX_WINDOW_AREA as u32,
+                    max: MAX_POOL_WINDOW_AREA as u32,
                 }));
             }
             match q.rescale {
@@ -569,7 +572,7 @@ fn check_op(
             weights.span(*exp_lo, SpanRole::Table, 256 * 4, 4)?;
             expect_dims(Operand::Output, same_as_input, y.dims)?;
             let expected = Quant {
-                scale: 1.0 / (1u32 << lut::WIDE_SOFTMAX_OUTPUT_SHIFT) as f32,
+                scale: 1.0 / (1u32 << WIDE_SOFTMAX_OUTPUT_SHIFT) as f32,
                 zero_point: 0,
             };
             if y.quant == Some(expected) {
@@ -583,7 +586,7 @@ fn check_op(
             expect_dims(Operand::Output, same_as_input, y.dims)?;
             let expected = Quant {
                 scale: 1.0 / 256.0,
-                zero_point: i32::from(lut::SOFTMAX_OUTPUT_ZERO_POINT),
+                zero_point: i32::from(SOFTMAX_OUTPUT_ZERO_POINT),
             };
             if y.quant == Some(expected) {
                 Ok(())

@@ -13,7 +13,7 @@ pub fn blob(l: &Lowered) -> Result<Vec<u8>> {
         + icefold::format::WEIGHTS_ALIGN
         + l.weights.len();
     let mut out = vec![0u8; capacity];
-    let n = icefold::emit::emit(&l.info, &l.layers, &l.weights, &mut out)
+    let n = icefold::format::emit(&l.info, &l.layers, &l.weights, &mut out)
         .map_err(|e| anyhow!("cannot serialize the model: {e}"))?;
     out.truncate(n);
     Ok(out)

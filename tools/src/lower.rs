@@ -933,8 +933,7 @@ pub fn lower_with(g: &FrozenGraph, options: LowerOptions) -> Result<Lowered> {
 
 /// Most products a folded dense layer may sum per output: half of what the int8 accumulator
 /// bound admits (`MAX_PRODUCTS_PER_OUTPUT`), leaving the other half of the i32 range to the bias.
-const FOLDED_DENSE_MAX_PRODUCTS: usize =
-    icefold::kernels::reference::int8::MAX_PRODUCTS_PER_OUTPUT / 2;
+const FOLDED_DENSE_MAX_PRODUCTS: usize = icefold::quant::MAX_PRODUCTS_PER_OUTPUT / 2;
 
 /// Folds every global average pooling whose only reader is a dense layer into that layer: the
 /// dense layer reads the pooling's input, `P` positions of `C` features, and sums its products

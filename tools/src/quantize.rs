@@ -21,7 +21,7 @@ use icefold::format::{
     self, Activation as RtActivation, AddI8, AffineI8, ChannelRequant, Clamp, ClampI16, Conv2dI16,
     Conv2dI8, DType, DenseI8, DenseI8Wide, Op, PoolI8, Quant, Span, TensorDesc,
 };
-use icefold::kernels::reference::int8::{accumulator_fits_for, lut};
+use icefold::quant::accumulator_fits_for;
 use icefold::quant::{self, Requant};
 
 use crate::calibrate::{Calibration, QParams, Range};
@@ -401,7 +401,7 @@ pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
 }
 
 fn quant_softmax_zero_point() -> i32 {
-    icefold::kernels::reference::int8::lut::SOFTMAX_OUTPUT_ZERO_POINT as i32
+    icefold::quant::SOFTMAX_OUTPUT_ZERO_POINT as i32
 }
 
 /// Convert the f32 model `l` (lowered with `fuse_table_activations: false`) to int8; with
@@ -462,7 +462,7 @@ pub fn quantize(
     }
     if let Some(k) = wide_softmax {
         qp[l.layers[k].output.id as usize] = QParams {
-            scale: 1.0 / (1u32 << lut::WIDE_SOFTMAX_OUTPUT_SHIFT) as f32,
+            scale: 1.0 / (1u32 << icefold::quant::WIDE_SOFTMAX_OUTPUT_SHIFT) as f32,
             zero_point: 0,
         };
     }

@@ -1,7 +1,7 @@
 //! 2-D convolution over `[H, W, C]` activations.
 
 use super::{dot, elementwise::activate, window_coord};
-use crate::format::Conv2d;
+use crate::kernels::{Activation, ConvGeometry};
 
 /// Convolution with groups (depthwise included), stride, dilation, asymmetric padding and optional
 /// per-input-channel border values, followed by the fused activation.
@@ -16,7 +16,8 @@ use crate::format::Conv2d;
 /// group. Taps in the border add nothing when `pad_values` is empty.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
-    params: &Conv2d,
+    params: &ConvGeometry,
+    activation: &Activation,
     in_dims: [usize; 3],
     input: &[f32],
     out_dims: [usize; 3],
@@ -27,11 +28,11 @@ pub fn conv2d(
 ) {
     let [in_h, in_w, in_c] = in_dims;
     let [out_h, out_w, out_c] = out_dims;
-    let groups = usize::from(params.groups);
-    let [kernel_h, kernel_w] = params.kernel.map(usize::from);
-    let [stride_h, stride_w] = params.stride.map(usize::from);
-    let [dil_h, dil_w] = params.dilation.map(usize::from);
-    let [pad_top, pad_left, _, _] = params.pad.map(usize::from);
+    let groups = params.groups;
+    let [kernel_h, kernel_w] = params.kernel;
+    let [stride_h, stride_w] = params.stride;
+    let [dil_h, dil_w] = params.dilation;
+    let [pad_top, pad_left, _, _] = params.pad;
     let (Some(group_in), Some(group_out)) = (in_c.checked_div(groups), out_c.checked_div(groups))
     else {
         return;
@@ -74,7 +75,7 @@ pub fn conv2d(
                 }
             }
         }
-        activate(&params.activation, out_px);
+        activate(activation, out_px);
     }
 }
 
@@ -82,7 +83,6 @@ pub fn conv2d(
 mod tests {
     extern crate std;
     use super::*;
-    use crate::format::{Activation, Span};
     use proptest::prelude::*;
     use std::vec::Vec;
 
@@ -92,24 +92,20 @@ mod tests {
         dilation: [u16; 2],
         pad: [u16; 4],
         groups: u16,
-    ) -> Conv2d {
-        Conv2d {
-            kernel,
-            stride,
-            dilation,
-            pad,
-            groups,
-            weights: Span::default(),
-            bias: Span::default(),
-            pad_values: Span::default(),
-            activation: Activation::Identity,
+    ) -> ConvGeometry {
+        ConvGeometry {
+            kernel: kernel.map(usize::from),
+            stride: stride.map(usize::from),
+            dilation: dilation.map(usize::from),
+            pad: pad.map(usize::from),
+            groups: usize::from(groups),
         }
     }
 
     /// The textbook definition, indexed directly, accumulated in f64.
     #[allow(clippy::too_many_arguments)]
     fn naive(
-        p: &Conv2d,
+        p: &ConvGeometry,
         [h, w, c]: [usize; 3],
         x: &[f32],
         [oh, ow, oc]: [usize; 3],
@@ -117,9 +113,9 @@ mod tests {
         b: &[f32],
         pv: &[f32],
     ) -> Vec<f32> {
-        let g = p.groups as usize;
+        let g = p.groups;
         let (icg, ocg) = (c / g, oc / g);
-        let (kh, kw) = (p.kernel[0] as usize, p.kernel[1] as usize);
+        let (kh, kw) = (p.kernel[0], p.kernel[1]);
         let mut out = std::vec![0.0f32; oh * ow * oc];
         for oy in 0..oh {
             for ox in 0..ow {
@@ -130,11 +126,9 @@ mod tests {
                         for kx in 0..kw {
                             for i in 0..icg {
                                 let ci = grp * icg + i;
-                                let iy = (oy * p.stride[0] as usize + ky * p.dilation[0] as usize)
-                                    as isize
+                                let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
                                     - p.pad[0] as isize;
-                                let ix = (ox * p.stride[1] as usize + kx * p.dilation[1] as usize)
-                                    as isize
+                                let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
                                     - p.pad[1] as isize;
                                 let v =
                                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
@@ -156,8 +150,8 @@ mod tests {
         out
     }
 
-    fn out_len(size: usize, k: u16, s: u16, d: u16, pa: u16, pb: u16) -> usize {
-        (size + pa as usize + pb as usize - d as usize * (k as usize - 1) - 1) / s as usize + 1
+    fn out_len(size: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize) -> usize {
+        (size + pa + pb - d * (k - 1) - 1) / s + 1
     }
 
     #[test]
@@ -168,6 +162,7 @@ mod tests {
         let mut out = [0.0f32; 9];
         conv2d(
             &p,
+            &Activation::Identity,
             [3, 3, 1],
             &x,
             [3, 3, 1],
@@ -180,6 +175,7 @@ mod tests {
         // Border value 10: the corner sees 5 border taps.
         conv2d(
             &p,
+            &Activation::Identity,
             [3, 3, 1],
             &x,
             [3, 3, 1],
@@ -195,11 +191,11 @@ mod tests {
     #[test]
     fn depthwise_and_fused_relu_by_hand() {
         // 1x2 input, 2 channels, 1x1 depthwise kernel scales channel 0 by 2 and channel 1 by -1.
-        let mut p = params([1, 1], [1, 1], [1, 1], [0; 4], 2);
-        p.activation = Activation::Relu;
+        let p = params([1, 1], [1, 1], [1, 1], [0; 4], 2);
         let mut out = [0.0f32; 4];
         conv2d(
             &p,
+            &Activation::Relu,
             [1, 2, 2],
             &[1.0, 2.0, 3.0, -4.0],
             [1, 2, 2],
@@ -216,7 +212,7 @@ mod tests {
                   kh in 1u16..=3, kw in 1u16..=3, sh in 1u16..=3, sw in 1u16..=2,
                   dh in 1u16..=2, dw in 1u16..=3, pad in proptest::array::uniform4(0u16..=2),
                   h in 1usize..=7, w in 1usize..=7, with_pad_values in any::<bool>(), seed in any::<u64>())
-            -> (Conv2d, [usize; 3], [usize; 3], bool, u64)
+            -> (ConvGeometry, [usize; 3], [usize; 3], bool, u64)
         {
             let p = params([kh, kw], [sh, sw], [dh, dw], pad, groups);
             let g = groups as usize;
@@ -239,21 +235,21 @@ mod tests {
         #[test]
         fn matches_naive_definition((p, in_dims, out_c, with_pv, mut seed) in case()) {
             let [h, w, c] = in_dims;
-            let padded_h = h + p.pad[0] as usize + p.pad[2] as usize;
-            let padded_w = w + p.pad[1] as usize + p.pad[3] as usize;
+            let padded_h = h + p.pad[0] + p.pad[2];
+            let padded_w = w + p.pad[1] + p.pad[3];
             // The dilated window fits the padded input.
-            prop_assume!(padded_h > p.dilation[0] as usize * (p.kernel[0] as usize - 1));
-            prop_assume!(padded_w > p.dilation[1] as usize * (p.kernel[1] as usize - 1));
+            prop_assume!(padded_h > p.dilation[0] * (p.kernel[0] - 1));
+            prop_assume!(padded_w > p.dilation[1] * (p.kernel[1] - 1));
             let oh = out_len(h, p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], p.pad[2]);
             let ow = out_len(w, p.kernel[1], p.stride[1], p.dilation[1], p.pad[1], p.pad[3]);
             let oc = out_c[2];
             let out_dims = [oh, ow, oc];
             let x = values(h * w * c, &mut seed);
-            let wt = values(oc * p.kernel[0] as usize * p.kernel[1] as usize * (c / p.groups as usize), &mut seed);
+            let wt = values(oc * p.kernel[0] * p.kernel[1] * (c / p.groups), &mut seed);
             let b = values(oc, &mut seed);
             let pv = if with_pv { values(c, &mut seed) } else { Vec::new() };
             let mut out = std::vec![f32::NAN; oh * ow * oc];
-            conv2d(&p, in_dims, &x, out_dims, &mut out, &wt, &b, &pv);
+            conv2d(&p, &Activation::Identity, in_dims, &x, out_dims, &mut out, &wt, &b, &pv);
             let expected = naive(&p, in_dims, &x, out_dims, &wt, &b, &pv);
             for (got, want) in out.iter().zip(&expected) {
                 prop_assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "{got} vs {want}");
@@ -264,7 +260,7 @@ mod tests {
         fn inconsistent_sizes_do_not_panic(n_in in 0usize..40, n_out in 0usize..40, n_w in 0usize..40,
                                            (p, in_dims, out_c, _, _) in case(), oh in 0usize..5, ow in 0usize..5) {
             let mut out = std::vec![0.0f32; n_out];
-            conv2d(&p, in_dims, &std::vec![1.0; n_in], [oh, ow, out_c[2]], &mut out, &std::vec![1.0; n_w], &[1.0; 3], &[1.0]);
+            conv2d(&p, &Activation::Identity, in_dims, &std::vec![1.0; n_in], [oh, ow, out_c[2]], &mut out, &std::vec![1.0; n_w], &[1.0; 3], &[1.0]);
         }
     }
 }

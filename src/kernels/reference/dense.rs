@@ -1,7 +1,7 @@
 //! Fully connected layer.
 
 use super::{dot, elementwise::activate};
-use crate::format::Activation;
+use crate::kernels::Activation;
 
 /// `output[o] = activation(bias[o] + Σ_p dot(weights[o], input_p))` with `weights` row-major
 /// `[output.len()][n_in]`, `n_in = weights.len() / output.len()`, and the input read as

@@ -1,6 +1,6 @@
 //! Element-wise kernels: activations (standalone and fused), residual addition, frozen affine.
 
-use crate::format::Activation;
+use crate::kernels::Activation;
 
 /// Applies `activation` to every element of `values` in place (fused activations run this on a
 /// layer's output).

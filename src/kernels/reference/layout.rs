@@ -1,14 +1,12 @@
 //! Layout kernels: transpose and constant padding. They only move elements, so they serve every
 //! element type (f32 and int8; the int8 path calls them with `i8`).
 
-use crate::format::{Pad, Transpose};
-
 /// `output` is `input` (`in_dims`, row-major) with output dimension `k` taken from input
 /// dimension `perm[k]`.
-pub fn transpose<T: Copy>(params: &Transpose, in_dims: [usize; 3], input: &[T], output: &mut [T]) {
+pub fn transpose<T: Copy>(perm: [u8; 3], in_dims: [usize; 3], input: &[T], output: &mut [T]) {
     let in_strides = [in_dims[1] * in_dims[2], in_dims[2], 1];
     let pick = |k: usize| {
-        let axis = usize::from(params.perm.get(k).copied().unwrap_or(0));
+        let axis = usize::from(perm.get(k).copied().unwrap_or(0));
         let dim = in_dims.get(axis).copied().unwrap_or(0);
         let stride = in_strides.get(axis).copied().unwrap_or(0);
         (dim, stride)
@@ -25,18 +23,6 @@ pub fn transpose<T: Copy>(params: &Transpose, in_dims: [usize; 3], input: &[T], 
             }
         }
     }
-}
-
-/// Constant padding of the spatial dimensions of an `[H, W, C]` f32 tensor: [`pad_with`] with
-/// `params.pad` and `params.value`.
-pub fn pad(
-    params: &Pad,
-    in_dims: [usize; 3],
-    input: &[f32],
-    out_dims: [usize; 3],
-    output: &mut [f32],
-) {
-    pad_with(params.pad, params.value, in_dims, input, out_dims, output);
 }
 
 /// Constant padding of the spatial dimensions of an `[H, W, C]` tensor: `output` is
@@ -100,9 +86,9 @@ mod tests {
             let n = dims.iter().product::<usize>();
             let x: std::vec::Vec<f32> = (0..n).map(|i| i as f32).collect();
             let (mut y, mut z) = (std::vec![0.0; n], std::vec![0.0; n]);
-            transpose(&Transpose { perm }, dims, &x, &mut y);
+            transpose(perm, dims, &x, &mut y);
             let y_dims = perm.map(|p| dims[p as usize]);
-            transpose(&Transpose { perm: inverse }, y_dims, &y, &mut z);
+            transpose(inverse, y_dims, &y, &mut z);
             prop_assert_eq!(z, x);
         }
     }
@@ -112,9 +98,9 @@ mod tests {
         // [1, 2, 3] -> perm [2, 0, 1] -> [3, 1, 2].
         let x = [0.0f32, 1.0, 2.0, 10.0, 11.0, 12.0];
         let mut out = [0.0f32; 6];
-        transpose(&Transpose { perm: [2, 0, 1] }, [1, 2, 3], &x, &mut out);
+        transpose([2, 0, 1], [1, 2, 3], &x, &mut out);
         assert_eq!(out, [0.0, 10.0, 1.0, 11.0, 2.0, 12.0]);
-        transpose(&Transpose { perm: [0, 1, 2] }, [1, 2, 3], &x, &mut out);
+        transpose([0, 1, 2], [1, 2, 3], &x, &mut out);
         assert_eq!(out, x);
     }
 
@@ -122,11 +108,9 @@ mod tests {
     fn pad_by_hand() {
         // [1, 2, 1] -> pad top 1, left 0, bottom 0, right 1 -> [2, 3, 1].
         let mut out = [0.0f32; 6];
-        pad(
-            &Pad {
-                pad: [1, 0, 0, 1],
-                value: 9.0,
-            },
+        pad_with(
+            [1, 0, 0, 1],
+            9.0,
             [1, 2, 1],
             &[1.0, 2.0],
             [2, 3, 1],

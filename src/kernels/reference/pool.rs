@@ -1,7 +1,7 @@
 //! Max and average pooling over `[H, W, C]` activations.
 
 use super::{elementwise::activate, window_coord};
-use crate::format::{Pool, PoolKind};
+use crate::kernels::{Activation, PoolGeometry, PoolKind};
 
 /// Pooling with stride and asymmetric padding, followed by the fused activation.
 ///
@@ -11,7 +11,8 @@ use crate::format::{Pool, PoolKind};
 /// real elements. A window with no real element (refused at load) yields `-inf` for max and 0 for
 /// average.
 pub fn pool(
-    params: &Pool,
+    params: &PoolGeometry,
+    activation: &Activation,
     in_dims: [usize; 3],
     input: &[f32],
     out_dims: [usize; 3],
@@ -19,9 +20,9 @@ pub fn pool(
 ) {
     let [in_h, in_w, channels] = in_dims;
     let [out_h, out_w, _] = out_dims;
-    let [kernel_h, kernel_w] = params.kernel.map(usize::from);
-    let [stride_h, stride_w] = params.stride.map(usize::from);
-    let [pad_top, pad_left, _, _] = params.pad.map(usize::from);
+    let [kernel_h, kernel_w] = params.kernel;
+    let [stride_h, stride_w] = params.stride;
+    let [pad_top, pad_left, _, _] = params.pad;
     if channels == 0 || out_w == 0 {
         return;
     }
@@ -72,7 +73,7 @@ pub fn pool(
                 out_px.iter_mut().for_each(|o| *o /= count);
             }
         }
-        activate(&params.activation, out_px);
+        activate(activation, out_px);
     }
 }
 
@@ -80,16 +81,14 @@ pub fn pool(
 mod tests {
     extern crate std;
     use super::*;
-    use crate::format::Activation;
     use proptest::prelude::*;
 
-    fn params(kind: PoolKind, kernel: [u16; 2], stride: [u16; 2], pad: [u16; 4]) -> Pool {
-        Pool {
+    fn params(kind: PoolKind, kernel: [u16; 2], stride: [u16; 2], pad: [u16; 4]) -> PoolGeometry {
+        PoolGeometry {
             kind,
-            kernel,
-            stride,
-            pad,
-            activation: Activation::Identity,
+            kernel: kernel.map(usize::from),
+            stride: stride.map(usize::from),
+            pad: pad.map(usize::from),
         }
     }
 
@@ -99,7 +98,14 @@ mod tests {
         let x = [1.0f32, 2.0, 3.0, 4.0];
         let mut out = [0.0f32; 4];
         let max = params(PoolKind::Max, [2, 2], [1, 1], [0, 0, 1, 1]);
-        pool(&max, [2, 2, 1], &x, [2, 2, 1], &mut out);
+        pool(
+            &max,
+            &Activation::Identity,
+            [2, 2, 1],
+            &x,
+            [2, 2, 1],
+            &mut out,
+        );
         assert_eq!(out, [4.0, 4.0, 4.0, 4.0]);
         let avg_excl = params(
             PoolKind::Average {
@@ -109,7 +115,14 @@ mod tests {
             [1, 1],
             [0, 0, 1, 1],
         );
-        pool(&avg_excl, [2, 2, 1], &x, [2, 2, 1], &mut out);
+        pool(
+            &avg_excl,
+            &Activation::Identity,
+            [2, 2, 1],
+            &x,
+            [2, 2, 1],
+            &mut out,
+        );
         assert_eq!(out, [2.5, 3.0, 3.5, 4.0]);
         let avg_incl = params(
             PoolKind::Average {
@@ -119,7 +132,14 @@ mod tests {
             [1, 1],
             [0, 0, 1, 1],
         );
-        pool(&avg_incl, [2, 2, 1], &x, [2, 2, 1], &mut out);
+        pool(
+            &avg_incl,
+            &Activation::Identity,
+            [2, 2, 1],
+            &x,
+            [2, 2, 1],
+            &mut out,
+        );
         assert_eq!(out, [2.5, 1.5, 1.75, 1.0]);
         // Global average.
         let global = params(
@@ -130,7 +150,14 @@ mod tests {
             [1, 1],
             [0; 4],
         );
-        pool(&global, [2, 2, 1], &x, [1, 1, 1], &mut out[..1]);
+        pool(
+            &global,
+            &Activation::Identity,
+            [2, 2, 1],
+            &x,
+            [1, 1, 1],
+            &mut out[..1],
+        );
         assert_eq!(out[0], 2.5);
     }
 
@@ -139,7 +166,14 @@ mod tests {
         let x = [-5.0f32, -6.0];
         let mut out = [0.0f32; 2];
         let p = params(PoolKind::Max, [1, 2], [1, 2], [0, 1, 0, 0]);
-        pool(&p, [1, 2, 1], &x, [1, 1, 1], &mut out[..1]);
+        pool(
+            &p,
+            &Activation::Identity,
+            [1, 2, 1],
+            &x,
+            [1, 1, 1],
+            &mut out[..1],
+        );
         assert_eq!(out[0], -5.0, "padding never wins");
     }
 
@@ -153,7 +187,7 @@ mod tests {
             let ow = (w + (pad[1] + pad[3]) as usize - k as usize) / s as usize + 1;
             let x = &data[..h * w * c];
             let mut out = std::vec![0.0f32; oh * ow * c];
-            pool(&params(PoolKind::Max, [k, k], [s, s], pad), [h, w, c], x, [oh, ow, c], &mut out);
+            pool(&params(PoolKind::Max, [k, k], [s, s], pad), &Activation::Identity, [h, w, c], x, [oh, ow, c], &mut out);
             for oy in 0..oh { for ox in 0..ow { for ch in 0..c {
                 let mut m = f32::NEG_INFINITY;
                 for ky in 0..k as isize { for kx in 0..k as isize {

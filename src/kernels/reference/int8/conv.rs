@@ -1,8 +1,8 @@
 //! int8 2-D convolution over `[H, W, C]` activations.
 
 use super::{dot, ChannelQuant, Element, FromWide, OutputQuant, Requant, WideOutputQuant};
-use crate::format::Conv2d;
 use crate::kernels::reference::window_coord;
+use crate::kernels::ConvGeometry;
 
 /// Quantization of one int8 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +33,7 @@ pub struct WideConvQuant<'a, X> {
 
 /// Convolution with groups (depthwise included), stride, dilation and asymmetric padding.
 ///
-/// Geometry comes from `params` (`kernel`, `stride`, `dilation`, `pad`, `groups`; its spans and
-/// `activation` are not read: the fused activation is `quant.output.clamp`). Layouts as the f32
+/// Geometry comes from `params`; the fused activation is `quant.output.clamp`. Layouts as the f32
 /// kernel: `input` `[h, w, in_c]`, `output` `[out_h, out_w, out_c]`, `weights`
 /// `[out_c][kernel_h][kernel_w][in_c / groups]`.
 ///
@@ -44,7 +43,7 @@ pub struct WideConvQuant<'a, X> {
 /// empty (see the [module docs](super) for why that keeps the folded bias exact), then
 /// `out = clamp(zp_out + requant_o(acc))`. Integer sums do not depend on order.
 pub fn conv2d(
-    params: &Conv2d,
+    params: &ConvGeometry,
     quant: &ConvQuant,
     in_dims: [usize; 3],
     input: &[i8],
@@ -71,9 +70,9 @@ pub fn conv2d(
 /// [`conv2d`] on an int8 or int16 input (`X`) with an int16 output stage: the same accumulator,
 /// then `clamp(zp_out + requant_o(acc))` in int16, stored as int16 or, for the last 16×8 layer
 /// (`Y = i8`), saturated to int8 (its clamp already lies in the int8 range). The accumulator
-/// bound for an int16 input is [`super::accumulator_fits_i16`].
+/// bound for an int16 input is [`accumulator_fits_i16`](crate::quant::contract::accumulator_fits_i16).
 pub fn conv2d_wide<X: Element, Y: FromWide>(
-    params: &Conv2d,
+    params: &ConvGeometry,
     quant: &WideConvQuant<X>,
     in_dims: [usize; 3],
     input: &[X],
@@ -106,7 +105,7 @@ struct Taps<'a, X> {
 /// The convolution loop shared by every element type: `finish(acc, factor)` stores an output.
 #[inline]
 fn accumulate<X: Element, Y>(
-    (params, in_dims, out_dims): (&Conv2d, [usize; 3], [usize; 3]),
+    (params, in_dims, out_dims): (&ConvGeometry, [usize; 3], [usize; 3]),
     taps: &Taps<'_, X>,
     channels: &ChannelQuant,
     input: &[X],
@@ -116,11 +115,11 @@ fn accumulate<X: Element, Y>(
 ) {
     let [in_h, in_w, in_c] = in_dims;
     let [out_h, out_w, out_c] = out_dims;
-    let groups = usize::from(params.groups);
-    let [kernel_h, kernel_w] = params.kernel.map(usize::from);
-    let [stride_h, stride_w] = params.stride.map(usize::from);
-    let [dil_h, dil_w] = params.dilation.map(usize::from);
-    let [pad_top, pad_left, _, _] = params.pad.map(usize::from);
+    let groups = params.groups;
+    let [kernel_h, kernel_w] = params.kernel;
+    let [stride_h, stride_w] = params.stride;
+    let [dil_h, dil_w] = params.dilation;
+    let [pad_top, pad_left, _, _] = params.pad;
     let (Some(group_in), Some(group_out)) = (in_c.checked_div(groups), out_c.checked_div(groups))
     else {
         return;
@@ -183,9 +182,9 @@ fn accumulate<X: Element, Y>(
 mod tests {
     extern crate std;
     use super::super::testing::{requant_naive, requantize_naive, Gen};
-    use super::super::{accumulator_fits_i16, Clamp, ClampI16, Requant};
+    use super::super::{Clamp, ClampI16, Requant};
     use super::*;
-    use crate::format::{Activation, Span};
+    use crate::quant::contract::accumulator_fits_i16;
     use proptest::prelude::*;
     use std::vec::Vec;
 
@@ -195,17 +194,13 @@ mod tests {
         dilation: [u16; 2],
         pad: [u16; 4],
         groups: u16,
-    ) -> Conv2d {
-        Conv2d {
-            kernel,
-            stride,
-            dilation,
-            pad,
-            groups,
-            weights: Span::default(),
-            bias: Span::default(),
-            pad_values: Span::default(),
-            activation: Activation::Identity,
+    ) -> ConvGeometry {
+        ConvGeometry {
+            kernel: kernel.map(usize::from),
+            stride: stride.map(usize::from),
+            dilation: dilation.map(usize::from),
+            pad: pad.map(usize::from),
+            groups: usize::from(groups),
         }
     }
 
@@ -215,7 +210,7 @@ mod tests {
     /// element type as i64.
     #[allow(clippy::too_many_arguments)]
     fn naive_acc(
-        p: &Conv2d,
+        p: &ConvGeometry,
         zp_in: i64,
         pv: &[i64],
         [h, w, c]: [usize; 3],
@@ -224,9 +219,9 @@ mod tests {
         wt: &[i8],
         raw_bias: &[i64],
     ) -> Vec<i64> {
-        let g = p.groups as usize;
+        let g = p.groups;
         let (icg, ocg) = (c / g, oc / g);
-        let (kh, kw) = (p.kernel[0] as usize, p.kernel[1] as usize);
+        let (kh, kw) = (p.kernel[0], p.kernel[1]);
         let mut y = std::vec![0i64; oh * ow * oc];
         for oy in 0..oh {
             for ox in 0..ow {
@@ -236,11 +231,9 @@ mod tests {
                         for kx in 0..kw {
                             for i in 0..icg {
                                 let ci = (o / ocg) * icg + i;
-                                let iy = (oy * p.stride[0] as usize + ky * p.dilation[0] as usize)
-                                    as isize
+                                let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
                                     - p.pad[0] as isize;
-                                let ix = (ox * p.stride[1] as usize + kx * p.dilation[1] as usize)
-                                    as isize
+                                let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
                                     - p.pad[1] as isize;
                                 let inside =
                                     iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
@@ -266,7 +259,7 @@ mod tests {
     /// [`naive_acc`] on int8 operands, then the documented int8 requantization.
     #[allow(clippy::too_many_arguments)]
     fn naive(
-        p: &Conv2d,
+        p: &ConvGeometry,
         zp_in: i8,
         pv: &[i8],
         in_dims: [usize; 3],
@@ -295,8 +288,8 @@ mod tests {
             .collect()
     }
 
-    fn out_len(size: usize, k: u16, s: u16, d: u16, pa: u16, pb: u16) -> usize {
-        (size + pa as usize + pb as usize - d as usize * (k as usize - 1) - 1) / s as usize + 1
+    fn out_len(size: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize) -> usize {
+        (size + pa + pb - d * (k - 1) - 1) / s + 1
     }
 
     #[test]
@@ -340,7 +333,7 @@ mod tests {
                   zp_in in prop_oneof![Just(-128i8), Just(127i8), any::<i8>()],
                   zp_out in prop_oneof![Just(-128i8), Just(127i8), any::<i8>()],
                   relu in any::<bool>(), seed in any::<u64>())
-            -> (Conv2d, [usize; 3], usize, bool, i8, OutputQuant, u64)
+            -> (ConvGeometry, [usize; 3], usize, bool, i8, OutputQuant, u64)
         {
             let p = params([kh, kw], [sh, sw], [dh, dw], pad, groups);
             let g = groups as usize;
@@ -356,15 +349,15 @@ mod tests {
         #[test]
         fn matches_naive_definition((p, in_dims, oc, with_pv, zp_in, out_q, seed) in case()) {
             let [h, w, c] = in_dims;
-            let padded_h = h + p.pad[0] as usize + p.pad[2] as usize;
-            let padded_w = w + p.pad[1] as usize + p.pad[3] as usize;
-            prop_assume!(padded_h > p.dilation[0] as usize * (p.kernel[0] as usize - 1));
-            prop_assume!(padded_w > p.dilation[1] as usize * (p.kernel[1] as usize - 1));
+            let padded_h = h + p.pad[0] + p.pad[2];
+            let padded_w = w + p.pad[1] + p.pad[3];
+            prop_assume!(padded_h > p.dilation[0] * (p.kernel[0] - 1));
+            prop_assume!(padded_w > p.dilation[1] * (p.kernel[1] - 1));
             let oh = out_len(h, p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], p.pad[2]);
             let ow = out_len(w, p.kernel[1], p.stride[1], p.dilation[1], p.pad[1], p.pad[3]);
             let out_dims = [oh, ow, oc];
             let mut gen = Gen(seed);
-            let per_out = p.kernel[0] as usize * p.kernel[1] as usize * (c / p.groups as usize);
+            let per_out = p.kernel[0] * p.kernel[1] * (c / p.groups);
             let x = gen.i8s(h * w * c);
             let wt = gen.i8s(oc * per_out);
             let pv = if with_pv { gen.i8s(c) } else { Vec::new() };
@@ -398,15 +391,15 @@ mod tests {
                                          zp_out in prop_oneof![Just(0i16), Just(i16::MIN), any::<i16>()],
                                          relu in any::<bool>()) {
             let [h, w, c] = in_dims;
-            let padded_h = h + p.pad[0] as usize + p.pad[2] as usize;
-            let padded_w = w + p.pad[1] as usize + p.pad[3] as usize;
-            prop_assume!(padded_h > p.dilation[0] as usize * (p.kernel[0] as usize - 1));
-            prop_assume!(padded_w > p.dilation[1] as usize * (p.kernel[1] as usize - 1));
+            let padded_h = h + p.pad[0] + p.pad[2];
+            let padded_w = w + p.pad[1] + p.pad[3];
+            prop_assume!(padded_h > p.dilation[0] * (p.kernel[0] - 1));
+            prop_assume!(padded_w > p.dilation[1] * (p.kernel[1] - 1));
             let oh = out_len(h, p.kernel[0], p.stride[0], p.dilation[0], p.pad[0], p.pad[2]);
             let ow = out_len(w, p.kernel[1], p.stride[1], p.dilation[1], p.pad[1], p.pad[3]);
             let out_dims = [oh, ow, oc];
             let mut gen = Gen(seed);
-            let per_out = p.kernel[0] as usize * p.kernel[1] as usize * (c / p.groups as usize);
+            let per_out = p.kernel[0] * p.kernel[1] * (c / p.groups);
             let wt = gen.i8s(oc * per_out);
             let (wide_in, wide_out) = [(false, true), (true, true), (true, false)][kinds as usize];
             // Input values and zero point of the input's element type, as i64.

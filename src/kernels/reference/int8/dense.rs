@@ -65,8 +65,9 @@ fn accumulate<T>(
 mod tests {
     extern crate std;
     use super::super::testing::{requant_naive, requantize_naive, Gen};
-    use super::super::{accumulator_fits, Clamp, ClampI16, Requant, MAX_PRODUCTS_PER_OUTPUT};
+    use super::super::{Clamp, ClampI16, Requant};
     use super::*;
+    use crate::quant::contract::{accumulator_fits, MAX_PRODUCTS_PER_OUTPUT};
     use proptest::prelude::*;
     use std::vec::Vec;
 

@@ -2,6 +2,8 @@
 //! 256-entry lookup, and softmax from a table of exponentials. The host computes the tables in
 //! floating point once; the device only indexes and does integer arithmetic.
 
+use crate::quant::contract::WIDE_SOFTMAX_OUTPUT_SHIFT;
+
 /// Element-wise function by table: `output[i] = table[input[i] + 128]`.
 ///
 /// The host builds `table` with [`crate::quant::lookup_table`] from the function and the input and
@@ -12,12 +14,8 @@ pub fn lookup(table: &[i8; 256], input: &[i8], output: &mut [i8]) {
     }
 }
 
-/// Zero point of a softmax output (scale `1 / 256`, TensorFlow Lite's convention): int8 `-128`
-/// is probability 0, `127` is `255 / 256`.
-pub const SOFTMAX_OUTPUT_ZERO_POINT: i8 = -128;
-
 /// Softmax over rows of `channels` elements, output quantized with scale `1 / 256` and zero point
-/// [`SOFTMAX_OUTPUT_ZERO_POINT`].
+/// [`SOFTMAX_OUTPUT_ZERO_POINT`](crate::quant::contract::SOFTMAX_OUTPUT_ZERO_POINT).
 ///
 /// `exp_table[d]` is `exp(−s_in · d)` in a fixed-point unit of the host's choice (e.g.
 /// `round(exp(−s_in · d) · 2^16)`, so `exp_table[0] = 2^16`), for `d = max_row − q` in `0..=255`.
@@ -47,10 +45,6 @@ pub fn softmax(exp_table: &[u32; 256], channels: usize, input: &[i8], output: &m
         }
     }
 }
-
-/// Scale of an int16 softmax output as a power of two: probability `p` is `p · 2^15` steps
-/// (scale `1 / 32768`, zero point 0), saturated at 32767.
-pub const WIDE_SOFTMAX_OUTPUT_SHIFT: u32 = 15;
 
 /// Softmax over rows of `channels` int16 values (the output of a wide dense layer), int16 output
 /// with scale `1 / 2^15` and zero point 0.

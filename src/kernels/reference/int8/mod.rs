@@ -30,13 +30,13 @@
 //!
 //! # The accumulator cannot overflow
 //!
-//! One product is at most `|−128 · −128| = 2^14` in magnitude ([`MAX_PRODUCT`]), padded taps
+//! One product is at most `|−128 · −128| = 2^14` in magnitude ([`MAX_PRODUCT`](crate::quant::contract::MAX_PRODUCT)), padded taps
 //! included (they read int8 values too). An output that sums `K` products starting from `bias'`
-//! stays within `|bias'| + K · 2^14`, and so does every partial sum. [`accumulator_fits`] is that
+//! stays within `|bias'| + K · 2^14`, and so does every partial sum. [`accumulator_fits`](crate::quant::contract::accumulator_fits) is that
 //! bound against `i32::MAX`; the loader must check it for every output channel of every conv
 //! (`K = kh · kw · in_c / groups`) and dense layer (`K = in_features`). For example `K <=`
-//! [`MAX_PRODUCTS_PER_OUTPUT`] `= 2^16` with `|bias'| < 2^30` always fits. An int16 input makes
-//! one product at most `|−128 · −32768| = 2^22` ([`MAX_PRODUCT_I16`], [`accumulator_fits_i16`]),
+//! [`MAX_PRODUCTS_PER_OUTPUT`](crate::quant::contract::MAX_PRODUCTS_PER_OUTPUT) `= 2^16` with `|bias'| < 2^30` always fits. An int16 input makes
+//! one product at most `|−128 · −32768| = 2^22` ([`MAX_PRODUCT_I16`](crate::quant::contract::MAX_PRODUCT_I16), [`accumulator_fits_i16`](crate::quant::contract::accumulator_fits_i16)),
 //! so such a layer may sum about 256 products per output. The kernels add with
 //! wrapping arithmetic, so unchecked parameters give a wrong result but never a panic.
 //!
@@ -54,45 +54,6 @@ pub mod lut;
 pub mod pool;
 
 pub use crate::quant::{Clamp, ClampI16, Requant};
-
-use crate::format::DType;
-
-/// Largest magnitude of one int8 × int8 product: `|−128 · −128|`.
-pub const MAX_PRODUCT: i64 = 1 << 14;
-
-/// Largest magnitude of one int8 weight × int16 activation product: `|−128 · −32768|`.
-pub const MAX_PRODUCT_I16: i64 = 1 << 22;
-
-/// Products per output for which every `|bias'| < 2^30` fits ([`accumulator_fits`]).
-pub const MAX_PRODUCTS_PER_OUTPUT: usize = 1 << 16;
-
-/// True when `bias + Σ_{k < products} w_k x_k` cannot leave the i32 range for any int8 `w`, `x`
-/// (`|bias| + products · 2^14 <= i32::MAX`). The loader checks this per output channel.
-pub fn accumulator_fits(products: usize, bias: i32) -> bool {
-    fits(products, MAX_PRODUCT, bias)
-}
-
-/// [`accumulator_fits`] for an int16 input (`|bias| + products · 2^22 <= i32::MAX`).
-pub fn accumulator_fits_i16(products: usize, bias: i32) -> bool {
-    fits(products, MAX_PRODUCT_I16, bias)
-}
-
-/// [`accumulator_fits`] or [`accumulator_fits_i16`], by the element type of the layer's input.
-pub fn accumulator_fits_for(input: DType, products: usize, bias: i32) -> bool {
-    if input == DType::I16 {
-        accumulator_fits_i16(products, bias)
-    } else {
-        accumulator_fits(products, bias)
-    }
-}
-
-fn fits(products: usize, max_product: i64, bias: i32) -> bool {
-    u64::try_from(products)
-        .ok()
-        .and_then(|k| k.checked_mul(max_product.unsigned_abs()))
-        .and_then(|k| k.checked_add(u64::from(bias.unsigned_abs())))
-        .is_some_and(|bound| bound <= i32::MAX as u64)
-}
 
 /// The output side of a layer: zero point and clamp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +169,7 @@ impl ChannelQuant<'_> {
 }
 
 /// `Σ w_i x_i` over the common prefix, in order, with wrapping adds (exact whenever
-/// [`accumulator_fits`] holds).
+/// [`accumulator_fits`](crate::quant::contract::accumulator_fits) holds).
 #[inline]
 fn dot<X: Element>(w: &[i8], x: &[X]) -> i32 {
     w.iter().zip(x).fold(0i32, |acc, (w, x)| {
@@ -308,9 +269,9 @@ mod tests {
     /// (no soft-float calls in the thumbv6m build) is described in the crate's int8 report.
     #[test]
     fn int8_sources_have_no_floating_point() {
-        let quant = include_str!("../../../quant.rs");
+        let quant = include_str!("../../../quant/mod.rs");
         let marker = "// ---- Host-side helpers";
-        let integer_quant = &quant[..quant.find(marker).expect("marker line in quant.rs")];
+        let integer_quant = &quant[..quant.find(marker).expect("marker line in quant/mod.rs")];
         let sources = [
             ("mod.rs", include_str!("mod.rs")),
             ("conv.rs", include_str!("conv.rs")),
@@ -318,7 +279,11 @@ mod tests {
             ("pool.rs", include_str!("pool.rs")),
             ("elementwise.rs", include_str!("elementwise.rs")),
             ("lut.rs", include_str!("lut.rs")),
-            ("quant.rs (integer part)", integer_quant),
+            ("quant/mod.rs (integer part)", integer_quant),
+            (
+                "quant/contract.rs",
+                include_str!("../../../quant/contract.rs"),
+            ),
         ];
         for (name, text) in sources {
             // Test modules may use floats (tolerances, host helpers): check the code above them.
@@ -348,26 +313,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn accumulator_bound() {
-        assert!(accumulator_fits(MAX_PRODUCTS_PER_OUTPUT, (1 << 30) - 1));
-        assert!(
-            !accumulator_fits(0, i32::MIN),
-            "conservative: |i32::MIN| > i32::MAX"
-        );
-        assert!(accumulator_fits(0, i32::MAX));
-        // 2^17 products of 2^14 reach 2^31: one too many.
-        assert!(!accumulator_fits(1 << 17, 0));
-        assert!(accumulator_fits((1 << 17) - 1, (1 << 14) - 1));
-        assert!(!accumulator_fits((1 << 17) - 1, 1 << 14));
-        assert!(!accumulator_fits(usize::MAX, 0));
-        // int16 inputs: 2^22 per product, so 2^9 products reach 2^31.
-        assert!(accumulator_fits_i16(256, (1 << 30) - 1));
-        assert!(accumulator_fits_i16((1 << 9) - 1, (1 << 22) - 1));
-        assert!(!accumulator_fits_i16((1 << 9) - 1, 1 << 22));
-        assert!(!accumulator_fits_i16(1 << 9, 0));
     }
 
     #[test]

@@ -1,12 +1,8 @@
 //! int8 max and average pooling over `[H, W, C]` activations.
 
 use super::{OutputQuant, Requant};
-use crate::format::{Pool, PoolKind};
 use crate::kernels::reference::window_coord;
-
-/// Largest window (`kernel_h · kernel_w`) the loader accepts for an int8 pooling layer: a sum of
-/// that many `q − zp_in` (each at most 255 in magnitude) stays below 2^31, so no sum wraps.
-pub const MAX_WINDOW_AREA: usize = 1 << 23;
+use crate::kernels::{PoolGeometry, PoolKind};
 
 /// Quantization of one int8 pooling layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,10 +29,10 @@ pub struct PoolQuant {
 ///   with rescale: `clamp(zp_out + div(r(Σ (q − zp_in)), n))` where `div` rounds the same way.
 ///
 /// A window with no real element (refused at load) gives `clamp(-128)` for max and the zero point
-/// for average. Sums wrap beyond i32, which needs a window of more than [`MAX_WINDOW_AREA`]
+/// for average. Sums wrap beyond i32, which needs a window of more than [`MAX_POOL_WINDOW_AREA`](crate::quant::contract::MAX_POOL_WINDOW_AREA)
 /// elements (the loader bounds `kernel_h · kernel_w` by it).
 pub fn pool(
-    params: &Pool,
+    params: &PoolGeometry,
     quant: &PoolQuant,
     in_dims: [usize; 3],
     input: &[i8],
@@ -45,9 +41,9 @@ pub fn pool(
 ) {
     let [in_h, in_w, channels] = in_dims;
     let [out_h, out_w, _] = out_dims;
-    let [kernel_h, kernel_w] = params.kernel.map(usize::from);
-    let [stride_h, stride_w] = params.stride.map(usize::from);
-    let [pad_top, pad_left, _, _] = params.pad.map(usize::from);
+    let [kernel_h, kernel_w] = params.kernel;
+    let [stride_h, stride_w] = params.stride;
+    let [pad_top, pad_left, _, _] = params.pad;
     if channels == 0 || out_w == 0 {
         return;
     }
@@ -136,17 +132,15 @@ mod tests {
     use super::super::testing::{requant_naive, requantize_naive, Gen};
     use super::super::Clamp;
     use super::*;
-    use crate::format::Activation;
     use proptest::prelude::*;
     use std::vec::Vec;
 
-    fn params(kind: PoolKind, kernel: [u16; 2], stride: [u16; 2], pad: [u16; 4]) -> Pool {
-        Pool {
+    fn params(kind: PoolKind, kernel: [u16; 2], stride: [u16; 2], pad: [u16; 4]) -> PoolGeometry {
+        PoolGeometry {
             kind,
-            kernel,
-            stride,
-            pad,
-            activation: Activation::Identity,
+            kernel: kernel.map(usize::from),
+            stride: stride.map(usize::from),
+            pad: pad.map(usize::from),
         }
     }
 
@@ -208,7 +202,7 @@ mod tests {
 
     /// The definition in i64, written from the docs.
     fn naive(
-        p: &Pool,
+        p: &PoolGeometry,
         q: &PoolQuant,
         [h, w, c]: [usize; 3],
         x: &[i8],
@@ -236,7 +230,7 @@ mod tests {
                         }
                     }
                     let zp = i64::from(q.input_zero_point);
-                    let area = i64::from(p.kernel[0]) * i64::from(p.kernel[1]);
+                    let area = (p.kernel[0] * p.kernel[1]) as i64;
                     let (min, max) = (q.output.clamp.min, q.output.clamp.max);
                     let v = match (p.kind, q.rescale) {
                         (PoolKind::Max, None) => {

@@ -53,6 +53,13 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod contract;
+
+pub use contract::{
+    accumulator_fits_for, MAX_POOL_WINDOW_AREA, MAX_PRODUCTS_PER_OUTPUT, SOFTMAX_OUTPUT_ZERO_POINT,
+    WIDE_SOFTMAX_OUTPUT_SHIFT,
+};
+
 /// A real factor in fixed point: `multiplier · 2^(shift − 31)` (see the [module docs](self)).
 ///
 /// Serializable so that the blob format can store it as is.

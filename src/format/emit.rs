@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use crate::format::{weights_offset, Layer, ModelInfo, CRC, FORMAT_VERSION, HEADER_LEN, MAGIC};
+use super::{weights_offset, Header, Layer, ModelInfo, CRC, FORMAT_VERSION, HEADER_LEN, MAGIC};
 
 /// Why [`emit`] could not write a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,21 +126,20 @@ pub fn emit(
         .for_each(|(o, w)| *o = *w);
     let crc = CRC.checksum(payload);
 
-    let fields = [
-        &MAGIC[..],
-        &FORMAT_VERSION.to_le_bytes(),
-        &0u16.to_le_bytes(), // flags
-        &(meta_len as u32).to_le_bytes(),
-        &(weights.len() as u32).to_le_bytes(),
-        &crc.to_le_bytes(),
-        &0u32.to_le_bytes(), // reserved
-    ];
-    let mut at = header.iter_mut();
-    for byte in fields.into_iter().flatten() {
-        if let Some(slot) = at.next() {
-            *slot = *byte;
-        }
+    let written = Header {
+        magic: MAGIC,
+        version: FORMAT_VERSION,
+        flags: 0,
+        meta_len: meta_len as u32,
+        weights_len: weights.len() as u32,
+        crc,
+        reserved: 0,
     }
+    .write();
+    header
+        .iter_mut()
+        .zip(written)
+        .for_each(|(slot, byte)| *slot = byte);
     Ok(total)
 }
 

@@ -1,9 +1,7 @@
 //! The model blob: one definition shared by the writer (the host tool) and the reader (this crate).
 //!
 //! ```text
-//! offset 0   header (24 bytes, little-endian)
-//!            magic "ICEF" | version u16 | flags u16 | meta_len u32 | weights_len u32
-//!            | crc32 u32 (CRC-32/ISO-HDLC of every byte after the header) | reserved u32 (0)
+//! offset 0   header (24 bytes: [`header`])
 //! offset 24  meta: postcard encoding of `ModelInfo`, then `layer_count` × `Layer`
 //!            zero padding up to the next multiple of `WEIGHTS_ALIGN` (from the blob start)
 //! ...        weights section (`weights_len` bytes): raw little-endian arrays that layers reference
@@ -16,14 +14,18 @@
 
 use serde::{Deserialize, Serialize};
 
+mod emit;
+pub mod header;
+
+pub use crate::kernels::{Activation, PoolKind};
 pub use crate::quant::{Clamp, ClampI16, Requant};
+pub use emit::{emit, emitted_len, EmitError};
+pub use header::{Header, HEADER_LEN};
 
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
 pub const FORMAT_VERSION: u16 = 5;
-/// Size of the fixed header.
-pub const HEADER_LEN: usize = 24;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.
@@ -121,30 +123,6 @@ pub struct Span {
     pub len: u32,
 }
 
-/// Element-wise function applied to a layer's output (fused) or as its own layer.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Activation {
-    /// `x`.
-    Identity,
-    /// `max(x, 0)`.
-    Relu,
-    /// `min(max(x, lo), hi)` (ReLU6 is `Clip { lo: 0, hi: 6 }`).
-    Clip {
-        /// Lower bound.
-        lo: f32,
-        /// Upper bound.
-        hi: f32,
-    },
-    /// `x` if `x >= 0`, else `alpha * x`.
-    LeakyRelu {
-        /// Slope for negative inputs.
-        alpha: f32,
-    },
-    /// `1 / (1 + exp(-x))`.
-    Sigmoid,
-}
-
 /// 2-D convolution (1-D convolutions have a kernel height of 1) over `[H, W, C]` tensors.
 ///
 /// Weights are f32 `[out_c][kernel_h][kernel_w][in_c / groups]`; bias f32 `[out_c]`.
@@ -186,19 +164,6 @@ pub struct Dense {
     pub bias: Span,
     /// Fused activation.
     pub activation: Activation,
-}
-
-/// Pooling reduction.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum PoolKind {
-    /// Maximum over the window (padding never wins).
-    Max,
-    /// Mean over the window; padded positions count only if `count_include_pad`.
-    Average {
-        /// ONNX `count_include_pad`.
-        count_include_pad: bool,
-    },
 }
 
 /// 2-D pooling over `[H, W, C]` tensors (global pooling is a window the size of the input).

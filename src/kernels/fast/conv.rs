@@ -1,0 +1,838 @@
+//! Fast int8 and 16×8 convolutions: the same results as
+//! [`reference::int8::conv`](crate::kernels::reference::int8::conv), byte for byte.
+//!
+//! Two loops cover the convolutions of the networks icefold targets; everything else (grouped
+//! but not depthwise convolutions, windows of more than [`MAX_TAPS`] taps) runs the reference
+//! kernel.
+//! - **Regular** (`groups == 1`): output channels in pairs, each pair reading the input once.
+//!   For an output pixel and a kernel row, the taps that fall inside the input are one contiguous
+//!   run of `taps · in_c` values in the channels-last layout (dilation 1), and so are their
+//!   weights: one dot product per kernel row, four products per step on two lane pairs
+//!   ([`simd::smlad`]); taps in the padding add their pad values' products.
+//! - **Depthwise** (`groups == in_c == out_c`): one channel at a time over every output pixel,
+//!   its weights and output stage prepared once.
+//!
+//! Integer sums do not depend on their order, and the output stage is the reference's
+//! ([`super::requant`]), so the results are identical; the tests compare both on random shapes.
+
+use super::requant::{Bounds, Stage};
+use super::simd;
+use crate::kernels::reference::int8::conv::{self as reference, ConvQuant, WideConvQuant};
+use crate::kernels::reference::int8::{ChannelQuant, Element, FromWide};
+use crate::kernels::ConvGeometry;
+
+/// Largest `kernel_h · kernel_w` the fast loops take.
+pub const MAX_TAPS: usize = 64;
+
+/// An activation element whose runs of four can be read as two lane pairs (`(x0, x2)`,
+/// `(x1, x3)`), the order in which [`simd::sxtb16`] and [`simd::sxtb16_ror8`] widen four int8
+/// weights.
+pub trait Lanes: Element + bytemuck::Pod {
+    /// True for int16: pairs of values can be read as words.
+    const WIDE: bool;
+    /// The even and odd lane pairs of four consecutive elements.
+    fn quad(x: &[Self; 4]) -> (u32, u32);
+    /// The values as int16, if they are (`WIDE`), else empty.
+    fn as_i16(x: &[Self]) -> &[i16];
+}
+
+impl Lanes for i8 {
+    const WIDE: bool = false;
+    #[inline(always)]
+    fn as_i16(_: &[i8]) -> &[i16] {
+        &[]
+    }
+    #[inline(always)]
+    fn quad(x: &[i8; 4]) -> (u32, u32) {
+        let word = u32::from_le_bytes(x.map(|v| v as u8));
+        (simd::sxtb16(word), simd::sxtb16_ror8(word))
+    }
+}
+
+impl Lanes for i16 {
+    const WIDE: bool = true;
+    #[inline(always)]
+    fn as_i16(x: &[i16]) -> &[i16] {
+        x
+    }
+    #[inline(always)]
+    fn quad(x: &[i16; 4]) -> (u32, u32) {
+        let [x0, x1, x2, x3] = x.map(|v| v as u16 as u32);
+        let (a, b) = (x0 | (x1 << 16), x2 | (x3 << 16));
+        (simd::pack_lo(a, b), simd::pack_hi(a, b))
+    }
+}
+
+/// Four int8 weights as the lane pairs `(w0, w2)`, `(w1, w3)`.
+#[inline(always)]
+fn weight_quad(w: &[i8; 4]) -> (u32, u32) {
+    <i8 as Lanes>::quad(w)
+}
+
+/// `acc[k] + Σ_i w[k][i] · x[i]` over the length of `x`, for two weight rows at once (each at
+/// least as long as `x`): four products per row and step.
+#[inline(always)]
+fn dot<X: Lanes>(w: [&[i8]; 2], x: &[X], acc: [i32; 2]) -> [i32; 2] {
+    let [mut a0, mut a1] = acc;
+    let quads = x.chunks_exact(4);
+    let tail = quads.remainder();
+    let steps = quads.zip(w[0].chunks_exact(4)).zip(w[1].chunks_exact(4));
+    for ((xq, w0), w1) in steps {
+        let (Some(xq), Some(w0), Some(w1)) = (
+            xq.first_chunk::<4>(),
+            w0.first_chunk::<4>(),
+            w1.first_chunk::<4>(),
+        ) else {
+            continue;
+        };
+        let (x_even, x_odd) = X::quad(xq);
+        let (w_even, w_odd) = weight_quad(w0);
+        a0 = simd::smlad(w_odd, x_odd, simd::smlad(w_even, x_even, a0));
+        let (w_even, w_odd) = weight_quad(w1);
+        a1 = simd::smlad(w_odd, x_odd, simd::smlad(w_even, x_even, a1));
+    }
+    let done = x.len() - tail.len();
+    let scalar = |a: i32, w: &[i8]| {
+        let w_tail = w.get(done..).unwrap_or_default();
+        w_tail
+            .iter()
+            .zip(tail)
+            .fold(a, |s, (w, x)| s.wrapping_add(i32::from(*w) * x.widen()))
+    };
+    [scalar(a0, w[0]), scalar(a1, w[1])]
+}
+
+/// [`dot`] for two pixels (`x[p]`, each as long as the weight rows): `acc[2p + k]`.
+#[inline(always)]
+fn dot2<X: Lanes>(w: [&[i8]; 2], x: [&[X]; 2], acc: [i32; 4]) -> [i32; 4] {
+    let [mut a0, mut a1, mut b0, mut b1] = acc;
+    let quads = x[0].chunks_exact(4).zip(x[1].chunks_exact(4));
+    let tail = [
+        x[0].chunks_exact(4).remainder(),
+        x[1].chunks_exact(4).remainder(),
+    ];
+    for (((xa, xb), w0), w1) in quads.zip(w[0].chunks_exact(4)).zip(w[1].chunks_exact(4)) {
+        let (Some(xa), Some(xb), Some(w0), Some(w1)) = (
+            xa.first_chunk::<4>(),
+            xb.first_chunk::<4>(),
+            w0.first_chunk::<4>(),
+            w1.first_chunk::<4>(),
+        ) else {
+            continue;
+        };
+        let (xa_even, xa_odd) = X::quad(xa);
+        let (xb_even, xb_odd) = X::quad(xb);
+        let (w_even, w_odd) = weight_quad(w0);
+        a0 = simd::smlad(w_odd, xa_odd, simd::smlad(w_even, xa_even, a0));
+        b0 = simd::smlad(w_odd, xb_odd, simd::smlad(w_even, xb_even, b0));
+        let (w_even, w_odd) = weight_quad(w1);
+        a1 = simd::smlad(w_odd, xa_odd, simd::smlad(w_even, xa_even, a1));
+        b1 = simd::smlad(w_odd, xb_odd, simd::smlad(w_even, xb_even, b1));
+    }
+    let done = x[0].len() - tail[0].len();
+    let scalar = |a: i32, w: &[i8], tail: &[X]| {
+        let w_tail = w.get(done..).unwrap_or_default();
+        w_tail
+            .iter()
+            .zip(tail)
+            .fold(a, |s, (w, x)| s.wrapping_add(i32::from(*w) * x.widen()))
+    };
+    [
+        scalar(a0, w[0], tail[0]),
+        scalar(a1, w[1], tail[0]),
+        scalar(b0, w[0], tail[1]),
+        scalar(b1, w[1], tail[1]),
+    ]
+}
+
+/// What a padded tap reads: one value per input channel, or the zero point.
+#[derive(Clone, Copy)]
+pub struct Padding<'a, X> {
+    /// The input zero point.
+    pub zero: X,
+    /// Per-input-channel values (`[in_c]`), or empty.
+    pub values: &'a [X],
+}
+
+impl<X: Element> Padding<'_, X> {
+    /// `Σ_i w[i] · pad(first + i)` for the weights of one tap.
+    #[inline]
+    fn tap(&self, w: &[i8], first: usize) -> i32 {
+        if self.values.is_empty() {
+            let zero = self.zero.widen();
+            w.iter()
+                .fold(0i32, |s, w| s.wrapping_add(i32::from(*w) * zero))
+        } else {
+            let pad = self.values.get(first..).unwrap_or_default();
+            w.iter()
+                .zip(pad)
+                .fold(0i32, |s, (w, x)| s.wrapping_add(i32::from(*w) * x.widen()))
+        }
+    }
+}
+
+/// The operands of one convolution, except its output.
+pub struct Conv<'a, X> {
+    /// Window.
+    pub geometry: &'a ConvGeometry,
+    /// `[h, w, c]` of the input and of the output.
+    pub dims: ([usize; 3], [usize; 3]),
+    /// Padded taps.
+    pub padding: Padding<'a, X>,
+    /// Bias and factors per output channel.
+    pub channels: &'a ChannelQuant<'a>,
+    /// Output zero point and clamp.
+    pub bounds: Bounds,
+    /// Input `[h, w, in_c]`.
+    pub input: &'a [X],
+    /// `[out_c][kh][kw][in_c / groups]`.
+    pub weights: &'a [i8],
+}
+
+/// Runs `conv` into `output` (`[out_h, out_w, out_c]`) if a fast loop covers it; `false`
+/// (nothing written) if not.
+///
+/// Not inlined: one call per layer costs nothing, and it keeps each element-type pair's loops
+/// one function in the firmware (smaller, and visible to the object-level no-float check).
+#[inline(never)]
+pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
+    let g = conv.geometry;
+    let ([_, _, in_c], [_, _, out_c]) = conv.dims;
+    let taps = g.kernel[0].saturating_mul(g.kernel[1]);
+    if taps == 0 || taps > MAX_TAPS || in_c == 0 || out_c == 0 || g.stride.contains(&0) {
+        return false;
+    }
+    if g.groups == 1 {
+        regular(conv, output);
+        true
+    } else if g.groups == in_c && g.groups == out_c {
+        depthwise(conv, output);
+        true
+    } else {
+        false
+    }
+}
+
+/// The output stage of channel `o`, if the arrays have it.
+#[inline]
+fn stage(channels: &ChannelQuant, o: usize) -> Option<(i32, Stage)> {
+    let bias = *channels.bias.get(o)?;
+    let requant = crate::quant::Requant {
+        multiplier: *channels.multiplier.get(o)?,
+        shift: *channels.shift.get(o)?,
+    };
+    Some((bias, Stage::new(requant)))
+}
+
+/// Input coordinate of output `out` at tap `tap`: `out·stride + tap·dilation − pad`, if inside.
+#[inline(always)]
+fn coord(
+    out: usize,
+    stride: usize,
+    tap: usize,
+    dilation: usize,
+    pad: usize,
+    size: usize,
+) -> Option<usize> {
+    crate::kernels::reference::window_coord(out, stride, tap, dilation, pad, size)
+}
+
+/// Stores `acc` of one output through its channel's stage.
+#[inline(always)]
+fn finish<Y: FromWide>(bounds: &Bounds, stage: &Stage, acc: i32) -> Y {
+    Y::from_wide(bounds.apply(stage.scale(acc)) as i16)
+}
+
+/// Outputs along one axis whose every tap lies inside the input: `lo..hi` (possibly empty).
+fn interior(
+    out: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    kernel: usize,
+    size: usize,
+) -> (usize, usize) {
+    let span = dilation * (kernel - 1) + 1;
+    // `run` refuses stride 0; the `max` keeps this function total (no division by zero).
+    let stride = stride.max(1);
+    let lo = pad.div_ceil(stride);
+    let hi = match (size + pad).checked_sub(span) {
+        Some(last) => (last / stride + 1).min(out),
+        None => 0,
+    };
+    (lo.min(hi), hi)
+}
+
+/// Largest reduction (`kh · kw · in_c`) whose weights [`regular`] widens to int16 pairs on the
+/// stack for an int16 input (the 16×8 layers sum at most 256 products: see
+/// `quant::contract`); 2 output channels × 128 words = 1 KiB of stack.
+const MAX_WIDE_PRODUCTS: usize = 256;
+
+/// How [`regular`] reads the dot products of two output channels.
+trait Operands {
+    /// `acc[k] += Σ w[k][w_at + i] · x[x_at + i]` over `n` values, for one pixel.
+    fn one(&self, w_at: usize, x_at: usize, n: usize, acc: [i32; 2]) -> [i32; 2];
+    /// The same for two pixels (`x_at[p]`): `acc[2p + k]`.
+    fn two(&self, w_at: usize, x_at: [usize; 2], n: usize, acc: [i32; 4]) -> [i32; 4];
+}
+
+/// int8 weights and any activation: four values per step, widened in registers.
+struct Quads<'a, X> {
+    w: [&'a [i8]; 2],
+    x: &'a [X],
+}
+
+impl<X: Lanes> Operands for Quads<'_, X> {
+    #[inline(always)]
+    fn one(&self, w_at: usize, x_at: usize, n: usize, acc: [i32; 2]) -> [i32; 2] {
+        let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
+        dot(w, self.x.get(x_at..x_at + n).unwrap_or_default(), acc)
+    }
+
+    #[inline(always)]
+    fn two(&self, w_at: usize, x_at: [usize; 2], n: usize, acc: [i32; 4]) -> [i32; 4] {
+        let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
+        let x = x_at.map(|at| self.x.get(at..at + n).unwrap_or_default());
+        dot2(w, x, acc)
+    }
+}
+
+/// Weights widened to int16 pairs and an int16 input read as words: two products per SMLAD
+/// with no widening in the loop. Offsets are in elements and even.
+struct Wide<'a> {
+    w: [&'a [u32]; 2],
+    x: &'a [u32],
+}
+
+impl Operands for Wide<'_> {
+    #[inline(always)]
+    fn one(&self, w_at: usize, x_at: usize, n: usize, [mut a0, mut a1]: [i32; 2]) -> [i32; 2] {
+        let (w_at, x_at, n) = (w_at / 2, x_at / 2, n / 2);
+        let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
+        let x = self.x.get(x_at..x_at + n).unwrap_or_default();
+        for ((x, w0), w1) in x.iter().zip(w[0]).zip(w[1]) {
+            a0 = simd::smlad(*w0, *x, a0);
+            a1 = simd::smlad(*w1, *x, a1);
+        }
+        [a0, a1]
+    }
+
+    #[inline(always)]
+    fn two(&self, w_at: usize, x_at: [usize; 2], n: usize, acc: [i32; 4]) -> [i32; 4] {
+        let [mut a0, mut a1, mut b0, mut b1] = acc;
+        let (w_at, n) = (w_at / 2, n / 2);
+        let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
+        let [xa, xb] = x_at.map(|at| self.x.get(at / 2..at / 2 + n).unwrap_or_default());
+        for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
+            a0 = simd::smlad(*w0, *xa, a0);
+            b0 = simd::smlad(*w0, *xb, b0);
+            a1 = simd::smlad(*w1, *xa, a1);
+            b1 = simd::smlad(*w1, *xb, b1);
+        }
+        [a0, a1, b0, b1]
+    }
+}
+
+/// `groups == 1`: output channels in pairs; interior output pixels in pairs, one dot product
+/// per kernel row (dilation 1) or tap; border pixels one at a time, their padded taps from
+/// per-tap sums of the pad values' products computed once per channel pair.
+fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+    let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    let [kh, kw] = c.geometry.kernel;
+    let per_out = kh * kw * in_c;
+    // int16 inputs read as words, weights widened once per channel pair.
+    let words: Option<&[u32]> = if X::WIDE && in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS {
+        bytemuck::try_cast_slice(X::as_i16(c.input)).ok()
+    } else {
+        None
+    };
+    let mut o = 0;
+    while o < out_c {
+        let pair = o + 1 < out_c;
+        let second = if pair { o + 1 } else { o };
+        let rows = [o, second].map(|o| c.weights.get(o * per_out..(o + 1) * per_out));
+        let (Some(w0), Some(w1)) = (rows[0], rows[1]) else {
+            return;
+        };
+        let (Some((b0, s0)), Some((b1, s1))) = (stage(c.channels, o), stage(c.channels, second))
+        else {
+            return;
+        };
+        let pads = [w0, w1].map(|w| pad_sums(&c.padding, w, in_c));
+        let outs = Outputs {
+            bias: [b0, b1],
+            stage: [s0, s1],
+            o,
+            pair,
+        };
+        match words {
+            Some(x) => {
+                let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
+                for (buf, w) in wide.iter_mut().zip([w0, w1]) {
+                    for (slot, w) in buf.iter_mut().zip(w.chunks_exact(2)) {
+                        if let Some(&[lo, hi]) = w.first_chunk::<2>() {
+                            *slot = simd::pair(i32::from(lo), i32::from(hi));
+                        }
+                    }
+                }
+                let ops = Wide {
+                    w: [&wide[0][..], &wide[1][..]],
+                    x,
+                };
+                pixels(c, &mut *output, &ops, &outs, &pads);
+            }
+            None => {
+                let ops = Quads {
+                    w: [w0, w1],
+                    x: c.input,
+                };
+                pixels(c, &mut *output, &ops, &outs, &pads);
+            }
+        }
+        o += if pair { 2 } else { 1 };
+    }
+}
+
+/// `Σ_i w[t][i] · pad(i)` per tap `t` of one output channel's weights (`[taps][in_c]`).
+fn pad_sums<X: Element>(padding: &Padding<'_, X>, w: &[i8], in_c: usize) -> [i32; MAX_TAPS] {
+    let mut sums = [0i32; MAX_TAPS];
+    for (sum, tap) in sums.iter_mut().zip(w.chunks_exact(in_c.max(1))) {
+        *sum = padding.tap(tap, 0);
+    }
+    sums
+}
+
+/// The output side of a channel pair.
+struct Outputs {
+    bias: [i32; 2],
+    stage: [Stage; 2],
+    /// First channel.
+    o: usize,
+    /// Whether `o + 1` is written too.
+    pair: bool,
+}
+
+impl Outputs {
+    #[inline(always)]
+    fn store<Y: FromWide>(&self, bounds: &Bounds, out_px: &mut [Y], acc: [i32; 2]) {
+        if let Some(y) = out_px.get_mut(self.o) {
+            *y = finish(bounds, &self.stage[0], acc[0]);
+        }
+        if self.pair {
+            if let Some(y) = out_px.get_mut(self.o + 1) {
+                *y = finish(bounds, &self.stage[1], acc[1]);
+            }
+        }
+    }
+}
+
+/// Every output pixel of one channel pair.
+fn pixels<X: Lanes, Y: FromWide>(
+    c: &Conv<'_, X>,
+    output: &mut [Y],
+    ops: &impl Operands,
+    outs: &Outputs,
+    pads: &[[i32; MAX_TAPS]; 2],
+) {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], [out_h, out_w, out_c]) = c.dims;
+    let [kh, kw] = g.kernel;
+    let row_len = kw * in_c;
+    let (y_lo, y_hi) = interior(out_h, g.stride[0], g.dilation[0], g.pad[0], kh, in_h);
+    let (x_lo, x_hi) = interior(out_w, g.stride[1], g.dilation[1], g.pad[1], kw, in_w);
+    // Input offset of tap (ky, kx) relative to the window's origin, for interior pixels.
+    let tap_at = |ky: usize, kx: usize| (ky * g.dilation[0] * in_w + kx * g.dilation[1]) * in_c;
+    // Chunk sizes are at least 1 (`run` refuses empty shapes): no panic path.
+    let mut rows = output.chunks_exact_mut((out_c * out_w).max(1)).take(out_h);
+    for oy in 0..out_h {
+        let Some(row) = rows.next() else {
+            return;
+        };
+        let mut px = row.chunks_exact_mut(out_c.max(1));
+        let mut ox = 0;
+        while ox < out_w {
+            let interior_pair = (y_lo..y_hi).contains(&oy) && ox >= x_lo && ox + 1 < x_hi;
+            if interior_pair {
+                let origin =
+                    ((oy * g.stride[0] - g.pad[0]) * in_w + ox * g.stride[1] - g.pad[1]) * in_c;
+                let next = origin + g.stride[1] * in_c;
+                let mut acc = [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
+                for ky in 0..kh {
+                    if g.dilation[1] == 1 {
+                        let at = tap_at(ky, 0);
+                        acc = ops.two(ky * row_len, [origin + at, next + at], row_len, acc);
+                    } else {
+                        for kx in 0..kw {
+                            let at = tap_at(ky, kx);
+                            let w_at = (ky * kw + kx) * in_c;
+                            acc = ops.two(w_at, [origin + at, next + at], in_c, acc);
+                        }
+                    }
+                }
+                let [a0, a1, b0, b1] = acc;
+                if let Some(out_px) = px.next() {
+                    outs.store(&c.bounds, out_px, [a0, a1]);
+                }
+                if let Some(out_px) = px.next() {
+                    outs.store(&c.bounds, out_px, [b0, b1]);
+                }
+                ox += 2;
+            } else {
+                let acc = border_pixel(c, ops, outs, pads, oy, ox);
+                if let Some(out_px) = px.next() {
+                    outs.store(&c.bounds, out_px, acc);
+                }
+                ox += 1;
+            }
+        }
+    }
+}
+
+/// One output pixel with any of its taps in the padding.
+fn border_pixel<X: Lanes>(
+    c: &Conv<'_, X>,
+    ops: &impl Operands,
+    outs: &Outputs,
+    pads: &[[i32; MAX_TAPS]; 2],
+    oy: usize,
+    ox: usize,
+) -> [i32; 2] {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], _) = c.dims;
+    let [kh, kw] = g.kernel;
+    let mut acc = outs.bias;
+    let padded = |acc: &mut [i32; 2], t: usize| {
+        for (a, sums) in acc.iter_mut().zip(pads) {
+            *a = a.wrapping_add(sums.get(t).copied().unwrap_or(0));
+        }
+    };
+    for ky in 0..kh {
+        let Some(iy) = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h) else {
+            (ky * kw..(ky + 1) * kw).for_each(|t| padded(&mut acc, t));
+            continue;
+        };
+        if g.dilation[1] == 1 {
+            // Taps kx in [first, end) are inside the input, contiguous.
+            let ix0 = ox * g.stride[1];
+            let first = g.pad[1].saturating_sub(ix0).min(kw);
+            let end = (in_w + g.pad[1]).saturating_sub(ix0).max(first).min(kw);
+            (0..first)
+                .chain(end..kw)
+                .for_each(|kx| padded(&mut acc, ky * kw + kx));
+            if first < end {
+                let x_at = (iy * in_w + ix0 + first - g.pad[1]) * in_c;
+                let w_at = (ky * kw + first) * in_c;
+                acc = ops.one(w_at, x_at, (end - first) * in_c, acc);
+            }
+        } else {
+            for kx in 0..kw {
+                match coord(ox, g.stride[1], kx, g.dilation[1], g.pad[1], in_w) {
+                    Some(ix) => {
+                        let x_at = (iy * in_w + ix) * in_c;
+                        acc = ops.one((ky * kw + kx) * in_c, x_at, in_c, acc);
+                    }
+                    None => padded(&mut acc, ky * kw + kx),
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// `groups == in_c == out_c`: one channel at a time over every output pixel; interior pixels
+/// read each kernel row as a strided run, border pixels check every tap.
+fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+    let g = c.geometry;
+    let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
+    let [kh, kw] = g.kernel;
+    let taps = kh * kw;
+    let (y_lo, y_hi) = interior(out_h, g.stride[0], g.dilation[0], g.pad[0], kh, in_h);
+    let (x_lo, x_hi) = interior(out_w, g.stride[1], g.dilation[1], g.pad[1], kw, in_w);
+    let row_step = g.dilation[0] * in_w * channels;
+    let col_step = g.dilation[1] * channels;
+    for (ch, w) in c
+        .weights
+        .chunks_exact(taps.max(1))
+        .take(channels)
+        .enumerate()
+    {
+        let Some((bias, stage)) = stage(c.channels, ch) else {
+            return;
+        };
+        let pad = if c.padding.values.is_empty() {
+            c.padding.zero.widen()
+        } else {
+            c.padding.values.get(ch).map_or(0, |v| v.widen())
+        };
+        let mut outputs = output.iter_mut().skip(ch).step_by(channels.max(1));
+        for oy in 0..out_h {
+            let inside_y = (y_lo..y_hi).contains(&oy);
+            for ox in 0..out_w {
+                let Some(y) = outputs.next() else {
+                    return;
+                };
+                let mut acc = bias;
+                if inside_y && (x_lo..x_hi).contains(&ox) {
+                    let origin = ((oy * g.stride[0] - g.pad[0]) * in_w + ox * g.stride[1]
+                        - g.pad[1])
+                        * channels
+                        + ch;
+                    for (ky, w_row) in w.chunks_exact(kw.max(1)).enumerate() {
+                        let row = c.input.get(origin + ky * row_step..).unwrap_or_default();
+                        for (w, x) in w_row.iter().zip(row.iter().step_by(col_step.max(1))) {
+                            acc = acc.wrapping_add(i32::from(*w) * x.widen());
+                        }
+                    }
+                } else {
+                    for (ky, w_row) in w.chunks_exact(kw.max(1)).enumerate() {
+                        let iy = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
+                        for (kx, w) in w_row.iter().enumerate() {
+                            let ix = coord(ox, g.stride[1], kx, g.dilation[1], g.pad[1], in_w);
+                            let x = match (iy, ix) {
+                                (Some(iy), Some(ix)) => c
+                                    .input
+                                    .get((iy * in_w + ix) * channels + ch)
+                                    .map_or(0, |v| v.widen()),
+                                _ => pad,
+                            };
+                            acc = acc.wrapping_add(i32::from(*w) * x);
+                        }
+                    }
+                }
+                *y = finish(&c.bounds, &stage, acc);
+            }
+        }
+    }
+}
+
+/// [`reference::int8::conv::conv2d`](crate::kernels::reference::int8::conv::conv2d), fast where
+/// a loop of this module covers the geometry.
+pub fn conv2d(
+    params: &ConvGeometry,
+    quant: &ConvQuant,
+    in_dims: [usize; 3],
+    input: &[i8],
+    out_dims: [usize; 3],
+    output: &mut [i8],
+    weights: &[i8],
+) {
+    let conv = Conv {
+        geometry: params,
+        dims: (in_dims, out_dims),
+        padding: Padding {
+            zero: quant.input_zero_point,
+            values: quant.pad_values,
+        },
+        channels: &quant.channels,
+        bounds: Bounds {
+            zero_point: i32::from(quant.output.zero_point),
+            min: i32::from(quant.output.clamp.min),
+            max: i32::from(quant.output.clamp.max),
+        },
+        input,
+        weights,
+    };
+    if !run(&conv, output) {
+        reference::conv2d(params, quant, in_dims, input, out_dims, output, weights);
+    }
+}
+
+/// [`reference::int8::conv::conv2d_wide`](crate::kernels::reference::int8::conv::conv2d_wide),
+/// fast where a loop of this module covers the geometry.
+pub fn conv2d_wide<X: Lanes, Y: FromWide>(
+    params: &ConvGeometry,
+    quant: &WideConvQuant<X>,
+    in_dims: [usize; 3],
+    input: &[X],
+    out_dims: [usize; 3],
+    output: &mut [Y],
+    weights: &[i8],
+) {
+    let conv = Conv {
+        geometry: params,
+        dims: (in_dims, out_dims),
+        padding: Padding {
+            zero: quant.input_zero_point,
+            values: quant.pad_values,
+        },
+        channels: &quant.channels,
+        bounds: Bounds {
+            zero_point: i32::from(quant.output.zero_point),
+            min: i32::from(quant.output.clamp.min),
+            max: i32::from(quant.output.clamp.max),
+        },
+        input,
+        weights,
+    };
+    if !run(&conv, output) {
+        reference::conv2d_wide(params, quant, in_dims, input, out_dims, output, weights);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::kernels::reference::int8::testing::Gen;
+    use crate::kernels::reference::int8::{Clamp, ClampI16, OutputQuant, WideOutputQuant};
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// A random convolution: geometry, dims, per-channel constants and data (from `seed`).
+    #[derive(Debug, Clone)]
+    struct Case {
+        g: ConvGeometry,
+        in_dims: [usize; 3],
+        out_dims: [usize; 3],
+        with_pad_values: bool,
+        relu: bool,
+        seed: u64,
+    }
+
+    fn out_len(size: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize) -> Option<usize> {
+        (size + pa + pb)
+            .checked_sub(d * (k - 1) + 1)
+            .map(|n| n / s + 1)
+    }
+
+    prop_compose! {
+        fn case()(kind in 0u8..4, icg in 1usize..=9, ocg in 1usize..=5,
+                  kh in 1usize..=4, kw in 1usize..=4, sh in 1usize..=3, sw in 1usize..=3,
+                  dh in 1usize..=2, dw in 1usize..=2, pad in proptest::array::uniform4(0usize..=2),
+                  h in 1usize..=8, w in 1usize..=8, with_pad_values in any::<bool>(),
+                  relu in any::<bool>(), seed in any::<u64>())
+            -> Option<Case>
+        {
+            // Regular (twice as likely), depthwise, grouped (the reference's).
+            let (groups, in_c, out_c) = match kind {
+                0 | 1 => (1, icg * if kind == 1 { 4 } else { 1 }, ocg),
+                2 => (icg, icg, icg),
+                _ => (2, 2 * icg, 2 * ocg),
+            };
+            let g = ConvGeometry { kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups };
+            let oh = out_len(h, kh, sh, dh, pad[0], pad[2])?;
+            let ow = out_len(w, kw, sw, dw, pad[1], pad[3])?;
+            Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
+        }
+    }
+
+    struct Data<X> {
+        x: Vec<X>,
+        weights: Vec<i8>,
+        pad_values: Vec<X>,
+        bias: Vec<i32>,
+        multiplier: Vec<i32>,
+        shift: Vec<i32>,
+    }
+
+    fn data<X: Copy>(
+        c: &Case,
+        gen: &mut Gen,
+        value: impl Fn(&mut Gen) -> X,
+        bias_bits: i32,
+    ) -> Data<X> {
+        let [h, w, in_c] = c.in_dims;
+        let out_c = c.out_dims[2];
+        let per_out = c.g.kernel[0] * c.g.kernel[1] * (in_c / c.g.groups);
+        // Factors near 1 half of the time, so that a one-unit difference in an accumulator
+        // shows in the output; the host's whole range otherwise.
+        let requant: Vec<_> = (0..out_c)
+            .map(|_| {
+                if gen.next() % 2 == 0 {
+                    crate::quant::Requant {
+                        multiplier: gen.range(1 << 30, i32::MAX),
+                        shift: gen.range(-3, 1),
+                    }
+                } else {
+                    gen.requant()
+                }
+            })
+            .collect();
+        Data {
+            x: (0..h * w * in_c).map(|_| value(gen)).collect(),
+            weights: gen.i8s(out_c * per_out),
+            pad_values: if c.with_pad_values {
+                (0..in_c).map(|_| value(gen)).collect()
+            } else {
+                Vec::new()
+            },
+            bias: (0..out_c)
+                .map(|_| gen.range(-(1 << bias_bits), 1 << bias_bits))
+                .collect(),
+            multiplier: requant.iter().map(|r| r.multiplier).collect(),
+            shift: requant.iter().map(|r| r.shift).collect(),
+        }
+    }
+
+    fn len(d: [usize; 3]) -> usize {
+        d[0] * d[1] * d[2]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        #[test]
+        fn int8_equals_reference(c in case(), zp_in in any::<i8>(), zp_out in any::<i8>()) {
+            let Some(c) = c else { return Ok(()) };
+            let mut gen = Gen(c.seed);
+            let d = data(&c, &mut gen, Gen::i8, 20);
+            let clamp = if c.relu { Clamp { min: zp_out, max: 127 } } else { Clamp::FULL };
+            let quant = ConvQuant {
+                input_zero_point: zp_in,
+                pad_values: &d.pad_values,
+                channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                output: OutputQuant { zero_point: zp_out, clamp },
+            };
+            let mut fast = std::vec![0i8; len(c.out_dims)];
+            let mut want = std::vec![0i8; len(c.out_dims)];
+            let conv = Conv {
+                geometry: &c.g,
+                dims: (c.in_dims, c.out_dims),
+                padding: Padding { zero: zp_in, values: &d.pad_values },
+                channels: &quant.channels,
+                bounds: Bounds { zero_point: i32::from(zp_out), min: i32::from(clamp.min), max: i32::from(clamp.max) },
+                input: &d.x,
+                weights: &d.weights,
+            };
+            // The fast loops take every regular and depthwise case generated here.
+            let covered = c.g.groups == 1 || (c.g.groups == c.in_dims[2] && c.g.groups == c.out_dims[2]);
+            prop_assert_eq!(run(&conv, &mut fast), covered);
+            reference::conv2d(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
+            if covered {
+                prop_assert_eq!(&fast, &want);
+            }
+            conv2d(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
+            prop_assert_eq!(fast, want);
+        }
+
+        #[test]
+        fn wide_equals_reference(c in case(), kinds in 0u8..3, zp_in in any::<i16>(),
+                                 zp_out in any::<i16>()) {
+            let Some(c) = c else { return Ok(()) };
+            let mut gen = Gen(c.seed);
+            let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
+            let output = WideOutputQuant { zero_point: zp_out, clamp };
+            fn check<X: Lanes + core::fmt::Debug + PartialEq, Y: FromWide + Default + core::fmt::Debug + PartialEq>(
+                c: &Case, d: &Data<X>, zp: X, output: WideOutputQuant,
+            ) -> Result<(), TestCaseError> {
+                let quant = WideConvQuant {
+                    input_zero_point: zp,
+                    pad_values: &d.pad_values,
+                    channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                    output,
+                };
+                let mut fast = std::vec![Y::default(); len(c.out_dims)];
+                let mut want = std::vec![Y::default(); len(c.out_dims)];
+                conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
+                reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
+                prop_assert_eq!(fast, want);
+                Ok(())
+            }
+            match kinds {
+                0 => check::<i8, i16>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, output)?,
+                1 => check::<i16, i16>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?,
+                _ => check::<i16, i8>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?,
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Parameters the kernels take: window geometry, fused activations, pooling reductions.
+//!
+//! The engine builds these from the blob's records; the kernels do not read the format. The two
+//! enums are also fields of the records (the format re-exports them), so they derive serde.
+
+use serde::{Deserialize, Serialize};
+
+/// Window of a convolution: kernel, stride and dilation `[height, width]`, padding `[top, left,
+/// bottom, right]`, channel groups. Sizes are in elements of the `[H, W, C]` layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Kernel size.
+    pub kernel: [usize; 2],
+    /// Stride, at least 1.
+    pub stride: [usize; 2],
+    /// Dilation, at least 1.
+    pub dilation: [usize; 2],
+    /// Padding.
+    pub pad: [usize; 4],
+    /// Channel groups (`groups == in_c == out_c` is a depthwise convolution).
+    pub groups: usize,
+}
+
+/// Window and reduction of a pooling layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeometry {
+    /// Reduction.
+    pub kind: PoolKind,
+    /// Window size.
+    pub kernel: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Padding.
+    pub pad: [usize; 4],
+}
+
+/// Element-wise function applied to a layer's output (fused) or as its own layer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Activation {
+    /// `x`.
+    Identity,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, lo), hi)` (ReLU6 is `Clip { lo: 0, hi: 6 }`).
+    Clip {
+        /// Lower bound.
+        lo: f32,
+        /// Upper bound.
+        hi: f32,
+    },
+    /// `x` if `x >= 0`, else `alpha * x`.
+    LeakyRelu {
+        /// Slope for negative inputs.
+        alpha: f32,
+    },
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+}
+
+/// Pooling reduction.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PoolKind {
+    /// Maximum over the window (padding never wins).
+    Max,
+    /// Mean over the window; padded positions count only if `count_include_pad`.
+    Average {
+        /// ONNX `count_include_pad`.
+        count_include_pad: bool,
+    },
+}
