@@ -17,7 +17,7 @@ use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host;
 use icefold_tool::io::Array;
 use icefold_tool::limits::Limits;
-use icefold_tool::mcu::{self, McuOptions, Target, F32_REL_L2_LIMIT};
+use icefold_tool::mcu::{self, Counter, McuOptions, Target, F32_REL_L2_LIMIT};
 
 /// How the fixture is converted.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -148,6 +148,8 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
     assert_eq!(first.output_bytes, second.output_bytes);
     assert_eq!(first.stack_peak_bytes, second.stack_peak_bytes);
 
+    check_counters(&first, fixture);
+
     // The numbers hang together.
     let layer_sum: u64 = first.layers.iter().map(|l| l.instructions).sum();
     assert!(layer_sum > 0 && layer_sum <= first.instructions_per_inference);
@@ -172,12 +174,93 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
         "ram_static_bytes",
         "arena_bytes",
         "stack_peak_bytes",
+        "counter",
+        "cycles_per_inference",
         "layers",
         "\"pass\": true",
         "\"bytes_identical\"",
     ] {
         assert!(json.contains(key), "JSON profile lacks {key}:\n{json}");
     }
+}
+
+/// How far the cycle plugin's instruction count of a region (an inference or a layer) may be
+/// from the firmware timer's under `-icount`: both are exact, and differ only by what each brackets
+/// besides the region (the timer reads, the marker calls), a few dozen instructions.
+const PLUGIN_TIMER_MARGIN: u64 = 64;
+
+/// With the cycle plugin (a C compiler present), its instruction counts agree with the timer's
+/// within [`PLUGIN_TIMER_MARGIN`] per layer and per inference, and on the Cortex-M4 every region's
+/// estimated cycles are at least its instructions (no instruction takes less than a cycle).
+fn check_counters(p: &mcu::Profile, fixture: &str) {
+    let target = p.target;
+    if p.counter == Counter::Timer {
+        assert!(!mcu::cycles::compiler_available());
+        eprintln!("{fixture} on {target}: no C compiler, counted by the timer only");
+        return;
+    }
+    let close = |a: u64, b: u64| a.abs_diff(b) <= PLUGIN_TIMER_MARGIN;
+    for (plugin, timer) in p
+        .instructions_per_sample
+        .iter()
+        .zip(&p.timer_instructions_per_sample)
+    {
+        assert!(
+            close(*plugin, *timer),
+            "{fixture} on {target}: inference {plugin} (plugin) vs {timer} (timer) instructions"
+        );
+    }
+    for l in &p.layers {
+        assert!(
+            close(l.instructions, l.timer_instructions),
+            "{fixture} on {target}: layer {} {} (plugin) vs {} (timer) instructions",
+            l.index,
+            l.instructions,
+            l.timer_instructions
+        );
+        assert_eq!(l.cycles.is_some(), target.has_cycle_model());
+        if let Some(c) = l.cycles {
+            assert!(
+                c >= l.instructions,
+                "{fixture} on {target}: layer {}",
+                l.index
+            );
+        }
+    }
+    assert_eq!(p.cycles_per_inference.is_some(), target.has_cycle_model());
+    for (c, i) in p.cycles_per_sample.iter().zip(&p.instructions_per_sample) {
+        assert!(
+            c >= i,
+            "{fixture} on {target}: {c} cycles < {i} instructions"
+        );
+    }
+}
+
+/// The plugin counts on the Cortex-M4 (needs a C compiler, as CI has): checked against the timer
+/// by [`check_counters`], with estimated cycles per layer and per inference.
+#[test]
+fn cycle_plugin_agrees_with_the_timer_on_cortex_m4f() {
+    if !qemu_installed() || !mcu::cycles::compiler_available() {
+        eprintln!("SKIPPED: needs qemu-system-arm and a C compiler (cc) for the cycle plugin");
+        return;
+    }
+    let (converted, x) = convert_fixture("small_cnn", Precision::Int8);
+    let opts = McuOptions::new(Target::CortexM4);
+    let p = mcu::profile(&converted.blob, &x, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(p.counter, Counter::Plugin);
+    check_counters(&p, "small_cnn");
+    let cycles = p.cycles_per_inference.expect("cycles on a Cortex-M4");
+    assert!(cycles > p.instructions_per_inference);
+    let layers: u64 = p.layers.iter().filter_map(|l| l.cycles).sum();
+    assert!(
+        layers > 0 && layers <= cycles,
+        "{layers} layer cycles of {cycles}"
+    );
+    let json = p.to_json(None);
+    assert!(json.contains("\"cycle_model\": \"cortex-m4\""), "{json}");
+    // The firmware that ran carries the marker functions outside tools look for.
+    let elf = std::fs::read(&p.elf).expect("elf");
+    mcu::cycles::Markers::find(&elf).expect("markers");
 }
 
 /// On a core without an FPU every float operation is a call to a soft-float routine: no function
@@ -190,7 +273,7 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
             || name.contains("7kernels4fast")
             || name.contains("6engine4int8")
     };
-    let reach = icefold_tool::softfloat::float_reach(elf, is_int8_path).expect("call graph");
+    let reach = icefold_tool::mcu::softfloat::float_reach(elf, is_int8_path).expect("call graph");
     // The kernels are functions of their own in this image (not all inlined away), so the walk
     // starts from real code.
     for kernel in ["4fast4conv3run", "5dense5dense", "4pool4pool"] {
@@ -225,7 +308,8 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     // Control: the f32 kernels linked beside them do reach soft-float routines, so the walk sees
     // float calls where there are some.
     let is_f32_kernel = |name: &str| name.contains("7kernels9reference") && !name.contains("4int8");
-    let f32_reach = icefold_tool::softfloat::float_reach(elf, is_f32_kernel).expect("call graph");
+    let f32_reach =
+        icefold_tool::mcu::softfloat::float_reach(elf, is_f32_kernel).expect("call graph");
     assert!(
         !f32_reach.roots.is_empty() && !f32_reach.float_paths.is_empty(),
         "the walk found no float call in the f32 kernels either: {f32_reach:?}"

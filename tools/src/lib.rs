@@ -7,6 +7,7 @@
 pub mod calibrate;
 pub mod convert;
 pub mod demo;
+pub mod describe;
 pub mod diagnose;
 pub mod emit;
 pub mod eval;
@@ -21,5 +22,4 @@ pub mod passes;
 pub mod plan;
 pub mod quantize;
 pub mod rustgen;
-pub mod softfloat;
 pub mod train;

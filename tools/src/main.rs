@@ -6,13 +6,18 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use icefold::format::{DType, Op, PoolKind};
+use icefold::format::{DType, Op};
 use icefold_tool::convert::{self, Converted};
 use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host::{self, Diff};
 use icefold_tool::io::{self, Array};
 use icefold_tool::limits::Limits;
 use icefold_tool::{calibrate, eval, graph};
+
+/// The commands that live in their own files.
+mod cli {
+    pub mod mcu;
+}
 
 #[derive(Parser)]
 #[command(
@@ -58,7 +63,7 @@ enum Command {
     },
     /// Run a blob inside firmware under QEMU for one Cortex-M core: outputs, instructions per
     /// layer, flash, RAM and stack, and parity with the host runtime (exit code 1 on mismatch).
-    Mcu(McuArgs),
+    Mcu(cli::mcu::McuArgs),
     /// The whole story in one command: train a conv+BatchNorm model, show the seed's bug, diagnose,
     /// fold, quantize, run on the host and (if QEMU is installed) on a Cortex-M4F.
     Demo(icefold_tool::demo::DemoArgs),
@@ -90,7 +95,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Convert(args) => cmd_convert(&args),
-        Command::Mcu(args) => cmd_mcu(&args),
+        Command::Mcu(args) => cli::mcu::run(&args),
         Command::Run {
             blob,
             input,
@@ -118,36 +123,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Arguments of `icefold mcu`.
-#[derive(clap::Args)]
-struct McuArgs {
-    /// The blob written by `convert`.
-    blob: PathBuf,
-    /// float32 .npy inputs, as for `run` (embedded in the firmware's flash).
-    #[arg(long)]
-    input: PathBuf,
-    /// Embed only the first N samples of the input (a test set larger than the board's flash).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    samples: Option<u64>,
-    /// The core: cortex-m4 (M4F), cortex-m3, cortex-m0 or cortex-m33.
-    #[arg(long)]
-    target: icefold_tool::mcu::Target,
-    /// Where to write the MCU's float32 outputs (same form as `run`).
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Where to write the profile as JSON.
-    #[arg(long, value_name = "PROFILE_JSON")]
-    json: Option<PathBuf>,
-    /// Longest the emulated run may take, in seconds.
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    /// Build the firmware with defmt logging: the report travels as defmt frames over
-    /// semihosting (decoded here with the ELF's table), and the runtime traces every layer
-    /// of the first sample, compared with the host's trace layer by layer.
-    #[arg(long)]
-    defmt: bool,
 }
 
 /// Arguments of `icefold convert`.
@@ -263,69 +238,6 @@ fn cmd_convert(a: &ConvertArgs) -> Result<()> {
         )?;
         io::write_atomic(module, text.as_bytes(), &[model, output])?;
         println!("wrote {} (includes {include})", module.display());
-    }
-    Ok(())
-}
-
-fn cmd_mcu(a: &McuArgs) -> Result<()> {
-    use icefold_tool::mcu;
-    let (blob_path, input, target) = (a.blob.as_path(), a.input.as_path(), a.target);
-    let (output, json) = (a.output.as_deref(), a.json.as_deref());
-    for out in output.iter().chain(json.iter()) {
-        io::ensure_not_an_input(out, &[blob_path, input])?;
-    }
-    let blob =
-        std::fs::read(blob_path).with_context(|| format!("cannot read {}", blob_path.display()))?;
-    let mut x = io::read_npy(input)?;
-    if let Some(n) = a.samples {
-        x = x.first(usize::try_from(n).unwrap_or(usize::MAX));
-    }
-    let mut opts = mcu::McuOptions::new(target);
-    opts.timeout = std::time::Duration::from_secs(a.timeout);
-    opts.defmt = a.defmt;
-    println!(
-        "{}: {} samples on {target} ({} under QEMU, {})",
-        blob_path.display(),
-        x.samples(),
-        target.machine(),
-        target.triple()
-    );
-    let profile = mcu::profile(&blob, &x, &opts)?;
-    let parity = mcu::compare(&profile, &blob, &x)?;
-    print!("{}", mcu::render(&profile, &parity));
-    let mut trace_ok = true;
-    if a.defmt {
-        let host = mcu::host_trace(&blob, &x)?;
-        println!("\nper-layer trace of sample 0 (defmt frames decoded on the host; FNV-1a of each layer's output):");
-        print!("{}", mcu::render_trace(&profile.trace, &host));
-        match mcu::first_divergence(&profile.trace, &host) {
-            None => println!("trace: all {} layers identical on device and host", host.len()),
-            Some(i) if profile.int8 => {
-                trace_ok = false;
-                println!("trace: FAIL, the int8 outputs first differ at layer {i}");
-            }
-            Some(i) => println!(
-                "trace: f32 outputs first differ at layer {i} (f32 is compared by tolerance above, not bit for bit)"
-            ),
-        }
-    }
-    if let Some(path) = output {
-        io::write_npy(path, &profile.outputs, &[blob_path, input])?;
-        println!("wrote {} {:?}", path.display(), profile.outputs.shape);
-    }
-    if let Some(path) = json {
-        io::write_atomic(
-            path,
-            profile.to_json(Some(&parity)).as_bytes(),
-            &[blob_path, input],
-        )?;
-        println!("wrote {}", path.display());
-    }
-    if !parity.pass {
-        bail!("the MCU's outputs differ from the host runtime's (FAIL above)");
-    }
-    if !trace_ok {
-        bail!("the MCU's int8 layers differ from the host runtime's (trace FAIL above)");
     }
     Ok(())
 }
@@ -562,7 +474,7 @@ fn cmd_inspect(blob_path: &Path) -> Result<()> {
     );
     let mut weight_bytes = 0usize;
     for (i, l) in model.layers().enumerate() {
-        let (name, w) = describe(&l.op);
+        let (name, w) = icefold_tool::describe::describe(&l.op);
         weight_bytes += w;
         let o = l.output;
         println!(
@@ -581,106 +493,6 @@ fn cmd_inspect(blob_path: &Path) -> Result<()> {
         info.arena_bytes
     );
     Ok(())
-}
-
-/// Short name of a runtime op and the weight bytes it references.
-fn describe(op: &Op) -> (String, usize) {
-    match op {
-        Op::Conv2d(c) => (
-            format!(
-                "Conv2d {}x{}/{} g{}",
-                c.kernel[0],
-                c.kernel[1],
-                c.stride[1].max(c.stride[0]),
-                c.groups
-            ),
-            (c.weights.len + c.bias.len + c.pad_values.len) as usize,
-        ),
-        Op::Dense(d) => ("Dense".into(), (d.weights.len + d.bias.len) as usize),
-        Op::Pool(p) => (
-            format!(
-                "{}Pool {}x{}/{}",
-                if p.kind == PoolKind::Max {
-                    "Max"
-                } else {
-                    "Avg"
-                },
-                p.kernel[0],
-                p.kernel[1],
-                p.stride[1]
-            ),
-            0,
-        ),
-        Op::Add { .. } => ("Add".into(), 0),
-        Op::Affine(a) => ("Affine".into(), (a.scale.len + a.shift.len) as usize),
-        Op::Activation(a) => (format!("{a:?}"), 0),
-        Op::Softmax => ("Softmax".into(), 0),
-        Op::Transpose(t) => (format!("Transpose {:?}", t.perm), 0),
-        Op::Pad(p) => (format!("Pad {:?}", p.pad), 0),
-        Op::Conv2dI8(q) => quantized_conv("i8", &q.conv, &q.requant),
-        Op::Conv2dI16(q) => quantized_conv("16x8", &q.conv, &q.requant),
-        Op::DenseI8(d) => (
-            "Dense i8".into(),
-            (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
-                as usize,
-        ),
-        Op::DenseI8Wide(d) => (
-            "Dense i8→i16".into(),
-            (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
-                as usize,
-        ),
-        Op::SoftmaxI16 { exp_hi, exp_lo } => {
-            ("Softmax i16".into(), (exp_hi.len + exp_lo.len) as usize)
-        }
-        Op::PoolI8(p) => (
-            format!(
-                "{}Pool i8 {}x{}/{}",
-                if p.pool.kind == PoolKind::Max {
-                    "Max"
-                } else {
-                    "Avg"
-                },
-                p.pool.kernel[0],
-                p.pool.kernel[1],
-                p.pool.stride[1]
-            ),
-            0,
-        ),
-        Op::AddI8(_) => ("Add i8".into(), 0),
-        Op::AffineI8(a) => (
-            "Affine i8".into(),
-            (a.scale.len + a.offset.len + a.requant.multipliers.len + a.requant.shifts.len)
-                as usize,
-        ),
-        Op::ClampI8(c) => (format!("Clamp i8 [{}, {}]", c.min, c.max), 0),
-        Op::LookupI8 { table } => ("Lookup i8 (256)".into(), table.len as usize),
-        Op::SoftmaxI8 { exp_table } => ("Softmax i8".into(), exp_table.len as usize),
-        Op::PadI8 { pad, .. } => (format!("Pad i8 {pad:?}"), 0),
-        #[allow(unreachable_patterns)]
-        _ => ("(unknown op)".into(), 0),
-    }
-}
-
-/// Kind and weight bytes of an integer convolution record (`precision`: "i8" or "16x8").
-fn quantized_conv(
-    precision: &str,
-    c: &icefold::format::Conv2d,
-    requant: &icefold::format::ChannelRequant,
-) -> (String, usize) {
-    (
-        format!(
-            "Conv2d {precision} {}x{}/{} g{}",
-            c.kernel[0],
-            c.kernel[1],
-            c.stride[1].max(c.stride[0]),
-            c.groups
-        ),
-        (c.weights.len
-            + c.bias.len
-            + c.pad_values.len
-            + requant.multipliers.len
-            + requant.shifts.len) as usize,
-    )
 }
 
 fn cmd_verify(model_path: &Path, input: &Path, expected: Option<&Path>) -> Result<()> {

@@ -32,6 +32,11 @@
 //! Instructions are counted with a hardware timer under QEMU's `-icount shift=10`, where every
 //! instruction advances virtual time by exactly 1024 ns (see `board`). Counts include the few
 //! instructions of the timer reads around each layer.
+//!
+//! Each timed inference is bracketed by calls to `icefold_inference_start` and
+//! `icefold_inference_end`, and each of its layers by `icefold_layer_start` and
+//! `icefold_layer_end` (see `markers`): `icefold mcu`'s QEMU plugin counts instructions and
+//! estimated Cortex-M4 cycles between them, and other tools (a debugger, a trace probe) can too.
 #![no_std]
 #![no_main]
 
@@ -78,6 +83,7 @@ macro_rules! fail {
 }
 
 mod board;
+mod markers;
 
 #[path = "generated/inputs.rs"]
 mod inputs;
@@ -140,9 +146,11 @@ struct LayerClock<'a> {
 impl Observer for LayerClock<'_> {
     fn layer_start(&mut self, _index: u16, _layer: &Layer) {
         self.layer_start = self.clock.now();
+        markers::icefold_layer_start();
     }
 
     fn layer_end(&mut self, index: u16, _layer: &Layer, _output: &[u8]) {
+        markers::icefold_layer_end();
         let end = self.clock.now();
         if let Some(slot) = self.per_layer.get_mut(usize::from(index)) {
             *slot = end - self.layer_start;
@@ -191,7 +199,9 @@ fn main() -> ! {
         let out = &mut out.0[..];
         let result = if INT8 {
             let start = clock.now();
+            markers::icefold_inference_start();
             let result = run_int(&model, &mut ARENA.0, x, out, &mut timer);
+            markers::icefold_inference_end();
             *run_ticks = clock.now() - start;
             let Some(result) = result else {
                 fail!("ERR sample {}: input or output buffer not aligned", s)
@@ -206,7 +216,9 @@ fn main() -> ! {
                 fail!("ERR sample {}: f32 buffers not aligned", s)
             };
             let start = clock.now();
+            markers::icefold_inference_start();
             let result = model.run_f32_observed(&mut ARENA.0, x, out, &mut timer);
+            markers::icefold_inference_end();
             *run_ticks = clock.now() - start;
             result
         };

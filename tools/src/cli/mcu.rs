@@ -1,0 +1,112 @@
+//! `icefold mcu`: run a blob inside firmware under QEMU and print its profile.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use icefold_tool::io;
+use icefold_tool::mcu;
+
+/// Arguments of `icefold mcu`.
+#[derive(clap::Args)]
+pub struct McuArgs {
+    /// The blob written by `convert`.
+    blob: PathBuf,
+    /// float32 .npy inputs, as for `run` (embedded in the firmware's flash).
+    #[arg(long)]
+    input: PathBuf,
+    /// Embed only the first N samples of the input (a test set larger than the board's flash).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    samples: Option<u64>,
+    /// The core: cortex-m4 (M4F), cortex-m3, cortex-m0 or cortex-m33.
+    #[arg(long)]
+    target: mcu::Target,
+    /// Where to write the MCU's float32 outputs (same form as `run`).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Where to write the profile as JSON.
+    #[arg(long, value_name = "PROFILE_JSON")]
+    json: Option<PathBuf>,
+    /// Longest the emulated run may take, in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Build the firmware with defmt logging: the report travels as defmt frames over
+    /// semihosting (decoded here with the ELF's table), and the runtime traces every layer
+    /// of the first sample, compared with the host's trace layer by layer.
+    #[arg(long)]
+    defmt: bool,
+    /// Also write the firmware ELF that ran (flash it, or give it to other tools: the markers
+    /// `icefold_inference_start` / `icefold_inference_end` bracket each inference).
+    #[arg(long, value_name = "FW_ELF")]
+    save_elf: Option<PathBuf>,
+}
+
+/// Runs `icefold mcu`.
+pub fn run(a: &McuArgs) -> Result<()> {
+    let (blob_path, input, target) = (a.blob.as_path(), a.input.as_path(), a.target);
+    let (output, json) = (a.output.as_deref(), a.json.as_deref());
+    let save_elf = a.save_elf.as_deref();
+    for out in output.iter().chain(json.iter()).chain(save_elf.iter()) {
+        io::ensure_not_an_input(out, &[blob_path, input])?;
+    }
+    let blob =
+        std::fs::read(blob_path).with_context(|| format!("cannot read {}", blob_path.display()))?;
+    let mut x = io::read_npy(input)?;
+    if let Some(n) = a.samples {
+        x = x.first(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    let mut opts = mcu::McuOptions::new(target);
+    opts.timeout = std::time::Duration::from_secs(a.timeout);
+    opts.defmt = a.defmt;
+    println!(
+        "{}: {} samples on {target} ({} under QEMU, {})",
+        blob_path.display(),
+        x.samples(),
+        target.machine(),
+        target.triple()
+    );
+    let profile = mcu::profile(&blob, &x, &opts)?;
+    let parity = mcu::compare(&profile, &blob, &x)?;
+    print!("{}", mcu::render(&profile, &parity));
+    let mut trace_ok = true;
+    if a.defmt {
+        let host = mcu::host_trace(&blob, &x)?;
+        println!("\nper-layer trace of sample 0 (defmt frames decoded on the host; FNV-1a of each layer's output):");
+        print!("{}", mcu::render_trace(&profile.trace, &host));
+        match mcu::first_divergence(&profile.trace, &host) {
+            None => println!("trace: all {} layers identical on device and host", host.len()),
+            Some(i) if profile.int8 => {
+                trace_ok = false;
+                println!("trace: FAIL, the int8 outputs first differ at layer {i}");
+            }
+            Some(i) => println!(
+                "trace: f32 outputs first differ at layer {i} (f32 is compared by tolerance above, not bit for bit)"
+            ),
+        }
+    }
+    if let Some(path) = output {
+        io::write_npy(path, &profile.outputs, &[blob_path, input])?;
+        println!("wrote {} {:?}", path.display(), profile.outputs.shape);
+    }
+    if let Some(path) = save_elf {
+        let elf = std::fs::read(&profile.elf)
+            .with_context(|| format!("cannot read {}", profile.elf.display()))?;
+        io::write_atomic(path, &elf, &[blob_path, input])?;
+        println!("wrote {} (the firmware that ran)", path.display());
+    }
+    if let Some(path) = json {
+        io::write_atomic(
+            path,
+            profile.to_json(Some(&parity)).as_bytes(),
+            &[blob_path, input],
+        )?;
+        println!("wrote {}", path.display());
+    }
+    if !parity.pass {
+        bail!("the MCU's outputs differ from the host runtime's (FAIL above)");
+    }
+    if !trace_ok {
+        bail!("the MCU's int8 layers differ from the host runtime's (trace FAIL above)");
+    }
+    Ok(())
+}

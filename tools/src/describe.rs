@@ -1,0 +1,110 @@
+//! One description of each runtime op, shared by the reports: `icefold inspect` prints it with
+//! the op's weight bytes, `icefold mcu` with its measured cost.
+
+use icefold::format::{Op, PoolKind};
+
+/// Short name of a runtime op (`Conv2d i8 3x3/1 g1`, `MaxPool 2x2/2`), as `icefold inspect` and
+/// `icefold mcu` print it.
+pub fn op_name(op: &Op) -> String {
+    describe(op).0
+}
+
+/// Short name of a runtime op and the weight bytes it references.
+pub fn describe(op: &Op) -> (String, usize) {
+    match op {
+        Op::Conv2d(c) => (
+            format!(
+                "Conv2d {}x{}/{} g{}",
+                c.kernel[0],
+                c.kernel[1],
+                c.stride[1].max(c.stride[0]),
+                c.groups
+            ),
+            (c.weights.len + c.bias.len + c.pad_values.len) as usize,
+        ),
+        Op::Dense(d) => ("Dense".into(), (d.weights.len + d.bias.len) as usize),
+        Op::Pool(p) => (
+            format!(
+                "{}Pool {}x{}/{}",
+                if p.kind == PoolKind::Max {
+                    "Max"
+                } else {
+                    "Avg"
+                },
+                p.kernel[0],
+                p.kernel[1],
+                p.stride[1]
+            ),
+            0,
+        ),
+        Op::Add { .. } => ("Add".into(), 0),
+        Op::Affine(a) => ("Affine".into(), (a.scale.len + a.shift.len) as usize),
+        Op::Activation(a) => (format!("{a:?}"), 0),
+        Op::Softmax => ("Softmax".into(), 0),
+        Op::Transpose(t) => (format!("Transpose {:?}", t.perm), 0),
+        Op::Pad(p) => (format!("Pad {:?}", p.pad), 0),
+        Op::Conv2dI8(q) => quantized_conv("i8", &q.conv, &q.requant),
+        Op::Conv2dI16(q) => quantized_conv("16x8", &q.conv, &q.requant),
+        Op::DenseI8(d) => (
+            "Dense i8".into(),
+            (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
+                as usize,
+        ),
+        Op::DenseI8Wide(d) => (
+            "Dense i8→i16".into(),
+            (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
+                as usize,
+        ),
+        Op::SoftmaxI16 { exp_hi, exp_lo } => {
+            ("Softmax i16".into(), (exp_hi.len + exp_lo.len) as usize)
+        }
+        Op::PoolI8(p) => (
+            format!(
+                "{}Pool i8 {}x{}/{}",
+                if p.pool.kind == PoolKind::Max {
+                    "Max"
+                } else {
+                    "Avg"
+                },
+                p.pool.kernel[0],
+                p.pool.kernel[1],
+                p.pool.stride[1]
+            ),
+            0,
+        ),
+        Op::AddI8(_) => ("Add i8".into(), 0),
+        Op::AffineI8(a) => (
+            "Affine i8".into(),
+            (a.scale.len + a.offset.len + a.requant.multipliers.len + a.requant.shifts.len)
+                as usize,
+        ),
+        Op::ClampI8(c) => (format!("Clamp i8 [{}, {}]", c.min, c.max), 0),
+        Op::LookupI8 { table } => ("Lookup i8 (256)".into(), table.len as usize),
+        Op::SoftmaxI8 { exp_table } => ("Softmax i8".into(), exp_table.len as usize),
+        Op::PadI8 { pad, .. } => (format!("Pad i8 {pad:?}"), 0),
+        #[allow(unreachable_patterns)]
+        _ => ("(unknown op)".into(), 0),
+    }
+}
+
+/// Kind and weight bytes of an integer convolution record (`precision`: "i8" or "16x8").
+fn quantized_conv(
+    precision: &str,
+    c: &icefold::format::Conv2d,
+    requant: &icefold::format::ChannelRequant,
+) -> (String, usize) {
+    (
+        format!(
+            "Conv2d {precision} {}x{}/{} g{}",
+            c.kernel[0],
+            c.kernel[1],
+            c.stride[1].max(c.stride[0]),
+            c.groups
+        ),
+        (c.weights.len
+            + c.bias.len
+            + c.pad_values.len
+            + requant.multipliers.len
+            + requant.shifts.len) as usize,
+    )
+}
