@@ -8,7 +8,6 @@ use crate::format::{ChannelRequant, Conv2dI16, DType, Layer, Op, Span, TensorDes
 use crate::kernels::fast;
 use crate::kernels::reference::int8::{
     conv::{ConvQuant, WideConvQuant},
-    dense,
     elementwise::{self, AddQuant, AffineQuant},
     lut,
     pool::{self, PoolQuant},
@@ -77,7 +76,7 @@ pub(super) fn run_layer(
         Op::DenseI8(p) => {
             let channels = channel_quant(model, p.bias, &p.requant)?;
             let weights = model.weights_as(p.weights)?;
-            dense::dense(&channels, &output(p.clamp), weights, x, y);
+            fast::dense::dense(&channels, &output(p.clamp), weights, x, y);
         }
         Op::PoolI8(p) => {
             let quant = PoolQuant {
@@ -167,7 +166,7 @@ pub(super) fn run_wide_layer(
         zero_point,
         clamp: p.clamp,
     };
-    dense::dense_wide(&channels, &output, model.weights_as(p.weights)?, x, y);
+    fast::dense::dense_wide(&channels, &output, model.weights_as(p.weights)?, x, y);
     Some(())
 }
 

@@ -80,7 +80,7 @@ fn weight_quad(w: &[i8; 4]) -> (u32, u32) {
 /// `acc[k] + Σ_i w[k][i] · x[i]` over the length of `x`, for two weight rows at once (each at
 /// least as long as `x`): four products per row and step.
 #[inline(always)]
-fn dot<X: Lanes>(w: [&[i8]; 2], x: &[X], acc: [i32; 2]) -> [i32; 2] {
+pub(super) fn dot<X: Lanes>(w: [&[i8]; 2], x: &[X], acc: [i32; 2]) -> [i32; 2] {
     let [mut a0, mut a1] = acc;
     let quads = x.chunks_exact(4);
     let tail = quads.remainder();
@@ -226,7 +226,7 @@ pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool 
 
 /// The output stage of channel `o`, if the arrays have it.
 #[inline]
-fn stage(channels: &ChannelQuant, o: usize) -> Option<(i32, Stage)> {
+pub(super) fn stage(channels: &ChannelQuant, o: usize) -> Option<(i32, Stage)> {
     let bias = *channels.bias.get(o)?;
     let requant = crate::quant::Requant {
         multiplier: *channels.multiplier.get(o)?,

@@ -14,5 +14,6 @@
 //! instruction (SXTB16). It is this crate's only `unsafe` code.
 
 pub mod conv;
+pub mod dense;
 pub mod requant;
 pub mod simd;
