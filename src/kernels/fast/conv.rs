@@ -402,11 +402,14 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                         }
                     }
                 }
-                let ops = Wide {
-                    w: [&wide[0][..], &wide[1][..]],
-                    x,
-                };
-                pixels(c, &mut *output, &ops, &outs, &pads);
+                let w = [&wide[0][..per_out / 2], &wide[1][..per_out / 2]];
+                let g = c.geometry;
+                if per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4] {
+                    // Pointwise: output pixel p reads input pixel p, nothing else.
+                    pointwise(x, w, &outs, &c.bounds, in_c, out_c, &mut *output);
+                } else {
+                    pixels(c, &mut *output, &Wide { w, x }, &outs, &pads);
+                }
             }
             None => {
                 let ops = Quads {
@@ -575,6 +578,50 @@ fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
             o += 2;
         }
         p += 2;
+    }
+}
+
+/// A 1x1, stride-1, unpadded convolution of one output channel pair on int16 words: input
+/// pixels in pairs, each a contiguous run of `in_c / 2` words, against the widened weights.
+#[inline(never)]
+fn pointwise<Y: FromWide>(
+    x: &[u32],
+    w: [&[u32]; 2],
+    outs: &Outputs,
+    bounds: &Bounds,
+    in_c: usize,
+    out_c: usize,
+    output: &mut [Y],
+) {
+    let n = in_c / 2;
+    let mut px = output.chunks_exact_mut(out_c.max(1));
+    let mut pairs = x.chunks_exact((2 * n).max(1));
+    for pair in &mut pairs {
+        let (xa, xb) = pair.split_at(n.min(pair.len()));
+        let [mut a0, mut a1, mut b0, mut b1] =
+            [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
+        for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
+            a0 = simd::smlad(*w0, *xa, a0);
+            b0 = simd::smlad(*w0, *xb, b0);
+            a1 = simd::smlad(*w1, *xa, a1);
+            b1 = simd::smlad(*w1, *xb, b1);
+        }
+        if let Some(out_px) = px.next() {
+            outs.store(bounds, out_px, [a0, a1]);
+        }
+        if let Some(out_px) = px.next() {
+            outs.store(bounds, out_px, [b0, b1]);
+        }
+    }
+    // An odd last pixel.
+    let xa = pairs.remainder();
+    if let (Some(out_px), false) = (px.next(), xa.is_empty()) {
+        let [mut a0, mut a1] = outs.bias;
+        for ((xa, w0), w1) in xa.iter().zip(w[0]).zip(w[1]) {
+            a0 = simd::smlad(*w0, *xa, a0);
+            a1 = simd::smlad(*w1, *xa, a1);
+        }
+        outs.store(bounds, out_px, [a0, a1]);
     }
 }
 
@@ -830,12 +877,40 @@ fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &m
         let w = w.get(..taps).unwrap_or_default();
         let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
         let mut outputs = output.chunks_exact_mut(channels.max(1));
+        let store = |out_px: &mut [Y], acc: [i32; 2]| {
+            if let Some(y) = out_px.get_mut(ch) {
+                *y = finish(&c.bounds, &s0, acc[0]);
+            }
+            if let Some(y) = out_px.get_mut(ch + 1) {
+                *y = finish(&c.bounds, &s1, acc[1]);
+            }
+        };
         for oy in 0..out_h {
             let inside_y = (y_lo..y_hi).contains(&oy);
-            for ox in 0..out_w {
+            let mut ox = 0;
+            while ox < out_w {
+                if inside_y && ox == x_lo && kh == 3 && kw == 3 && x_lo < x_hi {
+                    // A run of interior pixels of the common 3x3 window.
+                    let run = Run3x3 {
+                        origin: ((oy * g.stride[0] - g.pad[0]) * in_w + ox * g.stride[1]
+                            - g.pad[1])
+                            * half
+                            + cp,
+                        step: g.stride[1] * half,
+                        row: row_step,
+                        col,
+                        bias: [b0, b1],
+                    };
+                    let pixels = (&mut outputs).take(x_hi - x_lo);
+                    run3x3(x, &run, w, pixels, store);
+                    ox = x_hi;
+                    continue;
+                }
                 let Some(out_px) = outputs.next() else {
                     return;
                 };
+                ox += 1;
+                let ox = ox - 1;
                 let mut acc = [b0, b1];
                 if inside_y && (x_lo..x_hi).contains(&ox) {
                     let origin =
@@ -875,14 +950,56 @@ fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &m
                         }
                     }
                 }
-                if let Some(y) = out_px.get_mut(ch) {
-                    *y = finish(&c.bounds, &s0, acc[0]);
-                }
-                if let Some(y) = out_px.get_mut(ch + 1) {
-                    *y = finish(&c.bounds, &s1, acc[1]);
-                }
+                store(out_px, acc);
             }
         }
+    }
+}
+
+/// A run of interior output pixels of a 3x3 depthwise window, in words of two channels.
+struct Run3x3 {
+    /// Word of tap (0, 0) of the first pixel.
+    origin: usize,
+    /// Words from one pixel's window to the next.
+    step: usize,
+    /// Words between kernel rows.
+    row: usize,
+    /// Words between taps of a row.
+    col: usize,
+    /// The two channels' biases.
+    bias: [i32; 2],
+}
+
+/// The pixels of `run`, each nine taps of two channels ([`simd::smla_lanes`]) stored by `store`.
+#[inline(never)]
+fn run3x3<'o, Y: 'o>(
+    x: &[u32],
+    run: &Run3x3,
+    w: &[u32],
+    pixels: impl Iterator<Item = &'o mut [Y]>,
+    store: impl Fn(&mut [Y], [i32; 2]),
+) {
+    let Some(&[w0, w1, w2, w3, w4, w5, w6, w7, w8]) = w.first_chunk::<9>() else {
+        return;
+    };
+    let span = 2 * run.col + 1;
+    let mut at = run.origin;
+    for out_px in pixels {
+        let rows = [at, at + run.row, at + 2 * run.row].map(|r| x.get(r..r + span));
+        let [Some(r0), Some(r1), Some(r2)] = rows else {
+            return;
+        };
+        let mut acc = run.bias;
+        for (r, [a, b, c]) in [(r0, [w0, w1, w2]), (r1, [w3, w4, w5]), (r2, [w6, w7, w8])] {
+            let (Some(first), Some(mid), Some(last)) = (r.first(), r.get(run.col), r.last()) else {
+                return;
+            };
+            acc = simd::smla_lanes(a, *first, acc);
+            acc = simd::smla_lanes(b, *mid, acc);
+            acc = simd::smla_lanes(c, *last, acc);
+        }
+        store(out_px, acc);
+        at += run.step;
     }
 }
 
@@ -997,6 +1114,33 @@ mod tests {
         }
     }
 
+    prop_compose! {
+        /// Depthwise 3x3 windows, the fast loops' most common case, on int16 channel pairs.
+        fn depthwise3x3()(half in 1usize..=6, sh in 1usize..=2, sw in 1usize..=2,
+                          dh in 1usize..=2, dw in 1usize..=2, pad in proptest::array::uniform4(0usize..=2),
+                          h in 3usize..=9, w in 3usize..=9, with_pad_values in any::<bool>(),
+                          relu in any::<bool>(), seed in any::<u64>())
+            -> Option<Case>
+        {
+            let c = 2 * half;
+            let g = ConvGeometry { kernel: [3, 3], stride: [sh, sw], dilation: [dh, dw], pad, groups: c };
+            let oh = out_len(h, 3, sh, dh, pad[0], pad[2])?;
+            let ow = out_len(w, 3, sw, dw, pad[1], pad[3])?;
+            Some(Case { g, in_dims: [h, w, c], out_dims: [oh, ow, c], with_pad_values, relu, seed })
+        }
+    }
+
+    prop_compose! {
+        /// Pointwise (1x1, stride 1, unpadded) convolutions: odd and even pixel counts.
+        fn pointwise_case()(half in 1usize..=12, out_c in 1usize..=7, h in 1usize..=5,
+                            w in 1usize..=5, relu in any::<bool>(), seed in any::<u64>())
+            -> Option<Case>
+        {
+            let g = ConvGeometry { kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1 };
+            Some(Case { g, in_dims: [h, w, 2 * half], out_dims: [h, w, out_c], with_pad_values: false, relu, seed })
+        }
+    }
+
     struct Data<X> {
         x: Vec<X>,
         weights: Vec<i8>,
@@ -1083,6 +1227,26 @@ mod tests {
                 prop_assert_eq!(&fast, &want);
             }
             conv2d(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
+            prop_assert_eq!(fast, want);
+        }
+
+        #[test]
+        fn pointwise_and_depthwise_3x3_equal_reference(c in prop_oneof![depthwise3x3(), pointwise_case()],
+                                          zp_in in any::<i16>(), zp_out in any::<i16>()) {
+            let Some(c) = c else { return Ok(()) };
+            let mut gen = Gen(c.seed);
+            let d = data(&c, &mut gen, Gen::i16, 20);
+            let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
+            let quant = WideConvQuant {
+                input_zero_point: zp_in,
+                pad_values: &d.pad_values,
+                channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                output: WideOutputQuant { zero_point: zp_out, clamp },
+            };
+            let mut fast = std::vec![0i16; len(c.out_dims)];
+            let mut want = std::vec![0i16; len(c.out_dims)];
+            conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
+            reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
             prop_assert_eq!(fast, want);
         }
 
