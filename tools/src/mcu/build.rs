@@ -46,6 +46,12 @@ pub fn build(project: &Project, opts: &McuOptions) -> Result<Firmware> {
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
         .stdin(Stdio::null());
+    if let Some((features, rustflags)) = opts.target.dsp_build() {
+        // Joined with the firmware's own `[target.cfg(...)] rustflags` (the linker script).
+        let triple = opts.target.triple().replace(['.', '-'], "_").to_uppercase();
+        cmd.args(["--features", features])
+            .env(format!("CARGO_TARGET_{triple}_RUSTFLAGS"), rustflags);
+    }
     if opts.verbose {
         eprintln!(
             "building firmware for {} in {} ({})",

@@ -79,6 +79,14 @@ impl Target {
         self == Target::CortexM4
     }
 
+    /// Extra build settings for cores whose DSP extension is optional in their architecture: the
+    /// MPS2 AN505's Cortex-M33 has it, so its firmware enables the runtime's `dsp` feature and
+    /// tells the compiler the core (`(cargo features, rustflags)`). Armv7E-M (Cortex-M4) always
+    /// has it and needs nothing; the M3 and M0 have none.
+    pub fn dsp_build(self) -> Option<(&'static str, &'static str)> {
+        (self == Target::CortexM33).then_some(("dsp", "-C target-cpu=cortex-m33"))
+    }
+
     /// QEMU `-cpu`.
     pub fn cpu(self) -> &'static str {
         match self {
