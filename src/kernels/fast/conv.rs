@@ -200,8 +200,9 @@ pub struct Conv<'a, X> {
 /// Runs `conv` into `output` (`[out_h, out_w, out_c]`) if a fast loop covers it; `false`
 /// (nothing written) if not.
 ///
-/// Not inlined: one call per layer costs nothing, and it keeps each element-type pair's loops
-/// one function in the firmware (smaller, and visible to the object-level no-float check).
+/// Not inlined, nor are the loops it picks: one call per layer costs nothing, each loop's stack
+/// buffers (up to 1.5 KiB) are not added to the others', and the firmware keeps one function per
+/// loop and element-type pair (visible to the object-level no-float check).
 #[inline(never)]
 pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
     let g = conv.geometry;
@@ -358,6 +359,7 @@ impl Operands for Wide<'_> {
 /// `groups == 1`: output channels in pairs; interior output pixels in pairs, one dot product
 /// per kernel row (dilation 1) or tap; border pixels one at a time, their padded taps from
 /// per-tap sums of the pad values' products computed once per channel pair.
+#[inline(never)]
 fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
@@ -499,6 +501,7 @@ fn weight_tail(w: &[i8], len: usize) -> Option<[i8; 4]> {
 /// `groups == 1` with few input channels: output pixels in pairs, each pair's receptive fields
 /// gathered once ([`gather`], pad values included, so borders cost nothing extra), then every
 /// output channel pair's dot products against the raw weights.
+#[inline(never)]
 fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [out_h, out_w, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
@@ -773,6 +776,7 @@ fn border_pixel<X: Lanes>(
 
 /// `groups == in_c == out_c`: one channel at a time over every output pixel; interior pixels
 /// read each kernel row as a strided run, border pixels check every tap.
+#[inline(never)]
 fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
@@ -840,6 +844,7 @@ fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
 /// [`depthwise`] on int16 words, two channels at a time: one load brings both channels' values
 /// of a tap, one instruction pair ([`simd::smla_lanes`]) multiplies them by the two channels'
 /// weights. Padded taps read the two channels' pad values as one word.
+#[inline(never)]
 fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
