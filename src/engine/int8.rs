@@ -94,7 +94,7 @@ pub(super) fn run_layer(
                 output_requant: p.output_requant,
                 output: output(p.clamp),
             };
-            elementwise::add(&quant, x, x2, y);
+            fast::elementwise::add(&quant, x, x2, y);
         }
         Op::AffineI8(p) => {
             let quant = AffineQuant {

@@ -434,53 +434,51 @@ const MAX_COLUMN: usize = 256;
 type Column = [u32; MAX_COLUMN / 2];
 
 /// The `kh · kw · in_c` values output pixel `(oy, ox)` reads, in weight order, padded taps
-/// reading their pad values.
-fn gather<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, column: &mut Column) {
+/// reading their pad values: copied into `values` (whose entries after them stay zero: the
+/// caller zeroes it once), then packed into `column`.
+fn gather<X: Lanes>(
+    c: &Conv<'_, X>,
+    oy: usize,
+    ox: usize,
+    values: &mut [i16; MAX_COLUMN + 4],
+    column: &mut Column,
+) {
     let g = c.geometry;
     let ([in_h, in_w, in_c], _) = c.dims;
     let [kh, kw] = g.kernel;
-    let mut quad = [0i32; 4];
-    let mut n = 0usize;
-    let mut words = column.chunks_exact_mut(2);
-    let mut push = |v: i32, n: &mut usize| {
-        if let Some(slot) = quad.get_mut(*n % 4) {
-            *slot = v;
-        }
-        *n += 1;
-        if *n % 4 == 0 {
-            if let Some(&mut [ref mut even, ref mut odd]) = words.next() {
-                *even = simd::pair(quad[0], quad[2]);
-                *odd = simd::pair(quad[1], quad[3]);
-            }
-        }
-    };
+    let mut taps = values.chunks_exact_mut(in_c.max(1));
     for ky in 0..kh {
         let iy = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
         for kx in 0..kw {
+            let Some(dst) = taps.next() else {
+                return;
+            };
             let ix = coord(ox, g.stride[1], kx, g.dilation[1], g.pad[1], in_w);
-            match (iy, ix) {
-                (Some(iy), Some(ix)) => {
-                    let at = (iy * in_w + ix) * in_c;
-                    for v in c.input.get(at..at + in_c).unwrap_or_default() {
-                        push(v.widen(), &mut n);
-                    }
-                }
-                _ if c.padding.values.is_empty() => {
-                    for _ in 0..in_c {
-                        push(c.padding.zero.widen(), &mut n);
-                    }
-                }
-                _ => {
-                    for v in c.padding.values.iter().take(in_c) {
-                        push(v.widen(), &mut n);
-                    }
-                }
+            let src = match (iy, ix) {
+                (Some(iy), Some(ix)) => c.input.get((iy * in_w + ix) * in_c..),
+                _ if c.padding.values.is_empty() => None,
+                _ => Some(c.padding.values),
+            };
+            match src {
+                // int8 and int16 values fit i16.
+                Some(src) => dst
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(d, v)| *d = v.widen() as i16),
+                None => dst.fill(c.padding.zero.widen() as i16),
             }
         }
     }
-    // Complete the last run of four with zeros.
-    while n % 4 != 0 {
-        push(0, &mut n);
+    let used = (kh * kw * in_c).div_ceil(4);
+    for (words, v) in column
+        .chunks_exact_mut(2)
+        .zip(values.chunks_exact(4))
+        .take(used)
+    {
+        if let (&mut [ref mut even, ref mut odd], &[v0, v1, v2, v3]) = (words, v) {
+            *even = simd::pair(i32::from(v0), i32::from(v2));
+            *odd = simd::pair(i32::from(v1), i32::from(v3));
+        }
     }
 }
 
@@ -508,12 +506,14 @@ fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let per_out = kh * kw * in_c;
     let pixels = out_h * out_w;
     let mut cols: [Column; 2] = [[0; MAX_COLUMN / 2]; 2];
+    // Zero once: `gather` writes the first `per_out` entries and reads up to three more.
+    let mut values = [0i16; MAX_COLUMN + 4];
     let mut p = 0;
     while p < pixels {
         let pair = p + 1 < pixels;
         for (k, col) in cols.iter_mut().enumerate().take(if pair { 2 } else { 1 }) {
             let q = p + k;
-            gather(c, q / out_w.max(1), q % out_w.max(1), col);
+            gather(c, q / out_w.max(1), q % out_w.max(1), &mut values, col);
         }
         let words = per_out.div_ceil(4) * 2;
         let [col_a, col_b] = cols.each_ref().map(|c| c.get(..words).unwrap_or_default());
@@ -882,13 +882,11 @@ fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &m
         let w = w.get(..taps).unwrap_or_default();
         let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
         let mut outputs = output.chunks_exact_mut(channels.max(1));
-        let store = |out_px: &mut [Y], acc: [i32; 2]| {
-            if let Some(y) = out_px.get_mut(ch) {
-                *y = finish(&c.bounds, &s0, acc[0]);
-            }
-            if let Some(y) = out_px.get_mut(ch + 1) {
-                *y = finish(&c.bounds, &s1, acc[1]);
-            }
+        let outs = Outputs {
+            bias: [b0, b1],
+            stage: [s0, s1],
+            o: ch,
+            pair: true,
         };
         for oy in 0..out_h {
             let inside_y = (y_lo..y_hi).contains(&oy);
@@ -907,7 +905,7 @@ fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &m
                         bias: [b0, b1],
                     };
                     let pixels = (&mut outputs).take(x_hi - x_lo);
-                    run3x3(x, &run, w, pixels, store);
+                    run3x3(x, &run, w, pixels, &outs, &c.bounds);
                     ox = x_hi;
                     continue;
                 }
@@ -955,7 +953,7 @@ fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &m
                         }
                     }
                 }
-                store(out_px, acc);
+                outs.store(&c.bounds, out_px, acc);
             }
         }
     }
@@ -977,12 +975,13 @@ struct Run3x3 {
 
 /// The pixels of `run`, each nine taps of two channels ([`simd::smla_lanes`]) stored by `store`.
 #[inline(never)]
-fn run3x3<'o, Y: 'o>(
+fn run3x3<'o, Y: FromWide + 'o>(
     x: &[u32],
     run: &Run3x3,
     w: &[u32],
     pixels: impl Iterator<Item = &'o mut [Y]>,
-    store: impl Fn(&mut [Y], [i32; 2]),
+    outs: &Outputs,
+    bounds: &Bounds,
 ) {
     let Some(&[w0, w1, w2, w3, w4, w5, w6, w7, w8]) = w.first_chunk::<9>() else {
         return;
@@ -1003,7 +1002,7 @@ fn run3x3<'o, Y: 'o>(
             acc = simd::smla_lanes(b, *mid, acc);
             acc = simd::smla_lanes(c, *last, acc);
         }
-        store(out_px, acc);
+        outs.store(bounds, out_px, acc);
         at += run.step;
     }
 }

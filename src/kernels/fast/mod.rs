@@ -15,5 +15,6 @@
 
 pub mod conv;
 pub mod dense;
+pub mod elementwise;
 pub mod requant;
 pub mod simd;

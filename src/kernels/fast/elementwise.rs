@@ -1,0 +1,63 @@
+//! Fast int8 residual addition: the same results as
+//! [`reference::int8::elementwise::add`](crate::kernels::reference::int8::elementwise::add),
+//! byte for byte, with the three factors prepared once per layer ([`Stage`]) instead of once per
+//! element.
+
+use super::requant::{Bounds, Stage};
+use crate::kernels::reference::int8::elementwise::AddQuant;
+use crate::quant::ADD_LEFT_SHIFT;
+
+/// [`reference::int8::elementwise::add`](crate::kernels::reference::int8::elementwise::add).
+#[inline(never)]
+pub fn add(quant: &AddQuant, a: &[i8], b: &[i8], output: &mut [i8]) {
+    let [zp_a, zp_b] = quant.input_zero_points.map(i32::from);
+    let [r_a, r_b] = quant.input_requant.map(Stage::new);
+    let r_out = Stage::new(quant.output_requant);
+    let bounds = Bounds {
+        zero_point: i32::from(quant.output.zero_point),
+        min: i32::from(quant.output.clamp.min),
+        max: i32::from(quant.output.clamp.max),
+    };
+    let widen = |q: i8, zp: i32, r: &Stage| {
+        r.scale((i32::from(q) - zp).wrapping_shl(ADD_LEFT_SHIFT as u32))
+    };
+    for (o, (x, y)) in output.iter_mut().zip(a.iter().zip(b)) {
+        let sum = widen(*x, zp_a, &r_a).saturating_add(widen(*y, zp_b, &r_b));
+        // In the int8 range: the bounds are int8.
+        *o = bounds.apply(r_out.scale(sum)) as i8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::kernels::reference::int8::elementwise as reference;
+    use crate::kernels::reference::int8::testing::Gen;
+    use crate::kernels::reference::int8::{Clamp, OutputQuant};
+    use crate::quant::add_requant;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn add_equals_reference(n in 1usize..=64, zps in any::<[i8; 3]>(), relu in any::<bool>(),
+                                scales in proptest::array::uniform3(1e-3f64..1.0), seed in any::<u64>()) {
+            let mut gen = Gen(seed);
+            let (a, b) = (gen.i8s(n), gen.i8s(n));
+            let Some(r) = add_requant(scales[0], scales[1], scales[2]) else { return Ok(()) };
+            let clamp = if relu { Clamp { min: zps[2], max: 127 } } else { Clamp::FULL };
+            let quant = AddQuant {
+                input_zero_points: [zps[0], zps[1]],
+                input_requant: r.inputs,
+                output_requant: r.output,
+                output: OutputQuant { zero_point: zps[2], clamp },
+            };
+            let (mut fast, mut want) = (std::vec![0i8; n], std::vec![0i8; n]);
+            add(&quant, &a, &b, &mut fast);
+            reference::add(&quant, &a, &b, &mut want);
+            prop_assert_eq!(fast, want);
+        }
+    }
+}
