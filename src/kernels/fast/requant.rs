@@ -22,6 +22,9 @@ pub struct Stage {
     half: i32,
     /// A factor outside the normalized range: use the reference function.
     general: Option<Requant>,
+    /// Neither `general`, nor a left shift, nor the one multiplier (`i32::MIN`) whose product
+    /// can saturate: the common case, one branch then straight-line arithmetic.
+    plain: bool,
 }
 
 impl Stage {
@@ -43,12 +46,25 @@ impl Stage {
             mask,
             half: mask >> 1,
             general: (!fast).then_some(r),
+            plain: fast && left == 0 && r.multiplier != i32::MIN,
         }
     }
 
     /// `Requant::apply(x)` for this channel's factor.
     #[inline(always)]
     pub fn scale(&self, x: i32) -> i32 {
+        if self.plain {
+            // |x · m| < 2^62 and m > i32::MIN: the quotient fits without saturation.
+            let high = ((i64::from(x) * i64::from(self.multiplier) + (1 << 30)) >> 31) as i32;
+            let threshold = self.half + i32::from(high < 0);
+            return (high >> self.right) + i32::from((high & self.mask) > threshold);
+        }
+        self.scale_any(x)
+    }
+
+    /// [`Stage::scale`] for every factor.
+    #[inline(never)]
+    fn scale_any(&self, x: i32) -> i32 {
         if let Some(r) = self.general {
             return r.apply(x);
         }
