@@ -435,3 +435,70 @@ fn defmt_trace_int8_on_cortex_m4f() {
 fn defmt_trace_int8_on_cortex_m0() {
     check_defmt_int8("ops_mix", Target::CortexM0);
 }
+
+/// The fast kernels equal the reference kernels on the device itself, where the Arm DSP
+/// instructions run (on the host they are portable Rust): `examples/kernel-check` computes random
+/// convolutions (every element-type pair, regular, depthwise, pointwise and first-layer shapes,
+/// strides, dilations, pads, zero points, pad values), dense layers and residual additions with
+/// both kernels on each core and compares them byte for byte. The M33 build enables the DSP path
+/// (`dsp` feature, `-C target-cpu=cortex-m33`); the M3 and M0 run the portable fast kernels.
+#[test]
+fn fast_kernels_equal_reference_on_every_core() {
+    if !qemu_installed() {
+        eprintln!("SKIPPED on-device kernel check: qemu-system-arm is not installed");
+        return;
+    }
+    let crate_dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kernel-check");
+    let opts = McuOptions::new(Target::CortexM4);
+    let target_dir = opts.cache_dir.join("kernel-check");
+    for target in Target::ALL {
+        mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(&crate_dir)
+            .args(["build", "--release", "--target", target.triple()])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .stdin(Stdio::null());
+        if let Some((features, rustflags)) = target.dsp_build() {
+            let triple = target.triple().replace(['.', '-'], "_").to_uppercase();
+            build
+                .args(["--features", features])
+                .env(format!("CARGO_TARGET_{triple}_RUSTFLAGS"), rustflags);
+        }
+        let built = build.output().expect("cargo");
+        assert!(
+            built.status.success(),
+            "building the kernel check for {target}:\n{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let elf = target_dir
+            .join(target.triple())
+            .join("release/icefold-kernel-check");
+        let run = Command::new("timeout")
+            .args([
+                "300",
+                "qemu-system-arm",
+                "-machine",
+                target.machine(),
+                "-cpu",
+                target.cpu(),
+            ])
+            .args(["-display", "none", "-serial", "none", "-monitor", "none"])
+            .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+            .arg(&elf)
+            .stdin(Stdio::null())
+            .output()
+            .expect("qemu");
+        let out = String::from_utf8_lossy(&run.stdout);
+        eprintln!("{target}: {}", out.trim());
+        assert!(
+            run.status.success() && out.contains("mismatches=0"),
+            "fast kernels differ from the reference on {target}: {out}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+}

@@ -14,12 +14,14 @@
 #![allow(unsafe_code)]
 
 /// The low lane of `x` as i32.
+#[cfg(not(icefold_dsp))]
 #[inline(always)]
 fn lo(x: u32) -> i32 {
     i32::from(x as u16 as i16)
 }
 
 /// The high lane of `x` as i32.
+#[cfg(not(icefold_dsp))]
 #[inline(always)]
 fn hi(x: u32) -> i32 {
     i32::from((x >> 16) as u16 as i16)

@@ -1,0 +1,402 @@
+//! On-device check of the fast kernels: random convolutions (regular, depthwise, pointwise,
+//! first-layer shapes; int8 and 16x8 element types; any stride, dilation, padding, zero point and
+//! pad values), dense layers and residual additions, each computed by the fast kernel and by its
+//! reference kernel on the core itself, compared byte for byte.
+//!
+//! This is where the Arm DSP instructions (`icefold::kernels::fast::simd`) run for real: on the
+//! host they are portable Rust. Prints `KERNEL-CHECK cases=<N> mismatches=0` and exits with
+//! success, or prints the first mismatch and exits with failure. Run by tests/mcu.rs on every core.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_semihosting::{debug, hprintln};
+use icefold::kernels::fast;
+use icefold::kernels::reference::int8::{
+    conv::{self, ConvQuant, WideConvQuant},
+    dense,
+    elementwise::{self, AddQuant},
+    ChannelQuant, OutputQuant, WideOutputQuant,
+};
+use icefold::kernels::ConvGeometry;
+use icefold::quant::{Clamp, ClampI16, Requant};
+use panic_semihosting as _;
+
+/// Random cases per kind.
+const CASES: usize = 120;
+/// Largest activation tensor (elements).
+const MAX_ACT: usize = 400;
+/// Largest weight tensor (elements).
+const MAX_W: usize = 640;
+/// Largest channel count.
+const MAX_C: usize = 16;
+
+/// A linear congruential generator with the extremes over-represented.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 32) as u32
+    }
+    fn below(&mut self, n: u32) -> usize {
+        (self.next() % n.max(1)) as usize
+    }
+    fn i8(&mut self) -> i8 {
+        match self.next() % 8 {
+            0 => i8::MIN,
+            1 => i8::MAX,
+            _ => self.next() as i8,
+        }
+    }
+    fn i16(&mut self) -> i16 {
+        match self.next() % 8 {
+            0 => i16::MIN,
+            1 => i16::MAX,
+            _ => self.next() as i16,
+        }
+    }
+    /// A normalized factor near 1 half of the time, small otherwise.
+    fn requant(&mut self) -> Requant {
+        let multiplier = (1 << 30) + (self.next() >> 2) as i32;
+        let shift = if self.next() % 2 == 0 {
+            -(self.below(4) as i32)
+        } else {
+            -(self.below(20) as i32)
+        };
+        Requant { multiplier, shift }
+    }
+}
+
+/// Per-channel constants of one case.
+struct Channels {
+    bias: [i32; MAX_C],
+    multiplier: [i32; MAX_C],
+    shift: [i32; MAX_C],
+}
+
+impl Channels {
+    fn new(gen: &mut Gen) -> Channels {
+        let mut c = Channels {
+            bias: [0; MAX_C],
+            multiplier: [0; MAX_C],
+            shift: [0; MAX_C],
+        };
+        for k in 0..MAX_C {
+            let r = gen.requant();
+            c.bias[k] = (gen.next() as i32) >> 11; // below 2^20
+            c.multiplier[k] = r.multiplier;
+            c.shift[k] = r.shift;
+        }
+        c
+    }
+    fn quant(&self, n: usize) -> ChannelQuant<'_> {
+        ChannelQuant {
+            bias: &self.bias[..n],
+            multiplier: &self.multiplier[..n],
+            shift: &self.shift[..n],
+        }
+    }
+}
+
+fn out_len(size: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize) -> Option<usize> {
+    (size + pa + pb)
+        .checked_sub(d * (k - 1) + 1)
+        .map(|n| n / s + 1)
+}
+
+/// A random convolution geometry with its input and output dims, within the buffers.
+fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
+    let kind = gen.below(4);
+    let (kernel, in_c, out_c, groups) = match kind {
+        // Regular, few input channels (first layers).
+        0 => (
+            [1 + gen.below(4), 1 + gen.below(4)],
+            1 + gen.below(3),
+            1 + gen.below(6),
+            1,
+        ),
+        // Regular, channels a multiple of 4.
+        1 => (
+            [1 + gen.below(3), 1 + gen.below(3)],
+            4 * (1 + gen.below(3)),
+            1 + gen.below(6),
+            1,
+        ),
+        // Depthwise.
+        2 => {
+            let c = 1 + gen.below(8);
+            ([1 + gen.below(3), 1 + gen.below(3)], c, c, c)
+        }
+        // Pointwise.
+        _ => ([1, 1], 2 * (1 + gen.below(8)), 1 + gen.below(8), 1),
+    };
+    let (stride, dilation, pad) = if kind == 3 && gen.next() % 2 == 0 {
+        ([1, 1], [1, 1], [0; 4])
+    } else {
+        (
+            [1 + gen.below(2), 1 + gen.below(2)],
+            [1 + gen.below(2), 1 + gen.below(2)],
+            [gen.below(3), gen.below(3), gen.below(3), gen.below(3)],
+        )
+    };
+    let (h, w) = (1 + gen.below(7), 1 + gen.below(7));
+    let g = ConvGeometry {
+        kernel,
+        stride,
+        dilation,
+        pad,
+        groups,
+    };
+    let oh = out_len(h, kernel[0], stride[0], dilation[0], pad[0], pad[2])?;
+    let ow = out_len(w, kernel[1], stride[1], dilation[1], pad[1], pad[3])?;
+    let fits = h * w * in_c <= MAX_ACT
+        && oh * ow * out_c <= MAX_ACT
+        && out_c * kernel[0] * kernel[1] * (in_c / groups) <= MAX_W;
+    fits.then_some((g, [h, w, in_c], [oh, ow, out_c]))
+}
+
+fn fail(what: &str, case: usize) -> ! {
+    hprintln!("KERNEL-CHECK mismatch in {} case {}", what, case);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {}
+}
+
+#[entry]
+fn main() -> ! {
+    let mut gen = Gen(0x1CEF_01D5);
+    let mut cases = 0usize;
+    let mut w = [0i8; MAX_W];
+    let (mut x8, mut y8a, mut y8b) = ([0i8; MAX_ACT], [0i8; MAX_ACT], [0i8; MAX_ACT]);
+    let (mut x16, mut y16a, mut y16b) = ([0i16; MAX_ACT], [0i16; MAX_ACT], [0i16; MAX_ACT]);
+
+    // Convolutions, every element-type pair.
+    let mut case = 0;
+    while case < 4 * CASES {
+        let Some((g, in_dims, out_dims)) = geometry(&mut gen) else {
+            continue;
+        };
+        let [h, wd, in_c] = in_dims;
+        let n_in = h * wd * in_c;
+        let n_out = out_dims[0] * out_dims[1] * out_dims[2];
+        let n_w = out_dims[2] * g.kernel[0] * g.kernel[1] * (in_c / g.groups);
+        w[..n_w].iter_mut().for_each(|v| *v = gen.i8());
+        x8[..n_in].iter_mut().for_each(|v| *v = gen.i8());
+        x16[..n_in].iter_mut().for_each(|v| *v = gen.i16());
+        let ch = Channels::new(&mut gen);
+        let channels = ch.quant(out_dims[2]);
+        let mut pad8 = [0i8; MAX_C];
+        let mut pad16 = [0i16; MAX_C];
+        let with_pad = gen.next() % 2 == 0;
+        pad8.iter_mut().for_each(|v| *v = gen.i8());
+        pad16.iter_mut().for_each(|v| *v = gen.i16());
+        let pad_len = if with_pad { in_c } else { 0 };
+        let relu = gen.next() % 2 == 0;
+        match case % 4 {
+            0 => {
+                let zp = gen.i8();
+                let clamp = if relu {
+                    Clamp { min: zp, max: 127 }
+                } else {
+                    Clamp::FULL
+                };
+                let q = ConvQuant {
+                    input_zero_point: gen.i8(),
+                    pad_values: &pad8[..pad_len],
+                    channels,
+                    output: OutputQuant {
+                        zero_point: zp,
+                        clamp,
+                    },
+                };
+                fast::conv::conv2d(
+                    &g,
+                    &q,
+                    in_dims,
+                    &x8[..n_in],
+                    out_dims,
+                    &mut y8a[..n_out],
+                    &w[..n_w],
+                );
+                conv::conv2d(
+                    &g,
+                    &q,
+                    in_dims,
+                    &x8[..n_in],
+                    out_dims,
+                    &mut y8b[..n_out],
+                    &w[..n_w],
+                );
+                if y8a[..n_out] != y8b[..n_out] {
+                    fail("conv i8->i8", case);
+                }
+            }
+            k => {
+                let zp = gen.i16();
+                let clamp = if relu {
+                    ClampI16 {
+                        min: zp,
+                        max: i16::MAX,
+                    }
+                } else {
+                    ClampI16 {
+                        min: i16::MIN,
+                        max: i16::MAX,
+                    }
+                };
+                let output = WideOutputQuant {
+                    zero_point: zp,
+                    clamp,
+                };
+                if k == 1 {
+                    let q = WideConvQuant {
+                        input_zero_point: gen.i8(),
+                        pad_values: &pad8[..pad_len],
+                        channels,
+                        output,
+                    };
+                    fast::conv::conv2d_wide(
+                        &g,
+                        &q,
+                        in_dims,
+                        &x8[..n_in],
+                        out_dims,
+                        &mut y16a[..n_out],
+                        &w[..n_w],
+                    );
+                    conv::conv2d_wide(
+                        &g,
+                        &q,
+                        in_dims,
+                        &x8[..n_in],
+                        out_dims,
+                        &mut y16b[..n_out],
+                        &w[..n_w],
+                    );
+                } else {
+                    let q = WideConvQuant {
+                        input_zero_point: gen.i16(),
+                        pad_values: &pad16[..pad_len],
+                        channels,
+                        output,
+                    };
+                    if k == 2 {
+                        fast::conv::conv2d_wide(
+                            &g,
+                            &q,
+                            in_dims,
+                            &x16[..n_in],
+                            out_dims,
+                            &mut y16a[..n_out],
+                            &w[..n_w],
+                        );
+                        conv::conv2d_wide(
+                            &g,
+                            &q,
+                            in_dims,
+                            &x16[..n_in],
+                            out_dims,
+                            &mut y16b[..n_out],
+                            &w[..n_w],
+                        );
+                    } else {
+                        fast::conv::conv2d_wide(
+                            &g,
+                            &q,
+                            in_dims,
+                            &x16[..n_in],
+                            out_dims,
+                            &mut y8a[..n_out],
+                            &w[..n_w],
+                        );
+                        conv::conv2d_wide(
+                            &g,
+                            &q,
+                            in_dims,
+                            &x16[..n_in],
+                            out_dims,
+                            &mut y8b[..n_out],
+                            &w[..n_w],
+                        );
+                        if y8a[..n_out] != y8b[..n_out] {
+                            fail("conv i16->i8", case);
+                        }
+                    }
+                }
+                if k != 3 && y16a[..n_out] != y16b[..n_out] {
+                    fail("conv 16x8", case);
+                }
+            }
+        }
+        case += 1;
+        cases += 1;
+    }
+
+    // Dense layers (int8 and int16 outputs, one to three positions) and residual additions.
+    for case in 0..CASES {
+        let n_in = 1 + gen.below(40);
+        let n_out = 1 + gen.below(MAX_C as u32);
+        let positions = 1 + gen.below(3);
+        w[..n_in * n_out].iter_mut().for_each(|v| *v = gen.i8());
+        x8[..n_in * positions]
+            .iter_mut()
+            .for_each(|v| *v = gen.i8());
+        let ch = Channels::new(&mut gen);
+        let zp = gen.i8();
+        let q = OutputQuant {
+            zero_point: zp,
+            clamp: Clamp::FULL,
+        };
+        let (x, wt) = (&x8[..n_in * positions], &w[..n_in * n_out]);
+        fast::dense::dense(&ch.quant(n_out), &q, wt, x, &mut y8a[..n_out]);
+        dense::dense(&ch.quant(n_out), &q, wt, x, &mut y8b[..n_out]);
+        let q = WideOutputQuant {
+            zero_point: gen.i16(),
+            clamp: ClampI16 {
+                min: i16::MIN,
+                max: i16::MAX,
+            },
+        };
+        fast::dense::dense_wide(&ch.quant(n_out), &q, wt, x, &mut y16a[..n_out]);
+        dense::dense_wide(&ch.quant(n_out), &q, wt, x, &mut y16b[..n_out]);
+        if y8a[..n_out] != y8b[..n_out] || y16a[..n_out] != y16b[..n_out] {
+            fail("dense", case);
+        }
+        let n = 1 + gen.below(MAX_ACT as u32);
+        x8[..n].iter_mut().for_each(|v| *v = gen.i8());
+        y16a[..n].iter_mut().for_each(|v| *v = i16::from(gen.i8()));
+        let b: [i8; MAX_ACT] = core::array::from_fn(|i| y16a[i] as i8);
+        let zp_out = gen.i8();
+        let q = AddQuant {
+            input_zero_points: [gen.i8(), gen.i8()],
+            input_requant: [gen.requant(), gen.requant()],
+            output_requant: gen.requant(),
+            output: OutputQuant {
+                zero_point: zp_out,
+                clamp: Clamp {
+                    min: zp_out,
+                    max: 127,
+                },
+            },
+        };
+        fast::elementwise::add(&q, &x8[..n], &b[..n], &mut y8a[..n]);
+        elementwise::add(&q, &x8[..n], &b[..n], &mut y8b[..n]);
+        if y8a[..n] != y8b[..n] {
+            fail("add", case);
+        }
+        cases += 2;
+    }
+    hprintln!("KERNEL-CHECK cases={} mismatches=0", cases);
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {}
+}
+
+#[exception]
+unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
+    hprintln!("KERNEL-CHECK hard fault at pc {:#x}", ef.pc());
+    debug::exit(debug::EXIT_FAILURE);
+    loop {}
+}
