@@ -404,7 +404,9 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                         }
                     }
                 }
-                let w = [&wide[0][..per_out / 2], &wide[1][..per_out / 2]];
+                let w = wide
+                    .each_ref()
+                    .map(|w| w.get(..per_out / 2).unwrap_or_default());
                 let g = c.geometry;
                 if per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4] {
                     // Pointwise: output pixel p reads input pixel p, nothing else.
@@ -597,10 +599,14 @@ fn pointwise<Y: FromWide>(
     output: &mut [Y],
 ) {
     let n = in_c / 2;
-    let mut px = output.chunks_exact_mut(out_c.max(1));
-    let mut pairs = x.chunks_exact((2 * n).max(1));
-    for pair in &mut pairs {
-        let (xa, xb) = pair.split_at(n.min(pair.len()));
+    if n == 0 || out_c == 0 {
+        return;
+    }
+    let mut px = output.chunks_exact_mut(out_c);
+    // Slices by `get` rather than `chunks_exact(2 * n)`: no chunk-size check (and so no panic
+    // path) for the compiler to keep.
+    let mut at = 0;
+    while let (Some(xa), Some(xb)) = (x.get(at..at + n), x.get(at + n..at + 2 * n)) {
         let [mut a0, mut a1, mut b0, mut b1] =
             [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
         for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
@@ -615,10 +621,10 @@ fn pointwise<Y: FromWide>(
         if let Some(out_px) = px.next() {
             outs.store(bounds, out_px, [b0, b1]);
         }
+        at += 2 * n;
     }
     // An odd last pixel.
-    let xa = pairs.remainder();
-    if let (Some(out_px), false) = (px.next(), xa.is_empty()) {
+    if let (Some(out_px), Some(xa)) = (px.next(), x.get(at..at + n)) {
         let [mut a0, mut a1] = outs.bias;
         for ((xa, w0), w1) in xa.iter().zip(w[0]).zip(w[1]) {
             a0 = simd::smlad(*w0, *xa, a0);

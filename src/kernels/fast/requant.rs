@@ -72,7 +72,9 @@ impl Stage {
             x
         } else {
             // |x| · 2^30 < 2^62: exact, then saturated like the reference.
-            (i64::from(x) << self.left).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+            (i64::from(x) << self.left)
+                .max(i64::from(i32::MIN))
+                .min(i64::from(i32::MAX)) as i32
         };
         // floor((x·m + 2^30) / 2^31); only x = m = i32::MIN reaches 2^31, which saturates.
         let high = ((i64::from(x) * i64::from(self.multiplier) + (1 << 30)) >> 31)
