@@ -1032,11 +1032,7 @@ pub fn conv2d(
             values: quant.pad_values,
         },
         channels: &quant.channels,
-        bounds: Bounds {
-            zero_point: i32::from(quant.output.zero_point),
-            min: i32::from(quant.output.clamp.min),
-            max: i32::from(quant.output.clamp.max),
-        },
+        bounds: Bounds::from(quant.output),
         input,
         weights,
     };
@@ -1064,11 +1060,7 @@ pub fn conv2d_wide<X: Lanes, Y: FromWide>(
             values: quant.pad_values,
         },
         channels: &quant.channels,
-        bounds: Bounds {
-            zero_point: i32::from(quant.output.zero_point),
-            min: i32::from(quant.output.clamp.min),
-            max: i32::from(quant.output.clamp.max),
-        },
+        bounds: Bounds::from(quant.output),
         input,
         weights,
     };

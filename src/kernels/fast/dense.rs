@@ -17,11 +17,7 @@ pub fn dense(
     input: &[i8],
     output: &mut [i8],
 ) {
-    let bounds = Bounds {
-        zero_point: i32::from(out_quant.zero_point),
-        min: i32::from(out_quant.clamp.min),
-        max: i32::from(out_quant.clamp.max),
-    };
+    let bounds = Bounds::from(*out_quant);
     rows(channels, &bounds, weights, input, output);
 }
 
@@ -33,11 +29,7 @@ pub fn dense_wide(
     input: &[i8],
     output: &mut [i16],
 ) {
-    let bounds = Bounds {
-        zero_point: i32::from(out_quant.zero_point),
-        min: i32::from(out_quant.clamp.min),
-        max: i32::from(out_quant.clamp.max),
-    };
+    let bounds = Bounds::from(*out_quant);
     rows(channels, &bounds, weights, input, output);
 }
 

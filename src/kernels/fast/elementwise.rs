@@ -13,11 +13,7 @@ pub fn add(quant: &AddQuant, a: &[i8], b: &[i8], output: &mut [i8]) {
     let [zp_a, zp_b] = quant.input_zero_points.map(i32::from);
     let [r_a, r_b] = quant.input_requant.map(Stage::new);
     let r_out = Stage::new(quant.output_requant);
-    let bounds = Bounds {
-        zero_point: i32::from(quant.output.zero_point),
-        min: i32::from(quant.output.clamp.min),
-        max: i32::from(quant.output.clamp.max),
-    };
+    let bounds = Bounds::from(quant.output);
     let widen = |q: i8, zp: i32, r: &Stage| {
         r.scale((i32::from(q) - zp).wrapping_shl(ADD_LEFT_SHIFT as u32))
     };

@@ -6,6 +6,7 @@
 //! [`Requant::is_normalized`] accepts, with a shift of at most 0 (every factor below 1/2), an
 //! output costs one 32x32->64 multiply, a rounding shift and a masked compare.
 
+use crate::kernels::reference::int8::{OutputQuant, WideOutputQuant};
 use crate::quant::Requant;
 
 /// One output channel's constants, prepared once.
@@ -94,6 +95,26 @@ pub struct Bounds {
     pub min: i32,
     /// Upper clamp (wins if the two cross).
     pub max: i32,
+}
+
+impl From<OutputQuant> for Bounds {
+    fn from(q: OutputQuant) -> Bounds {
+        Bounds {
+            zero_point: i32::from(q.zero_point),
+            min: i32::from(q.clamp.min),
+            max: i32::from(q.clamp.max),
+        }
+    }
+}
+
+impl From<WideOutputQuant> for Bounds {
+    fn from(q: WideOutputQuant) -> Bounds {
+        Bounds {
+            zero_point: i32::from(q.zero_point),
+            min: i32::from(q.clamp.min),
+            max: i32::from(q.clamp.max),
+        }
+    }
 }
 
 impl Bounds {
