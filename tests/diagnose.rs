@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use icefold_tests::{manifest, Fixture};
+use icefold_tool::bn_check::diagnose::{self, DiagnoseOptions, Outcome, Thresholds, Verdict};
 use icefold_tool::convert::{self, BnCheckOptions, StaleBnPolicy};
-use icefold_tool::diagnose::{self, DiagnoseOptions, Outcome, Thresholds, Verdict};
-use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host;
+use icefold_tool::import;
 use icefold_tool::io::Array;
-use icefold_tool::limits::Limits;
-use icefold_tool::onnx;
+use icefold_tool::lower::blob::AlignedBytes;
+use icefold_tool::lower::limits::Limits;
 use icefold_tool::passes::recalibrate_bn;
 
 /// Largest |a - b| over all elements, relative to the largest |b|.
@@ -68,7 +68,7 @@ fn stale_nodes_are_named_exactly_and_healthy_fixtures_pass() {
         if f.bn_nodes == 0 || !(f.kind == "parity" || f.kind == "bn_stats") {
             continue;
         }
-        let g = onnx::import_file(&f.model()).unwrap();
+        let g = import::import_file(&f.model()).unwrap();
         let calib = f.array("calib").unwrap();
         let d = diagnose::diagnose(&g, &calib, &opts).unwrap();
         for b in &d.bns {
@@ -156,7 +156,7 @@ fn fused_graphs_have_nothing_to_check() {
         .collect();
     assert!(!fused.is_empty());
     for f in fused {
-        let g = onnx::import_file(&f.model()).unwrap();
+        let g = import::import_file(&f.model()).unwrap();
         let d = diagnose::diagnose(&g, &f.array("calib").unwrap(), &DiagnoseOptions::default())
             .unwrap();
         assert_eq!(d.outcome(), Outcome::NoBatchNorm, "{}", f.name);
@@ -199,7 +199,7 @@ fn recalibration_restores_the_correctly_normalized_outputs() {
         let x = f.array("input").unwrap();
         let want = f.array("expected_recalibrated").unwrap();
         let calib = f.array("calib").unwrap();
-        let g = onnx::import_file(&f.model()).unwrap();
+        let g = import::import_file(&f.model()).unwrap();
         let r = recalibrate_bn::recalibrate(&g, &calib, false).unwrap();
         assert_eq!(r.layers.len(), f.bn_nodes);
         let recal = run_blob(&convert::convert_graph(r.graph.clone()).unwrap(), &x);
@@ -270,7 +270,7 @@ fn convert_refuses_stale_statistics_and_accepts_them_with_each_flag() {
         // int8 is refused the same way (the check runs before quantization).
         let int8 = convert::Int8Options {
             calib: &calib,
-            method: icefold_tool::calibrate::Method::DEFAULT,
+            method: icefold_tool::quantize::calibrate::Method::DEFAULT,
             progress: false,
             bias_correction: true,
             wide_output: true,

@@ -17,11 +17,11 @@ use std::path::PathBuf;
 
 use icefold::format::DType;
 use icefold_tests::{extra_keras_fixtures, manifest, Fixture};
-use icefold_tool::calibrate::Method;
 use icefold_tool::convert::{self, Int8Options};
-use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host;
-use icefold_tool::limits::Limits;
+use icefold_tool::lower::blob::AlignedBytes;
+use icefold_tool::lower::limits::Limits;
+use icefold_tool::quantize::calibrate::Method;
 
 struct Outcome {
     line: String,

@@ -8,9 +8,9 @@
 //! `cargo test -p icefold-tests --release --test keras -- --nocapture` prints the table.
 
 use icefold_tests::{f32_parity, keras_manifest, Fixture};
-use icefold_tool::diagnose::{self, DiagnoseOptions, Outcome};
-use icefold_tool::graph::Op;
-use icefold_tool::{convert, onnx};
+use icefold_tool::bn_check::diagnose::{self, DiagnoseOptions, Outcome};
+use icefold_tool::ir::graph::Op;
+use icefold_tool::{convert, import};
 
 fn parity_fixtures() -> Vec<Fixture> {
     let all = keras_manifest();
@@ -91,7 +91,7 @@ fn kept_bn_exports_keep_their_batchnorm_and_it_folds() {
         }
     }
     for f in &fixtures {
-        let g = onnx::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let g = import::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
         let bns: Vec<f32> = g
             .nodes
             .iter()
@@ -144,7 +144,7 @@ fn diagnose_passes_kept_bn_exports_and_reports_fused_ones() {
     };
     let (mut healthy, mut nothing, mut partly_fused) = (0, 0, 0);
     for f in parity_fixtures() {
-        let g = onnx::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let g = import::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
         let calib = f.array("calib").unwrap();
         let d =
             diagnose::diagnose(&g, &calib, &opts).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use icefold_tests::fixtures_dir;
 use icefold_tool::convert;
-use icefold_tool::limits::Limits;
+use icefold_tool::lower::limits::Limits;
 use serde::Deserialize;
 
 /// One entry of `cases.json`.

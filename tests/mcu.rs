@@ -11,13 +11,13 @@ use std::process::{Command, Stdio};
 
 use icefold::format::DType;
 use icefold_tests::manifest;
-use icefold_tool::calibrate::Method;
 use icefold_tool::convert::{self, Int8Options};
-use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host;
 use icefold_tool::io::Array;
-use icefold_tool::limits::Limits;
+use icefold_tool::lower::blob::AlignedBytes;
+use icefold_tool::lower::limits::Limits;
 use icefold_tool::mcu::{self, Counter, McuOptions, Target, F32_REL_L2_LIMIT};
+use icefold_tool::quantize::calibrate::Method;
 
 /// How the fixture is converted.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -262,7 +262,7 @@ fn corrupted_blobs_are_refused_and_never_panic() {
                     let int8 = f.array("calib").and_then(|calib| {
                         let opts = convert::Int8Options {
                             calib: &calib,
-                            method: icefold_tool::calibrate::Method::DEFAULT,
+                            method: icefold_tool::quantize::calibrate::Method::DEFAULT,
                             progress: false,
                             bias_correction: false,
                             wide_output: true,

@@ -3,11 +3,12 @@
 //! folded runtime agree with candle, and the never-updated export is as broken as it should be.
 
 use icefold_tool::io::Array;
+use icefold_tool::ir::{eval, graph};
 use icefold_tool::train::data::{self, SyntheticSizes};
 use icefold_tool::train::export::{self, Statistics};
 use icefold_tool::train::rng::Rng;
 use icefold_tool::train::{self, BnMode, TrainConfig};
-use icefold_tool::{convert, eval, graph, host, onnx};
+use icefold_tool::{convert, host, import};
 
 /// Measured with seed 1 and the default settings (12 epochs, 2000 training samples): validation
 /// accuracy 91.2 % after the last epoch, test accuracy 89.6 %. The bounds leave about 6 points
@@ -80,7 +81,7 @@ fn trains_exports_and_shows_the_three_bn_modes() {
     // Export and import: three inference-form BatchNorm nodes carrying the running statistics.
     let params = net.params().unwrap();
     let bytes = export::onnx_bytes(&params, Statistics::Running);
-    let g = onnx::import_bytes(&bytes, None).expect("the export imports");
+    let g = import::import_bytes(&bytes, None).expect("the export imports");
     let bns: Vec<(&str, &graph::BatchNorm)> = g
         .nodes
         .iter()
@@ -137,7 +138,7 @@ fn trains_exports_and_shows_the_three_bn_modes() {
     // The never-updated export: mean 0 / var 1 in the file, and the reference interpreter shows
     // the same collapse as candle's never-updated mode.
     let stale_bytes = export::onnx_bytes(&params, Statistics::NeverUpdated);
-    let sg = onnx::import_bytes(&stale_bytes, None).unwrap();
+    let sg = import::import_bytes(&stale_bytes, None).unwrap();
     let stale_ref = reference_logits(&sg, &splits.test.x, n);
     let stale_candle = train::logits(net, &splits.test.x, BnMode::NeverUpdated).unwrap();
     let err = rel_l2(&stale_ref, &stale_candle.data[..stale_ref.len()]);

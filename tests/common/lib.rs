@@ -143,7 +143,7 @@ pub struct F32Parity {
 /// Converts `f`, runs the blob on the runtime and both graphs on the reference interpreter, and
 /// compares them with onnxruntime's outputs.
 pub fn f32_parity(f: &Fixture) -> Result<F32Parity> {
-    use icefold_tool::{convert, emit::AlignedBytes, eval, host};
+    use icefold_tool::{convert, host, ir::eval, lower::blob::AlignedBytes};
     let converted = convert::convert_file(&f.model())?;
     let input = f.array("input")?;
     let want = f.array("expected")?;

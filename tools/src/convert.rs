@@ -11,18 +11,18 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::calibrate::{self, Calibration, Method};
-use crate::diagnose::{self, DiagnoseOptions, Diagnosis, Outcome, Thresholds, Verdict};
-use crate::emit::{self, AlignedBytes};
-use crate::graph::{FrozenGraph, ImportedGraph};
+use crate::bn_check::diagnose::{self, DiagnoseOptions, Diagnosis, Outcome, Thresholds, Verdict};
 use crate::host::{self, Diff};
+use crate::import;
 use crate::io::Array;
-use crate::limits::Limits;
+use crate::ir::graph::{FrozenGraph, ImportedGraph};
+use crate::lower::blob::{self, AlignedBytes};
+use crate::lower::limits::Limits;
 use crate::lower::{self, LowerOptions, Lowered};
-use crate::onnx;
 use crate::passes::fold_batchnorm::{self, FoldReport};
 use crate::passes::recalibrate_bn::Recalibration;
 use crate::quantize;
+use crate::quantize::calibrate::{self, Calibration, Method};
 
 /// Every stage of one conversion, kept for reports and verification.
 #[derive(Clone, Debug)]
@@ -105,7 +105,7 @@ pub fn convert_graph_with(imported: ImportedGraph, limits: &Limits) -> Result<Co
     let (frozen, fold) = fold_batchnorm::fold(imported.clone())?;
     let lowered = lower::lower(&frozen)?;
     limits.check_lowered(&lowered)?;
-    let blob = emit::blob(&lowered)?;
+    let blob = blob::blob(&lowered)?;
     Ok(Converted {
         imported,
         frozen,
@@ -150,8 +150,8 @@ pub fn convert_graph_int8(
     }
     limits.check_lowered(&lowered)?;
     let int8_arena_bytes = quantize::int8_activation_arena(&lowered)?;
-    let blob = emit::blob(&lowered)?;
-    let f32_blob = emit::blob(&f32_lowered)?;
+    let blob = blob::blob(&lowered)?;
+    let f32_blob = blob::blob(&f32_lowered)?;
     let (layer_sqnr_db, end_to_end) =
         host::compare_layers(&f32_blob, &blob, opts.calib, opts.progress)?;
     Ok(Converted {
@@ -175,7 +175,7 @@ pub fn convert_graph_int8(
 /// Import an ONNX file and convert it to int8.
 pub fn convert_file_int8(path: &Path, limits: &Limits, opts: Int8Options<'_>) -> Result<Converted> {
     limits.check_file(path)?;
-    convert_graph_int8(onnx::import_file(path)?, limits, opts)
+    convert_graph_int8(import::import_file(path)?, limits, opts)
 }
 
 /// The blob of a conversion in aligned memory, ready for `Model::new_checked`.
@@ -192,7 +192,7 @@ pub fn convert_file(path: &Path) -> Result<Converted> {
 /// exceeds `limits`.
 pub fn convert_file_with(path: &Path, limits: &Limits) -> Result<Converted> {
     limits.check_file(path)?;
-    convert_graph_with(onnx::import_file(path)?, limits)
+    convert_graph_with(import::import_file(path)?, limits)
 }
 
 /// What a checked conversion does when BatchNorm statistics are stale.
@@ -369,7 +369,7 @@ pub fn convert_file_checked(
     int8: Option<Int8Options<'_>>,
 ) -> Result<Converted> {
     limits.check_file(path)?;
-    convert_graph_checked(onnx::import_file(path)?, limits, check, int8)
+    convert_graph_checked(import::import_file(path)?, limits, check, int8)
 }
 
 #[cfg(test)]

@@ -18,15 +18,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::calibrate::Method;
+use crate::bn_check::diagnose::{self, DiagnoseOptions, Outcome};
 use crate::convert::{self, BnCheckOptions, Int8Options, StaleBnPolicy};
-use crate::diagnose::{self, DiagnoseOptions, Outcome};
 use crate::host;
+use crate::import;
 use crate::io::{self, Array};
-use crate::limits::Limits;
+use crate::lower::limits::Limits;
+use crate::lower::rustgen::{self, Provenance};
 use crate::mcu::{self, McuOptions, Target};
-use crate::onnx;
-use crate::rustgen::{self, Provenance};
+use crate::quantize::calibrate::Method;
 use crate::train::data::{self, SyntheticSizes};
 use crate::train::export::{self, Statistics};
 use crate::train::{self, BnMode, Dataset, Metrics, TrainConfig};
@@ -96,7 +96,7 @@ fn section(n: usize, title: &str) {
 
 /// Host-runtime accuracy of `blob` on `ds` (int8 blobs quantize at the boundary, like `run`).
 fn blob_metrics(blob: &[u8], ds: &Dataset) -> Result<Metrics> {
-    let aligned = crate::emit::AlignedBytes::new(blob);
+    let aligned = crate::lower::blob::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
     let logits = host::run_f32(&model, &ds.x)?;
     train::score(&logits, &ds.labels)
@@ -104,10 +104,10 @@ fn blob_metrics(blob: &[u8], ds: &Dataset) -> Result<Metrics> {
 
 /// Accuracy of the unfolded graph in icefold's reference interpreter (BatchNorm as a node, eval
 /// mode): what the ONNX file itself computes.
-fn graph_metrics(g: &crate::graph::ImportedGraph, ds: &Dataset) -> Result<Metrics> {
+fn graph_metrics(g: &crate::ir::graph::ImportedGraph, ds: &Dataset) -> Result<Metrics> {
     let mut data = Vec::with_capacity(ds.len() * ds.classes());
     for i in 0..ds.len() {
-        data.extend(crate::eval::run(g, ds.x.sample(i))?);
+        data.extend(crate::ir::eval::run(g, ds.x.sample(i))?);
     }
     let logits = Array {
         shape: vec![ds.len(), ds.classes()],
@@ -215,8 +215,8 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
         &data::labels_npy_bytes(&test.labels)?,
     )?;
     let calib = &splits.calib.x;
-    let healthy = onnx::import_file(&healthy_path)?;
-    let stale = onnx::import_file(&stale_path)?;
+    let healthy = import::import_file(&healthy_path)?;
+    let stale = import::import_file(&stale_path)?;
     let diag_opts = DiagnoseOptions {
         progress: true,
         ..DiagnoseOptions::default()

@@ -8,11 +8,12 @@ use clap::{Parser, Subcommand};
 
 use icefold::format::{DType, Op};
 use icefold_tool::convert::{self, Converted};
-use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host::{self, Diff};
 use icefold_tool::io::{self, Array};
-use icefold_tool::limits::Limits;
-use icefold_tool::{calibrate, eval, graph};
+use icefold_tool::ir::{eval, graph};
+use icefold_tool::lower::blob::AlignedBytes;
+use icefold_tool::lower::limits::Limits;
+use icefold_tool::quantize::calibrate;
 
 /// The commands that live in their own files.
 mod cli {
@@ -227,11 +228,11 @@ fn cmd_convert(a: &ConvertArgs) -> Result<()> {
     io::write_atomic(output, &c.blob, &[model])?;
     println!("wrote {} ({} bytes)", output.display(), c.blob.len());
     if let Some(module) = emit_rust {
-        let include = icefold_tool::rustgen::include_path(module, output)?;
-        let text = icefold_tool::rustgen::model_module(
+        let include = icefold_tool::lower::rustgen::include_path(module, output)?;
+        let text = icefold_tool::lower::rustgen::model_module(
             &c.blob,
             &include,
-            &icefold_tool::rustgen::Provenance {
+            &icefold_tool::lower::rustgen::Provenance {
                 source: model.display().to_string(),
                 generator: "icefold convert --emit-rust".into(),
             },
@@ -604,12 +605,12 @@ struct DiagnoseArgs {
 
 /// `icefold diagnose`: 0 healthy (or only suspicious), 3 stale, 4 nothing to check, 1 error.
 fn cmd_diagnose(a: &DiagnoseArgs) -> ExitCode {
-    use icefold_tool::diagnose::{self, DiagnoseOptions, Outcome};
+    use icefold_tool::bn_check::diagnose::{self, DiagnoseOptions, Outcome};
     let run = || -> Result<Outcome> {
         if let Some(r) = &a.report {
             io::ensure_not_an_input(r, &[&a.model, &a.calib])?;
         }
-        let g = icefold_tool::onnx::import_file(&a.model)?;
+        let g = icefold_tool::import::import_file(&a.model)?;
         let calib = io::read_npy(&a.calib)?;
         let d = diagnose::diagnose(
             &g,
@@ -626,7 +627,7 @@ fn cmd_diagnose(a: &DiagnoseArgs) -> ExitCode {
                 println!("no report written: there is nothing to draw");
             } else {
                 let title = format!("icefold diagnose {}", a.model.display());
-                diagnose::report::write(&d, r, &title, &[&a.model, &a.calib])?;
+                icefold_tool::bn_check::report::write(&d, r, &title, &[&a.model, &a.calib])?;
                 println!("wrote {}", r.display());
             }
         }
@@ -643,11 +644,11 @@ fn cmd_diagnose(a: &DiagnoseArgs) -> ExitCode {
 
 /// What the BatchNorm check of `convert --calib` found and did; loud when it matters.
 fn print_bn_check(check: &convert::BnStatsCheck) {
-    use icefold_tool::diagnose::Outcome;
+    use icefold_tool::bn_check::diagnose::Outcome;
     let d = &check.diagnosis;
     if d.outcome() == Outcome::NoBatchNorm {
         println!("BatchNorm statistics check: nothing to check.");
-        print!("{}", icefold_tool::diagnose::NO_BATCHNORM);
+        print!("{}", icefold_tool::bn_check::diagnose::NO_BATCHNORM);
         if check.policy == convert::StaleBnPolicy::Recalibrate {
             eprintln!("warning: --recalibrate-bn had no BatchNorm to recalibrate");
         }

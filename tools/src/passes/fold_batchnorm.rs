@@ -24,7 +24,7 @@ use std::fmt;
 
 use anyhow::{anyhow, bail, ensure, Result};
 
-use crate::graph::{
+use crate::ir::graph::{
     Affine, BatchNorm, Conv, Dense, FrozenGraph, FrozenOp, Graph, ImportedGraph, Node, Op, Origin,
     Value, ValueId,
 };
@@ -727,9 +727,9 @@ fn dense_absorb_input(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::run;
-    use crate::eval::testkit::{batch_norm, conv, out_len, rel_err, Builder, Rng};
-    use crate::graph::{Activation, Tensor};
+    use crate::ir::eval::run;
+    use crate::ir::eval::testkit::{batch_norm, conv, out_len, rel_err, Builder, Rng};
+    use crate::ir::graph::{Activation, Tensor};
 
     type B = Builder<Op>;
 

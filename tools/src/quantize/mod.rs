@@ -16,6 +16,8 @@
 //! - Requantization factors go through `icefold::quant::quantize_multiplier` (one implementation
 //!   of the rule, shared with the runtime's documentation).
 
+pub mod calibrate;
+
 use anyhow::{anyhow, bail, Context, Result};
 use icefold::format::{
     self, Activation as RtActivation, AddI8, AffineI8, ChannelRequant, Clamp, ClampI16, Conv2dI16,
@@ -24,9 +26,9 @@ use icefold::format::{
 use icefold::quant::accumulator_fits_for;
 use icefold::quant::{self, Requant};
 
-use crate::calibrate::{Calibration, QParams, Range};
 use crate::io::Array;
 use crate::lower::Lowered;
+use crate::quantize::calibrate::{Calibration, QParams, Range};
 
 /// Builder of the int8 weights section.
 #[derive(Default)]
@@ -680,7 +682,7 @@ pub fn quantize(
     let mut info = l.info;
     info.input = describe(&info.input);
     info.output = describe(&info.output);
-    crate::plan::replan(&mut info, &mut layers).context("planning the int8 arena")?;
+    crate::lower::plan::replan(&mut info, &mut layers).context("planning the int8 arena")?;
     Ok(Lowered {
         info,
         layers,
@@ -722,7 +724,7 @@ pub fn int8_activation_arena(q: &Lowered) -> Result<u32> {
         layer.inputs = layer.inputs.map(|d| narrow(&d));
         layer.output = narrow(&layer.output);
     }
-    crate::plan::replan(&mut info, &mut layers)?;
+    crate::lower::plan::replan(&mut info, &mut layers)?;
     Ok(info.arena_bytes)
 }
 
@@ -756,8 +758,8 @@ pub fn correct_bias(
     show_progress: bool,
 ) -> Result<()> {
     let subset = calib.first(max_samples.max(1));
-    let reference = all_layer_outputs(&crate::emit::blob(f32_twin)?, &subset)?;
-    let pb = crate::calibrate::progress(
+    let reference = all_layer_outputs(&crate::lower::blob::blob(f32_twin)?, &subset)?;
+    let pb = crate::quantize::calibrate::progress(
         q.layers.len() as u64,
         "bias correction",
         "layers",
@@ -786,7 +788,7 @@ pub fn correct_bias(
             _ => continue,
         };
         let Some(out_q) = out_q else { continue };
-        let candidate = crate::emit::blob(q)?;
+        let candidate = crate::lower::blob::blob(q)?;
         let sums = measure_errors(&reference, &candidate, q, &subset, k)?;
         for c in 0..per {
             let count = sums.count[c];
@@ -840,7 +842,7 @@ fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f32>>>> {
             self.0.push(crate::host::output_values(layer, out));
         }
     }
-    let b = crate::emit::AlignedBytes::new(blob);
+    let b = crate::lower::blob::AlignedBytes::new(blob);
     let m = crate::host::load(b.as_slice())?;
     let mut arena = vec![0u32; (m.info().arena_bytes as usize).div_ceil(4)];
     let mut out = vec![0f32; m.info().output.len()];
@@ -866,7 +868,7 @@ fn measure_errors(
     calib: &Array,
     k: usize,
 ) -> Result<ErrorSums> {
-    let cb = crate::emit::AlignedBytes::new(candidate);
+    let cb = crate::lower::blob::AlignedBytes::new(candidate);
     let cm = crate::host::load(cb.as_slice())?;
     let mut ac = vec![0u32; (cm.info().arena_bytes as usize).div_ceil(4)];
     let mut outc = vec![0f32; cm.info().output.len()];

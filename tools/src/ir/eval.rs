@@ -8,7 +8,7 @@
 
 use anyhow::{anyhow, bail, ensure, Result};
 
-use crate::graph::{
+use crate::ir::graph::{
     Activation, Affine, BatchNorm, Conv, Dense, FrozenOp, Graph, Op, Pool, PoolKind,
 };
 
@@ -606,7 +606,7 @@ fn softmax(x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
 /// Helpers for tests that build graphs by hand (shared with the passes' tests).
 #[cfg(test)]
 pub(crate) mod testkit {
-    use crate::graph::{BatchNorm, Conv, Graph, Node, Origin, Tensor, Value, ValueId};
+    use crate::ir::graph::{BatchNorm, Conv, Graph, Node, Origin, Tensor, Value, ValueId};
 
     /// Deterministic SplitMix64 numbers (tests need reproducible data, not a rand dependency).
     pub(crate) struct Rng(u64);
@@ -757,7 +757,7 @@ pub(crate) mod testkit {
 mod tests {
     use super::testkit::Builder;
     use super::*;
-    use crate::graph::{FrozenGraph, Tensor};
+    use crate::ir::graph::{FrozenGraph, Tensor};
 
     fn assert_close(got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len(), "got {got:?}, want {want:?}");

@@ -7,10 +7,10 @@ use anyhow::{anyhow, bail, ensure, Result};
 use onnx_rs::ast::{Node as OnnxNode, OpType};
 
 use super::attr::{Attrs, MAX_ATTR_SIZE};
-use super::fold;
+use super::constants;
 use super::spatial::Window;
 use super::tensor::{self, Const, ExternalFiles};
-use crate::graph::{
+use crate::ir::graph::{
     Activation, BatchNorm, Conv, Dense, FrozenOp, Node, Op, Origin, Pool, PoolKind, Tensor, Value,
     ValueId,
 };
@@ -18,7 +18,7 @@ use crate::graph::{
 /// Largest activation (elements per sample) accepted.
 const MAX_ACTIVATION_ELEMENTS: usize = 1 << 28;
 
-/// What a name stands for while lowering.
+/// What a name stands for while importing.
 #[derive(Clone, Debug)]
 pub(super) enum Val {
     /// Known at import.
@@ -28,7 +28,7 @@ pub(super) enum Val {
 }
 
 /// Builds the IR graph node by node, in topological order.
-pub(super) struct Lowerer<'e> {
+pub(super) struct NodeImporter<'e> {
     pub values: Vec<Value>,
     pub nodes: Vec<Node<Op>>,
     pub env: HashMap<String, Val>,
@@ -44,7 +44,7 @@ pub(super) struct Lowerer<'e> {
     open_matmul: HashMap<ValueId, usize>,
 }
 
-/// One lowered activation op.
+/// One imported activation op.
 struct Lowered {
     op: Op,
     inputs: Vec<ValueId>,
@@ -93,8 +93,8 @@ fn to_f32(values: &[f64], what: &str) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-impl<'e> Lowerer<'e> {
-    /// A lowerer whose graph starts with the input value (id 0).
+impl<'e> NodeImporter<'e> {
+    /// An importer whose graph starts with the input value (id 0).
     pub fn new(
         input: Value,
         ext: &'e mut ExternalFiles,
@@ -104,7 +104,7 @@ impl<'e> Lowerer<'e> {
     ) -> Self {
         let mut env = HashMap::new();
         env.insert(input.name.clone(), Val::Act(0));
-        Lowerer {
+        NodeImporter {
             values: vec![input],
             nodes: Vec::new(),
             env,
@@ -120,8 +120,8 @@ impl<'e> Lowerer<'e> {
         &self.values[v].shape
     }
 
-    /// Lowers one node (all its inputs are already in `env`).
-    pub fn lower(&mut self, node: &OnnxNode<'_>, origin: &Origin) -> Result<()> {
+    /// Imports one node (all its inputs are already in `env`).
+    pub fn import_node(&mut self, node: &OnnxNode<'_>, origin: &Origin) -> Result<()> {
         let inputs: Vec<Option<Val>> = node
             .input
             .iter()
@@ -150,8 +150,10 @@ impl<'e> Lowerer<'e> {
         if node.op_type == OpType::Shape {
             if let Some(v) = act(0) {
                 let full = with_batch(self.shape(v));
-                self.env
-                    .insert(out.to_string(), Val::Const(fold::shape_of(node, &full)?));
+                self.env.insert(
+                    out.to_string(),
+                    Val::Const(constants::shape_of(node, &full)?),
+                );
                 return Ok(());
             }
         }
@@ -163,7 +165,7 @@ impl<'e> Lowerer<'e> {
                     _ => None,
                 })
                 .collect();
-            let c = fold::evaluate(node, &consts, self.ext)?;
+            let c = constants::evaluate(node, &consts, self.ext)?;
             self.env.insert(out.to_string(), Val::Const(c));
             return Ok(());
         }
@@ -249,7 +251,7 @@ impl<'e> Lowerer<'e> {
                 frozen(FrozenOp::GlobalAveragePool, need_x()?, shape)
             }
             OpType::ReduceMean => {
-                let axes = fold::axes(&attrs, &[None, cst(1, "axes")?], 1)?;
+                let axes = constants::axes(&attrs, &[None, cst(1, "axes")?], 1)?;
                 self.reduce_mean(&attrs, need_x()?, axes)?
             }
             OpType::Add | OpType::Sub | OpType::Mul | OpType::Div => match (act(0), act(1)) {
@@ -285,7 +287,7 @@ impl<'e> Lowerer<'e> {
             OpType::Flatten => {
                 let x = need_x()?;
                 let s = self.shape(x);
-                let axis = fold::flatten_axis(attrs.int("axis", 1)?, s.len() + 1)?;
+                let axis = constants::flatten_axis(attrs.int("axis", 1)?, s.len() + 1)?;
                 ensure!(axis == 1, "Flatten axis {axis} would merge the batch with other axes; only axis 1 is supported");
                 frozen(FrozenOp::Reshape, x, vec![s.iter().product()])
             }
@@ -296,7 +298,7 @@ impl<'e> Lowerer<'e> {
             OpType::Squeeze => {
                 let x = need_x()?;
                 let s = self.shape(x);
-                let shape = match fold::axes(&attrs, &[None, cst(1, "axes")?], 1)? {
+                let shape = match constants::axes(&attrs, &[None, cst(1, "axes")?], 1)? {
                     None => s.iter().copied().filter(|&d| d != 1).collect(),
                     Some(axes) => {
                         let full = with_batch(s);
@@ -304,14 +306,14 @@ impl<'e> Lowerer<'e> {
                             axes.iter().all(|&a| tensor::norm_axis(a, full.len()).map_or(true, |a| a != 0)),
                             "Squeeze axes {axes:?} include the batch axis"
                         );
-                        fold::squeeze_shape(&full, Some(&axes))?[1..].to_vec()
+                        constants::squeeze_shape(&full, Some(&axes))?[1..].to_vec()
                     }
                 };
                 frozen(FrozenOp::Reshape, x, shape)
             }
             OpType::Unsqueeze => {
                 let x = need_x()?;
-                let axes = fold::axes(&attrs, &[None, cst(1, "axes")?], 1)?
+                let axes = constants::axes(&attrs, &[None, cst(1, "axes")?], 1)?
                     .ok_or_else(|| anyhow!("Unsqueeze needs axes"))?;
                 let full = with_batch(self.shape(x));
                 let rank = full.len() + axes.len();
@@ -323,7 +325,7 @@ impl<'e> Lowerer<'e> {
                 frozen(
                     FrozenOp::Reshape,
                     x,
-                    fold::unsqueeze_shape(&full, &axes)?[1..].to_vec(),
+                    constants::unsqueeze_shape(&full, &axes)?[1..].to_vec(),
                 )
             }
             OpType::Identity => {
@@ -347,7 +349,7 @@ impl<'e> Lowerer<'e> {
             OpType::Transpose => {
                 let x = need_x()?;
                 let s = self.shape(x);
-                let perm = fold::permutation(attrs.ints("perm")?, s.len() + 1)?;
+                let perm = constants::permutation(attrs.ints("perm")?, s.len() + 1)?;
                 ensure!(perm[0] == 0, "Transpose perm {perm:?} moves the batch axis");
                 let perm: Vec<usize> = perm[1..].iter().map(|p| p - 1).collect();
                 let shape = perm.iter().map(|&p| s[p]).collect();
@@ -713,7 +715,7 @@ impl<'e> Lowerer<'e> {
             (other, _) => bail!("{} is not an affine op", other.as_str()),
         };
         Ok(frozen(
-            FrozenOp::Affine(crate::graph::Affine { scale, shift }),
+            FrozenOp::Affine(crate::ir::graph::Affine { scale, shift }),
             x,
             s.to_vec(),
         ))
