@@ -9,8 +9,9 @@
 
 use icefold_tests::{f32_parity, keras_manifest, Fixture};
 use icefold_tool::bn_check::diagnose::{self, DiagnoseOptions, Outcome};
+use icefold_tool::import;
 use icefold_tool::ir::graph::Op;
-use icefold_tool::{convert, import};
+use icefold_tool::pipeline::{self, ConvertOptions};
 
 fn parity_fixtures() -> Vec<Fixture> {
     let all = keras_manifest();
@@ -114,7 +115,8 @@ fn kept_bn_exports_keep_their_batchnorm_and_it_folds() {
         if f.exporter == "tf2onnx-keep-bn" {
             assert!(f.bn_nodes > 0, "{}: a kept-BN export without BN", f.name);
         }
-        let c = convert::convert_graph(g).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let c = pipeline::convert(g, &ConvertOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
         let folded_bns = c
             .fold
             .folds

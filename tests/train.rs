@@ -4,11 +4,12 @@
 
 use icefold_tool::io::Array;
 use icefold_tool::ir::{eval, graph};
+use icefold_tool::pipeline::{self, ConvertOptions};
 use icefold_tool::train::data::{self, SyntheticSizes};
 use icefold_tool::train::export::{self, Statistics};
 use icefold_tool::train::rng::Rng;
 use icefold_tool::train::{self, BnMode, TrainConfig};
-use icefold_tool::{convert, host, import};
+use icefold_tool::{host, import};
 
 /// Measured with seed 1 and the default settings (12 epochs, 2000 training samples): validation
 /// accuracy 91.2 % after the last epoch, test accuracy 89.6 %. The bounds leave about 6 points
@@ -113,8 +114,9 @@ fn trains_exports_and_shows_the_three_bn_modes() {
     assert!(err < 1e-4, "reference vs candle rel-L2 {err:e}");
 
     // The folded f32 blob predicts the same classes on the whole test set.
-    let converted = convert::convert_graph(g).expect("convert folds the export");
-    let blob = convert::aligned(&converted);
+    let converted =
+        pipeline::convert(g, &ConvertOptions::default()).expect("convert folds the export");
+    let blob = converted.aligned();
     let model = host::load(blob.as_slice()).unwrap();
     let folded = host::run_f32(&model, &splits.test.x).unwrap();
     let d = host::diff(&folded, &candle).unwrap();

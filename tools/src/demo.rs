@@ -19,13 +19,14 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::bn_check::diagnose::{self, DiagnoseOptions, Outcome};
-use crate::convert::{self, BnCheckOptions, Int8Options, StaleBnPolicy};
+use crate::bn_check::policy::{check_bn_statistics, BnCheckOptions, StaleBnPolicy};
 use crate::host;
 use crate::import;
 use crate::io::{self, Array};
 use crate::lower::limits::Limits;
 use crate::lower::rustgen::{self, Provenance};
 use crate::mcu::{self, McuOptions, Target};
+use crate::pipeline::{self, ConvertOptions, Int8Options, INT16_ACTIVATIONS_DEFAULT};
 use crate::quantize::calibrate::Method;
 use crate::train::data::{self, SyntheticSizes};
 use crate::train::export::{self, Statistics};
@@ -233,9 +234,12 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
         4,
         "convert: refuse stale statistics, repair them, fold, quantize",
     );
-    let limits = Limits::DEFAULT;
+    let f32_opts = ConvertOptions {
+        limits: Limits::DEFAULT,
+        ..ConvertOptions::default()
+    };
     let refuse = BnCheckOptions::new(calib);
-    let refused = convert::check_bn_statistics(stale.clone(), &refuse);
+    let refused = check_bn_statistics(stale.clone(), &refuse);
     let stale_refused = refused.is_err();
     match refused {
         Err(e) => {
@@ -251,7 +255,7 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
         }
         Ok(_) => println!("  WARNING: the stale model was not refused"),
     }
-    let (repaired, repair) = convert::check_bn_statistics(
+    let (repaired, repair) = check_bn_statistics(
         stale.clone(),
         &BnCheckOptions {
             on_stale: StaleBnPolicy::Recalibrate,
@@ -267,26 +271,28 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
             .map(|r| indent(&r.to_string()))
             .unwrap_or_default()
     );
-    let repaired_f32 = convert::convert_graph_with(repaired, &limits)?;
-    let stale_f32 = convert::convert_graph_with(stale, &limits)?;
+    let repaired_f32 = pipeline::convert(repaired, &f32_opts)?;
+    let stale_f32 = pipeline::convert(stale, &f32_opts)?;
 
-    let f32c = convert::convert_graph_with(healthy.clone(), &limits)?;
+    let f32c = pipeline::convert(healthy.clone(), &f32_opts)?;
     println!(
         "  {}: {} BatchNorm node(s) folded, f32 blob {} bytes",
         healthy_path.display(),
         f32c.fold.folds.len(),
         f32c.blob.len()
     );
-    let int8c = convert::convert_graph_int8(
+    let int8c = pipeline::convert(
         healthy.clone(),
-        &limits,
-        Int8Options {
-            calib,
-            method: Method::DEFAULT,
-            progress: true,
-            bias_correction: true,
-            wide_output: true,
-            int16_activations: crate::convert::INT16_ACTIVATIONS_DEFAULT,
+        &ConvertOptions {
+            int8: Some(Int8Options {
+                calib,
+                method: Method::DEFAULT,
+                progress: true,
+                bias_correction: true,
+                wide_output: true,
+                int16_activations: INT16_ACTIVATIONS_DEFAULT,
+            }),
+            ..f32_opts
         },
     )?;
     if let Some(q) = &int8c.int8 {

@@ -4,10 +4,9 @@
 //! (→ `ir::graph::FrozenGraph`) → `lower` (→ runtime layers, arena plan) → `quantize` (int8,
 //! optional) → `lower::blob` (blob bytes). `ir::eval` is an f64 reference interpreter of both
 //! graph kinds, used to check every step; `bn_check` checks BatchNorm statistics against data.
-//! `convert` runs the whole pipeline. See `docs/ARCHITECTURE.md` for the map.
+//! `pipeline::convert` runs the whole pipeline. See `docs/ARCHITECTURE.md` for the map.
 
 pub mod bn_check;
-pub mod convert;
 pub mod demo;
 pub mod describe;
 pub mod host;
@@ -17,5 +16,6 @@ pub mod ir;
 pub mod lower;
 pub mod mcu;
 pub mod passes;
+pub mod pipeline;
 pub mod quantize;
 pub mod train;

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use icefold::format::{DType, Op};
-use icefold_tool::convert::{self, Converted};
+use icefold_tool::bn_check::policy::{BnCheckOptions, BnStatsCheck, StaleBnPolicy};
 use icefold_tool::io;
 use icefold_tool::ir::graph;
 use icefold_tool::lower::limits::Limits;
+use icefold_tool::pipeline::{self, ConvertOptions, Converted, Int8Conversion, Int8Options};
 use icefold_tool::quantize::calibrate;
 
 /// Arguments of `icefold convert`.
@@ -43,7 +44,7 @@ pub struct ConvertArgs {
     /// and 65536 activation steps instead of 256 where a deep network's error starts and is
     /// amplified. Only conv-to-conv tensors qualify; they take twice the arena bytes of int8.
     /// 0 keeps every activation int8 (least RAM).
-    #[arg(long, value_name = "N|all", default_value = "all", value_parser = convert::parse_int16_activations, requires = "quantize")]
+    #[arg(long, value_name = "N|all", default_value = "all", value_parser = pipeline::parse_int16_activations, requires = "quantize")]
     int16_activations: usize,
     /// Refuse models whose weights exceed this many bytes.
     #[arg(long, default_value_t = Limits::DEFAULT.max_weight_bytes)]
@@ -75,34 +76,41 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
         max_arena_bytes: a.max_arena_bytes,
         max_file_bytes: a.max_file_bytes,
     };
-    let c = match (&a.quantize, &a.calib) {
-        (Some(_), None) => bail!("--quantize int8 needs calibration data: --calib CALIB.npy"),
-        // With calibration data the BatchNorm statistics are checked first (docs/DIAGNOSE.md).
-        (quantize, Some(calib_path)) => {
-            let calib = io::read_npy(calib_path)?;
-            let check = convert::BnCheckOptions {
-                on_stale: if a.recalibrate_bn {
-                    convert::StaleBnPolicy::Recalibrate
-                } else if a.allow_stale_bn {
-                    convert::StaleBnPolicy::Allow
-                } else {
-                    convert::StaleBnPolicy::Refuse
-                },
-                progress: true,
-                ..convert::BnCheckOptions::new(&calib)
-            };
-            let int8 = quantize.as_ref().map(|_| convert::Int8Options {
-                calib: &calib,
-                method: a.calib_method,
-                progress: true,
-                bias_correction: !a.no_bias_correction,
-                wide_output: !a.int8_output,
-                int16_activations: a.int16_activations,
-            });
-            convert::convert_file_checked(model, &limits, &check, int8)?
-        }
-        (None, None) => convert::convert_file_with(model, &limits)?,
+    if a.quantize.is_some() && a.calib.is_none() {
+        bail!("--quantize int8 needs calibration data: --calib CALIB.npy");
+    }
+    let calib = a.calib.as_deref().map(io::read_npy).transpose()?;
+    // With calibration data the BatchNorm statistics are checked first (docs/DIAGNOSE.md).
+    let bn_check = calib.as_ref().map(|calib| BnCheckOptions {
+        on_stale: if a.recalibrate_bn {
+            StaleBnPolicy::Recalibrate
+        } else if a.allow_stale_bn {
+            StaleBnPolicy::Allow
+        } else {
+            StaleBnPolicy::Refuse
+        },
+        progress: true,
+        ..BnCheckOptions::new(calib)
+    });
+    let int8 = match (&a.quantize, &calib) {
+        (Some(_), Some(calib)) => Some(Int8Options {
+            calib,
+            method: a.calib_method,
+            progress: true,
+            bias_correction: !a.no_bias_correction,
+            wide_output: !a.int8_output,
+            int16_activations: a.int16_activations,
+        }),
+        _ => None,
     };
+    let c = pipeline::convert(
+        model,
+        &ConvertOptions {
+            limits,
+            bn_check,
+            int8,
+        },
+    )?;
     if let Some(check) = &c.bn_check {
         print_bn_check(check);
     }
@@ -179,7 +187,7 @@ fn index_runs(indices: &[usize]) -> Vec<String> {
         .collect()
 }
 
-fn print_int8_report(c: &Converted, q: &convert::Int8Conversion) {
+fn print_int8_report(c: &Converted, q: &Int8Conversion) {
     println!();
     println!(
         "int8 quantization: per-channel weights, activations calibrated ({}) on {} samples",
@@ -282,13 +290,13 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// What the BatchNorm check of `convert --calib` found and did; loud when it matters.
-fn print_bn_check(check: &convert::BnStatsCheck) {
+fn print_bn_check(check: &BnStatsCheck) {
     use icefold_tool::bn_check::diagnose::Outcome;
     let d = &check.diagnosis;
     if d.outcome() == Outcome::NoBatchNorm {
         println!("BatchNorm statistics check: nothing to check.");
         print!("{}", icefold_tool::bn_check::diagnose::NO_BATCHNORM);
-        if check.policy == convert::StaleBnPolicy::Recalibrate {
+        if check.policy == StaleBnPolicy::Recalibrate {
             eprintln!("warning: --recalibrate-bn had no BatchNorm to recalibrate");
         }
         println!();

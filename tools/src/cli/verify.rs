@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use icefold_tool::convert;
 use icefold_tool::host::{self, Diff};
 use icefold_tool::io::{self, Array};
 use icefold_tool::ir::eval;
 use icefold_tool::lower::blob::AlignedBytes;
+use icefold_tool::pipeline::{self, ConvertOptions};
 
 use super::convert::print_conversion;
 
@@ -28,7 +28,7 @@ pub struct VerifyArgs {
 pub fn run(a: &VerifyArgs) -> Result<()> {
     let (model_path, input, expected) =
         (a.model.as_path(), a.input.as_path(), a.expected.as_deref());
-    let c = convert::convert_file(model_path)?;
+    let c = pipeline::convert(model_path, &ConvertOptions::default())?;
     print_conversion(&c);
     let x = io::read_npy(input)?;
     let blob = AlignedBytes::new(&c.blob);

@@ -20,8 +20,8 @@ fn with_fc_3_to_4(b: Builder, input: &'static str, out: &'static str) -> Builder
     ))
 }
 
-/// `convert_graph_int8` of `g` on 64 deterministic calibration samples of `[3]` inputs.
-fn int8_of(g: ImportedGraph, wide_output: bool) -> crate::convert::Converted {
+/// The int8 conversion of `g` on 64 deterministic calibration samples of `[3]` inputs.
+fn int8_of(g: ImportedGraph, wide_output: bool) -> crate::pipeline::Converted {
     let data = (0..64 * 3)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
         .collect();
@@ -29,15 +29,22 @@ fn int8_of(g: ImportedGraph, wide_output: bool) -> crate::convert::Converted {
         shape: vec![64, 3],
         data,
     };
-    let opts = crate::convert::Int8Options {
+    let opts = crate::pipeline::Int8Options {
         calib: &calib,
         method: crate::quantize::calibrate::Method::DEFAULT,
         progress: false,
         bias_correction: false,
         wide_output,
-        int16_activations: crate::convert::INT16_ACTIVATIONS_DEFAULT,
+        int16_activations: crate::pipeline::INT16_ACTIVATIONS_DEFAULT,
     };
-    crate::convert::convert_graph_int8(g, &crate::lower::limits::Limits::DEFAULT, opts).unwrap()
+    crate::pipeline::convert(
+        g,
+        &crate::pipeline::ConvertOptions {
+            int8: Some(opts),
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 #[test]
@@ -45,7 +52,7 @@ fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
     use icefold::format::{DType, Op as RtOp};
     // A 3 -> 4 dense layer writing `out`.
     let dense = |out: &'static str| with_fc_3_to_4(Builder::new(13, &[-1, 3]), "x", out);
-    let kinds = |c: &crate::convert::Converted| -> Vec<(&'static str, DType)> {
+    let kinds = |c: &crate::pipeline::Converted| -> Vec<(&'static str, DType)> {
         c.lowered
             .layers
             .iter()
@@ -73,7 +80,7 @@ fn the_output_head_is_int16_only_where_it_is_a_dense_layer_and_its_softmax() {
         kinds(&c),
         vec![("dense_i8_i16", DType::I16), ("softmax_i16", DType::I16)]
     );
-    let blob = crate::convert::aligned(&c);
+    let blob = c.aligned();
     let model = crate::host::load(blob.as_slice()).unwrap();
     let x = crate::io::Array {
         shape: vec![2, 3],
@@ -162,18 +169,20 @@ fn a_global_pooling_read_by_a_dense_layer_folds_into_it_for_int8() {
             .map(|i| ((i * 37 % 101) as f32 / 25.0) - 2.0)
             .collect(),
     };
-    let opts = crate::convert::Int8Options {
+    let opts = crate::pipeline::Int8Options {
         calib: &calib,
         method: crate::quantize::calibrate::Method::DEFAULT,
         progress: false,
         bias_correction: true,
         wide_output: true,
-        int16_activations: crate::convert::INT16_ACTIVATIONS_DEFAULT,
+        int16_activations: crate::pipeline::INT16_ACTIVATIONS_DEFAULT,
     };
-    let c = crate::convert::convert_graph_int8(
+    let c = crate::pipeline::convert(
         pooled_classifier(false),
-        &crate::lower::limits::Limits::DEFAULT,
-        opts,
+        &crate::pipeline::ConvertOptions {
+            int8: Some(opts),
+            ..Default::default()
+        },
     )
     .unwrap();
     let ops: Vec<&str> = c.lowered.layers.iter().map(|x| x.op.name()).collect();
@@ -239,7 +248,7 @@ fn leading_convolutions_keep_int16_activations() {
             .collect(),
     };
     let convert = |int16_activations: usize| {
-        let opts = crate::convert::Int8Options {
+        let opts = crate::pipeline::Int8Options {
             calib: &calib,
             method: crate::quantize::calibrate::Method::DEFAULT,
             progress: false,
@@ -247,10 +256,12 @@ fn leading_convolutions_keep_int16_activations() {
             wide_output: true,
             int16_activations,
         };
-        let c = crate::convert::convert_graph_int8(
+        let c = crate::pipeline::convert(
             conv_chain(),
-            &crate::lower::limits::Limits::DEFAULT,
-            opts,
+            &crate::pipeline::ConvertOptions {
+                int8: Some(opts),
+                ..Default::default()
+            },
         )
         .unwrap();
         let layers: Vec<(&'static str, DType, DType)> = c
@@ -378,15 +389,22 @@ fn a_bias_too_large_for_int16_products_keeps_the_input_int8() {
             .collect(),
     };
     let convert = |g| {
-        let opts = crate::convert::Int8Options {
+        let opts = crate::pipeline::Int8Options {
             calib: &calib,
             method: crate::quantize::calibrate::Method::DEFAULT,
             progress: false,
             bias_correction: false,
             wide_output: true,
-            int16_activations: crate::convert::INT16_ACTIVATIONS_DEFAULT,
+            int16_activations: crate::pipeline::INT16_ACTIVATIONS_DEFAULT,
         };
-        crate::convert::convert_graph_int8(g, &crate::lower::limits::Limits::DEFAULT, opts).unwrap()
+        crate::pipeline::convert(
+            g,
+            &crate::pipeline::ConvertOptions {
+                int8: Some(opts),
+                ..Default::default()
+            },
+        )
+        .unwrap()
     };
     // Bias 20 with weights up to 0.009 over inputs in [-1, 1]: about 2^25 steps of the int8
     // accumulator scale, 2^33 of the int16 one (over the int32 range).
