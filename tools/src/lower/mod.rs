@@ -36,6 +36,17 @@ pub struct Lowered {
     pub tensor_values: Vec<ValueId>,
 }
 
+impl Lowered {
+    /// The layers that read tensor `t`, with their indices in the schedule.
+    pub fn readers(&self, t: u16) -> impl Iterator<Item = (usize, &format::Layer)> {
+        self.layers.iter().enumerate().filter(move |(_, r)| {
+            r.inputs[..usize::from(r.input_count)]
+                .iter()
+                .any(|x| x.id == t)
+        })
+    }
+}
+
 /// Choices that differ between the f32 and the int8 lowering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LowerOptions {

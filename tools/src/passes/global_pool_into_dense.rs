@@ -82,12 +82,7 @@ fn foldable_global_pool(l: &Lowered) -> Option<(usize, usize, format::Dense)> {
         if !global || t == l.info.output.id {
             return None;
         }
-        let reads = |x: &format::Layer| {
-            x.inputs[..usize::from(x.input_count)]
-                .iter()
-                .any(|d| d.id == t)
-        };
-        let mut readers = l.layers.iter().enumerate().filter(|(_, x)| reads(x));
+        let mut readers = l.readers(t);
         let (j, reader) = readers.next()?;
         let products = usize::from(h) * usize::from(w) * usize::from(c);
         let RtOp::Dense(d) = reader.op else {

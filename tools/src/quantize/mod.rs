@@ -201,19 +201,12 @@ fn transposed_with(l: &Lowered, t: u16) -> Vec<u16> {
     group
 }
 
-/// The layers of `l` that read tensor `t`.
-fn readers_of(l: &Lowered, t: u16) -> impl Iterator<Item = &format::Layer> {
-    l.layers
-        .iter()
-        .filter(move |r| r.inputs[..r.input_count as usize].iter().any(|x| x.id == t))
-}
-
 /// Whether tensor `t` can be int16: it is read, and only by convolutions of at most
 /// [`INT16_INPUT_MAX_PRODUCTS`] products or by transposes whose outputs can be int16 (their
 /// outputs are collected into `moved`).
 fn read_by_convs_only(l: &Lowered, t: u16, moved: &mut Vec<u16>) -> bool {
     let mut read = false;
-    for r in readers_of(l, t) {
+    for (_, r) in l.readers(t) {
         read = true;
         let ok = match &r.op {
             Op::Conv2d(c) => conv_products(c, &r.inputs[0]) <= INT16_INPUT_MAX_PRODUCTS,
@@ -239,16 +232,7 @@ fn int16_qparams(r: Range) -> QParams {
 /// The output head that runs in int16: the index of a dense layer writing the model output, or
 /// of a dense layer and of the softmax after it that writes the model output (its only reader).
 fn wide_output_head(l: &Lowered) -> Option<(usize, Option<usize>)> {
-    let readers = |t: u16| {
-        l.layers
-            .iter()
-            .filter(|layer| {
-                layer.inputs[..layer.input_count as usize]
-                    .iter()
-                    .any(|x| x.id == t)
-            })
-            .count()
-    };
+    let readers = |t: u16| l.readers(t).count();
     let writer = |t: u16| l.layers.iter().rposition(|layer| layer.output.id == t);
     let out = l.info.output.id;
     let last = writer(out)?;
