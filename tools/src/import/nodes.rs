@@ -45,14 +45,14 @@ pub(super) struct NodeImporter<'e> {
 }
 
 /// One imported activation op.
-struct Lowered {
+struct ImportedOp {
     op: Op,
     inputs: Vec<ValueId>,
     shape: Vec<usize>,
 }
 
-fn frozen(op: FrozenOp, x: ValueId, shape: Vec<usize>) -> Lowered {
-    Lowered {
+fn frozen_op(op: FrozenOp, x: ValueId, shape: Vec<usize>) -> ImportedOp {
+    ImportedOp {
         op: Op::Frozen(op),
         inputs: vec![x],
         shape,
@@ -186,7 +186,7 @@ impl<'e> NodeImporter<'e> {
         let attrs = Attrs::new(node);
         let need_x = || x.ok_or_else(|| anyhow!("input 0 must be the activation"));
 
-        let lowered = match node.op_type {
+        let imported = match node.op_type {
             OpType::Conv => self.conv(
                 &attrs,
                 need_x()?,
@@ -209,8 +209,8 @@ impl<'e> NodeImporter<'e> {
                 cst(2, "C (the bias)")?,
             )?,
             OpType::MatMul => {
-                let lowered = self.matmul(need_x()?, need(1, "B (the weight)")?)?;
-                let id = self.emit(origin, out, lowered)?;
+                let imported = self.matmul(need_x()?, need(1, "B (the weight)")?)?;
+                let id = self.add_node(origin, out, imported)?;
                 if self.readers.get(out) == Some(&1) {
                     self.open_matmul.insert(id, self.nodes.len() - 1);
                 }
@@ -248,7 +248,7 @@ impl<'e> NodeImporter<'e> {
                 );
                 let mut shape = vec![1; s.len()];
                 shape[0] = s[0];
-                frozen(FrozenOp::GlobalAveragePool, need_x()?, shape)
+                frozen_op(FrozenOp::GlobalAveragePool, need_x()?, shape)
             }
             OpType::ReduceMean => {
                 let axes = constants::axes(&attrs, &[None, cst(1, "axes")?], 1)?;
@@ -262,7 +262,7 @@ impl<'e> NodeImporter<'e> {
                     );
                     let (sa, sb) = (self.shape(a), self.shape(b));
                     ensure!(sa == sb, "Add of activations of different shapes {sa:?} and {sb:?} (broadcasting between activations is not supported)");
-                    Lowered {
+                    ImportedOp {
                         op: Op::Frozen(FrozenOp::Add),
                         inputs: vec![a, b],
                         shape: sa.to_vec(),
@@ -289,7 +289,7 @@ impl<'e> NodeImporter<'e> {
                 let s = self.shape(x);
                 let axis = constants::flatten_axis(attrs.int("axis", 1)?, s.len() + 1)?;
                 ensure!(axis == 1, "Flatten axis {axis} would merge the batch with other axes; only axis 1 is supported");
-                frozen(FrozenOp::Reshape, x, vec![s.iter().product()])
+                frozen_op(FrozenOp::Reshape, x, vec![s.iter().product()])
             }
             OpType::Reshape => {
                 let target = need(1, "the target shape")?.to_i64("the Reshape target shape")?;
@@ -309,7 +309,7 @@ impl<'e> NodeImporter<'e> {
                         constants::squeeze_shape(&full, Some(&axes))?[1..].to_vec()
                     }
                 };
-                frozen(FrozenOp::Reshape, x, shape)
+                frozen_op(FrozenOp::Reshape, x, shape)
             }
             OpType::Unsqueeze => {
                 let x = need_x()?;
@@ -322,14 +322,14 @@ impl<'e> NodeImporter<'e> {
                         .all(|&a| tensor::norm_axis(a, rank).map_or(true, |a| a != 0)),
                     "Unsqueeze axes {axes:?} insert an axis before the batch"
                 );
-                frozen(
+                frozen_op(
                     FrozenOp::Reshape,
                     x,
                     constants::unsqueeze_shape(&full, &axes)?[1..].to_vec(),
                 )
             }
             OpType::Identity => {
-                frozen(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec())
+                frozen_op(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec())
             }
             OpType::Dropout => {
                 if let Some(mask) = node.output.get(1).filter(|n| !n.is_empty()) {
@@ -344,7 +344,7 @@ impl<'e> NodeImporter<'e> {
                         "Dropout in training mode; export the model in eval mode (`model.eval()`)"
                     );
                 }
-                frozen(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec())
+                frozen_op(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec())
             }
             OpType::Transpose => {
                 let x = need_x()?;
@@ -353,7 +353,7 @@ impl<'e> NodeImporter<'e> {
                 ensure!(perm[0] == 0, "Transpose perm {perm:?} moves the batch axis");
                 let perm: Vec<usize> = perm[1..].iter().map(|p| p - 1).collect();
                 let shape = perm.iter().map(|&p| s[p]).collect();
-                frozen(FrozenOp::Transpose { perm }, x, shape)
+                frozen_op(FrozenOp::Transpose { perm }, x, shape)
             }
             OpType::Pad => self.pad(
                 &attrs,
@@ -371,11 +371,11 @@ impl<'e> NodeImporter<'e> {
                     axis == rank - 1,
                     "Softmax over axis {axis} of a rank-{rank} tensor; only the last axis is supported"
                 );
-                frozen(FrozenOp::Softmax, x, self.shape(x).to_vec())
+                frozen_op(FrozenOp::Softmax, x, self.shape(x).to_vec())
             }
             ref other => bail!("{} is not supported on activations", other.as_str()),
         };
-        if let Some(x) = no_op_reshape(&lowered, &self.values) {
+        if let Some(x) = no_op_reshape(&imported, &self.values) {
             // A reshape to the shape it already has (Identity, inference Dropout, or tf2onnx's
             // NHWC<->NCHW Transposes at 1x1 spatial size, which its optimizer rewrites as
             // `Reshape [-1, C, 1, 1]`) is not a node: as one it would sit between a Conv and its
@@ -387,12 +387,12 @@ impl<'e> NodeImporter<'e> {
             self.env.insert(out.to_string(), Val::Act(x));
             return Ok(());
         }
-        self.emit(origin, out, lowered)?;
+        self.add_node(origin, out, imported)?;
         Ok(())
     }
 
     /// Adds the node and its output value; returns the value id.
-    fn emit(&mut self, origin: &Origin, out: &str, l: Lowered) -> Result<ValueId> {
+    fn add_node(&mut self, origin: &Origin, out: &str, l: ImportedOp) -> Result<ValueId> {
         ensure!(
             !l.shape.is_empty(),
             "the result is a scalar per sample; icefold needs at least one per-sample axis"
@@ -418,8 +418,8 @@ impl<'e> NodeImporter<'e> {
         Ok(id)
     }
 
-    fn activation(&self, x: ValueId, a: Activation) -> Lowered {
-        frozen(FrozenOp::Activation(a), x, self.shape(x).to_vec())
+    fn activation(&self, x: ValueId, a: Activation) -> ImportedOp {
+        frozen_op(FrozenOp::Activation(a), x, self.shape(x).to_vec())
     }
 
     fn conv(
@@ -428,7 +428,7 @@ impl<'e> NodeImporter<'e> {
         x: ValueId,
         w: &Const,
         b: Option<&Const>,
-    ) -> Result<Lowered> {
+    ) -> Result<ImportedOp> {
         let s = self.shape(x);
         let spatial = s.len().saturating_sub(1);
         ensure!(
@@ -513,10 +513,10 @@ impl<'e> NodeImporter<'e> {
             pad_values: None,
             spatial_rank: spatial,
         };
-        Ok(frozen(FrozenOp::Conv(conv), x, shape))
+        Ok(frozen_op(FrozenOp::Conv(conv), x, shape))
     }
 
-    fn batch_norm(&self, attrs: &Attrs<'_, '_>, x: ValueId, p: [&Const; 4]) -> Result<Lowered> {
+    fn batch_norm(&self, attrs: &Attrs<'_, '_>, x: ValueId, p: [&Const; 4]) -> Result<ImportedOp> {
         let s = self.shape(x);
         let c = s[0];
         let names = [
@@ -549,7 +549,7 @@ impl<'e> NodeImporter<'e> {
         let mean = v.pop().unwrap_or_default();
         let beta = v.pop().unwrap_or_default();
         let gamma = v.pop().unwrap_or_default();
-        Ok(Lowered {
+        Ok(ImportedOp {
             op: Op::BatchNorm(BatchNorm {
                 gamma,
                 beta,
@@ -568,7 +568,7 @@ impl<'e> NodeImporter<'e> {
         x: ValueId,
         b: &Const,
         c: Option<&Const>,
-    ) -> Result<Lowered> {
+    ) -> Result<ImportedOp> {
         let s = self.shape(x);
         ensure!(
             s.len() == 1,
@@ -632,10 +632,14 @@ impl<'e> NodeImporter<'e> {
             }
         };
         let weight = Tensor::new(vec![m, k], to_f32(&weight, "B (the weight)")?);
-        Ok(frozen(FrozenOp::Dense(Dense { weight, bias }), x, vec![m]))
+        Ok(frozen_op(
+            FrozenOp::Dense(Dense { weight, bias }),
+            x,
+            vec![m],
+        ))
     }
 
-    fn matmul(&self, x: ValueId, b: &Const) -> Result<Lowered> {
+    fn matmul(&self, x: ValueId, b: &Const) -> Result<ImportedOp> {
         let s = self.shape(x);
         ensure!(
             b.shape.len() == 2,
@@ -659,7 +663,7 @@ impl<'e> NodeImporter<'e> {
         let weight = Tensor::new(vec![m, k], to_f32(&weight, "B (the weight)")?);
         let mut shape = lead.to_vec();
         shape.push(m);
-        Ok(frozen(
+        Ok(frozen_op(
             FrozenOp::Dense(Dense {
                 weight,
                 bias: vec![0.0; m],
@@ -692,7 +696,7 @@ impl<'e> NodeImporter<'e> {
     }
 
     /// Activation and constant under Add/Sub/Mul/Div, as a per-channel `Affine`.
-    fn affine(&self, op: &OpType<'_>, x: ValueId, c: &Const, x_first: bool) -> Result<Lowered> {
+    fn affine(&self, op: &OpType<'_>, x: ValueId, c: &Const, x_first: bool) -> Result<ImportedOp> {
         let s = self.shape(x);
         let v = per_channel(c, s)?;
         finite(&v, "the constant operand")?;
@@ -714,14 +718,14 @@ impl<'e> NodeImporter<'e> {
             }
             (other, _) => bail!("{} is not an affine op", other.as_str()),
         };
-        Ok(frozen(
+        Ok(frozen_op(
             FrozenOp::Affine(crate::ir::graph::Affine { scale, shift }),
             x,
             s.to_vec(),
         ))
     }
 
-    fn pool(&self, node: &OnnxNode<'_>, attrs: &Attrs<'_, '_>, x: ValueId) -> Result<Lowered> {
+    fn pool(&self, node: &OnnxNode<'_>, attrs: &Attrs<'_, '_>, x: ValueId) -> Result<ImportedOp> {
         let s = self.shape(x);
         let spatial = s.len().saturating_sub(1);
         ensure!(
@@ -779,7 +783,7 @@ impl<'e> NodeImporter<'e> {
                 vec![s[0], geo[0].out],
             )
         };
-        Ok(frozen(
+        Ok(frozen_op(
             FrozenOp::Pool(Pool {
                 kind,
                 kernel,
@@ -797,7 +801,7 @@ impl<'e> NodeImporter<'e> {
         attrs: &Attrs<'_, '_>,
         x: ValueId,
         axes: Option<Vec<i64>>,
-    ) -> Result<Lowered> {
+    ) -> Result<ImportedOp> {
         let s = self.shape(x);
         let rank = s.len() + 1;
         ensure!(
@@ -825,10 +829,10 @@ impl<'e> NodeImporter<'e> {
         } else {
             vec![s[0]]
         };
-        Ok(frozen(FrozenOp::GlobalAveragePool, x, shape))
+        Ok(frozen_op(FrozenOp::GlobalAveragePool, x, shape))
     }
 
-    fn reshape(&self, x: ValueId, target: &[i64], allow_zero: bool) -> Result<Lowered> {
+    fn reshape(&self, x: ValueId, target: &[i64], allow_zero: bool) -> Result<ImportedOp> {
         let full = with_batch(self.shape(x));
         let mut target = target.to_vec();
         let first = target
@@ -848,7 +852,7 @@ impl<'e> NodeImporter<'e> {
             "Reshape of {:?} per sample to {target:?} moves data across samples (the first axis must stay the batch)",
             self.shape(x)
         );
-        Ok(frozen(FrozenOp::Reshape, x, shape[1..].to_vec()))
+        Ok(frozen_op(FrozenOp::Reshape, x, shape[1..].to_vec()))
     }
 
     fn pad(
@@ -858,7 +862,7 @@ impl<'e> NodeImporter<'e> {
         pads: Option<&Const>,
         value: Option<&Const>,
         axes: Option<&Const>,
-    ) -> Result<Lowered> {
+    ) -> Result<ImportedOp> {
         let mode = attrs.string("mode")?.unwrap_or_else(|| "constant".into());
         ensure!(
             mode == "constant",
@@ -914,13 +918,13 @@ impl<'e> NodeImporter<'e> {
         let shape = (0..s.len())
             .map(|k| s[k] + pads[k] + pads[s.len() + k])
             .collect();
-        Ok(frozen(FrozenOp::Pad { pads, value }, x, shape))
+        Ok(frozen_op(FrozenOp::Pad { pads, value }, x, shape))
     }
 }
 
 /// The input of a reshape that keeps its input's per-sample shape (a no-op), or `None`. The graph
 /// input itself is never aliased, so that a graph always has at least one node after it.
-fn no_op_reshape(l: &Lowered, values: &[Value]) -> Option<ValueId> {
+fn no_op_reshape(l: &ImportedOp, values: &[Value]) -> Option<ValueId> {
     match (&l.op, l.inputs.as_slice()) {
         (Op::Frozen(FrozenOp::Reshape), &[x]) if x != 0 && values[x].shape == l.shape => Some(x),
         _ => None,

@@ -271,7 +271,7 @@ impl<'g> Lowerer<'g> {
         })
     }
 
-    fn emit(&mut self, op: RtOp, inputs: Vec<Use>, output: Use, note: LayerNote) {
+    fn push_layer(&mut self, op: RtOp, inputs: Vec<Use>, output: Use, note: LayerNote) {
         let at = self.layers.len() as isize;
         for u in &inputs {
             let b = &mut self.buffers[u.buf];
@@ -298,7 +298,7 @@ impl<'g> Lowerer<'g> {
         }
         let elems = phys.iter().product();
         let buf = self.new_buffer(self.buffers[p.buf].value, elems);
-        self.emit(
+        self.push_layer(
             RtOp::Transpose(format::Transpose { perm: rt_perm }),
             vec![Use {
                 buf: p.buf,
@@ -579,7 +579,7 @@ impl<'g> Lowerer<'g> {
                     params: c.weight.len() + c.bias.len(),
                 };
                 let xin = self.use_of(&x, origin)?;
-                self.emit(op, vec![xin], out, note);
+                self.push_layer(op, vec![xin], out, note);
             }
             FrozenOp::Dense(d) => {
                 let x = self.placed(node.inputs[0], origin)?;
@@ -618,7 +618,7 @@ impl<'g> Lowerer<'g> {
                     buf: x.buf,
                     dims: dims3(&origin.to_string(), &[n])?,
                 };
-                self.emit(
+                self.push_layer(
                     RtOp::Dense(format::Dense {
                         weights,
                         bias,
@@ -664,7 +664,7 @@ impl<'g> Lowerer<'g> {
                     params: 0,
                 };
                 let xin = self.use_of(&x, origin)?;
-                self.emit(op, vec![xin], out, note);
+                self.push_layer(op, vec![xin], out, note);
             }
             FrozenOp::GlobalAveragePool => {
                 if in_shape.len() < 2 {
@@ -695,7 +695,7 @@ impl<'g> Lowerer<'g> {
                     macs: 0,
                     params: 0,
                 };
-                self.emit(op, vec![xin], out, note);
+                self.push_layer(op, vec![xin], out, note);
             }
             FrozenOp::Add => {
                 let a = self.placed(node.inputs[0], origin)?;
@@ -709,7 +709,7 @@ impl<'g> Lowerer<'g> {
                     macs: 0,
                     params: 0,
                 };
-                self.emit(RtOp::Add { activation }, vec![ua, ub], out, note);
+                self.push_layer(RtOp::Add { activation }, vec![ua, ub], out, note);
             }
             FrozenOp::Affine(a) => {
                 let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
@@ -738,7 +738,7 @@ impl<'g> Lowerer<'g> {
                     params: 2 * c,
                 };
                 let xin = self.use_of(&x, origin)?;
-                self.emit(
+                self.push_layer(
                     RtOp::Affine(format::Affine {
                         scale,
                         shift,
@@ -760,7 +760,7 @@ impl<'g> Lowerer<'g> {
                     params: 0,
                 };
                 let xin = self.use_of(&x, origin)?;
-                self.emit(RtOp::Activation(map_activation(a)), vec![xin], out, note);
+                self.push_layer(RtOp::Activation(map_activation(a)), vec![xin], out, note);
             }
             FrozenOp::Softmax => {
                 let x = self.require(node.inputs[0], Layout::identity(&in_shape), origin)?;
@@ -778,7 +778,7 @@ impl<'g> Lowerer<'g> {
                     params: 0,
                 };
                 let xin = self.use_of(&x, origin)?;
-                self.emit(RtOp::Softmax, vec![xin], out, note);
+                self.push_layer(RtOp::Softmax, vec![xin], out, note);
             }
             FrozenOp::Reshape => {
                 // Row-major reinterpretation keeps the logical flat order, hence the layout.
@@ -842,7 +842,7 @@ impl<'g> Lowerer<'g> {
                     pad: pads_u16(origin, [t, l, b, rr])?,
                     value: *value,
                 });
-                self.emit(op, vec![xin], out, note);
+                self.push_layer(op, vec![xin], out, note);
             }
         }
         Ok(())
