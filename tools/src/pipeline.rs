@@ -83,12 +83,28 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
         }
         None => (imported, None),
     };
-    let mut c = match opts.int8 {
-        Some(int8) => convert_int8(graph, &opts.limits, int8)?,
-        None => convert_f32(graph, &opts.limits)?,
+    let (frozen, fold) = fold_batchnorm::fold(graph.clone())?;
+    let (lowered, blob, int8) = match opts.int8 {
+        Some(int8) => {
+            let (lowered, blob, conversion) = quantize_int8(&frozen, &opts.limits, int8)?;
+            (lowered, blob, Some(conversion))
+        }
+        None => {
+            let lowered = lower::lower(&frozen)?;
+            opts.limits.check_lowered(&lowered)?;
+            let blob = blob::blob(&lowered)?;
+            (lowered, blob, None)
+        }
     };
-    c.bn_check = bn_check;
-    Ok(c)
+    Ok(Converted {
+        imported: graph,
+        frozen,
+        fold,
+        lowered,
+        blob,
+        int8,
+        bn_check,
+    })
 }
 
 /// Every stage of one conversion, kept for reports and verification.
@@ -169,38 +185,21 @@ pub struct Int8Conversion {
     pub int8_arena_bytes: u32,
 }
 
-/// The f32 conversion of an imported graph, refused if its weights or arena exceed `limits`.
-fn convert_f32(imported: ImportedGraph, limits: &Limits) -> Result<Converted> {
-    let (frozen, fold) = fold_batchnorm::fold(imported.clone())?;
-    let lowered = lower::lower(&frozen)?;
-    limits.check_lowered(&lowered)?;
-    let blob = blob::blob(&lowered)?;
-    Ok(Converted {
-        imported,
-        frozen,
-        fold,
-        lowered,
-        blob,
-        int8: None,
-        bn_check: None,
-    })
-}
-
 /// Calibration samples the bias correction measures each layer on: the usual calibration set
 /// size. A per-channel mean over 16 samples is noisy on small late layers; 64 are better on 4 of
 /// the 5 held-out MobileNets (docs/QUANTIZATION.md). Cost: one int8 run of the network per layer
 /// and sample.
 const BIAS_CORRECTION_SAMPLES: usize = 64;
 
-/// The int8 conversion of an imported graph, calibrated on `opts.calib`.
-fn convert_int8(
-    imported: ImportedGraph,
+/// The int8 layers of `frozen` calibrated on `opts.calib`, refused beyond `limits`; their blob;
+/// and the int8 report (the f32 twin, the per-layer error).
+fn quantize_int8(
+    frozen: &FrozenGraph,
     limits: &Limits,
     opts: Int8Options<'_>,
-) -> Result<Converted> {
-    let (frozen, fold) = fold_batchnorm::fold(imported.clone())?;
-    let calibration = calibrate::calibrate(&frozen, opts.calib, opts.method, opts.progress)?;
-    let f32_lowered = lower::lower_with(&frozen, LowerOptions::INT8)?;
+) -> Result<(Lowered, Vec<u8>, Int8Conversion)> {
+    let calibration = calibrate::calibrate(frozen, opts.calib, opts.method, opts.progress)?;
+    let f32_lowered = lower::lower_with(frozen, LowerOptions::INT8)?;
     let mut lowered = quantize::quantize(
         &f32_lowered,
         &calibration,
@@ -222,22 +221,15 @@ fn convert_int8(
     let f32_blob = blob::blob(&f32_lowered)?;
     let (layer_sqnr_db, end_to_end) =
         host::compare_layers(&f32_blob, &blob, opts.calib, opts.progress)?;
-    Ok(Converted {
-        imported,
-        frozen,
-        fold,
-        lowered,
-        blob,
-        int8: Some(Int8Conversion {
-            calibration,
-            f32_lowered,
-            f32_blob,
-            layer_sqnr_db,
-            end_to_end,
-            int8_arena_bytes,
-        }),
-        bn_check: None,
-    })
+    let conversion = Int8Conversion {
+        calibration,
+        f32_lowered,
+        f32_blob,
+        layer_sqnr_db,
+        end_to_end,
+        int8_arena_bytes,
+    };
+    Ok((lowered, blob, conversion))
 }
 
 #[cfg(test)]
