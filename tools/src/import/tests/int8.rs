@@ -29,13 +29,30 @@ fn int8_of(g: ImportedGraph, wide_output: bool) -> crate::pipeline::Converted {
         shape: vec![64, 3],
         data,
     };
+    convert_int8(
+        g,
+        &calib,
+        false,
+        wide_output,
+        crate::pipeline::INT16_ACTIVATIONS_DEFAULT,
+    )
+}
+
+/// The int8 conversion of `g` calibrated on `calib` (default calibration method, no progress).
+fn convert_int8(
+    g: ImportedGraph,
+    calib: &crate::io::Array,
+    bias_correction: bool,
+    wide_output: bool,
+    int16_activations: usize,
+) -> crate::pipeline::Converted {
     let opts = crate::pipeline::Int8Options {
-        calib: &calib,
+        calib,
         method: crate::quantize::calibrate::Method::DEFAULT,
         progress: false,
-        bias_correction: false,
+        bias_correction,
         wide_output,
-        int16_activations: crate::pipeline::INT16_ACTIVATIONS_DEFAULT,
+        int16_activations,
     };
     crate::pipeline::convert(
         g,
@@ -169,22 +186,13 @@ fn a_global_pooling_read_by_a_dense_layer_folds_into_it_for_int8() {
             .map(|i| ((i * 37 % 101) as f32 / 25.0) - 2.0)
             .collect(),
     };
-    let opts = crate::pipeline::Int8Options {
-        calib: &calib,
-        method: crate::quantize::calibrate::Method::DEFAULT,
-        progress: false,
-        bias_correction: true,
-        wide_output: true,
-        int16_activations: crate::pipeline::INT16_ACTIVATIONS_DEFAULT,
-    };
-    let c = crate::pipeline::convert(
+    let c = convert_int8(
         pooled_classifier(false),
-        &crate::pipeline::ConvertOptions {
-            int8: Some(opts),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+        &calib,
+        true,
+        true,
+        crate::pipeline::INT16_ACTIVATIONS_DEFAULT,
+    );
     let ops: Vec<&str> = c.lowered.layers.iter().map(|x| x.op.name()).collect();
     // (The input is int16: the convolution reading it runs 16x8 and writes int8.)
     assert_eq!(ops, vec!["transpose", "conv2d_i16", "dense_i8_i16"]);
@@ -248,22 +256,7 @@ fn leading_convolutions_keep_int16_activations() {
             .collect(),
     };
     let convert = |int16_activations: usize| {
-        let opts = crate::pipeline::Int8Options {
-            calib: &calib,
-            method: crate::quantize::calibrate::Method::DEFAULT,
-            progress: false,
-            bias_correction: true,
-            wide_output: true,
-            int16_activations,
-        };
-        let c = crate::pipeline::convert(
-            conv_chain(),
-            &crate::pipeline::ConvertOptions {
-                int8: Some(opts),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let c = convert_int8(conv_chain(), &calib, true, true, int16_activations);
         let layers: Vec<(&'static str, DType, DType)> = c
             .lowered
             .layers
@@ -389,22 +382,13 @@ fn a_bias_too_large_for_int16_products_keeps_the_input_int8() {
             .collect(),
     };
     let convert = |g| {
-        let opts = crate::pipeline::Int8Options {
-            calib: &calib,
-            method: crate::quantize::calibrate::Method::DEFAULT,
-            progress: false,
-            bias_correction: false,
-            wide_output: true,
-            int16_activations: crate::pipeline::INT16_ACTIVATIONS_DEFAULT,
-        };
-        crate::pipeline::convert(
+        convert_int8(
             g,
-            &crate::pipeline::ConvertOptions {
-                int8: Some(opts),
-                ..Default::default()
-            },
+            &calib,
+            false,
+            true,
+            crate::pipeline::INT16_ACTIVATIONS_DEFAULT,
         )
-        .unwrap()
     };
     // Bias 20 with weights up to 0.009 over inputs in [-1, 1]: about 2^25 steps of the int8
     // accumulator scale, 2^33 of the int16 one (over the int32 range).
