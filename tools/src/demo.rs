@@ -117,7 +117,8 @@ fn graph_metrics(g: &crate::ir::graph::ImportedGraph, ds: &Dataset) -> Result<Me
     train::score(&logits, &ds.labels)
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` (atomically) and says so.
+fn write_and_say(path: &Path, bytes: &[u8]) -> Result<()> {
     io::write_atomic(path, bytes, &[])?;
     println!("  wrote {}", path.display());
     Ok(())
@@ -201,17 +202,17 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
     let params = trained.net.params()?;
     let healthy_path = dir.join("model.onnx");
     let stale_path = dir.join("model_stale.onnx");
-    write(
+    write_and_say(
         &healthy_path,
         &export::onnx_bytes(&params, Statistics::Running),
     )?;
-    write(
+    write_and_say(
         &stale_path,
         &export::onnx_bytes(&params, Statistics::NeverUpdated),
     )?;
-    write(&dir.join("calib.npy"), &io::npy_bytes(&splits.calib.x)?)?;
-    write(&dir.join("test.npy"), &io::npy_bytes(&test.x)?)?;
-    write(
+    write_and_say(&dir.join("calib.npy"), &io::npy_bytes(&splits.calib.x)?)?;
+    write_and_say(&dir.join("test.npy"), &io::npy_bytes(&test.x)?)?;
+    write_and_say(
         &dir.join("test_labels.npy"),
         &data::labels_npy_bytes(&test.labels)?,
     )?;
@@ -306,8 +307,8 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
         );
     }
     let blob_path = dir.join("model.icefold");
-    write(&blob_path, &int8c.blob)?;
-    write(&dir.join("model_f32.icefold"), &f32c.blob)?;
+    write_and_say(&blob_path, &int8c.blob)?;
+    write_and_say(&dir.join("model_f32.icefold"), &f32c.blob)?;
     let module = rustgen::model_module(
         &int8c.blob,
         "model.icefold",
@@ -316,7 +317,7 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
             generator: "icefold demo".into(),
         },
     )?;
-    write(&dir.join("model.rs"), module.as_bytes())?;
+    write_and_say(&dir.join("model.rs"), module.as_bytes())?;
 
     section(5, "accuracy on the test set, host runtime");
     let rows = vec![

@@ -54,9 +54,10 @@ pub struct LowerOptions {
     /// they become 256-entry tables between two calibrated tensors (ReLU and Clip always fuse as
     /// clamps).
     pub fuse_table_activations: bool,
-    /// Fold a global average pooling read only by a dense layer into that layer
-    /// ([`fold_global_pool_into_dense`](crate::passes::global_pool_into_dense::fold_global_pool_into_dense)). The int8 lowering does, so the pooled features are not
-    /// rounded to int8 before the classifier; the f32 lowering keeps the two layers.
+    /// Fold a global average pooling read only by a dense layer into that layer (the pass
+    /// [`passes::global_pool_into_dense`](crate::passes::global_pool_into_dense)). The int8
+    /// lowering does, so the pooled features are not rounded to int8 before the classifier; the
+    /// f32 lowering keeps the two layers.
     pub fold_global_pool: bool,
 }
 
