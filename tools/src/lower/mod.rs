@@ -93,6 +93,19 @@ pub struct LayerNote {
     pub params: usize,
 }
 
+impl LayerNote {
+    /// The note of a layer without constants or multiply-accumulates.
+    fn weightless(source: String, kind: String, output_dims: [u16; 3]) -> Self {
+        LayerNote {
+            source,
+            kind,
+            output_dims,
+            macs: 0,
+            params: 0,
+        }
+    }
+}
+
 /// Physical order of a value: the value's logical elements, taken in row-major order of `src`
 /// (a shape with the same element count as the value), are stored row-major in the dimension order
 /// `perm` of `src`. Reshape keeps the layout (it preserves the logical flat order); Transpose
@@ -309,13 +322,7 @@ impl<'g> Lowerer<'g> {
                 buf,
                 dims: out_dims,
             },
-            LayerNote {
-                source: source.to_string(),
-                kind: format!("Transpose {perm:?}"),
-                output_dims: out_dims,
-                macs: 0,
-                params: 0,
-            },
+            LayerNote::weightless(source.to_string(), format!("Transpose {perm:?}"), out_dims),
         );
         // The new buffer holds the elements row-major over `out_shape`, i.e. in the order of
         // `p.layout.src` permuted by `perm ∘ p.layout.perm`.
@@ -651,19 +658,17 @@ impl<'g> Lowerer<'g> {
                     pad: pads_u16(origin, p.pads)?,
                     activation,
                 });
-                let note = LayerNote {
+                let note = LayerNote::weightless(
                     source,
-                    kind: format!(
+                    format!(
                         "{}Pool {}x{}/{}",
                         kind_name(p.kind),
                         p.kernel[0],
                         p.kernel[1],
                         p.strides[1]
                     ),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                    out.dims,
+                );
                 let xin = self.use_of(&x, origin)?;
                 self.push_layer(op, vec![xin], out, note);
             }
@@ -689,13 +694,8 @@ impl<'g> Lowerer<'g> {
                     pad: [0; 4],
                     activation,
                 });
-                let note = LayerNote {
-                    source,
-                    kind: format!("GlobalAvgPool {h}x{w}"),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                let note =
+                    LayerNote::weightless(source, format!("GlobalAvgPool {h}x{w}"), out.dims);
                 self.push_layer(op, vec![xin], out, note);
             }
             FrozenOp::Add => {
@@ -703,13 +703,7 @@ impl<'g> Lowerer<'g> {
                 let b = self.require(node.inputs[1], a.layout.clone(), origin)?;
                 let out = self.out_placed(final_value, &out_shape, a.layout.clone(), origin)?;
                 let (ua, ub) = (self.use_of(&a, origin)?, self.use_of(&b, origin)?);
-                let note = LayerNote {
-                    source,
-                    kind: "Add".into(),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                let note = LayerNote::weightless(source, "Add".into(), out.dims);
                 self.push_layer(RtOp::Add { activation }, vec![ua, ub], out, note);
             }
             FrozenOp::Affine(a) => {
@@ -753,13 +747,7 @@ impl<'g> Lowerer<'g> {
             FrozenOp::Activation(a) => {
                 let x = self.placed(node.inputs[0], origin)?;
                 let out = self.out_placed(node.output, &out_shape, x.layout.clone(), origin)?;
-                let note = LayerNote {
-                    source,
-                    kind: format!("{a:?}"),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                let note = LayerNote::weightless(source, format!("{a:?}"), out.dims);
                 let xin = self.use_of(&x, origin)?;
                 self.push_layer(RtOp::Activation(map_activation(a)), vec![xin], out, note);
             }
@@ -771,13 +759,7 @@ impl<'g> Lowerer<'g> {
                     Layout::identity(&out_shape),
                     origin,
                 )?;
-                let note = LayerNote {
-                    source,
-                    kind: "Softmax".into(),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                let note = LayerNote::weightless(source, "Softmax".into(), out.dims);
                 let xin = self.use_of(&x, origin)?;
                 self.push_layer(RtOp::Softmax, vec![xin], out, note);
             }
@@ -831,13 +813,7 @@ impl<'g> Lowerer<'g> {
                     Layout::channels_last(&out_shape),
                     origin,
                 )?;
-                let note = LayerNote {
-                    source,
-                    kind: format!("Pad {pads:?}"),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                let note = LayerNote::weightless(source, format!("Pad {pads:?}"), out.dims);
                 let xin = self.use_of(&x, origin)?;
                 let op = RtOp::Pad(format::Pad {
                     pad: pads_u16(origin, [t, l, b, rr])?,
