@@ -1,8 +1,8 @@
 //! `icefold demo` end to end (host part; the firmware step has its own tests in mcu.rs): the
 //! story it tells must be true on the run it makes, not only printed.
 
+use icefold_tool::bn_check::diagnose::Outcome;
 use icefold_tool::demo::{self, DemoArgs};
-use icefold_tool::diagnose::Outcome;
 
 #[test]
 fn demo_tells_a_true_story() {

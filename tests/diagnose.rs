@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use icefold_tests::{manifest, Fixture};
-use icefold_tool::convert::{self, BnCheckOptions, StaleBnPolicy};
-use icefold_tool::diagnose::{self, DiagnoseOptions, Outcome, Thresholds, Verdict};
-use icefold_tool::emit::AlignedBytes;
+use icefold_tool::bn_check::diagnose::{self, DiagnoseOptions, Outcome, Thresholds, Verdict};
+use icefold_tool::bn_check::policy::{BnCheckOptions, StaleBnPolicy};
 use icefold_tool::host;
+use icefold_tool::import;
 use icefold_tool::io::Array;
-use icefold_tool::limits::Limits;
-use icefold_tool::onnx;
+use icefold_tool::lower::blob::AlignedBytes;
 use icefold_tool::passes::recalibrate_bn;
+use icefold_tool::pipeline::{self, ConvertOptions};
 
 /// Largest |a - b| over all elements, relative to the largest |b|.
 fn rel_max(a: &Array, b: &Array) -> f64 {
@@ -34,7 +34,7 @@ fn rel_max(a: &Array, b: &Array) -> f64 {
 }
 
 /// Runs a converted blob on the host over `x`.
-fn run_blob(c: &convert::Converted, x: &Array) -> Array {
+fn run_blob(c: &pipeline::Converted, x: &Array) -> Array {
     let blob = AlignedBytes::new(&c.blob);
     let model = host::load(blob.as_slice()).unwrap();
     host::run_f32(&model, x).unwrap()
@@ -68,7 +68,7 @@ fn stale_nodes_are_named_exactly_and_healthy_fixtures_pass() {
         if f.bn_nodes == 0 || !(f.kind == "parity" || f.kind == "bn_stats") {
             continue;
         }
-        let g = onnx::import_file(&f.model()).unwrap();
+        let g = import::import_file(&f.model()).unwrap();
         let calib = f.array("calib").unwrap();
         let d = diagnose::diagnose(&g, &calib, &opts).unwrap();
         for b in &d.bns {
@@ -156,7 +156,7 @@ fn fused_graphs_have_nothing_to_check() {
         .collect();
     assert!(!fused.is_empty());
     for f in fused {
-        let g = onnx::import_file(&f.model()).unwrap();
+        let g = import::import_file(&f.model()).unwrap();
         let d = diagnose::diagnose(&g, &f.array("calib").unwrap(), &DiagnoseOptions::default())
             .unwrap();
         assert_eq!(d.outcome(), Outcome::NoBatchNorm, "{}", f.name);
@@ -168,11 +168,12 @@ fn fused_graphs_have_nothing_to_check() {
         );
         // convert --calib still converts them (nothing to refuse), and records the check.
         let calib = f.array("calib").unwrap();
-        let c = convert::convert_file_checked(
+        let c = pipeline::convert(
             &f.model(),
-            &Limits::DEFAULT,
-            &BnCheckOptions::new(&calib),
-            None,
+            &ConvertOptions {
+                bn_check: Some(BnCheckOptions::new(&calib)),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(
@@ -199,11 +200,17 @@ fn recalibration_restores_the_correctly_normalized_outputs() {
         let x = f.array("input").unwrap();
         let want = f.array("expected_recalibrated").unwrap();
         let calib = f.array("calib").unwrap();
-        let g = onnx::import_file(&f.model()).unwrap();
+        let g = import::import_file(&f.model()).unwrap();
         let r = recalibrate_bn::recalibrate(&g, &calib, false).unwrap();
         assert_eq!(r.layers.len(), f.bn_nodes);
-        let recal = run_blob(&convert::convert_graph(r.graph.clone()).unwrap(), &x);
-        let as_is = run_blob(&convert::convert_graph(g).unwrap(), &x);
+        let recal = run_blob(
+            &pipeline::convert(r.graph.clone(), &ConvertOptions::default()).unwrap(),
+            &x,
+        );
+        let as_is = run_blob(
+            &pipeline::convert(g, &ConvertOptions::default()).unwrap(),
+            &x,
+        );
         let err = rel_max(&recal, &want);
         let before = rel_max(&as_is, &want);
         println!("{:<20} recalibrated vs PyTorch population statistics: {err:.2e}; as stored: {before:.2e}", f.name);
@@ -219,9 +226,9 @@ fn recalibration_restores_the_correctly_normalized_outputs() {
     }
 }
 
-/// `convert_file_checked` refuses stale statistics naming every stale node, and converts them
-/// with `Allow` (the stale model as stored: expected.npy) and `Recalibrate` (the correctly
-/// normalized one), for f32 and int8.
+/// `pipeline::convert` with a BatchNorm check refuses stale statistics naming every stale node,
+/// and converts them with `Allow` (the stale model as stored: expected.npy) and `Recalibrate`
+/// (the correctly normalized one), for f32 and int8.
 #[test]
 fn convert_refuses_stale_statistics_and_accepts_them_with_each_flag() {
     for f in bn_stats_fixtures() {
@@ -231,11 +238,12 @@ fn convert_refuses_stale_statistics_and_accepts_them_with_each_flag() {
             on_stale,
             ..BnCheckOptions::new(&calib)
         };
-        let refused = convert::convert_file_checked(
+        let refused = pipeline::convert(
             &f.model(),
-            &Limits::DEFAULT,
-            &check(StaleBnPolicy::Refuse),
-            None,
+            &ConvertOptions {
+                bn_check: Some(check(StaleBnPolicy::Refuse)),
+                ..Default::default()
+            },
         );
         if f.stale_bn_nodes.is_empty() {
             let c = refused.unwrap_or_else(|e| panic!("{}: healthy model refused: {e:#}", f.name));
@@ -268,27 +276,30 @@ fn convert_refuses_stale_statistics_and_accepts_them_with_each_flag() {
         );
 
         // int8 is refused the same way (the check runs before quantization).
-        let int8 = convert::Int8Options {
+        let int8 = pipeline::Int8Options {
             calib: &calib,
-            method: icefold_tool::calibrate::Method::DEFAULT,
+            method: icefold_tool::quantize::calibrate::Method::DEFAULT,
             progress: false,
             bias_correction: true,
             wide_output: true,
-            int16_activations: convert::INT16_ACTIVATIONS_DEFAULT,
+            int16_activations: pipeline::INT16_ACTIVATIONS_DEFAULT,
         };
-        assert!(convert::convert_file_checked(
+        assert!(pipeline::convert(
             &f.model(),
-            &Limits::DEFAULT,
-            &check(StaleBnPolicy::Refuse),
-            Some(int8)
+            &ConvertOptions {
+                bn_check: Some(check(StaleBnPolicy::Refuse)),
+                int8: Some(int8),
+                ..Default::default()
+            }
         )
         .is_err());
 
-        let allowed = convert::convert_file_checked(
+        let allowed = pipeline::convert(
             &f.model(),
-            &Limits::DEFAULT,
-            &check(StaleBnPolicy::Allow),
-            None,
+            &ConvertOptions {
+                bn_check: Some(check(StaleBnPolicy::Allow)),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert!(allowed.bn_check.as_ref().unwrap().folded_stale());
@@ -300,11 +311,12 @@ fn convert_refuses_stale_statistics_and_accepts_them_with_each_flag() {
             f.name
         );
 
-        let recal = convert::convert_file_checked(
+        let recal = pipeline::convert(
             &f.model(),
-            &Limits::DEFAULT,
-            &check(StaleBnPolicy::Recalibrate),
-            None,
+            &ConvertOptions {
+                bn_check: Some(check(StaleBnPolicy::Recalibrate)),
+                ..Default::default()
+            },
         )
         .unwrap();
         let report = recal
@@ -325,11 +337,13 @@ fn convert_refuses_stale_statistics_and_accepts_them_with_each_flag() {
             f.name
         );
 
-        let q = convert::convert_file_checked(
+        let q = pipeline::convert(
             &f.model(),
-            &Limits::DEFAULT,
-            &check(StaleBnPolicy::Recalibrate),
-            Some(int8),
+            &ConvertOptions {
+                bn_check: Some(check(StaleBnPolicy::Recalibrate)),
+                int8: Some(int8),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert!(q.int8.is_some() && q.bn_check.unwrap().recalibration.is_some());

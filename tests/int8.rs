@@ -17,11 +17,10 @@ use std::path::PathBuf;
 
 use icefold::format::DType;
 use icefold_tests::{extra_keras_fixtures, manifest, Fixture};
-use icefold_tool::calibrate::Method;
-use icefold_tool::convert::{self, Int8Options};
-use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host;
-use icefold_tool::limits::Limits;
+use icefold_tool::lower::blob::AlignedBytes;
+use icefold_tool::pipeline::{self, ConvertOptions, Int8Options};
+use icefold_tool::quantize::calibrate::Method;
 
 struct Outcome {
     line: String,
@@ -63,9 +62,15 @@ fn check(f: &Fixture, method: Method) -> anyhow::Result<Outcome> {
         progress: false,
         bias_correction: true,
         wide_output: true,
-        int16_activations: icefold_tool::convert::INT16_ACTIVATIONS_DEFAULT,
+        int16_activations: icefold_tool::pipeline::INT16_ACTIVATIONS_DEFAULT,
     };
-    let c = convert::convert_file_int8(&f.model(), &Limits::DEFAULT, opts)?;
+    let c = pipeline::convert(
+        &f.model(),
+        &ConvertOptions {
+            int8: Some(opts),
+            ..Default::default()
+        },
+    )?;
     let blob = AlignedBytes::new(&c.blob);
     let model = host::load(blob.as_slice())?;
     // int8 throughout, but for an int16 input read by 16x8 convolutions.

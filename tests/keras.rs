@@ -8,9 +8,10 @@
 //! `cargo test -p icefold-tests --release --test keras -- --nocapture` prints the table.
 
 use icefold_tests::{f32_parity, keras_manifest, Fixture};
-use icefold_tool::diagnose::{self, DiagnoseOptions, Outcome};
-use icefold_tool::graph::Op;
-use icefold_tool::{convert, onnx};
+use icefold_tool::bn_check::diagnose::{self, DiagnoseOptions, Outcome};
+use icefold_tool::import;
+use icefold_tool::ir::graph::Op;
+use icefold_tool::pipeline::{self, ConvertOptions};
 
 fn parity_fixtures() -> Vec<Fixture> {
     let all = keras_manifest();
@@ -91,7 +92,7 @@ fn kept_bn_exports_keep_their_batchnorm_and_it_folds() {
         }
     }
     for f in &fixtures {
-        let g = onnx::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let g = import::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
         let bns: Vec<f32> = g
             .nodes
             .iter()
@@ -114,7 +115,8 @@ fn kept_bn_exports_keep_their_batchnorm_and_it_folds() {
         if f.exporter == "tf2onnx-keep-bn" {
             assert!(f.bn_nodes > 0, "{}: a kept-BN export without BN", f.name);
         }
-        let c = convert::convert_graph(g).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let c = pipeline::convert(g, &ConvertOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
         let folded_bns = c
             .fold
             .folds
@@ -144,7 +146,7 @@ fn diagnose_passes_kept_bn_exports_and_reports_fused_ones() {
     };
     let (mut healthy, mut nothing, mut partly_fused) = (0, 0, 0);
     for f in parity_fixtures() {
-        let g = onnx::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
+        let g = import::import_file(&f.model()).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));
         let calib = f.array("calib").unwrap();
         let d =
             diagnose::diagnose(&g, &calib, &opts).unwrap_or_else(|e| panic!("{}: {e:#}", f.name));

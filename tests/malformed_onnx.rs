@@ -3,7 +3,7 @@
 //! message says what is wrong (and names the node where the fault belongs to one); the input file
 //! is never modified; no output or temporary file is left behind.
 //!
-//! Each case runs through the library (`convert::convert_file`) and, when the release or debug
+//! Each case runs through the library (`pipeline::convert`) and, when the release or debug
 //! binary `icefold` has been built next to this test, through the CLI as a child process (exit
 //! status 1, not a signal, nothing written to the output directory).
 
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use icefold_tests::fixtures_dir;
-use icefold_tool::convert;
-use icefold_tool::limits::Limits;
+use icefold_tool::lower::limits::Limits;
+use icefold_tool::pipeline::{self, ConvertOptions};
 use serde::Deserialize;
 
 /// One entry of `cases.json`.
@@ -61,7 +61,13 @@ fn cli_binary() -> Option<PathBuf> {
 /// Convert in-process; a panic becomes an `Err` naming it so the test reports it as a failure.
 fn convert_error(path: &Path, limits: &Limits) -> Result<String, String> {
     match catch_unwind(AssertUnwindSafe(|| {
-        convert::convert_file_with(path, limits)
+        pipeline::convert(
+            path,
+            &ConvertOptions {
+                limits: *limits,
+                ..Default::default()
+            },
+        )
     })) {
         Ok(Ok(_)) => Err("was accepted".into()),
         Ok(Err(e)) => Ok(format!("{e:#}")),
@@ -84,7 +90,11 @@ fn check_message(case: &Case, message: &str) -> Result<(), String> {
 #[test]
 fn the_valid_base_model_converts() {
     // Guards the corpus itself: every case is one edit away from a model that works.
-    convert::convert_file(&corpus_dir().join("valid_base.onnx")).unwrap();
+    pipeline::convert(
+        &corpus_dir().join("valid_base.onnx"),
+        &ConvertOptions::default(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -200,7 +210,7 @@ fn the_cli_refuses_every_malformed_file_and_writes_nothing() {
 #[test]
 fn limits_refuse_with_the_flag_to_raise_them() {
     let base = corpus_dir().join("valid_base.onnx");
-    let c = convert::convert_file(&base).unwrap();
+    let c = pipeline::convert(&base, &ConvertOptions::default()).unwrap();
     let (weights, arena) = (c.lowered.weights.len(), c.lowered.info.arena_bytes as usize);
     let file = std::fs::metadata(&base).unwrap().len();
 
@@ -248,7 +258,14 @@ fn limits_refuse_with_the_flag_to_raise_them() {
         max_arena_bytes: arena,
         max_file_bytes: file,
     };
-    convert::convert_file_with(&base, &exact).unwrap();
+    pipeline::convert(
+        &base,
+        &ConvertOptions {
+            limits: exact,
+            ..Default::default()
+        },
+    )
+    .unwrap();
 }
 
 #[test]

@@ -11,13 +11,12 @@ use std::process::{Command, Stdio};
 
 use icefold::format::DType;
 use icefold_tests::manifest;
-use icefold_tool::calibrate::Method;
-use icefold_tool::convert::{self, Int8Options};
-use icefold_tool::emit::AlignedBytes;
 use icefold_tool::host;
 use icefold_tool::io::Array;
-use icefold_tool::limits::Limits;
+use icefold_tool::lower::blob::AlignedBytes;
 use icefold_tool::mcu::{self, Counter, McuOptions, Target, F32_REL_L2_LIMIT};
+use icefold_tool::pipeline::{self, ConvertOptions, Int8Options};
+use icefold_tool::quantize::calibrate::Method;
 
 /// How the fixture is converted.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,13 +52,15 @@ const FIRMWARE_SAMPLES: usize = 8;
 
 /// `fixture` converted in `precision` (int8: with its calibration set), and its first
 /// [`FIRMWARE_SAMPLES`] test inputs.
-fn convert_fixture(fixture: &str, precision: Precision) -> (convert::Converted, Array) {
+fn convert_fixture(fixture: &str, precision: Precision) -> (pipeline::Converted, Array) {
     let f = manifest()
         .into_iter()
         .find(|f| f.name == fixture)
         .unwrap_or_else(|| panic!("fixture {fixture} is not in the manifest"));
     let converted = match precision {
-        Precision::F32 => convert::convert_file(&f.model()).expect("convert"),
+        Precision::F32 => {
+            pipeline::convert(&f.model(), &ConvertOptions::default()).expect("convert")
+        }
         Precision::Int8 | Precision::Int8Narrow => {
             let calib = f.array("calib").expect("calib");
             let opts = Int8Options {
@@ -69,9 +70,16 @@ fn convert_fixture(fixture: &str, precision: Precision) -> (convert::Converted, 
                 // Bias correction changes biases, not the instructions or the bit-exactness.
                 bias_correction: false,
                 wide_output: precision == Precision::Int8,
-                int16_activations: icefold_tool::convert::INT16_ACTIVATIONS_DEFAULT,
+                int16_activations: icefold_tool::pipeline::INT16_ACTIVATIONS_DEFAULT,
             };
-            convert::convert_file_int8(&f.model(), &Limits::DEFAULT, opts).expect("convert int8")
+            pipeline::convert(
+                &f.model(),
+                &ConvertOptions {
+                    int8: Some(opts),
+                    ..Default::default()
+                },
+            )
+            .expect("convert int8")
         }
     };
     let x = f.array("input").expect("input").first(FIRMWARE_SAMPLES);

@@ -5,7 +5,7 @@
 //! `cargo test -p icefold-tests --test parity -- --nocapture` prints the table.
 
 use icefold_tests::{f32_parity, manifest, Fixture};
-use icefold_tool::convert;
+use icefold_tool::pipeline::{self, ConvertOptions};
 
 fn check_parity(f: &Fixture) -> anyhow::Result<String> {
     let p = f32_parity(f)?;
@@ -59,7 +59,7 @@ fn training_mode_exports_are_refused_with_a_fix() {
         "expected training-mode fixtures at opsets 13 and 17"
     );
     for f in refused {
-        let err = match convert::convert_file(&f.model()) {
+        let err = match pipeline::convert(&f.model(), &ConvertOptions::default()) {
             Ok(_) => panic!("{}: a training-mode export was accepted", f.name),
             Err(e) => format!("{e:#}"),
         };

@@ -20,7 +20,7 @@ use icefold::format::header::field;
 use icefold::format::{weights_offset, CRC, HEADER_LEN};
 use icefold::Model;
 use icefold_tests::manifest;
-use icefold_tool::convert;
+use icefold_tool::pipeline::{self, ConvertOptions};
 
 /// Every flip costs at least one CRC pass over the whole blob; this many blob bytes per sweep
 /// and blob bound the time (small blobs get every bit, large ones a seeded sample).
@@ -249,7 +249,7 @@ fn corrupted_blobs_are_refused_and_never_panic() {
                 let Some(f) = work.lock().unwrap().next() else {
                     break;
                 };
-                match convert::convert_file(&f.model()) {
+                match pipeline::convert(&f.model(), &ConvertOptions::default()) {
                     Ok(c) => blobs.lock().unwrap().push((f.name.clone(), c.blob)),
                     Err(e) => results
                         .lock()
@@ -260,15 +260,21 @@ fn corrupted_blobs_are_refused_and_never_panic() {
                 // convolutions, dense, pools, add, affine, tables, softmax, padding).
                 if INT8_SWEPT.contains(&f.name.as_str()) {
                     let int8 = f.array("calib").and_then(|calib| {
-                        let opts = convert::Int8Options {
+                        let opts = pipeline::Int8Options {
                             calib: &calib,
-                            method: icefold_tool::calibrate::Method::DEFAULT,
+                            method: icefold_tool::quantize::calibrate::Method::DEFAULT,
                             progress: false,
                             bias_correction: false,
                             wide_output: true,
-                            int16_activations: convert::INT16_ACTIVATIONS_DEFAULT,
+                            int16_activations: pipeline::INT16_ACTIVATIONS_DEFAULT,
                         };
-                        convert::convert_file_int8(&f.model(), &Default::default(), opts)
+                        pipeline::convert(
+                            &f.model(),
+                            &ConvertOptions {
+                                int8: Some(opts),
+                                ..Default::default()
+                            },
+                        )
                     });
                     match int8 {
                         Ok(c) => blobs
@@ -315,7 +321,7 @@ fn corrupted_blobs_are_refused_and_never_panic() {
 /// without arithmetic overflow on any target.
 #[test]
 fn header_lengths_at_the_extremes_are_refused() {
-    let c = convert::convert_file(&manifest()[0].model()).unwrap();
+    let c = pipeline::convert(&manifest()[0].model(), &ConvertOptions::default()).unwrap();
     for (meta_len, weights_len) in [
         (u32::MAX, u32::MAX),
         (u32::MAX, 0),

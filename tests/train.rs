@@ -3,11 +3,13 @@
 //! folded runtime agree with candle, and the never-updated export is as broken as it should be.
 
 use icefold_tool::io::Array;
+use icefold_tool::ir::{eval, graph};
+use icefold_tool::pipeline::{self, ConvertOptions};
 use icefold_tool::train::data::{self, SyntheticSizes};
 use icefold_tool::train::export::{self, Statistics};
 use icefold_tool::train::rng::Rng;
 use icefold_tool::train::{self, BnMode, TrainConfig};
-use icefold_tool::{convert, eval, graph, host, onnx};
+use icefold_tool::{host, import};
 
 /// Measured with seed 1 and the default settings (12 epochs, 2000 training samples): validation
 /// accuracy 91.2 % after the last epoch, test accuracy 89.6 %. The bounds leave about 6 points
@@ -80,7 +82,7 @@ fn trains_exports_and_shows_the_three_bn_modes() {
     // Export and import: three inference-form BatchNorm nodes carrying the running statistics.
     let params = net.params().unwrap();
     let bytes = export::onnx_bytes(&params, Statistics::Running);
-    let g = onnx::import_bytes(&bytes, None).expect("the export imports");
+    let g = import::import_bytes(&bytes, None).expect("the export imports");
     let bns: Vec<(&str, &graph::BatchNorm)> = g
         .nodes
         .iter()
@@ -112,8 +114,9 @@ fn trains_exports_and_shows_the_three_bn_modes() {
     assert!(err < 1e-4, "reference vs candle rel-L2 {err:e}");
 
     // The folded f32 blob predicts the same classes on the whole test set.
-    let converted = convert::convert_graph(g).expect("convert folds the export");
-    let blob = convert::aligned(&converted);
+    let converted =
+        pipeline::convert(g, &ConvertOptions::default()).expect("convert folds the export");
+    let blob = converted.aligned();
     let model = host::load(blob.as_slice()).unwrap();
     let folded = host::run_f32(&model, &splits.test.x).unwrap();
     let d = host::diff(&folded, &candle).unwrap();
@@ -137,7 +140,7 @@ fn trains_exports_and_shows_the_three_bn_modes() {
     // The never-updated export: mean 0 / var 1 in the file, and the reference interpreter shows
     // the same collapse as candle's never-updated mode.
     let stale_bytes = export::onnx_bytes(&params, Statistics::NeverUpdated);
-    let sg = onnx::import_bytes(&stale_bytes, None).unwrap();
+    let sg = import::import_bytes(&stale_bytes, None).unwrap();
     let stale_ref = reference_logits(&sg, &splits.test.x, n);
     let stale_candle = train::logits(net, &splits.test.x, BnMode::NeverUpdated).unwrap();
     let err = rel_l2(&stale_ref, &stale_candle.data[..stale_ref.len()]);

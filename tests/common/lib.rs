@@ -129,7 +129,7 @@ pub const FOLD_MAX_REL_L2: f64 = 1e-5;
 /// A fixture converted to f32 and measured three ways.
 pub struct F32Parity {
     /// The conversion.
-    pub converted: icefold_tool::convert::Converted,
+    pub converted: icefold_tool::pipeline::Converted,
     /// The test inputs (the ONNX model's own input shape).
     pub input: Array,
     /// The runtime on the blob against onnxruntime's outputs.
@@ -143,8 +143,9 @@ pub struct F32Parity {
 /// Converts `f`, runs the blob on the runtime and both graphs on the reference interpreter, and
 /// compares them with onnxruntime's outputs.
 pub fn f32_parity(f: &Fixture) -> Result<F32Parity> {
-    use icefold_tool::{convert, emit::AlignedBytes, eval, host};
-    let converted = convert::convert_file(&f.model())?;
+    use icefold_tool::pipeline::{self, ConvertOptions};
+    use icefold_tool::{host, ir::eval, lower::blob::AlignedBytes};
+    let converted = pipeline::convert(&f.model(), &ConvertOptions::default())?;
     let input = f.array("input")?;
     let want = f.array("expected")?;
     let blob = AlignedBytes::new(&converted.blob);

@@ -18,15 +18,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::calibrate::Method;
-use crate::convert::{self, BnCheckOptions, Int8Options, StaleBnPolicy};
-use crate::diagnose::{self, DiagnoseOptions, Outcome};
+use crate::bn_check::diagnose::{self, DiagnoseOptions, Outcome};
+use crate::bn_check::policy::{check_bn_statistics, BnCheckOptions, StaleBnPolicy};
 use crate::host;
+use crate::import;
 use crate::io::{self, Array};
-use crate::limits::Limits;
+use crate::lower::limits::Limits;
+use crate::lower::rustgen::{self, Provenance};
 use crate::mcu::{self, McuOptions, Target};
-use crate::onnx;
-use crate::rustgen::{self, Provenance};
+use crate::pipeline::{self, ConvertOptions, Int8Options, INT16_ACTIVATIONS_DEFAULT};
+use crate::quantize::calibrate::Method;
 use crate::train::data::{self, SyntheticSizes};
 use crate::train::export::{self, Statistics};
 use crate::train::{self, BnMode, Dataset, Metrics, TrainConfig};
@@ -96,7 +97,7 @@ fn section(n: usize, title: &str) {
 
 /// Host-runtime accuracy of `blob` on `ds` (int8 blobs quantize at the boundary, like `run`).
 fn blob_metrics(blob: &[u8], ds: &Dataset) -> Result<Metrics> {
-    let aligned = crate::emit::AlignedBytes::new(blob);
+    let aligned = crate::lower::blob::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
     let logits = host::run_f32(&model, &ds.x)?;
     train::score(&logits, &ds.labels)
@@ -104,10 +105,10 @@ fn blob_metrics(blob: &[u8], ds: &Dataset) -> Result<Metrics> {
 
 /// Accuracy of the unfolded graph in icefold's reference interpreter (BatchNorm as a node, eval
 /// mode): what the ONNX file itself computes.
-fn graph_metrics(g: &crate::graph::ImportedGraph, ds: &Dataset) -> Result<Metrics> {
+fn graph_metrics(g: &crate::ir::graph::ImportedGraph, ds: &Dataset) -> Result<Metrics> {
     let mut data = Vec::with_capacity(ds.len() * ds.classes());
     for i in 0..ds.len() {
-        data.extend(crate::eval::run(g, ds.x.sample(i))?);
+        data.extend(crate::ir::eval::run(g, ds.x.sample(i))?);
     }
     let logits = Array {
         shape: vec![ds.len(), ds.classes()],
@@ -116,7 +117,8 @@ fn graph_metrics(g: &crate::graph::ImportedGraph, ds: &Dataset) -> Result<Metric
     train::score(&logits, &ds.labels)
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` (atomically) and says so.
+fn write_and_say(path: &Path, bytes: &[u8]) -> Result<()> {
     io::write_atomic(path, bytes, &[])?;
     println!("  wrote {}", path.display());
     Ok(())
@@ -200,23 +202,23 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
     let params = trained.net.params()?;
     let healthy_path = dir.join("model.onnx");
     let stale_path = dir.join("model_stale.onnx");
-    write(
+    write_and_say(
         &healthy_path,
         &export::onnx_bytes(&params, Statistics::Running),
     )?;
-    write(
+    write_and_say(
         &stale_path,
         &export::onnx_bytes(&params, Statistics::NeverUpdated),
     )?;
-    write(&dir.join("calib.npy"), &io::npy_bytes(&splits.calib.x)?)?;
-    write(&dir.join("test.npy"), &io::npy_bytes(&test.x)?)?;
-    write(
+    write_and_say(&dir.join("calib.npy"), &io::npy_bytes(&splits.calib.x)?)?;
+    write_and_say(&dir.join("test.npy"), &io::npy_bytes(&test.x)?)?;
+    write_and_say(
         &dir.join("test_labels.npy"),
         &data::labels_npy_bytes(&test.labels)?,
     )?;
     let calib = &splits.calib.x;
-    let healthy = onnx::import_file(&healthy_path)?;
-    let stale = onnx::import_file(&stale_path)?;
+    let healthy = import::import_file(&healthy_path)?;
+    let stale = import::import_file(&stale_path)?;
     let diag_opts = DiagnoseOptions {
         progress: true,
         ..DiagnoseOptions::default()
@@ -233,9 +235,12 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
         4,
         "convert: refuse stale statistics, repair them, fold, quantize",
     );
-    let limits = Limits::DEFAULT;
+    let f32_opts = ConvertOptions {
+        limits: Limits::DEFAULT,
+        ..ConvertOptions::default()
+    };
     let refuse = BnCheckOptions::new(calib);
-    let refused = convert::check_bn_statistics(stale.clone(), &refuse);
+    let refused = check_bn_statistics(stale.clone(), &refuse);
     let stale_refused = refused.is_err();
     match refused {
         Err(e) => {
@@ -251,7 +256,7 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
         }
         Ok(_) => println!("  WARNING: the stale model was not refused"),
     }
-    let (repaired, repair) = convert::check_bn_statistics(
+    let (repaired, repair) = check_bn_statistics(
         stale.clone(),
         &BnCheckOptions {
             on_stale: StaleBnPolicy::Recalibrate,
@@ -267,26 +272,28 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
             .map(|r| indent(&r.to_string()))
             .unwrap_or_default()
     );
-    let repaired_f32 = convert::convert_graph_with(repaired, &limits)?;
-    let stale_f32 = convert::convert_graph_with(stale, &limits)?;
+    let repaired_f32 = pipeline::convert(repaired, &f32_opts)?;
+    let stale_f32 = pipeline::convert(stale, &f32_opts)?;
 
-    let f32c = convert::convert_graph_with(healthy.clone(), &limits)?;
+    let f32c = pipeline::convert(healthy.clone(), &f32_opts)?;
     println!(
         "  {}: {} BatchNorm node(s) folded, f32 blob {} bytes",
         healthy_path.display(),
         f32c.fold.folds.len(),
         f32c.blob.len()
     );
-    let int8c = convert::convert_graph_int8(
+    let int8c = pipeline::convert(
         healthy.clone(),
-        &limits,
-        Int8Options {
-            calib,
-            method: Method::DEFAULT,
-            progress: true,
-            bias_correction: true,
-            wide_output: true,
-            int16_activations: crate::convert::INT16_ACTIVATIONS_DEFAULT,
+        &ConvertOptions {
+            int8: Some(Int8Options {
+                calib,
+                method: Method::DEFAULT,
+                progress: true,
+                bias_correction: true,
+                wide_output: true,
+                int16_activations: INT16_ACTIVATIONS_DEFAULT,
+            }),
+            ..f32_opts
         },
     )?;
     if let Some(q) = &int8c.int8 {
@@ -300,8 +307,8 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
         );
     }
     let blob_path = dir.join("model.icefold");
-    write(&blob_path, &int8c.blob)?;
-    write(&dir.join("model_f32.icefold"), &f32c.blob)?;
+    write_and_say(&blob_path, &int8c.blob)?;
+    write_and_say(&dir.join("model_f32.icefold"), &f32c.blob)?;
     let module = rustgen::model_module(
         &int8c.blob,
         "model.icefold",
@@ -310,7 +317,7 @@ pub fn run(args: &DemoArgs) -> Result<Summary> {
             generator: "icefold demo".into(),
         },
     )?;
-    write(&dir.join("model.rs"), module.as_bytes())?;
+    write_and_say(&dir.join("model.rs"), module.as_bytes())?;
 
     section(5, "accuracy on the test set, host runtime");
     let rows = vec![

@@ -136,8 +136,8 @@ pub fn compare_layers(
     progress: bool,
 ) -> Result<(Vec<f64>, Diff)> {
     let (rb, cb) = (
-        crate::emit::AlignedBytes::new(reference),
-        crate::emit::AlignedBytes::new(candidate),
+        crate::lower::blob::AlignedBytes::new(reference),
+        crate::lower::blob::AlignedBytes::new(candidate),
     );
     let (rm, cm) = (load(rb.as_slice())?, load(cb.as_slice())?);
     let n_layers = rm.info().layer_count as usize;

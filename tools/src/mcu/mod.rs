@@ -2,7 +2,7 @@
 //! (`examples/firmware`) under QEMU, for one Cortex-M core at a time (`icefold mcu`).
 //!
 //! Steps: [`prepare_project`] writes a copy of the firmware crate with the model module (from
-//! [`crate::rustgen`]) and the input samples into a cache directory keyed by their hash;
+//! [`crate::lower::rustgen`]) and the input samples into a cache directory keyed by their hash;
 //! [`build`] compiles it with cargo for the core's target (dependencies are built once per target
 //! and reused); [`run`] starts QEMU with instruction counting, parses the firmware's report and
 //! returns a [`Profile`]; [`compare`] checks its outputs against the host runtime's.
@@ -110,7 +110,7 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
     let text = text?;
     let counts = counts.transpose()?;
     let report = parse_report(&text)?;
-    let aligned = crate::emit::AlignedBytes::new(blob);
+    let aligned = crate::lower::blob::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
     let info = *model.info();
     let dtype = boundary_dtype(&model)?;

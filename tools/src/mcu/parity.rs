@@ -36,7 +36,7 @@ pub struct Parity {
 /// `run_i8` on the host with the same quantized inputs the firmware got, raw int8 bytes
 /// against raw int8 bytes (the distances are then over the dequantized outputs).
 pub fn compare(profile: &Profile, blob: &[u8], x: &Array) -> Result<Parity> {
-    let aligned = crate::emit::AlignedBytes::new(blob);
+    let aligned = crate::lower::blob::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
     let dtype = boundary_dtype(&model)?;
     let (want, want_bytes) = match dtype {
@@ -125,7 +125,7 @@ pub fn host_trace(blob: &[u8], x: &Array) -> Result<Vec<TraceRecord>> {
             });
         }
     }
-    let aligned = crate::emit::AlignedBytes::new(blob);
+    let aligned = crate::lower::blob::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
     let info = *model.info();
     let (in_len, out_len) = (info.input.len(), info.output.len());

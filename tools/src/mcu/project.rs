@@ -12,7 +12,7 @@ use super::boundary::{boundary_dtype, quantized_inputs};
 use super::McuOptions;
 use crate::host;
 use crate::io::Array;
-use crate::rustgen::{self, Provenance};
+use crate::lower::rustgen::{self, Provenance};
 
 /// The firmware crate's files, compiled into the tool so a copy can be made anywhere.
 const FIRMWARE_FILES: &[(&str, &str)] = &[
@@ -108,7 +108,7 @@ pub struct Project {
 /// Checks `x` against the model input and returns its samples as the firmware embeds them:
 /// little-endian f32 for f32 models, int8 quantized on the host for int8 models.
 fn input_bytes(blob: &[u8], x: &Array) -> Result<Vec<u8>> {
-    let aligned = crate::emit::AlignedBytes::new(blob);
+    let aligned = crate::lower::blob::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
     let info = model.info();
     let shape = host::logical_shape(&info.input, info.input_rank);

@@ -24,9 +24,9 @@ use std::fmt;
 
 use anyhow::{anyhow, bail, ensure, Result};
 
-use crate::graph::{
-    Affine, BatchNorm, Conv, Dense, FrozenGraph, FrozenOp, Graph, ImportedGraph, Node, Op, Origin,
-    Value, ValueId,
+use crate::ir::graph::{
+    consumers_of, producer_of, Affine, BatchNorm, Conv, Dense, FrozenGraph, FrozenOp, Graph,
+    ImportedGraph, Node, Op, Origin, Value, ValueId, Wiring,
 };
 
 /// What folding did to every BatchNorm, and to every constant Affine that it folded away.
@@ -197,6 +197,18 @@ struct WorkNode {
     alive: bool,
 }
 
+impl Wiring for WorkNode {
+    fn inputs(&self) -> &[ValueId] {
+        &self.inputs
+    }
+    fn output(&self) -> ValueId {
+        self.output
+    }
+    fn is_live(&self) -> bool {
+        self.alive
+    }
+}
+
 /// The graph being folded.
 struct Folder {
     values: Vec<Value>,
@@ -323,18 +335,6 @@ impl Folder {
         })
     }
 
-    /// Live nodes reading `value`.
-    fn consumers(&self, value: ValueId) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|&n| self.nodes[n].alive && self.nodes[n].inputs.contains(&value))
-            .collect()
-    }
-
-    /// The live node writing `value`.
-    fn producer(&self, value: ValueId) -> Option<usize> {
-        (0..self.nodes.len()).find(|&n| self.nodes[n].alive && self.nodes[n].output == value)
-    }
-
     /// Removes a single-input node, handing its readers (and the graph output) its input.
     fn bypass(&mut self, n: usize) {
         self.nodes[n].alive = false;
@@ -356,10 +356,10 @@ impl Folder {
         };
         let (scale, shift) = (scale.clone(), shift.clone());
         let v = self.nodes[n].inputs[0];
-        if v == self.output || self.consumers(v) != [n] {
+        if v == self.output || consumers_of(&self.nodes, v) != [n] {
             return None;
         }
-        let p = self.producer(v)?;
+        let p = producer_of(&self.nodes, v)?;
         let shape = &self.values[v].shape;
         let channels = *shape.first()?;
         let len: usize = shape.iter().product();
@@ -415,7 +415,7 @@ impl Folder {
         if value == self.output {
             return false;
         }
-        let consumers = self.consumers(value);
+        let consumers = consumers_of(&self.nodes, value);
         !consumers.is_empty()
             && consumers.into_iter().all(|c| match &self.nodes[c].op {
                 Work::Conv { .. } if !through_reshape => {
@@ -727,9 +727,9 @@ fn dense_absorb_input(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::run;
-    use crate::eval::testkit::{batch_norm, conv, out_len, rel_err, Builder, Rng};
-    use crate::graph::{Activation, Tensor};
+    use crate::ir::eval::run;
+    use crate::ir::eval::testkit::{batch_norm, conv, out_len, rel_err, Builder, Rng};
+    use crate::ir::graph::{Activation, Tensor};
 
     type B = Builder<Op>;
 

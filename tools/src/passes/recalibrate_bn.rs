@@ -21,9 +21,9 @@ use std::fmt;
 use anyhow::{anyhow, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::eval::{EvalOp, Operand};
-use crate::graph::{BatchNorm, ImportedGraph, Op, Origin};
 use crate::io::Array;
+use crate::ir::eval::{EvalOp, Operand};
+use crate::ir::graph::{BatchNorm, ImportedGraph, Op, Origin};
 
 /// Per-channel population statistics of one tensor over the calibration samples, with the
 /// sampling error of each estimate.
@@ -245,7 +245,7 @@ pub fn recalibrate(g: &ImportedGraph, calib: &Array, progress: bool) -> Result<R
         .get(g.input)
         .ok_or_else(|| anyhow!("graph input value id {} is out of range", g.input))?;
     // BatchNorm statistics need a variance: two samples at least.
-    crate::calibrate::check_samples(calib, &input.shape, &input.name, 2)?;
+    crate::quantize::calibrate::check_samples(calib, &input.shape, &input.name, 2)?;
     let n = calib.samples();
 
     // How many node inputs still have to read each value; a value is dropped after its last
@@ -351,9 +351,9 @@ fn progress_bar(show: bool, len: u64) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval;
-    use crate::eval::testkit::Builder;
-    use crate::graph::{Dense, FrozenOp, Tensor};
+    use crate::ir::eval;
+    use crate::ir::eval::testkit::Builder;
+    use crate::ir::graph::{Dense, FrozenOp, Tensor};
 
     fn bn(c: usize) -> BatchNorm {
         BatchNorm {

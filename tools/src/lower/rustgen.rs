@@ -31,7 +31,7 @@ pub struct Provenance {
 /// The blob is checked with the runtime's own loader first, so the constants describe a blob the
 /// firmware will accept.
 pub fn model_module(blob: &[u8], blob_include: &str, provenance: &Provenance) -> Result<String> {
-    let aligned = crate::emit::AlignedBytes::new(blob);
+    let aligned = crate::lower::blob::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
     let info = model.info();
     let crc = blob

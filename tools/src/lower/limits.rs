@@ -1,7 +1,7 @@
 //! Resource budgets for one conversion: a model that needs more than the target can hold, or a
 //! file too large to be a model for one, is refused with a message instead of exhausting memory.
 //!
-//! Checked by [`crate::convert::convert_file_with`]: the file size before the file is read,
+//! Checked by [`crate::pipeline::convert`]: the file size before the file is read,
 //! the weights and the arena after lowering (before the blob is written or anything runs it).
 
 use std::path::Path;

@@ -273,16 +273,51 @@ pub type FrozenGraph = Graph<FrozenOp>;
 impl<O> Graph<O> {
     /// Indices of the nodes that read `value`.
     pub fn consumers(&self, value: ValueId) -> Vec<usize> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.inputs.contains(&value))
-            .map(|(i, _)| i)
-            .collect()
+        consumers_of(&self.nodes, value)
     }
 
     /// Index of the node that writes `value`, `None` for the graph input.
     pub fn producer(&self, value: ValueId) -> Option<usize> {
-        self.nodes.iter().position(|n| n.output == value)
+        producer_of(&self.nodes, value)
     }
+}
+
+/// What a node reads and writes: implemented by [`Node`] and by the working nodes of a pass
+/// (which may mark nodes removed before dropping them), so that finding the readers and the
+/// writer of a value is written once ([`consumers_of`], [`producer_of`]).
+pub trait Wiring {
+    /// The activation inputs.
+    fn inputs(&self) -> &[ValueId];
+    /// The activation output.
+    fn output(&self) -> ValueId;
+    /// False for a node a pass has removed but not yet dropped; such nodes are skipped.
+    fn is_live(&self) -> bool {
+        true
+    }
+}
+
+impl<O> Wiring for Node<O> {
+    fn inputs(&self) -> &[ValueId] {
+        &self.inputs
+    }
+    fn output(&self) -> ValueId {
+        self.output
+    }
+}
+
+/// Indices of the live nodes of `nodes` that read `value`.
+pub fn consumers_of<N: Wiring>(nodes: &[N], value: ValueId) -> Vec<usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.is_live() && n.inputs().contains(&value))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Index of the live node of `nodes` that writes `value`, `None` if none does (the graph input).
+pub fn producer_of<N: Wiring>(nodes: &[N], value: ValueId) -> Option<usize> {
+    nodes
+        .iter()
+        .position(|n| n.is_live() && n.output() == value)
 }

@@ -27,16 +27,14 @@
 //! meaningful variance ratio and are judged on the mean shift alone. docs/DIAGNOSE.md gives the
 //! thresholds and the numbers they were chosen from.
 
-pub mod report;
-
 use std::fmt::{self, Write as _};
 
 use anyhow::{ensure, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::eval;
-use crate::graph::{ImportedGraph, Op, Origin};
 use crate::io::Array;
+use crate::ir::eval;
+use crate::ir::graph::{ImportedGraph, Op, Origin};
 use crate::passes::recalibrate_bn::{self, ChannelAccumulator, ChannelStats, Recalibration};
 
 /// How far stored statistics may be from the data's before a BatchNorm is flagged.
@@ -636,8 +634,8 @@ fn stats_as_run(g: &ImportedGraph, calib: &Array, progress: bool) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::testkit::Builder;
-    use crate::graph::{BatchNorm, Dense, FrozenOp, Tensor};
+    use crate::ir::eval::testkit::Builder;
+    use crate::ir::graph::{BatchNorm, Dense, FrozenOp, Tensor};
 
     /// x -> dense(scale, offset) -> BN(stats), one feature.
     fn graph(scale: f32, offset: f32, mean: f32, var: f32) -> ImportedGraph {
@@ -720,7 +718,7 @@ mod tests {
         let y = b.node(
             "relu",
             "Relu",
-            Op::Frozen(FrozenOp::Activation(crate::graph::Activation::Relu)),
+            Op::Frozen(FrozenOp::Activation(crate::ir::graph::Activation::Relu)),
             &[x],
             &[1],
         );

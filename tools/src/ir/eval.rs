@@ -8,7 +8,7 @@
 
 use anyhow::{anyhow, bail, ensure, Result};
 
-use crate::graph::{
+use crate::ir::graph::{
     Activation, Affine, BatchNorm, Conv, Dense, FrozenOp, Graph, Op, Pool, PoolKind,
 };
 
@@ -606,26 +606,23 @@ fn softmax(x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
 /// Helpers for tests that build graphs by hand (shared with the passes' tests).
 #[cfg(test)]
 pub(crate) mod testkit {
-    use crate::graph::{BatchNorm, Conv, Graph, Node, Origin, Tensor, Value, ValueId};
+    use crate::ir::graph::{BatchNorm, Conv, Graph, Node, Origin, Tensor, Value, ValueId};
 
     /// Deterministic SplitMix64 numbers (tests need reproducible data, not a rand dependency).
-    pub(crate) struct Rng(u64);
+    /// The tool's seeded generator ([`crate::train::rng::Rng`], SplitMix64) with the f32 draws
+    /// the test graphs need.
+    pub(crate) struct Rng(crate::train::rng::Rng);
 
     impl Rng {
         pub(crate) fn new(seed: u64) -> Self {
-            Rng(seed)
+            Rng(crate::train::rng::Rng::new(seed))
         }
         pub(crate) fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            self.0.next_u64()
         }
         /// Uniform in `[lo, hi)`.
         pub(crate) fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-            let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            (lo as f64 + unit * (hi - lo) as f64) as f32
+            (lo as f64 + self.0.uniform() * (hi - lo) as f64) as f32
         }
         pub(crate) fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
             (0..n).map(|_| self.uniform(lo, hi)).collect()
@@ -757,7 +754,7 @@ pub(crate) mod testkit {
 mod tests {
     use super::testkit::Builder;
     use super::*;
-    use crate::graph::{FrozenGraph, Tensor};
+    use crate::ir::graph::{FrozenGraph, Tensor};
 
     fn assert_close(got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len(), "got {got:?}, want {want:?}");

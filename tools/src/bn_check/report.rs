@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use plotters::prelude::*;
 
-use super::{BnCheck, Diagnosis, Verdict};
+use super::diagnose::{BnCheck, Diagnosis, Verdict};
 
 /// Width and height of one BatchNorm's figure in pixels.
 const FIGURE: (u32, u32) = (960, 300);
@@ -208,7 +208,10 @@ where
 /// One SVG image with a figure per BatchNorm, stacked.
 pub fn svg(d: &Diagnosis) -> Result<String> {
     if d.bns.is_empty() {
-        bail!("no BatchNorm node to draw: {}", super::NO_BATCHNORM);
+        bail!(
+            "no BatchNorm node to draw: {}",
+            super::diagnose::NO_BATCHNORM
+        );
     }
     let mut out = String::new();
     {

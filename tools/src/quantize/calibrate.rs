@@ -22,9 +22,9 @@
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::eval;
-use crate::graph::{Activation, FrozenGraph, FrozenOp};
 use crate::io::Array;
+use crate::ir::eval;
+use crate::ir::graph::{Activation, FrozenGraph, FrozenOp};
 
 /// Bins of the per-value histogram.
 const BINS: usize = 2048;
@@ -699,8 +699,8 @@ mod tests {
 
     #[test]
     fn tail_widens_unbounded_values_but_not_the_input_or_a_relu_floor() {
-        use crate::eval::testkit::{Builder, Rng};
-        use crate::graph::{Dense, Tensor};
+        use crate::ir::eval::testkit::{Builder, Rng};
+        use crate::ir::graph::{Dense, Tensor};
         // input [3] -> Reshape -> Dense (identity, unbounded) -> ReLU.
         let (mut b, x) = Builder::new(&[3]);
         let t = b.node("reshape", "Reshape", FrozenOp::Reshape, &[x], &[3]);

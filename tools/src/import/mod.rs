@@ -1,12 +1,12 @@
-//! ONNX import: an `.onnx` file becomes a [`graph::ImportedGraph`](crate::graph::ImportedGraph).
+//! ONNX import: an `.onnx` file becomes a [`graph::ImportedGraph`](crate::ir::graph::ImportedGraph).
 //!
 //! The file is parsed by `onnx-rs` (no hand-decoded protobuf), then:
 //! 1. `order`: the nodes the graph output needs are found and sorted topologically (cycles,
 //!    dangling inputs and values defined twice are errors; unused nodes are dropped);
 //! 2. `support`: every unsupported node and every training-mode BatchNormalization is collected
 //!    into one error, so a user sees all problems of a model at once;
-//! 3. `lower`: node by node, constants (initializers, `Constant`, and the shape arithmetic around
-//!    `Reshape`, evaluated by `fold` with the batch taken as 1) are resolved, and activation ops
+//! 3. `nodes`: node by node, constants (initializers, `Constant`, and the shape arithmetic around
+//!    `Reshape`, evaluated by `constants` with the batch taken as 1) are resolved, and activation ops
 //!    become IR nodes with per-sample shapes, validated against their weights.
 //!
 //! Supported: default-domain opsets 11..=20; one float32 input whose first axis is the batch
@@ -14,8 +14,8 @@
 //! `node "conv3" (Conv): ...`. Nothing in here panics on malformed files.
 
 mod attr;
-mod fold;
-mod lower;
+mod constants;
+mod nodes;
 mod order;
 mod spatial;
 mod support;
@@ -30,8 +30,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, ensure, Result};
 use onnx_rs::ast::{DataType, Dimension, Model, ValueInfo};
 
-use crate::graph::{Graph, ImportedGraph, Node, Op, Value, ValueId};
-use lower::{Lowerer, Val};
+use crate::ir::graph::{Graph, ImportedGraph, Node, Op, Value, ValueId};
+use nodes::{NodeImporter, Val};
 use tensor::ExternalFiles;
 
 /// Opsets of the default ONNX domain that import accepts. 19 and 20 (the PyTorch dynamo
@@ -156,17 +156,17 @@ fn import(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGraph> {
             .map_err(|e| anyhow!("initializer {:?}: {e:#}", t.name()))?;
         weights.push((t.name().to_string(), c));
     }
-    let mut lowerer = Lowerer::new(input_value, &mut ext, opset, fixed_batch, readers);
+    let mut importer = NodeImporter::new(input_value, &mut ext, opset, fixed_batch, readers);
     for (name, c) in weights {
-        lowerer.env.insert(name, Val::Const(c));
+        importer.env.insert(name, Val::Const(c));
     }
     for &i in &order {
         let origin = order::origin(&graph.node[i], i);
-        lowerer
-            .lower(&graph.node[i], &origin)
+        importer
+            .import_node(&graph.node[i], &origin)
             .map_err(|e| anyhow!("{origin}: {e:#}"))?;
     }
-    let out = match lowerer.env.get(output.name) {
+    let out = match importer.env.get(output.name) {
         Some(Val::Act(v)) => *v,
         Some(Val::Const(_)) => bail!(
             "the graph output {:?} is a constant; it does not depend on the input",
@@ -174,7 +174,7 @@ fn import(bytes: &[u8], base_dir: Option<&Path>) -> Result<ImportedGraph> {
         ),
         None => bail!("the graph output {:?} is not produced", output.name),
     };
-    Ok(prune(lowerer.values, lowerer.nodes, out, opset))
+    Ok(prune(importer.values, importer.nodes, out, opset))
 }
 
 /// Version of the default-domain opset, checked against [`SUPPORTED_OPSETS`].

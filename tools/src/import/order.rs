@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use anyhow::{bail, Result};
 use onnx_rs::ast::Node;
 
-use crate::graph::Origin;
+use crate::ir::graph::Origin;
 
 /// The name and op type of node `index`; unnamed nodes get one from op type and position.
 pub(super) fn origin(node: &Node<'_>, index: usize) -> Origin {

@@ -7,10 +7,10 @@ use anyhow::{anyhow, bail, ensure, Result};
 use onnx_rs::ast::{Node as OnnxNode, OpType};
 
 use super::attr::{Attrs, MAX_ATTR_SIZE};
-use super::fold;
+use super::constants;
 use super::spatial::Window;
 use super::tensor::{self, Const, ExternalFiles};
-use crate::graph::{
+use crate::ir::graph::{
     Activation, BatchNorm, Conv, Dense, FrozenOp, Node, Op, Origin, Pool, PoolKind, Tensor, Value,
     ValueId,
 };
@@ -18,7 +18,7 @@ use crate::graph::{
 /// Largest activation (elements per sample) accepted.
 const MAX_ACTIVATION_ELEMENTS: usize = 1 << 28;
 
-/// What a name stands for while lowering.
+/// What a name stands for while importing.
 #[derive(Clone, Debug)]
 pub(super) enum Val {
     /// Known at import.
@@ -28,7 +28,7 @@ pub(super) enum Val {
 }
 
 /// Builds the IR graph node by node, in topological order.
-pub(super) struct Lowerer<'e> {
+pub(super) struct NodeImporter<'e> {
     pub values: Vec<Value>,
     pub nodes: Vec<Node<Op>>,
     pub env: HashMap<String, Val>,
@@ -44,15 +44,15 @@ pub(super) struct Lowerer<'e> {
     open_matmul: HashMap<ValueId, usize>,
 }
 
-/// One lowered activation op.
-struct Lowered {
+/// One imported activation op.
+struct ImportedOp {
     op: Op,
     inputs: Vec<ValueId>,
     shape: Vec<usize>,
 }
 
-fn frozen(op: FrozenOp, x: ValueId, shape: Vec<usize>) -> Lowered {
-    Lowered {
+fn frozen_op(op: FrozenOp, x: ValueId, shape: Vec<usize>) -> ImportedOp {
+    ImportedOp {
         op: Op::Frozen(op),
         inputs: vec![x],
         shape,
@@ -93,8 +93,8 @@ fn to_f32(values: &[f64], what: &str) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-impl<'e> Lowerer<'e> {
-    /// A lowerer whose graph starts with the input value (id 0).
+impl<'e> NodeImporter<'e> {
+    /// An importer whose graph starts with the input value (id 0).
     pub fn new(
         input: Value,
         ext: &'e mut ExternalFiles,
@@ -104,7 +104,7 @@ impl<'e> Lowerer<'e> {
     ) -> Self {
         let mut env = HashMap::new();
         env.insert(input.name.clone(), Val::Act(0));
-        Lowerer {
+        NodeImporter {
             values: vec![input],
             nodes: Vec::new(),
             env,
@@ -120,8 +120,8 @@ impl<'e> Lowerer<'e> {
         &self.values[v].shape
     }
 
-    /// Lowers one node (all its inputs are already in `env`).
-    pub fn lower(&mut self, node: &OnnxNode<'_>, origin: &Origin) -> Result<()> {
+    /// Imports one node (all its inputs are already in `env`).
+    pub fn import_node(&mut self, node: &OnnxNode<'_>, origin: &Origin) -> Result<()> {
         let inputs: Vec<Option<Val>> = node
             .input
             .iter()
@@ -150,8 +150,10 @@ impl<'e> Lowerer<'e> {
         if node.op_type == OpType::Shape {
             if let Some(v) = act(0) {
                 let full = with_batch(self.shape(v));
-                self.env
-                    .insert(out.to_string(), Val::Const(fold::shape_of(node, &full)?));
+                self.env.insert(
+                    out.to_string(),
+                    Val::Const(constants::shape_of(node, &full)?),
+                );
                 return Ok(());
             }
         }
@@ -163,7 +165,7 @@ impl<'e> Lowerer<'e> {
                     _ => None,
                 })
                 .collect();
-            let c = fold::evaluate(node, &consts, self.ext)?;
+            let c = constants::evaluate(node, &consts, self.ext)?;
             self.env.insert(out.to_string(), Val::Const(c));
             return Ok(());
         }
@@ -184,7 +186,7 @@ impl<'e> Lowerer<'e> {
         let attrs = Attrs::new(node);
         let need_x = || x.ok_or_else(|| anyhow!("input 0 must be the activation"));
 
-        let lowered = match node.op_type {
+        let imported = match node.op_type {
             OpType::Conv => self.conv(
                 &attrs,
                 need_x()?,
@@ -207,8 +209,8 @@ impl<'e> Lowerer<'e> {
                 cst(2, "C (the bias)")?,
             )?,
             OpType::MatMul => {
-                let lowered = self.matmul(need_x()?, need(1, "B (the weight)")?)?;
-                let id = self.emit(origin, out, lowered)?;
+                let imported = self.matmul(need_x()?, need(1, "B (the weight)")?)?;
+                let id = self.add_node(origin, out, imported)?;
                 if self.readers.get(out) == Some(&1) {
                     self.open_matmul.insert(id, self.nodes.len() - 1);
                 }
@@ -246,10 +248,10 @@ impl<'e> Lowerer<'e> {
                 );
                 let mut shape = vec![1; s.len()];
                 shape[0] = s[0];
-                frozen(FrozenOp::GlobalAveragePool, need_x()?, shape)
+                frozen_op(FrozenOp::GlobalAveragePool, need_x()?, shape)
             }
             OpType::ReduceMean => {
-                let axes = fold::axes(&attrs, &[None, cst(1, "axes")?], 1)?;
+                let axes = constants::axes(&attrs, &[None, cst(1, "axes")?], 1)?;
                 self.reduce_mean(&attrs, need_x()?, axes)?
             }
             OpType::Add | OpType::Sub | OpType::Mul | OpType::Div => match (act(0), act(1)) {
@@ -260,7 +262,7 @@ impl<'e> Lowerer<'e> {
                     );
                     let (sa, sb) = (self.shape(a), self.shape(b));
                     ensure!(sa == sb, "Add of activations of different shapes {sa:?} and {sb:?} (broadcasting between activations is not supported)");
-                    Lowered {
+                    ImportedOp {
                         op: Op::Frozen(FrozenOp::Add),
                         inputs: vec![a, b],
                         shape: sa.to_vec(),
@@ -285,9 +287,9 @@ impl<'e> Lowerer<'e> {
             OpType::Flatten => {
                 let x = need_x()?;
                 let s = self.shape(x);
-                let axis = fold::flatten_axis(attrs.int("axis", 1)?, s.len() + 1)?;
+                let axis = constants::flatten_axis(attrs.int("axis", 1)?, s.len() + 1)?;
                 ensure!(axis == 1, "Flatten axis {axis} would merge the batch with other axes; only axis 1 is supported");
-                frozen(FrozenOp::Reshape, x, vec![s.iter().product()])
+                frozen_op(FrozenOp::Reshape, x, vec![s.iter().product()])
             }
             OpType::Reshape => {
                 let target = need(1, "the target shape")?.to_i64("the Reshape target shape")?;
@@ -296,7 +298,7 @@ impl<'e> Lowerer<'e> {
             OpType::Squeeze => {
                 let x = need_x()?;
                 let s = self.shape(x);
-                let shape = match fold::axes(&attrs, &[None, cst(1, "axes")?], 1)? {
+                let shape = match constants::axes(&attrs, &[None, cst(1, "axes")?], 1)? {
                     None => s.iter().copied().filter(|&d| d != 1).collect(),
                     Some(axes) => {
                         let full = with_batch(s);
@@ -304,14 +306,14 @@ impl<'e> Lowerer<'e> {
                             axes.iter().all(|&a| tensor::norm_axis(a, full.len()).map_or(true, |a| a != 0)),
                             "Squeeze axes {axes:?} include the batch axis"
                         );
-                        fold::squeeze_shape(&full, Some(&axes))?[1..].to_vec()
+                        constants::squeeze_shape(&full, Some(&axes))?[1..].to_vec()
                     }
                 };
-                frozen(FrozenOp::Reshape, x, shape)
+                frozen_op(FrozenOp::Reshape, x, shape)
             }
             OpType::Unsqueeze => {
                 let x = need_x()?;
-                let axes = fold::axes(&attrs, &[None, cst(1, "axes")?], 1)?
+                let axes = constants::axes(&attrs, &[None, cst(1, "axes")?], 1)?
                     .ok_or_else(|| anyhow!("Unsqueeze needs axes"))?;
                 let full = with_batch(self.shape(x));
                 let rank = full.len() + axes.len();
@@ -320,14 +322,14 @@ impl<'e> Lowerer<'e> {
                         .all(|&a| tensor::norm_axis(a, rank).map_or(true, |a| a != 0)),
                     "Unsqueeze axes {axes:?} insert an axis before the batch"
                 );
-                frozen(
+                frozen_op(
                     FrozenOp::Reshape,
                     x,
-                    fold::unsqueeze_shape(&full, &axes)?[1..].to_vec(),
+                    constants::unsqueeze_shape(&full, &axes)?[1..].to_vec(),
                 )
             }
             OpType::Identity => {
-                frozen(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec())
+                frozen_op(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec())
             }
             OpType::Dropout => {
                 if let Some(mask) = node.output.get(1).filter(|n| !n.is_empty()) {
@@ -342,16 +344,16 @@ impl<'e> Lowerer<'e> {
                         "Dropout in training mode; export the model in eval mode (`model.eval()`)"
                     );
                 }
-                frozen(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec())
+                frozen_op(FrozenOp::Reshape, need_x()?, self.shape(need_x()?).to_vec())
             }
             OpType::Transpose => {
                 let x = need_x()?;
                 let s = self.shape(x);
-                let perm = fold::permutation(attrs.ints("perm")?, s.len() + 1)?;
+                let perm = constants::permutation(attrs.ints("perm")?, s.len() + 1)?;
                 ensure!(perm[0] == 0, "Transpose perm {perm:?} moves the batch axis");
                 let perm: Vec<usize> = perm[1..].iter().map(|p| p - 1).collect();
                 let shape = perm.iter().map(|&p| s[p]).collect();
-                frozen(FrozenOp::Transpose { perm }, x, shape)
+                frozen_op(FrozenOp::Transpose { perm }, x, shape)
             }
             OpType::Pad => self.pad(
                 &attrs,
@@ -369,11 +371,11 @@ impl<'e> Lowerer<'e> {
                     axis == rank - 1,
                     "Softmax over axis {axis} of a rank-{rank} tensor; only the last axis is supported"
                 );
-                frozen(FrozenOp::Softmax, x, self.shape(x).to_vec())
+                frozen_op(FrozenOp::Softmax, x, self.shape(x).to_vec())
             }
             ref other => bail!("{} is not supported on activations", other.as_str()),
         };
-        if let Some(x) = no_op_reshape(&lowered, &self.values) {
+        if let Some(x) = no_op_reshape(&imported, &self.values) {
             // A reshape to the shape it already has (Identity, inference Dropout, or tf2onnx's
             // NHWC<->NCHW Transposes at 1x1 spatial size, which its optimizer rewrites as
             // `Reshape [-1, C, 1, 1]`) is not a node: as one it would sit between a Conv and its
@@ -385,12 +387,12 @@ impl<'e> Lowerer<'e> {
             self.env.insert(out.to_string(), Val::Act(x));
             return Ok(());
         }
-        self.emit(origin, out, lowered)?;
+        self.add_node(origin, out, imported)?;
         Ok(())
     }
 
     /// Adds the node and its output value; returns the value id.
-    fn emit(&mut self, origin: &Origin, out: &str, l: Lowered) -> Result<ValueId> {
+    fn add_node(&mut self, origin: &Origin, out: &str, l: ImportedOp) -> Result<ValueId> {
         ensure!(
             !l.shape.is_empty(),
             "the result is a scalar per sample; icefold needs at least one per-sample axis"
@@ -416,8 +418,8 @@ impl<'e> Lowerer<'e> {
         Ok(id)
     }
 
-    fn activation(&self, x: ValueId, a: Activation) -> Lowered {
-        frozen(FrozenOp::Activation(a), x, self.shape(x).to_vec())
+    fn activation(&self, x: ValueId, a: Activation) -> ImportedOp {
+        frozen_op(FrozenOp::Activation(a), x, self.shape(x).to_vec())
     }
 
     fn conv(
@@ -426,7 +428,7 @@ impl<'e> Lowerer<'e> {
         x: ValueId,
         w: &Const,
         b: Option<&Const>,
-    ) -> Result<Lowered> {
+    ) -> Result<ImportedOp> {
         let s = self.shape(x);
         let spatial = s.len().saturating_sub(1);
         ensure!(
@@ -511,10 +513,10 @@ impl<'e> Lowerer<'e> {
             pad_values: None,
             spatial_rank: spatial,
         };
-        Ok(frozen(FrozenOp::Conv(conv), x, shape))
+        Ok(frozen_op(FrozenOp::Conv(conv), x, shape))
     }
 
-    fn batch_norm(&self, attrs: &Attrs<'_, '_>, x: ValueId, p: [&Const; 4]) -> Result<Lowered> {
+    fn batch_norm(&self, attrs: &Attrs<'_, '_>, x: ValueId, p: [&Const; 4]) -> Result<ImportedOp> {
         let s = self.shape(x);
         let c = s[0];
         let names = [
@@ -547,7 +549,7 @@ impl<'e> Lowerer<'e> {
         let mean = v.pop().unwrap_or_default();
         let beta = v.pop().unwrap_or_default();
         let gamma = v.pop().unwrap_or_default();
-        Ok(Lowered {
+        Ok(ImportedOp {
             op: Op::BatchNorm(BatchNorm {
                 gamma,
                 beta,
@@ -566,7 +568,7 @@ impl<'e> Lowerer<'e> {
         x: ValueId,
         b: &Const,
         c: Option<&Const>,
-    ) -> Result<Lowered> {
+    ) -> Result<ImportedOp> {
         let s = self.shape(x);
         ensure!(
             s.len() == 1,
@@ -630,10 +632,14 @@ impl<'e> Lowerer<'e> {
             }
         };
         let weight = Tensor::new(vec![m, k], to_f32(&weight, "B (the weight)")?);
-        Ok(frozen(FrozenOp::Dense(Dense { weight, bias }), x, vec![m]))
+        Ok(frozen_op(
+            FrozenOp::Dense(Dense { weight, bias }),
+            x,
+            vec![m],
+        ))
     }
 
-    fn matmul(&self, x: ValueId, b: &Const) -> Result<Lowered> {
+    fn matmul(&self, x: ValueId, b: &Const) -> Result<ImportedOp> {
         let s = self.shape(x);
         ensure!(
             b.shape.len() == 2,
@@ -657,7 +663,7 @@ impl<'e> Lowerer<'e> {
         let weight = Tensor::new(vec![m, k], to_f32(&weight, "B (the weight)")?);
         let mut shape = lead.to_vec();
         shape.push(m);
-        Ok(frozen(
+        Ok(frozen_op(
             FrozenOp::Dense(Dense {
                 weight,
                 bias: vec![0.0; m],
@@ -690,7 +696,7 @@ impl<'e> Lowerer<'e> {
     }
 
     /// Activation and constant under Add/Sub/Mul/Div, as a per-channel `Affine`.
-    fn affine(&self, op: &OpType<'_>, x: ValueId, c: &Const, x_first: bool) -> Result<Lowered> {
+    fn affine(&self, op: &OpType<'_>, x: ValueId, c: &Const, x_first: bool) -> Result<ImportedOp> {
         let s = self.shape(x);
         let v = per_channel(c, s)?;
         finite(&v, "the constant operand")?;
@@ -712,14 +718,14 @@ impl<'e> Lowerer<'e> {
             }
             (other, _) => bail!("{} is not an affine op", other.as_str()),
         };
-        Ok(frozen(
-            FrozenOp::Affine(crate::graph::Affine { scale, shift }),
+        Ok(frozen_op(
+            FrozenOp::Affine(crate::ir::graph::Affine { scale, shift }),
             x,
             s.to_vec(),
         ))
     }
 
-    fn pool(&self, node: &OnnxNode<'_>, attrs: &Attrs<'_, '_>, x: ValueId) -> Result<Lowered> {
+    fn pool(&self, node: &OnnxNode<'_>, attrs: &Attrs<'_, '_>, x: ValueId) -> Result<ImportedOp> {
         let s = self.shape(x);
         let spatial = s.len().saturating_sub(1);
         ensure!(
@@ -777,7 +783,7 @@ impl<'e> Lowerer<'e> {
                 vec![s[0], geo[0].out],
             )
         };
-        Ok(frozen(
+        Ok(frozen_op(
             FrozenOp::Pool(Pool {
                 kind,
                 kernel,
@@ -795,7 +801,7 @@ impl<'e> Lowerer<'e> {
         attrs: &Attrs<'_, '_>,
         x: ValueId,
         axes: Option<Vec<i64>>,
-    ) -> Result<Lowered> {
+    ) -> Result<ImportedOp> {
         let s = self.shape(x);
         let rank = s.len() + 1;
         ensure!(
@@ -823,10 +829,10 @@ impl<'e> Lowerer<'e> {
         } else {
             vec![s[0]]
         };
-        Ok(frozen(FrozenOp::GlobalAveragePool, x, shape))
+        Ok(frozen_op(FrozenOp::GlobalAveragePool, x, shape))
     }
 
-    fn reshape(&self, x: ValueId, target: &[i64], allow_zero: bool) -> Result<Lowered> {
+    fn reshape(&self, x: ValueId, target: &[i64], allow_zero: bool) -> Result<ImportedOp> {
         let full = with_batch(self.shape(x));
         let mut target = target.to_vec();
         let first = target
@@ -846,7 +852,7 @@ impl<'e> Lowerer<'e> {
             "Reshape of {:?} per sample to {target:?} moves data across samples (the first axis must stay the batch)",
             self.shape(x)
         );
-        Ok(frozen(FrozenOp::Reshape, x, shape[1..].to_vec()))
+        Ok(frozen_op(FrozenOp::Reshape, x, shape[1..].to_vec()))
     }
 
     fn pad(
@@ -856,7 +862,7 @@ impl<'e> Lowerer<'e> {
         pads: Option<&Const>,
         value: Option<&Const>,
         axes: Option<&Const>,
-    ) -> Result<Lowered> {
+    ) -> Result<ImportedOp> {
         let mode = attrs.string("mode")?.unwrap_or_else(|| "constant".into());
         ensure!(
             mode == "constant",
@@ -912,13 +918,13 @@ impl<'e> Lowerer<'e> {
         let shape = (0..s.len())
             .map(|k| s[k] + pads[k] + pads[s.len() + k])
             .collect();
-        Ok(frozen(FrozenOp::Pad { pads, value }, x, shape))
+        Ok(frozen_op(FrozenOp::Pad { pads, value }, x, shape))
     }
 }
 
 /// The input of a reshape that keeps its input's per-sample shape (a no-op), or `None`. The graph
 /// input itself is never aliased, so that a graph always has at least one node after it.
-fn no_op_reshape(l: &Lowered, values: &[Value]) -> Option<ValueId> {
+fn no_op_reshape(l: &ImportedOp, values: &[Value]) -> Option<ValueId> {
     match (&l.op, l.inputs.as_slice()) {
         (Op::Frozen(FrozenOp::Reshape), &[x]) if x != 0 && values[x].shape == l.shape => Some(x),
         _ => None,

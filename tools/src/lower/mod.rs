@@ -8,13 +8,18 @@
 //! relabellings whenever the bytes already sit in the right order. A copy (`Transpose` layer) is
 //! emitted only where a consumer needs an order the bytes are not in.
 
+pub mod blob;
+pub mod limits;
+pub mod plan;
+pub mod rustgen;
+
 use anyhow::{anyhow, bail, Result};
 use icefold::format::{
     self, Activation as RtActivation, DType, ModelInfo, Op as RtOp, Span, TensorDesc,
 };
 
-use crate::graph::{Activation, FrozenGraph, FrozenOp, Node, Origin, PoolKind, ValueId};
-use crate::plan::{plan_arena, BufferLife};
+use crate::ir::graph::{Activation, FrozenGraph, FrozenOp, Node, Origin, PoolKind, ValueId};
+use crate::lower::plan::{plan_arena, BufferLife};
 
 /// The runtime form of a model, ready to be emitted.
 #[derive(Clone, Debug)]
@@ -31,6 +36,17 @@ pub struct Lowered {
     pub tensor_values: Vec<ValueId>,
 }
 
+impl Lowered {
+    /// The layers that read tensor `t`, with their indices in the schedule.
+    pub fn readers(&self, t: u16) -> impl Iterator<Item = (usize, &format::Layer)> {
+        self.layers.iter().enumerate().filter(move |(_, r)| {
+            r.inputs[..usize::from(r.input_count)]
+                .iter()
+                .any(|x| x.id == t)
+        })
+    }
+}
+
 /// Choices that differ between the f32 and the int8 lowering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LowerOptions {
@@ -38,9 +54,10 @@ pub struct LowerOptions {
     /// they become 256-entry tables between two calibrated tensors (ReLU and Clip always fuse as
     /// clamps).
     pub fuse_table_activations: bool,
-    /// Fold a global average pooling read only by a dense layer into that layer
-    /// ([`fold_global_pool_into_dense`]). The int8 lowering does, so the pooled features are not
-    /// rounded to int8 before the classifier; the f32 lowering keeps the two layers.
+    /// Fold a global average pooling read only by a dense layer into that layer (the pass
+    /// [`passes::global_pool_into_dense`](crate::passes::global_pool_into_dense)). The int8
+    /// lowering does, so the pooled features are not rounded to int8 before the classifier; the
+    /// f32 lowering keeps the two layers.
     pub fold_global_pool: bool,
 }
 
@@ -74,6 +91,19 @@ pub struct LayerNote {
     pub macs: u64,
     /// Number of constant parameters.
     pub params: usize,
+}
+
+impl LayerNote {
+    /// The note of a layer without constants or multiply-accumulates.
+    fn weightless(source: String, kind: String, output_dims: [u16; 3]) -> Self {
+        LayerNote {
+            source,
+            kind,
+            output_dims,
+            macs: 0,
+            params: 0,
+        }
+    }
 }
 
 /// Physical order of a value: the value's logical elements, taken in row-major order of `src`
@@ -255,7 +285,7 @@ impl<'g> Lowerer<'g> {
         })
     }
 
-    fn emit(&mut self, op: RtOp, inputs: Vec<Use>, output: Use, note: LayerNote) {
+    fn push_layer(&mut self, op: RtOp, inputs: Vec<Use>, output: Use, note: LayerNote) {
         let at = self.layers.len() as isize;
         for u in &inputs {
             let b = &mut self.buffers[u.buf];
@@ -282,7 +312,7 @@ impl<'g> Lowerer<'g> {
         }
         let elems = phys.iter().product();
         let buf = self.new_buffer(self.buffers[p.buf].value, elems);
-        self.emit(
+        self.push_layer(
             RtOp::Transpose(format::Transpose { perm: rt_perm }),
             vec![Use {
                 buf: p.buf,
@@ -292,13 +322,7 @@ impl<'g> Lowerer<'g> {
                 buf,
                 dims: out_dims,
             },
-            LayerNote {
-                source: source.to_string(),
-                kind: format!("Transpose {perm:?}"),
-                output_dims: out_dims,
-                macs: 0,
-                params: 0,
-            },
+            LayerNote::weightless(source.to_string(), format!("Transpose {perm:?}"), out_dims),
         );
         // The new buffer holds the elements row-major over `out_shape`, i.e. in the order of
         // `p.layout.src` permuted by `perm ∘ p.layout.perm`.
@@ -563,7 +587,7 @@ impl<'g> Lowerer<'g> {
                     params: c.weight.len() + c.bias.len(),
                 };
                 let xin = self.use_of(&x, origin)?;
-                self.emit(op, vec![xin], out, note);
+                self.push_layer(op, vec![xin], out, note);
             }
             FrozenOp::Dense(d) => {
                 let x = self.placed(node.inputs[0], origin)?;
@@ -602,7 +626,7 @@ impl<'g> Lowerer<'g> {
                     buf: x.buf,
                     dims: dims3(&origin.to_string(), &[n])?,
                 };
-                self.emit(
+                self.push_layer(
                     RtOp::Dense(format::Dense {
                         weights,
                         bias,
@@ -634,21 +658,19 @@ impl<'g> Lowerer<'g> {
                     pad: pads_u16(origin, p.pads)?,
                     activation,
                 });
-                let note = LayerNote {
+                let note = LayerNote::weightless(
                     source,
-                    kind: format!(
+                    format!(
                         "{}Pool {}x{}/{}",
                         kind_name(p.kind),
                         p.kernel[0],
                         p.kernel[1],
                         p.strides[1]
                     ),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                    out.dims,
+                );
                 let xin = self.use_of(&x, origin)?;
-                self.emit(op, vec![xin], out, note);
+                self.push_layer(op, vec![xin], out, note);
             }
             FrozenOp::GlobalAveragePool => {
                 if in_shape.len() < 2 {
@@ -672,28 +694,17 @@ impl<'g> Lowerer<'g> {
                     pad: [0; 4],
                     activation,
                 });
-                let note = LayerNote {
-                    source,
-                    kind: format!("GlobalAvgPool {h}x{w}"),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
-                self.emit(op, vec![xin], out, note);
+                let note =
+                    LayerNote::weightless(source, format!("GlobalAvgPool {h}x{w}"), out.dims);
+                self.push_layer(op, vec![xin], out, note);
             }
             FrozenOp::Add => {
                 let a = self.placed(node.inputs[0], origin)?;
                 let b = self.require(node.inputs[1], a.layout.clone(), origin)?;
                 let out = self.out_placed(final_value, &out_shape, a.layout.clone(), origin)?;
                 let (ua, ub) = (self.use_of(&a, origin)?, self.use_of(&b, origin)?);
-                let note = LayerNote {
-                    source,
-                    kind: "Add".into(),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
-                self.emit(RtOp::Add { activation }, vec![ua, ub], out, note);
+                let note = LayerNote::weightless(source, "Add".into(), out.dims);
+                self.push_layer(RtOp::Add { activation }, vec![ua, ub], out, note);
             }
             FrozenOp::Affine(a) => {
                 let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
@@ -722,7 +733,7 @@ impl<'g> Lowerer<'g> {
                     params: 2 * c,
                 };
                 let xin = self.use_of(&x, origin)?;
-                self.emit(
+                self.push_layer(
                     RtOp::Affine(format::Affine {
                         scale,
                         shift,
@@ -736,15 +747,9 @@ impl<'g> Lowerer<'g> {
             FrozenOp::Activation(a) => {
                 let x = self.placed(node.inputs[0], origin)?;
                 let out = self.out_placed(node.output, &out_shape, x.layout.clone(), origin)?;
-                let note = LayerNote {
-                    source,
-                    kind: format!("{a:?}"),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                let note = LayerNote::weightless(source, format!("{a:?}"), out.dims);
                 let xin = self.use_of(&x, origin)?;
-                self.emit(RtOp::Activation(map_activation(a)), vec![xin], out, note);
+                self.push_layer(RtOp::Activation(map_activation(a)), vec![xin], out, note);
             }
             FrozenOp::Softmax => {
                 let x = self.require(node.inputs[0], Layout::identity(&in_shape), origin)?;
@@ -754,15 +759,9 @@ impl<'g> Lowerer<'g> {
                     Layout::identity(&out_shape),
                     origin,
                 )?;
-                let note = LayerNote {
-                    source,
-                    kind: "Softmax".into(),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                let note = LayerNote::weightless(source, "Softmax".into(), out.dims);
                 let xin = self.use_of(&x, origin)?;
-                self.emit(RtOp::Softmax, vec![xin], out, note);
+                self.push_layer(RtOp::Softmax, vec![xin], out, note);
             }
             FrozenOp::Reshape => {
                 // Row-major reinterpretation keeps the logical flat order, hence the layout.
@@ -814,19 +813,13 @@ impl<'g> Lowerer<'g> {
                     Layout::channels_last(&out_shape),
                     origin,
                 )?;
-                let note = LayerNote {
-                    source,
-                    kind: format!("Pad {pads:?}"),
-                    output_dims: out.dims,
-                    macs: 0,
-                    params: 0,
-                };
+                let note = LayerNote::weightless(source, format!("Pad {pads:?}"), out.dims);
                 let xin = self.use_of(&x, origin)?;
                 let op = RtOp::Pad(format::Pad {
                     pad: pads_u16(origin, [t, l, b, rr])?,
                     value: *value,
                 });
-                self.emit(op, vec![xin], out, note);
+                self.push_layer(op, vec![xin], out, note);
             }
         }
         Ok(())
@@ -854,59 +847,6 @@ fn kind_name(k: PoolKind) -> &'static str {
     }
 }
 
-/// Zero-valued Pad nodes whose only reader is a convolution become that convolution's padding
-/// (exporters write TF-style 'same' padding as an explicit Pad).
-// Indexed on purpose: the loop body mutates other nodes of `g` (the consuming convolution).
-#[allow(clippy::needless_range_loop)]
-pub fn fuse_pad_into_conv(g: &mut FrozenGraph) {
-    let mut dead = vec![false; g.nodes.len()];
-    for pi in 0..g.nodes.len() {
-        let FrozenOp::Pad { pads, value } = &g.nodes[pi].op else {
-            continue;
-        };
-        let (pads, value) = (pads.clone(), *value);
-        let pad_out = g.nodes[pi].output;
-        let r = pads.len() / 2;
-        if value != 0.0
-            || !(2..=3).contains(&r)
-            || pads[0] != 0
-            || pads[r] != 0
-            || pad_out == g.output
-        {
-            continue;
-        }
-        let consumers = g.consumers(pad_out);
-        let [ci] = consumers.as_slice() else { continue };
-        let ci = *ci;
-        let pad_in = g.nodes[pi].inputs[0];
-        let FrozenOp::Conv(conv) = &mut g.nodes[ci].op else {
-            continue;
-        };
-        if conv.pad_values.is_some() {
-            continue;
-        }
-        let (t, l, b, rr) = if r == 3 {
-            (pads[1], pads[2], pads[4], pads[5])
-        } else {
-            (0, pads[1], 0, pads[3])
-        };
-        conv.pads = [
-            conv.pads[0] + t,
-            conv.pads[1] + l,
-            conv.pads[2] + b,
-            conv.pads[3] + rr,
-        ];
-        g.nodes[ci].inputs[0] = pad_in;
-        dead[pi] = true;
-    }
-    let mut i = 0;
-    g.nodes.retain(|_| {
-        let keep = !dead[i];
-        i += 1;
-        keep
-    });
-}
-
 /// Lower a frozen graph to f32 runtime layers and plan its arena.
 pub fn lower(g: &FrozenGraph) -> Result<Lowered> {
     lower_with(g, LowerOptions::default())
@@ -915,7 +855,7 @@ pub fn lower(g: &FrozenGraph) -> Result<Lowered> {
 /// Lower with explicit options.
 pub fn lower_with(g: &FrozenGraph, options: LowerOptions) -> Result<Lowered> {
     let mut g = g.clone();
-    fuse_pad_into_conv(&mut g);
+    crate::passes::fuse_pad::fuse_pad_into_conv(&mut g);
     let l = Lowerer {
         g: &g,
         options,
@@ -926,100 +866,7 @@ pub fn lower_with(g: &FrozenGraph, options: LowerOptions) -> Result<Lowered> {
     };
     let mut lowered = l.lower()?;
     if options.fold_global_pool {
-        fold_global_pool_into_dense(&mut lowered)?;
+        crate::passes::global_pool_into_dense::fold_global_pool_into_dense(&mut lowered)?;
     }
     Ok(lowered)
-}
-
-/// Most products a folded dense layer may sum per output: half of what the int8 accumulator
-/// bound admits (`MAX_PRODUCTS_PER_OUTPUT`), leaving the other half of the i32 range to the bias.
-const FOLDED_DENSE_MAX_PRODUCTS: usize = icefold::quant::MAX_PRODUCTS_PER_OUTPUT / 2;
-
-/// Folds every global average pooling whose only reader is a dense layer into that layer: the
-/// dense layer reads the pooling's input, `P` positions of `C` features, and sums its products
-/// over the positions, with its weights divided by `P` (the runtime's dense semantics,
-/// docs/FORMAT.md). In int8 this spares the model a rounding of the pooled features to 8 bits
-/// right before the classifier (docs/QUANTIZATION.md: 10 to 30 % of the error of pooled
-/// classifiers in onnxruntime's own graph). Layers after the pooling keep their order; tensor ids
-/// above the pooling's output move down by one and the arena is re-planned. Returns the count.
-pub fn fold_global_pool_into_dense(l: &mut Lowered) -> Result<usize> {
-    let mut folded = 0;
-    while let Some((pool, dense, d)) = foldable_global_pool(l) {
-        let positions = {
-            let [h, w, _] = l.layers[pool].inputs[0].dims;
-            usize::from(h) * usize::from(w)
-        };
-        // Scale the dense layer's own weights in place: the span is read by no other layer.
-        let (start, end) = (
-            d.weights.offset as usize,
-            (d.weights.offset + d.weights.len) as usize,
-        );
-        for w in l.weights[start..end].chunks_exact_mut(4) {
-            let v = f32::from_le_bytes([w[0], w[1], w[2], w[3]]) / positions as f32;
-            w.copy_from_slice(&v.to_le_bytes());
-        }
-        let removed = l.layers[pool].output.id;
-        l.layers[dense].inputs[0] = l.layers[pool].inputs[0];
-        let pool_note = l.notes[pool].clone();
-        let note = &mut l.notes[dense];
-        note.source = format!("{} + {}", pool_note.source, note.source);
-        note.macs *= positions as u64;
-        note.kind = format!("Pool+{}", note.kind);
-        l.layers.remove(pool);
-        l.notes.remove(pool);
-        l.tensor_values.remove(usize::from(removed));
-        let renumber = |t: &mut TensorDesc| {
-            if t.id > removed {
-                t.id -= 1;
-            }
-        };
-        for layer in &mut l.layers {
-            let n = usize::from(layer.input_count);
-            layer.inputs[..n].iter_mut().for_each(renumber);
-            renumber(&mut layer.output);
-        }
-        renumber(&mut l.info.input);
-        renumber(&mut l.info.output);
-        folded += 1;
-    }
-    if folded > 0 {
-        l.info.layer_count = u16::try_from(l.layers.len())?;
-        crate::plan::replan(&mut l.info, &mut l.layers)?;
-    }
-    Ok(folded)
-}
-
-/// A global average pooling (window = the whole unpadded input, no activation) whose output is
-/// not the model's and is read by exactly one layer, a dense layer, as its only input; with the
-/// folded layer's products per output within [`FOLDED_DENSE_MAX_PRODUCTS`]. Returns both layers'
-/// indices and the dense layer's record.
-fn foldable_global_pool(l: &Lowered) -> Option<(usize, usize, format::Dense)> {
-    l.layers.iter().enumerate().find_map(|(i, layer)| {
-        let RtOp::Pool(p) = layer.op else { return None };
-        let [h, w, c] = layer.inputs[0].dims;
-        let global = matches!(p.kind, format::PoolKind::Average { .. })
-            && p.kernel == [h, w]
-            && p.pad == [0; 4]
-            && matches!(p.activation, RtActivation::Identity)
-            && layer.output.dims == [1, 1, c];
-        let t = layer.output.id;
-        if !global || t == l.info.output.id {
-            return None;
-        }
-        let reads = |x: &format::Layer| {
-            x.inputs[..usize::from(x.input_count)]
-                .iter()
-                .any(|d| d.id == t)
-        };
-        let mut readers = l.layers.iter().enumerate().filter(|(_, x)| reads(x));
-        let (j, reader) = readers.next()?;
-        let products = usize::from(h) * usize::from(w) * usize::from(c);
-        let RtOp::Dense(d) = reader.op else {
-            return None;
-        };
-        (readers.next().is_none()
-            && reader.input_count == 1
-            && products <= FOLDED_DENSE_MAX_PRODUCTS)
-            .then_some((i, j, d))
-    })
 }

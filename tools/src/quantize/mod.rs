@@ -15,6 +15,19 @@
 //!   layer (two close logits often land on one int8 step, and the argmax then picks the first).
 //! - Requantization factors go through `icefold::quant::quantize_multiplier` (one implementation
 //!   of the rule, shared with the runtime's documentation).
+//!
+//! Files: `mod.rs` the per-layer quantization ([`quantize`]) and the tensor parameters;
+//! `calibrate` the activation ranges; `int16` which tensors stay int16 (16×8); `output_head` the
+//! int16 output head; `bias_correction` the per-channel bias correction.
+
+pub mod bias_correction;
+pub mod calibrate;
+pub mod int16;
+pub mod output_head;
+
+pub use bias_correction::correct_bias;
+pub use int16::{int16_activations, INT16_INPUT_MAX_PRODUCTS};
+pub use output_head::WIDE_OUTPUT_HEADROOM;
 
 use anyhow::{anyhow, bail, Context, Result};
 use icefold::format::{
@@ -24,9 +37,10 @@ use icefold::format::{
 use icefold::quant::accumulator_fits_for;
 use icefold::quant::{self, Requant};
 
-use crate::calibrate::{Calibration, QParams, Range};
-use crate::io::Array;
 use crate::lower::Lowered;
+use crate::quantize::calibrate::{Calibration, QParams, Range};
+use int16::{bias_fits_int16, int16_qparams, transposed_with};
+use output_head::{wide_clamp_for, wide_output_head, wide_qparams};
 
 /// Builder of the int8 weights section.
 #[derive(Default)]
@@ -96,173 +110,6 @@ fn clamp_for(act: RtActivation, q: QParams, layer: &str) -> Result<Clamp> {
         RtActivation::Clip { lo, hi } => Clamp { min: q.quantize(lo), max: q.quantize(hi) },
         other => bail!("layer {layer}: activation {other:?} cannot be fused in int8 (lowering must keep it separate)"),
     })
-}
-
-/// How far past its calibrated range an int16 model output reaches: 16 bits leave room to spend
-/// one on headroom (inputs beyond the calibration set's extremes are not clipped) and still be 128
-/// times finer than int8 over the calibrated range.
-pub const WIDE_OUTPUT_HEADROOM: f64 = 2.0;
-
-/// Symmetric int16 quantization (zero point 0) covering `r` with [`WIDE_OUTPUT_HEADROOM`].
-fn wide_qparams(r: Range) -> QParams {
-    symmetric_i16(r, WIDE_OUTPUT_HEADROOM)
-}
-
-/// Symmetric int16 quantization (zero point 0) whose largest step reaches `headroom` times the
-/// larger magnitude of `r`.
-fn symmetric_i16(r: Range, headroom: f64) -> QParams {
-    let reach = (r.min as f64).abs().max((r.max as f64).abs()) * headroom;
-    let scale = if reach > f64::from(f32::MIN_POSITIVE) {
-        reach / i16::MAX as f64
-    } else {
-        1.0
-    };
-    QParams {
-        scale: scale as f32,
-        zero_point: 0,
-    }
-}
-
-/// The fused activation of an int16 output as bounds in its steps (zero point 0).
-fn wide_clamp_for(act: RtActivation, q: QParams, layer: &str) -> Result<ClampI16> {
-    let step = |x: f32| q.quantize_i16(x);
-    Ok(match act {
-        RtActivation::Identity => ClampI16::FULL,
-        RtActivation::Relu => ClampI16 { min: 0, max: i16::MAX },
-        RtActivation::Clip { lo, hi } => ClampI16 { min: step(lo), max: step(hi) },
-        other => bail!("layer {layer}: activation {other:?} cannot be fused in int8 (lowering must keep it separate)"),
-    })
-}
-
-/// Most products per output of a layer that reads an int16 activation: `256 · 2^22 = 2^30`
-/// leaves half of the int32 accumulator to the bias (`accumulator_fits_i16`).
-pub const INT16_INPUT_MAX_PRODUCTS: usize = 256;
-
-/// Weights per output channel of a convolution record (the products each output sums).
-fn conv_products(c: &format::Conv2d, input: &TensorDesc) -> usize {
-    c.kernel[0] as usize * c.kernel[1] as usize * (input.dims[2] / c.groups.max(1)) as usize
-}
-
-/// The activation tensors kept in int16 (16×8) when the first `n` convolutions of the schedule
-/// write int16: each of those outputs that is not the model output and is read only by
-/// convolutions summing at most [`INT16_INPUT_MAX_PRODUCTS`] products (the readers outside the
-/// first `n` then write int8 again), and, for `n >= 1`, the model input under the same rule (a
-/// layout transpose on the way to the convolutions is int16 too). Anything else (pooling,
-/// addition, a model output) keeps int8.
-pub fn int16_activations(l: &Lowered, n: usize) -> Vec<u16> {
-    let mut wide = Vec::new();
-    let input = l.info.input.id;
-    let mut moved = Vec::new();
-    if n >= 1 && read_by_convs_only(l, input, &mut moved) && !moved.contains(&l.info.output.id) {
-        wide.push(input);
-        wide.extend(moved);
-    }
-    let convs = l
-        .layers
-        .iter()
-        .filter(|layer| matches!(layer.op, Op::Conv2d(_)))
-        .take(n);
-    for layer in convs {
-        let t = layer.output.id;
-        let mut moved = Vec::new();
-        if t != l.info.output.id && read_by_convs_only(l, t, &mut moved) && moved.is_empty() {
-            wide.push(t);
-        }
-    }
-    wide
-}
-
-/// Whether every output channel's bias of the convolution `layer` fits the int32 accumulator
-/// beside its products when its input has the int16 quantization `x`: `quantize_rows` accepts it.
-fn bias_fits_int16(l: &Lowered, c: &format::Conv2d, layer: &format::Layer, x: QParams) -> bool {
-    let (w, bias) = (f32s(l, c.weights), f32s(l, c.bias));
-    let out = layer.output.dims[2] as usize;
-    let input = (x.scale as f64, x.zero_point);
-    quantize_rows(&w, &bias, out, 1, input, DType::I16, "").is_ok()
-}
-
-/// Tensor `t` and the tensors transposes move it from and to (one element type among them).
-fn transposed_with(l: &Lowered, t: u16) -> Vec<u16> {
-    let mut group = vec![t];
-    let mut i = 0;
-    while let Some(&u) = group.get(i) {
-        for layer in l.layers.iter().filter(|x| matches!(x.op, Op::Transpose(_))) {
-            let (from, to) = (layer.inputs[0].id, layer.output.id);
-            for (a, b) in [(from, to), (to, from)] {
-                if a == u && !group.contains(&b) {
-                    group.push(b);
-                }
-            }
-        }
-        i += 1;
-    }
-    group
-}
-
-/// The layers of `l` that read tensor `t`.
-fn readers_of(l: &Lowered, t: u16) -> impl Iterator<Item = &format::Layer> {
-    l.layers
-        .iter()
-        .filter(move |r| r.inputs[..r.input_count as usize].iter().any(|x| x.id == t))
-}
-
-/// Whether tensor `t` can be int16: it is read, and only by convolutions of at most
-/// [`INT16_INPUT_MAX_PRODUCTS`] products or by transposes whose outputs can be int16 (their
-/// outputs are collected into `moved`).
-fn read_by_convs_only(l: &Lowered, t: u16, moved: &mut Vec<u16>) -> bool {
-    let mut read = false;
-    for r in readers_of(l, t) {
-        read = true;
-        let ok = match &r.op {
-            Op::Conv2d(c) => conv_products(c, &r.inputs[0]) <= INT16_INPUT_MAX_PRODUCTS,
-            Op::Transpose(_) => {
-                moved.push(r.output.id);
-                read_by_convs_only(l, r.output.id, moved)
-            }
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    read
-}
-
-/// Symmetric int16 quantization (zero point 0) of an activation over its calibrated range: the
-/// range int8 would use, in 65536 steps instead of 256.
-fn int16_qparams(r: Range) -> QParams {
-    symmetric_i16(r, 1.0)
-}
-
-/// The output head that runs in int16: the index of a dense layer writing the model output, or
-/// of a dense layer and of the softmax after it that writes the model output (its only reader).
-fn wide_output_head(l: &Lowered) -> Option<(usize, Option<usize>)> {
-    let readers = |t: u16| {
-        l.layers
-            .iter()
-            .filter(|layer| {
-                layer.inputs[..layer.input_count as usize]
-                    .iter()
-                    .any(|x| x.id == t)
-            })
-            .count()
-    };
-    let writer = |t: u16| l.layers.iter().rposition(|layer| layer.output.id == t);
-    let out = l.info.output.id;
-    let last = writer(out)?;
-    if readers(out) != 0 {
-        return None;
-    }
-    match l.layers[last].op {
-        Op::Dense(_) => Some((last, None)),
-        Op::Softmax => {
-            let logits = l.layers[last].inputs[0].id;
-            let dense = writer(logits)?;
-            (matches!(l.layers[dense].op, Op::Dense(_)) && readers(logits) == 1)
-                .then_some((dense, Some(last)))
-        }
-        _ => None,
-    }
 }
 
 fn requant(real: f64, layer: &str, what: &str) -> Result<Requant> {
@@ -680,7 +527,7 @@ pub fn quantize(
     let mut info = l.info;
     info.input = describe(&info.input);
     info.output = describe(&info.output);
-    crate::plan::replan(&mut info, &mut layers).context("planning the int8 arena")?;
+    crate::lower::plan::replan(&mut info, &mut layers).context("planning the int8 arena")?;
     Ok(Lowered {
         info,
         layers,
@@ -722,190 +569,6 @@ pub fn int8_activation_arena(q: &Lowered) -> Result<u32> {
         layer.inputs = layer.inputs.map(|d| narrow(&d));
         layer.output = narrow(&layer.output);
     }
-    crate::plan::replan(&mut info, &mut layers)?;
+    crate::lower::plan::replan(&mut info, &mut layers)?;
     Ok(info.arena_bytes)
-}
-
-/// Factor of a fixed-point `Requant` as a real number.
-fn requant_real(r: Requant) -> f64 {
-    r.multiplier as f64 * 2f64.powi(r.shift - 31)
-}
-
-fn i32_at(bytes: &[u8], at: usize) -> i32 {
-    i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
-
-/// Running sums of (f32 - int8) output error of one layer, per output channel, over positions where
-/// the f32 output is not clamped by the fused activation (there the error reflects the bias).
-struct ErrorSums {
-    sum: Vec<f64>,
-    count: Vec<u64>,
-}
-
-/// Empirical bias correction: the mean per-channel error of every int8 convolution and dense layer
-/// against its f32 twin, measured on the calibration data with the whole (already corrected) int8
-/// network upstream, is folded into the layer's int32 bias. Rounding weights per channel shifts each
-/// channel's mean output a little; through depthwise layers and classifier heads that rescale small
-/// feature differences these shifts add up. Layers are corrected in order, one measurement each,
-/// on at most `max_samples` calibration samples (a progress bar per layer if `show_progress`).
-pub fn correct_bias(
-    q: &mut Lowered,
-    f32_twin: &Lowered,
-    calib: &Array,
-    max_samples: usize,
-    show_progress: bool,
-) -> Result<()> {
-    let subset = calib.first(max_samples.max(1));
-    let reference = all_layer_outputs(&crate::emit::blob(f32_twin)?, &subset)?;
-    let pb = crate::calibrate::progress(
-        q.layers.len() as u64,
-        "bias correction",
-        "layers",
-        show_progress,
-    );
-    for k in 0..q.layers.len() {
-        pb.set_position(k as u64);
-        let layer = q.layers[k];
-        let (bias, requant, per, out_q, products) = match &layer.op {
-            Op::Conv2dI8(Conv2dI8 { conv, requant, .. })
-            | Op::Conv2dI16(Conv2dI16 { conv, requant, .. }) => (
-                conv.bias,
-                *requant,
-                layer.output.dims[2] as usize,
-                layer.output.quant,
-                conv_products(conv, &layer.inputs[0]),
-            ),
-            Op::DenseI8(DenseI8 { bias, requant, .. })
-            | Op::DenseI8Wide(DenseI8Wide { bias, requant, .. }) => (
-                *bias,
-                *requant,
-                layer.output.len(),
-                layer.output.quant,
-                layer.inputs[0].len(),
-            ),
-            _ => continue,
-        };
-        let Some(out_q) = out_q else { continue };
-        let candidate = crate::emit::blob(q)?;
-        let sums = measure_errors(&reference, &candidate, q, &subset, k)?;
-        for c in 0..per {
-            let count = sums.count[c];
-            if count == 0 {
-                continue;
-            }
-            let mean_err = sums.sum[c] / count as f64;
-            let m = Requant {
-                multiplier: i32_at(&q.weights, requant.multipliers.offset as usize + 4 * c),
-                shift: i32_at(&q.weights, requant.shifts.offset as usize + 4 * c),
-            };
-            // Accumulator scale s_in * s_w = factor * s_out.
-            let acc_scale = requant_real(m) * out_q.scale as f64;
-            if acc_scale <= 0.0 {
-                continue;
-            }
-            let at = bias.offset as usize + 4 * c;
-            let new = i32_at(&q.weights, at) as f64 + (mean_err / acc_scale).round();
-            let input = layer.inputs[0].dtype;
-            if (i32::MIN as f64..=i32::MAX as f64).contains(&new)
-                && accumulator_fits_for(input, products, new as i32)
-            {
-                q.weights[at..at + 4].copy_from_slice(&(new as i32).to_le_bytes());
-            }
-        }
-    }
-    pb.finish_and_clear();
-    Ok(())
-}
-
-/// Keeps one layer's output, as f32 (int8 dequantized with its tensor's quantization).
-struct Capture {
-    layer: usize,
-    out: Vec<f32>,
-}
-
-impl icefold::Observer for Capture {
-    fn layer_end(&mut self, i: u16, layer: &format::Layer, out: &[u8]) {
-        if i as usize != self.layer {
-            return;
-        }
-        self.out = crate::host::output_values(layer, out);
-    }
-}
-
-/// Every layer's output of a model for every sample (the f32 reference of the bias correction).
-fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f32>>>> {
-    struct All(Vec<Vec<f32>>);
-    impl icefold::Observer for All {
-        fn layer_end(&mut self, _i: u16, layer: &format::Layer, out: &[u8]) {
-            self.0.push(crate::host::output_values(layer, out));
-        }
-    }
-    let b = crate::emit::AlignedBytes::new(blob);
-    let m = crate::host::load(b.as_slice())?;
-    let mut arena = vec![0u32; (m.info().arena_bytes as usize).div_ceil(4)];
-    let mut out = vec![0f32; m.info().output.len()];
-    (0..x.samples())
-        .map(|i| {
-            let mut all = All(Vec::new());
-            m.run_f32_observed(
-                bytemuck::cast_slice_mut(&mut arena),
-                x.sample(i),
-                &mut out,
-                &mut all,
-            )
-            .map_err(|e| anyhow!("bias correction, f32 model: {e}"))?;
-            Ok(all.0)
-        })
-        .collect()
-}
-
-fn measure_errors(
-    reference: &[Vec<Vec<f32>>],
-    candidate: &[u8],
-    q: &Lowered,
-    calib: &Array,
-    k: usize,
-) -> Result<ErrorSums> {
-    let cb = crate::emit::AlignedBytes::new(candidate);
-    let cm = crate::host::load(cb.as_slice())?;
-    let mut ac = vec![0u32; (cm.info().arena_bytes as usize).div_ceil(4)];
-    let mut outc = vec![0f32; cm.info().output.len()];
-    let layer = &q.layers[k];
-    let ch = (layer.output.dims[2] as usize).max(1);
-    let mut sums = ErrorSums {
-        sum: vec![0.0; ch],
-        count: vec![0; ch],
-    };
-    let (min, max) = match &layer.op {
-        Op::Conv2dI8(c) => (c.clamp.min.into(), c.clamp.max.into()),
-        Op::DenseI8(d) => (d.clamp.min.into(), d.clamp.max.into()),
-        Op::DenseI8Wide(d) => (d.clamp.min, d.clamp.max),
-        Op::Conv2dI16(c) => (c.clamp.min, c.clamp.max),
-        _ => return Ok(sums),
-    };
-    let Some(oq) = layer.output.quant else {
-        return Ok(sums);
-    };
-    let lo = oq.scale * (i32::from(min) - oq.zero_point) as f32;
-    let hi = oq.scale * (i32::from(max) - oq.zero_point) as f32;
-    for (i, per_layer) in reference.iter().enumerate().take(calib.samples()) {
-        let mut c = Capture {
-            layer: k,
-            out: Vec::new(),
-        };
-        cm.run_f32_observed(
-            bytemuck::cast_slice_mut(&mut ac),
-            calib.sample(i),
-            &mut outc,
-            &mut c,
-        )
-        .map_err(|e| anyhow!("bias correction, int8 model: {e}"))?;
-        for (idx, (&fr, &fc)) in per_layer[k].iter().zip(&c.out).enumerate() {
-            if fr > lo && fr < hi {
-                sums.sum[idx % ch] += (fr - fc) as f64;
-                sums.count[idx % ch] += 1;
-            }
-        }
-    }
-    Ok(sums)
 }

@@ -1,0 +1,97 @@
+//! `icefold inspect`: a blob's layers, shapes, arena plan and sizes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use icefold::format::DType;
+
+use icefold_tool::host;
+
+use super::read_blob;
+
+/// Arguments of `icefold inspect`.
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// The blob.
+    blob: PathBuf,
+}
+
+pub fn run(a: &InspectArgs) -> Result<()> {
+    let blob_path = a.blob.as_path();
+    let blob = read_blob(blob_path)?;
+    let model = host::load(blob.as_slice()).with_context(|| blob_path.display().to_string())?;
+    let info = model.info();
+    println!(
+        "{}: {} bytes, format version {}",
+        blob_path.display(),
+        blob.as_slice().len(),
+        icefold::format::FORMAT_VERSION
+    );
+    println!(
+        "input  {:?} (logical {:?}), arena offset {}",
+        info.input.dims,
+        host::logical_shape(&info.input, info.input_rank),
+        info.input.offset
+    );
+    println!(
+        "output {:?} (logical {:?}), arena offset {}",
+        info.output.dims,
+        host::logical_shape(&info.output, info.output_rank),
+        info.output.offset
+    );
+    let quant = |q: Option<icefold::format::Quant>| {
+        q.map(|q| format!(" (scale {:e} zero point {})", q.scale, q.zero_point))
+            .unwrap_or_default()
+    };
+    if info.input.dtype == info.output.dtype {
+        println!(
+            "element type {:?}{}",
+            info.input.dtype,
+            match (info.input.quant, info.output.quant) {
+                (Some(a), Some(b)) => format!(
+                    " (input scale {:e} zero point {}, output scale {:e} zero point {})",
+                    a.scale, a.zero_point, b.scale, b.zero_point
+                ),
+                _ => String::new(),
+            }
+        );
+    } else {
+        let raw = |d: DType| if d == DType::I16 { "i16" } else { "i8" };
+        println!(
+            "element types: input {:?}{}, output {:?}{} (firmware: run_i8 from an [{}] input \
+             into an [{}] output)",
+            info.input.dtype,
+            quant(info.input.quant),
+            info.output.dtype,
+            quant(info.output.quant),
+            raw(info.input.dtype),
+            raw(info.output.dtype)
+        );
+    }
+    println!();
+    println!(
+        "{:>3}  {:<28} {:>16} {:>16} {:>22} {:>9}",
+        "#", "op", "input", "output", "arena [start, end)", "weights"
+    );
+    let mut weight_bytes = 0usize;
+    for (i, l) in model.layers().enumerate() {
+        let (name, w) = icefold_tool::describe::describe(&l.op);
+        weight_bytes += w;
+        let o = l.output;
+        println!(
+            "{:>3}  {:<28} {:>16} {:>16} {:>22} {:>9}",
+            i,
+            name,
+            format!("{:?}", l.inputs[0].dims),
+            format!("{:?}", o.dims),
+            format!("[{}, {})", o.offset, o.offset as usize + o.byte_len()),
+            w
+        );
+    }
+    println!();
+    println!(
+        "weight bytes {weight_bytes}, arena bytes {}",
+        info.arena_bytes
+    );
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! `icefold run`: a blob on the host over N samples.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use icefold_tool::host;
+use icefold_tool::io;
+
+use super::read_blob;
+
+/// Arguments of `icefold run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The blob written by `convert`.
+    blob: PathBuf,
+    /// float32 .npy, N samples stacked on axis 0 in the ONNX model's input shape.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the float32 outputs ([N, ...] in the ONNX model's output shape).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+pub fn run(a: &RunArgs) -> Result<()> {
+    let (blob_path, input, output) = (a.blob.as_path(), a.input.as_path(), a.output.as_path());
+    io::ensure_not_an_input(output, &[blob_path, input])?;
+    let blob = read_blob(blob_path)?;
+    let model = host::load(blob.as_slice()).with_context(|| blob_path.display().to_string())?;
+    let x = io::read_npy(input)?;
+    let y = host::run_f32(&model, &x)?;
+    io::write_npy(output, &y, &[blob_path, input])?;
+    println!(
+        "ran {} samples; wrote {} {:?}",
+        x.samples(),
+        output.display(),
+        y.shape
+    );
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `icefold verify`: convert in memory and compare the folded runtime with the unfolded model.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use icefold_tool::host::{self, Diff};
+use icefold_tool::io::{self, Array};
+use icefold_tool::ir::eval;
+use icefold_tool::lower::blob::AlignedBytes;
+use icefold_tool::pipeline::{self, ConvertOptions};
+
+use super::convert::print_conversion;
+
+/// Arguments of `icefold verify`.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// float32 .npy inputs, as for `run`.
+    #[arg(long)]
+    input: PathBuf,
+    /// Reference outputs for those inputs (e.g. from onnxruntime).
+    #[arg(long)]
+    expected: Option<PathBuf>,
+}
+
+pub fn run(a: &VerifyArgs) -> Result<()> {
+    let (model_path, input, expected) =
+        (a.model.as_path(), a.input.as_path(), a.expected.as_deref());
+    let c = pipeline::convert(model_path, &ConvertOptions::default())?;
+    print_conversion(&c);
+    let x = io::read_npy(input)?;
+    let blob = AlignedBytes::new(&c.blob);
+    let model = host::load(blob.as_slice())?;
+    let runtime = host::run_f32(&model, &x)?;
+    let mut unfolded = Vec::with_capacity(runtime.data.len());
+    for i in 0..x.samples() {
+        unfolded.extend(eval::run(&c.imported, x.sample(i))?);
+    }
+    let unfolded = Array {
+        shape: runtime.shape.clone(),
+        data: unfolded,
+    };
+    println!();
+    println!(
+        "{:<44} {:>12} {:>12} {:>8}",
+        "comparison", "max-abs", "rel-L2", "top-1"
+    );
+    let row = |name: &str, d: Diff| {
+        println!(
+            "{:<44} {:>12.3e} {:>12.3e} {:>5}/{}",
+            name, d.max_abs, d.rel_l2, d.top1_agree, d.samples
+        );
+    };
+    row(
+        "folded runtime vs unfolded reference",
+        host::diff(&runtime, &unfolded)?,
+    );
+    if let Some(e) = expected {
+        let want = io::read_npy(e)?;
+        if want.shape != runtime.shape {
+            bail!(
+                "{} has shape {:?}, the model produces {:?}",
+                e.display(),
+                want.shape,
+                runtime.shape
+            );
+        }
+        row("folded runtime vs expected", host::diff(&runtime, &want)?);
+        row(
+            "unfolded reference vs expected",
+            host::diff(&unfolded, &want)?,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The host IR: `graph` (the imported and the frozen graph) and `eval` (its f64 reference
+//! interpreter, used to check every step).
+
+pub mod eval;
+pub mod graph;

@@ -1,0 +1,248 @@
+//! The conversion pipeline: ONNX file → imported graph → [BatchNorm statistics check] → folded
+//! graph → lowered layers → [int8 quantization] → blob. [`convert`] is the one entry point; the
+//! [`ConvertOptions`] say which optional stages run.
+//!
+//! With [`ConvertOptions::bn_check`], every BatchNorm's running statistics are first compared
+//! with calibration data (`bn_check`) and stale ones are refused unless told to go on
+//! ([`StaleBnPolicy::Allow`]) or to re-estimate them ([`StaleBnPolicy::Recalibrate`]). Without
+//! it, the statistics are folded as they are.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::bn_check::policy::{check_bn_statistics, BnCheckOptions, BnStatsCheck};
+use crate::host::{self, Diff};
+use crate::import;
+use crate::io::Array;
+use crate::ir::graph::{FrozenGraph, ImportedGraph};
+use crate::lower::blob::{self, AlignedBytes};
+use crate::lower::limits::Limits;
+use crate::lower::{self, LowerOptions, Lowered};
+use crate::passes::fold_batchnorm::{self, FoldReport};
+use crate::quantize;
+use crate::quantize::calibrate::{self, Calibration, Method};
+
+#[cfg(doc)]
+use crate::bn_check::policy::StaleBnPolicy;
+
+/// Where a conversion starts.
+#[derive(Clone, Debug)]
+pub enum Source<'a> {
+    /// An ONNX file: refused before it is read if larger than [`Limits::max_file_bytes`], then
+    /// imported.
+    File(&'a Path),
+    /// An imported graph (possibly edited or recalibrated).
+    Graph(ImportedGraph),
+}
+
+impl<'a> From<&'a Path> for Source<'a> {
+    fn from(path: &'a Path) -> Self {
+        Source::File(path)
+    }
+}
+
+impl<'a> From<&'a PathBuf> for Source<'a> {
+    fn from(path: &'a PathBuf) -> Self {
+        Source::File(path)
+    }
+}
+
+impl From<ImportedGraph> for Source<'_> {
+    fn from(graph: ImportedGraph) -> Self {
+        Source::Graph(graph)
+    }
+}
+
+/// What one conversion does beyond import, BatchNorm folding, lowering and writing the blob.
+/// `ConvertOptions::default()` is an f32 conversion within [`Limits::DEFAULT`], unchecked.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConvertOptions<'a> {
+    /// Budgets: file size, weights, arena.
+    pub limits: Limits,
+    /// Check the BatchNorm statistics against calibration data before folding.
+    pub bn_check: Option<BnCheckOptions<'a>>,
+    /// Quantize to int8 (normally with the same calibration data as the check).
+    pub int8: Option<Int8Options<'a>>,
+}
+
+/// Converts `source`: import (for a file), the BatchNorm statistics check (if asked), BatchNorm
+/// folding, lowering, int8 quantization (if asked), limits, blob.
+pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> Result<Converted> {
+    let imported = match source.into() {
+        Source::File(path) => {
+            opts.limits.check_file(path)?;
+            import::import_file(path)?
+        }
+        Source::Graph(graph) => graph,
+    };
+    let (graph, bn_check) = match &opts.bn_check {
+        Some(check) => {
+            let (graph, found) = check_bn_statistics(imported, check)?;
+            (graph, Some(found))
+        }
+        None => (imported, None),
+    };
+    let (frozen, fold) = fold_batchnorm::fold(graph.clone())?;
+    let (lowered, blob, int8) = match opts.int8 {
+        Some(int8) => {
+            let (lowered, blob, conversion) = quantize_int8(&frozen, &opts.limits, int8)?;
+            (lowered, blob, Some(conversion))
+        }
+        None => {
+            let lowered = lower::lower(&frozen)?;
+            opts.limits.check_lowered(&lowered)?;
+            let blob = blob::blob(&lowered)?;
+            (lowered, blob, None)
+        }
+    };
+    Ok(Converted {
+        imported: graph,
+        frozen,
+        fold,
+        lowered,
+        blob,
+        int8,
+        bn_check,
+    })
+}
+
+/// Every stage of one conversion, kept for reports and verification.
+#[derive(Clone, Debug)]
+pub struct Converted {
+    /// The graph that was folded (may hold BatchNorm): as imported, or with recalibrated
+    /// statistics after [`StaleBnPolicy::Recalibrate`].
+    pub imported: ImportedGraph,
+    /// The graph with every BatchNorm folded.
+    pub frozen: FrozenGraph,
+    /// What folding did to each BatchNorm.
+    pub fold: FoldReport,
+    /// Runtime layers, weights and arena plan.
+    pub lowered: Lowered,
+    /// The serialized blob.
+    pub blob: Vec<u8>,
+    /// For an int8 conversion: calibration, the f32 twin and the quantization error.
+    pub int8: Option<Int8Conversion>,
+    /// The BatchNorm statistics check, when the conversion ran one.
+    pub bn_check: Option<BnStatsCheck>,
+}
+
+impl Converted {
+    /// The blob in aligned memory, ready for `Model::new_checked`.
+    pub fn aligned(&self) -> AlignedBytes {
+        AlignedBytes::new(&self.blob)
+    }
+}
+
+/// How to quantize.
+#[derive(Clone, Copy, Debug)]
+pub struct Int8Options<'a> {
+    /// Calibration samples `[N, ...]` in the model's input shape (never the test inputs).
+    pub calib: &'a Array,
+    /// How activation ranges are chosen.
+    pub method: Method,
+    /// Show progress bars.
+    pub progress: bool,
+    /// Correct each conv/dense layer's per-channel mean error on the calibration data.
+    pub bias_correction: bool,
+    /// A dense last layer writes int16 (`DenseI8Wide`); `false` keeps every tensor int8.
+    pub wide_output: bool,
+    /// The first this many convolutions keep int16 activations (16×8, `Conv2dI16`) where
+    /// `quantize::int16_activations` allows; 0 keeps them int8, `usize::MAX` is all of them.
+    pub int16_activations: usize,
+}
+
+/// How many leading convolutions `convert` keeps in int16 unless told otherwise: all that can
+/// (docs/QUANTIZATION.md, "int16 activations": the error of the networks it applies to drops by
+/// 20 to 58 % on the held-out exports, for up to twice the arena).
+pub const INT16_ACTIVATIONS_DEFAULT: usize = usize::MAX;
+
+/// Parses `--int16-activations`: a count of leading convolutions, or `all`.
+pub fn parse_int16_activations(s: &str) -> Result<usize, String> {
+    match s {
+        "all" => Ok(usize::MAX),
+        n => n
+            .parse()
+            .map_err(|_| format!("expected a number of convolutions or `all`, found `{n}`")),
+    }
+}
+
+/// What quantization did and cost.
+#[derive(Clone, Debug)]
+pub struct Int8Conversion {
+    /// Activation ranges.
+    pub calibration: Calibration,
+    /// The f32 model with the same layers (the reference the int8 layers are measured against).
+    pub f32_lowered: Lowered,
+    /// Its blob.
+    pub f32_blob: Vec<u8>,
+    /// Per layer: signal-to-quantization-noise ratio of its output in dB (int8 model vs the f32
+    /// twin, both run end to end on the calibration data, so errors accumulate as on the device).
+    pub layer_sqnr_db: Vec<f64>,
+    /// End-to-end int8 vs f32 outputs on the calibration data.
+    pub end_to_end: Diff,
+    /// Arena bytes with every activation int8 (equal to the model's when none is int16).
+    pub int8_arena_bytes: u32,
+}
+
+/// Calibration samples the bias correction measures each layer on: the usual calibration set
+/// size. A per-channel mean over 16 samples is noisy on small late layers; 64 are better on 4 of
+/// the 5 held-out MobileNets (docs/QUANTIZATION.md). Cost: one int8 run of the network per layer
+/// and sample.
+const BIAS_CORRECTION_SAMPLES: usize = 64;
+
+/// The int8 layers of `frozen` calibrated on `opts.calib`, refused beyond `limits`; their blob;
+/// and the int8 report (the f32 twin, the per-layer error).
+fn quantize_int8(
+    frozen: &FrozenGraph,
+    limits: &Limits,
+    opts: Int8Options<'_>,
+) -> Result<(Lowered, Vec<u8>, Int8Conversion)> {
+    let calibration = calibrate::calibrate(frozen, opts.calib, opts.method, opts.progress)?;
+    let f32_lowered = lower::lower_with(frozen, LowerOptions::INT8)?;
+    let mut lowered = quantize::quantize(
+        &f32_lowered,
+        &calibration,
+        opts.wide_output,
+        opts.int16_activations,
+    )?;
+    if opts.bias_correction {
+        quantize::correct_bias(
+            &mut lowered,
+            &f32_lowered,
+            opts.calib,
+            BIAS_CORRECTION_SAMPLES,
+            opts.progress,
+        )?;
+    }
+    limits.check_lowered(&lowered)?;
+    let int8_arena_bytes = quantize::int8_activation_arena(&lowered)?;
+    let blob = blob::blob(&lowered)?;
+    let f32_blob = blob::blob(&f32_lowered)?;
+    let (layer_sqnr_db, end_to_end) =
+        host::compare_layers(&f32_blob, &blob, opts.calib, opts.progress)?;
+    let conversion = Int8Conversion {
+        calibration,
+        f32_lowered,
+        f32_blob,
+        layer_sqnr_db,
+        end_to_end,
+        int8_arena_bytes,
+    };
+    Ok((lowered, blob, conversion))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int16_activations_count_parses_numbers_and_all() {
+        assert_eq!(parse_int16_activations("all"), Ok(usize::MAX));
+        assert_eq!(parse_int16_activations("0"), Ok(0));
+        assert_eq!(parse_int16_activations("12"), Ok(12));
+        let err = parse_int16_activations("first").unwrap_err();
+        assert!(err.contains("`all`") && err.contains("`first`"), "{err}");
+        assert!(parse_int16_activations("-1").is_err());
+    }
+}

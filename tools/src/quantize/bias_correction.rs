@@ -1,0 +1,195 @@
+//! Empirical bias correction of the int8 convolution and dense layers against their f32 twins.
+
+use anyhow::{anyhow, Result};
+use icefold::format::{self, Conv2dI16, Conv2dI8, DenseI8, DenseI8Wide, Op};
+use icefold::quant::accumulator_fits_for;
+use icefold::quant::Requant;
+
+use crate::io::Array;
+use crate::lower::Lowered;
+
+use super::int16::conv_products;
+
+/// Factor of a fixed-point `Requant` as a real number.
+pub(super) fn requant_real(r: Requant) -> f64 {
+    r.multiplier as f64 * 2f64.powi(r.shift - 31)
+}
+
+pub(super) fn i32_at(bytes: &[u8], at: usize) -> i32 {
+    i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Running sums of (f32 - int8) output error of one layer, per output channel, over positions where
+/// the f32 output is not clamped by the fused activation (there the error reflects the bias).
+pub(super) struct ErrorSums {
+    sum: Vec<f64>,
+    count: Vec<u64>,
+}
+
+/// Empirical bias correction: the mean per-channel error of every int8 convolution and dense layer
+/// against its f32 twin, measured on the calibration data with the whole (already corrected) int8
+/// network upstream, is folded into the layer's int32 bias. Rounding weights per channel shifts each
+/// channel's mean output a little; through depthwise layers and classifier heads that rescale small
+/// feature differences these shifts add up. Layers are corrected in order, one measurement each,
+/// on at most `max_samples` calibration samples (a progress bar per layer if `show_progress`).
+pub fn correct_bias(
+    q: &mut Lowered,
+    f32_twin: &Lowered,
+    calib: &Array,
+    max_samples: usize,
+    show_progress: bool,
+) -> Result<()> {
+    let subset = calib.first(max_samples.max(1));
+    let reference = all_layer_outputs(&crate::lower::blob::blob(f32_twin)?, &subset)?;
+    let pb = crate::quantize::calibrate::progress(
+        q.layers.len() as u64,
+        "bias correction",
+        "layers",
+        show_progress,
+    );
+    for k in 0..q.layers.len() {
+        pb.set_position(k as u64);
+        let layer = q.layers[k];
+        let (bias, requant, per, out_q, products) = match &layer.op {
+            Op::Conv2dI8(Conv2dI8 { conv, requant, .. })
+            | Op::Conv2dI16(Conv2dI16 { conv, requant, .. }) => (
+                conv.bias,
+                *requant,
+                layer.output.dims[2] as usize,
+                layer.output.quant,
+                conv_products(conv, &layer.inputs[0]),
+            ),
+            Op::DenseI8(DenseI8 { bias, requant, .. })
+            | Op::DenseI8Wide(DenseI8Wide { bias, requant, .. }) => (
+                *bias,
+                *requant,
+                layer.output.len(),
+                layer.output.quant,
+                layer.inputs[0].len(),
+            ),
+            _ => continue,
+        };
+        let Some(out_q) = out_q else { continue };
+        let candidate = crate::lower::blob::blob(q)?;
+        let sums = measure_errors(&reference, &candidate, q, &subset, k)?;
+        for c in 0..per {
+            let count = sums.count[c];
+            if count == 0 {
+                continue;
+            }
+            let mean_err = sums.sum[c] / count as f64;
+            let m = Requant {
+                multiplier: i32_at(&q.weights, requant.multipliers.offset as usize + 4 * c),
+                shift: i32_at(&q.weights, requant.shifts.offset as usize + 4 * c),
+            };
+            // Accumulator scale s_in * s_w = factor * s_out.
+            let acc_scale = requant_real(m) * out_q.scale as f64;
+            if acc_scale <= 0.0 {
+                continue;
+            }
+            let at = bias.offset as usize + 4 * c;
+            let new = i32_at(&q.weights, at) as f64 + (mean_err / acc_scale).round();
+            let input = layer.inputs[0].dtype;
+            if (i32::MIN as f64..=i32::MAX as f64).contains(&new)
+                && accumulator_fits_for(input, products, new as i32)
+            {
+                q.weights[at..at + 4].copy_from_slice(&(new as i32).to_le_bytes());
+            }
+        }
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// Keeps one layer's output, as f32 (int8 dequantized with its tensor's quantization).
+pub(super) struct Capture {
+    layer: usize,
+    out: Vec<f32>,
+}
+
+impl icefold::Observer for Capture {
+    fn layer_end(&mut self, i: u16, layer: &format::Layer, out: &[u8]) {
+        if i as usize != self.layer {
+            return;
+        }
+        self.out = crate::host::output_values(layer, out);
+    }
+}
+
+/// Every layer's output of a model for every sample (the f32 reference of the bias correction).
+pub(super) fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f32>>>> {
+    struct All(Vec<Vec<f32>>);
+    impl icefold::Observer for All {
+        fn layer_end(&mut self, _i: u16, layer: &format::Layer, out: &[u8]) {
+            self.0.push(crate::host::output_values(layer, out));
+        }
+    }
+    let b = crate::lower::blob::AlignedBytes::new(blob);
+    let m = crate::host::load(b.as_slice())?;
+    let mut arena = vec![0u32; (m.info().arena_bytes as usize).div_ceil(4)];
+    let mut out = vec![0f32; m.info().output.len()];
+    (0..x.samples())
+        .map(|i| {
+            let mut all = All(Vec::new());
+            m.run_f32_observed(
+                bytemuck::cast_slice_mut(&mut arena),
+                x.sample(i),
+                &mut out,
+                &mut all,
+            )
+            .map_err(|e| anyhow!("bias correction, f32 model: {e}"))?;
+            Ok(all.0)
+        })
+        .collect()
+}
+
+pub(super) fn measure_errors(
+    reference: &[Vec<Vec<f32>>],
+    candidate: &[u8],
+    q: &Lowered,
+    calib: &Array,
+    k: usize,
+) -> Result<ErrorSums> {
+    let cb = crate::lower::blob::AlignedBytes::new(candidate);
+    let cm = crate::host::load(cb.as_slice())?;
+    let mut ac = vec![0u32; (cm.info().arena_bytes as usize).div_ceil(4)];
+    let mut outc = vec![0f32; cm.info().output.len()];
+    let layer = &q.layers[k];
+    let ch = (layer.output.dims[2] as usize).max(1);
+    let mut sums = ErrorSums {
+        sum: vec![0.0; ch],
+        count: vec![0; ch],
+    };
+    let (min, max) = match &layer.op {
+        Op::Conv2dI8(c) => (c.clamp.min.into(), c.clamp.max.into()),
+        Op::DenseI8(d) => (d.clamp.min.into(), d.clamp.max.into()),
+        Op::DenseI8Wide(d) => (d.clamp.min, d.clamp.max),
+        Op::Conv2dI16(c) => (c.clamp.min, c.clamp.max),
+        _ => return Ok(sums),
+    };
+    let Some(oq) = layer.output.quant else {
+        return Ok(sums);
+    };
+    let lo = oq.scale * (i32::from(min) - oq.zero_point) as f32;
+    let hi = oq.scale * (i32::from(max) - oq.zero_point) as f32;
+    for (i, per_layer) in reference.iter().enumerate().take(calib.samples()) {
+        let mut c = Capture {
+            layer: k,
+            out: Vec::new(),
+        };
+        cm.run_f32_observed(
+            bytemuck::cast_slice_mut(&mut ac),
+            calib.sample(i),
+            &mut outc,
+            &mut c,
+        )
+        .map_err(|e| anyhow!("bias correction, int8 model: {e}"))?;
+        for (idx, (&fr, &fc)) in per_layer[k].iter().zip(&c.out).enumerate() {
+            if fr > lo && fr < hi {
+                sums.sum[idx % ch] += (fr - fc) as f64;
+                sums.count[idx % ch] += 1;
+            }
+        }
+    }
+    Ok(sums)
+}
