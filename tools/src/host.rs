@@ -97,19 +97,20 @@ pub fn argmax(x: &[f32]) -> usize {
     best
 }
 
-/// A layer's output bytes (as an `Observer` sees them) as real values: f32 as stored, int8
-/// and int16 dequantized with the tensor's quantization.
-pub fn output_values(layer: &icefold::format::Layer, output: &[u8]) -> Vec<f32> {
-    match (layer.output.dtype, layer.output.quant) {
-        (icefold::format::DType::I8, Some(q)) => output
+/// A tensor's bytes as real values: f32 as stored, int8 and int16 dequantized with the tensor's
+/// quantization (what `run_f32` returns for a model output; a layer's output as an `Observer`
+/// sees it).
+pub fn tensor_values(tensor: &icefold::format::TensorDesc, bytes: &[u8]) -> Vec<f32> {
+    match (tensor.dtype, tensor.quant) {
+        (icefold::format::DType::I8, Some(q)) => bytes
             .iter()
             .map(|&b| icefold::engine::dequantize(b as i8, q))
             .collect(),
-        (icefold::format::DType::I16, Some(q)) => output
+        (icefold::format::DType::I16, Some(q)) => bytes
             .chunks_exact(2)
             .map(|c| icefold::engine::dequantize_i16(i16::from_le_bytes([c[0], c[1]]), q))
             .collect(),
-        _ => output
+        _ => bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
@@ -123,7 +124,7 @@ struct LayerCapture {
 
 impl icefold::Observer for LayerCapture {
     fn layer_end(&mut self, _index: u16, layer: &icefold::format::Layer, output: &[u8]) {
-        self.outputs.push(output_values(layer, output));
+        self.outputs.push(tensor_values(&layer.output, output));
     }
 }
 

@@ -30,45 +30,12 @@ pub(super) fn element_name(dtype: DType) -> &'static str {
     }
 }
 
-/// The model's raw output bytes (any number of samples) as floats: f32 as stored, int8 / int16
-/// dequantized with the runtime's own boundary functions, as `run_f32` and `icefold run` do.
-pub(super) fn output_values(model: &icefold::Model<'_>, bytes: &[u8]) -> Result<Vec<f32>> {
-    Ok(match model.output().dtype {
-        DType::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        DType::I8 => {
-            let q = output_quant(model)?;
-            bytes
-                .iter()
-                .map(|&b| engine::dequantize(b as i8, q))
-                .collect()
-        }
-        DType::I16 => {
-            let q = output_quant(model)?;
-            bytes
-                .chunks_exact(2)
-                .map(|b| engine::dequantize_i16(i16::from_le_bytes([b[0], b[1]]), q))
-                .collect()
-        }
-    })
-}
-
 /// The input quantization of an int8 model.
 pub(super) fn input_quant(model: &icefold::Model<'_>) -> Result<Quant> {
     model
         .input()
         .quant
         .ok_or_else(|| anyhow!("the model's int8 input has no quantization parameters"))
-}
-
-/// The output quantization of an int8 model.
-pub(super) fn output_quant(model: &icefold::Model<'_>) -> Result<Quant> {
-    model
-        .output()
-        .quant
-        .ok_or_else(|| anyhow!("the model's int8 output has no quantization parameters"))
 }
 
 /// Raw samples of an integer model input, one sample after the other.

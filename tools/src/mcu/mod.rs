@@ -46,7 +46,7 @@ pub use qemu::run_qemu;
 pub use report::{decode_defmt, parse_report, Report, TraceRecord};
 pub use target::{check_prerequisites, Target};
 
-use boundary::{boundary_dtype, element_name, output_values};
+use boundary::{boundary_dtype, element_name};
 
 /// Where and how to build and run.
 #[derive(Clone, Debug)]
@@ -181,7 +181,7 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
     let out_shape = host::logical_shape(&info.output, info.output_rank);
     // f32 models report what `run_f32` wrote; int8 models the raw output of `run_i8`,
     // dequantized here with the runtime's own boundary function, as `icefold run` does.
-    let data = output_values(&model, &report.outputs.concat())?;
+    let data = crate::host::tensor_values(model.output(), &report.outputs.concat());
     let mut shape = vec![project.samples];
     shape.extend(out_shape);
     // Per sample: the output buffer (16-aligned in the firmware) and the u64 tick counters.

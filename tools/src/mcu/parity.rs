@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use anyhow::{anyhow, bail, Result};
 use icefold::format::{DType, Layer};
 
-use super::boundary::{boundary_dtype, output_values, quantized_inputs, RawInputs};
+use super::boundary::{boundary_dtype, quantized_inputs, RawInputs};
 use super::profile::Profile;
 use super::report::TraceRecord;
 use crate::host::{self, Diff};
@@ -52,7 +52,7 @@ pub fn compare(profile: &Profile, blob: &[u8], x: &Array) -> Result<Parity> {
             };
             let want = Array {
                 shape: profile.outputs.shape.clone(),
-                data: output_values(&model, &raw)?,
+                data: crate::host::tensor_values(model.output(), &raw),
             };
             (want, raw)
         }

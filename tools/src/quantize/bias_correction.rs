@@ -112,7 +112,7 @@ impl icefold::Observer for Capture {
         if i as usize != self.layer {
             return;
         }
-        self.out = crate::host::output_values(layer, out);
+        self.out = crate::host::tensor_values(&layer.output, out);
     }
 }
 
@@ -121,7 +121,7 @@ pub(super) fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f3
     struct All(Vec<Vec<f32>>);
     impl icefold::Observer for All {
         fn layer_end(&mut self, _i: u16, layer: &format::Layer, out: &[u8]) {
-            self.0.push(crate::host::output_values(layer, out));
+            self.0.push(crate::host::tensor_values(&layer.output, out));
         }
     }
     let b = crate::lower::blob::AlignedBytes::new(blob);
