@@ -270,38 +270,93 @@ fn conv(c: &Conv, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
     );
 
     let out_per_group = oc / group;
+    let geometry = RowGeometry {
+        w,
+        ow,
+        stride: sw,
+        dilation: dw,
+        pad: pl,
+    };
     let mut y = Vec::with_capacity(oc * oh * ow);
+    // One output row at a time, its accumulators side by side: each output still sums its terms
+    // in the order (input channel, ky, kx), exactly as one accumulator per output would (the
+    // interpreter is the definition the runtime is tested against, so its results must not depend
+    // on how it is scheduled), but the row's independent sums pipeline and vectorize.
+    let mut acc = vec![0f64; ow];
     for o in 0..oc {
         let first_in = (o / out_per_group) * icg;
         let w_o = &c.weight.data[o * icg * kh * kw..(o + 1) * icg * kh * kw];
         for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = c.bias[o] as f64;
-                for i in 0..icg {
-                    let ci = first_in + i;
-                    // The padded border holds `pad_values[ci]` (0 without it): a folded
-                    // BatchNorm's output was zero-padded, its input is padded with what maps to 0.
-                    let border = c.pad_values.as_ref().map_or(0.0, |p| p[ci] as f64);
-                    let plane = &x.data[ci * h * w..(ci + 1) * h * w];
-                    for ky in 0..kh {
-                        let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                        for kx in 0..kw {
-                            let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                            let v = if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w
-                            {
-                                plane[iy as usize * w + ix as usize] as f64
-                            } else {
-                                border
-                            };
-                            acc += w_o[(i * kh + ky) * kw + kx] as f64 * v;
+            acc.fill(c.bias[o] as f64);
+            for i in 0..icg {
+                let ci = first_in + i;
+                // The padded border holds `pad_values[ci]` (0 without it): a folded
+                // BatchNorm's output was zero-padded, its input is padded with what maps to 0.
+                let border = c.pad_values.as_ref().map_or(0.0, |p| p[ci] as f64);
+                let plane = &x.data[ci * h * w..(ci + 1) * h * w];
+                for ky in 0..kh {
+                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                    let row = (iy >= 0 && (iy as usize) < h)
+                        .then(|| &plane[iy as usize * w..(iy as usize + 1) * w]);
+                    for kx in 0..kw {
+                        let wt = w_o[(i * kh + ky) * kw + kx] as f64;
+                        match row {
+                            Some(row) => geometry.accumulate(&mut acc, row, kx, wt, border),
+                            None => acc.iter_mut().for_each(|a| *a += wt * border),
                         }
                     }
                 }
-                y.push(acc as f32);
             }
+            y.extend(acc.iter().map(|&a| a as f32));
         }
     }
     Ok(y)
+}
+
+/// The horizontal geometry of a convolution's output row.
+struct RowGeometry {
+    /// Input row length.
+    w: usize,
+    /// Output row length.
+    ow: usize,
+    stride: usize,
+    dilation: usize,
+    /// Padding before the first column.
+    pad: usize,
+}
+
+impl RowGeometry {
+    /// `acc[ox] += wt * v(ox)` for every output column of tap `kx`, where `v` reads `row` at
+    /// `ox * stride + kx * dilation - pad`, or `border` outside it.
+    fn accumulate(&self, acc: &mut [f64], row: &[f32], kx: usize, wt: f64, border: f64) {
+        let shift = (kx * self.dilation) as isize - self.pad as isize;
+        // Output columns whose input column lies inside the row: lo..hi.
+        let first_inside = |ox: usize| ox as isize * self.stride as isize + shift >= 0;
+        let lo = (0..self.ow).find(|&ox| first_inside(ox)).unwrap_or(self.ow);
+        let hi = (lo..self.ow)
+            .find(|&ox| ox as isize * self.stride as isize + shift >= self.w as isize)
+            .unwrap_or(self.ow);
+        let (before, rest) = acc.split_at_mut(lo);
+        let (inside, after) = rest.split_at_mut(hi - lo);
+        before.iter_mut().for_each(|a| *a += wt * border);
+        after.iter_mut().for_each(|a| *a += wt * border);
+        if inside.is_empty() {
+            return;
+        }
+        let start = (lo as isize * self.stride as isize + shift) as usize;
+        if self.stride == 1 {
+            let src = &row[start..start + inside.len()];
+            inside
+                .iter_mut()
+                .zip(src)
+                .for_each(|(a, &v)| *a += wt * v as f64);
+        } else {
+            inside
+                .iter_mut()
+                .zip(row[start..].iter().step_by(self.stride))
+                .for_each(|(a, &v)| *a += wt * v as f64);
+        }
+    }
 }
 
 fn dense(d: &Dense, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
@@ -785,6 +840,84 @@ mod tests {
             pad_values,
             spatial_rank: 2,
         })
+    }
+
+    /// The convolution as one accumulator per output, terms in the order (input channel, ky,
+    /// kx): what `conv` computes row by row.
+    fn conv_one_output_at_a_time(c: &Conv, x: &[f32], [cin, h, w]: [usize; 3]) -> Vec<f32> {
+        let [oc, icg, kh, kw] = [0, 1, 2, 3].map(|i| c.weight.shape[i]);
+        let ([sh, sw], [dh, dw], [pt, pl, pb, pr]) = (c.strides, c.dilations, c.pads);
+        let oh = (h + pt + pb - dh * (kh - 1) - 1) / sh + 1;
+        let ow = (w + pl + pr - dw * (kw - 1) - 1) / sw + 1;
+        let mut y = Vec::new();
+        for o in 0..oc {
+            let first_in = (o / (oc / c.group)) * icg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = c.bias[o] as f64;
+                    for i in 0..icg {
+                        let ci = first_in + i;
+                        assert!(ci < cin);
+                        let border = c.pad_values.as_ref().map_or(0.0, |p| p[ci] as f64);
+                        for ky in 0..kh {
+                            let iy = (oy * sh + ky * dh) as isize - pt as isize;
+                            for kx in 0..kw {
+                                let ix = (ox * sw + kx * dw) as isize - pl as isize;
+                                let inside =
+                                    (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                                let v = if inside {
+                                    x[(ci * h + iy as usize) * w + ix as usize] as f64
+                                } else {
+                                    border
+                                };
+                                acc +=
+                                    c.weight.data[((o * icg + i) * kh + ky) * kw + kx] as f64 * v;
+                            }
+                        }
+                    }
+                    y.push(acc as f32);
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn conv_rows_equal_one_output_at_a_time_bit_for_bit() {
+        let mut rng = testkit::Rng::new(17);
+        for case in 0..300 {
+            let mut pick = |n: u64| (rng.next_u64() % n) as usize;
+            let group = [1, 1, 2, 3][pick(4)];
+            let (cin, oc) = (group * (1 + pick(3)), group * (1 + pick(3)));
+            let (kh, kw) = (1 + pick(4), 1 + pick(4));
+            let strides = [1 + pick(3), 1 + pick(3)];
+            let dilations = [1 + pick(2), 1 + pick(2)];
+            let pads = [pick(3), pick(3), pick(3), pick(3)];
+            let (h, w) = (
+                dilations[0] * (kh - 1) + 1 + pick(6),
+                dilations[1] * (kw - 1) + 1 + pick(9),
+            );
+            let with_pad_values = pick(2) == 1;
+            let mut rng = testkit::Rng::new(case);
+            let mut c = testkit::conv(&mut rng, oc, cin, group, [kh, kw], strides, pads, 2);
+            c.dilations = dilations;
+            c.pad_values = with_pad_values.then(|| rng.vec(cin, -2.0, 2.0));
+            let x = rng.vec(cin * h * w, -3.0, 3.0);
+            let want = conv_one_output_at_a_time(&c, &x, [cin, h, w]);
+            let oh = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) / strides[0] + 1;
+            let ow = (w + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) / strides[1] + 1;
+            let got = conv(
+                &c,
+                Operand {
+                    data: &x,
+                    shape: &[cin, h, w],
+                },
+                &[oc, oh, ow],
+            )
+            .unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "case {case}: {c:?}");
+        }
     }
 
     #[test]
