@@ -68,6 +68,13 @@ pub enum RunError {
         /// The layer.
         layer: u16,
     },
+    /// [`Model::run_layers_observed`] was asked for layers the model does not have.
+    LayerRange {
+        /// End of the requested range (exclusive).
+        end: u32,
+        /// Layers the model has.
+        layers: u32,
+    },
 }
 
 impl fmt::Display for RunError {
@@ -97,6 +104,9 @@ impl fmt::Display for RunError {
                 f,
                 "layer {layer}: operands not found in the arena (icefold bug, please report)"
             ),
+            RunError::LayerRange { end, layers } => {
+                write!(f, "layers up to {end} requested, the model has {layers}")
+            }
         }
     }
 }
@@ -431,6 +441,43 @@ impl Model<'_> {
         Ok(())
     }
 
+    /// Runs only the layers `layers` (indices into [`Model::layers`], in order) on an arena that
+    /// already holds their inputs: the arena as the layers before `layers.start` left it, or, from
+    /// layer 0, with the raw model input written at [`Model::input`]'s offset. For host tools that
+    /// step through a model a layer at a time (the bias correction of `icefold convert` runs each
+    /// layer once per sample instead of the whole model once per corrected layer). Any arena bytes
+    /// are valid operands: the kernels cannot fail on them. Arena errors as [`Model::run_f32`]; a
+    /// range past the last layer gives [`RunError::LayerRange`].
+    pub fn run_layers_observed(
+        &self,
+        arena: &mut [u8],
+        layers: Range<usize>,
+        observer: &mut impl Observer,
+    ) -> Result<(), RunError> {
+        let arena = self.checked_arena(arena)?;
+        let count = usize::from(self.info().layer_count);
+        if layers.end > count {
+            return Err(RunError::LayerRange {
+                end: saturate(layers.end),
+                layers: saturate(count),
+            });
+        }
+        for (i, layer) in self
+            .layers()
+            .enumerate()
+            .take(layers.end)
+            .skip(layers.start)
+        {
+            let index = u16::try_from(i).unwrap_or(u16::MAX);
+            observer.layer_start(index, &layer);
+            let out = self
+                .run_layer(arena, &layer)
+                .ok_or(RunError::Internal { layer: index })?;
+            observer.layer_end(index, &layer, out);
+        }
+        Ok(())
+    }
+
     /// Runs one validated layer; returns its output bytes. `None` only if validation was bypassed.
     fn run_layer<'s>(&self, arena: &'s mut [u8], layer: &Layer) -> Option<&'s [u8]> {
         let ([x, x2], y) = operands(arena, layer)?;
@@ -615,6 +662,39 @@ mod tests {
         let mut again = [0.0f32; 5];
         model.run_f32(a.bytes_mut(), &x, &mut again).unwrap();
         assert_eq!(out, again);
+    }
+
+    #[test]
+    fn stepping_one_layer_at_a_time_gives_the_whole_run() {
+        let spec = tiny();
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let x = values(X.len(), 7);
+        let mut whole = [0.0f32; 5];
+        let mut a = arena(model.arena_bytes());
+        model.run_f32(a.bytes_mut(), &x, &mut whole).unwrap();
+
+        let mut b = arena(model.arena_bytes());
+        let input = bytes_of(model.input());
+        b.bytes_mut()[input].copy_from_slice(bytemuck::cast_slice(&x));
+        let layers = usize::from(model.info().layer_count);
+        for k in 0..layers {
+            model
+                .run_layers_observed(b.bytes_mut(), k..k + 1, &mut ())
+                .unwrap();
+        }
+        let output = bytes_of(model.output());
+        assert_eq!(
+            &b.bytes_mut()[output],
+            bytemuck::cast_slice::<f32, u8>(&whole)
+        );
+        assert_eq!(
+            model.run_layers_observed(b.bytes_mut(), 0..layers + 1, &mut ()),
+            Err(RunError::LayerRange {
+                end: saturate(layers + 1),
+                layers: saturate(layers)
+            })
+        );
     }
 
     #[test]

@@ -15,6 +15,10 @@ mod cli;
     about = "Fold BatchNorm into frozen weights and run models on microcontrollers"
 )]
 struct Cli {
+    /// Threads for the work over many samples (calibration, bias correction); default: every
+    /// core. Results do not depend on it.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,7 +51,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
+            eprintln!("error: --threads {n}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = match cli.command {
         // `diagnose` has its own exit codes.
         Command::Diagnose(args) => return cli::diagnose::run(&args),
         Command::Convert(args) => cli::convert::run(&args),

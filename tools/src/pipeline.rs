@@ -245,4 +245,36 @@ mod tests {
         assert!(err.contains("`all`") && err.contains("`first`"), "{err}");
         assert!(parse_int16_activations("-1").is_err());
     }
+
+    /// Calibration and bias correction run the samples on every core; the blob must not depend
+    /// on how many (their sums are merged in sample order).
+    #[test]
+    fn int8_conversion_is_the_same_on_one_thread_and_on_many() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/resnet8");
+        let calib = crate::io::read_npy(&dir.join("calib.npy")).unwrap();
+        let convert_on = |threads: usize, method: Method| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let opts = ConvertOptions {
+                    int8: Some(Int8Options {
+                        calib: &calib,
+                        method,
+                        progress: false,
+                        bias_correction: true,
+                        wide_output: true,
+                        int16_activations: INT16_ACTIVATIONS_DEFAULT,
+                    }),
+                    ..Default::default()
+                };
+                convert(&dir.join("model.onnx"), &opts).unwrap().blob
+            })
+        };
+        for method in [Method::DEFAULT, Method::Mse] {
+            let one = convert_on(1, method);
+            assert_eq!(one, convert_on(3, method), "{method:?}");
+        }
+    }
 }

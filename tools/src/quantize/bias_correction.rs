@@ -4,6 +4,7 @@ use anyhow::{anyhow, Result};
 use icefold::format::{self, Conv2dI16, Conv2dI8, DenseI8, DenseI8Wide, Op};
 use icefold::quant::accumulator_fits_for;
 use icefold::quant::Requant;
+use rayon::prelude::*;
 
 use crate::io::Array;
 use crate::lower::Lowered;
@@ -31,7 +32,13 @@ pub(super) struct ErrorSums {
 /// network upstream, is folded into the layer's int32 bias. Rounding weights per channel shifts each
 /// channel's mean output a little; through depthwise layers and classifier heads that rescale small
 /// feature differences these shifts add up. Layers are corrected in order, one measurement each,
-/// on at most `max_samples` calibration samples (a progress bar per layer if `show_progress`).
+/// on at most `max_samples` calibration samples (a progress bar if `show_progress`).
+///
+/// One pass over the layers: every sample's int8 arena is kept as the corrected layers before the
+/// current one left it, so each layer runs once per sample to measure it and once more, corrected,
+/// to move on (not the whole network once per corrected layer, which made the correction
+/// quadratic in depth). The results are the same: a layer's output depends only on the layers
+/// before it.
 pub fn correct_bias(
     q: &mut Lowered,
     f32_twin: &Lowered,
@@ -41,6 +48,8 @@ pub fn correct_bias(
 ) -> Result<()> {
     let subset = calib.first(max_samples.max(1));
     let reference = all_layer_outputs(&crate::lower::blob::blob(f32_twin)?, &subset)?;
+    let mut current = crate::lower::blob::blob(q)?;
+    let mut arenas = input_arenas(&current, &subset)?;
     let pb = crate::quantize::calibrate::progress(
         q.layers.len() as u64,
         "bias correction",
@@ -49,56 +58,122 @@ pub fn correct_bias(
     );
     for k in 0..q.layers.len() {
         pb.set_position(k as u64);
-        let layer = q.layers[k];
-        let (bias, requant, per, out_q, products) = match &layer.op {
-            Op::Conv2dI8(Conv2dI8 { conv, requant, .. })
-            | Op::Conv2dI16(Conv2dI16 { conv, requant, .. }) => (
-                conv.bias,
-                *requant,
-                layer.output.dims[2] as usize,
-                layer.output.quant,
-                conv_products(conv, &layer.inputs[0]),
-            ),
-            Op::DenseI8(DenseI8 { bias, requant, .. })
-            | Op::DenseI8Wide(DenseI8Wide { bias, requant, .. }) => (
-                *bias,
-                *requant,
-                layer.output.len(),
-                layer.output.quant,
-                layer.inputs[0].len(),
-            ),
-            _ => continue,
-        };
-        let Some(out_q) = out_q else { continue };
-        let candidate = crate::lower::blob::blob(q)?;
-        let sums = measure_errors(&reference, &candidate, q, &subset, k)?;
-        for c in 0..per {
-            let count = sums.count[c];
-            if count == 0 {
-                continue;
-            }
-            let mean_err = sums.sum[c] / count as f64;
-            let m = Requant {
-                multiplier: i32_at(&q.weights, requant.multipliers.offset as usize + 4 * c),
-                shift: i32_at(&q.weights, requant.shifts.offset as usize + 4 * c),
-            };
-            // Accumulator scale s_in * s_w = factor * s_out.
-            let acc_scale = requant_real(m) * out_q.scale as f64;
-            if acc_scale <= 0.0 {
-                continue;
-            }
-            let at = bias.offset as usize + 4 * c;
-            let new = i32_at(&q.weights, at) as f64 + (mean_err / acc_scale).round();
-            let input = layer.inputs[0].dtype;
-            if (i32::MIN as f64..=i32::MAX as f64).contains(&new)
-                && accumulator_fits_for(input, products, new as i32)
-            {
-                q.weights[at..at + 4].copy_from_slice(&(new as i32).to_le_bytes());
-            }
+        if correct_layer(q, k, &current, &reference, &arenas)? {
+            current = crate::lower::blob::blob(q)?;
         }
+        advance(&current, &mut arenas, k)?;
     }
     pb.finish_and_clear();
     Ok(())
+}
+
+/// Measures layer `k` of `current` (the blob of `q`) on every sample and folds its mean error per
+/// channel into its bias in `q`; `false` if the layer is not a corrected kind (nothing changed).
+fn correct_layer(
+    q: &mut Lowered,
+    k: usize,
+    current: &[u8],
+    reference: &[Vec<Vec<f32>>],
+    arenas: &[Vec<u32>],
+) -> Result<bool> {
+    let layer = q.layers[k];
+    let (bias, requant, per, out_q, products) = match &layer.op {
+        Op::Conv2dI8(Conv2dI8 { conv, requant, .. })
+        | Op::Conv2dI16(Conv2dI16 { conv, requant, .. }) => (
+            conv.bias,
+            *requant,
+            layer.output.dims[2] as usize,
+            layer.output.quant,
+            conv_products(conv, &layer.inputs[0]),
+        ),
+        Op::DenseI8(DenseI8 { bias, requant, .. })
+        | Op::DenseI8Wide(DenseI8Wide { bias, requant, .. }) => (
+            *bias,
+            *requant,
+            layer.output.len(),
+            layer.output.quant,
+            layer.inputs[0].len(),
+        ),
+        _ => return Ok(false),
+    };
+    let Some(out_q) = out_q else { return Ok(false) };
+    let sums = measure_errors(reference, current, q, arenas, k)?;
+    for c in 0..per {
+        let count = sums.count[c];
+        if count == 0 {
+            continue;
+        }
+        let mean_err = sums.sum[c] / count as f64;
+        let m = Requant {
+            multiplier: i32_at(&q.weights, requant.multipliers.offset as usize + 4 * c),
+            shift: i32_at(&q.weights, requant.shifts.offset as usize + 4 * c),
+        };
+        // Accumulator scale s_in * s_w = factor * s_out.
+        let acc_scale = requant_real(m) * out_q.scale as f64;
+        if acc_scale <= 0.0 {
+            continue;
+        }
+        let at = bias.offset as usize + 4 * c;
+        let new = i32_at(&q.weights, at) as f64 + (mean_err / acc_scale).round();
+        let input = layer.inputs[0].dtype;
+        if (i32::MIN as f64..=i32::MAX as f64).contains(&new)
+            && accumulator_fits_for(input, products, new as i32)
+        {
+            q.weights[at..at + 4].copy_from_slice(&(new as i32).to_le_bytes());
+        }
+    }
+    Ok(true)
+}
+
+/// One int8 arena per sample with the sample written as the model's raw input (quantized as
+/// `Model::run_f32` quantizes it), ready for layer 0.
+fn input_arenas(blob: &[u8], x: &Array) -> Result<Vec<Vec<u32>>> {
+    let b = crate::lower::blob::AlignedBytes::new(blob);
+    let m = crate::host::load(b.as_slice())?;
+    let input = m.info().input;
+    let quant = input
+        .quant
+        .ok_or_else(|| anyhow!("bias correction: the int8 model's input has no quantization"))?;
+    let words = (m.info().arena_bytes as usize).div_ceil(4);
+    (0..x.samples())
+        .map(|i| {
+            let mut arena = vec![0u32; words];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
+            let at = input.offset as usize;
+            let sample = x.sample(i);
+            match input.dtype {
+                format::DType::I8 => {
+                    for (b, &v) in bytes[at..at + sample.len()].iter_mut().zip(sample) {
+                        *b = icefold::engine::quantize(v, quant) as u8;
+                    }
+                }
+                format::DType::I16 => {
+                    for (pair, &v) in bytes[at..at + 2 * sample.len()]
+                        .chunks_exact_mut(2)
+                        .zip(sample)
+                    {
+                        pair.copy_from_slice(
+                            &icefold::engine::quantize_i16(v, quant).to_le_bytes(),
+                        );
+                    }
+                }
+                format::DType::F32 => {
+                    return Err(anyhow!("bias correction: the model input is f32, not int8"))
+                }
+            }
+            Ok(arena)
+        })
+        .collect()
+}
+
+/// Runs layer `k` of `blob` on every sample's arena in place.
+fn advance(blob: &[u8], arenas: &mut [Vec<u32>], k: usize) -> Result<()> {
+    let b = crate::lower::blob::AlignedBytes::new(blob);
+    let m = crate::host::load(b.as_slice())?;
+    arenas.par_iter_mut().try_for_each(|arena| {
+        m.run_layers_observed(bytemuck::cast_slice_mut(arena), k..k + 1, &mut ())
+            .map_err(|e| anyhow!("bias correction, int8 model: {e}"))
+    })
 }
 
 /// Keeps one layer's output, as f32 (int8 dequantized with its tensor's quantization).
@@ -126,10 +201,15 @@ pub(super) fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f3
     }
     let b = crate::lower::blob::AlignedBytes::new(blob);
     let m = crate::host::load(b.as_slice())?;
-    let mut arena = vec![0u32; (m.info().arena_bytes as usize).div_ceil(4)];
-    let mut out = vec![0f32; m.info().output.len()];
+    let (words, outputs) = (
+        (m.info().arena_bytes as usize).div_ceil(4),
+        m.info().output.len(),
+    );
     (0..x.samples())
+        .into_par_iter()
         .map(|i| {
+            let mut arena = vec![0u32; words];
+            let mut out = vec![0f32; outputs];
             let mut all = All(Vec::new());
             m.run_f32_observed(
                 bytemuck::cast_slice_mut(&mut arena),
@@ -143,17 +223,17 @@ pub(super) fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f3
         .collect()
 }
 
-pub(super) fn measure_errors(
+/// Layer `k`'s error per output channel against the f32 reference, over every sample: the layer
+/// runs on a copy of each sample's arena (which holds its inputs).
+fn measure_errors(
     reference: &[Vec<Vec<f32>>],
     candidate: &[u8],
     q: &Lowered,
-    calib: &Array,
+    arenas: &[Vec<u32>],
     k: usize,
 ) -> Result<ErrorSums> {
     let cb = crate::lower::blob::AlignedBytes::new(candidate);
     let cm = crate::host::load(cb.as_slice())?;
-    let mut ac = vec![0u32; (cm.info().arena_bytes as usize).div_ceil(4)];
-    let mut outc = vec![0f32; cm.info().output.len()];
     let layer = &q.layers[k];
     let ch = (layer.output.dims[2] as usize).max(1);
     let mut sums = ErrorSums {
@@ -172,19 +252,23 @@ pub(super) fn measure_errors(
     };
     let lo = oq.scale * (i32::from(min) - oq.zero_point) as f32;
     let hi = oq.scale * (i32::from(max) - oq.zero_point) as f32;
-    for (i, per_layer) in reference.iter().enumerate().take(calib.samples()) {
-        let mut c = Capture {
-            layer: k,
-            out: Vec::new(),
-        };
-        cm.run_f32_observed(
-            bytemuck::cast_slice_mut(&mut ac),
-            calib.sample(i),
-            &mut outc,
-            &mut c,
-        )
-        .map_err(|e| anyhow!("bias correction, int8 model: {e}"))?;
-        for (idx, (&fr, &fc)) in per_layer[k].iter().zip(&c.out).enumerate() {
+    // The samples run on every core; the errors are summed in sample order afterwards, so the
+    // f64 sums (and the corrections) do not depend on the thread count.
+    let outputs = arenas
+        .par_iter()
+        .map(|arena| {
+            let mut c = Capture {
+                layer: k,
+                out: Vec::new(),
+            };
+            let mut scratch = arena.clone();
+            cm.run_layers_observed(bytemuck::cast_slice_mut(&mut scratch), k..k + 1, &mut c)
+                .map_err(|e| anyhow!("bias correction, int8 model: {e}"))?;
+            Ok(c.out)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (per_layer, out) in reference.iter().zip(&outputs) {
+        for (idx, (&fr, &fc)) in per_layer[k].iter().zip(out).enumerate() {
             if fr > lo && fr < hi {
                 sums.sum[idx % ch] += (fr - fc) as f64;
                 sums.count[idx % ch] += 1;

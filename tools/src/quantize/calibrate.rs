@@ -21,6 +21,7 @@
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 
 use crate::io::Array;
 use crate::ir::eval;
@@ -360,24 +361,34 @@ pub fn calibrate(
         "samples",
         show_progress,
     );
-    for i in 0..calib.samples() {
-        visit(g, calib.sample(i), &mut |v, data| {
-            let (lo, hi) = data
-                .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
-                    (a.min(x), b.max(x))
-                });
-            let s = stats[v].get_or_insert(Stats {
-                min: lo,
-                max: hi,
-                hist: Vec::new(),
-                extremes: Extremes::default(),
-            });
-            s.extremes.add(lo, hi);
-            s.min = s.min.min(lo);
-            s.max = s.max.max(hi);
-        })?;
-        pb.inc(1);
+    // The samples run on every core; their per-value extremes are then merged in sample order,
+    // so the f64 sums of `Extremes` (and every range) do not depend on the thread count.
+    let per_sample: Vec<Vec<(usize, f32, f32)>> = (0..calib.samples())
+        .into_par_iter()
+        .map(|i| {
+            let mut seen = Vec::new();
+            visit(g, calib.sample(i), &mut |v, data| {
+                let (lo, hi) = data
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                        (a.min(x), b.max(x))
+                    });
+                seen.push((v, lo, hi));
+            })?;
+            pb.inc(1);
+            Ok(seen)
+        })
+        .collect::<Result<_>>()?;
+    for (v, lo, hi) in per_sample.into_iter().flatten() {
+        let s = stats[v].get_or_insert(Stats {
+            min: lo,
+            max: hi,
+            hist: Vec::new(),
+            extremes: Extremes::default(),
+        });
+        s.extremes.add(lo, hi);
+        s.min = s.min.min(lo);
+        s.max = s.max.max(hi);
     }
     pb.finish_and_clear();
 
@@ -391,16 +402,43 @@ pub fn calibrate(
             "samples",
             show_progress,
         );
-        for i in 0..calib.samples() {
-            visit(g, calib.sample(i), &mut |v, data| {
-                if let Some(s) = stats[v].as_mut() {
-                    for &x in data {
-                        let b = s.bin(x);
-                        s.hist[b] += 1;
+        // Bin counts add up the same in any order: each thread counts into its own histograms.
+        let binned = &stats;
+        let counts = (0..calib.samples())
+            .into_par_iter()
+            .try_fold(
+                || vec![Vec::<u64>::new(); n],
+                |mut counts, i| {
+                    visit(g, calib.sample(i), &mut |v, data| {
+                        if let Some(s) = binned[v].as_ref() {
+                            let c = &mut counts[v];
+                            c.resize(BINS, 0);
+                            for &x in data {
+                                c[s.bin(x)] += 1;
+                            }
+                        }
+                    })?;
+                    pb.inc(1);
+                    Ok::<_, anyhow::Error>(counts)
+                },
+            )
+            .try_reduce(
+                || vec![Vec::new(); n],
+                |mut a, b| {
+                    for (a, b) in a.iter_mut().zip(b) {
+                        if a.is_empty() {
+                            *a = b;
+                        } else {
+                            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                        }
                     }
-                }
-            })?;
-            pb.inc(1);
+                    Ok(a)
+                },
+            )?;
+        for (s, c) in stats.iter_mut().zip(counts) {
+            if let (Some(s), false) = (s.as_mut(), c.is_empty()) {
+                s.hist.iter_mut().zip(c).for_each(|(h, c)| *h += c);
+            }
         }
         pb.finish_and_clear();
     }
