@@ -331,11 +331,18 @@ impl RowGeometry {
     fn accumulate(&self, acc: &mut [f64], row: &[f32], kx: usize, wt: f64, border: f64) {
         let shift = (kx * self.dilation) as isize - self.pad as isize;
         // Output columns whose input column lies inside the row: lo..hi.
-        let first_inside = |ox: usize| ox as isize * self.stride as isize + shift >= 0;
-        let lo = (0..self.ow).find(|&ox| first_inside(ox)).unwrap_or(self.ow);
-        let hi = (lo..self.ow)
-            .find(|&ox| ox as isize * self.stride as isize + shift >= self.w as isize)
-            .unwrap_or(self.ow);
+        // The first output column whose input column `ox * stride + shift` reaches `bound`.
+        let stride = self.stride as isize;
+        let first_reaching = |bound: isize| -> usize {
+            let need = bound - shift;
+            if need <= 0 {
+                0
+            } else {
+                ((need + stride - 1) / stride) as usize
+            }
+        };
+        let lo = first_reaching(0).min(self.ow);
+        let hi = first_reaching(self.w as isize).clamp(lo, self.ow);
         let (before, rest) = acc.split_at_mut(lo);
         let (inside, after) = rest.split_at_mut(hi - lo);
         before.iter_mut().for_each(|a| *a += wt * border);
