@@ -57,7 +57,13 @@ pub(super) fn run(
             let d = layer.inputs.get(k)?;
             let zero_point = i8::try_from(d.quant?.zero_point).ok()?;
             let rescale = *c.rescale.get(k)?;
-            Some((d.dims.map(usize::from), PartQuant { zero_point, rescale }))
+            Some((
+                d.dims.map(usize::from),
+                PartQuant {
+                    zero_point,
+                    rescale,
+                },
+            ))
         };
         let ((a_dims, qa), (b_dims, qb)) = (part(0)?, part(1)?);
         let zp_out = i8::try_from(layer.output.quant?.zero_point).ok()?;
@@ -65,7 +71,12 @@ pub(super) fn run(
             (a_dims, bytemuck::cast_slice(x), qa),
             (b_dims, bytemuck::cast_slice(x2), qb),
         ];
-        concat::concat(usize::from(c.axis), parts, zp_out, bytemuck::cast_slice_mut(y));
+        concat::concat(
+            usize::from(c.axis),
+            parts,
+            zp_out,
+            bytemuck::cast_slice_mut(y),
+        );
         return Some(());
     }
     match layer.output.dtype {

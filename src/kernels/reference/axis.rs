@@ -72,7 +72,9 @@ pub fn slice<T: Copy>(
     output: &mut [T],
 ) {
     let (_, out_along, _) = around(out_dims, axis);
-    pick_along(axis, in_dims, input, out_along, output, |i| start + i * step);
+    pick_along(axis, in_dims, input, out_along, output, |i| {
+        start + i * step
+    });
 }
 
 /// Output index `i` along `axis` is input index `indices[i]`.

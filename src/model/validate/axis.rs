@@ -124,7 +124,10 @@ pub(super) fn check_gather(
     let (len, out) = along(axis, x, y)?;
     let bytes = weights.span(g.indices, SpanRole::Indices, u64::from(out) * 2, 2)?;
     for pair in bytes.chunks_exact(2) {
-        let index = u16::from_le_bytes([pair.first().copied().unwrap_or(0), pair.get(1).copied().unwrap_or(0)]);
+        let index = u16::from_le_bytes([
+            pair.first().copied().unwrap_or(0),
+            pair.get(1).copied().unwrap_or(0),
+        ]);
         index_in(u64::from(index), len)?;
     }
     same_quant(x, y)

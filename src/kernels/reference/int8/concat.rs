@@ -6,8 +6,8 @@
 //! instead of twice by `multiply_by_quantized_multiplier`'s two roundings.
 
 use super::Requant;
-pub use crate::quant::ADD_LEFT_SHIFT;
 use crate::kernels::reference::axis::around;
+pub use crate::quant::ADD_LEFT_SHIFT;
 
 /// How one input reaches the output's quantization.
 #[derive(Clone, Copy, Debug)]
@@ -85,14 +85,22 @@ mod tests {
             rescale: None,
         };
         let mut y = std::vec![0i8; 36];
-        concat(2, [([1, 4, 6], &a, qa), ([1, 4, 3], &b, qb)], zp_out, &mut y);
+        concat(
+            2,
+            [([1, 4, 6], &a, qa), ([1, 4, 3], &b, qb)],
+            zp_out,
+            &mut y,
+        );
         for p in 0..4 {
             for c in 0..9 {
                 let got = y[p * 9 + c];
                 if c < 6 {
                     let real = s_a * (f64::from(a[p * 6 + c]) - f64::from(zp_a));
                     let want = (real / s_out + f64::from(zp_out)).clamp(-128.0, 127.0);
-                    assert!((f64::from(got) - want).abs() <= 0.5 + 1e-6, "{got} vs {want}");
+                    assert!(
+                        (f64::from(got) - want).abs() <= 0.5 + 1e-6,
+                        "{got} vs {want}"
+                    );
                 } else {
                     assert_eq!(got, b[p * 3 + c - 6], "copied input is unchanged");
                 }
@@ -111,7 +119,12 @@ mod tests {
             rescale: None,
         };
         let mut y = [0i8; 4];
-        concat(0, [([1, 1, 2], &[100, -100], wide), ([1, 1, 2], &[1, 2], copy)], 0, &mut y);
+        concat(
+            0,
+            [([1, 1, 2], &[100, -100], wide), ([1, 1, 2], &[1, 2], copy)],
+            0,
+            &mut y,
+        );
         assert_eq!(y, [127, -128, 1, 2]);
     }
 }
