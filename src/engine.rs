@@ -10,6 +10,7 @@
 //! [`Model::run_i8`] has none.
 
 mod int8;
+mod moves;
 
 use core::fmt;
 use core::ops::Range;
@@ -486,6 +487,11 @@ impl Model<'_> {
             int8::run_conv_i16(self, layer, p, x, &mut *y)?;
             return Some(y);
         }
+        // Concatenation, slicing, gathering: f32 or int8 moves, int8 rescaling concatenation.
+        if moves::is_axis_op(&layer.op) {
+            moves::run(self, layer, x, x2, &mut *y)?;
+            return Some(y);
+        }
         // Every other operand of a validated layer has the output's element type, except the
         // wide dense of an output head (int8 in, int16 out).
         match layer.output.dtype {
@@ -561,6 +567,8 @@ impl Model<'_> {
             | Op::LookupI8 { .. }
             | Op::SoftmaxI8 { .. }
             | Op::PadI8 { .. } => return None,
+            // Run by `moves` before the element-type dispatch.
+            Op::Concat(_) | Op::ConcatI8(_) | Op::Slice(_) | Op::Gather(_) => return None,
         }
         Some(())
     }

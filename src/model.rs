@@ -1,6 +1,8 @@
 //! A checked view over a model blob: [`Model::new_checked`] validates everything once, after which
 //! the accessors and the engine cannot fail on the model's account.
 
+#[cfg(test)]
+mod axis_tests;
 mod error;
 #[cfg(test)]
 pub(crate) mod int8_tests;

@@ -130,7 +130,12 @@ pub(super) fn run_layer(
         | Op::Affine(_)
         | Op::Activation(_)
         | Op::Softmax
-        | Op::Pad(_) => return None,
+        | Op::Pad(_)
+        // Run by `moves` before the element-type dispatch.
+        | Op::Concat(_)
+        | Op::ConcatI8(_)
+        | Op::Slice(_)
+        | Op::Gather(_) => return None,
     }
     Some(())
 }

@@ -14,8 +14,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod axis;
 mod emit;
 pub mod header;
+
+pub use axis::{Concat, ConcatI8, Gather, Slice};
 
 pub use crate::kernels::{Activation, PoolKind};
 pub use crate::quant::{Clamp, ClampI16, Requant};
@@ -25,7 +28,7 @@ pub use header::{Header, HEADER_LEN};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.
@@ -401,6 +404,14 @@ pub enum Op {
     },
     /// Convolution with int8 weights and int16 activations (16×8).
     Conv2dI16(Conv2dI16),
+    /// Concatenation of two inputs along one dimension (moves elements, one quantization).
+    Concat(Concat),
+    /// int8 concatenation that rescales the inputs whose quantization is not the output's.
+    ConcatI8(ConcatI8),
+    /// Every `step`-th index from `start` along one dimension (moves elements).
+    Slice(Slice),
+    /// Indices picked along one dimension by a table (channel shuffle; moves elements).
+    Gather(Gather),
 }
 
 impl Op {
@@ -428,6 +439,10 @@ impl Op {
             Op::LookupI8 { .. } => "lookup_i8",
             Op::SoftmaxI8 { .. } => "softmax_i8",
             Op::PadI8 { .. } => "pad_i8",
+            Op::Concat(_) => "concat",
+            Op::ConcatI8(_) => "concat_i8",
+            Op::Slice(_) => "slice",
+            Op::Gather(_) => "gather",
         }
     }
 }
@@ -440,7 +455,7 @@ pub struct Layer {
     pub op: Op,
     /// Operands; only the first `input_count` are meaningful.
     pub inputs: [TensorDesc; MAX_LAYER_INPUTS],
-    /// Number of operands (1 or 2).
+    /// Number of operands (2 for `Add`, `AddI8`, `Concat`, `ConcatI8`; else 1).
     pub input_count: u8,
     /// The result.
     pub output: TensorDesc,

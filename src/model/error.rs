@@ -172,6 +172,8 @@ pub enum SpanRole {
     Shifts,
     /// Lookup table (i8 for `LookupI8`, u32 exponentials for `SoftmaxI8`).
     Table,
+    /// Gather indices (u16).
+    Indices,
 }
 
 /// What is wrong with one `Span`.
@@ -256,6 +258,20 @@ pub enum ParamFault {
         /// The largest area allowed
         /// ([`MAX_POOL_WINDOW_AREA`](crate::quant::contract::MAX_POOL_WINDOW_AREA)).
         max: u32,
+    },
+    /// A concat / slice / gather axis is not 0, 1 or 2.
+    Axis {
+        /// The axis found.
+        axis: u8,
+    },
+    /// A slice has step 0.
+    ZeroStep,
+    /// A slice or gather reads index `index` along an axis of `len` indices.
+    IndexOutOfRange {
+        /// The largest index read.
+        index: u32,
+        /// The input's dim along the axis.
+        len: u16,
     },
 }
 
@@ -493,6 +509,7 @@ impl fmt::Display for SpanRole {
             SpanRole::Multipliers => "requantization multipliers",
             SpanRole::Shifts => "requantization shifts",
             SpanRole::Table => "table",
+            SpanRole::Indices => "indices",
         })
     }
 }
@@ -556,6 +573,12 @@ impl fmt::Display for ParamFault {
             ParamFault::PoolWindowTooLarge { area, max } => write!(
                 f,
                 "int8 pooling window has {area} elements, more than the {max} its sums allow"
+            ),
+            ParamFault::Axis { axis } => write!(f, "axis {axis} is not 0, 1 or 2"),
+            ParamFault::ZeroStep => f.write_str("slice step is zero"),
+            ParamFault::IndexOutOfRange { index, len } => write!(
+                f,
+                "reads index {index} along an axis of {len} (the input ends before it)"
             ),
         }
     }

@@ -5,6 +5,8 @@
 //! Layers are never stored: checks that relate layers to each other re-decode the records, which
 //! keeps RAM use O(1) for any layer count at the price of O(L²) decodes at load.
 
+mod axis;
+
 use super::{
     Boundary, LayerFault, Layers, LoadError, Model, Operand, ParamFault, SpanFault, SpanRole,
     TensorFault,
@@ -123,7 +125,7 @@ fn check_layer(
     let bad = |what| LoadError::BadLayer { layer: index, what };
     let attribute = |operand| move |fault| bad(LayerFault::Tensor { operand, fault });
     let expected = match layer.op {
-        Op::Add { .. } | Op::AddI8(_) => 2,
+        Op::Add { .. } | Op::AddI8(_) | Op::Concat(_) | Op::ConcatI8(_) => 2,
         _ => 1,
     };
     if layer.input_count != expected {
@@ -173,8 +175,10 @@ fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
         | Op::ClampI8(_)
         | Op::LookupI8 { .. }
         | Op::SoftmaxI8 { .. }
-        | Op::PadI8 { .. } => same(DType::I8),
-        Op::Transpose(_) => None,
+        | Op::PadI8 { .. }
+        | Op::ConcatI8(_) => same(DType::I8),
+        // Moves of any element type (int16 refused in `check_op`).
+        Op::Transpose(_) | Op::Concat(_) | Op::Slice(_) | Op::Gather(_) => None,
     }
 }
 
@@ -194,7 +198,7 @@ fn check_dtypes(op: &Op, inputs: &[TensorDesc], y: &TensorDesc) -> Result<(), La
             };
             (input, output)
         }
-        // A transpose moves any element type.
+        // A transpose, concat, slice or gather moves any element type.
         None => (first.dtype, first.dtype),
     };
     let operands = (0u8..)
@@ -599,6 +603,10 @@ fn check_op(
             expect_dims(Operand::Output, [h + pt + pb, w + pl + pr, c], y.dims)?;
             same_quant(x, y)
         }
+        Op::Concat(concat) => axis::check_concat(concat, inputs, y),
+        Op::ConcatI8(concat) => axis::check_concat_i8(concat, inputs, y),
+        Op::Slice(slice) => axis::check_slice(slice, x, y),
+        Op::Gather(gather) => axis::check_gather(gather, x, y, weights),
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Accumulation order is part of the definition (it fixes the rounding): see [`dot`].
 
+pub mod axis;
 pub mod conv;
 pub mod dense;
 pub mod elementwise;

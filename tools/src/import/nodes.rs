@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use onnx_rs::ast::{Node as OnnxNode, OpType};
 
+mod axis;
+
 use super::attr::{Attrs, MAX_ATTR_SIZE};
 use super::constants;
 use super::spatial::Window;
@@ -372,6 +374,19 @@ impl<'e> NodeImporter<'e> {
                     "Softmax over axis {axis} of a rank-{rank} tensor; only the last axis is supported"
                 );
                 frozen_op(FrozenOp::Softmax, x, self.shape(x).to_vec())
+            }
+            OpType::Concat => self.concat(&attrs, &inputs)?,
+            OpType::Slice => {
+                let params = [
+                    cst(1, "starts")?,
+                    cst(2, "ends")?,
+                    cst(3, "axes")?,
+                    cst(4, "steps")?,
+                ];
+                self.slice(origin, out, &attrs, need_x()?, params)?
+            }
+            OpType::Split => {
+                return self.split(node, origin, &attrs, need_x()?, cst(1, "split")?);
             }
             ref other => bail!("{} is not supported on activations", other.as_str()),
         };

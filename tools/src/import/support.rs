@@ -38,6 +38,9 @@ const ACTIVATION_OPS: &[&str] = &[
     "Pad",
     "Softmax",
     "Shape",
+    "Concat",
+    "Slice",
+    "Split",
 ];
 
 /// Ops evaluated at import when every input is a constant (shape arithmetic).
@@ -77,6 +80,8 @@ const FIRST_INPUT_ONLY: &[&str] = &[
     "Unsqueeze",
     "ReduceMean",
     "Dropout",
+    "Slice",
+    "Split",
 ];
 
 /// Checks the needed nodes (in order) and returns one error describing every unsupported node and

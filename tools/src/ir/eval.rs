@@ -30,6 +30,10 @@ pub trait EvalOp {
 
 impl EvalOp for FrozenOp {
     fn eval(&self, inputs: &[Operand<'_>], out_shape: &[usize]) -> Result<Vec<f32>> {
+        if let FrozenOp::Concat { axis } = self {
+            ensure!(inputs.len() >= 2, "Concat needs at least 2 inputs");
+            return super::eval_axis::concat(*axis, inputs, out_shape);
+        }
         let arity = if matches!(self, FrozenOp::Add) { 2 } else { 1 };
         ensure!(
             inputs.len() == arity,
@@ -57,6 +61,13 @@ impl EvalOp for FrozenOp {
             FrozenOp::Transpose { perm } => transpose(perm, x, out_shape),
             FrozenOp::Pad { pads, value } => pad(pads, *value, x, out_shape),
             FrozenOp::Softmax => softmax(x, out_shape),
+            FrozenOp::Concat { axis } => super::eval_axis::concat(*axis, inputs, out_shape),
+            FrozenOp::Slice { axis, start, step } => {
+                super::eval_axis::slice((*axis, *start, *step), x, out_shape)
+            }
+            FrozenOp::Gather { axis, indices } => {
+                super::eval_axis::gather(*axis, indices, x, out_shape)
+            }
         }
     }
 }

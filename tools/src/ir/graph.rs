@@ -226,6 +226,30 @@ pub enum FrozenOp {
     },
     /// Softmax over the last per-sample axis.
     Softmax,
+    /// The inputs (two or more, equal shapes but along `axis`) joined along per-sample axis
+    /// `axis`, in input order (ONNX Concat of activations).
+    Concat {
+        /// Per-sample axis (ONNX axis - 1).
+        axis: usize,
+    },
+    /// Indices `start, start + step, ..` of per-sample axis `axis`, as many as the output's dim
+    /// there (ONNX Slice with a positive step, one output of Split).
+    Slice {
+        /// Per-sample axis.
+        axis: usize,
+        /// First index taken.
+        start: usize,
+        /// Distance between taken indices (>= 1).
+        step: usize,
+    },
+    /// Output index `i` along per-sample axis `axis` is input index `indices[i]`: a channel
+    /// shuffle (`passes::channel_shuffle` makes it from Reshape, Transpose, Reshape).
+    Gather {
+        /// Per-sample axis.
+        axis: usize,
+        /// One input index per output index.
+        indices: Vec<usize>,
+    },
 }
 
 /// Operators of an imported graph: the frozen ones plus BatchNormalization.
@@ -244,7 +268,7 @@ pub struct Node<O> {
     pub origin: Origin,
     /// The operator and its constants.
     pub op: O,
-    /// Activation inputs (1, or 2 for `Add`).
+    /// Activation inputs (1, or 2 for `Add`, 2 or more for `Concat`).
     pub inputs: Vec<ValueId>,
     /// The one activation output.
     pub output: ValueId,

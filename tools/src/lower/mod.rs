@@ -8,6 +8,7 @@
 //! relabellings whenever the bytes already sit in the right order. A copy (`Transpose` layer) is
 //! emitted only where a consumer needs an order the bytes are not in.
 
+mod axis;
 pub mod blob;
 pub mod limits;
 pub mod plan;
@@ -772,6 +773,12 @@ impl<'g> Lowerer<'g> {
                 self.placed[node.output] = Some(x);
             }
             FrozenOp::Transpose { perm } => {
+                if in_shape.len() > 3 {
+                    bail!(
+                        "{origin}: Transpose {perm:?} of a rank-{} tensor per sample                          ({in_shape:?}); the runtime holds at most 3 axes per sample. icefold                          runs a channel shuffle (Reshape [N, C, H, W] -> [N, g, C/g, H, W],                          Transpose perm [0, 2, 1, 3, 4], Reshape back to [N, C, H, W], each                          intermediate read only by the next) as a permutation of channels; this                          Transpose is not part of that pattern: export the shuffle in that form,                          or keep at most 4 axes (with the batch) around it",
+                        in_shape.len()
+                    );
+                }
                 let mut x = self.placed(node.inputs[0], origin)?;
                 if x.layout.src != in_shape {
                     x = self.require(node.inputs[0], Layout::identity(&in_shape), origin)?;
@@ -821,6 +828,9 @@ impl<'g> Lowerer<'g> {
                 });
                 self.push_layer(op, vec![xin], out, note);
             }
+            FrozenOp::Concat { .. } | FrozenOp::Slice { .. } | FrozenOp::Gather { .. } => {
+                self.lower_axis_op(node)?
+            }
         }
         Ok(())
     }
@@ -856,6 +866,7 @@ pub fn lower(g: &FrozenGraph) -> Result<Lowered> {
 pub fn lower_with(g: &FrozenGraph, options: LowerOptions) -> Result<Lowered> {
     let mut g = g.clone();
     crate::passes::fuse_pad::fuse_pad_into_conv(&mut g);
+    crate::passes::channel_shuffle::shuffle_to_gather(&mut g);
     let l = Lowerer {
         g: &g,
         options,

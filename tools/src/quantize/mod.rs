@@ -20,6 +20,7 @@
 //! `calibrate` the activation ranges; `int16` which tensors stay int16 (16×8); `output_head` the
 //! int16 output head; `bias_correction` the per-channel bias correction.
 
+mod axis;
 pub mod bias_correction;
 pub mod calibrate;
 pub mod int16;
@@ -222,6 +223,7 @@ pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
             }
         }
     }
+    axis::share_concat_grids(l, &mut ranges);
     let mut q: Vec<Option<QParams>> = vec![None; n];
     q[l.info.input.id as usize] = Some(QParams::from_range(ranges[l.info.input.id as usize]));
     for layer in &l.layers {
@@ -231,7 +233,7 @@ pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
             // Average pooling narrows the range (a global pool outputs means): it gets its own,
             // finer grid and rescales. Max pooling and data movement keep the input's grid.
             Op::Pool(p) if p.kind != format::PoolKind::Max => QParams::from_range(ranges[out]),
-            Op::Pool(_) | Op::Transpose(_) | Op::Pad(_) => {
+            Op::Pool(_) | Op::Transpose(_) | Op::Pad(_) | Op::Slice(_) | Op::Gather(_) => {
                 input.ok_or_else(|| anyhow!("tensor {out}: input quantized after its use"))?
             }
             Op::Softmax => QParams {
@@ -492,6 +494,9 @@ pub fn quantize(
                 }
             }
             Op::Transpose(t) => Op::Transpose(*t),
+            Op::Concat(c) => axis::concat(c, [x, qp[layer.inputs[1].id as usize]], y, &name)?,
+            Op::Slice(s) => Op::Slice(*s),
+            Op::Gather(g) => axis::gather(g, l, &mut w),
             Op::Pad(p) => Op::PadI8 {
                 pad: p.pad,
                 value: x.quantize(p.value),

@@ -47,6 +47,7 @@
 //! all arithmetic is wrapping, saturating or checked). No floating point appears in these files
 //! (a test reads the sources to keep it that way).
 
+pub mod concat;
 pub mod conv;
 pub mod dense;
 pub mod elementwise;
@@ -279,6 +280,8 @@ mod tests {
             ("pool.rs", include_str!("pool.rs")),
             ("elementwise.rs", include_str!("elementwise.rs")),
             ("lut.rs", include_str!("lut.rs")),
+            ("concat.rs", include_str!("concat.rs")),
+            ("../axis.rs", include_str!("../axis.rs")),
             ("quant/mod.rs (integer part)", integer_quant),
             (
                 "quant/contract.rs",

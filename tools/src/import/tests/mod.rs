@@ -13,6 +13,7 @@ use super::{import, import_bytes, import_file};
 use crate::ir::graph::{Activation, FrozenOp, ImportedGraph, Op, PoolKind};
 
 mod activations_pooling;
+mod concat_split;
 mod conv_batchnorm;
 mod dense;
 mod elementwise_layout;

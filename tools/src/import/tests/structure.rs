@@ -8,13 +8,7 @@ fn unsupported_ops_are_listed_together() {
         .node(node("Tanh", "t1", &["x"], &["a"], vec![]))
         .node(node("Relu", "", &["a"], &["b"], vec![]))
         .node(node("Erf", "", &["b"], &["c"], vec![]))
-        .node(node(
-            "Concat",
-            "cat",
-            &["c", "x"],
-            &["d"],
-            vec![attr_i("axis", 1)],
-        ))
+        .node(node("Cast", "cast", &["c"], &["d"], vec![attr_i("to", 1)]))
         .node(node("Mul", "gate", &["d", "d"], &["y"], vec![]))
         .node(node("Tanh", "dead", &["x"], &["unused"], vec![]));
     b.nodes.push(ONode {
@@ -31,7 +25,7 @@ fn unsupported_ops_are_listed_together() {
             "5 node(s)",
             "node \"t1\" (Tanh) at position 0",
             "node \"Erf_2\" (Erf) at position 2",
-            "node \"cat\" (Concat) at position 3: supported only on constants",
+            "node \"cast\" (Cast) at position 3: supported only on constants",
             "node \"gate\" (Mul) at position 4: Mul of two activations",
             "node \"custom\" (Relu) at position 6: operator domain \"ai.onnx.ml\"",
         ],
