@@ -25,7 +25,7 @@ pub use header::{Header, HEADER_LEN};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.

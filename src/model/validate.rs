@@ -221,6 +221,9 @@ fn check_activation(a: &Activation) -> Result<(), LayerFault> {
         Activation::LeakyRelu { alpha } if !alpha.is_finite() => {
             Err(LayerFault::Param(ParamFault::NotFinite))
         }
+        Activation::HardSigmoid { alpha, beta } if !(alpha.is_finite() && beta.is_finite()) => {
+            Err(LayerFault::Param(ParamFault::NotFinite))
+        }
         _ => Ok(()),
     }
 }

@@ -13,6 +13,7 @@
 //! (symbolic or fixed) and whose other axes are static; one output. Errors name the node:
 //! `node "conv3" (Conv): ...`. Nothing in here panics on malformed files.
 
+mod activations;
 mod attr;
 mod constants;
 mod nodes;

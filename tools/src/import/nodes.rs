@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use onnx_rs::ast::{Node as OnnxNode, OpType};
 
+use super::activations;
 use super::attr::{Attrs, MAX_ATTR_SIZE};
 use super::constants;
 use super::spatial::Window;
@@ -38,7 +39,7 @@ pub(super) struct NodeImporter<'e> {
     /// models' Reshape targets, so that number there means "the batch".
     fixed_batch: Option<i64>,
     /// How many needed nodes read each name (the graph output counts as one more reader).
-    readers: HashMap<String, usize>,
+    pub(super) readers: HashMap<String, usize>,
     /// Dense nodes made from a MatMul, by output value, while a following Add may still
     /// become their bias.
     open_matmul: HashMap<ValueId, usize>,
@@ -218,6 +219,14 @@ impl<'e> NodeImporter<'e> {
             }
             OpType::Relu => self.activation(need_x()?, Activation::Relu),
             OpType::Sigmoid => self.activation(need_x()?, Activation::Sigmoid),
+            OpType::HardSigmoid => self.activation(need_x()?, activations::hard_sigmoid(&attrs)?),
+            OpType::HardSwish => self.activation(need_x()?, Activation::HardSwish),
+            OpType::Tanh => self.activation(need_x()?, Activation::Tanh),
+            OpType::PRelu => {
+                let x = need_x()?;
+                let slope = activations::prelu(need(1, "the slope")?, self.shape(x))?;
+                self.activation(x, slope)
+            }
             OpType::LeakyRelu => {
                 let alpha = attrs.float("alpha", 0.01)?;
                 ensure!(alpha.is_finite(), "alpha {alpha} is not finite");
@@ -255,6 +264,12 @@ impl<'e> NodeImporter<'e> {
                 self.reduce_mean(&attrs, need_x()?, axes)?
             }
             OpType::Add | OpType::Sub | OpType::Mul | OpType::Div => match (act(0), act(1)) {
+                (Some(a), Some(b))
+                    if node.op_type == OpType::Mul
+                        && self.fuse_self_gating(origin, out, (a, b)) =>
+                {
+                    return Ok(());
+                }
                 (Some(a), Some(b)) => {
                     ensure!(
                         node.op_type == OpType::Add,

@@ -20,6 +20,10 @@ const ACTIVATION_OPS: &[&str] = &[
     "Clip",
     "LeakyRelu",
     "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "PRelu",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
@@ -71,6 +75,7 @@ const FIRST_INPUT_ONLY: &[&str] = &[
     "Gemm",
     "MatMul",
     "Clip",
+    "PRelu",
     "Pad",
     "Reshape",
     "Squeeze",
@@ -176,9 +181,10 @@ fn unsupported_reason(node: &Node<'_>, reads: &[bool]) -> Option<String> {
                 .to_string(),
         );
     }
-    if matches!(op, "Sub" | "Mul" | "Div") && reads.iter().filter(|&&a| a).count() > 1 {
+    if matches!(op, "Sub" | "Div") && reads.iter().filter(|&&a| a).count() > 1 {
         return Some(format!(
-            "{op} of two activations is not supported (only Add combines activations)"
+            "{op} of two activations is not supported (only Add and Mul combine activations); \
+             rewrite it in the model (a - b as a + (-1 * b)) or keep it outside the exported graph"
         ));
     }
     None

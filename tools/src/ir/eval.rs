@@ -403,18 +403,12 @@ fn affine(a: &Affine, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
 
 fn activation(act: Activation, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
     ensure_same_shape(x, out_shape)?;
+    // NaN passes through ReLU/Clip as f32 max/min would treat it; the rest follow f64 math.
     let f = |v: f32| -> f32 {
         match act {
             Activation::Relu => v.max(0.0),
             Activation::Clip { lo, hi } => v.max(lo).min(hi),
-            Activation::LeakyRelu { alpha } => {
-                if v >= 0.0 {
-                    v
-                } else {
-                    (alpha as f64 * v as f64) as f32
-                }
-            }
-            Activation::Sigmoid => (1.0 / (1.0 + (-(v as f64)).exp())) as f32,
+            other => other.apply_f64(v as f64) as f32,
         }
     };
     Ok(x.data.iter().map(|&v| f(v)).collect())

@@ -233,6 +233,10 @@ fn map_activation(a: &Activation) -> RtActivation {
         Activation::Clip { lo, hi } => RtActivation::Clip { lo, hi },
         Activation::LeakyRelu { alpha } => RtActivation::LeakyRelu { alpha },
         Activation::Sigmoid => RtActivation::Sigmoid,
+        Activation::HardSigmoid { alpha, beta } => RtActivation::HardSigmoid { alpha, beta },
+        Activation::HardSwish => RtActivation::HardSwish,
+        Activation::Tanh => RtActivation::Tanh,
+        Activation::Silu => RtActivation::Silu,
     }
 }
 

@@ -22,6 +22,7 @@
 
 pub mod bias_correction;
 pub mod calibrate;
+pub mod elementwise;
 pub mod int16;
 pub mod output_head;
 
@@ -454,17 +455,7 @@ pub fn quantize(
                 })
             }
             Op::Activation(a) => {
-                let f: Box<dyn Fn(f64) -> f64> = match *a {
-                    RtActivation::Identity => Box::new(|v| v),
-                    RtActivation::Relu => Box::new(|v: f64| v.max(0.0)),
-                    RtActivation::Clip { lo, hi } => {
-                        Box::new(move |v: f64| v.clamp(lo as f64, hi as f64))
-                    }
-                    RtActivation::LeakyRelu { alpha } => {
-                        Box::new(move |v: f64| if v >= 0.0 { v } else { alpha as f64 * v })
-                    }
-                    RtActivation::Sigmoid => Box::new(|v: f64| 1.0 / (1.0 + (-v).exp())),
-                };
+                let f = elementwise::activation_function(*a);
                 let table = quant::lookup_table(f, (s_in, x.zero_point), (s_out, y.zero_point));
                 let table: Vec<i8> = table.to_vec();
                 Op::LookupI8 {

@@ -17,6 +17,7 @@ mod conv_batchnorm;
 mod dense;
 mod elementwise_layout;
 mod fixtures;
+mod gating;
 mod int8;
 mod keras;
 mod malformed;

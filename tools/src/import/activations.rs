@@ -1,0 +1,95 @@
+//! The activation ops beyond ReLU, Clip, LeakyRelu and Sigmoid (HardSigmoid, HardSwish, Tanh,
+//! PRelu), and the products of two activations: `x * sigmoid(x)` (SiLU) and `x * hard_sigmoid(x)`
+//! (hard swish) become one activation node.
+
+use anyhow::{ensure, Result};
+
+use super::attr::Attrs;
+use super::nodes::{NodeImporter, Val};
+use super::tensor::Const;
+use crate::ir::graph::{Activation, FrozenOp, Op, Origin, ValueId};
+
+/// ONNX HardSigmoid's defaults (`alpha = 0.2`, `beta = 0.5`); PyTorch writes `alpha = 1/6`.
+pub(super) fn hard_sigmoid(attrs: &Attrs<'_, '_>) -> Result<Activation> {
+    let alpha = attrs.float("alpha", 0.2)?;
+    let beta = attrs.float("beta", 0.5)?;
+    ensure!(
+        alpha.is_finite() && beta.is_finite(),
+        "HardSigmoid alpha {alpha} and beta {beta} must be finite"
+    );
+    Ok(Activation::HardSigmoid { alpha, beta })
+}
+
+/// PRelu with a constant slope: one slope for every element is a leaky ReLU. A slope per channel
+/// (`[C, 1, 1]`, PyTorch's `nn.PReLU(num_parameters=C)`) is refused with what to do instead.
+pub(super) fn prelu(slope: &Const, shape: &[usize]) -> Result<Activation> {
+    ensure!(
+        !slope.is_int(),
+        "the slope is an integer tensor; PRelu's slope must be floating point"
+    );
+    let v = slope.to_f64();
+    ensure!(
+        !v.is_empty() && v.iter().all(|&s| s == v[0]),
+        "a slope per channel ({} values, shape {:?}, for the activation {shape:?}) is not supported; \
+         only one slope for all channels (PyTorch `nn.PReLU()` with num_parameters=1, or LeakyReLU)",
+        v.len(),
+        slope.shape
+    );
+    let alpha = v[0] as f32;
+    ensure!(alpha.is_finite(), "the PRelu slope {} is not finite", v[0]);
+    Ok(Activation::LeakyRelu { alpha })
+}
+
+/// The activation that `x * gate(x)` is, for the gate functions that have one.
+fn gated(gate: Activation) -> Option<Activation> {
+    match gate {
+        Activation::Sigmoid => Some(Activation::Silu),
+        Activation::HardSigmoid { alpha, beta }
+            if (f64::from(alpha) - 1.0 / 6.0).abs() < 1e-6 && beta == 0.5 =>
+        {
+            Some(Activation::HardSwish)
+        }
+        _ => None,
+    }
+}
+
+impl NodeImporter<'_> {
+    /// `Mul(x, f(x))` where `f(x)` is a sigmoid (hard sigmoid) node read only by this Mul: that
+    /// node becomes SiLU (hard swish) and its output the Mul's. Returns false for any other
+    /// product of two activations.
+    pub(super) fn fuse_self_gating(
+        &mut self,
+        mul: &Origin,
+        out: &str,
+        (a, b): (ValueId, ValueId),
+    ) -> bool {
+        for (x, gate) in [(a, b), (b, a)] {
+            let Some(k) = self.nodes.iter().position(|n| n.output == gate) else {
+                continue;
+            };
+            let node = &self.nodes[k];
+            let fused = match &node.op {
+                Op::Frozen(FrozenOp::Activation(act)) if node.inputs == [x] => gated(*act),
+                _ => None,
+            };
+            let only_reader = self.readers.get(&self.values[gate].name) == Some(&1);
+            let (Some(fused), true) = (fused, only_reader) else {
+                continue;
+            };
+            let name = format!("{} + {}", node.origin.name, mul.name);
+            let node = &mut self.nodes[k];
+            node.op = Op::Frozen(FrozenOp::Activation(fused));
+            node.origin = Origin {
+                name,
+                op_type: match fused {
+                    Activation::Silu => "SiLU (Mul of Sigmoid)".into(),
+                    _ => "HardSwish (Mul of HardSigmoid)".into(),
+                },
+            };
+            self.values[gate].name = out.to_string();
+            self.env.insert(out.to_string(), Val::Act(gate));
+            return true;
+        }
+        false
+    }
+}

@@ -1,0 +1,47 @@
+//! int8 forms of the element-wise layers: unary activations as 256-entry tables.
+
+use icefold::format::Activation as RtActivation;
+
+use crate::ir::graph::Activation;
+
+/// The real function of a runtime activation, in f64, for its int8 table
+/// (`icefold::quant::lookup_table`): the same definition as the interpreter's
+/// ([`Activation::apply_f64`]).
+pub fn activation_function(a: RtActivation) -> impl Fn(f64) -> f64 {
+    let ir = match a {
+        RtActivation::Identity => None,
+        RtActivation::Relu => Some(Activation::Relu),
+        RtActivation::Clip { lo, hi } => Some(Activation::Clip { lo, hi }),
+        RtActivation::LeakyRelu { alpha } => Some(Activation::LeakyRelu { alpha }),
+        RtActivation::Sigmoid => Some(Activation::Sigmoid),
+        RtActivation::HardSigmoid { alpha, beta } => Some(Activation::HardSigmoid { alpha, beta }),
+        RtActivation::HardSwish => Some(Activation::HardSwish),
+        RtActivation::Tanh => Some(Activation::Tanh),
+        RtActivation::Silu => Some(Activation::Silu),
+    };
+    move |v| ir.map_or(v, |a| a.apply_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_activations_map_to_their_definitions() {
+        let f = activation_function(RtActivation::HardSwish);
+        assert_eq!(f(-4.0), 0.0);
+        assert!((f(1.5) - 1.5 * 0.75).abs() < 1e-12);
+        assert_eq!(f(4.0), 4.0);
+        let f = activation_function(RtActivation::Silu);
+        assert!((f(2.0) - 2.0 / (1.0 + (-2f64).exp())).abs() < 1e-12);
+        assert_eq!(activation_function(RtActivation::Identity)(-3.5), -3.5);
+        let f = activation_function(RtActivation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        });
+        assert_eq!(f(-10.0), 0.0);
+        assert_eq!(f(10.0), 1.0);
+        assert!((f(1.0) - 0.7).abs() < 1e-7);
+        assert!((activation_function(RtActivation::Tanh)(0.5) - 0.5f64.tanh()).abs() < 1e-15);
+    }
+}
