@@ -492,6 +492,7 @@ impl Model<'_> {
                 kernels::pool::pool(&pool_geometry(p), &p.activation, x_dims, x, y_dims, y)
             }
             Op::Add { activation } => kernels::elementwise::add(activation, x, x2, y),
+            Op::Mul { activation } => kernels::mul::mul(activation, x, x2, y),
             Op::Affine(p) => {
                 let scale = self.weights_as(p.scale)?;
                 let shift = self.weights_as(p.shift)?;
@@ -513,7 +514,8 @@ impl Model<'_> {
             | Op::ClampI8(_)
             | Op::LookupI8 { .. }
             | Op::SoftmaxI8 { .. }
-            | Op::PadI8 { .. } => return None,
+            | Op::PadI8 { .. }
+            | Op::MulI8(_) => return None,
         }
         Some(())
     }

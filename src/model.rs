@@ -3,6 +3,8 @@
 
 mod error;
 #[cfg(test)]
+mod gating_tests;
+#[cfg(test)]
 pub(crate) mod int8_tests;
 #[cfg(test)]
 mod tests;

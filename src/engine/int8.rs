@@ -10,6 +10,7 @@ use crate::kernels::reference::int8::{
     conv::{ConvQuant, WideConvQuant},
     elementwise::{self, AddQuant, AffineQuant},
     lut,
+    mul::{self, MulQuant},
     pool::{self, PoolQuant},
     ChannelQuant, FromWide, OutputQuant, WideOutputQuant,
 };
@@ -108,6 +109,14 @@ pub(super) fn run_layer(
             elementwise::affine(&quant, x, y);
         }
         Op::ClampI8(bounds) => elementwise::clamp(*bounds, x, y),
+        Op::MulI8(p) => {
+            let quant = MulQuant {
+                input_zero_points: [zp_in, zero_point(layer.inputs.get(1)?)?],
+                requant: p.requant,
+                output: output(p.clamp),
+            };
+            mul::mul(&quant, x, x2, y);
+        }
         Op::LookupI8 { table } => {
             let table: &[i8; 256] = model.weights_as(*table)?.try_into().ok()?;
             lut::lookup(table, x, y);
@@ -130,7 +139,8 @@ pub(super) fn run_layer(
         | Op::Affine(_)
         | Op::Activation(_)
         | Op::Softmax
-        | Op::Pad(_) => return None,
+        | Op::Pad(_)
+        | Op::Mul { .. } => return None,
     }
     Some(())
 }

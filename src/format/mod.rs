@@ -331,6 +331,17 @@ pub struct AffineI8 {
     pub clamp: Clamp,
 }
 
+/// int8 product of two activations (gating): `clamp(zp_out + requant((a − zp_a)(g − zp_g)))`,
+/// the gate repeated along the first input (TensorFlow Lite's integer Mul).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MulI8 {
+    /// `s_a · s_g / s_out`.
+    pub requant: Requant,
+    /// Output bounds (fused ReLU / ReLU6 or the full int8 range).
+    pub clamp: Clamp,
+}
+
 /// What a layer computes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -401,6 +412,15 @@ pub enum Op {
     },
     /// Convolution with int8 weights and int16 activations (16×8).
     Conv2dI16(Conv2dI16),
+    /// Product of two activations (gating): the second input has the first's dimensions
+    /// (element-wise) or `[1, 1, C]` (one value per channel of an `[H, W, C]` first input,
+    /// squeeze-excitation).
+    Mul {
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// int8 product of two activations, operands as `Mul`.
+    MulI8(MulI8),
 }
 
 impl Op {
@@ -428,6 +448,8 @@ impl Op {
             Op::LookupI8 { .. } => "lookup_i8",
             Op::SoftmaxI8 { .. } => "softmax_i8",
             Op::PadI8 { .. } => "pad_i8",
+            Op::Mul { .. } => "mul",
+            Op::MulI8(_) => "mul_i8",
         }
     }
 }

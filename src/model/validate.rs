@@ -123,7 +123,7 @@ fn check_layer(
     let bad = |what| LoadError::BadLayer { layer: index, what };
     let attribute = |operand| move |fault| bad(LayerFault::Tensor { operand, fault });
     let expected = match layer.op {
-        Op::Add { .. } | Op::AddI8(_) => 2,
+        Op::Add { .. } | Op::AddI8(_) | Op::Mul { .. } | Op::MulI8(_) => 2,
         _ => 1,
     };
     if layer.input_count != expected {
@@ -164,7 +164,8 @@ fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
         | Op::Affine(_)
         | Op::Activation(_)
         | Op::Softmax
-        | Op::Pad(_) => same(DType::F32),
+        | Op::Pad(_)
+        | Op::Mul { .. } => same(DType::F32),
         Op::Conv2dI8(_)
         | Op::DenseI8(_)
         | Op::PoolI8(_)
@@ -173,7 +174,8 @@ fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
         | Op::ClampI8(_)
         | Op::LookupI8 { .. }
         | Op::SoftmaxI8 { .. }
-        | Op::PadI8 { .. } => same(DType::I8),
+        | Op::PadI8 { .. }
+        | Op::MulI8(_) => same(DType::I8),
         Op::Transpose(_) => None,
     }
 }
@@ -602,7 +604,34 @@ fn check_op(
             expect_dims(Operand::Output, [h + pt + pb, w + pl + pr, c], y.dims)?;
             same_quant(x, y)
         }
+        Op::Mul { activation } => {
+            check_activation(activation)?;
+            check_gate(x, inputs.get(1))?;
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::MulI8(q) => {
+            check_gate(x, inputs.get(1))?;
+            expect_dims(Operand::Output, same_as_input, y.dims)?;
+            check_requant(q.requant)?;
+            check_clamp(q.clamp)
+        }
     }
+}
+
+/// The second operand of a product: the first's dimensions (element-wise), or `[1, 1, C]` with
+/// the first's channel count `C` (a gate per channel, repeated over every position).
+fn check_gate(x: &TensorDesc, gate: Option<&TensorDesc>) -> Result<(), LayerFault> {
+    let Some(gate) = gate else {
+        return Err(LayerFault::InputCount {
+            expected: 2,
+            found: 1,
+        });
+    };
+    let per_channel = [1, 1, u64::from(x.dims[2])];
+    if gate.dims.map(u64::from) == per_channel {
+        return Ok(());
+    }
+    expect_dims(Operand::Input(1), x.dims.map(u64::from), gate.dims)
 }
 
 /// An integer convolution record (`Conv2dI8`, `Conv2dI16`) against its operands: geometry,

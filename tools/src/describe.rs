@@ -82,6 +82,8 @@ pub fn describe(op: &Op) -> (String, usize) {
         Op::LookupI8 { table } => ("Lookup i8 (256)".into(), table.len as usize),
         Op::SoftmaxI8 { exp_table } => ("Softmax i8".into(), exp_table.len as usize),
         Op::PadI8 { pad, .. } => (format!("Pad i8 {pad:?}"), 0),
+        Op::Mul { .. } => ("Mul".into(), 0),
+        Op::MulI8(_) => ("Mul i8".into(), 0),
         #[allow(unreachable_patterns)]
         _ => ("(unknown op)".into(), 0),
     }

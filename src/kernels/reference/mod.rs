@@ -7,6 +7,7 @@ pub mod dense;
 pub mod elementwise;
 pub mod int8;
 pub mod layout;
+pub mod mul;
 pub mod pool;
 pub mod softmax;
 

@@ -40,6 +40,28 @@ pub(super) fn prelu(slope: &Const, shape: &[usize]) -> Result<Activation> {
     Ok(Activation::LeakyRelu { alpha })
 }
 
+/// The operands of a product of two activations of per-sample shapes `sa` and `sb`, as (input,
+/// gate) in that order: equal shapes, or a gate with one value per channel of the input
+/// (squeeze-excitation: `[C, 1, 1]` for `[C, H, W]`), on either side of the Mul.
+pub(super) fn product_operands(
+    (a, sa): (ValueId, &[usize]),
+    (b, sb): (ValueId, &[usize]),
+) -> Result<[ValueId; 2]> {
+    let per_channel_of = |s: &[usize], g: &[usize]| {
+        g.len() == s.len() && g.first() == s.first() && g[1..].iter().all(|&d| d == 1)
+    };
+    if sa == sb || per_channel_of(sa, sb) {
+        return Ok([a, b]);
+    }
+    ensure!(
+        per_channel_of(sb, sa),
+        "Mul of activations of shapes {sa:?} and {sb:?} (per sample): only equal shapes or a gate \
+         with one value per channel ([C, 1, 1] for [C, H, W], as squeeze-excitation) are supported; \
+         reshape the gate to [N, C, 1, 1] in the model"
+    );
+    Ok([b, a])
+}
+
 /// The activation that `x * gate(x)` is, for the gate functions that have one.
 fn gated(gate: Activation) -> Option<Activation> {
     match gate {

@@ -270,10 +270,19 @@ impl<'e> NodeImporter<'e> {
                 {
                     return Ok(());
                 }
+                (Some(a), Some(b)) if node.op_type == OpType::Mul => {
+                    let (sa, sb) = (self.shape(a), self.shape(b));
+                    let [x, gate] = activations::product_operands((a, sa), (b, sb))?;
+                    ImportedOp {
+                        op: Op::Frozen(FrozenOp::Mul),
+                        inputs: vec![x, gate],
+                        shape: self.shape(x).to_vec(),
+                    }
+                }
                 (Some(a), Some(b)) => {
                     ensure!(
                         node.op_type == OpType::Add,
-                        "only Add combines two activations"
+                        "only Add and Mul combine two activations"
                     );
                     let (sa, sb) = (self.shape(a), self.shape(b));
                     ensure!(sa == sb, "Add of activations of different shapes {sa:?} and {sb:?} (broadcasting between activations is not supported)");

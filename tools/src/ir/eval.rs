@@ -30,7 +30,11 @@ pub trait EvalOp {
 
 impl EvalOp for FrozenOp {
     fn eval(&self, inputs: &[Operand<'_>], out_shape: &[usize]) -> Result<Vec<f32>> {
-        let arity = if matches!(self, FrozenOp::Add) { 2 } else { 1 };
+        let arity = if matches!(self, FrozenOp::Add | FrozenOp::Mul) {
+            2
+        } else {
+            1
+        };
         ensure!(
             inputs.len() == arity,
             "expected {arity} input(s), the node has {}",
@@ -45,6 +49,7 @@ impl EvalOp for FrozenOp {
             FrozenOp::Pool(p) => pool(p, x, out_shape),
             FrozenOp::GlobalAveragePool => global_average_pool(x, out_shape),
             FrozenOp::Add => add(x, inputs[1], out_shape),
+            FrozenOp::Mul => mul(x, inputs[1], out_shape),
             FrozenOp::Reshape => {
                 ensure!(
                     numel(out_shape) == x.data.len(),
@@ -487,6 +492,27 @@ fn add(a: Operand<'_>, b: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> 
         .iter()
         .zip(b.data)
         .map(|(&u, &v)| (u as f64 + v as f64) as f32)
+        .collect())
+}
+
+/// `a * g` with `g` of `a`'s shape, or one value per channel (axis 0) of `a`, in f64.
+fn mul(a: Operand<'_>, g: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
+    ensure_same_shape(a, out_shape)?;
+    let (c, inner) = channels(a)?;
+    let per_channel = g.shape.len() == a.shape.len()
+        && g.shape.first() == Some(&c)
+        && g.shape[1..].iter().all(|&d| d == 1);
+    ensure!(
+        g.shape == a.shape || per_channel,
+        "the gate has shape {:?}; expected {:?} or one value per channel of it",
+        g.shape,
+        a.shape
+    );
+    let inner = if g.shape == a.shape { 1 } else { inner.max(1) };
+    Ok(a.data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v as f64 * g.data[i / inner] as f64) as f32)
         .collect())
 }
 

@@ -245,6 +245,9 @@ pub enum FrozenOp {
     GlobalAveragePool,
     /// Element-wise sum of inputs 0 and 1 (same shape).
     Add,
+    /// Product of inputs 0 and 1 (gating): input 1 has input 0's shape, or one value per channel
+    /// (`[C, 1, 1]` for `[C, H, W]`, `[C, 1]` for `[C, L]`), repeated over the other axes.
+    Mul,
     /// Row-major reinterpretation to the output value's shape (Flatten, Reshape, Squeeze,
     /// Unsqueeze, Identity).
     Reshape,

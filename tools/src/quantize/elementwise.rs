@@ -1,8 +1,27 @@
-//! int8 forms of the element-wise layers: unary activations as 256-entry tables.
+//! int8 forms of the element-wise layers: unary activations as 256-entry tables, products of
+//! two activations (gating) as TensorFlow Lite's integer Mul.
 
-use icefold::format::Activation as RtActivation;
+use anyhow::{anyhow, Result};
+use icefold::format::{Activation as RtActivation, Clamp, MulI8};
+use icefold::quant::Requant;
 
 use crate::ir::graph::Activation;
+use crate::quantize::calibrate::QParams;
+
+/// The int8 product of an activation `a` and a gate `g` into `y`: the integer product
+/// `(q_a − zp_a)(q_g − zp_g)` is in units of `s_a · s_g`, so one factor `s_a · s_g / s_y` takes it
+/// to the output grid (docs/QUANTIZATION.md, "Products of two activations").
+pub fn mul_i8((a, g, y): (QParams, QParams, QParams), clamp: Clamp, layer: &str) -> Result<MulI8> {
+    let real = a.scale as f64 * g.scale as f64 / y.scale as f64;
+    let requant = Requant::from_real(real).ok_or_else(|| {
+        anyhow!(
+            "layer {layer}: the product's scale factor {real:e} (s_a * s_gate / s_out) cannot be \
+             represented in fixed point; the calibration ranges of its inputs or output are \
+             degenerate (check the calibration data)"
+        )
+    })?;
+    Ok(MulI8 { requant, clamp })
+}
 
 /// The real function of a runtime activation, in f64, for its int8 table
 /// (`icefold::quant::lookup_table`): the same definition as the interpreter's

@@ -432,6 +432,11 @@ pub fn quantize(
                     clamp: clamp_for(*activation, y, &name)?,
                 })
             }
+            Op::Mul { activation } => {
+                let gate = qp[layer.inputs[1].id as usize];
+                let clamp = clamp_for(*activation, y, &name)?;
+                Op::MulI8(elementwise::mul_i8((x, gate, y), clamp, &name)?)
+            }
             Op::Affine(a) => {
                 let (scale, shift) = (f32s(l, a.scale), f32s(l, a.shift));
                 let mut si = Vec::with_capacity(scale.len());

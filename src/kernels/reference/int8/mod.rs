@@ -51,6 +51,7 @@ pub mod conv;
 pub mod dense;
 pub mod elementwise;
 pub mod lut;
+pub mod mul;
 pub mod pool;
 
 pub use crate::quant::{Clamp, ClampI16, Requant};
@@ -279,6 +280,7 @@ mod tests {
             ("pool.rs", include_str!("pool.rs")),
             ("elementwise.rs", include_str!("elementwise.rs")),
             ("lut.rs", include_str!("lut.rs")),
+            ("mul.rs", include_str!("mul.rs")),
             ("quant/mod.rs (integer part)", integer_quant),
             (
                 "quant/contract.rs",

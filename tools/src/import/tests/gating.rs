@@ -207,13 +207,13 @@ fn gating_patterns_that_are_not_self_gating_are_not_fused() {
         .node(node("Mul", "mul", &["x", "s"], &["m"], vec![]))
         .node(node("Add", "add", &["m", "s"], &["y"], vec![]))
         .import();
-    // (Until products of two activations are supported this is a refusal naming the Mul.)
-    if let Ok(g) = g {
-        assert!(g
-            .nodes
-            .iter()
-            .any(|n| matches!(n.op, Op::Frozen(FrozenOp::Activation(Activation::Sigmoid)))));
-    }
+    let g = g.unwrap();
+    assert!(g
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Frozen(FrozenOp::Activation(Activation::Sigmoid)))));
+    assert!(g.nodes.iter().any(|n| n.op == Op::Frozen(FrozenOp::Mul)));
+    f32_parity(&g);
     // A hard sigmoid with other constants than 1/6, 1/2 is not a hard swish.
     let g = Builder::new(17, &[-1, 4])
         .node(node(
@@ -244,4 +244,151 @@ fn prelu_with_a_slope_per_channel_is_refused_with_what_to_do() {
         &err,
         &["prelu7", "PRelu", "per channel", "num_parameters=1"],
     );
+}
+
+/// A squeeze-excitation block over [2, 6, 6]: conv 3x3 (2 -> 4) + ReLU writes "c"; global average
+/// pooling, conv 1x1 (4 -> 2) + ReLU, conv 1x1 (2 -> 4) and the `gate` node (reading "z",
+/// writing "s") make one value per channel; `Mul` of "c" and "s" (gate first when
+/// `gate_first`), then the nodes `after` (reading "m", writing "a") and conv 1x1 (4 -> 3).
+fn squeeze_excitation(
+    gate: ONode<'static>,
+    gate_first: bool,
+    after: Vec<ONode<'static>>,
+) -> Builder {
+    let mut rng = crate::ir::eval::testkit::Rng::new(5);
+    let mul_inputs: &[&'static str] = if gate_first { &["s", "c"] } else { &["c", "s"] };
+    let mut b = Builder::new(17, &[-1, 2, 6, 6])
+        .init(f32t("w1", &[4, 2, 3, 3], rng.vec(72, -0.5, 0.5)))
+        .init(f32t("b1", &[4], rng.vec(4, -0.3, 0.3)))
+        .init(f32t("wr", &[2, 4, 1, 1], rng.vec(8, -1.0, 1.0)))
+        .init(f32t("br", &[2], rng.vec(2, -0.2, 0.2)))
+        .init(f32t("we", &[4, 2, 1, 1], rng.vec(8, -1.5, 1.5)))
+        .init(f32t("be", &[4], rng.vec(4, -0.5, 0.5)))
+        .init(f32t("w2", &[3, 4, 1, 1], rng.vec(12, -1.0, 1.0)))
+        .init(f32t("b2", &[3], rng.vec(3, -0.1, 0.1)))
+        .node(node(
+            "Conv",
+            "conv1",
+            &["x", "w1", "b1"],
+            &["c0"],
+            vec![attr_is("pads", &[1, 1, 1, 1])],
+        ))
+        .node(node("Relu", "relu1", &["c0"], &["c"], vec![]))
+        .node(node("GlobalAveragePool", "se_pool", &["c"], &["p"], vec![]))
+        .node(node(
+            "Conv",
+            "se_reduce",
+            &["p", "wr", "br"],
+            &["r0"],
+            vec![],
+        ))
+        .node(node("Relu", "se_relu", &["r0"], &["r"], vec![]))
+        .node(node(
+            "Conv",
+            "se_expand",
+            &["r", "we", "be"],
+            &["z"],
+            vec![],
+        ))
+        .node(gate)
+        .node(node("Mul", "se_mul", mul_inputs, &["m"], vec![]));
+    for n in after {
+        b = b.node(n);
+    }
+    let last = if b.nodes.last().is_some_and(|n| n.name == "se_mul") {
+        "m"
+    } else {
+        "a"
+    };
+    b.node(node("Conv", "conv2", &[last, "w2", "b2"], &["y"], vec![]))
+}
+
+#[test]
+fn squeeze_excitation_gating_runs_in_f32_and_int8() {
+    let sigmoid = || node("Sigmoid", "se_gate", &["z"], &["s"], vec![]);
+    let hard_sigmoid = || {
+        node(
+            "HardSigmoid",
+            "se_gate",
+            &["z"],
+            &["s"],
+            vec![attr_f("alpha", 1.0 / 6.0), attr_f("beta", 0.5)],
+        )
+    };
+    for (what, gate, gate_first) in [
+        ("sigmoid gate", sigmoid(), false),
+        ("sigmoid gate first", sigmoid(), true),
+        ("hard sigmoid gate (MobileNetV3)", hard_sigmoid(), false),
+    ] {
+        let g = squeeze_excitation(gate, gate_first, vec![]).ok();
+        let mul = g
+            .nodes
+            .iter()
+            .find(|n| n.op == Op::Frozen(FrozenOp::Mul))
+            .unwrap_or_else(|| panic!("{what}: no Mul node in {:?}", g.nodes));
+        // The feature map first, the per-channel gate second, whatever the ONNX order.
+        assert_eq!(g.values[mul.inputs[0]].shape, vec![4, 6, 6], "{what}");
+        assert_eq!(g.values[mul.inputs[1]].shape, vec![4, 1, 1], "{what}");
+        let f32_ops = f32_parity(&g);
+        assert!(f32_ops.contains(&"mul"), "{what}: {f32_ops:?}");
+        for int16 in [0, usize::MAX] {
+            let (err, ops) = int8_error(&g, int16);
+            assert!(ops.contains(&"mul_i8"), "{what}: {ops:?}");
+            // Four more roundings than the unary case (pool, two 1x1 convs, gate table, product),
+            // each about 1/256 of its tensor's range.
+            assert!(err < 0.03, "{what} (int16 {int16}): int8 relative L2 {err}");
+        }
+    }
+}
+
+#[test]
+fn element_wise_product_of_two_branches_with_a_fused_relu() {
+    // Two 1x1 convolutions of the input multiplied element by element, then ReLU.
+    let mut rng = crate::ir::eval::testkit::Rng::new(9);
+    let g = Builder::new(17, &[-1, 3, 5, 5])
+        .init(f32t("wa", &[4, 3, 1, 1], rng.vec(12, -1.0, 1.0)))
+        .init(f32t("wb", &[4, 3, 1, 1], rng.vec(12, -1.0, 1.0)))
+        .init(f32t("wc", &[2, 4, 1, 1], rng.vec(8, -1.0, 1.0)))
+        .node(node("Conv", "branch_a", &["x", "wa"], &["a"], vec![]))
+        .node(node("Conv", "branch_b", &["x", "wb"], &["b"], vec![]))
+        .node(node("Mul", "product", &["a", "b"], &["m"], vec![]))
+        .node(node("Relu", "relu", &["m"], &["r"], vec![]))
+        .node(node("Conv", "head", &["r", "wc"], &["y"], vec![]))
+        .ok();
+    assert_eq!(
+        f32_parity(&g),
+        vec!["conv2d", "conv2d", "mul", "conv2d"],
+        "the ReLU fuses into the product"
+    );
+    for int16 in [0, usize::MAX] {
+        let (err, ops) = int8_error(&g, int16);
+        assert!(ops.contains(&"mul_i8"), "{ops:?}");
+        assert!(err < 0.03, "int16 {int16}: int8 relative L2 {err}");
+    }
+}
+
+#[test]
+fn products_that_broadcast_other_than_per_channel_are_refused_by_name() {
+    let mut rng = crate::ir::eval::testkit::Rng::new(1);
+    let err = Builder::new(17, &[-1, 2, 4, 4])
+        .init(f32t("w", &[1, 2, 1, 1], rng.vec(2, -1.0, 1.0)))
+        .node(node("Conv", "spatial_gate", &["x", "w"], &["s"], vec![]))
+        .node(node("Mul", "attend", &["x", "s"], &["y"], vec![]))
+        .err();
+    assert_contains(
+        &err,
+        &[
+            "attend",
+            "Mul",
+            "[2, 4, 4]",
+            "[1, 4, 4]",
+            "one value per channel",
+        ],
+    );
+    // Sub and Div of two activations stay refused, with what to do.
+    let err = Builder::new(17, &[-1, 4])
+        .node(node("Relu", "r", &["x"], &["a"], vec![]))
+        .node(node("Div", "ratio", &["x", "a"], &["y"], vec![]))
+        .err();
+    assert_contains(&err, &["ratio", "Div", "only Add and Mul"]);
 }
