@@ -13,6 +13,7 @@ use super::{import, import_bytes, import_file};
 use crate::ir::graph::{Activation, FrozenOp, ImportedGraph, Op, PoolKind};
 
 mod activations_pooling;
+mod bias_scale;
 mod conv_batchnorm;
 mod dense;
 mod elementwise_layout;
