@@ -16,6 +16,7 @@
 mod activations;
 mod attr;
 mod constants;
+mod global_pool;
 mod nodes;
 mod order;
 mod spatial;

@@ -9,6 +9,7 @@ use onnx_rs::ast::{Node as OnnxNode, OpType};
 use super::activations;
 use super::attr::{Attrs, MAX_ATTR_SIZE};
 use super::constants;
+use super::global_pool;
 use super::spatial::Window;
 use super::tensor::{self, Const, ExternalFiles};
 use crate::ir::graph::{
@@ -258,6 +259,11 @@ impl<'e> NodeImporter<'e> {
                 let mut shape = vec![1; s.len()];
                 shape[0] = s[0];
                 frozen_op(FrozenOp::GlobalAveragePool, need_x()?, shape)
+            }
+            OpType::GlobalMaxPool => {
+                let x = need_x()?;
+                let (op, shape) = global_pool::global_max_pool(self.shape(x))?;
+                frozen_op(op, x, shape)
             }
             OpType::ReduceMean => {
                 let axes = constants::axes(&attrs, &[None, cst(1, "axes")?], 1)?;

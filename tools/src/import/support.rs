@@ -27,6 +27,7 @@ const ACTIVATION_OPS: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "GlobalMaxPool",
     "ReduceMean",
     "Add",
     "Sub",

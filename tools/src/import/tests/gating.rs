@@ -392,3 +392,39 @@ fn products_that_broadcast_other_than_per_channel_are_refused_by_name() {
         .err();
     assert_contains(&err, &["ratio", "Div", "only Add and Mul"]);
 }
+
+#[test]
+fn global_max_pool_runs_in_f32_and_int8() {
+    // Conv 3x3 + ReLU over [2, 6, 6], global max pooling to [4, 1, 1], flatten, dense 4 -> 3.
+    let mut rng = crate::ir::eval::testkit::Rng::new(8);
+    let g = Builder::new(17, &[-1, 2, 6, 6])
+        .init(f32t("w1", &[4, 2, 3, 3], rng.vec(72, -0.5, 0.5)))
+        .init(f32t("b1", &[4], rng.vec(4, -0.3, 0.3)))
+        .init(f32t("fc", &[3, 4], rng.vec(12, -1.0, 1.0)))
+        .node(node(
+            "Conv",
+            "conv1",
+            &["x", "w1", "b1"],
+            &["c"],
+            vec![attr_is("pads", &[1, 1, 1, 1])],
+        ))
+        .node(node("Relu", "relu1", &["c"], &["r"], vec![]))
+        .node(node("GlobalMaxPool", "gmp", &["r"], &["p"], vec![]))
+        .node(node("Flatten", "flat", &["p"], &["f"], vec![]))
+        .node(node(
+            "Gemm",
+            "head",
+            &["f", "fc"],
+            &["y"],
+            vec![attr_i("transB", 1)],
+        ))
+        .ok();
+    assert_eq!(g.values[g.nodes[2].output].shape, vec![4, 1, 1]);
+    assert_eq!(f32_parity(&g), vec!["conv2d", "pool", "dense"]);
+    for int16 in [0, usize::MAX] {
+        let (err, ops) = int8_error(&g, int16);
+        assert!(ops.contains(&"pool_i8"), "{ops:?}");
+        // The maximum moves values and adds no rounding: conv, dense and input roundings only.
+        assert!(err < 0.03, "int16 {int16}: int8 relative L2 {err}");
+    }
+}
