@@ -67,6 +67,9 @@ const CONSTANT_OPS: &[&str] = &[
     "Div",
     "Sqrt",
     "Neg",
+    "Ceil",
+    "Floor",
+    "Clip",
 ];
 
 /// Ops where only input 0 may be an activation; the others are weights or parameters.

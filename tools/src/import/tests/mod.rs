@@ -22,6 +22,7 @@ mod gating;
 mod int8;
 mod keras;
 mod malformed;
+mod same_padding;
 mod structure;
 
 // ---- builders ----
