@@ -493,6 +493,7 @@ impl Model<'_> {
             }
             Op::Add { activation } => kernels::elementwise::add(activation, x, x2, y),
             Op::Mul { activation } => kernels::mul::mul(activation, x, x2, y),
+            Op::PRelu { slope } => kernels::prelu::prelu(self.weights_as(*slope)?, x, y),
             Op::Affine(p) => {
                 let scale = self.weights_as(p.scale)?;
                 let shift = self.weights_as(p.shift)?;
@@ -515,7 +516,8 @@ impl Model<'_> {
             | Op::LookupI8 { .. }
             | Op::SoftmaxI8 { .. }
             | Op::PadI8 { .. }
-            | Op::MulI8(_) => return None,
+            | Op::MulI8(_)
+            | Op::PReluI8(_) => return None,
         }
         Some(())
     }

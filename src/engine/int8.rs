@@ -4,7 +4,7 @@
 //! descriptions' zero points and the weight spans (i8 / i32 / u32 arrays borrowed in place); no
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
-use crate::format::{ChannelRequant, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
+use crate::format::{ChannelRequant, Clamp, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
 use crate::kernels::fast;
 use crate::kernels::reference::int8::{
     conv::{ConvQuant, WideConvQuant},
@@ -12,6 +12,7 @@ use crate::kernels::reference::int8::{
     lut,
     mul::{self, MulQuant},
     pool::{self, PoolQuant},
+    prelu::{self, PreluQuant},
     ChannelQuant, FromWide, OutputQuant, WideOutputQuant,
 };
 use crate::kernels::reference::layout;
@@ -109,6 +110,16 @@ pub(super) fn run_layer(
             elementwise::affine(&quant, x, y);
         }
         Op::ClampI8(bounds) => elementwise::clamp(*bounds, x, y),
+        Op::PReluI8(p) => {
+            let quant = PreluQuant {
+                input_zero_point: zp_in,
+                positive: p.positive,
+                multiplier: model.weights_as(p.negative.multipliers)?,
+                shift: model.weights_as(p.negative.shifts)?,
+                output: output(Clamp::FULL),
+            };
+            prelu::prelu(&quant, x, y);
+        }
         Op::MulI8(p) => {
             let quant = MulQuant {
                 input_zero_points: [zp_in, zero_point(layer.inputs.get(1)?)?],
@@ -140,7 +151,8 @@ pub(super) fn run_layer(
         | Op::Activation(_)
         | Op::Softmax
         | Op::Pad(_)
-        | Op::Mul { .. } => return None,
+        | Op::Mul { .. }
+        | Op::PRelu { .. } => return None,
     }
     Some(())
 }

@@ -342,6 +342,17 @@ pub struct MulI8 {
     pub clamp: Clamp,
 }
 
+/// int8 PReLU with one slope per channel: `clamp(zp_out + r(q − zp_in))` with `r` = `positive`
+/// for `q >= zp_in`, else channel `c`'s factor of `negative`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PReluI8 {
+    /// `s_in / s_out`.
+    pub positive: Requant,
+    /// `slope[c] · s_in / s_out` per channel (`[C]`, any sign).
+    pub negative: ChannelRequant,
+}
+
 /// What a layer computes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -421,6 +432,14 @@ pub enum Op {
     },
     /// int8 product of two activations, operands as `Mul`.
     MulI8(MulI8),
+    /// PReLU with one slope per channel over the last dimension: `x` if `x >= 0`, else
+    /// `slope[c] · x`; slope f32 `[C]`.
+    PRelu {
+        /// Per-channel slopes.
+        slope: Span,
+    },
+    /// int8 PReLU with one slope per channel.
+    PReluI8(PReluI8),
 }
 
 impl Op {
@@ -450,6 +469,8 @@ impl Op {
             Op::PadI8 { .. } => "pad_i8",
             Op::Mul { .. } => "mul",
             Op::MulI8(_) => "mul_i8",
+            Op::PRelu { .. } => "prelu",
+            Op::PReluI8(_) => "prelu_i8",
         }
     }
 }

@@ -389,3 +389,137 @@ fn gating_wire_format_is_pinned() {
         std::vec![5, 8]
     );
 }
+
+/// x [2, 2, 3] -> PRelu (slopes 0.5, -1, 0) -> y, f32.
+fn prelu_f32() -> Spec {
+    let mut m = Spec::new(96, X, T1);
+    m.info.output_rank = 3;
+    let slope = m.f32s(&[0.5, -1.0, 0.0]);
+    m.push(layer(Op::PRelu { slope }, X, T1));
+    m
+}
+
+/// x [2, 2, 3] int8 -> PReluI8 -> y.
+fn prelu_i8() -> Spec {
+    let mut m = Spec::new(24, QX, q8(1, 12, [2, 2, 3], 0.04, 10));
+    m.info.output_rank = 3;
+    let negative = super::int8_tests::push_requant(&mut m, &[0.5 * 1.25, -1.25, 0.0]);
+    let op = Op::PReluI8(PReluI8 {
+        positive: Requant::from_real(0.05 / 0.04).unwrap(),
+        negative,
+    });
+    m.push(layer(op, QX, q8(1, 12, [2, 2, 3], 0.04, 10)));
+    m
+}
+
+#[test]
+fn prelu_per_channel_runs_as_its_kernels_compute() {
+    let spec = prelu_f32();
+    let blob = spec.blob();
+    let model = Model::new_checked(blob.bytes()).unwrap();
+    let x = [
+        -2.0f32, -2.0, -2.0, 1.0, 2.0, 3.0, -4.0, 0.5, -0.5, 0.0, -1.0, 7.0,
+    ];
+    let mut arena = Blob::zeroed(96);
+    let mut y = [0f32; 12];
+    model.run_f32(arena.bytes_mut(), &x, &mut y).unwrap();
+    assert_eq!(
+        y,
+        [-1.0, 2.0, -0.0, 1.0, 2.0, 3.0, -2.0, 0.5, -0.0, 0.0, 1.0, 7.0]
+    );
+
+    let spec = prelu_i8();
+    let blob = spec.blob();
+    let model = Model::new_checked(blob.bytes()).unwrap();
+    let x: Vec<i8> = (0..12).map(|i| (i * 41 % 256) as u8 as i8).collect();
+    let mut arena = Blob::zeroed(24);
+    let mut y = [0i8; 12];
+    model.run_i8(arena.bytes_mut(), &x, &mut y).unwrap();
+    let Op::PReluI8(p) = spec.layers[0].op else {
+        unreachable!()
+    };
+    let words = |s: Span| -> Vec<i32> {
+        spec.weights[s.offset as usize..(s.offset + s.len) as usize]
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    let (multiplier, shift) = (words(p.negative.multipliers), words(p.negative.shifts));
+    let quant = k::int8::prelu::PreluQuant {
+        input_zero_point: -3,
+        positive: p.positive,
+        multiplier: &multiplier,
+        shift: &shift,
+        output: k::int8::OutputQuant {
+            zero_point: 10,
+            clamp: Clamp::FULL,
+        },
+    };
+    let mut want = [0i8; 12];
+    k::int8::prelu::prelu(&quant, &x, &mut want);
+    assert_eq!(y, want);
+}
+
+#[test]
+fn prelu_faults() {
+    // Slopes for another channel count.
+    refused(
+        prelu_f32,
+        |s| {
+            let slope = s.f32s(&[0.5, 0.5]);
+            s.layers[0].op = Op::PRelu { slope };
+        },
+        bad(
+            0,
+            LayerFault::Span {
+                role: SpanRole::Scale,
+                fault: SpanFault::Length {
+                    expected: 12,
+                    found: 8,
+                },
+            },
+        ),
+    );
+    // A slope that is not a number.
+    refused(
+        prelu_f32,
+        |s| {
+            let slope = s.f32s(&[0.5, f32::NAN, 0.0]);
+            s.layers[0].op = Op::PRelu { slope };
+        },
+        bad(0, LayerFault::Param(ParamFault::NotFinite)),
+    );
+    // int8: a positive factor that is not normalized, per-channel factors of the wrong length.
+    refused(
+        prelu_i8,
+        |s| {
+            let Op::PReluI8(p) = &mut s.layers[0].op else {
+                unreachable!()
+            };
+            p.positive = Requant {
+                multiplier: 5,
+                shift: 0,
+            };
+        },
+        bad(0, LayerFault::Param(ParamFault::Requant)),
+    );
+    refused(
+        prelu_i8,
+        |s| {
+            let Op::PReluI8(p) = &mut s.layers[0].op else {
+                unreachable!()
+            };
+            p.negative.shifts.len = 8;
+        },
+        bad(
+            0,
+            LayerFault::Span {
+                role: SpanRole::Shifts,
+                fault: SpanFault::Length {
+                    expected: 12,
+                    found: 8,
+                },
+            },
+        ),
+    );
+}

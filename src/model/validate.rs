@@ -165,7 +165,8 @@ fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
         | Op::Activation(_)
         | Op::Softmax
         | Op::Pad(_)
-        | Op::Mul { .. } => same(DType::F32),
+        | Op::Mul { .. }
+        | Op::PRelu { .. } => same(DType::F32),
         Op::Conv2dI8(_)
         | Op::DenseI8(_)
         | Op::PoolI8(_)
@@ -175,7 +176,8 @@ fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
         | Op::LookupI8 { .. }
         | Op::SoftmaxI8 { .. }
         | Op::PadI8 { .. }
-        | Op::MulI8(_) => same(DType::I8),
+        | Op::MulI8(_)
+        | Op::PReluI8(_) => same(DType::I8),
         Op::Transpose(_) => None,
     }
 }
@@ -614,6 +616,21 @@ fn check_op(
             expect_dims(Operand::Output, same_as_input, y.dims)?;
             check_requant(q.requant)?;
             check_clamp(q.clamp)
+        }
+        Op::PRelu { slope } => {
+            let slopes = weights.span(*slope, SpanRole::Scale, f32s(c), 4)?;
+            let finite = slopes
+                .chunks_exact(4)
+                .all(|b| <[u8; 4]>::try_from(b).is_ok_and(|b| f32::from_le_bytes(b).is_finite()));
+            if !finite {
+                return Err(LayerFault::Param(ParamFault::NotFinite));
+            }
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::PReluI8(q) => {
+            check_requant(q.positive)?;
+            weights.channel_requant(&q.negative, c)?;
+            expect_dims(Operand::Output, same_as_input, y.dims)
         }
     }
 }

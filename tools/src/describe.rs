@@ -84,6 +84,11 @@ pub fn describe(op: &Op) -> (String, usize) {
         Op::PadI8 { pad, .. } => (format!("Pad i8 {pad:?}"), 0),
         Op::Mul { .. } => ("Mul".into(), 0),
         Op::MulI8(_) => ("Mul i8".into(), 0),
+        Op::PRelu { slope } => ("PReLU per channel".into(), slope.len as usize),
+        Op::PReluI8(p) => (
+            "PReLU i8 per channel".into(),
+            (p.negative.multipliers.len + p.negative.shifts.len) as usize,
+        ),
         #[allow(unreachable_patterns)]
         _ => ("(unknown op)".into(), 0),
     }

@@ -9,6 +9,7 @@ pub mod int8;
 pub mod layout;
 pub mod mul;
 pub mod pool;
+pub mod prelu;
 pub mod softmax;
 
 /// Lanes of the partial sums in [`dot`].

@@ -2,7 +2,7 @@
 //! PRelu), and the products of two activations: `x * sigmoid(x)` (SiLU) and `x * hard_sigmoid(x)`
 //! (hard swish) become one activation node.
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 
 use super::attr::Attrs;
 use super::nodes::{NodeImporter, Val};
@@ -20,24 +20,42 @@ pub(super) fn hard_sigmoid(attrs: &Attrs<'_, '_>) -> Result<Activation> {
     Ok(Activation::HardSigmoid { alpha, beta })
 }
 
-/// PRelu with a constant slope: one slope for every element is a leaky ReLU. A slope per channel
-/// (`[C, 1, 1]`, PyTorch's `nn.PReLU(num_parameters=C)`) is refused with what to do instead.
-pub(super) fn prelu(slope: &Const, shape: &[usize]) -> Result<Activation> {
+/// PRelu with a constant slope: one slope for every element is a leaky ReLU activation (fused
+/// like one); a slope per channel (`[C, 1, 1]` for `[C, H, W]`, PyTorch's
+/// `nn.PReLU(num_parameters=C)`) is a `PRelu` node. Slopes that vary along other axes are refused.
+pub(super) fn prelu(slope: &Const, shape: &[usize]) -> Result<FrozenOp> {
     ensure!(
         !slope.is_int(),
         "the slope is an integer tensor; PRelu's slope must be floating point"
     );
     let v = slope.to_f64();
+    if let Some(i) = v.iter().position(|s| !s.is_finite()) {
+        bail!("the PRelu slope {} at index {i} is not finite", v[i]);
+    }
+    if !v.is_empty() && v.iter().all(|&s| s == v[0]) && v.len() <= shape.iter().product() {
+        return Ok(FrozenOp::Activation(Activation::LeakyRelu {
+            alpha: v[0] as f32,
+        }));
+    }
+    // Unidirectional broadcasting against [N, C, ...]: the slope's shape right-aligned (a leading
+    // batch axis of 1 dropped) is per channel if every axis but the channel axis is 1.
+    let c = shape.first().copied().unwrap_or(0);
+    let mut dims = slope.shape.as_slice();
+    while dims.len() > shape.len() && dims.first() == Some(&1) {
+        dims = &dims[1..];
+    }
+    let per_channel =
+        dims.len() == shape.len() && dims.first() == Some(&c) && dims[1..].iter().all(|&d| d == 1);
     ensure!(
-        !v.is_empty() && v.iter().all(|&s| s == v[0]),
-        "a slope per channel ({} values, shape {:?}, for the activation {shape:?}) is not supported; \
-         only one slope for all channels (PyTorch `nn.PReLU()` with num_parameters=1, or LeakyReLU)",
-        v.len(),
+        per_channel,
+        "a slope of shape {:?} for the activation {shape:?} (per sample) is not supported; only one \
+         slope for all channels or one per channel ([C, 1, 1] for [C, H, W], PyTorch \
+         `nn.PReLU(num_parameters=C)`)",
         slope.shape
     );
-    let alpha = v[0] as f32;
-    ensure!(alpha.is_finite(), "the PRelu slope {} is not finite", v[0]);
-    Ok(Activation::LeakyRelu { alpha })
+    Ok(FrozenOp::PRelu {
+        slope: v.iter().map(|&s| s as f32).collect(),
+    })
 }
 
 /// The operands of a product of two activations of per-sample shapes `sa` and `sb`, as (input,

@@ -225,8 +225,8 @@ impl<'e> NodeImporter<'e> {
             OpType::Tanh => self.activation(need_x()?, Activation::Tanh),
             OpType::PRelu => {
                 let x = need_x()?;
-                let slope = activations::prelu(need(1, "the slope")?, self.shape(x))?;
-                self.activation(x, slope)
+                let op = activations::prelu(need(1, "the slope")?, self.shape(x))?;
+                frozen_op(op, x, self.shape(x).to_vec())
             }
             OpType::LeakyRelu => {
                 let alpha = attrs.float("alpha", 0.01)?;

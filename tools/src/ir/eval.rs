@@ -50,6 +50,7 @@ impl EvalOp for FrozenOp {
             FrozenOp::GlobalAveragePool => global_average_pool(x, out_shape),
             FrozenOp::Add => add(x, inputs[1], out_shape),
             FrozenOp::Mul => mul(x, inputs[1], out_shape),
+            FrozenOp::PRelu { slope } => prelu(slope, x, out_shape),
             FrozenOp::Reshape => {
                 ensure!(
                     numel(out_shape) == x.data.len(),
@@ -492,6 +493,24 @@ fn add(a: Operand<'_>, b: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> 
         .iter()
         .zip(b.data)
         .map(|(&u, &v)| (u as f64 + v as f64) as f32)
+        .collect())
+}
+
+/// PReLU with a slope per channel (axis 0), the product in f64.
+fn prelu(slope: &[f32], x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
+    ensure_same_shape(x, out_shape)?;
+    let (c, inner) = channels(x)?;
+    ensure!(slope.len() == c, "{} slopes for {c} channels", slope.len());
+    Ok(x.data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v >= 0.0 {
+                v
+            } else {
+                (slope[i / inner.max(1)] as f64 * v as f64) as f32
+            }
+        })
         .collect())
 }
 

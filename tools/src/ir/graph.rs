@@ -245,6 +245,11 @@ pub enum FrozenOp {
     GlobalAveragePool,
     /// Element-wise sum of inputs 0 and 1 (same shape).
     Add,
+    /// PReLU with one slope per channel (axis 0): `x` if `x >= 0`, else `slope[c] * x`.
+    PRelu {
+        /// `[C]` slopes.
+        slope: Vec<f32>,
+    },
     /// Product of inputs 0 and 1 (gating): input 1 has input 0's shape, or one value per channel
     /// (`[C, 1, 1]` for `[C, H, W]`, `[C, 1]` for `[C, L]`), repeated over the other axes.
     Mul,

@@ -711,6 +711,19 @@ impl<'g> Lowerer<'g> {
                 let note = LayerNote::weightless(source, "Add".into(), out.dims);
                 self.push_layer(RtOp::Add { activation }, vec![ua, ub], out, note);
             }
+            FrozenOp::PRelu { slope } => {
+                let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
+                let slope = self.push_f32(slope.iter().copied());
+                let out = self.out_placed(
+                    node.output,
+                    &out_shape,
+                    Layout::channels_last(&out_shape),
+                    origin,
+                )?;
+                let note = LayerNote::weightless(source, "PReLU per channel".into(), out.dims);
+                let xin = self.use_of(&x, origin)?;
+                self.push_layer(RtOp::PRelu { slope }, vec![xin], out, note);
+            }
             FrozenOp::Mul => {
                 // Element-wise: the gate in the first input's order. Per channel: the first
                 // input channels-last, the gate's C values in any order (its other axes are 1).

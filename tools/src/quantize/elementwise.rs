@@ -2,7 +2,7 @@
 //! two activations (gating) as TensorFlow Lite's integer Mul.
 
 use anyhow::{anyhow, Result};
-use icefold::format::{Activation as RtActivation, Clamp, MulI8};
+use icefold::format::{Activation as RtActivation, Clamp, MulI8, PReluI8};
 use icefold::quant::Requant;
 
 use crate::ir::graph::Activation;
@@ -21,6 +21,35 @@ pub fn mul_i8((a, g, y): (QParams, QParams, QParams), clamp: Clamp, layer: &str)
         )
     })?;
     Ok(MulI8 { requant, clamp })
+}
+
+/// The int8 PReLU of `slope` (per channel) from `x` to `y`: `s_in / s_out` for the non-negative
+/// inputs, `slope[c] · s_in / s_out` (any sign, 0 for a zero slope) for channel `c`'s negative
+/// ones; the per-channel factors are written to `w`.
+pub(super) fn prelu_i8(
+    w: &mut super::Weights,
+    slope: &[f32],
+    (x, y): (QParams, QParams),
+    layer: &str,
+) -> Result<PReluI8> {
+    let ratio = x.scale as f64 / y.scale as f64;
+    let factor = |real: f64| {
+        Requant::from_real(real).ok_or_else(|| {
+            anyhow!(
+                "layer {layer}: the PReLU factor {real:e} cannot be represented in fixed point; \
+                 the calibration range of its input or output is degenerate (check the \
+                 calibration data)"
+            )
+        })
+    };
+    let negative = slope
+        .iter()
+        .map(|&s| factor(s as f64 * ratio))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PReluI8 {
+        positive: factor(ratio)?,
+        negative: w.requant(&negative),
+    })
 }
 
 /// The real function of a runtime activation, in f64, for its int8 table

@@ -477,6 +477,12 @@ pub fn quantize(
                     clamp: clamp_for(*activation, y, &name)?,
                 })
             }
+            Op::PRelu { slope } => Op::PReluI8(elementwise::prelu_i8(
+                &mut w,
+                &f32s(l, *slope),
+                (x, y),
+                &name,
+            )?),
             Op::Mul { activation } => {
                 let gate = qp[layer.inputs[1].id as usize];
                 let clamp = clamp_for(*activation, y, &name)?;

@@ -53,6 +53,7 @@ pub mod elementwise;
 pub mod lut;
 pub mod mul;
 pub mod pool;
+pub mod prelu;
 
 pub use crate::quant::{Clamp, ClampI16, Requant};
 
@@ -281,6 +282,7 @@ mod tests {
             ("elementwise.rs", include_str!("elementwise.rs")),
             ("lut.rs", include_str!("lut.rs")),
             ("mul.rs", include_str!("mul.rs")),
+            ("prelu.rs", include_str!("prelu.rs")),
             ("quant/mod.rs (integer part)", integer_quant),
             (
                 "quant/contract.rs",

@@ -234,15 +234,40 @@ fn gating_patterns_that_are_not_self_gating_are_not_fused() {
 }
 
 #[test]
-fn prelu_with_a_slope_per_channel_is_refused_with_what_to_do() {
+fn prelu_with_a_slope_per_channel_runs_in_f32_and_int8() {
+    let prelu = || node("PRelu", "prelu7", &["c", "slope"], &["a"], vec![]);
+    // Slopes of both signs and zero, [C, 1, 1] and with a leading batch axis.
+    for dims in [&[4, 1, 1][..], &[1, 4, 1, 1]] {
+        let slope = f32t("slope", dims, vec![0.1, -0.3, 0.0, 0.6]);
+        let g = conv_act_conv(vec![prelu()], vec![slope]).ok();
+        assert_eq!(
+            frozen(&g, 1),
+            &FrozenOp::PRelu {
+                slope: vec![0.1, -0.3, 0.0, 0.6]
+            }
+        );
+        assert_eq!(f32_parity(&g), vec!["conv2d", "prelu", "conv2d"]);
+        for int16 in [0, usize::MAX] {
+            let (err, ops) = int8_error(&g, int16);
+            assert_eq!(ops[1..], ["prelu_i8", "conv2d_i8"], "{ops:?}");
+            assert!(err < 0.03, "int16 {int16}: int8 relative L2 {err}");
+        }
+    }
+    // A slope along another axis than the channels is refused with what is supported.
     let err = conv_act_conv(
-        vec![node("PRelu", "prelu7", &["c", "slope"], &["a"], vec![])],
-        vec![f32t("slope", &[4, 1, 1], vec![0.1, 0.2, 0.3, 0.4])],
+        vec![prelu()],
+        vec![f32t("slope", &[6], vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6])],
     )
     .err();
     assert_contains(
         &err,
-        &["prelu7", "PRelu", "per channel", "num_parameters=1"],
+        &[
+            "prelu7",
+            "PRelu",
+            "[6]",
+            "one per channel",
+            "num_parameters=C",
+        ],
     );
 }
 
