@@ -545,6 +545,8 @@ impl Model<'_> {
                 kernels::pool::pool(&pool_geometry(p), &p.activation, x_dims, x, y_dims, y)
             }
             Op::Add { activation } => kernels::elementwise::add(activation, x, x2, y),
+            Op::Mul { activation } => kernels::mul::mul(activation, x, x2, y),
+            Op::PRelu { slope } => kernels::prelu::prelu(self.weights_as(*slope)?, x, y),
             Op::Affine(p) => {
                 let scale = self.weights_as(p.scale)?;
                 let shift = self.weights_as(p.shift)?;
@@ -566,7 +568,9 @@ impl Model<'_> {
             | Op::ClampI8(_)
             | Op::LookupI8 { .. }
             | Op::SoftmaxI8 { .. }
-            | Op::PadI8 { .. } => return None,
+            | Op::PadI8 { .. }
+            | Op::MulI8(_)
+            | Op::PReluI8(_) => return None,
             // Run by `moves` before the element-type dispatch.
             Op::Concat(_) | Op::ConcatI8(_) | Op::Slice(_) | Op::Gather(_) => return None,
         }

@@ -5,6 +5,8 @@
 mod axis_tests;
 mod error;
 #[cfg(test)]
+mod gating_tests;
+#[cfg(test)]
 pub(crate) mod int8_tests;
 #[cfg(test)]
 mod tests;

@@ -4,13 +4,15 @@
 //! descriptions' zero points and the weight spans (i8 / i32 / u32 arrays borrowed in place); no
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
-use crate::format::{ChannelRequant, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
+use crate::format::{ChannelRequant, Clamp, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
 use crate::kernels::fast;
 use crate::kernels::reference::int8::{
     conv::{ConvQuant, WideConvQuant},
     elementwise::{self, AddQuant, AffineQuant},
     lut,
+    mul::{self, MulQuant},
     pool::{self, PoolQuant},
+    prelu::{self, PreluQuant},
     ChannelQuant, FromWide, OutputQuant, WideOutputQuant,
 };
 use crate::kernels::reference::layout;
@@ -108,6 +110,24 @@ pub(super) fn run_layer(
             elementwise::affine(&quant, x, y);
         }
         Op::ClampI8(bounds) => elementwise::clamp(*bounds, x, y),
+        Op::PReluI8(p) => {
+            let quant = PreluQuant {
+                input_zero_point: zp_in,
+                positive: p.positive,
+                multiplier: model.weights_as(p.negative.multipliers)?,
+                shift: model.weights_as(p.negative.shifts)?,
+                output: output(Clamp::FULL),
+            };
+            prelu::prelu(&quant, x, y);
+        }
+        Op::MulI8(p) => {
+            let quant = MulQuant {
+                input_zero_points: [zp_in, zero_point(layer.inputs.get(1)?)?],
+                requant: p.requant,
+                output: output(p.clamp),
+            };
+            mul::mul(&quant, x, x2, y);
+        }
         Op::LookupI8 { table } => {
             let table: &[i8; 256] = model.weights_as(*table)?.try_into().ok()?;
             lut::lookup(table, x, y);
@@ -131,6 +151,8 @@ pub(super) fn run_layer(
         | Op::Activation(_)
         | Op::Softmax
         | Op::Pad(_)
+        | Op::Mul { .. }
+        | Op::PRelu { .. }
         // Run by `moves` before the element-type dispatch.
         | Op::Concat(_)
         | Op::ConcatI8(_)

@@ -334,6 +334,28 @@ pub struct AffineI8 {
     pub clamp: Clamp,
 }
 
+/// int8 product of two activations (gating): `clamp(zp_out + requant((a − zp_a)(g − zp_g)))`,
+/// the gate repeated along the first input (TensorFlow Lite's integer Mul).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MulI8 {
+    /// `s_a · s_g / s_out`.
+    pub requant: Requant,
+    /// Output bounds (fused ReLU / ReLU6 or the full int8 range).
+    pub clamp: Clamp,
+}
+
+/// int8 PReLU with one slope per channel: `clamp(zp_out + r(q − zp_in))` with `r` = `positive`
+/// for `q >= zp_in`, else channel `c`'s factor of `negative`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PReluI8 {
+    /// `s_in / s_out`.
+    pub positive: Requant,
+    /// `slope[c] · s_in / s_out` per channel (`[C]`, any sign).
+    pub negative: ChannelRequant,
+}
+
 /// What a layer computes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -412,6 +434,23 @@ pub enum Op {
     Slice(Slice),
     /// Indices picked along one dimension by a table (channel shuffle; moves elements).
     Gather(Gather),
+    /// Product of two activations (gating): the second input has the first's dimensions
+    /// (element-wise) or `[1, 1, C]` (one value per channel of an `[H, W, C]` first input,
+    /// squeeze-excitation).
+    Mul {
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// int8 product of two activations, operands as `Mul`.
+    MulI8(MulI8),
+    /// PReLU with one slope per channel over the last dimension: `x` if `x >= 0`, else
+    /// `slope[c] · x`; slope f32 `[C]`.
+    PRelu {
+        /// Per-channel slopes.
+        slope: Span,
+    },
+    /// int8 PReLU with one slope per channel.
+    PReluI8(PReluI8),
 }
 
 impl Op {
@@ -443,6 +482,10 @@ impl Op {
             Op::ConcatI8(_) => "concat_i8",
             Op::Slice(_) => "slice",
             Op::Gather(_) => "gather",
+            Op::Mul { .. } => "mul",
+            Op::MulI8(_) => "mul_i8",
+            Op::PRelu { .. } => "prelu",
+            Op::PReluI8(_) => "prelu_i8",
         }
     }
 }

@@ -99,6 +99,13 @@ pub fn describe(op: &Op) -> (String, usize) {
             format!("Gather axis {} ({} indices)", g.axis, g.indices.len / 2),
             g.indices.len as usize / 2,
         ),
+        Op::Mul { .. } => ("Mul".into(), 0),
+        Op::MulI8(_) => ("Mul i8".into(), 0),
+        Op::PRelu { slope } => ("PReLU per channel".into(), slope.len as usize),
+        Op::PReluI8(p) => (
+            "PReLU i8 per channel".into(),
+            (p.negative.multipliers.len + p.negative.shifts.len) as usize,
+        ),
         #[allow(unreachable_patterns)]
         _ => ("(unknown op)".into(), 0),
     }

@@ -8,7 +8,9 @@ pub mod dense;
 pub mod elementwise;
 pub mod int8;
 pub mod layout;
+pub mod mul;
 pub mod pool;
+pub mod prelu;
 pub mod softmax;
 
 /// Lanes of the partial sums in [`dot`].

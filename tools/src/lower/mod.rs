@@ -234,6 +234,10 @@ fn map_activation(a: &Activation) -> RtActivation {
         Activation::Clip { lo, hi } => RtActivation::Clip { lo, hi },
         Activation::LeakyRelu { alpha } => RtActivation::LeakyRelu { alpha },
         Activation::Sigmoid => RtActivation::Sigmoid,
+        Activation::HardSigmoid { alpha, beta } => RtActivation::HardSigmoid { alpha, beta },
+        Activation::HardSwish => RtActivation::HardSwish,
+        Activation::Tanh => RtActivation::Tanh,
+        Activation::Silu => RtActivation::Silu,
     }
 }
 
@@ -506,6 +510,7 @@ impl<'g> Lowerer<'g> {
                 | FrozenOp::Dense(_)
                 | FrozenOp::Pool(_)
                 | FrozenOp::Add
+                | FrozenOp::Mul
                 | FrozenOp::Affine(_)
         );
         let fused = if fusable {
@@ -706,6 +711,46 @@ impl<'g> Lowerer<'g> {
                 let (ua, ub) = (self.use_of(&a, origin)?, self.use_of(&b, origin)?);
                 let note = LayerNote::weightless(source, "Add".into(), out.dims);
                 self.push_layer(RtOp::Add { activation }, vec![ua, ub], out, note);
+            }
+            FrozenOp::PRelu { slope } => {
+                let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
+                let slope = self.push_f32(slope.iter().copied());
+                let out = self.out_placed(
+                    node.output,
+                    &out_shape,
+                    Layout::channels_last(&out_shape),
+                    origin,
+                )?;
+                let note = LayerNote::weightless(source, "PReLU per channel".into(), out.dims);
+                let xin = self.use_of(&x, origin)?;
+                self.push_layer(RtOp::PRelu { slope }, vec![xin], out, note);
+            }
+            FrozenOp::Mul => {
+                // Element-wise: the gate in the first input's order. Per channel: the first
+                // input channels-last, the gate's C values in any order (its other axes are 1).
+                let per_channel = self.shape(node.inputs[1]) != in_shape.as_slice();
+                let (ua, ug, layout) = if per_channel {
+                    let a =
+                        self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
+                    let g = self.placed(node.inputs[1], origin)?;
+                    let gate = Use {
+                        buf: g.buf,
+                        dims: dims3(&origin.to_string(), &[in_shape[0]])?,
+                    };
+                    (self.use_of(&a, origin)?, gate, a.layout)
+                } else {
+                    let a = self.placed(node.inputs[0], origin)?;
+                    let g = self.require(node.inputs[1], a.layout.clone(), origin)?;
+                    (self.use_of(&a, origin)?, self.use_of(&g, origin)?, a.layout)
+                };
+                let out = self.out_placed(final_value, &out_shape, layout, origin)?;
+                let kind = if per_channel {
+                    "Mul per channel"
+                } else {
+                    "Mul"
+                };
+                let note = LayerNote::weightless(source, kind.into(), out.dims);
+                self.push_layer(RtOp::Mul { activation }, vec![ua, ug], out, note);
             }
             FrozenOp::Affine(a) => {
                 let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;

@@ -489,7 +489,10 @@ fn value_bounds(g: &FrozenGraph, input: Option<Range>) -> Vec<(f32, f32)> {
         bounds[node.output] = match &node.op {
             FrozenOp::Activation(Activation::Relu) => (0.0, f32::INFINITY),
             FrozenOp::Activation(Activation::Clip { lo, hi }) => (*lo, *hi),
-            FrozenOp::Activation(Activation::Sigmoid) => (0.0, 1.0),
+            FrozenOp::Activation(Activation::Sigmoid | Activation::HardSigmoid { .. }) => {
+                (0.0, 1.0)
+            }
+            FrozenOp::Activation(Activation::Tanh) => (-1.0, 1.0),
             FrozenOp::Pool(_)
             | FrozenOp::GlobalAveragePool
             | FrozenOp::Reshape

@@ -52,7 +52,9 @@ pub mod conv;
 pub mod dense;
 pub mod elementwise;
 pub mod lut;
+pub mod mul;
 pub mod pool;
+pub mod prelu;
 
 pub use crate::quant::{Clamp, ClampI16, Requant};
 
@@ -282,6 +284,8 @@ mod tests {
             ("lut.rs", include_str!("lut.rs")),
             ("concat.rs", include_str!("concat.rs")),
             ("../axis.rs", include_str!("../axis.rs")),
+            ("mul.rs", include_str!("mul.rs")),
+            ("prelu.rs", include_str!("prelu.rs")),
             ("quant/mod.rs (integer part)", integer_quant),
             (
                 "quant/contract.rs",

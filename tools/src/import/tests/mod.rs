@@ -14,13 +14,16 @@ use crate::ir::graph::{Activation, FrozenOp, ImportedGraph, Op, PoolKind};
 
 mod activations_pooling;
 mod concat_split;
+mod bias_scale;
 mod conv_batchnorm;
 mod dense;
 mod elementwise_layout;
 mod fixtures;
+mod gating;
 mod int8;
 mod keras;
 mod malformed;
+mod same_padding;
 mod structure;
 
 // ---- builders ----
