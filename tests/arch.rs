@@ -1,0 +1,149 @@
+//! Published architectures (issue #17): MobileNetV2, MobileNetV3-small, EfficientNet-B0, SqueezeNet,
+//! ShuffleNetV2, GhostNet, DenseNet, MixNet and PP-LCNet as their torchvision / timm builders export
+//! them (BatchNorm kept, opset 17), at microcontroller sizes and briefly trained on a synthetic task
+//! (`tools/fixtures/make_arch_fixtures.py`, committed under `tests/fixtures/arch`).
+//!
+//! Each must convert and run in f32 within the parity bar of the other fixtures, and in int8 with an
+//! error no worse than onnxruntime's static int8 of the same model and calibration set, both in the
+//! default conversion and all-int8 (`--int16-activations 0 --int8-output`).
+//!
+//! `cargo test -p icefold-tests --release --test arch -- --nocapture` prints the table.
+
+use std::path::PathBuf;
+
+use icefold::format::DType;
+use icefold_tests::{f32_parity, Fixture};
+use icefold_tool::host;
+use icefold_tool::lower::blob::AlignedBytes;
+use icefold_tool::pipeline::{self, ConvertOptions, Int8Options, INT16_ACTIVATIONS_DEFAULT};
+use icefold_tool::quantize::calibrate::Method;
+
+/// The architecture fixtures: `tests/fixtures/arch`, or `ICEFOLD_ARCH_FIXTURES` (a held-out set
+/// made with `make_arch_fixtures.py --seed N --out DIR`).
+fn arch_fixtures() -> Vec<Fixture> {
+    let dir = match std::env::var_os("ICEFOLD_ARCH_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/arch"),
+    };
+    let text = std::fs::read_to_string(dir.join("manifest.json"))
+        .unwrap_or_else(|e| panic!("cannot read {}/manifest.json: {e}", dir.display()));
+    let mut fixtures: Vec<Fixture> = serde_json::from_str(&text).expect("bad arch manifest");
+    for f in &mut fixtures {
+        f.base = Some(dir.clone());
+    }
+    fixtures
+}
+
+#[test]
+fn architectures_match_onnxruntime_in_f32() {
+    let mut failures = Vec::new();
+    let fixtures = arch_fixtures();
+    assert!(fixtures.len() >= 6, "expected the architecture set");
+    for f in &fixtures {
+        let result = f32_parity(f).and_then(|p| {
+            let d = &p.runtime;
+            let line = format!(
+                "{:<20} f32 runtime-vs-ORT max-abs {:>9.2e} rel-L2 {:>9.2e} top-1 {}/{} | arena {} bytes, blob {} bytes",
+                f.name,
+                d.max_abs,
+                d.rel_l2,
+                d.top1_agree,
+                d.samples,
+                p.converted.lowered.info.arena_bytes,
+                p.converted.blob.len()
+            );
+            p.check(f, &line).map(|()| line)
+        });
+        match result {
+            Ok(line) => println!("{line}"),
+            Err(e) => failures.push(format!("{}: {e:#}", f.name)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} architectures failed:\n{}",
+        failures.len(),
+        fixtures.len(),
+        failures.join("\n")
+    );
+}
+
+/// int8 conversion of `f`: relative L2 against onnxruntime's f32 output, and the table line.
+fn int8_error(f: &Fixture, all_int8: bool) -> anyhow::Result<(f64, String)> {
+    let calib = f.array("calib")?;
+    let x = f.array("input")?;
+    let want = f.array("expected")?;
+    let c = pipeline::convert(
+        &f.model(),
+        &ConvertOptions {
+            int8: Some(Int8Options {
+                calib: &calib,
+                method: Method::DEFAULT,
+                progress: false,
+                bias_correction: true,
+                wide_output: !all_int8,
+                int16_activations: if all_int8 {
+                    0
+                } else {
+                    INT16_ACTIVATIONS_DEFAULT
+                },
+            }),
+            ..Default::default()
+        },
+    )?;
+    let blob = AlignedBytes::new(&c.blob);
+    let model = host::load(blob.as_slice())?;
+    anyhow::ensure!(
+        model.info().input.dtype != DType::F32,
+        "the blob is not int8"
+    );
+    let got = host::run_f32(&model, &x)?;
+    let d = host::diff(&got, &want)?;
+    let line = format!(
+        "{:<20} {:<8} int8-vs-ORT-f32 rel-L2 {:>8.4} top-1 {}/{} | ORT int8 rel-L2 {:>8} | arena {} bytes, blob {} bytes",
+        f.name,
+        if all_int8 { "all-int8" } else { "default" },
+        d.rel_l2,
+        d.top1_agree,
+        d.samples,
+        f.ort_int8_rel_l2
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "-".into()),
+        model.info().arena_bytes,
+        c.blob.len()
+    );
+    Ok((d.rel_l2, line))
+}
+
+#[test]
+fn architectures_int8_no_worse_than_onnxruntime_int8() {
+    let mut failures = Vec::new();
+    let fixtures = arch_fixtures();
+    for f in &fixtures {
+        for all_int8 in [false, true] {
+            match int8_error(f, all_int8) {
+                Ok((rel_l2, line)) => {
+                    println!("{line}");
+                    // The bar of the issue: no worse than onnxruntime's int8 (the same allowance as
+                    // tests/int8.rs for 16-sample noise: 10 % relative plus 0.005 absolute).
+                    if let Some(ort) = f.ort_int8_rel_l2 {
+                        if rel_l2 > 1.1 * ort + 0.005 {
+                            failures.push(format!("worse than onnxruntime's int8: {line}"));
+                        }
+                    }
+                }
+                Err(e) => failures.push(format!(
+                    "{} ({}): {e:#}",
+                    f.name,
+                    if all_int8 { "all-int8" } else { "default" }
+                )),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} conversions failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
