@@ -32,7 +32,8 @@
 //!   model output), so a wrong plan is a load error and never a wrong result.
 //!
 //! After that, the accessors and the runs cannot panic or index out of bounds; a run can only fail
-//! on the caller's buffers ([`RunError`]). Loading costs O(1) RAM (layers are decoded again when
+//! on the caller's buffers, or on a NaN or infinite float input, which
+//! [`Model::run_f32`] refuses by position before computing ([`RunError`]). Loading costs O(1) RAM (layers are decoded again when
 //! needed) and O(L²) record decodes for L layers.
 //!
 //! # f32 and int8 models

@@ -217,7 +217,13 @@ fn main() -> ! {
             };
             let start = clock.now();
             markers::icefold_inference_start();
-            let result = model.run_f32_observed(&mut ARENA.0, x, out, &mut timer);
+            // The checked run refuses a NaN or infinite input element (bad sensor data) before
+            // computing; `icefold mcu --allow-nonfinite` builds the run that lets it through.
+            let result = if inputs::ALLOW_NONFINITE {
+                model.run_f32_allowing_nonfinite_observed(&mut ARENA.0, x, out, &mut timer)
+            } else {
+                model.run_f32_observed(&mut ARENA.0, x, out, &mut timer)
+            };
             markers::icefold_inference_end();
             *run_ticks = clock.now() - start;
             result

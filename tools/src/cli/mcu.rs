@@ -39,6 +39,10 @@ pub struct McuArgs {
     /// `icefold_inference_start` / `icefold_inference_end` bracket each inference).
     #[arg(long, value_name = "FW_ELF")]
     save_elf: Option<PathBuf>,
+    /// Run even if an input element is NaN or infinite (by default the command refuses, naming
+    /// the sample and element: the model would answer confidently on bad sensor data).
+    #[arg(long)]
+    allow_nonfinite: bool,
 }
 
 /// Runs `icefold mcu`.
@@ -55,7 +59,11 @@ pub fn run(a: &McuArgs) -> Result<()> {
     if let Some(n) = a.samples {
         x = x.first(usize::try_from(n).unwrap_or(usize::MAX));
     }
+    if !a.allow_nonfinite {
+        icefold_tool::host::check_finite(&x, input)?;
+    }
     let mut opts = mcu::McuOptions::new(target);
+    opts.allow_nonfinite = a.allow_nonfinite;
     opts.timeout = std::time::Duration::from_secs(a.timeout);
     opts.defmt = a.defmt;
     println!(

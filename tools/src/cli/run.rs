@@ -20,6 +20,10 @@ pub struct RunArgs {
     /// Where to write the float32 outputs ([N, ...] in the ONNX model's output shape).
     #[arg(long)]
     output: PathBuf,
+    /// Run even if an input element is NaN or infinite (by default the command refuses, naming
+    /// the sample and element: the model would answer confidently on bad sensor data).
+    #[arg(long)]
+    allow_nonfinite: bool,
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
@@ -28,7 +32,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let blob = read_blob(blob_path)?;
     let model = host::load(blob.as_slice()).with_context(|| blob_path.display().to_string())?;
     let x = io::read_npy(input)?;
-    let y = host::run_f32(&model, &x)?;
+    let y = if a.allow_nonfinite {
+        host::run_f32_allowing_nonfinite(&model, &x)?
+    } else {
+        host::check_finite(&x, input)?;
+        host::run_f32(&model, &x)?
+    };
     io::write_npy(output, &y, &[blob_path, input])?;
     println!(
         "ran {} samples; wrote {} {:?}",

@@ -23,17 +23,28 @@ pub struct VerifyArgs {
     /// Reference outputs for those inputs (e.g. from onnxruntime).
     #[arg(long)]
     expected: Option<PathBuf>,
+    /// Run even if an input element is NaN or infinite (by default the command refuses, naming
+    /// the sample and element: the model would answer confidently on bad sensor data).
+    #[arg(long)]
+    allow_nonfinite: bool,
 }
 
 pub fn run(a: &VerifyArgs) -> Result<()> {
     let (model_path, input, expected) =
         (a.model.as_path(), a.input.as_path(), a.expected.as_deref());
+    let x = io::read_npy(input)?;
+    if !a.allow_nonfinite {
+        host::check_finite(&x, input)?;
+    }
     let c = pipeline::convert(model_path, &ConvertOptions::default())?;
     print_conversion(&c);
-    let x = io::read_npy(input)?;
     let blob = AlignedBytes::new(&c.blob);
     let model = host::load(blob.as_slice())?;
-    let runtime = host::run_f32(&model, &x)?;
+    let runtime = if a.allow_nonfinite {
+        host::run_f32_allowing_nonfinite(&model, &x)?
+    } else {
+        host::run_f32(&model, &x)?
+    };
     let mut unfolded = Vec::with_capacity(runtime.data.len());
     for i in 0..x.samples() {
         unfolded.extend(eval::run(&c.imported, x.sample(i))?);

@@ -68,6 +68,10 @@ pub struct McuOptions {
     /// Cortex-M4) when a C compiler can build it; otherwise, or when false, with the firmware's
     /// timer under `-icount` (instructions only).
     pub cycle_plugin: bool,
+    /// Let NaN and infinite inputs through: the f32 firmware runs
+    /// `run_f32_allowing_nonfinite_observed` instead of `run_f32_observed` (which refuses them),
+    /// and the host comparison likewise. int8 inputs are quantized on the host either way.
+    pub allow_nonfinite: bool,
 }
 
 impl McuOptions {
@@ -93,6 +97,7 @@ impl McuOptions {
             verbose: false,
             defmt: false,
             cycle_plugin: true,
+            allow_nonfinite: false,
         }
     }
 }
