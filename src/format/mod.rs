@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 mod emit;
 pub mod header;
+pub mod signature;
 
 pub use crate::kernels::{Activation, PoolKind};
 pub use crate::quant::{Clamp, ClampI16, Requant};
