@@ -161,3 +161,100 @@ fn run_and_verify_refuse_a_nan_input_by_sample_and_position_unless_allowed() {
     assert_eq!(y_good.data[..], y.data[..y_good.data.len()]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn keygen_sign_and_convert_sign_make_blobs_only_their_key_loads() {
+    let bin = binary_or_skip!();
+    let dir = scratch_dir("sign");
+    let model = fixture("small_cnn", "model.onnx");
+    let key = dir.join("vendor.key");
+    let other = dir.join("other.key");
+    for k in [&key, &other] {
+        let run = icefold(&bin, &[&"keygen", &"-o", k]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "private key mode {mode:o}");
+    }
+    let before = std::fs::read(&key).unwrap();
+    let again = icefold(&bin, &[&"keygen", &"-o", &key]);
+    assert_eq!(again.code, Some(1), "{}", again.stdout);
+    assert!(again.stderr.contains("--force"), "{}", again.stderr);
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+
+    // convert --sign with --emit-rust: the module carries the public key.
+    let signed = dir.join("signed.icefold");
+    let module = dir.join("model.rs");
+    let run = icefold(
+        &bin,
+        &[
+            &"convert",
+            &model,
+            &"-o",
+            &signed,
+            &"--sign",
+            &key,
+            &"--emit-rust",
+            &module,
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let rs = std::fs::read_to_string(&module).unwrap();
+    let public =
+        icefold_tool::signing::read_public(&icefold_tool::signing::public_key_path(&key)).unwrap();
+    let hex: String = public.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        rs.contains("pub const PUBLIC_KEY: [u8; 32]") && rs.contains(&hex),
+        "{rs}"
+    );
+
+    // `sign` on an unsigned blob gives the same bytes (Ed25519 signatures are deterministic).
+    let unsigned = dir.join("unsigned.icefold");
+    let signed2 = dir.join("signed2.icefold");
+    assert_eq!(
+        icefold(&bin, &[&"convert", &model, &"-o", &unsigned]).code,
+        Some(0)
+    );
+    let run = icefold(&bin, &[&"sign", &unsigned, &"--key", &key, &"-o", &signed2]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let bytes = std::fs::read(&signed).unwrap();
+    assert_eq!(bytes, std::fs::read(&signed2).unwrap());
+    let plain = std::fs::read(&unsigned).unwrap();
+    assert_eq!(
+        bytes.len(),
+        plain.len() + icefold::format::signature::TRAILER_LEN
+    );
+
+    // The device side: the runtime's own checks on what the tool wrote.
+    let pk: [u8; 32] = *public;
+    let other_pk: [u8; 32] = *icefold_tool::signing::read_public(&other).unwrap();
+    let load = |b: &[u8], pk: &[u8; 32]| {
+        let a = icefold_tool::lower::blob::AlignedBytes::new(b);
+        icefold::Model::new_signed(a.as_slice(), pk).map(|_| ())
+    };
+    use icefold::LoadError;
+    assert_eq!(load(&bytes, &pk), Ok(()));
+    assert_eq!(load(&bytes, &other_pk), Err(LoadError::SignatureInvalid));
+    assert_eq!(load(&plain, &pk), Err(LoadError::Unsigned));
+    assert_eq!(
+        load(&bytes[..bytes.len() - 10], &pk),
+        Err(LoadError::SignatureTruncated)
+    );
+    let mut tampered = bytes.clone();
+    let weights_byte = plain.len() - 5;
+    tampered[weights_byte] ^= 0x40;
+    assert_eq!(load(&tampered, &pk), Err(LoadError::SignatureInvalid));
+
+    // Host commands read signed blobs (new_checked: integrity, not origin).
+    let out = dir.join("y.npy");
+    let input = fixture("small_cnn", "input.npy");
+    let run = icefold(
+        &bin,
+        &[&"run", &signed, &"--input", &input, &"--output", &out],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}

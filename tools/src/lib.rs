@@ -18,4 +18,5 @@ pub mod mcu;
 pub mod passes;
 pub mod pipeline;
 pub mod quantize;
+pub mod signing;
 pub mod train;
