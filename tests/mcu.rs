@@ -510,3 +510,55 @@ fn fast_kernels_equal_reference_on_every_core() {
         );
     }
 }
+
+/// Signed blobs on the device (issue #21): firmware built with the runtime's `signed` feature
+/// loads the blob with `Model::new_signed` and the vendor's key, runs it with the host's
+/// results, and refuses a copy with one weight byte changed, one cut short and one without
+/// signature; a blob signed with another key does not run at all.
+#[test]
+fn signed_int8_blob_verifies_and_altered_copies_are_refused_on_cortex_m4f() {
+    if !qemu_installed() {
+        eprintln!("SKIPPED: qemu-system-arm is not installed");
+        return;
+    }
+    let target = Target::CortexM4;
+    mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
+    let (converted, x) = convert_fixture("small_cnn", Precision::Int8);
+    let vendor = icefold_tool::signing::generate().expect("key");
+    let signed = icefold_tool::signing::sign(&converted.blob, &vendor.sk).expect("sign");
+    let mut opts = McuOptions::new(target);
+    opts.public_key = Some(signed.public);
+    let profile = mcu::profile(&signed.bytes, &x, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let parity = mcu::compare(&profile, &signed.bytes, &x).expect("compare");
+    eprintln!("{}", mcu::render(&profile, &parity));
+    assert!(parity.pass && parity.bytes_identical);
+    let s = profile
+        .signed
+        .as_ref()
+        .expect("the firmware reports SIGNED");
+    assert_eq!(
+        (
+            s.tampered.as_str(),
+            s.truncated.as_str(),
+            s.unsigned.as_str()
+        ),
+        ("SignatureInvalid", "SignatureTruncated", "Unsigned")
+    );
+    // Verification is real work (a SHA-512 pass and a double scalar multiplication), far more
+    // than the loader's checks; the numbers are in docs/BENCHMARKS.md.
+    assert!(
+        s.verify_instructions > s.checked_instructions + 500_000,
+        "{s:?}"
+    );
+
+    // Signed with another key: the firmware refuses to load and fails.
+    let other = icefold_tool::signing::generate().expect("key");
+    let foreign = icefold_tool::signing::sign(&converted.blob, &other.sk).expect("sign");
+    let err = mcu::profile(&foreign.bytes, &x, &opts)
+        .map(|_| ())
+        .expect_err("a blob signed with another key must not load");
+    assert!(
+        format!("{err:#}").contains("signature does not verify"),
+        "{err:#}"
+    );
+}

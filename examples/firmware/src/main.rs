@@ -89,6 +89,10 @@ mod markers;
 mod inputs;
 #[path = "generated/model.rs"]
 mod model;
+/// `PUBLIC_KEY`: the key the firmware trusts (feature `signed`).
+#[cfg(feature = "signed")]
+#[path = "generated/key.rs"]
+mod key;
 
 /// The model runs on integer boundaries (`run_i8`); otherwise on f32 (`run_f32`). The host embeds
 /// inputs of the matching element type.
@@ -170,7 +174,16 @@ fn main() -> ! {
         [[0; model::LAYER_COUNT]; inputs::SAMPLE_COUNT];
     static mut RUN_TICKS: [u64; inputs::SAMPLE_COUNT] = [0; inputs::SAMPLE_COUNT];
 
-    let model = match Model::new_checked(&model::BLOB.0) {
+    #[cfg(feature = "signed")]
+    static mut BLOB_COPY: Aligned<[u8; model::BLOB_BYTES]> = Aligned([0; model::BLOB_BYTES]);
+
+    // With `signed`, the model is the one `new_signed` returns: nothing runs unless the vendor's
+    // key verifies the blob.
+    #[cfg(feature = "signed")]
+    let (loaded, signed) = signed::check(&model::BLOB.0, &mut BLOB_COPY.0);
+    #[cfg(not(feature = "signed"))]
+    let loaded = Model::new_checked(&model::BLOB.0);
+    let model = match loaded {
         Ok(m) => m,
         Err(e) => fail!("ERR load: {}", e),
     };
@@ -253,6 +266,16 @@ fn main() -> ! {
             DType::I8 => "i8",
             DType::I16 => "i16",
         }
+    );
+    #[cfg(feature = "signed")]
+    record!(
+        "SIGNED verify={} checked={} stack={} tampered={} truncated={} unsigned={}",
+        board::instructions(signed.verify_ticks),
+        board::instructions(signed.checked_ticks),
+        signed.stack,
+        signed.tampered,
+        signed.truncated,
+        signed.unsigned
     );
     for (s, out) in OUTPUTS.iter().enumerate() {
         report_output(s, &out.0);
@@ -337,6 +360,113 @@ fn trace_first_sample(model: &Model<'_>, arena: &mut [u8], out: &mut [u8], sampl
     };
     if let Err(e) = result {
         fail!("ERR trace: {}", e);
+    }
+}
+
+/// Signed loading (feature `signed`): the cost of `Model::new_signed`, and three altered copies
+/// of the blob it must refuse.
+#[cfg(feature = "signed")]
+mod signed {
+    use icefold::{LoadError, Model};
+
+    // `fail!` calls it unqualified.
+    use crate::exit_failure;
+
+    /// What [`check`] measured and saw.
+    pub struct Check {
+        /// Timer ticks of `Model::new_signed` on the embedded blob.
+        pub verify_ticks: u64,
+        /// Timer ticks of `Model::new_checked` on the same blob (no signature check).
+        pub checked_ticks: u64,
+        /// Peak stack of the verification, in bytes.
+        pub stack: usize,
+        /// How the blob with one weight byte changed was refused.
+        pub tampered: &'static str,
+        /// How the blob with its last byte cut off was refused.
+        pub truncated: &'static str,
+        /// How the blob without its signature (flag cleared, trailer cut) was refused.
+        pub unsigned: &'static str,
+    }
+
+    fn name(result: Result<Model<'_>, LoadError>) -> &'static str {
+        match result {
+            Ok(_) => "ACCEPTED",
+            Err(LoadError::SignatureInvalid) => "SignatureInvalid",
+            Err(LoadError::SignatureTruncated) => "SignatureTruncated",
+            Err(LoadError::Unsigned) => "Unsigned",
+            Err(_) => "other",
+        }
+    }
+
+    /// Verifies `blob` with the trusted key, timed and with its own stack measurement, checks
+    /// altered copies in `copy` (a copy that loads fails the firmware), paints the stack again,
+    /// and times `new_checked` on `blob` for comparison.
+    // Not inlined: its frame (the verifier's buffers) must not become part of `main`'s, or
+    // the inference's stack peak would include it.
+    #[inline(never)]
+    pub fn check<'b>(
+        blob: &'b [u8],
+        copy: &mut [u8],
+    ) -> (Result<Model<'b>, LoadError>, Check) {
+        let clock = crate::board::Clock::start();
+        let start = clock.now();
+        let loaded = Model::new_signed(blob, &crate::key::PUBLIC_KEY);
+        let verify_ticks = clock.now() - start;
+        let (stack, _) = crate::stack_peak_bytes();
+        copy.copy_from_slice(blob);
+        let n = copy.len();
+        copy[n / 2] ^= 0x10;
+        let tampered = name(Model::new_signed(copy, &crate::key::PUBLIC_KEY));
+        copy[n / 2] ^= 0x10;
+        let truncated = name(Model::new_signed(&copy[..n - 1], &crate::key::PUBLIC_KEY));
+        copy[6] &= !1; // header flag SIGNED
+        let trailer = icefold::format::signature::TRAILER_LEN;
+        let unsigned = name(Model::new_signed(&copy[..n - trailer], &crate::key::PUBLIC_KEY));
+        if [tampered, truncated, unsigned].contains(&"ACCEPTED") {
+            fail!(
+                "ERR signed: an altered blob was accepted (tampered {} truncated {} unsigned {})",
+                tampered,
+                truncated,
+                unsigned
+            );
+        }
+        // The stack peak reported as `STACK` is then, as without `signed`, that of `new_checked`
+        // and the inference.
+        crate::repaint_stack();
+        let start = clock.now();
+        let checked = Model::new_checked(blob).is_ok();
+        let checked_ticks = clock.now() - start;
+        if !checked {
+            fail!("ERR signed: the blob does not pass new_checked");
+        }
+        let check = Check {
+            verify_ticks,
+            checked_ticks,
+            stack,
+            tampered,
+            truncated,
+            unsigned,
+        };
+        (loaded, check)
+    }
+}
+
+/// Paints the unused stack again (below the current stack pointer, with a margin for this
+/// function's own frame), so the next [`stack_peak_bytes`] measures only what runs after.
+#[cfg(feature = "signed")]
+fn repaint_stack() {
+    extern "C" {
+        static _stack_end: u32;
+    }
+    let bottom = core::ptr::addr_of!(_stack_end) as usize;
+    let sp = cortex_m::register::msp::read() as usize;
+    let mut addr = bottom;
+    while addr + 256 < sp {
+        // SAFETY: the words between `_stack_end` and 256 bytes below the current stack pointer
+        // belong to the stack region and hold no live data (nothing runs deeper than this frame
+        // while it writes).
+        unsafe { core::ptr::write_volatile(addr as *mut u32, cortex_m_rt::STACK_PAINT_VALUE) };
+        addr += 4;
     }
 }
 

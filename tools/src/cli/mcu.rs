@@ -43,6 +43,11 @@ pub struct McuArgs {
     /// the sample and element: the model would answer confidently on bad sensor data).
     #[arg(long)]
     allow_nonfinite: bool,
+    /// The blob is signed: build the firmware with `Model::new_signed` and this public key
+    /// (KEY.pub from `icefold keygen`), report what verification costs, and check on the device
+    /// that tampered, truncated and unsigned copies are refused.
+    #[arg(long, value_name = "KEY_PUB")]
+    public_key: Option<PathBuf>,
 }
 
 /// Runs `icefold mcu`.
@@ -64,6 +69,9 @@ pub fn run(a: &McuArgs) -> Result<()> {
     }
     let mut opts = mcu::McuOptions::new(target);
     opts.allow_nonfinite = a.allow_nonfinite;
+    if let Some(key) = &a.public_key {
+        opts.public_key = Some(*icefold_tool::signing::read_public(key)?);
+    }
     opts.timeout = std::time::Duration::from_secs(a.timeout);
     opts.defmt = a.defmt;
     println!(

@@ -43,7 +43,7 @@ pub use parity::{compare, first_divergence, host_trace, render_trace, Parity, F3
 pub use profile::{layer_macs, render, Counter, LayerProfile, Profile};
 pub use project::{prepare_project, Project};
 pub use qemu::run_qemu;
-pub use report::{decode_defmt, parse_report, Report, TraceRecord};
+pub use report::{decode_defmt, parse_report, Report, SignedReport, TraceRecord};
 pub use target::{check_prerequisites, Target};
 
 use boundary::{boundary_dtype, element_name};
@@ -72,6 +72,9 @@ pub struct McuOptions {
     /// `run_f32_allowing_nonfinite_observed` instead of `run_f32_observed` (which refuses them),
     /// and the host comparison likewise. int8 inputs are quantized on the host either way.
     pub allow_nonfinite: bool,
+    /// Build the firmware with feature `signed`: it loads the blob with `Model::new_signed` and
+    /// this public key, measures it, and checks that altered copies are refused (`SIGNED`).
+    pub public_key: Option<[u8; icefold::format::signature::PUBLIC_KEY_LEN]>,
 }
 
 impl McuOptions {
@@ -98,6 +101,7 @@ impl McuOptions {
             defmt: false,
             cycle_plugin: true,
             allow_nonfinite: false,
+            public_key: None,
         }
     }
 }
@@ -216,6 +220,7 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
         stack_peak_bytes: report.stack_peak_bytes,
         elf: fw.elf.clone(),
         trace: report.trace.clone(),
+        signed: report.signed.clone(),
     })
 }
 

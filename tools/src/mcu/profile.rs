@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use icefold::format::{Layer, Op};
 
 use super::parity::{Parity, F32_REL_L2_LIMIT};
-use super::report::TraceRecord;
+use super::report::{SignedReport, TraceRecord};
 use super::target::Target;
 use crate::io::Array;
 
@@ -109,6 +109,8 @@ pub struct Profile {
     pub elf: PathBuf,
     /// The device's per-layer trace of sample 0 (defmt firmware only; empty otherwise).
     pub trace: Vec<TraceRecord>,
+    /// Signed loading on the device (`icefold mcu --public-key`).
+    pub signed: Option<SignedReport>,
 }
 
 impl Profile {
@@ -372,6 +374,19 @@ pub fn render(p: &Profile, parity: &Parity) -> String {
         "RAM                         {} static (arena {}) + {} peak stack (+ {} profiling buffers)",
         p.ram_static_bytes, p.arena_bytes, p.stack_peak_bytes, p.ram_harness_bytes
     );
+    if let Some(v) = &p.signed {
+        let _ = writeln!(
+            s,
+            "signed load                 new_signed {} instructions ({} over new_checked), {} B \
+             stack; refused: tampered {}, truncated {}, unsigned {}",
+            v.verify_instructions,
+            v.verify_instructions.saturating_sub(v.checked_instructions),
+            v.stack_bytes,
+            v.tampered,
+            v.truncated,
+            v.unsigned
+        );
+    }
     let verdict = if parity.pass { "PASS" } else { "FAIL" };
     if p.int8 {
         let _ = writeln!(

@@ -157,6 +157,7 @@ pub fn prepare_project(blob: &[u8], x: &Array, opts: &McuOptions) -> Result<Proj
         } else {
             b"finite"
         },
+        opts.public_key.as_ref().map_or(b"unsigned", |k| &k[..]),
     ]);
     let hash = format!("{:016x}", fnv1a(&firmware_hash_parts));
     let dir = opts.cache_dir.join(opts.target.name()).join(&hash);
@@ -182,6 +183,13 @@ pub fn prepare_project(blob: &[u8], x: &Array, opts: &McuOptions) -> Result<Proj
         },
     )?;
     write_if_changed(&generated.join("model.rs"), module.as_bytes())?;
+    if let Some(key) = &opts.public_key {
+        let text = format!(
+            "//! The key the firmware trusts, written by `icefold mcu --public-key`.\n\n{}",
+            crate::signing::public_key_rust(key)
+        );
+        write_if_changed(&generated.join("key.rs"), text.as_bytes())?;
+    }
     let sample_len = x.sample_len();
     let inputs_rs = format!(
         "//! Input samples for the profiling firmware, written by `icefold mcu`.\n\
