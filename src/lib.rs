@@ -95,6 +95,7 @@ pub mod engine;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod observe;
 pub mod quant;
 pub mod trace;
 
