@@ -258,3 +258,93 @@ fn keygen_sign_and_convert_sign_make_blobs_only_their_key_loads() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn run_flags_drift_on_inputs_scaled_away_from_the_calibration_data() {
+    let bin = binary_or_skip!();
+    let dir = scratch_dir("drift");
+    let (model, calib) = (
+        fixture("small_cnn", "model.onnx"),
+        fixture("small_cnn", "calib.npy"),
+    );
+    let input = fixture("small_cnn", "input.npy");
+    let blob = dir.join("int8.icefold");
+    let run = icefold(
+        &bin,
+        &[
+            &"convert",
+            &model,
+            &"-o",
+            &blob,
+            &"--quantize",
+            &"int8",
+            &"--calib",
+            &calib,
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut x3 = io::read_npy(&input).unwrap();
+    x3.data.iter_mut().for_each(|v| *v *= 3.0);
+    let shifted = dir.join("x3.npy");
+    io::write_npy(&shifted, &x3, &[]).unwrap();
+    let out = dir.join("y.npy");
+
+    // Test inputs from the calibration data's distribution: nothing flagged.
+    let same = icefold(
+        &bin,
+        &[
+            &"run",
+            &blob,
+            &"--input",
+            &input,
+            &"--output",
+            &out,
+            &"--calib",
+            &calib,
+        ],
+    );
+    assert_eq!(same.code, Some(0), "{}", same.stderr);
+    assert!(same.stdout.contains("values clamped"), "{}", same.stdout);
+    assert!(!same.stdout.contains("DRIFT"), "{}", same.stdout);
+
+    // Three times the scale: the input and later layers clamp far more, flagged by name.
+    let drift = icefold(
+        &bin,
+        &[
+            &"run",
+            &blob,
+            &"--input",
+            &shifted,
+            &"--output",
+            &out,
+            &"--calib",
+            &calib,
+        ],
+    );
+    assert_eq!(drift.code, Some(0), "{}", drift.stderr);
+    let flagged: Vec<&str> = drift
+        .stdout
+        .lines()
+        .filter(|l| l.ends_with("DRIFT"))
+        .collect();
+    assert!(
+        flagged.iter().any(|l| l.contains("input (quantize)")) && flagged.len() >= 2,
+        "{}",
+        drift.stdout
+    );
+    assert!(
+        drift.stdout.contains("DRIFT: the input"),
+        "{}",
+        drift.stdout
+    );
+
+    // verify --calib gives the same report from the ONNX model.
+    let verify = icefold(
+        &bin,
+        &[&"verify", &model, &"--input", &shifted, &"--calib", &calib],
+    );
+    assert_eq!(verify.code, Some(0), "{}", verify.stderr);
+    let tail = |s: &str| s[s.find("values clamped").unwrap()..].to_string();
+    assert_eq!(tail(&verify.stdout), tail(&drift.stdout));
+    let _ = std::fs::remove_dir_all(&dir);
+}

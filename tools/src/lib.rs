@@ -9,6 +9,7 @@
 pub mod bn_check;
 pub mod demo;
 pub mod describe;
+pub mod drift;
 pub mod host;
 pub mod import;
 pub mod io;
