@@ -562,3 +562,36 @@ fn signed_int8_blob_verifies_and_altered_copies_are_refused_on_cortex_m4f() {
         "{err:#}"
     );
 }
+
+/// Drift on the device (issue #21): firmware with feature `drift` counts, per layer, the int8
+/// values clamped at the ends of their range, and its counts on inputs scaled x3 away from the
+/// calibration data are exactly the host's (`icefold run --calib` report), and non-zero.
+#[test]
+fn drift_counts_on_cortex_m4f_equal_the_hosts() {
+    if !qemu_installed() {
+        eprintln!("SKIPPED: qemu-system-arm is not installed");
+        return;
+    }
+    let target = Target::CortexM4;
+    mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
+    let (converted, mut x) = convert_fixture("small_cnn", Precision::Int8);
+    x.data.iter_mut().for_each(|v| *v *= 3.0);
+    let mut opts = McuOptions::new(target);
+    opts.drift = true;
+    let profile = mcu::profile(&converted.blob, &x, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let aligned = AlignedBytes::new(&converted.blob);
+    let model = host::load(aligned.as_slice()).expect("load");
+    let host_counts = icefold_tool::drift::clamp_counts(&model, &x, false).expect("host");
+    let want: Vec<(usize, u64, u64, u64)> = host_counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.values > 0)
+        .map(|(i, c)| (i, c.values.into(), c.low.into(), c.high.into()))
+        .collect();
+    assert_eq!(profile.drift, want);
+    assert!(
+        profile.drift.iter().any(|&(_, _, lo, hi)| lo + hi > 0),
+        "inputs x3 clamp somewhere: {:?}",
+        profile.drift
+    );
+}

@@ -162,6 +162,25 @@ impl Observer for LayerClock<'_> {
     }
 }
 
+/// Two observers in one run (the layer clock and, with `drift`, the clamp counter).
+#[cfg(feature = "drift")]
+struct Both<'a, A, B>(&'a mut A, &'a mut B);
+
+#[cfg(feature = "drift")]
+impl<A: Observer, B: Observer> Observer for Both<'_, A, B> {
+    fn layer_start(&mut self, index: u16, layer: &Layer) {
+        self.0.layer_start(index, layer);
+        self.1.layer_start(index, layer);
+    }
+
+    fn layer_end(&mut self, index: u16, layer: &Layer, output: &[u8]) {
+        // The counter first: the clock's end mark then includes the counting, so the profile
+        // shows what drift monitoring costs.
+        self.1.layer_end(index, layer, output);
+        self.0.layer_end(index, layer, output);
+    }
+}
+
 #[entry]
 fn main() -> ! {
     // `#[entry]` turns these into `&'static mut` references: safe, and the buffers live in .bss
@@ -173,6 +192,13 @@ fn main() -> ! {
     static mut LAYER_TICKS: [[u64; model::LAYER_COUNT]; inputs::SAMPLE_COUNT] =
         [[0; model::LAYER_COUNT]; inputs::SAMPLE_COUNT];
     static mut RUN_TICKS: [u64; inputs::SAMPLE_COUNT] = [0; inputs::SAMPLE_COUNT];
+    #[cfg(feature = "drift")]
+    static mut CLAMPS: [icefold::observe::LayerClamps; model::LAYER_COUNT] =
+        [icefold::observe::LayerClamps {
+            values: 0,
+            low: 0,
+            high: 0,
+        }; model::LAYER_COUNT];
 
     #[cfg(feature = "signed")]
     static mut BLOB_COPY: Aligned<[u8; model::BLOB_BYTES]> = Aligned([0; model::BLOB_BYTES]);
@@ -204,16 +230,24 @@ fn main() -> ! {
         ) else {
             break;
         };
-        let mut timer = LayerClock {
+        let mut clock_only = LayerClock {
             clock: &clock,
             layer_start: 0,
             per_layer: layer_ticks,
         };
+        #[cfg(feature = "drift")]
+        let mut counter = icefold::observe::ClampCounter::new(&mut CLAMPS[..]);
+        #[cfg(feature = "drift")]
+        let mut timer = Both(&mut clock_only, &mut counter);
+        #[cfg(not(feature = "drift"))]
+        let timer = &mut clock_only;
+        #[cfg(feature = "drift")]
+        let timer = &mut timer;
         let out = &mut out.0[..];
         let result = if INT8 {
             let start = clock.now();
             markers::icefold_inference_start();
-            let result = run_int(&model, &mut ARENA.0, x, out, &mut timer);
+            let result = run_int(&model, &mut ARENA.0, x, out, timer);
             markers::icefold_inference_end();
             *run_ticks = clock.now() - start;
             let Some(result) = result else {
@@ -233,9 +267,9 @@ fn main() -> ! {
             // The checked run refuses a NaN or infinite input element (bad sensor data) before
             // computing; `icefold mcu --allow-nonfinite` builds the run that lets it through.
             let result = if inputs::ALLOW_NONFINITE {
-                model.run_f32_allowing_nonfinite_observed(&mut ARENA.0, x, out, &mut timer)
+                model.run_f32_allowing_nonfinite_observed(&mut ARENA.0, x, out, timer)
             } else {
-                model.run_f32_observed(&mut ARENA.0, x, out, &mut timer)
+                model.run_f32_observed(&mut ARENA.0, x, out, timer)
             };
             markers::icefold_inference_end();
             *run_ticks = clock.now() - start;
@@ -289,6 +323,15 @@ fn main() -> ! {
     #[cfg(feature = "defmt")]
     if let Some(out) = OUTPUTS.get_mut(0) {
         trace_first_sample(&model, &mut ARENA.0, &mut out.0, sample_bytes);
+    }
+    // What a device in the field sends home (here over semihosting or defmt; on a board over
+    // defmt-rtt or a radio): per layer, how many values were clamped since the last report. The
+    // host compares the fractions with the calibration data's (`icefold run --calib`).
+    #[cfg(feature = "drift")]
+    for (i, c) in CLAMPS.iter().enumerate() {
+        if c.values > 0 {
+            record!("DRIFT {} {} {} {}", i, c.values, c.low, c.high);
+        }
     }
     record!("STACK {}", stack);
     record!("DONE");

@@ -48,6 +48,11 @@ pub struct McuArgs {
     /// that tampered, truncated and unsigned copies are refused.
     #[arg(long, value_name = "KEY_PUB")]
     public_key: Option<PathBuf>,
+    /// Count on the device, per layer, the int8 values clamped at the ends of their range (the
+    /// firmware's feature `drift`, how a device reports input drift); the counting is included in
+    /// the instruction counts.
+    #[arg(long)]
+    drift: bool,
 }
 
 /// Runs `icefold mcu`.
@@ -69,6 +74,7 @@ pub fn run(a: &McuArgs) -> Result<()> {
     }
     let mut opts = mcu::McuOptions::new(target);
     opts.allow_nonfinite = a.allow_nonfinite;
+    opts.drift = a.drift;
     if let Some(key) = &a.public_key {
         opts.public_key = Some(*icefold_tool::signing::read_public(key)?);
     }

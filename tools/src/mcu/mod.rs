@@ -75,6 +75,10 @@ pub struct McuOptions {
     /// Build the firmware with feature `signed`: it loads the blob with `Model::new_signed` and
     /// this public key, measures it, and checks that altered copies are refused (`SIGNED`).
     pub public_key: Option<[u8; icefold::format::signature::PUBLIC_KEY_LEN]>,
+    /// Build the firmware with feature `drift`: it counts clamped values per layer during the
+    /// timed runs (`icefold::observe::ClampCounter`, included in the instruction counts) and
+    /// reports them.
+    pub drift: bool,
 }
 
 impl McuOptions {
@@ -102,6 +106,7 @@ impl McuOptions {
             cycle_plugin: true,
             allow_nonfinite: false,
             public_key: None,
+            drift: false,
         }
     }
 }
@@ -221,6 +226,7 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
         elf: fw.elf.clone(),
         trace: report.trace.clone(),
         signed: report.signed.clone(),
+        drift: report.drift.clone(),
     })
 }
 

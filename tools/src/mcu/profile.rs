@@ -111,6 +111,9 @@ pub struct Profile {
     pub trace: Vec<TraceRecord>,
     /// Signed loading on the device (`icefold mcu --public-key`).
     pub signed: Option<SignedReport>,
+    /// Clamped values per layer counted on the device (`icefold mcu --drift`): `(layer, values,
+    /// low, high)`.
+    pub drift: Vec<(usize, u64, u64, u64)>,
 }
 
 impl Profile {
@@ -385,6 +388,21 @@ pub fn render(p: &Profile, parity: &Parity) -> String {
             v.tampered,
             v.truncated,
             v.unsigned
+        );
+    }
+    if !p.drift.is_empty() {
+        let _ = writeln!(
+            s,
+            "clamped on the device       {} (layer: fraction of its values at the ends of the \
+             int8 range, all samples)",
+            p.drift
+                .iter()
+                .map(|&(i, n, lo, hi)| format!(
+                    "#{i}: {:.3}%",
+                    100.0 * (lo + hi) as f64 / n.max(1) as f64
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let verdict = if parity.pass { "PASS" } else { "FAIL" };

@@ -30,6 +30,9 @@ pub struct Report {
     pub trace: Vec<TraceRecord>,
     /// Signed loading (firmware feature `signed` only).
     pub signed: Option<SignedReport>,
+    /// Clamped values per layer over all samples (firmware feature `drift` only): `(layer,
+    /// values, at the low end, at the high end)`, counted layers only.
+    pub drift: Vec<(usize, u64, u64, u64)>,
 }
 
 /// The `SIGNED` record: what `Model::new_signed` cost on the device and how it refused altered
@@ -140,6 +143,11 @@ pub fn parse_report(text: &str) -> Result<Report> {
                 runs.insert(s as usize, v);
             }
             Some("STACK") => r.stack_peak_bytes = num(f.next())?,
+            Some("DRIFT") => {
+                let (layer, values) = (num(f.next())? as usize, num(f.next())?);
+                r.drift
+                    .push((layer, values, num(f.next())?, num(f.next())?));
+            }
             Some("SIGNED") => {
                 let mut signed = SignedReport::default();
                 for kv in f {
