@@ -93,7 +93,7 @@ impl<'a> Model<'a> {
     ///
     /// Accepts unsigned and signed blobs alike (a signed blob's trailer is split off unverified:
     /// this checks integrity, not origin). Firmware that must run only its vendor's models loads
-    /// with [`Model::new_signed`](Model::new_signed) (feature `signed`) instead.
+    /// with `Model::new_signed` (feature `signed`) instead.
     ///
     /// Checks, in order: 4-byte alignment of `blob`, header (length, magic, version, flags),
     /// that the header's section lengths account for every byte of `blob`, the CRC, that the
