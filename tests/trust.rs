@@ -248,6 +248,20 @@ fn keygen_sign_and_convert_sign_make_blobs_only_their_key_loads() {
     tampered[weights_byte] ^= 0x40;
     assert_eq!(load(&tampered, &pk), Err(LoadError::SignatureInvalid));
 
+    // inspect verifies as the device does.
+    let other_pub = icefold_tool::signing::public_key_path(&other);
+    let vendor_pub = icefold_tool::signing::public_key_path(&key);
+    let ok = icefold(&bin, &[&"inspect", &signed, &"--public-key", &vendor_pub]);
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+    assert!(ok.stdout.contains("signature verifies"), "{}", ok.stdout);
+    let bad = icefold(&bin, &[&"inspect", &signed, &"--public-key", &other_pub]);
+    assert_eq!(bad.code, Some(1), "{}", bad.stdout);
+    assert!(
+        bad.stderr.contains("signature does not verify"),
+        "{}",
+        bad.stderr
+    );
+
     // Host commands read signed blobs (new_checked: integrity, not origin).
     let out = dir.join("y.npy");
     let input = fixture("small_cnn", "input.npy");
