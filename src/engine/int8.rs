@@ -593,20 +593,33 @@ mod tests {
         let model = Model::new_checked(blob.bytes()).unwrap();
         let (qin, qout) = (model.input().quant.unwrap(), model.output().quant.unwrap());
         let mut arena = Blob::zeroed(model.arena_bytes());
-        // Covers ties, saturation and NaN.
+        // Covers ties, saturation, NaN and infinity.
         let mut x = values(32, 9).iter().map(|v| v * 8.0).collect::<Vec<f32>>();
         x[0] = 0.025; // exactly half a step above 0 steps: rounds away from zero
         x[1] = 100.0;
         x[2] = f32::NAN;
+        x[5] = f32::NEG_INFINITY;
         let q: Vec<i8> = x.iter().map(|v| quantize(*v, qin)).collect();
         assert_eq!(&q[..3], &[-2, 127, -3]);
+        assert_eq!(q[5], -128);
         let mut raw = [0i8; 5];
         model.run_i8(arena.bytes_mut(), &q, &mut raw).unwrap();
 
+        // The checked run refuses the first non-finite element before quantizing anything and
+        // leaves the output alone.
+        let mut out = [7.0f32; 5];
+        assert_eq!(
+            model.run_f32(arena.bytes_mut(), &x, &mut out),
+            Err(RunError::NonFiniteInput {
+                index: 2,
+                value: crate::engine::NonFinite::NaN
+            })
+        );
+        assert_eq!(out, [7.0; 5]);
+
         let mut seen = Outputs::default();
-        let mut out = [0.0f32; 5];
         model
-            .run_f32_observed(arena.bytes_mut(), &x, &mut out, &mut seen)
+            .run_f32_allowing_nonfinite_observed(arena.bytes_mut(), &x, &mut out, &mut seen)
             .unwrap();
         assert_eq!(out, raw.map(|r| dequantize(r, qout)));
         assert_eq!(seen.0.len(), 11);

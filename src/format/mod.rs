@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 mod axis;
 mod emit;
 pub mod header;
+pub mod signature;
 
 pub use axis::{Concat, ConcatI8, Gather, Slice};
 

@@ -87,6 +87,16 @@ pub enum LoadError {
     },
     /// The model output is the model input (a model without computation is refused).
     OutputIsInput,
+    /// [`Model::new_signed`](crate::Model::new_signed) was given a blob without a signature
+    /// (sign it with `icefold sign BLOB --key KEY -o SIGNED`, or convert with `--sign KEY`).
+    Unsigned,
+    /// The header says the blob is signed but the signature trailer is missing or incomplete:
+    /// the blob was truncated (in transfer or in flash).
+    SignatureTruncated,
+    /// The signature does not verify with the public key: the blob was changed after signing,
+    /// it was signed with another key, or the signature is another blob's. Nothing of it was
+    /// parsed.
+    SignatureInvalid,
 }
 
 /// The model boundary tensors.
@@ -452,6 +462,18 @@ impl fmt::Display for LoadError {
             LoadError::OutputIsInput => {
                 f.write_str("the model output is the model input; a model must compute something")
             }
+            LoadError::Unsigned => f.write_str(
+                "the blob is not signed and this device loads only signed models; sign it with \
+                 `icefold sign BLOB --key KEY -o SIGNED` (or `icefold convert ... --sign KEY`)",
+            ),
+            LoadError::SignatureTruncated => f.write_str(
+                "the blob says it is signed but its signature trailer is missing or cut short: \
+                 the blob was truncated; transfer it again",
+            ),
+            LoadError::SignatureInvalid => f.write_str(
+                "the signature does not verify with this device's public key: the blob was \
+                 changed after signing or signed with another key; refusing it unparsed",
+            ),
         }
     }
 }

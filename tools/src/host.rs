@@ -19,6 +19,10 @@ pub fn load(blob: &[u8]) -> Result<Model<'_>> {
 
 /// Run every sample of `x` (shaped `[N, ...]` like the ONNX input) through the f32 runtime.
 pub fn run_f32(model: &Model<'_>, x: &Array) -> Result<Array> {
+    run_samples(model, x, false)
+}
+
+fn run_samples(model: &Model<'_>, x: &Array, allow_nonfinite: bool) -> Result<Array> {
     let info = model.info();
     let in_shape = logical_shape(&info.input, info.input_rank);
     let out_shape = logical_shape(&info.output, info.output_rank);
@@ -35,13 +39,45 @@ pub fn run_f32(model: &Model<'_>, x: &Array) -> Result<Array> {
     let out_len: usize = out_shape.iter().product();
     let mut data = vec![0f32; x.samples() * out_len];
     for (i, out) in data.chunks_exact_mut(out_len.max(1)).enumerate() {
-        model
-            .run_f32(arena, x.sample(i), out)
-            .map_err(|e| anyhow!("sample {i}: runtime error: {e}"))?;
+        if allow_nonfinite {
+            model.run_f32_allowing_nonfinite_observed(arena, x.sample(i), out, &mut ())
+        } else {
+            model.run_f32(arena, x.sample(i), out)
+        }
+        .map_err(|e| anyhow!("sample {i}: runtime error: {e}"))?;
     }
     let mut shape = vec![x.samples()];
     shape.extend(out_shape);
     Ok(Array { shape, data })
+}
+
+/// Refuses an input set with a NaN or infinite element, naming the first one: its sample, its
+/// position in the sample (in the array's own layout) and its value. What the runtime's
+/// `run_f32` refuses too ([`icefold::RunError::NonFiniteInput`]), checked up front so a command
+/// fails before any work with the place in the file (`--allow-nonfinite` skips the check).
+pub fn check_finite(x: &Array, source: &std::path::Path) -> Result<()> {
+    let n = x.sample_len().max(1);
+    let Some((flat, value)) = icefold::engine::first_non_finite(&x.data) else {
+        return Ok(());
+    };
+    let (sample, mut within) = (flat / n, flat % n);
+    let dims = x.shape.get(1..).unwrap_or_default();
+    let mut position = vec![0; dims.len()];
+    for (p, &d) in position.iter_mut().zip(dims).rev() {
+        *p = within % d.max(1);
+        within /= d.max(1);
+    }
+    bail!(
+        "{}: sample {sample}, element {position:?} (index {} of the sample) is {value}: the          model would answer confidently on it (NaN vanishes in a ReLU or in the int8 input          conversion). Fix the data, or pass --allow-nonfinite to run anyway",
+        source.display(),
+        flat % n
+    )
+}
+
+/// [`run_f32`] that lets NaN and infinite inputs through to the model
+/// ([`icefold::Model::run_f32_allowing_nonfinite_observed`]): `--allow-nonfinite`.
+pub fn run_f32_allowing_nonfinite(model: &Model<'_>, x: &Array) -> Result<Array> {
+    run_samples(model, x, true)
 }
 
 /// How far `got` is from `want`.

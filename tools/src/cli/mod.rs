@@ -10,8 +10,10 @@ pub mod bench;
 pub mod convert;
 pub mod diagnose;
 pub mod inspect;
+pub mod keygen;
 pub mod mcu;
 pub mod run;
+pub mod sign;
 pub mod verify;
 
 /// A blob file, held 4-byte aligned.
