@@ -277,11 +277,6 @@ pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
             // Average pooling narrows the range (a global pool outputs means): it gets its own,
             // finer grid and rescales. Max pooling and data movement keep the input's grid.
             Op::Pool(p) if p.kind != format::PoolKind::Max => QParams::from_range(ranges[out]),
-            // So does a global max pooling: each channel's maximum lies in the upper tail of its
-            // input's range.
-            Op::Pool(p) if p.kernel == [layer.inputs[0].dims[0], layer.inputs[0].dims[1]] => {
-                QParams::from_range(ranges[out])
-            }
             Op::Pool(_) | Op::Transpose(_) | Op::Pad(_) => {
                 input.ok_or_else(|| anyhow!("tensor {out}: input quantized after its use"))?
             }
