@@ -7,23 +7,14 @@
 //!
 //! `cargo test -p icefold-tests --release --test arch_ops -- --nocapture` prints the numbers.
 
-use std::path::Path;
-
-use icefold_tests::{f32_parity, Fixture};
+use icefold_tests::{arch_manifest, f32_parity, Fixture};
 use icefold_tool::host;
 use icefold_tool::lower::blob::AlignedBytes;
 use icefold_tool::pipeline::{self, ConvertOptions, Int8Options, INT16_ACTIVATIONS_DEFAULT};
 use icefold_tool::quantize::calibrate::Method;
 
 fn arch_fixtures() -> Vec<Fixture> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join("arch");
-    let text = std::fs::read_to_string(dir.join("manifest.json")).expect("arch manifest");
-    let mut fixtures: Vec<Fixture> = serde_json::from_str(&text).expect("arch manifest json");
-    for f in &mut fixtures {
-        f.base = Some(dir.clone());
-    }
+    let fixtures = arch_manifest();
     assert!(fixtures.len() >= 2, "expected both arch fixtures");
     fixtures
 }

@@ -345,14 +345,8 @@ fn header_lengths_at_the_extremes_are_refused() {
 /// f32 and int8, through the same three sweeps.
 #[test]
 fn corrupted_arch_op_blobs_are_refused_and_never_panic() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join("arch");
-    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
-    let mut fixtures: Vec<icefold_tests::Fixture> = serde_json::from_str(&text).unwrap();
     let mut failures = Vec::new();
-    for f in &mut fixtures {
-        f.base = Some(dir.clone());
+    for f in icefold_tests::arch_manifest() {
         let calib = f.array("calib").unwrap();
         let int8 = pipeline::Int8Options {
             calib: &calib,
