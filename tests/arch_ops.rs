@@ -1,5 +1,5 @@
-//! The architecture ops of issue #17 in PyTorch exports (`tests/fixtures/arch`, made by
-//! `tools/fixtures/make_arch_fixtures.py`): a MobileNetV3-style block (hard swish, hard-sigmoid
+//! The architecture ops of issue #17 in PyTorch exports (`tests/fixtures/blocks`, made by
+//! `tools/fixtures/make_block_fixtures.py`): a MobileNetV3-style block (hard swish, hard-sigmoid
 //! squeeze-excitation, residual) and an EfficientNet-lite-style block (timm "same" padding
 //! arithmetic, SiLU, sigmoid squeeze-excitation, tanh, PReLU per channel, global max pooling).
 //! f32 against onnxruntime at the parity bar of every fixture; int8 (the default conversion and

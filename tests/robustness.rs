@@ -340,7 +340,7 @@ fn header_lengths_at_the_extremes_are_refused() {
     }
 }
 
-/// The blobs of the architecture-op fixtures (`tests/fixtures/arch`: hard swish, SiLU, the
+/// The blobs of the architecture-op fixtures (`tests/fixtures/blocks`: hard swish, SiLU, the
 /// per-channel `Mul`/`MulI8` gate, `PRelu`/`PReluI8`, tanh and sigmoid tables, global max pooling),
 /// f32 and int8, through the same three sweeps.
 #[test]

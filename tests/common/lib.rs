@@ -91,10 +91,10 @@ pub fn extra_keras_fixtures() -> Vec<Fixture> {
     }
 }
 
-/// The architecture-op fixtures made by `tools/fixtures/make_arch_fixtures.py`
-/// (`tests/fixtures/arch`, or `D/arch` with `ICEFOLD_FIXTURES=D`).
+/// The architecture-op fixtures made by `tools/fixtures/make_block_fixtures.py`
+/// (`tests/fixtures/blocks`, or `D/blocks` with `ICEFOLD_FIXTURES=D`).
 pub fn arch_manifest() -> Vec<Fixture> {
-    let dir = fixtures_dir().join("arch");
+    let dir = fixtures_dir().join("blocks");
     let mut fixtures = read_manifest(&dir);
     for f in &mut fixtures {
         f.base = Some(dir.clone());
