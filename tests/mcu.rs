@@ -55,6 +55,7 @@ const FIRMWARE_SAMPLES: usize = 8;
 fn convert_fixture(fixture: &str, precision: Precision) -> (pipeline::Converted, Array) {
     let f = manifest()
         .into_iter()
+        .chain(icefold_tests::arch_manifest())
         .find(|f| f.name == fixture)
         .unwrap_or_else(|| panic!("fixture {fixture} is not in the manifest"));
     let converted = match precision {
@@ -375,6 +376,13 @@ fn small_cnn_int8_on_cortex_m0() {
 }
 
 /// int8 on ARMv8-M Mainline; the output head (dense, softmax) in int16.
+/// The architecture ops (SiLU and sigmoid tables, the per-channel `MulI8` gate, tanh, `PReluI8`,
+/// global max pooling, int16 output head) in firmware: byte-identical to the host.
+#[test]
+fn efficient_block_int8_on_cortex_m4f() {
+    check_int8("efficient_block", Target::CortexM4);
+}
+
 #[test]
 fn ops_mix_int8_on_cortex_m33() {
     check_int8("ops_mix", Target::CortexM33);

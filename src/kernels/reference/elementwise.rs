@@ -35,6 +35,7 @@ pub const HARD_SWISH_ALPHA: f32 = 1.0 / 6.0;
 
 /// `min(max(alpha * x + beta, 0), 1)`; NaN becomes 0 (`f32::max` returns the number).
 #[inline]
+#[allow(clippy::manual_clamp)] // `clamp` would keep NaN; max/min gives the documented 0.
 pub fn hard_sigmoid(x: f32, alpha: f32, beta: f32) -> f32 {
     (alpha * x + beta).max(0.0).min(1.0)
 }

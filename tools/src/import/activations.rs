@@ -112,7 +112,14 @@ impl NodeImporter<'_> {
                 Op::Frozen(FrozenOp::Activation(act)) if node.inputs == [x] => gated(*act),
                 _ => None,
             };
-            let only_reader = self.readers.get(&self.values[gate].name) == Some(&1);
+            // Read by this Mul only, under no other name either (a no-op Identity or Dropout
+            // after the gate aliases its value to a second name with readers of its own).
+            let aliases = self
+                .env
+                .values()
+                .filter(|v| matches!(v, Val::Act(id) if *id == gate))
+                .count();
+            let only_reader = aliases == 1 && self.readers.get(&self.values[gate].name) == Some(&1);
             let (Some(fused), true) = (fused, only_reader) else {
                 continue;
             };

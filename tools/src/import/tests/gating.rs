@@ -214,6 +214,18 @@ fn gating_patterns_that_are_not_self_gating_are_not_fused() {
         .any(|n| matches!(n.op, Op::Frozen(FrozenOp::Activation(Activation::Sigmoid)))));
     assert!(g.nodes.iter().any(|n| n.op == Op::Frozen(FrozenOp::Mul)));
     f32_parity(&g);
+    // Nor when an Identity gives the sigmoid's value a second name that is read elsewhere.
+    let g = Builder::new(17, &[-1, 4])
+        .node(node("Sigmoid", "sig", &["x"], &["s"], vec![]))
+        .node(node("Identity", "alias", &["s"], &["s2"], vec![]))
+        .node(node("Mul", "mul", &["x", "s2"], &["m"], vec![]))
+        .node(node("Add", "add", &["m", "s2"], &["y"], vec![]))
+        .ok();
+    assert!(g
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Frozen(FrozenOp::Activation(Activation::Sigmoid)))));
+    f32_parity(&g);
     // A hard sigmoid with other constants than 1/6, 1/2 is not a hard swish.
     let g = Builder::new(17, &[-1, 4])
         .node(node(
