@@ -7,18 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use icefold_tests::cli_binary;
 use icefold_tool::io::{self, Array};
-
-/// The `icefold` binary of the same build as this test, if it has been built.
-fn cli_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    // target/<profile>/deps/trust-<hash> -> target/<profile>/icefold
-    let bin = exe
-        .parent()?
-        .parent()?
-        .join(format!("icefold{}", std::env::consts::EXE_SUFFIX));
-    bin.is_file().then_some(bin)
-}
 
 fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("icefold-trust-{tag}-{}", std::process::id()));

@@ -212,3 +212,15 @@ impl F32Parity {
         Ok(())
     }
 }
+
+/// The `icefold` binary of the same build as the running test, if it has been built (it is, by
+/// `cargo test --workspace`; tests that need it skip with a note otherwise).
+pub fn cli_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/icefold
+    let bin = exe
+        .parent()?
+        .parent()?
+        .join(format!("icefold{}", std::env::consts::EXE_SUFFIX));
+    bin.is_file().then_some(bin)
+}

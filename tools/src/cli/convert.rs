@@ -8,7 +8,6 @@ use icefold::format::{DType, Op};
 use icefold_tool::bn_check::policy::{BnCheckOptions, BnStatsCheck, StaleBnPolicy};
 use icefold_tool::io;
 use icefold_tool::ir::graph;
-use icefold_tool::lower::limits::Limits;
 use icefold_tool::pipeline::{self, ConvertOptions, Converted, Int8Conversion, Int8Options};
 use icefold_tool::quantize::calibrate;
 use icefold_tool::signing;
@@ -47,15 +46,8 @@ pub struct ConvertArgs {
     /// 0 keeps every activation int8 (least RAM).
     #[arg(long, value_name = "N|all", default_value = "all", value_parser = pipeline::parse_int16_activations, requires = "quantize")]
     int16_activations: usize,
-    /// Refuse models whose weights exceed this many bytes.
-    #[arg(long, default_value_t = Limits::DEFAULT.max_weight_bytes)]
-    max_weight_bytes: usize,
-    /// Refuse models whose arena exceeds this many bytes.
-    #[arg(long, default_value_t = Limits::DEFAULT.max_arena_bytes)]
-    max_arena_bytes: usize,
-    /// Refuse ONNX files larger than this many bytes (checked before reading).
-    #[arg(long, default_value_t = Limits::DEFAULT.max_file_bytes)]
-    max_file_bytes: u64,
+    #[command(flatten)]
+    budget: super::BudgetArgs,
     /// With --calib: fold BatchNorm statistics even if they do not match the data (warns).
     #[arg(long, conflicts_with = "recalibrate_bn", requires = "calib")]
     allow_stale_bn: bool,
@@ -76,11 +68,7 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
         a.emit_rust.as_deref(),
     );
     io::ensure_not_an_input(output, &[model])?;
-    let limits = Limits {
-        max_weight_bytes: a.max_weight_bytes,
-        max_arena_bytes: a.max_arena_bytes,
-        max_file_bytes: a.max_file_bytes,
-    };
+    let limits = a.budget.limits();
     if a.quantize.is_some() && a.calib.is_none() {
         bail!("--quantize int8 needs calibration data: --calib CALIB.npy");
     }

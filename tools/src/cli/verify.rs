@@ -33,6 +33,8 @@ pub struct VerifyArgs {
     /// values clamped on the inputs next to the calibration data's (drift).
     #[arg(long, value_name = "CALIB_NPY")]
     calib: Option<PathBuf>,
+    #[command(flatten)]
+    budget: super::BudgetArgs,
 }
 
 pub fn run(a: &VerifyArgs) -> Result<()> {
@@ -42,7 +44,14 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
     if !a.allow_nonfinite {
         host::check_finite(&x, input)?;
     }
-    let c = pipeline::convert(model_path, &ConvertOptions::default())?;
+    let limits = a.budget.limits();
+    let c = pipeline::convert(
+        model_path,
+        &ConvertOptions {
+            limits,
+            ..Default::default()
+        },
+    )?;
     print_conversion(&c);
     let blob = AlignedBytes::new(&c.blob);
     let model = host::load(blob.as_slice())?;
@@ -88,6 +97,7 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                     wide_output: true,
                     int16_activations: pipeline::INT16_ACTIVATIONS_DEFAULT,
                 }),
+                limits,
                 ..Default::default()
             },
         )?;
