@@ -3,6 +3,7 @@
 use anyhow::{anyhow, bail, Result};
 use icefold::format::TensorDesc;
 use icefold::Model;
+use rayon::prelude::*;
 
 use crate::io::Array;
 
@@ -34,17 +35,29 @@ fn run_samples(model: &Model<'_>, x: &Array, allow_nonfinite: bool) -> Result<Ar
             in_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    let mut arena = vec![0u32; (info.arena_bytes as usize).div_ceil(4)];
-    let arena = bytemuck::cast_slice_mut::<u32, u8>(&mut arena);
+    let words = (info.arena_bytes as usize).div_ceil(4);
     let out_len: usize = out_shape.iter().product();
     let mut data = vec![0f32; x.samples() * out_len];
-    for (i, out) in data.chunks_exact_mut(out_len.max(1)).enumerate() {
-        if allow_nonfinite {
-            model.run_f32_allowing_nonfinite_observed(arena, x.sample(i), out, &mut ())
-        } else {
-            model.run_f32(arena, x.sample(i), out)
-        }
-        .map_err(|e| anyhow!("sample {i}: runtime error: {e}"))?;
+    // Samples run on every core (`--threads`), one arena per thread; each output lands in its own
+    // slot, so the result does not depend on the thread count, and the first failing sample is
+    // the one reported.
+    let results: Vec<Result<(), icefold::RunError>> = data
+        .par_chunks_mut(out_len.max(1))
+        .enumerate()
+        .map_init(
+            || vec![0u32; words],
+            |arena, (i, out)| {
+                let arena = bytemuck::cast_slice_mut::<u32, u8>(arena);
+                if allow_nonfinite {
+                    model.run_f32_allowing_nonfinite_observed(arena, x.sample(i), out, &mut ())
+                } else {
+                    model.run_f32(arena, x.sample(i), out)
+                }
+            },
+        )
+        .collect();
+    if let Some((i, Err(e))) = results.iter().enumerate().find(|(_, r)| r.is_err()) {
+        bail!("sample {i}: runtime error: {e}");
     }
     let mut shape = vec![x.samples()];
     shape.extend(out_shape);

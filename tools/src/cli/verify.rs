@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use rayon::prelude::*;
 
 use icefold_tool::drift;
 use icefold_tool::host::{self, Diff};
@@ -60,10 +61,12 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
     } else {
         host::run_f32(&model, &x)?
     };
-    let mut unfolded = Vec::with_capacity(runtime.data.len());
-    for i in 0..x.samples() {
-        unfolded.extend(eval::run(&c.imported, x.sample(i))?);
-    }
+    // The reference interpreter on every core; outputs kept in sample order.
+    let unfolded: Vec<f32> = (0..x.samples())
+        .into_par_iter()
+        .map(|i| eval::run(&c.imported, x.sample(i)))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
     let unfolded = Array {
         shape: runtime.shape.clone(),
         data: unfolded,

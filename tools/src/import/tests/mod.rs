@@ -13,8 +13,8 @@ use super::{import, import_bytes, import_file};
 use crate::ir::graph::{Activation, FrozenOp, ImportedGraph, Op, PoolKind};
 
 mod activations_pooling;
-mod concat_split;
 mod bias_scale;
+mod concat_split;
 mod conv_batchnorm;
 mod dense;
 mod elementwise_layout;
