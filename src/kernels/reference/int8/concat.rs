@@ -73,7 +73,8 @@ mod tests {
         let mut g = Gen(7);
         let (s_a, zp_a) = (0.05f64, -3i8);
         let (s_b, zp_b) = (0.11f64, 10i8);
-        let (s_out, zp_out) = (0.11f64, 10i8);
+        // Input b already has the output's quantization: it is copied.
+        let (s_out, zp_out) = (s_b, zp_b);
         let a = g.i8s(24);
         let b = g.i8s(12);
         let qa = PartQuant {
