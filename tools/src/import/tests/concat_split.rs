@@ -476,3 +476,29 @@ fn a_rank_4_transpose_outside_the_shuffle_pattern_is_refused_at_the_transpose() 
     );
     assert!(!err.contains("after"), "names the convolution: {err}");
 }
+
+#[test]
+fn a_rank_4_reshape_read_as_is_is_refused_at_the_reshape() {
+    let mut rng = Rng::new(17);
+    let b = Builder::new(13, &[-1, 4, 3, 3])
+        .init(i64t("to5", &[5], vec![-1, 2, 2, 3, 3]))
+        .node(node(
+            "Reshape",
+            "grouped_view",
+            &["x", "to5"],
+            &["v5"],
+            vec![],
+        ))
+        .node(node("Relu", "relu5", &["v5"], &["r5"], vec![]))
+        .init(i64t("to4", &[4], vec![-1, 4, 3, 3]))
+        .node(node("Reshape", "back", &["r5", "to4"], &["v4"], vec![]));
+    let g = conv(b, &mut rng, "after", ("v4", "y"), (4, 2, 1, 0, 1)).ok();
+    let err = format!(
+        "{:#}",
+        crate::pipeline::convert(g, &Default::default()).unwrap_err()
+    );
+    assert_contains(
+        &err,
+        &["grouped_view", "Reshape", "rank-4", "at most 4 axes"],
+    );
+}
