@@ -30,10 +30,11 @@ pub fn concat<T: Copy>(
         .chunks_exact_mut(a_run + b_run)
         .zip(a.chunks_exact(a_run.max(1)))
         .zip(b.chunks_exact(b_run.max(1)));
+    // The input leads each zip, so the output iterator is advanced only for values written.
     for ((out, a), b) in rows {
-        let (out_a, out_b) = out.split_at_mut(a_run);
-        out_a.iter_mut().zip(a).for_each(|(o, v)| *o = *v);
-        out_b.iter_mut().zip(b).for_each(|(o, v)| *o = *v);
+        let mut out = out.iter_mut();
+        a.iter().zip(out.by_ref()).for_each(|(v, o)| *o = *v);
+        b.iter().zip(out).for_each(|(v, o)| *o = *v);
     }
 }
 

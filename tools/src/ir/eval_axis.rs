@@ -103,3 +103,44 @@ pub(super) fn slice(
     let indices: Vec<usize> = (0..out_shape[axis]).map(|i| start + i * step).collect();
     gather(axis, &indices, x, out_shape)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op<'a>(data: &'a [f32], shape: &'a [usize]) -> Operand<'a> {
+        Operand { data, shape }
+    }
+
+    #[test]
+    fn concat_slice_and_gather_by_hand() {
+        // [2, 2] ++ [2, 1] on axis 1: rows joined.
+        let a = [1., 2., 3., 4.];
+        let b = [5., 6.];
+        let y = concat(1, &[op(&a, &[2, 2]), op(&b, &[2, 1])], &[2, 3]).unwrap();
+        assert_eq!(y, [1., 2., 5., 3., 4., 6.]);
+        // On axis 0: blocks one after the other.
+        let y = concat(0, &[op(&a, &[2, 2]), op(&b, &[1, 2])], &[3, 2]).unwrap();
+        assert_eq!(y, [1., 2., 3., 4., 5., 6.]);
+        // Columns 0 and 2 of [2, 3] (start 0, step 2).
+        let x = [0., 1., 2., 10., 11., 12.];
+        assert_eq!(
+            slice((1, 0, 2), op(&x, &[2, 3]), &[2, 2]).unwrap(),
+            [0., 2., 10., 12.]
+        );
+        assert_eq!(
+            gather(0, &[1, 0], op(&x, &[2, 3]), &[2, 3]).unwrap(),
+            [10., 11., 12., 0., 1., 2.]
+        );
+    }
+
+    #[test]
+    fn shape_errors_are_reported_not_panics() {
+        let a = [1., 2., 3., 4.];
+        assert!(concat(1, &[op(&a, &[2, 2]), op(&a, &[4, 1])], &[2, 3]).is_err());
+        assert!(concat(2, &[op(&a, &[2, 2]), op(&a, &[2, 2])], &[2, 4]).is_err());
+        assert!(gather(1, &[2], op(&a, &[2, 2]), &[2, 1]).is_err());
+        assert!(slice((1, 1, 2), op(&a, &[2, 2]), &[2, 2]).is_err());
+        assert!(slice((1, 0, 0), op(&a, &[2, 2]), &[2, 1]).is_err());
+    }
+}

@@ -160,6 +160,41 @@ impl<'g> Lowerer<'g> {
         Ok(candidates.swap_remove(best.1))
     }
 
+    /// The value to start `node`'s chain from and the index of the first input still to join:
+    /// the output of the earlier Concat (same axis) whose inputs are the longest proper prefix of
+    /// `node`'s, if its bytes are already in the `perm` order; else input 0 and 1.
+    fn joined_prefix(
+        &self,
+        node: &Node<FrozenOp>,
+        axis: usize,
+        perm: &[usize],
+    ) -> (ValueId, usize) {
+        let mut best = (node.inputs[0], 1);
+        for earlier in &self.g.nodes {
+            if std::ptr::eq(earlier, node) {
+                break;
+            }
+            let FrozenOp::Concat { axis: a } = earlier.op else {
+                continue;
+            };
+            let n = earlier.inputs.len();
+            let is_prefix = a == axis
+                && n < node.inputs.len()
+                && n > best.1
+                && node.inputs[..n] == earlier.inputs[..];
+            let in_order = self.placed[earlier.output].as_ref().is_some_and(|p| {
+                p.layout.same_order(&Layout {
+                    src: self.shape(earlier.output).to_vec(),
+                    perm: perm.to_vec(),
+                })
+            });
+            if is_prefix && in_order {
+                best = (earlier.output, n);
+            }
+        }
+        best
+    }
+
     /// N inputs: N - 1 two-input `Concat` layers, each joining the previous result and the next
     /// input (every intermediate holds the output's value, so int8 gives it the output's grid).
     fn lower_concat(&mut self, node: &'g Node<FrozenOp>, axis: usize) -> Result<()> {
@@ -168,16 +203,20 @@ impl<'g> Lowerer<'g> {
             bail!("{origin}: Concat needs at least two inputs");
         }
         let perm = self.concat_order(node)?;
-        let shape0 = self.shape(node.inputs[0]).to_vec();
+        // A DenseNet block joins the same leading inputs again and again (x ++ c1, then
+        // x ++ c1 ++ c2, ..): start from the longest earlier join of a prefix of these inputs that
+        // is still in this axis order, instead of copying the prefix once more.
+        let (start_value, skip) = self.joined_prefix(node, axis, &perm);
+        let shape0 = self.shape(start_value).to_vec();
         let first_layout = Layout {
             src: shape0.clone(),
             perm: perm.clone(),
         };
         let phys = Self::physical_axis(&first_layout, axis, origin)?;
-        let first = self.require(node.inputs[0], first_layout, origin)?;
+        let first = self.require(start_value, first_layout, origin)?;
         let mut acc: Use = self.use_of(&first, origin)?;
         let mut acc_shape = shape0;
-        for (k, &v) in node.inputs.iter().enumerate().skip(1) {
+        for (k, &v) in node.inputs.iter().enumerate().skip(skip) {
             let shape = self.shape(v).to_vec();
             let b = self.require(
                 v,

@@ -815,6 +815,25 @@ impl<'g> Lowerer<'g> {
                 if out_shape.iter().product::<usize>() != in_shape.iter().product::<usize>() {
                     bail!("{origin}: reshape from {in_shape:?} to {out_shape:?} changes the element count");
                 }
+                // A rank-4 view is fine between reshapes (and the channel shuffle's transpose,
+                // which refuses itself when it is not one); anything else would fail later at a
+                // layout copy named after its reader, so refuse it here, at the Reshape.
+                let relabel_only = g.consumers(node.output).iter().all(|&c| {
+                    matches!(
+                        g.nodes[c].op,
+                        FrozenOp::Reshape | FrozenOp::Transpose { .. }
+                    )
+                });
+                if out_shape.len() > 3 && (node.output == g.output || !relabel_only) {
+                    bail!(
+                        "{origin}: Reshape to the rank-{} shape {out_shape:?} per sample; the \
+                         runtime holds at most 3 axes per sample, and this tensor is read as is \
+                         (not reshaped back). Reshape to at most 4 axes (with the batch), or, for \
+                         a channel shuffle, export Reshape [N, g, C/g, H, W], Transpose perm \
+                         [0, 2, 1, 3, 4], Reshape back to [N, C, H, W]",
+                        out_shape.len()
+                    );
+                }
                 self.placed[node.output] = Some(x);
             }
             FrozenOp::Transpose { perm } => {

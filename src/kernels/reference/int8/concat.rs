@@ -26,8 +26,9 @@ fn requantize(q: i8, part: PartQuant, out_zero_point: i8) -> i8 {
             // |q - zp| <= 255, so the shifted difference stays below 2^28.
             let shifted = (i32::from(q) - i32::from(part.zero_point)) << ADD_LEFT_SHIFT;
             let v = i32::from(out_zero_point) + r.apply(shifted);
-            // Saturate to int8: the input's range may reach beyond the output's.
-            v.clamp(i32::from(i8::MIN), i32::from(i8::MAX)) as i8
+            // Saturate to int8: the input's range may reach beyond the output's. (`max`/`min`,
+            // not `clamp`: no assertion, so no panic path on the device.)
+            v.max(i32::from(i8::MIN)).min(i32::from(i8::MAX)) as i8
         }
     }
 }
@@ -50,12 +51,14 @@ pub fn concat(
         .chunks_exact_mut(a_run + b_run)
         .zip(a.chunks_exact(a_run.max(1)))
         .zip(b.chunks_exact(b_run.max(1)));
+    // Each output row is `a_run` values of input 0, then `b_run` of input 1. The input leads each
+    // zip, so the output iterator is advanced only for values written.
     for ((out, a), b) in rows {
-        let (out_a, out_b) = out.split_at_mut(a_run);
-        for (o, &v) in out_a.iter_mut().zip(a) {
+        let mut out = out.iter_mut();
+        for (&v, o) in a.iter().zip(out.by_ref()) {
             *o = requantize(v, qa, out_zero_point);
         }
-        for (o, &v) in out_b.iter_mut().zip(b) {
+        for (&v, o) in b.iter().zip(out) {
             *o = requantize(v, qb, out_zero_point);
         }
     }
@@ -73,7 +76,8 @@ mod tests {
         let mut g = Gen(7);
         let (s_a, zp_a) = (0.05f64, -3i8);
         let (s_b, zp_b) = (0.11f64, 10i8);
-        let (s_out, zp_out) = (0.11f64, 10i8);
+        // Input b already has the output's quantization: it is copied.
+        let (s_out, zp_out) = (s_b, zp_b);
         let a = g.i8s(24);
         let b = g.i8s(12);
         let qa = PartQuant {

@@ -151,24 +151,26 @@ fn squeezenet_fire_module_concatenates_on_channels_in_f32_and_int8() {
 /// block input and every earlier layer's output; the block output joins all three (3 inputs).
 fn dense_block() -> ImportedGraph {
     let mut rng = Rng::new(12);
+    // A stem convolution first, so the block works channels last as in a real network.
     let b = bn_params(Builder::new(13, &[-1, 4, 5, 5]), 4);
+    let b = conv(b, &mut rng, "stem", ("x", "x0"), (4, 4, 1, 0, 1));
     let b = b.node(node(
         "BatchNormalization",
         "bn1",
-        &["x", "g", "be", "m", "v"],
+        &["x0", "g", "be", "m", "v"],
         &["n1"],
         vec![],
     ));
     let b = relu(b, "relu1", "n1", "r1");
     let b = conv(b, &mut rng, "conv1", ("r1", "c1"), (4, 3, 3, 1, 1));
-    let b = concat(b, "cat1", &["x", "c1"], "k1");
+    let b = concat(b, "cat1", &["x0", "c1"], "k1");
     let b = relu(b, "relu2", "k1", "r2");
     let b = conv(b, &mut rng, "conv2", ("r2", "c2"), (7, 3, 3, 1, 1));
-    concat(b, "cat2", &["x", "c1", "c2"], "y").ok()
+    concat(b, "cat2", &["x0", "c1", "c2"], "y").ok()
 }
 
 #[test]
-fn densenet_block_joins_three_inputs_as_a_chain_of_two_input_concats() {
+fn densenet_block_joins_three_inputs_reusing_the_earlier_join_of_two() {
     let g = dense_block();
     let (f32c, int8) = check(g, 0.03);
     let concats = |c: &crate::pipeline::Converted| {
@@ -178,12 +180,25 @@ fn densenet_block_joins_three_inputs_as_a_chain_of_two_input_concats() {
             .filter(|l| matches!(l.op, RtOp::Concat(_) | RtOp::ConcatI8(_)))
             .count()
     };
-    // cat1: one layer; cat2 (three inputs): two.
-    assert_eq!(concats(&f32c), 3);
-    assert_eq!(concats(&int8), 3);
-    // The block input and conv1's output are read by other layers too: they keep their own
-    // grids and are rescaled into the join.
-    assert!(op_names(&int8).contains(&"concat_i8"));
+    // cat1: one layer; cat2 (three inputs) starts from cat1's result: one more.
+    assert_eq!(concats(&f32c), 2);
+    assert_eq!(concats(&int8), 2);
+    // conv2's output is read only by the last join: it is written on the join's grid (copied,
+    // not rescaled). The join's first input (cat1's result, also read by relu2) keeps its own.
+    let last = int8
+        .lowered
+        .layers
+        .iter()
+        .rfind(|l| matches!(l.op, RtOp::Concat(_) | RtOp::ConcatI8(_)))
+        .unwrap();
+    assert_eq!(last.inputs[1].quant, last.output.quant);
+    if let RtOp::ConcatI8(c) = last.op {
+        assert!(c.rescale[1].is_none(), "{c:?}");
+        assert_eq!(
+            c.rescale[0].is_none(),
+            last.inputs[0].quant == last.output.quant
+        );
+    }
 }
 
 /// One ShuffleNetV2 unit on `x` (`c` channels): split in halves, the second through
@@ -475,4 +490,30 @@ fn a_rank_4_transpose_outside_the_shuffle_pattern_is_refused_at_the_transpose() 
         ],
     );
     assert!(!err.contains("after"), "names the convolution: {err}");
+}
+
+#[test]
+fn a_rank_4_reshape_read_as_is_is_refused_at_the_reshape() {
+    let mut rng = Rng::new(17);
+    let b = Builder::new(13, &[-1, 4, 3, 3])
+        .init(i64t("to5", &[5], vec![-1, 2, 2, 3, 3]))
+        .node(node(
+            "Reshape",
+            "grouped_view",
+            &["x", "to5"],
+            &["v5"],
+            vec![],
+        ))
+        .node(node("Relu", "relu5", &["v5"], &["r5"], vec![]))
+        .init(i64t("to4", &[4], vec![-1, 4, 3, 3]))
+        .node(node("Reshape", "back", &["r5", "to4"], &["v4"], vec![]));
+    let g = conv(b, &mut rng, "after", ("v4", "y"), (4, 2, 1, 0, 1)).ok();
+    let err = format!(
+        "{:#}",
+        crate::pipeline::convert(g, &Default::default()).unwrap_err()
+    );
+    assert_contains(
+        &err,
+        &["grouped_view", "Reshape", "rank-4", "at most 4 axes"],
+    );
 }
