@@ -215,6 +215,10 @@ pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool 
         regular(conv, output);
         true
     } else if g.groups == in_c && g.groups == out_c {
+        if super::depthwise::covers(conv) {
+            super::depthwise::depthwise3x3(conv, X::words(conv.input), output);
+            return true;
+        }
         match X::words(conv.input) {
             Some(words) if in_c % 2 == 0 => depthwise_pairs(conv, words, output),
             _ => depthwise(conv, output),
@@ -245,7 +249,7 @@ pub(super) fn stage(channels: &ChannelQuant, o: usize) -> Option<(i32, Stage)> {
 /// ever compared with `size`, so it reads as padding or as some element inside, never out of
 /// bounds.
 #[inline(always)]
-fn coord(
+pub(super) fn coord(
     out: usize,
     stride: usize,
     tap: usize,
@@ -644,18 +648,18 @@ fn pad_sums<X: Element>(padding: &Padding<'_, X>, w: &[i8], in_c: usize) -> [i32
 }
 
 /// The output side of a channel pair.
-struct Outputs {
-    bias: [i32; 2],
-    stage: [Stage; 2],
+pub(super) struct Outputs {
+    pub(super) bias: [i32; 2],
+    pub(super) stage: [Stage; 2],
     /// First channel.
-    o: usize,
+    pub(super) o: usize,
     /// Whether `o + 1` is written too.
-    pair: bool,
+    pub(super) pair: bool,
 }
 
 impl Outputs {
     #[inline(always)]
-    fn store<Y: FromWide>(&self, bounds: &Bounds, out_px: &mut [Y], acc: [i32; 2]) {
+    pub(super) fn store<Y: FromWide>(&self, bounds: &Bounds, out_px: &mut [Y], acc: [i32; 2]) {
         if let Some(y) = out_px.get_mut(self.o) {
             *y = finish(bounds, &self.stage[0], acc[0]);
         }
