@@ -379,6 +379,9 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     } else {
         None
     };
+    // Per channel pair, reused (not re-zeroed: each pair writes what it reads).
+    let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
+    let padded = c.geometry.pad != [0; 4];
     let mut o = 0;
     while o < out_c {
         let pair = o + 1 < out_c;
@@ -391,7 +394,15 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         else {
             return;
         };
-        let pads = [w0, w1].map(|w| pad_sums(&c.padding, w, in_c));
+        // Only border pixels read the pad sums: an unpadded layer has none (and skips the
+        // copies of two 256-byte arrays per channel pair).
+        let computed;
+        let pads = if padded {
+            computed = [w0, w1].map(|w| pad_sums(&c.padding, w, in_c));
+            &computed
+        } else {
+            &NO_PADS
+        };
         let outs = Outputs {
             bias: [b0, b1],
             stage: [s0, s1],
@@ -400,7 +411,6 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         };
         match words {
             Some(x) => {
-                let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
                 for (buf, w) in wide.iter_mut().zip([w0, w1]) {
                     for (slot, w) in buf.iter_mut().zip(w.chunks_exact(2)) {
                         if let Some(&[lo, hi]) = w.first_chunk::<2>() {
@@ -416,7 +426,7 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                     // Pointwise: output pixel p reads input pixel p, nothing else.
                     pointwise(x, w, &outs, &c.bounds, in_c, out_c, &mut *output);
                 } else {
-                    pixels(c, &mut *output, &Wide { w, x }, &outs, &pads);
+                    pixels(c, &mut *output, &Wide { w, x }, &outs, pads);
                 }
             }
             None => {
@@ -424,12 +434,15 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                     w: [w0, w1],
                     x: c.input,
                 };
-                pixels(c, &mut *output, &ops, &outs, &pads);
+                pixels(c, &mut *output, &ops, &outs, pads);
             }
         }
         o += if pair { 2 } else { 1 };
     }
 }
+
+/// The pad sums of an unpadded layer (never read), in flash rather than on the stack.
+const NO_PADS: [[i32; MAX_TAPS]; 2] = [[0; MAX_TAPS]; 2];
 
 /// Largest reduction (`kh · kw · in_c`) whose receptive fields [`columns`] gathers: two
 /// pixels' fields of int16 lane pairs, 1 KiB of stack.
