@@ -99,11 +99,8 @@ fn row_pass<const S: usize, Y: FromWide>(
 ) {
     let mut px = out_row.chunks_exact_mut(channels.max(1));
     let mut j = 0;
-    loop {
-        let (Some(a), Some(b)) = (px.next(), px.next()) else {
-            // An odd last pixel (or none): its window alone.
-            break;
-        };
+    // Pixels in pairs; an odd last pixel is done below, on its own.
+    while let (Some(a), Some(b)) = (px.next(), px.next()) {
         let [Some(r0), Some(r1), Some(r2)] =
             rows.map(|r| r.get(j..).and_then(|r| r.first_chunk::<5>()))
         else {
