@@ -9,7 +9,11 @@
 //! int8 run are the boundary conversions of [`Model::run_f32`] ([`quantize`], [`dequantize`]);
 //! [`Model::run_i8`] has none.
 
+mod finite;
 mod int8;
+mod moves;
+
+pub use finite::{first_non_finite, NonFinite};
 
 use core::fmt;
 use core::ops::Range;
@@ -62,6 +66,15 @@ pub enum RunError {
         /// [`Model::output`]`().dtype`).
         found: DType,
     },
+    /// An element of the float input of [`Model::run_f32`] is NaN or infinite (bad sensor data:
+    /// the model would compute a confident answer from it). The first such element is named;
+    /// [`Model::run_f32_allowing_nonfinite_observed`] runs anyway.
+    NonFiniteInput {
+        /// Index of the element in the input slice (row-major `[H, W, C]`).
+        index: u32,
+        /// What it is.
+        value: NonFinite,
+    },
     /// A layer's operands could not be located. Cannot happen for a model that passed
     /// `Model::new_checked`; returned instead of panicking. Please report it as a bug.
     Internal {
@@ -99,6 +112,11 @@ impl fmt::Display for RunError {
                 "the model's tensor is {found:?}, this call passes {expected:?}; run_f32 runs \
                  every model, run_i8 only int8 models, with [i16] input and output buffers \
                  where Model::input().dtype and Model::output().dtype are I16"
+            ),
+            RunError::NonFiniteInput { index, value } => write!(
+                f,
+                "input element {index} is {value}: refusing to compute on non-finite input \
+                 (check the sensor data; run_f32_allowing_nonfinite_observed runs anyway)"
             ),
             RunError::Internal { layer } => write!(
                 f,
@@ -299,6 +317,9 @@ impl Model<'_> {
     /// half away from zero, saturate), the layers run integer-only, and the int8 output is
     /// dequantized ([`dequantize`]); these two conversions are the only float operations of the
     /// run. [`Model::run_i8`] skips them.
+    ///
+    /// An input element that is NaN or infinite is refused ([`RunError::NonFiniteInput`], the
+    /// first one named) before anything is computed.
     pub fn run_f32(
         &self,
         arena: &mut [u8],
@@ -310,6 +331,29 @@ impl Model<'_> {
 
     /// [`Model::run_f32`] with `observer` called around each layer.
     pub fn run_f32_observed(
+        &self,
+        arena: &mut [u8],
+        input: &[f32],
+        output: &mut [f32],
+        observer: &mut impl Observer,
+    ) -> Result<(), RunError> {
+        // The caller's buffers first, in the order of the unchecked run.
+        self.checked_arena(arena)?;
+        self.check_lengths(input.len(), output.len())?;
+        if let Some((index, value)) = first_non_finite(input) {
+            return Err(RunError::NonFiniteInput {
+                index: saturate(index),
+                value,
+            });
+        }
+        self.run_f32_allowing_nonfinite_observed(arena, input, output, observer)
+    }
+
+    /// [`Model::run_f32_observed`] without the check that every input element is finite: an f32
+    /// model computes with NaN and infinities as IEEE 754 says, an int8 model quantizes NaN to
+    /// the zero point and infinities to -128 / 127 ([`quantize`]). For callers that checked
+    /// already, or want the model's answer on bad data anyway (`icefold run --allow-nonfinite`).
+    pub fn run_f32_allowing_nonfinite_observed(
         &self,
         arena: &mut [u8],
         input: &[f32],
@@ -486,6 +530,11 @@ impl Model<'_> {
             int8::run_conv_i16(self, layer, p, x, &mut *y)?;
             return Some(y);
         }
+        // Concatenation, slicing, gathering: f32 or int8 moves, int8 rescaling concatenation.
+        if moves::is_axis_op(&layer.op) {
+            moves::run(self, layer, x, x2, &mut *y)?;
+            return Some(y);
+        }
         // Every other operand of a validated layer has the output's element type, except the
         // wide dense of an output head (int8 in, int16 out).
         match layer.output.dtype {
@@ -539,6 +588,8 @@ impl Model<'_> {
                 kernels::pool::pool(&pool_geometry(p), &p.activation, x_dims, x, y_dims, y)
             }
             Op::Add { activation } => kernels::elementwise::add(activation, x, x2, y),
+            Op::Mul { activation } => kernels::mul::mul(activation, x, x2, y),
+            Op::PRelu { slope } => kernels::prelu::prelu(self.weights_as(*slope)?, x, y),
             Op::Affine(p) => {
                 let scale = self.weights_as(p.scale)?;
                 let shift = self.weights_as(p.shift)?;
@@ -560,7 +611,11 @@ impl Model<'_> {
             | Op::ClampI8(_)
             | Op::LookupI8 { .. }
             | Op::SoftmaxI8 { .. }
-            | Op::PadI8 { .. } => return None,
+            | Op::PadI8 { .. }
+            | Op::MulI8(_)
+            | Op::PReluI8(_) => return None,
+            // Run by `moves` before the element-type dispatch.
+            Op::Concat(_) | Op::ConcatI8(_) | Op::Slice(_) | Op::Gather(_) => return None,
         }
         Some(())
     }
@@ -728,6 +783,55 @@ mod tests {
         let lens: Vec<usize> = spec.layers.iter().map(|l| l.output.byte_len()).collect();
         assert_eq!(record.ended, (0..10).zip(lens).collect::<Vec<_>>());
         assert_eq!(record.last_output, bytemuck::cast_slice::<f32, u8>(&out));
+    }
+
+    #[test]
+    fn non_finite_inputs_are_refused_by_name_unless_allowed() {
+        let spec = tiny();
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let mut a = arena(model.arena_bytes());
+        let finite: Vec<f32> = (0..32).map(|i| i as f32 * 0.1 - 1.0).collect();
+        for (at, bad, kind) in [
+            (0, f32::NAN, NonFinite::NaN),
+            (17, f32::INFINITY, NonFinite::Infinity),
+            (31, f32::NEG_INFINITY, NonFinite::NegInfinity),
+        ] {
+            let mut x = finite.clone();
+            x[at] = bad;
+            // A later one is not the one named.
+            if at < 31 {
+                x[31] = f32::NAN;
+            }
+            let mut out = [3.0f32; 5];
+            assert_eq!(
+                model.run_f32(a.bytes_mut(), &x, &mut out),
+                Err(RunError::NonFiniteInput {
+                    index: at as u32,
+                    value: kind
+                })
+            );
+            assert_eq!(out, [3.0; 5], "nothing computed");
+            let message = std::format!(
+                "{}",
+                RunError::NonFiniteInput {
+                    index: at as u32,
+                    value: kind
+                }
+            );
+            assert!(
+                message.contains(&std::format!("element {at} is {kind}")),
+                "{message}"
+            );
+            // Allowed, the f32 kernels compute with it (a NaN reaches the output or is dropped
+            // by the ReLU, but the run completes).
+            model
+                .run_f32_allowing_nonfinite_observed(a.bytes_mut(), &x, &mut out, &mut ())
+                .unwrap();
+        }
+        let mut out = [0.0f32; 5];
+        model.run_f32(a.bytes_mut(), &finite, &mut out).unwrap();
+        assert_eq!(out.to_vec(), tiny_by_hand(&spec, &finite));
     }
 
     #[test]

@@ -32,8 +32,14 @@
 //!   model output), so a wrong plan is a load error and never a wrong result.
 //!
 //! After that, the accessors and the runs cannot panic or index out of bounds; a run can only fail
-//! on the caller's buffers ([`RunError`]). Loading costs O(1) RAM (layers are decoded again when
-//! needed) and O(L²) record decodes for L layers.
+//! on the caller's buffers, or on a NaN or infinite float input, which [`Model::run_f32`] refuses
+//! by position before computing ([`RunError`]). Loading costs O(1) RAM (layers are decoded again
+//! when needed) and O(L²) record decodes for L layers.
+//!
+//! Feature `signed`: `Model::new_signed` loads only blobs signed with the vendor's Ed25519 key,
+//! verified before anything is parsed ([`format::signature`]). [`observe::ClampCounter`] counts,
+//! per layer, the int8 values clamped at the ends of their range: inputs drifting from the
+//! calibration data.
 //!
 //! # f32 and int8 models
 //!
@@ -94,6 +100,7 @@ pub mod engine;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod observe;
 pub mod quant;
 pub mod trace;
 

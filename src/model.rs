@@ -1,9 +1,15 @@
 //! A checked view over a model blob: [`Model::new_checked`] validates everything once, after which
 //! the accessors and the engine cannot fail on the model's account.
 
+#[cfg(test)]
+mod axis_tests;
 mod error;
 #[cfg(test)]
+mod gating_tests;
+#[cfg(test)]
 pub(crate) mod int8_tests;
+#[cfg(feature = "signed")]
+mod signed;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -12,6 +18,7 @@ pub use error::{
     Boundary, LayerFault, LoadError, Operand, ParamFault, SpanFault, SpanRole, TensorFault,
 };
 
+use crate::format::signature::{self, FLAG_SIGNED};
 use crate::format::{
     Header, Layer, ModelInfo, TensorDesc, ARENA_ALIGN, CRC, FORMAT_VERSION, HEADER_LEN, MAGIC,
     WEIGHTS_ALIGN,
@@ -73,7 +80,8 @@ fn parse_header(blob: &[u8]) -> Result<Header, LoadError> {
             supported: FORMAT_VERSION,
         });
     }
-    if header.flags != 0 {
+    // FLAG_SIGNED is the only flag: the blob carries a signature trailer (format::signature).
+    if header.flags & !FLAG_SIGNED != 0 {
         return Err(LoadError::UnknownFlags {
             flags: header.flags,
         });
@@ -87,6 +95,10 @@ fn parse_header(blob: &[u8]) -> Result<Header, LoadError> {
 impl<'a> Model<'a> {
     /// Validates a blob and returns a view of it.
     ///
+    /// Accepts unsigned and signed blobs alike (a signed blob's trailer is split off unverified:
+    /// this checks integrity, not origin). Firmware that must run only its vendor's models loads
+    /// with `Model::new_signed` (feature `signed`) instead.
+    ///
     /// Checks, in order: 4-byte alignment of `blob`, header (length, magic, version, flags),
     /// that the header's section lengths account for every byte of `blob`, the CRC, that the
     /// meta records decode and fill the meta section exactly, zero padding, and then every
@@ -98,6 +110,15 @@ impl<'a> Model<'a> {
             return Err(LoadError::Misaligned);
         }
         let header = parse_header(blob)?;
+        // A signed blob's trailer follows the bytes the header describes. This checks the blob's
+        // integrity, not its origin: that is `Model::new_signed` (feature `signed`).
+        let blob = if header.flags & FLAG_SIGNED != 0 {
+            signature::split(blob)
+                .ok_or(LoadError::SignatureTruncated)?
+                .message
+        } else {
+            blob
+        };
         // u64: the header lengths are untrusted and must not overflow on 32-bit targets.
         let weights_at = (HEADER_LEN as u64 + u64::from(header.meta_len))
             .div_ceil(WEIGHTS_ALIGN as u64)

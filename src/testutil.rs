@@ -68,7 +68,7 @@ pub fn postcard_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
     buf
 }
 
-pub fn desc(id: u16, offset: u32, dims: [u16; 3]) -> TensorDesc {
+pub const fn desc(id: u16, offset: u32, dims: [u16; 3]) -> TensorDesc {
     TensorDesc {
         id,
         offset,

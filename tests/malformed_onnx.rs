@@ -280,3 +280,40 @@ fn the_file_limit_is_checked_before_reading() {
     assert!(err.contains("--max-file-bytes"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `verify` converts as `convert` does, with the same budget flags: a model over a budget is
+/// refused with the flag that raises it, and that flag lets it through.
+#[test]
+fn verify_takes_the_budget_flags_of_convert() {
+    let Some(bin) = icefold_tests::cli_binary() else {
+        eprintln!("note: the icefold binary is not built next to this test; skipped");
+        return;
+    };
+    let dir = icefold_tests::fixtures_dir().join("small_cnn");
+    let verify = |budget: &str| {
+        std::process::Command::new(&bin)
+            .arg("verify")
+            .arg(dir.join("model.onnx"))
+            .arg("--input")
+            .arg(dir.join("input.npy"))
+            .args(["--max-weight-bytes", budget])
+            .output()
+            .unwrap()
+    };
+    let refused = verify("100");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    let Some(at) = stderr.find("--max-weight-bytes ") else {
+        panic!("the refusal names no flag: {stderr}");
+    };
+    let needed: String = stderr[at + "--max-weight-bytes ".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let accepted = verify(&needed);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}

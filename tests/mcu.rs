@@ -55,6 +55,7 @@ const FIRMWARE_SAMPLES: usize = 8;
 fn convert_fixture(fixture: &str, precision: Precision) -> (pipeline::Converted, Array) {
     let f = manifest()
         .into_iter()
+        .chain(icefold_tests::arch_manifest())
         .find(|f| f.name == fixture)
         .unwrap_or_else(|| panic!("fixture {fixture} is not in the manifest"));
     let converted = match precision {
@@ -375,6 +376,13 @@ fn small_cnn_int8_on_cortex_m0() {
 }
 
 /// int8 on ARMv8-M Mainline; the output head (dense, softmax) in int16.
+/// The architecture ops (SiLU and sigmoid tables, the per-channel `MulI8` gate, tanh, `PReluI8`,
+/// global max pooling, int16 output head) in firmware: byte-identical to the host.
+#[test]
+fn efficient_block_int8_on_cortex_m4f() {
+    check_int8("efficient_block", Target::CortexM4);
+}
+
 #[test]
 fn ops_mix_int8_on_cortex_m33() {
     check_int8("ops_mix", Target::CortexM33);
@@ -509,4 +517,89 @@ fn fast_kernels_equal_reference_on_every_core() {
             String::from_utf8_lossy(&run.stderr)
         );
     }
+}
+
+/// Signed blobs on the device (issue #21): firmware built with the runtime's `signed` feature
+/// loads the blob with `Model::new_signed` and the vendor's key, runs it with the host's
+/// results, and refuses a copy with one weight byte changed, one cut short and one without
+/// signature; a blob signed with another key does not run at all.
+#[test]
+fn signed_int8_blob_verifies_and_altered_copies_are_refused_on_cortex_m4f() {
+    if !qemu_installed() {
+        eprintln!("SKIPPED: qemu-system-arm is not installed");
+        return;
+    }
+    let target = Target::CortexM4;
+    mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
+    let (converted, x) = convert_fixture("small_cnn", Precision::Int8);
+    let vendor = icefold_tool::signing::generate().expect("key");
+    let signed = icefold_tool::signing::sign(&converted.blob, &vendor.sk).expect("sign");
+    let mut opts = McuOptions::new(target);
+    opts.public_key = Some(signed.public);
+    let profile = mcu::profile(&signed.bytes, &x, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let parity = mcu::compare(&profile, &signed.bytes, &x).expect("compare");
+    eprintln!("{}", mcu::render(&profile, &parity));
+    assert!(parity.pass && parity.bytes_identical);
+    let s = profile
+        .signed
+        .as_ref()
+        .expect("the firmware reports SIGNED");
+    assert_eq!(
+        (
+            s.tampered.as_str(),
+            s.truncated.as_str(),
+            s.unsigned.as_str()
+        ),
+        ("SignatureInvalid", "SignatureTruncated", "Unsigned")
+    );
+    // Verification is real work (a SHA-512 pass and a double scalar multiplication), far more
+    // than the loader's checks; the numbers are in docs/BENCHMARKS.md.
+    assert!(
+        s.verify_instructions > s.checked_instructions + 500_000,
+        "{s:?}"
+    );
+
+    // Signed with another key: the firmware refuses to load and fails.
+    let other = icefold_tool::signing::generate().expect("key");
+    let foreign = icefold_tool::signing::sign(&converted.blob, &other.sk).expect("sign");
+    let err = mcu::profile(&foreign.bytes, &x, &opts)
+        .map(|_| ())
+        .expect_err("a blob signed with another key must not load");
+    assert!(
+        format!("{err:#}").contains("signature does not verify"),
+        "{err:#}"
+    );
+}
+
+/// Drift on the device (issue #21): firmware with feature `drift` counts, per layer, the int8
+/// values clamped at the ends of their range, and its counts on inputs scaled x3 away from the
+/// calibration data are exactly the host's (`icefold run --calib` report), and non-zero.
+#[test]
+fn drift_counts_on_cortex_m4f_equal_the_hosts() {
+    if !qemu_installed() {
+        eprintln!("SKIPPED: qemu-system-arm is not installed");
+        return;
+    }
+    let target = Target::CortexM4;
+    mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
+    let (converted, mut x) = convert_fixture("small_cnn", Precision::Int8);
+    x.data.iter_mut().for_each(|v| *v *= 3.0);
+    let mut opts = McuOptions::new(target);
+    opts.drift = true;
+    let profile = mcu::profile(&converted.blob, &x, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let aligned = AlignedBytes::new(&converted.blob);
+    let model = host::load(aligned.as_slice()).expect("load");
+    let host_counts = icefold_tool::drift::clamp_counts(&model, &x, false).expect("host");
+    let want: Vec<(usize, u64, u64, u64)> = host_counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.values > 0)
+        .map(|(i, c)| (i, c.values.into(), c.low.into(), c.high.into()))
+        .collect();
+    assert_eq!(profile.drift, want);
+    assert!(
+        profile.drift.iter().any(|&(_, _, lo, hi)| lo + hi > 0),
+        "inputs x3 clamp somewhere: {:?}",
+        profile.drift
+    );
 }

@@ -339,3 +339,34 @@ fn header_lengths_at_the_extremes_are_refused() {
         );
     }
 }
+
+/// The blobs of the architecture-op fixtures (`tests/fixtures/blocks`: hard swish, SiLU, the
+/// per-channel `Mul`/`MulI8` gate, `PRelu`/`PReluI8`, tanh and sigmoid tables, global max pooling),
+/// f32 and int8, through the same three sweeps.
+#[test]
+fn corrupted_arch_op_blobs_are_refused_and_never_panic() {
+    let mut failures = Vec::new();
+    for f in icefold_tests::arch_manifest() {
+        let calib = f.array("calib").unwrap();
+        let int8 = pipeline::Int8Options {
+            calib: &calib,
+            method: icefold_tool::quantize::calibrate::Method::DEFAULT,
+            progress: false,
+            bias_correction: false,
+            wide_output: true,
+            int16_activations: pipeline::INT16_ACTIVATIONS_DEFAULT,
+        };
+        for (suffix, int8) in [("", None), ("-int8", Some(int8))] {
+            let opts = ConvertOptions {
+                int8,
+                ..Default::default()
+            };
+            let blob = pipeline::convert(&f.model(), &opts).unwrap().blob;
+            match sweep(&format!("{}{suffix}", f.name), &blob) {
+                Ok(line) => println!("{line}"),
+                Err(e) => failures.extend(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

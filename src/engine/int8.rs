@@ -4,13 +4,15 @@
 //! descriptions' zero points and the weight spans (i8 / i32 / u32 arrays borrowed in place); no
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
-use crate::format::{ChannelRequant, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
+use crate::format::{ChannelRequant, Clamp, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
 use crate::kernels::fast;
 use crate::kernels::reference::int8::{
     conv::{ConvQuant, WideConvQuant},
     elementwise::{self, AddQuant, AffineQuant},
     lut,
+    mul::{self, MulQuant},
     pool::{self, PoolQuant},
+    prelu::{self, PreluQuant},
     ChannelQuant, FromWide, OutputQuant, WideOutputQuant,
 };
 use crate::kernels::reference::layout;
@@ -108,6 +110,24 @@ pub(super) fn run_layer(
             elementwise::affine(&quant, x, y);
         }
         Op::ClampI8(bounds) => elementwise::clamp(*bounds, x, y),
+        Op::PReluI8(p) => {
+            let quant = PreluQuant {
+                input_zero_point: zp_in,
+                positive: p.positive,
+                multiplier: model.weights_as(p.negative.multipliers)?,
+                shift: model.weights_as(p.negative.shifts)?,
+                output: output(Clamp::FULL),
+            };
+            prelu::prelu(&quant, x, y);
+        }
+        Op::MulI8(p) => {
+            let quant = MulQuant {
+                input_zero_points: [zp_in, zero_point(layer.inputs.get(1)?)?],
+                requant: p.requant,
+                output: output(p.clamp),
+            };
+            mul::mul(&quant, x, x2, y);
+        }
         Op::LookupI8 { table } => {
             let table: &[i8; 256] = model.weights_as(*table)?.try_into().ok()?;
             lut::lookup(table, x, y);
@@ -130,7 +150,14 @@ pub(super) fn run_layer(
         | Op::Affine(_)
         | Op::Activation(_)
         | Op::Softmax
-        | Op::Pad(_) => return None,
+        | Op::Pad(_)
+        | Op::Mul { .. }
+        | Op::PRelu { .. }
+        // Run by `moves` before the element-type dispatch.
+        | Op::Concat(_)
+        | Op::ConcatI8(_)
+        | Op::Slice(_)
+        | Op::Gather(_) => return None,
     }
     Some(())
 }
@@ -566,20 +593,33 @@ mod tests {
         let model = Model::new_checked(blob.bytes()).unwrap();
         let (qin, qout) = (model.input().quant.unwrap(), model.output().quant.unwrap());
         let mut arena = Blob::zeroed(model.arena_bytes());
-        // Covers ties, saturation and NaN.
+        // Covers ties, saturation, NaN and infinity.
         let mut x = values(32, 9).iter().map(|v| v * 8.0).collect::<Vec<f32>>();
         x[0] = 0.025; // exactly half a step above 0 steps: rounds away from zero
         x[1] = 100.0;
         x[2] = f32::NAN;
+        x[5] = f32::NEG_INFINITY;
         let q: Vec<i8> = x.iter().map(|v| quantize(*v, qin)).collect();
         assert_eq!(&q[..3], &[-2, 127, -3]);
+        assert_eq!(q[5], -128);
         let mut raw = [0i8; 5];
         model.run_i8(arena.bytes_mut(), &q, &mut raw).unwrap();
 
+        // The checked run refuses the first non-finite element before quantizing anything and
+        // leaves the output alone.
+        let mut out = [7.0f32; 5];
+        assert_eq!(
+            model.run_f32(arena.bytes_mut(), &x, &mut out),
+            Err(RunError::NonFiniteInput {
+                index: 2,
+                value: crate::engine::NonFinite::NaN
+            })
+        );
+        assert_eq!(out, [7.0; 5]);
+
         let mut seen = Outputs::default();
-        let mut out = [0.0f32; 5];
         model
-            .run_f32_observed(arena.bytes_mut(), &x, &mut out, &mut seen)
+            .run_f32_allowing_nonfinite_observed(arena.bytes_mut(), &x, &mut out, &mut seen)
             .unwrap();
         assert_eq!(out, raw.map(|r| dequantize(r, qout)));
         assert_eq!(seen.0.len(), 11);

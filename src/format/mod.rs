@@ -14,8 +14,12 @@
 
 use serde::{Deserialize, Serialize};
 
+mod axis;
 mod emit;
 pub mod header;
+pub mod signature;
+
+pub use axis::{Concat, ConcatI8, Gather, Slice};
 
 pub use crate::kernels::{Activation, PoolKind};
 pub use crate::quant::{Clamp, ClampI16, Requant};
@@ -25,7 +29,7 @@ pub use header::{Header, HEADER_LEN};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.
@@ -331,6 +335,28 @@ pub struct AffineI8 {
     pub clamp: Clamp,
 }
 
+/// int8 product of two activations (gating): `clamp(zp_out + requant((a − zp_a)(g − zp_g)))`,
+/// the gate repeated along the first input (TensorFlow Lite's integer Mul).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MulI8 {
+    /// `s_a · s_g / s_out`.
+    pub requant: Requant,
+    /// Output bounds (fused ReLU / ReLU6 or the full int8 range).
+    pub clamp: Clamp,
+}
+
+/// int8 PReLU with one slope per channel: `clamp(zp_out + r(q − zp_in))` with `r` = `positive`
+/// for `q >= zp_in`, else channel `c`'s factor of `negative`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PReluI8 {
+    /// `s_in / s_out`.
+    pub positive: Requant,
+    /// `slope[c] · s_in / s_out` per channel (`[C]`, any sign).
+    pub negative: ChannelRequant,
+}
+
 /// What a layer computes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -401,6 +427,31 @@ pub enum Op {
     },
     /// Convolution with int8 weights and int16 activations (16×8).
     Conv2dI16(Conv2dI16),
+    /// Concatenation of two inputs along one dimension (moves elements, one quantization).
+    Concat(Concat),
+    /// int8 concatenation that rescales the inputs whose quantization is not the output's.
+    ConcatI8(ConcatI8),
+    /// Every `step`-th index from `start` along one dimension (moves elements).
+    Slice(Slice),
+    /// Indices picked along one dimension by a table (channel shuffle; moves elements).
+    Gather(Gather),
+    /// Product of two activations (gating): the second input has the first's dimensions
+    /// (element-wise) or `[1, 1, C]` (one value per channel of an `[H, W, C]` first input,
+    /// squeeze-excitation).
+    Mul {
+        /// Fused activation.
+        activation: Activation,
+    },
+    /// int8 product of two activations, operands as `Mul`.
+    MulI8(MulI8),
+    /// PReLU with one slope per channel over the last dimension: `x` if `x >= 0`, else
+    /// `slope[c] · x`; slope f32 `[C]`.
+    PRelu {
+        /// Per-channel slopes.
+        slope: Span,
+    },
+    /// int8 PReLU with one slope per channel.
+    PReluI8(PReluI8),
 }
 
 impl Op {
@@ -428,6 +479,14 @@ impl Op {
             Op::LookupI8 { .. } => "lookup_i8",
             Op::SoftmaxI8 { .. } => "softmax_i8",
             Op::PadI8 { .. } => "pad_i8",
+            Op::Concat(_) => "concat",
+            Op::ConcatI8(_) => "concat_i8",
+            Op::Slice(_) => "slice",
+            Op::Gather(_) => "gather",
+            Op::Mul { .. } => "mul",
+            Op::MulI8(_) => "mul_i8",
+            Op::PRelu { .. } => "prelu",
+            Op::PReluI8(_) => "prelu_i8",
         }
     }
 }
@@ -440,7 +499,7 @@ pub struct Layer {
     pub op: Op,
     /// Operands; only the first `input_count` are meaningful.
     pub inputs: [TensorDesc; MAX_LAYER_INPUTS],
-    /// Number of operands (1 or 2).
+    /// Number of operands (2 for `Add`, `AddI8`, `Concat`, `ConcatI8`; else 1).
     pub input_count: u8,
     /// The result.
     pub output: TensorDesc,

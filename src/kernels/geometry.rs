@@ -56,6 +56,20 @@ pub enum Activation {
     },
     /// `1 / (1 + exp(-x))`.
     Sigmoid,
+    /// `min(max(alpha * x + beta, 0), 1)` (ONNX HardSigmoid; PyTorch's `hardsigmoid` is
+    /// `alpha = 1/6, beta = 1/2`).
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `x * min(max(x / 6 + 1/2, 0), 1)` (ONNX HardSwish, MobileNetV3).
+    HardSwish,
+    /// `tanh(x)`.
+    Tanh,
+    /// `x * sigmoid(x)` (SiLU, Swish: EfficientNet).
+    Silu,
 }
 
 /// Pooling reduction.

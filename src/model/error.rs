@@ -87,6 +87,16 @@ pub enum LoadError {
     },
     /// The model output is the model input (a model without computation is refused).
     OutputIsInput,
+    /// [`Model::new_signed`](crate::Model::new_signed) was given a blob without a signature
+    /// (sign it with `icefold sign BLOB --key KEY -o SIGNED`, or convert with `--sign KEY`).
+    Unsigned,
+    /// The header says the blob is signed but the signature trailer is missing or incomplete:
+    /// the blob was truncated (in transfer or in flash).
+    SignatureTruncated,
+    /// The signature does not verify with the public key: the blob was changed after signing,
+    /// it was signed with another key, or the signature is another blob's. Nothing of it was
+    /// parsed.
+    SignatureInvalid,
 }
 
 /// The model boundary tensors.
@@ -172,6 +182,8 @@ pub enum SpanRole {
     Shifts,
     /// Lookup table (i8 for `LookupI8`, u32 exponentials for `SoftmaxI8`).
     Table,
+    /// Gather indices (u16).
+    Indices,
 }
 
 /// What is wrong with one `Span`.
@@ -256,6 +268,20 @@ pub enum ParamFault {
         /// The largest area allowed
         /// ([`MAX_POOL_WINDOW_AREA`](crate::quant::contract::MAX_POOL_WINDOW_AREA)).
         max: u32,
+    },
+    /// A concat / slice / gather axis is not 0, 1 or 2.
+    Axis {
+        /// The axis found.
+        axis: u8,
+    },
+    /// A slice has step 0.
+    ZeroStep,
+    /// A slice or gather reads index `index` along an axis of `len` indices.
+    IndexOutOfRange {
+        /// The largest index read.
+        index: u32,
+        /// The input's dim along the axis.
+        len: u16,
     },
 }
 
@@ -436,6 +462,18 @@ impl fmt::Display for LoadError {
             LoadError::OutputIsInput => {
                 f.write_str("the model output is the model input; a model must compute something")
             }
+            LoadError::Unsigned => f.write_str(
+                "the blob is not signed and this device loads only signed models; sign it with \
+                 `icefold sign BLOB --key KEY -o SIGNED` (or `icefold convert ... --sign KEY`)",
+            ),
+            LoadError::SignatureTruncated => f.write_str(
+                "the blob says it is signed but its signature trailer is missing or cut short: \
+                 the blob was truncated; transfer it again",
+            ),
+            LoadError::SignatureInvalid => f.write_str(
+                "the signature does not verify with this device's public key: the blob was \
+                 changed after signing or signed with another key; refusing it unparsed",
+            ),
         }
     }
 }
@@ -493,6 +531,7 @@ impl fmt::Display for SpanRole {
             SpanRole::Multipliers => "requantization multipliers",
             SpanRole::Shifts => "requantization shifts",
             SpanRole::Table => "table",
+            SpanRole::Indices => "indices",
         })
     }
 }
@@ -556,6 +595,12 @@ impl fmt::Display for ParamFault {
             ParamFault::PoolWindowTooLarge { area, max } => write!(
                 f,
                 "int8 pooling window has {area} elements, more than the {max} its sums allow"
+            ),
+            ParamFault::Axis { axis } => write!(f, "axis {axis} is not 0, 1 or 2"),
+            ParamFault::ZeroStep => f.write_str("slice step is zero"),
+            ParamFault::IndexOutOfRange { index, len } => write!(
+                f,
+                "reads index {index} along an axis of {len} (the input ends before it)"
             ),
         }
     }

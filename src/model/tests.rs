@@ -105,7 +105,10 @@ fn header_faults() {
             supported: FORMAT_VERSION
         })
     );
-    assert_eq!(edit(6, 1), Err(LoadError::UnknownFlags { flags: 1 }));
+    assert_eq!(edit(6, 2), Err(LoadError::UnknownFlags { flags: 2 }));
+    assert_eq!(edit(7, 1), Err(LoadError::UnknownFlags { flags: 256 }));
+    // Flag 1 (signed) without the signature trailer after the blob.
+    assert_eq!(edit(6, 1), Err(LoadError::SignatureTruncated));
     assert_eq!(edit(23, 1), Err(LoadError::ReservedNotZero));
     let stored = u32::from_le_bytes(
         blob.bytes()[crate::format::header::field::CRC]

@@ -5,6 +5,8 @@
 //! Layers are never stored: checks that relate layers to each other re-decode the records, which
 //! keeps RAM use O(1) for any layer count at the price of O(L²) decodes at load.
 
+mod axis;
+
 use super::{
     Boundary, LayerFault, Layers, LoadError, Model, Operand, ParamFault, SpanFault, SpanRole,
     TensorFault,
@@ -123,7 +125,12 @@ fn check_layer(
     let bad = |what| LoadError::BadLayer { layer: index, what };
     let attribute = |operand| move |fault| bad(LayerFault::Tensor { operand, fault });
     let expected = match layer.op {
-        Op::Add { .. } | Op::AddI8(_) => 2,
+        Op::Add { .. }
+        | Op::AddI8(_)
+        | Op::Concat(_)
+        | Op::ConcatI8(_)
+        | Op::Mul { .. }
+        | Op::MulI8(_) => 2,
         _ => 1,
     };
     if layer.input_count != expected {
@@ -164,7 +171,9 @@ fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
         | Op::Affine(_)
         | Op::Activation(_)
         | Op::Softmax
-        | Op::Pad(_) => same(DType::F32),
+        | Op::Pad(_)
+        | Op::Mul { .. }
+        | Op::PRelu { .. } => same(DType::F32),
         Op::Conv2dI8(_)
         | Op::DenseI8(_)
         | Op::PoolI8(_)
@@ -173,8 +182,12 @@ fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
         | Op::ClampI8(_)
         | Op::LookupI8 { .. }
         | Op::SoftmaxI8 { .. }
-        | Op::PadI8 { .. } => same(DType::I8),
-        Op::Transpose(_) => None,
+        | Op::PadI8 { .. }
+        | Op::ConcatI8(_)
+        | Op::MulI8(_)
+        | Op::PReluI8(_) => same(DType::I8),
+        // Moves of any element type (int16 refused in `check_op`).
+        Op::Transpose(_) | Op::Concat(_) | Op::Slice(_) | Op::Gather(_) => None,
     }
 }
 
@@ -194,7 +207,7 @@ fn check_dtypes(op: &Op, inputs: &[TensorDesc], y: &TensorDesc) -> Result<(), La
             };
             (input, output)
         }
-        // A transpose moves any element type.
+        // A transpose, concat, slice or gather moves any element type.
         None => (first.dtype, first.dtype),
     };
     let operands = (0u8..)
@@ -219,6 +232,9 @@ fn check_activation(a: &Activation) -> Result<(), LayerFault> {
             Err(LayerFault::Param(ParamFault::ClipBounds))
         }
         Activation::LeakyRelu { alpha } if !alpha.is_finite() => {
+            Err(LayerFault::Param(ParamFault::NotFinite))
+        }
+        Activation::HardSigmoid { alpha, beta } if !(alpha.is_finite() && beta.is_finite()) => {
             Err(LayerFault::Param(ParamFault::NotFinite))
         }
         _ => Ok(()),
@@ -599,7 +615,53 @@ fn check_op(
             expect_dims(Operand::Output, [h + pt + pb, w + pl + pr, c], y.dims)?;
             same_quant(x, y)
         }
+        Op::Concat(concat) => axis::check_concat(concat, inputs, y),
+        Op::ConcatI8(concat) => axis::check_concat_i8(concat, inputs, y),
+        Op::Slice(slice) => axis::check_slice(slice, x, y),
+        Op::Gather(gather) => axis::check_gather(gather, x, y, weights),
+        Op::Mul { activation } => {
+            check_activation(activation)?;
+            check_gate(x, inputs.get(1))?;
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::MulI8(q) => {
+            check_gate(x, inputs.get(1))?;
+            expect_dims(Operand::Output, same_as_input, y.dims)?;
+            check_requant(q.requant)?;
+            check_clamp(q.clamp)
+        }
+        Op::PRelu { slope } => {
+            let slopes = weights.span(*slope, SpanRole::Scale, f32s(c), 4)?;
+            let finite = slopes
+                .chunks_exact(4)
+                .all(|b| <[u8; 4]>::try_from(b).is_ok_and(|b| f32::from_le_bytes(b).is_finite()));
+            if !finite {
+                return Err(LayerFault::Param(ParamFault::NotFinite));
+            }
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::PReluI8(q) => {
+            check_requant(q.positive)?;
+            weights.channel_requant(&q.negative, c)?;
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
     }
+}
+
+/// The second operand of a product: the first's dimensions (element-wise), or `[1, 1, C]` with
+/// the first's channel count `C` (a gate per channel, repeated over every position).
+fn check_gate(x: &TensorDesc, gate: Option<&TensorDesc>) -> Result<(), LayerFault> {
+    let Some(gate) = gate else {
+        return Err(LayerFault::InputCount {
+            expected: 2,
+            found: 1,
+        });
+    };
+    let per_channel = [1, 1, u64::from(x.dims[2])];
+    if gate.dims.map(u64::from) == per_channel {
+        return Ok(());
+    }
+    expect_dims(Operand::Input(1), x.dims.map(u64::from), gate.dims)
 }
 
 /// An integer convolution record (`Conv2dI8`, `Conv2dI16`) against its operands: geometry,

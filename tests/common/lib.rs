@@ -91,6 +91,17 @@ pub fn extra_keras_fixtures() -> Vec<Fixture> {
     }
 }
 
+/// The architecture-op fixtures made by `tools/fixtures/make_block_fixtures.py`
+/// (`tests/fixtures/blocks`, or `D/blocks` with `ICEFOLD_FIXTURES=D`).
+pub fn arch_manifest() -> Vec<Fixture> {
+    let dir = fixtures_dir().join("blocks");
+    let mut fixtures = read_manifest(&dir);
+    for f in &mut fixtures {
+        f.base = Some(dir.clone());
+    }
+    fixtures
+}
+
 fn read_manifest(dir: &Path) -> Vec<Fixture> {
     let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path)
@@ -200,4 +211,16 @@ impl F32Parity {
         );
         Ok(())
     }
+}
+
+/// The `icefold` binary of the same build as the running test, if it has been built (it is, by
+/// `cargo test --workspace`; tests that need it skip with a note otherwise).
+pub fn cli_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/icefold
+    let bin = exe
+        .parent()?
+        .parent()?
+        .join(format!("icefold{}", std::env::consts::EXE_SUFFIX));
+    bin.is_file().then_some(bin)
 }

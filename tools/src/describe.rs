@@ -82,6 +82,30 @@ pub fn describe(op: &Op) -> (String, usize) {
         Op::LookupI8 { table } => ("Lookup i8 (256)".into(), table.len as usize),
         Op::SoftmaxI8 { exp_table } => ("Softmax i8".into(), exp_table.len as usize),
         Op::PadI8 { pad, .. } => (format!("Pad i8 {pad:?}"), 0),
+        Op::Concat(c) => (format!("Concat axis {}", c.axis), 0),
+        Op::ConcatI8(c) => (
+            format!(
+                "Concat i8 axis {} (rescaled inputs: {})",
+                c.axis,
+                c.rescale.iter().filter(|r| r.is_some()).count()
+            ),
+            0,
+        ),
+        Op::Slice(s) => (
+            format!("Slice axis {} from {} step {}", s.axis, s.start, s.step),
+            0,
+        ),
+        Op::Gather(g) => (
+            format!("Gather axis {} ({} indices)", g.axis, g.indices.len / 2),
+            g.indices.len as usize / 2,
+        ),
+        Op::Mul { .. } => ("Mul".into(), 0),
+        Op::MulI8(_) => ("Mul i8".into(), 0),
+        Op::PRelu { slope } => ("PReLU per channel".into(), slope.len as usize),
+        Op::PReluI8(p) => (
+            "PReLU i8 per channel".into(),
+            (p.negative.multipliers.len + p.negative.shifts.len) as usize,
+        ),
         #[allow(unreachable_patterns)]
         _ => ("(unknown op)".into(), 0),
     }

@@ -3,6 +3,7 @@
 use anyhow::{anyhow, bail, Result};
 use icefold::format::TensorDesc;
 use icefold::Model;
+use rayon::prelude::*;
 
 use crate::io::Array;
 
@@ -19,6 +20,10 @@ pub fn load(blob: &[u8]) -> Result<Model<'_>> {
 
 /// Run every sample of `x` (shaped `[N, ...]` like the ONNX input) through the f32 runtime.
 pub fn run_f32(model: &Model<'_>, x: &Array) -> Result<Array> {
+    run_samples(model, x, false)
+}
+
+fn run_samples(model: &Model<'_>, x: &Array, allow_nonfinite: bool) -> Result<Array> {
     let info = model.info();
     let in_shape = logical_shape(&info.input, info.input_rank);
     let out_shape = logical_shape(&info.output, info.output_rank);
@@ -30,18 +35,62 @@ pub fn run_f32(model: &Model<'_>, x: &Array) -> Result<Array> {
             in_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    let mut arena = vec![0u32; (info.arena_bytes as usize).div_ceil(4)];
-    let arena = bytemuck::cast_slice_mut::<u32, u8>(&mut arena);
+    let words = (info.arena_bytes as usize).div_ceil(4);
     let out_len: usize = out_shape.iter().product();
     let mut data = vec![0f32; x.samples() * out_len];
-    for (i, out) in data.chunks_exact_mut(out_len.max(1)).enumerate() {
-        model
-            .run_f32(arena, x.sample(i), out)
-            .map_err(|e| anyhow!("sample {i}: runtime error: {e}"))?;
+    // Samples run on every core (`--threads`), one arena per thread; each output lands in its own
+    // slot, so the result does not depend on the thread count, and the first failing sample is
+    // the one reported.
+    let results: Vec<Result<(), icefold::RunError>> = data
+        .par_chunks_mut(out_len.max(1))
+        .enumerate()
+        .map_init(
+            || vec![0u32; words],
+            |arena, (i, out)| {
+                let arena = bytemuck::cast_slice_mut::<u32, u8>(arena);
+                if allow_nonfinite {
+                    model.run_f32_allowing_nonfinite_observed(arena, x.sample(i), out, &mut ())
+                } else {
+                    model.run_f32(arena, x.sample(i), out)
+                }
+            },
+        )
+        .collect();
+    if let Some((i, Err(e))) = results.iter().enumerate().find(|(_, r)| r.is_err()) {
+        bail!("sample {i}: runtime error: {e}");
     }
     let mut shape = vec![x.samples()];
     shape.extend(out_shape);
     Ok(Array { shape, data })
+}
+
+/// Refuses an input set with a NaN or infinite element, naming the first one: its sample, its
+/// position in the sample (in the array's own layout) and its value. What the runtime's
+/// `run_f32` refuses too ([`icefold::RunError::NonFiniteInput`]), checked up front so a command
+/// fails before any work with the place in the file (`--allow-nonfinite` skips the check).
+pub fn check_finite(x: &Array, source: &std::path::Path) -> Result<()> {
+    let n = x.sample_len().max(1);
+    let Some((flat, value)) = icefold::engine::first_non_finite(&x.data) else {
+        return Ok(());
+    };
+    let (sample, mut within) = (flat / n, flat % n);
+    let dims = x.shape.get(1..).unwrap_or_default();
+    let mut position = vec![0; dims.len()];
+    for (p, &d) in position.iter_mut().zip(dims).rev() {
+        *p = within % d.max(1);
+        within /= d.max(1);
+    }
+    bail!(
+        "{}: sample {sample}, element {position:?} (index {} of the sample) is {value}: the          model would answer confidently on it (NaN vanishes in a ReLU or in the int8 input          conversion). Fix the data, or pass --allow-nonfinite to run anyway",
+        source.display(),
+        flat % n
+    )
+}
+
+/// [`run_f32`] that lets NaN and infinite inputs through to the model
+/// ([`icefold::Model::run_f32_allowing_nonfinite_observed`]): `--allow-nonfinite`.
+pub fn run_f32_allowing_nonfinite(model: &Model<'_>, x: &Array) -> Result<Array> {
+    run_samples(model, x, true)
 }
 
 /// How far `got` is from `want`.

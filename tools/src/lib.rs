@@ -9,6 +9,7 @@
 pub mod bn_check;
 pub mod demo;
 pub mod describe;
+pub mod drift;
 pub mod host;
 pub mod import;
 pub mod io;
@@ -18,4 +19,5 @@ pub mod mcu;
 pub mod passes;
 pub mod pipeline;
 pub mod quantize;
+pub mod signing;
 pub mod train;

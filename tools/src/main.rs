@@ -48,6 +48,10 @@ enum Command {
     /// Convert in memory and compare the folded runtime with the unfolded model (and, if given, a
     /// reference output such as onnxruntime's): a parity table.
     Verify(cli::verify::VerifyArgs),
+    /// Make an Ed25519 key pair for signing blobs: KEY (private, owner-only) and KEY.pub.
+    Keygen(cli::keygen::KeygenArgs),
+    /// Sign a blob for devices that load with `Model::new_signed` (over-the-air updates).
+    Sign(cli::sign::SignArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
         Command::Verify(args) => cli::verify::run(&args),
+        Command::Keygen(args) => cli::keygen::run(&args),
+        Command::Sign(args) => cli::sign::run(&args),
         Command::Train(args) => icefold_tool::train::cli::run(&args),
         Command::Demo(args) => icefold_tool::demo::run(&args).map(|_| ()),
     };

@@ -89,6 +89,10 @@ mod markers;
 mod inputs;
 #[path = "generated/model.rs"]
 mod model;
+/// `PUBLIC_KEY`: the key the firmware trusts (feature `signed`).
+#[cfg(feature = "signed")]
+#[path = "generated/key.rs"]
+mod key;
 
 /// The model runs on integer boundaries (`run_i8`); otherwise on f32 (`run_f32`). The host embeds
 /// inputs of the matching element type.
@@ -158,6 +162,25 @@ impl Observer for LayerClock<'_> {
     }
 }
 
+/// Two observers in one run (the layer clock and, with `drift`, the clamp counter).
+#[cfg(feature = "drift")]
+struct Both<'a, A, B>(&'a mut A, &'a mut B);
+
+#[cfg(feature = "drift")]
+impl<A: Observer, B: Observer> Observer for Both<'_, A, B> {
+    fn layer_start(&mut self, index: u16, layer: &Layer) {
+        self.0.layer_start(index, layer);
+        self.1.layer_start(index, layer);
+    }
+
+    fn layer_end(&mut self, index: u16, layer: &Layer, output: &[u8]) {
+        // The counter first: the clock's end mark then includes the counting, so the profile
+        // shows what drift monitoring costs.
+        self.1.layer_end(index, layer, output);
+        self.0.layer_end(index, layer, output);
+    }
+}
+
 #[entry]
 fn main() -> ! {
     // `#[entry]` turns these into `&'static mut` references: safe, and the buffers live in .bss
@@ -169,8 +192,24 @@ fn main() -> ! {
     static mut LAYER_TICKS: [[u64; model::LAYER_COUNT]; inputs::SAMPLE_COUNT] =
         [[0; model::LAYER_COUNT]; inputs::SAMPLE_COUNT];
     static mut RUN_TICKS: [u64; inputs::SAMPLE_COUNT] = [0; inputs::SAMPLE_COUNT];
+    #[cfg(feature = "drift")]
+    static mut CLAMPS: [icefold::observe::LayerClamps; model::LAYER_COUNT] =
+        [icefold::observe::LayerClamps {
+            values: 0,
+            low: 0,
+            high: 0,
+        }; model::LAYER_COUNT];
 
-    let model = match Model::new_checked(&model::BLOB.0) {
+    #[cfg(feature = "signed")]
+    static mut BLOB_COPY: Aligned<[u8; model::BLOB_BYTES]> = Aligned([0; model::BLOB_BYTES]);
+
+    // With `signed`, the model is the one `new_signed` returns: nothing runs unless the vendor's
+    // key verifies the blob.
+    #[cfg(feature = "signed")]
+    let (loaded, signed) = signed::check(&model::BLOB.0, &mut BLOB_COPY.0);
+    #[cfg(not(feature = "signed"))]
+    let loaded = Model::new_checked(&model::BLOB.0);
+    let model = match loaded {
         Ok(m) => m,
         Err(e) => fail!("ERR load: {}", e),
     };
@@ -191,16 +230,24 @@ fn main() -> ! {
         ) else {
             break;
         };
-        let mut timer = LayerClock {
+        let mut clock_only = LayerClock {
             clock: &clock,
             layer_start: 0,
             per_layer: layer_ticks,
         };
+        #[cfg(feature = "drift")]
+        let mut counter = icefold::observe::ClampCounter::new(&mut CLAMPS[..]);
+        #[cfg(feature = "drift")]
+        let mut timer = Both(&mut clock_only, &mut counter);
+        #[cfg(not(feature = "drift"))]
+        let timer = &mut clock_only;
+        #[cfg(feature = "drift")]
+        let timer = &mut timer;
         let out = &mut out.0[..];
         let result = if INT8 {
             let start = clock.now();
             markers::icefold_inference_start();
-            let result = run_int(&model, &mut ARENA.0, x, out, &mut timer);
+            let result = run_int(&model, &mut ARENA.0, x, out, timer);
             markers::icefold_inference_end();
             *run_ticks = clock.now() - start;
             let Some(result) = result else {
@@ -217,7 +264,13 @@ fn main() -> ! {
             };
             let start = clock.now();
             markers::icefold_inference_start();
-            let result = model.run_f32_observed(&mut ARENA.0, x, out, &mut timer);
+            // The checked run refuses a NaN or infinite input element (bad sensor data) before
+            // computing; `icefold mcu --allow-nonfinite` builds the run that lets it through.
+            let result = if inputs::ALLOW_NONFINITE {
+                model.run_f32_allowing_nonfinite_observed(&mut ARENA.0, x, out, timer)
+            } else {
+                model.run_f32_observed(&mut ARENA.0, x, out, timer)
+            };
             markers::icefold_inference_end();
             *run_ticks = clock.now() - start;
             result
@@ -248,6 +301,16 @@ fn main() -> ! {
             DType::I16 => "i16",
         }
     );
+    #[cfg(feature = "signed")]
+    record!(
+        "SIGNED verify={} checked={} stack={} tampered={} truncated={} unsigned={}",
+        board::instructions(signed.verify_ticks),
+        board::instructions(signed.checked_ticks),
+        signed.stack,
+        signed.tampered,
+        signed.truncated,
+        signed.unsigned
+    );
     for (s, out) in OUTPUTS.iter().enumerate() {
         report_output(s, &out.0);
     }
@@ -260,6 +323,15 @@ fn main() -> ! {
     #[cfg(feature = "defmt")]
     if let Some(out) = OUTPUTS.get_mut(0) {
         trace_first_sample(&model, &mut ARENA.0, &mut out.0, sample_bytes);
+    }
+    // What a device in the field sends home (here over semihosting or defmt; on a board over
+    // defmt-rtt or a radio): per layer, how many values were clamped since the last report. The
+    // host compares the fractions with the calibration data's (`icefold run --calib`).
+    #[cfg(feature = "drift")]
+    for (i, c) in CLAMPS.iter().enumerate() {
+        if c.values > 0 {
+            record!("DRIFT {} {} {} {}", i, c.values, c.low, c.high);
+        }
     }
     record!("STACK {}", stack);
     record!("DONE");
@@ -331,6 +403,113 @@ fn trace_first_sample(model: &Model<'_>, arena: &mut [u8], out: &mut [u8], sampl
     };
     if let Err(e) = result {
         fail!("ERR trace: {}", e);
+    }
+}
+
+/// Signed loading (feature `signed`): the cost of `Model::new_signed`, and three altered copies
+/// of the blob it must refuse.
+#[cfg(feature = "signed")]
+mod signed {
+    use icefold::{LoadError, Model};
+
+    // `fail!` calls it unqualified.
+    use crate::exit_failure;
+
+    /// What [`check`] measured and saw.
+    pub struct Check {
+        /// Timer ticks of `Model::new_signed` on the embedded blob.
+        pub verify_ticks: u64,
+        /// Timer ticks of `Model::new_checked` on the same blob (no signature check).
+        pub checked_ticks: u64,
+        /// Peak stack of the verification, in bytes.
+        pub stack: usize,
+        /// How the blob with one weight byte changed was refused.
+        pub tampered: &'static str,
+        /// How the blob with its last byte cut off was refused.
+        pub truncated: &'static str,
+        /// How the blob without its signature (flag cleared, trailer cut) was refused.
+        pub unsigned: &'static str,
+    }
+
+    fn name(result: Result<Model<'_>, LoadError>) -> &'static str {
+        match result {
+            Ok(_) => "ACCEPTED",
+            Err(LoadError::SignatureInvalid) => "SignatureInvalid",
+            Err(LoadError::SignatureTruncated) => "SignatureTruncated",
+            Err(LoadError::Unsigned) => "Unsigned",
+            Err(_) => "other",
+        }
+    }
+
+    /// Verifies `blob` with the trusted key, timed and with its own stack measurement, checks
+    /// altered copies in `copy` (a copy that loads fails the firmware), paints the stack again,
+    /// and times `new_checked` on `blob` for comparison.
+    // Not inlined: its frame (the verifier's buffers) must not become part of `main`'s, or
+    // the inference's stack peak would include it.
+    #[inline(never)]
+    pub fn check<'b>(
+        blob: &'b [u8],
+        copy: &mut [u8],
+    ) -> (Result<Model<'b>, LoadError>, Check) {
+        let clock = crate::board::Clock::start();
+        let start = clock.now();
+        let loaded = Model::new_signed(blob, &crate::key::PUBLIC_KEY);
+        let verify_ticks = clock.now() - start;
+        let (stack, _) = crate::stack_peak_bytes();
+        copy.copy_from_slice(blob);
+        let n = copy.len();
+        copy[n / 2] ^= 0x10;
+        let tampered = name(Model::new_signed(copy, &crate::key::PUBLIC_KEY));
+        copy[n / 2] ^= 0x10;
+        let truncated = name(Model::new_signed(&copy[..n - 1], &crate::key::PUBLIC_KEY));
+        copy[6] &= !1; // header flag SIGNED
+        let trailer = icefold::format::signature::TRAILER_LEN;
+        let unsigned = name(Model::new_signed(&copy[..n - trailer], &crate::key::PUBLIC_KEY));
+        if [tampered, truncated, unsigned].contains(&"ACCEPTED") {
+            fail!(
+                "ERR signed: an altered blob was accepted (tampered {} truncated {} unsigned {})",
+                tampered,
+                truncated,
+                unsigned
+            );
+        }
+        // The stack peak reported as `STACK` is then, as without `signed`, that of `new_checked`
+        // and the inference.
+        crate::repaint_stack();
+        let start = clock.now();
+        let checked = Model::new_checked(blob).is_ok();
+        let checked_ticks = clock.now() - start;
+        if !checked {
+            fail!("ERR signed: the blob does not pass new_checked");
+        }
+        let check = Check {
+            verify_ticks,
+            checked_ticks,
+            stack,
+            tampered,
+            truncated,
+            unsigned,
+        };
+        (loaded, check)
+    }
+}
+
+/// Paints the unused stack again (below the current stack pointer, with a margin for this
+/// function's own frame), so the next [`stack_peak_bytes`] measures only what runs after.
+#[cfg(feature = "signed")]
+fn repaint_stack() {
+    extern "C" {
+        static _stack_end: u32;
+    }
+    let bottom = core::ptr::addr_of!(_stack_end) as usize;
+    let sp = cortex_m::register::msp::read() as usize;
+    let mut addr = bottom;
+    while addr + 256 < sp {
+        // SAFETY: the words between `_stack_end` and 256 bytes below the current stack pointer
+        // belong to the stack region and hold no live data (nothing runs deeper than this frame
+        // while it writes).
+        unsafe { core::ptr::write_volatile(addr as *mut u32, cortex_m_rt::STACK_PAINT_VALUE) };
+        addr += 4;
     }
 }
 

@@ -1,5 +1,5 @@
-//! On-device check of the fast kernels: random convolutions (regular, depthwise, pointwise,
-//! first-layer shapes; int8 and 16x8 element types; any stride, dilation, padding, zero point and
+//! On-device check of the fast kernels: random convolutions (regular, depthwise, depthwise 3x3,
+//! pointwise, first-layer shapes; int8 and 16x8 element types; any stride, dilation, padding, zero point and
 //! pad values), dense layers and residual additions, each computed by the fast kernel and by its
 //! reference kernel on the core itself, compared byte for byte.
 //!
@@ -23,7 +23,7 @@ use icefold::quant::{Clamp, ClampI16, Requant};
 use panic_semihosting as _;
 
 /// Random cases per kind.
-const CASES: usize = 120;
+const CASES: usize = 150;
 /// Largest activation tensor (elements).
 const MAX_ACT: usize = 400;
 /// Largest weight tensor (elements).
@@ -110,7 +110,7 @@ fn out_len(size: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize) -> O
 
 /// A random convolution geometry with its input and output dims, within the buffers.
 fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
-    let kind = gen.below(4);
+    let kind = gen.below(5);
     let (kernel, in_c, out_c, groups) = match kind {
         // Regular, few input channels (first layers).
         0 => (
@@ -132,10 +132,22 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
             ([1 + gen.below(3), 1 + gen.below(3)], c, c, c)
         }
         // Pointwise.
-        _ => ([1, 1], 2 * (1 + gen.below(8)), 1 + gen.below(8), 1),
+        3 => ([1, 1], 2 * (1 + gen.below(8)), 1 + gen.below(8), 1),
+        // Depthwise 3x3 (the dedicated kernel `fast::depthwise`: even channel counts, dilation
+        // 1, horizontal stride 1 or 2; odd counts take the general loop).
+        _ => {
+            let c = 1 + gen.below(MAX_C as u32);
+            ([3, 3], c, c, c)
+        }
     };
     let (stride, dilation, pad) = if kind == 3 && gen.next() % 2 == 0 {
         ([1, 1], [1, 1], [0; 4])
+    } else if kind == 4 {
+        (
+            [1 + gen.below(3), 1 + gen.below(2)],
+            [1, 1],
+            [gen.below(3), gen.below(3), gen.below(3), gen.below(3)],
+        )
     } else {
         (
             [1 + gen.below(2), 1 + gen.below(2)],
@@ -143,7 +155,12 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
             [gen.below(3), gen.below(3), gen.below(3), gen.below(3)],
         )
     };
-    let (h, w) = (1 + gen.below(7), 1 + gen.below(7));
+    let (h, w) = if kind == 4 {
+        // Wide rows: several two-pixel passes and an odd last pixel.
+        (1 + gen.below(6), 1 + gen.below(24))
+    } else {
+        (1 + gen.below(7), 1 + gen.below(7))
+    };
     let g = ConvGeometry {
         kernel,
         stride,

@@ -215,6 +215,10 @@ pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool 
         regular(conv, output);
         true
     } else if g.groups == in_c && g.groups == out_c {
+        if super::depthwise::covers(conv) {
+            super::depthwise::depthwise3x3(conv, X::words(conv.input), output);
+            return true;
+        }
         match X::words(conv.input) {
             Some(words) if in_c % 2 == 0 => depthwise_pairs(conv, words, output),
             _ => depthwise(conv, output),
@@ -245,7 +249,7 @@ pub(super) fn stage(channels: &ChannelQuant, o: usize) -> Option<(i32, Stage)> {
 /// ever compared with `size`, so it reads as padding or as some element inside, never out of
 /// bounds.
 #[inline(always)]
-fn coord(
+pub(super) fn coord(
     out: usize,
     stride: usize,
     tap: usize,
@@ -375,6 +379,9 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     } else {
         None
     };
+    // Per channel pair, reused (not re-zeroed: each pair writes what it reads).
+    let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
+    let padded = c.geometry.pad != [0; 4];
     let mut o = 0;
     while o < out_c {
         let pair = o + 1 < out_c;
@@ -387,7 +394,15 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         else {
             return;
         };
-        let pads = [w0, w1].map(|w| pad_sums(&c.padding, w, in_c));
+        // Only border pixels read the pad sums: an unpadded layer has none (and skips the
+        // copies of two 256-byte arrays per channel pair).
+        let computed;
+        let pads = if padded {
+            computed = [w0, w1].map(|w| pad_sums(&c.padding, w, in_c));
+            &computed
+        } else {
+            &NO_PADS
+        };
         let outs = Outputs {
             bias: [b0, b1],
             stage: [s0, s1],
@@ -396,7 +411,6 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         };
         match words {
             Some(x) => {
-                let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
                 for (buf, w) in wide.iter_mut().zip([w0, w1]) {
                     for (slot, w) in buf.iter_mut().zip(w.chunks_exact(2)) {
                         if let Some(&[lo, hi]) = w.first_chunk::<2>() {
@@ -412,7 +426,7 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                     // Pointwise: output pixel p reads input pixel p, nothing else.
                     pointwise(x, w, &outs, &c.bounds, in_c, out_c, &mut *output);
                 } else {
-                    pixels(c, &mut *output, &Wide { w, x }, &outs, &pads);
+                    pixels(c, &mut *output, &Wide { w, x }, &outs, pads);
                 }
             }
             None => {
@@ -420,12 +434,15 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                     w: [w0, w1],
                     x: c.input,
                 };
-                pixels(c, &mut *output, &ops, &outs, &pads);
+                pixels(c, &mut *output, &ops, &outs, pads);
             }
         }
         o += if pair { 2 } else { 1 };
     }
 }
+
+/// The pad sums of an unpadded layer (never read), in flash rather than on the stack.
+const NO_PADS: [[i32; MAX_TAPS]; 2] = [[0; MAX_TAPS]; 2];
 
 /// Largest reduction (`kh · kw · in_c`) whose receptive fields [`columns`] gathers: two
 /// pixels' fields of int16 lane pairs, 1 KiB of stack.
@@ -644,18 +661,18 @@ fn pad_sums<X: Element>(padding: &Padding<'_, X>, w: &[i8], in_c: usize) -> [i32
 }
 
 /// The output side of a channel pair.
-struct Outputs {
-    bias: [i32; 2],
-    stage: [Stage; 2],
+pub(super) struct Outputs {
+    pub(super) bias: [i32; 2],
+    pub(super) stage: [Stage; 2],
     /// First channel.
-    o: usize,
+    pub(super) o: usize,
     /// Whether `o + 1` is written too.
-    pair: bool,
+    pub(super) pair: bool,
 }
 
 impl Outputs {
     #[inline(always)]
-    fn store<Y: FromWide>(&self, bounds: &Bounds, out_px: &mut [Y], acc: [i32; 2]) {
+    pub(super) fn store<Y: FromWide>(&self, bounds: &Bounds, out_px: &mut [Y], acc: [i32; 2]) {
         if let Some(y) = out_px.get_mut(self.o) {
             *y = finish(bounds, &self.stage[0], acc[0]);
         }

@@ -15,12 +15,12 @@ pub fn add(quant: &AddQuant, a: &[i8], b: &[i8], output: &mut [i8]) {
     let r_out = Stage::new(quant.output_requant);
     let bounds = Bounds::from(quant.output);
     let widen = |q: i8, zp: i32, r: &Stage| {
-        r.scale((i32::from(q) - zp).wrapping_shl(ADD_LEFT_SHIFT as u32))
+        r.scale_inline((i32::from(q) - zp).wrapping_shl(ADD_LEFT_SHIFT as u32))
     };
     for (o, (x, y)) in output.iter_mut().zip(a.iter().zip(b)) {
         let sum = widen(*x, zp_a, &r_a).saturating_add(widen(*y, zp_b, &r_b));
         // In the int8 range: the bounds are int8.
-        *o = bounds.apply(r_out.scale(sum)) as i8;
+        *o = bounds.apply(r_out.scale_inline(sum)) as i8;
     }
 }
 

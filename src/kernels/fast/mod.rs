@@ -15,6 +15,7 @@
 
 pub mod conv;
 pub mod dense;
+pub mod depthwise;
 pub mod elementwise;
 pub mod requant;
 pub mod simd;

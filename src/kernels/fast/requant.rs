@@ -6,7 +6,7 @@
 //! [`Requant::is_normalized`] accepts, with a shift of at most 0 (every factor below 1/2), an
 //! output costs one 32x32->64 multiply, a rounding shift and a masked compare.
 
-use crate::kernels::reference::int8::{OutputQuant, WideOutputQuant};
+use crate::kernels::reference::int8::{FromWide, OutputQuant, WideOutputQuant};
 use crate::quant::Requant;
 
 /// One output channel's constants, prepared once.
@@ -23,15 +23,81 @@ pub struct Stage {
     half: i32,
     /// A factor outside the normalized range: use the reference function.
     general: Option<Requant>,
+    /// The common case (a positive multiplier, a right shift of 1 to 31): [`Scale`].
+    single: Option<Scale>,
     /// Neither `general`, nor a left shift, nor the one multiplier (`i32::MIN`) whose product
-    /// can saturate: the common case, one branch then straight-line arithmetic.
+    /// can saturate (a factor of 1/2 or more, or a negative one): straight-line arithmetic.
     plain: bool,
+}
+
+/// `Requant::apply` for a positive multiplier and a shift in `-31..=-1` (every factor below
+/// 1/2), as one 64-bit multiply-accumulate and one shift, with no branch and no saturation.
+///
+/// The reference computes `v = floor((x·m + 2^30) / 2^31)` (no saturation: `m > 0`), then
+/// divides by `2^r` rounding ties away from zero: `floor((v + 2^(r−1) − [v < 0]) / 2^r)`
+/// (gemmlowp's bit-mask form, case by case on the remainder). Nested floors of divisions by
+/// powers of two are one floor, so that is `floor(Q / 2^(31+r))` with
+/// `Q = x·m + 2^30 + 2^(r+30) − [v < 0]·2^31`, exact in i64 (`|x·m| < 2^62`). `[v < 0]` can be
+/// replaced by `[x < 0]`: they differ only when `−2^30 <= x·m < 0`, where `v = 0` and both
+/// forms give 0. With `31 + r >= 32`, the result is the high word of `Q` shifted by `r − 1`.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    multiplier: i32,
+    /// `2^30 + 2^(r+30)`.
+    init: i64,
+    /// `r − 1`.
+    shift: u32,
+}
+
+impl Scale {
+    /// The scale of `r`, if its factor is one this form computes.
+    #[inline]
+    pub fn new(r: Requant) -> Option<Scale> {
+        if r.multiplier > 0 && (-31..=-1).contains(&r.shift) {
+            let right = r.shift.unsigned_abs();
+            // `2^30 + 2^(r+30)` from its two words (no variable 64-bit shift: cheap per channel).
+            let (high, low) = if right == 1 {
+                (0u32, 3u32 << 30)
+            } else {
+                (1u32 << (right - 2), 1u32 << 30)
+            };
+            Some(Scale {
+                multiplier: r.multiplier,
+                init: (i64::from(high) << 32) | i64::from(low),
+                shift: right - 1,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// `Requant::apply(x)`.
+    #[inline(always)]
+    pub fn apply(&self, x: i32) -> i32 {
+        let q = (i64::from(x) * i64::from(self.multiplier))
+            .wrapping_add(self.init)
+            .wrapping_add(i64::from(x >> 31) << 31);
+        ((q >> 32) as i32) >> self.shift
+    }
 }
 
 impl Stage {
     /// The stage of one channel's factor.
     #[inline]
     pub fn new(r: Requant) -> Stage {
+        if let Some(single) = Scale::new(r) {
+            // The other fields are only read when `single` is `None`.
+            return Stage {
+                multiplier: r.multiplier,
+                left: 0,
+                right: 0,
+                mask: 0,
+                half: 0,
+                general: None,
+                single: Some(single),
+                plain: false,
+            };
+        }
         let left = r.shift.max(0).unsigned_abs();
         let right = r.shift.min(0).unsigned_abs();
         let fast = left <= 30 && right <= 31;
@@ -47,13 +113,34 @@ impl Stage {
             mask,
             half: mask >> 1,
             general: (!fast).then_some(r),
+            single: None,
             plain: fast && left == 0 && r.multiplier != i32::MIN,
         }
     }
 
-    /// `Requant::apply(x)` for this channel's factor.
+    /// The channel's [`Scale`], if its factor has one.
+    #[inline(always)]
+    pub fn single(&self) -> Option<Scale> {
+        self.single
+    }
+
+    /// `Requant::apply(x)` for this channel's factor: [`Scale`] inline, every other factor out
+    /// of line (a kernel loop keeps fewer constants live).
     #[inline(always)]
     pub fn scale(&self, x: i32) -> i32 {
+        if let Some(s) = &self.single {
+            return s.apply(x);
+        }
+        self.scale_any(x)
+    }
+
+    /// [`Stage::scale`] with factors of 1/2 and more inline too, for loops with few other
+    /// live values (the residual addition, whose factors often are).
+    #[inline(always)]
+    pub fn scale_inline(&self, x: i32) -> i32 {
+        if let Some(s) = &self.single {
+            return s.apply(x);
+        }
         if self.plain {
             // |x · m| < 2^62 and m > i32::MIN: the quotient fits without saturation.
             let high = ((i64::from(x) * i64::from(self.multiplier) + (1 << 30)) >> 31) as i32;
@@ -127,6 +214,31 @@ impl Bounds {
     }
 }
 
+/// Stores `accs` through one channel's stage into `outputs` (one element each): the output
+/// stage of a run of pixels of one channel, as a loop of its own so that the channel's
+/// constants stay in registers, with the channel's form of the factor chosen once.
+#[inline(always)]
+pub fn store_channel<'y, Y: FromWide + 'y>(
+    accs: impl Iterator<Item = i32>,
+    outputs: impl Iterator<Item = &'y mut Y>,
+    stage: &Stage,
+    bounds: &Bounds,
+) {
+    let bounds = *bounds;
+    match stage.single() {
+        Some(scale) => {
+            for (acc, y) in accs.zip(outputs) {
+                *y = Y::from_wide(bounds.apply(scale.apply(acc)) as i16);
+            }
+        }
+        None => {
+            for (acc, y) in accs.zip(outputs) {
+                *y = Y::from_wide(bounds.apply(stage.scale(acc)) as i16);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -148,11 +260,19 @@ mod tests {
 
     fn check(x: i32, multiplier: i32, shift: i32) {
         let r = Requant { multiplier, shift };
+        let want = multiply_by_quantized_multiplier(x, multiplier, shift);
         assert_eq!(
             Stage::new(r).scale(x),
-            multiply_by_quantized_multiplier(x, multiplier, shift),
+            want,
             "x {x} multiplier {multiplier} shift {shift}"
         );
+        if let Some(s) = Scale::new(r) {
+            assert_eq!(
+                s.apply(x),
+                want,
+                "Scale: x {x} multiplier {multiplier} shift {shift}"
+            );
+        }
     }
 
     #[test]
@@ -166,6 +286,18 @@ mod tests {
         }
         for shift in [i32::MIN, i32::MIN + 1, -33, -32, 31, 32, i32::MAX] {
             check(-12345, 1 << 30, shift);
+        }
+    }
+
+    /// Small accumulators against factors whose products land on ties of both roundings.
+    #[test]
+    fn equals_the_reference_on_ties() {
+        for m in [1, 3, 1 << 29, 1 << 30, (1 << 30) + 1, 3 << 29, i32::MAX] {
+            for shift in -12..=0 {
+                for x in -5000..=5000 {
+                    check(x, m, shift);
+                }
+            }
         }
     }
 

@@ -6,7 +6,10 @@ use crate::kernels::Activation;
 /// layer's output).
 ///
 /// Definitions: ReLU is `max(x, 0)` (NaN becomes 0), clip is `min(max(x, lo), hi)`, leaky ReLU is
-/// `x` for `x >= 0` else `alpha * x`, sigmoid is `1 / (1 + exp(-x))` with `libm::expf`.
+/// `x` for `x >= 0` else `alpha * x`, sigmoid is `1 / (1 + exp(-x))` with `libm::expf`, hard
+/// sigmoid is `min(max(alpha * x + beta, 0), 1)` (multiply, then add; NaN becomes 0), hard swish
+/// is `x * hard_sigmoid(x)` with `alpha = 1/6` (as f32), `beta = 0.5`, tanh is `libm::tanhf`,
+/// SiLU is `x * sigmoid(x)`.
 pub fn activate(activation: &Activation, values: &mut [f32]) {
     match *activation {
         Activation::Identity => {}
@@ -16,7 +19,25 @@ pub fn activate(activation: &Activation, values: &mut [f32]) {
             .iter_mut()
             .for_each(|v| *v = if *v >= 0.0 { *v } else { alpha * *v }),
         Activation::Sigmoid => values.iter_mut().for_each(|v| *v = sigmoid(*v)),
+        Activation::HardSigmoid { alpha, beta } => values
+            .iter_mut()
+            .for_each(|v| *v = hard_sigmoid(*v, alpha, beta)),
+        Activation::HardSwish => values
+            .iter_mut()
+            .for_each(|v| *v *= hard_sigmoid(*v, HARD_SWISH_ALPHA, 0.5)),
+        Activation::Tanh => values.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
+        Activation::Silu => values.iter_mut().for_each(|v| *v *= sigmoid(*v)),
     }
+}
+
+/// The slope of hard swish's gate, `1/6` rounded to f32 (ONNX HardSwish fixes `alpha = 1/6`).
+pub const HARD_SWISH_ALPHA: f32 = 1.0 / 6.0;
+
+/// `min(max(alpha * x + beta, 0), 1)`; NaN becomes 0 (`f32::max` returns the number).
+#[inline]
+#[allow(clippy::manual_clamp)] // `clamp` would keep NaN; max/min gives the documented 0.
+pub fn hard_sigmoid(x: f32, alpha: f32, beta: f32) -> f32 {
+    (alpha * x + beta).max(0.0).min(1.0)
 }
 
 /// `1 / (1 + exp(-x))`; saturates to exactly 0 or 1 for large `|x|`, never NaN for finite `x`.
@@ -84,6 +105,33 @@ mod tests {
         activation(&Activation::Sigmoid, &[0.0, 100.0, -100.0], &mut out[..3]);
         assert_eq!(&out[..3], &[0.5, 1.0, 0.0]);
         assert!((sigmoid(1.0) - 0.731_058_6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn hard_and_smooth_activations_by_hand() {
+        let input = [-4.0f32, -3.0, 0.0, 1.5, 3.0, 5.0];
+        let mut out = [0.0f32; 6];
+        let hs = Activation::HardSigmoid {
+            alpha: 0.25,
+            beta: 0.5,
+        };
+        activation(&hs, &input, &mut out);
+        // 0.25 x + 0.5 is exact in f32 for these inputs.
+        assert_eq!(out, [0.0, 0.0, 0.5, 0.875, 1.0, 1.0]);
+        activation(&Activation::HardSwish, &input, &mut out);
+        // Below -3 the gate is 0, above 3 it is 1; in between x * (x / 6 + 0.5).
+        assert_eq!(out[..3], [-0.0, 0.0, 0.0]);
+        assert!((out[3] - 1.5 * 0.75).abs() < 1e-6);
+        assert_eq!(out[4..], [3.0, 5.0]);
+        activation(&Activation::Tanh, &[0.0, 20.0, -20.0, 0.5], &mut out[..4]);
+        assert_eq!(out[..3], [0.0, 1.0, -1.0]);
+        assert!((out[3] - 0.462_117_16).abs() < 1e-6);
+        activation(&Activation::Silu, &[0.0, 1.0, -100.0, 100.0], &mut out[..4]);
+        assert_eq!(out[0], 0.0);
+        assert!((out[1] - 0.731_058_6).abs() < 1e-6);
+        assert_eq!(out[2..4], [-0.0, 100.0]);
+        // NaN does not escape the clamps of the hard sigmoid.
+        assert_eq!(hard_sigmoid(f32::NAN, 1.0, 0.0), 0.0);
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //!
 //! Accumulation order is part of the definition (it fixes the rounding): see [`dot`].
 
+pub mod axis;
 pub mod conv;
 pub mod dense;
 pub mod elementwise;
 pub mod int8;
 pub mod layout;
+pub mod mul;
 pub mod pool;
+pub mod prelu;
 pub mod softmax;
 
 /// Lanes of the partial sums in [`dot`].

@@ -8,9 +8,9 @@ use icefold::format::{DType, Op};
 use icefold_tool::bn_check::policy::{BnCheckOptions, BnStatsCheck, StaleBnPolicy};
 use icefold_tool::io;
 use icefold_tool::ir::graph;
-use icefold_tool::lower::limits::Limits;
 use icefold_tool::pipeline::{self, ConvertOptions, Converted, Int8Conversion, Int8Options};
 use icefold_tool::quantize::calibrate;
+use icefold_tool::signing;
 
 /// Arguments of `icefold convert`.
 #[derive(clap::Args)]
@@ -46,15 +46,8 @@ pub struct ConvertArgs {
     /// 0 keeps every activation int8 (least RAM).
     #[arg(long, value_name = "N|all", default_value = "all", value_parser = pipeline::parse_int16_activations, requires = "quantize")]
     int16_activations: usize,
-    /// Refuse models whose weights exceed this many bytes.
-    #[arg(long, default_value_t = Limits::DEFAULT.max_weight_bytes)]
-    max_weight_bytes: usize,
-    /// Refuse models whose arena exceeds this many bytes.
-    #[arg(long, default_value_t = Limits::DEFAULT.max_arena_bytes)]
-    max_arena_bytes: usize,
-    /// Refuse ONNX files larger than this many bytes (checked before reading).
-    #[arg(long, default_value_t = Limits::DEFAULT.max_file_bytes)]
-    max_file_bytes: u64,
+    #[command(flatten)]
+    budget: super::BudgetArgs,
     /// With --calib: fold BatchNorm statistics even if they do not match the data (warns).
     #[arg(long, conflicts_with = "recalibrate_bn", requires = "calib")]
     allow_stale_bn: bool,
@@ -62,6 +55,10 @@ pub struct ConvertArgs {
     /// calibration data (population statistics, layer by layer in eval mode), then fold.
     #[arg(long, requires = "calib")]
     recalibrate_bn: bool,
+    /// Sign the blob with this Ed25519 private key (from `icefold keygen`) for devices that
+    /// load with `Model::new_signed`; with --emit-rust the module also gets `PUBLIC_KEY`.
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
 }
 
 pub fn run(a: &ConvertArgs) -> Result<()> {
@@ -71,11 +68,7 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
         a.emit_rust.as_deref(),
     );
     io::ensure_not_an_input(output, &[model])?;
-    let limits = Limits {
-        max_weight_bytes: a.max_weight_bytes,
-        max_arena_bytes: a.max_arena_bytes,
-        max_file_bytes: a.max_file_bytes,
-    };
+    let limits = a.budget.limits();
     if a.quantize.is_some() && a.calib.is_none() {
         bail!("--quantize int8 needs calibration data: --calib CALIB.npy");
     }
@@ -118,18 +111,33 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
     if let Some(q) = &c.int8 {
         print_int8_report(&c, q);
     }
-    io::write_atomic(output, &c.blob, &[model])?;
-    println!("wrote {} ({} bytes)", output.display(), c.blob.len());
+    // The key is read before anything is written: a wrong path fails the whole conversion.
+    let signed = match &a.sign {
+        Some(key) => Some(signing::sign(&c.blob, &signing::read_private(key)?)?),
+        None => None,
+    };
+    let blob = signed.as_ref().map_or(&c.blob, |s| &s.bytes);
+    io::write_atomic(output, blob, &[model])?;
+    println!(
+        "wrote {} ({} bytes{})",
+        output.display(),
+        blob.len(),
+        if signed.is_some() { ", signed" } else { "" }
+    );
     if let Some(module) = emit_rust {
         let include = icefold_tool::lower::rustgen::include_path(module, output)?;
-        let text = icefold_tool::lower::rustgen::model_module(
-            &c.blob,
+        let mut text = icefold_tool::lower::rustgen::model_module(
+            blob,
             &include,
             &icefold_tool::lower::rustgen::Provenance {
                 source: model.display().to_string(),
                 generator: "icefold convert --emit-rust".into(),
             },
         )?;
+        if let Some(s) = &signed {
+            text.push('\n');
+            text.push_str(&signing::public_key_rust(&s.public));
+        }
         io::write_atomic(module, text.as_bytes(), &[model, output])?;
         println!("wrote {} (includes {include})", module.display());
     }

@@ -14,6 +14,10 @@ use super::read_blob;
 pub struct InspectArgs {
     /// The blob.
     blob: PathBuf,
+    /// Verify the blob's signature with this public key (KEY.pub) as a device does
+    /// (`Model::new_signed`); exit code 1 if it does not verify.
+    #[arg(long, value_name = "KEY_PUB")]
+    public_key: Option<PathBuf>,
 }
 
 pub fn run(a: &InspectArgs) -> Result<()> {
@@ -27,6 +31,25 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         blob.as_slice().len(),
         icefold::format::FORMAT_VERSION
     );
+    let signed = icefold::format::signature::split(blob.as_slice())
+        .filter(|_| icefold::format::signature::says_signed(blob.as_slice()));
+    match (&a.public_key, signed) {
+        (None, None) => println!("unsigned"),
+        (None, Some(_)) => println!(
+            "signed (Ed25519 trailer; give --public-key KEY.pub to verify it as a device does)"
+        ),
+        (Some(key), _) => {
+            let pk = icefold_tool::signing::read_public(key)?;
+            icefold::Model::new_signed(blob.as_slice(), &pk).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: refused with {}: {e}",
+                    blob_path.display(),
+                    key.display()
+                )
+            })?;
+            println!("signed, and the signature verifies with {}", key.display());
+        }
+    }
     println!(
         "input  {:?} (logical {:?}), arena offset {}",
         info.input.dims,

@@ -39,6 +39,20 @@ pub struct McuArgs {
     /// `icefold_inference_start` / `icefold_inference_end` bracket each inference).
     #[arg(long, value_name = "FW_ELF")]
     save_elf: Option<PathBuf>,
+    /// Run even if an input element is NaN or infinite (by default the command refuses, naming
+    /// the sample and element: the model would answer confidently on bad sensor data).
+    #[arg(long)]
+    allow_nonfinite: bool,
+    /// The blob is signed: build the firmware with `Model::new_signed` and this public key
+    /// (KEY.pub from `icefold keygen`), report what verification costs, and check on the device
+    /// that tampered, truncated and unsigned copies are refused.
+    #[arg(long, value_name = "KEY_PUB")]
+    public_key: Option<PathBuf>,
+    /// Count on the device, per layer, the int8 values clamped at the ends of their range (the
+    /// firmware's feature `drift`, how a device reports input drift); the counting is included in
+    /// the instruction counts.
+    #[arg(long)]
+    drift: bool,
 }
 
 /// Runs `icefold mcu`.
@@ -55,7 +69,15 @@ pub fn run(a: &McuArgs) -> Result<()> {
     if let Some(n) = a.samples {
         x = x.first(usize::try_from(n).unwrap_or(usize::MAX));
     }
+    if !a.allow_nonfinite {
+        icefold_tool::host::check_finite(&x, input)?;
+    }
     let mut opts = mcu::McuOptions::new(target);
+    opts.allow_nonfinite = a.allow_nonfinite;
+    opts.drift = a.drift;
+    if let Some(key) = &a.public_key {
+        opts.public_key = Some(*icefold_tool::signing::read_public(key)?);
+    }
     opts.timeout = std::time::Duration::from_secs(a.timeout);
     opts.defmt = a.defmt;
     println!(

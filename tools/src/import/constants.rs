@@ -6,6 +6,7 @@ use anyhow::{anyhow, bail, ensure, Result};
 use onnx_rs::ast::{Node, OpType};
 
 use super::attr::Attrs;
+use super::rounding;
 use super::tensor::{self, norm_axis, BinOp, Const, Data, ExternalFiles, MAX_CONST_ELEMENTS};
 
 /// Input `k` of a constant node, which must be present.
@@ -147,6 +148,12 @@ pub(super) fn evaluate(
             Ok(tensor::concat(&parts, axis))
         }
         OpType::Slice => slice(x()?, inputs),
+        OpType::Ceil => Ok(rounding::round(x()?, true)),
+        OpType::Floor => Ok(rounding::round(x()?, false)),
+        OpType::Clip => {
+            let bound = |k: usize| inputs.get(k).copied().flatten();
+            rounding::clip(x()?, bound(1), bound(2), &attrs)
+        }
         ref other => bail!("{} cannot be evaluated at import", other.as_str()),
     }
 }

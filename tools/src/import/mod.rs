@@ -9,14 +9,17 @@
 //!    `Reshape`, evaluated by `constants` with the batch taken as 1) are resolved, and activation ops
 //!    become IR nodes with per-sample shapes, validated against their weights.
 //!
-//! Supported: default-domain opsets 11..=20; one float32 input whose first axis is the batch
+//! Supported: default-domain opsets 11..=23; one float32 input whose first axis is the batch
 //! (symbolic or fixed) and whose other axes are static; one output. Errors name the node:
 //! `node "conv3" (Conv): ...`. Nothing in here panics on malformed files.
 
+mod activations;
 mod attr;
 mod constants;
+mod global_pool;
 mod nodes;
 mod order;
+mod rounding;
 mod spatial;
 mod support;
 mod tensor;
@@ -37,7 +40,11 @@ use tensor::ExternalFiles;
 /// Opsets of the default ONNX domain that import accepts. 19 and 20 (the PyTorch dynamo
 /// exporter's default) changed nothing the supported ops rely on: AveragePool gained
 /// `dilations` (only 1 is accepted), Pad a `wrap` mode (only `constant` is), the rest only types.
-pub const SUPPORTED_OPSETS: RangeInclusive<i64> = 11..=20;
+/// 21 to 23 (onnx 1.16 to 1.18) changed only element types of the supported ops (checked with
+/// `onnx.defs` schema by schema: bfloat16 for Conv, the pools, HardSigmoid, HardSwish, Dropout;
+/// int4, float8 and float4 for Reshape, Transpose, Pad, Shape, Constant, Cast and the other layout
+/// ops), which import refuses by name where it meets them. 24 changed `Cast` and others again.
+pub const SUPPORTED_OPSETS: RangeInclusive<i64> = 11..=23;
 
 /// Stack for the import thread, per byte of model file. `onnx-rs` parses nested messages
 /// recursively (about 700 bytes of stack per level, at least ~9 file bytes per level in a large
@@ -187,7 +194,9 @@ fn default_opset(model: &Model<'_>) -> Result<i64> {
         .ok_or_else(|| anyhow!("the model imports no opset of the default ONNX domain"))?;
     ensure!(
         SUPPORTED_OPSETS.contains(&opset),
-        "opset {opset} is not supported (supported: {}..={}); re-export with e.g. `opset_version=17`",
+        "opset {opset} is not supported (supported: {}..={}); re-export with e.g. \
+         `torch.onnx.export(..., opset_version=17)`, or convert the file with \
+         `onnx.version_converter.convert_version(model, 17)`",
         SUPPORTED_OPSETS.start(),
         SUPPORTED_OPSETS.end()
     );

@@ -6,8 +6,12 @@ use std::collections::HashMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use onnx_rs::ast::{Node as OnnxNode, OpType};
 
+mod axis;
+
+use super::activations;
 use super::attr::{Attrs, MAX_ATTR_SIZE};
 use super::constants;
+use super::global_pool;
 use super::spatial::Window;
 use super::tensor::{self, Const, ExternalFiles};
 use crate::ir::graph::{
@@ -38,7 +42,7 @@ pub(super) struct NodeImporter<'e> {
     /// models' Reshape targets, so that number there means "the batch".
     fixed_batch: Option<i64>,
     /// How many needed nodes read each name (the graph output counts as one more reader).
-    readers: HashMap<String, usize>,
+    pub(super) readers: HashMap<String, usize>,
     /// Dense nodes made from a MatMul, by output value, while a following Add may still
     /// become their bias.
     open_matmul: HashMap<ValueId, usize>,
@@ -218,6 +222,14 @@ impl<'e> NodeImporter<'e> {
             }
             OpType::Relu => self.activation(need_x()?, Activation::Relu),
             OpType::Sigmoid => self.activation(need_x()?, Activation::Sigmoid),
+            OpType::HardSigmoid => self.activation(need_x()?, activations::hard_sigmoid(&attrs)?),
+            OpType::HardSwish => self.activation(need_x()?, Activation::HardSwish),
+            OpType::Tanh => self.activation(need_x()?, Activation::Tanh),
+            OpType::PRelu => {
+                let x = need_x()?;
+                let op = activations::prelu(need(1, "the slope")?, self.shape(x))?;
+                frozen_op(op, x, self.shape(x).to_vec())
+            }
             OpType::LeakyRelu => {
                 let alpha = attrs.float("alpha", 0.01)?;
                 ensure!(alpha.is_finite(), "alpha {alpha} is not finite");
@@ -250,15 +262,35 @@ impl<'e> NodeImporter<'e> {
                 shape[0] = s[0];
                 frozen_op(FrozenOp::GlobalAveragePool, need_x()?, shape)
             }
+            OpType::GlobalMaxPool => {
+                let x = need_x()?;
+                let (op, shape) = global_pool::global_max_pool(self.shape(x))?;
+                frozen_op(op, x, shape)
+            }
             OpType::ReduceMean => {
                 let axes = constants::axes(&attrs, &[None, cst(1, "axes")?], 1)?;
                 self.reduce_mean(&attrs, need_x()?, axes)?
             }
             OpType::Add | OpType::Sub | OpType::Mul | OpType::Div => match (act(0), act(1)) {
+                (Some(a), Some(b))
+                    if node.op_type == OpType::Mul
+                        && self.fuse_self_gating(origin, out, (a, b)) =>
+                {
+                    return Ok(());
+                }
+                (Some(a), Some(b)) if node.op_type == OpType::Mul => {
+                    let (sa, sb) = (self.shape(a), self.shape(b));
+                    let [x, gate] = activations::product_operands((a, sa), (b, sb))?;
+                    ImportedOp {
+                        op: Op::Frozen(FrozenOp::Mul),
+                        inputs: vec![x, gate],
+                        shape: self.shape(x).to_vec(),
+                    }
+                }
                 (Some(a), Some(b)) => {
                     ensure!(
                         node.op_type == OpType::Add,
-                        "only Add combines two activations"
+                        "only Add and Mul combine two activations"
                     );
                     let (sa, sb) = (self.shape(a), self.shape(b));
                     ensure!(sa == sb, "Add of activations of different shapes {sa:?} and {sb:?} (broadcasting between activations is not supported)");
@@ -372,6 +404,19 @@ impl<'e> NodeImporter<'e> {
                     "Softmax over axis {axis} of a rank-{rank} tensor; only the last axis is supported"
                 );
                 frozen_op(FrozenOp::Softmax, x, self.shape(x).to_vec())
+            }
+            OpType::Concat => self.concat(&attrs, &inputs)?,
+            OpType::Slice => {
+                let params = [
+                    cst(1, "starts")?,
+                    cst(2, "ends")?,
+                    cst(3, "axes")?,
+                    cst(4, "steps")?,
+                ];
+                self.slice(origin, out, &attrs, need_x()?, params)?
+            }
+            OpType::Split => {
+                return self.split(node, origin, &attrs, need_x()?, cst(1, "split")?);
             }
             ref other => bail!("{} is not supported on activations", other.as_str()),
         };

@@ -20,9 +20,14 @@ const ACTIVATION_OPS: &[&str] = &[
     "Clip",
     "LeakyRelu",
     "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "PRelu",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "GlobalMaxPool",
     "ReduceMean",
     "Add",
     "Sub",
@@ -38,6 +43,9 @@ const ACTIVATION_OPS: &[&str] = &[
     "Pad",
     "Softmax",
     "Shape",
+    "Concat",
+    "Slice",
+    "Split",
 ];
 
 /// Ops evaluated at import when every input is a constant (shape arithmetic).
@@ -62,6 +70,9 @@ const CONSTANT_OPS: &[&str] = &[
     "Div",
     "Sqrt",
     "Neg",
+    "Ceil",
+    "Floor",
+    "Clip",
 ];
 
 /// Ops where only input 0 may be an activation; the others are weights or parameters.
@@ -71,12 +82,15 @@ const FIRST_INPUT_ONLY: &[&str] = &[
     "Gemm",
     "MatMul",
     "Clip",
+    "PRelu",
     "Pad",
     "Reshape",
     "Squeeze",
     "Unsqueeze",
     "ReduceMean",
     "Dropout",
+    "Slice",
+    "Split",
 ];
 
 /// Checks the needed nodes (in order) and returns one error describing every unsupported node and
@@ -176,9 +190,10 @@ fn unsupported_reason(node: &Node<'_>, reads: &[bool]) -> Option<String> {
                 .to_string(),
         );
     }
-    if matches!(op, "Sub" | "Mul" | "Div") && reads.iter().filter(|&&a| a).count() > 1 {
+    if matches!(op, "Sub" | "Div") && reads.iter().filter(|&&a| a).count() > 1 {
         return Some(format!(
-            "{op} of two activations is not supported (only Add combines activations)"
+            "{op} of two activations is not supported (only Add and Mul combine activations); \
+             rewrite it in the model (a - b as a + (-1 * b)) or keep it outside the exported graph"
         ));
     }
     None

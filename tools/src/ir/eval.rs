@@ -30,7 +30,15 @@ pub trait EvalOp {
 
 impl EvalOp for FrozenOp {
     fn eval(&self, inputs: &[Operand<'_>], out_shape: &[usize]) -> Result<Vec<f32>> {
-        let arity = if matches!(self, FrozenOp::Add) { 2 } else { 1 };
+        if let FrozenOp::Concat { axis } = self {
+            ensure!(inputs.len() >= 2, "Concat needs at least 2 inputs");
+            return super::eval_axis::concat(*axis, inputs, out_shape);
+        }
+        let arity = if matches!(self, FrozenOp::Add | FrozenOp::Mul) {
+            2
+        } else {
+            1
+        };
         ensure!(
             inputs.len() == arity,
             "expected {arity} input(s), the node has {}",
@@ -45,6 +53,8 @@ impl EvalOp for FrozenOp {
             FrozenOp::Pool(p) => pool(p, x, out_shape),
             FrozenOp::GlobalAveragePool => global_average_pool(x, out_shape),
             FrozenOp::Add => add(x, inputs[1], out_shape),
+            FrozenOp::Mul => mul(x, inputs[1], out_shape),
+            FrozenOp::PRelu { slope } => prelu(slope, x, out_shape),
             FrozenOp::Reshape => {
                 ensure!(
                     numel(out_shape) == x.data.len(),
@@ -57,6 +67,13 @@ impl EvalOp for FrozenOp {
             FrozenOp::Transpose { perm } => transpose(perm, x, out_shape),
             FrozenOp::Pad { pads, value } => pad(pads, *value, x, out_shape),
             FrozenOp::Softmax => softmax(x, out_shape),
+            FrozenOp::Concat { axis } => super::eval_axis::concat(*axis, inputs, out_shape),
+            FrozenOp::Slice { axis, start, step } => {
+                super::eval_axis::slice((*axis, *start, *step), x, out_shape)
+            }
+            FrozenOp::Gather { axis, indices } => {
+                super::eval_axis::gather(*axis, indices, x, out_shape)
+            }
         }
     }
 }
@@ -465,18 +482,12 @@ fn affine(a: &Affine, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
 
 fn activation(act: Activation, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
     ensure_same_shape(x, out_shape)?;
+    // NaN passes through ReLU/Clip as f32 max/min would treat it; the rest follow f64 math.
     let f = |v: f32| -> f32 {
         match act {
             Activation::Relu => v.max(0.0),
             Activation::Clip { lo, hi } => v.max(lo).min(hi),
-            Activation::LeakyRelu { alpha } => {
-                if v >= 0.0 {
-                    v
-                } else {
-                    (alpha as f64 * v as f64) as f32
-                }
-            }
-            Activation::Sigmoid => (1.0 / (1.0 + (-(v as f64)).exp())) as f32,
+            other => other.apply_f64(v as f64) as f32,
         }
     };
     Ok(x.data.iter().map(|&v| f(v)).collect())
@@ -555,6 +566,45 @@ fn add(a: Operand<'_>, b: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> 
         .iter()
         .zip(b.data)
         .map(|(&u, &v)| (u as f64 + v as f64) as f32)
+        .collect())
+}
+
+/// PReLU with a slope per channel (axis 0), the product in f64.
+fn prelu(slope: &[f32], x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
+    ensure_same_shape(x, out_shape)?;
+    let (c, inner) = channels(x)?;
+    ensure!(slope.len() == c, "{} slopes for {c} channels", slope.len());
+    Ok(x.data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v >= 0.0 {
+                v
+            } else {
+                (slope[i / inner.max(1)] as f64 * v as f64) as f32
+            }
+        })
+        .collect())
+}
+
+/// `a * g` with `g` of `a`'s shape, or one value per channel (axis 0) of `a`, in f64.
+fn mul(a: Operand<'_>, g: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
+    ensure_same_shape(a, out_shape)?;
+    let (c, inner) = channels(a)?;
+    let per_channel = g.shape.len() == a.shape.len()
+        && g.shape.first() == Some(&c)
+        && g.shape[1..].iter().all(|&d| d == 1);
+    ensure!(
+        g.shape == a.shape || per_channel,
+        "the gate has shape {:?}; expected {:?} or one value per channel of it",
+        g.shape,
+        a.shape
+    );
+    let inner = if g.shape == a.shape { 1 } else { inner.max(1) };
+    Ok(a.data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v as f64 * g.data[i / inner] as f64) as f32)
         .collect())
 }
 

@@ -161,6 +161,43 @@ pub enum Activation {
     },
     /// Logistic sigmoid.
     Sigmoid,
+    /// `min(max(alpha * x + beta, 0), 1)`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `x * min(max(x / 6 + 1/2, 0), 1)`.
+    HardSwish,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `x * sigmoid(x)` (SiLU / Swish; imported from `Mul(x, Sigmoid(x))`).
+    Silu,
+}
+
+impl Activation {
+    /// The function in f64: the definition the interpreter, the int8 tables and the tests use.
+    pub fn apply_f64(self, v: f64) -> f64 {
+        let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let hard_sigmoid = |v: f64, alpha: f64, beta: f64| (alpha * v + beta).clamp(0.0, 1.0);
+        match self {
+            Activation::Relu => v.max(0.0),
+            Activation::Clip { lo, hi } => v.max(lo as f64).min(hi as f64),
+            Activation::LeakyRelu { alpha } => {
+                if v >= 0.0 {
+                    v
+                } else {
+                    alpha as f64 * v
+                }
+            }
+            Activation::Sigmoid => sigmoid(v),
+            Activation::HardSigmoid { alpha, beta } => hard_sigmoid(v, alpha as f64, beta as f64),
+            Activation::HardSwish => v * hard_sigmoid(v, 1.0 / 6.0, 0.5),
+            Activation::Tanh => v.tanh(),
+            Activation::Silu => v * sigmoid(v),
+        }
+    }
 }
 
 /// Pooling kinds.
@@ -208,6 +245,14 @@ pub enum FrozenOp {
     GlobalAveragePool,
     /// Element-wise sum of inputs 0 and 1 (same shape).
     Add,
+    /// PReLU with one slope per channel (axis 0): `x` if `x >= 0`, else `slope[c] * x`.
+    PRelu {
+        /// `[C]` slopes.
+        slope: Vec<f32>,
+    },
+    /// Product of inputs 0 and 1 (gating): input 1 has input 0's shape, or one value per channel
+    /// (`[C, 1, 1]` for `[C, H, W]`, `[C, 1]` for `[C, L]`), repeated over the other axes.
+    Mul,
     /// Row-major reinterpretation to the output value's shape (Flatten, Reshape, Squeeze,
     /// Unsqueeze, Identity).
     Reshape,
@@ -226,6 +271,30 @@ pub enum FrozenOp {
     },
     /// Softmax over the last per-sample axis.
     Softmax,
+    /// The inputs (two or more, equal shapes but along `axis`) joined along per-sample axis
+    /// `axis`, in input order (ONNX Concat of activations).
+    Concat {
+        /// Per-sample axis (ONNX axis - 1).
+        axis: usize,
+    },
+    /// Indices `start, start + step, ..` of per-sample axis `axis`, as many as the output's dim
+    /// there (ONNX Slice with a positive step, one output of Split).
+    Slice {
+        /// Per-sample axis.
+        axis: usize,
+        /// First index taken.
+        start: usize,
+        /// Distance between taken indices (>= 1).
+        step: usize,
+    },
+    /// Output index `i` along per-sample axis `axis` is input index `indices[i]`: a channel
+    /// shuffle (`passes::channel_shuffle` makes it from Reshape, Transpose, Reshape).
+    Gather {
+        /// Per-sample axis.
+        axis: usize,
+        /// One input index per output index.
+        indices: Vec<usize>,
+    },
 }
 
 /// Operators of an imported graph: the frozen ones plus BatchNormalization.
@@ -244,7 +313,7 @@ pub struct Node<O> {
     pub origin: Origin,
     /// The operator and its constants.
     pub op: O,
-    /// Activation inputs (1, or 2 for `Add`).
+    /// Activation inputs (1, or 2 for `Add`, 2 or more for `Concat`).
     pub inputs: Vec<ValueId>,
     /// The one activation output.
     pub output: ValueId,

@@ -2,4 +2,5 @@
 //! interpreter, used to check every step).
 
 pub mod eval;
+mod eval_axis;
 pub mod graph;

@@ -8,6 +8,7 @@
 //! relabellings whenever the bytes already sit in the right order. A copy (`Transpose` layer) is
 //! emitted only where a consumer needs an order the bytes are not in.
 
+mod axis;
 pub mod blob;
 pub mod limits;
 pub mod plan;
@@ -233,6 +234,10 @@ fn map_activation(a: &Activation) -> RtActivation {
         Activation::Clip { lo, hi } => RtActivation::Clip { lo, hi },
         Activation::LeakyRelu { alpha } => RtActivation::LeakyRelu { alpha },
         Activation::Sigmoid => RtActivation::Sigmoid,
+        Activation::HardSigmoid { alpha, beta } => RtActivation::HardSigmoid { alpha, beta },
+        Activation::HardSwish => RtActivation::HardSwish,
+        Activation::Tanh => RtActivation::Tanh,
+        Activation::Silu => RtActivation::Silu,
     }
 }
 
@@ -505,6 +510,7 @@ impl<'g> Lowerer<'g> {
                 | FrozenOp::Dense(_)
                 | FrozenOp::Pool(_)
                 | FrozenOp::Add
+                | FrozenOp::Mul
                 | FrozenOp::Affine(_)
         );
         let fused = if fusable {
@@ -706,6 +712,46 @@ impl<'g> Lowerer<'g> {
                 let note = LayerNote::weightless(source, "Add".into(), out.dims);
                 self.push_layer(RtOp::Add { activation }, vec![ua, ub], out, note);
             }
+            FrozenOp::PRelu { slope } => {
+                let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
+                let slope = self.push_f32(slope.iter().copied());
+                let out = self.out_placed(
+                    node.output,
+                    &out_shape,
+                    Layout::channels_last(&out_shape),
+                    origin,
+                )?;
+                let note = LayerNote::weightless(source, "PReLU per channel".into(), out.dims);
+                let xin = self.use_of(&x, origin)?;
+                self.push_layer(RtOp::PRelu { slope }, vec![xin], out, note);
+            }
+            FrozenOp::Mul => {
+                // Element-wise: the gate in the first input's order. Per channel: the first
+                // input channels-last, the gate's C values in any order (its other axes are 1).
+                let per_channel = self.shape(node.inputs[1]) != in_shape.as_slice();
+                let (ua, ug, layout) = if per_channel {
+                    let a =
+                        self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
+                    let g = self.placed(node.inputs[1], origin)?;
+                    let gate = Use {
+                        buf: g.buf,
+                        dims: dims3(&origin.to_string(), &[in_shape[0]])?,
+                    };
+                    (self.use_of(&a, origin)?, gate, a.layout)
+                } else {
+                    let a = self.placed(node.inputs[0], origin)?;
+                    let g = self.require(node.inputs[1], a.layout.clone(), origin)?;
+                    (self.use_of(&a, origin)?, self.use_of(&g, origin)?, a.layout)
+                };
+                let out = self.out_placed(final_value, &out_shape, layout, origin)?;
+                let kind = if per_channel {
+                    "Mul per channel"
+                } else {
+                    "Mul"
+                };
+                let note = LayerNote::weightless(source, kind.into(), out.dims);
+                self.push_layer(RtOp::Mul { activation }, vec![ua, ug], out, note);
+            }
             FrozenOp::Affine(a) => {
                 let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
                 let c = in_shape[0];
@@ -769,9 +815,34 @@ impl<'g> Lowerer<'g> {
                 if out_shape.iter().product::<usize>() != in_shape.iter().product::<usize>() {
                     bail!("{origin}: reshape from {in_shape:?} to {out_shape:?} changes the element count");
                 }
+                // A rank-4 view is fine between reshapes (and the channel shuffle's transpose,
+                // which refuses itself when it is not one); anything else would fail later at a
+                // layout copy named after its reader, so refuse it here, at the Reshape.
+                let relabel_only = g.consumers(node.output).iter().all(|&c| {
+                    matches!(
+                        g.nodes[c].op,
+                        FrozenOp::Reshape | FrozenOp::Transpose { .. }
+                    )
+                });
+                if out_shape.len() > 3 && (node.output == g.output || !relabel_only) {
+                    bail!(
+                        "{origin}: Reshape to the rank-{} shape {out_shape:?} per sample; the \
+                         runtime holds at most 3 axes per sample, and this tensor is read as is \
+                         (not reshaped back). Reshape to at most 4 axes (with the batch), or, for \
+                         a channel shuffle, export Reshape [N, g, C/g, H, W], Transpose perm \
+                         [0, 2, 1, 3, 4], Reshape back to [N, C, H, W]",
+                        out_shape.len()
+                    );
+                }
                 self.placed[node.output] = Some(x);
             }
             FrozenOp::Transpose { perm } => {
+                if in_shape.len() > 3 {
+                    bail!(
+                        "{origin}: Transpose {perm:?} of a rank-{} tensor per sample                          ({in_shape:?}); the runtime holds at most 3 axes per sample. icefold                          runs a channel shuffle (Reshape [N, C, H, W] -> [N, g, C/g, H, W],                          Transpose perm [0, 2, 1, 3, 4], Reshape back to [N, C, H, W], each                          intermediate read only by the next) as a permutation of channels; this                          Transpose is not part of that pattern: export the shuffle in that form,                          or keep at most 4 axes (with the batch) around it",
+                        in_shape.len()
+                    );
+                }
                 let mut x = self.placed(node.inputs[0], origin)?;
                 if x.layout.src != in_shape {
                     x = self.require(node.inputs[0], Layout::identity(&in_shape), origin)?;
@@ -821,6 +892,9 @@ impl<'g> Lowerer<'g> {
                 });
                 self.push_layer(op, vec![xin], out, note);
             }
+            FrozenOp::Concat { .. } | FrozenOp::Slice { .. } | FrozenOp::Gather { .. } => {
+                self.lower_axis_op(node)?
+            }
         }
         Ok(())
     }
@@ -856,6 +930,7 @@ pub fn lower(g: &FrozenGraph) -> Result<Lowered> {
 pub fn lower_with(g: &FrozenGraph, options: LowerOptions) -> Result<Lowered> {
     let mut g = g.clone();
     crate::passes::fuse_pad::fuse_pad_into_conv(&mut g);
+    crate::passes::channel_shuffle::shuffle_to_gather(&mut g);
     let l = Lowerer {
         g: &g,
         options,

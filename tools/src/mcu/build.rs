@@ -39,6 +39,16 @@ pub fn build(project: &Project, opts: &McuOptions) -> Result<Firmware> {
         } else {
             &[][..]
         })
+        .args(if opts.public_key.is_some() {
+            &["--features", "signed"][..]
+        } else {
+            &[][..]
+        })
+        .args(if opts.drift {
+            &["--features", "drift"][..]
+        } else {
+            &[][..]
+        })
         .env("CARGO_TARGET_DIR", &target_dir)
         // The host's flags (e.g. -C target-cpu=native) must not reach the firmware build.
         .env_remove("RUSTFLAGS")

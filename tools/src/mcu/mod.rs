@@ -43,7 +43,7 @@ pub use parity::{compare, first_divergence, host_trace, render_trace, Parity, F3
 pub use profile::{layer_macs, render, Counter, LayerProfile, Profile};
 pub use project::{prepare_project, Project};
 pub use qemu::run_qemu;
-pub use report::{decode_defmt, parse_report, Report, TraceRecord};
+pub use report::{decode_defmt, parse_report, Report, SignedReport, TraceRecord};
 pub use target::{check_prerequisites, Target};
 
 use boundary::{boundary_dtype, element_name};
@@ -68,6 +68,17 @@ pub struct McuOptions {
     /// Cortex-M4) when a C compiler can build it; otherwise, or when false, with the firmware's
     /// timer under `-icount` (instructions only).
     pub cycle_plugin: bool,
+    /// Let NaN and infinite inputs through: the f32 firmware runs
+    /// `run_f32_allowing_nonfinite_observed` instead of `run_f32_observed` (which refuses them),
+    /// and the host comparison likewise. int8 inputs are quantized on the host either way.
+    pub allow_nonfinite: bool,
+    /// Build the firmware with feature `signed`: it loads the blob with `Model::new_signed` and
+    /// this public key, measures it, and checks that altered copies are refused (`SIGNED`).
+    pub public_key: Option<[u8; icefold::format::signature::PUBLIC_KEY_LEN]>,
+    /// Build the firmware with feature `drift`: it counts clamped values per layer during the
+    /// timed runs (`icefold::observe::ClampCounter`, included in the instruction counts) and
+    /// reports them.
+    pub drift: bool,
 }
 
 impl McuOptions {
@@ -93,6 +104,9 @@ impl McuOptions {
             verbose: false,
             defmt: false,
             cycle_plugin: true,
+            allow_nonfinite: false,
+            public_key: None,
+            drift: false,
         }
     }
 }
@@ -211,6 +225,8 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
         stack_peak_bytes: report.stack_peak_bytes,
         elf: fw.elf.clone(),
         trace: report.trace.clone(),
+        signed: report.signed.clone(),
+        drift: report.drift.clone(),
     })
 }
 

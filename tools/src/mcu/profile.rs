@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use icefold::format::{Layer, Op};
 
 use super::parity::{Parity, F32_REL_L2_LIMIT};
-use super::report::TraceRecord;
+use super::report::{SignedReport, TraceRecord};
 use super::target::Target;
 use crate::io::Array;
 
@@ -109,6 +109,11 @@ pub struct Profile {
     pub elf: PathBuf,
     /// The device's per-layer trace of sample 0 (defmt firmware only; empty otherwise).
     pub trace: Vec<TraceRecord>,
+    /// Signed loading on the device (`icefold mcu --public-key`).
+    pub signed: Option<SignedReport>,
+    /// Clamped values per layer counted on the device (`icefold mcu --drift`): `(layer, values,
+    /// low, high)`.
+    pub drift: Vec<(usize, u64, u64, u64)>,
 }
 
 impl Profile {
@@ -372,6 +377,34 @@ pub fn render(p: &Profile, parity: &Parity) -> String {
         "RAM                         {} static (arena {}) + {} peak stack (+ {} profiling buffers)",
         p.ram_static_bytes, p.arena_bytes, p.stack_peak_bytes, p.ram_harness_bytes
     );
+    if let Some(v) = &p.signed {
+        let _ = writeln!(
+            s,
+            "signed load                 new_signed {} instructions ({} over new_checked), {} B \
+             stack; refused: tampered {}, truncated {}, unsigned {}",
+            v.verify_instructions,
+            v.verify_instructions.saturating_sub(v.checked_instructions),
+            v.stack_bytes,
+            v.tampered,
+            v.truncated,
+            v.unsigned
+        );
+    }
+    if !p.drift.is_empty() {
+        let _ = writeln!(
+            s,
+            "clamped on the device       {} (layer: fraction of its values at the ends of the \
+             int8 range, all samples)",
+            p.drift
+                .iter()
+                .map(|&(i, n, lo, hi)| format!(
+                    "#{i}: {:.3}%",
+                    100.0 * (lo + hi) as f64 / n.max(1) as f64
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let verdict = if parity.pass { "PASS" } else { "FAIL" };
     if p.int8 {
         let _ = writeln!(

@@ -152,6 +152,13 @@ pub fn prepare_project(blob: &[u8], x: &Array, opts: &McuOptions) -> Result<Proj
         opts.target.triple().as_bytes(),
         runtime_str.as_bytes(),
         if opts.defmt { b"defmt" } else { b"text" },
+        if opts.allow_nonfinite {
+            b"allow-nonfinite"
+        } else {
+            b"finite"
+        },
+        opts.public_key.as_ref().map_or(b"unsigned", |k| &k[..]),
+        if opts.drift { b"drift" } else { b"no-drift" },
     ]);
     let hash = format!("{:016x}", fnv1a(&firmware_hash_parts));
     let dir = opts.cache_dir.join(opts.target.name()).join(&hash);
@@ -177,6 +184,13 @@ pub fn prepare_project(blob: &[u8], x: &Array, opts: &McuOptions) -> Result<Proj
         },
     )?;
     write_if_changed(&generated.join("model.rs"), module.as_bytes())?;
+    if let Some(key) = &opts.public_key {
+        let text = format!(
+            "//! The key the firmware trusts, written by `icefold mcu --public-key`.\n\n{}",
+            crate::signing::public_key_rust(key)
+        );
+        write_if_changed(&generated.join("key.rs"), text.as_bytes())?;
+    }
     let sample_len = x.sample_len();
     let inputs_rs = format!(
         "//! Input samples for the profiling firmware, written by `icefold mcu`.\n\
@@ -186,9 +200,12 @@ pub fn prepare_project(blob: &[u8], x: &Array, opts: &McuOptions) -> Result<Proj
          /// Elements per sample.\n\
          pub const SAMPLE_LEN: usize = {sample_len};\n\
          /// The samples, one after the other: little-endian f32, or int8 for int8 models.\n\
-         pub static INPUTS: icefold::Aligned<[u8; {}]> =\n    icefold::Aligned(*include_bytes!(\"inputs.bin\"));\n",
+         pub static INPUTS: icefold::Aligned<[u8; {}]> =\n    icefold::Aligned(*include_bytes!(\"inputs.bin\"));\n\n\
+         /// f32 models: run NaN and infinite inputs instead of refusing them (`--allow-nonfinite`).\n\
+         pub const ALLOW_NONFINITE: bool = {};\n",
         x.samples(),
-        inputs.len()
+        inputs.len(),
+        opts.allow_nonfinite
     );
     write_if_changed(&generated.join("inputs.rs"), inputs_rs.as_bytes())?;
     Ok(Project {

@@ -28,6 +28,29 @@ pub struct Report {
     pub stack_peak_bytes: u64,
     /// The per-layer trace of sample 0 (defmt firmware only; empty otherwise).
     pub trace: Vec<TraceRecord>,
+    /// Signed loading (firmware feature `signed` only).
+    pub signed: Option<SignedReport>,
+    /// Clamped values per layer over all samples (firmware feature `drift` only): `(layer,
+    /// values, at the low end, at the high end)`, counted layers only.
+    pub drift: Vec<(usize, u64, u64, u64)>,
+}
+
+/// The `SIGNED` record: what `Model::new_signed` cost on the device and how it refused altered
+/// copies of the blob.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignedReport {
+    /// Instructions of `Model::new_signed` (verification, then the loader's checks).
+    pub verify_instructions: u64,
+    /// Instructions of `Model::new_checked` on the same blob (the loader's checks alone).
+    pub checked_instructions: u64,
+    /// Peak stack of `new_signed` in bytes.
+    pub stack_bytes: u64,
+    /// The error for the blob with one byte changed.
+    pub tampered: String,
+    /// The error for the blob with its last byte cut off.
+    pub truncated: String,
+    /// The error for the blob without signature.
+    pub unsigned: String,
 }
 
 /// One layer of a per-layer trace (`icefold::trace`): what the layer wrote.
@@ -120,6 +143,30 @@ pub fn parse_report(text: &str) -> Result<Report> {
                 runs.insert(s as usize, v);
             }
             Some("STACK") => r.stack_peak_bytes = num(f.next())?,
+            Some("DRIFT") => {
+                let (layer, values) = (num(f.next())? as usize, num(f.next())?);
+                r.drift
+                    .push((layer, values, num(f.next())?, num(f.next())?));
+            }
+            Some("SIGNED") => {
+                let mut signed = SignedReport::default();
+                for kv in f {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| err("expected key=value"))?;
+                    let n = || v.parse::<u64>().map_err(|_| err("expected a number"));
+                    match k {
+                        "verify" => signed.verify_instructions = n()?,
+                        "checked" => signed.checked_instructions = n()?,
+                        "stack" => signed.stack_bytes = n()?,
+                        "tampered" => signed.tampered = v.to_string(),
+                        "truncated" => signed.truncated = v.to_string(),
+                        "unsigned" => signed.unsigned = v.to_string(),
+                        _ => {}
+                    }
+                }
+                r.signed = Some(signed);
+            }
             Some("DONE") => done = true,
             Some("ERR") => bail!(
                 "the firmware reported an error: {}",

@@ -489,7 +489,26 @@ fn value_bounds(g: &FrozenGraph, input: Option<Range>) -> Vec<(f32, f32)> {
         bounds[node.output] = match &node.op {
             FrozenOp::Activation(Activation::Relu) => (0.0, f32::INFINITY),
             FrozenOp::Activation(Activation::Clip { lo, hi }) => (*lo, *hi),
-            FrozenOp::Activation(Activation::Sigmoid) => (0.0, 1.0),
+            FrozenOp::Activation(Activation::Sigmoid | Activation::HardSigmoid { .. }) => {
+                (0.0, 1.0)
+            }
+            FrozenOp::Activation(Activation::Tanh) => (-1.0, 1.0),
+            // The minima of x * gate(x): at x = -1.5 for hard swish, x = -1.2785 for SiLU.
+            FrozenOp::Activation(Activation::HardSwish) => (-0.375, f32::INFINITY),
+            FrozenOp::Activation(Activation::Silu) => (-0.278_464_6, f32::INFINITY),
+            FrozenOp::Affine(a) => affine_bounds(a, bounds[node.inputs[0]]),
+            FrozenOp::PRelu { slope } => prelu_bounds(slope, bounds[node.inputs[0]]),
+            // A gate in [0, 1] (sigmoid, hard sigmoid) only shrinks its input towards 0.
+            FrozenOp::Mul => {
+                let (x, g) = (bounds[node.inputs[0]], bounds[node.inputs[1]]);
+                if g.0 >= 0.0 && g.1 <= 1.0 {
+                    (x.0.min(0.0), x.1.max(0.0))
+                } else if x.0 >= 0.0 && x.1 <= 1.0 {
+                    (g.0.min(0.0), g.1.max(0.0))
+                } else {
+                    (f32::NEG_INFINITY, f32::INFINITY)
+                }
+            }
             FrozenOp::Pool(_)
             | FrozenOp::GlobalAveragePool
             | FrozenOp::Reshape
@@ -497,7 +516,73 @@ fn value_bounds(g: &FrozenGraph, input: Option<Range>) -> Vec<(f32, f32)> {
             _ => (f32::NEG_INFINITY, f32::INFINITY),
         };
     }
+    // An end where every reader of a value is flat (both ends of a sigmoid, tanh or hard sigmoid,
+    // the negative end of SiLU and hard swish) gains nothing from widening: values beyond the
+    // observed range map to (almost) the outputs the range's end does, while the wider step
+    // costs resolution everywhere. Such an end counts as bounded (it is kept as observed).
+    for (v, b) in bounds.iter_mut().enumerate() {
+        let readers = g.consumers(v);
+        if readers.is_empty() || v == g.output {
+            continue;
+        }
+        let flat = |low: bool| {
+            readers.iter().all(|&r| match &g.nodes[r].op {
+                FrozenOp::Activation(
+                    Activation::Sigmoid | Activation::Tanh | Activation::HardSigmoid { .. },
+                ) => true,
+                FrozenOp::Activation(Activation::Silu | Activation::HardSwish) => low,
+                _ => false,
+            })
+        };
+        if flat(true) && b.0 == f32::NEG_INFINITY {
+            b.0 = f32::MIN;
+        }
+        if flat(false) && b.1 == f32::INFINITY {
+            b.1 = f32::MAX;
+        }
+    }
     bounds
+}
+
+/// The interval of `x * scale[c] + shift[c]` over every channel for `x` in `b`; unbounded unless
+/// both ends of `b` are finite.
+fn affine_bounds(a: &crate::ir::graph::Affine, b: (f32, f32)) -> (f32, f32) {
+    if !(b.0.is_finite() && b.1.is_finite()) {
+        return (f32::NEG_INFINITY, f32::INFINITY);
+    }
+    let n = a.scale.len().max(a.shift.len());
+    let pick = |v: &[f64], c: usize| v.get(c).or(v.first()).copied().unwrap_or(0.0);
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for c in 0..n {
+        let (s, t) = (pick(&a.scale, c), pick(&a.shift, c));
+        for x in [b.0 as f64, b.1 as f64] {
+            lo = lo.min(x * s + t);
+            hi = hi.max(x * s + t);
+        }
+    }
+    if lo <= hi {
+        (lo as f32, hi as f32)
+    } else {
+        (f32::NEG_INFINITY, f32::INFINITY)
+    }
+}
+
+/// The interval of a per-channel PReLU over inputs in `b`: the non-negative part as is, the
+/// negative part scaled by each slope; unbounded unless both ends of `b` are finite.
+fn prelu_bounds(slope: &[f32], b: (f32, f32)) -> (f32, f32) {
+    if !(b.0.is_finite() && b.1.is_finite()) {
+        return (f32::NEG_INFINITY, f32::INFINITY);
+    }
+    let (mut lo, mut hi) = (b.0.max(0.0).min(b.1), b.1.max(0.0));
+    if b.0 < 0.0 {
+        for &s in slope {
+            for x in [b.0, b.1.min(0.0)] {
+                lo = lo.min(s * x);
+                hi = hi.max(s * x);
+            }
+        }
+    }
+    (lo, hi)
 }
 
 fn percentile_range(s: &Stats, p: f64) -> Range {
@@ -733,6 +818,60 @@ mod tests {
             flat.widen(observed, 1000.0, (f32::NEG_INFINITY, f32::INFINITY)),
             observed
         );
+    }
+
+    #[test]
+    fn ends_where_every_reader_is_flat_are_not_widened() {
+        use crate::ir::eval::testkit::{Builder, Rng};
+        use crate::ir::graph::{Affine, Dense, Tensor};
+        // input [3] -> Dense (unbounded) -> SiLU, and the Dense -> Dense2 -> Tanh -> Affine(x2).
+        let (mut b, x) = Builder::new(&[3]);
+        let identity = || Tensor::new(vec![3, 3], vec![1., 0., 0., 0., 1., 0., 0., 0., 1.]);
+        let dense = |w| {
+            FrozenOp::Dense(Dense {
+                weight: w,
+                bias: vec![0.; 3],
+            })
+        };
+        let d = b.node("fc", "Gemm", dense(identity()), &[x], &[3]);
+        let s = b.node(
+            "silu",
+            "SiLU",
+            FrozenOp::Activation(Activation::Silu),
+            &[d],
+            &[3],
+        );
+        let d2 = b.node("fc2", "Gemm", dense(identity()), &[s], &[3]);
+        let t = b.node(
+            "tanh",
+            "Tanh",
+            FrozenOp::Activation(Activation::Tanh),
+            &[d2],
+            &[3],
+        );
+        let affine = FrozenOp::Affine(Affine {
+            scale: vec![2.0],
+            shift: vec![0.5],
+        });
+        let a = b.node("scale", "Mul", affine, &[t], &[3]);
+        let g = b.finish(a);
+        let bounds = value_bounds(&g, None);
+        // SiLU is flat below: its input keeps the observed minimum, its maximum is widened.
+        assert_eq!(bounds[d], (f32::MIN, f32::INFINITY));
+        assert_eq!(bounds[s].0, -0.278_464_6);
+        // tanh is flat at both ends; its output, scaled, is bounded.
+        assert_eq!(bounds[d2], (f32::MIN, f32::MAX));
+        assert_eq!(bounds[a], (-1.5, 2.5));
+        let mut rng = Rng::new(3);
+        let calib = Array {
+            shape: vec![64, 3],
+            data: rng.vec(64 * 3, -3.0, 3.0),
+        };
+        let c = calibrate(&g, &calib, Method::DEFAULT, false).unwrap();
+        let (fc, fc_seen) = (c.ranges[d].unwrap(), c.observed[d].unwrap());
+        assert_eq!(fc.min, fc_seen.min);
+        assert!(fc.max > fc_seen.max);
+        assert_eq!(c.ranges[d2], c.observed[d2]);
     }
 
     #[test]

@@ -47,7 +47,9 @@ pub fn int16_activations(l: &Lowered, n: usize) -> Vec<u16> {
 }
 
 /// Whether every output channel's bias of the convolution `layer` fits the int32 accumulator
-/// beside its products when its input has the int16 quantization `x`: `quantize_rows` accepts it.
+/// beside its products when its input has the int16 quantization `x`: `quantize_rows` accepts it
+/// without widening any channel's weight scale (a wider scale would trade the weights' precision
+/// for the input's; reading int8 keeps both).
 pub(super) fn bias_fits_int16(
     l: &Lowered,
     c: &format::Conv2d,
@@ -57,7 +59,7 @@ pub(super) fn bias_fits_int16(
     let (w, bias) = (f32s(l, c.weights), f32s(l, c.bias));
     let out = layer.output.dims[2] as usize;
     let input = (x.scale as f64, x.zero_point);
-    quantize_rows(&w, &bias, out, 1, input, DType::I16, "").is_ok()
+    quantize_rows(&w, &bias, out, 1, input, DType::I16, "").is_ok_and(|r| r.widened.is_empty())
 }
 
 /// Tensor `t` and the tensors transposes move it from and to (one element type among them).

@@ -20,8 +20,10 @@
 //! `calibrate` the activation ranges; `int16` which tensors stay int16 (16×8); `output_head` the
 //! int16 output head; `bias_correction` the per-channel bias correction.
 
+mod axis;
 pub mod bias_correction;
 pub mod calibrate;
+pub mod elementwise;
 pub mod int16;
 pub mod output_head;
 
@@ -121,10 +123,31 @@ fn requant(real: f64, layer: &str, what: &str) -> Result<Requant> {
     })
 }
 
+/// One layer's weights and bias in integers (see [`quantize_rows`]).
+pub(crate) struct QuantizedRows {
+    /// int8 weights, row by row.
+    pub weights: Vec<i8>,
+    /// int32 bias per row, the input zero-point term folded in.
+    pub bias: Vec<i32>,
+    /// Weight scale per row.
+    pub scales: Vec<f64>,
+    /// The rows whose weight scale was widened beyond `max|w| / 127` so that their bias fits.
+    pub widened: Vec<usize>,
+}
+
 /// Per-output-channel symmetric quantization of `w` (`out` rows) for an input scale `s_in`, with
-/// the bias folded: returns int8 weights, int32 bias and the per-channel weight scales. Each output
+/// the bias folded: int8 weights, int32 bias and the per-channel weight scales. Each output
 /// sums a row's products over `positions` input vectors (1 but for a dense layer with a global
 /// pooling folded in).
+///
+/// A row's weight scale is `max|w| / 127`, unless its bias would then not fit the int32
+/// accumulator beside the products (`quant::contract::accumulator_fits_for`): a channel whose
+/// folded weights are near zero (BatchNorm scaled it to almost nothing, or it was pruned) has a
+/// tiny weight scale, and its bias, in units of `s_in * s_w`, becomes enormous. Such a row's
+/// scale is widened until the bias fits (TensorFlow Lite's rule for per-channel bias scales); its
+/// weights are then coarser (often all 0), which costs at most `max|w| * sum|x|` per output, small
+/// exactly because the weights are. Refused only if no scale fits (more products than the
+/// accumulator can hold beside any bias).
 fn quantize_rows(
     w: &[f32],
     bias: &[f32],
@@ -133,15 +156,17 @@ fn quantize_rows(
     (s_in, zp_in): (f64, i32),
     input: DType,
     layer: &str,
-) -> Result<(Vec<i8>, Vec<i32>, Vec<f64>)> {
+) -> Result<QuantizedRows> {
     let per = w.len() / out.max(1);
-    let mut wq = Vec::with_capacity(w.len());
-    let mut bq = Vec::with_capacity(out);
-    let mut scales = Vec::with_capacity(out);
-    for (o, row) in w.chunks_exact(per.max(1)).enumerate().take(out) {
-        let max = row.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
-        // An all-zero channel still needs a positive scale; its weights stay 0.
-        let s_w = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let products = per.saturating_mul(positions);
+    let mut rows = QuantizedRows {
+        weights: Vec::with_capacity(w.len()),
+        bias: Vec::with_capacity(out),
+        scales: Vec::with_capacity(out),
+        widened: Vec::new(),
+    };
+    // The row at scale `s_w`: weights, and the folded bias if it fits beside the products.
+    let at_scale = |row: &[f32], b: f32, s_w: f64| {
         let q: Vec<i8> = row
             .iter()
             .map(|&x| (x as f64 / s_w).round().clamp(-127.0, 127.0) as i8)
@@ -149,23 +174,44 @@ fn quantize_rows(
         // Every position reads the zero point: its term is folded once per position.
         let sum: i64 = q.iter().map(|&v| v as i64).sum();
         let zp_term = zp_in as i64 * positions as i64 * sum;
-        let b = (bias[o] as f64 / (s_in * s_w)).round() - zp_term as f64;
-        let products = per.saturating_mul(positions);
-        if !(i32::MIN as f64..=i32::MAX as f64).contains(&b)
-            || !accumulator_fits_for(input, products, b as i32)
-        {
+        let folded = (b as f64 / (s_in * s_w)).round() - zp_term as f64;
+        let fits = (i32::MIN as f64..=i32::MAX as f64).contains(&folded)
+            && accumulator_fits_for(input, products, folded as i32);
+        (q, fits.then_some(folded as i32))
+    };
+    for (o, row) in w.chunks_exact(per.max(1)).enumerate().take(out) {
+        let max = row.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+        // An all-zero channel still needs a positive scale; its weights stay 0.
+        let mut s_w = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let (mut q, mut folded) = at_scale(row, bias[o], s_w);
+        if folded.is_none() {
+            // The bias's share of the accumulator: what the products and the zero-point term
+            // (at most |zp_in| * 127 per product) leave, less one step for the rounding.
+            let max_product = match input {
+                DType::I16 => icefold::quant::contract::MAX_PRODUCT_I16,
+                _ => icefold::quant::contract::MAX_PRODUCT,
+            } as f64;
+            let zp_share = zp_in.unsigned_abs() as f64 * 127.0;
+            let budget = i32::MAX as f64 - products as f64 * (max_product + zp_share) - 1.0;
+            if budget >= 1.0 {
+                s_w = s_w.max(bias[o].abs() as f64 / (s_in * budget));
+                (q, folded) = at_scale(row, bias[o], s_w);
+                rows.widened.push(o);
+            }
+        }
+        let Some(folded) = folded else {
             bail!(
-                "layer {layer}: output channel {o}: the bias {} is too large for the int32 \
-                 accumulator at this input scale ({s_in:e}); the layer's input range is too narrow \
-                 for its bias — calibrate with data that covers the model's real inputs",
+                "layer {layer}: output channel {o}: the bias {} cannot fit the int32 accumulator \
+                 beside {products} products at any weight scale (input scale {s_in:e}); the layer \
+                 sums too many products for int8 — split it or keep the model in f32",
                 bias[o]
             );
-        }
-        bq.push(b as i32);
-        scales.push(s_w);
-        wq.extend(q);
+        };
+        rows.bias.push(folded);
+        rows.scales.push(s_w);
+        rows.weights.extend(q);
     }
-    Ok((wq, bq, scales))
+    Ok(rows)
 }
 
 /// The int8 weights, int32 bias and per-channel factors of a convolution or dense layer (`out`
@@ -182,7 +228,7 @@ fn weighted(
     name: &str,
 ) -> Result<(Span, Span, ChannelRequant)> {
     let (s_in, s_out) = (x.scale as f64, y.scale as f64);
-    let (wq, bq, sw) = quantize_rows(
+    let rows = quantize_rows(
         &f32s(l, weights),
         &f32s(l, bias),
         out,
@@ -191,11 +237,12 @@ fn weighted(
         input,
         name,
     )?;
-    let factors = sw
+    let factors = rows
+        .scales
         .iter()
         .map(|s| requant(s_in * s / s_out, name, "output"))
         .collect::<Result<Vec<_>>>()?;
-    Ok((w.i8s(&wq), w.i32s(bq), w.requant(&factors)))
+    Ok((w.i8s(&rows.weights), w.i32s(rows.bias), w.requant(&factors)))
 }
 
 /// Quantization parameters of every tensor of `l` (indexed by tensor id).
@@ -222,6 +269,7 @@ pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
             }
         }
     }
+    axis::share_concat_grids(l, &mut ranges);
     let mut q: Vec<Option<QParams>> = vec![None; n];
     q[l.info.input.id as usize] = Some(QParams::from_range(ranges[l.info.input.id as usize]));
     for layer in &l.layers {
@@ -231,7 +279,7 @@ pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
             // Average pooling narrows the range (a global pool outputs means): it gets its own,
             // finer grid and rescales. Max pooling and data movement keep the input's grid.
             Op::Pool(p) if p.kind != format::PoolKind::Max => QParams::from_range(ranges[out]),
-            Op::Pool(_) | Op::Transpose(_) | Op::Pad(_) => {
+            Op::Pool(_) | Op::Transpose(_) | Op::Pad(_) | Op::Slice(_) | Op::Gather(_) => {
                 input.ok_or_else(|| anyhow!("tensor {out}: input quantized after its use"))?
             }
             Op::Softmax => QParams {
@@ -431,6 +479,17 @@ pub fn quantize(
                     clamp: clamp_for(*activation, y, &name)?,
                 })
             }
+            Op::PRelu { slope } => Op::PReluI8(elementwise::prelu_i8(
+                &mut w,
+                &f32s(l, *slope),
+                (x, y),
+                &name,
+            )?),
+            Op::Mul { activation } => {
+                let gate = qp[layer.inputs[1].id as usize];
+                let clamp = clamp_for(*activation, y, &name)?;
+                Op::MulI8(elementwise::mul_i8((x, gate, y), clamp, &name)?)
+            }
             Op::Affine(a) => {
                 let (scale, shift) = (f32s(l, a.scale), f32s(l, a.shift));
                 let mut si = Vec::with_capacity(scale.len());
@@ -454,17 +513,7 @@ pub fn quantize(
                 })
             }
             Op::Activation(a) => {
-                let f: Box<dyn Fn(f64) -> f64> = match *a {
-                    RtActivation::Identity => Box::new(|v| v),
-                    RtActivation::Relu => Box::new(|v: f64| v.max(0.0)),
-                    RtActivation::Clip { lo, hi } => {
-                        Box::new(move |v: f64| v.clamp(lo as f64, hi as f64))
-                    }
-                    RtActivation::LeakyRelu { alpha } => {
-                        Box::new(move |v: f64| if v >= 0.0 { v } else { alpha as f64 * v })
-                    }
-                    RtActivation::Sigmoid => Box::new(|v: f64| 1.0 / (1.0 + (-v).exp())),
-                };
+                let f = elementwise::activation_function(*a);
                 let table = quant::lookup_table(f, (s_in, x.zero_point), (s_out, y.zero_point));
                 let table: Vec<i8> = table.to_vec();
                 Op::LookupI8 {
@@ -492,6 +541,9 @@ pub fn quantize(
                 }
             }
             Op::Transpose(t) => Op::Transpose(*t),
+            Op::Concat(c) => axis::concat(c, [x, qp[layer.inputs[1].id as usize]], y, &name)?,
+            Op::Slice(s) => Op::Slice(*s),
+            Op::Gather(g) => axis::gather(g, l, &mut w),
             Op::Pad(p) => Op::PadI8 {
                 pad: p.pad,
                 value: x.quantize(p.value),
@@ -571,4 +623,50 @@ pub fn int8_activation_arena(q: &Lowered) -> Result<u32> {
     }
     crate::lower::plan::replan(&mut info, &mut layers)?;
     Ok(info.arena_bytes)
+}
+
+#[cfg(test)]
+mod bias_scale_tests {
+    use super::*;
+
+    #[test]
+    fn only_rows_whose_bias_would_overflow_are_widened() {
+        // Row 0 ordinary, row 1 near zero with a bias, row 2 all zero with a bias; s_in 0.01.
+        let w = [0.5, -0.25, 1e-12, 2e-12, 0.0, 0.0];
+        let bias = [0.3, -0.076, 0.5];
+        let rows = quantize_rows(&w, &bias, 3, 1, (0.01, -5), DType::I8, "t").unwrap();
+        assert_eq!(rows.widened, vec![1]);
+        assert_eq!(rows.scales[0], 0.5 / 127.0);
+        assert_eq!(rows.scales[2], 1.0, "an all-zero row keeps the unit scale");
+        // The widened row's bias fits beside its products and still means -0.076.
+        let b = rows.bias[1];
+        assert!(icefold::quant::contract::accumulator_fits(2, b));
+        let real = b as f64 * 0.01 * rows.scales[1];
+        assert!((real + 0.076).abs() < 1e-6 * 0.076 + 1e-9, "{real}");
+        assert_eq!(&rows.weights[2..4], &[0, 0]);
+        // Ordinary row: weights at full resolution, bias folded with the zero point.
+        assert_eq!(&rows.weights[..2], &[127, -64]);
+        assert_eq!(
+            rows.bias[0],
+            (0.3f64 / (0.01 * 0.5 / 127.0)).round() as i32 + 5 * 63
+        );
+    }
+
+    #[test]
+    fn a_row_with_more_products_than_the_accumulator_holds_is_refused_by_name() {
+        // 2^17 products of 2^14 each exceed the int32 range before any bias.
+        let n = 1 << 17;
+        let err = quantize_rows(&vec![0.1; n], &[1.0], 1, 1, (0.01, 0), DType::I8, "#3 (fc)")
+            .err()
+            .unwrap()
+            .to_string();
+        for part in [
+            "#3 (fc)",
+            "output channel 0",
+            "131072 products",
+            "keep the model in f32",
+        ] {
+            assert!(err.contains(part), "{err}");
+        }
+    }
 }

@@ -47,11 +47,14 @@
 //! all arithmetic is wrapping, saturating or checked). No floating point appears in these files
 //! (a test reads the sources to keep it that way).
 
+pub mod concat;
 pub mod conv;
 pub mod dense;
 pub mod elementwise;
 pub mod lut;
+pub mod mul;
 pub mod pool;
+pub mod prelu;
 
 pub use crate::quant::{Clamp, ClampI16, Requant};
 
@@ -279,6 +282,10 @@ mod tests {
             ("pool.rs", include_str!("pool.rs")),
             ("elementwise.rs", include_str!("elementwise.rs")),
             ("lut.rs", include_str!("lut.rs")),
+            ("concat.rs", include_str!("concat.rs")),
+            ("../axis.rs", include_str!("../axis.rs")),
+            ("mul.rs", include_str!("mul.rs")),
+            ("prelu.rs", include_str!("prelu.rs")),
             ("quant/mod.rs (integer part)", integer_quant),
             (
                 "quant/contract.rs",

@@ -60,7 +60,7 @@ fn add_of_activations_and_affine_constants() {
         &["bc", "not an affine"],
     );
     assert_contains(
-        &err(f32t("c", &[], vec![1.]), "Mul", &["x", "x"]),
+        &err(f32t("c", &[], vec![1.]), "Sub", &["x", "x"]),
         &["bc", "two activations"],
     );
     let err = Builder::new(13, &[-1, 2, 3, 3])

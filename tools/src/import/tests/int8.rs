@@ -39,7 +39,7 @@ fn int8_of(g: ImportedGraph, wide_output: bool) -> crate::pipeline::Converted {
 }
 
 /// The int8 conversion of `g` calibrated on `calib` (default calibration method, no progress).
-fn convert_int8(
+pub(super) fn convert_int8(
     g: ImportedGraph,
     calib: &crate::io::Array,
     bias_correction: bool,

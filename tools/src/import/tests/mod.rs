@@ -13,13 +13,17 @@ use super::{import, import_bytes, import_file};
 use crate::ir::graph::{Activation, FrozenOp, ImportedGraph, Op, PoolKind};
 
 mod activations_pooling;
+mod bias_scale;
+mod concat_split;
 mod conv_batchnorm;
 mod dense;
 mod elementwise_layout;
 mod fixtures;
+mod gating;
 mod int8;
 mod keras;
 mod malformed;
+mod same_padding;
 mod structure;
 
 // ---- builders ----

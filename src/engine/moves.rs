@@ -1,0 +1,100 @@
+//! Dispatch of the operations along one axis (`Concat`, `ConcatI8`, `Slice`, `Gather`) to
+//! `kernels::reference::axis` and `kernels::reference::int8::concat`. The element-moving ones run
+//! on f32 or int8 alike; `ConcatI8` rescales in integers (no floating-point arithmetic here).
+
+use crate::format::{DType, Layer, Op};
+use crate::kernels::reference::axis;
+use crate::kernels::reference::int8::concat::{self, PartQuant};
+use crate::model::Model;
+
+/// True for the operations this module runs.
+pub(super) fn is_axis_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Concat(_) | Op::ConcatI8(_) | Op::Slice(_) | Op::Gather(_)
+    )
+}
+
+/// One validated layer of an element type `T` on its operands' views (`x2` empty for one input).
+fn run_typed<T: Copy>(
+    model: &Model<'_>,
+    layer: &Layer,
+    x: &[T],
+    x2: &[T],
+    y: &mut [T],
+) -> Option<()> {
+    let x_dims = layer.inputs.first()?.dims.map(usize::from);
+    match &layer.op {
+        Op::Concat(c) => {
+            let b_dims = layer.inputs.get(1)?.dims.map(usize::from);
+            axis::concat(usize::from(c.axis), (x_dims, x), (b_dims, x2), y);
+        }
+        Op::Slice(s) => {
+            let step = (usize::from(s.start), usize::from(s.step));
+            let out_dims = layer.output.dims.map(usize::from);
+            axis::slice(usize::from(s.axis), step, x_dims, x, out_dims, y);
+        }
+        Op::Gather(g) => {
+            let indices: &[u16] = model.weights_as(g.indices)?;
+            axis::gather(usize::from(g.axis), indices, x_dims, x, y);
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+/// Runs an axis operation on its operand bytes (validated: element types, dims, indices).
+/// `None` only if validation was bypassed.
+pub(super) fn run(
+    model: &Model<'_>,
+    layer: &Layer,
+    x: &[u8],
+    x2: &[u8],
+    y: &mut [u8],
+) -> Option<()> {
+    if let Op::ConcatI8(c) = &layer.op {
+        let part = |k: usize| -> Option<([usize; 3], PartQuant)> {
+            let d = layer.inputs.get(k)?;
+            let zero_point = i8::try_from(d.quant?.zero_point).ok()?;
+            let rescale = *c.rescale.get(k)?;
+            Some((
+                d.dims.map(usize::from),
+                PartQuant {
+                    zero_point,
+                    rescale,
+                },
+            ))
+        };
+        let ((a_dims, qa), (b_dims, qb)) = (part(0)?, part(1)?);
+        let zp_out = i8::try_from(layer.output.quant?.zero_point).ok()?;
+        let parts = [
+            (a_dims, bytemuck::cast_slice(x), qa),
+            (b_dims, bytemuck::cast_slice(x2), qb),
+        ];
+        concat::concat(
+            usize::from(c.axis),
+            parts,
+            zp_out,
+            bytemuck::cast_slice_mut(y),
+        );
+        return Some(());
+    }
+    match layer.output.dtype {
+        DType::F32 => run_typed::<f32>(
+            model,
+            layer,
+            super::as_f32(x)?,
+            super::as_f32(x2)?,
+            super::as_f32_mut(y)?,
+        ),
+        DType::I8 => run_typed::<i8>(
+            model,
+            layer,
+            bytemuck::cast_slice(x),
+            bytemuck::cast_slice(x2),
+            bytemuck::cast_slice_mut(y),
+        ),
+        // Refused by the loader.
+        DType::I16 => None,
+    }
+}

@@ -1,0 +1,367 @@
+//! Depthwise 3x3 convolutions (dilation 1, horizontal stride 1 or 2, any vertical stride and
+//! padding), two channels at a time: the same results as
+//! [`reference::int8::conv`](crate::kernels::reference::int8::conv), byte for byte.
+//!
+//! The general depthwise loops of [`super::conv`] spend most of their instructions on the border
+//! (a padded tap: 20 of the 36 pixels of MobileNet's 6x6 maps, 56 of the 125 of DS-CNN's 25x5)
+//! and on per-tap address arithmetic. Here, for one channel pair, every input row a window reads is
+//! first copied into a stack row of lane-pair words (`(channel, channel + 1)`), with the pad
+//! values in the padded columns and whole rows of pad values above and below the input. Every
+//! output pixel, border or not, is then nine loads and eighteen 16-bit multiplies
+//! ([`simd::smla_lanes`]) from three contiguous rows, two pixels per pass (the second pixel's
+//! window shares its columns with the first). The rows live in a ring of three, so with stride 1
+//! each input row is copied once per channel pair.
+
+use super::conv::{coord, stage, Conv, Lanes, Outputs};
+use super::simd;
+use crate::kernels::reference::int8::FromWide;
+
+/// Widest padded row (words) the kernel copies: `(out_w − 1) · stride + 3`, plus one word of
+/// slack that the two-pixel pass may load but never uses. Three rows: 792 bytes of stack.
+pub const MAX_ROW: usize = 66;
+
+/// True if [`depthwise3x3`] takes this convolution (the caller has checked that it is
+/// depthwise: `groups == in_c == out_c`).
+pub(super) fn covers<X>(c: &Conv<'_, X>) -> bool {
+    let g = c.geometry;
+    let ([_, _, channels], [_, out_w, _]) = c.dims;
+    g.kernel == [3, 3]
+        && g.dilation == [1, 1]
+        && (1..=2).contains(&g.stride[1])
+        && g.stride[0] >= 1
+        && channels % 2 == 0
+        && out_w >= 1
+        && (out_w - 1) * g.stride[1] + 3 < MAX_ROW
+}
+
+/// Copies input row `iy` of channel pair `cp` into `dst` as lane-pair words, the columns
+/// outside the input (`pad_l` on the left, the rest on the right) set to `pad`.
+#[inline(always)]
+fn fill_row<X: Lanes>(
+    c: &Conv<'_, X>,
+    words: Option<&[u32]>,
+    iy: Option<usize>,
+    cp: usize,
+    pad: u32,
+    dst: &mut [u32],
+) {
+    let ([_, in_w, channels], _) = c.dims;
+    let Some(iy) = iy else {
+        dst.fill(pad);
+        return;
+    };
+    let pad_l = c.geometry.pad[1];
+    dst.iter_mut().take(pad_l).for_each(|d| *d = pad);
+    dst.iter_mut().skip(pad_l + in_w).for_each(|d| *d = pad);
+    let inside = dst.iter_mut().skip(pad_l).take(in_w);
+    match words {
+        // int16 channel pairs are aligned words: one load per pixel.
+        Some(x) => {
+            let half = channels / 2;
+            let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
+            for (d, s) in inside.zip(src.iter().step_by(half.max(1))) {
+                *d = *s;
+            }
+        }
+        None => {
+            let src = c
+                .input
+                .get(iy * in_w * channels + 2 * cp..)
+                .unwrap_or_default();
+            for (d, s) in inside.zip(src.chunks(channels.max(1))) {
+                if let Some([a, b]) = s.first_chunk::<2>() {
+                    *d = simd::pair(a.widen(), b.widen());
+                }
+            }
+        }
+    }
+}
+
+/// Three taps of a kernel row on two channels.
+#[inline(always)]
+fn row3(w: &[u32; 3], x: [u32; 3], acc: [i32; 2]) -> [i32; 2] {
+    let acc = simd::smla_lanes(w[0], x[0], acc);
+    let acc = simd::smla_lanes(w[1], x[1], acc);
+    simd::smla_lanes(w[2], x[2], acc)
+}
+
+/// One output row of one channel pair: `S` is the horizontal stride; `rows` the three padded
+/// input rows (each at least `(out_w − 1) · S + 4` words); `out_row` the output row
+/// (`[out_w][channels]`).
+#[inline(always)]
+fn row_pass<const S: usize, Y: FromWide>(
+    rows: [&[u32]; 3],
+    w: &[[u32; 3]; 3],
+    outs: &Outputs,
+    bounds: &super::requant::Bounds,
+    out_row: &mut [Y],
+    channels: usize,
+) {
+    let mut px = out_row.chunks_exact_mut(channels.max(1));
+    let mut j = 0;
+    // Pixels in pairs; an odd last pixel is done below, on its own.
+    while let (Some(a), Some(b)) = (px.next(), px.next()) {
+        let [Some(r0), Some(r1), Some(r2)] =
+            rows.map(|r| r.get(j..).and_then(|r| r.first_chunk::<5>()))
+        else {
+            return;
+        };
+        let mut acc_a = outs.bias;
+        let mut acc_b = outs.bias;
+        for (r, w) in [r0, r1, r2].into_iter().zip(w) {
+            acc_a = row3(w, [r[0], r[1], r[2]], acc_a);
+            acc_b = row3(w, [r[S], r[S + 1], r[S + 2]], acc_b);
+        }
+        outs.store(bounds, a, acc_a);
+        outs.store(bounds, b, acc_b);
+        j += 2 * S;
+    }
+    // `chunks_exact_mut` yields whole pixels only; an odd count leaves the last pixel here.
+    let last = out_row.len() / channels.max(1);
+    if last % 2 == 1 {
+        let at = (last - 1) * channels;
+        let Some(y) = out_row.get_mut(at..at + channels) else {
+            return;
+        };
+        let [Some(r0), Some(r1), Some(r2)] =
+            rows.map(|r| r.get(j..).and_then(|r| r.first_chunk::<3>()))
+        else {
+            return;
+        };
+        let mut acc = outs.bias;
+        for (r, w) in [r0, r1, r2].into_iter().zip(w) {
+            acc = row3(w, *r, acc);
+        }
+        outs.store(bounds, y, acc);
+    }
+}
+
+/// The depthwise 3x3 convolution `c` (which [`covers`] accepted) into `output`; `words` is the
+/// input as int16 lane-pair words, if it is int16 and aligned.
+#[inline(never)]
+pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
+    c: &Conv<'_, X>,
+    words: Option<&[u32]>,
+    output: &mut [Y],
+) {
+    let g = c.geometry;
+    let ([in_h, _, channels], [out_h, out_w, _]) = c.dims;
+    let width = (out_w - 1) * g.stride[1] + 4;
+    let pad_of = |ch: usize| {
+        if c.padding.values.is_empty() {
+            c.padding.zero.widen()
+        } else {
+            c.padding.values.get(ch).map_or(0, |v| v.widen())
+        }
+    };
+    let mut ring = [[0u32; MAX_ROW]; 3];
+    let row_len = out_w * channels;
+    for cp in 0..channels / 2 {
+        let ch = 2 * cp;
+        let (Some(w0), Some(w1)) = (
+            c.weights.get(ch * 9..ch * 9 + 9),
+            c.weights.get(ch * 9 + 9..ch * 9 + 18),
+        ) else {
+            return;
+        };
+        let (Some((b0, s0)), Some((b1, s1))) = (stage(c.channels, ch), stage(c.channels, ch + 1))
+        else {
+            return;
+        };
+        let mut w = [[0u32; 3]; 3];
+        for ((slot, a), b) in w.iter_mut().flatten().zip(w0).zip(w1) {
+            *slot = simd::pair(i32::from(*a), i32::from(*b));
+        }
+        let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
+        let outs = Outputs {
+            bias: [b0, b1],
+            stage: [s0, s1],
+            o: ch,
+            pair: true,
+        };
+        // Which padded row each ring slot holds (none yet).
+        let mut held = [usize::MAX; 3];
+        for (oy, out_row) in output
+            .chunks_exact_mut(row_len.max(1))
+            .take(out_h)
+            .enumerate()
+        {
+            let top = oy * g.stride[0];
+            for py in top..top + 3 {
+                let slot = py % 3;
+                if held.get(slot) != Some(&py) {
+                    let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
+                    if let (Some(dst), Some(h)) = (ring.get_mut(slot), held.get_mut(slot)) {
+                        fill_row(
+                            c,
+                            words,
+                            iy,
+                            cp,
+                            pad,
+                            dst.get_mut(..width).unwrap_or_default(),
+                        );
+                        *h = py;
+                    }
+                }
+            }
+            let rows = [top, top + 1, top + 2].map(|py| {
+                ring.get(py % 3)
+                    .map_or(&[][..], |r| r.get(..width).unwrap_or_default())
+            });
+            if g.stride[1] == 1 {
+                row_pass::<1, Y>(rows, &w, &outs, &c.bounds, out_row, channels);
+            } else {
+                row_pass::<2, Y>(rows, &w, &outs, &c.bounds, out_row, channels);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::kernels::fast::conv::Padding;
+    use crate::kernels::fast::requant::Bounds;
+    use crate::kernels::reference::int8::conv::{self as reference, WideConvQuant};
+    use crate::kernels::reference::int8::testing::Gen;
+    use crate::kernels::reference::int8::{ChannelQuant, ClampI16, FromWide, WideOutputQuant};
+    use crate::kernels::ConvGeometry;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// A depthwise 3x3 case: horizontal stride 1 or 2, vertical 1 to 3, pads 0 to 2, widths up
+    /// to the row buffer, even channel counts (the kernel's pairs) and odd ones (the fallback).
+    #[derive(Debug, Clone)]
+    struct Case {
+        g: ConvGeometry,
+        in_dims: [usize; 3],
+        out_dims: [usize; 3],
+        with_pad_values: bool,
+        relu: bool,
+        big_bias: bool,
+        /// Where the int16 input starts in its buffer (1: not word-aligned).
+        offset: usize,
+        seed: u64,
+    }
+
+    prop_compose! {
+        fn case()(channels in 1usize..=11, sh in 1usize..=3, sw in 1usize..=2,
+                  pad in proptest::array::uniform4(0usize..=2), h in 1usize..=7, w in 1usize..=40,
+                  with_pad_values in any::<bool>(), relu in any::<bool>(),
+                  big_bias in any::<bool>(), offset in 0usize..=1, seed in any::<u64>())
+            -> Option<Case>
+        {
+            let g = ConvGeometry { kernel: [3, 3], stride: [sh, sw], dilation: [1, 1], pad, groups: channels };
+            let oh = (h + pad[0] + pad[2]).checked_sub(3)? / sh + 1;
+            let ow = (w + pad[1] + pad[3]).checked_sub(3)? / sw + 1;
+            Some(Case { g, in_dims: [h, w, channels], out_dims: [oh, ow, channels],
+                        with_pad_values, relu, big_bias, offset, seed })
+        }
+    }
+
+    /// Runs the fast and the reference kernel on `c` with input element `X` and output `Y`.
+    fn check<X, Y>(c: &Case, value: fn(&mut Gen) -> X) -> Result<(), TestCaseError>
+    where
+        X: Lanes + core::fmt::Debug + PartialEq,
+        Y: FromWide + Default + core::fmt::Debug + PartialEq,
+    {
+        let mut gen = Gen(c.seed);
+        let [h, w, ch] = c.in_dims;
+        let n_out = c.out_dims.iter().product();
+        let buffer: Vec<X> = (0..h * w * ch + c.offset)
+            .map(|_| value(&mut gen))
+            .collect();
+        let x = &buffer[c.offset..];
+        let weights = gen.i8s(9 * ch);
+        let pad_values: Vec<X> = if c.with_pad_values {
+            (0..ch).map(|_| value(&mut gen)).collect()
+        } else {
+            Vec::new()
+        };
+        // Biases up to the accumulator contract's limit for nine int16 products half of the time.
+        let bits = if c.big_bias { 30 } else { 20 };
+        let bias: Vec<i32> = (0..ch)
+            .map(|_| gen.range(-(1 << bits) + (1 << 26), (1 << bits) - (1 << 26)))
+            .collect();
+        let requant: Vec<_> = (0..ch)
+            .map(|_| {
+                if gen.next() % 2 == 0 {
+                    crate::quant::Requant {
+                        multiplier: gen.range(1 << 30, i32::MAX),
+                        shift: gen.range(-3, 1),
+                    }
+                } else {
+                    gen.requant()
+                }
+            })
+            .collect();
+        let multiplier: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
+        let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
+        let zp_out = gen.i16();
+        let clamp = if c.relu {
+            ClampI16 {
+                min: zp_out,
+                max: i16::MAX,
+            }
+        } else {
+            ClampI16::FULL
+        };
+        let zp_in = value(&mut gen);
+        let quant = WideConvQuant {
+            input_zero_point: zp_in,
+            pad_values: &pad_values,
+            channels: ChannelQuant {
+                bias: &bias,
+                multiplier: &multiplier,
+                shift: &shift,
+            },
+            output: WideOutputQuant {
+                zero_point: zp_out,
+                clamp,
+            },
+        };
+        let conv = Conv {
+            geometry: &c.g,
+            dims: (c.in_dims, c.out_dims),
+            padding: Padding {
+                zero: zp_in,
+                values: &pad_values,
+            },
+            channels: &quant.channels,
+            bounds: Bounds::from(quant.output),
+            input: x,
+            weights: &weights,
+        };
+        let mut want = std::vec![Y::default(); n_out];
+        reference::conv2d_wide(&c.g, &quant, c.in_dims, x, c.out_dims, &mut want, &weights);
+        // The kernel itself where it applies (the dispatch below may pick it or a fallback).
+        let fits = (c.out_dims[1] - 1) * c.g.stride[1] + 4 <= MAX_ROW;
+        prop_assert_eq!(covers(&conv), ch % 2 == 0 && fits);
+        if covers(&conv) {
+            let mut fast = std::vec![Y::default(); n_out];
+            depthwise3x3(&conv, X::words(x), &mut fast);
+            prop_assert_eq!(&fast, &want);
+        }
+        let mut fast = std::vec![Y::default(); n_out];
+        crate::kernels::fast::conv::conv2d_wide(
+            &c.g, &quant, c.in_dims, x, c.out_dims, &mut fast, &weights,
+        );
+        prop_assert_eq!(fast, want);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        #[test]
+        fn equals_reference(c in case(), kinds in 0u8..3) {
+            let Some(c) = c else { return Ok(()) };
+            match kinds {
+                0 => check::<i8, i16>(&c, Gen::i8)?,
+                1 => check::<i16, i16>(&c, Gen::i16)?,
+                _ => check::<i16, i8>(&c, Gen::i16)?,
+            }
+        }
+    }
+}
