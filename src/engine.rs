@@ -474,7 +474,22 @@ impl Model<'_> {
 
     /// Every layer in order, with the observer hooks; the input is in the arena already.
     fn run_layers(&self, arena: &mut [u8], observer: &mut impl Observer) -> Result<(), RunError> {
-        for (i, layer) in self.layers().enumerate() {
+        self.run_range(arena, 0..usize::from(self.info().layer_count), observer)
+    }
+
+    /// The layers `layers` in order, with the observer hooks (the range is within the model).
+    fn run_range(
+        &self,
+        arena: &mut [u8],
+        layers: Range<usize>,
+        observer: &mut impl Observer,
+    ) -> Result<(), RunError> {
+        for (i, layer) in self
+            .layers()
+            .enumerate()
+            .take(layers.end)
+            .skip(layers.start)
+        {
             let index = u16::try_from(i).unwrap_or(u16::MAX);
             observer.layer_start(index, &layer);
             let out = self
@@ -506,20 +521,7 @@ impl Model<'_> {
                 layers: saturate(count),
             });
         }
-        for (i, layer) in self
-            .layers()
-            .enumerate()
-            .take(layers.end)
-            .skip(layers.start)
-        {
-            let index = u16::try_from(i).unwrap_or(u16::MAX);
-            observer.layer_start(index, &layer);
-            let out = self
-                .run_layer(arena, &layer)
-                .ok_or(RunError::Internal { layer: index })?;
-            observer.layer_end(index, &layer, out);
-        }
-        Ok(())
+        self.run_range(arena, layers, observer)
     }
 
     /// Runs one validated layer; returns its output bytes. `None` only if validation was bypassed.
