@@ -213,8 +213,11 @@ impl F32Parity {
     }
 }
 
-/// The `icefold` binary of the same build as the running test, if it has been built (it is, by
-/// `cargo test --workspace`; tests that need it skip with a note otherwise).
+/// The `icefold` binary of the same build as the running test, if it has been built
+/// (`cargo build --release -p icefold-tool`, the first half of the README's test command;
+/// `cargo test` alone does not build another package's binary). Tests that need it skip with a
+/// note without it, unless `ICEFOLD_REQUIRE_CLI` is set (CI sets it): then a missing binary fails
+/// them instead of letting them pass unchecked.
 pub fn cli_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     // target/<profile>/deps/<test>-<hash> -> target/<profile>/icefold
@@ -222,5 +225,11 @@ pub fn cli_binary() -> Option<PathBuf> {
         .parent()?
         .parent()?
         .join(format!("icefold{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() && std::env::var_os("ICEFOLD_REQUIRE_CLI").is_some() {
+        panic!(
+            "ICEFOLD_REQUIRE_CLI is set but {} is not built: cargo build --release -p icefold-tool",
+            bin.display()
+        );
+    }
     bin.is_file().then_some(bin)
 }
