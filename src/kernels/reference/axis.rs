@@ -20,6 +20,17 @@ pub fn concat<T: Copy>(
     (b_dims, b): ([usize; 3], &[T]),
     output: &mut [T],
 ) {
+    concat_mapped(axis, (a_dims, a, |v| v), (b_dims, b, |v| v), output);
+}
+
+/// [`concat`] with each input's elements passed through its own map on the way (the int8
+/// concatenation rescales an input to the output's grid there).
+pub fn concat_mapped<T: Copy, U>(
+    axis: usize,
+    (a_dims, a, map_a): ([usize; 3], &[T], impl Fn(T) -> U),
+    (b_dims, b, map_b): ([usize; 3], &[T], impl Fn(T) -> U),
+    output: &mut [U],
+) {
     let (_, a_along, inner) = around(a_dims, axis);
     let (_, b_along, _) = around(b_dims, axis);
     let (a_run, b_run) = (a_along * inner, b_along * inner);
@@ -30,11 +41,12 @@ pub fn concat<T: Copy>(
         .chunks_exact_mut(a_run + b_run)
         .zip(a.chunks_exact(a_run.max(1)))
         .zip(b.chunks_exact(b_run.max(1)));
-    // The input leads each zip, so the output iterator is advanced only for values written.
+    // Each output row is `a_run` values of input 0, then `b_run` of input 1. The input leads each
+    // zip, so the output iterator is advanced only for values written.
     for ((out, a), b) in rows {
         let mut out = out.iter_mut();
-        a.iter().zip(out.by_ref()).for_each(|(v, o)| *o = *v);
-        b.iter().zip(out).for_each(|(v, o)| *o = *v);
+        a.iter().zip(out.by_ref()).for_each(|(v, o)| *o = map_a(*v));
+        b.iter().zip(out).for_each(|(v, o)| *o = map_b(*v));
     }
 }
 

@@ -6,7 +6,7 @@
 //! instead of twice by `multiply_by_quantized_multiplier`'s two roundings.
 
 use super::Requant;
-use crate::kernels::reference::axis::around;
+use crate::kernels::reference::axis::concat_mapped;
 pub use crate::quant::ADD_LEFT_SHIFT;
 
 /// How one input reaches the output's quantization.
@@ -41,27 +41,12 @@ pub fn concat(
     output: &mut [i8],
 ) {
     let [(a_dims, a, qa), (b_dims, b, qb)] = parts;
-    let (_, a_along, inner) = around(a_dims, axis);
-    let (_, b_along, _) = around(b_dims, axis);
-    let (a_run, b_run) = (a_along * inner, b_along * inner);
-    if a_run + b_run == 0 {
-        return;
-    }
-    let rows = output
-        .chunks_exact_mut(a_run + b_run)
-        .zip(a.chunks_exact(a_run.max(1)))
-        .zip(b.chunks_exact(b_run.max(1)));
-    // Each output row is `a_run` values of input 0, then `b_run` of input 1. The input leads each
-    // zip, so the output iterator is advanced only for values written.
-    for ((out, a), b) in rows {
-        let mut out = out.iter_mut();
-        for (&v, o) in a.iter().zip(out.by_ref()) {
-            *o = requantize(v, qa, out_zero_point);
-        }
-        for (&v, o) in b.iter().zip(out) {
-            *o = requantize(v, qb, out_zero_point);
-        }
-    }
+    concat_mapped(
+        axis,
+        (a_dims, a, |v| requantize(v, qa, out_zero_point)),
+        (b_dims, b, |v| requantize(v, qb, out_zero_point)),
+        output,
+    );
 }
 
 #[cfg(test)]
