@@ -600,7 +600,9 @@ impl Model<'_> {
             Op::Activation(a) => kernels::elementwise::activation(a, x, y),
             Op::Softmax => kernels::softmax::softmax(x_dims[2], x, y),
             Op::Transpose(p) => kernels::layout::transpose(p.perm, x_dims, x, y),
-            Op::Pad(p) => kernels::layout::pad_with(p.pad, p.value, x_dims, x, y_dims, y),
+            Op::Pad(p) => {
+                kernels::layout::pad_with(p.pad, p.interior, p.value, x_dims, x, y_dims, y)
+            }
             // int8 operations never have f32 operands (validated).
             Op::Conv2dI8(_)
             | Op::DenseI8(_)
@@ -685,7 +687,15 @@ mod tests {
         kernels::layout::transpose(t.perm, dims(&T5), &t5, &mut t6);
         let mut t7 = std::vec![0.0; T7.len()];
         let Op::Pad(p) = op(6) else { unreachable!() };
-        kernels::layout::pad_with(p.pad, p.value, dims(&T6), &t6, dims(&T7), &mut t7);
+        kernels::layout::pad_with(
+            p.pad,
+            p.interior,
+            p.value,
+            dims(&T6),
+            &t6,
+            dims(&T7),
+            &mut t7,
+        );
         let mut t8 = std::vec![0.0; T8.len()];
         kernels::elementwise::activation(&Activation::Sigmoid, &t7, &mut t8);
         let mut t9 = std::vec![0.0; T9.len()];

@@ -308,6 +308,7 @@ pub fn tiny() -> Spec {
         .push(layer(
             Op::Pad(Pad {
                 pad: [1, 0, 0, 1],
+                interior: [0, 0],
                 value: 0.5,
             }),
             T6,

@@ -1,9 +1,11 @@
 //! The architecture ops of issue #17 in PyTorch exports (`tests/fixtures/blocks`, made by
 //! `tools/fixtures/make_block_fixtures.py`): a MobileNetV3-style block (hard swish, hard-sigmoid
 //! squeeze-excitation, residual) and an EfficientNet-lite-style block (timm "same" padding
-//! arithmetic, SiLU, sigmoid squeeze-excitation, tanh, PReLU per channel, global max pooling).
-//! f32 against onnxruntime at the parity bar of every fixture; int8 (the default conversion and
-//! the all-int8 one) against onnxruntime's own static int8 on the same calibration set.
+//! arithmetic, SiLU, sigmoid squeeze-excitation, tanh, PReLU per channel, global max pooling),
+//! and transposed convolutions (a U-Net style decoder with a skip Concat, a 1-D autoencoder,
+//! grouped and depthwise ConvTranspose). f32 against onnxruntime at the parity bar of every
+//! fixture; int8 (the default conversion and the all-int8 one) against onnxruntime's own static
+//! int8 on the same calibration set.
 //!
 //! `cargo test -p icefold-tests --release --test arch_ops -- --nocapture` prints the numbers.
 
@@ -15,7 +17,7 @@ use icefold_tool::quantize::calibrate::Method;
 
 fn arch_fixtures() -> Vec<Fixture> {
     let fixtures = arch_manifest();
-    assert!(fixtures.len() >= 2, "expected both arch fixtures");
+    assert!(fixtures.len() >= 5, "expected the five block fixtures");
     fixtures
 }
 
@@ -67,23 +69,24 @@ fn int8_outputs(
 #[test]
 fn arch_fixtures_in_int8_are_not_clearly_behind_onnxruntime_int8() {
     for f in arch_fixtures() {
+        // Per channel, or per tensor where onnxruntime's per-channel quantizer fails (grouped
+        // ConvTranspose; the manifest's ort_int8_settings say which).
         let ort = f
             .ort_int8_rel_l2
             .expect("onnxruntime's int8 error in the manifest");
-        let ort_top1 = f.ort_int8_top1_agree.expect("onnxruntime's int8 top-1");
         for (what, int16, wide) in [
             ("default", INT16_ACTIVATIONS_DEFAULT, true),
             ("all-int8", 0, false),
         ] {
             let (got, d) = int8_outputs(&f, int16, wide);
-            let behind = if d.rel_l2 > ort || d.top1_agree < ort_top1 {
+            let behind = if d.rel_l2 > ort {
                 "  <- behind onnxruntime"
             } else {
                 ""
             };
             println!(
-                "{:<18} {what:<9} int8 rel-L2 {:.4} top-1 {}/{} | ORT int8 rel-L2 {ort:.4} top-1 {ort_top1}{behind}",
-                f.name, d.rel_l2, d.top1_agree, d.samples
+                "{:<18} {what:<9} int8 rel-L2 {:.4} top-1 {}/{} | ORT int8 rel-L2 {ort:.4} top-1 {:?}{behind}",
+                f.name, d.rel_l2, d.top1_agree, d.samples, f.ort_int8_top1_agree
             );
             // The bar of tests/int8.rs: relative L2 within 10 % plus 0.005 of onnxruntime's (the
             // relative L2 of these random networks moves by that much between test subsets of
@@ -94,6 +97,9 @@ fn arch_fixtures_in_int8_are_not_clearly_behind_onnxruntime_int8() {
                 f.name,
                 d.rel_l2
             );
+            if !f.top1 {
+                continue; // per-pixel or signal outputs: no class to agree on
+            }
             // Top-1 as tests/int8.rs compares it, sample by sample (a sign test): of the samples
             // exactly one of the two int8 models gets wrong, icefold may lose more than it wins
             // only within two standard deviations of a fair coin (random networks have near-tied

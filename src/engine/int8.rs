@@ -136,7 +136,11 @@ pub(super) fn run_layer(
             let table: &[u32; 256] = model.weights_as(*exp_table)?.try_into().ok()?;
             lut::softmax(table, x_dims[2], x, y);
         }
-        Op::PadI8 { pad, value } => layout::pad_with(*pad, *value, x_dims, x, y_dims, y),
+        Op::PadI8 {
+            pad,
+            interior,
+            value,
+        } => layout::pad_with(*pad, *interior, *value, x_dims, x, y_dims, y),
         Op::Transpose(p) => layout::transpose(p.perm, x_dims, x, y),
         // f32 operations never have int8 operands, the wide dense never an int8 output
         // (validated).
@@ -402,9 +406,11 @@ mod tests {
                 let table: [u32; 256] = table.try_into().unwrap();
                 k::lut::softmax(&table, xd.dims[2] as usize, x, &mut y);
             }
-            Op::PadI8 { pad, value } => {
-                layout::pad_with(pad, value, dims(&xd), x, dims(&yd), &mut y)
-            }
+            Op::PadI8 {
+                pad,
+                interior,
+                value,
+            } => layout::pad_with(pad, interior, value, dims(&xd), x, dims(&yd), &mut y),
             Op::Transpose(t) => layout::transpose(t.perm, dims(&xd), x, &mut y),
             other => panic!("not an int8 op: {other:?}"),
         }

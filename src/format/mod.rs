@@ -29,7 +29,7 @@ pub use header::{Header, HEADER_LEN};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 6;
+pub const FORMAT_VERSION: u16 = 7;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.
@@ -211,12 +211,16 @@ pub struct Transpose {
     pub perm: [u8; 3],
 }
 
-/// Constant padding of an `[H, W, C]` tensor on the spatial dimensions.
+/// Constant padding of an `[H, W, C]` tensor on the spatial dimensions: at the edges, and
+/// between neighbouring input rows and columns (the zero insertion that turns a transposed
+/// convolution into a convolution, XLA's "interior" padding).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Pad {
     /// Padding `[top, left, bottom, right]`.
     pub pad: [u16; 4],
+    /// Fill elements inserted between neighbouring input `[rows, columns]` (0: none).
+    pub interior: [u16; 2],
     /// Fill value.
     pub value: f32,
 }
@@ -410,6 +414,8 @@ pub enum Op {
     PadI8 {
         /// Padding `[top, left, bottom, right]`.
         pad: [u16; 4],
+        /// Fill elements inserted between neighbouring input `[rows, columns]` (see `Pad`).
+        interior: [u16; 2],
         /// Fill value.
         value: i8,
     },

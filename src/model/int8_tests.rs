@@ -233,6 +233,7 @@ pub(crate) fn int8_model() -> Spec {
         .push(layer(
             Op::PadI8 {
                 pad: [1, 0, 0, 1],
+                interior: [0, 0],
                 value: 7,
             },
             Q6,
@@ -747,13 +748,14 @@ fn int8_wire_format_is_pinned() {
         postcard_bytes(&Requant::IDENTITY),
         [0x80, 0x80, 0x80, 0x80, 0x08, 2]
     );
-    // Variant 17: pad [u16; 4] as varints, then the i8 fill.
+    // Variant 17: pad [u16; 4] and interior [u16; 2] as varints, then the i8 fill.
     assert_eq!(
         postcard_bytes(&Op::PadI8 {
             pad: [1, 0, 200, 0],
+            interior: [3, 0],
             value: -1
         }),
-        [17, 1, 0, 0xC8, 0x01, 0, 0xFF]
+        [17, 1, 0, 0xC8, 0x01, 0, 3, 0, 0xFF]
     );
     // Variant 18: four spans (varint offset, len), then the int16 clamp as zigzag varints.
     let wide = DenseI8Wide {

@@ -98,10 +98,12 @@ fn header_faults() {
         Model::new_checked(b.bytes()).map(|_| ())
     };
     assert_eq!(edit(0, b'X'), Err(LoadError::BadMagic { found: *b"XCEF" }));
+    // The previous version (and any other) is refused with both numbers.
+    let other = FORMAT_VERSION as u8 - 1;
     assert_eq!(
-        edit(4, 7),
+        edit(4, other),
         Err(LoadError::UnsupportedVersion {
-            found: 7,
+            found: u16::from(other),
             supported: FORMAT_VERSION
         })
     );
@@ -422,10 +424,30 @@ fn parameter_faults() {
         |m| {
             m.layers[6].op = Op::Pad(Pad {
                 pad: [1, 0, 0, 1],
+                interior: [0, 0],
                 value: f32::INFINITY,
             })
         },
         bad(6, param(ParamFault::NotFinite)),
+    );
+    // Interior padding changes the output dims: one fill row between each of the 3 input rows
+    // gives 1 + 5 rows, not the 1 + 3 the output tensor has.
+    refused(
+        |m| {
+            m.layers[6].op = Op::Pad(Pad {
+                pad: [1, 0, 0, 1],
+                interior: [1, 0],
+                value: 0.5,
+            })
+        },
+        bad(
+            6,
+            LayerFault::Shape {
+                operand: Operand::Output,
+                expected: [6, 3, 2],
+                found: [4, 3, 2],
+            },
+        ),
     );
     let pool_with = |pad: [u16; 4], kernel: [u16; 2]| {
         Op::Pool(Pool {
@@ -774,10 +796,11 @@ fn wire_format_is_pinned() {
     assert_eq!(postcard_bytes(&relu), expected);
     let pad = Op::Pad(Pad {
         pad: [1, 2, 3, 300],
+        interior: [1, 130],
         value: 1.0,
     });
     assert_eq!(
         postcard_bytes(&pad),
-        [0x08, 1, 2, 3, 0xac, 0x02, 0x00, 0x00, 0x80, 0x3f]
+        [0x08, 1, 2, 3, 0xac, 0x02, 1, 0x82, 0x01, 0x00, 0x00, 0x80, 0x3f]
     );
 }

@@ -26,6 +26,18 @@ fn region(d: &TensorDesc) -> (u64, u64) {
     (u64::from(d.offset), u64::from(d.offset) + bytes)
 }
 
+/// The dims of `[h, w, c]` padded by `pad` (`[top, left, bottom, right]`) at the edges and by
+/// `interior` `[rows, columns]` between neighbours (`kernels::layout::pad_with`).
+fn padded([h, w, c]: [u64; 3], pad: [u16; 4], interior: [u16; 2]) -> [u64; 3] {
+    let [pt, pl, pb, pr] = pad.map(u64::from);
+    let spread = |n: u64, fill: u16| n + n.saturating_sub(1) * u64::from(fill);
+    [
+        pt + spread(h, interior[0]) + pb,
+        pl + spread(w, interior[1]) + pr,
+        c,
+    ]
+}
+
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
@@ -524,8 +536,11 @@ fn check_op(
             if !pad.value.is_finite() {
                 return Err(LayerFault::Param(ParamFault::NotFinite));
             }
-            let [pt, pl, pb, pr] = pad.pad.map(u64::from);
-            expect_dims(Operand::Output, [h + pt + pb, w + pl + pr, c], y.dims)
+            expect_dims(
+                Operand::Output,
+                padded([h, w, c], pad.pad, pad.interior),
+                y.dims,
+            )
         }
         Op::Conv2dI8(q) => {
             check_integer_conv(weights, (&q.conv, &q.requant), check_clamp(q.clamp), x, y)
@@ -610,9 +625,8 @@ fn check_op(
                 Err(LayerFault::SoftmaxOutputQuant)
             }
         }
-        Op::PadI8 { pad, .. } => {
-            let [pt, pl, pb, pr] = pad.map(u64::from);
-            expect_dims(Operand::Output, [h + pt + pb, w + pl + pr, c], y.dims)?;
+        Op::PadI8 { pad, interior, .. } => {
+            expect_dims(Operand::Output, padded([h, w, c], *pad, *interior), y.dims)?;
             same_quant(x, y)
         }
         Op::Concat(concat) => axis::check_concat(concat, inputs, y),

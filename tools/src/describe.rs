@@ -42,7 +42,7 @@ pub fn describe(op: &Op) -> (String, usize) {
         Op::Activation(a) => (format!("{a:?}"), 0),
         Op::Softmax => ("Softmax".into(), 0),
         Op::Transpose(t) => (format!("Transpose {:?}", t.perm), 0),
-        Op::Pad(p) => (format!("Pad {:?}", p.pad), 0),
+        Op::Pad(p) => (pad_name("", p.pad, p.interior), 0),
         Op::Conv2dI8(q) => quantized_conv("i8", &q.conv, &q.requant),
         Op::Conv2dI16(q) => quantized_conv("16x8", &q.conv, &q.requant),
         Op::DenseI8(d) => (
@@ -81,7 +81,7 @@ pub fn describe(op: &Op) -> (String, usize) {
         Op::ClampI8(c) => (format!("Clamp i8 [{}, {}]", c.min, c.max), 0),
         Op::LookupI8 { table } => ("Lookup i8 (256)".into(), table.len as usize),
         Op::SoftmaxI8 { exp_table } => ("Softmax i8".into(), exp_table.len as usize),
-        Op::PadI8 { pad, .. } => (format!("Pad i8 {pad:?}"), 0),
+        Op::PadI8 { pad, interior, .. } => (pad_name(" i8", *pad, *interior), 0),
         Op::Concat(c) => (format!("Concat axis {}", c.axis), 0),
         Op::ConcatI8(c) => (
             format!(
@@ -131,4 +131,13 @@ fn quantized_conv(
             + requant.multipliers.len
             + requant.shifts.len) as usize,
     )
+}
+
+/// "Pad [t, l, b, r]", plus the zero insertion of a transposed convolution when there is one.
+fn pad_name(precision: &str, pad: [u16; 4], interior: [u16; 2]) -> String {
+    if interior == [0, 0] {
+        format!("Pad{precision} {pad:?}")
+    } else {
+        format!("Pad{precision} {pad:?} interior {interior:?}")
+    }
 }

@@ -25,11 +25,13 @@ pub fn transpose<T: Copy>(perm: [u8; 3], in_dims: [usize; 3], input: &[T], outpu
     }
 }
 
-/// Constant padding of the spatial dimensions of an `[H, W, C]` tensor: `output` is
-/// `[H + top + bottom, W + left + right, C]` (`pad` is `[top, left, bottom, right]`), border
-/// elements are `value`.
+/// Constant padding of the spatial dimensions of an `[H, W, C]` tensor: `pad` is `[top, left,
+/// bottom, right]` elements at the edges and `interior` `[rows, columns]` elements between
+/// neighbouring input rows and columns, so `output` is `[top + bottom + (H - 1) * (interior[0] + 1)
+/// + 1, .., C]`; every element that is not an input element is `value`.
 pub fn pad_with<T: Copy>(
     pad: [u16; 4],
+    interior: [u16; 2],
     value: T,
     in_dims: [usize; 3],
     input: &[T],
@@ -39,18 +41,23 @@ pub fn pad_with<T: Copy>(
     let [in_h, in_w, channels] = in_dims;
     let [_, out_w, _] = out_dims;
     let [pad_top, pad_left, _, _] = pad.map(usize::from);
+    let [step_y, step_x] = interior.map(|i| usize::from(i) + 1);
+    // Output coordinate `at` along an axis holds input index `(at - before) / step` when that
+    // division is exact and in range; anything else is fill.
+    let source = |at: usize, before: usize, step: usize, len: usize| {
+        at.checked_sub(before)
+            .filter(|d| d % step == 0)
+            .map(|d| d / step)
+            .filter(|&i| i < len)
+    };
     if channels == 0 || out_w == 0 {
         return;
     }
     for (y, out_row) in output.chunks_exact_mut(out_w * channels).enumerate() {
-        let in_row = y
-            .checked_sub(pad_top)
-            .filter(|&iy| iy < in_h)
+        let in_row = source(y, pad_top, step_y, in_h)
             .and_then(|iy| input.get(iy * in_w * channels..(iy + 1) * in_w * channels));
         for (x, out_px) in out_row.chunks_exact_mut(channels).enumerate() {
-            let in_px = x
-                .checked_sub(pad_left)
-                .filter(|&ix| ix < in_w)
+            let in_px = source(x, pad_left, step_x, in_w)
                 .and_then(|ix| in_row?.get(ix * channels..(ix + 1) * channels));
             match in_px {
                 Some(in_px) => out_px.iter_mut().zip(in_px).for_each(|(o, v)| *o = *v),
@@ -110,6 +117,7 @@ mod tests {
         let mut out = [0.0f32; 6];
         pad_with(
             [1, 0, 0, 1],
+            [0, 0],
             9.0,
             [1, 2, 1],
             &[1.0, 2.0],
@@ -117,5 +125,29 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, [9.0, 9.0, 9.0, 1.0, 2.0, 9.0]);
+    }
+
+    #[test]
+    fn interior_padding_by_hand() {
+        // [2, 2, 2] with one fill row and two fill columns between neighbours, one column of
+        // edge padding at the right -> [3, 5 + 1, 2].
+        let input = [1, 2, 3, 4, 5, 6, 7, 8];
+        let mut out = [-1; 36];
+        pad_with(
+            [0, 0, 0, 1],
+            [1, 2],
+            0,
+            [2, 2, 2],
+            &input,
+            [3, 6, 2],
+            &mut out,
+        );
+        #[rustfmt::skip]
+        let want = [
+            1, 2, 0, 0, 0, 0, 3, 4, 0, 0,   0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0,   0, 0,
+            5, 6, 0, 0, 0, 0, 7, 8, 0, 0,   0, 0,
+        ];
+        assert_eq!(out, want);
     }
 }

@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, ensure, Result};
 use onnx_rs::ast::{Node as OnnxNode, OpType};
 
 mod axis;
+mod conv_transpose;
 
 use super::activations;
 use super::attr::{Attrs, MAX_ATTR_SIZE};
@@ -417,6 +418,10 @@ impl<'e> NodeImporter<'e> {
             }
             OpType::Split => {
                 return self.split(node, origin, &attrs, need_x()?, cst(1, "split")?);
+            }
+            OpType::ConvTranspose => {
+                let (w, b) = (need(1, "the weight")?, cst(2, "the bias")?);
+                return self.conv_transpose(node, origin, out, need_x()?, w, b);
             }
             ref other => bail!("{} is not supported on activations", other.as_str()),
         };
@@ -963,7 +968,16 @@ impl<'e> NodeImporter<'e> {
         let shape = (0..s.len())
             .map(|k| s[k] + pads[k] + pads[s.len() + k])
             .collect();
-        Ok(frozen_op(FrozenOp::Pad { pads, value }, x, shape))
+        let interior = vec![0; s.len()];
+        Ok(frozen_op(
+            FrozenOp::Pad {
+                pads,
+                interior,
+                value,
+            },
+            x,
+            shape,
+        ))
     }
 }
 

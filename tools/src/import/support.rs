@@ -13,6 +13,7 @@ use super::order::origin;
 /// Ops that may read activations (lowered to IR nodes).
 const ACTIVATION_OPS: &[&str] = &[
     "Conv",
+    "ConvTranspose",
     "BatchNormalization",
     "Gemm",
     "MatMul",
@@ -78,6 +79,7 @@ const CONSTANT_OPS: &[&str] = &[
 /// Ops where only input 0 may be an activation; the others are weights or parameters.
 const FIRST_INPUT_ONLY: &[&str] = &[
     "Conv",
+    "ConvTranspose",
     "BatchNormalization",
     "Gemm",
     "MatMul",

@@ -65,7 +65,11 @@ impl EvalOp for FrozenOp {
                 Ok(x.data.to_vec())
             }
             FrozenOp::Transpose { perm } => transpose(perm, x, out_shape),
-            FrozenOp::Pad { pads, value } => pad(pads, *value, x, out_shape),
+            FrozenOp::Pad {
+                pads,
+                interior,
+                value,
+            } => pad(pads, interior, *value, x, out_shape),
             FrozenOp::Softmax => softmax(x, out_shape),
             FrozenOp::Concat { axis } => super::eval_axis::concat(*axis, inputs, out_shape),
             FrozenOp::Slice { axis, start, step } => {
@@ -664,16 +668,27 @@ fn transpose(perm: &[usize], x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<
     Ok(y)
 }
 
-fn pad(pads: &[usize], value: f32, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
+fn pad(
+    pads: &[usize],
+    interior: &[usize],
+    value: f32,
+    x: Operand<'_>,
+    out_shape: &[usize],
+) -> Result<Vec<f32>> {
     let rank = x.shape.len();
     ensure!(
-        pads.len() == 2 * rank,
-        "pads has {} entries for {rank} per-sample axes (expected {})",
+        pads.len() == 2 * rank && interior.len() == rank,
+        "pads has {} entries and interior {} for {rank} per-sample axes (expected {} and {rank})",
         pads.len(),
+        interior.len(),
         2 * rank
     );
+    // Input index i of axis k lands at pads[k] + i * (interior[k] + 1).
     let expected: Vec<usize> = (0..rank)
-        .map(|k| x.shape[k] + pads[k] + pads[rank + k])
+        .map(|k| {
+            let n = x.shape[k];
+            pads[k] + n + n.saturating_sub(1) * interior[k] + pads[rank + k]
+        })
         .collect();
     ensure!(
         out_shape == expected,
@@ -687,7 +702,7 @@ fn pad(pads: &[usize], value: f32, x: Operand<'_>, out_shape: &[usize]) -> Resul
     let mut index = vec![0; rank];
     for &v in x.data {
         let offset: usize = (0..rank)
-            .map(|k| (index[k] + pads[k]) * out_strides[k])
+            .map(|k| (index[k] * (interior[k] + 1) + pads[k]) * out_strides[k])
             .sum();
         y[offset] = v;
         next_index(&mut index, x.shape);
@@ -1112,6 +1127,7 @@ mod tests {
             "Pad",
             FrozenOp::Pad {
                 pads: vec![0, 1, 0, 0],
+                interior: vec![0, 0],
                 value: 9.,
             },
             &[t],

@@ -262,10 +262,14 @@ pub enum FrozenOp {
         perm: Vec<usize>,
     },
     /// Constant padding of the per-sample dimensions: `pads[k]` before and `pads[rank + k]` after
-    /// dimension `k` (ONNX order without the batch axis).
+    /// dimension `k` (ONNX order without the batch axis), and `interior[k]` fill elements between
+    /// neighbouring elements of dimension `k` (zero insertion: a ConvTranspose's stride; ONNX Pad
+    /// has none).
     Pad {
         /// Before/after amounts.
         pads: Vec<usize>,
+        /// Fill elements between neighbours, per dimension (all zero for ONNX Pad).
+        interior: Vec<usize>,
         /// Fill value.
         value: f32,
     },

@@ -867,15 +867,24 @@ impl<'g> Lowerer<'g> {
                     },
                 });
             }
-            FrozenOp::Pad { pads, value } => {
+            FrozenOp::Pad {
+                pads,
+                interior,
+                value,
+            } => {
                 let r = in_shape.len();
-                if r < 2 || pads[0] != 0 || pads[r] != 0 || r > 3 {
-                    bail!("{origin}: only padding of the spatial axes of [C, H, W] or [C, L] tensors is supported (pads {pads:?})");
+                if r < 2 || pads[0] != 0 || pads[r] != 0 || interior[0] != 0 || r > 3 {
+                    bail!("{origin}: only padding of the spatial axes of [C, H, W] or [C, L] tensors is supported (pads {pads:?}, interior {interior:?})");
                 }
                 let (t, l, b, rr) = if r == 3 {
                     (pads[1], pads[2], pads[4], pads[5])
                 } else {
                     (0, pads[1], 0, pads[3])
+                };
+                let (ih, iw) = if r == 3 {
+                    (interior[1], interior[2])
+                } else {
+                    (0, interior[1])
                 };
                 let x = self.require(node.inputs[0], Layout::channels_last(&in_shape), origin)?;
                 let out = self.out_placed(
@@ -884,10 +893,16 @@ impl<'g> Lowerer<'g> {
                     Layout::channels_last(&out_shape),
                     origin,
                 )?;
-                let note = LayerNote::weightless(source, format!("Pad {pads:?}"), out.dims);
+                let what = if interior.iter().all(|&i| i == 0) {
+                    format!("Pad {pads:?}")
+                } else {
+                    format!("Pad {pads:?} interior {interior:?}")
+                };
+                let note = LayerNote::weightless(source, what, out.dims);
                 let xin = self.use_of(&x, origin)?;
                 let op = RtOp::Pad(format::Pad {
                     pad: pads_u16(origin, [t, l, b, rr])?,
+                    interior: pair_u16(origin, "interior padding", [ih, iw])?,
                     value: *value,
                 });
                 self.push_layer(op, vec![xin], out, note);

@@ -10,9 +10,18 @@ use crate::ir::graph::{FrozenGraph, FrozenOp};
 pub fn fuse_pad_into_conv(g: &mut FrozenGraph) {
     let mut dead = vec![false; g.nodes.len()];
     for pi in 0..g.nodes.len() {
-        let FrozenOp::Pad { pads, value } = &g.nodes[pi].op else {
+        let FrozenOp::Pad {
+            pads,
+            interior,
+            value,
+        } = &g.nodes[pi].op
+        else {
             continue;
         };
+        if interior.iter().any(|&i| i != 0) {
+            // Zero insertion is not a convolution's padding.
+            continue;
+        }
         let (pads, value) = (pads.clone(), *value);
         let pad_out = g.nodes[pi].output;
         let r = pads.len() / 2;

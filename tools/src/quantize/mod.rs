@@ -546,6 +546,7 @@ pub fn quantize(
             Op::Gather(g) => axis::gather(g, l, &mut w),
             Op::Pad(p) => Op::PadI8 {
                 pad: p.pad,
+                interior: p.interior,
                 value: x.quantize(p.value),
             },
             other => bail!("layer {name}: {other:?} is already quantized"),

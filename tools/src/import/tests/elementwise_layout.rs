@@ -282,6 +282,7 @@ fn transpose_and_pad() {
         frozen(&g, 0),
         &FrozenOp::Pad {
             pads: vec![0, 1, 2, 0, 3, 4],
+            interior: vec![0; 3],
             value: -1.5
         }
     );
@@ -296,6 +297,7 @@ fn transpose_and_pad() {
         frozen(&g, 0),
         &FrozenOp::Pad {
             pads: vec![0, 0, 1, 0, 0, 1],
+            interior: vec![0; 3],
             value: 0.0
         }
     );
