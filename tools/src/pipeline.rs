@@ -183,6 +183,9 @@ pub struct Int8Conversion {
     pub end_to_end: Diff,
     /// Arena bytes with every activation int8 (equal to the model's when none is int16).
     pub int8_arena_bytes: u32,
+    /// What the arena budget (`Limits::max_arena_bytes`) moved from int16 back to int8; `None`
+    /// when it did not bind.
+    pub int16_budget: Option<quantize::Int16Budget>,
 }
 
 /// Calibration samples the bias correction measures each layer on: the usual calibration set
@@ -200,11 +203,15 @@ fn quantize_int8(
 ) -> Result<(Lowered, Vec<u8>, Int8Conversion)> {
     let calibration = calibrate::calibrate(frozen, opts.calib, opts.method, opts.progress)?;
     let f32_lowered = lower::lower_with(frozen, LowerOptions::INT8)?;
-    let mut lowered = quantize::quantize(
+    let candidates = quantize::int16_activations(&f32_lowered, opts.int16_activations);
+    let (mut lowered, int16_budget) = quantize::fit_int16_to_arena(
         &f32_lowered,
         &calibration,
         opts.wide_output,
-        opts.int16_activations,
+        candidates,
+        limits.max_arena_bytes,
+        opts.calib,
+        opts.progress,
     )?;
     if opts.bias_correction {
         quantize::correct_bias(
@@ -228,6 +235,7 @@ fn quantize_int8(
         layer_sqnr_db,
         end_to_end,
         int8_arena_bytes,
+        int16_budget,
     };
     Ok((lowered, blob, conversion))
 }
@@ -276,5 +284,63 @@ mod tests {
             let one = convert_on(1, method);
             assert_eq!(one, convert_on(3, method), "{method:?}");
         }
+    }
+
+    /// `--max-arena-bytes` with `--quantize int8`: int16 activations go back to int8 until the
+    /// arena fits, the error lands between the default's and the all-int8 conversion's, and a
+    /// budget below the all-int8 arena still refuses the model, naming the flag.
+    #[test]
+    fn int16_activations_fit_the_arena_budget() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/dscnn");
+        let calib = crate::io::read_npy(&dir.join("calib.npy")).unwrap();
+        let convert_within = |max_arena_bytes: usize, int16_activations: usize| {
+            let opts = ConvertOptions {
+                limits: Limits {
+                    max_arena_bytes,
+                    ..Limits::DEFAULT
+                },
+                int8: Some(Int8Options {
+                    calib: &calib,
+                    method: Method::DEFAULT,
+                    progress: false,
+                    bias_correction: true,
+                    wide_output: true,
+                    int16_activations,
+                }),
+                ..Default::default()
+            };
+            convert(&dir.join("model.onnx"), &opts)
+        };
+        let error = |c: &Converted| c.int8.as_ref().unwrap().end_to_end.rel_l2;
+        let unbounded =
+            convert_within(Limits::DEFAULT.max_arena_bytes, INT16_ACTIVATIONS_DEFAULT).unwrap();
+        let all_int8 = convert_within(Limits::DEFAULT.max_arena_bytes, 0).unwrap();
+        let (full, narrow) = (
+            unbounded.lowered.info.arena_bytes,
+            all_int8.lowered.info.arena_bytes,
+        );
+        assert!(narrow < full, "DS-CNN's int16 activations cost arena");
+        assert!(unbounded.int8.as_ref().unwrap().int16_budget.is_none());
+
+        let budget = (narrow + full) as usize / 2;
+        let within = convert_within(budget, INT16_ACTIVATIONS_DEFAULT).unwrap();
+        let report = within.int8.as_ref().unwrap().int16_budget.clone().unwrap();
+        assert!(within.lowered.info.arena_bytes as usize <= budget);
+        assert!(report.int16_after > 0 && report.int16_after < report.int16_before);
+        assert_eq!(report.arena_unbounded, full);
+        // Some int16 kept: better than all-int8 (the default is better still).
+        assert!(
+            error(&within) < error(&all_int8) && error(&unbounded) < error(&within),
+            "{} {} {}",
+            error(&unbounded),
+            error(&within),
+            error(&all_int8)
+        );
+
+        let refused = convert_within(narrow as usize - 1, INT16_ACTIVATIONS_DEFAULT).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("--max-arena-bytes"),
+            "{refused:#}"
+        );
     }
 }

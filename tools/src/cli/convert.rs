@@ -257,6 +257,21 @@ fn print_int8_report(c: &Converted, q: &Int8Conversion) {
             q.int8_arena_bytes
         );
     }
+    if let Some(b) = &q.int16_budget {
+        println!(
+            "int16 within --max-arena-bytes {}: kept {} of {} int16 tensors (the rest int8, least \
+             error per arena byte first); arena {} -> {} bytes; int8 vs f32 relative L2 before \
+             bias correction ({} calibration samples) {:.4} -> {:.4}",
+            b.budget,
+            b.int16_after,
+            b.int16_before,
+            b.arena_unbounded,
+            c.lowered.info.arena_bytes,
+            b.samples,
+            b.error_unbounded,
+            b.error_chosen
+        );
+    }
     let wide = int16_layers(true);
     if wide.is_empty() {
         println!("output: int8 (firmware: run_i8 with an [i8] output)");

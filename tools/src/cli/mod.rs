@@ -25,7 +25,8 @@ pub struct BudgetArgs {
     /// Refuse models whose weights exceed this many bytes.
     #[arg(long, default_value_t = Limits::DEFAULT.max_weight_bytes)]
     max_weight_bytes: usize,
-    /// Refuse models whose arena exceeds this many bytes.
+    /// Refuse models whose arena exceeds this many bytes. With `--quantize int8`, int16
+    /// activations first go back to int8 (least error per byte first) until the arena fits.
     #[arg(long, default_value_t = Limits::DEFAULT.max_arena_bytes)]
     max_arena_bytes: usize,
     /// Refuse ONNX files larger than this many bytes (checked before reading).

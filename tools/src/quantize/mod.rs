@@ -22,12 +22,14 @@
 
 mod axis;
 pub mod bias_correction;
+mod budget;
 pub mod calibrate;
 pub mod elementwise;
 pub mod int16;
 pub mod output_head;
 
 pub use bias_correction::correct_bias;
+pub use budget::{fit_int16_to_arena, Int16Budget};
 pub use int16::{int16_activations, INT16_INPUT_MAX_PRODUCTS};
 pub use output_head::WIDE_OUTPUT_HEADROOM;
 
@@ -308,9 +310,20 @@ pub fn quantize(
     wide_output: bool,
     int16_convs: usize,
 ) -> Result<Lowered> {
+    quantize_with_int16(l, cal, wide_output, int16_activations(l, int16_convs))
+}
+
+/// [`quantize`] with the candidate int16 tensors given (a subset of what [`int16_activations`]
+/// returns; each with the tensors transposes move it from and to): the int16 budget
+/// (`budget.rs`) drops candidates from it.
+pub fn quantize_with_int16(
+    l: &Lowered,
+    cal: &Calibration,
+    wide_output: bool,
+    mut int16: Vec<u16>,
+) -> Result<Lowered> {
     let mut qp = tensor_qparams(l, cal)?;
     let int8_qp = qp.clone();
-    let mut int16 = int16_activations(l, int16_convs);
     for &t in &int16 {
         let range = cal
             .ranges
@@ -593,21 +606,14 @@ pub fn quantize(
 /// Arena bytes the quantized model `q` would need with every activation int8 (its int16 input
 /// and activations narrowed, the output head unchanged): what `--int16-activations 0` costs.
 pub fn int8_activation_arena(q: &Lowered) -> Result<u32> {
-    let head: Vec<u16> = q
-        .layers
-        .iter()
-        .filter(|l| matches!(l.op, Op::DenseI8Wide(_) | Op::SoftmaxI16 { .. }))
-        .map(|l| l.output.id)
-        .collect();
-    let int16: Vec<u16> = q
-        .layers
-        .iter()
-        .flat_map(|l| l.inputs.iter().chain([&l.output]))
-        .filter(|d| d.dtype == DType::I16 && !head.contains(&d.id))
-        .map(|d| d.id)
-        .collect();
+    arena_with_int8(q, &budget::int16_tensors(q))
+}
+
+/// The arena `q` would need with the tensors `ids` int8 instead of int16 (re-planned; nothing
+/// else changes).
+pub(crate) fn arena_with_int8(q: &Lowered, ids: &[u16]) -> Result<u32> {
     let narrow = |d: &TensorDesc| TensorDesc {
-        dtype: if int16.contains(&d.id) {
+        dtype: if ids.contains(&d.id) && d.dtype == DType::I16 {
             DType::I8
         } else {
             d.dtype
