@@ -140,7 +140,10 @@ pub trait Observer {
     }
     /// Called after layer `index` ran; `output` is its output tensor's bytes in the arena: f32
     /// little-endian for an `F32` output, one byte per value (two's complement) for `I8`
-    /// (`layer.output` has the dtype and quantization).
+    /// (`layer.output` has the dtype and quantization). For an output that is a view
+    /// (`layer.output.view`, zero-copy concatenation) the bytes run from its first element to its
+    /// last at its pixel stride, other tensors' channels between: `TensorDesc::element_runs`
+    /// yields its own.
     fn layer_end(&mut self, index: u16, layer: &Layer, output: &[u8]) {
         let _ = (index, layer, output);
     }
@@ -153,10 +156,10 @@ fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Byte range of a validated tensor in the arena.
+/// Byte range of a validated tensor's storage in the arena (a view's whole storage).
 fn bytes_of(d: &TensorDesc) -> Range<usize> {
     let start = d.offset as usize;
-    start..start + d.byte_len()
+    start..start + d.storage_len()
 }
 
 /// Element-wise copy over the common length (the callers checked that the lengths are equal; a
@@ -165,9 +168,18 @@ fn copy<T: Copy>(from: &[T], to: &mut [T]) {
     to.iter_mut().zip(from).for_each(|(t, f)| *t = *f);
 }
 
-/// The window of a convolution record, as the kernels take it.
+/// The window of a convolution record writing `output`, as the kernels take it.
+fn conv_geometry_into(p: &Conv2d, output: &TensorDesc) -> ConvGeometry {
+    ConvGeometry {
+        out_pixel_stride: output.pixel_stride(),
+        ..conv_geometry(p)
+    }
+}
+
+/// The window of a convolution record with a dense output, as the kernels take it.
 fn conv_geometry(p: &Conv2d) -> ConvGeometry {
     ConvGeometry {
+        out_pixel_stride: 0,
         kernel: p.kernel.map(usize::from),
         stride: p.stride.map(usize::from),
         dilation: p.dilation.map(usize::from),
@@ -205,13 +217,16 @@ fn operands<'s>(arena: &'s mut [u8], layer: &Layer) -> Option<([&'s [u8]; 2], &'
             above.get(r.start.checked_sub(out.end)?..r.end.checked_sub(out.end)?)
         }
     };
-    let first = view(layer.inputs.first()?)?;
-    // Unused second slots (single-input layers) may hold anything; they are never read.
-    let second = if layer.input_count >= 2 {
-        view(layer.inputs.get(1)?)?
-    } else {
-        &[]
+    // Unused second slots (single-input layers) may hold anything; they are never read. An input
+    // already in its slot of a concatenation's output is not read either.
+    let input = |k: usize| -> Option<&'s [u8]> {
+        if k >= usize::from(layer.input_count) || layer.in_place(k) {
+            Some(&[])
+        } else {
+            view(layer.inputs.get(k)?)
+        }
     };
+    let (first, second) = (input(0)?, input(1)?);
     Some(([first, second], output))
 }
 
@@ -527,6 +542,10 @@ impl Model<'_> {
     /// Runs one validated layer; returns its output bytes. `None` only if validation was bypassed.
     fn run_layer<'s>(&self, arena: &'s mut [u8], layer: &Layer) -> Option<&'s [u8]> {
         let ([x, x2], y) = operands(arena, layer)?;
+        // From the output's first element to its last: the whole tensor, or a view's elements at
+        // its pixel stride with the other channels of its storage between them.
+        let (start, len) = layer.output.view_span();
+        let y = y.get_mut(start..start.checked_add(len)?)?;
         // 16×8 convolutions read and write int8 or int16 (their operands say which).
         if let Op::Conv2dI16(p) = &layer.op {
             int8::run_conv_i16(self, layer, p, x, &mut *y)?;
@@ -568,7 +587,7 @@ impl Model<'_> {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
                 let pad_values = self.weights_as(p.pad_values)?;
-                let g = conv_geometry(p);
+                let g = conv_geometry_into(p, &layer.output);
                 kernels::conv::conv2d(
                     &g,
                     &p.activation,

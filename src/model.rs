@@ -13,6 +13,8 @@ mod signed;
 #[cfg(test)]
 mod tests;
 mod validate;
+#[cfg(test)]
+mod view_tests;
 
 pub use error::{
     Boundary, LayerFault, LoadError, Operand, ParamFault, SpanFault, SpanRole, TensorFault,

@@ -100,22 +100,25 @@ impl Observer for ClampCounter<'_> {
             return;
         };
         let zp = quant.zero_point;
-        match layer.output.dtype {
-            DType::I8 => tally(
-                slot,
-                output.iter().map(|&b| b as i8),
-                (i8::MIN, i32::from(i8::MIN) < zp),
-                (i8::MAX, i32::from(i8::MAX) > zp),
-            ),
-            DType::I16 => tally(
-                slot,
-                output
-                    .chunks_exact(2)
-                    .map(|c| i16::from_le_bytes([c[0], c[1]])),
-                (i16::MIN, i32::from(i16::MIN) < zp),
-                (i16::MAX, i32::from(i16::MAX) > zp),
-            ),
-            DType::F32 => {}
+        // A view's output holds other tensors' channels between its pixels: count its own only.
+        for output in layer.output.element_runs(output) {
+            match layer.output.dtype {
+                DType::I8 => tally(
+                    slot,
+                    output.iter().map(|&b| b as i8),
+                    (i8::MIN, i32::from(i8::MIN) < zp),
+                    (i8::MAX, i32::from(i8::MAX) > zp),
+                ),
+                DType::I16 => tally(
+                    slot,
+                    output
+                        .chunks_exact(2)
+                        .map(|c| i16::from_le_bytes([c[0], c[1]])),
+                    (i16::MIN, i32::from(i16::MIN) < zp),
+                    (i16::MAX, i32::from(i16::MAX) > zp),
+                ),
+                DType::F32 => {}
+            }
         }
     }
 }

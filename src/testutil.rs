@@ -70,6 +70,7 @@ pub fn postcard_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 pub const fn desc(id: u16, offset: u32, dims: [u16; 3]) -> TensorDesc {
     TensorDesc {
+        view: None,
         id,
         offset,
         dims,
@@ -184,6 +185,7 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
 //   t9  [1,1,5]   0..20    L8 dense 24 -> 5
 //   t10 [1,1,5]  32..52    L9 softmax, model output
 pub const X: TensorDesc = TensorDesc {
+    view: None,
     id: 0,
     offset: 0,
     dims: [4, 4, 2],
@@ -191,6 +193,7 @@ pub const X: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T1: TensorDesc = TensorDesc {
+    view: None,
     id: 1,
     offset: 128,
     dims: [4, 4, 3],
@@ -198,6 +201,7 @@ pub const T1: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T2: TensorDesc = TensorDesc {
+    view: None,
     id: 2,
     offset: 0,
     dims: [2, 2, 3],
@@ -205,6 +209,7 @@ pub const T2: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T3: TensorDesc = TensorDesc {
+    view: None,
     id: 3,
     offset: 48,
     dims: [2, 2, 3],
@@ -212,6 +217,7 @@ pub const T3: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T4: TensorDesc = TensorDesc {
+    view: None,
     id: 4,
     offset: 96,
     dims: [2, 2, 3],
@@ -219,6 +225,7 @@ pub const T4: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T5: TensorDesc = TensorDesc {
+    view: None,
     id: 5,
     offset: 144,
     dims: [2, 2, 3],
@@ -226,6 +233,7 @@ pub const T5: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T6: TensorDesc = TensorDesc {
+    view: None,
     id: 6,
     offset: 192,
     dims: [3, 2, 2],
@@ -233,6 +241,7 @@ pub const T6: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T7: TensorDesc = TensorDesc {
+    view: None,
     id: 7,
     offset: 0,
     dims: [4, 3, 2],
@@ -240,6 +249,7 @@ pub const T7: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T8: TensorDesc = TensorDesc {
+    view: None,
     id: 8,
     offset: 96,
     dims: [4, 3, 2],
@@ -247,6 +257,7 @@ pub const T8: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T9: TensorDesc = TensorDesc {
+    view: None,
     id: 9,
     offset: 0,
     dims: [1, 1, 5],
@@ -254,6 +265,7 @@ pub const T9: TensorDesc = TensorDesc {
     quant: None,
 };
 pub const T10: TensorDesc = TensorDesc {
+    view: None,
     id: 10,
     offset: 32,
     dims: [1, 1, 5],

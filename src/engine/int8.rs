@@ -18,7 +18,8 @@ use crate::kernels::reference::int8::{
 use crate::kernels::reference::layout;
 use crate::model::Model;
 
-use super::{conv_geometry, pool_geometry};
+use super::{conv_geometry_into, pool_geometry};
+use crate::kernels::ConvGeometry;
 
 /// Zero point of a validated int8 tensor (`None` only if validation was bypassed).
 fn zero_point(d: &TensorDesc) -> Option<i8> {
@@ -66,7 +67,7 @@ pub(super) fn run_layer(
             };
             let weights = model.weights_as(p.conv.weights)?;
             fast::conv::conv2d(
-                &conv_geometry(&p.conv),
+                &conv_geometry_into(&p.conv, &layer.output),
                 &quant,
                 x_dims,
                 x,
@@ -219,9 +220,10 @@ pub(super) fn run_conv_i16(
         clamp: p.clamp,
     };
     let weights: &[i8] = model.weights_as(p.conv.weights)?;
+    let g = conv_geometry_into(&p.conv, &layer.output);
     /// The kernel for one pair of element types.
     fn run<X: fast::conv::Lanes + bytemuck::Pod, Y: FromWide + bytemuck::Pod>(
-        p: &Conv2dI16,
+        g: &ConvGeometry,
         quant: &WideConvQuant<X>,
         dims: ([usize; 3], [usize; 3]),
         (x, y): (&[u8], &mut [u8]),
@@ -229,15 +231,7 @@ pub(super) fn run_conv_i16(
     ) -> Option<()> {
         let x: &[X] = bytemuck::try_cast_slice(x).ok()?;
         let y: &mut [Y] = bytemuck::try_cast_slice_mut(y).ok()?;
-        fast::conv::conv2d_wide(
-            &conv_geometry(&p.conv),
-            quant,
-            dims.0,
-            x,
-            dims.1,
-            y,
-            weights,
-        );
+        fast::conv::conv2d_wide(g, quant, dims.0, x, dims.1, y, weights);
         Some(())
     }
     let dims = (x_dims, y_dims);
@@ -250,7 +244,7 @@ pub(super) fn run_conv_i16(
                 output,
             };
             match layer.output.dtype {
-                DType::I16 => run::<i8, i16>(p, &quant, dims, (x, y), weights),
+                DType::I16 => run::<i8, i16>(&g, &quant, dims, (x, y), weights),
                 _ => None,
             }
         }
@@ -262,8 +256,8 @@ pub(super) fn run_conv_i16(
                 output,
             };
             match layer.output.dtype {
-                DType::I16 => run::<i16, i16>(p, &quant, dims, (x, y), weights),
-                DType::I8 => run::<i16, i8>(p, &quant, dims, (x, y), weights),
+                DType::I16 => run::<i16, i16>(&g, &quant, dims, (x, y), weights),
+                DType::I8 => run::<i16, i8>(&g, &quant, dims, (x, y), weights),
                 DType::F32 => None,
             }
         }
@@ -279,7 +273,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::engine::{dequantize, quantize, Observer, RunError};
+    use crate::engine::{conv_geometry, dequantize, quantize, Observer, RunError};
     use crate::format::*;
     use crate::kernels::reference::int8::conv;
     use crate::kernels::reference::int8::testing::Gen;

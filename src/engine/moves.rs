@@ -43,6 +43,44 @@ fn run_typed<T: Copy>(
     Some(())
 }
 
+/// A channel concatenation with an input already in place or an output that is a view: each
+/// other input is written into its slot at the output's pixel stride; `y` starts at the output's
+/// first element.
+fn place_inputs(layer: &Layer, inputs: [&[u8]; 2], y: &mut [u8]) -> Option<()> {
+    let stride = layer.output.pixel_stride();
+    let mut slot = 0;
+    for (k, bytes) in inputs.into_iter().enumerate() {
+        let d = layer.inputs.get(k)?;
+        let channels = usize::from(d.dims[2]);
+        if !layer.in_place(k) {
+            match (&layer.op, layer.output.dtype) {
+                (Op::ConcatI8(c), DType::I8) => {
+                    let part = PartQuant {
+                        zero_point: i8::try_from(d.quant?.zero_point).ok()?,
+                        rescale: *c.rescale.get(k)?,
+                    };
+                    let zp_out = i8::try_from(layer.output.quant?.zero_point).ok()?;
+                    let x = (channels, bytemuck::cast_slice(bytes), part);
+                    concat::place(x, (slot, stride), zp_out, bytemuck::cast_slice_mut(y));
+                }
+                (Op::Concat(_), DType::I8) => axis::place_channels(
+                    (channels, bytemuck::cast_slice::<u8, i8>(bytes), |v| v),
+                    (slot, stride),
+                    bytemuck::cast_slice_mut::<u8, i8>(y),
+                ),
+                (Op::Concat(_), DType::F32) => axis::place_channels(
+                    (channels, super::as_f32(bytes)?, |v| v),
+                    (slot, stride),
+                    super::as_f32_mut(y)?,
+                ),
+                _ => return None,
+            }
+        }
+        slot += channels;
+    }
+    Some(())
+}
+
 /// Runs an axis operation on its operand bytes (validated: element types, dims, indices).
 /// `None` only if validation was bypassed.
 pub(super) fn run(
@@ -52,6 +90,10 @@ pub(super) fn run(
     x2: &[u8],
     y: &mut [u8],
 ) -> Option<()> {
+    // Zero-copy concatenation (validated: along channels).
+    if layer.output.view.is_some() || (0..2).any(|k| layer.in_place(k)) {
+        return place_inputs(layer, [x, x2], y);
+    }
     if let Op::ConcatI8(c) = &layer.op {
         let part = |k: usize| -> Option<([usize; 3], PartQuant)> {
             let d = layer.inputs.get(k)?;

@@ -100,9 +100,72 @@ pub struct TensorDesc {
     pub dtype: DType,
     /// Quantization, for `DType::I8` tensors.
     pub quant: Option<Quant>,
+    /// `Some` when the tensor is a view into a wider `[H, W, pixel_stride]` tensor stored at
+    /// `offset` (zero-copy concatenation: a producer writes its channels straight into its slot
+    /// of the concatenated tensor). `None` for a tensor stored densely.
+    pub view: Option<View>,
+}
+
+/// Where a view's elements lie: element `(p, c)` (pixel `p = y * W + x`, channel `c <
+/// dims[2]`) is element `p * pixel_stride + channel + c` of the storage at `offset`, whose
+/// `H * W * pixel_stride` elements are the view's storage. Only the layers the loader lists
+/// (`docs/FORMAT.md`, "Views") may read or write a view.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct View {
+    /// First channel of the view in the storage.
+    pub channel: u16,
+    /// Channels per pixel of the storage (elements between consecutive pixels).
+    pub pixel_stride: u16,
 }
 
 impl TensorDesc {
+    /// Elements between consecutive pixels (`dims[2]` for a dense tensor).
+    pub fn pixel_stride(&self) -> usize {
+        self.view
+            .map_or(usize::from(self.dims[2]), |v| usize::from(v.pixel_stride))
+    }
+    /// First channel of the tensor in its storage (0 for a dense tensor).
+    pub fn channel(&self) -> usize {
+        self.view.map_or(0, |v| usize::from(v.channel))
+    }
+    /// Bytes of the storage the tensor lies in, from `offset`: `byte_len` for a dense tensor,
+    /// `H * W * pixel_stride` elements for a view.
+    pub fn storage_len(&self) -> usize {
+        match self.view {
+            None => self.byte_len(),
+            Some(v) => {
+                usize::from(self.dims[0])
+                    * usize::from(self.dims[1])
+                    * usize::from(v.pixel_stride)
+                    * self.dtype.size()
+            }
+        }
+    }
+    /// The tensor's elements in runs of consecutive bytes, given the bytes of its `view_span`
+    /// (what an `Observer` gets as a layer's output): the whole tensor at once, or a view pixel by
+    /// pixel, skipping the storage's other channels.
+    pub fn element_runs<'a>(&self, bytes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let size = self.dtype.size();
+        let (step, run) = match self.view {
+            None => (bytes.len(), bytes.len()),
+            Some(v) => (
+                usize::from(v.pixel_stride) * size,
+                usize::from(self.dims[2]) * size,
+            ),
+        };
+        bytes
+            .chunks(step.max(1))
+            .map(move |px| px.get(..run).unwrap_or(px))
+    }
+    /// Bytes from the storage start to the view's first element, and from there to just past its
+    /// last element (`(H·W − 1)·pixel_stride + C` elements): the range a strided kernel gets.
+    pub fn view_span(&self) -> (usize, usize) {
+        let size = self.dtype.size();
+        let pixels = usize::from(self.dims[0]) * usize::from(self.dims[1]);
+        let elements = pixels.saturating_sub(1) * self.pixel_stride() + usize::from(self.dims[2]);
+        (self.channel() * size, elements * size)
+    }
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.dims[0] as usize * self.dims[1] as usize * self.dims[2] as usize
@@ -509,6 +572,33 @@ pub struct Layer {
     pub input_count: u8,
     /// The result.
     pub output: TensorDesc,
+}
+
+impl Layer {
+    /// True when input `k` of a concatenation along channels already lies in its slot of the
+    /// output (its producer wrote it there through a view): the concatenation does not move it.
+    /// The loader checks that such an input is the view its slot requires.
+    pub fn in_place(&self, k: usize) -> bool {
+        let along_channels = matches!(
+            self.op,
+            Op::Concat(Concat { axis: 2 }) | Op::ConcatI8(ConcatI8 { axis: 2, .. })
+        );
+        let slot = match k {
+            0 => 0,
+            _ => self.inputs.first().map_or(0, |a| usize::from(a.dims[2])),
+        };
+        let y = &self.output;
+        along_channels
+            && k < usize::from(self.input_count)
+            && self.inputs.get(k).is_some_and(|x| {
+                x.view.is_some()
+                    && x.offset == y.offset
+                    && x.dtype == y.dtype
+                    && x.pixel_stride() == y.pixel_stride()
+                    && x.dims[..2] == y.dims[..2]
+                    && x.channel() == y.channel() + slot
+            })
+    }
 }
 
 /// Model-wide facts, first in the meta section.

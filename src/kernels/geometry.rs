@@ -19,6 +19,21 @@ pub struct ConvGeometry {
     pub pad: [usize; 4],
     /// Channel groups (`groups == in_c == out_c` is a depthwise convolution).
     pub groups: usize,
+    /// Elements between consecutive output pixels when the output is a view into a wider tensor
+    /// (zero-copy concatenation: output pixel `p`'s channels start at `p · out_pixel_stride`);
+    /// 0 for a dense output (`out_c`).
+    pub out_pixel_stride: usize,
+}
+
+impl ConvGeometry {
+    /// Elements between consecutive output pixels for an output of `out_c` channels.
+    pub fn out_stride(&self, out_c: usize) -> usize {
+        if self.out_pixel_stride == 0 {
+            out_c
+        } else {
+            self.out_pixel_stride
+        }
+    }
 }
 
 /// Window and reduction of a pooling layer.

@@ -18,3 +18,6 @@ pub mod geometry;
 pub mod reference;
 
 pub use geometry::{Activation, ConvGeometry, PoolGeometry, PoolKind};
+
+#[cfg(test)]
+mod view_tests;

@@ -10,6 +10,7 @@ use crate::format::*;
 use crate::testutil::*;
 
 const X: TensorDesc = TensorDesc {
+    view: None,
     id: 0,
     offset: 0,
     dims: [1, 2, 3],
@@ -213,6 +214,7 @@ fn malformed_axis_records_are_refused() {
 
 fn q(id: u16, offset: u32, dims: [u16; 3], scale: f32, zero_point: i32) -> TensorDesc {
     TensorDesc {
+        view: None,
         id,
         offset,
         dims,

@@ -148,6 +148,17 @@ pub enum TensorFault {
         /// `ModelInfo::input_rank` or `output_rank`.
         rank: u8,
     },
+    /// A view's channels do not lie inside its storage's pixel (`channel + C > pixel_stride`).
+    ViewOutsideStorage {
+        /// First channel of the view.
+        channel: u16,
+        /// Channels of the view.
+        channels: u16,
+        /// Channels per pixel of the storage.
+        pixel_stride: u16,
+    },
+    /// The model input or output is a view; both are stored densely.
+    ViewAtBoundary,
 }
 
 /// Which operand of a layer.
@@ -378,6 +389,13 @@ pub enum LayerFault {
         /// Id of the tensor that would be destroyed.
         tensor: u16,
     },
+    /// An operand is a view (`TensorDesc::view`) where this operation does not take one: only
+    /// convolutions write views, and only a concatenation along channels reads one, as the
+    /// input that already lies in its slot of the output (no rescaling).
+    ViewOperand {
+        /// The operand.
+        operand: Operand,
+    },
 }
 
 fn dtype_name(d: DType) -> &'static str {
@@ -484,6 +502,15 @@ impl fmt::Display for TensorFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             TensorFault::ZeroDim => f.write_str("tensor has a zero dimension"),
+            TensorFault::ViewOutsideStorage { channel, channels, pixel_stride } => write!(
+                f,
+                "view of channels {channel}..{} lies outside its storage's {pixel_stride} \
+                 channels per pixel",
+                u32::from(channel) + u32::from(channels)
+            ),
+            TensorFault::ViewAtBoundary => {
+                f.write_str("the model input and output must be stored densely, not as views")
+            }
             TensorFault::TooLarge => f.write_str("tensor size does not fit in 32 bits"),
             TensorFault::MisalignedOffset { offset } => write!(
                 f,
@@ -656,6 +683,12 @@ impl fmt::Display for LayerFault {
             LayerFault::ClobbersLiveTensor { tensor } => write!(
                 f,
                 "output overwrites tensor {tensor} while it is still needed; the arena plan is wrong"
+            ),
+            LayerFault::ViewOperand { operand } => write!(
+                f,
+                "{operand} is a view into a wider tensor, which this operation cannot read or \
+                 write (only convolutions write views, and only a channel concatenation reads \
+                 one, in its own slot, unrescaled); re-convert the model with the icefold tool"
             ),
         }?;
         if matches!(

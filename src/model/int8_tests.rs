@@ -20,6 +20,7 @@ pub(crate) const fn q8(
     zero_point: i32,
 ) -> TensorDesc {
     TensorDesc {
+        view: None,
         id,
         offset,
         dims,
@@ -870,6 +871,7 @@ mod fuzz {
 
 /// The int16 output of `int8_model`'s dense layer, in place of `t10` (no softmax after it).
 pub(crate) const Q10W: TensorDesc = TensorDesc {
+    view: None,
     id: 10,
     offset: 72,
     dims: [1, 1, 5],
@@ -922,6 +924,7 @@ pub(crate) fn wide_softmax_model() -> Spec {
     let exp_hi = table(&mut spec, 256.0);
     let exp_lo = table(&mut spec, 1.0);
     let out = TensorDesc {
+        view: None,
         id: 11,
         offset: 84,
         dims: [1, 1, 5],

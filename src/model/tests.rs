@@ -764,10 +764,22 @@ mod fuzz {
 /// The postcard encoding of the records is part of the format (docs/FORMAT.md): pin it.
 #[test]
 fn wire_format_is_pinned() {
-    // id 1, offset 128 (varint 80 01), dims 4 4 3, F32 (0), no quant (0).
+    // id 1, offset 128 (varint 80 01), dims 4 4 3, F32 (0), no quant (0), no view (0).
     assert_eq!(
         postcard_bytes(&T1),
-        [0x01, 0x80, 0x01, 0x04, 0x04, 0x03, 0x00, 0x00]
+        [0x01, 0x80, 0x01, 0x04, 0x04, 0x03, 0x00, 0x00, 0x00]
+    );
+    // A view (Some, 1): channel 2, pixel stride 300 (varint ac 02).
+    let view = TensorDesc {
+        view: Some(View {
+            channel: 2,
+            pixel_stride: 300,
+        }),
+        ..T1
+    };
+    assert_eq!(
+        postcard_bytes(&view),
+        [0x01, 0x80, 0x01, 0x04, 0x04, 0x03, 0x00, 0x00, 0x01, 0x02, 0xac, 0x02]
     );
     let q = TensorDesc {
         dtype: DType::I8,
@@ -777,22 +789,22 @@ fn wire_format_is_pinned() {
         }),
         ..X
     };
-    // I8 (1), Some (1), scale 0.5 as f32 LE, zero point -3 zigzag = 5.
+    // I8 (1), Some (1), scale 0.5 as f32 LE, zero point -3 zigzag = 5, no view.
     assert_eq!(
         postcard_bytes(&q),
-        [0, 0, 4, 4, 2, 1, 1, 0x00, 0x00, 0x00, 0x3f, 0x05]
+        [0, 0, 4, 4, 2, 1, 1, 0x00, 0x00, 0x00, 0x3f, 0x05, 0x00]
     );
     let relu = layer(
         Op::Activation(Activation::Relu),
         desc(2, 0, [1, 1, 1]),
         desc(3, 4, [1, 1, 1]),
     );
-    let d2 = [0x02, 0x00, 0x01, 0x01, 0x01, 0x00, 0x00];
+    let d2 = [0x02, 0x00, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00];
     let mut expected = std::vec![0x05, 0x01]; // Op::Activation (5), Activation::Relu (1)
     expected.extend(d2);
     expected.extend(d2);
     expected.push(0x01); // input_count
-    expected.extend([0x03, 0x04, 0x01, 0x01, 0x01, 0x00, 0x00]);
+    expected.extend([0x03, 0x04, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00]);
     assert_eq!(postcard_bytes(&relu), expected);
     let pad = Op::Pad(Pad {
         pad: [1, 2, 3, 300],

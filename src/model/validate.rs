@@ -12,17 +12,20 @@ use super::{
     TensorFault,
 };
 use crate::format::{
-    Activation, ChannelRequant, Clamp, Conv2d, DType, Layer, Op, Pool, Quant, Requant, Span,
-    TensorDesc, ARENA_ALIGN,
+    Activation, ChannelRequant, Clamp, Concat, ConcatI8, Conv2d, DType, Layer, Op, Pool, Quant,
+    Requant, Span, TensorDesc, ARENA_ALIGN,
 };
 use crate::quant::contract::{
     accumulator_fits_for, MAX_POOL_WINDOW_AREA, SOFTMAX_OUTPUT_ZERO_POINT,
     WIDE_SOFTMAX_OUTPUT_SHIFT,
 };
 
-/// Byte range of a tensor in the arena; only used on descriptions that passed `check_desc`.
+/// Byte range of a tensor's storage in the arena (a view's whole storage: `H · W ·
+/// pixel_stride` elements); only used on descriptions that passed `check_desc`.
 fn region(d: &TensorDesc) -> (u64, u64) {
-    let bytes = d.dims.iter().map(|&n| u64::from(n)).product::<u64>() * d.dtype.size() as u64;
+    let [h, w, c] = d.dims.map(u64::from);
+    let per_pixel = d.view.map_or(c, |v| u64::from(v.pixel_stride));
+    let bytes = h * w * per_pixel * d.dtype.size() as u64;
     (u64::from(d.offset), u64::from(d.offset) + bytes)
 }
 
@@ -40,6 +43,59 @@ fn padded([h, w, c]: [u64; 3], pad: [u16; 4], interior: [u16; 2]) -> [u64; 3] {
 
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
+}
+
+/// True when two tensors share an arena byte. Tensors laid out in one storage (same offset,
+/// element type, pixels and pixel stride; at least one a view) share bytes only if their channel
+/// ranges meet: the views of one concatenation interleave without touching. Any other pair is
+/// compared by storage range, which is conservative for views.
+fn collide(a: &TensorDesc, b: &TensorDesc) -> bool {
+    let pixels = |d: &TensorDesc| u32::from(d.dims[0]) * u32::from(d.dims[1]);
+    let one_storage = (a.view.is_some() || b.view.is_some())
+        && a.offset == b.offset
+        && a.dtype == b.dtype
+        && pixels(a) == pixels(b)
+        && a.pixel_stride() == b.pixel_stride();
+    if one_storage {
+        let channels = |d: &TensorDesc| {
+            let start = d.channel() as u64;
+            (start, start + u64::from(d.dims[2]))
+        };
+        overlaps(channels(a), channels(b))
+    } else {
+        overlaps(region(a), region(b))
+    }
+}
+
+/// Views are written by convolutions (their kernels take an output pixel stride) and read only
+/// by a concatenation along channels as an input already in its slot of the output, unrescaled
+/// (`Layer::in_place`); a concatenation's output may itself be a view (nested concatenations).
+fn check_views(layer: &Layer) -> Result<(), LayerFault> {
+    let writes_views = matches!(
+        layer.op,
+        Op::Conv2d(_)
+            | Op::Conv2dI8(_)
+            | Op::Conv2dI16(_)
+            | Op::Concat(Concat { axis: 2 })
+            | Op::ConcatI8(ConcatI8 { axis: 2, .. })
+    );
+    if layer.output.view.is_some() && !writes_views {
+        return Err(LayerFault::ViewOperand {
+            operand: Operand::Output,
+        });
+    }
+    for (k, x) in used_inputs(layer).iter().enumerate() {
+        let unrescaled = match &layer.op {
+            Op::ConcatI8(c) => c.rescale.get(k).is_some_and(Option::is_none),
+            _ => true,
+        };
+        if x.view.is_some() && !(layer.in_place(k) && unrescaled) {
+            return Err(LayerFault::ViewOperand {
+                operand: Operand::Input(u8::try_from(k).unwrap_or(u8::MAX)),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The inputs of a layer that the operation uses.
@@ -76,6 +132,15 @@ fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), TensorFault> {
     if d.dims.contains(&0) {
         return Err(TensorFault::ZeroDim);
     }
+    if let Some(v) = d.view {
+        if u32::from(v.channel) + u32::from(d.dims[2]) > u32::from(v.pixel_stride) {
+            return Err(TensorFault::ViewOutsideStorage {
+                channel: v.channel,
+                channels: d.dims[2],
+                pixel_stride: v.pixel_stride,
+            });
+        }
+    }
     let bytes =
         u32::try_from(region(d).1 - u64::from(d.offset)).map_err(|_| TensorFault::TooLarge)?;
     if d.offset as usize % ARENA_ALIGN != 0 {
@@ -102,6 +167,10 @@ pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
     for (d, rank, tensor) in boundaries {
         check_desc(d, info.arena_bytes)
             .map_err(|fault| LoadError::BadModelTensor { tensor, fault })?;
+        if d.view.is_some() {
+            let fault = TensorFault::ViewAtBoundary;
+            return Err(LoadError::BadModelTensor { tensor, fault });
+        }
         // The dims outside the logical rank are padding of the shape and must be 1.
         let unused = d
             .dims
@@ -156,9 +225,10 @@ fn check_layer(
         check_desc(d, arena_bytes).map_err(attribute(Operand::Input(i)))?;
     }
     check_desc(&layer.output, arena_bytes).map_err(attribute(Operand::Output))?;
-    let out = region(&layer.output);
+    check_views(layer).map_err(bad)?;
     for (i, d) in (0u8..).zip(inputs) {
-        if overlaps(out, region(d)) {
+        // An input in its slot of a concatenation's output is part of it, by design.
+        if !layer.in_place(usize::from(i)) && collide(&layer.output, d) {
             return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
         }
     }
@@ -748,6 +818,7 @@ fn same_storage(a: &TensorDesc, b: &TensorDesc) -> bool {
         && a.len() == b.len()
         && a.dtype == b.dtype
         && a.quant == b.quant
+        && a.view == b.view
 }
 
 /// Every read sees a tensor written before (or the model input) with the same storage, every
@@ -822,15 +893,18 @@ fn check_lifetime(
     later: Layers<'_>,
     first_index: usize,
 ) -> Result<(), LoadError> {
-    let live = region(tensor);
     let mut first_clobber = None;
     let mut last_read = None;
     for (j, layer) in later.enumerate() {
         let index = first_index + j;
-        if used_inputs(&layer).iter().any(|x| x.id == tensor.id) {
+        let inputs = used_inputs(&layer);
+        if inputs.iter().any(|x| x.id == tensor.id) {
             last_read = Some(index);
         }
-        if first_clobber.is_none() && overlaps(region(&layer.output), live) {
+        // A concatenation whose output holds `tensor` in its slot adopts it, it does not write it.
+        let adopts = (0..inputs.len())
+            .any(|k| layer.in_place(k) && inputs.get(k).is_some_and(|x| x.id == tensor.id));
+        if first_clobber.is_none() && !adopts && collide(&layer.output, tensor) {
             first_clobber = Some(index);
         }
     }

@@ -150,6 +150,9 @@ pub fn argmax(x: &[f32]) -> usize {
 /// quantization (what `run_f32` returns for a model output; a layer's output as an `Observer`
 /// sees it).
 pub fn tensor_values(tensor: &icefold::format::TensorDesc, bytes: &[u8]) -> Vec<f32> {
+    // A view's bytes hold other tensors' channels between its pixels (zero-copy concatenation).
+    let dense: Vec<u8> = tensor.element_runs(bytes).flatten().copied().collect();
+    let bytes = dense.as_slice();
     match (tensor.dtype, tensor.quant) {
         (icefold::format::DType::I8, Some(q)) => bytes
             .iter()

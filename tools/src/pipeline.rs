@@ -90,7 +90,8 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
             (lowered, blob, Some(conversion))
         }
         None => {
-            let lowered = lower::lower(&frozen)?;
+            let mut lowered = lower::lower(&frozen)?;
+            lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
             opts.limits.check_lowered(&lowered)?;
             let blob = blob::blob(&lowered)?;
             (lowered, blob, None)
@@ -222,8 +223,10 @@ fn quantize_int8(
             opts.progress,
         )?;
     }
-    limits.check_lowered(&lowered)?;
     let int8_arena_bytes = quantize::int8_activation_arena(&lowered)?;
+    // After the bias correction, which steps through the layers with dense outputs.
+    lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
+    limits.check_lowered(&lowered)?;
     let blob = blob::blob(&lowered)?;
     let f32_blob = blob::blob(&f32_lowered)?;
     let (layer_sqnr_db, end_to_end) =

@@ -208,7 +208,9 @@ pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool 
     let g = conv.geometry;
     let ([_, _, in_c], [_, _, out_c]) = conv.dims;
     let taps = g.kernel[0].saturating_mul(g.kernel[1]);
-    if taps == 0 || taps > MAX_TAPS || in_c == 0 || out_c == 0 || g.stride.contains(&0) {
+    // A strided output (a view) is left to the reference kernel, which honours the stride.
+    let strided = g.out_stride(out_c) != out_c;
+    if strided || taps == 0 || taps > MAX_TAPS || in_c == 0 || out_c == 0 || g.stride.contains(&0) {
         return false;
     }
     if g.groups == 1 {
@@ -1126,7 +1128,7 @@ mod tests {
                 2 => (icg, icg, icg),
                 _ => (2, 2 * icg, 2 * ocg),
             };
-            let g = ConvGeometry { kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups };
             let oh = out_len(h, kh, sh, dh, pad[0], pad[2])?;
             let ow = out_len(w, kw, sw, dw, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
@@ -1142,7 +1144,7 @@ mod tests {
             -> Option<Case>
         {
             let c = 2 * half;
-            let g = ConvGeometry { kernel: [3, 3], stride: [sh, sw], dilation: [dh, dw], pad, groups: c };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [dh, dw], pad, groups: c };
             let oh = out_len(h, 3, sh, dh, pad[0], pad[2])?;
             let ow = out_len(w, 3, sw, dw, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, c], out_dims: [oh, ow, c], with_pad_values, relu, seed })
@@ -1155,7 +1157,7 @@ mod tests {
                             w in 1usize..=5, relu in any::<bool>(), seed in any::<u64>())
             -> Option<Case>
         {
-            let g = ConvGeometry { kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1 };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1 };
             Some(Case { g, in_dims: [h, w, 2 * half], out_dims: [h, w, out_c], with_pad_values: false, relu, seed })
         }
     }

@@ -50,6 +50,29 @@ pub fn concat_mapped<T: Copy, U>(
     }
 }
 
+/// One input of a concatenation along channels written into its slot: `input` (`channels` per
+/// pixel, dense) goes to channels `slot..slot + channels` of each pixel of `output`, whose pixels
+/// are `pixel_stride` elements apart, each element passed through `map`. The concatenation runs
+/// this for the inputs its producers did not write in place (zero-copy concatenation); the
+/// output's other channels are left alone.
+pub fn place_channels<T: Copy, U>(
+    (channels, input, map): (usize, &[T], impl Fn(T) -> U),
+    (slot, pixel_stride): (usize, usize),
+    output: &mut [U],
+) {
+    if channels == 0 {
+        return;
+    }
+    let pixels = output
+        .get_mut(slot..)
+        .unwrap_or_default()
+        .chunks_mut(pixel_stride.max(1))
+        .filter_map(|px| px.get_mut(..channels));
+    for (out, x) in pixels.zip(input.chunks_exact(channels)) {
+        out.iter_mut().zip(x).for_each(|(o, v)| *o = map(*v));
+    }
+}
+
 /// Output index `i` along `axis` reads input index `pick(i)`; `out_along` output indices.
 fn pick_along<T: Copy>(
     axis: usize,

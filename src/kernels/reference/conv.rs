@@ -42,7 +42,11 @@ pub fn conv2d(
     if group_in == 0 || group_out == 0 || out_w == 0 {
         return;
     }
-    let pixels = output.chunks_exact_mut(out_c).take(out_h * out_w);
+    // Pixel by pixel at the output's pixel stride (a view leaves the other channels alone).
+    let pixels = output
+        .chunks_mut(params.out_stride(out_c).max(1))
+        .filter_map(|px| px.get_mut(..out_c))
+        .take(out_h * out_w);
     for (pixel, out_px) in pixels.enumerate() {
         let (oy, ox) = (pixel / out_w, pixel % out_w);
         for (o, b) in out_px.iter_mut().zip(bias) {
@@ -94,6 +98,7 @@ mod tests {
         groups: u16,
     ) -> ConvGeometry {
         ConvGeometry {
+            out_pixel_stride: 0,
             kernel: kernel.map(usize::from),
             stride: stride.map(usize::from),
             dilation: dilation.map(usize::from),

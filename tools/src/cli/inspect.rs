@@ -97,7 +97,9 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         "#", "op", "input", "output", "arena [start, end)", "weights"
     );
     let mut weight_bytes = 0usize;
-    for (i, l) in model.layers().enumerate() {
+    let layers: Vec<_> = model.layers().collect();
+    let (mut views, mut view_bytes) = (0usize, 0usize);
+    for (i, l) in layers.iter().enumerate() {
         let (name, w) = icefold_tool::describe::describe(&l.op);
         weight_bytes += w;
         let o = l.output;
@@ -107,14 +109,59 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             name,
             format!("{:?}", l.inputs[0].dims),
             format!("{:?}", o.dims),
-            format!("[{}, {})", o.offset, o.offset as usize + o.byte_len()),
+            format!("[{}, {})", o.offset, o.offset as usize + o.storage_len()),
             w
         );
+        if let Some(v) = o.view {
+            views += 1;
+            view_bytes += o.byte_len();
+            let (root, at) = view_root(&layers, o.id);
+            println!(
+                "     └ view: channels {}..{} of tensor {root} (the output of layer {at}, {} \
+                 channels per pixel), written in place",
+                v.channel,
+                usize::from(v.channel) + usize::from(o.dims[2]),
+                v.pixel_stride
+            );
+        }
+        let adopted: Vec<String> = (0..usize::from(l.input_count))
+            .filter(|&k| l.in_place(k))
+            .map(|k| k.to_string())
+            .collect();
+        if !adopted.is_empty() {
+            println!(
+                "     └ input {} already in place (its producer wrote it there), not copied",
+                adopted.join(" and ")
+            );
+        }
     }
     println!();
     println!(
         "weight bytes {weight_bytes}, arena bytes {}",
         info.arena_bytes
     );
+    if views > 0 {
+        println!(
+            "zero-copy concatenation: {views} tensors are views, {view_bytes} bytes written in \
+             place instead of copied"
+        );
+    }
     Ok(())
+}
+
+/// The dense tensor a view lies in, and the layer that writes it: up the concatenations that
+/// read the view in place (nested concatenations share one storage).
+fn view_root(layers: &[icefold::format::Layer], mut id: u16) -> (u16, usize) {
+    let mut at = 0;
+    for _ in 0..layers.len() {
+        let adopter = layers.iter().enumerate().find(|(_, l)| {
+            (0..usize::from(l.input_count)).any(|k| l.in_place(k) && l.inputs[k].id == id)
+        });
+        let Some((j, l)) = adopter else { break };
+        (id, at) = (l.output.id, j);
+        if l.output.view.is_none() {
+            break;
+        }
+    }
+    (id, at)
 }

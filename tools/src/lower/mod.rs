@@ -448,6 +448,7 @@ impl<'g> Lowerer<'g> {
         let plan = plan_arena(&lives, format::ARENA_ALIGN);
         let desc = |u: Use| -> Result<TensorDesc> {
             Ok(TensorDesc {
+                view: None,
                 id: u16::try_from(u.buf).map_err(|_| anyhow!("more than 65535 tensors"))?,
                 offset: u32::try_from(plan.offsets[u.buf])
                     .map_err(|_| anyhow!("arena offset beyond 4 GiB"))?,

@@ -6,7 +6,9 @@
 //! bound of the largest pair of adjacent tensors in practice.
 
 use anyhow::{anyhow, Result};
-use icefold::format::{Layer, ModelInfo, TensorDesc, ARENA_ALIGN};
+use icefold::format::{
+    Concat, ConcatI8, DType, Layer, ModelInfo, Op, TensorDesc, View, ARENA_ALIGN,
+};
 
 /// A tensor's size and the span of layers during which it must stay intact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +69,13 @@ pub fn plan_arena(lives: &[BufferLife], align: usize) -> ArenaPlan {
 
 /// Recompute every tensor's arena offset from the schedule (element sizes may have changed).
 pub fn replan(info: &mut ModelInfo, layers: &mut [Layer]) -> Result<()> {
+    replan_with(info, layers, &[])
+}
+
+/// [`replan`] where tensor `t` lies in the storage of tensor `storage[t]` (views of one storage
+/// share its buffer, whose life spans all of theirs); ids past `storage` are their own storage.
+fn replan_with(info: &mut ModelInfo, layers: &mut [Layer], storage: &[u16]) -> Result<()> {
+    let key = |id: u16| usize::from(storage.get(usize::from(id)).copied().unwrap_or(id));
     let n = layers
         .iter()
         .flat_map(|l| l.inputs.iter().chain(std::iter::once(&l.output)))
@@ -83,8 +92,8 @@ pub fn replan(info: &mut ModelInfo, layers: &mut [Layer]) -> Result<()> {
         n
     ];
     let mut touch = |d: &TensorDesc, at: isize, write: bool| {
-        let b = &mut lives[d.id as usize];
-        b.bytes = b.bytes.max(d.byte_len());
+        let b = &mut lives[key(d.id)];
+        b.bytes = b.bytes.max(d.storage_len());
         if write {
             b.first = b.first.min(at);
         }
@@ -104,7 +113,7 @@ pub fn replan(info: &mut ModelInfo, layers: &mut [Layer]) -> Result<()> {
         }
     }
     let plan = plan_arena(&lives, ARENA_ALIGN);
-    let place = |d: &mut TensorDesc| d.offset = plan.offsets[d.id as usize] as u32;
+    let place = |d: &mut TensorDesc| d.offset = plan.offsets[key(d.id)] as u32;
     for l in layers.iter_mut() {
         l.inputs.iter_mut().for_each(place);
         place(&mut l.output);
@@ -113,6 +122,112 @@ pub fn replan(info: &mut ModelInfo, layers: &mut [Layer]) -> Result<()> {
     place(&mut info.output);
     info.arena_bytes = u32::try_from(plan.total).map_err(|_| anyhow!("arena beyond 4 GiB"))?;
     Ok(())
+}
+
+/// What [`share_concat_storage`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sharing {
+    /// Concatenation inputs written in place by their producers (no copy).
+    pub in_place: usize,
+    /// Arena bytes before and after.
+    pub arena_bytes: (u32, u32),
+}
+
+/// Zero-copy concatenation along channels: every concatenation input that (a) is read by that
+/// concatenation only, (b) is produced by a convolution (whose kernels write at an output pixel
+/// stride) or by a channel concatenation (nested concatenations flatten into one storage), and
+/// (c) already has the output's element type and quantization (no rescaling) becomes a view into
+/// its slot of the output (`TensorDesc::view`): its producer writes it there, and the
+/// concatenation copies only its other inputs. The arena is then replanned with each storage
+/// alive over the union of its views' lives. Everything else keeps today's copy; the values
+/// computed do not change. Returns what it did (nothing for a model without concatenation).
+pub fn share_concat_storage(info: &mut ModelInfo, layers: &mut [Layer]) -> Result<Sharing> {
+    let before = info.arena_bytes;
+    let n = layers
+        .iter()
+        .flat_map(|l| l.inputs.iter().chain(std::iter::once(&l.output)))
+        .chain([&info.input, &info.output])
+        .map(|d| usize::from(d.id) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut producer = vec![None; n];
+    let mut reads = vec![0usize; n];
+    for (i, l) in layers.iter().enumerate() {
+        producer[usize::from(l.output.id)] = Some(i);
+        for x in &l.inputs[..usize::from(l.input_count)] {
+            reads[usize::from(x.id)] += 1;
+        }
+    }
+    let along_channels = |op: &Op| {
+        matches!(
+            op,
+            Op::Concat(Concat { axis: 2 }) | Op::ConcatI8(ConcatI8 { axis: 2, .. })
+        )
+    };
+    // storage[t]: the tensor whose buffer holds t; place[t]: (first channel, pixel stride) there.
+    let mut storage: Vec<u16> = (0..n).map(|t| t as u16).collect();
+    let mut place: Vec<Option<View>> = vec![None; n];
+    let mut in_place = 0;
+    // Outer concatenations come later in the schedule: walk backwards so that an output's own
+    // place is known before its inputs are placed in it.
+    for j in (0..layers.len()).rev() {
+        let l = &layers[j];
+        if !along_channels(&l.op) || l.output.dtype == DType::I16 {
+            continue;
+        }
+        let y = l.output;
+        let (root, base, stride) = match place[usize::from(y.id)] {
+            Some(v) => (storage[usize::from(y.id)], v.channel, v.pixel_stride),
+            None => (y.id, 0, y.dims[2]),
+        };
+        let mut slot = 0u16;
+        for k in 0..usize::from(l.input_count) {
+            let x = l.inputs[k];
+            let unrescaled = match &l.op {
+                Op::ConcatI8(c) => c.rescale[k].is_none(),
+                _ => true,
+            };
+            let writer_takes_stride = producer[usize::from(x.id)].is_some_and(|p| {
+                matches!(
+                    layers[p].op,
+                    Op::Conv2d(_) | Op::Conv2dI8(_) | Op::Conv2dI16(_)
+                ) || along_channels(&layers[p].op)
+            });
+            let eligible = unrescaled
+                && writer_takes_stride
+                && reads[usize::from(x.id)] == 1
+                && x.id != info.output.id
+                && x.id != info.input.id
+                && x.dtype == y.dtype
+                && x.quant == y.quant
+                && x.dims[..2] == y.dims[..2];
+            if eligible {
+                storage[usize::from(x.id)] = root;
+                place[usize::from(x.id)] = Some(View {
+                    channel: base + slot,
+                    pixel_stride: stride,
+                });
+                in_place += 1;
+            }
+            slot += x.dims[2];
+        }
+    }
+    if in_place == 0 {
+        return Ok(Sharing {
+            in_place,
+            arena_bytes: (before, before),
+        });
+    }
+    let set = |d: &mut TensorDesc| d.view = place[usize::from(d.id)];
+    for l in layers.iter_mut() {
+        l.inputs.iter_mut().for_each(set);
+        set(&mut l.output);
+    }
+    replan_with(info, layers, &storage)?;
+    Ok(Sharing {
+        in_place,
+        arena_bytes: (before, info.arena_bytes),
+    })
 }
 
 #[cfg(test)]
@@ -157,6 +272,103 @@ mod tests {
         let plan = plan_arena(&lives, 4);
         assert!(plan.offsets.iter().all(|o| o % 4 == 0));
         check_disjoint(&lives, &plan);
+    }
+
+    fn tensor(id: u16, c: u16) -> TensorDesc {
+        TensorDesc {
+            id,
+            offset: 0,
+            dims: [2, 2, c],
+            dtype: DType::F32,
+            quant: None,
+            view: None,
+        }
+    }
+
+    fn step(op: Op, inputs: &[TensorDesc], output: TensorDesc) -> Layer {
+        Layer {
+            op,
+            inputs: [inputs[0], *inputs.get(1).unwrap_or(&inputs[0])],
+            input_count: inputs.len() as u8,
+            output,
+        }
+    }
+
+    #[test]
+    fn concatenated_conv_outputs_become_views_of_one_storage() {
+        use icefold::format::{Activation, Conv2d, Span};
+        let conv = Op::Conv2d(Conv2d {
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [0; 4],
+            groups: 1,
+            weights: Span::default(),
+            bias: Span::default(),
+            pad_values: Span::default(),
+            activation: Activation::Identity,
+        });
+        let cat = Op::Concat(Concat { axis: 2 });
+        let (x, a, b, c, d, e, y) = (
+            tensor(0, 4),
+            tensor(1, 2),
+            tensor(2, 3),
+            tensor(3, 5),
+            tensor(4, 1),
+            tensor(5, 6),
+            tensor(6, 7),
+        );
+        // e = (a ++ b) ++ d with a, b, d by convolutions and c = a ++ b nested; y = e ++ conv(e),
+        // where e is read twice (by the last concatenation and a convolution).
+        let mut layers = vec![
+            step(conv, &[x], a),
+            step(conv, &[x], b),
+            step(cat, &[a, b], c),
+            step(conv, &[x], d),
+            step(cat, &[c, d], e),
+            step(conv, &[e], tensor(7, 1)),
+            step(cat, &[e, tensor(7, 1)], y),
+        ];
+        let mut info = ModelInfo {
+            layer_count: layers.len() as u16,
+            arena_bytes: 0,
+            input: x,
+            output: y,
+            input_rank: 3,
+            output_rank: 3,
+        };
+        replan(&mut info, &mut layers).unwrap();
+        let sharing = share_concat_storage(&mut info, &mut layers).unwrap();
+        let by_id = |id: u16| {
+            layers
+                .iter()
+                .find(|l| l.output.id == id)
+                .map(|l| l.output)
+                .unwrap()
+        };
+        let v = |id: u16| by_id(id).view.map(|v| (v.channel, v.pixel_stride));
+        // Nested: a, b and d lie in e's storage (6 channels), flattened through c.
+        assert_eq!(v(1), Some((0, 6)));
+        assert_eq!(v(2), Some((2, 6)));
+        assert_eq!(v(3), Some((0, 6)));
+        assert_eq!(v(4), Some((5, 6)));
+        assert_eq!(by_id(1).offset, by_id(5).offset);
+        assert_eq!(by_id(4).offset, by_id(5).offset);
+        // e is read by a convolution too: it stays dense and is copied into y; the conv output 7
+        // is written in place in y.
+        assert_eq!(v(5), None);
+        assert_eq!(v(7), Some((6, 7)));
+        assert_eq!(v(6), None);
+        assert_eq!(sharing.in_place, 5);
+        assert!(sharing.arena_bytes.1 < sharing.arena_bytes.0, "{sharing:?}");
+        // Every tensor's description is the same wherever it appears.
+        for l in &layers {
+            for x in &l.inputs[..usize::from(l.input_count)] {
+                if x.id != 0 {
+                    assert_eq!(*x, by_id(x.id));
+                }
+            }
+        }
     }
 
     fn check_disjoint(lives: &[BufferLife], plan: &ArenaPlan) {

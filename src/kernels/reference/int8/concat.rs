@@ -6,7 +6,7 @@
 //! instead of twice by `multiply_by_quantized_multiplier`'s two roundings.
 
 use super::Requant;
-use crate::kernels::reference::axis::concat_mapped;
+use crate::kernels::reference::axis::{concat_mapped, place_channels};
 pub use crate::quant::ADD_LEFT_SHIFT;
 
 /// How one input reaches the output's quantization.
@@ -47,6 +47,18 @@ pub fn concat(
         (b_dims, b, |v| requantize(v, qb, out_zero_point)),
         output,
     );
+}
+
+/// One input written into its slot of a channel concatenation's output, mapped to the output's
+/// grid (`axis::place_channels`: the other input is already in place).
+pub fn place(
+    (channels, input, part): (usize, &[i8], PartQuant),
+    slot_and_stride: (usize, usize),
+    out_zero_point: i8,
+    output: &mut [i8],
+) {
+    let map = |v| requantize(v, part, out_zero_point);
+    place_channels((channels, input, map), slot_and_stride, output);
 }
 
 #[cfg(test)]

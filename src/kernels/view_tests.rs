@@ -1,0 +1,119 @@
+//! Convolutions writing a view (zero-copy concatenation): with an output pixel stride, each kernel
+//! writes exactly what it writes densely, into its channels of each pixel, and touches nothing
+//! else. The fast int8 entry points equal the reference with strides (they hand a strided output
+//! to it).
+
+extern crate std;
+
+use std::vec::Vec;
+
+use proptest::prelude::*;
+
+use super::reference::int8::conv::ConvQuant;
+use super::reference::int8::{ChannelQuant, OutputQuant};
+use super::{fast, reference, Activation, ConvGeometry};
+use crate::quant::Clamp;
+
+/// `(out_dims, channel, pixel_stride)` of the wider storage and a dense output of `out_c`.
+fn spread<T: Copy + PartialEq + core::fmt::Debug>(
+    dense: &[T],
+    strided: &[T],
+    out_c: usize,
+    (channel, stride): (usize, usize),
+    fill: T,
+) {
+    for (p, px) in strided.chunks(stride).enumerate() {
+        for (c, v) in px.iter().enumerate() {
+            let own = c >= channel && c < channel + out_c;
+            if own {
+                assert_eq!(*v, dense[p * out_c + c - channel], "pixel {p} channel {c}");
+            } else {
+                assert_eq!(*v, fill, "pixel {p} channel {c} was touched");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    g: ConvGeometry,
+    in_dims: [usize; 3],
+    out_dims: [usize; 3],
+    channel: usize,
+    extra: usize,
+    seed: u64,
+}
+
+prop_compose! {
+    fn case()(k in 1usize..=3, s in 1usize..=2, pad in 0usize..=1, h in 1usize..=5, w in 1usize..=5,
+              in_c in 1usize..=4, out_c in 1usize..=5, depthwise in any::<bool>(),
+              channel in 0usize..=3, extra in 0usize..=3, seed in any::<u64>()) -> Option<Case> {
+        let (groups, out_c) = if depthwise { (in_c, in_c) } else { (1, out_c) };
+        let oh = (h + 2 * pad).checked_sub(k)? / s + 1;
+        let ow = (w + 2 * pad).checked_sub(k)? / s + 1;
+        let g = ConvGeometry {
+            kernel: [k, k], stride: [s, s], dilation: [1, 1], pad: [pad; 4], groups,
+            out_pixel_stride: 0,
+        };
+        Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], channel, extra, seed })
+    }
+}
+
+fn values_i8(n: usize, seed: u64) -> Vec<i8> {
+    crate::testutil::values(n, seed)
+        .iter()
+        .map(|v| (v * 127.0) as i8)
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn strided_int8_conv_writes_its_channels_only(c in case()) {
+        let Some(c) = c else { return Ok(()) };
+        let [_, _, in_c] = c.in_dims;
+        let [oh, ow, out_c] = c.out_dims;
+        let stride = c.channel + out_c + c.extra;
+        let x = values_i8(c.in_dims.iter().product(), c.seed);
+        let weights = values_i8(out_c * c.g.kernel[0] * c.g.kernel[1] * (in_c / c.g.groups), c.seed ^ 1);
+        let bias: Vec<i32> = (0..out_c as i32).map(|o| 100 * o - 150).collect();
+        let multiplier = std::vec![1 << 30; out_c];
+        let shift: Vec<i32> = (0..out_c as i32).map(|o| -(o % 3) - 4).collect();
+        let quant = ConvQuant {
+            input_zero_point: 3,
+            pad_values: &[],
+            channels: ChannelQuant { bias: &bias, multiplier: &multiplier, shift: &shift },
+            output: OutputQuant { zero_point: -5, clamp: Clamp { min: -128, max: 127 } },
+        };
+        let mut dense = std::vec![0i8; oh * ow * out_c];
+        reference::int8::conv::conv2d(&c.g, &quant, c.in_dims, &x, c.out_dims, &mut dense, &weights);
+        let g = ConvGeometry { out_pixel_stride: stride, ..c.g };
+        let fill = 77i8;
+        let mut strided = std::vec![fill; oh * ow * stride];
+        reference::int8::conv::conv2d(&g, &quant, c.in_dims, &x, c.out_dims, &mut strided[c.channel..], &weights);
+        spread(&dense, &strided, out_c, (c.channel, stride), fill);
+        // The fast entry point with the same stride: the same bytes.
+        let mut fast_out = std::vec![fill; oh * ow * stride];
+        fast::conv::conv2d(&g, &quant, c.in_dims, &x, c.out_dims, &mut fast_out[c.channel..], &weights);
+        prop_assert_eq!(fast_out, strided);
+    }
+
+    #[test]
+    fn strided_f32_conv_writes_its_channels_only(c in case()) {
+        let Some(c) = c else { return Ok(()) };
+        let [_, _, in_c] = c.in_dims;
+        let [oh, ow, out_c] = c.out_dims;
+        let stride = c.channel + out_c + c.extra;
+        let x = crate::testutil::values(c.in_dims.iter().product(), c.seed);
+        let weights = crate::testutil::values(out_c * c.g.kernel[0] * c.g.kernel[1] * (in_c / c.g.groups), c.seed ^ 1);
+        let bias = crate::testutil::values(out_c, c.seed ^ 2);
+        let mut dense = std::vec![0f32; oh * ow * out_c];
+        let relu = Activation::Relu;
+        reference::conv::conv2d(&c.g, &relu, c.in_dims, &x, c.out_dims, &mut dense, &weights, &bias, &[]);
+        let g = ConvGeometry { out_pixel_stride: stride, ..c.g };
+        let fill = 7.5f32;
+        let mut strided = std::vec![fill; oh * ow * stride];
+        reference::conv::conv2d(&g, &relu, c.in_dims, &x, c.out_dims, &mut strided[c.channel..], &weights, &bias, &[]);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        spread(&bits(&dense), &bits(&strided), out_c, (c.channel, stride), fill.to_bits());
+    }
+}
