@@ -313,7 +313,7 @@ pub fn quantize(
     let mut int16 = int16_activations(l, int16_convs);
     for &t in &int16 {
         let range = cal
-            .ranges
+            .wide_ranges
             .get(l.tensor_values[t as usize])
             .copied()
             .flatten()
@@ -348,7 +348,7 @@ pub fn quantize(
     if let Some(k) = wide {
         let t = l.layers[k].output.id as usize;
         let range = cal
-            .ranges
+            .wide_ranges
             .get(l.tensor_values[t])
             .copied()
             .flatten()
