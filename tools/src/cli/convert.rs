@@ -30,7 +30,9 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "CALIB_NPY")]
     calib: Option<PathBuf>,
     /// How activation ranges are chosen from the calibration data: tail[:N] (observed range widened
-    /// to the extreme one sample in N reaches, default N = 1000), minmax, mse or percentile[:P].
+    /// to the extreme one sample in N reaches, default N = 1000), balanced[:N] (per int8 tensor,
+    /// each end between the observed and tail's extreme where rounding plus expected clipping error
+    /// is least), minmax, mse or percentile[:P].
     #[arg(long, default_value = "tail")]
     calib_method: calibrate::Method,
     /// Skip the per-channel bias correction of the int8 layers on the calibration data.

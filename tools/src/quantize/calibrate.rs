@@ -12,6 +12,12 @@
 //!   calibration set of 64 samples sees each tensor's 1-in-64 extreme; a new input beyond it is
 //!   clipped, and a clipped logit or residual sum costs more than all the rounding of the other
 //!   samples together (measured: docs/QUANTIZATION.md);
+//! - `Balanced(n)`: each end of an int8 tensor between the observed extreme and `Tail(n)`'s, where
+//!   the expected squared error per sample is least: `elements * step^2 / 12` of rounding against
+//!   the Gumbel fit's expected squared excess of the next sample's extreme over the end (clipping).
+//!   A large feature map pays its step on every element and keeps close to the observed range; a
+//!   small tensor (pooled features, logits) widens. 16-bit tensors (int16 activations, the int16
+//!   output head) keep `Tail(n)`'s range: 256 times finer steps make the widening nearly free;
 //! - `MinMax`: the full observed range (what onnxruntime's MinMax calibration does);
 //! - `Percentile(p)`: the central `p` percent of the observations;
 //! - `Mse`: the range that minimizes the expected squared error of int8 rounding plus clipping over
@@ -38,6 +44,9 @@ pub const TAIL_SAMPLES: f64 = 1000.0;
 pub enum Method {
     /// Observed minimum and maximum widened to the extreme one sample in `n` reaches.
     Tail(f64),
+    /// Per int8 tensor, each end between the observed and `Tail`'s extreme at the least expected
+    /// squared error (rounding against clipping); 16-bit tensors as `Tail`.
+    Balanced(f64),
     /// Observed minimum and maximum.
     MinMax,
     /// Central percentage of the observations, e.g. 99.99.
@@ -55,6 +64,7 @@ impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Method::Tail(n) => write!(f, "tail:{n}"),
+            Method::Balanced(n) => write!(f, "balanced:{n}"),
             Method::MinMax => f.write_str("minmax"),
             Method::Percentile(p) => write!(f, "percentile:{p}"),
             Method::Mse => f.write_str("mse"),
@@ -67,18 +77,23 @@ impl std::str::FromStr for Method {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "minmax" => Ok(Method::MinMax),
-            _ if s.starts_with("tail") => {
-                let n = s["tail".len()..].trim_start_matches([':', '=']);
+            _ if s.starts_with("tail") || s.starts_with("balanced") => {
+                let (name, make): (&str, fn(f64) -> Method) = if s.starts_with("tail") {
+                    ("tail", Method::Tail)
+                } else {
+                    ("balanced", Method::Balanced)
+                };
+                let n = s[name.len()..].trim_start_matches([':', '=']);
                 let v: f64 = if n.is_empty() {
                     TAIL_SAMPLES
                 } else {
                     n.parse()
-                        .map_err(|_| format!("bad tail sample count {n:?}"))?
+                        .map_err(|_| format!("bad {name} sample count {n:?}"))?
                 };
                 if !(2.0..=1e9).contains(&v) {
-                    return Err(format!("tail sample count {v} must be within 2..=1e9"));
+                    return Err(format!("{name} sample count {v} must be within 2..=1e9"));
                 }
-                Ok(Method::Tail(v))
+                Ok(make(v))
             }
             "mse" => Ok(Method::Mse),
             _ => match s.strip_prefix("percentile") {
@@ -95,7 +110,8 @@ impl std::str::FromStr for Method {
                     Ok(Method::Percentile(v))
                 }
                 None => Err(format!(
-                    "unknown calibration method {s:?}: use tail[:N], minmax, mse or percentile[:P]"
+                    "unknown calibration method {s:?}: use tail[:N], balanced[:N], minmax, mse or \
+                     percentile[:P]"
                 )),
             },
         }
@@ -176,6 +192,8 @@ struct Extremes {
     max_sq: f64,
     min_sum: f64,
     min_sq: f64,
+    /// Elements of the value in one sample.
+    elements: f64,
 }
 
 impl Extremes {
@@ -222,6 +240,84 @@ impl Extremes {
     }
 }
 
+impl Extremes {
+    /// Gumbel location and scale `(mu, beta)` of `n` draws (sum and sum of squares) by the method
+    /// of moments; `None` below two draws.
+    fn gumbel(n: f64, sum: f64, sq: f64) -> Option<(f64, f64)> {
+        if n < 2.0 {
+            return None;
+        }
+        let mean = sum / n;
+        let var = ((sq - sum * sum / n) / (n - 1.0)).max(0.0);
+        let beta = var.sqrt() * 6f64.sqrt() / std::f64::consts::PI;
+        Some((mean - 0.577_215_664_901_532_9 * beta, beta))
+    }
+
+    /// `E[(Y - h)_+^2]` for `Y ~ Gumbel(mu, beta)`: the expected squared excess of the next
+    /// sample's extreme over a range end `h`, `integral from h of 2 (y - h) P(Y > y) dy`
+    /// (midpoint rule over 40 scales past `h`, where `P(Y > y) < 5e-18`).
+    fn clipped_sq(mu: f64, beta: f64, h: f64) -> f64 {
+        if beta <= 0.0 {
+            return (mu - h).max(0.0).powi(2);
+        }
+        const STEPS: usize = 400;
+        let dy = (h.max(mu) + 40.0 * beta - h) / STEPS as f64;
+        (0..STEPS)
+            .map(|i| {
+                let y = h + (i as f64 + 0.5) * dy;
+                // P(Y > y) = 1 - exp(-exp(-(y - mu) / beta)), without cancellation in the tail.
+                let survive = -(-(-(y - mu) / beta).exp()).exp_m1();
+                2.0 * (y - h) * survive * dy
+            })
+            .sum()
+    }
+
+    /// [`Extremes::widen`]'s range, each end moved back towards the observed extreme to where
+    /// the expected squared error of an int8 tensor per sample is least: `elements * step^2 / 12`
+    /// of rounding (step = range / 255) plus the expected squared excess of the next sample's
+    /// extreme over the end (its clipping; the extreme element only, the Gumbel fit's one
+    /// draw per sample). The upper end is chosen first, with the lower end observed, then the
+    /// lower end with the chosen upper one; 64 candidates each.
+    fn balance(&self, observed: Range, samples: f64, bounds: (f32, f32)) -> Range {
+        const CANDIDATES: usize = 64;
+        let wide = self.widen(observed, samples, bounds);
+        let rounding = |lo: f64, hi: f64| {
+            let step = (hi.max(0.0) - lo.min(0.0)) / 255.0;
+            self.elements * step * step / 12.0
+        };
+        // The candidate end in `from..=to` (on the axis where the value grows outwards) with the
+        // least `cost`.
+        let best = |from: f64, to: f64, cost: &dyn Fn(f64) -> f64| {
+            (0..=CANDIDATES)
+                .map(|i| from + (to - from) * i as f64 / CANDIDATES as f64)
+                .map(|h| (cost(h), h))
+                .fold((f64::INFINITY, from), |m, c| if c.0 < m.0 { c } else { m })
+                .1
+        };
+        let mut range = observed;
+        if let (true, Some((mu, beta))) = (
+            wide.max > observed.max,
+            Self::gumbel(self.n, self.max_sum, self.max_sq),
+        ) {
+            let lo = observed.min as f64;
+            range.max = best(observed.max as f64, wide.max as f64, &|h| {
+                rounding(lo, h) + Self::clipped_sq(mu, beta, h)
+            }) as f32;
+        }
+        // The minimum is the maximum of the negated values.
+        if let (true, Some((mu, beta))) = (
+            wide.min < observed.min,
+            Self::gumbel(self.n, -self.min_sum, self.min_sq),
+        ) {
+            let hi = range.max as f64;
+            range.min = -best(-observed.min as f64, -wide.min as f64, &|h| {
+                rounding(-h, hi) + Self::clipped_sq(mu, beta, h)
+            }) as f32;
+        }
+        range
+    }
+}
+
 impl Stats {
     fn bin(&self, x: f32) -> usize {
         let w = (self.max - self.min) as f64;
@@ -244,6 +340,9 @@ impl Stats {
 pub struct Calibration {
     /// Chosen clipping range per value.
     pub ranges: Vec<Option<Range>>,
+    /// Range per value for a 16-bit tensor (an int16 activation, the int16 output head): the
+    /// same as `ranges` except under `Balanced`, whose int8 trade-off does not apply there.
+    pub wide_ranges: Vec<Option<Range>>,
     /// Observed min/max per value (before clipping).
     pub observed: Vec<Option<Range>>,
     /// Method used.
@@ -363,23 +462,24 @@ pub fn calibrate(
     );
     // The samples run on every core; their per-value extremes are then merged in sample order,
     // so the f64 sums of `Extremes` (and every range) do not depend on the thread count.
-    let per_sample: Vec<Vec<(usize, f32, f32)>> = (0..calib.samples())
+    let per_sample: Vec<Vec<(usize, f32, f32, usize)>> = (0..calib.samples())
         .into_par_iter()
         .map(|i| {
             let mut seen = Vec::new();
             visit(g, calib.sample(i), &mut |v, data| {
+                let elements = data.len();
                 let (lo, hi) = data
                     .iter()
                     .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
                         (a.min(x), b.max(x))
                     });
-                seen.push((v, lo, hi));
+                seen.push((v, lo, hi, elements));
             })?;
             pb.inc(1);
             Ok(seen)
         })
         .collect::<Result<_>>()?;
-    for (v, lo, hi) in per_sample.into_iter().flatten() {
+    for (v, lo, hi, elements) in per_sample.into_iter().flatten() {
         let s = stats[v].get_or_insert(Stats {
             min: lo,
             max: hi,
@@ -387,6 +487,7 @@ pub fn calibrate(
             extremes: Extremes::default(),
         });
         s.extremes.add(lo, hi);
+        s.extremes.elements = s.extremes.elements.max(elements as f64);
         s.min = s.min.min(lo);
         s.max = s.max.max(hi);
     }
@@ -453,22 +554,29 @@ pub fn calibrate(
         })
         .collect();
     let bounds = value_bounds(g, observed[g.input]);
-    let ranges = stats
-        .iter()
-        .zip(&observed)
-        .zip(&bounds)
-        .map(|((s, observed), &bounds)| {
-            let (s, observed) = (s.as_ref()?, (*observed)?);
-            Some(match method {
-                Method::Tail(samples) => s.extremes.widen(observed, samples, bounds),
-                Method::MinMax => observed,
-                Method::Percentile(p) => percentile_range(s, p),
-                Method::Mse => mse_range(s),
+    let choose = |wide: bool| -> Vec<Option<Range>> {
+        stats
+            .iter()
+            .zip(&observed)
+            .zip(&bounds)
+            .map(|((s, observed), &bounds)| {
+                let (s, observed) = (s.as_ref()?, (*observed)?);
+                Some(match method {
+                    Method::Tail(samples) => s.extremes.widen(observed, samples, bounds),
+                    Method::Balanced(samples) if wide => {
+                        s.extremes.widen(observed, samples, bounds)
+                    }
+                    Method::Balanced(samples) => s.extremes.balance(observed, samples, bounds),
+                    Method::MinMax => observed,
+                    Method::Percentile(p) => percentile_range(s, p),
+                    Method::Mse => mse_range(s),
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
     Ok(Calibration {
-        ranges,
+        ranges: choose(false),
+        wide_ranges: choose(true),
         observed,
         method,
         samples: calib.samples(),
@@ -759,6 +867,12 @@ mod tests {
         );
         assert_eq!("tail".parse::<Method>(), Ok(Method::Tail(TAIL_SAMPLES)));
         assert_eq!("tail:500".parse::<Method>(), Ok(Method::Tail(500.0)));
+        assert_eq!(
+            "balanced".parse::<Method>(),
+            Ok(Method::Balanced(TAIL_SAMPLES))
+        );
+        assert_eq!("balanced:64".parse::<Method>(), Ok(Method::Balanced(64.0)));
+        assert!("balanced:0".parse::<Method>().is_err());
         assert!("tail:1".parse::<Method>().is_err());
         assert!("tail:many".parse::<Method>().is_err());
         assert!("median".parse::<Method>().is_err());
@@ -768,6 +882,7 @@ mod tests {
             Method::MinMax,
             Method::Mse,
             Method::Percentile(99.9),
+            Method::Balanced(500.0),
         ] {
             assert_eq!(m.to_string().parse::<Method>(), Ok(m));
         }
@@ -788,6 +903,76 @@ mod tests {
         // Rarer extremes lie further out; one draw says nothing about the spread.
         assert!(Extremes::gumbel_quantile(n, sum, sq, 1e6).unwrap() > q);
         assert_eq!(Extremes::gumbel_quantile(1.0, 5.0, 25.0, 1000.0), None);
+    }
+
+    #[test]
+    fn gumbel_clipping_cost_matches_a_sampled_mean() {
+        // E[(Y - h)_+^2] by quadrature against the mean over Gumbel quantiles at 10^5 midpoints.
+        let (mu, beta) = (2.0, 0.5);
+        let m = 100_000;
+        for h in [1.0, 2.5, 4.0] {
+            let sampled = (0..m)
+                .map(|i| {
+                    let p = (i as f64 + 0.5) / m as f64;
+                    (mu - beta * (-p.ln()).ln() - h).max(0.0).powi(2)
+                })
+                .sum::<f64>()
+                / m as f64;
+            let q = Extremes::clipped_sq(mu, beta, h);
+            // 1 %: the quantile midpoints stop at 1 - 5e-6 and miss that much of the far tail
+            // (0.2 % at h = 4).
+            assert!(
+                (q - sampled).abs() < 1e-2 * sampled,
+                "{h}: {q} vs {sampled}"
+            );
+        }
+        // No spread: the excess of the one possible value.
+        assert_eq!(Extremes::clipped_sq(3.0, 0.0, 2.0), 1.0);
+        assert_eq!(Extremes::clipped_sq(3.0, 0.0, 4.0), 0.0);
+    }
+
+    #[test]
+    fn balanced_ends_widen_small_tensors_and_keep_large_maps_near_the_observed_range() {
+        let mut e = Extremes::default();
+        for (lo, hi) in [
+            (-1.0, 1.0),
+            (-2.0, 3.0),
+            (-1.5, 2.0),
+            (-0.5, 2.5),
+            (-1.2, 2.2),
+        ] {
+            e.add(lo, hi);
+        }
+        let observed = Range {
+            min: -2.0,
+            max: 3.0,
+        };
+        let free = (f32::NEG_INFINITY, f32::INFINITY);
+        let tail = e.widen(observed, 1000.0, free);
+        // Ten logits: rounding is cheap, clipping the next sample's extreme is not.
+        e.elements = 10.0;
+        let logits = e.balance(observed, 1000.0, free);
+        // A 64x64x16 map pays a coarser step on 65536 elements for one extreme element.
+        e.elements = 65536.0;
+        let map = e.balance(observed, 1000.0, free);
+        for r in [logits, map] {
+            assert!(r.min <= observed.min && r.min >= tail.min, "{r:?} {tail:?}");
+            assert!(r.max >= observed.max && r.max <= tail.max, "{r:?} {tail:?}");
+        }
+        assert!(
+            logits.max > map.max && logits.min < map.min,
+            "{logits:?} {map:?}"
+        );
+        assert!(
+            map.max - observed.max < 0.1 * (tail.max - observed.max),
+            "{map:?}"
+        );
+        assert!(
+            tail.max - logits.max < 0.5 * (tail.max - observed.max),
+            "{logits:?}"
+        );
+        // Bounded ends stay as observed, as under tail.
+        assert_eq!(e.balance(observed, 1000.0, (-6.0, 6.0)), observed);
     }
 
     #[test]

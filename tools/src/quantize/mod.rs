@@ -326,7 +326,7 @@ pub fn quantize_with_int16(
     let int8_qp = qp.clone();
     for &t in &int16 {
         let range = cal
-            .ranges
+            .wide_ranges
             .get(l.tensor_values[t as usize])
             .copied()
             .flatten()
@@ -361,7 +361,7 @@ pub fn quantize_with_int16(
     if let Some(k) = wide {
         let t = l.layers[k].output.id as usize;
         let range = cal
-            .ranges
+            .wide_ranges
             .get(l.tensor_values[t])
             .copied()
             .flatten()
