@@ -625,7 +625,7 @@ fn pointwise<Y: FromWide>(
         return;
     }
     // Output pixels `out_stride` elements apart (the last one may be just its channels).
-    let mut px = output.chunks_mut(out_stride);
+    let mut px = output.chunks_mut(out_stride.max(1));
     // Slices by `get` rather than `chunks_exact(2 * n)`: no chunk-size check (and so no panic
     // path) for the compiler to keep.
     let mut at = 0;
@@ -709,7 +709,7 @@ fn pixels<X: Lanes, Y: FromWide>(
     // Chunk sizes are at least 1 (`run` refuses empty shapes): no panic path.
     // Output pixels `out_stride` elements apart (a view's last row and pixel may be short).
     let out_stride = g.out_stride(out_c).max(1);
-    let mut rows = output.chunks_mut(out_stride * out_w.max(1)).take(out_h);
+    let mut rows = output.chunks_mut((out_stride * out_w).max(1)).take(out_h);
     for oy in 0..out_h {
         let Some(row) = rows.next() else {
             return;
