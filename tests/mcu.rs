@@ -383,6 +383,22 @@ fn efficient_block_int8_on_cortex_m4f() {
     check_int8("efficient_block", Target::CortexM4);
 }
 
+/// Zero-copy concatenation (format 7): the fire modules' expand convolutions write straight into
+/// their slots of the concatenation, through the fast loops' output pixel stride, and the
+/// concatenations move nothing; byte-identical to the host on the DSP core and on ARMv6-M.
+#[test]
+fn squeeze_dense_int8_with_views_on_cortex_m4f_and_m0() {
+    let (converted, _) = convert_fixture("squeeze_dense", Precision::Int8);
+    let views = converted
+        .lowered
+        .layers
+        .iter()
+        .filter(|l| l.output.view.is_some());
+    assert!(views.count() > 0, "squeeze_dense converts without views");
+    check_int8("squeeze_dense", Target::CortexM4);
+    check_precision("squeeze_dense", Target::CortexM0, Precision::Int8Narrow);
+}
+
 #[test]
 fn ops_mix_int8_on_cortex_m33() {
     check_int8("ops_mix", Target::CortexM33);

@@ -370,3 +370,51 @@ fn corrupted_arch_op_blobs_are_refused_and_never_panic() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Blobs with views (zero-copy concatenation, format version 7) through the same three sweeps:
+/// the SqueezeNet-style fixture's fire modules write their expand convolutions straight into the
+/// concatenation, f32 and int8 (default and all-int8), so flips land in `TensorDesc::view` too.
+#[test]
+fn corrupted_blobs_with_views_are_refused_and_never_panic() {
+    let f = manifest()
+        .into_iter()
+        .find(|f| f.name == "squeeze_dense")
+        .expect("the squeeze_dense fixture");
+    let calib = f.array("calib").unwrap();
+    let int8 = |all_int8: bool| pipeline::Int8Options {
+        calib: &calib,
+        method: icefold_tool::quantize::calibrate::Method::DEFAULT,
+        progress: false,
+        bias_correction: false,
+        wide_output: !all_int8,
+        int16_activations: if all_int8 {
+            0
+        } else {
+            pipeline::INT16_ACTIVATIONS_DEFAULT
+        },
+    };
+    let mut failures = Vec::new();
+    for (suffix, int8) in [
+        ("", None),
+        ("-int8", Some(int8(false))),
+        ("-all-int8", Some(int8(true))),
+    ] {
+        let opts = ConvertOptions {
+            int8,
+            ..Default::default()
+        };
+        let converted = pipeline::convert(&f.model(), &opts).unwrap();
+        let views = converted
+            .lowered
+            .layers
+            .iter()
+            .filter(|l| l.output.view.is_some())
+            .count();
+        assert!(views > 0, "squeeze_dense{suffix}: no view to sweep");
+        match sweep(&format!("squeeze_dense-views{suffix}"), &converted.blob) {
+            Ok(line) => println!("{line}"),
+            Err(e) => failures.extend(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

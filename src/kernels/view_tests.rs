@@ -9,10 +9,10 @@ use std::vec::Vec;
 
 use proptest::prelude::*;
 
-use super::reference::int8::conv::ConvQuant;
-use super::reference::int8::{ChannelQuant, OutputQuant};
+use super::reference::int8::conv::{ConvQuant, WideConvQuant};
+use super::reference::int8::{ChannelQuant, OutputQuant, WideOutputQuant};
 use super::{fast, reference, Activation, ConvGeometry};
-use crate::quant::Clamp;
+use crate::quant::{Clamp, ClampI16};
 
 /// `(out_dims, channel, pixel_stride)` of the wider storage and a dense output of `out_c`.
 fn spread<T: Copy + PartialEq + core::fmt::Debug>(
@@ -95,6 +95,58 @@ proptest! {
         let mut fast_out = std::vec![fill; oh * ow * stride];
         fast::conv::conv2d(&g, &quant, c.in_dims, &x, c.out_dims, &mut fast_out[c.channel..], &weights);
         prop_assert_eq!(fast_out, strided);
+    }
+
+    /// 16×8 with an int16 input: the fast paths on int16 words (pointwise, the pixel pairs, the
+    /// depthwise channel pairs), into int8 and int16 views.
+    #[test]
+    fn strided_16x8_conv_writes_its_channels_only(c in case(), even in any::<bool>()) {
+        let Some(mut c) = c else { return Ok(()) };
+        // Even channel counts reach the word loops.
+        if even {
+            c.in_dims[2] = 2 * c.in_dims[2].div_ceil(2);
+            if c.g.groups > 1 {
+                c.g.groups = c.in_dims[2];
+                c.out_dims[2] = c.in_dims[2];
+            }
+        }
+        let [_, _, in_c] = c.in_dims;
+        let [oh, ow, out_c] = c.out_dims;
+        let stride = c.channel + out_c + c.extra;
+        let n: usize = c.in_dims.iter().product();
+        // A u32 backing keeps the int16 input word-aligned (the word loops need it).
+        let mut backing = std::vec![0u32; n.div_ceil(2)];
+        let x: &mut [i16] = &mut bytemuck::cast_slice_mut::<u32, i16>(&mut backing)[..n];
+        for (v, r) in x.iter_mut().zip(crate::testutil::values(n, c.seed)) {
+            *v = (r * 30000.0) as i16;
+        }
+        let weights = values_i8(out_c * c.g.kernel[0] * c.g.kernel[1] * (in_c / c.g.groups), c.seed ^ 1);
+        let bias: Vec<i32> = (0..out_c as i32).map(|o| 1000 * o - 1500).collect();
+        let multiplier = std::vec![1 << 30; out_c];
+        let shift: Vec<i32> = (0..out_c as i32).map(|o| -(o % 3) - 10).collect();
+        let quant = WideConvQuant {
+            input_zero_point: 0i16,
+            pad_values: &[],
+            channels: ChannelQuant { bias: &bias, multiplier: &multiplier, shift: &shift },
+            output: WideOutputQuant { zero_point: 0, clamp: ClampI16 { min: -128, max: 127 } },
+        };
+        let g = ConvGeometry { out_pixel_stride: stride, ..c.g };
+        let fill = 77i8;
+        let mut reference_out = std::vec![fill; oh * ow * stride];
+        reference::int8::conv::conv2d_wide(&g, &quant, c.in_dims, x, c.out_dims, &mut reference_out[c.channel..], &weights);
+        let mut dense = std::vec![0i8; oh * ow * out_c];
+        reference::int8::conv::conv2d_wide(&c.g, &quant, c.in_dims, x, c.out_dims, &mut dense, &weights);
+        spread(&dense, &reference_out, out_c, (c.channel, stride), fill);
+        let mut fast_out = std::vec![fill; oh * ow * stride];
+        fast::conv::conv2d_wide(&g, &quant, c.in_dims, x, c.out_dims, &mut fast_out[c.channel..], &weights);
+        prop_assert_eq!(fast_out, reference_out);
+        // int16 out.
+        let quant = WideConvQuant { output: WideOutputQuant { zero_point: 0, clamp: ClampI16 { min: -32768, max: 32767 } }, ..quant };
+        let mut reference_wide = std::vec![7i16; oh * ow * stride];
+        reference::int8::conv::conv2d_wide(&g, &quant, c.in_dims, x, c.out_dims, &mut reference_wide[c.channel..], &weights);
+        let mut fast_wide = std::vec![7i16; oh * ow * stride];
+        fast::conv::conv2d_wide(&g, &quant, c.in_dims, x, c.out_dims, &mut fast_wide[c.channel..], &weights);
+        prop_assert_eq!(fast_wide, reference_wide);
     }
 
     #[test]

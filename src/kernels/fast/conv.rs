@@ -208,16 +208,17 @@ pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool 
     let g = conv.geometry;
     let ([_, _, in_c], [_, _, out_c]) = conv.dims;
     let taps = g.kernel[0].saturating_mul(g.kernel[1]);
-    // A strided output (a view) is left to the reference kernel, which honours the stride.
-    let strided = g.out_stride(out_c) != out_c;
-    if strided || taps == 0 || taps > MAX_TAPS || in_c == 0 || out_c == 0 || g.stride.contains(&0) {
+    if taps == 0 || taps > MAX_TAPS || in_c == 0 || out_c == 0 || g.stride.contains(&0) {
         return false;
     }
+    // Output pixels `out_stride` elements apart: a view (zero-copy concatenation) or dense.
+    let strided = g.out_stride(out_c) != out_c;
     if g.groups == 1 {
         regular(conv, output);
         true
     } else if g.groups == in_c && g.groups == out_c {
-        if super::depthwise::covers(conv) {
+        // The 3x3 row kernel writes dense rows only.
+        if !strided && super::depthwise::covers(conv) {
             super::depthwise::depthwise3x3(conv, X::words(conv.input), output);
             return true;
         }
@@ -426,7 +427,8 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 let g = c.geometry;
                 if per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4] {
                     // Pointwise: output pixel p reads input pixel p, nothing else.
-                    pointwise(x, w, &outs, &c.bounds, in_c, out_c, &mut *output);
+                    let out_stride = g.out_stride(out_c);
+                    pointwise(x, w, &outs, &c.bounds, in_c, out_stride, &mut *output);
                 } else {
                     pixels(c, &mut *output, &Wide { w, x }, &outs, pads);
                 }
@@ -523,6 +525,7 @@ fn weight_tail(w: &[i8], len: usize) -> Option<[i8; 4]> {
 #[inline(never)]
 fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [out_h, out_w, out_c]) = c.dims;
+    let out_stride = c.geometry.out_stride(out_c);
     let [kh, kw] = c.geometry.kernel;
     let per_out = kh * kw * in_c;
     let pixels = out_h * out_w;
@@ -590,7 +593,7 @@ fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 o,
                 pair: second != o,
             };
-            let mut px = output.chunks_exact_mut(out_c.max(1)).skip(p);
+            let mut px = output.chunks_mut(out_stride.max(1)).skip(p);
             if let Some(out_px) = px.next() {
                 outs.store(&c.bounds, out_px, [a0, a1]);
             }
@@ -614,14 +617,15 @@ fn pointwise<Y: FromWide>(
     outs: &Outputs,
     bounds: &Bounds,
     in_c: usize,
-    out_c: usize,
+    out_stride: usize,
     output: &mut [Y],
 ) {
     let n = in_c / 2;
-    if n == 0 || out_c == 0 {
+    if n == 0 || out_stride == 0 {
         return;
     }
-    let mut px = output.chunks_exact_mut(out_c);
+    // Output pixels `out_stride` elements apart (the last one may be just its channels).
+    let mut px = output.chunks_mut(out_stride.max(1));
     // Slices by `get` rather than `chunks_exact(2 * n)`: no chunk-size check (and so no panic
     // path) for the compiler to keep.
     let mut at = 0;
@@ -703,12 +707,14 @@ fn pixels<X: Lanes, Y: FromWide>(
     // Input offset of tap (ky, kx) relative to the window's origin, for interior pixels.
     let tap_at = |ky: usize, kx: usize| (ky * g.dilation[0] * in_w + kx * g.dilation[1]) * in_c;
     // Chunk sizes are at least 1 (`run` refuses empty shapes): no panic path.
-    let mut rows = output.chunks_exact_mut((out_c * out_w).max(1)).take(out_h);
+    // Output pixels `out_stride` elements apart (a view's last row and pixel may be short).
+    let out_stride = g.out_stride(out_c).max(1);
+    let mut rows = output.chunks_mut((out_stride * out_w).max(1)).take(out_h);
     for oy in 0..out_h {
         let Some(row) = rows.next() else {
             return;
         };
-        let mut px = row.chunks_exact_mut(out_c.max(1));
+        let mut px = row.chunks_mut(out_stride);
         let mut ox = 0;
         while ox < out_w {
             let interior_pair = (y_lo..y_hi).contains(&oy) && ox >= x_lo && ox + 1 < x_hi;
@@ -805,6 +811,7 @@ fn border_pixel<X: Lanes>(
 fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
+    let out_stride = g.out_stride(channels);
     let [kh, kw] = g.kernel;
     let taps = kh * kw;
     let (y_lo, y_hi) = interior(out_h, g.stride[0], g.dilation[0], g.pad[0], kh, in_h);
@@ -825,7 +832,7 @@ fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         } else {
             c.padding.values.get(ch).map_or(0, |v| v.widen())
         };
-        let mut outputs = output.iter_mut().skip(ch).step_by(channels.max(1));
+        let mut outputs = output.iter_mut().skip(ch).step_by(out_stride.max(1));
         for oy in 0..out_h {
             let inside_y = (y_lo..y_hi).contains(&oy);
             for ox in 0..out_w {
@@ -873,6 +880,7 @@ fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
 fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
+    let out_stride = g.out_stride(channels);
     let [kh, kw] = g.kernel;
     let taps = kh * kw;
     let half = channels / 2;
@@ -906,7 +914,7 @@ fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &m
         }
         let w = w.get(..taps).unwrap_or_default();
         let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
-        let mut outputs = output.chunks_exact_mut(channels.max(1));
+        let mut outputs = output.chunks_mut(out_stride.max(1));
         let outs = Outputs {
             bias: [b0, b1],
             stage: [s0, s1],

@@ -68,7 +68,7 @@ pub fn place_channels<T: Copy, U>(
         .unwrap_or_default()
         .chunks_mut(pixel_stride.max(1))
         .filter_map(|px| px.get_mut(..channels));
-    for (out, x) in pixels.zip(input.chunks_exact(channels)) {
+    for (out, x) in pixels.zip(input.chunks_exact(channels.max(1))) {
         out.iter_mut().zip(x).for_each(|(o, v)| *o = map(*v));
     }
 }

@@ -73,6 +73,15 @@ fn bl_target(address: u64, hw1: u16, hw2: u16) -> Option<u64> {
     Some((address as i64 + 4 + offset) as u64)
 }
 
+/// True when `address` lies in a data region: the last mapping symbol at or before it is `$d`
+/// (`marks`: address and is-data, sorted by address).
+fn in_data(marks: &[(u64, bool)], address: u64) -> bool {
+    let i = marks.partition_point(|&(at, _)| at <= address);
+    i.checked_sub(1)
+        .and_then(|i| marks.get(i))
+        .is_some_and(|&(_, data)| data)
+}
+
 /// Walks the call graph of the ELF image at `elf` from every function whose mangled name
 /// `is_root` accepts.
 pub fn float_reach(elf: &Path, is_root: impl Fn(&str) -> bool) -> Result<FloatReach> {
@@ -115,6 +124,19 @@ pub fn float_reach(elf: &Path, is_root: impl Fn(&str) -> bool) -> Result<FloatRe
         let to = usize::try_from(f.end - base).ok()?;
         bytes.get(from..to)
     };
+    // The ELF mapping symbols (`$t` Thumb code, `$d` data, each until the next) mark the literal
+    // pools inside functions: their words are constants, not instructions, and one that decodes as
+    // a `BL` would add a call that does not exist.
+    let mut marks: Vec<(u64, bool)> = file
+        .symbols()
+        .filter_map(|s| {
+            let name = s.name().ok()?;
+            let kind = name.split('.').next()?;
+            matches!(kind, "$t" | "$d" | "$a").then_some((s.address() & !1, kind == "$d"))
+        })
+        .collect();
+    marks.sort_unstable();
+    let is_data = |address: u64| in_data(&marks, address);
     // Calls and indirect calls of every function.
     let mut calls: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); functions.len()];
     let mut indirect = vec![false; functions.len()];
@@ -127,6 +149,10 @@ pub fn float_reach(elf: &Path, is_root: impl Fn(&str) -> bool) -> Result<FloatRe
         let mut i = 0;
         while i < halfwords.len() {
             let address = f.start + 2 * i as u64;
+            if is_data(address) {
+                i += 1;
+                continue;
+            }
             // BLX Rm: 0100 0111 1 Rm 000.
             if halfwords[i] & 0xFF87 == 0x4780 {
                 indirect[k] = true;
@@ -185,6 +211,17 @@ pub fn float_reach(elf: &Path, is_root: impl Fn(&str) -> bool) -> Result<FloatRe
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn literal_pools_between_mapping_symbols_are_data() {
+        // Code from 0x100, a literal pool at 0x140..0x14c, code again after it.
+        let marks = [(0x100, false), (0x140, true), (0x14c, false)];
+        assert!(!super::in_data(&marks, 0x13e));
+        assert!(super::in_data(&marks, 0x140));
+        assert!(super::in_data(&marks, 0x14a));
+        assert!(!super::in_data(&marks, 0x14c));
+        assert!(!super::in_data(&marks, 0x80), "before any mark: code");
+    }
+
     use super::*;
 
     #[test]
