@@ -20,6 +20,12 @@ use core::ops::Range;
 
 use crate::format::{Conv2d, DType, Layer, Op, Pool, Quant, TensorDesc, ARENA_ALIGN};
 use crate::kernels::reference as kernels;
+// Convolutions and dense layers in f32: the AVX2 kernels on x86_64 (falling back to the reference
+// kernels on CPUs without AVX2/FMA and for the shapes they do not take), the reference elsewhere.
+#[cfg(not(target_arch = "x86_64"))]
+use crate::kernels::reference::{conv::conv2d as f32_conv2d, dense::dense as f32_dense};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::x86::{conv2d as f32_conv2d, dense as f32_dense};
 use crate::kernels::{ConvGeometry, PoolGeometry};
 use crate::model::Model;
 
@@ -569,7 +575,7 @@ impl Model<'_> {
                 let bias = self.weights_as(p.bias)?;
                 let pad_values = self.weights_as(p.pad_values)?;
                 let g = conv_geometry(p);
-                kernels::conv::conv2d(
+                f32_conv2d(
                     &g,
                     &p.activation,
                     x_dims,
@@ -584,7 +590,7 @@ impl Model<'_> {
             Op::Dense(p) => {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
-                kernels::dense::dense(&p.activation, weights, bias, x, y);
+                f32_dense(&p.activation, weights, bias, x, y);
             }
             Op::Pool(p) => {
                 kernels::pool::pool(&pool_geometry(p), &p.activation, x_dims, x, y_dims, y)
