@@ -618,6 +618,112 @@ unsafe fn dense_rows<const R: usize>(
     }
 }
 
+/// int8 or int16 activations of the int8 kernels' dot products (`kernels::fast::conv`).
+#[derive(Clone, Copy)]
+pub enum Activations<'a> {
+    /// int8 values.
+    I8(&'a [i8]),
+    /// int16 values (16x8 layers).
+    I16(&'a [i16]),
+}
+
+impl Activations<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Activations::I8(x) => x.len(),
+            Activations::I16(x) => x.len(),
+        }
+    }
+}
+
+/// `acc[P·2 + k] + Σ_i w[k][i] · x[p][i]` for two int8 weight rows and `P` pixels (each weight
+/// row at least as long as every `x[p]`, all `x[p]` of one length), or `None` without AVX2 or
+/// for other lengths. Exact: int8·int8 and int16·int8 products and their pair sums (`vpmaddwd`)
+/// fit an int32 lane, and the int32 sums wrap like the portable kernels' `wrapping_add`s, so the
+/// order does not matter and the result is the portable one bit for bit.
+#[inline]
+pub fn int8_dot<const P: usize>(
+    w: [&[i8]; 2],
+    x: [Activations<'_>; P],
+    acc: [[i32; 2]; P],
+) -> Option<[[i32; 2]; P]> {
+    let n = x.first()?.len();
+    let fits = x.iter().all(|x| x.len() == n) && w.iter().all(|w| w.len() >= n);
+    if !(fits && available()) {
+        return None;
+    }
+    // SAFETY: AVX2 present; every x[p] has n values and every weight row at least n.
+    Some(unsafe { int8_dot_avx2(w, x, n, acc) })
+}
+
+/// Sixteen activations widened to int16 lanes.
+///
+/// # Safety
+/// AVX2 present; `x[at..at + 16]` in bounds.
+#[inline(always)]
+unsafe fn widen16(x: &Activations<'_>, at: usize) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable values at `at`.
+    unsafe {
+        match x {
+            Activations::I8(x) => _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(at).cast())),
+            Activations::I16(x) => _mm256_loadu_si256(x.as_ptr().add(at).cast()),
+        }
+    }
+}
+
+/// The value at `i` as i32 (`i < len`).
+fn widen_at(x: &Activations<'_>, i: usize) -> i32 {
+    match x {
+        Activations::I8(x) => x.get(i).map_or(0, |v| i32::from(*v)),
+        Activations::I16(x) => x.get(i).map_or(0, |v| i32::from(*v)),
+    }
+}
+
+/// Sum of the 8 int32 lanes, wrapping.
+#[inline(always)]
+fn hsum_i32(v: __m256i) -> i32 {
+    let mut lanes = [0i32; 8];
+    // SAFETY: `lanes` has room for 8 int32; unaligned store.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
+    lanes.iter().fold(0i32, |s, l| s.wrapping_add(*l))
+}
+
+/// # Safety
+/// AVX2 present; every `x[p]` has `n` values, every weight row at least `n`.
+#[target_feature(enable = "avx2")]
+unsafe fn int8_dot_avx2<const P: usize>(
+    w: [&[i8]; 2],
+    x: [Activations<'_>; P],
+    n: usize,
+    acc: [[i32; 2]; P],
+) -> [[i32; 2]; P] {
+    let mut sums = [[_mm256_setzero_si256(); 2]; P];
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n <= each weight row's length.
+        let wv =
+            w.map(|w| unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(i).cast())) });
+        for (s, x) in sums.iter_mut().zip(&x) {
+            // SAFETY: i + 16 <= n = x's length.
+            let xv = unsafe { widen16(x, i) };
+            for (s, wv) in s.iter_mut().zip(&wv) {
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(*wv, xv));
+            }
+        }
+        i += 16;
+    }
+    let mut out = acc;
+    for ((o, s), x) in out.iter_mut().zip(&sums).zip(&x) {
+        for ((o, s), w) in o.iter_mut().zip(s).zip(&w) {
+            let tail = (i..n).fold(0i32, |t, k| {
+                t.wrapping_add(i32::from(w.get(k).copied().unwrap_or(0)) * widen_at(x, k))
+            });
+            *o = o.wrapping_add(hsum_i32(*s)).wrapping_add(tail);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;

@@ -34,6 +34,9 @@ pub trait Lanes: Element + bytemuck::Pod {
     fn quad(x: &[Self; 4]) -> (u32, u32);
     /// The values as int16, if they are (`WIDE`), else empty.
     fn as_i16(x: &[Self]) -> &[i16];
+    /// The values for the x86_64 AVX2 dot products.
+    #[cfg(target_arch = "x86_64")]
+    fn activations(x: &[Self]) -> crate::kernels::x86::Activations<'_>;
     /// int16 values as words of two lanes, if they are int16 and 4-byte aligned.
     fn words(x: &[Self]) -> Option<&[u32]> {
         if Self::WIDE {
@@ -46,6 +49,11 @@ pub trait Lanes: Element + bytemuck::Pod {
 
 impl Lanes for i8 {
     const WIDE: bool = false;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn activations(x: &[i8]) -> crate::kernels::x86::Activations<'_> {
+        crate::kernels::x86::Activations::I8(x)
+    }
     #[inline(always)]
     fn as_i16(_: &[i8]) -> &[i16] {
         &[]
@@ -59,6 +67,11 @@ impl Lanes for i8 {
 
 impl Lanes for i16 {
     const WIDE: bool = true;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn activations(x: &[i16]) -> crate::kernels::x86::Activations<'_> {
+        crate::kernels::x86::Activations::I16(x)
+    }
     #[inline(always)]
     fn as_i16(x: &[i16]) -> &[i16] {
         x
@@ -81,6 +94,10 @@ fn weight_quad(w: &[i8; 4]) -> (u32, u32) {
 /// least as long as `x`): four products per row and step.
 #[inline(always)]
 pub(super) fn dot<X: Lanes>(w: [&[i8]; 2], x: &[X], acc: [i32; 2]) -> [i32; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some([r]) = crate::kernels::x86::int8_dot(w, [X::activations(x)], [acc]) {
+        return r;
+    }
     let [mut a0, mut a1] = acc;
     let quads = x.chunks_exact(4);
     let tail = quads.remainder();
@@ -113,6 +130,14 @@ pub(super) fn dot<X: Lanes>(w: [&[i8]; 2], x: &[X], acc: [i32; 2]) -> [i32; 2] {
 /// [`dot`] for two pixels (`x[p]`, each as long as the weight rows): `acc[2p + k]`.
 #[inline(always)]
 fn dot2<X: Lanes>(w: [&[i8]; 2], x: [&[X]; 2], acc: [i32; 4]) -> [i32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some([[a0, a1], [b0, b1]]) = crate::kernels::x86::int8_dot(
+        w,
+        x.map(X::activations),
+        [[acc[0], acc[1]], [acc[2], acc[3]]],
+    ) {
+        return [a0, a1, b0, b1];
+    }
     let [mut a0, mut a1, mut b0, mut b1] = acc;
     let quads = x[0].chunks_exact(4).zip(x[1].chunks_exact(4));
     let tail = [
