@@ -463,6 +463,13 @@ unsafe fn depthwise_avx2(
     let mut pack = [_mm256_setzero_ps(); DW_MAX_TAPS];
     let c = s.in_c;
     let [kh, kw] = p.kernel;
+    let sw = p.stride[1];
+    // Output columns x_lo..x_hi read no padding at any tap column:
+    // pad <= ox·sw and ox·sw - pad + (kw - 1)·dw < in_w.
+    let x_lo = p.pad[1].div_ceil(sw);
+    let x_hi = (s.in_w + p.pad[1])
+        .checked_sub(1 + (kw - 1) * p.dilation[1])
+        .map_or(0, |last| (last / sw + 1).min(s.out_w));
     let mut c0 = 0;
     while c0 < c {
         let width = (c - c0).min(8);
@@ -480,6 +487,44 @@ unsafe fn depthwise_avx2(
         for oy in 0..s.out_h {
             let mut ox = 0;
             while ox < s.out_w {
+                if width == 8 && ox >= x_lo && ox + 8 <= x_hi {
+                    let mut acc = [b; 8];
+                    for ky in 0..kh {
+                        let iy = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h);
+                        // Each pixel's first tap column, and the steps to the next tap and pixel.
+                        let (row, tap_step, pixel_step) = match iy {
+                            Some(iy) => (
+                                input
+                                    .as_ptr()
+                                    .wrapping_add((iy * s.in_w + ox * sw - p.pad[1]) * c + c0),
+                                p.dilation[1] * c,
+                                sw * c,
+                            ),
+                            None if pad_values.is_empty() => continue,
+                            None => (pad_values.as_ptr().wrapping_add(c0), 0, 0),
+                        };
+                        for kx in 0..kw {
+                            let w = pack[ky * kw + kx];
+                            let tap = row.wrapping_add(kx * tap_step);
+                            for (k, a) in acc.iter_mut().enumerate() {
+                                // SAFETY: interior columns: ix = (ox + k)·sw - pad + kx·dw is
+                                // in 0..in_w for every kx (x_lo..x_hi), iy < in_h, and
+                                // c0 + 8 <= c; or the pad values' c0..c0 + 8.
+                                let x = unsafe { _mm256_loadu_ps(tap.add(k * pixel_step)) };
+                                *a = _mm256_fmadd_ps(x, w, *a);
+                            }
+                        }
+                    }
+                    for (k, a) in acc.iter().enumerate() {
+                        let at = (oy * s.out_w + ox + k) * c + c0;
+                        // SAFETY: pixel (oy, ox + k) < out_h * out_w, channels c0..c0 + 8 <= c.
+                        unsafe {
+                            _mm256_storeu_ps(output.as_mut_ptr().add(at), clamp_lanes(*a, clamp))
+                        };
+                    }
+                    ox += 8;
+                    continue;
+                }
                 let n = (s.out_w - ox).min(4);
                 let mut acc = [b; 4];
                 for ky in 0..kh {
