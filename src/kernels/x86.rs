@@ -197,6 +197,7 @@ impl ConvShape {
 /// The input row (`in_c` values) output position `(oy, ox)` reads at tap `(ky, kx)`: the input
 /// pixel, the pad values, or `None` for a border that reads zero. Index arithmetic in one place
 /// (the reference's [`window_coord`]).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn tap_source(
     s: &ConvShape,
@@ -222,6 +223,7 @@ fn tap_source(
 ///
 /// # Safety
 /// AVX2 and FMA present; `s` checked against the slices by [`ConvShape::check`].
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn conv_avx2(
     s: &ConvShape,
@@ -449,6 +451,7 @@ unsafe fn tile<const V: usize, const P: usize>(
 ///
 /// # Safety
 /// AVX2 and FMA present; `s` checked by [`ConvShape::check`] with `s.depthwise`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn depthwise_avx2(
     s: &ConvShape,
