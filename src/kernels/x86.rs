@@ -704,6 +704,62 @@ pub fn int8_dot<const P: usize>(
     Some(unsafe { int8_dot_avx2(w, x, n, acc) })
 }
 
+/// `acc[p][k] + Σ_i smlad(w[k][i], x[p][i])` over words of two int16 lanes (each weight row at
+/// least as long as every `x[p]`, all `x[p]` of one length), or `None` without AVX2 or for other
+/// lengths. `vpmaddwd` is SMLAD on eight words at once: both add the two lane products into one
+/// int32, wrapping, so the result is the portable one bit for bit.
+#[inline]
+pub fn word_dot<const P: usize>(
+    w: [&[u32]; 2],
+    x: [&[u32]; P],
+    acc: [[i32; 2]; P],
+) -> Option<[[i32; 2]; P]> {
+    let n = x.first()?.len();
+    let fits = x.iter().all(|x| x.len() == n) && w.iter().all(|w| w.len() >= n);
+    if !(fits && available()) {
+        return None;
+    }
+    // SAFETY: AVX2 present; every x[p] has n words and every weight row at least n.
+    Some(unsafe { word_dot_avx2(w, x, n, acc) })
+}
+
+/// # Safety
+/// AVX2 present; every `x[p]` has `n` words, every weight row at least `n`.
+#[target_feature(enable = "avx2")]
+unsafe fn word_dot_avx2<const P: usize>(
+    w: [&[u32]; 2],
+    x: [&[u32]; P],
+    n: usize,
+    acc: [[i32; 2]; P],
+) -> [[i32; 2]; P] {
+    let mut sums = [[_mm256_setzero_si256(); 2]; P];
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n <= each weight row's and each x[p]'s length.
+        let wv = w.map(|w| unsafe { _mm256_loadu_si256(w.as_ptr().add(i).cast()) });
+        for (s, x) in sums.iter_mut().zip(&x) {
+            // SAFETY: as above.
+            let xv = unsafe { _mm256_loadu_si256(x.as_ptr().add(i).cast()) };
+            for (s, wv) in s.iter_mut().zip(&wv) {
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(*wv, xv));
+            }
+        }
+        i += 8;
+    }
+    let lane = |v: u32, hi: bool| i32::from((if hi { v >> 16 } else { v }) as u16 as i16);
+    let mut out = acc;
+    for ((o, s), x) in out.iter_mut().zip(&sums).zip(&x) {
+        for ((o, s), w) in o.iter_mut().zip(s).zip(&w) {
+            let tail = x.iter().zip(w.iter()).skip(i).fold(0i32, |t, (x, w)| {
+                t.wrapping_add(lane(*w, false) * lane(*x, false))
+                    .wrapping_add(lane(*w, true) * lane(*x, true))
+            });
+            *o = o.wrapping_add(hsum_i32(*s)).wrapping_add(tail);
+        }
+    }
+    out
+}
+
 /// Sixteen activations widened to int16 lanes.
 ///
 /// # Safety

@@ -178,6 +178,28 @@ fn dot2<X: Lanes>(w: [&[i8]; 2], x: [&[X]; 2], acc: [i32; 4]) -> [i32; 4] {
     ]
 }
 
+/// The x86_64 AVX2 sums of [`Wide`] and [`pointwise`] (`kernels::x86::word_dot`), if the CPU
+/// has AVX2; `None` elsewhere.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn words_x86<const P: usize>(
+    w: [&[u32]; 2],
+    x: [&[u32]; P],
+    acc: [[i32; 2]; P],
+) -> Option<[[i32; 2]; P]> {
+    crate::kernels::x86::word_dot(w, x, acc)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn words_x86<const P: usize>(
+    _: [&[u32]; 2],
+    _: [&[u32]; P],
+    _: [[i32; 2]; P],
+) -> Option<[[i32; 2]; P]> {
+    None
+}
+
 /// What a padded tap reads: one value per input channel, or the zero point.
 #[derive(Clone, Copy)]
 pub struct Padding<'a, X> {
@@ -362,6 +384,9 @@ impl Operands for Wide<'_> {
         let (w_at, x_at, n) = (w_at / 2, x_at / 2, n / 2);
         let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
         let x = self.x.get(x_at..x_at + n).unwrap_or_default();
+        if let Some([r]) = words_x86(w, [x], [[a0, a1]]) {
+            return r;
+        }
         for ((x, w0), w1) in x.iter().zip(w[0]).zip(w[1]) {
             a0 = simd::smlad(*w0, *x, a0);
             a1 = simd::smlad(*w1, *x, a1);
@@ -375,6 +400,9 @@ impl Operands for Wide<'_> {
         let (w_at, n) = (w_at / 2, n / 2);
         let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
         let [xa, xb] = x_at.map(|at| self.x.get(at / 2..at / 2 + n).unwrap_or_default());
+        if let Some([[a0, a1], [b0, b1]]) = words_x86(w, [xa, xb], [[a0, a1], [b0, b1]]) {
+            return [a0, a1, b0, b1];
+        }
         for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
             a0 = simd::smlad(*w0, *xa, a0);
             b0 = simd::smlad(*w0, *xb, b0);
@@ -651,11 +679,15 @@ fn pointwise<Y: FromWide>(
     while let (Some(xa), Some(xb)) = (x.get(at..at + n), x.get(at + n..at + 2 * n)) {
         let [mut a0, mut a1, mut b0, mut b1] =
             [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
-        for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
-            a0 = simd::smlad(*w0, *xa, a0);
-            b0 = simd::smlad(*w0, *xb, b0);
-            a1 = simd::smlad(*w1, *xa, a1);
-            b1 = simd::smlad(*w1, *xb, b1);
+        if let Some([[ra0, ra1], [rb0, rb1]]) = words_x86(w, [xa, xb], [outs.bias, outs.bias]) {
+            [a0, a1, b0, b1] = [ra0, ra1, rb0, rb1];
+        } else {
+            for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
+                a0 = simd::smlad(*w0, *xa, a0);
+                b0 = simd::smlad(*w0, *xb, b0);
+                a1 = simd::smlad(*w1, *xa, a1);
+                b1 = simd::smlad(*w1, *xb, b1);
+            }
         }
         if let Some(out_px) = px.next() {
             outs.store(bounds, out_px, [a0, a1]);
