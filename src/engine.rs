@@ -644,13 +644,15 @@ mod tests {
         Blob::zeroed(bytes)
     }
 
-    /// The tiny model computed by calling the kernels directly, layer by layer.
+    /// The tiny model computed by calling the kernels directly, layer by layer: the ones the
+    /// engine dispatches to (`f32_conv2d`, `f32_dense`: AVX2 on x86_64), so a run must equal it
+    /// bit for bit; the kernels themselves are tested against the reference.
     fn tiny_by_hand(spec: &Spec, x: &[f32]) -> Vec<f32> {
         let op = |i: usize| spec.layers[i].op;
         let dims = |d: &TensorDesc| d.dims.map(usize::from);
         let mut t1 = std::vec![0.0; T1.len()];
         let Op::Conv2d(c) = op(0) else { unreachable!() };
-        kernels::conv::conv2d(
+        f32_conv2d(
             &conv_geometry(&c),
             &c.activation,
             dims(&X),
@@ -696,7 +698,7 @@ mod tests {
         kernels::elementwise::activation(&Activation::Sigmoid, &t7, &mut t8);
         let mut t9 = std::vec![0.0; T9.len()];
         let Op::Dense(d) = op(8) else { unreachable!() };
-        kernels::dense::dense(
+        f32_dense(
             &d.activation,
             &spec.span_f32(d.weights),
             &spec.span_f32(d.bias),
@@ -971,7 +973,7 @@ mod tests {
             std::vec![0.0; 2],
         );
         let w = |s| spec.span_f32(s);
-        kernels::conv::conv2d(
+        f32_conv2d(
             &conv_geometry(&grouped),
             &grouped.activation,
             d(&x),
@@ -982,7 +984,7 @@ mod tests {
             &w(grouped.bias),
             &[],
         );
-        kernels::conv::conv2d(
+        f32_conv2d(
             &conv_geometry(&depthwise),
             &depthwise.activation,
             d(&t1),
@@ -1001,7 +1003,7 @@ mod tests {
             d(&t3),
             &mut y3,
         );
-        kernels::dense::dense(
+        f32_dense(
             &Activation::Identity,
             &w(dense.weights),
             &w(dense.bias),
