@@ -575,7 +575,12 @@ impl Model<'_> {
                 let bias = self.weights_as(p.bias)?;
                 let pad_values = self.weights_as(p.pad_values)?;
                 let g = conv_geometry(p);
-                f32_conv2d(
+                let conv2d = if self.reference_f32_kernels() {
+                    kernels::conv::conv2d
+                } else {
+                    f32_conv2d
+                };
+                conv2d(
                     &g,
                     &p.activation,
                     x_dims,
@@ -590,7 +595,12 @@ impl Model<'_> {
             Op::Dense(p) => {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
-                f32_dense(&p.activation, weights, bias, x, y);
+                let dense = if self.reference_f32_kernels() {
+                    kernels::dense::dense
+                } else {
+                    f32_dense
+                };
+                dense(&p.activation, weights, bias, x, y);
             }
             Op::Pool(p) => {
                 kernels::pool::pool(&pool_geometry(p), &p.activation, x_dims, x, y_dims, y)
