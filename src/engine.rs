@@ -20,6 +20,12 @@ use core::ops::Range;
 
 use crate::format::{Conv2d, DType, Layer, Op, Pool, Quant, TensorDesc, ARENA_ALIGN};
 use crate::kernels::reference as kernels;
+// Convolutions and dense layers in f32: the AVX2 kernels on x86_64 (falling back to the reference
+// kernels on CPUs without AVX2/FMA and for the shapes they do not take), the reference elsewhere.
+#[cfg(not(target_arch = "x86_64"))]
+use crate::kernels::reference::{conv::conv2d as f32_conv2d, dense::dense as f32_dense};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::x86::{conv2d as f32_conv2d, dense as f32_dense};
 use crate::kernels::{ConvGeometry, PoolGeometry};
 use crate::model::Model;
 
@@ -588,7 +594,12 @@ impl Model<'_> {
                 let bias = self.weights_as(p.bias)?;
                 let pad_values = self.weights_as(p.pad_values)?;
                 let g = conv_geometry_into(p, &layer.output);
-                kernels::conv::conv2d(
+                let conv2d = if self.reference_f32_kernels() {
+                    kernels::conv::conv2d
+                } else {
+                    f32_conv2d
+                };
+                conv2d(
                     &g,
                     &p.activation,
                     x_dims,
@@ -603,7 +614,12 @@ impl Model<'_> {
             Op::Dense(p) => {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
-                kernels::dense::dense(&p.activation, weights, bias, x, y);
+                let dense = if self.reference_f32_kernels() {
+                    kernels::dense::dense
+                } else {
+                    f32_dense
+                };
+                dense(&p.activation, weights, bias, x, y);
             }
             Op::Pool(p) => {
                 kernels::pool::pool(&pool_geometry(p), &p.activation, x_dims, x, y_dims, y)
@@ -659,13 +675,15 @@ mod tests {
         Blob::zeroed(bytes)
     }
 
-    /// The tiny model computed by calling the kernels directly, layer by layer.
+    /// The tiny model computed by calling the kernels directly, layer by layer: the ones the
+    /// engine dispatches to (`f32_conv2d`, `f32_dense`: AVX2 on x86_64), so a run must equal it
+    /// bit for bit; the kernels themselves are tested against the reference.
     fn tiny_by_hand(spec: &Spec, x: &[f32]) -> Vec<f32> {
         let op = |i: usize| spec.layers[i].op;
         let dims = |d: &TensorDesc| d.dims.map(usize::from);
         let mut t1 = std::vec![0.0; T1.len()];
         let Op::Conv2d(c) = op(0) else { unreachable!() };
-        kernels::conv::conv2d(
+        f32_conv2d(
             &conv_geometry(&c),
             &c.activation,
             dims(&X),
@@ -719,7 +737,7 @@ mod tests {
         kernels::elementwise::activation(&Activation::Sigmoid, &t7, &mut t8);
         let mut t9 = std::vec![0.0; T9.len()];
         let Op::Dense(d) = op(8) else { unreachable!() };
-        kernels::dense::dense(
+        f32_dense(
             &d.activation,
             &spec.span_f32(d.weights),
             &spec.span_f32(d.bias),
@@ -994,7 +1012,7 @@ mod tests {
             std::vec![0.0; 2],
         );
         let w = |s| spec.span_f32(s);
-        kernels::conv::conv2d(
+        f32_conv2d(
             &conv_geometry(&grouped),
             &grouped.activation,
             d(&x),
@@ -1005,7 +1023,7 @@ mod tests {
             &w(grouped.bias),
             &[],
         );
-        kernels::conv::conv2d(
+        f32_conv2d(
             &conv_geometry(&depthwise),
             &depthwise.activation,
             d(&t1),
@@ -1024,7 +1042,7 @@ mod tests {
             d(&t3),
             &mut y3,
         );
-        kernels::dense::dense(
+        f32_dense(
             &Activation::Identity,
             &w(dense.weights),
             &w(dense.bias),

@@ -59,6 +59,9 @@ pub struct Model<'a> {
     layer_bytes: &'a [u8],
     /// The weights section.
     weights: &'a [u8],
+    /// f32 convolutions and dense layers on the reference kernels even where fast ones exist
+    /// ([`Model::with_reference_f32_kernels`]).
+    reference_f32: bool,
 }
 
 fn saturate(n: impl TryInto<u32>) -> u32 {
@@ -158,6 +161,7 @@ impl<'a> Model<'a> {
             info,
             layer_bytes,
             weights,
+            reference_f32: false,
         };
         let rest = validate::records(&model)?;
         if !rest.is_empty() {
@@ -171,6 +175,24 @@ impl<'a> Model<'a> {
         validate::dataflow(&model)?;
         validate::plan(&model)?;
         Ok(model)
+    }
+
+    /// The same model with its f32 layers run on the reference kernels only, never the host's
+    /// fast f32 kernels (AVX2 and FMA on x86_64), whose results differ from the reference in the
+    /// last bits. The host tool computes the f32 side of bias correction with it, so a converted
+    /// blob does not depend on the converting machine's CPU. int8 layers are unaffected (their
+    /// fast kernels are bit-exact).
+    pub fn with_reference_f32_kernels(self) -> Model<'a> {
+        Model {
+            reference_f32: true,
+            ..self
+        }
+    }
+
+    /// Whether f32 layers run on the reference kernels only
+    /// ([`Model::with_reference_f32_kernels`]).
+    pub fn reference_f32_kernels(&self) -> bool {
+        self.reference_f32
     }
 
     /// Model-wide facts: layer count, arena size, input and output.

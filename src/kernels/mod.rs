@@ -16,6 +16,8 @@
 pub mod fast;
 pub mod geometry;
 pub mod reference;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 pub use geometry::{Activation, ConvGeometry, PoolGeometry, PoolKind};
 

@@ -34,6 +34,9 @@ pub trait Lanes: Element + bytemuck::Pod {
     fn quad(x: &[Self; 4]) -> (u32, u32);
     /// The values as int16, if they are (`WIDE`), else empty.
     fn as_i16(x: &[Self]) -> &[i16];
+    /// The values for the x86_64 AVX2 dot products.
+    #[cfg(target_arch = "x86_64")]
+    fn activations(x: &[Self]) -> crate::kernels::x86::Activations<'_>;
     /// int16 values as words of two lanes, if they are int16 and 4-byte aligned.
     fn words(x: &[Self]) -> Option<&[u32]> {
         if Self::WIDE {
@@ -46,6 +49,11 @@ pub trait Lanes: Element + bytemuck::Pod {
 
 impl Lanes for i8 {
     const WIDE: bool = false;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn activations(x: &[i8]) -> crate::kernels::x86::Activations<'_> {
+        crate::kernels::x86::Activations::I8(x)
+    }
     #[inline(always)]
     fn as_i16(_: &[i8]) -> &[i16] {
         &[]
@@ -59,6 +67,11 @@ impl Lanes for i8 {
 
 impl Lanes for i16 {
     const WIDE: bool = true;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn activations(x: &[i16]) -> crate::kernels::x86::Activations<'_> {
+        crate::kernels::x86::Activations::I16(x)
+    }
     #[inline(always)]
     fn as_i16(x: &[i16]) -> &[i16] {
         x
@@ -81,6 +94,10 @@ fn weight_quad(w: &[i8; 4]) -> (u32, u32) {
 /// least as long as `x`): four products per row and step.
 #[inline(always)]
 pub(super) fn dot<X: Lanes>(w: [&[i8]; 2], x: &[X], acc: [i32; 2]) -> [i32; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some([r]) = crate::kernels::x86::int8_dot(w, [X::activations(x)], [acc]) {
+        return r;
+    }
     let [mut a0, mut a1] = acc;
     let quads = x.chunks_exact(4);
     let tail = quads.remainder();
@@ -113,6 +130,14 @@ pub(super) fn dot<X: Lanes>(w: [&[i8]; 2], x: &[X], acc: [i32; 2]) -> [i32; 2] {
 /// [`dot`] for two pixels (`x[p]`, each as long as the weight rows): `acc[2p + k]`.
 #[inline(always)]
 fn dot2<X: Lanes>(w: [&[i8]; 2], x: [&[X]; 2], acc: [i32; 4]) -> [i32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some([[a0, a1], [b0, b1]]) = crate::kernels::x86::int8_dot(
+        w,
+        x.map(X::activations),
+        [[acc[0], acc[1]], [acc[2], acc[3]]],
+    ) {
+        return [a0, a1, b0, b1];
+    }
     let [mut a0, mut a1, mut b0, mut b1] = acc;
     let quads = x[0].chunks_exact(4).zip(x[1].chunks_exact(4));
     let tail = [
@@ -151,6 +176,28 @@ fn dot2<X: Lanes>(w: [&[i8]; 2], x: [&[X]; 2], acc: [i32; 4]) -> [i32; 4] {
         scalar(b0, w[0], tail[1]),
         scalar(b1, w[1], tail[1]),
     ]
+}
+
+/// The x86_64 AVX2 sums of [`Wide`] and [`pointwise`] (`kernels::x86::word_dot`), if the CPU
+/// has AVX2; `None` elsewhere.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn words_x86<const P: usize>(
+    w: [&[u32]; 2],
+    x: [&[u32]; P],
+    acc: [[i32; 2]; P],
+) -> Option<[[i32; 2]; P]> {
+    crate::kernels::x86::word_dot(w, x, acc)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn words_x86<const P: usize>(
+    _: [&[u32]; 2],
+    _: [&[u32]; P],
+    _: [[i32; 2]; P],
+) -> Option<[[i32; 2]; P]> {
+    None
 }
 
 /// What a padded tap reads: one value per input channel, or the zero point.
@@ -340,6 +387,9 @@ impl Operands for Wide<'_> {
         let (w_at, x_at, n) = (w_at / 2, x_at / 2, n / 2);
         let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
         let x = self.x.get(x_at..x_at + n).unwrap_or_default();
+        if let Some([r]) = words_x86(w, [x], [[a0, a1]]) {
+            return r;
+        }
         for ((x, w0), w1) in x.iter().zip(w[0]).zip(w[1]) {
             a0 = simd::smlad(*w0, *x, a0);
             a1 = simd::smlad(*w1, *x, a1);
@@ -353,6 +403,9 @@ impl Operands for Wide<'_> {
         let (w_at, n) = (w_at / 2, n / 2);
         let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
         let [xa, xb] = x_at.map(|at| self.x.get(at / 2..at / 2 + n).unwrap_or_default());
+        if let Some([[a0, a1], [b0, b1]]) = words_x86(w, [xa, xb], [[a0, a1], [b0, b1]]) {
+            return [a0, a1, b0, b1];
+        }
         for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
             a0 = simd::smlad(*w0, *xa, a0);
             b0 = simd::smlad(*w0, *xb, b0);
@@ -632,11 +685,15 @@ fn pointwise<Y: FromWide>(
     while let (Some(xa), Some(xb)) = (x.get(at..at + n), x.get(at + n..at + 2 * n)) {
         let [mut a0, mut a1, mut b0, mut b1] =
             [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
-        for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
-            a0 = simd::smlad(*w0, *xa, a0);
-            b0 = simd::smlad(*w0, *xb, b0);
-            a1 = simd::smlad(*w1, *xa, a1);
-            b1 = simd::smlad(*w1, *xb, b1);
+        if let Some([[ra0, ra1], [rb0, rb1]]) = words_x86(w, [xa, xb], [outs.bias, outs.bias]) {
+            [a0, a1, b0, b1] = [ra0, ra1, rb0, rb1];
+        } else {
+            for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
+                a0 = simd::smlad(*w0, *xa, a0);
+                b0 = simd::smlad(*w0, *xb, b0);
+                a1 = simd::smlad(*w1, *xa, a1);
+                b1 = simd::smlad(*w1, *xb, b1);
+            }
         }
         if let Some(out_px) = px.next() {
             outs.store(bounds, out_px, [a0, a1]);

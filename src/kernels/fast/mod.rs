@@ -11,7 +11,8 @@
 //!
 //! On Armv7E-M (Cortex-M4, M7) and, with the `dsp` feature, Armv8-M Mainline, [`simd`] is the
 //! DSP extension: two 16-bit products per instruction (SMLAD) and two sign extensions per
-//! instruction (SXTB16). It is this crate's only `unsafe` code.
+//! instruction (SXTB16). It and the x86_64 f32 kernels (`kernels::x86`) are this crate's only
+//! `unsafe` code.
 
 pub mod conv;
 pub mod dense;

@@ -224,7 +224,9 @@ pub(super) fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f3
         }
     }
     let b = crate::lower::blob::AlignedBytes::new(blob);
-    let m = crate::host::load(b.as_slice())?;
+    // The reference f32 kernels: the corrections, and so the blob, must not depend on whether
+    // this machine has the fast f32 kernels (they round differently).
+    let m = crate::host::load(b.as_slice())?.with_reference_f32_kernels();
     let (words, outputs) = (
         (m.info().arena_bytes as usize).div_ceil(4),
         m.info().output.len(),
