@@ -872,9 +872,9 @@ mod tests {
             let groups = if kind == 1 && in_c > 1 { in_c } else { 1 };
             let out_c = if groups > 1 { in_c } else { out_c };
             let g = if kind == 2 {
-                ConvGeometry { kernel: [1, 1], stride: [1, 1], dilation: [dh, dw], pad: [0; 4], groups }
+                ConvGeometry { kernel: [1, 1], stride: [1, 1], dilation: [dh, dw], pad: [0; 4], groups, out_pixel_stride: 0 }
             } else {
-                ConvGeometry { kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups }
+                ConvGeometry { kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups, out_pixel_stride: 0 }
             };
             (g, [h, w, in_c], out_c, with_pad_values, seed)
         }
@@ -1009,6 +1009,56 @@ mod tests {
             conv2d(&p, &Activation::Identity, in_dims, &std::vec![1.0; n_in], [oh, ow, out_c],
                    &mut out, &std::vec![1.0; n_w], &[1.0; 3], &[1.0]);
             dense(&Activation::Identity, &std::vec![1.0; n_w], &[1.0; 3], &std::vec![1.0; n_in], &mut out);
+        }
+    }
+
+    /// A view output (zero-copy concatenation: pixels `out_pixel_stride` apart) is written where
+    /// the reference writes it, and the channels between stay untouched.
+    #[test]
+    fn a_strided_output_goes_where_the_reference_puts_it() {
+        for groups in [1, 8] {
+            let (in_dims, out_c, stride) = ([6, 5, 8], 8, 13);
+            let g = ConvGeometry {
+                kernel: [3, 3],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: [1; 4],
+                groups,
+                out_pixel_stride: stride,
+            };
+            let input = values(6 * 5 * 8, 1);
+            let weights = values(out_c * 9 * (8 / groups), 2);
+            let bias = values(out_c, 3);
+            let span = (6 * 5 - 1) * stride + out_c;
+            let (mut got, mut want) = (std::vec![7.0f32; span], std::vec![7.0f32; span]);
+            let out_dims = [6, 5, out_c];
+            conv2d(
+                &g,
+                &Activation::Relu,
+                in_dims,
+                &input,
+                out_dims,
+                &mut got,
+                &weights,
+                &bias,
+                &[],
+            );
+            reference::conv::conv2d(
+                &g,
+                &Activation::Relu,
+                in_dims,
+                &input,
+                out_dims,
+                &mut want,
+                &weights,
+                &bias,
+                &[],
+            );
+            assert_eq!(got, want, "groups {groups}");
+            assert_eq!(
+                got[out_c], 7.0,
+                "a channel of another producer was overwritten"
+            );
         }
     }
 
