@@ -20,8 +20,14 @@ use core::ops::Range;
 
 use crate::format::{Conv2d, DType, Layer, Op, Pool, Quant, TensorDesc, ARENA_ALIGN};
 use crate::kernels::reference as kernels;
+// The f32 convolution and dense kernels: the fast ones where build.rs chose them (hardware
+// floating point), else the reference ones that define them.
+#[cfg(icefold_fast_f32)]
+use crate::kernels::fast::{conv_f32::conv2d as conv2d_f32, dense_f32::dense as dense_f32};
 use crate::kernels::{ConvGeometry, PoolGeometry};
 use crate::model::Model;
+#[cfg(not(icefold_fast_f32))]
+use kernels::{conv::conv2d as conv2d_f32, dense::dense as dense_f32};
 
 #[cfg(target_endian = "big")]
 compile_error!(
@@ -569,7 +575,7 @@ impl Model<'_> {
                 let bias = self.weights_as(p.bias)?;
                 let pad_values = self.weights_as(p.pad_values)?;
                 let g = conv_geometry(p);
-                kernels::conv::conv2d(
+                conv2d_f32(
                     &g,
                     &p.activation,
                     x_dims,
@@ -584,7 +590,7 @@ impl Model<'_> {
             Op::Dense(p) => {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
-                kernels::dense::dense(&p.activation, weights, bias, x, y);
+                dense_f32(&p.activation, weights, bias, x, y);
             }
             Op::Pool(p) => {
                 kernels::pool::pool(&pool_geometry(p), &p.activation, x_dims, x, y_dims, y)
@@ -644,7 +650,7 @@ mod tests {
         let dims = |d: &TensorDesc| d.dims.map(usize::from);
         let mut t1 = std::vec![0.0; T1.len()];
         let Op::Conv2d(c) = op(0) else { unreachable!() };
-        kernels::conv::conv2d(
+        conv2d_f32(
             &conv_geometry(&c),
             &c.activation,
             dims(&X),
@@ -690,7 +696,7 @@ mod tests {
         kernels::elementwise::activation(&Activation::Sigmoid, &t7, &mut t8);
         let mut t9 = std::vec![0.0; T9.len()];
         let Op::Dense(d) = op(8) else { unreachable!() };
-        kernels::dense::dense(
+        dense_f32(
             &d.activation,
             &spec.span_f32(d.weights),
             &spec.span_f32(d.bias),
@@ -965,7 +971,7 @@ mod tests {
             std::vec![0.0; 2],
         );
         let w = |s| spec.span_f32(s);
-        kernels::conv::conv2d(
+        conv2d_f32(
             &conv_geometry(&grouped),
             &grouped.activation,
             d(&x),
@@ -976,7 +982,7 @@ mod tests {
             &w(grouped.bias),
             &[],
         );
-        kernels::conv::conv2d(
+        conv2d_f32(
             &conv_geometry(&depthwise),
             &depthwise.activation,
             d(&t1),
@@ -995,7 +1001,7 @@ mod tests {
             d(&t3),
             &mut y3,
         );
-        kernels::dense::dense(
+        dense_f32(
             &Activation::Identity,
             &w(dense.weights),
             &w(dense.bias),

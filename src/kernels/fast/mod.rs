@@ -14,7 +14,9 @@
 //! instruction (SXTB16). It is this crate's only `unsafe` code.
 
 pub mod conv;
+pub mod conv_f32;
 pub mod dense;
+pub mod dense_f32;
 pub mod depthwise;
 pub mod elementwise;
 pub mod requant;

@@ -1,6 +1,9 @@
-//! The Arm DSP instructions the fast kernels use, as safe functions, with portable equivalents.
+//! The Arm DSP instructions the fast kernels use, as safe functions, with portable equivalents;
+//! and the f32 convolutions' register tiles ([`mla_4x2`], [`mla_4x1`]), VLDM/VMLA loops on an
+//! Arm FPU (`cfg(icefold_vfp)`, see their docs).
 //!
-//! This is the runtime's only module with `unsafe` code: one `asm!` statement per instruction.
+//! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
+//! instruction, one loop per f32 tile.
 //! Each is sound for the same reasons: it reads and writes only the registers named as its
 //! operands (`nomem`, `nostack`), has no side effect other than possibly setting the Q flag
 //! (so no `preserves_flags` where the instruction may set it), and the instruction exists on
@@ -140,6 +143,276 @@ pub fn pack_hi(a: u32, b: u32) -> u32 {
 #[inline(always)]
 pub fn pair(low: i32, high: i32) -> u32 {
     (low as u32 & 0xFFFF) | ((high as u32) << 16)
+}
+
+/// The part of a convolution window one register-tile call covers: `rows` rows of `quads`
+/// quads (four f32) each, the rows of the activations `x_step` values apart and those of the
+/// weights `w_step` apart (a row: the valid taps of one kernel row, `taps · in_c` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rows {
+    /// Rows (at least 1 for any work).
+    pub rows: usize,
+    /// Quads per row (at least 1 for any work).
+    pub quads: usize,
+    /// Values from one activation row's start to the next's.
+    pub x_step: usize,
+    /// Values from one weight row's start to the next's.
+    pub w_step: usize,
+}
+
+impl Rows {
+    /// Values a slice must hold for `step`: `(rows − 1) · step + 4 · quads`, if it fits (at
+    /// least `4 · quads`: the steps must not overlap the rows).
+    fn extent(&self, step: usize) -> Option<usize> {
+        let row = self.quads.checked_mul(4)?;
+        if step < row {
+            return None;
+        }
+        self.rows
+            .checked_sub(1)?
+            .checked_mul(step)?
+            .checked_add(row)
+    }
+
+    /// Whether every slice holds the rows it is read at, and there is work.
+    fn fits(&self, w: &[&[f32]], x: &[&[f32]]) -> bool {
+        match (self.extent(self.w_step), self.extent(self.x_step)) {
+            (Some(w_len), Some(x_len)) if self.quads > 0 => {
+                w.iter().all(|w| w.len() >= w_len) && x.iter().all(|x| x.len() >= x_len)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The `quads` quads of `s` from `at` (empty if out of range).
+#[cfg(not(icefold_vfp))]
+fn row_quads(s: &[f32], at: usize, quads: usize) -> &[[f32; 4]] {
+    s.get(at..at + 4 * quads)
+        .unwrap_or_default()
+        .as_chunks::<4>()
+        .0
+}
+
+/// Four weight rows and two pixels: `acc[k][p] + Σ_i w[k][i] · x[p][i]` over the values
+/// `shape` selects (nothing if a slice is too short for it), each accumulator adding its
+/// products in order (the order of the portable loop; VMLA rounds its product before adding,
+/// like `a + w * x`, so the results are the same bit for bit). The register tile of the f32
+/// convolutions.
+///
+/// On an Arm FPU (`icefold_vfp`): per quad six VLDMs and 32 VMLAs, 1.25 instructions per
+/// multiply-accumulate, with one call per convolution window (LLVM's own loop for the same
+/// Rust takes 2.2: it adds an address per load, VLDR having no register offset).
+#[inline(always)]
+pub fn mla_4x2(acc: &mut [[f32; 2]; 4], w: [&[f32]; 4], x: [&[f32]; 2], shape: Rows) {
+    if !shape.fits(&w, &x) {
+        return;
+    }
+    #[cfg(icefold_vfp)]
+    {
+        let Rows {
+            rows,
+            quads,
+            x_step,
+            w_step,
+        } = shape;
+        // SAFETY: `fits` checked that each slice holds its `rows` rows of `4 · quads` values
+        // `step` apart (no overflow), which is exactly what each pointer walks over: `quads`
+        // quads (VLDM with writeback), then the rest of the step, per row. The asm only reads
+        // that memory and reads and writes the accumulators at `acc` (eight f32). Every FP
+        // register is pushed before use and restored at the end (Rust's asm! cannot name S
+        // registers on a single-precision FPU: the `sreg` class asks for `vfp2`, which implies
+        // double precision), and `acc` is pushed while it serves as the quad counter; so only
+        // the named general registers and the flags change, and the stack is balanced. VPUSH,
+        // VLDM, VMLA.F32, VSTM exist on every icefold_vfp core (an FPU with 32 S registers).
+        unsafe {
+            core::arch::asm!(
+                "vpush {{s0-s31}}",
+                "vldmia {acc}, {{s0-s7}}",
+                "push {{{acc}}}",
+                "1:",
+                "mov {acc}, {quads}",
+                "2:",
+                "vldmia {x0}!, {{s8-s11}}",
+                "vldmia {x1}!, {{s12-s15}}",
+                "vldmia {w0}!, {{s16-s19}}",
+                "vldmia {w1}!, {{s20-s23}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s2, s20, s8",
+                "vmla.f32 s1, s16, s12",
+                "vmla.f32 s3, s20, s12",
+                "vmla.f32 s0, s17, s9",
+                "vmla.f32 s2, s21, s9",
+                "vmla.f32 s1, s17, s13",
+                "vmla.f32 s3, s21, s13",
+                "vmla.f32 s0, s18, s10",
+                "vmla.f32 s2, s22, s10",
+                "vmla.f32 s1, s18, s14",
+                "vmla.f32 s3, s22, s14",
+                "vmla.f32 s0, s19, s11",
+                "vmla.f32 s2, s23, s11",
+                "vmla.f32 s1, s19, s15",
+                "vmla.f32 s3, s23, s15",
+                "vldmia {w2}!, {{s24-s27}}",
+                "vldmia {w3}!, {{s28-s31}}",
+                "vmla.f32 s4, s24, s8",
+                "vmla.f32 s6, s28, s8",
+                "vmla.f32 s5, s24, s12",
+                "vmla.f32 s7, s28, s12",
+                "vmla.f32 s4, s25, s9",
+                "vmla.f32 s6, s29, s9",
+                "vmla.f32 s5, s25, s13",
+                "vmla.f32 s7, s29, s13",
+                "vmla.f32 s4, s26, s10",
+                "vmla.f32 s6, s30, s10",
+                "vmla.f32 s5, s26, s14",
+                "vmla.f32 s7, s30, s14",
+                "vmla.f32 s4, s27, s11",
+                "vmla.f32 s6, s31, s11",
+                "vmla.f32 s5, s27, s15",
+                "vmla.f32 s7, s31, s15",
+                "subs {acc}, {acc}, #1",
+                "bne 2b",
+                "add {x0}, {x0}, {x_skip}",
+                "add {x1}, {x1}, {x_skip}",
+                "add {w0}, {w0}, {w_skip}",
+                "add {w1}, {w1}, {w_skip}",
+                "add {w2}, {w2}, {w_skip}",
+                "add {w3}, {w3}, {w_skip}",
+                "subs {rows}, {rows}, #1",
+                "bne 1b",
+                "pop {{{acc}}}",
+                "vstmia {acc}, {{s0-s7}}",
+                "vpop {{s0-s31}}",
+                x0 = inout(reg) x[0].as_ptr() => _,
+                x1 = inout(reg) x[1].as_ptr() => _,
+                w0 = inout(reg) w[0].as_ptr() => _,
+                w1 = inout(reg) w[1].as_ptr() => _,
+                w2 = inout(reg) w[2].as_ptr() => _,
+                w3 = inout(reg) w[3].as_ptr() => _,
+                rows = inout(reg) rows => _,
+                quads = in(reg) quads,
+                x_skip = in(reg) (x_step - 4 * quads) * 4,
+                w_skip = in(reg) (w_step - 4 * quads) * 4,
+                acc = inout(reg) acc.as_mut_ptr() => _,
+                options(),
+            );
+        }
+    }
+    #[cfg(not(icefold_vfp))]
+    {
+        for r in 0..shape.rows {
+            let row = |s, step| row_quads(s, r * step, shape.quads);
+            let [w0, w1, w2, w3] = w.map(|w| row(w, shape.w_step));
+            let [xa, xb] = x.map(|x| row(x, shape.x_step));
+            let [[mut a0, mut b0], [mut a1, mut b1], [mut a2, mut b2], [mut a3, mut b3]] = *acc;
+            let steps = xa.iter().zip(xb).zip(w0).zip(w1).zip(w2).zip(w3);
+            for (((((xa, xb), w0), w1), w2), w3) in steps {
+                for i in 0..4 {
+                    a0 += w0[i] * xa[i];
+                    b0 += w0[i] * xb[i];
+                    a1 += w1[i] * xa[i];
+                    b1 += w1[i] * xb[i];
+                    a2 += w2[i] * xa[i];
+                    b2 += w2[i] * xb[i];
+                    a3 += w3[i] * xa[i];
+                    b3 += w3[i] * xb[i];
+                }
+            }
+            *acc = [[a0, b0], [a1, b1], [a2, b2], [a3, b3]];
+        }
+    }
+}
+
+/// [`mla_4x2`] for one pixel: `acc[k] + Σ_i w[k][i] · x[i]` (per quad on an Arm FPU: five
+/// VLDMs and 16 VMLAs).
+#[inline(always)]
+pub fn mla_4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32], shape: Rows) {
+    if !shape.fits(&w, &[x]) {
+        return;
+    }
+    #[cfg(icefold_vfp)]
+    {
+        let Rows {
+            rows,
+            quads,
+            x_step,
+            w_step,
+        } = shape;
+        // SAFETY: as in `mla_4x2`, with one pixel (four accumulators at `acc`).
+        unsafe {
+            core::arch::asm!(
+                "vpush {{s0-s31}}",
+                "vldmia {acc}, {{s0-s3}}",
+                "push {{{acc}}}",
+                "1:",
+                "mov {acc}, {quads}",
+                "2:",
+                "vldmia {x0}!, {{s8-s11}}",
+                "vldmia {w0}!, {{s16-s19}}",
+                "vldmia {w1}!, {{s20-s23}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s1, s20, s8",
+                "vmla.f32 s0, s17, s9",
+                "vmla.f32 s1, s21, s9",
+                "vmla.f32 s0, s18, s10",
+                "vmla.f32 s1, s22, s10",
+                "vmla.f32 s0, s19, s11",
+                "vmla.f32 s1, s23, s11",
+                "vldmia {w2}!, {{s24-s27}}",
+                "vldmia {w3}!, {{s28-s31}}",
+                "vmla.f32 s2, s24, s8",
+                "vmla.f32 s3, s28, s8",
+                "vmla.f32 s2, s25, s9",
+                "vmla.f32 s3, s29, s9",
+                "vmla.f32 s2, s26, s10",
+                "vmla.f32 s3, s30, s10",
+                "vmla.f32 s2, s27, s11",
+                "vmla.f32 s3, s31, s11",
+                "subs {acc}, {acc}, #1",
+                "bne 2b",
+                "add {x0}, {x0}, {x_skip}",
+                "add {w0}, {w0}, {w_skip}",
+                "add {w1}, {w1}, {w_skip}",
+                "add {w2}, {w2}, {w_skip}",
+                "add {w3}, {w3}, {w_skip}",
+                "subs {rows}, {rows}, #1",
+                "bne 1b",
+                "pop {{{acc}}}",
+                "vstmia {acc}, {{s0-s3}}",
+                "vpop {{s0-s31}}",
+                x0 = inout(reg) x.as_ptr() => _,
+                w0 = inout(reg) w[0].as_ptr() => _,
+                w1 = inout(reg) w[1].as_ptr() => _,
+                w2 = inout(reg) w[2].as_ptr() => _,
+                w3 = inout(reg) w[3].as_ptr() => _,
+                rows = inout(reg) rows => _,
+                quads = in(reg) quads,
+                x_skip = in(reg) (x_step - 4 * quads) * 4,
+                w_skip = in(reg) (w_step - 4 * quads) * 4,
+                acc = inout(reg) acc.as_mut_ptr() => _,
+                options(),
+            );
+        }
+    }
+    #[cfg(not(icefold_vfp))]
+    {
+        for r in 0..shape.rows {
+            let row = |s, step| row_quads(s, r * step, shape.quads);
+            let [w0, w1, w2, w3] = w.map(|w| row(w, shape.w_step));
+            let x = row(x, shape.x_step);
+            let [mut a0, mut a1, mut a2, mut a3] = *acc;
+            for ((((x, w0), w1), w2), w3) in x.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
+                for i in 0..4 {
+                    a0 += w0[i] * x[i];
+                    a1 += w1[i] * x[i];
+                    a2 += w2[i] * x[i];
+                    a3 += w3[i] * x[i];
+                }
+            }
+            *acc = [a0, a1, a2, a3];
+        }
+    }
 }
 
 #[cfg(test)]
