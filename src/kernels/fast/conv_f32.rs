@@ -122,42 +122,19 @@ fn coord(out: usize, stride: usize, tap: usize, dilation: usize, pad: usize) -> 
     (out * stride + tap * dilation).wrapping_sub(pad)
 }
 
-/// One run of `n` values (the shortest slice's length) as a [`simd::Rows`]: its whole quads.
-fn one_run(n: usize) -> simd::Rows {
-    let quads = n / 4;
-    simd::Rows {
-        rows: 1,
-        quads,
-        x_step: 4 * quads,
-        w_step: 4 * quads,
-    }
-}
-
 /// `acc[k][p] += Σ_i w[k][i] · x[p][i]` for four weight rows and two pixels, over the length
-/// of the shortest slice: whole quads in [`simd::mla_4x2`], then the rest.
+/// of the shortest slice.
 #[inline(always)]
 fn tile4x2(acc: &mut [[f32; 2]; 4], w: [&[f32]; 4], x: [&[f32]; 2]) {
     let n = w.iter().chain(&x).map(|s| s.len()).min().unwrap_or(0);
-    simd::mla_4x2(acc, w, x, one_run(n));
-    let done = n - n % 4;
-    let [xa, xb] = x.map(|x| x.get(done..n).unwrap_or_default());
-    for (acc, w) in acc.iter_mut().zip(w) {
-        let w = w.get(done..n).unwrap_or_default();
-        tile1x1(&mut acc[0], w, xa);
-        tile1x1(&mut acc[1], w, xb);
-    }
+    simd::mla_4x2(acc, w, x, simd::Rows::one(n));
 }
 
 /// [`tile4x2`] for one pixel.
 #[inline(always)]
 pub(super) fn tile4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32]) {
     let n = w.iter().map(|s| s.len()).min().unwrap_or(0).min(x.len());
-    simd::mla_4x1(acc, w, x, one_run(n));
-    let done = n - n % 4;
-    let x = x.get(done..n).unwrap_or_default();
-    for (acc, w) in acc.iter_mut().zip(w) {
-        tile1x1(acc, w.get(done..n).unwrap_or_default(), x);
-    }
+    simd::mla_4x1(acc, w, x, simd::Rows::one(n));
 }
 
 /// One weight row and one pixel (the output channels left over from the tiles of four).
@@ -266,16 +243,16 @@ fn regular(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
                 iy.wrapping_mul(in_w).wrapping_add(ix).wrapping_mul(in_c)
             });
             let out_at = [ox, ox + pixels - 1].map(|ox| (oy * out_w + ox) * out_stride);
-            // With dilation 1 and kernel rows of whole quads, the whole window in one call:
+            // With dilation 1, the whole window in one call:
             // weight and input offsets of its first valid tap, and its rows.
             let whole = {
                 let ((ky0, ky1), (kx0, kx1)) = (win.rows, win.cols);
                 let run = (kx1 - kx0) * in_c;
-                (dw == 1 && run % 4 == 0 && ky1 > ky0 && run > 0).then(|| {
+                (dw == 1 && ky1 > ky0 && run > 0).then(|| {
                     let tap_at = (ky0 * dh * in_w + kx0) * in_c;
                     let shape = simd::Rows {
                         rows: ky1 - ky0,
-                        quads: run / 4,
+                        len: run,
                         x_step: dh * in_w * in_c,
                         w_step: kw * in_c,
                     };

@@ -145,15 +145,15 @@ pub fn pair(low: i32, high: i32) -> u32 {
     (low as u32 & 0xFFFF) | ((high as u32) << 16)
 }
 
-/// The part of a convolution window one register-tile call covers: `rows` rows of `quads`
-/// quads (four f32) each, the rows of the activations `x_step` values apart and those of the
-/// weights `w_step` apart (a row: the valid taps of one kernel row, `taps · in_c` values).
+/// The part of a convolution window one register-tile call covers: `rows` rows of `len`
+/// values each, the rows of the activations `x_step` values apart and those of the weights
+/// `w_step` apart (a row: the valid taps of one kernel row, `taps · in_c` values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rows {
     /// Rows (at least 1 for any work).
     pub rows: usize,
-    /// Quads per row (at least 1 for any work).
-    pub quads: usize,
+    /// Values per row (at least 1 for any work).
+    pub len: usize,
     /// Values from one activation row's start to the next's.
     pub x_step: usize,
     /// Values from one weight row's start to the next's.
@@ -161,23 +161,32 @@ pub struct Rows {
 }
 
 impl Rows {
-    /// Values a slice must hold for `step`: `(rows − 1) · step + 4 · quads`, if it fits (at
-    /// least `4 · quads`: the steps must not overlap the rows).
+    /// One row of `len` values.
+    pub fn one(len: usize) -> Rows {
+        Rows {
+            rows: 1,
+            len,
+            x_step: len,
+            w_step: len,
+        }
+    }
+
+    /// Values a slice must hold for `step`: `(rows − 1) · step + len`, if it fits (the step
+    /// at least `len`: rows do not overlap).
     fn extent(&self, step: usize) -> Option<usize> {
-        let row = self.quads.checked_mul(4)?;
-        if step < row {
+        if step < self.len {
             return None;
         }
         self.rows
             .checked_sub(1)?
             .checked_mul(step)?
-            .checked_add(row)
+            .checked_add(self.len)
     }
 
     /// Whether every slice holds the rows it is read at, and there is work.
     fn fits(&self, w: &[&[f32]], x: &[&[f32]]) -> bool {
         match (self.extent(self.w_step), self.extent(self.x_step)) {
-            (Some(w_len), Some(x_len)) if self.quads > 0 => {
+            (Some(w_len), Some(x_len)) if self.len > 0 => {
                 w.iter().all(|w| w.len() >= w_len) && x.iter().all(|x| x.len() >= x_len)
             }
             _ => false,
@@ -185,13 +194,10 @@ impl Rows {
     }
 }
 
-/// The `quads` quads of `s` from `at` (empty if out of range).
+/// The `len` values of `s` from `at` (empty if out of range).
 #[cfg(not(icefold_vfp))]
-fn row_quads(s: &[f32], at: usize, quads: usize) -> &[[f32; 4]] {
-    s.get(at..at + 4 * quads)
-        .unwrap_or_default()
-        .as_chunks::<4>()
-        .0
+fn row(s: &[f32], at: usize, len: usize) -> &[f32] {
+    s.get(at..at + len).unwrap_or_default()
 }
 
 /// Four weight rows and two pixels: `acc[k][p] + Σ_i w[k][i] · x[p][i]` over the values
@@ -201,7 +207,8 @@ fn row_quads(s: &[f32], at: usize, quads: usize) -> &[[f32; 4]] {
 /// convolutions.
 ///
 /// On an Arm FPU (`icefold_vfp`): per quad six VLDMs and 32 VMLAs, 1.25 instructions per
-/// multiply-accumulate, with one call per convolution window (LLVM's own loop for the same
+/// multiply-accumulate (per leftover value of a row, six VLDMs and eight VMLAs), with one
+/// call per convolution window (LLVM's own loop for the same
 /// Rust takes 2.2: it adds an address per load, VLDR having no register offset).
 #[inline(always)]
 pub fn mla_4x2(acc: &mut [[f32; 2]; 4], w: [&[f32]; 4], x: [&[f32]; 2], shape: Rows) {
@@ -212,13 +219,14 @@ pub fn mla_4x2(acc: &mut [[f32; 2]; 4], w: [&[f32]; 4], x: [&[f32]; 2], shape: R
     {
         let Rows {
             rows,
-            quads,
+            len,
             x_step,
             w_step,
         } = shape;
-        // SAFETY: `fits` checked that each slice holds its `rows` rows of `4 · quads` values
-        // `step` apart (no overflow), which is exactly what each pointer walks over: `quads`
-        // quads (VLDM with writeback), then the rest of the step, per row. The asm only reads
+        // SAFETY: `fits` checked that each slice holds its `rows` rows of `len` values `step`
+        // apart (no overflow), which is exactly what each pointer walks over: per row `len`
+        // values (VLDM with writeback: `len / 4` quads, then `len % 4` single values), then
+        // the rest of the step. The asm only reads
         // that memory and reads and writes the accumulators at `acc` (eight f32). Every FP
         // register is pushed before use and restored at the end (Rust's asm! cannot name S
         // registers on a single-precision FPU: the `sreg` class asks for `vfp2`, which implies
@@ -231,7 +239,8 @@ pub fn mla_4x2(acc: &mut [[f32; 2]; 4], w: [&[f32]; 4], x: [&[f32]; 2], shape: R
                 "vldmia {acc}, {{s0-s7}}",
                 "push {{{acc}}}",
                 "1:",
-                "mov {acc}, {quads}",
+                "lsrs {acc}, {len}, #2",
+                "beq 3f",
                 "2:",
                 "vldmia {x0}!, {{s8-s11}}",
                 "vldmia {x1}!, {{s12-s15}}",
@@ -273,6 +282,27 @@ pub fn mla_4x2(acc: &mut [[f32; 2]; 4], w: [&[f32]; 4], x: [&[f32]; 2], shape: R
                 "vmla.f32 s7, s31, s15",
                 "subs {acc}, {acc}, #1",
                 "bne 2b",
+                "3:",
+                "ands {acc}, {len}, #3",
+                "beq 5f",
+                "4:",
+                "vldmia {x0}!, {{s8}}",
+                "vldmia {x1}!, {{s12}}",
+                "vldmia {w0}!, {{s16}}",
+                "vldmia {w1}!, {{s20}}",
+                "vldmia {w2}!, {{s24}}",
+                "vldmia {w3}!, {{s28}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s1, s16, s12",
+                "vmla.f32 s2, s20, s8",
+                "vmla.f32 s3, s20, s12",
+                "vmla.f32 s4, s24, s8",
+                "vmla.f32 s5, s24, s12",
+                "vmla.f32 s6, s28, s8",
+                "vmla.f32 s7, s28, s12",
+                "subs {acc}, {acc}, #1",
+                "bne 4b",
+                "5:",
                 "add {x0}, {x0}, {x_skip}",
                 "add {x1}, {x1}, {x_skip}",
                 "add {w0}, {w0}, {w_skip}",
@@ -291,9 +321,9 @@ pub fn mla_4x2(acc: &mut [[f32; 2]; 4], w: [&[f32]; 4], x: [&[f32]; 2], shape: R
                 w2 = inout(reg) w[2].as_ptr() => _,
                 w3 = inout(reg) w[3].as_ptr() => _,
                 rows = inout(reg) rows => _,
-                quads = in(reg) quads,
-                x_skip = in(reg) (x_step - 4 * quads) * 4,
-                w_skip = in(reg) (w_step - 4 * quads) * 4,
+                len = in(reg) len,
+                x_skip = in(reg) (x_step - len) * 4,
+                w_skip = in(reg) (w_step - len) * 4,
                 acc = inout(reg) acc.as_mut_ptr() => _,
                 options(),
             );
@@ -301,31 +331,30 @@ pub fn mla_4x2(acc: &mut [[f32; 2]; 4], w: [&[f32]; 4], x: [&[f32]; 2], shape: R
     }
     #[cfg(not(icefold_vfp))]
     {
+        // Per row: whole quads four products per accumulator at a time, then the rest, each
+        // accumulator in index order (as the assembly).
+        let [[mut a0, mut b0], [mut a1, mut b1], [mut a2, mut b2], [mut a3, mut b3]] = *acc;
         for r in 0..shape.rows {
-            let row = |s, step| row_quads(s, r * step, shape.quads);
-            let [w0, w1, w2, w3] = w.map(|w| row(w, shape.w_step));
-            let [xa, xb] = x.map(|x| row(x, shape.x_step));
-            let [[mut a0, mut b0], [mut a1, mut b1], [mut a2, mut b2], [mut a3, mut b3]] = *acc;
-            let steps = xa.iter().zip(xb).zip(w0).zip(w1).zip(w2).zip(w3);
-            for (((((xa, xb), w0), w1), w2), w3) in steps {
-                for i in 0..4 {
-                    a0 += w0[i] * xa[i];
-                    b0 += w0[i] * xb[i];
-                    a1 += w1[i] * xa[i];
-                    b1 += w1[i] * xb[i];
-                    a2 += w2[i] * xa[i];
-                    b2 += w2[i] * xb[i];
-                    a3 += w3[i] * xa[i];
-                    b3 += w3[i] * xb[i];
-                }
+            let [w0, w1, w2, w3] = w.map(|w| row(w, r * shape.w_step, shape.len));
+            let [xa, xb] = x.map(|x| row(x, r * shape.x_step, shape.len));
+            let values = xa.iter().zip(xb).zip(w0).zip(w1).zip(w2).zip(w3);
+            for (((((xa, xb), w0), w1), w2), w3) in values {
+                a0 += w0 * xa;
+                b0 += w0 * xb;
+                a1 += w1 * xa;
+                b1 += w1 * xb;
+                a2 += w2 * xa;
+                b2 += w2 * xb;
+                a3 += w3 * xa;
+                b3 += w3 * xb;
             }
-            *acc = [[a0, b0], [a1, b1], [a2, b2], [a3, b3]];
         }
+        *acc = [[a0, b0], [a1, b1], [a2, b2], [a3, b3]];
     }
 }
 
 /// [`mla_4x2`] for one pixel: `acc[k] + Σ_i w[k][i] · x[i]` (per quad on an Arm FPU: five
-/// VLDMs and 16 VMLAs).
+/// VLDMs and 16 VMLAs; the dense layers' loop).
 #[inline(always)]
 pub fn mla_4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32], shape: Rows) {
     if !shape.fits(&w, &[x]) {
@@ -335,7 +364,7 @@ pub fn mla_4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32], shape: Rows) {
     {
         let Rows {
             rows,
-            quads,
+            len,
             x_step,
             w_step,
         } = shape;
@@ -346,7 +375,8 @@ pub fn mla_4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32], shape: Rows) {
                 "vldmia {acc}, {{s0-s3}}",
                 "push {{{acc}}}",
                 "1:",
-                "mov {acc}, {quads}",
+                "lsrs {acc}, {len}, #2",
+                "beq 3f",
                 "2:",
                 "vldmia {x0}!, {{s8-s11}}",
                 "vldmia {w0}!, {{s16-s19}}",
@@ -371,6 +401,22 @@ pub fn mla_4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32], shape: Rows) {
                 "vmla.f32 s3, s31, s11",
                 "subs {acc}, {acc}, #1",
                 "bne 2b",
+                "3:",
+                "ands {acc}, {len}, #3",
+                "beq 5f",
+                "4:",
+                "vldmia {x0}!, {{s8}}",
+                "vldmia {w0}!, {{s16}}",
+                "vldmia {w1}!, {{s20}}",
+                "vldmia {w2}!, {{s24}}",
+                "vldmia {w3}!, {{s28}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s1, s20, s8",
+                "vmla.f32 s2, s24, s8",
+                "vmla.f32 s3, s28, s8",
+                "subs {acc}, {acc}, #1",
+                "bne 4b",
+                "5:",
                 "add {x0}, {x0}, {x_skip}",
                 "add {w0}, {w0}, {w_skip}",
                 "add {w1}, {w1}, {w_skip}",
@@ -387,9 +433,9 @@ pub fn mla_4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32], shape: Rows) {
                 w2 = inout(reg) w[2].as_ptr() => _,
                 w3 = inout(reg) w[3].as_ptr() => _,
                 rows = inout(reg) rows => _,
-                quads = in(reg) quads,
-                x_skip = in(reg) (x_step - 4 * quads) * 4,
-                w_skip = in(reg) (w_step - 4 * quads) * 4,
+                len = in(reg) len,
+                x_skip = in(reg) (x_step - len) * 4,
+                w_skip = in(reg) (w_step - len) * 4,
                 acc = inout(reg) acc.as_mut_ptr() => _,
                 options(),
             );
@@ -397,21 +443,18 @@ pub fn mla_4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32], shape: Rows) {
     }
     #[cfg(not(icefold_vfp))]
     {
+        let [mut a0, mut a1, mut a2, mut a3] = *acc;
         for r in 0..shape.rows {
-            let row = |s, step| row_quads(s, r * step, shape.quads);
-            let [w0, w1, w2, w3] = w.map(|w| row(w, shape.w_step));
-            let x = row(x, shape.x_step);
-            let [mut a0, mut a1, mut a2, mut a3] = *acc;
+            let [w0, w1, w2, w3] = w.map(|w| row(w, r * shape.w_step, shape.len));
+            let x = row(x, r * shape.x_step, shape.len);
             for ((((x, w0), w1), w2), w3) in x.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
-                for i in 0..4 {
-                    a0 += w0[i] * x[i];
-                    a1 += w1[i] * x[i];
-                    a2 += w2[i] * x[i];
-                    a3 += w3[i] * x[i];
-                }
+                a0 += w0 * x;
+                a1 += w1 * x;
+                a2 += w2 * x;
+                a3 += w3 * x;
             }
-            *acc = [a0, a1, a2, a3];
         }
+        *acc = [a0, a1, a2, a3];
     }
 }
 
