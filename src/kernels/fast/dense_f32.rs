@@ -3,8 +3,7 @@
 //! multiply-accumulates (the summation order differs from the reference's, see
 //! [`conv_f32`](super::conv_f32)).
 
-use super::conv_f32::{tile1x1, tile4x1};
-use crate::kernels::reference::elementwise::activate;
+use super::conv_f32::{activate, tile1x1, tile4x1};
 use crate::kernels::Activation;
 
 /// `output[o] = activation(bias[o] + Σ_p Σ_i weights[o][i] · input_p[i])`, as the reference

@@ -458,6 +458,112 @@ pub fn mla_4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32], shape: Rows) {
     }
 }
 
+/// The taps of a depthwise window one [`mla_taps`] call covers: `rows` × `cols` taps, the
+/// activations `x_col` values from one column to the next and `x_row` from one row to the
+/// next, the weights four per tap, `w_row` values from one row's first to the next's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taps {
+    /// Kernel rows.
+    pub rows: usize,
+    /// Kernel columns per row.
+    pub cols: usize,
+    /// Values between an activation tap and the next column's.
+    pub x_col: usize,
+    /// Values between an activation row's first tap and the next row's.
+    pub x_row: usize,
+    /// Values between a weight row's first tap and the next row's (at least `4 · cols`).
+    pub w_row: usize,
+}
+
+impl Taps {
+    /// Whether `x` and `w` hold every tap read, and there is work.
+    fn fits(&self, x: &[f32], w: &[f32]) -> bool {
+        let extent = || {
+            let last_row = self.rows.checked_sub(1)?;
+            let last_col = self.cols.checked_sub(1)?;
+            let x_len = (last_row.checked_mul(self.x_row)?)
+                .checked_add(last_col.checked_mul(self.x_col)?)?
+                .checked_add(4)?;
+            let w_len =
+                (last_row.checked_mul(self.w_row)?).checked_add(self.cols.checked_mul(4)?)?;
+            Some((x_len, w_len, self.cols * 4 <= self.w_row))
+        };
+        matches!(extent(), Some((x_len, w_len, true)) if x.len() >= x_len && w.len() >= w_len)
+    }
+}
+
+/// Four channels of a depthwise window: `acc[k] + Σ_taps w[tap][k] · x[tap][k]`, the taps in
+/// row-major order (nothing if a slice is too short for `taps`). On an Arm FPU
+/// (`icefold_vfp`) each tap is two VLDMs, an address add and four VMLAs.
+#[inline(always)]
+pub fn mla_taps(acc: &mut [f32; 4], x: &[f32], w: &[f32], taps: Taps) {
+    if !taps.fits(x, w) {
+        return;
+    }
+    #[cfg(icefold_vfp)]
+    {
+        // SAFETY: `fits` checked that `x` holds four values at every tap `row · x_row + col ·
+        // x_col` and `w` four at every `row · w_row + 4 · col` (no overflow), which is what
+        // the asm reads (the column pointer restarts at each row's first tap; the weight
+        // pointer advances four per tap, then by the rest of `w_row`). It reads and writes
+        // the four accumulators at `acc`, pushes every FP register before use and restores
+        // them (see `mla_4x2`), and pushes `acc` while it counts columns: only the named
+        // general registers and the flags change.
+        unsafe {
+            core::arch::asm!(
+                "vpush {{s0-s31}}",
+                "vldmia {acc}, {{s0-s3}}",
+                "push {{{acc}}}",
+                "1:",
+                "mov {acc}, {cols}",
+                "mov {xc}, {x}",
+                "2:",
+                "vldmia {xc}, {{s8-s11}}",
+                "add {xc}, {xc}, {x_col}",
+                "vldmia {w}!, {{s16-s19}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s1, s17, s9",
+                "vmla.f32 s2, s18, s10",
+                "vmla.f32 s3, s19, s11",
+                "subs {acc}, {acc}, #1",
+                "bne 2b",
+                "add {x}, {x}, {x_row}",
+                "add {w}, {w}, {w_skip}",
+                "subs {rows}, {rows}, #1",
+                "bne 1b",
+                "pop {{{acc}}}",
+                "vstmia {acc}, {{s0-s3}}",
+                "vpop {{s0-s31}}",
+                x = inout(reg) x.as_ptr() => _,
+                xc = out(reg) _,
+                w = inout(reg) w.as_ptr() => _,
+                rows = inout(reg) taps.rows => _,
+                cols = in(reg) taps.cols,
+                x_col = in(reg) taps.x_col * 4,
+                x_row = in(reg) taps.x_row * 4,
+                w_skip = in(reg) (taps.w_row - 4 * taps.cols) * 4,
+                acc = inout(reg) acc.as_mut_ptr() => _,
+                options(),
+            );
+        }
+    }
+    #[cfg(not(icefold_vfp))]
+    {
+        for r in 0..taps.rows {
+            for c in 0..taps.cols {
+                let x_at = r * taps.x_row + c * taps.x_col;
+                let w_at = r * taps.w_row + 4 * c;
+                let (Some(x), Some(w)) = (x.get(x_at..x_at + 4), w.get(w_at..w_at + 4)) else {
+                    return;
+                };
+                for ((a, x), w) in acc.iter_mut().zip(x).zip(w) {
+                    *a += w * x;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
