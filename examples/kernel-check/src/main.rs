@@ -384,13 +384,45 @@ fn main() -> ! {
         let activation = match gen.below(3) {
             0 => Activation::Identity,
             1 => Activation::Relu,
-            _ => Activation::Clip { lo: -20.0, hi: 30.0 },
+            _ => Activation::Clip {
+                lo: -20.0,
+                hi: 30.0,
+            },
         };
-        let operands = (&xf[..n_in], &wf[..n_w], &bias[..out_dims[2]], &pads[..pad_len]);
+        let operands = (
+            &xf[..n_in],
+            &wf[..n_w],
+            &bias[..out_dims[2]],
+            &pads[..pad_len],
+        );
         let (x, wt, b, pv) = operands;
-        fast::conv_f32::conv2d(&g, &activation, in_dims, x, out_dims, &mut yfa[..n_out], wt, b, pv);
-        conv_f32::conv2d(&g, &activation, in_dims, x, out_dims, &mut yfb[..n_out], wt, b, pv);
-        if yfa[..n_out].iter().zip(&yfb[..n_out]).any(|(a, b)| a.to_bits() != b.to_bits()) {
+        fast::conv_f32::conv2d(
+            &g,
+            &activation,
+            in_dims,
+            x,
+            out_dims,
+            &mut yfa[..n_out],
+            wt,
+            b,
+            pv,
+        );
+        conv_f32::conv2d(
+            &g,
+            &activation,
+            in_dims,
+            x,
+            out_dims,
+            &mut yfb[..n_out],
+            wt,
+            b,
+            pv,
+        );
+        if yfa[..n_out]
+            .iter()
+            .zip(&yfb[..n_out])
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
             fail("conv f32", case);
         }
         // Dense: at most 20 · 16 weights (F32_W) and 60 inputs.
@@ -400,7 +432,11 @@ fn main() -> ! {
         let (x, wt) = (&xf[..n_in * positions], &wf[..n_in * n_out]);
         fast::dense_f32::dense(&activation, wt, &bias[..n_out], x, &mut yfa[..n_out]);
         dense_f32::dense(&activation, wt, &bias[..n_out], x, &mut yfb[..n_out]);
-        if yfa[..n_out].iter().zip(&yfb[..n_out]).any(|(a, b)| a.to_bits() != b.to_bits()) {
+        if yfa[..n_out]
+            .iter()
+            .zip(&yfb[..n_out])
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
             fail("dense f32", case);
         }
         case += 1;
