@@ -20,8 +20,8 @@ use core::ops::Range;
 
 use crate::format::{Conv2d, DType, Layer, Op, Pool, Quant, TensorDesc, ARENA_ALIGN};
 use crate::kernels::reference as kernels;
-// The f32 convolution and dense kernels: the fast ones where build.rs chose them (hardware
-// floating point), else the reference ones that define them.
+// The f32 convolution and dense kernels: the fast ones where build.rs chose them (the
+// hard-float microcontrollers), else the reference ones that define them.
 #[cfg(icefold_fast_f32)]
 use crate::kernels::fast::{conv_f32::conv2d as conv2d_f32, dense_f32::dense as dense_f32};
 use crate::kernels::{ConvGeometry, PoolGeometry};

@@ -22,8 +22,8 @@
 //! - Everything else (grouped but not depthwise, more than [`MAX_DEPTHWISE_TAPS`] depthwise
 //!   taps) runs the reference kernel.
 //!
-//! The engine picks these on targets where build.rs sets `icefold_fast_f32` (those with an FPU,
-//! and hosts). Output element `(pixel, channel)` is at `pixel * out_stride + channel`, with
+//! The engine picks these on targets where build.rs sets `icefold_fast_f32` (the hard-float
+//! microcontrollers); the tests run them on the host too. Output element `(pixel, channel)` is at `pixel * out_stride + channel`, with
 //! `out_stride` set in one place per kernel.
 
 use super::simd;
