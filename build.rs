@@ -5,13 +5,32 @@
 //! extension; a `thumbv8m.main-*` core (Cortex-M33, M35P, M55) may lack it, so there the `dsp`
 //! feature asks for it (and the firmware must then be built with `-C target-cpu=cortex-m33` or
 //! another core that has it, or the assembler refuses the instructions).
+//!
+//! Chooses the fast f32 kernels (`icefold_fast_f32`) on the hard-float microcontroller targets
+//! (`*-none-eabihf`: Cortex-M4F, M7, M33 with an FPU). Soft-float cores (Cortex-M0/M3, RV32IMC)
+//! keep the reference kernels: there every product is a library call, and the register tiles
+//! only add code. Hosts keep them too: the tool calibrates int8 models with host f32 inference,
+//! so host f32 results decide every int8 blob (tests/golden pins them), and host SIMD kernels
+//! are a separate module. Among the chosen targets, the Armv7E-M and Armv8-M Mainline ones
+//! (`icefold_vfp`: an FPU with 32 single-precision registers, FPv4-SP or FPv5) run the register
+//! tiles as VLDM/VMLA assembly (src/kernels/fast/simd.rs).
 
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(icefold_dsp)");
+    println!("cargo:rustc-check-cfg=cfg(icefold_fast_f32)");
+    println!("cargo:rustc-check-cfg=cfg(icefold_vfp)");
     println!("cargo:rerun-if-env-changed=TARGET");
     let target = std::env::var("TARGET").unwrap_or_default();
     let dsp_feature = std::env::var_os("CARGO_FEATURE_DSP").is_some();
     if target.starts_with("thumbv7em-") || (target.starts_with("thumbv8m.main-") && dsp_feature) {
         println!("cargo:rustc-cfg=icefold_dsp");
+    }
+    let fpu_mcu = target.ends_with("-none-eabihf");
+    if fpu_mcu {
+        println!("cargo:rustc-cfg=icefold_fast_f32");
+    }
+    let vfp_core = target.starts_with("thumbv7em-") || target.starts_with("thumbv8m.main-");
+    if fpu_mcu && vfp_core {
+        println!("cargo:rustc-cfg=icefold_vfp");
     }
 }

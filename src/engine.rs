@@ -21,8 +21,11 @@ use core::ops::Range;
 use crate::format::{Conv2d, DType, Layer, Op, Pool, Quant, TensorDesc, ARENA_ALIGN};
 use crate::kernels::reference as kernels;
 // Convolutions and dense layers in f32: the AVX2 kernels on x86_64 (falling back to the reference
-// kernels on CPUs without AVX2/FMA and for the shapes they do not take), the reference elsewhere.
-#[cfg(not(target_arch = "x86_64"))]
+// kernels on CPUs without AVX2/FMA and for the shapes they do not take), the fast kernels where
+// build.rs chose them (the hard-float microcontrollers), the reference kernels elsewhere.
+#[cfg(all(icefold_fast_f32, not(target_arch = "x86_64")))]
+use crate::kernels::fast::{conv_f32::conv2d as f32_conv2d, dense_f32::dense as f32_dense};
+#[cfg(all(not(icefold_fast_f32), not(target_arch = "x86_64")))]
 use crate::kernels::reference::{conv::conv2d as f32_conv2d, dense::dense as f32_dense};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::x86::{conv2d as f32_conv2d, dense as f32_dense};

@@ -1,7 +1,8 @@
 //! On-device check of the fast kernels: random convolutions (regular, depthwise, depthwise 3x3,
-//! pointwise, first-layer shapes; int8 and 16x8 element types; any stride, dilation, padding, zero point and
+//! pointwise, first-layer shapes; int8, 16x8 and f32 element types; any stride, dilation, padding, zero point and
 //! pad values), dense layers and residual additions, each computed by the fast kernel and by its
-//! reference kernel on the core itself, compared byte for byte.
+//! reference kernel on the core itself, compared byte for byte (f32 on integer-valued operands,
+//! where no summation order rounds).
 //!
 //! This is where the Arm DSP instructions (`icefold::kernels::fast::simd`) run for real: on the
 //! host they are portable Rust. Prints `KERNEL-CHECK cases=<N> mismatches=0` and exits with
@@ -18,7 +19,8 @@ use icefold::kernels::reference::int8::{
     elementwise::{self, AddQuant},
     ChannelQuant, OutputQuant, WideOutputQuant,
 };
-use icefold::kernels::ConvGeometry;
+use icefold::kernels::reference::{conv as conv_f32, dense as dense_f32};
+use icefold::kernels::{Activation, ConvGeometry};
 use icefold::quant::{Clamp, ClampI16, Requant};
 use panic_semihosting as _;
 
@@ -351,6 +353,95 @@ fn main() -> ! {
         }
         case += 1;
         cases += 1;
+    }
+
+    // f32 convolutions and dense layers: integer-valued operands (|x|, |w| <= 8, at most
+    // MAX_W products per output: every partial sum is exact in f32), so the fast kernels'
+    // different summation order rounds nothing and they must equal the reference bit for bit.
+    // On the Cortex-M4F and M33 this runs their VLDM/VMLA loops.
+    // Half-size buffers: the Cortex-M0 board's stack holds the integer buffers and these.
+    const F32_ACT: usize = MAX_ACT / 2;
+    const F32_W: usize = MAX_W / 2;
+    let (mut xf, mut yfa, mut yfb) = ([0f32; F32_ACT], [0f32; F32_ACT], [0f32; F32_ACT]);
+    let mut wf = [0f32; F32_W];
+    let small = |gen: &mut Gen| f32::from(gen.i8() >> 4);
+    let mut case = 0;
+    while case < CASES {
+        let Some((g, in_dims, out_dims)) = geometry(&mut gen) else {
+            continue;
+        };
+        let [h, wd, in_c] = in_dims;
+        let n_in = h * wd * in_c;
+        let n_out = out_dims[0] * out_dims[1] * out_dims[2];
+        let n_w = out_dims[2] * g.kernel[0] * g.kernel[1] * (in_c / g.groups);
+        if n_in > F32_ACT || n_out > F32_ACT || n_w > F32_W {
+            continue;
+        }
+        wf[..n_w].iter_mut().for_each(|v| *v = small(&mut gen));
+        xf[..n_in].iter_mut().for_each(|v| *v = small(&mut gen));
+        let bias: [f32; MAX_C] = core::array::from_fn(|_| small(&mut gen));
+        let pads: [f32; MAX_C] = core::array::from_fn(|_| small(&mut gen));
+        let pad_len = if gen.next() % 2 == 0 { in_c } else { 0 };
+        let activation = match gen.below(3) {
+            0 => Activation::Identity,
+            1 => Activation::Relu,
+            _ => Activation::Clip {
+                lo: -20.0,
+                hi: 30.0,
+            },
+        };
+        let operands = (
+            &xf[..n_in],
+            &wf[..n_w],
+            &bias[..out_dims[2]],
+            &pads[..pad_len],
+        );
+        let (x, wt, b, pv) = operands;
+        fast::conv_f32::conv2d(
+            &g,
+            &activation,
+            in_dims,
+            x,
+            out_dims,
+            &mut yfa[..n_out],
+            wt,
+            b,
+            pv,
+        );
+        conv_f32::conv2d(
+            &g,
+            &activation,
+            in_dims,
+            x,
+            out_dims,
+            &mut yfb[..n_out],
+            wt,
+            b,
+            pv,
+        );
+        if yfa[..n_out]
+            .iter()
+            .zip(&yfb[..n_out])
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            fail("conv f32", case);
+        }
+        // Dense: at most 20 · 16 weights (F32_W) and 60 inputs.
+        let n_in = 1 + gen.below(20);
+        let n_out = 1 + gen.below(MAX_C as u32);
+        let positions = 1 + gen.below(3);
+        let (x, wt) = (&xf[..n_in * positions], &wf[..n_in * n_out]);
+        fast::dense_f32::dense(&activation, wt, &bias[..n_out], x, &mut yfa[..n_out]);
+        dense_f32::dense(&activation, wt, &bias[..n_out], x, &mut yfb[..n_out]);
+        if yfa[..n_out]
+            .iter()
+            .zip(&yfb[..n_out])
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            fail("dense f32", case);
+        }
+        case += 1;
+        cases += 2;
     }
 
     // Dense layers (int8 and int16 outputs, one to three positions) and residual additions.

@@ -15,7 +15,9 @@
 //! `unsafe` code.
 
 pub mod conv;
+pub mod conv_f32;
 pub mod dense;
+pub mod dense_f32;
 pub mod depthwise;
 pub mod elementwise;
 pub mod requant;

@@ -1,6 +1,9 @@
-//! The Arm DSP instructions the fast kernels use, as safe functions, with portable equivalents.
+//! The Arm DSP instructions the fast kernels use, as safe functions, with portable equivalents;
+//! and the f32 convolutions' register tiles ([`mla_4x2`], [`mla_4x1`]), VLDM/VMLA loops on an
+//! Arm FPU (`cfg(icefold_vfp)`, see their docs).
 //!
-//! This is the runtime's only module with `unsafe` code: one `asm!` statement per instruction.
+//! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
+//! instruction, one loop per f32 tile.
 //! Each is sound for the same reasons: it reads and writes only the registers named as its
 //! operands (`nomem`, `nostack`), has no side effect other than possibly setting the Q flag
 //! (so no `preserves_flags` where the instruction may set it), and the instruction exists on
@@ -140,6 +143,425 @@ pub fn pack_hi(a: u32, b: u32) -> u32 {
 #[inline(always)]
 pub fn pair(low: i32, high: i32) -> u32 {
     (low as u32 & 0xFFFF) | ((high as u32) << 16)
+}
+
+/// The part of a convolution window one register-tile call covers: `rows` rows of `len`
+/// values each, the rows of the activations `x_step` values apart and those of the weights
+/// `w_step` apart (a row: the valid taps of one kernel row, `taps · in_c` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rows {
+    /// Rows (at least 1 for any work).
+    pub rows: usize,
+    /// Values per row (at least 1 for any work).
+    pub len: usize,
+    /// Values from one activation row's start to the next's.
+    pub x_step: usize,
+    /// Values from one weight row's start to the next's.
+    pub w_step: usize,
+}
+
+impl Rows {
+    /// One row of `len` values.
+    pub fn one(len: usize) -> Rows {
+        Rows {
+            rows: 1,
+            len,
+            x_step: len,
+            w_step: len,
+        }
+    }
+
+    /// Values a slice must hold for `step`: `(rows − 1) · step + len`, if it fits (the step
+    /// at least `len`: rows do not overlap).
+    fn extent(&self, step: usize) -> Option<usize> {
+        if step < self.len {
+            return None;
+        }
+        self.rows
+            .checked_sub(1)?
+            .checked_mul(step)?
+            .checked_add(self.len)
+    }
+
+    /// Whether every slice holds the rows it is read at, and there is work.
+    fn fits(&self, w: &[&[f32]], x: &[&[f32]]) -> bool {
+        match (self.extent(self.w_step), self.extent(self.x_step)) {
+            (Some(w_len), Some(x_len)) if self.len > 0 => {
+                w.iter().all(|w| w.len() >= w_len) && x.iter().all(|x| x.len() >= x_len)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The `len` values of `s` from `at` (empty if out of range).
+#[cfg(not(icefold_vfp))]
+fn row(s: &[f32], at: usize, len: usize) -> &[f32] {
+    s.get(at..at + len).unwrap_or_default()
+}
+
+/// Four weight rows and two pixels: `acc[k][p] + Σ_i w[k][i] · x[p][i]` over the values
+/// `shape` selects (nothing if a slice is too short for it), each accumulator adding its
+/// products in order (the order of the portable loop; VMLA rounds its product before adding,
+/// like `a + w * x`, so the results are the same bit for bit). The register tile of the f32
+/// convolutions.
+///
+/// On an Arm FPU (`icefold_vfp`): per quad six VLDMs and 32 VMLAs, 1.25 instructions per
+/// multiply-accumulate (per leftover value of a row, six VLDMs and eight VMLAs), with one
+/// call per convolution window (LLVM's own loop for the same
+/// Rust takes 2.2: it adds an address per load, VLDR having no register offset).
+#[inline(always)]
+pub fn mla_4x2(acc: &mut [[f32; 2]; 4], w: [&[f32]; 4], x: [&[f32]; 2], shape: Rows) {
+    if !shape.fits(&w, &x) {
+        return;
+    }
+    #[cfg(icefold_vfp)]
+    {
+        let Rows {
+            rows,
+            len,
+            x_step,
+            w_step,
+        } = shape;
+        // SAFETY: `fits` checked that each slice holds its `rows` rows of `len` values `step`
+        // apart (no overflow), which is exactly what each pointer walks over: per row `len`
+        // values (VLDM with writeback: `len / 4` quads, then `len % 4` single values), then
+        // the rest of the step. The asm only reads
+        // that memory and reads and writes the accumulators at `acc` (eight f32). Every FP
+        // register is pushed before use and restored at the end (Rust's asm! cannot name S
+        // registers on a single-precision FPU: the `sreg` class asks for `vfp2`, which implies
+        // double precision), and `acc` is pushed while it serves as the quad counter; so only
+        // the named general registers and the flags change, and the stack is balanced. VPUSH,
+        // VLDM, VMLA.F32, VSTM exist on every icefold_vfp core (an FPU with 32 S registers).
+        unsafe {
+            core::arch::asm!(
+                "vpush {{s0-s31}}",
+                "vldmia {acc}, {{s0-s7}}",
+                "push {{{acc}}}",
+                "1:",
+                "lsrs {acc}, {len}, #2",
+                "beq 3f",
+                "2:",
+                "vldmia {x0}!, {{s8-s11}}",
+                "vldmia {x1}!, {{s12-s15}}",
+                "vldmia {w0}!, {{s16-s19}}",
+                "vldmia {w1}!, {{s20-s23}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s2, s20, s8",
+                "vmla.f32 s1, s16, s12",
+                "vmla.f32 s3, s20, s12",
+                "vmla.f32 s0, s17, s9",
+                "vmla.f32 s2, s21, s9",
+                "vmla.f32 s1, s17, s13",
+                "vmla.f32 s3, s21, s13",
+                "vmla.f32 s0, s18, s10",
+                "vmla.f32 s2, s22, s10",
+                "vmla.f32 s1, s18, s14",
+                "vmla.f32 s3, s22, s14",
+                "vmla.f32 s0, s19, s11",
+                "vmla.f32 s2, s23, s11",
+                "vmla.f32 s1, s19, s15",
+                "vmla.f32 s3, s23, s15",
+                "vldmia {w2}!, {{s24-s27}}",
+                "vldmia {w3}!, {{s28-s31}}",
+                "vmla.f32 s4, s24, s8",
+                "vmla.f32 s6, s28, s8",
+                "vmla.f32 s5, s24, s12",
+                "vmla.f32 s7, s28, s12",
+                "vmla.f32 s4, s25, s9",
+                "vmla.f32 s6, s29, s9",
+                "vmla.f32 s5, s25, s13",
+                "vmla.f32 s7, s29, s13",
+                "vmla.f32 s4, s26, s10",
+                "vmla.f32 s6, s30, s10",
+                "vmla.f32 s5, s26, s14",
+                "vmla.f32 s7, s30, s14",
+                "vmla.f32 s4, s27, s11",
+                "vmla.f32 s6, s31, s11",
+                "vmla.f32 s5, s27, s15",
+                "vmla.f32 s7, s31, s15",
+                "subs {acc}, {acc}, #1",
+                "bne 2b",
+                "3:",
+                "ands {acc}, {len}, #3",
+                "beq 5f",
+                "4:",
+                "vldmia {x0}!, {{s8}}",
+                "vldmia {x1}!, {{s12}}",
+                "vldmia {w0}!, {{s16}}",
+                "vldmia {w1}!, {{s20}}",
+                "vldmia {w2}!, {{s24}}",
+                "vldmia {w3}!, {{s28}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s1, s16, s12",
+                "vmla.f32 s2, s20, s8",
+                "vmla.f32 s3, s20, s12",
+                "vmla.f32 s4, s24, s8",
+                "vmla.f32 s5, s24, s12",
+                "vmla.f32 s6, s28, s8",
+                "vmla.f32 s7, s28, s12",
+                "subs {acc}, {acc}, #1",
+                "bne 4b",
+                "5:",
+                "add {x0}, {x0}, {x_skip}",
+                "add {x1}, {x1}, {x_skip}",
+                "add {w0}, {w0}, {w_skip}",
+                "add {w1}, {w1}, {w_skip}",
+                "add {w2}, {w2}, {w_skip}",
+                "add {w3}, {w3}, {w_skip}",
+                "subs {rows}, {rows}, #1",
+                "bne 1b",
+                "pop {{{acc}}}",
+                "vstmia {acc}, {{s0-s7}}",
+                "vpop {{s0-s31}}",
+                x0 = inout(reg) x[0].as_ptr() => _,
+                x1 = inout(reg) x[1].as_ptr() => _,
+                w0 = inout(reg) w[0].as_ptr() => _,
+                w1 = inout(reg) w[1].as_ptr() => _,
+                w2 = inout(reg) w[2].as_ptr() => _,
+                w3 = inout(reg) w[3].as_ptr() => _,
+                rows = inout(reg) rows => _,
+                len = in(reg) len,
+                x_skip = in(reg) (x_step - len) * 4,
+                w_skip = in(reg) (w_step - len) * 4,
+                acc = inout(reg) acc.as_mut_ptr() => _,
+                options(),
+            );
+        }
+    }
+    #[cfg(not(icefold_vfp))]
+    {
+        // Per row: whole quads four products per accumulator at a time, then the rest, each
+        // accumulator in index order (as the assembly).
+        let [[mut a0, mut b0], [mut a1, mut b1], [mut a2, mut b2], [mut a3, mut b3]] = *acc;
+        for r in 0..shape.rows {
+            let [w0, w1, w2, w3] = w.map(|w| row(w, r * shape.w_step, shape.len));
+            let [xa, xb] = x.map(|x| row(x, r * shape.x_step, shape.len));
+            let values = xa.iter().zip(xb).zip(w0).zip(w1).zip(w2).zip(w3);
+            for (((((xa, xb), w0), w1), w2), w3) in values {
+                a0 += w0 * xa;
+                b0 += w0 * xb;
+                a1 += w1 * xa;
+                b1 += w1 * xb;
+                a2 += w2 * xa;
+                b2 += w2 * xb;
+                a3 += w3 * xa;
+                b3 += w3 * xb;
+            }
+        }
+        *acc = [[a0, b0], [a1, b1], [a2, b2], [a3, b3]];
+    }
+}
+
+/// [`mla_4x2`] for one pixel: `acc[k] + Σ_i w[k][i] · x[i]` (per quad on an Arm FPU: five
+/// VLDMs and 16 VMLAs; the dense layers' loop).
+#[inline(always)]
+pub fn mla_4x1(acc: &mut [f32; 4], w: [&[f32]; 4], x: &[f32], shape: Rows) {
+    if !shape.fits(&w, &[x]) {
+        return;
+    }
+    #[cfg(icefold_vfp)]
+    {
+        let Rows {
+            rows,
+            len,
+            x_step,
+            w_step,
+        } = shape;
+        // SAFETY: as in `mla_4x2`, with one pixel (four accumulators at `acc`).
+        unsafe {
+            core::arch::asm!(
+                "vpush {{s0-s31}}",
+                "vldmia {acc}, {{s0-s3}}",
+                "push {{{acc}}}",
+                "1:",
+                "lsrs {acc}, {len}, #2",
+                "beq 3f",
+                "2:",
+                "vldmia {x0}!, {{s8-s11}}",
+                "vldmia {w0}!, {{s16-s19}}",
+                "vldmia {w1}!, {{s20-s23}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s1, s20, s8",
+                "vmla.f32 s0, s17, s9",
+                "vmla.f32 s1, s21, s9",
+                "vmla.f32 s0, s18, s10",
+                "vmla.f32 s1, s22, s10",
+                "vmla.f32 s0, s19, s11",
+                "vmla.f32 s1, s23, s11",
+                "vldmia {w2}!, {{s24-s27}}",
+                "vldmia {w3}!, {{s28-s31}}",
+                "vmla.f32 s2, s24, s8",
+                "vmla.f32 s3, s28, s8",
+                "vmla.f32 s2, s25, s9",
+                "vmla.f32 s3, s29, s9",
+                "vmla.f32 s2, s26, s10",
+                "vmla.f32 s3, s30, s10",
+                "vmla.f32 s2, s27, s11",
+                "vmla.f32 s3, s31, s11",
+                "subs {acc}, {acc}, #1",
+                "bne 2b",
+                "3:",
+                "ands {acc}, {len}, #3",
+                "beq 5f",
+                "4:",
+                "vldmia {x0}!, {{s8}}",
+                "vldmia {w0}!, {{s16}}",
+                "vldmia {w1}!, {{s20}}",
+                "vldmia {w2}!, {{s24}}",
+                "vldmia {w3}!, {{s28}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s1, s20, s8",
+                "vmla.f32 s2, s24, s8",
+                "vmla.f32 s3, s28, s8",
+                "subs {acc}, {acc}, #1",
+                "bne 4b",
+                "5:",
+                "add {x0}, {x0}, {x_skip}",
+                "add {w0}, {w0}, {w_skip}",
+                "add {w1}, {w1}, {w_skip}",
+                "add {w2}, {w2}, {w_skip}",
+                "add {w3}, {w3}, {w_skip}",
+                "subs {rows}, {rows}, #1",
+                "bne 1b",
+                "pop {{{acc}}}",
+                "vstmia {acc}, {{s0-s3}}",
+                "vpop {{s0-s31}}",
+                x0 = inout(reg) x.as_ptr() => _,
+                w0 = inout(reg) w[0].as_ptr() => _,
+                w1 = inout(reg) w[1].as_ptr() => _,
+                w2 = inout(reg) w[2].as_ptr() => _,
+                w3 = inout(reg) w[3].as_ptr() => _,
+                rows = inout(reg) rows => _,
+                len = in(reg) len,
+                x_skip = in(reg) (x_step - len) * 4,
+                w_skip = in(reg) (w_step - len) * 4,
+                acc = inout(reg) acc.as_mut_ptr() => _,
+                options(),
+            );
+        }
+    }
+    #[cfg(not(icefold_vfp))]
+    {
+        let [mut a0, mut a1, mut a2, mut a3] = *acc;
+        for r in 0..shape.rows {
+            let [w0, w1, w2, w3] = w.map(|w| row(w, r * shape.w_step, shape.len));
+            let x = row(x, r * shape.x_step, shape.len);
+            for ((((x, w0), w1), w2), w3) in x.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
+                a0 += w0 * x;
+                a1 += w1 * x;
+                a2 += w2 * x;
+                a3 += w3 * x;
+            }
+        }
+        *acc = [a0, a1, a2, a3];
+    }
+}
+
+/// The taps of a depthwise window one [`mla_taps`] call covers: `rows` × `cols` taps, the
+/// activations `x_col` values from one column to the next and `x_row` from one row to the
+/// next, the weights four per tap, `w_row` values from one row's first to the next's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taps {
+    /// Kernel rows.
+    pub rows: usize,
+    /// Kernel columns per row.
+    pub cols: usize,
+    /// Values between an activation tap and the next column's.
+    pub x_col: usize,
+    /// Values between an activation row's first tap and the next row's.
+    pub x_row: usize,
+    /// Values between a weight row's first tap and the next row's (at least `4 · cols`).
+    pub w_row: usize,
+}
+
+impl Taps {
+    /// Whether `x` and `w` hold every tap read, and there is work.
+    fn fits(&self, x: &[f32], w: &[f32]) -> bool {
+        let extent = || {
+            let last_row = self.rows.checked_sub(1)?;
+            let last_col = self.cols.checked_sub(1)?;
+            let x_len = (last_row.checked_mul(self.x_row)?)
+                .checked_add(last_col.checked_mul(self.x_col)?)?
+                .checked_add(4)?;
+            let w_len =
+                (last_row.checked_mul(self.w_row)?).checked_add(self.cols.checked_mul(4)?)?;
+            Some((x_len, w_len, self.cols * 4 <= self.w_row))
+        };
+        matches!(extent(), Some((x_len, w_len, true)) if x.len() >= x_len && w.len() >= w_len)
+    }
+}
+
+/// Four channels of a depthwise window: `acc[k] + Σ_taps w[tap][k] · x[tap][k]`, the taps in
+/// row-major order (nothing if a slice is too short for `taps`). On an Arm FPU
+/// (`icefold_vfp`) each tap is two VLDMs, an address add and four VMLAs.
+#[inline(always)]
+pub fn mla_taps(acc: &mut [f32; 4], x: &[f32], w: &[f32], taps: Taps) {
+    if !taps.fits(x, w) {
+        return;
+    }
+    #[cfg(icefold_vfp)]
+    {
+        // SAFETY: `fits` checked that `x` holds four values at every tap `row · x_row + col ·
+        // x_col` and `w` four at every `row · w_row + 4 · col` (no overflow), which is what
+        // the asm reads (the column pointer restarts at each row's first tap; the weight
+        // pointer advances four per tap, then by the rest of `w_row`). It reads and writes
+        // the four accumulators at `acc`, pushes every FP register before use and restores
+        // them (see `mla_4x2`), and pushes `acc` while it counts columns: only the named
+        // general registers and the flags change.
+        unsafe {
+            core::arch::asm!(
+                "vpush {{s0-s31}}",
+                "vldmia {acc}, {{s0-s3}}",
+                "push {{{acc}}}",
+                "1:",
+                "mov {acc}, {cols}",
+                "mov {xc}, {x}",
+                "2:",
+                "vldmia {xc}, {{s8-s11}}",
+                "add {xc}, {xc}, {x_col}",
+                "vldmia {w}!, {{s16-s19}}",
+                "vmla.f32 s0, s16, s8",
+                "vmla.f32 s1, s17, s9",
+                "vmla.f32 s2, s18, s10",
+                "vmla.f32 s3, s19, s11",
+                "subs {acc}, {acc}, #1",
+                "bne 2b",
+                "add {x}, {x}, {x_row}",
+                "add {w}, {w}, {w_skip}",
+                "subs {rows}, {rows}, #1",
+                "bne 1b",
+                "pop {{{acc}}}",
+                "vstmia {acc}, {{s0-s3}}",
+                "vpop {{s0-s31}}",
+                x = inout(reg) x.as_ptr() => _,
+                xc = out(reg) _,
+                w = inout(reg) w.as_ptr() => _,
+                rows = inout(reg) taps.rows => _,
+                cols = in(reg) taps.cols,
+                x_col = in(reg) taps.x_col * 4,
+                x_row = in(reg) taps.x_row * 4,
+                w_skip = in(reg) (taps.w_row - 4 * taps.cols) * 4,
+                acc = inout(reg) acc.as_mut_ptr() => _,
+                options(),
+            );
+        }
+    }
+    #[cfg(not(icefold_vfp))]
+    {
+        for r in 0..taps.rows {
+            for c in 0..taps.cols {
+                let x_at = r * taps.x_row + c * taps.x_col;
+                let w_at = r * taps.w_row + 4 * c;
+                let (Some(x), Some(w)) = (x.get(x_at..x_at + 4), w.get(w_at..w_at + 4)) else {
+                    return;
+                };
+                for ((a, x), w) in acc.iter_mut().zip(x).zip(w) {
+                    *a += w * x;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,14 @@ use crate::io::Array;
 
 /// Largest relative L2 error between MCU and host f32 outputs that passes.
 ///
-/// Both run the same kernels in the same order with IEEE single precision, so the outputs are
-/// normally identical; the margin allows a compiler to reassociate differently per target.
-pub const F32_REL_L2_LIMIT: f64 = 1e-5;
+/// Both compute in IEEE single precision, but not always with the same kernels: a hard-float
+/// Cortex-M runs the fast f32 kernels (register tiles, each product added to its accumulator in
+/// index order) where the host runs the reference ones (eight-lane dot products), and every
+/// summation order rounds differently. Over a deep network that reaches 1e-5 (MobileNetV1-0.25 on
+/// the M4F: 9.7e-6, docs/BENCHMARKS.md), so the limit is the f32 parity bar the runtime holds
+/// against onnxruntime, which sums in yet another order (tests/common `MAX_REL_L2`). Cores without
+/// the fast f32 kernels (M0, M3) still match the host bit for bit.
+pub const F32_REL_L2_LIMIT: f64 = 5e-5;
 
 /// MCU outputs against the host runtime's.
 #[derive(Clone, Copy, Debug, PartialEq)]
