@@ -92,7 +92,11 @@ pub fn conv2d(
                 unsafe { conv_avx2(&s, params, input, output, weights, bias, pad_values, clamp) }
             }
             if let Some(activation) = after {
-                activate(activation, &mut output[..s.out_len]);
+                // Pixel by pixel: a view's stride skips other producers' channels.
+                for px in output.chunks_mut(s.out_stride).take(s.out_len / s.out_c) {
+                    let n = px.len().min(s.out_c);
+                    activate(activation, &mut px[..n]);
+                }
             }
         }
         _ => reference::conv::conv2d(
@@ -140,6 +144,8 @@ struct ConvShape {
     pointwise: bool,
     /// `out_h * out_w * out_c`.
     out_len: usize,
+    /// Elements from one output pixel to the next (`out_c`, or a view's wider stride).
+    out_stride: usize,
 }
 
 impl ConvShape {
@@ -158,11 +164,6 @@ impl ConvShape {
         if !(p.groups == 1 || depthwise) || in_c == 0 || in_c > MAX_CHANNELS || out_c == 0 {
             return None;
         }
-        // An output that is a view into a wider tensor (zero-copy concatenation) is written by
-        // the reference kernel, which steps pixels by `out_pixel_stride`.
-        if p.out_stride(out_c) != out_c {
-            return None;
-        }
         let taps = p.kernel[0].checked_mul(p.kernel[1])?;
         let per_out = if depthwise {
             taps
@@ -170,11 +171,19 @@ impl ConvShape {
             taps.checked_mul(in_c)?
         };
         let out_len = out_h.checked_mul(out_w)?.checked_mul(out_c)?;
+        // A view into a wider tensor (zero-copy concatenation) has its pixels `out_stride`
+        // apart; the other channels between belong to other producers and are never written.
+        let out_stride = p.out_stride(out_c);
+        let out_span = (out_h * out_w)
+            .checked_sub(1)?
+            .checked_mul(out_stride)?
+            .checked_add(out_c)?;
         let in_len = in_h.checked_mul(in_w)?.checked_mul(in_c)?;
         let sizes_ok = taps > 0
             && out_len > 0
             && input.len() >= in_len
-            && output.len() >= out_len
+            && out_stride >= out_c
+            && output.len() >= out_span
             && weights.len() >= out_c.checked_mul(per_out)?
             && bias.len() >= out_c
             && (pad_values.is_empty() || pad_values.len() >= in_c)
@@ -195,6 +204,7 @@ impl ConvShape {
             taps,
             depthwise,
             out_len,
+            out_stride,
         })
     }
 }
@@ -386,7 +396,7 @@ unsafe fn tile<const V: usize, const P: usize>(
     let lanes = 8 * V;
     let mut acc = [[_mm256_setzero_ps(); V]; P];
     // Where each pixel's sums start, and where they go.
-    let out_at = |px: usize| (q + px) * s.out_c + b.o0;
+    let out_at = |px: usize| (q + px) * s.out_stride + b.o0;
     for (px, acc_px) in acc.iter_mut().enumerate() {
         for (v, a) in acc_px.iter_mut().enumerate() {
             let n = b.width.saturating_sub(8 * v);
@@ -524,8 +534,9 @@ unsafe fn depthwise_avx2(
                         }
                     }
                     for (k, a) in acc.iter().enumerate() {
-                        let at = (oy * s.out_w + ox + k) * c + c0;
-                        // SAFETY: pixel (oy, ox + k) < out_h * out_w, channels c0..c0 + 8 <= c.
+                        let at = (oy * s.out_w + ox + k) * s.out_stride + c0;
+                        // SAFETY: pixel (oy, ox + k) < out_h * out_w, channels c0..c0 + 8 <= c
+                        // (the output spans (out_h * out_w - 1) * out_stride + c, checked).
                         unsafe {
                             _mm256_storeu_ps(output.as_mut_ptr().add(at), clamp_lanes(*a, clamp))
                         };
@@ -566,8 +577,9 @@ unsafe fn depthwise_avx2(
                     }
                 }
                 for (k, a) in acc.iter().enumerate().take(n) {
-                    let at = (oy * s.out_w + ox + k) * c + c0;
-                    // SAFETY: pixel (oy, ox + k) < out_h * out_w, channels c0..c0 + width < c.
+                    let at = (oy * s.out_w + ox + k) * s.out_stride + c0;
+                    // SAFETY: pixel (oy, ox + k) < out_h * out_w, channels c0..c0 + width < c
+                    // (the output spans (out_h * out_w - 1) * out_stride + c, checked).
                     unsafe {
                         store_partial(output.as_mut_ptr().add(at), width, clamp_lanes(*a, clamp))
                     };
@@ -1012,11 +1024,15 @@ mod tests {
         }
     }
 
-    /// A view output (zero-copy concatenation: pixels `out_pixel_stride` apart) is written where
-    /// the reference writes it, and the channels between stay untouched.
+    /// A view output (zero-copy concatenation: pixels `out_pixel_stride` apart) holds bit for bit
+    /// what the dense output holds, pixel by pixel, and the channels between stay untouched.
     #[test]
-    fn a_strided_output_goes_where_the_reference_puts_it() {
-        for groups in [1, 8] {
+    fn a_strided_output_is_the_dense_one_spread_out() {
+        for (groups, act) in [
+            (1, Activation::Relu),
+            (8, Activation::Relu),
+            (1, Activation::Sigmoid),
+        ] {
             let (in_dims, out_c, stride) = ([6, 5, 8], 8, 13);
             let g = ConvGeometry {
                 kernel: [3, 3],
@@ -1030,11 +1046,11 @@ mod tests {
             let weights = values(out_c * 9 * (8 / groups), 2);
             let bias = values(out_c, 3);
             let span = (6 * 5 - 1) * stride + out_c;
-            let (mut got, mut want) = (std::vec![7.0f32; span], std::vec![7.0f32; span]);
             let out_dims = [6, 5, out_c];
+            let mut got = std::vec![7.0f32; span];
             conv2d(
                 &g,
-                &Activation::Relu,
+                &act,
                 in_dims,
                 &input,
                 out_dims,
@@ -1043,22 +1059,32 @@ mod tests {
                 &bias,
                 &[],
             );
-            reference::conv::conv2d(
-                &g,
-                &Activation::Relu,
+            let dense_g = ConvGeometry {
+                out_pixel_stride: 0,
+                ..g
+            };
+            let mut dense = std::vec![0.0f32; 6 * 5 * out_c];
+            conv2d(
+                &dense_g,
+                &act,
                 in_dims,
                 &input,
                 out_dims,
-                &mut want,
+                &mut dense,
                 &weights,
                 &bias,
                 &[],
             );
-            assert_eq!(got, want, "groups {groups}");
-            assert_eq!(
-                got[out_c], 7.0,
-                "a channel of another producer was overwritten"
-            );
+            for (px, want) in dense.chunks(out_c).enumerate() {
+                let at = px * stride;
+                assert_eq!(&got[at..at + out_c], want, "groups {groups}, pixel {px}");
+                if let Some(gap) = got.get(at + out_c..(at + stride).min(span)) {
+                    assert!(
+                        gap.iter().all(|&v| v == 7.0),
+                        "another producer's channels written"
+                    );
+                }
+            }
         }
     }
 

@@ -676,6 +676,57 @@ mod tests {
         }
     }
 
+    /// A view output (zero-copy concatenation: pixels `out_pixel_stride` apart) lands where the
+    /// reference puts it, bit for bit on integer values, and the channels between stay untouched.
+    #[test]
+    fn a_strided_output_goes_where_the_reference_puts_it() {
+        for groups in [1, 8] {
+            let (in_dims, out_c, stride) = ([6, 5, 8], 8, 13);
+            let g = ConvGeometry {
+                kernel: [3, 3],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: [1; 4],
+                groups,
+                out_pixel_stride: stride,
+            };
+            let seed = &mut 5;
+            let input = values(6 * 5 * 8, seed, true);
+            let weights = values(out_c * 9 * (8 / groups), seed, true);
+            let bias = values(out_c, seed, true);
+            let span = (6 * 5 - 1) * stride + out_c;
+            let (mut got, mut want) = (std::vec![7.0f32; span], std::vec![7.0f32; span]);
+            let out_dims = [6, 5, out_c];
+            conv2d(
+                &g,
+                &Activation::Relu,
+                in_dims,
+                &input,
+                out_dims,
+                &mut got,
+                &weights,
+                &bias,
+                &[],
+            );
+            reference::conv::conv2d(
+                &g,
+                &Activation::Relu,
+                in_dims,
+                &input,
+                out_dims,
+                &mut want,
+                &weights,
+                &bias,
+                &[],
+            );
+            assert_eq!(got, want, "groups {groups}");
+            assert_eq!(
+                got[out_c], 7.0,
+                "a channel of another producer was overwritten"
+            );
+        }
+    }
+
     #[test]
     fn valid_taps_clip_the_window() {
         // 3 taps, pad 1, input 4: output 0 loses tap 0, output 3 (stride 1) loses tap 2.
