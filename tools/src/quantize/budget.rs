@@ -68,10 +68,18 @@ pub fn fit_int16_to_arena(
     }
     let subset = calib.first(BUDGET_SAMPLES);
     let f32_blob = AlignedBytes::new(&blob(l)?);
-    let reference = host::run_f32(&host::load(f32_blob.as_slice())?, &subset)?;
+    // The reference f32 kernels on both sides: the choice must not depend on the host's CPU
+    // (the AVX2 kernels round differently), so the blob does not either.
+    let reference = host::run_f32(
+        &host::load(f32_blob.as_slice())?.with_reference_f32_kernels(),
+        &subset,
+    )?;
     let error_of = |q: &Lowered| -> Result<f64> {
         let b = AlignedBytes::new(&blob(q)?);
-        let got = host::run_f32(&host::load(b.as_slice())?, &subset)?;
+        let got = host::run_f32(
+            &host::load(b.as_slice())?.with_reference_f32_kernels(),
+            &subset,
+        )?;
         Ok(host::diff(&got, &reference)?.rel_l2)
     };
     let (int16_before, arena_unbounded) = (int16.len(), q.info.arena_bytes);
