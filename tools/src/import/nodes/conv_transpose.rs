@@ -41,6 +41,7 @@ fn axis(
     auto_pad: AutoPad,
     output_shape: Option<usize>,
 ) -> Result<Axis> {
+    ensure!(n > 0 && k > 0, "an empty axis (size {n}, kernel {k})");
     let extent = d * (k - 1);
     // The output size with no padding at all.
     let full = s * (n - 1) + op + extent + 1;
