@@ -480,23 +480,7 @@ impl<'e> NodeImporter<'e> {
         b: Option<&Const>,
     ) -> Result<ImportedOp> {
         let s = self.shape(x);
-        let spatial = s.len().saturating_sub(1);
-        ensure!(
-            spatial == 1 || spatial == 2,
-            "Conv needs a [C, L] or [C, H, W] input per sample, got {s:?} (3-D convolution is not supported)"
-        );
-        ensure!(
-            w.shape.len() == spatial + 2,
-            "the weight has shape {:?}, expected rank {} for a {spatial}-D convolution",
-            w.shape,
-            spatial + 2
-        );
-        let (m, cg, kernel) = (w.shape[0], w.shape[1], w.shape[2..].to_vec());
-        ensure!(
-            m > 0 && cg > 0 && kernel.iter().all(|&k| k > 0),
-            "the weight has the empty shape {:?}",
-            w.shape
-        );
+        let (spatial, m, cg, kernel) = conv_weight_shape("Conv", "convolution", s, w)?;
         let group = attrs.int("group", 1)?;
         ensure!(
             (1..=MAX_ATTR_SIZE).contains(&group),
@@ -514,27 +498,10 @@ impl<'e> NodeImporter<'e> {
             m % group == 0,
             "{m} output channels are not divisible by group {group}"
         );
-        if let Some(k) = attrs.ints("kernel_shape")? {
-            ensure!(
-                k.iter()
-                    .map(|&v| v as i128)
-                    .eq(kernel.iter().map(|&v| v as i128)),
-                "kernel_shape {k:?} does not match the weight's {kernel:?}"
-            );
-        }
+        kernel_shape_matches(attrs, &kernel)?;
         let window = Window::from_attrs(attrs, kernel.clone())?;
         let geo = window.geometry(&s[1..])?;
-        let bias = match b {
-            None => vec![0.0; m],
-            Some(b) => {
-                ensure!(
-                    b.len() == m,
-                    "the bias has {} values for {m} output channels",
-                    b.len()
-                );
-                to_f32(&real_values(b, "the bias")?, "the bias")?
-            }
-        };
+        let bias = conv_bias(b, m)?;
         let data = to_f32(&real_values(w, "the weight")?, "the weight")?;
         let (weight, strides, pads, dilations, shape) = if spatial == 2 {
             (
@@ -978,6 +945,63 @@ impl<'e> NodeImporter<'e> {
             x,
             shape,
         ))
+    }
+}
+
+/// The spatial rank (1 or 2) of a convolution-like node `op` (`what` in messages) over a
+/// per-sample input of shape `s`, and its weight's first two dimensions and kernel, checked:
+/// rank `spatial + 2`, nothing empty.
+fn conv_weight_shape(
+    op: &str,
+    what: &str,
+    s: &[usize],
+    w: &Const,
+) -> Result<(usize, usize, usize, Vec<usize>)> {
+    let spatial = s.len().saturating_sub(1);
+    ensure!(
+        spatial == 1 || spatial == 2,
+        "{op} needs a [C, L] or [C, H, W] input per sample, got {s:?} (3-D {what} is not supported)"
+    );
+    ensure!(
+        w.shape.len() == spatial + 2,
+        "the weight has shape {:?}, expected rank {} for a {spatial}-D {what}",
+        w.shape,
+        spatial + 2
+    );
+    let (a, b, kernel) = (w.shape[0], w.shape[1], w.shape[2..].to_vec());
+    ensure!(
+        a > 0 && b > 0 && kernel.iter().all(|&k| k > 0),
+        "the weight has the empty shape {:?}",
+        w.shape
+    );
+    Ok((spatial, a, b, kernel))
+}
+
+/// The `kernel_shape` attribute, when given, must be the weight's.
+fn kernel_shape_matches(attrs: &Attrs<'_, '_>, kernel: &[usize]) -> Result<()> {
+    if let Some(k) = attrs.ints("kernel_shape")? {
+        ensure!(
+            k.iter()
+                .map(|&v| v as i128)
+                .eq(kernel.iter().map(|&v| v as i128)),
+            "kernel_shape {k:?} does not match the weight's {kernel:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A convolution's bias for `m` output channels (zeros when the node has none).
+fn conv_bias(b: Option<&Const>, m: usize) -> Result<Vec<f32>> {
+    match b {
+        None => Ok(vec![0.0; m]),
+        Some(b) => {
+            ensure!(
+                b.len() == m,
+                "the bias has {} values for {m} output channels",
+                b.len()
+            );
+            to_f32(&real_values(b, "the bias")?, "the bias")
+        }
     }
 }
 

@@ -13,7 +13,10 @@
 use anyhow::{ensure, Result};
 use onnx_rs::ast::Node as OnnxNode;
 
-use super::{frozen_op, real_values, to_f32, NodeImporter};
+use super::{
+    conv_bias, conv_weight_shape, frozen_op, kernel_shape_matches, real_values, to_f32,
+    NodeImporter,
+};
 use crate::import::attr::Attrs;
 use crate::import::spatial::{AutoPad, Window};
 use crate::import::tensor::Const;
@@ -99,25 +102,9 @@ impl NodeImporter<'_> {
     ) -> Result<()> {
         let attrs = Attrs::new(node);
         let s = self.shape(x).to_vec();
-        let spatial = s.len().saturating_sub(1);
-        ensure!(
-            spatial == 1 || spatial == 2,
-            "ConvTranspose needs a [C, L] or [C, H, W] input per sample, got {s:?} (3-D is not \
-             supported)"
-        );
-        ensure!(
-            w.shape.len() == spatial + 2,
-            "the weight has shape {:?}, expected rank {} for a {spatial}-D transposed convolution",
-            w.shape,
-            spatial + 2
-        );
         // ONNX: [in_channels, out_channels / group, k...].
-        let (c, m_per_group, kernel) = (w.shape[0], w.shape[1], w.shape[2..].to_vec());
-        ensure!(
-            c > 0 && m_per_group > 0 && kernel.iter().all(|&k| k > 0),
-            "the weight has the empty shape {:?}",
-            w.shape
-        );
+        let (spatial, c, m_per_group, kernel) =
+            conv_weight_shape("ConvTranspose", "transposed convolution", &s, w)?;
         ensure!(
             c == s[0],
             "the weight has shape {:?} for {c} input channels, but the input has {}",
@@ -131,14 +118,7 @@ impl NodeImporter<'_> {
         );
         let group = group as usize;
         let m = m_per_group * group;
-        if let Some(k) = attrs.ints("kernel_shape")? {
-            ensure!(
-                k.iter()
-                    .map(|&v| v as i128)
-                    .eq(kernel.iter().map(|&v| v as i128)),
-                "kernel_shape {k:?} does not match the weight's {kernel:?}"
-            );
-        }
+        kernel_shape_matches(&attrs, &kernel)?;
         let window = Window::from_attrs(&attrs, kernel.clone())?;
         let output_padding = attrs.sizes("output_padding", spatial, 0, 0)?;
         let output_shape = match attrs.ints("output_shape")? {
@@ -171,17 +151,7 @@ impl NodeImporter<'_> {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        let bias = match b {
-            None => vec![0.0; m],
-            Some(b) => {
-                ensure!(
-                    b.len() == m,
-                    "the bias has {} values for {m} output channels",
-                    b.len()
-                );
-                to_f32(&real_values(b, "the bias")?, "the bias")?
-            }
-        };
+        let bias = conv_bias(b, m)?;
         let data = to_f32(&real_values(w, "the weight")?, "the weight")?;
         let weight = flipped_conv_weight(&data, c, m_per_group, group, &kernel);
 
