@@ -11,10 +11,15 @@
 
 mod finite;
 mod int8;
+mod kernel_set;
 mod moves;
 
 pub use finite::{first_non_finite, NonFinite};
+pub use kernel_set::{DefaultKernels, Kernel, KernelSet, Kernels};
 
+use kernel_set::linked;
+
+#[cfg(feature = "fmt")]
 use core::fmt;
 use core::ops::Range;
 
@@ -99,6 +104,7 @@ pub enum RunError {
     },
 }
 
+#[cfg(feature = "fmt")]
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -138,6 +144,7 @@ impl fmt::Display for RunError {
     }
 }
 
+#[cfg(feature = "fmt")]
 impl core::error::Error for RunError {}
 
 /// Hooks called around every layer of a run, for profiling on the MCU (cycle counts per layer)
@@ -329,7 +336,7 @@ fn dequantize_output_i16(tensor: &[i16], quant: Quant, output: &mut [f32]) {
 
 // -----------------------------------------------------------------------------------------------
 
-impl Model<'_> {
+impl<K: Kernels> Model<'_, K> {
     /// Runs the model on `input` and writes the result to `output`, using `arena` (at least
     /// [`Model::arena_bytes`] bytes, 4-byte aligned) for every intermediate tensor.
     ///
@@ -566,12 +573,13 @@ impl Model<'_> {
             return Some(y);
         }
         // Every other operand of a validated layer has the output's element type, except the
-        // wide dense of an output head (int8 in, int16 out).
+        // wide dense of an output head (int8 in, int16 out). A precision the firmware does not
+        // link (a constant `K::SET`) leaves its whole dispatch out.
         match layer.output.dtype {
-            DType::F32 => {
+            DType::F32 if !K::SET.intersection(KernelSet::F32).is_empty() => {
                 self.run_f32_layer(layer, as_f32(x)?, as_f32(x2)?, as_f32_mut(&mut *y)?)?
             }
-            DType::I8 => int8::run_layer(
+            DType::I8 if !K::SET.intersection(KernelSet::INT8).is_empty() => int8::run_layer(
                 self,
                 layer,
                 bytemuck::cast_slice(x),
@@ -580,9 +588,11 @@ impl Model<'_> {
             )?,
             // The output head (a wide dense reads int8, a wide softmax int16) and transposes of
             // an int16 model input.
-            DType::I16 => {
+            DType::I16 if !K::SET.intersection(KernelSet::INT8).is_empty() => {
                 int8::run_wide_layer(self, layer, x, bytemuck::try_cast_slice_mut(&mut *y).ok()?)?
             }
+            // Refused at load (`LoadError::KernelNotLinked`).
+            _ => return None,
         }
         Some(y)
     }
@@ -592,7 +602,7 @@ impl Model<'_> {
         let x_dims = dims(layer.inputs.first()?);
         let y_dims = dims(&layer.output);
         match &layer.op {
-            Op::Conv2d(p) => {
+            Op::Conv2d(p) if linked::<K>(Kernel::Conv2d) => {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
                 let pad_values = self.weights_as(p.pad_values)?;
@@ -614,7 +624,7 @@ impl Model<'_> {
                     pad_values,
                 );
             }
-            Op::Dense(p) => {
+            Op::Dense(p) if linked::<K>(Kernel::Dense) => {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
                 let dense = if self.reference_f32_kernels() {
@@ -624,40 +634,39 @@ impl Model<'_> {
                 };
                 dense(&p.activation, weights, bias, x, y);
             }
-            Op::Pool(p) => {
+            Op::Pool(p) if linked::<K>(Kernel::Pool) => {
                 kernels::pool::pool(&pool_geometry(p), &p.activation, x_dims, x, y_dims, y)
             }
-            Op::Add { activation } => kernels::elementwise::add(activation, x, x2, y),
-            Op::Mul { activation } => kernels::mul::mul(activation, x, x2, y),
-            Op::PRelu { slope } => kernels::prelu::prelu(self.weights_as(*slope)?, x, y),
-            Op::Affine(p) => {
+            Op::Add { activation } if linked::<K>(Kernel::Add) => {
+                kernels::elementwise::add(activation, x, x2, y)
+            }
+            Op::Mul { activation } if linked::<K>(Kernel::Mul) => {
+                kernels::mul::mul(activation, x, x2, y)
+            }
+            Op::PRelu { slope } if linked::<K>(Kernel::PRelu) => {
+                kernels::prelu::prelu(self.weights_as(*slope)?, x, y)
+            }
+            Op::Affine(p) if linked::<K>(Kernel::Affine) => {
                 let scale = self.weights_as(p.scale)?;
                 let shift = self.weights_as(p.shift)?;
                 kernels::elementwise::affine(&p.activation, scale, shift, x, y);
             }
-            Op::Activation(a) => kernels::elementwise::activation(a, x, y),
-            Op::Softmax => kernels::softmax::softmax(x_dims[2], x, y),
-            Op::Transpose(p) => kernels::layout::transpose(p.perm, x_dims, x, y),
-            Op::Pad(p) => {
+            Op::Activation(a) if linked::<K>(Kernel::Activation) => {
+                kernels::elementwise::activation(a, x, y)
+            }
+            Op::Softmax if linked::<K>(Kernel::Softmax) => {
+                kernels::softmax::softmax(x_dims[2], x, y)
+            }
+            Op::Transpose(p) if linked::<K>(Kernel::Transpose) => {
+                kernels::layout::transpose(p.perm, x_dims, x, y)
+            }
+            Op::Pad(p) if linked::<K>(Kernel::Pad) => {
                 kernels::layout::pad_with(p.pad, p.interior, p.value, x_dims, x, y_dims, y)
             }
-            // int8 operations never have f32 operands (validated).
-            Op::Conv2dI8(_)
-            | Op::DenseI8(_)
-            | Op::DenseI8Wide(_)
-            | Op::Conv2dI16(_)
-            | Op::SoftmaxI16 { .. }
-            | Op::PoolI8(_)
-            | Op::AddI8(_)
-            | Op::AffineI8(_)
-            | Op::ClampI8(_)
-            | Op::LookupI8 { .. }
-            | Op::SoftmaxI8 { .. }
-            | Op::PadI8 { .. }
-            | Op::MulI8(_)
-            | Op::PReluI8(_) => return None,
-            // Run by `moves` before the element-type dispatch.
-            Op::Concat(_) | Op::ConcatI8(_) | Op::Slice(_) | Op::Gather(_) => return None,
+            // int8 operations never have f32 operands (validated), axis operations are run by
+            // `moves` before the element-type dispatch, and a kernel outside `K` was refused at
+            // load.
+            _ => return None,
         }
         Some(())
     }

@@ -20,6 +20,9 @@ pub use error::{
     Boundary, LayerFault, LoadError, Operand, ParamFault, SpanFault, SpanRole, TensorFault,
 };
 
+use core::marker::PhantomData;
+
+use crate::engine::{DefaultKernels, Kernels};
 use crate::format::signature::{self, FLAG_SIGNED};
 use crate::format::{
     Header, Layer, ModelInfo, TensorDesc, ARENA_ALIGN, CRC, FORMAT_VERSION, HEADER_LEN, MAGIC,
@@ -52,8 +55,11 @@ impl<T: ?Sized> core::ops::Deref for Aligned<T> {
 ///
 /// Holds only the model info and borrowed byte slices: layer records are decoded again each time
 /// they are needed, so a model of any size costs O(1) RAM.
-#[derive(Clone, Copy, Debug)]
-pub struct Model<'a> {
+///
+/// `K` is the set of kernels the firmware links ([`Kernels`]): every kernel of the enabled
+/// precisions by default ([`Model::new_checked`]), or only a model's
+/// ([`Model::new_checked_with_kernels`], `engine::kernel_set`).
+pub struct Model<'a, K = DefaultKernels> {
     info: ModelInfo,
     /// The layer records (postcard), exactly `info.layer_count` of them, nothing after.
     layer_bytes: &'a [u8],
@@ -62,6 +68,28 @@ pub struct Model<'a> {
     /// f32 convolutions and dense layers on the reference kernels even where fast ones exist
     /// ([`Model::with_reference_f32_kernels`]).
     reference_f32: bool,
+    /// The linked kernels: a type, so that the engine's guards are constants.
+    kernels: PhantomData<fn() -> K>,
+}
+
+// By hand: derived impls would require `K: Clone` (and `Debug`) of a marker type.
+impl<K> Clone for Model<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Model<'_, K> {}
+
+impl<K> core::fmt::Debug for Model<'_, K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Model")
+            .field("info", &self.info)
+            .field("layer_bytes", &self.layer_bytes.len())
+            .field("weights", &self.weights.len())
+            .field("reference_f32", &self.reference_f32)
+            .finish()
+    }
 }
 
 fn saturate(n: impl TryInto<u32>) -> u32 {
@@ -98,7 +126,22 @@ fn parse_header(blob: &[u8]) -> Result<Header, LoadError> {
 }
 
 impl<'a> Model<'a> {
-    /// Validates a blob and returns a view of it.
+    /// Validates a blob and returns a view of it, with every kernel of the enabled precisions
+    /// ([`DefaultKernels`]: both, unless a crate feature `f32` or `int8` is off).
+    ///
+    /// Accepts unsigned and signed blobs alike (a signed blob's trailer is split off unverified:
+    /// this checks integrity, not origin). Firmware that must run only its vendor's models loads
+    /// with `Model::new_signed` (feature `signed`) instead. The checks are those of
+    /// [`Model::new_checked_with_kernels`].
+    pub fn new_checked(blob: &'a [u8]) -> Result<Model<'a>, LoadError> {
+        Model::new_checked_with_kernels(blob)
+    }
+}
+
+impl<'a, K: Kernels> Model<'a, K> {
+    /// Validates a blob and returns a view of it that runs on the kernels of `K` only: a layer
+    /// whose kernel is not in `K::SET` is refused ([`LoadError::KernelNotLinked`], naming the
+    /// layer and the kernel). The kernels outside the set are then unreachable and not linked.
     ///
     /// Accepts unsigned and signed blobs alike (a signed blob's trailer is split off unverified:
     /// this checks integrity, not origin). Firmware that must run only its vendor's models loads
@@ -110,7 +153,7 @@ impl<'a> Model<'a> {
     /// tensor, operator parameter, weight span and the arena plan (see the crate documentation
     /// for the full list). Time is O(L²) record decodes for L layers (the plan checks compare
     /// layer pairs without storing layers); RAM use is O(1).
-    pub fn new_checked(blob: &'a [u8]) -> Result<Model<'a>, LoadError> {
+    pub fn new_checked_with_kernels(blob: &'a [u8]) -> Result<Model<'a, K>, LoadError> {
         if blob.as_ptr().addr() % ARENA_ALIGN != 0 {
             return Err(LoadError::Misaligned);
         }
@@ -162,6 +205,7 @@ impl<'a> Model<'a> {
             layer_bytes,
             weights,
             reference_f32: false,
+            kernels: PhantomData,
         };
         let rest = validate::records(&model)?;
         if !rest.is_empty() {
@@ -176,13 +220,15 @@ impl<'a> Model<'a> {
         validate::plan(&model)?;
         Ok(model)
     }
+}
 
+impl<'a, K> Model<'a, K> {
     /// The same model with its f32 layers run on the reference kernels only, never the host's
     /// fast f32 kernels (AVX2 and FMA on x86_64), whose results differ from the reference in the
     /// last bits. The host tool computes the f32 side of bias correction with it, so a converted
     /// blob does not depend on the converting machine's CPU. int8 layers are unaffected (their
     /// fast kernels are bit-exact).
-    pub fn with_reference_f32_kernels(self) -> Model<'a> {
+    pub fn with_reference_f32_kernels(self) -> Model<'a, K> {
         Model {
             reference_f32: true,
             ..self

@@ -32,6 +32,7 @@ impl NonFinite {
     }
 }
 
+#[cfg(feature = "fmt")]
 impl core::fmt::Display for NonFinite {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {

@@ -18,7 +18,7 @@ use crate::kernels::reference::int8::{
 use crate::kernels::reference::layout;
 use crate::model::Model;
 
-use super::{conv_geometry_into, pool_geometry};
+use super::{conv_geometry_into, linked, pool_geometry, Kernel, Kernels};
 use crate::kernels::ConvGeometry;
 
 /// Zero point of a validated int8 tensor (`None` only if validation was bypassed).
@@ -27,8 +27,8 @@ fn zero_point(d: &TensorDesc) -> Option<i8> {
 }
 
 /// The per-output-channel constants of a conv or dense layer, borrowed from the weights.
-fn channel_quant<'m>(
-    model: &Model<'m>,
+fn channel_quant<'m, K>(
+    model: &Model<'m, K>,
     bias: Span,
     requant: &ChannelRequant,
 ) -> Option<ChannelQuant<'m>> {
@@ -41,8 +41,8 @@ fn channel_quant<'m>(
 
 /// One int8 layer on i8 views of its operands (`x2` is empty for single-input layers). `None`
 /// only if validation was bypassed.
-pub(super) fn run_layer(
-    model: &Model<'_>,
+pub(super) fn run_layer<K: Kernels>(
+    model: &Model<'_, K>,
     layer: &Layer,
     x: &[i8],
     x2: &[i8],
@@ -58,7 +58,7 @@ pub(super) fn run_layer(
         clamp,
     };
     match &layer.op {
-        Op::Conv2dI8(p) => {
+        Op::Conv2dI8(p) if linked::<K>(Kernel::Conv2dI8) => {
             let quant = ConvQuant {
                 input_zero_point: zp_in,
                 pad_values: model.weights_as(p.conv.pad_values)?,
@@ -76,12 +76,12 @@ pub(super) fn run_layer(
                 weights,
             );
         }
-        Op::DenseI8(p) => {
+        Op::DenseI8(p) if linked::<K>(Kernel::DenseI8) => {
             let channels = channel_quant(model, p.bias, &p.requant)?;
             let weights = model.weights_as(p.weights)?;
             fast::dense::dense(&channels, &output(p.clamp), weights, x, y);
         }
-        Op::PoolI8(p) => {
+        Op::PoolI8(p) if linked::<K>(Kernel::PoolI8) => {
             let quant = PoolQuant {
                 input_zero_point: zp_in,
                 rescale: p.rescale,
@@ -89,7 +89,7 @@ pub(super) fn run_layer(
             };
             pool::pool(&pool_geometry(&p.pool), &quant, x_dims, x, y_dims, y);
         }
-        Op::AddI8(p) => {
+        Op::AddI8(p) if linked::<K>(Kernel::AddI8) => {
             let second = layer.inputs.get(1)?;
             let quant = AddQuant {
                 input_zero_points: [zp_in, zero_point(second)?],
@@ -99,7 +99,7 @@ pub(super) fn run_layer(
             };
             fast::elementwise::add(&quant, x, x2, y);
         }
-        Op::AffineI8(p) => {
+        Op::AffineI8(p) if linked::<K>(Kernel::AffineI8) => {
             let quant = AffineQuant {
                 input_zero_point: zp_in,
                 scale: model.weights_as(p.scale)?,
@@ -110,8 +110,8 @@ pub(super) fn run_layer(
             };
             elementwise::affine(&quant, x, y);
         }
-        Op::ClampI8(bounds) => elementwise::clamp(*bounds, x, y),
-        Op::PReluI8(p) => {
+        Op::ClampI8(bounds) if linked::<K>(Kernel::ClampI8) => elementwise::clamp(*bounds, x, y),
+        Op::PReluI8(p) if linked::<K>(Kernel::PReluI8) => {
             let quant = PreluQuant {
                 input_zero_point: zp_in,
                 positive: p.positive,
@@ -121,7 +121,7 @@ pub(super) fn run_layer(
             };
             prelu::prelu(&quant, x, y);
         }
-        Op::MulI8(p) => {
+        Op::MulI8(p) if linked::<K>(Kernel::MulI8) => {
             let quant = MulQuant {
                 input_zero_points: [zp_in, zero_point(layer.inputs.get(1)?)?],
                 requant: p.requant,
@@ -129,11 +129,11 @@ pub(super) fn run_layer(
             };
             mul::mul(&quant, x, x2, y);
         }
-        Op::LookupI8 { table } => {
+        Op::LookupI8 { table } if linked::<K>(Kernel::LookupI8) => {
             let table: &[i8; 256] = model.weights_as(*table)?.try_into().ok()?;
             lut::lookup(table, x, y);
         }
-        Op::SoftmaxI8 { exp_table } => {
+        Op::SoftmaxI8 { exp_table } if linked::<K>(Kernel::SoftmaxI8) => {
             let table: &[u32; 256] = model.weights_as(*exp_table)?.try_into().ok()?;
             lut::softmax(table, x_dims[2], x, y);
         }
@@ -141,48 +141,36 @@ pub(super) fn run_layer(
             pad,
             interior,
             value,
-        } => layout::pad_with(*pad, *interior, *value, x_dims, x, y_dims, y),
-        Op::Transpose(p) => layout::transpose(p.perm, x_dims, x, y),
+        } if linked::<K>(Kernel::PadI8) => {
+            layout::pad_with(*pad, *interior, *value, x_dims, x, y_dims, y)
+        }
+        Op::Transpose(p) if linked::<K>(Kernel::TransposeI8) => {
+            layout::transpose(p.perm, x_dims, x, y)
+        }
         // f32 operations never have int8 operands, the wide dense never an int8 output
-        // (validated).
-        Op::DenseI8Wide(_)
-        | Op::SoftmaxI16 { .. }
-        | Op::Conv2dI16(_)
-        | Op::Conv2d(_)
-        | Op::Dense(_)
-        | Op::Pool(_)
-        | Op::Add { .. }
-        | Op::Affine(_)
-        | Op::Activation(_)
-        | Op::Softmax
-        | Op::Pad(_)
-        | Op::Mul { .. }
-        | Op::PRelu { .. }
-        // Run by `moves` before the element-type dispatch.
-        | Op::Concat(_)
-        | Op::ConcatI8(_)
-        | Op::Slice(_)
-        | Op::Gather(_) => return None,
+        // (validated), axis operations are run by `moves`, and a kernel outside `K` was refused
+        // at load.
+        _ => return None,
     }
     Some(())
 }
 
 /// One layer with an int16 output (`DenseI8Wide` on int8, `SoftmaxI16` and `Transpose` on
 /// int16, validated) on its input bytes. `None` only if validation was bypassed.
-pub(super) fn run_wide_layer(
-    model: &Model<'_>,
+pub(super) fn run_wide_layer<K: Kernels>(
+    model: &Model<'_, K>,
     layer: &Layer,
     x: &[u8],
     y: &mut [i16],
 ) -> Option<()> {
     let p = match &layer.op {
-        Op::DenseI8Wide(p) => p,
-        Op::Transpose(t) => {
+        Op::DenseI8Wide(p) if linked::<K>(Kernel::DenseI8Wide) => p,
+        Op::Transpose(t) if linked::<K>(Kernel::TransposeI16) => {
             let dims = layer.inputs.first()?.dims.map(usize::from);
             layout::transpose(t.perm, dims, bytemuck::try_cast_slice(x).ok()?, y);
             return Some(());
         }
-        Op::SoftmaxI16 { exp_hi, exp_lo } => {
+        Op::SoftmaxI16 { exp_hi, exp_lo } if linked::<K>(Kernel::SoftmaxI16) => {
             let hi: &[u32; 256] = model.weights_as(*exp_hi)?.try_into().ok()?;
             let lo: &[u32; 256] = model.weights_as(*exp_lo)?.try_into().ok()?;
             let channels = usize::from(layer.inputs.first()?.dims[2]);
@@ -204,8 +192,8 @@ pub(super) fn run_wide_layer(
 
 /// A 16×8 convolution on its operands' bytes, dispatched on their element types (int8 or int16
 /// in, int16 or int8 out; validated). `None` only if validation was bypassed.
-pub(super) fn run_conv_i16(
-    model: &Model<'_>,
+pub(super) fn run_conv_i16<K: Kernels>(
+    model: &Model<'_, K>,
     layer: &Layer,
     p: &Conv2dI16,
     x: &[u8],
@@ -244,7 +232,9 @@ pub(super) fn run_conv_i16(
                 output,
             };
             match layer.output.dtype {
-                DType::I16 => run::<i8, i16>(&g, &quant, dims, (x, y), weights),
+                DType::I16 if linked::<K>(Kernel::Conv2dI8ToI16) => {
+                    run::<i8, i16>(&g, &quant, dims, (x, y), weights)
+                }
                 _ => None,
             }
         }
@@ -256,9 +246,13 @@ pub(super) fn run_conv_i16(
                 output,
             };
             match layer.output.dtype {
-                DType::I16 => run::<i16, i16>(&g, &quant, dims, (x, y), weights),
-                DType::I8 => run::<i16, i8>(&g, &quant, dims, (x, y), weights),
-                DType::F32 => None,
+                DType::I16 if linked::<K>(Kernel::Conv2dI16ToI16) => {
+                    run::<i16, i16>(&g, &quant, dims, (x, y), weights)
+                }
+                DType::I8 if linked::<K>(Kernel::Conv2dI16ToI8) => {
+                    run::<i16, i8>(&g, &quant, dims, (x, y), weights)
+                }
+                _ => None,
             }
         }
         DType::F32 => None,

@@ -7,6 +7,8 @@ use crate::kernels::reference::axis;
 use crate::kernels::reference::int8::concat::{self, PartQuant};
 use crate::model::Model;
 
+use super::{linked, Kernel, Kernels};
+
 /// True for the operations this module runs.
 pub(super) fn is_axis_op(op: &Op) -> bool {
     matches!(
@@ -15,26 +17,27 @@ pub(super) fn is_axis_op(op: &Op) -> bool {
     )
 }
 
-/// One validated layer of an element type `T` on its operands' views (`x2` empty for one input).
-fn run_typed<T: Copy>(
-    model: &Model<'_>,
+/// One validated layer of an element type `T` on its operands' views (`x2` empty for one input),
+/// with whether the firmware links the concat, slice and gather kernels of `T` (constants).
+#[inline(always)]
+fn run_typed<T: Copy, K>(
+    model: &Model<'_, K>,
     layer: &Layer,
-    x: &[T],
-    x2: &[T],
-    y: &mut [T],
+    (x, x2, y): (&[T], &[T], &mut [T]),
+    [concat, slice, gather]: [bool; 3],
 ) -> Option<()> {
     let x_dims = layer.inputs.first()?.dims.map(usize::from);
     match &layer.op {
-        Op::Concat(c) => {
+        Op::Concat(c) if concat => {
             let b_dims = layer.inputs.get(1)?.dims.map(usize::from);
             axis::concat(usize::from(c.axis), (x_dims, x), (b_dims, x2), y);
         }
-        Op::Slice(s) => {
+        Op::Slice(s) if slice => {
             let step = (usize::from(s.start), usize::from(s.step));
             let out_dims = layer.output.dims.map(usize::from);
             axis::slice(usize::from(s.axis), step, x_dims, x, out_dims, y);
         }
-        Op::Gather(g) => {
+        Op::Gather(g) if gather => {
             let indices: &[u16] = model.weights_as(g.indices)?;
             axis::gather(usize::from(g.axis), indices, x_dims, x, y);
         }
@@ -46,7 +49,7 @@ fn run_typed<T: Copy>(
 /// A channel concatenation with an input already in place or an output that is a view: each
 /// other input is written into its slot at the output's pixel stride; `y` starts at the output's
 /// first element.
-fn place_inputs(layer: &Layer, inputs: [&[u8]; 2], y: &mut [u8]) -> Option<()> {
+fn place_inputs<K: Kernels>(layer: &Layer, inputs: [&[u8]; 2], y: &mut [u8]) -> Option<()> {
     let stride = layer.output.pixel_stride();
     let mut slot = 0;
     for (k, bytes) in inputs.into_iter().enumerate() {
@@ -54,7 +57,7 @@ fn place_inputs(layer: &Layer, inputs: [&[u8]; 2], y: &mut [u8]) -> Option<()> {
         let channels = usize::from(d.dims[2]);
         if !layer.in_place(k) {
             match (&layer.op, layer.output.dtype) {
-                (Op::ConcatI8(c), DType::I8) => {
+                (Op::ConcatI8(c), DType::I8) if linked::<K>(Kernel::ConcatI8) => {
                     let part = PartQuant {
                         zero_point: i8::try_from(d.quant?.zero_point).ok()?,
                         rescale: *c.rescale.get(k)?,
@@ -63,12 +66,14 @@ fn place_inputs(layer: &Layer, inputs: [&[u8]; 2], y: &mut [u8]) -> Option<()> {
                     let x = (channels, bytemuck::cast_slice(bytes), part);
                     concat::place(x, (slot, stride), zp_out, bytemuck::cast_slice_mut(y));
                 }
-                (Op::Concat(_), DType::I8) => axis::place_channels(
-                    (channels, bytemuck::cast_slice::<u8, i8>(bytes), |v| v),
-                    (slot, stride),
-                    bytemuck::cast_slice_mut::<u8, i8>(y),
-                ),
-                (Op::Concat(_), DType::F32) => axis::place_channels(
+                (Op::Concat(_), DType::I8) if linked::<K>(Kernel::ConcatCopyI8) => {
+                    axis::place_channels(
+                        (channels, bytemuck::cast_slice::<u8, i8>(bytes), |v| v),
+                        (slot, stride),
+                        bytemuck::cast_slice_mut::<u8, i8>(y),
+                    )
+                }
+                (Op::Concat(_), DType::F32) if linked::<K>(Kernel::Concat) => axis::place_channels(
                     (channels, super::as_f32(bytes)?, |v| v),
                     (slot, stride),
                     super::as_f32_mut(y)?,
@@ -83,8 +88,8 @@ fn place_inputs(layer: &Layer, inputs: [&[u8]; 2], y: &mut [u8]) -> Option<()> {
 
 /// Runs an axis operation on its operand bytes (validated: element types, dims, indices).
 /// `None` only if validation was bypassed.
-pub(super) fn run(
-    model: &Model<'_>,
+pub(super) fn run<K: Kernels>(
+    model: &Model<'_, K>,
     layer: &Layer,
     x: &[u8],
     x2: &[u8],
@@ -92,9 +97,12 @@ pub(super) fn run(
 ) -> Option<()> {
     // Zero-copy concatenation (validated: along channels).
     if layer.output.view.is_some() || (0..2).any(|k| layer.in_place(k)) {
-        return place_inputs(layer, [x, x2], y);
+        return place_inputs::<K>(layer, [x, x2], y);
     }
     if let Op::ConcatI8(c) = &layer.op {
+        if !linked::<K>(Kernel::ConcatI8) {
+            return None;
+        }
         let part = |k: usize| -> Option<([usize; 3], PartQuant)> {
             let d = layer.inputs.get(k)?;
             let zero_point = i8::try_from(d.quant?.zero_point).ok()?;
@@ -122,19 +130,21 @@ pub(super) fn run(
         return Some(());
     }
     match layer.output.dtype {
-        DType::F32 => run_typed::<f32>(
+        DType::F32 => run_typed(
             model,
             layer,
-            super::as_f32(x)?,
-            super::as_f32(x2)?,
-            super::as_f32_mut(y)?,
+            (super::as_f32(x)?, super::as_f32(x2)?, super::as_f32_mut(y)?),
+            [Kernel::Concat, Kernel::Slice, Kernel::Gather].map(linked::<K>),
         ),
-        DType::I8 => run_typed::<i8>(
+        DType::I8 => run_typed::<i8, K>(
             model,
             layer,
-            bytemuck::cast_slice(x),
-            bytemuck::cast_slice(x2),
-            bytemuck::cast_slice_mut(y),
+            (
+                bytemuck::cast_slice(x),
+                bytemuck::cast_slice(x2),
+                bytemuck::cast_slice_mut(y),
+            ),
+            [Kernel::ConcatCopyI8, Kernel::SliceI8, Kernel::GatherI8].map(linked::<K>),
         ),
         // Refused by the loader.
         DType::I16 => None,

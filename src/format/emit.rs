@@ -4,6 +4,7 @@
 //! `emit` only lays out bytes; it does not judge the model. Run `Model::new_checked` on the result
 //! to find out whether the runtime will accept it.
 
+#[cfg(feature = "fmt")]
 use core::fmt;
 
 use super::{weights_offset, Header, Layer, ModelInfo, CRC, FORMAT_VERSION, HEADER_LEN, MAGIC};
@@ -31,6 +32,7 @@ pub enum EmitError {
     Encode,
 }
 
+#[cfg(feature = "fmt")]
 impl fmt::Display for EmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -47,6 +49,7 @@ impl fmt::Display for EmitError {
     }
 }
 
+#[cfg(feature = "fmt")]
 impl core::error::Error for EmitError {}
 
 fn encoded_len<T: serde::Serialize>(value: &T) -> Result<usize, EmitError> {

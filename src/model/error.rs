@@ -1,8 +1,10 @@
 //! Why a blob was refused. Small `Copy` values that name the layer and the fault, so firmware can
 //! log them (with defmt) and a person can act on them (most point at the host tool or the build).
 
+#[cfg(feature = "fmt")]
 use core::fmt;
 
+use crate::engine::Kernel;
 use crate::format::DType;
 
 /// Why [`Model::new_checked`](crate::Model::new_checked) refused a blob.
@@ -79,6 +81,17 @@ pub enum LoadError {
         layer: u16,
         /// What is wrong with it.
         what: LayerFault,
+    },
+    /// A layer runs on a kernel the firmware was built without: it loaded with
+    /// [`Model::new_checked_with_kernels`](crate::Model::new_checked_with_kernels) and a
+    /// [`Kernels`](crate::engine::Kernels) set made for another model (or with the crate feature
+    /// `f32` or `int8` off). Rebuild the firmware with the set of this blob
+    /// ([`KernelSet::of`](crate::engine::KernelSet::of), printed by `icefold inspect`).
+    KernelNotLinked {
+        /// Index of the layer in the schedule.
+        layer: u16,
+        /// The kernel it needs.
+        kernel: Kernel,
     },
     /// No layer writes the model output tensor.
     OutputNeverWritten {
@@ -398,6 +411,7 @@ pub enum LayerFault {
     },
 }
 
+#[cfg(feature = "fmt")]
 fn dtype_name(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
@@ -407,8 +421,10 @@ fn dtype_name(d: DType) -> &'static str {
 }
 
 /// Advice appended to faults that only a broken or mismatched tool can produce.
+#[cfg(feature = "fmt")]
 const FROM_TOOL: &str = "the blob was not written by a matching icefold tool; re-export the model";
 
+#[cfg(feature = "fmt")]
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -473,6 +489,14 @@ impl fmt::Display for LoadError {
                 write!(f, "{which}: {fault}")
             }
             LoadError::BadLayer { layer, what } => write!(f, "layer {layer}: {what}"),
+            LoadError::KernelNotLinked { layer, kernel } => write!(
+                f,
+                "layer {layer} runs on kernel {name}, which this firmware was built without \
+                 (its Kernels set is another model's, or a crate feature f32 / int8 is off); \
+                 rebuild it with this blob's set (`icefold inspect BLOB` prints it, \
+                 `icefold::engine::KernelSet::of` computes it) or with Kernel::{name} added",
+                name = kernel.name()
+            ),
             LoadError::OutputNeverWritten { tensor } => write!(
                 f,
                 "no layer writes the model output (tensor {tensor}); {FROM_TOOL}"
@@ -496,8 +520,10 @@ impl fmt::Display for LoadError {
     }
 }
 
+#[cfg(feature = "fmt")]
 impl core::error::Error for LoadError {}
 
+#[cfg(feature = "fmt")]
 impl fmt::Display for TensorFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -537,6 +563,7 @@ impl fmt::Display for TensorFault {
     }
 }
 
+#[cfg(feature = "fmt")]
 impl fmt::Display for Operand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -546,6 +573,7 @@ impl fmt::Display for Operand {
     }
 }
 
+#[cfg(feature = "fmt")]
 impl fmt::Display for SpanRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -563,6 +591,7 @@ impl fmt::Display for SpanRole {
     }
 }
 
+#[cfg(feature = "fmt")]
 impl fmt::Display for SpanFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -580,6 +609,7 @@ impl fmt::Display for SpanFault {
     }
 }
 
+#[cfg(feature = "fmt")]
 impl fmt::Display for ParamFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -633,6 +663,7 @@ impl fmt::Display for ParamFault {
     }
 }
 
+#[cfg(feature = "fmt")]
 impl fmt::Display for LayerFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

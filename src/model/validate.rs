@@ -11,6 +11,7 @@ use super::{
     Boundary, LayerFault, Layers, LoadError, Model, Operand, ParamFault, SpanFault, SpanRole,
     TensorFault,
 };
+use crate::engine::{Kernel, Kernels};
 use crate::format::{
     Activation, ChannelRequant, Clamp, Concat, ConcatI8, Conv2d, DType, Layer, Op, Pool, Quant,
     Requant, Span, TensorDesc, ARENA_ALIGN,
@@ -158,7 +159,7 @@ fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), TensorFault> {
 
 /// Checks the model info and every layer record on its own; returns the bytes after the last
 /// record (the caller requires there are none).
-pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
+pub(super) fn records<'a, K: Kernels>(model: &Model<'a, K>) -> Result<&'a [u8], LoadError> {
     let info = &model.info;
     let boundaries = [
         (&info.input, info.input_rank, Boundary::Input),
@@ -192,9 +193,21 @@ pub(super) fn records<'a>(model: &Model<'a>) -> Result<&'a [u8], LoadError> {
     while let Some(decoded) = layers.try_next() {
         let layer = decoded.map_err(|()| LoadError::MetaDecode { layer: Some(index) })?;
         check_layer(index, &layer, info.arena_bytes, weights)?;
+        check_linked::<K>(index, &layer)?;
         index = index.saturating_add(1);
     }
     Ok(layers.rest)
+}
+
+/// Refuses a (valid) layer whose kernel the firmware does not link.
+fn check_linked<K: Kernels>(index: u16, layer: &Layer) -> Result<(), LoadError> {
+    match Kernel::of(layer) {
+        Some(kernel) if !K::SET.contains(kernel) => Err(LoadError::KernelNotLinked {
+            layer: index,
+            kernel,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn check_layer(
@@ -823,7 +836,7 @@ fn same_storage(a: &TensorDesc, b: &TensorDesc) -> bool {
 
 /// Every read sees a tensor written before (or the model input) with the same storage, every
 /// tensor id is written once, the model input is never written, the model output is written.
-pub(super) fn dataflow(model: &Model<'_>) -> Result<(), LoadError> {
+pub(super) fn dataflow<K>(model: &Model<'_, K>) -> Result<(), LoadError> {
     let info = &model.info;
     let mut output_written = false;
     for (k, layer) in model.layers().enumerate() {
@@ -875,7 +888,7 @@ pub(super) fn dataflow(model: &Model<'_>) -> Result<(), LoadError> {
 
 /// The arena plan: no layer overwrites a tensor that a later layer reads or that is the model
 /// output. (A layer overwriting its own input was refused by `records`.)
-pub(super) fn plan(model: &Model<'_>) -> Result<(), LoadError> {
+pub(super) fn plan<K>(model: &Model<'_, K>) -> Result<(), LoadError> {
     check_lifetime(model, &model.info.input, model.layers(), 0)?;
     let mut later = model.layers();
     let mut next_index = 0usize;
@@ -887,8 +900,8 @@ pub(super) fn plan(model: &Model<'_>) -> Result<(), LoadError> {
 }
 
 /// `tensor` is produced just before `later`, whose first layer has index `first_index`.
-fn check_lifetime(
-    model: &Model<'_>,
+fn check_lifetime<K>(
+    model: &Model<'_, K>,
     tensor: &TensorDesc,
     later: Layers<'_>,
     first_index: usize,

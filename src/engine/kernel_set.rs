@@ -1,0 +1,410 @@
+//! The kernels a firmware links: a compile-time set the engine consults before every dispatch.
+//!
+//! The engine dispatches on records read at run time, so without a restriction every kernel of
+//! both precisions and every element-type pair is reachable and linked (about 110 KB of code on
+//! a Cortex-M4F, docs/BENCHMARKS.md). A [`Kernels`] type names a [`KernelSet`] as an associated
+//! `const`; a [`Model`] loaded with it ([`Model::new_checked_with_kernels`]) refuses, at load, a
+//! layer whose kernel is outside the set ([`LoadError::KernelNotLinked`]), and the engine guards
+//! each dispatch with the constant, so the compiler removes every kernel outside it.
+//!
+//! The set a blob needs is [`KernelSet::of`] (a host `build.rs` can compute it from the blob the
+//! firmware embeds: `examples/firmware-minimal/build.rs`), and `icefold inspect` prints it.
+//! [`DefaultKernels`] is every kernel of the precisions the crate features `f32` and `int8` (both
+//! default) enable: what [`Model::new_checked`] uses.
+//!
+//! [`LoadError::KernelNotLinked`]: crate::LoadError::KernelNotLinked
+
+use crate::format::{DType, Layer, Op};
+use crate::model::Model;
+
+macro_rules! kernels {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// One kernel the engine can dispatch to: an operation with its element types (precision,
+        /// and for the 16×8 convolution the input and output widths).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        #[non_exhaustive]
+        #[repr(u8)]
+        pub enum Kernel {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Kernel {
+            /// Every kernel, f32 first, in the order of their bits.
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$name,)*];
+
+            /// The variant's name, as Rust code names it (`Kernel::Conv2dI8`).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Kernel::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+kernels! {
+    /// f32 convolution (`Op::Conv2d`).
+    Conv2d,
+    /// f32 fully connected (`Op::Dense`).
+    Dense,
+    /// f32 pooling (`Op::Pool`).
+    Pool,
+    /// f32 addition (`Op::Add`).
+    Add,
+    /// f32 per-channel affine (`Op::Affine`).
+    Affine,
+    /// f32 activation (`Op::Activation`).
+    Activation,
+    /// f32 softmax (`Op::Softmax`).
+    Softmax,
+    /// f32 padding (`Op::Pad`).
+    Pad,
+    /// f32 product of two activations (`Op::Mul`).
+    Mul,
+    /// f32 PReLU (`Op::PRelu`).
+    PRelu,
+    /// `Op::Transpose` of f32 tensors.
+    Transpose,
+    /// `Op::Concat` of f32 tensors.
+    Concat,
+    /// `Op::Slice` of an f32 tensor.
+    Slice,
+    /// `Op::Gather` of an f32 tensor.
+    Gather,
+    /// int8 convolution (`Op::Conv2dI8`).
+    Conv2dI8,
+    /// int8 fully connected (`Op::DenseI8`).
+    DenseI8,
+    /// int8 fully connected with an int16 output (`Op::DenseI8Wide`).
+    DenseI8Wide,
+    /// int8 pooling (`Op::PoolI8`).
+    PoolI8,
+    /// int8 addition (`Op::AddI8`).
+    AddI8,
+    /// int8 per-channel affine (`Op::AffineI8`).
+    AffineI8,
+    /// int8 clamp (`Op::ClampI8`).
+    ClampI8,
+    /// int8 table lookup (`Op::LookupI8`).
+    LookupI8,
+    /// int8 softmax (`Op::SoftmaxI8`).
+    SoftmaxI8,
+    /// int16 softmax (`Op::SoftmaxI16`).
+    SoftmaxI16,
+    /// int8 padding (`Op::PadI8`).
+    PadI8,
+    /// int8 product of two activations (`Op::MulI8`).
+    MulI8,
+    /// int8 PReLU (`Op::PReluI8`).
+    PReluI8,
+    /// int8 concatenation that rescales (`Op::ConcatI8`).
+    ConcatI8,
+    /// `Op::Concat` of int8 tensors (one quantization: copies).
+    ConcatCopyI8,
+    /// `Op::Slice` of an int8 tensor.
+    SliceI8,
+    /// `Op::Gather` of an int8 tensor.
+    GatherI8,
+    /// `Op::Transpose` of int8 tensors.
+    TransposeI8,
+    /// `Op::Transpose` of int16 tensors (an int16 model input).
+    TransposeI16,
+    /// 16×8 convolution, int8 in, int16 out (`Op::Conv2dI16`).
+    Conv2dI8ToI16,
+    /// 16×8 convolution, int16 in, int16 out (`Op::Conv2dI16`).
+    Conv2dI16ToI16,
+    /// 16×8 convolution, int16 in, int8 out (`Op::Conv2dI16`).
+    Conv2dI16ToI8,
+}
+
+/// The f32 kernels: the variants before the first int8 one.
+const F32_KERNELS: u32 = Kernel::Conv2dI8 as u32;
+
+impl Kernel {
+    /// The kernel that runs `layer`, from its operation and its operands' element types; `None`
+    /// for combinations no kernel runs (the loader refuses them).
+    pub fn of(layer: &Layer) -> Option<Kernel> {
+        let x = layer.inputs.first()?.dtype;
+        let y = layer.output.dtype;
+        let by_type = |f32: Kernel, i8: Kernel, i16: Option<Kernel>| match y {
+            DType::F32 => Some(f32),
+            DType::I8 => Some(i8),
+            DType::I16 => i16,
+        };
+        Some(match &layer.op {
+            Op::Conv2d(_) => Kernel::Conv2d,
+            Op::Dense(_) => Kernel::Dense,
+            Op::Pool(_) => Kernel::Pool,
+            Op::Add { .. } => Kernel::Add,
+            Op::Affine(_) => Kernel::Affine,
+            Op::Activation(_) => Kernel::Activation,
+            Op::Softmax => Kernel::Softmax,
+            Op::Pad(_) => Kernel::Pad,
+            Op::Mul { .. } => Kernel::Mul,
+            Op::PRelu { .. } => Kernel::PRelu,
+            Op::Transpose(_) => by_type(
+                Kernel::Transpose,
+                Kernel::TransposeI8,
+                Some(Kernel::TransposeI16),
+            )?,
+            Op::Concat(_) => by_type(Kernel::Concat, Kernel::ConcatCopyI8, None)?,
+            Op::Slice(_) => by_type(Kernel::Slice, Kernel::SliceI8, None)?,
+            Op::Gather(_) => by_type(Kernel::Gather, Kernel::GatherI8, None)?,
+            Op::Conv2dI8(_) => Kernel::Conv2dI8,
+            Op::DenseI8(_) => Kernel::DenseI8,
+            Op::DenseI8Wide(_) => Kernel::DenseI8Wide,
+            Op::PoolI8(_) => Kernel::PoolI8,
+            Op::AddI8(_) => Kernel::AddI8,
+            Op::AffineI8(_) => Kernel::AffineI8,
+            Op::ClampI8(_) => Kernel::ClampI8,
+            Op::LookupI8 { .. } => Kernel::LookupI8,
+            Op::SoftmaxI8 { .. } => Kernel::SoftmaxI8,
+            Op::SoftmaxI16 { .. } => Kernel::SoftmaxI16,
+            Op::PadI8 { .. } => Kernel::PadI8,
+            Op::MulI8(_) => Kernel::MulI8,
+            Op::PReluI8(_) => Kernel::PReluI8,
+            Op::ConcatI8(_) => Kernel::ConcatI8,
+            Op::Conv2dI16(_) => match (x, y) {
+                (DType::I8, DType::I16) => Kernel::Conv2dI8ToI16,
+                (DType::I16, DType::I16) => Kernel::Conv2dI16ToI16,
+                (DType::I16, DType::I8) => Kernel::Conv2dI16ToI8,
+                _ => return None,
+            },
+        })
+    }
+
+    /// Whether this kernel computes in f32 (the rest are integer-only).
+    pub const fn is_f32(self) -> bool {
+        (self as u32) < F32_KERNELS
+    }
+
+    /// The kernel's bit in a [`KernelSet`].
+    const fn bit(self) -> u64 {
+        1 << self as u32
+    }
+}
+
+/// A set of [`Kernel`]s, as bits: `const` so that a firmware's set is known at compile time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct KernelSet(u64);
+
+impl KernelSet {
+    /// No kernel.
+    pub const EMPTY: KernelSet = KernelSet(0);
+    /// Every f32 kernel.
+    pub const F32: KernelSet = KernelSet((1 << F32_KERNELS) - 1);
+    /// Every integer kernel (int8, and the int16 ones of the 16×8 convolutions and output heads).
+    pub const INT8: KernelSet = KernelSet(((1 << Kernel::ALL.len()) - 1) & !Self::F32.0);
+    /// Every kernel.
+    pub const ALL: KernelSet = Self::F32.union(Self::INT8);
+
+    /// This set and `kernel`.
+    #[must_use]
+    pub const fn with(self, kernel: Kernel) -> KernelSet {
+        KernelSet(self.0 | kernel.bit())
+    }
+
+    /// The kernels of both sets.
+    #[must_use]
+    pub const fn union(self, other: KernelSet) -> KernelSet {
+        KernelSet(self.0 | other.0)
+    }
+
+    /// The kernels in both sets.
+    #[must_use]
+    pub const fn intersection(self, other: KernelSet) -> KernelSet {
+        KernelSet(self.0 & other.0)
+    }
+
+    /// Whether `kernel` is in the set. Inlined so that a constant set folds each engine guard.
+    #[inline(always)]
+    pub const fn contains(self, kernel: Kernel) -> bool {
+        self.0 & kernel.bit() != 0
+    }
+
+    /// Whether the set has no kernel.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The kernels in the set, in the order of [`Kernel::ALL`].
+    pub fn iter(self) -> impl Iterator<Item = Kernel> {
+        Kernel::ALL
+            .iter()
+            .copied()
+            .filter(move |k| self.contains(*k))
+    }
+
+    /// The kernels `model`'s layers run: the smallest set that loads it.
+    pub fn of<K>(model: &Model<'_, K>) -> KernelSet {
+        model
+            .layers()
+            .filter_map(|layer| Kernel::of(&layer))
+            .fold(KernelSet::EMPTY, KernelSet::with)
+    }
+}
+
+impl FromIterator<Kernel> for KernelSet {
+    fn from_iter<I: IntoIterator<Item = Kernel>>(kernels: I) -> KernelSet {
+        kernels.into_iter().fold(KernelSet::EMPTY, KernelSet::with)
+    }
+}
+
+/// The kernels a firmware links, named by a type: implement it with the set of the firmware's
+/// model and load with [`Model::new_checked_with_kernels`].
+///
+/// ```
+/// use icefold::engine::{Kernel, KernelSet, Kernels};
+///
+/// /// What an all-int8 ResNet-8 runs (`icefold inspect` prints a blob's set as such code).
+/// struct ModelKernels;
+/// impl Kernels for ModelKernels {
+///     const SET: KernelSet = KernelSet::EMPTY
+///         .with(Kernel::TransposeI8)
+///         .with(Kernel::Conv2dI8)
+///         .with(Kernel::AddI8)
+///         .with(Kernel::DenseI8);
+/// }
+/// assert!(!ModelKernels::SET.contains(Kernel::Conv2d));
+/// ```
+pub trait Kernels {
+    /// The kernels. A constant: the engine's guards fold and the others are not linked.
+    const SET: KernelSet;
+}
+
+/// Every kernel of the enabled precisions (crate features `f32` and `int8`, both default): the
+/// set of [`Model::new_checked`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DefaultKernels;
+
+impl Kernels for DefaultKernels {
+    const SET: KernelSet = {
+        let f32 = if cfg!(feature = "f32") {
+            KernelSet::F32
+        } else {
+            KernelSet::EMPTY
+        };
+        let int8 = if cfg!(feature = "int8") {
+            KernelSet::INT8
+        } else {
+            KernelSet::EMPTY
+        };
+        f32.union(int8)
+    };
+}
+
+/// Whether `K` links `kernel` (a constant after inlining: the engine's dispatch guards).
+#[inline(always)]
+pub(crate) const fn linked<K: Kernels>(kernel: Kernel) -> bool {
+    K::SET.contains(kernel)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::format;
+
+    use super::*;
+    use crate::testutil::*;
+    use crate::LoadError;
+
+    /// The operations of `testutil::tiny`, as written there (conv, pool, affine, ReLU, add,
+    /// transpose, pad, sigmoid, dense, softmax): all f32.
+    struct Tiny;
+    impl Kernels for Tiny {
+        const SET: KernelSet = KernelSet::EMPTY
+            .with(Kernel::Conv2d)
+            .with(Kernel::Pool)
+            .with(Kernel::Affine)
+            .with(Kernel::Activation)
+            .with(Kernel::Add)
+            .with(Kernel::Transpose)
+            .with(Kernel::Pad)
+            .with(Kernel::Dense)
+            .with(Kernel::Softmax);
+    }
+
+    /// `Tiny` without the softmax of its last layer (9).
+    struct TinyButSoftmax;
+    impl Kernels for TinyButSoftmax {
+        const SET: KernelSet = KernelSet(Tiny::SET.0 & !Kernel::Softmax.bit());
+    }
+
+    /// The integer kernels only: an int8-only firmware.
+    struct Int8Only;
+    impl Kernels for Int8Only {
+        const SET: KernelSet = KernelSet::INT8;
+    }
+
+    #[test]
+    fn the_set_of_a_model_is_the_kernels_of_its_layers() {
+        let blob = tiny().blob();
+        let model = crate::Model::new_checked(blob.bytes()).unwrap();
+        assert_eq!(KernelSet::of(&model), Tiny::SET);
+        assert!(Tiny::SET.iter().all(Kernel::is_f32));
+        assert_eq!(Tiny::SET.iter().count(), 9);
+    }
+
+    #[test]
+    fn a_model_runs_the_same_on_exactly_its_kernels() {
+        let blob = tiny().blob();
+        let all = crate::Model::new_checked(blob.bytes()).unwrap();
+        let only = crate::Model::<Tiny>::new_checked_with_kernels(blob.bytes()).unwrap();
+        let x = values(all.input().len(), 3);
+        let mut arena = Blob::zeroed(all.arena_bytes());
+        let (mut want, mut got) = ([0.0f32; 5], [0.0f32; 5]);
+        all.run_f32(arena.bytes_mut(), &x, &mut want).unwrap();
+        only.run_f32(arena.bytes_mut(), &x, &mut got).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_layer_outside_the_set_is_refused_by_name() {
+        let blob = tiny().blob();
+        let refused = crate::Model::<TinyButSoftmax>::new_checked_with_kernels(blob.bytes());
+        let err = refused.unwrap_err();
+        assert_eq!(
+            err,
+            LoadError::KernelNotLinked {
+                layer: 9,
+                kernel: Kernel::Softmax
+            }
+        );
+        let message = format!("{err}");
+        for what in ["layer 9", "Softmax", "rebuild", "icefold inspect"] {
+            assert!(message.contains(what), "{what} not in: {message}");
+        }
+        // An int8-only firmware refuses an f32 model at its first layer.
+        let refused = crate::Model::<Int8Only>::new_checked_with_kernels(blob.bytes());
+        assert_eq!(
+            refused.unwrap_err(),
+            LoadError::KernelNotLinked {
+                layer: 0,
+                kernel: Kernel::Conv2d
+            }
+        );
+    }
+
+    #[test]
+    fn the_precision_sets_split_every_kernel() {
+        assert_eq!(
+            KernelSet::F32.intersection(KernelSet::INT8),
+            KernelSet::EMPTY
+        );
+        assert_eq!(KernelSet::ALL.iter().count(), Kernel::ALL.len());
+        assert_eq!(
+            KernelSet::F32.iter().count(),
+            Kernel::ALL.iter().filter(|k| k.is_f32()).count()
+        );
+        // Names are the variants' (build scripts write them back as Rust code).
+        assert_eq!(Kernel::Conv2dI16ToI8.name(), "Conv2dI16ToI8");
+        assert_eq!(
+            format!("{:?}", Kernel::DenseI8Wide),
+            Kernel::DenseI8Wide.name()
+        );
+        assert_eq!(DefaultKernels::SET, KernelSet::ALL);
+    }
+}
