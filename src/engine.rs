@@ -11,7 +11,7 @@
 
 mod finite;
 mod int8;
-mod kernel_set;
+pub(crate) mod kernel_set;
 mod moves;
 
 pub use finite::{first_non_finite, NonFinite};

@@ -11,6 +11,7 @@ use super::{
     Boundary, LayerFault, Layers, LoadError, Model, Operand, ParamFault, SpanFault, SpanRole,
     TensorFault,
 };
+use crate::engine::kernel_set::linked;
 use crate::engine::{Kernel, Kernels};
 use crate::format::{
     Activation, ChannelRequant, Clamp, Concat, ConcatI8, Conv2d, DType, Layer, Op, Pool, Quant,
@@ -192,8 +193,7 @@ pub(super) fn records<'a, K: Kernels>(model: &Model<'a, K>) -> Result<&'a [u8], 
     let mut index = 0u16;
     while let Some(decoded) = layers.try_next() {
         let layer = decoded.map_err(|()| LoadError::MetaDecode { layer: Some(index) })?;
-        check_layer(index, &layer, info.arena_bytes, weights)?;
-        check_linked::<K>(index, &layer)?;
+        check_layer::<K>(index, &layer, info.arena_bytes, weights)?;
         index = index.saturating_add(1);
     }
     Ok(layers.rest)
@@ -210,7 +210,7 @@ fn check_linked<K: Kernels>(index: u16, layer: &Layer) -> Result<(), LoadError> 
     }
 }
 
-fn check_layer(
+fn check_layer<K: Kernels>(
     index: u16,
     layer: &Layer,
     arena_bytes: u32,
@@ -246,7 +246,9 @@ fn check_layer(
         }
     }
     check_dtypes(&layer.op, inputs, &layer.output).map_err(bad)?;
-    check_op(&layer.op, inputs, &layer.output, weights).map_err(bad)
+    // Before the operation's checks, which exist only for the linked kernels.
+    check_linked::<K>(index, layer)?;
+    check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)
 }
 
 /// The element types of `op`'s inputs and of its output, `None` for element-type generic
@@ -540,7 +542,7 @@ fn pool_geometry(pool: &Pool, x: &TensorDesc, y: &TensorDesc) -> Result<(), Laye
 
 /// Operation parameters against operand shapes and spans. Descriptions and element types were
 /// checked already.
-fn check_op(
+fn check_op<K: Kernels>(
     op: &Op,
     inputs: &[TensorDesc],
     y: &TensorDesc,
@@ -561,7 +563,7 @@ fn check_op(
         None => Ok(()),
     };
     match op {
-        Op::Conv2d(conv) => {
+        Op::Conv2d(conv) if linked::<K>(Kernel::Conv2d) => {
             check_activation(&conv.activation)?;
             let (out_c, per_out) = conv_geometry(conv, x, y)?;
             let n_weights = out_c.saturating_mul(per_out);
@@ -571,7 +573,7 @@ fn check_op(
             weights.span(conv.pad_values, SpanRole::PadValues, pad_values, 4)?;
             Ok(())
         }
-        Op::Dense(dense) => {
+        Op::Dense(dense) if linked::<K>(Kernel::Dense) => {
             check_activation(&dense.activation)?;
             let n_out = y.len() as u64;
             let n_in = dense_features(dense.weights, 4, n_out, x.len() as u64);
@@ -580,27 +582,33 @@ fn check_op(
             weights.span(dense.bias, SpanRole::Bias, f32s(n_out), 4)?;
             Ok(())
         }
-        Op::Pool(pool) => {
+        Op::Pool(pool) if linked::<K>(Kernel::Pool) => {
             check_activation(&pool.activation)?;
             pool_geometry(pool, x, y)
         }
-        Op::Add { activation } => {
+        Op::Add { activation } if linked::<K>(Kernel::Add) => {
             check_activation(activation)?;
             second_like_first()?;
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
-        Op::Affine(affine) => {
+        Op::Affine(affine) if linked::<K>(Kernel::Affine) => {
             check_activation(&affine.activation)?;
             weights.span(affine.scale, SpanRole::Scale, f32s(c), 4)?;
             weights.span(affine.shift, SpanRole::Shift, f32s(c), 4)?;
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
-        Op::Activation(activation) => {
+        Op::Activation(activation) if linked::<K>(Kernel::Activation) => {
             check_activation(activation)?;
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
-        Op::Softmax => expect_dims(Operand::Output, same_as_input, y.dims),
-        Op::Transpose(t) => {
+        Op::Softmax if linked::<K>(Kernel::Softmax) => {
+            expect_dims(Operand::Output, same_as_input, y.dims)
+        }
+        Op::Transpose(t)
+            if linked::<K>(Kernel::Transpose)
+                || linked::<K>(Kernel::TransposeI8)
+                || linked::<K>(Kernel::TransposeI16) =>
+        {
             let mut seen = [false; 3];
             let not_perm = LayerFault::Param(ParamFault::NotAPermutation { perm: t.perm });
             let mut expected = [0u64; 3];
@@ -615,7 +623,7 @@ fn check_op(
             expect_dims(Operand::Output, expected, y.dims)?;
             same_quant(x, y)
         }
-        Op::Pad(pad) => {
+        Op::Pad(pad) if linked::<K>(Kernel::Pad) => {
             if !pad.value.is_finite() {
                 return Err(LayerFault::Param(ParamFault::NotFinite));
             }
@@ -625,22 +633,26 @@ fn check_op(
                 y.dims,
             )
         }
-        Op::Conv2dI8(q) => {
+        Op::Conv2dI8(q) if linked::<K>(Kernel::Conv2dI8) => {
             check_integer_conv(weights, (&q.conv, &q.requant), check_clamp(q.clamp), x, y)
         }
-        Op::Conv2dI16(q) => {
+        Op::Conv2dI16(q)
+            if linked::<K>(Kernel::Conv2dI8ToI16)
+                || linked::<K>(Kernel::Conv2dI16ToI16)
+                || linked::<K>(Kernel::Conv2dI16ToI8) =>
+        {
             let clamp = check_bounds(q.clamp.min, q.clamp.max);
             check_integer_conv(weights, (&q.conv, &q.requant), clamp, x, y)
         }
-        Op::DenseI8(q) => {
+        Op::DenseI8(q) if linked::<K>(Kernel::DenseI8) => {
             check_clamp(q.clamp)?;
             check_dense_i8(weights, (q.weights, q.bias, &q.requant), x, y)
         }
-        Op::DenseI8Wide(q) => {
+        Op::DenseI8Wide(q) if linked::<K>(Kernel::DenseI8Wide) => {
             check_bounds(q.clamp.min, q.clamp.max)?;
             check_dense_i8(weights, (q.weights, q.bias, &q.requant), x, y)
         }
-        Op::PoolI8(q) => {
+        Op::PoolI8(q) if linked::<K>(Kernel::PoolI8) => {
             check_identity(&q.pool.activation)?;
             pool_geometry(&q.pool, x, y)?;
             let area = u64::from(q.pool.kernel[0]) * u64::from(q.pool.kernel[1]);
@@ -656,7 +668,7 @@ fn check_op(
             }
             check_clamp(q.clamp)
         }
-        Op::AddI8(q) => {
+        Op::AddI8(q) if linked::<K>(Kernel::AddI8) => {
             second_like_first()?;
             expect_dims(Operand::Output, same_as_input, y.dims)?;
             for r in q.input_requant {
@@ -665,23 +677,23 @@ fn check_op(
             check_requant(q.output_requant)?;
             check_clamp(q.clamp)
         }
-        Op::AffineI8(q) => {
+        Op::AffineI8(q) if linked::<K>(Kernel::AffineI8) => {
             weights.span(q.scale, SpanRole::Scale, f32s(c), 4)?;
             weights.span(q.offset, SpanRole::Offset, f32s(c), 4)?;
             weights.channel_requant(&q.requant, c)?;
             check_clamp(q.clamp)?;
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
-        Op::ClampI8(clamp) => {
+        Op::ClampI8(clamp) if linked::<K>(Kernel::ClampI8) => {
             check_clamp(*clamp)?;
             expect_dims(Operand::Output, same_as_input, y.dims)?;
             same_quant(x, y)
         }
-        Op::LookupI8 { table } => {
+        Op::LookupI8 { table } if linked::<K>(Kernel::LookupI8) => {
             weights.span(*table, SpanRole::Table, 256, 1)?;
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
-        Op::SoftmaxI16 { exp_hi, exp_lo } => {
+        Op::SoftmaxI16 { exp_hi, exp_lo } if linked::<K>(Kernel::SoftmaxI16) => {
             weights.span(*exp_hi, SpanRole::Table, 256 * 4, 4)?;
             weights.span(*exp_lo, SpanRole::Table, 256 * 4, 4)?;
             expect_dims(Operand::Output, same_as_input, y.dims)?;
@@ -695,7 +707,7 @@ fn check_op(
                 Err(LayerFault::SoftmaxOutputQuant)
             }
         }
-        Op::SoftmaxI8 { exp_table } => {
+        Op::SoftmaxI8 { exp_table } if linked::<K>(Kernel::SoftmaxI8) => {
             weights.span(*exp_table, SpanRole::Table, 256 * 4, 4)?;
             expect_dims(Operand::Output, same_as_input, y.dims)?;
             let expected = Quant {
@@ -708,26 +720,34 @@ fn check_op(
                 Err(LayerFault::SoftmaxOutputQuant)
             }
         }
-        Op::PadI8 { pad, interior, .. } => {
+        Op::PadI8 { pad, interior, .. } if linked::<K>(Kernel::PadI8) => {
             expect_dims(Operand::Output, padded([h, w, c], *pad, *interior), y.dims)?;
             same_quant(x, y)
         }
-        Op::Concat(concat) => axis::check_concat(concat, inputs, y),
-        Op::ConcatI8(concat) => axis::check_concat_i8(concat, inputs, y),
-        Op::Slice(slice) => axis::check_slice(slice, x, y),
-        Op::Gather(gather) => axis::check_gather(gather, x, y, weights),
-        Op::Mul { activation } => {
+        Op::Concat(concat) if linked::<K>(Kernel::Concat) || linked::<K>(Kernel::ConcatCopyI8) => {
+            axis::check_concat(concat, inputs, y)
+        }
+        Op::ConcatI8(concat) if linked::<K>(Kernel::ConcatI8) => {
+            axis::check_concat_i8(concat, inputs, y)
+        }
+        Op::Slice(slice) if linked::<K>(Kernel::Slice) || linked::<K>(Kernel::SliceI8) => {
+            axis::check_slice(slice, x, y)
+        }
+        Op::Gather(gather) if linked::<K>(Kernel::Gather) || linked::<K>(Kernel::GatherI8) => {
+            axis::check_gather(gather, x, y, weights)
+        }
+        Op::Mul { activation } if linked::<K>(Kernel::Mul) => {
             check_activation(activation)?;
             check_gate(x, inputs.get(1))?;
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
-        Op::MulI8(q) => {
+        Op::MulI8(q) if linked::<K>(Kernel::MulI8) => {
             check_gate(x, inputs.get(1))?;
             expect_dims(Operand::Output, same_as_input, y.dims)?;
             check_requant(q.requant)?;
             check_clamp(q.clamp)
         }
-        Op::PRelu { slope } => {
+        Op::PRelu { slope } if linked::<K>(Kernel::PRelu) => {
             let slopes = weights.span(*slope, SpanRole::Scale, f32s(c), 4)?;
             let finite = slopes
                 .chunks_exact(4)
@@ -737,11 +757,19 @@ fn check_op(
             }
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
-        Op::PReluI8(q) => {
+        Op::PReluI8(q) if linked::<K>(Kernel::PReluI8) => {
             check_requant(q.positive)?;
             weights.channel_requant(&q.negative, c)?;
             expect_dims(Operand::Output, same_as_input, y.dims)
         }
+        // Only a layer that no linked kernel runs gets here: `check_linked` refused every layer
+        // whose kernel is outside `K`, so this is a move of int16 elements, which no kernel
+        // takes (`axis::check_concat` and the others give the same fault when linked).
+        _ => Err(LayerFault::DType {
+            operand: Operand::Input(0),
+            expected: DType::I8,
+            found: x.dtype,
+        }),
     }
 }
 
