@@ -1,0 +1,154 @@
+//! A firmware links only its model's kernels (issue #19): the set `KernelSet::of` computes for
+//! each MLPerf Tiny int8 model is the one its architecture implies, a model loaded with exactly
+//! that set runs bit for bit as with every kernel, and a set without one of them is refused at
+//! load, naming a layer that needs it.
+//!
+//! The sizes these sets give a firmware are in docs/BENCHMARKS.md ("Flash: a firmware with only
+//! its model's kernels").
+
+use icefold::engine::{Kernel, KernelSet, Kernels};
+use icefold::{LoadError, Model};
+use icefold_tests::{manifest, Fixture};
+use icefold_tool::lower::blob::AlignedBytes;
+use icefold_tool::pipeline::{self, ConvertOptions, Int8Options, INT16_ACTIVATIONS_DEFAULT};
+use icefold_tool::quantize::calibrate::Method;
+
+/// ResNet-8, default conversion: the int16 model input transposed to `[H, W, C]`, the first
+/// residual stage 16×8 (int16 in, int8 out into the addition, int8 in, int16 out), the rest
+/// int8 convolutions and additions, the int16 output head.
+struct ResNet8;
+impl Kernels for ResNet8 {
+    const SET: KernelSet = KernelSet::EMPTY
+        .with(Kernel::TransposeI16)
+        .with(Kernel::Conv2dI16ToI8)
+        .with(Kernel::Conv2dI8ToI16)
+        .with(Kernel::Conv2dI8)
+        .with(Kernel::AddI8)
+        .with(Kernel::DenseI8Wide);
+}
+
+/// DS-CNN: 16×8 throughout (int16 in and out), the last one int8 out into the output head.
+struct DsCnn;
+impl Kernels for DsCnn {
+    const SET: KernelSet = KernelSet::EMPTY
+        .with(Kernel::Conv2dI16ToI16)
+        .with(Kernel::Conv2dI16ToI8)
+        .with(Kernel::DenseI8Wide);
+}
+
+/// MobileNetV1-0.25: as DS-CNN, after the transpose of its int16 `[C, H, W]` input.
+struct MobileNet;
+impl Kernels for MobileNet {
+    const SET: KernelSet = KernelSet::EMPTY
+        .with(Kernel::TransposeI16)
+        .with(Kernel::Conv2dI16ToI16)
+        .with(Kernel::Conv2dI16ToI8)
+        .with(Kernel::DenseI8Wide);
+}
+
+/// The autoencoder: dense layers, the last with the int16 output head.
+struct Autoencoder;
+impl Kernels for Autoencoder {
+    const SET: KernelSet = KernelSet::EMPTY
+        .with(Kernel::DenseI8)
+        .with(Kernel::DenseI8Wide);
+}
+
+/// ResNet-8's set without the output head's kernel.
+struct ResNet8WithoutHead;
+impl Kernels for ResNet8WithoutHead {
+    const SET: KernelSet = KernelSet::EMPTY
+        .with(Kernel::TransposeI16)
+        .with(Kernel::Conv2dI16ToI8)
+        .with(Kernel::Conv2dI8ToI16)
+        .with(Kernel::Conv2dI8)
+        .with(Kernel::AddI8);
+}
+
+fn fixture(name: &str) -> Fixture {
+    manifest()
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("fixture {name} in tests/fixtures/manifest.json"))
+}
+
+/// The default int8 conversion of a fixture.
+fn convert(f: &Fixture) -> AlignedBytes {
+    let calib = f.array("calib").unwrap();
+    let opts = Int8Options {
+        calib: &calib,
+        method: Method::DEFAULT,
+        progress: false,
+        bias_correction: true,
+        wide_output: true,
+        int16_activations: INT16_ACTIVATIONS_DEFAULT,
+    };
+    let options = ConvertOptions {
+        int8: Some(opts),
+        ..Default::default()
+    };
+    let converted = pipeline::convert(&f.model(), &options).unwrap();
+    AlignedBytes::new(&converted.blob)
+}
+
+/// Every test sample run by `model`: the outputs, in order.
+fn outputs<K: Kernels>(model: &Model<'_, K>, f: &Fixture) -> Vec<f32> {
+    let x = f.array("input").unwrap();
+    let mut arena = vec![0u32; model.arena_bytes().div_ceil(4)];
+    let mut all = Vec::new();
+    for i in 0..x.samples() {
+        let mut y = vec![0.0f32; model.output().len()];
+        model
+            .run_f32(bytemuck::cast_slice_mut(&mut arena), x.sample(i), &mut y)
+            .unwrap();
+        all.extend(y);
+    }
+    all
+}
+
+/// The set of the fixture's blob is `K::SET`, and the model runs on it as on every kernel.
+fn check<K: Kernels>(name: &str) -> AlignedBytes {
+    let f = fixture(name);
+    let blob = convert(&f);
+    let every = Model::new_checked(blob.as_slice()).unwrap();
+    assert_eq!(
+        KernelSet::of(&every),
+        K::SET,
+        "{name}: {:?}",
+        KernelSet::of(&every).iter().collect::<Vec<_>>()
+    );
+    let only = Model::<K>::new_checked_with_kernels(blob.as_slice()).unwrap();
+    let (want, got) = (outputs(&every, &f), outputs(&only, &f));
+    assert_eq!(
+        bytemuck::cast_slice::<f32, u8>(&got),
+        bytemuck::cast_slice::<f32, u8>(&want),
+        "{name}: outputs on its own kernels"
+    );
+    blob
+}
+
+#[test]
+fn each_mlperf_model_runs_on_exactly_its_kernels() {
+    let resnet8 = check::<ResNet8>("resnet8");
+    check::<DsCnn>("dscnn");
+    check::<MobileNet>("mobilenet_v1_025");
+    check::<Autoencoder>("ad_autoencoder");
+
+    // Without the output head's kernel, the last layer is refused by name.
+    let refused = Model::<ResNet8WithoutHead>::new_checked_with_kernels(resnet8.as_slice());
+    let model = Model::new_checked(resnet8.as_slice()).unwrap();
+    let last = model.info().layer_count - 1;
+    let err = refused.unwrap_err();
+    assert_eq!(
+        err,
+        LoadError::KernelNotLinked {
+            layer: last,
+            kernel: Kernel::DenseI8Wide
+        }
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("layer {last}")) && message.contains("DenseI8Wide"),
+        "{message}"
+    );
+}
