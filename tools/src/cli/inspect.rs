@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use icefold::engine::KernelSet;
 use icefold::format::DType;
 
 use icefold_tool::host;
@@ -139,6 +140,12 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     println!(
         "weight bytes {weight_bytes}, arena bytes {}",
         info.arena_bytes
+    );
+    let kernels: Vec<&str> = KernelSet::of(&model).iter().map(|k| k.name()).collect();
+    println!(
+        "kernels: {} (a firmware for this model alone links only these: \
+         `Model::<model::ModelKernels>::new_checked_with_kernels` with `--emit-rust`)",
+        kernels.join(", ")
     );
     if views > 0 {
         println!(

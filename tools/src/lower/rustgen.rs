@@ -7,11 +7,16 @@
 //! static mut ARENA: icefold::Aligned<[u8; model::ARENA_BYTES]> = icefold::Aligned([0; model::ARENA_BYTES]);
 //! let model = icefold::Model::new_checked(&model::BLOB.0)?;
 //! ```
+//! and, to link only the kernels this model runs (a blob that needs another is refused at load):
+//! ```text
+//! let model = icefold::Model::<model::ModelKernels>::new_checked_with_kernels(&model::BLOB.0)?;
+//! ```
 
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
+use icefold::engine::KernelSet;
 use icefold::format::{DType, TensorDesc, FORMAT_VERSION};
 
 use crate::host;
@@ -89,7 +94,34 @@ pub fn model_module(blob: &[u8], blob_include: &str, provenance: &Provenance) ->
     boundary(w, "INPUT", "input", &info.input, info.input_rank);
     let _ = writeln!(w);
     boundary(w, "OUTPUT", "output", &info.output, info.output_rank);
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "/// The kernels this model runs: load with \
+         `icefold::Model::<ModelKernels>::new_checked_with_kernels` and the firmware links no other."
+    );
+    let _ = writeln!(w, "pub struct ModelKernels;");
+    let _ = writeln!(w, "impl icefold::engine::Kernels for ModelKernels {{");
+    let _ = writeln!(
+        w,
+        "    const SET: icefold::engine::KernelSet = {};",
+        kernel_set_expr(KernelSet::of(&model))
+    );
+    let _ = writeln!(w, "}}");
     Ok(s)
+}
+
+/// `set` as a constant Rust expression (`icefold::engine::KernelSet::EMPTY.with(..)..`).
+pub fn kernel_set_expr(set: KernelSet) -> String {
+    let mut code = String::from("icefold::engine::KernelSet::EMPTY");
+    for kernel in set.iter() {
+        let _ = write!(
+            code,
+            "\n        .with(icefold::engine::Kernel::{})",
+            kernel.name()
+        );
+    }
+    code
 }
 
 /// Constants describing the model input or output.
