@@ -15,7 +15,7 @@ use icefold_tool::quantize::calibrate::Method;
 
 /// ResNet-8, default conversion: the int16 model input transposed to `[H, W, C]`, the first
 /// residual stage 16×8 (int16 in, int8 out into the addition, int8 in, int16 out), the rest
-/// int8 convolutions and additions, the int16 output head.
+/// int8 convolutions and additions, the int16 output head; no depthwise convolution.
 struct ResNet8;
 impl Kernels for ResNet8 {
     const SET: KernelSet = KernelSet::EMPTY
@@ -27,11 +27,13 @@ impl Kernels for ResNet8 {
         .with(Kernel::DenseI8Wide);
 }
 
-/// DS-CNN: 16×8 throughout (int16 in and out), the last one int8 out into the output head.
+/// DS-CNN: 16×8 throughout (int16 in and out), regular and depthwise, the last (pointwise) one
+/// int8 out into the output head.
 struct DsCnn;
 impl Kernels for DsCnn {
     const SET: KernelSet = KernelSet::EMPTY
         .with(Kernel::Conv2dI16ToI16)
+        .with(Kernel::DepthwiseI16ToI16)
         .with(Kernel::Conv2dI16ToI8)
         .with(Kernel::DenseI8Wide);
 }
@@ -42,6 +44,7 @@ impl Kernels for MobileNet {
     const SET: KernelSet = KernelSet::EMPTY
         .with(Kernel::TransposeI16)
         .with(Kernel::Conv2dI16ToI16)
+        .with(Kernel::DepthwiseI16ToI16)
         .with(Kernel::Conv2dI16ToI8)
         .with(Kernel::DenseI8Wide);
 }

@@ -18,8 +18,17 @@ use crate::kernels::reference::int8::{
 use crate::kernels::reference::layout;
 use crate::model::Model;
 
+use super::kernel_set::ConvLoops;
 use super::{conv_geometry_into, linked, pool_geometry, Kernel, Kernels};
+use crate::kernels::fast::conv::Loops;
 use crate::kernels::ConvGeometry;
+
+/// The fast convolution loops `K` links, per pair of element types (in, out).
+type I8ToI8<K> = ConvLoops<K, { Kernel::Conv2dI8 as u8 }, { Kernel::DepthwiseI8 as u8 }>;
+type I8ToI16<K> = ConvLoops<K, { Kernel::Conv2dI8ToI16 as u8 }, { Kernel::DepthwiseI8ToI16 as u8 }>;
+type I16ToI16<K> =
+    ConvLoops<K, { Kernel::Conv2dI16ToI16 as u8 }, { Kernel::DepthwiseI16ToI16 as u8 }>;
+type I16ToI8<K> = ConvLoops<K, { Kernel::Conv2dI16ToI8 as u8 }, { Kernel::DepthwiseI16ToI8 as u8 }>;
 
 /// Zero point of a validated int8 tensor (`None` only if validation was bypassed).
 fn zero_point(d: &TensorDesc) -> Option<i8> {
@@ -58,7 +67,7 @@ pub(super) fn run_layer<K: Kernels>(
         clamp,
     };
     match &layer.op {
-        Op::Conv2dI8(p) if linked::<K>(Kernel::Conv2dI8) => {
+        Op::Conv2dI8(p) if I8ToI8::<K>::REGULAR || I8ToI8::<K>::DEPTHWISE => {
             let quant = ConvQuant {
                 input_zero_point: zp_in,
                 pad_values: model.weights_as(p.conv.pad_values)?,
@@ -66,7 +75,7 @@ pub(super) fn run_layer<K: Kernels>(
                 output: output(p.clamp),
             };
             let weights = model.weights_as(p.conv.weights)?;
-            fast::conv::conv2d(
+            fast::conv::conv2d_loops::<I8ToI8<K>>(
                 &conv_geometry_into(&p.conv, &layer.output),
                 &quant,
                 x_dims,
@@ -210,7 +219,7 @@ pub(super) fn run_conv_i16<K: Kernels>(
     let weights: &[i8] = model.weights_as(p.conv.weights)?;
     let g = conv_geometry_into(&p.conv, &layer.output);
     /// The kernel for one pair of element types.
-    fn run<X: fast::conv::Lanes + bytemuck::Pod, Y: FromWide + bytemuck::Pod>(
+    fn run<X: fast::conv::Lanes + bytemuck::Pod, Y: FromWide + bytemuck::Pod, L: Loops>(
         g: &ConvGeometry,
         quant: &WideConvQuant<X>,
         dims: ([usize; 3], [usize; 3]),
@@ -219,7 +228,7 @@ pub(super) fn run_conv_i16<K: Kernels>(
     ) -> Option<()> {
         let x: &[X] = bytemuck::try_cast_slice(x).ok()?;
         let y: &mut [Y] = bytemuck::try_cast_slice_mut(y).ok()?;
-        fast::conv::conv2d_wide(g, quant, dims.0, x, dims.1, y, weights);
+        fast::conv::conv2d_wide_loops::<X, Y, L>(g, quant, dims.0, x, dims.1, y, weights);
         Some(())
     }
     let dims = (x_dims, y_dims);
@@ -232,8 +241,8 @@ pub(super) fn run_conv_i16<K: Kernels>(
                 output,
             };
             match layer.output.dtype {
-                DType::I16 if linked::<K>(Kernel::Conv2dI8ToI16) => {
-                    run::<i8, i16>(&g, &quant, dims, (x, y), weights)
+                DType::I16 if I8ToI16::<K>::REGULAR || I8ToI16::<K>::DEPTHWISE => {
+                    run::<i8, i16, I8ToI16<K>>(&g, &quant, dims, (x, y), weights)
                 }
                 _ => None,
             }
@@ -246,11 +255,11 @@ pub(super) fn run_conv_i16<K: Kernels>(
                 output,
             };
             match layer.output.dtype {
-                DType::I16 if linked::<K>(Kernel::Conv2dI16ToI16) => {
-                    run::<i16, i16>(&g, &quant, dims, (x, y), weights)
+                DType::I16 if I16ToI16::<K>::REGULAR || I16ToI16::<K>::DEPTHWISE => {
+                    run::<i16, i16, I16ToI16<K>>(&g, &quant, dims, (x, y), weights)
                 }
-                DType::I8 if linked::<K>(Kernel::Conv2dI16ToI8) => {
-                    run::<i16, i8>(&g, &quant, dims, (x, y), weights)
+                DType::I8 if I16ToI8::<K>::REGULAR || I16ToI8::<K>::DEPTHWISE => {
+                    run::<i16, i8, I16ToI8<K>>(&g, &quant, dims, (x, y), weights)
                 }
                 _ => None,
             }

@@ -14,6 +14,8 @@
 //!
 //! [`LoadError::KernelNotLinked`]: crate::LoadError::KernelNotLinked
 
+use core::marker::PhantomData;
+
 use crate::format::{DType, Layer, Op};
 use crate::model::Model;
 
@@ -72,7 +74,8 @@ kernels! {
     Slice,
     /// `Op::Gather` of an f32 tensor.
     Gather,
-    /// int8 convolution (`Op::Conv2dI8`).
+    /// int8 convolution (`Op::Conv2dI8`) other than depthwise: `groups` 1, or another grouping
+    /// (the reference kernel's).
     Conv2dI8,
     /// int8 fully connected (`Op::DenseI8`).
     DenseI8,
@@ -110,12 +113,20 @@ kernels! {
     TransposeI8,
     /// `Op::Transpose` of int16 tensors (an int16 model input).
     TransposeI16,
-    /// 16×8 convolution, int8 in, int16 out (`Op::Conv2dI16`).
+    /// 16×8 convolution other than depthwise, int8 in, int16 out (`Op::Conv2dI16`).
     Conv2dI8ToI16,
-    /// 16×8 convolution, int16 in, int16 out (`Op::Conv2dI16`).
+    /// 16×8 convolution other than depthwise, int16 in, int16 out (`Op::Conv2dI16`).
     Conv2dI16ToI16,
-    /// 16×8 convolution, int16 in, int8 out (`Op::Conv2dI16`).
+    /// 16×8 convolution other than depthwise, int16 in, int8 out (`Op::Conv2dI16`).
     Conv2dI16ToI8,
+    /// int8 depthwise convolution (`Op::Conv2dI8` with `groups` = input = output channels > 1).
+    DepthwiseI8,
+    /// 16×8 depthwise convolution, int8 in, int16 out.
+    DepthwiseI8ToI16,
+    /// 16×8 depthwise convolution, int16 in, int16 out.
+    DepthwiseI16ToI16,
+    /// 16×8 depthwise convolution, int16 in, int8 out.
+    DepthwiseI16ToI8,
 }
 
 /// The f32 kernels: the variants before the first int8 one.
@@ -151,6 +162,7 @@ impl Kernel {
             Op::Concat(_) => by_type(Kernel::Concat, Kernel::ConcatCopyI8, None)?,
             Op::Slice(_) => by_type(Kernel::Slice, Kernel::SliceI8, None)?,
             Op::Gather(_) => by_type(Kernel::Gather, Kernel::GatherI8, None)?,
+            Op::Conv2dI8(p) if depthwise(&p.conv, layer) => Kernel::DepthwiseI8,
             Op::Conv2dI8(_) => Kernel::Conv2dI8,
             Op::DenseI8(_) => Kernel::DenseI8,
             Op::DenseI8Wide(_) => Kernel::DenseI8Wide,
@@ -165,10 +177,13 @@ impl Kernel {
             Op::MulI8(_) => Kernel::MulI8,
             Op::PReluI8(_) => Kernel::PReluI8,
             Op::ConcatI8(_) => Kernel::ConcatI8,
-            Op::Conv2dI16(_) => match (x, y) {
-                (DType::I8, DType::I16) => Kernel::Conv2dI8ToI16,
-                (DType::I16, DType::I16) => Kernel::Conv2dI16ToI16,
-                (DType::I16, DType::I8) => Kernel::Conv2dI16ToI8,
+            Op::Conv2dI16(p) => match (x, y, depthwise(&p.conv, layer)) {
+                (DType::I8, DType::I16, false) => Kernel::Conv2dI8ToI16,
+                (DType::I16, DType::I16, false) => Kernel::Conv2dI16ToI16,
+                (DType::I16, DType::I8, false) => Kernel::Conv2dI16ToI8,
+                (DType::I8, DType::I16, true) => Kernel::DepthwiseI8ToI16,
+                (DType::I16, DType::I16, true) => Kernel::DepthwiseI16ToI16,
+                (DType::I16, DType::I8, true) => Kernel::DepthwiseI16ToI8,
                 _ => return None,
             },
         })
@@ -183,6 +198,14 @@ impl Kernel {
     const fn bit(self) -> u64 {
         1 << self as u32
     }
+}
+
+/// Whether an int8 convolution runs the depthwise loops (`kernels::fast::conv::run`'s choice):
+/// as many groups as input and output channels, more than one.
+fn depthwise(conv: &crate::format::Conv2d, layer: &Layer) -> bool {
+    let groups = conv.groups;
+    let in_c = layer.inputs.first().map_or(0, |x| x.dims[2]);
+    groups != 1 && groups == in_c && groups == layer.output.dims[2]
 }
 
 /// A set of [`Kernel`]s, as bits: `const` so that a firmware's set is known at compile time.
@@ -295,6 +318,17 @@ impl Kernels for DefaultKernels {
     };
 }
 
+/// The loops of the fast int8 convolution that `K` links, for the element types whose regular
+/// and depthwise kernels are `Kernel::ALL[REGULAR]` and `Kernel::ALL[DEPTHWISE]`.
+pub(crate) struct ConvLoops<K, const REGULAR: u8, const DEPTHWISE: u8>(PhantomData<K>);
+
+impl<K: Kernels, const REGULAR: u8, const DEPTHWISE: u8> crate::kernels::fast::conv::Loops
+    for ConvLoops<K, REGULAR, DEPTHWISE>
+{
+    const REGULAR: bool = linked::<K>(Kernel::ALL[REGULAR as usize]);
+    const DEPTHWISE: bool = linked::<K>(Kernel::ALL[DEPTHWISE as usize]);
+}
+
 /// Whether `K` links `kernel` (a constant after inlining: the engine's dispatch guards).
 #[inline(always)]
 pub(crate) const fn linked<K: Kernels>(kernel: Kernel) -> bool {
@@ -308,6 +342,7 @@ mod tests {
     use std::format;
 
     use super::*;
+    use crate::format::TensorDesc;
     use crate::testutil::*;
     use crate::LoadError;
 
@@ -385,6 +420,100 @@ mod tests {
                 layer: 0,
                 kernel: Kernel::Conv2d
             }
+        );
+    }
+
+    /// A convolution layer of `groups` groups from `[1, 1, in_c]` to `[1, 1, out_c]`, with the
+    /// given element types (`Conv2dI8` for int8 to int8, else the 16×8 record).
+    fn conv(groups: u16, in_c: u16, out_c: u16, types: (DType, DType)) -> Layer {
+        let conv = crate::format::Conv2d {
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [0; 4],
+            groups,
+            weights: Default::default(),
+            bias: Default::default(),
+            pad_values: Default::default(),
+            activation: crate::format::Activation::Identity,
+        };
+        let requant = crate::format::ChannelRequant {
+            multipliers: Default::default(),
+            shifts: Default::default(),
+        };
+        let op = if types == (DType::I8, DType::I8) {
+            let clamp = crate::quant::Clamp::FULL;
+            Op::Conv2dI8(crate::format::Conv2dI8 {
+                conv,
+                requant,
+                clamp,
+            })
+        } else {
+            let clamp = crate::quant::ClampI16::FULL;
+            Op::Conv2dI16(crate::format::Conv2dI16 {
+                conv,
+                requant,
+                clamp,
+            })
+        };
+        let x = TensorDesc {
+            dtype: types.0,
+            ..desc(0, 0, [1, 1, in_c])
+        };
+        let y = TensorDesc {
+            dtype: types.1,
+            ..desc(1, 64, [1, 1, out_c])
+        };
+        layer(op, x, y)
+    }
+
+    #[test]
+    fn depthwise_convolutions_have_their_own_kernels() {
+        use DType::{I16, I8};
+        // As many groups as input and output channels, more than one: the depthwise loops.
+        assert_eq!(
+            Kernel::of(&conv(8, 8, 8, (I8, I8))),
+            Some(Kernel::DepthwiseI8)
+        );
+        assert_eq!(
+            Kernel::of(&conv(8, 8, 8, (I8, I16))),
+            Some(Kernel::DepthwiseI8ToI16)
+        );
+        assert_eq!(
+            Kernel::of(&conv(8, 8, 8, (I16, I16))),
+            Some(Kernel::DepthwiseI16ToI16)
+        );
+        assert_eq!(
+            Kernel::of(&conv(8, 8, 8, (I16, I8))),
+            Some(Kernel::DepthwiseI16ToI8)
+        );
+        // One group (even of one channel), or groups of several channels: the regular kernel.
+        assert_eq!(Kernel::of(&conv(1, 1, 1, (I8, I8))), Some(Kernel::Conv2dI8));
+        assert_eq!(
+            Kernel::of(&conv(1, 8, 8, (I16, I8))),
+            Some(Kernel::Conv2dI16ToI8)
+        );
+        assert_eq!(Kernel::of(&conv(2, 8, 8, (I8, I8))), Some(Kernel::Conv2dI8));
+        assert_eq!(
+            Kernel::of(&conv(8, 8, 16, (I8, I16))),
+            Some(Kernel::Conv2dI8ToI16)
+        );
+        // No 16x8 kernel reads and writes int8.
+        let narrow = conv(1, 8, 8, (I8, I8));
+        let Op::Conv2dI8(p) = narrow.op else {
+            unreachable!()
+        };
+        let wide_op = Op::Conv2dI16(crate::format::Conv2dI16 {
+            conv: p.conv,
+            requant: p.requant,
+            clamp: crate::quant::ClampI16::FULL,
+        });
+        assert_eq!(
+            Kernel::of(&Layer {
+                op: wide_op,
+                ..narrow
+            }),
+            None
         );
     }
 

@@ -633,13 +633,16 @@ fn check_op<K: Kernels>(
                 y.dims,
             )
         }
-        Op::Conv2dI8(q) if linked::<K>(Kernel::Conv2dI8) => {
+        Op::Conv2dI8(q) if linked::<K>(Kernel::Conv2dI8) || linked::<K>(Kernel::DepthwiseI8) => {
             check_integer_conv(weights, (&q.conv, &q.requant), check_clamp(q.clamp), x, y)
         }
         Op::Conv2dI16(q)
             if linked::<K>(Kernel::Conv2dI8ToI16)
                 || linked::<K>(Kernel::Conv2dI16ToI16)
-                || linked::<K>(Kernel::Conv2dI16ToI8) =>
+                || linked::<K>(Kernel::Conv2dI16ToI8)
+                || linked::<K>(Kernel::DepthwiseI8ToI16)
+                || linked::<K>(Kernel::DepthwiseI16ToI16)
+                || linked::<K>(Kernel::DepthwiseI16ToI8) =>
         {
             let clamp = check_bounds(q.clamp.min, q.clamp.max);
             check_integer_conv(weights, (&q.conv, &q.requant), clamp, x, y)

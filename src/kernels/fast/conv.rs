@@ -244,14 +244,39 @@ pub struct Conv<'a, X> {
     pub weights: &'a [i8],
 }
 
+/// Which loops of [`run`] a caller links, as constants: a loop left out is not linked, and
+/// [`run_loops`] returns `false` for the geometries it covers (the engine's kernel set,
+/// `engine::Kernels`, leaves out the depthwise loops of a model without depthwise layers).
+pub trait Loops {
+    /// The `groups == 1` loops (regular, columns, pointwise).
+    const REGULAR: bool;
+    /// The depthwise loops (`groups == in_c == out_c`).
+    const DEPTHWISE: bool;
+}
+
+/// Every loop of [`run`].
+pub struct AllLoops;
+
+impl Loops for AllLoops {
+    const REGULAR: bool = true;
+    const DEPTHWISE: bool = true;
+}
+
 /// Runs `conv` into `output` (`[out_h, out_w, out_c]`) if a fast loop covers it; `false`
 /// (nothing written) if not.
+#[inline]
+pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
+    run_loops::<X, Y, AllLoops>(conv, output)
+}
+
+/// [`run`] with the loops of `L` only; `false` (nothing written) for a geometry no loop of `L`
+/// covers.
 ///
 /// Not inlined, nor are the loops it picks: one call per layer costs nothing, each loop's stack
 /// buffers (up to 1.5 KiB) are not added to the others', and the firmware keeps one function per
 /// loop and element-type pair (visible to the object-level no-float check).
 #[inline(never)]
-pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
+pub fn run_loops<X: Lanes, Y: FromWide, L: Loops>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
     let g = conv.geometry;
     let ([_, _, in_c], [_, _, out_c]) = conv.dims;
     let taps = g.kernel[0].saturating_mul(g.kernel[1]);
@@ -261,9 +286,15 @@ pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool 
     // Output pixels `out_stride` elements apart: a view (zero-copy concatenation) or dense.
     let strided = g.out_stride(out_c) != out_c;
     if g.groups == 1 {
+        if !L::REGULAR {
+            return false;
+        }
         regular(conv, output);
         true
     } else if g.groups == in_c && g.groups == out_c {
+        if !L::DEPTHWISE {
+            return false;
+        }
         // The 3x3 row kernel writes dense rows only.
         if !strided && super::depthwise::covers(conv) {
             super::depthwise::depthwise3x3(conv, X::words(conv.input), output);
@@ -1108,6 +1139,19 @@ pub fn conv2d(
     output: &mut [i8],
     weights: &[i8],
 ) {
+    conv2d_loops::<AllLoops>(params, quant, in_dims, input, out_dims, output, weights);
+}
+
+/// [`conv2d`] with the loops of `L` only (the reference kernel where they do not cover it).
+pub fn conv2d_loops<L: Loops>(
+    params: &ConvGeometry,
+    quant: &ConvQuant,
+    in_dims: [usize; 3],
+    input: &[i8],
+    out_dims: [usize; 3],
+    output: &mut [i8],
+    weights: &[i8],
+) {
     let conv = Conv {
         geometry: params,
         dims: (in_dims, out_dims),
@@ -1120,7 +1164,7 @@ pub fn conv2d(
         input,
         weights,
     };
-    if !run(&conv, output) {
+    if !run_loops::<i8, i8, L>(&conv, output) {
         reference::conv2d(params, quant, in_dims, input, out_dims, output, weights);
     }
 }
@@ -1128,6 +1172,19 @@ pub fn conv2d(
 /// [`reference::int8::conv::conv2d_wide`](crate::kernels::reference::int8::conv::conv2d_wide),
 /// fast where a loop of this module covers the geometry.
 pub fn conv2d_wide<X: Lanes, Y: FromWide>(
+    params: &ConvGeometry,
+    quant: &WideConvQuant<X>,
+    in_dims: [usize; 3],
+    input: &[X],
+    out_dims: [usize; 3],
+    output: &mut [Y],
+    weights: &[i8],
+) {
+    conv2d_wide_loops::<X, Y, AllLoops>(params, quant, in_dims, input, out_dims, output, weights);
+}
+
+/// [`conv2d_wide`] with the loops of `L` only (the reference kernel where they do not cover it).
+pub fn conv2d_wide_loops<X: Lanes, Y: FromWide, L: Loops>(
     params: &ConvGeometry,
     quant: &WideConvQuant<X>,
     in_dims: [usize; 3],
@@ -1148,7 +1205,7 @@ pub fn conv2d_wide<X: Lanes, Y: FromWide>(
         input,
         weights,
     };
-    if !run(&conv, output) {
+    if !run_loops::<X, Y, L>(&conv, output) {
         reference::conv2d_wide(params, quant, in_dims, input, out_dims, output, weights);
     }
 }
