@@ -6,6 +6,7 @@
 //! parsing at all, so the loader's checks only ever see bytes the vendor signed.
 
 use super::{LoadError, Model};
+use crate::engine::Kernels;
 use crate::format::signature::{self, PUBLIC_KEY_LEN};
 
 impl<'a> Model<'a> {
@@ -26,6 +27,18 @@ impl<'a> Model<'a> {
         blob: &'a [u8],
         public_key: &[u8; PUBLIC_KEY_LEN],
     ) -> Result<Model<'a>, LoadError> {
+        Model::new_signed_with_kernels(blob, public_key)
+    }
+}
+
+impl<'a, K: Kernels> Model<'a, K> {
+    /// [`Model::new_signed`] for a firmware that links only the kernels of `K`: after the
+    /// signature, the checks of [`Model::new_checked_with_kernels`] (a layer outside the set is
+    /// refused with [`LoadError::KernelNotLinked`]).
+    pub fn new_signed_with_kernels(
+        blob: &'a [u8],
+        public_key: &[u8; PUBLIC_KEY_LEN],
+    ) -> Result<Model<'a, K>, LoadError> {
         let Some(signed) = signature::split(blob) else {
             return Err(if signature::says_signed(blob) {
                 LoadError::SignatureTruncated
@@ -39,7 +52,7 @@ impl<'a> Model<'a> {
             .map_err(|_| LoadError::SignatureInvalid)?;
         // Authentic: now the integrity and structure checks, on exactly the signed bytes (the
         // header must say signed, or its lengths do not cover the trailer).
-        Model::new_checked(blob)
+        Model::new_checked_with_kernels(blob)
     }
 }
 
@@ -105,6 +118,36 @@ mod tests {
         m.run_f32(a.bytes_mut(), &x, &mut ya).unwrap();
         plain.run_f32(b.bytes_mut(), &x, &mut yb).unwrap();
         assert_eq!(ya, yb);
+    }
+
+    #[test]
+    fn a_signed_blob_loads_with_a_kernel_set_only_if_the_set_runs_it() {
+        use crate::engine::{KernelSet, Kernels};
+        struct Int8Only;
+        impl Kernels for Int8Only {
+            const SET: KernelSet = KernelSet::INT8;
+        }
+        struct F32Only;
+        impl Kernels for F32Only {
+            const SET: KernelSet = KernelSet::F32;
+        }
+        let k = key(2);
+        let signed = sign(tiny().blob().bytes(), &k);
+        let f32_only = Model::<F32Only>::new_signed_with_kernels(signed.bytes(), &public(&k));
+        assert!(f32_only.is_ok());
+        // The f32 model's first layer, a convolution, has no kernel in an int8-only firmware.
+        let refused = Model::<Int8Only>::new_signed_with_kernels(signed.bytes(), &public(&k));
+        assert_eq!(
+            refused.err(),
+            Some(LoadError::KernelNotLinked {
+                layer: 0,
+                kernel: crate::engine::Kernel::Conv2d
+            })
+        );
+        // The signature comes first, whatever the set.
+        let other = key(3);
+        let foreign = Model::<F32Only>::new_signed_with_kernels(signed.bytes(), &public(&other));
+        assert_eq!(foreign.err(), Some(LoadError::SignatureInvalid));
     }
 
     #[test]
