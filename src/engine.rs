@@ -8,6 +8,11 @@
 //! floating point at all (a test reads its source to keep it so). The only float operations of an
 //! int8 run are the boundary conversions of [`Model::run_f32`] ([`quantize`], [`dequantize`]);
 //! [`Model::run_i8`] has none.
+//!
+//! Every dispatch is guarded by the model's kernel set ([`Kernels`], a type parameter of
+//! [`Model`]): a constant, so a firmware loaded with
+//! [`Model::new_checked_with_kernels`] links only the kernels of its set (the loader refused any
+//! layer outside it), and [`Model::new_checked`] links every kernel of the enabled precisions.
 
 mod finite;
 mod int8;
