@@ -37,6 +37,15 @@ pub trait Lanes: Element + bytemuck::Pod {
     /// The values for the x86_64 AVX2 dot products.
     #[cfg(target_arch = "x86_64")]
     fn activations(x: &[Self]) -> crate::kernels::x86::Activations<'_>;
+    /// int8 values as words of four (little-endian), if they are int8, 4-byte aligned and a
+    /// whole number of words: what [`simd::sxtb16_2x2`] reads.
+    fn packed(x: &[Self]) -> Option<&[u32]> {
+        if Self::WIDE {
+            None
+        } else {
+            bytemuck::try_cast_slice(x).ok()
+        }
+    }
     /// int16 values as words of two lanes, if they are int16 and 4-byte aligned.
     fn words(x: &[Self]) -> Option<&[u32]> {
         if Self::WIDE {
@@ -345,6 +354,11 @@ fn interior(
 /// `quant::contract`); 2 output channels × 128 words = 1 KiB of stack.
 const MAX_WIDE_PRODUCTS: usize = 256;
 
+/// Largest reduction whose int8 weights [`regular`] widens for an int8 input
+/// ([`simd::widen_quads`]: one word per product of the channel pair): ResNet-8's 3x3 × 64
+/// channels. 2.25 KiB of stack, shared with the int16 layers' buffer.
+const MAX_PACKED_PRODUCTS: usize = 576;
+
 /// How [`regular`] reads the dot products of two output channels.
 trait Operands {
     /// `acc[k] += Σ w[k][w_at + i] · x[x_at + i]` over `n` values, for one pixel.
@@ -399,20 +413,48 @@ impl Operands for Wide<'_> {
 
     #[inline(always)]
     fn two(&self, w_at: usize, x_at: [usize; 2], n: usize, acc: [i32; 4]) -> [i32; 4] {
-        let [mut a0, mut a1, mut b0, mut b1] = acc;
+        let [a0, a1, b0, b1] = acc;
         let (w_at, n) = (w_at / 2, n / 2);
         let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
         let [xa, xb] = x_at.map(|at| self.x.get(at / 2..at / 2 + n).unwrap_or_default());
         if let Some([[a0, a1], [b0, b1]]) = words_x86(w, [xa, xb], [[a0, a1], [b0, b1]]) {
             return [a0, a1, b0, b1];
         }
-        for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
-            a0 = simd::smlad(*w0, *xa, a0);
-            b0 = simd::smlad(*w0, *xb, b0);
-            a1 = simd::smlad(*w1, *xa, a1);
-            b1 = simd::smlad(*w1, *xb, b1);
+        simd::smlad_2x2(w, [xa, xb], acc)
+    }
+}
+
+/// int8 weights widened once per channel pair ([`simd::widen_quads`]: four words per run of
+/// four products, so a run's words start at its product index) and an int8 input read as words
+/// of four values: pixel pairs run [`simd::sxtb16_2x2`], single (border) pixels the int8
+/// weights as [`Quads`]. Offsets and lengths are in elements, multiples of 4.
+struct Packed<'a, X> {
+    w: &'a [u32],
+    x: &'a [u32],
+    raw: Quads<'a, X>,
+}
+
+impl<X: Lanes> Operands for Packed<'_, X> {
+    #[inline(always)]
+    fn one(&self, w_at: usize, x_at: usize, n: usize, acc: [i32; 2]) -> [i32; 2] {
+        self.raw.one(w_at, x_at, n, acc)
+    }
+
+    #[inline(always)]
+    fn two(&self, w_at: usize, x_at: [usize; 2], n: usize, acc: [i32; 4]) -> [i32; 4] {
+        // `regular` takes this path only for input channels in multiples of 4, so every
+        // offset is; anything else would drop values: the int8 weights instead.
+        if (w_at | x_at[0] | x_at[1] | n) % 4 != 0 {
+            return self.raw.two(w_at, x_at, n, acc);
         }
-        [a0, a1, b0, b1]
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::x86::available() {
+            // The host's AVX2 dot products, on the int8 weights.
+            return self.raw.two(w_at, x_at, n, acc);
+        }
+        let w = self.w.get(w_at..w_at + n).unwrap_or_default();
+        let x = x_at.map(|at| self.x.get(at / 4..(at + n) / 4).unwrap_or_default());
+        simd::sxtb16_2x2(w, x, acc)
     }
 }
 
@@ -435,8 +477,15 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     } else {
         None
     };
-    // Per channel pair, reused (not re-zeroed: each pair writes what it reads).
-    let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
+    // int8 inputs read as words of four, weights widened once per channel pair.
+    let packed = if in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
+        X::packed(c.input)
+    } else {
+        None
+    };
+    // Per channel pair, reused (not re-zeroed: each pair writes what it reads). int16 layers
+    // use each half for one channel, int8 layers the whole as one run.
+    let mut wide = [[0u32; MAX_PACKED_PRODUCTS / 2]; 2];
     let padded = c.geometry.pad != [0; 4];
     let mut o = 0;
     while o < out_c {
@@ -487,11 +536,29 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 }
             }
             None => {
-                let ops = Quads {
+                let raw = Quads {
                     w: [w0, w1],
                     x: c.input,
                 };
-                pixels(c, &mut *output, &ops, &outs, pads);
+                match packed {
+                    Some(x) => {
+                        let flat = wide.as_flattened_mut();
+                        let runs = flat.chunks_exact_mut(4).zip(w0.chunks_exact(4));
+                        for ((slot, q0), q1) in runs.zip(w1.chunks_exact(4)) {
+                            let (Ok(slot), Some(q0), Some(q1)) = (
+                                <&mut [u32; 4]>::try_from(slot),
+                                q0.first_chunk::<4>(),
+                                q1.first_chunk::<4>(),
+                            ) else {
+                                continue;
+                            };
+                            *slot = simd::widen_quads(q0, q1);
+                        }
+                        let w = flat.get(..per_out).unwrap_or_default();
+                        pixels(c, &mut *output, &Packed { w, x, raw }, &outs, pads);
+                    }
+                    None => pixels(c, &mut *output, &raw, &outs, pads),
+                }
             }
         }
         o += if pair { 2 } else { 1 };
@@ -688,12 +755,7 @@ fn pointwise<Y: FromWide>(
         if let Some([[ra0, ra1], [rb0, rb1]]) = words_x86(w, [xa, xb], [outs.bias, outs.bias]) {
             [a0, a1, b0, b1] = [ra0, ra1, rb0, rb1];
         } else {
-            for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
-                a0 = simd::smlad(*w0, *xa, a0);
-                b0 = simd::smlad(*w0, *xb, b0);
-                a1 = simd::smlad(*w1, *xa, a1);
-                b1 = simd::smlad(*w1, *xb, b1);
-            }
+            [a0, a1, b0, b1] = simd::smlad_2x2(w, [xa, xb], [a0, a1, b0, b1]);
         }
         if let Some(out_px) = px.next() {
             outs.store(bounds, out_px, [a0, a1]);

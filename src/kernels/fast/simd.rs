@@ -564,8 +564,224 @@ pub fn mla_taps(acc: &mut [f32; 4], x: &[f32], w: &[f32], taps: Taps) {
     }
 }
 
+/// Two output channels × two pixels on int16 lane pairs: `acc[2p + k] + Σ_j smlad(w[k][j],
+/// x[p][j])` over the words all four slices have (`n`, the shortest length), the tile of the
+/// 16×8 regular and pointwise convolutions. `w[k]`: channel `k`'s weights widened to lane pairs
+/// in the order of the activations' words (`(v0, v1), (v2, v3), ...`), so no lane is repacked in
+/// the loop.
+///
+/// With the DSP extension (`icefold_dsp`): per four words (32 products) sixteen single loads
+/// (all four pointers post-incremented, so no address arithmetic), sixteen SMLADs and the loop's
+/// SUBS/BNE, 34 instructions; the last `n % 4` words in Rust. Twelve general registers are
+/// live in the loop (four pointers, the count, four accumulators, two activations and a
+/// weight): every one Rust's `asm!` may allocate on Thumb, which is why the weights are single
+/// loads rather than LDRDs (a second weight register does not fit).
+#[inline(always)]
+pub fn smlad_2x2(w: [&[u32]; 2], x: [&[u32]; 2], acc: [i32; 4]) -> [i32; 4] {
+    let n = w[0].len().min(w[1].len()).min(x[0].len()).min(x[1].len());
+    #[allow(unused_mut)]
+    let mut done = 0;
+    let [mut a0, mut a1, mut b0, mut b1] = acc;
+    #[cfg(icefold_dsp)]
+    {
+        let quads = n / 4;
+        if quads > 0 {
+            // SAFETY: each of the four pointers starts at a slice holding at least `n` words
+            // (`n` is the shortest length), and the loop reads `4 · quads ≤ n` consecutive
+            // words through each, post-incrementing by one word per load: every load is
+            // inside its slice. The pointers are `u32` slices' so the word loads are aligned.
+            // Only the named registers and the flags change (no stack, no stores): `nostack`.
+            // LDR, SMLAD, SUBS and BNE exist on every icefold_dsp core (module docs).
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {w}, [{p0}], #4",
+                    "ldr {xa}, [{pa}], #4",
+                    "ldr {xb}, [{pb}], #4",
+                    "smlad {a0}, {w}, {xa}, {a0}",
+                    "smlad {b0}, {w}, {xb}, {b0}",
+                    "ldr {w}, [{p1}], #4",
+                    "smlad {a1}, {w}, {xa}, {a1}",
+                    "smlad {b1}, {w}, {xb}, {b1}",
+                    "ldr {w}, [{p0}], #4",
+                    "ldr {xa}, [{pa}], #4",
+                    "ldr {xb}, [{pb}], #4",
+                    "smlad {a0}, {w}, {xa}, {a0}",
+                    "smlad {b0}, {w}, {xb}, {b0}",
+                    "ldr {w}, [{p1}], #4",
+                    "smlad {a1}, {w}, {xa}, {a1}",
+                    "smlad {b1}, {w}, {xb}, {b1}",
+                    "ldr {w}, [{p0}], #4",
+                    "ldr {xa}, [{pa}], #4",
+                    "ldr {xb}, [{pb}], #4",
+                    "smlad {a0}, {w}, {xa}, {a0}",
+                    "smlad {b0}, {w}, {xb}, {b0}",
+                    "ldr {w}, [{p1}], #4",
+                    "smlad {a1}, {w}, {xa}, {a1}",
+                    "smlad {b1}, {w}, {xb}, {b1}",
+                    "ldr {w}, [{p0}], #4",
+                    "ldr {xa}, [{pa}], #4",
+                    "ldr {xb}, [{pb}], #4",
+                    "smlad {a0}, {w}, {xa}, {a0}",
+                    "smlad {b0}, {w}, {xb}, {b0}",
+                    "ldr {w}, [{p1}], #4",
+                    "smlad {a1}, {w}, {xa}, {a1}",
+                    "smlad {b1}, {w}, {xb}, {b1}",
+                    "subs {cnt}, {cnt}, #1",
+                    "bne 2b",
+                    p0 = inout(reg) w[0].as_ptr() => _,
+                    p1 = inout(reg) w[1].as_ptr() => _,
+                    pa = inout(reg) x[0].as_ptr() => _,
+                    pb = inout(reg) x[1].as_ptr() => _,
+                    cnt = inout(reg) quads => _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    b0 = inout(reg) b0,
+                    b1 = inout(reg) b1,
+                    w = out(reg) _,
+                    xa = out(reg) _,
+                    xb = out(reg) _,
+                    options(nostack, readonly),
+                );
+            }
+            done = 4 * quads;
+        }
+    }
+    // The rest (everything in portable builds), in index order.
+    for j in done..n {
+        let (Some(w0), Some(w1), Some(xa), Some(xb)) =
+            (w[0].get(j), w[1].get(j), x[0].get(j), x[1].get(j))
+        else {
+            break;
+        };
+        a0 = smlad(*w0, *xa, a0);
+        b0 = smlad(*w0, *xb, b0);
+        a1 = smlad(*w1, *xa, a1);
+        b1 = smlad(*w1, *xb, b1);
+    }
+    [a0, a1, b0, b1]
+}
+
+/// Four int8 weights of each of two output channels widened once for [`sxtb16_2x2`]: per run
+/// of four products the words `(w0, w2)`, `(w1, w3)` of channel 0, then the same of channel 1
+/// (the lane order [`sxtb16`] and [`sxtb16_ror8`] give four int8 activations).
+#[inline(always)]
+pub fn widen_quads(w0: &[i8; 4], w1: &[i8; 4]) -> [u32; 4] {
+    let even_odd = |w: &[i8; 4]| {
+        let [v0, v1, v2, v3] = w.map(i32::from);
+        (pair(v0, v2), pair(v1, v3))
+    };
+    let ((e0, o0), (e1, o1)) = (even_odd(w0), even_odd(w1));
+    [e0, o0, e1, o1]
+}
+
+/// Two output channels × two pixels on int8 activations: `acc[2p + k] + Σ_i w[k][i] · x[p][i]`
+/// over the runs of four values `x[p]` holds (one word each: four int8 values, little-endian)
+/// and `w` holds (four words each, [`widen_quads`]): `n` runs, the fewest any slice has. The
+/// tile of the int8 regular convolutions.
+///
+/// With the DSP extension (`icefold_dsp`): per run (16 products) two single loads and two
+/// SXTB16 pairs (each pixel's four values widened once), three LDRDs (channel 1's weights
+/// serve pixel A, then pixel B, then channel 0's are reloaded for pixel B), eight SMLADs: 17
+/// instructions, two runs per loop pass (36 with SUBS/BNE); an odd last run in Rust. Twelve
+/// general registers live (three pointers, the count, four accumulators, an activation word
+/// and its even lanes, two weights), every one `asm!` may allocate on Thumb.
+#[inline(always)]
+pub fn sxtb16_2x2(w: &[u32], x: [&[u32]; 2], acc: [i32; 4]) -> [i32; 4] {
+    let n = (w.len() / 4).min(x[0].len()).min(x[1].len());
+    #[allow(unused_mut)]
+    let mut done = 0;
+    let [mut a0, mut a1, mut b0, mut b1] = acc;
+    #[cfg(icefold_dsp)]
+    {
+        let pairs = n / 2;
+        if pairs > 0 {
+            // SAFETY: `w` holds at least `4 · n` words and each `x[p]` at least `n`; the loop
+            // reads the first `2 · pairs ≤ n` runs: per run one word through each activation
+            // pointer (post-incremented) and the run's four weight words (at offsets 0..16
+            // bytes, the pointer post-incremented by 16 on the last LDRD): every load is inside
+            // its slice, and word-aligned (`u32` slices; LDRD needs only word alignment). Only
+            // the named registers and the flags change (no stack, no stores): `nostack`.
+            // LDR, LDRD, SXTB16, SMLAD, SUBS and BNE exist on every icefold_dsp core.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {x}, [{pa}], #4",
+                    "ldrd {w0}, {w1}, [{pw}]",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlad {a0}, {w0}, {t}, {a0}",
+                    "smlad {a0}, {w1}, {x}, {a0}",
+                    "ldrd {w0}, {w1}, [{pw}, #8]",
+                    "smlad {a1}, {w0}, {t}, {a1}",
+                    "smlad {a1}, {w1}, {x}, {a1}",
+                    "ldr {x}, [{pb}], #4",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlad {b1}, {w0}, {t}, {b1}",
+                    "smlad {b1}, {w1}, {x}, {b1}",
+                    "ldrd {w0}, {w1}, [{pw}], #16",
+                    "smlad {b0}, {w0}, {t}, {b0}",
+                    "smlad {b0}, {w1}, {x}, {b0}",
+                    "ldr {x}, [{pa}], #4",
+                    "ldrd {w0}, {w1}, [{pw}]",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlad {a0}, {w0}, {t}, {a0}",
+                    "smlad {a0}, {w1}, {x}, {a0}",
+                    "ldrd {w0}, {w1}, [{pw}, #8]",
+                    "smlad {a1}, {w0}, {t}, {a1}",
+                    "smlad {a1}, {w1}, {x}, {a1}",
+                    "ldr {x}, [{pb}], #4",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlad {b1}, {w0}, {t}, {b1}",
+                    "smlad {b1}, {w1}, {x}, {b1}",
+                    "ldrd {w0}, {w1}, [{pw}], #16",
+                    "smlad {b0}, {w0}, {t}, {b0}",
+                    "smlad {b0}, {w1}, {x}, {b0}",
+                    "subs {cnt}, {cnt}, #1",
+                    "bne 2b",
+                    pw = inout(reg) w.as_ptr() => _,
+                    pa = inout(reg) x[0].as_ptr() => _,
+                    pb = inout(reg) x[1].as_ptr() => _,
+                    cnt = inout(reg) pairs => _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    b0 = inout(reg) b0,
+                    b1 = inout(reg) b1,
+                    x = out(reg) _,
+                    t = out(reg) _,
+                    w0 = out(reg) _,
+                    w1 = out(reg) _,
+                    options(nostack, readonly),
+                );
+            }
+            done = 2 * pairs;
+        }
+    }
+    // The rest (everything in portable builds), run by run.
+    for j in done..n {
+        let (Some(&[e0, o0, e1, o1]), Some(xa), Some(xb)) = (
+            w.get(4 * j..).and_then(|w| w.first_chunk::<4>()),
+            x[0].get(j),
+            x[1].get(j),
+        ) else {
+            break;
+        };
+        let (xa_even, xa_odd) = (sxtb16(*xa), sxtb16_ror8(*xa));
+        let (xb_even, xb_odd) = (sxtb16(*xb), sxtb16_ror8(*xb));
+        a0 = smlad(o0, xa_odd, smlad(e0, xa_even, a0));
+        a1 = smlad(o1, xa_odd, smlad(e1, xa_even, a1));
+        b0 = smlad(o0, xb_odd, smlad(e0, xb_even, b0));
+        b1 = smlad(o1, xb_odd, smlad(e1, xb_even, b1));
+    }
+    [a0, a1, b0, b1]
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -582,5 +798,105 @@ mod tests {
         // Wraps like the instruction (the Q flag is not modelled).
         let sum = i64::from(i32::MAX) + (1 << 30) + 32767 * 32767;
         assert_eq!(smlad(a, a, i32::MAX), sum as i32);
+    }
+
+    /// A small deterministic generator (xorshift) for the tile tests.
+    fn words(seed: &mut u64, n: usize) -> std::vec::Vec<u32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *seed as u32
+            })
+            .collect()
+    }
+
+    fn lanes(w: &[u32]) -> impl Iterator<Item = i32> + '_ {
+        w.iter().flat_map(|w| [lo16(*w), hi16(*w)])
+    }
+
+    fn lo16(x: u32) -> i32 {
+        i32::from(x as u16 as i16)
+    }
+
+    fn hi16(x: u32) -> i32 {
+        i32::from((x >> 16) as u16 as i16)
+    }
+
+    fn sum(acc: i32, w: impl Iterator<Item = i32>, x: impl Iterator<Item = i32>) -> i32 {
+        w.zip(x).fold(acc, |s, (w, x)| s.wrapping_add(w * x))
+    }
+
+    /// Every length from 0 to 13 words (whole loop passes, the Rust rest, both), unequal
+    /// slice lengths (the shortest decides), and lanes at the i16 extremes.
+    #[test]
+    fn smlad_2x2_equals_the_sums() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15;
+        for n in 0..14 {
+            for extra in [0, 1, 3] {
+                let [w0, w1, xa, xb] =
+                    [n + extra, n, n, n + 2 * extra].map(|n| words(&mut seed, n));
+                let acc = [7, -9, 1 << 20, -(1 << 20)];
+                let got = smlad_2x2([&w0, &w1], [&xa, &xb], acc);
+                let w = [&w0[..n], &w1[..n]];
+                let x = [&xa[..n], &xb[..n]];
+                let want = [
+                    sum(acc[0], lanes(w[0]), lanes(x[0])),
+                    sum(acc[1], lanes(w[1]), lanes(x[0])),
+                    sum(acc[2], lanes(w[0]), lanes(x[1])),
+                    sum(acc[3], lanes(w[1]), lanes(x[1])),
+                ];
+                assert_eq!(got, want, "n = {n}, extra = {extra}");
+            }
+        }
+        // Products of ±2^30 alternating (no partial sum wraps): each pair of words adds 1.
+        let (e, f) = (pair(-32768, 32767), pair(32767, -32768));
+        let w = [[e, f, e, f], [f, e, f, e]];
+        let x = [[e; 4], [f; 4]];
+        assert_eq!(smlad_2x2([&w[0], &w[1]], [&x[0], &x[1]], [0; 4]), [2; 4]);
+    }
+
+    /// The int8 tile against plain sums of the int8 weights and activations: 0 to 9 runs
+    /// (whole loop passes and an odd run), weights through `widen_quads`.
+    #[test]
+    fn sxtb16_2x2_equals_the_sums() {
+        use std::vec::Vec;
+        let mut seed = 0xD1B5_4A32_D192_ED03;
+        for n in 0..10 {
+            let bytes = |seed: &mut u64| -> Vec<i8> {
+                words(seed, n)
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .map(|b| b as i8)
+                    .collect()
+            };
+            let (w0, w1) = (bytes(&mut seed), bytes(&mut seed));
+            let (xa, xb) = (words(&mut seed, n), words(&mut seed, n));
+            let mut w = Vec::new();
+            for (q0, q1) in w0.chunks_exact(4).zip(w1.chunks_exact(4)) {
+                let (Some(q0), Some(q1)) = (q0.first_chunk::<4>(), q1.first_chunk::<4>()) else {
+                    continue;
+                };
+                w.extend(widen_quads(q0, q1));
+            }
+            let int8 = |x: &[u32]| -> Vec<i32> {
+                x.iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .map(|b| i32::from(b as i8))
+                    .collect()
+            };
+            let acc = [3, -4, 5, -6];
+            let got = sxtb16_2x2(&w, [&xa, &xb], acc);
+            let weights = |w: &[i8]| w.iter().map(|w| i32::from(*w)).collect::<Vec<_>>();
+            let (w0, w1, xa, xb) = (weights(&w0), weights(&w1), int8(&xa), int8(&xb));
+            let want = [
+                sum(acc[0], w0.iter().copied(), xa.iter().copied()),
+                sum(acc[1], w1.iter().copied(), xa.iter().copied()),
+                sum(acc[2], w0.iter().copied(), xb.iter().copied()),
+                sum(acc[3], w1.iter().copied(), xb.iter().copied()),
+            ];
+            assert_eq!(got, want, "n = {n}");
+        }
     }
 }
