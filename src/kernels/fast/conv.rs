@@ -365,6 +365,33 @@ trait Operands {
     fn one(&self, w_at: usize, x_at: usize, n: usize, acc: [i32; 2]) -> [i32; 2];
     /// The same for two pixels (`x_at[p]`): `acc[2p + k]`.
     fn two(&self, w_at: usize, x_at: [usize; 2], n: usize, acc: [i32; 4]) -> [i32; 4];
+    /// [`Self::two`] over a whole window in one call, if these operands have a loop for it and
+    /// take its shape: `rows` rows of `n` values from weight 0 (the weight rows one after the
+    /// other) and from `x_at[p]`, the activation rows `x_step` values apart.
+    fn window(
+        &self,
+        _x_at: [usize; 2],
+        _rows: usize,
+        _n: usize,
+        _x_step: usize,
+        _acc: [i32; 4],
+    ) -> Option<[i32; 4]> {
+        None
+    }
+}
+
+/// Whether the host runs the AVX2 dot products ([`Wide`] and [`Packed`] then sum row by row
+/// with them rather than through the window loops).
+#[inline(always)]
+fn host_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::kernels::x86::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// int8 weights and any activation: four values per step, widened in registers.
@@ -422,6 +449,27 @@ impl Operands for Wide<'_> {
         }
         simd::smlad_2x2(w, [xa, xb], acc)
     }
+
+    #[inline(always)]
+    fn window(
+        &self,
+        x_at: [usize; 2],
+        rows: usize,
+        n: usize,
+        x_step: usize,
+        acc: [i32; 4],
+    ) -> Option<[i32; 4]> {
+        if host_avx2() || (x_at[0] | x_at[1] | n | x_step) % 2 != 0 {
+            return None;
+        }
+        let x = x_at.map(|at| self.x.get(at / 2..).unwrap_or_default());
+        let window = simd::Window {
+            rows,
+            len: n / 2,
+            x_step: x_step / 2,
+        };
+        simd::smlad_2x2_rows(self.w, x, window, acc)
+    }
 }
 
 /// int8 weights widened once per channel pair ([`simd::widen_quads`]: four words per run of
@@ -447,14 +495,34 @@ impl<X: Lanes> Operands for Packed<'_, X> {
         if (w_at | x_at[0] | x_at[1] | n) % 4 != 0 {
             return self.raw.two(w_at, x_at, n, acc);
         }
-        #[cfg(target_arch = "x86_64")]
-        if crate::kernels::x86::available() {
+        if host_avx2() {
             // The host's AVX2 dot products, on the int8 weights.
             return self.raw.two(w_at, x_at, n, acc);
         }
         let w = self.w.get(w_at..w_at + n).unwrap_or_default();
         let x = x_at.map(|at| self.x.get(at / 4..(at + n) / 4).unwrap_or_default());
         simd::sxtb16_2x2(w, x, acc)
+    }
+
+    #[inline(always)]
+    fn window(
+        &self,
+        x_at: [usize; 2],
+        rows: usize,
+        n: usize,
+        x_step: usize,
+        acc: [i32; 4],
+    ) -> Option<[i32; 4]> {
+        if host_avx2() || (x_at[0] | x_at[1] | n | x_step) % 4 != 0 {
+            return None;
+        }
+        let x = x_at.map(|at| self.x.get(at / 4..).unwrap_or_default());
+        let window = simd::Window {
+            rows,
+            len: n / 4,
+            x_step: x_step / 4,
+        };
+        simd::sxtb16_2x2_rows(self.w, x, window, acc)
     }
 }
 
@@ -842,7 +910,16 @@ fn pixels<X: Lanes, Y: FromWide>(
                     ((oy * g.stride[0] - g.pad[0]) * in_w + ox * g.stride[1] - g.pad[1]) * in_c;
                 let next = origin + g.stride[1] * in_c;
                 let mut acc = [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
+                let x_step = g.dilation[0] * in_w * in_c;
+                let whole = match g.dilation[1] {
+                    1 => ops.window([origin, next], kh, row_len, x_step, acc),
+                    _ => None,
+                };
                 for ky in 0..kh {
+                    if let Some(sums) = whole {
+                        acc = sums;
+                        break;
+                    }
                     if g.dilation[1] == 1 {
                         let at = tap_at(ky, 0);
                         acc = ops.two(ky * row_len, [origin + at, next + at], row_len, acc);
