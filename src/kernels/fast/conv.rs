@@ -378,12 +378,29 @@ trait Operands {
     ) -> Option<[i32; 4]> {
         None
     }
+    /// [`Self::one`] over the clipped window of a border pixel in one call, if these operands
+    /// have a loop for it and take its shape: `shape.rows` rows of `shape.len` values from
+    /// weight `w_at` and activation `x_at`, the rows `shape.w_step` and `shape.x_step` values
+    /// apart.
+    fn window_one(
+        &self,
+        _w_at: usize,
+        _x_at: usize,
+        _shape: simd::Rows,
+        _acc: [i32; 2],
+    ) -> Option<[i32; 2]> {
+        None
+    }
 }
 
 /// Whether the host runs the AVX2 dot products ([`Wide`] and [`Packed`] then sum row by row
 /// with them rather than through the window loops).
 #[inline(always)]
 fn host_avx2() -> bool {
+    #[cfg(all(test, target_arch = "x86_64"))]
+    if tests::PORTABLE_TILES.with(|p| p.get()) {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         crate::kernels::x86::available()
@@ -470,6 +487,34 @@ impl Operands for Wide<'_> {
         };
         simd::smlad_2x2_rows(self.w, x, window, acc)
     }
+
+    #[inline(always)]
+    fn window_one(
+        &self,
+        w_at: usize,
+        x_at: usize,
+        shape: simd::Rows,
+        acc: [i32; 2],
+    ) -> Option<[i32; 2]> {
+        let simd::Rows {
+            rows,
+            len,
+            x_step,
+            w_step,
+        } = shape;
+        if host_avx2() || (w_at | x_at | len | x_step | w_step) % 2 != 0 {
+            return None;
+        }
+        let w = self.w.map(|w| w.get(w_at / 2..).unwrap_or_default());
+        let x = self.x.get(x_at / 2..).unwrap_or_default();
+        let shape = simd::Rows {
+            rows,
+            len: len / 2,
+            x_step: x_step / 2,
+            w_step: w_step / 2,
+        };
+        simd::smlad_2x1_rows(w, x, shape, acc)
+    }
 }
 
 /// int8 weights widened once per channel pair ([`simd::widen_quads`]: four words per run of
@@ -523,6 +568,35 @@ impl<X: Lanes> Operands for Packed<'_, X> {
             x_step: x_step / 4,
         };
         simd::sxtb16_2x2_rows(self.w, x, window, acc)
+    }
+
+    #[inline(always)]
+    fn window_one(
+        &self,
+        w_at: usize,
+        x_at: usize,
+        shape: simd::Rows,
+        acc: [i32; 2],
+    ) -> Option<[i32; 2]> {
+        let simd::Rows {
+            rows,
+            len,
+            x_step,
+            w_step,
+        } = shape;
+        if host_avx2() || (w_at | x_at | len | x_step | w_step) % 4 != 0 {
+            return None;
+        }
+        // A run's four weight words start at its first product's index.
+        let w = self.w.get(w_at..).unwrap_or_default();
+        let x = self.x.get(x_at / 4..).unwrap_or_default();
+        let shape = simd::Rows {
+            rows,
+            len: len / 4,
+            x_step: x_step / 4,
+            w_step: w_step / 4,
+        };
+        simd::sxtb16_2x1_rows(w, x, shape, acc)
     }
 }
 
@@ -968,6 +1042,37 @@ fn border_pixel<X: Lanes>(
             *a = a.wrapping_add(sums.get(t).copied().unwrap_or(0));
         }
     };
+    if g.dilation[1] == 1 {
+        // The taps inside the input: kernel rows `ky0..ky1` (contiguous: the input row grows
+        // with the kernel row) × columns `first..end`, one window call if the operands have
+        // one; every other tap reads the pad sums.
+        let inside = |ky: usize| coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
+        let ky0 = (0..kh).find(|&ky| inside(ky).is_some()).unwrap_or(kh);
+        let ky1 = (ky0..kh).find(|&ky| inside(ky).is_none()).unwrap_or(kh);
+        let ix0 = ox * g.stride[1];
+        let first = g.pad[1].saturating_sub(ix0).min(kw);
+        let end = (in_w + g.pad[1]).saturating_sub(ix0).max(first).min(kw);
+        if let (Some(iy0), true) = (inside(ky0), first < end) {
+            let x_at = (iy0 * in_w + ix0 + first - g.pad[1]) * in_c;
+            let shape = simd::Rows {
+                rows: ky1 - ky0,
+                len: (end - first) * in_c,
+                x_step: g.dilation[0] * in_w * in_c,
+                w_step: kw * in_c,
+            };
+            if let Some(sums) = ops.window_one((ky0 * kw + first) * in_c, x_at, shape, acc) {
+                acc = sums;
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        if !((ky0..ky1).contains(&ky) && (first..end).contains(&kx)) {
+                            padded(&mut acc, ky * kw + kx);
+                        }
+                    }
+                }
+                return acc;
+            }
+        }
+    }
     for ky in 0..kh {
         let Some(iy) = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h) else {
             (ky * kw..(ky + 1) * kw).for_each(|t| padded(&mut acc, t));
@@ -1301,6 +1406,21 @@ mod tests {
     use proptest::prelude::*;
     use std::vec::Vec;
 
+    std::thread_local! {
+        /// Set: the tiles' portable twins (the window loops of `Wide` and `Packed`) run on an
+        /// AVX2 host too, so the tests check them against the reference as well.
+        pub(super) static PORTABLE_TILES: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    }
+
+    /// `f` with the host's AVX2 dot products, then with the tiles' portable twins.
+    fn both_paths<T>(f: impl Fn() -> T) -> [T; 2] {
+        let avx2 = f();
+        PORTABLE_TILES.with(|p| p.set(true));
+        let portable = f();
+        PORTABLE_TILES.with(|p| p.set(false));
+        [avx2, portable]
+    }
+
     /// A random convolution: geometry, dims, per-channel constants and data (from `seed`).
     #[derive(Debug, Clone)]
     struct Case {
@@ -1451,8 +1571,13 @@ mod tests {
             if covered {
                 prop_assert_eq!(&fast, &want);
             }
-            conv2d(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
-            prop_assert_eq!(fast, want);
+            for fast in both_paths(|| {
+                let mut fast = std::vec![0i8; len(c.out_dims)];
+                conv2d(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
+                fast
+            }) {
+                prop_assert_eq!(&fast, &want);
+            }
         }
 
         #[test]
@@ -1491,11 +1616,15 @@ mod tests {
                     channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
                     output,
                 };
-                let mut fast = std::vec![Y::default(); len(c.out_dims)];
                 let mut want = std::vec![Y::default(); len(c.out_dims)];
-                conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
                 reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
-                prop_assert_eq!(fast, want);
+                for fast in both_paths(|| {
+                    let mut fast = std::vec![Y::default(); len(c.out_dims)];
+                    conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
+                    fast
+                }) {
+                    prop_assert_eq!(&fast, &want);
+                }
                 Ok(())
             }
             match kinds {

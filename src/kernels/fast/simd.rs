@@ -1064,6 +1064,206 @@ pub fn sxtb16_2x2_rows(
     }
 }
 
+/// Two output channels × one pixel over the rows of a window on int16 lane pairs (the border
+/// pixels of the 16×8 regular convolutions, whose windows are clipped to the input):
+/// `acc[k] + Σ_rows Σ_j smlad(w[k][j], x[j])` over `shape.rows` rows of `shape.len` words,
+/// the activation rows `shape.x_step` words apart and each channel's weight rows
+/// `shape.w_step`. `None` (nothing computed) unless `len` is a nonzero multiple of 4 and every
+/// slice holds its rows.
+///
+/// With the DSP extension, per four words (16 products) two LDRDs of activations, four of
+/// weights, eight SMLADs, and per pass SUBS/BNE: 16 instructions; about ten more per row (the
+/// loop's constants in a four-word block: three registers are free, not four).
+#[inline(always)]
+pub fn smlad_2x1_rows(w: [&[u32]; 2], x: &[u32], shape: Rows, acc: [i32; 2]) -> Option<[i32; 2]> {
+    let (Some(w_len), Some(x_len)) = (shape.extent(shape.w_step), shape.extent(shape.x_step))
+    else {
+        return None;
+    };
+    if shape.len == 0 || shape.len % 4 != 0 || x.len() < x_len || w.iter().any(|w| w.len() < w_len)
+    {
+        return None;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [mut a0, mut a1] = acc;
+        // Loop passes per row, then the bytes from a row's end to the next row's start for the
+        // activations and for the weights.
+        let block = [
+            shape.len / 4,
+            (shape.x_step - shape.len) * 4,
+            (shape.w_step - shape.len) * 4,
+        ];
+        // SAFETY: the checks above: `len` is a nonzero multiple of 4, the steps at least
+        // `len`, `x` holds `(rows − 1) · x_step + len` words and each `w[k]`
+        // `(rows − 1) · w_step + len`; per row the loop reads `len` consecutive words through
+        // each pointer (LDRD post-incremented by 8), then each pointer skips the rest of its
+        // step: every load is inside its slice and word-aligned. `block` is only read. Only
+        // the named registers and the flags change. LDR, LDRD, SMLAD, ADD, SUBS and BNE exist
+        // on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "1:",
+                "ldr {cnt}, [{blk}]",
+                "2:",
+                "ldrd {x0}, {x1}, [{pa}], #8",
+                "ldrd {wa}, {wb}, [{p0}], #8",
+                "smlad {a0}, {wa}, {x0}, {a0}",
+                "smlad {a0}, {wb}, {x1}, {a0}",
+                "ldrd {wa}, {wb}, [{p1}], #8",
+                "smlad {a1}, {wa}, {x0}, {a1}",
+                "smlad {a1}, {wb}, {x1}, {a1}",
+                "ldrd {x0}, {x1}, [{pa}], #8",
+                "ldrd {wa}, {wb}, [{p0}], #8",
+                "smlad {a0}, {wa}, {x0}, {a0}",
+                "smlad {a0}, {wb}, {x1}, {a0}",
+                "ldrd {wa}, {wb}, [{p1}], #8",
+                "smlad {a1}, {wa}, {x0}, {a1}",
+                "smlad {a1}, {wb}, {x1}, {a1}",
+                "subs {cnt}, {cnt}, #1",
+                "bne 2b",
+                "subs {rows}, {rows}, #1",
+                "beq 3f",
+                "ldrd {x0}, {x1}, [{blk}, #4]",
+                "add {pa}, {pa}, {x0}",
+                "add {p0}, {p0}, {x1}",
+                "add {p1}, {p1}, {x1}",
+                "b 1b",
+                "3:",
+                pa = inout(reg) x.as_ptr() => _,
+                p0 = inout(reg) w[0].as_ptr() => _,
+                p1 = inout(reg) w[1].as_ptr() => _,
+                rows = inout(reg) shape.rows => _,
+                blk = in(reg) block.as_ptr(),
+                cnt = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                wa = out(reg) _,
+                wb = out(reg) _,
+                options(nostack, readonly),
+            );
+        }
+        Some([a0, a1])
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let [mut a0, mut a1] = acc;
+        for r in 0..shape.rows {
+            let xs = x
+                .get(r * shape.x_step..r * shape.x_step + shape.len)
+                .unwrap_or_default();
+            let ws = w.map(|w| {
+                w.get(r * shape.w_step..r * shape.w_step + shape.len)
+                    .unwrap_or_default()
+            });
+            for ((x, w0), w1) in xs.iter().zip(ws[0]).zip(ws[1]) {
+                a0 = smlad(*w0, *x, a0);
+                a1 = smlad(*w1, *x, a1);
+            }
+        }
+        Some([a0, a1])
+    }
+}
+
+/// [`smlad_2x1_rows`] on int8 activations (words of four values) and weights widened by
+/// [`widen_quads`]: `shape.len` runs of four values per row, the activation rows
+/// `shape.x_step` words apart, the weight rows `shape.w_step` runs (four words each). `None`
+/// unless `len` is a nonzero even number and every slice holds its rows.
+///
+/// With the DSP extension, per two runs (16 products) two loads and two SXTB16 pairs, four
+/// LDRDs, eight SMLADs, SUBS/BNE: 20 instructions; about ten more per row.
+#[inline(always)]
+pub fn sxtb16_2x1_rows(w: &[u32], x: &[u32], shape: Rows, acc: [i32; 2]) -> Option<[i32; 2]> {
+    let (Some(w_runs), Some(x_len)) = (shape.extent(shape.w_step), shape.extent(shape.x_step))
+    else {
+        return None;
+    };
+    let w_len = w_runs.checked_mul(4)?;
+    if shape.len == 0 || shape.len % 2 != 0 || x.len() < x_len || w.len() < w_len {
+        return None;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [mut a0, mut a1] = acc;
+        // As in `smlad_2x1_rows`.
+        let block = [
+            shape.len / 2,
+            (shape.x_step - shape.len) * 4,
+            (shape.w_step - shape.len) * 16,
+        ];
+        // SAFETY: the checks above: `len` is a nonzero even number, the steps at least `len`,
+        // `x` holds `(rows − 1) · x_step + len` words and `w` four words per run of
+        // `(rows − 1) · w_step + len` runs; per row the loop reads `len` consecutive words
+        // through the activation pointer and `4 · len` through the weight pointer (LDRDs
+        // post-incremented by 8), then both skip the rest of their step: every load is inside
+        // its slice and word-aligned. `block` is only read. Only the named registers and the
+        // flags change. LDR, LDRD, SXTB16, SMLAD, ADD, SUBS and BNE exist on every
+        // icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "1:",
+                "ldr {cnt}, [{blk}]",
+                "2:",
+                "ldr {x}, [{pa}], #4",
+                "ldrd {w0}, {w1}, [{pw}], #8",
+                "sxtb16 {t}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlad {a0}, {w0}, {t}, {a0}",
+                "smlad {a0}, {w1}, {x}, {a0}",
+                "ldrd {w0}, {w1}, [{pw}], #8",
+                "smlad {a1}, {w0}, {t}, {a1}",
+                "smlad {a1}, {w1}, {x}, {a1}",
+                "ldr {x}, [{pa}], #4",
+                "ldrd {w0}, {w1}, [{pw}], #8",
+                "sxtb16 {t}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlad {a0}, {w0}, {t}, {a0}",
+                "smlad {a0}, {w1}, {x}, {a0}",
+                "ldrd {w0}, {w1}, [{pw}], #8",
+                "smlad {a1}, {w0}, {t}, {a1}",
+                "smlad {a1}, {w1}, {x}, {a1}",
+                "subs {cnt}, {cnt}, #1",
+                "bne 2b",
+                "subs {rows}, {rows}, #1",
+                "beq 3f",
+                "ldrd {w0}, {w1}, [{blk}, #4]",
+                "add {pa}, {pa}, {w0}",
+                "add {pw}, {pw}, {w1}",
+                "b 1b",
+                "3:",
+                pa = inout(reg) x.as_ptr() => _,
+                pw = inout(reg) w.as_ptr() => _,
+                rows = inout(reg) shape.rows => _,
+                blk = in(reg) block.as_ptr(),
+                cnt = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                x = out(reg) _,
+                t = out(reg) _,
+                w0 = out(reg) _,
+                w1 = out(reg) _,
+                options(nostack, readonly),
+            );
+        }
+        Some([a0, a1])
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let mut acc = acc;
+        for r in 0..shape.rows {
+            let xs = x
+                .get(r * shape.x_step..r * shape.x_step + shape.len)
+                .unwrap_or_default();
+            let ws = w.get(4 * r * shape.w_step..).unwrap_or_default();
+            let [a0, a1, _, _] = sxtb16_2x2(ws, [xs, xs], [acc[0], acc[1], 0, 0]);
+            acc = [a0, a1];
+        }
+        Some(acc)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
