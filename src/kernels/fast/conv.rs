@@ -886,35 +886,30 @@ fn pointwise<Y: FromWide>(
     if n == 0 || out_stride == 0 {
         return;
     }
-    // Output pixels `out_stride` elements apart (the last one may be just its channels).
-    let mut px = output.chunks_mut(out_stride.max(1));
-    // Slices by `get` rather than `chunks_exact(2 * n)`: no chunk-size check (and so no panic
-    // path) for the compiler to keep.
-    let mut at = 0;
-    while let (Some(xa), Some(xb)) = (x.get(at..at + n), x.get(at + n..at + 2 * n)) {
-        let [mut a0, mut a1, mut b0, mut b1] =
-            [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
-        if let Some([[ra0, ra1], [rb0, rb1]]) = words_x86(w, [xa, xb], [outs.bias, outs.bias]) {
-            [a0, a1, b0, b1] = [ra0, ra1, rb0, rb1];
-        } else {
-            [a0, a1, b0, b1] = simd::smlad_2x2(w, [xa, xb], [a0, a1, b0, b1]);
-        }
-        if let Some(out_px) = px.next() {
-            outs.store(bounds, out_px, [a0, a1]);
-        }
-        if let Some(out_px) = px.next() {
-            outs.store(bounds, out_px, [b0, b1]);
-        }
-        at += 2 * n;
+    // Pixel pairs by index: one slice check per pair, outputs written at their offsets
+    // (`out_stride` elements per pixel; a view's last pixel may be just its channels).
+    let mut p = 0;
+    while let Some((xa, xb)) = x
+        .get(p * n..(p + 2) * n)
+        .and_then(|x| x.split_at_checked(n))
+    {
+        let acc = [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
+        let [a0, a1, b0, b1] = match words_x86(w, [xa, xb], [outs.bias, outs.bias]) {
+            Some([[a0, a1], [b0, b1]]) => [a0, a1, b0, b1],
+            None => simd::smlad_2x2(w, [xa, xb], acc),
+        };
+        outs.store_at(bounds, output, p * out_stride, [a0, a1]);
+        outs.store_at(bounds, output, (p + 1) * out_stride, [b0, b1]);
+        p += 2;
     }
     // An odd last pixel.
-    if let (Some(out_px), Some(xa)) = (px.next(), x.get(at..at + n)) {
+    if let Some(xa) = x.get(p * n..(p + 1) * n) {
         let [mut a0, mut a1] = outs.bias;
         for ((xa, w0), w1) in xa.iter().zip(w[0]).zip(w[1]) {
             a0 = simd::smlad(*w0, *xa, a0);
             a1 = simd::smlad(*w1, *xa, a1);
         }
-        outs.store(bounds, out_px, [a0, a1]);
+        outs.store_at(bounds, output, p * out_stride, [a0, a1]);
     }
 }
 
@@ -938,6 +933,19 @@ pub(super) struct Outputs {
 }
 
 impl Outputs {
+    /// [`Self::store`] for the pixel whose channels start at `output[at]`.
+    #[inline(always)]
+    fn store_at<Y: FromWide>(&self, bounds: &Bounds, output: &mut [Y], at: usize, acc: [i32; 2]) {
+        if let Some(y) = output.get_mut(at + self.o) {
+            *y = finish(bounds, &self.stage[0], acc[0]);
+        }
+        if self.pair {
+            if let Some(y) = output.get_mut(at + self.o + 1) {
+                *y = finish(bounds, &self.stage[1], acc[1]);
+            }
+        }
+    }
+
     #[inline(always)]
     pub(super) fn store<Y: FromWide>(&self, bounds: &Bounds, out_px: &mut [Y], acc: [i32; 2]) {
         if let Some(y) = out_px.get_mut(self.o) {
