@@ -354,6 +354,14 @@ fn interior(
 /// `quant::contract`); 2 output channels × 128 words = 1 KiB of stack.
 const MAX_WIDE_PRODUCTS: usize = 256;
 
+/// Whether the hand-written tiles run: [`regular`] widens int8 weights for an int8 input
+/// ([`Packed`]) and whole windows go to one call ([`Operands::window`],
+/// [`Operands::window_one`]). With the DSP extension (the SXTB16/SMLAD loops of `simd`), and in
+/// tests (their portable twins against the reference). Not on cores without it: there the
+/// twins' lane arithmetic costs more than the previous loops (Cortex-M3, ResNet-8: 62.3 M →
+/// 64.5 M instructions measured).
+const TILES: bool = cfg!(any(icefold_dsp, test));
+
 /// Largest reduction whose int8 weights [`regular`] widens for an int8 input
 /// ([`simd::widen_quads`]: one word per product of the channel pair): ResNet-8's 3x3 × 64
 /// channels. 2.25 KiB of stack, shared with the int16 layers' buffer.
@@ -361,6 +369,9 @@ const MAX_PACKED_PRODUCTS: usize = 576;
 
 /// How [`regular`] reads the dot products of two output channels.
 trait Operands {
+    /// Whether [`Self::window`] and [`Self::window_one`] may compute (else `border_pixel`
+    /// skips the clipped window's bounds, and the compiler the code).
+    const WINDOWS: bool = false;
     /// `acc[k] += Σ w[k][w_at + i] · x[x_at + i]` over `n` values, for one pixel.
     fn one(&self, w_at: usize, x_at: usize, n: usize, acc: [i32; 2]) -> [i32; 2];
     /// The same for two pixels (`x_at[p]`): `acc[2p + k]`.
@@ -440,6 +451,7 @@ struct Wide<'a> {
 }
 
 impl Operands for Wide<'_> {
+    const WINDOWS: bool = TILES;
     #[inline(always)]
     fn one(&self, w_at: usize, x_at: usize, n: usize, [mut a0, mut a1]: [i32; 2]) -> [i32; 2] {
         let (w_at, x_at, n) = (w_at / 2, x_at / 2, n / 2);
@@ -476,7 +488,7 @@ impl Operands for Wide<'_> {
         x_step: usize,
         acc: [i32; 4],
     ) -> Option<[i32; 4]> {
-        if host_avx2() || (x_at[0] | x_at[1] | n | x_step) % 2 != 0 {
+        if !TILES || host_avx2() || (x_at[0] | x_at[1] | n | x_step) % 2 != 0 {
             return None;
         }
         let x = x_at.map(|at| self.x.get(at / 2..).unwrap_or_default());
@@ -502,7 +514,7 @@ impl Operands for Wide<'_> {
             x_step,
             w_step,
         } = shape;
-        if host_avx2() || (w_at | x_at | len | x_step | w_step) % 2 != 0 {
+        if !TILES || host_avx2() || (w_at | x_at | len | x_step | w_step) % 2 != 0 {
             return None;
         }
         let w = self.w.map(|w| w.get(w_at / 2..).unwrap_or_default());
@@ -528,6 +540,7 @@ struct Packed<'a, X> {
 }
 
 impl<X: Lanes> Operands for Packed<'_, X> {
+    const WINDOWS: bool = TILES;
     #[inline(always)]
     fn one(&self, w_at: usize, x_at: usize, n: usize, acc: [i32; 2]) -> [i32; 2] {
         self.raw.one(w_at, x_at, n, acc)
@@ -558,7 +571,7 @@ impl<X: Lanes> Operands for Packed<'_, X> {
         x_step: usize,
         acc: [i32; 4],
     ) -> Option<[i32; 4]> {
-        if host_avx2() || (x_at[0] | x_at[1] | n | x_step) % 4 != 0 {
+        if !TILES || host_avx2() || (x_at[0] | x_at[1] | n | x_step) % 4 != 0 {
             return None;
         }
         let x = x_at.map(|at| self.x.get(at / 4..).unwrap_or_default());
@@ -584,7 +597,7 @@ impl<X: Lanes> Operands for Packed<'_, X> {
             x_step,
             w_step,
         } = shape;
-        if host_avx2() || (w_at | x_at | len | x_step | w_step) % 4 != 0 {
+        if !TILES || host_avx2() || (w_at | x_at | len | x_step | w_step) % 4 != 0 {
             return None;
         }
         // A run's four weight words start at its first product's index.
@@ -620,7 +633,7 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         None
     };
     // int8 inputs read as words of four, weights widened once per channel pair.
-    let packed = if in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
+    let packed = if TILES && in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
         X::packed(c.input)
     } else {
         None
@@ -1033,9 +1046,9 @@ fn pixels<X: Lanes, Y: FromWide>(
 }
 
 /// One output pixel with any of its taps in the padding.
-fn border_pixel<X: Lanes>(
+fn border_pixel<X: Lanes, O: Operands>(
     c: &Conv<'_, X>,
-    ops: &impl Operands,
+    ops: &O,
     outs: &Outputs,
     pads: &[[i32; MAX_TAPS]; 2],
     oy: usize,
@@ -1050,7 +1063,7 @@ fn border_pixel<X: Lanes>(
             *a = a.wrapping_add(sums.get(t).copied().unwrap_or(0));
         }
     };
-    if g.dilation[1] == 1 {
+    if O::WINDOWS && g.dilation[1] == 1 {
         // The taps inside the input: kernel rows `ky0..ky1` (contiguous: the input row grows
         // with the kernel row) × columns `first..end`, one window call if the operands have
         // one; every other tap reads the pad sums.
