@@ -8,7 +8,11 @@
 //!   For an output pixel and a kernel row, the taps that fall inside the input are one contiguous
 //!   run of `taps · in_c` values in the channels-last layout (dilation 1), and so are their
 //!   weights: one dot product per kernel row, four products per step on two lane pairs
-//!   ([`simd::smlad`]); taps in the padding add their pad values' products.
+//!   ([`simd::smlad`]); taps in the padding add their pad values' products. With the DSP
+//!   extension the weights are widened once per channel pair and two pixels of the pair run a
+//!   hand-written register tile over their whole window in one call ([`simd::smlad_2x2_rows`]
+//!   for int16 activations, [`simd::sxtb16_2x2_rows`] for int8; a border pixel's clipped window
+//!   [`simd::smlad_2x1_rows`] / [`simd::sxtb16_2x1_rows`]).
 //! - **Depthwise** (`groups == in_c == out_c`): one channel at a time over every output pixel,
 //!   its weights and output stage prepared once.
 //!

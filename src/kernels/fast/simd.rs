@@ -1,10 +1,13 @@
 //! The Arm DSP instructions the fast kernels use, as safe functions, with portable equivalents;
-//! and the f32 convolutions' register tiles ([`mla_4x2`], [`mla_4x1`]), VLDM/VMLA loops on an
-//! Arm FPU (`cfg(icefold_vfp)`, see their docs).
+//! the f32 convolutions' register tiles ([`mla_4x2`], [`mla_4x1`]), VLDM/VMLA loops on an
+//! Arm FPU (`cfg(icefold_vfp)`, see their docs); and the int8 convolutions' register tiles
+//! ([`smlad_2x2`], [`sxtb16_2x2`] and their window forms), LDR/LDRD/SXTB16/SMLAD loops with
+//! the DSP extension, each with a portable twin giving the same sums.
 //!
 //! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
-//! instruction, one loop per f32 tile.
-//! Each is sound for the same reasons: it reads and writes only the registers named as its
+//! instruction, one loop per tile. The loops read memory: each checks its slices' lengths in
+//! safe Rust first and reads only inside them (see each one's safety comment).
+//! Each single instruction is sound for the same reasons: it reads and writes only the registers named as its
 //! operands (`nomem`, `nostack`), has no side effect other than possibly setting the Q flag
 //! (so no `preserves_flags` where the instruction may set it), and the instruction exists on
 //! every core for which `cfg(icefold_dsp)` is set (build.rs: thumbv7em, or thumbv8m.main with
