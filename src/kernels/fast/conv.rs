@@ -371,6 +371,15 @@ const TILES: bool = cfg!(any(icefold_dsp, test));
 /// channels. 2.25 KiB of stack, shared with the int16 layers' buffer.
 const MAX_PACKED_PRODUCTS: usize = 576;
 
+/// Words per channel of [`regular`]'s widened-weights buffer: int8 pairs need
+/// [`MAX_PACKED_PRODUCTS`] words in all where the tiles run, int16 layers half of
+/// [`MAX_WIDE_PRODUCTS`] per channel (1 KiB in all, the size on cores without the tiles).
+const WIDE_WORDS: usize = if TILES {
+    MAX_PACKED_PRODUCTS / 2
+} else {
+    MAX_WIDE_PRODUCTS / 2
+};
+
 /// How [`regular`] reads the dot products of two output channels.
 trait Operands {
     /// Whether [`Self::window`] and [`Self::window_one`] may compute (else `border_pixel`
@@ -644,7 +653,7 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     };
     // Per channel pair, reused (not re-zeroed: each pair writes what it reads). int16 layers
     // use each half for one channel, int8 layers the whole as one run.
-    let mut wide = [[0u32; MAX_PACKED_PRODUCTS / 2]; 2];
+    let mut wide = [[0u32; WIDE_WORDS]; 2];
     let padded = c.geometry.pad != [0; 4];
     let mut o = 0;
     while o < out_c {
