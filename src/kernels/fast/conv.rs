@@ -8,7 +8,11 @@
 //!   For an output pixel and a kernel row, the taps that fall inside the input are one contiguous
 //!   run of `taps · in_c` values in the channels-last layout (dilation 1), and so are their
 //!   weights: one dot product per kernel row, four products per step on two lane pairs
-//!   ([`simd::smlad`]); taps in the padding add their pad values' products.
+//!   ([`simd::smlad`]); taps in the padding add their pad values' products. With the DSP
+//!   extension the weights are widened once per channel pair and two pixels of the pair run a
+//!   hand-written register tile over their whole window in one call ([`simd::smlad_2x2_rows`]
+//!   for int16 activations, [`simd::sxtb16_2x2_rows`] for int8; a border pixel's clipped window
+//!   [`simd::smlad_2x1_rows`] / [`simd::sxtb16_2x1_rows`]).
 //! - **Depthwise** (`groups == in_c == out_c`): one channel at a time over every output pixel,
 //!   its weights and output stage prepared once.
 //!
@@ -37,6 +41,15 @@ pub trait Lanes: Element + bytemuck::Pod {
     /// The values for the x86_64 AVX2 dot products.
     #[cfg(target_arch = "x86_64")]
     fn activations(x: &[Self]) -> crate::kernels::x86::Activations<'_>;
+    /// int8 values as words of four (little-endian), if they are int8, 4-byte aligned and a
+    /// whole number of words: what [`simd::sxtb16_2x2`] reads.
+    fn packed(x: &[Self]) -> Option<&[u32]> {
+        if Self::WIDE {
+            None
+        } else {
+            bytemuck::try_cast_slice(x).ok()
+        }
+    }
     /// int16 values as words of two lanes, if they are int16 and 4-byte aligned.
     fn words(x: &[Self]) -> Option<&[u32]> {
         if Self::WIDE {
@@ -376,12 +389,81 @@ fn interior(
 /// `quant::contract`); 2 output channels × 128 words = 1 KiB of stack.
 const MAX_WIDE_PRODUCTS: usize = 256;
 
+/// Whether the hand-written tiles run: [`regular`] widens int8 weights for an int8 input
+/// ([`Packed`]) and whole windows go to one call ([`Operands::window`],
+/// [`Operands::window_one`]). With the DSP extension (the SXTB16/SMLAD loops of `simd`), and in
+/// tests (their portable twins against the reference). Not on cores without it: there the
+/// twins' lane arithmetic costs more than the previous loops (Cortex-M3, ResNet-8: 62.3 M →
+/// 64.5 M instructions measured).
+const TILES: bool = cfg!(any(icefold_dsp, test));
+
+/// Largest reduction whose int8 weights [`regular`] widens for an int8 input
+/// ([`simd::widen_quads`]: one word per product of the channel pair): ResNet-8's 3x3 × 64
+/// channels. 2.25 KiB of stack, shared with the int16 layers' buffer.
+const MAX_PACKED_PRODUCTS: usize = 576;
+
+/// Words per channel of [`regular`]'s widened-weights buffer: int8 pairs need
+/// [`MAX_PACKED_PRODUCTS`] words in all where the tiles run, int16 layers half of
+/// [`MAX_WIDE_PRODUCTS`] per channel (1 KiB in all, the size on cores without the tiles).
+const WIDE_WORDS: usize = if TILES {
+    MAX_PACKED_PRODUCTS / 2
+} else {
+    MAX_WIDE_PRODUCTS / 2
+};
+
 /// How [`regular`] reads the dot products of two output channels.
 trait Operands {
+    /// Whether [`Self::window`] and [`Self::window_one`] may compute (else `border_pixel`
+    /// skips the clipped window's bounds, and the compiler the code).
+    const WINDOWS: bool = false;
     /// `acc[k] += Σ w[k][w_at + i] · x[x_at + i]` over `n` values, for one pixel.
     fn one(&self, w_at: usize, x_at: usize, n: usize, acc: [i32; 2]) -> [i32; 2];
     /// The same for two pixels (`x_at[p]`): `acc[2p + k]`.
     fn two(&self, w_at: usize, x_at: [usize; 2], n: usize, acc: [i32; 4]) -> [i32; 4];
+    /// [`Self::two`] over a whole window in one call, if these operands have a loop for it and
+    /// take its shape: `rows` rows of `n` values from weight 0 (the weight rows one after the
+    /// other) and from `x_at[p]`, the activation rows `x_step` values apart.
+    fn window(
+        &self,
+        _x_at: [usize; 2],
+        _rows: usize,
+        _n: usize,
+        _x_step: usize,
+        _acc: [i32; 4],
+    ) -> Option<[i32; 4]> {
+        None
+    }
+    /// [`Self::one`] over the clipped window of a border pixel in one call, if these operands
+    /// have a loop for it and take its shape: `shape.rows` rows of `shape.len` values from
+    /// weight `w_at` and activation `x_at`, the rows `shape.w_step` and `shape.x_step` values
+    /// apart.
+    fn window_one(
+        &self,
+        _w_at: usize,
+        _x_at: usize,
+        _shape: simd::Rows,
+        _acc: [i32; 2],
+    ) -> Option<[i32; 2]> {
+        None
+    }
+}
+
+/// Whether the host runs the AVX2 dot products ([`Wide`] and [`Packed`] then sum row by row
+/// with them rather than through the window loops).
+#[inline(always)]
+fn host_avx2() -> bool {
+    #[cfg(all(test, target_arch = "x86_64"))]
+    if tests::PORTABLE_TILES.with(|p| p.get()) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::kernels::x86::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// int8 weights and any activation: four values per step, widened in registers.
@@ -413,6 +495,7 @@ struct Wide<'a> {
 }
 
 impl Operands for Wide<'_> {
+    const WINDOWS: bool = TILES;
     #[inline(always)]
     fn one(&self, w_at: usize, x_at: usize, n: usize, [mut a0, mut a1]: [i32; 2]) -> [i32; 2] {
         let (w_at, x_at, n) = (w_at / 2, x_at / 2, n / 2);
@@ -430,20 +513,147 @@ impl Operands for Wide<'_> {
 
     #[inline(always)]
     fn two(&self, w_at: usize, x_at: [usize; 2], n: usize, acc: [i32; 4]) -> [i32; 4] {
-        let [mut a0, mut a1, mut b0, mut b1] = acc;
+        let [a0, a1, b0, b1] = acc;
         let (w_at, n) = (w_at / 2, n / 2);
         let w = self.w.map(|w| w.get(w_at..w_at + n).unwrap_or_default());
         let [xa, xb] = x_at.map(|at| self.x.get(at / 2..at / 2 + n).unwrap_or_default());
         if let Some([[a0, a1], [b0, b1]]) = words_x86(w, [xa, xb], [[a0, a1], [b0, b1]]) {
             return [a0, a1, b0, b1];
         }
-        for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
-            a0 = simd::smlad(*w0, *xa, a0);
-            b0 = simd::smlad(*w0, *xb, b0);
-            a1 = simd::smlad(*w1, *xa, a1);
-            b1 = simd::smlad(*w1, *xb, b1);
+        simd::smlad_2x2(w, [xa, xb], acc)
+    }
+
+    #[inline(always)]
+    fn window(
+        &self,
+        x_at: [usize; 2],
+        rows: usize,
+        n: usize,
+        x_step: usize,
+        acc: [i32; 4],
+    ) -> Option<[i32; 4]> {
+        if !TILES || host_avx2() || (x_at[0] | x_at[1] | n | x_step) % 2 != 0 {
+            return None;
         }
-        [a0, a1, b0, b1]
+        let x = x_at.map(|at| self.x.get(at / 2..).unwrap_or_default());
+        let window = simd::Window {
+            rows,
+            len: n / 2,
+            x_step: x_step / 2,
+        };
+        simd::smlad_2x2_rows(self.w, x, window, acc)
+    }
+
+    #[inline(always)]
+    fn window_one(
+        &self,
+        w_at: usize,
+        x_at: usize,
+        shape: simd::Rows,
+        acc: [i32; 2],
+    ) -> Option<[i32; 2]> {
+        let simd::Rows {
+            rows,
+            len,
+            x_step,
+            w_step,
+        } = shape;
+        if !TILES || host_avx2() || (w_at | x_at | len | x_step | w_step) % 2 != 0 {
+            return None;
+        }
+        let w = self.w.map(|w| w.get(w_at / 2..).unwrap_or_default());
+        let x = self.x.get(x_at / 2..).unwrap_or_default();
+        let shape = simd::Rows {
+            rows,
+            len: len / 2,
+            x_step: x_step / 2,
+            w_step: w_step / 2,
+        };
+        simd::smlad_2x1_rows(w, x, shape, acc)
+    }
+}
+
+/// int8 weights widened once per channel pair ([`simd::widen_quads`]: four words per run of
+/// four products, so a run's words start at its product index) and an int8 input read as words
+/// of four values: pixel pairs run [`simd::sxtb16_2x2`], single (border) pixels the int8
+/// weights as [`Quads`]. Offsets and lengths are in elements, multiples of 4.
+struct Packed<'a, X> {
+    w: &'a [u32],
+    x: &'a [u32],
+    raw: Quads<'a, X>,
+}
+
+impl<X: Lanes> Operands for Packed<'_, X> {
+    const WINDOWS: bool = TILES;
+    #[inline(always)]
+    fn one(&self, w_at: usize, x_at: usize, n: usize, acc: [i32; 2]) -> [i32; 2] {
+        self.raw.one(w_at, x_at, n, acc)
+    }
+
+    #[inline(always)]
+    fn two(&self, w_at: usize, x_at: [usize; 2], n: usize, acc: [i32; 4]) -> [i32; 4] {
+        // `regular` takes this path only for input channels in multiples of 4, so every
+        // offset is; anything else would drop values: the int8 weights instead.
+        if (w_at | x_at[0] | x_at[1] | n) % 4 != 0 {
+            return self.raw.two(w_at, x_at, n, acc);
+        }
+        if host_avx2() {
+            // The host's AVX2 dot products, on the int8 weights.
+            return self.raw.two(w_at, x_at, n, acc);
+        }
+        let w = self.w.get(w_at..w_at + n).unwrap_or_default();
+        let x = x_at.map(|at| self.x.get(at / 4..(at + n) / 4).unwrap_or_default());
+        simd::sxtb16_2x2(w, x, acc)
+    }
+
+    #[inline(always)]
+    fn window(
+        &self,
+        x_at: [usize; 2],
+        rows: usize,
+        n: usize,
+        x_step: usize,
+        acc: [i32; 4],
+    ) -> Option<[i32; 4]> {
+        if !TILES || host_avx2() || (x_at[0] | x_at[1] | n | x_step) % 4 != 0 {
+            return None;
+        }
+        let x = x_at.map(|at| self.x.get(at / 4..).unwrap_or_default());
+        let window = simd::Window {
+            rows,
+            len: n / 4,
+            x_step: x_step / 4,
+        };
+        simd::sxtb16_2x2_rows(self.w, x, window, acc)
+    }
+
+    #[inline(always)]
+    fn window_one(
+        &self,
+        w_at: usize,
+        x_at: usize,
+        shape: simd::Rows,
+        acc: [i32; 2],
+    ) -> Option<[i32; 2]> {
+        let simd::Rows {
+            rows,
+            len,
+            x_step,
+            w_step,
+        } = shape;
+        if !TILES || host_avx2() || (w_at | x_at | len | x_step | w_step) % 4 != 0 {
+            return None;
+        }
+        // A run's four weight words start at its first product's index.
+        let w = self.w.get(w_at..).unwrap_or_default();
+        let x = self.x.get(x_at / 4..).unwrap_or_default();
+        let shape = simd::Rows {
+            rows,
+            len: len / 4,
+            x_step: x_step / 4,
+            w_step: w_step / 4,
+        };
+        simd::sxtb16_2x1_rows(w, x, shape, acc)
     }
 }
 
@@ -466,8 +676,15 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     } else {
         None
     };
-    // Per channel pair, reused (not re-zeroed: each pair writes what it reads).
-    let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
+    // int8 inputs read as words of four, weights widened once per channel pair.
+    let packed = if TILES && in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
+        X::packed(c.input)
+    } else {
+        None
+    };
+    // Per channel pair, reused (not re-zeroed: each pair writes what it reads). int16 layers
+    // use each half for one channel, int8 layers the whole as one run.
+    let mut wide = [[0u32; WIDE_WORDS]; 2];
     let padded = c.geometry.pad != [0; 4];
     let mut o = 0;
     while o < out_c {
@@ -518,11 +735,29 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 }
             }
             None => {
-                let ops = Quads {
+                let raw = Quads {
                     w: [w0, w1],
                     x: c.input,
                 };
-                pixels(c, &mut *output, &ops, &outs, pads);
+                match packed {
+                    Some(x) => {
+                        let flat = wide.as_flattened_mut();
+                        let runs = flat.chunks_exact_mut(4).zip(w0.chunks_exact(4));
+                        for ((slot, q0), q1) in runs.zip(w1.chunks_exact(4)) {
+                            let (Ok(slot), Some(q0), Some(q1)) = (
+                                <&mut [u32; 4]>::try_from(slot),
+                                q0.first_chunk::<4>(),
+                                q1.first_chunk::<4>(),
+                            ) else {
+                                continue;
+                            };
+                            *slot = simd::widen_quads(q0, q1);
+                        }
+                        let w = flat.get(..per_out).unwrap_or_default();
+                        pixels(c, &mut *output, &Packed { w, x, raw }, &outs, pads);
+                    }
+                    None => pixels(c, &mut *output, &raw, &outs, pads),
+                }
             }
         }
         o += if pair { 2 } else { 1 };
@@ -708,40 +943,30 @@ fn pointwise<Y: FromWide>(
     if n == 0 || out_stride == 0 {
         return;
     }
-    // Output pixels `out_stride` elements apart (the last one may be just its channels).
-    let mut px = output.chunks_mut(out_stride.max(1));
-    // Slices by `get` rather than `chunks_exact(2 * n)`: no chunk-size check (and so no panic
-    // path) for the compiler to keep.
-    let mut at = 0;
-    while let (Some(xa), Some(xb)) = (x.get(at..at + n), x.get(at + n..at + 2 * n)) {
-        let [mut a0, mut a1, mut b0, mut b1] =
-            [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
-        if let Some([[ra0, ra1], [rb0, rb1]]) = words_x86(w, [xa, xb], [outs.bias, outs.bias]) {
-            [a0, a1, b0, b1] = [ra0, ra1, rb0, rb1];
-        } else {
-            for (((xa, xb), w0), w1) in xa.iter().zip(xb).zip(w[0]).zip(w[1]) {
-                a0 = simd::smlad(*w0, *xa, a0);
-                b0 = simd::smlad(*w0, *xb, b0);
-                a1 = simd::smlad(*w1, *xa, a1);
-                b1 = simd::smlad(*w1, *xb, b1);
-            }
-        }
-        if let Some(out_px) = px.next() {
-            outs.store(bounds, out_px, [a0, a1]);
-        }
-        if let Some(out_px) = px.next() {
-            outs.store(bounds, out_px, [b0, b1]);
-        }
-        at += 2 * n;
+    // Pixel pairs by index: one slice check per pair, outputs written at their offsets
+    // (`out_stride` elements per pixel; a view's last pixel may be just its channels).
+    let mut p = 0;
+    while let Some((xa, xb)) = x
+        .get(p * n..(p + 2) * n)
+        .and_then(|x| x.split_at_checked(n))
+    {
+        let acc = [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
+        let [a0, a1, b0, b1] = match words_x86(w, [xa, xb], [outs.bias, outs.bias]) {
+            Some([[a0, a1], [b0, b1]]) => [a0, a1, b0, b1],
+            None => simd::smlad_2x2(w, [xa, xb], acc),
+        };
+        outs.store_at(bounds, output, p * out_stride, [a0, a1]);
+        outs.store_at(bounds, output, (p + 1) * out_stride, [b0, b1]);
+        p += 2;
     }
     // An odd last pixel.
-    if let (Some(out_px), Some(xa)) = (px.next(), x.get(at..at + n)) {
+    if let Some(xa) = x.get(p * n..(p + 1) * n) {
         let [mut a0, mut a1] = outs.bias;
         for ((xa, w0), w1) in xa.iter().zip(w[0]).zip(w[1]) {
             a0 = simd::smlad(*w0, *xa, a0);
             a1 = simd::smlad(*w1, *xa, a1);
         }
-        outs.store(bounds, out_px, [a0, a1]);
+        outs.store_at(bounds, output, p * out_stride, [a0, a1]);
     }
 }
 
@@ -765,6 +990,19 @@ pub(super) struct Outputs {
 }
 
 impl Outputs {
+    /// [`Self::store`] for the pixel whose channels start at `output[at]`.
+    #[inline(always)]
+    fn store_at<Y: FromWide>(&self, bounds: &Bounds, output: &mut [Y], at: usize, acc: [i32; 2]) {
+        if let Some(y) = output.get_mut(at + self.o) {
+            *y = finish(bounds, &self.stage[0], acc[0]);
+        }
+        if self.pair {
+            if let Some(y) = output.get_mut(at + self.o + 1) {
+                *y = finish(bounds, &self.stage[1], acc[1]);
+            }
+        }
+    }
+
     #[inline(always)]
     pub(super) fn store<Y: FromWide>(&self, bounds: &Bounds, out_px: &mut [Y], acc: [i32; 2]) {
         if let Some(y) = out_px.get_mut(self.o) {
@@ -811,7 +1049,16 @@ fn pixels<X: Lanes, Y: FromWide>(
                     ((oy * g.stride[0] - g.pad[0]) * in_w + ox * g.stride[1] - g.pad[1]) * in_c;
                 let next = origin + g.stride[1] * in_c;
                 let mut acc = [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
+                let x_step = g.dilation[0] * in_w * in_c;
+                let whole = match g.dilation[1] {
+                    1 => ops.window([origin, next], kh, row_len, x_step, acc),
+                    _ => None,
+                };
                 for ky in 0..kh {
+                    if let Some(sums) = whole {
+                        acc = sums;
+                        break;
+                    }
                     if g.dilation[1] == 1 {
                         let at = tap_at(ky, 0);
                         acc = ops.two(ky * row_len, [origin + at, next + at], row_len, acc);
@@ -843,9 +1090,9 @@ fn pixels<X: Lanes, Y: FromWide>(
 }
 
 /// One output pixel with any of its taps in the padding.
-fn border_pixel<X: Lanes>(
+fn border_pixel<X: Lanes, O: Operands>(
     c: &Conv<'_, X>,
-    ops: &impl Operands,
+    ops: &O,
     outs: &Outputs,
     pads: &[[i32; MAX_TAPS]; 2],
     oy: usize,
@@ -860,6 +1107,37 @@ fn border_pixel<X: Lanes>(
             *a = a.wrapping_add(sums.get(t).copied().unwrap_or(0));
         }
     };
+    if O::WINDOWS && g.dilation[1] == 1 {
+        // The taps inside the input: kernel rows `ky0..ky1` (contiguous: the input row grows
+        // with the kernel row) × columns `first..end`, one window call if the operands have
+        // one; every other tap reads the pad sums.
+        let inside = |ky: usize| coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
+        let ky0 = (0..kh).find(|&ky| inside(ky).is_some()).unwrap_or(kh);
+        let ky1 = (ky0..kh).find(|&ky| inside(ky).is_none()).unwrap_or(kh);
+        let ix0 = ox * g.stride[1];
+        let first = g.pad[1].saturating_sub(ix0).min(kw);
+        let end = (in_w + g.pad[1]).saturating_sub(ix0).max(first).min(kw);
+        if let (Some(iy0), true) = (inside(ky0), first < end) {
+            let x_at = (iy0 * in_w + ix0 + first - g.pad[1]) * in_c;
+            let shape = simd::Rows {
+                rows: ky1 - ky0,
+                len: (end - first) * in_c,
+                x_step: g.dilation[0] * in_w * in_c,
+                w_step: kw * in_c,
+            };
+            if let Some(sums) = ops.window_one((ky0 * kw + first) * in_c, x_at, shape, acc) {
+                acc = sums;
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        if !((ky0..ky1).contains(&ky) && (first..end).contains(&kx)) {
+                            padded(&mut acc, ky * kw + kx);
+                        }
+                    }
+                }
+                return acc;
+            }
+        }
+    }
     for ky in 0..kh {
         let Some(iy) = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h) else {
             (ky * kw..(ky + 1) * kw).for_each(|t| padded(&mut acc, t));
@@ -1219,6 +1497,21 @@ mod tests {
     use proptest::prelude::*;
     use std::vec::Vec;
 
+    std::thread_local! {
+        /// Set: the tiles' portable twins (the window loops of `Wide` and `Packed`) run on an
+        /// AVX2 host too, so the tests check them against the reference as well.
+        pub(super) static PORTABLE_TILES: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    }
+
+    /// `f` with the host's AVX2 dot products, then with the tiles' portable twins.
+    fn both_paths<T>(f: impl Fn() -> T) -> [T; 2] {
+        let avx2 = f();
+        PORTABLE_TILES.with(|p| p.set(true));
+        let portable = f();
+        PORTABLE_TILES.with(|p| p.set(false));
+        [avx2, portable]
+    }
+
     /// A random convolution: geometry, dims, per-channel constants and data (from `seed`).
     #[derive(Debug, Clone)]
     struct Case {
@@ -1369,8 +1662,13 @@ mod tests {
             if covered {
                 prop_assert_eq!(&fast, &want);
             }
-            conv2d(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
-            prop_assert_eq!(fast, want);
+            for fast in both_paths(|| {
+                let mut fast = std::vec![0i8; len(c.out_dims)];
+                conv2d(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
+                fast
+            }) {
+                prop_assert_eq!(&fast, &want);
+            }
         }
 
         #[test]
@@ -1409,11 +1707,15 @@ mod tests {
                     channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
                     output,
                 };
-                let mut fast = std::vec![Y::default(); len(c.out_dims)];
                 let mut want = std::vec![Y::default(); len(c.out_dims)];
-                conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
                 reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
-                prop_assert_eq!(fast, want);
+                for fast in both_paths(|| {
+                    let mut fast = std::vec![Y::default(); len(c.out_dims)];
+                    conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
+                    fast
+                }) {
+                    prop_assert_eq!(&fast, &want);
+                }
                 Ok(())
             }
             match kinds {

@@ -1,10 +1,13 @@
 //! The Arm DSP instructions the fast kernels use, as safe functions, with portable equivalents;
-//! and the f32 convolutions' register tiles ([`mla_4x2`], [`mla_4x1`]), VLDM/VMLA loops on an
-//! Arm FPU (`cfg(icefold_vfp)`, see their docs).
+//! the f32 convolutions' register tiles ([`mla_4x2`], [`mla_4x1`]), VLDM/VMLA loops on an
+//! Arm FPU (`cfg(icefold_vfp)`, see their docs); and the int8 convolutions' register tiles
+//! ([`smlad_2x2`], [`sxtb16_2x2`] and their window forms), LDR/LDRD/SXTB16/SMLAD loops with
+//! the DSP extension, each with a portable twin giving the same sums.
 //!
 //! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
-//! instruction, one loop per f32 tile.
-//! Each is sound for the same reasons: it reads and writes only the registers named as its
+//! instruction, one loop per tile. The loops read memory: each checks its slices' lengths in
+//! safe Rust first and reads only inside them (see each one's safety comment).
+//! Each single instruction is sound for the same reasons: it reads and writes only the registers named as its
 //! operands (`nomem`, `nostack`), has no side effect other than possibly setting the Q flag
 //! (so no `preserves_flags` where the instruction may set it), and the instruction exists on
 //! every core for which `cfg(icefold_dsp)` is set (build.rs: thumbv7em, or thumbv8m.main with
@@ -564,8 +567,709 @@ pub fn mla_taps(acc: &mut [f32; 4], x: &[f32], w: &[f32], taps: Taps) {
     }
 }
 
+/// Two output channels × two pixels on int16 lane pairs: `acc[2p + k] + Σ_j smlad(w[k][j],
+/// x[p][j])` over the words all four slices have (`n`, the shortest length), the tile of the
+/// 16×8 regular and pointwise convolutions. `w[k]`: channel `k`'s weights widened to lane pairs
+/// in the order of the activations' words (`(v0, v1), (v2, v3), ...`), so no lane is repacked in
+/// the loop.
+///
+/// With the DSP extension (`icefold_dsp`): per four words (32 products) sixteen single loads
+/// (all four pointers post-incremented, so no address arithmetic), sixteen SMLADs and the loop's
+/// SUBS/BNE, 34 instructions; the last `n % 4` words in Rust. Twelve general registers are
+/// live in the loop (four pointers, the count, four accumulators, two activations and a
+/// weight): every one Rust's `asm!` may allocate on Thumb, which is why the weights are single
+/// loads rather than LDRDs (a second weight register does not fit).
+#[inline(always)]
+pub fn smlad_2x2(w: [&[u32]; 2], x: [&[u32]; 2], acc: [i32; 4]) -> [i32; 4] {
+    let n = w[0].len().min(w[1].len()).min(x[0].len()).min(x[1].len());
+    #[allow(unused_mut)]
+    let mut done = 0;
+    let [mut a0, mut a1, mut b0, mut b1] = acc;
+    #[cfg(icefold_dsp)]
+    {
+        let quads = n / 4;
+        if quads > 0 {
+            // SAFETY: each of the four pointers starts at a slice holding at least `n` words
+            // (`n` is the shortest length), and the loop reads `4 · quads ≤ n` consecutive
+            // words through each, post-incrementing by one word per load: every load is
+            // inside its slice. The pointers are `u32` slices' so the word loads are aligned.
+            // Only the named registers and the flags change (no stack, no stores): `nostack`.
+            // LDR, SMLAD, SUBS and BNE exist on every icefold_dsp core (module docs).
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {w}, [{p0}], #4",
+                    "ldr {xa}, [{pa}], #4",
+                    "ldr {xb}, [{pb}], #4",
+                    "smlad {a0}, {w}, {xa}, {a0}",
+                    "smlad {b0}, {w}, {xb}, {b0}",
+                    "ldr {w}, [{p1}], #4",
+                    "smlad {a1}, {w}, {xa}, {a1}",
+                    "smlad {b1}, {w}, {xb}, {b1}",
+                    "ldr {w}, [{p0}], #4",
+                    "ldr {xa}, [{pa}], #4",
+                    "ldr {xb}, [{pb}], #4",
+                    "smlad {a0}, {w}, {xa}, {a0}",
+                    "smlad {b0}, {w}, {xb}, {b0}",
+                    "ldr {w}, [{p1}], #4",
+                    "smlad {a1}, {w}, {xa}, {a1}",
+                    "smlad {b1}, {w}, {xb}, {b1}",
+                    "ldr {w}, [{p0}], #4",
+                    "ldr {xa}, [{pa}], #4",
+                    "ldr {xb}, [{pb}], #4",
+                    "smlad {a0}, {w}, {xa}, {a0}",
+                    "smlad {b0}, {w}, {xb}, {b0}",
+                    "ldr {w}, [{p1}], #4",
+                    "smlad {a1}, {w}, {xa}, {a1}",
+                    "smlad {b1}, {w}, {xb}, {b1}",
+                    "ldr {w}, [{p0}], #4",
+                    "ldr {xa}, [{pa}], #4",
+                    "ldr {xb}, [{pb}], #4",
+                    "smlad {a0}, {w}, {xa}, {a0}",
+                    "smlad {b0}, {w}, {xb}, {b0}",
+                    "ldr {w}, [{p1}], #4",
+                    "smlad {a1}, {w}, {xa}, {a1}",
+                    "smlad {b1}, {w}, {xb}, {b1}",
+                    "subs {cnt}, {cnt}, #1",
+                    "bne 2b",
+                    p0 = inout(reg) w[0].as_ptr() => _,
+                    p1 = inout(reg) w[1].as_ptr() => _,
+                    pa = inout(reg) x[0].as_ptr() => _,
+                    pb = inout(reg) x[1].as_ptr() => _,
+                    cnt = inout(reg) quads => _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    b0 = inout(reg) b0,
+                    b1 = inout(reg) b1,
+                    w = out(reg) _,
+                    xa = out(reg) _,
+                    xb = out(reg) _,
+                    options(nostack, readonly),
+                );
+            }
+            done = 4 * quads;
+        }
+    }
+    // The rest (everything in portable builds), in index order.
+    for j in done..n {
+        let (Some(w0), Some(w1), Some(xa), Some(xb)) =
+            (w[0].get(j), w[1].get(j), x[0].get(j), x[1].get(j))
+        else {
+            break;
+        };
+        a0 = smlad(*w0, *xa, a0);
+        b0 = smlad(*w0, *xb, b0);
+        a1 = smlad(*w1, *xa, a1);
+        b1 = smlad(*w1, *xb, b1);
+    }
+    [a0, a1, b0, b1]
+}
+
+/// Four int8 weights of each of two output channels widened once for [`sxtb16_2x2`]: per run
+/// of four products the words `(w0, w2)`, `(w1, w3)` of channel 0, then the same of channel 1
+/// (the lane order [`sxtb16`] and [`sxtb16_ror8`] give four int8 activations).
+#[inline(always)]
+pub fn widen_quads(w0: &[i8; 4], w1: &[i8; 4]) -> [u32; 4] {
+    let even_odd = |w: &[i8; 4]| {
+        let [v0, v1, v2, v3] = w.map(i32::from);
+        (pair(v0, v2), pair(v1, v3))
+    };
+    let ((e0, o0), (e1, o1)) = (even_odd(w0), even_odd(w1));
+    [e0, o0, e1, o1]
+}
+
+/// Two output channels × two pixels on int8 activations: `acc[2p + k] + Σ_i w[k][i] · x[p][i]`
+/// over the runs of four values `x[p]` holds (one word each: four int8 values, little-endian)
+/// and `w` holds (four words each, [`widen_quads`]): `n` runs, the fewest any slice has. The
+/// tile of the int8 regular convolutions.
+///
+/// With the DSP extension (`icefold_dsp`): per run (16 products) two single loads and two
+/// SXTB16 pairs (each pixel's four values widened once), three LDRDs (channel 1's weights
+/// serve pixel A, then pixel B, then channel 0's are reloaded for pixel B), eight SMLADs: 17
+/// instructions, two runs per loop pass (36 with SUBS/BNE); an odd last run in Rust. Twelve
+/// general registers live (three pointers, the count, four accumulators, an activation word
+/// and its even lanes, two weights), every one `asm!` may allocate on Thumb.
+#[inline(always)]
+pub fn sxtb16_2x2(w: &[u32], x: [&[u32]; 2], acc: [i32; 4]) -> [i32; 4] {
+    let n = (w.len() / 4).min(x[0].len()).min(x[1].len());
+    #[allow(unused_mut)]
+    let mut done = 0;
+    let [mut a0, mut a1, mut b0, mut b1] = acc;
+    #[cfg(icefold_dsp)]
+    {
+        let pairs = n / 2;
+        if pairs > 0 {
+            // SAFETY: `w` holds at least `4 · n` words and each `x[p]` at least `n`; the loop
+            // reads the first `2 · pairs ≤ n` runs: per run one word through each activation
+            // pointer (post-incremented) and the run's four weight words (at offsets 0..16
+            // bytes, the pointer post-incremented by 16 on the last LDRD): every load is inside
+            // its slice, and word-aligned (`u32` slices; LDRD needs only word alignment). Only
+            // the named registers and the flags change (no stack, no stores): `nostack`.
+            // LDR, LDRD, SXTB16, SMLAD, SUBS and BNE exist on every icefold_dsp core.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {x}, [{pa}], #4",
+                    "ldrd {w0}, {w1}, [{pw}]",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlad {a0}, {w0}, {t}, {a0}",
+                    "smlad {a0}, {w1}, {x}, {a0}",
+                    "ldrd {w0}, {w1}, [{pw}, #8]",
+                    "smlad {a1}, {w0}, {t}, {a1}",
+                    "smlad {a1}, {w1}, {x}, {a1}",
+                    "ldr {x}, [{pb}], #4",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlad {b1}, {w0}, {t}, {b1}",
+                    "smlad {b1}, {w1}, {x}, {b1}",
+                    "ldrd {w0}, {w1}, [{pw}], #16",
+                    "smlad {b0}, {w0}, {t}, {b0}",
+                    "smlad {b0}, {w1}, {x}, {b0}",
+                    "ldr {x}, [{pa}], #4",
+                    "ldrd {w0}, {w1}, [{pw}]",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlad {a0}, {w0}, {t}, {a0}",
+                    "smlad {a0}, {w1}, {x}, {a0}",
+                    "ldrd {w0}, {w1}, [{pw}, #8]",
+                    "smlad {a1}, {w0}, {t}, {a1}",
+                    "smlad {a1}, {w1}, {x}, {a1}",
+                    "ldr {x}, [{pb}], #4",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlad {b1}, {w0}, {t}, {b1}",
+                    "smlad {b1}, {w1}, {x}, {b1}",
+                    "ldrd {w0}, {w1}, [{pw}], #16",
+                    "smlad {b0}, {w0}, {t}, {b0}",
+                    "smlad {b0}, {w1}, {x}, {b0}",
+                    "subs {cnt}, {cnt}, #1",
+                    "bne 2b",
+                    pw = inout(reg) w.as_ptr() => _,
+                    pa = inout(reg) x[0].as_ptr() => _,
+                    pb = inout(reg) x[1].as_ptr() => _,
+                    cnt = inout(reg) pairs => _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    b0 = inout(reg) b0,
+                    b1 = inout(reg) b1,
+                    x = out(reg) _,
+                    t = out(reg) _,
+                    w0 = out(reg) _,
+                    w1 = out(reg) _,
+                    options(nostack, readonly),
+                );
+            }
+            done = 2 * pairs;
+        }
+    }
+    // The rest (everything in portable builds), run by run.
+    for j in done..n {
+        let (Some(&[e0, o0, e1, o1]), Some(xa), Some(xb)) = (
+            w.get(4 * j..).and_then(|w| w.first_chunk::<4>()),
+            x[0].get(j),
+            x[1].get(j),
+        ) else {
+            break;
+        };
+        let (xa_even, xa_odd) = (sxtb16(*xa), sxtb16_ror8(*xa));
+        let (xb_even, xb_odd) = (sxtb16(*xb), sxtb16_ror8(*xb));
+        a0 = smlad(o0, xa_odd, smlad(e0, xa_even, a0));
+        a1 = smlad(o1, xa_odd, smlad(e1, xa_even, a1));
+        b0 = smlad(o0, xb_odd, smlad(e0, xb_even, b0));
+        b1 = smlad(o1, xb_odd, smlad(e1, xb_even, b1));
+    }
+    [a0, a1, b0, b1]
+}
+
+/// The rows of a convolution window for [`smlad_2x2_rows`] and [`sxtb16_2x2_rows`]: `rows`
+/// rows of `len` activation words each, `x_step` words from one row's start to the next's;
+/// the weights of consecutive rows are contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Rows (at least 1).
+    pub rows: usize,
+    /// Activation words per row (a multiple of the tile's loop pass: 4 for
+    /// [`smlad_2x2_rows`], 2 for [`sxtb16_2x2_rows`]).
+    pub len: usize,
+    /// Words from one activation row's start to the next's (at least `len`).
+    pub x_step: usize,
+}
+
+impl Window {
+    /// Whether the shape is one the loops take (`len` a nonzero multiple of `pass`, rows that
+    /// do not overlap) and every `x[p]` holds its rows: `(rows − 1) · x_step + len` words.
+    fn fits(&self, pass: usize, x: [&[u32]; 2]) -> bool {
+        let extent = self
+            .rows
+            .checked_sub(1)
+            .and_then(|r| r.checked_mul(self.x_step))
+            .and_then(|r| r.checked_add(self.len));
+        match extent {
+            Some(need) => {
+                self.len > 0
+                    && self.len % pass == 0
+                    && self.x_step >= self.len
+                    && x.iter().all(|x| x.len() >= need)
+            }
+            None => false,
+        }
+    }
+
+    /// The word offset of row `r`'s start.
+    #[cfg(not(icefold_dsp))]
+    fn row(&self, r: usize) -> core::ops::Range<usize> {
+        r * self.x_step..r * self.x_step + self.len
+    }
+}
+
+/// [`smlad_2x2`] over every row of a window in one call: `w[k]` holds channel `k`'s
+/// `rows · len` weight words (the rows one after the other), `x[p]` pixel `p`'s window from its
+/// first word. `None` (nothing computed) for a shape [`Window`] does not take or slices too
+/// short for it; the caller then sums row by row.
+///
+/// With the DSP extension, the loop of [`smlad_2x2`] per row (34 instructions per 32
+/// products), and per row about ten instructions more: the loop count and the rows left live
+/// in a two-word block on the stack (every register is taken in the loop), and the activation
+/// pointers step to the next row. One call and one slice check per pixel pair and channel
+/// pair, rather than per kernel row (about 80 instructions each in the firmware).
+#[inline(always)]
+pub fn smlad_2x2_rows(
+    w: [&[u32]; 2],
+    x: [&[u32]; 2],
+    window: Window,
+    acc: [i32; 4],
+) -> Option<[i32; 4]> {
+    let need = window.rows.checked_mul(window.len)?;
+    if !window.fits(4, x) || w.iter().any(|w| w.len() < need) {
+        return None;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [mut a0, mut a1, mut b0, mut b1] = acc;
+        // Loop passes per row, rows left, bytes from a row's end to the next row's start.
+        let mut block = [
+            window.len / 4,
+            window.rows,
+            (window.x_step - window.len) * 4,
+        ];
+        // SAFETY: `fits` checked that `len` is a nonzero multiple of 4, that rows do not
+        // overlap, and that each `x[p]` holds `(rows − 1) · x_step + len` words, and each
+        // `w[k]` holds `rows · len`: per row the loop reads `len` consecutive words through
+        // each pointer (post-incremented), then the activation pointers skip the rest of the
+        // step (`x_step − len` words) and the weight pointers go on (the rows are contiguous):
+        // every load is inside its slice and word-aligned. The three-word block is read
+        // through `cnt`'s initial value, kept on the stack (pushed, then dropped: the stack is
+        // balanced) while `cnt` counts; its second word (rows left) is written. Only the named registers, the
+        // flags and `block` change. LDR, STR, PUSH, POP, SMLAD, ADD, SUBS and BNE exist on
+        // every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "push {{{cnt}}}",
+                "1:",
+                "ldr {cnt}, [sp]",
+                "ldr {cnt}, [{cnt}]",
+                "2:",
+                "ldr {w}, [{p0}], #4",
+                "ldr {xa}, [{pa}], #4",
+                "ldr {xb}, [{pb}], #4",
+                "smlad {a0}, {w}, {xa}, {a0}",
+                "smlad {b0}, {w}, {xb}, {b0}",
+                "ldr {w}, [{p1}], #4",
+                "smlad {a1}, {w}, {xa}, {a1}",
+                "smlad {b1}, {w}, {xb}, {b1}",
+                "ldr {w}, [{p0}], #4",
+                "ldr {xa}, [{pa}], #4",
+                "ldr {xb}, [{pb}], #4",
+                "smlad {a0}, {w}, {xa}, {a0}",
+                "smlad {b0}, {w}, {xb}, {b0}",
+                "ldr {w}, [{p1}], #4",
+                "smlad {a1}, {w}, {xa}, {a1}",
+                "smlad {b1}, {w}, {xb}, {b1}",
+                "ldr {w}, [{p0}], #4",
+                "ldr {xa}, [{pa}], #4",
+                "ldr {xb}, [{pb}], #4",
+                "smlad {a0}, {w}, {xa}, {a0}",
+                "smlad {b0}, {w}, {xb}, {b0}",
+                "ldr {w}, [{p1}], #4",
+                "smlad {a1}, {w}, {xa}, {a1}",
+                "smlad {b1}, {w}, {xb}, {b1}",
+                "ldr {w}, [{p0}], #4",
+                "ldr {xa}, [{pa}], #4",
+                "ldr {xb}, [{pb}], #4",
+                "smlad {a0}, {w}, {xa}, {a0}",
+                "smlad {b0}, {w}, {xb}, {b0}",
+                "ldr {w}, [{p1}], #4",
+                "smlad {a1}, {w}, {xa}, {a1}",
+                "smlad {b1}, {w}, {xb}, {b1}",
+                "subs {cnt}, {cnt}, #1",
+                "bne 2b",
+                "ldr {w}, [sp]",
+                "ldr {xa}, [{w}, #4]",
+                "subs {xa}, {xa}, #1",
+                "str {xa}, [{w}, #4]",
+                "beq 3f",
+                "ldr {xa}, [{w}, #8]",
+                "add {pa}, {pa}, {xa}",
+                "add {pb}, {pb}, {xa}",
+                "b 1b",
+                "3:",
+                "add sp, sp, #4",
+                p0 = inout(reg) w[0].as_ptr() => _,
+                p1 = inout(reg) w[1].as_ptr() => _,
+                pa = inout(reg) x[0].as_ptr() => _,
+                pb = inout(reg) x[1].as_ptr() => _,
+                cnt = inout(reg) block.as_mut_ptr() => _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                b0 = inout(reg) b0,
+                b1 = inout(reg) b1,
+                w = out(reg) _,
+                xa = out(reg) _,
+                xb = out(reg) _,
+                options(),
+            );
+        }
+        Some([a0, a1, b0, b1])
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let mut acc = acc;
+        for r in 0..window.rows {
+            let ws = w.map(|w| {
+                w.get(r * window.len..(r + 1) * window.len)
+                    .unwrap_or_default()
+            });
+            let xs = x.map(|x| x.get(window.row(r)).unwrap_or_default());
+            acc = smlad_2x2(ws, xs, acc);
+        }
+        Some(acc)
+    }
+}
+
+/// [`sxtb16_2x2`] over every row of a window in one call: `w` holds the `rows · len` runs'
+/// weight words ([`widen_quads`], the rows one after the other), `x[p]` pixel `p`'s window from
+/// its first word (`len` words of four int8 values per row). `None` (nothing computed) for a
+/// shape [`Window`] does not take or slices too short for it; the caller then sums row by row.
+///
+/// With the DSP extension, the loop of [`sxtb16_2x2`] per row (36 instructions per 32
+/// products) and about ten instructions per row, as in [`smlad_2x2_rows`].
+#[inline(always)]
+pub fn sxtb16_2x2_rows(
+    w: &[u32],
+    x: [&[u32]; 2],
+    window: Window,
+    acc: [i32; 4],
+) -> Option<[i32; 4]> {
+    let need = window.rows.checked_mul(window.len)?.checked_mul(4)?;
+    if !window.fits(2, x) || w.len() < need {
+        return None;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [mut a0, mut a1, mut b0, mut b1] = acc;
+        // Loop passes per row, rows left, bytes from a row's end to the next row's start.
+        let mut block = [
+            window.len / 2,
+            window.rows,
+            (window.x_step - window.len) * 4,
+        ];
+        // SAFETY: `fits` checked that `len` is a nonzero even number, that rows do not
+        // overlap, that each `x[p]` holds `(rows − 1) · x_step + len` words and `w` holds
+        // `4 · rows · len`: per row the loop reads `len` consecutive words through each
+        // activation pointer (post-incremented) and `4 · len` through the weight pointer (the
+        // LDRDs at offsets 0 and 8, then 0 post-incremented by 16), then the activation
+        // pointers skip the rest of the step: every load is inside its slice and word-aligned.
+        // The three-word block is read through `cnt`'s initial value, kept on the stack
+        // (pushed, then dropped: the stack is balanced) while `cnt` counts; its second word
+        // (rows left) is written. Only the named registers, the flags and `block` change. LDR,
+        // LDRD, STR, PUSH, SXTB16, SMLAD, ADD, SUBS and BNE exist on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "push {{{cnt}}}",
+                "1:",
+                "ldr {cnt}, [sp]",
+                "ldr {cnt}, [{cnt}]",
+                "2:",
+                "ldr {x}, [{pa}], #4",
+                "ldrd {w0}, {w1}, [{pw}]",
+                "sxtb16 {t}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlad {a0}, {w0}, {t}, {a0}",
+                "smlad {a0}, {w1}, {x}, {a0}",
+                "ldrd {w0}, {w1}, [{pw}, #8]",
+                "smlad {a1}, {w0}, {t}, {a1}",
+                "smlad {a1}, {w1}, {x}, {a1}",
+                "ldr {x}, [{pb}], #4",
+                "sxtb16 {t}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlad {b1}, {w0}, {t}, {b1}",
+                "smlad {b1}, {w1}, {x}, {b1}",
+                "ldrd {w0}, {w1}, [{pw}], #16",
+                "smlad {b0}, {w0}, {t}, {b0}",
+                "smlad {b0}, {w1}, {x}, {b0}",
+                "ldr {x}, [{pa}], #4",
+                "ldrd {w0}, {w1}, [{pw}]",
+                "sxtb16 {t}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlad {a0}, {w0}, {t}, {a0}",
+                "smlad {a0}, {w1}, {x}, {a0}",
+                "ldrd {w0}, {w1}, [{pw}, #8]",
+                "smlad {a1}, {w0}, {t}, {a1}",
+                "smlad {a1}, {w1}, {x}, {a1}",
+                "ldr {x}, [{pb}], #4",
+                "sxtb16 {t}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlad {b1}, {w0}, {t}, {b1}",
+                "smlad {b1}, {w1}, {x}, {b1}",
+                "ldrd {w0}, {w1}, [{pw}], #16",
+                "smlad {b0}, {w0}, {t}, {b0}",
+                "smlad {b0}, {w1}, {x}, {b0}",
+                "subs {cnt}, {cnt}, #1",
+                "bne 2b",
+                "ldr {w0}, [sp]",
+                "ldr {w1}, [{w0}, #4]",
+                "subs {w1}, {w1}, #1",
+                "str {w1}, [{w0}, #4]",
+                "beq 3f",
+                "ldr {w1}, [{w0}, #8]",
+                "add {pa}, {pa}, {w1}",
+                "add {pb}, {pb}, {w1}",
+                "b 1b",
+                "3:",
+                "add sp, sp, #4",
+                pw = inout(reg) w.as_ptr() => _,
+                pa = inout(reg) x[0].as_ptr() => _,
+                pb = inout(reg) x[1].as_ptr() => _,
+                cnt = inout(reg) block.as_mut_ptr() => _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                b0 = inout(reg) b0,
+                b1 = inout(reg) b1,
+                x = out(reg) _,
+                t = out(reg) _,
+                w0 = out(reg) _,
+                w1 = out(reg) _,
+                options(),
+            );
+        }
+        Some([a0, a1, b0, b1])
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let mut acc = acc;
+        for r in 0..window.rows {
+            let ws = w.get(4 * r * window.len..4 * (r + 1) * window.len);
+            let xs = x.map(|x| x.get(window.row(r)).unwrap_or_default());
+            acc = sxtb16_2x2(ws.unwrap_or_default(), xs, acc);
+        }
+        Some(acc)
+    }
+}
+
+/// Two output channels × one pixel over the rows of a window on int16 lane pairs (the border
+/// pixels of the 16×8 regular convolutions, whose windows are clipped to the input):
+/// `acc[k] + Σ_rows Σ_j smlad(w[k][j], x[j])` over `shape.rows` rows of `shape.len` words,
+/// the activation rows `shape.x_step` words apart and each channel's weight rows
+/// `shape.w_step`. `None` (nothing computed) unless `len` is a nonzero multiple of 4 and every
+/// slice holds its rows.
+///
+/// With the DSP extension, per four words (16 products) two LDRDs of activations, four of
+/// weights, eight SMLADs, and per pass SUBS/BNE: 16 instructions; about ten more per row (the
+/// loop's constants in a four-word block: three registers are free, not four).
+#[inline(always)]
+pub fn smlad_2x1_rows(w: [&[u32]; 2], x: &[u32], shape: Rows, acc: [i32; 2]) -> Option<[i32; 2]> {
+    let (Some(w_len), Some(x_len)) = (shape.extent(shape.w_step), shape.extent(shape.x_step))
+    else {
+        return None;
+    };
+    if shape.len == 0 || shape.len % 4 != 0 || x.len() < x_len || w.iter().any(|w| w.len() < w_len)
+    {
+        return None;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [mut a0, mut a1] = acc;
+        // Loop passes per row, then the bytes from a row's end to the next row's start for the
+        // activations and for the weights.
+        let block = [
+            shape.len / 4,
+            (shape.x_step - shape.len) * 4,
+            (shape.w_step - shape.len) * 4,
+        ];
+        // SAFETY: the checks above: `len` is a nonzero multiple of 4, the steps at least
+        // `len`, `x` holds `(rows − 1) · x_step + len` words and each `w[k]`
+        // `(rows − 1) · w_step + len`; per row the loop reads `len` consecutive words through
+        // each pointer (LDRD post-incremented by 8), then each pointer skips the rest of its
+        // step: every load is inside its slice and word-aligned. `block` is only read. Only
+        // the named registers and the flags change. LDR, LDRD, SMLAD, ADD, SUBS and BNE exist
+        // on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "1:",
+                "ldr {cnt}, [{blk}]",
+                "2:",
+                "ldrd {x0}, {x1}, [{pa}], #8",
+                "ldrd {wa}, {wb}, [{p0}], #8",
+                "smlad {a0}, {wa}, {x0}, {a0}",
+                "smlad {a0}, {wb}, {x1}, {a0}",
+                "ldrd {wa}, {wb}, [{p1}], #8",
+                "smlad {a1}, {wa}, {x0}, {a1}",
+                "smlad {a1}, {wb}, {x1}, {a1}",
+                "ldrd {x0}, {x1}, [{pa}], #8",
+                "ldrd {wa}, {wb}, [{p0}], #8",
+                "smlad {a0}, {wa}, {x0}, {a0}",
+                "smlad {a0}, {wb}, {x1}, {a0}",
+                "ldrd {wa}, {wb}, [{p1}], #8",
+                "smlad {a1}, {wa}, {x0}, {a1}",
+                "smlad {a1}, {wb}, {x1}, {a1}",
+                "subs {cnt}, {cnt}, #1",
+                "bne 2b",
+                "subs {rows}, {rows}, #1",
+                "beq 3f",
+                "ldrd {x0}, {x1}, [{blk}, #4]",
+                "add {pa}, {pa}, {x0}",
+                "add {p0}, {p0}, {x1}",
+                "add {p1}, {p1}, {x1}",
+                "b 1b",
+                "3:",
+                pa = inout(reg) x.as_ptr() => _,
+                p0 = inout(reg) w[0].as_ptr() => _,
+                p1 = inout(reg) w[1].as_ptr() => _,
+                rows = inout(reg) shape.rows => _,
+                blk = in(reg) block.as_ptr(),
+                cnt = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                wa = out(reg) _,
+                wb = out(reg) _,
+                options(nostack, readonly),
+            );
+        }
+        Some([a0, a1])
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let [mut a0, mut a1] = acc;
+        for r in 0..shape.rows {
+            let xs = x
+                .get(r * shape.x_step..r * shape.x_step + shape.len)
+                .unwrap_or_default();
+            let ws = w.map(|w| {
+                w.get(r * shape.w_step..r * shape.w_step + shape.len)
+                    .unwrap_or_default()
+            });
+            for ((x, w0), w1) in xs.iter().zip(ws[0]).zip(ws[1]) {
+                a0 = smlad(*w0, *x, a0);
+                a1 = smlad(*w1, *x, a1);
+            }
+        }
+        Some([a0, a1])
+    }
+}
+
+/// [`smlad_2x1_rows`] on int8 activations (words of four values) and weights widened by
+/// [`widen_quads`]: `shape.len` runs of four values per row, the activation rows
+/// `shape.x_step` words apart, the weight rows `shape.w_step` runs (four words each). `None`
+/// unless `len` is a nonzero even number and every slice holds its rows.
+///
+/// With the DSP extension, per two runs (16 products) two loads and two SXTB16 pairs, four
+/// LDRDs, eight SMLADs, SUBS/BNE: 20 instructions; about ten more per row.
+#[inline(always)]
+pub fn sxtb16_2x1_rows(w: &[u32], x: &[u32], shape: Rows, acc: [i32; 2]) -> Option<[i32; 2]> {
+    let (Some(w_runs), Some(x_len)) = (shape.extent(shape.w_step), shape.extent(shape.x_step))
+    else {
+        return None;
+    };
+    let w_len = w_runs.checked_mul(4)?;
+    if shape.len == 0 || shape.len % 2 != 0 || x.len() < x_len || w.len() < w_len {
+        return None;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [mut a0, mut a1] = acc;
+        // As in `smlad_2x1_rows`.
+        let block = [
+            shape.len / 2,
+            (shape.x_step - shape.len) * 4,
+            (shape.w_step - shape.len) * 16,
+        ];
+        // SAFETY: the checks above: `len` is a nonzero even number, the steps at least `len`,
+        // `x` holds `(rows − 1) · x_step + len` words and `w` four words per run of
+        // `(rows − 1) · w_step + len` runs; per row the loop reads `len` consecutive words
+        // through the activation pointer and `4 · len` through the weight pointer (LDRDs
+        // post-incremented by 8), then both skip the rest of their step: every load is inside
+        // its slice and word-aligned. `block` is only read. Only the named registers and the
+        // flags change. LDR, LDRD, SXTB16, SMLAD, ADD, SUBS and BNE exist on every
+        // icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "1:",
+                "ldr {cnt}, [{blk}]",
+                "2:",
+                "ldr {x}, [{pa}], #4",
+                "ldrd {w0}, {w1}, [{pw}], #8",
+                "sxtb16 {t}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlad {a0}, {w0}, {t}, {a0}",
+                "smlad {a0}, {w1}, {x}, {a0}",
+                "ldrd {w0}, {w1}, [{pw}], #8",
+                "smlad {a1}, {w0}, {t}, {a1}",
+                "smlad {a1}, {w1}, {x}, {a1}",
+                "ldr {x}, [{pa}], #4",
+                "ldrd {w0}, {w1}, [{pw}], #8",
+                "sxtb16 {t}, {x}",
+                "sxtb16 {x}, {x}, ror #8",
+                "smlad {a0}, {w0}, {t}, {a0}",
+                "smlad {a0}, {w1}, {x}, {a0}",
+                "ldrd {w0}, {w1}, [{pw}], #8",
+                "smlad {a1}, {w0}, {t}, {a1}",
+                "smlad {a1}, {w1}, {x}, {a1}",
+                "subs {cnt}, {cnt}, #1",
+                "bne 2b",
+                "subs {rows}, {rows}, #1",
+                "beq 3f",
+                "ldrd {w0}, {w1}, [{blk}, #4]",
+                "add {pa}, {pa}, {w0}",
+                "add {pw}, {pw}, {w1}",
+                "b 1b",
+                "3:",
+                pa = inout(reg) x.as_ptr() => _,
+                pw = inout(reg) w.as_ptr() => _,
+                rows = inout(reg) shape.rows => _,
+                blk = in(reg) block.as_ptr(),
+                cnt = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                x = out(reg) _,
+                t = out(reg) _,
+                w0 = out(reg) _,
+                w1 = out(reg) _,
+                options(nostack, readonly),
+            );
+        }
+        Some([a0, a1])
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let mut acc = acc;
+        for r in 0..shape.rows {
+            let xs = x
+                .get(r * shape.x_step..r * shape.x_step + shape.len)
+                .unwrap_or_default();
+            let ws = w.get(4 * r * shape.w_step..).unwrap_or_default();
+            let [a0, a1, _, _] = sxtb16_2x2(ws, [xs, xs], [acc[0], acc[1], 0, 0]);
+            acc = [a0, a1];
+        }
+        Some(acc)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -582,5 +1286,186 @@ mod tests {
         // Wraps like the instruction (the Q flag is not modelled).
         let sum = i64::from(i32::MAX) + (1 << 30) + 32767 * 32767;
         assert_eq!(smlad(a, a, i32::MAX), sum as i32);
+    }
+
+    /// A small deterministic generator (xorshift) for the tile tests.
+    fn words(seed: &mut u64, n: usize) -> std::vec::Vec<u32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *seed as u32
+            })
+            .collect()
+    }
+
+    fn lanes(w: &[u32]) -> impl Iterator<Item = i32> + '_ {
+        w.iter().flat_map(|w| [lo16(*w), hi16(*w)])
+    }
+
+    fn lo16(x: u32) -> i32 {
+        i32::from(x as u16 as i16)
+    }
+
+    fn hi16(x: u32) -> i32 {
+        i32::from((x >> 16) as u16 as i16)
+    }
+
+    fn sum(acc: i32, w: impl Iterator<Item = i32>, x: impl Iterator<Item = i32>) -> i32 {
+        w.zip(x).fold(acc, |s, (w, x)| s.wrapping_add(w * x))
+    }
+
+    /// Every length from 0 to 13 words (whole loop passes, the Rust rest, both), unequal
+    /// slice lengths (the shortest decides), and lanes at the i16 extremes.
+    #[test]
+    fn smlad_2x2_equals_the_sums() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15;
+        for n in 0..14 {
+            for extra in [0, 1, 3] {
+                let [w0, w1, xa, xb] =
+                    [n + extra, n, n, n + 2 * extra].map(|n| words(&mut seed, n));
+                let acc = [7, -9, 1 << 20, -(1 << 20)];
+                let got = smlad_2x2([&w0, &w1], [&xa, &xb], acc);
+                let w = [&w0[..n], &w1[..n]];
+                let x = [&xa[..n], &xb[..n]];
+                let want = [
+                    sum(acc[0], lanes(w[0]), lanes(x[0])),
+                    sum(acc[1], lanes(w[1]), lanes(x[0])),
+                    sum(acc[2], lanes(w[0]), lanes(x[1])),
+                    sum(acc[3], lanes(w[1]), lanes(x[1])),
+                ];
+                assert_eq!(got, want, "n = {n}, extra = {extra}");
+            }
+        }
+        // Products of ±2^30 alternating (no partial sum wraps): each pair of words adds 1.
+        let (e, f) = (pair(-32768, 32767), pair(32767, -32768));
+        let w = [[e, f, e, f], [f, e, f, e]];
+        let x = [[e; 4], [f; 4]];
+        assert_eq!(smlad_2x2([&w[0], &w[1]], [&x[0], &x[1]], [0; 4]), [2; 4]);
+    }
+
+    /// The window loops equal the single-row tiles row by row, and refuse shapes they do not
+    /// take (a length that is not a whole number of loop passes, overlapping rows, slices too
+    /// short) instead of reading past a slice.
+    #[test]
+    fn windows_equal_the_rows_and_refuse_other_shapes() {
+        let mut seed = 0x2545_F491_4F6C_DD1D;
+        let x = [words(&mut seed, 64), words(&mut seed, 64)];
+        let w = [words(&mut seed, 48), words(&mut seed, 48)];
+        let acc = [1, 2, 3, -4];
+        let window = Window {
+            rows: 3,
+            len: 8,
+            x_step: 20,
+        };
+        let mut want = acc;
+        for r in 0..3 {
+            let ws = [&w[0][8 * r..8 * r + 8], &w[1][8 * r..8 * r + 8]];
+            want = smlad_2x2(
+                ws,
+                [&x[0][20 * r..], &x[1][20 * r..]].map(|x| &x[..8]),
+                want,
+            );
+        }
+        assert_eq!(
+            smlad_2x2_rows([&w[0], &w[1]], [&x[0], &x[1]], window, acc),
+            Some(want)
+        );
+        let w8 = [&w[0][..], &w[1][..]].concat();
+        let mut want8 = acc;
+        for r in 0..3 {
+            let xs = [&x[0][20 * r..20 * r + 8], &x[1][20 * r..20 * r + 8]];
+            want8 = sxtb16_2x2(&w8[32 * r..32 * r + 32], xs, want8);
+        }
+        assert_eq!(
+            sxtb16_2x2_rows(&w8, [&x[0], &x[1]], window, acc),
+            Some(want8)
+        );
+        let refused = [
+            Window {
+                rows: 3,
+                len: 6,
+                x_step: 20,
+            },
+            Window {
+                rows: 3,
+                len: 8,
+                x_step: 7,
+            },
+            Window {
+                rows: 4,
+                len: 8,
+                x_step: 20,
+            },
+            Window {
+                rows: 0,
+                len: 8,
+                x_step: 20,
+            },
+        ];
+        for window in refused {
+            assert_eq!(
+                smlad_2x2_rows([&w[0], &w[1]], [&x[0], &x[1]], window, acc),
+                None,
+                "{window:?}"
+            );
+        }
+        let odd = Window {
+            rows: 1,
+            len: 3,
+            x_step: 3,
+        };
+        assert_eq!(sxtb16_2x2_rows(&w8, [&x[0], &x[1]], odd, acc), None);
+        // Rows reach word 66 of 64.
+        let too_long = Window {
+            rows: 3,
+            len: 8,
+            x_step: 29,
+        };
+        assert_eq!(sxtb16_2x2_rows(&w8, [&x[0], &x[1]], too_long, acc), None);
+    }
+
+    /// The int8 tile against plain sums of the int8 weights and activations: 0 to 9 runs
+    /// (whole loop passes and an odd run), weights through `widen_quads`.
+    #[test]
+    fn sxtb16_2x2_equals_the_sums() {
+        use std::vec::Vec;
+        let mut seed = 0xD1B5_4A32_D192_ED03;
+        for n in 0..10 {
+            let bytes = |seed: &mut u64| -> Vec<i8> {
+                words(seed, n)
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .map(|b| b as i8)
+                    .collect()
+            };
+            let (w0, w1) = (bytes(&mut seed), bytes(&mut seed));
+            let (xa, xb) = (words(&mut seed, n), words(&mut seed, n));
+            let mut w = Vec::new();
+            for (q0, q1) in w0.chunks_exact(4).zip(w1.chunks_exact(4)) {
+                let (Some(q0), Some(q1)) = (q0.first_chunk::<4>(), q1.first_chunk::<4>()) else {
+                    continue;
+                };
+                w.extend(widen_quads(q0, q1));
+            }
+            let int8 = |x: &[u32]| -> Vec<i32> {
+                x.iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .map(|b| i32::from(b as i8))
+                    .collect()
+            };
+            let acc = [3, -4, 5, -6];
+            let got = sxtb16_2x2(&w, [&xa, &xb], acc);
+            let weights = |w: &[i8]| w.iter().map(|w| i32::from(*w)).collect::<Vec<_>>();
+            let (w0, w1, xa, xb) = (weights(&w0), weights(&w1), int8(&xa), int8(&xb));
+            let want = [
+                sum(acc[0], w0.iter().copied(), xa.iter().copied()),
+                sum(acc[1], w1.iter().copied(), xa.iter().copied()),
+                sum(acc[2], w0.iter().copied(), xb.iter().copied()),
+                sum(acc[3], w1.iter().copied(), xb.iter().copied()),
+            ];
+            assert_eq!(got, want, "n = {n}");
+        }
     }
 }
