@@ -12,13 +12,25 @@
 //! window shares its columns with the first). The rows live in a ring of three, so with stride 1
 //! each input row is copied once per channel pair.
 
-use super::conv::{coord, stage, Conv, Lanes, Outputs};
+use super::conv::{coord, stage, Conv, Lanes};
 use super::simd;
 use crate::kernels::reference::int8::FromWide;
 
 /// Widest padded row (words) the kernel copies: `(out_w − 1) · stride + 3`, plus one word of
-/// slack that the two-pixel pass may load but never uses. Three rows: 792 bytes of stack.
-pub const MAX_ROW: usize = 66;
+/// slack that the two-pixel pass may load but never uses; also the distance between the rows of
+/// the ring, which the assembly of [`simd::dw3x3_row`] has in its offsets.
+pub const MAX_ROW: usize = simd::DW_ROW;
+
+/// Row slots: padded row `py` lives in slot `py % 3`, and slots 0 and 1 are repeated as 3 and 4,
+/// so the three rows of every window are three consecutive slots (one pointer for the assembly).
+const SLOTS: usize = 5;
+
+/// Words after the last slot: an odd last pixel's partner (computed, never stored) reads up to
+/// `S − 1` words past a window's widest row. 1,336 bytes of stack for the ring.
+const SLACK: usize = 4;
+
+/// Most pixel pairs in an output row ([`covers`]: `out_w <= MAX_ROW − 3`).
+const MAX_PAIRS: usize = (MAX_ROW - 2) / 2;
 
 /// True if [`depthwise3x3`] takes this convolution (the caller has checked that it is
 /// depthwise: `groups == in_c == out_c`).
@@ -77,65 +89,6 @@ fn fill_row<X: Lanes>(
     }
 }
 
-/// Three taps of a kernel row on two channels.
-#[inline(always)]
-fn row3(w: &[u32; 3], x: [u32; 3], acc: [i32; 2]) -> [i32; 2] {
-    let acc = simd::smla_lanes(w[0], x[0], acc);
-    let acc = simd::smla_lanes(w[1], x[1], acc);
-    simd::smla_lanes(w[2], x[2], acc)
-}
-
-/// One output row of one channel pair: `S` is the horizontal stride; `rows` the three padded
-/// input rows (each at least `(out_w − 1) · S + 4` words); `out_row` the output row
-/// (`[out_w][channels]`).
-#[inline(always)]
-fn row_pass<const S: usize, Y: FromWide>(
-    rows: [&[u32]; 3],
-    w: &[[u32; 3]; 3],
-    outs: &Outputs,
-    bounds: &super::requant::Bounds,
-    out_row: &mut [Y],
-    channels: usize,
-) {
-    let mut px = out_row.chunks_exact_mut(channels.max(1));
-    let mut j = 0;
-    // Pixels in pairs; an odd last pixel is done below, on its own.
-    while let (Some(a), Some(b)) = (px.next(), px.next()) {
-        let [Some(r0), Some(r1), Some(r2)] =
-            rows.map(|r| r.get(j..).and_then(|r| r.first_chunk::<5>()))
-        else {
-            return;
-        };
-        let mut acc_a = outs.bias;
-        let mut acc_b = outs.bias;
-        for (r, w) in [r0, r1, r2].into_iter().zip(w) {
-            acc_a = row3(w, [r[0], r[1], r[2]], acc_a);
-            acc_b = row3(w, [r[S], r[S + 1], r[S + 2]], acc_b);
-        }
-        outs.store(bounds, a, acc_a);
-        outs.store(bounds, b, acc_b);
-        j += 2 * S;
-    }
-    // `chunks_exact_mut` yields whole pixels only; an odd count leaves the last pixel here.
-    let last = out_row.len() / channels.max(1);
-    if last % 2 == 1 {
-        let at = (last - 1) * channels;
-        let Some(y) = out_row.get_mut(at..at + channels) else {
-            return;
-        };
-        let [Some(r0), Some(r1), Some(r2)] =
-            rows.map(|r| r.get(j..).and_then(|r| r.first_chunk::<3>()))
-        else {
-            return;
-        };
-        let mut acc = outs.bias;
-        for (r, w) in [r0, r1, r2].into_iter().zip(w) {
-            acc = row3(w, *r, acc);
-        }
-        outs.store(bounds, y, acc);
-    }
-}
-
 /// The depthwise 3x3 convolution `c` (which [`covers`] accepted) into `output`; `words` is the
 /// input as int16 lane-pair words, if it is int16 and aligned.
 #[inline(never)]
@@ -154,7 +107,12 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
             c.padding.values.get(ch).map_or(0, |v| v.widen())
         }
     };
-    let mut ring = [[0u32; MAX_ROW]; 3];
+    let mut ring = [0u32; SLOTS * MAX_ROW + SLACK];
+    // Per output row: the sums of pixel pairs, `[a0, a1, b0, b1]` per pair.
+    let mut accs = [0i32; 4 * MAX_PAIRS];
+    // Per output row: the two channels' int16 results, `[pixel][2]`.
+    let mut narrow = [0i16; 2 * 2 * MAX_PAIRS];
+    let pairs = out_w.div_ceil(2);
     let row_len = out_w * channels;
     for cp in 0..channels / 2 {
         let ch = 2 * cp;
@@ -168,17 +126,13 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
         else {
             return;
         };
-        let mut w = [[0u32; 3]; 3];
-        for ((slot, a), b) in w.iter_mut().flatten().zip(w0).zip(w1) {
+        let mut taps = [0u32; 9];
+        for ((slot, a), b) in taps.iter_mut().zip(w0).zip(w1) {
             *slot = simd::pair(i32::from(*a), i32::from(*b));
         }
+        let mut k = simd::DwPair::new(taps, [b0, b1]);
         let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
-        let outs = Outputs {
-            bias: [b0, b1],
-            stage: [s0, s1],
-            o: ch,
-            pair: true,
-        };
+        let runs = [s0, s1].map(|s| s.single().and_then(|s| s.run(&c.bounds)));
         // Which padded row each ring slot holds (none yet).
         let mut held = [usize::MAX; 3];
         for (oy, out_row) in output
@@ -191,27 +145,56 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
                 let slot = py % 3;
                 if held.get(slot) != Some(&py) {
                     let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
-                    if let (Some(dst), Some(h)) = (ring.get_mut(slot), held.get_mut(slot)) {
-                        fill_row(
-                            c,
-                            words,
-                            iy,
-                            cp,
-                            pad,
-                            dst.get_mut(..width).unwrap_or_default(),
-                        );
+                    let at = slot * MAX_ROW;
+                    if let (Some(dst), Some(h)) = (ring.get_mut(at..at + width), held.get_mut(slot))
+                    {
+                        fill_row(c, words, iy, cp, pad, dst);
                         *h = py;
+                    }
+                    // Slots 0 and 1 again as 3 and 4.
+                    if slot < 2 {
+                        let (first, repeat) = ring.split_at_mut(3 * MAX_ROW);
+                        let (Some(src), Some(dst)) =
+                            (first.get(at..at + width), repeat.get_mut(at..at + width))
+                        else {
+                            return;
+                        };
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = *s;
+                        }
                     }
                 }
             }
-            let rows = [top, top + 1, top + 2].map(|py| {
-                ring.get(py % 3)
-                    .map_or(&[][..], |r| r.get(..width).unwrap_or_default())
-            });
+            let rows = ring.get(top % 3 * MAX_ROW..).unwrap_or_default();
             if g.stride[1] == 1 {
-                row_pass::<1, Y>(rows, &w, &outs, &c.bounds, out_row, channels);
+                simd::dw3x3_row::<1>(rows, &mut k, &mut accs, pairs);
             } else {
-                row_pass::<2, Y>(rows, &w, &outs, &c.bounds, out_row, channels);
+                simd::dw3x3_row::<2>(rows, &mut k, &mut accs, pairs);
+            }
+            // Each channel's output stage into `narrow` (`[pixel][2]`), then both channels
+            // into the output row.
+            for (lane, (stage, run)) in [s0, s1].iter().zip(&runs).enumerate() {
+                let (Some(sums), Some(dst)) = (accs.get(lane..), narrow.get_mut(lane..)) else {
+                    return;
+                };
+                match run {
+                    Some(run) => simd::requant_run(sums, dst, out_w, run),
+                    None => {
+                        let sums = sums.iter().step_by(2).take(out_w);
+                        for (y, acc) in dst.iter_mut().step_by(2).zip(sums) {
+                            *y = c.bounds.apply(stage.scale(*acc)) as i16;
+                        }
+                    }
+                }
+            }
+            let pixels = out_row.chunks_exact_mut(channels.max(1));
+            for (px, v) in pixels.zip(narrow.chunks_exact(2)) {
+                if let (Some([y0, y1]), Some(&[v0, v1])) =
+                    (px.get_mut(ch..).and_then(|p| p.first_chunk_mut::<2>()), v.first_chunk::<2>())
+                {
+                    *y0 = Y::from_wide(v0);
+                    *y1 = Y::from_wide(v1);
+                }
             }
         }
     }

@@ -81,6 +81,31 @@ impl Scale {
     }
 }
 
+impl Scale {
+    /// This factor with `bounds` as [`simd::requant_run`](super::simd::requant_run)'s
+    /// constants, if it has them: a right shift of 2 or more (the rounding constant's low word
+    /// 2^30) and an output zero point that folds into the high word exactly
+    /// (`|zero_point| · 2^shift <= 2^29`: with `|Q >> 32| < 2^30 + 2^29 + 1` the sum stays in
+    /// i32, and `(h + z · 2^s) >> s = (h >> s) + z`; the reference's saturating addition never
+    /// saturates here, `|(Q >> 32) >> s| < 2^30`).
+    #[inline]
+    pub fn run(&self, bounds: &Bounds) -> Option<super::simd::RunScale> {
+        let low = self.init as u32;
+        let high = (self.init >> 32) as i32;
+        let zero = i64::from(bounds.zero_point).unsigned_abs();
+        if low != 1 << 30 || self.shift == 0 || self.shift > 30 || zero << self.shift > 1 << 29 {
+            return None;
+        }
+        Some(super::simd::RunScale {
+            high: high.wrapping_add(bounds.zero_point << self.shift),
+            multiplier: self.multiplier,
+            shift: self.shift,
+            min: bounds.min,
+            max: bounds.max,
+        })
+    }
+}
+
 impl Stage {
     /// The stage of one channel's factor.
     #[inline]
