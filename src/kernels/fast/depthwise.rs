@@ -13,6 +13,7 @@
 //! each input row is copied once per channel pair.
 
 use super::conv::{coord, stage, Conv, Lanes};
+use super::requant::{Bounds, Stage};
 use super::simd;
 use crate::kernels::reference::int8::FromWide;
 
@@ -132,7 +133,8 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
         }
         let mut k = simd::DwPair::new(taps, [b0, b1]);
         let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
-        let runs = [s0, s1].map(|s| s.single().and_then(|s| s.run(&c.bounds)));
+        let stages = [s0, s1];
+        let runs = stages.map(|s| s.single().and_then(|s| s.run(&c.bounds)));
         // Which padded row each ring slot holds (none yet).
         let mut held = [usize::MAX; 3];
         for (oy, out_row) in output
@@ -173,18 +175,13 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
             }
             // Each channel's output stage into `narrow` (`[pixel][2]`), then both channels
             // into the output row.
-            for (lane, (stage, run)) in [s0, s1].iter().zip(&runs).enumerate() {
+            for (lane, (stage, run)) in stages.iter().zip(&runs).enumerate() {
                 let (Some(sums), Some(dst)) = (accs.get(lane..), narrow.get_mut(lane..)) else {
                     return;
                 };
                 match run {
                     Some(run) => simd::requant_run(sums, dst, out_w, run),
-                    None => {
-                        let sums = sums.iter().step_by(2).take(out_w);
-                        for (y, acc) in dst.iter_mut().step_by(2).zip(sums) {
-                            *y = c.bounds.apply(stage.scale(*acc)) as i16;
-                        }
-                    }
+                    None => narrow_any(sums, dst, out_w, stage, &c.bounds),
                 }
             }
             let pixels = out_row.chunks_exact_mut(channels.max(1));
@@ -197,6 +194,17 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
                 }
             }
         }
+    }
+}
+
+/// [`simd::requant_run`] for a factor it does not take: every second value of `sums` through
+/// `stage` and `bounds` into every second value of `dst`, `n` of them (out of line: the row loop
+/// keeps its registers).
+#[inline(never)]
+fn narrow_any(sums: &[i32], dst: &mut [i16], n: usize, stage: &Stage, bounds: &Bounds) {
+    let sums = sums.iter().step_by(2).take(n);
+    for (y, acc) in dst.iter_mut().step_by(2).zip(sums) {
+        *y = bounds.apply(stage.scale(*acc)) as i16;
     }
 }
 
