@@ -522,6 +522,47 @@ fn gather<X: Lanes>(
     let g = c.geometry;
     let ([in_h, in_w, in_c], _) = c.dims;
     let [kh, kw] = g.kernel;
+    // A window inside the input (dilation 1): `kh` contiguous runs of `kw · in_c` values.
+    let top = oy * g.stride[0];
+    let left = ox * g.stride[1];
+    let run = kw * in_c;
+    if g.dilation == [1, 1]
+        && top >= g.pad[0]
+        && top - g.pad[0] + kh <= in_h
+        && left >= g.pad[1]
+        && left - g.pad[1] + kw <= in_w
+    {
+        let (iy, ix) = (top - g.pad[0], left - g.pad[1]);
+        for (ky, dst) in values.chunks_exact_mut(run.max(1)).take(kh).enumerate() {
+            let at = ((iy + ky) * in_w + ix) * in_c;
+            if let Some(src) = c.input.get(at..at + run) {
+                // int8 and int16 values fit i16.
+                for (d, v) in dst.iter_mut().zip(src) {
+                    *d = v.widen() as i16;
+                }
+            }
+        }
+    } else {
+        gather_border(c, oy, ox, values);
+    }
+    let used = (kh * kw * in_c).div_ceil(4);
+    for (words, v) in column
+        .chunks_exact_mut(2)
+        .zip(values.chunks_exact(4))
+        .take(used)
+    {
+        if let (&mut [ref mut even, ref mut odd], &[v0, v1, v2, v3]) = (words, v) {
+            *even = simd::pair(i32::from(v0), i32::from(v2));
+            *odd = simd::pair(i32::from(v1), i32::from(v3));
+        }
+    }
+}
+
+/// [`gather`]'s values for a window that reaches into the padding (or is dilated): tap by tap.
+fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [i16; MAX_COLUMN + 4]) {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], _) = c.dims;
+    let [kh, kw] = g.kernel;
     let mut taps = values.chunks_exact_mut(in_c.max(1));
     for ky in 0..kh {
         let iy = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
@@ -543,17 +584,6 @@ fn gather<X: Lanes>(
                     .for_each(|(d, v)| *d = v.widen() as i16),
                 None => dst.fill(c.padding.zero.widen() as i16),
             }
-        }
-    }
-    let used = (kh * kw * in_c).div_ceil(4);
-    for (words, v) in column
-        .chunks_exact_mut(2)
-        .zip(values.chunks_exact(4))
-        .take(used)
-    {
-        if let (&mut [ref mut even, ref mut odd], &[v0, v1, v2, v3]) = (words, v) {
-            *even = simd::pair(i32::from(v0), i32::from(v2));
-            *odd = simd::pair(i32::from(v1), i32::from(v3));
         }
     }
 }
