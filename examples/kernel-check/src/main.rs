@@ -255,7 +255,9 @@ fn main() -> ! {
                 }
             }
             k => {
-                let zp = gen.i16();
+                // Zero a quarter of the time: with ReLU, the `[0, 32767]` clamp the depthwise
+                // output assembly (`simd::requant_run`) saturates with USAT.
+                let zp = if gen.next() % 4 == 0 { 0 } else { gen.i16() };
                 let clamp = if relu {
                     ClampI16 {
                         min: zp,

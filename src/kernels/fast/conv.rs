@@ -559,7 +559,12 @@ fn gather<X: Lanes>(
 }
 
 /// [`gather`]'s values for a window that reaches into the padding (or is dilated): tap by tap.
-fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [i16; MAX_COLUMN + 4]) {
+fn gather_border<X: Lanes>(
+    c: &Conv<'_, X>,
+    oy: usize,
+    ox: usize,
+    values: &mut [i16; MAX_COLUMN + 4],
+) {
     let g = c.geometry;
     let ([in_h, in_w, in_c], _) = c.dims;
     let [kh, kw] = g.kernel;
@@ -675,8 +680,7 @@ fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                     a1 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a1));
                     b1_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b1_));
                 }
-                if let (Some(t0), Some(t1)) = (weight_tail(w0, per_out), weight_tail(w1, per_out))
-                {
+                if let (Some(t0), Some(t1)) = (weight_tail(w0, per_out), weight_tail(w1, per_out)) {
                     let at = per_out / 4 * 2;
                     let (Some(&[xa_e, xa_o]), Some(&[xb_e, xb_o])) = (
                         col_a.get(at..).and_then(|c| c.first_chunk::<2>()),

@@ -186,9 +186,10 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
             }
             let pixels = out_row.chunks_exact_mut(channels.max(1));
             for (px, v) in pixels.zip(narrow.chunks_exact(2)) {
-                if let (Some([y0, y1]), Some(&[v0, v1])) =
-                    (px.get_mut(ch..).and_then(|p| p.first_chunk_mut::<2>()), v.first_chunk::<2>())
-                {
+                if let (Some([y0, y1]), Some(&[v0, v1])) = (
+                    px.get_mut(ch..).and_then(|p| p.first_chunk_mut::<2>()),
+                    v.first_chunk::<2>(),
+                ) {
                     *y0 = Y::from_wide(v0);
                     *y1 = Y::from_wide(v1);
                 }

@@ -635,7 +635,10 @@ impl DwPair {
 /// spilling weights and loaded words).
 #[inline(always)]
 pub fn dw3x3_row<const S: usize>(rows: &[u32], k: &mut DwPair, accs: &mut [i32], pairs: usize) {
-    let need = (2 * pairs).wrapping_sub(1).wrapping_mul(S).wrapping_add(3 + 2 * DW_ROW);
+    let need = (2 * pairs)
+        .wrapping_sub(1)
+        .wrapping_mul(S)
+        .wrapping_add(3 + 2 * DW_ROW);
     if !(S == 1 || S == 2) || pairs == 0 || pairs > accs.len() / 4 || need > rows.len() {
         return;
     }
@@ -959,7 +962,12 @@ pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
     }
     #[cfg(not(icefold_dsp))]
     {
-        for (x, y) in accs.iter().step_by(2).zip(out.iter_mut().step_by(2)).take(n) {
+        for (x, y) in accs
+            .iter()
+            .step_by(2)
+            .zip(out.iter_mut().step_by(2))
+            .take(n)
+        {
             let x = *x;
             let low = (x as u32 & 0x8000_0000) | 0x4000_0000;
             let high = k.high.wrapping_add(x >> 31);
