@@ -47,33 +47,32 @@ pub(super) fn covers<X>(c: &Conv<'_, X>) -> bool {
         && (out_w - 1) * g.stride[1] + 3 < MAX_ROW
 }
 
-/// Copies input row `iy` of channel pair `cp` into `dst` as lane-pair words, the columns
-/// outside the input (`pad_l` on the left, the rest on the right) set to `pad`.
+/// Copies input row `iy` of channel pair `cp` as lane-pair words into `dst` (`in_w` words) and,
+/// if given, into `again` as well (the repeated slot of the ring).
 #[inline(always)]
 fn fill_row<X: Lanes>(
     c: &Conv<'_, X>,
     words: Option<&[u32]>,
-    iy: Option<usize>,
+    iy: usize,
     cp: usize,
-    pad: u32,
     dst: &mut [u32],
+    again: Option<&mut [u32]>,
 ) {
     let ([_, in_w, channels], _) = c.dims;
-    let Some(iy) = iy else {
-        dst.fill(pad);
-        return;
+    let put = |d: &mut u32, e: Option<&mut u32>, v: u32| {
+        *d = v;
+        if let Some(e) = e {
+            *e = v;
+        }
     };
-    let pad_l = c.geometry.pad[1];
-    dst.iter_mut().take(pad_l).for_each(|d| *d = pad);
-    dst.iter_mut().skip(pad_l + in_w).for_each(|d| *d = pad);
-    let inside = dst.iter_mut().skip(pad_l).take(in_w);
+    let mut again = again.map(|a| a.iter_mut());
     match words {
         // int16 channel pairs are aligned words: one load per pixel.
         Some(x) => {
             let half = channels / 2;
             let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
-            for (d, s) in inside.zip(src.iter().step_by(half.max(1))) {
-                *d = *s;
+            for (d, s) in dst.iter_mut().zip(src.iter().step_by(half.max(1))) {
+                put(d, again.as_mut().and_then(|a| a.next()), *s);
             }
         }
         None => {
@@ -81,9 +80,9 @@ fn fill_row<X: Lanes>(
                 .input
                 .get(iy * in_w * channels + 2 * cp..)
                 .unwrap_or_default();
-            for (d, s) in inside.zip(src.chunks(channels.max(1))) {
+            for (d, s) in dst.iter_mut().zip(src.chunks(channels.max(1))) {
                 if let Some([a, b]) = s.first_chunk::<2>() {
-                    *d = simd::pair(a.widen(), b.widen());
+                    put(d, again.as_mut().and_then(|a| a.next()), simd::pair(a.widen(), b.widen()));
                 }
             }
         }
@@ -99,8 +98,9 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
     output: &mut [Y],
 ) {
     let g = c.geometry;
-    let ([in_h, _, channels], [out_h, out_w, _]) = c.dims;
+    let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let width = (out_w - 1) * g.stride[1] + 4;
+    let pad_l = g.pad[1];
     let pad_of = |ch: usize| {
         if c.padding.values.is_empty() {
             c.padding.zero.widen()
@@ -136,6 +136,12 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
         let stages = [s0, s1];
         let runs = stages.map(|s| s.single().and_then(|s| s.run(&c.bounds)));
         // Which padded row each ring slot holds (none yet).
+        // Every slot's padded columns (and whole padded rows) hold the pad values; a row of the
+        // input then only writes its `in_w` columns.
+        for slot in ring.chunks_exact_mut(MAX_ROW).take(SLOTS) {
+            slot.iter_mut().take(width).for_each(|v| *v = pad);
+        }
+        // Which padded row each ring slot holds (none yet).
         let mut held = [usize::MAX; 3];
         for (oy, out_row) in output
             .chunks_exact_mut(row_len.max(1))
@@ -145,24 +151,34 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
             let top = oy * g.stride[0];
             for py in top..top + 3 {
                 let slot = py % 3;
-                if held.get(slot) != Some(&py) {
-                    let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
-                    let at = slot * MAX_ROW;
-                    if let (Some(dst), Some(h)) = (ring.get_mut(at..at + width), held.get_mut(slot))
-                    {
-                        fill_row(c, words, iy, cp, pad, dst);
-                        *h = py;
+                let Some(h) = held.get_mut(slot) else {
+                    return;
+                };
+                if *h == py {
+                    continue;
+                }
+                *h = py;
+                // Slots 0 and 1 are repeated as 3 and 4.
+                let (first, repeat) = ring.split_at_mut(3 * MAX_ROW);
+                let at = slot * MAX_ROW;
+                let again = if slot < 2 { repeat.get_mut(at..at + width) } else { None };
+                let Some(dst) = first.get_mut(at..at + width) else {
+                    return;
+                };
+                match coord(py, 1, 0, 1, g.pad[0], in_h) {
+                    Some(iy) => {
+                        // Input columns past the last window (stride 2) are not copied.
+                        let end = (pad_l + in_w).min(width);
+                        let inside = pad_l.min(end)..end;
+                        let again = again.and_then(|a| a.get_mut(inside.clone()));
+                        if let Some(dst) = dst.get_mut(inside) {
+                            fill_row(c, words, iy, cp, dst, again);
+                        }
                     }
-                    // Slots 0 and 1 again as 3 and 4.
-                    if slot < 2 {
-                        let (first, repeat) = ring.split_at_mut(3 * MAX_ROW);
-                        let (Some(src), Some(dst)) =
-                            (first.get(at..at + width), repeat.get_mut(at..at + width))
-                        else {
-                            return;
-                        };
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d = *s;
+                    None => {
+                        dst.fill(pad);
+                        if let Some(again) = again {
+                            again.fill(pad);
                         }
                     }
                 }
