@@ -82,7 +82,11 @@ fn fill_row<X: Lanes>(
                 .unwrap_or_default();
             for (d, s) in dst.iter_mut().zip(src.chunks(channels.max(1))) {
                 if let Some([a, b]) = s.first_chunk::<2>() {
-                    put(d, again.as_mut().and_then(|a| a.next()), simd::pair(a.widen(), b.widen()));
+                    put(
+                        d,
+                        again.as_mut().and_then(|a| a.next()),
+                        simd::pair(a.widen(), b.widen()),
+                    );
                 }
             }
         }
@@ -161,7 +165,11 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
                 // Slots 0 and 1 are repeated as 3 and 4.
                 let (first, repeat) = ring.split_at_mut(3 * MAX_ROW);
                 let at = slot * MAX_ROW;
-                let again = if slot < 2 { repeat.get_mut(at..at + width) } else { None };
+                let again = if slot < 2 {
+                    repeat.get_mut(at..at + width)
+                } else {
+                    None
+                };
                 let Some(dst) = first.get_mut(at..at + width) else {
                     return;
                 };

@@ -574,48 +574,36 @@ pub fn mla_taps(acc: &mut [f32; 4], x: &[f32], w: &[f32], taps: Taps) {
 pub const DW_ROW: usize = 66;
 
 /// One channel pair's depthwise 3x3 constants, laid out once per channel pair as
-/// [`dw3x3_row`]'s assembly pushes them (two LDM/PUSH pairs of seven and five words leave the
-/// nine kernel taps, the two biases and the end of the sums at `sp + 0, 36, 44`).
+/// [`dw3x3_row`]'s assembly pushes them (two LDM/PUSH pairs of seven words leave the two biases
+/// twice, the nine kernel taps and the end of the sums at `sp + 0, 16, 52`).
 #[derive(Clone, Copy, Debug)]
 pub struct DwPair {
-    /// `w5, w6, w7, w8, bias0, bias1, end, w0, w1, w2, w3, w4`: tap `3 · ky + kx` as
-    /// `pair(w[ch][tap], w[ch + 1][tap])`; `end` is written by each call.
-    words: [u32; 12],
+    /// `w3, w4, w5, w6, w7, w8, end, bias0, bias1, bias0, bias1, w0, w1, w2`: tap
+    /// `3 · ky + kx` as `pair(w[ch][tap], w[ch + 1][tap])`; `end` is written by each call.
+    words: [u32; 14],
 }
 
 impl DwPair {
     /// The taps (row-major) as lane-pair words `(channel, channel + 1)` and the two biases.
     pub fn new(w: [u32; 9], bias: [i32; 2]) -> DwPair {
         let [w0, w1, w2, w3, w4, w5, w6, w7, w8] = w;
+        let [b0, b1] = bias.map(|b| b as u32);
         DwPair {
-            words: [
-                w5,
-                w6,
-                w7,
-                w8,
-                bias[0] as u32,
-                bias[1] as u32,
-                0,
-                w0,
-                w1,
-                w2,
-                w3,
-                w4,
-            ],
+            words: [w3, w4, w5, w6, w7, w8, 0, b0, b1, b0, b1, w0, w1, w2],
         }
     }
 
     /// Tap `t` (row-major).
     #[cfg(not(icefold_dsp))]
     fn tap(&self, t: usize) -> u32 {
-        let at = if t < 5 { t + 7 } else { t - 5 };
+        let at = if t < 3 { t + 11 } else { t - 3 };
         self.words.get(at).copied().unwrap_or(0)
     }
 
     /// The two biases.
     #[cfg(not(icefold_dsp))]
     fn bias(&self) -> [i32; 2] {
-        [self.words[4] as i32, self.words[5] as i32]
+        [self.words[7] as i32, self.words[8] as i32]
     }
 }
 
@@ -628,11 +616,11 @@ impl DwPair {
 /// `2 · DW_ROW + (2 · pairs − 1) · S + 3`. Sums wrap modulo 2^32 (the quantization contract
 /// bounds them); an odd pixel count's last pair computes a pixel the caller does not store.
 ///
-/// On Armv7E-M / Armv8-M with DSP (`icefold_dsp`), per pixel pair: three bias moves, per kernel
-/// row two loads (LDRD, LDR) of the first three words, one or two more, three weight loads and
-/// twelve SMLABB/SMLATT; one STM of the four sums and four instructions of loop: 62
-/// instructions for 36 multiplies on two channels (LLVM's loop for the same Rust took about 110,
-/// spilling weights and loaded words).
+/// On Armv7E-M / Armv8-M with DSP (`icefold_dsp`), per pixel pair: one LDM of the biases, per
+/// kernel row two loads (LDRD, LDR) of the first three words, one or two more, two loads of the
+/// row's three weights (LDRD, LDR) and twelve SMLABB/SMLATT; one STM of the four sums and four
+/// instructions of loop: 57 instructions (stride 2: 60) for 36 multiplies on two channels
+/// (LLVM's loop for the same Rust took about 110, spilling weights and loaded words).
 #[inline(always)]
 pub fn dw3x3_row<const S: usize>(rows: &[u32], k: &mut DwPair, accs: &mut [i32], pairs: usize) {
     let need = (2 * pairs)
@@ -651,88 +639,83 @@ pub fn dw3x3_row<const S: usize>(rows: &[u32], k: &mut DwPair, accs: &mut [i32],
         // `2S` words per pair: offsets 0..=264·2 + 4·(S + 2) bytes from it), so the last pair
         // reads up to word `2 · DW_ROW + (2 · pairs − 1) · S + 2`: inside. It writes
         // `4 · pairs` i32 at `accs` (stopping when lr reaches `end`, `accs + 4 · pairs`:
-        // `pairs >= 1` and `accs` holds them), reads the twelve words of `params`, and pushes
-        // 48 bytes that it pops (`add sp`) before the end. Only the named registers and the
-        // flags (with Q) change. LDM, PUSH, LDRD, SMLABB, SMLATT, STM exist on every
-        // icefold_dsp core; r6, r7, r9, r11 (reserved or frame registers) are not touched.
+        // `pairs >= 1` and `accs` holds them), reads the fourteen words of `params`, and
+        // pushes 56 bytes that it pops (`add sp`) before the end. Only the named registers and
+        // the flags (with Q) change. LDM, PUSH, LDRD, SMLABB, SMLATT, STM exist on every
+        // icefold_dsp core; r6 and r7 (LLVM's base and frame pointers) are not touched.
         if S == 1 {
             // SAFETY: see above.
             unsafe {
                 core::arch::asm!(
                 "ldm r0!, {{r1-r5, r8, r10}}",
                 "push {{r1-r5, r8, r10}}",
-                "ldm r0, {{r1-r5}}",
-                "push {{r1-r5}}",
+                "ldm r0, {{r1-r5, r8, r10}}",
+                "push {{r1-r5, r8, r10}}",
                 "1:",
-                "ldrd r0, r1, [sp, #36]",
-                "mov r2, r0",
-                "mov r3, r1",
+                "ldm sp, {{r0-r3}}",
                 // kernel row 0
                 "ldrd r4, r5, [r12, #0]",
                 "ldr r8, [r12, #8]",
-                "ldr r10, [sp, #0]",
-                "smlabb r0, r10, r4, r0",
-                "smlatt r1, r10, r4, r1",
+                "ldrd r9, r10, [sp, #16]",
+                "ldr r11, [sp, #24]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
                 "ldr r4, [r12, #12]",
-                "smlabb r2, r10, r5, r2",
-                "smlatt r3, r10, r5, r3",
-                "ldr r10, [sp, #4]",
+                "smlabb r2, r9, r5, r2",
+                "smlatt r3, r9, r5, r3",
                 "smlabb r0, r10, r5, r0",
                 "smlatt r1, r10, r5, r1",
                 "smlabb r2, r10, r8, r2",
                 "smlatt r3, r10, r8, r3",
-                "ldr r10, [sp, #8]",
-                "smlabb r0, r10, r8, r0",
-                "smlatt r1, r10, r8, r1",
-                "smlabb r2, r10, r4, r2",
-                "smlatt r3, r10, r4, r3",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r4, r2",
+                "smlatt r3, r11, r4, r3",
                 // kernel row 1
                 "ldrd r4, r5, [r12, #264]",
                 "ldr r8, [r12, #272]",
-                "ldr r10, [sp, #12]",
-                "smlabb r0, r10, r4, r0",
-                "smlatt r1, r10, r4, r1",
+                "ldrd r9, r10, [sp, #28]",
+                "ldr r11, [sp, #36]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
                 "ldr r4, [r12, #276]",
-                "smlabb r2, r10, r5, r2",
-                "smlatt r3, r10, r5, r3",
-                "ldr r10, [sp, #16]",
+                "smlabb r2, r9, r5, r2",
+                "smlatt r3, r9, r5, r3",
                 "smlabb r0, r10, r5, r0",
                 "smlatt r1, r10, r5, r1",
                 "smlabb r2, r10, r8, r2",
                 "smlatt r3, r10, r8, r3",
-                "ldr r10, [sp, #20]",
-                "smlabb r0, r10, r8, r0",
-                "smlatt r1, r10, r8, r1",
-                "smlabb r2, r10, r4, r2",
-                "smlatt r3, r10, r4, r3",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r4, r2",
+                "smlatt r3, r11, r4, r3",
                 // kernel row 2
                 "ldrd r4, r5, [r12, #528]",
                 "ldr r8, [r12, #536]",
-                "ldr r10, [sp, #24]",
-                "smlabb r0, r10, r4, r0",
-                "smlatt r1, r10, r4, r1",
+                "ldrd r9, r10, [sp, #40]",
+                "ldr r11, [sp, #48]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
                 "ldr r4, [r12, #540]",
-                "smlabb r2, r10, r5, r2",
-                "smlatt r3, r10, r5, r3",
-                "ldr r10, [sp, #28]",
+                "smlabb r2, r9, r5, r2",
+                "smlatt r3, r9, r5, r3",
                 "smlabb r0, r10, r5, r0",
                 "smlatt r1, r10, r5, r1",
                 "smlabb r2, r10, r8, r2",
                 "smlatt r3, r10, r8, r3",
-                "ldr r10, [sp, #32]",
-                "smlabb r0, r10, r8, r0",
-                "smlatt r1, r10, r8, r1",
-                "smlabb r2, r10, r4, r2",
-                "smlatt r3, r10, r4, r3",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r4, r2",
+                "smlatt r3, r11, r4, r3",
                 "stmia lr!, {{r0-r3}}",
                 "add r12, r12, #8",
-                "ldr r10, [sp, #44]",
+                "ldr r10, [sp, #52]",
                 "cmp lr, r10",
                 "blo 1b",
-                "add sp, sp, #48",
+                "add sp, sp, #56",
                 inout("r0") params.as_ptr() => _,
                 out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
-                out("r8") _, out("r10") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                 inout("r12") rows.as_ptr() => _,
                 inout("lr") accs.as_mut_ptr() => _,
                 options(),
@@ -744,81 +727,76 @@ pub fn dw3x3_row<const S: usize>(rows: &[u32], k: &mut DwPair, accs: &mut [i32],
                 core::arch::asm!(
                 "ldm r0!, {{r1-r5, r8, r10}}",
                 "push {{r1-r5, r8, r10}}",
-                "ldm r0, {{r1-r5}}",
-                "push {{r1-r5}}",
+                "ldm r0, {{r1-r5, r8, r10}}",
+                "push {{r1-r5, r8, r10}}",
                 "1:",
-                "ldrd r0, r1, [sp, #36]",
-                "mov r2, r0",
-                "mov r3, r1",
+                "ldm sp, {{r0-r3}}",
                 // kernel row 0
                 "ldrd r4, r5, [r12, #0]",
                 "ldr r8, [r12, #8]",
-                "ldr r10, [sp, #0]",
-                "smlabb r0, r10, r4, r0",
-                "smlatt r1, r10, r4, r1",
-                "smlabb r2, r10, r8, r2",
-                "smlatt r3, r10, r8, r3",
+                "ldrd r9, r10, [sp, #16]",
+                "ldr r11, [sp, #24]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
+                "smlabb r2, r9, r8, r2",
+                "smlatt r3, r9, r8, r3",
                 "ldr r4, [r12, #12]",
-                "ldr r10, [sp, #4]",
                 "smlabb r0, r10, r5, r0",
                 "smlatt r1, r10, r5, r1",
                 "smlabb r2, r10, r4, r2",
                 "smlatt r3, r10, r4, r3",
                 "ldr r5, [r12, #16]",
-                "ldr r10, [sp, #8]",
-                "smlabb r0, r10, r8, r0",
-                "smlatt r1, r10, r8, r1",
-                "smlabb r2, r10, r5, r2",
-                "smlatt r3, r10, r5, r3",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r5, r2",
+                "smlatt r3, r11, r5, r3",
                 // kernel row 1
                 "ldrd r4, r5, [r12, #264]",
                 "ldr r8, [r12, #272]",
-                "ldr r10, [sp, #12]",
-                "smlabb r0, r10, r4, r0",
-                "smlatt r1, r10, r4, r1",
-                "smlabb r2, r10, r8, r2",
-                "smlatt r3, r10, r8, r3",
+                "ldrd r9, r10, [sp, #28]",
+                "ldr r11, [sp, #36]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
+                "smlabb r2, r9, r8, r2",
+                "smlatt r3, r9, r8, r3",
                 "ldr r4, [r12, #276]",
-                "ldr r10, [sp, #16]",
                 "smlabb r0, r10, r5, r0",
                 "smlatt r1, r10, r5, r1",
                 "smlabb r2, r10, r4, r2",
                 "smlatt r3, r10, r4, r3",
                 "ldr r5, [r12, #280]",
-                "ldr r10, [sp, #20]",
-                "smlabb r0, r10, r8, r0",
-                "smlatt r1, r10, r8, r1",
-                "smlabb r2, r10, r5, r2",
-                "smlatt r3, r10, r5, r3",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r5, r2",
+                "smlatt r3, r11, r5, r3",
                 // kernel row 2
                 "ldrd r4, r5, [r12, #528]",
                 "ldr r8, [r12, #536]",
-                "ldr r10, [sp, #24]",
-                "smlabb r0, r10, r4, r0",
-                "smlatt r1, r10, r4, r1",
-                "smlabb r2, r10, r8, r2",
-                "smlatt r3, r10, r8, r3",
+                "ldrd r9, r10, [sp, #40]",
+                "ldr r11, [sp, #48]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
+                "smlabb r2, r9, r8, r2",
+                "smlatt r3, r9, r8, r3",
                 "ldr r4, [r12, #540]",
-                "ldr r10, [sp, #28]",
                 "smlabb r0, r10, r5, r0",
                 "smlatt r1, r10, r5, r1",
                 "smlabb r2, r10, r4, r2",
                 "smlatt r3, r10, r4, r3",
                 "ldr r5, [r12, #544]",
-                "ldr r10, [sp, #32]",
-                "smlabb r0, r10, r8, r0",
-                "smlatt r1, r10, r8, r1",
-                "smlabb r2, r10, r5, r2",
-                "smlatt r3, r10, r5, r3",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r5, r2",
+                "smlatt r3, r11, r5, r3",
                 "stmia lr!, {{r0-r3}}",
                 "add r12, r12, #16",
-                "ldr r10, [sp, #44]",
+                "ldr r10, [sp, #52]",
                 "cmp lr, r10",
                 "blo 1b",
-                "add sp, sp, #48",
+                "add sp, sp, #56",
                 inout("r0") params.as_ptr() => _,
                 out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
-                out("r8") _, out("r10") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                 inout("r12") rows.as_ptr() => _,
                 inout("lr") accs.as_mut_ptr() => _,
                 options(),
@@ -869,8 +847,8 @@ pub struct RunScale {
 ///
 /// On Armv7E-M / Armv8-M with DSP (`icefold_dsp`) the constants stay in registers: ten
 /// instructions per output (LDR, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT, STRH, SUBS, BNE)
-/// when the clamp is the int16 range or `[0, 32767]`, sixteen for any other (two compares with
-/// their moves, the bounds reloaded with one LDRD).
+/// when the clamp is the int16 range or `[0, 32767]`, fifteen for any other (two compares with
+/// their IT and moves).
 #[inline(always)]
 pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
     let last = n.wrapping_sub(1).wrapping_mul(2);
@@ -881,9 +859,8 @@ pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
     {
         // SAFETY: the check above: the loop runs `n >= 1` times (SUBS/BNE on r5), reading
         // `accs[2i]` (r3, 8 bytes per step) and writing `out[2i]` (r4, 4 bytes per step) for
-        // `i < n`, and both slices hold index `2 · (n − 1)`. The general form pushes the two
-        // bounds (8 bytes) and pops them (`add sp`) before the end. Only the named registers
-        // and the flags change; SMLAL, SSAT, USAT, LDRD, IT exist on every icefold_dsp core.
+        // `i < n`, and both slices hold index `2 · (n − 1)`. Only the named registers and the
+        // flags change (no stack); SMLAL, SSAT, USAT, IT exist on every icefold_dsp core.
         if (k.min, k.max) == (-32768, 32767) {
             // SAFETY: see above.
             unsafe {
@@ -899,7 +876,7 @@ pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
                 "strh r0, [r4], #4",
                 "subs r5, r5, #1",
                 "bne 1b",
-                inout("r1") k.min => _, inout("r2") k.max => _,
+                out("r1") _, out("r2") _,
                 inout("r3") accs.as_ptr() => _, inout("r4") out.as_mut_ptr() => _,
                 inout("r5") n => _, in("r8") k.high, in("r10") k.multiplier, in("r12") k.shift,
                 out("r0") _,
@@ -921,7 +898,7 @@ pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
                 "strh r0, [r4], #4",
                 "subs r5, r5, #1",
                 "bne 1b",
-                inout("r1") k.min => _, inout("r2") k.max => _,
+                out("r1") _, out("r2") _,
                 inout("r3") accs.as_ptr() => _, inout("r4") out.as_mut_ptr() => _,
                 inout("r5") n => _, in("r8") k.high, in("r10") k.multiplier, in("r12") k.shift,
                 out("r0") _,
@@ -932,7 +909,6 @@ pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
             // SAFETY: see above.
             unsafe {
                 core::arch::asm!(
-                "push {{r1, r2}}",
                 "1:",
                 "ldr r0, [r3], #8",
                 "and r1, r0, #0x80000000",
@@ -940,18 +916,16 @@ pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
                 "add r2, r8, r0, asr #31",
                 "smlal r1, r2, r0, r10",
                 "asr r0, r2, r12",
-                "ldrd r1, r2, [sp]",
-                "cmp r0, r1",
+                "cmp r0, r9",
                 "it lt",
-                "movlt r0, r1",
-                "cmp r0, r2",
+                "movlt r0, r9",
+                "cmp r0, r11",
                 "it gt",
-                "movgt r0, r2",
+                "movgt r0, r11",
                 "strh r0, [r4], #4",
                 "subs r5, r5, #1",
                 "bne 1b",
-                "add sp, sp, #8",
-                inout("r1") k.min => _, inout("r2") k.max => _,
+                in("r9") k.min, in("r11") k.max, out("r1") _, out("r2") _,
                 inout("r3") accs.as_ptr() => _, inout("r4") out.as_mut_ptr() => _,
                 inout("r5") n => _, in("r8") k.high, in("r10") k.multiplier, in("r12") k.shift,
                 out("r0") _,
