@@ -5,12 +5,17 @@
 //! The general depthwise loops of [`super::conv`] spend most of their instructions on the border
 //! (a padded tap: 20 of the 36 pixels of MobileNet's 6x6 maps, 56 of the 125 of DS-CNN's 25x5)
 //! and on per-tap address arithmetic. Here, for one channel pair, every input row a window reads is
-//! first copied into a stack row of lane-pair words (`(channel, channel + 1)`), with the pad
-//! values in the padded columns and whole rows of pad values above and below the input. Every
-//! output pixel, border or not, is then nine loads and eighteen 16-bit multiplies
-//! ([`simd::smla_lanes`]) from three contiguous rows, two pixels per pass (the second pixel's
-//! window shares its columns with the first). The rows live in a ring of three, so with stride 1
-//! each input row is copied once per channel pair.
+//! first copied into a stack row of lane-pair words (`(channel, channel + 1)`); the padded columns
+//! hold the pad values (written once per channel pair) and padded rows are whole rows of them.
+//! The rows live in a ring of five slots, `py % 3` with slots 0 and 1 repeated as 3 and 4, so the
+//! three rows of every window are consecutive slots and one pointer reaches them: with stride 1
+//! each input row is copied once per channel pair (twice when it lands in slot 0 or 1).
+//!
+//! Per output row, [`simd::dw3x3_row`] computes the sums of every pixel pair (nine loads and 36
+//! 16-bit multiplies per pair, hand-written assembly on Arm DSP cores), then
+//! [`simd::requant_run`] runs each channel's output stage over the row with its constants in
+//! registers (factors it does not take go through [`Stage::scale`]), and both channels are stored
+//! into the output row.
 
 use super::conv::{coord, stage, Conv, Lanes};
 use super::requant::{Bounds, Stage};

@@ -3,7 +3,8 @@
 //! Arm FPU (`cfg(icefold_vfp)`, see their docs).
 //!
 //! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
-//! instruction, one loop per f32 tile.
+//! instruction, one loop per f32 tile, and the depthwise 3x3 row pass ([`dw3x3_row`]) and
+//! output stage ([`requant_run`]) as DSP loops (each documents what it reads and writes).
 //! Each is sound for the same reasons: it reads and writes only the registers named as its
 //! operands (`nomem`, `nostack`), has no side effect other than possibly setting the Q flag
 //! (so no `preserves_flags` where the instruction may set it), and the instruction exists on
