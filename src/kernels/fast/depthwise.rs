@@ -17,7 +17,7 @@
 //! registers (factors it does not take go through [`Stage::scale`]), and both channels are stored
 //! into the output row.
 
-use super::conv::{coord, stage, Conv, Lanes};
+use super::conv::{coord, stage, Conv, Lanes, Outputs};
 use super::requant::{Bounds, Stage};
 use super::simd;
 use crate::kernels::reference::int8::FromWide;
@@ -98,14 +98,88 @@ fn fill_row<X: Lanes>(
     }
 }
 
+/// Three taps of a kernel row on two channels.
+#[inline(always)]
+fn row3(w: &[u32; 3], x: [u32; 3], acc: [i32; 2]) -> [i32; 2] {
+    let acc = simd::smla_lanes(w[0], x[0], acc);
+    let acc = simd::smla_lanes(w[1], x[1], acc);
+    simd::smla_lanes(w[2], x[2], acc)
+}
+
+/// One output row of one channel pair in plain Rust, each pixel pair stored as it is done (the
+/// path of cores without the DSP extension, where a row buffer only adds work): `S` is the
+/// horizontal stride; `rows` the three padded
+/// input rows (each at least `(out_w − 1) · S + 4` words); `out_row` the output row
+/// (`[out_w][channels]`).
+#[inline(always)]
+fn row_pass<const S: usize, Y: FromWide>(
+    rows: [&[u32]; 3],
+    w: &[[u32; 3]; 3],
+    outs: &Outputs,
+    bounds: &super::requant::Bounds,
+    out_row: &mut [Y],
+    channels: usize,
+) {
+    let mut px = out_row.chunks_exact_mut(channels.max(1));
+    let mut j = 0;
+    // Pixels in pairs; an odd last pixel is done below, on its own.
+    while let (Some(a), Some(b)) = (px.next(), px.next()) {
+        let [Some(r0), Some(r1), Some(r2)] =
+            rows.map(|r| r.get(j..).and_then(|r| r.first_chunk::<5>()))
+        else {
+            return;
+        };
+        let mut acc_a = outs.bias;
+        let mut acc_b = outs.bias;
+        for (r, w) in [r0, r1, r2].into_iter().zip(w) {
+            acc_a = row3(w, [r[0], r[1], r[2]], acc_a);
+            acc_b = row3(w, [r[S], r[S + 1], r[S + 2]], acc_b);
+        }
+        outs.store(bounds, a, acc_a);
+        outs.store(bounds, b, acc_b);
+        j += 2 * S;
+    }
+    // `chunks_exact_mut` yields whole pixels only; an odd count leaves the last pixel here.
+    let last = out_row.len() / channels.max(1);
+    if last % 2 == 1 {
+        let at = (last - 1) * channels;
+        let Some(y) = out_row.get_mut(at..at + channels) else {
+            return;
+        };
+        let [Some(r0), Some(r1), Some(r2)] =
+            rows.map(|r| r.get(j..).and_then(|r| r.first_chunk::<3>()))
+        else {
+            return;
+        };
+        let mut acc = outs.bias;
+        for (r, w) in [r0, r1, r2].into_iter().zip(w) {
+            acc = row3(w, *r, acc);
+        }
+        outs.store(bounds, y, acc);
+    }
+}
+
 /// The depthwise 3x3 convolution `c` (which [`covers`] accepted) into `output`; `words` is the
-/// input as int16 lane-pair words, if it is int16 and aligned.
+/// input as int16 lane-pair words, if it is int16 and aligned. With the DSP extension, each row's
+/// sums first ([`simd::dw3x3_row`]), then its output stage ([`simd::requant_run`]); without,
+/// [`row_pass`].
 #[inline(never)]
 pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
     c: &Conv<'_, X>,
     words: Option<&[u32]>,
     output: &mut [Y],
 ) {
+    if cfg!(icefold_dsp) {
+        sums_first(c, words, output);
+    } else {
+        plain(c, words, output);
+    }
+}
+
+/// [`depthwise3x3`] with the DSP extension: per output row the sums of every pixel pair, then
+/// each channel's output stage (on the host, the assembly's portable twins: tested here).
+#[inline(always)]
+fn sums_first<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let width = (out_w - 1) * g.stride[1] + 4;
@@ -238,6 +312,127 @@ fn narrow_any(sums: &[i32], dst: &mut [i16], n: usize, stage: &Stage, bounds: &B
     }
 }
 
+/// Copies input row `iy` of channel pair `cp` into `dst` as lane-pair words, the columns
+/// outside the input (`pad_l` on the left, the rest on the right) set to `pad`.
+#[inline(always)]
+fn fill_row_plain<X: Lanes>(
+    c: &Conv<'_, X>,
+    words: Option<&[u32]>,
+    iy: Option<usize>,
+    cp: usize,
+    pad: u32,
+    dst: &mut [u32],
+) {
+    let ([_, in_w, channels], _) = c.dims;
+    let Some(iy) = iy else {
+        dst.fill(pad);
+        return;
+    };
+    let pad_l = c.geometry.pad[1];
+    dst.iter_mut().take(pad_l).for_each(|d| *d = pad);
+    dst.iter_mut().skip(pad_l + in_w).for_each(|d| *d = pad);
+    let inside = dst.iter_mut().skip(pad_l).take(in_w);
+    match words {
+        // int16 channel pairs are aligned words: one load per pixel.
+        Some(x) => {
+            let half = channels / 2;
+            let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
+            for (d, s) in inside.zip(src.iter().step_by(half.max(1))) {
+                *d = *s;
+            }
+        }
+        None => {
+            let src = c
+                .input
+                .get(iy * in_w * channels + 2 * cp..)
+                .unwrap_or_default();
+            for (d, s) in inside.zip(src.chunks(channels.max(1))) {
+                if let Some([a, b]) = s.first_chunk::<2>() {
+                    *d = simd::pair(a.widen(), b.widen());
+                }
+            }
+        }
+    }
+}
+
+/// [`depthwise3x3`] on cores without the DSP extension: a ring of three rows and [`row_pass`]
+/// (the row buffers of the assembly's structure only add work where every multiply is plain
+/// Rust).
+#[inline(always)]
+fn plain<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
+    let g = c.geometry;
+    let ([in_h, _, channels], [out_h, out_w, _]) = c.dims;
+    let width = (out_w - 1) * g.stride[1] + 4;
+    let pad_of = |ch: usize| {
+        if c.padding.values.is_empty() {
+            c.padding.zero.widen()
+        } else {
+            c.padding.values.get(ch).map_or(0, |v| v.widen())
+        }
+    };
+    let mut ring = [[0u32; MAX_ROW]; 3];
+    let row_len = out_w * channels;
+    for cp in 0..channels / 2 {
+        let ch = 2 * cp;
+        let (Some(w0), Some(w1)) = (
+            c.weights.get(ch * 9..ch * 9 + 9),
+            c.weights.get(ch * 9 + 9..ch * 9 + 18),
+        ) else {
+            return;
+        };
+        let (Some((b0, s0)), Some((b1, s1))) = (stage(c.channels, ch), stage(c.channels, ch + 1))
+        else {
+            return;
+        };
+        let mut w = [[0u32; 3]; 3];
+        for ((slot, a), b) in w.iter_mut().flatten().zip(w0).zip(w1) {
+            *slot = simd::pair(i32::from(*a), i32::from(*b));
+        }
+        let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
+        let outs = Outputs {
+            bias: [b0, b1],
+            stage: [s0, s1],
+            o: ch,
+            pair: true,
+        };
+        // Which padded row each ring slot holds (none yet).
+        let mut held = [usize::MAX; 3];
+        for (oy, out_row) in output
+            .chunks_exact_mut(row_len.max(1))
+            .take(out_h)
+            .enumerate()
+        {
+            let top = oy * g.stride[0];
+            for py in top..top + 3 {
+                let slot = py % 3;
+                if held.get(slot) != Some(&py) {
+                    let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
+                    if let (Some(dst), Some(h)) = (ring.get_mut(slot), held.get_mut(slot)) {
+                        fill_row_plain(
+                            c,
+                            words,
+                            iy,
+                            cp,
+                            pad,
+                            dst.get_mut(..width).unwrap_or_default(),
+                        );
+                        *h = py;
+                    }
+                }
+            }
+            let rows = [top, top + 1, top + 2].map(|py| {
+                ring.get(py % 3)
+                    .map_or(&[][..], |r| r.get(..width).unwrap_or_default())
+            });
+            if g.stride[1] == 1 {
+                row_pass::<1, Y>(rows, &w, &outs, &c.bounds, out_row, channels);
+            } else {
+                row_pass::<2, Y>(rows, &w, &outs, &c.bounds, out_row, channels);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -360,9 +555,13 @@ mod tests {
         let fits = (c.out_dims[1] - 1) * c.g.stride[1] + 4 <= MAX_ROW;
         prop_assert_eq!(covers(&conv), ch % 2 == 0 && fits);
         if covers(&conv) {
+            // Both row passes: sums first (the assembly's portable twins) and plain Rust.
             let mut fast = std::vec![Y::default(); n_out];
-            depthwise3x3(&conv, X::words(x), &mut fast);
-            prop_assert_eq!(&fast, &want);
+            sums_first(&conv, X::words(x), &mut fast);
+            prop_assert_eq!(&fast, &want, "sums first");
+            let mut fast = std::vec![Y::default(); n_out];
+            plain(&conv, X::words(x), &mut fast);
+            prop_assert_eq!(&fast, &want, "plain");
         }
         let mut fast = std::vec![Y::default(); n_out];
         crate::kernels::fast::conv::conv2d_wide(
