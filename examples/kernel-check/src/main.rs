@@ -255,7 +255,11 @@ fn main() -> ! {
                 }
             }
             k => {
+                // Zero in a quarter of the cases (chosen by the case number, so the random
+                // stream of the later cases is unchanged): with ReLU, the `[0, 32767]` clamp
+                // that the depthwise output assembly (`simd::requant_run`) does with USAT.
                 let zp = gen.i16();
+                let zp = if case / 4 % 4 == 0 { 0 } else { zp };
                 let clamp = if relu {
                     ClampI16 {
                         min: zp,

@@ -788,6 +788,52 @@ fn gather<X: Lanes>(
     let g = c.geometry;
     let ([in_h, in_w, in_c], _) = c.dims;
     let [kh, kw] = g.kernel;
+    // A window inside the input (dilation 1): `kh` contiguous runs of `kw · in_c` values.
+    let top = oy * g.stride[0];
+    let left = ox * g.stride[1];
+    let run = kw * in_c;
+    if g.dilation == [1, 1]
+        && top >= g.pad[0]
+        && top - g.pad[0] + kh <= in_h
+        && left >= g.pad[1]
+        && left - g.pad[1] + kw <= in_w
+    {
+        let (iy, ix) = (top - g.pad[0], left - g.pad[1]);
+        for (ky, dst) in values.chunks_exact_mut(run.max(1)).take(kh).enumerate() {
+            let at = ((iy + ky) * in_w + ix) * in_c;
+            if let Some(src) = c.input.get(at..at + run) {
+                // int8 and int16 values fit i16.
+                for (d, v) in dst.iter_mut().zip(src) {
+                    *d = v.widen() as i16;
+                }
+            }
+        }
+    } else {
+        gather_border(c, oy, ox, values);
+    }
+    let used = (kh * kw * in_c).div_ceil(4);
+    for (words, v) in column
+        .chunks_exact_mut(2)
+        .zip(values.chunks_exact(4))
+        .take(used)
+    {
+        if let (&mut [ref mut even, ref mut odd], &[v0, v1, v2, v3]) = (words, v) {
+            *even = simd::pair(i32::from(v0), i32::from(v2));
+            *odd = simd::pair(i32::from(v1), i32::from(v3));
+        }
+    }
+}
+
+/// [`gather`]'s values for a window that reaches into the padding (or is dilated): tap by tap.
+fn gather_border<X: Lanes>(
+    c: &Conv<'_, X>,
+    oy: usize,
+    ox: usize,
+    values: &mut [i16; MAX_COLUMN + 4],
+) {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], _) = c.dims;
+    let [kh, kw] = g.kernel;
     let mut taps = values.chunks_exact_mut(in_c.max(1));
     for ky in 0..kh {
         let iy = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
@@ -811,17 +857,6 @@ fn gather<X: Lanes>(
             }
         }
     }
-    let used = (kh * kw * in_c).div_ceil(4);
-    for (words, v) in column
-        .chunks_exact_mut(2)
-        .zip(values.chunks_exact(4))
-        .take(used)
-    {
-        if let (&mut [ref mut even, ref mut odd], &[v0, v1, v2, v3]) = (words, v) {
-            *even = simd::pair(i32::from(v0), i32::from(v2));
-            *odd = simd::pair(i32::from(v1), i32::from(v3));
-        }
-    }
 }
 
 /// The last `len % 4` weights of `w` (its first `len` values), as a run of four padded with
@@ -838,6 +873,9 @@ fn weight_tail(w: &[i8], len: usize) -> Option<[i8; 4]> {
     Some(tail)
 }
 
+/// Most output channels whose stages [`columns`] prepares once per layer (on the stack).
+const STAGE_CHUNK: usize = 16;
+
 /// `groups == 1` with few input channels: output pixels in pairs, each pair's receptive fields
 /// gathered once ([`gather`], pad values included, so borders cost nothing extra), then every
 /// output channel pair's dot products against the raw weights.
@@ -851,79 +889,97 @@ fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let mut cols: [Column; 2] = [[0; MAX_COLUMN / 2]; 2];
     // Zero once: `gather` writes the first `per_out` entries and reads up to three more.
     let mut values = [0i16; MAX_COLUMN + 4];
-    let mut p = 0;
-    while p < pixels {
-        let pair = p + 1 < pixels;
-        for (k, col) in cols.iter_mut().enumerate().take(if pair { 2 } else { 1 }) {
-            let q = p + k;
-            gather(c, q / out_w.max(1), q % out_w.max(1), &mut values, col);
+    let words = per_out.div_ceil(4) * 2;
+    // Up to `STAGE_CHUNK` output channels: their stages prepared once, not per pixel pair.
+    // More (DS-CNN's 64): prepared per pixel pair, as gathering every field once per chunk
+    // costs more.
+    let cached = out_c <= STAGE_CHUNK;
+    let mut stages = [None; STAGE_CHUNK];
+    if cached {
+        for (o, slot) in stages.iter_mut().enumerate().take(out_c) {
+            *slot = stage(c.channels, o);
         }
-        let words = per_out.div_ceil(4) * 2;
-        let [col_a, col_b] = cols.each_ref().map(|c| c.get(..words).unwrap_or_default());
-        let mut o = 0;
-        while o < out_c {
-            let second = if o + 1 < out_c { o + 1 } else { o };
-            let rows = [o, second].map(|o| c.weights.get(o * per_out..(o + 1) * per_out));
-            let (Some(w0), Some(w1)) = (rows[0], rows[1]) else {
-                return;
-            };
-            let (Some((b0, s0)), Some((b1, s1))) =
-                (stage(c.channels, o), stage(c.channels, second))
-            else {
-                return;
-            };
-            let [mut a0, mut a1, mut b0_, mut b1_] = [b0, b1, b0, b1];
-            let quads = w0.chunks_exact(4).zip(w1.chunks_exact(4));
-            let steps = quads.zip(col_a.chunks_exact(2)).zip(col_b.chunks_exact(2));
-            for (((w0q, w1q), xa), xb) in steps {
-                let (Some(w0q), Some(w1q), Some(&[xa_e, xa_o]), Some(&[xb_e, xb_o])) = (
-                    w0q.first_chunk::<4>(),
-                    w1q.first_chunk::<4>(),
-                    xa.first_chunk::<2>(),
-                    xb.first_chunk::<2>(),
-                ) else {
-                    continue;
-                };
-                let (e, od) = weight_quad(w0q);
-                a0 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a0));
-                b0_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b0_));
-                let (e, od) = weight_quad(w1q);
-                a1 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a1));
-                b1_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b1_));
+    }
+    {
+        let (first, end) = (0, out_c);
+        let mut p = 0;
+        while p < pixels {
+            let pair = p + 1 < pixels;
+            for (k, col) in cols.iter_mut().enumerate().take(if pair { 2 } else { 1 }) {
+                let q = p + k;
+                gather(c, q / out_w.max(1), q % out_w.max(1), &mut values, col);
             }
-            if let (Some(t0), Some(t1)) = (weight_tail(w0, per_out), weight_tail(w1, per_out)) {
-                let at = per_out / 4 * 2;
-                let (Some(&[xa_e, xa_o]), Some(&[xb_e, xb_o])) = (
-                    col_a.get(at..).and_then(|c| c.first_chunk::<2>()),
-                    col_b.get(at..).and_then(|c| c.first_chunk::<2>()),
-                ) else {
+            let [col_a, col_b] = cols.each_ref().map(|c| c.get(..words).unwrap_or_default());
+            let mut o = first;
+            while o < end {
+                let second = if o + 1 < end { o + 1 } else { o };
+                let rows = [o, second].map(|o| c.weights.get(o * per_out..(o + 1) * per_out));
+                let (Some(w0), Some(w1)) = (rows[0], rows[1]) else {
                     return;
                 };
-                let (e, od) = weight_quad(&t0);
-                a0 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a0));
-                b0_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b0_));
-                let (e, od) = weight_quad(&t1);
-                a1 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a1));
-                b1_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b1_));
-            }
-            let outs = Outputs {
-                bias: [b0, b1],
-                stage: [s0, s1],
-                o,
-                pair: second != o,
-            };
-            let mut px = output.chunks_mut(out_stride.max(1)).skip(p);
-            if let Some(out_px) = px.next() {
-                outs.store(&c.bounds, out_px, [a0, a1]);
-            }
-            if pair {
-                if let Some(out_px) = px.next() {
-                    outs.store(&c.bounds, out_px, [b0_, b1_]);
+                let fresh;
+                let pair_stages = if cached {
+                    (stages.get(o - first), stages.get(second - first))
+                } else {
+                    fresh = [stage(c.channels, o), stage(c.channels, second)];
+                    (fresh.first(), fresh.get(1))
+                };
+                let (Some(Some((b0, s0))), Some(Some((b1, s1)))) = pair_stages else {
+                    return;
+                };
+                let [mut a0, mut a1, mut b0_, mut b1_] = [*b0, *b1, *b0, *b1];
+                let quads = w0.chunks_exact(4).zip(w1.chunks_exact(4));
+                let steps = quads.zip(col_a.chunks_exact(2)).zip(col_b.chunks_exact(2));
+                for (((w0q, w1q), xa), xb) in steps {
+                    let (Some(w0q), Some(w1q), Some(&[xa_e, xa_o]), Some(&[xb_e, xb_o])) = (
+                        w0q.first_chunk::<4>(),
+                        w1q.first_chunk::<4>(),
+                        xa.first_chunk::<2>(),
+                        xb.first_chunk::<2>(),
+                    ) else {
+                        continue;
+                    };
+                    let (e, od) = weight_quad(w0q);
+                    a0 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a0));
+                    b0_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b0_));
+                    let (e, od) = weight_quad(w1q);
+                    a1 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a1));
+                    b1_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b1_));
                 }
+                if let (Some(t0), Some(t1)) = (weight_tail(w0, per_out), weight_tail(w1, per_out)) {
+                    let at = per_out / 4 * 2;
+                    let (Some(&[xa_e, xa_o]), Some(&[xb_e, xb_o])) = (
+                        col_a.get(at..).and_then(|c| c.first_chunk::<2>()),
+                        col_b.get(at..).and_then(|c| c.first_chunk::<2>()),
+                    ) else {
+                        return;
+                    };
+                    let (e, od) = weight_quad(&t0);
+                    a0 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a0));
+                    b0_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b0_));
+                    let (e, od) = weight_quad(&t1);
+                    a1 = simd::smlad(od, xa_o, simd::smlad(e, xa_e, a1));
+                    b1_ = simd::smlad(od, xb_o, simd::smlad(e, xb_e, b1_));
+                }
+                // The stages by reference (no copy into an `Outputs` per pixel pair).
+                let mut px = output.chunks_mut(out_stride.max(1)).skip(p);
+                for acc in [[a0, a1], [b0_, b1_]].iter().take(if pair { 2 } else { 1 }) {
+                    let Some(out_px) = px.next() else {
+                        break;
+                    };
+                    if let Some(y) = out_px.get_mut(o) {
+                        *y = finish(&c.bounds, s0, acc[0]);
+                    }
+                    if second != o {
+                        if let Some(y) = out_px.get_mut(o + 1) {
+                            *y = finish(&c.bounds, s1, acc[1]);
+                        }
+                    }
+                }
+                o += 2;
             }
-            o += 2;
+            p += 2;
         }
-        p += 2;
     }
 }
 

@@ -5,20 +5,38 @@
 //! The general depthwise loops of [`super::conv`] spend most of their instructions on the border
 //! (a padded tap: 20 of the 36 pixels of MobileNet's 6x6 maps, 56 of the 125 of DS-CNN's 25x5)
 //! and on per-tap address arithmetic. Here, for one channel pair, every input row a window reads is
-//! first copied into a stack row of lane-pair words (`(channel, channel + 1)`), with the pad
-//! values in the padded columns and whole rows of pad values above and below the input. Every
-//! output pixel, border or not, is then nine loads and eighteen 16-bit multiplies
-//! ([`simd::smla_lanes`]) from three contiguous rows, two pixels per pass (the second pixel's
-//! window shares its columns with the first). The rows live in a ring of three, so with stride 1
-//! each input row is copied once per channel pair.
+//! first copied into a stack row of lane-pair words (`(channel, channel + 1)`); the padded columns
+//! hold the pad values (written once per channel pair) and padded rows are whole rows of them.
+//! The rows live in a ring of five slots, `py % 3` with slots 0 and 1 repeated as 3 and 4, so the
+//! three rows of every window are consecutive slots and one pointer reaches them: with stride 1
+//! each input row is copied once per channel pair (twice when it lands in slot 0 or 1).
+//!
+//! Per output row, [`simd::dw3x3_row`] computes the sums of every pixel pair (nine loads and 36
+//! 16-bit multiplies per pair, hand-written assembly on Arm DSP cores), then
+//! [`simd::requant_run`] runs each channel's output stage over the row with its constants in
+//! registers (factors it does not take go through [`Stage::scale`]), and both channels are stored
+//! into the output row.
 
 use super::conv::{coord, stage, Conv, Lanes, Outputs};
+use super::requant::{Bounds, Stage};
 use super::simd;
 use crate::kernels::reference::int8::FromWide;
 
 /// Widest padded row (words) the kernel copies: `(out_w − 1) · stride + 3`, plus one word of
-/// slack that the two-pixel pass may load but never uses. Three rows: 792 bytes of stack.
-pub const MAX_ROW: usize = 66;
+/// slack that the two-pixel pass may load but never uses; also the distance between the rows of
+/// the ring, which the assembly of [`simd::dw3x3_row`] has in its offsets.
+pub const MAX_ROW: usize = simd::DW_ROW;
+
+/// Row slots: padded row `py` lives in slot `py % 3`, and slots 0 and 1 are repeated as 3 and 4,
+/// so the three rows of every window are three consecutive slots (one pointer for the assembly).
+const SLOTS: usize = 5;
+
+/// Words after the last slot: an odd last pixel's partner (computed, never stored) reads up to
+/// `S − 1` words past a window's widest row. 1,336 bytes of stack for the ring.
+const SLACK: usize = 4;
+
+/// Most pixel pairs in an output row ([`covers`]: `out_w <= MAX_ROW − 3`).
+const MAX_PAIRS: usize = (MAX_ROW - 2) / 2;
 
 /// True if [`depthwise3x3`] takes this convolution (the caller has checked that it is
 /// depthwise: `groups == in_c == out_c`).
@@ -34,33 +52,32 @@ pub(super) fn covers<X>(c: &Conv<'_, X>) -> bool {
         && (out_w - 1) * g.stride[1] + 3 < MAX_ROW
 }
 
-/// Copies input row `iy` of channel pair `cp` into `dst` as lane-pair words, the columns
-/// outside the input (`pad_l` on the left, the rest on the right) set to `pad`.
+/// Copies input row `iy` of channel pair `cp` as lane-pair words into `dst` (`in_w` words) and,
+/// if given, into `again` as well (the repeated slot of the ring).
 #[inline(always)]
 fn fill_row<X: Lanes>(
     c: &Conv<'_, X>,
     words: Option<&[u32]>,
-    iy: Option<usize>,
+    iy: usize,
     cp: usize,
-    pad: u32,
     dst: &mut [u32],
+    again: Option<&mut [u32]>,
 ) {
     let ([_, in_w, channels], _) = c.dims;
-    let Some(iy) = iy else {
-        dst.fill(pad);
-        return;
+    let put = |d: &mut u32, e: Option<&mut u32>, v: u32| {
+        *d = v;
+        if let Some(e) = e {
+            *e = v;
+        }
     };
-    let pad_l = c.geometry.pad[1];
-    dst.iter_mut().take(pad_l).for_each(|d| *d = pad);
-    dst.iter_mut().skip(pad_l + in_w).for_each(|d| *d = pad);
-    let inside = dst.iter_mut().skip(pad_l).take(in_w);
+    let mut again = again.map(|a| a.iter_mut());
     match words {
         // int16 channel pairs are aligned words: one load per pixel.
         Some(x) => {
             let half = channels / 2;
             let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
-            for (d, s) in inside.zip(src.iter().step_by(half.max(1))) {
-                *d = *s;
+            for (d, s) in dst.iter_mut().zip(src.iter().step_by(half.max(1))) {
+                put(d, again.as_mut().and_then(|a| a.next()), *s);
             }
         }
         None => {
@@ -68,9 +85,13 @@ fn fill_row<X: Lanes>(
                 .input
                 .get(iy * in_w * channels + 2 * cp..)
                 .unwrap_or_default();
-            for (d, s) in inside.zip(src.chunks(channels.max(1))) {
+            for (d, s) in dst.iter_mut().zip(src.chunks(channels.max(1))) {
                 if let Some([a, b]) = s.first_chunk::<2>() {
-                    *d = simd::pair(a.widen(), b.widen());
+                    put(
+                        d,
+                        again.as_mut().and_then(|a| a.next()),
+                        simd::pair(a.widen(), b.widen()),
+                    );
                 }
             }
         }
@@ -85,7 +106,9 @@ fn row3(w: &[u32; 3], x: [u32; 3], acc: [i32; 2]) -> [i32; 2] {
     simd::smla_lanes(w[2], x[2], acc)
 }
 
-/// One output row of one channel pair: `S` is the horizontal stride; `rows` the three padded
+/// One output row of one channel pair in plain Rust, each pixel pair stored as it is done (the
+/// path of cores without the DSP extension, where a row buffer only adds work): `S` is the
+/// horizontal stride; `rows` the three padded
 /// input rows (each at least `(out_w − 1) · S + 4` words); `out_row` the output row
 /// (`[out_w][channels]`).
 #[inline(always)]
@@ -137,13 +160,206 @@ fn row_pass<const S: usize, Y: FromWide>(
 }
 
 /// The depthwise 3x3 convolution `c` (which [`covers`] accepted) into `output`; `words` is the
-/// input as int16 lane-pair words, if it is int16 and aligned.
+/// input as int16 lane-pair words, if it is int16 and aligned. With the DSP extension, each row's
+/// sums first ([`simd::dw3x3_row`]), then its output stage ([`simd::requant_run`]); without,
+/// [`row_pass`].
 #[inline(never)]
 pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
     c: &Conv<'_, X>,
     words: Option<&[u32]>,
     output: &mut [Y],
 ) {
+    if cfg!(icefold_dsp) {
+        sums_first(c, words, output);
+    } else {
+        plain(c, words, output);
+    }
+}
+
+/// [`depthwise3x3`] with the DSP extension: per output row the sums of every pixel pair, then
+/// each channel's output stage (on the host, the assembly's portable twins: tested here).
+#[inline(always)]
+fn sums_first<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
+    let g = c.geometry;
+    let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
+    let width = (out_w - 1) * g.stride[1] + 4;
+    let pad_l = g.pad[1];
+    let pad_of = |ch: usize| {
+        if c.padding.values.is_empty() {
+            c.padding.zero.widen()
+        } else {
+            c.padding.values.get(ch).map_or(0, |v| v.widen())
+        }
+    };
+    let mut ring = [0u32; SLOTS * MAX_ROW + SLACK];
+    // Per output row: the sums of pixel pairs, `[a0, a1, b0, b1]` per pair.
+    let mut accs = [0i32; 4 * MAX_PAIRS];
+    // Per output row: the two channels' int16 results, `[pixel][2]`.
+    let mut narrow = [0i16; 2 * 2 * MAX_PAIRS];
+    let pairs = out_w.div_ceil(2);
+    let row_len = out_w * channels;
+    for cp in 0..channels / 2 {
+        let ch = 2 * cp;
+        let (Some(w0), Some(w1)) = (
+            c.weights.get(ch * 9..ch * 9 + 9),
+            c.weights.get(ch * 9 + 9..ch * 9 + 18),
+        ) else {
+            return;
+        };
+        let (Some((b0, s0)), Some((b1, s1))) = (stage(c.channels, ch), stage(c.channels, ch + 1))
+        else {
+            return;
+        };
+        let mut taps = [0u32; 9];
+        for ((slot, a), b) in taps.iter_mut().zip(w0).zip(w1) {
+            *slot = simd::pair(i32::from(*a), i32::from(*b));
+        }
+        let mut k = simd::DwPair::new(taps, [b0, b1]);
+        let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
+        let stages = [s0, s1];
+        let runs = stages.map(|s| s.single().and_then(|s| s.run(&c.bounds)));
+        // Which padded row each ring slot holds (none yet).
+        // Every slot's padded columns (and whole padded rows) hold the pad values; a row of the
+        // input then only writes its `in_w` columns.
+        for slot in ring.chunks_exact_mut(MAX_ROW).take(SLOTS) {
+            slot.iter_mut().take(width).for_each(|v| *v = pad);
+        }
+        // Which padded row each ring slot holds (none yet).
+        let mut held = [usize::MAX; 3];
+        for (oy, out_row) in output
+            .chunks_exact_mut(row_len.max(1))
+            .take(out_h)
+            .enumerate()
+        {
+            let top = oy * g.stride[0];
+            for py in top..top + 3 {
+                let slot = py % 3;
+                let Some(h) = held.get_mut(slot) else {
+                    return;
+                };
+                if *h == py {
+                    continue;
+                }
+                *h = py;
+                // Slots 0 and 1 are repeated as 3 and 4.
+                let (first, repeat) = ring.split_at_mut(3 * MAX_ROW);
+                let at = slot * MAX_ROW;
+                let again = if slot < 2 {
+                    repeat.get_mut(at..at + width)
+                } else {
+                    None
+                };
+                let Some(dst) = first.get_mut(at..at + width) else {
+                    return;
+                };
+                match coord(py, 1, 0, 1, g.pad[0], in_h) {
+                    Some(iy) => {
+                        // Input columns past the last window (stride 2) are not copied.
+                        let end = (pad_l + in_w).min(width);
+                        let inside = pad_l.min(end)..end;
+                        let again = again.and_then(|a| a.get_mut(inside.clone()));
+                        if let Some(dst) = dst.get_mut(inside) {
+                            fill_row(c, words, iy, cp, dst, again);
+                        }
+                    }
+                    None => {
+                        dst.fill(pad);
+                        if let Some(again) = again {
+                            again.fill(pad);
+                        }
+                    }
+                }
+            }
+            let rows = ring.get(top % 3 * MAX_ROW..).unwrap_or_default();
+            if g.stride[1] == 1 {
+                simd::dw3x3_row::<1>(rows, &mut k, &mut accs, pairs);
+            } else {
+                simd::dw3x3_row::<2>(rows, &mut k, &mut accs, pairs);
+            }
+            // Each channel's output stage into `narrow` (`[pixel][2]`), then both channels
+            // into the output row.
+            for (lane, (stage, run)) in stages.iter().zip(&runs).enumerate() {
+                let (Some(sums), Some(dst)) = (accs.get(lane..), narrow.get_mut(lane..)) else {
+                    return;
+                };
+                match run {
+                    Some(run) => simd::requant_run(sums, dst, out_w, run),
+                    None => narrow_any(sums, dst, out_w, stage, &c.bounds),
+                }
+            }
+            let pixels = out_row.chunks_exact_mut(channels.max(1));
+            for (px, v) in pixels.zip(narrow.chunks_exact(2)) {
+                if let (Some([y0, y1]), Some(&[v0, v1])) = (
+                    px.get_mut(ch..).and_then(|p| p.first_chunk_mut::<2>()),
+                    v.first_chunk::<2>(),
+                ) {
+                    *y0 = Y::from_wide(v0);
+                    *y1 = Y::from_wide(v1);
+                }
+            }
+        }
+    }
+}
+
+/// [`simd::requant_run`] for a factor it does not take: every second value of `sums` through
+/// `stage` and `bounds` into every second value of `dst`, `n` of them (out of line: the row loop
+/// keeps its registers).
+#[inline(never)]
+fn narrow_any(sums: &[i32], dst: &mut [i16], n: usize, stage: &Stage, bounds: &Bounds) {
+    let sums = sums.iter().step_by(2).take(n);
+    for (y, acc) in dst.iter_mut().step_by(2).zip(sums) {
+        *y = bounds.apply(stage.scale(*acc)) as i16;
+    }
+}
+
+/// Copies input row `iy` of channel pair `cp` into `dst` as lane-pair words, the columns
+/// outside the input (`pad_l` on the left, the rest on the right) set to `pad`.
+#[inline(always)]
+fn fill_row_plain<X: Lanes>(
+    c: &Conv<'_, X>,
+    words: Option<&[u32]>,
+    iy: Option<usize>,
+    cp: usize,
+    pad: u32,
+    dst: &mut [u32],
+) {
+    let ([_, in_w, channels], _) = c.dims;
+    let Some(iy) = iy else {
+        dst.fill(pad);
+        return;
+    };
+    let pad_l = c.geometry.pad[1];
+    dst.iter_mut().take(pad_l).for_each(|d| *d = pad);
+    dst.iter_mut().skip(pad_l + in_w).for_each(|d| *d = pad);
+    let inside = dst.iter_mut().skip(pad_l).take(in_w);
+    match words {
+        // int16 channel pairs are aligned words: one load per pixel.
+        Some(x) => {
+            let half = channels / 2;
+            let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
+            for (d, s) in inside.zip(src.iter().step_by(half.max(1))) {
+                *d = *s;
+            }
+        }
+        None => {
+            let src = c
+                .input
+                .get(iy * in_w * channels + 2 * cp..)
+                .unwrap_or_default();
+            for (d, s) in inside.zip(src.chunks(channels.max(1))) {
+                if let Some([a, b]) = s.first_chunk::<2>() {
+                    *d = simd::pair(a.widen(), b.widen());
+                }
+            }
+        }
+    }
+}
+
+/// [`depthwise3x3`] on cores without the DSP extension: a ring of three rows and [`row_pass`]
+/// (the row buffers of the assembly's structure only add work where every multiply is plain
+/// Rust).
+#[inline(always)]
+fn plain<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, _, channels], [out_h, out_w, _]) = c.dims;
     let width = (out_w - 1) * g.stride[1] + 4;
@@ -192,7 +408,7 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
                 if held.get(slot) != Some(&py) {
                     let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
                     if let (Some(dst), Some(h)) = (ring.get_mut(slot), held.get_mut(slot)) {
-                        fill_row(
+                        fill_row_plain(
                             c,
                             words,
                             iy,
@@ -339,9 +555,13 @@ mod tests {
         let fits = (c.out_dims[1] - 1) * c.g.stride[1] + 4 <= MAX_ROW;
         prop_assert_eq!(covers(&conv), ch % 2 == 0 && fits);
         if covers(&conv) {
+            // Both row passes: sums first (the assembly's portable twins) and plain Rust.
             let mut fast = std::vec![Y::default(); n_out];
-            depthwise3x3(&conv, X::words(x), &mut fast);
-            prop_assert_eq!(&fast, &want);
+            sums_first(&conv, X::words(x), &mut fast);
+            prop_assert_eq!(&fast, &want, "sums first");
+            let mut fast = std::vec![Y::default(); n_out];
+            plain(&conv, X::words(x), &mut fast);
+            prop_assert_eq!(&fast, &want, "plain");
         }
         let mut fast = std::vec![Y::default(); n_out];
         crate::kernels::fast::conv::conv2d_wide(

@@ -81,6 +81,31 @@ impl Scale {
     }
 }
 
+impl Scale {
+    /// This factor with `bounds` as [`simd::requant_run`](super::simd::requant_run)'s
+    /// constants, if it has them: a right shift of 2 or more (the rounding constant's low word
+    /// 2^30) and an output zero point that folds into the high word exactly
+    /// (`|zero_point| · 2^shift <= 2^29`: with `|Q >> 32| < 2^30 + 2^29 + 1` the sum stays in
+    /// i32, and `(h + z · 2^s) >> s = (h >> s) + z`; the reference's saturating addition never
+    /// saturates here, `|(Q >> 32) >> s| < 2^30`).
+    #[inline]
+    pub fn run(&self, bounds: &Bounds) -> Option<super::simd::RunScale> {
+        let low = self.init as u32;
+        let high = (self.init >> 32) as i32;
+        let zero = i64::from(bounds.zero_point).unsigned_abs();
+        if low != 1 << 30 || self.shift == 0 || self.shift > 30 || zero << self.shift > 1 << 29 {
+            return None;
+        }
+        Some(super::simd::RunScale {
+            high: high.wrapping_add(bounds.zero_point << self.shift),
+            multiplier: self.multiplier,
+            shift: self.shift,
+            min: bounds.min,
+            max: bounds.max,
+        })
+    }
+}
+
 impl Stage {
     /// The stage of one channel's factor.
     #[inline]
@@ -301,8 +326,65 @@ mod tests {
         }
     }
 
+    /// `Scale::run` with `simd::requant_run` (zero point folded into the high word) against
+    /// the reference output stage, where `run` takes the factor.
+    fn check_run(x: i32, multiplier: i32, shift: i32, bounds: Bounds) -> bool {
+        let r = Requant { multiplier, shift };
+        let Some(run) = Scale::new(r).and_then(|s| s.run(&bounds)) else {
+            return false;
+        };
+        let want = bounds.apply(multiply_by_quantized_multiplier(x, multiplier, shift)) as i16;
+        let mut out = [0i16; 3];
+        crate::kernels::fast::simd::requant_run(&[x, 7, x], &mut out, 2, &run);
+        assert_eq!(
+            out,
+            [want, 0, want],
+            "x {x} m {multiplier} shift {shift} {bounds:?}"
+        );
+        true
+    }
+
+    #[test]
+    fn the_output_run_equals_the_reference_on_the_edges() {
+        let mut taken = 0;
+        for x in EDGES {
+            for m in [1, 1 << 30, i32::MAX] {
+                for shift in -32..=0 {
+                    for zero_point in [-32768, -1, 0, 1, 32767] {
+                        for (min, max) in [
+                            (-32768, 32767),
+                            (0, 32767),
+                            (zero_point, 32767),
+                            (-128, 127),
+                            (5, -5),
+                        ] {
+                            let bounds = Bounds {
+                                zero_point,
+                                min,
+                                max,
+                            };
+                            taken += usize::from(check_run(x, m, shift, bounds));
+                        }
+                    }
+                }
+            }
+        }
+        // Shifts of -2 to -31 with every zero point that folds.
+        assert!(taken > 9 * 3 * 20 * 5, "{taken}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn the_output_run_equals_the_reference(x in any::<i32>(), m in 1i32.., shift in -31i32..=-2,
+                                               zero_point in any::<i16>(), min in any::<i16>(),
+                                               max in any::<i16>()) {
+            let zero_point = i32::from(zero_point);
+            let (min, max) = (i32::from(min), i32::from(max));
+            check_run(x, m | (1 << 30), shift, Bounds { zero_point, min, max });
+            check_run(x >> (x as u32 % 31), m | (1 << 30), shift, Bounds { zero_point, min: zero_point, max: 32767 });
+        }
         #[test]
         fn equals_the_reference(x in any::<i32>(), m in any::<i32>(), shift in -34i32..=33) {
             check(x, m, shift);

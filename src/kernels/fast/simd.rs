@@ -5,9 +5,10 @@
 //! the DSP extension, each with a portable twin giving the same sums.
 //!
 //! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
-//! instruction, one loop per tile. The loops read memory: each checks its slices' lengths in
-//! safe Rust first and reads only inside them (see each one's safety comment).
-//! Each single instruction is sound for the same reasons: it reads and writes only the registers named as its
+//! instruction, one loop per register tile (f32 and int8), and the depthwise 3x3 row pass
+//! ([`dw3x3_row`]) and output stage ([`requant_run`]) as DSP loops. The loops read memory: each
+//! checks its slices' lengths in safe Rust first and reads only inside them (see each one's
+//! safety comment). Each single instruction is sound for the same reasons: it reads and writes only the registers named as its
 //! operands (`nomem`, `nostack`), has no side effect other than possibly setting the Q flag
 //! (so no `preserves_flags` where the instruction may set it), and the instruction exists on
 //! every core for which `cfg(icefold_dsp)` is set (build.rs: thumbv7em, or thumbv8m.main with
@@ -1264,6 +1265,395 @@ pub fn sxtb16_2x1_rows(w: &[u32], x: &[u32], shape: Rows, acc: [i32; 2]) -> Opti
             acc = [a0, a1];
         }
         Some(acc)
+    }
+}
+
+// =============================================================================================
+// Depthwise 3x3 pass and output stage in assembly (issue #16, "Hand-written depthwise and output
+// stage" in docs/BENCHMARKS.md). Used by src/kernels/fast/depthwise.rs.
+// =============================================================================================
+
+/// Words from one padded input row of [`dw3x3_row`] to the next: the rows are one buffer, so
+/// the assembly reaches the three rows of a window at fixed offsets from one pointer.
+pub const DW_ROW: usize = 66;
+
+/// One channel pair's depthwise 3x3 constants, laid out once per channel pair as
+/// [`dw3x3_row`]'s assembly pushes them (two LDM/PUSH pairs of seven words leave the two biases
+/// twice, the nine kernel taps and the end of the sums at `sp + 0, 16, 52`).
+#[derive(Clone, Copy, Debug)]
+pub struct DwPair {
+    /// `w3, w4, w5, w6, w7, w8, end, bias0, bias1, bias0, bias1, w0, w1, w2`: tap
+    /// `3 · ky + kx` as `pair(w[ch][tap], w[ch + 1][tap])`; `end` is written by each call.
+    words: [u32; 14],
+}
+
+impl DwPair {
+    /// The taps (row-major) as lane-pair words `(channel, channel + 1)` and the two biases.
+    pub fn new(w: [u32; 9], bias: [i32; 2]) -> DwPair {
+        let [w0, w1, w2, w3, w4, w5, w6, w7, w8] = w;
+        let [b0, b1] = bias.map(|b| b as u32);
+        DwPair {
+            words: [w3, w4, w5, w6, w7, w8, 0, b0, b1, b0, b1, w0, w1, w2],
+        }
+    }
+
+    /// Tap `t` (row-major).
+    #[cfg(not(icefold_dsp))]
+    fn tap(&self, t: usize) -> u32 {
+        let at = if t < 3 { t + 11 } else { t - 3 };
+        self.words.get(at).copied().unwrap_or(0)
+    }
+
+    /// The two biases.
+    #[cfg(not(icefold_dsp))]
+    fn bias(&self) -> [i32; 2] {
+        [self.words[7] as i32, self.words[8] as i32]
+    }
+}
+
+/// One output row of a depthwise 3x3 convolution of one channel pair, as accumulators:
+/// for output pixel pairs `q` in `0..pairs` (pixels `2q` and `2q + 1`, horizontal stride `S`),
+/// `accs[4q..4q + 4] = [a0, a1, b0, b1]` where `a` and `b` are the two pixels' sums
+/// `bias + Σ_ky Σ_kx w[3ky + kx] · x[ky][pixel · S + kx]` per lane (channel), and `x[ky]` is the
+/// row of `DW_ROW` words at `ky · DW_ROW` in `rows`. Nothing is done unless `S` is 1 or 2,
+/// `pairs >= 1`, `accs` holds `4 · pairs` values and `rows` every word read,
+/// `2 · DW_ROW + (2 · pairs − 1) · S + 3`. Sums wrap modulo 2^32 (the quantization contract
+/// bounds them); an odd pixel count's last pair computes a pixel the caller does not store.
+///
+/// On Armv7E-M / Armv8-M with DSP (`icefold_dsp`), per pixel pair: one LDM of the biases, per
+/// kernel row two loads (LDRD, LDR) of the first three words, one or two more, two loads of the
+/// row's three weights (LDRD, LDR) and twelve SMLABB/SMLATT; one STM of the four sums and four
+/// instructions of loop: 57 instructions (stride 2: 60) for 36 multiplies on two channels
+/// (LLVM's loop for the same Rust took about 110, spilling weights and loaded words).
+#[inline(always)]
+pub fn dw3x3_row<const S: usize>(rows: &[u32], k: &mut DwPair, accs: &mut [i32], pairs: usize) {
+    let need = (2 * pairs)
+        .wrapping_sub(1)
+        .wrapping_mul(S)
+        .wrapping_add(3 + 2 * DW_ROW);
+    if !(S == 1 || S == 2) || pairs == 0 || pairs > accs.len() / 4 || need > rows.len() {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        k.words[6] = accs.as_mut_ptr().wrapping_add(4 * pairs) as usize as u32;
+        let params = &k.words;
+        // SAFETY: the check above: `rows` holds `2 · DW_ROW + (2 · pairs − 1) · S + 3` words,
+        // and pair `q` reads words `ky · DW_ROW + 2qS + (0..S + 3)` (the pointer in r12 moves
+        // `2S` words per pair: offsets 0..=264·2 + 4·(S + 2) bytes from it), so the last pair
+        // reads up to word `2 · DW_ROW + (2 · pairs − 1) · S + 2`: inside. It writes
+        // `4 · pairs` i32 at `accs` (stopping when lr reaches `end`, `accs + 4 · pairs`:
+        // `pairs >= 1` and `accs` holds them), reads the fourteen words of `params`, and
+        // pushes 56 bytes that it pops (`add sp`) before the end. Only the named registers and
+        // the flags (with Q) change. LDM, PUSH, LDRD, SMLABB, SMLATT, STM exist on every
+        // icefold_dsp core; r6 and r7 (LLVM's base and frame pointers) are not touched.
+        if S == 1 {
+            // SAFETY: see above.
+            unsafe {
+                core::arch::asm!(
+                "ldm r0!, {{r1-r5, r8, r10}}",
+                "push {{r1-r5, r8, r10}}",
+                "ldm r0, {{r1-r5, r8, r10}}",
+                "push {{r1-r5, r8, r10}}",
+                "1:",
+                "ldm sp, {{r0-r3}}",
+                // kernel row 0
+                "ldrd r4, r5, [r12, #0]",
+                "ldr r8, [r12, #8]",
+                "ldrd r9, r10, [sp, #16]",
+                "ldr r11, [sp, #24]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
+                "ldr r4, [r12, #12]",
+                "smlabb r2, r9, r5, r2",
+                "smlatt r3, r9, r5, r3",
+                "smlabb r0, r10, r5, r0",
+                "smlatt r1, r10, r5, r1",
+                "smlabb r2, r10, r8, r2",
+                "smlatt r3, r10, r8, r3",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r4, r2",
+                "smlatt r3, r11, r4, r3",
+                // kernel row 1
+                "ldrd r4, r5, [r12, #264]",
+                "ldr r8, [r12, #272]",
+                "ldrd r9, r10, [sp, #28]",
+                "ldr r11, [sp, #36]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
+                "ldr r4, [r12, #276]",
+                "smlabb r2, r9, r5, r2",
+                "smlatt r3, r9, r5, r3",
+                "smlabb r0, r10, r5, r0",
+                "smlatt r1, r10, r5, r1",
+                "smlabb r2, r10, r8, r2",
+                "smlatt r3, r10, r8, r3",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r4, r2",
+                "smlatt r3, r11, r4, r3",
+                // kernel row 2
+                "ldrd r4, r5, [r12, #528]",
+                "ldr r8, [r12, #536]",
+                "ldrd r9, r10, [sp, #40]",
+                "ldr r11, [sp, #48]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
+                "ldr r4, [r12, #540]",
+                "smlabb r2, r9, r5, r2",
+                "smlatt r3, r9, r5, r3",
+                "smlabb r0, r10, r5, r0",
+                "smlatt r1, r10, r5, r1",
+                "smlabb r2, r10, r8, r2",
+                "smlatt r3, r10, r8, r3",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r4, r2",
+                "smlatt r3, r11, r4, r3",
+                "stmia lr!, {{r0-r3}}",
+                "add r12, r12, #8",
+                "ldr r10, [sp, #52]",
+                "cmp lr, r10",
+                "blo 1b",
+                "add sp, sp, #56",
+                inout("r0") params.as_ptr() => _,
+                out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                inout("r12") rows.as_ptr() => _,
+                inout("lr") accs.as_mut_ptr() => _,
+                options(),
+                );
+            }
+        } else {
+            // SAFETY: see above.
+            unsafe {
+                core::arch::asm!(
+                "ldm r0!, {{r1-r5, r8, r10}}",
+                "push {{r1-r5, r8, r10}}",
+                "ldm r0, {{r1-r5, r8, r10}}",
+                "push {{r1-r5, r8, r10}}",
+                "1:",
+                "ldm sp, {{r0-r3}}",
+                // kernel row 0
+                "ldrd r4, r5, [r12, #0]",
+                "ldr r8, [r12, #8]",
+                "ldrd r9, r10, [sp, #16]",
+                "ldr r11, [sp, #24]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
+                "smlabb r2, r9, r8, r2",
+                "smlatt r3, r9, r8, r3",
+                "ldr r4, [r12, #12]",
+                "smlabb r0, r10, r5, r0",
+                "smlatt r1, r10, r5, r1",
+                "smlabb r2, r10, r4, r2",
+                "smlatt r3, r10, r4, r3",
+                "ldr r5, [r12, #16]",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r5, r2",
+                "smlatt r3, r11, r5, r3",
+                // kernel row 1
+                "ldrd r4, r5, [r12, #264]",
+                "ldr r8, [r12, #272]",
+                "ldrd r9, r10, [sp, #28]",
+                "ldr r11, [sp, #36]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
+                "smlabb r2, r9, r8, r2",
+                "smlatt r3, r9, r8, r3",
+                "ldr r4, [r12, #276]",
+                "smlabb r0, r10, r5, r0",
+                "smlatt r1, r10, r5, r1",
+                "smlabb r2, r10, r4, r2",
+                "smlatt r3, r10, r4, r3",
+                "ldr r5, [r12, #280]",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r5, r2",
+                "smlatt r3, r11, r5, r3",
+                // kernel row 2
+                "ldrd r4, r5, [r12, #528]",
+                "ldr r8, [r12, #536]",
+                "ldrd r9, r10, [sp, #40]",
+                "ldr r11, [sp, #48]",
+                "smlabb r0, r9, r4, r0",
+                "smlatt r1, r9, r4, r1",
+                "smlabb r2, r9, r8, r2",
+                "smlatt r3, r9, r8, r3",
+                "ldr r4, [r12, #540]",
+                "smlabb r0, r10, r5, r0",
+                "smlatt r1, r10, r5, r1",
+                "smlabb r2, r10, r4, r2",
+                "smlatt r3, r10, r4, r3",
+                "ldr r5, [r12, #544]",
+                "smlabb r0, r11, r8, r0",
+                "smlatt r1, r11, r8, r1",
+                "smlabb r2, r11, r5, r2",
+                "smlatt r3, r11, r5, r3",
+                "stmia lr!, {{r0-r3}}",
+                "add r12, r12, #16",
+                "ldr r10, [sp, #52]",
+                "cmp lr, r10",
+                "blo 1b",
+                "add sp, sp, #56",
+                inout("r0") params.as_ptr() => _,
+                out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                inout("r12") rows.as_ptr() => _,
+                inout("lr") accs.as_mut_ptr() => _,
+                options(),
+                );
+            }
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let x = |at: usize| rows.get(at).copied().unwrap_or(0);
+        for (q, out) in accs.chunks_exact_mut(4).take(pairs).enumerate() {
+            let (mut a, mut b) = (k.bias(), k.bias());
+            for (tap, w) in (0..9).map(|t| (t, k.tap(t))) {
+                let at = tap / 3 * DW_ROW + tap % 3 + 2 * q * S;
+                a = smla_lanes(w, x(at), a);
+                b = smla_lanes(w, x(at + S), b);
+            }
+            if let Some(out) = out.first_chunk_mut::<4>() {
+                *out = [a[0], a[1], b[0], b[1]];
+            }
+        }
+    }
+}
+
+/// The output stage of [`requant_run`] for one channel: `Scale` (src/kernels/fast/requant.rs)
+/// with a right shift of at least 2, the output zero point folded into the high word, and the
+/// clamp.
+#[derive(Clone, Copy, Debug)]
+pub struct RunScale {
+    /// High word of the rounding constant plus `zero_point · 2^shift` (the low word is 2^30).
+    pub high: i32,
+    /// The factor's multiplier (positive).
+    pub multiplier: i32,
+    /// Right shift of the high word, 1 to 30.
+    pub shift: u32,
+    /// Lower clamp (i16).
+    pub min: i32,
+    /// Upper clamp (i16; wins if the two cross).
+    pub max: i32,
+}
+
+/// The output stage of `n` accumulators of one channel, every second value of `accs`
+/// (`accs[2i]`), into every second value of `out` (`out[2i]`): for `x = accs[2i]`, the 64-bit
+/// `Q = ((high + [x < 0] · −1) · 2^32 + 2^30 + [x < 0] · 2^31) + x · multiplier`, then
+/// `clamp((Q >> 32) >> shift, min, max)` (the low word is `(x & 2^31) | 2^30`, so the carry of
+/// `2^30 − [x < 0] · 2^31` reaches the high word as the `+ (x >> 31)`). Nothing is done unless
+/// `n >= 1` and both slices hold index `2 · (n − 1)`.
+///
+/// On Armv7E-M / Armv8-M with DSP (`icefold_dsp`) the constants stay in registers: ten
+/// instructions per output (LDR, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT, STRH, SUBS, BNE)
+/// when the clamp is the int16 range or `[0, 32767]`, fifteen for any other (two compares with
+/// their IT and moves).
+#[inline(always)]
+pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
+    let last = n.wrapping_sub(1).wrapping_mul(2);
+    if n == 0 || last >= accs.len() || last >= out.len() || last / 2 != n - 1 {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        // SAFETY: the check above: the loop runs `n >= 1` times (SUBS/BNE on r5), reading
+        // `accs[2i]` (r3, 8 bytes per step) and writing `out[2i]` (r4, 4 bytes per step) for
+        // `i < n`, and both slices hold index `2 · (n − 1)`. Only the named registers and the
+        // flags change (no stack); SMLAL, SSAT, USAT, IT exist on every icefold_dsp core.
+        if (k.min, k.max) == (-32768, 32767) {
+            // SAFETY: see above.
+            unsafe {
+                core::arch::asm!(
+                "1:",
+                "ldr r0, [r3], #8",
+                "and r1, r0, #0x80000000",
+                "orr r1, r1, #0x40000000",
+                "add r2, r8, r0, asr #31",
+                "smlal r1, r2, r0, r10",
+                "asr r0, r2, r12",
+                "ssat r0, #16, r0",
+                "strh r0, [r4], #4",
+                "subs r5, r5, #1",
+                "bne 1b",
+                out("r1") _, out("r2") _,
+                inout("r3") accs.as_ptr() => _, inout("r4") out.as_mut_ptr() => _,
+                inout("r5") n => _, in("r8") k.high, in("r10") k.multiplier, in("r12") k.shift,
+                out("r0") _,
+                options(),
+                );
+            }
+        } else if (k.min, k.max) == (0, 32767) {
+            // SAFETY: see above.
+            unsafe {
+                core::arch::asm!(
+                "1:",
+                "ldr r0, [r3], #8",
+                "and r1, r0, #0x80000000",
+                "orr r1, r1, #0x40000000",
+                "add r2, r8, r0, asr #31",
+                "smlal r1, r2, r0, r10",
+                "asr r0, r2, r12",
+                "usat r0, #15, r0",
+                "strh r0, [r4], #4",
+                "subs r5, r5, #1",
+                "bne 1b",
+                out("r1") _, out("r2") _,
+                inout("r3") accs.as_ptr() => _, inout("r4") out.as_mut_ptr() => _,
+                inout("r5") n => _, in("r8") k.high, in("r10") k.multiplier, in("r12") k.shift,
+                out("r0") _,
+                options(),
+                );
+            }
+        } else {
+            // SAFETY: see above.
+            unsafe {
+                core::arch::asm!(
+                "1:",
+                "ldr r0, [r3], #8",
+                "and r1, r0, #0x80000000",
+                "orr r1, r1, #0x40000000",
+                "add r2, r8, r0, asr #31",
+                "smlal r1, r2, r0, r10",
+                "asr r0, r2, r12",
+                "cmp r0, r9",
+                "it lt",
+                "movlt r0, r9",
+                "cmp r0, r11",
+                "it gt",
+                "movgt r0, r11",
+                "strh r0, [r4], #4",
+                "subs r5, r5, #1",
+                "bne 1b",
+                in("r9") k.min, in("r11") k.max, out("r1") _, out("r2") _,
+                inout("r3") accs.as_ptr() => _, inout("r4") out.as_mut_ptr() => _,
+                inout("r5") n => _, in("r8") k.high, in("r10") k.multiplier, in("r12") k.shift,
+                out("r0") _,
+                options(),
+                );
+            }
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        for (x, y) in accs
+            .iter()
+            .step_by(2)
+            .zip(out.iter_mut().step_by(2))
+            .take(n)
+        {
+            let x = *x;
+            let low = (x as u32 & 0x8000_0000) | 0x4000_0000;
+            let high = k.high.wrapping_add(x >> 31);
+            let q = ((i64::from(high) << 32) | i64::from(low))
+                .wrapping_add(i64::from(x) * i64::from(k.multiplier));
+            let v = ((q >> 32) as i32) >> k.shift;
+            *y = v.max(k.min).min(k.max) as i16;
+        }
     }
 }
 
