@@ -900,10 +900,15 @@ fn widen_at(x: &Activations<'_>, i: usize) -> i32 {
 /// Sum of the 8 int32 lanes, wrapping.
 #[inline(always)]
 fn hsum_i32(v: __m256i) -> i32 {
-    let mut lanes = [0i32; 8];
-    // SAFETY: `lanes` has room for 8 int32; unaligned store.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
-    lanes.iter().fold(0i32, |s, l| s.wrapping_add(*l))
+    // In registers (the lanes' int32 additions wrap like `wrapping_add`, so the order does not
+    // matter): halves, then pairs of lanes, then the last two.
+    // SAFETY: register-only SSE2/AVX2 operations, present with the callers' AVX2 target feature.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
 }
 
 /// # Safety
