@@ -441,9 +441,8 @@ unsafe fn tile<const V: usize, const P: usize>(
                 continue;
             }
             let iy = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h);
-            let col = |k: usize| {
-                window_coord(ox, p.stride[1], kx + k, p.dilation[1], p.pad[1], s.in_w)
-            };
+            let col =
+                |k: usize| window_coord(ox, p.stride[1], kx + k, p.dilation[1], p.pad[1], s.in_w);
             if let (Some(iy), Some(first), Some(_), true) =
                 (iy, col(0), col(run - 1), run == 1 || p.dilation[1] == 1)
             {
@@ -460,14 +459,14 @@ unsafe fn tile<const V: usize, const P: usize>(
                 // pixel's inputs for the run, zero (or the pad values) where it reads padding.
                 let row = &mut gathered[px];
                 for k in 0..run {
-                    let from = match tap_source(s, p, input.as_ptr(), pad_values, oy, ox, ky, kx + k)
-                    {
-                        Some(ptr) => {
-                            any = true;
-                            ptr
-                        }
-                        None => ZEROS.as_ptr(),
-                    };
+                    let from =
+                        match tap_source(s, p, input.as_ptr(), pad_values, oy, ox, ky, kx + k) {
+                            Some(ptr) => {
+                                any = true;
+                                ptr
+                            }
+                            None => ZEROS.as_ptr(),
+                        };
                     for (i, d) in row[k * s.in_c..][..s.in_c].iter_mut().enumerate() {
                         // SAFETY: every source row has in_c readable values (an input pixel,
                         // the pad values of at least in_c, or ZEROS of MAX_CHANNELS >= in_c).
@@ -653,7 +652,8 @@ unsafe fn dw_chunk<const P: usize>(
         let mut acc = [b.bias; P];
         for ky in 0..kh {
             let taps = &b.weights[ky * kw..][..kw];
-            let Some(iy) = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h) else {
+            let Some(iy) = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h)
+            else {
                 // A padding row: every tap reads the pad values (or nothing).
                 if let Some(pv) = b.pad {
                     for w in taps {
@@ -683,7 +683,13 @@ unsafe fn dw_chunk<const P: usize>(
             let at = (oy * s.out_w + ox + k) * s.out_stride + b.c0;
             // SAFETY: pixel (oy, ox + k) < out_h * out_w, channels c0..c0 + width <= c (the
             // output spans (out_h * out_w - 1) * out_stride + c, checked).
-            unsafe { store_partial(output.as_mut_ptr().add(at), b.width, clamp_lanes(*a, b.clamp)) };
+            unsafe {
+                store_partial(
+                    output.as_mut_ptr().add(at),
+                    b.width,
+                    clamp_lanes(*a, b.clamp),
+                )
+            };
         }
     }
 }

@@ -306,7 +306,10 @@ fn conv(c: &Conv, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
     let mut acc = vec![0f64; ow];
     // Every input value is read kh·kw·(out channels of its group) times: widen it once, and
     // work out each tap column's in-row range once (both exact, so the sums are unchanged).
-    let planes: Vec<f64> = x.data[..cin * h * w].iter().map(|&v| f64::from(v)).collect();
+    let planes: Vec<f64> = x.data[..cin * h * w]
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
     let columns: Vec<RowColumns> = (0..kw).map(|kx| geometry.columns(kx)).collect();
     for o in 0..oc {
         let first_in = (o / out_per_group) * icg;
