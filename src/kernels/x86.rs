@@ -46,6 +46,10 @@ pub fn available() -> bool {
 /// Floats in the packed-weight buffer (64 KiB of stack per convolution call).
 const PACK_CAP: usize = 16 * 1024;
 
+/// Floats one output pixel of a convolution tile gathers when some of its taps in a kernel row read
+/// padding (the taps' inputs with zeros or the pad values in between, 2 KiB per pixel).
+const GATHER_CAP: usize = 512;
+
 /// Kernel taps of the AVX2 depthwise convolution (8x8).
 const DW_MAX_TAPS: usize = 64;
 
@@ -414,41 +418,71 @@ unsafe fn tile<const V: usize, const P: usize>(
     let kw = p.kernel[1];
     let at: [(usize, usize); P] =
         core::array::from_fn(|px| ((q + px) / s.out_w, (q + px) % s.out_w));
-    for t in b.t0..b.t1 {
+    // The taps of one kernel row at a time: where a pixel reads adjacent input columns at all of
+    // them, the row's `run · in_c` inputs are contiguous and in the packed weights' order, so one
+    // source per pixel serves them all (a 10x4 kernel over one input channel: 4 products per
+    // source instead of 1). A pixel whose taps read padding gathers them into a row of its own,
+    // so a tile that touches the border still takes the whole run in one pass.
+    let mut t = b.t0;
+    let mut gathered = [[MaybeUninit::<f32>::uninit(); GATHER_CAP]; P];
+    while t < b.t1 {
         let (ky, kx) = (t / kw, t % kw);
-        let mut src = [ZEROS.as_ptr(); P];
-        if s.pointwise {
-            // Output pixel q reads input pixel q.
-            for (px, sp) in src.iter_mut().enumerate() {
-                *sp = input.as_ptr().wrapping_add((q + px) * s.in_c);
-            }
-        }
-        let mut any = s.pointwise;
-        for (sp, &(oy, ox)) in src.iter_mut().zip(&at).filter(|_| !s.pointwise) {
-            if let Some(ptr) = tap_source(s, p, input.as_ptr(), pad_values, oy, ox, ky, kx) {
-                *sp = ptr;
-                any = true;
-            }
-        }
-        if !any {
-            continue;
-        }
+        // The taps of row ky from kx on in this chunk, as many as one gathered row holds.
+        let run = (kw - kx).min(b.t1 - t).min((GATHER_CAP / s.in_c).max(1));
+        let len = run * s.in_c;
         let w_tap = b.pack.wrapping_add((t - b.t0) * s.in_c * lanes);
-        for i in 0..s.in_c {
-            let mut w = [_mm256_setzero_ps(); V];
-            for (v, wv) in w.iter_mut().enumerate() {
-                // SAFETY: packed index (t - t0) * in_c + i < (t1 - t0) * in_c, row of `lanes`.
-                *wv = unsafe { _mm256_loadu_ps(w_tap.add(i * lanes + 8 * v)) };
+        let mut src = [ZEROS.as_ptr(); P];
+        let mut any = false;
+        for (px, (sp, &(oy, ox))) in src.iter_mut().zip(&at).enumerate() {
+            if s.pointwise {
+                // Output pixel q reads input pixel q.
+                *sp = input.as_ptr().wrapping_add((q + px) * s.in_c);
+                any = true;
+                continue;
             }
-            for (acc_px, sp) in acc.iter_mut().zip(&src) {
-                // SAFETY: every source row has in_c readable values (an input pixel, the pad
-                // values of at least in_c, or ZEROS of MAX_CHANNELS >= in_c).
-                let x = unsafe { _mm256_broadcast_ss(&*sp.add(i)) };
-                for (a, wv) in acc_px.iter_mut().zip(&w) {
-                    *a = _mm256_fmadd_ps(*wv, x, *a);
+            let iy = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h);
+            let col =
+                |k: usize| window_coord(ox, p.stride[1], kx + k, p.dilation[1], p.pad[1], s.in_w);
+            if let (Some(iy), Some(first), Some(_), true) =
+                (iy, col(0), col(run - 1), run == 1 || p.dilation[1] == 1)
+            {
+                // Adjacent columns first..first + run of row iy, all inside: read in place.
+                *sp = input.as_ptr().wrapping_add((iy * s.in_w + first) * s.in_c);
+                any = true;
+            } else if run == 1 {
+                if let Some(ptr) = tap_source(s, p, input.as_ptr(), pad_values, oy, ox, ky, kx) {
+                    *sp = ptr;
+                    any = true;
                 }
+            } else {
+                // Some of the taps read padding (or the columns are dilated): gather the
+                // pixel's inputs for the run, zero (or the pad values) where it reads padding.
+                let row = &mut gathered[px];
+                for k in 0..run {
+                    let from =
+                        match tap_source(s, p, input.as_ptr(), pad_values, oy, ox, ky, kx + k) {
+                            Some(ptr) => {
+                                any = true;
+                                ptr
+                            }
+                            None => ZEROS.as_ptr(),
+                        };
+                    for (i, d) in row[k * s.in_c..][..s.in_c].iter_mut().enumerate() {
+                        // SAFETY: every source row has in_c readable values (an input pixel,
+                        // the pad values of at least in_c, or ZEROS of MAX_CHANNELS >= in_c).
+                        *d = MaybeUninit::new(unsafe { *from.add(i) });
+                    }
+                }
+                *sp = row.as_ptr().cast::<f32>();
             }
         }
+        if any {
+            // SAFETY: each source has `len` readable values (adjacent input columns inside the
+            // row, a gathered row written above, or one tap's row when run == 1); the packed
+            // weights hold them for taps t..t + run.
+            unsafe { accumulate(&mut acc, &src, w_tap, len, lanes) };
+        }
+        t += run;
     }
     for (px, acc_px) in acc.iter().enumerate() {
         for (v, a) in acc_px.iter().enumerate() {
@@ -462,7 +496,44 @@ unsafe fn tile<const V: usize, const P: usize>(
     }
 }
 
-/// Depthwise convolution, 8 channels per vector, 4 pixels of a row at a time.
+/// `acc[px][v] += Σ_i w[i][8v..8v + 8] · src[px][i]` over `i < len`.
+///
+/// # Safety
+/// AVX2/FMA present; every `src[px]` has `len` readable values; `w` holds `len` rows of `lanes`
+/// (`8 · V`) packed weights.
+// Not inlined: its loop then has all sixteen vector registers to itself (12 accumulators of the
+// 16x6 tile, 2 weights, a broadcast); inlined into the tile, LLVM spilled two accumulators.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate<const V: usize, const P: usize>(
+    acc: &mut [[__m256; V]; P],
+    src: &[*const f32; P],
+    w: *const f32,
+    len: usize,
+    lanes: usize,
+) {
+    for i in 0..len {
+        let mut wv = [_mm256_setzero_ps(); V];
+        for (v, wv) in wv.iter_mut().enumerate() {
+            // SAFETY: row i < len of `lanes` packed weights.
+            *wv = unsafe { _mm256_loadu_ps(w.add(i * lanes + 8 * v)) };
+        }
+        for (acc_px, sp) in acc.iter_mut().zip(src) {
+            // SAFETY: src[px][i] is readable (i < len).
+            let x = unsafe { _mm256_broadcast_ss(&*sp.add(i)) };
+            for (a, wv) in acc_px.iter_mut().zip(&wv) {
+                *a = _mm256_fmadd_ps(*wv, x, *a);
+            }
+        }
+    }
+}
+
+/// Depthwise convolution, 8 channels per vector, up to 8 pixels of a row at a time.
+///
+/// Which pixels of a row chunk read an input column (rather than the padding) at tap column `kx`
+/// depends only on the chunk's first column and `kx`, not on the row: it is worked out once per
+/// chunk and tap column ([`dw_columns`]), so the rows' inner loops only add. Narrow maps (DS-CNN's
+/// 5 columns) are one chunk per row.
 ///
 /// # Safety
 /// AVX2 and FMA present; `s` checked by [`ConvShape::check`] with `s.depthwise`.
@@ -480,14 +551,6 @@ unsafe fn depthwise_avx2(
 ) {
     let mut pack = [_mm256_setzero_ps(); DW_MAX_TAPS];
     let c = s.in_c;
-    let [kh, kw] = p.kernel;
-    let sw = p.stride[1];
-    // Output columns x_lo..x_hi read no padding at any tap column:
-    // pad <= ox·sw and ox·sw - pad + (kw - 1)·dw < in_w.
-    let x_lo = p.pad[1].div_ceil(sw);
-    let x_hi = (s.in_w + p.pad[1])
-        .checked_sub(1 + (kw - 1) * p.dilation[1])
-        .map_or(0, |last| (last / sw + 1).min(s.out_w));
     let mut c0 = 0;
     while c0 < c {
         let width = (c - c0).min(8);
@@ -500,94 +563,134 @@ unsafe fn depthwise_avx2(
             // SAFETY: `lane` has 8 floats.
             *wv = unsafe { _mm256_loadu_ps(lane.as_ptr()) };
         }
-        // SAFETY: bias[c0..c0 + width] is in bounds (bias.len() >= c).
-        let b = unsafe { load_partial(bias.as_ptr().add(c0), width) };
-        for oy in 0..s.out_h {
-            let mut ox = 0;
-            while ox < s.out_w {
-                if width == 8 && ox >= x_lo && ox + 8 <= x_hi {
-                    let mut acc = [b; 8];
-                    for ky in 0..kh {
-                        let iy = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h);
-                        // Each pixel's first tap column, and the steps to the next tap and pixel.
-                        let (row, tap_step, pixel_step) = match iy {
-                            Some(iy) => (
-                                input
-                                    .as_ptr()
-                                    .wrapping_add((iy * s.in_w + ox * sw - p.pad[1]) * c + c0),
-                                p.dilation[1] * c,
-                                sw * c,
-                            ),
-                            None if pad_values.is_empty() => continue,
-                            None => (pad_values.as_ptr().wrapping_add(c0), 0, 0),
-                        };
-                        for kx in 0..kw {
-                            let w = pack[ky * kw + kx];
-                            let tap = row.wrapping_add(kx * tap_step);
-                            for (k, a) in acc.iter_mut().enumerate() {
-                                // SAFETY: interior columns: ix = (ox + k)·sw - pad + kx·dw is
-                                // in 0..in_w for every kx (x_lo..x_hi), iy < in_h, and
-                                // c0 + 8 <= c; or the pad values' c0..c0 + 8.
-                                let x = unsafe { _mm256_loadu_ps(tap.add(k * pixel_step)) };
-                                *a = _mm256_fmadd_ps(x, w, *a);
-                            }
-                        }
-                    }
-                    for (k, a) in acc.iter().enumerate() {
-                        let at = (oy * s.out_w + ox + k) * s.out_stride + c0;
-                        // SAFETY: pixel (oy, ox + k) < out_h * out_w, channels c0..c0 + 8 <= c
-                        // (the output spans (out_h * out_w - 1) * out_stride + c, checked).
-                        unsafe {
-                            _mm256_storeu_ps(output.as_mut_ptr().add(at), clamp_lanes(*a, clamp))
-                        };
-                    }
-                    ox += 8;
-                    continue;
+        let block = DwBlock {
+            c0,
+            width,
+            // SAFETY: bias[c0..c0 + width] is in bounds (bias.len() >= c).
+            bias: unsafe { load_partial(bias.as_ptr().add(c0), width) },
+            // SAFETY: pad_values, when present, holds at least c values.
+            pad: (!pad_values.is_empty())
+                .then(|| unsafe { load_partial(pad_values.as_ptr().add(c0), width) }),
+            weights: &pack,
+            clamp,
+        };
+        let mut ox = 0;
+        while ox < s.out_w {
+            let n = (s.out_w - ox).min(8);
+            // SAFETY (each call): AVX2/FMA present, `s` checked, ox + P <= out_w.
+            unsafe {
+                match n {
+                    8 => dw_chunk::<8>(s, p, &block, input, output, ox),
+                    7 => dw_chunk::<7>(s, p, &block, input, output, ox),
+                    6 => dw_chunk::<6>(s, p, &block, input, output, ox),
+                    5 => dw_chunk::<5>(s, p, &block, input, output, ox),
+                    4 => dw_chunk::<4>(s, p, &block, input, output, ox),
+                    3 => dw_chunk::<3>(s, p, &block, input, output, ox),
+                    2 => dw_chunk::<2>(s, p, &block, input, output, ox),
+                    _ => dw_chunk::<1>(s, p, &block, input, output, ox),
                 }
-                let n = (s.out_w - ox).min(4);
-                let mut acc = [b; 4];
-                for ky in 0..kh {
-                    let iy = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h);
-                    if iy.is_none() && pad_values.is_empty() {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let w = pack[ky * kw + kx];
-                        for (k, a) in acc.iter_mut().enumerate().take(n) {
-                            let ix = window_coord(
-                                ox + k,
-                                p.stride[1],
-                                kx,
-                                p.dilation[1],
-                                p.pad[1],
-                                s.in_w,
-                            );
-                            let src = match (iy, ix) {
-                                (Some(iy), Some(ix)) => {
-                                    input.as_ptr().wrapping_add((iy * s.in_w + ix) * c)
-                                }
-                                _ if pad_values.is_empty() => continue,
-                                _ => pad_values.as_ptr(),
-                            };
-                            // SAFETY: the source row has c values (an input pixel: iy < in_h,
-                            // ix < in_w; or the pad values); lanes c0..c0 + width are among them.
-                            let x = unsafe { load_partial(src.add(c0), width) };
-                            *a = _mm256_fmadd_ps(x, w, *a);
-                        }
-                    }
-                }
-                for (k, a) in acc.iter().enumerate().take(n) {
-                    let at = (oy * s.out_w + ox + k) * s.out_stride + c0;
-                    // SAFETY: pixel (oy, ox + k) < out_h * out_w, channels c0..c0 + width < c
-                    // (the output spans (out_h * out_w - 1) * out_stride + c, checked).
-                    unsafe {
-                        store_partial(output.as_mut_ptr().add(at), width, clamp_lanes(*a, clamp))
-                    };
-                }
-                ox += n;
             }
+            ox += n;
         }
         c0 += width;
+    }
+}
+
+/// One block of up to 8 depthwise channels: its packed weights, bias and pad values.
+struct DwBlock<'a> {
+    c0: usize,
+    width: usize,
+    bias: __m256,
+    /// The pad values of the block's channels, or `None`: padded taps read nothing.
+    pad: Option<__m256>,
+    /// `[tap]` vectors of the block's channels.
+    weights: &'a [__m256; DW_MAX_TAPS],
+    clamp: Option<(f32, f32)>,
+}
+
+/// For each tap column `kx < kw`, the pixels `lo..hi` of the `P`-pixel chunk starting at output
+/// column `ox` that read an input column (the others read padding), and the input column of
+/// pixel 0 relative to the row start (may be negative: only pixels `lo..hi` are read).
+#[inline(always)]
+fn dw_columns<const P: usize>(
+    s: &ConvShape,
+    p: &ConvGeometry,
+    ox: usize,
+) -> [(usize, usize, isize); DW_MAX_TAPS] {
+    let mut cols = [(0, 0, 0); DW_MAX_TAPS];
+    let (sw, pad) = (p.stride[1], p.pad[1]);
+    for (kx, col) in cols.iter_mut().take(p.kernel[1]).enumerate() {
+        // Pixel k reads input column base + k·sw - pad; it is inside when
+        // pad <= base + k·sw < in_w + pad.
+        let base = ox * sw + kx * p.dilation[1];
+        let first = |limit: usize| limit.saturating_sub(base).div_ceil(sw).min(P);
+        let hi = first(s.in_w + pad);
+        let lo = first(pad).min(hi);
+        *col = (lo, hi, base as isize - pad as isize);
+    }
+    cols
+}
+
+/// Depthwise outputs of every row at columns `ox..ox + P`, channels of `b`.
+///
+/// # Safety
+/// AVX2/FMA present; `s` checked with `s.depthwise`; `ox + P <= out_w`; `b.c0 + b.width <= in_c`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw_chunk<const P: usize>(
+    s: &ConvShape,
+    p: &ConvGeometry,
+    b: &DwBlock<'_>,
+    input: &[f32],
+    output: &mut [f32],
+    ox: usize,
+) {
+    let c = s.in_c;
+    let [kh, kw] = p.kernel;
+    let cols = dw_columns::<P>(s, p, ox);
+    let pixel_step = p.stride[1] * c;
+    for oy in 0..s.out_h {
+        let mut acc = [b.bias; P];
+        for ky in 0..kh {
+            let taps = &b.weights[ky * kw..][..kw];
+            let Some(iy) = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h)
+            else {
+                // A padding row: every tap reads the pad values (or nothing).
+                if let Some(pv) = b.pad {
+                    for w in taps {
+                        for a in acc.iter_mut() {
+                            *a = _mm256_fmadd_ps(pv, *w, *a);
+                        }
+                    }
+                }
+                continue;
+            };
+            let row = input.as_ptr().wrapping_add(iy * s.in_w * c + b.c0);
+            for (w, &(lo, hi, col)) in taps.iter().zip(&cols) {
+                let tap = row.wrapping_offset(col * c as isize);
+                for (k, a) in acc.iter_mut().enumerate() {
+                    if (lo..hi).contains(&k) {
+                        // SAFETY: pixel k reads input column col + k·sw in 0..in_w (lo..hi),
+                        // row iy < in_h, channels c0..c0 + width <= c.
+                        let x = unsafe { load_partial(tap.wrapping_add(k * pixel_step), b.width) };
+                        *a = _mm256_fmadd_ps(x, *w, *a);
+                    } else if let Some(pv) = b.pad {
+                        *a = _mm256_fmadd_ps(pv, *w, *a);
+                    }
+                }
+            }
+        }
+        for (k, a) in acc.iter().enumerate() {
+            let at = (oy * s.out_w + ox + k) * s.out_stride + b.c0;
+            // SAFETY: pixel (oy, ox + k) < out_h * out_w, channels c0..c0 + width <= c (the
+            // output spans (out_h * out_w - 1) * out_stride + c, checked).
+            unsafe {
+                store_partial(
+                    output.as_mut_ptr().add(at),
+                    b.width,
+                    clamp_lanes(*a, b.clamp),
+                )
+            };
+        }
     }
 }
 
@@ -803,10 +906,15 @@ fn widen_at(x: &Activations<'_>, i: usize) -> i32 {
 /// Sum of the 8 int32 lanes, wrapping.
 #[inline(always)]
 fn hsum_i32(v: __m256i) -> i32 {
-    let mut lanes = [0i32; 8];
-    // SAFETY: `lanes` has room for 8 int32; unaligned store.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
-    lanes.iter().fold(0i32, |s, l| s.wrapping_add(*l))
+    // In registers (the lanes' int32 additions wrap like `wrapping_add`, so the order does not
+    // matter): halves, then pairs of lanes, then the last two.
+    // SAFETY: register-only SSE2/AVX2 operations, present with the callers' AVX2 target feature.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
 }
 
 /// # Safety

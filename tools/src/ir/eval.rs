@@ -304,6 +304,13 @@ fn conv(c: &Conv, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
     // interpreter is the definition the runtime is tested against, so its results must not depend
     // on how it is scheduled), but the row's independent sums pipeline and vectorize.
     let mut acc = vec![0f64; ow];
+    // Every input value is read kh·kw·(out channels of its group) times: widen it once, and
+    // work out each tap column's in-row range once (both exact, so the sums are unchanged).
+    let planes: Vec<f64> = x.data[..cin * h * w]
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let columns: Vec<RowColumns> = (0..kw).map(|kx| geometry.columns(kx)).collect();
     for o in 0..oc {
         let first_in = (o / out_per_group) * icg;
         let w_o = &c.weight.data[o * icg * kh * kw..(o + 1) * icg * kh * kw];
@@ -314,15 +321,15 @@ fn conv(c: &Conv, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
                 // The padded border holds `pad_values[ci]` (0 without it): a folded
                 // BatchNorm's output was zero-padded, its input is padded with what maps to 0.
                 let border = c.pad_values.as_ref().map_or(0.0, |p| p[ci] as f64);
-                let plane = &x.data[ci * h * w..(ci + 1) * h * w];
+                let plane = &planes[ci * h * w..(ci + 1) * h * w];
                 for ky in 0..kh {
                     let iy = (oy * sh + ky * dh) as isize - pt as isize;
                     let row = (iy >= 0 && (iy as usize) < h)
                         .then(|| &plane[iy as usize * w..(iy as usize + 1) * w]);
-                    for kx in 0..kw {
+                    for (kx, cols) in columns.iter().enumerate() {
                         let wt = w_o[(i * kh + ky) * kw + kx] as f64;
                         match row {
-                            Some(row) => geometry.accumulate(&mut acc, row, kx, wt, border),
+                            Some(row) => cols.accumulate(&mut acc, row, wt, border),
                             None => acc.iter_mut().for_each(|a| *a += wt * border),
                         }
                     }
@@ -347,9 +354,8 @@ struct RowGeometry {
 }
 
 impl RowGeometry {
-    /// `acc[ox] += wt * v(ox)` for every output column of tap `kx`, where `v` reads `row` at
-    /// `ox * stride + kx * dilation - pad`, or `border` outside it.
-    fn accumulate(&self, acc: &mut [f64], row: &[f32], kx: usize, wt: f64, border: f64) {
+    /// Which output columns read the row at tap `kx`, and where.
+    fn columns(&self, kx: usize) -> RowColumns {
         let shift = (kx * self.dilation) as isize - self.pad as isize;
         // Output columns whose input column lies inside the row: lo..hi.
         // The first output column whose input column `ox * stride + shift` reaches `bound`.
@@ -364,25 +370,45 @@ impl RowGeometry {
         };
         let lo = first_reaching(0).min(self.ow);
         let hi = first_reaching(self.w as isize).clamp(lo, self.ow);
-        let (before, rest) = acc.split_at_mut(lo);
-        let (inside, after) = rest.split_at_mut(hi - lo);
+        // Only used when lo < hi, where it is the (non-negative) input column of output lo.
+        let start = (lo as isize * stride + shift).max(0) as usize;
+        RowColumns {
+            lo,
+            hi,
+            start,
+            stride: self.stride,
+        }
+    }
+}
+
+/// The output columns `lo..hi` of one tap column read the input row from `start` on, every
+/// `stride`-th value; the others read the border.
+struct RowColumns {
+    lo: usize,
+    hi: usize,
+    start: usize,
+    stride: usize,
+}
+
+impl RowColumns {
+    /// `acc[ox] += wt * v(ox)` for every output column, where `v` reads `row` at
+    /// `ox * stride + kx * dilation - pad`, or `border` outside it.
+    fn accumulate(&self, acc: &mut [f64], row: &[f64], wt: f64, border: f64) {
+        let (before, rest) = acc.split_at_mut(self.lo);
+        let (inside, after) = rest.split_at_mut(self.hi - self.lo);
         before.iter_mut().for_each(|a| *a += wt * border);
         after.iter_mut().for_each(|a| *a += wt * border);
         if inside.is_empty() {
             return;
         }
-        let start = (lo as isize * self.stride as isize + shift) as usize;
         if self.stride == 1 {
-            let src = &row[start..start + inside.len()];
-            inside
-                .iter_mut()
-                .zip(src)
-                .for_each(|(a, &v)| *a += wt * v as f64);
+            let src = &row[self.start..self.start + inside.len()];
+            inside.iter_mut().zip(src).for_each(|(a, &v)| *a += wt * v);
         } else {
             inside
                 .iter_mut()
-                .zip(row[start..].iter().step_by(self.stride))
-                .for_each(|(a, &v)| *a += wt * v as f64);
+                .zip(row[self.start..].iter().step_by(self.stride))
+                .for_each(|(a, &v)| *a += wt * v);
         }
     }
 }
