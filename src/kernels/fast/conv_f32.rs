@@ -471,6 +471,10 @@ fn depthwise(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
                             }
                         }
                     }
+                } else if rows.0 >= rows.1 || cols.0 >= cols.1 {
+                    // Every tap in the zero padding (a pad wider than the dilated kernel's
+                    // reach): the bias alone, and no input coordinate to compute (it would
+                    // wrap below zero).
                 } else if lanes == 4 {
                     // Four whole channels: the window's taps in one call.
                     let (ky0, kx0) = (rows.0, cols.0);
