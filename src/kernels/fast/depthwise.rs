@@ -52,6 +52,22 @@ pub(super) fn covers<X>(c: &Conv<'_, X>) -> bool {
         && (out_w - 1) * g.stride[1] + 3 < MAX_ROW
 }
 
+/// Channel `ch` and `ch + 1`'s nine taps as lane-pair words `(w[ch], w[ch + 1])` in row-major
+/// order, their biases and their output stages; `None` if the weights or the quantization are
+/// shorter (the loader rules that out). Both depthwise paths start a channel pair with this.
+#[inline(always)]
+fn channel_pair<X>(c: &Conv<'_, X>, ch: usize) -> Option<([u32; 9], [i32; 2], [Stage; 2])> {
+    let w0 = c.weights.get(ch * 9..ch * 9 + 9)?;
+    let w1 = c.weights.get(ch * 9 + 9..ch * 9 + 18)?;
+    let (b0, s0) = stage(c.channels, ch)?;
+    let (b1, s1) = stage(c.channels, ch + 1)?;
+    let mut taps = [0u32; 9];
+    for ((slot, a), b) in taps.iter_mut().zip(w0).zip(w1) {
+        *slot = simd::pair(i32::from(*a), i32::from(*b));
+    }
+    Some((taps, [b0, b1], [s0, s1]))
+}
+
 /// Copies input row `iy` of channel pair `cp` as lane-pair words into `dst` (`in_w` words) and,
 /// if given, into `again` as well (the repeated slot of the ring).
 #[inline(always)]
@@ -200,23 +216,11 @@ fn sums_first<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, out
     let row_len = out_w * channels;
     for cp in 0..channels / 2 {
         let ch = 2 * cp;
-        let (Some(w0), Some(w1)) = (
-            c.weights.get(ch * 9..ch * 9 + 9),
-            c.weights.get(ch * 9 + 9..ch * 9 + 18),
-        ) else {
+        let Some((taps, bias, stages)) = channel_pair(c, ch) else {
             return;
         };
-        let (Some((b0, s0)), Some((b1, s1))) = (stage(c.channels, ch), stage(c.channels, ch + 1))
-        else {
-            return;
-        };
-        let mut taps = [0u32; 9];
-        for ((slot, a), b) in taps.iter_mut().zip(w0).zip(w1) {
-            *slot = simd::pair(i32::from(*a), i32::from(*b));
-        }
-        let mut k = simd::DwPair::new(taps, [b0, b1]);
+        let mut k = simd::DwPair::new(taps, bias);
         let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
-        let stages = [s0, s1];
         let runs = stages.map(|s| s.single().and_then(|s| s.run(&c.bounds)));
         // Which padded row each ring slot holds (none yet).
         // Every slot's padded columns (and whole padded rows) hold the pad values; a row of the
@@ -374,24 +378,15 @@ fn plain<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, output: 
     let row_len = out_w * channels;
     for cp in 0..channels / 2 {
         let ch = 2 * cp;
-        let (Some(w0), Some(w1)) = (
-            c.weights.get(ch * 9..ch * 9 + 9),
-            c.weights.get(ch * 9 + 9..ch * 9 + 18),
-        ) else {
+        let Some((taps, bias, stages)) = channel_pair(c, ch) else {
             return;
         };
-        let (Some((b0, s0)), Some((b1, s1))) = (stage(c.channels, ch), stage(c.channels, ch + 1))
-        else {
-            return;
-        };
-        let mut w = [[0u32; 3]; 3];
-        for ((slot, a), b) in w.iter_mut().flatten().zip(w0).zip(w1) {
-            *slot = simd::pair(i32::from(*a), i32::from(*b));
-        }
+        // The taps by kernel row.
+        let w: [[u32; 3]; 3] = bytemuck::cast(taps);
         let pad = simd::pair(pad_of(ch), pad_of(ch + 1));
         let outs = Outputs {
-            bias: [b0, b1],
-            stage: [s0, s1],
+            bias,
+            stage: stages,
             o: ch,
             pair: true,
         };
