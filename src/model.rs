@@ -3,6 +3,7 @@
 
 #[cfg(test)]
 mod axis_tests;
+mod decode;
 mod error;
 #[cfg(test)]
 mod gating_tests;
@@ -140,7 +141,7 @@ impl<'a> Model<'a> {
 
 impl<'a, K: Kernels> Model<'a, K> {
     /// Validates a blob and returns a view of it that runs on the kernels of `K` only: a layer
-    /// whose kernel is not in `K::SET` is refused ([`LoadError::KernelNotLinked`], naming the
+    /// whose kernel is not in `K::SET` is refused ([`LoadError::KernelNotLinked`] or [`LoadError::OperationNotLinked`], naming the
     /// layer and the kernel). The kernels outside the set are then unreachable and not linked.
     ///
     /// Accepts unsigned and signed blobs alike (a signed blob's trailer is split off unverified:
@@ -247,10 +248,11 @@ impl<'a, K> Model<'a, K> {
     }
 
     /// The layers in execution order (decoded on the fly; each was validated at load).
-    pub fn layers(&self) -> Layers<'a> {
+    pub fn layers(&self) -> Layers<'a, K> {
         Layers {
             rest: self.layer_bytes,
             remaining: self.info.layer_count,
+            kernels: PhantomData,
         }
     }
 
@@ -291,34 +293,47 @@ impl<'a, K> Model<'a, K> {
     }
 }
 
-/// Iterator over the layer records of a [`Model`], decoding each as it goes.
-#[derive(Clone, Debug)]
-pub struct Layers<'a> {
+/// Iterator over the layer records of a [`Model`], decoding each as it goes with the decoders of
+/// the operations `K` links only (`decode`).
+#[derive(Debug)]
+pub struct Layers<'a, K = DefaultKernels> {
     rest: &'a [u8],
     remaining: u16,
+    kernels: PhantomData<K>,
 }
 
-impl<'a> Layers<'a> {
+// Not derived: a derive would require `K: Clone`, and `K` is only a marker.
+impl<K> Clone for Layers<'_, K> {
+    fn clone(&self) -> Self {
+        Layers {
+            rest: self.rest,
+            remaining: self.remaining,
+            kernels: PhantomData,
+        }
+    }
+}
+
+impl<'a, K: Kernels> Layers<'a, K> {
     /// Decodes the next record, reporting a decode failure (used by the loader).
-    fn try_next(&mut self) -> Option<Result<Layer, ()>> {
+    fn try_next(&mut self) -> Option<Result<Layer, decode::Undecoded>> {
         if self.remaining == 0 {
             return None;
         }
-        match postcard::take_from_bytes::<Layer>(self.rest) {
+        match decode::take_layer::<K>(self.rest) {
             Ok((layer, rest)) => {
                 self.rest = rest;
                 self.remaining -= 1;
                 Some(Ok(layer))
             }
-            Err(_) => {
+            Err(why) => {
                 self.remaining = 0;
-                Some(Err(()))
+                Some(Err(why))
             }
         }
     }
 }
 
-impl Iterator for Layers<'_> {
+impl<K: Kernels> Iterator for Layers<'_, K> {
     type Item = Layer;
 
     fn next(&mut self) -> Option<Layer> {
@@ -331,4 +346,4 @@ impl Iterator for Layers<'_> {
     }
 }
 
-impl core::iter::FusedIterator for Layers<'_> {}
+impl<K: Kernels> core::iter::FusedIterator for Layers<'_, K> {}

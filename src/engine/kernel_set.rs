@@ -261,7 +261,7 @@ impl KernelSet {
     }
 
     /// The kernels `model`'s layers run: the smallest set that loads it.
-    pub fn of<K>(model: &Model<'_, K>) -> KernelSet {
+    pub fn of<K: Kernels>(model: &Model<'_, K>) -> KernelSet {
         model
             .layers()
             .filter_map(|layer| Kernel::of(&layer))

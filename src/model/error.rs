@@ -93,6 +93,17 @@ pub enum LoadError {
         /// The kernel it needs.
         kernel: Kernel,
     },
+    /// A layer's operation has no kernel in the firmware's
+    /// [`Kernels`](crate::engine::Kernels) set (its record is not even decoded: the firmware
+    /// links the decoders of its set's operations only). An operation whose kernel depends on its
+    /// operands (`conv2d_i8`: regular or depthwise) is named here; one with a single kernel is
+    /// [`LoadError::KernelNotLinked`]. Rebuild the firmware with the set of this blob.
+    OperationNotLinked {
+        /// Index of the layer in the schedule.
+        layer: u16,
+        /// The operation ([`Op::name`](crate::format::Op::name)).
+        operation: &'static str,
+    },
     /// No layer writes the model output tensor.
     OutputNeverWritten {
         /// Tensor id of the model output.
@@ -496,6 +507,13 @@ impl fmt::Display for LoadError {
                  rebuild it with this blob's set (`icefold inspect BLOB` prints it, \
                  `icefold::engine::KernelSet::of` computes it) or with Kernel::{name} added",
                 name = kernel.name()
+            ),
+            LoadError::OperationNotLinked { layer, operation } => write!(
+                f,
+                "layer {layer} is a {operation} layer, and this firmware was built without any \
+                 of its kernels (its Kernels set is another model's, or a crate feature f32 / \
+                 int8 is off); rebuild it with this blob's set (`icefold inspect BLOB` prints \
+                 it, `icefold::engine::KernelSet::of` computes it)"
             ),
             LoadError::OutputNeverWritten { tensor } => write!(
                 f,

@@ -7,6 +7,7 @@
 
 mod axis;
 
+use super::decode::{NotLinked, Undecoded};
 use super::{
     Boundary, LayerFault, Layers, LoadError, Model, Operand, ParamFault, SpanFault, SpanRole,
     TensorFault,
@@ -192,7 +193,19 @@ pub(super) fn records<'a, K: Kernels>(model: &Model<'a, K>) -> Result<&'a [u8], 
     let mut layers = model.layers();
     let mut index = 0u16;
     while let Some(decoded) = layers.try_next() {
-        let layer = decoded.map_err(|()| LoadError::MetaDecode { layer: Some(index) })?;
+        let layer = decoded.map_err(|why| match why {
+            Undecoded::Malformed => LoadError::MetaDecode { layer: Some(index) },
+            Undecoded::NotLinked(NotLinked::Kernel(kernel)) => LoadError::KernelNotLinked {
+                layer: index,
+                kernel,
+            },
+            Undecoded::NotLinked(NotLinked::Operation(operation)) => {
+                LoadError::OperationNotLinked {
+                    layer: index,
+                    operation,
+                }
+            }
+        })?;
         check_layer::<K>(index, &layer, info.arena_bytes, weights)?;
         index = index.saturating_add(1);
     }
@@ -867,7 +880,7 @@ fn same_storage(a: &TensorDesc, b: &TensorDesc) -> bool {
 
 /// Every read sees a tensor written before (or the model input) with the same storage, every
 /// tensor id is written once, the model input is never written, the model output is written.
-pub(super) fn dataflow<K>(model: &Model<'_, K>) -> Result<(), LoadError> {
+pub(super) fn dataflow<K: Kernels>(model: &Model<'_, K>) -> Result<(), LoadError> {
     let info = &model.info;
     let mut output_written = false;
     for (k, layer) in model.layers().enumerate() {
@@ -919,7 +932,7 @@ pub(super) fn dataflow<K>(model: &Model<'_, K>) -> Result<(), LoadError> {
 
 /// The arena plan: no layer overwrites a tensor that a later layer reads or that is the model
 /// output. (A layer overwriting its own input was refused by `records`.)
-pub(super) fn plan<K>(model: &Model<'_, K>) -> Result<(), LoadError> {
+pub(super) fn plan<K: Kernels>(model: &Model<'_, K>) -> Result<(), LoadError> {
     check_lifetime(model, &model.info.input, model.layers(), 0)?;
     let mut later = model.layers();
     let mut next_index = 0usize;
@@ -931,10 +944,10 @@ pub(super) fn plan<K>(model: &Model<'_, K>) -> Result<(), LoadError> {
 }
 
 /// `tensor` is produced just before `later`, whose first layer has index `first_index`.
-fn check_lifetime<K>(
+fn check_lifetime<K: Kernels>(
     model: &Model<'_, K>,
     tensor: &TensorDesc,
-    later: Layers<'_>,
+    later: Layers<'_, K>,
     first_index: usize,
 ) -> Result<(), LoadError> {
     let mut first_clobber = None;
