@@ -368,6 +368,12 @@ mod tests {
         const SET: KernelSet = KernelSet(Tiny::SET.0 & !Kernel::Softmax.bit());
     }
 
+    /// The f32 kernels only: an f32-only firmware.
+    struct F32Only;
+    impl Kernels for F32Only {
+        const SET: KernelSet = KernelSet::F32;
+    }
+
     /// The integer kernels only: an int8-only firmware.
     struct Int8Only;
     impl Kernels for Int8Only {
@@ -421,6 +427,23 @@ mod tests {
                 kernel: Kernel::Conv2d
             }
         );
+        // An f32-only firmware refuses an int8 model at its first layer, a convolution whose
+        // kernel (regular or depthwise) its record does not say before the operands: the
+        // operation is named, undecoded.
+        let blob = crate::model::int8_tests::int8_model().blob();
+        let f32_only = crate::Model::<F32Only>::new_checked_with_kernels(blob.bytes());
+        let err = f32_only.unwrap_err();
+        assert_eq!(
+            err,
+            LoadError::OperationNotLinked {
+                layer: 0,
+                operation: "conv2d_i8"
+            }
+        );
+        let message = format!("{err}");
+        for what in ["layer 0", "conv2d_i8", "rebuild", "icefold inspect"] {
+            assert!(message.contains(what), "{what} not in: {message}");
+        }
     }
 
     /// A convolution layer of `groups` groups from `[1, 1, in_c]` to `[1, 1, out_c]`, with the
