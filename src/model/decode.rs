@@ -256,7 +256,7 @@ mod tests {
             // Zeros and one repeated byte give valid records of every variant; random bytes
             // give the rest (mostly invalid ones).
             let mut bytes = Vec::from([index]);
-            bytes.extend(core::iter::repeat(fill).take(96));
+            bytes.extend(core::iter::repeat_n(fill, 96));
             bytes.extend_from_slice(&tail);
             for bytes in [&bytes[..], &[&[index][..], &[0u8; 120][..], &tail[..]].concat()[..]] {
                 let want = derived(bytes);
