@@ -1859,3 +1859,126 @@ mod tests {
         }
     }
 }
+
+// =============================================================================================
+// Dense layers (issue #16, "Dense layers on DSP cores" in docs/BENCHMARKS.md). Used by
+// src/kernels/fast/dense.rs.
+// =============================================================================================
+
+/// Widens int8 activations once per layer call into the lane pairs [`sxtb16_3x1`] reads: per
+/// run of four values `x0..x3` (one word, little-endian) the words `(x0, x2)`, `(x1, x3)`, the
+/// order [`sxtb16`] and [`sxtb16_ror8`] give a word of four int8 weights, so the weights need
+/// no repacking. Writes `2 · min(x.len() / 4, out.len() / 2)` words.
+#[inline(always)]
+pub fn widen_pairs(x: &[i8], out: &mut [u32]) {
+    for (quad, pair) in x.chunks_exact(4).zip(out.chunks_exact_mut(2)) {
+        let (Some(quad), Some(pair)) = (quad.first_chunk::<4>(), pair.first_chunk_mut::<2>())
+        else {
+            continue;
+        };
+        let word = u32::from_le_bytes(quad.map(|v| v as u8));
+        *pair = [sxtb16(word), sxtb16_ror8(word)];
+    }
+}
+
+/// Three output features of a dense layer: `acc[k] + Σ_i w[k][i] · x[i]` over `n` runs of four
+/// values, the fewest that `w[k]` (int8 weights, one word per run, little-endian) and `x`
+/// ([`widen_pairs`]: two words per run) all hold. The three rows share every activation load,
+/// and each weight word is widened in registers (SXTB16, SXTB16 ROR 8) right before its two
+/// SMLADs.
+///
+/// With the DSP extension (`icefold_dsp`): per run (12 products) one LDRD of activations and
+/// per row an LDR, two SXTB16 and two SMLADs, 16 instructions; two runs per loop pass (34 with
+/// SUBS/BNE); an odd last run in Rust. Twelve general registers live (three weight pointers,
+/// the activation pointer, the count, three accumulators, two activation words, a weight word
+/// and its even lanes), every one `asm!` may allocate on Thumb: a fourth row would need a
+/// thirteenth.
+#[inline(always)]
+pub fn sxtb16_3x1(w: [&[u32]; 3], x: &[u32], acc: [i32; 3]) -> [i32; 3] {
+    let n = w[0].len().min(w[1].len()).min(w[2].len()).min(x.len() / 2);
+    #[allow(unused_mut)]
+    let mut done = 0;
+    let [mut a0, mut a1, mut a2] = acc;
+    #[cfg(icefold_dsp)]
+    {
+        let pairs = n / 2;
+        if pairs > 0 {
+            // SAFETY: each `w[k]` holds at least `n` words and `x` at least `2n`; the loop
+            // reads the first `2 · pairs <= n` runs: per run one word through each weight
+            // pointer and two through the activation pointer, every pointer post-incremented
+            // past what it read, so every load is inside its slice; they are `u32` slices, so
+            // the loads are word-aligned (LDRD needs only word alignment). Only the named
+            // registers and the flags change (no stack, no stores): `nostack`, `readonly`.
+            // LDR, LDRD, SXTB16, SMLAD, SUBS and BNE exist on every icefold_dsp core.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a0}, {t}, {xe}, {a0}",
+                    "smlad {a0}, {w}, {xo}, {a0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a1}, {t}, {xe}, {a1}",
+                    "smlad {a1}, {w}, {xo}, {a1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a2}, {t}, {xe}, {a2}",
+                    "smlad {a2}, {w}, {xo}, {a2}",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a0}, {t}, {xe}, {a0}",
+                    "smlad {a0}, {w}, {xo}, {a0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a1}, {t}, {xe}, {a1}",
+                    "smlad {a1}, {w}, {xo}, {a1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a2}, {t}, {xe}, {a2}",
+                    "smlad {a2}, {w}, {xo}, {a2}",
+                    "subs {cnt}, {cnt}, #1",
+                    "bne 2b",
+                    p0 = inout(reg) w[0].as_ptr() => _,
+                    p1 = inout(reg) w[1].as_ptr() => _,
+                    p2 = inout(reg) w[2].as_ptr() => _,
+                    px = inout(reg) x.as_ptr() => _,
+                    cnt = inout(reg) pairs => _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    a2 = inout(reg) a2,
+                    xe = out(reg) _,
+                    xo = out(reg) _,
+                    w = out(reg) _,
+                    t = out(reg) _,
+                    options(nostack, readonly),
+                );
+            }
+            done = 2 * pairs;
+        }
+    }
+    // The rest (everything in portable builds), run by run.
+    for j in done..n {
+        let (Some(w0), Some(w1), Some(w2), Some(&[xe, xo])) = (
+            w[0].get(j),
+            w[1].get(j),
+            w[2].get(j),
+            x.get(2 * j..).and_then(|x| x.first_chunk::<2>()),
+        ) else {
+            break;
+        };
+        let row = |w: u32, a: i32| smlad(sxtb16_ror8(w), xo, smlad(sxtb16(w), xe, a));
+        a0 = row(*w0, a0);
+        a1 = row(*w1, a1);
+        a2 = row(*w2, a2);
+    }
+    [a0, a1, a2]
+}
