@@ -1888,8 +1888,8 @@ pub fn widen_pairs(x: &[i8], out: &mut [u32]) {
 /// SMLADs.
 ///
 /// With the DSP extension (`icefold_dsp`): per run (12 products) one LDRD of activations and
-/// per row an LDR, two SXTB16 and two SMLADs, 16 instructions; two runs per loop pass (34 with
-/// SUBS/BNE); an odd last run in Rust. Twelve general registers live (three weight pointers,
+/// per row an LDR, two SXTB16 and two SMLADs, 16 instructions; four runs per loop pass (66 with
+/// SUBS/BNE); the last `n % 4` runs in Rust. Twelve general registers live (three weight pointers,
 /// the activation pointer, the count, three accumulators, two activation words, a weight word
 /// and its even lanes), every one `asm!` may allocate on Thumb: a fourth row would need a
 /// thirteenth.
@@ -1901,10 +1901,10 @@ pub fn sxtb16_3x1(w: [&[u32]; 3], x: &[u32], acc: [i32; 3]) -> [i32; 3] {
     let [mut a0, mut a1, mut a2] = acc;
     #[cfg(icefold_dsp)]
     {
-        let pairs = n / 2;
-        if pairs > 0 {
+        let quads = n / 4;
+        if quads > 0 {
             // SAFETY: each `w[k]` holds at least `n` words and `x` at least `2n`; the loop
-            // reads the first `2 · pairs <= n` runs: per run one word through each weight
+            // reads the first `4 · quads <= n` runs: per run one word through each weight
             // pointer and two through the activation pointer, every pointer post-incremented
             // past what it read, so every load is inside its slice; they are `u32` slices, so
             // the loads are word-aligned (LDRD needs only word alignment). Only the named
@@ -1945,13 +1945,45 @@ pub fn sxtb16_3x1(w: [&[u32]; 3], x: &[u32], acc: [i32; 3]) -> [i32; 3] {
                     "sxtb16 {w}, {w}, ror #8",
                     "smlad {a2}, {t}, {xe}, {a2}",
                     "smlad {a2}, {w}, {xo}, {a2}",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a0}, {t}, {xe}, {a0}",
+                    "smlad {a0}, {w}, {xo}, {a0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a1}, {t}, {xe}, {a1}",
+                    "smlad {a1}, {w}, {xo}, {a1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a2}, {t}, {xe}, {a2}",
+                    "smlad {a2}, {w}, {xo}, {a2}",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a0}, {t}, {xe}, {a0}",
+                    "smlad {a0}, {w}, {xo}, {a0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a1}, {t}, {xe}, {a1}",
+                    "smlad {a1}, {w}, {xo}, {a1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a2}, {t}, {xe}, {a2}",
+                    "smlad {a2}, {w}, {xo}, {a2}",
                     "subs {cnt}, {cnt}, #1",
                     "bne 2b",
                     p0 = inout(reg) w[0].as_ptr() => _,
                     p1 = inout(reg) w[1].as_ptr() => _,
                     p2 = inout(reg) w[2].as_ptr() => _,
                     px = inout(reg) x.as_ptr() => _,
-                    cnt = inout(reg) pairs => _,
+                    cnt = inout(reg) quads => _,
                     a0 = inout(reg) a0,
                     a1 = inout(reg) a1,
                     a2 = inout(reg) a2,
@@ -1962,7 +1994,7 @@ pub fn sxtb16_3x1(w: [&[u32]; 3], x: &[u32], acc: [i32; 3]) -> [i32; 3] {
                     options(nostack, readonly),
                 );
             }
-            done = 2 * pairs;
+            done = 4 * quads;
         }
     }
     // The rest (everything in portable builds), run by run.
