@@ -13,6 +13,7 @@ use super::conv::{dot, stage};
 use super::requant::{Bounds, Scale, Stage};
 use super::simd;
 use crate::kernels::reference::int8::{ChannelQuant, FromWide, OutputQuant, WideOutputQuant};
+use crate::quant::Requant;
 
 /// [`reference::int8::dense::dense`](crate::kernels::reference::int8::dense::dense).
 pub fn dense(
@@ -44,6 +45,9 @@ const WIDEN: bool = cfg!(icefold_dsp);
 
 /// Stack words for the widened input of a layer call with at most 256 input values (512 bytes).
 const SMALL_WORDS: usize = 128;
+/// Rows whose sums [`rows_widened`] keeps before their output stage (a multiple of 3).
+const STAGE_ROWS: usize = 24;
+
 /// The same for at most 1024 input values (2 KiB); larger inputs take [`rows_paired`].
 const LARGE_WORDS: usize = 512;
 
@@ -146,23 +150,46 @@ fn rows_widened<Y: FromWide>(
     }
     let x: &[u32] = x;
     let edges = head != 0 || head + 4 * runs != n_in;
-    for (block, out) in output.chunks_mut(3).enumerate() {
-        let o = 3 * block;
-        let last = o + out.len() - 1;
-        let rows = [o, (o + 1).min(last), last];
-        let w = rows.map(|o| row_words(o).unwrap_or_default());
-        let bias = rows.map(|o| channels.bias.get(o).copied().unwrap_or(0));
-        let mut acc = x
-            .chunks_exact((2 * runs).max(1))
-            .take(positions)
-            .fold(bias, |acc, x| simd::sxtb16_3x1(w, x, acc));
-        if edges {
-            edge_sums(&mut acc, rows, weights, input, n_in, head..head + 4 * runs);
-        }
-        for ((y, a), o) in out.iter_mut().zip(acc).zip(rows) {
-            if let Some(v) = out_stage(channels, bounds, o, a) {
-                *y = v;
+    let x_step = (2 * runs).max(1);
+    // The sums of up to `STAGE_ROWS` rows, then their output stage as one pass over the
+    // channels' slices (a short loop with few live values, apart from the sums' loop).
+    let mut sums = [0i32; STAGE_ROWS];
+    for (chunk, out) in output.chunks_mut(STAGE_ROWS).enumerate() {
+        let first = chunk * STAGE_ROWS;
+        let sums = &mut sums[..out.len()];
+        for (block, sums) in sums.chunks_mut(3).enumerate() {
+            let o = first + 3 * block;
+            let last = o + sums.len() - 1;
+            let rows = [o, (o + 1).min(last), last];
+            let w = rows.map(|o| row_words(o).unwrap_or_default());
+            let bias = rows.map(|o| channels.bias.get(o).copied().unwrap_or(0));
+            let mut acc = if positions == 1 {
+                simd::sxtb16_3x1(w, x, bias)
+            } else {
+                x.chunks_exact(x_step)
+                    .take(positions)
+                    .fold(bias, |acc, x| simd::sxtb16_3x1(w, x, acc))
+            };
+            if edges {
+                edge_sums(&mut acc, rows, weights, input, n_in, head..head + 4 * runs);
             }
+            for (s, a) in sums.iter_mut().zip(acc) {
+                *s = a;
+            }
+        }
+        let range = first..first + out.len();
+        let (Some(multiplier), Some(shift)) = (
+            channels.multiplier.get(range.clone()),
+            channels.shift.get(range),
+        ) else {
+            return true;
+        };
+        for (((y, a), m), s) in out.iter_mut().zip(&*sums).zip(multiplier).zip(shift) {
+            let requant = Requant {
+                multiplier: *m,
+                shift: *s,
+            };
+            *y = Y::from_wide(bounds.apply(factor(requant, *a)) as i16);
         }
     }
     true
@@ -195,29 +222,13 @@ fn edge_sums(
     }
 }
 
-/// Output `o`'s stage for its sum `acc` (`None` if its channel is missing; the loader rules
-/// that out): [`Scale`] inline for the usual factor, [`Stage`] for every other.
-#[inline(always)]
-fn out_stage<Y: FromWide>(
-    channels: &ChannelQuant,
-    bounds: &Bounds,
-    o: usize,
-    acc: i32,
-) -> Option<Y> {
-    let requant = crate::quant::Requant {
-        multiplier: *channels.multiplier.get(o)?,
-        shift: *channels.shift.get(o)?,
-    };
-    Some(Y::from_wide(bounds.apply(factor(requant, acc)) as i16))
-}
-
 /// `requant.apply(x)` with the two forms a dense layer's factor takes inline: below 1/2
 /// ([`Scale`]) and from 1/2 up (a positive multiplier and a left shift of 0 to 30, common in
 /// dense layers). The latter is `multiply_by_quantized_multiplier` with no right shift: `x · 2^s`
 /// saturated to i32, then `floor((x · m + 2^30) / 2^31)`, which cannot saturate for
 /// `0 < m < 2^31`. Every other factor takes [`Stage`].
 #[inline(always)]
-fn factor(requant: crate::quant::Requant, x: i32) -> i32 {
+fn factor(requant: Requant, x: i32) -> i32 {
     if let Some(scale) = Scale::new(requant) {
         return scale.apply(x);
     }
@@ -369,9 +380,10 @@ mod tests {
         }
 
         /// The DSP cores' path (widened input, three rows per pass) with its portable twin:
-        /// every alignment of the rows, one to three rows in the last block, odd and even runs.
+        /// every alignment of the rows, one to three rows in the last block, odd and even runs,
+        /// several passes of the output stage (`STAGE_ROWS`).
         #[test]
-        fn widened_rows_equal_reference(runs in 1usize..=40, n_out in 1usize..=10,
+        fn widened_rows_equal_reference(runs in 1usize..=40, n_out in 1usize..=60,
                                         positions in 1usize..=4, offset in 0usize..4,
                                         zp in any::<i8>(), zp16 in any::<i16>(),
                                         relu in any::<bool>(), seed in any::<u64>()) {
@@ -388,7 +400,7 @@ mod tests {
         fn factor_equals_requant(x in prop_oneof![any::<i32>(), Just(i32::MIN), Just(i32::MAX), -4i32..4],
                                  multiplier in prop_oneof![(1i32 << 30)..=i32::MAX, any::<i32>(), Just(i32::MIN), Just(0)],
                                  shift in -33i32..=32) {
-            let r = crate::quant::Requant { multiplier, shift };
+            let r = Requant { multiplier, shift };
             prop_assert_eq!(factor(r, x), r.apply(x));
         }
 
