@@ -157,8 +157,39 @@ fn rows_widened<Y: FromWide>(
     for (chunk, out) in output.chunks_mut(STAGE_ROWS).enumerate() {
         let first = chunk * STAGE_ROWS;
         let sums = &mut sums[..out.len()];
-        for (block, sums) in sums.chunks_mut(3).enumerate() {
-            let o = first + 3 * block;
+        // One position: the chunk's whole blocks in one call (the block loop in assembly),
+        // their edges after.
+        let mut done = 0;
+        if positions == 1 {
+            let nw = n_in / 4;
+            let blocks = sums.len() / 3;
+            let (w, bias) = (
+                words.get(first * nw..).unwrap_or_default(),
+                channels.bias.get(first..).unwrap_or_default(),
+            );
+            if blocks > 0 && simd::sxtb16_3x1_blocks(w, nw, runs, x, bias, sums, blocks) {
+                done = 3 * blocks;
+                if edges {
+                    for (block, sums) in sums[..done].chunks_exact_mut(3).enumerate() {
+                        let o = first + 3 * block;
+                        let mut acc = [0; 3];
+                        edge_sums(
+                            &mut acc,
+                            [o, o + 1, o + 2],
+                            weights,
+                            input,
+                            n_in,
+                            head..head + 4 * runs,
+                        );
+                        for (s, a) in sums.iter_mut().zip(acc) {
+                            *s = s.wrapping_add(a);
+                        }
+                    }
+                }
+            }
+        }
+        for (block, sums) in sums[done..].chunks_mut(3).enumerate() {
+            let o = first + done + 3 * block;
             let last = o + sums.len() - 1;
             let rows = [o, (o + 1).min(last), last];
             let w = rows.map(|o| row_words(o).unwrap_or_default());

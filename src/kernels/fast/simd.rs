@@ -2014,3 +2014,209 @@ pub fn sxtb16_3x1(w: [&[u32]; 3], x: &[u32], acc: [i32; 3]) -> [i32; 3] {
     }
     [a0, a1, a2]
 }
+
+/// [`sxtb16_3x1`] over `blocks` consecutive blocks of three rows with the constants of a layer
+/// call: row `r`'s `runs` weight words start at `w[r · stride]`, its sum starts at `bias[r]`
+/// and is written to `sums[r]`, for `r < 3 · blocks`; `x` is the widened input (one position).
+/// `false` (nothing written) unless `runs >= 1`, `stride >= runs` and every slice holds what
+/// those rows read or write.
+///
+/// With the DSP extension the whole call is one loop nest in assembly: per block the rows'
+/// pointers, biases, stores and count take 18 instructions instead of a Rust block's setup
+/// (the block loop's state lives in a small table in memory, its address on the stack: the
+/// runs' loop needs all twelve registers).
+pub fn sxtb16_3x1_blocks(
+    w: &[u32],
+    stride: usize,
+    runs: usize,
+    x: &[u32],
+    bias: &[i32],
+    sums: &mut [i32],
+    blocks: usize,
+) -> bool {
+    let rows = blocks.saturating_mul(3);
+    let w_len = rows
+        .checked_sub(1)
+        .and_then(|r| r.checked_mul(stride))
+        .and_then(|n| n.checked_add(runs));
+    let fits = runs >= 1
+        && stride >= runs
+        && w_len.is_some_and(|n| n <= w.len())
+        && x.len() >= 2 * runs
+        && bias.len() >= rows
+        && sums.len() >= rows;
+    if !fits {
+        return false;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        // The block loop's state: x, runs / 4, runs % 4, the bytes from a block's third row's
+        // end to the next block's first row, a row's bytes, the next sum, the next bias, the
+        // blocks left.
+        let mut table: [usize; 8] = [
+            x.as_ptr() as usize,
+            runs / 4,
+            runs % 4,
+            (stride - runs) * 4,
+            stride * 4,
+            sums.as_mut_ptr() as usize,
+            bias.as_ptr() as usize,
+            blocks,
+        ];
+        // SAFETY: the checks above. Block `b` reads the `runs` words of rows `3b`, `3b + 1`,
+        // `3b + 2` (each `stride` words after the last: `r10`, `r11`, `r12` post-incremented
+        // through exactly `runs` words, then moved on by `table[3]` and `table[4]` bytes to the
+        // next block's rows), all inside `w` since `w.len() >= (3 · blocks − 1) · stride +
+        // runs`; `2 · runs` words of `x` (`lr`, reset from `table[0]` per block); three
+        // biases, and writes three sums (LDM/STM through `table[6]` and `table[5]`, advanced
+        // by 12 bytes per block, `3 · blocks` of each in all). `table` is a local array the
+        // assembly reads and updates. Every load and store is word-aligned (`u32`, `i32` and
+        // `usize` slices). The stack: two words pushed at the start (keeping its 8-byte
+        // alignment) and popped at the end; the table's address is reloaded from it after
+        // each loop that reuses `r9`. LDR, LDRD, LDM, STR, STM, SXTB16, SMLAD, ADD, SUBS, CMP,
+        // B, BEQ, BNE, PUSH and POP exist on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "push {{r8, r9}}",
+                "ldr r8, [r9, #24]",
+                "ldm r8!, {{r1, r2, r3}}",
+                "str r8, [r9, #24]",
+                "ldrd lr, r0, [r9]",
+                "ldr r8, [r9, #16]",
+                "add r11, r10, r8",
+                "add r12, r11, r8",
+                "2:",
+                "cmp r0, #0",
+                "beq 4f",
+                "3:",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "subs r0, r0, #1",
+                "bne 3b",
+                "4:",
+                "ldr r9, [sp, #4]",
+                "ldr r0, [r9, #8]",
+                "cmp r0, #0",
+                "beq 6f",
+                "5:",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "subs r0, r0, #1",
+                "bne 5b",
+                "ldr r9, [sp, #4]",
+                "6:",
+                "ldr r8, [r9, #20]",
+                "stm r8!, {{r1, r2, r3}}",
+                "str r8, [r9, #20]",
+                "ldr r8, [r9, #28]",
+                "subs r8, r8, #1",
+                "str r8, [r9, #28]",
+                "beq 7f",
+                "ldrd r8, r4, [r9, #12]",
+                "add r10, r12, r8",
+                "add r11, r10, r4",
+                "add r12, r11, r4",
+                "ldr r8, [r9, #24]",
+                "ldm r8!, {{r1, r2, r3}}",
+                "str r8, [r9, #24]",
+                "ldrd lr, r0, [r9]",
+                "b 2b",
+                "7:",
+                "pop {{r8, r9}}",
+                inout("r9") table.as_mut_ptr() => _,
+                inout("r10") w.as_ptr() => _,
+                out("r0") _, out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r11") _, out("r12") _, out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        for (b, sums) in sums.chunks_exact_mut(3).take(blocks).enumerate() {
+            let row = |k: usize| {
+                let at = (3 * b + k) * stride;
+                w.get(at..at + runs).unwrap_or_default()
+            };
+            let bias = bias.get(3 * b..).and_then(|b| b.first_chunk::<3>());
+            let acc = sxtb16_3x1([row(0), row(1), row(2)], x, *bias.unwrap_or(&[0; 3]));
+            sums.copy_from_slice(&acc);
+        }
+    }
+    true
+}
