@@ -48,6 +48,9 @@ const SMALL_WORDS: usize = 128;
 /// Rows whose sums [`rows_widened`] keeps before their output stage (a multiple of 3).
 const STAGE_ROWS: usize = 24;
 
+/// Most positions [`rows_widened`] sums before the products (the sums stay in int16).
+const MAX_POOLED: usize = 256;
+
 /// The same for at most 1024 input values (2 KiB); larger inputs take [`rows_paired`].
 const LARGE_WORDS: usize = 512;
 
@@ -75,7 +78,9 @@ fn widened<Y: FromWide>(
     input: &[i8],
     output: &mut [Y],
 ) -> bool {
-    if input.len() <= 2 * SMALL_WORDS {
+    // The buffer holds one position (several are summed into it).
+    let n_in = weights.len().checked_div(output.len()).unwrap_or(0);
+    if n_in <= 2 * SMALL_WORDS {
         rows_widened(
             channels,
             bounds,
@@ -84,7 +89,7 @@ fn widened<Y: FromWide>(
             output,
             &mut [0; SMALL_WORDS],
         )
-    } else if input.len() <= 2 * LARGE_WORDS {
+    } else if n_in <= 2 * LARGE_WORDS {
         large(channels, bounds, weights, input, output)
     } else {
         false
@@ -137,30 +142,38 @@ fn rows_widened<Y: FromWide>(
     let runs = (n_in - head) / 4;
     // Row `o`'s runs: `words[o · n_in / 4 ..][.. runs]` (row starts `head` bytes before a word).
     let row_words = |o: usize| words.get(o * (n_in / 4)..o * (n_in / 4) + runs);
-    let x_len = positions * 2 * runs;
-    if row_words(n_out - 1).is_none() || buf.len() < x_len {
+    let x_len = 2 * runs;
+    if positions == 0
+        || positions > MAX_POOLED
+        || row_words(n_out - 1).is_none()
+        || buf.len() < x_len
+    {
         return false;
     }
+    // The input widened, or (several positions: a global pooling folded into the layer)
+    // summed over its positions first: `Σ_p Σ_i w_i · x_p,i = Σ_i w_i · Σ_p x_p,i`, exact (the
+    // sums fit int16), one position's products instead of `positions`.
     let x = &mut buf[..x_len];
-    for (x, pairs) in input
-        .chunks_exact(n_in)
-        .zip(x.chunks_exact_mut((2 * runs).max(1)))
-    {
-        simd::widen_pairs(x.get(head..).unwrap_or_default(), pairs);
+    if positions == 1 {
+        simd::widen_pairs(input.get(head..).unwrap_or_default(), x);
+    } else {
+        x.fill(0);
+        for x_p in input.chunks_exact(n_in) {
+            simd::pool_pairs(x_p.get(head..).unwrap_or_default(), x);
+        }
     }
     let x: &[u32] = x;
     let edges = head != 0 || head + 4 * runs != n_in;
-    let x_step = (2 * runs).max(1);
     // The sums of up to `STAGE_ROWS` rows, then their output stage as one pass over the
     // channels' slices (a short loop with few live values, apart from the sums' loop).
     let mut sums = [0i32; STAGE_ROWS];
     for (chunk, out) in output.chunks_mut(STAGE_ROWS).enumerate() {
         let first = chunk * STAGE_ROWS;
         let sums = &mut sums[..out.len()];
-        // One position: the chunk's whole blocks in one call (the block loop in assembly),
+        // The chunk's whole blocks in one call (the block loop in assembly),
         // their edges after.
         let mut done = 0;
-        if positions == 1 {
+        {
             let nw = n_in / 4;
             let blocks = sums.len() / 3;
             let (w, bias) = (
@@ -194,13 +207,7 @@ fn rows_widened<Y: FromWide>(
             let rows = [o, (o + 1).min(last), last];
             let w = rows.map(|o| row_words(o).unwrap_or_default());
             let bias = rows.map(|o| channels.bias.get(o).copied().unwrap_or(0));
-            let mut acc = if positions == 1 {
-                simd::sxtb16_3x1(w, x, bias)
-            } else {
-                x.chunks_exact(x_step)
-                    .take(positions)
-                    .fold(bias, |acc, x| simd::sxtb16_3x1(w, x, acc))
-            };
+            let mut acc = simd::sxtb16_3x1(w, x, bias);
             if edges {
                 edge_sums(&mut acc, rows, weights, input, n_in, head..head + 4 * runs);
             }
@@ -327,6 +334,7 @@ mod tests {
         positions: usize,
         offset: usize,
         (zp, zp16, relu): (i8, i16, bool),
+        constant_input: Option<i8>,
         seed: u64,
         fast: impl Fn(&ChannelQuant, &Bounds, &[i8], &[i8], &mut [i8]) -> bool,
         fast_wide: impl Fn(&ChannelQuant, &Bounds, &[i8], &[i8], &mut [i16]) -> bool,
@@ -334,7 +342,10 @@ mod tests {
         let mut gen = Gen(seed);
         let stored = gen.i8s(offset + n_in * n_out);
         let weights = &stored[offset..];
-        let input = gen.i8s(n_in * positions);
+        let mut input = gen.i8s(n_in * positions);
+        if let Some(v) = constant_input {
+            input.fill(v);
+        }
         let bias: Vec<i32> = (0..n_out).map(|_| gen.range(-(1 << 20), 1 << 20)).collect();
         // Factors near 1 half of the time, so a one-unit difference shows.
         let requant: Vec<_> = (0..n_out)
@@ -405,7 +416,7 @@ mod tests {
         fn equals_reference(n_in in 1usize..=40, n_out in 1usize..=9, positions in 1usize..=4,
                             offset in 0usize..4, zp in any::<i8>(), zp16 in any::<i16>(),
                             relu in any::<bool>(), seed in any::<u64>()) {
-            case(n_in, n_out, positions, offset, (zp, zp16, relu), seed,
+            case(n_in, n_out, positions, offset, (zp, zp16, relu), None, seed,
                  |c, b, w, x, y| { dense(c, &OutputQuant { zero_point: b.zero_point as i8, clamp: Clamp { min: b.min as i8, max: b.max as i8 } }, w, x, y); true },
                  |c, b, w, x, y| { dense_wide(c, &WideOutputQuant { zero_point: b.zero_point as i16, clamp: ClampI16 { min: b.min as i16, max: b.max as i16 } }, w, x, y); true })?;
         }
@@ -421,9 +432,33 @@ mod tests {
             let n_in = 4 * runs;
             let mut buf = std::vec![0u32; 2 * runs * positions];
             let buf = core::cell::RefCell::new(&mut buf);
-            case(n_in, n_out, positions, offset, (zp, zp16, relu), seed,
+            case(n_in, n_out, positions, offset, (zp, zp16, relu), None, seed,
                  |c, b, w, x, y| rows_widened(c, b, w, x, y, &mut buf.borrow_mut()),
                  |c, b, w, x, y| rows_widened(c, b, w, x, y, &mut buf.borrow_mut()))?;
+        }
+
+        /// Up to [`MAX_POOLED`] positions summed before the products: the extreme sums
+        /// (every input −128 or 127) still exact; more positions take the paired rows.
+        #[test]
+        fn pooled_positions_equal_reference(runs in 1usize..=8, n_out in 1usize..=7,
+                                            positions in prop_oneof![2usize..=4, 250usize..=260],
+                                            constant in prop_oneof![Just(None), Just(Some(i8::MIN)), Just(Some(i8::MAX))],
+                                            offset in 0usize..4, seed in any::<u64>()) {
+            let n_in = 4 * runs;
+            let buf = core::cell::RefCell::new(std::vec![u32::MAX; 2 * runs]);
+            let taken = core::cell::Cell::new(true);
+            let run = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i8]| {
+                taken.set(rows_widened(c, b, w, x, y, &mut buf.borrow_mut()));
+                if !taken.get() {
+                    rows_paired(c, b, w, x, y);
+                }
+                true
+            };
+            let run_wide = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i16]| {
+                rows_widened(c, b, w, x, y, &mut buf.borrow_mut()) || { rows_paired(c, b, w, x, y); true }
+            };
+            case(n_in, n_out, positions, offset, (0, 0, false), constant, seed, run, run_wide)?;
+            prop_assert_eq!(taken.get(), positions <= MAX_POOLED);
         }
 
         /// [`factor`] is `Requant::apply` for every factor, extremes of `x` included.

@@ -2220,3 +2220,48 @@ pub fn sxtb16_3x1_blocks(
     }
     true
 }
+
+/// SXTAB16: `acc` plus bytes 0 and 2 of `x` sign-extended, lane by lane (each lane wraps
+/// modulo 2^16; [`pool_pairs`] keeps every lane in range).
+#[inline(always)]
+pub fn sxtab16(acc: u32, x: u32) -> u32 {
+    #[cfg(icefold_dsp)]
+    {
+        let r: u32;
+        // SAFETY: register-only instruction present on every icefold_dsp core (module docs).
+        unsafe {
+            core::arch::asm!(
+                "sxtab16 {r}, {acc}, {x}",
+                r = lateout(reg) r, acc = in(reg) acc, x = in(reg) x,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        r
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let s = sxtb16(x);
+        let low = (acc as u16).wrapping_add(s as u16);
+        let high = ((acc >> 16) as u16).wrapping_add((s >> 16) as u16);
+        u32::from(low) | (u32::from(high) << 16)
+    }
+}
+
+/// Adds one position of int8 activations to the lane pairs of [`widen_pairs`] (SXTAB16 and
+/// SXTAB16 ROR 8): after every position of a dense layer's input is added, `acc` holds the
+/// input summed over its positions in the layout [`sxtb16_3x1`] reads. Exact while every sum
+/// fits int16: at most 256 positions (`|sum| <= 128 · 256`).
+#[inline(always)]
+pub fn pool_pairs(x: &[i8], acc: &mut [u32]) {
+    for (quad, pair) in x.chunks_exact(4).zip(acc.chunks_exact_mut(2)) {
+        let (Some(quad), Some(pair)) = (quad.first_chunk::<4>(), pair.first_chunk_mut::<2>())
+        else {
+            continue;
+        };
+        let word = u32::from_le_bytes(quad.map(|v| v as u8));
+        *pair = [
+            sxtab16(pair[0], word),
+            sxtab16(pair[1], word.rotate_right(8)),
+        ];
+    }
+}
