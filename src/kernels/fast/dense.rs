@@ -2,12 +2,14 @@
 //! [`reference::int8::dense`](crate::kernels::reference::int8::dense), byte for byte.
 //!
 //! On DSP cores ([`rows_widened`]) the int8 input is widened once per layer call into int16
-//! lane pairs on the stack, then three weight rows at a time run through
-//! [`simd::sxtb16_3x1`] (each activation load shared by three rows, each weight word widened
-//! in registers), summed over every position of the input (a global pooling folded into the
-//! layer), then the reference's output stage. Elsewhere, and for shapes that path does not
-//! take ([`rows_paired`]), output features in pairs, each run of four inputs loaded and
-//! widened once for two weight rows ([`conv::dot`](super::conv)).
+//! lane pairs on the stack (an input of several positions, a global pooling folded into the
+//! layer, is summed over its positions into those pairs first, so only one position's
+//! products are computed), then three weight rows at a time run through
+//! [`simd::sxtb16_3x1_blocks`] (each activation load shared by three rows, each weight word
+//! widened in registers, the block loop in assembly), then the reference's output stage, one
+//! pass per 24 rows. Elsewhere, and for shapes that path does not take ([`rows_paired`]),
+//! output features in pairs, each run of four inputs loaded and widened once for two weight
+//! rows ([`conv::dot`](super::conv)).
 
 use super::conv::{dot, stage};
 use super::requant::{Bounds, Scale, Stage};
