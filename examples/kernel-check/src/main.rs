@@ -449,11 +449,20 @@ fn main() -> ! {
     }
 
     // Dense layers (int8 and int16 outputs, one to three positions) and residual additions.
+    // Half of the cases with `n_in` a multiple of 4 (the DSP cores' widened path, odd and
+    // even runs), the weights starting at every alignment, every count of rows in a last block.
     for case in 0..CASES {
-        let n_in = 1 + gen.below(40);
-        let n_out = 1 + gen.below(MAX_C as u32);
+        let n_in = if case % 2 == 0 {
+            4 * (1 + gen.below(10))
+        } else {
+            1 + gen.below(40)
+        };
+        let n_out = 1 + gen.below(MAX_C.min((MAX_W - 3) / n_in) as u32);
         let positions = 1 + gen.below(3);
-        w[..n_in * n_out].iter_mut().for_each(|v| *v = gen.i8());
+        let offset = gen.below(4);
+        w[..offset + n_in * n_out]
+            .iter_mut()
+            .for_each(|v| *v = gen.i8());
         x8[..n_in * positions]
             .iter_mut()
             .for_each(|v| *v = gen.i8());
@@ -463,7 +472,7 @@ fn main() -> ! {
             zero_point: zp,
             clamp: Clamp::FULL,
         };
-        let (x, wt) = (&x8[..n_in * positions], &w[..n_in * n_out]);
+        let (x, wt) = (&x8[..n_in * positions], &w[offset..offset + n_in * n_out]);
         fast::dense::dense(&ch.quant(n_out), &q, wt, x, &mut y8a[..n_out]);
         dense::dense(&ch.quant(n_out), &q, wt, x, &mut y8b[..n_out]);
         let q = WideOutputQuant {
@@ -476,6 +485,10 @@ fn main() -> ! {
         fast::dense::dense_wide(&ch.quant(n_out), &q, wt, x, &mut y16a[..n_out]);
         dense::dense_wide(&ch.quant(n_out), &q, wt, x, &mut y16b[..n_out]);
         if y8a[..n_out] != y8b[..n_out] || y16a[..n_out] != y16b[..n_out] {
+            hprintln!(
+                "dense n_in {} n_out {} positions {} weight offset {}: int8 {:?} want {:?}, int16 {:?} want {:?}",
+                n_in, n_out, positions, offset, &y8a[..n_out], &y8b[..n_out], &y16a[..n_out], &y16b[..n_out]
+            );
             fail("dense", case);
         }
         let n = 1 + gen.below(MAX_ACT as u32);

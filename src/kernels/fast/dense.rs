@@ -1,13 +1,21 @@
 //! Fast int8 dense layers: the same results as
 //! [`reference::int8::dense`](crate::kernels::reference::int8::dense), byte for byte.
 //!
-//! Output features in pairs, so each run of four inputs is loaded and widened once for two
-//! weight rows ([`conv::dot`](super::conv)), summed over every position of the input (a global
-//! pooling folded into the layer), then the reference's output stage.
+//! On DSP cores ([`rows_widened`]) the int8 input is widened once per layer call into int16
+//! lane pairs on the stack (an input of several positions, a global pooling folded into the
+//! layer, is summed over its positions into those pairs first, so only one position's
+//! products are computed), then three weight rows at a time run through
+//! [`simd::sxtb16_3x1_blocks`] (each activation load shared by three rows, each weight word
+//! widened in registers, the block loop in assembly), then the reference's output stage, one
+//! pass per 24 rows. Elsewhere, and for shapes that path does not take ([`rows_paired`]),
+//! output features in pairs, each run of four inputs loaded and widened once for two weight
+//! rows ([`conv::dot`](super::conv)).
 
 use super::conv::{dot, stage};
-use super::requant::{Bounds, Stage};
+use super::requant::{Bounds, Scale, Stage};
+use super::simd;
 use crate::kernels::reference::int8::{ChannelQuant, FromWide, OutputQuant, WideOutputQuant};
+use crate::quant::Requant;
 
 /// [`reference::int8::dense::dense`](crate::kernels::reference::int8::dense::dense).
 pub fn dense(
@@ -33,9 +41,247 @@ pub fn dense_wide(
     rows(channels, &bounds, weights, input, output);
 }
 
-/// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i])`, two rows at a time.
+/// Whether [`rows`] takes [`rows_widened`]: on DSP cores, where SXTB16 and SMLAD make the shared
+/// widened input pay (measured in docs/BENCHMARKS.md, "Dense layers on DSP cores").
+const WIDEN: bool = cfg!(icefold_dsp);
+
+/// Stack words for the widened input of a layer call with at most 256 input values (512 bytes).
+const SMALL_WORDS: usize = 128;
+/// Rows whose sums [`rows_widened`] keeps before their output stage (a multiple of 3).
+const STAGE_ROWS: usize = 24;
+
+/// Most positions [`rows_widened`] sums before the products (the sums stay in int16).
+const MAX_POOLED: usize = 256;
+
+/// The same for at most 1024 input values (2 KiB); larger inputs take [`rows_paired`].
+const LARGE_WORDS: usize = 512;
+
+/// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i])`.
 #[inline(never)]
 fn rows<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [Y],
+) {
+    if !(WIDEN && widened(channels, bounds, weights, input, output)) {
+        rows_paired(channels, bounds, weights, input, output);
+    }
+}
+
+/// [`rows_widened`] with a stack buffer sized for the input (the larger one only when needed,
+/// so a small layer's call costs only the small one): `false` (nothing written) for shapes it
+/// does not take.
+fn widened<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [Y],
+) -> bool {
+    // The buffer holds one position (several are summed into it).
+    let n_in = weights.len().checked_div(output.len()).unwrap_or(0);
+    if n_in <= 2 * SMALL_WORDS {
+        rows_widened(
+            channels,
+            bounds,
+            weights,
+            input,
+            output,
+            &mut [0; SMALL_WORDS],
+        )
+    } else if n_in <= 2 * LARGE_WORDS {
+        large(channels, bounds, weights, input, output)
+    } else {
+        false
+    }
+}
+
+/// [`widened`] for more than 256 input values, in a frame of its own.
+#[inline(never)]
+fn large<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [Y],
+) -> bool {
+    rows_widened(
+        channels,
+        bounds,
+        weights,
+        input,
+        output,
+        &mut [0; LARGE_WORDS],
+    )
+}
+
+/// [`rows`] with the input widened once into `buf` ([`simd::widen_pairs`]) and three weight
+/// rows per pass ([`simd::sxtb16_3x1`]; a last block of one or two rows repeats its last row
+/// and stores once). The words of each row start where the weights are 4-aligned (`head`
+/// values in, the same for every row since `n_in` is a multiple of 4); the first `head` and
+/// last `n_in − head − 4 · runs` products of each row are summed in Rust.
+///
+/// `false` (nothing written) unless `n_in` is a nonzero multiple of 4 and `buf` holds the
+/// widened input (two words per run of four values per position).
+fn rows_widened<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [Y],
+    buf: &mut [u32],
+) -> bool {
+    let n_out = output.len();
+    let n_in = weights.len().checked_div(n_out).unwrap_or(0);
+    if n_in == 0 || n_in % 4 != 0 {
+        return false;
+    }
+    let positions = input.len() / n_in;
+    let (head_bytes, words, _) = bytemuck::pod_align_to::<i8, u32>(weights);
+    let head = head_bytes.len().min(n_in);
+    let runs = (n_in - head) / 4;
+    // Row `o`'s runs: `words[o · n_in / 4 ..][.. runs]` (row starts `head` bytes before a word).
+    let row_words = |o: usize| words.get(o * (n_in / 4)..o * (n_in / 4) + runs);
+    let x_len = 2 * runs;
+    if positions == 0
+        || positions > MAX_POOLED
+        || row_words(n_out - 1).is_none()
+        || buf.len() < x_len
+    {
+        return false;
+    }
+    // The input widened, or (several positions: a global pooling folded into the layer)
+    // summed over its positions first: `Σ_p Σ_i w_i · x_p,i = Σ_i w_i · Σ_p x_p,i`, exact (the
+    // sums fit int16), one position's products instead of `positions`.
+    let x = &mut buf[..x_len];
+    if positions == 1 {
+        simd::widen_pairs(input.get(head..).unwrap_or_default(), x);
+    } else {
+        x.fill(0);
+        for x_p in input.chunks_exact(n_in) {
+            simd::pool_pairs(x_p.get(head..).unwrap_or_default(), x);
+        }
+    }
+    let x: &[u32] = x;
+    let edges = head != 0 || head + 4 * runs != n_in;
+    // The sums of up to `STAGE_ROWS` rows, then their output stage as one pass over the
+    // channels' slices (a short loop with few live values, apart from the sums' loop).
+    let mut sums = [0i32; STAGE_ROWS];
+    for (chunk, out) in output.chunks_mut(STAGE_ROWS).enumerate() {
+        let first = chunk * STAGE_ROWS;
+        let sums = &mut sums[..out.len()];
+        // The chunk's whole blocks in one call (the block loop in assembly),
+        // their edges after.
+        let mut done = 0;
+        {
+            let nw = n_in / 4;
+            let blocks = sums.len() / 3;
+            let (w, bias) = (
+                words.get(first * nw..).unwrap_or_default(),
+                channels.bias.get(first..).unwrap_or_default(),
+            );
+            if blocks > 0 && simd::sxtb16_3x1_blocks(w, nw, runs, x, bias, sums, blocks) {
+                done = 3 * blocks;
+                if edges {
+                    for (block, sums) in sums[..done].chunks_exact_mut(3).enumerate() {
+                        let o = first + 3 * block;
+                        let mut acc = [0; 3];
+                        edge_sums(
+                            &mut acc,
+                            [o, o + 1, o + 2],
+                            weights,
+                            input,
+                            n_in,
+                            head..head + 4 * runs,
+                        );
+                        for (s, a) in sums.iter_mut().zip(acc) {
+                            *s = s.wrapping_add(a);
+                        }
+                    }
+                }
+            }
+        }
+        for (block, sums) in sums[done..].chunks_mut(3).enumerate() {
+            let o = first + done + 3 * block;
+            let last = o + sums.len() - 1;
+            let rows = [o, (o + 1).min(last), last];
+            let w = rows.map(|o| row_words(o).unwrap_or_default());
+            let bias = rows.map(|o| channels.bias.get(o).copied().unwrap_or(0));
+            let mut acc = simd::sxtb16_3x1(w, x, bias);
+            if edges {
+                edge_sums(&mut acc, rows, weights, input, n_in, head..head + 4 * runs);
+            }
+            for (s, a) in sums.iter_mut().zip(acc) {
+                *s = a;
+            }
+        }
+        let range = first..first + out.len();
+        let (Some(multiplier), Some(shift)) = (
+            channels.multiplier.get(range.clone()),
+            channels.shift.get(range),
+        ) else {
+            return true;
+        };
+        for (((y, a), m), s) in out.iter_mut().zip(&*sums).zip(multiplier).zip(shift) {
+            let requant = Requant {
+                multiplier: *m,
+                shift: *s,
+            };
+            *y = Y::from_wide(bounds.apply(factor(requant, *a)) as i16);
+        }
+    }
+    true
+}
+
+/// Adds to `acc[k]` the products of row `rows[k]` outside `words` (the values its words
+/// cover), over every position: the few values before a row's first whole word and after
+/// its last.
+#[inline(never)]
+fn edge_sums(
+    acc: &mut [i32; 3],
+    rows: [usize; 3],
+    weights: &[i8],
+    input: &[i8],
+    n_in: usize,
+    words: core::ops::Range<usize>,
+) {
+    for (a, o) in acc.iter_mut().zip(rows) {
+        let row = weights.get(o * n_in..(o + 1) * n_in).unwrap_or_default();
+        let (head, tail) = (
+            row.get(..words.start).unwrap_or_default(),
+            row.get(words.end..).unwrap_or_default(),
+        );
+        for x in input.chunks_exact(n_in) {
+            let x_tail = x.get(words.end..).unwrap_or_default();
+            for (w, x) in head.iter().zip(x).chain(tail.iter().zip(x_tail)) {
+                *a = a.wrapping_add(i32::from(*w) * i32::from(*x));
+            }
+        }
+    }
+}
+
+/// `requant.apply(x)` with the two forms a dense layer's factor takes inline: below 1/2
+/// ([`Scale`]) and from 1/2 up (a positive multiplier and a left shift of 0 to 30, common in
+/// dense layers). The latter is `multiply_by_quantized_multiplier` with no right shift: `x · 2^s`
+/// saturated to i32, then `floor((x · m + 2^30) / 2^31)`, which cannot saturate for
+/// `0 < m < 2^31`. Every other factor takes [`Stage`].
+#[inline(always)]
+fn factor(requant: Requant, x: i32) -> i32 {
+    if let Some(scale) = Scale::new(requant) {
+        return scale.apply(x);
+    }
+    if requant.multiplier > 0 && (0..=30).contains(&requant.shift) {
+        let x = (i64::from(x) << requant.shift).clamp(i64::from(i32::MIN), i64::from(i32::MAX));
+        return ((x * i64::from(requant.multiplier) + (1 << 30)) >> 31) as i32;
+    }
+    Stage::new(requant).scale(x)
+}
+
+/// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i])`, two rows at a time.
+#[inline(never)]
+fn rows_paired<Y: FromWide>(
     channels: &ChannelQuant,
     bounds: &Bounds,
     weights: &[i8],
@@ -78,42 +324,169 @@ mod tests {
     use crate::kernels::reference::int8::testing::Gen;
     use crate::kernels::reference::int8::{Clamp, ClampI16};
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
     use std::vec::Vec;
+
+    /// One random layer through `fast` (int8 and int16 outputs) against the reference; the
+    /// weights start `offset` bytes into their buffer, so rows start at every alignment.
+    #[allow(clippy::too_many_arguments)]
+    fn case(
+        n_in: usize,
+        n_out: usize,
+        positions: usize,
+        offset: usize,
+        (zp, zp16, relu): (i8, i16, bool),
+        constant_input: Option<i8>,
+        seed: u64,
+        fast: impl Fn(&ChannelQuant, &Bounds, &[i8], &[i8], &mut [i8]) -> bool,
+        fast_wide: impl Fn(&ChannelQuant, &Bounds, &[i8], &[i8], &mut [i16]) -> bool,
+    ) -> Result<(), TestCaseError> {
+        let mut gen = Gen(seed);
+        let stored = gen.i8s(offset + n_in * n_out);
+        let weights = &stored[offset..];
+        let mut input = gen.i8s(n_in * positions);
+        if let Some(v) = constant_input {
+            input.fill(v);
+        }
+        let bias: Vec<i32> = (0..n_out).map(|_| gen.range(-(1 << 20), 1 << 20)).collect();
+        // Factors near 1 half of the time, so a one-unit difference shows.
+        let requant: Vec<_> = (0..n_out)
+            .map(|_| {
+                if gen.next() % 2 == 0 {
+                    crate::quant::Requant {
+                        multiplier: gen.range(1 << 30, i32::MAX),
+                        shift: gen.range(-3, 1),
+                    }
+                } else {
+                    gen.requant()
+                }
+            })
+            .collect();
+        let multiplier: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
+        let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
+        let channels = ChannelQuant {
+            bias: &bias,
+            multiplier: &multiplier,
+            shift: &shift,
+        };
+        let clamp = if relu {
+            Clamp { min: zp, max: 127 }
+        } else {
+            Clamp::FULL
+        };
+        let q = OutputQuant {
+            zero_point: zp,
+            clamp,
+        };
+        let (mut got, mut want) = (std::vec![0i8; n_out], std::vec![0i8; n_out]);
+        prop_assert!(fast(&channels, &Bounds::from(q), weights, &input, &mut got));
+        reference::dense(&channels, &q, weights, &input, &mut want);
+        prop_assert_eq!(got, want);
+        let clamp = if relu {
+            ClampI16 {
+                min: zp16,
+                max: i16::MAX,
+            }
+        } else {
+            ClampI16 {
+                min: i16::MIN,
+                max: i16::MAX,
+            }
+        };
+        let q = WideOutputQuant {
+            zero_point: zp16,
+            clamp,
+        };
+        let (mut got, mut want) = (std::vec![0i16; n_out], std::vec![0i16; n_out]);
+        prop_assert!(fast_wide(
+            &channels,
+            &Bounds::from(q),
+            weights,
+            &input,
+            &mut got
+        ));
+        reference::dense_wide(&channels, &q, weights, &input, &mut want);
+        prop_assert_eq!(got, want);
+        Ok(())
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
+        /// The public functions (on the host: the paired rows), any `n_in`.
         #[test]
         fn equals_reference(n_in in 1usize..=40, n_out in 1usize..=9, positions in 1usize..=4,
-                            zp in any::<i8>(), zp16 in any::<i16>(), relu in any::<bool>(),
-                            seed in any::<u64>()) {
-            let mut gen = Gen(seed);
-            let weights = gen.i8s(n_in * n_out);
-            let input = gen.i8s(n_in * positions);
-            let bias: Vec<i32> = (0..n_out).map(|_| gen.range(-(1 << 20), 1 << 20)).collect();
-            // Factors near 1 half of the time, so a one-unit difference shows.
-            let requant: Vec<_> = (0..n_out)
-                .map(|_| if gen.next() % 2 == 0 {
-                    crate::quant::Requant { multiplier: gen.range(1 << 30, i32::MAX), shift: gen.range(-3, 1) }
-                } else {
-                    gen.requant()
-                })
-                .collect();
-            let multiplier: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
-            let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
-            let channels = ChannelQuant { bias: &bias, multiplier: &multiplier, shift: &shift };
-            let clamp = if relu { Clamp { min: zp, max: 127 } } else { Clamp::FULL };
-            let q = OutputQuant { zero_point: zp, clamp };
-            let (mut fast, mut want) = (std::vec![0i8; n_out], std::vec![0i8; n_out]);
-            dense(&channels, &q, &weights, &input, &mut fast);
-            reference::dense(&channels, &q, &weights, &input, &mut want);
-            prop_assert_eq!(fast, want);
-            let clamp = if relu { ClampI16 { min: zp16, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
-            let q = WideOutputQuant { zero_point: zp16, clamp };
-            let (mut fast, mut want) = (std::vec![0i16; n_out], std::vec![0i16; n_out]);
-            dense_wide(&channels, &q, &weights, &input, &mut fast);
-            reference::dense_wide(&channels, &q, &weights, &input, &mut want);
-            prop_assert_eq!(fast, want);
+                            offset in 0usize..4, zp in any::<i8>(), zp16 in any::<i16>(),
+                            relu in any::<bool>(), seed in any::<u64>()) {
+            case(n_in, n_out, positions, offset, (zp, zp16, relu), None, seed,
+                 |c, b, w, x, y| { dense(c, &OutputQuant { zero_point: b.zero_point as i8, clamp: Clamp { min: b.min as i8, max: b.max as i8 } }, w, x, y); true },
+                 |c, b, w, x, y| { dense_wide(c, &WideOutputQuant { zero_point: b.zero_point as i16, clamp: ClampI16 { min: b.min as i16, max: b.max as i16 } }, w, x, y); true })?;
+        }
+
+        /// The DSP cores' path (widened input, three rows per pass) with its portable twin:
+        /// every alignment of the rows, one to three rows in the last block, odd and even runs,
+        /// several passes of the output stage (`STAGE_ROWS`).
+        #[test]
+        fn widened_rows_equal_reference(runs in 1usize..=40, n_out in 1usize..=60,
+                                        positions in 1usize..=4, offset in 0usize..4,
+                                        zp in any::<i8>(), zp16 in any::<i16>(),
+                                        relu in any::<bool>(), seed in any::<u64>()) {
+            let n_in = 4 * runs;
+            let mut buf = std::vec![0u32; 2 * runs * positions];
+            let buf = core::cell::RefCell::new(&mut buf);
+            case(n_in, n_out, positions, offset, (zp, zp16, relu), None, seed,
+                 |c, b, w, x, y| rows_widened(c, b, w, x, y, &mut buf.borrow_mut()),
+                 |c, b, w, x, y| rows_widened(c, b, w, x, y, &mut buf.borrow_mut()))?;
+        }
+
+        /// Up to [`MAX_POOLED`] positions summed before the products: the extreme sums
+        /// (every input −128 or 127) still exact; more positions take the paired rows.
+        #[test]
+        fn pooled_positions_equal_reference(runs in 1usize..=8, n_out in 1usize..=7,
+                                            positions in prop_oneof![2usize..=4, 250usize..=260],
+                                            constant in prop_oneof![Just(None), Just(Some(i8::MIN)), Just(Some(i8::MAX))],
+                                            offset in 0usize..4, seed in any::<u64>()) {
+            let n_in = 4 * runs;
+            let buf = core::cell::RefCell::new(std::vec![u32::MAX; 2 * runs]);
+            let taken = core::cell::Cell::new(true);
+            let run = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i8]| {
+                taken.set(rows_widened(c, b, w, x, y, &mut buf.borrow_mut()));
+                if !taken.get() {
+                    rows_paired(c, b, w, x, y);
+                }
+                true
+            };
+            let run_wide = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i16]| {
+                rows_widened(c, b, w, x, y, &mut buf.borrow_mut()) || { rows_paired(c, b, w, x, y); true }
+            };
+            case(n_in, n_out, positions, offset, (0, 0, false), constant, seed, run, run_wide)?;
+            prop_assert_eq!(taken.get(), positions <= MAX_POOLED);
+        }
+
+        /// [`factor`] is `Requant::apply` for every factor, extremes of `x` included.
+        #[test]
+        fn factor_equals_requant(x in prop_oneof![any::<i32>(), Just(i32::MIN), Just(i32::MAX), -4i32..4],
+                                 multiplier in prop_oneof![(1i32 << 30)..=i32::MAX, any::<i32>(), Just(i32::MIN), Just(0)],
+                                 shift in -33i32..=32) {
+            let r = Requant { multiplier, shift };
+            prop_assert_eq!(factor(r, x), r.apply(x));
+        }
+
+        /// [`rows`] refuses nothing: shapes the widened path does not take (`n_in` not a
+        /// multiple of 4, inputs beyond the stack buffer) fall back to the paired rows.
+        #[test]
+        fn widened_refuses_what_it_cannot_take(n_in in 1usize..=12, n_out in 1usize..=4) {
+            let weights = std::vec![1i8; n_in * n_out];
+            let input = std::vec![1i8; n_in];
+            let mut y = std::vec![0i8; n_out];
+            let bounds = Bounds { zero_point: 0, min: -128, max: 127 };
+            let (bias, m, s) = (std::vec![0; n_out], std::vec![1 << 30; n_out], std::vec![0; n_out]);
+            let c = ChannelQuant { bias: &bias, multiplier: &m, shift: &s };
+            let taken = rows_widened(&c, &bounds, &weights, &input, &mut y, &mut [0; 64]);
+            prop_assert_eq!(taken, n_in % 4 == 0);
+            if n_in % 4 == 0 && n_in >= 8 {
+                prop_assert!(!rows_widened(&c, &bounds, &weights, &input, &mut y, &mut []));
+            }
         }
     }
 }

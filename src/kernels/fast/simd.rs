@@ -1657,6 +1657,412 @@ pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
     }
 }
 
+// =============================================================================================
+// Dense layers (issue #16, "Dense layers on DSP cores" in docs/BENCHMARKS.md). Used by
+// src/kernels/fast/dense.rs.
+// =============================================================================================
+
+/// Widens int8 activations once per layer call into the lane pairs [`sxtb16_3x1`] reads: per
+/// run of four values `x0..x3` (one word, little-endian) the words `(x0, x2)`, `(x1, x3)`, the
+/// order [`sxtb16`] and [`sxtb16_ror8`] give a word of four int8 weights, so the weights need
+/// no repacking. Writes `2 · min(x.len() / 4, out.len() / 2)` words.
+#[inline(always)]
+pub fn widen_pairs(x: &[i8], out: &mut [u32]) {
+    for (quad, pair) in x.chunks_exact(4).zip(out.chunks_exact_mut(2)) {
+        let (Some(quad), Some(pair)) = (quad.first_chunk::<4>(), pair.first_chunk_mut::<2>())
+        else {
+            continue;
+        };
+        let word = u32::from_le_bytes(quad.map(|v| v as u8));
+        *pair = [sxtb16(word), sxtb16_ror8(word)];
+    }
+}
+
+/// Three output features of a dense layer: `acc[k] + Σ_i w[k][i] · x[i]` over `n` runs of four
+/// values, the fewest that `w[k]` (int8 weights, one word per run, little-endian) and `x`
+/// ([`widen_pairs`]: two words per run) all hold. The three rows share every activation load,
+/// and each weight word is widened in registers (SXTB16, SXTB16 ROR 8) right before its two
+/// SMLADs.
+///
+/// With the DSP extension (`icefold_dsp`): per run (12 products) one LDRD of activations and
+/// per row an LDR, two SXTB16 and two SMLADs, 16 instructions; four runs per loop pass (66 with
+/// SUBS/BNE); the last `n % 4` runs in Rust. Twelve general registers live (three weight pointers,
+/// the activation pointer, the count, three accumulators, two activation words, a weight word
+/// and its even lanes), every one `asm!` may allocate on Thumb: a fourth row would need a
+/// thirteenth.
+#[inline(always)]
+pub fn sxtb16_3x1(w: [&[u32]; 3], x: &[u32], acc: [i32; 3]) -> [i32; 3] {
+    let n = w[0].len().min(w[1].len()).min(w[2].len()).min(x.len() / 2);
+    #[allow(unused_mut)]
+    let mut done = 0;
+    let [mut a0, mut a1, mut a2] = acc;
+    #[cfg(icefold_dsp)]
+    {
+        let quads = n / 4;
+        if quads > 0 {
+            // SAFETY: each `w[k]` holds at least `n` words and `x` at least `2n`; the loop
+            // reads the first `4 · quads <= n` runs: per run one word through each weight
+            // pointer and two through the activation pointer, every pointer post-incremented
+            // past what it read, so every load is inside its slice; they are `u32` slices, so
+            // the loads are word-aligned (LDRD needs only word alignment). Only the named
+            // registers and the flags change (no stack, no stores): `nostack`, `readonly`.
+            // LDR, LDRD, SXTB16, SMLAD, SUBS and BNE exist on every icefold_dsp core.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a0}, {t}, {xe}, {a0}",
+                    "smlad {a0}, {w}, {xo}, {a0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a1}, {t}, {xe}, {a1}",
+                    "smlad {a1}, {w}, {xo}, {a1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a2}, {t}, {xe}, {a2}",
+                    "smlad {a2}, {w}, {xo}, {a2}",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a0}, {t}, {xe}, {a0}",
+                    "smlad {a0}, {w}, {xo}, {a0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a1}, {t}, {xe}, {a1}",
+                    "smlad {a1}, {w}, {xo}, {a1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a2}, {t}, {xe}, {a2}",
+                    "smlad {a2}, {w}, {xo}, {a2}",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a0}, {t}, {xe}, {a0}",
+                    "smlad {a0}, {w}, {xo}, {a0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a1}, {t}, {xe}, {a1}",
+                    "smlad {a1}, {w}, {xo}, {a1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a2}, {t}, {xe}, {a2}",
+                    "smlad {a2}, {w}, {xo}, {a2}",
+                    "ldrd {xe}, {xo}, [{px}], #8",
+                    "ldr {w}, [{p0}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a0}, {t}, {xe}, {a0}",
+                    "smlad {a0}, {w}, {xo}, {a0}",
+                    "ldr {w}, [{p1}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a1}, {t}, {xe}, {a1}",
+                    "smlad {a1}, {w}, {xo}, {a1}",
+                    "ldr {w}, [{p2}], #4",
+                    "sxtb16 {t}, {w}",
+                    "sxtb16 {w}, {w}, ror #8",
+                    "smlad {a2}, {t}, {xe}, {a2}",
+                    "smlad {a2}, {w}, {xo}, {a2}",
+                    "subs {cnt}, {cnt}, #1",
+                    "bne 2b",
+                    p0 = inout(reg) w[0].as_ptr() => _,
+                    p1 = inout(reg) w[1].as_ptr() => _,
+                    p2 = inout(reg) w[2].as_ptr() => _,
+                    px = inout(reg) x.as_ptr() => _,
+                    cnt = inout(reg) quads => _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    a2 = inout(reg) a2,
+                    xe = out(reg) _,
+                    xo = out(reg) _,
+                    w = out(reg) _,
+                    t = out(reg) _,
+                    options(nostack, readonly),
+                );
+            }
+            done = 4 * quads;
+        }
+    }
+    // The rest (everything in portable builds), run by run.
+    for j in done..n {
+        let (Some(w0), Some(w1), Some(w2), Some(&[xe, xo])) = (
+            w[0].get(j),
+            w[1].get(j),
+            w[2].get(j),
+            x.get(2 * j..).and_then(|x| x.first_chunk::<2>()),
+        ) else {
+            break;
+        };
+        let row = |w: u32, a: i32| smlad(sxtb16_ror8(w), xo, smlad(sxtb16(w), xe, a));
+        a0 = row(*w0, a0);
+        a1 = row(*w1, a1);
+        a2 = row(*w2, a2);
+    }
+    [a0, a1, a2]
+}
+
+/// [`sxtb16_3x1`] over `blocks` consecutive blocks of three rows with the constants of a layer
+/// call: row `r`'s `runs` weight words start at `w[r · stride]`, its sum starts at `bias[r]`
+/// and is written to `sums[r]`, for `r < 3 · blocks`; `x` is the widened input (one position).
+/// `false` (nothing written) unless `runs >= 1`, `stride >= runs` and every slice holds what
+/// those rows read or write.
+///
+/// With the DSP extension the whole call is one loop nest in assembly: per block the rows'
+/// pointers, biases, stores and count take 18 instructions instead of a Rust block's setup
+/// (the block loop's state lives in a small table in memory, its address on the stack: the
+/// runs' loop needs all twelve registers).
+pub fn sxtb16_3x1_blocks(
+    w: &[u32],
+    stride: usize,
+    runs: usize,
+    x: &[u32],
+    bias: &[i32],
+    sums: &mut [i32],
+    blocks: usize,
+) -> bool {
+    let rows = blocks.saturating_mul(3);
+    let w_len = rows
+        .checked_sub(1)
+        .and_then(|r| r.checked_mul(stride))
+        .and_then(|n| n.checked_add(runs));
+    let fits = runs >= 1
+        && stride >= runs
+        && w_len.is_some_and(|n| n <= w.len())
+        && x.len() >= 2 * runs
+        && bias.len() >= rows
+        && sums.len() >= rows;
+    if !fits {
+        return false;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        // The block loop's state: x, runs / 4, runs % 4, the bytes from a block's third row's
+        // end to the next block's first row, a row's bytes, the next sum, the next bias, the
+        // blocks left.
+        let mut table: [usize; 8] = [
+            x.as_ptr() as usize,
+            runs / 4,
+            runs % 4,
+            (stride - runs) * 4,
+            stride * 4,
+            sums.as_mut_ptr() as usize,
+            bias.as_ptr() as usize,
+            blocks,
+        ];
+        // SAFETY: the checks above. Block `b` reads the `runs` words of rows `3b`, `3b + 1`,
+        // `3b + 2` (each `stride` words after the last: `r10`, `r11`, `r12` post-incremented
+        // through exactly `runs` words, then moved on by `table[3]` and `table[4]` bytes to the
+        // next block's rows), all inside `w` since `w.len() >= (3 · blocks − 1) · stride +
+        // runs`; `2 · runs` words of `x` (`lr`, reset from `table[0]` per block); three
+        // biases, and writes three sums (LDM/STM through `table[6]` and `table[5]`, advanced
+        // by 12 bytes per block, `3 · blocks` of each in all). `table` is a local array the
+        // assembly reads and updates. Every load and store is word-aligned (`u32`, `i32` and
+        // `usize` slices). The stack: two words pushed at the start (keeping its 8-byte
+        // alignment) and popped at the end; the table's address is reloaded from it after
+        // each loop that reuses `r9`. LDR, LDRD, LDM, STR, STM, SXTB16, SMLAD, ADD, SUBS, CMP,
+        // B, BEQ, BNE, PUSH and POP exist on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "push {{r8, r9}}",
+                "ldr r8, [r9, #24]",
+                "ldm r8!, {{r1, r2, r3}}",
+                "str r8, [r9, #24]",
+                "ldrd lr, r0, [r9]",
+                "ldr r8, [r9, #16]",
+                "add r11, r10, r8",
+                "add r12, r11, r8",
+                "2:",
+                "cmp r0, #0",
+                "beq 4f",
+                "3:",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "subs r0, r0, #1",
+                "bne 3b",
+                "4:",
+                "ldr r9, [sp, #4]",
+                "ldr r0, [r9, #8]",
+                "cmp r0, #0",
+                "beq 6f",
+                "5:",
+                "ldrd r4, r5, [lr], #8",
+                "ldr r8, [r10], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r1, r9, r4, r1",
+                "smlad r1, r8, r5, r1",
+                "ldr r8, [r11], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r2, r9, r4, r2",
+                "smlad r2, r8, r5, r2",
+                "ldr r8, [r12], #4",
+                "sxtb16 r9, r8",
+                "sxtb16 r8, r8, ror #8",
+                "smlad r3, r9, r4, r3",
+                "smlad r3, r8, r5, r3",
+                "subs r0, r0, #1",
+                "bne 5b",
+                "ldr r9, [sp, #4]",
+                "6:",
+                "ldr r8, [r9, #20]",
+                "stm r8!, {{r1, r2, r3}}",
+                "str r8, [r9, #20]",
+                "ldr r8, [r9, #28]",
+                "subs r8, r8, #1",
+                "str r8, [r9, #28]",
+                "beq 7f",
+                "ldrd r8, r4, [r9, #12]",
+                "add r10, r12, r8",
+                "add r11, r10, r4",
+                "add r12, r11, r4",
+                "ldr r8, [r9, #24]",
+                "ldm r8!, {{r1, r2, r3}}",
+                "str r8, [r9, #24]",
+                "ldrd lr, r0, [r9]",
+                "b 2b",
+                "7:",
+                "pop {{r8, r9}}",
+                inout("r9") table.as_mut_ptr() => _,
+                inout("r10") w.as_ptr() => _,
+                out("r0") _, out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r11") _, out("r12") _, out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        for (b, sums) in sums.chunks_exact_mut(3).take(blocks).enumerate() {
+            let row = |k: usize| {
+                let at = (3 * b + k) * stride;
+                w.get(at..at + runs).unwrap_or_default()
+            };
+            let bias = bias.get(3 * b..).and_then(|b| b.first_chunk::<3>());
+            let acc = sxtb16_3x1([row(0), row(1), row(2)], x, *bias.unwrap_or(&[0; 3]));
+            sums.copy_from_slice(&acc);
+        }
+    }
+    true
+}
+
+/// SXTAB16: `acc` plus bytes 0 and 2 of `x` sign-extended, lane by lane (each lane wraps
+/// modulo 2^16; [`pool_pairs`] keeps every lane in range).
+#[inline(always)]
+pub fn sxtab16(acc: u32, x: u32) -> u32 {
+    #[cfg(icefold_dsp)]
+    {
+        let r: u32;
+        // SAFETY: register-only instruction present on every icefold_dsp core (module docs).
+        unsafe {
+            core::arch::asm!(
+                "sxtab16 {r}, {acc}, {x}",
+                r = lateout(reg) r, acc = in(reg) acc, x = in(reg) x,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        r
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let s = sxtb16(x);
+        let low = (acc as u16).wrapping_add(s as u16);
+        let high = ((acc >> 16) as u16).wrapping_add((s >> 16) as u16);
+        u32::from(low) | (u32::from(high) << 16)
+    }
+}
+
+/// Adds one position of int8 activations to the lane pairs of [`widen_pairs`] (SXTAB16 and
+/// SXTAB16 ROR 8): after every position of a dense layer's input is added, `acc` holds the
+/// input summed over its positions in the layout [`sxtb16_3x1`] reads. Exact while every sum
+/// fits int16: at most 256 positions (`|sum| <= 128 · 256`).
+#[inline(always)]
+pub fn pool_pairs(x: &[i8], acc: &mut [u32]) {
+    for (quad, pair) in x.chunks_exact(4).zip(acc.chunks_exact_mut(2)) {
+        let (Some(quad), Some(pair)) = (quad.first_chunk::<4>(), pair.first_chunk_mut::<2>())
+        else {
+            continue;
+        };
+        let word = u32::from_le_bytes(quad.map(|v| v as u8));
+        *pair = [
+            sxtab16(pair[0], word),
+            sxtab16(pair[1], word.rotate_right(8)),
+        ];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
