@@ -19,7 +19,8 @@ use icefold_tool::pipeline::{self, ConvertOptions, Int8Options, INT16_ACTIVATION
 use icefold_tool::quantize::calibrate::Method;
 
 /// The architecture fixtures: `tests/fixtures/arch`, or `ICEFOLD_ARCH_FIXTURES` (a held-out set
-/// made with `make_arch_fixtures.py --seed N --out DIR`).
+/// made with `make_arch_heldout.py --out DIR`, more test samples of the same models and
+/// calibration sets, or `make_arch_fixtures.py --seed N --out DIR`, other models).
 fn arch_fixtures() -> Vec<Fixture> {
     let dir = match std::env::var_os("ICEFOLD_ARCH_FIXTURES") {
         Some(d) => PathBuf::from(d),
@@ -32,6 +33,13 @@ fn arch_fixtures() -> Vec<Fixture> {
         f.base = Some(dir.clone());
     }
     fixtures
+}
+
+/// The known-behind lists hold the errors recorded on the committed 16-sample test sets; a held-out
+/// set (`ICEFOLD_ARCH_FIXTURES`) has its own test inputs, so there every architecture is held to
+/// the bar.
+fn behind_applies() -> bool {
+    std::env::var_os("ICEFOLD_ARCH_FIXTURES").is_none()
 }
 
 #[test]
@@ -135,20 +143,24 @@ const BEHIND_ONNXRUNTIME: &[Behind] = &[
         why: "0.317 vs onnxruntime 0.211 on these 16 test samples: HardSwish between every pair \
               of convolutions keeps ~60 tensors int8, and tail widens each by 1.1-1.7x; on the \
               held-out seeds 1-3 (128 test samples) tail is at onnxruntime's error (0.34/0.44/0.40 \
-              vs 0.36/0.48/0.39, docs/QUANTIZATION.md)",
+              vs 0.36/0.48/0.39, docs/QUANTIZATION.md); on 256 held-out samples of this model \
+              (make_arch_heldout.py) 0.407 vs 0.427",
     },
     Behind {
         name: "lcnet",
         all_int8: true,
         ceiling: 0.325,
         why: "0.293 vs onnxruntime 0.211 on these 16 test samples; held-out seeds 1-3: 0.35/0.46/0.39 \
-              vs 0.36/0.48/0.39; the spread over calibration subsets of 32 samples is 0.21-0.33",
+              vs 0.36/0.48/0.39; the spread over calibration subsets of 32 samples is 0.21-0.33; \
+              on 256 held-out samples of this model 0.401 vs 0.427",
     },
     Behind {
         name: "shufflenet_v2",
         all_int8: true,
         ceiling: 0.056,
-        why: "0.050 vs onnxruntime 0.039: tail calibration's widening (MinMax gives 0.037)",
+        why: "0.050 vs onnxruntime 0.039: tail calibration's widening (MinMax gives 0.037); on 256 \
+              held-out samples of this model 0.051 vs 0.052, and 8 of 16 disjoint 16-sample subsets \
+              of them are behind (docs/QUANTIZATION.md)",
     },
 ];
 
@@ -196,6 +208,7 @@ fn int8_no_worse_than_onnxruntime(method: Method, behind: &[Behind]) {
                     // tests/int8.rs for 16-sample noise: 10 % relative plus 0.005 absolute).
                     let known = behind
                         .iter()
+                        .filter(|_| behind_applies())
                         .find(|b| b.name == f.name && b.all_int8 == all_int8);
                     match (known, f.ort_int8_rel_l2) {
                         (Some(b), _) if rel_l2 > b.ceiling => failures.push(format!(
