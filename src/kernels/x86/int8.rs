@@ -97,6 +97,9 @@ struct Shape {
     /// Elements from one output pixel to the next (`out_c`, or a view's wider stride).
     out_stride: usize,
     depthwise: bool,
+    /// A 1x1 kernel, stride 1, no padding, the input's height and width, an even number of
+    /// input channels: output pixel `q`'s window is input pixel `q`, whole int16 pairs.
+    pointwise: bool,
 }
 
 impl Shape {
@@ -150,6 +153,12 @@ impl Shape {
             padded,
             out_stride,
             depthwise,
+            pointwise: !depthwise
+                && g.kernel == [1, 1]
+                && g.stride == [1, 1]
+                && g.pad == [0; 4]
+                && [out_h, out_w] == [in_h, in_w]
+                && in_c % 2 == 0,
         })
     }
 }
@@ -446,7 +455,7 @@ struct Block {
 /// # Safety
 /// AVX2 present; `s` checked by [`Shape::check`] against `c` and `output`, `!s.depthwise`.
 #[target_feature(enable = "avx2")]
-unsafe fn regular_avx2<X: Element, Y: FromWide>(s: &Shape, c: &Conv<'_, X>, output: &mut [Y]) {
+unsafe fn regular_avx2<X: Lanes, Y: FromWide>(s: &Shape, c: &Conv<'_, X>, output: &mut [Y]) {
     let mut pack = [MaybeUninit::<i16>::uninit(); PACK_CAP];
     let mut rows = [[MaybeUninit::<i16>::uninit(); MAX_WINDOW]; TILE];
     let mut o0 = 0;
@@ -522,30 +531,97 @@ unsafe fn regular_avx2<X: Element, Y: FromWide>(s: &Shape, c: &Conv<'_, X>, outp
         let mut q = 0;
         while q < s.pixels {
             let n = (s.pixels - q).min(TILE);
-            for (px, row) in rows.iter_mut().take(n).enumerate() {
-                gather(s, c, q + px, &mut row[..s.padded]);
-            }
-            // SAFETY: rows[..n] hold n gathered windows of `padded` values (written above).
-            let rows_ptr = rows.as_ptr().cast::<i16>();
+            // The windows of pixels q..q + n, `stride` values apart.
+            let (rows_ptr, stride) = if s.pointwise && X::WIDE {
+                // Pixel q's window is input pixel q: read in place.
+                (X::as_i16(c.input).as_ptr().wrapping_add(q * s.in_c), s.in_c)
+            } else if s.pointwise {
+                // n contiguous input pixels, widened in one pass.
+                let flat = rows.as_flattened_mut();
+                let from = c.input.get(q * s.in_c..).unwrap_or_default();
+                // n · in_c <= TILE · MAX_WINDOW (in_c <= MAX_WINDOW, checked): the whole range.
+                let len = (n * s.in_c).min(flat.len());
+                widen_into(&mut flat[..len], from);
+                (rows.as_ptr().cast::<i16>(), s.in_c)
+            } else {
+                for (px, row) in rows.iter_mut().take(n).enumerate() {
+                    gather(s, c, q + px, &mut row[..s.padded]);
+                }
+                (rows.as_ptr().cast::<i16>(), MAX_WINDOW)
+            };
+            // rows_ptr + px · stride holds pixel q + px's `padded` window values for px < n:
+            // widened or gathered above, or (int16 pointwise) input pixel q + px itself.
             for (b, st) in blocks.iter().zip(&stages) {
                 // SAFETY: pack[b.at..] holds b's packed weights (written above).
                 let w = pack.as_ptr().cast::<i16>().wrapping_add(b.at);
                 let mut px = 0;
                 while px < n {
                     let left = n - px;
-                    let rows_at = rows_ptr.wrapping_add(px * MAX_WINDOW);
+                    let rows_at = rows_ptr.wrapping_add(px * stride);
                     // SAFETY (each call): AVX2 present; P rows from rows_at are gathered
                     // (px + P <= n); w holds padded / 2 pairs of 8 · V lanes.
                     let step = unsafe {
                         match (b.vectors, left) {
-                            (2, 6..) => tile::<2, 6, X, Y>(s, c, b, st, rows_at, w, q + px, output),
-                            (2, 2..) => tile::<2, 2, X, Y>(s, c, b, st, rows_at, w, q + px, output),
-                            (2, _) => tile::<2, 1, X, Y>(s, c, b, st, rows_at, w, q + px, output),
-                            (_, 12..) => {
-                                tile::<1, 12, X, Y>(s, c, b, st, rows_at, w, q + px, output)
-                            }
-                            (_, 4..) => tile::<1, 4, X, Y>(s, c, b, st, rows_at, w, q + px, output),
-                            _ => tile::<1, 1, X, Y>(s, c, b, st, rows_at, w, q + px, output),
+                            (2, 6..) => tile::<2, 6, X, Y>(
+                                s,
+                                c,
+                                b,
+                                st,
+                                (rows_at, stride),
+                                w,
+                                q + px,
+                                output,
+                            ),
+                            (2, 2..) => tile::<2, 2, X, Y>(
+                                s,
+                                c,
+                                b,
+                                st,
+                                (rows_at, stride),
+                                w,
+                                q + px,
+                                output,
+                            ),
+                            (2, _) => tile::<2, 1, X, Y>(
+                                s,
+                                c,
+                                b,
+                                st,
+                                (rows_at, stride),
+                                w,
+                                q + px,
+                                output,
+                            ),
+                            (_, 12..) => tile::<1, 12, X, Y>(
+                                s,
+                                c,
+                                b,
+                                st,
+                                (rows_at, stride),
+                                w,
+                                q + px,
+                                output,
+                            ),
+                            (_, 4..) => tile::<1, 4, X, Y>(
+                                s,
+                                c,
+                                b,
+                                st,
+                                (rows_at, stride),
+                                w,
+                                q + px,
+                                output,
+                            ),
+                            _ => tile::<1, 1, X, Y>(
+                                s,
+                                c,
+                                b,
+                                st,
+                                (rows_at, stride),
+                                w,
+                                q + px,
+                                output,
+                            ),
                         }
                     };
                     px += step;
@@ -565,12 +641,12 @@ unsafe fn regular_avx2<X: Element, Y: FromWide>(s: &Shape, c: &Conv<'_, X>, outp
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tile<const V: usize, const P: usize, X: Element, Y: FromWide>(
+unsafe fn tile<const V: usize, const P: usize, X: Lanes, Y: FromWide>(
     s: &Shape,
     c: &Conv<'_, X>,
     b: &Block,
     stages: &Stages<16>,
-    rows: *const i16,
+    (rows, stride): (*const i16, usize),
     w: *const i16,
     q: usize,
     output: &mut [Y],
@@ -578,9 +654,9 @@ unsafe fn tile<const V: usize, const P: usize, X: Element, Y: FromWide>(
     // SAFETY: the caller's guarantees are `accumulate`'s; `vnni()` checked the CPU.
     let acc = unsafe {
         if vnni() {
-            accumulate_vnni::<V, P>(rows, w, s.padded / 2)
+            accumulate_vnni::<V, P>(rows, stride, w, s.padded / 2)
         } else {
-            accumulate::<V, P>(rows, w, s.padded / 2)
+            accumulate::<V, P>(rows, stride, w, s.padded / 2)
         }
     };
     for (px, acc) in acc.iter().enumerate() {
@@ -596,7 +672,7 @@ unsafe fn tile<const V: usize, const P: usize, X: Element, Y: FromWide>(
 /// `v` sums the products of channel `8v + j`'s weights and pixel `px`'s window.
 ///
 /// # Safety
-/// AVX2 present; `rows + px · MAX_WINDOW` holds `2 · pairs` values for `px < P`; `w` holds
+/// AVX2 present; `rows + px · stride` holds `2 · pairs` values for `px < P`; `w` holds
 /// `pairs · 16 · V` values.
 // Not inlined: its loop then has the sixteen vector registers to itself (12 accumulators of the
 // 16x6 tile, 2 weights, a broadcast), as the f32 kernel's.
@@ -604,6 +680,7 @@ unsafe fn tile<const V: usize, const P: usize, X: Element, Y: FromWide>(
 #[target_feature(enable = "avx2")]
 unsafe fn accumulate<const V: usize, const P: usize>(
     rows: *const i16,
+    stride: usize,
     w: *const i16,
     pairs: usize,
 ) -> [[__m256i; V]; P] {
@@ -616,11 +693,7 @@ unsafe fn accumulate<const V: usize, const P: usize>(
         }
         for (px, acc_px) in acc.iter_mut().enumerate() {
             // SAFETY: values 2i, 2i + 1 of window px (2i + 2 <= 2 · pairs).
-            let pair = unsafe {
-                rows.add(px * MAX_WINDOW + 2 * i)
-                    .cast::<i32>()
-                    .read_unaligned()
-            };
+            let pair = unsafe { rows.add(px * stride + 2 * i).cast::<i32>().read_unaligned() };
             let x = _mm256_set1_epi32(pair);
             for (a, wv) in acc_px.iter_mut().zip(&wv) {
                 *a = _mm256_add_epi32(*a, _mm256_madd_epi16(*wv, x));
@@ -639,6 +712,7 @@ unsafe fn accumulate<const V: usize, const P: usize>(
 #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
 unsafe fn accumulate_vnni<const V: usize, const P: usize>(
     rows: *const i16,
+    stride: usize,
     w: *const i16,
     pairs: usize,
 ) -> [[__m256i; V]; P] {
@@ -651,11 +725,7 @@ unsafe fn accumulate_vnni<const V: usize, const P: usize>(
         }
         for (px, acc_px) in acc.iter_mut().enumerate() {
             // SAFETY: values 2i, 2i + 1 of window px (2i + 2 <= 2 · pairs).
-            let pair = unsafe {
-                rows.add(px * MAX_WINDOW + 2 * i)
-                    .cast::<i32>()
-                    .read_unaligned()
-            };
+            let pair = unsafe { rows.add(px * stride + 2 * i).cast::<i32>().read_unaligned() };
             let x = _mm256_set1_epi32(pair);
             for (a, wv) in acc_px.iter_mut().zip(&wv) {
                 *a = _mm256_dpwssd_epi32(*a, *wv, x);
@@ -1079,6 +1149,19 @@ mod tests {
         }
     }
 
+    prop_compose! {
+        /// Pointwise convolutions (1x1, stride 1, unpadded): the windows are the input pixels.
+        fn pointwise_case()(half in 1usize..=40, out_c in 1usize..=40, h in 1usize..=9,
+                            w in 1usize..=9, view in prop_oneof![Just(0usize), 1usize..=5],
+                            relu in any::<bool>(), seed in any::<u64>())
+            -> Option<Case>
+        {
+            let pixel_stride = if view == 0 { 0 } else { out_c + view };
+            let g = ConvGeometry { out_pixel_stride: pixel_stride, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1 };
+            Some(Case { g, in_dims: [h, w, 2 * half], out_dims: [h, w, out_c], with_pad_values: false, relu, seed })
+        }
+    }
+
     /// Runs `c` with int8 or int16 inputs (`X`) and outputs (`Y`) through [`conv`] and the
     /// reference, and compares every output element, the channels of other producers between
     /// a view's pixels included (they must keep their sentinel value).
@@ -1196,7 +1279,7 @@ mod tests {
         /// Regular and depthwise convolutions, all four element-type pairs, views, pad values,
         /// zero points, fused clamps: byte-identical to the reference.
         #[test]
-        fn equals_the_reference(c in case(40), kinds in 0u8..4, zp_in in any::<i16>(),
+        fn equals_the_reference(c in prop_oneof![3 => case(40), 1 => pointwise_case()], kinds in 0u8..4, zp_in in any::<i16>(),
                                 zp_out in any::<i16>()) {
             let Some(c) = c else { return Ok(()) };
             run_case(&c, kinds, zp_in, zp_out)?;
