@@ -221,7 +221,7 @@ impl<const N: usize> Stages<N> {
     /// Stores `V` vectors of accumulators as channels `..width` at `out`.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn store<const V: usize, Y: FromWide>(
+    unsafe fn store<const V: usize, Y: FromWide>(
         &self,
         acc: &[__m256i; V],
         bounds: &Bounds,
@@ -349,7 +349,7 @@ impl Requant8 {
     /// `clamp(zp + requant(bias + acc))` in each lane.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn apply(&self, acc: __m256i) -> __m256i {
+    unsafe fn apply(&self, acc: __m256i) -> __m256i {
         let x = _mm256_add_epi32(acc, self.bias);
         let even = _mm256_mul_epi32(x, self.multiplier);
         let odd = _mm256_mul_epi32(
@@ -653,16 +653,20 @@ unsafe fn tile<const V: usize, const P: usize, X: Lanes, Y: FromWide>(
 ) -> usize {
     // SAFETY: the caller's guarantees are `accumulate`'s; `vnni()` checked the CPU.
     let acc = unsafe {
+        #[cfg(icefold_vnni)]
         if vnni() {
             accumulate_vnni::<V, P>(rows, stride, w, s.padded / 2)
         } else {
             accumulate::<V, P>(rows, stride, w, s.padded / 2)
         }
+        #[cfg(not(icefold_vnni))]
+        accumulate::<V, P>(rows, stride, w, s.padded / 2)
     };
     for (px, acc) in acc.iter().enumerate() {
         let at = (q + px) * s.out_stride + b.o0;
         if let Some(out) = output.get_mut(at..at + b.width) {
-            stages.store(acc, &c.bounds, out);
+            // SAFETY: AVX2 present.
+            unsafe { stages.store(acc, &c.bounds, out) };
         }
     }
     P
@@ -708,6 +712,8 @@ unsafe fn accumulate<const V: usize, const P: usize>(
 ///
 /// # Safety
 /// As [`accumulate`], and AVX512-VNNI and AVX512-VL present ([`vnni`]).
+#[cfg(icefold_vnni)]
+#[allow(clippy::incompatible_msrv)]
 #[inline(never)]
 #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
 unsafe fn accumulate_vnni<const V: usize, const P: usize>(
@@ -737,7 +743,10 @@ unsafe fn accumulate_vnni<const V: usize, const P: usize>(
 
 /// Whether the CPU has AVX512-VNNI with 256-bit (VL) encodings and the OS saves the AVX-512
 /// state: CPUID leaf 7 ECX bit 11, and `cpufeatures`' AVX512-VL check (CPUID and XGETBV).
-/// Detected once, then an atomic load.
+/// Detected once, then an atomic load. Built only where the compiler has the AVX-512 target
+/// features (Rust 1.89 and later: `build.rs` sets `icefold_vnni`); older compilers take the AVX2
+/// sums.
+#[cfg_attr(not(icefold_vnni), allow(dead_code))]
 fn vnni() -> bool {
     use core::sync::atomic::{AtomicU8, Ordering};
     static VNNI: AtomicU8 = AtomicU8::new(0);
@@ -750,9 +759,11 @@ fn vnni() -> bool {
         2 => true,
         _ => {
             cpufeatures::new!(avx512vl, "avx512f", "avx512vl");
-            // Leaf 7 only where the CPU has it (CPUID itself exists on every x86_64 CPU).
-            let has =
-                avx512vl::get() && __cpuid(0).eax >= 7 && __cpuid_count(7, 0).ecx & (1 << 11) != 0;
+            // Leaf 7 only where the CPU has it.
+            // SAFETY: CPUID exists on every x86_64 CPU (an `unsafe fn` before Rust 1.89).
+            #[allow(unused_unsafe)]
+            let has = avx512vl::get()
+                && unsafe { __cpuid(0).eax >= 7 && __cpuid_count(7, 0).ecx & (1 << 11) != 0 };
             VNNI.store(if has { 2 } else { 1 }, Ordering::Relaxed);
             has
         }
@@ -960,7 +971,8 @@ unsafe fn dw_chunk<const P: usize, X: Lanes, Y: FromWide>(
         for (k, a) in acc.iter().enumerate() {
             let at = (oy * s.out_w + ox + k) * s.out_stride + b.c0;
             if let Some(out) = output.get_mut(at..at + b.width) {
-                b.stages.store(&[*a], &c.bounds, out);
+                // SAFETY: AVX2 present.
+                unsafe { b.stages.store(&[*a], &c.bounds, out) };
             }
         }
     }
@@ -1024,7 +1036,7 @@ impl AddStages {
     /// Eight sums, as int32 lanes in the int8 range.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn apply(&self, a: __m256i, b: __m256i) -> __m256i {
+    unsafe fn apply(&self, a: __m256i, b: __m256i) -> __m256i {
         let [zp_a, zp_b] = self.zero_points;
         let a = _mm256_slli_epi32::<ADD_LEFT_SHIFT>(_mm256_sub_epi32(a, zp_a));
         let b = _mm256_slli_epi32::<ADD_LEFT_SHIFT>(_mm256_sub_epi32(b, zp_b));
@@ -1053,7 +1065,8 @@ unsafe fn add_avx2(stages: &AddStages, a: &[i8], b: &[i8], output: &mut [i8]) {
                 _mm256_cvtepi8_epi32(_mm_loadl_epi64(b.as_ptr().cast())),
             )
         };
-        out.copy_from_slice(&narrow8(stages.apply(a, b)));
+        // SAFETY: AVX2 present.
+        out.copy_from_slice(&unsafe { narrow8(stages.apply(a, b)) });
     }
     let out = chunks.into_remainder();
     let done = n - out.len();
@@ -1067,14 +1080,15 @@ unsafe fn add_avx2(stages: &AddStages, a: &[i8], b: &[i8], output: &mut [i8]) {
             _mm256_cvtepi8_epi32(_mm_loadl_epi64(tb.as_ptr().cast())),
         )
     };
-    let y = narrow8(stages.apply(va, vb));
+    // SAFETY: AVX2 present.
+    let y = unsafe { narrow8(stages.apply(va, vb)) };
     out.copy_from_slice(&y[..out.len()]);
 }
 
 /// Eight int32 lanes in the int8 range, as int8 values in order.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn narrow8(v: __m256i) -> [i8; 8] {
+unsafe fn narrow8(v: __m256i) -> [i8; 8] {
     let (lo, hi) = {
         // Saturating packs within each 128-bit half: bytes 0..4 of each half are its lanes.
         let p16 = _mm256_packs_epi32(v, v);
