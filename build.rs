@@ -29,6 +29,19 @@ fn main() {
     if fpu_mcu {
         println!("cargo:rustc-cfg=icefold_fast_f32");
     }
+    // The x86_64 int8 kernels' AVX512-VNNI sums (src/kernels/x86/int8.rs) need the AVX-512
+    // target features, stable since Rust 1.89 (the crate's MSRV is older).
+    println!("cargo:rustc-check-cfg=cfg(icefold_vnni)");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let minor = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|v| v.split(' ').nth(1)?.split('.').nth(1)?.parse::<u32>().ok());
+    if target.starts_with("x86_64") && minor.is_some_and(|m| m >= 89) {
+        println!("cargo:rustc-cfg=icefold_vnni");
+    }
     let vfp_core = target.starts_with("thumbv7em-") || target.starts_with("thumbv8m.main-");
     if fpu_mcu && vfp_core {
         println!("cargo:rustc-cfg=icefold_vfp");

@@ -26,6 +26,8 @@
 //! Everything else (grouped convolutions with more than one channel per group, channel
 //! multipliers, more than [`MAX_CHANNELS`] input channels) runs the reference kernel.
 //!
+//! The int8 and 16x8 convolutions and the int8 addition in the same shape are in [`int8`].
+//!
 //! This is the runtime's second module with `unsafe` code (after `fast::simd`): the intrinsics
 //! and raw-pointer loads and stores of the AVX2 paths. Every `unsafe` block says why it is sound.
 #![allow(unsafe_code)]
@@ -35,6 +37,8 @@ use core::mem::MaybeUninit;
 
 use super::reference::{self, elementwise::activate, window_coord};
 use super::{Activation, ConvGeometry};
+
+pub mod int8;
 
 cpufeatures::new!(avx2_fma, "avx2", "fma");
 

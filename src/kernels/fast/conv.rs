@@ -302,11 +302,17 @@ pub fn run_loops<X: Lanes, Y: FromWide, L: Loops>(conv: &Conv<'_, X>, output: &m
         if !L::REGULAR {
             return false;
         }
+        if x86(conv, output) {
+            return true;
+        }
         regular(conv, output);
         true
     } else if g.groups == in_c && g.groups == out_c {
         if !L::DEPTHWISE {
             return false;
+        }
+        if x86(conv, output) {
+            return true;
         }
         // The 3x3 row kernel writes dense rows only.
         if !strided && super::depthwise::covers(conv) {
@@ -319,6 +325,24 @@ pub fn run_loops<X: Lanes, Y: FromWide, L: Loops>(conv: &Conv<'_, X>, output: &m
         }
         true
     } else {
+        false
+    }
+}
+
+/// The x86_64 AVX2 convolution ([`crate::kernels::x86::int8`]), if it takes `conv` (AVX2
+/// present, a regular or depthwise window it covers); `false` elsewhere and, in this module's
+/// tests, while they run the portable loops.
+#[inline(always)]
+fn x86<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
+    #[cfg(test)]
+    if tests::PORTABLE_TILES.with(|p| p.get()) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    return crate::kernels::x86::int8::conv(conv, output);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (conv, output);
         false
     }
 }

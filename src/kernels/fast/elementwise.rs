@@ -10,6 +10,11 @@ use crate::quant::ADD_LEFT_SHIFT;
 /// [`reference::int8::elementwise::add`](crate::kernels::reference::int8::elementwise::add).
 #[inline(never)]
 pub fn add(quant: &AddQuant, a: &[i8], b: &[i8], output: &mut [i8]) {
+    // Eight elements per step with AVX2 (the same arithmetic lane by lane).
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::x86::int8::add(quant, a, b, output) {
+        return;
+    }
     let [zp_a, zp_b] = quant.input_zero_points.map(i32::from);
     let [r_a, r_b] = quant.input_requant.map(Stage::new);
     let r_out = Stage::new(quant.output_requant);
