@@ -84,17 +84,18 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
         None => (imported, None),
     };
     let (frozen, fold) = fold_batchnorm::fold(graph.clone())?;
-    let (lowered, blob, int8) = match opts.int8 {
+    let (lowered, blob, int8, fusion) = match opts.int8 {
         Some(int8) => {
-            let (lowered, blob, conversion) = quantize_int8(&frozen, &opts.limits, int8)?;
-            (lowered, blob, Some(conversion))
+            let (lowered, blob, conversion, fusion) = quantize_int8(&frozen, &opts.limits, int8)?;
+            (lowered, blob, Some(conversion), fusion)
         }
         None => {
             let mut lowered = lower::lower(&frozen)?;
+            let fusion = lowered.fuse_conv_pool()?;
             lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
             opts.limits.check_lowered(&lowered)?;
             let blob = blob::blob(&lowered)?;
-            (lowered, blob, None)
+            (lowered, blob, None, fusion)
         }
     };
     Ok(Converted {
@@ -105,6 +106,7 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
         blob,
         int8,
         bn_check,
+        fusion,
     })
 }
 
@@ -126,6 +128,8 @@ pub struct Converted {
     pub int8: Option<Int8Conversion>,
     /// The BatchNorm statistics check, when the conversion ran one.
     pub bn_check: Option<BnStatsCheck>,
+    /// Convolutions fused with the pooling that follows them, and the arena before and after.
+    pub fusion: lower::plan::Fusion,
 }
 
 impl Converted {
@@ -201,7 +205,7 @@ fn quantize_int8(
     frozen: &FrozenGraph,
     limits: &Limits,
     opts: Int8Options<'_>,
-) -> Result<(Lowered, Vec<u8>, Int8Conversion)> {
+) -> Result<(Lowered, Vec<u8>, Int8Conversion, lower::plan::Fusion)> {
     let calibration = calibrate::calibrate(frozen, opts.calib, opts.method, opts.progress)?;
     let f32_lowered = lower::lower_with(frozen, LowerOptions::INT8)?;
     let candidates = quantize::int16_activations(&f32_lowered, opts.int16_activations);
@@ -224,13 +228,20 @@ fn quantize_int8(
         )?;
     }
     let int8_arena_bytes = quantize::int8_activation_arena(&lowered)?;
+    // Layer by layer against the f32 lowering, whose layers these still are one for one (the
+    // fused layers below compute the same bytes).
+    let f32_blob = blob::blob(&f32_lowered)?;
+    let (mut layer_sqnr_db, end_to_end) =
+        host::compare_layers(&f32_blob, &blob::blob(&lowered)?, opts.calib, opts.progress)?;
     // After the bias correction, which steps through the layers with dense outputs.
+    let fusion = lowered.fuse_conv_pool()?;
+    for &conv in fusion.fused_convs.iter().rev() {
+        // A fused layer's output is its pooling's.
+        layer_sqnr_db.remove(conv);
+    }
     lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
     limits.check_lowered(&lowered)?;
     let blob = blob::blob(&lowered)?;
-    let f32_blob = blob::blob(&f32_lowered)?;
-    let (layer_sqnr_db, end_to_end) =
-        host::compare_layers(&f32_blob, &blob, opts.calib, opts.progress)?;
     let conversion = Int8Conversion {
         calibration,
         f32_lowered,
@@ -240,7 +251,7 @@ fn quantize_int8(
         int8_arena_bytes,
         int16_budget,
     };
-    Ok((lowered, blob, conversion))
+    Ok((lowered, blob, conversion, fusion))
 }
 
 #[cfg(test)]

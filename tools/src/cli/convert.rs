@@ -174,6 +174,14 @@ pub(crate) fn print_conversion(c: &Converted) {
     println!("MACs          {macs}");
     println!("weight bytes  {}", c.lowered.weights.len());
     println!("arena bytes   {}", c.lowered.info.arena_bytes);
+    if !c.fusion.fused_convs.is_empty() {
+        let (before, after) = c.fusion.arena_bytes;
+        println!(
+            "  {} convolution(s) fused with the pooling after them (the pooling computed from a \
+             band of rows): arena {before} -> {after} bytes",
+            c.fusion.fused_convs.len()
+        );
+    }
     println!("blob bytes    {}", c.blob.len());
 }
 

@@ -7,7 +7,8 @@
 
 use anyhow::{anyhow, Result};
 use icefold::format::{
-    Concat, ConcatI8, DType, Layer, ModelInfo, Op, TensorDesc, View, ARENA_ALIGN,
+    Band, Concat, ConcatI8, Conv2dPool, Conv2dPoolI8, DType, Layer, ModelInfo, Op, TensorDesc,
+    View, ARENA_ALIGN,
 };
 
 /// A tensor's size and the span of layers during which it must stay intact.
@@ -112,16 +113,156 @@ fn replan_with(info: &mut ModelInfo, layers: &mut [Layer], storage: &[u16]) -> R
             b.first = b.last;
         }
     }
+    // The band of a fused layer is scratch of that layer alone: one more buffer, after the
+    // tensors, live only while the layer runs.
+    let mut bands = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        if let Some(band) = l.scratch() {
+            bands.push((i, lives.len()));
+            lives.push(BufferLife {
+                bytes: band.byte_len(),
+                first: i as isize,
+                last: i as isize,
+            });
+        }
+    }
     let plan = plan_arena(&lives, ARENA_ALIGN);
     let place = |d: &mut TensorDesc| d.offset = plan.offsets[key(d.id)] as u32;
     for l in layers.iter_mut() {
         l.inputs.iter_mut().for_each(place);
         place(&mut l.output);
     }
+    for (i, b) in bands {
+        set_band_offset(&mut layers[i], plan.offsets[b] as u32);
+    }
     place(&mut info.input);
     place(&mut info.output);
     info.arena_bytes = u32::try_from(plan.total).map_err(|_| anyhow!("arena beyond 4 GiB"))?;
     Ok(())
+}
+
+fn set_band_offset(layer: &mut Layer, offset: u32) {
+    match &mut layer.op {
+        Op::Conv2dPool(f) => f.band.offset = offset,
+        Op::Conv2dPoolI8(f) => f.band.offset = offset,
+        _ => {}
+    }
+}
+
+/// What [`fuse_conv_pool`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fusion {
+    /// Indices (in the schedule before fusion) of the convolutions now fused into the pooling
+    /// that followed them; each fused layer sits where its pooling was, minus the layers removed
+    /// before it.
+    pub fused_convs: Vec<usize>,
+    /// Arena bytes before and after.
+    pub arena_bytes: (u32, u32),
+}
+
+/// Convolution rows a fused layer keeps: the rows one pooling window reads.
+fn band_rows(pool_kernel_h: u16, conv_rows: u16) -> u16 {
+    pool_kernel_h.min(conv_rows)
+}
+
+/// Fuses every convolution (`Conv2d`, `Conv2dI8`) whose output only the next layer reads, and
+/// that layer is a pooling (`Pool`, `PoolI8`), into one `Conv2dPool` / `Conv2dPoolI8` layer whose
+/// band holds the rows of convolution output one pooling window reads, when that band is smaller
+/// than the convolution output (a global pooling reads every row: no gain, not fused) and the
+/// convolution's top and bottom padding are below its window height (the loader's rule). The
+/// values computed do not change (the fused layer runs the same kernels on the same elements);
+/// the arena is replanned with each band live during its layer only, and the result is kept
+/// only if the arena shrinks. Returns what it did.
+///
+/// Fusion is on whenever it shrinks the arena: it never computes a convolution row twice (rows
+/// shared by overlapping pooling windows are moved within the band) and costs one kernel call
+/// per pooled row (docs/BENCHMARKS.md, "Fused convolution and pooling").
+pub fn fuse_conv_pool(info: &mut ModelInfo, layers: &mut Vec<Layer>) -> Result<Fusion> {
+    let before = info.arena_bytes;
+    let reads = |id: u16, layers: &[Layer]| {
+        layers
+            .iter()
+            .flat_map(|l| l.inputs[..usize::from(l.input_count)].iter())
+            .filter(|x| x.id == id)
+            .count()
+    };
+    let mut fused = layers.clone();
+    let mut fused_convs = Vec::new();
+    let mut i = 0;
+    let mut original = 0;
+    while i + 1 < fused.len() {
+        let (conv, pool) = (fused[i], fused[i + 1]);
+        let mid = conv.output;
+        let candidate = mid.view.is_none()
+            && mid.id != info.output.id
+            && pool.input_count == 1
+            && pool.inputs[0].id == mid.id
+            && reads(mid.id, &fused) == 1;
+        let op = match (conv.op, pool.op) {
+            (Op::Conv2d(c), Op::Pool(p)) if candidate => Some(Op::Conv2dPool(Conv2dPool {
+                conv: c,
+                pool: p,
+                band: Band {
+                    offset: 0,
+                    rows: band_rows(p.kernel[0], mid.dims[0]),
+                    quant: None,
+                },
+            })),
+            (Op::Conv2dI8(c), Op::PoolI8(p)) if candidate => Some(Op::Conv2dPoolI8(Conv2dPoolI8 {
+                conv: c,
+                pool: p,
+                band: Band {
+                    offset: 0,
+                    rows: band_rows(p.pool.kernel[0], mid.dims[0]),
+                    quant: mid.quant,
+                },
+            })),
+            _ => None,
+        };
+        let layer = op.map(|op| Layer {
+            op,
+            inputs: conv.inputs,
+            input_count: conv.input_count,
+            output: pool.output,
+        });
+        let worth = layer.is_some_and(|l| {
+            let (c, _, band) = l.fused().expect("a fused record");
+            let extent = u32::from(c.dilation[0]) * u32::from(c.kernel[0].saturating_sub(1)) + 1;
+            band.rows < mid.dims[0] && u32::from(c.pad[0]) < extent && u32::from(c.pad[2]) < extent
+        });
+        match layer {
+            Some(layer) if worth => {
+                fused[i] = layer;
+                fused.remove(i + 1);
+                fused_convs.push(original);
+                original += 2;
+            }
+            _ => original += 1,
+        }
+        i += 1;
+    }
+    if fused_convs.is_empty() {
+        return Ok(Fusion {
+            fused_convs,
+            arena_bytes: (before, before),
+        });
+    }
+    let mut fused_info = *info;
+    fused_info.layer_count =
+        u16::try_from(fused.len()).map_err(|_| anyhow!("more than 65535 layers"))?;
+    replan(&mut fused_info, &mut fused)?;
+    if fused_info.arena_bytes >= before {
+        return Ok(Fusion {
+            fused_convs: Vec::new(),
+            arena_bytes: (before, before),
+        });
+    }
+    *info = fused_info;
+    *layers = fused;
+    Ok(Fusion {
+        fused_convs,
+        arena_bytes: (before, info.arena_bytes),
+    })
 }
 
 /// What [`share_concat_storage`] did.
