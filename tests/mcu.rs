@@ -351,6 +351,18 @@ fn small_cnn_on_cortex_m33() {
     check("small_cnn", Target::CortexM33);
 }
 
+/// Issue 19: the 28x28 two-conv CNN in f32 fits the micro:bit's 16 KiB of RAM because both
+/// convolutions are fused with the max pooling after them (the arena holds two rows of each
+/// convolution's output instead of all of it) and the firmware links only the model's kernels.
+#[test]
+fn cnn28_f32_fused_on_cortex_m0() {
+    let (converted, _) = convert_fixture("cnn28", Precision::F32);
+    let fused = converted.lowered.layers.iter().filter(|l| l.fused().is_some());
+    assert_eq!(fused.count(), 2);
+    assert_eq!(converted.fusion.arena_bytes, (31_360, 11_200));
+    check("cnn28", Target::CortexM0);
+}
+
 /// Padding, leaky ReLU, grouped convolution, average pooling with padding: more kernels.
 #[test]
 fn ops_mix_on_cortex_m4f() {

@@ -93,6 +93,15 @@ pub(super) fn run<'s, K: Kernels>(
                 |g, xd, x, yd, y| kernels::pool::pool(g, &p.pool.activation, xd, x, yd, y),
             )?;
         }
+        Op::Conv2dPoolI16(p) if linked::<K>(Kernel::Conv2dPoolI16ToI8) => int8::run_fused_i16(
+            model,
+            layer,
+            p,
+            &geometry,
+            bytemuck::try_cast_slice(x).ok()?,
+            bytemuck::cast_slice_mut(b),
+            bytemuck::cast_slice_mut(&mut *y),
+        )?,
         Op::Conv2dPoolI8(p) if linked::<K>(Kernel::Conv2dPoolI8) => int8::run_fused(
             model,
             layer,
@@ -124,6 +133,14 @@ mod tests {
     use crate::model::{LayerFault, LoadError, Operand, ParamFault};
     use crate::testutil::*;
     use crate::Model;
+
+    /// The element types of a case: f32; int8; int16 in, int8 out (16×8).
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Precision {
+        F32,
+        I8,
+        I16,
+    }
 
     #[derive(Clone, Copy, Debug)]
     struct Case {
@@ -259,10 +276,10 @@ mod tests {
         n.div_ceil(4) as u32 * 4
     }
 
-    /// The unfused and the fused model of `case` (int8 when `quant` gives the three tensors'
-    /// quantizations), each with its arena size.
-    fn models(case: &Case, int8: bool) -> (Spec, Spec) {
+    /// The unfused and the fused model of `case`, each with its arena size.
+    fn models(case: &Case, precision: Precision) -> (Spec, Spec) {
         let (mid_dims, out_dims) = (case.mid().unwrap(), case.out().unwrap());
+        let int8 = precision != Precision::F32;
         let dtype = if int8 { DType::I8 } else { DType::F32 };
         let q = |scale: f32, zero_point: i32| int8.then_some(Quant { scale, zero_point });
         let tensor = |id, offset, dims, quant| TensorDesc {
@@ -273,9 +290,19 @@ mod tests {
             quant,
             view: None,
         };
-        let (qx, qmid) = (q(0.05, -3), q(0.1, 5));
+        let (qx, qmid) = match precision {
+            Precision::I16 => (q(0.0004, 0), q(0.1, 5)),
+            _ => (q(0.05, -3), q(0.1, 5)),
+        };
         let qy = if case.rescale { q(0.07, -9) } else { qmid };
-        let x = tensor(0, 0, case.in_dims, qx);
+        let x = TensorDesc {
+            dtype: if precision == Precision::I16 {
+                DType::I16
+            } else {
+                dtype
+            },
+            ..tensor(0, 0, case.in_dims, qx)
+        };
         let bytes = |d: &TensorDesc| d.byte_len();
         let mid = tensor(1, aligned(bytes(&x)), mid_dims, qmid);
         let y = tensor(2, mid.offset + aligned(bytes(&mid)), out_dims, qy);
@@ -294,21 +321,23 @@ mod tests {
             let weights = push_i8(&mut unfused, &g.i8s(n_weights));
             let bias: Vec<i32> = (0..n_out).map(|_| i32::from(g.i8()) * 8).collect();
             let bias = push_i32(&mut unfused, &bias);
+            let s_x = f64::from(qx.unwrap().scale);
             let reals: Vec<f64> = (0..n_out)
-                .map(|i| 0.05 * 0.01 * (1.0 + i as f64 / 4.0) / 0.1)
+                .map(|i| s_x * 0.01 * (1.0 + i as f64 / 4.0) / 0.1)
                 .collect();
             let requant = push_requant(&mut unfused, &reals);
+            let clamp = if case.relu {
+                Clamp { min: 5, max: 127 }
+            } else {
+                Clamp::FULL
+            };
             let conv = Conv2dI8 {
                 conv: Conv2d {
                     activation: Activation::Identity,
                     ..case.conv(weights, bias)
                 },
                 requant,
-                clamp: if case.relu {
-                    Clamp { min: 5, max: 127 }
-                } else {
-                    Clamp::FULL
-                },
+                clamp,
             };
             let pool = PoolI8 {
                 pool,
@@ -321,11 +350,27 @@ mod tests {
                     Clamp::FULL
                 },
             };
-            (
-                Op::Conv2dI8(conv),
-                Op::PoolI8(pool),
-                Op::Conv2dPoolI8(Conv2dPoolI8 { conv, pool, band }),
-            )
+            if precision == Precision::I16 {
+                let conv = Conv2dI16 {
+                    conv: conv.conv,
+                    requant,
+                    clamp: ClampI16 {
+                        min: i16::from(clamp.min),
+                        max: i16::from(clamp.max),
+                    },
+                };
+                (
+                    Op::Conv2dI16(conv),
+                    Op::PoolI8(pool),
+                    Op::Conv2dPoolI16(Conv2dPoolI16 { conv, pool, band }),
+                )
+            } else {
+                (
+                    Op::Conv2dI8(conv),
+                    Op::PoolI8(pool),
+                    Op::Conv2dPoolI8(Conv2dPoolI8 { conv, pool, band }),
+                )
+            }
         } else {
             let weights = unfused.f32s(&values(n_weights, case.seed));
             let bias = unfused.f32s(&values(n_out, case.seed ^ 1));
@@ -355,12 +400,20 @@ mod tests {
         (unfused, fused)
     }
 
-    fn output_bytes(spec: &Spec, input: &[u8], int8: bool) -> Vec<u8> {
+    fn output_bytes(spec: &Spec, input: &[u8], precision: Precision) -> Vec<u8> {
         let blob = spec.blob();
         let model = Model::new_checked(blob.bytes()).unwrap();
         let mut arena = Blob::zeroed(spec.info.arena_bytes as usize);
         let out = &spec.info.output;
-        if int8 {
+        if precision == Precision::I16 {
+            let x: Vec<i16> = input
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            let mut y = std::vec![0i8; out.len()];
+            model.run_i8(arena.bytes_mut(), &x, &mut y).unwrap();
+            y.iter().map(|&v| v as u8).collect()
+        } else if precision == Precision::I8 {
             let x: Vec<i8> = input.iter().map(|&b| b as i8).collect();
             let mut y = std::vec![0i8; out.len()];
             model.run_i8(arena.bytes_mut(), &x, &mut y).unwrap();
@@ -376,9 +429,12 @@ mod tests {
         }
     }
 
-    fn input_bytes(case: &Case, int8: bool) -> Vec<u8> {
+    fn input_bytes(case: &Case, precision: Precision) -> Vec<u8> {
         let n = case.in_dims.iter().map(|&d| usize::from(d)).product();
-        if int8 {
+        if precision == Precision::I16 {
+            let x = Gen(case.seed ^ 7).i16s(n);
+            x.iter().flat_map(|v| v.to_le_bytes()).collect()
+        } else if precision == Precision::I8 {
             Gen(case.seed ^ 7).i8s(n).iter().map(|&v| v as u8).collect()
         } else {
             values(n, case.seed ^ 7)
@@ -388,21 +444,33 @@ mod tests {
         }
     }
 
+    fn same_bytes(case: &Case, precision: Precision) -> Result<(), TestCaseError> {
+        let (unfused, fused) = models(case, precision);
+        let x = input_bytes(case, precision);
+        let (a, b) = (
+            output_bytes(&fused, &x, precision),
+            output_bytes(&unfused, &x, precision),
+        );
+        prop_assert_eq!(a, b);
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn fused_f32_equals_conv_then_pool(case in case()) {
-            let (unfused, fused) = models(&case, false);
-            let x = input_bytes(&case, false);
-            prop_assert_eq!(output_bytes(&fused, &x, false), output_bytes(&unfused, &x, false));
+            same_bytes(&case, Precision::F32)?;
         }
 
         #[test]
         fn fused_int8_equals_conv_then_pool(case in case()) {
-            let (unfused, fused) = models(&case, true);
-            let x = input_bytes(&case, true);
-            prop_assert_eq!(output_bytes(&fused, &x, true), output_bytes(&unfused, &x, true));
+            same_bytes(&case, Precision::I8)?;
+        }
+
+        #[test]
+        fn fused_16x8_equals_conv_then_pool(case in case()) {
+            same_bytes(&case, Precision::I16)?;
         }
     }
 
@@ -425,7 +493,8 @@ mod tests {
             rescale: false,
             seed: 3,
         };
-        let mut fused = models(&case, int8).1;
+        let precision = if int8 { Precision::I8 } else { Precision::F32 };
+        let mut fused = models(&case, precision).1;
         // Room past the output, for the tests that move the band there.
         fused.info.arena_bytes += 512;
         fused

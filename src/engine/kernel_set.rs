@@ -132,6 +132,9 @@ kernels! {
     /// int8 convolution (any grouping) fused with the int8 pooling that reads it
     /// (`Op::Conv2dPoolI8`).
     Conv2dPoolI8,
+    /// 16×8 convolution (int16 in, int8 out) fused with the int8 pooling that reads it
+    /// (`Op::Conv2dPoolI16`).
+    Conv2dPoolI16ToI8,
 }
 
 /// The f32 kernels: the variants before the first int8 one.
@@ -184,6 +187,7 @@ impl Kernel {
             Op::ConcatI8(_) => Kernel::ConcatI8,
             Op::Conv2dPool(_) => Kernel::Conv2dPool,
             Op::Conv2dPoolI8(_) => Kernel::Conv2dPoolI8,
+            Op::Conv2dPoolI16(_) => Kernel::Conv2dPoolI16ToI8,
             Op::Conv2dI16(p) => match (x, y, depthwise(&p.conv, layer)) {
                 (DType::I8, DType::I16, false) => Kernel::Conv2dI8ToI16,
                 (DType::I16, DType::I16, false) => Kernel::Conv2dI16ToI16,

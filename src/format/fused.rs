@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Conv2d, Conv2dI8, DType, Layer, Op, Pool, PoolI8, Quant, TensorDesc};
+use super::{Conv2d, Conv2dI16, Conv2dI8, DType, Layer, Op, Pool, PoolI8, Quant, TensorDesc};
 
 /// The scratch rows of a fused convolution and pooling: `rows` rows of the convolution's output
 /// (`[rows, OW, C]`, the output's element type) at `offset` in the arena.
@@ -46,6 +46,20 @@ pub struct Conv2dPoolI8 {
     pub band: Band,
 }
 
+/// A 16×8 convolution with an int16 input and an int8 output, then int8 pooling, fused (the first
+/// convolution of a network whose input is int16).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Conv2dPoolI16 {
+    /// The convolution, exactly as its own layer would be (int16 in, int8 out).
+    pub conv: Conv2dI16,
+    /// The pooling over the convolution's output, exactly as its own layer would be.
+    pub pool: PoolI8,
+    /// Where the rows of the convolution output are kept (int8, `quant`: the convolution
+    /// output's).
+    pub band: Band,
+}
+
 /// Output length of a window along one axis, `None` when the window does not fit.
 fn window_out(
     size: u16,
@@ -70,6 +84,7 @@ impl Layer {
         match &self.op {
             Op::Conv2dPool(f) => Some((&f.conv, &f.pool, &f.band)),
             Op::Conv2dPoolI8(f) => Some((&f.conv.conv, &f.pool.pool, &f.band)),
+            Op::Conv2dPoolI16(f) => Some((&f.conv.conv, &f.pool.pool, &f.band)),
             _ => None,
         }
     }

@@ -21,7 +21,7 @@ pub mod header;
 pub mod signature;
 
 pub use axis::{Concat, ConcatI8, Gather, Slice};
-pub use fused::{Band, Conv2dPool, Conv2dPoolI8};
+pub use fused::{Band, Conv2dPool, Conv2dPoolI16, Conv2dPoolI8};
 
 pub use crate::kernels::{Activation, PoolKind};
 pub use crate::quant::{Clamp, ClampI16, Requant};
@@ -528,6 +528,8 @@ pub enum Op {
     Conv2dPool(Conv2dPool),
     /// int8 convolution then int8 pooling, fused likewise (version 8).
     Conv2dPoolI8(Conv2dPoolI8),
+    /// 16×8 convolution (int16 in, int8 out) then int8 pooling, fused likewise (version 8).
+    Conv2dPoolI16(Conv2dPoolI16),
 }
 
 impl Op {
@@ -565,6 +567,7 @@ impl Op {
             Op::PReluI8(_) => "prelu_i8",
             Op::Conv2dPool(_) => "conv2d_pool",
             Op::Conv2dPoolI8(_) => "conv2d_pool_i8",
+            Op::Conv2dPoolI16(_) => "conv2d_pool_i16",
         }
     }
 }

@@ -76,12 +76,12 @@ pub fn conv_rows(
 /// out_dims, output)` are the two layers' kernels. Returns `None` (with the output partly
 /// written) only for a geometry the loader refuses: a window outside the band, a slice beyond an
 /// operand.
-pub fn run<T: Copy>(
+pub fn run<X: Copy, T: Copy>(
     f: &FusedGeometry,
-    input: &[T],
+    input: &[X],
     band: &mut [T],
     output: &mut [T],
-    mut conv: impl FnMut(&ConvGeometry, [usize; 3], &[T], [usize; 3], &mut [T]),
+    mut conv: impl FnMut(&ConvGeometry, [usize; 3], &[X], [usize; 3], &mut [T]),
     mut pool: impl FnMut(&PoolGeometry, [usize; 3], &[T], [usize; 3], &mut [T]),
 ) -> Option<()> {
     let [in_h, in_w, in_c] = f.in_dims;

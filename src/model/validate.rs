@@ -303,6 +303,11 @@ fn check_fused<K: Kernels>(
             check_integer_conv(weights, (&f.conv.conv, &f.conv.requant), clamp, x, &mid)?;
             check_pool_i8(&f.pool, &mid, &layer.output)
         }
+        Op::Conv2dPoolI16(f) if linked::<K>(Kernel::Conv2dPoolI16ToI8) => {
+            let clamp = check_bounds(f.conv.clamp.min, f.conv.clamp.max);
+            check_integer_conv(weights, (&f.conv.conv, &f.conv.requant), clamp, x, &mid)?;
+            check_pool_i8(&f.pool, &mid, &layer.output)
+        }
         // Refused by `check_linked`.
         _ => Err(LayerFault::InputCount {
             expected: 1,
@@ -363,6 +368,7 @@ fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
         Op::SoftmaxI16 { .. } => same(DType::I16),
         Op::Conv2dPool(_) => same(DType::F32),
         Op::Conv2dPoolI8(_) => same(DType::I8),
+        Op::Conv2dPoolI16(_) => Some((DType::I16, DType::I8)),
         Op::Conv2d(_)
         | Op::Dense(_)
         | Op::Pool(_)

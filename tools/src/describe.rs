@@ -116,6 +116,11 @@ pub fn describe(op: &Op) -> (String, usize) {
             describe(&Op::PoolI8(f.pool)),
             f.band.rows,
         ),
+        Op::Conv2dPoolI16(f) => fused(
+            describe(&Op::Conv2dI16(f.conv)),
+            describe(&Op::PoolI8(f.pool)),
+            f.band.rows,
+        ),
         #[allow(unreachable_patterns)]
         _ => ("(unknown op)".into(), 0),
     }

@@ -7,7 +7,7 @@
 
 use anyhow::{anyhow, Result};
 use icefold::format::{
-    Band, Concat, ConcatI8, Conv2dPool, Conv2dPoolI8, DType, Layer, ModelInfo, Op, TensorDesc,
+    Band, Concat, ConcatI8, Conv2dPool, Conv2dPoolI16, Conv2dPoolI8, DType, Layer, ModelInfo, Op, TensorDesc,
     View, ARENA_ALIGN,
 };
 
@@ -145,6 +145,7 @@ fn set_band_offset(layer: &mut Layer, offset: u32) {
     match &mut layer.op {
         Op::Conv2dPool(f) => f.band.offset = offset,
         Op::Conv2dPoolI8(f) => f.band.offset = offset,
+        Op::Conv2dPoolI16(f) => f.band.offset = offset,
         _ => {}
     }
 }
@@ -217,6 +218,19 @@ pub fn fuse_conv_pool(info: &mut ModelInfo, layers: &mut Vec<Layer>) -> Result<F
                     quant: mid.quant,
                 },
             })),
+            (Op::Conv2dI16(c), Op::PoolI8(p))
+                if candidate && conv.inputs[0].dtype == DType::I16 && mid.dtype == DType::I8 =>
+            {
+                Some(Op::Conv2dPoolI16(Conv2dPoolI16 {
+                    conv: c,
+                    pool: p,
+                    band: Band {
+                        offset: 0,
+                        rows: band_rows(p.pool.kernel[0], mid.dims[0]),
+                        quant: mid.quant,
+                    },
+                }))
+            }
             _ => None,
         };
         let layer = op.map(|op| Layer {
