@@ -7,6 +7,7 @@
 //! ([`StaleBnPolicy::Allow`]) or to re-estimate them ([`StaleBnPolicy::Recalibrate`]). Without
 //! it, the statistics are folded as they are.
 
+use crate::lower::plan::Fusion;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -64,6 +65,9 @@ pub struct ConvertOptions<'a> {
     pub bn_check: Option<BnCheckOptions<'a>>,
     /// Quantize to int8 (normally with the same calibration data as the check).
     pub int8: Option<Int8Options<'a>>,
+    /// Do not fuse convolutions with the pooling after them (`lower::plan::fuse_conv_pool`,
+    /// on by default where it shrinks the arena); the values computed are the same.
+    pub no_fusion: bool,
 }
 
 /// Converts `source`: import (for a file), the BatchNorm statistics check (if asked), BatchNorm
@@ -86,12 +90,17 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
     let (frozen, fold) = fold_batchnorm::fold(graph.clone())?;
     let (lowered, blob, int8, fusion) = match opts.int8 {
         Some(int8) => {
-            let (lowered, blob, conversion, fusion) = quantize_int8(&frozen, &opts.limits, int8)?;
+            let (lowered, blob, conversion, fusion) =
+                quantize_int8(&frozen, &opts.limits, int8, !opts.no_fusion)?;
             (lowered, blob, Some(conversion), fusion)
         }
         None => {
             let mut lowered = lower::lower(&frozen)?;
-            let fusion = lowered.fuse_conv_pool()?;
+            let fusion = if opts.no_fusion {
+                Fusion::default()
+            } else {
+                lowered.fuse_conv_pool()?
+            };
             lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
             opts.limits.check_lowered(&lowered)?;
             let blob = blob::blob(&lowered)?;
@@ -129,7 +138,7 @@ pub struct Converted {
     /// The BatchNorm statistics check, when the conversion ran one.
     pub bn_check: Option<BnStatsCheck>,
     /// Convolutions fused with the pooling that follows them, and the arena before and after.
-    pub fusion: lower::plan::Fusion,
+    pub fusion: Fusion,
 }
 
 impl Converted {
@@ -205,7 +214,8 @@ fn quantize_int8(
     frozen: &FrozenGraph,
     limits: &Limits,
     opts: Int8Options<'_>,
-) -> Result<(Lowered, Vec<u8>, Int8Conversion, lower::plan::Fusion)> {
+    fuse: bool,
+) -> Result<(Lowered, Vec<u8>, Int8Conversion, Fusion)> {
     let calibration = calibrate::calibrate(frozen, opts.calib, opts.method, opts.progress)?;
     let f32_lowered = lower::lower_with(frozen, LowerOptions::INT8)?;
     let candidates = quantize::int16_activations(&f32_lowered, opts.int16_activations);
@@ -234,7 +244,11 @@ fn quantize_int8(
     let (mut layer_sqnr_db, end_to_end) =
         host::compare_layers(&f32_blob, &blob::blob(&lowered)?, opts.calib, opts.progress)?;
     // After the bias correction, which steps through the layers with dense outputs.
-    let fusion = lowered.fuse_conv_pool()?;
+    let fusion = if fuse {
+        lowered.fuse_conv_pool()?
+    } else {
+        Fusion::default()
+    };
     for &conv in fusion.fused_convs.iter().rev() {
         // A fused layer's output is its pooling's.
         layer_sqnr_db.remove(conv);

@@ -48,6 +48,11 @@ pub struct ConvertArgs {
     /// 0 keeps every activation int8 (least RAM).
     #[arg(long, value_name = "N|all", default_value = "all", value_parser = pipeline::parse_int16_activations, requires = "quantize")]
     int16_activations: usize,
+    /// Keep every convolution and the pooling after it as two layers (by default they are fused
+    /// where that shrinks the arena: the pooling is computed from a band of the convolution's
+    /// output rows, which then never exists whole). The values computed are the same.
+    #[arg(long)]
+    no_fuse: bool,
     #[command(flatten)]
     budget: super::BudgetArgs,
     /// With --calib: fold BatchNorm statistics even if they do not match the data (warns).
@@ -104,6 +109,7 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
             limits,
             bn_check,
             int8,
+            no_fusion: a.no_fuse,
         },
     )?;
     if let Some(check) = &c.bn_check {
