@@ -448,9 +448,25 @@ fn corrupted_fused_blobs_are_refused_and_never_panic() {
         ("-int8", Some(int8(false))),
         ("-all-int8", Some(int8(true))),
     ] {
+        // A budget below the unfused arena (f32 31,360 bytes, int8 7,840) fuses both pairs.
         let opts = ConvertOptions {
             int8,
+            limits: icefold_tool::lower::limits::Limits {
+                max_arena_bytes: 4096,
+                ..Default::default()
+            },
             ..Default::default()
+        };
+        let opts = if opts.int8.is_none() {
+            ConvertOptions {
+                limits: icefold_tool::lower::limits::Limits {
+                    max_arena_bytes: 16 << 10,
+                    ..Default::default()
+                },
+                ..opts
+            }
+        } else {
+            opts
         };
         let converted = pipeline::convert(&f.model(), &opts).unwrap();
         let fused = converted

@@ -158,6 +158,8 @@ mod tests {
         relu: bool,
         pool_relu: bool,
         rescale: bool,
+        /// Band rows beyond one pooling window's (up to the convolution's rows).
+        extra_rows: u16,
         seed: u64,
     }
 
@@ -237,7 +239,13 @@ mod tests {
                 [1u16..4, 1u16..4],
                 [0u16..3, 0u16..3, 0u16..3, 0u16..3],
             ),
-            (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
+            (
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<u64>(),
+                0u16..5,
+            ),
         )
             .prop_map(
                 |((h, w, c, depthwise, out_c), (kernel, stride, dilation, pad), pool, flags)| {
@@ -257,6 +265,7 @@ mod tests {
                         pool_relu: flags.1,
                         rescale: flags.2,
                         seed: flags.3,
+                        extra_rows: flags.4,
                     }
                 },
             )
@@ -314,7 +323,7 @@ mod tests {
         let pool = case.pool(int8);
         let band = Band {
             offset: mid.offset,
-            rows: case.pool_kernel[0].min(mid_dims[0]),
+            rows: (case.pool_kernel[0] + case.extra_rows).min(mid_dims[0]),
             quant: qmid,
         };
         let (conv_op, pool_op, fused_op) = if int8 {
@@ -491,6 +500,7 @@ mod tests {
             relu: true,
             pool_relu: false,
             rescale: false,
+            extra_rows: 0,
             seed: 3,
         };
         let precision = if int8 { Precision::I8 } else { Precision::F32 };

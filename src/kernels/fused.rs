@@ -69,8 +69,10 @@ pub fn conv_rows(
 }
 
 /// Runs a fused layer: for each pooled row, the convolution rows its windows read are brought
-/// into `band` (rows already there from the previous pooled row are moved to its start, the
-/// others computed by `conv`), then `pool` computes the row from them.
+/// into `band` when they are not there yet (rows the previous windows share with it are moved to
+/// its start, then `conv` fills the band: one call computes as many rows as the band holds, which
+/// amortizes a fast kernel's per-call set-up), then `pool` computes the row from them. No
+/// convolution row is computed twice.
 ///
 /// `conv(geometry, in_dims, input, out_dims, output)` and `pool(geometry, in_dims, input,
 /// out_dims, output)` are the two layers' kernels. Returns `None` (with the output partly
@@ -107,35 +109,39 @@ pub fn run<X: Copy, T: Copy>(
             .checked_add(pool_h)?
             .saturating_sub(pad_top)
             .min(mid_h);
-        if lo >= hi || hi - lo > f.band_rows {
+        if lo >= hi || hi - lo > f.band_rows || lo < held.start {
             return None;
         }
-        if held.start <= lo && lo < held.end {
-            let from = (lo - held.start) * mid_row;
-            let to = (held.end - held.start) * mid_row;
-            band.copy_within(from..to, 0);
-            held = lo..held.end;
-        } else {
-            held = lo..lo;
-        }
         if held.end < hi {
-            let (rows, g) = conv_rows(&f.conv, in_h, held.end, hi)?;
+            // Keep the rows this window shares with the last ones (moved to the band's start),
+            // then fill the band: as many rows per convolution call as it holds.
+            if lo < held.end {
+                let from = (lo - held.start) * mid_row;
+                let to = (held.end - held.start) * mid_row;
+                band.copy_within(from..to, 0);
+                held = lo..held.end;
+            } else {
+                held = lo..lo;
+            }
+            let end = lo.checked_add(f.band_rows)?.min(mid_h);
+            let (rows, g) = conv_rows(&f.conv, in_h, held.end, end)?;
             let x = input.get(rows.start * in_row..rows.end * in_row)?;
-            let y = band.get_mut((held.end - lo) * mid_row..(hi - lo) * mid_row)?;
+            let y = band.get_mut((held.end - lo) * mid_row..(end - lo) * mid_row)?;
             conv(
                 &g,
                 [rows.len(), in_w, in_c],
                 x,
-                [hi - held.end, mid_w, mid_c],
+                [end - held.end, mid_w, mid_c],
                 y,
             );
-            held = lo..hi;
+            held = lo..end;
         }
         let window = PoolGeometry {
             pad: [pad_top.saturating_sub(start), pad_left, 0, pad_right],
             ..f.pool
         };
-        let rows = band.get(..(hi - lo) * mid_row)?;
+        let first = lo - held.start;
+        let rows = band.get(first * mid_row..(hi - held.start) * mid_row)?;
         pool(
             &window,
             [hi - lo, mid_w, mid_c],

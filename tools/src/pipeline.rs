@@ -65,8 +65,8 @@ pub struct ConvertOptions<'a> {
     pub bn_check: Option<BnCheckOptions<'a>>,
     /// Quantize to int8 (normally with the same calibration data as the check).
     pub int8: Option<Int8Options<'a>>,
-    /// Do not fuse convolutions with the pooling after them (`lower::plan::fuse_conv_pool`,
-    /// on by default where it shrinks the arena); the values computed are the same.
+    /// Never fuse convolutions with the pooling after them (`lower::plan::fuse_conv_pool` fuses
+    /// while the arena exceeds `limits.max_arena_bytes`); the values computed are the same.
     pub no_fusion: bool,
 }
 
@@ -99,7 +99,7 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
             let fusion = if opts.no_fusion {
                 Fusion::default()
             } else {
-                lowered.fuse_conv_pool()?
+                lowered.fuse_conv_pool(opts.limits.max_arena_bytes)?
             };
             lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
             opts.limits.check_lowered(&lowered)?;
@@ -245,7 +245,7 @@ fn quantize_int8(
         host::compare_layers(&f32_blob, &blob::blob(&lowered)?, opts.calib, opts.progress)?;
     // After the bias correction, which steps through the layers with dense outputs.
     let fusion = if fuse {
-        lowered.fuse_conv_pool()?
+        lowered.fuse_conv_pool(limits.max_arena_bytes)?
     } else {
         Fusion::default()
     };

@@ -38,11 +38,11 @@ pub struct Lowered {
 }
 
 impl Lowered {
-    /// Fuses each convolution into the pooling that follows it where that shrinks the arena
-    /// ([`plan::fuse_conv_pool`]); the fused layer's note joins the two layers' notes. Run before
-    /// [`plan::share_concat_storage`] (it replans the arena from scratch).
-    pub fn fuse_conv_pool(&mut self) -> Result<plan::Fusion> {
-        let fusion = plan::fuse_conv_pool(&mut self.info, &mut self.layers)?;
+    /// Fuses convolutions with the pooling that follows them while the arena exceeds `budget`
+    /// bytes ([`plan::fuse_conv_pool`]); the fused layer's note joins the two layers' notes. Run
+    /// before [`plan::share_concat_storage`] (it replans the arena from scratch).
+    pub fn fuse_conv_pool(&mut self, budget: usize) -> Result<plan::Fusion> {
+        let fusion = plan::fuse_conv_pool(&mut self.info, &mut self.layers, budget)?;
         for &conv in fusion.fused_convs.iter().rev() {
             let pool = self.notes.remove(conv + 1);
             let note = &mut self.notes[conv];

@@ -7,8 +7,8 @@
 
 use anyhow::{anyhow, Result};
 use icefold::format::{
-    Band, Concat, ConcatI8, Conv2dPool, Conv2dPoolI16, Conv2dPoolI8, DType, Layer, ModelInfo, Op, TensorDesc,
-    View, ARENA_ALIGN,
+    Band, Concat, ConcatI8, Conv2dPool, Conv2dPoolI16, Conv2dPoolI8, DType, Layer, ModelInfo, Op,
+    TensorDesc, View, ARENA_ALIGN,
 };
 
 /// A tensor's size and the span of layers during which it must stay intact.
@@ -166,113 +166,112 @@ fn band_rows(pool_kernel_h: u16, conv_rows: u16) -> u16 {
     pool_kernel_h.min(conv_rows)
 }
 
-/// Fuses every convolution (`Conv2d`, `Conv2dI8`) whose output only the next layer reads, and
-/// that layer is a pooling (`Pool`, `PoolI8`), into one `Conv2dPool` / `Conv2dPoolI8` layer whose
-/// band holds the rows of convolution output one pooling window reads, when that band is smaller
-/// than the convolution output (a global pooling reads every row: no gain, not fused) and the
-/// convolution's top and bottom padding are below its window height (the loader's rule). The
-/// values computed do not change (the fused layer runs the same kernels on the same elements);
-/// the arena is replanned with each band live during its layer only, and the result is kept
-/// only if the arena shrinks. Returns what it did.
-///
-/// Fusion is on whenever it shrinks the arena: it never computes a convolution row twice (rows
-/// shared by overlapping pooling windows are moved within the band) and costs one kernel call
-/// per pooled row (docs/BENCHMARKS.md, "Fused convolution and pooling").
-pub fn fuse_conv_pool(info: &mut ModelInfo, layers: &mut Vec<Layer>) -> Result<Fusion> {
-    let before = info.arena_bytes;
-    let reads = |id: u16, layers: &[Layer]| {
-        layers
-            .iter()
-            .flat_map(|l| l.inputs[..usize::from(l.input_count)].iter())
-            .filter(|x| x.id == id)
-            .count()
+/// The fused layer of `conv` and `pool` (adjacent in the schedule), if the pair qualifies: the
+/// convolution's output (dense, not the model output) is read by the pooling alone, the band is
+/// smaller than the convolution output (a global pooling reads every row: nothing to gain) and the
+/// convolution's top and bottom padding are below its window height (the loader's rule).
+fn fused_pair(conv: &Layer, pool: &Layer, layers: &[Layer], model_output: u16) -> Option<Layer> {
+    let mid = conv.output;
+    let reads = layers
+        .iter()
+        .flat_map(|l| l.inputs[..usize::from(l.input_count)].iter())
+        .filter(|x| x.id == mid.id)
+        .count();
+    if mid.view.is_some()
+        || mid.id == model_output
+        || pool.input_count != 1
+        || pool.inputs[0].id != mid.id
+        || reads != 1
+    {
+        return None;
+    }
+    let band = |kernel_h: u16, quant| Band {
+        offset: 0,
+        rows: band_rows(kernel_h, mid.dims[0]),
+        quant,
     };
+    let op = match (conv.op, pool.op) {
+        (Op::Conv2d(c), Op::Pool(p)) => Op::Conv2dPool(Conv2dPool {
+            conv: c,
+            pool: p,
+            band: band(p.kernel[0], None),
+        }),
+        (Op::Conv2dI8(c), Op::PoolI8(p)) => Op::Conv2dPoolI8(Conv2dPoolI8 {
+            conv: c,
+            pool: p,
+            band: band(p.pool.kernel[0], mid.quant),
+        }),
+        (Op::Conv2dI16(c), Op::PoolI8(p))
+            if conv.inputs[0].dtype == DType::I16 && mid.dtype == DType::I8 =>
+        {
+            Op::Conv2dPoolI16(Conv2dPoolI16 {
+                conv: c,
+                pool: p,
+                band: band(p.pool.kernel[0], mid.quant),
+            })
+        }
+        _ => return None,
+    };
+    let layer = Layer {
+        op,
+        inputs: conv.inputs,
+        input_count: conv.input_count,
+        output: pool.output,
+    };
+    let (c, _, band) = layer.fused()?;
+    let extent = u32::from(c.dilation[0]) * u32::from(c.kernel[0].saturating_sub(1)) + 1;
+    let fits =
+        band.rows < mid.dims[0] && u32::from(c.pad[0]) < extent && u32::from(c.pad[2]) < extent;
+    fits.then_some(layer)
+}
+
+/// Fuses convolutions (`Conv2d`, `Conv2dI8`, and a 16×8 `Conv2dI16` from int16 to int8) with the
+/// pooling (`Pool`, `PoolI8`) that is the next layer and their output's only reader, into one
+/// `Conv2dPool` / `Conv2dPoolI8` / `Conv2dPoolI16` layer whose band holds the convolution rows
+/// one pooling window reads, **while the arena exceeds `budget` bytes**: pairs in schedule
+/// order, each kept if it shrinks the arena, until the arena fits. The values computed do not
+/// change (the fused layer runs the same kernels on the same elements); the arena is replanned
+/// with each band live during its layer only. Returns what it did.
+///
+/// Why a budget and not always: a fused layer computes each convolution row once, but in one
+/// kernel call per band, and the fast kernels' per-call set-up (widened weights, pad sums) then
+/// recurs: on the Cortex-M4F the 28x28 CNN's int8 inference takes 12 % more instructions fused
+/// (f32: 0.4 %), docs/BENCHMARKS.md "Fused convolution and pooling". A model that fits its RAM
+/// keeps the faster plan; `convert --max-arena-bytes N` (the target's RAM) fuses what it must.
+pub fn fuse_conv_pool(
+    info: &mut ModelInfo,
+    layers: &mut Vec<Layer>,
+    budget: usize,
+) -> Result<Fusion> {
+    let before = info.arena_bytes;
     let mut fused = layers.clone();
+    let mut fused_info = *info;
     let mut fused_convs = Vec::new();
-    let mut i = 0;
-    let mut original = 0;
-    while i + 1 < fused.len() {
-        let (conv, pool) = (fused[i], fused[i + 1]);
-        let mid = conv.output;
-        let candidate = mid.view.is_none()
-            && mid.id != info.output.id
-            && pool.input_count == 1
-            && pool.inputs[0].id == mid.id
-            && reads(mid.id, &fused) == 1;
-        let op = match (conv.op, pool.op) {
-            (Op::Conv2d(c), Op::Pool(p)) if candidate => Some(Op::Conv2dPool(Conv2dPool {
-                conv: c,
-                pool: p,
-                band: Band {
-                    offset: 0,
-                    rows: band_rows(p.kernel[0], mid.dims[0]),
-                    quant: None,
-                },
-            })),
-            (Op::Conv2dI8(c), Op::PoolI8(p)) if candidate => Some(Op::Conv2dPoolI8(Conv2dPoolI8 {
-                conv: c,
-                pool: p,
-                band: Band {
-                    offset: 0,
-                    rows: band_rows(p.pool.kernel[0], mid.dims[0]),
-                    quant: mid.quant,
-                },
-            })),
-            (Op::Conv2dI16(c), Op::PoolI8(p))
-                if candidate && conv.inputs[0].dtype == DType::I16 && mid.dtype == DType::I8 =>
-            {
-                Some(Op::Conv2dPoolI16(Conv2dPoolI16 {
-                    conv: c,
-                    pool: p,
-                    band: Band {
-                        offset: 0,
-                        rows: band_rows(p.pool.kernel[0], mid.dims[0]),
-                        quant: mid.quant,
-                    },
-                }))
-            }
-            _ => None,
-        };
-        let layer = op.map(|op| Layer {
-            op,
-            inputs: conv.inputs,
-            input_count: conv.input_count,
-            output: pool.output,
-        });
-        let worth = layer.is_some_and(|l| {
-            let (c, _, band) = l.fused().expect("a fused record");
-            let extent = u32::from(c.dilation[0]) * u32::from(c.kernel[0].saturating_sub(1)) + 1;
-            band.rows < mid.dims[0] && u32::from(c.pad[0]) < extent && u32::from(c.pad[2]) < extent
-        });
-        match layer {
-            Some(layer) if worth => {
-                fused[i] = layer;
-                fused.remove(i + 1);
+    let (mut i, mut original) = (0, 0);
+    while i + 1 < fused.len() && fused_info.arena_bytes as usize > budget {
+        if let Some(layer) = fused_pair(&fused[i], &fused[i + 1], &fused, info.output.id) {
+            let mut trial = fused.clone();
+            trial[i] = layer;
+            trial.remove(i + 1);
+            let mut trial_info = fused_info;
+            trial_info.layer_count =
+                u16::try_from(trial.len()).map_err(|_| anyhow!("more than 65535 layers"))?;
+            replan(&mut trial_info, &mut trial)?;
+            if trial_info.arena_bytes < fused_info.arena_bytes {
+                (fused, fused_info) = (trial, trial_info);
                 fused_convs.push(original);
                 original += 2;
+                i += 1;
+                continue;
             }
-            _ => original += 1,
         }
+        original += 1;
         i += 1;
     }
-    if fused_convs.is_empty() {
-        return Ok(Fusion {
-            fused_convs,
-            arena_bytes: (before, before),
-        });
+    if !fused_convs.is_empty() {
+        *info = fused_info;
+        *layers = fused;
     }
-    let mut fused_info = *info;
-    fused_info.layer_count =
-        u16::try_from(fused.len()).map_err(|_| anyhow!("more than 65535 layers"))?;
-    replan(&mut fused_info, &mut fused)?;
-    if fused_info.arena_bytes >= before {
-        return Ok(Fusion {
-            fused_convs: Vec::new(),
-            arena_bytes: (before, before),
-        });
-    }
-    *info = fused_info;
-    *layers = fused;
     Ok(Fusion {
         fused_convs,
         arena_bytes: (before, info.arena_bytes),

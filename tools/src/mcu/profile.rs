@@ -272,10 +272,7 @@ fn json_f64(x: f64) -> String {
 /// Multiply-accumulates of one runtime layer (convolution and dense; 0 for the rest).
 pub fn layer_macs(layer: &Layer) -> u64 {
     // A fused convolution and pooling: the convolution's, over the output it never stores.
-    let out = layer
-        .fused_intermediate()
-        .unwrap_or(layer.output)
-        .len() as u64;
+    let out = layer.fused_intermediate().unwrap_or(layer.output).len() as u64;
     let input = &layer.inputs[0];
     let conv = |c: &icefold::format::Conv2d| {
         let in_per_group = u64::from(input.dims[2]) / u64::from(c.groups.max(1));
