@@ -219,15 +219,33 @@ fn quantize_int8(
     let calibration = calibrate::calibrate(frozen, opts.calib, opts.method, opts.progress)?;
     let f32_lowered = lower::lower_with(frozen, LowerOptions::INT8)?;
     let candidates = quantize::int16_activations(&f32_lowered, opts.int16_activations);
-    let (mut lowered, int16_budget) = quantize::fit_int16_to_arena(
-        &f32_lowered,
-        &calibration,
-        opts.wide_output,
-        candidates,
-        limits.max_arena_bytes,
-        opts.calib,
-        opts.progress,
-    )?;
+    let fit_int16 = |budget| {
+        quantize::fit_int16_to_arena(
+            &f32_lowered,
+            &calibration,
+            opts.wide_output,
+            candidates.clone(),
+            budget,
+            opts.calib,
+            opts.progress,
+        )
+    };
+    // Every int16 tensor kept, then fused to the budget if that is enough: fusion costs time, not
+    // accuracy, so it goes before giving up int16 tensors (which the budget would drop first).
+    let (every_int16, unbounded) = fit_int16(usize::MAX)?;
+    let fits = |l: &Lowered| l.info.arena_bytes as usize <= limits.max_arena_bytes;
+    let keep_every_int16 = fits(&every_int16) || {
+        let mut trial = every_int16.clone();
+        fuse && {
+            trial.fuse_conv_pool(limits.max_arena_bytes)?;
+            fits(&trial)
+        }
+    };
+    let (mut lowered, int16_budget) = if keep_every_int16 {
+        (every_int16, unbounded)
+    } else {
+        fit_int16(limits.max_arena_bytes)?
+    };
     if opts.bias_correction {
         quantize::correct_bias(
             &mut lowered,
