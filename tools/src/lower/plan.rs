@@ -525,6 +525,68 @@ mod tests {
         }
     }
 
+    #[test]
+    fn conv_and_pool_are_fused_only_over_the_budget() {
+        use icefold::format::{Activation, Conv2d, Pool, PoolKind, Span};
+        let desc = |id, dims| TensorDesc {
+            dims,
+            ..tensor(id, 1)
+        };
+        let (x, conv_out, pooled) = (desc(0, [8, 8, 1]), desc(1, [8, 8, 4]), desc(2, [4, 4, 4]));
+        let conv = Op::Conv2d(Conv2d {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [1, 1, 1, 1],
+            groups: 1,
+            weights: Span::default(),
+            bias: Span::default(),
+            pad_values: Span::default(),
+            activation: Activation::Relu,
+        });
+        let pool = Op::Pool(Pool {
+            kind: PoolKind::Max,
+            kernel: [2, 2],
+            stride: [2, 2],
+            pad: [0; 4],
+            activation: Activation::Identity,
+        });
+        let unfused = vec![step(conv, &[x], conv_out), step(pool, &[conv_out], pooled)];
+        let mut info = ModelInfo {
+            layer_count: 2,
+            arena_bytes: 0,
+            input: x,
+            output: pooled,
+            input_rank: 3,
+            output_rank: 3,
+        };
+        replan(&mut info, &mut unfused.clone()).unwrap();
+        // 256-byte input and 1,024-byte convolution output live together.
+        assert_eq!(info.arena_bytes, 1280);
+        let (mut within, mut within_info) = (unfused.clone(), info);
+        let fusion = fuse_conv_pool(&mut within_info, &mut within, 1280).unwrap();
+        assert!(fusion.fused_convs.is_empty());
+        assert_eq!((within, within_info), (unfused.clone(), info));
+
+        let (mut layers, mut fused_info) = (unfused, info);
+        let fusion = fuse_conv_pool(&mut fused_info, &mut layers, 1279).unwrap();
+        assert_eq!(fusion.fused_convs, [0]);
+        assert_eq!(layers.len(), 1);
+        let l = &layers[0];
+        assert!(matches!(l.op, Op::Conv2dPool(_)));
+        assert_eq!((l.inputs[0].id, l.output.id), (0, 2));
+        // Input 256 + band of two rows 256 + output 256 bytes.
+        let band = l.scratch().unwrap();
+        assert_eq!(band.dims, [2, 8, 4]);
+        assert_eq!(fused_info.arena_bytes, 768);
+        assert_eq!(fusion.arena_bytes, (1280, 768));
+        let range = |d: &TensorDesc| (d.offset, d.offset + d.byte_len() as u32);
+        let [a, b, c] = [range(&l.inputs[0]), range(&band), range(&l.output)];
+        let disjoint = |p: (u32, u32), q: (u32, u32)| p.1 <= q.0 || q.1 <= p.0;
+        assert!(disjoint(a, b) && disjoint(b, c) && disjoint(a, c));
+        assert_eq!(fused_info.output, l.output);
+    }
+
     fn check_disjoint(lives: &[BufferLife], plan: &ArenaPlan) {
         for i in 0..lives.len() {
             assert!(plan.offsets[i] + lives[i].bytes <= plan.total);
