@@ -127,7 +127,7 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
         };
         assert_eq!(converted.lowered.info.output.dtype, dtype);
         if !target.has_fpu() {
-            assert_int8_path_has_no_float(&first.elf);
+            assert_int8_path_has_no_float(&first.elf, target);
         }
         assert_eq!(
             first.output_bytes.concat().len(),
@@ -275,8 +275,11 @@ fn cycle_plugin_agrees_with_the_timer_on_cortex_m4f() {
 /// On a core without an FPU every float operation is a call to a soft-float routine: no function
 /// of the int8 kernels or of the int8 dispatch may reach one, directly or through other calls
 /// (the f32 kernels linked beside them are reachable only through f32 layers, which the loader
-/// refuses in an int8 model).
-fn assert_int8_path_has_no_float(elf: &std::path::Path) {
+/// refuses in an int8 model). A firmware that links only its model's kernels (the micro:bit's,
+/// `Target::links_model_kernels_only`) has no f32 kernel at all, and its few int8 kernels may be
+/// inlined into the int8 dispatch, which is then where the walk starts.
+fn assert_int8_path_has_no_float(elf: &std::path::Path, target: Target) {
+    let model_kernels_only = target.links_model_kernels_only();
     let is_int8_path = |name: &str| {
         name.contains("7kernels9reference4int8")
             || name.contains("7kernels4fast")
@@ -286,7 +289,12 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     // The kernels are functions of their own in this image (not all inlined away), so the walk
     // starts from real code.
     // (`fast::conv::run_loops`: the convolution dispatch, `run` inlined into its callers.)
-    for kernel in ["4fast4conv9run_loops", "4fast5dense4rows", "4pool4pool"] {
+    let kernels: &[&str] = if model_kernels_only {
+        &["6engine4int8"]
+    } else {
+        &["4fast4conv9run_loops", "4fast5dense4rows", "4pool4pool"]
+    };
+    for kernel in kernels {
         assert!(
             reach.roots.iter().any(|r| r.contains(kernel)),
             "int8 kernel {kernel} not found as a function in {}: {:?}",
@@ -297,10 +305,11 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     // The 16x8 convolution (the default conversion's input and first layers) is on the walk too:
     // its kernel or, where that is inlined, its dispatch.
     assert!(
-        reach
-            .roots
-            .iter()
-            .any(|r| r.contains("11conv2d_wide") || r.contains("12run_conv_i16")),
+        model_kernels_only
+            || reach
+                .roots
+                .iter()
+                .any(|r| r.contains("11conv2d_wide") || r.contains("12run_conv_i16")),
         "16x8 convolution not found as a function in {}: {:?}",
         elf.display(),
         reach.roots
@@ -320,10 +329,18 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     let is_f32_kernel = |name: &str| name.contains("7kernels9reference") && !name.contains("4int8");
     let f32_reach =
         icefold_tool::mcu::softfloat::float_reach(elf, is_f32_kernel).expect("call graph");
-    assert!(
-        !f32_reach.roots.is_empty() && !f32_reach.float_paths.is_empty(),
-        "the walk found no float call in the f32 kernels either: {f32_reach:?}"
-    );
+    if model_kernels_only {
+        assert!(
+            f32_reach.roots.is_empty(),
+            "an int8 model's firmware links f32 kernels: {:?}",
+            f32_reach.roots
+        );
+    } else {
+        assert!(
+            !f32_reach.roots.is_empty() && !f32_reach.float_paths.is_empty(),
+            "the walk found no float call in the f32 kernels either: {f32_reach:?}"
+        );
+    }
     eprintln!(
         "int8 path: {} functions from {} roots, no soft-float call",
         reach.reachable,
@@ -539,7 +556,7 @@ fn check_defmt_int8(fixture: &str, target: Target) {
 
     let parity = mcu::compare(&defmt, blob, &x).expect("compare");
     if !target.has_fpu() {
-        assert_int8_path_has_no_float(&defmt.elf);
+        assert_int8_path_has_no_float(&defmt.elf, target);
     }
     assert!(
         parity.bytes_identical,
