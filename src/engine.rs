@@ -15,6 +15,7 @@
 //! layer outside it), and [`Model::new_checked`] links every kernel of the enabled precisions.
 
 mod finite;
+mod fused;
 mod int8;
 pub(crate) mod kernel_set;
 mod moves;
@@ -562,6 +563,10 @@ impl<K: Kernels> Model<'_, K> {
 
     /// Runs one validated layer; returns its output bytes. `None` only if validation was bypassed.
     fn run_layer<'s>(&self, arena: &'s mut [u8], layer: &Layer) -> Option<&'s [u8]> {
+        // A fused convolution and pooling also writes its band: three arena regions.
+        if layer.fused().is_some() {
+            return fused::run(self, arena, layer);
+        }
         let ([x, x2], y) = operands(arena, layer)?;
         // From the output's first element to its last: the whole tensor, or a view's elements at
         // its pixel stride with the other channels of its storage between them.

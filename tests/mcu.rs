@@ -127,7 +127,7 @@ fn check_precision(fixture: &str, target: Target, precision: Precision) {
         };
         assert_eq!(converted.lowered.info.output.dtype, dtype);
         if !target.has_fpu() {
-            assert_int8_path_has_no_float(&first.elf);
+            assert_int8_path_has_no_float(&first.elf, target);
         }
         assert_eq!(
             first.output_bytes.concat().len(),
@@ -275,8 +275,11 @@ fn cycle_plugin_agrees_with_the_timer_on_cortex_m4f() {
 /// On a core without an FPU every float operation is a call to a soft-float routine: no function
 /// of the int8 kernels or of the int8 dispatch may reach one, directly or through other calls
 /// (the f32 kernels linked beside them are reachable only through f32 layers, which the loader
-/// refuses in an int8 model).
-fn assert_int8_path_has_no_float(elf: &std::path::Path) {
+/// refuses in an int8 model). A firmware that links only its model's kernels (the micro:bit's,
+/// `Target::links_model_kernels_only`) has no f32 kernel at all, and its few int8 kernels may be
+/// inlined into the int8 dispatch, which is then where the walk starts.
+fn assert_int8_path_has_no_float(elf: &std::path::Path, target: Target) {
+    let model_kernels_only = target.links_model_kernels_only();
     let is_int8_path = |name: &str| {
         name.contains("7kernels9reference4int8")
             || name.contains("7kernels4fast")
@@ -286,7 +289,12 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     // The kernels are functions of their own in this image (not all inlined away), so the walk
     // starts from real code.
     // (`fast::conv::run_loops`: the convolution dispatch, `run` inlined into its callers.)
-    for kernel in ["4fast4conv9run_loops", "4fast5dense4rows", "4pool4pool"] {
+    let kernels: &[&str] = if model_kernels_only {
+        &["6engine4int8"]
+    } else {
+        &["4fast4conv9run_loops", "4fast5dense4rows", "4pool4pool"]
+    };
+    for kernel in kernels {
         assert!(
             reach.roots.iter().any(|r| r.contains(kernel)),
             "int8 kernel {kernel} not found as a function in {}: {:?}",
@@ -297,10 +305,11 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     // The 16x8 convolution (the default conversion's input and first layers) is on the walk too:
     // its kernel or, where that is inlined, its dispatch.
     assert!(
-        reach
-            .roots
-            .iter()
-            .any(|r| r.contains("11conv2d_wide") || r.contains("12run_conv_i16")),
+        model_kernels_only
+            || reach
+                .roots
+                .iter()
+                .any(|r| r.contains("11conv2d_wide") || r.contains("12run_conv_i16")),
         "16x8 convolution not found as a function in {}: {:?}",
         elf.display(),
         reach.roots
@@ -320,10 +329,19 @@ fn assert_int8_path_has_no_float(elf: &std::path::Path) {
     let is_f32_kernel = |name: &str| name.contains("7kernels9reference") && !name.contains("4int8");
     let f32_reach =
         icefold_tool::mcu::softfloat::float_reach(elf, is_f32_kernel).expect("call graph");
-    assert!(
-        !f32_reach.roots.is_empty() && !f32_reach.float_paths.is_empty(),
-        "the walk found no float call in the f32 kernels either: {f32_reach:?}"
-    );
+    if model_kernels_only {
+        // Only element-type generic moves (`reference::axis`) may be linked from there.
+        assert!(
+            f32_reach.float_paths.is_empty(),
+            "an int8 model's firmware links f32 kernels: {:#?}",
+            f32_reach.float_paths
+        );
+    } else {
+        assert!(
+            !f32_reach.roots.is_empty() && !f32_reach.float_paths.is_empty(),
+            "the walk found no float call in the f32 kernels either: {f32_reach:?}"
+        );
+    }
     eprintln!(
         "int8 path: {} functions from {} roots, no soft-float call",
         reach.reachable,
@@ -349,6 +367,115 @@ fn small_cnn_on_cortex_m0_soft_float() {
 #[test]
 fn small_cnn_on_cortex_m33() {
     check("small_cnn", Target::CortexM33);
+}
+
+/// Issue 19: the 28x28 two-conv CNN in f32 fits the micro:bit's 16 KiB of RAM because both
+/// convolutions are fused with the max pooling after them (the arena holds two rows of each
+/// convolution's output instead of all of it) and the firmware links only the model's kernels.
+#[test]
+fn cnn28_f32_fused_on_cortex_m0() {
+    if !qemu_installed() {
+        eprintln!("SKIPPED cnn28 on cortex-m0: qemu-system-arm is not installed");
+        return;
+    }
+    let f = manifest()
+        .into_iter()
+        .find(|f| f.name == "cnn28")
+        .expect("the cnn28 fixture");
+    let convert = |max_arena_bytes| {
+        let opts = ConvertOptions {
+            limits: icefold_tool::lower::limits::Limits {
+                max_arena_bytes,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        pipeline::convert(&f.model(), &opts)
+    };
+    // Within the default budget nothing is fused; the micro:bit's 16 KiB as the budget fuses
+    // both convolutions.
+    let unfused = convert(icefold_tool::lower::limits::Limits::DEFAULT.max_arena_bytes).unwrap();
+    assert!(unfused.fusion.fused_convs.is_empty());
+    assert_eq!(unfused.lowered.info.arena_bytes, 31_360);
+    let converted = convert(16 << 10).unwrap();
+    let fused = converted
+        .lowered
+        .layers
+        .iter()
+        .filter(|l| l.fused().is_some());
+    assert_eq!(fused.count(), 2);
+    assert_eq!(converted.fusion.arena_bytes, (31_360, 11_200));
+    // The same outputs, bit for bit, on the host.
+    let x = f.array("input").expect("input").first(FIRMWARE_SAMPLES);
+    let run = |blob: &[u8]| {
+        let aligned = AlignedBytes::new(blob);
+        let model = host::load(aligned.as_slice()).expect("load");
+        let y = host::run_f32(&model, &x).expect("host run");
+        y.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    assert_eq!(run(&converted.blob), run(&unfused.blob));
+
+    let opts = McuOptions::new(Target::CortexM0);
+    mcu::check_prerequisites(Target::CortexM0).unwrap_or_else(|e| panic!("{e:#}"));
+    let project = mcu::prepare_project(&converted.blob, &x, &opts).expect("project");
+    let fw = mcu::build(&project, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let p = mcu::run(&project, &fw, &converted.blob, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let parity = mcu::compare(&p, &converted.blob, &x).expect("compare");
+    eprintln!("cnn28 on cortex-m0:\n{}", mcu::render(&p, &parity));
+    assert!(
+        parity.pass && parity.rel_l2 <= F32_REL_L2_LIMIT,
+        "cnn28 on cortex-m0: MCU vs host rel-L2 {:e}",
+        parity.rel_l2
+    );
+    // The unfused plan does not fit the board (its arena alone is 31,360 bytes of 16 KiB).
+    let project = mcu::prepare_project(&unfused.blob, &x, &opts).expect("project");
+    let Err(err) = mcu::build(&project, &opts) else {
+        panic!("the unfused plan does not fit the board, yet it linked");
+    };
+    assert!(format!("{err:#}").contains("does not fit"), "{err:#}");
+}
+
+/// Issue 19: the demo's gesture model (`icefold demo`: trained here, a few epochs) runs on the
+/// micro:bit in f32 and in int8, the int8 outputs byte-identical to the host's.
+#[test]
+fn demo_gesture_model_f32_and_int8_on_cortex_m0() {
+    if !qemu_installed() {
+        eprintln!("SKIPPED demo model on cortex-m0: qemu-system-arm is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("icefold-m0-demo-{}", std::process::id()));
+    let args = icefold_tool::demo::DemoArgs {
+        out_dir: dir.clone(),
+        seed: 1,
+        epochs: Some(2),
+        no_mcu: true,
+        mcu_samples: FIRMWARE_SAMPLES,
+    };
+    icefold_tool::demo::run(&args).expect("demo");
+    let x = icefold_tool::io::read_npy(&dir.join("test.npy"))
+        .expect("test inputs")
+        .first(FIRMWARE_SAMPLES);
+    let target = Target::CortexM0;
+    mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
+    let opts = McuOptions::new(target);
+    for (file, int8) in [("model_f32.icefold", false), ("model.icefold", true)] {
+        let blob = std::fs::read(dir.join(file)).expect("blob");
+        let project = mcu::prepare_project(&blob, &x, &opts).expect("project");
+        let fw = mcu::build(&project, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+        let p = mcu::run(&project, &fw, &blob, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+        let parity = mcu::compare(&p, &blob, &x).expect("compare");
+        eprintln!("demo {file} on {target}:\n{}", mcu::render(&p, &parity));
+        assert!(
+            parity.pass,
+            "demo {file} on {target}: rel-L2 {:e}",
+            parity.rel_l2
+        );
+        assert_eq!(p.int8, int8);
+        if int8 {
+            assert!(parity.bytes_identical, "demo {file}: int8 bytes differ");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Padding, leaky ReLU, grouped convolution, average pooling with padding: more kernels.
@@ -430,7 +557,7 @@ fn check_defmt_int8(fixture: &str, target: Target) {
 
     let parity = mcu::compare(&defmt, blob, &x).expect("compare");
     if !target.has_fpu() {
-        assert_int8_path_has_no_float(&defmt.elf);
+        assert_int8_path_has_no_float(&defmt.elf, target);
     }
     assert!(
         parity.bytes_identical,

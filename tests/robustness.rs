@@ -418,3 +418,68 @@ fn corrupted_blobs_with_views_are_refused_and_never_panic() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Blobs with fused convolution and pooling layers (format version 8) through the same three
+/// sweeps: the 28x28 two-conv CNN in f32 (`Conv2dPool`), int8 with its 16x8 first convolution
+/// (`Conv2dPoolI16`, `Conv2dPoolI8`) and all-int8 (`Conv2dPoolI8` twice), so flips land in the
+/// band records too.
+#[test]
+fn corrupted_fused_blobs_are_refused_and_never_panic() {
+    let f = manifest()
+        .into_iter()
+        .find(|f| f.name == "cnn28")
+        .expect("the cnn28 fixture");
+    let calib = f.array("calib").unwrap();
+    let int8 = |all_int8: bool| pipeline::Int8Options {
+        calib: &calib,
+        method: icefold_tool::quantize::calibrate::Method::DEFAULT,
+        progress: false,
+        bias_correction: false,
+        wide_output: !all_int8,
+        int16_activations: if all_int8 {
+            0
+        } else {
+            pipeline::INT16_ACTIVATIONS_DEFAULT
+        },
+    };
+    let mut failures = Vec::new();
+    for (suffix, int8) in [
+        ("", None),
+        ("-int8", Some(int8(false))),
+        ("-all-int8", Some(int8(true))),
+    ] {
+        // A budget below the unfused arena (f32 31,360 bytes, int8 7,840) fuses both pairs.
+        let opts = ConvertOptions {
+            int8,
+            limits: icefold_tool::lower::limits::Limits {
+                max_arena_bytes: 4096,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let opts = if opts.int8.is_none() {
+            ConvertOptions {
+                limits: icefold_tool::lower::limits::Limits {
+                    max_arena_bytes: 16 << 10,
+                    ..Default::default()
+                },
+                ..opts
+            }
+        } else {
+            opts
+        };
+        let converted = pipeline::convert(&f.model(), &opts).unwrap();
+        let fused = converted
+            .lowered
+            .layers
+            .iter()
+            .filter(|l| l.fused().is_some())
+            .count();
+        assert_eq!(fused, 2, "cnn28{suffix}: both convolutions fused");
+        match sweep(&format!("cnn28-fused{suffix}"), &converted.blob) {
+            Ok(line) => println!("{line}"),
+            Err(e) => failures.extend(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

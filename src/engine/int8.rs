@@ -4,8 +4,12 @@
 //! descriptions' zero points and the weight spans (i8 / i32 / u32 arrays borrowed in place); no
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
-use crate::format::{ChannelRequant, Clamp, Conv2dI16, DType, Layer, Op, Span, TensorDesc};
+use crate::format::{
+    ChannelRequant, Clamp, Conv2dI16, Conv2dPoolI16, Conv2dPoolI8, DType, Layer, Op, Span,
+    TensorDesc,
+};
 use crate::kernels::fast;
+use crate::kernels::fused::{self, FusedGeometry};
 use crate::kernels::reference::int8::{
     conv::{ConvQuant, WideConvQuant},
     elementwise::{self, AddQuant, AffineQuant},
@@ -29,6 +33,10 @@ type I8ToI16<K> = ConvLoops<K, { Kernel::Conv2dI8ToI16 as u8 }, { Kernel::Depthw
 type I16ToI16<K> =
     ConvLoops<K, { Kernel::Conv2dI16ToI16 as u8 }, { Kernel::DepthwiseI16ToI16 as u8 }>;
 type I16ToI8<K> = ConvLoops<K, { Kernel::Conv2dI16ToI8 as u8 }, { Kernel::DepthwiseI16ToI8 as u8 }>;
+/// A fused convolution and pooling links every convolution loop (its kernel covers all groupings).
+type FusedLoops<K> = ConvLoops<K, { Kernel::Conv2dPoolI8 as u8 }, { Kernel::Conv2dPoolI8 as u8 }>;
+type FusedI16Loops<K> =
+    ConvLoops<K, { Kernel::Conv2dPoolI16ToI8 as u8 }, { Kernel::Conv2dPoolI16ToI8 as u8 }>;
 
 /// Zero point of a validated int8 tensor (`None` only if validation was bypassed).
 fn zero_point(d: &TensorDesc) -> Option<i8> {
@@ -46,6 +54,98 @@ fn channel_quant<'m, K>(
         multiplier: model.weights_as(requant.multipliers)?,
         shift: model.weights_as(requant.shifts)?,
     })
+}
+
+/// A fused int8 convolution and pooling on its three regions: the convolution rows by the loops
+/// an unfused `Conv2dI8` runs (into the band, in the convolution output's quantization), the pooled
+/// rows by the int8 pooling kernel. `None` only if validation was bypassed.
+pub(super) fn run_fused<K: Kernels>(
+    model: &Model<'_, K>,
+    layer: &Layer,
+    p: &Conv2dPoolI8,
+    geometry: &FusedGeometry,
+    x: &[i8],
+    band: &mut [i8],
+    y: &mut [i8],
+) -> Option<()> {
+    let zp_mid = i8::try_from(p.band.quant?.zero_point).ok()?;
+    let conv_quant = ConvQuant {
+        input_zero_point: zero_point(layer.inputs.first()?)?,
+        pad_values: model.weights_as(p.conv.conv.pad_values)?,
+        channels: channel_quant(model, p.conv.conv.bias, &p.conv.requant)?,
+        output: OutputQuant {
+            zero_point: zp_mid,
+            clamp: p.conv.clamp,
+        },
+    };
+    let weights = model.weights_as(p.conv.conv.weights)?;
+    let pool_quant = PoolQuant {
+        input_zero_point: zp_mid,
+        rescale: p.pool.rescale,
+        output: OutputQuant {
+            zero_point: zero_point(&layer.output)?,
+            clamp: p.pool.clamp,
+        },
+    };
+    fused::run(
+        geometry,
+        x,
+        band,
+        y,
+        |g, xd, x, yd, y| {
+            fast::conv::conv2d_loops::<FusedLoops<K>>(g, &conv_quant, xd, x, yd, y, weights)
+        },
+        |g, xd, x, yd, y| pool::pool(g, &pool_quant, xd, x, yd, y),
+    )
+}
+
+/// A fused 16×8 convolution (int16 in, int8 out) and int8 pooling, as [`run_fused`]: the
+/// convolution rows by the loops an unfused `Conv2dI16` from int16 to int8 runs.
+pub(super) fn run_fused_i16<K: Kernels>(
+    model: &Model<'_, K>,
+    layer: &Layer,
+    p: &Conv2dPoolI16,
+    geometry: &FusedGeometry,
+    x: &[i16],
+    band: &mut [i8],
+    y: &mut [i8],
+) -> Option<()> {
+    let conv_quant = WideConvQuant {
+        input_zero_point: i16::try_from(layer.inputs.first()?.quant?.zero_point).ok()?,
+        pad_values: model.weights_as(p.conv.conv.pad_values)?,
+        channels: channel_quant(model, p.conv.conv.bias, &p.conv.requant)?,
+        output: WideOutputQuant {
+            zero_point: i16::try_from(p.band.quant?.zero_point).ok()?,
+            clamp: p.conv.clamp,
+        },
+    };
+    let weights = model.weights_as(p.conv.conv.weights)?;
+    let pool_quant = PoolQuant {
+        input_zero_point: i8::try_from(p.band.quant?.zero_point).ok()?,
+        rescale: p.pool.rescale,
+        output: OutputQuant {
+            zero_point: zero_point(&layer.output)?,
+            clamp: p.pool.clamp,
+        },
+    };
+    fused::run(
+        geometry,
+        x,
+        band,
+        y,
+        |g, xd, x, yd, y| {
+            fast::conv::conv2d_wide_loops::<i16, i8, FusedI16Loops<K>>(
+                g,
+                &conv_quant,
+                xd,
+                x,
+                yd,
+                y,
+                weights,
+            )
+        },
+        |g, xd, x, yd, y| pool::pool(g, &pool_quant, xd, x, yd, y),
+    )
 }
 
 /// One int8 layer on i8 views of its operands (`x2` is empty for single-input layers). `None`

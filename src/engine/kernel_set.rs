@@ -74,6 +74,8 @@ kernels! {
     Slice,
     /// `Op::Gather` of an f32 tensor.
     Gather,
+    /// f32 convolution fused with the pooling that reads it (`Op::Conv2dPool`).
+    Conv2dPool,
     /// int8 convolution (`Op::Conv2dI8`) other than depthwise: `groups` 1, or another grouping
     /// (the reference kernel's).
     Conv2dI8,
@@ -127,6 +129,12 @@ kernels! {
     DepthwiseI16ToI16,
     /// 16×8 depthwise convolution, int16 in, int8 out.
     DepthwiseI16ToI8,
+    /// int8 convolution (any grouping) fused with the int8 pooling that reads it
+    /// (`Op::Conv2dPoolI8`).
+    Conv2dPoolI8,
+    /// 16×8 convolution (int16 in, int8 out) fused with the int8 pooling that reads it
+    /// (`Op::Conv2dPoolI16`).
+    Conv2dPoolI16ToI8,
 }
 
 /// The f32 kernels: the variants before the first int8 one.
@@ -177,6 +185,9 @@ impl Kernel {
             Op::MulI8(_) => Kernel::MulI8,
             Op::PReluI8(_) => Kernel::PReluI8,
             Op::ConcatI8(_) => Kernel::ConcatI8,
+            Op::Conv2dPool(_) => Kernel::Conv2dPool,
+            Op::Conv2dPoolI8(_) => Kernel::Conv2dPoolI8,
+            Op::Conv2dPoolI16(_) => Kernel::Conv2dPoolI16ToI8,
             Op::Conv2dI16(p) => match (x, y, depthwise(&p.conv, layer)) {
                 (DType::I8, DType::I16, false) => Kernel::Conv2dI8ToI16,
                 (DType::I16, DType::I16, false) => Kernel::Conv2dI16ToI16,

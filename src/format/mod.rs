@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 
 mod axis;
 mod emit;
+mod fused;
 pub mod header;
 pub mod signature;
 
 pub use axis::{Concat, ConcatI8, Gather, Slice};
+pub use fused::{Band, Conv2dPool, Conv2dPoolI16, Conv2dPoolI8};
 
 pub use crate::kernels::{Activation, PoolKind};
 pub use crate::quant::{Clamp, ClampI16, Requant};
@@ -29,7 +31,7 @@ pub use header::{Header, HEADER_LEN};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 7;
+pub const FORMAT_VERSION: u16 = 8;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.
@@ -521,6 +523,13 @@ pub enum Op {
     },
     /// int8 PReLU with one slope per channel.
     PReluI8(PReluI8),
+    /// Convolution then pooling, the pooling computed as the convolution's rows are produced
+    /// (version 8).
+    Conv2dPool(Conv2dPool),
+    /// int8 convolution then int8 pooling, fused likewise (version 8).
+    Conv2dPoolI8(Conv2dPoolI8),
+    /// 16×8 convolution (int16 in, int8 out) then int8 pooling, fused likewise (version 8).
+    Conv2dPoolI16(Conv2dPoolI16),
 }
 
 impl Op {
@@ -556,6 +565,9 @@ impl Op {
             Op::MulI8(_) => "mul_i8",
             Op::PRelu { .. } => "prelu",
             Op::PReluI8(_) => "prelu_i8",
+            Op::Conv2dPool(_) => "conv2d_pool",
+            Op::Conv2dPoolI8(_) => "conv2d_pool_i8",
+            Op::Conv2dPoolI16(_) => "conv2d_pool_i16",
         }
     }
 }

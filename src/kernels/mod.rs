@@ -14,6 +14,7 @@
 //! iterators, `chunks_exact` or `get`.
 
 pub mod fast;
+pub mod fused;
 pub mod geometry;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]

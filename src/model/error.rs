@@ -193,6 +193,8 @@ pub enum Operand {
     Input(u8),
     /// The output.
     Output,
+    /// The band of a fused convolution and pooling (its scratch rows of convolution output).
+    Band,
 }
 
 /// Which constant array of a layer a `Span` points at.
@@ -273,6 +275,19 @@ pub enum ParamFault {
     WindowLargerThanInput,
     /// A pooling pad is not smaller than the window, so a window could hold only padding.
     PoolPadTooLarge,
+    /// A fused convolution's top or bottom padding is not smaller than its (dilated) window
+    /// height, so an output row could read padding only (the band driver needs an input row).
+    FusedConvPad,
+    /// A fused layer's band holds fewer convolution rows than one pooling window reads, or more
+    /// than the convolution has.
+    BandRows {
+        /// Rows of the band.
+        rows: u16,
+        /// Rows one pooling window reads (`min(pool kernel_h, convolution output rows)`).
+        needed: u16,
+        /// Convolution output rows.
+        conv_rows: u16,
+    },
     /// A transpose `perm` is not a permutation of `[0, 1, 2]`.
     NotAPermutation {
         /// The perm found.
@@ -402,11 +417,14 @@ pub enum LayerFault {
         /// Products summed per output.
         products: u32,
     },
-    /// The output region overlaps the region of one of the layer's inputs (no in-place layers).
+    /// The output region (or a fused layer's band) overlaps the region of one of the layer's
+    /// inputs (no in-place layers).
     OverlapsOwnInput {
         /// Input index.
         input: u8,
     },
+    /// A fused layer's band overlaps its output.
+    BandOverlapsOutput,
     /// The output region overlaps a tensor that a later layer still reads (or the model output):
     /// the arena plan is wrong.
     ClobbersLiveTensor {
@@ -587,6 +605,7 @@ impl fmt::Display for Operand {
         match *self {
             Operand::Input(i) => write!(f, "input {i}"),
             Operand::Output => f.write_str("output"),
+            Operand::Band => f.write_str("band (fused convolution rows)"),
         }
     }
 }
@@ -649,6 +668,17 @@ impl fmt::Display for ParamFault {
             ParamFault::PoolPadTooLarge => {
                 f.write_str("pooling padding is not smaller than the window")
             }
+            ParamFault::FusedConvPad => f.write_str(
+                "fused convolution padding (top or bottom) is not smaller than its window                  height; re-convert the model (the tool fuses only convolutions without such                  padding)",
+            ),
+            ParamFault::BandRows {
+                rows,
+                needed,
+                conv_rows,
+            } => write!(
+                f,
+                "fused band holds {rows} convolution rows; it needs {needed} to {conv_rows}                  (a pooling window's rows up to the whole convolution output)"
+            ),
             ParamFault::NotAPermutation { perm } => {
                 write!(
                     f,
@@ -729,6 +759,9 @@ impl fmt::Display for LayerFault {
             LayerFault::OverlapsOwnInput { input } => {
                 write!(f, "output overlaps input {input} in the arena")
             }
+            LayerFault::BandOverlapsOutput => {
+                f.write_str("fused band overlaps the layer's output in the arena")
+            }
             LayerFault::ClobbersLiveTensor { tensor } => write!(
                 f,
                 "output overwrites tensor {tensor} while it is still needed; the arena plan is wrong"
@@ -742,7 +775,9 @@ impl fmt::Display for LayerFault {
         }?;
         if matches!(
             self,
-            LayerFault::OverlapsOwnInput { .. } | LayerFault::ClobbersLiveTensor { .. }
+            LayerFault::OverlapsOwnInput { .. }
+                | LayerFault::BandOverlapsOutput
+                | LayerFault::ClobbersLiveTensor { .. }
         ) {
             f.write_str(" (re-run the icefold tool's planner)")?;
         }

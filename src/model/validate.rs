@@ -15,8 +15,8 @@ use super::{
 use crate::engine::kernel_set::linked;
 use crate::engine::{Kernel, Kernels};
 use crate::format::{
-    Activation, ChannelRequant, Clamp, Concat, ConcatI8, Conv2d, DType, Layer, Op, Pool, Quant,
-    Requant, Span, TensorDesc, ARENA_ALIGN,
+    Activation, ChannelRequant, Clamp, Concat, ConcatI8, Conv2d, DType, Layer, Op, Pool, PoolI8,
+    Quant, Requant, Span, TensorDesc, ARENA_ALIGN,
 };
 use crate::quant::contract::{
     accumulator_fits_for, MAX_POOL_WINDOW_AREA, SOFTMAX_OUTPUT_ZERO_POINT,
@@ -261,7 +261,112 @@ fn check_layer<K: Kernels>(
     check_dtypes(&layer.op, inputs, &layer.output).map_err(bad)?;
     // Before the operation's checks, which exist only for the linked kernels.
     check_linked::<K>(index, layer)?;
+    if layer.fused().is_some() {
+        return check_fused::<K>(layer, arena_bytes, weights).map_err(bad);
+    }
     check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)
+}
+
+/// A fused convolution and pooling: the convolution against its input and the whole convolution
+/// output it never stores, the pooling against that and the output, each as its own layer would
+/// be checked; the band (a valid description of convolution rows inside the arena, disjoint from
+/// the input and the output, holding the rows one pooling window reads); and the convolution
+/// padding below the window height (every band row is computed from at least one input row).
+fn check_fused<K: Kernels>(
+    layer: &Layer,
+    arena_bytes: u32,
+    weights: Weights<'_>,
+) -> Result<(), LayerFault> {
+    let (Some((conv, pool, band)), Some(x)) = (layer.fused(), layer.inputs.first()) else {
+        return Err(LayerFault::Param(ParamFault::WindowLargerThanInput));
+    };
+    let (Some(mid), Some(scratch)) = (layer.fused_intermediate(), layer.scratch()) else {
+        return Err(LayerFault::Param(ParamFault::WindowLargerThanInput));
+    };
+    let extent = u32::from(conv.dilation[0]) * u32::from(conv.kernel[0].saturating_sub(1)) + 1;
+    if u32::from(conv.pad[0]) >= extent || u32::from(conv.pad[2]) >= extent {
+        return Err(LayerFault::Param(ParamFault::FusedConvPad));
+    }
+    let needed = pool.kernel[0].min(mid.dims[0]);
+    if band.rows < needed || band.rows > mid.dims[0] {
+        return Err(LayerFault::Param(ParamFault::BandRows {
+            rows: band.rows,
+            needed,
+            conv_rows: mid.dims[0],
+        }));
+    }
+    check_desc(&scratch, arena_bytes).map_err(|fault| LayerFault::Tensor {
+        operand: Operand::Band,
+        fault,
+    })?;
+    if collide(&scratch, x) {
+        return Err(LayerFault::OverlapsOwnInput { input: 0 });
+    }
+    if collide(&scratch, &layer.output) {
+        return Err(LayerFault::BandOverlapsOutput);
+    }
+    match &layer.op {
+        Op::Conv2dPool(f) if linked::<K>(Kernel::Conv2dPool) => {
+            check_conv_f32(&f.conv, x, &mid, weights)?;
+            check_activation(&f.pool.activation)?;
+            pool_geometry(&f.pool, &mid, &layer.output)
+        }
+        Op::Conv2dPoolI8(f) if linked::<K>(Kernel::Conv2dPoolI8) => {
+            let clamp = check_clamp(f.conv.clamp);
+            check_integer_conv(weights, (&f.conv.conv, &f.conv.requant), clamp, x, &mid)?;
+            check_pool_i8(&f.pool, &mid, &layer.output)
+        }
+        Op::Conv2dPoolI16(f) if linked::<K>(Kernel::Conv2dPoolI16ToI8) => {
+            let clamp = check_bounds(f.conv.clamp.min, f.conv.clamp.max);
+            check_integer_conv(weights, (&f.conv.conv, &f.conv.requant), clamp, x, &mid)?;
+            check_pool_i8(&f.pool, &mid, &layer.output)
+        }
+        // Refused by `check_linked`.
+        _ => Err(LayerFault::InputCount {
+            expected: 1,
+            found: layer.input_count,
+        }),
+    }
+}
+
+/// An f32 convolution record against its operands.
+fn check_conv_f32(
+    conv: &Conv2d,
+    x: &TensorDesc,
+    y: &TensorDesc,
+    weights: Weights<'_>,
+) -> Result<(), LayerFault> {
+    let f32s = |n: u64| n.saturating_mul(4);
+    check_activation(&conv.activation)?;
+    let (out_c, per_out) = conv_geometry(conv, x, y)?;
+    let n_weights = out_c.saturating_mul(per_out);
+    weights.span(conv.weights, SpanRole::Weights, f32s(n_weights), 4)?;
+    weights.span(conv.bias, SpanRole::Bias, f32s(out_c), 4)?;
+    let pad_values = if conv.pad_values.len == 0 {
+        0
+    } else {
+        f32s(u64::from(x.dims[2]))
+    };
+    weights.span(conv.pad_values, SpanRole::PadValues, pad_values, 4)?;
+    Ok(())
+}
+
+/// An int8 pooling record against its operands.
+fn check_pool_i8(q: &PoolI8, x: &TensorDesc, y: &TensorDesc) -> Result<(), LayerFault> {
+    check_identity(&q.pool.activation)?;
+    pool_geometry(&q.pool, x, y)?;
+    let area = u64::from(q.pool.kernel[0]) * u64::from(q.pool.kernel[1]);
+    if area > MAX_POOL_WINDOW_AREA as u64 {
+        return Err(LayerFault::Param(ParamFault::PoolWindowTooLarge {
+            area: u32::try_from(area).unwrap_or(u32::MAX),
+            max: MAX_POOL_WINDOW_AREA as u32,
+        }));
+    }
+    match q.rescale {
+        Some(r) => check_requant(r)?,
+        None => same_quant(x, y)?,
+    }
+    check_clamp(q.clamp)
 }
 
 /// The element types of `op`'s inputs and of its output, `None` for element-type generic
@@ -274,6 +379,9 @@ fn op_dtypes(op: &Op) -> Option<(DType, DType)> {
         // Checked on its own in `check_dtypes`.
         Op::Conv2dI16(_) => None,
         Op::SoftmaxI16 { .. } => same(DType::I16),
+        Op::Conv2dPool(_) => same(DType::F32),
+        Op::Conv2dPoolI8(_) => same(DType::I8),
+        Op::Conv2dPoolI16(_) => Some((DType::I16, DType::I8)),
         Op::Conv2d(_)
         | Op::Dense(_)
         | Op::Pool(_)
@@ -576,16 +684,7 @@ fn check_op<K: Kernels>(
         None => Ok(()),
     };
     match op {
-        Op::Conv2d(conv) if linked::<K>(Kernel::Conv2d) => {
-            check_activation(&conv.activation)?;
-            let (out_c, per_out) = conv_geometry(conv, x, y)?;
-            let n_weights = out_c.saturating_mul(per_out);
-            weights.span(conv.weights, SpanRole::Weights, f32s(n_weights), 4)?;
-            weights.span(conv.bias, SpanRole::Bias, f32s(out_c), 4)?;
-            let pad_values = if conv.pad_values.len == 0 { 0 } else { f32s(c) };
-            weights.span(conv.pad_values, SpanRole::PadValues, pad_values, 4)?;
-            Ok(())
-        }
+        Op::Conv2d(conv) if linked::<K>(Kernel::Conv2d) => check_conv_f32(conv, x, y, weights),
         Op::Dense(dense) if linked::<K>(Kernel::Dense) => {
             check_activation(&dense.activation)?;
             let n_out = y.len() as u64;
@@ -668,22 +767,7 @@ fn check_op<K: Kernels>(
             check_bounds(q.clamp.min, q.clamp.max)?;
             check_dense_i8(weights, (q.weights, q.bias, &q.requant), x, y)
         }
-        Op::PoolI8(q) if linked::<K>(Kernel::PoolI8) => {
-            check_identity(&q.pool.activation)?;
-            pool_geometry(&q.pool, x, y)?;
-            let area = u64::from(q.pool.kernel[0]) * u64::from(q.pool.kernel[1]);
-            if area > MAX_POOL_WINDOW_AREA as u64 {
-                return Err(LayerFault::Param(ParamFault::PoolWindowTooLarge {
-                    area: u32::try_from(area).unwrap_or(u32::MAX),
-                    max: MAX_POOL_WINDOW_AREA as u32,
-                }));
-            }
-            match q.rescale {
-                Some(r) => check_requant(r)?,
-                None => same_quant(x, y)?,
-            }
-            check_clamp(q.clamp)
-        }
+        Op::PoolI8(q) if linked::<K>(Kernel::PoolI8) => check_pool_i8(q, x, y),
         Op::AddI8(q) if linked::<K>(Kernel::AddI8) => {
             second_like_first()?;
             expect_dims(Operand::Output, same_as_input, y.dims)?;
@@ -961,7 +1045,9 @@ fn check_lifetime<K: Kernels>(
         // A concatenation whose output holds `tensor` in its slot adopts it, it does not write it.
         let adopts = (0..inputs.len())
             .any(|k| layer.in_place(k) && inputs.get(k).is_some_and(|x| x.id == tensor.id));
-        if first_clobber.is_none() && !adopts && collide(&layer.output, tensor) {
+        // A fused layer also writes its band.
+        let band = layer.scratch().is_some_and(|b| collide(&b, tensor));
+        if first_clobber.is_none() && !adopts && (collide(&layer.output, tensor) || band) {
             first_clobber = Some(index);
         }
     }

@@ -106,9 +106,29 @@ pub fn describe(op: &Op) -> (String, usize) {
             "PReLU i8 per channel".into(),
             (p.negative.multipliers.len + p.negative.shifts.len) as usize,
         ),
+        Op::Conv2dPool(f) => fused(
+            describe(&Op::Conv2d(f.conv)),
+            describe(&Op::Pool(f.pool)),
+            f.band.rows,
+        ),
+        Op::Conv2dPoolI8(f) => fused(
+            describe(&Op::Conv2dI8(f.conv)),
+            describe(&Op::PoolI8(f.pool)),
+            f.band.rows,
+        ),
+        Op::Conv2dPoolI16(f) => fused(
+            describe(&Op::Conv2dI16(f.conv)),
+            describe(&Op::PoolI8(f.pool)),
+            f.band.rows,
+        ),
         #[allow(unreachable_patterns)]
         _ => ("(unknown op)".into(), 0),
     }
+}
+
+/// A fused convolution and pooling: both names, and the band's rows of convolution output.
+fn fused((conv, bytes): (String, usize), (pool, _): (String, usize), rows: u16) -> (String, usize) {
+    (format!("{conv} + {pool} (fused, band {rows} rows)"), bytes)
 }
 
 /// Kind and weight bytes of an integer convolution record (`precision`: "i8" or "16x8").

@@ -7,6 +7,7 @@
 //! ([`StaleBnPolicy::Allow`]) or to re-estimate them ([`StaleBnPolicy::Recalibrate`]). Without
 //! it, the statistics are folded as they are.
 
+use crate::lower::plan::Fusion;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -64,6 +65,9 @@ pub struct ConvertOptions<'a> {
     pub bn_check: Option<BnCheckOptions<'a>>,
     /// Quantize to int8 (normally with the same calibration data as the check).
     pub int8: Option<Int8Options<'a>>,
+    /// Never fuse convolutions with the pooling after them (`lower::plan::fuse_conv_pool` fuses
+    /// while the arena exceeds `limits.max_arena_bytes`); the values computed are the same.
+    pub no_fusion: bool,
 }
 
 /// Converts `source`: import (for a file), the BatchNorm statistics check (if asked), BatchNorm
@@ -84,17 +88,23 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
         None => (imported, None),
     };
     let (frozen, fold) = fold_batchnorm::fold(graph.clone())?;
-    let (lowered, blob, int8) = match opts.int8 {
+    let (lowered, blob, int8, fusion) = match opts.int8 {
         Some(int8) => {
-            let (lowered, blob, conversion) = quantize_int8(&frozen, &opts.limits, int8)?;
-            (lowered, blob, Some(conversion))
+            let (lowered, blob, conversion, fusion) =
+                quantize_int8(&frozen, &opts.limits, int8, !opts.no_fusion)?;
+            (lowered, blob, Some(conversion), fusion)
         }
         None => {
             let mut lowered = lower::lower(&frozen)?;
+            let fusion = if opts.no_fusion {
+                Fusion::default()
+            } else {
+                lowered.fuse_conv_pool(opts.limits.max_arena_bytes)?
+            };
             lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
             opts.limits.check_lowered(&lowered)?;
             let blob = blob::blob(&lowered)?;
-            (lowered, blob, None)
+            (lowered, blob, None, fusion)
         }
     };
     Ok(Converted {
@@ -105,6 +115,7 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
         blob,
         int8,
         bn_check,
+        fusion,
     })
 }
 
@@ -126,6 +137,8 @@ pub struct Converted {
     pub int8: Option<Int8Conversion>,
     /// The BatchNorm statistics check, when the conversion ran one.
     pub bn_check: Option<BnStatsCheck>,
+    /// Convolutions fused with the pooling that follows them, and the arena before and after.
+    pub fusion: Fusion,
 }
 
 impl Converted {
@@ -201,19 +214,38 @@ fn quantize_int8(
     frozen: &FrozenGraph,
     limits: &Limits,
     opts: Int8Options<'_>,
-) -> Result<(Lowered, Vec<u8>, Int8Conversion)> {
+    fuse: bool,
+) -> Result<(Lowered, Vec<u8>, Int8Conversion, Fusion)> {
     let calibration = calibrate::calibrate(frozen, opts.calib, opts.method, opts.progress)?;
     let f32_lowered = lower::lower_with(frozen, LowerOptions::INT8)?;
     let candidates = quantize::int16_activations(&f32_lowered, opts.int16_activations);
-    let (mut lowered, int16_budget) = quantize::fit_int16_to_arena(
-        &f32_lowered,
-        &calibration,
-        opts.wide_output,
-        candidates,
-        limits.max_arena_bytes,
-        opts.calib,
-        opts.progress,
-    )?;
+    let fit_int16 = |budget| {
+        quantize::fit_int16_to_arena(
+            &f32_lowered,
+            &calibration,
+            opts.wide_output,
+            candidates.clone(),
+            budget,
+            opts.calib,
+            opts.progress,
+        )
+    };
+    // Every int16 tensor kept, then fused to the budget if that is enough: fusion costs time, not
+    // accuracy, so it goes before giving up int16 tensors (which the budget would drop first).
+    let (every_int16, unbounded) = fit_int16(usize::MAX)?;
+    let fits = |l: &Lowered| l.info.arena_bytes as usize <= limits.max_arena_bytes;
+    let keep_every_int16 = fits(&every_int16) || {
+        let mut trial = every_int16.clone();
+        fuse && {
+            trial.fuse_conv_pool(limits.max_arena_bytes)?;
+            fits(&trial)
+        }
+    };
+    let (mut lowered, int16_budget) = if keep_every_int16 {
+        (every_int16, unbounded)
+    } else {
+        fit_int16(limits.max_arena_bytes)?
+    };
     if opts.bias_correction {
         quantize::correct_bias(
             &mut lowered,
@@ -224,13 +256,24 @@ fn quantize_int8(
         )?;
     }
     let int8_arena_bytes = quantize::int8_activation_arena(&lowered)?;
+    // Layer by layer against the f32 lowering, whose layers these still are one for one (the
+    // fused layers below compute the same bytes).
+    let f32_blob = blob::blob(&f32_lowered)?;
+    let (mut layer_sqnr_db, end_to_end) =
+        host::compare_layers(&f32_blob, &blob::blob(&lowered)?, opts.calib, opts.progress)?;
     // After the bias correction, which steps through the layers with dense outputs.
+    let fusion = if fuse {
+        lowered.fuse_conv_pool(limits.max_arena_bytes)?
+    } else {
+        Fusion::default()
+    };
+    for &conv in fusion.fused_convs.iter().rev() {
+        // A fused layer's output is its pooling's.
+        layer_sqnr_db.remove(conv);
+    }
     lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
     limits.check_lowered(&lowered)?;
     let blob = blob::blob(&lowered)?;
-    let f32_blob = blob::blob(&f32_lowered)?;
-    let (layer_sqnr_db, end_to_end) =
-        host::compare_layers(&f32_blob, &blob, opts.calib, opts.progress)?;
     let conversion = Int8Conversion {
         calibration,
         f32_lowered,
@@ -240,7 +283,7 @@ fn quantize_int8(
         int8_arena_bytes,
         int16_budget,
     };
-    Ok((lowered, blob, conversion))
+    Ok((lowered, blob, conversion, fusion))
 }
 
 #[cfg(test)]

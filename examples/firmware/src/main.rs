@@ -52,6 +52,16 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::debug;
 use icefold::format::{DType, Layer};
 use icefold::{Aligned, Model, Observer};
+
+/// The kernels the firmware links: every kernel of the runtime, or (feature `model-kernels`)
+/// only its model's, the generated `model::ModelKernels` (`icefold mcu` builds that for the
+/// micro:bit, whose 256 KiB of flash the whole soft-float runtime nearly fills).
+#[cfg(feature = "model-kernels")]
+type Linked = model::ModelKernels;
+#[cfg(not(feature = "model-kernels"))]
+type Linked = icefold::engine::DefaultKernels;
+/// The model as the firmware loads it.
+type Runtime<'a> = Model<'a, Linked>;
 #[cfg(feature = "text-report")]
 use panic_semihosting as _;
 // The defmt global logger: frames go out over semihosting. It takes a critical section, which
@@ -113,7 +123,7 @@ const OUTPUT_BYTES: usize = model::OUTPUT_LEN * OUTPUT_ELEMENT_BYTES;
 /// for an int16 input or output); `None` if a buffer is not aligned for its type (they are:
 /// samples start at even offsets of a 16-aligned array, outputs are 16-aligned).
 fn run_raw<I: icefold::RawElement, O: icefold::RawElement>(
-    model: &Model<'_>,
+    model: &Runtime<'_>,
     arena: &mut [u8],
     x: &[u8],
     out: &mut [u8],
@@ -126,7 +136,7 @@ fn run_raw<I: icefold::RawElement, O: icefold::RawElement>(
 
 /// [`run_raw`] with the element types of this model's input and output.
 fn run_int(
-    model: &Model<'_>,
+    model: &Runtime<'_>,
     arena: &mut [u8],
     x: &[u8],
     out: &mut [u8],
@@ -208,7 +218,7 @@ fn main() -> ! {
     #[cfg(feature = "signed")]
     let (loaded, signed) = signed::check(&model::BLOB.0, &mut BLOB_COPY.0);
     #[cfg(not(feature = "signed"))]
-    let loaded = Model::new_checked(&model::BLOB.0);
+    let loaded = Runtime::new_checked_with_kernels(&model::BLOB.0);
     let model = match loaded {
         Ok(m) => m,
         Err(e) => fail!("ERR load: {}", e),
@@ -381,7 +391,7 @@ fn report_output(sample: usize, bytes: &[u8]) {
 /// Runs sample 0 again with the runtime's per-layer trace (one `TRACE` record per layer). This
 /// runs after the timed runs and the stack measurement, so the trace costs neither.
 #[cfg(feature = "defmt")]
-fn trace_first_sample(model: &Model<'_>, arena: &mut [u8], out: &mut [u8], sample_bytes: usize) {
+fn trace_first_sample(model: &Runtime<'_>, arena: &mut [u8], out: &mut [u8], sample_bytes: usize) {
     let Some(x) = inputs::INPUTS.0.get(..sample_bytes) else {
         return;
     };
@@ -450,10 +460,10 @@ mod signed {
     pub fn check<'b>(
         blob: &'b [u8],
         copy: &mut [u8],
-    ) -> (Result<Model<'b>, LoadError>, Check) {
+    ) -> (Result<crate::Runtime<'b>, LoadError>, Check) {
         let clock = crate::board::Clock::start();
         let start = clock.now();
-        let loaded = Model::new_signed(blob, &crate::key::PUBLIC_KEY);
+        let loaded = crate::Runtime::new_signed_with_kernels(blob, &crate::key::PUBLIC_KEY);
         let verify_ticks = clock.now() - start;
         let (stack, _) = crate::stack_peak_bytes();
         copy.copy_from_slice(blob);

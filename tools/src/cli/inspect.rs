@@ -125,6 +125,17 @@ pub fn run(a: &InspectArgs) -> Result<()> {
                 v.pixel_stride
             );
         }
+        if let (Some(band), Some(mid)) = (l.scratch(), l.fused_intermediate()) {
+            println!(
+                "     └ fused: band of {} convolution rows at [{}, {}) during this layer only, \
+                 instead of the whole {:?} output ({} bytes)",
+                band.dims[0],
+                band.offset,
+                band.offset as usize + band.byte_len(),
+                mid.dims,
+                mid.byte_len()
+            );
+        }
         let adopted: Vec<String> = (0..usize::from(l.input_count))
             .filter(|&k| l.in_place(k))
             .map(|k| k.to_string())

@@ -38,6 +38,27 @@ pub struct Lowered {
 }
 
 impl Lowered {
+    /// Fuses convolutions with the pooling that follows them while the arena exceeds `budget`
+    /// bytes ([`plan::fuse_conv_pool`]); the fused layer's note joins the two layers' notes. Run
+    /// before [`plan::share_concat_storage`] (it replans the arena from scratch).
+    pub fn fuse_conv_pool(&mut self, budget: usize) -> Result<plan::Fusion> {
+        let fusion = plan::fuse_conv_pool(&mut self.info, &mut self.layers, budget)?;
+        for &conv in fusion.fused_convs.iter().rev() {
+            let pool = self.notes.remove(conv + 1);
+            let note = &mut self.notes[conv];
+            note.source = format!("{} + {}", note.source, pool.source);
+            note.output_dims = pool.output_dims;
+            note.macs += pool.macs;
+            note.params += pool.params;
+        }
+        for (note, layer) in self.notes.iter_mut().zip(&self.layers) {
+            if layer.fused().is_some() {
+                note.kind = crate::describe::op_name(&layer.op);
+            }
+        }
+        Ok(fusion)
+    }
+
     /// The layers that read tensor `t`, with their indices in the schedule.
     pub fn readers(&self, t: u16) -> impl Iterator<Item = (usize, &format::Layer)> {
         self.layers.iter().enumerate().filter(move |(_, r)| {

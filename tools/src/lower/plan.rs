@@ -7,7 +7,8 @@
 
 use anyhow::{anyhow, Result};
 use icefold::format::{
-    Concat, ConcatI8, DType, Layer, ModelInfo, Op, TensorDesc, View, ARENA_ALIGN,
+    Band, Concat, ConcatI8, Conv2dPool, Conv2dPoolI16, Conv2dPoolI8, DType, Layer, ModelInfo, Op,
+    TensorDesc, View, ARENA_ALIGN,
 };
 
 /// A tensor's size and the span of layers during which it must stay intact.
@@ -112,16 +113,169 @@ fn replan_with(info: &mut ModelInfo, layers: &mut [Layer], storage: &[u16]) -> R
             b.first = b.last;
         }
     }
+    // The band of a fused layer is scratch of that layer alone: one more buffer, after the
+    // tensors, live only while the layer runs.
+    let mut bands = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        if let Some(band) = l.scratch() {
+            bands.push((i, lives.len()));
+            lives.push(BufferLife {
+                bytes: band.byte_len(),
+                first: i as isize,
+                last: i as isize,
+            });
+        }
+    }
     let plan = plan_arena(&lives, ARENA_ALIGN);
     let place = |d: &mut TensorDesc| d.offset = plan.offsets[key(d.id)] as u32;
     for l in layers.iter_mut() {
         l.inputs.iter_mut().for_each(place);
         place(&mut l.output);
     }
+    for (i, b) in bands {
+        set_band_offset(&mut layers[i], plan.offsets[b] as u32);
+    }
     place(&mut info.input);
     place(&mut info.output);
     info.arena_bytes = u32::try_from(plan.total).map_err(|_| anyhow!("arena beyond 4 GiB"))?;
     Ok(())
+}
+
+fn set_band_offset(layer: &mut Layer, offset: u32) {
+    match &mut layer.op {
+        Op::Conv2dPool(f) => f.band.offset = offset,
+        Op::Conv2dPoolI8(f) => f.band.offset = offset,
+        Op::Conv2dPoolI16(f) => f.band.offset = offset,
+        _ => {}
+    }
+}
+
+/// What [`fuse_conv_pool`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fusion {
+    /// Indices (in the schedule before fusion) of the convolutions now fused into the pooling
+    /// that followed them; each fused layer sits where its pooling was, minus the layers removed
+    /// before it.
+    pub fused_convs: Vec<usize>,
+    /// Arena bytes before and after.
+    pub arena_bytes: (u32, u32),
+}
+
+/// Convolution rows a fused layer keeps: the rows one pooling window reads.
+fn band_rows(pool_kernel_h: u16, conv_rows: u16) -> u16 {
+    pool_kernel_h.min(conv_rows)
+}
+
+/// The fused layer of `conv` and `pool` (adjacent in the schedule), if the pair qualifies: the
+/// convolution's output (dense, not the model output) is read by the pooling alone, the band is
+/// smaller than the convolution output (a global pooling reads every row: nothing to gain) and the
+/// convolution's top and bottom padding are below its window height (the loader's rule).
+fn fused_pair(conv: &Layer, pool: &Layer, layers: &[Layer], model_output: u16) -> Option<Layer> {
+    let mid = conv.output;
+    let reads = layers
+        .iter()
+        .flat_map(|l| l.inputs[..usize::from(l.input_count)].iter())
+        .filter(|x| x.id == mid.id)
+        .count();
+    if mid.view.is_some()
+        || mid.id == model_output
+        || pool.input_count != 1
+        || pool.inputs[0].id != mid.id
+        || reads != 1
+    {
+        return None;
+    }
+    let band = |kernel_h: u16, quant| Band {
+        offset: 0,
+        rows: band_rows(kernel_h, mid.dims[0]),
+        quant,
+    };
+    let op = match (conv.op, pool.op) {
+        (Op::Conv2d(c), Op::Pool(p)) => Op::Conv2dPool(Conv2dPool {
+            conv: c,
+            pool: p,
+            band: band(p.kernel[0], None),
+        }),
+        (Op::Conv2dI8(c), Op::PoolI8(p)) => Op::Conv2dPoolI8(Conv2dPoolI8 {
+            conv: c,
+            pool: p,
+            band: band(p.pool.kernel[0], mid.quant),
+        }),
+        (Op::Conv2dI16(c), Op::PoolI8(p))
+            if conv.inputs[0].dtype == DType::I16 && mid.dtype == DType::I8 =>
+        {
+            Op::Conv2dPoolI16(Conv2dPoolI16 {
+                conv: c,
+                pool: p,
+                band: band(p.pool.kernel[0], mid.quant),
+            })
+        }
+        _ => return None,
+    };
+    let layer = Layer {
+        op,
+        inputs: conv.inputs,
+        input_count: conv.input_count,
+        output: pool.output,
+    };
+    let (c, _, band) = layer.fused()?;
+    let extent = u32::from(c.dilation[0]) * u32::from(c.kernel[0].saturating_sub(1)) + 1;
+    let fits =
+        band.rows < mid.dims[0] && u32::from(c.pad[0]) < extent && u32::from(c.pad[2]) < extent;
+    fits.then_some(layer)
+}
+
+/// Fuses convolutions (`Conv2d`, `Conv2dI8`, and a 16×8 `Conv2dI16` from int16 to int8) with the
+/// pooling (`Pool`, `PoolI8`) that is the next layer and their output's only reader, into one
+/// `Conv2dPool` / `Conv2dPoolI8` / `Conv2dPoolI16` layer whose band holds the convolution rows
+/// one pooling window reads, **while the arena exceeds `budget` bytes**: pairs in schedule
+/// order, each kept if it shrinks the arena, until the arena fits. The values computed do not
+/// change (the fused layer runs the same kernels on the same elements); the arena is replanned
+/// with each band live during its layer only. Returns what it did.
+///
+/// Why a budget and not always: a fused layer computes each convolution row once, but in one
+/// kernel call per band, and the fast kernels' per-call set-up (widened weights, pad sums) then
+/// recurs: on the Cortex-M4F the 28x28 CNN's int8 inference takes 12 % more instructions fused
+/// (f32: 0.4 %), docs/BENCHMARKS.md "Fused convolution and pooling". A model that fits its RAM
+/// keeps the faster plan; `convert --max-arena-bytes N` (the target's RAM) fuses what it must.
+pub fn fuse_conv_pool(
+    info: &mut ModelInfo,
+    layers: &mut Vec<Layer>,
+    budget: usize,
+) -> Result<Fusion> {
+    let before = info.arena_bytes;
+    let mut fused = layers.clone();
+    let mut fused_info = *info;
+    let mut fused_convs = Vec::new();
+    let (mut i, mut original) = (0, 0);
+    while i + 1 < fused.len() && fused_info.arena_bytes as usize > budget {
+        if let Some(layer) = fused_pair(&fused[i], &fused[i + 1], &fused, info.output.id) {
+            let mut trial = fused.clone();
+            trial[i] = layer;
+            trial.remove(i + 1);
+            let mut trial_info = fused_info;
+            trial_info.layer_count =
+                u16::try_from(trial.len()).map_err(|_| anyhow!("more than 65535 layers"))?;
+            replan(&mut trial_info, &mut trial)?;
+            if trial_info.arena_bytes < fused_info.arena_bytes {
+                (fused, fused_info) = (trial, trial_info);
+                fused_convs.push(original);
+                original += 2;
+                i += 1;
+                continue;
+            }
+        }
+        original += 1;
+        i += 1;
+    }
+    if !fused_convs.is_empty() {
+        *info = fused_info;
+        *layers = fused;
+    }
+    Ok(Fusion {
+        fused_convs,
+        arena_bytes: (before, info.arena_bytes),
+    })
 }
 
 /// What [`share_concat_storage`] did.
@@ -369,6 +523,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn conv_and_pool_are_fused_only_over_the_budget() {
+        use icefold::format::{Activation, Conv2d, Pool, PoolKind, Span};
+        let desc = |id, dims| TensorDesc {
+            dims,
+            ..tensor(id, 1)
+        };
+        let (x, conv_out, pooled) = (desc(0, [8, 8, 1]), desc(1, [8, 8, 4]), desc(2, [4, 4, 4]));
+        let conv = Op::Conv2d(Conv2d {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [1, 1, 1, 1],
+            groups: 1,
+            weights: Span::default(),
+            bias: Span::default(),
+            pad_values: Span::default(),
+            activation: Activation::Relu,
+        });
+        let pool = Op::Pool(Pool {
+            kind: PoolKind::Max,
+            kernel: [2, 2],
+            stride: [2, 2],
+            pad: [0; 4],
+            activation: Activation::Identity,
+        });
+        let unfused = vec![step(conv, &[x], conv_out), step(pool, &[conv_out], pooled)];
+        let mut info = ModelInfo {
+            layer_count: 2,
+            arena_bytes: 0,
+            input: x,
+            output: pooled,
+            input_rank: 3,
+            output_rank: 3,
+        };
+        replan(&mut info, &mut unfused.clone()).unwrap();
+        // 256-byte input and 1,024-byte convolution output live together.
+        assert_eq!(info.arena_bytes, 1280);
+        let (mut within, mut within_info) = (unfused.clone(), info);
+        let fusion = fuse_conv_pool(&mut within_info, &mut within, 1280).unwrap();
+        assert!(fusion.fused_convs.is_empty());
+        assert_eq!((within, within_info), (unfused.clone(), info));
+
+        let (mut layers, mut fused_info) = (unfused, info);
+        let fusion = fuse_conv_pool(&mut fused_info, &mut layers, 1279).unwrap();
+        assert_eq!(fusion.fused_convs, [0]);
+        assert_eq!(layers.len(), 1);
+        let l = &layers[0];
+        assert!(matches!(l.op, Op::Conv2dPool(_)));
+        assert_eq!((l.inputs[0].id, l.output.id), (0, 2));
+        // Input 256 + band of two rows 256 + output 256 bytes.
+        let band = l.scratch().unwrap();
+        assert_eq!(band.dims, [2, 8, 4]);
+        assert_eq!(fused_info.arena_bytes, 768);
+        assert_eq!(fusion.arena_bytes, (1280, 768));
+        let range = |d: &TensorDesc| (d.offset, d.offset + d.byte_len() as u32);
+        let [a, b, c] = [range(&l.inputs[0]), range(&band), range(&l.output)];
+        let disjoint = |p: (u32, u32), q: (u32, u32)| p.1 <= q.0 || q.1 <= p.0;
+        assert!(disjoint(a, b) && disjoint(b, c) && disjoint(a, c));
+        assert_eq!(fused_info.output, l.output);
     }
 
     fn check_disjoint(lives: &[BufferLife], plan: &ArenaPlan) {

@@ -49,6 +49,13 @@ pub fn build(project: &Project, opts: &McuOptions) -> Result<Firmware> {
         } else {
             &[][..]
         })
+        // The micro:bit's 256 KiB of flash hold the soft-float runtime with every kernel (about
+        // 236 KB) and little else: there the firmware links only its model's kernels.
+        .args(if opts.target.links_model_kernels_only() {
+            &["--features", "model-kernels"][..]
+        } else {
+            &[][..]
+        })
         .env("CARGO_TARGET_DIR", &target_dir)
         // The host's flags (e.g. -C target-cpu=native) must not reach the firmware build.
         .env_remove("RUSTFLAGS")

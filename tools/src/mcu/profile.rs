@@ -271,7 +271,8 @@ fn json_f64(x: f64) -> String {
 
 /// Multiply-accumulates of one runtime layer (convolution and dense; 0 for the rest).
 pub fn layer_macs(layer: &Layer) -> u64 {
-    let out = layer.output.len() as u64;
+    // A fused convolution and pooling: the convolution's, over the output it never stores.
+    let out = layer.fused_intermediate().unwrap_or(layer.output).len() as u64;
     let input = &layer.inputs[0];
     let conv = |c: &icefold::format::Conv2d| {
         let in_per_group = u64::from(input.dims[2]) / u64::from(c.groups.max(1));
@@ -281,6 +282,9 @@ pub fn layer_macs(layer: &Layer) -> u64 {
         Op::Conv2d(c) => conv(c),
         Op::Conv2dI8(c) => conv(&c.conv),
         Op::Conv2dI16(c) => conv(&c.conv),
+        Op::Conv2dPool(f) => conv(&f.conv),
+        Op::Conv2dPoolI8(f) => conv(&f.conv.conv),
+        Op::Conv2dPoolI16(f) => conv(&f.conv.conv),
         Op::Dense(_) | Op::DenseI8(_) | Op::DenseI8Wide(_) => out * input.len() as u64,
         _ => 0,
     }

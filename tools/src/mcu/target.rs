@@ -48,6 +48,13 @@ impl Target {
         }
     }
 
+    /// True if the firmware for this core links only its model's kernels (firmware feature
+    /// `model-kernels`): the micro:bit, whose 256 KiB of flash the soft-float runtime with every
+    /// kernel (about 236 KB) nearly fills. The other boards link every kernel.
+    pub fn links_model_kernels_only(self) -> bool {
+        matches!(self, Target::CortexM0)
+    }
+
     /// True if the core has a single-precision FPU (otherwise f32 is soft-float calls).
     pub fn has_fpu(self) -> bool {
         matches!(self, Target::CortexM4 | Target::CortexM33)
