@@ -196,6 +196,10 @@ impl<'de, K: Kernels> Visitor<'de> for OpSeed<'_, K> {
             26 => [MulI8] "mul_i8" => v.newtype_variant().map(Op::MulI8),
             27 => [PRelu] "prelu" => v.newtype_variant().map(|slope: Span| Op::PRelu { slope }),
             28 => [PReluI8] "prelu_i8" => v.newtype_variant().map(Op::PReluI8),
+            29 => [Conv2dPool] "conv2d_pool" => v.newtype_variant().map(Op::Conv2dPool),
+            30 => [Conv2dPoolI8] "conv2d_pool_i8" => v.newtype_variant().map(Op::Conv2dPoolI8),
+            31 => [Conv2dPoolI16ToI8] "conv2d_pool_i16" =>
+                v.newtype_variant().map(Op::Conv2dPoolI16),
         }
     }
 }
@@ -212,7 +216,7 @@ mod tests {
     use crate::engine::{DefaultKernels, KernelSet};
 
     /// The number of variants of [`Op`]: the derived decoder accepts indices below it.
-    const OPS: u8 = 29;
+    const OPS: u8 = 32;
 
     /// The derived decoder, the definition of the format.
     fn derived(bytes: &[u8]) -> Option<(Layer, &[u8])> {
