@@ -5,7 +5,7 @@
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
 use crate::format::{
-    ChannelRequant, Clamp, Conv2dI16, Conv2dPoolI16, Conv2dPoolI8, DType, Layer, Op, Span,
+    ChannelRequant, Clamp, Conv2dI16, Conv2dPoolI16, Conv2dPoolI8, DType, Layer, Op, PoolI8, Span,
     TensorDesc,
 };
 use crate::kernels::fast;
@@ -79,14 +79,7 @@ pub(super) fn run_fused<K: Kernels>(
         },
     };
     let weights = model.weights_as(p.conv.conv.weights)?;
-    let pool_quant = PoolQuant {
-        input_zero_point: zp_mid,
-        rescale: p.pool.rescale,
-        output: OutputQuant {
-            zero_point: zero_point(&layer.output)?,
-            clamp: p.pool.clamp,
-        },
-    };
+    let pool_quant = band_pool_quant(&p.pool, zp_mid, layer)?;
     fused::run(
         geometry,
         x,
@@ -97,6 +90,19 @@ pub(super) fn run_fused<K: Kernels>(
         },
         |g, xd, x, yd, y| pool::pool(g, &pool_quant, xd, x, yd, y),
     )
+}
+
+/// The int8 pooling half of a fused layer: it reads the band (zero point `band_zero_point`) and
+/// writes the layer's output.
+fn band_pool_quant(pool: &PoolI8, band_zero_point: i8, layer: &Layer) -> Option<PoolQuant> {
+    Some(PoolQuant {
+        input_zero_point: band_zero_point,
+        rescale: pool.rescale,
+        output: OutputQuant {
+            zero_point: zero_point(&layer.output)?,
+            clamp: pool.clamp,
+        },
+    })
 }
 
 /// A fused 16×8 convolution (int16 in, int8 out) and int8 pooling, as [`run_fused`]: the
@@ -120,14 +126,7 @@ pub(super) fn run_fused_i16<K: Kernels>(
         },
     };
     let weights = model.weights_as(p.conv.conv.weights)?;
-    let pool_quant = PoolQuant {
-        input_zero_point: i8::try_from(p.band.quant?.zero_point).ok()?,
-        rescale: p.pool.rescale,
-        output: OutputQuant {
-            zero_point: zero_point(&layer.output)?,
-            clamp: p.pool.clamp,
-        },
-    };
+    let pool_quant = band_pool_quant(&p.pool, i8::try_from(p.band.quant?.zero_point).ok()?, layer)?;
     fused::run(
         geometry,
         x,
