@@ -371,6 +371,23 @@ fn corrupted_arch_op_blobs_are_refused_and_never_panic() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The int8 conversions the sweeps below cover: the default one (16x8, int16 output head) or
+/// all-int8; no bias correction (it changes values, not the records the flips land in).
+fn int8_options(calib: &icefold_tool::io::Array, all_int8: bool) -> pipeline::Int8Options<'_> {
+    pipeline::Int8Options {
+        calib,
+        method: icefold_tool::quantize::calibrate::Method::DEFAULT,
+        progress: false,
+        bias_correction: false,
+        wide_output: !all_int8,
+        int16_activations: if all_int8 {
+            0
+        } else {
+            pipeline::INT16_ACTIVATIONS_DEFAULT
+        },
+    }
+}
+
 /// Blobs with views (zero-copy concatenation, format version 7) through the same three sweeps:
 /// the SqueezeNet-style fixture's fire modules write their expand convolutions straight into the
 /// concatenation, f32 and int8 (default and all-int8), so flips land in `TensorDesc::view` too.
@@ -381,18 +398,7 @@ fn corrupted_blobs_with_views_are_refused_and_never_panic() {
         .find(|f| f.name == "squeeze_dense")
         .expect("the squeeze_dense fixture");
     let calib = f.array("calib").unwrap();
-    let int8 = |all_int8: bool| pipeline::Int8Options {
-        calib: &calib,
-        method: icefold_tool::quantize::calibrate::Method::DEFAULT,
-        progress: false,
-        bias_correction: false,
-        wide_output: !all_int8,
-        int16_activations: if all_int8 {
-            0
-        } else {
-            pipeline::INT16_ACTIVATIONS_DEFAULT
-        },
-    };
+    let int8 = |all_int8: bool| int8_options(&calib, all_int8);
     let mut failures = Vec::new();
     for (suffix, int8) in [
         ("", None),
@@ -430,18 +436,7 @@ fn corrupted_fused_blobs_are_refused_and_never_panic() {
         .find(|f| f.name == "cnn28")
         .expect("the cnn28 fixture");
     let calib = f.array("calib").unwrap();
-    let int8 = |all_int8: bool| pipeline::Int8Options {
-        calib: &calib,
-        method: icefold_tool::quantize::calibrate::Method::DEFAULT,
-        progress: false,
-        bias_correction: false,
-        wide_output: !all_int8,
-        int16_activations: if all_int8 {
-            0
-        } else {
-            pipeline::INT16_ACTIVATIONS_DEFAULT
-        },
-    };
+    let int8 = |all_int8: bool| int8_options(&calib, all_int8);
     let mut failures = Vec::new();
     for (suffix, int8) in [
         ("", None),
