@@ -226,11 +226,9 @@ unsafe fn store<Y: FromWide>(
         Some(stage) => {
             // SAFETY: AVX2 present; `sums` has eight i32.
             unsafe { _mm256_storeu_si256(sums.as_mut_ptr().cast(), stage.apply(acc)) };
-            // Clamped to the output bounds: int16 values. Converted over all eight lanes (a
-            // loop of fixed length, vectorised), then copied.
-            let ys: [Y; 8] = core::array::from_fn(|j| Y::from_wide(sums[j] as i16));
-            for (y, v) in out.iter_mut().zip(ys) {
-                *y = v;
+            // Clamped to the output bounds: int16 values.
+            for (y, s) in out.iter_mut().zip(sums) {
+                *y = Y::from_wide(s as i16);
             }
         }
         None => {
