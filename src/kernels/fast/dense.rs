@@ -1,6 +1,9 @@
 //! Fast int8 dense layers: the same results as
 //! [`reference::int8::dense`](crate::kernels::reference::int8::dense), byte for byte.
 //!
+//! On x86_64 hosts with AVX2, [`crate::kernels::x86::int8::dense`] takes the layer first (eight
+//! rows per block, `vpmaddwd`); the paths below are the fallback everywhere else.
+//!
 //! On DSP cores ([`rows_widened`]) the int8 input is widened once per layer call into int16
 //! lane pairs on the stack (an input of several positions, a global pooling folded into the
 //! layer, is summed over its positions into those pairs first, so only one position's

@@ -20,6 +20,8 @@
 //!   sign-extended to int32 lanes and multiplied by weights held in the low half of each lane
 //!   (`vpmaddwd` with a zero high half is one exact product per lane).
 //! - **Addition** ([`add`], the residual `Add`): eight elements per step.
+//! - **Dense** ([`dense`], fully connected layers): eight weight rows per block against the
+//!   input widened once per call, the same sums and output stage.
 //!
 //! The output stage is the reference's arithmetic lane by lane ([`Requant8`], one channel's
 //! factor per lane, for every factor below 1; [`Stage`] and [`Bounds`] one output at a time

@@ -32,15 +32,15 @@ pub const MAX_POSITIONS: usize = 256;
 /// int16 values of the small input buffer (2 KiB of stack, cheap to zero on every call).
 const SMALL: usize = 1024;
 
-/// Longest input (one position) taken, with its padding: 16 KiB of stack, in a frame of its
-/// own ([`large`]), only for layers that need it.
+/// int16 values of the large input buffer (16 KiB of stack, in a frame of its own, [`large`],
+/// only for layers that need it): inputs (one position) of up to `MAX_IN − 16` values.
 pub const MAX_IN: usize = 8192;
 
 /// Rows per block: one vector of eight sums.
 const ROWS: usize = 8;
 
 /// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i])` as the reference, if the
-/// CPU has AVX2 and the operands are ones this kernel takes (`n_in` up to [`MAX_IN`], 1 to
+/// CPU has AVX2 and the operands are ones this kernel takes (`n_in` up to [`MAX_IN`] − 16, 1 to
 /// [`MAX_POSITIONS`] positions, every output's channel constants present); `false`, nothing
 /// written, otherwise.
 pub fn dense<Y: FromWide>(
