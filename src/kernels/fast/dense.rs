@@ -1,6 +1,9 @@
 //! Fast int8 dense layers: the same results as
 //! [`reference::int8::dense`](crate::kernels::reference::int8::dense), byte for byte.
 //!
+//! On x86_64 hosts with AVX2, [`crate::kernels::x86::int8::dense`] takes the layer first (eight
+//! rows per block, `vpmaddwd`); the paths below are the fallback everywhere else.
+//!
 //! On DSP cores ([`rows_widened`]) the int8 input is widened once per layer call into int16
 //! lane pairs on the stack (an input of several positions, a global pooling folded into the
 //! layer, is summed over its positions into those pairs first, so only one position's
@@ -65,8 +68,35 @@ fn rows<Y: FromWide>(
     input: &[i8],
     output: &mut [Y],
 ) {
+    if x86(channels, bounds, weights, input, output) {
+        return;
+    }
     if !(WIDEN && widened(channels, bounds, weights, input, output)) {
         rows_paired(channels, bounds, weights, input, output);
+    }
+}
+
+/// The x86_64 AVX2 dense layer ([`crate::kernels::x86::int8::dense`]), if it takes the layer
+/// (AVX2 present, an input and a number of positions it covers); `false` elsewhere and, in
+/// this module's tests, while they run the portable rows.
+#[inline(always)]
+fn x86<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [Y],
+) -> bool {
+    #[cfg(test)]
+    if tests::PORTABLE.with(|p| p.get()) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    return crate::kernels::x86::int8::dense::dense(channels, bounds, weights, input, output);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (channels, bounds, weights, input, output);
+        false
     }
 }
 
@@ -327,6 +357,11 @@ mod tests {
     use proptest::test_runner::TestCaseError;
     use std::vec::Vec;
 
+    std::thread_local! {
+        /// Set: [`rows`] skips the x86 kernel (the portable rows are tested on the host too).
+        pub(super) static PORTABLE: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    }
+
     /// One random layer through `fast` (int8 and int16 outputs) against the reference; the
     /// weights start `offset` bytes into their buffer, so rows start at every alignment.
     #[allow(clippy::too_many_arguments)]
@@ -413,11 +448,13 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
-        /// The public functions (on the host: the paired rows), any `n_in`.
+        /// The public functions (on an x86_64 host with AVX2 the x86 kernel, and with
+        /// `portable` the paired rows), any `n_in`.
         #[test]
         fn equals_reference(n_in in 1usize..=40, n_out in 1usize..=9, positions in 1usize..=4,
                             offset in 0usize..4, zp in any::<i8>(), zp16 in any::<i16>(),
-                            relu in any::<bool>(), seed in any::<u64>()) {
+                            relu in any::<bool>(), portable in any::<bool>(), seed in any::<u64>()) {
+            PORTABLE.with(|p| p.set(portable));
             case(n_in, n_out, positions, offset, (zp, zp16, relu), None, seed,
                  |c, b, w, x, y| { dense(c, &OutputQuant { zero_point: b.zero_point as i8, clamp: Clamp { min: b.min as i8, max: b.max as i8 } }, w, x, y); true },
                  |c, b, w, x, y| { dense_wide(c, &WideOutputQuant { zero_point: b.zero_point as i16, clamp: ClampI16 { min: b.min as i16, max: b.max as i16 } }, w, x, y); true })?;

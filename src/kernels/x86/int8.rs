@@ -20,6 +20,8 @@
 //!   sign-extended to int32 lanes and multiplied by weights held in the low half of each lane
 //!   (`vpmaddwd` with a zero high half is one exact product per lane).
 //! - **Addition** ([`add`], the residual `Add`): eight elements per step.
+//! - **Dense** ([`dense`], fully connected layers): eight weight rows per block against the
+//!   input widened once per call, the same sums and output stage.
 //!
 //! The output stage is the reference's arithmetic lane by lane ([`Requant8`], one channel's
 //! factor per lane, for every factor below 1; [`Stage`] and [`Bounds`] one output at a time
@@ -43,6 +45,8 @@ use crate::kernels::reference::int8::elementwise::AddQuant;
 use crate::kernels::reference::int8::{Element, FromWide};
 use crate::kernels::reference::window_coord;
 use crate::quant::{Requant, ADD_LEFT_SHIFT};
+
+pub mod dense;
 
 /// int16 weights in the packing buffer (64 KiB of stack).
 const PACK_CAP: usize = 32 * 1024;
@@ -304,42 +308,67 @@ impl Requant8 {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn new(lanes: &[(i32, Requant); 8], bounds: &Bounds) -> Option<Requant8> {
-        if !lanes
-            .iter()
-            .all(|(_, r)| r.multiplier > 0 && (-31..=0).contains(&r.shift))
-        {
-            return None;
-        }
-        let right = lanes.map(|(_, r)| r.shift.unsigned_abs());
-        let init = right.map(|r| {
-            if r == 0 {
-                1i64 << 30
-            } else {
-                (1i64 << 30) + (1i64 << (r + 30))
-            }
-        });
-        let even = [init[0], init[2], init[4], init[6]];
-        let odd = [init[1], init[3], init[5], init[7]];
-        let mask = |on: bool| if on { -1i32 } else { 0 };
         let v = |a: [i32; 8]| {
             // SAFETY: `a` has eight i32.
             unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
         };
-        // SAFETY: each array has four i64.
+        // SAFETY: AVX2 present.
+        unsafe {
+            Requant8::from_vectors(
+                v(lanes.map(|(b, _)| b)),
+                v(lanes.map(|(_, r)| r.multiplier)),
+                v(lanes.map(|(_, r)| r.shift)),
+                bounds,
+            )
+        }
+    }
+
+    /// [`Requant8::new`] from the lanes' biases, multipliers and shifts as vectors (a dense
+    /// layer loads eight channels' constants straight from their arrays): every constant worked
+    /// out on the vectors, a few instructions rather than a pass over the lanes.
+    ///
+    /// # Safety
+    /// AVX2 present.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn from_vectors(
+        bias: __m256i,
+        multiplier: __m256i,
+        shift: __m256i,
+        bounds: &Bounds,
+    ) -> Option<Requant8> {
+        let zero = _mm256_setzero_si256();
+        // A positive multiplier and a shift in -31..=0 in every lane.
+        let ok = _mm256_andnot_si256(
+            _mm256_cmpgt_epi32(shift, zero),
+            _mm256_and_si256(
+                _mm256_cmpgt_epi32(multiplier, zero),
+                _mm256_cmpgt_epi32(shift, _mm256_set1_epi32(-32)),
+            ),
+        );
+        if _mm256_movemask_epi8(ok) != -1 {
+            return None;
+        }
+        // r = −shift in 0..=31.
+        let right = _mm256_sub_epi32(zero, shift);
+        let signed = _mm256_cmpgt_epi32(right, zero);
+        // 2^30 + 2^(r+30) where r >= 1, 2^30 where r == 0, as i64 in lanes 0, 2, 4, 6 (and,
+        // shifted down, 1, 3, 5, 7).
+        // SAFETY (both): AVX2 present.
         let (init_even, init_odd) = unsafe {
             (
-                _mm256_loadu_si256(even.as_ptr().cast()),
-                _mm256_loadu_si256(odd.as_ptr().cast()),
+                rounding_init(right),
+                rounding_init(_mm256_srli_epi64::<32>(right)),
             )
         };
         Some(Requant8 {
-            bias: v(lanes.map(|(b, _)| b)),
-            multiplier: v(lanes.map(|(_, r)| r.multiplier)),
+            bias,
+            multiplier,
             init_even,
             init_odd,
-            signed: v(right.map(|r| mask(r >= 1))),
-            shift: v(right.map(|r| r.saturating_sub(1) as i32)),
-            unshifted: v(right.map(|r| mask(r == 0))),
+            signed,
+            shift: _mm256_max_epi32(_mm256_sub_epi32(right, _mm256_set1_epi32(1)), zero),
+            unshifted: _mm256_cmpeq_epi32(right, zero),
             lo: _mm256_set1_epi32(bounds.min.wrapping_sub(bounds.zero_point)),
             hi: _mm256_set1_epi32(bounds.max.wrapping_sub(bounds.zero_point)),
             zero: _mm256_set1_epi32(bounds.zero_point),
@@ -374,6 +403,23 @@ impl Requant8 {
         let y = _mm256_min_epi32(_mm256_max_epi32(y, self.lo), self.hi);
         _mm256_add_epi32(y, self.zero)
     }
+}
+
+/// [`Requant8`]'s rounding constants of four lanes as i64, from `r` in the low half of each
+/// 64-bit lane (0..=31): `2^30 + 2^(r+30)` where `r >= 1`, `2^30` where `r == 0`.
+///
+/// # Safety
+/// AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn rounding_init(r: __m256i) -> __m256i {
+    let r = _mm256_and_si256(r, _mm256_set1_epi64x(0xffff_ffff));
+    let pow = _mm256_sllv_epi64(
+        _mm256_set1_epi64x(1),
+        _mm256_add_epi64(r, _mm256_set1_epi64x(30)),
+    );
+    let pow = _mm256_and_si256(pow, _mm256_cmpgt_epi64(r, _mm256_setzero_si256()));
+    _mm256_add_epi64(pow, _mm256_set1_epi64x(1 << 30))
 }
 
 /// Writes `src` widened to int16 into `dst` (the shorter of the two).
