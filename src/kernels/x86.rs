@@ -614,10 +614,11 @@ struct DwBlock<'a> {
 
 /// For each tap column `kx < kw`, the pixels `lo..hi` of the `P`-pixel chunk starting at output
 /// column `ox` that read an input column (the others read padding), and the input column of
-/// pixel 0 relative to the row start (may be negative: only pixels `lo..hi` are read).
+/// pixel 0 relative to the row start (may be negative: only pixels `lo..hi` are read), for an
+/// input `in_w` columns wide. The int8 depthwise kernel (`int8.rs`) shares it.
 #[inline(always)]
 fn dw_columns<const P: usize>(
-    s: &ConvShape,
+    in_w: usize,
     p: &ConvGeometry,
     ox: usize,
 ) -> [(usize, usize, isize); DW_MAX_TAPS] {
@@ -628,7 +629,7 @@ fn dw_columns<const P: usize>(
         // pad <= base + k·sw < in_w + pad.
         let base = ox * sw + kx * p.dilation[1];
         let first = |limit: usize| limit.saturating_sub(base).div_ceil(sw).min(P);
-        let hi = first(s.in_w + pad);
+        let hi = first(in_w + pad);
         let lo = first(pad).min(hi);
         *col = (lo, hi, base as isize - pad as isize);
     }
@@ -650,7 +651,7 @@ unsafe fn dw_chunk<const P: usize>(
 ) {
     let c = s.in_c;
     let [kh, kw] = p.kernel;
-    let cols = dw_columns::<P>(s, p, ox);
+    let cols = dw_columns::<P>(s.in_w, p, ox);
     let pixel_step = p.stride[1] * c;
     for oy in 0..s.out_h {
         let mut acc = [b.bias; P];

@@ -60,8 +60,9 @@ const TILE: usize = 12;
 /// Channel blocks packed at a time (their output stages are prepared together).
 const MAX_BLOCKS: usize = 16;
 
-/// Kernel taps of the depthwise convolution.
-const DW_MAX_TAPS: usize = 64;
+/// Kernel taps of the depthwise convolution: the f32 depthwise kernel's limit (they share
+/// [`super::dw_columns`]).
+use super::DW_MAX_TAPS;
 
 /// Runs `c` into `output` and returns `true` if this module takes it (AVX2 present, a regular or
 /// depthwise convolution with consistent operands); `false`, nothing written, otherwise.
@@ -938,29 +939,6 @@ unsafe fn load8_unchecked<X: Lanes>(x: *const X) -> __m256i {
     }
 }
 
-/// For each tap column `kx < kw`, the pixels `lo..hi` of the `P`-pixel chunk starting at output
-/// column `ox` that read an input column (the others read padding), and the input column of
-/// pixel 0 (may be negative: only pixels `lo..hi` are read).
-#[inline(always)]
-fn columns<const P: usize>(
-    s: &Shape,
-    g: &crate::kernels::ConvGeometry,
-    ox: usize,
-) -> [(usize, usize, isize); DW_MAX_TAPS] {
-    let mut cols = [(0, 0, 0); DW_MAX_TAPS];
-    let (sw, pad) = (g.stride[1], g.pad[1]);
-    for (kx, col) in cols.iter_mut().take(g.kernel[1]).enumerate() {
-        // Pixel k reads input column base + k·sw - pad; it is inside when
-        // pad <= base + k·sw < in_w + pad.
-        let base = ox * sw + kx * g.dilation[1];
-        let first = |limit: usize| limit.saturating_sub(base).div_ceil(sw).min(P);
-        let hi = first(s.in_w + pad);
-        let lo = first(pad).min(hi);
-        *col = (lo, hi, base as isize - pad as isize);
-    }
-    cols
-}
-
 /// Depthwise outputs of every row at columns `ox..ox + P`, channels of `b`.
 ///
 /// # Safety
@@ -975,7 +953,7 @@ unsafe fn dw_chunk<const P: usize, X: Lanes, Y: FromWide>(
 ) {
     let g = c.geometry;
     let [kh, kw] = g.kernel;
-    let cols = columns::<P>(s, g, ox);
+    let cols = super::dw_columns::<P>(s.in_w, g, ox);
     let sw = g.stride[1];
     for oy in 0..s.out_h {
         let mut acc = [_mm256_setzero_si256(); P];
