@@ -16,6 +16,7 @@
 
 mod finite;
 mod fused;
+mod in_place;
 mod int8;
 pub(crate) mod kernel_set;
 mod moves;
@@ -567,6 +568,18 @@ impl<K: Kernels> Model<'_, K> {
         if layer.fused().is_some() {
             return fused::run(self, arena, layer);
         }
+        // A layer writing over its own input: a band of rows at a time, each on disjoint slices.
+        if in_place::writes_over_input(layer) {
+            in_place::run_bands(layer, |band| {
+                self.run_disjoint(arena, band).map(|_| ())
+            })?;
+            return arena.get(bytes_of(&layer.output));
+        }
+        self.run_disjoint(arena, layer)
+    }
+
+    /// Runs one validated layer whose output shares no byte with the inputs it reads.
+    fn run_disjoint<'s>(&self, arena: &'s mut [u8], layer: &Layer) -> Option<&'s [u8]> {
         let ([x, x2], y) = operands(arena, layer)?;
         // From the output's first element to its last: the whole tensor, or a view's elements at
         // its pixel stride with the other channels of its storage between them.

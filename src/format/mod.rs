@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 mod axis;
 mod emit;
 mod fused;
+mod in_place;
 pub mod header;
 pub mod signature;
 
 pub use axis::{Concat, ConcatI8, Gather, Slice};
 pub use fused::{Band, Conv2dPool, Conv2dPoolI16, Conv2dPoolI8};
+pub use in_place::{InPlaceBounds, RowWindow};
 
 pub use crate::kernels::{Activation, PoolKind};
 pub use crate::quant::{Clamp, ClampI16, Requant};
@@ -31,7 +33,7 @@ pub use header::{Header, HEADER_LEN};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 8;
+pub const FORMAT_VERSION: u16 = 9;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.

@@ -418,11 +418,23 @@ pub enum LayerFault {
         products: u32,
     },
     /// The output region (or a fused layer's band) overlaps the region of one of the layer's
-    /// inputs (no in-place layers).
+    /// inputs, and the operation cannot run over that input (only convolutions, poolings and
+    /// element-wise operations can, `Layer::row_window`).
     OverlapsOwnInput {
         /// Input index.
         input: u8,
     },
+    /// A layer writing over its own input would overwrite input rows that this output row or a
+    /// later one still reads (`Layer::band_is_safe`; format version 9).
+    InPlaceRow {
+        /// Input index.
+        input: u8,
+        /// The first unsafe output row.
+        row: u16,
+    },
+    /// A layer writes over two inputs, one above and one below its output: its rows cannot be
+    /// run in one order safe for both.
+    InPlaceDirections,
     /// A fused layer's band overlaps its output.
     BandOverlapsOutput,
     /// The output region overlaps a tensor that a later layer still reads (or the model output):
@@ -759,6 +771,15 @@ impl fmt::Display for LayerFault {
             LayerFault::OverlapsOwnInput { input } => {
                 write!(f, "output overlaps input {input} in the arena")
             }
+            LayerFault::InPlaceRow { input, row } => write!(
+                f,
+                "output row {row} overwrites rows of input {input} that are still to be read \
+                 (an in-place layer's output must trail its input)"
+            ),
+            LayerFault::InPlaceDirections => f.write_str(
+                "output overlaps one input from below and another from above; no row order is \
+                 safe for both",
+            ),
             LayerFault::BandOverlapsOutput => {
                 f.write_str("fused band overlaps the layer's output in the arena")
             }
@@ -776,6 +797,8 @@ impl fmt::Display for LayerFault {
         if matches!(
             self,
             LayerFault::OverlapsOwnInput { .. }
+                | LayerFault::InPlaceRow { .. }
+                | LayerFault::InPlaceDirections
                 | LayerFault::BandOverlapsOutput
                 | LayerFault::ClobbersLiveTensor { .. }
         ) {

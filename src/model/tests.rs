@@ -579,9 +579,11 @@ fn dataflow_faults() {
         |m| m.layers[2].inputs[0].id = 99,
         bad(2, LayerFault::UninitializedRead { tensor: 99 }),
     );
+    // An element-wise layer may write over its input only trailing it by a row (here: a
+    // one-row tensor at the output's own offset).
     refused(
         |m| m.layers[4].inputs[1] = T5,
-        bad(4, LayerFault::OverlapsOwnInput { input: 1 }),
+        bad(4, LayerFault::InPlaceRow { input: 1, row: 0 }),
     );
     // Reading the output of a later layer (t4, written by L3) is reading uninitialized memory.
     refused(
@@ -606,9 +608,11 @@ fn dataflow_faults() {
             },
         ),
     );
+    // The convolution's output above its input, trailing it by enough rows, is a legal in-place
+    // layer (version 9); what is wrong is the input description, no longer the model input's.
     refused(
         |m| m.layers[0].inputs[0].offset = 4,
-        bad(0, LayerFault::OverlapsOwnInput { input: 0 }),
+        bad(0, LayerFault::TensorMismatch { tensor: 0 }),
     );
     refused(
         |m| {
@@ -633,13 +637,13 @@ fn plan_faults() {
         },
         bad(3, LayerFault::ClobbersLiveTensor { tensor: 2 }),
     );
-    // A partial overlap counts.
+    // A partial overlap counts (a one-row tensor cannot be written over in place).
     refused(
         |m| {
             m.layers[3].output.offset = 40;
             m.layers[4].inputs[1].offset = 40;
         },
-        bad(3, LayerFault::OverlapsOwnInput { input: 0 }),
+        bad(3, LayerFault::InPlaceRow { input: 0, row: 0 }),
     );
 
     // The model input is overwritten while a later layer reads it.

@@ -252,10 +252,15 @@ fn check_layer<K: Kernels>(
     }
     check_desc(&layer.output, arena_bytes).map_err(attribute(Operand::Output))?;
     check_views(layer).map_err(bad)?;
+    let mut over_inputs = false;
     for (i, d) in (0u8..).zip(inputs) {
-        // An input in its slot of a concatenation's output is part of it, by design.
+        // An input in its slot of a concatenation's output is part of it, by design; a row-local
+        // operation may write over an input (its rows are checked once its shapes are).
         if !layer.in_place(usize::from(i)) && collide(&layer.output, d) {
-            return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
+            if layer.row_window(usize::from(i)).is_none() {
+                return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
+            }
+            over_inputs = true;
         }
     }
     check_dtypes(&layer.op, inputs, &layer.output).map_err(bad)?;
@@ -264,7 +269,37 @@ fn check_layer<K: Kernels>(
     if layer.fused().is_some() {
         return check_fused::<K>(layer, arena_bytes, weights).map_err(bad);
     }
-    check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)
+    check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)?;
+    if over_inputs {
+        check_over_inputs(layer).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// A layer whose output overlaps inputs it reads through row windows (shapes valid): every
+/// overlapped input on the same side of the output (the engine runs the rows in one direction),
+/// and every output row, run as a band of its own, clear of the input rows still to be read.
+fn check_over_inputs(layer: &Layer) -> Result<(), LayerFault> {
+    let mut side = None;
+    for (k, d) in used_inputs(layer).iter().enumerate() {
+        if layer.in_place(k) || !collide(&layer.output, d) {
+            continue;
+        }
+        let input = u8::try_from(k).unwrap_or(u8::MAX);
+        let below = layer.output.offset < d.offset;
+        if *side.get_or_insert(below) != below {
+            return Err(LayerFault::InPlaceDirections);
+        }
+        for row in 0..u32::from(layer.output.dims[0]) {
+            if !layer.band_is_safe(k, &(row..row + 1)) {
+                return Err(LayerFault::InPlaceRow {
+                    input,
+                    row: u16::try_from(row).unwrap_or(u16::MAX),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A fused convolution and pooling: the convolution against its input and the whole convolution
@@ -1015,7 +1050,8 @@ pub(super) fn dataflow<K: Kernels>(model: &Model<'_, K>) -> Result<(), LoadError
 }
 
 /// The arena plan: no layer overwrites a tensor that a later layer reads or that is the model
-/// output. (A layer overwriting its own input was refused by `records`.)
+/// output. (A layer overwriting its own input unsafely was refused by `records`; one running in
+/// place over it may, if no later layer reads it.)
 pub(super) fn plan<K: Kernels>(model: &Model<'_, K>) -> Result<(), LoadError> {
     check_lifetime(model, &model.info.input, model.layers(), 0)?;
     let mut later = model.layers();
@@ -1035,6 +1071,7 @@ fn check_lifetime<K: Kernels>(
     first_index: usize,
 ) -> Result<(), LoadError> {
     let mut first_clobber = None;
+    let mut over_own_input = false;
     let mut last_read = None;
     for (j, layer) in later.enumerate() {
         let index = first_index + j;
@@ -1049,11 +1086,14 @@ fn check_lifetime<K: Kernels>(
         let band = layer.scratch().is_some_and(|b| collide(&b, tensor));
         if first_clobber.is_none() && !adopts && (collide(&layer.output, tensor) || band) {
             first_clobber = Some(index);
+            // A layer that reads `tensor` and writes over it runs in place: `records` proved
+            // that each of its output rows lands only on rows it has read for the last time.
+            over_own_input = !band && inputs.iter().any(|x| x.id == tensor.id);
         }
     }
     if let Some(clobber) = first_clobber {
-        let needed_later =
-            tensor.id == model.info.output.id || last_read.is_some_and(|r| r >= clobber);
+        let read_after = |r: usize| r > clobber || (r == clobber && !over_own_input);
+        let needed_later = tensor.id == model.info.output.id || last_read.is_some_and(read_after);
         if needed_later {
             return Err(LoadError::BadLayer {
                 layer: layer_index(clobber),

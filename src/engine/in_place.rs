@@ -1,0 +1,557 @@
+//! Layers that write over their own input (`format::in_place`): the output rows in bands, from
+//! the first row when the output lies below its input and from the last when above, each band as
+//! large as the arena offsets allow (one call when the output trails its input by a whole
+//! tensor, one row at a time at the tightest placement the loader accepts).
+
+use core::ops::Range;
+
+use crate::format::{Layer, TensorDesc};
+
+/// True when the layer's output overlaps an input it reads (not a concatenation's input already
+/// in its slot): validation allowed that only for a layer that can run in place.
+pub(super) fn writes_over_input(layer: &Layer) -> bool {
+    (0..usize::from(layer.input_count))
+        .any(|k| !layer.in_place(k) && layer.inputs.get(k).is_some_and(|x| overlap(layer, x)))
+}
+
+/// Whether every input the output overlaps stays intact for output rows `rows` and those after
+/// them (in the run's order).
+fn safe(layer: &Layer, rows: &Range<u32>) -> bool {
+    (0..usize::from(layer.input_count)).all(|k| {
+        !layer.inputs.get(k).is_some_and(|x| overlap(layer, x)) || layer.band_is_safe(k, rows)
+    })
+}
+
+/// Calls `run` on the layer's bands in a safe order, each band the largest the offsets allow.
+/// `None` if a row cannot be run safely (validation was bypassed) or `run` fails.
+pub(super) fn run_bands(
+    layer: &Layer,
+    mut run: impl FnMut(&Layer) -> Option<()>,
+) -> Option<()> {
+    let rows = u32::from(layer.output.dims[0]);
+    // The direction of the first overlapped input; the loader made every other one agree.
+    let forward = (0..usize::from(layer.input_count))
+        .filter_map(|k| layer.inputs.get(k))
+        .all(|x| layer.output.offset < x.offset || !overlap(layer, x));
+    if forward {
+        let mut start = 0;
+        while start < rows {
+            let mut end = start + 1;
+            if !safe(layer, &(start..end)) {
+                return None;
+            }
+            while end < rows && safe(layer, &(start..end + 1)) {
+                end += 1;
+            }
+            run(&layer.band(&(start..end))?)?;
+            start = end;
+        }
+    } else {
+        let mut end = rows;
+        while end > 0 {
+            let mut start = end - 1;
+            if !safe(layer, &(start..end)) {
+                return None;
+            }
+            while start > 0 && safe(layer, &(start - 1..end)) {
+                start -= 1;
+            }
+            run(&layer.band(&(start..end))?)?;
+            end = start;
+        }
+    }
+    Some(())
+}
+
+/// Whether input `x`'s bytes meet the output's.
+fn overlap(layer: &Layer, x: &TensorDesc) -> bool {
+    let out = super::bytes_of(&layer.output);
+    let r = super::bytes_of(x);
+    r.start < out.end && out.start < r.end
+}
+
+#[cfg(test)]
+mod tests {
+    //! A layer written over its own input against the same layer written elsewhere, through the
+    //! loader and the engine: random convolutions (regular and depthwise; strides, dilations,
+    //! pads), poolings and element-wise layers, f32, int8 and 16×8, placed at the tightest
+    //! offsets the planner's bounds allow (one row per band) and at looser ones (bands of many
+    //! rows), below and above the input. Equal bytes, int8 and f32 alike: each band runs the
+    //! same kernel on the same values in the same order.
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use crate::format::*;
+    use crate::kernels::reference::int8::testing::Gen;
+    use crate::model::int8_tests::{push_i32, push_i8, push_requant};
+    use crate::model::{LayerFault, LoadError};
+    use crate::quant::add_requant;
+    use crate::testutil::*;
+    use crate::Model;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Precision {
+        F32,
+        I8,
+        /// int16 in, int8 out (a 16×8 convolution; other operations int8).
+        I16,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Kind {
+        Conv { depthwise: bool },
+        Pool { kind: u8 },
+        /// A clamp (int8) or ReLU (f32) over the input.
+        Unary,
+        /// `x + clamp(x)`: written over the first layer's output.
+        Add,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct Case {
+        kind: Kind,
+        precision: Precision,
+        in_dims: [u16; 3],
+        out_c: u16,
+        kernel: [u16; 2],
+        stride: [u16; 2],
+        dilation: [u16; 2],
+        pad: [u16; 4],
+        /// Bytes (in words) beyond the tightest placement: bands of several rows.
+        slack: u32,
+        seed: u64,
+    }
+
+    fn window(size: u16, k: u16, s: u16, d: u16, a: u16, b: u16) -> Option<u16> {
+        let extent = d * (k - 1) + 1;
+        (size + a + b).checked_sub(extent).map(|n| n / s + 1)
+    }
+
+    impl Case {
+        fn out_dims(&self) -> Option<[u16; 3]> {
+            let [h, w, c] = self.in_dims;
+            let [pt, pl, pb, pr] = self.pad;
+            match self.kind {
+                Kind::Conv { depthwise } => Some([
+                    window(h, self.kernel[0], self.stride[0], self.dilation[0], pt, pb)?,
+                    window(w, self.kernel[1], self.stride[1], self.dilation[1], pl, pr)?,
+                    if depthwise { c } else { self.out_c },
+                ]),
+                Kind::Pool { .. } => Some([
+                    window(h, self.kernel[0], self.stride[0], 1, pt, pb)?,
+                    window(w, self.kernel[1], self.stride[1], 1, pl, pr)?,
+                    c,
+                ]),
+                Kind::Unary | Kind::Add => Some(self.in_dims),
+            }
+        }
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            (0u8..5, 0u8..3, 1u16..9, 1u16..7, 1u16..5, 1u16..5),
+            (
+                [1u16..4, 1u16..4],
+                [1u16..3, 1u16..3],
+                [1u16..3, 1u16..3],
+                [0u16..3, 0u16..3, 0u16..3, 0u16..3],
+            ),
+            (0u32..40, any::<u64>()),
+        )
+            .prop_map(|((kind, precision, h, w, c, out_c), geometry, (slack, seed))| {
+                let (kernel, stride, dilation, pad) = geometry;
+                let kind = match kind {
+                    0 => Kind::Conv { depthwise: false },
+                    1 => Kind::Conv { depthwise: true },
+                    2 => Kind::Pool { kind: (seed % 3) as u8 },
+                    3 => Kind::Unary,
+                    _ => Kind::Add,
+                };
+                let precision = match precision {
+                    0 => Precision::F32,
+                    1 => Precision::I8,
+                    _ if matches!(kind, Kind::Conv { .. }) => Precision::I16,
+                    _ => Precision::I8,
+                };
+                Case {
+                    kind,
+                    precision,
+                    in_dims: [h, w, c],
+                    out_c,
+                    kernel,
+                    stride,
+                    dilation,
+                    pad,
+                    slack,
+                    seed,
+                }
+            })
+            .prop_filter("a valid geometry", |c| {
+                let pool_pads_ok = !matches!(c.kind, Kind::Pool { .. })
+                    || (c.pad[0] < c.kernel[0]
+                        && c.pad[2] < c.kernel[0]
+                        && c.pad[1] < c.kernel[1]
+                        && c.pad[3] < c.kernel[1]);
+                pool_pads_ok && c.out_dims().is_some()
+            })
+    }
+
+    fn aligned(n: usize) -> u32 {
+        n.div_ceil(4) as u32 * 4
+    }
+
+    /// Where the written-over tensor and the output lie, relative to each other.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Placement {
+        /// Apart: the reference.
+        Apart,
+        /// The output `bytes` below the input (a multiple of 4).
+        Below(u32),
+        /// The output `bytes` above the input.
+        Above(u32),
+    }
+
+    /// The model of `case` with its last layer's output placed as `placement` says relative to
+    /// the tensor it writes over (the model input; for `Add`, the clamp's output).
+    fn model(case: &Case, placement: Placement) -> Spec {
+        let out_dims = case.out_dims().unwrap();
+        let int8 = case.precision != Precision::F32;
+        let dtype = if int8 { DType::I8 } else { DType::F32 };
+        let q = |scale: f32, zero_point: i32| int8.then_some(Quant { scale, zero_point });
+        let tensor = |id, dims, dtype, quant| TensorDesc {
+            id,
+            offset: 0,
+            dims,
+            dtype,
+            quant,
+            view: None,
+        };
+        let in_dtype = if case.precision == Precision::I16 {
+            DType::I16
+        } else {
+            dtype
+        };
+        let qx = if case.precision == Precision::I16 {
+            q(0.0004, 0)
+        } else {
+            q(0.05, -3)
+        };
+        let mut x = tensor(0, case.in_dims, in_dtype, qx);
+        let mut t = tensor(1, case.in_dims, dtype, qx);
+        let qy = match case.kind {
+            Kind::Pool { .. } | Kind::Unary => qx,
+            _ => q(0.1, 5),
+        };
+        let mut y = tensor(2, out_dims, dtype, qy);
+        // The tensor the last layer writes over: the model input, or the clamp's output.
+        let over_t = case.kind == Kind::Add;
+        let below = aligned(x.byte_len()) + if over_t { aligned(t.byte_len()) } else { 0 };
+        let (over, out) = match placement {
+            Placement::Apart => (below, below + aligned(x.byte_len().max(t.byte_len()))),
+            Placement::Below(d) => (below + d, below),
+            Placement::Above(d) => (below, below + d),
+        };
+        if over_t {
+            t.offset = over;
+        } else {
+            x.offset = over;
+        }
+        y.offset = out;
+        let end = [&x, &t, &y]
+            .iter()
+            .map(|d| d.offset + aligned(d.byte_len()))
+            .max()
+            .unwrap();
+        let mut spec = Spec::new(end, x, y);
+        spec.info.output_rank = 3;
+        let mut g = Gen(case.seed);
+        let clamp = Clamp { min: -60, max: 90 };
+        let op = match case.kind {
+            Kind::Conv { depthwise } => {
+                let c = case.in_dims[2];
+                let n_out = usize::from(out_dims[2]);
+                let per_out = usize::from(case.kernel[0])
+                    * usize::from(case.kernel[1])
+                    * usize::from(if depthwise { 1 } else { c });
+                let n_weights = n_out * per_out;
+                let (weights, bias) = if int8 {
+                    let weights = push_i8(&mut spec, &g.i8s(n_weights));
+                    let bias: Vec<i32> = (0..n_out).map(|_| i32::from(g.i8()) * 8).collect();
+                    (weights, push_i32(&mut spec, &bias))
+                } else {
+                    let weights = spec.f32s(&values(n_weights, case.seed));
+                    (weights, spec.f32s(&values(n_out, case.seed ^ 1)))
+                };
+                let conv = Conv2d {
+                    kernel: case.kernel,
+                    stride: case.stride,
+                    dilation: case.dilation,
+                    pad: case.pad,
+                    groups: if depthwise { c } else { 1 },
+                    weights,
+                    bias,
+                    pad_values: Span::default(),
+                    activation: Activation::Identity,
+                };
+                if int8 {
+                    let s_x = f64::from(qx.unwrap().scale);
+                    let reals: Vec<f64> = (0..n_out)
+                        .map(|i| s_x * 0.01 * (1.0 + i as f64 / 4.0) / 0.1)
+                        .collect();
+                    let requant = push_requant(&mut spec, &reals);
+                    if case.precision == Precision::I16 {
+                        Op::Conv2dI16(Conv2dI16 {
+                            conv,
+                            requant,
+                            clamp: ClampI16 { min: -60, max: 90 },
+                        })
+                    } else {
+                        Op::Conv2dI8(Conv2dI8 {
+                            conv,
+                            requant,
+                            clamp,
+                        })
+                    }
+                } else {
+                    Op::Conv2d(Conv2d {
+                        activation: Activation::Relu,
+                        ..conv
+                    })
+                }
+            }
+            Kind::Pool { kind } => {
+                let pool = Pool {
+                    kind: match kind {
+                        0 => PoolKind::Max,
+                        k => PoolKind::Average {
+                            count_include_pad: k == 2,
+                        },
+                    },
+                    kernel: case.kernel,
+                    stride: case.stride,
+                    pad: case.pad,
+                    activation: Activation::Identity,
+                };
+                if int8 {
+                    Op::PoolI8(PoolI8 {
+                        pool,
+                        rescale: None,
+                        clamp: Clamp::FULL,
+                    })
+                } else {
+                    Op::Pool(pool)
+                }
+            }
+            Kind::Unary | Kind::Add => {
+                if int8 {
+                    Op::ClampI8(clamp)
+                } else {
+                    Op::Activation(Activation::Relu)
+                }
+            }
+        };
+        if over_t {
+            spec.push(layer(op, x, t));
+            let add = if int8 {
+                let f = add_requant(0.05, 0.05, 0.1).unwrap();
+                Op::AddI8(AddI8 {
+                    input_requant: f.inputs,
+                    output_requant: f.output,
+                    clamp: Clamp::FULL,
+                })
+            } else {
+                Op::Add {
+                    activation: Activation::Identity,
+                }
+            };
+            // The written-over tensor second on odd seeds.
+            if case.seed % 2 == 0 {
+                spec.push(layer2(add, t, x, y));
+            } else {
+                spec.push(layer2(add, x, t, y));
+            }
+        } else {
+            spec.push(layer(op, x, y));
+        }
+        spec
+    }
+
+    fn input(case: &Case) -> Vec<u8> {
+        let n = case.in_dims.iter().map(|&d| usize::from(d)).product();
+        match case.precision {
+            Precision::I16 => Gen(case.seed ^ 7)
+                .i16s(n)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            Precision::I8 => Gen(case.seed ^ 7).i8s(n).iter().map(|&v| v as u8).collect(),
+            Precision::F32 => values(n, case.seed ^ 7)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        }
+    }
+
+    /// The model's output bytes, or the load error.
+    fn run(spec: &Spec, case: &Case) -> Result<Vec<u8>, LoadError> {
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes())?;
+        let mut arena = Blob::zeroed(spec.info.arena_bytes as usize);
+        // Stale bytes everywhere: an in-place layer must not read what it has not been given.
+        arena.bytes_mut().iter_mut().for_each(|b| *b = 0xa5);
+        let x = input(case);
+        let n_out = spec.info.output.len();
+        Ok(match case.precision {
+            Precision::I16 => {
+                let x: Vec<i16> = x
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                let mut y = std::vec![0i8; n_out];
+                model.run_i8(arena.bytes_mut(), &x, &mut y).unwrap();
+                y.iter().map(|&v| v as u8).collect()
+            }
+            Precision::I8 => {
+                let x: Vec<i8> = x.iter().map(|&b| b as i8).collect();
+                let mut y = std::vec![0i8; n_out];
+                model.run_i8(arena.bytes_mut(), &x, &mut y).unwrap();
+                y.iter().map(|&v| v as u8).collect()
+            }
+            Precision::F32 => {
+                let x: Vec<f32> = x
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                let mut y = std::vec![0f32; n_out];
+                model.run_f32(arena.bytes_mut(), &x, &mut y).unwrap();
+                y.iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+        })
+    }
+
+    /// The bounds the planner would use for the layer that writes over its input.
+    fn bounds(spec: &Spec) -> Option<InPlaceBounds> {
+        let last = spec.layers.last().unwrap();
+        let over = if last.input_count == 2 {
+            last.inputs.iter().position(|d| d.id == 1).unwrap()
+        } else {
+            0
+        };
+        last.in_place_bounds(over)
+    }
+
+    fn check(case: &Case) -> Result<(), TestCaseError> {
+        let apart = model(case, Placement::Apart);
+        let expected = run(&apart, case).unwrap();
+        let Some(b) = bounds(&apart) else {
+            // A row that reads only padding: no in-place placement exists.
+            return Ok(());
+        };
+        let slack = 4 * case.slack;
+        let below = (-b.forward_max) as u32;
+        let above = b.reverse_min as u32;
+        for placement in [
+            Placement::Below(below.div_ceil(4) * 4),
+            Placement::Below(below.div_ceil(4) * 4 + slack),
+            Placement::Above(above.div_ceil(4) * 4),
+            Placement::Above(above.div_ceil(4) * 4 + slack),
+        ] {
+            let spec = model(case, placement);
+            match run(&spec, case) {
+                Ok(y) => prop_assert_eq!(&y, &expected, "{:?}", placement),
+                Err(e) => prop_assert!(false, "{:?} refused: {:?}", placement, e),
+            }
+        }
+        // One word tighter than the bounds: refused, or (a row landing past the input's end)
+        // still exact.
+        for placement in [
+            Placement::Below((below.div_ceil(4) * 4).saturating_sub(4)),
+            Placement::Above((above.div_ceil(4) * 4).saturating_sub(4)),
+        ] {
+            if let Ok(y) = run(&model(case, placement), case) {
+                prop_assert_eq!(&y, &expected, "{:?}", placement);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        #[test]
+        fn a_layer_over_its_own_input_writes_the_same_bytes(case in case()) {
+            check(&case)?;
+        }
+    }
+
+    fn unary_i8(offsets: (u32, u32), rows: u16) -> Spec {
+        let q = Some(Quant {
+            scale: 0.1,
+            zero_point: 0,
+        });
+        let d = |id, offset| TensorDesc {
+            id,
+            offset,
+            dims: [rows, 2, 4],
+            dtype: DType::I8,
+            quant: q,
+            view: None,
+        };
+        let (x, y) = (d(0, offsets.0), d(1, offsets.1));
+        let mut spec = Spec::new(offsets.0.max(offsets.1) + u32::from(rows) * 8, x, y);
+        spec.info.output_rank = 3;
+        spec.push(layer(Op::ClampI8(Clamp { min: 0, max: 127 }), x, y));
+        spec
+    }
+
+    fn load_error(spec: &Spec) -> Option<LoadError> {
+        Model::new_checked(spec.blob().bytes()).err()
+    }
+
+    #[test]
+    fn an_output_must_trail_its_input_by_a_row() {
+        // Rows of 8 bytes: the output may start 8 bytes below the input or 8 above.
+        assert_eq!(load_error(&unary_i8((8, 0), 4)), None);
+        assert_eq!(load_error(&unary_i8((0, 8), 4)), None);
+        let row = |offsets, row| {
+            let bad = LayerFault::InPlaceRow { input: 0, row };
+            assert_eq!(
+                load_error(&unary_i8(offsets, 4)),
+                Some(LoadError::BadLayer { layer: 0, what: bad })
+            );
+        };
+        row((4, 0), 0);
+        row((0, 0), 0);
+        row((0, 4), 0);
+    }
+
+    #[test]
+    fn a_layer_writes_over_an_input_only_when_no_later_layer_reads_it() {
+        let mut spec = unary_i8((8, 0), 4);
+        let (x, y) = (spec.info.input, spec.info.output);
+        let z = TensorDesc {
+            id: 2,
+            offset: 40,
+            ..y
+        };
+        spec.info.output = z;
+        spec.info.arena_bytes = 80;
+        let q = add_requant(0.1, 0.1, 0.1).unwrap();
+        let add = Op::AddI8(AddI8 {
+            input_requant: q.inputs,
+            output_requant: q.output,
+            clamp: Clamp::FULL,
+        });
+        spec.push(layer2(add, x, y, z));
+        assert_eq!(
+            load_error(&spec),
+            Some(LoadError::BadLayer {
+                layer: 0,
+                what: LayerFault::ClobbersLiveTensor { tensor: 0 }
+            })
+        );
+    }
+}
