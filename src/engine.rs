@@ -30,7 +30,7 @@ use kernel_set::linked;
 use core::fmt;
 use core::ops::Range;
 
-use crate::format::{Conv2d, DType, Layer, Op, Pool, Quant, TensorDesc, ARENA_ALIGN};
+use crate::format::{Conv2d, DType, Layer, ModelInfo, Op, Pool, Quant, TensorDesc, ARENA_ALIGN};
 use crate::kernels::reference as kernels;
 // Convolutions and dense layers in f32: the AVX2 kernels on x86_64 (falling back to the reference
 // kernels on CPUs without AVX2/FMA and for the shapes they do not take), the fast kernels where
@@ -319,11 +319,15 @@ pub fn quantize_i16(x: f32, quant: Quant) -> i16 {
     i16::try_from(quantized_steps(x, quant, i16::MIN.into(), i16::MAX.into())).unwrap_or(0)
 }
 
-/// Writes the float model input into the integer input tensor of the arena with `quantize`
-/// ([`quantize`] or [`quantize_i16`]).
-fn quantize_input<T>(input: &[f32], quant: Quant, tensor: &mut [T], quantize: fn(f32, Quant) -> T) {
-    for (q, x) in tensor.iter_mut().zip(input) {
-        *q = quantize(*x, quant);
+/// Writes the caller's input into the arena's input tensor, each element converted by `f`, and
+/// transposed on the way when the model says so (`ModelInfo::input_transpose`).
+fn write_input<S: Copy, T>(info: &ModelInfo, input: &[S], tensor: &mut [T], f: impl Fn(S) -> T) {
+    match info.input_transpose {
+        Some(t) => {
+            let dims = info.caller_input_dims().map(usize::from);
+            kernels::layout::transpose_map(t.perm, dims, input, tensor, f);
+        }
+        None => tensor.iter_mut().zip(input).for_each(|(q, x)| *q = f(*x)),
     }
 }
 
@@ -400,21 +404,9 @@ impl<K: Kernels> Model<'_, K> {
     ) -> Result<(), RunError> {
         let arena = self.checked_arena(arena)?;
         self.check_lengths(input.len(), output.len())?;
-        let (model_in, model_out) = (self.input(), self.output());
-        let internal = RunError::Internal { layer: 0 };
-        let first = arena.get_mut(bytes_of(model_in)).ok_or(internal)?;
-        match (model_in.dtype, model_in.quant) {
-            (DType::I8, Some(quant)) => {
-                quantize_input(input, quant, bytemuck::cast_slice_mut(first), quantize);
-            }
-            (DType::I16, Some(quant)) => {
-                let first = bytemuck::try_cast_slice_mut(first).map_err(|_| internal)?;
-                quantize_input(input, quant, first, quantize_i16);
-            }
-            _ => copy(input, as_f32_mut(first).ok_or(internal)?),
-        }
-
+        self.write_input_f32(arena, input)?;
         self.run_layers(arena, observer)?;
+        let (model_out, internal) = (self.output(), RunError::Internal { layer: 0 });
 
         let last = arena.get(bytes_of(model_out)).ok_or(internal)?;
         match (model_out.dtype, model_out.quant) {
@@ -426,6 +418,38 @@ impl<K: Kernels> Model<'_, K> {
                 dequantize_output_i16(last, quant, output);
             }
             _ => copy(as_f32(last).ok_or(internal)?, output),
+        }
+        Ok(())
+    }
+
+    /// Writes the float model `input` (in the caller's layout, [`ModelInfo::caller_input_dims`])
+    /// into `arena` as [`Model::run_f32`] does before the first layer: quantized for an int8
+    /// model, transposed if the model says so. For host tools that then step through the layers
+    /// with [`Model::run_layers_observed`]. Arena and length errors as [`Model::run_f32`] (the
+    /// output length is not checked).
+    pub fn write_input_f32(&self, arena: &mut [u8], input: &[f32]) -> Result<(), RunError> {
+        let arena = self.checked_arena(arena)?;
+        let model_in = self.input();
+        if input.len() != model_in.len() {
+            return Err(RunError::InputLength {
+                expected: saturate(model_in.len()),
+                found: saturate(input.len()),
+            });
+        }
+        let internal = RunError::Internal { layer: 0 };
+        let first = arena.get_mut(bytes_of(model_in)).ok_or(internal)?;
+        let info = self.info();
+        match (model_in.dtype, model_in.quant) {
+            (DType::I8, Some(quant)) => {
+                let first: &mut [i8] = bytemuck::cast_slice_mut(first);
+                write_input(info, input, first, |x| quantize(x, quant));
+            }
+            (DType::I16, Some(quant)) => {
+                let first: &mut [i16] =
+                    bytemuck::try_cast_slice_mut(first).map_err(|_| internal)?;
+                write_input(info, input, first, |x| quantize_i16(x, quant));
+            }
+            _ => write_input(info, input, as_f32_mut(first).ok_or(internal)?, |x| x),
         }
         Ok(())
     }
@@ -468,7 +492,8 @@ impl<K: Kernels> Model<'_, K> {
         self.check_lengths(input.len(), output.len())?;
         let internal = RunError::Internal { layer: 0 };
         let first = arena.get_mut(bytes_of(model_in)).ok_or(internal)?;
-        copy(bytemuck::cast_slice(input), first);
+        let first: &mut [I] = bytemuck::try_cast_slice_mut(first).map_err(|_| internal)?;
+        write_input(self.info(), input, first, |x| x);
 
         self.run_layers(arena, observer)?;
 
@@ -570,9 +595,7 @@ impl<K: Kernels> Model<'_, K> {
         }
         // A layer writing over its own input: a band of rows at a time, each on disjoint slices.
         if in_place::writes_over_input(layer) {
-            in_place::run_bands(layer, |band| {
-                self.run_disjoint(arena, band).map(|_| ())
-            })?;
+            in_place::run_bands(layer, |band| self.run_disjoint(arena, band).map(|_| ()))?;
             return arena.get(bytes_of(&layer.output));
         }
         self.run_disjoint(arena, layer)

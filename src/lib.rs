@@ -67,7 +67,7 @@
 //! // A one-layer model, y = relu(x) on 4 values (normally written by the host tool).
 //! let x = TensorDesc { id: 0, offset: 0, dims: [1, 1, 4], dtype: DType::F32, quant: None, view: None };
 //! let y = TensorDesc { id: 1, offset: 16, ..x };
-//! let info = ModelInfo { layer_count: 1, arena_bytes: 32, input: x, output: y, input_rank: 1, output_rank: 1 };
+//! let info = ModelInfo { layer_count: 1, arena_bytes: 32, input: x, output: y, input_rank: 1, output_rank: 1, input_transpose: None };
 //! let relu = Layer { op: Op::Activation(Activation::Relu), inputs: [x, x], input_count: 1, output: y };
 //! let mut words = [0u32; 32]; // u32 storage keeps the blob 4-byte aligned
 //! let len = emit(&info, &[relu], &[], bytemuck::cast_slice_mut(&mut words))?;

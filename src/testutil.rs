@@ -114,6 +114,7 @@ impl Spec {
             output,
             input_rank: 3,
             output_rank: 1,
+            input_transpose: None,
         };
         Spec {
             info,

@@ -24,10 +24,7 @@ fn safe(layer: &Layer, rows: &Range<u32>) -> bool {
 
 /// Calls `run` on the layer's bands in a safe order, each band the largest the offsets allow.
 /// `None` if a row cannot be run safely (validation was bypassed) or `run` fails.
-pub(super) fn run_bands(
-    layer: &Layer,
-    mut run: impl FnMut(&Layer) -> Option<()>,
-) -> Option<()> {
+pub(super) fn run_bands(layer: &Layer, mut run: impl FnMut(&Layer) -> Option<()>) -> Option<()> {
     let rows = u32::from(layer.output.dims[0]);
     // The direction of the first overlapped input; the loader made every other one agree.
     let forward = (0..usize::from(layer.input_count))
@@ -102,8 +99,12 @@ mod tests {
 
     #[derive(Clone, Copy, Debug, PartialEq)]
     enum Kind {
-        Conv { depthwise: bool },
-        Pool { kind: u8 },
+        Conv {
+            depthwise: bool,
+        },
+        Pool {
+            kind: u8,
+        },
         /// A clamp (int8) or ReLU (f32) over the input.
         Unary,
         /// `x + clamp(x)`: written over the first layer's output.
@@ -161,34 +162,38 @@ mod tests {
             ),
             (0u32..40, any::<u64>()),
         )
-            .prop_map(|((kind, precision, h, w, c, out_c), geometry, (slack, seed))| {
-                let (kernel, stride, dilation, pad) = geometry;
-                let kind = match kind {
-                    0 => Kind::Conv { depthwise: false },
-                    1 => Kind::Conv { depthwise: true },
-                    2 => Kind::Pool { kind: (seed % 3) as u8 },
-                    3 => Kind::Unary,
-                    _ => Kind::Add,
-                };
-                let precision = match precision {
-                    0 => Precision::F32,
-                    1 => Precision::I8,
-                    _ if matches!(kind, Kind::Conv { .. }) => Precision::I16,
-                    _ => Precision::I8,
-                };
-                Case {
-                    kind,
-                    precision,
-                    in_dims: [h, w, c],
-                    out_c,
-                    kernel,
-                    stride,
-                    dilation,
-                    pad,
-                    slack,
-                    seed,
-                }
-            })
+            .prop_map(
+                |((kind, precision, h, w, c, out_c), geometry, (slack, seed))| {
+                    let (kernel, stride, dilation, pad) = geometry;
+                    let kind = match kind {
+                        0 => Kind::Conv { depthwise: false },
+                        1 => Kind::Conv { depthwise: true },
+                        2 => Kind::Pool {
+                            kind: (seed % 3) as u8,
+                        },
+                        3 => Kind::Unary,
+                        _ => Kind::Add,
+                    };
+                    let precision = match precision {
+                        0 => Precision::F32,
+                        1 => Precision::I8,
+                        _ if matches!(kind, Kind::Conv { .. }) => Precision::I16,
+                        _ => Precision::I8,
+                    };
+                    Case {
+                        kind,
+                        precision,
+                        in_dims: [h, w, c],
+                        out_c,
+                        kernel,
+                        stride,
+                        dilation,
+                        pad,
+                        slack,
+                        seed,
+                    }
+                },
+            )
             .prop_filter("a valid geometry", |c| {
                 let pool_pads_ok = !matches!(c.kind, Kind::Pool { .. })
                     || (c.pad[0] < c.kernel[0]
@@ -520,7 +525,10 @@ mod tests {
             let bad = LayerFault::InPlaceRow { input: 0, row };
             assert_eq!(
                 load_error(&unary_i8(offsets, 4)),
-                Some(LoadError::BadLayer { layer: 0, what: bad })
+                Some(LoadError::BadLayer {
+                    layer: 0,
+                    what: bad
+                })
             );
         };
         row((4, 0), 0);

@@ -83,7 +83,10 @@ impl Layer {
     /// the output's dimensions; not the per-channel gate of a `Mul`). Views and fused layers
     /// never run in place.
     pub fn row_window(&self, k: usize) -> Option<RowWindow> {
-        let input = self.inputs.get(k).filter(|_| k < usize::from(self.input_count))?;
+        let input = self
+            .inputs
+            .get(k)
+            .filter(|_| k < usize::from(self.input_count))?;
         if input.view.is_some() || self.output.view.is_some() {
             return None;
         }
@@ -149,10 +152,7 @@ impl Layer {
         }
         let (o, i) = (u64::from(self.output.offset), u64::from(input.offset));
         let (ro, ri) = (row_bytes(&self.output), row_bytes(input));
-        let written = (
-            o + u64::from(rows.start) * ro,
-            o + u64::from(rows.end) * ro,
-        );
+        let written = (o + u64::from(rows.start) * ro, o + u64::from(rows.end) * ro);
         let still_read = if o < i {
             (i + u64::from(reads.start) * ri, i + u64::from(in_rows) * ri)
         } else if o > i {

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 mod axis;
 mod emit;
 mod fused;
-mod in_place;
 pub mod header;
+mod in_place;
 pub mod signature;
 
 pub use axis::{Concat, ConcatI8, Gather, Slice};
@@ -633,4 +633,27 @@ pub struct ModelInfo {
     pub input_rank: u8,
     /// Rank of the ONNX output per sample, like `input_rank`.
     pub output_rank: u8,
+    /// How the caller's input becomes `input` (version 9): `None`, laid out as `input`; or
+    /// transposed as a `Transpose` with this record would (the caller's tensor, of
+    /// [`ModelInfo::caller_input_dims`], is its input and `input` its output). The engine
+    /// transposes while it writes the input into the arena, so a model whose ONNX input is
+    /// channels-first needs no transposed copy of it in the arena.
+    pub input_transpose: Option<Transpose>,
+}
+
+impl ModelInfo {
+    /// Dims of the input as the caller lays it out: `input.dims`, or with `input_transpose`
+    /// the dims whose transpose they are (a dim the permutation does not name stays 1).
+    pub fn caller_input_dims(&self) -> [u16; 3] {
+        let Some(t) = self.input_transpose else {
+            return self.input.dims;
+        };
+        let mut dims = [1; 3];
+        for (k, &axis) in t.perm.iter().enumerate() {
+            if let (Some(d), Some(&n)) = (dims.get_mut(usize::from(axis)), self.input.dims.get(k)) {
+                *d = n;
+            }
+        }
+        dims
+    }
 }

@@ -183,6 +183,11 @@ pub enum TensorFault {
     },
     /// The model input or output is a view; both are stored densely.
     ViewAtBoundary,
+    /// The model input's `ModelInfo::input_transpose` is not a permutation of `[0, 1, 2]`.
+    NotAPermutation {
+        /// The permutation in the record.
+        perm: [u8; 3],
+    },
 }
 
 /// Which operand of a layer.
@@ -585,6 +590,10 @@ impl fmt::Display for TensorFault {
             TensorFault::ViewAtBoundary => {
                 f.write_str("the model input and output must be stored densely, not as views")
             }
+            TensorFault::NotAPermutation { perm } => write!(
+                f,
+                "the input transpose {perm:?} is not a permutation of [0, 1, 2]"
+            ),
             TensorFault::TooLarge => f.write_str("tensor size does not fit in 32 bits"),
             TensorFault::MisalignedOffset { offset } => write!(
                 f,

@@ -163,6 +163,19 @@ fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), TensorFault> {
 /// record (the caller requires there are none).
 pub(super) fn records<'a, K: Kernels>(model: &Model<'a, K>) -> Result<&'a [u8], LoadError> {
     let info = &model.info;
+    if let Some(t) = info.input_transpose {
+        let mut seen = [false; 3];
+        for &axis in &t.perm {
+            if let Some(s) = seen.get_mut(usize::from(axis)) {
+                *s = true;
+            }
+        }
+        if seen.contains(&false) {
+            let fault = TensorFault::NotAPermutation { perm: t.perm };
+            let tensor = Boundary::Input;
+            return Err(LoadError::BadModelTensor { tensor, fault });
+        }
+    }
     let boundaries = [
         (&info.input, info.input_rank, Boundary::Input),
         (&info.output, info.output_rank, Boundary::Output),
@@ -174,13 +187,17 @@ pub(super) fn records<'a, K: Kernels>(model: &Model<'a, K>) -> Result<&'a [u8], 
             let fault = TensorFault::ViewAtBoundary;
             return Err(LoadError::BadModelTensor { tensor, fault });
         }
-        // The dims outside the logical rank are padding of the shape and must be 1.
-        let unused = d
-            .dims
+        // The dims outside the logical rank (of the caller's layout) are padding of the shape
+        // and must be 1.
+        let dims = match tensor {
+            Boundary::Input => info.caller_input_dims(),
+            _ => d.dims,
+        };
+        let unused = dims
             .len()
             .checked_sub(usize::from(rank))
             .filter(|_| rank >= 1);
-        let leading = unused.and_then(|n| d.dims.get(..n));
+        let leading = unused.and_then(|n| dims.get(..n));
         if !leading.is_some_and(|dims| dims.iter().all(|&n| n == 1)) {
             let fault = TensorFault::Rank { rank };
             return Err(LoadError::BadModelTensor { tensor, fault });

@@ -1,16 +1,16 @@
 //! Running blobs on the host with the real runtime, and comparing outputs.
 
 use anyhow::{anyhow, bail, Result};
-use icefold::format::TensorDesc;
 use icefold::Model;
 use rayon::prelude::*;
 
 use crate::io::Array;
 
-/// The logical (ONNX, batch removed) shape recorded for a boundary tensor.
-pub fn logical_shape(desc: &TensorDesc, rank: u8) -> Vec<usize> {
+/// The logical (ONNX, batch removed) shape of a boundary tensor of `dims` (for the input, in the
+/// caller's layout: `ModelInfo::caller_input_dims`).
+pub fn logical_shape(dims: [u16; 3], rank: u8) -> Vec<usize> {
     let rank = (rank as usize).clamp(1, 3);
-    desc.dims[3 - rank..].iter().map(|&d| d as usize).collect()
+    dims[3 - rank..].iter().map(|&d| d as usize).collect()
 }
 
 /// Load a blob with the runtime's checks, mapping its error to a readable message.
@@ -25,8 +25,8 @@ pub fn run_f32(model: &Model<'_>, x: &Array) -> Result<Array> {
 
 fn run_samples(model: &Model<'_>, x: &Array, allow_nonfinite: bool) -> Result<Array> {
     let info = model.info();
-    let in_shape = logical_shape(&info.input, info.input_rank);
-    let out_shape = logical_shape(&info.output, info.output_rank);
+    let in_shape = logical_shape(info.caller_input_dims(), info.input_rank);
+    let out_shape = logical_shape(info.output.dims, info.output_rank);
     if x.shape.len() != in_shape.len() + 1 || x.shape[1..] != in_shape[..] {
         bail!(
             "input has shape {:?}; the model takes [N, {}] (N samples stacked on axis 0, in the ONNX \
@@ -261,7 +261,7 @@ pub fn compare_layers(
         })
         .collect();
     let mut shape = vec![x.samples()];
-    shape.extend(logical_shape(&rm.info().output, rm.info().output_rank));
+    shape.extend(logical_shape(rm.info().output.dims, rm.info().output_rank));
     let d = diff(
         &Array {
             shape: shape.clone(),

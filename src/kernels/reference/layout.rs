@@ -4,6 +4,18 @@
 /// `output` is `input` (`in_dims`, row-major) with output dimension `k` taken from input
 /// dimension `perm[k]`.
 pub fn transpose<T: Copy>(perm: [u8; 3], in_dims: [usize; 3], input: &[T], output: &mut [T]) {
+    transpose_map(perm, in_dims, input, output, |x| x);
+}
+
+/// [`transpose`] with each element converted by `f` as it moves (the engine writes a
+/// channels-first caller input into the arena this way, quantizing as it goes).
+pub fn transpose_map<S: Copy, T>(
+    perm: [u8; 3],
+    in_dims: [usize; 3],
+    input: &[S],
+    output: &mut [T],
+    f: impl Fn(S) -> T,
+) {
     let in_strides = [in_dims[1] * in_dims[2], in_dims[2], 1];
     let pick = |k: usize| {
         let axis = usize::from(perm.get(k).copied().unwrap_or(0));
@@ -19,7 +31,7 @@ pub fn transpose<T: Copy>(perm: [u8; 3], in_dims: [usize; 3], input: &[T], outpu
                 let (Some(o), Some(x)) = (out.next(), input.get(a * s0 + b * s1 + c * s2)) else {
                     return;
                 };
-                *o = *x;
+                *o = f(*x);
             }
         }
     }

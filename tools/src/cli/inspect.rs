@@ -54,13 +54,13 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     println!(
         "input  {:?} (logical {:?}), arena offset {}",
         info.input.dims,
-        host::logical_shape(&info.input, info.input_rank),
+        host::logical_shape(info.caller_input_dims(), info.input_rank),
         info.input.offset
     );
     println!(
         "output {:?} (logical {:?}), arena offset {}",
         info.output.dims,
-        host::logical_shape(&info.output, info.output_rank),
+        host::logical_shape(info.output.dims, info.output_rank),
         info.output.offset
     );
     let quant = |q: Option<icefold::format::Quant>| {

@@ -7,8 +7,8 @@
 
 use anyhow::{anyhow, Result};
 use icefold::format::{
-    Band, Concat, ConcatI8, Conv2dPool, Conv2dPoolI16, Conv2dPoolI8, DType, Layer, ModelInfo, Op,
-    TensorDesc, View, ARENA_ALIGN,
+    Band, Concat, ConcatI8, Conv2dPool, Conv2dPoolI16, Conv2dPoolI8, DType, InPlaceBounds, Layer,
+    ModelInfo, Op, TensorDesc, View, ARENA_ALIGN,
 };
 
 /// A tensor's size and the span of layers during which it must stay intact.
@@ -37,35 +37,95 @@ pub struct ArenaPlan {
     pub total: usize,
 }
 
+/// Buffer `output` may overlap buffer `input` (read for the last time by the layer that writes
+/// `output`) at the relative offsets `bounds` allows: the layer runs in place
+/// (`icefold::format::in_place`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InPlace {
+    /// The written buffer.
+    pub output: usize,
+    /// The buffer written over.
+    pub input: usize,
+    /// Output offset minus input offset at which every row is safe.
+    pub bounds: InPlaceBounds,
+}
+
 /// Place `lives` in one arena with every offset a multiple of `align`.
 pub fn plan_arena(lives: &[BufferLife], align: usize) -> ArenaPlan {
+    plan_arena_in_place(lives, &[], align)
+}
+
+/// [`plan_arena`] where the pairs `in_place` may overlap as their bounds allow. Greedy by size:
+/// each buffer goes outside every forbidden range of the buffers already placed whose lives
+/// overlap its own, where it grows the plan least.
+pub fn plan_arena_in_place(lives: &[BufferLife], in_place: &[InPlace], align: usize) -> ArenaPlan {
     let round = |x: usize| x.div_ceil(align) * align;
     let mut order: Vec<usize> = (0..lives.len()).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(lives[i].bytes), lives[i].first));
-    let mut offsets = vec![0usize; lives.len()];
+    let mut offsets = vec![0i64; lives.len()];
     let mut placed: Vec<usize> = Vec::new();
-    let mut total = 0;
+    let (mut low, mut high) = (0i64, 0i64);
     for &i in &order {
-        // Occupied ranges of live-overlapping buffers, sorted by offset.
-        let mut busy: Vec<(usize, usize)> = placed
+        let need = round(lives[i].bytes);
+        // Offsets strictly between the two ends are forbidden (relative to 0, signed).
+        let forbidden: Vec<(i64, i64)> = placed
             .iter()
             .filter(|&&j| lives[j].overlaps(&lives[i]))
-            .map(|&j| (offsets[j], offsets[j] + round(lives[j].bytes)))
+            .map(|&j| {
+                let (at, size_i, size_j) =
+                    (offsets[j], lives[i].bytes as i64, lives[j].bytes as i64);
+                let pair = |output, input| {
+                    in_place
+                        .iter()
+                        .find(|p| p.output == output && p.input == input)
+                };
+                if let Some(p) = pair(i, j) {
+                    // `i` written over `j`: i − j <= forward_max, >= reverse_min, or apart.
+                    let b = p.bounds;
+                    (
+                        at + b.forward_max.max(-size_i),
+                        at + b.reverse_min.min(size_j),
+                    )
+                } else if let Some(p) = pair(j, i) {
+                    // `j` written over `i`: j − i <= forward_max, >= reverse_min, or apart.
+                    let b = p.bounds;
+                    (
+                        at - b.reverse_min.min(size_i),
+                        at + (-b.forward_max).min(size_j),
+                    )
+                } else {
+                    (at - need as i64, at + round(lives[j].bytes) as i64)
+                }
+            })
             .collect();
-        busy.sort_unstable();
-        let need = round(lives[i].bytes);
-        let mut at = 0;
-        for (start, end) in busy {
-            if at + need <= start {
-                break;
-            }
-            at = at.max(end);
-        }
+        // Candidates: 0, and every aligned offset just outside a forbidden range (below one
+        // too: an output written over its input may want the bytes under it). The one that
+        // grows the plan's extent least wins, then the one nearest 0.
+        let (down, up) = (
+            |x: i64| x.div_euclid(align as i64) * align as i64,
+            |x: i64| (x + align as i64 - 1).div_euclid(align as i64) * align as i64,
+        );
+        let free = |at: i64| forbidden.iter().all(|&(s, e)| at <= s || at >= e);
+        let (at, _) = std::iter::once(0)
+            .chain(forbidden.iter().flat_map(|&(s, e)| [down(s), up(e)]))
+            .filter(|&at| free(at))
+            .map(|at| {
+                let extent = (high.max(at + need as i64) - low.min(at), at.abs());
+                (at, extent)
+            })
+            .min_by_key(|&(_, extent)| extent)
+            .unwrap_or((high, (0, 0)));
         offsets[i] = at;
-        total = total.max(at + need);
+        low = low.min(at);
+        high = high.max(at + need as i64);
         placed.push(i);
     }
-    ArenaPlan { offsets, total }
+    // Shift the plan to start at 0.
+    let offsets = offsets.iter().map(|&o| (o - low) as usize).collect();
+    ArenaPlan {
+        offsets,
+        total: (high - low) as usize,
+    }
 }
 
 /// Recompute every tensor's arena offset from the schedule (element sizes may have changed).
@@ -126,7 +186,31 @@ fn replan_with(info: &mut ModelInfo, layers: &mut [Layer], storage: &[u16]) -> R
             });
         }
     }
-    let plan = plan_arena(&lives, ARENA_ALIGN);
+    // Layers that may write over an input they read for the last time: row-local operations
+    // whose input and output are dense tensors of their own storage.
+    let own_storage = |d: &TensorDesc| d.view.is_none() && key(d.id) == usize::from(d.id);
+    // One input per layer (the largest): the loader wants every input an output overlaps on
+    // one side of it, which pairs planned separately would not guarantee.
+    let mut in_place = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let candidate = (0..usize::from(l.input_count))
+            .filter_map(|k| {
+                let x = &l.inputs[k];
+                let dies_here = lives[key(x.id)].last == i as isize;
+                let own = own_storage(x) && own_storage(&l.output) && l.scratch().is_none();
+                let bounds = l.in_place_bounds(k).filter(|_| dies_here && own)?;
+                Some((x.storage_len(), key(x.id), bounds))
+            })
+            .max_by_key(|&(bytes, ..)| bytes);
+        if let Some((_, input, bounds)) = candidate {
+            in_place.push(InPlace {
+                output: key(l.output.id),
+                input,
+                bounds,
+            });
+        }
+    }
+    let plan = plan_arena_in_place(&lives, &in_place, ARENA_ALIGN);
     let place = |d: &mut TensorDesc| d.offset = plan.offsets[key(d.id)] as u32;
     for l in layers.iter_mut() {
         l.inputs.iter_mut().for_each(place);
@@ -490,6 +574,7 @@ mod tests {
             output: y,
             input_rank: 3,
             output_rank: 3,
+            input_transpose: None,
         };
         replan(&mut info, &mut layers).unwrap();
         let sharing = share_concat_storage(&mut info, &mut layers).unwrap();
@@ -559,17 +644,19 @@ mod tests {
             output: pooled,
             input_rank: 3,
             output_rank: 3,
+            input_transpose: None,
         };
         replan(&mut info, &mut unfused.clone()).unwrap();
-        // 256-byte input and 1,024-byte convolution output live together.
-        assert_eq!(info.arena_bytes, 1280);
+        // The 1,024-byte convolution output written over the 256-byte input (in place): less
+        // than the 1,280 bytes of the two apart.
+        assert_eq!(info.arena_bytes, 1088);
         let (mut within, mut within_info) = (unfused.clone(), info);
-        let fusion = fuse_conv_pool(&mut within_info, &mut within, 1280).unwrap();
+        let fusion = fuse_conv_pool(&mut within_info, &mut within, 1088).unwrap();
         assert!(fusion.fused_convs.is_empty());
         assert_eq!((within, within_info), (unfused.clone(), info));
 
         let (mut layers, mut fused_info) = (unfused, info);
-        let fusion = fuse_conv_pool(&mut fused_info, &mut layers, 1279).unwrap();
+        let fusion = fuse_conv_pool(&mut fused_info, &mut layers, 1087).unwrap();
         assert_eq!(fusion.fused_convs, [0]);
         assert_eq!(layers.len(), 1);
         let l = &layers[0];
@@ -579,7 +666,7 @@ mod tests {
         let band = l.scratch().unwrap();
         assert_eq!(band.dims, [2, 8, 4]);
         assert_eq!(fused_info.arena_bytes, 768);
-        assert_eq!(fusion.arena_bytes, (1280, 768));
+        assert_eq!(fusion.arena_bytes, (1088, 768));
         let range = |d: &TensorDesc| (d.offset, d.offset + d.byte_len() as u32);
         let [a, b, c] = [range(&l.inputs[0]), range(&band), range(&l.output)];
         let disjoint = |p: (u32, u32), q: (u32, u32)| p.1 <= q.0 || q.1 <= p.0;

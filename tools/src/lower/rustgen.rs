@@ -91,9 +91,23 @@ pub fn model_module(blob: &[u8], blob_include: &str, provenance: &Provenance) ->
     let _ = writeln!(w, "/// Number of layers (one `Observer` call pair each).");
     let _ = writeln!(w, "pub const LAYER_COUNT: usize = {};", info.layer_count);
     let _ = writeln!(w);
-    boundary(w, "INPUT", "input", &info.input, info.input_rank);
+    boundary(
+        w,
+        "INPUT",
+        "input",
+        &info.input,
+        info.caller_input_dims(),
+        info.input_rank,
+    );
     let _ = writeln!(w);
-    boundary(w, "OUTPUT", "output", &info.output, info.output_rank);
+    boundary(
+        w,
+        "OUTPUT",
+        "output",
+        &info.output,
+        info.output.dims,
+        info.output_rank,
+    );
     let _ = writeln!(w);
     let _ = writeln!(
         w,
@@ -125,8 +139,9 @@ pub fn kernel_set_expr(set: KernelSet) -> String {
 }
 
 /// Constants describing the model input or output.
-fn boundary(w: &mut String, name: &str, what: &str, d: &TensorDesc, rank: u8) {
-    let shape = host::logical_shape(d, rank);
+/// `dims`: the tensor's, or for an input the model transposes while writing it, the caller's.
+fn boundary(w: &mut String, name: &str, what: &str, d: &TensorDesc, dims: [u16; 3], rank: u8) {
+    let shape = host::logical_shape(dims, rank);
     let _ = writeln!(
         w,
         "/// Shape of one {what} sample as in the ONNX model (batch removed); same element order as `{name}_DIMS`."
@@ -141,7 +156,7 @@ fn boundary(w: &mut String, name: &str, what: &str, d: &TensorDesc, rank: u8) {
         w,
         "/// The runtime's dimensions of the {what} (leading 1s fill unused dimensions)."
     );
-    let _ = writeln!(w, "pub const {name}_DIMS: [usize; 3] = {:?};", d.dims);
+    let _ = writeln!(w, "pub const {name}_DIMS: [usize; 3] = {:?};", dims);
     let _ = writeln!(w, "/// Elements of one {what} sample.");
     let _ = writeln!(w, "pub const {name}_LEN: usize = {};", d.len());
     let _ = writeln!(w, "/// Element type of the {what}.");

@@ -192,7 +192,7 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
         ),
         None => (Counter::Timer, report.run_instructions.clone(), Vec::new()),
     };
-    let out_shape = host::logical_shape(&info.output, info.output_rank);
+    let out_shape = host::logical_shape(info.output.dims, info.output_rank);
     // f32 models report what `run_f32` wrote; int8 models the raw output of `run_i8`,
     // dequantized here with the runtime's own boundary function, as `icefold run` does.
     let data = crate::host::tensor_values(model.output(), &report.outputs.concat());

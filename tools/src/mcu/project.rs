@@ -111,7 +111,7 @@ fn input_bytes(blob: &[u8], x: &Array) -> Result<Vec<u8>> {
     let aligned = crate::lower::blob::AlignedBytes::new(blob);
     let model = host::load(aligned.as_slice())?;
     let info = model.info();
-    let shape = host::logical_shape(&info.input, info.input_rank);
+    let shape = host::logical_shape(info.caller_input_dims(), info.input_rank);
     if x.shape.len() != shape.len() + 1 || x.shape[1..] != shape[..] || x.samples() == 0 {
         bail!(
             "input has shape {:?}; the model takes [N, {}] with N >= 1 (samples stacked on axis 0, \

@@ -126,42 +126,20 @@ fn correct_layer(
     Ok(true)
 }
 
-/// One int8 arena per sample with the sample written as the model's raw input (quantized as
-/// `Model::run_f32` quantizes it), ready for layer 0.
+/// One int8 arena per sample with the sample written as the model's raw input (quantized, and
+/// transposed where the model says so, as `Model::run_f32` writes it), ready for layer 0.
 fn input_arenas(blob: &[u8], x: &Array) -> Result<Vec<Vec<u32>>> {
     let b = crate::lower::blob::AlignedBytes::new(blob);
     let m = crate::host::load(b.as_slice())?;
-    let input = m.info().input;
-    let quant = input
-        .quant
-        .ok_or_else(|| anyhow!("bias correction: the int8 model's input has no quantization"))?;
+    if m.info().input.dtype == format::DType::F32 {
+        return Err(anyhow!("bias correction: the model input is f32, not int8"));
+    }
     let words = (m.info().arena_bytes as usize).div_ceil(4);
     (0..x.samples())
         .map(|i| {
             let mut arena = vec![0u32; words];
-            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
-            let at = input.offset as usize;
-            let sample = x.sample(i);
-            match input.dtype {
-                format::DType::I8 => {
-                    for (b, &v) in bytes[at..at + sample.len()].iter_mut().zip(sample) {
-                        *b = icefold::engine::quantize(v, quant) as u8;
-                    }
-                }
-                format::DType::I16 => {
-                    for (pair, &v) in bytes[at..at + 2 * sample.len()]
-                        .chunks_exact_mut(2)
-                        .zip(sample)
-                    {
-                        pair.copy_from_slice(
-                            &icefold::engine::quantize_i16(v, quant).to_le_bytes(),
-                        );
-                    }
-                }
-                format::DType::F32 => {
-                    return Err(anyhow!("bias correction: the model input is f32, not int8"))
-                }
-            }
+            m.write_input_f32(bytemuck::cast_slice_mut(&mut arena), x.sample(i))
+                .map_err(|e| anyhow!("bias correction: sample {i}: {e}"))?;
             Ok(arena)
         })
         .collect()
