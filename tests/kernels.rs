@@ -13,13 +13,13 @@ use icefold_tool::lower::blob::AlignedBytes;
 use icefold_tool::pipeline::{self, ConvertOptions, Int8Options, INT16_ACTIVATIONS_DEFAULT};
 use icefold_tool::quantize::calibrate::Method;
 
-/// ResNet-8, default conversion: the int16 model input transposed to `[H, W, C]`, the first
+/// ResNet-8, default conversion: the int16 model input (transposed to `[H, W, C]` as the engine
+/// writes it, `ModelInfo::input_transpose`: no transpose kernel), the first
 /// residual stage 16×8 (int16 in, int8 out into the addition, int8 in, int16 out), the rest
 /// int8 convolutions and additions, the int16 output head; no depthwise convolution.
 struct ResNet8;
 impl Kernels for ResNet8 {
     const SET: KernelSet = KernelSet::EMPTY
-        .with(Kernel::TransposeI16)
         .with(Kernel::Conv2dI16ToI8)
         .with(Kernel::Conv2dI8ToI16)
         .with(Kernel::Conv2dI8)
@@ -38,11 +38,10 @@ impl Kernels for DsCnn {
         .with(Kernel::DenseI8Wide);
 }
 
-/// MobileNetV1-0.25: as DS-CNN, after the transpose of its int16 `[C, H, W]` input.
+/// MobileNetV1-0.25: as DS-CNN (its int16 `[C, H, W]` input transposed as it is written).
 struct MobileNet;
 impl Kernels for MobileNet {
     const SET: KernelSet = KernelSet::EMPTY
-        .with(Kernel::TransposeI16)
         .with(Kernel::Conv2dI16ToI16)
         .with(Kernel::DepthwiseI16ToI16)
         .with(Kernel::Conv2dI16ToI8)
@@ -61,7 +60,6 @@ impl Kernels for Autoencoder {
 struct ResNet8WithoutHead;
 impl Kernels for ResNet8WithoutHead {
     const SET: KernelSet = KernelSet::EMPTY
-        .with(Kernel::TransposeI16)
         .with(Kernel::Conv2dI16ToI8)
         .with(Kernel::Conv2dI8ToI16)
         .with(Kernel::Conv2dI8)

@@ -443,11 +443,12 @@ fn corrupted_fused_blobs_are_refused_and_never_panic() {
         ("-int8", Some(int8(false))),
         ("-all-int8", Some(int8(true))),
     ] {
-        // A budget below the unfused arena (f32 31,360 bytes, int8 7,840) fuses both pairs.
+        // A budget below the arena with one pair fused (f32 16,128 bytes; int8 above 3,072;
+        // layers written over their inputs) fuses both pairs.
         let opts = ConvertOptions {
             int8,
             limits: icefold_tool::lower::limits::Limits {
-                max_arena_bytes: 4096,
+                max_arena_bytes: 3072,
                 ..Default::default()
             },
             ..Default::default()
@@ -455,7 +456,7 @@ fn corrupted_fused_blobs_are_refused_and_never_panic() {
         let opts = if opts.int8.is_none() {
             ConvertOptions {
                 limits: icefold_tool::lower::limits::Limits {
-                    max_arena_bytes: 16 << 10,
+                    max_arena_bytes: 12 << 10,
                     ..Default::default()
                 },
                 ..opts

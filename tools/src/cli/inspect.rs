@@ -57,6 +57,12 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         host::logical_shape(info.caller_input_dims(), info.input_rank),
         info.input.offset
     );
+    if let Some(t) = info.input_transpose {
+        println!(
+            "       written into the arena transposed ({:?} of the caller's layout) by the engine",
+            t.perm
+        );
+    }
     println!(
         "output {:?} (logical {:?}), arena offset {}",
         info.output.dims,
@@ -134,6 +140,27 @@ pub fn run(a: &InspectArgs) -> Result<()> {
                 band.offset as usize + band.byte_len(),
                 mid.dims,
                 mid.byte_len()
+            );
+        }
+        let overlapped = |k: usize| {
+            let x = &l.inputs[k];
+            !l.in_place(k)
+                && x.offset < o.offset + o.storage_len() as u32
+                && o.offset < x.offset + x.storage_len() as u32
+        };
+        for k in (0..usize::from(l.input_count)).filter(|&k| overlapped(k)) {
+            let x = &l.inputs[k];
+            let (side, order) = if o.offset < x.offset {
+                ("below", "first row on")
+            } else {
+                ("above", "last row on")
+            };
+            println!(
+                "     └ in place: written over input {k} ([{}, {}), read for the last time here), \
+                 starting {} bytes {side} it, in bands of rows from the {order}",
+                x.offset,
+                x.offset as usize + x.storage_len(),
+                x.offset.abs_diff(o.offset),
             );
         }
         let adopted: Vec<String> = (0..usize::from(l.input_count))
