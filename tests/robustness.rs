@@ -479,3 +479,58 @@ fn corrupted_fused_blobs_are_refused_and_never_panic() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Layers written over their own input (format version 9): DS-CNN's default plans (f32, int8,
+/// all-int8) run layers in place at the arena's peak. They compute the bytes of the same
+/// conversion planned apart (`no_in_place`), and corrupted copies go through the three sweeps,
+/// so flips land on in-place offsets too.
+#[test]
+fn in_place_plans_compute_the_same_bytes_and_corrupted_ones_are_refused() {
+    let f = manifest()
+        .into_iter()
+        .find(|f| f.name == "dscnn")
+        .expect("the dscnn fixture");
+    let calib = f.array("calib").unwrap();
+    let x = f.array("input").unwrap();
+    let mut failures = Vec::new();
+    for (suffix, int8) in [
+        ("", None),
+        ("-int8", Some(int8_options(&calib, false))),
+        ("-all-int8", Some(int8_options(&calib, true))),
+    ] {
+        let convert = |no_in_place| {
+            let opts = ConvertOptions {
+                int8,
+                no_in_place,
+                ..Default::default()
+            };
+            pipeline::convert(&f.model(), &opts).unwrap()
+        };
+        let (over, apart) = (convert(false), convert(true));
+        let overlaps = |l: &icefold::format::Layer| {
+            let o = &l.output;
+            l.inputs[..usize::from(l.input_count)].iter().any(|x| {
+                x.offset < o.offset + o.storage_len() as u32
+                    && o.offset < x.offset + x.storage_len() as u32
+            })
+        };
+        assert!(over.lowered.layers.iter().any(overlaps), "dscnn{suffix}");
+        assert!(!apart.lowered.layers.iter().any(overlaps), "dscnn{suffix}");
+        assert!(
+            over.lowered.info.arena_bytes < apart.lowered.info.arena_bytes,
+            "dscnn{suffix}"
+        );
+        let run = |blob: &[u8]| {
+            let aligned = icefold_tool::lower::blob::AlignedBytes::new(blob);
+            let model = icefold_tool::host::load(aligned.as_slice()).unwrap();
+            let y = icefold_tool::host::run_f32(&model, &x).unwrap();
+            y.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(&over.blob), run(&apart.blob), "dscnn{suffix}");
+        match sweep(&format!("dscnn-in-place{suffix}"), &over.blob) {
+            Ok(line) => println!("{line}"),
+            Err(e) => failures.extend(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -68,6 +68,10 @@ pub struct ConvertOptions<'a> {
     /// Never fuse convolutions with the pooling after them (`lower::plan::fuse_conv_pool` fuses
     /// while the arena exceeds `limits.max_arena_bytes`); the values computed are the same.
     pub no_fusion: bool,
+    /// Plan every layer's output apart from its inputs (`lower::plan`: by default a
+    /// convolution, pooling or element-wise layer at the arena's peak writes over the input it
+    /// reads last, run in bands of rows); the values computed are the same.
+    pub no_in_place: bool,
 }
 
 /// Converts `source`: import (for a file), the BatchNorm statistics check (if asked), BatchNorm
@@ -91,7 +95,7 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
     let (lowered, blob, int8, fusion) = match opts.int8 {
         Some(int8) => {
             let (lowered, blob, conversion, fusion) =
-                quantize_int8(&frozen, &opts.limits, int8, !opts.no_fusion)?;
+                quantize_int8(&frozen, opts, int8)?;
             (lowered, blob, Some(conversion), fusion)
         }
         None => {
@@ -101,7 +105,8 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
             } else {
                 lowered.fuse_conv_pool(opts.limits.max_arena_bytes)?
             };
-            lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
+            let over_inputs = !opts.no_in_place;
+            lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers, over_inputs)?;
             opts.limits.check_lowered(&lowered)?;
             let blob = blob::blob(&lowered)?;
             (lowered, blob, None, fusion)
@@ -212,10 +217,10 @@ const BIAS_CORRECTION_SAMPLES: usize = 64;
 /// and the int8 report (the f32 twin, the per-layer error).
 fn quantize_int8(
     frozen: &FrozenGraph,
-    limits: &Limits,
+    convert: &ConvertOptions<'_>,
     opts: Int8Options<'_>,
-    fuse: bool,
 ) -> Result<(Lowered, Vec<u8>, Int8Conversion, Fusion)> {
+    let (limits, fuse) = (&convert.limits, !convert.no_fusion);
     let calibration = calibrate::calibrate(frozen, opts.calib, opts.method, opts.progress)?;
     let f32_lowered = lower::lower_with(frozen, LowerOptions::INT8)?;
     let candidates = quantize::int16_activations(&f32_lowered, opts.int16_activations);
@@ -271,7 +276,8 @@ fn quantize_int8(
         // A fused layer's output is its pooling's.
         layer_sqnr_db.remove(conv);
     }
-    lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers)?;
+    let over_inputs = !convert.no_in_place;
+    lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers, over_inputs)?;
     limits.check_lowered(&lowered)?;
     let blob = blob::blob(&lowered)?;
     let conversion = Int8Conversion {

@@ -140,12 +140,18 @@ fn row_bytes(d: &TensorDesc) -> i64 {
 
 /// Recompute every tensor's arena offset from the schedule (element sizes may have changed).
 pub fn replan(info: &mut ModelInfo, layers: &mut [Layer]) -> Result<()> {
-    replan_with(info, layers, &[])
+    replan_with(info, layers, &[], true)
 }
 
 /// [`replan`] where tensor `t` lies in the storage of tensor `storage[t]` (views of one storage
 /// share its buffer, whose life spans all of theirs); ids past `storage` are their own storage.
-fn replan_with(info: &mut ModelInfo, layers: &mut [Layer], storage: &[u16]) -> Result<()> {
+/// With `over_inputs` false no layer writes over its input (`--no-in-place`).
+fn replan_with(
+    info: &mut ModelInfo,
+    layers: &mut [Layer],
+    storage: &[u16],
+    over_inputs: bool,
+) -> Result<()> {
     let key = |id: u16| usize::from(storage.get(usize::from(id)).copied().unwrap_or(id));
     let n = layers
         .iter()
@@ -202,7 +208,7 @@ fn replan_with(info: &mut ModelInfo, layers: &mut [Layer], storage: &[u16]) -> R
     // One input per layer (the largest): the loader wants every input an output overlaps on
     // one side of it, which pairs planned separately would not guarantee.
     let mut in_place = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
+    for (i, l) in layers.iter().enumerate().filter(|_| over_inputs) {
         let candidate = (0..usize::from(l.input_count))
             .filter_map(|k| {
                 let x = &l.inputs[k];
@@ -407,7 +413,13 @@ pub struct Sharing {
 /// concatenation copies only its other inputs. The arena is then replanned with each storage
 /// alive over the union of its views' lives. Everything else keeps today's copy; the values
 /// computed do not change. Returns what it did (nothing for a model without concatenation).
-pub fn share_concat_storage(info: &mut ModelInfo, layers: &mut [Layer]) -> Result<Sharing> {
+/// With `over_inputs` false the arena is replanned with every layer's output apart from its
+/// inputs (`convert --no-in-place`), concatenation or not.
+pub fn share_concat_storage(
+    info: &mut ModelInfo,
+    layers: &mut [Layer],
+    over_inputs: bool,
+) -> Result<Sharing> {
     let before = info.arena_bytes;
     let n = layers
         .iter()
@@ -478,7 +490,7 @@ pub fn share_concat_storage(info: &mut ModelInfo, layers: &mut [Layer]) -> Resul
             slot += x.dims[2];
         }
     }
-    if in_place == 0 {
+    if in_place == 0 && over_inputs {
         return Ok(Sharing {
             in_place,
             arena_bytes: (before, before),
@@ -489,7 +501,7 @@ pub fn share_concat_storage(info: &mut ModelInfo, layers: &mut [Layer]) -> Resul
         l.inputs.iter_mut().for_each(set);
         set(&mut l.output);
     }
-    replan_with(info, layers, &storage)?;
+    replan_with(info, layers, &storage, over_inputs)?;
     Ok(Sharing {
         in_place,
         arena_bytes: (before, info.arena_bytes),
@@ -605,7 +617,7 @@ mod tests {
             input_transpose: None,
         };
         replan(&mut info, &mut layers).unwrap();
-        let sharing = share_concat_storage(&mut info, &mut layers).unwrap();
+        let sharing = share_concat_storage(&mut info, &mut layers, true).unwrap();
         let by_id = |id: u16| {
             layers
                 .iter()
