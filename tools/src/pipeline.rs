@@ -94,8 +94,7 @@ pub fn convert<'s>(source: impl Into<Source<'s>>, opts: &ConvertOptions<'_>) -> 
     let (frozen, fold) = fold_batchnorm::fold(graph.clone())?;
     let (lowered, blob, int8, fusion) = match opts.int8 {
         Some(int8) => {
-            let (lowered, blob, conversion, fusion) =
-                quantize_int8(&frozen, opts, int8)?;
+            let (lowered, blob, conversion, fusion) = quantize_int8(&frozen, opts, int8)?;
             (lowered, blob, Some(conversion), fusion)
         }
         None => {
