@@ -16,7 +16,7 @@
 
 mod finite;
 mod fused;
-mod in_place;
+pub(crate) mod in_place;
 mod int8;
 pub(crate) mod kernel_set;
 mod moves;
@@ -321,13 +321,19 @@ pub fn quantize_i16(x: f32, quant: Quant) -> i16 {
 
 /// Writes the caller's input into the arena's input tensor, each element converted by `f`, and
 /// transposed on the way when the model says so (`ModelInfo::input_transpose`).
-fn write_input<S: Copy, T>(info: &ModelInfo, input: &[S], tensor: &mut [T], f: impl Fn(S) -> T) {
+fn write_input<K: Kernels, S: Copy, T>(
+    info: &ModelInfo,
+    input: &[S],
+    tensor: &mut [T],
+    f: impl Fn(S) -> T,
+) {
     match info.input_transpose {
-        Some(t) => {
+        // Not linked: refused at load.
+        Some(t) if linked::<K>(Kernel::InputTranspose) => {
             let dims = info.caller_input_dims().map(usize::from);
             kernels::layout::transpose_map(t.perm, dims, input, tensor, f);
         }
-        None => tensor.iter_mut().zip(input).for_each(|(q, x)| *q = f(*x)),
+        _ => tensor.iter_mut().zip(input).for_each(|(q, x)| *q = f(*x)),
     }
 }
 
@@ -442,14 +448,14 @@ impl<K: Kernels> Model<'_, K> {
         match (model_in.dtype, model_in.quant) {
             (DType::I8, Some(quant)) => {
                 let first: &mut [i8] = bytemuck::cast_slice_mut(first);
-                write_input(info, input, first, |x| quantize(x, quant));
+                write_input::<K, _, _>(info, input, first, |x| quantize(x, quant));
             }
             (DType::I16, Some(quant)) => {
                 let first: &mut [i16] =
                     bytemuck::try_cast_slice_mut(first).map_err(|_| internal)?;
-                write_input(info, input, first, |x| quantize_i16(x, quant));
+                write_input::<K, _, _>(info, input, first, |x| quantize_i16(x, quant));
             }
-            _ => write_input(info, input, as_f32_mut(first).ok_or(internal)?, |x| x),
+            _ => write_input::<K, _, _>(info, input, as_f32_mut(first).ok_or(internal)?, |x| x),
         }
         Ok(())
     }
@@ -493,7 +499,7 @@ impl<K: Kernels> Model<'_, K> {
         let internal = RunError::Internal { layer: 0 };
         let first = arena.get_mut(bytes_of(model_in)).ok_or(internal)?;
         let first: &mut [I] = bytemuck::try_cast_slice_mut(first).map_err(|_| internal)?;
-        write_input(self.info(), input, first, |x| x);
+        write_input::<K, _, _>(self.info(), input, first, |x| x);
 
         self.run_layers(arena, observer)?;
 
@@ -594,7 +600,7 @@ impl<K: Kernels> Model<'_, K> {
             return fused::run(self, arena, layer);
         }
         // A layer writing over its own input: a band of rows at a time, each on disjoint slices.
-        if in_place::writes_over_input(layer) {
+        if linked::<K>(Kernel::InPlace) && in_place::writes_over_input(layer) {
             in_place::run_bands(layer, |band| self.run_disjoint(arena, band).map(|_| ()))?;
             return arena.get(bytes_of(&layer.output));
         }

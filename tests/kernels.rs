@@ -24,18 +24,22 @@ impl Kernels for ResNet8 {
         .with(Kernel::Conv2dI8ToI16)
         .with(Kernel::Conv2dI8)
         .with(Kernel::AddI8)
-        .with(Kernel::DenseI8Wide);
+        .with(Kernel::DenseI8Wide)
+        .with(Kernel::InPlace)
+        .with(Kernel::InputTranspose);
 }
 
 /// DS-CNN: 16×8 throughout (int16 in and out), regular and depthwise, the last (pointwise) one
-/// int8 out into the output head.
+/// int8 out into the output head; layers written over their input (`Kernel::InPlace`, as
+/// ResNet-8 and MobileNetV1).
 struct DsCnn;
 impl Kernels for DsCnn {
     const SET: KernelSet = KernelSet::EMPTY
         .with(Kernel::Conv2dI16ToI16)
         .with(Kernel::DepthwiseI16ToI16)
         .with(Kernel::Conv2dI16ToI8)
-        .with(Kernel::DenseI8Wide);
+        .with(Kernel::DenseI8Wide)
+        .with(Kernel::InPlace);
 }
 
 /// MobileNetV1-0.25: as DS-CNN (its int16 `[C, H, W]` input transposed as it is written).
@@ -45,7 +49,9 @@ impl Kernels for MobileNet {
         .with(Kernel::Conv2dI16ToI16)
         .with(Kernel::DepthwiseI16ToI16)
         .with(Kernel::Conv2dI16ToI8)
-        .with(Kernel::DenseI8Wide);
+        .with(Kernel::DenseI8Wide)
+        .with(Kernel::InPlace)
+        .with(Kernel::InputTranspose);
 }
 
 /// The autoencoder: dense layers, the last with the int16 output head.
@@ -63,7 +69,9 @@ impl Kernels for ResNet8WithoutHead {
         .with(Kernel::Conv2dI16ToI8)
         .with(Kernel::Conv2dI8ToI16)
         .with(Kernel::Conv2dI8)
-        .with(Kernel::AddI8);
+        .with(Kernel::AddI8)
+        .with(Kernel::InPlace)
+        .with(Kernel::InputTranspose);
 }
 
 fn fixture(name: &str) -> Fixture {

@@ -537,6 +537,30 @@ mod tests {
     }
 
     #[test]
+    fn a_firmware_without_the_band_driver_refuses_a_layer_in_place() {
+        use crate::engine::{Kernel, KernelSet, Kernels};
+        struct Int8Only;
+        impl Kernels for Int8Only {
+            const SET: KernelSet = KernelSet::INT8;
+        }
+        let spec = unary_i8((8, 0), 4);
+        let blob = spec.blob();
+        let every = Model::new_checked(blob.bytes()).unwrap();
+        assert!(KernelSet::of(&every).contains(Kernel::InPlace));
+        assert_eq!(
+            Model::<Int8Only>::new_checked_with_kernels(blob.bytes()).err(),
+            Some(LoadError::KernelNotLinked {
+                layer: 0,
+                kernel: Kernel::InPlace
+            })
+        );
+        // Apart, the same layer needs no band driver.
+        let apart = unary_i8((32, 0), 4);
+        let blob = apart.blob();
+        assert!(Model::<Int8Only>::new_checked_with_kernels(blob.bytes()).is_ok());
+    }
+
+    #[test]
     fn a_layer_writes_over_an_input_only_when_no_later_layer_reads_it() {
         let mut spec = unary_i8((8, 0), 4);
         let (x, y) = (spec.info.input, spec.info.output);

@@ -135,6 +135,11 @@ kernels! {
     /// 16×8 convolution (int16 in, int8 out) fused with the int8 pooling that reads it
     /// (`Op::Conv2dPoolI16`).
     Conv2dPoolI16ToI8,
+    /// Not a kernel of one operation but the engine's band driver: a layer written over its own
+    /// input, run a band of output rows at a time (`format::in_place`), any precision.
+    InPlace,
+    /// The model input transposed as the engine writes it (`ModelInfo::input_transpose`).
+    InputTranspose,
 }
 
 /// The f32 kernels: the variants before the first int8 one.
@@ -229,10 +234,14 @@ impl KernelSet {
     pub const EMPTY: KernelSet = KernelSet(0);
     /// Every f32 kernel.
     pub const F32: KernelSet = KernelSet((1 << F32_KERNELS) - 1);
+    /// The engine's parts that serve any precision: the band driver of layers written over
+    /// their input, the transposition of the model input.
+    pub const PLAN: KernelSet = KernelSet(Kernel::InPlace.bit() | Kernel::InputTranspose.bit());
     /// Every integer kernel (int8, and the int16 ones of the 16×8 convolutions and output heads).
-    pub const INT8: KernelSet = KernelSet(((1 << Kernel::ALL.len()) - 1) & !Self::F32.0);
+    pub const INT8: KernelSet =
+        KernelSet(((1 << Kernel::ALL.len()) - 1) & !Self::F32.0 & !Self::PLAN.0);
     /// Every kernel.
-    pub const ALL: KernelSet = Self::F32.union(Self::INT8);
+    pub const ALL: KernelSet = Self::F32.union(Self::INT8).union(Self::PLAN);
 
     /// This set and `kernel`.
     #[must_use]
@@ -271,12 +280,24 @@ impl KernelSet {
             .filter(move |k| self.contains(*k))
     }
 
-    /// The kernels `model`'s layers run: the smallest set that loads it.
+    /// The kernels `model`'s layers run, with the engine parts it needs ([`KernelSet::PLAN`]):
+    /// the smallest set that loads it.
     pub fn of<K: Kernels>(model: &Model<'_, K>) -> KernelSet {
-        model
+        let set = model
             .layers()
-            .filter_map(|layer| Kernel::of(&layer))
-            .fold(KernelSet::EMPTY, KernelSet::with)
+            .fold(KernelSet::EMPTY, |set, layer| {
+                let set = Kernel::of(&layer).map_or(set, |k| set.with(k));
+                if crate::engine::in_place::writes_over_input(&layer) {
+                    set.with(Kernel::InPlace)
+                } else {
+                    set
+                }
+            });
+        if model.info().input_transpose.is_some() {
+            set.with(Kernel::InputTranspose)
+        } else {
+            set
+        }
     }
 }
 
@@ -325,7 +346,7 @@ impl Kernels for DefaultKernels {
         } else {
             KernelSet::EMPTY
         };
-        f32.union(int8)
+        f32.union(int8).union(KernelSet::PLAN)
     };
 }
 

@@ -164,6 +164,13 @@ fn check_desc(d: &TensorDesc, arena_bytes: u32) -> Result<(), TensorFault> {
 pub(super) fn records<'a, K: Kernels>(model: &Model<'a, K>) -> Result<&'a [u8], LoadError> {
     let info = &model.info;
     if let Some(t) = info.input_transpose {
+        // The first layer reads the transposed input: it is the one that cannot run.
+        if !linked::<K>(Kernel::InputTranspose) {
+            return Err(LoadError::KernelNotLinked {
+                layer: 0,
+                kernel: Kernel::InputTranspose,
+            });
+        }
         let mut seen = [false; 3];
         for &axis in &t.perm {
             if let Some(s) = seen.get_mut(usize::from(axis)) {
@@ -288,6 +295,12 @@ fn check_layer<K: Kernels>(
     }
     check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)?;
     if over_inputs {
+        if !linked::<K>(Kernel::InPlace) {
+            return Err(LoadError::KernelNotLinked {
+                layer: index,
+                kernel: Kernel::InPlace,
+            });
+        }
         check_over_inputs(layer).map_err(bad)?;
     }
     Ok(())
