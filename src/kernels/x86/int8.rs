@@ -36,6 +36,7 @@
 //! int8 and int16 inputs and outputs) with the reference kernels.
 #![allow(unsafe_code)]
 
+use core::any::Any;
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
@@ -66,7 +67,7 @@ use super::DW_MAX_TAPS;
 
 /// Runs `c` into `output` and returns `true` if this module takes it (AVX2 present, a regular or
 /// depthwise convolution with consistent operands); `false`, nothing written, otherwise.
-pub fn conv<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) -> bool {
+pub fn conv<X: Lanes, Y: FromWide + 'static>(c: &Conv<'_, X>, output: &mut [Y]) -> bool {
     if !super::available() {
         return false;
     }
@@ -226,7 +227,7 @@ impl<const N: usize> Stages<N> {
     /// Stores `V` vectors of accumulators as channels `..width` at `out`.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn store<const V: usize, Y: FromWide>(
+    unsafe fn store<const V: usize, Y: FromWide + 'static>(
         &self,
         acc: &[__m256i; V],
         bounds: &Bounds,
@@ -235,17 +236,19 @@ impl<const N: usize> Stages<N> {
         let mut lanes = [0i32; 16];
         match &self.vector {
             Some(vector) => {
-                for ((v, a), r) in acc.iter().enumerate().zip(vector) {
-                    // SAFETY: lanes has 16 >= 8 · V values.
-                    unsafe {
-                        _mm256_storeu_si256(lanes.as_mut_ptr().add(8 * v).cast(), r.apply(*a))
-                    };
+                // Clamped to the output bounds: int16 values, in lanes 0..8·V (the rest 0).
+                let mut v = [_mm256_setzero_si256(); 2];
+                for ((v, a), r) in v.iter_mut().zip(acc).zip(vector) {
+                    *v = r.apply(*a);
                 }
-                // Clamped to the output bounds: int16 values. Converted over all sixteen lanes (a
-                // loop of fixed length, vectorised), then copied.
-                let ys: [Y; 16] = core::array::from_fn(|j| Y::from_wide(lanes[j] as i16));
-                for (y, v) in out.iter_mut().zip(ys) {
-                    *y = v;
+                let ys: [Y; 16] = narrow(v);
+                if out.len() == 8 * V {
+                    // A whole block: one move of a known size, not a loop over the lanes.
+                    out.copy_from_slice(&ys[..8 * V]);
+                } else {
+                    for (y, v) in out.iter_mut().zip(ys) {
+                        *y = v;
+                    }
                 }
             }
             None => {
@@ -259,6 +262,38 @@ impl<const N: usize> Stages<N> {
             }
         }
     }
+}
+
+/// Sixteen int32 lanes holding int16 values (`v[0]`, then `v[1]`) as `Y`, lane by lane
+/// [`FromWide::from_wide`]. For int8 and int16 outputs (the types the engine runs) in the vector
+/// registers: the lanes are packed to int16 (exact: they are int16 values) and, for int8, packed
+/// again with signed saturation, which is `FromWide for i8`'s conversion. Lane by lane this was
+/// about a quarter of an int8 MobileNetV1 inference (an extract, two compares and a store per
+/// lane). `Y` is found by its type (`Any`), so no memory is reinterpreted.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn narrow<Y: FromWide + 'static>(v: [__m256i; 2]) -> [Y; 16] {
+    // `[a0..4, b0..4 | a4..8, b4..8]`, reordered to `[a0..8 | b0..8]`.
+    let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v[0], v[1]));
+    let mut ys = [Y::from_wide(0); 16];
+    let any: &mut dyn Any = &mut ys;
+    if let Some(bytes) = any.downcast_mut::<[i8; 16]>() {
+        let packed = _mm_packs_epi16(
+            _mm256_castsi256_si128(words),
+            _mm256_extracti128_si256::<1>(words),
+        );
+        // SAFETY: `bytes` holds 16 bytes; an unaligned store.
+        unsafe { _mm_storeu_si128(bytes.as_mut_ptr().cast(), packed) };
+    } else if let Some(halves) = any.downcast_mut::<[i16; 16]>() {
+        // SAFETY: `halves` holds 16 int16 values (32 bytes); an unaligned store.
+        unsafe { _mm256_storeu_si256(halves.as_mut_ptr().cast(), words) };
+    } else {
+        let mut lanes = [0i16; 16];
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), words) };
+        ys = lanes.map(Y::from_wide);
+    }
+    ys
 }
 
 /// `bias + acc`, requantized, offset, clamped and stored as `Y`: the reference's output stage.
@@ -502,7 +537,11 @@ struct Block {
 /// # Safety
 /// AVX2 present; `s` checked by [`Shape::check`] against `c` and `output`, `!s.depthwise`.
 #[target_feature(enable = "avx2")]
-unsafe fn regular_avx2<X: Lanes, Y: FromWide>(s: &Shape, c: &Conv<'_, X>, output: &mut [Y]) {
+unsafe fn regular_avx2<X: Lanes, Y: FromWide + 'static>(
+    s: &Shape,
+    c: &Conv<'_, X>,
+    output: &mut [Y],
+) {
     let mut pack = [MaybeUninit::<i16>::uninit(); PACK_CAP];
     let mut rows = [[MaybeUninit::<i16>::uninit(); MAX_WINDOW]; TILE];
     let mut o0 = 0;
@@ -688,7 +727,7 @@ unsafe fn regular_avx2<X: Lanes, Y: FromWide>(s: &Shape, c: &Conv<'_, X>, output
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tile<const V: usize, const P: usize, X: Lanes, Y: FromWide>(
+unsafe fn tile<const V: usize, const P: usize, X: Lanes, Y: FromWide + 'static>(
     s: &Shape,
     c: &Conv<'_, X>,
     b: &Block,
@@ -827,7 +866,11 @@ fn vnni() -> bool {
 /// # Safety
 /// AVX2 present; `s` checked by [`Shape::check`] against `c` and `output`, `s.depthwise`.
 #[target_feature(enable = "avx2")]
-unsafe fn depthwise_avx2<X: Lanes, Y: FromWide>(s: &Shape, c: &Conv<'_, X>, output: &mut [Y]) {
+unsafe fn depthwise_avx2<X: Lanes, Y: FromWide + 'static>(
+    s: &Shape,
+    c: &Conv<'_, X>,
+    output: &mut [Y],
+) {
     let mut weights = [_mm256_setzero_si256(); DW_MAX_TAPS];
     let mut c0 = 0;
     while c0 < s.in_c {
@@ -944,7 +987,7 @@ unsafe fn load8_unchecked<X: Lanes>(x: *const X) -> __m256i {
 /// # Safety
 /// AVX2 present; `s` checked with `s.depthwise`; `ox + P <= out_w`.
 #[target_feature(enable = "avx2")]
-unsafe fn dw_chunk<const P: usize, X: Lanes, Y: FromWide>(
+unsafe fn dw_chunk<const P: usize, X: Lanes, Y: FromWide + 'static>(
     s: &Shape,
     c: &Conv<'_, X>,
     b: &DwBlock<'_>,
@@ -1211,7 +1254,7 @@ mod tests {
     ) -> Result<(), TestCaseError>
     where
         X: Lanes + core::fmt::Debug,
-        Y: FromWide + core::fmt::Debug + PartialEq + Default + TryFrom<i16>,
+        Y: FromWide + core::fmt::Debug + PartialEq + Default + TryFrom<i16> + 'static,
     {
         let mut gen = Gen(c.seed);
         let [h, w, in_c] = c.in_dims;
