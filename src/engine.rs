@@ -337,6 +337,38 @@ fn write_input<K: Kernels, S: Copy, T>(
     }
 }
 
+/// Writes the float model input into the integer input tensor of the arena with `quantize`
+/// ([`quantize`] or [`quantize_i16`]).
+fn quantize_input<T: RawElement>(
+    input: &[f32],
+    quant: Quant,
+    tensor: &mut [T],
+    quantize: fn(f32, Quant) -> T,
+) {
+    // AVX2 hosts take eight values per step (the same results); the rest one by one.
+    let done = quantize_input_x86(input, quant, tensor);
+    for (q, x) in tensor.iter_mut().zip(input).skip(done) {
+        *q = quantize(*x, quant);
+    }
+}
+
+/// How many leading values of `input` the x86_64 vector quantization
+/// ([`crate::kernels::x86::quantize`]) wrote into `tensor`.
+#[cfg(target_arch = "x86_64")]
+fn quantize_input_x86<T: RawElement>(input: &[f32], quant: Quant, tensor: &mut [T]) -> usize {
+    use crate::kernels::x86::quantize::{to_i16, to_i8};
+    match T::DTYPE {
+        DType::I8 => bytemuck::try_cast_slice_mut(tensor).map_or(0, |t| to_i8(input, quant, t)),
+        DType::I16 => bytemuck::try_cast_slice_mut(tensor).map_or(0, |t| to_i16(input, quant, t)),
+        DType::F32 => 0,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn quantize_input_x86<T>(_: &[f32], _: Quant, _: &mut [T]) -> usize {
+    0
+}
+
 /// Reads the int8 output tensor of the arena into the float model output with [`dequantize`].
 fn dequantize_output(tensor: &[i8], quant: Quant, output: &mut [f32]) {
     for (y, q) in output.iter_mut().zip(tensor) {
@@ -446,6 +478,14 @@ impl<K: Kernels> Model<'_, K> {
         let first = arena.get_mut(bytes_of(model_in)).ok_or(internal)?;
         let info = self.info();
         match (model_in.dtype, model_in.quant) {
+            // Channels-last already: the vectorised quantization where the host has it.
+            (DType::I8, Some(quant)) if info.input_transpose.is_none() => {
+                quantize_input(input, quant, bytemuck::cast_slice_mut(first), quantize);
+            }
+            (DType::I16, Some(quant)) if info.input_transpose.is_none() => {
+                let first = bytemuck::try_cast_slice_mut(first).map_err(|_| internal)?;
+                quantize_input(input, quant, first, quantize_i16);
+            }
             (DType::I8, Some(quant)) => {
                 let first: &mut [i8] = bytemuck::cast_slice_mut(first);
                 write_input::<K, _, _>(info, input, first, |x| quantize(x, quant));

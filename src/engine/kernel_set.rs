@@ -283,16 +283,14 @@ impl KernelSet {
     /// The kernels `model`'s layers run, with the engine parts it needs ([`KernelSet::PLAN`]):
     /// the smallest set that loads it.
     pub fn of<K: Kernels>(model: &Model<'_, K>) -> KernelSet {
-        let set = model
-            .layers()
-            .fold(KernelSet::EMPTY, |set, layer| {
-                let set = Kernel::of(&layer).map_or(set, |k| set.with(k));
-                if crate::engine::in_place::writes_over_input(&layer) {
-                    set.with(Kernel::InPlace)
-                } else {
-                    set
-                }
-            });
+        let set = model.layers().fold(KernelSet::EMPTY, |set, layer| {
+            let set = Kernel::of(&layer).map_or(set, |k| set.with(k));
+            if crate::engine::in_place::writes_over_input(&layer) {
+                set.with(Kernel::InPlace)
+            } else {
+                set
+            }
+        });
         if model.info().input_transpose.is_some() {
             set.with(Kernel::InputTranspose)
         } else {

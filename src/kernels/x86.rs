@@ -39,6 +39,7 @@ use super::reference::{self, elementwise::activate, window_coord};
 use super::{Activation, ConvGeometry};
 
 pub mod int8;
+pub mod quantize;
 
 cpufeatures::new!(avx2_fma, "avx2", "fma");
 

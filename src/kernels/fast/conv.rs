@@ -278,7 +278,7 @@ impl Loops for AllLoops {
 /// Runs `conv` into `output` (`[out_h, out_w, out_c]`) if a fast loop covers it; `false`
 /// (nothing written) if not.
 #[inline]
-pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
+pub fn run<X: Lanes, Y: FromWide + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
     run_loops::<X, Y, AllLoops>(conv, output)
 }
 
@@ -289,7 +289,10 @@ pub fn run<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool 
 /// buffers (up to 1.5 KiB) are not added to the others', and the firmware keeps one function per
 /// loop and element-type pair (visible to the object-level no-float check).
 #[inline(never)]
-pub fn run_loops<X: Lanes, Y: FromWide, L: Loops>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
+pub fn run_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
+    conv: &Conv<'_, X>,
+    output: &mut [Y],
+) -> bool {
     let g = conv.geometry;
     let ([_, _, in_c], [_, _, out_c]) = conv.dims;
     let taps = g.kernel[0].saturating_mul(g.kernel[1]);
@@ -333,7 +336,7 @@ pub fn run_loops<X: Lanes, Y: FromWide, L: Loops>(conv: &Conv<'_, X>, output: &m
 /// present, a regular or depthwise window it covers); `false` elsewhere and, in this module's
 /// tests, while they run the portable loops.
 #[inline(always)]
-fn x86<X: Lanes, Y: FromWide>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
+fn x86<X: Lanes, Y: FromWide + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
     #[cfg(test)]
     if tests::PORTABLE_TILES.with(|p| p.get()) {
         return false;
@@ -1529,7 +1532,7 @@ pub fn conv2d_loops<L: Loops>(
 
 /// [`reference::int8::conv::conv2d_wide`](crate::kernels::reference::int8::conv::conv2d_wide),
 /// fast where a loop of this module covers the geometry.
-pub fn conv2d_wide<X: Lanes, Y: FromWide>(
+pub fn conv2d_wide<X: Lanes, Y: FromWide + 'static>(
     params: &ConvGeometry,
     quant: &WideConvQuant<X>,
     in_dims: [usize; 3],
@@ -1542,7 +1545,7 @@ pub fn conv2d_wide<X: Lanes, Y: FromWide>(
 }
 
 /// [`conv2d_wide`] with the loops of `L` only (the reference kernel where they do not cover it).
-pub fn conv2d_wide_loops<X: Lanes, Y: FromWide, L: Loops>(
+pub fn conv2d_wide_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
     params: &ConvGeometry,
     quant: &WideConvQuant<X>,
     in_dims: [usize; 3],
@@ -1778,7 +1781,7 @@ mod tests {
             let mut gen = Gen(c.seed);
             let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
             let output = WideOutputQuant { zero_point: zp_out, clamp };
-            fn check<X: Lanes + core::fmt::Debug + PartialEq, Y: FromWide + Default + core::fmt::Debug + PartialEq>(
+            fn check<X: Lanes + core::fmt::Debug + PartialEq, Y: FromWide + Default + core::fmt::Debug + PartialEq + 'static>(
                 c: &Case, d: &Data<X>, zp: X, output: WideOutputQuant,
             ) -> Result<(), TestCaseError> {
                 let quant = WideConvQuant {

@@ -475,7 +475,7 @@ mod tests {
     fn check<X, Y>(c: &Case, value: fn(&mut Gen) -> X) -> Result<(), TestCaseError>
     where
         X: Lanes + core::fmt::Debug + PartialEq,
-        Y: FromWide + Default + core::fmt::Debug + PartialEq,
+        Y: FromWide + Default + core::fmt::Debug + PartialEq + 'static,
     {
         let mut gen = Gen(c.seed);
         let [h, w, ch] = c.in_dims;

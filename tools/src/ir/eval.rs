@@ -291,126 +291,221 @@ fn conv(c: &Conv, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
     );
 
     let out_per_group = oc / group;
-    let geometry = RowGeometry {
-        w,
-        ow,
-        stride: sw,
-        dilation: dw,
-        pad: pl,
+    // Every term is `weight * value` added to its output's f64 sum in the order (input channel,
+    // ky, kx) after the bias, exactly as one accumulator per output would (the interpreter is the
+    // definition the runtime is tested against, so its results must not depend on how it is
+    // scheduled). What changes is only which sums run side by side: a tile of `LANES` output
+    // channels by `TILE_COLS` output columns, so each weight is loaded once per tile and each
+    // input value once per column, and the lanes vectorize.
+    let input = PaddedInput::new(
+        x.data,
+        [cin, h, w],
+        c.pads,
+        c.pad_values.as_deref(),
+        // Depthwise tiles read `LANES` neighbouring channels of a pixel at once.
+        if icg == 1 && out_per_group == 1 {
+            cin.div_ceil(LANES) * LANES
+        } else {
+            cin
+        },
+    );
+    let geometry = TileGeometry {
+        input: &input,
+        strides: [sh, sw],
+        out_len: [oh, ow],
     };
-    let mut y = Vec::with_capacity(oc * oh * ow);
-    // One output row at a time, its accumulators side by side: each output still sums its terms
-    // in the order (input channel, ky, kx), exactly as one accumulator per output would (the
-    // interpreter is the definition the runtime is tested against, so its results must not depend
-    // on how it is scheduled), but the row's independent sums pipeline and vectorize.
-    let mut acc = vec![0f64; ow];
-    // Every input value is read kh·kw·(out channels of its group) times: widen it once, and
-    // work out each tap column's in-row range once (both exact, so the sums are unchanged).
-    let planes: Vec<f64> = x.data[..cin * h * w]
-        .iter()
-        .map(|&v| f64::from(v))
-        .collect();
-    let columns: Vec<RowColumns> = (0..kw).map(|kx| geometry.columns(kx)).collect();
-    for o in 0..oc {
-        let first_in = (o / out_per_group) * icg;
-        let w_o = &c.weight.data[o * icg * kh * kw..(o + 1) * icg * kh * kw];
-        for oy in 0..oh {
-            acc.fill(c.bias[o] as f64);
-            for i in 0..icg {
-                let ci = first_in + i;
-                // The padded border holds `pad_values[ci]` (0 without it): a folded
-                // BatchNorm's output was zero-padded, its input is padded with what maps to 0.
-                let border = c.pad_values.as_ref().map_or(0.0, |p| p[ci] as f64);
-                let plane = &planes[ci * h * w..(ci + 1) * h * w];
-                for ky in 0..kh {
-                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                    let row = (iy >= 0 && (iy as usize) < h)
-                        .then(|| &plane[iy as usize * w..(iy as usize + 1) * w]);
-                    for (kx, cols) in columns.iter().enumerate() {
-                        let wt = w_o[(i * kh + ky) * kw + kx] as f64;
-                        match row {
-                            Some(row) => cols.accumulate(&mut acc, row, wt, border),
-                            None => acc.iter_mut().for_each(|a| *a += wt * border),
-                        }
-                    }
+    let mut y = vec![0f32; oc * oh * ow];
+    let taps = |first_in: usize| -> Vec<usize> {
+        // Offsets from a window's origin in the padded input, in the order the terms are summed.
+        let mut offsets = Vec::with_capacity(icg * kh * kw);
+        for i in 0..icg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    offsets.push(input.offset(ky * dh, kx * dw) + first_in + i);
                 }
             }
-            y.extend(acc.iter().map(|&a| a as f32));
+        }
+        offsets
+    };
+    if icg == 1 && out_per_group == 1 {
+        // Depthwise: lane l of a tile is channel c0 + l, reading its own input channel.
+        for c0 in (0..oc).step_by(LANES) {
+            let offsets = taps(c0);
+            let block = Block::new(c, c0, oc);
+            geometry.run(&block, &offsets, Read::Lanes, c0, &mut y);
+        }
+    } else {
+        // Regular and grouped: the lanes are output channels of one group, reading the same
+        // input value (the group's last block is partly empty).
+        for g in 0..group {
+            let offsets = taps(g * icg);
+            let end = (g + 1) * out_per_group;
+            for o0 in (g * out_per_group..end).step_by(LANES) {
+                let block = Block::new(c, o0, end);
+                geometry.run(&block, &offsets, Read::Broadcast, o0, &mut y);
+            }
         }
     }
     Ok(y)
 }
 
-/// The horizontal geometry of a convolution's output row.
-struct RowGeometry {
-    /// Input row length.
-    w: usize,
-    /// Output row length.
-    ow: usize,
-    stride: usize,
-    dilation: usize,
-    /// Padding before the first column.
-    pad: usize,
+/// Output channels summed side by side in one convolution tile (one f64 lane each).
+const LANES: usize = 8;
+/// Output columns of one convolution tile.
+const TILE_COLS: usize = 4;
+
+/// A convolution's input widened to f64 once (each value is read `kh·kw·out_c/group` times),
+/// channels last, with the padding written out: the border of channel `ci` holds
+/// `pad_values[ci]` (0 without them; a folded BatchNorm's output was zero-padded, its input is
+/// padded with what maps to 0), so a tile reads every term the same way.
+struct PaddedInput {
+    data: Vec<f64>,
+    /// Padded row length.
+    width: usize,
+    /// Channel stride (the channel count, or more: the extra channels are 0).
+    channels: usize,
 }
 
-impl RowGeometry {
-    /// Which output columns read the row at tap `kx`, and where.
-    fn columns(&self, kx: usize) -> RowColumns {
-        let shift = (kx * self.dilation) as isize - self.pad as isize;
-        // Output columns whose input column lies inside the row: lo..hi.
-        // The first output column whose input column `ox * stride + shift` reaches `bound`.
-        let stride = self.stride as isize;
-        let first_reaching = |bound: isize| -> usize {
-            let need = bound - shift;
-            if need <= 0 {
-                0
-            } else {
-                ((need + stride - 1) / stride) as usize
-            }
-        };
-        let lo = first_reaching(0).min(self.ow);
-        let hi = first_reaching(self.w as isize).clamp(lo, self.ow);
-        // Only used when lo < hi, where it is the (non-negative) input column of output lo.
-        let start = (lo as isize * stride + shift).max(0) as usize;
-        RowColumns {
-            lo,
-            hi,
-            start,
-            stride: self.stride,
-        }
-    }
-}
-
-/// The output columns `lo..hi` of one tap column read the input row from `start` on, every
-/// `stride`-th value; the others read the border.
-struct RowColumns {
-    lo: usize,
-    hi: usize,
-    start: usize,
-    stride: usize,
-}
-
-impl RowColumns {
-    /// `acc[ox] += wt * v(ox)` for every output column, where `v` reads `row` at
-    /// `ox * stride + kx * dilation - pad`, or `border` outside it.
-    fn accumulate(&self, acc: &mut [f64], row: &[f64], wt: f64, border: f64) {
-        let (before, rest) = acc.split_at_mut(self.lo);
-        let (inside, after) = rest.split_at_mut(self.hi - self.lo);
-        before.iter_mut().for_each(|a| *a += wt * border);
-        after.iter_mut().for_each(|a| *a += wt * border);
-        if inside.is_empty() {
-            return;
-        }
-        if self.stride == 1 {
-            let src = &row[self.start..self.start + inside.len()];
-            inside.iter_mut().zip(src).for_each(|(a, &v)| *a += wt * v);
-        } else {
-            inside
+impl PaddedInput {
+    fn new(
+        x: &[f32],
+        [cin, h, w]: [usize; 3],
+        [pt, pl, pb, pr]: [usize; 4],
+        pad_values: Option<&[f32]>,
+        channels: usize,
+    ) -> Self {
+        let (height, width) = (pt + h + pb, pl + w + pr);
+        let mut pixel = vec![0f64; channels];
+        if let Some(p) = pad_values {
+            pixel[..cin]
                 .iter_mut()
-                .zip(row[self.start..].iter().step_by(self.stride))
-                .for_each(|(a, &v)| *a += wt * v);
+                .zip(p)
+                .for_each(|(d, &v)| *d = f64::from(v));
+        }
+        let mut data = pixel.repeat(height * width);
+        for ci in 0..cin {
+            for (iy, row) in x[ci * h * w..(ci + 1) * h * w].chunks_exact(w).enumerate() {
+                let start = ((pt + iy) * width + pl) * channels + ci;
+                for (d, &v) in data[start..].iter_mut().step_by(channels).zip(row) {
+                    *d = f64::from(v);
+                }
+            }
+        }
+        PaddedInput {
+            data,
+            width,
+            channels,
         }
     }
+
+    /// Offset of padded position (`y`, `x`), channel 0.
+    fn offset(&self, y: usize, x: usize) -> usize {
+        (y * self.width + x) * self.channels
+    }
+}
+
+/// One tile's output channels: their weights as f64, one `LANES` vector per term, and biases.
+struct Block {
+    weights: Vec<[f64; LANES]>,
+    bias: [f64; LANES],
+    /// Channels in the block (the rest of the lanes are 0 and not stored).
+    len: usize,
+}
+
+impl Block {
+    /// Output channels `first..end.min(first + LANES)`.
+    fn new(c: &Conv, first: usize, end: usize) -> Self {
+        let len = LANES.min(end - first);
+        let terms = c.weight.data.len() / c.bias.len();
+        let mut weights = vec![[0f64; LANES]; terms];
+        let mut bias = [0f64; LANES];
+        for l in 0..len {
+            let o = first + l;
+            bias[l] = f64::from(c.bias[o]);
+            for (t, &wt) in c.weight.data[o * terms..(o + 1) * terms].iter().enumerate() {
+                weights[t][l] = f64::from(wt);
+            }
+        }
+        Block { weights, bias, len }
+    }
+}
+
+/// How a tile's lanes read a term's input value.
+#[derive(Clone, Copy)]
+enum Read {
+    /// All lanes read the value at the term's offset (regular convolution).
+    Broadcast,
+    /// Lane `l` reads the value `l` channels on (depthwise convolution).
+    Lanes,
+}
+
+/// Where a convolution's output windows start in the padded input.
+struct TileGeometry<'a> {
+    input: &'a PaddedInput,
+    strides: [usize; 2],
+    /// Output height and width.
+    out_len: [usize; 2],
+}
+
+impl TileGeometry<'_> {
+    /// Computes output channels `first..first + block.len` into `y` (`[C, H, W]`).
+    fn run(&self, block: &Block, offsets: &[usize], read: Read, first: usize, y: &mut [f32]) {
+        let [oh, ow] = self.out_len;
+        let [sh, sw] = self.strides;
+        for oy in 0..oh {
+            let mut ox = 0;
+            while ox < ow {
+                let origin = |p: usize| self.input.offset(oy * sh, (ox + p) * sw);
+                let mut store = |p: usize, acc: &[f64; LANES]| {
+                    for (l, &a) in acc[..block.len].iter().enumerate() {
+                        y[((first + l) * oh + oy) * ow + ox + p] = a as f32;
+                    }
+                };
+                if ox + TILE_COLS <= ow {
+                    let acc = tile::<TILE_COLS>(&self.input.data, block, offsets, read, origin);
+                    acc.iter().enumerate().for_each(|(p, a)| store(p, a));
+                    ox += TILE_COLS;
+                } else {
+                    let [acc] = tile::<1>(&self.input.data, block, offsets, read, origin);
+                    store(0, &acc);
+                    ox += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The sums of `P` output columns (windows at `origin(p)`) for a block of output channels: bias,
+/// then each term in `offsets`' order.
+#[inline(always)]
+fn tile<const P: usize>(
+    data: &[f64],
+    block: &Block,
+    offsets: &[usize],
+    read: Read,
+    origin: impl Fn(usize) -> usize,
+) -> [[f64; LANES]; P] {
+    let origins: [usize; P] = core::array::from_fn(origin);
+    let mut acc = [block.bias; P];
+    for (&off, wt) in offsets.iter().zip(&block.weights) {
+        for (a, &o) in acc.iter_mut().zip(&origins) {
+            match read {
+                Read::Broadcast => {
+                    let v = data[o + off];
+                    for l in 0..LANES {
+                        a[l] += wt[l] * v;
+                    }
+                }
+                Read::Lanes => {
+                    let v = &data[o + off..][..LANES];
+                    for l in 0..LANES {
+                        a[l] += wt[l] * v[l];
+                    }
+                }
+            }
+        }
+    }
+    acc
 }
 
 fn dense(d: &Dense, x: Operand<'_>, out_shape: &[usize]) -> Result<Vec<f32>> {
@@ -983,17 +1078,31 @@ mod tests {
     #[test]
     fn conv_rows_equal_one_output_at_a_time_bit_for_bit() {
         let mut rng = testkit::Rng::new(17);
-        for case in 0..300 {
+        for case in 0..600 {
             let mut pick = |n: u64| (rng.next_u64() % n) as usize;
-            let group = [1, 1, 2, 3][pick(4)];
-            let (cin, oc) = (group * (1 + pick(3)), group * (1 + pick(3)));
+            // Regular and grouped (channel counts on both sides of a tile's 8 lanes), depthwise
+            // (up to three tiles of channels) and depthwise with a channel multiplier.
+            let (group, cin, oc) = match pick(6) {
+                4 => {
+                    let c = 1 + pick(20);
+                    (c, c, c)
+                }
+                5 => {
+                    let c = 1 + pick(6);
+                    (c, c, c * (2 + pick(2)))
+                }
+                k => {
+                    let group = [1, 1, 2, 3][k];
+                    (group, group * (1 + pick(12)), group * (1 + pick(12)))
+                }
+            };
             let (kh, kw) = (1 + pick(4), 1 + pick(4));
             let strides = [1 + pick(3), 1 + pick(3)];
             let dilations = [1 + pick(2), 1 + pick(2)];
             let pads = [pick(3), pick(3), pick(3), pick(3)];
             let (h, w) = (
                 dilations[0] * (kh - 1) + 1 + pick(6),
-                dilations[1] * (kw - 1) + 1 + pick(9),
+                dilations[1] * (kw - 1) + 1 + pick(14),
             );
             let with_pad_values = pick(2) == 1;
             let mut rng = testkit::Rng::new(case);

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 
 use crate::io::Array;
+use crate::lower::blob::{blob, AlignedBytes};
 use crate::lower::Lowered;
 
 use super::int16::conv_products;
@@ -48,32 +49,36 @@ pub fn correct_bias(
     show_progress: bool,
 ) -> Result<()> {
     let subset = calib.first(max_samples.max(1));
-    let reference = all_layer_outputs(&crate::lower::blob::blob(f32_twin)?, &subset)?;
-    let mut current = crate::lower::blob::blob(q)?;
-    let mut arenas = input_arenas(&current, &subset)?;
+    let reference = all_layer_outputs(&blob(f32_twin)?, &subset)?;
+    let blob_of = |q: &Lowered| -> Result<AlignedBytes> { Ok(AlignedBytes::new(&blob(q)?)) };
+    let mut current = blob_of(q)?;
+    let mut arenas = input_arenas(current.as_slice(), &subset)?;
     let pb = crate::quantize::calibrate::progress(
         q.layers.len() as u64,
         "bias correction",
         "layers",
         show_progress,
     );
+    // Loaded (which checks the whole blob) once per change of the blob, not once per layer.
+    let mut model = crate::host::load(current.as_slice())?;
     for k in 0..q.layers.len() {
         pb.set_position(k as u64);
-        if correct_layer(q, k, &current, &reference, &arenas)? {
-            current = crate::lower::blob::blob(q)?;
+        if correct_layer(q, k, &model, &reference, &arenas)? {
+            current = blob_of(q)?;
+            model = crate::host::load(current.as_slice())?;
         }
-        advance(&current, &mut arenas, k)?;
+        advance(&model, &mut arenas, k)?;
     }
     pb.finish_and_clear();
     Ok(())
 }
 
-/// Measures layer `k` of `current` (the blob of `q`) on every sample and folds its mean error per
+/// Measures layer `k` of `current` (the model of `q`'s blob) on every sample and folds its mean error per
 /// channel into its bias in `q`; `false` if the layer is not a corrected kind (nothing changed).
 fn correct_layer(
     q: &mut Lowered,
     k: usize,
-    current: &[u8],
+    current: &icefold::Model<'_>,
     reference: &[Vec<Vec<f32>>],
     arenas: &[Vec<u32>],
 ) -> Result<bool> {
@@ -129,7 +134,7 @@ fn correct_layer(
 /// One int8 arena per sample with the sample written as the model's raw input (quantized, and
 /// transposed where the model says so, as `Model::run_f32` writes it), ready for layer 0.
 fn input_arenas(blob: &[u8], x: &Array) -> Result<Vec<Vec<u32>>> {
-    let b = crate::lower::blob::AlignedBytes::new(blob);
+    let b = AlignedBytes::new(blob);
     let m = crate::host::load(b.as_slice())?;
     if m.info().input.dtype == format::DType::F32 {
         return Err(anyhow!("bias correction: the model input is f32, not int8"));
@@ -145,10 +150,8 @@ fn input_arenas(blob: &[u8], x: &Array) -> Result<Vec<Vec<u32>>> {
         .collect()
 }
 
-/// Runs layer `k` of `blob` on every sample's arena in place.
-fn advance(blob: &[u8], arenas: &mut [Vec<u32>], k: usize) -> Result<()> {
-    let b = crate::lower::blob::AlignedBytes::new(blob);
-    let m = crate::host::load(b.as_slice())?;
+/// Runs layer `k` of `m` on every sample's arena in place.
+fn advance(m: &icefold::Model<'_>, arenas: &mut [Vec<u32>], k: usize) -> Result<()> {
     arenas.par_iter_mut().try_for_each(|arena| {
         m.run_layers_observed(bytemuck::cast_slice_mut(arena), k..k + 1, &mut ())
             .map_err(|e| anyhow!("bias correction, int8 model: {e}"))
@@ -178,7 +181,7 @@ pub(super) fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f3
             self.0.push(crate::host::tensor_values(&layer.output, out));
         }
     }
-    let b = crate::lower::blob::AlignedBytes::new(blob);
+    let b = AlignedBytes::new(blob);
     // The reference f32 kernels: the corrections, and so the blob, must not depend on whether
     // this machine has the fast f32 kernels (they round differently).
     let m = crate::host::load(b.as_slice())?.with_reference_f32_kernels();
@@ -220,7 +223,7 @@ pub(super) fn all_layer_outputs(blob: &[u8], x: &Array) -> Result<Vec<Vec<Vec<f3
 /// worse on the architecture fixtures (docs/QUANTIZATION.md).
 fn measure_errors(
     reference: &[Vec<Vec<f32>>],
-    candidate: &[u8],
+    candidate: &icefold::Model<'_>,
     q: &Lowered,
     arenas: &[Vec<u32>],
     k: usize,
@@ -304,14 +307,12 @@ fn reads_zero_inserted(q: &Lowered, k: usize) -> bool {
 /// (which holds its inputs).
 fn rounded_errors(
     reference: &[Vec<Vec<f32>>],
-    candidate: &[u8],
+    cm: &icefold::Model<'_>,
     arenas: &[Vec<u32>],
     k: usize,
     (lo, hi): (f32, f32),
     ch: usize,
 ) -> Result<ErrorSums> {
-    let cb = crate::lower::blob::AlignedBytes::new(candidate);
-    let cm = crate::host::load(cb.as_slice())?;
     let mut sums = ErrorSums {
         sum: vec![0.0; ch],
         count: vec![0; ch],
