@@ -1056,6 +1056,9 @@ fn pointwise<Y: FromWide>(
     if n == 0 || out_stride == 0 {
         return;
     }
+    if TILES {
+        return pointwise_blocks(x, w, outs, bounds, n, out_stride, output);
+    }
     // Pixel pairs by index: one slice check per pair, outputs written at their offsets
     // (`out_stride` elements per pixel; a view's last pixel may be just its channels).
     let mut p = 0;
@@ -1080,6 +1083,83 @@ fn pointwise<Y: FromWide>(
             a1 = simd::smlad(*w1, *xa, a1);
         }
         outs.store_at(bounds, output, p * out_stride, [a0, a1]);
+    }
+}
+
+/// Pixels per block of [`pointwise_blocks`] (its sums and int16 results on the stack: 384
+/// bytes).
+const POINTWISE_BLOCK: usize = 32;
+
+/// [`pointwise`] with the DSP tiles: per block of pixels, the channel pair's sums first (the
+/// tile per pixel pair), then each channel's output stage as one loop with its constants in
+/// registers ([`simd::requant_run`], about 10 instructions per output where the store through
+/// [`Outputs`] costs about 30), then the int16 results into the output.
+#[inline(always)]
+fn pointwise_blocks<Y: FromWide>(
+    x: &[u32],
+    w: [&[u32]; 2],
+    outs: &Outputs,
+    bounds: &Bounds,
+    n: usize,
+    out_stride: usize,
+    output: &mut [Y],
+) {
+    let runs = outs
+        .stage
+        .each_ref()
+        .map(|s| s.single().and_then(|s| s.run(bounds)));
+    let lanes = if outs.pair { 2 } else { 1 };
+    let pixels = x.len() / n;
+    let mut accs = [0i32; 2 * POINTWISE_BLOCK];
+    let mut narrow = [0i16; 2 * POINTWISE_BLOCK];
+    let mut p0 = 0;
+    while p0 < pixels {
+        let m = (pixels - p0).min(POINTWISE_BLOCK);
+        let (Some(xs), Some(sums)) = (x.get(p0 * n..(p0 + m) * n), accs.get_mut(..2 * m)) else {
+            return;
+        };
+        // Sums `[pixel][channel]`: the tile per pixel pair, an odd last pixel alone.
+        let mut pxs = xs.chunks_exact(2 * n);
+        let mut at = sums.chunks_exact_mut(4);
+        for (xy, acc) in (&mut pxs).zip(&mut at) {
+            let (xa, xb) = xy.split_at(n);
+            let start = [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
+            let sums = match words_x86(w, [xa, xb], [outs.bias, outs.bias]) {
+                Some([[a0, a1], [b0, b1]]) => [a0, a1, b0, b1],
+                None => simd::smlad_2x2(w, [xa, xb], start),
+            };
+            acc.copy_from_slice(&sums);
+        }
+        if let (xa, Some([s0, s1])) = (pxs.remainder(), at.into_remainder().first_chunk_mut::<2>())
+        {
+            let [mut a0, mut a1] = outs.bias;
+            for ((xa, w0), w1) in xa.iter().zip(w[0]).zip(w[1]) {
+                a0 = simd::smlad(*w0, *xa, a0);
+                a1 = simd::smlad(*w1, *xa, a1);
+            }
+            (*s0, *s1) = (a0, a1);
+        }
+        for (lane, (stage, run)) in outs.stage.iter().zip(&runs).enumerate().take(lanes) {
+            let (Some(sums), Some(dst)) = (accs.get(lane..), narrow.get_mut(lane..)) else {
+                return;
+            };
+            match run {
+                Some(run) => simd::requant_run(sums, dst, m, run),
+                None => super::depthwise::narrow_any(sums, dst, m, stage, bounds),
+            }
+        }
+        for (i, v) in narrow.chunks_exact(2).take(m).enumerate() {
+            let at = (p0 + i) * out_stride + outs.o;
+            if let (Some(y), Some(&v0)) = (output.get_mut(at), v.first()) {
+                *y = Y::from_wide(v0);
+            }
+            if outs.pair {
+                if let (Some(y), Some(&v1)) = (output.get_mut(at + 1), v.get(1)) {
+                    *y = Y::from_wide(v1);
+                }
+            }
+        }
+        p0 += m;
     }
 }
 
