@@ -801,6 +801,9 @@ const MAX_COLUMN: usize = 256;
 /// after them unused (their weights are zero).
 const FIELD_WORDS: usize = 256;
 
+/// Most pixels per block of [`columns`] (their sums and int16 results: 384 bytes of stack).
+const COLUMN_BLOCK: usize = 32;
+
 /// Words of [`columns`]' widened weights (1 KiB of stack): at least one channel pair of
 /// [`MAX_COLUMN`] values.
 const COLUMN_WEIGHTS: usize = 256;
@@ -840,7 +843,7 @@ fn gather<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, column: &mut [u32]) {
         let at = (iy * in_w + ix) * in_c;
         // int16 input whose runs the column holds as whole words (even runs): word copies.
         if let Some(words) = X::words(c.input) {
-            let mut rows = column.chunks_exact_mut(run2 / 2);
+            let mut rows = column.chunks_exact_mut((run2 / 2).max(1));
             let mut at = at;
             for _ in 0..kh {
                 let Some(dst) = rows.next() else {
@@ -954,23 +957,29 @@ fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     // Zeroed once; the words a field does not fill are never multiplied by a nonzero weight.
     let mut fields = [0u32; FIELD_WORDS];
     let mut wide = [0u32; COLUMN_WEIGHTS];
-    let block = (FIELD_WORDS / words) & !1;
+    let block = (FIELD_WORDS / words).min(COLUMN_BLOCK) & !1;
     let several = out_c > chunk;
     let mut stages = [None; STAGE_CHUNK];
+    let mut runs = [None; STAGE_CHUNK];
+    // With the DSP tiles: a channel pair's sums over the block, then each channel's output
+    // stage as one loop (`simd::requant_run`), as in `pointwise_blocks`.
+    let mut accs = [0i32; 2 * COLUMN_BLOCK];
+    let mut narrow = [0i16; 2 * COLUMN_BLOCK];
     let mut p0 = 0;
     while p0 < pixels {
         // A block of pixels' fields gathered once for every chunk of channels.
         let p1 = (p0 + block).min(pixels);
-        for (q, field) in (p0..p1).zip(fields.chunks_exact_mut(words)) {
+        for (q, field) in (p0..p1).zip(fields.chunks_exact_mut(words.max(1))) {
             gather(c, q / out_w, q % out_w, field);
         }
         let mut first = 0;
         while first < out_c {
             let end = (first + chunk).min(out_c);
             if several || p0 == 0 {
-                for ((o, row), slot) in (first..end)
-                    .zip(wide.chunks_exact_mut(words))
+                for (((o, row), slot), quick) in (first..end)
+                    .zip(wide.chunks_exact_mut(words.max(1)))
                     .zip(stages.iter_mut())
+                    .zip(runs.iter_mut())
                 {
                     let Some(w) = c.weights.get(o * per_out..(o + 1) * per_out) else {
                         return;
@@ -978,7 +987,7 @@ fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                     row.fill(0);
                     let rows = w
                         .chunks_exact(run.max(1))
-                        .zip(row.chunks_exact_mut(run2 / 2));
+                        .zip(row.chunks_exact_mut((run2 / 2).max(1)));
                     for (wr, dst) in rows {
                         for (j, word) in dst.iter_mut().enumerate() {
                             let at = |i: usize| wr.get(i).map_or(0, |v| i32::from(*v));
@@ -986,12 +995,77 @@ fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                         }
                     }
                     *slot = stage(c.channels, o);
+                    *quick = slot
+                        .and_then(|(_, s)| s.single())
+                        .and_then(|s| s.run(&c.bounds));
                 }
+            }
+            let field = |q: usize| fields.get((q - p0) * words..(q - p0 + 1) * words);
+            if TILES {
+                let m = p1 - p0;
+                let mut o = first;
+                while o < end {
+                    let second = if o + 1 < end { o + 1 } else { o };
+                    let (k0, k1) = (o - first, second - first);
+                    let (Some(w0), Some(w1), Some(Some((b0, _))), Some(Some((b1, _)))) = (
+                        wide.get(k0 * words..(k0 + 1) * words),
+                        wide.get(k1 * words..(k1 + 1) * words),
+                        stages.get(k0),
+                        stages.get(k1),
+                    ) else {
+                        return;
+                    };
+                    let mut p = p0;
+                    for sums in accs.chunks_exact_mut(4).take(m.div_ceil(2)) {
+                        let pair = p + 1 < p1;
+                        let (Some(col_a), Some(col_b)) =
+                            (field(p), field(if pair { p + 1 } else { p }))
+                        else {
+                            return;
+                        };
+                        let acc = simd::smlad_2x2([w0, w1], [col_a, col_b], [*b0, *b1, *b0, *b1]);
+                        if let Some(sums) = sums.first_chunk_mut::<4>() {
+                            *sums = acc;
+                        }
+                        p += 2;
+                    }
+                    for (lane, k) in [k0, k1]
+                        .into_iter()
+                        .enumerate()
+                        .take(1 + usize::from(second != o))
+                    {
+                        let (Some(sums), Some(dst), Some(Some((_, stage))), Some(run)) = (
+                            accs.get(lane..),
+                            narrow.get_mut(lane..),
+                            stages.get(k),
+                            runs.get(k),
+                        ) else {
+                            return;
+                        };
+                        match run {
+                            Some(run) => simd::requant_run(sums, dst, m, run),
+                            None => super::depthwise::narrow_any(sums, dst, m, stage, &c.bounds),
+                        }
+                    }
+                    for (i, v) in narrow.chunks_exact(2).take(m).enumerate() {
+                        let at = (p0 + i) * out_stride + o;
+                        if let (Some(y), Some(&v0)) = (output.get_mut(at), v.first()) {
+                            *y = Y::from_wide(v0);
+                        }
+                        if second != o {
+                            if let (Some(y), Some(&v1)) = (output.get_mut(at + 1), v.get(1)) {
+                                *y = Y::from_wide(v1);
+                            }
+                        }
+                    }
+                    o += 2;
+                }
+                first = end;
+                continue;
             }
             let mut p = p0;
             while p < p1 {
                 let pair = p + 1 < p1;
-                let field = |q: usize| fields.get((q - p0) * words..(q - p0 + 1) * words);
                 let (Some(col_a), Some(col_b)) = (field(p), field(if pair { p + 1 } else { p }))
                 else {
                     return;
@@ -1119,16 +1193,20 @@ fn pointwise_blocks<Y: FromWide>(
             return;
         };
         // Sums `[pixel][channel]`: the tile per pixel pair, an odd last pixel alone.
-        let mut pxs = xs.chunks_exact(2 * n);
+        let mut pxs = xs.chunks_exact((2 * n).max(1));
         let mut at = sums.chunks_exact_mut(4);
         for (xy, acc) in (&mut pxs).zip(&mut at) {
-            let (xa, xb) = xy.split_at(n);
+            let Some((xa, xb)) = xy.split_at_checked(n) else {
+                return;
+            };
             let start = [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
             let sums = match words_x86(w, [xa, xb], [outs.bias, outs.bias]) {
                 Some([[a0, a1], [b0, b1]]) => [a0, a1, b0, b1],
                 None => simd::smlad_2x2(w, [xa, xb], start),
             };
-            acc.copy_from_slice(&sums);
+            if let Some(acc) = acc.first_chunk_mut::<4>() {
+                *acc = sums;
+            }
         }
         if let (xa, Some([s0, s1])) = (pxs.remainder(), at.into_remainder().first_chunk_mut::<2>())
         {
@@ -1274,8 +1352,11 @@ fn pixels<X: Lanes, Y: FromWide>(
                 }
                 let [a0, a1, b0, b1] = acc;
                 if buffered {
-                    if let Some(sums) = accs.get_mut(2 * ox..2 * ox + 4) {
-                        sums.copy_from_slice(&acc);
+                    if let Some(sums) = accs
+                        .get_mut(2 * ox..)
+                        .and_then(|s| s.first_chunk_mut::<4>())
+                    {
+                        *sums = acc;
                     }
                 } else {
                     if let Some(out_px) = px.next() {
@@ -1289,8 +1370,11 @@ fn pixels<X: Lanes, Y: FromWide>(
             } else {
                 let acc = border_pixel(c, ops, outs, pads, oy, ox);
                 if buffered {
-                    if let Some(sums) = accs.get_mut(2 * ox..2 * ox + 2) {
-                        sums.copy_from_slice(&acc);
+                    if let Some(sums) = accs
+                        .get_mut(2 * ox..)
+                        .and_then(|s| s.first_chunk_mut::<2>())
+                    {
+                        *sums = acc;
                     }
                 } else if let Some(out_px) = px.next() {
                     outs.store(&c.bounds, out_px, acc);
