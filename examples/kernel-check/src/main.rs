@@ -114,11 +114,12 @@ fn out_len(size: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize) -> O
 fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
     let kind = gen.below(5);
     let (kernel, in_c, out_c, groups) = match kind {
-        // Regular, few input channels (first layers).
+        // Regular, few input channels (first layers): up to 16 output channels, so that
+        // `columns` splits them into chunks of widened weights.
         0 => (
             [1 + gen.below(4), 1 + gen.below(4)],
             1 + gen.below(3),
-            1 + gen.below(6),
+            1 + gen.below(MAX_C as u32),
             1,
         ),
         // Regular, channels a multiple of 4.

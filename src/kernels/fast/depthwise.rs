@@ -309,7 +309,7 @@ fn sums_first<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, out
 /// `stage` and `bounds` into every second value of `dst`, `n` of them (out of line: the row loop
 /// keeps its registers).
 #[inline(never)]
-fn narrow_any(sums: &[i32], dst: &mut [i16], n: usize, stage: &Stage, bounds: &Bounds) {
+pub(super) fn narrow_any(sums: &[i32], dst: &mut [i16], n: usize, stage: &Stage, bounds: &Bounds) {
     let sums = sums.iter().step_by(2).take(n);
     for (y, acc) in dst.iter_mut().step_by(2).zip(sums) {
         *y = bounds.apply(stage.scale(*acc)) as i16;

@@ -341,6 +341,11 @@ mod tests {
             [want, 0, want],
             "x {x} m {multiplier} shift {shift} {bounds:?}"
         );
+        assert_eq!(
+            run.apply(x) as i16,
+            want,
+            "apply: x {x} m {multiplier} shift {shift} {bounds:?}"
+        );
         true
     }
 

@@ -1542,6 +1542,21 @@ pub struct RunScale {
     pub max: i32,
 }
 
+impl RunScale {
+    /// The output stage of one accumulator: [`requant_run`]'s arithmetic in plain Rust (LLVM
+    /// forms the SMLAL), for outputs that do not come in runs of one channel (the residual
+    /// addition's elements).
+    #[inline(always)]
+    pub fn apply(&self, x: i32) -> i32 {
+        let low = (x as u32 & 0x8000_0000) | 0x4000_0000;
+        let high = self.high.wrapping_add(x >> 31);
+        let q = ((i64::from(high) << 32) | i64::from(low))
+            .wrapping_add(i64::from(x) * i64::from(self.multiplier));
+        let v = ((q >> 32) as i32) >> self.shift;
+        v.max(self.min).min(self.max)
+    }
+}
+
 /// The output stage of `n` accumulators of one channel, every second value of `accs`
 /// (`accs[2i]`), into every second value of `out` (`out[2i]`): for `x = accs[2i]`, the 64-bit
 /// `Q = ((high + [x < 0] · −1) · 2^32 + 2^30 + [x < 0] · 2^31) + x · multiplier`, then
@@ -1646,13 +1661,7 @@ pub fn requant_run(accs: &[i32], out: &mut [i16], n: usize, k: &RunScale) {
             .zip(out.iter_mut().step_by(2))
             .take(n)
         {
-            let x = *x;
-            let low = (x as u32 & 0x8000_0000) | 0x4000_0000;
-            let high = k.high.wrapping_add(x >> 31);
-            let q = ((i64::from(high) << 32) | i64::from(low))
-                .wrapping_add(i64::from(x) * i64::from(k.multiplier));
-            let v = ((q >> 32) as i32) >> k.shift;
-            *y = v.max(k.min).min(k.max) as i16;
+            *y = k.apply(*x) as i16;
         }
     }
 }
