@@ -16,7 +16,7 @@
 
 mod finite;
 mod fused;
-pub(crate) mod in_place;
+mod in_place;
 mod int8;
 pub(crate) mod kernel_set;
 mod moves;
@@ -687,7 +687,7 @@ impl<K: Kernels> Model<'_, K> {
             return fused::run(self, arena, layer);
         }
         // A layer writing over its own input: a band of rows at a time, each on disjoint slices.
-        if linked::<K>(Kernel::InPlace) && in_place::writes_over_input(layer) {
+        if linked::<K>(Kernel::InPlace) && layer.writes_over_input() {
             in_place::run_bands(layer, |band| self.run_disjoint(arena, band).map(|_| ()))?;
             return arena.get(bytes_of(&layer.output));
         }

@@ -507,13 +507,7 @@ fn in_place_plans_compute_the_same_bytes_and_corrupted_ones_are_refused() {
             pipeline::convert(&f.model(), &opts).unwrap()
         };
         let (over, apart) = (convert(false), convert(true));
-        let overlaps = |l: &icefold::format::Layer| {
-            let o = &l.output;
-            l.inputs[..usize::from(l.input_count)].iter().any(|x| {
-                x.offset < o.offset + o.storage_len() as u32
-                    && o.offset < x.offset + x.storage_len() as u32
-            })
-        };
+        let overlaps = |l: &icefold::format::Layer| l.writes_over_input();
         assert!(over.lowered.layers.iter().any(overlaps), "dscnn{suffix}");
         assert!(!apart.lowered.layers.iter().any(overlaps), "dscnn{suffix}");
         assert!(

@@ -7,13 +7,6 @@ use core::ops::Range;
 
 use crate::format::{Layer, TensorDesc};
 
-/// True when the layer's output overlaps an input it reads (not a concatenation's input already
-/// in its slot): validation allowed that only for a layer that can run in place.
-pub(super) fn writes_over_input(layer: &Layer) -> bool {
-    (0..usize::from(layer.input_count))
-        .any(|k| !layer.in_place(k) && layer.inputs.get(k).is_some_and(|x| overlap(layer, x)))
-}
-
 /// Whether every input the output overlaps stays intact for output rows `rows` and those after
 /// them (in the run's order).
 fn safe(layer: &Layer, rows: &Range<u32>) -> bool {

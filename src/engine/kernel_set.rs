@@ -285,7 +285,7 @@ impl KernelSet {
     pub fn of<K: Kernels>(model: &Model<'_, K>) -> KernelSet {
         let set = model.layers().fold(KernelSet::EMPTY, |set, layer| {
             let set = Kernel::of(&layer).map_or(set, |k| set.with(k));
-            if crate::engine::in_place::writes_over_input(&layer) {
+            if layer.writes_over_input() {
                 set.with(Kernel::InPlace)
             } else {
                 set

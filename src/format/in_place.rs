@@ -78,6 +78,23 @@ pub struct InPlaceBounds {
 }
 
 impl Layer {
+    /// Whether the output shares a byte with an input it reads (not a concatenation's input
+    /// already in its slot): in a validated model, a layer that runs in place.
+    pub fn writes_over_input(&self) -> bool {
+        let range = |d: &TensorDesc| {
+            let start = u64::from(d.offset);
+            (start, start + d.storage_len() as u64)
+        };
+        let out = range(&self.output);
+        (0..usize::from(self.input_count)).any(|k| {
+            !self.in_place(k)
+                && self.inputs.get(k).is_some_and(|x| {
+                    let x = range(x);
+                    x.0 < out.1 && out.0 < x.1
+                })
+        })
+    }
+
     /// The row window through which the output reads input `k`, if the operation can run over
     /// that input: convolutions and poolings (input 0), element-wise operations (each input of
     /// the output's dimensions; not the per-channel gate of a `Mul`). Views and fused layers

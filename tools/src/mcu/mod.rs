@@ -167,7 +167,12 @@ pub fn run(project: &Project, fw: &Firmware, blob: &[u8], opts: &McuOptions) -> 
             let timer = mean(&mut report.layer_instructions.iter().map(|v| v[i]));
             LayerProfile {
                 index: i,
-                kind: crate::describe::op_name(&l.op),
+                // What shares memory: a layer written over its input says so.
+                kind: if l.writes_over_input() {
+                    format!("{} (in place)", crate::describe::op_name(&l.op))
+                } else {
+                    crate::describe::op_name(&l.op)
+                },
                 macs: layer_macs(&l),
                 instructions: counts.as_ref().map_or(timer, |c| {
                     mean(&mut c.layers.iter().map(|v| v[i].instructions))

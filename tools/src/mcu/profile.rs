@@ -296,7 +296,7 @@ pub fn render(p: &Profile, parity: &Parity) -> String {
     let cycles = p.cycles_per_inference.is_some();
     let _ = write!(
         s,
-        "{:>3}  {:<24} {:>12} {:>14}",
+        "{:>3}  {:<36} {:>12} {:>14}",
         "#", "layer", "MACs", "instructions"
     );
     if cycles {
@@ -309,7 +309,7 @@ pub fn render(p: &Profile, parity: &Parity) -> String {
             .map_or("-".into(), |r| format!("{r:.3}"));
         let _ = write!(
             s,
-            "{:>3}  {:<24} {:>12} {:>14}",
+            "{:>3}  {:<36} {:>12} {:>14}",
             l.index, l.kind, l.macs, l.instructions
         );
         if let Some(c) = l.cycles {
