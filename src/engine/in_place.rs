@@ -5,13 +5,13 @@
 
 use core::ops::Range;
 
-use crate::format::{Layer, TensorDesc};
+use crate::format::Layer;
 
 /// Whether every input the output overlaps stays intact for output rows `rows` and those after
 /// them (in the run's order).
 fn safe(layer: &Layer, rows: &Range<u32>) -> bool {
     (0..usize::from(layer.input_count)).all(|k| {
-        !layer.inputs.get(k).is_some_and(|x| overlap(layer, x)) || layer.band_is_safe(k, rows)
+        !layer.inputs.get(k).is_some_and(|x| layer.output_meets(x)) || layer.band_is_safe(k, rows)
     })
 }
 
@@ -22,7 +22,7 @@ pub(super) fn run_bands(layer: &Layer, mut run: impl FnMut(&Layer) -> Option<()>
     // The direction of the first overlapped input; the loader made every other one agree.
     let forward = (0..usize::from(layer.input_count))
         .filter_map(|k| layer.inputs.get(k))
-        .all(|x| layer.output.offset < x.offset || !overlap(layer, x));
+        .all(|x| layer.output.offset < x.offset || !layer.output_meets(x));
     if forward {
         let mut start = 0;
         while start < rows {
@@ -51,13 +51,6 @@ pub(super) fn run_bands(layer: &Layer, mut run: impl FnMut(&Layer) -> Option<()>
         }
     }
     Some(())
-}
-
-/// Whether input `x`'s bytes meet the output's.
-fn overlap(layer: &Layer, x: &TensorDesc) -> bool {
-    let out = super::bytes_of(&layer.output);
-    let r = super::bytes_of(x);
-    r.start < out.end && out.start < r.end
 }
 
 #[cfg(test)]

@@ -81,18 +81,18 @@ impl Layer {
     /// Whether the output shares a byte with an input it reads (not a concatenation's input
     /// already in its slot): in a validated model, a layer that runs in place.
     pub fn writes_over_input(&self) -> bool {
+        (0..usize::from(self.input_count))
+            .any(|k| !self.in_place(k) && self.inputs.get(k).is_some_and(|x| self.output_meets(x)))
+    }
+
+    /// Whether the output's bytes meet tensor `x`'s (storage ranges).
+    pub fn output_meets(&self, x: &TensorDesc) -> bool {
         let range = |d: &TensorDesc| {
             let start = u64::from(d.offset);
             (start, start + d.storage_len() as u64)
         };
-        let out = range(&self.output);
-        (0..usize::from(self.input_count)).any(|k| {
-            !self.in_place(k)
-                && self.inputs.get(k).is_some_and(|x| {
-                    let x = range(x);
-                    x.0 < out.1 && out.0 < x.1
-                })
-        })
+        let (out, x) = (range(&self.output), range(x));
+        x.0 < out.1 && out.0 < x.1
     }
 
     /// The row window through which the output reads input `k`, if the operation can run over
