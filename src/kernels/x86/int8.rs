@@ -209,17 +209,22 @@ impl<const N: usize> Stages<N> {
         for (j, r) in raw.iter_mut().take(width.min(N)).enumerate() {
             *r = channel(c, o0 + j);
         }
-        let scalar = core::array::from_fn(|j| (raw[j].0, Stage::new(raw[j].1)));
         let half = |k: usize| -> [(i32, Requant); 8] { core::array::from_fn(|j| raw[8 * k + j]) };
         // SAFETY: AVX2 present.
         let vector = unsafe {
-            match (
-                Requant8::new(&half(0), &c.bounds),
-                Requant8::new(&half(1), &c.bounds),
-            ) {
-                (Some(a), Some(b)) => Some([a, b]),
-                _ => None,
+            match Requant8::new(&half(0), &c.bounds) {
+                // A block of eight channels stores one vector: its second stage is never read.
+                Some(a) if N <= 8 => Some([a, a]),
+                Some(a) => Requant8::new(&half(1), &c.bounds).map(|b| [a, b]),
+                None => None,
             }
+        };
+        // The lane-by-lane stages only where the vectors cannot be used: a block is set up once
+        // per call (per band of rows for a layer run in place), and these cost as much as a
+        // small depthwise block's arithmetic.
+        let scalar = match vector {
+            Some(_) => [(0, Stage::new(unused.1)); N],
+            None => core::array::from_fn(|j| (raw[j].0, Stage::new(raw[j].1))),
         };
         Stages { scalar, vector }
     }
