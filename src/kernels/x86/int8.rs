@@ -16,7 +16,8 @@
 //!   most 2^22 in magnitude, a pair sum 2^23), and the int32 sums wrap like the reference's
 //!   `wrapping_add`, so their order does not matter. Where the CPU has AVX512-VNNI (with VL,
 //!   256-bit encodings), `vpdpwssd` does the multiply and the add in one instruction ([`vnni`]).
-//! - **Depthwise** (`groups == in_c == out_c > 1`): eight channels per vector, values
+//! - **Depthwise** (`groups == in_c == out_c > 1`): whole blocks of 16 channels with two taps
+//!   per `vpmaddwd` ([`depthwise`]); the channels left over eight per vector, values
 //!   sign-extended to int32 lanes and multiplied by weights held in the low half of each lane
 //!   (`vpmaddwd` with a zero high half is one exact product per lane).
 //! - **Addition** ([`add`], the residual `Add`): eight elements per step.
@@ -48,6 +49,7 @@ use crate::kernels::reference::window_coord;
 use crate::quant::{Requant, ADD_LEFT_SHIFT};
 
 pub mod dense;
+mod depthwise;
 
 /// int16 weights in the packing buffer (64 KiB of stack).
 const PACK_CAP: usize = 32 * 1024;
@@ -952,8 +954,10 @@ unsafe fn depthwise_avx2<X: Lanes, Y: FromWide + 'static>(
     c: &Conv<'_, X>,
     output: &mut [Y],
 ) {
+    // Whole blocks of 16 channels with the taps in pairs; the rest 8 channels at a time.
+    // SAFETY: as this function's.
+    let mut c0 = unsafe { depthwise::whole_blocks(s, c, output) };
     let mut weights = [_mm256_setzero_si256(); DW_MAX_TAPS];
-    let mut c0 = 0;
     while c0 < s.in_c {
         let width = (s.in_c - c0).min(8);
         // [tap] vectors of the block's channels, each weight in the low half of its lane (zero
