@@ -187,7 +187,8 @@ fn channel<X>(c: &Conv<'_, X>, o: usize) -> (i32, Requant) {
 /// vectors ([`Requant8`]) when every factor has that form.
 #[derive(Clone, Copy)]
 struct Stages<const N: usize> {
-    scalar: [(i32, Stage); N],
+    /// Each lane's bias and factor, for the lane-by-lane stage (used only without `vector`).
+    scalar: [(i32, Requant); N],
     vector: Option<[Requant8; 2]>,
 }
 
@@ -221,13 +222,10 @@ impl<const N: usize> Stages<N> {
                 None => None,
             }
         };
-        // The lane-by-lane stages only where the vectors cannot be used: a block is set up once
-        // per call (per band of rows for a layer run in place), and these cost as much as a
-        // small depthwise block's arithmetic.
-        let scalar = match vector {
-            Some(_) => [(0, Stage::new(unused.1)); N],
-            None => core::array::from_fn(|j| (raw[j].0, Stage::new(raw[j].1))),
-        };
+        // The lane-by-lane stages are worked out when used (factors of 1 or more, rare): a
+        // block is set up once per call (per band of rows for a layer run in place), and they
+        // cost as much as a small depthwise block's arithmetic.
+        let scalar = core::array::from_fn(|j| raw[j]);
         Stages { scalar, vector }
     }
 
@@ -263,8 +261,8 @@ impl<const N: usize> Stages<N> {
                     // SAFETY: as above.
                     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().add(8 * v).cast(), *a) };
                 }
-                for ((y, a), st) in out.iter_mut().zip(lanes).zip(&self.scalar) {
-                    *y = finish(a, st, bounds);
+                for ((y, a), &(bias, r)) in out.iter_mut().zip(lanes).zip(&self.scalar) {
+                    *y = finish(a, &(bias, Stage::new(r)), bounds);
                 }
             }
         }
@@ -614,7 +612,7 @@ unsafe fn regular_avx2<X: Lanes, Y: FromWide + 'static>(
             at: 0,
         }; MAX_BLOCKS];
         // SAFETY: AVX2 present.
-        let mut stages = [unsafe { Stages::<16>::new(c, 0, 0) }; MAX_BLOCKS];
+        let mut stages: [Option<Stages<16>>; MAX_BLOCKS] = [None; MAX_BLOCKS];
         let mut n_blocks = 0;
         let mut used = 0;
         while o0 < s.out_c && n_blocks < MAX_BLOCKS {
@@ -681,7 +679,7 @@ unsafe fn regular_avx2<X: Lanes, Y: FromWide + 'static>(
                 }
             }
             // SAFETY: AVX2 present.
-            stages[n_blocks] = unsafe { Stages::new(c, o0, width) };
+            stages[n_blocks] = Some(unsafe { Stages::new(c, o0, width) });
             blocks[n_blocks] = Block {
                 o0,
                 width,
@@ -720,7 +718,7 @@ unsafe fn regular_avx2<X: Lanes, Y: FromWide + 'static>(
             };
             // rows_ptr + px · stride holds pixel q + px's `padded` window values for px < n:
             // widened or gathered above, or (int16 pointwise) input pixel q + px itself.
-            for (b, st) in blocks.iter().zip(&stages) {
+            for (b, st) in blocks.iter().zip(stages.iter().flatten()) {
                 // SAFETY: pack[b.at..] holds b's packed weights (written above).
                 let w = pack.as_ptr().cast::<i16>().wrapping_add(b.at);
                 let mut px = 0;
