@@ -13,6 +13,8 @@ pub(crate) mod int8_tests;
 mod signed;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod with_weights_tests;
 mod validate;
 #[cfg(test)]
 mod view_tests;
@@ -219,6 +221,41 @@ impl<'a, K: Kernels> Model<'a, K> {
         }
         validate::dataflow(&model)?;
         validate::plan(&model)?;
+        Ok(model)
+    }
+
+    /// This model's layers over another weights section of the same length: what a host tool
+    /// that changes weights in place and runs the model again (bias correction changes one
+    /// layer's biases at a time) loads instead of a whole new blob. Every check that reads the
+    /// weights runs again on `weights`, the layer records' checks of
+    /// [`Model::new_checked_with_kernels`]; the dataflow and the arena plan, which do not depend
+    /// on the weights, are this model's, already checked (on a deep network they are most of a
+    /// load: each layer's tensors are compared with every earlier and later layer's).
+    ///
+    /// Refused: a section of another length ([`LoadError::LengthMismatch`]), one not at a
+    /// 4-byte aligned address ([`LoadError::Misaligned`]), weights a layer refuses (as at load).
+    pub fn with_weights<'b>(&self, weights: &'b [u8]) -> Result<Model<'b, K>, LoadError>
+    where
+        'a: 'b,
+    {
+        if weights.as_ptr().addr() % ARENA_ALIGN != 0 {
+            return Err(LoadError::Misaligned);
+        }
+        if weights.len() != self.weights.len() {
+            return Err(LoadError::LengthMismatch {
+                declared: saturate(self.weights.len()),
+                actual: saturate(weights.len()),
+            });
+        }
+        let model = Model {
+            info: self.info,
+            layer_bytes: self.layer_bytes,
+            weights,
+            reference_f32: self.reference_f32,
+            kernels: PhantomData,
+        };
+        // The records decoded before: nothing follows them.
+        validate::records(&model)?;
         Ok(model)
     }
 }

@@ -50,24 +50,31 @@ pub fn correct_bias(
 ) -> Result<()> {
     let subset = calib.first(max_samples.max(1));
     let reference = all_layer_outputs(&blob(f32_twin)?, &subset)?;
-    let blob_of = |q: &Lowered| -> Result<AlignedBytes> { Ok(AlignedBytes::new(&blob(q)?)) };
-    let mut current = blob_of(q)?;
-    let mut arenas = input_arenas(current.as_slice(), &subset)?;
+    let first = AlignedBytes::new(&blob(q)?);
+    let mut arenas = input_arenas(first.as_slice(), &subset)?;
     let pb = crate::quantize::calibrate::progress(
         q.layers.len() as u64,
         "bias correction",
         "layers",
         show_progress,
     );
-    // Loaded (which checks the whole blob) once per change of the blob, not once per layer.
-    let mut model = crate::host::load(current.as_slice())?;
+    // The blob is loaded (and so checked whole) once; only biases change from here on, so each
+    // change swaps the weights section (`Model::with_weights`, which checks the layers against
+    // it): reloading the blob re-checked the dataflow and arena plan, quadratic in depth, once
+    // per corrected layer (4 of MixNet's 5.5 s of conversion).
+    let loaded = crate::host::load(first.as_slice())?;
+    fn with<'b>(loaded: &icefold::Model<'b>, w: &'b AlignedBytes) -> Result<icefold::Model<'b>> {
+        loaded
+            .with_weights(w.as_slice())
+            .map_err(|e| anyhow!("bias correction: the corrected weights are refused: {e}"))
+    }
+    let mut weights = AlignedBytes::new(&q.weights);
     for k in 0..q.layers.len() {
         pb.set_position(k as u64);
-        if correct_layer(q, k, &model, &reference, &arenas)? {
-            current = blob_of(q)?;
-            model = crate::host::load(current.as_slice())?;
+        if correct_layer(q, k, &with(&loaded, &weights)?, &reference, &arenas)? {
+            weights = AlignedBytes::new(&q.weights);
         }
-        advance(&model, &mut arenas, k)?;
+        advance(&with(&loaded, &weights)?, &mut arenas, k)?;
     }
     pb.finish_and_clear();
     Ok(())
