@@ -13,11 +13,11 @@ pub(crate) mod int8_tests;
 mod signed;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod with_weights_tests;
 mod validate;
 #[cfg(test)]
 mod view_tests;
+#[cfg(test)]
+mod with_weights_tests;
 
 pub use error::{
     Boundary, LayerFault, LoadError, Operand, ParamFault, SpanFault, SpanRole, TensorFault,

@@ -49,12 +49,23 @@ impl core::fmt::Display for NonFinite {
 /// exponent bits once, a few instructions per element (see docs/BENCHMARKS.md for the cost on a
 /// Cortex-M4F next to an inference).
 pub fn first_non_finite(input: &[f32]) -> Option<(usize, NonFinite)> {
-    let i = input.iter().position(|x| !x.is_finite())?;
-    Some((i, NonFinite::of(*input.get(i)?)?))
+    // A run of values is checked whole without an early exit (a `fold`, which the compiler
+    // vectorises on hosts; a search value by value was 2 % of a host int8 inference), and only
+    // the run that holds one is searched.
+    const RUN: usize = 64;
+    for (r, run) in input.chunks(RUN).enumerate() {
+        if !run.iter().fold(true, |finite, x| finite & x.is_finite()) {
+            let i = run.iter().position(|x| !x.is_finite())?;
+            return Some((r * RUN + i, NonFinite::of(*run.get(i)?)?));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     #[test]
@@ -79,5 +90,22 @@ mod tests {
             first_non_finite(&[f32::INFINITY]),
             Some((0, NonFinite::Infinity))
         );
+    }
+
+    #[test]
+    fn finds_the_first_one_in_any_run() {
+        // Lengths around the run of 64 values the search checks at once, a bad value at every
+        // place (and a second one after it, which must not be the one named).
+        for len in [1usize, 63, 64, 65, 127, 128, 129, 300] {
+            assert_eq!(first_non_finite(&std::vec![0.5f32; len]), None);
+            for at in 0..len {
+                let mut x = std::vec![0.5f32; len];
+                x[at] = f32::NEG_INFINITY;
+                if at + 1 < len {
+                    x[at + 1] = f32::NAN;
+                }
+                assert_eq!(first_non_finite(&x), Some((at, NonFinite::NegInfinity)));
+            }
+        }
     }
 }

@@ -27,7 +27,9 @@ fn aligned(bytes: &[u8]) -> Vec<u32> {
 fn run(model: &Model<'_>) -> Vec<f32> {
     let mut arena = std::vec![0u32; model.arena_bytes().div_ceil(4)];
     let arena = &mut bytemuck::cast_slice_mut(&mut arena)[..model.arena_bytes()];
-    let input: Vec<f32> = (0..model.input().len()).map(|i| i as f32 * 0.37 - 3.0).collect();
+    let input: Vec<f32> = (0..model.input().len())
+        .map(|i| i as f32 * 0.37 - 3.0)
+        .collect();
     let mut output = std::vec![0.0f32; model.output().len()];
     model.run_f32(arena, &input, &mut output).unwrap();
     output
@@ -48,12 +50,16 @@ fn other_weights_run_as_a_blob_with_them_would() {
     let model = Model::new_checked(blob.bytes()).unwrap();
     let mut weights = aligned(model.weights());
     let len = model.weights().len();
-    let same = model.with_weights(&bytemuck::cast_slice(&weights)[..len]).unwrap();
+    let same = model
+        .with_weights(&bytemuck::cast_slice(&weights)[..len])
+        .unwrap();
     assert_eq!(run(&same), run(&model));
 
     // Negative slopes of -2 instead of 0.5: the result of a blob emitted with them.
     set_f32s(&mut weights, slope, -2.0);
-    let changed = model.with_weights(&bytemuck::cast_slice(&weights)[..len]).unwrap();
+    let changed = model
+        .with_weights(&bytemuck::cast_slice(&weights)[..len])
+        .unwrap();
     for v in &mut spec.weights[slope.offset as usize..(slope.offset + slope.len) as usize]
         .chunks_exact_mut(4)
     {
