@@ -173,6 +173,10 @@ impl ConvShape {
         if !(p.groups == 1 || depthwise) || in_c == 0 || in_c > MAX_CHANNELS || out_c == 0 {
             return None;
         }
+        // A channel slice read in place (input pixels wider than `in_c`): the reference kernel.
+        if p.strided_input(in_c) {
+            return None;
+        }
         let taps = p.kernel[0].checked_mul(p.kernel[1])?;
         let per_out = if depthwise {
             taps
@@ -998,9 +1002,9 @@ mod tests {
             let groups = if kind == 1 && in_c > 1 { in_c } else { 1 };
             let out_c = if groups > 1 { in_c } else { out_c };
             let g = if kind == 2 {
-                ConvGeometry { kernel: [1, 1], stride: [1, 1], dilation: [dh, dw], pad: [0; 4], groups, out_pixel_stride: 0 }
+                ConvGeometry { kernel: [1, 1], stride: [1, 1], dilation: [dh, dw], pad: [0; 4], groups, out_pixel_stride: 0, in_pixel_stride: 0 }
             } else {
-                ConvGeometry { kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups, out_pixel_stride: 0 }
+                ConvGeometry { kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups, out_pixel_stride: 0, in_pixel_stride: 0 }
             };
             (g, [h, w, in_c], out_c, with_pad_values, seed)
         }
@@ -1155,6 +1159,7 @@ mod tests {
                 pad: [1; 4],
                 groups,
                 out_pixel_stride: stride,
+                in_pixel_stride: 0,
             };
             let input = values(6 * 5 * 8, 1);
             let weights = values(out_c * 9 * (8 / groups), 2);
@@ -1175,6 +1180,7 @@ mod tests {
             );
             let dense_g = ConvGeometry {
                 out_pixel_stride: 0,
+                in_pixel_stride: 0,
                 ..g
             };
             let mut dense = std::vec![0.0f32; 6 * 5 * out_c];

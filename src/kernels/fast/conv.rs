@@ -296,7 +296,14 @@ pub fn run_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
     let g = conv.geometry;
     let ([_, _, in_c], [_, _, out_c]) = conv.dims;
     let taps = g.kernel[0].saturating_mul(g.kernel[1]);
-    if taps == 0 || taps > MAX_TAPS || in_c == 0 || out_c == 0 || g.stride.contains(&0) {
+    // A channel slice read in place (input pixels wider than `in_c`): the reference kernel.
+    if taps == 0
+        || taps > MAX_TAPS
+        || in_c == 0
+        || out_c == 0
+        || g.stride.contains(&0)
+        || g.strided_input(in_c)
+    {
         return false;
     }
     // Output pixels `out_stride` elements apart: a view (zero-copy concatenation) or dense.
@@ -1867,7 +1874,7 @@ mod tests {
                 2 => (icg, icg, icg),
                 _ => (2, 2 * icg, 2 * ocg),
             };
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups, in_pixel_stride: 0 };
             let oh = out_len(h, kh, sh, dh, pad[0], pad[2])?;
             let ow = out_len(w, kw, sw, dw, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
@@ -1884,7 +1891,7 @@ mod tests {
                          relu in any::<bool>(), seed in any::<u64>())
             -> Option<Case>
         {
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [1, 1], pad, groups: 1 };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [1, 1], pad, groups: 1, in_pixel_stride: 0 };
             let oh = out_len(h, kh, sh, 1, pad[0], pad[2])?;
             let ow = out_len(w, kw, sw, 1, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
@@ -1900,7 +1907,7 @@ mod tests {
             -> Option<Case>
         {
             let c = 2 * half;
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [dh, dw], pad, groups: c };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [dh, dw], pad, groups: c, in_pixel_stride: 0 };
             let oh = out_len(h, 3, sh, dh, pad[0], pad[2])?;
             let ow = out_len(w, 3, sw, dw, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, c], out_dims: [oh, ow, c], with_pad_values, relu, seed })
@@ -1913,7 +1920,7 @@ mod tests {
                             w in 1usize..=9, relu in any::<bool>(), seed in any::<u64>())
             -> Option<Case>
         {
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1 };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1, in_pixel_stride: 0 };
             Some(Case { g, in_dims: [h, w, 2 * half], out_dims: [h, w, out_c], with_pad_values: false, relu, seed })
         }
     }

@@ -65,7 +65,9 @@ pub fn conv2d(
         && in_c > 0
         && out_c > 0
         && !params.stride.contains(&0)
-        && !params.dilation.contains(&0);
+        && !params.dilation.contains(&0)
+        // A channel slice read in place (input pixels wider than `in_c`): the reference kernel.
+        && !params.strided_input(in_c);
     if usable && params.groups == 1 {
         regular(&conv, activation, output);
     } else if usable
@@ -604,7 +606,7 @@ mod tests {
                 // Grouped, not depthwise: the reference loop.
                 _ => (2, 2 * c, 2 * ocg, [kh, kw]),
             };
-            let g = ConvGeometry { kernel, stride: [sh, sw], dilation: [dh, dw], pad, groups, out_pixel_stride: 0 };
+            let g = ConvGeometry { kernel, stride: [sh, sw], dilation: [dh, dw], pad, groups, out_pixel_stride: 0, in_pixel_stride: 0 };
             (g, [h, w, c], out_c)
         }
     }
@@ -693,6 +695,7 @@ mod tests {
                 pad: [1; 4],
                 groups,
                 out_pixel_stride: stride,
+                in_pixel_stride: 0,
             };
             let seed = &mut 5;
             let input = values(6 * 5 * 8, seed, true);

@@ -463,7 +463,7 @@ mod tests {
                   big_bias in any::<bool>(), offset in 0usize..=1, seed in any::<u64>())
             -> Option<Case>
         {
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [1, 1], pad, groups: channels };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [1, 1], pad, groups: channels, in_pixel_stride: 0 };
             let oh = (h + pad[0] + pad[2]).checked_sub(3)? / sh + 1;
             let ow = (w + pad[1] + pad[3]).checked_sub(3)? / sw + 1;
             Some(Case { g, in_dims: [h, w, channels], out_dims: [oh, ow, channels],

@@ -1299,7 +1299,7 @@ mod tests {
             let in_c = if kind == 2 { out_c } else { in_c };
             let (kh, kw) = if kind != 2 && in_c * kh * kw > MAX_WINDOW { (1, 1) } else { (kh, kw) };
             let pixel_stride = if view == 0 { 0 } else { out_c + view };
-            let g = ConvGeometry { out_pixel_stride: pixel_stride, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups };
+            let g = ConvGeometry { out_pixel_stride: pixel_stride, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups, in_pixel_stride: 0 };
             let oh = out_len(h, kh, sh, dh, pad[0], pad[2])?;
             let ow = out_len(w, kw, sw, dw, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
@@ -1314,7 +1314,7 @@ mod tests {
             -> Option<Case>
         {
             let pixel_stride = if view == 0 { 0 } else { out_c + view };
-            let g = ConvGeometry { out_pixel_stride: pixel_stride, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1 };
+            let g = ConvGeometry { out_pixel_stride: pixel_stride, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1, in_pixel_stride: 0 };
             Some(Case { g, in_dims: [h, w, 2 * half], out_dims: [h, w, out_c], with_pad_values: false, relu, seed })
         }
     }
