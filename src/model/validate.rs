@@ -70,29 +70,36 @@ fn collide(a: &TensorDesc, b: &TensorDesc) -> bool {
     }
 }
 
-/// Views are written by convolutions (their kernels take an output pixel stride) and read only
-/// by a concatenation along channels as an input already in its slot of the output, unrescaled
-/// (`Layer::in_place`); a concatenation's output may itself be a view (nested concatenations).
+/// Views are written by convolutions (their kernels take an output pixel stride), by a
+/// concatenation along channels (a nested concatenation's output lies in the outer one's
+/// storage) and by a `Slice` in place (its output is a view of its input's storage, nothing is
+/// moved: `Layer::in_place`). They are read by a concatenation along channels as an input
+/// already in its slot of the output, unrescaled; by a `Slice` in place (a slice of a slice);
+/// and (version 10) by a convolution as its input (`Conv2d`, `Conv2dI8`, `Conv2dI16`: the
+/// kernels take an input pixel stride).
 fn check_views(layer: &Layer) -> Result<(), LayerFault> {
-    let writes_views = matches!(
-        layer.op,
+    let writes_views = match layer.op {
         Op::Conv2d(_)
-            | Op::Conv2dI8(_)
-            | Op::Conv2dI16(_)
-            | Op::Concat(Concat { axis: 2 })
-            | Op::ConcatI8(ConcatI8 { axis: 2, .. })
-    );
+        | Op::Conv2dI8(_)
+        | Op::Conv2dI16(_)
+        | Op::Concat(Concat { axis: 2 })
+        | Op::ConcatI8(ConcatI8 { axis: 2, .. }) => true,
+        Op::Slice(_) => layer.in_place(0),
+        _ => false,
+    };
     if layer.output.view.is_some() && !writes_views {
         return Err(LayerFault::ViewOperand {
             operand: Operand::Output,
         });
     }
+    let convolution = matches!(layer.op, Op::Conv2d(_) | Op::Conv2dI8(_) | Op::Conv2dI16(_));
     for (k, x) in used_inputs(layer).iter().enumerate() {
         let unrescaled = match &layer.op {
             Op::ConcatI8(c) => c.rescale.get(k).is_some_and(Option::is_none),
             _ => true,
         };
-        if x.view.is_some() && !(layer.in_place(k) && unrescaled) {
+        let read_at_stride = convolution && k == 0;
+        if x.view.is_some() && !(layer.in_place(k) && unrescaled) && !read_at_stride {
             return Err(LayerFault::ViewOperand {
                 operand: Operand::Input(u8::try_from(k).unwrap_or(u8::MAX)),
             });
@@ -293,7 +300,14 @@ fn check_layer<K: Kernels>(
     if layer.fused().is_some() {
         return check_fused::<K>(layer, arena_bytes, weights).map_err(bad);
     }
-    check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)?;
+    match (&layer.op, inputs.first()) {
+        // A slice in place moves nothing: no kernel runs it (`Kernel::of`), its shapes are
+        // checked all the same.
+        (Op::Slice(slice), Some(x)) if layer.is_view_slice() => {
+            axis::check_slice(slice, x, &layer.output).map_err(bad)?
+        }
+        _ => check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)?,
+    }
     if over_inputs {
         if !linked::<K>(Kernel::InPlace) {
             return Err(LoadError::KernelNotLinked {
