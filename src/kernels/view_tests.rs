@@ -302,9 +302,15 @@ proptest! {
         let mut strided = std::vec![0i8; oh * ow * out_c];
         reference::int8::conv::conv2d(&g, &quant, c.in_dims, &storage[first..], c.out_dims, &mut strided, &weights);
         prop_assert_eq!(&strided, &dense);
-        let mut fast_out = std::vec![0i8; oh * ow * out_c];
-        fast::conv::conv2d(&g, &quant, c.in_dims, &storage[first..], c.out_dims, &mut fast_out, &weights);
-        prop_assert_eq!(&fast_out, &dense);
+        // The fast entry point: the x86_64 kernels, then the portable loops (on Cortex-M: the
+        // receptive-field gathers, the depthwise loops at the input's stride).
+        for fast_out in fast::conv::tests::both_paths(|| {
+            let mut y = std::vec![0i8; oh * ow * out_c];
+            fast::conv::conv2d(&g, &quant, c.in_dims, &storage[first..], c.out_dims, &mut y, &weights);
+            y
+        }) {
+            prop_assert_eq!(&fast_out, &dense);
+        }
     }
 
     /// 16×8 (int16 input, int8 and int16 outputs): as for int8.
@@ -330,14 +336,22 @@ proptest! {
         let mut strided = std::vec![0i8; oh * ow * out_c];
         reference::int8::conv::conv2d_wide(&g, &quant, c.in_dims, &storage[first..], c.out_dims, &mut strided, &weights);
         prop_assert_eq!(&strided, &dense);
-        let mut fast_out = std::vec![0i8; oh * ow * out_c];
-        fast::conv::conv2d_wide(&g, &quant, c.in_dims, &storage[first..], c.out_dims, &mut fast_out, &weights);
-        prop_assert_eq!(&fast_out, &dense);
+        for fast_out in fast::conv::tests::both_paths(|| {
+            let mut y = std::vec![0i8; oh * ow * out_c];
+            fast::conv::conv2d_wide(&g, &quant, c.in_dims, &storage[first..], c.out_dims, &mut y, &weights);
+            y
+        }) {
+            prop_assert_eq!(&fast_out, &dense);
+        }
         let quant = WideConvQuant { output: WideOutputQuant { zero_point: 0, clamp: ClampI16 { min: -32768, max: 32767 } }, ..quant };
         let mut dense = std::vec![0i16; oh * ow * out_c];
         reference::int8::conv::conv2d_wide(&c.g, &quant, c.in_dims, &copied, c.out_dims, &mut dense, &weights);
-        let mut fast_out = std::vec![0i16; oh * ow * out_c];
-        fast::conv::conv2d_wide(&g, &quant, c.in_dims, &storage[first..], c.out_dims, &mut fast_out, &weights);
-        prop_assert_eq!(&fast_out, &dense);
+        for fast_out in fast::conv::tests::both_paths(|| {
+            let mut y = std::vec![0i16; oh * ow * out_c];
+            fast::conv::conv2d_wide(&g, &quant, c.in_dims, &storage[first..], c.out_dims, &mut y, &weights);
+            y
+        }) {
+            prop_assert_eq!(&fast_out, &dense);
+        }
     }
 }
