@@ -301,14 +301,23 @@ pub fn run_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
     }
     // Output pixels `out_stride` elements apart: a view (zero-copy concatenation) or dense.
     let strided = g.out_stride(out_c) != out_c;
-    // Input pixels wider than `in_c`: a channel slice read in place, at its stride (a kernel
-    // row's taps are then one run per tap, not per row).
+    // Input pixels wider than `in_c`: a channel slice read in place. The loops that gather
+    // their input (receptive fields, the depthwise rows) read it at its stride; the others
+    // leave it to the reference kernel.
     let slice_input = g.strided_input(in_c);
     if g.groups == 1 {
         if !L::REGULAR {
             return false;
         }
         if x86(conv, output) {
+            return true;
+        }
+        if slice_input {
+            let [kh, kw] = g.kernel;
+            if kh * row_values(kw, in_c) > MAX_COLUMN {
+                return false;
+            }
+            columns(conv, output);
             return true;
         }
         regular(conv, output);
@@ -706,11 +715,8 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         // receptive fields instead (a tail call: this frame's buffers are not live).
         return columns(c, output);
     }
-    // A channel slice read in place: input pixels `in_stride` apart.
-    let in_stride = c.geometry.in_stride(in_c);
-    // int16 inputs read as words, weights widened once per channel pair (every pixel starts a
-    // word: an even stride).
-    let words = if in_c % 2 == 0 && in_stride % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS {
+    // int16 inputs read as words, weights widened once per channel pair.
+    let words = if in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS {
         X::words(c.input)
     } else {
         None
@@ -765,7 +771,7 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                     .each_ref()
                     .map(|w| w.get(..per_out / 2).unwrap_or_default());
                 let g = c.geometry;
-                if per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4] && in_stride == in_c {
+                if per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4] {
                     // Pointwise: output pixel p reads input pixel p, nothing else.
                     let out_stride = g.out_stride(out_c);
                     pointwise(x, w, &outs, &c.bounds, in_c, out_stride, &mut *output);
@@ -1317,15 +1323,10 @@ fn pixels<X: Lanes, Y: FromWide>(
     let ([in_h, in_w, in_c], [out_h, out_w, out_c]) = c.dims;
     let [kh, kw] = g.kernel;
     let row_len = kw * in_c;
-    // Input pixels `in_stride` apart; a kernel row's taps are one contiguous run only in a
-    // dense input (or with one tap per row), else one run per tap.
-    let in_stride = g.in_stride(in_c);
-    let row_runs = g.dilation[1] == 1 && (in_stride == in_c || kw == 1);
     let (y_lo, y_hi) = interior(out_h, g.stride[0], g.dilation[0], g.pad[0], kh, in_h);
     let (x_lo, x_hi) = interior(out_w, g.stride[1], g.dilation[1], g.pad[1], kw, in_w);
     // Input offset of tap (ky, kx) relative to the window's origin, for interior pixels.
-    let tap_at =
-        |ky: usize, kx: usize| (ky * g.dilation[0] * in_w + kx * g.dilation[1]) * in_stride;
+    let tap_at = |ky: usize, kx: usize| (ky * g.dilation[0] * in_w + kx * g.dilation[1]) * in_c;
     // Chunk sizes are at least 1 (`run` refuses empty shapes): no panic path.
     // Output pixels `out_stride` elements apart (a view's last row and pixel may be short).
     let out_stride = g.out_stride(out_c).max(1);
@@ -1348,21 +1349,21 @@ fn pixels<X: Lanes, Y: FromWide>(
         while ox < out_w {
             let interior_pair = (y_lo..y_hi).contains(&oy) && ox >= x_lo && ox + 1 < x_hi;
             if interior_pair {
-                let origin = ((oy * g.stride[0] - g.pad[0]) * in_w + ox * g.stride[1] - g.pad[1])
-                    * in_stride;
-                let next = origin + g.stride[1] * in_stride;
+                let origin =
+                    ((oy * g.stride[0] - g.pad[0]) * in_w + ox * g.stride[1] - g.pad[1]) * in_c;
+                let next = origin + g.stride[1] * in_c;
                 let mut acc = [outs.bias[0], outs.bias[1], outs.bias[0], outs.bias[1]];
-                let x_step = g.dilation[0] * in_w * in_stride;
-                let whole = match row_runs {
-                    true => ops.window([origin, next], kh, row_len, x_step, acc),
-                    false => None,
+                let x_step = g.dilation[0] * in_w * in_c;
+                let whole = match g.dilation[1] {
+                    1 => ops.window([origin, next], kh, row_len, x_step, acc),
+                    _ => None,
                 };
                 for ky in 0..kh {
                     if let Some(sums) = whole {
                         acc = sums;
                         break;
                     }
-                    if row_runs {
+                    if g.dilation[1] == 1 {
                         let at = tap_at(ky, 0);
                         acc = ops.two(ky * row_len, [origin + at, next + at], row_len, acc);
                     } else {
@@ -1445,17 +1446,13 @@ fn border_pixel<X: Lanes, O: Operands>(
     let g = c.geometry;
     let ([in_h, in_w, in_c], _) = c.dims;
     let [kh, kw] = g.kernel;
-    // Input pixels `in_stride` apart; a row's taps are one run only in a dense input (or with
-    // one tap per row), as in `pixels`.
-    let in_stride = g.in_stride(in_c);
-    let row_runs = g.dilation[1] == 1 && (in_stride == in_c || kw == 1);
     let mut acc = outs.bias;
     let padded = |acc: &mut [i32; 2], t: usize| {
         for (a, sums) in acc.iter_mut().zip(pads) {
             *a = a.wrapping_add(sums.get(t).copied().unwrap_or(0));
         }
     };
-    if O::WINDOWS && row_runs {
+    if O::WINDOWS && g.dilation[1] == 1 {
         // The taps inside the input: kernel rows `ky0..ky1` (contiguous: the input row grows
         // with the kernel row) × columns `first..end`, one window call if the operands have
         // one; every other tap reads the pad sums.
@@ -1466,11 +1463,11 @@ fn border_pixel<X: Lanes, O: Operands>(
         let first = g.pad[1].saturating_sub(ix0).min(kw);
         let end = (in_w + g.pad[1]).saturating_sub(ix0).max(first).min(kw);
         if let (Some(iy0), true) = (inside(ky0), first < end) {
-            let x_at = (iy0 * in_w + ix0 + first - g.pad[1]) * in_stride;
+            let x_at = (iy0 * in_w + ix0 + first - g.pad[1]) * in_c;
             let shape = simd::Rows {
                 rows: ky1 - ky0,
                 len: (end - first) * in_c,
-                x_step: g.dilation[0] * in_w * in_stride,
+                x_step: g.dilation[0] * in_w * in_c,
                 w_step: kw * in_c,
             };
             if let Some(sums) = ops.window_one((ky0 * kw + first) * in_c, x_at, shape, acc) {
@@ -1491,7 +1488,7 @@ fn border_pixel<X: Lanes, O: Operands>(
             (ky * kw..(ky + 1) * kw).for_each(|t| padded(&mut acc, t));
             continue;
         };
-        if row_runs {
+        if g.dilation[1] == 1 {
             // Taps kx in [first, end) are inside the input, contiguous.
             let ix0 = ox * g.stride[1];
             let first = g.pad[1].saturating_sub(ix0).min(kw);
@@ -1500,7 +1497,7 @@ fn border_pixel<X: Lanes, O: Operands>(
                 .chain(end..kw)
                 .for_each(|kx| padded(&mut acc, ky * kw + kx));
             if first < end {
-                let x_at = (iy * in_w + ix0 + first - g.pad[1]) * in_stride;
+                let x_at = (iy * in_w + ix0 + first - g.pad[1]) * in_c;
                 let w_at = (ky * kw + first) * in_c;
                 acc = ops.one(w_at, x_at, (end - first) * in_c, acc);
             }
@@ -1508,7 +1505,7 @@ fn border_pixel<X: Lanes, O: Operands>(
             for kx in 0..kw {
                 match coord(ox, g.stride[1], kx, g.dilation[1], g.pad[1], in_w) {
                     Some(ix) => {
-                        let x_at = (iy * in_w + ix) * in_stride;
+                        let x_at = (iy * in_w + ix) * in_c;
                         acc = ops.one((ky * kw + kx) * in_c, x_at, in_c, acc);
                     }
                     None => padded(&mut acc, ky * kw + kx),
