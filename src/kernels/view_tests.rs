@@ -240,6 +240,10 @@ impl SliceCase {
 }
 
 proptest! {
+    // Many geometries reach each fast loop (receptive-field gathers, the depthwise row ring and
+    // per-channel loop) only in some cases.
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
     /// The f32 reference kernel reading a slice at its input pixel stride gives, bit for bit,
     /// what it gives on the slice copied out densely; so does the engine's f32 entry point.
     #[test]
