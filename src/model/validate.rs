@@ -1128,7 +1128,10 @@ fn check_lifetime<K: Kernels>(
             .any(|k| layer.in_place(k) && inputs.get(k).is_some_and(|x| x.id == tensor.id));
         // A fused layer also writes its band.
         let band = layer.scratch().is_some_and(|b| collide(&b, tensor));
-        if first_clobber.is_none() && !adopts && (collide(&layer.output, tensor) || band) {
+        // A slice in place writes no byte: its output is bytes of its input, which `records`
+        // checked (so two slices of one tensor may overlap).
+        let writes = !layer.is_view_slice() && collide(&layer.output, tensor);
+        if first_clobber.is_none() && !adopts && (writes || band) {
             first_clobber = Some(index);
             // A layer that reads `tensor` and writes over it runs in place: `records` proved
             // that each of its output rows lands only on rows it has read for the last time.
