@@ -735,6 +735,100 @@ mod tests {
     }
 
     #[test]
+    fn slices_read_only_by_convolutions_become_views_of_their_input() {
+        use icefold::format::{Activation, Conv2d, Slice, Span};
+        let conv = Op::Conv2d(Conv2d {
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [0; 4],
+            groups: 1,
+            weights: Span::default(),
+            bias: Span::default(),
+            pad_values: Span::default(),
+            activation: Activation::Identity,
+        });
+        let slice = |axis, start, step| Op::Slice(Slice { axis, start, step });
+        let relu = Op::Activation(Activation::Relu);
+        let desc = |id, dims| TensorDesc {
+            dims,
+            ..tensor(id, 1)
+        };
+        // x [2, 2, 6] → h = conv(x) → a = h[.., 0..2] → conv; b = h[.., 2..6] → relu (copies);
+        // c = h[.., 1..5 step 2] → conv (copies); r = h[1..2] (a row) → relu (a dense offset
+        // view); z = conv(a) + ... each branch ends in the model output through a chain.
+        let (x, h) = (desc(0, [2, 2, 6]), desc(1, [2, 2, 6]));
+        let (a, b, c, r) = (
+            desc(2, [2, 2, 2]),
+            desc(3, [2, 2, 4]),
+            desc(4, [2, 2, 2]),
+            desc(5, [1, 2, 6]),
+        );
+        let (qa, qb, qc, qr) = (
+            desc(6, [2, 2, 2]),
+            desc(7, [2, 2, 4]),
+            desc(8, [2, 2, 2]),
+            desc(9, [1, 2, 6]),
+        );
+        let mut layers = vec![
+            step(conv, &[x], h),
+            step(slice(2, 0, 1), &[h], a),
+            step(slice(2, 2, 1), &[h], b),
+            step(slice(2, 1, 2), &[h], c),
+            step(slice(0, 1, 1), &[h], r),
+            step(conv, &[a], qa),
+            step(relu, &[b], qb),
+            step(conv, &[c], qc),
+            step(relu, &[r], qr),
+        ];
+        let mut info = ModelInfo {
+            layer_count: layers.len() as u16,
+            arena_bytes: 0,
+            input: x,
+            output: qr,
+            input_rank: 3,
+            output_rank: 3,
+            input_transpose: None,
+        };
+        replan(&mut info, &mut layers).unwrap();
+        let sharing = share_concat_storage(&mut info, &mut layers, true).unwrap();
+        let out = |id: u16| layers.iter().find(|l| l.output.id == id).unwrap().output;
+        let v = |id: u16| out(id).view.map(|v| (v.channel, v.pixel_stride));
+        // a: channels 0..2 of h's 6, read in place by its convolution.
+        assert_eq!(v(2), Some((0, 6)));
+        assert_eq!(out(2).offset, out(1).offset);
+        assert!(layers[1].is_view_slice());
+        // b is read by an activation, c has step 2: both copied, elsewhere.
+        assert_eq!(v(3), None);
+        assert!(!layers[2].is_view_slice() && !layers[3].is_view_slice());
+        assert_eq!(v(4), None);
+        // r: row 1 of h, dense, 2 · 6 · 4 bytes into it; any reader takes it.
+        assert_eq!(v(5), None);
+        assert_eq!(out(5).offset, out(1).offset + 48);
+        assert!(layers[4].is_view_slice());
+        assert_eq!(sharing.slice_views, 2);
+        assert_eq!(sharing.copies_avoided, (4 * 2 + 2 * 6) * 4);
+        // h stays alive until its last view is read: nothing written after the slices lands
+        // on it while a or r is still to be read.
+        let h_bytes = out(1).offset..out(1).offset + out(1).byte_len() as u32;
+        for l in &layers[5..8] {
+            let o = l.output.offset..l.output.offset + l.output.storage_len() as u32;
+            assert!(
+                o.end <= h_bytes.start || o.start >= h_bytes.end,
+                "{l:?} over h"
+            );
+        }
+        // Every tensor's description is the same wherever it appears.
+        for l in &layers {
+            for d in &l.inputs[..usize::from(l.input_count)] {
+                if d.id != 0 {
+                    assert_eq!(*d, out(d.id));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn conv_and_pool_are_fused_only_over_the_budget() {
         use icefold::format::{Activation, Conv2d, Pool, PoolKind, Span};
         let desc = |id, dims| TensorDesc {
