@@ -199,6 +199,34 @@ fn malformed_slice_views_are_refused() {
     let spec = row_slice(48, 144);
     refused(spec, bad(0, LayerFault::OverlapsOwnInput { input: 0 }));
 
+    // A convolution reading one slot of a storage and writing another of the same storage
+    // (channels apart, bytes interleaved): refused, the engine reads and writes apart.
+    let mut spec = in_place();
+    let s2 = spec.layers[1].output;
+    let b = view(desc(4, 0, [3, 3, 2]), 0, 0, 6);
+    let point = Conv2d {
+        kernel: [1, 1],
+        pad: [0; 4],
+        groups: 1,
+        weights: spec.f32s(&values(2 * 4, 13)),
+        bias: spec.f32s(&[0.0, 0.1]),
+        pad_values: Span::default(),
+        ..match spec.layers[2].op {
+            Op::Conv2d(c) => c,
+            _ => unreachable!(),
+        }
+    };
+    spec.layers[3] = layer(Op::Conv2d(point), s2, b);
+    // y = a 1x1 convolution of b (7 channels): everything else about the model is valid.
+    let widen = Conv2d {
+        weights: spec.f32s(&values(7 * 2, 14)),
+        bias: spec.f32s(&[0.0; 7]),
+        ..point
+    };
+    let y = spec.info.output;
+    spec.layers[4] = layer(Op::Conv2d(widen), b, y);
+    refused(spec, bad(3, LayerFault::OverlapsOwnInput { input: 0 }));
+
     // A view outside its storage's pixel.
     let mut spec = in_place();
     spec.layers[1].output = view(spec.layers[1].output, 0, 3, 6);

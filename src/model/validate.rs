@@ -293,6 +293,14 @@ fn check_layer<K: Kernels>(
             }
             over_inputs = true;
         }
+        // A view read by a layer that moves something (a convolution) and its output are
+        // separate slices of the arena for the engine: their storages may not meet even where
+        // their channels do not (a convolution reading one slot of a storage and writing
+        // another).
+        let views = d.view.is_some() || layer.output.view.is_some();
+        if views && !layer.in_place(usize::from(i)) && overlaps(region(d), region(&layer.output)) {
+            return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
+        }
     }
     check_dtypes(&layer.op, inputs, &layer.output).map_err(bad)?;
     // Before the operation's checks, which exist only for the linked kernels.
