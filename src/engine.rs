@@ -191,10 +191,12 @@ fn copy<T: Copy>(from: &[T], to: &mut [T]) {
     to.iter_mut().zip(from).for_each(|(t, f)| *t = *f);
 }
 
-/// The window of a convolution record writing `output`, as the kernels take it.
-fn conv_geometry_into(p: &Conv2d, output: &TensorDesc) -> ConvGeometry {
+/// The window of a convolution record reading `input` and writing `output` (either may be a
+/// view: its pixel stride), as the kernels take it.
+fn conv_geometry_into(p: &Conv2d, input: &TensorDesc, output: &TensorDesc) -> ConvGeometry {
     ConvGeometry {
         out_pixel_stride: output.pixel_stride(),
+        in_pixel_stride: input.pixel_stride(),
         ..conv_geometry(p)
     }
 }
@@ -203,6 +205,7 @@ fn conv_geometry_into(p: &Conv2d, output: &TensorDesc) -> ConvGeometry {
 fn conv_geometry(p: &Conv2d) -> ConvGeometry {
     ConvGeometry {
         out_pixel_stride: 0,
+        in_pixel_stride: 0,
         kernel: p.kernel.map(usize::from),
         stride: p.stride.map(usize::from),
         dilation: p.dilation.map(usize::from),
@@ -246,7 +249,10 @@ fn operands<'s>(arena: &'s mut [u8], layer: &Layer) -> Option<([&'s [u8]; 2], &'
         if k >= usize::from(layer.input_count) || layer.in_place(k) {
             Some(&[])
         } else {
-            view(layer.inputs.get(k)?)
+            // A view (a channel slice read in place) from its first element to its last.
+            let d = layer.inputs.get(k)?;
+            let (start, len) = d.view_span();
+            view(d)?.get(start..start.checked_add(len)?)
         }
     };
     let (first, second) = (input(0)?, input(1)?);
@@ -746,7 +752,7 @@ impl<K: Kernels> Model<'_, K> {
                 let weights = self.weights_as(p.weights)?;
                 let bias = self.weights_as(p.bias)?;
                 let pad_values = self.weights_as(p.pad_values)?;
-                let g = conv_geometry_into(p, &layer.output);
+                let g = conv_geometry_into(p, layer.inputs.first()?, &layer.output);
                 let conv2d = if self.reference_f32_kernels() {
                     kernels::conv::conv2d
                 } else {

@@ -12,6 +12,8 @@ pub(crate) mod int8_tests;
 #[cfg(feature = "signed")]
 mod signed;
 #[cfg(test)]
+mod slice_view_tests;
+#[cfg(test)]
 mod tests;
 mod validate;
 #[cfg(test)]

@@ -239,3 +239,95 @@ fn int8_no_worse_than_onnxruntime(method: Method, behind: &[Behind]) {
         failures.join("\n")
     );
 }
+
+/// The copying plan of `lowered`: every slice in place (`Layer::is_view_slice`) copies its
+/// elements again, into bytes of its own past the arena (the readers read that dense copy).
+fn with_slices_copied(lowered: &icefold_tool::lower::Lowered) -> icefold_tool::lower::Lowered {
+    let mut l = lowered.clone();
+    let mut copies = Vec::new();
+    for layer in &mut l.layers {
+        if layer.is_view_slice() {
+            let mut copy = layer.output;
+            copy.view = None;
+            copy.offset = l.info.arena_bytes;
+            l.info.arena_bytes += copy.byte_len().next_multiple_of(4) as u32;
+            layer.output = copy;
+            copies.push(copy);
+        }
+    }
+    for layer in &mut l.layers {
+        for x in layer.inputs.iter_mut() {
+            if let Some(copy) = copies.iter().find(|c| c.id == x.id) {
+                *x = *copy;
+            }
+        }
+    }
+    l
+}
+
+/// Slices as views (format 10): MixNet's channel splits are views of their input, read in place
+/// by the convolutions after them, and every fixture's outputs are the copying plan's, bit for
+/// bit (f32) and byte for byte (int8 default and all-int8, compared through their dequantized
+/// values), on the fixture's test inputs.
+#[test]
+fn slices_in_place_compute_what_the_copies_compute() {
+    let mut views_seen = 0;
+    for f in &arch_fixtures() {
+        let calib = f.array("calib").unwrap();
+        let x = f.array("input").unwrap();
+        let int8 = |all_int8: bool| Int8Options {
+            calib: &calib,
+            method: Method::DEFAULT,
+            progress: false,
+            bias_correction: false,
+            wide_output: !all_int8,
+            int16_activations: if all_int8 {
+                0
+            } else {
+                INT16_ACTIVATIONS_DEFAULT
+            },
+        };
+        for (kind, int8) in [
+            ("f32", None),
+            ("int8", Some(int8(false))),
+            ("all-int8", Some(int8(true))),
+        ] {
+            let opts = ConvertOptions {
+                int8,
+                ..Default::default()
+            };
+            let c = pipeline::convert(&f.model(), &opts).unwrap();
+            let views = c
+                .lowered
+                .layers
+                .iter()
+                .filter(|l| l.is_view_slice())
+                .count();
+            if f.name == "mixnet" {
+                assert!(views > 0, "mixnet {kind}: no slice in place");
+            }
+            if views == 0 {
+                continue;
+            }
+            views_seen += views;
+            let run = |bytes: &[u8]| {
+                let blob = AlignedBytes::new(bytes);
+                let model = host::load(blob.as_slice()).unwrap();
+                let y = host::run_f32(&model, &x).unwrap();
+                y.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let copied = icefold_tool::lower::blob::blob(&with_slices_copied(&c.lowered)).unwrap();
+            assert_eq!(
+                run(&c.blob),
+                run(&copied),
+                "{} {kind}: slices in place change the output",
+                f.name
+            );
+            println!(
+                "{:<20} {kind:<8} {views} slices in place, outputs identical",
+                f.name
+            );
+        }
+    }
+    assert!(views_seen > 0, "no fixture has a slice in place");
+}

@@ -425,6 +425,60 @@ fn corrupted_blobs_with_views_are_refused_and_never_panic() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Blobs with slices in place (format version 10: a `Slice` whose output is a view of its input,
+/// read at its pixel stride by convolutions, or along rows at an offset) through the same three
+/// sweeps: `split_tiny` (a channel Split feeding 3x3 and 5x5 depthwise convolutions, a Slice of
+/// rows read by a 1x1 convolution) and MixNet (82 channel splits), f32 and int8 (default and
+/// all-int8), so flips land in the slices' records and their readers' views.
+#[test]
+fn corrupted_blobs_with_slices_in_place_are_refused_and_never_panic() {
+    let tiny = icefold_tests::fixtures_dir().join("split_tiny");
+    let arch = icefold_tests::fixtures_dir().join("arch");
+    let text = std::fs::read_to_string(arch.join("manifest.json")).expect("the arch manifest");
+    let mut mixnet: icefold_tests::Fixture =
+        serde_json::from_str::<Vec<icefold_tests::Fixture>>(&text)
+            .expect("bad arch manifest")
+            .into_iter()
+            .find(|f| f.name == "mixnet")
+            .expect("the mixnet fixture");
+    mixnet.base = Some(arch);
+    let mut failures = Vec::new();
+    for (name, model, calib) in [
+        (
+            "split_tiny",
+            tiny.join("model.onnx"),
+            tiny.join("calib.npy"),
+        ),
+        ("mixnet", mixnet.model(), mixnet.dir().join("calib.npy")),
+    ] {
+        let calib = icefold_tool::io::read_npy(&calib).unwrap();
+        let int8 = |all_int8: bool| int8_options(&calib, all_int8);
+        for (suffix, int8) in [
+            ("", None),
+            ("-int8", Some(int8(false))),
+            ("-all-int8", Some(int8(true))),
+        ] {
+            let opts = ConvertOptions {
+                int8,
+                ..Default::default()
+            };
+            let converted = pipeline::convert(&model, &opts).unwrap();
+            let views = converted
+                .lowered
+                .layers
+                .iter()
+                .filter(|l| l.is_view_slice())
+                .count();
+            assert!(views > 0, "{name}{suffix}: no slice in place to sweep");
+            match sweep(&format!("{name}-slices{suffix}"), &converted.blob) {
+                Ok(line) => println!("{line}"),
+                Err(e) => failures.extend(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Blobs with fused convolution and pooling layers (format version 8) through the same three
 /// sweeps: the 28x28 two-conv CNN in f32 (`Conv2dPool`), int8 with its 16x8 first convolution
 /// (`Conv2dPoolI16`, `Conv2dPoolI8`) and all-int8 (`Conv2dPoolI8` twice), so flips land in the

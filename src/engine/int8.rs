@@ -175,7 +175,7 @@ pub(super) fn run_layer<K: Kernels>(
             };
             let weights = model.weights_as(p.conv.weights)?;
             fast::conv::conv2d_loops::<I8ToI8<K>>(
-                &conv_geometry_into(&p.conv, &layer.output),
+                &conv_geometry_into(&p.conv, layer.inputs.first()?, &layer.output),
                 &quant,
                 x_dims,
                 x,
@@ -316,7 +316,7 @@ pub(super) fn run_conv_i16<K: Kernels>(
         clamp: p.clamp,
     };
     let weights: &[i8] = model.weights_as(p.conv.weights)?;
-    let g = conv_geometry_into(&p.conv, &layer.output);
+    let g = conv_geometry_into(&p.conv, layer.inputs.first()?, &layer.output);
     /// The kernel for one pair of element types.
     fn run<X: fast::conv::Lanes + bytemuck::Pod, Y: FromWide + bytemuck::Pod, L: Loops>(
         g: &ConvGeometry,

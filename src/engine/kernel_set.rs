@@ -147,7 +147,8 @@ const F32_KERNELS: u32 = Kernel::Conv2dI8 as u32;
 
 impl Kernel {
     /// The kernel that runs `layer`, from its operation and its operands' element types; `None`
-    /// for combinations no kernel runs (the loader refuses them).
+    /// for combinations no kernel runs (the loader refuses them) and for a slice in place
+    /// (`Layer::is_view_slice`), which moves nothing.
     pub fn of(layer: &Layer) -> Option<Kernel> {
         let x = layer.inputs.first()?.dtype;
         let y = layer.output.dtype;
@@ -173,6 +174,8 @@ impl Kernel {
                 Some(Kernel::TransposeI16),
             )?,
             Op::Concat(_) => by_type(Kernel::Concat, Kernel::ConcatCopyI8, None)?,
+            // A slice in place (its output a view of its input) moves nothing.
+            Op::Slice(_) if layer.is_view_slice() => return None,
             Op::Slice(_) => by_type(Kernel::Slice, Kernel::SliceI8, None)?,
             Op::Gather(_) => by_type(Kernel::Gather, Kernel::GatherI8, None)?,
             Op::Conv2dI8(p) if depthwise(&p.conv, layer) => Kernel::DepthwiseI8,

@@ -95,6 +95,11 @@ pub(super) fn run<K: Kernels>(
     x2: &[u8],
     y: &mut [u8],
 ) -> Option<()> {
+    // A slice whose output is a view of its input (validated): its readers read the input's
+    // bytes in place, nothing moves.
+    if layer.is_view_slice() {
+        return Some(());
+    }
     // Zero-copy concatenation (validated: along channels).
     if layer.output.view.is_some() || (0..2).any(|k| layer.in_place(k)) {
         return place_inputs::<K>(layer, [x, x2], y);

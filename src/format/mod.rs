@@ -33,7 +33,7 @@ pub use header::{Header, HEADER_LEN};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 9;
+pub const FORMAT_VERSION: u16 = 10;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.
@@ -596,29 +596,61 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// True when input `k` of a concatenation along channels already lies in its slot of the
-    /// output (its producer wrote it there through a view): the concatenation does not move it.
-    /// The loader checks that such an input is the view its slot requires.
+    /// True when input `k` is not moved by the layer because the output already holds it where
+    /// the operation puts it (the loader checks the descriptions that say so):
+    /// - input `k` of a concatenation along channels already lies in its slot of the output (its
+    ///   producer wrote it there through a view): the concatenation does not move it;
+    /// - the output of a `Slice` with step 1 along channels (axis 2) or rows (axis 0) is a view
+    ///   of its input's storage (version 10): along channels the same pixels from channel
+    ///   `start` on, at the input's pixel stride; along rows the input's description from row
+    ///   `start` on (a dense input: a plain offset). The slice moves nothing; its readers read
+    ///   the input's bytes in place.
     pub fn in_place(&self, k: usize) -> bool {
-        let along_channels = matches!(
-            self.op,
-            Op::Concat(Concat { axis: 2 }) | Op::ConcatI8(ConcatI8 { axis: 2, .. })
-        );
-        let slot = match k {
-            0 => 0,
-            _ => self.inputs.first().map_or(0, |a| usize::from(a.dims[2])),
+        if k >= usize::from(self.input_count) {
+            return false;
+        }
+        let Some(x) = self.inputs.get(k) else {
+            return false;
         };
         let y = &self.output;
-        along_channels
-            && k < usize::from(self.input_count)
-            && self.inputs.get(k).is_some_and(|x| {
+        match self.op {
+            Op::Concat(Concat { axis: 2 }) | Op::ConcatI8(ConcatI8 { axis: 2, .. }) => {
+                let slot = match k {
+                    0 => 0,
+                    _ => self.inputs.first().map_or(0, |a| usize::from(a.dims[2])),
+                };
                 x.view.is_some()
                     && x.offset == y.offset
                     && x.dtype == y.dtype
                     && x.pixel_stride() == y.pixel_stride()
                     && x.dims[..2] == y.dims[..2]
                     && x.channel() == y.channel() + slot
-            })
+            }
+            Op::Slice(s) if s.step == 1 && x.dtype == y.dtype => match s.axis {
+                2 => {
+                    y.view.is_some()
+                        && y.offset == x.offset
+                        && y.pixel_stride() == x.pixel_stride()
+                        && y.dims[..2] == x.dims[..2]
+                        && y.channel() == x.channel() + usize::from(s.start)
+                }
+                0 => {
+                    let row =
+                        u64::from(x.dims[1]) * x.pixel_stride() as u64 * x.dtype.size() as u64;
+                    y.view == x.view
+                        && y.dims[1..] == x.dims[1..]
+                        && u64::from(y.offset) == u64::from(x.offset) + u64::from(s.start) * row
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// True for a `Slice` whose output is a view of its input in place ([`Layer::in_place`]):
+    /// the layer moves nothing at run time.
+    pub fn is_view_slice(&self) -> bool {
+        matches!(self.op, Op::Slice(_)) && self.in_place(0)
     }
 }
 

@@ -63,6 +63,7 @@ pub fn conv_rows(
     let geometry = ConvGeometry {
         pad: [top, pad_left, bottom, pad_right],
         out_pixel_stride: 0,
+        in_pixel_stride: 0,
         ..*g
     };
     Some((lo..hi, geometry))

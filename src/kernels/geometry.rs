@@ -23,6 +23,11 @@ pub struct ConvGeometry {
     /// (zero-copy concatenation: output pixel `p`'s channels start at `p · out_pixel_stride`);
     /// 0 for a dense output (`out_c`).
     pub out_pixel_stride: usize,
+    /// Elements between consecutive input pixels when the input is a view into a wider tensor
+    /// (a channel slice read in place: input pixel `p`'s channels start at
+    /// `p · in_pixel_stride`, the slice starting at the first element of `input`); 0 for a
+    /// dense input (`in_c`).
+    pub in_pixel_stride: usize,
 }
 
 impl ConvGeometry {
@@ -33,6 +38,21 @@ impl ConvGeometry {
         } else {
             self.out_pixel_stride
         }
+    }
+
+    /// Elements between consecutive input pixels for an input of `in_c` channels.
+    pub fn in_stride(&self, in_c: usize) -> usize {
+        if self.in_pixel_stride == 0 {
+            in_c
+        } else {
+            self.in_pixel_stride
+        }
+    }
+
+    /// True when the input is a view whose pixels are not `in_c` elements apart: the fast
+    /// loops that index the input as dense pixels leave such a layer to the reference kernel.
+    pub fn strided_input(&self, in_c: usize) -> bool {
+        self.in_stride(in_c) != in_c
     }
 }
 

@@ -141,6 +141,9 @@ struct ConvShape {
     in_h: usize,
     in_w: usize,
     in_c: usize,
+    /// Elements from one input pixel to the next (`in_c`, or a channel slice's wider storage:
+    /// the slice read in place).
+    in_stride: usize,
     out_h: usize,
     out_w: usize,
     out_c: usize,
@@ -187,10 +190,17 @@ impl ConvShape {
             .checked_sub(1)?
             .checked_mul(out_stride)?
             .checked_add(out_c)?;
-        let in_len = in_h.checked_mul(in_w)?.checked_mul(in_c)?;
+        // Likewise an input that is a channel slice of a wider tensor, read in place: its
+        // pixels `in_stride` apart, the last one `in_c` long.
+        let in_stride = p.in_stride(in_c);
+        let in_span = (in_h.checked_mul(in_w)?)
+            .checked_sub(1)?
+            .checked_mul(in_stride)?
+            .checked_add(in_c)?;
         let sizes_ok = taps > 0
             && out_len > 0
-            && input.len() >= in_len
+            && in_stride >= in_c
+            && input.len() >= in_span
             && out_stride >= out_c
             && output.len() >= out_span
             && weights.len() >= out_c.checked_mul(per_out)?
@@ -207,6 +217,7 @@ impl ConvShape {
             in_h,
             in_w,
             in_c,
+            in_stride,
             out_h,
             out_w,
             out_c,
@@ -236,8 +247,9 @@ fn tap_source(
     let iy = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h);
     let ix = window_coord(ox, p.stride[1], kx, p.dilation[1], p.pad[1], s.in_w);
     match (iy, ix) {
-        // In bounds: iy < in_h, ix < in_w, and input holds in_h * in_w * in_c values.
-        (Some(iy), Some(ix)) => Some(input.wrapping_add((iy * s.in_w + ix) * s.in_c)),
+        // In bounds: iy < in_h, ix < in_w, and input holds (in_h * in_w - 1) * in_stride + in_c
+        // values: pixel (iy, ix) has in_c of them.
+        (Some(iy), Some(ix)) => Some(input.wrapping_add((iy * s.in_w + ix) * s.in_stride)),
         _ if pad_values.is_empty() => None,
         _ => Some(pad_values.as_ptr()),
     }
@@ -441,18 +453,22 @@ unsafe fn tile<const V: usize, const P: usize>(
         for (px, (sp, &(oy, ox))) in src.iter_mut().zip(&at).enumerate() {
             if s.pointwise {
                 // Output pixel q reads input pixel q.
-                *sp = input.as_ptr().wrapping_add((q + px) * s.in_c);
+                *sp = input.as_ptr().wrapping_add((q + px) * s.in_stride);
                 any = true;
                 continue;
             }
             let iy = window_coord(oy, p.stride[0], ky, p.dilation[0], p.pad[0], s.in_h);
             let col =
                 |k: usize| window_coord(ox, p.stride[1], kx + k, p.dilation[1], p.pad[1], s.in_w);
-            if let (Some(iy), Some(first), Some(_), true) =
-                (iy, col(0), col(run - 1), run == 1 || p.dilation[1] == 1)
-            {
+            // Adjacent columns are contiguous only in a dense input (a slice read in place
+            // has other channels between its pixels: those runs are gathered below, in the
+            // same order, so the sums are the same).
+            let contiguous = run == 1 || (p.dilation[1] == 1 && s.in_stride == s.in_c);
+            if let (Some(iy), Some(first), Some(_), true) = (iy, col(0), col(run - 1), contiguous) {
                 // Adjacent columns first..first + run of row iy, all inside: read in place.
-                *sp = input.as_ptr().wrapping_add((iy * s.in_w + first) * s.in_c);
+                *sp = input
+                    .as_ptr()
+                    .wrapping_add((iy * s.in_w + first) * s.in_stride);
                 any = true;
             } else if run == 1 {
                 if let Some(ptr) = tap_source(s, p, input.as_ptr(), pad_values, oy, ox, ky, kx) {
@@ -650,7 +666,8 @@ unsafe fn dw_chunk<const P: usize>(
     output: &mut [f32],
     ox: usize,
 ) {
-    let c = s.in_c;
+    // Input pixels `in_stride` apart (a channel slice read in place: wider than `in_c`).
+    let c = s.in_stride;
     let [kh, kw] = p.kernel;
     let cols = dw_columns::<P>(s.in_w, p, ox);
     let pixel_step = p.stride[1] * c;
@@ -676,7 +693,8 @@ unsafe fn dw_chunk<const P: usize>(
                 for (k, a) in acc.iter_mut().enumerate() {
                     if (lo..hi).contains(&k) {
                         // SAFETY: pixel k reads input column col + k·sw in 0..in_w (lo..hi),
-                        // row iy < in_h, channels c0..c0 + width <= c.
+                        // row iy < in_h, channels c0..c0 + width <= in_c of that pixel (pixels
+                        // in_stride apart, the input checked to hold the last one's in_c).
                         let x = unsafe { load_partial(tap.wrapping_add(k * pixel_step), b.width) };
                         *a = _mm256_fmadd_ps(x, *w, *a);
                     } else if let Some(pv) = b.pad {
@@ -998,9 +1016,9 @@ mod tests {
             let groups = if kind == 1 && in_c > 1 { in_c } else { 1 };
             let out_c = if groups > 1 { in_c } else { out_c };
             let g = if kind == 2 {
-                ConvGeometry { kernel: [1, 1], stride: [1, 1], dilation: [dh, dw], pad: [0; 4], groups, out_pixel_stride: 0 }
+                ConvGeometry { kernel: [1, 1], stride: [1, 1], dilation: [dh, dw], pad: [0; 4], groups, out_pixel_stride: 0, in_pixel_stride: 0 }
             } else {
-                ConvGeometry { kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups, out_pixel_stride: 0 }
+                ConvGeometry { kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups, out_pixel_stride: 0, in_pixel_stride: 0 }
             };
             (g, [h, w, in_c], out_c, with_pad_values, seed)
         }
@@ -1155,6 +1173,7 @@ mod tests {
                 pad: [1; 4],
                 groups,
                 out_pixel_stride: stride,
+                in_pixel_stride: 0,
             };
             let input = values(6 * 5 * 8, 1);
             let weights = values(out_c * 9 * (8 / groups), 2);
@@ -1175,6 +1194,7 @@ mod tests {
             );
             let dense_g = ConvGeometry {
                 out_pixel_stride: 0,
+                in_pixel_stride: 0,
                 ..g
             };
             let mut dense = std::vec![0.0f32; 6 * 5 * out_c];

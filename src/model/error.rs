@@ -448,9 +448,11 @@ pub enum LayerFault {
         /// Id of the tensor that would be destroyed.
         tensor: u16,
     },
-    /// An operand is a view (`TensorDesc::view`) where this operation does not take one: only
-    /// convolutions write views, and only a concatenation along channels reads one, as the
-    /// input that already lies in its slot of the output (no rescaling).
+    /// An operand is a view (`TensorDesc::view`) where this operation does not take one:
+    /// convolutions, concatenations along channels and slices in place write views; a
+    /// convolution reads one as its input (at its pixel stride), a concatenation along channels
+    /// as the input that already lies in its slot of the output (no rescaling), a slice in place
+    /// as its input (format 10).
     ViewOperand {
         /// The operand.
         operand: Operand,
@@ -799,8 +801,10 @@ impl fmt::Display for LayerFault {
             LayerFault::ViewOperand { operand } => write!(
                 f,
                 "{operand} is a view into a wider tensor, which this operation cannot read or \
-                 write (only convolutions write views, and only a channel concatenation reads \
-                 one, in its own slot, unrescaled); re-convert the model with the icefold tool"
+                 write (convolutions, channel concatenations and slices in place write views; \
+                 convolutions read one as their input, a channel concatenation in its own slot, \
+                 unrescaled, and a slice in place as its input); re-convert the model with the \
+                 icefold tool"
             ),
         }?;
         if matches!(

@@ -70,29 +70,36 @@ fn collide(a: &TensorDesc, b: &TensorDesc) -> bool {
     }
 }
 
-/// Views are written by convolutions (their kernels take an output pixel stride) and read only
-/// by a concatenation along channels as an input already in its slot of the output, unrescaled
-/// (`Layer::in_place`); a concatenation's output may itself be a view (nested concatenations).
+/// Views are written by convolutions (their kernels take an output pixel stride), by a
+/// concatenation along channels (a nested concatenation's output lies in the outer one's
+/// storage) and by a `Slice` in place (its output is a view of its input's storage, nothing is
+/// moved: `Layer::in_place`). They are read by a concatenation along channels as an input
+/// already in its slot of the output, unrescaled; by a `Slice` in place (a slice of a slice);
+/// and (version 10) by a convolution as its input (`Conv2d`, `Conv2dI8`, `Conv2dI16`: the
+/// kernels take an input pixel stride).
 fn check_views(layer: &Layer) -> Result<(), LayerFault> {
-    let writes_views = matches!(
-        layer.op,
+    let writes_views = match layer.op {
         Op::Conv2d(_)
-            | Op::Conv2dI8(_)
-            | Op::Conv2dI16(_)
-            | Op::Concat(Concat { axis: 2 })
-            | Op::ConcatI8(ConcatI8 { axis: 2, .. })
-    );
+        | Op::Conv2dI8(_)
+        | Op::Conv2dI16(_)
+        | Op::Concat(Concat { axis: 2 })
+        | Op::ConcatI8(ConcatI8 { axis: 2, .. }) => true,
+        Op::Slice(_) => layer.in_place(0),
+        _ => false,
+    };
     if layer.output.view.is_some() && !writes_views {
         return Err(LayerFault::ViewOperand {
             operand: Operand::Output,
         });
     }
+    let convolution = matches!(layer.op, Op::Conv2d(_) | Op::Conv2dI8(_) | Op::Conv2dI16(_));
     for (k, x) in used_inputs(layer).iter().enumerate() {
         let unrescaled = match &layer.op {
             Op::ConcatI8(c) => c.rescale.get(k).is_some_and(Option::is_none),
             _ => true,
         };
-        if x.view.is_some() && !(layer.in_place(k) && unrescaled) {
+        let read_at_stride = convolution && k == 0;
+        if x.view.is_some() && !(layer.in_place(k) && unrescaled) && !read_at_stride {
             return Err(LayerFault::ViewOperand {
                 operand: Operand::Input(u8::try_from(k).unwrap_or(u8::MAX)),
             });
@@ -286,6 +293,14 @@ fn check_layer<K: Kernels>(
             }
             over_inputs = true;
         }
+        // A view read by a layer that moves something (a convolution) and its output are
+        // separate slices of the arena for the engine: their storages may not meet even where
+        // their channels do not (a convolution reading one slot of a storage and writing
+        // another).
+        let views = d.view.is_some() || layer.output.view.is_some();
+        if views && !layer.in_place(usize::from(i)) && overlaps(region(d), region(&layer.output)) {
+            return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
+        }
     }
     check_dtypes(&layer.op, inputs, &layer.output).map_err(bad)?;
     // Before the operation's checks, which exist only for the linked kernels.
@@ -293,7 +308,14 @@ fn check_layer<K: Kernels>(
     if layer.fused().is_some() {
         return check_fused::<K>(layer, arena_bytes, weights).map_err(bad);
     }
-    check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)?;
+    match (&layer.op, inputs.first()) {
+        // A slice in place moves nothing: no kernel runs it (`Kernel::of`), its shapes are
+        // checked all the same.
+        (Op::Slice(slice), Some(x)) if layer.is_view_slice() => {
+            axis::check_slice(slice, x, &layer.output).map_err(bad)?
+        }
+        _ => check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)?,
+    }
     if over_inputs {
         if !linked::<K>(Kernel::InPlace) {
             return Err(LoadError::KernelNotLinked {
@@ -1114,7 +1136,10 @@ fn check_lifetime<K: Kernels>(
             .any(|k| layer.in_place(k) && inputs.get(k).is_some_and(|x| x.id == tensor.id));
         // A fused layer also writes its band.
         let band = layer.scratch().is_some_and(|b| collide(&b, tensor));
-        if first_clobber.is_none() && !adopts && (collide(&layer.output, tensor) || band) {
+        // A slice in place writes no byte: its output is bytes of its input, which `records`
+        // checked (so two slices of one tensor may overlap).
+        let writes = !layer.is_view_slice() && collide(&layer.output, tensor);
+        if first_clobber.is_none() && !adopts && (writes || band) {
             first_clobber = Some(index);
             // A layer that reads `tensor` and writes over it runs in place: `records` proved
             // that each of its output rows lands only on rows it has read for the last time.

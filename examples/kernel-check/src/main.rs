@@ -171,6 +171,7 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
         pad,
         groups,
         out_pixel_stride: 0,
+        in_pixel_stride: 0,
     };
     let oh = out_len(h, kernel[0], stride[0], dilation[0], pad[0], pad[2])?;
     let ow = out_len(w, kernel[1], stride[1], dilation[1], pad[1], pad[3])?;

@@ -301,11 +301,23 @@ pub fn run_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
     }
     // Output pixels `out_stride` elements apart: a view (zero-copy concatenation) or dense.
     let strided = g.out_stride(out_c) != out_c;
+    // Input pixels wider than `in_c`: a channel slice read in place. The loops that gather
+    // their input (receptive fields, the depthwise rows) read it at its stride; the others
+    // leave it to the reference kernel.
+    let slice_input = g.strided_input(in_c);
     if g.groups == 1 {
         if !L::REGULAR {
             return false;
         }
         if x86(conv, output) {
+            return true;
+        }
+        if slice_input {
+            let [kh, kw] = g.kernel;
+            if kh * row_values(kw, in_c) > MAX_COLUMN {
+                return false;
+            }
+            columns(conv, output);
             return true;
         }
         regular(conv, output);
@@ -317,12 +329,18 @@ pub fn run_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
         if x86(conv, output) {
             return true;
         }
+        // A slice read in place is read value by value (its channel pairs need not be words).
+        let words = if slice_input {
+            None
+        } else {
+            X::words(conv.input)
+        };
         // The 3x3 row kernel writes dense rows only.
         if !strided && super::depthwise::covers(conv) {
-            super::depthwise::depthwise3x3(conv, X::words(conv.input), output);
+            super::depthwise::depthwise3x3(conv, words, output);
             return true;
         }
-        match X::words(conv.input) {
+        match words {
             Some(words) if in_c % 2 == 0 => depthwise_pairs(conv, words, output),
             _ => depthwise(conv, output),
         }
@@ -836,6 +854,7 @@ fn gather<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, column: &mut [u32]) {
     let run = kw * in_c;
     let run2 = row_values(kw, in_c);
     if g.dilation == [1, 1]
+        && !g.strided_input(in_c)
         && top >= g.pad[0]
         && top - g.pad[0] + kh <= in_h
         && left >= g.pad[1]
@@ -898,10 +917,12 @@ fn copy_pairs(words: &[u32], at: usize, dst: &mut [u32]) -> bool {
     true
 }
 
-/// [`gather`]'s values for a window that reaches into the padding (or is dilated): tap by tap.
+/// [`gather`]'s values for a window that reaches into the padding (or is dilated), or of a
+/// channel slice read in place (input pixels `in_stride` apart): tap by tap.
 fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [i16]) {
     let g = c.geometry;
     let ([in_h, in_w, in_c], _) = c.dims;
+    let in_stride = g.in_stride(in_c);
     let [kh, kw] = g.kernel;
     let mut rows = values.chunks_exact_mut(row_values(kw, in_c).max(1));
     for ky in 0..kh {
@@ -916,7 +937,7 @@ fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [
             };
             let ix = coord(ox, g.stride[1], kx, g.dilation[1], g.pad[1], in_w);
             let src = match (iy, ix) {
-                (Some(iy), Some(ix)) => c.input.get((iy * in_w + ix) * in_c..),
+                (Some(iy), Some(ix)) => c.input.get((iy * in_w + ix) * in_stride..),
                 _ if c.padding.values.is_empty() => None,
                 _ => Some(c.padding.values),
             };
@@ -1506,8 +1527,10 @@ fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let taps = kh * kw;
     let (y_lo, y_hi) = interior(out_h, g.stride[0], g.dilation[0], g.pad[0], kh, in_h);
     let (x_lo, x_hi) = interior(out_w, g.stride[1], g.dilation[1], g.pad[1], kw, in_w);
-    let row_step = g.dilation[0] * in_w * channels;
-    let col_step = g.dilation[1] * channels;
+    // Input pixels `in_stride` apart (a channel slice read in place: wider than `channels`).
+    let in_stride = g.in_stride(channels);
+    let row_step = g.dilation[0] * in_w * in_stride;
+    let col_step = g.dilation[1] * in_stride;
     for (ch, w) in c
         .weights
         .chunks_exact(taps.max(1))
@@ -1533,7 +1556,7 @@ fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 if inside_y && (x_lo..x_hi).contains(&ox) {
                     let origin = ((oy * g.stride[0] - g.pad[0]) * in_w + ox * g.stride[1]
                         - g.pad[1])
-                        * channels
+                        * in_stride
                         + ch;
                     for (ky, w_row) in w.chunks_exact(kw.max(1)).enumerate() {
                         let row = c.input.get(origin + ky * row_step..).unwrap_or_default();
@@ -1549,7 +1572,7 @@ fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                             let x = match (iy, ix) {
                                 (Some(iy), Some(ix)) => c
                                     .input
-                                    .get((iy * in_w + ix) * channels + ch)
+                                    .get((iy * in_w + ix) * in_stride + ch)
                                     .map_or(0, |v| v.widen()),
                                 _ => pad,
                             };
@@ -1813,7 +1836,7 @@ pub fn conv2d_wide_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     use super::*;
     use crate::kernels::reference::int8::testing::Gen;
@@ -1828,7 +1851,7 @@ mod tests {
     }
 
     /// `f` with the host's AVX2 dot products, then with the tiles' portable twins.
-    fn both_paths<T>(f: impl Fn() -> T) -> [T; 2] {
+    pub(crate) fn both_paths<T>(f: impl Fn() -> T) -> [T; 2] {
         let avx2 = f();
         PORTABLE_TILES.with(|p| p.set(true));
         let portable = f();
@@ -1867,7 +1890,7 @@ mod tests {
                 2 => (icg, icg, icg),
                 _ => (2, 2 * icg, 2 * ocg),
             };
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups, in_pixel_stride: 0 };
             let oh = out_len(h, kh, sh, dh, pad[0], pad[2])?;
             let ow = out_len(w, kw, sw, dw, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
@@ -1884,7 +1907,7 @@ mod tests {
                          relu in any::<bool>(), seed in any::<u64>())
             -> Option<Case>
         {
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [1, 1], pad, groups: 1 };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [1, 1], pad, groups: 1, in_pixel_stride: 0 };
             let oh = out_len(h, kh, sh, 1, pad[0], pad[2])?;
             let ow = out_len(w, kw, sw, 1, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
@@ -1900,7 +1923,7 @@ mod tests {
             -> Option<Case>
         {
             let c = 2 * half;
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [dh, dw], pad, groups: c };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [dh, dw], pad, groups: c, in_pixel_stride: 0 };
             let oh = out_len(h, 3, sh, dh, pad[0], pad[2])?;
             let ow = out_len(w, 3, sw, dw, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, c], out_dims: [oh, ow, c], with_pad_values, relu, seed })
@@ -1913,7 +1936,7 @@ mod tests {
                             w in 1usize..=9, relu in any::<bool>(), seed in any::<u64>())
             -> Option<Case>
         {
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1 };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1, in_pixel_stride: 0 };
             Some(Case { g, in_dims: [h, w, 2 * half], out_dims: [h, w, out_c], with_pad_values: false, relu, seed })
         }
     }

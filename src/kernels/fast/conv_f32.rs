@@ -66,7 +66,11 @@ pub fn conv2d(
         && out_c > 0
         && !params.stride.contains(&0)
         && !params.dilation.contains(&0);
-    if usable && params.groups == 1 {
+    // A channel slice read in place (input pixels wider than `in_c`): the depthwise loop and the
+    // regular one with one tap per kernel row read it at its stride; the reference kernel
+    // takes the other shapes (a row's taps are not one run).
+    let slice_input = params.strided_input(in_c);
+    if usable && params.groups == 1 && (!slice_input || params.kernel[1] == 1) {
         regular(&conv, activation, output);
     } else if usable
         && params.groups == in_c
@@ -192,6 +196,8 @@ struct Runs {
     kw: usize,
     in_w: usize,
     in_c: usize,
+    /// Elements between input pixels (`in_c`, or a channel slice's wider storage).
+    in_stride: usize,
     dh: usize,
     dw: usize,
 }
@@ -206,6 +212,7 @@ impl Runs {
             kw,
             in_w,
             in_c,
+            in_stride,
             dh,
             dw,
         } = *self;
@@ -216,7 +223,7 @@ impl Runs {
             while kx < kx1 {
                 let taps = if dw == 1 { kx1 - kx } else { 1 };
                 let w_at = (ky * kw + kx) * in_c;
-                let tap_at = (ky * dh * in_w + kx * dw) * in_c;
+                let tap_at = (ky * dh * in_w + kx * dw) * in_stride;
                 f(w_at, origin.map(|at| at.wrapping_add(tap_at)), taps * in_c);
                 kx += taps;
             }
@@ -236,6 +243,9 @@ fn regular(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
     let [dh, dw] = g.dilation;
     let [pt, pl, _, _] = g.pad;
     let per_out = kh * kw * in_c;
+    // Input pixels `in_stride` apart (a channel slice read in place, only with `kw == 1`: a
+    // kernel row is then one tap, one run).
+    let in_stride = g.in_stride(in_c);
     let window = |oy: usize, ox: usize| Window {
         rows: valid_taps(oy, sh, dh, pt, kh, in_h),
         cols: valid_taps(ox, sw, dw, pl, kw, in_w),
@@ -244,6 +254,7 @@ fn regular(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
         kw,
         in_w,
         in_c,
+        in_stride,
         dh,
         dw,
     };
@@ -273,7 +284,9 @@ fn regular(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
             let origin = [ox, ox + pixels - 1].map(|ox| {
                 let iy = coord(oy, sh, 0, dh, pt);
                 let ix = coord(ox, sw, 0, dw, pl);
-                iy.wrapping_mul(in_w).wrapping_add(ix).wrapping_mul(in_c)
+                iy.wrapping_mul(in_w)
+                    .wrapping_add(ix)
+                    .wrapping_mul(in_stride)
             });
             let out_at = [ox, ox + pixels - 1].map(|ox| (oy * out_w + ox) * out_stride);
             // With dilation 1, the whole window in one call:
@@ -282,11 +295,11 @@ fn regular(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
                 let ((ky0, ky1), (kx0, kx1)) = (win.rows, win.cols);
                 let run = (kx1 - kx0) * in_c;
                 (dw == 1 && ky1 > ky0 && run > 0).then(|| {
-                    let tap_at = (ky0 * dh * in_w + kx0) * in_c;
+                    let tap_at = (ky0 * dh * in_w + kx0) * in_stride;
                     let shape = simd::Rows {
                         rows: ky1 - ky0,
                         len: run,
-                        x_step: dh * in_w * in_c,
+                        x_step: dh * in_w * in_stride,
                         w_step: kw * in_c,
                     };
                     let x_at = origin.map(|at| at.wrapping_add(tap_at));
@@ -380,6 +393,7 @@ fn pixel_with_pad_values(c: &Conv<'_>, oy: usize, ox: usize, out_px: &mut [f32])
     let g = c.g;
     let [kh, kw] = g.kernel;
     let per_out = kh * kw * in_c;
+    let in_stride = g.in_stride(in_c);
     for (o, y) in out_px.iter_mut().enumerate() {
         let row = c
             .weights
@@ -393,7 +407,7 @@ fn pixel_with_pad_values(c: &Conv<'_>, oy: usize, ox: usize, out_px: &mut [f32])
                     reference::window_coord(ox, g.stride[1], kx, g.dilation[1], g.pad[1], in_w);
                 let x = match (iy, ix) {
                     (Some(iy), Some(ix)) => {
-                        let at = (iy * in_w + ix) * in_c;
+                        let at = (iy * in_w + ix) * in_stride;
                         c.input.get(at..at + in_c).unwrap_or_default()
                     }
                     _ => c.pad_values,
@@ -420,6 +434,8 @@ fn depthwise(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
     let [dh, dw] = g.dilation;
     let [pt, pl, _, _] = g.pad;
     let taps = kh * kw;
+    // Input pixels `in_stride` apart (a channel slice read in place: wider than `channels`).
+    let in_stride = g.in_stride(channels);
     let mut quad_weights = [[0.0f32; 4]; MAX_DEPTHWISE_TAPS];
     let mut c0 = 0;
     while c0 < channels {
@@ -461,7 +477,7 @@ fn depthwise(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
                             let x = if inside {
                                 let iy = coord(oy, sh, ky, dh, pt);
                                 let ix = coord(ox, sw, kx, dw, pl);
-                                quad(c.input, (iy * in_w + ix) * channels + c0)
+                                quad(c.input, (iy * in_w + ix) * in_stride + c0)
                             } else {
                                 pads
                             };
@@ -481,12 +497,12 @@ fn depthwise(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
                     let taps = simd::Taps {
                         rows: rows.1 - ky0,
                         cols: cols.1 - kx0,
-                        x_col: dw * channels,
-                        x_row: dh * in_w * channels,
+                        x_col: dw * in_stride,
+                        x_row: dh * in_w * in_stride,
                         w_row: 4 * kw,
                     };
                     let x_at = (coord(oy, sh, ky0, dh, pt) * in_w + coord(ox, sw, kx0, dw, pl))
-                        * channels
+                        * in_stride
                         + c0;
                     let x = c.input.get(x_at..).unwrap_or_default();
                     let w = quad_weights.as_flattened().get(4 * (ky0 * kw + kx0)..);
@@ -497,7 +513,7 @@ fn depthwise(c: &Conv<'_>, activation: &Activation, output: &mut [f32]) {
                         let w_row = quad_weights.get(ky * kw..).unwrap_or_default();
                         for kx in cols.0..cols.1 {
                             let ix = coord(ox, sw, kx, dw, pl);
-                            let x = quad(c.input, (iy * in_w + ix) * channels + c0);
+                            let x = quad(c.input, (iy * in_w + ix) * in_stride + c0);
                             let w = w_row.get(kx).copied().unwrap_or_default();
                             for k in 0..4 {
                                 acc[k] += w[k] * x[k];
@@ -604,7 +620,7 @@ mod tests {
                 // Grouped, not depthwise: the reference loop.
                 _ => (2, 2 * c, 2 * ocg, [kh, kw]),
             };
-            let g = ConvGeometry { kernel, stride: [sh, sw], dilation: [dh, dw], pad, groups, out_pixel_stride: 0 };
+            let g = ConvGeometry { kernel, stride: [sh, sw], dilation: [dh, dw], pad, groups, out_pixel_stride: 0, in_pixel_stride: 0 };
             (g, [h, w, c], out_c)
         }
     }
@@ -693,6 +709,7 @@ mod tests {
                 pad: [1; 4],
                 groups,
                 out_pixel_stride: stride,
+                in_pixel_stride: 0,
             };
             let seed = &mut 5;
             let input = values(6 * 5 * 8, seed, true);

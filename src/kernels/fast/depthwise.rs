@@ -96,12 +96,15 @@ fn fill_row<X: Lanes>(
                 put(d, again.as_mut().and_then(|a| a.next()), *s);
             }
         }
+        // Value by value, input pixels `in_stride` apart (a channel slice read in place is
+        // wider than `channels`).
         None => {
+            let in_stride = c.geometry.in_stride(channels);
             let src = c
                 .input
-                .get(iy * in_w * channels + 2 * cp..)
+                .get(iy * in_w * in_stride + 2 * cp..)
                 .unwrap_or_default();
-            for (d, s) in dst.iter_mut().zip(src.chunks(channels.max(1))) {
+            for (d, s) in dst.iter_mut().zip(src.chunks(in_stride.max(1))) {
                 if let Some([a, b]) = s.first_chunk::<2>() {
                     put(
                         d,
@@ -345,12 +348,14 @@ fn fill_row_plain<X: Lanes>(
                 *d = *s;
             }
         }
+        // Value by value, input pixels `in_stride` apart (as in `fill_row`).
         None => {
+            let in_stride = c.geometry.in_stride(channels);
             let src = c
                 .input
-                .get(iy * in_w * channels + 2 * cp..)
+                .get(iy * in_w * in_stride + 2 * cp..)
                 .unwrap_or_default();
-            for (d, s) in inside.zip(src.chunks(channels.max(1))) {
+            for (d, s) in inside.zip(src.chunks(in_stride.max(1))) {
                 if let Some([a, b]) = s.first_chunk::<2>() {
                     *d = simd::pair(a.widen(), b.widen());
                 }
@@ -463,7 +468,7 @@ mod tests {
                   big_bias in any::<bool>(), offset in 0usize..=1, seed in any::<u64>())
             -> Option<Case>
         {
-            let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [1, 1], pad, groups: channels };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [1, 1], pad, groups: channels, in_pixel_stride: 0 };
             let oh = (h + pad[0] + pad[2]).checked_sub(3)? / sh + 1;
             let ow = (w + pad[1] + pad[3]).checked_sub(3)? / sw + 1;
             Some(Case { g, in_dims: [h, w, channels], out_dims: [oh, ow, channels],

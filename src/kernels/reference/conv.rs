@@ -27,6 +27,8 @@ pub fn conv2d(
     pad_values: &[f32],
 ) {
     let [in_h, in_w, in_c] = in_dims;
+    // Input pixels `in_stride` elements apart: dense, or a channel slice read in place.
+    let in_stride = params.in_stride(in_c);
     let [out_h, out_w, out_c] = out_dims;
     let groups = params.groups;
     let [kernel_h, kernel_w] = params.kernel;
@@ -58,7 +60,7 @@ pub fn conv2d(
                 let ix = window_coord(ox, stride_w, kx, dil_w, pad_left, in_w);
                 let source = match (iy, ix) {
                     (Some(iy), Some(ix)) => {
-                        let at = (iy * in_w + ix) * in_c;
+                        let at = (iy * in_w + ix) * in_stride;
                         input.get(at..at + in_c)
                     }
                     _ if pad_values.is_empty() => None,
@@ -99,6 +101,7 @@ mod tests {
     ) -> ConvGeometry {
         ConvGeometry {
             out_pixel_stride: 0,
+            in_pixel_stride: 0,
             kernel: kernel.map(usize::from),
             stride: stride.map(usize::from),
             dilation: dilation.map(usize::from),

@@ -91,6 +91,9 @@ struct Shape {
     in_h: usize,
     in_w: usize,
     in_c: usize,
+    /// Elements from one input pixel to the next (`in_c`, or a channel slice's wider storage:
+    /// the slice read in place).
+    in_stride: usize,
     out_h: usize,
     out_w: usize,
     out_c: usize,
@@ -132,12 +135,18 @@ impl Shape {
             .checked_sub(1)?
             .checked_mul(out_stride)?
             .checked_add(out_c)?;
-        let in_len = in_h.checked_mul(in_w)?.checked_mul(in_c)?;
+        // Input pixels `in_stride` apart (a channel slice read in place), the last `in_c` long.
+        let in_stride = g.in_stride(in_c);
+        let in_span = (in_h.checked_mul(in_w)?)
+            .checked_sub(1)?
+            .checked_mul(in_stride)?
+            .checked_add(in_c)?;
         let ch = c.channels;
         let ok = taps > 0
             && out_stride >= out_c
             && output_len >= out_span
-            && c.input.len() >= in_len
+            && in_stride >= in_c
+            && c.input.len() >= in_span
             && c.weights.len() >= out_c.checked_mul(window)?
             && ch.bias.len() >= out_c
             && ch.multiplier.len() >= out_c
@@ -152,6 +161,7 @@ impl Shape {
             in_h,
             in_w,
             in_c,
+            in_stride,
             out_h,
             out_w,
             out_c,
@@ -166,7 +176,9 @@ impl Shape {
                 && g.stride == [1, 1]
                 && g.pad == [0; 4]
                 && [out_h, out_w] == [in_h, in_w]
-                && in_c % 2 == 0,
+                && in_c % 2 == 0
+                // Consecutive pixels read as one run: a dense input only.
+                && in_stride == in_c,
         })
     }
 }
@@ -504,10 +516,11 @@ fn gather<X: Element>(s: &Shape, c: &Conv<'_, X>, q: usize, row: &mut [MaybeUnin
             }
             continue;
         };
-        // Adjacent columns, all inside: the kernel row's inputs are one contiguous run.
-        if kw == 1 || g.dilation[1] == 1 {
+        // Adjacent columns, all inside: the kernel row's inputs are one contiguous run (of a
+        // dense input; a slice read in place has other channels between its pixels).
+        if kw == 1 || (g.dilation[1] == 1 && s.in_stride == s.in_c) {
             if let (Some(first), Some(_)) = (col(0), col(kw - 1)) {
-                let at = (iy * s.in_w + first) * s.in_c;
+                let at = (iy * s.in_w + first) * s.in_stride;
                 widen_into(dst, c.input.get(at..).unwrap_or_default());
                 continue;
             }
@@ -515,7 +528,7 @@ fn gather<X: Element>(s: &Shape, c: &Conv<'_, X>, q: usize, row: &mut [MaybeUnin
         for (kx, tap) in dst.chunks_exact_mut(s.in_c).enumerate() {
             match col(kx) {
                 Some(ix) => {
-                    let at = (iy * s.in_w + ix) * s.in_c;
+                    let at = (iy * s.in_w + ix) * s.in_stride;
                     widen_into(tap, c.input.get(at..).unwrap_or_default());
                 }
                 None => pad_into(c, tap),
@@ -1101,10 +1114,11 @@ unsafe fn dw_chunk<const P: usize, X: Lanes, Y: FromWide + 'static>(
                     let x = if (lo..hi).contains(&k) {
                         // Pixel k reads input column col + k·sw in 0..in_w.
                         let ix = (col + (k * sw) as isize) as usize;
-                        let at = (row + ix) * s.in_c + b.c0;
+                        let at = (row + ix) * s.in_stride + b.c0;
                         if b.width == 8 {
                             // SAFETY: AVX2 present; channels c0..c0 + 8 <= in_c of input pixel
-                            // (iy, ix), inside the input (`Shape::check`).
+                            // (iy, ix), pixels in_stride apart, inside the input
+                            // (`Shape::check`: the last pixel's in_c values).
                             unsafe { load8_unchecked(c.input.as_ptr().add(at)) }
                         } else {
                             // SAFETY: AVX2 present.
@@ -1306,7 +1320,7 @@ mod tests {
             let in_c = if kind == 2 { out_c } else { in_c };
             let (kh, kw) = if kind != 2 && in_c * kh * kw > MAX_WINDOW { (1, 1) } else { (kh, kw) };
             let pixel_stride = if view == 0 { 0 } else { out_c + view };
-            let g = ConvGeometry { out_pixel_stride: pixel_stride, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups };
+            let g = ConvGeometry { out_pixel_stride: pixel_stride, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, dw], pad, groups, in_pixel_stride: 0 };
             let oh = out_len(h, kh, sh, dh, pad[0], pad[2])?;
             let ow = out_len(w, kw, sw, dw, pad[1], pad[3])?;
             Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
@@ -1321,7 +1335,7 @@ mod tests {
             -> Option<Case>
         {
             let pixel_stride = if view == 0 { 0 } else { out_c + view };
-            let g = ConvGeometry { out_pixel_stride: pixel_stride, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1 };
+            let g = ConvGeometry { out_pixel_stride: pixel_stride, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1, in_pixel_stride: 0 };
             Some(Case { g, in_dims: [h, w, 2 * half], out_dims: [h, w, out_c], with_pad_values: false, relu, seed })
         }
     }

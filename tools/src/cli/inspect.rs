@@ -106,6 +106,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     let mut weight_bytes = 0usize;
     let layers: Vec<_> = model.layers().collect();
     let (mut views, mut view_bytes) = (0usize, 0usize);
+    let (mut slice_views, mut slice_bytes) = (0usize, 0usize);
     for (i, l) in layers.iter().enumerate() {
         let (name, w) = icefold_tool::describe::describe(&l.op);
         weight_bytes += w;
@@ -119,7 +120,25 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             format!("[{}, {})", o.offset, o.offset as usize + o.storage_len()),
             w
         );
-        if let Some(v) = o.view {
+        if l.is_view_slice() {
+            // A slice read in place: its readers read its input's storage.
+            slice_views += 1;
+            slice_bytes += o.byte_len();
+            let x = &l.inputs[0];
+            let what = match o.view {
+                Some(v) => format!(
+                    "channels {}..{} of a storage of {} channels per pixel",
+                    v.channel,
+                    usize::from(v.channel) + usize::from(o.dims[2]),
+                    v.pixel_stride
+                ),
+                None => format!("{} bytes into it", o.offset - x.offset),
+            };
+            println!(
+                "     └ view of input 0 (tensor {}): {what}, read in place by its readers, not copied",
+                x.id
+            );
+        } else if let Some(v) = o.view {
             views += 1;
             view_bytes += o.byte_len();
             let (root, at) = view_root(&layers, o.id);
@@ -164,7 +183,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             );
         }
         let adopted: Vec<String> = (0..usize::from(l.input_count))
-            .filter(|&k| l.in_place(k))
+            .filter(|&k| l.in_place(k) && !l.is_view_slice())
             .map(|k| k.to_string())
             .collect();
         if !adopted.is_empty() {
@@ -191,6 +210,12 @@ pub fn run(a: &InspectArgs) -> Result<()> {
              place instead of copied"
         );
     }
+    if slice_views > 0 {
+        println!(
+            "zero-copy slices: {slice_views} slices are views of their input, {slice_bytes} \
+             bytes read in place instead of copied"
+        );
+    }
     Ok(())
 }
 
@@ -200,7 +225,8 @@ fn view_root(layers: &[icefold::format::Layer], mut id: u16) -> (u16, usize) {
     let mut at = 0;
     for _ in 0..layers.len() {
         let adopter = layers.iter().enumerate().find(|(_, l)| {
-            (0..usize::from(l.input_count)).any(|k| l.in_place(k) && l.inputs[k].id == id)
+            !l.is_view_slice()
+                && (0..usize::from(l.input_count)).any(|k| l.in_place(k) && l.inputs[k].id == id)
         });
         let Some((j, l)) = adopter else { break };
         (id, at) = (l.output.id, j);

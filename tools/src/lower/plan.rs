@@ -140,16 +140,17 @@ fn row_bytes(d: &TensorDesc) -> i64 {
 
 /// Recompute every tensor's arena offset from the schedule (element sizes may have changed).
 pub fn replan(info: &mut ModelInfo, layers: &mut [Layer]) -> Result<()> {
-    replan_with(info, layers, &[], true)
+    replan_with(info, layers, (&[], &[]), true)
 }
 
 /// [`replan`] where tensor `t` lies in the storage of tensor `storage[t]` (views of one storage
-/// share its buffer, whose life spans all of theirs); ids past `storage` are their own storage.
+/// share its buffer, whose life spans all of theirs), `shift[t]` bytes after its start (the rows
+/// a slice along rows skips; 0 past `shift`); ids past `storage` are their own storage.
 /// With `over_inputs` false no layer writes over its input (`--no-in-place`).
 fn replan_with(
     info: &mut ModelInfo,
     layers: &mut [Layer],
-    storage: &[u16],
+    (storage, shift): (&[u16], &[u32]),
     over_inputs: bool,
 ) -> Result<()> {
     let key = |id: u16| usize::from(storage.get(usize::from(id)).copied().unwrap_or(id));
@@ -168,9 +169,10 @@ fn replan_with(
         };
         n
     ];
+    let shift_of = |id: u16| shift.get(usize::from(id)).copied().unwrap_or(0);
     let mut touch = |d: &TensorDesc, at: isize, write: bool| {
         let b = &mut lives[key(d.id)];
-        b.bytes = b.bytes.max(d.storage_len());
+        b.bytes = b.bytes.max(shift_of(d.id) as usize + d.storage_len());
         if write {
             b.first = b.first.min(at);
         }
@@ -245,7 +247,7 @@ fn replan_with(
             (in_place, plan) = (without, trial);
         }
     }
-    let place = |d: &mut TensorDesc| d.offset = plan.offsets[key(d.id)] as u32;
+    let place = |d: &mut TensorDesc| d.offset = plan.offsets[key(d.id)] as u32 + shift_of(d.id);
     for l in layers.iter_mut() {
         l.inputs.iter_mut().for_each(place);
         place(&mut l.output);
@@ -401,6 +403,10 @@ pub fn fuse_conv_pool(
 pub struct Sharing {
     /// Concatenation inputs written in place by their producers (no copy).
     pub in_place: usize,
+    /// Slices whose output is a view of their input (no copy).
+    pub slice_views: usize,
+    /// Bytes those slices no longer copy per inference.
+    pub copies_avoided: usize,
     /// Arena bytes before and after.
     pub arena_bytes: (u32, u32),
 }
@@ -490,10 +496,13 @@ pub fn share_concat_storage(
             slot += x.dims[2];
         }
     }
-    if in_place == 0 && over_inputs {
+    let (slice_views, copies_avoided, shift) =
+        slices_as_views(info, layers, (&mut storage, &mut place));
+    if in_place == 0 && slice_views == 0 && over_inputs {
         return Ok(Sharing {
             in_place,
             arena_bytes: (before, before),
+            ..Sharing::default()
         });
     }
     let set = |d: &mut TensorDesc| d.view = place[usize::from(d.id)];
@@ -501,11 +510,86 @@ pub fn share_concat_storage(
         l.inputs.iter_mut().for_each(set);
         set(&mut l.output);
     }
-    replan_with(info, layers, &storage, over_inputs)?;
+    replan_with(info, layers, (&storage, &shift), over_inputs)?;
     Ok(Sharing {
         in_place,
+        slice_views,
+        copies_avoided,
         arena_bytes: (before, info.arena_bytes),
     })
+}
+
+/// Slices as views (format version 10): a `Slice` with step 1 whose output is read only by
+/// convolutions (their input 0: the kernels take an input pixel stride) becomes a view of its
+/// input's storage (`Layer::in_place`): along channels the same storage at the input's pixel
+/// stride from channel `start` on; along rows (the input dense, or every reader a convolution)
+/// the input's description `start` rows further on, where that offset stays 4-aligned. The
+/// slice then moves nothing, and the storage stays alive while any view of it is read (the
+/// replanning keeps one life per storage). A slice with another step, along columns, read by
+/// anything else (a concatenation, an element-wise layer, a fused convolution), or that is the
+/// model output keeps its copy. Updates `storage` and `place` (as [`share_concat_storage`]
+/// keeps them) and returns the number of slices made views, the bytes they no longer copy per
+/// inference, and each tensor's byte shift in its storage.
+fn slices_as_views(
+    info: &ModelInfo,
+    layers: &[Layer],
+    (storage, place): (&mut [u16], &mut [Option<View>]),
+) -> (usize, usize, Vec<u32>) {
+    let mut shift = vec![0u32; storage.len()];
+    let (mut views, mut bytes) = (0, 0);
+    let reads_at_stride = |r: &Layer, id: u16| {
+        matches!(r.op, Op::Conv2d(_) | Op::Conv2dI8(_) | Op::Conv2dI16(_))
+            && r.input_count == 1
+            && r.inputs[0].id == id
+    };
+    for l in layers {
+        let Op::Slice(s) = l.op else { continue };
+        let (x, y) = (l.inputs[0], l.output);
+        if s.step != 1
+            || y.id == info.output.id
+            || x.dtype != y.dtype
+            || x.dtype == DType::I16
+            || usize::from(y.id) >= storage.len()
+        {
+            continue;
+        }
+        let readers: Vec<&Layer> = layers
+            .iter()
+            .filter(|r| {
+                r.inputs[..usize::from(r.input_count)]
+                    .iter()
+                    .any(|d| d.id == y.id)
+            })
+            .collect();
+        let all_convs = readers.iter().all(|r| reads_at_stride(r, y.id));
+        let (xi, yi) = (usize::from(x.id), usize::from(y.id));
+        let (root, base, stride) = match place[xi] {
+            Some(v) => (storage[xi], v.channel, v.pixel_stride),
+            None => (storage[xi], 0, x.dims[2]),
+        };
+        match s.axis {
+            2 if all_convs => {
+                place[yi] = Some(View {
+                    channel: base + s.start,
+                    pixel_stride: stride,
+                });
+            }
+            0 if all_convs || place[xi].is_none() => {
+                let row = u32::from(x.dims[1]) * u32::from(stride) * x.dtype.size() as u32;
+                let skip = shift[xi] + u32::from(s.start) * row;
+                if skip as usize % ARENA_ALIGN != 0 {
+                    continue;
+                }
+                shift[yi] = skip;
+                place[yi] = place[xi];
+            }
+            _ => continue,
+        }
+        storage[yi] = root;
+        views += 1;
+        bytes += y.byte_len();
+    }
+    (views, bytes, shift)
 }
 
 #[cfg(test)]
@@ -645,6 +729,100 @@ mod tests {
             for x in &l.inputs[..usize::from(l.input_count)] {
                 if x.id != 0 {
                     assert_eq!(*x, by_id(x.id));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn slices_read_only_by_convolutions_become_views_of_their_input() {
+        use icefold::format::{Activation, Conv2d, Slice, Span};
+        let conv = Op::Conv2d(Conv2d {
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [0; 4],
+            groups: 1,
+            weights: Span::default(),
+            bias: Span::default(),
+            pad_values: Span::default(),
+            activation: Activation::Identity,
+        });
+        let slice = |axis, start, step| Op::Slice(Slice { axis, start, step });
+        let relu = Op::Activation(Activation::Relu);
+        let desc = |id, dims| TensorDesc {
+            dims,
+            ..tensor(id, 1)
+        };
+        // x [2, 2, 6] → h = conv(x) → a = h[.., 0..2] → conv; b = h[.., 2..6] → relu (copies);
+        // c = h[.., 1..5 step 2] → conv (copies); r = h[1..2] (a row) → relu (a dense offset
+        // view); z = conv(a) + ... each branch ends in the model output through a chain.
+        let (x, h) = (desc(0, [2, 2, 6]), desc(1, [2, 2, 6]));
+        let (a, b, c, r) = (
+            desc(2, [2, 2, 2]),
+            desc(3, [2, 2, 4]),
+            desc(4, [2, 2, 2]),
+            desc(5, [1, 2, 6]),
+        );
+        let (qa, qb, qc, qr) = (
+            desc(6, [2, 2, 2]),
+            desc(7, [2, 2, 4]),
+            desc(8, [2, 2, 2]),
+            desc(9, [1, 2, 6]),
+        );
+        let mut layers = vec![
+            step(conv, &[x], h),
+            step(slice(2, 0, 1), &[h], a),
+            step(slice(2, 2, 1), &[h], b),
+            step(slice(2, 1, 2), &[h], c),
+            step(slice(0, 1, 1), &[h], r),
+            step(conv, &[a], qa),
+            step(relu, &[b], qb),
+            step(conv, &[c], qc),
+            step(relu, &[r], qr),
+        ];
+        let mut info = ModelInfo {
+            layer_count: layers.len() as u16,
+            arena_bytes: 0,
+            input: x,
+            output: qr,
+            input_rank: 3,
+            output_rank: 3,
+            input_transpose: None,
+        };
+        replan(&mut info, &mut layers).unwrap();
+        let sharing = share_concat_storage(&mut info, &mut layers, true).unwrap();
+        let out = |id: u16| layers.iter().find(|l| l.output.id == id).unwrap().output;
+        let v = |id: u16| out(id).view.map(|v| (v.channel, v.pixel_stride));
+        // a: channels 0..2 of h's 6, read in place by its convolution.
+        assert_eq!(v(2), Some((0, 6)));
+        assert_eq!(out(2).offset, out(1).offset);
+        assert!(layers[1].is_view_slice());
+        // b is read by an activation, c has step 2: both copied, elsewhere.
+        assert_eq!(v(3), None);
+        assert!(!layers[2].is_view_slice() && !layers[3].is_view_slice());
+        assert_eq!(v(4), None);
+        // r: row 1 of h, dense, 2 · 6 · 4 bytes into it; any reader takes it.
+        assert_eq!(v(5), None);
+        assert_eq!(out(5).offset, out(1).offset + 48);
+        assert!(layers[4].is_view_slice());
+        assert_eq!(sharing.slice_views, 2);
+        assert_eq!(sharing.copies_avoided, (4 * 2 + 2 * 6) * 4);
+        // h stays alive until its last view is read: nothing written after the slices lands
+        // on it while a or r is still to be read.
+        let h_bytes = out(1).offset..out(1).offset + out(1).byte_len() as u32;
+        for l in &layers[5..8] {
+            let o = l.output.offset..l.output.offset + l.output.storage_len() as u32;
+            assert!(
+                o.end <= h_bytes.start || o.start >= h_bytes.end,
+                "{l:?} over h"
+            );
+        }
+        // Every tensor's description is the same wherever it appears.
+        for l in &layers {
+            for d in &l.inputs[..usize::from(l.input_count)] {
+                if d.id != 0 {
+                    assert_eq!(*d, out(d.id));
                 }
             }
         }

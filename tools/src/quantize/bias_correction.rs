@@ -414,6 +414,7 @@ fn accumulators(
         pad: conv.pad.map(usize::from),
         groups: conv.groups as usize,
         out_pixel_stride: 0,
+        in_pixel_stride: 0,
     };
     let in_dims = input.dims.map(usize::from);
     let out_dims = layer.output.dims.map(usize::from);

@@ -114,6 +114,8 @@ fn accumulate<X: Element, Y>(
     finish: impl Fn(i32, Requant) -> Y,
 ) {
     let [in_h, in_w, in_c] = in_dims;
+    // Input pixels `in_stride` elements apart: dense, or a channel slice read in place.
+    let in_stride = params.in_stride(in_c);
     let [out_h, out_w, out_c] = out_dims;
     let groups = params.groups;
     let [kernel_h, kernel_w] = params.kernel;
@@ -161,7 +163,7 @@ fn accumulate<X: Element, Y>(
                     };
                     let term = match (iy, ix) {
                         (Some(iy), Some(ix)) => {
-                            let at = (iy * in_w + ix) * in_c + first;
+                            let at = (iy * in_w + ix) * in_stride + first;
                             input.get(at..at + group_in).map(|x| dot(w_tap, x))
                         }
                         _ if taps.pad_values.is_empty() => Some(
@@ -201,6 +203,7 @@ mod tests {
     ) -> ConvGeometry {
         ConvGeometry {
             out_pixel_stride: 0,
+            in_pixel_stride: 0,
             kernel: kernel.map(usize::from),
             stride: stride.map(usize::from),
             dilation: dilation.map(usize::from),
