@@ -190,8 +190,13 @@ prop_compose! {
                     h in 1usize..=7, w in 1usize..=7, groups in 1usize..=3, per_group in 1usize..=3,
                     out_per_group in 1usize..=3, depthwise in any::<bool>(),
                     before in 0usize..=5, after in 0usize..=5, pad_values in any::<bool>(),
+                    wide_depthwise in proptest::option::of(16usize..=40),
                     seed in any::<u64>()) -> Option<(SliceCase, bool)> {
-        let in_c = groups * per_group;
+        // Depthwise layers of 16 channels and more reach the x86 loop on whole blocks of 16.
+        let in_c = match wide_depthwise {
+            Some(c) if depthwise => c,
+            _ => groups * per_group,
+        };
         let (groups, out_c) = if depthwise { (in_c, in_c) } else { (groups, groups * out_per_group) };
         let span = |n: usize, k: usize, d: usize, s: usize, a: usize, b: usize| {
             (n + a + b).checked_sub(d * (k - 1) + 1).map(|r| r / s + 1)

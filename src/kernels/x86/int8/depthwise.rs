@@ -84,7 +84,7 @@ pub(super) unsafe fn whole_blocks<X: Lanes, Y: FromWide + 'static>(
         let (ky, kx) = (t / g.kernel[1], t % g.kernel[1]);
         taps.row[t] = ky;
         taps.col[t] = kx;
-        taps.offset[t] = (ky * g.dilation[0] * s.in_w + kx * g.dilation[1]) * s.in_c;
+        taps.offset[t] = (ky * g.dilation[0] * s.in_w + kx * g.dilation[1]) * s.in_stride;
     }
     let mut c0 = 0;
     while c0 + BLOCK <= s.in_c {
@@ -194,8 +194,8 @@ unsafe fn chunk<const P: usize, X: Lanes, Y: FromWide + 'static>(
         // Pixel k's first tap, when every tap of the row's pixels is inside the input.
         let first = match rows[0] {
             row0 if row0 != OUTSIDE && columns_inside && rows[kh - 1] != OUTSIDE => {
-                let at = (row0 as isize + cols[0].2) as usize * s.in_c + b.c0;
-                let last = at + (P - 1) * sw * s.in_c + tap_off[s.taps - 1] + BLOCK;
+                let at = (row0 as isize + cols[0].2) as usize * s.in_stride + b.c0;
+                let last = at + (P - 1) * sw * s.in_stride + tap_off[s.taps - 1] + BLOCK;
                 (last <= c.input.len()).then_some(at)
             }
             _ => None,
@@ -206,7 +206,7 @@ unsafe fn chunk<const P: usize, X: Lanes, Y: FromWide + 'static>(
                 // SAFETY: AVX2 present; every read ends at or before `last` <= input.len()
                 // (checked above): taps of pixels 0..P of rows inside the input.
                 unsafe {
-                    let p = x.add(k * sw * s.in_c + tap_off[t]);
+                    let p = x.add(k * sw * s.in_stride + tap_off[t]);
                     if X::WIDE {
                         _mm256_loadu_si256(p.cast())
                     } else {
@@ -236,12 +236,12 @@ unsafe fn chunk<const P: usize, X: Lanes, Y: FromWide + 'static>(
                 if row == OUTSIDE || ix == OUTSIDE {
                     b.pad.as_ptr()
                 } else {
-                    input.wrapping_add((row + ix) * s.in_c + b.c0)
+                    input.wrapping_add((row + ix) * s.in_stride + b.c0)
                 }
             };
             let read = |t: usize, k: usize| -> __m256i {
                 // SAFETY: AVX2 present; `src` points at 16 values: the block's channels
-                // c0..c0 + 16 <= in_c of an input pixel inside the input (`Shape::check`), or
+                // c0..c0 + 16 <= in_c of an input pixel inside the input (pixels `in_stride` apart, the last one whole: `Shape::check`), or
                 // the 16 pad values.
                 unsafe {
                     let p = src(t, k);
