@@ -317,6 +317,15 @@ pub fn run_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
         if x86(conv, output) {
             return true;
         }
+        // Narrow maps on DSP cores: pixel by pixel, the channel pairs innermost (dense
+        // output only, like the row kernel below).
+        if cfg!(icefold_dsp) && !strided && super::depthwise::covers_by_pixel(conv) {
+            if let Some(words) = X::words(conv.input) {
+                if super::depthwise::by_pixel(conv, words, output) {
+                    return true;
+                }
+            }
+        }
         // The 3x3 row kernel writes dense rows only.
         if !strided && super::depthwise::covers(conv) {
             super::depthwise::depthwise3x3(conv, X::words(conv.input), output);
