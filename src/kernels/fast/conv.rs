@@ -722,6 +722,13 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     // use each half for one channel, int8 layers the whole as one run.
     let mut wide = [[0u32; WIDE_WORDS]; 2];
     let padded = c.geometry.pad != [0; 4];
+    // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
+    // channel pair: the array compares are `memcmp` calls).
+    let g = c.geometry;
+    let is_pointwise = per_out == in_c && g.stride == [1, 1] && !padded;
+    // The pointwise blocks' sums and int16 results, zeroed once per call rather than once per
+    // channel pair (a layer run in bands of rows calls this once per band).
+    let mut blocks = Blocks::new();
     let mut o = 0;
     while o < out_c {
         let pair = o + 1 < out_c;
@@ -761,11 +768,10 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 let w = wide
                     .each_ref()
                     .map(|w| w.get(..per_out / 2).unwrap_or_default());
-                let g = c.geometry;
-                if per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4] {
-                    // Pointwise: output pixel p reads input pixel p, nothing else.
+                if is_pointwise {
                     let out_stride = g.out_stride(out_c);
-                    pointwise(x, w, &outs, &c.bounds, in_c, out_stride, &mut *output);
+                    let shape = (in_c, out_stride);
+                    pointwise(x, w, &outs, &c.bounds, shape, &mut blocks, &mut *output);
                 } else {
                     pixels(c, &mut *output, &Wide { w, x }, &outs, pads);
                 }
@@ -1134,8 +1140,8 @@ fn pointwise<Y: FromWide>(
     w: [&[u32]; 2],
     outs: &Outputs,
     bounds: &Bounds,
-    in_c: usize,
-    out_stride: usize,
+    (in_c, out_stride): (usize, usize),
+    blocks: &mut Blocks,
     output: &mut [Y],
 ) {
     let n = in_c / 2;
@@ -1143,7 +1149,7 @@ fn pointwise<Y: FromWide>(
         return;
     }
     if TILES {
-        return pointwise_blocks(x, w, outs, bounds, n, out_stride, output);
+        return pointwise_blocks(x, w, outs, bounds, n, out_stride, blocks, output);
     }
     // Pixel pairs by index: one slice check per pair, outputs written at their offsets
     // (`out_stride` elements per pixel; a view's last pixel may be just its channels).
@@ -1176,6 +1182,23 @@ fn pointwise<Y: FromWide>(
 /// bytes).
 const POINTWISE_BLOCK: usize = 32;
 
+/// [`pointwise_blocks`]' buffers: a channel pair's sums over a block of pixels
+/// (`[pixel][2]`) and their int16 results. Every value read was written first in the same
+/// block, so one zeroing per layer call serves every channel pair.
+struct Blocks {
+    accs: [i32; 2 * POINTWISE_BLOCK],
+    narrow: [i16; 2 * POINTWISE_BLOCK],
+}
+
+impl Blocks {
+    fn new() -> Blocks {
+        Blocks {
+            accs: [0; 2 * POINTWISE_BLOCK],
+            narrow: [0; 2 * POINTWISE_BLOCK],
+        }
+    }
+}
+
 /// [`pointwise`] with the DSP tiles: per block of pixels, the channel pair's sums first (the
 /// tile per pixel pair), then each channel's output stage as one loop with its constants in
 /// registers ([`simd::requant_run`], about 10 instructions per output where the store through
@@ -1188,6 +1211,7 @@ fn pointwise_blocks<Y: FromWide>(
     bounds: &Bounds,
     n: usize,
     out_stride: usize,
+    blocks: &mut Blocks,
     output: &mut [Y],
 ) {
     let runs = outs
@@ -1196,8 +1220,7 @@ fn pointwise_blocks<Y: FromWide>(
         .map(|s| s.single().and_then(|s| s.run(bounds)));
     let lanes = if outs.pair { 2 } else { 1 };
     let pixels = x.len() / n;
-    let mut accs = [0i32; 2 * POINTWISE_BLOCK];
-    let mut narrow = [0i16; 2 * POINTWISE_BLOCK];
+    let Blocks { accs, narrow } = blocks;
     let mut p0 = 0;
     while p0 < pixels {
         let m = (pixels - p0).min(POINTWISE_BLOCK);
