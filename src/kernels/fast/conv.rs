@@ -1182,19 +1182,24 @@ fn pointwise<Y: FromWide>(
 /// bytes).
 const POINTWISE_BLOCK: usize = 32;
 
+/// Values in each of [`Blocks`]' buffers: none without the DSP tiles (`pointwise_blocks` is
+/// theirs), so that `regular`'s frame does not grow on cores without them (the Cortex-M0's
+/// stack is tight).
+const BLOCK_VALUES: usize = if TILES { 2 * POINTWISE_BLOCK } else { 0 };
+
 /// [`pointwise_blocks`]' buffers: a channel pair's sums over a block of pixels
 /// (`[pixel][2]`) and their int16 results. Every value read was written first in the same
 /// block, so one zeroing per layer call serves every channel pair.
 struct Blocks {
-    accs: [i32; 2 * POINTWISE_BLOCK],
-    narrow: [i16; 2 * POINTWISE_BLOCK],
+    accs: [i32; BLOCK_VALUES],
+    narrow: [i16; BLOCK_VALUES],
 }
 
 impl Blocks {
     fn new() -> Blocks {
         Blocks {
-            accs: [0; 2 * POINTWISE_BLOCK],
-            narrow: [0; 2 * POINTWISE_BLOCK],
+            accs: [0; BLOCK_VALUES],
+            narrow: [0; BLOCK_VALUES],
         }
     }
 }
