@@ -712,6 +712,16 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     } else {
         None
     };
+    // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
+    // channel pair: the array compares are `memcmp` calls). A tail call with its own buffers,
+    // so that this frame does not grow for the other layers.
+    let g = c.geometry;
+    if let (true, Some(x)) = (
+        per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4],
+        words,
+    ) {
+        return pointwise_layer(c, x, output);
+    }
     // int8 inputs read as words of four, weights widened once per channel pair.
     let packed = if TILES && in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
         X::packed(c.input)
@@ -722,13 +732,6 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     // use each half for one channel, int8 layers the whole as one run.
     let mut wide = [[0u32; WIDE_WORDS]; 2];
     let padded = c.geometry.pad != [0; 4];
-    // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
-    // channel pair: the array compares are `memcmp` calls).
-    let g = c.geometry;
-    let is_pointwise = per_out == in_c && g.stride == [1, 1] && !padded;
-    // The pointwise blocks' sums and int16 results, zeroed once per call rather than once per
-    // channel pair (a layer run in bands of rows calls this once per band).
-    let mut blocks = Blocks::new();
     let mut o = 0;
     while o < out_c {
         let pair = o + 1 < out_c;
@@ -768,13 +771,7 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 let w = wide
                     .each_ref()
                     .map(|w| w.get(..per_out / 2).unwrap_or_default());
-                if is_pointwise {
-                    let out_stride = g.out_stride(out_c);
-                    let shape = (in_c, out_stride);
-                    pointwise(x, w, &outs, &c.bounds, shape, &mut blocks, &mut *output);
-                } else {
-                    pixels(c, &mut *output, &Wide { w, x }, &outs, pads);
-                }
+                pixels(c, &mut *output, &Wide { w, x }, &outs, pads);
             }
             None => {
                 let raw = Quads {
@@ -802,6 +799,50 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 }
             }
         }
+        o += if pair { 2 } else { 1 };
+    }
+}
+
+/// [`regular`]'s pointwise layers on an int16 input read as words (`x`): per output channel
+/// pair its weights widened, then [`pointwise`] over every pixel. The block buffers are zeroed
+/// once per call rather than once per channel pair (a layer run in bands of rows, in place,
+/// calls this once per band).
+#[inline(never)]
+fn pointwise_layer<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &mut [Y]) {
+    let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    let out_stride = c.geometry.out_stride(out_c);
+    let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
+    let mut blocks = Blocks::new();
+    let mut o = 0;
+    while o < out_c {
+        let pair = o + 1 < out_c;
+        let second = if pair { o + 1 } else { o };
+        let rows = [o, second].map(|o| c.weights.get(o * in_c..(o + 1) * in_c));
+        let (Some(w0), Some(w1)) = (rows[0], rows[1]) else {
+            return;
+        };
+        let (Some((b0, s0)), Some((b1, s1))) = (stage(c.channels, o), stage(c.channels, second))
+        else {
+            return;
+        };
+        let outs = Outputs {
+            bias: [b0, b1],
+            stage: [s0, s1],
+            o,
+            pair,
+        };
+        for (buf, w) in wide.iter_mut().zip([w0, w1]) {
+            for (slot, w) in buf.iter_mut().zip(w.chunks_exact(2)) {
+                if let Some(&[lo, hi]) = w.first_chunk::<2>() {
+                    *slot = simd::pair(i32::from(lo), i32::from(hi));
+                }
+            }
+        }
+        let w = wide
+            .each_ref()
+            .map(|w| w.get(..in_c / 2).unwrap_or_default());
+        let shape = (in_c, out_stride);
+        pointwise(x, w, &outs, &c.bounds, shape, &mut blocks, &mut *output);
         o += if pair { 2 } else { 1 };
     }
 }
