@@ -713,14 +713,12 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         None
     };
     // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
-    // channel pair: the array compares are `memcmp` calls). A tail call with its own buffers,
+    // channel pair: the array compares are `memcmp` calls). A tail call with its own buffers
+    // (three register arguments, so LLVM makes it a jump: this frame's buffers are not live),
     // so that this frame does not grow for the other layers.
     let g = c.geometry;
-    if let (true, Some(x)) = (
-        per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4],
-        words,
-    ) {
-        return pointwise_layer(c, x, output);
+    if words.is_some() && per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4] {
+        return pointwise_layer(c, output);
     }
     // int8 inputs read as words of four, weights widened once per channel pair.
     let packed = if TILES && in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
@@ -803,13 +801,16 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     }
 }
 
-/// [`regular`]'s pointwise layers on an int16 input read as words (`x`): per output channel
-/// pair its weights widened, then [`pointwise`] over every pixel. The block buffers are zeroed
+/// [`regular`]'s pointwise layers on an int16 input read as words: per output channel pair
+/// its weights widened, then [`pointwise`] over every pixel. The block buffers are zeroed
 /// once per call rather than once per channel pair (a layer run in bands of rows, in place,
 /// calls this once per band).
 #[inline(never)]
-fn pointwise_layer<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &mut [Y]) {
+fn pointwise_layer<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    let Some(x) = X::words(c.input) else {
+        return;
+    };
     let out_stride = c.geometry.out_stride(out_c);
     let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
     let mut blocks = Blocks::new();
