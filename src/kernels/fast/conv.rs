@@ -1191,7 +1191,7 @@ fn pointwise<Y: FromWide>(
         return;
     }
     if TILES {
-        return pointwise_blocks(x, w, outs, bounds, n, out_stride, blocks, output);
+        return pointwise_blocks(x, w, outs, bounds, (n, out_stride), blocks, output);
     }
     // Pixel pairs by index: one slice check per pair, outputs written at their offsets
     // (`out_stride` elements per pixel; a view's last pixel may be just its channels).
@@ -1256,8 +1256,7 @@ fn pointwise_blocks<Y: FromWide>(
     w: [&[u32]; 2],
     outs: &Outputs,
     bounds: &Bounds,
-    n: usize,
-    out_stride: usize,
+    (n, out_stride): (usize, usize),
     blocks: &mut Blocks,
     output: &mut [Y],
 ) {
