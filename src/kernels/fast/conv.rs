@@ -717,7 +717,10 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     // (three register arguments, so LLVM makes it a jump: this frame's buffers are not live),
     // so that this frame does not grow for the other layers.
     let g = c.geometry;
-    if words.is_some() && per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4] {
+    if let (true, Some(_)) = (
+        per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4],
+        words,
+    ) {
         return pointwise_layer(c, output);
     }
     // int8 inputs read as words of four, weights widened once per channel pair.
