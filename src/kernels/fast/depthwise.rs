@@ -308,7 +308,7 @@ fn sums_first<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, out
 /// Widest output row [`by_pixel`] takes: on narrow maps the row kernel's per-row and
 /// per-channel-pair work (row copies, the two output-stage calls, the store loop) outweighs
 /// the outputs it serves; on wider ones its row passes win.
-pub const BY_PIXEL_MAX_W: usize = 12;
+const BY_PIXEL_MAX_W: usize = 12;
 
 /// Most channel pairs [`by_pixel`] prepares at once ([`simd::DwPixelParams`], 2.5 KiB of
 /// stack).
