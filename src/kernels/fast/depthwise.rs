@@ -16,6 +16,11 @@
 //! [`simd::requant_run`] runs each channel's output stage over the row with its constants in
 //! registers (factors it does not take go through [`Stage::scale`]), and both channels are stored
 //! into the output row.
+//!
+//! On DSP cores, narrow maps (output rows of at most 12 pixels: DS-CNN's 25x5, MobileNet's
+//! 12x12 to 3x3) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs
+//! innermost ([`simd::dw3x3_pixel`]), its constants prepared once per call rather than once per
+//! channel pair and band of rows (a layer in place runs in bands, `engine::in_place`).
 
 use super::conv::{coord, stage, Conv, Lanes, Outputs};
 use super::requant::{Bounds, Stage};
