@@ -335,6 +335,15 @@ pub fn run_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
         } else {
             X::words(conv.input)
         };
+        // Narrow maps on DSP cores: pixel by pixel, the channel pairs innermost (a dense input
+        // and output only, like the row kernel below).
+        if cfg!(icefold_dsp) && !strided && super::depthwise::covers_by_pixel(conv) {
+            if let Some(words) = words {
+                if super::depthwise::by_pixel(conv, words, output) {
+                    return true;
+                }
+            }
+        }
         // The 3x3 row kernel writes dense rows only.
         if !strided && super::depthwise::covers(conv) {
             super::depthwise::depthwise3x3(conv, words, output);
@@ -721,6 +730,17 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     } else {
         None
     };
+    // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
+    // channel pair: the array compares are `memcmp` calls). A tail call with its own buffers
+    // (three register arguments, so LLVM makes it a jump: this frame's buffers are not live),
+    // so that this frame does not grow for the other layers.
+    let g = c.geometry;
+    if let (true, Some(_)) = (
+        per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4],
+        words,
+    ) {
+        return pointwise_layer(c, output);
+    }
     // int8 inputs read as words of four, weights widened once per channel pair.
     let packed = if TILES && in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
         X::packed(c.input)
@@ -770,14 +790,7 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 let w = wide
                     .each_ref()
                     .map(|w| w.get(..per_out / 2).unwrap_or_default());
-                let g = c.geometry;
-                if per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4] {
-                    // Pointwise: output pixel p reads input pixel p, nothing else.
-                    let out_stride = g.out_stride(out_c);
-                    pointwise(x, w, &outs, &c.bounds, in_c, out_stride, &mut *output);
-                } else {
-                    pixels(c, &mut *output, &Wide { w, x }, &outs, pads);
-                }
+                pixels(c, &mut *output, &Wide { w, x }, &outs, pads);
             }
             None => {
                 let raw = Quads {
@@ -805,6 +818,53 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
                 }
             }
         }
+        o += if pair { 2 } else { 1 };
+    }
+}
+
+/// [`regular`]'s pointwise layers on an int16 input read as words: per output channel pair
+/// its weights widened, then [`pointwise`] over every pixel. The block buffers are zeroed
+/// once per call rather than once per channel pair (a layer run in bands of rows, in place,
+/// calls this once per band).
+#[inline(never)]
+fn pointwise_layer<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+    let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    let Some(x) = X::words(c.input) else {
+        return;
+    };
+    let out_stride = c.geometry.out_stride(out_c);
+    let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
+    let mut blocks = Blocks::new();
+    let mut o = 0;
+    while o < out_c {
+        let pair = o + 1 < out_c;
+        let second = if pair { o + 1 } else { o };
+        let rows = [o, second].map(|o| c.weights.get(o * in_c..(o + 1) * in_c));
+        let (Some(w0), Some(w1)) = (rows[0], rows[1]) else {
+            return;
+        };
+        let (Some((b0, s0)), Some((b1, s1))) = (stage(c.channels, o), stage(c.channels, second))
+        else {
+            return;
+        };
+        let outs = Outputs {
+            bias: [b0, b1],
+            stage: [s0, s1],
+            o,
+            pair,
+        };
+        for (buf, w) in wide.iter_mut().zip([w0, w1]) {
+            for (slot, w) in buf.iter_mut().zip(w.chunks_exact(2)) {
+                if let Some(&[lo, hi]) = w.first_chunk::<2>() {
+                    *slot = simd::pair(i32::from(lo), i32::from(hi));
+                }
+            }
+        }
+        let w = wide
+            .each_ref()
+            .map(|w| w.get(..in_c / 2).unwrap_or_default());
+        let shape = (in_c, out_stride);
+        pointwise(x, w, &outs, &c.bounds, shape, &mut blocks, &mut *output);
         o += if pair { 2 } else { 1 };
     }
 }
@@ -1146,8 +1206,8 @@ fn pointwise<Y: FromWide>(
     w: [&[u32]; 2],
     outs: &Outputs,
     bounds: &Bounds,
-    in_c: usize,
-    out_stride: usize,
+    (in_c, out_stride): (usize, usize),
+    blocks: &mut Blocks,
     output: &mut [Y],
 ) {
     let n = in_c / 2;
@@ -1155,7 +1215,7 @@ fn pointwise<Y: FromWide>(
         return;
     }
     if TILES {
-        return pointwise_blocks(x, w, outs, bounds, n, out_stride, output);
+        return pointwise_blocks(x, w, outs, bounds, (n, out_stride), blocks, output);
     }
     // Pixel pairs by index: one slice check per pair, outputs written at their offsets
     // (`out_stride` elements per pixel; a view's last pixel may be just its channels).
@@ -1188,6 +1248,28 @@ fn pointwise<Y: FromWide>(
 /// bytes).
 const POINTWISE_BLOCK: usize = 32;
 
+/// Values in each of [`Blocks`]' buffers: none without the DSP tiles (`pointwise_blocks` is
+/// theirs), so that `regular`'s frame does not grow on cores without them (the Cortex-M0's
+/// stack is tight).
+const BLOCK_VALUES: usize = if TILES { 2 * POINTWISE_BLOCK } else { 0 };
+
+/// [`pointwise_blocks`]' buffers: a channel pair's sums over a block of pixels
+/// (`[pixel][2]`) and their int16 results. Every value read was written first in the same
+/// block, so one zeroing per layer call serves every channel pair.
+struct Blocks {
+    accs: [i32; BLOCK_VALUES],
+    narrow: [i16; BLOCK_VALUES],
+}
+
+impl Blocks {
+    fn new() -> Blocks {
+        Blocks {
+            accs: [0; BLOCK_VALUES],
+            narrow: [0; BLOCK_VALUES],
+        }
+    }
+}
+
 /// [`pointwise`] with the DSP tiles: per block of pixels, the channel pair's sums first (the
 /// tile per pixel pair), then each channel's output stage as one loop with its constants in
 /// registers ([`simd::requant_run`], about 10 instructions per output where the store through
@@ -1198,8 +1280,8 @@ fn pointwise_blocks<Y: FromWide>(
     w: [&[u32]; 2],
     outs: &Outputs,
     bounds: &Bounds,
-    n: usize,
-    out_stride: usize,
+    (n, out_stride): (usize, usize),
+    blocks: &mut Blocks,
     output: &mut [Y],
 ) {
     let runs = outs
@@ -1208,8 +1290,7 @@ fn pointwise_blocks<Y: FromWide>(
         .map(|s| s.single().and_then(|s| s.run(bounds)));
     let lanes = if outs.pair { 2 } else { 1 };
     let pixels = x.len() / n;
-    let mut accs = [0i32; 2 * POINTWISE_BLOCK];
-    let mut narrow = [0i16; 2 * POINTWISE_BLOCK];
+    let Blocks { accs, narrow } = blocks;
     let mut p0 = 0;
     while p0 < pixels {
         let m = (pixels - p0).min(POINTWISE_BLOCK);

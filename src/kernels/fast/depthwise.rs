@@ -16,6 +16,11 @@
 //! [`simd::requant_run`] runs each channel's output stage over the row with its constants in
 //! registers (factors it does not take go through [`Stage::scale`]), and both channels are stored
 //! into the output row.
+//!
+//! On DSP cores, narrow maps (output rows of at most 12 pixels: DS-CNN's 25x5, MobileNet's
+//! 12x12 to 3x3) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs
+//! innermost ([`simd::dw3x3_pixel`]), its constants prepared once per call rather than once per
+//! channel pair and band of rows (a layer in place runs in bands, `engine::in_place`).
 
 use super::conv::{coord, stage, Conv, Lanes, Outputs};
 use super::requant::{Bounds, Stage};
@@ -308,6 +313,184 @@ fn sums_first<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, out
     }
 }
 
+/// Widest output row [`by_pixel`] takes: on narrow maps the row kernel's per-row and
+/// per-channel-pair work (row copies, the two output-stage calls, the store loop) outweighs
+/// the outputs it serves; on wider ones its row passes win.
+const BY_PIXEL_MAX_W: usize = 12;
+
+/// Most channel pairs [`by_pixel`] prepares at once ([`simd::DwPixelParams`], 2.5 KiB of
+/// stack).
+const BY_PIXEL_PAIRS: usize = simd::DW_PIXEL_PAIRS;
+
+/// Words of [`by_pixel`]'s three padded input rows (3 KiB of stack): a chunk of channel pairs
+/// is at most `BY_PIXEL_RING / (3 · width)` pairs wide. DS-CNN's 64 channels (7 padded
+/// columns) are one chunk, so each input row is one contiguous copy.
+const BY_PIXEL_RING: usize = 768;
+
+/// True if [`by_pixel`] takes this convolution (the caller has checked that it is depthwise
+/// and that its output is dense): 3x3, dilation 1, any stride, an even channel count, output
+/// rows of at most [`BY_PIXEL_MAX_W`] pixels (so that three padded rows of at least one pair
+/// fit its ring).
+pub(super) fn covers_by_pixel<X>(c: &Conv<'_, X>) -> bool {
+    let g = c.geometry;
+    let ([_, _, channels], [_, out_w, _]) = c.dims;
+    g.kernel == [3, 3]
+        && g.dilation == [1, 1]
+        && channels % 2 == 0
+        && (1..=BY_PIXEL_MAX_W).contains(&out_w)
+        && ((out_w - 1) * g.stride[1] + 3) * 3 <= BY_PIXEL_RING
+}
+
+/// A depthwise 3x3 convolution on an int16 input read as lane-pair words (`x`), pixel by pixel
+/// with the channel pairs innermost ([`simd::dw3x3_pixel`]), in chunks of channel pairs: the
+/// input rows a window reads are copied once per chunk into a ring of three padded rows (the
+/// chunk's words of each pixel, the pad values' words in the padded columns and rows), and
+/// per channel pair the nine taps and the output stage run from constants prepared once per
+/// chunk ([`simd::DwPixelParams`]). No per-row calls and no per-row set-up per channel pair:
+/// what narrow maps (DS-CNN's 25x5, MobileNet's 6x6 and 3x3) and layers run in bands of rows
+/// (in place, `engine::in_place`) need, where the row kernel repeats its per-channel-pair
+/// set-up for every band.
+///
+/// `false`, with nothing written, if a channel's factor has no [`simd::RunScale`] (the caller
+/// then takes the row kernel).
+#[inline(never)]
+pub(super) fn by_pixel<X: Lanes, Y: FromWide + 'static>(
+    c: &Conv<'_, X>,
+    x: &[u32],
+    output: &mut [Y],
+) -> bool {
+    let g = c.geometry;
+    let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
+    let half = channels / 2;
+    // A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).
+    let runs_of = |ch: usize| {
+        let requant = crate::quant::Requant {
+            multiplier: *c.channels.multiplier.get(ch)?,
+            shift: *c.channels.shift.get(ch)?,
+        };
+        super::requant::Scale::new(requant)?.run(&c.bounds)
+    };
+    let pad_of = |ch: usize| {
+        if c.padding.values.is_empty() {
+            c.padding.zero.widen()
+        } else {
+            c.padding.values.get(ch).map_or(0, |v| v.widen())
+        }
+    };
+    // Padded columns the windows read.
+    let width = (out_w - 1) * g.stride[1] + 3;
+    let chunk = (BY_PIXEL_RING / (3 * width)).min(BY_PIXEL_PAIRS);
+    // With several chunks, every factor is checked before anything is written (one chunk
+    // checks its own as it prepares them).
+    if chunk == 0 || (half > chunk && !(0..channels).all(|ch| runs_of(ch).is_some())) {
+        return false;
+    }
+    let mut ring = [0u32; BY_PIXEL_RING];
+    let mut pads = [0u32; BY_PIXEL_PAIRS];
+    // One pixel's results as lane pairs.
+    let mut narrow = [0u32; BY_PIXEL_PAIRS];
+    let mut first = 0;
+    while first < half {
+        let n = (half - first).min(chunk);
+        let slot_len = width * n;
+        let mut k = simd::DwPixelParams::new(n);
+        for (j, p) in pads.iter_mut().enumerate().take(n) {
+            let ch = 2 * (first + j);
+            let (Some(w0), Some(w1), Some(&[b0, b1]), Some(r0), Some(r1)) = (
+                c.weights.get(ch * 9..ch * 9 + 9),
+                c.weights.get(ch * 9 + 9..ch * 9 + 18),
+                c.channels.bias.get(ch..ch + 2),
+                runs_of(ch),
+                runs_of(ch + 1),
+            ) else {
+                // Only the first chunk can get here with nothing written yet.
+                return first > 0;
+            };
+            let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
+                return first > 0;
+            };
+            let w = core::array::from_fn(|t| simd::pair(i32::from(w0[t]), i32::from(w1[t])));
+            k.set(j, w, [b0, b1], [r0, r1]);
+            *p = simd::pair(pad_of(ch), pad_of(ch + 1));
+        }
+        let pads = pads.get(..n).unwrap_or_default();
+        // Which padded row each slot holds (none yet).
+        let mut held = [usize::MAX; 3];
+        for oy in 0..out_h {
+            let top = oy * g.stride[0];
+            for py in top..top + 3 {
+                let slot = py % 3;
+                let (Some(h), Some(dst)) = (
+                    held.get_mut(slot),
+                    ring.get_mut(slot * slot_len..(slot + 1) * slot_len),
+                ) else {
+                    return true;
+                };
+                if *h == py {
+                    continue;
+                }
+                *h = py;
+                let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
+                // Every pair of the pixels: the input row's columns are one run of words.
+                let (l, end) = (g.pad[1].min(width), (g.pad[1] + in_w).min(width));
+                if let (true, Some(iy)) = (n == half, iy) {
+                    let from = iy * in_w * half;
+                    let (Some(src), Some(inside)) = (
+                        x.get(from..from + (end - l) * half),
+                        dst.get_mut(l * n..end * n),
+                    ) else {
+                        return true;
+                    };
+                    inside.copy_from_slice(src);
+                    let outside = dst.chunks_exact_mut(n).enumerate();
+                    for (_, px) in outside.filter(|(col, _)| !(l..end).contains(col)) {
+                        px.copy_from_slice(pads);
+                    }
+                    continue;
+                }
+                for (col, px) in dst.chunks_exact_mut(n).enumerate() {
+                    let src = match (iy, coord(col, 1, 0, 1, g.pad[1], in_w)) {
+                        (Some(iy), Some(ix)) => {
+                            let at = (iy * in_w + ix) * half + first;
+                            x.get(at..at + n).unwrap_or(pads)
+                        }
+                        _ => pads,
+                    };
+                    if src.len() == px.len() {
+                        px.copy_from_slice(src);
+                    }
+                }
+            }
+            let slots = [top, top + 1, top + 2].map(|py| py % 3 * slot_len);
+            for ox in 0..out_w {
+                let at = (oy * out_w + ox) * channels + 2 * first;
+                let Some(y) = output.get_mut(at..at + 2 * n) else {
+                    return true;
+                };
+                let left = ox * g.stride[1] * n;
+                let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
+                // An int16 output takes the lane pairs as they are.
+                if let Some(words) = simd::i16_words(y) {
+                    simd::dw3x3_pixel(slots.map(row), n, &k, words);
+                    continue;
+                }
+                let Some(y) = output.get_mut(at..at + 2 * n) else {
+                    return true;
+                };
+                simd::dw3x3_pixel(slots.map(row), n, &k, &mut narrow);
+                for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
+                    if let [y0, y1] = y {
+                        *y0 = Y::from_wide(*v as i16);
+                        *y1 = Y::from_wide((*v >> 16) as i16);
+                    }
+                }
+            }
+        }
+        first += n;
+    }
+    true
+}
+
 /// [`simd::requant_run`] for a factor it does not take: every second value of `sums` through
 /// `stage` and `bounds` into every second value of `dst`, `n` of them (out of line: the row loop
 /// keeps its registers).
@@ -456,6 +639,9 @@ mod tests {
         with_pad_values: bool,
         relu: bool,
         big_bias: bool,
+        /// Every factor one [`simd::requant_run`] takes (else random, often some that it does
+        /// not).
+        runs: bool,
         /// Where the int16 input starts in its buffer (1: not word-aligned).
         offset: usize,
         seed: u64,
@@ -465,14 +651,15 @@ mod tests {
         fn case()(channels in 1usize..=11, sh in 1usize..=3, sw in 1usize..=2,
                   pad in proptest::array::uniform4(0usize..=2), h in 1usize..=7, w in 1usize..=40,
                   with_pad_values in any::<bool>(), relu in any::<bool>(),
-                  big_bias in any::<bool>(), offset in 0usize..=1, seed in any::<u64>())
+                  big_bias in any::<bool>(), runs in any::<bool>(), offset in 0usize..=1,
+                  seed in any::<u64>())
             -> Option<Case>
         {
             let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [1, 1], pad, groups: channels, in_pixel_stride: 0 };
             let oh = (h + pad[0] + pad[2]).checked_sub(3)? / sh + 1;
             let ow = (w + pad[1] + pad[3]).checked_sub(3)? / sw + 1;
             Some(Case { g, in_dims: [h, w, channels], out_dims: [oh, ow, channels],
-                        with_pad_values, relu, big_bias, offset, seed })
+                        with_pad_values, relu, big_bias, runs, offset, seed })
         }
     }
 
@@ -502,7 +689,13 @@ mod tests {
             .collect();
         let requant: Vec<_> = (0..ch)
             .map(|_| {
-                if gen.next() % 2 == 0 {
+                if c.runs {
+                    // Every channel's factor has a `RunScale` (`by_pixel` takes the layer).
+                    crate::quant::Requant {
+                        multiplier: gen.range(1 << 30, i32::MAX),
+                        shift: gen.range(-15, -2),
+                    }
+                } else if gen.next() % 2 == 0 {
                     crate::quant::Requant {
                         multiplier: gen.range(1 << 30, i32::MAX),
                         shift: gen.range(-3, 1),
@@ -562,6 +755,15 @@ mod tests {
             let mut fast = std::vec![Y::default(); n_out];
             plain(&conv, X::words(x), &mut fast);
             prop_assert_eq!(&fast, &want, "plain");
+        }
+        // Pixel by pixel (narrow maps on DSP cores), for any width it is given.
+        if let (true, Some(words)) = (ch % 2 == 0, X::words(x)) {
+            let mut fast = std::vec![Y::default(); n_out];
+            let taken = by_pixel(&conv, words, &mut fast);
+            prop_assert!(taken || !c.runs, "by pixel refused runnable factors");
+            if taken {
+                prop_assert_eq!(&fast, &want, "by pixel");
+            }
         }
         let mut fast = std::vec![Y::default(); n_out];
         crate::kernels::fast::conv::conv2d_wide(

@@ -5,8 +5,10 @@
 //! the DSP extension, each with a portable twin giving the same sums.
 //!
 //! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
-//! instruction, one loop per register tile (f32 and int8), and the depthwise 3x3 row pass
-//! ([`dw3x3_row`]) and output stage ([`requant_run`]) as DSP loops. The loops read memory: each
+//! instruction, one loop per register tile (f32 and int8), the depthwise 3x3 row pass
+//! ([`dw3x3_row`]), pixel pass ([`dw3x3_pixel`]) and output stage ([`requant_run`]) as DSP
+//! loops, and [`i16_words`], which views a slice whose element type is `i16` (checked by
+//! `TypeId`) at that type. The loops read memory: each
 //! checks its slices' lengths in safe Rust first and reads only inside them (see each one's
 //! safety comment). Each single instruction is sound for the same reasons: it reads and writes only the registers named as its
 //! operands (`nomem`, `nostack`), has no side effect other than possibly setting the Q flag
@@ -2271,6 +2273,239 @@ mod tests {
                 sum(acc[3], w1.iter().copied(), xb.iter().copied()),
             ];
             assert_eq!(got, want, "n = {n}");
+        }
+    }
+}
+
+// =============================================================================================
+// Depthwise 3x3 pixel by pixel, the channel pairs innermost (2026-12-06 round 3, "Depthwise on
+// narrow maps and in bands" in docs/BENCHMARKS.md). Used by `by_pixel` in
+// src/kernels/fast/depthwise.rs.
+// =============================================================================================
+
+/// Most channel pairs one [`DwPixelParams`] holds.
+pub const DW_PIXEL_PAIRS: usize = 32;
+
+/// Words per channel pair in [`DwPixelParams`]: `bias0, bias1, w0..w8, high0, multiplier0,
+/// shift0, high1, multiplier1, shift1, min, max, more` (`more` is 0 for the last pair).
+const DW_PIXEL_WORDS: usize = 20;
+
+/// The constants of up to [`DW_PIXEL_PAIRS`] channel pairs of a depthwise 3x3 convolution, in
+/// the order [`dw3x3_pixel`]'s assembly reads them: per pair the two biases, the nine taps
+/// (row-major, lane pairs `(channel, channel + 1)`), each channel's [`RunScale`] and the
+/// clamp. The `more` words (nonzero but for the last pair) end the assembly's loop: they are
+/// private, set by [`DwPixelParams::new`] alone, so the loop runs exactly `pairs` times.
+pub struct DwPixelParams {
+    words: [u32; DW_PIXEL_WORDS * DW_PIXEL_PAIRS],
+    pairs: usize,
+}
+
+impl DwPixelParams {
+    /// Room for `pairs` channel pairs (at most [`DW_PIXEL_PAIRS`]; more are cut), all zero.
+    pub fn new(pairs: usize) -> DwPixelParams {
+        let pairs = pairs.min(DW_PIXEL_PAIRS);
+        let mut words = [0u32; DW_PIXEL_WORDS * DW_PIXEL_PAIRS];
+        for (j, p) in words
+            .chunks_exact_mut(DW_PIXEL_WORDS)
+            .enumerate()
+            .take(pairs)
+        {
+            if let Some(more) = p.last_mut() {
+                *more = u32::from(j + 1 < pairs);
+            }
+        }
+        DwPixelParams { words, pairs }
+    }
+
+    /// Channel pairs held.
+    pub fn pairs(&self) -> usize {
+        self.pairs
+    }
+
+    /// Pair `j`'s taps, biases and output stages (both with the same clamp, `runs[0]`'s).
+    #[inline(always)]
+    pub fn set(&mut self, j: usize, taps: [u32; 9], bias: [i32; 2], runs: [RunScale; 2]) {
+        if j >= self.pairs {
+            return;
+        }
+        let at = j * DW_PIXEL_WORDS;
+        let Some(p) = self
+            .words
+            .get_mut(at..at + DW_PIXEL_WORDS)
+            .and_then(|p| p.first_chunk_mut::<DW_PIXEL_WORDS>())
+        else {
+            return;
+        };
+        let [r0, r1] = runs;
+        p[0] = bias[0] as u32;
+        p[1] = bias[1] as u32;
+        for (d, w) in p[2..11].iter_mut().zip(taps) {
+            *d = w;
+        }
+        p[11] = r0.high as u32;
+        p[12] = r0.multiplier as u32;
+        p[13] = r0.shift;
+        p[14] = r1.high as u32;
+        p[15] = r1.multiplier as u32;
+        p[16] = r1.shift;
+        p[17] = r0.min as u32;
+        p[18] = r0.max as u32;
+    }
+}
+
+/// `y` as int16 lane-pair words, if its elements are `i16` and it starts on a word boundary:
+/// where [`dw3x3_pixel`] can store its results directly (an int16 output).
+#[inline(always)]
+pub fn i16_words<Y: 'static>(y: &mut [Y]) -> Option<&mut [u32]> {
+    if core::any::TypeId::of::<Y>() != core::any::TypeId::of::<i16>() {
+        return None;
+    }
+    // SAFETY: `Y` is `i16` (same `TypeId`), so this is the same slice at its own type: same
+    // pointer, length, lifetime and exclusive borrow.
+    let y: &mut [i16] = unsafe { core::slice::from_raw_parts_mut(y.as_mut_ptr().cast(), y.len()) };
+    bytemuck::try_cast_slice_mut(y).ok()
+}
+
+/// One output pixel of a depthwise 3x3 convolution over `k.pairs()` channel pairs: for pair
+/// `j`, the two lanes' sums `bias + Σ_ky Σ_kx w[3ky + kx] · rows[ky][kx · step + j]` (SMLABB,
+/// SMLATT), each through its [`RunScale`] and the clamp, into `out[j]` as a lane pair (low:
+/// the even channel). Nothing is done unless `step >= 1`, every row holds `2 · step + pairs`
+/// words and `out` holds `pairs`.
+///
+/// With the DSP extension (`icefold_dsp`), per channel pair: LDRD of the biases, per tap one
+/// load of the input word and SMLABB/SMLATT (the weights two at a time by LDRD), the output
+/// stage of both lanes (16), the clamp (12), PKHBT, STR and three instructions of loop: about
+/// 67 instructions for 18 multiplies and 2 outputs, where the row kernel on a 5-pixel row
+/// spends about 130 (its row copies, per-row calls and store loop).
+#[inline(always)]
+pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut [u32]) {
+    let n = k.pairs;
+    let need = step.wrapping_mul(2).wrapping_add(n);
+    if n == 0 || step == 0 || step > 1 << 20 || out.len() < n || rows.iter().any(|r| r.len() < need)
+    {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [r0, r1, r2] = rows;
+        // SAFETY: the check above. Pair `j` (the loop runs exactly `n = k.pairs` times: the
+        // `more` words of `DwPixelParams`, private to this module, are nonzero for `j < n − 1`
+        // and zero for `j = n − 1`) reads words `j`, `j + step` and `j + 2 · step` of each row
+        // (r0..r2 advance one word per pair after the first load; r3, r4 are the other two
+        // taps' byte offsets less that word), all below `2 · step + n <= len`; it reads the 20
+        // words of pair `j` of `k.words` (r5 advances 80 bytes per pair, `n <= DW_PIXEL_PAIRS`)
+        // and writes word `j` of `out` (`n <= out.len()`). No stack; only the named registers
+        // and the flags (with Q) change. LDRD, SMLABB, SMLATT, SMLAL, PKHBT, IT exist on every
+        // icefold_dsp core; r6 and r7 (LLVM's base and frame pointers) are not touched.
+        unsafe {
+            core::arch::asm!(
+            "1:",
+            "ldrd r8, r9, [r5], #8",
+            // kernel row 0
+            "ldr r10, [r0], #4",
+            "ldrd r11, lr, [r5], #8",
+            "smlabb r8, r11, r10, r8",
+            "smlatt r9, r11, r10, r9",
+            "ldr r10, [r0, r3]",
+            "smlabb r8, lr, r10, r8",
+            "smlatt r9, lr, r10, r9",
+            "ldr r10, [r0, r4]",
+            "ldrd r11, lr, [r5], #8",
+            "smlabb r8, r11, r10, r8",
+            "smlatt r9, r11, r10, r9",
+            // kernel row 1
+            "ldr r10, [r1], #4",
+            "smlabb r8, lr, r10, r8",
+            "smlatt r9, lr, r10, r9",
+            "ldr r10, [r1, r3]",
+            "ldrd r11, lr, [r5], #8",
+            "smlabb r8, r11, r10, r8",
+            "smlatt r9, r11, r10, r9",
+            "ldr r10, [r1, r4]",
+            "smlabb r8, lr, r10, r8",
+            "smlatt r9, lr, r10, r9",
+            // kernel row 2
+            "ldr r10, [r2], #4",
+            "ldrd r11, lr, [r5], #8",
+            "smlabb r8, r11, r10, r8",
+            "smlatt r9, r11, r10, r9",
+            "ldr r10, [r2, r3]",
+            "smlabb r8, lr, r10, r8",
+            "smlatt r9, lr, r10, r9",
+            "ldr r10, [r2, r4]",
+            "ldr r11, [r5], #4",
+            "smlabb r8, r11, r10, r8",
+            "smlatt r9, r11, r10, r9",
+            // output stage, lane 0 (see `requant_run`)
+            "and r10, r8, #0x80000000",
+            "orr r10, r10, #0x40000000",
+            "ldr r11, [r5], #4",
+            "add r11, r11, r8, asr #31",
+            "ldr lr, [r5], #4",
+            "smlal r10, r11, r8, lr",
+            "ldr lr, [r5], #4",
+            "asr r8, r11, lr",
+            // lane 1
+            "and r10, r9, #0x80000000",
+            "orr r10, r10, #0x40000000",
+            "ldr r11, [r5], #4",
+            "add r11, r11, r9, asr #31",
+            "ldr lr, [r5], #4",
+            "smlal r10, r11, r9, lr",
+            "ldr lr, [r5], #4",
+            "asr r9, r11, lr",
+            // clamp
+            "ldrd r10, r11, [r5], #8",
+            "cmp r8, r10",
+            "it lt",
+            "movlt r8, r10",
+            "cmp r8, r11",
+            "it gt",
+            "movgt r8, r11",
+            "cmp r9, r10",
+            "it lt",
+            "movlt r9, r10",
+            "cmp r9, r11",
+            "it gt",
+            "movgt r9, r11",
+            "pkhbt r8, r8, r9, lsl #16",
+            "str r8, [r12], #4",
+            "ldr r10, [r5], #4",
+            "cmp r10, #0",
+            "bne 1b",
+            inout("r0") r0.as_ptr() => _, inout("r1") r1.as_ptr() => _,
+            inout("r2") r2.as_ptr() => _,
+            in("r3") (4 * step - 4) as u32, in("r4") (8 * step - 4) as u32,
+            inout("r5") k.words.as_ptr() => _, inout("r12") out.as_mut_ptr() => _,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _, out("lr") _,
+            options(nostack),
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let words = k.words.chunks_exact(DW_PIXEL_WORDS).take(n);
+        for (j, (p, y)) in words.zip(out.iter_mut()).enumerate() {
+            let Some(p) = p.first_chunk::<DW_PIXEL_WORDS>() else {
+                return;
+            };
+            let mut acc = [p[0] as i32, p[1] as i32];
+            for t in 0..9 {
+                let (ky, kx) = (t / 3, t % 3);
+                let x = rows[ky].get(kx * step + j).copied().unwrap_or(0);
+                acc = smla_lanes(p[2 + t], x, acc);
+            }
+            let lane = |a: i32, at: usize| {
+                RunScale {
+                    high: p[at] as i32,
+                    multiplier: p[at + 1] as i32,
+                    shift: p[at + 2],
+                    min: p[17] as i32,
+                    max: p[18] as i32,
+                }
+                .apply(a)
+            };
+            *y = pair(lane(acc[0], 11), lane(acc[1], 14));
         }
     }
 }
