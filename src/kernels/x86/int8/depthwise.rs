@@ -200,37 +200,17 @@ unsafe fn chunk<const P: usize, X: Lanes, Y: FromWide + 'static>(
             }
             _ => None,
         };
+        let input = c.input.as_ptr();
         if let Some(at) = first {
-            let x = c.input.as_ptr().wrapping_add(at);
-            let read = |t: usize, k: usize| -> __m256i {
-                // SAFETY: AVX2 present; every read ends at or before `last` <= input.len()
-                // (checked above): taps of pixels 0..P of rows inside the input.
-                unsafe {
-                    let p = x.add(k * sw * s.in_stride + tap_off[t]);
-                    if X::WIDE {
-                        _mm256_loadu_si256(p.cast())
-                    } else {
-                        _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast()))
-                    }
-                }
-            };
-            for p in 0..pairs {
-                for k in 0..P {
-                    let (xa, xb) = (read(2 * p, k), read(2 * p + 1, k));
-                    lo[k] = _mm256_add_epi32(
-                        lo[k],
-                        _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), b.lo[p]),
-                    );
-                    hi[k] = _mm256_add_epi32(
-                        hi[k],
-                        _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), b.hi[p]),
-                    );
-                }
-            }
+            // Every read ends at or before `last` <= input.len() (checked above): taps of pixels
+            // 0..P of rows inside the input.
+            let x = input.wrapping_add(at);
+            let src = |t: usize, k: usize| x.wrapping_add(k * sw * s.in_stride + tap_off[t]);
+            // SAFETY: AVX2 present; `src` points at 16 values of the input (above).
+            unsafe { accumulate(pairs, b, &mut lo, &mut hi, src) };
         } else {
             // Tap t of pixel k reads 16 channels of its input pixel or the pad values: a pointer
             // chosen without a branch, then the same loop.
-            let input = c.input.as_ptr();
             let src = |t: usize, k: usize| -> *const X {
                 let (row, ix) = (rows[tap_row[t]], columns[tap_col[t]][k]);
                 if row == OUTSIDE || ix == OUTSIDE {
@@ -239,32 +219,10 @@ unsafe fn chunk<const P: usize, X: Lanes, Y: FromWide + 'static>(
                     input.wrapping_add((row + ix) * s.in_stride + b.c0)
                 }
             };
-            let read = |t: usize, k: usize| -> __m256i {
-                // SAFETY: AVX2 present; `src` points at 16 values: the block's channels
-                // c0..c0 + 16 <= in_c of an input pixel inside the input (pixels `in_stride` apart, the last one whole: `Shape::check`), or
-                // the 16 pad values.
-                unsafe {
-                    let p = src(t, k);
-                    if X::WIDE {
-                        _mm256_loadu_si256(p.cast())
-                    } else {
-                        _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast()))
-                    }
-                }
-            };
-            for p in 0..pairs {
-                for k in 0..P {
-                    let (xa, xb) = (read(2 * p, k), read(2 * p + 1, k));
-                    lo[k] = _mm256_add_epi32(
-                        lo[k],
-                        _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), b.lo[p]),
-                    );
-                    hi[k] = _mm256_add_epi32(
-                        hi[k],
-                        _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), b.hi[p]),
-                    );
-                }
-            }
+            // SAFETY: AVX2 present; `src` points at 16 values: the block's channels
+            // c0..c0 + 16 <= in_c of an input pixel inside the input (pixels `in_stride` apart,
+            // the last one whole: `Shape::check`), or the 16 pad values.
+            unsafe { accumulate(pairs, b, &mut lo, &mut hi, src) };
         }
         for k in 0..P {
             // Channels 0..8 and 8..16 in order.
@@ -277,6 +235,48 @@ unsafe fn chunk<const P: usize, X: Lanes, Y: FromWide + 'static>(
                 // SAFETY: AVX2 present.
                 unsafe { b.stages.store(&acc, &c.bounds, out) };
             }
+        }
+    }
+}
+
+/// Adds the products of tap pairs `..pairs` of pixels `0..P` to their accumulators: channels
+/// 0..4 and 8..12 in `lo`, 4..8 and 12..16 in `hi` (the lane order of the unpacks), tap `t` of
+/// pixel `k` read as 16 values at `src(t, k)`.
+///
+/// # Safety
+/// AVX2 present; `src(t, k)` points at 16 readable values for every `t < 2 · pairs`, `k < P`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn accumulate<const P: usize, X: Lanes>(
+    pairs: usize,
+    b: &Block<'_, X>,
+    lo: &mut [__m256i; P],
+    hi: &mut [__m256i; P],
+    src: impl Fn(usize, usize) -> *const X,
+) {
+    let read = |t: usize, k: usize| -> __m256i {
+        // SAFETY: 16 values of X at `src(t, k)` (the caller's guarantee): 16 bytes (int8) or
+        // 32 (int16), unaligned loads.
+        unsafe {
+            let p = src(t, k);
+            if X::WIDE {
+                _mm256_loadu_si256(p.cast())
+            } else {
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast()))
+            }
+        }
+    };
+    for p in 0..pairs {
+        for k in 0..P {
+            let (xa, xb) = (read(2 * p, k), read(2 * p + 1, k));
+            lo[k] = _mm256_add_epi32(
+                lo[k],
+                _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), b.lo[p]),
+            );
+            hi[k] = _mm256_add_epi32(
+                hi[k],
+                _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), b.hi[p]),
+            );
         }
     }
 }
