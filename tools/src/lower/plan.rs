@@ -647,6 +647,22 @@ mod tests {
         }
     }
 
+    /// A 1x1 f32 convolution (its weights are not read by the planner).
+    fn pointwise_conv() -> Op {
+        use icefold::format::{Activation, Conv2d, Span};
+        Op::Conv2d(Conv2d {
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad: [0; 4],
+            groups: 1,
+            weights: Span::default(),
+            bias: Span::default(),
+            pad_values: Span::default(),
+            activation: Activation::Identity,
+        })
+    }
+
     fn step(op: Op, inputs: &[TensorDesc], output: TensorDesc) -> Layer {
         Layer {
             op,
@@ -658,18 +674,7 @@ mod tests {
 
     #[test]
     fn concatenated_conv_outputs_become_views_of_one_storage() {
-        use icefold::format::{Activation, Conv2d, Span};
-        let conv = Op::Conv2d(Conv2d {
-            kernel: [1, 1],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pad: [0; 4],
-            groups: 1,
-            weights: Span::default(),
-            bias: Span::default(),
-            pad_values: Span::default(),
-            activation: Activation::Identity,
-        });
+        let conv = pointwise_conv();
         let cat = Op::Concat(Concat { axis: 2 });
         let (x, a, b, c, d, e, y) = (
             tensor(0, 4),
@@ -736,18 +741,8 @@ mod tests {
 
     #[test]
     fn slices_read_only_by_convolutions_become_views_of_their_input() {
-        use icefold::format::{Activation, Conv2d, Slice, Span};
-        let conv = Op::Conv2d(Conv2d {
-            kernel: [1, 1],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pad: [0; 4],
-            groups: 1,
-            weights: Span::default(),
-            bias: Span::default(),
-            pad_values: Span::default(),
-            activation: Activation::Identity,
-        });
+        use icefold::format::{Activation, Slice};
+        let conv = pointwise_conv();
         let slice = |axis, start, step| Op::Slice(Slice { axis, start, step });
         let relu = Op::Activation(Activation::Relu);
         let desc = |id, dims| TensorDesc {
