@@ -2074,209 +2074,6 @@ pub fn pool_pairs(x: &[i8], acc: &mut [u32]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    extern crate std;
-    use super::*;
-
-    #[test]
-    fn lanes_by_hand() {
-        let x = u32::from_le_bytes([0x80, 0x7F, 0xFF, 0x01]);
-        assert_eq!(sxtb16(x), pair(-128, -1));
-        assert_eq!(sxtb16_ror8(x), pair(127, 1));
-        let a = pair(-32768, 32767);
-        let b = pair(-32768, -32768);
-        assert_eq!(smlad(a, b, 5), 5 + (1 << 30) - 32767 * 32768);
-        assert_eq!(smla_lanes(a, b, [1, 2]), [1 + (1 << 30), 2 - 32767 * 32768]);
-        assert_eq!(pack_lo(pair(1, 2), pair(3, 4)), pair(1, 3));
-        assert_eq!(pack_hi(pair(1, 2), pair(3, 4)), pair(2, 4));
-        // Wraps like the instruction (the Q flag is not modelled).
-        let sum = i64::from(i32::MAX) + (1 << 30) + 32767 * 32767;
-        assert_eq!(smlad(a, a, i32::MAX), sum as i32);
-    }
-
-    /// A small deterministic generator (xorshift) for the tile tests.
-    fn words(seed: &mut u64, n: usize) -> std::vec::Vec<u32> {
-        (0..n)
-            .map(|_| {
-                *seed ^= *seed << 13;
-                *seed ^= *seed >> 7;
-                *seed ^= *seed << 17;
-                *seed as u32
-            })
-            .collect()
-    }
-
-    fn lanes(w: &[u32]) -> impl Iterator<Item = i32> + '_ {
-        w.iter().flat_map(|w| [lo16(*w), hi16(*w)])
-    }
-
-    fn lo16(x: u32) -> i32 {
-        i32::from(x as u16 as i16)
-    }
-
-    fn hi16(x: u32) -> i32 {
-        i32::from((x >> 16) as u16 as i16)
-    }
-
-    fn sum(acc: i32, w: impl Iterator<Item = i32>, x: impl Iterator<Item = i32>) -> i32 {
-        w.zip(x).fold(acc, |s, (w, x)| s.wrapping_add(w * x))
-    }
-
-    /// Every length from 0 to 13 words (whole loop passes, the Rust rest, both), unequal
-    /// slice lengths (the shortest decides), and lanes at the i16 extremes.
-    #[test]
-    fn smlad_2x2_equals_the_sums() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15;
-        for n in 0..14 {
-            for extra in [0, 1, 3] {
-                let [w0, w1, xa, xb] =
-                    [n + extra, n, n, n + 2 * extra].map(|n| words(&mut seed, n));
-                let acc = [7, -9, 1 << 20, -(1 << 20)];
-                let got = smlad_2x2([&w0, &w1], [&xa, &xb], acc);
-                let w = [&w0[..n], &w1[..n]];
-                let x = [&xa[..n], &xb[..n]];
-                let want = [
-                    sum(acc[0], lanes(w[0]), lanes(x[0])),
-                    sum(acc[1], lanes(w[1]), lanes(x[0])),
-                    sum(acc[2], lanes(w[0]), lanes(x[1])),
-                    sum(acc[3], lanes(w[1]), lanes(x[1])),
-                ];
-                assert_eq!(got, want, "n = {n}, extra = {extra}");
-            }
-        }
-        // Products of ±2^30 alternating (no partial sum wraps): each pair of words adds 1.
-        let (e, f) = (pair(-32768, 32767), pair(32767, -32768));
-        let w = [[e, f, e, f], [f, e, f, e]];
-        let x = [[e; 4], [f; 4]];
-        assert_eq!(smlad_2x2([&w[0], &w[1]], [&x[0], &x[1]], [0; 4]), [2; 4]);
-    }
-
-    /// The window loops equal the single-row tiles row by row, and refuse shapes they do not
-    /// take (a length that is not a whole number of loop passes, overlapping rows, slices too
-    /// short) instead of reading past a slice.
-    #[test]
-    fn windows_equal_the_rows_and_refuse_other_shapes() {
-        let mut seed = 0x2545_F491_4F6C_DD1D;
-        let x = [words(&mut seed, 64), words(&mut seed, 64)];
-        let w = [words(&mut seed, 48), words(&mut seed, 48)];
-        let acc = [1, 2, 3, -4];
-        let window = Window {
-            rows: 3,
-            len: 8,
-            x_step: 20,
-        };
-        let mut want = acc;
-        for r in 0..3 {
-            let ws = [&w[0][8 * r..8 * r + 8], &w[1][8 * r..8 * r + 8]];
-            want = smlad_2x2(
-                ws,
-                [&x[0][20 * r..], &x[1][20 * r..]].map(|x| &x[..8]),
-                want,
-            );
-        }
-        assert_eq!(
-            smlad_2x2_rows([&w[0], &w[1]], [&x[0], &x[1]], window, acc),
-            Some(want)
-        );
-        let w8 = [&w[0][..], &w[1][..]].concat();
-        let mut want8 = acc;
-        for r in 0..3 {
-            let xs = [&x[0][20 * r..20 * r + 8], &x[1][20 * r..20 * r + 8]];
-            want8 = sxtb16_2x2(&w8[32 * r..32 * r + 32], xs, want8);
-        }
-        assert_eq!(
-            sxtb16_2x2_rows(&w8, [&x[0], &x[1]], window, acc),
-            Some(want8)
-        );
-        let refused = [
-            Window {
-                rows: 3,
-                len: 6,
-                x_step: 20,
-            },
-            Window {
-                rows: 3,
-                len: 8,
-                x_step: 7,
-            },
-            Window {
-                rows: 4,
-                len: 8,
-                x_step: 20,
-            },
-            Window {
-                rows: 0,
-                len: 8,
-                x_step: 20,
-            },
-        ];
-        for window in refused {
-            assert_eq!(
-                smlad_2x2_rows([&w[0], &w[1]], [&x[0], &x[1]], window, acc),
-                None,
-                "{window:?}"
-            );
-        }
-        let odd = Window {
-            rows: 1,
-            len: 3,
-            x_step: 3,
-        };
-        assert_eq!(sxtb16_2x2_rows(&w8, [&x[0], &x[1]], odd, acc), None);
-        // Rows reach word 66 of 64.
-        let too_long = Window {
-            rows: 3,
-            len: 8,
-            x_step: 29,
-        };
-        assert_eq!(sxtb16_2x2_rows(&w8, [&x[0], &x[1]], too_long, acc), None);
-    }
-
-    /// The int8 tile against plain sums of the int8 weights and activations: 0 to 9 runs
-    /// (whole loop passes and an odd run), weights through `widen_quads`.
-    #[test]
-    fn sxtb16_2x2_equals_the_sums() {
-        use std::vec::Vec;
-        let mut seed = 0xD1B5_4A32_D192_ED03;
-        for n in 0..10 {
-            let bytes = |seed: &mut u64| -> Vec<i8> {
-                words(seed, n)
-                    .iter()
-                    .flat_map(|w| w.to_le_bytes())
-                    .map(|b| b as i8)
-                    .collect()
-            };
-            let (w0, w1) = (bytes(&mut seed), bytes(&mut seed));
-            let (xa, xb) = (words(&mut seed, n), words(&mut seed, n));
-            let mut w = Vec::new();
-            for (q0, q1) in w0.chunks_exact(4).zip(w1.chunks_exact(4)) {
-                let (Some(q0), Some(q1)) = (q0.first_chunk::<4>(), q1.first_chunk::<4>()) else {
-                    continue;
-                };
-                w.extend(widen_quads(q0, q1));
-            }
-            let int8 = |x: &[u32]| -> Vec<i32> {
-                x.iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .map(|b| i32::from(b as i8))
-                    .collect()
-            };
-            let acc = [3, -4, 5, -6];
-            let got = sxtb16_2x2(&w, [&xa, &xb], acc);
-            let weights = |w: &[i8]| w.iter().map(|w| i32::from(*w)).collect::<Vec<_>>();
-            let (w0, w1, xa, xb) = (weights(&w0), weights(&w1), int8(&xa), int8(&xb));
-            let want = [
-                sum(acc[0], w0.iter().copied(), xa.iter().copied()),
-                sum(acc[1], w1.iter().copied(), xa.iter().copied()),
-                sum(acc[2], w0.iter().copied(), xb.iter().copied()),
-                sum(acc[3], w1.iter().copied(), xb.iter().copied()),
-            ];
-            assert_eq!(got, want, "n = {n}");
-        }
-    }
-}
-
 // =============================================================================================
 // Depthwise 3x3 pixel by pixel, the channel pairs innermost (2026-12-06 round 3, "Depthwise on
 // narrow maps and in bands" in docs/BENCHMARKS.md). Used by `by_pixel` in
@@ -2506,6 +2303,209 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
                 .apply(a)
             };
             *y = pair(lane(acc[0], 11), lane(acc[1], 14));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn lanes_by_hand() {
+        let x = u32::from_le_bytes([0x80, 0x7F, 0xFF, 0x01]);
+        assert_eq!(sxtb16(x), pair(-128, -1));
+        assert_eq!(sxtb16_ror8(x), pair(127, 1));
+        let a = pair(-32768, 32767);
+        let b = pair(-32768, -32768);
+        assert_eq!(smlad(a, b, 5), 5 + (1 << 30) - 32767 * 32768);
+        assert_eq!(smla_lanes(a, b, [1, 2]), [1 + (1 << 30), 2 - 32767 * 32768]);
+        assert_eq!(pack_lo(pair(1, 2), pair(3, 4)), pair(1, 3));
+        assert_eq!(pack_hi(pair(1, 2), pair(3, 4)), pair(2, 4));
+        // Wraps like the instruction (the Q flag is not modelled).
+        let sum = i64::from(i32::MAX) + (1 << 30) + 32767 * 32767;
+        assert_eq!(smlad(a, a, i32::MAX), sum as i32);
+    }
+
+    /// A small deterministic generator (xorshift) for the tile tests.
+    fn words(seed: &mut u64, n: usize) -> std::vec::Vec<u32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *seed as u32
+            })
+            .collect()
+    }
+
+    fn lanes(w: &[u32]) -> impl Iterator<Item = i32> + '_ {
+        w.iter().flat_map(|w| [lo16(*w), hi16(*w)])
+    }
+
+    fn lo16(x: u32) -> i32 {
+        i32::from(x as u16 as i16)
+    }
+
+    fn hi16(x: u32) -> i32 {
+        i32::from((x >> 16) as u16 as i16)
+    }
+
+    fn sum(acc: i32, w: impl Iterator<Item = i32>, x: impl Iterator<Item = i32>) -> i32 {
+        w.zip(x).fold(acc, |s, (w, x)| s.wrapping_add(w * x))
+    }
+
+    /// Every length from 0 to 13 words (whole loop passes, the Rust rest, both), unequal
+    /// slice lengths (the shortest decides), and lanes at the i16 extremes.
+    #[test]
+    fn smlad_2x2_equals_the_sums() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15;
+        for n in 0..14 {
+            for extra in [0, 1, 3] {
+                let [w0, w1, xa, xb] =
+                    [n + extra, n, n, n + 2 * extra].map(|n| words(&mut seed, n));
+                let acc = [7, -9, 1 << 20, -(1 << 20)];
+                let got = smlad_2x2([&w0, &w1], [&xa, &xb], acc);
+                let w = [&w0[..n], &w1[..n]];
+                let x = [&xa[..n], &xb[..n]];
+                let want = [
+                    sum(acc[0], lanes(w[0]), lanes(x[0])),
+                    sum(acc[1], lanes(w[1]), lanes(x[0])),
+                    sum(acc[2], lanes(w[0]), lanes(x[1])),
+                    sum(acc[3], lanes(w[1]), lanes(x[1])),
+                ];
+                assert_eq!(got, want, "n = {n}, extra = {extra}");
+            }
+        }
+        // Products of ±2^30 alternating (no partial sum wraps): each pair of words adds 1.
+        let (e, f) = (pair(-32768, 32767), pair(32767, -32768));
+        let w = [[e, f, e, f], [f, e, f, e]];
+        let x = [[e; 4], [f; 4]];
+        assert_eq!(smlad_2x2([&w[0], &w[1]], [&x[0], &x[1]], [0; 4]), [2; 4]);
+    }
+
+    /// The window loops equal the single-row tiles row by row, and refuse shapes they do not
+    /// take (a length that is not a whole number of loop passes, overlapping rows, slices too
+    /// short) instead of reading past a slice.
+    #[test]
+    fn windows_equal_the_rows_and_refuse_other_shapes() {
+        let mut seed = 0x2545_F491_4F6C_DD1D;
+        let x = [words(&mut seed, 64), words(&mut seed, 64)];
+        let w = [words(&mut seed, 48), words(&mut seed, 48)];
+        let acc = [1, 2, 3, -4];
+        let window = Window {
+            rows: 3,
+            len: 8,
+            x_step: 20,
+        };
+        let mut want = acc;
+        for r in 0..3 {
+            let ws = [&w[0][8 * r..8 * r + 8], &w[1][8 * r..8 * r + 8]];
+            want = smlad_2x2(
+                ws,
+                [&x[0][20 * r..], &x[1][20 * r..]].map(|x| &x[..8]),
+                want,
+            );
+        }
+        assert_eq!(
+            smlad_2x2_rows([&w[0], &w[1]], [&x[0], &x[1]], window, acc),
+            Some(want)
+        );
+        let w8 = [&w[0][..], &w[1][..]].concat();
+        let mut want8 = acc;
+        for r in 0..3 {
+            let xs = [&x[0][20 * r..20 * r + 8], &x[1][20 * r..20 * r + 8]];
+            want8 = sxtb16_2x2(&w8[32 * r..32 * r + 32], xs, want8);
+        }
+        assert_eq!(
+            sxtb16_2x2_rows(&w8, [&x[0], &x[1]], window, acc),
+            Some(want8)
+        );
+        let refused = [
+            Window {
+                rows: 3,
+                len: 6,
+                x_step: 20,
+            },
+            Window {
+                rows: 3,
+                len: 8,
+                x_step: 7,
+            },
+            Window {
+                rows: 4,
+                len: 8,
+                x_step: 20,
+            },
+            Window {
+                rows: 0,
+                len: 8,
+                x_step: 20,
+            },
+        ];
+        for window in refused {
+            assert_eq!(
+                smlad_2x2_rows([&w[0], &w[1]], [&x[0], &x[1]], window, acc),
+                None,
+                "{window:?}"
+            );
+        }
+        let odd = Window {
+            rows: 1,
+            len: 3,
+            x_step: 3,
+        };
+        assert_eq!(sxtb16_2x2_rows(&w8, [&x[0], &x[1]], odd, acc), None);
+        // Rows reach word 66 of 64.
+        let too_long = Window {
+            rows: 3,
+            len: 8,
+            x_step: 29,
+        };
+        assert_eq!(sxtb16_2x2_rows(&w8, [&x[0], &x[1]], too_long, acc), None);
+    }
+
+    /// The int8 tile against plain sums of the int8 weights and activations: 0 to 9 runs
+    /// (whole loop passes and an odd run), weights through `widen_quads`.
+    #[test]
+    fn sxtb16_2x2_equals_the_sums() {
+        use std::vec::Vec;
+        let mut seed = 0xD1B5_4A32_D192_ED03;
+        for n in 0..10 {
+            let bytes = |seed: &mut u64| -> Vec<i8> {
+                words(seed, n)
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .map(|b| b as i8)
+                    .collect()
+            };
+            let (w0, w1) = (bytes(&mut seed), bytes(&mut seed));
+            let (xa, xb) = (words(&mut seed, n), words(&mut seed, n));
+            let mut w = Vec::new();
+            for (q0, q1) in w0.chunks_exact(4).zip(w1.chunks_exact(4)) {
+                let (Some(q0), Some(q1)) = (q0.first_chunk::<4>(), q1.first_chunk::<4>()) else {
+                    continue;
+                };
+                w.extend(widen_quads(q0, q1));
+            }
+            let int8 = |x: &[u32]| -> Vec<i32> {
+                x.iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .map(|b| i32::from(b as i8))
+                    .collect()
+            };
+            let acc = [3, -4, 5, -6];
+            let got = sxtb16_2x2(&w, [&xa, &xb], acc);
+            let weights = |w: &[i8]| w.iter().map(|w| i32::from(*w)).collect::<Vec<_>>();
+            let (w0, w1, xa, xb) = (weights(&w0), weights(&w1), int8(&xa), int8(&xb));
+            let want = [
+                sum(acc[0], w0.iter().copied(), xa.iter().copied()),
+                sum(acc[1], w1.iter().copied(), xa.iter().copied()),
+                sum(acc[2], w0.iter().copied(), xb.iter().copied()),
+                sum(acc[3], w1.iter().copied(), xb.iter().copied()),
+            ];
+            assert_eq!(got, want, "n = {n}");
         }
     }
 }
