@@ -68,6 +68,18 @@ pub fn postcard_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
     buf
 }
 
+/// `d` as a view at `offset`: channels from `channel` of pixels `pixel_stride` elements apart.
+pub fn view(d: TensorDesc, offset: u32, channel: u16, pixel_stride: u16) -> TensorDesc {
+    TensorDesc {
+        offset,
+        view: Some(View {
+            channel,
+            pixel_stride,
+        }),
+        ..d
+    }
+}
+
 pub const fn desc(id: u16, offset: u32, dims: [u16; 3]) -> TensorDesc {
     TensorDesc {
         view: None,

@@ -15,17 +15,6 @@ use crate::testutil::*;
 /// The model input `[3, 3, 6]`, split into channels 0..2 and 2..6.
 const X: TensorDesc = desc(0, 0, [3, 3, 6]);
 
-fn view(d: TensorDesc, offset: u32, channel: u16, pixel_stride: u16) -> TensorDesc {
-    TensorDesc {
-        offset,
-        view: Some(View {
-            channel,
-            pixel_stride,
-        }),
-        ..d
-    }
-}
-
 fn slice(axis: u8, start: u16) -> Op {
     Op::Slice(Slice {
         axis,

@@ -12,17 +12,6 @@ use crate::testutil::*;
 
 const X: TensorDesc = desc(0, 0, [3, 3, 2]);
 
-fn view(d: TensorDesc, offset: u32, channel: u16, pixel_stride: u16) -> TensorDesc {
-    TensorDesc {
-        offset,
-        view: Some(View {
-            channel,
-            pixel_stride,
-        }),
-        ..d
-    }
-}
-
 /// x `[3, 3, 2]` → a = conv 3x3 pad 1 (2 channels), b = conv 1x1 (3 channels), y = a ++ b.
 /// `place(a, b, y)` gives the arena plan.
 fn concat_of_convs(
