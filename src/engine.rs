@@ -24,7 +24,7 @@ mod moves;
 pub use finite::{first_non_finite, NonFinite};
 pub use kernel_set::{DefaultKernels, Kernel, KernelSet, Kernels};
 
-use kernel_set::linked;
+use kernel_set::{linked, links_any};
 
 #[cfg(feature = "fmt")]
 use core::fmt;
@@ -689,8 +689,9 @@ impl<K: Kernels> Model<'_, K> {
 
     /// Runs one validated layer; returns its output bytes. `None` only if validation was bypassed.
     fn run_layer<'s>(&self, arena: &'s mut [u8], layer: &Layer) -> Option<&'s [u8]> {
-        // A fused convolution and pooling also writes its band: three arena regions.
-        if layer.fused().is_some() {
+        // A fused convolution and pooling also writes its band: three arena regions. (A firmware
+        // without the fused kernels leaves the driver out: such layers are refused at load.)
+        if links_any::<K>(KernelSet::FUSED) && layer.fused().is_some() {
             return fused::run(self, arena, layer);
         }
         // A layer writing over its own input: a band of rows at a time, each on disjoint slices.
@@ -713,8 +714,16 @@ impl<K: Kernels> Model<'_, K> {
             int8::run_conv_i16(self, layer, p, x, &mut *y)?;
             return Some(y);
         }
-        // Concatenation, slicing, gathering: f32 or int8 moves, int8 rescaling concatenation.
+        // Concatenation, slicing, gathering: f32 or int8 moves, int8 rescaling concatenation. A
+        // slice in place moves nothing (and needs no kernel); a firmware without any axis kernel
+        // leaves their dispatch out (such layers are refused at load).
         if moves::is_axis_op(&layer.op) {
+            if layer.is_view_slice() {
+                return Some(y);
+            }
+            if !links_any::<K>(KernelSet::AXIS) {
+                return None;
+            }
             moves::run(self, layer, x, x2, &mut *y)?;
             return Some(y);
         }

@@ -684,4 +684,30 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn a_firmware_without_the_fused_kernels_refuses_a_fused_layer_first() {
+        use crate::engine::{Kernel, KernelSet, Kernels};
+        /// Every kernel but the fused ones: the loader's fused checks and the engine's fused
+        /// driver are left out of such a firmware, so the layer must be refused before them.
+        struct Unfused;
+        impl Kernels for Unfused {
+            const SET: KernelSet = KernelSet::ALL.difference(KernelSet::FUSED);
+        }
+        for (int8, kernel) in [(false, Kernel::Conv2dPool), (true, Kernel::Conv2dPoolI8)] {
+            let spec = example(int8);
+            assert!(Model::new_checked(spec.blob().bytes()).is_ok());
+            assert_eq!(
+                Model::<Unfused>::new_checked_with_kernels(spec.blob().bytes()).err(),
+                Some(LoadError::KernelNotLinked { layer: 0, kernel })
+            );
+            // Refused first even when the band is also wrong (the fused checks never run).
+            let bad = with_band(&spec, |b| b.rows = 0);
+            assert!(matches!(load_error(&bad), LoadError::BadLayer { layer: 0, .. }));
+            assert_eq!(
+                Model::<Unfused>::new_checked_with_kernels(bad.blob().bytes()).err(),
+                Some(LoadError::KernelNotLinked { layer: 0, kernel })
+            );
+        }
+    }
 }

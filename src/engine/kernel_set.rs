@@ -245,6 +245,21 @@ impl KernelSet {
         KernelSet(((1 << Kernel::ALL.len()) - 1) & !Self::F32.0 & !Self::PLAN.0);
     /// Every kernel.
     pub const ALL: KernelSet = Self::F32.union(Self::INT8).union(Self::PLAN);
+    /// The operations along one axis (`engine::moves`): a firmware without any of them does not
+    /// link their dispatch.
+    pub const AXIS: KernelSet = KernelSet::EMPTY
+        .with(Kernel::Concat)
+        .with(Kernel::Slice)
+        .with(Kernel::Gather)
+        .with(Kernel::ConcatI8)
+        .with(Kernel::ConcatCopyI8)
+        .with(Kernel::SliceI8)
+        .with(Kernel::GatherI8);
+    /// The convolutions fused with a pooling (`engine::fused`).
+    pub const FUSED: KernelSet = KernelSet::EMPTY
+        .with(Kernel::Conv2dPool)
+        .with(Kernel::Conv2dPoolI8)
+        .with(Kernel::Conv2dPoolI16ToI8);
 
     /// This set and `kernel`.
     #[must_use]
@@ -256,6 +271,12 @@ impl KernelSet {
     #[must_use]
     pub const fn union(self, other: KernelSet) -> KernelSet {
         KernelSet(self.0 | other.0)
+    }
+
+    /// The kernels of this set that are not in `other`.
+    #[must_use]
+    pub const fn difference(self, other: KernelSet) -> KernelSet {
+        KernelSet(self.0 & !other.0)
     }
 
     /// The kernels in both sets.
@@ -366,6 +387,12 @@ impl<K: Kernels, const REGULAR: u8, const DEPTHWISE: u8> crate::kernels::fast::c
 #[inline(always)]
 pub(crate) const fn linked<K: Kernels>(kernel: Kernel) -> bool {
     K::SET.contains(kernel)
+}
+
+/// Whether the firmware links any kernel of `set` (a constant: a guard on it removes code).
+#[inline(always)]
+pub(crate) const fn links_any<K: Kernels>(set: KernelSet) -> bool {
+    !K::SET.intersection(set).is_empty()
 }
 
 #[cfg(test)]

@@ -139,7 +139,13 @@ pub(super) fn run<K: Kernels>(
             model,
             layer,
             (super::as_f32(x)?, super::as_f32(x2)?, super::as_f32_mut(y)?),
-            [Kernel::Concat, Kernel::Slice, Kernel::Gather].map(linked::<K>),
+            const {
+                [
+                    linked::<K>(Kernel::Concat),
+                    linked::<K>(Kernel::Slice),
+                    linked::<K>(Kernel::Gather),
+                ]
+            },
         ),
         DType::I8 => run_typed::<i8, K>(
             model,
@@ -149,7 +155,13 @@ pub(super) fn run<K: Kernels>(
                 bytemuck::cast_slice(x2),
                 bytemuck::cast_slice_mut(y),
             ),
-            [Kernel::ConcatCopyI8, Kernel::SliceI8, Kernel::GatherI8].map(linked::<K>),
+            const {
+                [
+                    linked::<K>(Kernel::ConcatCopyI8),
+                    linked::<K>(Kernel::SliceI8),
+                    linked::<K>(Kernel::GatherI8),
+                ]
+            },
         ),
         // Refused by the loader.
         DType::I16 => None,

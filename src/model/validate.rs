@@ -12,8 +12,8 @@ use super::{
     Boundary, LayerFault, Layers, LoadError, Model, Operand, ParamFault, SpanFault, SpanRole,
     TensorFault,
 };
-use crate::engine::kernel_set::linked;
-use crate::engine::{Kernel, Kernels};
+use crate::engine::kernel_set::{linked, links_any};
+use crate::engine::{Kernel, KernelSet, Kernels};
 use crate::format::{
     Activation, ChannelRequant, Clamp, Concat, ConcatI8, Conv2d, DType, Layer, Op, Pool, PoolI8,
     Quant, Requant, Span, TensorDesc, ARENA_ALIGN,
@@ -277,6 +277,9 @@ fn check_layer<K: Kernels>(
             found: layer.input_count,
         }));
     }
+    // First, so that the checks of what the firmware does not link (fused layers, layers written
+    // over their input) are left out of it: a layer that needs them is refused here.
+    check_linked::<K>(index, layer)?;
     let inputs = used_inputs(layer);
     for (i, d) in (0u8..).zip(inputs) {
         check_desc(d, arena_bytes).map_err(attribute(Operand::Input(i)))?;
@@ -288,6 +291,12 @@ fn check_layer<K: Kernels>(
         // An input in its slot of a concatenation's output is part of it, by design; a row-local
         // operation may write over an input (its rows are checked once its shapes are).
         if !layer.in_place(usize::from(i)) && collide(&layer.output, d) {
+            if !linked::<K>(Kernel::InPlace) {
+                return Err(LoadError::KernelNotLinked {
+                    layer: index,
+                    kernel: Kernel::InPlace,
+                });
+            }
             if layer.row_window(usize::from(i)).is_none() {
                 return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
             }
@@ -303,9 +312,8 @@ fn check_layer<K: Kernels>(
         }
     }
     check_dtypes(&layer.op, inputs, &layer.output).map_err(bad)?;
-    // Before the operation's checks, which exist only for the linked kernels.
-    check_linked::<K>(index, layer)?;
-    if layer.fused().is_some() {
+    // A fused layer was refused above unless its kernel is linked.
+    if links_any::<K>(KernelSet::FUSED) && layer.fused().is_some() {
         return check_fused::<K>(layer, arena_bytes, weights).map_err(bad);
     }
     match (&layer.op, inputs.first()) {
@@ -317,12 +325,6 @@ fn check_layer<K: Kernels>(
         _ => check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)?,
     }
     if over_inputs {
-        if !linked::<K>(Kernel::InPlace) {
-            return Err(LoadError::KernelNotLinked {
-                layer: index,
-                kernel: Kernel::InPlace,
-            });
-        }
         check_over_inputs(layer).map_err(bad)?;
     }
     Ok(())
@@ -1135,7 +1137,9 @@ fn check_lifetime<K: Kernels>(
         let adopts = (0..inputs.len())
             .any(|k| layer.in_place(k) && inputs.get(k).is_some_and(|x| x.id == tensor.id));
         // A fused layer also writes its band.
-        let band = layer.scratch().is_some_and(|b| collide(&b, tensor));
+        // (Only in a firmware that links them: any other refuses fused layers.)
+        let band = links_any::<K>(KernelSet::FUSED)
+            && layer.scratch().is_some_and(|b| collide(&b, tensor));
         // A slice in place writes no byte: its output is bytes of its input, which `records`
         // checked (so two slices of one tensor may overlap).
         let writes = !layer.is_view_slice() && collide(&layer.output, tensor);
