@@ -140,6 +140,9 @@ kernels! {
     InPlace,
     /// The model input transposed as the engine writes it (`ModelInfo::input_transpose`).
     InputTranspose,
+    /// A `Slice` whose output is a view of its input (`Layer::is_view_slice`): it moves
+    /// nothing, but its record is decoded and checked, and its readers read at a pixel stride.
+    SliceView,
 }
 
 /// The f32 kernels: the variants before the first int8 one.
@@ -147,8 +150,9 @@ const F32_KERNELS: u32 = Kernel::Conv2dI8 as u32;
 
 impl Kernel {
     /// The kernel that runs `layer`, from its operation and its operands' element types; `None`
-    /// for combinations no kernel runs (the loader refuses them) and for a slice in place
-    /// (`Layer::is_view_slice`), which moves nothing.
+    /// for combinations no kernel runs (the loader refuses them). A slice in place
+    /// (`Layer::is_view_slice`) moves nothing: its "kernel" is [`Kernel::SliceView`], the
+    /// decoding and checks of its record.
     pub fn of(layer: &Layer) -> Option<Kernel> {
         let x = layer.inputs.first()?.dtype;
         let y = layer.output.dtype;
@@ -175,7 +179,7 @@ impl Kernel {
             )?,
             Op::Concat(_) => by_type(Kernel::Concat, Kernel::ConcatCopyI8, None)?,
             // A slice in place (its output a view of its input) moves nothing.
-            Op::Slice(_) if layer.is_view_slice() => return None,
+            Op::Slice(_) if layer.is_view_slice() => Kernel::SliceView,
             Op::Slice(_) => by_type(Kernel::Slice, Kernel::SliceI8, None)?,
             Op::Gather(_) => by_type(Kernel::Gather, Kernel::GatherI8, None)?,
             Op::Conv2dI8(p) if depthwise(&p.conv, layer) => Kernel::DepthwiseI8,
@@ -238,8 +242,9 @@ impl KernelSet {
     /// Every f32 kernel.
     pub const F32: KernelSet = KernelSet((1 << F32_KERNELS) - 1);
     /// The engine's parts that serve any precision: the band driver of layers written over
-    /// their input, the transposition of the model input.
-    pub const PLAN: KernelSet = KernelSet(Kernel::InPlace.bit() | Kernel::InputTranspose.bit());
+    /// their input, the transposition of the model input, slices in place.
+    pub const PLAN: KernelSet =
+        KernelSet(Kernel::InPlace.bit() | Kernel::InputTranspose.bit() | Kernel::SliceView.bit());
     /// Every integer kernel (int8, and the int16 ones of the 16×8 convolutions and output heads).
     pub const INT8: KernelSet =
         KernelSet(((1 << Kernel::ALL.len()) - 1) & !Self::F32.0 & !Self::PLAN.0);

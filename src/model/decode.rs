@@ -190,7 +190,7 @@ impl<'de, K: Kernels> Visitor<'de> for OpSeed<'_, K> {
                 v.newtype_variant().map(Op::Conv2dI16),
             21 => [Concat, ConcatCopyI8] "concat" => v.newtype_variant().map(Op::Concat),
             22 => [ConcatI8] "concat_i8" => v.newtype_variant().map(Op::ConcatI8),
-            23 => [Slice, SliceI8] "slice" => v.newtype_variant().map(Op::Slice),
+            23 => [Slice, SliceI8, SliceView] "slice" => v.newtype_variant().map(Op::Slice),
             24 => [Gather, GatherI8] "gather" => v.newtype_variant().map(Op::Gather),
             25 => [Mul] "mul" => v.newtype_variant().map(|activation| Op::Mul { activation }),
             26 => [MulI8] "mul_i8" => v.newtype_variant().map(Op::MulI8),

@@ -105,7 +105,7 @@ fn slices_in_place_compute_the_copying_plans_bits() {
 fn a_slice_in_place_runs_no_kernel() {
     let spec = in_place();
     assert!(spec.layers[0].is_view_slice() && spec.layers[1].is_view_slice());
-    assert_eq!(Kernel::of(&spec.layers[0]), None);
+    assert_eq!(Kernel::of(&spec.layers[0]), Some(Kernel::SliceView));
     let blob = spec.blob();
     let model = Model::new_checked(blob.bytes()).unwrap();
     assert!(!KernelSet::of(&model).contains(Kernel::Slice));
@@ -228,4 +228,40 @@ fn malformed_slice_views_are_refused() {
     };
     let operand = Operand::Output;
     refused(spec, bad(1, LayerFault::Tensor { operand, fault }));
+}
+
+#[test]
+fn a_firmware_with_only_its_models_kernels_loads_a_slice_in_place() {
+    // x → rows 1..3 of x in place → relu: the model's kernels are the activation's alone, so
+    // the slice's record must decode and validate without any slice kernel linked.
+    struct ReluOnly;
+    impl crate::engine::Kernels for ReluOnly {
+        const SET: KernelSet = KernelSet::EMPTY
+            .with(Kernel::Activation)
+            .with(Kernel::SliceView);
+    }
+    struct ReluWithoutViews;
+    impl crate::engine::Kernels for ReluWithoutViews {
+        const SET: KernelSet = KernelSet::EMPTY.with(Kernel::Activation);
+    }
+    let spec = row_slice(24, 144);
+    assert!(spec.layers[0].is_view_slice());
+    let blob = spec.blob();
+    let every = Model::new_checked(blob.bytes()).unwrap();
+    assert_eq!(KernelSet::of(&every), ReluOnly::SET);
+    let only = Model::<ReluOnly>::new_checked_with_kernels(blob.bytes()).unwrap();
+    let x = values(24, 5);
+    let (mut want, mut got) = (std::vec![0f32; 12], std::vec![0f32; 12]);
+    let mut arena = Blob::zeroed(144);
+    every.run_f32(arena.bytes_mut(), &x, &mut want).unwrap();
+    only.run_f32(arena.bytes_mut(), &x, &mut got).unwrap();
+    assert_eq!(got, want);
+    // Without it, the slice is refused by name (its checks are not in such a firmware).
+    assert_eq!(
+        Model::<ReluWithoutViews>::new_checked_with_kernels(blob.bytes()).err(),
+        Some(LoadError::OperationNotLinked {
+            layer: 0,
+            operation: "slice"
+        })
+    );
 }

@@ -317,9 +317,9 @@ fn check_layer<K: Kernels>(
         return check_fused::<K>(layer, arena_bytes, weights).map_err(bad);
     }
     match (&layer.op, inputs.first()) {
-        // A slice in place moves nothing: no kernel runs it (`Kernel::of`), its shapes are
-        // checked all the same.
-        (Op::Slice(slice), Some(x)) if layer.is_view_slice() => {
+        // A slice in place moves nothing (its `Kernel::of` is `SliceView`, refused above unless
+        // linked): its shapes are checked all the same.
+        (Op::Slice(slice), Some(x)) if linked::<K>(Kernel::SliceView) && layer.is_view_slice() => {
             axis::check_slice(slice, x, &layer.output).map_err(bad)?
         }
         _ => check_op::<K>(&layer.op, inputs, &layer.output, weights).map_err(bad)?,
