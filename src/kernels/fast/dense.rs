@@ -44,6 +44,58 @@ pub fn dense_wide(
     rows(channels, &bounds, weights, input, output);
 }
 
+/// A dense layer's output, int8 or int16, for [`rows_paired`]: one copy of its loop serves
+/// both (a firmware whose model has an int8 dense layer and an int16 output head links it once;
+/// each output goes through one `match`, a few instructions per output feature of a path that
+/// is the fallback on DSP cores).
+pub(super) enum Outs<'a> {
+    I8(&'a mut [i8]),
+    I16(&'a mut [i16]),
+}
+
+/// The [`Outs`] of an element type's slice.
+pub(super) trait IntoOuts: FromWide {
+    fn outs(y: &mut [Self]) -> Outs<'_>;
+}
+
+impl IntoOuts for i8 {
+    fn outs(y: &mut [i8]) -> Outs<'_> {
+        Outs::I8(y)
+    }
+}
+
+impl IntoOuts for i16 {
+    fn outs(y: &mut [i16]) -> Outs<'_> {
+        Outs::I16(y)
+    }
+}
+
+impl Outs<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Outs::I8(y) => y.len(),
+            Outs::I16(y) => y.len(),
+        }
+    }
+
+    /// Output feature `o` (ignored past the end) from its clamped int16 result.
+    #[inline(always)]
+    fn set(&mut self, o: usize, v: i16) {
+        match self {
+            Outs::I8(y) => {
+                if let Some(y) = y.get_mut(o) {
+                    *y = i8::from_wide(v);
+                }
+            }
+            Outs::I16(y) => {
+                if let Some(y) = y.get_mut(o) {
+                    *y = v;
+                }
+            }
+        }
+    }
+}
+
 /// Whether [`rows`] takes [`rows_widened`]: on DSP cores, where SXTB16 and SMLAD make the shared
 /// widened input pay (measured in docs/BENCHMARKS.md, "Dense layers on DSP cores").
 const WIDEN: bool = cfg!(icefold_dsp);
@@ -61,7 +113,7 @@ const LARGE_WORDS: usize = 512;
 
 /// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i])`.
 #[inline(never)]
-fn rows<Y: FromWide>(
+fn rows<Y: IntoOuts>(
     channels: &ChannelQuant,
     bounds: &Bounds,
     weights: &[i8],
@@ -72,7 +124,7 @@ fn rows<Y: FromWide>(
         return;
     }
     if !(WIDEN && widened(channels, bounds, weights, input, output)) {
-        rows_paired(channels, bounds, weights, input, output);
+        rows_paired(channels, bounds, weights, input, Y::outs(output));
     }
 }
 
@@ -311,22 +363,22 @@ fn factor(requant: Requant, x: i32) -> i32 {
 
 /// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i])`, two rows at a time.
 #[inline(never)]
-fn rows_paired<Y: FromWide>(
+fn rows_paired(
     channels: &ChannelQuant,
     bounds: &Bounds,
     weights: &[i8],
     input: &[i8],
-    output: &mut [Y],
+    mut output: Outs,
 ) {
-    let n_in = weights.len().checked_div(output.len()).unwrap_or(0);
+    let n_out = output.len();
+    let n_in = weights.len().checked_div(n_out).unwrap_or(0);
     if n_in == 0 {
         return;
     }
-    let finish = |stage: &Stage, acc: i32| Y::from_wide(bounds.apply(stage.scale(acc)) as i16);
-    for (pair, out) in output.chunks_mut(2).enumerate() {
-        let o = 2 * pair;
+    let finish = |stage: &Stage, acc: i32| bounds.apply(stage.scale(acc)) as i16;
+    for o in (0..n_out).step_by(2) {
         // A last, odd feature reads its own row twice and stores once.
-        let second = o + out.len().saturating_sub(1);
+        let second = (o + 1).min(n_out - 1);
         let row = |o: usize| weights.get(o * n_in..(o + 1) * n_in);
         let (Some(w0), Some(w1)) = (row(o), row(second)) else {
             return;
@@ -337,11 +389,9 @@ fn rows_paired<Y: FromWide>(
         let acc = input
             .chunks_exact(n_in)
             .fold([b0, b1], |acc, x| dot([w0, w1], x, acc));
-        if let Some(y) = out.first_mut() {
-            *y = finish(&s0, acc[0]);
-        }
-        if let Some(y) = out.get_mut(1) {
-            *y = finish(&s1, acc[1]);
+        output.set(o, finish(&s0, acc[0]));
+        if second != o {
+            output.set(second, finish(&s1, acc[1]));
         }
     }
 }
@@ -489,12 +539,12 @@ mod tests {
             let run = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i8]| {
                 taken.set(rows_widened(c, b, w, x, y, &mut buf.borrow_mut()));
                 if !taken.get() {
-                    rows_paired(c, b, w, x, y);
+                    rows_paired(c, b, w, x, Outs::I8(y));
                 }
                 true
             };
             let run_wide = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i16]| {
-                rows_widened(c, b, w, x, y, &mut buf.borrow_mut()) || { rows_paired(c, b, w, x, y); true }
+                rows_widened(c, b, w, x, y, &mut buf.borrow_mut()) || { rows_paired(c, b, w, x, Outs::I16(y)); true }
             };
             case(n_in, n_out, positions, offset, (0, 0, false), constant, seed, run, run_wide)?;
             prop_assert_eq!(taken.get(), positions <= MAX_POOLED);
