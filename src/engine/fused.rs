@@ -703,7 +703,10 @@ mod tests {
             );
             // Refused first even when the band is also wrong (the fused checks never run).
             let bad = with_band(&spec, |b| b.rows = 0);
-            assert!(matches!(load_error(&bad), LoadError::BadLayer { layer: 0, .. }));
+            assert!(matches!(
+                load_error(&bad),
+                LoadError::BadLayer { layer: 0, .. }
+            ));
             assert_eq!(
                 Model::<Unfused>::new_checked_with_kernels(bad.blob().bytes()).err(),
                 Some(LoadError::KernelNotLinked { layer: 0, kernel })

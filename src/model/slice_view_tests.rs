@@ -265,3 +265,63 @@ fn a_firmware_with_only_its_models_kernels_loads_a_slice_in_place() {
         })
     );
 }
+
+#[test]
+fn a_firmware_without_view_makers_refuses_any_view_by_operand() {
+    // Such a firmware (no concatenation, no slice kernel) leaves out the checks of what may read
+    // or write a view; a view operand is refused outright, as the full checks refuse this one.
+    struct ReluConv;
+    impl crate::engine::Kernels for ReluConv {
+        const SET: KernelSet = KernelSet::EMPTY
+            .with(Kernel::Activation)
+            .with(Kernel::Conv2d);
+    }
+    let relu_on_view = |input_view: bool| {
+        let x = desc(0, 0, [3, 3, 6]);
+        let y = desc(1, 216, [3, 3, 2]);
+        let mut spec = Spec::new(288, x, y);
+        spec.info.output_rank = 3;
+        let read = if input_view { view(y, 0, 2, 6) } else { y };
+        spec.push(layer(Op::Activation(Activation::Relu), read, y));
+        spec
+    };
+    let spec = relu_on_view(true);
+    let want = LoadError::BadLayer {
+        layer: 0,
+        what: LayerFault::ViewOperand {
+            operand: Operand::Input(0),
+        },
+    };
+    assert_eq!(Model::new_checked(spec.blob().bytes()).err(), Some(want));
+    assert_eq!(
+        Model::<ReluConv>::new_checked_with_kernels(spec.blob().bytes()).err(),
+        Some(want)
+    );
+    // A convolution may write a view (its concatenation's slot) only where a concatenation can
+    // be linked.
+    let mut spec = relu_on_view(false);
+    let x = spec.info.input;
+    let conv = Conv2d {
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: [0; 4],
+        groups: 1,
+        weights: spec.f32s(&values(6 * 2, 3)),
+        bias: spec.f32s(&[0.0, 0.0]),
+        pad_values: Span::default(),
+        activation: Activation::Identity,
+    };
+    let y = spec.info.output;
+    spec.info.arena_bytes = 360;
+    spec.layers[0] = layer(Op::Conv2d(conv), x, view(y, 216, 0, 4));
+    assert_eq!(
+        Model::<ReluConv>::new_checked_with_kernels(spec.blob().bytes()).err(),
+        Some(LoadError::BadLayer {
+            layer: 0,
+            what: LayerFault::ViewOperand {
+                operand: Operand::Output,
+            },
+        })
+    );
+}

@@ -108,6 +108,21 @@ fn check_views(layer: &Layer) -> Result<(), LayerFault> {
     Ok(())
 }
 
+/// [`check_views`] for a firmware without the layers that make views: no operand may be one.
+fn no_views(layer: &Layer) -> Result<(), LayerFault> {
+    if layer.output.view.is_some() {
+        return Err(LayerFault::ViewOperand {
+            operand: Operand::Output,
+        });
+    }
+    match used_inputs(layer).iter().position(|x| x.view.is_some()) {
+        Some(k) => Err(LayerFault::ViewOperand {
+            operand: Operand::Input(u8::try_from(k).unwrap_or(u8::MAX)),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The inputs of a layer that the operation uses.
 pub(crate) fn used_inputs(layer: &Layer) -> &[TensorDesc] {
     layer
@@ -285,7 +300,13 @@ fn check_layer<K: Kernels>(
         check_desc(d, arena_bytes).map_err(attribute(Operand::Input(i)))?;
     }
     check_desc(&layer.output, arena_bytes).map_err(attribute(Operand::Output))?;
-    check_views(layer).map_err(bad)?;
+    // Views come only from the layers that make them (concatenations, slices in place): a
+    // firmware that links none of those refuses any view without the checks of their uses.
+    if links_any::<K>(KernelSet::AXIS.with(Kernel::SliceView)) {
+        check_views(layer).map_err(bad)?;
+    } else {
+        no_views(layer).map_err(bad)?;
+    }
     let mut over_inputs = false;
     for (i, d) in (0u8..).zip(inputs) {
         // An input in its slot of a concatenation's output is part of it, by design; a row-local
