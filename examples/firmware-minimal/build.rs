@@ -30,8 +30,12 @@ fn main() {
     println!("cargo::rerun-if-env-changed=ICEFOLD_KERNELS");
     let set = match env::var("ICEFOLD_KERNELS").as_deref() {
         Ok("all") => "icefold::engine::KernelSet::ALL".to_string(),
-        Ok("int8") => "icefold::engine::KernelSet::INT8".to_string(),
-        Ok("f32") => "icefold::engine::KernelSet::F32".to_string(),
+        // A precision with the engine parts any model of it may need (layers in place, the
+        // input transposed, slices in place), as the runtime's Cargo features give them.
+        Ok("int8") => "icefold::engine::KernelSet::INT8.union(icefold::engine::KernelSet::PLAN)"
+            .to_string(),
+        Ok("f32") => "icefold::engine::KernelSet::F32.union(icefold::engine::KernelSet::PLAN)"
+            .to_string(),
         Ok("model") | Err(_) => model_kernels(&bytes),
         Ok(other) => panic!("ICEFOLD_KERNELS: model (default), all, int8 or f32, not {other}"),
     };
