@@ -2307,6 +2307,13 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
     }
 }
 
+// =============================================================================================
+// The groups = 1 convolutions' four-channel tile (src/kernels/fast/simd/conv.rs).
+// =============================================================================================
+
+mod conv;
+pub use conv::{smlad_4x1_pixels, smlad_4x1_rows, widen_interleaved, QUAD_SPLIT};
+
 #[cfg(test)]
 mod tests {
     extern crate std;
