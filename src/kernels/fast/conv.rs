@@ -930,15 +930,36 @@ fn regular_quads<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) -> bo
             .map(|s| s.single().and_then(|s| s.run(&c.bounds)));
         let bias = [b0, b1, b2, b3];
         for oy in 0..out_h {
-            let inside_y = (y_lo..y_hi).contains(&oy);
+            // The row's interior pixels (whole windows) in one call, their sums from
+            // `2 · x_lo` on; the border pixels one by one below.
+            let inside_y = (y_lo..y_hi).contains(&oy) && x_lo < x_hi;
+            if inside_y {
+                let origin =
+                    ((oy * g.stride[0] - g.pad[0]) * in_w + x_lo * g.stride[1] - g.pad[1]) * half;
+                let shape = simd::Rows {
+                    rows: kh,
+                    len: kw * half,
+                    x_step,
+                    w_step: kw * half,
+                };
+                let run = (shape, g.stride[1] * half);
+                let (xs, sums) = (
+                    x.get(origin..).unwrap_or_default(),
+                    accs.get_mut(2 * x_lo..).unwrap_or_default(),
+                );
+                if !simd::smlad_4x1_run(w4, xs, run, bias, sums, x_hi - x_lo) {
+                    return false;
+                }
+            }
             for ox in 0..out_w {
+                if inside_y && (x_lo..x_hi).contains(&ox) {
+                    continue;
+                }
                 let ix0 = ox * g.stride[1];
                 let mut acc = bias;
                 // The window's taps inside the input: kernel rows `ky0..ky1` × columns
-                // `first..end` (all of it for an interior pixel).
-                let (ky0, ky1, first, end) = if inside_y && (x_lo..x_hi).contains(&ox) {
-                    (0, kh, 0, kw)
-                } else {
+                // `first..end`; the others read the pad sums.
+                let (ky0, ky1, first, end) = {
                     let inside =
                         |ky: usize| coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
                     let ky0 = (0..kh).find(|&ky| inside(ky).is_some()).unwrap_or(kh);

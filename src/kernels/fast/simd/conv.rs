@@ -305,6 +305,176 @@ pub fn smlad_4x1_rows(w: &[u32], x: &[u32], shape: super::Rows, acc: [i32; 4]) -
     }
 }
 
+/// [`smlad_4x1_rows`] for a run of `pixels` output pixels whose windows lie inside the input,
+/// pixel `p`'s rows `p · pixel_step` words after pixel 0's, every one from `bias`, the sums
+/// written to `sums` as [`QUAD_SPLIT`] describes (as [`smlad_4x1_pixels`]). `false` (nothing
+/// written) unless `shape` passes [`smlad_4x1_rows`]' checks, `1 <= pixels`,
+/// `2 · pixels <= QUAD_SPLIT`, and the slices hold the pixels' rows and sums.
+///
+/// With the DSP extension (`icefold_dsp`): the loop of [`smlad_4x1_rows`] per pixel, the
+/// pixels' loop inside the assembly too (per pixel about 16 instructions besides the rows',
+/// where a call per pixel cost about 100 with its checks).
+#[inline(always)]
+pub fn smlad_4x1_run(
+    w: &[u32],
+    x: &[u32],
+    (shape, pixel_step): (super::Rows, usize),
+    bias: [i32; 4],
+    sums: &mut [i32],
+    pixels: usize,
+) -> bool {
+    let super::Rows {
+        len,
+        x_step,
+        w_step,
+        ..
+    } = shape;
+    let (Some(x_len), Some(w_len)) = (shape.extent(x_step), shape.extent(w_step)) else {
+        return false;
+    };
+    let x_len = pixels
+        .checked_sub(1)
+        .and_then(|p| p.checked_mul(pixel_step))
+        .and_then(|at| at.checked_add(x_len));
+    let (Some(x_len), Some(w_len)) = (x_len, w_len.checked_mul(4)) else {
+        return false;
+    };
+    if len == 0
+        || len % 4 != 0
+        || 2 * pixels > QUAD_SPLIT
+        || x.len() < x_len
+        || w.len() < w_len
+        || sums.len() < QUAD_SPLIT + 2 * pixels
+    {
+        return false;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let start = sums.as_mut_ptr();
+        // The biases (LDM into the accumulators), the weights' start and the pixel's first
+        // activation (LDRD; the second advanced per pixel), the rows and the rows left, the
+        // passes per row, the bytes from a row's end to the next row's start (activations,
+        // weights), the bytes between two pixels' starts, the next pixel's sums and the end of
+        // the run's.
+        let mut params: [u32; 14] = [
+            bias[0] as u32,
+            bias[1] as u32,
+            bias[2] as u32,
+            bias[3] as u32,
+            w.as_ptr() as usize as u32,
+            x.as_ptr() as usize as u32,
+            shape.rows as u32,
+            0,
+            (len / 4) as u32,
+            (4 * (x_step - len)) as u32,
+            (16 * (w_step - len)) as u32,
+            (4 * pixel_step) as u32,
+            start as usize as u32,
+            start.wrapping_add(2 * pixels) as usize as u32,
+        ];
+        // SAFETY: the checks above. Pixel `p < pixels` starts at word `p · pixel_step` of `x`
+        // (params[5], advanced by `4 · pixel_step` bytes per pixel) and reads its rows as
+        // `smlad_4x1_rows` does (row `r`: words `p · pixel_step + r · x_step + (0..len)`,
+        // inside `x`, which holds `(pixels − 1) · pixel_step + (rows − 1) · x_step + len`);
+        // the weights from `w`'s start each pixel (row `r`: words
+        // `4 · (r · w_step) .. 4 · (r · w_step + len)`, inside `w`). It writes pixel `p`'s sums
+        // at `start + 2p` and `start + QUAD_SPLIT + 2p` (STRD, the second at the immediate
+        // offset 256 bytes), stopping when the pointer reaches `start + 2 · pixels`: inside
+        // `sums`. It reads and writes the fourteen words of `params` (alive past the
+        // statement) and pushes one word it pops before the end. Word-aligned loads and
+        // stores (`u32`/`i32` slices). Only the named registers and the flags (with Q) change;
+        // r6 and r7 are not touched. LDM, LDRD, STRD, SMLAD, PUSH, POP exist on every
+        // icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "push {{r0}}",
+                "1:",
+                "ldr lr, [sp]",
+                "ldm lr, {{r8-r11}}",
+                "ldrd r5, r12, [lr, #16]",
+                "ldr r0, [lr, #24]",
+                "str r0, [lr, #28]",
+                "2:",
+                "ldr lr, [sp]",
+                "ldr lr, [lr, #32]",
+                "3:",
+                "ldr r4, [r12], #4",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, r4, r8",
+                "smlad r9, r1, r4, r9",
+                "smlad r10, r2, r4, r10",
+                "smlad r11, r3, r4, r11",
+                "ldr r4, [r12], #4",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, r4, r8",
+                "smlad r9, r1, r4, r9",
+                "smlad r10, r2, r4, r10",
+                "smlad r11, r3, r4, r11",
+                "ldr r4, [r12], #4",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, r4, r8",
+                "smlad r9, r1, r4, r9",
+                "smlad r10, r2, r4, r10",
+                "smlad r11, r3, r4, r11",
+                "ldr r4, [r12], #4",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, r4, r8",
+                "smlad r9, r1, r4, r9",
+                "smlad r10, r2, r4, r10",
+                "smlad r11, r3, r4, r11",
+                "subs lr, lr, #1",
+                "bne 3b",
+                "ldr lr, [sp]",
+                "ldrd r0, r1, [lr, #36]",
+                "add r12, r12, r0",
+                "add r5, r5, r1",
+                "ldr r0, [lr, #28]",
+                "subs r0, r0, #1",
+                "str r0, [lr, #28]",
+                "bne 2b",
+                "ldr r0, [lr, #20]",
+                "ldr r1, [lr, #44]",
+                "add r0, r0, r1",
+                "str r0, [lr, #20]",
+                "ldrd r4, r5, [lr, #48]",
+                "strd r10, r11, [r4, #256]",
+                "strd r8, r9, [r4], #8",
+                "str r4, [lr, #48]",
+                "cmp r4, r5",
+                "bne 1b",
+                "pop {{r0}}",
+                inout("r0") params.as_mut_ptr() => _,
+                out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                out("r12") _,
+                out("lr") _,
+                options(),
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let (pair01, pair23) = sums.split_at_mut(QUAD_SPLIT);
+        for p in 0..pixels {
+            let xs = x.get(p * pixel_step..).unwrap_or_default();
+            let Some([a0, a1, a2, a3]) = smlad_4x1_rows(w, xs, shape, bias) else {
+                return false;
+            };
+            if let (Some(lo), Some(hi)) = (
+                pair01
+                    .get_mut(2 * p..)
+                    .and_then(|s| s.first_chunk_mut::<2>()),
+                pair23
+                    .get_mut(2 * p..)
+                    .and_then(|s| s.first_chunk_mut::<2>()),
+            ) {
+                (*lo, *hi) = ([a0, a1], [a2, a3]);
+            }
+        }
+    }
+    true
+}
+
 /// `(low, high)` of [`widen_interleaved`]'s word, for the tests' expectations.
 #[cfg(test)]
 fn expected_word(w: &[i8], j: usize) -> u32 {
