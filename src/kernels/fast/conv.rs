@@ -741,10 +741,14 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     ) {
         return pointwise_layer(c, output);
     }
-    // int16 inputs with input channels in multiples of 8: output channels four at a time, a
-    // tail call with its own buffers like the pointwise one.
-    if let (Some(_), true) = (words, quad_windows(c)) {
-        regular_quads(c, output);
+    // Input channels in multiples of 8 (int16) or 16 (int8): output channels four at a time,
+    // a tail call with its own buffers like the pointwise one.
+    if quad_windows(c) {
+        if X::WIDE {
+            regular_quads::<X, Y, false>(c, output);
+        } else {
+            regular_quads::<X, Y, true>(c, output);
+        }
         return;
     }
     // int8 inputs read as words of four, weights widened once per channel pair.
@@ -838,21 +842,49 @@ const POINTWISE_WORDS: usize = if TILES {
     MAX_WIDE_PRODUCTS
 };
 
-/// Whether [`regular_quads`] takes an int16-input layer: with the DSP tiles, input channels
-/// in multiples of 8 (every clipped window row is a multiple of 4 words), dilation 1 along
-/// rows (a window row is contiguous), output rows of at most [`POINTWISE_BLOCK`] pixels (one
-/// block of sums), at least four output channels, and weights that fit the widened buffer.
-fn quad_windows<X>(c: &Conv<'_, X>) -> bool {
+/// Whether [`regular_quads`] takes a layer: with the DSP tiles, input channels in multiples of
+/// 8 for an int16 input, 16 for an int8 one (every clipped window row is a multiple of 4
+/// words), dilation 1 along rows (a window row is contiguous), output rows of at most
+/// [`POINTWISE_BLOCK`] pixels (one block of sums), at least four output channels, at most
+/// [`QUAD_TAPS`] taps, and weights that fit the widened buffer.
+fn quad_windows<X: Lanes>(c: &Conv<'_, X>) -> bool {
     let ([_, _, in_c], [_, out_w, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
+    let (multiple, products) = if X::WIDE {
+        (8, MAX_WIDE_PRODUCTS)
+    } else {
+        (16, MAX_QUAD_PRODUCTS)
+    };
     TILES
         && !host_avx2()
-        && in_c % 8 == 0
+        && in_c % multiple == 0
         && c.geometry.dilation[1] == 1
         && out_w <= POINTWISE_BLOCK
         && out_c >= 4
         && kh * kw <= QUAD_TAPS
-        && kh * kw * in_c <= MAX_WIDE_PRODUCTS
+        && kh * kw * in_c <= products
+}
+
+/// Largest reduction whose int8 weights [`regular_quads`] widens for an int8 input: four
+/// channels' two words per product pair, 2.25 KiB of stack (ResNet-8's 3x3 × 32 channels;
+/// its 3x3 × 64 keep the channel pairs).
+const MAX_QUAD_PRODUCTS: usize = 288;
+
+/// [`simd::sxtb16_4x1_run`] for an int8 input (`I8`), else [`simd::smlad_4x1_run`].
+#[inline(always)]
+fn quad_run<const I8: bool>(
+    w: &[u32],
+    x: &[u32],
+    run: (simd::Rows, usize),
+    bias: [i32; 4],
+    sums: &mut [i32],
+    pixels: usize,
+) -> bool {
+    if I8 {
+        simd::sxtb16_4x1_run(w, x, run, bias, sums, pixels)
+    } else {
+        simd::smlad_4x1_run(w, x, run, bias, sums, pixels)
+    }
 }
 
 /// Most taps of a window [`regular_quads`] takes (its pad sums: four channels' on the stack).
@@ -872,28 +904,36 @@ fn quad_channels(o: usize, out_c: usize) -> ([usize; 4], usize) {
 /// of one to three channels as a group with the last channel repeated): per group its
 /// weights widened interleaved ([`simd::widen_interleaved`], `2 · kh · kw · in_c` words) and
 /// each output pixel's window, whole or clipped to the input, in one call of
-/// [`simd::smlad_4x1_rows`] (the padded taps from per-tap sums of the pad values' products,
+/// [`simd::smlad_4x1_run`] or [`simd::sxtb16_4x1_run`], and a row's interior pixels in
+/// one (the padded taps from per-tap sums of the pad values' products,
 /// as in `border_pixel`); a row's sums then go through each channel's output stage as one
 /// loop ([`simd::requant_run`]) and into the output. `false` if a shape check refuses
 /// (never for the layers `quad_windows` admits: the tests check it). Its own buffers (3 KiB),
 /// called as a tail call from `regular`, whose frame then is not live.
 #[inline(never)]
-fn regular_quads<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) -> bool {
+fn regular_quads<X: Lanes, Y: FromWide, const I8: bool>(c: &Conv<'_, X>, output: &mut [Y]) -> bool {
     let g = c.geometry;
     let ([in_h, in_w, in_c], [out_h, out_w, out_c]) = c.dims;
     let [kh, kw] = g.kernel;
     let per_out = kh * kw * in_c;
-    let Some(x) = X::words(c.input) else {
+    // The input as words: int8 values four to a word, int16 two.
+    let (x, per_word) = if I8 {
+        (X::packed(c.input), 4)
+    } else {
+        (X::words(c.input), 2)
+    };
+    let Some(x) = x else {
         return false;
     };
     let (y_lo, y_hi) = interior(out_h, g.stride[0], g.dilation[0], g.pad[0], kh, in_h);
     let (x_lo, x_hi) = interior(out_w, g.stride[1], g.dilation[1], g.pad[1], kw, in_w);
     let out_stride = g.out_stride(out_c).max(1);
     let padded = g.pad != [0; 4];
-    // Words per input pixel, per kernel row, between two kernel rows' inputs.
-    let half = in_c / 2;
+    // Words per input pixel, between two kernel rows' inputs.
+    let half = in_c / per_word;
     let x_step = g.dilation[0] * in_w * half;
-    let mut wide = [0u32; 2 * MAX_WIDE_PRODUCTS];
+    // Two weight words per product pair of the four channels either way.
+    let mut wide = [0u32; 2 * MAX_QUAD_PRODUCTS];
     let mut accs = [0i32; 2 * simd::QUAD_SPLIT];
     let mut narrow = [0i16; 2 * simd::QUAD_SPLIT];
     let mut pads = [[0i32; QUAD_TAPS]; 4];
@@ -922,7 +962,11 @@ fn regular_quads<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) -> bo
         let Some(w4) = wide.get_mut(..2 * per_out) else {
             return false;
         };
-        simd::widen_interleaved([w0, w1, w2, w3], per_out / 2, w4);
+        if I8 {
+            simd::widen_interleaved_quads([w0, w1, w2, w3], per_out / 4, w4);
+        } else {
+            simd::widen_interleaved([w0, w1, w2, w3], per_out / 2, w4);
+        }
         let w4 = &*w4;
         let stages = [s0, s1, s2, s3];
         let runs = stages
@@ -947,7 +991,7 @@ fn regular_quads<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) -> bo
                     x.get(origin..).unwrap_or_default(),
                     accs.get_mut(2 * x_lo..).unwrap_or_default(),
                 );
-                if !simd::smlad_4x1_run(w4, xs, run, bias, sums, x_hi - x_lo) {
+                if !quad_run::<I8>(w4, xs, run, bias, sums, x_hi - x_lo) {
                     return false;
                 }
             }
@@ -984,21 +1028,23 @@ fn regular_quads<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) -> bo
                         return false;
                     };
                     let x_at = (iy0 * in_w + ix0 + first - g.pad[1]) * half;
-                    let w_at = 4 * (ky0 * kw + first) * half;
+                    // Two weight words per product pair of the four channels.
+                    let w_at = 2 * (ky0 * kw + first) * in_c;
                     let shape = simd::Rows {
                         rows: ky1 - ky0,
                         len: (end - first) * half,
                         x_step,
                         w_step: kw * half,
                     };
-                    let (xs, ws) = (
+                    let (xs, ws, sums) = (
                         x.get(x_at..).unwrap_or_default(),
                         w4.get(w_at..).unwrap_or_default(),
+                        accs.get_mut(2 * ox..).unwrap_or_default(),
                     );
-                    let Some(sums) = simd::smlad_4x1_rows(ws, xs, shape, acc) else {
+                    if !quad_run::<I8>(ws, xs, (shape, 0), acc, sums, 1) {
                         return false;
-                    };
-                    acc = sums;
+                    }
+                    continue;
                 }
                 let [a0, a1, a2, a3] = acc;
                 for (at, sums) in [(2 * ox, [a0, a1]), (simd::QUAD_SPLIT + 2 * ox, [a2, a3])] {
@@ -2351,11 +2397,11 @@ pub(crate) mod tests {
     }
 
     prop_compose! {
-        /// Regular windows `regular_quads` takes on an int16 input: input channels in
-        /// multiples of 8, four output channels and a tail of none to three, pads, strides,
+        /// Regular windows `regular_quads` takes: input channels in multiples of 8 (int16
+        /// inputs) or 16 (int8: half of these), four output channels and a tail of none to three, pads, strides,
         /// row dilation, clipped windows (border pixels, maps smaller than the kernel), rows of
         /// up to `POINTWISE_BLOCK` pixels and beyond.
-        fn quad_case()(eighths in 1usize..=3, out_c in 4usize..=11, kh in 1usize..=3,
+        fn quad_case()(eighths in 1usize..=4, out_c in 4usize..=11, kh in 1usize..=3,
                        kw in 1usize..=3, sh in 1usize..=2, sw in 1usize..=2, dh in 1usize..=2,
                        pad in proptest::array::uniform4(0usize..=2), h in 1usize..=9,
                        w in prop_oneof![1usize..=9, 30usize..=36], with_pad_values in any::<bool>(),
@@ -2508,33 +2554,38 @@ pub(crate) mod tests {
         fn quads_take_every_group_they_admit(c in quad_case(), zp_in in any::<i16>(), zp_out in any::<i16>()) {
             let Some(c) = c else { return Ok(()) };
             let mut gen = Gen(c.seed);
-            let d = data(&c, &mut gen, Gen::i16, 20);
             let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
-            let quant = WideConvQuant {
-                input_zero_point: zp_in,
-                pad_values: &d.pad_values,
-                channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
-                output: WideOutputQuant { zero_point: zp_out, clamp },
-            };
-            let mut want = std::vec![0i16; len(c.out_dims)];
-            reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
-            let conv = Conv {
-                geometry: &c.g,
-                dims: (c.in_dims, c.out_dims),
-                padding: Padding { zero: zp_in, values: &d.pad_values },
-                channels: &quant.channels,
-                bounds: Bounds { zero_point: i32::from(zp_out), min: i32::from(clamp.min), max: i32::from(clamp.max) },
-                input: &d.x,
-                weights: &d.weights,
-            };
-            PORTABLE_TILES.with(|p| p.set(true));
-            let admitted = quad_windows(&conv);
-            let mut fast = std::vec![0i16; len(c.out_dims)];
-            let done = admitted.then(|| regular_quads(&conv, &mut fast));
-            PORTABLE_TILES.with(|p| p.set(false));
-            let Some(done) = done else { return Ok(()) };
-            prop_assert!(done);
-            prop_assert_eq!(fast, want);
+            let output = WideOutputQuant { zero_point: zp_out, clamp };
+            fn check<X: Lanes + core::fmt::Debug, const I8: bool>(c: &Case, d: &Data<X>, zp: X, output: WideOutputQuant) -> Result<(), TestCaseError> {
+                let quant = WideConvQuant {
+                    input_zero_point: zp,
+                    pad_values: &d.pad_values,
+                    channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                    output,
+                };
+                let mut want = std::vec![0i16; len(c.out_dims)];
+                reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
+                let conv = Conv {
+                    geometry: &c.g,
+                    dims: (c.in_dims, c.out_dims),
+                    padding: Padding { zero: zp, values: &d.pad_values },
+                    channels: &quant.channels,
+                    bounds: Bounds::from(output),
+                    input: &d.x,
+                    weights: &d.weights,
+                };
+                PORTABLE_TILES.with(|p| p.set(true));
+                let admitted = quad_windows(&conv);
+                let mut fast = std::vec![0i16; len(c.out_dims)];
+                let done = admitted.then(|| regular_quads::<X, i16, I8>(&conv, &mut fast));
+                PORTABLE_TILES.with(|p| p.set(false));
+                let Some(done) = done else { return Ok(()) };
+                prop_assert!(done);
+                prop_assert_eq!(fast, want);
+                Ok(())
+            }
+            check::<i16, false>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?;
+            check::<i8, true>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, output)?;
         }
 
         #[test]

@@ -2312,7 +2312,10 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
 // =============================================================================================
 
 mod conv;
-pub use conv::{smlad_4x1_pixels, smlad_4x1_rows, smlad_4x1_run, widen_interleaved, QUAD_SPLIT};
+pub use conv::{
+    smlad_4x1_pixels, smlad_4x1_run, sxtb16_4x1_run, widen_interleaved,
+    widen_interleaved_quads, QUAD_SPLIT,
+};
 
 #[cfg(test)]
 mod tests {

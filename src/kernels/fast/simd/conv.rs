@@ -191,129 +191,19 @@ pub fn smlad_4x1_pixels(
     }
 }
 
-/// Four output channels × one pixel over the clipped or whole window of a regular
-/// convolution on int16 lane pairs: `acc[k] + Σ_r Σ_j smlad(w[4 · (r · w_step + j) + k],
-/// x[r · x_step + j])` over `r < rows`, `j < len` (`shape` in words; `w`:
+/// Four output channels × a run of `pixels` output pixels of a regular convolution on int16
+/// lane pairs, each pixel's window whole or clipped to the input: for pixel `p` and channel
+/// `k`, `bias[k] + Σ_r Σ_j smlad(w[4 · (r · w_step + j) + k], x[p · pixel_step + r · x_step +
+/// j])` over `r < rows`, `j < len` (`shape` and `pixel_step` in words; `w`:
 /// [`widen_interleaved`]'s words, a weight row `w_step` words of each channel after the
-/// previous one). `None` (nothing computed) unless `len` is a positive multiple of 4,
-/// `rows >= 1`, both steps are at least `len`, and the slices hold the rows.
+/// previous one), written to `sums` as [`QUAD_SPLIT`] describes. `false` (nothing written)
+/// unless `len` is a positive multiple of 4, `rows >= 1`, both steps are at least `len`,
+/// `1 <= pixels`, `2 · pixels <= QUAD_SPLIT`, and the slices hold the pixels' rows and sums.
 ///
 /// With the DSP extension (`icefold_dsp`): the loop of [`smlad_4x1_pixels`] per row (6.5
-/// instructions per 8 products), 10 more per row (the next row's pointers from a parameter
-/// block whose address the loop keeps on the stack).
-#[inline(always)]
-pub fn smlad_4x1_rows(w: &[u32], x: &[u32], shape: super::Rows, acc: [i32; 4]) -> Option<[i32; 4]> {
-    let super::Rows {
-        rows,
-        len,
-        x_step,
-        w_step,
-    } = shape;
-    let x_len = shape.extent(x_step)?;
-    let w_len = shape.extent(w_step)?.checked_mul(4)?;
-    if len == 0 || len % 4 != 0 || x.len() < x_len || w.len() < w_len {
-        return None;
-    }
-    #[cfg(icefold_dsp)]
-    {
-        let [mut a0, mut a1, mut a2, mut a3] = acc;
-        // Passes per row, then the bytes from a row's end to the next row's start (activations,
-        // weights), then the rows left.
-        let mut params: [u32; 4] = [
-            (len / 4) as u32,
-            (4 * (x_step - len)) as u32,
-            (16 * (w_step - len)) as u32,
-            rows as u32,
-        ];
-        // SAFETY: the checks above (`extent`: `rows >= 1`, both steps at least `len`, and
-        // `(rows − 1) · step + len` fits a usize). Row `r` reads the words
-        // `r · x_step .. r · x_step + len` of `x` through r12 (post-incremented, then moved on
-        // by `x_step − len` words) and the words `4 · (r · w_step) .. 4 · (r · w_step + len)`
-        // of `w` through r5 (LDM with writeback, then moved on by `4 · (w_step − len)`):
-        // inside both slices, which hold `(rows − 1) · step + len` rows' words (times 4 for
-        // `w`). The pointers moved past the last row are not read through. It reads and writes
-        // the four words of `params` (alive past the statement) and pushes one word it pops
-        // before the end. Word-aligned loads (`u32` slices). Only the named registers and the
-        // flags (with Q) change; r6 and r7 are not touched. LDM, LDRD, SMLAD, PUSH, POP exist
-        // on every icefold_dsp core.
-        unsafe {
-            core::arch::asm!(
-                "push {{r0}}",
-                "1:",
-                "ldr lr, [sp]",
-                "ldr lr, [lr]",
-                "2:",
-                "ldr r4, [r12], #4",
-                "ldm r5!, {{r0-r3}}",
-                "smlad r8, r0, r4, r8",
-                "smlad r9, r1, r4, r9",
-                "smlad r10, r2, r4, r10",
-                "smlad r11, r3, r4, r11",
-                "ldr r4, [r12], #4",
-                "ldm r5!, {{r0-r3}}",
-                "smlad r8, r0, r4, r8",
-                "smlad r9, r1, r4, r9",
-                "smlad r10, r2, r4, r10",
-                "smlad r11, r3, r4, r11",
-                "ldr r4, [r12], #4",
-                "ldm r5!, {{r0-r3}}",
-                "smlad r8, r0, r4, r8",
-                "smlad r9, r1, r4, r9",
-                "smlad r10, r2, r4, r10",
-                "smlad r11, r3, r4, r11",
-                "ldr r4, [r12], #4",
-                "ldm r5!, {{r0-r3}}",
-                "smlad r8, r0, r4, r8",
-                "smlad r9, r1, r4, r9",
-                "smlad r10, r2, r4, r10",
-                "smlad r11, r3, r4, r11",
-                "subs lr, lr, #1",
-                "bne 2b",
-                "ldr lr, [sp]",
-                "ldrd r0, r1, [lr, #4]",
-                "add r12, r12, r0",
-                "add r5, r5, r1",
-                "ldr r0, [lr, #12]",
-                "subs r0, r0, #1",
-                "str r0, [lr, #12]",
-                "bne 1b",
-                "pop {{r0}}",
-                inout("r0") params.as_mut_ptr() => _,
-                out("r1") _, out("r2") _, out("r3") _, out("r4") _,
-                inout("r5") w.as_ptr() => _,
-                inout("r8") a0, inout("r9") a1, inout("r10") a2, inout("r11") a3,
-                inout("r12") x.as_ptr() => _,
-                out("lr") _,
-                options(),
-            );
-        }
-        Some([a0, a1, a2, a3])
-    }
-    #[cfg(not(icefold_dsp))]
-    {
-        let mut acc = acc;
-        for r in 0..rows {
-            let xs = x.get(r * x_step..r * x_step + len)?;
-            let ws = w.get(4 * r * w_step..4 * (r * w_step + len))?;
-            for (xw, ws) in xs.iter().zip(ws.chunks_exact(4)) {
-                for (a, wk) in acc.iter_mut().zip(ws) {
-                    *a = super::smlad(*wk, *xw, *a);
-                }
-            }
-        }
-        Some(acc)
-    }
-}
-
-/// [`smlad_4x1_rows`] for a run of `pixels` output pixels whose windows lie inside the input,
-/// pixel `p`'s rows `p · pixel_step` words after pixel 0's, every one from `bias`, the sums
-/// written to `sums` as [`QUAD_SPLIT`] describes (as [`smlad_4x1_pixels`]). `false` (nothing
-/// written) unless `shape` passes [`smlad_4x1_rows`]' checks, `1 <= pixels`,
-/// `2 · pixels <= QUAD_SPLIT`, and the slices hold the pixels' rows and sums.
-///
-/// With the DSP extension (`icefold_dsp`): the loop of [`smlad_4x1_rows`] per pixel, the
-/// pixels' loop inside the assembly too (per pixel about 16 instructions besides the rows',
-/// where a call per pixel cost about 100 with its checks).
+/// instructions per 8 products), about 10 more per row and 16 per pixel (the next row's and
+/// pixel's pointers from a parameter block whose address the loop keeps on the stack; a call
+/// per pixel cost about 100 with its checks).
 #[inline(always)]
 pub fn smlad_4x1_run(
     w: &[u32],
@@ -372,12 +262,15 @@ pub fn smlad_4x1_run(
             start as usize as u32,
             start.wrapping_add(2 * pixels) as usize as u32,
         ];
-        // SAFETY: the checks above. Pixel `p < pixels` starts at word `p · pixel_step` of `x`
-        // (params[5], advanced by `4 · pixel_step` bytes per pixel) and reads its rows as
-        // `smlad_4x1_rows` does (row `r`: words `p · pixel_step + r · x_step + (0..len)`,
-        // inside `x`, which holds `(pixels − 1) · pixel_step + (rows − 1) · x_step + len`);
-        // the weights from `w`'s start each pixel (row `r`: words
-        // `4 · (r · w_step) .. 4 · (r · w_step + len)`, inside `w`). It writes pixel `p`'s sums
+        // SAFETY: the checks above (`extent`: `rows >= 1`, both steps at least `len`, and the
+        // extents fit a usize). Pixel `p < pixels` starts at word `p · pixel_step` of `x`
+        // (params[5], advanced by `4 · pixel_step` bytes per pixel); its row `r` reads the
+        // words `p · pixel_step + r · x_step + (0..len)` through r12 (post-incremented, then
+        // moved on by `x_step − len` words), inside `x`, which holds `(pixels − 1) ·
+        // pixel_step + (rows − 1) · x_step + len`; the weights from `w`'s start each pixel
+        // (row `r`: words `4 · (r · w_step) .. 4 · (r · w_step + len)` through r5, LDM with
+        // writeback, then moved on by `4 · (w_step − len)`), inside `w`. Pointers moved past
+        // the last row are not read through. It writes pixel `p`'s sums
         // at `start + 2p` and `start + QUAD_SPLIT + 2p` (STRD, the second at the immediate
         // offset 256 bytes), stopping when the pointer reaches `start + 2 · pixels`: inside
         // `sums`. It reads and writes the fourteen words of `params` (alive past the
@@ -456,10 +349,264 @@ pub fn smlad_4x1_run(
     {
         let (pair01, pair23) = sums.split_at_mut(QUAD_SPLIT);
         for p in 0..pixels {
-            let xs = x.get(p * pixel_step..).unwrap_or_default();
-            let Some([a0, a1, a2, a3]) = smlad_4x1_rows(w, xs, shape, bias) else {
-                return false;
-            };
+            let mut acc = bias;
+            for r in 0..shape.rows {
+                let at = p * pixel_step + r * x_step;
+                let (Some(xs), Some(ws)) = (
+                    x.get(at..at + len),
+                    w.get(4 * r * w_step..4 * (r * w_step + len)),
+                ) else {
+                    return false;
+                };
+                for (xw, ws) in xs.iter().zip(ws.chunks_exact(4)) {
+                    for (a, wk) in acc.iter_mut().zip(ws) {
+                        *a = super::smlad(*wk, *xw, *a);
+                    }
+                }
+            }
+            let [a0, a1, a2, a3] = acc;
+            if let (Some(lo), Some(hi)) = (
+                pair01
+                    .get_mut(2 * p..)
+                    .and_then(|s| s.first_chunk_mut::<2>()),
+                pair23
+                    .get_mut(2 * p..)
+                    .and_then(|s| s.first_chunk_mut::<2>()),
+            ) {
+                (*lo, *hi) = ([a0, a1], [a2, a3]);
+            }
+        }
+    }
+    true
+}
+
+/// Widens the int8 weights of four output channels, `4 · runs` values per channel, for an
+/// int8 input ([`sxtb16_4x1_run`]): per run of four values `(v0, v1, v2, v3)` of channel `k`
+/// the word `8q + k` is `(v0, v2)` and `8q + 4 + k` is `(v1, v3)`, the lanes SXTB16 and
+/// SXTB16 ROR 8 give a word of four int8 activations. Writes the first `8 · runs` words of
+/// `out` (whole runs only), nothing if a channel has fewer than `4 · runs` values.
+#[inline(always)]
+pub fn widen_interleaved_quads(w: [&[i8]; 4], runs: usize, out: &mut [u32]) {
+    let [Some(w0), Some(w1), Some(w2), Some(w3)] = w.map(|w| w.get(..4 * runs)) else {
+        return;
+    };
+    let quads = w0
+        .chunks_exact(4)
+        .zip(w1.chunks_exact(4))
+        .zip(w2.chunks_exact(4).zip(w3.chunks_exact(4)));
+    for (slot, ((q0, q1), (q2, q3))) in out.chunks_exact_mut(8).zip(quads) {
+        let (Ok(slot), Ok(q0), Ok(q1), Ok(q2), Ok(q3)) = (
+            <&mut [u32; 8]>::try_from(slot),
+            <[i8; 4]>::try_from(q0),
+            <[i8; 4]>::try_from(q1),
+            <[i8; 4]>::try_from(q2),
+            <[i8; 4]>::try_from(q3),
+        ) else {
+            continue;
+        };
+        let words = [q0, q1, q2, q3].map(|q| u32::from_le_bytes(q.map(|b| b as u8)));
+        let [(e0, o0), (e1, o1), (e2, o2), (e3, o3)] = words.map(|w| (sxtb16(w), sxtb16_ror8(w)));
+        *slot = [e0, e1, e2, e3, o0, o1, o2, o3];
+    }
+}
+
+/// [`smlad_4x1_run`] on an int8 input: `x` holds words of four int8 values (little-endian),
+/// `w` [`widen_interleaved_quads`]' words (eight per activation word), `shape` and
+/// `pixel_step` in activation words. For pixel `p` and channel `k`: `bias[k] + Σ_r Σ_j Σ_i
+/// w_k[4 · (r · w_step + j) + i] · x_i[p · pixel_step + r · x_step + j]`, written to `sums` as
+/// [`QUAD_SPLIT`] describes. `false` (nothing written) unless `len` is a positive multiple of
+/// 4, `rows >= 1`, both steps are at least `len`, `1 <= pixels`, `2 · pixels <= QUAD_SPLIT`,
+/// and the slices hold the pixels' rows and sums.
+///
+/// With the DSP extension (`icefold_dsp`): per activation word an LDR, SXTB16 and SXTB16 ROR
+/// 8, two LDMs of four weights and eight SMLADs (13 instructions per 16 products, as the
+/// int16 tile's), four words per pass and the pass count in the stack (4 instructions per
+/// pass: the thirteenth register the count would need does not exist), the rows' and pixels'
+/// loops as [`smlad_4x1_run`]'s.
+#[inline(always)]
+pub fn sxtb16_4x1_run(
+    w: &[u32],
+    x: &[u32],
+    (shape, pixel_step): (super::Rows, usize),
+    bias: [i32; 4],
+    sums: &mut [i32],
+    pixels: usize,
+) -> bool {
+    let super::Rows {
+        len,
+        x_step,
+        w_step,
+        ..
+    } = shape;
+    let (Some(x_len), Some(w_len)) = (shape.extent(x_step), shape.extent(w_step)) else {
+        return false;
+    };
+    let x_len = pixels
+        .checked_sub(1)
+        .and_then(|p| p.checked_mul(pixel_step))
+        .and_then(|at| at.checked_add(x_len));
+    let (Some(x_len), Some(w_len)) = (x_len, w_len.checked_mul(8)) else {
+        return false;
+    };
+    if len == 0
+        || len % 4 != 0
+        || 2 * pixels > QUAD_SPLIT
+        || x.len() < x_len
+        || w.len() < w_len
+        || sums.len() < QUAD_SPLIT + 2 * pixels
+    {
+        return false;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let start = sums.as_mut_ptr();
+        // As `smlad_4x1_run`'s, the weights' row skip for eight words per activation word.
+        let mut params: [u32; 14] = [
+            bias[0] as u32,
+            bias[1] as u32,
+            bias[2] as u32,
+            bias[3] as u32,
+            w.as_ptr() as usize as u32,
+            x.as_ptr() as usize as u32,
+            shape.rows as u32,
+            0,
+            (len / 4) as u32,
+            (4 * (x_step - len)) as u32,
+            (32 * (w_step - len)) as u32,
+            (4 * pixel_step) as u32,
+            start as usize as u32,
+            start.wrapping_add(2 * pixels) as usize as u32,
+        ];
+        // SAFETY: as `smlad_4x1_run`'s, with eight weight words per activation word: row `r`
+        // of every pixel reads the words `8 · (r · w_step) .. 8 · (r · w_step + len)` of `w`
+        // (two LDMs of four with writeback per activation word, then moved on by
+        // `8 · (w_step − len)` words), inside `w`, which holds `8 · ((rows − 1) · w_step +
+        // len)`. The loop pushes two words (the parameter block's address and the passes left
+        // in the row) and pops them before the end. SXTB16 exists on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+                "push {{r0, r1}}",
+                "1:",
+                "ldr lr, [sp]",
+                "ldm lr, {{r8-r11}}",
+                "ldrd r5, r12, [lr, #16]",
+                "ldr r0, [lr, #24]",
+                "str r0, [lr, #28]",
+                "2:",
+                "ldr lr, [sp]",
+                "ldr r0, [lr, #32]",
+                "str r0, [sp, #4]",
+                "3:",
+                "ldr r4, [r12], #4",
+                "sxtb16 lr, r4",
+                "sxtb16 r4, r4, ror #8",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, lr, r8",
+                "smlad r9, r1, lr, r9",
+                "smlad r10, r2, lr, r10",
+                "smlad r11, r3, lr, r11",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, r4, r8",
+                "smlad r9, r1, r4, r9",
+                "smlad r10, r2, r4, r10",
+                "smlad r11, r3, r4, r11",
+                "ldr r4, [r12], #4",
+                "sxtb16 lr, r4",
+                "sxtb16 r4, r4, ror #8",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, lr, r8",
+                "smlad r9, r1, lr, r9",
+                "smlad r10, r2, lr, r10",
+                "smlad r11, r3, lr, r11",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, r4, r8",
+                "smlad r9, r1, r4, r9",
+                "smlad r10, r2, r4, r10",
+                "smlad r11, r3, r4, r11",
+                "ldr r4, [r12], #4",
+                "sxtb16 lr, r4",
+                "sxtb16 r4, r4, ror #8",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, lr, r8",
+                "smlad r9, r1, lr, r9",
+                "smlad r10, r2, lr, r10",
+                "smlad r11, r3, lr, r11",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, r4, r8",
+                "smlad r9, r1, r4, r9",
+                "smlad r10, r2, r4, r10",
+                "smlad r11, r3, r4, r11",
+                "ldr r4, [r12], #4",
+                "sxtb16 lr, r4",
+                "sxtb16 r4, r4, ror #8",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, lr, r8",
+                "smlad r9, r1, lr, r9",
+                "smlad r10, r2, lr, r10",
+                "smlad r11, r3, lr, r11",
+                "ldm r5!, {{r0-r3}}",
+                "smlad r8, r0, r4, r8",
+                "smlad r9, r1, r4, r9",
+                "smlad r10, r2, r4, r10",
+                "smlad r11, r3, r4, r11",
+                "ldr r0, [sp, #4]",
+                "subs r0, r0, #1",
+                "str r0, [sp, #4]",
+                "bne 3b",
+                "ldr lr, [sp]",
+                "ldrd r0, r1, [lr, #36]",
+                "add r12, r12, r0",
+                "add r5, r5, r1",
+                "ldr r0, [lr, #28]",
+                "subs r0, r0, #1",
+                "str r0, [lr, #28]",
+                "bne 2b",
+                "ldr r0, [lr, #20]",
+                "ldr r1, [lr, #44]",
+                "add r0, r0, r1",
+                "str r0, [lr, #20]",
+                "ldrd r4, r5, [lr, #48]",
+                "strd r10, r11, [r4, #256]",
+                "strd r8, r9, [r4], #8",
+                "str r4, [lr, #48]",
+                "cmp r4, r5",
+                "bne 1b",
+                "pop {{r0, r1}}",
+                inout("r0") params.as_mut_ptr() => _,
+                out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                out("r12") _,
+                out("lr") _,
+                options(),
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let (pair01, pair23) = sums.split_at_mut(QUAD_SPLIT);
+        for p in 0..pixels {
+            let mut acc = bias;
+            for r in 0..shape.rows {
+                let at = p * pixel_step + r * x_step;
+                let (Some(xs), Some(ws)) = (
+                    x.get(at..at + len),
+                    w.get(8 * r * w_step..8 * (r * w_step + len)),
+                ) else {
+                    return false;
+                };
+                for (xw, ws) in xs.iter().zip(ws.chunks_exact(8)) {
+                    let (even, odd) = (sxtb16(*xw), sxtb16_ror8(*xw));
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let (we, wo) = (ws.get(k).copied(), ws.get(4 + k).copied());
+                        *a = super::smlad(
+                            wo.unwrap_or(0),
+                            odd,
+                            super::smlad(we.unwrap_or(0), even, *a),
+                        );
+                    }
+                }
+            }
+            let [a0, a1, a2, a3] = acc;
             if let (Some(lo), Some(hi)) = (
                 pair01
                     .get_mut(2 * p..)
