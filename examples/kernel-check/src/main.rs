@@ -126,11 +126,12 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
             1 + gen.below(MAX_C as u32),
             1,
         ),
-        // Regular, channels a multiple of 4.
+        // Regular, channels a multiple of 4 (of 8 with four output channels or more: the
+        // four-channel tile of int16 inputs on DSP cores, a tail of one to three included).
         1 => (
             [1 + gen.below(3), 1 + gen.below(3)],
-            4 * (1 + gen.below(3)),
-            1 + gen.below(6),
+            4 * (1 + gen.below(4)),
+            1 + gen.below(8),
             1,
         ),
         // Depthwise.
@@ -138,8 +139,15 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
             let c = 1 + gen.below(8);
             ([1 + gen.below(3), 1 + gen.below(3)], c, c, c)
         }
-        // Pointwise.
-        3 => ([1, 1], 2 * (1 + gen.below(8)), 1 + gen.below(8), 1),
+        // Pointwise (input channels a multiple of 8 half of the time: the four-channel tile).
+        3 => {
+            let in_c = if gen.next() % 2 == 0 {
+                8 * (1 + gen.below(2))
+            } else {
+                2 * (1 + gen.below(8))
+            };
+            ([1, 1], in_c, 1 + gen.below(8), 1)
+        }
         // Depthwise 3x3 (the dedicated kernel `fast::depthwise`: even channel counts, dilation
         // 1, horizontal stride 1 or 2; odd counts take the general loop).
         _ => {

@@ -741,6 +741,16 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     ) {
         return pointwise_layer(c, output);
     }
+    // Input channels in multiples of 8 (int16) or 16 (int8): output channels four at a time,
+    // a tail call with its own buffers like the pointwise one.
+    if quad_windows(c) {
+        if X::WIDE {
+            regular_quads::<X, Y, false>(c, output);
+        } else {
+            regular_quads::<X, Y, true>(c, output);
+        }
+        return;
+    }
     // int8 inputs read as words of four, weights widened once per channel pair.
     let packed = if TILES && in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
         X::packed(c.input)
@@ -822,10 +832,308 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     }
 }
 
-/// [`regular`]'s pointwise layers on an int16 input read as words: per output channel pair
-/// its weights widened, then [`pointwise`] over every pixel. The block buffers are zeroed
-/// once per call rather than once per channel pair (a layer run in bands of rows, in place,
-/// calls this once per band).
+/// Words of [`pointwise_layer`]'s widened weights: four channels' interleaved
+/// ([`simd::widen_interleaved`]) where the four-channel tile runs (2 KiB), else a channel
+/// pair's (1 KiB, the size on cores without the tiles; the pair path uses the first half
+/// either way).
+const POINTWISE_WORDS: usize = if TILES {
+    2 * MAX_WIDE_PRODUCTS
+} else {
+    MAX_WIDE_PRODUCTS
+};
+
+/// Whether [`regular_quads`] takes a layer: with the DSP tiles, input channels in multiples of
+/// 8 for an int16 input, 16 for an int8 one (every clipped window row is a multiple of 4
+/// words), dilation 1 along rows (a window row is contiguous), output rows of at most
+/// [`POINTWISE_BLOCK`] pixels (one block of sums), at least four output channels, at most
+/// [`QUAD_TAPS`] taps, and weights that fit the widened buffer.
+fn quad_windows<X: Lanes>(c: &Conv<'_, X>) -> bool {
+    let ([_, _, in_c], [_, out_w, out_c]) = c.dims;
+    let [kh, kw] = c.geometry.kernel;
+    let (multiple, products) = if X::WIDE {
+        (8, MAX_WIDE_PRODUCTS)
+    } else {
+        (16, MAX_QUAD_PRODUCTS)
+    };
+    TILES
+        && !host_avx2()
+        && in_c % multiple == 0
+        && c.geometry.dilation[1] == 1
+        && out_w <= POINTWISE_BLOCK
+        && out_c >= 4
+        && kh * kw <= QUAD_TAPS
+        && kh * kw * in_c <= products
+}
+
+/// Largest reduction whose int8 weights [`regular_quads`] widens for an int8 input: four
+/// channels' two words per product pair, 4.5 KiB of stack (ResNet-8's 3x3 × 64 channels,
+/// `MAX_PACKED_PRODUCTS`).
+const MAX_QUAD_PRODUCTS: usize = MAX_PACKED_PRODUCTS;
+
+/// [`simd::sxtb16_4x1_run`] for an int8 input (`I8`), else [`simd::smlad_4x1_run`] (inlined:
+/// out of line, the calls for border pixels cost ResNet-8 1 % more instructions).
+#[inline(always)]
+fn quad_run<const I8: bool>(
+    w: &[u32],
+    x: &[u32],
+    run: (simd::Rows, usize),
+    bias: [i32; 4],
+    sums: &mut [i32],
+    pixels: usize,
+) -> bool {
+    if I8 {
+        simd::sxtb16_4x1_run(w, x, run, bias, sums, pixels)
+    } else {
+        simd::smlad_4x1_run(w, x, run, bias, sums, pixels)
+    }
+}
+
+/// Most taps of a window [`regular_quads`] takes (its pad sums: four channels' on the stack).
+const QUAD_TAPS: usize = 16;
+
+/// The four output channels of a group starting at `o`, the last channel repeated for a
+/// tail of one to three (computed again, not written), and how many are written.
+fn quad_channels(o: usize, out_c: usize) -> ([usize; 4], usize) {
+    let last = out_c.saturating_sub(1);
+    (
+        [o, o + 1, o + 2, o + 3].map(|ch| ch.min(last)),
+        out_c.saturating_sub(o).min(4),
+    )
+}
+
+/// [`regular`]'s int16-input layers four output channels at a time ([`quad_windows`], a tail
+/// of one to three channels as a group with the last channel repeated): per group its
+/// weights widened interleaved ([`simd::widen_interleaved`], `2 · kh · kw · in_c` words) and
+/// each output pixel's window, whole or clipped to the input, in one call of
+/// [`simd::smlad_4x1_run`] or [`simd::sxtb16_4x1_run`], and a row's interior pixels in
+/// one (the padded taps from per-tap sums of the pad values' products,
+/// as in `border_pixel`); a row's sums then go through each channel's output stage as one
+/// loop ([`simd::requant_run`]) and into the output. `false` if a shape check refuses
+/// (never for the layers `quad_windows` admits: the tests check it). Its own buffers (4.5 KiB
+/// of widened weights, 1 KiB of sums and pad sums), called as a tail call from `regular`,
+/// whose frame then is not live.
+#[inline(never)]
+fn regular_quads<X: Lanes, Y: FromWide, const I8: bool>(c: &Conv<'_, X>, output: &mut [Y]) -> bool {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], [out_h, out_w, out_c]) = c.dims;
+    let [kh, kw] = g.kernel;
+    let per_out = kh * kw * in_c;
+    // The input as words: int8 values four to a word, int16 two.
+    let (x, per_word) = if I8 {
+        (X::packed(c.input), 4)
+    } else {
+        (X::words(c.input), 2)
+    };
+    let Some(x) = x else {
+        return false;
+    };
+    let (y_lo, y_hi) = interior(out_h, g.stride[0], g.dilation[0], g.pad[0], kh, in_h);
+    let (x_lo, x_hi) = interior(out_w, g.stride[1], g.dilation[1], g.pad[1], kw, in_w);
+    let out_stride = g.out_stride(out_c).max(1);
+    let padded = g.pad != [0; 4];
+    // Words per input pixel, between two kernel rows' inputs.
+    let half = in_c / per_word;
+    let x_step = g.dilation[0] * in_w * half;
+    // Two weight words per product pair of the four channels either way.
+    let mut wide = [0u32; 2 * MAX_QUAD_PRODUCTS];
+    let mut accs = [0i32; 2 * simd::QUAD_SPLIT];
+    let mut narrow = [0i16; 2 * simd::QUAD_SPLIT];
+    let mut pads = [[0i32; QUAD_TAPS]; 4];
+    let mut o = 0;
+    while o < out_c {
+        let (chs, valid) = quad_channels(o, out_c);
+        let rows = chs.map(|o| c.weights.get(o * per_out..(o + 1) * per_out));
+        let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
+            return false;
+        };
+        let (Some((b0, s0)), Some((b1, s1)), Some((b2, s2)), Some((b3, s3))) = (
+            stage(c.channels, chs[0]),
+            stage(c.channels, chs[1]),
+            stage(c.channels, chs[2]),
+            stage(c.channels, chs[3]),
+        ) else {
+            return false;
+        };
+        if padded {
+            for (sums, w) in pads.iter_mut().zip([w0, w1, w2, w3]) {
+                for (sum, tap) in sums.iter_mut().zip(w.chunks_exact(in_c.max(1))) {
+                    *sum = c.padding.tap(tap, 0);
+                }
+            }
+        }
+        let Some(w4) = wide.get_mut(..2 * per_out) else {
+            return false;
+        };
+        if I8 {
+            simd::widen_interleaved_quads([w0, w1, w2, w3], per_out / 4, w4);
+        } else {
+            simd::widen_interleaved([w0, w1, w2, w3], per_out / 2, w4);
+        }
+        let w4 = &*w4;
+        let stages = [s0, s1, s2, s3];
+        let runs = stages
+            .each_ref()
+            .map(|s| s.single().and_then(|s| s.run(&c.bounds)));
+        let bias = [b0, b1, b2, b3];
+        for oy in 0..out_h {
+            // The row's interior pixels (whole windows) in one call, their sums from
+            // `2 · x_lo` on; the border pixels one by one below.
+            let inside_y = (y_lo..y_hi).contains(&oy) && x_lo < x_hi;
+            if inside_y {
+                let origin =
+                    ((oy * g.stride[0] - g.pad[0]) * in_w + x_lo * g.stride[1] - g.pad[1]) * half;
+                let shape = simd::Rows {
+                    rows: kh,
+                    len: kw * half,
+                    x_step,
+                    w_step: kw * half,
+                };
+                let run = (shape, g.stride[1] * half);
+                let (xs, sums) = (
+                    x.get(origin..).unwrap_or_default(),
+                    accs.get_mut(2 * x_lo..).unwrap_or_default(),
+                );
+                if !quad_run::<I8>(w4, xs, run, bias, sums, x_hi - x_lo) {
+                    return false;
+                }
+            }
+            for ox in 0..out_w {
+                if inside_y && (x_lo..x_hi).contains(&ox) {
+                    continue;
+                }
+                let ix0 = ox * g.stride[1];
+                let mut acc = bias;
+                // The window's taps inside the input: kernel rows `ky0..ky1` × columns
+                // `first..end`; the others read the pad sums.
+                let (ky0, ky1, first, end) = {
+                    let inside =
+                        |ky: usize| coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
+                    let ky0 = (0..kh).find(|&ky| inside(ky).is_some()).unwrap_or(kh);
+                    let ky1 = (ky0..kh).find(|&ky| inside(ky).is_none()).unwrap_or(kh);
+                    let first = g.pad[1].saturating_sub(ix0).min(kw);
+                    let end = (in_w + g.pad[1]).saturating_sub(ix0).max(first).min(kw);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            if !((ky0..ky1).contains(&ky) && (first..end).contains(&kx)) {
+                                let t = ky * kw + kx;
+                                for (a, sums) in acc.iter_mut().zip(&pads) {
+                                    *a = a.wrapping_add(sums.get(t).copied().unwrap_or(0));
+                                }
+                            }
+                        }
+                    }
+                    (ky0, ky1, first, end)
+                };
+                if ky0 < ky1 && first < end {
+                    let Some(iy0) = coord(oy, g.stride[0], ky0, g.dilation[0], g.pad[0], in_h)
+                    else {
+                        return false;
+                    };
+                    let x_at = (iy0 * in_w + ix0 + first - g.pad[1]) * half;
+                    // Two weight words per product pair of the four channels.
+                    let w_at = 2 * (ky0 * kw + first) * in_c;
+                    let shape = simd::Rows {
+                        rows: ky1 - ky0,
+                        len: (end - first) * half,
+                        x_step,
+                        w_step: kw * half,
+                    };
+                    let (xs, ws, sums) = (
+                        x.get(x_at..).unwrap_or_default(),
+                        w4.get(w_at..).unwrap_or_default(),
+                        accs.get_mut(2 * ox..).unwrap_or_default(),
+                    );
+                    if !quad_run::<I8>(ws, xs, (shape, 0), acc, sums, 1) {
+                        return false;
+                    }
+                    continue;
+                }
+                let [a0, a1, a2, a3] = acc;
+                for (at, sums) in [(2 * ox, [a0, a1]), (simd::QUAD_SPLIT + 2 * ox, [a2, a3])] {
+                    if let Some(dst) = accs.get_mut(at..).and_then(|a| a.first_chunk_mut::<2>()) {
+                        *dst = sums;
+                    }
+                }
+            }
+            quad_stages(
+                &accs,
+                &mut narrow,
+                stages.each_ref(),
+                &runs,
+                &c.bounds,
+                out_w,
+            );
+            let (lo, hi) = narrow.split_at(simd::QUAD_SPLIT);
+            let pairs = lo.chunks_exact(2).zip(hi.chunks_exact(2)).take(out_w);
+            for (ox, (v01, v23)) in pairs.enumerate() {
+                let at = (oy * out_w + ox) * out_stride + o;
+                store_quad(output, at, valid, v01, v23);
+            }
+        }
+        o += 4;
+    }
+    true
+}
+
+/// The output stage of four channels' sums over `m` pixels (`accs` laid out as
+/// [`simd::QUAD_SPLIT`] describes) into `narrow` (the same layout): each channel as one
+/// [`simd::requant_run`] loop where its factor has that form (`runs[k]`), else
+/// `narrow_any`. Inlined: out of line (7 KB less code on the M4F) it cost 0.6 % more
+/// instructions on ResNet-8, DS-CNN and MobileNet, whose small maps call it per few pixels.
+#[inline(always)]
+fn quad_stages(
+    accs: &[i32],
+    narrow: &mut [i16],
+    stages: [&Stage; 4],
+    runs: &[Option<simd::RunScale>; 4],
+    bounds: &Bounds,
+    m: usize,
+) {
+    for (k, (stage, run)) in stages.iter().zip(runs).enumerate() {
+        let at = (k / 2) * simd::QUAD_SPLIT + k % 2;
+        let (Some(sums), Some(dst)) = (accs.get(at..), narrow.get_mut(at..)) else {
+            return;
+        };
+        match run {
+            Some(run) => simd::requant_run(sums, dst, m, run),
+            None => super::depthwise::narrow_any(sums, dst, m, stage, bounds),
+        }
+    }
+}
+
+/// A pixel's four channels (`v01`: channels 0 and 1, `v23`: 2 and 3) at `output[at..]`, the
+/// first `valid` of them.
+#[inline(always)]
+fn store_quad<Y: FromWide>(output: &mut [Y], at: usize, valid: usize, v01: &[i16], v23: &[i16]) {
+    if valid == 4 {
+        if let (Some(y), Some(&[v0, v1]), Some(&[v2, v3])) = (
+            output
+                .get_mut(at..at + 4)
+                .and_then(|y| y.first_chunk_mut::<4>()),
+            v01.first_chunk::<2>(),
+            v23.first_chunk::<2>(),
+        ) {
+            *y = [v0, v1, v2, v3].map(Y::from_wide);
+        }
+        return;
+    }
+    let values = v01.iter().take(2).chain(v23.iter().take(2)).take(valid);
+    for (y, v) in output
+        .get_mut(at..)
+        .unwrap_or_default()
+        .iter_mut()
+        .zip(values)
+    {
+        *y = Y::from_wide(*v);
+    }
+}
+
+/// [`regular`]'s pointwise layers on an int16 input read as words: with the DSP tiles, input
+/// channels in multiples of 8 and at least four output channels, output channels four at a
+/// time ([`pointwise_quads`], a tail of one to three as a group with the last channel
+/// repeated); elsewhere per channel pair, its weights widened, then
+/// [`pointwise`] over every pixel. The block buffers are zeroed once per call rather than
+/// once per channel group (a layer run in bands of rows, in place, calls this once per band).
 #[inline(never)]
 fn pointwise_layer<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
@@ -833,9 +1141,49 @@ fn pointwise_layer<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         return;
     };
     let out_stride = c.geometry.out_stride(out_c);
-    let mut wide = [[0u32; MAX_WIDE_PRODUCTS / 2]; 2];
+    let mut buf = [0u32; POINTWISE_WORDS];
     let mut blocks = Blocks::new();
+    let n = in_c / 2;
     let mut o = 0;
+    if TILES && n % 4 == 0 && out_c >= 4 && !host_avx2() {
+        while o < out_c {
+            let (chs, valid) = quad_channels(o, out_c);
+            let rows = chs.map(|o| c.weights.get(o * in_c..(o + 1) * in_c));
+            let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
+                return;
+            };
+            let (Some((b0, s0)), Some((b1, s1)), Some((b2, s2)), Some((b3, s3))) = (
+                stage(c.channels, chs[0]),
+                stage(c.channels, chs[1]),
+                stage(c.channels, chs[2]),
+                stage(c.channels, chs[3]),
+            ) else {
+                return;
+            };
+            let outs = [
+                Outputs {
+                    bias: [b0, b1],
+                    stage: [s0, s1],
+                    o,
+                    pair: true,
+                },
+                Outputs {
+                    bias: [b2, b3],
+                    stage: [s2, s3],
+                    o: o + 2,
+                    pair: true,
+                },
+            ];
+            let w = buf.get_mut(..4 * n).unwrap_or_default();
+            simd::widen_interleaved([w0, w1, w2, w3], n, w);
+            let shape = (n, out_stride, valid);
+            pointwise_quads(x, w, &outs, &c.bounds, shape, &mut blocks, &mut *output);
+            o += 4;
+        }
+        return;
+    }
+    let (wa, wb) = buf.split_at_mut(MAX_WIDE_PRODUCTS / 2);
+    let mut wide = [wa, wb];
     while o < out_c {
         let pair = o + 1 < out_c;
         let second = if pair { o + 1 } else { o };
@@ -1251,7 +1599,10 @@ const POINTWISE_BLOCK: usize = 32;
 /// Values in each of [`Blocks`]' buffers: none without the DSP tiles (`pointwise_blocks` is
 /// theirs), so that `regular`'s frame does not grow on cores without them (the Cortex-M0's
 /// stack is tight).
-const BLOCK_VALUES: usize = if TILES { 2 * POINTWISE_BLOCK } else { 0 };
+const BLOCK_VALUES: usize = if TILES { 2 * simd::QUAD_SPLIT } else { 0 };
+
+// The four-channel tile's two channel-pair halves each hold a block's `[pixel][2]` sums.
+const _: () = assert!(simd::QUAD_SPLIT == 2 * POINTWISE_BLOCK);
 
 /// [`pointwise_blocks`]' buffers: a channel pair's sums over a block of pixels
 /// (`[pixel][2]`) and their int16 results. Every value read was written first in the same
@@ -1341,6 +1692,53 @@ fn pointwise_blocks<Y: FromWide>(
                     *y = Y::from_wide(v1);
                 }
             }
+        }
+        p0 += m;
+    }
+}
+
+/// Four output channels of a pointwise layer with the DSP tiles: per block of pixels the
+/// four channels' sums in one call ([`simd::smlad_4x1_pixels`] on [`simd::widen_interleaved`]
+/// weights `w`), then each channel's output stage as one loop (as [`pointwise_blocks`]), then
+/// the int16 results into the output, four channels per pixel, the first `valid` of them
+/// (a tail group repeats its last channel). `outs`: channels `o, o + 1` and `o + 2, o + 3`;
+/// `n`: words per input pixel, a multiple of 4.
+#[inline(never)]
+fn pointwise_quads<Y: FromWide>(
+    x: &[u32],
+    w: &[u32],
+    outs: &[Outputs; 2],
+    bounds: &Bounds,
+    (n, out_stride, valid): (usize, usize, usize),
+    blocks: &mut Blocks,
+    output: &mut [Y],
+) {
+    if n == 0 {
+        return;
+    }
+    let [lo, hi] = outs.each_ref().map(|outs| &outs.stage);
+    let stages = [&lo[0], &lo[1], &hi[0], &hi[1]];
+    let runs = stages.map(|s| s.single().and_then(|s| s.run(bounds)));
+    let bias = [
+        outs[0].bias[0],
+        outs[0].bias[1],
+        outs[1].bias[0],
+        outs[1].bias[1],
+    ];
+    let o = outs[0].o;
+    let pixels = x.len() / n;
+    let Blocks { accs, narrow } = blocks;
+    let mut p0 = 0;
+    while p0 < pixels {
+        let m = (pixels - p0).min(POINTWISE_BLOCK);
+        let xs = x.get(p0 * n..).unwrap_or_default();
+        simd::smlad_4x1_pixels(w, xs, n, bias, accs, m);
+        quad_stages(accs, narrow, stages, &runs, bounds, m);
+        let (lo, hi) = narrow.split_at(simd::QUAD_SPLIT);
+        let pairs = lo.chunks_exact(2).zip(hi.chunks_exact(2)).take(m);
+        for (i, (v01, v23)) in pairs.enumerate() {
+            let at = (p0 + i) * out_stride + o;
+            store_quad(output, at, valid, v01, v23);
         }
         p0 += m;
     }
@@ -2012,8 +2410,30 @@ pub(crate) mod tests {
     }
 
     prop_compose! {
-        /// Pointwise (1x1, stride 1, unpadded) convolutions: odd and even pixel counts.
-        fn pointwise_case()(half in 1usize..=12, out_c in 1usize..=7, h in 1usize..=9,
+        /// Regular windows `regular_quads` takes: input channels in multiples of 8 (int16
+        /// inputs) or 16 (int8: half of these), four output channels and a tail of none to three, pads, strides,
+        /// row dilation, clipped windows (border pixels, maps smaller than the kernel), rows of
+        /// up to `POINTWISE_BLOCK` pixels and beyond.
+        fn quad_case()(eighths in 1usize..=8, out_c in 4usize..=11, kh in 1usize..=3,
+                       kw in 1usize..=3, sh in 1usize..=2, sw in 1usize..=2, dh in 1usize..=2,
+                       pad in proptest::array::uniform4(0usize..=2), h in 1usize..=9,
+                       w in prop_oneof![1usize..=9, 30usize..=36], with_pad_values in any::<bool>(),
+                       relu in any::<bool>(), seed in any::<u64>())
+            -> Option<Case>
+        {
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation: [dh, 1], pad, groups: 1, in_pixel_stride: 0 };
+            let oh = out_len(h, kh, sh, dh, pad[0], pad[2])?;
+            let ow = out_len(w, kw, sw, 1, pad[1], pad[3])?;
+            Some(Case { g, in_dims: [h, w, 8 * eighths], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
+        }
+    }
+
+    prop_compose! {
+        /// Pointwise (1x1, stride 1, unpadded) convolutions: odd and even pixel counts, blocks
+        /// of pixels and their tails (more than `POINTWISE_BLOCK` pixels), input channels in
+        /// and out of multiples of 8 (the four-channel tile), output channels in groups of
+        /// four and a tail of one to three.
+        fn pointwise_case()(half in 1usize..=40, out_c in 1usize..=14, h in 1usize..=9,
                             w in 1usize..=9, relu in any::<bool>(), seed in any::<u64>())
             -> Option<Case>
         {
@@ -2129,15 +2549,60 @@ pub(crate) mod tests {
                 channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
                 output: WideOutputQuant { zero_point: zp_out, clamp },
             };
-            let mut fast = std::vec![0i16; len(c.out_dims)];
             let mut want = std::vec![0i16; len(c.out_dims)];
-            conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
             reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
-            prop_assert_eq!(fast, want);
+            // The host's AVX2 loops, then the DSP tiles' portable twins.
+            for fast in both_paths(|| {
+                let mut fast = std::vec![0i16; len(c.out_dims)];
+                conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut fast, &d.weights);
+                fast
+            }) {
+                prop_assert_eq!(&fast, &want);
+            }
+        }
+
+        /// The four-channel tile runs every layer it admits to the end (it stops at a shape
+        /// check it fails) and writes what the reference does, tail channels included.
+        #[test]
+        fn quads_take_every_group_they_admit(c in quad_case(), zp_in in any::<i16>(), zp_out in any::<i16>()) {
+            let Some(c) = c else { return Ok(()) };
+            let mut gen = Gen(c.seed);
+            let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
+            let output = WideOutputQuant { zero_point: zp_out, clamp };
+            fn check<X: Lanes + core::fmt::Debug, const I8: bool>(c: &Case, d: &Data<X>, zp: X, output: WideOutputQuant) -> Result<(), TestCaseError> {
+                let quant = WideConvQuant {
+                    input_zero_point: zp,
+                    pad_values: &d.pad_values,
+                    channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                    output,
+                };
+                let mut want = std::vec![0i16; len(c.out_dims)];
+                reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
+                let conv = Conv {
+                    geometry: &c.g,
+                    dims: (c.in_dims, c.out_dims),
+                    padding: Padding { zero: zp, values: &d.pad_values },
+                    channels: &quant.channels,
+                    bounds: Bounds::from(output),
+                    input: &d.x,
+                    weights: &d.weights,
+                };
+                PORTABLE_TILES.with(|p| p.set(true));
+                let admitted = quad_windows(&conv);
+                let mut fast = std::vec![0i16; len(c.out_dims)];
+                let done = admitted.then(|| regular_quads::<X, i16, I8>(&conv, &mut fast));
+                PORTABLE_TILES.with(|p| p.set(false));
+                let Some(done) = done else { return Ok(()) };
+                prop_assert!(done);
+                prop_assert_eq!(fast, want);
+                Ok(())
+            }
+            check::<i16, false>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?;
+            check::<i8, true>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, output)?;
         }
 
         #[test]
-        fn wide_equals_reference(c in prop_oneof![3 => case(), 1 => first_layer()], kinds in 0u8..3, zp_in in any::<i16>(),
+        fn wide_equals_reference(c in prop_oneof![3 => case(), 1 => first_layer(), 2 => quad_case()], kinds in 0u8..3, zp_in in any::<i16>(),
                                  zp_out in any::<i16>()) {
             let Some(c) = c else { return Ok(()) };
             let mut gen = Gen(c.seed);

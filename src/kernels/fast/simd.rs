@@ -2,7 +2,10 @@
 //! the f32 convolutions' register tiles ([`mla_4x2`], [`mla_4x1`]), VLDM/VMLA loops on an
 //! Arm FPU (`cfg(icefold_vfp)`, see their docs); and the int8 convolutions' register tiles
 //! ([`smlad_2x2`], [`sxtb16_2x2`] and their window forms), LDR/LDRD/SXTB16/SMLAD loops with
-//! the DSP extension, each with a portable twin giving the same sums.
+//! the DSP extension, each with a portable twin giving the same sums; and, in the submodule
+//! `conv` (src/kernels/fast/simd/conv.rs, under this module's `unsafe` allowance and rules),
+//! the four-output-channel tiles of the groups = 1 convolutions ([`smlad_4x1_pixels`],
+//! [`smlad_4x1_run`], [`sxtb16_4x1_run`]), LDM/SMLAD loops.
 //!
 //! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
 //! instruction, one loop per register tile (f32 and int8), the depthwise 3x3 row pass
@@ -2306,6 +2309,16 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
         }
     }
 }
+
+// =============================================================================================
+// The groups = 1 convolutions' four-channel tile (src/kernels/fast/simd/conv.rs).
+// =============================================================================================
+
+mod conv;
+pub use conv::{
+    smlad_4x1_pixels, smlad_4x1_run, sxtb16_4x1_run, widen_interleaved, widen_interleaved_quads,
+    QUAD_SPLIT,
+};
 
 #[cfg(test)]
 mod tests {
