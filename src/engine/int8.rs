@@ -17,7 +17,7 @@ use crate::kernels::reference::int8::{
     mul::{self, MulQuant},
     pool::{self, PoolQuant},
     prelu::{self, PreluQuant},
-    ChannelQuant, FromWide, OutputQuant, WideOutputQuant,
+    ChannelQuant, OutputQuant, WideOutputQuant,
 };
 use crate::kernels::reference::layout;
 use crate::model::Model;
@@ -318,7 +318,7 @@ pub(super) fn run_conv_i16<K: Kernels>(
     let weights: &[i8] = model.weights_as(p.conv.weights)?;
     let g = conv_geometry_into(&p.conv, layer.inputs.first()?, &layer.output);
     /// The kernel for one pair of element types.
-    fn run<X: fast::conv::Lanes + bytemuck::Pod, Y: FromWide + bytemuck::Pod, L: Loops>(
+    fn run<X: fast::conv::Lanes + bytemuck::Pod, Y: fast::Store + bytemuck::Pod, L: Loops>(
         g: &ConvGeometry,
         quant: &WideConvQuant<X>,
         dims: ([usize; 3], [usize; 3]),

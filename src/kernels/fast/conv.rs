@@ -21,8 +21,9 @@
 
 use super::requant::{Bounds, Stage};
 use super::simd;
+use super::{Outs, Store};
 use crate::kernels::reference::int8::conv::{self as reference, ConvQuant, WideConvQuant};
-use crate::kernels::reference::int8::{ChannelQuant, Element, FromWide};
+use crate::kernels::reference::int8::{ChannelQuant, Element};
 use crate::kernels::ConvGeometry;
 
 /// Largest `kernel_h · kernel_w` the fast loops take.
@@ -278,7 +279,7 @@ impl Loops for AllLoops {
 /// Runs `conv` into `output` (`[out_h, out_w, out_c]`) if a fast loop covers it; `false`
 /// (nothing written) if not.
 #[inline]
-pub fn run<X: Lanes, Y: FromWide + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
+pub fn run<X: Lanes, Y: Store + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
     run_loops::<X, Y, AllLoops>(conv, output)
 }
 
@@ -289,7 +290,7 @@ pub fn run<X: Lanes, Y: FromWide + 'static>(conv: &Conv<'_, X>, output: &mut [Y]
 /// buffers (up to 1.5 KiB) are not added to the others', and the firmware keeps one function per
 /// loop and element-type pair (visible to the object-level no-float check).
 #[inline(never)]
-pub fn run_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
+pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
     conv: &Conv<'_, X>,
     output: &mut [Y],
 ) -> bool {
@@ -363,7 +364,7 @@ pub fn run_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
 /// present, a regular or depthwise window it covers); `false` elsewhere and, in this module's
 /// tests, while they run the portable loops.
 #[inline(always)]
-fn x86<X: Lanes, Y: FromWide + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
+fn x86<X: Lanes, Y: Store + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
     #[cfg(test)]
     if tests::PORTABLE_TILES.with(|p| p.get()) {
         return false;
@@ -414,7 +415,7 @@ pub(super) fn coord(
 
 /// Stores `acc` of one output through its channel's stage.
 #[inline(always)]
-fn finish<Y: FromWide>(bounds: &Bounds, stage: &Stage, acc: i32) -> Y {
+fn finish<Y: Store>(bounds: &Bounds, stage: &Stage, acc: i32) -> Y {
     Y::from_wide(bounds.apply(stage.scale(acc)) as i16)
 }
 
@@ -715,7 +716,7 @@ impl<X: Lanes> Operands for Packed<'_, X> {
 /// per kernel row (dilation 1) or tap; border pixels one at a time, their padded taps from
 /// per-tap sums of the pad values' products computed once per channel pair.
 #[inline(never)]
-fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn regular<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
     let per_out = kh * kw * in_c;
@@ -745,9 +746,9 @@ fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
     // a tail call with its own buffers like the pointwise one.
     if quad_windows(c) {
         if X::WIDE {
-            regular_quads::<X, Y, false>(c, output);
+            regular_quads::<X, false>(c, Y::outs(output));
         } else {
-            regular_quads::<X, Y, true>(c, output);
+            regular_quads::<X, true>(c, Y::outs(output));
         }
         return;
     }
@@ -913,7 +914,7 @@ fn quad_channels(o: usize, out_c: usize) -> ([usize; 4], usize) {
 /// of widened weights, 1 KiB of sums and pad sums), called as a tail call from `regular`,
 /// whose frame then is not live.
 #[inline(never)]
-fn regular_quads<X: Lanes, Y: FromWide, const I8: bool>(c: &Conv<'_, X>, output: &mut [Y]) -> bool {
+fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>) -> bool {
     let g = c.geometry;
     let ([in_h, in_w, in_c], [out_h, out_w, out_c]) = c.dims;
     let [kh, kw] = g.kernel;
@@ -1063,11 +1064,17 @@ fn regular_quads<X: Lanes, Y: FromWide, const I8: bool>(c: &Conv<'_, X>, output:
                 &c.bounds,
                 out_w,
             );
-            let (lo, hi) = narrow.split_at(simd::QUAD_SPLIT);
-            let pairs = lo.chunks_exact(2).zip(hi.chunks_exact(2)).take(out_w);
-            for (ox, (v01, v23)) in pairs.enumerate() {
-                let at = (oy * out_w + ox) * out_stride + o;
-                store_quad(output, at, valid, v01, v23);
+            // The output's element type matters only here: one `match` per row, so both types
+            // share the rest of this function's code.
+            let row = (
+                &narrow,
+                (oy * out_w * out_stride + o, out_stride),
+                valid,
+                out_w,
+            );
+            match &mut output {
+                Outs::I8(y) => store_quad_row(y, row),
+                Outs::I16(y) => store_quad_row(y, row),
             }
         }
         o += 4;
@@ -1101,10 +1108,25 @@ fn quad_stages(
     }
 }
 
+/// A row of `m` pixels' four channels from `narrow` (laid out as [`simd::QUAD_SPLIT`]
+/// describes) into `output` from `at` on, `stride` elements per pixel, the first `valid`
+/// channels of each.
+#[inline(always)]
+fn store_quad_row<Y: Store>(
+    output: &mut [Y],
+    (narrow, (at, stride), valid, m): (&[i16; 2 * simd::QUAD_SPLIT], (usize, usize), usize, usize),
+) {
+    let (lo, hi) = narrow.split_at(simd::QUAD_SPLIT);
+    let pairs = lo.chunks_exact(2).zip(hi.chunks_exact(2)).take(m);
+    for (ox, (v01, v23)) in pairs.enumerate() {
+        store_quad(output, at + ox * stride, valid, v01, v23);
+    }
+}
+
 /// A pixel's four channels (`v01`: channels 0 and 1, `v23`: 2 and 3) at `output[at..]`, the
 /// first `valid` of them.
 #[inline(always)]
-fn store_quad<Y: FromWide>(output: &mut [Y], at: usize, valid: usize, v01: &[i16], v23: &[i16]) {
+fn store_quad<Y: Store>(output: &mut [Y], at: usize, valid: usize, v01: &[i16], v23: &[i16]) {
     if valid == 4 {
         if let (Some(y), Some(&[v0, v1]), Some(&[v2, v3])) = (
             output
@@ -1135,7 +1157,7 @@ fn store_quad<Y: FromWide>(output: &mut [Y], at: usize, valid: usize, v01: &[i16
 /// [`pointwise`] over every pixel. The block buffers are zeroed once per call rather than
 /// once per channel group (a layer run in bands of rows, in place, calls this once per band).
 #[inline(never)]
-fn pointwise_layer<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn pointwise_layer<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let Some(x) = X::words(c.input) else {
         return;
@@ -1372,7 +1394,7 @@ const STAGE_CHUNK: usize = 16;
 /// cost nothing extra), then every channel pair of the chunk as one register tile
 /// ([`simd::smlad_2x2`]) over the two fields.
 #[inline(never)]
-fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn columns<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [out_h, out_w, out_c]) = c.dims;
     let out_stride = c.geometry.out_stride(out_c).max(1);
     let [kh, kw] = c.geometry.kernel;
@@ -1549,7 +1571,7 @@ fn columns<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
 /// A 1x1, stride-1, unpadded convolution of one output channel pair on int16 words: input
 /// pixels in pairs, each a contiguous run of `in_c / 2` words, against the widened weights.
 #[inline(never)]
-fn pointwise<Y: FromWide>(
+fn pointwise<Y: Store>(
     x: &[u32],
     w: [&[u32]; 2],
     outs: &Outputs,
@@ -1626,7 +1648,7 @@ impl Blocks {
 /// registers ([`simd::requant_run`], about 10 instructions per output where the store through
 /// [`Outputs`] costs about 30), then the int16 results into the output.
 #[inline(always)]
-fn pointwise_blocks<Y: FromWide>(
+fn pointwise_blocks<Y: Store>(
     x: &[u32],
     w: [&[u32]; 2],
     outs: &Outputs,
@@ -1704,7 +1726,7 @@ fn pointwise_blocks<Y: FromWide>(
 /// (a tail group repeats its last channel). `outs`: channels `o, o + 1` and `o + 2, o + 3`;
 /// `n`: words per input pixel, a multiple of 4.
 #[inline(never)]
-fn pointwise_quads<Y: FromWide>(
+fn pointwise_quads<Y: Store>(
     x: &[u32],
     w: &[u32],
     outs: &[Outputs; 2],
@@ -1766,7 +1788,7 @@ pub(super) struct Outputs {
 impl Outputs {
     /// [`Self::store`] for the pixel whose channels start at `output[at]`.
     #[inline(always)]
-    fn store_at<Y: FromWide>(&self, bounds: &Bounds, output: &mut [Y], at: usize, acc: [i32; 2]) {
+    fn store_at<Y: Store>(&self, bounds: &Bounds, output: &mut [Y], at: usize, acc: [i32; 2]) {
         if let Some(y) = output.get_mut(at + self.o) {
             *y = finish(bounds, &self.stage[0], acc[0]);
         }
@@ -1778,7 +1800,7 @@ impl Outputs {
     }
 
     #[inline(always)]
-    pub(super) fn store<Y: FromWide>(&self, bounds: &Bounds, out_px: &mut [Y], acc: [i32; 2]) {
+    pub(super) fn store<Y: Store>(&self, bounds: &Bounds, out_px: &mut [Y], acc: [i32; 2]) {
         if let Some(y) = out_px.get_mut(self.o) {
             *y = finish(bounds, &self.stage[0], acc[0]);
         }
@@ -1791,7 +1813,7 @@ impl Outputs {
 }
 
 /// Every output pixel of one channel pair.
-fn pixels<X: Lanes, Y: FromWide>(
+fn pixels<X: Lanes, Y: Store>(
     c: &Conv<'_, X>,
     output: &mut [Y],
     ops: &impl Operands,
@@ -1998,7 +2020,7 @@ fn border_pixel<X: Lanes, O: Operands>(
 /// `groups == in_c == out_c`: one channel at a time over every output pixel; interior pixels
 /// read each kernel row as a strided run, border pixels check every tap.
 #[inline(never)]
-fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn depthwise<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let out_stride = g.out_stride(channels);
@@ -2069,7 +2091,7 @@ fn depthwise<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
 /// of a tap, one instruction pair ([`simd::smla_lanes`]) multiplies them by the two channels'
 /// weights. Padded taps read the two channels' pad values as one word.
 #[inline(never)]
-fn depthwise_pairs<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, x: &[u32], output: &mut [Y]) {
+fn depthwise_pairs<X: Lanes, Y: Store>(c: &Conv<'_, X>, x: &[u32], output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let out_stride = g.out_stride(channels);
@@ -2200,7 +2222,7 @@ struct Run3x3 {
 
 /// The pixels of `run`, each nine taps of two channels ([`simd::smla_lanes`]) stored by `store`.
 #[inline(never)]
-fn run3x3<'o, Y: FromWide + 'o>(
+fn run3x3<'o, Y: Store + 'o>(
     x: &[u32],
     run: &Run3x3,
     w: &[u32],
@@ -2275,7 +2297,7 @@ pub fn conv2d_loops<L: Loops>(
 
 /// [`reference::int8::conv::conv2d_wide`](crate::kernels::reference::int8::conv::conv2d_wide),
 /// fast where a loop of this module covers the geometry.
-pub fn conv2d_wide<X: Lanes, Y: FromWide + 'static>(
+pub fn conv2d_wide<X: Lanes, Y: Store + 'static>(
     params: &ConvGeometry,
     quant: &WideConvQuant<X>,
     in_dims: [usize; 3],
@@ -2288,7 +2310,7 @@ pub fn conv2d_wide<X: Lanes, Y: FromWide + 'static>(
 }
 
 /// [`conv2d_wide`] with the loops of `L` only (the reference kernel where they do not cover it).
-pub fn conv2d_wide_loops<X: Lanes, Y: FromWide + 'static, L: Loops>(
+pub fn conv2d_wide_loops<X: Lanes, Y: Store + 'static, L: Loops>(
     params: &ConvGeometry,
     quant: &WideConvQuant<X>,
     in_dims: [usize; 3],
@@ -2590,7 +2612,7 @@ pub(crate) mod tests {
                 PORTABLE_TILES.with(|p| p.set(true));
                 let admitted = quad_windows(&conv);
                 let mut fast = std::vec![0i16; len(c.out_dims)];
-                let done = admitted.then(|| regular_quads::<X, i16, I8>(&conv, &mut fast));
+                let done = admitted.then(|| regular_quads::<X, I8>(&conv, Outs::I16(&mut fast)));
                 PORTABLE_TILES.with(|p| p.set(false));
                 let Some(done) = done else { return Ok(()) };
                 prop_assert!(done);
@@ -2608,7 +2630,7 @@ pub(crate) mod tests {
             let mut gen = Gen(c.seed);
             let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
             let output = WideOutputQuant { zero_point: zp_out, clamp };
-            fn check<X: Lanes + core::fmt::Debug + PartialEq, Y: FromWide + Default + core::fmt::Debug + PartialEq + 'static>(
+            fn check<X: Lanes + core::fmt::Debug + PartialEq, Y: Store + Default + core::fmt::Debug + PartialEq + 'static>(
                 c: &Case, d: &Data<X>, zp: X, output: WideOutputQuant,
             ) -> Result<(), TestCaseError> {
                 let quant = WideConvQuant {

@@ -17,6 +17,7 @@
 use super::conv::{dot, stage};
 use super::requant::{Bounds, Scale, Stage};
 use super::simd;
+use super::{Outs, Store};
 use crate::kernels::reference::int8::{ChannelQuant, FromWide, OutputQuant, WideOutputQuant};
 use crate::quant::Requant;
 
@@ -44,58 +45,6 @@ pub fn dense_wide(
     rows(channels, &bounds, weights, input, output);
 }
 
-/// A dense layer's output, int8 or int16, for [`rows_paired`]: one copy of its loop serves
-/// both (a firmware whose model has an int8 dense layer and an int16 output head links it once;
-/// each output goes through one `match`, a few instructions per output feature of a path that
-/// is the fallback on DSP cores).
-pub(super) enum Outs<'a> {
-    I8(&'a mut [i8]),
-    I16(&'a mut [i16]),
-}
-
-/// The [`Outs`] of an element type's slice.
-pub(super) trait IntoOuts: FromWide {
-    fn outs(y: &mut [Self]) -> Outs<'_>;
-}
-
-impl IntoOuts for i8 {
-    fn outs(y: &mut [i8]) -> Outs<'_> {
-        Outs::I8(y)
-    }
-}
-
-impl IntoOuts for i16 {
-    fn outs(y: &mut [i16]) -> Outs<'_> {
-        Outs::I16(y)
-    }
-}
-
-impl Outs<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Outs::I8(y) => y.len(),
-            Outs::I16(y) => y.len(),
-        }
-    }
-
-    /// Output feature `o` (ignored past the end) from its clamped int16 result.
-    #[inline(always)]
-    fn set(&mut self, o: usize, v: i16) {
-        match self {
-            Outs::I8(y) => {
-                if let Some(y) = y.get_mut(o) {
-                    *y = i8::from_wide(v);
-                }
-            }
-            Outs::I16(y) => {
-                if let Some(y) = y.get_mut(o) {
-                    *y = v;
-                }
-            }
-        }
-    }
-}
-
 /// Whether [`rows`] takes [`rows_widened`]: on DSP cores, where SXTB16 and SMLAD make the shared
 /// widened input pay (measured in docs/BENCHMARKS.md, "Dense layers on DSP cores").
 const WIDEN: bool = cfg!(icefold_dsp);
@@ -113,7 +62,7 @@ const LARGE_WORDS: usize = 512;
 
 /// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i])`.
 #[inline(never)]
-fn rows<Y: IntoOuts>(
+fn rows<Y: Store>(
     channels: &ChannelQuant,
     bounds: &Bounds,
     weights: &[i8],

@@ -25,7 +25,7 @@
 use super::conv::{coord, stage, Conv, Lanes, Outputs};
 use super::requant::{Bounds, Stage};
 use super::simd;
-use crate::kernels::reference::int8::FromWide;
+use super::Store;
 
 /// Widest padded row (words) the kernel copies: `(out_w − 1) · stride + 3`, plus one word of
 /// slack that the two-pixel pass may load but never uses; also the distance between the rows of
@@ -136,7 +136,7 @@ fn row3(w: &[u32; 3], x: [u32; 3], acc: [i32; 2]) -> [i32; 2] {
 /// input rows (each at least `(out_w − 1) · S + 4` words); `out_row` the output row
 /// (`[out_w][channels]`).
 #[inline(always)]
-fn row_pass<const S: usize, Y: FromWide>(
+fn row_pass<const S: usize, Y: Store>(
     rows: [&[u32]; 3],
     w: &[[u32; 3]; 3],
     outs: &Outputs,
@@ -188,7 +188,7 @@ fn row_pass<const S: usize, Y: FromWide>(
 /// sums first ([`simd::dw3x3_row`]), then its output stage ([`simd::requant_run`]); without,
 /// [`row_pass`].
 #[inline(never)]
-pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
+pub(super) fn depthwise3x3<X: Lanes, Y: Store>(
     c: &Conv<'_, X>,
     words: Option<&[u32]>,
     output: &mut [Y],
@@ -203,7 +203,7 @@ pub(super) fn depthwise3x3<X: Lanes, Y: FromWide>(
 /// [`depthwise3x3`] with the DSP extension: per output row the sums of every pixel pair, then
 /// each channel's output stage (on the host, the assembly's portable twins: tested here).
 #[inline(always)]
-fn sums_first<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
+fn sums_first<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let width = (out_w - 1) * g.stride[1] + 4;
@@ -354,7 +354,7 @@ pub(super) fn covers_by_pixel<X>(c: &Conv<'_, X>) -> bool {
 /// `false`, with nothing written, if a channel's factor has no [`simd::RunScale`] (the caller
 /// then takes the row kernel).
 #[inline(never)]
-pub(super) fn by_pixel<X: Lanes, Y: FromWide + 'static>(
+pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     c: &Conv<'_, X>,
     x: &[u32],
     output: &mut [Y],
@@ -551,7 +551,7 @@ fn fill_row_plain<X: Lanes>(
 /// (the row buffers of the assembly's structure only add work where every multiply is plain
 /// Rust).
 #[inline(always)]
-fn plain<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
+fn plain<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, _, channels], [out_h, out_w, _]) = c.dims;
     let width = (out_w - 1) * g.stride[1] + 4;
@@ -624,7 +624,7 @@ mod tests {
     use crate::kernels::fast::requant::Bounds;
     use crate::kernels::reference::int8::conv::{self as reference, WideConvQuant};
     use crate::kernels::reference::int8::testing::Gen;
-    use crate::kernels::reference::int8::{ChannelQuant, ClampI16, FromWide, WideOutputQuant};
+    use crate::kernels::reference::int8::{ChannelQuant, ClampI16, WideOutputQuant};
     use crate::kernels::ConvGeometry;
     use proptest::prelude::*;
     use std::vec::Vec;
@@ -667,7 +667,7 @@ mod tests {
     fn check<X, Y>(c: &Case, value: fn(&mut Gen) -> X) -> Result<(), TestCaseError>
     where
         X: Lanes + core::fmt::Debug + PartialEq,
-        Y: FromWide + Default + core::fmt::Debug + PartialEq + 'static,
+        Y: Store + Default + core::fmt::Debug + PartialEq + 'static,
     {
         let mut gen = Gen(c.seed);
         let [h, w, ch] = c.in_dims;

@@ -22,3 +22,65 @@ pub mod depthwise;
 pub mod elementwise;
 pub mod requant;
 pub mod simd;
+
+use crate::kernels::reference::int8::FromWide;
+
+/// An int8 or int16 output: loops whose work does not depend on the output's element type take
+/// this and match on it only where they store, so a firmware whose model writes both types links
+/// one copy of them (a copy of the four-channel convolution is about 9 KB on a Cortex-M4F).
+pub enum Outs<'a> {
+    /// int8 outputs.
+    I8(&'a mut [i8]),
+    /// int16 outputs.
+    I16(&'a mut [i16]),
+}
+
+/// The output element types of the fast integer kernels (int8 and int16).
+pub trait Store: FromWide {
+    /// The slice as an [`Outs`].
+    fn outs(y: &mut [Self]) -> Outs<'_>;
+}
+
+impl Store for i8 {
+    fn outs(y: &mut [i8]) -> Outs<'_> {
+        Outs::I8(y)
+    }
+}
+
+impl Store for i16 {
+    fn outs(y: &mut [i16]) -> Outs<'_> {
+        Outs::I16(y)
+    }
+}
+
+impl Outs<'_> {
+    /// Elements in the output.
+    pub fn len(&self) -> usize {
+        match self {
+            Outs::I8(y) => y.len(),
+            Outs::I16(y) => y.len(),
+        }
+    }
+
+    /// Whether the output is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `o` (ignored past the end) from its clamped int16 result.
+    #[inline(always)]
+    pub fn set(&mut self, o: usize, v: i16) {
+        match self {
+            Outs::I8(y) => {
+                if let Some(y) = y.get_mut(o) {
+                    *y = i8::from_wide(v);
+                }
+            }
+            Outs::I16(y) => {
+                if let Some(y) = y.get_mut(o) {
+                    *y = v;
+                }
+            }
+        }
+    }
+}
