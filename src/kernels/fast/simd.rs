@@ -2307,6 +2307,9 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
     }
 }
 
+mod columns;
+pub use columns::{copy_rows, smlad_2x2_pairs};
+
 #[cfg(test)]
 mod tests {
     extern crate std;
