@@ -715,7 +715,7 @@ impl<X: Lanes> Operands for Packed<'_, X> {
 /// per kernel row (dilation 1) or tap; border pixels one at a time, their padded taps from
 /// per-tap sums of the pad values' products computed once per channel pair.
 #[inline(never)]
-fn regular<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn regular<X: Lanes, Y: FromWide + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
     let per_out = kh * kw * in_c;
@@ -872,14 +872,15 @@ fn pointwise_layer<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
 /// The pad sums of an unpadded layer (never read), in flash rather than on the stack.
 const NO_PADS: [[i32; MAX_TAPS]; 2] = [[0; MAX_TAPS]; 2];
 
-/// Largest reduction (`kh · kw · in_c`) whose receptive fields [`columns`] gathers: two
-/// pixels' fields of int16 lane pairs, 1 KiB of stack.
-const MAX_COLUMN: usize = 256;
+/// Largest reduction (`kh · kw · in_c`, each kernel row rounded up to whole words) whose
+/// receptive fields [`columns`] gathers: 7x7x3 windows (154 values) and smaller.
+const MAX_COLUMN: usize = 168;
 
-/// Words of [`columns`]' receptive fields (1 KiB of stack): at least two fields of
-/// [`MAX_COLUMN`] values. A field is int16 lane pairs in weight order (`(v0, v1), (v2, v3),
-/// ...`, the order of an int16 input's words), its kernel rows [`row_values`] apart, the words
-/// after them unused (their weights are zero).
+/// Words of [`columns`]' receptive fields (1 KiB of stack): pixel pairs' fields interleaved
+/// word by word, then one field's words (the values of a window gathered value by value). A
+/// field is int16 lane pairs in weight order (`(v0, v1), (v2, v3), ...`, the order of an
+/// int16 input's words), its kernel rows [`row_values`] apart, the words after them unused
+/// (their weights are zero).
 const FIELD_WORDS: usize = 256;
 
 /// Most pixels per block of [`columns`] (their sums and int16 results: 384 bytes of stack).
@@ -889,9 +890,16 @@ const COLUMN_BLOCK: usize = 32;
 /// [`MAX_COLUMN`] values.
 const COLUMN_WEIGHTS: usize = 256;
 
-// [`columns`] widens the weights of at least one channel pair and gathers at least two
-// pixels' fields.
-const _: () = assert!(COLUMN_WEIGHTS >= MAX_COLUMN && FIELD_WORDS >= MAX_COLUMN);
+/// Words of the fields of [`columns`] with the smaller weight buffer (2 KiB): a whole block of
+/// [`COLUMN_BLOCK`] pixels of 3x3x3 windows (16 words each) beside the spare field.
+const BLOCK_FIELD_WORDS: usize = COLUMN_BLOCK * 16 + 16;
+
+/// Most words of one field in [`columns`] ([`column_words`] of [`MAX_COLUMN`] values).
+const MAX_FIELD_WORDS: usize = MAX_COLUMN.div_ceil(8) * 4;
+
+// [`columns`] widens the weights of at least one channel pair, and gathers at least one pixel
+// pair's fields beside a spare field.
+const _: () = assert!(COLUMN_WEIGHTS >= 2 * MAX_FIELD_WORDS && FIELD_WORDS >= 3 * MAX_FIELD_WORDS);
 
 /// Values per kernel row in [`columns`]' fields and widened weights: `kw · in_c` rounded up
 /// to whole words (the value after an odd row meets a zero weight).
@@ -1008,7 +1016,7 @@ const WHOLE_LAYER_CHANNELS: usize = 64;
 /// [`columns`] with the buffers that hold every channel of the layer at once when
 /// [`COLUMN_WEIGHTS`] does not and [`WHOLE_LAYER_WEIGHTS`] does; the smaller frame otherwise.
 #[inline(always)]
-fn columns_any<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn columns_any<X: Lanes, Y: FromWide + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
     let pair_words = 2 * column_words(kh, kw, in_c);
@@ -1019,9 +1027,9 @@ fn columns_any<X: Lanes, Y: FromWide>(c: &Conv<'_, X>, output: &mut [Y]) {
         && !fits(COLUMN_WEIGHTS, STAGE_CHUNK)
         && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS)
     {
-        return columns::<X, Y, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS>(c, output);
+        return columns::<X, Y, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS>(c, output);
     }
-    columns::<X, Y, COLUMN_WEIGHTS, STAGE_CHUNK>(c, output)
+    columns::<X, Y, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS>(c, output)
 }
 
 /// Words of one receptive field in [`columns`]: `kh` rows of [`row_values`], rounded up to
@@ -1041,7 +1049,7 @@ fn column_words(kh: usize, kw: usize, in_c: usize) -> usize {
 /// ([`simd::smlad_2x2_pairs`]: one LDRD loads a word of both channels' weights, one a word of
 /// both pixels' fields).
 #[inline(never)]
-fn columns<X: Lanes, Y: FromWide, const W: usize, const CH: usize>(
+fn columns<X: Lanes, Y: FromWide + 'static, const W: usize, const CH: usize, const F: usize>(
     c: &Conv<'_, X>,
     output: &mut [Y],
 ) {
@@ -1053,20 +1061,20 @@ fn columns<X: Lanes, Y: FromWide, const W: usize, const CH: usize>(
     let pixels = out_h * out_w;
     let out_w = out_w.max(1);
     let words = column_words(kh, kw, in_c);
-    if words == 0 || words > MAX_COLUMN / 2 || run == 0 {
+    if words == 0 || words > MAX_FIELD_WORDS || run == 0 {
         return;
     }
     // A channel pair's or a pixel pair's interleaved words.
     let pair_words = 2 * words;
     let chunk = (W / pair_words * 2).min(CH);
-    let block = (FIELD_WORDS / pair_words * 2).min(COLUMN_BLOCK);
+    let block = (F.saturating_sub(words) / pair_words * 2).min(COLUMN_BLOCK);
     if chunk == 0 || block == 0 {
         return;
     }
     // Zeroed once; the words a field does not fill are never multiplied by a nonzero weight.
-    let mut fields = [0u32; FIELD_WORDS];
+    let mut buffer = [0u32; F];
+    let (fields, spare) = buffer.split_at_mut(block / 2 * pair_words);
     let mut wide = [0u32; W];
-    let mut field = [0u32; MAX_COLUMN / 2];
     let several = out_c > chunk;
     // Per channel of the chunk: its bias, and its output stage as one loop when it has that
     // form (`simd::requant_run`; otherwise `stage` when the outputs are stored).
@@ -1075,7 +1083,8 @@ fn columns<X: Lanes, Y: FromWide, const W: usize, const CH: usize>(
     // With the DSP tiles: a channel pair's sums over the block, then each channel's output
     // stage as one loop, as in `pointwise_blocks`.
     let mut accs = [0i32; 2 * COLUMN_BLOCK];
-    let mut narrow = [0i16; 2 * COLUMN_BLOCK];
+    // The int16 results of a channel pair, a pixel's two as one word.
+    let mut narrow = [0u32; COLUMN_BLOCK];
     let mut p0 = 0;
     while p0 < pixels {
         // A block of pixels' fields gathered once for every chunk of channels, a pixel pair's
@@ -1085,7 +1094,7 @@ fn columns<X: Lanes, Y: FromWide, const W: usize, const CH: usize>(
         let pairs = m.div_ceil(2);
         for (k, pair) in fields.chunks_exact_mut(pair_words).take(pairs).enumerate() {
             let q = p0 + 2 * k;
-            let Some(f) = field.get_mut(..words) else {
+            let Some(f) = spare.get_mut(..words) else {
                 return;
             };
             let b = if q + 1 < p1 { q + 1 } else { q };
@@ -1136,13 +1145,14 @@ fn columns<X: Lanes, Y: FromWide, const W: usize, const CH: usize>(
                 };
                 if TILES {
                     simd::smlad_2x2_pairs(w, fields, [b0, b1], &mut accs);
+                    let narrow16: &mut [i16] = bytemuck::cast_slice_mut(&mut narrow);
                     for (lane, (k, o)) in [(k0, o), (k1, second)]
                         .into_iter()
                         .enumerate()
                         .take(1 + usize::from(second != o))
                     {
                         let (Some(sums), Some(dst), Some(run)) =
-                            (accs.get(lane..), narrow.get_mut(lane..), runs.get(k))
+                            (accs.get(lane..), narrow16.get_mut(lane..), runs.get(k))
                         else {
                             return;
                         };
@@ -1154,14 +1164,31 @@ fn columns<X: Lanes, Y: FromWide, const W: usize, const CH: usize>(
                             (None, None) => return,
                         }
                     }
-                    for (i, v) in narrow.chunks_exact(2).take(m).enumerate() {
-                        let at = (p0 + i) * out_stride + o;
-                        if let (Some(y), Some(&v0)) = (output.get_mut(at), v.first()) {
-                            *y = Y::from_wide(v0);
+                    // An int16 output, word-aligned, pixels a whole number of words apart: a
+                    // pixel's two results as one word (`o` is even).
+                    let words = if second != o && out_stride % 2 == 0 {
+                        simd::i16_words(&mut *output)
+                    } else {
+                        None
+                    };
+                    if let Some(words) = words {
+                        let step = out_stride / 2;
+                        for (i, v) in narrow.iter().take(m).enumerate() {
+                            if let Some(y) = words.get_mut((p0 + i) * step + o / 2) {
+                                *y = *v;
+                            }
                         }
-                        if second != o {
-                            if let (Some(y), Some(&v1)) = (output.get_mut(at + 1), v.get(1)) {
-                                *y = Y::from_wide(v1);
+                    } else {
+                        let narrow16: &[i16] = bytemuck::cast_slice(&narrow);
+                        for (i, v) in narrow16.chunks_exact(2).take(m).enumerate() {
+                            let at = (p0 + i) * out_stride + o;
+                            if let (Some(y), Some(&v0)) = (output.get_mut(at), v.first()) {
+                                *y = Y::from_wide(v0);
+                            }
+                            if second != o {
+                                if let (Some(y), Some(&v1)) = (output.get_mut(at + 1), v.get(1)) {
+                                    *y = Y::from_wide(v1);
+                                }
                             }
                         }
                     }
