@@ -890,9 +890,15 @@ const COLUMN_BLOCK: usize = 32;
 /// [`MAX_COLUMN`] values.
 const COLUMN_WEIGHTS: usize = 256;
 
-/// Words of the fields of [`columns`] with the smaller weight buffer (2 KiB): a whole block of
-/// [`COLUMN_BLOCK`] pixels of 3x3x3 windows (16 words each) beside the spare field.
-const BLOCK_FIELD_WORDS: usize = COLUMN_BLOCK * 16 + 16;
+/// Words of the fields of [`columns`] with the smaller weight buffer: with the DSP tiles a
+/// whole block of [`COLUMN_BLOCK`] pixels of 3x3x3 windows (16 words each) beside the spare
+/// field (2 KiB; blocks of 14 such pixels cost ResNet-8's first layer 7 % more); elsewhere
+/// (Cortex-M0, whose stack the larger buffer overflows in the kernel check) 1 KiB.
+const BLOCK_FIELD_WORDS: usize = if TILES {
+    COLUMN_BLOCK * 16 + 16
+} else {
+    FIELD_WORDS
+};
 
 /// Most words of one field in [`columns`] ([`column_words`] of [`MAX_COLUMN`] values).
 const MAX_FIELD_WORDS: usize = MAX_COLUMN.div_ceil(8) * 4;
@@ -974,12 +980,45 @@ fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [
     let ([in_h, in_w, in_c], _) = c.dims;
     let in_stride = g.in_stride(in_c);
     let [kh, kw] = g.kernel;
+    // Undilated columns of a dense input: each row's taps inside the input are one run.
+    let runs = g.dilation[1] == 1 && in_stride == in_c;
+    let left = ox * g.stride[1];
+    let kx0 = g.pad[1].saturating_sub(left).min(kw);
+    let kx1 = (in_w + g.pad[1]).saturating_sub(left).clamp(kx0, kw);
+    let pad = |dst: &mut [i16]| {
+        if c.padding.values.is_empty() {
+            dst.fill(c.padding.zero.widen() as i16);
+        } else {
+            for (d, v) in dst.iter_mut().zip(c.padding.values) {
+                *d = v.widen() as i16;
+            }
+        }
+    };
     let mut rows = values.chunks_exact_mut(row_values(kw, in_c).max(1));
     for ky in 0..kh {
         let iy = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
         let Some(row) = rows.next() else {
             return;
         };
+        if let (Some(iy), true) = (iy, runs) {
+            // Pad taps, the run inside the input, pad taps.
+            let (before, rest) = row.split_at_mut((kx0 * in_c).min(row.len()));
+            before.chunks_exact_mut(in_c.max(1)).for_each(pad);
+            let at = (iy * in_w + (left + kx0).saturating_sub(g.pad[1]).min(in_w)) * in_c;
+            let n = (kx1 - kx0) * in_c;
+            if let (Some(src), Some((inside, after))) =
+                (c.input.get(at..at + n), rest.split_at_mut_checked(n))
+            {
+                for (d, v) in inside.iter_mut().zip(src) {
+                    *d = v.widen() as i16;
+                }
+                after
+                    .chunks_exact_mut(in_c.max(1))
+                    .take(kw - kx1)
+                    .for_each(pad);
+            }
+            continue;
+        }
         let mut taps = row.chunks_exact_mut(in_c.max(1));
         for kx in 0..kw {
             let Some(dst) = taps.next() else {
