@@ -2309,6 +2309,8 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
 
 mod columns;
 pub use columns::{copy_rows, smlad_2x2_pairs};
+mod depthwise;
+pub use depthwise::dw3x3_pixel_relu16;
 
 #[cfg(test)]
 mod tests {
