@@ -1195,12 +1195,13 @@ fn columns<X: Lanes, Y: FromWide + 'static, const W: usize, const CH: usize, con
                         else {
                             return;
                         };
-                        match (run, stage(c.channels, o)) {
-                            (Some(run), _) => simd::requant_run(sums, dst, m, run),
-                            (None, Some((_, s))) => {
-                                super::depthwise::narrow_any(sums, dst, m, &s, &c.bounds)
-                            }
-                            (None, None) => return,
+                        // The channel's `Stage` only for a factor `requant_run` does not take.
+                        if let Some(run) = run {
+                            simd::requant_run(sums, dst, m, run);
+                        } else if let Some((_, s)) = stage(c.channels, o) {
+                            super::depthwise::narrow_any(sums, dst, m, &s, &c.bounds);
+                        } else {
+                            return;
                         }
                     }
                     // An int16 output, word-aligned, pixels a whole number of words apart: a
