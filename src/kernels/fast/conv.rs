@@ -1104,7 +1104,8 @@ fn columns<X: Lanes, Y: FromWide + 'static, const W: usize, const CH: usize, con
         return;
     }
     // A channel pair's or a pixel pair's interleaved words.
-    let pair_words = 2 * words;
+    // (At least 1 as a divisor and chunk size, so that no panic path is linked.)
+    let pair_words = (2 * words).max(1);
     let chunk = (W / pair_words * 2).min(CH);
     let block = (F.saturating_sub(words) / pair_words * 2).min(COLUMN_BLOCK);
     if chunk == 0 || block == 0 {
@@ -1112,7 +1113,9 @@ fn columns<X: Lanes, Y: FromWide + 'static, const W: usize, const CH: usize, con
     }
     // Zeroed once; the words a field does not fill are never multiplied by a nonzero weight.
     let mut buffer = [0u32; F];
-    let (fields, spare) = buffer.split_at_mut(block / 2 * pair_words);
+    let Some((fields, spare)) = buffer.split_at_mut_checked(block / 2 * pair_words) else {
+        return;
+    };
     let mut wide = [0u32; W];
     let several = out_c > chunk;
     // Per channel of the chunk: its bias, and its output stage as one loop when it has that
@@ -1131,7 +1134,12 @@ fn columns<X: Lanes, Y: FromWide + 'static, const W: usize, const CH: usize, con
         let p1 = (p0 + block).min(pixels);
         let m = p1 - p0;
         let pairs = m.div_ceil(2);
-        for (k, pair) in fields.chunks_exact_mut(pair_words).take(pairs).enumerate() {
+        // Slices by index, not `chunks_exact_mut`: with a run-time size its zero check (a
+        // formatted panic) stays linked in the Cortex-M0's size-optimized build.
+        for k in 0..pairs {
+            let Some(pair) = fields.get_mut(k * pair_words..(k + 1) * pair_words) else {
+                return;
+            };
             let q = p0 + 2 * k;
             let Some(f) = spare.get_mut(..words) else {
                 return;
@@ -1147,8 +1155,10 @@ fn columns<X: Lanes, Y: FromWide + 'static, const W: usize, const CH: usize, con
         while first < out_c {
             let end = (first + chunk).min(out_c);
             if several || p0 == 0 {
-                let regions = wide.chunks_exact_mut(pair_words);
-                for (k, region) in regions.take((end - first).div_ceil(2)).enumerate() {
+                for k in 0..(end - first).div_ceil(2) {
+                    let Some(region) = wide.get_mut(k * pair_words..(k + 1) * pair_words) else {
+                        return;
+                    };
                     // An odd last channel fills both lanes (the second's sums unused).
                     let o = first + 2 * k;
                     let second = (o + 1).min(end - 1);
@@ -1239,7 +1249,10 @@ fn columns<X: Lanes, Y: FromWide + 'static, const W: usize, const CH: usize, con
                     else {
                         return;
                     };
-                    for (k, pair) in fields.chunks_exact(pair_words).enumerate() {
+                    for k in 0..pairs {
+                        let Some(pair) = fields.get(k * pair_words..(k + 1) * pair_words) else {
+                            return;
+                        };
                         let mut acc = [0i32; 4];
                         simd::smlad_2x2_pairs(w, pair, [b0, b1], &mut acc);
                         let [a0, a1, c0, c1] = acc;
@@ -1293,11 +1306,14 @@ fn widen_pair(w: [&[i8]; 2], region: &mut [u32], run: usize, run2: usize) {
         }
         return;
     }
-    let rows = w0
-        .chunks_exact(run)
-        .zip(w1.chunks_exact(run))
-        .zip(region.chunks_exact_mut(run2));
-    for ((r0, r1), dst) in rows {
+    for r in 0..w0.len() / run.max(1) {
+        let (Some(r0), Some(r1), Some(dst)) = (
+            w0.get(r * run..(r + 1) * run),
+            w1.get(r * run..(r + 1) * run),
+            region.get_mut(r * run2..(r + 1) * run2),
+        ) else {
+            return;
+        };
         let words = dst.chunks_exact_mut(2).zip(r0.chunks(2).zip(r1.chunks(2)));
         for (d, (a, b)) in words {
             let word = |v: &[i8]| {
