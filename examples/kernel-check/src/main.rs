@@ -118,10 +118,11 @@ fn out_len(size: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize) -> O
 fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
     let kind = gen.below(5);
     let (kernel, in_c, out_c, groups) = match kind {
-        // Regular, few input channels (first layers): up to 16 output channels, so that
-        // `columns` splits them into chunks of widened weights.
+        // Regular, few input channels (first layers): up to 16 output channels and kernels
+        // up to DS-CNN's 10x4, so that `columns` runs with either weight buffer (the smaller
+        // one in chunks on cores without the DSP tiles).
         0 => (
-            [1 + gen.below(4), 1 + gen.below(4)],
+            [1 + gen.below(10), 1 + gen.below(4)],
             1 + gen.below(3),
             1 + gen.below(MAX_C as u32),
             1,

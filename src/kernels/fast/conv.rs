@@ -318,7 +318,7 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
             if kh * row_values(kw, in_c) > MAX_COLUMN {
                 return false;
             }
-            columns(conv, output);
+            columns_any(conv, output);
             return true;
         }
         regular(conv, output);
@@ -716,14 +716,14 @@ impl<X: Lanes> Operands for Packed<'_, X> {
 /// per kernel row (dilation 1) or tap; border pixels one at a time, their padded taps from
 /// per-tap sums of the pad values' products computed once per channel pair.
 #[inline(never)]
-fn regular<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn regular<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
     let per_out = kh * kw * in_c;
     if in_c % 4 != 0 && kh * row_values(kw, in_c) <= MAX_COLUMN {
         // Few input channels (first layers): a kernel row is a short, odd run; gather whole
         // receptive fields instead (a tail call: this frame's buffers are not live).
-        return columns(c, output);
+        return columns_any(c, output);
     }
     // int16 inputs read as words, weights widened once per channel pair.
     let words = if in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS {
@@ -1242,14 +1242,15 @@ fn pointwise_layer<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
 /// The pad sums of an unpadded layer (never read), in flash rather than on the stack.
 const NO_PADS: [[i32; MAX_TAPS]; 2] = [[0; MAX_TAPS]; 2];
 
-/// Largest reduction (`kh · kw · in_c`) whose receptive fields [`columns`] gathers: two
-/// pixels' fields of int16 lane pairs, 1 KiB of stack.
-const MAX_COLUMN: usize = 256;
+/// Largest reduction (`kh · kw · in_c`, each kernel row rounded up to whole words) whose
+/// receptive fields [`columns`] gathers: 7x7x3 windows (154 values) and smaller.
+const MAX_COLUMN: usize = 168;
 
-/// Words of [`columns`]' receptive fields (1 KiB of stack): at least two fields of
-/// [`MAX_COLUMN`] values. A field is int16 lane pairs in weight order (`(v0, v1), (v2, v3),
-/// ...`, the order of an int16 input's words), its kernel rows [`row_values`] apart, the words
-/// after them unused (their weights are zero).
+/// Words of [`columns`]' receptive fields (1 KiB of stack): pixel pairs' fields interleaved
+/// word by word, then one field's words (the values of a window gathered value by value). A
+/// field is int16 lane pairs in weight order (`(v0, v1), (v2, v3), ...`, the order of an
+/// int16 input's words), its kernel rows [`row_values`] apart, the words after them unused
+/// (their weights are zero).
 const FIELD_WORDS: usize = 256;
 
 /// Most pixels per block of [`columns`] (their sums and int16 results: 384 bytes of stack).
@@ -1259,9 +1260,22 @@ const COLUMN_BLOCK: usize = 32;
 /// [`MAX_COLUMN`] values.
 const COLUMN_WEIGHTS: usize = 256;
 
-// [`columns`] widens the weights of at least one channel pair and gathers at least two
-// pixels' fields.
-const _: () = assert!(COLUMN_WEIGHTS >= MAX_COLUMN && FIELD_WORDS >= MAX_COLUMN);
+/// Words of the fields of [`columns`] with the smaller weight buffer: with the DSP tiles a
+/// whole block of [`COLUMN_BLOCK`] pixels of 3x3x3 windows (16 words each) beside the spare
+/// field (2 KiB; blocks of 14 such pixels cost ResNet-8's first layer 7 % more); elsewhere
+/// (Cortex-M0, whose stack the larger buffer overflows in the kernel check) 1 KiB.
+const BLOCK_FIELD_WORDS: usize = if TILES {
+    COLUMN_BLOCK * 16 + 16
+} else {
+    FIELD_WORDS
+};
+
+/// Most words of one field in [`columns`] ([`column_words`] of [`MAX_COLUMN`] values).
+const MAX_FIELD_WORDS: usize = MAX_COLUMN.div_ceil(8) * 4;
+
+// [`columns`] widens the weights of at least one channel pair, and gathers at least one pixel
+// pair's fields beside a spare field.
+const _: () = assert!(COLUMN_WEIGHTS >= 2 * MAX_FIELD_WORDS && FIELD_WORDS >= 3 * MAX_FIELD_WORDS);
 
 /// Values per kernel row in [`columns`]' fields and widened weights: `kw · in_c` rounded up
 /// to whole words (the value after an odd row meets a zero weight).
@@ -1271,10 +1285,17 @@ fn row_values(kw: usize, in_c: usize) -> usize {
 }
 
 /// Copies the `kh · kw · in_c` values output pixel `(oy, ox)` reads, in weight order, padded
-/// taps reading their pad values, into `column` (as int16: int8 and int16 values fit), each
-/// kernel row from a word boundary ([`row_values`] values apart).
+/// taps reading their pad values, as int16 lane pairs (int8 and int16 values fit) into lane
+/// `LANE` of the interleaved pixel pair `pair` (the field's word `i` at `pair[2i + LANE]`),
+/// each kernel row from a word boundary ([`row_values`] values apart). `spare` (the field's
+/// words) holds the values of a window that is not copied word by word straight into `pair`.
 #[inline(always)]
-fn gather<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, column: &mut [u32]) {
+fn gather<X: Lanes, const LANE: usize>(
+    c: &Conv<'_, X>,
+    (oy, ox): (usize, usize),
+    pair: &mut [u32],
+    spare: &mut [u32],
+) {
     let g = c.geometry;
     let ([in_h, in_w, in_c], _) = c.dims;
     let [kh, kw] = g.kernel;
@@ -1293,24 +1314,16 @@ fn gather<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, column: &mut [u32]) {
         let (iy, ix) = (top - g.pad[0], left - g.pad[1]);
         let row_step = in_w * in_c;
         let at = (iy * in_w + ix) * in_c;
-        // int16 input whose runs the column holds as whole words (even runs): word copies.
-        if let Some(words) = X::words(c.input) {
-            let mut rows = column.chunks_exact_mut((run2 / 2).max(1));
-            let mut at = at;
-            for _ in 0..kh {
-                let Some(dst) = rows.next() else {
-                    break;
-                };
-                if !copy_pairs(words, at, dst) {
-                    break;
-                }
-                at += row_step;
-            }
-            if at == (iy + kh) * row_step + ix * in_c {
+        // int16 input: each row's words straight into the pair, read from its bytes at any
+        // value's offset (one loop over every row).
+        if X::WIDE {
+            let bytes: &[u8] = bytemuck::cast_slice(X::as_i16(c.input));
+            let dst = pair.get_mut(LANE..).unwrap_or_default();
+            if simd::copy_rows(bytes, 2 * at, 2 * row_step, kh, run2 / 2, dst) {
                 return;
             }
         }
-        let values: &mut [i16] = bytemuck::cast_slice_mut(column);
+        let values: &mut [i16] = bytemuck::cast_slice_mut(spare);
         let mut at = at;
         for dst in values.chunks_exact_mut(run2.max(1)).take(kh) {
             if let Some(src) = c.input.get(at..at + run) {
@@ -1321,30 +1334,13 @@ fn gather<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, column: &mut [u32]) {
             at += row_step;
         }
     } else {
-        gather_border(c, oy, ox, bytemuck::cast_slice_mut(column));
+        gather_border(c, oy, ox, bytemuck::cast_slice_mut(spare));
     }
-}
-
-/// Copies the int16 values `at..at + 2 · dst.len()` of `words` (int16 lane pairs) into `dst`,
-/// as lane pairs from `at` (shifted by one lane when `at` is odd): one load, a shift and an
-/// OR per word, where a `memcpy` call costs about 120 instructions for a first layer's row.
-/// `false` (`dst` unchanged) if `words` does not hold the word after the last one read
-/// (the caller copies value by value).
-#[inline(always)]
-fn copy_pairs(words: &[u32], at: usize, dst: &mut [u32]) -> bool {
-    let first = at / 2;
-    let Some(src) = words.get(first..first + dst.len() + 1) else {
-        return false;
-    };
-    // Lane shift: 0 or 16 bits; the next word's low lane fills the high lane when odd.
-    let low = (at % 2) as u32 * 16;
-    let high = 16 - low;
-    for (d, s) in dst.iter_mut().zip(src.windows(2)) {
-        if let &[a, b] = s {
-            *d = (a >> low) | ((b << 16) << high);
+    for (d, v) in pair.chunks_exact_mut(2).zip(spare.iter()) {
+        if let Some(d) = d.get_mut(LANE) {
+            *d = *v;
         }
     }
-    true
 }
 
 /// [`gather`]'s values for a window that reaches into the padding (or is dilated), or of a
@@ -1354,12 +1350,45 @@ fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [
     let ([in_h, in_w, in_c], _) = c.dims;
     let in_stride = g.in_stride(in_c);
     let [kh, kw] = g.kernel;
+    // Undilated columns of a dense input: each row's taps inside the input are one run.
+    let runs = g.dilation[1] == 1 && in_stride == in_c;
+    let left = ox * g.stride[1];
+    let kx0 = g.pad[1].saturating_sub(left).min(kw);
+    let kx1 = (in_w + g.pad[1]).saturating_sub(left).clamp(kx0, kw);
+    let pad = |dst: &mut [i16]| {
+        if c.padding.values.is_empty() {
+            dst.fill(c.padding.zero.widen() as i16);
+        } else {
+            for (d, v) in dst.iter_mut().zip(c.padding.values) {
+                *d = v.widen() as i16;
+            }
+        }
+    };
     let mut rows = values.chunks_exact_mut(row_values(kw, in_c).max(1));
     for ky in 0..kh {
         let iy = coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
         let Some(row) = rows.next() else {
             return;
         };
+        if let (Some(iy), true) = (iy, runs) {
+            // Pad taps, the run inside the input, pad taps.
+            let (before, rest) = row.split_at_mut((kx0 * in_c).min(row.len()));
+            before.chunks_exact_mut(in_c.max(1)).for_each(pad);
+            let at = (iy * in_w + (left + kx0).saturating_sub(g.pad[1]).min(in_w)) * in_c;
+            let n = (kx1 - kx0) * in_c;
+            if let (Some(src), Some((inside, after))) =
+                (c.input.get(at..at + n), rest.split_at_mut_checked(n))
+            {
+                for (d, v) in inside.iter_mut().zip(src) {
+                    *d = v.widen() as i16;
+                }
+                after
+                    .chunks_exact_mut(in_c.max(1))
+                    .take(kw - kx1)
+                    .for_each(pad);
+            }
+            continue;
+        }
         let mut taps = row.chunks_exact_mut(in_c.max(1));
         for kx in 0..kw {
             let Some(dst) = taps.next() else {
@@ -1383,18 +1412,56 @@ fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [
     }
 }
 
-/// Most output channels [`columns`] computes per pass over the pixels (their stages on the
-/// stack).
+/// Most output channels [`columns`] computes per pass over the pixels (their biases and output
+/// stages on the stack).
 const STAGE_CHUNK: usize = 16;
 
-/// `groups == 1` with few input channels (first layers): output channels in chunks whose
-/// weights are widened once into `wide` (int16 lane pairs in weight order, each channel's row
-/// padded with zero weights to a multiple of four words); per chunk, output pixels in pairs,
-/// each pair's receptive fields gathered once ([`gather`], pad values included, so borders
-/// cost nothing extra), then every channel pair of the chunk as one register tile
-/// ([`simd::smlad_2x2`]) over the two fields.
+/// [`columns`]' widened weights and channels per pass for layers whose every channel's
+/// widened weights fit 5 KiB (DS-CNN's first layer: 64 channels of 40 weights) but not
+/// [`COLUMN_WEIGHTS`]: widened once per layer rather than once per block of pixels.
+const WHOLE_LAYER_WEIGHTS: usize = 1280;
+const WHOLE_LAYER_CHANNELS: usize = 64;
+
+/// [`columns`] with the buffers that hold every channel of the layer at once when
+/// [`COLUMN_WEIGHTS`] does not and [`WHOLE_LAYER_WEIGHTS`] does; the smaller frame otherwise.
+#[inline(always)]
+fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
+    let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    let [kh, kw] = c.geometry.kernel;
+    let pair_words = 2 * column_words(kh, kw, in_c);
+    let fits = |weights: usize, channels: usize| {
+        out_c <= channels && out_c.div_ceil(2) * pair_words <= weights
+    };
+    if TILES
+        && !fits(COLUMN_WEIGHTS, STAGE_CHUNK)
+        && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS)
+    {
+        return columns::<X, Y, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS>(c, output);
+    }
+    columns::<X, Y, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS>(c, output)
+}
+
+/// Words of one receptive field in [`columns`]: `kh` rows of [`row_values`], rounded up to
+/// whole passes of the tile's loop (four words; the weights after the rows are zero).
+#[inline(always)]
+fn column_words(kh: usize, kw: usize, in_c: usize) -> usize {
+    (kh * row_values(kw, in_c)).div_ceil(8) * 4
+}
+
+/// `groups == 1` with few input channels (first layers): output channels in chunks (of up to
+/// `CH`, their weights in `W` words) whose weights are widened (int16 lane pairs in weight
+/// order, each kernel row padded with a zero weight to whole words, each channel to whole
+/// passes of four words) and interleaved word by word per channel pair; output pixels in
+/// blocks whose receptive fields are gathered once ([`gather`], pad values included, so
+/// borders cost nothing extra) and interleaved word by word per pixel pair; then each channel
+/// pair of a chunk runs one register tile over every pixel pair of the block
+/// ([`simd::smlad_2x2_pairs`]: one LDRD loads a word of both channels' weights, one a word of
+/// both pixels' fields).
 #[inline(never)]
-fn columns<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn columns<X: Lanes, Y: Store + 'static, const W: usize, const CH: usize, const F: usize>(
+    c: &Conv<'_, X>,
+    output: &mut [Y],
+) {
     let ([_, _, in_c], [out_h, out_w, out_c]) = c.dims;
     let out_stride = c.geometry.out_stride(out_c).max(1);
     let [kh, kw] = c.geometry.kernel;
@@ -1402,169 +1469,232 @@ fn columns<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
     let (run, run2) = (kw * in_c, row_values(kw, in_c));
     let pixels = out_h * out_w;
     let out_w = out_w.max(1);
-    // Whole passes of the tile's loop (four words), zero weights after the rows.
-    let words = (kh * run2).div_ceil(8) * 4;
-    let chunk = (COLUMN_WEIGHTS / words.max(1)).min(STAGE_CHUNK) & !1;
-    if words == 0 || words > MAX_COLUMN / 2 || chunk == 0 {
+    let words = column_words(kh, kw, in_c);
+    if words == 0 || words > MAX_FIELD_WORDS || run == 0 {
+        return;
+    }
+    // A channel pair's or a pixel pair's interleaved words.
+    // (At least 1 as a divisor and chunk size, so that no panic path is linked.)
+    let pair_words = (2 * words).max(1);
+    let chunk = (W / pair_words * 2).min(CH);
+    let block = (F.saturating_sub(words) / pair_words * 2).min(COLUMN_BLOCK);
+    if chunk == 0 || block == 0 {
         return;
     }
     // Zeroed once; the words a field does not fill are never multiplied by a nonzero weight.
-    let mut fields = [0u32; FIELD_WORDS];
-    let mut wide = [0u32; COLUMN_WEIGHTS];
-    let block = (FIELD_WORDS / words).min(COLUMN_BLOCK) & !1;
+    let mut buffer = [0u32; F];
+    let Some((fields, spare)) = buffer.split_at_mut_checked(block / 2 * pair_words) else {
+        return;
+    };
+    let mut wide = [0u32; W];
     let several = out_c > chunk;
-    let mut stages = [None; STAGE_CHUNK];
-    let mut runs = [None; STAGE_CHUNK];
+    // Per channel of the chunk: its bias, and its output stage as one loop when it has that
+    // form (`simd::requant_run`; otherwise `stage` when the outputs are stored).
+    let mut biases = [0i32; CH];
+    let mut runs = [None; CH];
     // With the DSP tiles: a channel pair's sums over the block, then each channel's output
-    // stage as one loop (`simd::requant_run`), as in `pointwise_blocks`.
+    // stage as one loop, as in `pointwise_blocks`.
     let mut accs = [0i32; 2 * COLUMN_BLOCK];
-    let mut narrow = [0i16; 2 * COLUMN_BLOCK];
+    // The int16 results of a channel pair, a pixel's two as one word.
+    let mut narrow = [0u32; COLUMN_BLOCK];
     let mut p0 = 0;
     while p0 < pixels {
-        // A block of pixels' fields gathered once for every chunk of channels.
+        // A block of pixels' fields gathered once for every chunk of channels, a pixel pair's
+        // two fields interleaved (an odd last pixel paired with itself).
         let p1 = (p0 + block).min(pixels);
-        for (q, field) in (p0..p1).zip(fields.chunks_exact_mut(words.max(1))) {
-            gather(c, q / out_w, q % out_w, field);
+        let m = p1 - p0;
+        let pairs = m.div_ceil(2);
+        // Slices by index, not `chunks_exact_mut`: with a run-time size its zero check (a
+        // formatted panic) stays linked in the Cortex-M0's size-optimized build.
+        for k in 0..pairs {
+            let Some(pair) = fields.get_mut(k * pair_words..(k + 1) * pair_words) else {
+                return;
+            };
+            let q = p0 + 2 * k;
+            let Some(f) = spare.get_mut(..words) else {
+                return;
+            };
+            let b = if q + 1 < p1 { q + 1 } else { q };
+            gather::<X, 0>(c, (q / out_w, q % out_w), pair, f);
+            gather::<X, 1>(c, (b / out_w, b % out_w), pair, f);
         }
+        let Some(fields) = fields.get(..pairs * pair_words) else {
+            return;
+        };
         let mut first = 0;
         while first < out_c {
             let end = (first + chunk).min(out_c);
             if several || p0 == 0 {
-                for (((o, row), slot), quick) in (first..end)
-                    .zip(wide.chunks_exact_mut(words.max(1)))
-                    .zip(stages.iter_mut())
-                    .zip(runs.iter_mut())
-                {
-                    let Some(w) = c.weights.get(o * per_out..(o + 1) * per_out) else {
+                for k in 0..(end - first).div_ceil(2) {
+                    let Some(region) = wide.get_mut(k * pair_words..(k + 1) * pair_words) else {
                         return;
                     };
-                    row.fill(0);
-                    let rows = w
-                        .chunks_exact(run.max(1))
-                        .zip(row.chunks_exact_mut((run2 / 2).max(1)));
-                    for (wr, dst) in rows {
-                        for (j, word) in dst.iter_mut().enumerate() {
-                            let at = |i: usize| wr.get(i).map_or(0, |v| i32::from(*v));
-                            *word = simd::pair(at(2 * j), at(2 * j + 1));
-                        }
-                    }
-                    *slot = stage(c.channels, o);
-                    *quick = slot
-                        .and_then(|(_, s)| s.single())
-                        .and_then(|s| s.run(&c.bounds));
-                }
-            }
-            let field = |q: usize| fields.get((q - p0) * words..(q - p0 + 1) * words);
-            if TILES {
-                let m = p1 - p0;
-                let mut o = first;
-                while o < end {
-                    let second = if o + 1 < end { o + 1 } else { o };
-                    let (k0, k1) = (o - first, second - first);
-                    let (Some(w0), Some(w1), Some(Some((b0, _))), Some(Some((b1, _)))) = (
-                        wide.get(k0 * words..(k0 + 1) * words),
-                        wide.get(k1 * words..(k1 + 1) * words),
-                        stages.get(k0),
-                        stages.get(k1),
+                    // An odd last channel fills both lanes (the second's sums unused).
+                    let o = first + 2 * k;
+                    let second = (o + 1).min(end - 1);
+                    let (Some(w0), Some(w1)) = (
+                        c.weights.get(o * per_out..(o + 1) * per_out),
+                        c.weights.get(second * per_out..(second + 1) * per_out),
                     ) else {
                         return;
                     };
-                    let mut p = p0;
-                    for sums in accs.chunks_exact_mut(4).take(m.div_ceil(2)) {
-                        let pair = p + 1 < p1;
-                        let (Some(col_a), Some(col_b)) =
-                            (field(p), field(if pair { p + 1 } else { p }))
-                        else {
-                            return;
-                        };
-                        let acc = simd::smlad_2x2([w0, w1], [col_a, col_b], [*b0, *b1, *b0, *b1]);
-                        if let Some(sums) = sums.first_chunk_mut::<4>() {
-                            *sums = acc;
+                    widen_pair([w0, w1], region, run, run2);
+                    for o in [o, second] {
+                        if let (Some(bias), Some(quick), Some((b, s))) = (
+                            biases.get_mut(o - first),
+                            runs.get_mut(o - first),
+                            stage(c.channels, o),
+                        ) {
+                            *bias = b;
+                            *quick = s.single().and_then(|s| s.run(&c.bounds));
                         }
-                        p += 2;
                     }
-                    for (lane, k) in [k0, k1]
+                }
+            }
+            let mut o = first;
+            while o < end {
+                let second = if o + 1 < end { o + 1 } else { o };
+                let (k0, k1) = (o - first, second - first);
+                let (Some(w), Some(&b0), Some(&b1)) = (
+                    wide.get(k0 * words..(k0 + 2) * words),
+                    biases.get(k0),
+                    biases.get(k1),
+                ) else {
+                    return;
+                };
+                if TILES {
+                    simd::smlad_2x2_pairs(w, fields, [b0, b1], &mut accs);
+                    let narrow16: &mut [i16] = bytemuck::cast_slice_mut(&mut narrow);
+                    for (lane, (k, o)) in [(k0, o), (k1, second)]
                         .into_iter()
                         .enumerate()
                         .take(1 + usize::from(second != o))
                     {
-                        let (Some(sums), Some(dst), Some(Some((_, stage))), Some(run)) = (
-                            accs.get(lane..),
-                            narrow.get_mut(lane..),
-                            stages.get(k),
-                            runs.get(k),
-                        ) else {
+                        let (Some(sums), Some(dst), Some(run)) =
+                            (accs.get(lane..), narrow16.get_mut(lane..), runs.get(k))
+                        else {
                             return;
                         };
-                        match run {
-                            Some(run) => simd::requant_run(sums, dst, m, run),
-                            None => super::depthwise::narrow_any(sums, dst, m, stage, &c.bounds),
+                        // The channel's `Stage` only for a factor `requant_run` does not take.
+                        if let Some(run) = run {
+                            simd::requant_run(sums, dst, m, run);
+                        } else if let Some((_, s)) = stage(c.channels, o) {
+                            super::depthwise::narrow_any(sums, dst, m, &s, &c.bounds);
+                        } else {
+                            return;
                         }
                     }
-                    for (i, v) in narrow.chunks_exact(2).take(m).enumerate() {
-                        let at = (p0 + i) * out_stride + o;
-                        if let (Some(y), Some(&v0)) = (output.get_mut(at), v.first()) {
-                            *y = Y::from_wide(v0);
+                    // An int16 output, word-aligned, pixels a whole number of words apart: a
+                    // pixel's two results as one word (`o` is even).
+                    let words = if second != o && out_stride % 2 == 0 {
+                        simd::i16_words(&mut *output)
+                    } else {
+                        None
+                    };
+                    if let Some(words) = words {
+                        let step = out_stride / 2;
+                        for (i, v) in narrow.iter().take(m).enumerate() {
+                            if let Some(y) = words.get_mut((p0 + i) * step + o / 2) {
+                                *y = *v;
+                            }
                         }
-                        if second != o {
-                            if let (Some(y), Some(&v1)) = (output.get_mut(at + 1), v.get(1)) {
-                                *y = Y::from_wide(v1);
+                    } else {
+                        let narrow16: &[i16] = bytemuck::cast_slice(&narrow);
+                        for (i, v) in narrow16.chunks_exact(2).take(m).enumerate() {
+                            let at = (p0 + i) * out_stride + o;
+                            if let (Some(y), Some(&v0)) = (output.get_mut(at), v.first()) {
+                                *y = Y::from_wide(v0);
+                            }
+                            if second != o {
+                                if let (Some(y), Some(&v1)) = (output.get_mut(at + 1), v.get(1)) {
+                                    *y = Y::from_wide(v1);
+                                }
                             }
                         }
                     }
-                    o += 2;
-                }
-                first = end;
-                continue;
-            }
-            let mut p = p0;
-            while p < p1 {
-                let pair = p + 1 < p1;
-                let (Some(col_a), Some(col_b)) = (field(p), field(if pair { p + 1 } else { p }))
-                else {
-                    return;
-                };
-                let mut o = first;
-                while o < end {
-                    let second = if o + 1 < end { o + 1 } else { o };
-                    let (k0, k1) = (o - first, second - first);
-                    let (Some(w0), Some(w1), Some(Some((b0, s0))), Some(Some((b1, s1)))) = (
-                        wide.get(k0 * words..(k0 + 1) * words),
-                        wide.get(k1 * words..(k1 + 1) * words),
-                        stages.get(k0),
-                        stages.get(k1),
-                    ) else {
+                } else {
+                    // Per pixel pair, each output stored as it is summed.
+                    let (Some((_, s0)), Some((_, s1))) =
+                        (stage(c.channels, o), stage(c.channels, second))
+                    else {
                         return;
                     };
-                    let [a0, a1, c0, c1] =
-                        simd::smlad_2x2([w0, w1], [col_a, col_b], [*b0, *b1, *b0, *b1]);
-                    let at = p * out_stride + o;
-                    if let Some(y) = output.get_mut(at) {
-                        *y = finish(&c.bounds, s0, a0);
-                    }
-                    if second != o {
-                        if let Some(y) = output.get_mut(at + 1) {
-                            *y = finish(&c.bounds, s1, a1);
-                        }
-                    }
-                    if pair {
-                        let at = at + out_stride;
+                    for k in 0..pairs {
+                        let Some(pair) = fields.get(k * pair_words..(k + 1) * pair_words) else {
+                            return;
+                        };
+                        let mut acc = [0i32; 4];
+                        simd::smlad_2x2_pairs(w, pair, [b0, b1], &mut acc);
+                        let [a0, a1, c0, c1] = acc;
+                        let p = p0 + 2 * k;
+                        let at = p * out_stride + o;
                         if let Some(y) = output.get_mut(at) {
-                            *y = finish(&c.bounds, s0, c0);
+                            *y = finish(&c.bounds, &s0, a0);
                         }
                         if second != o {
                             if let Some(y) = output.get_mut(at + 1) {
-                                *y = finish(&c.bounds, s1, c1);
+                                *y = finish(&c.bounds, &s1, a1);
+                            }
+                        }
+                        if p + 1 < p1 {
+                            let at = at + out_stride;
+                            if let Some(y) = output.get_mut(at) {
+                                *y = finish(&c.bounds, &s0, c0);
+                            }
+                            if second != o {
+                                if let Some(y) = output.get_mut(at + 1) {
+                                    *y = finish(&c.bounds, &s1, c1);
+                                }
                             }
                         }
                     }
-                    o += 2;
                 }
-                p += 2;
+                o += 2;
             }
             first = end;
         }
         p0 = p1;
+    }
+}
+
+/// Widens two channels' int8 weights `w` into `region` interleaved word by word (`w0[0],
+/// w1[0], w0[1], ...`), each kernel row of `run` values as `run2 / 2` lane pairs (an odd row's
+/// last word with a zero high lane); the words after the rows are left as they are (zero).
+#[inline(always)]
+fn widen_pair(w: [&[i8]; 2], region: &mut [u32], run: usize, run2: usize) {
+    let [w0, w1] = w;
+    if run % 2 == 0 {
+        // Even rows lie in the widened words as they lie in the weights: one run.
+        let words = region
+            .chunks_exact_mut(2)
+            .zip(w0.chunks_exact(2).zip(w1.chunks_exact(2)));
+        for (d, (a, b)) in words {
+            if let ([x, y], &[a0, a1], &[b0, b1]) = (d, a, b) {
+                *x = simd::pair(i32::from(a0), i32::from(a1));
+                *y = simd::pair(i32::from(b0), i32::from(b1));
+            }
+        }
+        return;
+    }
+    for r in 0..w0.len() / run.max(1) {
+        let (Some(r0), Some(r1), Some(dst)) = (
+            w0.get(r * run..(r + 1) * run),
+            w1.get(r * run..(r + 1) * run),
+            region.get_mut(r * run2..(r + 1) * run2),
+        ) else {
+            return;
+        };
+        let words = dst.chunks_exact_mut(2).zip(r0.chunks(2).zip(r1.chunks(2)));
+        for (d, (a, b)) in words {
+            let word = |v: &[i8]| {
+                let at = |i| v.get(i).map_or(0, |&x| i32::from(x));
+                simd::pair(at(0), at(1))
+            };
+            if let [x, y] = d {
+                *x = word(a);
+                *y = word(b);
+            }
+        }
     }
 }
 

@@ -385,6 +385,15 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     if chunk == 0 || (half > chunk && !(0..channels).all(|ch| runs_of(ch).is_some())) {
         return false;
     }
+    // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT.
+    let relu16 = c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX);
+    let pixel = |rows: [&[u32]; 3], n: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
+        if relu16 {
+            simd::dw3x3_pixel_relu16(rows, n, k, out);
+        } else {
+            simd::dw3x3_pixel(rows, n, k, out);
+        }
+    };
     let mut ring = [0u32; BY_PIXEL_RING];
     let mut pads = [0u32; BY_PIXEL_PAIRS];
     // One pixel's results as lane pairs.
@@ -471,13 +480,13 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
                 let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
                 // An int16 output takes the lane pairs as they are.
                 if let Some(words) = simd::i16_words(y) {
-                    simd::dw3x3_pixel(slots.map(row), n, &k, words);
+                    pixel(slots.map(row), n, &k, words);
                     continue;
                 }
                 let Some(y) = output.get_mut(at..at + 2 * n) else {
                     return true;
                 };
-                simd::dw3x3_pixel(slots.map(row), n, &k, &mut narrow);
+                pixel(slots.map(row), n, &k, &mut narrow);
                 for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
                     if let [y0, y1] = y {
                         *y0 = Y::from_wide(*v as i16);

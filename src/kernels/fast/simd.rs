@@ -2320,6 +2320,16 @@ pub use conv::{
     QUAD_SPLIT,
 };
 
+// =============================================================================================
+// The first layers' tile and row copy, and the depthwise pixel loop with a ReLU clamp
+// (src/kernels/fast/simd/columns.rs, src/kernels/fast/simd/depthwise.rs).
+// =============================================================================================
+
+mod columns;
+pub use columns::{copy_rows, smlad_2x2_pairs};
+mod depthwise;
+pub use depthwise::dw3x3_pixel_relu16;
+
 #[cfg(test)]
 mod tests {
     extern crate std;
