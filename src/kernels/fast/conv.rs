@@ -745,12 +745,7 @@ fn regular<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
     // Input channels in multiples of 8 (int16) or 16 (int8): output channels four at a time,
     // a tail call with its own buffers like the pointwise one.
     if quad_windows(c) {
-        if X::WIDE {
-            regular_quads::<X, false>(c, Y::outs(output));
-        } else {
-            regular_quads::<X, true>(c, Y::outs(output));
-        }
-        return;
+        return quads_from::<X, Y>(c, output);
     }
     // int8 inputs read as words of four, weights widened once per channel pair.
     let packed = if TILES && in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
@@ -1080,6 +1075,18 @@ fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>
         o += 4;
     }
     true
+}
+
+/// [`regular_quads`] from `regular`, by a jump (two slices' words of arguments, so `regular`'s
+/// frame is not live while the tile runs: an [`Outs`] argument is passed by reference, which
+/// would keep it), for the element types of the layer; the body is one copy per input kind.
+#[inline(never)]
+fn quads_from<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
+    if X::WIDE {
+        regular_quads::<X, false>(c, Y::outs(output));
+    } else {
+        regular_quads::<X, true>(c, Y::outs(output));
+    }
 }
 
 /// The output stage of four channels' sums over `m` pixels (`accs` laid out as
@@ -1424,7 +1431,10 @@ const WHOLE_LAYER_CHANNELS: usize = 64;
 
 /// [`columns`] with the buffers that hold every channel of the layer at once when
 /// [`COLUMN_WEIGHTS`] does not and [`WHOLE_LAYER_WEIGHTS`] does; the smaller frame otherwise.
-#[inline(always)]
+/// Out of line, so that `regular` reaches it by a jump (two slices' words of arguments) and its
+/// frame is not live while `columns` runs: an [`Outs`] argument is passed by reference, which
+/// would keep the caller's frame.
+#[inline(never)]
 fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
@@ -1436,9 +1446,12 @@ fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) 
         && !fits(COLUMN_WEIGHTS, STAGE_CHUNK)
         && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS)
     {
-        return columns::<X, Y, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS>(c, output);
+        return columns::<X, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS>(
+            c,
+            Y::outs(output),
+        );
     }
-    columns::<X, Y, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS>(c, output)
+    columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS>(c, Y::outs(output))
 }
 
 /// Words of one receptive field in [`columns`]: `kh` rows of [`row_values`], rounded up to
@@ -1458,9 +1471,9 @@ fn column_words(kh: usize, kw: usize, in_c: usize) -> usize {
 /// ([`simd::smlad_2x2_pairs`]: one LDRD loads a word of both channels' weights, one a word of
 /// both pixels' fields).
 #[inline(never)]
-fn columns<X: Lanes, Y: Store + 'static, const W: usize, const CH: usize, const F: usize>(
+fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
     c: &Conv<'_, X>,
-    output: &mut [Y],
+    mut output: Outs<'_>,
 ) {
     let ([_, _, in_c], [out_h, out_w, out_c]) = c.dims;
     let out_stride = c.geometry.out_stride(out_c).max(1);
@@ -1586,10 +1599,11 @@ fn columns<X: Lanes, Y: Store + 'static, const W: usize, const CH: usize, const 
                     }
                     // An int16 output, word-aligned, pixels a whole number of words apart: a
                     // pixel's two results as one word (`o` is even).
-                    let words = if second != o && out_stride % 2 == 0 {
-                        simd::i16_words(&mut *output)
-                    } else {
-                        None
+                    let words = match &mut output {
+                        Outs::I16(y) if second != o && out_stride % 2 == 0 => {
+                            bytemuck::try_cast_slice_mut::<i16, u32>(y).ok()
+                        }
+                        _ => None,
                     };
                     if let Some(words) = words {
                         let step = out_stride / 2;
@@ -1599,17 +1613,13 @@ fn columns<X: Lanes, Y: Store + 'static, const W: usize, const CH: usize, const 
                             }
                         }
                     } else {
+                        // The output's element type matters only here (one `match` per block:
+                        // both types share the rest of this function).
                         let narrow16: &[i16] = bytemuck::cast_slice(&narrow);
-                        for (i, v) in narrow16.chunks_exact(2).take(m).enumerate() {
-                            let at = (p0 + i) * out_stride + o;
-                            if let (Some(y), Some(&v0)) = (output.get_mut(at), v.first()) {
-                                *y = Y::from_wide(v0);
-                            }
-                            if second != o {
-                                if let (Some(y), Some(&v1)) = (output.get_mut(at + 1), v.get(1)) {
-                                    *y = Y::from_wide(v1);
-                                }
-                            }
+                        let block = (narrow16, m, (p0 * out_stride + o, out_stride), second != o);
+                        match &mut output {
+                            Outs::I8(y) => store_pairs(y, block),
+                            Outs::I16(y) => store_pairs(y, block),
                         }
                     }
                 } else {
@@ -1619,34 +1629,19 @@ fn columns<X: Lanes, Y: Store + 'static, const W: usize, const CH: usize, const 
                     else {
                         return;
                     };
-                    for k in 0..pairs {
-                        let Some(pair) = fields.get(k * pair_words..(k + 1) * pair_words) else {
-                            return;
-                        };
-                        let mut acc = [0i32; 4];
-                        simd::smlad_2x2_pairs(w, pair, [b0, b1], &mut acc);
-                        let [a0, a1, c0, c1] = acc;
-                        let p = p0 + 2 * k;
-                        let at = p * out_stride + o;
-                        if let Some(y) = output.get_mut(at) {
-                            *y = finish(&c.bounds, &s0, a0);
-                        }
-                        if second != o {
-                            if let Some(y) = output.get_mut(at + 1) {
-                                *y = finish(&c.bounds, &s1, a1);
-                            }
-                        }
-                        if p + 1 < p1 {
-                            let at = at + out_stride;
-                            if let Some(y) = output.get_mut(at) {
-                                *y = finish(&c.bounds, &s0, c0);
-                            }
-                            if second != o {
-                                if let Some(y) = output.get_mut(at + 1) {
-                                    *y = finish(&c.bounds, &s1, c1);
-                                }
-                            }
-                        }
+                    // The output's element type matched once per channel pair and block.
+                    let pass = PixelPairs {
+                        w,
+                        fields: (fields, pair_words, pairs),
+                        bias: [b0, b1],
+                        stages: [&s0, &s1],
+                        bounds: &c.bounds,
+                        pixels: (p0, p1),
+                        at: (o, out_stride, second != o),
+                    };
+                    match &mut output {
+                        Outs::I8(y) => pass.run(y),
+                        Outs::I16(y) => pass.run(y),
                     }
                 }
                 o += 2;
@@ -1654,6 +1649,78 @@ fn columns<X: Lanes, Y: Store + 'static, const W: usize, const CH: usize, const 
             first = end;
         }
         p0 = p1;
+    }
+}
+
+/// [`columns`]' loop on cores without the DSP tiles: a channel pair over a block's pixel
+/// pairs, each output stored as it is summed.
+struct PixelPairs<'a> {
+    /// The channel pair's interleaved weights.
+    w: &'a [u32],
+    /// The block's interleaved fields, words per pixel pair, pixel pairs.
+    fields: (&'a [u32], usize, usize),
+    bias: [i32; 2],
+    stages: [&'a Stage; 2],
+    bounds: &'a Bounds,
+    /// The block's pixels `p0..p1`.
+    pixels: (usize, usize),
+    /// First channel, elements per output pixel, whether the second channel is stored.
+    at: (usize, usize, bool),
+}
+
+impl PixelPairs<'_> {
+    #[inline(always)]
+    fn run<Y: Store>(&self, output: &mut [Y]) {
+        let (fields, pair_words, pairs) = self.fields;
+        let (p0, p1) = self.pixels;
+        let (o, out_stride, both) = self.at;
+        let [s0, s1] = self.stages;
+        let mut store = |at: usize, stage: &Stage, acc: i32| {
+            if let Some(y) = output.get_mut(at) {
+                *y = finish(self.bounds, stage, acc);
+            }
+        };
+        for k in 0..pairs {
+            let Some(pair) = fields.get(k * pair_words..(k + 1) * pair_words) else {
+                return;
+            };
+            let mut acc = [0i32; 4];
+            simd::smlad_2x2_pairs(self.w, pair, self.bias, &mut acc);
+            let [a0, a1, c0, c1] = acc;
+            let p = p0 + 2 * k;
+            let at = p * out_stride + o;
+            store(at, s0, a0);
+            if both {
+                store(at + 1, s1, a1);
+            }
+            if p + 1 < p1 {
+                let at = at + out_stride;
+                store(at, s0, c0);
+                if both {
+                    store(at + 1, s1, c1);
+                }
+            }
+        }
+    }
+}
+
+/// A block of `m` pixels' channel pair (`narrow`: `[pixel][2]`) into `output` from `at` on,
+/// `stride` elements per pixel; the second channel only if `pair`.
+#[inline(always)]
+fn store_pairs<Y: Store>(
+    output: &mut [Y],
+    (narrow, m, (at, stride), pair): (&[i16], usize, (usize, usize), bool),
+) {
+    for (i, v) in narrow.chunks_exact(2).take(m).enumerate() {
+        let at = at + i * stride;
+        if let (Some(y), Some(&v0)) = (output.get_mut(at), v.first()) {
+            *y = Y::from_wide(v0);
+        }
+        if pair {
+            if let (Some(y), Some(&v1)) = (output.get_mut(at + 1), v.get(1)) {
+                *y = Y::from_wide(v1);
+            }
+        }
     }
 }
 
