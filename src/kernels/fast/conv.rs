@@ -967,9 +967,10 @@ fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>
         }
         let w4 = &*w4;
         let stages = [s0, s1, s2, s3];
+        let stored = output.stage_bounds(&c.bounds);
         let runs = stages
             .each_ref()
-            .map(|s| s.single().and_then(|s| s.run(&c.bounds)));
+            .map(|s| s.single().and_then(|s| s.run(&stored)));
         let bias = [b0, b1, b2, b3];
         for oy in 0..out_h {
             // The row's interior pixels (whole windows) in one call, their sums from
@@ -1505,6 +1506,7 @@ fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
     // form (`simd::requant_run`; otherwise `stage` when the outputs are stored).
     let mut biases = [0i32; CH];
     let mut runs = [None; CH];
+    let stored = output.stage_bounds(&c.bounds);
     // With the DSP tiles: a channel pair's sums over the block, then each channel's output
     // stage as one loop, as in `pointwise_blocks`.
     let mut accs = [0i32; 2 * COLUMN_BLOCK];
@@ -1559,7 +1561,7 @@ fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
                             stage(c.channels, o),
                         ) {
                             *bias = b;
-                            *quick = s.single().and_then(|s| s.run(&c.bounds));
+                            *quick = s.single().and_then(|s| s.run(&stored));
                         }
                     }
                 }
@@ -1854,10 +1856,11 @@ fn pointwise_blocks<Y: Store>(
     blocks: &mut Blocks,
     output: &mut [Y],
 ) {
+    let stored = Y::stage_bounds(bounds);
     let runs = outs
         .stage
         .each_ref()
-        .map(|s| s.single().and_then(|s| s.run(bounds)));
+        .map(|s| s.single().and_then(|s| s.run(&stored)));
     let lanes = if outs.pair { 2 } else { 1 };
     let pixels = x.len() / n;
     let Blocks { accs, narrow } = blocks;
@@ -1937,7 +1940,8 @@ fn pointwise_quads<Y: Store>(
     }
     let [lo, hi] = outs.each_ref().map(|outs| &outs.stage);
     let stages = [&lo[0], &lo[1], &hi[0], &hi[1]];
-    let runs = stages.map(|s| s.single().and_then(|s| s.run(bounds)));
+    let stored = Y::stage_bounds(bounds);
+    let runs = stages.map(|s| s.single().and_then(|s| s.run(&stored)));
     let bias = [
         outs[0].bias[0],
         outs[0].bias[1],
@@ -2031,10 +2035,11 @@ fn pixels<X: Lanes, Y: Store>(
     // With the DSP tiles and rows of at most `ROW_BLOCK` pixels, a row's sums are buffered
     // and each channel's output stage runs as one loop (`simd::requant_run`).
     let buffered = TILES && out_w <= ROW_BLOCK;
+    let stored = Y::stage_bounds(&c.bounds);
     let runs = outs
         .stage
         .each_ref()
-        .map(|s| s.single().and_then(|s| s.run(&c.bounds)));
+        .map(|s| s.single().and_then(|s| s.run(&stored)));
     let mut accs = [0i32; 2 * ROW_BLOCK];
     let mut narrow = [0i16; 2 * ROW_BLOCK];
     let mut rows = output.chunks_mut((out_stride * out_w).max(1)).take(out_h);

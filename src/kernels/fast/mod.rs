@@ -24,6 +24,7 @@ pub mod requant;
 pub mod simd;
 
 use crate::kernels::reference::int8::FromWide;
+use requant::Bounds;
 
 /// An int8 or int16 output: loops whose work does not depend on the output's element type take
 /// this and match on it only where they store, so a firmware whose model writes both types links
@@ -39,11 +40,33 @@ pub enum Outs<'a> {
 pub trait Store: FromWide {
     /// The slice as an [`Outs`].
     fn outs(y: &mut [Self]) -> Outs<'_>;
+
+    /// The clamp an output stage needs before its int16 results are stored as this type
+    /// ([`FromWide`]): `bounds` itself, but for int8 outputs the int8 range widens to the int16
+    /// range, since the store saturates to int8 anyway and [`simd::requant_run`] clamps to the
+    /// int16 range in one instruction (to other ranges in six).
+    #[inline(always)]
+    fn stage_bounds(bounds: &Bounds) -> Bounds {
+        *bounds
+    }
 }
 
 impl Store for i8 {
     fn outs(y: &mut [i8]) -> Outs<'_> {
         Outs::I8(y)
+    }
+
+    #[inline(always)]
+    fn stage_bounds(bounds: &Bounds) -> Bounds {
+        if (bounds.min, bounds.max) == (-128, 127) {
+            Bounds {
+                min: -32768,
+                max: 32767,
+                ..*bounds
+            }
+        } else {
+            *bounds
+        }
     }
 }
 
@@ -54,6 +77,15 @@ impl Store for i16 {
 }
 
 impl Outs<'_> {
+    /// [`Store::stage_bounds`] of the output's element type.
+    #[inline(always)]
+    pub fn stage_bounds(&self, bounds: &Bounds) -> Bounds {
+        match self {
+            Outs::I8(_) => i8::stage_bounds(bounds),
+            Outs::I16(_) => i16::stage_bounds(bounds),
+        }
+    }
+
     /// Elements in the output.
     pub fn len(&self) -> usize {
         match self {
