@@ -519,9 +519,15 @@ fn main() -> ! {
             output_requant: gen.requant(false),
             output: OutputQuant {
                 zero_point: zp_out,
-                clamp: Clamp {
-                    min: zp_out,
-                    max: 127,
+                // ReLU, or (every fourth case) the whole int8 range: the DSP cores' tabulated
+                // loop saturates to it in one instruction.
+                clamp: if case % 4 == 0 {
+                    Clamp::FULL
+                } else {
+                    Clamp {
+                        min: zp_out,
+                        max: 127,
+                    }
                 },
             },
         };
@@ -529,6 +535,11 @@ fn main() -> ! {
         elementwise::add(&q, &x8[..n], &b[..n], &mut y8b[..n]);
         if y8a[..n] != y8b[..n] {
             fail("add", case);
+        }
+        // The tabulated loop (`add` tabulates from 1024 elements, more than these buffers).
+        fast::elementwise::add_tabulated(&q, &x8[..n], &b[..n], &mut y8a[..n]);
+        if y8a[..n] != y8b[..n] {
+            fail("add (tabulated)", case);
         }
         cases += 2;
     }

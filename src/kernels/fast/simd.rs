@@ -2329,6 +2329,8 @@ mod columns;
 pub use columns::{copy_rows, smlad_2x2_pairs};
 mod depthwise;
 pub use depthwise::dw3x3_pixel_relu16;
+mod elementwise;
+pub use elementwise::add_tabulated;
 
 #[cfg(test)]
 mod tests {
