@@ -1950,6 +1950,23 @@ fn pointwise_quads<Y: Store>(
     ];
     let o = outs[0].o;
     let pixels = x.len() / n;
+    // Four whole channels whose stages clamp alike: the output stage in the tile's registers,
+    // every pixel in one call, straight into the output.
+    if let (4, [Some(r0), Some(r1), Some(r2), Some(r3)]) = (valid, runs) {
+        let runs = [r0, r1, r2, r3];
+        let (bytes, int8) = match Y::outs(output) {
+            Outs::I8(y) => (bytemuck::cast_slice_mut::<i8, u8>(y), true),
+            Outs::I16(y) => (bytemuck::cast_slice_mut::<i16, u8>(y), false),
+        };
+        let size = if int8 { 1 } else { 2 };
+        if let (Some(clamp), Some(out)) =
+            (simd::QuadClamp::of(&runs, int8), bytes.get_mut(o * size..))
+        {
+            if simd::smlad_4x1_store(w, x, (n, bias, &runs, clamp), out, (pixels, out_stride)) {
+                return;
+            }
+        }
+    }
     let Blocks { accs, narrow } = blocks;
     let mut p0 = 0;
     while p0 < pixels {
