@@ -972,6 +972,15 @@ fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>
             .each_ref()
             .map(|s| s.single().and_then(|s| s.run(&stored)));
         let bias = [b0, b1, b2, b3];
+        let int8 = matches!(output, Outs::I8(_));
+        let size = if int8 { 1 } else { 2 };
+        let fused = match (valid, runs) {
+            (4, [Some(r0), Some(r1), Some(r2), Some(r3)]) => {
+                let runs = [r0, r1, r2, r3];
+                simd::QuadClamp::of(&runs, int8).map(|clamp| (runs, clamp))
+            }
+            _ => None,
+        };
         for oy in 0..out_h {
             // The row's interior pixels (whole windows) in one call, their sums from
             // `2 · x_lo` on; the border pixels one by one below.
@@ -1050,6 +1059,18 @@ fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>
                     if let Some(dst) = accs.get_mut(at..).and_then(|a| a.first_chunk_mut::<2>()) {
                         *dst = sums;
                     }
+                }
+            }
+            // Four whole channels whose stages clamp alike: straight into the output.
+            if let Some((runs, clamp)) = fused {
+                let first = (oy * out_w * out_stride + o) * size;
+                let out = match &mut output {
+                    Outs::I8(y) => bytemuck::cast_slice_mut::<i8, u8>(y),
+                    Outs::I16(y) => bytemuck::cast_slice_mut::<i16, u8>(y),
+                };
+                let out = out.get_mut(first..).unwrap_or_default();
+                if simd::stage_quads(&accs, (&runs, clamp), out, (out_w, out_stride)) {
+                    continue;
                 }
             }
             quad_stages(

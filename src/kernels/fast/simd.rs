@@ -2331,8 +2331,8 @@ mod depthwise;
 pub use depthwise::dw3x3_pixel_relu16;
 mod elementwise;
 pub use elementwise::add_tabulated;
-mod pointwise;
-pub use pointwise::{smlad_4x1_store, QuadClamp};
+mod quad_store;
+pub use quad_store::{smlad_4x1_store, stage_quads, QuadClamp};
 
 #[cfg(test)]
 mod tests {

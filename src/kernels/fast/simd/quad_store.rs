@@ -1,0 +1,359 @@
+//! Four output channels' output stage in registers, straight into the output: fused with the
+//! pointwise four-channel tile ([`smlad_4x1_store`]: each pixel's four sums never leave the
+//! registers) and over a row of buffered sums ([`stage_quads`], for the regular tile's rows),
+//! where [`requant_run`](super::requant_run) per channel (ten instructions per output) and a
+//! copy into the output (about four more) take about fourteen.
+
+use super::RunScale;
+
+/// The clamp of a fused output stage: one saturation, and the stored element type. The four
+/// channels' [`RunScale`]s must clamp to exactly this range (the caller checks, [`Self::of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuadClamp {
+    /// int16 outputs, `[-32768, 32767]`.
+    I16,
+    /// int16 outputs, `[0, 32767]` (ReLU with a zero point of 0).
+    I16Relu,
+    /// int8 outputs, `[-128, 127]` (every int8 output after ReLU: zero point -128).
+    I8,
+}
+
+impl QuadClamp {
+    /// The form all four stages share for an output of int8 (`int8`) or int16 elements, if any.
+    /// For int8 outputs the int16 range stands for the int8 range it was widened from
+    /// (`fast::Store::stage_bounds`: an int8 output's clamp is never wider than int8).
+    pub fn of(runs: &[RunScale; 4], int8: bool) -> Option<QuadClamp> {
+        let clamp = (runs[0].min, runs[0].max);
+        if runs.iter().any(|r| (r.min, r.max) != clamp) {
+            return None;
+        }
+        match (int8, clamp) {
+            (false, (-32768, 32767)) => Some(QuadClamp::I16),
+            (false, (0, 32767)) => Some(QuadClamp::I16Relu),
+            (true, (-128, 127) | (-32768, 32767)) => Some(QuadClamp::I8),
+            _ => None,
+        }
+    }
+}
+
+/// Parameter words per call: the biases, the weights' start, the passes per pixel, the next
+/// pixel's output, the end of the output, the pixel stride in bytes, then per channel its
+/// stage's high word, multiplier and shift.
+#[cfg(icefold_dsp)]
+const PARAMS: usize = 21;
+
+/// One channel's output stage in assembly text: its three constants (high word, multiplier,
+/// shift) loaded from `lr` (advanced past them with `$next` = "!", left with ""), then
+/// `requant_run`'s arithmetic on the sum in `$acc`, the saturation `$sat` and the store `$st`
+/// (of r4). Uses r0-r4.
+#[cfg(icefold_dsp)]
+macro_rules! channel_stage {
+    ($acc:literal, $next:literal, $sat:literal, $st:literal) => {
+        concat!(
+            "ldm lr",
+            $next,
+            ", {{r0-r2}}\n",
+            "and r3, ",
+            $acc,
+            ", #0x80000000\n",
+            "orr r3, r3, #0x40000000\n",
+            "add r4, r0, ",
+            $acc,
+            ", asr #31\n",
+            "smlal r3, r4, ",
+            $acc,
+            ", r1\n",
+            "asr r4, r4, r2\n",
+            $sat,
+            "\n",
+            $st
+        )
+    };
+}
+
+/// The saturation and the four stores of each [`QuadClamp`], for [`channel_stage`].
+#[cfg(icefold_dsp)]
+macro_rules! with_clamp {
+    ($clamp:expr, $body:ident) => {
+        match $clamp {
+            QuadClamp::I16 => $body!(
+                "ssat r4, #16, r4",
+                "strh r4, [r5]",
+                "strh r4, [r5, #2]",
+                "strh r4, [r5, #4]",
+                "strh r4, [r5, #6]"
+            ),
+            QuadClamp::I16Relu => $body!(
+                "usat r4, #15, r4",
+                "strh r4, [r5]",
+                "strh r4, [r5, #2]",
+                "strh r4, [r5, #4]",
+                "strh r4, [r5, #6]"
+            ),
+            QuadClamp::I8 => $body!(
+                "ssat r4, #8, r4",
+                "strb r4, [r5]",
+                "strb r4, [r5, #1]",
+                "strb r4, [r5, #2]",
+                "strb r4, [r5, #3]"
+            ),
+        }
+    };
+}
+
+/// Checks the output side of [`smlad_4x1_store`] and [`stage_quads`]: element size of `clamp`,
+/// and whether `out` holds `pixels` pixels `stride` elements apart (four elements each).
+fn output_fits(clamp: QuadClamp, out: &[u8], pixels: usize, stride: usize) -> Option<usize> {
+    let size = if clamp == QuadClamp::I8 { 1 } else { 2 };
+    let span = pixels
+        .checked_sub(1)?
+        .checked_mul(stride)?
+        .checked_add(4)?
+        .checked_mul(size)?;
+    ((4..=1 << 20).contains(&stride) && span <= out.len()).then_some(size)
+}
+
+/// Pixel `p`'s four results through `runs` into `out` (the portable output stage of both).
+#[cfg(not(icefold_dsp))]
+fn store_pixel(acc: [i32; 4], runs: &[RunScale; 4], clamp: QuadClamp, out: &mut [u8], at: usize) {
+    let size = if clamp == QuadClamp::I8 { 1 } else { 2 };
+    for (k, (a, r)) in acc.iter().zip(runs).enumerate() {
+        let v = r.apply(*a);
+        let at = at + k * size;
+        if let Some(y) = out.get_mut(at..at + size) {
+            match clamp {
+                // The int8 saturation (the stage may clamp to the int16 range it stands for).
+                QuadClamp::I8 => y.copy_from_slice(&[v.clamp(-128, 127) as i8 as u8]),
+                _ => y.copy_from_slice(&(v as i16).to_le_bytes()),
+            }
+        }
+    }
+}
+
+/// [`smlad_4x1_pixels`](super::smlad_4x1_pixels)' sums (`w`, `x`, `n`, `bias`, `pixels`) through
+/// each channel's stage `runs[k]` ([`RunScale::apply`]) into `out`: pixel `p`'s channel `k` at
+/// element `p · stride + k` (int16 elements for [`QuadClamp::I16`] and
+/// [`QuadClamp::I16Relu`], int8 for [`QuadClamp::I8`], `out` as bytes either way, little-endian).
+/// `clamp` must be the four stages' common clamp ([`QuadClamp::of`]). `false` (nothing written)
+/// unless `n` is a positive multiple of 4, `pixels >= 1`, `4 <= stride <= 2^20`, `w` holds
+/// `4 · n` words, `x` `pixels · n` and `out` the last pixel's four elements.
+///
+/// With the DSP extension: the multiply loop of `smlad_4x1_pixels`, then per channel an LDM of
+/// its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and the store (eight
+/// instructions per output), seven per pixel to advance.
+#[inline(always)]
+pub fn smlad_4x1_store(
+    w: &[u32],
+    x: &[u32],
+    (n, bias, runs, clamp): (usize, [i32; 4], &[RunScale; 4], QuadClamp),
+    out: &mut [u8],
+    (pixels, stride): (usize, usize),
+) -> bool {
+    let Some(size) = output_fits(clamp, out, pixels, stride) else {
+        return false;
+    };
+    if n == 0 || n % 4 != 0 || w.len() / 4 < n || x.len() / n < pixels {
+        return false;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let start = out.as_mut_ptr();
+        let step = stride * size;
+        let mut params = [0u32; PARAMS];
+        params[..4].copy_from_slice(&bias.map(|b| b as u32));
+        params[4] = w.as_ptr() as usize as u32;
+        params[5] = (n / 4) as u32;
+        params[6] = start as usize as u32;
+        params[7] = start.wrapping_add(pixels * step) as usize as u32;
+        params[8] = step as u32;
+        for (k, r) in runs.iter().enumerate() {
+            params[9 + 3 * k] = r.high as u32;
+            params[10 + 3 * k] = r.multiplier as u32;
+            params[11 + 3 * k] = r.shift;
+        }
+        // SAFETY: the checks above. Per pixel the loop reads `n` words of `x` through r12
+        // (post-incremented: pixel `p` reads words `p · n .. (p + 1) · n`, `p < pixels`, inside
+        // `x`) and the `4 · n` words of `w` from its start through r5 (four LDMs of four words
+        // per pass, `n / 4` passes: inside `w`). It writes the four elements of pixel `p` at
+        // byte `p · step + k · size` of `out` (r5, advanced by `step` per pixel), `k < 4`,
+        // stopping when r5 reaches `pixels · step`: the last at `(pixels − 1) · step + 4 ·
+        // size <= out.len()`. It reads and writes the words of `params` (alive past the
+        // statement), pushes one word it pops before the end. Only the named registers and
+        // the flags (with Q) change; r6 and r7 are not touched. LDM, LDRD, SMLAD, SMLAL, SSAT,
+        // USAT, PUSH, POP exist on every icefold_dsp core.
+        macro_rules! fused {
+            ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
+                unsafe {
+                    core::arch::asm!(
+                        "push {{r0}}",
+                        "1:",
+                        "ldr lr, [sp]",
+                        "ldm lr, {{r8-r11}}",
+                        "ldrd r5, lr, [lr, #16]",
+                        "2:",
+                        "ldr r4, [r12], #4",
+                        "ldm r5!, {{r0-r3}}",
+                        "smlad r8, r0, r4, r8",
+                        "smlad r9, r1, r4, r9",
+                        "smlad r10, r2, r4, r10",
+                        "smlad r11, r3, r4, r11",
+                        "ldr r4, [r12], #4",
+                        "ldm r5!, {{r0-r3}}",
+                        "smlad r8, r0, r4, r8",
+                        "smlad r9, r1, r4, r9",
+                        "smlad r10, r2, r4, r10",
+                        "smlad r11, r3, r4, r11",
+                        "ldr r4, [r12], #4",
+                        "ldm r5!, {{r0-r3}}",
+                        "smlad r8, r0, r4, r8",
+                        "smlad r9, r1, r4, r9",
+                        "smlad r10, r2, r4, r10",
+                        "smlad r11, r3, r4, r11",
+                        "ldr r4, [r12], #4",
+                        "ldm r5!, {{r0-r3}}",
+                        "smlad r8, r0, r4, r8",
+                        "smlad r9, r1, r4, r9",
+                        "smlad r10, r2, r4, r10",
+                        "smlad r11, r3, r4, r11",
+                        "subs lr, lr, #1",
+                        "bne 2b",
+                        // Each channel's output stage, into the pixel's four elements.
+                        "ldr lr, [sp]",
+                        "ldr r5, [lr, #24]",
+                        "add lr, lr, #36",
+                        channel_stage!("r8", "!", $sat, $s0),
+                        channel_stage!("r9", "!", $sat, $s1),
+                        channel_stage!("r10", "!", $sat, $s2),
+                        channel_stage!("r11", "", $sat, $s3),
+                        // The next pixel's output, until the end.
+                        "ldr lr, [sp]",
+                        "ldrd r0, r1, [lr, #28]",
+                        "add r5, r5, r1",
+                        "str r5, [lr, #24]",
+                        "cmp r5, r0",
+                        "bne 1b",
+                        "pop {{r0}}",
+                        inout("r0") params.as_mut_ptr() => _,
+                        out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                        out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                        inout("r12") x.as_ptr() => _,
+                        out("lr") _,
+                        options(),
+                    );
+                }
+            };
+        }
+        with_clamp!(clamp, fused);
+        let _ = params;
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        for (p, xp) in x.chunks_exact(n).take(pixels).enumerate() {
+            let mut acc = bias;
+            for (xw, ws) in xp.iter().zip(w.chunks_exact(4)) {
+                for (a, wk) in acc.iter_mut().zip(ws) {
+                    *a = super::smlad(*wk, *xw, *a);
+                }
+            }
+            store_pixel(acc, runs, clamp, out, p * stride * size);
+        }
+    }
+    true
+}
+
+/// The output stage of four channels' sums over `pixels` pixels, laid out as
+/// [`QUAD_SPLIT`](super::QUAD_SPLIT) describes (pixel `p`'s channels 0 and 1 at `sums[2p]`,
+/// `sums[2p + 1]`, 2 and 3 at `QUAD_SPLIT + 2p`, `QUAD_SPLIT + 2p + 1`), through each channel's
+/// stage `runs[k]` into `out` as [`smlad_4x1_store`] writes it. `clamp` must be the four
+/// stages' common clamp ([`QuadClamp::of`]). `false` (nothing written) unless `pixels >= 1`,
+/// `2 · pixels <= QUAD_SPLIT`, `sums` holds `QUAD_SPLIT + 2 · pixels` values and `out` the last
+/// pixel's four elements.
+///
+/// With the DSP extension: two LDRDs of the pixel's sums, eight instructions per output
+/// (as [`smlad_4x1_store`]'s) and six per pixel to advance.
+#[inline(always)]
+pub fn stage_quads(
+    sums: &[i32],
+    (runs, clamp): (&[RunScale; 4], QuadClamp),
+    out: &mut [u8],
+    (pixels, stride): (usize, usize),
+) -> bool {
+    let Some(size) = output_fits(clamp, out, pixels, stride) else {
+        return false;
+    };
+    if 2 * pixels > super::QUAD_SPLIT || sums.len() < super::QUAD_SPLIT + 2 * pixels {
+        return false;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let start = out.as_mut_ptr();
+        let step = stride * size;
+        let mut params = [0u32; 15];
+        params[0] = start as usize as u32;
+        params[1] = sums.as_ptr().wrapping_add(2 * pixels) as usize as u32;
+        params[2] = step as u32;
+        for (k, r) in runs.iter().enumerate() {
+            params[3 + 3 * k] = r.high as u32;
+            params[4 + 3 * k] = r.multiplier as u32;
+            params[5 + 3 * k] = r.shift;
+        }
+        // SAFETY: the checks above. Per pixel `p < pixels` the loop reads `sums[2p..2p + 2]`
+        // and `sums[QUAD_SPLIT + 2p..QUAD_SPLIT + 2p + 2]` (LDRD through r12, post-incremented
+        // by 8 bytes, and at the immediate offset 256 = 4 · QUAD_SPLIT bytes), stopping when
+        // r12 reaches `2 · pixels`: inside `sums`, which holds `QUAD_SPLIT + 2 · pixels`. It
+        // writes pixel `p`'s four elements at byte `p · step + k · size` of `out` (r5, advanced
+        // by `step`), the last below `(pixels − 1) · step + 4 · size <= out.len()`. It reads
+        // and writes the words of `params` (alive past the statement) and pushes one word it
+        // pops before the end. `sums` is an `i32` slice: word-aligned, as LDRD needs. Only the
+        // named registers and the flags (with Q) change; r6 and r7 are not touched.
+        macro_rules! row {
+            ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
+                unsafe {
+                    core::arch::asm!(
+                        "push {{r0}}",
+                        "1:",
+                        "ldrd r10, r11, [r12, #256]",
+                        "ldrd r8, r9, [r12], #8",
+                        "ldr lr, [sp]",
+                        "ldr r5, [lr]",
+                        "add lr, lr, #12",
+                        channel_stage!("r8", "!", $sat, $s0),
+                        channel_stage!("r9", "!", $sat, $s1),
+                        channel_stage!("r10", "!", $sat, $s2),
+                        channel_stage!("r11", "", $sat, $s3),
+                        "ldr lr, [sp]",
+                        "ldrd r0, r1, [lr, #4]",
+                        "add r5, r5, r1",
+                        "str r5, [lr]",
+                        "cmp r12, r0",
+                        "bne 1b",
+                        "pop {{r0}}",
+                        inout("r0") params.as_mut_ptr() => _,
+                        out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                        out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                        inout("r12") sums.as_ptr() => _,
+                        out("lr") _,
+                        options(),
+                    );
+                }
+            };
+        }
+        with_clamp!(clamp, row);
+        let _ = params;
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let (lo, hi) = sums.split_at(super::QUAD_SPLIT);
+        let pairs = lo.chunks_exact(2).zip(hi.chunks_exact(2)).take(pixels);
+        for (p, (a, b)) in pairs.enumerate() {
+            store_pixel(
+                [a[0], a[1], b[0], b[1]],
+                runs,
+                clamp,
+                out,
+                p * stride * size,
+            );
+        }
+    }
+    true
+}
