@@ -379,29 +379,60 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     };
     // Padded columns the windows read.
     let width = (out_w - 1) * g.stride[1] + 3;
-    let chunk = (BY_PIXEL_RING / (3 * width)).min(BY_PIXEL_PAIRS);
+    // Words per ring column: a constant of the two-pixel pass (8, 16 or 32 pairs, the widest
+    // whose three rows fit the ring), or where none fits (strides above 2 on wide rows) the
+    // pairs that fit, for the one-pixel pass only.
+    let col_fit = [32, 16, 8]
+        .into_iter()
+        .find(|col| 3 * width * col <= BY_PIXEL_RING);
+    let chunk = col_fit
+        .unwrap_or(BY_PIXEL_RING / (3 * width))
+        .min(BY_PIXEL_PAIRS);
     // With several chunks, every factor is checked before anything is written (one chunk
     // checks its own as it prepares them).
     if chunk == 0 || (half > chunk && !(0..channels).all(|ch| runs_of(ch).is_some())) {
         return false;
     }
-    // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT.
+    // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT, and
+    // two pixels per pass where the column is a constant of the pass.
     let relu16 = c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX);
-    let pixel = |rows: [&[u32]; 3], n: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
+    let pixel = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
         if relu16 {
-            simd::dw3x3_pixel_relu16(rows, n, k, out);
+            simd::dw3x3_pixel_relu16(rows, col, k, out);
         } else {
-            simd::dw3x3_pixel(rows, n, k, out);
+            simd::dw3x3_pixel(rows, col, k, out);
         }
     };
+    let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
+    let pixel2 =
+        |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32], b_at| match (
+            g.stride[1],
+            col,
+        ) {
+            (1, 8) => simd::dw3x3_pixel2_relu16::<1, 8>(rows, k, out, b_at),
+            (1, 16) => simd::dw3x3_pixel2_relu16::<1, 16>(rows, k, out, b_at),
+            (1, _) => simd::dw3x3_pixel2_relu16::<1, 32>(rows, k, out, b_at),
+            (_, 8) => simd::dw3x3_pixel2_relu16::<2, 8>(rows, k, out, b_at),
+            (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>(rows, k, out, b_at),
+            _ => simd::dw3x3_pixel2_relu16::<2, 32>(rows, k, out, b_at),
+        };
     let mut ring = [0u32; BY_PIXEL_RING];
     let mut pads = [0u32; BY_PIXEL_PAIRS];
-    // One pixel's results as lane pairs.
-    let mut narrow = [0u32; BY_PIXEL_PAIRS];
+    // Two pixels' results as lane pairs (the second at `BY_PIXEL_PAIRS`).
+    let mut narrow = [0u32; 2 * BY_PIXEL_PAIRS];
     let mut first = 0;
     while first < half {
         let n = (half - first).min(chunk);
-        let slot_len = width * n;
+        // The narrowest constant column that holds the chunk.
+        let col = match col_fit {
+            Some(fit) => [8, 16, 32]
+                .into_iter()
+                .find(|c| n <= *c)
+                .unwrap_or(fit)
+                .min(fit),
+            None => n,
+        };
+        let slot_len = width * col;
         let mut k = simd::DwPixelParams::new(n);
         for (j, p) in pads.iter_mut().enumerate().take(n) {
             let ch = 2 * (first + j);
@@ -440,10 +471,19 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
                 }
                 *h = py;
                 let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
-                // Every pair of the pixels: the input row's columns are one run of words.
+                // The input row's columns the windows read, `l..end` in padded columns.
                 let (l, end) = (g.pad[1].min(width), (g.pad[1] + in_w).min(width));
-                if let (true, Some(iy)) = (n == half, iy) {
-                    let from = iy * in_w * half;
+                let Some(iy) = iy else {
+                    for px in dst.chunks_exact_mut(col) {
+                        if let Some(px) = px.get_mut(..n) {
+                            px.copy_from_slice(pads);
+                        }
+                    }
+                    continue;
+                };
+                let from = iy * in_w * half;
+                // Every pair of the pixels, one word per column: one run of words.
+                if n == half && col == n {
                     let (Some(src), Some(inside)) = (
                         x.get(from..from + (end - l) * half),
                         dst.get_mut(l * n..end * n),
@@ -451,48 +491,67 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
                         return true;
                     };
                     inside.copy_from_slice(src);
-                    let outside = dst.chunks_exact_mut(n).enumerate();
-                    for (_, px) in outside.filter(|(col, _)| !(l..end).contains(col)) {
-                        px.copy_from_slice(pads);
-                    }
-                    continue;
-                }
-                for (col, px) in dst.chunks_exact_mut(n).enumerate() {
-                    let src = match (iy, coord(col, 1, 0, 1, g.pad[1], in_w)) {
-                        (Some(iy), Some(ix)) => {
-                            let at = (iy * in_w + ix) * half + first;
-                            x.get(at..at + n).unwrap_or(pads)
+                } else {
+                    // The chunk's words of each pixel.
+                    let src = x.get(from + first..).unwrap_or_default();
+                    let pixels = src.chunks(half).take(end - l);
+                    for (px, s) in dst.chunks_exact_mut(col).skip(l).zip(pixels) {
+                        if let (Some(px), Some(s)) = (px.get_mut(..n), s.get(..n)) {
+                            px.copy_from_slice(s);
                         }
-                        _ => pads,
-                    };
-                    if src.len() == px.len() {
-                        px.copy_from_slice(src);
+                    }
+                }
+                let outside = dst.chunks_exact_mut(col).enumerate();
+                for (_, px) in outside.filter(|(c, _)| !(l..end).contains(c)) {
+                    if let Some(px) = px.get_mut(..n) {
+                        px.copy_from_slice(pads);
                     }
                 }
             }
             let slots = [top, top + 1, top + 2].map(|py| py % 3 * slot_len);
-            for ox in 0..out_w {
+            let mut ox = 0;
+            while ox < out_w {
                 let at = (oy * out_w + ox) * channels + 2 * first;
-                let Some(y) = output.get_mut(at..at + 2 * n) else {
-                    return true;
-                };
-                let left = ox * g.stride[1] * n;
+                let left = ox * g.stride[1] * col;
                 let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
-                // An int16 output takes the lane pairs as they are.
-                if let Some(words) = simd::i16_words(y) {
-                    pixel(slots.map(row), n, &k, words);
+                if two && ox + 1 < out_w {
+                    // Pixels `ox` and `ox + 1`: the second's results `channels` values on.
+                    let Some(y) = output.get_mut(at..at + channels + 2 * n) else {
+                        return true;
+                    };
+                    if let Some(words) = simd::i16_words(y) {
+                        pixel2(slots.map(row), col, &k, words, half);
+                    } else {
+                        pixel2(slots.map(row), col, &k, &mut narrow, BY_PIXEL_PAIRS);
+                        let (a, b) = narrow.split_at(BY_PIXEL_PAIRS);
+                        let (ya, yb) = y.split_at_mut(channels);
+                        let ya = ya.chunks_exact_mut(2).take(n).zip(a);
+                        for (y, v) in ya.chain(yb.chunks_exact_mut(2).zip(b)) {
+                            if let [y0, y1] = y {
+                                *y0 = Y::from_wide(*v as i16);
+                                *y1 = Y::from_wide((*v >> 16) as i16);
+                            }
+                        }
+                    }
+                    ox += 2;
                     continue;
                 }
                 let Some(y) = output.get_mut(at..at + 2 * n) else {
                     return true;
                 };
-                pixel(slots.map(row), n, &k, &mut narrow);
-                for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
-                    if let [y0, y1] = y {
-                        *y0 = Y::from_wide(*v as i16);
-                        *y1 = Y::from_wide((*v >> 16) as i16);
+                // An int16 output takes the lane pairs as they are.
+                if let Some(words) = simd::i16_words(y) {
+                    pixel(slots.map(row), col, &k, words);
+                } else {
+                    pixel(slots.map(row), col, &k, &mut narrow);
+                    for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
+                        if let [y0, y1] = y {
+                            *y0 = Y::from_wide(*v as i16);
+                            *y1 = Y::from_wide((*v >> 16) as i16);
+                        }
                     }
                 }
+                ox += 1;
             }
         }
         first += n;
@@ -653,22 +712,24 @@ mod tests {
         runs: bool,
         /// Where the int16 input starts in its buffer (1: not word-aligned).
         offset: usize,
+        /// Output zero point 0: with `relu`, the clamp `[0, 32767]` of the two-pixel pass.
+        zero_out: bool,
         seed: u64,
     }
 
     prop_compose! {
-        fn case()(channels in 1usize..=11, sh in 1usize..=3, sw in 1usize..=2,
+        fn case()(channels in prop_oneof![1usize..=11, 12usize..=80], sh in 1usize..=3, sw in 1usize..=2,
                   pad in proptest::array::uniform4(0usize..=2), h in 1usize..=7, w in 1usize..=40,
                   with_pad_values in any::<bool>(), relu in any::<bool>(),
                   big_bias in any::<bool>(), runs in any::<bool>(), offset in 0usize..=1,
-                  seed in any::<u64>())
+                  zero_out in any::<bool>(), seed in any::<u64>())
             -> Option<Case>
         {
             let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [1, 1], pad, groups: channels, in_pixel_stride: 0 };
             let oh = (h + pad[0] + pad[2]).checked_sub(3)? / sh + 1;
             let ow = (w + pad[1] + pad[3]).checked_sub(3)? / sw + 1;
             Some(Case { g, in_dims: [h, w, channels], out_dims: [oh, ow, channels],
-                        with_pad_values, relu, big_bias, runs, offset, seed })
+                        with_pad_values, relu, big_bias, runs, offset, zero_out, seed })
         }
     }
 
@@ -716,7 +777,7 @@ mod tests {
             .collect();
         let multiplier: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
         let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
-        let zp_out = gen.i16();
+        let zp_out = if c.zero_out { 0 } else { gen.i16() };
         let clamp = if c.relu {
             ClampI16 {
                 min: zp_out,

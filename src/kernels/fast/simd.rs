@@ -2328,7 +2328,7 @@ pub use conv::{
 mod columns;
 pub use columns::{copy_rows, smlad_2x2_pairs};
 mod depthwise;
-pub use depthwise::dw3x3_pixel_relu16;
+pub use depthwise::{dw3x3_pixel2_relu16, dw3x3_pixel_relu16};
 
 #[cfg(test)]
 mod tests {
