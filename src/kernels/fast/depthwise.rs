@@ -313,31 +313,48 @@ fn sums_first<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output
     }
 }
 
-/// Widest output row [`by_pixel`] takes: on narrow maps the row kernel's per-row and
-/// per-channel-pair work (row copies, the two output-stage calls, the store loop) outweighs
-/// the outputs it serves; on wider ones its row passes win.
+/// Widest output row [`by_pixel`] takes with any channel count: on narrow maps the row
+/// kernel's per-row and per-channel-pair work (row copies, the two output-stage calls, the
+/// store loop) outweighs the outputs it serves.
 const BY_PIXEL_MAX_W: usize = 12;
+
+/// Widest output row [`by_pixel`] takes with at least [`BY_PIXEL_WIDE_PAIRS`] channel pairs
+/// (MobileNet's 24x24 maps): there a pass serves at least 16 outputs per pixel, and the
+/// two-pixel pass beats the row kernel (24x24 g32 760,369 → 539,082 instructions on the M4F);
+/// with fewer pairs (MobileNet's 48x48 g8) the per-pass work does not pay (692 K → 865 K).
+const BY_PIXEL_WIDE_W: usize = 24;
+
+/// Fewest channel pairs with which [`by_pixel`] takes rows up to [`BY_PIXEL_WIDE_W`] pixels.
+const BY_PIXEL_WIDE_PAIRS: usize = 8;
 
 /// Most channel pairs [`by_pixel`] prepares at once ([`simd::DwPixelParams`], 2.5 KiB of
 /// stack).
 const BY_PIXEL_PAIRS: usize = simd::DW_PIXEL_PAIRS;
 
-/// Words of [`by_pixel`]'s three padded input rows (3 KiB of stack): a chunk of channel pairs
-/// is at most `BY_PIXEL_RING / (3 · width)` pairs wide. DS-CNN's 64 channels (7 padded
-/// columns) are one chunk, so each input row is one contiguous copy.
-const BY_PIXEL_RING: usize = 768;
+/// Words of [`by_pixel`]'s three padded input rows (4.9 KiB of stack): a chunk of channel
+/// pairs is one ring column of 8, 16 or 32 words, the widest with `3 · width · column <=
+/// BY_PIXEL_RING`. 1,248 = 3 · 26 · 16: MobileNet's 24x24 g32 (26 padded columns, 16 pairs) is
+/// one chunk, so each input row is one contiguous copy, as are DS-CNN's 64 channels (7 padded
+/// columns, 32 pairs) and MobileNet's 24x24 stride-2 g32 (25 columns).
+const BY_PIXEL_RING: usize = 1248;
 
 /// True if [`by_pixel`] takes this convolution (the caller has checked that it is depthwise
 /// and that its output is dense): 3x3, dilation 1, any stride, an even channel count, output
-/// rows of at most [`BY_PIXEL_MAX_W`] pixels (so that three padded rows of at least one pair
-/// fit its ring).
+/// rows of at most [`BY_PIXEL_MAX_W`] pixels, or [`BY_PIXEL_WIDE_W`] with at least
+/// [`BY_PIXEL_WIDE_PAIRS`] channel pairs (so that three padded rows of at least one pair fit
+/// its ring).
 pub(super) fn covers_by_pixel<X>(c: &Conv<'_, X>) -> bool {
     let g = c.geometry;
     let ([_, _, channels], [_, out_w, _]) = c.dims;
+    let widest = if channels / 2 >= BY_PIXEL_WIDE_PAIRS {
+        BY_PIXEL_WIDE_W
+    } else {
+        BY_PIXEL_MAX_W
+    };
     g.kernel == [3, 3]
         && g.dilation == [1, 1]
         && channels % 2 == 0
-        && (1..=BY_PIXEL_MAX_W).contains(&out_w)
+        && (1..=widest).contains(&out_w)
         && ((out_w - 1) * g.stride[1] + 3) * 3 <= BY_PIXEL_RING
 }
 
