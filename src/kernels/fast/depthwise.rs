@@ -338,6 +338,9 @@ const BY_PIXEL_PAIRS: usize = simd::DW_PIXEL_PAIRS;
 /// columns, 32 pairs) and MobileNet's 24x24 stride-2 g32 (25 columns).
 const BY_PIXEL_RING: usize = 1248;
 
+/// The ring of layers whose chunks fit 768 words (3 KiB) as well as [`BY_PIXEL_RING`].
+const BY_PIXEL_RING_SMALL: usize = 768;
+
 /// True if [`by_pixel`] takes this convolution (the caller has checked that it is depthwise
 /// and that its output is dense): 3x3, dilation 1, any stride, an even channel count, output
 /// rows of at most [`BY_PIXEL_MAX_W`] pixels, or [`BY_PIXEL_WIDE_W`] with at least
@@ -376,6 +379,26 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     x: &[u32],
     output: &mut [Y],
 ) -> bool {
+    // The small ring where it gives the same ring column as the large one (DS-CNN, MobileNet's
+    // 12x12 and smaller maps): their peak stack does not pay for the wide maps' ring.
+    let width = (c.dims.1[1].max(1) - 1) * c.geometry.stride[1] + 3;
+    let col = [32, 16, 8]
+        .into_iter()
+        .find(|col| 3 * width * col <= BY_PIXEL_RING);
+    if col.is_some_and(|col| 3 * width * col <= BY_PIXEL_RING_SMALL) {
+        by_pixel_in::<BY_PIXEL_RING_SMALL, X, Y>(c, x, output)
+    } else {
+        by_pixel_in::<BY_PIXEL_RING, X, Y>(c, x, output)
+    }
+}
+
+/// [`by_pixel`] with a ring of `RING` words.
+#[inline(never)]
+fn by_pixel_in<const RING: usize, X: Lanes, Y: Store + 'static>(
+    c: &Conv<'_, X>,
+    x: &[u32],
+    output: &mut [Y],
+) -> bool {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let half = channels / 2;
@@ -399,12 +422,8 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     // Words per ring column: a constant of the two-pixel pass (8, 16 or 32 pairs, the widest
     // whose three rows fit the ring), or where none fits (strides above 2 on wide rows) the
     // pairs that fit, for the one-pixel pass only.
-    let col_fit = [32, 16, 8]
-        .into_iter()
-        .find(|col| 3 * width * col <= BY_PIXEL_RING);
-    let chunk = col_fit
-        .unwrap_or(BY_PIXEL_RING / (3 * width))
-        .min(BY_PIXEL_PAIRS);
+    let col_fit = [32, 16, 8].into_iter().find(|col| 3 * width * col <= RING);
+    let chunk = col_fit.unwrap_or(RING / (3 * width)).min(BY_PIXEL_PAIRS);
     // With several chunks, every factor is checked before anything is written (one chunk
     // checks its own as it prepares them).
     if chunk == 0 || (half > chunk && !(0..channels).all(|ch| runs_of(ch).is_some())) {
@@ -421,19 +440,10 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
         }
     };
     let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
-    let pixel2 =
-        |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32], b_at| match (
-            g.stride[1],
-            col,
-        ) {
-            (1, 8) => simd::dw3x3_pixel2_relu16::<1, 8>(rows, k, out, b_at),
-            (1, 16) => simd::dw3x3_pixel2_relu16::<1, 16>(rows, k, out, b_at),
-            (1, _) => simd::dw3x3_pixel2_relu16::<1, 32>(rows, k, out, b_at),
-            (_, 8) => simd::dw3x3_pixel2_relu16::<2, 8>(rows, k, out, b_at),
-            (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>(rows, k, out, b_at),
-            _ => simd::dw3x3_pixel2_relu16::<2, 32>(rows, k, out, b_at),
-        };
-    let mut ring = [0u32; BY_PIXEL_RING];
+    let pixel2 = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32], b_at| {
+        pixel_pair(g.stride[1], col, rows, k, out, b_at)
+    };
+    let mut ring = [0u32; RING];
     let mut pads = [0u32; BY_PIXEL_PAIRS];
     // Two pixels' results as lane pairs (the second at `BY_PIXEL_PAIRS`).
     let mut narrow = [0u32; 2 * BY_PIXEL_PAIRS];
@@ -574,6 +584,28 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
         first += n;
     }
     true
+}
+
+/// [`simd::dw3x3_pixel2_relu16`] for horizontal stride `stride` (1, else 2) and ring column
+/// `col` (8, 16, else 32 words): one copy of the six passes for every element type and ring
+/// (the firmware links each pass once).
+#[inline(never)]
+fn pixel_pair(
+    stride: usize,
+    col: usize,
+    rows: [&[u32]; 3],
+    k: &simd::DwPixelParams,
+    out: &mut [u32],
+    b_at: usize,
+) {
+    match (stride, col) {
+        (1, 8) => simd::dw3x3_pixel2_relu16::<1, 8>(rows, k, out, b_at),
+        (1, 16) => simd::dw3x3_pixel2_relu16::<1, 16>(rows, k, out, b_at),
+        (1, _) => simd::dw3x3_pixel2_relu16::<1, 32>(rows, k, out, b_at),
+        (_, 8) => simd::dw3x3_pixel2_relu16::<2, 8>(rows, k, out, b_at),
+        (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>(rows, k, out, b_at),
+        _ => simd::dw3x3_pixel2_relu16::<2, 32>(rows, k, out, b_at),
+    }
 }
 
 /// [`simd::requant_run`] for a factor it does not take: every second value of `sums` through
