@@ -445,8 +445,8 @@ fn by_pixel_in<const RING: usize, X: Lanes, Y: Store + 'static>(
     };
     let mut ring = [0u32; RING];
     let mut pads = [0u32; BY_PIXEL_PAIRS];
-    // Two pixels' results as lane pairs (the second at `BY_PIXEL_PAIRS`).
-    let mut narrow = [0u32; 2 * BY_PIXEL_PAIRS];
+    // One pixel's results as lane pairs.
+    let mut narrow = [0u32; BY_PIXEL_PAIRS];
     let mut first = 0;
     while first < half {
         let n = (half - first).min(chunk);
@@ -542,26 +542,15 @@ fn by_pixel_in<const RING: usize, X: Lanes, Y: Store + 'static>(
                 let left = ox * g.stride[1] * col;
                 let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
                 if two && ox + 1 < out_w {
-                    // Pixels `ox` and `ox + 1`: the second's results `channels` values on.
-                    let Some(y) = output.get_mut(at..at + channels + 2 * n) else {
-                        return true;
-                    };
-                    if let Some(words) = simd::i16_words(y) {
+                    // Pixels `ox` and `ox + 1` (the clamp [0, 32767] is an int16 output's):
+                    // the second's results `channels` values on. An output not on a word
+                    // boundary (never from the engine's arena) takes the one-pixel pass.
+                    let y = output.get_mut(at..at + channels + 2 * n);
+                    if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
                         pixel2(slots.map(row), col, &k, words, half);
-                    } else {
-                        pixel2(slots.map(row), col, &k, &mut narrow, BY_PIXEL_PAIRS);
-                        let (a, b) = narrow.split_at(BY_PIXEL_PAIRS);
-                        let (ya, yb) = y.split_at_mut(channels);
-                        let ya = ya.chunks_exact_mut(2).take(n).zip(a);
-                        for (y, v) in ya.chain(yb.chunks_exact_mut(2).zip(b)) {
-                            if let [y0, y1] = y {
-                                *y0 = Y::from_wide(*v as i16);
-                                *y1 = Y::from_wide((*v >> 16) as i16);
-                            }
-                        }
+                        ox += 2;
+                        continue;
                     }
-                    ox += 2;
-                    continue;
                 }
                 let Some(y) = output.get_mut(at..at + 2 * n) else {
                     return true;
