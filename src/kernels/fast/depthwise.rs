@@ -18,9 +18,12 @@
 //! into the output row.
 //!
 //! On DSP cores, narrow maps (output rows of at most 12 pixels: DS-CNN's 25x5, MobileNet's
-//! 12x12 to 3x3) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs
-//! innermost ([`simd::dw3x3_pixel`]), its constants prepared once per call rather than once per
-//! channel pair and band of rows (a layer in place runs in bands, `engine::in_place`).
+//! 12x12 to 3x3) and rows of up to 24 pixels with at least 16 channels (MobileNet's 24x24
+//! maps) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs innermost
+//! ([`simd::dw3x3_pixel`]; with the clamp `[0, 32767]` two adjacent pixels per pass,
+//! [`simd::dw3x3_pixel2_relu16`], sharing weights, constants and input columns), its constants
+//! prepared once per call rather than once per channel pair and band of rows (a layer in place
+//! runs in bands, `engine::in_place`).
 
 use super::conv::{coord, stage, Conv, Lanes, Outputs};
 use super::requant::{Bounds, Stage};
@@ -386,18 +389,30 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
         .into_iter()
         .find(|col| 3 * width * col <= BY_PIXEL_RING);
     if col.is_some_and(|col| 3 * width * col <= BY_PIXEL_RING_SMALL) {
-        by_pixel_in::<BY_PIXEL_RING_SMALL, X, Y>(c, x, output)
+        with_ring::<BY_PIXEL_RING_SMALL, X, Y>(c, x, output)
     } else {
-        by_pixel_in::<BY_PIXEL_RING, X, Y>(c, x, output)
+        with_ring::<BY_PIXEL_RING, X, Y>(c, x, output)
     }
 }
 
-/// [`by_pixel`] with a ring of `RING` words.
+/// [`by_pixel_in`] with a ring of `RING` words on this frame (one copy of the kernel for both
+/// rings: a copy per ring cost 9.4 KB of profiling firmware code).
 #[inline(never)]
-fn by_pixel_in<const RING: usize, X: Lanes, Y: Store + 'static>(
+fn with_ring<const RING: usize, X: Lanes, Y: Store + 'static>(
     c: &Conv<'_, X>,
     x: &[u32],
     output: &mut [Y],
+) -> bool {
+    by_pixel_in(c, x, output, &mut [0u32; RING])
+}
+
+/// [`by_pixel`] with `ring` for the padded input rows.
+#[inline(never)]
+fn by_pixel_in<X: Lanes, Y: Store + 'static>(
+    c: &Conv<'_, X>,
+    x: &[u32],
+    output: &mut [Y],
+    ring: &mut [u32],
 ) -> bool {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
@@ -422,8 +437,12 @@ fn by_pixel_in<const RING: usize, X: Lanes, Y: Store + 'static>(
     // Words per ring column: a constant of the two-pixel pass (8, 16 or 32 pairs, the widest
     // whose three rows fit the ring), or where none fits (strides above 2 on wide rows) the
     // pairs that fit, for the one-pixel pass only.
-    let col_fit = [32, 16, 8].into_iter().find(|col| 3 * width * col <= RING);
-    let chunk = col_fit.unwrap_or(RING / (3 * width)).min(BY_PIXEL_PAIRS);
+    let col_fit = [32, 16, 8]
+        .into_iter()
+        .find(|col| 3 * width * col <= ring.len());
+    let chunk = col_fit
+        .unwrap_or(ring.len() / (3 * width))
+        .min(BY_PIXEL_PAIRS);
     // With several chunks, every factor is checked before anything is written (one chunk
     // checks its own as it prepares them).
     if chunk == 0 || (half > chunk && !(0..channels).all(|ch| runs_of(ch).is_some())) {
@@ -443,7 +462,6 @@ fn by_pixel_in<const RING: usize, X: Lanes, Y: Store + 'static>(
     let pixel2 = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32], b_at| {
         pixel_pair(g.stride[1], col, rows, k, out, b_at)
     };
-    let mut ring = [0u32; RING];
     let mut pads = [0u32; BY_PIXEL_PAIRS];
     // One pixel's results as lane pairs.
     let mut narrow = [0u32; BY_PIXEL_PAIRS];

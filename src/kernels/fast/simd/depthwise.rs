@@ -1,6 +1,7 @@
 //! The depthwise 3x3 pixel loop ([`super::dw3x3_pixel`]) for layers whose clamp is `[0,
 //! 32767]` (ReLU on int16 outputs with a zero point of 0, every DS-CNN and MobileNet depthwise
-//! layer): the clamp as one USAT per lane instead of two compares with their ITs and moves.
+//! layer): the clamp as one USAT per lane instead of two compares with their ITs and moves; and
+//! the same for two adjacent output pixels per pass ([`dw3x3_pixel2_relu16`]).
 
 use super::DwPixelParams;
 
