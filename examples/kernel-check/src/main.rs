@@ -572,7 +572,7 @@ fn main() -> ! {
         }
         let mut pad16 = [0i16; DW_C];
         pad16.iter_mut().for_each(|v| *v = gen.i16());
-        let pad_len = if gen.next() % 2 == 0 { c } else { 0 };
+        let pad_len = if gen.next() & 1 == 0 { c } else { 0 };
         let q = WideConvQuant {
             input_zero_point: gen.i16(),
             pad_values: &pad16[..pad_len],
