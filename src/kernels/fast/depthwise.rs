@@ -18,9 +18,12 @@
 //! into the output row.
 //!
 //! On DSP cores, narrow maps (output rows of at most 12 pixels: DS-CNN's 25x5, MobileNet's
-//! 12x12 to 3x3) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs
-//! innermost ([`simd::dw3x3_pixel`]), its constants prepared once per call rather than once per
-//! channel pair and band of rows (a layer in place runs in bands, `engine::in_place`).
+//! 12x12 to 3x3) and rows of up to 24 pixels with at least 16 channels (MobileNet's 24x24
+//! maps) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs innermost
+//! ([`simd::dw3x3_pixel`]; with the clamp `[0, 32767]` two adjacent pixels per pass,
+//! [`simd::dw3x3_pixel2_relu16`], sharing weights, constants and input columns), its constants
+//! prepared once per call rather than once per channel pair and band of rows (a layer in place
+//! runs in bands, `engine::in_place`).
 
 use super::conv::{coord, stage, Conv, Lanes, Outputs};
 use super::requant::{Bounds, Stage};
@@ -313,31 +316,51 @@ fn sums_first<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output
     }
 }
 
-/// Widest output row [`by_pixel`] takes: on narrow maps the row kernel's per-row and
-/// per-channel-pair work (row copies, the two output-stage calls, the store loop) outweighs
-/// the outputs it serves; on wider ones its row passes win.
+/// Widest output row [`by_pixel`] takes with any channel count: on narrow maps the row
+/// kernel's per-row and per-channel-pair work (row copies, the two output-stage calls, the
+/// store loop) outweighs the outputs it serves.
 const BY_PIXEL_MAX_W: usize = 12;
+
+/// Widest output row [`by_pixel`] takes with at least [`BY_PIXEL_WIDE_PAIRS`] channel pairs
+/// (MobileNet's 24x24 maps): there a pass serves at least 16 outputs per pixel, and the
+/// two-pixel pass beats the row kernel (24x24 g32 760,369 → 539,082 instructions on the M4F);
+/// with fewer pairs (MobileNet's 48x48 g8) the per-pass work does not pay (692 K → 865 K).
+const BY_PIXEL_WIDE_W: usize = 24;
+
+/// Fewest channel pairs with which [`by_pixel`] takes rows up to [`BY_PIXEL_WIDE_W`] pixels.
+const BY_PIXEL_WIDE_PAIRS: usize = 8;
 
 /// Most channel pairs [`by_pixel`] prepares at once ([`simd::DwPixelParams`], 2.5 KiB of
 /// stack).
 const BY_PIXEL_PAIRS: usize = simd::DW_PIXEL_PAIRS;
 
-/// Words of [`by_pixel`]'s three padded input rows (3 KiB of stack): a chunk of channel pairs
-/// is at most `BY_PIXEL_RING / (3 · width)` pairs wide. DS-CNN's 64 channels (7 padded
-/// columns) are one chunk, so each input row is one contiguous copy.
-const BY_PIXEL_RING: usize = 768;
+/// Words of [`by_pixel`]'s three padded input rows (4.9 KiB of stack): a chunk of channel
+/// pairs is one ring column of 8, 16 or 32 words, the widest with `3 · width · column <=
+/// BY_PIXEL_RING`. 1,248 = 3 · 26 · 16: MobileNet's 24x24 g32 (26 padded columns, 16 pairs) is
+/// one chunk, so each input row is one contiguous copy, as are DS-CNN's 64 channels (7 padded
+/// columns, 32 pairs) and MobileNet's 24x24 stride-2 g32 (25 columns).
+const BY_PIXEL_RING: usize = 1248;
+
+/// The ring of layers whose chunks fit 768 words (3 KiB) as well as [`BY_PIXEL_RING`].
+const BY_PIXEL_RING_SMALL: usize = 768;
 
 /// True if [`by_pixel`] takes this convolution (the caller has checked that it is depthwise
 /// and that its output is dense): 3x3, dilation 1, any stride, an even channel count, output
-/// rows of at most [`BY_PIXEL_MAX_W`] pixels (so that three padded rows of at least one pair
-/// fit its ring).
+/// rows of at most [`BY_PIXEL_MAX_W`] pixels, or [`BY_PIXEL_WIDE_W`] with at least
+/// [`BY_PIXEL_WIDE_PAIRS`] channel pairs (so that three padded rows of at least one pair fit
+/// its ring).
 pub(super) fn covers_by_pixel<X>(c: &Conv<'_, X>) -> bool {
     let g = c.geometry;
     let ([_, _, channels], [_, out_w, _]) = c.dims;
+    let widest = if channels / 2 >= BY_PIXEL_WIDE_PAIRS {
+        BY_PIXEL_WIDE_W
+    } else {
+        BY_PIXEL_MAX_W
+    };
     g.kernel == [3, 3]
         && g.dilation == [1, 1]
         && channels % 2 == 0
-        && (1..=BY_PIXEL_MAX_W).contains(&out_w)
+        && (1..=widest).contains(&out_w)
         && ((out_w - 1) * g.stride[1] + 3) * 3 <= BY_PIXEL_RING
 }
 
@@ -359,6 +382,38 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     x: &[u32],
     output: &mut [Y],
 ) -> bool {
+    // The small ring where it gives the same ring column as the large one (DS-CNN, MobileNet's
+    // 12x12 and smaller maps): their peak stack does not pay for the wide maps' ring.
+    let width = (c.dims.1[1].max(1) - 1) * c.geometry.stride[1] + 3;
+    let col = [32, 16, 8]
+        .into_iter()
+        .find(|col| 3 * width * col <= BY_PIXEL_RING);
+    if col.is_some_and(|col| 3 * width * col <= BY_PIXEL_RING_SMALL) {
+        with_ring::<BY_PIXEL_RING_SMALL, X, Y>(c, x, output)
+    } else {
+        with_ring::<BY_PIXEL_RING, X, Y>(c, x, output)
+    }
+}
+
+/// [`by_pixel_in`] with a ring of `RING` words on this frame (one copy of the kernel for both
+/// rings: a copy per ring cost 9.4 KB of profiling firmware code).
+#[inline(never)]
+fn with_ring<const RING: usize, X: Lanes, Y: Store + 'static>(
+    c: &Conv<'_, X>,
+    x: &[u32],
+    output: &mut [Y],
+) -> bool {
+    by_pixel_in(c, x, output, &mut [0u32; RING])
+}
+
+/// [`by_pixel`] with `ring` for the padded input rows.
+#[inline(never)]
+fn by_pixel_in<X: Lanes, Y: Store + 'static>(
+    c: &Conv<'_, X>,
+    x: &[u32],
+    output: &mut [Y],
+    ring: &mut [u32],
+) -> bool {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let half = channels / 2;
@@ -379,29 +434,50 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     };
     // Padded columns the windows read.
     let width = (out_w - 1) * g.stride[1] + 3;
-    let chunk = (BY_PIXEL_RING / (3 * width)).min(BY_PIXEL_PAIRS);
+    // Words per ring column: a constant of the two-pixel pass (8, 16 or 32 pairs, the widest
+    // whose three rows fit the ring), or where none fits (strides above 2 on wide rows) the
+    // pairs that fit, for the one-pixel pass only.
+    let col_fit = [32, 16, 8]
+        .into_iter()
+        .find(|col| 3 * width * col <= ring.len());
+    let chunk = col_fit
+        .unwrap_or(ring.len() / (3 * width))
+        .min(BY_PIXEL_PAIRS);
     // With several chunks, every factor is checked before anything is written (one chunk
     // checks its own as it prepares them).
     if chunk == 0 || (half > chunk && !(0..channels).all(|ch| runs_of(ch).is_some())) {
         return false;
     }
-    // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT.
+    // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT, and
+    // two pixels per pass where the column is a constant of the pass.
     let relu16 = c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX);
-    let pixel = |rows: [&[u32]; 3], n: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
+    let pixel = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
         if relu16 {
-            simd::dw3x3_pixel_relu16(rows, n, k, out);
+            simd::dw3x3_pixel_relu16(rows, col, k, out);
         } else {
-            simd::dw3x3_pixel(rows, n, k, out);
+            simd::dw3x3_pixel(rows, col, k, out);
         }
     };
-    let mut ring = [0u32; BY_PIXEL_RING];
+    let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
+    let pixel2 = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32], b_at| {
+        pixel_pair(g.stride[1], col, rows, k, out, b_at)
+    };
     let mut pads = [0u32; BY_PIXEL_PAIRS];
     // One pixel's results as lane pairs.
     let mut narrow = [0u32; BY_PIXEL_PAIRS];
     let mut first = 0;
     while first < half {
         let n = (half - first).min(chunk);
-        let slot_len = width * n;
+        // The narrowest constant column that holds the chunk.
+        let col = match col_fit {
+            Some(fit) => [8, 16, 32]
+                .into_iter()
+                .find(|c| n <= *c)
+                .unwrap_or(fit)
+                .min(fit),
+            None => n,
+        };
+        let slot_len = width * col;
         let mut k = simd::DwPixelParams::new(n);
         for (j, p) in pads.iter_mut().enumerate().take(n) {
             let ch = 2 * (first + j);
@@ -440,10 +516,19 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
                 }
                 *h = py;
                 let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
-                // Every pair of the pixels: the input row's columns are one run of words.
+                // The input row's columns the windows read, `l..end` in padded columns.
                 let (l, end) = (g.pad[1].min(width), (g.pad[1] + in_w).min(width));
-                if let (true, Some(iy)) = (n == half, iy) {
-                    let from = iy * in_w * half;
+                let Some(iy) = iy else {
+                    for px in dst.chunks_exact_mut(col) {
+                        if let Some(px) = px.get_mut(..n) {
+                            px.copy_from_slice(pads);
+                        }
+                    }
+                    continue;
+                };
+                let from = iy * in_w * half;
+                // Every pair of the pixels, one word per column: one run of words.
+                if n == half && col == n {
                     let (Some(src), Some(inside)) = (
                         x.get(from..from + (end - l) * half),
                         dst.get_mut(l * n..end * n),
@@ -451,53 +536,83 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
                         return true;
                     };
                     inside.copy_from_slice(src);
-                    let outside = dst.chunks_exact_mut(n).enumerate();
-                    for (_, px) in outside.filter(|(col, _)| !(l..end).contains(col)) {
-                        px.copy_from_slice(pads);
-                    }
-                    continue;
-                }
-                for (col, px) in dst.chunks_exact_mut(n).enumerate() {
-                    let src = match (iy, coord(col, 1, 0, 1, g.pad[1], in_w)) {
-                        (Some(iy), Some(ix)) => {
-                            let at = (iy * in_w + ix) * half + first;
-                            x.get(at..at + n).unwrap_or(pads)
+                } else {
+                    // The chunk's words of each pixel.
+                    let src = x.get(from + first..).unwrap_or_default();
+                    let pixels = src.chunks(half).take(end - l);
+                    for (px, s) in dst.chunks_exact_mut(col).skip(l).zip(pixels) {
+                        if let (Some(px), Some(s)) = (px.get_mut(..n), s.get(..n)) {
+                            px.copy_from_slice(s);
                         }
-                        _ => pads,
-                    };
-                    if src.len() == px.len() {
-                        px.copy_from_slice(src);
+                    }
+                }
+                let outside = dst.chunks_exact_mut(col).enumerate();
+                for (_, px) in outside.filter(|(c, _)| !(l..end).contains(c)) {
+                    if let Some(px) = px.get_mut(..n) {
+                        px.copy_from_slice(pads);
                     }
                 }
             }
             let slots = [top, top + 1, top + 2].map(|py| py % 3 * slot_len);
-            for ox in 0..out_w {
+            let mut ox = 0;
+            while ox < out_w {
                 let at = (oy * out_w + ox) * channels + 2 * first;
-                let Some(y) = output.get_mut(at..at + 2 * n) else {
-                    return true;
-                };
-                let left = ox * g.stride[1] * n;
+                let left = ox * g.stride[1] * col;
                 let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
-                // An int16 output takes the lane pairs as they are.
-                if let Some(words) = simd::i16_words(y) {
-                    pixel(slots.map(row), n, &k, words);
-                    continue;
-                }
-                let Some(y) = output.get_mut(at..at + 2 * n) else {
-                    return true;
-                };
-                pixel(slots.map(row), n, &k, &mut narrow);
-                for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
-                    if let [y0, y1] = y {
-                        *y0 = Y::from_wide(*v as i16);
-                        *y1 = Y::from_wide((*v >> 16) as i16);
+                if two && ox + 1 < out_w {
+                    // Pixels `ox` and `ox + 1` (the clamp [0, 32767] is an int16 output's):
+                    // the second's results `channels` values on. An output not on a word
+                    // boundary (never from the engine's arena) takes the one-pixel pass.
+                    let y = output.get_mut(at..at + channels + 2 * n);
+                    if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
+                        pixel2(slots.map(row), col, &k, words, half);
+                        ox += 2;
+                        continue;
                     }
                 }
+                let Some(y) = output.get_mut(at..at + 2 * n) else {
+                    return true;
+                };
+                // An int16 output takes the lane pairs as they are.
+                if let Some(words) = simd::i16_words(y) {
+                    pixel(slots.map(row), col, &k, words);
+                } else {
+                    pixel(slots.map(row), col, &k, &mut narrow);
+                    for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
+                        if let [y0, y1] = y {
+                            *y0 = Y::from_wide(*v as i16);
+                            *y1 = Y::from_wide((*v >> 16) as i16);
+                        }
+                    }
+                }
+                ox += 1;
             }
         }
         first += n;
     }
     true
+}
+
+/// [`simd::dw3x3_pixel2_relu16`] for horizontal stride `stride` (1, else 2) and ring column
+/// `col` (8, 16, else 32 words): one copy of the six passes for every element type and ring
+/// (the firmware links each pass once).
+#[inline(never)]
+fn pixel_pair(
+    stride: usize,
+    col: usize,
+    rows: [&[u32]; 3],
+    k: &simd::DwPixelParams,
+    out: &mut [u32],
+    b_at: usize,
+) {
+    match (stride, col) {
+        (1, 8) => simd::dw3x3_pixel2_relu16::<1, 8>(rows, k, out, b_at),
+        (1, 16) => simd::dw3x3_pixel2_relu16::<1, 16>(rows, k, out, b_at),
+        (1, _) => simd::dw3x3_pixel2_relu16::<1, 32>(rows, k, out, b_at),
+        (_, 8) => simd::dw3x3_pixel2_relu16::<2, 8>(rows, k, out, b_at),
+        (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>(rows, k, out, b_at),
+        _ => simd::dw3x3_pixel2_relu16::<2, 32>(rows, k, out, b_at),
+    }
 }
 
 /// [`simd::requant_run`] for a factor it does not take: every second value of `sums` through
@@ -653,22 +768,24 @@ mod tests {
         runs: bool,
         /// Where the int16 input starts in its buffer (1: not word-aligned).
         offset: usize,
+        /// Output zero point 0: with `relu`, the clamp `[0, 32767]` of the two-pixel pass.
+        zero_out: bool,
         seed: u64,
     }
 
     prop_compose! {
-        fn case()(channels in 1usize..=11, sh in 1usize..=3, sw in 1usize..=2,
+        fn case()(channels in prop_oneof![1usize..=11, 12usize..=80], sh in 1usize..=3, sw in 1usize..=2,
                   pad in proptest::array::uniform4(0usize..=2), h in 1usize..=7, w in 1usize..=40,
                   with_pad_values in any::<bool>(), relu in any::<bool>(),
                   big_bias in any::<bool>(), runs in any::<bool>(), offset in 0usize..=1,
-                  seed in any::<u64>())
+                  zero_out in any::<bool>(), seed in any::<u64>())
             -> Option<Case>
         {
             let g = ConvGeometry { out_pixel_stride: 0, kernel: [3, 3], stride: [sh, sw], dilation: [1, 1], pad, groups: channels, in_pixel_stride: 0 };
             let oh = (h + pad[0] + pad[2]).checked_sub(3)? / sh + 1;
             let ow = (w + pad[1] + pad[3]).checked_sub(3)? / sw + 1;
             Some(Case { g, in_dims: [h, w, channels], out_dims: [oh, ow, channels],
-                        with_pad_values, relu, big_bias, runs, offset, seed })
+                        with_pad_values, relu, big_bias, runs, offset, zero_out, seed })
         }
     }
 
@@ -716,7 +833,7 @@ mod tests {
             .collect();
         let multiplier: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
         let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
-        let zp_out = gen.i16();
+        let zp_out = if c.zero_out { 0 } else { gen.i16() };
         let clamp = if c.relu {
             ClampI16 {
                 min: zp_out,

@@ -9,8 +9,8 @@
 //!
 //! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
 //! instruction, one loop per register tile (f32 and int8), the depthwise 3x3 row pass
-//! ([`dw3x3_row`]), pixel pass ([`dw3x3_pixel`]) and output stage ([`requant_run`]) as DSP
-//! loops, and [`i16_words`], which views a slice whose element type is `i16` (checked by
+//! ([`dw3x3_row`]), pixel passes ([`dw3x3_pixel`], and in the submodule `depthwise` the
+//! two-pixel [`dw3x3_pixel2_relu16`]) and output stage ([`requant_run`]) as DSP loops, and [`i16_words`], which views a slice whose element type is `i16` (checked by
 //! `TypeId`) at that type. The loops read memory: each
 //! checks its slices' lengths in safe Rust first and reads only inside them (see each one's
 //! safety comment). Each single instruction is sound for the same reasons: it reads and writes only the registers named as its
@@ -2328,7 +2328,7 @@ pub use conv::{
 mod columns;
 pub use columns::{copy_rows, smlad_2x2_pairs};
 mod depthwise;
-pub use depthwise::dw3x3_pixel_relu16;
+pub use depthwise::{dw3x3_pixel2_relu16, dw3x3_pixel_relu16};
 mod elementwise;
 pub use elementwise::add_tabulated;
 mod quad_store;

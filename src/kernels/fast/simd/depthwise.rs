@@ -1,6 +1,7 @@
 //! The depthwise 3x3 pixel loop ([`super::dw3x3_pixel`]) for layers whose clamp is `[0,
 //! 32767]` (ReLU on int16 outputs with a zero point of 0, every DS-CNN and MobileNet depthwise
-//! layer): the clamp as one USAT per lane instead of two compares with their ITs and moves.
+//! layer): the clamp as one USAT per lane instead of two compares with their ITs and moves; and
+//! the same for two adjacent output pixels per pass ([`dw3x3_pixel2_relu16`]).
 
 use super::DwPixelParams;
 
@@ -106,4 +107,224 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
     }
     #[cfg(not(icefold_dsp))]
     super::dw3x3_pixel(rows, step, k, out);
+}
+
+/// Two horizontally adjacent output pixels of a depthwise 3x3 convolution with the clamp `[0,
+/// 32767]` ([`dw3x3_pixel_relu16`]'s results for both): pixel A's window starts at column 0 of
+/// `rows`, pixel B's `S` columns later (`S`, the horizontal stride, 1 or 2); a column is `COL`
+/// words (at least `k.pairs()`: channel pair `j` of column `c` is word `c · COL + j`). Pair
+/// `j`'s results go to `out[j]` (A) and `out[b_at + j]` (B). Nothing is done unless every row
+/// holds `(S + 2) · COL + pairs` words, `b_at >= pairs` and `out` holds `b_at + pairs`.
+///
+/// With the DSP extension the two windows share every weight load (one LDM per kernel row),
+/// the column both windows read (stride 1: two of four per row, stride 2: one of five), the
+/// biases and the output stages' constants: 92 instructions for four outputs (stride 2: 95)
+/// where two passes of [`dw3x3_pixel_relu16`] take 114. The column offsets are immediates
+/// (`COL` is a constant), which frees the registers the two extra accumulators need.
+#[inline(always)]
+pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
+    rows: [&[u32]; 3],
+    k: &DwPixelParams,
+    out: &mut [u32],
+    b_at: usize,
+) {
+    let n = k.pairs;
+    let need = (S + 2) * COL + n;
+    if !(S == 1 || S == 2)
+        || n == 0
+        || n > COL
+        || COL > 64
+        || b_at < n
+        || b_at > 1 << 20
+        || out.len() < b_at + n
+        || rows.iter().any(|r| r.len() < need)
+    {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [r0, r1, r2] = rows;
+        // The kernel row of both windows (r9, r10, lr: its three weights; r8: the input word;
+        // r3/r4 pixel A's lanes, r6/r7 pixel B's). `$r` advances one word (the next pair).
+        macro_rules! row {
+            (1, $r:literal) => {
+                concat!(
+                    "ldm r5!, {{r9, r10, lr}}\n",
+                    "ldr r8, [",
+                    $r,
+                    "], #4\n",
+                    "smlabb r3, r9, r8, r3\n",
+                    "smlatt r4, r9, r8, r4\n",
+                    "ldr r8, [",
+                    $r,
+                    ", #{c1}]\n",
+                    "smlabb r3, r10, r8, r3\n",
+                    "smlatt r4, r10, r8, r4\n",
+                    "smlabb r6, r9, r8, r6\n",
+                    "smlatt r7, r9, r8, r7\n",
+                    "ldr r8, [",
+                    $r,
+                    ", #{c2}]\n",
+                    "smlabb r3, lr, r8, r3\n",
+                    "smlatt r4, lr, r8, r4\n",
+                    "smlabb r6, r10, r8, r6\n",
+                    "smlatt r7, r10, r8, r7\n",
+                    "ldr r8, [",
+                    $r,
+                    ", #{c3}]\n",
+                    "smlabb r6, lr, r8, r6\n",
+                    "smlatt r7, lr, r8, r7\n",
+                )
+            };
+            (2, $r:literal) => {
+                concat!(
+                    "ldm r5!, {{r9, r10, lr}}\n",
+                    "ldr r8, [",
+                    $r,
+                    "], #4\n",
+                    "smlabb r3, r9, r8, r3\n",
+                    "smlatt r4, r9, r8, r4\n",
+                    "ldr r8, [",
+                    $r,
+                    ", #{c1}]\n",
+                    "smlabb r3, r10, r8, r3\n",
+                    "smlatt r4, r10, r8, r4\n",
+                    "ldr r8, [",
+                    $r,
+                    ", #{c2}]\n",
+                    "smlabb r3, lr, r8, r3\n",
+                    "smlatt r4, lr, r8, r4\n",
+                    "smlabb r6, r9, r8, r6\n",
+                    "smlatt r7, r9, r8, r7\n",
+                    "ldr r8, [",
+                    $r,
+                    ", #{c3}]\n",
+                    "smlabb r6, r10, r8, r6\n",
+                    "smlatt r7, r10, r8, r7\n",
+                    "ldr r8, [",
+                    $r,
+                    ", #{c4}]\n",
+                    "smlabb r6, lr, r8, r6\n",
+                    "smlatt r7, lr, r8, r7\n",
+                )
+            };
+        }
+        // One lane's output stage for both pixels (`requant_run`'s sequence): `$a`, `$b` the
+        // two sums, `$o` the byte offset of the lane's `high, multiplier, shift` from r5.
+        macro_rules! stage {
+            ($a:literal, $b:literal, $o:literal) => {
+                concat!(
+                    "ldrd r9, r10, [r5, #",
+                    $o,
+                    "]\n",
+                    "and r8, ",
+                    $a,
+                    ", #0x80000000\n",
+                    "orr r8, r8, #0x40000000\n",
+                    "add lr, r9, ",
+                    $a,
+                    ", asr #31\n",
+                    "smlal r8, lr, ",
+                    $a,
+                    ", r10\n",
+                    "ldr ",
+                    $a,
+                    ", [r5, #",
+                    $o,
+                    " + 8]\n",
+                    "asr ",
+                    $a,
+                    ", lr, ",
+                    $a,
+                    "\n",
+                    "and r8, ",
+                    $b,
+                    ", #0x80000000\n",
+                    "orr r8, r8, #0x40000000\n",
+                    "add lr, r9, ",
+                    $b,
+                    ", asr #31\n",
+                    "smlal r8, lr, ",
+                    $b,
+                    ", r10\n",
+                    "ldr ",
+                    $b,
+                    ", [r5, #",
+                    $o,
+                    " + 8]\n",
+                    "asr ",
+                    $b,
+                    ", lr, ",
+                    $b,
+                    "\n",
+                )
+            };
+        }
+        macro_rules! pass {
+            ($s:tt, $($last:tt)*) => {
+                // SAFETY: the check above. Pair `j` (the loop runs exactly `n = k.pairs`
+                // times: the `more` words of `DwPixelParams`, private to `simd`, are nonzero
+                // for `j < n − 1` and zero for `j = n − 1`) reads words `j + c · COL`, `c <=
+                // S + 2`, of each row (r0..r2 advance one word per pair after the first load,
+                // the immediates are `c · COL` words less that word), all below `(S + 2) · COL
+                // + n <= len`; it reads the 20 words of pair `j` of `k.words` (r5 advances 80
+                // bytes per pair, `n <= DW_PIXEL_PAIRS`) and writes words `j` and `b_at + j` of
+                // `out` (r11 = 4 · b_at, `b_at + n <= out.len()`). r6 and r7 (LLVM's base and
+                // frame pointers, not operands) are pushed first and popped last: 8 bytes of
+                // stack, below `sp`, nothing else. Only the named registers and the flags
+                // (with Q) change. LDM, LDRD, SMLABB, SMLATT, SMLAL, USAT, PKHBT exist on
+                // every icefold_dsp core.
+                unsafe {
+                    core::arch::asm!(
+                    "push {{r6, r7}}",
+                    "1:",
+                    "ldrd r3, r4, [r5], #8",
+                    "mov r6, r3",
+                    "mov r7, r4",
+                    row!($s, "r0"),
+                    row!($s, "r1"),
+                    row!($s, "r2"),
+                    stage!("r3", "r6", "0"),
+                    stage!("r4", "r7", "12"),
+                    // The clamp's two words are not read.
+                    "usat r3, #15, r3",
+                    "usat r4, #15, r4",
+                    "usat r6, #15, r6",
+                    "usat r7, #15, r7",
+                    "pkhbt r3, r3, r4, lsl #16",
+                    "pkhbt r6, r6, r7, lsl #16",
+                    "str r6, [r12, r11]",
+                    "str r3, [r12], #4",
+                    "ldr r8, [r5, #32]",
+                    "add r5, r5, #36",
+                    "cmp r8, #0",
+                    "bne 1b",
+                    "pop {{r6, r7}}",
+                    c1 = const 4 * COL - 4,
+                    c2 = const 8 * COL - 4,
+                    c3 = const 12 * COL - 4,
+                    $($last)*
+                    inout("r0") r0.as_ptr() => _, inout("r1") r1.as_ptr() => _,
+                    inout("r2") r2.as_ptr() => _,
+                    inout("r5") k.words.as_ptr() => _, inout("r12") out.as_mut_ptr() => _,
+                    in("r11") (4 * b_at) as u32,
+                    out("r3") _, out("r4") _, out("r8") _, out("r9") _, out("r10") _,
+                    out("lr") _,
+                    );
+                }
+            };
+        }
+        if S == 1 {
+            pass!(1,);
+        } else {
+            pass!(2, c4 = const 16 * COL - 4,);
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let (a, b) = out.split_at_mut(b_at);
+        super::dw3x3_pixel(rows, COL, k, a);
+        let shifted = rows.map(|r| r.get(S * COL..).unwrap_or_default());
+        super::dw3x3_pixel(shifted, COL, k, b);
+    }
 }
