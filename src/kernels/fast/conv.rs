@@ -280,7 +280,27 @@ impl Loops for AllLoops {
 /// (nothing written) if not.
 #[inline]
 pub fn run<X: Lanes, Y: Store + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
-    run_loops::<X, Y, AllLoops>(conv, output)
+    run_loops::<X, Y, AllLoops>(conv, output, None)
+}
+
+/// The set-up of a layer run in bands of rows (in place, `engine::in_place`) kept from one
+/// band's call to the next: made empty once per layer by the band driver and passed to every
+/// band's call, it lets the loops prepare their per-layer constants on the first band instead
+/// of on each (a band is an ordinary convolution of the same weights, factors and clamp on
+/// fewer rows). A loop checks that what it holds is its layer's before reading it.
+///
+/// 5.6 KiB: the depthwise pixel loop's constants and ring, which that loop's own frame holds
+/// when it runs without one; make it only where that loop may run.
+pub struct Prepared {
+    /// The depthwise pixel loop's ([`super::depthwise::by_pixel`]).
+    pixel: super::depthwise::PixelSetUp,
+}
+
+impl Prepared {
+    /// Nothing prepared (a constant: zeroed where it lies, not built and copied).
+    pub const EMPTY: Prepared = Prepared {
+        pixel: super::depthwise::PixelSetUp::EMPTY,
+    };
 }
 
 /// [`run`] with the loops of `L` only; `false` (nothing written) for a geometry no loop of `L`
@@ -293,6 +313,7 @@ pub fn run<X: Lanes, Y: Store + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -
 pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
     conv: &Conv<'_, X>,
     output: &mut [Y],
+    prepared: Option<&mut Prepared>,
 ) -> bool {
     let g = conv.geometry;
     let ([_, _, in_c], [_, _, out_c]) = conv.dims;
@@ -340,7 +361,11 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         // and output only, like the row kernel below).
         if cfg!(icefold_dsp) && !strided && super::depthwise::covers_by_pixel(conv) {
             if let Some(words) = words {
-                if super::depthwise::by_pixel(conv, words, output) {
+                let taken = match prepared {
+                    Some(p) => super::depthwise::by_pixel_with(conv, words, output, &mut p.pixel),
+                    None => super::depthwise::by_pixel(conv, words, output),
+                };
+                if taken {
                     return true;
                 }
             }
@@ -2462,10 +2487,14 @@ pub fn conv2d(
     output: &mut [i8],
     weights: &[i8],
 ) {
-    conv2d_loops::<AllLoops>(params, quant, in_dims, input, out_dims, output, weights);
+    conv2d_loops::<AllLoops>(
+        params, quant, in_dims, input, out_dims, output, weights, None,
+    );
 }
 
-/// [`conv2d`] with the loops of `L` only (the reference kernel where they do not cover it).
+/// [`conv2d`] with the loops of `L` only (the reference kernel where they do not cover it);
+/// `prepared`: the set-up kept across the bands of a layer run in place ([`Prepared`]).
+#[allow(clippy::too_many_arguments)] // the reference kernel's operands and `prepared`
 pub fn conv2d_loops<L: Loops>(
     params: &ConvGeometry,
     quant: &ConvQuant,
@@ -2474,6 +2503,7 @@ pub fn conv2d_loops<L: Loops>(
     out_dims: [usize; 3],
     output: &mut [i8],
     weights: &[i8],
+    prepared: Option<&mut Prepared>,
 ) {
     let conv = Conv {
         geometry: params,
@@ -2487,7 +2517,7 @@ pub fn conv2d_loops<L: Loops>(
         input,
         weights,
     };
-    if !run_loops::<i8, i8, L>(&conv, output) {
+    if !run_loops::<i8, i8, L>(&conv, output, prepared) {
         reference::conv2d(params, quant, in_dims, input, out_dims, output, weights);
     }
 }
@@ -2503,10 +2533,14 @@ pub fn conv2d_wide<X: Lanes, Y: Store + 'static>(
     output: &mut [Y],
     weights: &[i8],
 ) {
-    conv2d_wide_loops::<X, Y, AllLoops>(params, quant, in_dims, input, out_dims, output, weights);
+    conv2d_wide_loops::<X, Y, AllLoops>(
+        params, quant, in_dims, input, out_dims, output, weights, None,
+    );
 }
 
-/// [`conv2d_wide`] with the loops of `L` only (the reference kernel where they do not cover it).
+/// [`conv2d_wide`] with the loops of `L` only (the reference kernel where they do not cover it);
+/// `prepared` as [`conv2d_loops`]'.
+#[allow(clippy::too_many_arguments)] // the reference kernel's operands and `prepared`
 pub fn conv2d_wide_loops<X: Lanes, Y: Store + 'static, L: Loops>(
     params: &ConvGeometry,
     quant: &WideConvQuant<X>,
@@ -2515,6 +2549,7 @@ pub fn conv2d_wide_loops<X: Lanes, Y: Store + 'static, L: Loops>(
     out_dims: [usize; 3],
     output: &mut [Y],
     weights: &[i8],
+    prepared: Option<&mut Prepared>,
 ) {
     let conv = Conv {
         geometry: params,
@@ -2528,7 +2563,7 @@ pub fn conv2d_wide_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         input,
         weights,
     };
-    if !run_loops::<X, Y, L>(&conv, output) {
+    if !run_loops::<X, Y, L>(&conv, output, prepared) {
         reference::conv2d_wide(params, quant, in_dims, input, out_dims, output, weights);
     }
 }

@@ -359,30 +359,70 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     x: &[u32],
     output: &mut [Y],
 ) -> bool {
+    let mut setup = PixelSetUp::EMPTY;
+    by_pixel_with(c, x, output, &mut setup)
+}
+
+/// [`by_pixel`]'s constants and ring, kept across the calls of one layer run in bands of rows
+/// (in place, `engine::in_place`): the channel pairs' taps, biases and output stages
+/// ([`simd::DwPixelParams`]) and pad words are prepared by the first band's call and read by
+/// the others, and the ring is zeroed once per layer rather than once per band. Only a layer
+/// whose channel pairs fit one chunk keeps them (DS-CNN's 64 channels do); a wider one
+/// prepares each chunk per call as before.
+pub struct PixelSetUp {
+    params: simd::DwPixelParams,
+    pads: [u32; BY_PIXEL_PAIRS],
+    ring: [u32; BY_PIXEL_RING],
+    /// The layer whose constants `params` and `pads` hold (see [`LayerKey`]), if any.
+    layer: Option<LayerKey>,
+}
+
+/// Which layer a [`PixelSetUp`] was prepared for: its weights', biases' and factors' addresses
+/// and lengths (a band keeps its layer's), so that a set-up given another layer's operands
+/// (a caller's mistake) is prepared again rather than read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct LayerKey([usize; 5]);
+
+impl LayerKey {
+    fn of<X>(c: &Conv<'_, X>) -> LayerKey {
+        LayerKey([
+            c.weights.as_ptr().addr(),
+            c.weights.len(),
+            c.channels.bias.as_ptr().addr(),
+            c.channels.multiplier.as_ptr().addr(),
+            c.channels.shift.as_ptr().addr(),
+        ])
+    }
+}
+
+impl PixelSetUp {
+    /// Nothing prepared yet (a constant: zeroed where it lies, not built and copied).
+    pub const EMPTY: PixelSetUp = PixelSetUp {
+        params: simd::DwPixelParams::EMPTY,
+        pads: [0; BY_PIXEL_PAIRS],
+        ring: [0; BY_PIXEL_RING],
+        layer: None,
+    };
+}
+
+/// [`by_pixel`] with its constants and ring in `setup`: prepared here unless `setup` holds
+/// those of `c`'s layer already (a later band of a layer run in place).
+#[inline(never)]
+pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
+    c: &Conv<'_, X>,
+    x: &[u32],
+    output: &mut [Y],
+    setup: &mut PixelSetUp,
+) -> bool {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let half = channels / 2;
-    // A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).
-    let runs_of = |ch: usize| {
-        let requant = crate::quant::Requant {
-            multiplier: *c.channels.multiplier.get(ch)?,
-            shift: *c.channels.shift.get(ch)?,
-        };
-        super::requant::Scale::new(requant)?.run(&c.bounds)
-    };
-    let pad_of = |ch: usize| {
-        if c.padding.values.is_empty() {
-            c.padding.zero.widen()
-        } else {
-            c.padding.values.get(ch).map_or(0, |v| v.widen())
-        }
-    };
     // Padded columns the windows read.
     let width = (out_w - 1) * g.stride[1] + 3;
     let chunk = (BY_PIXEL_RING / (3 * width)).min(BY_PIXEL_PAIRS);
     // With several chunks, every factor is checked before anything is written (one chunk
     // checks its own as it prepares them).
-    if chunk == 0 || (half > chunk && !(0..channels).all(|ch| runs_of(ch).is_some())) {
+    if chunk == 0 || (half > chunk && !(0..channels).all(|ch| channel_run(c, ch).is_some())) {
         return false;
     }
     // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT.
@@ -394,34 +434,32 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
             simd::dw3x3_pixel(rows, n, k, out);
         }
     };
-    let mut ring = [0u32; BY_PIXEL_RING];
-    let mut pads = [0u32; BY_PIXEL_PAIRS];
+    let key = LayerKey::of(c);
+    let PixelSetUp {
+        params,
+        pads,
+        ring,
+        layer,
+    } = setup;
     // One pixel's results as lane pairs.
     let mut narrow = [0u32; BY_PIXEL_PAIRS];
     let mut first = 0;
     while first < half {
         let n = (half - first).min(chunk);
         let slot_len = width * n;
-        let mut k = simd::DwPixelParams::new(n);
-        for (j, p) in pads.iter_mut().enumerate().take(n) {
-            let ch = 2 * (first + j);
-            let (Some(w0), Some(w1), Some(&[b0, b1]), Some(r0), Some(r1)) = (
-                c.weights.get(ch * 9..ch * 9 + 9),
-                c.weights.get(ch * 9 + 9..ch * 9 + 18),
-                c.channels.bias.get(ch..ch + 2),
-                runs_of(ch),
-                runs_of(ch + 1),
-            ) else {
+        // The layer's constants from an earlier band when one chunk holds every pair.
+        let whole = n == half;
+        if !(whole && *layer == Some(key)) {
+            *layer = None;
+            if !prepare(c, first, n, params, pads) {
                 // Only the first chunk can get here with nothing written yet.
                 return first > 0;
-            };
-            let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
-                return first > 0;
-            };
-            let w = core::array::from_fn(|t| simd::pair(i32::from(w0[t]), i32::from(w1[t])));
-            k.set(j, w, [b0, b1], [r0, r1]);
-            *p = simd::pair(pad_of(ch), pad_of(ch + 1));
+            }
+            if whole {
+                *layer = Some(key);
+            }
         }
+        let k = &*params;
         let pads = pads.get(..n).unwrap_or_default();
         // Which padded row each slot holds (none yet).
         let mut held = [usize::MAX; 3];
@@ -480,13 +518,13 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
                 let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
                 // An int16 output takes the lane pairs as they are.
                 if let Some(words) = simd::i16_words(y) {
-                    pixel(slots.map(row), n, &k, words);
+                    pixel(slots.map(row), n, k, words);
                     continue;
                 }
                 let Some(y) = output.get_mut(at..at + 2 * n) else {
                     return true;
                 };
-                pixel(slots.map(row), n, &k, &mut narrow);
+                pixel(slots.map(row), n, k, &mut narrow);
                 for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
                     if let [y0, y1] = y {
                         *y0 = Y::from_wide(*v as i16);
@@ -496,6 +534,58 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
             }
         }
         first += n;
+    }
+    true
+}
+
+/// A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).
+#[inline(always)]
+fn channel_run<X>(c: &Conv<'_, X>, ch: usize) -> Option<simd::RunScale> {
+    let requant = crate::quant::Requant {
+        multiplier: *c.channels.multiplier.get(ch)?,
+        shift: *c.channels.shift.get(ch)?,
+    };
+    super::requant::Scale::new(requant)?.run(&c.bounds)
+}
+
+/// Channel `ch`'s pad value, widened.
+#[inline(always)]
+fn channel_pad<X: Lanes>(c: &Conv<'_, X>, ch: usize) -> i32 {
+    if c.padding.values.is_empty() {
+        c.padding.zero.widen()
+    } else {
+        c.padding.values.get(ch).map_or(0, |v| v.widen())
+    }
+}
+
+/// [`by_pixel`]'s constants of channel pairs `first..first + n` into `params`, their pad words
+/// into `pads`; `false` if an operand is missing (validation bypassed) or a factor has no
+/// [`simd::RunScale`].
+fn prepare<X: Lanes>(
+    c: &Conv<'_, X>,
+    first: usize,
+    n: usize,
+    params: &mut simd::DwPixelParams,
+    pads: &mut [u32; BY_PIXEL_PAIRS],
+) -> bool {
+    params.reset(n);
+    for (j, p) in pads.iter_mut().enumerate().take(n) {
+        let ch = 2 * (first + j);
+        let (Some(w0), Some(w1), Some(&[b0, b1]), Some(r0), Some(r1)) = (
+            c.weights.get(ch * 9..ch * 9 + 9),
+            c.weights.get(ch * 9 + 9..ch * 9 + 18),
+            c.channels.bias.get(ch..ch + 2),
+            channel_run(c, ch),
+            channel_run(c, ch + 1),
+        ) else {
+            return false;
+        };
+        let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
+            return false;
+        };
+        let w = core::array::from_fn(|t| simd::pair(i32::from(w0[t]), i32::from(w1[t])));
+        params.set(j, w, [b0, b1], [r0, r1]);
+        *p = simd::pair(channel_pad(c, ch), channel_pad(c, ch + 1));
     }
     true
 }
