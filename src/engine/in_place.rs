@@ -7,8 +7,8 @@
 use core::ops::Range;
 
 use super::{bytes_of, Kernels};
-use crate::format::{Layer, Op};
-use crate::kernels::fast::conv::Prepared;
+use crate::format::{DType, Layer, Op};
+use crate::kernels::fast::conv::{self, Prepared};
 use crate::model::Model;
 
 /// Runs a validated layer that writes over its own input, a band of rows at a time on disjoint
@@ -18,39 +18,67 @@ pub(super) fn run<'s, K: Kernels>(
     arena: &'s mut [u8],
     layer: &Layer,
 ) -> Option<&'s [u8]> {
-    if is_depthwise(layer) {
-        run_prepared(model, arena, layer)?;
-    } else {
-        run_bands(layer, |band| {
+    match conv_kind(layer) {
+        Some(ConvKind::Depthwise) => run_depthwise(model, arena, layer)?,
+        Some(ConvKind::Pointwise) if conv::POINTWISE_SET_UP => run_pointwise(model, arena, layer)?,
+        _ => run_bands(layer, |band| {
             model.run_disjoint(arena, band, None).map(|_| ())
-        })?;
+        })?,
     }
     arena.get(bytes_of(&layer.output))
 }
 
-/// Whether `layer` is a depthwise convolution (`groups == in_c == out_c`, more than one).
-fn is_depthwise(layer: &Layer) -> bool {
-    let (conv, Some(x)) = (
-        match &layer.op {
-            Op::Conv2dI8(p) => &p.conv,
-            Op::Conv2dI16(p) => &p.conv,
-            _ => return false,
-        },
-        layer.inputs.first(),
-    ) else {
-        return false;
-    };
-    conv.groups > 1 && conv.groups == x.dims[2] && conv.groups == layer.output.dims[2]
+/// The convolutions whose loops keep a set-up across bands.
+enum ConvKind {
+    /// `groups == in_c == out_c`, more than one.
+    Depthwise,
+    /// 1x1, stride 1, no padding, `groups == 1`, an int16 input (read as words).
+    Pointwise,
 }
 
-/// [`run_bands`] with one [`Prepared`] for all the bands of a depthwise convolution: its pixel
-/// loop prepares the channels' constants on the first band and zeroes its ring once. Out of
-/// line, and for depthwise layers only: the set-up (5.6 KiB, the pixel loop's frame moved
-/// here) is on the stack only while such a layer runs, never under another kernel's frame.
+fn conv_kind(layer: &Layer) -> Option<ConvKind> {
+    let (conv, x) = match &layer.op {
+        Op::Conv2dI8(p) => (&p.conv, layer.inputs.first()?),
+        Op::Conv2dI16(p) => (&p.conv, layer.inputs.first()?),
+        _ => return None,
+    };
+    let channels = (x.dims[2], layer.output.dims[2]);
+    if conv.groups > 1 && channels == (conv.groups, conv.groups) {
+        Some(ConvKind::Depthwise)
+    } else if conv.groups == 1
+        && conv.kernel == [1, 1]
+        && conv.stride == [1, 1]
+        && conv.pad == [0; 4]
+        && x.dtype == DType::I16
+    {
+        Some(ConvKind::Pointwise)
+    } else {
+        None
+    }
+}
+
+/// [`run_bands`] with one set-up for all the bands of a depthwise convolution: its pixel loop
+/// prepares the channels' constants on the first band and zeroes its ring once. Out of line,
+/// and for depthwise layers only: the set-up (5.6 KiB, what the pixel loop's own frame holds
+/// otherwise) is on the stack only while such a layer runs, never under another kernel's frame.
 #[inline(never)]
-fn run_prepared<K: Kernels>(model: &Model<'_, K>, arena: &mut [u8], layer: &Layer) -> Option<()> {
-    let mut prepared = Prepared::EMPTY;
+fn run_depthwise<K: Kernels>(model: &Model<'_, K>, arena: &mut [u8], layer: &Layer) -> Option<()> {
+    let mut setup = conv::PixelSetUp::EMPTY;
     run_bands(layer, |band| {
+        let mut prepared = Prepared::Pixel(&mut setup);
+        model
+            .run_disjoint(arena, band, Some(&mut prepared))
+            .map(|_| ())
+    })
+}
+
+/// [`run_bands`] with one set-up for all the bands of a pointwise layer: its weights widened on
+/// the first band (8 KiB on the stack while such a layer runs, as [`run_depthwise`]).
+#[inline(never)]
+fn run_pointwise<K: Kernels>(model: &Model<'_, K>, arena: &mut [u8], layer: &Layer) -> Option<()> {
+    let mut setup = conv::PointwiseSetUp::EMPTY;
+    run_bands(layer, |band| {
+        let mut prepared = Prepared::Pointwise(&mut setup);
         model
             .run_disjoint(arena, band, Some(&mut prepared))
             .map(|_| ())

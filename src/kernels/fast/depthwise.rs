@@ -22,7 +22,7 @@
 //! innermost ([`simd::dw3x3_pixel`]), its constants prepared once per call rather than once per
 //! channel pair and band of rows (a layer in place runs in bands, `engine::in_place`).
 
-use super::conv::{coord, stage, Conv, Lanes, Outputs};
+use super::conv::{coord, stage, Conv, Lanes, LayerKey, Outputs};
 use super::requant::{Bounds, Stage};
 use super::simd;
 use super::Store;
@@ -375,24 +375,6 @@ pub struct PixelSetUp {
     ring: [u32; BY_PIXEL_RING],
     /// The layer whose constants `params` and `pads` hold (see [`LayerKey`]), if any.
     layer: Option<LayerKey>,
-}
-
-/// Which layer a [`PixelSetUp`] was prepared for: its weights', biases' and factors' addresses
-/// and lengths (a band keeps its layer's), so that a set-up given another layer's operands
-/// (a caller's mistake) is prepared again rather than read.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct LayerKey([usize; 5]);
-
-impl LayerKey {
-    fn of<X>(c: &Conv<'_, X>) -> LayerKey {
-        LayerKey([
-            c.weights.as_ptr().addr(),
-            c.weights.len(),
-            c.channels.bias.as_ptr().addr(),
-            c.channels.multiplier.as_ptr().addr(),
-            c.channels.shift.as_ptr().addr(),
-        ])
-    }
 }
 
 impl PixelSetUp {
