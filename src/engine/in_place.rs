@@ -18,9 +18,15 @@ pub(super) fn run<'s, K: Kernels>(
     arena: &'s mut [u8],
     layer: &Layer,
 ) -> Option<&'s [u8]> {
+    // The set-up buffer is sized to the layer, so that the stack grows by what it needs.
     match conv_kind(layer) {
         Some(ConvKind::Depthwise) => run_depthwise(model, arena, layer)?,
-        Some(ConvKind::Pointwise) if conv::POINTWISE_SET_UP => run_pointwise(model, arena, layer)?,
+        Some(ConvKind::Pointwise(words)) if conv::POINTWISE_SET_UP && words <= 512 => {
+            run_pointwise::<K, 512>(model, arena, layer)?
+        }
+        Some(ConvKind::Pointwise(words)) if conv::POINTWISE_SET_UP && words <= 2048 => {
+            run_pointwise::<K, 2048>(model, arena, layer)?
+        }
         _ => run_bands(layer, |band| {
             model.run_disjoint(arena, band, None).map(|_| ())
         })?,
@@ -32,8 +38,9 @@ pub(super) fn run<'s, K: Kernels>(
 enum ConvKind {
     /// `groups == in_c == out_c`, more than one.
     Depthwise,
-    /// 1x1, stride 1, no padding, `groups == 1`, an int16 input (read as words).
-    Pointwise,
+    /// 1x1, stride 1, no padding, `groups == 1`, an int16 input (read as words); the words of
+    /// its widened weights.
+    Pointwise(usize),
 }
 
 fn conv_kind(layer: &Layer) -> Option<ConvKind> {
@@ -51,7 +58,10 @@ fn conv_kind(layer: &Layer) -> Option<ConvKind> {
         && conv.pad == [0; 4]
         && x.dtype == DType::I16
     {
-        Some(ConvKind::Pointwise)
+        let (in_c, out_c) = (usize::from(channels.0), usize::from(channels.1));
+        Some(ConvKind::Pointwise(conv::pointwise_set_up_words(
+            in_c, out_c,
+        )))
     } else {
         None
     }
@@ -72,11 +82,17 @@ fn run_depthwise<K: Kernels>(model: &Model<'_, K>, arena: &mut [u8], layer: &Lay
     })
 }
 
-/// [`run_bands`] with one set-up for all the bands of a pointwise layer: its weights widened on
-/// the first band (8 KiB on the stack while such a layer runs, as [`run_depthwise`]).
+/// [`run_bands`] with one set-up for all the bands of a pointwise layer of at most `WORDS`
+/// widened weight words: its weights widened on the first band (`4 · WORDS` bytes on the stack
+/// while such a layer runs, as [`run_depthwise`]; 8 KiB for DS-CNN's 64 × 64).
 #[inline(never)]
-fn run_pointwise<K: Kernels>(model: &Model<'_, K>, arena: &mut [u8], layer: &Layer) -> Option<()> {
-    let mut setup = conv::PointwiseSetUp::EMPTY;
+fn run_pointwise<K: Kernels, const WORDS: usize>(
+    model: &Model<'_, K>,
+    arena: &mut [u8],
+    layer: &Layer,
+) -> Option<()> {
+    let mut words = [0u32; WORDS];
+    let mut setup = conv::PointwiseSetUp::new(&mut words);
     run_bands(layer, |band| {
         let mut prepared = Prepared::Pointwise(&mut setup);
         model

@@ -289,40 +289,45 @@ pub fn run<X: Lanes, Y: Store + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -
 /// constants on the first band instead of on each (a band is an ordinary convolution of the
 /// same weights, factors and clamp on fewer rows). A loop checks that what it holds is its
 /// layer's ([`LayerKey`]) before reading it, and ignores a set-up of another loop's kind.
-pub enum Prepared<'a> {
+pub enum Prepared<'a, 'b> {
     /// A depthwise 3x3 convolution's pixel loop ([`super::depthwise::by_pixel`]).
     Pixel(&'a mut PixelSetUp),
     /// A pointwise layer's four-channel loop (`pointwise_layer`).
-    Pointwise(&'a mut PointwiseSetUp),
+    Pointwise(&'a mut PointwiseSetUp<'b>),
 }
 
 pub use super::depthwise::PixelSetUp;
 
-/// Words of [`PointwiseSetUp`]'s widened weights: a pointwise layer of up to 4,096 weights
-/// (64 × 64 channels, DS-CNN's), 8 KiB.
-const POINTWISE_SET_UP_WORDS: usize = 2048;
-
 /// Whether a [`PointwiseSetUp`] serves: the four-channel tiles run (DSP cores, and the tests).
-/// Elsewhere the band driver does not make one (8 KiB of stack for nothing).
+/// Elsewhere the band driver does not make one (stack for nothing).
 pub const POINTWISE_SET_UP: bool = TILES;
+
+/// Words a pointwise layer's widened weights take in a [`PointwiseSetUp`]: `out_c` rounded up
+/// to a group of four, times `in_c / 2`.
+pub fn pointwise_set_up_words(in_c: usize, out_c: usize) -> usize {
+    out_c.div_ceil(4) * 4 * (in_c / 2)
+}
 
 /// A pointwise layer's weights widened for the four-channel tile ([`simd::widen_interleaved`],
 /// every group of four output channels one after the other), kept across the bands of a layer
 /// run in place: widening them was most of a band's set-up (about 600 instructions per group
-/// of four 64-input channels, 16 groups per band on DS-CNN). A layer of more than 4,096
-/// weights widens per band as before.
-pub struct PointwiseSetUp {
-    widened: [u32; POINTWISE_SET_UP_WORDS],
+/// of four 64-input channels, 16 groups per band on DS-CNN). The band driver lends the buffer,
+/// sized to the layer ([`pointwise_set_up_words`]); a layer whose weights do not fit it
+/// widens per band as before.
+pub struct PointwiseSetUp<'a> {
+    widened: &'a mut [u32],
     /// The layer whose weights `widened` holds, if any.
     layer: Option<LayerKey>,
 }
 
-impl PointwiseSetUp {
-    /// Nothing prepared yet (a constant: zeroed where it lies, not built and copied).
-    pub const EMPTY: PointwiseSetUp = PointwiseSetUp {
-        widened: [0; POINTWISE_SET_UP_WORDS],
-        layer: None,
-    };
+impl<'a> PointwiseSetUp<'a> {
+    /// Nothing prepared yet, the weights to be widened into `widened`.
+    pub fn new(widened: &'a mut [u32]) -> PointwiseSetUp<'a> {
+        PointwiseSetUp {
+            widened,
+            layer: None,
+        }
+    }
 }
 
 /// Which layer a set-up was prepared for: its weights' and biases' addresses (a band keeps its
@@ -1306,11 +1311,11 @@ fn pointwise_layer<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
 fn pointwise_layer_with<X: Lanes, Y: Store>(
     c: &Conv<'_, X>,
     output: &mut [Y],
-    setup: &mut PointwiseSetUp,
+    setup: &mut PointwiseSetUp<'_>,
 ) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let n = in_c / 2;
-    let fits = out_c.div_ceil(4) * 4 * n <= POINTWISE_SET_UP_WORDS;
+    let fits = pointwise_set_up_words(in_c, out_c) <= setup.widened.len();
     match X::words(c.input) {
         Some(x) if TILES && fits && n % 4 == 0 && out_c >= 4 && !host_avx2() => {
             let mut blocks = Blocks::new();
@@ -2975,7 +2980,8 @@ pub(crate) mod tests {
             let ([_, w, in_c], [oh, ow, out_c]) = (c.in_dims, c.out_dims);
             let depthwise = c.g.groups > 1;
             let mut pixel = PixelSetUp::EMPTY;
-            let mut groups = PointwiseSetUp::EMPTY;
+            let mut words = [0u32; 2048];
+            let mut groups = PointwiseSetUp::new(&mut words);
             let mut fast = std::vec![0i16; len(c.out_dims)];
             let mut kept = true;
             PORTABLE_TILES.with(|p| p.set(true));
