@@ -20,7 +20,7 @@ pub(super) fn run<'s, K: Kernels>(
 ) -> Option<&'s [u8]> {
     // The set-up buffer is sized to the layer, so that the stack grows by what it needs.
     match conv_kind(layer) {
-        Some(ConvKind::Depthwise) => run_depthwise(model, arena, layer)?,
+        Some(ConvKind::Depthwise) if conv::PIXEL_SET_UP => run_depthwise(model, arena, layer)?,
         Some(ConvKind::Pointwise(words)) if conv::POINTWISE_SET_UP && words <= 512 => {
             run_pointwise::<K, 512>(model, arena, layer)?
         }
@@ -36,10 +36,10 @@ pub(super) fn run<'s, K: Kernels>(
 
 /// The convolutions whose loops keep a set-up across bands.
 enum ConvKind {
-    /// `groups == in_c == out_c`, more than one.
+    /// `groups == in_c == out_c`, more than one, an int16 input (read as words).
     Depthwise,
-    /// 1x1, stride 1, no padding, `groups == 1`, an int16 input (read as words); the words of
-    /// its widened weights.
+    /// 1x1, stride 1, no padding, `groups == 1`, an int16 input; the words of its widened
+    /// weights.
     Pointwise(usize),
 }
 
@@ -49,6 +49,10 @@ fn conv_kind(layer: &Layer) -> Option<ConvKind> {
         Op::Conv2dI16(p) => (&p.conv, layer.inputs.first()?),
         _ => return None,
     };
+    // Both loops read an int16 input as words (an int8 one takes other loops).
+    if x.dtype != DType::I16 {
+        return None;
+    }
     let channels = (x.dims[2], layer.output.dims[2]);
     if conv.groups > 1 && channels == (conv.groups, conv.groups) {
         Some(ConvKind::Depthwise)
@@ -56,7 +60,6 @@ fn conv_kind(layer: &Layer) -> Option<ConvKind> {
         && conv.kernel == [1, 1]
         && conv.stride == [1, 1]
         && conv.pad == [0; 4]
-        && x.dtype == DType::I16
     {
         let (in_c, out_c) = (usize::from(channels.0), usize::from(channels.1));
         Some(ConvKind::Pointwise(conv::pointwise_set_up_words(

@@ -302,6 +302,10 @@ pub use super::depthwise::PixelSetUp;
 /// Elsewhere the band driver does not make one (stack for nothing).
 pub const POINTWISE_SET_UP: bool = TILES;
 
+/// Whether a [`PixelSetUp`] serves: the depthwise pixel loop runs (DSP cores only; the
+/// Cortex-M0 and M3 keep the row loops, and their stack would carry 5.6 KiB for nothing).
+pub const PIXEL_SET_UP: bool = cfg!(icefold_dsp);
+
 /// Words a pointwise layer's widened weights take in a [`PointwiseSetUp`]: `out_c` rounded up
 /// to a group of four, times `in_c / 2`.
 pub fn pointwise_set_up_words(in_c: usize, out_c: usize) -> usize {
