@@ -583,6 +583,7 @@ mod tests {
                 Ok(y) => prop_assert_eq!(&y, &expected, "{:?}", placement),
                 Err(e) => prop_assert!(false, "{:?} refused: {:?}", placement, e),
             }
+            largest_bands(spec.layers.last().unwrap())?;
         }
         // One word tighter than the bounds: refused, or (a row landing past the input's end)
         // still exact.
@@ -592,6 +593,33 @@ mod tests {
         ] {
             if let Ok(y) = run(&model(case, placement), case) {
                 prop_assert_eq!(&y, &expected, "{:?}", placement);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every band the driver picks (by [`super::Layer::band_limit`]) is the largest the
+    /// row-by-row search finds from the same row.
+    fn largest_bands(layer: &Layer) -> Result<(), TestCaseError> {
+        use super::{forward_band, reverse_band, safe};
+        let rows = u32::from(layer.output.dims[0]);
+        let forward = layer.output.offset < layer.inputs[0].offset;
+        for at in 0..rows {
+            if forward {
+                let mut end = at + 1;
+                while end < rows && safe(layer, &(at..end + 1)) {
+                    end += 1;
+                }
+                let want = safe(layer, &(at..at + 1)).then_some(end);
+                prop_assert_eq!(forward_band(layer, at, rows), want, "forward from {}", at);
+            } else {
+                let end = at + 1;
+                let mut start = at;
+                while start > 0 && safe(layer, &(start - 1..end)) {
+                    start -= 1;
+                }
+                let want = safe(layer, &(at..end)).then_some(start);
+                prop_assert_eq!(reverse_band(layer, end), want, "reverse to {}", end);
             }
         }
         Ok(())
