@@ -35,6 +35,7 @@ use crate::kernels::reference as kernels;
 // Convolutions and dense layers in f32: the AVX2 kernels on x86_64 (falling back to the reference
 // kernels on CPUs without AVX2/FMA and for the shapes they do not take), the fast kernels where
 // build.rs chose them (the hard-float microcontrollers), the reference kernels elsewhere.
+use crate::kernels::fast::conv::Prepared;
 #[cfg(all(icefold_fast_f32, not(target_arch = "x86_64")))]
 use crate::kernels::fast::{conv_f32::conv2d as f32_conv2d, dense_f32::dense as f32_dense};
 #[cfg(all(not(icefold_fast_f32), not(target_arch = "x86_64")))]
@@ -696,14 +697,19 @@ impl<K: Kernels> Model<'_, K> {
         }
         // A layer writing over its own input: a band of rows at a time, each on disjoint slices.
         if linked::<K>(Kernel::InPlace) && layer.writes_over_input() {
-            in_place::run_bands(layer, |band| self.run_disjoint(arena, band).map(|_| ()))?;
-            return arena.get(bytes_of(&layer.output));
+            return in_place::run(self, arena, layer);
         }
-        self.run_disjoint(arena, layer)
+        self.run_disjoint(arena, layer, None)
     }
 
-    /// Runs one validated layer whose output shares no byte with the inputs it reads.
-    fn run_disjoint<'s>(&self, arena: &'s mut [u8], layer: &Layer) -> Option<&'s [u8]> {
+    /// Runs one validated layer whose output shares no byte with the inputs it reads;
+    /// `prepared`: a convolution's set-up kept across the bands of a layer run in place.
+    fn run_disjoint<'s>(
+        &self,
+        arena: &'s mut [u8],
+        layer: &Layer,
+        prepared: Option<&mut Prepared>,
+    ) -> Option<&'s [u8]> {
         let ([x, x2], y) = operands(arena, layer)?;
         // From the output's first element to its last: the whole tensor, or a view's elements at
         // its pixel stride with the other channels of its storage between them.
@@ -711,7 +717,7 @@ impl<K: Kernels> Model<'_, K> {
         let y = y.get_mut(start..start.checked_add(len)?)?;
         // 16×8 convolutions read and write int8 or int16 (their operands say which).
         if let Op::Conv2dI16(p) = &layer.op {
-            int8::run_conv_i16(self, layer, p, x, &mut *y)?;
+            int8::run_conv_i16(self, layer, p, (x, &mut *y), prepared)?;
             return Some(y);
         }
         // Concatenation, slicing, gathering: f32 or int8 moves, int8 rescaling concatenation. A
@@ -740,6 +746,7 @@ impl<K: Kernels> Model<'_, K> {
                 bytemuck::cast_slice(x),
                 bytemuck::cast_slice(x2),
                 bytemuck::cast_slice_mut(&mut *y),
+                prepared,
             )?,
             // The output head (a wide dense reads int8, a wide softmax int16) and transposes of
             // an int16 model input.

@@ -24,7 +24,7 @@ use crate::model::Model;
 
 use super::kernel_set::ConvLoops;
 use super::{conv_geometry_into, linked, pool_geometry, Kernel, Kernels};
-use crate::kernels::fast::conv::Loops;
+use crate::kernels::fast::conv::{Loops, Prepared};
 use crate::kernels::ConvGeometry;
 
 /// The fast convolution loops `K` links, per pair of element types (in, out).
@@ -86,7 +86,7 @@ pub(super) fn run_fused<K: Kernels>(
         band,
         y,
         |g, xd, x, yd, y| {
-            fast::conv::conv2d_loops::<FusedLoops<K>>(g, &conv_quant, xd, x, yd, y, weights)
+            fast::conv::conv2d_loops::<FusedLoops<K>>(g, &conv_quant, xd, x, yd, y, weights, None)
         },
         |g, xd, x, yd, y| pool::pool(g, &pool_quant, xd, x, yd, y),
     )
@@ -141,13 +141,15 @@ pub(super) fn run_fused_i16<K: Kernels>(
                 yd,
                 y,
                 weights,
+                None,
             )
         },
         |g, xd, x, yd, y| pool::pool(g, &pool_quant, xd, x, yd, y),
     )
 }
 
-/// One int8 layer on i8 views of its operands (`x2` is empty for single-input layers). `None`
+/// One int8 layer on i8 views of its operands (`x2` is empty for single-input layers);
+/// `prepared`: a convolution's set-up kept across the bands of a layer run in place. `None`
 /// only if validation was bypassed.
 pub(super) fn run_layer<K: Kernels>(
     model: &Model<'_, K>,
@@ -155,6 +157,7 @@ pub(super) fn run_layer<K: Kernels>(
     x: &[i8],
     x2: &[i8],
     y: &mut [i8],
+    prepared: Option<&mut Prepared>,
 ) -> Option<()> {
     let x_desc = layer.inputs.first()?;
     let x_dims = x_desc.dims.map(usize::from);
@@ -182,6 +185,7 @@ pub(super) fn run_layer<K: Kernels>(
                 y_dims,
                 y,
                 weights,
+                prepared,
             );
         }
         Op::DenseI8(p) if linked::<K>(Kernel::DenseI8) => {
@@ -299,13 +303,14 @@ pub(super) fn run_wide_layer<K: Kernels>(
 }
 
 /// A 16×8 convolution on its operands' bytes, dispatched on their element types (int8 or int16
-/// in, int16 or int8 out; validated). `None` only if validation was bypassed.
+/// in, int16 or int8 out; validated); `prepared` as [`run_layer`]'s. `None` only if validation
+/// was bypassed.
 pub(super) fn run_conv_i16<K: Kernels>(
     model: &Model<'_, K>,
     layer: &Layer,
     p: &Conv2dI16,
-    x: &[u8],
-    y: &mut [u8],
+    (x, y): (&[u8], &mut [u8]),
+    prepared: Option<&mut Prepared>,
 ) -> Option<()> {
     let x_desc = layer.inputs.first()?;
     let x_dims = x_desc.dims.map(usize::from);
@@ -323,11 +328,14 @@ pub(super) fn run_conv_i16<K: Kernels>(
         quant: &WideConvQuant<X>,
         dims: ([usize; 3], [usize; 3]),
         (x, y): (&[u8], &mut [u8]),
-        weights: &[i8],
+        (weights, prepared): (&[i8], Option<&mut Prepared>),
     ) -> Option<()> {
         let x: &[X] = bytemuck::try_cast_slice(x).ok()?;
         let y: &mut [Y] = bytemuck::try_cast_slice_mut(y).ok()?;
-        fast::conv::conv2d_wide_loops::<X, Y, L>(g, quant, dims.0, x, dims.1, y, weights);
+        let (in_dims, out_dims) = dims;
+        fast::conv::conv2d_wide_loops::<X, Y, L>(
+            g, quant, in_dims, x, out_dims, y, weights, prepared,
+        );
         Some(())
     }
     let dims = (x_dims, y_dims);
@@ -341,7 +349,7 @@ pub(super) fn run_conv_i16<K: Kernels>(
             };
             match layer.output.dtype {
                 DType::I16 if I8ToI16::<K>::REGULAR || I8ToI16::<K>::DEPTHWISE => {
-                    run::<i8, i16, I8ToI16<K>>(&g, &quant, dims, (x, y), weights)
+                    run::<i8, i16, I8ToI16<K>>(&g, &quant, dims, (x, y), (weights, prepared))
                 }
                 _ => None,
             }
@@ -355,10 +363,10 @@ pub(super) fn run_conv_i16<K: Kernels>(
             };
             match layer.output.dtype {
                 DType::I16 if I16ToI16::<K>::REGULAR || I16ToI16::<K>::DEPTHWISE => {
-                    run::<i16, i16, I16ToI16<K>>(&g, &quant, dims, (x, y), weights)
+                    run::<i16, i16, I16ToI16<K>>(&g, &quant, dims, (x, y), (weights, prepared))
                 }
                 DType::I8 if I16ToI8::<K>::REGULAR || I16ToI8::<K>::DEPTHWISE => {
-                    run::<i16, i8, I16ToI8<K>>(&g, &quant, dims, (x, y), weights)
+                    run::<i16, i8, I16ToI8<K>>(&g, &quant, dims, (x, y), (weights, prepared))
                 }
                 _ => None,
             }

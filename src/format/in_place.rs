@@ -180,6 +180,35 @@ impl Layer {
         disjoint(written, still_read)
     }
 
+    /// The band the output may write next over input `k`, from the offsets alone: for a
+    /// forward run (output below the input) the end of the largest band from row `from`, for a
+    /// reverse run (above) the start of the largest band ending at row `from` (exclusive).
+    /// [`Layer::band_is_safe`]'s condition solved for the free end; a band with no row, or
+    /// `None`, when the condition has no solution (the engine then searches row by row, as it
+    /// does for any band this does not prove safe). Arithmetic only: the band driver's cost per
+    /// band is one call, not one [`Layer::band_is_safe`] per row.
+    pub fn band_limit(&self, k: usize, from: u32) -> Option<u32> {
+        let (window, input) = (self.row_window(k)?, self.inputs.get(k)?);
+        let in_rows = u32::from(input.dims[0]);
+        let (o, i) = (i64::from(self.output.offset), i64::from(input.offset));
+        let (ro, ri) = (row_bytes(&self.output) as i64, row_bytes(input) as i64);
+        if ro == 0 {
+            return None;
+        }
+        if o < i {
+            // Rows `from..e` end at or before the first input row `from` reads.
+            let first = window.reads(&(from..from + 1), in_rows).start;
+            let e = (i + i64::from(first) * ri - o).div_euclid(ro);
+            u32::try_from(e.max(0)).ok()
+        } else {
+            // Rows `s..from` start at or after the end of what row `from − 1` reads.
+            let last = from.checked_sub(1)?;
+            let end = window.reads(&(last..from), in_rows).end;
+            let s = (i + i64::from(end) * ri - o + ro - 1).div_euclid(ro);
+            u32::try_from(s.max(0)).ok()
+        }
+    }
+
     /// Offsets of the output relative to input `k` at which every output row is safe (see
     /// [`InPlaceBounds`]); `None` when the operation cannot run over that input or some output
     /// row reads only padding.

@@ -280,7 +280,70 @@ impl Loops for AllLoops {
 /// (nothing written) if not.
 #[inline]
 pub fn run<X: Lanes, Y: Store + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -> bool {
-    run_loops::<X, Y, AllLoops>(conv, output)
+    run_loops::<X, Y, AllLoops>(conv, output, None)
+}
+
+/// The set-up of a layer run in bands of rows (in place, `engine::in_place`) kept from one
+/// band's call to the next: the band driver makes one per layer, for the loop that layer
+/// takes, and passes it to every band's call, so that the loop prepares its per-layer
+/// constants on the first band instead of on each (a band is an ordinary convolution of the
+/// same weights, factors and clamp on fewer rows). A loop checks that what it holds is its
+/// layer's ([`LayerKey`]) before reading it, and ignores a set-up of another loop's kind.
+pub enum Prepared<'a, 'b> {
+    /// A depthwise 3x3 convolution's pixel loop ([`super::depthwise::by_pixel`]).
+    Pixel(&'a mut PixelSetUp<'b>),
+    /// A pointwise layer's four-channel loop (`pointwise_layer`).
+    Pointwise(&'a mut PointwiseSetUp<'b>),
+}
+
+pub use super::depthwise::{PixelSetUp, PIXEL_RING};
+
+/// Whether a [`PointwiseSetUp`] serves: the four-channel tiles run (DSP cores, and the tests).
+/// Elsewhere the band driver does not make one (stack for nothing).
+pub const POINTWISE_SET_UP: bool = TILES;
+
+/// Whether a [`PixelSetUp`] serves: the depthwise pixel loop runs (DSP cores only; the
+/// Cortex-M0 and M3 keep the row loops, and their stack would carry 5.6 KiB for nothing).
+pub const PIXEL_SET_UP: bool = cfg!(icefold_dsp);
+
+/// Words a pointwise layer's widened weights take in a [`PointwiseSetUp`]: `out_c` rounded up
+/// to a group of four, times `in_c / 2`.
+pub fn pointwise_set_up_words(in_c: usize, out_c: usize) -> usize {
+    out_c.div_ceil(4) * 4 * (in_c / 2)
+}
+
+/// A pointwise layer's weights widened for the four-channel tile ([`simd::widen_interleaved`],
+/// every group of four output channels one after the other), kept across the bands of a layer
+/// run in place: widening them was most of a band's set-up (about 600 instructions per group
+/// of four 64-input channels, 16 groups per band on DS-CNN). The band driver lends the buffer,
+/// sized to the layer ([`pointwise_set_up_words`]); a layer whose weights do not fit it
+/// widens per band as before.
+pub struct PointwiseSetUp<'a> {
+    widened: &'a mut [u32],
+    /// The layer whose weights `widened` holds, if any.
+    layer: Option<LayerKey>,
+}
+
+impl<'a> PointwiseSetUp<'a> {
+    /// Nothing prepared yet, the weights to be widened into `widened`.
+    pub fn new(widened: &'a mut [u32]) -> PointwiseSetUp<'a> {
+        PointwiseSetUp {
+            widened,
+            layer: None,
+        }
+    }
+}
+
+/// Which layer a set-up was prepared for: its weights' and biases' addresses (a band keeps its
+/// layer's), so that a set-up given another layer's operands (a caller's mistake) is prepared
+/// again rather than read. Two words: a longer key is compared by a `memcmp` call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct LayerKey([usize; 2]);
+
+impl LayerKey {
+    pub(super) fn of<X>(c: &Conv<'_, X>) -> LayerKey {
+        LayerKey([c.weights.as_ptr().addr(), c.channels.bias.as_ptr().addr()])
+    }
 }
 
 /// [`run`] with the loops of `L` only; `false` (nothing written) for a geometry no loop of `L`
@@ -293,6 +356,7 @@ pub fn run<X: Lanes, Y: Store + 'static>(conv: &Conv<'_, X>, output: &mut [Y]) -
 pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
     conv: &Conv<'_, X>,
     output: &mut [Y],
+    prepared: Option<&mut Prepared>,
 ) -> bool {
     let g = conv.geometry;
     let ([_, _, in_c], [_, _, out_c]) = conv.dims;
@@ -321,6 +385,13 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
             columns_any(conv, output);
             return true;
         }
+        // A pointwise layer run in bands: its weights widened once per layer.
+        if let Some(Prepared::Pointwise(setup)) = prepared {
+            if takes_pointwise(conv) {
+                pointwise_layer_with(conv, output, setup);
+                return true;
+            }
+        }
         regular(conv, output);
         true
     } else if g.groups == in_c && g.groups == out_c {
@@ -340,7 +411,13 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         // and output only, like the row kernel below).
         if cfg!(icefold_dsp) && !strided && super::depthwise::covers_by_pixel(conv) {
             if let Some(words) = words {
-                if super::depthwise::by_pixel(conv, words, output) {
+                let taken = match prepared {
+                    Some(Prepared::Pixel(setup)) => {
+                        super::depthwise::by_pixel_with(conv, words, output, setup)
+                    }
+                    _ => super::depthwise::by_pixel(conv, words, output),
+                };
+                if taken {
                     return true;
                 }
             }
@@ -735,11 +812,7 @@ fn regular<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
     // channel pair: the array compares are `memcmp` calls). A tail call with its own buffers
     // (three register arguments, so LLVM makes it a jump: this frame's buffers are not live),
     // so that this frame does not grow for the other layers.
-    let g = c.geometry;
-    if let (true, Some(_)) = (
-        per_out == in_c && g.stride == [1, 1] && g.pad == [0; 4],
-        words,
-    ) {
+    if words.is_some() && is_pointwise(c) {
         return pointwise_layer(c, output);
     }
     // Input channels in multiples of 8 (int16) or 16 (int8): output channels four at a time,
@@ -1179,6 +1252,27 @@ fn store_quad<Y: Store>(output: &mut [Y], at: usize, valid: usize, v01: &[i16], 
     }
 }
 
+/// Output pixel `p` reads input pixel `p` and nothing else (1x1, stride 1, no padding).
+#[inline(always)]
+fn is_pointwise<X>(c: &Conv<'_, X>) -> bool {
+    // Element by element: an array compare is a `memcmp` call.
+    let g = c.geometry;
+    let ones = |a: [usize; 2]| a.iter().all(|&v| v == 1);
+    ones(g.kernel) && ones(g.stride) && g.pad.iter().all(|&p| p == 0)
+}
+
+/// Whether [`regular`] runs `c` (`groups == 1`, an input not sliced) by [`pointwise_layer`].
+fn takes_pointwise<X: Lanes>(c: &Conv<'_, X>) -> bool {
+    let ([_, _, in_c], _) = c.dims;
+    let [kh, kw] = c.geometry.kernel;
+    let columns = in_c % 4 != 0 && kh * row_values(kw, in_c) <= MAX_COLUMN;
+    !columns
+        && in_c % 2 == 0
+        && in_c <= MAX_WIDE_PRODUCTS
+        && is_pointwise(c)
+        && X::words(c.input).is_some()
+}
+
 /// [`regular`]'s pointwise layers on an int16 input read as words: with the DSP tiles, input
 /// channels in multiples of 8 and at least four output channels, output channels four at a
 /// time ([`pointwise_quads`], a tail of one to three as a group with the last channel
@@ -1197,40 +1291,7 @@ fn pointwise_layer<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
     let n = in_c / 2;
     let mut o = 0;
     if TILES && n % 4 == 0 && out_c >= 4 && !host_avx2() {
-        while o < out_c {
-            let (chs, valid) = quad_channels(o, out_c);
-            let rows = chs.map(|o| c.weights.get(o * in_c..(o + 1) * in_c));
-            let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
-                return;
-            };
-            let (Some((b0, s0)), Some((b1, s1)), Some((b2, s2)), Some((b3, s3))) = (
-                stage(c.channels, chs[0]),
-                stage(c.channels, chs[1]),
-                stage(c.channels, chs[2]),
-                stage(c.channels, chs[3]),
-            ) else {
-                return;
-            };
-            let outs = [
-                Outputs {
-                    bias: [b0, b1],
-                    stage: [s0, s1],
-                    o,
-                    pair: true,
-                },
-                Outputs {
-                    bias: [b2, b3],
-                    stage: [s2, s3],
-                    o: o + 2,
-                    pair: true,
-                },
-            ];
-            let w = buf.get_mut(..4 * n).unwrap_or_default();
-            simd::widen_interleaved([w0, w1, w2, w3], n, w);
-            let shape = (n, out_stride, valid);
-            pointwise_quads(x, w, &outs, &c.bounds, shape, &mut blocks, &mut *output);
-            o += 4;
-        }
+        pointwise_groups(c, x, output, (&mut buf, None), &mut blocks);
         return;
     }
     let (wa, wb) = buf.split_at_mut(MAX_WIDE_PRODUCTS / 2);
@@ -1265,6 +1326,94 @@ fn pointwise_layer<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
         let shape = (in_c, out_stride);
         pointwise(x, w, &outs, &c.bounds, shape, &mut blocks, &mut *output);
         o += if pair { 2 } else { 1 };
+    }
+}
+
+/// [`pointwise_layer`] of a layer run in bands (in place), its groups' widened weights kept in
+/// `setup`: widened by the first band's call, read by the others. Its frame has no weight
+/// buffer of its own (the set-up is the buffer). A layer whose weights do not fit, or that
+/// the four-channel tile does not take, runs [`pointwise_layer`].
+#[inline(never)]
+fn pointwise_layer_with<X: Lanes, Y: Store>(
+    c: &Conv<'_, X>,
+    output: &mut [Y],
+    setup: &mut PointwiseSetUp<'_>,
+) {
+    let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    let n = in_c / 2;
+    let fits = pointwise_set_up_words(in_c, out_c) <= setup.widened.len();
+    match X::words(c.input) {
+        Some(x) if TILES && fits && n % 4 == 0 && out_c >= 4 && !host_avx2() => {
+            let mut blocks = Blocks::new();
+            let PointwiseSetUp { widened, layer } = setup;
+            pointwise_groups(c, x, output, (widened, Some(layer)), &mut blocks);
+        }
+        _ => pointwise_layer(c, output),
+    }
+}
+
+/// [`pointwise_layer`]'s four-channel groups ([`pointwise_quads`]), each group's weights
+/// widened into `widened`: all into its first `4 · n` words, one group after the other, when
+/// `held` is `None`; when it is a set-up's layer key, the group from channel `o` into words
+/// `o · n ..`
+/// (all of them fit), and not at all if the key is `c`'s layer's already (set once every
+/// group is widened).
+#[inline(always)]
+fn pointwise_groups<X: Lanes, Y: Store>(
+    c: &Conv<'_, X>,
+    x: &[u32],
+    output: &mut [Y],
+    (widened, mut held): (&mut [u32], Option<&mut Option<LayerKey>>),
+    blocks: &mut Blocks,
+) {
+    let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    let out_stride = c.geometry.out_stride(out_c);
+    let n = in_c / 2;
+    let key = LayerKey::of(c);
+    let ready = held.as_ref().is_some_and(|h| **h == Some(key));
+    if let Some(h) = held.as_mut() {
+        **h = None;
+    }
+    let mut o = 0;
+    while o < out_c {
+        let (chs, valid) = quad_channels(o, out_c);
+        let rows = chs.map(|o| c.weights.get(o * in_c..(o + 1) * in_c));
+        let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
+            return;
+        };
+        let (Some((b0, s0)), Some((b1, s1)), Some((b2, s2)), Some((b3, s3))) = (
+            stage(c.channels, chs[0]),
+            stage(c.channels, chs[1]),
+            stage(c.channels, chs[2]),
+            stage(c.channels, chs[3]),
+        ) else {
+            return;
+        };
+        let outs = [
+            Outputs {
+                bias: [b0, b1],
+                stage: [s0, s1],
+                o,
+                pair: true,
+            },
+            Outputs {
+                bias: [b2, b3],
+                stage: [s2, s3],
+                o: o + 2,
+                pair: true,
+            },
+        ];
+        let at = if held.is_some() { o * n } else { 0 };
+        let w = widened.get_mut(at..at + 4 * n).unwrap_or_default();
+        if !ready {
+            simd::widen_interleaved([w0, w1, w2, w3], n, w);
+        }
+        let shape = (n, out_stride, valid);
+        pointwise_quads(x, w, &outs, &c.bounds, shape, blocks, &mut *output);
+        o += 4;
+    }
+    if let Some(h) = held {
+        *h = Some(key);
     }
 }
 
@@ -2505,10 +2654,14 @@ pub fn conv2d(
     output: &mut [i8],
     weights: &[i8],
 ) {
-    conv2d_loops::<AllLoops>(params, quant, in_dims, input, out_dims, output, weights);
+    conv2d_loops::<AllLoops>(
+        params, quant, in_dims, input, out_dims, output, weights, None,
+    );
 }
 
-/// [`conv2d`] with the loops of `L` only (the reference kernel where they do not cover it).
+/// [`conv2d`] with the loops of `L` only (the reference kernel where they do not cover it);
+/// `prepared`: the set-up kept across the bands of a layer run in place ([`Prepared`]).
+#[allow(clippy::too_many_arguments)] // the reference kernel's operands and `prepared`
 pub fn conv2d_loops<L: Loops>(
     params: &ConvGeometry,
     quant: &ConvQuant,
@@ -2517,6 +2670,7 @@ pub fn conv2d_loops<L: Loops>(
     out_dims: [usize; 3],
     output: &mut [i8],
     weights: &[i8],
+    prepared: Option<&mut Prepared>,
 ) {
     let conv = Conv {
         geometry: params,
@@ -2530,7 +2684,7 @@ pub fn conv2d_loops<L: Loops>(
         input,
         weights,
     };
-    if !run_loops::<i8, i8, L>(&conv, output) {
+    if !run_loops::<i8, i8, L>(&conv, output, prepared) {
         reference::conv2d(params, quant, in_dims, input, out_dims, output, weights);
     }
 }
@@ -2546,10 +2700,14 @@ pub fn conv2d_wide<X: Lanes, Y: Store + 'static>(
     output: &mut [Y],
     weights: &[i8],
 ) {
-    conv2d_wide_loops::<X, Y, AllLoops>(params, quant, in_dims, input, out_dims, output, weights);
+    conv2d_wide_loops::<X, Y, AllLoops>(
+        params, quant, in_dims, input, out_dims, output, weights, None,
+    );
 }
 
-/// [`conv2d_wide`] with the loops of `L` only (the reference kernel where they do not cover it).
+/// [`conv2d_wide`] with the loops of `L` only (the reference kernel where they do not cover it);
+/// `prepared` as [`conv2d_loops`]'.
+#[allow(clippy::too_many_arguments)] // the reference kernel's operands and `prepared`
 pub fn conv2d_wide_loops<X: Lanes, Y: Store + 'static, L: Loops>(
     params: &ConvGeometry,
     quant: &WideConvQuant<X>,
@@ -2558,6 +2716,7 @@ pub fn conv2d_wide_loops<X: Lanes, Y: Store + 'static, L: Loops>(
     out_dims: [usize; 3],
     output: &mut [Y],
     weights: &[i8],
+    prepared: Option<&mut Prepared>,
 ) {
     let conv = Conv {
         geometry: params,
@@ -2571,7 +2730,7 @@ pub fn conv2d_wide_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         input,
         weights,
     };
-    if !run_loops::<X, Y, L>(&conv, output) {
+    if !run_loops::<X, Y, L>(&conv, output, prepared) {
         reference::conv2d_wide(params, quant, in_dims, input, out_dims, output, weights);
     }
 }
@@ -2752,6 +2911,28 @@ pub(crate) mod tests {
         }
     }
 
+    /// The geometry and input rows of output rows `rows` of `c`, as `format::Layer::band` cuts
+    /// a layer run in place: the input rows the band reads, the top and bottom pads it still
+    /// needs. `None` for a band that reads no input row.
+    fn band_of(
+        c: &Case,
+        rows: core::ops::Range<usize>,
+    ) -> Option<(ConvGeometry, core::ops::Range<usize>)> {
+        let mut g = c.g;
+        let extent = (g.dilation[0] * (g.kernel[0] - 1) + 1) as isize;
+        let pad = g.pad[0] as isize;
+        let start = (rows.start * g.stride[0]) as isize - pad;
+        let end = ((rows.end - 1) * g.stride[0]) as isize - pad + extent;
+        let h = c.in_dims[0] as isize;
+        let (lo, hi) = (start.clamp(0, h), end.clamp(0, h));
+        if lo >= hi {
+            return None;
+        }
+        g.pad[0] = (lo - start) as usize;
+        g.pad[2] = (end - hi) as usize;
+        Some((g, lo as usize..hi as usize))
+    }
+
     fn len(d: [usize; 3]) -> usize {
         d[0] * d[1] * d[2]
     }
@@ -2820,6 +3001,79 @@ pub(crate) mod tests {
                 fast
             }) {
                 prop_assert_eq!(&fast, &want);
+            }
+        }
+
+        /// A layer run in bands of rows with one set-up for all of them (in place: the
+        /// depthwise pixel loop keeps its constants and ring, the pointwise groups their
+        /// widened weights, from the first band on) writes what the whole layer writes; the
+        /// set-up is kept (the later bands read it) wherever the loop takes the layer.
+        #[test]
+        fn bands_with_one_set_up_equal_the_whole_layer(c in prop_oneof![depthwise3x3(), pointwise_case()],
+                                                       cuts in proptest::collection::vec(1usize..=4, 1..6),
+                                                       zp_in in any::<i16>(), zp_out in any::<i16>()) {
+            let Some(c) = c else { return Ok(()) };
+            let mut gen = Gen(c.seed);
+            let d = data(&c, &mut gen, Gen::i16, 20);
+            let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
+            let quant = WideConvQuant {
+                input_zero_point: zp_in,
+                pad_values: &d.pad_values,
+                channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                output: WideOutputQuant { zero_point: zp_out, clamp },
+            };
+            let mut want = std::vec![0i16; len(c.out_dims)];
+            reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
+            let ([_, w, in_c], [oh, ow, out_c]) = (c.in_dims, c.out_dims);
+            let depthwise = c.g.groups > 1;
+            let mut ring = [0u32; PIXEL_RING];
+            let mut pixel = PixelSetUp::new(&mut ring);
+            let mut words = [0u32; 2048];
+            let mut groups = PointwiseSetUp::new(&mut words);
+            let mut fast = std::vec![0i16; len(c.out_dims)];
+            let mut kept = true;
+            PORTABLE_TILES.with(|p| p.set(true));
+            let mut start = 0;
+            for cut in cuts.iter().cycle() {
+                if start >= oh {
+                    break;
+                }
+                let rows = start..(start + cut).min(oh);
+                start = rows.end;
+                // A band that reads only padding never runs in place.
+                let Some((g, in_rows)) = band_of(&c, rows.clone()) else {
+                    PORTABLE_TILES.with(|p| p.set(false));
+                    return Ok(());
+                };
+                let x = &d.x[in_rows.start * w * in_c..in_rows.end * w * in_c];
+                let y = &mut fast[rows.start * ow * out_c..rows.end * ow * out_c];
+                let conv = Conv {
+                    geometry: &g,
+                    dims: ([in_rows.len(), w, in_c], [rows.len(), ow, out_c]),
+                    padding: Padding { zero: zp_in, values: &d.pad_values },
+                    channels: &quant.channels,
+                    bounds: Bounds::from(quant.output),
+                    input: x,
+                    weights: &d.weights,
+                };
+                if depthwise {
+                    let pixels = super::super::depthwise::covers_by_pixel(&conv);
+                    let taken = pixels && <i16 as Lanes>::words(x)
+                        .is_some_and(|words| super::super::depthwise::by_pixel_with(&conv, words, &mut *y, &mut pixel));
+                    kept &= taken;
+                    if !taken {
+                        reference::conv2d_wide(&g, &quant, conv.dims.0, x, conv.dims.1, y, &d.weights);
+                    }
+                } else {
+                    pointwise_layer_with(&conv, y, &mut groups);
+                    kept &= groups.layer == Some(LayerKey::of(&conv));
+                }
+            }
+            PORTABLE_TILES.with(|p| p.set(false));
+            prop_assert_eq!(&fast, &want);
+            // The pointwise groups keep their weights wherever the four-channel tile runs.
+            if !depthwise && in_c % 8 == 0 && out_c >= 4 {
+                prop_assert!(kept, "pointwise set-up not kept");
             }
         }
 

@@ -25,7 +25,7 @@
 //! prepared once per call rather than once per channel pair and band of rows (a layer in place
 //! runs in bands, `engine::in_place`).
 
-use super::conv::{coord, stage, Conv, Lanes, Outputs};
+use super::conv::{coord, stage, Conv, Lanes, LayerKey, Outputs};
 use super::requant::{Bounds, Stage};
 use super::simd;
 use super::Store;
@@ -395,7 +395,7 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     }
 }
 
-/// [`by_pixel_in`] with a ring of `RING` words on this frame (one copy of the kernel for both
+/// [`by_pixel_with`] with a ring of `RING` words on this frame (one copy of the kernel for both
 /// rings: a copy per ring cost 9.4 KB of profiling firmware code).
 #[inline(never)]
 fn with_ring<const RING: usize, X: Lanes, Y: Store + 'static>(
@@ -403,35 +403,51 @@ fn with_ring<const RING: usize, X: Lanes, Y: Store + 'static>(
     x: &[u32],
     output: &mut [Y],
 ) -> bool {
-    by_pixel_in(c, x, output, &mut [0u32; RING])
+    let mut ring = [0u32; RING];
+    by_pixel_with(c, x, output, &mut PixelSetUp::new(&mut ring))
 }
 
-/// [`by_pixel`] with `ring` for the padded input rows.
+/// Words of the ring a [`PixelSetUp`] for any layer [`by_pixel`] takes needs (the band driver's).
+pub const PIXEL_RING: usize = BY_PIXEL_RING;
+
+/// [`by_pixel`]'s constants and ring, kept across the calls of one layer run in bands of rows
+/// (in place, `engine::in_place`): the channel pairs' taps, biases and output stages
+/// ([`simd::DwPixelParams`]) and pad words are prepared by the first band's call and read by
+/// the others. Only a layer whose channel pairs fit one chunk keeps them (DS-CNN's 64 channels
+/// do); a wider one prepares each chunk per call as before.
+pub struct PixelSetUp<'r> {
+    params: simd::DwPixelParams,
+    pads: [u32; BY_PIXEL_PAIRS],
+    /// The padded input rows (three rows of ring columns).
+    ring: &'r mut [u32],
+    /// The layer whose constants `params` and `pads` hold (see [`LayerKey`]), if any.
+    layer: Option<LayerKey>,
+}
+
+impl<'r> PixelSetUp<'r> {
+    /// Nothing prepared yet, the padded rows in `ring`.
+    pub fn new(ring: &'r mut [u32]) -> PixelSetUp<'r> {
+        PixelSetUp {
+            params: simd::DwPixelParams::EMPTY,
+            pads: [0; BY_PIXEL_PAIRS],
+            ring,
+            layer: None,
+        }
+    }
+}
+
+/// [`by_pixel`] with its constants and ring in `setup`: prepared here unless `setup` holds
+/// those of `c`'s layer already (a later band of a layer run in place).
 #[inline(never)]
-fn by_pixel_in<X: Lanes, Y: Store + 'static>(
+pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     c: &Conv<'_, X>,
     x: &[u32],
     output: &mut [Y],
-    ring: &mut [u32],
+    setup: &mut PixelSetUp<'_>,
 ) -> bool {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let half = channels / 2;
-    // A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).
-    let runs_of = |ch: usize| {
-        let requant = crate::quant::Requant {
-            multiplier: *c.channels.multiplier.get(ch)?,
-            shift: *c.channels.shift.get(ch)?,
-        };
-        super::requant::Scale::new(requant)?.run(&c.bounds)
-    };
-    let pad_of = |ch: usize| {
-        if c.padding.values.is_empty() {
-            c.padding.zero.widen()
-        } else {
-            c.padding.values.get(ch).map_or(0, |v| v.widen())
-        }
-    };
     // Padded columns the windows read.
     let width = (out_w - 1) * g.stride[1] + 3;
     // Words per ring column: a constant of the two-pixel pass (8, 16 or 32 pairs, the widest
@@ -439,13 +455,13 @@ fn by_pixel_in<X: Lanes, Y: Store + 'static>(
     // pairs that fit, for the one-pixel pass only.
     let col_fit = [32, 16, 8]
         .into_iter()
-        .find(|col| 3 * width * col <= ring.len());
+        .find(|col| 3 * width * col <= setup.ring.len());
     let chunk = col_fit
-        .unwrap_or(ring.len() / (3 * width))
+        .unwrap_or(setup.ring.len() / (3 * width))
         .min(BY_PIXEL_PAIRS);
     // With several chunks, every factor is checked before anything is written (one chunk
     // checks its own as it prepares them).
-    if chunk == 0 || (half > chunk && !(0..channels).all(|ch| runs_of(ch).is_some())) {
+    if chunk == 0 || (half > chunk && !(0..channels).all(|ch| channel_run(c, ch).is_some())) {
         return false;
     }
     // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT, and
@@ -462,7 +478,13 @@ fn by_pixel_in<X: Lanes, Y: Store + 'static>(
     let pixel2 = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32], b_at| {
         pixel_pair(g.stride[1], col, rows, k, out, b_at)
     };
-    let mut pads = [0u32; BY_PIXEL_PAIRS];
+    let key = LayerKey::of(c);
+    let PixelSetUp {
+        params,
+        pads,
+        ring,
+        layer,
+    } = setup;
     // One pixel's results as lane pairs.
     let mut narrow = [0u32; BY_PIXEL_PAIRS];
     let mut first = 0;
@@ -478,26 +500,19 @@ fn by_pixel_in<X: Lanes, Y: Store + 'static>(
             None => n,
         };
         let slot_len = width * col;
-        let mut k = simd::DwPixelParams::new(n);
-        for (j, p) in pads.iter_mut().enumerate().take(n) {
-            let ch = 2 * (first + j);
-            let (Some(w0), Some(w1), Some(&[b0, b1]), Some(r0), Some(r1)) = (
-                c.weights.get(ch * 9..ch * 9 + 9),
-                c.weights.get(ch * 9 + 9..ch * 9 + 18),
-                c.channels.bias.get(ch..ch + 2),
-                runs_of(ch),
-                runs_of(ch + 1),
-            ) else {
+        // The layer's constants from an earlier band when one chunk holds every pair.
+        let whole = n == half;
+        if !(whole && *layer == Some(key)) {
+            *layer = None;
+            if !prepare(c, first, n, params, pads) {
                 // Only the first chunk can get here with nothing written yet.
                 return first > 0;
-            };
-            let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
-                return first > 0;
-            };
-            let w = core::array::from_fn(|t| simd::pair(i32::from(w0[t]), i32::from(w1[t])));
-            k.set(j, w, [b0, b1], [r0, r1]);
-            *p = simd::pair(pad_of(ch), pad_of(ch + 1));
+            }
+            if whole {
+                *layer = Some(key);
+            }
         }
+        let k = &*params;
         let pads = pads.get(..n).unwrap_or_default();
         // Which padded row each slot holds (none yet).
         let mut held = [usize::MAX; 3];
@@ -565,7 +580,7 @@ fn by_pixel_in<X: Lanes, Y: Store + 'static>(
                     // boundary (never from the engine's arena) takes the one-pixel pass.
                     let y = output.get_mut(at..at + channels + 2 * n);
                     if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
-                        pixel2(slots.map(row), col, &k, words, half);
+                        pixel2(slots.map(row), col, k, words, half);
                         ox += 2;
                         continue;
                     }
@@ -575,9 +590,9 @@ fn by_pixel_in<X: Lanes, Y: Store + 'static>(
                 };
                 // An int16 output takes the lane pairs as they are.
                 if let Some(words) = simd::i16_words(y) {
-                    pixel(slots.map(row), col, &k, words);
+                    pixel(slots.map(row), col, k, words);
                 } else {
-                    pixel(slots.map(row), col, &k, &mut narrow);
+                    pixel(slots.map(row), col, k, &mut narrow);
                     for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
                         if let [y0, y1] = y {
                             *y0 = Y::from_wide(*v as i16);
@@ -613,6 +628,58 @@ fn pixel_pair(
         (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>(rows, k, out, b_at),
         _ => simd::dw3x3_pixel2_relu16::<2, 32>(rows, k, out, b_at),
     }
+}
+
+/// A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).
+#[inline(always)]
+fn channel_run<X>(c: &Conv<'_, X>, ch: usize) -> Option<simd::RunScale> {
+    let requant = crate::quant::Requant {
+        multiplier: *c.channels.multiplier.get(ch)?,
+        shift: *c.channels.shift.get(ch)?,
+    };
+    super::requant::Scale::new(requant)?.run(&c.bounds)
+}
+
+/// Channel `ch`'s pad value, widened.
+#[inline(always)]
+fn channel_pad<X: Lanes>(c: &Conv<'_, X>, ch: usize) -> i32 {
+    if c.padding.values.is_empty() {
+        c.padding.zero.widen()
+    } else {
+        c.padding.values.get(ch).map_or(0, |v| v.widen())
+    }
+}
+
+/// [`by_pixel`]'s constants of channel pairs `first..first + n` into `params`, their pad words
+/// into `pads`; `false` if an operand is missing (validation bypassed) or a factor has no
+/// [`simd::RunScale`].
+fn prepare<X: Lanes>(
+    c: &Conv<'_, X>,
+    first: usize,
+    n: usize,
+    params: &mut simd::DwPixelParams,
+    pads: &mut [u32; BY_PIXEL_PAIRS],
+) -> bool {
+    params.reset(n);
+    for (j, p) in pads.iter_mut().enumerate().take(n) {
+        let ch = 2 * (first + j);
+        let (Some(w0), Some(w1), Some(&[b0, b1]), Some(r0), Some(r1)) = (
+            c.weights.get(ch * 9..ch * 9 + 9),
+            c.weights.get(ch * 9 + 9..ch * 9 + 18),
+            c.channels.bias.get(ch..ch + 2),
+            channel_run(c, ch),
+            channel_run(c, ch + 1),
+        ) else {
+            return false;
+        };
+        let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
+            return false;
+        };
+        let w = core::array::from_fn(|t| simd::pair(i32::from(w0[t]), i32::from(w1[t])));
+        params.set(j, w, [b0, b1], [r0, r1]);
+        *p = simd::pair(channel_pad(c, ch), channel_pad(c, ch + 1));
+    }
+    true
 }
 
 /// [`simd::requant_run`] for a factor it does not take: every second value of `sums` through

@@ -2101,11 +2101,26 @@ pub struct DwPixelParams {
 }
 
 impl DwPixelParams {
+    /// No channel pair, all zero: a buffer for [`DwPixelParams::reset`] (a constant, so that a
+    /// caller's buffer is zeroed where it lies rather than built on the stack and copied).
+    pub const EMPTY: DwPixelParams = DwPixelParams {
+        words: [0; DW_PIXEL_WORDS * DW_PIXEL_PAIRS],
+        pairs: 0,
+    };
+
     /// Room for `pairs` channel pairs (at most [`DW_PIXEL_PAIRS`]; more are cut), all zero.
     pub fn new(pairs: usize) -> DwPixelParams {
+        let mut params = DwPixelParams::EMPTY;
+        params.reset(pairs);
+        params
+    }
+
+    /// [`DwPixelParams::new`] in place.
+    pub fn reset(&mut self, pairs: usize) {
         let pairs = pairs.min(DW_PIXEL_PAIRS);
-        let mut words = [0u32; DW_PIXEL_WORDS * DW_PIXEL_PAIRS];
-        for (j, p) in words
+        self.words = [0; DW_PIXEL_WORDS * DW_PIXEL_PAIRS];
+        for (j, p) in self
+            .words
             .chunks_exact_mut(DW_PIXEL_WORDS)
             .enumerate()
             .take(pairs)
@@ -2114,7 +2129,7 @@ impl DwPixelParams {
                 *more = u32::from(j + 1 < pairs);
             }
         }
-        DwPixelParams { words, pairs }
+        self.pairs = pairs;
     }
 
     /// Channel pairs held.
