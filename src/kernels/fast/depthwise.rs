@@ -632,7 +632,7 @@ fn pixel_pair(
 
 /// A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).
 #[inline(always)]
-fn channel_run<X>(c: &Conv<'_, X>, ch: usize) -> Option<simd::RunScale> {
+pub(super) fn channel_run<X>(c: &Conv<'_, X>, ch: usize) -> Option<simd::RunScale> {
     let requant = crate::quant::Requant {
         multiplier: *c.channels.multiplier.get(ch)?,
         shift: *c.channels.shift.get(ch)?,
