@@ -2329,6 +2329,42 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
 // The groups = 1 convolutions' four-channel tile (src/kernels/fast/simd/conv.rs).
 // =============================================================================================
 
+/// One pass of the four-channel tile's multiply loop on int16 lane pairs in assembly text
+/// (`smlad_4x1_pixels`, `smlad_4x1_run` and the fused `smlad_4x1_store`): four activation
+/// words (LDR through r12, post-incremented), each meeting the four channels' interleaved
+/// weight words (LDM through r5, written back) in four SMLADs into r8-r11. Uses r0-r4.
+#[cfg(icefold_dsp)]
+macro_rules! smlad_4x1_passes {
+    () => {
+        concat!(
+            "ldr r4, [r12], #4\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r4, r8\n",
+            "smlad r9, r1, r4, r9\n",
+            "smlad r10, r2, r4, r10\n",
+            "smlad r11, r3, r4, r11\n",
+            "ldr r4, [r12], #4\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r4, r8\n",
+            "smlad r9, r1, r4, r9\n",
+            "smlad r10, r2, r4, r10\n",
+            "smlad r11, r3, r4, r11\n",
+            "ldr r4, [r12], #4\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r4, r8\n",
+            "smlad r9, r1, r4, r9\n",
+            "smlad r10, r2, r4, r10\n",
+            "smlad r11, r3, r4, r11\n",
+            "ldr r4, [r12], #4\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r4, r8\n",
+            "smlad r9, r1, r4, r9\n",
+            "smlad r10, r2, r4, r10\n",
+            "smlad r11, r3, r4, r11"
+        )
+    };
+}
+
 mod conv;
 pub use conv::{
     smlad_4x1_pixels, smlad_4x1_run, sxtb16_4x1_run, widen_interleaved, widen_interleaved_quads,
