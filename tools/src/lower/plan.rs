@@ -128,10 +128,25 @@ pub fn plan_arena_in_place(lives: &[BufferLife], in_place: &[InPlace], align: us
     }
 }
 
-/// Output rows an in-place layer is planned to run at a time (at least): every band is one
-/// call of the layer's kernel, whose set-up (weight widening, row rings) is paid per call. Four
-/// rows cost DS-CNN's 25-row layers 6 calls instead of 25, for three rows of arena.
+/// Output pixels an in-place layer is planned to run at a time (at least): every band is one
+/// call of the layer's kernel, whose per-call work (the depthwise ring's halo rows, the
+/// pointwise tile's stage, the band driver) is paid per band, so a band of few pixels pays it
+/// often. Bands of at least 32 pixels: DS-CNN's 5-pixel rows run in bands of
+/// [`IN_PLACE_BAND_ROWS`] (one row cost it +16 %, docs/BENCHMARKS.md), MobileNetV1's 48- and
+/// 24-pixel rows and ResNet-8's 32-pixel rows in one or two rows (one row cost them under 1 %).
+const IN_PLACE_BAND_PIXELS: i64 = 32;
+
+/// Most output rows an in-place layer is planned to run at a time: beyond four rows the
+/// per-band work is a few per cent of a band on every network measured, and each row more
+/// is a row of arena.
 const IN_PLACE_BAND_ROWS: i64 = 4;
+
+/// The output rows the planner leaves room for when `output` is written over its input:
+/// enough rows for [`IN_PLACE_BAND_PIXELS`], at most [`IN_PLACE_BAND_ROWS`].
+fn in_place_band_rows(output: &TensorDesc) -> i64 {
+    let width = i64::from(output.dims[1]).max(1);
+    ((IN_PLACE_BAND_PIXELS + width - 1) / width).clamp(1, IN_PLACE_BAND_ROWS)
+}
 
 /// Bytes of one row of a dense `[H, W, C]` tensor.
 fn row_bytes(d: &TensorDesc) -> i64 {
@@ -221,8 +236,8 @@ fn replan_with(
             })
             .max_by_key(|&(bytes, ..)| bytes);
         if let Some((_, input, bounds)) = candidate {
-            // Room for bands of IN_PLACE_BAND_ROWS output rows at a time.
-            let slack = (IN_PLACE_BAND_ROWS - 1) * row_bytes(&l.output);
+            // Room for bands of several output rows at a time.
+            let slack = (in_place_band_rows(&l.output) - 1) * row_bytes(&l.output);
             in_place.push(InPlace {
                 output: key(l.output.id),
                 input,
@@ -670,6 +685,22 @@ mod tests {
             input_count: inputs.len() as u8,
             output,
         }
+    }
+
+    #[test]
+    fn in_place_bands_cover_at_least_32_pixels_in_at_most_four_rows() {
+        let width = |w: u16| TensorDesc {
+            dims: [25, w, 64],
+            ..tensor(0, 64)
+        };
+        // DS-CNN's 5-pixel rows: four rows (32 pixels would take seven).
+        assert_eq!(in_place_band_rows(&width(5)), 4);
+        // ResNet-8's 32 and MobileNetV1's 48: one row; MobileNetV1's 24: two.
+        assert_eq!(in_place_band_rows(&width(32)), 1);
+        assert_eq!(in_place_band_rows(&width(48)), 1);
+        assert_eq!(in_place_band_rows(&width(24)), 2);
+        assert_eq!(in_place_band_rows(&width(11)), 3);
+        assert_eq!(in_place_band_rows(&width(0)), 4);
     }
 
     #[test]
