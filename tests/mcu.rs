@@ -392,12 +392,12 @@ fn cnn28_f32_fused_on_cortex_m0() {
         };
         pipeline::convert(&f.model(), &opts)
     };
-    // Within the default budget nothing is fused (the layers run in place: 28,000 bytes where
-    // the layer-by-layer plan needed 31,360); the micro:bit's 16 KiB less the 4 KiB its stack
-    // needs as the budget fuses both convolutions.
+    // Within the default budget nothing is fused (the layers run in place, in bands of two
+    // 28-pixel rows: 26,432 bytes where the layer-by-layer plan needed 31,360); the micro:bit's
+    // 16 KiB less the 4 KiB its stack needs as the budget fuses both convolutions.
     let unfused = convert(icefold_tool::lower::limits::Limits::DEFAULT.max_arena_bytes).unwrap();
     assert!(unfused.fusion.fused_convs.is_empty());
-    assert_eq!(unfused.lowered.info.arena_bytes, 28_000);
+    assert_eq!(unfused.lowered.info.arena_bytes, 26_432);
     let converted = convert(12 << 10).unwrap();
     let fused = converted
         .lowered
@@ -405,7 +405,7 @@ fn cnn28_f32_fused_on_cortex_m0() {
         .iter()
         .filter(|l| l.fused().is_some());
     assert_eq!(fused.count(), 2);
-    assert_eq!(converted.fusion.arena_bytes, (28_000, 11_200));
+    assert_eq!(converted.fusion.arena_bytes, (26_432, 11_200));
     // The same outputs, bit for bit, on the host.
     let x = f.array("input").expect("input").first(FIRMWARE_SAMPLES);
     let run = |blob: &[u8]| {
