@@ -14,19 +14,31 @@
 //! are a separate module. Among the chosen targets, the Armv7E-M and Armv8-M Mainline ones
 //! (`icefold_vfp`: an FPU with 32 single-precision registers, FPv4-SP or FPv5) run the register
 //! tiles as VLDM/VMLA assembly (src/kernels/fast/simd.rs).
+//!
+//! Feature `small-code` (`icefold_reference_only`) keeps the reference kernels on every target
+//! but x86_64: none of the above is chosen, and the fast integer kernels step aside. x86_64 hosts keep their kernels (a host has no flash to save, and its f32 kernels
+//! decide the tool's calibration).
 
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(icefold_dsp)");
     println!("cargo:rustc-check-cfg=cfg(icefold_fast_f32)");
     println!("cargo:rustc-check-cfg=cfg(icefold_vfp)");
+    println!("cargo:rustc-check-cfg=cfg(icefold_reference_only)");
     println!("cargo:rerun-if-env-changed=TARGET");
     let target = std::env::var("TARGET").unwrap_or_default();
     let dsp_feature = std::env::var_os("CARGO_FEATURE_DSP").is_some();
-    if target.starts_with("thumbv7em-") || (target.starts_with("thumbv8m.main-") && dsp_feature) {
+    let small_code =
+        std::env::var_os("CARGO_FEATURE_SMALL_CODE").is_some() && !target.starts_with("x86_64");
+    if small_code {
+        println!("cargo:rustc-cfg=icefold_reference_only");
+    }
+    let dsp_target =
+        target.starts_with("thumbv7em-") || (target.starts_with("thumbv8m.main-") && dsp_feature);
+    if dsp_target && !small_code {
         println!("cargo:rustc-cfg=icefold_dsp");
     }
     let fpu_mcu = target.ends_with("-none-eabihf");
-    if fpu_mcu {
+    if fpu_mcu && !small_code {
         println!("cargo:rustc-cfg=icefold_fast_f32");
     }
     // The x86_64 int8 kernels' AVX512-VNNI sums (src/kernels/x86/int8.rs) need the AVX-512
@@ -43,7 +55,7 @@ fn main() {
         println!("cargo:rustc-cfg=icefold_vnni");
     }
     let vfp_core = target.starts_with("thumbv7em-") || target.starts_with("thumbv8m.main-");
-    if fpu_mcu && vfp_core {
+    if fpu_mcu && vfp_core && !small_code {
         println!("cargo:rustc-cfg=icefold_vfp");
     }
 }

@@ -748,3 +748,37 @@ fn drift_counts_on_cortex_m4f_equal_the_hosts() {
         profile.drift
     );
 }
+
+/// Feature `small-code` (issue #19): the firmware built with the runtime's reference kernels
+/// only writes the same output bytes as the host and as the firmware with the fast kernels, in
+/// less code.
+#[test]
+fn small_code_int8_on_cortex_m4f_is_byte_identical_in_less_code() {
+    if !qemu_installed() {
+        eprintln!("SKIPPED: qemu-system-arm is not installed");
+        return;
+    }
+    let target = Target::CortexM4;
+    mcu::check_prerequisites(target).unwrap_or_else(|e| panic!("{e:#}"));
+    let (converted, x) = convert_fixture("small_cnn", Precision::Int8);
+    let fast = mcu::profile(&converted.blob, &x, &McuOptions::new(target))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut opts = McuOptions::new(target);
+    opts.small_code = true;
+    let small = mcu::profile(&converted.blob, &x, &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let parity = mcu::compare(&small, &converted.blob, &x).expect("compare");
+    eprintln!("small-code:\n{}", mcu::render(&small, &parity));
+    assert!(
+        parity.bytes_identical,
+        "small-code output bytes differ from the host's"
+    );
+    assert_eq!(small.output_bytes, fast.output_bytes);
+    assert!(
+        small.flash_code_bytes < fast.flash_code_bytes,
+        "small-code {} B of code, fast kernels {} B",
+        small.flash_code_bytes,
+        fast.flash_code_bytes
+    );
+    // The fast kernels' work is not done: the reference kernels take more instructions.
+    assert!(small.instructions_per_inference > fast.instructions_per_inference);
+}

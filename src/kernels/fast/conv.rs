@@ -358,6 +358,9 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
     output: &mut [Y],
     prepared: Option<&mut Prepared>,
 ) -> bool {
+    if cfg!(icefold_reference_only) {
+        return false;
+    }
     let g = conv.geometry;
     let ([_, _, in_c], [_, _, out_c]) = conv.dims;
     let taps = g.kernel[0].saturating_mul(g.kernel[1]);

@@ -18,6 +18,7 @@ use super::conv::{dot, stage};
 use super::requant::{Bounds, Scale, Stage};
 use super::simd;
 use super::{Outs, Store};
+use crate::kernels::reference::int8::dense as reference;
 use crate::kernels::reference::int8::{ChannelQuant, FromWide, OutputQuant, WideOutputQuant};
 use crate::quant::Requant;
 
@@ -29,6 +30,9 @@ pub fn dense(
     input: &[i8],
     output: &mut [i8],
 ) {
+    if cfg!(icefold_reference_only) {
+        return reference::dense(channels, out_quant, weights, input, output);
+    }
     let bounds = Bounds::from(*out_quant);
     rows(channels, &bounds, weights, input, output);
 }
@@ -41,6 +45,9 @@ pub fn dense_wide(
     input: &[i8],
     output: &mut [i16],
 ) {
+    if cfg!(icefold_reference_only) {
+        return reference::dense_wide(channels, out_quant, weights, input, output);
+    }
     let bounds = Bounds::from(*out_quant);
     rows(channels, &bounds, weights, input, output);
 }

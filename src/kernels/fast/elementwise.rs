@@ -14,6 +14,9 @@ const TABLE_MIN: usize = 1024;
 /// [`reference::int8::elementwise::add`](crate::kernels::reference::int8::elementwise::add).
 #[inline(never)]
 pub fn add(quant: &AddQuant, a: &[i8], b: &[i8], output: &mut [i8]) {
+    if cfg!(icefold_reference_only) {
+        return crate::kernels::reference::int8::elementwise::add(quant, a, b, output);
+    }
     // Eight elements per step with AVX2 (the same arithmetic lane by lane).
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::x86::int8::add(quant, a, b, output) {

@@ -13,6 +13,10 @@
 //! DSP extension: two 16-bit products per instruction (SMLAD) and two sign extensions per
 //! instruction (SXTB16). It and the x86_64 f32 kernels (`kernels::x86`) are this crate's only
 //! `unsafe` code.
+//!
+//! With feature `small-code` on any target but x86_64 (`cfg(icefold_reference_only)`, set by
+//! build.rs) every entry point here hands its layer to the reference kernel before anything
+//! else, a constant branch, so none of the fast code is linked.
 
 pub mod conv;
 pub mod conv_f32;

@@ -53,6 +53,12 @@ pub struct McuArgs {
     /// the instruction counts.
     #[arg(long)]
     drift: bool,
+    /// Build the firmware with the runtime's reference kernels only (feature `small-code`): the
+    /// same outputs, byte for byte, in a fraction of the code and several times the
+    /// instructions (DS-CNN on Cortex-M4F: 21.7 KB of runtime code instead of 109 KB in the
+    /// minimal firmware; docs/BENCHMARKS.md, "small-code").
+    #[arg(long)]
+    small_code: bool,
 }
 
 /// Runs `icefold mcu`.
@@ -75,6 +81,7 @@ pub fn run(a: &McuArgs) -> Result<()> {
     let mut opts = mcu::McuOptions::new(target);
     opts.allow_nonfinite = a.allow_nonfinite;
     opts.drift = a.drift;
+    opts.small_code = a.small_code;
     if let Some(key) = &a.public_key {
         opts.public_key = Some(*icefold_tool::signing::read_public(key)?);
     }

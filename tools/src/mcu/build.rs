@@ -49,6 +49,11 @@ pub fn build(project: &Project, opts: &McuOptions) -> Result<Firmware> {
         } else {
             &[][..]
         })
+        .args(if opts.small_code {
+            &["--features", "small-code"][..]
+        } else {
+            &[][..]
+        })
         // The micro:bit's 256 KiB of flash hold the soft-float runtime with every kernel (about
         // 236 KB) and little else: there the firmware links only its model's kernels.
         .args(if opts.target.links_model_kernels_only() {

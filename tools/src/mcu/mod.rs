@@ -79,6 +79,8 @@ pub struct McuOptions {
     /// timed runs (`icefold::observe::ClampCounter`, included in the instruction counts) and
     /// reports them.
     pub drift: bool,
+    /// Build the firmware with the runtime's feature `small-code`: the reference kernels only.
+    pub small_code: bool,
 }
 
 impl McuOptions {
@@ -107,6 +109,7 @@ impl McuOptions {
             allow_nonfinite: false,
             public_key: None,
             drift: false,
+            small_code: false,
         }
     }
 }

@@ -159,6 +159,11 @@ pub fn prepare_project(blob: &[u8], x: &Array, opts: &McuOptions) -> Result<Proj
         },
         opts.public_key.as_ref().map_or(b"unsigned", |k| &k[..]),
         if opts.drift { b"drift" } else { b"no-drift" },
+        if opts.small_code {
+            b"small-code"
+        } else {
+            b"fast-kernels"
+        },
     ]);
     let hash = format!("{:016x}", fnv1a(&firmware_hash_parts));
     let dir = opts.cache_dir.join(opts.target.name()).join(&hash);
