@@ -222,3 +222,65 @@ fn ad_autoencoder_int16_dense_weights_compute_the_int8_rows_bytes() {
         );
     }
 }
+
+/// The command line round-trips the layout: `convert --dense-weights int16` writes it,
+/// `inspect` names it per layer, `int8` (the default) writes none; without `--quantize` the
+/// flag is refused.
+#[test]
+fn convert_dense_weights_flag_round_trips_through_inspect() {
+    let Some(bin) = icefold_tests::cli_binary() else {
+        eprintln!("note: the icefold binary is not built next to this test; skipped");
+        return;
+    };
+    let f = fixture("matmul_dense");
+    let dir = std::env::temp_dir().join(format!("icefold-dense16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let mut sizes = Vec::new();
+    for layout in ["int8", "int16"] {
+        let blob = dir.join(format!("{layout}.icefold"));
+        let (model, calib) = (f.model(), f.dir().join("calib.npy"));
+        let (ok, _, err) = run(&[
+            "convert".as_ref(),
+            model.as_os_str(),
+            "-o".as_ref(),
+            blob.as_os_str(),
+            "--quantize".as_ref(),
+            "int8".as_ref(),
+            "--calib".as_ref(),
+            calib.as_os_str(),
+            "--dense-weights".as_ref(),
+            layout.as_ref(),
+        ]);
+        assert!(ok, "{err}");
+        let (ok, text, err) = run(&["inspect".as_ref(), blob.as_os_str()]);
+        assert!(ok, "{err}");
+        assert!(text.contains("format version 11"), "{text}");
+        assert_eq!(
+            text.contains(", int16 weights"),
+            layout == "int16",
+            "{text}"
+        );
+        sizes.push(std::fs::metadata(&blob).unwrap().len());
+    }
+    assert!(sizes[1] > sizes[0], "{sizes:?}");
+    let model = f.model();
+    let out = dir.join("f32.icefold");
+    let (ok, _, err) = run(&[
+        "convert".as_ref(),
+        model.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--dense-weights".as_ref(),
+        "int16".as_ref(),
+    ]);
+    assert!(!ok && err.contains("--quantize"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
