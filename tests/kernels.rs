@@ -161,3 +161,126 @@ fn each_mlperf_model_runs_on_exactly_its_kernels() {
         "{message}"
     );
 }
+
+/// `--dense-weights int16` (`DenseLayout::QuadsI16`) on the autoencoder, default and all-int8
+/// conversions: every dense layer takes the layout, its weights take exactly twice the bytes,
+/// and the outputs of every test sample are those of the int8 rows, byte for byte (the same
+/// int8 values, so the same accumulators).
+#[test]
+fn ad_autoencoder_int16_dense_weights_compute_the_int8_rows_bytes() {
+    use icefold::format::{DenseLayout, Op};
+    let f = fixture("ad_autoencoder");
+    let calib = f.array("calib").unwrap();
+    for all_int8 in [false, true] {
+        let blob = |dense_weights| {
+            let opts = Int8Options {
+                calib: &calib,
+                method: Method::DEFAULT,
+                progress: false,
+                bias_correction: true,
+                wide_output: !all_int8,
+                int16_activations: if all_int8 {
+                    0
+                } else {
+                    INT16_ACTIVATIONS_DEFAULT
+                },
+            };
+            let options = ConvertOptions {
+                int8: Some(opts),
+                dense_weights,
+                ..Default::default()
+            };
+            AlignedBytes::new(&pipeline::convert(&f.model(), &options).unwrap().blob)
+        };
+        let (rows, quads) = (blob(DenseLayout::RowsI8), blob(DenseLayout::QuadsI16));
+        let (rows, quads) = (
+            Model::new_checked(rows.as_slice()).unwrap(),
+            Model::new_checked(quads.as_slice()).unwrap(),
+        );
+        let weights = |m: &Model<'_>, want: DenseLayout| {
+            m.layers()
+                .map(|l| match l.op {
+                    Op::DenseI8(d) => (d.layout, d.weights.len),
+                    Op::DenseI8Wide(d) => (d.layout, d.weights.len),
+                    other => panic!("not a dense layer: {other:?}"),
+                })
+                .inspect(|(layout, _)| assert_eq!(*layout, want))
+                .map(|(_, len)| len)
+                .collect::<Vec<_>>()
+        };
+        let (w8, w16) = (
+            weights(&rows, DenseLayout::RowsI8),
+            weights(&quads, DenseLayout::QuadsI16),
+        );
+        assert_eq!(w8.len(), 10);
+        assert_eq!(w16, w8.iter().map(|n| 2 * n).collect::<Vec<_>>());
+        let (want, got) = (outputs(&rows, &f), outputs(&quads, &f));
+        assert_eq!(
+            bytemuck::cast_slice::<f32, u8>(&got),
+            bytemuck::cast_slice::<f32, u8>(&want),
+            "all int8: {all_int8}"
+        );
+    }
+}
+
+/// The command line round-trips the layout: `convert --dense-weights int16` writes it,
+/// `inspect` names it per layer, `int8` (the default) writes none; without `--quantize` the
+/// flag is refused.
+#[test]
+fn convert_dense_weights_flag_round_trips_through_inspect() {
+    let Some(bin) = icefold_tests::cli_binary() else {
+        eprintln!("note: the icefold binary is not built next to this test; skipped");
+        return;
+    };
+    let f = fixture("matmul_dense");
+    let dir = std::env::temp_dir().join(format!("icefold-dense16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let mut sizes = Vec::new();
+    for layout in ["int8", "int16"] {
+        let blob = dir.join(format!("{layout}.icefold"));
+        let (model, calib) = (f.model(), f.dir().join("calib.npy"));
+        let (ok, _, err) = run(&[
+            "convert".as_ref(),
+            model.as_os_str(),
+            "-o".as_ref(),
+            blob.as_os_str(),
+            "--quantize".as_ref(),
+            "int8".as_ref(),
+            "--calib".as_ref(),
+            calib.as_os_str(),
+            "--dense-weights".as_ref(),
+            layout.as_ref(),
+        ]);
+        assert!(ok, "{err}");
+        let (ok, text, err) = run(&["inspect".as_ref(), blob.as_os_str()]);
+        assert!(ok, "{err}");
+        assert!(text.contains("format version 11"), "{text}");
+        assert_eq!(
+            text.contains(", int16 weights"),
+            layout == "int16",
+            "{text}"
+        );
+        sizes.push(std::fs::metadata(&blob).unwrap().len());
+    }
+    assert!(sizes[1] > sizes[0], "{sizes:?}");
+    let model = f.model();
+    let out = dir.join("f32.icefold");
+    let (ok, _, err) = run(&[
+        "convert".as_ref(),
+        model.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--dense-weights".as_ref(),
+        "int16".as_ref(),
+    ]);
+    assert!(!ok && err.contains("--quantize"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -425,6 +425,50 @@ fn corrupted_blobs_with_views_are_refused_and_never_panic() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Blobs with dense weights widened by the host (format version 11, `--dense-weights int16`:
+/// `DenseLayout::QuadsI16`, int16 values in blocks of four rows) through the same three sweeps:
+/// the dense fixtures in int8 (default and all-int8), so flips land in the layout byte and in
+/// the int16 values the loader range-checks.
+#[test]
+fn corrupted_blobs_with_int16_dense_weights_are_refused_and_never_panic() {
+    let mut failures = Vec::new();
+    for name in ["matmul_dense", "ops_mix"] {
+        let f = manifest()
+            .into_iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("the {name} fixture"));
+        let calib = f.array("calib").unwrap();
+        for (suffix, all_int8) in [("-int8", false), ("-all-int8", true)] {
+            let opts = ConvertOptions {
+                int8: Some(int8_options(&calib, all_int8)),
+                dense_weights: icefold::format::DenseLayout::QuadsI16,
+                ..Default::default()
+            };
+            let converted = pipeline::convert(&f.model(), &opts).unwrap();
+            let quads = converted
+                .lowered
+                .layers
+                .iter()
+                .filter(|l| match l.op {
+                    icefold::format::Op::DenseI8(d) => {
+                        d.layout == icefold::format::DenseLayout::QuadsI16
+                    }
+                    icefold::format::Op::DenseI8Wide(d) => {
+                        d.layout == icefold::format::DenseLayout::QuadsI16
+                    }
+                    _ => false,
+                })
+                .count();
+            assert!(quads > 0, "{name}{suffix}: no int16 dense weights to sweep");
+            match sweep(&format!("{name}-dense16{suffix}"), &converted.blob) {
+                Ok(line) => println!("{line}"),
+                Err(e) => failures.extend(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Blobs with slices in place (format version 10: a `Slice` whose output is a view of its input,
 /// read at its pixel stride by convolutions, or along rows at an offset) through the same three
 /// sweeps: `split_tiny` (a channel Split feeding 3x3 and 5x5 depthwise convolutions, a Slice of

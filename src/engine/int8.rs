@@ -5,8 +5,8 @@
 //! scale is read here. A test reads this file to check that no floating point appears in it.
 
 use crate::format::{
-    ChannelRequant, Clamp, Conv2dI16, Conv2dPoolI16, Conv2dPoolI8, DType, Layer, Op, PoolI8, Span,
-    TensorDesc,
+    ChannelRequant, Clamp, Conv2dI16, Conv2dPoolI16, Conv2dPoolI8, DType, DenseLayout, Layer, Op,
+    PoolI8, Span, TensorDesc,
 };
 use crate::kernels::fast;
 use crate::kernels::fused::{self, FusedGeometry};
@@ -190,8 +190,16 @@ pub(super) fn run_layer<K: Kernels>(
         }
         Op::DenseI8(p) if linked::<K>(Kernel::DenseI8) => {
             let channels = channel_quant(model, p.bias, &p.requant)?;
-            let weights = model.weights_as(p.weights)?;
-            fast::dense::dense(&channels, &output(p.clamp), weights, x, y);
+            match p.layout {
+                DenseLayout::RowsI8 => {
+                    let weights = model.weights_as(p.weights)?;
+                    fast::dense::dense(&channels, &output(p.clamp), weights, x, y);
+                }
+                DenseLayout::QuadsI16 => {
+                    let weights = model.weights_as(p.weights)?;
+                    fast::dense::dense_quads(&channels, &output(p.clamp), weights, x, y);
+                }
+            }
         }
         Op::PoolI8(p) if linked::<K>(Kernel::PoolI8) => {
             let quant = PoolQuant {
@@ -298,7 +306,14 @@ pub(super) fn run_wide_layer<K: Kernels>(
         zero_point,
         clamp: p.clamp,
     };
-    fast::dense::dense_wide(&channels, &output, model.weights_as(p.weights)?, x, y);
+    match p.layout {
+        DenseLayout::RowsI8 => {
+            fast::dense::dense_wide(&channels, &output, model.weights_as(p.weights)?, x, y)
+        }
+        DenseLayout::QuadsI16 => {
+            fast::dense::dense_wide_quads(&channels, &output, model.weights_as(p.weights)?, x, y)
+        }
+    }
     Some(())
 }
 

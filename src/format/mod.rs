@@ -33,7 +33,7 @@ pub use header::{Header, HEADER_LEN};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 10;
+pub const FORMAT_VERSION: u16 = 11;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.
@@ -342,7 +342,45 @@ pub struct Conv2dI16 {
     pub clamp: ClampI16,
 }
 
-/// int8 fully connected layer: weights i8 `[out][in]`, bias i32 `[out]` (zero-point term folded).
+/// How the weights of an int8 dense layer (`DenseI8`, `DenseI8Wide`) are stored (version 11).
+/// Both hold the same int8 values and compute the same bytes; the host tool chooses
+/// (`icefold convert --dense-weights`), and every runtime reads both.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DenseLayout {
+    /// i8 `[out][in]`, row-major: `out · in` bytes at any offset.
+    #[default]
+    RowsI8,
+    /// The same values as i16, in the order a DSP core's kernel reads them with SMLAD and no
+    /// widening ([`quad_index`]): `2 · out · in` bytes, 4-aligned, `in` a multiple of 4, every
+    /// value in `-128..=127`.
+    QuadsI16,
+}
+
+/// Rows per block of [`DenseLayout::QuadsI16`].
+pub const QUAD_ROWS: usize = 4;
+
+/// Where weight `w[o][i]` of a dense layer with `n_out` rows of `n_in` inputs (`n_in` a multiple
+/// of 4) lies in the i16 array of [`DenseLayout::QuadsI16`]. The rows are taken in blocks of
+/// [`QUAD_ROWS`] (the last block holds the `r = n_out − 4b ≤ 4` rows left); inside a block of `r`
+/// rows, for each run `j` of four inputs `4j .. 4j + 4`, for `h` in 0, 1, the words of the `r`
+/// rows in order, each word `(w[o][4j + h], w[o][4j + h + 2])` (low half first): the lane order
+/// SXTB16 gives an input word (`(x0, x2)`, `(x1, x3)`), so one input word times four weight
+/// words is four SMLADs. A permutation of `0 .. n_out · n_in`.
+pub const fn quad_index(n_out: usize, n_in: usize, o: usize, i: usize) -> usize {
+    let block = o / QUAD_ROWS;
+    let first = block * QUAD_ROWS;
+    let rows = if n_out - first < QUAD_ROWS {
+        n_out - first
+    } else {
+        QUAD_ROWS
+    };
+    let (k, j, h, e) = (o - first, i / 4, i % 2, (i % 4) / 2);
+    first * n_in + j * 4 * rows + h * 2 * rows + 2 * k + e
+}
+
+/// int8 fully connected layer: weights i8 `[out][in]` (or as `layout` says), bias i32 `[out]`
+/// (zero-point term folded).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DenseI8 {
@@ -354,6 +392,8 @@ pub struct DenseI8 {
     pub requant: ChannelRequant,
     /// Output bounds.
     pub clamp: Clamp,
+    /// How `weights` holds the values (version 11).
+    pub layout: DenseLayout,
 }
 
 /// int8 fully connected layer with an int16 output (a model's last layer): as `DenseI8`, but the
@@ -362,7 +402,7 @@ pub struct DenseI8 {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DenseI8Wide {
-    /// Weights, i8 `[out][in]`.
+    /// Weights, i8 `[out][in]` (or as `layout` says).
     pub weights: Span,
     /// Bias, i32 `[out]` (zero-point term folded).
     pub bias: Span,
@@ -370,6 +410,8 @@ pub struct DenseI8Wide {
     pub requant: ChannelRequant,
     /// Output bounds.
     pub clamp: ClampI16,
+    /// How `weights` holds the values (version 11).
+    pub layout: DenseLayout,
 }
 
 /// int8 pooling. `pool.activation` is `Identity`. Without `rescale`, output quantization equals

@@ -338,6 +338,20 @@ pub enum ParamFault {
         /// The input's dim along the axis.
         len: u16,
     },
+    /// A dense layer with int16 weights in blocks of four rows (`DenseLayout::QuadsI16`) whose
+    /// input features are not a multiple of 4.
+    DenseQuadInputs {
+        /// Input features (per position).
+        inputs: u32,
+    },
+    /// A dense layer's int16 weight (`DenseLayout::QuadsI16`) outside the int8 range the
+    /// accumulator bound assumes.
+    WideWeightRange {
+        /// Index of the value in the weights array.
+        index: u32,
+        /// The value.
+        value: i16,
+    },
 }
 
 /// What is wrong with one layer record.
@@ -729,6 +743,17 @@ impl fmt::Display for ParamFault {
             ParamFault::IndexOutOfRange { index, len } => write!(
                 f,
                 "reads index {index} along an axis of {len} (the input ends before it)"
+            ),
+            ParamFault::DenseQuadInputs { inputs } => write!(
+                f,
+                "int16 dense weights (layout QuadsI16) need a multiple of 4 input features, the \
+                 layer has {inputs}; re-convert with `icefold convert --dense-weights int8`"
+            ),
+            ParamFault::WideWeightRange { index, value } => write!(
+                f,
+                "int16 dense weight {index} is {value}, outside the int8 range -128..=127 the \
+                 accumulator bound assumes; the blob is damaged or not written by the icefold \
+                 tool (re-convert the model)"
             ),
         }
     }

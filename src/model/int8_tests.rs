@@ -215,6 +215,7 @@ pub(crate) fn int8_model() -> Spec {
             min: -100,
             max: 120,
         },
+        layout: DenseLayout::RowsI8,
     };
 
     let exp_table = push_words(
@@ -290,6 +291,135 @@ fn dense(spec: &mut Spec) -> &mut DenseI8 {
         Op::DenseI8(d) => Some(d),
         _ => None,
     })
+}
+
+/// `int8_model()`'s dense layer (5 × 8) with its weights as int16 quads
+/// ([`DenseLayout::QuadsI16`]), appended at the next multiple of 4.
+pub(crate) fn to_quads(spec: &mut Spec) {
+    let d = *dense(spec);
+    let rows: Vec<i8> = spec.weights[d.weights.offset as usize..][..d.weights.len as usize]
+        .iter()
+        .map(|&b| b as i8)
+        .collect();
+    let (n_out, n_in) = (5, 8);
+    let mut quads = std::vec![0i16; rows.len()];
+    for o in 0..n_out {
+        for i in 0..n_in {
+            quads[quad_index(n_out, n_in, o, i)] = rows[o * n_in + i].into();
+        }
+    }
+    let weights = push_words(
+        spec,
+        quads
+            .chunks_exact(2)
+            .map(|p| (u32::from(p[0] as u16) | (u32::from(p[1] as u16) << 16)).to_le_bytes()),
+    );
+    *dense(spec) = DenseI8 {
+        weights,
+        layout: DenseLayout::QuadsI16,
+        ..d
+    };
+}
+
+/// The same model with the dense weights in either layout gives the same bytes, and the loader
+/// refuses a quad layout it cannot run with a fault that says what to do.
+#[test]
+fn dense_quads_run_like_rows_and_malformed_quads_are_refused() {
+    let rows = int8_model();
+    let mut quads = rows.clone();
+    to_quads(&mut quads);
+    let run = |spec: &Spec, input: &[i8]| {
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let mut arena = Blob::zeroed(model.arena_bytes());
+        let mut out = std::vec![0i8; model.output().len()];
+        model.run_i8(arena.bytes_mut(), input, &mut out).unwrap();
+        out
+    };
+    let mut g = Gen(7);
+    let n = rows.info.input.len();
+    for _ in 0..8 {
+        let x = g.i8s(n);
+        assert_eq!(run(&rows, &x), run(&quads, &x));
+    }
+    // A value outside int8: the accumulator bound would not hold.
+    refused(
+        |s| {
+            to_quads(s);
+            let at = dense(s).weights.offset as usize + 2 * 13;
+            s.weights[at..at + 2].copy_from_slice(&300i16.to_le_bytes());
+        },
+        bad(
+            9,
+            param(ParamFault::WideWeightRange {
+                index: 13,
+                value: 300,
+            }),
+        ),
+    );
+    // int16 words read with LDM: the span must be 4-aligned.
+    refused(
+        |s| {
+            to_quads(s);
+            s.weights.extend([0, 0]);
+            let d = dense(s);
+            d.weights.offset += 2;
+        },
+        bad(
+            9,
+            LayerFault::Span {
+                role: SpanRole::Weights,
+                fault: SpanFault::Misaligned {
+                    offset: {
+                        let mut s = int8_model();
+                        to_quads(&mut s);
+                        dense(&mut s).weights.offset + 2
+                    },
+                },
+            },
+        ),
+    );
+    // The int8 rows relabelled as quads: 40 bytes read as 5 rows of 4 int16 inputs over 2
+    // positions, whose values (two int8 weights each) leave the int8 range.
+    let mut relabelled = int8_model();
+    dense(&mut relabelled).layout = DenseLayout::QuadsI16;
+    assert!(
+        matches!(
+            load(&relabelled),
+            Err(LoadError::BadLayer {
+                layer: 9,
+                what: LayerFault::Param(ParamFault::WideWeightRange { .. })
+            })
+        ),
+        "{:?}",
+        load(&relabelled)
+    );
+    let text = std::format!("{}", ParamFault::DenseQuadInputs { inputs: 6 });
+    assert!(text.contains("--dense-weights int8"), "{text}");
+    let text = std::format!(
+        "{}",
+        ParamFault::WideWeightRange {
+            index: 3,
+            value: -200
+        }
+    );
+    assert!(
+        text.contains("-128..=127") && text.contains("-200"),
+        "{text}"
+    );
+}
+
+/// A quad layout over inputs that are not a multiple of 4 is refused by name: 5 rows of 2
+/// inputs tile the 8-value input as 4 positions, which the int8 rows may do, the quads not.
+#[test]
+fn dense_quads_need_inputs_in_fours() {
+    refused(
+        |s| {
+            to_quads(s);
+            dense(s).weights.len = 2 * 5 * 2;
+        },
+        bad(9, param(ParamFault::DenseQuadInputs { inputs: 2 })),
+    );
 }
 
 /// Every use of tensor `id` (boundary and layer operands) edited alike, so the dataflow stays
@@ -767,10 +897,20 @@ fn int8_wire_format_is_pinned() {
             shifts: Span { offset: 24, len: 8 },
         },
         clamp: ClampI16 { min: -1, max: 300 },
+        layout: DenseLayout::RowsI8,
     };
     assert_eq!(
         postcard_bytes(&Op::DenseI8Wide(wide)),
-        [18, 0, 6, 8, 8, 16, 8, 24, 8, 0x01, 0xD8, 0x04]
+        [18, 0, 6, 8, 8, 16, 8, 24, 8, 0x01, 0xD8, 0x04, 0]
+    );
+    // Version 11: the layout last, variant 1 for int16 quads.
+    let quads = DenseI8Wide {
+        layout: DenseLayout::QuadsI16,
+        ..wide
+    };
+    assert_eq!(
+        postcard_bytes(&Op::DenseI8Wide(quads)),
+        [18, 0, 6, 8, 8, 16, 8, 24, 8, 0x01, 0xD8, 0x04, 1]
     );
     // DType::I16 is variant 2.
     assert_eq!(postcard_bytes(&DType::I16), [2]);
@@ -837,8 +977,12 @@ mod fuzz {
         /// head): whatever loads runs, raw and through floats.
         #[test]
         fn mutated_int8_payload_never_panics(edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..6),
-                                             wide in any::<bool>()) {
-            let mut blob = if wide { wide_softmax_model() } else { int8_model() }.blob();
+                                             wide in any::<bool>(), quads in any::<bool>()) {
+            let mut spec = if wide { wide_softmax_model() } else { int8_model() };
+            if quads && !wide {
+                to_quads(&mut spec);
+            }
+            let mut blob = spec.blob();
             let len = blob.bytes().len();
             for (at, value) in edits {
                 let at = HEADER_LEN + usize::from(at) % (len - HEADER_LEN);
@@ -902,6 +1046,7 @@ pub(crate) fn wide_model() -> Spec {
             min: -20000,
             max: 30000,
         },
+        layout: DenseLayout::RowsI8,
     };
     spec.push(layer(Op::DenseI8Wide(wide), Q9, Q10W));
     spec.info.output = Q10W;
@@ -972,6 +1117,7 @@ fn int16_tensors_only_leave_a_wide_dense() {
             bias: w.bias,
             requant: w.requant,
             clamp: Clamp::FULL,
+            layout: DenseLayout::RowsI8,
         });
     };
     assert_eq!(

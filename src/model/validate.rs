@@ -15,8 +15,8 @@ use super::{
 use crate::engine::kernel_set::{linked, links_any};
 use crate::engine::{Kernel, KernelSet, Kernels};
 use crate::format::{
-    Activation, ChannelRequant, Clamp, Concat, ConcatI8, Conv2d, DType, Layer, Op, Pool, PoolI8,
-    Quant, Requant, Span, TensorDesc, ARENA_ALIGN,
+    Activation, ChannelRequant, Clamp, Concat, ConcatI8, Conv2d, DType, DenseLayout, Layer, Op,
+    Pool, PoolI8, Quant, Requant, Span, TensorDesc, ARENA_ALIGN,
 };
 use crate::quant::contract::{
     accumulator_fits_for, MAX_POOL_WINDOW_AREA, SOFTMAX_OUTPUT_ZERO_POINT,
@@ -871,11 +871,11 @@ fn check_op<K: Kernels>(
         }
         Op::DenseI8(q) if linked::<K>(Kernel::DenseI8) => {
             check_clamp(q.clamp)?;
-            check_dense_i8(weights, (q.weights, q.bias, &q.requant), x, y)
+            check_dense_i8(weights, (q.weights, q.bias, &q.requant), q.layout, x, y)
         }
         Op::DenseI8Wide(q) if linked::<K>(Kernel::DenseI8Wide) => {
             check_bounds(q.clamp.min, q.clamp.max)?;
-            check_dense_i8(weights, (q.weights, q.bias, &q.requant), x, y)
+            check_dense_i8(weights, (q.weights, q.bias, &q.requant), q.layout, x, y)
         }
         Op::PoolI8(q) if linked::<K>(Kernel::PoolI8) => check_pool_i8(q, x, y),
         Op::AddI8(q) if linked::<K>(Kernel::AddI8) => {
@@ -1035,12 +1035,39 @@ fn check_integer_conv(
 fn check_dense_i8(
     weights: Weights<'_>,
     (w, bias, requant): (Span, Span, &ChannelRequant),
+    layout: DenseLayout,
     x: &TensorDesc,
     y: &TensorDesc,
 ) -> Result<(), LayerFault> {
     let n_out = y.len() as u64;
-    let n_in = dense_features(w, 1, n_out, x.len() as u64);
-    weights.span(w, SpanRole::Weights, n_out.saturating_mul(n_in), 1)?;
+    match layout {
+        DenseLayout::RowsI8 => {
+            let n_in = dense_features(w, 1, n_out, x.len() as u64);
+            weights.span(w, SpanRole::Weights, n_out.saturating_mul(n_in), 1)?;
+        }
+        DenseLayout::QuadsI16 => {
+            let n_in = dense_features(w, 2, n_out, x.len() as u64);
+            if n_in % 4 != 0 {
+                return Err(LayerFault::Param(ParamFault::DenseQuadInputs {
+                    inputs: u32::try_from(n_in).unwrap_or(u32::MAX),
+                }));
+            }
+            let bytes = weights.span(w, SpanRole::Weights, n_out.saturating_mul(2 * n_in), 4)?;
+            // The accumulator bound below assumes int8 products: every stored value must be
+            // one (the kernels multiply the int16 words as they are).
+            let outside = bytes
+                .chunks_exact(2)
+                .map(|v| i16::from_le_bytes([v[0], v[1]]))
+                .enumerate()
+                .find(|(_, v)| !(-128..=127).contains(v));
+            if let Some((index, value)) = outside {
+                return Err(LayerFault::Param(ParamFault::WideWeightRange {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    value,
+                }));
+            }
+        }
+    }
     let bias = weights.i32s(bias, SpanRole::Bias, n_out)?;
     weights.channel_requant(requant, n_out)?;
     // Every position's products land in one accumulator.

@@ -46,12 +46,12 @@ pub fn describe(op: &Op) -> (String, usize) {
         Op::Conv2dI8(q) => quantized_conv("i8", &q.conv, &q.requant),
         Op::Conv2dI16(q) => quantized_conv("16x8", &q.conv, &q.requant),
         Op::DenseI8(d) => (
-            "Dense i8".into(),
+            format!("Dense i8{}", dense_layout(d.layout)),
             (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
                 as usize,
         ),
         Op::DenseI8Wide(d) => (
-            "Dense i8→i16".into(),
+            format!("Dense i8→i16{}", dense_layout(d.layout)),
             (d.weights.len + d.bias.len + d.requant.multipliers.len + d.requant.shifts.len)
                 as usize,
         ),
@@ -159,5 +159,13 @@ fn pad_name(precision: &str, pad: [u16; 4], interior: [u16; 2]) -> String {
         format!("Pad{precision} {pad:?}")
     } else {
         format!("Pad{precision} {pad:?} interior {interior:?}")
+    }
+}
+
+/// The suffix naming a dense layer's weight layout where it is not the default int8 rows.
+fn dense_layout(layout: icefold::format::DenseLayout) -> &'static str {
+    match layout {
+        icefold::format::DenseLayout::RowsI8 => "",
+        icefold::format::DenseLayout::QuadsI16 => ", int16 weights",
     }
 }

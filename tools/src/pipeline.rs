@@ -72,6 +72,9 @@ pub struct ConvertOptions<'a> {
     /// convolution, pooling or element-wise layer at the arena's peak writes over the input it
     /// reads last, run in bands of rows); the values computed are the same.
     pub no_in_place: bool,
+    /// How int8 dense layers store their weights (`icefold convert --dense-weights`; f32
+    /// conversions ignore it).
+    pub dense_weights: icefold::format::DenseLayout,
 }
 
 /// Converts `source`: import (for a file), the BatchNorm statistics check (if asked), BatchNorm
@@ -227,7 +230,10 @@ fn quantize_int8(
         quantize::fit_int16_to_arena(
             &f32_lowered,
             &calibration,
-            opts.wide_output,
+            quantize::Writes {
+                wide_output: opts.wide_output,
+                dense_weights: convert.dense_weights,
+            },
             candidates.clone(),
             budget,
             opts.calib,

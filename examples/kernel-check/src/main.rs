@@ -194,6 +194,56 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
     fits.then_some((g, [h, w, in_c], [oh, ow, out_c]))
 }
 
+/// Largest dense weight count [`check_quads`] takes (its buffer lives only during the call:
+/// the M0's stack has no room for another full weight array beside `main`'s).
+const QUAD_W: usize = MAX_W / 2;
+
+/// One dense case with the weights `wt` (`n_out` rows of `n_in`) stored as int16 quads
+/// (`DenseLayout::QuadsI16`): the fast kernel on them, int8 and int16 outputs, against the
+/// reference on the int8 rows.
+#[inline(never)]
+fn check_quads(
+    ch: &ChannelQuant,
+    zp: i8,
+    q16: &WideOutputQuant,
+    (wt, x): (&[i8], &[i8]),
+    (n_in, n_out): (usize, usize),
+    case: usize,
+) {
+    /// Word-aligned int16 weights (the quad layout is read with LDM).
+    #[repr(align(4))]
+    struct Quads([i16; QUAD_W]);
+    let mut wq = Quads([0; QUAD_W]);
+    let quads = &mut wq.0[..n_in * n_out];
+    for o in 0..n_out {
+        for i in 0..n_in {
+            quads[icefold::format::quad_index(n_out, n_in, o, i)] = wt[o * n_in + i].into();
+        }
+    }
+    let q8 = OutputQuant {
+        zero_point: zp,
+        clamp: Clamp::FULL,
+    };
+    let (mut y8a, mut y8b) = ([0i8; MAX_C], [0i8; MAX_C]);
+    let (mut y16a, mut y16b) = ([0i16; MAX_C], [0i16; MAX_C]);
+    fast::dense::dense_quads(ch, &q8, quads, x, &mut y8a[..n_out]);
+    dense::dense(ch, &q8, wt, x, &mut y8b[..n_out]);
+    fast::dense::dense_wide_quads(ch, q16, quads, x, &mut y16a[..n_out]);
+    dense::dense_wide(ch, q16, wt, x, &mut y16b[..n_out]);
+    if y8a[..n_out] != y8b[..n_out] || y16a[..n_out] != y16b[..n_out] {
+        hprintln!(
+            "dense int16 quads n_in {} n_out {}: int8 {:?} want {:?}, int16 {:?} want {:?}",
+            n_in,
+            n_out,
+            &y8a[..n_out],
+            &y8b[..n_out],
+            &y16a[..n_out],
+            &y16b[..n_out]
+        );
+        fail("dense int16 quads", case);
+    }
+}
+
 fn fail(what: &str, case: usize) -> ! {
     hprintln!("KERNEL-CHECK mismatch in {} case {}", what, case);
     debug::exit(debug::EXIT_FAILURE);
@@ -507,6 +557,11 @@ fn main() -> ! {
                 n_in, n_out, positions, offset, &y8a[..n_out], &y8b[..n_out], &y16a[..n_out], &y16b[..n_out]
             );
             fail("dense", case);
+        }
+        // The same values stored by the host as int16 quads (`DenseLayout::QuadsI16`, `n_in` a
+        // multiple of 4): the fast kernel on them against the reference on the int8 rows.
+        if n_in % 4 == 0 && n_in * n_out <= QUAD_W {
+            check_quads(&ch.quant(n_out), zp, &q, (wt, x), (n_in, n_out), case);
         }
         let n = 1 + gen.below(MAX_ACT as u32);
         x8[..n].iter_mut().for_each(|v| *v = gen.i8());

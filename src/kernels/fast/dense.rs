@@ -52,6 +52,175 @@ pub fn dense_wide(
     rows(channels, &bounds, weights, input, output);
 }
 
+/// [`reference::int8::dense::dense_quads`](crate::kernels::reference::int8::dense::dense_quads):
+/// weights the host tool stored as int16 in blocks of four rows
+/// ([`DenseLayout::QuadsI16`](crate::format::DenseLayout)).
+pub fn dense_quads(
+    channels: &ChannelQuant,
+    out_quant: &OutputQuant,
+    weights: &[i16],
+    input: &[i8],
+    output: &mut [i8],
+) {
+    let bounds = Bounds::from(*out_quant);
+    if !quads(channels, &bounds, weights, input, output) {
+        crate::kernels::reference::int8::dense::dense_quads(
+            channels, out_quant, weights, input, output,
+        );
+    }
+}
+
+/// [`reference::int8::dense::dense_wide_quads`](crate::kernels::reference::int8::dense::dense_wide_quads).
+pub fn dense_wide_quads(
+    channels: &ChannelQuant,
+    out_quant: &WideOutputQuant,
+    weights: &[i16],
+    input: &[i8],
+    output: &mut [i16],
+) {
+    let bounds = Bounds::from(*out_quant);
+    if !quads(channels, &bounds, weights, input, output) {
+        crate::kernels::reference::int8::dense::dense_wide_quads(
+            channels, out_quant, weights, input, output,
+        );
+    }
+}
+
+/// [`rows_quads`] with a stack buffer sized for the input, as [`widened`] sizes it: `false`
+/// (nothing written) for shapes it does not take (more than 1024 inputs or [`MAX_POOLED`]
+/// positions, weights not word-aligned), which the reference computes.
+#[inline(never)]
+fn quads<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i16],
+    input: &[i8],
+    output: &mut [Y],
+) -> bool {
+    let n_in = weights.len().checked_div(output.len()).unwrap_or(0);
+    if n_in <= 2 * SMALL_WORDS {
+        rows_quads(
+            channels,
+            bounds,
+            weights,
+            input,
+            output,
+            &mut [0; SMALL_WORDS],
+        )
+    } else if n_in <= 2 * LARGE_WORDS {
+        large_quads(channels, bounds, weights, input, output)
+    } else {
+        false
+    }
+}
+
+/// [`quads`] for more than 256 input values, in a frame of its own.
+#[inline(never)]
+fn large_quads<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i16],
+    input: &[i8],
+    output: &mut [Y],
+) -> bool {
+    rows_quads(
+        channels,
+        bounds,
+        weights,
+        input,
+        output,
+        &mut [0; LARGE_WORDS],
+    )
+}
+
+/// `output[o] = finish(bias'[o] + Σ_p Σ_i w[o][i] · input_p[i])` on int16 weights in blocks of
+/// four rows ([`crate::format::quad_index`]): the input widened once into `buf` (or summed over
+/// its positions, as [`rows_widened`] does), then per block of four rows
+/// [`simd::smlad_4x1_quads`] (each weight word read as stored, each activation word shared by
+/// four rows) and the block's output stage; a last block of one to three rows in Rust.
+///
+/// `false` (nothing written) unless `n_in` is a nonzero multiple of 4, the weights are
+/// word-aligned, at most [`MAX_POOLED`] positions and `buf` holds `n_in / 2` words.
+fn rows_quads<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i16],
+    input: &[i8],
+    output: &mut [Y],
+    buf: &mut [u32],
+) -> bool {
+    let n_out = output.len();
+    let n_in = weights.len().checked_div(n_out).unwrap_or(0);
+    let Ok(words) = bytemuck::try_cast_slice::<i16, u32>(weights) else {
+        return false;
+    };
+    let positions = input.len().checked_div(n_in).unwrap_or(0);
+    let x_len = n_in / 2;
+    if n_in == 0
+        || n_in % 4 != 0
+        || positions == 0
+        || positions > MAX_POOLED
+        || buf.len() < x_len
+        || words.len() != n_out * x_len
+    {
+        return false;
+    }
+    let x = &mut buf[..x_len];
+    if positions == 1 {
+        simd::widen_pairs(input, x);
+    } else {
+        x.fill(0);
+        for x_p in input.chunks_exact(n_in) {
+            simd::pool_pairs(x_p, x);
+        }
+    }
+    let x: &[u32] = x;
+    let rows = crate::format::QUAD_ROWS;
+    // The sums of up to `STAGE_ROWS` rows (whole blocks), then their output stage in one short
+    // loop with few live values (the block loop's assembly takes eleven registers).
+    let mut sums = [0i32; STAGE_ROWS];
+    for (chunk, out) in output.chunks_mut(STAGE_ROWS).enumerate() {
+        let first = chunk * STAGE_ROWS;
+        let range = first..first + out.len();
+        let (Some(bias), Some(multiplier), Some(shift), Some(w)) = (
+            channels.bias.get(range.clone()),
+            channels.multiplier.get(range.clone()),
+            channels.shift.get(range),
+            words.get(first * x_len..),
+        ) else {
+            return true;
+        };
+        let sums = &mut sums[..out.len()];
+        for ((sums, bias), w) in sums
+            .chunks_mut(rows)
+            .zip(bias.chunks(rows))
+            .zip(w.chunks(rows * x_len))
+        {
+            if let (Some(s4), Some(&[b0, b1, b2, b3])) =
+                (sums.first_chunk_mut::<4>(), bias.first_chunk::<4>())
+            {
+                *s4 = simd::smlad_4x1_quads(w, x, [b0, b1, b2, b3]);
+            } else {
+                // The last block's `r < 4` rows: per activation word `r` weight words.
+                sums.copy_from_slice(bias);
+                for (ws, &xw) in w.chunks_exact(sums.len()).zip(x) {
+                    for (s, &wk) in sums.iter_mut().zip(ws) {
+                        *s = simd::smlad(wk, xw, *s);
+                    }
+                }
+            }
+        }
+        for (((y, a), m), s) in out.iter_mut().zip(&*sums).zip(multiplier).zip(shift) {
+            let requant = Requant {
+                multiplier: *m,
+                shift: *s,
+            };
+            *y = Y::from_wide(bounds.apply(factor(requant, *a)) as i16);
+        }
+    }
+    true
+}
+
 /// Whether [`rows`] takes [`rows_widened`]: on DSP cores, where SXTB16 and SMLAD make the shared
 /// widened input pay (measured in docs/BENCHMARKS.md, "Dense layers on DSP cores").
 const WIDEN: bool = cfg!(icefold_dsp);
@@ -368,6 +537,25 @@ mod tests {
         pub(super) static PORTABLE: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
     }
 
+    /// The int8 rows `w` (`n_out` of them) in [`crate::format::quad_index`] order, as int16,
+    /// starting `shift` halves into a word-aligned buffer: halves `shift .. shift + w.len()`.
+    fn quads_of(w: &[i8], n_out: usize, shift: usize) -> Vec<u32> {
+        let n_in = w.len() / n_out;
+        let mut words = std::vec![0u32; w.len() / 2 + 1];
+        let q: &mut [i16] = bytemuck::cast_slice_mut(&mut words);
+        for o in 0..n_out {
+            for i in 0..n_in {
+                q[shift + crate::format::quad_index(n_out, n_in, o, i)] = w[o * n_in + i].into();
+            }
+        }
+        words
+    }
+
+    /// [`quads_of`]'s halves.
+    fn halves(words: &[u32], shift: usize, len: usize) -> &[i16] {
+        &bytemuck::cast_slice(words)[shift..shift + len]
+    }
+
     /// One random layer through `fast` (int8 and int16 outputs) against the reference; the
     /// weights start `offset` bytes into their buffer, so rows start at every alignment.
     #[allow(clippy::too_many_arguments)]
@@ -504,6 +692,56 @@ mod tests {
             };
             case(n_in, n_out, positions, offset, (0, 0, false), constant, seed, run, run_wide)?;
             prop_assert_eq!(taken.get(), positions <= MAX_POOLED);
+        }
+
+        /// The int16 quad layout ([`rows_quads`], the DSP cores' assembly there and the
+        /// portable SMLAD elsewhere) against the reference on the int8 rows of the same values:
+        /// full and partial last blocks, one position and pooled positions, the two stack
+        /// buffers.
+        #[test]
+        fn quads_equal_reference(runs in prop_oneof![1usize..=12, 60usize..=70], n_out in 1usize..=14,
+                                 positions in prop_oneof![Just(1usize), 2usize..=4],
+                                 zp in any::<i8>(), zp16 in any::<i16>(),
+                                 relu in any::<bool>(), seed in any::<u64>()) {
+            let n_in = 4 * runs;
+            let taken = core::cell::Cell::new(true);
+            let run = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i8]| {
+                let q = quads_of(w, y.len(), 0);
+                taken.set(taken.get() && quads(c, b, halves(&q, 0, w.len()), x, y));
+                true
+            };
+            let run_wide = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i16]| {
+                let q = quads_of(w, y.len(), 0);
+                taken.set(taken.get() && quads(c, b, halves(&q, 0, w.len()), x, y));
+                true
+            };
+            case(n_in, n_out, positions, 0, (zp, zp16, relu), None, seed, run, run_wide)?;
+            prop_assert!(taken.get());
+        }
+
+        /// The public functions on the quad layout, shapes [`quads`] does not take included
+        /// (more than 1024 inputs, weights not word-aligned: the reference computes them).
+        #[test]
+        fn public_quads_equal_reference(runs in prop_oneof![1usize..=4, 257usize..=260], n_out in 1usize..=6,
+                                        misaligned in any::<bool>(), seed in any::<u64>()) {
+            let n_in = 4 * runs;
+            let run = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i8]| {
+                let shift = usize::from(misaligned);
+                let q = quads_of(w, y.len(), shift);
+                let q = halves(&q, shift, w.len());
+                let quant = OutputQuant { zero_point: b.zero_point as i8, clamp: Clamp { min: b.min as i8, max: b.max as i8 } };
+                dense_quads(c, &quant, q, x, y);
+                true
+            };
+            let run_wide = |c: &ChannelQuant, b: &Bounds, w: &[i8], x: &[i8], y: &mut [i16]| {
+                let shift = usize::from(misaligned);
+                let q = quads_of(w, y.len(), shift);
+                let q = halves(&q, shift, w.len());
+                let quant = WideOutputQuant { zero_point: b.zero_point as i16, clamp: ClampI16 { min: b.min as i16, max: b.max as i16 } };
+                dense_wide_quads(c, &quant, q, x, y);
+                true
+            };
+            case(n_in, n_out, 1, 0, (0, 0, false), None, seed, run, run_wide)?;
         }
 
         /// [`factor`] is `Requant::apply` for every factor, extremes of `x` included.

@@ -2384,6 +2384,8 @@ mod elementwise;
 pub use elementwise::add_tabulated;
 mod quad_store;
 pub use quad_store::{smlad_4x1_store, stage_quads, QuadClamp};
+mod dense;
+pub use dense::smlad_4x1_quads;
 
 #[cfg(test)]
 mod tests {

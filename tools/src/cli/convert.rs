@@ -48,6 +48,20 @@ pub struct ConvertArgs {
     /// 0 keeps every activation int8 (least RAM).
     #[arg(long, value_name = "N|all", default_value = "all", value_parser = pipeline::parse_int16_activations, requires = "quantize")]
     int16_activations: usize,
+    /// How int8 dense layers store their weights: `int8` (one byte each) or `int16` (the same
+    /// values widened by the tool, in the order the Cortex-M4/M33 DSP kernel reads them: no
+    /// widening on the device). int16 doubles the dense weights' flash: the MLPerf Tiny AD
+    /// autoencoder takes 549,248 instead of 285,056 bytes of model and runs 336,896 instead of
+    /// 489,886 instructions on the Cortex-M4F (590,002 instead of 674,674 est. cycles; M33 alike,
+    /// M3 1.16 M instead of 1.29 M; docs/BENCHMARKS.md). Both compute the same bytes on every
+    /// core; layers whose inputs are not a multiple of 4 keep int8.
+    #[arg(
+        long,
+        value_name = "int8|int16",
+        default_value = "int8",
+        requires = "quantize"
+    )]
+    dense_weights: DenseWeights,
     /// Keep every convolution and the pooling after it as two layers, even over
     /// --max-arena-bytes. By default, while the arena exceeds --max-arena-bytes, a convolution
     /// and the pooling after it become one layer that computes the pooling from a band of the
@@ -119,6 +133,7 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
             int8,
             no_fusion: a.no_fuse,
             no_in_place: a.no_in_place,
+            dense_weights: a.dense_weights.layout(),
         },
     )?;
     if let Some(check) = &c.bn_check {
@@ -367,5 +382,24 @@ fn print_bn_check(check: &BnStatsCheck) {
             eprintln!("  {}", b.origin);
         }
         eprintln!("========================================================================");
+    }
+}
+
+/// `--dense-weights`: the dense layers' weight layout by the name users know it by.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+enum DenseWeights {
+    /// One byte per weight, row by row (`DenseLayout::RowsI8`).
+    #[default]
+    Int8,
+    /// Two bytes per weight, four rows interleaved (`DenseLayout::QuadsI16`).
+    Int16,
+}
+
+impl DenseWeights {
+    fn layout(self) -> icefold::format::DenseLayout {
+        match self {
+            DenseWeights::Int8 => icefold::format::DenseLayout::RowsI8,
+            DenseWeights::Int16 => icefold::format::DenseLayout::QuadsI16,
+        }
     }
 }

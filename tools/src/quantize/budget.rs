@@ -16,7 +16,7 @@ use icefold::format::{DType, Op};
 
 use super::calibrate::{progress, Calibration};
 use super::int16::transposed_with;
-use super::{arena_with_int8, quantize_with_int16};
+use super::{arena_with_int8, quantize_with_int16, Writes};
 use crate::host;
 use crate::io::Array;
 use crate::lower::blob::{blob, AlignedBytes};
@@ -52,13 +52,13 @@ pub struct Int16Budget {
 pub fn fit_int16_to_arena(
     l: &Lowered,
     cal: &Calibration,
-    wide_output: bool,
+    writes: Writes,
     candidates: Vec<u16>,
     budget: usize,
     calib: &Array,
     show_progress: bool,
 ) -> Result<(Lowered, Option<Int16Budget>)> {
-    let q = quantize_with_int16(l, cal, wide_output, candidates)?;
+    let q = quantize_with_int16(l, cal, writes, candidates)?;
     if q.info.arena_bytes as usize <= budget {
         return Ok((q, None));
     }
@@ -108,7 +108,7 @@ pub fn fit_int16_to_arena(
             .copied()
             .filter(|t| !unit.contains(t))
             .collect();
-        let e = error_of(&quantize_with_int16(l, cal, wide_output, rest)?)?;
+        let e = error_of(&quantize_with_int16(l, cal, writes, rest)?)?;
         cost.push((e - error_unbounded).max(0.0));
         pb.inc(1);
     }
@@ -148,7 +148,7 @@ pub fn fit_int16_to_arena(
         arena = after;
     }
     let kept: Vec<u16> = int16.into_iter().filter(|t| !dropped.contains(t)).collect();
-    let chosen = quantize_with_int16(l, cal, wide_output, kept)?;
+    let chosen = quantize_with_int16(l, cal, writes, kept)?;
     let report = Int16Budget {
         budget,
         arena_unbounded,

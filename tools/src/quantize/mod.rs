@@ -36,7 +36,7 @@ pub use output_head::WIDE_OUTPUT_HEADROOM;
 use anyhow::{anyhow, bail, Context, Result};
 use icefold::format::{
     self, Activation as RtActivation, AddI8, AffineI8, ChannelRequant, Clamp, ClampI16, Conv2dI16,
-    Conv2dI8, DType, DenseI8, DenseI8Wide, Op, PoolI8, Quant, Span, TensorDesc,
+    Conv2dI8, DType, DenseI8, DenseI8Wide, DenseLayout, Op, PoolI8, Quant, Span, TensorDesc,
 };
 use icefold::quant::accumulator_fits_for;
 use icefold::quant::{self, Requant};
@@ -247,6 +247,54 @@ fn weighted(
     Ok((w.i8s(&rows.weights), w.i32s(rows.bias), w.requant(&factors)))
 }
 
+/// A dense layer's [`weighted`] (int8 input), its weights stored as `layout` says: int8 rows, or
+/// the same values widened to int16 in [`format::quad_index`] order (4-aligned for LDM).
+fn weighted_as(
+    w: &mut Weights,
+    l: &Lowered,
+    (weights, bias): (Span, Span),
+    (out, positions): (usize, usize),
+    (x, y): (QParams, QParams),
+    layout: DenseLayout,
+    name: &str,
+) -> Result<(Span, Span, ChannelRequant)> {
+    if layout == DenseLayout::RowsI8 {
+        return weighted(
+            w,
+            l,
+            (weights, bias),
+            (out, positions),
+            (x, y),
+            DType::I8,
+            name,
+        );
+    }
+    let (s_in, s_out) = (x.scale as f64, y.scale as f64);
+    let rows = quantize_rows(
+        &f32s(l, weights),
+        &f32s(l, bias),
+        out,
+        positions,
+        (s_in, x.zero_point),
+        DType::I8,
+        name,
+    )?;
+    let factors = rows
+        .scales
+        .iter()
+        .map(|s| requant(s_in * s / s_out, name, "output"))
+        .collect::<Result<Vec<_>>>()?;
+    let n_in = rows.weights.len() / out.max(1);
+    let mut quads = vec![0i16; rows.weights.len()];
+    for (o, row) in rows.weights.chunks_exact(n_in.max(1)).enumerate() {
+        for (i, &v) in row.iter().enumerate() {
+            quads[format::quad_index(out, n_in, o, i)] = v.into();
+        }
+    }
+    w.align4();
+    Ok((w.i16s(&quads), w.i32s(rows.bias), w.requant(&factors)))
+}
+
 /// Quantization parameters of every tensor of `l` (indexed by tensor id).
 pub fn tensor_qparams(l: &Lowered, cal: &Calibration) -> Result<Vec<QParams>> {
     let n = l.tensor_values.len();
@@ -301,16 +349,26 @@ fn quant_softmax_zero_point() -> i32 {
     icefold::quant::SOFTMAX_OUTPUT_ZERO_POINT as i32
 }
 
+/// What the user chooses about the layers an int8 conversion writes (`icefold convert` flags).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Writes {
+    /// A dense last layer writes int16 (`DenseI8Wide`).
+    pub wide_output: bool,
+    /// How dense layers store their weights: [`DenseLayout::QuadsI16`] doubles their flash for
+    /// the DSP cores' kernel (a layer whose inputs are not a multiple of 4 keeps int8 rows).
+    pub dense_weights: DenseLayout,
+}
+
 /// Convert the f32 model `l` (lowered with `fuse_table_activations: false`) to int8; with
-/// `wide_output`, a dense last layer writes int16, and the first `int16_convs` convolutions keep
-/// int16 activations where [`int16_activations`] allows (see the module docs).
+/// `writes.wide_output`, a dense last layer writes int16, and the first `int16_convs`
+/// convolutions keep int16 activations where [`int16_activations`] allows (see the module docs).
 pub fn quantize(
     l: &Lowered,
     cal: &Calibration,
-    wide_output: bool,
+    writes: Writes,
     int16_convs: usize,
 ) -> Result<Lowered> {
-    quantize_with_int16(l, cal, wide_output, int16_activations(l, int16_convs))
+    quantize_with_int16(l, cal, writes, int16_activations(l, int16_convs))
 }
 
 /// [`quantize`] with the candidate int16 tensors given (a subset of what [`int16_activations`]
@@ -319,7 +377,7 @@ pub fn quantize(
 pub fn quantize_with_int16(
     l: &Lowered,
     cal: &Calibration,
-    wide_output: bool,
+    writes: Writes,
     mut int16: Vec<u16>,
 ) -> Result<Lowered> {
     let mut qp = tensor_qparams(l, cal)?;
@@ -356,7 +414,7 @@ pub fn quantize_with_int16(
             qp[g as usize] = int8_qp[g as usize];
         }
     }
-    let head = wide_output.then(|| wide_output_head(l)).flatten();
+    let head = writes.wide_output.then(|| wide_output_head(l)).flatten();
     let (wide, wide_softmax) = (head.map(|h| h.0), head.and_then(|h| h.1));
     if let Some(k) = wide {
         let t = l.layers[k].output.id as usize;
@@ -442,13 +500,17 @@ pub fn quantize_with_int16(
                 // A global pooling folded in: the input holds several vectors of a row's length.
                 let row = (d.weights.len as usize / 4) / out.max(1);
                 let positions = layer.inputs[0].len() / row.max(1);
-                let (weights, bias, requant) = weighted(
+                let layout = match writes.dense_weights {
+                    DenseLayout::QuadsI16 if row % 4 == 0 => DenseLayout::QuadsI16,
+                    _ => DenseLayout::RowsI8,
+                };
+                let (weights, bias, requant) = weighted_as(
                     &mut w,
                     l,
                     (d.weights, d.bias),
                     (out, positions),
                     (x, y),
-                    DType::I8,
+                    layout,
                     &name,
                 )?;
                 if wide == Some(i) {
@@ -457,6 +519,7 @@ pub fn quantize_with_int16(
                         bias,
                         requant,
                         clamp: wide_clamp_for(d.activation, y, &name)?,
+                        layout,
                     })
                 } else {
                     Op::DenseI8(DenseI8 {
@@ -464,6 +527,7 @@ pub fn quantize_with_int16(
                         bias,
                         requant,
                         clamp: clamp_for(d.activation, y, &name)?,
+                        layout,
                     })
                 }
             }

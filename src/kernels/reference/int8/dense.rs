@@ -33,6 +33,64 @@ pub fn dense_wide(
     });
 }
 
+/// [`dense`] with the weights as [`DenseLayout::QuadsI16`](crate::format::DenseLayout) stores
+/// them: the same int8 values as int16, `weights[quad_index(n_out, n_in, o, i)]` holding
+/// `w[o][i]` ([`crate::format::quad_index`]). The same bytes as [`dense`] on the same values.
+pub fn dense_quads(
+    channels: &ChannelQuant,
+    out_quant: &OutputQuant,
+    weights: &[i16],
+    input: &[i8],
+    output: &mut [i8],
+) {
+    accumulate_quads(channels, weights, input, output, |acc, requant| {
+        out_quant.requantize(acc, requant)
+    });
+}
+
+/// [`dense_wide`] with the weights as [`dense_quads`] reads them.
+pub fn dense_wide_quads(
+    channels: &ChannelQuant,
+    out_quant: &WideOutputQuant,
+    weights: &[i16],
+    input: &[i8],
+    output: &mut [i16],
+) {
+    accumulate_quads(channels, weights, input, output, |acc, requant| {
+        out_quant.requantize(acc, requant)
+    });
+}
+
+/// [`accumulate`] reading `w[o][i]` at [`quad_index`](crate::format::quad_index).
+fn accumulate_quads<T>(
+    channels: &ChannelQuant,
+    weights: &[i16],
+    input: &[i8],
+    output: &mut [T],
+    finish: impl Fn(i32, super::Requant) -> T,
+) {
+    let n_out = output.len();
+    let n_in = weights.len().checked_div(n_out).unwrap_or(0);
+    if n_in == 0 || n_in % 4 != 0 {
+        return;
+    }
+    for (o, out) in output.iter_mut().enumerate() {
+        let Some((bias, requant)) = channels.channel(o) else {
+            continue;
+        };
+        let w = |i: usize| {
+            let at = crate::format::quad_index(n_out, n_in, o, i);
+            i32::from(weights.get(at).copied().unwrap_or(0))
+        };
+        let acc = input.chunks_exact(n_in).fold(bias, |acc, x| {
+            x.iter().enumerate().fold(acc, |acc, (i, &x)| {
+                acc.wrapping_add(w(i).wrapping_mul(i32::from(x)))
+            })
+        });
+        *out = finish(acc, requant);
+    }
+}
+
 /// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i], factor_o)`.
 #[inline]
 fn accumulate<T>(
@@ -133,6 +191,49 @@ mod tests {
                     .clamp(i64::from(lo).min(i64::from(i16::MAX)), i64::from(i16::MAX));
                 prop_assert_eq!(i64::from(out[o]), want);
             }
+        }
+    }
+
+    /// Every weight `w[o][i]` of the rows, widened and stored at its [`quad_index`].
+    pub(crate) fn quads_of(rows: &[i8], n_out: usize) -> Vec<i16> {
+        let n_in = rows.len() / n_out;
+        let mut quads = std::vec![i16::MAX; rows.len()];
+        for o in 0..n_out {
+            for i in 0..n_in {
+                quads[crate::format::quad_index(n_out, n_in, o, i)] = rows[o * n_in + i].into();
+            }
+        }
+        quads
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The two layouts of the same values give the same bytes; `quad_index` is a
+        /// permutation (a position it missed would keep `i16::MAX`, far outside int8).
+        #[test]
+        fn quads_equal_rows(runs in 1usize..12, n_out in 1usize..11, positions in 1usize..4,
+                            zp_out in any::<i8>(), zp16 in any::<i16>(), seed in any::<u64>()) {
+            let n_in = 4 * runs;
+            let mut gen = Gen(seed);
+            let (w, x) = (gen.i8s(n_in * n_out), gen.i8s(positions * n_in));
+            let quads = quads_of(&w, n_out);
+            prop_assert!(quads.iter().all(|v| (-128..=127).contains(v)));
+            let bias: Vec<i32> = (0..n_out).map(|_| gen.range(-(1 << 20), 1 << 20)).collect();
+            let requant: Vec<Requant> = (0..n_out).map(|_| gen.requant()).collect();
+            let mult: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
+            let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
+            let c = ChannelQuant { bias: &bias, multiplier: &mult, shift: &shift };
+            let q = OutputQuant { zero_point: zp_out, clamp: Clamp::FULL };
+            let (mut a, mut b) = (std::vec![0i8; n_out], std::vec![0i8; n_out]);
+            dense(&c, &q, &w, &x, &mut a);
+            dense_quads(&c, &q, &quads, &x, &mut b);
+            prop_assert_eq!(a, b);
+            let q = WideOutputQuant { zero_point: zp16, clamp: ClampI16 { min: i16::MIN, max: i16::MAX } };
+            let (mut a, mut b) = (std::vec![0i16; n_out], std::vec![0i16; n_out]);
+            dense_wide(&c, &q, &w, &x, &mut a);
+            dense_wide_quads(&c, &q, &quads, &x, &mut b);
+            prop_assert_eq!(a, b);
         }
     }
 
