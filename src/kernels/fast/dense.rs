@@ -63,7 +63,7 @@ pub fn dense_quads(
     output: &mut [i8],
 ) {
     let bounds = Bounds::from(*out_quant);
-    if !quads(channels, &bounds, weights, input, output) {
+    if cfg!(icefold_reference_only) || !quads(channels, &bounds, weights, input, output) {
         crate::kernels::reference::int8::dense::dense_quads(
             channels, out_quant, weights, input, output,
         );
@@ -79,7 +79,7 @@ pub fn dense_wide_quads(
     output: &mut [i16],
 ) {
     let bounds = Bounds::from(*out_quant);
-    if !quads(channels, &bounds, weights, input, output) {
+    if cfg!(icefold_reference_only) || !quads(channels, &bounds, weights, input, output) {
         crate::kernels::reference::int8::dense::dense_wide_quads(
             channels, out_quant, weights, input, output,
         );
