@@ -1690,26 +1690,58 @@ fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
     let mut accs = [0i32; simd::QUAD_SPLIT + 2 * COLUMN_BLOCK];
     // The int16 results of a channel pair, a pixel's two as one word.
     let mut narrow = [0u32; COLUMN_BLOCK];
+    // An int16 input read densely (dilation 1): its bytes, and the output columns and rows
+    // whose windows lie inside it ([`simd::copy_fields`] copies runs of them).
+    let g = c.geometry;
+    let ([in_h, in_w, _], _) = c.dims;
+    let direct = (X::WIDE && g.dilation == [1, 1] && !g.strided_input(in_c)).then(|| {
+        let x = interior(out_w, g.stride[1], 1, g.pad[1], kw, in_w);
+        let y = interior(out_h, g.stride[0], 1, g.pad[0], kh, in_h);
+        let bytes: &[u8] = bytemuck::cast_slice(X::as_i16(c.input));
+        (bytes, x, y)
+    });
     let mut p0 = 0;
     while p0 < pixels {
         // A block of pixels' fields gathered once for every chunk of channels, a pixel pair's
-        // two fields interleaved (an odd last pixel paired with itself).
+        // two fields interleaved.
         let p1 = (p0 + block).min(pixels);
         let m = p1 - p0;
         let pairs = m.div_ceil(2);
-        // Slices by index, not `chunks_exact_mut`: with a run-time size its zero check (a
-        // formatted panic) stays linked in the Cortex-M0's size-optimized build.
-        for k in 0..pairs {
-            let Some(pair) = fields.get_mut(k * pair_words..(k + 1) * pair_words) else {
+        // An odd last pixel's partner lane keeps an earlier field: its sums are never stored.
+        let mut q = p0;
+        while q < p1 {
+            let (oy, ox) = (q / out_w, q % out_w);
+            let i = q - p0;
+            // A run of windows inside an int16 input along the output row: one copy.
+            if let Some((bytes, (x_lo, x_hi), (y_lo, y_hi))) = direct {
+                if (y_lo..y_hi).contains(&oy) && (x_lo..x_hi).contains(&ox) {
+                    let count = (x_hi - ox).min(p1 - q);
+                    let [sy, sx] = c.geometry.stride;
+                    let at =
+                        ((oy * sy - c.geometry.pad[0]) * in_w + ox * sx - c.geometry.pad[1]) * in_c;
+                    let steps = (2 * at, 2 * sx * in_c, 2 * in_w * in_c);
+                    let shape = (kh, run2 / 2, count);
+                    let dst = fields.get_mut(i / 2 * pair_words..).unwrap_or_default();
+                    if simd::copy_fields(bytes, steps, shape, dst, (i % 2, pair_words)) {
+                        q += count;
+                        continue;
+                    }
+                }
+            }
+            // Slices by index, not `chunks_exact_mut`: with a run-time size its zero check (a
+            // formatted panic) stays linked in the Cortex-M0's size-optimized build.
+            let (Some(pair), Some(f)) = (
+                fields.get_mut(i / 2 * pair_words..(i / 2 + 1) * pair_words),
+                spare.get_mut(..words),
+            ) else {
                 return;
             };
-            let q = p0 + 2 * k;
-            let Some(f) = spare.get_mut(..words) else {
-                return;
-            };
-            let b = if q + 1 < p1 { q + 1 } else { q };
-            gather::<X, 0>(c, (q / out_w, q % out_w), pair, f);
-            gather::<X, 1>(c, (b / out_w, b % out_w), pair, f);
+            if i % 2 == 0 {
+                gather::<X, 0>(c, (oy, ox), pair, f);
+            } else {
+                gather::<X, 1>(c, (oy, ox), pair, f);
+            }
+            q += 1;
         }
         let Some(fields) = fields.get(..pairs * pair_words) else {
             return;
