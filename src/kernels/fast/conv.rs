@@ -1597,6 +1597,49 @@ fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [
     }
 }
 
+/// Values of [`columns`]' ring of padded input rows in the variant with the whole layer's
+/// weights (1 KiB of stack): DS-CNN's 10x4 windows over rows of 10 values with 3 of padding
+/// (260 values), whose windows are mostly in the padding.
+const RING_VALUES: usize = 512;
+
+/// Padded input row `row` (`pad[0]` rows of padding come first) of `c` into `dst` as int16
+/// values: `pad[1]` pixels of pad values, the input row, `pad[3]` pixels of pad values (a
+/// row above or below the input all pad values); values after them are left as they are.
+fn pad_row<X: Lanes>(c: &Conv<'_, X>, row: usize, dst: &mut [i16]) {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], _) = c.dims;
+    let pad = |dst: &mut [i16]| {
+        if c.padding.values.is_empty() {
+            dst.fill(c.padding.zero.widen() as i16);
+        } else {
+            for (d, v) in dst.iter_mut().zip(c.padding.values) {
+                *d = v.widen() as i16;
+            }
+        }
+    };
+    let width = (g.pad[1] + in_w + g.pad[3]) * in_c;
+    let Some(dst) = dst.get_mut(..width) else {
+        return;
+    };
+    let iy = row.wrapping_sub(g.pad[0]);
+    let src = if iy < in_h {
+        c.input.get(iy * in_w * in_c..(iy + 1) * in_w * in_c)
+    } else {
+        None
+    };
+    let Some(src) = src else {
+        dst.chunks_exact_mut(in_c.max(1)).for_each(pad);
+        return;
+    };
+    let (before, rest) = dst.split_at_mut((g.pad[1] * in_c).min(width));
+    before.chunks_exact_mut(in_c.max(1)).for_each(pad);
+    let (inside, after) = rest.split_at_mut(src.len().min(rest.len()));
+    for (d, v) in inside.iter_mut().zip(src) {
+        *d = v.widen() as i16;
+    }
+    after.chunks_exact_mut(in_c.max(1)).for_each(pad);
+}
+
 /// Most output channels [`columns`] computes per pass over the pixels (their biases and output
 /// stages on the stack).
 const STAGE_CHUNK: usize = 16;
@@ -1624,12 +1667,12 @@ fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) 
         && !fits(COLUMN_WEIGHTS, STAGE_CHUNK)
         && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS)
     {
-        return columns::<X, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS>(
+        return columns::<X, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS, RING_VALUES>(
             c,
             Y::outs(output),
         );
     }
-    columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS>(c, Y::outs(output))
+    columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS, 0>(c, Y::outs(output))
 }
 
 /// Words of one receptive field in [`columns`]: `kh` rows of [`row_values`], rounded up to
@@ -1649,7 +1692,7 @@ fn column_words(kh: usize, kw: usize, in_c: usize) -> usize {
 /// ([`simd::smlad_2x2_pairs`]: one LDRD loads a word of both channels' weights, one a word of
 /// both pixels' fields).
 #[inline(never)]
-fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
+fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize, const R: usize>(
     c: &Conv<'_, X>,
     mut output: Outs<'_>,
 ) {
@@ -1700,6 +1743,19 @@ fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
         let bytes: &[u8] = bytemuck::cast_slice(X::as_i16(c.input));
         (bytes, x, y)
     });
+    // With `R` values of stack and a window that fits: the padded input rows the output row's
+    // windows read, as int16 values with the pad values in place, each row twice in a ring of
+    // `2 · kh` rows (any `kh` consecutive rows contiguous); every window then reads inside
+    // it, border or not.
+    let mut ring = [0i16; R];
+    let ring_row = ((g.pad[1] + in_w + g.pad[3]) * in_c).next_multiple_of(2) + 2;
+    let ringed = TILES
+        && g.dilation == [1, 1]
+        && !g.strided_input(in_c)
+        && 2 * kh * ring_row <= R
+        && (c.padding.values.is_empty() || c.padding.values.len() >= in_c);
+    // Padded input rows below this one are in the ring (or not needed).
+    let mut staged = 0;
     let mut p0 = 0;
     while p0 < pixels {
         // A block of pixels' fields gathered once for every chunk of channels, a pixel pair's
@@ -1712,6 +1768,32 @@ fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
         while q < p1 {
             let (oy, ox) = (q / out_w, q % out_w);
             let i = q - p0;
+            if ringed {
+                // The output row's padded rows `top..top + kh` into the ring, those not there.
+                let top = oy * g.stride[0];
+                for row in staged.max(top)..top + kh {
+                    let slot = row % kh;
+                    let (Some(dst), Some(at)) = (
+                        ring.get_mut(slot * ring_row..(slot + 1) * ring_row),
+                        (slot + kh).checked_mul(ring_row),
+                    ) else {
+                        return;
+                    };
+                    pad_row(c, row, dst);
+                    ring.copy_within(slot * ring_row..(slot + 1) * ring_row, at);
+                }
+                staged = staged.max(top + kh);
+                let count = (out_w - ox).min(p1 - q);
+                let at = (top % kh) * ring_row + ox * g.stride[1] * in_c;
+                let bytes: &[u8] = bytemuck::cast_slice(&ring);
+                let steps = (2 * at, 2 * g.stride[1] * in_c, 2 * ring_row);
+                let shape = (kh, run2 / 2, count);
+                let dst = fields.get_mut(i / 2 * pair_words..).unwrap_or_default();
+                if simd::copy_fields(bytes, steps, shape, dst, (i % 2, pair_words)) {
+                    q += count;
+                    continue;
+                }
+            }
             // A run of windows inside an int16 input along the output row: one copy.
             if let Some((bytes, (x_lo, x_hi), (y_lo, y_hi))) = direct {
                 if (y_lo..y_hi).contains(&oy) && (x_lo..x_hi).contains(&ox) {
