@@ -1602,6 +1602,14 @@ fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [
 /// (260 values), whose windows are mostly in the padding.
 const RING_VALUES: usize = 512;
 
+/// Values of the ring in the variant with the smaller weight buffer, with the DSP tiles
+/// (1.25 KiB of stack, below the peak of the networks measured): ResNet-8's 3x3x3 windows
+/// over rows of 32 pixels with one of padding each side (624 values). MobileNetV1's 96-pixel
+/// rows (1,776 values) keep the per-window gather at the border: copying every row twice
+/// would cost more than its few border windows. Elsewhere none (no ring: the Cortex-M0's
+/// kernel check has no stack to spare).
+const BLOCK_RING_VALUES: usize = if TILES { 640 } else { 0 };
+
 /// Padded input row `row` (`pad[0]` rows of padding come first) of `c` into `dst` as int16
 /// values: `pad[1]` pixels of pad values, the input row, `pad[3]` pixels of pad values (a
 /// row above or below the input all pad values); values after them are left as they are.
@@ -1672,7 +1680,10 @@ fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) 
             Y::outs(output),
         );
     }
-    columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS, 0>(c, Y::outs(output))
+    columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
+        c,
+        Y::outs(output),
+    )
 }
 
 /// Words of one receptive field in [`columns`]: `kh` rows of [`row_values`], rounded up to
