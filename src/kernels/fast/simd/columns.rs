@@ -25,6 +25,12 @@ pub fn smlad_2x2_pairs(w: &[u32], x: &[u32], bias: [i32; 2], sums: &mut [i32]) {
     if pairs == 0 {
         return;
     }
+    // Fields of 16 or 20 words (3x3x3 windows, DS-CNN's 10x4x1): every pass unrolled.
+    #[cfg(icefold_dsp)]
+    if n == 16 || n == 20 {
+        unrolled(w, x, bias, sums, n, pairs);
+        return;
+    }
     #[cfg(icefold_dsp)]
     {
         // Loop passes per pair, pairs left, the biases, the bytes of the weights.
@@ -129,6 +135,109 @@ pub fn smlad_2x2_pairs(w: &[u32], x: &[u32], bias: [i32; 2], sums: &mut [i32]) {
                 *out = [a0, a1, b0, b1];
             }
         }
+    }
+}
+
+/// One pass of [`smlad_2x2_pairs`]' loop in assembly text: four words of both channels'
+/// weights (`{pw}`) and of both pixels' fields (`{px}`), sixteen SMLADs.
+#[cfg(icefold_dsp)]
+macro_rules! pass_2x2 {
+    () => {
+        concat!(
+            "ldrd {w0}, {w1}, [{pw}], #8\n",
+            "ldrd {xa}, {xb}, [{px}], #8\n",
+            "smlad {a0}, {w0}, {xa}, {a0}\n",
+            "smlad {a1}, {w1}, {xa}, {a1}\n",
+            "smlad {b0}, {w0}, {xb}, {b0}\n",
+            "smlad {b1}, {w1}, {xb}, {b1}\n",
+            "ldrd {w0}, {w1}, [{pw}], #8\n",
+            "ldrd {xa}, {xb}, [{px}], #8\n",
+            "smlad {a0}, {w0}, {xa}, {a0}\n",
+            "smlad {a1}, {w1}, {xa}, {a1}\n",
+            "smlad {b0}, {w0}, {xb}, {b0}\n",
+            "smlad {b1}, {w1}, {xb}, {b1}\n",
+            "ldrd {w0}, {w1}, [{pw}], #8\n",
+            "ldrd {xa}, {xb}, [{px}], #8\n",
+            "smlad {a0}, {w0}, {xa}, {a0}\n",
+            "smlad {a1}, {w1}, {xa}, {a1}\n",
+            "smlad {b0}, {w0}, {xb}, {b0}\n",
+            "smlad {b1}, {w1}, {xb}, {b1}\n",
+            "ldrd {w0}, {w1}, [{pw}], #8\n",
+            "ldrd {xa}, {xb}, [{px}], #8\n",
+            "smlad {a0}, {w0}, {xa}, {a0}\n",
+            "smlad {a1}, {w1}, {xa}, {a1}\n",
+            "smlad {b0}, {w0}, {xb}, {b0}\n",
+            "smlad {b1}, {w1}, {xb}, {b1}\n",
+        )
+    };
+}
+
+/// [`smlad_2x2_pairs`] for fields of `n` = 16 or 20 words (four or five passes, every pass
+/// unrolled): no pass counter, so the pair count stays in a register and the biases on the
+/// stack; per pixel pair 10 instructions beside the passes' 24 each, where the loop takes
+/// 14 and two per pass. The caller checked `n`, `pairs` and the slices' lengths. Out of line:
+/// called once per block and channel pair, and inlined at every call it cost 12 KB of code.
+#[cfg(icefold_dsp)]
+#[inline(never)]
+fn unrolled(w: &[u32], x: &[u32], bias: [i32; 2], sums: &mut [i32], n: usize, pairs: usize) {
+    // SAFETY: as [`smlad_2x2_pairs`]' loop (its caller's checks: `w` holds `2n` words, `x` at
+    // least `pairs · 2n`, `sums` at least `4 · pairs`): per pair the passes read the `2n`
+    // words of `w` (post-incremented, then stepped back by the `8n` bytes, an immediate: 128
+    // or 160) and the next `2n` words of `x`, and two STRDs write the pair's four sums. The
+    // biases are stored in 8 bytes below the stack pointer, reserved and released by the
+    // block (balanced). Only the named registers, the flags and `sums` change. LDRD, STRD,
+    // SUB, ADD, MOV, SMLAD, SUBS and BNE exist on every icefold_dsp core.
+    macro_rules! passes {
+        ($back:literal, $($pass:tt)*) => {
+            unsafe {
+                core::arch::asm!(
+                    "sub sp, sp, #8",
+                    "strd {a0}, {a1}, [sp]",
+                    "1:",
+                    "ldrd {a0}, {a1}, [sp]",
+                    "mov {b0}, {a0}",
+                    "mov {b1}, {a1}",
+                    $($pass)*
+                    "strd {a0}, {a1}, [{ps}], #8",
+                    "strd {b0}, {b1}, [{ps}], #8",
+                    $back,
+                    "subs {cnt}, {cnt}, #1",
+                    "bne 1b",
+                    "add sp, sp, #8",
+                    pw = inout(reg) w.as_ptr() => _,
+                    px = inout(reg) x.as_ptr() => _,
+                    ps = inout(reg) sums.as_mut_ptr() => _,
+                    cnt = inout(reg) pairs => _,
+                    a0 = inout(reg) bias[0] => _,
+                    a1 = inout(reg) bias[1] => _,
+                    b0 = out(reg) _,
+                    b1 = out(reg) _,
+                    w0 = out(reg) _,
+                    w1 = out(reg) _,
+                    xa = out(reg) _,
+                    xb = out(reg) _,
+                    options(),
+                );
+            }
+        };
+    }
+    if n == 16 {
+        passes!(
+            "sub {pw}, {pw}, #128",
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+        );
+    } else {
+        passes!(
+            "sub {pw}, {pw}, #160",
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+        );
     }
 }
 
@@ -354,7 +463,7 @@ mod tests {
             seed ^= seed << 17;
             seed as u32
         };
-        for n in [4usize, 8, 20] {
+        for n in [4usize, 8, 16, 20] {
             for pairs in [1usize, 2, 5] {
                 let w: Vec<u32> = (0..2 * n).map(|_| next()).collect();
                 let x: Vec<u32> = (0..2 * n * pairs).map(|_| next()).collect();
