@@ -328,8 +328,9 @@ pub fn copy_rows(
 /// holds every byte read and `dst` every word written.
 ///
 /// With the DSP extension one loop over the pixels (LDR, STR, SUBS, BNE per word, six more
-/// per run, fourteen per pixel), where a [`copy_rows`] call per window with its checks and
-/// the window's position took about 150 instructions per 3x3x3 window.
+/// per run, fourteen per pixel; runs of 5 and 2 words unrolled: LDR and STR per word, five
+/// more per run), where a [`copy_rows`] call per window with its checks and the window's
+/// position took about 150 instructions per 3x3x3 window.
 #[inline(always)]
 pub fn copy_fields(
     src: &[u8],
@@ -389,47 +390,82 @@ pub fn copy_fields(
         // first word (it grows by 1 from lane 0 to lane 1 and by `pair_words − 1` from lane 1
         // to the next pair, the two steps of `block` in bytes, swapped per window): the last
         // is `last_word < dst.len()` (checked): inside `dst`, word-aligned (a `u32` slice).
-        // It reads and writes the words of `block` (alive past the statement). Only the named
-        // registers, the flags, `block` and `dst` change; no stack. LDR, STR, ADD, MOV, SUBS
-        // and BNE exist on every icefold_dsp core.
-        unsafe {
-            core::arch::asm!(
-                "1:",
-                "mov {row}, {s}",
-                "mov {q}, {d}",
-                "ldr {r}, [{blk}, #12]",
-                "2:",
-                "mov {p}, {row}",
-                "ldr {i}, [{blk}, #16]",
-                "3:",
-                "ldr {v}, [{p}], #4",
-                "str {v}, [{q}], #8",
-                "subs {i}, {i}, #1",
+        // The unrolled runs make the same loads and stores at immediate offsets (word `i` at
+        // byte `4i` of the run, stored at byte `8i` from `{q}`, which then steps past the run's
+        // `2n` words). It reads and writes the words of `block` (alive past the statement).
+        // Only the named registers, the flags, `block` and `dst` change; no stack. LDR, STR,
+        // LDRD, STRD, ADD, MOV, SUBS and BNE exist on every icefold_dsp core.
+        macro_rules! windows {
+            ($copy_run:expr) => {
+                // SAFETY: the comment above.
+                unsafe {
+                    core::arch::asm!(
+                        "1:",
+                        "mov {row}, {s}",
+                        "mov {q}, {d}",
+                        "ldr {r}, [{blk}, #12]",
+                        "2:",
+                        $copy_run,
+                        "ldr {v}, [{blk}, #8]",
+                        "add {row}, {row}, {v}",
+                        "subs {r}, {r}, #1",
+                        "bne 2b",
+                        "ldr {v}, [{blk}, #4]",
+                        "add {s}, {s}, {v}",
+                        "ldrd {v}, {i}, [{blk}, #20]",
+                        "add {d}, {d}, {v}",
+                        "strd {i}, {v}, [{blk}, #20]",
+                        "ldr {v}, [{blk}]",
+                        "subs {v}, {v}, #1",
+                        "str {v}, [{blk}]",
+                        "bne 1b",
+                        s = inout(reg) src.as_ptr().wrapping_add(first) => _,
+                        d = inout(reg) dst.as_mut_ptr().wrapping_add(lane) => _,
+                        blk = in(reg) block.as_mut_ptr(),
+                        row = out(reg) _,
+                        p = out(reg) _,
+                        q = out(reg) _,
+                        r = out(reg) _,
+                        i = out(reg) _,
+                        v = out(reg) _,
+                        options(nostack),
+                    );
+                }
+            };
+        }
+        // A run's words from `{row}` to every second word from `{q}` on, `{q}` advanced past
+        // them: unrolled for runs of 5 words (3x3x3 windows) and 2 (DS-CNN's 10x4x1), where
+        // the loop spends two more instructions per word.
+        match n {
+            5 => windows!(concat!(
+                "ldr {v}, [{row}]\n",
+                "ldr {p}, [{row}, #4]\n",
+                "str {v}, [{q}]\n",
+                "str {p}, [{q}, #8]\n",
+                "ldr {v}, [{row}, #8]\n",
+                "ldr {p}, [{row}, #12]\n",
+                "str {v}, [{q}, #16]\n",
+                "str {p}, [{q}, #24]\n",
+                "ldr {v}, [{row}, #16]\n",
+                "str {v}, [{q}, #32]\n",
+                "add {q}, {q}, #40",
+            )),
+            2 => windows!(concat!(
+                "ldr {v}, [{row}]\n",
+                "ldr {p}, [{row}, #4]\n",
+                "str {v}, [{q}]\n",
+                "str {p}, [{q}, #8]\n",
+                "add {q}, {q}, #16",
+            )),
+            _ => windows!(concat!(
+                "mov {p}, {row}\n",
+                "ldr {i}, [{blk}, #16]\n",
+                "3:\n",
+                "ldr {v}, [{p}], #4\n",
+                "str {v}, [{q}], #8\n",
+                "subs {i}, {i}, #1\n",
                 "bne 3b",
-                "ldr {v}, [{blk}, #8]",
-                "add {row}, {row}, {v}",
-                "subs {r}, {r}, #1",
-                "bne 2b",
-                "ldr {v}, [{blk}, #4]",
-                "add {s}, {s}, {v}",
-                "ldrd {v}, {i}, [{blk}, #20]",
-                "add {d}, {d}, {v}",
-                "strd {i}, {v}, [{blk}, #20]",
-                "ldr {v}, [{blk}]",
-                "subs {v}, {v}, #1",
-                "str {v}, [{blk}]",
-                "bne 1b",
-                s = inout(reg) src.as_ptr().wrapping_add(first) => _,
-                d = inout(reg) dst.as_mut_ptr().wrapping_add(lane) => _,
-                blk = in(reg) block.as_mut_ptr(),
-                row = out(reg) _,
-                p = out(reg) _,
-                q = out(reg) _,
-                r = out(reg) _,
-                i = out(reg) _,
-                v = out(reg) _,
-                options(nostack),
-            );
+            )),
         }
         let _ = block;
     }
