@@ -164,6 +164,14 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
             [1, 1],
             [gen.below(3), gen.below(3), gen.below(3), gen.below(3)],
         )
+    } else if kind == 0 && gen.next() % 4 != 0 {
+        // First layers mostly undilated: runs of windows inside the input (copied per output
+        // row by `simd::copy_fields`) beside the padded ones.
+        (
+            [1 + gen.below(2), 1 + gen.below(2)],
+            [1, 1],
+            [gen.below(3), gen.below(3), gen.below(3), gen.below(3)],
+        )
     } else {
         (
             [1 + gen.below(2), 1 + gen.below(2)],
@@ -174,6 +182,9 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
     let (h, w) = if kind == 4 {
         // Wide rows: several two-pixel passes and an odd last pixel.
         (1 + gen.below(6), 1 + gen.below(24))
+    } else if kind == 0 {
+        // Rows wide enough for several windows inside the input, up to `MAX_ACT`.
+        (1 + gen.below(12), 1 + gen.below(16))
     } else {
         (1 + gen.below(7), 1 + gen.below(7))
     };

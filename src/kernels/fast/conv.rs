@@ -1600,6 +1600,57 @@ fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [
     }
 }
 
+/// Values of [`columns`]' ring of padded input rows in the variant with the whole layer's
+/// weights (1 KiB of stack): DS-CNN's 10x4 windows over rows of 10 values with 3 of padding
+/// (260 values), whose windows are mostly in the padding.
+const RING_VALUES: usize = 512;
+
+/// Values of the ring in the variant with the smaller weight buffer, with the DSP tiles
+/// (1.25 KiB of stack, below the peak of the networks measured): ResNet-8's 3x3x3 windows
+/// over rows of 32 pixels with one of padding each side (624 values). MobileNetV1's 96-pixel
+/// rows (1,776 values) keep the per-window gather at the border: copying every row twice
+/// would cost more than its few border windows. Elsewhere none (no ring: the Cortex-M0's
+/// kernel check has no stack to spare).
+const BLOCK_RING_VALUES: usize = if TILES { 640 } else { 0 };
+
+/// Padded input row `row` (`pad[0]` rows of padding come first) of `c` into `dst` as int16
+/// values: `pad[1]` pixels of pad values, the input row, `pad[3]` pixels of pad values (a
+/// row above or below the input all pad values); values after them are left as they are.
+fn pad_row<X: Lanes>(c: &Conv<'_, X>, row: usize, dst: &mut [i16]) {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], _) = c.dims;
+    let pad = |dst: &mut [i16]| {
+        if c.padding.values.is_empty() {
+            dst.fill(c.padding.zero.widen() as i16);
+        } else {
+            for (d, v) in dst.iter_mut().zip(c.padding.values) {
+                *d = v.widen() as i16;
+            }
+        }
+    };
+    let width = (g.pad[1] + in_w + g.pad[3]) * in_c;
+    let Some(dst) = dst.get_mut(..width) else {
+        return;
+    };
+    let iy = row.wrapping_sub(g.pad[0]);
+    let src = if iy < in_h {
+        c.input.get(iy * in_w * in_c..(iy + 1) * in_w * in_c)
+    } else {
+        None
+    };
+    let Some(src) = src else {
+        dst.chunks_exact_mut(in_c.max(1)).for_each(pad);
+        return;
+    };
+    let (before, rest) = dst.split_at_mut((g.pad[1] * in_c).min(width));
+    before.chunks_exact_mut(in_c.max(1)).for_each(pad);
+    let (inside, after) = rest.split_at_mut(src.len().min(rest.len()));
+    for (d, v) in inside.iter_mut().zip(src) {
+        *d = v.widen() as i16;
+    }
+    after.chunks_exact_mut(in_c.max(1)).for_each(pad);
+}
+
 /// Most output channels [`columns`] computes per pass over the pixels (their biases and output
 /// stages on the stack).
 const STAGE_CHUNK: usize = 16;
@@ -1627,12 +1678,15 @@ fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) 
         && !fits(COLUMN_WEIGHTS, STAGE_CHUNK)
         && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS)
     {
-        return columns::<X, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS>(
+        return columns::<X, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS, RING_VALUES>(
             c,
             Y::outs(output),
         );
     }
-    columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS>(c, Y::outs(output))
+    columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
+        c,
+        Y::outs(output),
+    )
 }
 
 /// Words of one receptive field in [`columns`]: `kh` rows of [`row_values`], rounded up to
@@ -1652,7 +1706,7 @@ fn column_words(kh: usize, kw: usize, in_c: usize) -> usize {
 /// ([`simd::smlad_2x2_pairs`]: one LDRD loads a word of both channels' weights, one a word of
 /// both pixels' fields).
 #[inline(never)]
-fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
+fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize, const R: usize>(
     c: &Conv<'_, X>,
     mut output: Outs<'_>,
 ) {
@@ -1688,30 +1742,102 @@ fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
     let mut runs = [None; CH];
     let stored = output.stage_bounds(&c.bounds);
     // With the DSP tiles: a channel pair's sums over the block, then each channel's output
-    // stage as one loop, as in `pointwise_blocks`.
-    let mut accs = [0i32; 2 * COLUMN_BLOCK];
+    // stage as one loop, as in `pointwise_blocks`; or two channel pairs' sums (the second from
+    // `simd::QUAD_SPLIT` on), then the four channels' output stage straight into the output.
+    let mut accs = [0i32; simd::QUAD_SPLIT + 2 * COLUMN_BLOCK];
     // The int16 results of a channel pair, a pixel's two as one word.
     let mut narrow = [0u32; COLUMN_BLOCK];
+    // An int16 input read densely (dilation 1): its bytes, and the output columns and rows
+    // whose windows lie inside it ([`simd::copy_fields`] copies runs of them).
+    let g = c.geometry;
+    let ([in_h, in_w, _], _) = c.dims;
+    let direct = (X::WIDE && g.dilation == [1, 1] && !g.strided_input(in_c)).then(|| {
+        let x = interior(out_w, g.stride[1], 1, g.pad[1], kw, in_w);
+        let y = interior(out_h, g.stride[0], 1, g.pad[0], kh, in_h);
+        let bytes: &[u8] = bytemuck::cast_slice(X::as_i16(c.input));
+        (bytes, x, y)
+    });
+    // With `R` values of stack and a window that fits: the padded input rows the output row's
+    // windows read, as int16 values with the pad values in place, each row twice in a ring of
+    // `2 · kh` rows (any `kh` consecutive rows contiguous); every window then reads inside
+    // it, border or not.
+    let mut ring = [0i16; R];
+    let ring_row = ((g.pad[1] + in_w + g.pad[3]) * in_c).next_multiple_of(2) + 2;
+    let ringed = TILES
+        && g.dilation == [1, 1]
+        && !g.strided_input(in_c)
+        && 2 * kh * ring_row <= R
+        && (c.padding.values.is_empty() || c.padding.values.len() >= in_c);
+    // Padded input rows below this one are in the ring (or not needed).
+    let mut staged = 0;
     let mut p0 = 0;
     while p0 < pixels {
         // A block of pixels' fields gathered once for every chunk of channels, a pixel pair's
-        // two fields interleaved (an odd last pixel paired with itself).
+        // two fields interleaved.
         let p1 = (p0 + block).min(pixels);
         let m = p1 - p0;
         let pairs = m.div_ceil(2);
-        // Slices by index, not `chunks_exact_mut`: with a run-time size its zero check (a
-        // formatted panic) stays linked in the Cortex-M0's size-optimized build.
-        for k in 0..pairs {
-            let Some(pair) = fields.get_mut(k * pair_words..(k + 1) * pair_words) else {
+        // An odd last pixel's partner lane keeps an earlier field: its sums are never stored.
+        let mut q = p0;
+        while q < p1 {
+            let (oy, ox) = (q / out_w, q % out_w);
+            let i = q - p0;
+            if ringed {
+                // The output row's padded rows `top..top + kh` into the ring, those not there.
+                let top = oy * g.stride[0];
+                for row in staged.max(top)..top + kh {
+                    let slot = row % kh;
+                    let (Some(dst), Some(at)) = (
+                        ring.get_mut(slot * ring_row..(slot + 1) * ring_row),
+                        (slot + kh).checked_mul(ring_row),
+                    ) else {
+                        return;
+                    };
+                    pad_row(c, row, dst);
+                    ring.copy_within(slot * ring_row..(slot + 1) * ring_row, at);
+                }
+                staged = staged.max(top + kh);
+                let count = (out_w - ox).min(p1 - q);
+                let at = (top % kh) * ring_row + ox * g.stride[1] * in_c;
+                let bytes: &[u8] = bytemuck::cast_slice(&ring);
+                let steps = (2 * at, 2 * g.stride[1] * in_c, 2 * ring_row);
+                let shape = (kh, run2 / 2, count);
+                let dst = fields.get_mut(i / 2 * pair_words..).unwrap_or_default();
+                if simd::copy_fields(bytes, steps, shape, dst, (i % 2, pair_words)) {
+                    q += count;
+                    continue;
+                }
+            }
+            // A run of windows inside an int16 input along the output row: one copy.
+            if let Some((bytes, (x_lo, x_hi), (y_lo, y_hi))) = direct {
+                if (y_lo..y_hi).contains(&oy) && (x_lo..x_hi).contains(&ox) {
+                    let count = (x_hi - ox).min(p1 - q);
+                    let [sy, sx] = c.geometry.stride;
+                    let at =
+                        ((oy * sy - c.geometry.pad[0]) * in_w + ox * sx - c.geometry.pad[1]) * in_c;
+                    let steps = (2 * at, 2 * sx * in_c, 2 * in_w * in_c);
+                    let shape = (kh, run2 / 2, count);
+                    let dst = fields.get_mut(i / 2 * pair_words..).unwrap_or_default();
+                    if simd::copy_fields(bytes, steps, shape, dst, (i % 2, pair_words)) {
+                        q += count;
+                        continue;
+                    }
+                }
+            }
+            // Slices by index, not `chunks_exact_mut`: with a run-time size its zero check (a
+            // formatted panic) stays linked in the Cortex-M0's size-optimized build.
+            let (Some(pair), Some(f)) = (
+                fields.get_mut(i / 2 * pair_words..(i / 2 + 1) * pair_words),
+                spare.get_mut(..words),
+            ) else {
                 return;
             };
-            let q = p0 + 2 * k;
-            let Some(f) = spare.get_mut(..words) else {
-                return;
-            };
-            let b = if q + 1 < p1 { q + 1 } else { q };
-            gather::<X, 0>(c, (q / out_w, q % out_w), pair, f);
-            gather::<X, 1>(c, (b / out_w, b % out_w), pair, f);
+            if i % 2 == 0 {
+                gather::<X, 0>(c, (oy, ox), pair, f);
+            } else {
+                gather::<X, 1>(c, (oy, ox), pair, f);
+            }
+            q += 1;
         }
         let Some(fields) = fields.get(..pairs * pair_words) else {
             return;
@@ -1748,6 +1874,20 @@ fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
             }
             let mut o = first;
             while o < end {
+                if TILES
+                    && o + 4 <= end
+                    && column_quad(
+                        (&wide, words, o - first),
+                        (&biases, &runs),
+                        fields,
+                        &mut accs,
+                        &mut output,
+                        (p0 * out_stride + o, m, out_stride),
+                    )
+                {
+                    o += 4;
+                    continue;
+                }
                 let second = if o + 1 < end { o + 1 } else { o };
                 let (k0, k1) = (o - first, second - first);
                 let (Some(w), Some(&b0), Some(&b1)) = (
@@ -1832,6 +1972,52 @@ fn columns<X: Lanes, const W: usize, const CH: usize, const F: usize>(
         }
         p0 = p1;
     }
+}
+
+/// Four channels `k..k + 4` of [`columns`]' chunk (their interleaved widened weights from
+/// word `k · words` of `wide`, their biases and output stages at `k..k + 4`) over a block of
+/// `m` pixels' `fields`: both channel pairs' sums ([`simd::smlad_2x2_pairs`], the second
+/// pair's from `simd::QUAD_SPLIT` on in `accs`), then the four channels' output stage straight
+/// into the output from element `at`, `stride` elements per pixel ([`simd::stage_quads`]:
+/// about ten instructions per output, where `requant_run` per channel and the copy into the
+/// output took 13-23). `false` (nothing written) unless the four stages have the register form
+/// and clamp alike.
+#[inline(always)]
+fn column_quad(
+    (wide, words, k): (&[u32], usize, usize),
+    (biases, runs): (&[i32], &[Option<simd::RunScale>]),
+    fields: &[u32],
+    accs: &mut [i32],
+    output: &mut Outs<'_>,
+    (at, m, stride): (usize, usize, usize),
+) -> bool {
+    let int8 = matches!(output, Outs::I8(_));
+    let (Some(&[Some(r0), Some(r1), Some(r2), Some(r3)]), Some(&[b0, b1, b2, b3]), Some(w)) = (
+        runs.get(k..).and_then(|r| r.first_chunk::<4>()),
+        biases.get(k..).and_then(|b| b.first_chunk::<4>()),
+        wide.get(k * words..(k + 4) * words),
+    ) else {
+        return false;
+    };
+    let runs = [r0, r1, r2, r3];
+    let Some(clamp) = simd::QuadClamp::of(&runs, int8) else {
+        return false;
+    };
+    let size = if int8 { 1 } else { 2 };
+    let out = match output {
+        Outs::I8(y) => bytemuck::cast_slice_mut::<i8, u8>(y),
+        Outs::I16(y) => bytemuck::cast_slice_mut::<i16, u8>(y),
+    };
+    let Some(out) = out.get_mut(at * size..) else {
+        return false;
+    };
+    let (w01, w23) = w.split_at(2 * words);
+    let Some((a01, a23)) = accs.split_at_mut_checked(simd::QUAD_SPLIT) else {
+        return false;
+    };
+    simd::smlad_2x2_pairs(w01, fields, [b0, b1], a01);
+    simd::smlad_2x2_pairs(w23, fields, [b2, b3], a23);
+    simd::stage_quads(accs, (&runs, clamp), out, (m, stride))
 }
 
 /// [`columns`]' loop on cores without the DSP tiles: a channel pair over a block's pixel

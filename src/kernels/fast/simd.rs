@@ -2377,7 +2377,7 @@ pub use conv::{
 // =============================================================================================
 
 mod columns;
-pub use columns::{copy_rows, smlad_2x2_pairs};
+pub use columns::{copy_fields, copy_rows, smlad_2x2_pairs};
 mod depthwise;
 pub use depthwise::{dw3x3_pixel2_relu16, dw3x3_pixel_relu16};
 mod elementwise;

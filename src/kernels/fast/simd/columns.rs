@@ -25,6 +25,12 @@ pub fn smlad_2x2_pairs(w: &[u32], x: &[u32], bias: [i32; 2], sums: &mut [i32]) {
     if pairs == 0 {
         return;
     }
+    // Fields of 16 or 20 words (3x3x3 windows, DS-CNN's 10x4x1): every pass unrolled.
+    #[cfg(icefold_dsp)]
+    if n == 16 || n == 20 {
+        unrolled(w, x, bias, sums, n, pairs);
+        return;
+    }
     #[cfg(icefold_dsp)]
     {
         // Loop passes per pair, pairs left, the biases, the bytes of the weights.
@@ -132,6 +138,109 @@ pub fn smlad_2x2_pairs(w: &[u32], x: &[u32], bias: [i32; 2], sums: &mut [i32]) {
     }
 }
 
+/// One pass of [`smlad_2x2_pairs`]' loop in assembly text: four words of both channels'
+/// weights (`{pw}`) and of both pixels' fields (`{px}`), sixteen SMLADs.
+#[cfg(icefold_dsp)]
+macro_rules! pass_2x2 {
+    () => {
+        concat!(
+            "ldrd {w0}, {w1}, [{pw}], #8\n",
+            "ldrd {xa}, {xb}, [{px}], #8\n",
+            "smlad {a0}, {w0}, {xa}, {a0}\n",
+            "smlad {a1}, {w1}, {xa}, {a1}\n",
+            "smlad {b0}, {w0}, {xb}, {b0}\n",
+            "smlad {b1}, {w1}, {xb}, {b1}\n",
+            "ldrd {w0}, {w1}, [{pw}], #8\n",
+            "ldrd {xa}, {xb}, [{px}], #8\n",
+            "smlad {a0}, {w0}, {xa}, {a0}\n",
+            "smlad {a1}, {w1}, {xa}, {a1}\n",
+            "smlad {b0}, {w0}, {xb}, {b0}\n",
+            "smlad {b1}, {w1}, {xb}, {b1}\n",
+            "ldrd {w0}, {w1}, [{pw}], #8\n",
+            "ldrd {xa}, {xb}, [{px}], #8\n",
+            "smlad {a0}, {w0}, {xa}, {a0}\n",
+            "smlad {a1}, {w1}, {xa}, {a1}\n",
+            "smlad {b0}, {w0}, {xb}, {b0}\n",
+            "smlad {b1}, {w1}, {xb}, {b1}\n",
+            "ldrd {w0}, {w1}, [{pw}], #8\n",
+            "ldrd {xa}, {xb}, [{px}], #8\n",
+            "smlad {a0}, {w0}, {xa}, {a0}\n",
+            "smlad {a1}, {w1}, {xa}, {a1}\n",
+            "smlad {b0}, {w0}, {xb}, {b0}\n",
+            "smlad {b1}, {w1}, {xb}, {b1}\n",
+        )
+    };
+}
+
+/// [`smlad_2x2_pairs`] for fields of `n` = 16 or 20 words (four or five passes, every pass
+/// unrolled): no pass counter, so the pair count stays in a register and the biases on the
+/// stack; per pixel pair 10 instructions beside the passes' 24 each, where the loop takes
+/// 14 and two per pass. The caller checked `n`, `pairs` and the slices' lengths. Out of line:
+/// called once per block and channel pair, and inlined at every call it cost 12 KB of code.
+#[cfg(icefold_dsp)]
+#[inline(never)]
+fn unrolled(w: &[u32], x: &[u32], bias: [i32; 2], sums: &mut [i32], n: usize, pairs: usize) {
+    // SAFETY: as [`smlad_2x2_pairs`]' loop (its caller's checks: `w` holds `2n` words, `x` at
+    // least `pairs · 2n`, `sums` at least `4 · pairs`): per pair the passes read the `2n`
+    // words of `w` (post-incremented, then stepped back by the `8n` bytes, an immediate: 128
+    // or 160) and the next `2n` words of `x`, and two STRDs write the pair's four sums. The
+    // biases are stored in 8 bytes below the stack pointer, reserved and released by the
+    // block (balanced). Only the named registers, the flags and `sums` change. LDRD, STRD,
+    // SUB, ADD, MOV, SMLAD, SUBS and BNE exist on every icefold_dsp core.
+    macro_rules! passes {
+        ($back:literal, $($pass:tt)*) => {
+            unsafe {
+                core::arch::asm!(
+                    "sub sp, sp, #8",
+                    "strd {a0}, {a1}, [sp]",
+                    "1:",
+                    "ldrd {a0}, {a1}, [sp]",
+                    "mov {b0}, {a0}",
+                    "mov {b1}, {a1}",
+                    $($pass)*
+                    "strd {a0}, {a1}, [{ps}], #8",
+                    "strd {b0}, {b1}, [{ps}], #8",
+                    $back,
+                    "subs {cnt}, {cnt}, #1",
+                    "bne 1b",
+                    "add sp, sp, #8",
+                    pw = inout(reg) w.as_ptr() => _,
+                    px = inout(reg) x.as_ptr() => _,
+                    ps = inout(reg) sums.as_mut_ptr() => _,
+                    cnt = inout(reg) pairs => _,
+                    a0 = inout(reg) bias[0] => _,
+                    a1 = inout(reg) bias[1] => _,
+                    b0 = out(reg) _,
+                    b1 = out(reg) _,
+                    w0 = out(reg) _,
+                    w1 = out(reg) _,
+                    xa = out(reg) _,
+                    xb = out(reg) _,
+                    options(),
+                );
+            }
+        };
+    }
+    if n == 16 {
+        passes!(
+            "sub {pw}, {pw}, #128",
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+        );
+    } else {
+        passes!(
+            "sub {pw}, {pw}, #160",
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+            pass_2x2!(),
+        );
+    }
+}
+
 /// Copies `rows` runs of `n` words of `src` into every second word of `dst`: run `r` starts at
 /// byte `first + r · step` of `src` (any even offset: int16 values), its word `i` goes to
 /// `dst[2 · (r · n + i)]` (one lane of an interleaved pixel pair, [`smlad_2x2_pairs`]).
@@ -210,6 +319,170 @@ pub fn copy_rows(
     true
 }
 
+/// [`copy_rows`] for a run of `pixels` windows `pixel_step` bytes apart (consecutive output
+/// pixels of one output row whose windows lie inside the input), each into its lane of the
+/// interleaved pixel pairs [`smlad_2x2_pairs`] reads: window `q`'s run `r` starts at byte
+/// `first + q · pixel_step + r · row_step` of `src`, and its word `i` goes to
+/// `dst[((lane + q) / 2) · pair_words + (lane + q) % 2 + 2 · (r · n + i)]`. `false` (nothing
+/// copied) unless `pixels`, `rows` and `n` are positive, `2 · rows · n <= pair_words`, `src`
+/// holds every byte read and `dst` every word written.
+///
+/// With the DSP extension one loop over the pixels (LDR, STR, SUBS, BNE per word, six more
+/// per run, fourteen per pixel; runs of 5 and 2 words unrolled: LDR and STR per word, five
+/// more per run), where a [`copy_rows`] call per window with its checks and the window's
+/// position took about 150 instructions per 3x3x3 window.
+#[inline(always)]
+pub fn copy_fields(
+    src: &[u8],
+    (first, pixel_step, row_step): (usize, usize, usize),
+    (rows, n, pixels): (usize, usize, usize),
+    dst: &mut [u32],
+    (lane, pair_words): (usize, usize),
+) -> bool {
+    if pixels == 0 || rows == 0 || n == 0 || lane > 1 {
+        return false;
+    }
+    // Words of one window in the destination: every second word of `2 · rows · n`.
+    let Some(per_pixel) = rows.checked_mul(n).and_then(|w| w.checked_mul(2)) else {
+        return false;
+    };
+    let (Some(last_byte), Some(last_word)) = (
+        (pixels - 1)
+            .checked_mul(pixel_step)
+            .and_then(|b| b.checked_add((rows - 1).checked_mul(row_step)?))
+            .and_then(|b| b.checked_add(first))
+            .and_then(|b| b.checked_add(n.checked_mul(4)?)),
+        ((lane + pixels - 1) / 2)
+            .checked_mul(pair_words)
+            .and_then(|w| w.checked_add((lane + pixels - 1) % 2 + per_pixel - 2)),
+    ) else {
+        return false;
+    };
+    if per_pixel > pair_words
+        || last_byte > src.len()
+        || last_word >= dst.len()
+        || pixel_step > u32::MAX as usize
+        || row_step > u32::MAX as usize
+        || pair_words > (u32::MAX / 4) as usize
+    {
+        return false;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        // Pixels left, the byte steps of the source's windows and runs, runs per window, words
+        // per run, then the two steps of the destination (to the next lane, to the next pair's
+        // first lane), swapped after every window.
+        let lanes = [4u32, (4 * pair_words - 4) as u32];
+        let mut block = [
+            pixels as u32,
+            pixel_step as u32,
+            row_step as u32,
+            rows as u32,
+            n as u32,
+            lanes[lane],
+            lanes[1 - lane],
+        ];
+        // SAFETY: window `q < pixels` reads, for each run `r < rows`, the `4n` bytes from
+        // `first + q · pixel_step + r · row_step`, the last ending at `last_byte <=
+        // src.len()` (checked above; offsets grow with `q` and `r`, so every run lies inside
+        // `src`); the loads may be unaligned, which these cores allow ([`copy_rows`]). It
+        // writes the words `base(q) + 2 · j`, `j < rows · n`, of `dst`, `base(q)` the lane's
+        // first word (it grows by 1 from lane 0 to lane 1 and by `pair_words − 1` from lane 1
+        // to the next pair, the two steps of `block` in bytes, swapped per window): the last
+        // is `last_word < dst.len()` (checked): inside `dst`, word-aligned (a `u32` slice).
+        // The unrolled runs make the same loads and stores at immediate offsets (word `i` at
+        // byte `4i` of the run, stored at byte `8i` from `{q}`, which then steps past the run's
+        // `2n` words). It reads and writes the words of `block` (alive past the statement).
+        // Only the named registers, the flags, `block` and `dst` change; no stack. LDR, STR,
+        // LDRD, STRD, ADD, MOV, SUBS and BNE exist on every icefold_dsp core.
+        macro_rules! windows {
+            ($copy_run:expr) => {
+                // SAFETY: the comment above.
+                unsafe {
+                    core::arch::asm!(
+                        "1:",
+                        "mov {row}, {s}",
+                        "mov {q}, {d}",
+                        "ldr {r}, [{blk}, #12]",
+                        "2:",
+                        $copy_run,
+                        "ldr {v}, [{blk}, #8]",
+                        "add {row}, {row}, {v}",
+                        "subs {r}, {r}, #1",
+                        "bne 2b",
+                        "ldr {v}, [{blk}, #4]",
+                        "add {s}, {s}, {v}",
+                        "ldrd {v}, {i}, [{blk}, #20]",
+                        "add {d}, {d}, {v}",
+                        "strd {i}, {v}, [{blk}, #20]",
+                        "ldr {v}, [{blk}]",
+                        "subs {v}, {v}, #1",
+                        "str {v}, [{blk}]",
+                        "bne 1b",
+                        s = inout(reg) src.as_ptr().wrapping_add(first) => _,
+                        d = inout(reg) dst.as_mut_ptr().wrapping_add(lane) => _,
+                        blk = in(reg) block.as_mut_ptr(),
+                        row = out(reg) _,
+                        p = out(reg) _,
+                        q = out(reg) _,
+                        r = out(reg) _,
+                        i = out(reg) _,
+                        v = out(reg) _,
+                        options(nostack),
+                    );
+                }
+            };
+        }
+        // A run's words from `{row}` to every second word from `{q}` on, `{q}` advanced past
+        // them: unrolled for runs of 5 words (3x3x3 windows) and 2 (DS-CNN's 10x4x1), where
+        // the loop spends two more instructions per word.
+        match n {
+            5 => windows!(concat!(
+                "ldr {v}, [{row}]\n",
+                "ldr {p}, [{row}, #4]\n",
+                "str {v}, [{q}]\n",
+                "str {p}, [{q}, #8]\n",
+                "ldr {v}, [{row}, #8]\n",
+                "ldr {p}, [{row}, #12]\n",
+                "str {v}, [{q}, #16]\n",
+                "str {p}, [{q}, #24]\n",
+                "ldr {v}, [{row}, #16]\n",
+                "str {v}, [{q}, #32]\n",
+                "add {q}, {q}, #40",
+            )),
+            2 => windows!(concat!(
+                "ldr {v}, [{row}]\n",
+                "ldr {p}, [{row}, #4]\n",
+                "str {v}, [{q}]\n",
+                "str {p}, [{q}, #8]\n",
+                "add {q}, {q}, #16",
+            )),
+            _ => windows!(concat!(
+                "mov {p}, {row}\n",
+                "ldr {i}, [{blk}, #16]\n",
+                "3:\n",
+                "ldr {v}, [{p}], #4\n",
+                "str {v}, [{q}], #8\n",
+                "subs {i}, {i}, #1\n",
+                "bne 3b",
+            )),
+        }
+        let _ = block;
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        for q in 0..pixels {
+            let base = (lane + q) / 2 * pair_words + (lane + q) % 2;
+            let at = first + q * pixel_step;
+            let Some(out) = dst.get_mut(base..) else {
+                return false;
+            };
+            copy_rows(src, at, row_step, rows, n, out);
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -226,7 +499,7 @@ mod tests {
             seed ^= seed << 17;
             seed as u32
         };
-        for n in [4usize, 8, 20] {
+        for n in [4usize, 8, 16, 20] {
             for pairs in [1usize, 2, 5] {
                 let w: Vec<u32> = (0..2 * n).map(|_| next()).collect();
                 let x: Vec<u32> = (0..2 * n * pairs).map(|_| next()).collect();
@@ -251,6 +524,74 @@ mod tests {
         let mut sums = [7i32; 4];
         smlad_2x2_pairs(&[1; 6], &[1; 6], [0, 0], &mut sums);
         assert_eq!(sums, [7; 4]);
+    }
+
+    #[test]
+    fn fields_land_in_their_lanes() {
+        let src: Vec<u8> = (0..200u8).collect();
+        let word = |at: usize| u32::from_le_bytes([0, 1, 2, 3].map(|k| src[at + k]));
+        // Windows 12 bytes apart, two runs of three words 40 bytes apart, from byte 6, the
+        // first into lane 1 of pair 0: windows 0..3 in (pair, lane) (0, 1), (1, 0), (1, 1).
+        for (lane, pixels) in [(1usize, 3usize), (0, 4), (0, 1)] {
+            let pair_words = 14;
+            let mut dst = std::vec![0u32; 2 * pair_words + 1];
+            assert!(copy_fields(
+                &src,
+                (6, 12, 40),
+                (2, 3, pixels),
+                &mut dst,
+                (lane, pair_words)
+            ));
+            let mut want = std::vec![0u32; dst.len()];
+            for q in 0..pixels {
+                let base = (lane + q) / 2 * pair_words + (lane + q) % 2;
+                for r in 0..2 {
+                    for i in 0..3 {
+                        want[base + 2 * (3 * r + i)] = word(6 + 12 * q + 40 * r + 4 * i);
+                    }
+                }
+            }
+            assert_eq!(dst, want, "lane {lane}, {pixels} pixels");
+        }
+        // The last window's last byte at the end of `src`: taken; one byte past it: refused.
+        let mut dst = [0u32; 28];
+        assert!(copy_fields(
+            &src,
+            (136, 12, 40),
+            (2, 3, 2),
+            &mut dst,
+            (0, 14)
+        ));
+        assert!(!copy_fields(
+            &src,
+            (138, 12, 40),
+            (2, 3, 2),
+            &mut dst,
+            (0, 14)
+        ));
+        // `dst` one word short of the last window's last word, or a window wider than a pair:
+        // refused.
+        assert!(!copy_fields(
+            &src,
+            (0, 12, 40),
+            (2, 3, 2),
+            &mut [0; 11],
+            (0, 12)
+        ));
+        assert!(copy_fields(
+            &src,
+            (0, 12, 40),
+            (2, 3, 2),
+            &mut [0; 12],
+            (0, 12)
+        ));
+        assert!(!copy_fields(
+            &src,
+            (0, 12, 40),
+            (2, 3, 1),
+            &mut [0; 28],
+            (0, 10)
+        ));
     }
 
     #[test]
