@@ -27,7 +27,7 @@ pub(super) fn run<'s, K: Kernels>(
         Some(ConvKind::Pointwise(words)) if conv::POINTWISE_SET_UP && words <= 2048 => {
             run_pointwise::<K, 2048>(model, arena, layer)?
         }
-        _ => run_bands(layer, |band| {
+        _ => run_bands(layer, |band, _| {
             model.run_disjoint(arena, band, None).map(|_| ())
         })?,
     }
@@ -78,7 +78,10 @@ fn conv_kind(layer: &Layer) -> Option<ConvKind> {
 fn run_depthwise<K: Kernels>(model: &Model<'_, K>, arena: &mut [u8], layer: &Layer) -> Option<()> {
     let mut ring = [0u32; conv::PIXEL_RING];
     let mut setup = conv::PixelSetUp::new(&mut ring);
-    run_bands(layer, |band| {
+    // The ring's rows are kept from one band to the next (a band's halo rows are in it).
+    let stride = layer.row_window(0).map_or(1, |w| usize::from(w.stride));
+    run_bands(layer, |band, rows| {
+        setup.at_row(rows.start as usize, stride);
         let mut prepared = Prepared::Pixel(&mut setup);
         model
             .run_disjoint(arena, band, Some(&mut prepared))
@@ -97,7 +100,7 @@ fn run_pointwise<K: Kernels, const WORDS: usize>(
 ) -> Option<()> {
     let mut words = [0u32; WORDS];
     let mut setup = conv::PointwiseSetUp::new(&mut words);
-    run_bands(layer, |band| {
+    run_bands(layer, |band, _| {
         let mut prepared = Prepared::Pointwise(&mut setup);
         model
             .run_disjoint(arena, band, Some(&mut prepared))
@@ -156,9 +159,13 @@ fn reverse_band(layer: &Layer, end: u32) -> Option<u32> {
     Some(start)
 }
 
-/// Calls `run` on the layer's bands in a safe order, each band the largest the offsets allow.
-/// `None` if a row cannot be run safely (validation was bypassed) or `run` fails.
-pub(super) fn run_bands(layer: &Layer, mut run: impl FnMut(&Layer) -> Option<()>) -> Option<()> {
+/// Calls `run` on the layer's bands (and their output rows) in a safe order, each band the
+/// largest the offsets allow. `None` if a row cannot be run safely (validation was bypassed)
+/// or `run` fails.
+pub(super) fn run_bands(
+    layer: &Layer,
+    mut run: impl FnMut(&Layer, &Range<u32>) -> Option<()>,
+) -> Option<()> {
     let rows = u32::from(layer.output.dims[0]);
     // The direction of the first overlapped input; the loader made every other one agree.
     let forward = overlapped(layer)
@@ -168,14 +175,16 @@ pub(super) fn run_bands(layer: &Layer, mut run: impl FnMut(&Layer) -> Option<()>
         let mut start = 0;
         while start < rows {
             let end = forward_band(layer, start, rows)?;
-            run(&layer.band(&(start..end))?)?;
+            let rows = start..end;
+            run(&layer.band(&rows)?, &rows)?;
             start = end;
         }
     } else {
         let mut end = rows;
         while end > 0 {
             let start = reverse_band(layer, end)?;
-            run(&layer.band(&(start..end))?)?;
+            let rows = start..end;
+            run(&layer.band(&rows)?, &rows)?;
             end = start;
         }
     }

@@ -320,9 +320,20 @@ pub fn pointwise_set_up_words(in_c: usize, out_c: usize) -> usize {
 /// widens per band as before.
 pub struct PointwiseSetUp<'a> {
     widened: &'a mut [u32],
-    /// The layer whose weights `widened` holds, if any.
+    /// The layer whose weights `widened` and constants `stages` hold, if any.
     layer: Option<LayerKey>,
+    /// Per group of four output channels (the first [`POINTWISE_STAGES`]), the fused tile's
+    /// constants ([`simd::QuadStage`]), or `None` where the group takes the unfused loop:
+    /// building them was most of what a band's call still did per group (about 500
+    /// instructions per group per band on DS-CNN). Groups past these build theirs per call.
+    stages: [Option<simd::QuadStage>; POINTWISE_STAGES],
+    /// The unfused loop's block buffers, zeroed once per layer rather than once per band.
+    blocks: Blocks,
 }
+
+/// Groups of four output channels whose fused-tile constants a [`PointwiseSetUp`] keeps (64
+/// channels, DS-CNN's: 1.4 KiB of the set-up's frame).
+const POINTWISE_STAGES: usize = 16;
 
 impl<'a> PointwiseSetUp<'a> {
     /// Nothing prepared yet, the weights to be widened into `widened`.
@@ -330,6 +341,8 @@ impl<'a> PointwiseSetUp<'a> {
         PointwiseSetUp {
             widened,
             layer: None,
+            stages: [None; POINTWISE_STAGES],
+            blocks: Blocks::new(),
         }
     }
 }
@@ -1344,9 +1357,13 @@ fn pointwise_layer_with<X: Lanes, Y: Store>(
     let fits = pointwise_set_up_words(in_c, out_c) <= setup.widened.len();
     match X::words(c.input) {
         Some(x) if TILES && fits && n % 4 == 0 && out_c >= 4 && !host_avx2() => {
-            let mut blocks = Blocks::new();
-            let PointwiseSetUp { widened, layer } = setup;
-            pointwise_groups(c, x, output, (widened, Some(layer)), &mut blocks);
+            let PointwiseSetUp {
+                widened,
+                layer,
+                stages,
+                blocks,
+            } = setup;
+            pointwise_groups(c, x, output, (widened, Some((layer, stages))), blocks);
         }
         _ => pointwise_layer(c, output),
     }
@@ -1354,42 +1371,62 @@ fn pointwise_layer_with<X: Lanes, Y: Store>(
 
 /// [`pointwise_layer`]'s four-channel groups ([`pointwise_quads`]), each group's weights
 /// widened into `widened`: all into its first `4 · n` words, one group after the other, when
-/// `held` is `None`; when it is a set-up's layer key, the group from channel `o` into words
-/// `o · n ..`
-/// (all of them fit), and not at all if the key is `c`'s layer's already (set once every
-/// group is widened).
+/// `held` is `None`; when it is a set-up's layer key and stages, the group from channel `o`
+/// into words `o · n ..` (all of them fit) and its fused tile's constants into its stage, and
+/// neither at all if the key is `c`'s layer's already (set once every group is prepared).
 #[inline(always)]
 fn pointwise_groups<X: Lanes, Y: Store>(
     c: &Conv<'_, X>,
     x: &[u32],
     output: &mut [Y],
-    (widened, mut held): (&mut [u32], Option<&mut Option<LayerKey>>),
+    (widened, mut held): (
+        &mut [u32],
+        Option<(&mut Option<LayerKey>, &mut [Option<simd::QuadStage>])>,
+    ),
     blocks: &mut Blocks,
 ) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let out_stride = c.geometry.out_stride(out_c);
     let n = in_c / 2;
     let key = LayerKey::of(c);
-    let ready = held.as_ref().is_some_and(|h| **h == Some(key));
-    if let Some(h) = held.as_mut() {
+    let int8 = matches!(Y::outs(&mut []), Outs::I8(_));
+    let ready = held.as_ref().is_some_and(|(h, _)| **h == Some(key));
+    if let Some((h, _)) = held.as_mut() {
         **h = None;
     }
     let mut o = 0;
     while o < out_c {
         let (chs, valid) = quad_channels(o, out_c);
-        let rows = chs.map(|o| c.weights.get(o * in_c..(o + 1) * in_c));
-        let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
-            return;
-        };
         let at = if held.is_some() { o * n } else { 0 };
         let w = widened.get_mut(at..at + 4 * n).unwrap_or_default();
         if !ready {
+            let rows = chs.map(|o| c.weights.get(o * in_c..(o + 1) * in_c));
+            let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
+                return;
+            };
             simd::widen_interleaved([w0, w1, w2, w3], n, w);
         }
         // Four whole channels whose factors have the output stage's register form and clamp
         // alike: the fused tile from the factors directly, no `Stage` built (a layer in place
-        // comes here once per band: building four `Stage`s cost about 450 instructions).
-        if valid == 4 && pointwise_fused(c, x, &*w, (chs, o, out_stride), &mut *output) {
+        // comes here once per band: building four `Stage`s cost about 450 instructions), its
+        // constants built once per layer where a set-up keeps them.
+        let kept = held.as_mut().and_then(|(_, stages)| stages.get_mut(o / 4));
+        let fused = match kept {
+            _ if valid != 4 => false,
+            Some(stage) => {
+                if !ready {
+                    *stage = quad_stage(c, chs, int8);
+                }
+                match stage {
+                    Some(stage) => pointwise_fused(x, &*w, stage, (o, out_stride, n), &mut *output),
+                    None => false,
+                }
+            }
+            None => quad_stage(c, chs, int8).is_some_and(|mut stage| {
+                pointwise_fused(x, &*w, &mut stage, (o, out_stride, n), &mut *output)
+            }),
+        };
+        if fused {
             o += 4;
             continue;
         }
@@ -1419,7 +1456,7 @@ fn pointwise_groups<X: Lanes, Y: Store>(
         pointwise_quads(x, w, &outs, &c.bounds, shape, blocks, &mut *output);
         o += 4;
     }
-    if let Some(h) = held {
+    if let Some((h, _)) = held {
         *h = Some(key);
     }
 }
@@ -2096,39 +2133,48 @@ fn pointwise_blocks<Y: Store>(
     }
 }
 
-/// Channels `chs` (four whole ones, the first `o`) of a pointwise layer through the fused tile
-/// ([`simd::smlad_4x1_store`], every pixel of `x` at once) if each channel's factor has the
-/// register form ([`super::depthwise::channel_run`]) and the four clamp alike; `false`, with
-/// nothing written, otherwise. `w`: the four channels' [`simd::widen_interleaved`] weights.
+/// The fused tile's constants of channels `chs` (four whole ones) of a pointwise layer whose
+/// output is int8 (`int8`) or int16, if each channel's factor has the register form
+/// ([`super::depthwise::channel_run`]) and the four clamp alike.
 #[inline(always)]
-fn pointwise_fused<X: Lanes, Y: Store>(
-    c: &Conv<'_, X>,
-    x: &[u32],
-    w: &[u32],
-    (chs, o, out_stride): ([usize; 4], usize, usize),
-    output: &mut [Y],
-) -> bool {
-    let n = c.dims.0[2] / 2;
+fn quad_stage<X>(c: &Conv<'_, X>, chs: [usize; 4], int8: bool) -> Option<simd::QuadStage> {
     let runs = chs.map(|ch| super::depthwise::channel_run(c, ch));
     let bias = chs.map(|ch| c.channels.bias.get(ch).copied());
     let ([Some(r0), Some(r1), Some(r2), Some(r3)], [Some(b0), Some(b1), Some(b2), Some(b3)]) =
         (runs, bias)
     else {
-        return false;
+        return None;
     };
     let runs = [r0, r1, r2, r3];
+    let clamp = simd::QuadClamp::of(&runs, int8)?;
+    Some(simd::QuadStage::new([b0, b1, b2, b3], &runs, clamp))
+}
+
+/// Four output channels (the first `o`) of a pointwise layer through the fused tile
+/// ([`simd::smlad_4x1_staged`], every pixel of `x` at once) with the constants `stage`
+/// ([`quad_stage`]); `false`, with nothing written, if the stage's element type is not the
+/// output's or the shapes do not fit. `w`: the four channels' [`simd::widen_interleaved`]
+/// weights, `n` words per input pixel.
+#[inline(always)]
+fn pointwise_fused<Y: Store>(
+    x: &[u32],
+    w: &[u32],
+    stage: &mut simd::QuadStage,
+    (o, out_stride, n): (usize, usize, usize),
+    output: &mut [Y],
+) -> bool {
     let (bytes, int8) = match Y::outs(output) {
         Outs::I8(y) => (bytemuck::cast_slice_mut::<i8, u8>(y), true),
         Outs::I16(y) => (bytemuck::cast_slice_mut::<i16, u8>(y), false),
     };
     let size = if int8 { 1 } else { 2 };
-    let (Some(clamp), Some(out)) = (simd::QuadClamp::of(&runs, int8), bytes.get_mut(o * size..))
-    else {
+    let Some(out) = bytes.get_mut(o * size..) else {
         return false;
     };
     let pixels = x.len() / n.max(1);
-    let shape = (n, [b0, b1, b2, b3], &runs, clamp);
-    pixels > 0 && simd::smlad_4x1_store(w, x, shape, out, (pixels, out_stride))
+    stage.int8() == int8
+        && pixels > 0
+        && simd::smlad_4x1_staged(w, x, n, stage, out, (pixels, out_stride))
 }
 
 /// Four output channels of a pointwise layer with the DSP tiles: per block of pixels the

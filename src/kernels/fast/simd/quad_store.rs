@@ -130,25 +130,88 @@ fn store_pixel(acc: [i32; 4], runs: &[RunScale; 4], clamp: QuadClamp, out: &mut 
     }
 }
 
-/// [`smlad_4x1_pixels`](super::smlad_4x1_pixels)' sums (`w`, `x`, `n`, `bias`, `pixels`) through
-/// each channel's stage `runs[k]` ([`RunScale::apply`]) into `out`: pixel `p`'s channel `k` at
-/// element `p · stride + k` (int16 elements for [`QuadClamp::I16`] and
-/// [`QuadClamp::I16Relu`], int8 for [`QuadClamp::I8`], `out` as bytes either way, little-endian).
-/// `clamp` must be the four stages' common clamp ([`QuadClamp::of`]). `false` (nothing written)
-/// unless `n` is a positive multiple of 4, `pixels >= 1`, `4 <= stride <= 2^20`, `w` holds
-/// `4 · n` words, `x` `pixels · n` and `out` the last pixel's four elements.
-///
-/// With the DSP extension: the multiply loop of `smlad_4x1_pixels`, then per channel an LDM of
-/// its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and the store (eight
-/// instructions per output), seven per pixel to advance.
+/// The constants of [`smlad_4x1_staged`] for four channels: their biases, their stages'
+/// register form and common clamp, built once per layer where a layer run in bands of rows
+/// (in place) calls the tile once per band (building them per call, from the factors, cost
+/// about 500 instructions per group of four channels per band on DS-CNN).
+#[derive(Clone, Copy, Debug)]
+pub struct QuadStage {
+    /// The tile's parameter block ([`PARAMS`] words): the biases and each channel's high word,
+    /// multiplier and shift at their places; the per-call words (weights, passes, output)
+    /// written by each call.
+    #[cfg(icefold_dsp)]
+    params: [u32; PARAMS],
+    #[cfg(not(icefold_dsp))]
+    bias: [i32; 4],
+    #[cfg(not(icefold_dsp))]
+    runs: [RunScale; 4],
+    clamp: QuadClamp,
+}
+
+impl QuadStage {
+    /// Four channels' biases and stages `runs`, whose common clamp is `clamp`
+    /// ([`QuadClamp::of`]).
+    #[inline(always)]
+    pub fn new(bias: [i32; 4], runs: &[RunScale; 4], clamp: QuadClamp) -> QuadStage {
+        #[cfg(icefold_dsp)]
+        {
+            let mut params = [0u32; PARAMS];
+            params[..4].copy_from_slice(&bias.map(|b| b as u32));
+            for (k, r) in runs.iter().enumerate() {
+                params[9 + 3 * k] = r.high as u32;
+                params[10 + 3 * k] = r.multiplier as u32;
+                params[11 + 3 * k] = r.shift;
+            }
+            QuadStage { params, clamp }
+        }
+        #[cfg(not(icefold_dsp))]
+        QuadStage {
+            bias,
+            runs: *runs,
+            clamp,
+        }
+    }
+
+    /// Whether the stage stores int8 elements (else int16).
+    pub fn int8(&self) -> bool {
+        self.clamp == QuadClamp::I8
+    }
+}
+
+/// [`smlad_4x1_staged`] with the stage built for this call.
 #[inline(always)]
 pub fn smlad_4x1_store(
     w: &[u32],
     x: &[u32],
     (n, bias, runs, clamp): (usize, [i32; 4], &[RunScale; 4], QuadClamp),
     out: &mut [u8],
+    shape: (usize, usize),
+) -> bool {
+    smlad_4x1_staged(w, x, n, &mut QuadStage::new(bias, runs, clamp), out, shape)
+}
+
+/// [`smlad_4x1_pixels`](super::smlad_4x1_pixels)' sums (`w`, `x`, `n`, the biases of `stage`,
+/// `pixels`) through each channel's stage ([`RunScale::apply`]) into `out`: pixel `p`'s channel
+/// `k` at element `p · stride + k` (int16 elements for [`QuadClamp::I16`] and
+/// [`QuadClamp::I16Relu`], int8 for [`QuadClamp::I8`], `out` as bytes either way,
+/// little-endian). `false` (nothing written) unless `n` is a positive multiple of 4,
+/// `pixels >= 1`, `4 <= stride <= 2^20`, `w` holds `4 · n` words, `x` `pixels · n` and `out`
+/// the last pixel's four elements. `stage` is mutable for the call's own words only (its
+/// constants are left as they are).
+///
+/// With the DSP extension: the multiply loop of `smlad_4x1_pixels`, then per channel an LDM of
+/// its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and the store (eight
+/// instructions per output), seven per pixel to advance.
+#[inline(always)]
+pub fn smlad_4x1_staged(
+    w: &[u32],
+    x: &[u32],
+    n: usize,
+    stage: &mut QuadStage,
+    out: &mut [u8],
     (pixels, stride): (usize, usize),
 ) -> bool {
+    let clamp = stage.clamp;
     let Some(size) = output_fits(clamp, out, pixels, stride) else {
         return false;
     };
@@ -159,19 +222,15 @@ pub fn smlad_4x1_store(
     {
         let start = out.as_mut_ptr();
         let step = stride * size;
-        let mut params = [0u32; PARAMS];
-        params[..4].copy_from_slice(&bias.map(|b| b as u32));
+        let params = &mut stage.params;
         params[4] = w.as_ptr() as usize as u32;
         params[5] = (n / 4) as u32;
         params[6] = start as usize as u32;
         params[7] = start.wrapping_add(pixels * step) as usize as u32;
         params[8] = step as u32;
-        for (k, r) in runs.iter().enumerate() {
-            params[9 + 3 * k] = r.high as u32;
-            params[10 + 3 * k] = r.multiplier as u32;
-            params[11 + 3 * k] = r.shift;
-        }
-        // SAFETY: the checks above. Per pixel the loop reads `n` words of `x` through r12
+        // SAFETY: the checks above, and words 4-8 of `params` written just now from them (the
+        // others are constants the loop only reads into its sums and stages). Per pixel the
+        // loop reads `n` words of `x` through r12
         // (post-incremented: pixel `p` reads words `p · n .. (p + 1) · n`, `p < pixels`, inside
         // `x`) and the `4 · n` words of `w` from its start through r5 (four LDMs of four words
         // per pass, `n / 4` passes: inside `w`). It writes the four elements of pixel `p` at
@@ -221,18 +280,17 @@ pub fn smlad_4x1_store(
             };
         }
         with_clamp!(clamp, fused);
-        let _ = params;
     }
     #[cfg(not(icefold_dsp))]
     {
         for (p, xp) in x.chunks_exact(n).take(pixels).enumerate() {
-            let mut acc = bias;
+            let mut acc = stage.bias;
             for (xw, ws) in xp.iter().zip(w.chunks_exact(4)) {
                 for (a, wk) in acc.iter_mut().zip(ws) {
                     *a = super::smlad(*wk, *xw, *a);
                 }
             }
-            store_pixel(acc, runs, clamp, out, p * stride * size);
+            store_pixel(acc, &stage.runs, clamp, out, p * stride * size);
         }
     }
     true
