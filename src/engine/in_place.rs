@@ -171,12 +171,16 @@ pub(super) fn run_bands(
     let forward = overlapped(layer)
         .filter_map(|k| layer.inputs.get(k))
         .all(|x| layer.output.offset < x.offset);
+    // One copy of the layer, each band written over it (a copy per band cost a few hundred
+    // instructions).
+    let mut band = *layer;
     if forward {
         let mut start = 0;
         while start < rows {
             let end = forward_band(layer, start, rows)?;
             let rows = start..end;
-            run(&layer.band(&rows)?, &rows)?;
+            layer.band_into(&rows, &mut band)?;
+            run(&band, &rows)?;
             start = end;
         }
     } else {
@@ -184,7 +188,8 @@ pub(super) fn run_bands(
         while end > 0 {
             let start = reverse_band(layer, end)?;
             let rows = start..end;
-            run(&layer.band(&rows)?, &rows)?;
+            layer.band_into(&rows, &mut band)?;
+            run(&band, &rows)?;
             end = start;
         }
     }

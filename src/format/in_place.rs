@@ -241,10 +241,19 @@ impl Layer {
     /// slices, it writes exactly the bytes the whole layer writes in those rows. `None` for an
     /// empty range, a range past the output, or a cut with no input rows.
     pub fn band(&self, rows: &Range<u32>) -> Option<Layer> {
+        let mut band = *self;
+        self.band_into(rows, &mut band)?;
+        Some(band)
+    }
+
+    /// [`Layer::band`] written over `band`, a copy of this layer (or of any band of it): only
+    /// the fields a band changes are written, each from this layer's own (the band driver
+    /// copies the layer once, not once per band: a `Layer` is a few hundred bytes). `None`, with
+    /// `band` partly written, where [`Layer::band`] gives `None`.
+    pub fn band_into(&self, rows: &Range<u32>, band: &mut Layer) -> Option<()> {
         if rows.is_empty() || rows.end > u32::from(self.output.dims[0]) {
             return None;
         }
-        let mut band = *self;
         let shift = |d: &mut TensorDesc, first: u32, count: u32| -> Option<()> {
             let offset = u64::from(d.offset) + u64::from(first) * row_bytes(d);
             d.offset = u32::try_from(offset).ok()?;
@@ -252,9 +261,14 @@ impl Layer {
             Some(())
         };
         for k in 0..usize::from(self.input_count) {
-            let (Some(window), Some(input)) = (self.row_window(k), band.inputs.get_mut(k)) else {
+            let (Some(window), Some(whole), Some(input)) = (
+                self.row_window(k),
+                self.inputs.get(k),
+                band.inputs.get_mut(k),
+            ) else {
                 continue;
             };
+            *input = *whole;
             let in_rows = u32::from(input.dims[0]);
             let reads = window.reads(rows, in_rows);
             if reads.is_empty() {
@@ -269,8 +283,9 @@ impl Layer {
                 pad[2] = bottom;
             }
         }
+        band.output = self.output;
         shift(&mut band.output, rows.start, rows.end - rows.start)?;
-        Some(band)
+        Some(())
     }
 }
 

@@ -329,6 +329,8 @@ pub struct PointwiseSetUp<'a> {
     stages: [Option<simd::QuadStage>; POINTWISE_STAGES],
     /// The unfused loop's block buffers, zeroed once per layer rather than once per band.
     blocks: Blocks,
+    /// Whether every group of `layer` has a stage in `stages` ([`pointwise_staged`]).
+    fused: bool,
 }
 
 /// Groups of four output channels whose fused-tile constants a [`PointwiseSetUp`] keeps (64
@@ -343,6 +345,7 @@ impl<'a> PointwiseSetUp<'a> {
             layer: None,
             stages: [None; POINTWISE_STAGES],
             blocks: Blocks::new(),
+            fused: false,
         }
     }
 }
@@ -1357,15 +1360,62 @@ fn pointwise_layer_with<X: Lanes, Y: Store>(
     let fits = pointwise_set_up_words(in_c, out_c) <= setup.widened.len();
     match X::words(c.input) {
         Some(x) if TILES && fits && n % 4 == 0 && out_c >= 4 && !host_avx2() => {
+            let key = LayerKey::of(c);
+            if setup.layer == Some(key) && setup.fused {
+                pointwise_staged(
+                    x,
+                    (n, out_c / 4),
+                    setup,
+                    c.geometry.out_stride(out_c),
+                    output,
+                );
+                return;
+            }
             let PointwiseSetUp {
                 widened,
                 layer,
                 stages,
                 blocks,
+                fused,
             } = setup;
             pointwise_groups(c, x, output, (widened, Some((layer, stages))), blocks);
+            // Every group through a kept stage: the later bands take the short loop.
+            let groups = out_c / 4;
+            *fused = *layer == Some(key)
+                && out_c % 4 == 0
+                && stages
+                    .get(..groups)
+                    .is_some_and(|s| s.iter().all(Option::is_some));
         }
         _ => pointwise_layer(c, output),
+    }
+}
+
+/// A later band of a pointwise layer whose every group of four output channels takes the
+/// fused tile: each group's kept weights and stage straight into the tile (the per-group work
+/// of [`pointwise_groups`], its channel and weight-row look-ups, is the first band's).
+#[inline(always)]
+fn pointwise_staged<Y: Store>(
+    x: &[u32],
+    (n, groups): (usize, usize),
+    setup: &mut PointwiseSetUp<'_>,
+    out_stride: usize,
+    output: &mut [Y],
+) {
+    let (bytes, size) = match Y::outs(output) {
+        Outs::I8(y) => (bytemuck::cast_slice_mut::<i8, u8>(y), 1),
+        Outs::I16(y) => (bytemuck::cast_slice_mut::<i16, u8>(y), 2),
+    };
+    let pixels = x.len() / n.max(1);
+    let PointwiseSetUp {
+        widened, stages, ..
+    } = setup;
+    let kept = widened.chunks_exact(4 * n.max(1)).zip(stages.iter_mut());
+    for (g, (w, stage)) in kept.take(groups).enumerate() {
+        let (Some(stage), Some(out)) = (stage, bytes.get_mut(4 * g * size..)) else {
+            return;
+        };
+        simd::smlad_4x1_staged(w, x, n, stage, out, (pixels, out_stride));
     }
 }
 
@@ -3146,6 +3196,11 @@ pub(crate) mod tests {
                 };
                 if depthwise {
                     let pixels = super::super::depthwise::covers_by_pixel(&conv);
+                    // The ring's rows kept from the band before, but for some bands (whose
+                    // call then copies every row).
+                    if rows.start % 5 != 4 {
+                        pixel.at_row(rows.start, c.g.stride[0]);
+                    }
                     let taken = pixels && <i16 as Lanes>::words(x)
                         .is_some_and(|words| super::super::depthwise::by_pixel_with(&conv, words, &mut *y, &mut pixel));
                     kept &= taken;

@@ -428,8 +428,9 @@ pub struct PixelSetUp<'r> {
     /// Which padded row of the whole layer (not of a band) each ring slot holds, if any: row
     /// `r` in slot `r % 3`.
     held: [usize; 3],
-    /// The padded row of the whole layer that is the next call's padded row 0 ([`Self::at_row`]).
-    origin: usize,
+    /// The padded row of the whole layer that is the next call's padded row 0, if the band
+    /// driver said ([`Self::at_row`], taken by the call): a call without it copies every row.
+    origin: Option<usize>,
 }
 
 impl<'r> PixelSetUp<'r> {
@@ -441,7 +442,7 @@ impl<'r> PixelSetUp<'r> {
             ring,
             layer: None,
             held: [usize::MAX; 3],
-            origin: 0,
+            origin: None,
         }
     }
 
@@ -449,9 +450,10 @@ impl<'r> PixelSetUp<'r> {
     /// stride `stride`): its padded rows are the layer's from `first · stride` (a band keeps
     /// the layer's geometry but for the rows it reads and their padding, `format::in_place`).
     /// The rows the ring holds from an earlier band are read from it, not copied again: the
-    /// band driver runs bands only where the input rows still to be read are intact.
+    /// band driver runs bands only where the input rows still to be read are intact. For the
+    /// next call only; a call not preceded by this one copies every row it reads.
     pub fn at_row(&mut self, first: usize, stride: usize) {
-        self.origin = first.saturating_mul(stride);
+        self.origin = Some(first.saturating_mul(stride));
     }
 }
 
@@ -506,6 +508,12 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         held: kept_rows,
         origin,
     } = setup;
+    // Where this band lies in the layer, if the driver said: else no row of the ring is kept.
+    let origin = origin.take();
+    if origin.is_none() {
+        *kept_rows = [usize::MAX; 3];
+    }
+    let origin = origin.unwrap_or(0);
     // One pixel's results as lane pairs.
     let mut narrow = [0u32; BY_PIXEL_PAIRS];
     let mut first = 0;
@@ -541,7 +549,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         // one chunk holds every pair (else none yet, and rows of this call).
         let mut chunk_rows = [usize::MAX; 3];
         let (held, origin) = if whole {
-            (&mut *kept_rows, *origin)
+            (&mut *kept_rows, origin)
         } else {
             (&mut chunk_rows, 0)
         };
