@@ -326,7 +326,9 @@ pub struct PointwiseSetUp<'a> {
     /// constants ([`simd::QuadStage`]), or `None` where the group takes the unfused loop:
     /// building them was most of what a band's call still did per group (about 500
     /// instructions per group per band on DS-CNN). Groups past these build theirs per call.
-    stages: [Option<simd::QuadStage>; POINTWISE_STAGES],
+    stages: [simd::QuadStage; POINTWISE_STAGES],
+    /// Which of `stages` hold a group's constants (the others take the unfused loop).
+    staged: [bool; POINTWISE_STAGES],
     /// The unfused loop's block buffers, zeroed once per layer rather than once per band.
     blocks: Blocks,
     /// Whether every group of `layer` has a stage in `stages` ([`pointwise_staged`]).
@@ -343,7 +345,8 @@ impl<'a> PointwiseSetUp<'a> {
         PointwiseSetUp {
             widened,
             layer: None,
-            stages: [None; POINTWISE_STAGES],
+            stages: [simd::QuadStage::EMPTY; POINTWISE_STAGES],
+            staged: [false; POINTWISE_STAGES],
             blocks: Blocks::new(),
             fused: false,
         }
@@ -1375,20 +1378,28 @@ fn pointwise_layer_with<X: Lanes, Y: Store>(
                 widened,
                 layer,
                 stages,
+                staged,
                 blocks,
                 fused,
             } = setup;
-            pointwise_groups(c, x, output, (widened, Some((layer, stages))), blocks);
+            let kept = Some((&mut *layer, &mut stages[..], &mut staged[..]));
+            pointwise_groups(c, x, output, (widened, kept), blocks);
             // Every group through a kept stage: the later bands take the short loop.
             let groups = out_c / 4;
             *fused = *layer == Some(key)
                 && out_c % 4 == 0
-                && stages
-                    .get(..groups)
-                    .is_some_and(|s| s.iter().all(Option::is_some));
+                && staged.get(..groups).is_some_and(|s| s.iter().all(|&s| s));
         }
         _ => pointwise_layer(c, output),
     }
+}
+
+/// [`simd::widen_interleaved`] out of line: inlined into [`pointwise_groups`], whose frame
+/// holds a set-up's stages too, its loop spilled to the stack (50 instructions per word
+/// quad where its own frame takes 34; about 4,000 instructions per DS-CNN layer).
+#[inline(never)]
+fn widen_group(w: [&[i8]; 4], n: usize, out: &mut [u32]) {
+    simd::widen_interleaved(w, n, out);
 }
 
 /// A later band of a pointwise layer whose every group of four output channels takes the
@@ -1402,20 +1413,16 @@ fn pointwise_staged<Y: Store>(
     out_stride: usize,
     output: &mut [Y],
 ) {
-    let (bytes, size) = match Y::outs(output) {
-        Outs::I8(y) => (bytemuck::cast_slice_mut::<i8, u8>(y), 1),
-        Outs::I16(y) => (bytemuck::cast_slice_mut::<i16, u8>(y), 2),
+    let bytes = match Y::outs(output) {
+        Outs::I8(y) => bytemuck::cast_slice_mut::<i8, u8>(y),
+        Outs::I16(y) => bytemuck::cast_slice_mut::<i16, u8>(y),
     };
     let pixels = x.len() / n.max(1);
     let PointwiseSetUp {
         widened, stages, ..
     } = setup;
-    let kept = widened.chunks_exact(4 * n.max(1)).zip(stages.iter_mut());
-    for (g, (w, stage)) in kept.take(groups).enumerate() {
-        let (Some(stage), Some(out)) = (stage, bytes.get_mut(4 * g * size..)) else {
-            return;
-        };
-        simd::smlad_4x1_staged(w, x, n, stage, out, (pixels, out_stride));
+    if let Some(stages) = stages.get_mut(..groups) {
+        simd::smlad_4x1_groups(widened, x, n, stages, bytes, (pixels, out_stride));
     }
 }
 
@@ -1431,7 +1438,7 @@ fn pointwise_groups<X: Lanes, Y: Store>(
     output: &mut [Y],
     (widened, mut held): (
         &mut [u32],
-        Option<(&mut Option<LayerKey>, &mut [Option<simd::QuadStage>])>,
+        Option<(&mut Option<LayerKey>, &mut [simd::QuadStage], &mut [bool])>,
     ),
     blocks: &mut Blocks,
 ) {
@@ -1440,8 +1447,8 @@ fn pointwise_groups<X: Lanes, Y: Store>(
     let n = in_c / 2;
     let key = LayerKey::of(c);
     let int8 = matches!(Y::outs(&mut []), Outs::I8(_));
-    let ready = held.as_ref().is_some_and(|(h, _)| **h == Some(key));
-    if let Some((h, _)) = held.as_mut() {
+    let ready = held.as_ref().is_some_and(|(h, _, _)| **h == Some(key));
+    if let Some((h, _, _)) = held.as_mut() {
         **h = None;
     }
     let mut o = 0;
@@ -1454,23 +1461,24 @@ fn pointwise_groups<X: Lanes, Y: Store>(
             let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
                 return;
             };
-            simd::widen_interleaved([w0, w1, w2, w3], n, w);
+            widen_group([w0, w1, w2, w3], n, w);
         }
         // Four whole channels whose factors have the output stage's register form and clamp
         // alike: the fused tile from the factors directly, no `Stage` built (a layer in place
         // comes here once per band: building four `Stage`s cost about 450 instructions), its
         // constants built once per layer where a set-up keeps them.
-        let kept = held.as_mut().and_then(|(_, stages)| stages.get_mut(o / 4));
+        let kept = held
+            .as_mut()
+            .and_then(|(_, stages, staged)| Some((stages.get_mut(o / 4)?, staged.get_mut(o / 4)?)));
         let fused = match kept {
             _ if valid != 4 => false,
-            Some(stage) => {
+            Some((stage, staged)) => {
                 if !ready {
-                    *stage = quad_stage(c, chs, int8);
+                    let built = quad_stage(c, chs, int8);
+                    *staged = built.is_some();
+                    *stage = built.unwrap_or(simd::QuadStage::EMPTY);
                 }
-                match stage {
-                    Some(stage) => pointwise_fused(x, &*w, stage, (o, out_stride, n), &mut *output),
-                    None => false,
-                }
+                *staged && pointwise_fused(x, &*w, stage, (o, out_stride, n), &mut *output)
             }
             None => quad_stage(c, chs, int8).is_some_and(|mut stage| {
                 pointwise_fused(x, &*w, &mut stage, (o, out_stride, n), &mut *output)
@@ -1506,7 +1514,7 @@ fn pointwise_groups<X: Lanes, Y: Store>(
         pointwise_quads(x, w, &outs, &c.bounds, shape, blocks, &mut *output);
         o += 4;
     }
-    if let Some((h, _)) = held {
+    if let Some((h, _, _)) = held {
         *h = Some(key);
     }
 }
