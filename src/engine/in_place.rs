@@ -7,7 +7,7 @@
 use core::ops::Range;
 
 use super::{bytes_of, Kernels};
-use crate::format::{DType, Layer, Op};
+use crate::format::{DType, Layer, Op, RowWindow, MAX_LAYER_INPUTS};
 use crate::kernels::fast::conv::{self, Prepared};
 use crate::model::Model;
 
@@ -108,52 +108,81 @@ fn run_pointwise<K: Kernels, const WORDS: usize>(
     })
 }
 
-/// The inputs the output overlaps (those a band must leave intact).
-fn overlapped(layer: &Layer) -> impl Iterator<Item = usize> + '_ {
-    (0..usize::from(layer.input_count))
-        .filter(|&k| layer.inputs.get(k).is_some_and(|x| layer.output_meets(x)))
+/// What the band driver needs of a layer, computed once per layer rather than once per band:
+/// the inputs the output overlaps (those a band must leave intact) and their row windows.
+struct Overlaps {
+    /// `(k, input k's row window)` of each overlapped input, the first `count` (no window: no
+    /// band is safe over that input).
+    inputs: [(usize, Option<RowWindow>); MAX_LAYER_INPUTS],
+    count: usize,
+}
+
+impl Overlaps {
+    fn of(layer: &Layer) -> Overlaps {
+        let mut over = Overlaps {
+            inputs: [(0, None); MAX_LAYER_INPUTS],
+            count: 0,
+        };
+        for k in 0..usize::from(layer.input_count) {
+            if !layer.inputs.get(k).is_some_and(|x| layer.output_meets(x)) {
+                continue;
+            }
+            if let Some(slot) = over.inputs.get_mut(over.count) {
+                *slot = (k, layer.row_window(k));
+                over.count += 1;
+            }
+        }
+        over
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, Option<RowWindow>)> + '_ {
+        self.inputs.iter().take(self.count).copied()
+    }
 }
 
 /// Whether every input the output overlaps stays intact for output rows `rows` and those after
 /// them (in the run's order).
-fn safe(layer: &Layer, rows: &Range<u32>) -> bool {
-    overlapped(layer).all(|k| layer.band_is_safe(k, rows))
+fn safe(layer: &Layer, over: &Overlaps, rows: &Range<u32>) -> bool {
+    over.iter()
+        .all(|(k, window)| window.is_some_and(|w| layer.band_is_safe_in(k, w, rows)))
 }
 
 /// The next band of a forward run from row `start`: the largest the offsets allow
 /// ([`Layer::band_limit`], proved by [`safe`] once), else the largest found row by row.
-fn forward_band(layer: &Layer, start: u32, rows: u32) -> Option<u32> {
-    let limit =
-        overlapped(layer).try_fold(rows, |end, k| Some(end.min(layer.band_limit(k, start)?)));
+fn forward_band(layer: &Layer, over: &Overlaps, start: u32, rows: u32) -> Option<u32> {
+    let limit = over.iter().try_fold(rows, |end, (k, window)| {
+        Some(end.min(layer.band_limit_in(k, window?, start)?))
+    });
     if let Some(end) = limit.filter(|&end| end > start) {
-        if safe(layer, &(start..end)) {
+        if safe(layer, over, &(start..end)) {
             return Some(end);
         }
     }
     let mut end = start + 1;
-    if !safe(layer, &(start..end)) {
+    if !safe(layer, over, &(start..end)) {
         return None;
     }
-    while end < rows && safe(layer, &(start..end + 1)) {
+    while end < rows && safe(layer, over, &(start..end + 1)) {
         end += 1;
     }
     Some(end)
 }
 
 /// The next band of a reverse run ending at row `end` (exclusive), as [`forward_band`].
-fn reverse_band(layer: &Layer, end: u32) -> Option<u32> {
-    let limit =
-        overlapped(layer).try_fold(0, |start, k| Some(start.max(layer.band_limit(k, end)?)));
+fn reverse_band(layer: &Layer, over: &Overlaps, end: u32) -> Option<u32> {
+    let limit = over.iter().try_fold(0, |start, (k, window)| {
+        Some(start.max(layer.band_limit_in(k, window?, end)?))
+    });
     if let Some(start) = limit.filter(|&start| start < end) {
-        if safe(layer, &(start..end)) {
+        if safe(layer, over, &(start..end)) {
             return Some(start);
         }
     }
     let mut start = end - 1;
-    if !safe(layer, &(start..end)) {
+    if !safe(layer, over, &(start..end)) {
         return None;
     }
-    while start > 0 && safe(layer, &(start - 1..end)) {
+    while start > 0 && safe(layer, over, &(start - 1..end)) {
         start -= 1;
     }
     Some(start)
@@ -167,9 +196,12 @@ pub(super) fn run_bands(
     mut run: impl FnMut(&Layer, &Range<u32>) -> Option<()>,
 ) -> Option<()> {
     let rows = u32::from(layer.output.dims[0]);
+    let over = Overlaps::of(layer);
+    let windows = layer.row_windows();
     // The direction of the first overlapped input; the loader made every other one agree.
-    let forward = overlapped(layer)
-        .filter_map(|k| layer.inputs.get(k))
+    let forward = over
+        .iter()
+        .filter_map(|(k, _)| layer.inputs.get(k))
         .all(|x| layer.output.offset < x.offset);
     // One copy of the layer, each band written over it (a copy per band cost a few hundred
     // instructions).
@@ -177,18 +209,18 @@ pub(super) fn run_bands(
     if forward {
         let mut start = 0;
         while start < rows {
-            let end = forward_band(layer, start, rows)?;
+            let end = forward_band(layer, &over, start, rows)?;
             let rows = start..end;
-            layer.band_into(&rows, &mut band)?;
+            layer.band_into(&rows, &mut band, &windows)?;
             run(&band, &rows)?;
             start = end;
         }
     } else {
         let mut end = rows;
         while end > 0 {
-            let start = reverse_band(layer, end)?;
+            let start = reverse_band(layer, &over, end)?;
             let rows = start..end;
-            layer.band_into(&rows, &mut band)?;
+            layer.band_into(&rows, &mut band, &windows)?;
             run(&band, &rows)?;
             end = start;
         }
@@ -616,25 +648,31 @@ mod tests {
     /// Every band the driver picks (by [`super::Layer::band_limit`]) is the largest the
     /// row-by-row search finds from the same row.
     fn largest_bands(layer: &Layer) -> Result<(), TestCaseError> {
-        use super::{forward_band, reverse_band, safe};
+        use super::{forward_band, reverse_band, safe, Overlaps};
+        let over = &Overlaps::of(layer);
         let rows = u32::from(layer.output.dims[0]);
         let forward = layer.output.offset < layer.inputs[0].offset;
         for at in 0..rows {
             if forward {
                 let mut end = at + 1;
-                while end < rows && safe(layer, &(at..end + 1)) {
+                while end < rows && safe(layer, over, &(at..end + 1)) {
                     end += 1;
                 }
-                let want = safe(layer, &(at..at + 1)).then_some(end);
-                prop_assert_eq!(forward_band(layer, at, rows), want, "forward from {}", at);
+                let want = safe(layer, over, &(at..at + 1)).then_some(end);
+                prop_assert_eq!(
+                    forward_band(layer, over, at, rows),
+                    want,
+                    "forward from {}",
+                    at
+                );
             } else {
                 let end = at + 1;
                 let mut start = at;
-                while start > 0 && safe(layer, &(start - 1..end)) {
+                while start > 0 && safe(layer, over, &(start - 1..end)) {
                     start -= 1;
                 }
-                let want = safe(layer, &(at..end)).then_some(start);
-                prop_assert_eq!(reverse_band(layer, end), want, "reverse to {}", end);
+                let want = safe(layer, over, &(at..end)).then_some(start);
+                prop_assert_eq!(reverse_band(layer, over, end), want, "reverse to {}", end);
             }
         }
         Ok(())

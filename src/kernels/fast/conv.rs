@@ -1426,6 +1426,13 @@ fn pointwise_staged<Y: Store>(
     }
 }
 
+/// A [`PointwiseSetUp`]'s layer key, stages and which of them hold a group's constants.
+type KeptStages<'s> = (
+    &'s mut Option<LayerKey>,
+    &'s mut [simd::QuadStage],
+    &'s mut [bool],
+);
+
 /// [`pointwise_layer`]'s four-channel groups ([`pointwise_quads`]), each group's weights
 /// widened into `widened`: all into its first `4 · n` words, one group after the other, when
 /// `held` is `None`; when it is a set-up's layer key and stages, the group from channel `o`
@@ -1436,10 +1443,7 @@ fn pointwise_groups<X: Lanes, Y: Store>(
     c: &Conv<'_, X>,
     x: &[u32],
     output: &mut [Y],
-    (widened, mut held): (
-        &mut [u32],
-        Option<(&mut Option<LayerKey>, &mut [simd::QuadStage], &mut [bool])>,
-    ),
+    (widened, mut held): (&mut [u32], Option<KeptStages<'_>>),
     blocks: &mut Blocks,
 ) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
