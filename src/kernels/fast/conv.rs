@@ -1465,7 +1465,12 @@ fn pointwise_groups<X: Lanes, Y: Store>(
             let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
                 return;
             };
-            widen_group([w0, w1, w2, w3], n, w);
+            // Out of line for a set-up only: inlined, the loop of a layer apart is shortest.
+            if held.is_some() {
+                widen_group([w0, w1, w2, w3], n, w);
+            } else {
+                simd::widen_interleaved([w0, w1, w2, w3], n, w);
+            }
         }
         // Four whole channels whose factors have the output stage's register form and clamp
         // alike: the fused tile from the factors directly, no `Stage` built (a layer in place
