@@ -7,7 +7,7 @@
 use core::ops::Range;
 
 use super::{bytes_of, Kernels};
-use crate::format::{DType, Layer, Op};
+use crate::format::{DType, Layer, Op, RowWindow, MAX_LAYER_INPUTS};
 use crate::kernels::fast::conv::{self, Prepared};
 use crate::model::Model;
 
@@ -27,7 +27,7 @@ pub(super) fn run<'s, K: Kernels>(
         Some(ConvKind::Pointwise(words)) if conv::POINTWISE_SET_UP && words <= 2048 => {
             run_pointwise::<K, 2048>(model, arena, layer)?
         }
-        _ => run_bands(layer, |band| {
+        _ => run_bands(layer, |band, _| {
             model.run_disjoint(arena, band, None).map(|_| ())
         })?,
     }
@@ -78,7 +78,10 @@ fn conv_kind(layer: &Layer) -> Option<ConvKind> {
 fn run_depthwise<K: Kernels>(model: &Model<'_, K>, arena: &mut [u8], layer: &Layer) -> Option<()> {
     let mut ring = [0u32; conv::PIXEL_RING];
     let mut setup = conv::PixelSetUp::new(&mut ring);
-    run_bands(layer, |band| {
+    // The ring's rows are kept from one band to the next (a band's halo rows are in it).
+    let stride = layer.row_window(0).map_or(1, |w| usize::from(w.stride));
+    run_bands(layer, |band, rows| {
+        setup.at_row(rows.start as usize, stride);
         let mut prepared = Prepared::Pixel(&mut setup);
         model
             .run_disjoint(arena, band, Some(&mut prepared))
@@ -97,7 +100,7 @@ fn run_pointwise<K: Kernels, const WORDS: usize>(
 ) -> Option<()> {
     let mut words = [0u32; WORDS];
     let mut setup = conv::PointwiseSetUp::new(&mut words);
-    run_bands(layer, |band| {
+    run_bands(layer, |band, _| {
         let mut prepared = Prepared::Pointwise(&mut setup);
         model
             .run_disjoint(arena, band, Some(&mut prepared))
@@ -105,77 +108,120 @@ fn run_pointwise<K: Kernels, const WORDS: usize>(
     })
 }
 
-/// The inputs the output overlaps (those a band must leave intact).
-fn overlapped(layer: &Layer) -> impl Iterator<Item = usize> + '_ {
-    (0..usize::from(layer.input_count))
-        .filter(|&k| layer.inputs.get(k).is_some_and(|x| layer.output_meets(x)))
+/// What the band driver needs of a layer, computed once per layer rather than once per band:
+/// the inputs the output overlaps (those a band must leave intact) and their row windows.
+struct Overlaps {
+    /// `(k, input k's row window)` of each overlapped input, the first `count` (no window: no
+    /// band is safe over that input).
+    inputs: [(usize, Option<RowWindow>); MAX_LAYER_INPUTS],
+    count: usize,
+}
+
+impl Overlaps {
+    fn of(layer: &Layer) -> Overlaps {
+        let mut over = Overlaps {
+            inputs: [(0, None); MAX_LAYER_INPUTS],
+            count: 0,
+        };
+        for k in 0..usize::from(layer.input_count) {
+            if !layer.inputs.get(k).is_some_and(|x| layer.output_meets(x)) {
+                continue;
+            }
+            if let Some(slot) = over.inputs.get_mut(over.count) {
+                *slot = (k, layer.row_window(k));
+                over.count += 1;
+            }
+        }
+        over
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, Option<RowWindow>)> + '_ {
+        self.inputs.iter().take(self.count).copied()
+    }
 }
 
 /// Whether every input the output overlaps stays intact for output rows `rows` and those after
 /// them (in the run's order).
-fn safe(layer: &Layer, rows: &Range<u32>) -> bool {
-    overlapped(layer).all(|k| layer.band_is_safe(k, rows))
+fn safe(layer: &Layer, over: &Overlaps, rows: &Range<u32>) -> bool {
+    over.iter()
+        .all(|(k, window)| window.is_some_and(|w| layer.band_is_safe_in(k, w, rows)))
 }
 
 /// The next band of a forward run from row `start`: the largest the offsets allow
 /// ([`Layer::band_limit`], proved by [`safe`] once), else the largest found row by row.
-fn forward_band(layer: &Layer, start: u32, rows: u32) -> Option<u32> {
-    let limit =
-        overlapped(layer).try_fold(rows, |end, k| Some(end.min(layer.band_limit(k, start)?)));
+fn forward_band(layer: &Layer, over: &Overlaps, start: u32, rows: u32) -> Option<u32> {
+    let limit = over.iter().try_fold(rows, |end, (k, window)| {
+        Some(end.min(layer.band_limit_in(k, window?, start)?))
+    });
     if let Some(end) = limit.filter(|&end| end > start) {
-        if safe(layer, &(start..end)) {
+        if safe(layer, over, &(start..end)) {
             return Some(end);
         }
     }
     let mut end = start + 1;
-    if !safe(layer, &(start..end)) {
+    if !safe(layer, over, &(start..end)) {
         return None;
     }
-    while end < rows && safe(layer, &(start..end + 1)) {
+    while end < rows && safe(layer, over, &(start..end + 1)) {
         end += 1;
     }
     Some(end)
 }
 
 /// The next band of a reverse run ending at row `end` (exclusive), as [`forward_band`].
-fn reverse_band(layer: &Layer, end: u32) -> Option<u32> {
-    let limit =
-        overlapped(layer).try_fold(0, |start, k| Some(start.max(layer.band_limit(k, end)?)));
+fn reverse_band(layer: &Layer, over: &Overlaps, end: u32) -> Option<u32> {
+    let limit = over.iter().try_fold(0, |start, (k, window)| {
+        Some(start.max(layer.band_limit_in(k, window?, end)?))
+    });
     if let Some(start) = limit.filter(|&start| start < end) {
-        if safe(layer, &(start..end)) {
+        if safe(layer, over, &(start..end)) {
             return Some(start);
         }
     }
     let mut start = end - 1;
-    if !safe(layer, &(start..end)) {
+    if !safe(layer, over, &(start..end)) {
         return None;
     }
-    while start > 0 && safe(layer, &(start - 1..end)) {
+    while start > 0 && safe(layer, over, &(start - 1..end)) {
         start -= 1;
     }
     Some(start)
 }
 
-/// Calls `run` on the layer's bands in a safe order, each band the largest the offsets allow.
-/// `None` if a row cannot be run safely (validation was bypassed) or `run` fails.
-pub(super) fn run_bands(layer: &Layer, mut run: impl FnMut(&Layer) -> Option<()>) -> Option<()> {
+/// Calls `run` on the layer's bands (and their output rows) in a safe order, each band the
+/// largest the offsets allow. `None` if a row cannot be run safely (validation was bypassed)
+/// or `run` fails.
+pub(super) fn run_bands(
+    layer: &Layer,
+    mut run: impl FnMut(&Layer, &Range<u32>) -> Option<()>,
+) -> Option<()> {
     let rows = u32::from(layer.output.dims[0]);
+    let over = Overlaps::of(layer);
+    let windows = layer.row_windows();
     // The direction of the first overlapped input; the loader made every other one agree.
-    let forward = overlapped(layer)
-        .filter_map(|k| layer.inputs.get(k))
+    let forward = over
+        .iter()
+        .filter_map(|(k, _)| layer.inputs.get(k))
         .all(|x| layer.output.offset < x.offset);
+    // One copy of the layer, each band written over it (a copy per band cost a few hundred
+    // instructions).
+    let mut band = *layer;
     if forward {
         let mut start = 0;
         while start < rows {
-            let end = forward_band(layer, start, rows)?;
-            run(&layer.band(&(start..end))?)?;
+            let end = forward_band(layer, &over, start, rows)?;
+            let rows = start..end;
+            layer.band_into(&rows, &mut band, &windows)?;
+            run(&band, &rows)?;
             start = end;
         }
     } else {
         let mut end = rows;
         while end > 0 {
-            let start = reverse_band(layer, end)?;
-            run(&layer.band(&(start..end))?)?;
+            let start = reverse_band(layer, &over, end)?;
+            let rows = start..end;
+            layer.band_into(&rows, &mut band, &windows)?;
+            run(&band, &rows)?;
             end = start;
         }
     }
@@ -602,25 +648,31 @@ mod tests {
     /// Every band the driver picks (by [`super::Layer::band_limit`]) is the largest the
     /// row-by-row search finds from the same row.
     fn largest_bands(layer: &Layer) -> Result<(), TestCaseError> {
-        use super::{forward_band, reverse_band, safe};
+        use super::{forward_band, reverse_band, safe, Overlaps};
+        let over = &Overlaps::of(layer);
         let rows = u32::from(layer.output.dims[0]);
         let forward = layer.output.offset < layer.inputs[0].offset;
         for at in 0..rows {
             if forward {
                 let mut end = at + 1;
-                while end < rows && safe(layer, &(at..end + 1)) {
+                while end < rows && safe(layer, over, &(at..end + 1)) {
                     end += 1;
                 }
-                let want = safe(layer, &(at..at + 1)).then_some(end);
-                prop_assert_eq!(forward_band(layer, at, rows), want, "forward from {}", at);
+                let want = safe(layer, over, &(at..at + 1)).then_some(end);
+                prop_assert_eq!(
+                    forward_band(layer, over, at, rows),
+                    want,
+                    "forward from {}",
+                    at
+                );
             } else {
                 let end = at + 1;
                 let mut start = at;
-                while start > 0 && safe(layer, &(start - 1..end)) {
+                while start > 0 && safe(layer, over, &(start - 1..end)) {
                     start -= 1;
                 }
-                let want = safe(layer, &(at..end)).then_some(start);
-                prop_assert_eq!(reverse_band(layer, end), want, "reverse to {}", end);
+                let want = safe(layer, over, &(at..end)).then_some(start);
+                prop_assert_eq!(reverse_band(layer, over, end), want, "reverse to {}", end);
             }
         }
         Ok(())

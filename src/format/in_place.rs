@@ -16,7 +16,7 @@
 
 use core::ops::Range;
 
-use super::{Layer, Op, TensorDesc};
+use super::{Layer, Op, TensorDesc, MAX_LAYER_INPUTS};
 
 /// How a layer's output rows read one input's rows: output row `r` reads input rows
 /// `r·stride − pad_top .. r·stride − pad_top + extent`, clipped to the input.
@@ -154,7 +154,14 @@ impl Layer {
     /// one input row (a window wholly in the padding has no band of its own). An output at the
     /// input's own offset never runs in place.
     pub fn band_is_safe(&self, k: usize, rows: &Range<u32>) -> bool {
-        let (Some(window), Some(input)) = (self.row_window(k), self.inputs.get(k)) else {
+        self.row_window(k)
+            .is_some_and(|window| self.band_is_safe_in(k, window, rows))
+    }
+
+    /// [`Layer::band_is_safe`] with input `k`'s row window given (`self.row_window(k)`,
+    /// computed once per layer by the band driver).
+    pub(crate) fn band_is_safe_in(&self, k: usize, window: RowWindow, rows: &Range<u32>) -> bool {
+        let Some(input) = self.inputs.get(k) else {
             return false;
         };
         if rows.is_empty() {
@@ -188,7 +195,12 @@ impl Layer {
     /// does for any band this does not prove safe). Arithmetic only: the band driver's cost per
     /// band is one call, not one [`Layer::band_is_safe`] per row.
     pub fn band_limit(&self, k: usize, from: u32) -> Option<u32> {
-        let (window, input) = (self.row_window(k)?, self.inputs.get(k)?);
+        self.band_limit_in(k, self.row_window(k)?, from)
+    }
+
+    /// [`Layer::band_limit`] with input `k`'s row window given (as [`Layer::band_is_safe_in`]).
+    pub(crate) fn band_limit_in(&self, k: usize, window: RowWindow, from: u32) -> Option<u32> {
+        let input = self.inputs.get(k)?;
         let in_rows = u32::from(input.dims[0]);
         let (o, i) = (i64::from(self.output.offset), i64::from(input.offset));
         let (ro, ri) = (row_bytes(&self.output) as i64, row_bytes(input) as i64);
@@ -241,10 +253,30 @@ impl Layer {
     /// slices, it writes exactly the bytes the whole layer writes in those rows. `None` for an
     /// empty range, a range past the output, or a cut with no input rows.
     pub fn band(&self, rows: &Range<u32>) -> Option<Layer> {
+        let mut band = *self;
+        self.band_into(rows, &mut band, &self.row_windows())?;
+        Some(band)
+    }
+
+    /// Each input's row window ([`Layer::row_window`]), `None` past `input_count`.
+    pub fn row_windows(&self) -> [Option<RowWindow>; MAX_LAYER_INPUTS] {
+        core::array::from_fn(|k| self.row_window(k))
+    }
+
+    /// [`Layer::band`] written over `band`, a copy of this layer (or of any band of it): only
+    /// the fields a band changes are written, each from this layer's own (the band driver
+    /// copies the layer once, not once per band: a `Layer` is a few hundred bytes). `windows`:
+    /// [`Layer::row_windows`], computed once per layer. `None`, with `band` partly written,
+    /// where [`Layer::band`] gives `None`.
+    pub fn band_into(
+        &self,
+        rows: &Range<u32>,
+        band: &mut Layer,
+        windows: &[Option<RowWindow>; MAX_LAYER_INPUTS],
+    ) -> Option<()> {
         if rows.is_empty() || rows.end > u32::from(self.output.dims[0]) {
             return None;
         }
-        let mut band = *self;
         let shift = |d: &mut TensorDesc, first: u32, count: u32| -> Option<()> {
             let offset = u64::from(d.offset) + u64::from(first) * row_bytes(d);
             d.offset = u32::try_from(offset).ok()?;
@@ -252,9 +284,12 @@ impl Layer {
             Some(())
         };
         for k in 0..usize::from(self.input_count) {
-            let (Some(window), Some(input)) = (self.row_window(k), band.inputs.get_mut(k)) else {
+            let (Some(&Some(window)), Some(whole), Some(input)) =
+                (windows.get(k), self.inputs.get(k), band.inputs.get_mut(k))
+            else {
                 continue;
             };
+            *input = *whole;
             let in_rows = u32::from(input.dims[0]);
             let reads = window.reads(rows, in_rows);
             if reads.is_empty() {
@@ -269,8 +304,9 @@ impl Layer {
                 pad[2] = bottom;
             }
         }
+        band.output = self.output;
         shift(&mut band.output, rows.start, rows.end - rows.start)?;
-        Some(band)
+        Some(())
     }
 }
 

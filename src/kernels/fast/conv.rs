@@ -320,9 +320,24 @@ pub fn pointwise_set_up_words(in_c: usize, out_c: usize) -> usize {
 /// widens per band as before.
 pub struct PointwiseSetUp<'a> {
     widened: &'a mut [u32],
-    /// The layer whose weights `widened` holds, if any.
+    /// The layer whose weights `widened` and constants `stages` hold, if any.
     layer: Option<LayerKey>,
+    /// Per group of four output channels (the first [`POINTWISE_STAGES`]), the fused tile's
+    /// constants ([`simd::QuadStage`]), or `None` where the group takes the unfused loop:
+    /// building them was most of what a band's call still did per group (about 500
+    /// instructions per group per band on DS-CNN). Groups past these build theirs per call.
+    stages: [simd::QuadStage; POINTWISE_STAGES],
+    /// Which of `stages` hold a group's constants (the others take the unfused loop).
+    staged: [bool; POINTWISE_STAGES],
+    /// The unfused loop's block buffers, zeroed once per layer rather than once per band.
+    blocks: Blocks,
+    /// Whether every group of `layer` has a stage in `stages` ([`pointwise_staged`]).
+    fused: bool,
 }
+
+/// Groups of four output channels whose fused-tile constants a [`PointwiseSetUp`] keeps (64
+/// channels, DS-CNN's: 1.4 KiB of the set-up's frame).
+const POINTWISE_STAGES: usize = 16;
 
 impl<'a> PointwiseSetUp<'a> {
     /// Nothing prepared yet, the weights to be widened into `widened`.
@@ -330,6 +345,10 @@ impl<'a> PointwiseSetUp<'a> {
         PointwiseSetUp {
             widened,
             layer: None,
+            stages: [simd::QuadStage::EMPTY; POINTWISE_STAGES],
+            staged: [false; POINTWISE_STAGES],
+            blocks: Blocks::new(),
+            fused: false,
         }
     }
 }
@@ -1347,52 +1366,137 @@ fn pointwise_layer_with<X: Lanes, Y: Store>(
     let fits = pointwise_set_up_words(in_c, out_c) <= setup.widened.len();
     match X::words(c.input) {
         Some(x) if TILES && fits && n % 4 == 0 && out_c >= 4 && !host_avx2() => {
-            let mut blocks = Blocks::new();
-            let PointwiseSetUp { widened, layer } = setup;
-            pointwise_groups(c, x, output, (widened, Some(layer)), &mut blocks);
+            let key = LayerKey::of(c);
+            if setup.layer == Some(key) && setup.fused {
+                pointwise_staged(
+                    x,
+                    (n, out_c / 4),
+                    setup,
+                    c.geometry.out_stride(out_c),
+                    output,
+                );
+                return;
+            }
+            let PointwiseSetUp {
+                widened,
+                layer,
+                stages,
+                staged,
+                blocks,
+                fused,
+            } = setup;
+            let kept = Some((&mut *layer, &mut stages[..], &mut staged[..]));
+            pointwise_groups(c, x, output, (widened, kept), blocks);
+            // Every group through a kept stage: the later bands take the short loop.
+            let groups = out_c / 4;
+            *fused = *layer == Some(key)
+                && out_c % 4 == 0
+                && staged.get(..groups).is_some_and(|s| s.iter().all(|&s| s));
         }
         _ => pointwise_layer(c, output),
     }
 }
 
+/// [`simd::widen_interleaved`] out of line: inlined into [`pointwise_groups`], whose frame
+/// holds a set-up's stages too, its loop spilled to the stack (50 instructions per word
+/// quad where its own frame takes 34; about 4,000 instructions per DS-CNN layer).
+#[inline(never)]
+fn widen_group(w: [&[i8]; 4], n: usize, out: &mut [u32]) {
+    simd::widen_interleaved(w, n, out);
+}
+
+/// A later band of a pointwise layer whose every group of four output channels takes the
+/// fused tile: each group's kept weights and stage straight into the tile (the per-group work
+/// of [`pointwise_groups`], its channel and weight-row look-ups, is the first band's).
+#[inline(always)]
+fn pointwise_staged<Y: Store>(
+    x: &[u32],
+    (n, groups): (usize, usize),
+    setup: &mut PointwiseSetUp<'_>,
+    out_stride: usize,
+    output: &mut [Y],
+) {
+    let bytes = match Y::outs(output) {
+        Outs::I8(y) => bytemuck::cast_slice_mut::<i8, u8>(y),
+        Outs::I16(y) => bytemuck::cast_slice_mut::<i16, u8>(y),
+    };
+    let pixels = x.len() / n.max(1);
+    let PointwiseSetUp {
+        widened, stages, ..
+    } = setup;
+    if let Some(stages) = stages.get_mut(..groups) {
+        simd::smlad_4x1_groups(widened, x, n, stages, bytes, (pixels, out_stride));
+    }
+}
+
+/// A [`PointwiseSetUp`]'s layer key, stages and which of them hold a group's constants.
+type KeptStages<'s> = (
+    &'s mut Option<LayerKey>,
+    &'s mut [simd::QuadStage],
+    &'s mut [bool],
+);
+
 /// [`pointwise_layer`]'s four-channel groups ([`pointwise_quads`]), each group's weights
 /// widened into `widened`: all into its first `4 · n` words, one group after the other, when
-/// `held` is `None`; when it is a set-up's layer key, the group from channel `o` into words
-/// `o · n ..`
-/// (all of them fit), and not at all if the key is `c`'s layer's already (set once every
-/// group is widened).
+/// `held` is `None`; when it is a set-up's layer key and stages, the group from channel `o`
+/// into words `o · n ..` (all of them fit) and its fused tile's constants into its stage, and
+/// neither at all if the key is `c`'s layer's already (set once every group is prepared).
 #[inline(always)]
 fn pointwise_groups<X: Lanes, Y: Store>(
     c: &Conv<'_, X>,
     x: &[u32],
     output: &mut [Y],
-    (widened, mut held): (&mut [u32], Option<&mut Option<LayerKey>>),
+    (widened, mut held): (&mut [u32], Option<KeptStages<'_>>),
     blocks: &mut Blocks,
 ) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let out_stride = c.geometry.out_stride(out_c);
     let n = in_c / 2;
     let key = LayerKey::of(c);
-    let ready = held.as_ref().is_some_and(|h| **h == Some(key));
-    if let Some(h) = held.as_mut() {
+    let int8 = matches!(Y::outs(&mut []), Outs::I8(_));
+    let ready = held.as_ref().is_some_and(|(h, _, _)| **h == Some(key));
+    if let Some((h, _, _)) = held.as_mut() {
         **h = None;
     }
     let mut o = 0;
     while o < out_c {
         let (chs, valid) = quad_channels(o, out_c);
-        let rows = chs.map(|o| c.weights.get(o * in_c..(o + 1) * in_c));
-        let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
-            return;
-        };
         let at = if held.is_some() { o * n } else { 0 };
         let w = widened.get_mut(at..at + 4 * n).unwrap_or_default();
         if !ready {
-            simd::widen_interleaved([w0, w1, w2, w3], n, w);
+            let rows = chs.map(|o| c.weights.get(o * in_c..(o + 1) * in_c));
+            let [Some(w0), Some(w1), Some(w2), Some(w3)] = rows else {
+                return;
+            };
+            // Out of line for a set-up only: inlined, the loop of a layer apart is shortest.
+            if held.is_some() {
+                widen_group([w0, w1, w2, w3], n, w);
+            } else {
+                simd::widen_interleaved([w0, w1, w2, w3], n, w);
+            }
         }
         // Four whole channels whose factors have the output stage's register form and clamp
         // alike: the fused tile from the factors directly, no `Stage` built (a layer in place
-        // comes here once per band: building four `Stage`s cost about 450 instructions).
-        if valid == 4 && pointwise_fused(c, x, &*w, (chs, o, out_stride), &mut *output) {
+        // comes here once per band: building four `Stage`s cost about 450 instructions), its
+        // constants built once per layer where a set-up keeps them.
+        let kept = held
+            .as_mut()
+            .and_then(|(_, stages, staged)| Some((stages.get_mut(o / 4)?, staged.get_mut(o / 4)?)));
+        let fused = match kept {
+            _ if valid != 4 => false,
+            Some((stage, staged)) => {
+                if !ready {
+                    let built = quad_stage(c, chs, int8);
+                    *staged = built.is_some();
+                    *stage = built.unwrap_or(simd::QuadStage::EMPTY);
+                }
+                *staged && pointwise_fused(x, &*w, stage, (o, out_stride, n), &mut *output)
+            }
+            None => quad_stage(c, chs, int8).is_some_and(|mut stage| {
+                pointwise_fused(x, &*w, &mut stage, (o, out_stride, n), &mut *output)
+            }),
+        };
+        if fused {
             o += 4;
             continue;
         }
@@ -1422,7 +1526,7 @@ fn pointwise_groups<X: Lanes, Y: Store>(
         pointwise_quads(x, w, &outs, &c.bounds, shape, blocks, &mut *output);
         o += 4;
     }
-    if let Some(h) = held {
+    if let Some((h, _, _)) = held {
         *h = Some(key);
     }
 }
@@ -2285,39 +2389,48 @@ fn pointwise_blocks<Y: Store>(
     }
 }
 
-/// Channels `chs` (four whole ones, the first `o`) of a pointwise layer through the fused tile
-/// ([`simd::smlad_4x1_store`], every pixel of `x` at once) if each channel's factor has the
-/// register form ([`super::depthwise::channel_run`]) and the four clamp alike; `false`, with
-/// nothing written, otherwise. `w`: the four channels' [`simd::widen_interleaved`] weights.
+/// The fused tile's constants of channels `chs` (four whole ones) of a pointwise layer whose
+/// output is int8 (`int8`) or int16, if each channel's factor has the register form
+/// ([`super::depthwise::channel_run`]) and the four clamp alike.
 #[inline(always)]
-fn pointwise_fused<X: Lanes, Y: Store>(
-    c: &Conv<'_, X>,
-    x: &[u32],
-    w: &[u32],
-    (chs, o, out_stride): ([usize; 4], usize, usize),
-    output: &mut [Y],
-) -> bool {
-    let n = c.dims.0[2] / 2;
+fn quad_stage<X>(c: &Conv<'_, X>, chs: [usize; 4], int8: bool) -> Option<simd::QuadStage> {
     let runs = chs.map(|ch| super::depthwise::channel_run(c, ch));
     let bias = chs.map(|ch| c.channels.bias.get(ch).copied());
     let ([Some(r0), Some(r1), Some(r2), Some(r3)], [Some(b0), Some(b1), Some(b2), Some(b3)]) =
         (runs, bias)
     else {
-        return false;
+        return None;
     };
     let runs = [r0, r1, r2, r3];
+    let clamp = simd::QuadClamp::of(&runs, int8)?;
+    Some(simd::QuadStage::new([b0, b1, b2, b3], &runs, clamp))
+}
+
+/// Four output channels (the first `o`) of a pointwise layer through the fused tile
+/// ([`simd::smlad_4x1_staged`], every pixel of `x` at once) with the constants `stage`
+/// ([`quad_stage`]); `false`, with nothing written, if the stage's element type is not the
+/// output's or the shapes do not fit. `w`: the four channels' [`simd::widen_interleaved`]
+/// weights, `n` words per input pixel.
+#[inline(always)]
+fn pointwise_fused<Y: Store>(
+    x: &[u32],
+    w: &[u32],
+    stage: &mut simd::QuadStage,
+    (o, out_stride, n): (usize, usize, usize),
+    output: &mut [Y],
+) -> bool {
     let (bytes, int8) = match Y::outs(output) {
         Outs::I8(y) => (bytemuck::cast_slice_mut::<i8, u8>(y), true),
         Outs::I16(y) => (bytemuck::cast_slice_mut::<i16, u8>(y), false),
     };
     let size = if int8 { 1 } else { 2 };
-    let (Some(clamp), Some(out)) = (simd::QuadClamp::of(&runs, int8), bytes.get_mut(o * size..))
-    else {
+    let Some(out) = bytes.get_mut(o * size..) else {
         return false;
     };
     let pixels = x.len() / n.max(1);
-    let shape = (n, [b0, b1, b2, b3], &runs, clamp);
-    pixels > 0 && simd::smlad_4x1_store(w, x, shape, out, (pixels, out_stride))
+    stage.int8() == int8
+        && pixels > 0
+        && simd::smlad_4x1_staged(w, x, n, stage, out, (pixels, out_stride))
 }
 
 /// Four output channels of a pointwise layer with the DSP tiles: per block of pixels the
@@ -3289,6 +3402,11 @@ pub(crate) mod tests {
                 };
                 if depthwise {
                     let pixels = super::super::depthwise::covers_by_pixel(&conv);
+                    // The ring's rows kept from the band before, but for some bands (whose
+                    // call then copies every row).
+                    if rows.start % 5 != 4 {
+                        pixel.at_row(rows.start, c.g.stride[0]);
+                    }
                     let taken = pixels && <i16 as Lanes>::words(x)
                         .is_some_and(|words| super::super::depthwise::by_pixel_with(&conv, words, &mut *y, &mut pixel));
                     kept &= taken;

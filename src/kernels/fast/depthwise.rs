@@ -413,15 +413,24 @@ pub const PIXEL_RING: usize = BY_PIXEL_RING;
 /// [`by_pixel`]'s constants and ring, kept across the calls of one layer run in bands of rows
 /// (in place, `engine::in_place`): the channel pairs' taps, biases and output stages
 /// ([`simd::DwPixelParams`]) and pad words are prepared by the first band's call and read by
-/// the others. Only a layer whose channel pairs fit one chunk keeps them (DS-CNN's 64 channels
-/// do); a wider one prepares each chunk per call as before.
+/// the others, and so are the padded rows in the ring: a band's first rows are the previous
+/// band's last (its halo), already in the ring (copying them again cost DS-CNN about 15,000
+/// instructions per layer). Only a layer whose channel pairs fit one chunk keeps them (DS-CNN's
+/// 64 channels do); a wider one prepares each chunk per call as before.
 pub struct PixelSetUp<'r> {
     params: simd::DwPixelParams,
     pads: [u32; BY_PIXEL_PAIRS],
     /// The padded input rows (three rows of ring columns).
     ring: &'r mut [u32],
-    /// The layer whose constants `params` and `pads` hold (see [`LayerKey`]), if any.
+    /// The layer whose constants `params` and `pads` and ring rows `held` hold (see
+    /// [`LayerKey`]), if any.
     layer: Option<LayerKey>,
+    /// Which padded row of the whole layer (not of a band) each ring slot holds, if any: row
+    /// `r` in slot `r % 3`.
+    held: [usize; 3],
+    /// The padded row of the whole layer that is the next call's padded row 0, if the band
+    /// driver said ([`Self::at_row`], taken by the call): a call without it copies every row.
+    origin: Option<usize>,
 }
 
 impl<'r> PixelSetUp<'r> {
@@ -432,7 +441,19 @@ impl<'r> PixelSetUp<'r> {
             pads: [0; BY_PIXEL_PAIRS],
             ring,
             layer: None,
+            held: [usize::MAX; 3],
+            origin: None,
         }
+    }
+
+    /// The next call is the band of the layer's output rows from row `first` (at vertical
+    /// stride `stride`): its padded rows are the layer's from `first · stride` (a band keeps
+    /// the layer's geometry but for the rows it reads and their padding, `format::in_place`).
+    /// The rows the ring holds from an earlier band are read from it, not copied again: the
+    /// band driver runs bands only where the input rows still to be read are intact. For the
+    /// next call only; a call not preceded by this one copies every row it reads.
+    pub fn at_row(&mut self, first: usize, stride: usize) {
+        self.origin = Some(first.saturating_mul(stride));
     }
 }
 
@@ -484,7 +505,15 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         pads,
         ring,
         layer,
+        held: kept_rows,
+        origin,
     } = setup;
+    // Where this band lies in the layer, if the driver said: else no row of the ring is kept.
+    let origin = origin.take();
+    if origin.is_none() {
+        *kept_rows = [usize::MAX; 3];
+    }
+    let origin = origin.unwrap_or(0);
     // One pixel's results as lane pairs.
     let mut narrow = [0u32; BY_PIXEL_PAIRS];
     let mut first = 0;
@@ -500,10 +529,12 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
             None => n,
         };
         let slot_len = width * col;
-        // The layer's constants from an earlier band when one chunk holds every pair.
+        // The layer's constants and ring rows from an earlier band when one chunk holds every
+        // pair.
         let whole = n == half;
         if !(whole && *layer == Some(key)) {
             *layer = None;
+            *kept_rows = [usize::MAX; 3];
             if !prepare(c, first, n, params, pads) {
                 // Only the first chunk can get here with nothing written yet.
                 return first > 0;
@@ -514,22 +545,29 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         }
         let k = &*params;
         let pads = pads.get(..n).unwrap_or_default();
-        // Which padded row each slot holds (none yet).
-        let mut held = [usize::MAX; 3];
+        // Which padded row each slot holds: of the whole layer, those of earlier bands, where
+        // one chunk holds every pair (else none yet, and rows of this call).
+        let mut chunk_rows = [usize::MAX; 3];
+        let (held, origin) = if whole {
+            (&mut *kept_rows, origin)
+        } else {
+            (&mut chunk_rows, 0)
+        };
         for oy in 0..out_h {
             let top = oy * g.stride[0];
             for py in top..top + 3 {
-                let slot = py % 3;
+                let row = origin.wrapping_add(py);
+                let slot = row % 3;
                 let (Some(h), Some(dst)) = (
                     held.get_mut(slot),
                     ring.get_mut(slot * slot_len..(slot + 1) * slot_len),
                 ) else {
                     return true;
                 };
-                if *h == py {
+                if *h == row {
                     continue;
                 }
-                *h = py;
+                *h = row;
                 let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
                 // The input row's columns the windows read, `l..end` in padded columns.
                 let (l, end) = (g.pad[1].min(width), (g.pad[1] + in_w).min(width));
@@ -568,7 +606,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                     }
                 }
             }
-            let slots = [top, top + 1, top + 2].map(|py| py % 3 * slot_len);
+            let slots = [top, top + 1, top + 2].map(|py| origin.wrapping_add(py) % 3 * slot_len);
             let mut ox = 0;
             while ox < out_w {
                 let at = (oy * out_w + ox) * channels + 2 * first;

@@ -2383,7 +2383,9 @@ pub use depthwise::{dw3x3_pixel2_relu16, dw3x3_pixel_relu16};
 mod elementwise;
 pub use elementwise::add_tabulated;
 mod quad_store;
-pub use quad_store::{smlad_4x1_store, stage_quads, QuadClamp};
+pub use quad_store::{
+    smlad_4x1_groups, smlad_4x1_staged, smlad_4x1_store, stage_quads, QuadClamp, QuadStage,
+};
 mod dense;
 pub use dense::smlad_4x1_quads;
 

@@ -130,25 +130,105 @@ fn store_pixel(acc: [i32; 4], runs: &[RunScale; 4], clamp: QuadClamp, out: &mut 
     }
 }
 
-/// [`smlad_4x1_pixels`](super::smlad_4x1_pixels)' sums (`w`, `x`, `n`, `bias`, `pixels`) through
-/// each channel's stage `runs[k]` ([`RunScale::apply`]) into `out`: pixel `p`'s channel `k` at
-/// element `p · stride + k` (int16 elements for [`QuadClamp::I16`] and
-/// [`QuadClamp::I16Relu`], int8 for [`QuadClamp::I8`], `out` as bytes either way, little-endian).
-/// `clamp` must be the four stages' common clamp ([`QuadClamp::of`]). `false` (nothing written)
-/// unless `n` is a positive multiple of 4, `pixels >= 1`, `4 <= stride <= 2^20`, `w` holds
-/// `4 · n` words, `x` `pixels · n` and `out` the last pixel's four elements.
-///
-/// With the DSP extension: the multiply loop of `smlad_4x1_pixels`, then per channel an LDM of
-/// its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and the store (eight
-/// instructions per output), seven per pixel to advance.
+/// The constants of [`smlad_4x1_staged`] for four channels: their biases, their stages'
+/// register form and common clamp, built once per layer where a layer run in bands of rows
+/// (in place) calls the tile once per band (building them per call, from the factors, cost
+/// about 500 instructions per group of four channels per band on DS-CNN).
+#[derive(Clone, Copy, Debug)]
+pub struct QuadStage {
+    /// The tile's parameter block ([`PARAMS`] words): the biases and each channel's high word,
+    /// multiplier and shift at their places; the per-call words (weights, passes, output)
+    /// written by each call.
+    #[cfg(icefold_dsp)]
+    params: [u32; PARAMS],
+    #[cfg(not(icefold_dsp))]
+    bias: [i32; 4],
+    #[cfg(not(icefold_dsp))]
+    runs: [RunScale; 4],
+    clamp: QuadClamp,
+}
+
+impl QuadStage {
+    /// No channels' constants (a placeholder: its outputs are never asked for).
+    pub const EMPTY: QuadStage = QuadStage {
+        #[cfg(icefold_dsp)]
+        params: [0; PARAMS],
+        #[cfg(not(icefold_dsp))]
+        bias: [0; 4],
+        #[cfg(not(icefold_dsp))]
+        runs: [RunScale {
+            high: 0,
+            multiplier: 0,
+            shift: 1,
+            min: 0,
+            max: 0,
+        }; 4],
+        clamp: QuadClamp::I16,
+    };
+
+    /// Four channels' biases and stages `runs`, whose common clamp is `clamp`
+    /// ([`QuadClamp::of`]).
+    #[inline(always)]
+    pub fn new(bias: [i32; 4], runs: &[RunScale; 4], clamp: QuadClamp) -> QuadStage {
+        #[cfg(icefold_dsp)]
+        {
+            let mut params = [0u32; PARAMS];
+            params[..4].copy_from_slice(&bias.map(|b| b as u32));
+            for (k, r) in runs.iter().enumerate() {
+                params[9 + 3 * k] = r.high as u32;
+                params[10 + 3 * k] = r.multiplier as u32;
+                params[11 + 3 * k] = r.shift;
+            }
+            QuadStage { params, clamp }
+        }
+        #[cfg(not(icefold_dsp))]
+        QuadStage {
+            bias,
+            runs: *runs,
+            clamp,
+        }
+    }
+
+    /// Whether the stage stores int8 elements (else int16).
+    pub fn int8(&self) -> bool {
+        self.clamp == QuadClamp::I8
+    }
+}
+
+/// [`smlad_4x1_staged`] with the stage built for this call.
 #[inline(always)]
 pub fn smlad_4x1_store(
     w: &[u32],
     x: &[u32],
     (n, bias, runs, clamp): (usize, [i32; 4], &[RunScale; 4], QuadClamp),
     out: &mut [u8],
+    shape: (usize, usize),
+) -> bool {
+    smlad_4x1_staged(w, x, n, &mut QuadStage::new(bias, runs, clamp), out, shape)
+}
+
+/// [`smlad_4x1_pixels`](super::smlad_4x1_pixels)' sums (`w`, `x`, `n`, the biases of `stage`,
+/// `pixels`) through each channel's stage ([`RunScale::apply`]) into `out`: pixel `p`'s channel
+/// `k` at element `p · stride + k` (int16 elements for [`QuadClamp::I16`] and
+/// [`QuadClamp::I16Relu`], int8 for [`QuadClamp::I8`], `out` as bytes either way,
+/// little-endian). `false` (nothing written) unless `n` is a positive multiple of 4,
+/// `pixels >= 1`, `4 <= stride <= 2^20`, `w` holds `4 · n` words, `x` `pixels · n` and `out`
+/// the last pixel's four elements. `stage` is mutable for the call's own words only (its
+/// constants are left as they are).
+///
+/// With the DSP extension: the multiply loop of `smlad_4x1_pixels`, then per channel an LDM of
+/// its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and the store (eight
+/// instructions per output), seven per pixel to advance.
+#[inline(always)]
+pub fn smlad_4x1_staged(
+    w: &[u32],
+    x: &[u32],
+    n: usize,
+    stage: &mut QuadStage,
+    out: &mut [u8],
     (pixels, stride): (usize, usize),
 ) -> bool {
+    let clamp = stage.clamp;
     let Some(size) = output_fits(clamp, out, pixels, stride) else {
         return false;
     };
@@ -159,83 +239,160 @@ pub fn smlad_4x1_store(
     {
         let start = out.as_mut_ptr();
         let step = stride * size;
-        let mut params = [0u32; PARAMS];
-        params[..4].copy_from_slice(&bias.map(|b| b as u32));
-        params[4] = w.as_ptr() as usize as u32;
-        params[5] = (n / 4) as u32;
-        params[6] = start as usize as u32;
-        params[7] = start.wrapping_add(pixels * step) as usize as u32;
-        params[8] = step as u32;
-        for (k, r) in runs.iter().enumerate() {
-            params[9 + 3 * k] = r.high as u32;
-            params[10 + 3 * k] = r.multiplier as u32;
-            params[11 + 3 * k] = r.shift;
-        }
-        // SAFETY: the checks above. Per pixel the loop reads `n` words of `x` through r12
-        // (post-incremented: pixel `p` reads words `p · n .. (p + 1) · n`, `p < pixels`, inside
-        // `x`) and the `4 · n` words of `w` from its start through r5 (four LDMs of four words
-        // per pass, `n / 4` passes: inside `w`). It writes the four elements of pixel `p` at
-        // byte `p · step + k · size` of `out` (r5, advanced by `step` per pixel), `k < 4`,
-        // stopping when r5 reaches `pixels · step`: the last at `(pixels − 1) · step + 4 ·
-        // size <= out.len()`. It reads and writes the words of `params` (alive past the
-        // statement), pushes one word it pops before the end. Only the named registers and
-        // the flags (with Q) change; r6 and r7 are not touched. LDM, LDRD, SMLAD, SMLAL, SSAT,
-        // USAT, PUSH, POP exist on every icefold_dsp core.
-        macro_rules! fused {
-            ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
-                unsafe {
-                    core::arch::asm!(
-                        "push {{r0}}",
-                        "1:",
-                        "ldr lr, [sp]",
-                        "ldm lr, {{r8-r11}}",
-                        "ldrd r5, lr, [lr, #16]",
-                        "2:",
-                        smlad_4x1_passes!(),
-                        "subs lr, lr, #1",
-                        "bne 2b",
-                        // Each channel's output stage, into the pixel's four elements.
-                        "ldr lr, [sp]",
-                        "ldr r5, [lr, #24]",
-                        "add lr, lr, #36",
-                        channel_stage!("r8", "!", $sat, $s0),
-                        channel_stage!("r9", "!", $sat, $s1),
-                        channel_stage!("r10", "!", $sat, $s2),
-                        channel_stage!("r11", "", $sat, $s3),
-                        // The next pixel's output, until the end.
-                        "ldr lr, [sp]",
-                        "ldrd r0, r1, [lr, #28]",
-                        "add r5, r5, r1",
-                        "str r5, [lr, #24]",
-                        "cmp r5, r0",
-                        "bne 1b",
-                        "pop {{r0}}",
-                        inout("r0") params.as_mut_ptr() => _,
-                        out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
-                        out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-                        inout("r12") x.as_ptr() => _,
-                        out("lr") _,
-                        options(),
-                    );
-                }
-            };
-        }
-        with_clamp!(clamp, fused);
-        let _ = params;
+        // SAFETY: the checks above are `fused_pixels`' conditions.
+        unsafe { fused_pixels(&mut stage.params, w, x, n, (start, pixels, step), clamp) };
     }
     #[cfg(not(icefold_dsp))]
     {
         for (p, xp) in x.chunks_exact(n).take(pixels).enumerate() {
-            let mut acc = bias;
+            let mut acc = stage.bias;
             for (xw, ws) in xp.iter().zip(w.chunks_exact(4)) {
                 for (a, wk) in acc.iter_mut().zip(ws) {
                     *a = super::smlad(*wk, *xw, *a);
                 }
             }
-            store_pixel(acc, runs, clamp, out, p * stride * size);
+            store_pixel(acc, &stage.runs, clamp, out, p * stride * size);
         }
     }
     true
+}
+
+/// [`smlad_4x1_staged`] for consecutive groups of four output channels, the shapes checked
+/// once: group `g`'s weights words `4 · n · g ..` of `widened`, its constants `stages[g]`, its
+/// outputs from element `4 · g` of each pixel. For `stages.len()` groups; `false` (nothing
+/// written) unless every stage has the first's clamp, `widened` holds every group's `4 · n`
+/// words, and [`smlad_4x1_staged`]'s conditions hold for the last group's outputs. (A layer
+/// run in bands calls this per band: per-group checks cost about 50 instructions a group.)
+#[inline(never)]
+pub fn smlad_4x1_groups(
+    widened: &[u32],
+    x: &[u32],
+    n: usize,
+    stages: &mut [QuadStage],
+    out: &mut [u8],
+    (pixels, stride): (usize, usize),
+) -> bool {
+    let Some(clamp) = stages.first().map(|s| s.clamp) else {
+        return false;
+    };
+    let groups = stages.len();
+    let size = if clamp == QuadClamp::I8 { 1 } else { 2 };
+    // The last group's last element: `(pixels − 1) · stride + 4 · groups − 1`.
+    let span = pixels.checked_sub(1).and_then(|p| {
+        p.checked_mul(stride)?
+            .checked_add(4 * groups)?
+            .checked_mul(size)
+    });
+    let fits = span.is_some_and(|span| span <= out.len()) && (4..=1 << 20).contains(&stride);
+    if !fits || n == 0 || n % 4 != 0 || widened.len() / (4 * n) < groups || x.len() / n < pixels {
+        return false;
+    }
+    if stages.iter().any(|s| s.clamp != clamp) {
+        return false;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let step = stride * size;
+        for (g, (stage, w)) in stages
+            .iter_mut()
+            .zip(widened.chunks_exact(4 * n))
+            .enumerate()
+        {
+            let start = out.as_mut_ptr().wrapping_add(4 * g * size);
+            // SAFETY: `fused_pixels`' conditions: `w` holds `4 · n` words (an exact chunk), `x`
+            // `pixels · n`, and group `g`'s last element, `(pixels − 1) · stride + 4g + 3`,
+            // lies below `(pixels − 1) · stride + 4 · groups <= out.len() / size` (checked
+            // above).
+            unsafe { fused_pixels(&mut stage.params, w, x, n, (start, pixels, step), clamp) };
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let kept = stages.iter_mut().zip(widened.chunks_exact(4 * n));
+        for (g, (stage, w)) in kept.enumerate() {
+            let Some(out) = out.get_mut(4 * g * size..) else {
+                return false;
+            };
+            smlad_4x1_staged(w, x, n, stage, out, (pixels, stride));
+        }
+    }
+    true
+}
+
+/// The fused tile's loop ([`smlad_4x1_staged`]) over `pixels` pixels of `x` with weights `w`,
+/// the outputs from `start`, `step` bytes apart, stored as `clamp` says; `params`: a
+/// [`QuadStage`]'s block (its per-call words written here).
+///
+/// # Safety
+/// `n` is a positive multiple of 4, `w` holds `4 · n` words, `x` `pixels · n` words,
+/// `pixels >= 1`, and the bytes `start + p · step + k · size` for `p < pixels`, `k < 4` (`size`
+/// the element size of `clamp`) lie in one writable allocation the caller borrows mutably.
+#[cfg(icefold_dsp)]
+#[inline(always)]
+unsafe fn fused_pixels(
+    params: &mut [u32; PARAMS],
+    w: &[u32],
+    x: &[u32],
+    n: usize,
+    (start, pixels, step): (*mut u8, usize, usize),
+    clamp: QuadClamp,
+) {
+    params[4] = w.as_ptr() as usize as u32;
+    params[5] = (n / 4) as u32;
+    params[6] = start as usize as u32;
+    params[7] = start.wrapping_add(pixels * step) as usize as u32;
+    params[8] = step as u32;
+    // SAFETY: the function's conditions, and words 4-8 of `params` written just now from them
+    // (the others are constants the loop only reads into its sums and stages). Per pixel the
+    // loop reads `n` words of `x` through r12 (post-incremented: pixel `p` reads words
+    // `p · n .. (p + 1) · n`, `p < pixels`, inside `x`) and the `4 · n` words of `w` from its
+    // start through r5 (four LDMs of four words per pass, `n / 4` passes: inside `w`). It
+    // writes the four elements of pixel `p` at `start + p · step + k · size` (r5, advanced by
+    // `step` per pixel), `k < 4`, stopping when r5 reaches `start + pixels · step`. It reads
+    // and writes the words of `params` (alive past the statement), pushes one word it pops
+    // before the end. Only the named registers and the flags (with Q) change; r6 and r7 are
+    // not touched. LDM, LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp
+    // core.
+    macro_rules! fused {
+        ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
+            unsafe {
+                core::arch::asm!(
+                    "push {{r0}}",
+                    "1:",
+                    "ldr lr, [sp]",
+                    "ldm lr, {{r8-r11}}",
+                    "ldrd r5, lr, [lr, #16]",
+                    "2:",
+                    smlad_4x1_passes!(),
+                    "subs lr, lr, #1",
+                    "bne 2b",
+                    // Each channel's output stage, into the pixel's four elements.
+                    "ldr lr, [sp]",
+                    "ldr r5, [lr, #24]",
+                    "add lr, lr, #36",
+                    channel_stage!("r8", "!", $sat, $s0),
+                    channel_stage!("r9", "!", $sat, $s1),
+                    channel_stage!("r10", "!", $sat, $s2),
+                    channel_stage!("r11", "", $sat, $s3),
+                    // The next pixel's output, until the end.
+                    "ldr lr, [sp]",
+                    "ldrd r0, r1, [lr, #28]",
+                    "add r5, r5, r1",
+                    "str r5, [lr, #24]",
+                    "cmp r5, r0",
+                    "bne 1b",
+                    "pop {{r0}}",
+                    inout("r0") params.as_mut_ptr() => _,
+                    out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                    out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                    inout("r12") x.as_ptr() => _,
+                    out("lr") _,
+                    options(),
+                );
+            }
+        };
+    }
+    with_clamp!(clamp, fused);
 }
 
 /// The output stage of four channels' sums over `pixels` pixels, laid out as
@@ -333,4 +490,108 @@ pub fn stage_quads(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use super::*;
+
+    fn stage(seed: u32, clamp: QuadClamp) -> QuadStage {
+        let run = |k: u32| RunScale {
+            high: (seed.wrapping_mul(7 + k) % 64) as i32,
+            multiplier: 0x4000_0000 + (seed.wrapping_mul(13 + k) % 0x1000_0000) as i32,
+            shift: 8 + (seed + k) % 6,
+            min: if clamp == QuadClamp::I16Relu {
+                0
+            } else {
+                -32768
+            },
+            max: 32767,
+        };
+        let bias = [0, 1, 2, 3].map(|k| (seed.wrapping_mul(31 + k) % 4000) as i32 - 2000);
+        QuadStage::new(bias, &[run(0), run(1), run(2), run(3)], clamp)
+    }
+
+    fn words(seed: &mut u64, n: usize) -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                // Lane pairs of small values (int16 inputs, widened int8 weights).
+                (*seed as u32) & 0x03ff_03ff
+            })
+            .collect()
+    }
+
+    /// The groups' call writes what one call per group writes, for every clamp, and refuses
+    /// (writing nothing) an output one element short or stages of mixed clamps.
+    #[test]
+    fn groups_equal_one_call_per_group() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for clamp in [QuadClamp::I16, QuadClamp::I16Relu, QuadClamp::I8] {
+            for (groups, n, pixels) in [(1, 4, 1), (3, 8, 5), (4, 4, 7)] {
+                let size = if clamp == QuadClamp::I8 { 1 } else { 2 };
+                let stride = 4 * groups;
+                let widened = words(&mut seed, groups * 4 * n);
+                let x = words(&mut seed, pixels * n);
+                let mut stages: Vec<QuadStage> =
+                    (0..groups).map(|g| stage(g as u32 + 1, clamp)).collect();
+                let len = pixels * stride * size;
+                let mut want = std::vec![0u8; len];
+                for (g, (w, s)) in widened.chunks_exact(4 * n).zip(&stages).enumerate() {
+                    let out = &mut want[4 * g * size..];
+                    assert!(smlad_4x1_staged(
+                        w,
+                        &x,
+                        n,
+                        &mut s.clone(),
+                        out,
+                        (pixels, stride)
+                    ));
+                }
+                let mut got = std::vec![0u8; len];
+                let shape = (pixels, stride);
+                assert!(smlad_4x1_groups(
+                    &widened,
+                    &x,
+                    n,
+                    &mut stages,
+                    &mut got,
+                    shape
+                ));
+                assert_eq!(got, want, "{clamp:?} {groups} groups");
+                let mut short = std::vec![0u8; len - size];
+                assert!(!smlad_4x1_groups(
+                    &widened,
+                    &x,
+                    n,
+                    &mut stages,
+                    &mut short,
+                    shape
+                ));
+                assert!(short.iter().all(|&b| b == 0));
+                if groups > 1 {
+                    let other = if clamp == QuadClamp::I16 {
+                        QuadClamp::I16Relu
+                    } else {
+                        QuadClamp::I16
+                    };
+                    stages[1] = stage(9, other);
+                    assert!(!smlad_4x1_groups(
+                        &widened,
+                        &x,
+                        n,
+                        &mut stages,
+                        &mut got,
+                        shape
+                    ));
+                }
+            }
+        }
+    }
 }
