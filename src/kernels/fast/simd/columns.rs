@@ -116,8 +116,11 @@ pub fn smlad_2x2_pairs(w: &[u32], x: &[u32], bias: [i32; 2], sums: &mut [i32]) {
     }
     #[cfg(not(icefold_dsp))]
     {
+        // `max(1)`: `n > 0` is checked above, but once this loop is inlined into its caller
+        // LLVM does not always carry that fact here, and the Cortex-M0 build would keep
+        // `chunks_exact`'s zero-size panic (and its formatting) in the int8 path.
         for (field, out) in x
-            .chunks_exact(2 * n)
+            .chunks_exact((2 * n).max(1))
             .zip(sums.chunks_exact_mut(4))
             .take(pairs)
         {
