@@ -170,7 +170,7 @@ fn rows_quads<Y: FromWide>(
         simd::widen_pairs(input, x);
     } else {
         x.fill(0);
-        for x_p in input.chunks_exact(n_in) {
+        for x_p in input.chunks_exact(n_in.max(1)) {
             simd::pool_pairs(x_p, x);
         }
     }
@@ -194,7 +194,7 @@ fn rows_quads<Y: FromWide>(
         for ((sums, bias), w) in sums
             .chunks_mut(rows)
             .zip(bias.chunks(rows))
-            .zip(w.chunks(rows * x_len))
+            .zip(w.chunks((rows * x_len).max(1)))
         {
             if let (Some(s4), Some(&[b0, b1, b2, b3])) =
                 (sums.first_chunk_mut::<4>(), bias.first_chunk::<4>())
@@ -203,7 +203,7 @@ fn rows_quads<Y: FromWide>(
             } else {
                 // The last block's `r < 4` rows: per activation word `r` weight words.
                 sums.copy_from_slice(bias);
-                for (ws, &xw) in w.chunks_exact(sums.len()).zip(x) {
+                for (ws, &xw) in w.chunks_exact(sums.len().max(1)).zip(x) {
                     for (s, &wk) in sums.iter_mut().zip(ws) {
                         *s = simd::smlad(wk, xw, *s);
                     }

@@ -116,14 +116,16 @@ pub fn smlad_2x2_pairs(w: &[u32], x: &[u32], bias: [i32; 2], sums: &mut [i32]) {
     }
     #[cfg(not(icefold_dsp))]
     {
-        // `max(1)`: `n > 0` is checked above, but once this loop is inlined into its caller
-        // LLVM does not always carry that fact here, and the Cortex-M0 build would keep
-        // `chunks_exact`'s zero-size panic (and its formatting) in the int8 path.
-        for (field, out) in x
-            .chunks_exact((2 * n).max(1))
-            .zip(sums.chunks_exact_mut(4))
-            .take(pairs)
-        {
+        // Fields by index, not `chunks_exact(2 · n)`: once this loop is inlined into its
+        // caller LLVM does not always carry `n > 0` here, and the Cortex-M0 build kept the
+        // zero-size panic (and its formatting) in the int8 path (tests/mcu.rs walks it).
+        for p in 0..pairs {
+            let (Some(field), Some(out)) = (
+                x.get(2 * n * p..2 * n * (p + 1)),
+                sums.get_mut(4 * p..4 * p + 4),
+            ) else {
+                return;
+            };
             let [mut a0, mut a1] = bias;
             let [mut b0, mut b1] = bias;
             for (ws, xs) in w.chunks_exact(2).zip(field.chunks_exact(2)) {
@@ -134,7 +136,7 @@ pub fn smlad_2x2_pairs(w: &[u32], x: &[u32], bias: [i32; 2], sums: &mut [i32]) {
                     b1 = super::smlad(w1, xb, b1);
                 }
             }
-            if let Some(out) = out.first_chunk_mut::<4>() {
+            if let Ok(out) = <&mut [i32; 4]>::try_from(out) {
                 *out = [a0, a1, b0, b1];
             }
         }
