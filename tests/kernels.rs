@@ -147,17 +147,19 @@ fn each_mlperf_model_runs_on_exactly_its_kernels() {
     let refused = Model::<ResNet8WithoutHead>::new_checked_with_kernels(resnet8.as_slice());
     let model = Model::new_checked(resnet8.as_slice()).unwrap();
     let last = model.info().layer_count - 1;
+    // Neither of the head's kernels (int8 or widened weights) is linked: its record is not
+    // even decoded, and the error names the operation.
     let err = refused.unwrap_err();
     assert_eq!(
         err,
-        LoadError::KernelNotLinked {
+        LoadError::OperationNotLinked {
             layer: last,
-            kernel: Kernel::DenseI8Wide
+            operation: "dense_i8_i16"
         }
     );
     let message = err.to_string();
     assert!(
-        message.contains(&format!("layer {last}")) && message.contains("DenseI8Wide"),
+        message.contains(&format!("layer {last}")) && message.contains("dense_i8_i16"),
         "{message}"
     );
 }
@@ -214,6 +216,25 @@ fn ad_autoencoder_int16_dense_weights_compute_the_int8_rows_bytes() {
         );
         assert_eq!(w8.len(), 10);
         assert_eq!(w16, w8.iter().map(|n| 2 * n).collect::<Vec<_>>());
+        // Each layout is a kernel of its own: a firmware for the int8 rows does not link the
+        // widened weights' loops, and refuses such a blob by the kernel it lacks.
+        let set = KernelSet::of(&quads);
+        assert!(set.contains(Kernel::DenseI8Quads) || set.contains(Kernel::DenseI8WideQuads));
+        assert!(!set.contains(Kernel::DenseI8) && !set.contains(Kernel::DenseI8Wide));
+        let quads_bytes = blob(DenseLayout::QuadsI16);
+        let err = Model::<Autoencoder>::new_checked_with_kernels(quads_bytes.as_slice())
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LoadError::KernelNotLinked {
+                    kernel: Kernel::DenseI8Quads | Kernel::DenseI8WideQuads,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         let (want, got) = (outputs(&rows, &f), outputs(&quads, &f));
         assert_eq!(
             bytemuck::cast_slice::<f32, u8>(&got),

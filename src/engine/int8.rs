@@ -188,17 +188,20 @@ pub(super) fn run_layer<K: Kernels>(
                 prepared,
             );
         }
-        Op::DenseI8(p) if linked::<K>(Kernel::DenseI8) => {
+        Op::DenseI8(p) if linked::<K>(Kernel::DenseI8) || linked::<K>(Kernel::DenseI8Quads) => {
             let channels = channel_quant(model, p.bias, &p.requant)?;
+            // Each layout's loops only where the firmware links its kernel (the loader refused
+            // a layer whose kernel it does not link).
             match p.layout {
-                DenseLayout::RowsI8 => {
+                DenseLayout::RowsI8 if linked::<K>(Kernel::DenseI8) => {
                     let weights = model.weights_as(p.weights)?;
                     fast::dense::dense(&channels, &output(p.clamp), weights, x, y);
                 }
-                DenseLayout::QuadsI16 => {
+                DenseLayout::QuadsI16 if linked::<K>(Kernel::DenseI8Quads) => {
                     let weights = model.weights_as(p.weights)?;
                     fast::dense::dense_quads(&channels, &output(p.clamp), weights, x, y);
                 }
+                _ => return None,
             }
         }
         Op::PoolI8(p) if linked::<K>(Kernel::PoolI8) => {
@@ -284,7 +287,11 @@ pub(super) fn run_wide_layer<K: Kernels>(
     y: &mut [i16],
 ) -> Option<()> {
     let p = match &layer.op {
-        Op::DenseI8Wide(p) if linked::<K>(Kernel::DenseI8Wide) => p,
+        Op::DenseI8Wide(p)
+            if linked::<K>(Kernel::DenseI8Wide) || linked::<K>(Kernel::DenseI8WideQuads) =>
+        {
+            p
+        }
         Op::Transpose(t) if linked::<K>(Kernel::TransposeI16) => {
             let dims = layer.inputs.first()?.dims.map(usize::from);
             layout::transpose(t.perm, dims, bytemuck::try_cast_slice(x).ok()?, y);
@@ -307,12 +314,13 @@ pub(super) fn run_wide_layer<K: Kernels>(
         clamp: p.clamp,
     };
     match p.layout {
-        DenseLayout::RowsI8 => {
+        DenseLayout::RowsI8 if linked::<K>(Kernel::DenseI8Wide) => {
             fast::dense::dense_wide(&channels, &output, model.weights_as(p.weights)?, x, y)
         }
-        DenseLayout::QuadsI16 => {
+        DenseLayout::QuadsI16 if linked::<K>(Kernel::DenseI8WideQuads) => {
             fast::dense::dense_wide_quads(&channels, &output, model.weights_as(p.weights)?, x, y)
         }
+        _ => return None,
     }
     Some(())
 }

@@ -16,7 +16,7 @@
 
 use core::marker::PhantomData;
 
-use crate::format::{DType, Layer, Op};
+use crate::format::{DType, DenseLayout, Layer, Op};
 use crate::model::Model;
 
 macro_rules! kernels {
@@ -83,6 +83,13 @@ kernels! {
     DenseI8,
     /// int8 fully connected with an int16 output (`Op::DenseI8Wide`).
     DenseI8Wide,
+    /// int8 fully connected whose weights the tool widened to int16 (`Op::DenseI8` with
+    /// `DenseLayout::QuadsI16`): a kernel of its own, so that a firmware links only the dense
+    /// loops its model's layouts need.
+    DenseI8Quads,
+    /// int8 fully connected with an int16 output and widened weights (`Op::DenseI8Wide` with
+    /// `DenseLayout::QuadsI16`).
+    DenseI8WideQuads,
     /// int8 pooling (`Op::PoolI8`).
     PoolI8,
     /// int8 addition (`Op::AddI8`).
@@ -184,7 +191,9 @@ impl Kernel {
             Op::Gather(_) => by_type(Kernel::Gather, Kernel::GatherI8, None)?,
             Op::Conv2dI8(p) if depthwise(&p.conv, layer) => Kernel::DepthwiseI8,
             Op::Conv2dI8(_) => Kernel::Conv2dI8,
+            Op::DenseI8(p) if p.layout == DenseLayout::QuadsI16 => Kernel::DenseI8Quads,
             Op::DenseI8(_) => Kernel::DenseI8,
+            Op::DenseI8Wide(p) if p.layout == DenseLayout::QuadsI16 => Kernel::DenseI8WideQuads,
             Op::DenseI8Wide(_) => Kernel::DenseI8Wide,
             Op::PoolI8(_) => Kernel::PoolI8,
             Op::AddI8(_) => Kernel::AddI8,

@@ -869,13 +869,29 @@ fn check_op<K: Kernels>(
             let clamp = check_bounds(q.clamp.min, q.clamp.max);
             check_integer_conv(weights, (&q.conv, &q.requant), clamp, x, y)
         }
-        Op::DenseI8(q) if linked::<K>(Kernel::DenseI8) => {
+        Op::DenseI8(q) if linked::<K>(Kernel::DenseI8) || linked::<K>(Kernel::DenseI8Quads) => {
             check_clamp(q.clamp)?;
-            check_dense_i8(weights, (q.weights, q.bias, &q.requant), q.layout, x, y)
+            let quads = linked::<K>(Kernel::DenseI8Quads);
+            check_dense_i8(
+                weights,
+                (q.weights, q.bias, &q.requant),
+                (q.layout, quads),
+                x,
+                y,
+            )
         }
-        Op::DenseI8Wide(q) if linked::<K>(Kernel::DenseI8Wide) => {
+        Op::DenseI8Wide(q)
+            if linked::<K>(Kernel::DenseI8Wide) || linked::<K>(Kernel::DenseI8WideQuads) =>
+        {
             check_bounds(q.clamp.min, q.clamp.max)?;
-            check_dense_i8(weights, (q.weights, q.bias, &q.requant), q.layout, x, y)
+            let quads = linked::<K>(Kernel::DenseI8WideQuads);
+            check_dense_i8(
+                weights,
+                (q.weights, q.bias, &q.requant),
+                (q.layout, quads),
+                x,
+                y,
+            )
         }
         Op::PoolI8(q) if linked::<K>(Kernel::PoolI8) => check_pool_i8(q, x, y),
         Op::AddI8(q) if linked::<K>(Kernel::AddI8) => {
@@ -1032,10 +1048,12 @@ fn check_integer_conv(
 }
 
 /// The weights, bias and factors of an int8 dense layer (int8 or int16 output) for its operands.
+/// `quads`: whether the firmware links the kernel of widened weights (a constant: without it
+/// their checks are not linked, and `check_linked` has refused every such layer already).
 fn check_dense_i8(
     weights: Weights<'_>,
     (w, bias, requant): (Span, Span, &ChannelRequant),
-    layout: DenseLayout,
+    (layout, quads): (DenseLayout, bool),
     x: &TensorDesc,
     y: &TensorDesc,
 ) -> Result<(), LayerFault> {
@@ -1044,6 +1062,14 @@ fn check_dense_i8(
         DenseLayout::RowsI8 => {
             let n_in = dense_features(w, 1, n_out, x.len() as u64);
             weights.span(w, SpanRole::Weights, n_out.saturating_mul(n_in), 1)?;
+        }
+        // Unreachable (see `quads`): refused as the layers no linked kernel runs are.
+        DenseLayout::QuadsI16 if !quads => {
+            return Err(LayerFault::DType {
+                operand: Operand::Input(0),
+                expected: DType::I8,
+                found: x.dtype,
+            })
         }
         DenseLayout::QuadsI16 => {
             let n_in = dense_features(w, 2, n_out, x.len() as u64);
