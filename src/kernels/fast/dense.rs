@@ -86,7 +86,7 @@ pub fn dense_wide_quads(
     }
 }
 
-/// [`rows_quads`] with a stack buffer sized for the input, as [`widened`] sizes it: `false`
+/// [`rows_quads`] with a stack buffer sized for the input ([`with_input_buffer`]): `false`
 /// (nothing written) for shapes it does not take (more than 1024 inputs or [`MAX_POOLED`]
 /// positions, weights not word-aligned), which the reference computes.
 #[inline(never)]
@@ -98,39 +98,30 @@ fn quads<Y: FromWide>(
     output: &mut [Y],
 ) -> bool {
     let n_in = weights.len().checked_div(output.len()).unwrap_or(0);
+    with_input_buffer(n_in, |buf| {
+        rows_quads(channels, bounds, weights, input, output, buf)
+    })
+}
+
+/// Runs `kernel` with a zeroed stack buffer for one position of `n_in` widened input values
+/// (two per word): the small one for at most 256 values, so a small layer's call costs only
+/// that, the large one in a frame of its own ([`large_input_buffer`]); `false` (`kernel` not
+/// run) for more than 1024 values.
+#[inline(always)]
+fn with_input_buffer(n_in: usize, kernel: impl FnOnce(&mut [u32]) -> bool) -> bool {
     if n_in <= 2 * SMALL_WORDS {
-        rows_quads(
-            channels,
-            bounds,
-            weights,
-            input,
-            output,
-            &mut [0; SMALL_WORDS],
-        )
+        kernel(&mut [0; SMALL_WORDS])
     } else if n_in <= 2 * LARGE_WORDS {
-        large_quads(channels, bounds, weights, input, output)
+        large_input_buffer(kernel)
     } else {
         false
     }
 }
 
-/// [`quads`] for more than 256 input values, in a frame of its own.
+/// [`with_input_buffer`] for more than 256 input values.
 #[inline(never)]
-fn large_quads<Y: FromWide>(
-    channels: &ChannelQuant,
-    bounds: &Bounds,
-    weights: &[i16],
-    input: &[i8],
-    output: &mut [Y],
-) -> bool {
-    rows_quads(
-        channels,
-        bounds,
-        weights,
-        input,
-        output,
-        &mut [0; LARGE_WORDS],
-    )
+fn large_input_buffer(kernel: impl FnOnce(&mut [u32]) -> bool) -> bool {
+    kernel(&mut [0; LARGE_WORDS])
 }
 
 /// `output[o] = finish(bias'[o] + Σ_p Σ_i w[o][i] · input_p[i])` on int16 weights in blocks of
@@ -141,6 +132,7 @@ fn large_quads<Y: FromWide>(
 ///
 /// `false` (nothing written) unless `n_in` is a nonzero multiple of 4, the weights are
 /// word-aligned, at most [`MAX_POOLED`] positions and `buf` holds `n_in / 2` words.
+#[inline(never)]
 fn rows_quads<Y: FromWide>(
     channels: &ChannelQuant,
     bounds: &Bounds,
@@ -277,9 +269,8 @@ fn x86<Y: FromWide>(
     }
 }
 
-/// [`rows_widened`] with a stack buffer sized for the input (the larger one only when needed,
-/// so a small layer's call costs only the small one): `false` (nothing written) for shapes it
-/// does not take.
+/// [`rows_widened`] with a stack buffer sized for the input ([`with_input_buffer`]): `false`
+/// (nothing written) for shapes it does not take.
 fn widened<Y: FromWide>(
     channels: &ChannelQuant,
     bounds: &Bounds,
@@ -289,39 +280,9 @@ fn widened<Y: FromWide>(
 ) -> bool {
     // The buffer holds one position (several are summed into it).
     let n_in = weights.len().checked_div(output.len()).unwrap_or(0);
-    if n_in <= 2 * SMALL_WORDS {
-        rows_widened(
-            channels,
-            bounds,
-            weights,
-            input,
-            output,
-            &mut [0; SMALL_WORDS],
-        )
-    } else if n_in <= 2 * LARGE_WORDS {
-        large(channels, bounds, weights, input, output)
-    } else {
-        false
-    }
-}
-
-/// [`widened`] for more than 256 input values, in a frame of its own.
-#[inline(never)]
-fn large<Y: FromWide>(
-    channels: &ChannelQuant,
-    bounds: &Bounds,
-    weights: &[i8],
-    input: &[i8],
-    output: &mut [Y],
-) -> bool {
-    rows_widened(
-        channels,
-        bounds,
-        weights,
-        input,
-        output,
-        &mut [0; LARGE_WORDS],
-    )
+    with_input_buffer(n_in, |buf| {
+        rows_widened(channels, bounds, weights, input, output, buf)
+    })
 }
 
 /// [`rows`] with the input widened once into `buf` ([`simd::widen_pairs`]) and three weight
@@ -332,6 +293,7 @@ fn large<Y: FromWide>(
 ///
 /// `false` (nothing written) unless `n_in` is a nonzero multiple of 4 and `buf` holds the
 /// widened input (two words per run of four values per position).
+#[inline(never)]
 fn rows_widened<Y: FromWide>(
     channels: &ChannelQuant,
     bounds: &Bounds,

@@ -223,12 +223,56 @@ fn quantize_rows(
 fn weighted(
     w: &mut Weights,
     l: &Lowered,
+    spans: (Span, Span),
+    shape: (usize, usize),
+    qparams: (QParams, QParams),
+    input: DType,
+    name: &str,
+) -> Result<(Span, Span, ChannelRequant)> {
+    let (rows, factors) = quantized_rows(l, spans, shape, qparams, input, name)?;
+    Ok((w.i8s(&rows.weights), w.i32s(rows.bias), w.requant(&factors)))
+}
+
+/// A dense layer's [`weighted`] (int8 input), its weights stored as `layout` says: int8 rows, or
+/// the same values widened to int16 in [`format::quad_index`] order (4-aligned for LDM).
+fn weighted_as(
+    w: &mut Weights,
+    l: &Lowered,
+    spans: (Span, Span),
+    shape: (usize, usize),
+    qparams: (QParams, QParams),
+    layout: DenseLayout,
+    name: &str,
+) -> Result<(Span, Span, ChannelRequant)> {
+    let (rows, factors) = quantized_rows(l, spans, shape, qparams, DType::I8, name)?;
+    let weights = match layout {
+        DenseLayout::RowsI8 => w.i8s(&rows.weights),
+        DenseLayout::QuadsI16 => {
+            let out = shape.0;
+            let n_in = rows.weights.len() / out.max(1);
+            let mut quads = vec![0i16; rows.weights.len()];
+            for (o, row) in rows.weights.chunks_exact(n_in.max(1)).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    quads[format::quad_index(out, n_in, o, i)] = v.into();
+                }
+            }
+            w.align4();
+            w.i16s(&quads)
+        }
+    };
+    Ok((weights, w.i32s(rows.bias), w.requant(&factors)))
+}
+
+/// The steps [`weighted`] and [`weighted_as`] share: the layer's rows quantized
+/// ([`quantize_rows`]) and each output channel's factor from input, weight and output scales.
+fn quantized_rows(
+    l: &Lowered,
     (weights, bias): (Span, Span),
     (out, positions): (usize, usize),
     (x, y): (QParams, QParams),
     input: DType,
     name: &str,
-) -> Result<(Span, Span, ChannelRequant)> {
+) -> Result<(QuantizedRows, Vec<Requant>)> {
     let (s_in, s_out) = (x.scale as f64, y.scale as f64);
     let rows = quantize_rows(
         &f32s(l, weights),
@@ -244,55 +288,7 @@ fn weighted(
         .iter()
         .map(|s| requant(s_in * s / s_out, name, "output"))
         .collect::<Result<Vec<_>>>()?;
-    Ok((w.i8s(&rows.weights), w.i32s(rows.bias), w.requant(&factors)))
-}
-
-/// A dense layer's [`weighted`] (int8 input), its weights stored as `layout` says: int8 rows, or
-/// the same values widened to int16 in [`format::quad_index`] order (4-aligned for LDM).
-fn weighted_as(
-    w: &mut Weights,
-    l: &Lowered,
-    (weights, bias): (Span, Span),
-    (out, positions): (usize, usize),
-    (x, y): (QParams, QParams),
-    layout: DenseLayout,
-    name: &str,
-) -> Result<(Span, Span, ChannelRequant)> {
-    if layout == DenseLayout::RowsI8 {
-        return weighted(
-            w,
-            l,
-            (weights, bias),
-            (out, positions),
-            (x, y),
-            DType::I8,
-            name,
-        );
-    }
-    let (s_in, s_out) = (x.scale as f64, y.scale as f64);
-    let rows = quantize_rows(
-        &f32s(l, weights),
-        &f32s(l, bias),
-        out,
-        positions,
-        (s_in, x.zero_point),
-        DType::I8,
-        name,
-    )?;
-    let factors = rows
-        .scales
-        .iter()
-        .map(|s| requant(s_in * s / s_out, name, "output"))
-        .collect::<Result<Vec<_>>>()?;
-    let n_in = rows.weights.len() / out.max(1);
-    let mut quads = vec![0i16; rows.weights.len()];
-    for (o, row) in rows.weights.chunks_exact(n_in.max(1)).enumerate() {
-        for (i, &v) in row.iter().enumerate() {
-            quads[format::quad_index(out, n_in, o, i)] = v.into();
-        }
-    }
-    w.align4();
-    Ok((w.i16s(&quads), w.i32s(rows.bias), w.requant(&factors)))
+    Ok((rows, factors))
 }
 
 /// Quantization parameters of every tensor of `l` (indexed by tensor id).
