@@ -226,6 +226,7 @@ fn quantize_int8(
     let calibration = calibrate::calibrate(frozen, opts.calib, opts.method, opts.progress)?;
     let f32_lowered = lower::lower_with(frozen, LowerOptions::INT8)?;
     let candidates = quantize::int16_activations(&f32_lowered, opts.int16_activations);
+    let over_inputs = !convert.no_in_place;
     let fit_int16 = |budget| {
         quantize::fit_int16_to_arena(
             &f32_lowered,
@@ -236,19 +237,23 @@ fn quantize_int8(
             },
             candidates.clone(),
             budget,
+            over_inputs,
             opts.calib,
             opts.progress,
         )
     };
     // Every int16 tensor kept, then fused to the budget if that is enough: fusion costs time, not
     // accuracy, so it goes before giving up int16 tensors (which the budget would drop first).
+    // The arena compared is the device's (layers in place unless --no-in-place).
     let (every_int16, unbounded) = fit_int16(usize::MAX)?;
-    let fits = |l: &Lowered| l.info.arena_bytes as usize <= limits.max_arena_bytes;
-    let keep_every_int16 = fits(&every_int16) || {
+    let fits = |l: &Lowered| -> Result<bool> {
+        Ok(quantize::device_arena(l, over_inputs)? as usize <= limits.max_arena_bytes)
+    };
+    let keep_every_int16 = fits(&every_int16)? || {
         let mut trial = every_int16.clone();
         fuse && {
             trial.fuse_conv_pool(limits.max_arena_bytes)?;
-            fits(&trial)
+            fits(&trial)?
         }
     };
     let (mut lowered, int16_budget) = if keep_every_int16 {
@@ -265,7 +270,7 @@ fn quantize_int8(
             opts.progress,
         )?;
     }
-    let int8_arena_bytes = quantize::int8_activation_arena(&lowered)?;
+    let int8_arena_bytes = quantize::int8_activation_arena(&lowered, over_inputs)?;
     // Layer by layer against the f32 lowering, whose layers these still are one for one (the
     // fused layers below compute the same bytes).
     let f32_blob = blob::blob(&f32_lowered)?;
@@ -281,7 +286,6 @@ fn quantize_int8(
         // A fused layer's output is its pooling's.
         layer_sqnr_db.remove(conv);
     }
-    let over_inputs = !convert.no_in_place;
     lower::plan::share_concat_storage(&mut lowered.info, &mut lowered.layers, over_inputs)?;
     limits.check_lowered(&lowered)?;
     let blob = blob::blob(&lowered)?;
@@ -378,6 +382,12 @@ mod tests {
         );
         assert!(narrow < full, "DS-CNN's int16 activations cost arena");
         assert!(unbounded.int8.as_ref().unwrap().int16_budget.is_none());
+        // The budget is held against the arena the device will have (layers written over their
+        // inputs), not the layer-by-layer plan the in-place bands shrink: a budget of the
+        // default conversion's arena keeps every int16 tensor.
+        let at_full = convert_within(full as usize, INT16_ACTIVATIONS_DEFAULT).unwrap();
+        assert!(at_full.int8.as_ref().unwrap().int16_budget.is_none());
+        assert_eq!(at_full.blob, unbounded.blob);
 
         let budget = (narrow + full) as usize / 2;
         let within = convert_within(budget, INT16_ACTIVATIONS_DEFAULT).unwrap();

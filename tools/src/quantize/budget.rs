@@ -16,7 +16,7 @@ use icefold::format::{DType, Op};
 
 use super::calibrate::{progress, Calibration};
 use super::int16::transposed_with;
-use super::{arena_with_int8, quantize_with_int16, Writes};
+use super::{arena_with_int8, device_arena, quantize_with_int16, Writes};
 use crate::host;
 use crate::io::Array;
 use crate::lower::blob::{blob, AlignedBytes};
@@ -49,17 +49,22 @@ pub struct Int16Budget {
 /// Quantizes `l` with the int16 candidates `candidates`, then, if its arena exceeds `budget`,
 /// moves int16 tensors back to int8 as the module docs say until it fits (or none is left: the
 /// arena limit then refuses the model, naming the flag). `None` when the budget did not bind.
+/// The arena is the one the device will have ([`device_arena`]: layers over their inputs if
+/// `over_inputs`), so no int16 tensor goes that the in-place plan makes room for.
+#[allow(clippy::too_many_arguments)]
 pub fn fit_int16_to_arena(
     l: &Lowered,
     cal: &Calibration,
     writes: Writes,
     candidates: Vec<u16>,
     budget: usize,
+    over_inputs: bool,
     calib: &Array,
     show_progress: bool,
 ) -> Result<(Lowered, Option<Int16Budget>)> {
     let q = quantize_with_int16(l, cal, writes, candidates)?;
-    if q.info.arena_bytes as usize <= budget {
+    let arena_unbounded = device_arena(&q, over_inputs)?;
+    if arena_unbounded as usize <= budget {
         return Ok((q, None));
     }
     let int16 = int16_tensors(&q);
@@ -82,7 +87,7 @@ pub fn fit_int16_to_arena(
         )?;
         Ok(host::diff(&got, &reference)?.rel_l2)
     };
-    let (int16_before, arena_unbounded) = (int16.len(), q.info.arena_bytes);
+    let int16_before = int16.len();
     let error_unbounded = error_of(&q)?;
     // Removal units: a tensor with what transposes move it from and to.
     let mut units: Vec<Vec<u16>> = Vec::new();
@@ -114,15 +119,18 @@ pub fn fit_int16_to_arena(
     }
     pb.finish_and_clear();
     let mut dropped: Vec<u16> = Vec::new();
+    let mut gone: Vec<usize> = Vec::new();
     let mut left: Vec<usize> = (0..units.len()).collect();
     let mut arena = arena_unbounded;
     while arena as usize > budget && !left.is_empty() {
-        // (frees arena bytes, cost per byte, index into `left`, arena after)
-        let mut best: Option<(bool, f64, usize, u32)> = None;
+        // The unit to drop, by (reaches the budget alone, frees arena bytes, its cost): among
+        // units that reach the budget the one costing the least error, else the least error
+        // per byte freed (per tensor byte when none frees any).
+        let mut best: Option<((bool, bool, f64), usize, u32)> = None;
         for (k, &u) in left.iter().enumerate() {
             let ids: Vec<u16> = dropped.iter().chain(&units[u]).copied().collect();
-            let after = arena_with_int8(&q, &ids)?;
-            let frees = after < arena;
+            let after = arena_with_int8(&q, &ids, over_inputs)?;
+            let (reaches, frees) = (after as usize <= budget, after < arena);
             let bytes = if frees {
                 (arena - after) as usize
             } else {
@@ -132,20 +140,43 @@ pub fn fit_int16_to_arena(
                     .sum::<usize>()
                     .max(1)
             };
-            let per_byte = cost[u] / bytes as f64;
+            let cost = if reaches {
+                cost[u]
+            } else {
+                cost[u] / bytes as f64
+            };
             let better = match best {
                 None => true,
-                Some((best_frees, best_cost, ..)) => {
-                    (frees && !best_frees) || (frees == best_frees && per_byte < best_cost)
+                Some(((best_reaches, best_frees, best_cost), ..)) => {
+                    (reaches, frees) > (best_reaches, best_frees)
+                        || ((reaches, frees) == (best_reaches, best_frees) && cost < best_cost)
                 }
             };
             if better {
-                best = Some((frees, per_byte, k, after));
+                best = Some(((reaches, frees, cost), k, after));
             }
         }
-        let Some((_, _, k, after)) = best else { break };
-        dropped.extend(&units[left.remove(k)]);
+        let Some((_, k, after)) = best else { break };
+        let u = left.remove(k);
+        dropped.extend(&units[u]);
+        gone.push(u);
         arena = after;
+    }
+    // The steps can overshoot: while the peak sits in several layers no single step frees
+    // anything, and a step may free more than was missing. Every dropped unit the budget still
+    // allows goes back to int16, the costliest first.
+    if arena as usize <= budget {
+        gone.sort_by(|a, b| cost[*b].total_cmp(&cost[*a]));
+        for u in gone {
+            let ids: Vec<u16> = dropped
+                .iter()
+                .copied()
+                .filter(|t| !units[u].contains(t))
+                .collect();
+            if arena_with_int8(&q, &ids, over_inputs)? as usize <= budget {
+                dropped = ids;
+            }
+        }
     }
     let kept: Vec<u16> = int16.into_iter().filter(|t| !dropped.contains(t)).collect();
     let chosen = quantize_with_int16(l, cal, writes, kept)?;

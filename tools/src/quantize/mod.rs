@@ -664,14 +664,16 @@ pub fn quantize_with_int16(
 }
 
 /// Arena bytes the quantized model `q` would need with every activation int8 (its int16 input
-/// and activations narrowed, the output head unchanged): what `--int16-activations 0` costs.
-pub fn int8_activation_arena(q: &Lowered) -> Result<u32> {
-    arena_with_int8(q, &budget::int16_tensors(q))
+/// and activations narrowed, the output head unchanged): what `--int16-activations 0` costs,
+/// planned as the conversion plans it (layers over their inputs if `over_inputs`).
+pub fn int8_activation_arena(q: &Lowered, over_inputs: bool) -> Result<u32> {
+    arena_with_int8(q, &budget::int16_tensors(q), over_inputs)
 }
 
 /// The arena `q` would need with the tensors `ids` int8 instead of int16 (re-planned; nothing
-/// else changes).
-pub(crate) fn arena_with_int8(q: &Lowered, ids: &[u16]) -> Result<u32> {
+/// else changes), as the device will have it: concatenation inputs and slices in shared
+/// storage, and layers written over their inputs if `over_inputs` (`--no-in-place` is false).
+pub(crate) fn arena_with_int8(q: &Lowered, ids: &[u16], over_inputs: bool) -> Result<u32> {
     let narrow = |d: &TensorDesc| TensorDesc {
         dtype: if ids.contains(&d.id) && d.dtype == DType::I16 {
             DType::I8
@@ -689,7 +691,14 @@ pub(crate) fn arena_with_int8(q: &Lowered, ids: &[u16]) -> Result<u32> {
         layer.output = narrow(&layer.output);
     }
     crate::lower::plan::replan(&mut info, &mut layers)?;
+    crate::lower::plan::share_concat_storage(&mut info, &mut layers, over_inputs)?;
     Ok(info.arena_bytes)
+}
+
+/// The arena the quantized model `q` needs once planned as the conversion plans it (see
+/// [`arena_with_int8`]): what an arena budget is held against.
+pub fn device_arena(q: &Lowered, over_inputs: bool) -> Result<u32> {
+    arena_with_int8(q, &[], over_inputs)
 }
 
 #[cfg(test)]
