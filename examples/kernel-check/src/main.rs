@@ -215,7 +215,7 @@ const QUAD_W: usize = MAX_W / 2;
 #[inline(never)]
 fn check_quads(
     ch: &ChannelQuant,
-    zp: i8,
+    q8: &OutputQuant,
     q16: &WideOutputQuant,
     (wt, x): (&[i8], &[i8]),
     (n_in, n_out): (usize, usize),
@@ -231,14 +231,10 @@ fn check_quads(
             quads[icefold::format::quad_index(n_out, n_in, o, i)] = wt[o * n_in + i].into();
         }
     }
-    let q8 = OutputQuant {
-        zero_point: zp,
-        clamp: Clamp::FULL,
-    };
     let (mut y8a, mut y8b) = ([0i8; MAX_C], [0i8; MAX_C]);
     let (mut y16a, mut y16b) = ([0i16; MAX_C], [0i16; MAX_C]);
-    fast::dense::dense_quads(ch, &q8, quads, x, &mut y8a[..n_out]);
-    dense::dense(ch, &q8, wt, x, &mut y8b[..n_out]);
+    fast::dense::dense_quads(ch, q8, quads, x, &mut y8a[..n_out]);
+    dense::dense(ch, q8, wt, x, &mut y8b[..n_out]);
     fast::dense::dense_wide_quads(ch, q16, quads, x, &mut y16a[..n_out]);
     dense::dense_wide(ch, q16, wt, x, &mut y16b[..n_out]);
     if y8a[..n_out] != y8b[..n_out] || y16a[..n_out] != y16b[..n_out] {
@@ -546,18 +542,42 @@ fn main() -> ! {
             .for_each(|v| *v = gen.i8());
         let ch = Channels::new(&mut gen, false);
         let zp = gen.i8();
-        let q = OutputQuant {
+        // The full range, a ReLU's (from the zero point up) and a narrower one: the rows'
+        // output stage takes the first two in its assembly, the third row by row.
+        let clamp = match case % 3 {
+            0 => Clamp::FULL,
+            1 => Clamp {
+                min: zp,
+                max: i8::MAX,
+            },
+            _ => Clamp {
+                min: zp.min(0),
+                max: 100,
+            },
+        };
+        let q8 = OutputQuant {
             zero_point: zp,
-            clamp: Clamp::FULL,
+            clamp,
         };
         let (x, wt) = (&x8[..n_in * positions], &w[offset..offset + n_in * n_out]);
-        fast::dense::dense(&ch.quant(n_out), &q, wt, x, &mut y8a[..n_out]);
-        dense::dense(&ch.quant(n_out), &q, wt, x, &mut y8b[..n_out]);
+        fast::dense::dense(&ch.quant(n_out), &q8, wt, x, &mut y8a[..n_out]);
+        dense::dense(&ch.quant(n_out), &q8, wt, x, &mut y8b[..n_out]);
+        let zp16 = gen.i16();
         let q = WideOutputQuant {
-            zero_point: gen.i16(),
-            clamp: ClampI16 {
-                min: i16::MIN,
-                max: i16::MAX,
+            zero_point: zp16,
+            clamp: match case % 3 {
+                0 => ClampI16 {
+                    min: i16::MIN,
+                    max: i16::MAX,
+                },
+                1 => ClampI16 {
+                    min: zp16,
+                    max: i16::MAX,
+                },
+                _ => ClampI16 {
+                    min: zp16.min(0),
+                    max: 20_000,
+                },
             },
         };
         fast::dense::dense_wide(&ch.quant(n_out), &q, wt, x, &mut y16a[..n_out]);
@@ -572,7 +592,7 @@ fn main() -> ! {
         // The same values stored by the host as int16 quads (`DenseLayout::QuadsI16`, `n_in` a
         // multiple of 4): the fast kernel on them against the reference on the int8 rows.
         if n_in % 4 == 0 && n_in * n_out <= QUAD_W {
-            check_quads(&ch.quant(n_out), zp, &q, (wt, x), (n_in, n_out), case);
+            check_quads(&ch.quant(n_out), &q8, &q, (wt, x), (n_in, n_out), case);
         }
         let n = 1 + gen.below(MAX_ACT as u32);
         x8[..n].iter_mut().for_each(|v| *v = gen.i8());

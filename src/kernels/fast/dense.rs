@@ -90,7 +90,7 @@ pub fn dense_wide_quads(
 /// (nothing written) for shapes it does not take (more than 1024 inputs or [`MAX_POOLED`]
 /// positions, weights not word-aligned), which the reference computes.
 #[inline(never)]
-fn quads<Y: FromWide>(
+fn quads<Y: Store>(
     channels: &ChannelQuant,
     bounds: &Bounds,
     weights: &[i16],
@@ -133,7 +133,7 @@ fn large_input_buffer(kernel: impl FnOnce(&mut [u32]) -> bool) -> bool {
 /// `false` (nothing written) unless `n_in` is a nonzero multiple of 4, the weights are
 /// word-aligned, at most [`MAX_POOLED`] positions and `buf` holds `n_in / 2` words.
 #[inline(never)]
-fn rows_quads<Y: FromWide>(
+fn rows_quads<Y: Store>(
     channels: &ChannelQuant,
     bounds: &Bounds,
     weights: &[i16],
@@ -171,6 +171,7 @@ fn rows_quads<Y: FromWide>(
     // The sums of up to `STAGE_ROWS` rows (whole blocks), then their output stage in one short
     // loop with few live values (the block loop's assembly takes eleven registers).
     let mut sums = [0i32; STAGE_ROWS];
+    let rows_stage = RowsStage::new(bounds);
     for (chunk, out) in output.chunks_mut(STAGE_ROWS).enumerate() {
         let first = chunk * STAGE_ROWS;
         let range = first..first + out.len();
@@ -202,15 +203,81 @@ fn rows_quads<Y: FromWide>(
                 }
             }
         }
-        for (((y, a), m), s) in out.iter_mut().zip(&*sums).zip(multiplier).zip(shift) {
-            let requant = Requant {
-                multiplier: *m,
-                shift: *s,
-            };
-            *y = Y::from_wide(bounds.apply(factor(requant, *a)) as i16);
-        }
+        rows_stage.store(sums, multiplier, shift, out);
     }
     true
+}
+
+/// The output stage of a dense layer's rows, each with its own factor: `Y::from_wide` of
+/// `bounds.apply(factor(requant, sum))`, with the per-layer part prepared once.
+///
+/// A row whose factor has a positive multiplier and a right shift `r` of 2 to 31 with
+/// `|zero_point| · 2^(r−1) <= 2^29`, in a layer whose upper clamp is the output type's maximum,
+/// takes [`simd::stage_rows_i8`] / [`simd::stage_rows_i16`]: [`RunScale`](simd::RunScale)'s
+/// arithmetic (the form [`Scale::run`] proves equal to the factor and the bounds), its
+/// constants built from the row's multiplier and shift in three instructions. Any other row
+/// takes [`factor`] and the bounds.
+#[derive(Clone, Copy)]
+struct RowsStage {
+    bounds: Bounds,
+    constants: simd::RowsConstants,
+}
+
+impl RowsStage {
+    fn new(bounds: &Bounds) -> RowsStage {
+        let zero = bounds.zero_point.unsigned_abs();
+        let max_shift = (1..=30u32)
+            .take_while(|&s| zero <= (1 << 29) >> s)
+            .last()
+            .unwrap_or(0);
+        RowsStage {
+            bounds: *bounds,
+            constants: simd::RowsConstants {
+                rounding: bounds.zero_point.wrapping_mul(2).wrapping_add(1),
+                max_shift,
+                min: bounds.min,
+            },
+        }
+    }
+
+    /// `out[o] = Y::from_wide(bounds.apply(factor(requant_o, sums[o])) as i16)` over the rows
+    /// all four slices have.
+    #[inline(always)]
+    fn store<Y: Store>(&self, sums: &[i32], multiplier: &[i32], shift: &[i32], out: &mut [Y]) {
+        let b = &self.bounds;
+        let n = sums
+            .len()
+            .min(multiplier.len())
+            .min(shift.len())
+            .min(out.len());
+        let mut done = 0;
+        while done < n {
+            let rows = (&sums[done..n], &multiplier[done..n], &shift[done..n]);
+            done += match Y::outs(&mut out[done..n]) {
+                Outs::I8(y) if b.min >= -128 && b.max == 127 => {
+                    simd::stage_rows_i8(rows.0, rows.1, rows.2, y, &self.constants)
+                }
+                Outs::I16(y) if b.min >= -32768 && b.max == 32767 => {
+                    simd::stage_rows_i16(rows.0, rows.1, rows.2, y, &self.constants)
+                }
+                _ => 0,
+            };
+            // A row of another form, or every row when the clamp is not the type's.
+            if let (Some(&x), Some(&m), Some(&s), Some(y)) = (
+                sums.get(done),
+                multiplier.get(done),
+                shift.get(done),
+                out.get_mut(done),
+            ) {
+                let requant = Requant {
+                    multiplier: m,
+                    shift: s,
+                };
+                *y = Y::from_wide(b.apply(factor(requant, x)) as i16);
+                done += 1;
+            }
+        }
+    }
 }
 
 /// Whether [`rows`] takes [`rows_widened`]: on DSP cores, where SXTB16 and SMLAD make the shared
@@ -271,7 +338,7 @@ fn x86<Y: FromWide>(
 
 /// [`rows_widened`] with a stack buffer sized for the input ([`with_input_buffer`]): `false`
 /// (nothing written) for shapes it does not take.
-fn widened<Y: FromWide>(
+fn widened<Y: Store>(
     channels: &ChannelQuant,
     bounds: &Bounds,
     weights: &[i8],
@@ -294,7 +361,7 @@ fn widened<Y: FromWide>(
 /// `false` (nothing written) unless `n_in` is a nonzero multiple of 4 and `buf` holds the
 /// widened input (two words per run of four values per position).
 #[inline(never)]
-fn rows_widened<Y: FromWide>(
+fn rows_widened<Y: Store>(
     channels: &ChannelQuant,
     bounds: &Bounds,
     weights: &[i8],
@@ -338,6 +405,7 @@ fn rows_widened<Y: FromWide>(
     // The sums of up to `STAGE_ROWS` rows, then their output stage as one pass over the
     // channels' slices (a short loop with few live values, apart from the sums' loop).
     let mut sums = [0i32; STAGE_ROWS];
+    let rows_stage = RowsStage::new(bounds);
     for (chunk, out) in output.chunks_mut(STAGE_ROWS).enumerate() {
         let first = chunk * STAGE_ROWS;
         let sums = &mut sums[..out.len()];
@@ -393,13 +461,7 @@ fn rows_widened<Y: FromWide>(
         ) else {
             return true;
         };
-        for (((y, a), m), s) in out.iter_mut().zip(&*sums).zip(multiplier).zip(shift) {
-            let requant = Requant {
-                multiplier: *m,
-                shift: *s,
-            };
-            *y = Y::from_wide(bounds.apply(factor(requant, *a)) as i16);
-        }
+        rows_stage.store(sums, multiplier, shift, out);
     }
     true
 }
@@ -707,6 +769,38 @@ mod tests {
         }
 
         /// [`factor`] is `Requant::apply` for every factor, extremes of `x` included.
+        /// The rows' output stage against the reference arithmetic (`Requant::apply`, the zero
+        /// point, the clamp, the output type) for every factor form, zero point and clamp: the
+        /// RunScale form where it applies, the fallback row by row elsewhere, both output types.
+        #[test]
+        fn rows_stage_equals_reference(
+            rows in proptest::collection::vec(
+                (prop_oneof![any::<i32>(), -70000i32..70000, Just(i32::MIN), Just(i32::MAX)],
+                 prop_oneof![(1i32 << 30)..=i32::MAX, any::<i32>(), Just(0)],
+                 prop_oneof![-32i32..=-1, -33i32..=32]),
+                0..40),
+            zero_point in prop_oneof![-128i32..=127, any::<i16>().prop_map(i32::from), Just(1 << 20)],
+            min in prop_oneof![Just(i32::from(i16::MIN)), Just(-128), -200i32..200],
+            max in prop_oneof![Just(127), Just(32767), -100i32..200],
+        ) {
+            let (sums, (multiplier, shift)): (Vec<i32>, (Vec<i32>, Vec<i32>)) =
+                rows.iter().map(|&(x, m, s)| (x, (m, s))).unzip();
+            let bounds = Bounds { zero_point, min, max };
+            let stage = RowsStage::new(&bounds);
+            let want = |o: usize| {
+                let r = Requant { multiplier: multiplier[o], shift: shift[o] };
+                bounds.apply(r.apply(sums[o])) as i16
+            };
+            let mut y8 = std::vec![0i8; rows.len()];
+            stage.store(&sums, &multiplier, &shift, &mut y8);
+            let mut y16 = std::vec![0i16; rows.len()];
+            stage.store(&sums, &multiplier, &shift, &mut y16);
+            for o in 0..rows.len() {
+                prop_assert_eq!(y8[o], i8::from_wide(want(o)), "int8 row {}", o);
+                prop_assert_eq!(y16[o], want(o), "int16 row {}", o);
+            }
+        }
+
         #[test]
         fn factor_equals_requant(x in prop_oneof![any::<i32>(), Just(i32::MIN), Just(i32::MAX), -4i32..4],
                                  multiplier in prop_oneof![(1i32 << 30)..=i32::MAX, any::<i32>(), Just(i32::MIN), Just(0)],
