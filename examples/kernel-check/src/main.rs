@@ -129,12 +129,21 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
         ),
         // Regular, channels a multiple of 4 (of 8 with four output channels or more: the
         // four-channel tile of int16 inputs on DSP cores, a tail of one to three included).
-        1 => (
+        1 if gen.next() % 2 == 0 => (
             [1 + gen.below(3), 1 + gen.below(3)],
             4 * (1 + gen.below(4)),
             1 + gen.below(8),
             1,
         ),
+        // Regular 3x3 windows of the four-channel tile (`regular_quads`: input channels in
+        // multiples of 16 for int8 inputs, 8 for int16), maps of 2 to 5 pixels a side (below),
+        // so that the rows inside, the border columns run down the rows and the corners all
+        // occur.
+        1 => {
+            let in_c = 8 * (1 + gen.below(2));
+            let out_c = if in_c == 16 { 4 } else { 4 + gen.below(5) };
+            ([3, 3], in_c, out_c, 1)
+        }
         // Depthwise.
         2 => {
             let c = 1 + gen.below(8);
@@ -185,6 +194,8 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
     } else if kind == 0 {
         // Rows wide enough for several windows inside the input, up to `MAX_ACT`.
         (1 + gen.below(12), 1 + gen.below(16))
+    } else if kind == 1 && kernel == [3, 3] {
+        (2 + gen.below(4), 2 + gen.below(4))
     } else {
         (1 + gen.below(7), 1 + gen.below(7))
     };
