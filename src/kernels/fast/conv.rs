@@ -997,17 +997,18 @@ fn quad_channels(o: usize, out_c: usize) -> ([usize; 4], usize) {
     )
 }
 
-/// [`regular`]'s int16-input layers four output channels at a time ([`quad_windows`], a tail
-/// of one to three channels as a group with the last channel repeated): per group its
-/// weights widened interleaved ([`simd::widen_interleaved`], `2 · kh · kw · in_c` words) and
-/// each output pixel's window, whole or clipped to the input, in one call of
-/// [`simd::smlad_4x1_run`] or [`simd::sxtb16_4x1_run`], and a row's interior pixels in
-/// one (the padded taps from per-tap sums of the pad values' products,
-/// as in `border_pixel`); a row's sums then go through each channel's output stage as one
-/// loop ([`simd::requant_run`]) and into the output. `false` if a shape check refuses
-/// (never for the layers `quad_windows` admits: the tests check it). Its own buffers (4.5 KiB
-/// of widened weights, 1 KiB of sums and pad sums), called as a tail call from `regular`,
-/// whose frame then is not live.
+/// [`regular`]'s layers four output channels at a time ([`quad_windows`], a tail of one to
+/// three channels as a group with the last channel repeated): per group its weights widened
+/// interleaved ([`simd::widen_interleaved`] or [`simd::widen_interleaved_quads`],
+/// `2 · kh · kw · in_c` words), then runs of output pixels whose windows are clipped alike in
+/// one call of [`simd::smlad_4x1_run`] or [`simd::sxtb16_4x1_run`] each: a row's interior
+/// pixels, a row clipped vertically (top, bottom), each border column down the rows inside
+/// vertically (kept in `columns` until each row's stage), the corners one by one; the padded
+/// taps from per-tap sums of the pad values' products in the run's bias. A row's sums then
+/// go through each channel's output stage and into the output. `false` if a shape check
+/// refuses (never for the layers `quad_windows` admits: the tests check it). Its own buffers
+/// (4.5 KiB of widened weights, 1 KiB of border columns' sums, 1 KiB of sums and pad sums),
+/// called as a tail call from `regular`, whose frame then is not live.
 #[inline(never)]
 fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>) -> bool {
     let g = c.geometry;
