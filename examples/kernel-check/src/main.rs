@@ -114,6 +114,36 @@ fn out_len(size: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize) -> O
         .map(|n| n / s + 1)
 }
 
+/// Cases of each element-type pair given by [`quad_geometry`] before the random ones.
+const QUAD_CASES: usize = 16;
+
+/// The four-channel tile's 3x3 windows (`regular_quads`), one of [`QUAD_CASES`] fixed
+/// geometries: int8-sized (16 input channels) and int16-sized (8) inputs, strides 1 and 2 along
+/// each axis, pads 1 on every side or only on two, maps with at least two rows inside at
+/// vertical stride 2, so that the rows inside, the border columns run down the rows (their
+/// step between rows), the clipped rows and the corners all occur.
+fn quad_geometry(i: usize) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
+    let (in_c, out_c, h, w) = if i % 2 == 0 {
+        (16, 4, 6, 4)
+    } else {
+        (8, 5, 7, 5)
+    };
+    let stride = [1 + (i / 2) % 2, 1 + (i / 4) % 2];
+    let pad = if i / 8 == 0 { [1; 4] } else { [0, 1, 1, 0] };
+    let g = ConvGeometry {
+        kernel: [3, 3],
+        stride,
+        dilation: [1, 1],
+        pad,
+        groups: 1,
+        out_pixel_stride: 0,
+        in_pixel_stride: 0,
+    };
+    let oh = out_len(h, 3, stride[0], 1, pad[0], pad[2])?;
+    let ow = out_len(w, 3, stride[1], 1, pad[1], pad[3])?;
+    Some((g, [h, w, in_c], [oh, ow, out_c]))
+}
+
 /// A random convolution geometry with its input and output dims, within the buffers.
 fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
     let kind = gen.below(5);
@@ -129,12 +159,21 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
         ),
         // Regular, channels a multiple of 4 (of 8 with four output channels or more: the
         // four-channel tile of int16 inputs on DSP cores, a tail of one to three included).
-        1 => (
+        1 if gen.next() % 2 == 0 => (
             [1 + gen.below(3), 1 + gen.below(3)],
             4 * (1 + gen.below(4)),
             1 + gen.below(8),
             1,
         ),
+        // Regular 3x3 windows of the four-channel tile (`regular_quads`: input channels in
+        // multiples of 16 for int8 inputs, 8 for int16), maps of 2 to 5 pixels a side (below),
+        // so that the rows inside, the border columns run down the rows and the corners all
+        // occur.
+        1 => {
+            let in_c = 8 * (1 + gen.below(2));
+            let out_c = if in_c == 16 { 4 } else { 4 + gen.below(5) };
+            ([3, 3], in_c, out_c, 1)
+        }
         // Depthwise.
         2 => {
             let c = 1 + gen.below(8);
@@ -164,6 +203,14 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
             [1, 1],
             [gen.below(3), gen.below(3), gen.below(3), gen.below(3)],
         )
+    } else if kind == 1 && kernel == [3, 3] && in_c % 8 == 0 && out_c >= 4 {
+        // The four-channel tile's windows: dilation 1 along rows, pads of 0 or 1 (border
+        // columns run down the rows), strides 1 and 2.
+        (
+            [1 + gen.below(2), 1 + gen.below(2)],
+            [1 + gen.below(2), 1],
+            [gen.below(2), gen.below(2), gen.below(2), gen.below(2)],
+        )
     } else if kind == 0 && gen.next() % 4 != 0 {
         // First layers mostly undilated: runs of windows inside the input (copied per output
         // row by `simd::copy_fields`) beside the padded ones.
@@ -185,6 +232,9 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
     } else if kind == 0 {
         // Rows wide enough for several windows inside the input, up to `MAX_ACT`.
         (1 + gen.below(12), 1 + gen.below(16))
+    } else if kind == 1 && kernel == [3, 3] {
+        // Up to 7 rows: two rows inside at vertical stride 2.
+        (2 + gen.below(6), 2 + gen.below(4))
     } else {
         (1 + gen.below(7), 1 + gen.below(7))
     };
@@ -268,7 +318,8 @@ fn main() -> ! {
     // Convolutions, every element-type pair.
     let mut case = 0;
     while case < 4 * CASES {
-        let Some((g, in_dims, out_dims)) = geometry(&mut gen) else {
+        let forced = (case < 4 * QUAD_CASES).then(|| quad_geometry(case / 4));
+        let Some((g, in_dims, out_dims)) = forced.unwrap_or_else(|| geometry(&mut gen)) else {
             continue;
         };
         let [h, wd, in_c] = in_dims;

@@ -982,6 +982,11 @@ fn quad_run<const I8: bool>(
 /// Most taps of a window [`regular_quads`] takes (its pad sums: four channels' on the stack).
 const QUAD_TAPS: usize = 16;
 
+/// Most border columns [`regular_quads`] runs as columns (their sums kept for the rows: 512
+/// bytes of stack each); a layer with more (pads of 2 or more) runs its border pixels one by
+/// one.
+const BORDER_COLUMNS: usize = 2;
+
 /// The four output channels of a group starting at `o`, the last channel repeated for a
 /// tail of one to three (computed again, not written), and how many are written.
 fn quad_channels(o: usize, out_c: usize) -> ([usize; 4], usize) {
@@ -992,17 +997,18 @@ fn quad_channels(o: usize, out_c: usize) -> ([usize; 4], usize) {
     )
 }
 
-/// [`regular`]'s int16-input layers four output channels at a time ([`quad_windows`], a tail
-/// of one to three channels as a group with the last channel repeated): per group its
-/// weights widened interleaved ([`simd::widen_interleaved`], `2 · kh · kw · in_c` words) and
-/// each output pixel's window, whole or clipped to the input, in one call of
-/// [`simd::smlad_4x1_run`] or [`simd::sxtb16_4x1_run`], and a row's interior pixels in
-/// one (the padded taps from per-tap sums of the pad values' products,
-/// as in `border_pixel`); a row's sums then go through each channel's output stage as one
-/// loop ([`simd::requant_run`]) and into the output. `false` if a shape check refuses
-/// (never for the layers `quad_windows` admits: the tests check it). Its own buffers (4.5 KiB
-/// of widened weights, 1 KiB of sums and pad sums), called as a tail call from `regular`,
-/// whose frame then is not live.
+/// [`regular`]'s layers four output channels at a time ([`quad_windows`], a tail of one to
+/// three channels as a group with the last channel repeated): per group its weights widened
+/// interleaved ([`simd::widen_interleaved`] or [`simd::widen_interleaved_quads`],
+/// `2 · kh · kw · in_c` words), then runs of output pixels whose windows are clipped alike in
+/// one call of [`simd::smlad_4x1_run`] or [`simd::sxtb16_4x1_run`] each: a row's interior
+/// pixels, a row clipped vertically (top, bottom), each border column down the rows inside
+/// vertically (kept in `columns` until each row's stage), the corners one by one; the padded
+/// taps from per-tap sums of the pad values' products in the run's bias. A row's sums then
+/// go through each channel's output stage and into the output. `false` if a shape check
+/// refuses (never for the layers `quad_windows` admits: the tests check it). Its own buffers
+/// (4.5 KiB of widened weights, 1 KiB of border columns' sums, 1 KiB of sums and pad sums),
+/// called as a tail call from `regular`, whose frame then is not live.
 #[inline(never)]
 fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>) -> bool {
     let g = c.geometry;
@@ -1030,6 +1036,7 @@ fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>
     let mut accs = [0i32; 2 * simd::QUAD_SPLIT];
     let mut narrow = [0i16; 2 * simd::QUAD_SPLIT];
     let mut pads = [[0i32; QUAD_TAPS]; 4];
+    let mut columns = [[0i32; 2 * simd::QUAD_SPLIT]; BORDER_COLUMNS];
     let mut o = 0;
     while o < out_c {
         let (chs, valid) = quad_channels(o, out_c);
@@ -1045,13 +1052,6 @@ fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>
         ) else {
             return false;
         };
-        if padded {
-            for (sums, w) in pads.iter_mut().zip([w0, w1, w2, w3]) {
-                for (sum, tap) in sums.iter_mut().zip(w.chunks_exact(in_c.max(1))) {
-                    *sum = c.padding.tap(tap, 0);
-                }
-            }
-        }
         let Some(w4) = wide.get_mut(..2 * per_out) else {
             return false;
         };
@@ -1061,6 +1061,34 @@ fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>
             simd::widen_interleaved([w0, w1, w2, w3], per_out / 2, w4);
         }
         let w4 = &*w4;
+        if padded && c.padding.values.is_empty() {
+            // Each tap's pad sums: the zero point times the tap's weights, from the widened
+            // words (two per value of the tap; channel `k`'s are the words `≡ k` mod 4), one
+            // SMLAD per two weights where the int8 weights' loop took 3.5 instructions each.
+            let zero = c.padding.zero.widen();
+            let both = simd::pair(zero, zero);
+            for (t, words) in w4.chunks_exact((2 * in_c).max(1)).enumerate() {
+                let mut acc = [0i32; 4];
+                for quad in words.chunks_exact(4) {
+                    if let Some(quad) = quad.first_chunk::<4>() {
+                        for (a, w) in acc.iter_mut().zip(quad) {
+                            *a = simd::smlad(*w, both, *a);
+                        }
+                    }
+                }
+                for (sums, a) in pads.iter_mut().zip(acc) {
+                    if let Some(sum) = sums.get_mut(t) {
+                        *sum = a;
+                    }
+                }
+            }
+        } else if padded {
+            for (sums, w) in pads.iter_mut().zip([w0, w1, w2, w3]) {
+                for (sum, tap) in sums.iter_mut().zip(w.chunks_exact(in_c.max(1))) {
+                    *sum = c.padding.tap(tap, 0);
+                }
+            }
+        }
         let stages = [s0, s1, s2, s3];
         let stored = output.stage_bounds(&c.bounds);
         let runs = stages
@@ -1076,11 +1104,86 @@ fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>
             }
             _ => None,
         };
+        // The kernel rows of output row `oy` whose taps lie inside the input: `ky0..ky1`.
+        let rows_inside = |oy: usize| {
+            let inside = |ky: usize| coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
+            let ky0 = (0..kh).find(|&ky| inside(ky).is_some()).unwrap_or(kh);
+            let ky1 = (ky0..kh).find(|&ky| inside(ky).is_none()).unwrap_or(kh);
+            (ky0, ky1)
+        };
+        // `pixels` output pixels from (`oy`, `ox`) on, `pixel_step` input words apart, whose
+        // windows are clipped alike: kernel rows `ky0..ky1` inside the input, and the columns
+        // that output column `ox` has inside; the other taps from the pad sums (one bias for
+        // the run). Their sums into `sums` as `simd::QUAD_SPLIT` describes.
+        let clipped = |(oy, ox): (usize, usize),
+                       (ky0, ky1): (usize, usize),
+                       (pixels, pixel_step): (usize, usize),
+                       sums: &mut [i32]| {
+            let ix0 = ox * g.stride[1];
+            let first = g.pad[1].saturating_sub(ix0).min(kw);
+            let end = (in_w + g.pad[1]).saturating_sub(ix0).max(first).min(kw);
+            let mut acc = bias;
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    if !((ky0..ky1).contains(&ky) && (first..end).contains(&kx)) {
+                        let t = ky * kw + kx;
+                        for (a, sums) in acc.iter_mut().zip(&pads) {
+                            *a = a.wrapping_add(sums.get(t).copied().unwrap_or(0));
+                        }
+                    }
+                }
+            }
+            if ky0 < ky1 && first < end {
+                let Some(iy0) = coord(oy, g.stride[0], ky0, g.dilation[0], g.pad[0], in_h) else {
+                    return false;
+                };
+                let x_at = (iy0 * in_w + ix0 + first - g.pad[1]) * half;
+                // Two weight words per product pair of the four channels.
+                let w_at = 2 * (ky0 * kw + first) * in_c;
+                let shape = simd::Rows {
+                    rows: ky1 - ky0,
+                    len: (end - first) * half,
+                    x_step,
+                    w_step: kw * half,
+                };
+                let (xs, ws) = (
+                    x.get(x_at..).unwrap_or_default(),
+                    w4.get(w_at..).unwrap_or_default(),
+                );
+                return quad_run::<I8>(ws, xs, (shape, pixel_step), acc, sums, pixels);
+            }
+            // No tap inside the input: the pad sums alone.
+            let [a0, a1, a2, a3] = acc;
+            for p in 0..pixels {
+                for (at, v) in [(2 * p, [a0, a1]), (simd::QUAD_SPLIT + 2 * p, [a2, a3])] {
+                    if let Some(dst) = sums.get_mut(at..).and_then(|s| s.first_chunk_mut::<2>()) {
+                        *dst = v;
+                    }
+                }
+            }
+            true
+        };
+        // The border columns (`ox < x_lo`, `ox >= x_hi`) of the rows inside vertically
+        // (`y_lo..y_hi`): one run down each column (their windows are clipped alike), kept in
+        // `columns` until each row's stage. One call per column where one per pixel cost about
+        // 350 instructions of set-up each (ResNet-8's 8x8 maps: 28 of 64 pixels on the border).
+        let border = (0..x_lo).chain(x_hi..out_w);
+        let by_column = y_lo < y_hi
+            && y_hi - y_lo <= simd::QUAD_SPLIT / 2
+            && x_lo + (out_w - x_hi) <= BORDER_COLUMNS;
+        if by_column {
+            for (sums, ox) in columns.iter_mut().zip(border.clone()) {
+                let down = (y_hi - y_lo, g.stride[0] * in_w * half);
+                if !clipped((y_lo, ox), (0, kh), down, sums) {
+                    return false;
+                }
+            }
+        }
         for oy in 0..out_h {
-            // The row's interior pixels (whole windows) in one call, their sums from
-            // `2 · x_lo` on; the border pixels one by one below.
-            let inside_y = (y_lo..y_hi).contains(&oy) && x_lo < x_hi;
-            if inside_y {
+            let (ky0, ky1) = rows_inside(oy);
+            if (y_lo..y_hi).contains(&oy) && x_lo < x_hi {
+                // The row's interior pixels (whole windows) in one call, their sums from
+                // `2 · x_lo` on.
                 let origin =
                     ((oy * g.stride[0] - g.pad[0]) * in_w + x_lo * g.stride[1] - g.pad[1]) * half;
                 let shape = simd::Rows {
@@ -1097,63 +1200,36 @@ fn regular_quads<X: Lanes, const I8: bool>(c: &Conv<'_, X>, mut output: Outs<'_>
                 if !quad_run::<I8>(w4, xs, run, bias, sums, x_hi - x_lo) {
                     return false;
                 }
+            } else if x_lo < x_hi {
+                // A row clipped vertically: its pixels clipped only there in one call.
+                let along = (x_hi - x_lo, g.stride[1] * half);
+                let sums = accs.get_mut(2 * x_lo..).unwrap_or_default();
+                if !clipped((oy, x_lo), (ky0, ky1), along, sums) {
+                    return false;
+                }
             }
-            for ox in 0..out_w {
-                if inside_y && (x_lo..x_hi).contains(&ox) {
-                    continue;
-                }
-                let ix0 = ox * g.stride[1];
-                let mut acc = bias;
-                // The window's taps inside the input: kernel rows `ky0..ky1` × columns
-                // `first..end`; the others read the pad sums.
-                let (ky0, ky1, first, end) = {
-                    let inside =
-                        |ky: usize| coord(oy, g.stride[0], ky, g.dilation[0], g.pad[0], in_h);
-                    let ky0 = (0..kh).find(|&ky| inside(ky).is_some()).unwrap_or(kh);
-                    let ky1 = (ky0..kh).find(|&ky| inside(ky).is_none()).unwrap_or(kh);
-                    let first = g.pad[1].saturating_sub(ix0).min(kw);
-                    let end = (in_w + g.pad[1]).saturating_sub(ix0).max(first).min(kw);
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            if !((ky0..ky1).contains(&ky) && (first..end).contains(&kx)) {
-                                let t = ky * kw + kx;
-                                for (a, sums) in acc.iter_mut().zip(&pads) {
-                                    *a = a.wrapping_add(sums.get(t).copied().unwrap_or(0));
-                                }
-                            }
-                        }
-                    }
-                    (ky0, ky1, first, end)
-                };
-                if ky0 < ky1 && first < end {
-                    let Some(iy0) = coord(oy, g.stride[0], ky0, g.dilation[0], g.pad[0], in_h)
-                    else {
+            let columns_hold = by_column && (y_lo..y_hi).contains(&oy);
+            for (slot, ox) in border.clone().enumerate() {
+                if columns_hold {
+                    // This row's sums of the column's run.
+                    let (Some(col), p) = (columns.get(slot), oy - y_lo) else {
                         return false;
                     };
-                    let x_at = (iy0 * in_w + ix0 + first - g.pad[1]) * half;
-                    // Two weight words per product pair of the four channels.
-                    let w_at = 2 * (ky0 * kw + first) * in_c;
-                    let shape = simd::Rows {
-                        rows: ky1 - ky0,
-                        len: (end - first) * half,
-                        x_step,
-                        w_step: kw * half,
-                    };
-                    let (xs, ws, sums) = (
-                        x.get(x_at..).unwrap_or_default(),
-                        w4.get(w_at..).unwrap_or_default(),
-                        accs.get_mut(2 * ox..).unwrap_or_default(),
-                    );
-                    if !quad_run::<I8>(ws, xs, (shape, 0), acc, sums, 1) {
-                        return false;
+                    for at in [0, simd::QUAD_SPLIT] {
+                        let (Some(src), Some(dst)) = (
+                            col.get(at + 2 * p..).and_then(|s| s.first_chunk::<2>()),
+                            accs.get_mut(at + 2 * ox..)
+                                .and_then(|s| s.first_chunk_mut::<2>()),
+                        ) else {
+                            return false;
+                        };
+                        *dst = *src;
                     }
                     continue;
                 }
-                let [a0, a1, a2, a3] = acc;
-                for (at, sums) in [(2 * ox, [a0, a1]), (simd::QUAD_SPLIT + 2 * ox, [a2, a3])] {
-                    if let Some(dst) = accs.get_mut(at..).and_then(|a| a.first_chunk_mut::<2>()) {
-                        *dst = sums;
-                    }
+                let sums = accs.get_mut(2 * ox..).unwrap_or_default();
+                if !clipped((oy, ox), (ky0, ky1), (1, 0), sums) {
+                    return false;
                 }
             }
             // Four whole channels whose stages clamp alike: straight into the output.
@@ -3178,10 +3254,13 @@ pub(crate) mod tests {
         /// Regular windows `regular_quads` takes: input channels in multiples of 8 (int16
         /// inputs) or 16 (int8: half of these), four output channels and a tail of none to three, pads, strides,
         /// row dilation, clipped windows (border pixels, maps smaller than the kernel), rows of
-        /// up to `POINTWISE_BLOCK` pixels and beyond.
+        /// up to `POINTWISE_BLOCK` pixels and beyond, border columns run down the rows
+        /// (`BORDER_COLUMNS`, pads of at most 1 a side) and one by one (pads of 2, more than
+        /// `POINTWISE_BLOCK` rows inside).
         fn quad_case()(eighths in 1usize..=8, out_c in 4usize..=11, kh in 1usize..=3,
                        kw in 1usize..=3, sh in 1usize..=2, sw in 1usize..=2, dh in 1usize..=2,
-                       pad in proptest::array::uniform4(0usize..=2), h in 1usize..=9,
+                       pad in proptest::array::uniform4(0usize..=2),
+                       h in prop_oneof![3 => 1usize..=9, 1 => 30usize..=36],
                        w in prop_oneof![1usize..=9, 30usize..=36], with_pad_values in any::<bool>(),
                        relu in any::<bool>(), seed in any::<u64>())
             -> Option<Case>

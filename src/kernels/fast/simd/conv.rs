@@ -178,9 +178,9 @@ pub fn smlad_4x1_pixels(
 /// `1 <= pixels`, `2 · pixels <= QUAD_SPLIT`, and the slices hold the pixels' rows and sums.
 ///
 /// With the DSP extension (`icefold_dsp`): the loop of [`smlad_4x1_pixels`] per row (6.5
-/// instructions per 8 products), about 10 more per row and 16 per pixel (the next row's and
-/// pixel's pointers from a parameter block whose address the loop keeps on the stack; a call
-/// per pixel cost about 100 with its checks).
+/// instructions per 8 products), 6 more per row and 11 per pixel: the passes and rows left
+/// in r6 and r7 (saved by the loop), the parameter block's address in lr ([`run_params`]).
+/// Before (round 7) the counts lived in memory: 14 per row, 16 per pixel.
 #[inline(always)]
 pub fn smlad_4x1_run(
     w: &[u32],
@@ -218,83 +218,62 @@ pub fn smlad_4x1_run(
     #[cfg(icefold_dsp)]
     {
         let start = sums.as_mut_ptr();
-        // The biases (LDM into the accumulators), the weights' start and the pixel's first
-        // activation (LDRD; the second advanced per pixel), the rows and the rows left, the
-        // passes per row, the bytes from a row's end to the next row's start (activations,
-        // weights), the bytes between two pixels' starts, the next pixel's sums and the end of
-        // the run's.
-        let mut params: [u32; 14] = [
-            bias[0] as u32,
-            bias[1] as u32,
-            bias[2] as u32,
-            bias[3] as u32,
-            w.as_ptr() as usize as u32,
-            x.as_ptr() as usize as u32,
-            shape.rows as u32,
-            0,
-            (len / 4) as u32,
-            (4 * (x_step - len)) as u32,
+        let mut params = run_params(
+            bias,
+            w,
+            shape,
             (16 * (w_step - len)) as u32,
-            (4 * pixel_step) as u32,
-            start as usize as u32,
-            start.wrapping_add(2 * pixels) as usize as u32,
-        ];
+            pixel_step,
+            (start, pixels),
+        );
         // SAFETY: the checks above (`extent`: `rows >= 1`, both steps at least `len`, and the
         // extents fit a usize). Pixel `p < pixels` starts at word `p · pixel_step` of `x`
-        // (params[5], advanced by `4 · pixel_step` bytes per pixel); its row `r` reads the
-        // words `p · pixel_step + r · x_step + (0..len)` through r12 (post-incremented, then
-        // moved on by `x_step − len` words), inside `x`, which holds `(pixels − 1) ·
-        // pixel_step + (rows − 1) · x_step + len`; the weights from `w`'s start each pixel
-        // (row `r`: words `4 · (r · w_step) .. 4 · (r · w_step + len)` through r5, LDM with
-        // writeback, then moved on by `4 · (w_step − len)`), inside `w`. Pointers moved past
-        // the last row are not read through. It writes pixel `p`'s sums
-        // at `start + 2p` and `start + QUAD_SPLIT + 2p` (STRD, the second at the immediate
-        // offset 256 bytes), stopping when the pointer reaches `start + 2 · pixels`: inside
-        // `sums`. It reads and writes the fourteen words of `params` (alive past the
-        // statement) and pushes one word it pops before the end. Word-aligned loads and
-        // stores (`u32`/`i32` slices). Only the named registers and the flags (with Q) change;
-        // r6 and r7 are not touched. LDM, LDRD, STRD, SMLAD, PUSH, POP exist on every
-        // icefold_dsp core.
+        // (r12: after its last row moved on by `rows · x_step` words, then by
+        // `pixel_step − rows · x_step`, modulo 2^32: the next pixel's start); its row `r`
+        // reads the words `p · pixel_step + r · x_step + (0..len)` through r12
+        // (post-incremented, then moved on by `x_step − len` words), inside `x`, which holds
+        // `(pixels − 1) · pixel_step + (rows − 1) · x_step + len`; the weights from `w`'s start
+        // each pixel (row `r`: words `4 · (r · w_step) .. 4 · (r · w_step + len)` through r5,
+        // LDM with writeback, then moved on by `4 · (w_step − len)`), inside `w`. Pointers
+        // moved past the last row are not read through. It writes pixel `p`'s sums at
+        // `start + 2p` and `start + QUAD_SPLIT + 2p` (STRD, the second at the immediate offset
+        // 256 bytes), stopping when the pointer reaches `start + 2 · pixels`: inside `sums`. It
+        // reads and writes the words of `params` (alive past the statement, its address in lr
+        // throughout). r6 and r7 (LLVM's base and frame pointers, not operands: the passes
+        // left in a row and the rows left in a pixel) are pushed first and popped last: 8
+        // bytes of stack below `sp`, nothing else. Word-aligned loads and stores (`u32`/`i32`
+        // slices). Only the named registers and the flags (with Q) change. LDM, LDRD, STRD,
+        // SMLAD, PUSH, POP exist on every icefold_dsp core.
         unsafe {
             core::arch::asm!(
-                "push {{r0}}",
+                "push {{r6, r7}}",
                 "1:",
-                "ldr lr, [sp]",
                 "ldm lr, {{r8-r11}}",
-                "ldrd r5, r12, [lr, #16]",
-                "ldr r0, [lr, #24]",
-                "str r0, [lr, #28]",
+                "ldrd r5, r7, [lr, #16]",
                 "2:",
-                "ldr lr, [sp]",
-                "ldr lr, [lr, #32]",
+                "ldr r6, [lr, #24]",
                 "3:",
                 smlad_4x1_passes!(),
-                "subs lr, lr, #1",
+                "subs r6, r6, #1",
                 "bne 3b",
-                "ldr lr, [sp]",
-                "ldrd r0, r1, [lr, #36]",
+                "ldrd r0, r1, [lr, #28]",
                 "add r12, r12, r0",
                 "add r5, r5, r1",
-                "ldr r0, [lr, #28]",
-                "subs r0, r0, #1",
-                "str r0, [lr, #28]",
+                "subs r7, r7, #1",
                 "bne 2b",
-                "ldr r0, [lr, #20]",
-                "ldr r1, [lr, #44]",
-                "add r0, r0, r1",
-                "str r0, [lr, #20]",
-                "ldrd r4, r5, [lr, #48]",
+                "ldr r0, [lr, #36]",
+                "add r12, r12, r0",
+                "ldrd r4, r5, [lr, #40]",
                 "strd r10, r11, [r4, #256]",
                 "strd r8, r9, [r4], #8",
-                "str r4, [lr, #48]",
+                "str r4, [lr, #40]",
                 "cmp r4, r5",
                 "bne 1b",
-                "pop {{r0}}",
-                inout("r0") params.as_mut_ptr() => _,
-                out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                "pop {{r6, r7}}",
+                inout("lr") params.as_mut_ptr() => _,
+                inout("r12") x.as_ptr() => _,
+                out("r0") _, out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
                 out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-                out("r12") _,
-                out("lr") _,
                 options(),
             );
         }
@@ -332,6 +311,46 @@ pub fn smlad_4x1_run(
         }
     }
     true
+}
+
+/// The parameter block of [`smlad_4x1_run`] and [`sxtb16_4x1_run`] (words): the biases (LDM
+/// into the accumulators), the weights' start and the rows per pixel (LDRD), the passes of
+/// four activation words per row, the bytes from a row's end to the next row's start
+/// (activations, then weights: `w_skip`), the bytes from the activation pointer after a
+/// pixel's last row to the next pixel's start (modulo 2^32), the next pixel's sums and the
+/// end of the run's (LDRD). `shape` has been checked (`len` a positive multiple of 4, both
+/// steps at least `len`).
+#[cfg(icefold_dsp)]
+#[inline(always)]
+fn run_params(
+    bias: [i32; 4],
+    w: &[u32],
+    shape: super::Rows,
+    w_skip: u32,
+    pixel_step: usize,
+    (start, pixels): (*mut i32, usize),
+) -> [u32; 12] {
+    let super::Rows {
+        rows, len, x_step, ..
+    } = shape;
+    // The activation pointer after the last row: `rows · x_step` words past the pixel's start.
+    let back = (pixel_step as u32)
+        .wrapping_mul(4)
+        .wrapping_sub((rows as u32).wrapping_mul(x_step as u32).wrapping_mul(4));
+    [
+        bias[0] as u32,
+        bias[1] as u32,
+        bias[2] as u32,
+        bias[3] as u32,
+        w.as_ptr() as usize as u32,
+        rows as u32,
+        (len / 4) as u32,
+        (4 * (x_step - len)) as u32,
+        w_skip,
+        back,
+        start as usize as u32,
+        start.wrapping_add(2 * pixels) as usize as u32,
+    ]
 }
 
 /// Widens the int8 weights of four output channels, `4 · runs` values per channel, for an
@@ -374,9 +393,9 @@ pub fn widen_interleaved_quads(w: [&[i8]; 4], runs: usize, out: &mut [u32]) {
 ///
 /// With the DSP extension (`icefold_dsp`): per activation word an LDR, SXTB16 and SXTB16 ROR
 /// 8, two LDMs of four weights and eight SMLADs (13 instructions per 16 products, as the
-/// int16 tile's), four words per pass and the pass count in the stack (4 instructions per
-/// pass: the thirteenth register the count would need does not exist), the rows' and pixels'
-/// loops as [`smlad_4x1_run`]'s.
+/// int16 tile's), four words per pass, the pass count in r6 and the row count in r7 (saved
+/// by the loop: 2 instructions per pass where the count in memory took 4), 7 more per row
+/// and 12 per pixel (the parameter block's address on the stack: lr holds activations).
 #[inline(always)]
 pub fn sxtb16_4x1_run(
     w: &[u32],
@@ -415,41 +434,33 @@ pub fn sxtb16_4x1_run(
     {
         let start = sums.as_mut_ptr();
         // As `smlad_4x1_run`'s, the weights' row skip for eight words per activation word.
-        let mut params: [u32; 14] = [
-            bias[0] as u32,
-            bias[1] as u32,
-            bias[2] as u32,
-            bias[3] as u32,
-            w.as_ptr() as usize as u32,
-            x.as_ptr() as usize as u32,
-            shape.rows as u32,
-            0,
-            (len / 4) as u32,
-            (4 * (x_step - len)) as u32,
+        let mut params = run_params(
+            bias,
+            w,
+            shape,
             (32 * (w_step - len)) as u32,
-            (4 * pixel_step) as u32,
-            start as usize as u32,
-            start.wrapping_add(2 * pixels) as usize as u32,
-        ];
+            pixel_step,
+            (start, pixels),
+        );
         // SAFETY: as `smlad_4x1_run`'s, with eight weight words per activation word: row `r`
         // of every pixel reads the words `8 · (r · w_step) .. 8 · (r · w_step + len)` of `w`
         // (two LDMs of four with writeback per activation word, then moved on by
         // `8 · (w_step − len)` words), inside `w`, which holds `8 · ((rows − 1) · w_step +
-        // len)`. The loop pushes two words (the parameter block's address and the passes left
-        // in the row) and pops them before the end. SXTB16 exists on every icefold_dsp core.
+        // len)`. lr holds the even lanes of the activation word in the passes, so the
+        // parameter block's address lives on the stack: the loop pushes it with the passes
+        // per row and r6, r7 (LLVM's base and frame pointers, not operands: the passes left
+        // and the rows left), 16 bytes below `sp`, and pops them before the end. SXTB16
+        // exists on every icefold_dsp core.
         unsafe {
             core::arch::asm!(
-                "push {{r0, r1}}",
+                "ldr r1, [r0, #24]",
+                "push {{r0, r1, r6, r7}}",
                 "1:",
                 "ldr lr, [sp]",
                 "ldm lr, {{r8-r11}}",
-                "ldrd r5, r12, [lr, #16]",
-                "ldr r0, [lr, #24]",
-                "str r0, [lr, #28]",
+                "ldrd r5, r7, [lr, #16]",
                 "2:",
-                "ldr lr, [sp]",
-                "ldr r0, [lr, #32]",
-                "str r0, [sp, #4]",
+                "ldr r6, [sp, #4]",
                 "3:",
                 "ldr r4, [r12], #4",
                 "sxtb16 lr, r4",
@@ -503,33 +514,27 @@ pub fn sxtb16_4x1_run(
                 "smlad r9, r1, r4, r9",
                 "smlad r10, r2, r4, r10",
                 "smlad r11, r3, r4, r11",
-                "ldr r0, [sp, #4]",
-                "subs r0, r0, #1",
-                "str r0, [sp, #4]",
+                "subs r6, r6, #1",
                 "bne 3b",
                 "ldr lr, [sp]",
-                "ldrd r0, r1, [lr, #36]",
+                "ldrd r0, r1, [lr, #28]",
                 "add r12, r12, r0",
                 "add r5, r5, r1",
-                "ldr r0, [lr, #28]",
-                "subs r0, r0, #1",
-                "str r0, [lr, #28]",
+                "subs r7, r7, #1",
                 "bne 2b",
-                "ldr r0, [lr, #20]",
-                "ldr r1, [lr, #44]",
-                "add r0, r0, r1",
-                "str r0, [lr, #20]",
-                "ldrd r4, r5, [lr, #48]",
+                "ldr r0, [lr, #36]",
+                "add r12, r12, r0",
+                "ldrd r4, r5, [lr, #40]",
                 "strd r10, r11, [r4, #256]",
                 "strd r8, r9, [r4], #8",
-                "str r4, [lr, #48]",
+                "str r4, [lr, #40]",
                 "cmp r4, r5",
                 "bne 1b",
-                "pop {{r0, r1}}",
+                "pop {{r0, r1, r6, r7}}",
                 inout("r0") params.as_mut_ptr() => _,
+                inout("r12") x.as_ptr() => _,
                 out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
                 out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-                out("r12") _,
                 out("lr") _,
                 options(),
             );
