@@ -184,10 +184,18 @@ fn rows_quads<Y: Store>(
             return true;
         };
         let sums = &mut sums[..out.len()];
-        for ((sums, bias), w) in sums
+        // Whole blocks in one call where the input's words come in fours, then any block
+        // left (a last one of fewer rows, or every block otherwise) one at a time.
+        let done = simd::smlad_4x1_quad_blocks(w, x, bias, sums);
+        let (left, bias_left, w_left) = (
+            sums.get_mut(done..).unwrap_or_default(),
+            bias.get(done..).unwrap_or_default(),
+            w.get(done * x_len..).unwrap_or_default(),
+        );
+        for ((sums, bias), w) in left
             .chunks_mut(rows)
-            .zip(bias.chunks(rows))
-            .zip(w.chunks((rows * x_len).max(1)))
+            .zip(bias_left.chunks(rows))
+            .zip(w_left.chunks((rows * x_len).max(1)))
         {
             if let (Some(s4), Some(&[b0, b1, b2, b3])) =
                 (sums.first_chunk_mut::<4>(), bias.first_chunk::<4>())
@@ -287,7 +295,7 @@ const WIDEN: bool = cfg!(icefold_dsp);
 /// Stack words for the widened input of a layer call with at most 256 input values (512 bytes).
 const SMALL_WORDS: usize = 128;
 /// Rows whose sums [`rows_widened`] keeps before their output stage (a multiple of 3).
-const STAGE_ROWS: usize = 24;
+const STAGE_ROWS: usize = 48;
 
 /// Most positions [`rows_widened`] sums before the products (the sums stay in int16).
 const MAX_POOLED: usize = 256;

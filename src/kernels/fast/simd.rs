@@ -2387,7 +2387,9 @@ pub use quad_store::{
     smlad_4x1_groups, smlad_4x1_staged, smlad_4x1_store, stage_quads, QuadClamp, QuadStage,
 };
 mod dense;
-pub use dense::{smlad_4x1_quads, stage_rows_i16, stage_rows_i8, RowsConstants};
+pub use dense::{
+    smlad_4x1_quad_blocks, smlad_4x1_quads, stage_rows_i16, stage_rows_i8, RowsConstants,
+};
 
 #[cfg(test)]
 mod tests {
