@@ -88,6 +88,19 @@ fn fill_row<X: Lanes>(
     again: Option<&mut [u32]>,
 ) {
     let ([_, in_w, channels], _) = c.dims;
+    // int16 channel pairs are aligned words: one load per pixel, by index (`step_by` and an
+    // optional second destination per word cost 17 instructions a word on the M4F).
+    if let Some(x) = words {
+        let half = channels / 2;
+        let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
+        match again {
+            Some(again) => copy_strided2(src, half, dst, again),
+            None => copy_strided(src, half, dst),
+        }
+        return;
+    }
+    // Value by value, input pixels `in_stride` apart (a channel slice read in place is wider
+    // than `channels`).
     let put = |d: &mut u32, e: Option<&mut u32>, v: u32| {
         *d = v;
         if let Some(e) = e {
@@ -95,33 +108,47 @@ fn fill_row<X: Lanes>(
         }
     };
     let mut again = again.map(|a| a.iter_mut());
-    match words {
-        // int16 channel pairs are aligned words: one load per pixel.
-        Some(x) => {
-            let half = channels / 2;
-            let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
-            for (d, s) in dst.iter_mut().zip(src.iter().step_by(half.max(1))) {
-                put(d, again.as_mut().and_then(|a| a.next()), *s);
-            }
+    let in_stride = c.geometry.in_stride(channels);
+    let src = c
+        .input
+        .get(iy * in_w * in_stride + 2 * cp..)
+        .unwrap_or_default();
+    for (d, s) in dst.iter_mut().zip(src.chunks(in_stride.max(1))) {
+        if let Some([a, b]) = s.first_chunk::<2>() {
+            put(
+                d,
+                again.as_mut().and_then(|a| a.next()),
+                simd::pair(a.widen(), b.widen()),
+            );
         }
-        // Value by value, input pixels `in_stride` apart (a channel slice read in place is
-        // wider than `channels`).
-        None => {
-            let in_stride = c.geometry.in_stride(channels);
-            let src = c
-                .input
-                .get(iy * in_w * in_stride + 2 * cp..)
-                .unwrap_or_default();
-            for (d, s) in dst.iter_mut().zip(src.chunks(in_stride.max(1))) {
-                if let Some([a, b]) = s.first_chunk::<2>() {
-                    put(
-                        d,
-                        again.as_mut().and_then(|a| a.next()),
-                        simd::pair(a.widen(), b.widen()),
-                    );
-                }
-            }
-        }
+    }
+}
+
+/// `dst[i] = src[i · step]` for every `i` while `src` holds it (out of line: inlined into the
+/// row kernel, short of registers, it spilled its pointers, 15 instructions a word).
+#[inline(never)]
+fn copy_strided(src: &[u32], step: usize, dst: &mut [u32]) {
+    let mut at = 0;
+    for d in dst {
+        let Some(s) = src.get(at) else {
+            return;
+        };
+        *d = *s;
+        at += step;
+    }
+}
+
+/// [`copy_strided`] into `dst` and `again` alike (a ring row and its repeated slot).
+#[inline(never)]
+fn copy_strided2(src: &[u32], step: usize, dst: &mut [u32], again: &mut [u32]) {
+    let mut at = 0;
+    for (d, e) in dst.iter_mut().zip(again) {
+        let Some(s) = src.get(at) else {
+            return;
+        };
+        *d = *s;
+        *e = *s;
+        at += step;
     }
 }
 

@@ -4,6 +4,8 @@
 //! the same for two adjacent output pixels per pass ([`dw3x3_pixel2_relu16`]).
 
 use super::DwPixelParams;
+#[cfg(not(icefold_dsp))]
+use super::RunScale;
 
 /// [`super::dw3x3_pixel`] for parameters whose clamp is `[0, 32767]` (the caller checks; the
 /// clamp words of `k` are not read): the same results. With the DSP extension 57 instructions
@@ -326,5 +328,97 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
         super::dw3x3_pixel(rows, COL, k, a);
         let shifted = rows.map(|r| r.get(S * COL..).unwrap_or_default());
         super::dw3x3_pixel(shifted, COL, k, b);
+    }
+}
+
+/// The output stage of `n` pixels of one channel pair, both lanes fused, with the clamp `[0,
+/// 32767]` (`runs`' clamps are not read: the caller checks): pixel `i`'s sums are `accs[2i]`
+/// (even channel) and `accs[2i + 1]`, each goes through its lane's [`RunScale`] (the arithmetic
+/// of [`super::requant_run`]) and the two int16 results are stored as one lane-pair word,
+/// `out[i · step]`. Nothing is done unless `n >= 1`, `step >= 1`, `accs` holds `2n` values and
+/// `out` holds word `(n − 1) · step`.
+///
+/// With the DSP extension 17 instructions per pixel, where two [`super::requant_run`] passes
+/// and a store loop over the pixels took about 23 (the row kernel of
+/// [`crate::kernels::fast::depthwise`]).
+#[inline(always)]
+pub fn requant_pairs_relu16(
+    accs: &[i32],
+    out: &mut [u32],
+    n: usize,
+    step: usize,
+    runs: &[super::RunScale; 2],
+) {
+    let last = n.wrapping_sub(1).wrapping_mul(step);
+    if n == 0
+        || step == 0
+        || step > 1 << 20
+        || n > 1 << 20
+        || accs.len() < 2 * n
+        || last >= out.len()
+        || last / step != n - 1
+    {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [k0, k1] = runs;
+        let consts = [
+            k0.high as u32,
+            k0.multiplier as u32,
+            k0.shift,
+            k1.high as u32,
+            k1.multiplier as u32,
+            k1.shift,
+        ];
+        // SAFETY: the check above: the loop runs `n >= 1` times (SUBS/BNE on r3), reading
+        // `accs[2i]` and `accs[2i + 1]` (r0, 8 bytes per step; `2n <= accs.len()`) and writing
+        // word `i · step` of `out` (r1, `4 · step` bytes per step; word `(n − 1) · step` is in
+        // `out`) for `i < n`. The six constants are read from `consts` (r12) before the loop.
+        // r6 and r7 (LLVM's base and frame pointers, not operands) are pushed first and popped
+        // last: 8 bytes of stack below `sp`, nothing else. Only the named registers and the
+        // flags (with Q) change. LDRD, LDM, SMLAL, USAT, PKHBT exist on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+            "push {{r6, r7}}",
+            "ldm r12, {{r4, r5, r8, r9, r10, r11}}",
+            "1:",
+            "ldrd r6, r7, [r0], #8",
+            // lane 0 (see `requant_run`)
+            "and r12, r6, #0x80000000",
+            "orr r12, r12, #0x40000000",
+            "add lr, r4, r6, asr #31",
+            "smlal r12, lr, r6, r5",
+            "asr r6, lr, r8",
+            // lane 1
+            "and r12, r7, #0x80000000",
+            "orr r12, r12, #0x40000000",
+            "add lr, r9, r7, asr #31",
+            "smlal r12, lr, r7, r10",
+            "asr r7, lr, r11",
+            "usat r6, #15, r6",
+            "usat r7, #15, r7",
+            "pkhbt r6, r6, r7, lsl #16",
+            "str r6, [r1], r2",
+            "subs r3, r3, #1",
+            "bne 1b",
+            "pop {{r6, r7}}",
+            inout("r0") accs.as_ptr() => _, inout("r1") out.as_mut_ptr() => _,
+            in("r2") (4 * step) as u32, inout("r3") n => _,
+            inout("r12") consts.as_ptr() => _,
+            out("r4") _, out("r5") _, out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    for (i, s) in accs.chunks_exact(2).take(n).enumerate() {
+        if let (Some(y), [a, b]) = (out.get_mut(i * step), s) {
+            let [a, b] = [(a, &runs[0]), (b, &runs[1])].map(|(x, k)| {
+                let v = RunScale { min: 0, max: 32767, ..*k }.apply(*x);
+                v as u32 & 0xffff
+            });
+            *y = a | b << 16;
+        }
     }
 }
