@@ -218,7 +218,7 @@ fn row_pass<const S: usize, Y: Store>(
 /// sums first ([`simd::dw3x3_row`]), then its output stage ([`simd::requant_run`]); without,
 /// [`row_pass`].
 #[inline(never)]
-pub(super) fn depthwise3x3<X: Lanes, Y: Store>(
+pub(super) fn depthwise3x3<X: Lanes, Y: Store + 'static>(
     c: &Conv<'_, X>,
     words: Option<&[u32]>,
     output: &mut [Y],
@@ -233,7 +233,7 @@ pub(super) fn depthwise3x3<X: Lanes, Y: Store>(
 /// [`depthwise3x3`] with the DSP extension: per output row the sums of every pixel pair, then
 /// each channel's output stage (on the host, the assembly's portable twins: tested here).
 #[inline(always)]
-fn sums_first<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
+fn sums_first<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let width = (out_w - 1) * g.stride[1] + 4;
@@ -252,6 +252,9 @@ fn sums_first<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output
     let mut narrow = [0i16; 2 * 2 * MAX_PAIRS];
     let pairs = out_w.div_ceil(2);
     let row_len = out_w * channels;
+    // ReLU on an int16 output with a zero point of 0 (every DS-CNN and MobileNet depthwise
+    // layer): the clamp of [`simd::requant_pairs_relu16`].
+    let relu16 = c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX);
     for cp in 0..channels / 2 {
         let ch = 2 * cp;
         let Some((taps, bias, stages)) = channel_pair(c, ch) else {
@@ -317,6 +320,14 @@ fn sums_first<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output
                 simd::dw3x3_row::<1>(rows, &mut k, &mut accs, pairs);
             } else {
                 simd::dw3x3_row::<2>(rows, &mut k, &mut accs, pairs);
+            }
+            // ReLU on an int16 output: both lanes' output stages and the store in one pass.
+            if let (true, [Some(r0), Some(r1)]) = (relu16, &runs) {
+                if let Some(words) = simd::i16_words(out_row) {
+                    let words = words.get_mut(cp..).unwrap_or_default();
+                    simd::requant_pairs_relu16(&accs, words, out_w, channels / 2, &[*r0, *r1]);
+                    continue;
+                }
             }
             // Each channel's output stage into `narrow` (`[pixel][2]`), then both channels
             // into the output row.
