@@ -233,7 +233,11 @@ pub(super) fn depthwise3x3<X: Lanes, Y: Store + 'static>(
 /// [`depthwise3x3`] with the DSP extension: per output row the sums of every pixel pair, then
 /// each channel's output stage (on the host, the assembly's portable twins: tested here).
 #[inline(always)]
-fn sums_first<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
+fn sums_first<X: Lanes, Y: Store + 'static>(
+    c: &Conv<'_, X>,
+    words: Option<&[u32]>,
+    output: &mut [Y],
+) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let width = (out_w - 1) * g.stride[1] + 4;
@@ -534,9 +538,6 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         }
     };
     let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
-    let pixel2 = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32], b_at| {
-        pixel_pair(g.stride[1], col, rows, k, out, b_at)
-    };
     let key = LayerKey::of(c);
     let PixelSetUp {
         params,
@@ -646,21 +647,23 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
             }
             let slots = [top, top + 1, top + 2].map(|py| origin.wrapping_add(py) % 3 * slot_len);
             let mut ox = 0;
+            // Every pixel pair of the row in one call (the clamp [0, 32767] is an int16
+            // output's): a call per pair cost about 140 instructions of set-up. An output not
+            // on a word boundary (never from the engine's arena) takes the one-pixel pass.
+            let pairs = out_w / 2;
+            if two && pairs > 0 {
+                let at = oy * out_w * channels + 2 * first;
+                let y = output.get_mut(at..at + (2 * pairs - 1) * channels + 2 * n);
+                if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
+                    let rows = slots.map(|s| ring.get(s..s + slot_len).unwrap_or_default());
+                    pixel_pairs(g.stride[1], col, rows, k, words, half, pairs);
+                    ox = 2 * pairs;
+                }
+            }
             while ox < out_w {
                 let at = (oy * out_w + ox) * channels + 2 * first;
                 let left = ox * g.stride[1] * col;
                 let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
-                if two && ox + 1 < out_w {
-                    // Pixels `ox` and `ox + 1` (the clamp [0, 32767] is an int16 output's):
-                    // the second's results `channels` values on. An output not on a word
-                    // boundary (never from the engine's arena) takes the one-pixel pass.
-                    let y = output.get_mut(at..at + channels + 2 * n);
-                    if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
-                        pixel2(slots.map(row), col, k, words, half);
-                        ox += 2;
-                        continue;
-                    }
-                }
                 let Some(y) = output.get_mut(at..at + 2 * n) else {
                     return true;
                 };
@@ -684,25 +687,45 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     true
 }
 
-/// [`simd::dw3x3_pixel2_relu16`] for horizontal stride `stride` (1, else 2) and ring column
-/// `col` (8, 16, else 32 words): one copy of the six passes for every element type and ring
-/// (the firmware links each pass once).
+/// [`simd::dw3x3_pixel2_relu16`] for `pairs` pixel pairs along a row, horizontal stride `stride`
+/// (1, else 2) and ring column `col` (8, 16, else 32 words): pair `p`'s windows start `2p · stride`
+/// columns into `rows`, its results at word `2p · half` of `out` (pixel A) and `half` words
+/// later (B). One call per output row and chunk, the six passes each in its own loop (one copy
+/// for every element type and ring: the firmware links each pass once).
 #[inline(never)]
-fn pixel_pair(
+fn pixel_pairs(
     stride: usize,
     col: usize,
     rows: [&[u32]; 3],
     k: &simd::DwPixelParams,
     out: &mut [u32],
-    b_at: usize,
+    half: usize,
+    pairs: usize,
 ) {
+    #[inline(always)]
+    fn each<const S: usize, const COL: usize>(
+        rows: [&[u32]; 3],
+        k: &simd::DwPixelParams,
+        out: &mut [u32],
+        half: usize,
+        pairs: usize,
+    ) {
+        for p in 0..pairs {
+            let left = 2 * p * S * COL;
+            let rows = rows.map(|r| r.get(left..).unwrap_or_default());
+            let Some(out) = out.get_mut(2 * p * half..) else {
+                return;
+            };
+            simd::dw3x3_pixel2_relu16::<S, COL>(rows, k, out, half);
+        }
+    }
     match (stride, col) {
-        (1, 8) => simd::dw3x3_pixel2_relu16::<1, 8>(rows, k, out, b_at),
-        (1, 16) => simd::dw3x3_pixel2_relu16::<1, 16>(rows, k, out, b_at),
-        (1, _) => simd::dw3x3_pixel2_relu16::<1, 32>(rows, k, out, b_at),
-        (_, 8) => simd::dw3x3_pixel2_relu16::<2, 8>(rows, k, out, b_at),
-        (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>(rows, k, out, b_at),
-        _ => simd::dw3x3_pixel2_relu16::<2, 32>(rows, k, out, b_at),
+        (1, 8) => each::<1, 8>(rows, k, out, half, pairs),
+        (1, 16) => each::<1, 16>(rows, k, out, half, pairs),
+        (1, _) => each::<1, 32>(rows, k, out, half, pairs),
+        (_, 8) => each::<2, 8>(rows, k, out, half, pairs),
+        (_, 16) => each::<2, 16>(rows, k, out, half, pairs),
+        _ => each::<2, 32>(rows, k, out, half, pairs),
     }
 }
 

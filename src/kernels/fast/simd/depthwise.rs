@@ -417,7 +417,12 @@ pub fn requant_pairs_relu16(
     for (i, s) in accs.chunks_exact(2).take(n).enumerate() {
         if let (Some(y), [a, b]) = (out.get_mut(i * step), s) {
             let [a, b] = [(a, &runs[0]), (b, &runs[1])].map(|(x, k)| {
-                let v = RunScale { min: 0, max: 32767, ..*k }.apply(*x);
+                let v = RunScale {
+                    min: 0,
+                    max: 32767,
+                    ..*k
+                }
+                .apply(*x);
                 v as u32 & 0xffff
             });
             *y = a | b << 16;
