@@ -690,8 +690,8 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
 /// [`simd::dw3x3_pixel2_relu16`] for `pairs` pixel pairs along a row, horizontal stride `stride`
 /// (1, else 2) and ring column `col` (8, 16, else 32 words): pair `p`'s windows start `2p · stride`
 /// columns into `rows`, its results at word `2p · half` of `out` (pixel A) and `half` words
-/// later (B). One call per output row and chunk, the six passes each in its own loop (one copy
-/// for every element type and ring: the firmware links each pass once).
+/// later (B). One call per output row and chunk (the pass loops over the pairs), one copy of
+/// the six passes for every element type and ring.
 #[inline(never)]
 fn pixel_pairs(
     stride: usize,
@@ -702,31 +702,16 @@ fn pixel_pairs(
     half: usize,
     pairs: usize,
 ) {
-    #[inline(always)]
-    fn each<const S: usize, const COL: usize>(
-        rows: [&[u32]; 3],
-        k: &simd::DwPixelParams,
-        out: &mut [u32],
-        half: usize,
-        pairs: usize,
-    ) {
-        for p in 0..pairs {
-            let left = 2 * p * S * COL;
-            let rows = rows.map(|r| r.get(left..).unwrap_or_default());
-            let Some(out) = out.get_mut(2 * p * half..) else {
-                return;
-            };
-            simd::dw3x3_pixel2_relu16::<S, COL>(rows, k, out, half);
-        }
-    }
-    match (stride, col) {
-        (1, 8) => each::<1, 8>(rows, k, out, half, pairs),
-        (1, 16) => each::<1, 16>(rows, k, out, half, pairs),
-        (1, _) => each::<1, 32>(rows, k, out, half, pairs),
-        (_, 8) => each::<2, 8>(rows, k, out, half, pairs),
-        (_, 16) => each::<2, 16>(rows, k, out, half, pairs),
-        _ => each::<2, 32>(rows, k, out, half, pairs),
-    }
+    type Pass = fn([&[u32]; 3], &simd::DwPixelParams, &mut [u32], usize, usize);
+    let pass: Pass = match (stride, col) {
+        (1, 8) => simd::dw3x3_pixel2_relu16::<1, 8>,
+        (1, 16) => simd::dw3x3_pixel2_relu16::<1, 16>,
+        (1, _) => simd::dw3x3_pixel2_relu16::<1, 32>,
+        (_, 8) => simd::dw3x3_pixel2_relu16::<2, 8>,
+        (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>,
+        _ => simd::dw3x3_pixel2_relu16::<2, 32>,
+    };
+    pass(rows, k, out, half, pairs);
 }
 
 /// A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).

@@ -111,34 +111,44 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
     super::dw3x3_pixel(rows, step, k, out);
 }
 
-/// Two horizontally adjacent output pixels of a depthwise 3x3 convolution with the clamp `[0,
-/// 32767]` ([`dw3x3_pixel_relu16`]'s results for both): pixel A's window starts at column 0 of
-/// `rows`, pixel B's `S` columns later (`S`, the horizontal stride, 1 or 2); a column is `COL`
-/// words (at least `k.pairs()`: channel pair `j` of column `c` is word `c · COL + j`). Pair
-/// `j`'s results go to `out[j]` (A) and `out[b_at + j]` (B). Nothing is done unless every row
-/// holds `(S + 2) · COL + pairs` words, `b_at >= pairs` and `out` holds `b_at + pairs`.
+/// `pairs` pairs of horizontally adjacent output pixels along a row of a depthwise 3x3
+/// convolution with the clamp `[0, 32767]` ([`dw3x3_pixel_relu16`]'s results for each): in
+/// pair `p`, pixel A's window starts at column `2p · S` of `rows`, pixel B's `S` columns later
+/// (`S`, the horizontal stride, 1 or 2); a column is `COL` words (at least `k.pairs()`:
+/// channel pair `j` of column `c` is word `c · COL + j`). Pair `j`'s results go to `out[2p ·
+/// b_at + j]` (A) and `out[(2p + 1) · b_at + j]` (B). Nothing is done unless `pairs >= 1`,
+/// every row holds `2 (pairs − 1) · S · COL + (S + 2) · COL + k.pairs()` words, `b_at >=
+/// k.pairs()` and `out` holds `(2 pairs − 1) · b_at + k.pairs()`.
 ///
 /// With the DSP extension the two windows share every weight load (one LDM per kernel row),
 /// the column both windows read (stride 1: two of four per row, stride 2: one of five), the
 /// biases and the output stages' constants: 92 instructions for four outputs (stride 2: 95)
 /// where two passes of [`dw3x3_pixel_relu16`] take 114. The column offsets are immediates
-/// (`COL` is a constant), which frees the registers the two extra accumulators need.
+/// (`COL` is a constant), which frees the registers the two extra accumulators need. The
+/// pixel pairs are a loop of the assembly too (11 instructions per pair, its counters on the
+/// stack): a call per pair from Rust cost about 70.
 #[inline(always)]
 pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
     rows: [&[u32]; 3],
     k: &DwPixelParams,
     out: &mut [u32],
     b_at: usize,
+    pairs: usize,
 ) {
     let n = k.pairs;
-    let need = (S + 2) * COL + n;
+    let need = pairs
+        .wrapping_sub(1)
+        .wrapping_mul(2 * S * COL)
+        .wrapping_add((S + 2) * COL + n);
     if !(S == 1 || S == 2)
         || n == 0
         || n > COL
         || COL > 64
+        || pairs == 0
+        || pairs > 1 << 16
         || b_at < n
         || b_at > 1 << 20
-        || out.len() < b_at + n
+        || out.len() < (2 * pairs - 1) * b_at + n
         || rows.iter().any(|r| r.len() < need)
     {
         return;
@@ -264,21 +274,32 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
         }
         macro_rules! pass {
             ($s:tt, $($last:tt)*) => {
-                // SAFETY: the check above. Pair `j` (the loop runs exactly `n = k.pairs`
-                // times: the `more` words of `DwPixelParams`, private to `simd`, are nonzero
-                // for `j < n − 1` and zero for `j = n − 1`) reads words `j + c · COL`, `c <=
-                // S + 2`, of each row (r0..r2 advance one word per pair after the first load,
-                // the immediates are `c · COL` words less that word), all below `(S + 2) · COL
+                // SAFETY: the check above. Pixel pair `p < pairs` (the outer loop counts
+                // `pairs >= 1` down on the stack), channel pair `j` (the inner loop runs
+                // exactly `n = k.pairs` times: the `more` words of `DwPixelParams`, private to
+                // `simd`, are nonzero for `j < n − 1` and zero for `j = n − 1`) reads words
+                // `2p · S · COL + j + c · COL`, `c <= S + 2`, of each row (r0..r2 advance one
+                // word per channel pair after the first load, the immediates are `c · COL`
+                // words less that word; after the inner loop they advance `2 · S · COL − n`
+                // words more, `r3` below), all below `2 (pairs − 1) · S · COL + (S + 2) · COL
                 // + n <= len`; it reads the 20 words of pair `j` of `k.words` (r5 advances 80
-                // bytes per pair, `n <= DW_PIXEL_PAIRS`) and writes words `j` and `b_at + j` of
-                // `out` (r11 = 4 · b_at, `b_at + n <= out.len()`). r6 and r7 (LLVM's base and
-                // frame pointers, not operands) are pushed first and popped last: 8 bytes of
-                // stack, below `sp`, nothing else. Only the named registers and the flags
-                // (with Q) change. LDM, LDRD, SMLABB, SMLATT, SMLAL, USAT, PKHBT exist on
-                // every icefold_dsp core.
+                // bytes per pair, `n <= DW_PIXEL_PAIRS`, and is reset from the stack per pixel
+                // pair) and writes words `2p · b_at + j` and `(2p + 1) · b_at + j` of `out`
+                // (r12 advances one word per channel pair, then `2 · b_at − n` words, `r4`;
+                // r11 = 4 · b_at; `(2 pairs − 1) · b_at + n <= out.len()`). r6 and r7 (LLVM's
+                // base and frame pointers, not operands) are pushed first and popped last, and
+                // the four words of the outer loop (k.words, both steps, the count) are below
+                // them: 24 bytes of stack below `sp`, restored. Only the named registers and
+                // the flags (with Q) change. LDM, LDRD, STRD, SMLABB, SMLATT, SMLAL, USAT,
+                // PKHBT exist on every icefold_dsp core.
                 unsafe {
                     core::arch::asm!(
                     "push {{r6, r7}}",
+                    "sub sp, sp, #16",
+                    "str r5, [sp]",
+                    "strd r3, r4, [sp, #4]",
+                    "str r8, [sp, #12]",
+                    "2:",
                     "1:",
                     "ldrd r3, r4, [r5], #8",
                     "mov r6, r3",
@@ -301,6 +322,18 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     "add r5, r5, #36",
                     "cmp r8, #0",
                     "bne 1b",
+                    // The next pixel pair: rows `2 · S` columns on, outputs `2 · b_at` words.
+                    "ldrd r8, r9, [sp, #4]",
+                    "add r0, r0, r8",
+                    "add r1, r1, r8",
+                    "add r2, r2, r8",
+                    "add r12, r12, r9",
+                    "ldr r5, [sp]",
+                    "ldr r8, [sp, #12]",
+                    "subs r8, r8, #1",
+                    "str r8, [sp, #12]",
+                    "bne 2b",
+                    "add sp, sp, #16",
                     "pop {{r6, r7}}",
                     c1 = const 4 * COL - 4,
                     c2 = const 8 * COL - 4,
@@ -310,8 +343,10 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     inout("r2") r2.as_ptr() => _,
                     inout("r5") k.words.as_ptr() => _, inout("r12") out.as_mut_ptr() => _,
                     in("r11") (4 * b_at) as u32,
-                    out("r3") _, out("r4") _, out("r8") _, out("r9") _, out("r10") _,
-                    out("lr") _,
+                    inout("r3") (8 * S * COL - 4 * n) as u32 => _,
+                    inout("r4") (8 * b_at - 4 * n) as u32 => _,
+                    inout("r8") pairs as u32 => _,
+                    out("r9") _, out("r10") _, out("lr") _,
                     );
                 }
             };
@@ -323,10 +358,14 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
         }
     }
     #[cfg(not(icefold_dsp))]
-    {
+    for p in 0..pairs {
+        let Some(out) = out.get_mut(2 * p * b_at..) else {
+            return;
+        };
         let (a, b) = out.split_at_mut(b_at);
-        super::dw3x3_pixel(rows, COL, k, a);
-        let shifted = rows.map(|r| r.get(S * COL..).unwrap_or_default());
+        let left = 2 * p * S * COL;
+        super::dw3x3_pixel(rows.map(|r| r.get(left..).unwrap_or_default()), COL, k, a);
+        let shifted = rows.map(|r| r.get(left + S * COL..).unwrap_or_default());
         super::dw3x3_pixel(shifted, COL, k, b);
     }
 }
