@@ -259,6 +259,8 @@ fn sums_first<X: Lanes, Y: Store + 'static>(
     // ReLU on an int16 output with a zero point of 0 (every DS-CNN and MobileNet depthwise
     // layer): the clamp of [`simd::requant_pairs_relu16`].
     let relu16 = c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX);
+    // ... with an output zero point of at most 0 (the fused stage's rounding, simd/depthwise.rs).
+    let fused = relu16 && c.bounds.zero_point <= 0;
     for cp in 0..channels / 2 {
         let ch = 2 * cp;
         let Some((taps, bias, stages)) = channel_pair(c, ch) else {
@@ -326,7 +328,7 @@ fn sums_first<X: Lanes, Y: Store + 'static>(
                 simd::dw3x3_row::<2>(rows, &mut k, &mut accs, pairs);
             }
             // ReLU on an int16 output: both lanes' output stages and the store in one pass.
-            if let (true, [Some(r0), Some(r1)]) = (relu16, &runs) {
+            if let (true, [Some(r0), Some(r1)]) = (fused, &runs) {
                 if let Some(words) = simd::i16_words(out_row) {
                     let words = words.get_mut(cp..).unwrap_or_default();
                     simd::requant_pairs_relu16(&accs, words, out_w, channels / 2, &[*r0, *r1]);
@@ -537,7 +539,10 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
             simd::dw3x3_pixel(rows, col, k, out);
         }
     };
-    let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
+    // The two-pixel pass's rounding needs an output zero point of at most 0 as well
+    // (simd/depthwise.rs).
+    let two =
+        relu16 && c.bounds.zero_point <= 0 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
     let key = LayerKey::of(c);
     let PixelSetUp {
         params,

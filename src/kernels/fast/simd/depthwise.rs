@@ -2,6 +2,16 @@
 //! 32767]` (ReLU on int16 outputs with a zero point of 0, every DS-CNN and MobileNet depthwise
 //! layer): the clamp as one USAT per lane instead of two compares with their ITs and moves; and
 //! the same for two adjacent output pixels per pass ([`dw3x3_pixel2_relu16`]).
+//!
+//! The two-pixel pass and [`requant_pairs_relu16`] drop the sign terms of
+//! [`super::requant_run`]'s rounding for output zero points `z <= 0` (the caller checks): with
+//! the sum `x`, the factor `m >= 1` and the right shift `s >= 1`, `requant_run` takes the high
+//! word of `Q = h · 2^32 + 2^30 − [x < 0] · 2^31 + x · m`, where `h = 2^(s − 1) + z · 2^s`
+//! ([`super::RunScale`]: `Scale::run`), shifted right by `s`. These passes take `Q' = h · 2^32
+//! + 2^30 + x · m` instead: for `x >= 0` it is `Q`; for `x < 0`, `x · m <= −1` and `h <= 2^(s −
+//! 1)`, so `Q <= Q' < 2^(31 + s) + 2^30 < 2^(32 + s)` and both results are at most 0, which
+//! the clamp `[0, 32767]` makes 0. Two instructions fewer per output (the AND and ORR of the
+//! low word, the ADD of the high word's sign; a MOV of the constant low word instead).
 
 use super::DwPixelParams;
 #[cfg(not(icefold_dsp))]
@@ -118,11 +128,13 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
 /// channel pair `j` of column `c` is word `c · COL + j`). Pair `j`'s results go to `out[2p ·
 /// b_at + j]` (A) and `out[(2p + 1) · b_at + j]` (B). Nothing is done unless `pairs >= 1`,
 /// every row holds `2 (pairs − 1) · S · COL + (S + 2) · COL + k.pairs()` words, `b_at >=
-/// k.pairs()` and `out` holds `(2 pairs − 1) · b_at + k.pairs()`.
+/// k.pairs()` and `out` holds `(2 pairs − 1) · b_at + k.pairs()`. The results are
+/// [`dw3x3_pixel_relu16`]'s where every channel's output zero point is at most 0 (the caller
+/// checks: the module documentation says why).
 ///
 /// With the DSP extension the two windows share every weight load (one LDM per kernel row),
 /// the column both windows read (stride 1: two of four per row, stride 2: one of five), the
-/// biases and the output stages' constants: 92 instructions for four outputs (stride 2: 95)
+/// biases and the output stages' constants: 84 instructions for four outputs (stride 2: 87)
 /// where two passes of [`dw3x3_pixel_relu16`] take 114. The column offsets are immediates
 /// (`COL` is a constant), which frees the registers the two extra accumulators need. The
 /// pixel pairs are a loop of the assembly too (11 instructions per pair, its counters on the
@@ -221,54 +233,35 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                 )
             };
         }
-        // One lane's output stage for both pixels (`requant_run`'s sequence): `$a`, `$b` the
-        // two sums, `$o` the byte offset of the lane's `high, multiplier, shift` from r5.
+        // One lane's output stage for both pixels: `$a`, `$b` the two sums, `$o` the byte
+        // offset of the lane's `high, multiplier, shift` from r5. `requant_run`'s sequence
+        // without its sign terms (the low word is 2^30 and the high word `high` whatever the
+        // sum's sign; see the module documentation): the same results after the clamp `[0, 32767]`.
+        // r9 (`high`) is pixel B's high word.
         macro_rules! stage {
             ($a:literal, $b:literal, $o:literal) => {
                 concat!(
                     "ldrd r9, r10, [r5, #",
                     $o,
                     "]\n",
-                    "and r8, ",
-                    $a,
-                    ", #0x80000000\n",
-                    "orr r8, r8, #0x40000000\n",
-                    "add lr, r9, ",
-                    $a,
-                    ", asr #31\n",
+                    "mov r8, #0x40000000\n",
+                    "mov lr, r9\n",
                     "smlal r8, lr, ",
                     $a,
                     ", r10\n",
-                    "ldr ",
-                    $a,
-                    ", [r5, #",
+                    "mov r8, #0x40000000\n",
+                    "smlal r8, r9, ",
+                    $b,
+                    ", r10\n",
+                    "ldr r10, [r5, #",
                     $o,
                     " + 8]\n",
                     "asr ",
                     $a,
-                    ", lr, ",
-                    $a,
-                    "\n",
-                    "and r8, ",
-                    $b,
-                    ", #0x80000000\n",
-                    "orr r8, r8, #0x40000000\n",
-                    "add lr, r9, ",
-                    $b,
-                    ", asr #31\n",
-                    "smlal r8, lr, ",
-                    $b,
-                    ", r10\n",
-                    "ldr ",
-                    $b,
-                    ", [r5, #",
-                    $o,
-                    " + 8]\n",
+                    ", lr, r10\n",
                     "asr ",
                     $b,
-                    ", lr, ",
-                    $b,
-                    "\n",
+                    ", r9, r10\n",
                 )
             };
         }
@@ -375,9 +368,10 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
 /// (even channel) and `accs[2i + 1]`, each goes through its lane's [`RunScale`] (the arithmetic
 /// of [`super::requant_run`]) and the two int16 results are stored as one lane-pair word,
 /// `out[i · step]`. Nothing is done unless `n >= 1`, `step >= 1`, `accs` holds `2n` values and
-/// `out` holds word `(n − 1) · step`.
+/// `out` holds word `(n − 1) · step`. The results are `requant_run`'s where both channels'
+/// output zero points are at most 0 (the caller checks: the module documentation says why).
 ///
-/// With the DSP extension 18 instructions per pixel, where two [`super::requant_run`] passes
+/// With the DSP extension 16 instructions per pixel, where two [`super::requant_run`] passes
 /// and a store loop over the pixels took about 23 (the row kernel of
 /// [`crate::kernels::fast::depthwise`]).
 #[inline(always)]
@@ -423,16 +417,14 @@ pub fn requant_pairs_relu16(
             "ldm r12, {{r4, r5, r8, r9, r10, r11}}",
             "1:",
             "ldrd r6, r7, [r0], #8",
-            // lane 0 (see `requant_run`)
-            "and r12, r6, #0x80000000",
-            "orr r12, r12, #0x40000000",
-            "add lr, r4, r6, asr #31",
+            // lane 0 (`requant_run`'s without the sign terms: the module documentation)
+            "mov r12, #0x40000000",
+            "mov lr, r4",
             "smlal r12, lr, r6, r5",
             "asr r6, lr, r8",
             // lane 1
-            "and r12, r7, #0x80000000",
-            "orr r12, r12, #0x40000000",
-            "add lr, r9, r7, asr #31",
+            "mov r12, #0x40000000",
+            "mov lr, r9",
             "smlal r12, lr, r7, r10",
             "asr r7, lr, r11",
             "usat r6, #15, r6",
