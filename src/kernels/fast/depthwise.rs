@@ -88,15 +88,12 @@ fn fill_row<X: Lanes>(
     again: Option<&mut [u32]>,
 ) {
     let ([_, in_w, channels], _) = c.dims;
-    // int16 channel pairs are aligned words: one load per pixel, by index (`step_by` and an
-    // optional second destination per word cost 17 instructions a word on the M4F).
+    // int16 channel pairs are aligned words: one load per pixel (`step_by` and an optional
+    // second destination per word cost 17 instructions a word on the M4F).
     if let Some(x) = words {
         let half = channels / 2;
         let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
-        match again {
-            Some(again) => copy_strided2(src, half, dst, again),
-            None => copy_strided(src, half, dst),
-        }
+        simd::copy_strided(src, half, dst, again);
         return;
     }
     // Value by value, input pixels `in_stride` apart (a channel slice read in place is wider
@@ -121,34 +118,6 @@ fn fill_row<X: Lanes>(
                 simd::pair(a.widen(), b.widen()),
             );
         }
-    }
-}
-
-/// `dst[i] = src[i · step]` for every `i` while `src` holds it (out of line: inlined into the
-/// row kernel, short of registers, it spilled its pointers, 15 instructions a word).
-#[inline(never)]
-fn copy_strided(src: &[u32], step: usize, dst: &mut [u32]) {
-    let mut at = 0;
-    for d in dst {
-        let Some(s) = src.get(at) else {
-            return;
-        };
-        *d = *s;
-        at += step;
-    }
-}
-
-/// [`copy_strided`] into `dst` and `again` alike (a ring row and its repeated slot).
-#[inline(never)]
-fn copy_strided2(src: &[u32], step: usize, dst: &mut [u32], again: &mut [u32]) {
-    let mut at = 0;
-    for (d, e) in dst.iter_mut().zip(again) {
-        let Some(s) = src.get(at) else {
-            return;
-        };
-        *d = *s;
-        *e = *s;
-        at += step;
     }
 }
 
@@ -749,7 +718,7 @@ fn prepare<X: Lanes>(
     params: &mut simd::DwPixelParams,
     pads: &mut [u32; BY_PIXEL_PAIRS],
 ) -> bool {
-    params.reset(n);
+    params.reset_pairs(n);
     for (j, p) in pads.iter_mut().enumerate().take(n) {
         let ch = 2 * (first + j);
         let (Some(w0), Some(w1), Some(&[b0, b1]), Some(r0), Some(r1)) = (

@@ -460,3 +460,92 @@ pub fn requant_pairs_relu16(
         }
     }
 }
+
+impl DwPixelParams {
+    /// Room for `pairs` channel pairs (at most [`DW_PIXEL_PAIRS`](super::DW_PIXEL_PAIRS);
+    /// more are cut), as [`DwPixelParams::reset`] but writing only those pairs' `more` words,
+    /// not zeroing the whole buffer (2.5 KiB per call): the pass loops read exactly `pairs`
+    /// pairs, and the caller sets each of them ([`DwPixelParams::set`]) before a pass runs.
+    pub fn reset_pairs(&mut self, pairs: usize) {
+        let pairs = pairs.min(super::DW_PIXEL_PAIRS);
+        for (j, p) in self
+            .words
+            .chunks_exact_mut(super::DW_PIXEL_WORDS)
+            .enumerate()
+            .take(pairs)
+        {
+            if let Some(more) = p.last_mut() {
+                *more = u32::from(j + 1 < pairs);
+            }
+        }
+        self.pairs = pairs;
+    }
+}
+
+/// `dst[i] = src[i · step]` and, if given, `again[i]` the same, for `i` below the shortest of
+/// `dst`, `again` and the words `src` holds at that step: a ring row of the depthwise row
+/// kernel and its repeated slot. With the DSP extension five or six instructions per word
+/// (the Rust loop took nine or ten: LLVM unrolled it with a bounds check per word).
+#[inline(never)]
+pub fn copy_strided(src: &[u32], step: usize, dst: &mut [u32], again: Option<&mut [u32]>) {
+    let mut n = dst.len().min(src.len().div_ceil(step.max(1)));
+    if let Some(a) = &again {
+        n = n.min(a.len());
+    }
+    if n == 0 || step == 0 || step > 1 << 20 {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        // SAFETY: the loop runs `n >= 1` times (SUBS/BNE on r3), reading word `i · step` of
+        // `src` (r0, `4 · step` bytes per word; `(n − 1) · step < src.len()` as `n <=
+        // ⌈src.len() / step⌉`) and writing word `i` of `dst` (r1) and, in the second form,
+        // of `again` (r2), for `i < n <= len`. No stack; only the named registers and the
+        // flags change.
+        match again {
+            // SAFETY: see above.
+            Some(again) => unsafe {
+                core::arch::asm!(
+                "1:",
+                "ldr r12, [r0]",
+                "add r0, r0, r4",
+                "str r12, [r1], #4",
+                "str r12, [r2], #4",
+                "subs r3, r3, #1",
+                "bne 1b",
+                inout("r0") src.as_ptr() => _, inout("r1") dst.as_mut_ptr() => _,
+                inout("r2") again.as_mut_ptr() => _, inout("r3") n => _,
+                in("r4") (4 * step) as u32, out("r12") _,
+                options(nostack),
+                );
+            },
+            // SAFETY: see above.
+            None => unsafe {
+                core::arch::asm!(
+                "1:",
+                "ldr r12, [r0]",
+                "add r0, r0, r4",
+                "str r12, [r1], #4",
+                "subs r3, r3, #1",
+                "bne 1b",
+                inout("r0") src.as_ptr() => _, inout("r1") dst.as_mut_ptr() => _,
+                inout("r3") n => _, in("r4") (4 * step) as u32, out("r12") _,
+                options(nostack),
+                );
+            },
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let words = src.iter().step_by(step).take(n);
+        match again {
+            Some(again) => {
+                for ((d, e), s) in dst.iter_mut().zip(again.iter_mut()).zip(words) {
+                    *d = *s;
+                    *e = *s;
+                }
+            }
+            None => dst.iter_mut().zip(words).for_each(|(d, s)| *d = *s),
+        }
+    }
+}
