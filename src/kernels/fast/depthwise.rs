@@ -733,8 +733,7 @@ fn prepare<X: Lanes>(
         let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
             return false;
         };
-        let w = core::array::from_fn(|t| simd::pair(i32::from(w0[t]), i32::from(w1[t])));
-        params.set(j, w, [b0, b1], [r0, r1]);
+        params.set_taps(j, [w0, w1], [b0, b1], [r0, r1]);
         *p = simd::pair(channel_pad(c, ch), channel_pad(c, ch + 1));
     }
     true
