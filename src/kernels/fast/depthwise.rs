@@ -499,8 +499,10 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         return false;
     }
     // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT, and
-    // two pixels per pass where the column is a constant of the pass.
-    let relu16 = c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX);
+    // two pixels per pass where the column is a constant of the pass (their rounding needs an
+    // output zero point of at most 0 as well: simd/depthwise.rs).
+    let relu16 =
+        c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX) && c.bounds.zero_point <= 0;
     let pixel = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
         if relu16 {
             simd::dw3x3_pixel_relu16(rows, col, k, out);
@@ -508,10 +510,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
             simd::dw3x3_pixel(rows, col, k, out);
         }
     };
-    // The two-pixel pass's rounding needs an output zero point of at most 0 as well
-    // (simd/depthwise.rs).
-    let two =
-        relu16 && c.bounds.zero_point <= 0 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
+    let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
     let key = LayerKey::of(c);
     let PixelSetUp {
         params,

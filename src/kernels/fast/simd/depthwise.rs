@@ -3,7 +3,7 @@
 //! layer): the clamp as one USAT per lane instead of two compares with their ITs and moves; and
 //! the same for two adjacent output pixels per pass ([`dw3x3_pixel2_relu16`]).
 //!
-//! The two-pixel pass and [`requant_pairs_relu16`] drop the sign terms of
+//! These passes and [`requant_pairs_relu16`] drop the sign terms of
 //! [`super::requant_run`]'s rounding for output zero points `z <= 0` (the caller checks): with
 //! the sum `x`, the factor `m >= 1` and the right shift `s >= 1`, `requant_run` takes the high
 //! word of `Q = h · 2^32 + 2^30 − [x < 0] · 2^31 + x · m`, where `h = 2^(s − 1) + z · 2^s`
@@ -17,9 +17,10 @@ use super::DwPixelParams;
 #[cfg(not(icefold_dsp))]
 use super::RunScale;
 
-/// [`super::dw3x3_pixel`] for parameters whose clamp is `[0, 32767]` (the caller checks; the
-/// clamp words of `k` are not read): the same results. With the DSP extension 57 instructions
-/// per channel pair where [`super::dw3x3_pixel`] takes 67.
+/// [`super::dw3x3_pixel`] for parameters whose clamp is `[0, 32767]` and whose output zero
+/// points are at most 0 (the caller checks; the clamp words of `k` are not read): the same
+/// results (the module documentation says why). With the DSP extension 53 instructions per
+/// channel pair where [`super::dw3x3_pixel`] takes 67.
 #[inline(always)]
 pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut [u32]) {
     let n = k.pairs;
@@ -81,20 +82,17 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
             "ldr r11, [r5], #4",
             "smlabb r8, r11, r10, r8",
             "smlatt r9, r11, r10, r9",
-            // output stage, lane 0 (see `requant_run`)
-            "and r10, r8, #0x80000000",
-            "orr r10, r10, #0x40000000",
+            // output stage, lane 0 (`requant_run`'s without the sign terms: the module
+            // documentation)
+            "mov r10, #0x40000000",
             "ldr r11, [r5], #4",
-            "add r11, r11, r8, asr #31",
             "ldr lr, [r5], #4",
             "smlal r10, r11, r8, lr",
             "ldr lr, [r5], #4",
             "asr r8, r11, lr",
             // lane 1
-            "and r10, r9, #0x80000000",
-            "orr r10, r10, #0x40000000",
+            "mov r10, #0x40000000",
             "ldr r11, [r5], #4",
-            "add r11, r11, r9, asr #31",
             "ldr lr, [r5], #4",
             "smlal r10, r11, r9, lr",
             "ldr lr, [r5], #4",
