@@ -340,6 +340,19 @@ const BY_PIXEL_MAX_W: usize = 12;
 /// with fewer pairs (MobileNet's 48x48 g8) the per-pass work does not pay (692 K → 865 K).
 const BY_PIXEL_WIDE_W: usize = 24;
 
+/// Widest output row [`by_pixel`] takes with fewer than [`BY_PIXEL_WIDE_PAIRS`] channel pairs
+/// where the two-pixel pass runs (ReLU on int16, horizontal stride 1 or 2): MobileNet's 48x48
+/// g8, whose four pairs fill a ring column of 4 words (copied as one run per input row), and
+/// whose pixel pairs are a loop of the pass: 525,848 → 4xx,xxx instructions on the M4F (the
+/// row kernel's sums, stored and read again by the output stage, cost more).
+const BY_PIXEL_FEW_PAIRS_W: usize = 48;
+
+/// ReLU on an int16 output with an output zero point of at most 0: the clamp `[0, 32767]` as
+/// one USAT, and the rounding of the pixel passes (simd/depthwise.rs).
+fn relu16<X>(c: &Conv<'_, X>) -> bool {
+    c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX) && c.bounds.zero_point <= 0
+}
+
 /// Fewest channel pairs with which [`by_pixel`] takes rows up to [`BY_PIXEL_WIDE_W`] pixels.
 const BY_PIXEL_WIDE_PAIRS: usize = 8;
 
@@ -348,7 +361,7 @@ const BY_PIXEL_WIDE_PAIRS: usize = 8;
 const BY_PIXEL_PAIRS: usize = simd::DW_PIXEL_PAIRS;
 
 /// Words of [`by_pixel`]'s three padded input rows (4.9 KiB of stack): a chunk of channel
-/// pairs is one ring column of 8, 16 or 32 words, the widest with `3 · width · column <=
+/// pairs is one ring column of 4, 8, 16 or 32 words, the widest with `3 · width · column <=
 /// BY_PIXEL_RING`. 1,248 = 3 · 26 · 16: MobileNet's 24x24 g32 (26 padded columns, 16 pairs) is
 /// one chunk, so each input row is one contiguous copy, as are DS-CNN's 64 channels (7 padded
 /// columns, 32 pairs) and MobileNet's 24x24 stride-2 g32 (25 columns).
@@ -365,8 +378,11 @@ const BY_PIXEL_RING_SMALL: usize = 768;
 pub(super) fn covers_by_pixel<X>(c: &Conv<'_, X>) -> bool {
     let g = c.geometry;
     let ([_, _, channels], [_, out_w, _]) = c.dims;
+    let two = relu16(c) && (1..=2).contains(&g.stride[1]);
     let widest = if channels / 2 >= BY_PIXEL_WIDE_PAIRS {
         BY_PIXEL_WIDE_W
+    } else if two {
+        BY_PIXEL_FEW_PAIRS_W
     } else {
         BY_PIXEL_MAX_W
     };
@@ -398,7 +414,7 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     // The small ring where it gives the same ring column as the large one (DS-CNN, MobileNet's
     // 12x12 and smaller maps): their peak stack does not pay for the wide maps' ring.
     let width = (c.dims.1[1].max(1) - 1) * c.geometry.stride[1] + 3;
-    let col = [32, 16, 8]
+    let col = [32, 16, 8, 4]
         .into_iter()
         .find(|col| 3 * width * col <= BY_PIXEL_RING);
     if col.is_some_and(|col| 3 * width * col <= BY_PIXEL_RING_SMALL) {
@@ -484,10 +500,10 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     let half = channels / 2;
     // Padded columns the windows read.
     let width = (out_w - 1) * g.stride[1] + 3;
-    // Words per ring column: a constant of the two-pixel pass (8, 16 or 32 pairs, the widest
+    // Words per ring column: a constant of the two-pixel pass (4, 8, 16 or 32 pairs, the widest
     // whose three rows fit the ring), or where none fits (strides above 2 on wide rows) the
     // pairs that fit, for the one-pixel pass only.
-    let col_fit = [32, 16, 8]
+    let col_fit = [32, 16, 8, 4]
         .into_iter()
         .find(|col| 3 * width * col <= setup.ring.len());
     let chunk = col_fit
@@ -501,8 +517,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT, and
     // two pixels per pass where the column is a constant of the pass (their rounding needs an
     // output zero point of at most 0 as well: simd/depthwise.rs).
-    let relu16 =
-        c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX) && c.bounds.zero_point <= 0;
+    let relu16 = relu16(c);
     let pixel = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
         if relu16 {
             simd::dw3x3_pixel_relu16(rows, col, k, out);
@@ -533,7 +548,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         let n = (half - first).min(chunk);
         // The narrowest constant column that holds the chunk.
         let col = match col_fit {
-            Some(fit) => [8, 16, 32]
+            Some(fit) => [4, 8, 16, 32]
                 .into_iter()
                 .find(|c| n <= *c)
                 .unwrap_or(fit)
@@ -611,8 +626,11 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                         }
                     }
                 }
-                let outside = dst.chunks_exact_mut(col).enumerate();
-                for (_, px) in outside.filter(|(c, _)| !(l..end).contains(c)) {
+                // The padded columns only (a filter over every column cost about 30
+                // instructions a column).
+                let (left, inside_on) = dst.split_at_mut((l * col).min(dst.len()));
+                let right = inside_on.get_mut((end - l) * col..).unwrap_or_default();
+                for px in left.chunks_exact_mut(col).chain(right.chunks_exact_mut(col)) {
                     if let Some(px) = px.get_mut(..n) {
                         px.copy_from_slice(pads);
                     }
@@ -661,7 +679,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
 }
 
 /// [`simd::dw3x3_pixel2_relu16`] for `pairs` pixel pairs along a row, horizontal stride `stride`
-/// (1, else 2) and ring column `col` (8, 16, else 32 words): pair `p`'s windows start `2p · stride`
+/// (1, else 2) and ring column `col` (4, 8, 16, else 32 words): pair `p`'s windows start `2p · stride`
 /// columns into `rows`, its results at word `2p · half` of `out` (pixel A) and `half` words
 /// later (B). One call per output row and chunk (the pass loops over the pairs), one copy of
 /// the six passes for every element type and ring.
@@ -677,9 +695,11 @@ fn pixel_pairs(
 ) {
     type Pass = fn([&[u32]; 3], &simd::DwPixelParams, &mut [u32], usize, usize);
     let pass: Pass = match (stride, col) {
+        (1, 4) => simd::dw3x3_pixel2_relu16::<1, 4>,
         (1, 8) => simd::dw3x3_pixel2_relu16::<1, 8>,
         (1, 16) => simd::dw3x3_pixel2_relu16::<1, 16>,
         (1, _) => simd::dw3x3_pixel2_relu16::<1, 32>,
+        (_, 4) => simd::dw3x3_pixel2_relu16::<2, 4>,
         (_, 8) => simd::dw3x3_pixel2_relu16::<2, 8>,
         (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>,
         _ => simd::dw3x3_pixel2_relu16::<2, 32>,
