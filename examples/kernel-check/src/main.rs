@@ -691,16 +691,28 @@ fn main() -> ! {
         }
         cases += 1;
     }
-    // Depthwise 3x3 with 2 to 14 channels on rows of 12 to 50 pixels, int16 in and out, ReLU
-    // with output zero point 0: the row kernel (`fast::depthwise::depthwise3x3`) with both
-    // lanes' output stages fused into the store (`simd::requant_pairs_relu16`) on DSP cores,
-    // and its ring rows copied into the repeated slots. Buffers and generator as above.
+    // Depthwise 3x3 on wide rows, int16 in and out, ReLU with output zero point 0. Even cases:
+    // 2 to 14 channels on rows of 12 to 50 pixels (`fast::depthwise::by_pixel` with ring
+    // columns of 4 and 8 words, its pixel pairs a loop of the pass). Odd cases: 16 channels on
+    // a padded row of 25 pixels (one output row of 25 or 12): the row kernel
+    // (`fast::depthwise::depthwise3x3`) with both lanes' output stages fused into the store
+    // (`simd::requant_pairs_relu16`) and its ring rows copied into the repeated slots (stride
+    // 1), or `by_pixel` (stride 2). Buffers and generator as above.
     for case in 0..CASES {
-        let c = 2 * (1 + gen.below(7));
+        let few = case % 2 == 0;
+        let c = if few { 2 * (1 + gen.below(7)) } else { 16 };
         let stride = [1 + gen.below(2), 1 + gen.below(2)];
-        let pad = [gen.below(2), gen.below(2), gen.below(2), gen.below(2)];
+        let pad = if few {
+            [gen.below(2), gen.below(2), gen.below(2), gen.below(2)]
+        } else {
+            [1; 4]
+        };
         let widest = (MAX_ACT / c).min(50);
-        let w_in = widest - gen.below(widest as u32 / 2);
+        let w_in = if few {
+            widest - gen.below(widest as u32 / 2)
+        } else {
+            25
+        };
         let h = 1 + gen.below((MAX_ACT / (c * w_in)).min(6) as u32);
         let g = ConvGeometry {
             kernel: [3, 3],
