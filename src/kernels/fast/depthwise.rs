@@ -18,12 +18,15 @@
 //! into the output row.
 //!
 //! On DSP cores, narrow maps (output rows of at most 12 pixels: DS-CNN's 25x5, MobileNet's
-//! 12x12 to 3x3) and rows of up to 24 pixels with at least 16 channels (MobileNet's 24x24
-//! maps) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs innermost
-//! ([`simd::dw3x3_pixel`]; with the clamp `[0, 32767]` two adjacent pixels per pass,
-//! [`simd::dw3x3_pixel2_relu16`], sharing weights, constants and input columns), its constants
-//! prepared once per call rather than once per channel pair and band of rows (a layer in place
-//! runs in bands, `engine::in_place`).
+//! 12x12 to 3x3), rows of up to 24 pixels with at least 16 channels (MobileNet's 24x24 maps)
+//! and, where the two-pixel pass runs, rows of up to 48 pixels with fewer (MobileNet's 48x48
+//! g8) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs innermost
+//! ([`simd::dw3x3_pixel`]; with the clamp `[0, 32767]` and an output zero point of at most 0,
+//! two adjacent pixels per pass, [`simd::dw3x3_pixel2_relu16`], sharing weights, constants and
+//! input columns, every pixel pair of an output row in one call), its constants prepared once
+//! per call rather than once per channel pair and band of rows (a layer in place runs in
+//! bands, `engine::in_place`). The row kernel's ReLU layers store both channels' results from
+//! one fused output stage ([`simd::requant_pairs_relu16`]).
 
 use super::conv::{coord, stage, Conv, Lanes, LayerKey, Outputs};
 use super::requant::{Bounds, Stage};
@@ -343,7 +346,7 @@ const BY_PIXEL_WIDE_W: usize = 24;
 /// Widest output row [`by_pixel`] takes with fewer than [`BY_PIXEL_WIDE_PAIRS`] channel pairs
 /// where the two-pixel pass runs (ReLU on int16, horizontal stride 1 or 2): MobileNet's 48x48
 /// g8, whose four pairs fill a ring column of 4 words (copied as one run per input row), and
-/// whose pixel pairs are a loop of the pass: 525,848 → 4xx,xxx instructions on the M4F (the
+/// whose pixel pairs are a loop of the pass: 525,848 → 486,629 instructions on the M4F (the
 /// row kernel's sums, stored and read again by the output stage, cost more).
 const BY_PIXEL_FEW_PAIRS_W: usize = 48;
 
@@ -630,7 +633,10 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 // instructions a column).
                 let (left, inside_on) = dst.split_at_mut((l * col).min(dst.len()));
                 let right = inside_on.get_mut((end - l) * col..).unwrap_or_default();
-                for px in left.chunks_exact_mut(col).chain(right.chunks_exact_mut(col)) {
+                for px in left
+                    .chunks_exact_mut(col)
+                    .chain(right.chunks_exact_mut(col))
+                {
                     if let Some(px) = px.get_mut(..n) {
                         px.copy_from_slice(pads);
                     }

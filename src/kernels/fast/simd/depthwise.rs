@@ -7,11 +7,12 @@
 //! [`super::requant_run`]'s rounding for output zero points `z <= 0` (the caller checks): with
 //! the sum `x`, the factor `m >= 1` and the right shift `s >= 1`, `requant_run` takes the high
 //! word of `Q = h · 2^32 + 2^30 − [x < 0] · 2^31 + x · m`, where `h = 2^(s − 1) + z · 2^s`
-//! ([`super::RunScale`]: `Scale::run`), shifted right by `s`. These passes take `Q' = h · 2^32
-//! + 2^30 + x · m` instead: for `x >= 0` it is `Q`; for `x < 0`, `x · m <= −1` and `h <= 2^(s −
-//! 1)`, so `Q <= Q' < 2^(31 + s) + 2^30 < 2^(32 + s)` and both results are at most 0, which
-//! the clamp `[0, 32767]` makes 0. Two instructions fewer per output (the AND and ORR of the
-//! low word, the ADD of the high word's sign; a MOV of the constant low word instead).
+//! ([`super::RunScale`]: `Scale::run`), shifted right by `s`. These passes take
+//! `Q' = h · 2^32 + 2^30 + x · m` instead. For `x >= 0` it is `Q`. For `x < 0`, `x · m <= −1`
+//! and `h <= 2^(s − 1)`, so `Q <= Q' < 2^(31 + s) + 2^30 < 2^(32 + s)`: both results are at
+//! most 0, which the clamp `[0, 32767]` makes 0. Two instructions fewer per output (the AND
+//! and ORR of the low word, the ADD of the high word's sign; a MOV of the constant low word
+//! instead).
 
 use super::DwPixelParams;
 #[cfg(not(icefold_dsp))]
