@@ -604,7 +604,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 let Some(iy) = iy else {
                     for px in dst.chunks_exact_mut(col) {
                         if let Some(px) = px.get_mut(..n) {
-                            px.copy_from_slice(pads);
+                            simd::copy_words(px, pads);
                         }
                     }
                     continue;
@@ -618,14 +618,14 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                     ) else {
                         return true;
                     };
-                    inside.copy_from_slice(src);
+                    simd::copy_words(inside, src);
                 } else {
                     // The chunk's words of each pixel.
                     let src = x.get(from + first..).unwrap_or_default();
                     let pixels = src.chunks(half).take(end - l);
                     for (px, s) in dst.chunks_exact_mut(col).skip(l).zip(pixels) {
                         if let (Some(px), Some(s)) = (px.get_mut(..n), s.get(..n)) {
-                            px.copy_from_slice(s);
+                            simd::copy_words(px, s);
                         }
                     }
                 }
@@ -638,7 +638,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                     .chain(right.chunks_exact_mut(col))
                 {
                     if let Some(px) = px.get_mut(..n) {
-                        px.copy_from_slice(pads);
+                        simd::copy_words(px, pads);
                     }
                 }
             }
