@@ -762,6 +762,100 @@ fn main() -> ! {
         }
         cases += 1;
     }
+    // Depthwise 3x3 on wide rows, int16 in and out, ReLU with output zero point 0. Even cases:
+    // 2 to 14 channels on rows of 12 to 50 pixels (`fast::depthwise::by_pixel` with ring
+    // columns of 4 and 8 words, its pixel pairs a loop of the pass). Odd cases: 16 channels on
+    // a padded row of 25 pixels (one output row of 25 or 12): the row kernel
+    // (`fast::depthwise::depthwise3x3`) with both lanes' output stages fused into the store
+    // (`simd::requant_pairs_relu16`) and its ring rows copied into the repeated slots (stride
+    // 1), or `by_pixel` (stride 2). Buffers and generator as above.
+    for case in 0..CASES {
+        let few = case % 2 == 0;
+        let c = if few { 2 * (1 + gen.below(7)) } else { 16 };
+        let stride = [1 + gen.below(2), 1 + gen.below(2)];
+        let pad = if few {
+            [gen.below(2), gen.below(2), gen.below(2), gen.below(2)]
+        } else {
+            [1; 4]
+        };
+        let widest = (MAX_ACT / c).min(50);
+        let w_in = if few {
+            widest - gen.below(widest as u32 / 2)
+        } else {
+            25
+        };
+        let h = 1 + gen.below((MAX_ACT / (c * w_in)).min(6) as u32);
+        let g = ConvGeometry {
+            kernel: [3, 3],
+            stride,
+            dilation: [1, 1],
+            pad,
+            groups: c,
+            out_pixel_stride: 0,
+            in_pixel_stride: 0,
+        };
+        let (Some(oh), Some(ow)) = (
+            out_len(h, 3, stride[0], 1, pad[0], pad[2]),
+            out_len(w_in, 3, stride[1], 1, pad[1], pad[3]),
+        ) else {
+            continue;
+        };
+        let (n_in, n_out, n_w) = (h * w_in * c, oh * ow * c, 9 * c);
+        w[..n_w].iter_mut().for_each(|v| *v = gen.i8());
+        x16[..n_in].iter_mut().for_each(|v| *v = gen.i16());
+        let mut bias = [0i32; DW_C];
+        let mut multiplier = [0i32; DW_C];
+        let mut shift = [0i32; DW_C];
+        for k in 0..c {
+            let r = gen.requant(true);
+            bias[k] = (gen.next() as i32) >> 11;
+            multiplier[k] = r.multiplier;
+            shift[k] = r.shift;
+        }
+        let mut pad16 = [0i16; DW_C];
+        pad16.iter_mut().for_each(|v| *v = gen.i16());
+        let pad_len = if gen.next() & 1 == 0 { c } else { 0 };
+        let q = WideConvQuant {
+            input_zero_point: gen.i16(),
+            pad_values: &pad16[..pad_len],
+            channels: ChannelQuant {
+                bias: &bias[..c],
+                multiplier: &multiplier[..c],
+                shift: &shift[..c],
+            },
+            output: WideOutputQuant {
+                zero_point: 0,
+                clamp: ClampI16 {
+                    min: 0,
+                    max: i16::MAX,
+                },
+            },
+        };
+        let in_dims = [h, w_in, c];
+        let out_dims = [oh, ow, c];
+        fast::conv::conv2d_wide(
+            &g,
+            &q,
+            in_dims,
+            &x16[..n_in],
+            out_dims,
+            &mut y16a[..n_out],
+            &w[..n_w],
+        );
+        conv::conv2d_wide(
+            &g,
+            &q,
+            in_dims,
+            &x16[..n_in],
+            out_dims,
+            &mut y16b[..n_out],
+            &w[..n_w],
+        );
+        if y16a[..n_out] != y16b[..n_out] {
+            fail("depthwise 3x3 relu16 wide rows", case);
+        }
+        cases += 1;
+    }
     hprintln!("KERNEL-CHECK cases={} mismatches=0", cases);
     debug::exit(debug::EXIT_SUCCESS);
     loop {}

@@ -18,12 +18,15 @@
 //! into the output row.
 //!
 //! On DSP cores, narrow maps (output rows of at most 12 pixels: DS-CNN's 25x5, MobileNet's
-//! 12x12 to 3x3) and rows of up to 24 pixels with at least 16 channels (MobileNet's 24x24
-//! maps) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs innermost
-//! ([`simd::dw3x3_pixel`]; with the clamp `[0, 32767]` two adjacent pixels per pass,
-//! [`simd::dw3x3_pixel2_relu16`], sharing weights, constants and input columns), its constants
-//! prepared once per call rather than once per channel pair and band of rows (a layer in place
-//! runs in bands, `engine::in_place`).
+//! 12x12 to 3x3), rows of up to 24 pixels with at least 16 channels (MobileNet's 24x24 maps)
+//! and, where the two-pixel pass runs, rows of up to 48 pixels with fewer (MobileNet's 48x48
+//! g8) take a second kernel, `by_pixel`: pixel by pixel with the channel pairs innermost
+//! ([`simd::dw3x3_pixel`]; with the clamp `[0, 32767]` and an output zero point of at most 0,
+//! two adjacent pixels per pass, [`simd::dw3x3_pixel2_relu16`], sharing weights, constants and
+//! input columns, every pixel pair of an output row in one call), its constants prepared once
+//! per call rather than once per channel pair and band of rows (a layer in place runs in
+//! bands, `engine::in_place`). The row kernel's ReLU layers store both channels' results from
+//! one fused output stage ([`simd::requant_pairs_relu16`]).
 
 use super::conv::{coord, stage, Conv, Lanes, LayerKey, Outputs};
 use super::requant::{Bounds, Stage};
@@ -88,6 +91,16 @@ fn fill_row<X: Lanes>(
     again: Option<&mut [u32]>,
 ) {
     let ([_, in_w, channels], _) = c.dims;
+    // int16 channel pairs are aligned words: one load per pixel (`step_by` and an optional
+    // second destination per word cost 17 instructions a word on the M4F).
+    if let Some(x) = words {
+        let half = channels / 2;
+        let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
+        simd::copy_strided(src, half, dst, again);
+        return;
+    }
+    // Value by value, input pixels `in_stride` apart (a channel slice read in place is wider
+    // than `channels`).
     let put = |d: &mut u32, e: Option<&mut u32>, v: u32| {
         *d = v;
         if let Some(e) = e {
@@ -95,32 +108,18 @@ fn fill_row<X: Lanes>(
         }
     };
     let mut again = again.map(|a| a.iter_mut());
-    match words {
-        // int16 channel pairs are aligned words: one load per pixel.
-        Some(x) => {
-            let half = channels / 2;
-            let src = x.get(iy * in_w * half + cp..).unwrap_or_default();
-            for (d, s) in dst.iter_mut().zip(src.iter().step_by(half.max(1))) {
-                put(d, again.as_mut().and_then(|a| a.next()), *s);
-            }
-        }
-        // Value by value, input pixels `in_stride` apart (a channel slice read in place is
-        // wider than `channels`).
-        None => {
-            let in_stride = c.geometry.in_stride(channels);
-            let src = c
-                .input
-                .get(iy * in_w * in_stride + 2 * cp..)
-                .unwrap_or_default();
-            for (d, s) in dst.iter_mut().zip(src.chunks(in_stride.max(1))) {
-                if let Some([a, b]) = s.first_chunk::<2>() {
-                    put(
-                        d,
-                        again.as_mut().and_then(|a| a.next()),
-                        simd::pair(a.widen(), b.widen()),
-                    );
-                }
-            }
+    let in_stride = c.geometry.in_stride(channels);
+    let src = c
+        .input
+        .get(iy * in_w * in_stride + 2 * cp..)
+        .unwrap_or_default();
+    for (d, s) in dst.iter_mut().zip(src.chunks(in_stride.max(1))) {
+        if let Some([a, b]) = s.first_chunk::<2>() {
+            put(
+                d,
+                again.as_mut().and_then(|a| a.next()),
+                simd::pair(a.widen(), b.widen()),
+            );
         }
     }
 }
@@ -191,7 +190,7 @@ fn row_pass<const S: usize, Y: Store>(
 /// sums first ([`simd::dw3x3_row`]), then its output stage ([`simd::requant_run`]); without,
 /// [`row_pass`].
 #[inline(never)]
-pub(super) fn depthwise3x3<X: Lanes, Y: Store>(
+pub(super) fn depthwise3x3<X: Lanes, Y: Store + 'static>(
     c: &Conv<'_, X>,
     words: Option<&[u32]>,
     output: &mut [Y],
@@ -206,7 +205,11 @@ pub(super) fn depthwise3x3<X: Lanes, Y: Store>(
 /// [`depthwise3x3`] with the DSP extension: per output row the sums of every pixel pair, then
 /// each channel's output stage (on the host, the assembly's portable twins: tested here).
 #[inline(always)]
-fn sums_first<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output: &mut [Y]) {
+fn sums_first<X: Lanes, Y: Store + 'static>(
+    c: &Conv<'_, X>,
+    words: Option<&[u32]>,
+    output: &mut [Y],
+) {
     let g = c.geometry;
     let ([in_h, in_w, channels], [out_h, out_w, _]) = c.dims;
     let width = (out_w - 1) * g.stride[1] + 4;
@@ -225,6 +228,11 @@ fn sums_first<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output
     let mut narrow = [0i16; 2 * 2 * MAX_PAIRS];
     let pairs = out_w.div_ceil(2);
     let row_len = out_w * channels;
+    // ReLU on an int16 output with a zero point of 0 (every DS-CNN and MobileNet depthwise
+    // layer): the clamp of [`simd::requant_pairs_relu16`].
+    let relu16 = c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX);
+    // ... with an output zero point of at most 0 (the fused stage's rounding, simd/depthwise.rs).
+    let fused = relu16 && c.bounds.zero_point <= 0;
     for cp in 0..channels / 2 {
         let ch = 2 * cp;
         let Some((taps, bias, stages)) = channel_pair(c, ch) else {
@@ -291,6 +299,14 @@ fn sums_first<X: Lanes, Y: Store>(c: &Conv<'_, X>, words: Option<&[u32]>, output
             } else {
                 simd::dw3x3_row::<2>(rows, &mut k, &mut accs, pairs);
             }
+            // ReLU on an int16 output: both lanes' output stages and the store in one pass.
+            if let (true, [Some(r0), Some(r1)]) = (fused, &runs) {
+                if let Some(words) = simd::i16_words(out_row) {
+                    let words = words.get_mut(cp..).unwrap_or_default();
+                    simd::requant_pairs_relu16(&accs, words, out_w, channels / 2, &[*r0, *r1]);
+                    continue;
+                }
+            }
             // Each channel's output stage into `narrow` (`[pixel][2]`), then both channels
             // into the output row.
             for (lane, (stage, run)) in stages.iter().zip(&runs).enumerate() {
@@ -327,6 +343,19 @@ const BY_PIXEL_MAX_W: usize = 12;
 /// with fewer pairs (MobileNet's 48x48 g8) the per-pass work does not pay (692 K → 865 K).
 const BY_PIXEL_WIDE_W: usize = 24;
 
+/// Widest output row [`by_pixel`] takes with fewer than [`BY_PIXEL_WIDE_PAIRS`] channel pairs
+/// where the two-pixel pass runs (ReLU on int16, horizontal stride 1 or 2): MobileNet's 48x48
+/// g8, whose four pairs fill a ring column of 4 words (copied as one run per input row), and
+/// whose pixel pairs are a loop of the pass: 525,848 → 486,629 instructions on the M4F (the
+/// row kernel's sums, stored and read again by the output stage, cost more).
+const BY_PIXEL_FEW_PAIRS_W: usize = 48;
+
+/// ReLU on an int16 output with an output zero point of at most 0: the clamp `[0, 32767]` as
+/// one USAT, and the rounding of the pixel passes (simd/depthwise.rs).
+fn relu16<X>(c: &Conv<'_, X>) -> bool {
+    c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX) && c.bounds.zero_point <= 0
+}
+
 /// Fewest channel pairs with which [`by_pixel`] takes rows up to [`BY_PIXEL_WIDE_W`] pixels.
 const BY_PIXEL_WIDE_PAIRS: usize = 8;
 
@@ -335,7 +364,7 @@ const BY_PIXEL_WIDE_PAIRS: usize = 8;
 const BY_PIXEL_PAIRS: usize = simd::DW_PIXEL_PAIRS;
 
 /// Words of [`by_pixel`]'s three padded input rows (4.9 KiB of stack): a chunk of channel
-/// pairs is one ring column of 8, 16 or 32 words, the widest with `3 · width · column <=
+/// pairs is one ring column of 4, 8, 16 or 32 words, the widest with `3 · width · column <=
 /// BY_PIXEL_RING`. 1,248 = 3 · 26 · 16: MobileNet's 24x24 g32 (26 padded columns, 16 pairs) is
 /// one chunk, so each input row is one contiguous copy, as are DS-CNN's 64 channels (7 padded
 /// columns, 32 pairs) and MobileNet's 24x24 stride-2 g32 (25 columns).
@@ -352,8 +381,11 @@ const BY_PIXEL_RING_SMALL: usize = 768;
 pub(super) fn covers_by_pixel<X>(c: &Conv<'_, X>) -> bool {
     let g = c.geometry;
     let ([_, _, channels], [_, out_w, _]) = c.dims;
+    let two = relu16(c) && (1..=2).contains(&g.stride[1]);
     let widest = if channels / 2 >= BY_PIXEL_WIDE_PAIRS {
         BY_PIXEL_WIDE_W
+    } else if two {
+        BY_PIXEL_FEW_PAIRS_W
     } else {
         BY_PIXEL_MAX_W
     };
@@ -385,7 +417,7 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     // The small ring where it gives the same ring column as the large one (DS-CNN, MobileNet's
     // 12x12 and smaller maps): their peak stack does not pay for the wide maps' ring.
     let width = (c.dims.1[1].max(1) - 1) * c.geometry.stride[1] + 3;
-    let col = [32, 16, 8]
+    let col = [32, 16, 8, 4]
         .into_iter()
         .find(|col| 3 * width * col <= BY_PIXEL_RING);
     if col.is_some_and(|col| 3 * width * col <= BY_PIXEL_RING_SMALL) {
@@ -471,10 +503,10 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     let half = channels / 2;
     // Padded columns the windows read.
     let width = (out_w - 1) * g.stride[1] + 3;
-    // Words per ring column: a constant of the two-pixel pass (8, 16 or 32 pairs, the widest
+    // Words per ring column: a constant of the two-pixel pass (4, 8, 16 or 32 pairs, the widest
     // whose three rows fit the ring), or where none fits (strides above 2 on wide rows) the
     // pairs that fit, for the one-pixel pass only.
-    let col_fit = [32, 16, 8]
+    let col_fit = [32, 16, 8, 4]
         .into_iter()
         .find(|col| 3 * width * col <= setup.ring.len());
     let chunk = col_fit
@@ -486,8 +518,9 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         return false;
     }
     // ReLU on an int16 output with a zero point of 0: the pixel loop's clamp as one USAT, and
-    // two pixels per pass where the column is a constant of the pass.
-    let relu16 = c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX);
+    // two pixels per pass where the column is a constant of the pass (their rounding needs an
+    // output zero point of at most 0 as well: simd/depthwise.rs).
+    let relu16 = relu16(c);
     let pixel = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
         if relu16 {
             simd::dw3x3_pixel_relu16(rows, col, k, out);
@@ -496,9 +529,6 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         }
     };
     let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
-    let pixel2 = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32], b_at| {
-        pixel_pair(g.stride[1], col, rows, k, out, b_at)
-    };
     let key = LayerKey::of(c);
     let PixelSetUp {
         params,
@@ -521,7 +551,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         let n = (half - first).min(chunk);
         // The narrowest constant column that holds the chunk.
         let col = match col_fit {
-            Some(fit) => [8, 16, 32]
+            Some(fit) => [4, 8, 16, 32]
                 .into_iter()
                 .find(|c| n <= *c)
                 .unwrap_or(fit)
@@ -574,7 +604,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 let Some(iy) = iy else {
                     for px in dst.chunks_exact_mut(col) {
                         if let Some(px) = px.get_mut(..n) {
-                            px.copy_from_slice(pads);
+                            simd::copy_words(px, pads);
                         }
                     }
                     continue;
@@ -588,41 +618,49 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                     ) else {
                         return true;
                     };
-                    inside.copy_from_slice(src);
+                    simd::copy_words(inside, src);
                 } else {
                     // The chunk's words of each pixel.
                     let src = x.get(from + first..).unwrap_or_default();
                     let pixels = src.chunks(half).take(end - l);
                     for (px, s) in dst.chunks_exact_mut(col).skip(l).zip(pixels) {
                         if let (Some(px), Some(s)) = (px.get_mut(..n), s.get(..n)) {
-                            px.copy_from_slice(s);
+                            simd::copy_words(px, s);
                         }
                     }
                 }
-                let outside = dst.chunks_exact_mut(col).enumerate();
-                for (_, px) in outside.filter(|(c, _)| !(l..end).contains(c)) {
+                // The padded columns only (a filter over every column cost about 30
+                // instructions a column).
+                let (left, inside_on) = dst.split_at_mut((l * col).min(dst.len()));
+                let right = inside_on.get_mut((end - l) * col..).unwrap_or_default();
+                for px in left
+                    .chunks_exact_mut(col)
+                    .chain(right.chunks_exact_mut(col))
+                {
                     if let Some(px) = px.get_mut(..n) {
-                        px.copy_from_slice(pads);
+                        simd::copy_words(px, pads);
                     }
                 }
             }
             let slots = [top, top + 1, top + 2].map(|py| origin.wrapping_add(py) % 3 * slot_len);
             let mut ox = 0;
+            // Every pixel pair of the row in one call (the clamp [0, 32767] is an int16
+            // output's): a call per pair cost about 140 instructions of set-up. An output not
+            // on a word boundary (never from the engine's arena) takes the one-pixel pass.
+            let pairs = out_w / 2;
+            if two && pairs > 0 {
+                let at = oy * out_w * channels + 2 * first;
+                let y = output.get_mut(at..at + (2 * pairs - 1) * channels + 2 * n);
+                if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
+                    let rows = slots.map(|s| ring.get(s..s + slot_len).unwrap_or_default());
+                    pixel_pairs(g.stride[1], col, rows, k, words, half, pairs);
+                    ox = 2 * pairs;
+                }
+            }
             while ox < out_w {
                 let at = (oy * out_w + ox) * channels + 2 * first;
                 let left = ox * g.stride[1] * col;
                 let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
-                if two && ox + 1 < out_w {
-                    // Pixels `ox` and `ox + 1` (the clamp [0, 32767] is an int16 output's):
-                    // the second's results `channels` values on. An output not on a word
-                    // boundary (never from the engine's arena) takes the one-pixel pass.
-                    let y = output.get_mut(at..at + channels + 2 * n);
-                    if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
-                        pixel2(slots.map(row), col, k, words, half);
-                        ox += 2;
-                        continue;
-                    }
-                }
                 let Some(y) = output.get_mut(at..at + 2 * n) else {
                     return true;
                 };
@@ -646,26 +684,33 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     true
 }
 
-/// [`simd::dw3x3_pixel2_relu16`] for horizontal stride `stride` (1, else 2) and ring column
-/// `col` (8, 16, else 32 words): one copy of the six passes for every element type and ring
-/// (the firmware links each pass once).
+/// [`simd::dw3x3_pixel2_relu16`] for `pairs` pixel pairs along a row, horizontal stride `stride`
+/// (1, else 2) and ring column `col` (4, 8, 16, else 32 words): pair `p`'s windows start `2p · stride`
+/// columns into `rows`, its results at word `2p · half` of `out` (pixel A) and `half` words
+/// later (B). One call per output row and chunk (the pass loops over the pairs), one copy of
+/// the six passes for every element type and ring.
 #[inline(never)]
-fn pixel_pair(
+fn pixel_pairs(
     stride: usize,
     col: usize,
     rows: [&[u32]; 3],
     k: &simd::DwPixelParams,
     out: &mut [u32],
-    b_at: usize,
+    half: usize,
+    pairs: usize,
 ) {
-    match (stride, col) {
-        (1, 8) => simd::dw3x3_pixel2_relu16::<1, 8>(rows, k, out, b_at),
-        (1, 16) => simd::dw3x3_pixel2_relu16::<1, 16>(rows, k, out, b_at),
-        (1, _) => simd::dw3x3_pixel2_relu16::<1, 32>(rows, k, out, b_at),
-        (_, 8) => simd::dw3x3_pixel2_relu16::<2, 8>(rows, k, out, b_at),
-        (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>(rows, k, out, b_at),
-        _ => simd::dw3x3_pixel2_relu16::<2, 32>(rows, k, out, b_at),
-    }
+    type Pass = fn([&[u32]; 3], &simd::DwPixelParams, &mut [u32], usize, usize);
+    let pass: Pass = match (stride, col) {
+        (1, 4) => simd::dw3x3_pixel2_relu16::<1, 4>,
+        (1, 8) => simd::dw3x3_pixel2_relu16::<1, 8>,
+        (1, 16) => simd::dw3x3_pixel2_relu16::<1, 16>,
+        (1, _) => simd::dw3x3_pixel2_relu16::<1, 32>,
+        (_, 4) => simd::dw3x3_pixel2_relu16::<2, 4>,
+        (_, 8) => simd::dw3x3_pixel2_relu16::<2, 8>,
+        (_, 16) => simd::dw3x3_pixel2_relu16::<2, 16>,
+        _ => simd::dw3x3_pixel2_relu16::<2, 32>,
+    };
+    pass(rows, k, out, half, pairs);
 }
 
 /// A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).
@@ -698,7 +743,7 @@ fn prepare<X: Lanes>(
     params: &mut simd::DwPixelParams,
     pads: &mut [u32; BY_PIXEL_PAIRS],
 ) -> bool {
-    params.reset(n);
+    params.reset_pairs(n);
     for (j, p) in pads.iter_mut().enumerate().take(n) {
         let ch = 2 * (first + j);
         let (Some(w0), Some(w1), Some(&[b0, b1]), Some(r0), Some(r1)) = (
@@ -713,8 +758,7 @@ fn prepare<X: Lanes>(
         let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
             return false;
         };
-        let w = core::array::from_fn(|t| simd::pair(i32::from(w0[t]), i32::from(w1[t])));
-        params.set(j, w, [b0, b1], [r0, r1]);
+        params.set_taps(j, [w0, w1], [b0, b1], [r0, r1]);
         *p = simd::pair(channel_pad(c, ch), channel_pad(c, ch + 1));
     }
     true

@@ -2379,7 +2379,9 @@ pub use conv::{
 mod columns;
 pub use columns::{copy_fields, copy_rows, smlad_2x2_pairs};
 mod depthwise;
-pub use depthwise::{dw3x3_pixel2_relu16, dw3x3_pixel_relu16};
+pub use depthwise::{
+    copy_strided, copy_words, dw3x3_pixel2_relu16, dw3x3_pixel_relu16, requant_pairs_relu16,
+};
 mod elementwise;
 pub use elementwise::add_tabulated;
 mod quad_store;

@@ -2,12 +2,26 @@
 //! 32767]` (ReLU on int16 outputs with a zero point of 0, every DS-CNN and MobileNet depthwise
 //! layer): the clamp as one USAT per lane instead of two compares with their ITs and moves; and
 //! the same for two adjacent output pixels per pass ([`dw3x3_pixel2_relu16`]).
+//!
+//! These passes and [`requant_pairs_relu16`] drop the sign terms of
+//! [`super::requant_run`]'s rounding for output zero points `z <= 0` (the caller checks): with
+//! the sum `x`, the factor `m >= 1` and the right shift `s >= 1`, `requant_run` takes the high
+//! word of `Q = h · 2^32 + 2^30 − [x < 0] · 2^31 + x · m`, where `h = 2^(s − 1) + z · 2^s`
+//! ([`super::RunScale`]: `Scale::run`), shifted right by `s`. These passes take
+//! `Q' = h · 2^32 + 2^30 + x · m` instead. For `x >= 0` it is `Q`. For `x < 0`, `x · m <= −1`
+//! and `h <= 2^(s − 1)`, so `Q <= Q' < 2^(31 + s) + 2^30 < 2^(32 + s)`: both results are at
+//! most 0, which the clamp `[0, 32767]` makes 0. Two instructions fewer per output (the AND
+//! and ORR of the low word, the ADD of the high word's sign; a MOV of the constant low word
+//! instead).
 
 use super::DwPixelParams;
+#[cfg(not(icefold_dsp))]
+use super::RunScale;
 
-/// [`super::dw3x3_pixel`] for parameters whose clamp is `[0, 32767]` (the caller checks; the
-/// clamp words of `k` are not read): the same results. With the DSP extension 57 instructions
-/// per channel pair where [`super::dw3x3_pixel`] takes 67.
+/// [`super::dw3x3_pixel`] for parameters whose clamp is `[0, 32767]` and whose output zero
+/// points are at most 0 (the caller checks; the clamp words of `k` are not read): the same
+/// results (the module documentation says why). With the DSP extension 53 instructions per
+/// channel pair where [`super::dw3x3_pixel`] takes 67.
 #[inline(always)]
 pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut [u32]) {
     let n = k.pairs;
@@ -69,20 +83,17 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
             "ldr r11, [r5], #4",
             "smlabb r8, r11, r10, r8",
             "smlatt r9, r11, r10, r9",
-            // output stage, lane 0 (see `requant_run`)
-            "and r10, r8, #0x80000000",
-            "orr r10, r10, #0x40000000",
+            // output stage, lane 0 (`requant_run`'s without the sign terms: the module
+            // documentation)
+            "mov r10, #0x40000000",
             "ldr r11, [r5], #4",
-            "add r11, r11, r8, asr #31",
             "ldr lr, [r5], #4",
             "smlal r10, r11, r8, lr",
             "ldr lr, [r5], #4",
             "asr r8, r11, lr",
             // lane 1
-            "and r10, r9, #0x80000000",
-            "orr r10, r10, #0x40000000",
+            "mov r10, #0x40000000",
             "ldr r11, [r5], #4",
-            "add r11, r11, r9, asr #31",
             "ldr lr, [r5], #4",
             "smlal r10, r11, r9, lr",
             "ldr lr, [r5], #4",
@@ -109,34 +120,46 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
     super::dw3x3_pixel(rows, step, k, out);
 }
 
-/// Two horizontally adjacent output pixels of a depthwise 3x3 convolution with the clamp `[0,
-/// 32767]` ([`dw3x3_pixel_relu16`]'s results for both): pixel A's window starts at column 0 of
-/// `rows`, pixel B's `S` columns later (`S`, the horizontal stride, 1 or 2); a column is `COL`
-/// words (at least `k.pairs()`: channel pair `j` of column `c` is word `c · COL + j`). Pair
-/// `j`'s results go to `out[j]` (A) and `out[b_at + j]` (B). Nothing is done unless every row
-/// holds `(S + 2) · COL + pairs` words, `b_at >= pairs` and `out` holds `b_at + pairs`.
+/// `pairs` pairs of horizontally adjacent output pixels along a row of a depthwise 3x3
+/// convolution with the clamp `[0, 32767]` ([`dw3x3_pixel_relu16`]'s results for each): in
+/// pair `p`, pixel A's window starts at column `2p · S` of `rows`, pixel B's `S` columns later
+/// (`S`, the horizontal stride, 1 or 2); a column is `COL` words (at least `k.pairs()`:
+/// channel pair `j` of column `c` is word `c · COL + j`). Pair `j`'s results go to `out[2p ·
+/// b_at + j]` (A) and `out[(2p + 1) · b_at + j]` (B). Nothing is done unless `pairs >= 1`,
+/// every row holds `2 (pairs − 1) · S · COL + (S + 2) · COL + k.pairs()` words, `b_at >=
+/// k.pairs()` and `out` holds `(2 pairs − 1) · b_at + k.pairs()`. The results are
+/// [`dw3x3_pixel_relu16`]'s where every channel's output zero point is at most 0 (the caller
+/// checks: the module documentation says why).
 ///
 /// With the DSP extension the two windows share every weight load (one LDM per kernel row),
 /// the column both windows read (stride 1: two of four per row, stride 2: one of five), the
-/// biases and the output stages' constants: 92 instructions for four outputs (stride 2: 95)
+/// biases and the output stages' constants: 84 instructions for four outputs (stride 2: 87)
 /// where two passes of [`dw3x3_pixel_relu16`] take 114. The column offsets are immediates
-/// (`COL` is a constant), which frees the registers the two extra accumulators need.
+/// (`COL` is a constant), which frees the registers the two extra accumulators need. The
+/// pixel pairs are a loop of the assembly too (11 instructions per pair, its counters on the
+/// stack): a call per pair from Rust cost about 70.
 #[inline(always)]
 pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
     rows: [&[u32]; 3],
     k: &DwPixelParams,
     out: &mut [u32],
     b_at: usize,
+    pairs: usize,
 ) {
     let n = k.pairs;
-    let need = (S + 2) * COL + n;
+    let need = pairs
+        .wrapping_sub(1)
+        .wrapping_mul(2 * S * COL)
+        .wrapping_add((S + 2) * COL + n);
     if !(S == 1 || S == 2)
         || n == 0
         || n > COL
         || COL > 64
+        || pairs == 0
+        || pairs > 1 << 16
         || b_at < n
         || b_at > 1 << 20
-        || out.len() < b_at + n
+        || out.len() < (2 * pairs - 1) * b_at + n
         || rows.iter().any(|r| r.len() < need)
     {
         return;
@@ -209,74 +232,66 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                 )
             };
         }
-        // One lane's output stage for both pixels (`requant_run`'s sequence): `$a`, `$b` the
-        // two sums, `$o` the byte offset of the lane's `high, multiplier, shift` from r5.
+        // One lane's output stage for both pixels: `$a`, `$b` the two sums, `$o` the byte
+        // offset of the lane's `high, multiplier, shift` from r5. `requant_run`'s sequence
+        // without its sign terms (the low word is 2^30 and the high word `high` whatever the
+        // sum's sign; see the module documentation): the same results after the clamp `[0, 32767]`.
+        // r9 (`high`) is pixel B's high word.
         macro_rules! stage {
             ($a:literal, $b:literal, $o:literal) => {
                 concat!(
                     "ldrd r9, r10, [r5, #",
                     $o,
                     "]\n",
-                    "and r8, ",
-                    $a,
-                    ", #0x80000000\n",
-                    "orr r8, r8, #0x40000000\n",
-                    "add lr, r9, ",
-                    $a,
-                    ", asr #31\n",
+                    "mov r8, #0x40000000\n",
+                    "mov lr, r9\n",
                     "smlal r8, lr, ",
                     $a,
                     ", r10\n",
-                    "ldr ",
-                    $a,
-                    ", [r5, #",
+                    "mov r8, #0x40000000\n",
+                    "smlal r8, r9, ",
+                    $b,
+                    ", r10\n",
+                    "ldr r10, [r5, #",
                     $o,
                     " + 8]\n",
                     "asr ",
                     $a,
-                    ", lr, ",
-                    $a,
-                    "\n",
-                    "and r8, ",
-                    $b,
-                    ", #0x80000000\n",
-                    "orr r8, r8, #0x40000000\n",
-                    "add lr, r9, ",
-                    $b,
-                    ", asr #31\n",
-                    "smlal r8, lr, ",
-                    $b,
-                    ", r10\n",
-                    "ldr ",
-                    $b,
-                    ", [r5, #",
-                    $o,
-                    " + 8]\n",
+                    ", lr, r10\n",
                     "asr ",
                     $b,
-                    ", lr, ",
-                    $b,
-                    "\n",
+                    ", r9, r10\n",
                 )
             };
         }
         macro_rules! pass {
             ($s:tt, $($last:tt)*) => {
-                // SAFETY: the check above. Pair `j` (the loop runs exactly `n = k.pairs`
-                // times: the `more` words of `DwPixelParams`, private to `simd`, are nonzero
-                // for `j < n − 1` and zero for `j = n − 1`) reads words `j + c · COL`, `c <=
-                // S + 2`, of each row (r0..r2 advance one word per pair after the first load,
-                // the immediates are `c · COL` words less that word), all below `(S + 2) · COL
+                // SAFETY: the check above. Pixel pair `p < pairs` (the outer loop counts
+                // `pairs >= 1` down on the stack), channel pair `j` (the inner loop runs
+                // exactly `n = k.pairs` times: the `more` words of `DwPixelParams`, private to
+                // `simd`, are nonzero for `j < n − 1` and zero for `j = n − 1`) reads words
+                // `2p · S · COL + j + c · COL`, `c <= S + 2`, of each row (r0..r2 advance one
+                // word per channel pair after the first load, the immediates are `c · COL`
+                // words less that word; after the inner loop they advance `2 · S · COL − n`
+                // words more, `r3` below), all below `2 (pairs − 1) · S · COL + (S + 2) · COL
                 // + n <= len`; it reads the 20 words of pair `j` of `k.words` (r5 advances 80
-                // bytes per pair, `n <= DW_PIXEL_PAIRS`) and writes words `j` and `b_at + j` of
-                // `out` (r11 = 4 · b_at, `b_at + n <= out.len()`). r6 and r7 (LLVM's base and
-                // frame pointers, not operands) are pushed first and popped last: 8 bytes of
-                // stack, below `sp`, nothing else. Only the named registers and the flags
-                // (with Q) change. LDM, LDRD, SMLABB, SMLATT, SMLAL, USAT, PKHBT exist on
-                // every icefold_dsp core.
+                // bytes per pair, `n <= DW_PIXEL_PAIRS`, and is reset from the stack per pixel
+                // pair) and writes words `2p · b_at + j` and `(2p + 1) · b_at + j` of `out`
+                // (r12 advances one word per channel pair, then `2 · b_at − n` words, `r4`;
+                // r11 = 4 · b_at; `(2 pairs − 1) · b_at + n <= out.len()`). r6 and r7 (LLVM's
+                // base and frame pointers, not operands) are pushed first and popped last, and
+                // the four words of the outer loop (k.words, both steps, the count) are below
+                // them: 24 bytes of stack below `sp`, restored. Only the named registers and
+                // the flags (with Q) change. LDM, LDRD, STRD, SMLABB, SMLATT, SMLAL, USAT,
+                // PKHBT exist on every icefold_dsp core.
                 unsafe {
                     core::arch::asm!(
                     "push {{r6, r7}}",
+                    "sub sp, sp, #16",
+                    "str r5, [sp]",
+                    "strd r3, r4, [sp, #4]",
+                    "str r8, [sp, #12]",
+                    "2:",
                     "1:",
                     "ldrd r3, r4, [r5], #8",
                     "mov r6, r3",
@@ -299,6 +314,18 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     "add r5, r5, #36",
                     "cmp r8, #0",
                     "bne 1b",
+                    // The next pixel pair: rows `2 · S` columns on, outputs `2 · b_at` words.
+                    "ldrd r8, r9, [sp, #4]",
+                    "add r0, r0, r8",
+                    "add r1, r1, r8",
+                    "add r2, r2, r8",
+                    "add r12, r12, r9",
+                    "ldr r5, [sp]",
+                    "ldr r8, [sp, #12]",
+                    "subs r8, r8, #1",
+                    "str r8, [sp, #12]",
+                    "bne 2b",
+                    "add sp, sp, #16",
                     "pop {{r6, r7}}",
                     c1 = const 4 * COL - 4,
                     c2 = const 8 * COL - 4,
@@ -308,8 +335,10 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     inout("r2") r2.as_ptr() => _,
                     inout("r5") k.words.as_ptr() => _, inout("r12") out.as_mut_ptr() => _,
                     in("r11") (4 * b_at) as u32,
-                    out("r3") _, out("r4") _, out("r8") _, out("r9") _, out("r10") _,
-                    out("lr") _,
+                    inout("r3") (8 * S * COL - 4 * n) as u32 => _,
+                    inout("r4") (8 * b_at - 4 * n) as u32 => _,
+                    inout("r8") pairs as u32 => _,
+                    out("r9") _, out("r10") _, out("lr") _,
                     );
                 }
             };
@@ -321,10 +350,297 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
         }
     }
     #[cfg(not(icefold_dsp))]
-    {
+    for p in 0..pairs {
+        let Some(out) = out.get_mut(2 * p * b_at..) else {
+            return;
+        };
         let (a, b) = out.split_at_mut(b_at);
-        super::dw3x3_pixel(rows, COL, k, a);
-        let shifted = rows.map(|r| r.get(S * COL..).unwrap_or_default());
+        let left = 2 * p * S * COL;
+        super::dw3x3_pixel(rows.map(|r| r.get(left..).unwrap_or_default()), COL, k, a);
+        let shifted = rows.map(|r| r.get(left + S * COL..).unwrap_or_default());
         super::dw3x3_pixel(shifted, COL, k, b);
+    }
+}
+
+/// The output stage of `n` pixels of one channel pair, both lanes fused, with the clamp `[0,
+/// 32767]` (`runs`' clamps are not read: the caller checks): pixel `i`'s sums are `accs[2i]`
+/// (even channel) and `accs[2i + 1]`, each goes through its lane's [`RunScale`] (the arithmetic
+/// of [`super::requant_run`]) and the two int16 results are stored as one lane-pair word,
+/// `out[i · step]`. Nothing is done unless `n >= 1`, `step >= 1`, `accs` holds `2n` values and
+/// `out` holds word `(n − 1) · step`. The results are `requant_run`'s where both channels'
+/// output zero points are at most 0 (the caller checks: the module documentation says why).
+///
+/// With the DSP extension 16 instructions per pixel, where two [`super::requant_run`] passes
+/// and a store loop over the pixels took about 23 (the row kernel of
+/// [`crate::kernels::fast::depthwise`]).
+#[inline(always)]
+pub fn requant_pairs_relu16(
+    accs: &[i32],
+    out: &mut [u32],
+    n: usize,
+    step: usize,
+    runs: &[super::RunScale; 2],
+) {
+    let last = n.wrapping_sub(1).wrapping_mul(step);
+    if n == 0
+        || step == 0
+        || step > 1 << 20
+        || n > 1 << 20
+        || accs.len() < 2 * n
+        || last >= out.len()
+        || last / step != n - 1
+    {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [k0, k1] = runs;
+        let consts = [
+            k0.high as u32,
+            k0.multiplier as u32,
+            k0.shift,
+            k1.high as u32,
+            k1.multiplier as u32,
+            k1.shift,
+        ];
+        // SAFETY: the check above: the loop runs `n >= 1` times (SUBS/BNE on r3), reading
+        // `accs[2i]` and `accs[2i + 1]` (r0, 8 bytes per step; `2n <= accs.len()`) and writing
+        // word `i · step` of `out` (r1, `4 · step` bytes per step; word `(n − 1) · step` is in
+        // `out`) for `i < n`. The six constants are read from `consts` (r12) before the loop.
+        // r6 and r7 (LLVM's base and frame pointers, not operands) are pushed first and popped
+        // last: 8 bytes of stack below `sp`, nothing else. Only the named registers and the
+        // flags (with Q) change. LDRD, LDM, SMLAL, USAT, PKHBT exist on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+            "push {{r6, r7}}",
+            "ldm r12, {{r4, r5, r8, r9, r10, r11}}",
+            "1:",
+            "ldrd r6, r7, [r0], #8",
+            // lane 0 (`requant_run`'s without the sign terms: the module documentation)
+            "mov r12, #0x40000000",
+            "mov lr, r4",
+            "smlal r12, lr, r6, r5",
+            "asr r6, lr, r8",
+            // lane 1
+            "mov r12, #0x40000000",
+            "mov lr, r9",
+            "smlal r12, lr, r7, r10",
+            "asr r7, lr, r11",
+            "usat r6, #15, r6",
+            "usat r7, #15, r7",
+            "pkhbt r6, r6, r7, lsl #16",
+            // (Thumb-2 has no post-index by a register.)
+            "str r6, [r1]",
+            "add r1, r1, r2",
+            "subs r3, r3, #1",
+            "bne 1b",
+            "pop {{r6, r7}}",
+            inout("r0") accs.as_ptr() => _, inout("r1") out.as_mut_ptr() => _,
+            in("r2") (4 * step) as u32, inout("r3") n => _,
+            inout("r12") consts.as_ptr() => _,
+            out("r4") _, out("r5") _, out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    for (i, s) in accs.chunks_exact(2).take(n).enumerate() {
+        if let (Some(y), [a, b]) = (out.get_mut(i * step), s) {
+            let [a, b] = [(a, &runs[0]), (b, &runs[1])].map(|(x, k)| {
+                let v = RunScale {
+                    min: 0,
+                    max: 32767,
+                    ..*k
+                }
+                .apply(*x);
+                v as u32 & 0xffff
+            });
+            *y = a | b << 16;
+        }
+    }
+}
+
+impl DwPixelParams {
+    /// Room for `pairs` channel pairs (at most [`DW_PIXEL_PAIRS`](super::DW_PIXEL_PAIRS);
+    /// more are cut), as [`DwPixelParams::reset`] but writing only those pairs' `more` words,
+    /// not zeroing the whole buffer (2.5 KiB per call): the pass loops read exactly `pairs`
+    /// pairs, and the caller sets each of them ([`DwPixelParams::set`]) before a pass runs.
+    pub fn reset_pairs(&mut self, pairs: usize) {
+        let pairs = pairs.min(super::DW_PIXEL_PAIRS);
+        for (j, p) in self
+            .words
+            .chunks_exact_mut(super::DW_PIXEL_WORDS)
+            .enumerate()
+            .take(pairs)
+        {
+            if let Some(more) = p.last_mut() {
+                *more = u32::from(j + 1 < pairs);
+            }
+        }
+        self.pairs = pairs;
+    }
+}
+
+/// `dst[i] = src[i · step]` and, if given, `again[i]` the same, for `i` below the shortest of
+/// `dst`, `again` and the words `src` holds at that step: a ring row of the depthwise row
+/// kernel and its repeated slot. With the DSP extension five or six instructions per word
+/// (the Rust loop took nine or ten: LLVM unrolled it with a bounds check per word).
+#[inline(never)]
+pub fn copy_strided(src: &[u32], step: usize, dst: &mut [u32], again: Option<&mut [u32]>) {
+    let mut n = dst.len().min(src.len().div_ceil(step.max(1)));
+    if let Some(a) = &again {
+        n = n.min(a.len());
+    }
+    if n == 0 || step == 0 || step > 1 << 20 {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        // SAFETY: the loop runs `n >= 1` times (SUBS/BNE on r3), reading word `i · step` of
+        // `src` (r0, `4 · step` bytes per word; `(n − 1) · step < src.len()` as `n <=
+        // ⌈src.len() / step⌉`) and writing word `i` of `dst` (r1) and, in the second form,
+        // of `again` (r2), for `i < n <= len`. No stack; only the named registers and the
+        // flags change.
+        match again {
+            // SAFETY: see above.
+            Some(again) => unsafe {
+                core::arch::asm!(
+                "1:",
+                "ldr r12, [r0]",
+                "add r0, r0, r4",
+                "str r12, [r1], #4",
+                "str r12, [r2], #4",
+                "subs r3, r3, #1",
+                "bne 1b",
+                inout("r0") src.as_ptr() => _, inout("r1") dst.as_mut_ptr() => _,
+                inout("r2") again.as_mut_ptr() => _, inout("r3") n => _,
+                in("r4") (4 * step) as u32, out("r12") _,
+                options(nostack),
+                );
+            },
+            // SAFETY: see above.
+            None => unsafe {
+                core::arch::asm!(
+                "1:",
+                "ldr r12, [r0]",
+                "add r0, r0, r4",
+                "str r12, [r1], #4",
+                "subs r3, r3, #1",
+                "bne 1b",
+                inout("r0") src.as_ptr() => _, inout("r1") dst.as_mut_ptr() => _,
+                inout("r3") n => _, in("r4") (4 * step) as u32, out("r12") _,
+                options(nostack),
+                );
+            },
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let words = src.iter().step_by(step).take(n);
+        match again {
+            Some(again) => {
+                for ((d, e), s) in dst.iter_mut().zip(again.iter_mut()).zip(words) {
+                    *d = *s;
+                    *e = *s;
+                }
+            }
+            None => dst.iter_mut().zip(words).for_each(|(d, s)| *d = *s),
+        }
+    }
+}
+
+impl DwPixelParams {
+    /// [`DwPixelParams::set`] from the two channels' int8 taps as they lie in the weights,
+    /// each tap pair packed as it is written (building the nine words first made LLVM spill
+    /// the eighteen taps: about 200 instructions per channel pair where this takes about 110).
+    #[inline(always)]
+    pub fn set_taps(
+        &mut self,
+        j: usize,
+        w: [&[i8; 9]; 2],
+        bias: [i32; 2],
+        runs: [super::RunScale; 2],
+    ) {
+        if j >= self.pairs {
+            return;
+        }
+        let at = j * super::DW_PIXEL_WORDS;
+        let Some(p) = self
+            .words
+            .get_mut(at..at + super::DW_PIXEL_WORDS)
+            .and_then(|p| p.first_chunk_mut::<{ super::DW_PIXEL_WORDS }>())
+        else {
+            return;
+        };
+        let [r0, r1] = runs;
+        p[0] = bias[0] as u32;
+        p[1] = bias[1] as u32;
+        for (d, (a, b)) in p[2..11].iter_mut().zip(w[0].iter().zip(w[1])) {
+            *d = super::pair(i32::from(*a), i32::from(*b));
+        }
+        p[11] = r0.high as u32;
+        p[12] = r0.multiplier as u32;
+        p[13] = r0.shift;
+        p[14] = r1.high as u32;
+        p[15] = r1.multiplier as u32;
+        p[16] = r1.shift;
+        p[17] = r0.min as u32;
+        p[18] = r0.max as u32;
+    }
+}
+
+/// Copies the first `min(dst.len(), src.len())` words of `src` into `dst`: the ring rows and
+/// pad columns of the depthwise pixel kernel. With the DSP extension four words per LDM/STM
+/// pair (one instruction a word with the loop; `__aeabi_memcpy4` took 3.25, a word at a time,
+/// 0.34 M instructions of MobileNetV1 in these copies), the last one to three words one by one.
+#[inline(always)]
+pub fn copy_words(dst: &mut [u32], src: &[u32]) {
+    let n = dst.len().min(src.len());
+    #[cfg(icefold_dsp)]
+    {
+        let quads = n / 4;
+        let rest = n % 4;
+        if quads > 0 {
+            // SAFETY: the loop runs `quads >= 1` times (SUBS/BNE on r2), reading words `4i ..
+            // 4i + 4` of `src` (r1) and writing the same words of `dst` (r0) for `i < quads`,
+            // `4 · quads <= n <= len` of both. No stack; only the named registers and the
+            // flags change.
+            unsafe {
+                core::arch::asm!(
+                "1:",
+                "ldmia r1!, {{r3, r4, r5, r12}}",
+                "stmia r0!, {{r3, r4, r5, r12}}",
+                "subs r2, r2, #1",
+                "bne 1b",
+                inout("r0") dst.as_mut_ptr() => _, inout("r1") src.as_ptr() => _,
+                inout("r2") quads => _,
+                out("r3") _, out("r4") _, out("r5") _, out("r12") _,
+                options(nostack),
+                );
+            }
+        }
+        if rest > 0 {
+            let at = 4 * quads;
+            // SAFETY: the loop runs `rest` (1 to 3) times, reading word `at + i` of `src` and
+            // writing word `at + i` of `dst` for `i < rest`, `at + rest = n <= len` of both.
+            // No stack; only the named registers and the flags change.
+            unsafe {
+                core::arch::asm!(
+                "1:",
+                "ldr r3, [r1], #4",
+                "str r3, [r0], #4",
+                "subs r2, r2, #1",
+                "bne 1b",
+                inout("r0") dst.as_mut_ptr().wrapping_add(at) => _,
+                inout("r1") src.as_ptr().wrapping_add(at) => _,
+                inout("r2") rest => _, out("r3") _,
+                options(nostack),
+                );
+            }
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    if let (Some(d), Some(s)) = (dst.get_mut(..n), src.get(..n)) {
+        d.copy_from_slice(s);
     }
 }
