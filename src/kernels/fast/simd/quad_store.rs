@@ -352,7 +352,7 @@ pub fn smlad_4x1_groups(
 /// `pixels >= 1`, and the bytes `start + p · step + k · size` for `p < pixels`, `k < 4` (`size`
 /// the element size of `clamp`) lie in one writable allocation the caller borrows mutably.
 #[cfg(icefold_dsp)]
-#[inline(always)]
+#[inline(never)]
 unsafe fn fused_pixels(
     params: &mut [u32; PARAMS],
     w: &[u32],
