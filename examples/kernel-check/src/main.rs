@@ -158,6 +158,9 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
     };
     let (stride, dilation, pad) = if kind == 3 && gen.next() % 2 == 0 {
         ([1, 1], [1, 1], [0; 4])
+    } else if kind == 3 && gen.next() % 2 == 0 {
+        // Strided and unpadded (`conv::pointwise_strided` on DSP cores: ResNet-8's 1x1/2).
+        ([1 + gen.below(2), 2], [1, 1], [0; 4])
     } else if kind == 4 {
         (
             [1 + gen.below(3), 1 + gen.below(2)],

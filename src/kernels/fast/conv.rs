@@ -2531,8 +2531,8 @@ fn takes_pointwise_strided<X: Lanes>(c: &Conv<'_, X>) -> bool {
 /// A strided pointwise layer ([`takes_pointwise_strided`]) as a dense one: per chunk of
 /// output pixels (as many as [`STRIDED_WORDS`] holds) the input pixels they read gathered
 /// as int16 lane pairs (an int8 input widened: SXTB16, SXTB16 ROR 8 and two packs per word
-/// of four), then [`pointwise_groups`] over the chunk (the four-channel tile, fused with the
-/// output stage where the channels allow). `false`, with nothing written, if the input or
+/// of four), then [`pointwise_layer`] over the chunk as a dense layer on an int16 input (the
+/// four-channel tile, fused with the output stage where the channels allow). `false`, with nothing written, if the input or
 /// output is shorter than the dims say or not word-aligned.
 #[inline(never)]
 fn pointwise_strided<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) -> bool {
@@ -2567,8 +2567,13 @@ fn pointwise_strided<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) -> b
     }
     let chunk = STRIDED_WORDS / n;
     let mut gathered = [0u32; STRIDED_WORDS];
-    let mut widened = [0u32; 2 * MAX_STRIDED_IN];
-    let mut blocks = Blocks::new();
+    // Each chunk as a dense pointwise layer on an int16 input: `pointwise_layer::<i16, Y>`,
+    // which the firmware of any 16x8 network links already (a copy of the groups' loop per
+    // input type cost 12 KB of code).
+    let dense = ConvGeometry {
+        stride: [1, 1],
+        ..*c.geometry
+    };
     let (mut oy, mut ox) = (0, 0);
     let mut p0 = 0;
     while p0 < pixels {
@@ -2598,7 +2603,20 @@ fn pointwise_strided<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) -> b
         else {
             return false;
         };
-        pointwise_groups(c, x, out, (&mut widened, None), &mut blocks);
+        let chunk = Conv::<i16> {
+            geometry: &dense,
+            dims: ([1, m, in_c], [1, m, out_c]),
+            // Unpadded: never read.
+            padding: Padding {
+                zero: 0,
+                values: &[],
+            },
+            channels: c.channels,
+            bounds: c.bounds,
+            input: bytemuck::cast_slice(x),
+            weights: c.weights,
+        };
+        pointwise_layer(&chunk, out);
         p0 += m;
     }
     true
