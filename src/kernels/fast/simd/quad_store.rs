@@ -36,9 +36,11 @@ impl QuadClamp {
     }
 }
 
-/// Parameter words per call: the biases, the weights' start, the passes per pixel, the next
-/// pixel's output, the end of the output, the pixel stride in bytes, then per channel its
-/// stage's high word, multiplier and shift.
+/// Parameter words per call: the biases, the next pixel's output, the weights' start, the
+/// passes per pixel, the end of the output, the pixel stride in bytes, then per channel its
+/// stage's high word, multiplier and shift. The loop keeps the address of the output word
+/// (word 4) on the stack: the biases below it (LDMDB), the stage's constants reached by the
+/// output's post-indexed load.
 #[cfg(icefold_dsp)]
 const PARAMS: usize = 21;
 
@@ -361,10 +363,10 @@ unsafe fn fused_pixels(
     (start, pixels, step): (*mut u8, usize, usize),
     clamp: QuadClamp,
 ) {
-    params[4] = w.as_ptr() as usize as u32;
+    params[4] = start as usize as u32;
+    params[5] = w.as_ptr() as usize as u32;
     // Passes of eight words, the first a half pass (entered at its middle) when `n / 4` is odd.
-    params[5] = n.div_ceil(8) as u32;
-    params[6] = start as usize as u32;
+    params[6] = n.div_ceil(8) as u32;
     params[7] = start.wrapping_add(pixels * step) as usize as u32;
     params[8] = step as u32;
     // SAFETY: the function's conditions, and words 4-8 of `params` written just now from them
@@ -375,10 +377,12 @@ unsafe fn fused_pixels(
     // of `w` from its start through r5 (two LDMs of four words per LDRD: inside `w`). It
     // writes the four elements of pixel `p` at `start + p · step + k · size` (r5, advanced by
     // `step` per pixel), `k < 4`, stopping when r5 reaches `start + pixels · step`. It reads
-    // and writes the words of `params` (alive past the statement), pushes two words it pops
+    // and writes the words of `params` (alive past the statement; r0 and the stacked copy
+    // point at word 4, every offset from it or from the constants' pointer stays within
+    // words 0-20), pushes two words it pops
     // before the end: r6 (LLVM's base pointer, not an operand) leaves as it came. `x` and `w`
     // are `u32` slices: word-aligned, as LDRD and LDM need. Only the named registers and the
-    // flags (with Q) change; r7 is not touched. LDM, LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP
+    // flags (with Q) change; r7 is not touched. LDM, LDMDB, LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP
     // exist on every icefold_dsp core.
     macro_rules! fused {
         ($entry:literal, $sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
@@ -387,8 +391,8 @@ unsafe fn fused_pixels(
                     "push {{r0, r6}}",
                     "1:",
                     "ldr lr, [sp]",
-                    "ldm lr, {{r8-r11}}",
-                    "ldrd r5, lr, [lr, #16]",
+                    "ldmdb lr, {{r8-r11}}",
+                    "ldrd r5, lr, [lr, #4]",
                     $entry,
                     "2:",
                     smlad_4x1_pair!(),
@@ -400,21 +404,20 @@ unsafe fn fused_pixels(
                     "bne 2b",
                     // Each channel's output stage, into the pixel's four elements.
                     "ldr lr, [sp]",
-                    "ldr r5, [lr, #24]",
-                    "add lr, lr, #36",
+                    "ldr r5, [lr], #20",
                     channel_stage!("r8", "!", $sat, $s0),
                     channel_stage!("r9", "!", $sat, $s1),
                     channel_stage!("r10", "!", $sat, $s2),
                     channel_stage!("r11", "", $sat, $s3),
-                    // The next pixel's output, until the end.
-                    "ldr lr, [sp]",
-                    "ldrd r0, r1, [lr, #28]",
+                    // The next pixel's output, until the end (lr at word 18: three
+                    // constants' LDMs written back from word 9).
+                    "ldrd r0, r1, [lr, #-44]",
                     "add r5, r5, r1",
-                    "str r5, [lr, #24]",
+                    "str r5, [lr, #-56]",
                     "cmp r5, r0",
                     "bne 1b",
                     "pop {{r0, r6}}",
-                    inout("r0") params.as_mut_ptr() => _,
+                    inout("r0") params.as_mut_ptr().wrapping_add(4) => _,
                     out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
                     out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                     inout("r12") x.as_ptr() => _,
