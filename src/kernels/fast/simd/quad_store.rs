@@ -242,9 +242,11 @@ pub fn smlad_4x1_store(
 /// the last pixel's four elements. `stage` is mutable for the call's own words only (its
 /// constants are left as they are).
 ///
-/// With the DSP extension: the multiply loop of `smlad_4x1_pixels`, then per channel an LDM of
-/// its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and the store (eight
-/// instructions per output), seven per pixel to advance.
+/// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply loop on two
+/// activation words per LDRD (23 instructions per 32 products, passes of eight words), then
+/// per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and
+/// the store (eight instructions per output), ten per pixel for the biases, the weights'
+/// start and count, the output and the advance.
 #[inline(always)]
 pub fn smlad_4x1_staged(
     w: &[u32],
