@@ -414,7 +414,9 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
                 return true;
             }
         }
-        // A strided pointwise layer: its pixels gathered, then as a dense one.
+        // A strided pointwise layer: its pixels gathered, then as a dense one (DSP cores: out of
+        // the Cortex-M3's build, whose loops LLVM compiled differently with it, +0.07 %).
+        #[cfg(any(icefold_dsp, test))]
         if takes_pointwise_strided(conv) && pointwise_strided(conv, output) {
             return true;
         }
@@ -2502,13 +2504,16 @@ fn pointwise_quads<Y: Store>(
     }
 }
 
+#[cfg(any(icefold_dsp, test))]
 /// Input words (int16 lane pairs) [`pointwise_strided`] gathers per chunk of output pixels
 /// (4 KiB of its frame).
 const STRIDED_WORDS: usize = 1024;
 
+#[cfg(any(icefold_dsp, test))]
 /// Most input channels [`pointwise_strided`] takes (one group's widened weights: 1 KiB).
 const MAX_STRIDED_IN: usize = 128;
 
+#[cfg(any(icefold_dsp, test))]
 /// Whether [`pointwise_strided`] takes `c`: with the DSP tiles, a 1x1 unpadded window with a
 /// stride above 1 (output pixel `(y, x)` reads input pixel `(y · sy, x · sx)` only), input
 /// channels a positive multiple of 8 up to [`MAX_STRIDED_IN`], dense input pixels, at least
@@ -2528,6 +2533,7 @@ fn takes_pointwise_strided<X: Lanes>(c: &Conv<'_, X>) -> bool {
         && !g.strided_input(in_c)
 }
 
+#[cfg(any(icefold_dsp, test))]
 /// A strided pointwise layer ([`takes_pointwise_strided`]) as a dense one: per chunk of
 /// output pixels (as many as [`STRIDED_WORDS`] holds) the input pixels they read gathered
 /// as int16 lane pairs (an int8 input widened: SXTB16, SXTB16 ROR 8 and two packs per word
