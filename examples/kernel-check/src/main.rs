@@ -32,6 +32,8 @@ const MAX_ACT: usize = 400;
 const MAX_W: usize = 640;
 /// Largest channel count.
 const MAX_C: usize = 16;
+/// Largest input channel count (pointwise layers: the fused tile's one and two passes).
+const MAX_IN_C: usize = 32;
 
 /// A linear congruential generator with the extremes over-represented.
 struct Gen(u64);
@@ -179,10 +181,11 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
             let c = 1 + gen.below(8);
             ([1 + gen.below(3), 1 + gen.below(3)], c, c, c)
         }
-        // Pointwise (input channels a multiple of 8 half of the time: the four-channel tile).
+        // Pointwise (input channels a multiple of 8 half of the time: the four-channel tile,
+        // its fused loop with a half pass first or not, one pass or two).
         3 => {
             let in_c = if gen.next() % 2 == 0 {
-                8 * (1 + gen.below(2))
+                8 * (1 + gen.below(4))
             } else {
                 2 * (1 + gen.below(8))
             };
@@ -197,6 +200,9 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
     };
     let (stride, dilation, pad) = if kind == 3 && gen.next() % 2 == 0 {
         ([1, 1], [1, 1], [0; 4])
+    } else if kind == 3 && gen.next() % 2 == 0 {
+        // Strided and unpadded (`conv::pointwise_strided` on DSP cores: ResNet-8's 1x1/2).
+        ([1 + gen.below(2), 2], [1, 1], [0; 4])
     } else if kind == 4 {
         (
             [1 + gen.below(3), 1 + gen.below(2)],
@@ -333,8 +339,8 @@ fn main() -> ! {
         let runs = g.kernel == [3, 3] && g.groups == in_c && in_c > 1 && case / 4 % 2 == 1;
         let ch = Channels::new(&mut gen, runs);
         let channels = ch.quant(out_dims[2]);
-        let mut pad8 = [0i8; MAX_C];
-        let mut pad16 = [0i16; MAX_C];
+        let mut pad8 = [0i8; MAX_IN_C];
+        let mut pad16 = [0i16; MAX_IN_C];
         let with_pad = gen.next() % 2 == 0;
         pad8.iter_mut().for_each(|v| *v = gen.i8());
         pad16.iter_mut().for_each(|v| *v = gen.i16());
@@ -509,7 +515,7 @@ fn main() -> ! {
         wf[..n_w].iter_mut().for_each(|v| *v = small(&mut gen));
         xf[..n_in].iter_mut().for_each(|v| *v = small(&mut gen));
         let bias: [f32; MAX_C] = core::array::from_fn(|_| small(&mut gen));
-        let pads: [f32; MAX_C] = core::array::from_fn(|_| small(&mut gen));
+        let pads: [f32; MAX_IN_C] = core::array::from_fn(|_| small(&mut gen));
         let pad_len = if gen.next() % 2 == 0 { in_c } else { 0 };
         let activation = match gen.below(3) {
             0 => Activation::Identity,

@@ -414,6 +414,12 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
                 return true;
             }
         }
+        // A strided pointwise layer: its pixels gathered, then as a dense one (DSP cores: out of
+        // the Cortex-M3's build, whose loops LLVM compiled differently with it, +0.07 %).
+        #[cfg(any(icefold_dsp, test))]
+        if takes_pointwise_strided(conv) && pointwise_strided(conv, output) {
+            return true;
+        }
         regular(conv, output);
         true
     } else if g.groups == in_c && g.groups == out_c {
@@ -2574,6 +2580,130 @@ fn pointwise_quads<Y: Store>(
     }
 }
 
+#[cfg(any(icefold_dsp, test))]
+/// Input words (int16 lane pairs) [`pointwise_strided`] gathers per chunk of output pixels
+/// (4 KiB of its frame).
+const STRIDED_WORDS: usize = 1024;
+
+#[cfg(any(icefold_dsp, test))]
+/// Most input channels [`pointwise_strided`] takes (one group's widened weights: 1 KiB).
+const MAX_STRIDED_IN: usize = 128;
+
+#[cfg(any(icefold_dsp, test))]
+/// Whether [`pointwise_strided`] takes `c`: with the DSP tiles, a 1x1 unpadded window with a
+/// stride above 1 (output pixel `(y, x)` reads input pixel `(y · sy, x · sx)` only), input
+/// channels a positive multiple of 8 up to [`MAX_STRIDED_IN`], dense input pixels, at least
+/// four output channels. (ResNet-8's two shortcut convolutions, 1x1 stride 2, took the
+/// window loops of [`regular_quads`] at 0.42-0.55 MAC per instruction: one tap per window.)
+fn takes_pointwise_strided<X: Lanes>(c: &Conv<'_, X>) -> bool {
+    let g = c.geometry;
+    let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    TILES
+        && !host_avx2()
+        && g.kernel == [1, 1]
+        && g.pad == [0; 4]
+        && g.stride != [1, 1]
+        && in_c % 8 == 0
+        && (8..=MAX_STRIDED_IN).contains(&in_c)
+        && out_c >= 4
+        && !g.strided_input(in_c)
+}
+
+#[cfg(any(icefold_dsp, test))]
+/// A strided pointwise layer ([`takes_pointwise_strided`]) as a dense one: per chunk of
+/// output pixels (as many as [`STRIDED_WORDS`] holds) the input pixels they read gathered
+/// as int16 lane pairs (an int8 input widened: SXTB16, SXTB16 ROR 8 and two packs per word
+/// of four), then [`pointwise_layer`] over the chunk as a dense layer on an int16 input (the
+/// four-channel tile, fused with the output stage where the channels allow). `false`, with nothing written, if the input or
+/// output is shorter than the dims say or not word-aligned.
+#[inline(never)]
+fn pointwise_strided<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) -> bool {
+    let ([in_h, in_w, in_c], [out_h, out_w, out_c]) = c.dims;
+    let [sy, sx] = c.geometry.stride;
+    let out_stride = c.geometry.out_stride(out_c);
+    let n = in_c / 2;
+    // Words per input pixel as stored: int16 pairs, or int8 quads.
+    let stored = if X::WIDE { n } else { in_c / 4 };
+    let src = if X::WIDE {
+        X::words(c.input)
+    } else {
+        X::packed(c.input)
+    };
+    let Some(src) = src else {
+        return false;
+    };
+    let pixels = out_h * out_w;
+    // The last output pixel's input pixel and output elements inside their slices.
+    let last_in = ((out_h.saturating_sub(1) * sy) * in_w + out_w.saturating_sub(1) * sx + 1)
+        .checked_mul(stored);
+    let fits = pixels > 0
+        && out_w > 0
+        && (out_h - 1) * sy < in_h
+        && (out_w - 1) * sx < in_w
+        && last_in.is_some_and(|l| l <= src.len())
+        && (pixels - 1) * out_stride + out_c <= output.len()
+        && n > 0
+        && n <= MAX_STRIDED_IN / 2;
+    if !fits {
+        return false;
+    }
+    let chunk = STRIDED_WORDS / n;
+    let mut gathered = [0u32; STRIDED_WORDS];
+    // Each chunk as a dense pointwise layer on an int16 input: `pointwise_layer::<i16, Y>`,
+    // which the firmware of any 16x8 network links already (a copy of the groups' loop per
+    // input type cost 12 KB of code).
+    let dense = ConvGeometry {
+        stride: [1, 1],
+        ..*c.geometry
+    };
+    let (mut oy, mut ox) = (0, 0);
+    let mut p0 = 0;
+    while p0 < pixels {
+        let m = (pixels - p0).min(chunk);
+        for dst in gathered.chunks_exact_mut(n).take(m) {
+            let at = (oy * sy * in_w + ox * sx) * stored;
+            let Some(px) = src.get(at..at + stored) else {
+                return false;
+            };
+            if X::WIDE {
+                dst.copy_from_slice(px);
+            } else {
+                for (pair, &word) in dst.chunks_exact_mut(2).zip(px) {
+                    let (even, odd) = (simd::sxtb16(word), simd::sxtb16_ror8(word));
+                    if let Some([lo, hi]) = pair.first_chunk_mut::<2>() {
+                        *lo = (even & 0xFFFF) | (odd << 16);
+                        *hi = (even >> 16) | (odd & 0xFFFF_0000);
+                    }
+                }
+            }
+            ox += 1;
+            if ox == out_w {
+                (oy, ox) = (oy + 1, 0);
+            }
+        }
+        let (Some(x), Some(out)) = (gathered.get(..m * n), output.get_mut(p0 * out_stride..))
+        else {
+            return false;
+        };
+        let chunk = Conv::<i16> {
+            geometry: &dense,
+            dims: ([1, m, in_c], [1, m, out_c]),
+            // Unpadded: never read.
+            padding: Padding {
+                zero: 0,
+                values: &[],
+            },
+            channels: c.channels,
+            bounds: c.bounds,
+            input: bytemuck::cast_slice(x),
+            weights: c.weights,
+        };
+        pointwise_layer(&chunk, out);
+        p0 += m;
+    }
+    true
+}
+
 /// `Σ_i w[t][i] · pad(i)` per tap `t` of one output channel's weights (`[taps][in_c]`).
 fn pad_sums<X: Element>(padding: &Padding<'_, X>, w: &[i8], in_c: usize) -> [i32; MAX_TAPS] {
     let mut sums = [0i32; MAX_TAPS];
@@ -3286,6 +3416,24 @@ pub(crate) mod tests {
         }
     }
 
+    prop_compose! {
+        /// Strided pointwise convolutions (1x1, unpadded, strides 1-3 per axis): input
+        /// channels in multiples of 8 up to 128 (`pointwise_strided`) and a few others, output
+        /// channels in groups of four and a tail, odd and even sizes, chunks of gathered
+        /// pixels and their tails (`STRIDED_WORDS / (in_c / 2)` pixels each).
+        fn strided_pointwise_case()(eighths in 1usize..=16, odd in 0usize..8, out_c in 1usize..=14,
+                                    sh in 1usize..=3, sw in 1usize..=3, h in 1usize..=24,
+                                    w in 1usize..=24, relu in any::<bool>(), seed in any::<u64>())
+            -> Option<Case>
+        {
+            // One case in eight with input channels not a multiple of 8 (not taken).
+            let in_c = if odd == 0 { 2 * eighths + 2 } else { 8 * eighths };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [1, 1], stride: [sh, sw], dilation: [1, 1], pad: [0; 4], groups: 1, in_pixel_stride: 0 };
+            let (oh, ow) = ((h - 1) / sh + 1, (w - 1) / sw + 1);
+            Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values: false, relu, seed })
+        }
+    }
+
     struct Data<X> {
         x: Vec<X>,
         weights: Vec<i8>,
@@ -3364,7 +3512,7 @@ pub(crate) mod tests {
         #![proptest_config(ProptestConfig::with_cases(1500))]
 
         #[test]
-        fn int8_equals_reference(c in prop_oneof![3 => case(), 1 => first_layer()], zp_in in any::<i8>(), zp_out in any::<i8>()) {
+        fn int8_equals_reference(c in prop_oneof![3 => case(), 1 => first_layer(), 1 => strided_pointwise_case()], zp_in in any::<i8>(), zp_out in any::<i8>()) {
             let Some(c) = c else { return Ok(()) };
             let mut gen = Gen(c.seed);
             let d = data(&c, &mut gen, Gen::i8, 20);
@@ -3505,6 +3653,71 @@ pub(crate) mod tests {
             }
         }
 
+        /// The strided pointwise path takes every layer it admits (int8 and int16 inputs and
+        /// outputs, zero points, views of wider output pixels) and writes what the reference
+        /// does, leaving a view's other channels as they were.
+        #[test]
+        fn strided_pointwise_takes_what_it_admits(c in strided_pointwise_case(), kinds in 0u8..4, extra in 0usize..3,
+                                                  zp_in in any::<i16>(), zp_out in any::<i16>()) {
+            let Some(mut c) = c else { return Ok(()) };
+            let mut gen = Gen(c.seed);
+            let out_c = c.out_dims[2];
+            // An output view: pixels `out_c + extra` elements apart.
+            c.g.out_pixel_stride = if extra > 0 { out_c + extra } else { 0 };
+            let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
+            fn check<X: Lanes + core::fmt::Debug, Y: Store + Default + core::fmt::Debug + PartialEq + 'static>(
+                c: &Case, d: &Data<X>, zp: X, output: WideOutputQuant,
+            ) -> Result<(), TestCaseError> {
+                let quant = WideConvQuant {
+                    input_zero_point: zp,
+                    pad_values: &d.pad_values,
+                    channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                    output,
+                };
+                let [oh, ow, out_c] = c.out_dims;
+                let stride = c.g.out_stride(out_c);
+                let size = (oh * ow - 1) * stride + out_c;
+                // The reference writes a dense output: spread it into the view.
+                let mut dense = std::vec![Y::default(); len(c.out_dims)];
+                let plain = ConvGeometry { out_pixel_stride: 0, ..c.g };
+                reference::conv2d_wide(&plain, &quant, c.in_dims, &d.x, c.out_dims, &mut dense, &d.weights);
+                let mut want = std::vec![Y::default(); size];
+                for (p, px) in dense.chunks_exact(out_c).enumerate() {
+                    want[p * stride..p * stride + out_c].copy_from_slice(px);
+                }
+                let conv = Conv {
+                    geometry: &c.g,
+                    dims: (c.in_dims, c.out_dims),
+                    padding: Padding { zero: zp, values: &d.pad_values },
+                    channels: &quant.channels,
+                    bounds: Bounds::from(quant.output),
+                    input: &d.x,
+                    weights: &d.weights,
+                };
+                let mut fast = std::vec![Y::default(); size];
+                PORTABLE_TILES.with(|p| p.set(true));
+                let admitted = takes_pointwise_strided(&conv);
+                let taken = admitted && pointwise_strided(&conv, &mut fast);
+                PORTABLE_TILES.with(|p| p.set(false));
+                let in_c = c.in_dims[2];
+                let expected = in_c % 8 == 0 && out_c >= 4 && c.g.stride != [1, 1];
+                prop_assert_eq!(admitted, expected);
+                prop_assert_eq!(taken, expected);
+                if taken {
+                    prop_assert_eq!(&fast, &want);
+                }
+                Ok(())
+            }
+            let output = WideOutputQuant { zero_point: zp_out, clamp };
+            let narrow = WideOutputQuant { zero_point: zp_out.clamp(-128, 127), clamp: ClampI16 { min: clamp.min.clamp(-128, 127), max: 127 } };
+            match kinds {
+                0 => check::<i8, i16>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, output)?,
+                1 => check::<i8, i8>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, narrow)?,
+                2 => check::<i16, i16>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?,
+                _ => check::<i16, i8>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, narrow)?,
+            }
+        }
+
         /// The four-channel tile runs every layer it admits to the end (it stops at a shape
         /// check it fails) and writes what the reference does, tail channels included.
         #[test]
@@ -3546,7 +3759,7 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn wide_equals_reference(c in prop_oneof![3 => case(), 1 => first_layer(), 2 => quad_case()], kinds in 0u8..3, zp_in in any::<i16>(),
+        fn wide_equals_reference(c in prop_oneof![3 => case(), 1 => first_layer(), 2 => quad_case(), 1 => strided_pointwise_case()], kinds in 0u8..3, zp_in in any::<i16>(),
                                  zp_out in any::<i16>()) {
             let Some(c) = c else { return Ok(()) };
             let mut gen = Gen(c.seed);

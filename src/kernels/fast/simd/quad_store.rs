@@ -36,9 +36,11 @@ impl QuadClamp {
     }
 }
 
-/// Parameter words per call: the biases, the weights' start, the passes per pixel, the next
-/// pixel's output, the end of the output, the pixel stride in bytes, then per channel its
-/// stage's high word, multiplier and shift.
+/// Parameter words per call: the biases, the next pixel's output, the weights' start, the
+/// passes per pixel, the end of the output, the pixel stride in bytes, then per channel its
+/// stage's high word, multiplier and shift. The loop keeps the address of the output word
+/// (word 4) on the stack: the biases below it (LDMDB), the stage's constants reached by the
+/// output's post-indexed load.
 #[cfg(icefold_dsp)]
 const PARAMS: usize = 21;
 
@@ -67,6 +69,30 @@ macro_rules! channel_stage {
             $sat,
             "\n",
             $st
+        )
+    };
+}
+
+/// A quarter of a pass of the fused tile's multiply loop ([`fused_pixels`]) in assembly text: two
+/// activation words (one LDRD through r12, post-incremented, into r4 and r6), each meeting the
+/// four channels' interleaved weight words (LDM of four through r5, written back) in four
+/// SMLADs into r8-r11. Eleven instructions per 16 products where two LDRs took twelve. Uses
+/// r0-r4 and r6.
+#[cfg(icefold_dsp)]
+macro_rules! smlad_4x1_pair {
+    () => {
+        concat!(
+            "ldrd r4, r6, [r12], #8\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r4, r8\n",
+            "smlad r9, r1, r4, r9\n",
+            "smlad r10, r2, r4, r10\n",
+            "smlad r11, r3, r4, r11\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r6, r8\n",
+            "smlad r9, r1, r6, r9\n",
+            "smlad r10, r2, r6, r10\n",
+            "smlad r11, r3, r6, r11\n",
         )
     };
 }
@@ -216,9 +242,11 @@ pub fn smlad_4x1_store(
 /// the last pixel's four elements. `stage` is mutable for the call's own words only (its
 /// constants are left as they are).
 ///
-/// With the DSP extension: the multiply loop of `smlad_4x1_pixels`, then per channel an LDM of
-/// its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and the store (eight
-/// instructions per output), seven per pixel to advance.
+/// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply loop on two
+/// activation words per LDRD (23 instructions per 32 products, passes of eight words), then
+/// per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and
+/// the store (eight instructions per output), ten per pixel for the biases, the weights'
+/// start and count, the output and the advance.
 #[inline(always)]
 pub fn smlad_4x1_staged(
     w: &[u32],
@@ -328,7 +356,7 @@ pub fn smlad_4x1_groups(
 /// `pixels >= 1`, and the bytes `start + p · step + k · size` for `p < pixels`, `k < 4` (`size`
 /// the element size of `clamp`) lie in one writable allocation the caller borrows mutably.
 #[cfg(icefold_dsp)]
-#[inline(always)]
+#[inline(never)]
 unsafe fn fused_pixels(
     params: &mut [u32; PARAMS],
     w: &[u32],
@@ -337,52 +365,61 @@ unsafe fn fused_pixels(
     (start, pixels, step): (*mut u8, usize, usize),
     clamp: QuadClamp,
 ) {
-    params[4] = w.as_ptr() as usize as u32;
-    params[5] = (n / 4) as u32;
-    params[6] = start as usize as u32;
+    params[4] = start as usize as u32;
+    params[5] = w.as_ptr() as usize as u32;
+    // Passes of eight words, the first a half pass (entered at its middle) when `n / 4` is odd.
+    params[6] = n.div_ceil(8) as u32;
     params[7] = start.wrapping_add(pixels * step) as usize as u32;
     params[8] = step as u32;
     // SAFETY: the function's conditions, and words 4-8 of `params` written just now from them
     // (the others are constants the loop only reads into its sums and stages). Per pixel the
-    // loop reads `n` words of `x` through r12 (post-incremented: pixel `p` reads words
-    // `p · n .. (p + 1) · n`, `p < pixels`, inside `x`) and the `4 · n` words of `w` from its
-    // start through r5 (four LDMs of four words per pass, `n / 4` passes: inside `w`). It
+    // loop reads `n` words of `x` through r12 (LDRD, post-incremented: pixel `p` reads words
+    // `p · n .. (p + 1) · n`, `p < pixels`, inside `x`; `n / 4` half passes of two LDRDs, the
+    // first pass's first half skipped when `n / 4` is odd: `n.div_ceil(8)` passes) and the `4 · n` words
+    // of `w` from its start through r5 (two LDMs of four words per LDRD: inside `w`). It
     // writes the four elements of pixel `p` at `start + p · step + k · size` (r5, advanced by
     // `step` per pixel), `k < 4`, stopping when r5 reaches `start + pixels · step`. It reads
-    // and writes the words of `params` (alive past the statement), pushes one word it pops
-    // before the end. Only the named registers and the flags (with Q) change; r6 and r7 are
-    // not touched. LDM, LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp
-    // core.
+    // and writes the words of `params` (alive past the statement; r0 and the stacked copy
+    // point at word 4, every offset from it or from the constants' pointer stays within
+    // words 0-20), pushes two words it pops
+    // before the end: r6 (LLVM's base pointer, not an operand) leaves as it came. `x` and `w`
+    // are `u32` slices: word-aligned, as LDRD and LDM need. Only the named registers and the
+    // flags (with Q) change; r7 is not touched. LDM, LDMDB, LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP
+    // exist on every icefold_dsp core.
     macro_rules! fused {
-        ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
+        ($entry:literal, $sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
             unsafe {
                 core::arch::asm!(
-                    "push {{r0}}",
+                    "push {{r0, r6}}",
                     "1:",
                     "ldr lr, [sp]",
-                    "ldm lr, {{r8-r11}}",
-                    "ldrd r5, lr, [lr, #16]",
+                    "ldmdb lr, {{r8-r11}}",
+                    "ldrd r5, lr, [lr, #4]",
+                    $entry,
                     "2:",
-                    smlad_4x1_passes!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    "3:",
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
                     "subs lr, lr, #1",
                     "bne 2b",
                     // Each channel's output stage, into the pixel's four elements.
                     "ldr lr, [sp]",
-                    "ldr r5, [lr, #24]",
-                    "add lr, lr, #36",
+                    "ldr r5, [lr], #20",
                     channel_stage!("r8", "!", $sat, $s0),
                     channel_stage!("r9", "!", $sat, $s1),
                     channel_stage!("r10", "!", $sat, $s2),
                     channel_stage!("r11", "", $sat, $s3),
-                    // The next pixel's output, until the end.
-                    "ldr lr, [sp]",
-                    "ldrd r0, r1, [lr, #28]",
+                    // The next pixel's output, until the end (lr at word 18: three
+                    // constants' LDMs written back from word 9).
+                    "ldrd r0, r1, [lr, #-44]",
                     "add r5, r5, r1",
-                    "str r5, [lr, #24]",
+                    "str r5, [lr, #-56]",
                     "cmp r5, r0",
                     "bne 1b",
-                    "pop {{r0}}",
-                    inout("r0") params.as_mut_ptr() => _,
+                    "pop {{r0, r6}}",
+                    inout("r0") params.as_mut_ptr().wrapping_add(4) => _,
                     out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
                     out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                     inout("r12") x.as_ptr() => _,
@@ -392,7 +429,19 @@ unsafe fn fused_pixels(
             }
         };
     }
-    with_clamp!(clamp, fused);
+    // Whole passes: no entry branch per pixel.
+    macro_rules! whole {
+        ($($t:literal),*) => { fused!("", $($t),*) };
+    }
+    // A half pass first, entered at the second half (`3:`).
+    macro_rules! half_first {
+        ($($t:literal),*) => { fused!("b 3f", $($t),*) };
+    }
+    if n % 8 == 0 {
+        with_clamp!(clamp, whole);
+    } else {
+        with_clamp!(clamp, half_first);
+    }
 }
 
 /// The output stage of four channels' sums over `pixels` pixels, laid out as
