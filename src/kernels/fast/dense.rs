@@ -15,7 +15,7 @@
 //! rows ([`conv::dot`](super::conv)).
 
 use super::conv::{dot, stage};
-use super::requant::{Bounds, Scale, Stage};
+use super::requant::{Bounds, Stage};
 use super::simd;
 use super::{Outs, Store};
 use crate::kernels::reference::int8::dense as reference;
@@ -217,14 +217,15 @@ fn rows_quads<Y: Store>(
 }
 
 /// The output stage of a dense layer's rows, each with its own factor: `Y::from_wide` of
-/// `bounds.apply(factor(requant, sum))`, with the per-layer part prepared once.
+/// `bounds.apply(requant.apply(sum))`, with the per-layer part prepared once.
 ///
 /// A row whose factor has a positive multiplier and a right shift `r` of 2 to 31 with
 /// `|zero_point| · 2^(r−1) <= 2^29`, in a layer whose upper clamp is the output type's maximum,
 /// takes [`simd::stage_rows_i8`] / [`simd::stage_rows_i16`]: [`RunScale`](simd::RunScale)'s
-/// arithmetic (the form [`Scale::run`] proves equal to the factor and the bounds), its
+/// arithmetic (the form [`Scale::run`](super::requant::Scale::run) proves equal to the factor and the bounds), its
 /// constants built from the row's multiplier and shift in three instructions. Any other row
-/// takes [`factor`] and the bounds.
+/// takes `Requant::apply` and the bounds (rare: no row of the MLPerf Tiny autoencoder does,
+/// and the reference function keeps the firmware small).
 #[derive(Clone, Copy)]
 struct RowsStage {
     bounds: Bounds,
@@ -248,7 +249,7 @@ impl RowsStage {
         }
     }
 
-    /// `out[o] = Y::from_wide(bounds.apply(factor(requant_o, sums[o])) as i16)` over the rows
+    /// `out[o] = Y::from_wide(bounds.apply(requant_o.apply(sums[o])) as i16)` over the rows
     /// all four slices have.
     #[inline(always)]
     fn store<Y: Store>(&self, sums: &[i32], multiplier: &[i32], shift: &[i32], out: &mut [Y]) {
@@ -281,7 +282,7 @@ impl RowsStage {
                     multiplier: m,
                     shift: s,
                 };
-                *y = Y::from_wide(b.apply(factor(requant, x)) as i16);
+                *y = Y::from_wide(b.apply(requant.apply(x)) as i16);
                 done += 1;
             }
         }
@@ -499,23 +500,6 @@ fn edge_sums(
             }
         }
     }
-}
-
-/// `requant.apply(x)` with the two forms a dense layer's factor takes inline: below 1/2
-/// ([`Scale`]) and from 1/2 up (a positive multiplier and a left shift of 0 to 30, common in
-/// dense layers). The latter is `multiply_by_quantized_multiplier` with no right shift: `x · 2^s`
-/// saturated to i32, then `floor((x · m + 2^30) / 2^31)`, which cannot saturate for
-/// `0 < m < 2^31`. Every other factor takes [`Stage`].
-#[inline(always)]
-fn factor(requant: Requant, x: i32) -> i32 {
-    if let Some(scale) = Scale::new(requant) {
-        return scale.apply(x);
-    }
-    if requant.multiplier > 0 && (0..=30).contains(&requant.shift) {
-        let x = (i64::from(x) << requant.shift).clamp(i64::from(i32::MIN), i64::from(i32::MAX));
-        return ((x * i64::from(requant.multiplier) + (1 << 30)) >> 31) as i32;
-    }
-    Stage::new(requant).scale(x)
 }
 
 /// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i])`, two rows at a time.
@@ -776,7 +760,6 @@ mod tests {
             case(n_in, n_out, 1, 0, (0, 0, false), None, seed, run, run_wide)?;
         }
 
-        /// [`factor`] is `Requant::apply` for every factor, extremes of `x` included.
         /// The rows' output stage against the reference arithmetic (`Requant::apply`, the zero
         /// point, the clamp, the output type) for every factor form, zero point and clamp: the
         /// RunScale form where it applies, the fallback row by row elsewhere, both output types.
@@ -807,14 +790,6 @@ mod tests {
                 prop_assert_eq!(y8[o], i8::from_wide(want(o)), "int8 row {}", o);
                 prop_assert_eq!(y16[o], want(o), "int16 row {}", o);
             }
-        }
-
-        #[test]
-        fn factor_equals_requant(x in prop_oneof![any::<i32>(), Just(i32::MIN), Just(i32::MAX), -4i32..4],
-                                 multiplier in prop_oneof![(1i32 << 30)..=i32::MAX, any::<i32>(), Just(i32::MIN), Just(0)],
-                                 shift in -33i32..=32) {
-            let r = Requant { multiplier, shift };
-            prop_assert_eq!(factor(r, x), r.apply(x));
         }
 
         /// [`rows`] refuses nothing: shapes the widened path does not take (`n_in` not a
