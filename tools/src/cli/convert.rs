@@ -52,7 +52,7 @@ pub struct ConvertArgs {
     /// values widened by the tool, in the order the Cortex-M4/M33 DSP kernel reads them: no
     /// widening on the device). int16 doubles the dense weights' flash: the MLPerf Tiny AD
     /// autoencoder takes 549,248 instead of 285,056 bytes of model and runs 283,588 instead of
-    /// 461,645 instructions on the Cortex-M4F (525,765 instead of 649,807 est. cycles; M33 alike,
+    /// 461,562 instructions on the Cortex-M4F (525,576 instead of 644,585 est. cycles; M33 alike,
     /// M3 1.14 M instead of 1.29 M; docs/BENCHMARKS.md). Both compute the same bytes on every
     /// core; layers whose inputs are not a multiple of 4 keep int8.
     #[arg(
