@@ -2136,36 +2136,6 @@ impl DwPixelParams {
     pub fn pairs(&self) -> usize {
         self.pairs
     }
-
-    /// Pair `j`'s taps, biases and output stages (both with the same clamp, `runs[0]`'s).
-    #[inline(always)]
-    pub fn set(&mut self, j: usize, taps: [u32; 9], bias: [i32; 2], runs: [RunScale; 2]) {
-        if j >= self.pairs {
-            return;
-        }
-        let at = j * DW_PIXEL_WORDS;
-        let Some(p) = self
-            .words
-            .get_mut(at..at + DW_PIXEL_WORDS)
-            .and_then(|p| p.first_chunk_mut::<DW_PIXEL_WORDS>())
-        else {
-            return;
-        };
-        let [r0, r1] = runs;
-        p[0] = bias[0] as u32;
-        p[1] = bias[1] as u32;
-        for (d, w) in p[2..11].iter_mut().zip(taps) {
-            *d = w;
-        }
-        p[11] = r0.high as u32;
-        p[12] = r0.multiplier as u32;
-        p[13] = r0.shift;
-        p[14] = r1.high as u32;
-        p[15] = r1.multiplier as u32;
-        p[16] = r1.shift;
-        p[17] = r0.min as u32;
-        p[18] = r0.max as u32;
-    }
 }
 
 /// `y` as int16 lane-pair words, if its elements are `i16` and it starts on a word boundary:
@@ -2361,6 +2331,31 @@ macro_rules! smlad_4x1_passes {
             "smlad r9, r1, r4, r9\n",
             "smlad r10, r2, r4, r10\n",
             "smlad r11, r3, r4, r11"
+        )
+    };
+}
+
+/// A quarter of a pass of the fused pointwise tile's multiply loop (`quad_store::fused_pixels`)
+/// and half a pass of the dense blocks' (`dense::smlad_4x1_quads`) in assembly text: two
+/// activation words (one LDRD through r12, post-incremented, into r4 and r6), each meeting the
+/// four channels' interleaved weight words (LDM of four through r5, written back) in four
+/// SMLADs into r8-r11. Eleven instructions per 16 products where two LDRs took twelve. Uses
+/// r0-r4 and r6.
+#[cfg(icefold_dsp)]
+macro_rules! smlad_4x1_pair {
+    () => {
+        concat!(
+            "ldrd r4, r6, [r12], #8\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r4, r8\n",
+            "smlad r9, r1, r4, r9\n",
+            "smlad r10, r2, r4, r10\n",
+            "smlad r11, r3, r4, r11\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r6, r8\n",
+            "smlad r9, r1, r6, r9\n",
+            "smlad r10, r2, r6, r10\n",
+            "smlad r11, r3, r6, r11\n",
         )
     };
 }

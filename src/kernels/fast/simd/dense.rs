@@ -2,35 +2,13 @@
 //! ([`DenseLayout::QuadsI16`](crate::format::DenseLayout)): no widening in the loop, one
 //! activation word shared by four SMLADs.
 
-/// One pass of [`smlad_4x1_quads`]'s loop: four activation words (two LDRDs into r4 and r6)
-/// times sixteen weight words (four LDMs of four through r5) into the accumulators r8-r11.
+/// One pass of [`smlad_4x1_quads`]'s loop: four activation words times sixteen weight words
+/// into the accumulators r8-r11, as two of the fused pointwise tile's quarters
+/// ([`smlad_4x1_pair!`]).
 #[cfg(icefold_dsp)]
 macro_rules! quads_pass {
     () => {
-        concat!(
-            "ldrd r4, r6, [r12], #8\n",
-            "ldm r5!, {{r0-r3}}\n",
-            "smlad r8, r0, r4, r8\n",
-            "smlad r9, r1, r4, r9\n",
-            "smlad r10, r2, r4, r10\n",
-            "smlad r11, r3, r4, r11\n",
-            "ldm r5!, {{r0-r3}}\n",
-            "smlad r8, r0, r6, r8\n",
-            "smlad r9, r1, r6, r9\n",
-            "smlad r10, r2, r6, r10\n",
-            "smlad r11, r3, r6, r11\n",
-            "ldrd r4, r6, [r12], #8\n",
-            "ldm r5!, {{r0-r3}}\n",
-            "smlad r8, r0, r4, r8\n",
-            "smlad r9, r1, r4, r9\n",
-            "smlad r10, r2, r4, r10\n",
-            "smlad r11, r3, r4, r11\n",
-            "ldm r5!, {{r0-r3}}\n",
-            "smlad r8, r0, r6, r8\n",
-            "smlad r9, r1, r6, r9\n",
-            "smlad r10, r2, r6, r10\n",
-            "smlad r11, r3, r6, r11"
-        )
+        concat!(smlad_4x1_pair!(), smlad_4x1_pair!())
     };
 }
 

@@ -464,7 +464,7 @@ impl DwPixelParams {
     /// Room for `pairs` channel pairs (at most [`DW_PIXEL_PAIRS`](super::DW_PIXEL_PAIRS);
     /// more are cut), as [`DwPixelParams::reset`] but writing only those pairs' `more` words,
     /// not zeroing the whole buffer (2.5 KiB per call): the pass loops read exactly `pairs`
-    /// pairs, and the caller sets each of them ([`DwPixelParams::set`]) before a pass runs.
+    /// pairs, and the caller sets each of them ([`DwPixelParams::set_taps`]) before a pass runs.
     pub fn reset_pairs(&mut self, pairs: usize) {
         let pairs = pairs.min(super::DW_PIXEL_PAIRS);
         for (j, p) in self
@@ -550,9 +550,10 @@ pub fn copy_strided(src: &[u32], step: usize, dst: &mut [u32], again: Option<&mu
 }
 
 impl DwPixelParams {
-    /// [`DwPixelParams::set`] from the two channels' int8 taps as they lie in the weights,
-    /// each tap pair packed as it is written (building the nine words first made LLVM spill
-    /// the eighteen taps: about 200 instructions per channel pair where this takes about 110).
+    /// Pair `j`'s taps, biases and output stages (both with the same clamp, `runs[0]`'s), from
+    /// the two channels' int8 taps as they lie in the weights, each tap pair packed as it is
+    /// written (building the nine words first made LLVM spill the eighteen taps: about 200
+    /// instructions per channel pair where this takes about 110).
     #[inline(always)]
     pub fn set_taps(
         &mut self,

@@ -73,30 +73,6 @@ macro_rules! channel_stage {
     };
 }
 
-/// A quarter of a pass of the fused tile's multiply loop ([`fused_pixels`]) in assembly text: two
-/// activation words (one LDRD through r12, post-incremented, into r4 and r6), each meeting the
-/// four channels' interleaved weight words (LDM of four through r5, written back) in four
-/// SMLADs into r8-r11. Eleven instructions per 16 products where two LDRs took twelve. Uses
-/// r0-r4 and r6.
-#[cfg(icefold_dsp)]
-macro_rules! smlad_4x1_pair {
-    () => {
-        concat!(
-            "ldrd r4, r6, [r12], #8\n",
-            "ldm r5!, {{r0-r3}}\n",
-            "smlad r8, r0, r4, r8\n",
-            "smlad r9, r1, r4, r9\n",
-            "smlad r10, r2, r4, r10\n",
-            "smlad r11, r3, r4, r11\n",
-            "ldm r5!, {{r0-r3}}\n",
-            "smlad r8, r0, r6, r8\n",
-            "smlad r9, r1, r6, r9\n",
-            "smlad r10, r2, r6, r10\n",
-            "smlad r11, r3, r6, r11\n",
-        )
-    };
-}
-
 /// The saturation and the four stores of each [`QuadClamp`], for [`channel_stage`].
 #[cfg(icefold_dsp)]
 macro_rules! with_clamp {
