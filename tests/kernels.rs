@@ -54,12 +54,13 @@ impl Kernels for MobileNet {
         .with(Kernel::InputTranspose);
 }
 
-/// The autoencoder: dense layers, the last with the int16 output head.
+/// The autoencoder: dense layers (their weights in row pairs, the default conversion's), the
+/// last with the int16 output head.
 struct Autoencoder;
 impl Kernels for Autoencoder {
     const SET: KernelSet = KernelSet::EMPTY
-        .with(Kernel::DenseI8)
-        .with(Kernel::DenseI8Wide);
+        .with(Kernel::DenseI8Pairs)
+        .with(Kernel::DenseI8WidePairs);
 }
 
 /// ResNet-8's set without the output head's kernel.
@@ -164,13 +165,15 @@ fn each_mlperf_model_runs_on_exactly_its_kernels() {
     );
 }
 
-/// `--dense-weights int16` (`DenseLayout::QuadsI16`) on the autoencoder, default and all-int8
-/// conversions: every dense layer takes the layout, its weights take exactly twice the bytes,
-/// and the outputs of every test sample are those of the int8 rows, byte for byte (the same
-/// int8 values, so the same accumulators).
+/// The three dense weight layouts on the autoencoder, default and all-int8 conversions: int8
+/// rows (`--dense-weights int8-rows`), int8 row pairs (`int8`, the default: every layer of the
+/// autoencoder takes it, the same bytes of weights) and int16 quads (`int16`: exactly twice the
+/// bytes). The outputs of every test sample are those of the int8 rows, byte for byte (the same
+/// int8 values, so the same accumulators); each layout is a kernel of its own.
 #[test]
-fn ad_autoencoder_int16_dense_weights_compute_the_int8_rows_bytes() {
+fn ad_autoencoder_dense_weight_layouts_compute_the_int8_rows_bytes() {
     use icefold::format::{DenseLayout, Op};
+    use icefold_tool::quantize::DenseWeights;
     let f = fixture("ad_autoencoder");
     let calib = f.array("calib").unwrap();
     for all_int8 in [false, true] {
@@ -194,9 +197,14 @@ fn ad_autoencoder_int16_dense_weights_compute_the_int8_rows_bytes() {
             };
             AlignedBytes::new(&pipeline::convert(&f.model(), &options).unwrap().blob)
         };
-        let (rows, quads) = (blob(DenseLayout::RowsI8), blob(DenseLayout::QuadsI16));
-        let (rows, quads) = (
+        let (rows, pairs, quads) = (
+            blob(DenseWeights::Int8Rows),
+            blob(DenseWeights::default()),
+            blob(DenseWeights::Int16),
+        );
+        let (rows, pairs, quads) = (
             Model::new_checked(rows.as_slice()).unwrap(),
+            Model::new_checked(pairs.as_slice()).unwrap(),
             Model::new_checked(quads.as_slice()).unwrap(),
         );
         let weights = |m: &Model<'_>, want: DenseLayout| {
@@ -210,37 +218,52 @@ fn ad_autoencoder_int16_dense_weights_compute_the_int8_rows_bytes() {
                 .map(|(_, len)| len)
                 .collect::<Vec<_>>()
         };
-        let (w8, w16) = (
+        let (w8, w8_pairs, w16) = (
             weights(&rows, DenseLayout::RowsI8),
+            weights(&pairs, DenseLayout::PairsI8),
             weights(&quads, DenseLayout::QuadsI16),
         );
         assert_eq!(w8.len(), 10);
+        assert_eq!(w8_pairs, w8);
         assert_eq!(w16, w8.iter().map(|n| 2 * n).collect::<Vec<_>>());
-        // Each layout is a kernel of its own: a firmware for the int8 rows does not link the
-        // widened weights' loops, and refuses such a blob by the kernel it lacks.
-        let set = KernelSet::of(&quads);
-        assert!(set.contains(Kernel::DenseI8Quads) || set.contains(Kernel::DenseI8WideQuads));
-        assert!(!set.contains(Kernel::DenseI8) && !set.contains(Kernel::DenseI8Wide));
-        let quads_bytes = blob(DenseLayout::QuadsI16);
-        let err = Model::<Autoencoder>::new_checked_with_kernels(quads_bytes.as_slice())
-            .map(|_| ())
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LoadError::KernelNotLinked {
-                    kernel: Kernel::DenseI8Quads | Kernel::DenseI8WideQuads,
-                    ..
-                }
+        // Each layout is a kernel of its own: a firmware for the row pairs (`Autoencoder`) does
+        // not link the other layouts' loops, and refuses such a blob by the kernel it lacks.
+        for (m, layout_kernels) in [
+            (&quads, [Kernel::DenseI8Quads, Kernel::DenseI8WideQuads]),
+            (&pairs, [Kernel::DenseI8Pairs, Kernel::DenseI8WidePairs]),
+        ] {
+            let set = KernelSet::of(m);
+            assert!(layout_kernels.iter().any(|k| set.contains(*k)));
+            assert!(!set.contains(Kernel::DenseI8) && !set.contains(Kernel::DenseI8Wide));
+        }
+        for (dense_weights, lacking) in [
+            (
+                DenseWeights::Int16,
+                [Kernel::DenseI8Quads, Kernel::DenseI8WideQuads],
             ),
-            "{err:?}"
-        );
-        let (want, got) = (outputs(&rows, &f), outputs(&quads, &f));
-        assert_eq!(
-            bytemuck::cast_slice::<f32, u8>(&got),
-            bytemuck::cast_slice::<f32, u8>(&want),
-            "all int8: {all_int8}"
-        );
+            (
+                DenseWeights::Int8Rows,
+                [Kernel::DenseI8, Kernel::DenseI8Wide],
+            ),
+        ] {
+            let bytes = blob(dense_weights);
+            let err = Model::<Autoencoder>::new_checked_with_kernels(bytes.as_slice())
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                matches!(err, LoadError::KernelNotLinked { kernel, .. } if lacking.contains(&kernel)),
+                "{err:?}"
+            );
+        }
+        let want = outputs(&rows, &f);
+        for (name, m) in [("pairs", &pairs), ("quads", &quads)] {
+            let got = outputs(m, &f);
+            assert_eq!(
+                bytemuck::cast_slice::<f32, u8>(&got),
+                bytemuck::cast_slice::<f32, u8>(&want),
+                "{name}, all int8: {all_int8}"
+            );
+        }
     }
 }
 
@@ -265,7 +288,7 @@ fn convert_dense_weights_flag_round_trips_through_inspect() {
         (out.status.success(), text(&out.stdout), text(&out.stderr))
     };
     let mut sizes = Vec::new();
-    for layout in ["int8", "int16"] {
+    for layout in ["int8-rows", "int16", "int8"] {
         let blob = dir.join(format!("{layout}.icefold"));
         let (model, calib) = (f.model(), f.dir().join("calib.npy"));
         let (ok, _, err) = run(&[
@@ -283,15 +306,21 @@ fn convert_dense_weights_flag_round_trips_through_inspect() {
         assert!(ok, "{err}");
         let (ok, text, err) = run(&["inspect".as_ref(), blob.as_os_str()]);
         assert!(ok, "{err}");
-        assert!(text.contains("format version 11"), "{text}");
+        assert!(text.contains("format version 12"), "{text}");
         assert_eq!(
             text.contains(", int16 weights"),
             layout == "int16",
             "{text}"
         );
+        assert_eq!(
+            text.contains(", weights in row pairs"),
+            layout == "int8",
+            "{text}"
+        );
         sizes.push(std::fs::metadata(&blob).unwrap().len());
     }
     assert!(sizes[1] > sizes[0], "{sizes:?}");
+    assert!(sizes[2] <= sizes[0] + 64, "{sizes:?}");
     let model = f.model();
     let out = dir.join("f32.icefold");
     let (ok, _, err) = run(&[

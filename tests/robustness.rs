@@ -425,44 +425,62 @@ fn corrupted_blobs_with_views_are_refused_and_never_panic() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Blobs with dense weights widened by the host (format version 11, `--dense-weights int16`:
-/// `DenseLayout::QuadsI16`, int16 values in blocks of four rows) through the same three sweeps:
-/// the dense fixtures in int8 (default and all-int8), so flips land in the layout byte and in
-/// the int16 values the loader range-checks.
+/// Blobs with dense weights in the host's other layouts through the same three sweeps: widened
+/// (format version 11, `--dense-weights int16`: `DenseLayout::QuadsI16`, int16 values in blocks
+/// of four rows) and in row pairs (version 12, `int8`, the default: `DenseLayout::PairsI8`), the
+/// dense fixtures in int8 (default and all-int8), so flips land in the layout byte, in the int16
+/// values the loader range-checks and in the pairs whose decoded values and sums it bounds.
 #[test]
 fn corrupted_blobs_with_int16_dense_weights_are_refused_and_never_panic() {
+    use icefold::format::DenseLayout;
+    use icefold_tool::quantize::DenseWeights;
     let mut failures = Vec::new();
-    for name in ["matmul_dense", "ops_mix"] {
-        let f = manifest()
-            .into_iter()
-            .find(|f| f.name == name)
-            .unwrap_or_else(|| panic!("the {name} fixture"));
-        let calib = f.array("calib").unwrap();
-        for (suffix, all_int8) in [("-int8", false), ("-all-int8", true)] {
-            let opts = ConvertOptions {
-                int8: Some(int8_options(&calib, all_int8)),
-                dense_weights: icefold::format::DenseLayout::QuadsI16,
-                ..Default::default()
-            };
-            let converted = pipeline::convert(&f.model(), &opts).unwrap();
-            let quads = converted
-                .lowered
-                .layers
-                .iter()
-                .filter(|l| match l.op {
-                    icefold::format::Op::DenseI8(d) => {
-                        d.layout == icefold::format::DenseLayout::QuadsI16
-                    }
-                    icefold::format::Op::DenseI8Wide(d) => {
-                        d.layout == icefold::format::DenseLayout::QuadsI16
-                    }
-                    _ => false,
-                })
-                .count();
-            assert!(quads > 0, "{name}{suffix}: no int16 dense weights to sweep");
-            match sweep(&format!("{name}-dense16{suffix}"), &converted.blob) {
-                Ok(line) => println!("{line}"),
-                Err(e) => failures.extend(e),
+    for (dense_weights, layout, tag, names) in [
+        (
+            DenseWeights::Int16,
+            DenseLayout::QuadsI16,
+            "dense16",
+            ["matmul_dense", "ops_mix"],
+        ),
+        // ops_mix's dense layer has inputs not a multiple of 8 (rows): squeeze_dense instead.
+        (
+            DenseWeights::Int8,
+            DenseLayout::PairsI8,
+            "pairs",
+            ["matmul_dense", "squeeze_dense"],
+        ),
+    ] {
+        for name in names {
+            let f = manifest()
+                .into_iter()
+                .find(|f| f.name == name)
+                .unwrap_or_else(|| panic!("the {name} fixture"));
+            let calib = f.array("calib").unwrap();
+            for (suffix, all_int8) in [("-int8", false), ("-all-int8", true)] {
+                let opts = ConvertOptions {
+                    int8: Some(int8_options(&calib, all_int8)),
+                    dense_weights,
+                    ..Default::default()
+                };
+                let converted = pipeline::convert(&f.model(), &opts).unwrap();
+                let taken = converted
+                    .lowered
+                    .layers
+                    .iter()
+                    .filter(|l| match l.op {
+                        icefold::format::Op::DenseI8(d) => d.layout == layout,
+                        icefold::format::Op::DenseI8Wide(d) => d.layout == layout,
+                        _ => false,
+                    })
+                    .count();
+                assert!(
+                    taken > 0,
+                    "{name}{suffix}: no {layout:?} dense weights to sweep"
+                );
+                match sweep(&format!("{name}-{tag}{suffix}"), &converted.blob) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => failures.extend(e),
+                }
             }
         }
     }

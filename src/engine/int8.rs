@@ -188,7 +188,11 @@ pub(super) fn run_layer<K: Kernels>(
                 prepared,
             );
         }
-        Op::DenseI8(p) if linked::<K>(Kernel::DenseI8) || linked::<K>(Kernel::DenseI8Quads) => {
+        Op::DenseI8(p)
+            if linked::<K>(Kernel::DenseI8)
+                || linked::<K>(Kernel::DenseI8Quads)
+                || linked::<K>(Kernel::DenseI8Pairs) =>
+        {
             let channels = channel_quant(model, p.bias, &p.requant)?;
             // Each layout's loops only where the firmware links its kernel (the loader refused
             // a layer whose kernel it does not link).
@@ -200,6 +204,10 @@ pub(super) fn run_layer<K: Kernels>(
                 DenseLayout::QuadsI16 if linked::<K>(Kernel::DenseI8Quads) => {
                     let weights = model.weights_as(p.weights)?;
                     fast::dense::dense_quads(&channels, &output(p.clamp), weights, x, y);
+                }
+                DenseLayout::PairsI8 if linked::<K>(Kernel::DenseI8Pairs) => {
+                    let weights = model.weights_as(p.weights)?;
+                    fast::dense::dense_pairs(&channels, &output(p.clamp), weights, x, y);
                 }
                 _ => return None,
             }
@@ -288,7 +296,9 @@ pub(super) fn run_wide_layer<K: Kernels>(
 ) -> Option<()> {
     let p = match &layer.op {
         Op::DenseI8Wide(p)
-            if linked::<K>(Kernel::DenseI8Wide) || linked::<K>(Kernel::DenseI8WideQuads) =>
+            if linked::<K>(Kernel::DenseI8Wide)
+                || linked::<K>(Kernel::DenseI8WideQuads)
+                || linked::<K>(Kernel::DenseI8WidePairs) =>
         {
             p
         }
@@ -319,6 +329,9 @@ pub(super) fn run_wide_layer<K: Kernels>(
         }
         DenseLayout::QuadsI16 if linked::<K>(Kernel::DenseI8WideQuads) => {
             fast::dense::dense_wide_quads(&channels, &output, model.weights_as(p.weights)?, x, y)
+        }
+        DenseLayout::PairsI8 if linked::<K>(Kernel::DenseI8WidePairs) => {
+            fast::dense::dense_wide_pairs(&channels, &output, model.weights_as(p.weights)?, x, y)
         }
         _ => return None,
     }

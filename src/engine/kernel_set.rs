@@ -90,6 +90,12 @@ kernels! {
     /// int8 fully connected with an int16 output and widened weights (`Op::DenseI8Wide` with
     /// `DenseLayout::QuadsI16`).
     DenseI8WideQuads,
+    /// int8 fully connected with its weights in row pairs (`Op::DenseI8` with
+    /// `DenseLayout::PairsI8`).
+    DenseI8Pairs,
+    /// int8 fully connected with an int16 output and its weights in row pairs
+    /// (`Op::DenseI8Wide` with `DenseLayout::PairsI8`).
+    DenseI8WidePairs,
     /// int8 pooling (`Op::PoolI8`).
     PoolI8,
     /// int8 addition (`Op::AddI8`).
@@ -192,8 +198,10 @@ impl Kernel {
             Op::Conv2dI8(p) if depthwise(&p.conv, layer) => Kernel::DepthwiseI8,
             Op::Conv2dI8(_) => Kernel::Conv2dI8,
             Op::DenseI8(p) if p.layout == DenseLayout::QuadsI16 => Kernel::DenseI8Quads,
+            Op::DenseI8(p) if p.layout == DenseLayout::PairsI8 => Kernel::DenseI8Pairs,
             Op::DenseI8(_) => Kernel::DenseI8,
             Op::DenseI8Wide(p) if p.layout == DenseLayout::QuadsI16 => Kernel::DenseI8WideQuads,
+            Op::DenseI8Wide(p) if p.layout == DenseLayout::PairsI8 => Kernel::DenseI8WidePairs,
             Op::DenseI8Wide(_) => Kernel::DenseI8Wide,
             Op::PoolI8(_) => Kernel::PoolI8,
             Op::AddI8(_) => Kernel::AddI8,

@@ -33,7 +33,7 @@ pub use header::{Header, HEADER_LEN};
 /// First four bytes of every blob.
 pub const MAGIC: [u8; 4] = *b"ICEF";
 /// Version of the layout described here. Readers reject every other version.
-pub const FORMAT_VERSION: u16 = 11;
+pub const FORMAT_VERSION: u16 = 12;
 /// Alignment of the weights section, counted from the start of the blob.
 pub const WEIGHTS_ALIGN: usize = 16;
 /// Alignment of every tensor offset in the arena and of the arena itself.
@@ -343,8 +343,8 @@ pub struct Conv2dI16 {
 }
 
 /// How the weights of an int8 dense layer (`DenseI8`, `DenseI8Wide`) are stored (version 11).
-/// Both hold the same int8 values and compute the same bytes; the host tool chooses
-/// (`icefold convert --dense-weights`), and every runtime reads both.
+/// All hold the same int8 values and compute the same bytes; the host tool chooses
+/// (`icefold convert --dense-weights`), and every runtime reads all of them.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DenseLayout {
@@ -355,6 +355,148 @@ pub enum DenseLayout {
     /// widening ([`quad_index`]): `2 · out · in` bytes, 4-aligned, `in` a multiple of 4, every
     /// value in `-128..=127`.
     QuadsI16,
+    /// The same int8 values, one byte each, rows in pairs (version 12): per pair `(2p, 2p + 1)`
+    /// and input `i`, the byte of row `2p`'s weight then row `2p + 1`'s stored as
+    /// `w[2p + 1][i] − [w[2p][i] < 0]` ([`pair_index`], [`pair_weight`]), so each 16-bit half
+    /// of a word is `256 · w[2p + 1][i] + w[2p][i]` exactly: one SMLAD of the word as stored
+    /// sums both rows' products (row `2p + 1`'s times 256) and one more of its SXTB16 row `2p`'s
+    /// alone. `out · in` bytes, 4-aligned, `in` a multiple of 4; a last odd row stored as in
+    /// `RowsI8`. The loader checks that every decoded value is int8 and that each pair's
+    /// second row keeps `128 · P · Σ_i |w[2p + 1][i]| < 2^23` (`P` the input's positions), the
+    /// bound under which the ×256 sum cannot wrap.
+    PairsI8,
+}
+
+/// Where weight `w[o][i]` of a dense layer with `n_out` rows of `n_in` inputs lies in the bytes
+/// of [`DenseLayout::PairsI8`]: rows `2p` and `2p + 1` (`2p + 1 < n_out`) at `2p · n_in + 2i`
+/// and `2p · n_in + 2i + 1`; a last odd row at `o · n_in + i`. A permutation of `0 .. n_out ·
+/// n_in`.
+pub const fn pair_index(n_out: usize, n_in: usize, o: usize, i: usize) -> usize {
+    if o % 2 == 1 || o + 1 < n_out {
+        (o - o % 2) * n_in + 2 * i + o % 2
+    } else {
+        o * n_in + i
+    }
+}
+
+/// The bound [`DenseLayout::PairsI8`] keeps for each pair's second row: `128 · P · Σ_i |w[2p +
+/// 1][i]|` below `2^23`, so that 256 times that row's sum fits an `i32` (`P` positions of an
+/// int8 input, summed before the products when a pooling is folded into the layer).
+pub const PAIR_SUM_LIMIT: u64 = (1 << 23) - 1;
+
+/// Why a dense layer's weights cannot be stored, or were not stored, as
+/// [`DenseLayout::PairsI8`]: the first pair (by its second row `row`) that breaks a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PairsFault {
+    /// `n_in` is not a nonzero multiple of 4, or the slices do not hold `n_out · n_in` values.
+    Shape,
+    /// Row `row`'s weight at input `input` is −128 where row `row − 1`'s is negative (stored, it
+    /// would be −129); or, read back, a decoded weight is 128.
+    Range {
+        /// The pair's second row.
+        row: u32,
+        /// The input.
+        input: u32,
+    },
+    /// Row `row`'s `128 · P · Σ |w|` is `bound`, above [`PAIR_SUM_LIMIT`].
+    Sum {
+        /// The pair's second row.
+        row: u32,
+        /// `128 · P · Σ |w|`.
+        bound: u64,
+    },
+}
+
+/// Rows `2p + 1`'s products bound ([`PAIR_SUM_LIMIT`]) for `positions` positions.
+fn pair_sum_check(row: usize, abs_sum: u64, positions: usize) -> Result<(), PairsFault> {
+    let bound = abs_sum.saturating_mul(128).saturating_mul(positions as u64);
+    if bound > PAIR_SUM_LIMIT {
+        return Err(PairsFault::Sum {
+            row: u32::try_from(row).unwrap_or(u32::MAX),
+            bound,
+        });
+    }
+    Ok(())
+}
+
+/// Stores row-major int8 weights `rows` (`n_out × n_in`) as [`DenseLayout::PairsI8`] into
+/// `out`, for an input of `positions` positions; the first rule broken otherwise (`out` then
+/// partly written).
+pub fn store_pairs(
+    rows: &[i8],
+    n_out: usize,
+    n_in: usize,
+    positions: usize,
+    out: &mut [i8],
+) -> Result<(), PairsFault> {
+    let len = n_out.checked_mul(n_in).ok_or(PairsFault::Shape)?;
+    if n_in == 0 || n_in % 4 != 0 || rows.len() != len || out.len() != len {
+        return Err(PairsFault::Shape);
+    }
+    for o in 0..n_out {
+        let mut abs_sum = 0u64;
+        for i in 0..n_in {
+            let w = rows[o * n_in + i];
+            let stored = if o % 2 == 1 {
+                abs_sum += u64::from(w.unsigned_abs());
+                let low = rows[(o - 1) * n_in + i];
+                let v = i16::from(w) - i16::from(low < 0);
+                i8::try_from(v).map_err(|_| PairsFault::Range {
+                    row: u32::try_from(o).unwrap_or(u32::MAX),
+                    input: u32::try_from(i).unwrap_or(u32::MAX),
+                })?
+            } else {
+                w
+            };
+            out[pair_index(n_out, n_in, o, i)] = stored;
+        }
+        if o % 2 == 1 {
+            pair_sum_check(o, abs_sum, positions)?;
+        }
+    }
+    Ok(())
+}
+
+/// The loader's check of [`DenseLayout::PairsI8`] bytes `stored`: every decoded weight int8
+/// and every pair's second row within [`PAIR_SUM_LIMIT`] for `positions` positions.
+pub fn check_pairs(
+    stored: &[i8],
+    n_out: usize,
+    n_in: usize,
+    positions: usize,
+) -> Result<(), PairsFault> {
+    if n_in == 0 || n_in % 4 != 0 || Some(stored.len()) != n_out.checked_mul(n_in) {
+        return Err(PairsFault::Shape);
+    }
+    for (pair, bytes) in stored.chunks_exact(2 * n_in).take(n_out / 2).enumerate() {
+        let row = 2 * pair + 1;
+        let mut abs_sum = 0u64;
+        for (input, lanes) in bytes.chunks_exact(2).enumerate() {
+            let decoded = i16::from(lanes[1]) + i16::from(lanes[0] < 0);
+            if decoded > 127 {
+                return Err(PairsFault::Range {
+                    row: u32::try_from(row).unwrap_or(u32::MAX),
+                    input: u32::try_from(input).unwrap_or(u32::MAX),
+                });
+            }
+            abs_sum += u64::from(decoded.unsigned_abs());
+        }
+        pair_sum_check(row, abs_sum, positions)?;
+    }
+    Ok(())
+}
+
+/// Weight `w[o][i]` of [`DenseLayout::PairsI8`] bytes `stored` (`None` outside them): the byte
+/// at [`pair_index`], plus 1 for the second row of a pair whose first row's weight is negative.
+pub fn pair_weight(stored: &[i8], n_out: usize, n_in: usize, o: usize, i: usize) -> Option<i32> {
+    let v = i32::from(*stored.get(pair_index(n_out, n_in, o, i))?);
+    if o % 2 == 1 {
+        let low = *stored.get(pair_index(n_out, n_in, o - 1, i))?;
+        Some(v + i32::from(low < 0))
+    } else {
+        Some(v)
+    }
 }
 
 /// Rows per block of [`DenseLayout::QuadsI16`].

@@ -171,7 +171,7 @@ impl<'de, K: Kernels> Visitor<'de> for OpSeed<'_, K> {
                 v.newtype_variant().map(Op::Transpose),
             8 => [Pad] "pad" => v.newtype_variant().map(Op::Pad),
             9 => [Conv2dI8, DepthwiseI8] "conv2d_i8" => v.newtype_variant().map(Op::Conv2dI8),
-            10 => [DenseI8, DenseI8Quads] "dense_i8" => v.newtype_variant().map(Op::DenseI8),
+            10 => [DenseI8, DenseI8Quads, DenseI8Pairs] "dense_i8" => v.newtype_variant().map(Op::DenseI8),
             11 => [PoolI8] "pool_i8" => v.newtype_variant().map(Op::PoolI8),
             12 => [AddI8] "add_i8" => v.newtype_variant().map(Op::AddI8),
             13 => [AffineI8] "affine_i8" => v.newtype_variant().map(Op::AffineI8),
@@ -182,7 +182,7 @@ impl<'de, K: Kernels> Visitor<'de> for OpSeed<'_, K> {
                 v.newtype_variant().map(|exp_table: Span| Op::SoftmaxI8 { exp_table }),
             17 => [PadI8] "pad_i8" => v.newtype_variant().map(
                 |(pad, interior, value)| Op::PadI8 { pad, interior, value }),
-            18 => [DenseI8Wide, DenseI8WideQuads] "dense_i8_i16" => v.newtype_variant().map(Op::DenseI8Wide),
+            18 => [DenseI8Wide, DenseI8WideQuads, DenseI8WidePairs] "dense_i8_i16" => v.newtype_variant().map(Op::DenseI8Wide),
             19 => [SoftmaxI16] "softmax_i16" => v.newtype_variant().map(
                 |(exp_hi, exp_lo): (Span, Span)| Op::SoftmaxI16 { exp_hi, exp_lo }),
             20 => [Conv2dI8ToI16, Conv2dI16ToI16, Conv2dI16ToI8, DepthwiseI8ToI16,

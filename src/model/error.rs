@@ -352,6 +352,9 @@ pub enum ParamFault {
         /// The value.
         value: i16,
     },
+    /// A dense layer's int8 weights in row pairs (`DenseLayout::PairsI8`) that break the
+    /// layout's rules.
+    DensePairs(crate::format::PairsFault),
 }
 
 /// What is wrong with one layer record.
@@ -749,6 +752,25 @@ impl fmt::Display for ParamFault {
                 "int16 dense weights (layout QuadsI16) need a multiple of 4 input features, the \
                  layer has {inputs}; re-convert with `icefold convert --dense-weights int8`"
             ),
+            ParamFault::DensePairs(fault) => match fault {
+                crate::format::PairsFault::Shape => f.write_str(
+                    "dense weights in row pairs (layout PairsI8) need a multiple of 4 input \
+                     features and one byte per weight; re-convert with `icefold convert \
+                     --dense-weights int8-rows`",
+                ),
+                crate::format::PairsFault::Range { row, input } => write!(
+                    f,
+                    "dense weight row {row} input {input} (layout PairsI8) decodes outside the \
+                     int8 range; the blob is damaged or not written by the icefold tool \
+                     (re-convert the model)"
+                ),
+                crate::format::PairsFault::Sum { row, bound } => write!(
+                    f,
+                    "dense weight row {row} (layout PairsI8) has 128 x positions x sum |w| = \
+                     {bound}, above the layout's 8388607; re-convert with `icefold convert \
+                     --dense-weights int8-rows`"
+                ),
+            },
             ParamFault::WideWeightRange { index, value } => write!(
                 f,
                 "int16 dense weight {index} is {value}, outside the int8 range -128..=127 the \

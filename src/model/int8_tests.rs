@@ -321,6 +321,111 @@ pub(crate) fn to_quads(spec: &mut Spec) {
     };
 }
 
+/// `int8_model()`'s dense layer (5 × 8) with its weights in row pairs
+/// ([`DenseLayout::PairsI8`]: two pairs and a last odd row), appended at the next multiple of 4.
+pub(crate) fn to_pairs(spec: &mut Spec) {
+    let d = *dense(spec);
+    let rows: Vec<i8> = spec.weights[d.weights.offset as usize..][..d.weights.len as usize]
+        .iter()
+        .map(|&b| b as i8)
+        .collect();
+    let mut pairs = std::vec![0i8; rows.len()];
+    crate::format::store_pairs(&rows, 5, 8, 1, &mut pairs).unwrap();
+    let weights = push_words(
+        spec,
+        pairs
+            .chunks_exact(4)
+            .map(|w| [w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8]),
+    );
+    *dense(spec) = DenseI8 {
+        weights,
+        layout: DenseLayout::PairsI8,
+        ..d
+    };
+}
+
+/// The dense weights in row pairs give the rows' bytes; the loader refuses pairs that decode
+/// outside int8, inputs not in fours and a misaligned span, each with a fault that says what to
+/// do.
+#[test]
+fn dense_pairs_run_like_rows_and_malformed_pairs_are_refused() {
+    let rows = int8_model();
+    let mut pairs = rows.clone();
+    to_pairs(&mut pairs);
+    let run = |spec: &Spec, input: &[i8]| {
+        let blob = spec.blob();
+        let model = Model::new_checked(blob.bytes()).unwrap();
+        let mut arena = Blob::zeroed(model.arena_bytes());
+        let mut out = std::vec![0i8; model.output().len()];
+        model.run_i8(arena.bytes_mut(), input, &mut out).unwrap();
+        out
+    };
+    let mut g = Gen(11);
+    let n = rows.info.input.len();
+    for _ in 0..8 {
+        let x = g.i8s(n);
+        assert_eq!(run(&rows, &x), run(&pairs, &x));
+    }
+    // Pair 0, input 3: a stored 127 under a negative first-row weight decodes to 128.
+    refused(
+        |s| {
+            to_pairs(s);
+            let at = dense(s).weights.offset as usize + 2 * 3;
+            s.weights[at] = (-5i8) as u8;
+            s.weights[at + 1] = 127;
+        },
+        bad(
+            9,
+            param(ParamFault::DensePairs(crate::format::PairsFault::Range {
+                row: 1,
+                input: 3,
+            })),
+        ),
+    );
+    // Inputs not in fours: 5 rows of 2 inputs over 4 positions.
+    refused(
+        |s| {
+            to_pairs(s);
+            dense(s).weights.len = 5 * 2;
+        },
+        bad(
+            9,
+            param(ParamFault::DensePairs(crate::format::PairsFault::Shape)),
+        ),
+    );
+    // Words read with LDRD: the span must be 4-aligned.
+    refused(
+        |s| {
+            to_pairs(s);
+            s.weights.extend([0, 0]);
+            dense(s).weights.offset += 2;
+        },
+        bad(
+            9,
+            LayerFault::Span {
+                role: SpanRole::Weights,
+                fault: SpanFault::Misaligned {
+                    offset: {
+                        let mut s = int8_model();
+                        to_pairs(&mut s);
+                        dense(&mut s).weights.offset + 2
+                    },
+                },
+            },
+        ),
+    );
+    for fault in [
+        crate::format::PairsFault::Shape,
+        crate::format::PairsFault::Sum {
+            row: 1,
+            bound: 9_000_000,
+        },
+    ] {
+        let text = std::format!("{}", ParamFault::DensePairs(fault));
+        assert!(text.contains("--dense-weights int8-rows"), "{text}");
+    }
+}
+
 /// The same model with the dense weights in either layout gives the same bytes, and the loader
 /// refuses a quad layout it cannot run with a fault that says what to do.
 #[test]

@@ -869,9 +869,16 @@ fn check_op<K: Kernels>(
             let clamp = check_bounds(q.clamp.min, q.clamp.max);
             check_integer_conv(weights, (&q.conv, &q.requant), clamp, x, y)
         }
-        Op::DenseI8(q) if linked::<K>(Kernel::DenseI8) || linked::<K>(Kernel::DenseI8Quads) => {
+        Op::DenseI8(q)
+            if linked::<K>(Kernel::DenseI8)
+                || linked::<K>(Kernel::DenseI8Quads)
+                || linked::<K>(Kernel::DenseI8Pairs) =>
+        {
             check_clamp(q.clamp)?;
-            let quads = linked::<K>(Kernel::DenseI8Quads);
+            let quads = (
+                linked::<K>(Kernel::DenseI8Quads),
+                linked::<K>(Kernel::DenseI8Pairs),
+            );
             check_dense_i8(
                 weights,
                 (q.weights, q.bias, &q.requant),
@@ -881,10 +888,15 @@ fn check_op<K: Kernels>(
             )
         }
         Op::DenseI8Wide(q)
-            if linked::<K>(Kernel::DenseI8Wide) || linked::<K>(Kernel::DenseI8WideQuads) =>
+            if linked::<K>(Kernel::DenseI8Wide)
+                || linked::<K>(Kernel::DenseI8WideQuads)
+                || linked::<K>(Kernel::DenseI8WidePairs) =>
         {
             check_bounds(q.clamp.min, q.clamp.max)?;
-            let quads = linked::<K>(Kernel::DenseI8WideQuads);
+            let quads = (
+                linked::<K>(Kernel::DenseI8WideQuads),
+                linked::<K>(Kernel::DenseI8WidePairs),
+            );
             check_dense_i8(
                 weights,
                 (q.weights, q.bias, &q.requant),
@@ -1048,12 +1060,13 @@ fn check_integer_conv(
 }
 
 /// The weights, bias and factors of an int8 dense layer (int8 or int16 output) for its operands.
-/// `quads`: whether the firmware links the kernel of widened weights (a constant: without it
-/// their checks are not linked, and `check_linked` has refused every such layer already).
+/// `quads`, `pairs`: whether the firmware links the kernel of widened weights, of row pairs
+/// (constants: without one its layout's checks are not linked, and `check_linked` has refused
+/// every such layer already).
 fn check_dense_i8(
     weights: Weights<'_>,
     (w, bias, requant): (Span, Span, &ChannelRequant),
-    (layout, quads): (DenseLayout, bool),
+    (layout, (quads, pairs)): (DenseLayout, (bool, bool)),
     x: &TensorDesc,
     y: &TensorDesc,
 ) -> Result<(), LayerFault> {
@@ -1070,6 +1083,25 @@ fn check_dense_i8(
                 expected: DType::I8,
                 found: x.dtype,
             })
+        }
+        DenseLayout::PairsI8 if !pairs => {
+            return Err(LayerFault::DType {
+                operand: Operand::Input(0),
+                expected: DType::I8,
+                found: x.dtype,
+            })
+        }
+        DenseLayout::PairsI8 => {
+            let n_in = dense_features(w, 1, n_out, x.len() as u64);
+            let bytes = weights.span(w, SpanRole::Weights, n_out.saturating_mul(n_in), 4)?;
+            let positions = (x.len() as u64).checked_div(n_in).unwrap_or(0);
+            crate::format::check_pairs(
+                bytemuck::cast_slice(bytes),
+                n_out as usize,
+                n_in as usize,
+                positions as usize,
+            )
+            .map_err(|fault| LayerFault::Param(ParamFault::DensePairs(fault)))?;
         }
         DenseLayout::QuadsI16 => {
             let n_in = dense_features(w, 2, n_out, x.len() as u64);

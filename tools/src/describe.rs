@@ -162,10 +162,11 @@ fn pad_name(precision: &str, pad: [u16; 4], interior: [u16; 2]) -> String {
     }
 }
 
-/// The suffix naming a dense layer's weight layout where it is not the default int8 rows.
+/// The suffix naming a dense layer's weight layout where it is not int8 rows.
 fn dense_layout(layout: icefold::format::DenseLayout) -> &'static str {
     match layout {
         icefold::format::DenseLayout::RowsI8 => "",
         icefold::format::DenseLayout::QuadsI16 => ", int16 weights",
+        icefold::format::DenseLayout::PairsI8 => ", weights in row pairs",
     }
 }

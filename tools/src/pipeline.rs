@@ -74,7 +74,7 @@ pub struct ConvertOptions<'a> {
     pub no_in_place: bool,
     /// How int8 dense layers store their weights (`icefold convert --dense-weights`; f32
     /// conversions ignore it).
-    pub dense_weights: icefold::format::DenseLayout,
+    pub dense_weights: quantize::DenseWeights,
 }
 
 /// Converts `source`: import (for a file), the BatchNorm statistics check (if asked), BatchNorm

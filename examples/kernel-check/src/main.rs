@@ -307,6 +307,60 @@ fn check_quads(
     }
 }
 
+/// One dense case with the weights `wt` (`n_out` rows of `n_in`, at most [`QUAD_W`] values)
+/// stored in row pairs (`DenseLayout::PairsI8`, what the tool writes by default where a layer
+/// allows it): the fast kernel on them (on DSP cores two pairs per block of the assembly when
+/// `n_in` is a multiple of 8), int8 and int16 outputs, against the reference on the int8 rows.
+/// A second-row −128 under a negative first-row weight, the one value the layout cannot
+/// store, becomes −127 in both.
+#[inline(never)]
+fn check_pairs(
+    ch: &ChannelQuant,
+    q8: &OutputQuant,
+    q16: &WideOutputQuant,
+    (wt, x): (&[i8], &[i8]),
+    (n_in, n_out): (usize, usize),
+    case: usize,
+) {
+    /// Word-aligned bytes (the pairs are read with LDRD).
+    #[repr(align(4))]
+    struct Bytes([i8; QUAD_W]);
+    let (mut rows, mut stored) = (Bytes([0; QUAD_W]), Bytes([0; QUAD_W]));
+    let len = n_in * n_out;
+    let rows = &mut rows.0[..len];
+    rows.copy_from_slice(wt);
+    for o in (1..n_out).step_by(2) {
+        for i in 0..n_in {
+            if rows[o * n_in + i] == -128 && rows[(o - 1) * n_in + i] < 0 {
+                rows[o * n_in + i] = -127;
+            }
+        }
+    }
+    let stored = &mut stored.0[..len];
+    let positions = x.len() / n_in;
+    if icefold::format::store_pairs(rows, n_out, n_in, positions, stored).is_err() {
+        fail("dense row pairs (refused by store_pairs)", case);
+    }
+    let (mut y8a, mut y8b) = ([0i8; MAX_C], [0i8; MAX_C]);
+    let (mut y16a, mut y16b) = ([0i16; MAX_C], [0i16; MAX_C]);
+    fast::dense::dense_pairs(ch, q8, stored, x, &mut y8a[..n_out]);
+    dense::dense(ch, q8, rows, x, &mut y8b[..n_out]);
+    fast::dense::dense_wide_pairs(ch, q16, stored, x, &mut y16a[..n_out]);
+    dense::dense_wide(ch, q16, rows, x, &mut y16b[..n_out]);
+    if y8a[..n_out] != y8b[..n_out] || y16a[..n_out] != y16b[..n_out] {
+        hprintln!(
+            "dense row pairs n_in {} n_out {}: int8 {:?} want {:?}, int16 {:?} want {:?}",
+            n_in,
+            n_out,
+            &y8a[..n_out],
+            &y8b[..n_out],
+            &y16a[..n_out],
+            &y16b[..n_out]
+        );
+        fail("dense row pairs", case);
+    }
+}
+
 fn fail(what: &str, case: usize) -> ! {
     hprintln!("KERNEL-CHECK mismatch in {} case {}", what, case);
     debug::exit(debug::EXIT_FAILURE);
@@ -650,6 +704,7 @@ fn main() -> ! {
         // multiple of 4): the fast kernel on them against the reference on the int8 rows.
         if n_in % 4 == 0 && n_in * n_out <= QUAD_W {
             check_quads(&ch.quant(n_out), &q8, &q, (wt, x), (n_in, n_out), case);
+            check_pairs(&ch.quant(n_out), &q8, &q, (wt, x), (n_in, n_out), case);
         }
         let n = 1 + gen.below(MAX_ACT as u32);
         x8[..n].iter_mut().for_each(|v| *v = gen.i8());

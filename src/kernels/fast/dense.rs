@@ -86,6 +86,227 @@ pub fn dense_wide_quads(
     }
 }
 
+/// [`reference::int8::dense::dense_pairs`](crate::kernels::reference::int8::dense::dense_pairs):
+/// weights the host tool stored in row pairs ([`DenseLayout::PairsI8`](crate::format::DenseLayout)).
+pub fn dense_pairs(
+    channels: &ChannelQuant,
+    out_quant: &OutputQuant,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) {
+    if cfg!(icefold_reference_only) {
+        return reference::dense_pairs(channels, out_quant, weights, input, output);
+    }
+    pairs(channels, &Bounds::from(*out_quant), weights, input, output);
+}
+
+/// [`reference::int8::dense::dense_wide_pairs`](crate::kernels::reference::int8::dense::dense_wide_pairs).
+pub fn dense_wide_pairs(
+    channels: &ChannelQuant,
+    out_quant: &WideOutputQuant,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i16],
+) {
+    if cfg!(icefold_reference_only) {
+        return reference::dense_wide_pairs(channels, out_quant, weights, input, output);
+    }
+    pairs(channels, &Bounds::from(*out_quant), weights, input, output);
+}
+
+/// A dense layer on weights in row pairs: the x86_64 AVX2 kernel where it takes the layer, on
+/// DSP cores [`rows_pairs`] (the input widened on the stack, [`with_input_buffer`]), else and
+/// for shapes those do not take [`rows_pairs_portable`].
+#[inline(never)]
+fn pairs<Y: Store>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [Y],
+) {
+    if x86_pairs(channels, bounds, weights, input, output) {
+        return;
+    }
+    let n_in = weights.len().checked_div(output.len()).unwrap_or(0);
+    if !(WIDEN
+        && with_input_buffer(n_in, |buf| {
+            rows_pairs(channels, bounds, weights, input, output, buf)
+        }))
+    {
+        rows_pairs_portable(channels, bounds, weights, input, Y::outs(output));
+    }
+}
+
+/// [`x86`] for weights in row pairs.
+#[inline(always)]
+fn x86_pairs<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [Y],
+) -> bool {
+    #[cfg(test)]
+    if tests::PORTABLE.with(|p| p.get()) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    return crate::kernels::x86::int8::dense::dense_pairs(channels, bounds, weights, input, output);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (channels, bounds, weights, input, output);
+        false
+    }
+}
+
+/// Row `o` of a pair (`o` even, `o + 1` the pair's second row) from the pair's sums
+/// ([`simd::pair_sums`]): `a = 256 · s1 + s0` wrapping, `b = s0`, so `s1 = (a − b) >> 8`,
+/// exact because the loader bounds `|s1| < 2^23` ([`crate::format::PAIR_SUM_LIMIT`]).
+#[inline(always)]
+fn split_pair(a: i32, b: i32) -> [i32; 2] {
+    [b, a.wrapping_sub(b) >> 8]
+}
+
+/// `output[o] = finish(bias'[o] + Σ_p Σ_i w[o][i] · input_p[i])` on weights in row pairs
+/// ([`crate::format::pair_index`]): the input widened once into `buf` in natural lane order
+/// (or summed over its positions first), the pairs' sums by [`simd::pair_sums`] (each weight
+/// word read as stored by one SMLAD and widened by one SXTB16 for another: three instructions
+/// per four products where int8 rows take four), split into the rows ([`split_pair`]), a last
+/// odd row in Rust, then the rows' output stage, [`STAGE_ROWS`] rows at a time.
+///
+/// `false` (nothing written) unless `n_in` is a nonzero multiple of 8, the weights are
+/// word-aligned, at most [`MAX_POOLED`] positions and `buf` holds `n_in / 2` words.
+#[inline(never)]
+fn rows_pairs<Y: Store>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [Y],
+    buf: &mut [u32],
+) -> bool {
+    let n_out = output.len();
+    let n_in = weights.len().checked_div(n_out).unwrap_or(0);
+    let Ok(words) = bytemuck::try_cast_slice::<i8, u32>(weights) else {
+        return false;
+    };
+    let positions = input.len().checked_div(n_in).unwrap_or(0);
+    let x_len = n_in / 2;
+    if n_in == 0
+        || n_in % 8 != 0
+        || positions == 0
+        || positions > MAX_POOLED
+        || buf.len() < x_len
+        || channels.bias.len() < n_out
+    {
+        return false;
+    }
+    let x = &mut buf[..x_len];
+    if positions == 1 {
+        simd::widen_pairs(input, x);
+    } else {
+        x.fill(0);
+        for x_p in input.chunks_exact(n_in) {
+            simd::pool_pairs(x_p, x);
+        }
+    }
+    // SXTB16 order (x0, x2), (x1, x3) to natural order (x0, x1), (x2, x3).
+    for pair in x.chunks_exact_mut(2) {
+        if let Some([even, odd]) = pair.first_chunk_mut::<2>() {
+            (*even, *odd) = (simd::pack_lo(*even, *odd), simd::pack_hi(*even, *odd));
+        }
+    }
+    let x: &[u32] = x;
+    let mut sums = [0i32; STAGE_ROWS];
+    let rows_stage = RowsStage::new(bounds);
+    for (chunk, out) in output.chunks_mut(STAGE_ROWS).enumerate() {
+        let first = chunk * STAGE_ROWS;
+        let range = first..first + out.len();
+        let (Some(bias), Some(multiplier), Some(shift)) = (
+            channels.bias.get(range.clone()),
+            channels.multiplier.get(range.clone()),
+            channels.shift.get(range),
+        ) else {
+            return true;
+        };
+        let sums = &mut sums[..out.len()];
+        // STAGE_ROWS is even: a chunk's pairs are whole pairs of the layer.
+        let w = words.get(first / 2 * x_len..).unwrap_or_default();
+        let paired = 2 * simd::pair_sums(w, x, sums);
+        for (s, b) in sums[..paired].chunks_exact_mut(2).zip(bias.chunks_exact(2)) {
+            let [s0, s1] = split_pair(s[0], s[1]);
+            s[0] = b[0].wrapping_add(s0);
+            s[1] = b[1].wrapping_add(s1);
+        }
+        // A last odd row (stored as in `RowsI8`).
+        for (k, s) in sums.iter_mut().enumerate().skip(paired) {
+            let o = first + k;
+            let row = weights.get(o * n_in..(o + 1) * n_in).unwrap_or_default();
+            *s = input.chunks_exact(n_in).fold(bias[k], |acc, x_p| {
+                row.iter().zip(x_p).fold(acc, |acc, (&w, &x)| {
+                    acc.wrapping_add(i32::from(w) * i32::from(x))
+                })
+            });
+        }
+        rows_stage.store(sums, multiplier, shift, out);
+    }
+    true
+}
+
+/// [`rows_pairs`] without SIMD (M0, M3, hosts without AVX2, shapes it does not take): per pair
+/// and input one halfword load (the lane `256 · w1 + w0`) and one byte load (`w0`), two
+/// multiply-adds, then [`split_pair`]; a last odd row as `RowsI8`.
+#[inline(never)]
+fn rows_pairs_portable(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    mut output: Outs,
+) {
+    let n_out = output.len();
+    let n_in = weights.len().checked_div(n_out).unwrap_or(0);
+    if n_in == 0 {
+        return;
+    }
+    let finish = |stage: &Stage, acc: i32| bounds.apply(stage.scale(acc)) as i16;
+    for o in (0..n_out).step_by(2) {
+        let Some((b0, s0)) = stage(channels, o) else {
+            return;
+        };
+        if o + 1 < n_out {
+            let (Some(bytes), Some((b1, s1))) = (
+                weights.get(o * n_in..(o + 2) * n_in),
+                stage(channels, o + 1),
+            ) else {
+                return;
+            };
+            let (mut a, mut b) = (0i32, 0i32);
+            for x_p in input.chunks_exact(n_in) {
+                for (lane, &x) in bytes.chunks_exact(2).zip(x_p) {
+                    let x = i32::from(x);
+                    let both = i32::from(i16::from_le_bytes([lane[0] as u8, lane[1] as u8]));
+                    a = a.wrapping_add(both.wrapping_mul(x));
+                    b = b.wrapping_add(i32::from(lane[0]) * x);
+                }
+            }
+            let [r0, r1] = split_pair(a, b);
+            output.set(o, finish(&s0, b0.wrapping_add(r0)));
+            output.set(o + 1, finish(&s1, b1.wrapping_add(r1)));
+        } else {
+            let row = weights.get(o * n_in..(o + 1) * n_in).unwrap_or_default();
+            let acc = input.chunks_exact(n_in).fold(b0, |acc, x_p| {
+                row.iter().zip(x_p).fold(acc, |acc, (&w, &x)| {
+                    acc.wrapping_add(i32::from(w) * i32::from(x))
+                })
+            });
+            output.set(o, finish(&s0, acc));
+        }
+    }
+}
+
 /// [`rows_quads`] with a stack buffer sized for the input ([`with_input_buffer`]): `false`
 /// (nothing written) for shapes it does not take (more than 1024 inputs or [`MAX_POOLED`]
 /// positions, weights not word-aligned), which the reference computes.
@@ -653,6 +874,154 @@ mod tests {
         reference::dense_wide(&channels, &q, weights, &input, &mut want);
         prop_assert_eq!(got, want);
         Ok(())
+    }
+
+    /// A random layer stored in row pairs ([`crate::format::store_pairs`], word-aligned)
+    /// through [`dense_pairs`] / [`dense_wide_pairs`] (with `portable`: [`rows_pairs`] with its
+    /// Rust sums, then [`rows_pairs_portable`]; else the x86 kernel where AVX2 is present)
+    /// against the reference on the rows. `extreme`: every weight ±127 and the input −128, the
+    /// second rows' sums at the layout's bound. `None` where the layout refuses the weights.
+    fn pairs_case(
+        (n_in, n_out, positions): (usize, usize, usize),
+        (zp, zp16): (i8, i16),
+        extreme: bool,
+        portable: bool,
+        seed: u64,
+    ) -> Result<Option<()>, TestCaseError> {
+        let mut gen = Gen(seed);
+        let mut rows = gen.i8s(n_in * n_out);
+        let mut input = gen.i8s(n_in * positions);
+        if extreme {
+            for w in &mut rows {
+                *w = if *w < 0 { -127 } else { 127 };
+            }
+            input.fill(-128);
+        }
+        // A −128 in a second row under a negative first-row weight is the one value the layout
+        // cannot store (the tool keeps such a layer in rows; `store_pairs_refuses_...`).
+        for o in (1..n_out).step_by(2) {
+            for i in 0..n_in {
+                if rows[o * n_in + i] == -128 && rows[(o - 1) * n_in + i] < 0 {
+                    rows[o * n_in + i] = -127;
+                }
+            }
+        }
+        let mut words = std::vec![0u32; rows.len().div_ceil(4)];
+        let stored = &mut bytemuck::cast_slice_mut::<u32, i8>(&mut words)[..rows.len()];
+        if crate::format::store_pairs(&rows, n_out, n_in, positions, stored).is_err() {
+            return Ok(None);
+        }
+        let stored: &[i8] = stored;
+        let bias: Vec<i32> = (0..n_out).map(|_| gen.range(-(1 << 20), 1 << 20)).collect();
+        let requant: Vec<_> = (0..n_out).map(|_| gen.requant()).collect();
+        let multiplier: Vec<i32> = requant.iter().map(|r| r.multiplier).collect();
+        let shift: Vec<i32> = requant.iter().map(|r| r.shift).collect();
+        let channels = ChannelQuant {
+            bias: &bias,
+            multiplier: &multiplier,
+            shift: &shift,
+        };
+        PORTABLE.with(|p| p.set(portable));
+        let q = OutputQuant {
+            zero_point: zp,
+            clamp: Clamp::FULL,
+        };
+        let (mut want, mut got) = (std::vec![0i8; n_out], std::vec![0i8; n_out]);
+        reference::dense(&channels, &q, &rows, &input, &mut want);
+        let mut from_pairs = std::vec![0i8; n_out];
+        reference::dense_pairs(&channels, &q, stored, &input, &mut from_pairs);
+        prop_assert_eq!(&from_pairs, &want);
+        dense_pairs(&channels, &q, stored, &input, &mut got);
+        prop_assert_eq!(&got, &want);
+        if portable {
+            let bounds = Bounds::from(q);
+            got.fill(0);
+            rows_pairs_portable(&channels, &bounds, stored, &input, Outs::I8(&mut got));
+            prop_assert_eq!(&got, &want);
+            got.fill(0);
+            let mut buf = std::vec![0u32; LARGE_WORDS];
+            if rows_pairs(&channels, &bounds, stored, &input, &mut got[..], &mut buf) {
+                prop_assert_eq!(&got, &want);
+            }
+        }
+        let q = WideOutputQuant {
+            zero_point: zp16,
+            clamp: ClampI16 {
+                min: i16::MIN,
+                max: i16::MAX,
+            },
+        };
+        let (mut want, mut got) = (std::vec![0i16; n_out], std::vec![0i16; n_out]);
+        reference::dense_wide(&channels, &q, &rows, &input, &mut want);
+        dense_wide_pairs(&channels, &q, stored, &input, &mut got);
+        prop_assert_eq!(got, want);
+        Ok(Some(()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Row pairs: inputs in fours and eights (the DSP path's), one to three passes of the
+        /// stage, odd and even rows, pooled positions, both output types.
+        #[test]
+        fn pairs_equal_reference(quads in 1usize..=40, n_out in 1usize..=110, positions in 1usize..=3,
+                                 zp in any::<i8>(), zp16 in any::<i16>(), portable in any::<bool>(),
+                                 seed in any::<u64>()) {
+            let done = pairs_case((4 * quads, n_out, positions), (zp, zp16), false, portable, seed)?;
+            prop_assert!(done.is_some(), "the layout refused weights within its bound");
+        }
+
+        /// At the layout's bound: 512 inputs of ±127 and an input of −128, so each second row's
+        /// sum is up to 128 · 512 · 127 = 8,323,072 (2^23 is 8,388,608): 256 times it wraps an
+        /// `i32`, the split must still be exact.
+        #[test]
+        fn pairs_at_the_bound_equal_reference(n_out in 2usize..=9, portable in any::<bool>(),
+                                              seed in any::<u64>()) {
+            let done = pairs_case((512, n_out, 1), (0, 0), true, portable, seed)?;
+            prop_assert!(done.is_some());
+        }
+    }
+
+    /// The layout's refusals: a −128 under a negative first-row weight, a sum above the bound.
+    #[test]
+    fn store_pairs_refuses_what_the_kernels_cannot_split() {
+        use crate::format::{check_pairs, store_pairs, PairsFault};
+        let mut out = [0i8; 16];
+        let mut rows = [1i8; 16];
+        rows[0] = -3;
+        rows[4] = -128;
+        assert_eq!(
+            store_pairs(&rows, 4, 4, 1, &mut out),
+            Err(PairsFault::Range { row: 1, input: 0 })
+        );
+        assert_eq!(store_pairs(&rows, 2, 8, 1, &mut out), Ok(()));
+        assert_eq!(check_pairs(&out, 2, 8, 1), Ok(()));
+        assert_eq!(
+            store_pairs(&rows, 4, 3, 1, &mut out[..12]),
+            Err(PairsFault::Shape)
+        );
+        let heavy = [127i8; 2 * 520];
+        let mut out = [0i8; 2 * 520];
+        assert!(matches!(
+            store_pairs(&heavy, 2, 520, 1, &mut out),
+            Err(PairsFault::Sum { row: 1, .. })
+        ));
+        assert_eq!(
+            store_pairs(&heavy[..2 * 512], 2, 512, 1, &mut out[..1024]),
+            Ok(())
+        );
+        assert!(matches!(
+            check_pairs(&out[..1024], 2, 512, 2),
+            Err(PairsFault::Sum { row: 1, .. })
+        ));
+        // A stored 127 under a negative first-row weight decodes to 128.
+        let mut bad = [0i8; 8];
+        bad[0] = -1;
+        bad[1] = 127;
+        assert_eq!(
+            check_pairs(&bad, 2, 4, 1),
+            Err(PairsFault::Range { row: 1, input: 0 })
+        );
     }
 
     proptest! {

@@ -48,16 +48,17 @@ pub struct ConvertArgs {
     /// 0 keeps every activation int8 (least RAM).
     #[arg(long, value_name = "N|all", default_value = "all", value_parser = pipeline::parse_int16_activations, requires = "quantize")]
     int16_activations: usize,
-    /// How int8 dense layers store their weights: `int8` (one byte each) or `int16` (the same
-    /// values widened by the tool, in the order the Cortex-M4/M33 DSP kernel reads them: no
-    /// widening on the device). int16 doubles the dense weights' flash: the MLPerf Tiny AD
-    /// autoencoder takes 549,248 instead of 285,056 bytes of model and runs 283,588 instead of
-    /// 461,562 instructions on the Cortex-M4F (525,576 instead of 644,585 est. cycles; M33 alike,
-    /// M3 1.14 M instead of 1.29 M; docs/BENCHMARKS.md). Both compute the same bytes on every
-    /// core; layers whose inputs are not a multiple of 4 keep int8.
+    /// How int8 dense layers store their weights, every choice computing the same bytes on every
+    /// core. `int8` (default): one byte each, in row pairs where a layer allows it (inputs a
+    /// multiple of 8, weights within the layout's bound), so that the Cortex-M4/M33 DSP kernel
+    /// takes a pair's four weights of a word with one SXTB16 and two SMLADs; otherwise row by
+    /// row. `int8-rows`: row by row always. `int16`: the values widened by the tool, in the order
+    /// the DSP kernel reads them (no widening on the device), twice the dense weights' flash
+    /// (figures for the MLPerf Tiny AD autoencoder in docs/BENCHMARKS.md). Layers whose inputs
+    /// are not a multiple of 4 keep int8 rows.
     #[arg(
         long,
-        value_name = "int8|int16",
+        value_name = "int8|int8-rows|int16",
         default_value = "int8",
         requires = "quantize"
     )]
@@ -388,18 +389,22 @@ fn print_bn_check(check: &BnStatsCheck) {
 /// `--dense-weights`: the dense layers' weight layout by the name users know it by.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
 enum DenseWeights {
-    /// One byte per weight, row by row (`DenseLayout::RowsI8`).
+    /// One byte per weight, in row pairs where the layer allows (`DenseLayout::PairsI8`),
+    /// else row by row.
     #[default]
     Int8,
+    /// One byte per weight, row by row (`DenseLayout::RowsI8`).
+    Int8Rows,
     /// Two bytes per weight, four rows interleaved (`DenseLayout::QuadsI16`).
     Int16,
 }
 
 impl DenseWeights {
-    fn layout(self) -> icefold::format::DenseLayout {
+    fn layout(self) -> icefold_tool::quantize::DenseWeights {
         match self {
-            DenseWeights::Int8 => icefold::format::DenseLayout::RowsI8,
-            DenseWeights::Int16 => icefold::format::DenseLayout::QuadsI16,
+            DenseWeights::Int8 => icefold_tool::quantize::DenseWeights::Int8,
+            DenseWeights::Int8Rows => icefold_tool::quantize::DenseWeights::Int8Rows,
+            DenseWeights::Int16 => icefold_tool::quantize::DenseWeights::Int16,
         }
     }
 }

@@ -233,8 +233,10 @@ fn weighted(
     Ok((w.i8s(&rows.weights), w.i32s(rows.bias), w.requant(&factors)))
 }
 
-/// A dense layer's [`weighted`] (int8 input), its weights stored as `layout` says: int8 rows, or
-/// the same values widened to int16 in [`format::quad_index`] order (4-aligned for LDM).
+/// A dense layer's [`weighted`] (int8 input), its weights stored as `layout` says: int8 rows,
+/// int8 row pairs ([`format::pair_index`], 4-aligned for LDRD; rows instead where
+/// [`format::store_pairs`] refuses the values), or the same values widened to int16 in
+/// [`format::quad_index`] order (4-aligned for LDM). Returns the layout written.
 fn weighted_as(
     w: &mut Weights,
     l: &Lowered,
@@ -243,10 +245,26 @@ fn weighted_as(
     qparams: (QParams, QParams),
     layout: DenseLayout,
     name: &str,
-) -> Result<(Span, Span, ChannelRequant)> {
+) -> Result<(Span, Span, ChannelRequant, DenseLayout)> {
     let (rows, factors) = quantized_rows(l, spans, shape, qparams, DType::I8, name)?;
+    let (out, positions) = shape;
+    let n_in = rows.weights.len() / out.max(1);
+    let mut pairs = vec![0i8; rows.weights.len()];
+    let layout = match layout {
+        DenseLayout::PairsI8
+            if format::store_pairs(&rows.weights, out, n_in, positions, &mut pairs).is_ok() =>
+        {
+            DenseLayout::PairsI8
+        }
+        DenseLayout::PairsI8 => DenseLayout::RowsI8,
+        other => other,
+    };
     let weights = match layout {
         DenseLayout::RowsI8 => w.i8s(&rows.weights),
+        DenseLayout::PairsI8 => {
+            w.align4();
+            w.i8s(&pairs)
+        }
         DenseLayout::QuadsI16 => {
             let out = shape.0;
             let n_in = rows.weights.len() / out.max(1);
@@ -260,7 +278,7 @@ fn weighted_as(
             w.i16s(&quads)
         }
     };
-    Ok((weights, w.i32s(rows.bias), w.requant(&factors)))
+    Ok((weights, w.i32s(rows.bias), w.requant(&factors), layout))
 }
 
 /// The steps [`weighted`] and [`weighted_as`] share: the layer's rows quantized
@@ -350,9 +368,24 @@ fn quant_softmax_zero_point() -> i32 {
 pub struct Writes {
     /// A dense last layer writes int16 (`DenseI8Wide`).
     pub wide_output: bool,
-    /// How dense layers store their weights: [`DenseLayout::QuadsI16`] doubles their flash for
-    /// the DSP cores' kernel (a layer whose inputs are not a multiple of 4 keeps int8 rows).
-    pub dense_weights: DenseLayout,
+    /// How dense layers store their weights.
+    pub dense_weights: DenseWeights,
+}
+
+/// How int8 dense layers store their weights (`icefold convert --dense-weights`); every
+/// choice computes the same bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DenseWeights {
+    /// One byte per weight, in row pairs ([`DenseLayout::PairsI8`]) where the layer allows it
+    /// (inputs a multiple of 8, every pair within the layout's bound for the layer's positions,
+    /// checked by [`format::store_pairs`]), else row by row ([`DenseLayout::RowsI8`]).
+    #[default]
+    Int8,
+    /// One byte per weight, row by row ([`DenseLayout::RowsI8`]).
+    Int8Rows,
+    /// Two bytes per weight, four rows interleaved ([`DenseLayout::QuadsI16`]; inputs a
+    /// multiple of 4, else rows): twice the flash for the DSP cores' kernel.
+    Int16,
 }
 
 /// Convert the f32 model `l` (lowered with `fuse_table_activations: false`) to int8; with
@@ -497,10 +530,11 @@ pub fn quantize_with_int16(
                 let row = (d.weights.len as usize / 4) / out.max(1);
                 let positions = layer.inputs[0].len() / row.max(1);
                 let layout = match writes.dense_weights {
-                    DenseLayout::QuadsI16 if row % 4 == 0 => DenseLayout::QuadsI16,
+                    DenseWeights::Int16 if row % 4 == 0 => DenseLayout::QuadsI16,
+                    DenseWeights::Int8 if row % 8 == 0 => DenseLayout::PairsI8,
                     _ => DenseLayout::RowsI8,
                 };
-                let (weights, bias, requant) = weighted_as(
+                let (weights, bias, requant, layout) = weighted_as(
                     &mut w,
                     l,
                     (d.weights, d.bias),

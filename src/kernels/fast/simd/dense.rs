@@ -295,6 +295,141 @@ macro_rules! stage_rows {
 stage_rows!(stage_rows_i8, i8, "strb", "8", "1");
 stage_rows!(stage_rows_i16, i16, "strh", "16", "2");
 
+/// One pass of [`pair_sums`]' loop over two activation words (four inputs) of two pairs of
+/// rows: per pair an LDRD of its two words, then per word the SMLAD of the word as stored
+/// (both rows, the second's times 256) and the SMLAD of its SXTB16 (the first row alone).
+/// Registers: r12 the activations, r5 and r6 the two pairs' words, r0-r1 the activation words,
+/// r2-r3 the weight words, r4 the widened lanes, r8-r11 the sums (a, b of each pair).
+#[cfg(icefold_dsp)]
+macro_rules! pairs_pass {
+    () => {
+        concat!(
+            "ldrd r0, r1, [r12], #8\n",
+            "ldrd r2, r3, [r5], #8\n",
+            "smlad r8, r2, r0, r8\n",
+            "sxtb16 r4, r2\n",
+            "smlad r9, r4, r0, r9\n",
+            "smlad r8, r3, r1, r8\n",
+            "sxtb16 r4, r3\n",
+            "smlad r9, r4, r1, r9\n",
+            "ldrd r2, r3, [r6], #8\n",
+            "smlad r10, r2, r0, r10\n",
+            "sxtb16 r4, r2\n",
+            "smlad r11, r4, r0, r11\n",
+            "smlad r10, r3, r1, r10\n",
+            "sxtb16 r4, r3\n",
+            "smlad r11, r4, r1, r11\n",
+        )
+    };
+}
+
+/// The sums of a dense layer's rows stored in pairs
+/// ([`DenseLayout::PairsI8`](crate::format::DenseLayout)): for pair `k < sums.len() / 2`
+/// (its words `w[k · x.len() ..][.. x.len()]`), `sums[2k] = Σ_m smlad(w_m, x[m])` (each word
+/// as stored: `256 ·` the second row's products plus the first's, wrapping) and `sums[2k + 1] =
+/// Σ_m smlad(sxtb16(w_m), x[m])` (the first row's), with `x` the input in natural lane order
+/// (`(x[2m], x[2m + 1])`). Returns the pairs done: every pair when `x.len()` is a nonzero
+/// multiple of 4 and `w` holds them; else 0 (nothing written).
+///
+/// With the DSP extension two pairs per block of the assembly's outer loop (its state in a small
+/// block on the stack), per four activation words 30 instructions for 32 products
+/// ([`pairs_pass!`] twice), SUBS/BNE per pass; a last odd pair, and every pair elsewhere, in
+/// Rust.
+#[inline(always)]
+pub fn pair_sums(w: &[u32], x: &[u32], sums: &mut [i32]) -> usize {
+    let pairs = sums.len() / 2;
+    let x_len = x.len();
+    if pairs == 0 || x_len == 0 || x_len % 4 != 0 || w.len() / x_len < pairs {
+        return 0;
+    }
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(icefold_dsp)]
+    {
+        let blocks = pairs / 2;
+        if blocks > 0 {
+            // The outer loop's state, read and written through the pointer the assembly keeps
+            // on the stack: sums pointer, blocks left, x, passes per block, a pair's bytes.
+            let mut state: [usize; 5] = [
+                sums.as_mut_ptr() as usize,
+                blocks,
+                x.as_ptr() as usize,
+                x_len / 4,
+                4 * x_len,
+            ];
+            // SAFETY: `blocks >= 1` blocks run (the count in `state[1]`, SUBS/BNE), each reading
+            // `x_len` words of `x` from its start (r12, reset per block; `x_len / 4 >= 1` passes
+            // of four words) and the `x_len` words of each of its two pairs (r5 from the block's
+            // first pair, r6 = r5 + 4 · x_len bytes; after the passes r6 is at the next block's
+            // first pair, which becomes r5), then writing four sums (`state[0]`, advanced by 16
+            // bytes). Checked above: `w` holds `pairs · x_len >= 2 · blocks · x_len` words and
+            // `sums` `2 · pairs >= 4 · blocks` values, so every access is inside its slice; all
+            // are `u32`/`i32` slices, so LDRD, LDM and STM are word-aligned. `state` is a live
+            // local array of five words: the assembly reads and writes only those through its
+            // pointer, saved on the stack (one push) with r6 (LLVM's base pointer, pushed first
+            // and popped last, so it leaves as it came). Otherwise only the named registers and
+            // the flags change. LDR, LDRD, LDM, STM, SMLAD, SXTB16, ADD, MOV, MOVS, PUSH, POP,
+            // SUBS, BNE exist on every icefold_dsp core.
+            unsafe {
+                core::arch::asm!(
+                    "push {{r6}}",
+                    "push {{r0}}",
+                    "3:",
+                    "ldr r4, [sp]",
+                    "ldr r12, [r4, #8]",
+                    "ldr lr, [r4, #12]",
+                    "ldr r0, [r4, #16]",
+                    "add r6, r5, r0",
+                    "movs r8, #0",
+                    "movs r9, #0",
+                    "movs r10, #0",
+                    "movs r11, #0",
+                    "2:",
+                    pairs_pass!(),
+                    pairs_pass!(),
+                    "subs lr, lr, #1",
+                    "bne 2b",
+                    "ldr r4, [sp]",
+                    "ldm r4, {{r0, r1}}",
+                    "stm r0!, {{r8, r9, r10, r11}}",
+                    "mov r5, r6",
+                    "subs r1, r1, #1",
+                    "stm r4, {{r0, r1}}",
+                    "bne 3b",
+                    "pop {{r0}}",
+                    "pop {{r6}}",
+                    inout("r0") state.as_mut_ptr() => _,
+                    inout("r5") w.as_ptr() => _,
+                    out("r1") _,
+                    out("r2") _,
+                    out("r3") _,
+                    out("r4") _,
+                    out("r8") _,
+                    out("r9") _,
+                    out("r10") _,
+                    out("r11") _,
+                    out("r12") _,
+                    out("lr") _,
+                    options(),
+                );
+            }
+            let _ = state;
+            done = 2 * blocks;
+        }
+    }
+    for (k, s) in sums.chunks_exact_mut(2).enumerate().take(pairs).skip(done) {
+        let words = w.get(k * x_len..(k + 1) * x_len).unwrap_or_default();
+        let (mut a, mut b) = (0i32, 0i32);
+        for (&wm, &xm) in words.iter().zip(x) {
+            a = super::smlad(wm, xm, a);
+            b = super::smlad(super::sxtb16(wm), xm, b);
+        }
+        s[0] = a;
+        s[1] = b;
+    }
+    pairs
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;

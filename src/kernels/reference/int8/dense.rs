@@ -91,6 +91,61 @@ fn accumulate_quads<T>(
     }
 }
 
+/// [`dense`] with the weights as [`DenseLayout::PairsI8`](crate::format::DenseLayout) stores
+/// them: rows in pairs, `w[o][i]` decoded by [`pair_weight`](crate::format::pair_weight). The
+/// same bytes as [`dense`] on the decoded values.
+pub fn dense_pairs(
+    channels: &ChannelQuant,
+    out_quant: &OutputQuant,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i8],
+) {
+    accumulate_pairs(channels, weights, input, output, |acc, requant| {
+        out_quant.requantize(acc, requant)
+    });
+}
+
+/// [`dense_wide`] with the weights as [`dense_pairs`] reads them.
+pub fn dense_wide_pairs(
+    channels: &ChannelQuant,
+    out_quant: &WideOutputQuant,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [i16],
+) {
+    accumulate_pairs(channels, weights, input, output, |acc, requant| {
+        out_quant.requantize(acc, requant)
+    });
+}
+
+/// [`accumulate`] reading `w[o][i]` through [`pair_weight`](crate::format::pair_weight).
+fn accumulate_pairs<T>(
+    channels: &ChannelQuant,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [T],
+    finish: impl Fn(i32, super::Requant) -> T,
+) {
+    let n_out = output.len();
+    let n_in = weights.len().checked_div(n_out).unwrap_or(0);
+    if n_in == 0 {
+        return;
+    }
+    for (o, out) in output.iter_mut().enumerate() {
+        let Some((bias, requant)) = channels.channel(o) else {
+            continue;
+        };
+        let w = |i: usize| crate::format::pair_weight(weights, n_out, n_in, o, i).unwrap_or(0);
+        let acc = input.chunks_exact(n_in).fold(bias, |acc, x| {
+            x.iter().enumerate().fold(acc, |acc, (i, &x)| {
+                acc.wrapping_add(w(i).wrapping_mul(i32::from(x)))
+            })
+        });
+        *out = finish(acc, requant);
+    }
+}
+
 /// `output[o] = finish(bias'[o] + Σ_p Σ_i weights[o][i] · input_p[i], factor_o)`.
 #[inline]
 fn accumulate<T>(

@@ -50,6 +50,32 @@ pub fn dense<Y: FromWide>(
     input: &[i8],
     output: &mut [Y],
 ) -> bool {
+    dense_layout(channels, bounds, (weights, false), input, output)
+}
+
+/// [`dense`] on weights in row pairs ([`DenseLayout::PairsI8`](crate::format::DenseLayout)):
+/// each 32-byte load holds sixteen inputs' weights of both rows of a pair as int16 lanes
+/// `256 · w1 + w0`; the first row's lanes are their low bytes sign-extended (two shifts), the
+/// second's the lanes minus those, shifted down (exact: the tool and the loader keep every
+/// decoded weight int8), then `vpmaddwd` as for rows. A last odd row as [`dense`]'s.
+pub fn dense_pairs<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    weights: &[i8],
+    input: &[i8],
+    output: &mut [Y],
+) -> bool {
+    dense_layout(channels, bounds, (weights, true), input, output)
+}
+
+/// [`dense`] or [`dense_pairs`] (`pairs`).
+fn dense_layout<Y: FromWide>(
+    channels: &ChannelQuant,
+    bounds: &Bounds,
+    (weights, pairs): (&[i8], bool),
+    input: &[i8],
+    output: &mut [Y],
+) -> bool {
     let n_out = output.len();
     let n_in = weights.len().checked_div(n_out).unwrap_or(0);
     // As the reference: rows of `n_in` weights, the input read as whole positions.
@@ -70,6 +96,7 @@ pub fn dense<Y: FromWide>(
         weights,
         input: &input[..positions * n_in],
         n_in,
+        pairs,
     };
     if n_in.next_multiple_of(16) <= SMALL {
         // SAFETY: AVX2 present; the operands checked above.
@@ -88,6 +115,8 @@ struct Layer<'a> {
     /// Whole positions only.
     input: &'a [i8],
     n_in: usize,
+    /// The weights in row pairs ([`dense_pairs`]).
+    pairs: bool,
 }
 
 /// [`rows_avx2`] with the large buffer, in a frame of its own.
@@ -132,7 +161,12 @@ unsafe fn rows_avx2<Y: FromWide>(layer: &Layer<'_>, x: &mut [i16], output: &mut 
         let rows: [usize; ROWS] = core::array::from_fn(|j| o + j.min(width - 1));
         // SAFETY: AVX2 present; rows < n_out, so every row lies inside the weights (n_out · n_in
         // <= weights.len()); x holds `padded` values.
-        let acc = unsafe { block(layer.weights, n_in, rows, x) };
+        let acc = if layer.pairs {
+            // SAFETY: AVX2 present; x holds `padded` values, zero from n_in.
+            unsafe { block_pairs(layer.weights, n_in, (o, width), x) }
+        } else {
+            unsafe { block(layer.weights, n_in, rows, x) }
+        };
         // SAFETY: AVX2 present; o + width <= n_out <= every channel array's length (checked).
         unsafe { store(layer, o, width, acc, &mut output[o..o + width]) };
         o += width;
@@ -181,6 +215,90 @@ unsafe fn block(weights: &[i8], n_in: usize, rows: [usize; ROWS], x: &[i16]) -> 
             *a = _mm256_add_epi32(*a, _mm256_madd_epi16(_mm256_cvtepi8_epi16(wv), xv));
         }
     }
+    // SAFETY: AVX2 present.
+    unsafe { reduce(acc) }
+}
+
+/// The sums of rows `o .. o + width` (lane `j` row `o + j`, lanes from `width` zero) on weights
+/// in row pairs ([`dense_pairs`]); `o` even.
+///
+/// # Safety
+/// AVX2 present; `x` holds `n_in` rounded up to 16 values, zero from `n_in`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block_pairs(
+    weights: &[i8],
+    n_in: usize,
+    (o, width): (usize, usize),
+    x: &[i16],
+) -> __m256i {
+    let n_out = weights.len() / n_in.max(1);
+    let mut acc = [_mm256_setzero_si256(); ROWS];
+    for (j, sums) in acc.chunks_exact_mut(2).enumerate() {
+        let r = o + 2 * j;
+        if r >= o + width {
+            break;
+        }
+        if r + 1 >= n_out {
+            // A last odd row, stored as a row.
+            let Some(row) = weights.get(r * n_in..(r + 1) * n_in) else {
+                break;
+            };
+            for (i, w16) in row.chunks(16).enumerate() {
+                let mut w = [0i8; 16];
+                w[..w16.len()].copy_from_slice(w16);
+                let Some(xs) = x.get(16 * i..16 * i + 16) else {
+                    break;
+                };
+                // SAFETY: 16 bytes in `w`, 16 values in `xs`.
+                let (wv, xv) = unsafe {
+                    (
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().cast())),
+                        _mm256_loadu_si256(xs.as_ptr().cast()),
+                    )
+                };
+                sums[0] = _mm256_add_epi32(sums[0], _mm256_madd_epi16(wv, xv));
+            }
+            break;
+        }
+        let Some(pair) = weights.get(r * n_in..(r + 2) * n_in) else {
+            break;
+        };
+        for (i, lanes) in pair.chunks(32).enumerate() {
+            let Some(xs) = x.get(16 * i..16 * i + 16) else {
+                break;
+            };
+            let mut tail = [0i8; 32];
+            let lanes = if lanes.len() == 32 {
+                lanes
+            } else {
+                tail[..lanes.len()].copy_from_slice(lanes);
+                &tail[..]
+            };
+            // SAFETY: 32 bytes in `lanes`, 16 values in `xs`.
+            let (v, xv) = unsafe {
+                (
+                    _mm256_loadu_si256(lanes.as_ptr().cast()),
+                    _mm256_loadu_si256(xs.as_ptr().cast()),
+                )
+            };
+            let w0 = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v));
+            let w1 = _mm256_srai_epi16::<8>(_mm256_sub_epi16(v, w0));
+            sums[0] = _mm256_add_epi32(sums[0], _mm256_madd_epi16(w0, xv));
+            sums[1] = _mm256_add_epi32(sums[1], _mm256_madd_epi16(w1, xv));
+        }
+    }
+    // SAFETY: AVX2 present.
+    unsafe { reduce(acc) }
+}
+
+/// Lane `j`: every lane of `acc[j]` summed (wrapping).
+///
+/// # Safety
+/// AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn reduce(acc: [__m256i; ROWS]) -> __m256i {
     // Lane j of the result: every lane of acc[j] summed. Each hadd adds neighbouring lanes of
     // two vectors; the last step adds the two 128-bit halves.
     let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
