@@ -15,6 +15,9 @@
 //! (`icefold_vfp`: an FPU with 32 single-precision registers, FPv4-SP or FPv5) run the register
 //! tiles as VLDM/VMLA assembly (src/kernels/fast/simd.rs).
 //!
+//! Thumb-2 cores (`icefold_thumb2`: thumbv7m, thumbv7em, thumbv8m.main) run the int8 dense
+//! layers stored in row pairs as a plain Thumb-2 loop in assembly (LLVM unrolled and spilled it).
+//!
 //! Feature `small-code` (`icefold_reference_only`) keeps the reference kernels on every target
 //! but x86_64: none of the above is chosen, and the fast integer kernels step aside. x86_64 hosts keep their kernels (a host has no flash to save, and its f32 kernels
 //! decide the tool's calibration).
@@ -24,6 +27,7 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(icefold_fast_f32)");
     println!("cargo:rustc-check-cfg=cfg(icefold_vfp)");
     println!("cargo:rustc-check-cfg=cfg(icefold_reference_only)");
+    println!("cargo:rustc-check-cfg=cfg(icefold_thumb2)");
     println!("cargo:rerun-if-env-changed=TARGET");
     let target = std::env::var("TARGET").unwrap_or_default();
     let dsp_feature = std::env::var_os("CARGO_FEATURE_DSP").is_some();
@@ -36,6 +40,13 @@ fn main() {
         target.starts_with("thumbv7em-") || (target.starts_with("thumbv8m.main-") && dsp_feature);
     if dsp_target && !small_code {
         println!("cargo:rustc-cfg=icefold_dsp");
+    }
+    // Thumb-2 cores (M3, M4, M7, M33, M55), with or without DSP: SBFX, SXTB, SXTH, MLA, LDRD.
+    let thumb2 = ["thumbv7m-", "thumbv7em-", "thumbv8m.main-"]
+        .iter()
+        .any(|t| target.starts_with(t));
+    if thumb2 && !small_code {
+        println!("cargo:rustc-cfg=icefold_thumb2");
     }
     let fpu_mcu = target.ends_with("-none-eabihf");
     if fpu_mcu && !small_code {

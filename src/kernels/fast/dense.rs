@@ -256,8 +256,8 @@ fn rows_pairs<Y: Store>(
 }
 
 /// [`rows_pairs`] without SIMD (M0, M3, hosts without AVX2, shapes it does not take): per pair
-/// and input one halfword load (the lane `256 · w1 + w0`) and one byte load (`w0`), two
-/// multiply-adds, then [`split_pair`]; a last odd row as `RowsI8`.
+/// and position [`simd::pair_dot`] (each word's lanes `256 · w1 + w0` and their low bytes `w0`
+/// times the inputs), then [`split_pair`]; a last odd row as `RowsI8`.
 #[inline(never)]
 fn rows_pairs_portable(
     channels: &ChannelQuant,
@@ -283,15 +283,9 @@ fn rows_pairs_portable(
             ) else {
                 return;
             };
-            let (mut a, mut b) = (0i32, 0i32);
-            for x_p in input.chunks_exact(n_in) {
-                for (lane, &x) in bytes.chunks_exact(2).zip(x_p) {
-                    let x = i32::from(x);
-                    let both = i32::from(i16::from_le_bytes([lane[0] as u8, lane[1] as u8]));
-                    a = a.wrapping_add(both.wrapping_mul(x));
-                    b = b.wrapping_add(i32::from(lane[0]) * x);
-                }
-            }
+            let (a, b) = input
+                .chunks_exact(n_in)
+                .fold((0i32, 0i32), |acc, x_p| simd::pair_dot(bytes, x_p, acc));
             let [r0, r1] = split_pair(a, b);
             output.set(o, finish(&s0, b0.wrapping_add(r0)));
             output.set(o + 1, finish(&s1, b1.wrapping_add(r1)));

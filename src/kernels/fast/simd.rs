@@ -2385,7 +2385,8 @@ pub use quad_store::{
 };
 mod dense;
 pub use dense::{
-    pair_sums, smlad_4x1_quad_blocks, smlad_4x1_quads, stage_rows_i16, stage_rows_i8, RowsConstants,
+    pair_dot, pair_sums, smlad_4x1_quad_blocks, smlad_4x1_quads, stage_rows_i16, stage_rows_i8,
+    RowsConstants,
 };
 
 #[cfg(test)]
