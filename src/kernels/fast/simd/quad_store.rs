@@ -343,45 +343,64 @@ unsafe fn fused_pixels(
 ) {
     params[4] = start as usize as u32;
     params[5] = w.as_ptr() as usize as u32;
-    // Passes of eight words, the first a half pass (entered at its middle) when `n / 4` is odd.
-    params[6] = n.div_ceil(8) as u32;
+    // Passes of 32 words (16 LDRDs), the first entered past the LDRDs `n / 2` does not fill.
+    let passes = n.div_ceil(2 * PASS_PAIRS);
+    params[6] = passes as u32;
     params[7] = start.wrapping_add(pixels * step) as usize as u32;
     params[8] = step as u32;
+    let skip = passes * PASS_PAIRS - n / 2;
     // SAFETY: the function's conditions, and words 4-8 of `params` written just now from them
     // (the others are constants the loop only reads into its sums and stages). Per pixel the
     // loop reads `n` words of `x` through r12 (LDRD, post-incremented: pixel `p` reads words
-    // `p · n .. (p + 1) · n`, `p < pixels`, inside `x`; `n / 4` half passes of two LDRDs, the
-    // first pass's first half skipped when `n / 4` is odd: `n.div_ceil(8)` passes) and the `4 · n` words
-    // of `w` from its start through r5 (two LDMs of four words per LDRD: inside `w`). It
-    // writes the four elements of pixel `p` at `start + p · step + k · size` (r5, advanced by
-    // `step` per pixel), `k < 4`, stopping when r5 reaches `start + pixels · step`. It reads
-    // and writes the words of `params` (alive past the statement; r0 and the stacked copy
-    // point at word 4, every offset from it or from the constants' pointer stays within
-    // words 0-20), pushes two words it pops
-    // before the end: r6 (LLVM's base pointer, not an operand) leaves as it came. `x` and `w`
-    // are `u32` slices: word-aligned, as LDRD and LDM need. Only the named registers and the
-    // flags (with Q) change; r7 is not touched. LDM, LDMDB, LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP
-    // exist on every icefold_dsp core.
+    // `p · n .. (p + 1) · n`, `p < pixels`, inside `x`: `passes` passes of `PASS_PAIRS` LDRDs
+    // less the `skip` the first pass jumps over, `n / 2` LDRDs; the entry, r7, is the pass's
+    // first LDRD plus `skip` times the distance of its first two, the pass being one
+    // instruction sequence repeated, with the Thumb bit set for BX) and the `4 · n` words of
+    // `w` from its start through r5 (two LDMs of four words per LDRD: inside `w`). It writes
+    // the four elements of pixel `p` at `start + p · step + k · size` (r5, advanced by `step`
+    // per pixel), `k < 4`, stopping when r5 reaches `start + pixels · step`. It reads and
+    // writes the words of `params` (alive past the statement; r0 and the stacked copy point at
+    // word 4, every offset from it or from the constants' pointer stays within words 0-20),
+    // pushes four words it pops before the end: r6 and r7 (LLVM's base and frame pointers, not
+    // operands) leave as they came. `x` and `w` are `u32` slices: word-aligned, as LDRD and LDM
+    // need. Only the named registers and the flags (with Q) change. ADR, MLA, BX, LDM, LDMDB,
+    // LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp core.
     macro_rules! fused {
-        ($entry:literal, $sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
+        ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
             unsafe {
                 core::arch::asm!(
-                    "push {{r0, r6}}",
-                    // The pixel loop from a 256-byte boundary: its multiply loop (164
-                    // bytes) never crosses one of QEMU's 1 KiB pages, where a translation
-                    // block ends and the cycle model restarts its pipelining (code moved by
-                    // other changes cost up to 1.5 cycles per pass, +58 K on MobileNetV1).
+                    "push {{r0, r6, r7, r8}}",
+                    "adr.w r7, 2f",
+                    "adr.w r1, 4f",
+                    "sub r1, r1, r7",
+                    "mla r7, r1, r2, r7",
+                    "orr r7, r7, #1",
+                    // The pixel loop from a 256-byte boundary: its multiply pass (640 bytes)
+                    // crosses at most one of QEMU's 1 KiB pages, where a translation block
+                    // ends and the cycle model restarts its pipelining.
                     "b 1f",
                     ".balign 256",
                     "1:",
                     "ldr lr, [sp]",
                     "ldmdb lr, {{r8-r11}}",
                     "ldrd r5, lr, [lr, #4]",
-                    $entry,
+                    "bx r7",
                     "2:",
                     smlad_4x1_pair!(),
+                    "4:",
                     smlad_4x1_pair!(),
-                    "3:",
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
                     smlad_4x1_pair!(),
                     smlad_4x1_pair!(),
                     "subs lr, lr, #1",
@@ -400,9 +419,9 @@ unsafe fn fused_pixels(
                     "str r5, [lr, #-56]",
                     "cmp r5, r0",
                     "bne 1b",
-                    "pop {{r0, r6}}",
+                    "pop {{r0, r6, r7, r8}}",
                     inout("r0") params.as_mut_ptr().wrapping_add(4) => _,
-                    out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                    out("r1") _, inout("r2") skip => _, out("r3") _, out("r4") _, out("r5") _,
                     out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                     inout("r12") x.as_ptr() => _,
                     out("lr") _,
@@ -411,20 +430,14 @@ unsafe fn fused_pixels(
             }
         };
     }
-    // Whole passes: no entry branch per pixel.
-    macro_rules! whole {
-        ($($t:literal),*) => { fused!("", $($t),*) };
-    }
-    // A half pass first, entered at the second half (`3:`).
-    macro_rules! half_first {
-        ($($t:literal),*) => { fused!("b 3f", $($t),*) };
-    }
-    if n % 8 == 0 {
-        with_clamp!(clamp, whole);
-    } else {
-        with_clamp!(clamp, half_first);
-    }
+    with_clamp!(clamp, fused);
 }
+
+/// LDRDs (two activation words, 16 products each) per pass of [`fused_pixels`]' multiply
+/// loop: 32 words between its SUBS/BNE (it was 8: two instructions per 8 words, 0.17 M of
+/// MobileNetV1's).
+#[cfg(icefold_dsp)]
+const PASS_PAIRS: usize = 16;
 
 /// The output stage of four channels' sums over `pixels` pixels, laid out as
 /// [`QUAD_SPLIT`](super::QUAD_SPLIT) describes (pixel `p`'s channels 0 and 1 at `sums[2p]`,
