@@ -2383,6 +2383,8 @@ mod quad_store;
 pub use quad_store::{
     smlad_4x1_groups, smlad_4x1_staged, smlad_4x1_store, stage_quads, QuadClamp, QuadStage,
 };
+mod pointwise;
+pub use pointwise::{small_pixels, small_record, SMALL_RECORD, SMALL_WORDS};
 mod dense;
 pub use dense::{
     smlad_4x1_quad_blocks, smlad_4x1_quads, stage_rows_i16, stage_rows_i8, RowsConstants,
