@@ -418,8 +418,14 @@ unsafe fn fused_pixels(
                     "ldrd r0, r1, [lr, #-44]",
                     "add r5, r5, r1",
                     "str r5, [lr, #-48]",
+                    // The next pixel's words (as at `1:`) and its entry: one taken branch
+                    // per pixel, not two (a branch back to `1:` cost 4 more cycles).
                     "cmp r5, r0",
-                    "bne 1b",
+                    "beq 5f",
+                    "ldr lr, [sp]",
+                    "ldm lr, {{r5, r8-r11, lr}}",
+                    "bx r7",
+                    "5:",
                     "pop {{r0, r1, r6, r7}}",
                     inout("r0") params.as_mut_ptr() => _,
                     out("r1") _, inout("r2") skip => _, out("r3") _, out("r4") _, out("r5") _,
