@@ -219,10 +219,10 @@ pub fn smlad_4x1_store(
 /// constants are left as they are).
 ///
 /// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply loop on two
-/// activation words per LDRD (23 instructions per 32 products, passes of eight words), then
-/// per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and
-/// the store (eight instructions per output), ten per pixel for the biases, the weights'
-/// start and count, the output and the advance.
+/// activation words per LDRD (11 instructions per 16 products, passes of 32 words entered by a
+/// computed BX), then per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR, one
+/// SSAT or USAT and the store (eight instructions per output), ten per pixel for the biases,
+/// the weights' start and count (one LDM), the output, the advance and the entry.
 #[inline(always)]
 pub fn smlad_4x1_staged(
     w: &[u32],
