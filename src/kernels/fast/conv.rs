@@ -1561,9 +1561,7 @@ fn small_records<X>(c: &Conv<'_, X>, int8: bool, buf: &mut [u32]) -> Option<simd
         {
             let bias = *c.channels.bias.get(*ch)?;
             let w = c.weights.get(ch * in_c..(ch + 1) * in_c)?;
-            let Some(&[a, b, c2, d, e, f, g, h]) = w.first_chunk::<8>() else {
-                return None;
-            };
+            let &[a, b, c2, d, e, f, g, h] = w.first_chunk::<8>()?;
             let lanes = |lo: i8, hi: i8| simd::pair(i32::from(lo), i32::from(hi));
             let words = [lanes(a, b), lanes(c2, d), lanes(e, f), lanes(g, h)];
             rec.copy_from_slice(&simd::small_record(bias, words, run));
