@@ -119,6 +119,36 @@ fn out_len(size: usize, k: usize, s: usize, d: usize, pa: usize, pb: usize) -> O
 /// Cases of each element-type pair given by [`quad_geometry`] before the random ones.
 const QUAD_CASES: usize = 16;
 
+/// Cases of each element-type pair given by [`small_geometry`] after the [`QUAD_CASES`].
+const SMALL_CASES: usize = 8;
+
+/// Pointwise layers on 8 input channels (`conv::pointwise_small` on DSP cores, with factors
+/// of the stage's register form: see `main`), one of [`SMALL_CASES`] fixed geometries: 4 to
+/// 16 output channels, one pixel and maps of odd and even pixel counts.
+fn small_geometry(i: usize) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
+    let out_c = 4 * (1 + i % 4);
+    let (h, w) = [
+        (1, 1),
+        (3, 5),
+        (2, 3),
+        (5, 4),
+        (1, 7),
+        (4, 6),
+        (3, 3),
+        (2, 2),
+    ][i % 8];
+    let g = ConvGeometry {
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: [0; 4],
+        groups: 1,
+        out_pixel_stride: 0,
+        in_pixel_stride: 0,
+    };
+    Some((g, [h, w, 8], [h, w, out_c]))
+}
+
 /// The four-channel tile's 3x3 windows (`regular_quads`), one of [`QUAD_CASES`] fixed
 /// geometries: int8-sized (16 input channels) and int16-sized (8) inputs, strides 1 and 2 along
 /// each axis, pads 1 on every side or only on two, maps with at least two rows inside at
@@ -378,7 +408,12 @@ fn main() -> ! {
     // Convolutions, every element-type pair.
     let mut case = 0;
     while case < 4 * CASES {
-        let forced = (case < 4 * QUAD_CASES).then(|| quad_geometry(case / 4));
+        let small = (4 * QUAD_CASES..4 * (QUAD_CASES + SMALL_CASES)).contains(&case);
+        let forced = if case < 4 * QUAD_CASES {
+            Some(quad_geometry(case / 4))
+        } else {
+            small.then(|| small_geometry(case / 4 - QUAD_CASES))
+        };
         let Some((g, in_dims, out_dims)) = forced.unwrap_or_else(|| geometry(&mut gen)) else {
             continue;
         };
@@ -391,6 +426,8 @@ fn main() -> ! {
         x16[..n_in].iter_mut().for_each(|v| *v = gen.i16());
         // Every second depthwise 3x3 case with factors the pixel-by-pixel kernel takes.
         let runs = g.kernel == [3, 3] && g.groups == in_c && in_c > 1 && case / 4 % 2 == 1;
+        // And every small pointwise case (its stage's register form).
+        let runs = runs || small;
         let ch = Channels::new(&mut gen, runs);
         let channels = ch.quant(out_dims[2]);
         let mut pad8 = [0i8; MAX_IN_C];
@@ -444,7 +481,7 @@ fn main() -> ! {
                 // stream of the later cases is unchanged): with ReLU, the `[0, 32767]` clamp
                 // that the depthwise output assembly (`simd::requant_run`) does with USAT.
                 let zp = gen.i16();
-                let zp = if case / 4 % 4 == 0 { 0 } else { zp };
+                let zp = if case / 4 % 4 == 0 || small { 0 } else { zp };
                 let clamp = if relu {
                     ClampI16 {
                         min: zp,

@@ -333,6 +333,10 @@ pub struct PointwiseSetUp<'a> {
     blocks: Blocks,
     /// Whether every group of `layer` has a stage in `stages` ([`pointwise_staged`]).
     fused: bool,
+    /// Whether `widened` holds `layer`'s [`simd::small_pixels`] records (8 input channels,
+    /// [`small_records`]) rather than widened weights, their clamp `clamp`.
+    small: bool,
+    clamp: Option<simd::QuadClamp>,
 }
 
 /// Groups of four output channels whose fused-tile constants a [`PointwiseSetUp`] keeps (64
@@ -349,6 +353,8 @@ impl<'a> PointwiseSetUp<'a> {
             staged: [false; POINTWISE_STAGES],
             blocks: Blocks::new(),
             fused: false,
+            small: false,
+            clamp: None,
         }
     }
 }
@@ -1394,6 +1400,13 @@ fn pointwise_layer<X: Lanes, Y: Store>(c: &Conv<'_, X>, output: &mut [Y]) {
     let mut blocks = Blocks::new();
     let n = in_c / 2;
     let mut o = 0;
+    if takes_small(c)
+        && small_records(c, matches!(Y::outs(&mut []), Outs::I8(_)), &mut buf).is_some_and(
+            |clamp| pointwise_small(x, &buf, clamp, c.geometry.out_stride(out_c), out_c, output),
+        )
+    {
+        return;
+    }
     if TILES && n % 4 == 0 && out_c >= 4 && !host_avx2() {
         pointwise_groups(c, x, output, (&mut buf, None), &mut blocks);
         return;
@@ -1446,6 +1459,25 @@ fn pointwise_layer_with<X: Lanes, Y: Store>(
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let n = in_c / 2;
     let fits = pointwise_set_up_words(in_c, out_c) <= setup.widened.len();
+    if let (true, Some(x)) = (takes_small(c), X::words(c.input)) {
+        // The records built on the first band, kept for the others (the set-up's buffer holds
+        // them instead of widened weights: `small` says which).
+        // A set-up holding this layer's widened weights already (its records failed on the
+        // first band) keeps them.
+        let key = LayerKey::of(c);
+        if setup.layer != Some(key) {
+            let int8 = matches!(Y::outs(&mut []), Outs::I8(_));
+            setup.clamp = small_records(c, int8, setup.widened);
+            setup.small = setup.clamp.is_some();
+            setup.layer = setup.small.then_some(key);
+        }
+        let stride = c.geometry.out_stride(out_c);
+        if let (true, Some(clamp)) = (setup.small && setup.layer == Some(key), setup.clamp) {
+            if pointwise_small(x, setup.widened, clamp, stride, out_c, output) {
+                return;
+            }
+        }
+    }
     match X::words(c.input) {
         Some(x) if TILES && fits && n % 4 == 0 && out_c >= 4 && !host_avx2() => {
             let key = LayerKey::of(c);
@@ -1466,7 +1498,11 @@ fn pointwise_layer_with<X: Lanes, Y: Store>(
                 staged,
                 blocks,
                 fused,
+                small,
+                ..
             } = setup;
+            // The buffer is about to hold widened weights again.
+            *small = false;
             let kept = Some((&mut *layer, &mut stages[..], &mut staged[..]));
             pointwise_groups(c, x, output, (widened, kept), blocks);
             // Every group through a kept stage: the later bands take the short loop.
@@ -1485,6 +1521,72 @@ fn pointwise_layer_with<X: Lanes, Y: Store>(
 #[inline(never)]
 fn widen_group(w: [&[i8]; 4], n: usize, out: &mut [u32]) {
     simd::widen_interleaved(w, n, out);
+}
+
+/// Whether [`pointwise_small`] takes `c` (before its records are built): with the DSP tiles, a
+/// pointwise layer on 8 input channels (an int16 input read as words) with output channels in
+/// fours. (MobileNetV1's second pointwise layer, 8 → 16 at 48x48, spent about 17 instructions
+/// per output in the four-channel tile, whose per-pixel and per-group words its 4 SMLADs per
+/// output do not amortise.)
+fn takes_small<X: Lanes>(c: &Conv<'_, X>) -> bool {
+    let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    TILES && in_c == 2 * simd::SMALL_WORDS && out_c >= 4 && out_c % 4 == 0 && !host_avx2()
+}
+
+/// [`simd::small_pixels`]' records of `c`'s output channels (8 input channels) into `buf`:
+/// each channel's bias, weights widened to lane pairs and output stage; their common clamp,
+/// or `None` (with `buf` partly written) if `buf` is short, an operand is missing (validation
+/// bypassed), a factor has no register form or the channels' clamps differ.
+#[inline(never)]
+fn small_records<X>(c: &Conv<'_, X>, int8: bool, buf: &mut [u32]) -> Option<simd::QuadClamp> {
+    let ([_, _, in_c], [_, _, out_c]) = c.dims;
+    let records = buf.get_mut(..out_c * simd::SMALL_RECORD)?;
+    let mut clamp = None;
+    for (o, quad) in records.chunks_exact_mut(4 * simd::SMALL_RECORD).enumerate() {
+        let chs = [0, 1, 2, 3].map(|k| 4 * o + k);
+        let [Some(r0), Some(r1), Some(r2), Some(r3)] =
+            chs.map(|ch| super::depthwise::channel_run(c, ch))
+        else {
+            return None;
+        };
+        let runs = [r0, r1, r2, r3];
+        let form = simd::QuadClamp::of(&runs, int8)?;
+        if *clamp.get_or_insert(form) != form {
+            return None;
+        }
+        for ((ch, run), rec) in chs
+            .iter()
+            .zip(&runs)
+            .zip(quad.chunks_exact_mut(simd::SMALL_RECORD))
+        {
+            let bias = *c.channels.bias.get(*ch)?;
+            let w = c.weights.get(ch * in_c..(ch + 1) * in_c)?;
+            let &[a, b, c2, d, e, f, g, h] = w.first_chunk::<8>()?;
+            let lanes = |lo: i8, hi: i8| simd::pair(i32::from(lo), i32::from(hi));
+            let words = [lanes(a, b), lanes(c2, d), lanes(e, f), lanes(g, h)];
+            rec.copy_from_slice(&simd::small_record(bias, words, run));
+        }
+    }
+    clamp
+}
+
+/// A pointwise layer on 8 input channels through [`simd::small_pixels`] (every pixel of `x`,
+/// `records` from [`small_records`]); `false`, nothing written, if the shapes do not fit.
+#[inline(always)]
+fn pointwise_small<Y: Store>(
+    x: &[u32],
+    records: &[u32],
+    clamp: simd::QuadClamp,
+    out_stride: usize,
+    out_c: usize,
+    output: &mut [Y],
+) -> bool {
+    let bytes = match Y::outs(output) {
+        Outs::I8(y) => bytemuck::cast_slice_mut::<i8, u8>(y),
+        Outs::I16(y) => bytemuck::cast_slice_mut::<i16, u8>(y),
+    };
+    let pixels = x.len() / simd::SMALL_WORDS;
+    pixels > 0 && simd::small_pixels(records, x, clamp, bytes, (pixels, out_stride, out_c))
 }
 
 /// A later band of a pointwise layer whose every group of four output channels takes the
@@ -3715,6 +3817,93 @@ pub(crate) mod tests {
                 1 => check::<i8, i8>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, narrow)?,
                 2 => check::<i16, i16>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?,
                 _ => check::<i16, i8>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, narrow)?,
+            }
+        }
+
+        /// The 8-input-channel path (`pointwise_small`) takes every layer it admits (output
+        /// channels in fours, int16 and int8 outputs with the clamps of the fused stage, odd
+        /// and even pixel counts, one pixel, views of wider output pixels), refuses 16 input
+        /// channels and other channel counts, and writes what the reference does, leaving a
+        /// view's other elements as they were.
+        #[test]
+        fn small_pointwise_takes_what_it_admits(sixteen in any::<bool>(), out_c in 1usize..=28, h in 1usize..=9,
+                                                w in 1usize..=9, relu in any::<bool>(), int8 in any::<bool>(),
+                                                extra in 0usize..3, zp_in in any::<i16>(), seed in any::<u64>()) {
+            let in_c = if sixteen { 16 } else { 8 };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [1, 1], stride: [1, 1], dilation: [1, 1], pad: [0; 4], groups: 1, in_pixel_stride: 0 };
+            let mut c = Case { g, in_dims: [h, w, in_c], out_dims: [h, w, out_c], with_pad_values: false, relu, seed };
+            c.g.out_pixel_stride = if extra > 0 { out_c + extra } else { 0 };
+            let mut gen = Gen(c.seed);
+            let mut d = data(&c, &mut gen, Gen::i16, 20);
+            // Factors of the stage's register form but for about one layer in eight (a
+            // channel without it sends the layer to the four-channel groups).
+            for s in d.shift.iter_mut() {
+                if gen.next() % 64 != 0 {
+                    *s = gen.range(-14, -3);
+                }
+            }
+            // The zero points and clamps of the stage's forms: int16 (ReLU at 0), int8.
+            let output = match (int8, relu) {
+                (false, false) => WideOutputQuant { zero_point: 0, clamp: ClampI16 { min: i16::MIN, max: i16::MAX } },
+                (false, true) => WideOutputQuant { zero_point: 0, clamp: ClampI16 { min: 0, max: i16::MAX } },
+                (true, false) => WideOutputQuant { zero_point: 3, clamp: ClampI16 { min: -128, max: 127 } },
+                (true, true) => WideOutputQuant { zero_point: -128, clamp: ClampI16 { min: -128, max: 127 } },
+            };
+            fn check<Y: Store + Default + core::fmt::Debug + PartialEq + 'static>(
+                c: &Case, d: &Data<i16>, zp: i16, output: WideOutputQuant,
+            ) -> Result<(), TestCaseError> {
+                let quant = WideConvQuant {
+                    input_zero_point: zp,
+                    pad_values: &d.pad_values,
+                    channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                    output,
+                };
+                let [oh, ow, out_c] = c.out_dims;
+                let stride = c.g.out_stride(out_c);
+                let size = (oh * ow - 1) * stride + out_c;
+                let mut dense = std::vec![Y::default(); len(c.out_dims)];
+                let plain = ConvGeometry { out_pixel_stride: 0, ..c.g };
+                reference::conv2d_wide(&plain, &quant, c.in_dims, &d.x, c.out_dims, &mut dense, &d.weights);
+                // The view's other elements keep a marker.
+                let mut want = std::vec![Y::from_wide(77); size];
+                for (p, px) in dense.chunks_exact(out_c).enumerate() {
+                    want[p * stride..p * stride + out_c].copy_from_slice(px);
+                }
+                let conv = Conv {
+                    geometry: &c.g,
+                    dims: (c.in_dims, c.out_dims),
+                    padding: Padding { zero: zp, values: &d.pad_values },
+                    channels: &quant.channels,
+                    bounds: Bounds::from(quant.output),
+                    input: &d.x,
+                    weights: &d.weights,
+                };
+                let mut fast = std::vec![Y::from_wide(77); size];
+                let mut buf = [0u32; POINTWISE_WORDS];
+                PORTABLE_TILES.with(|p| p.set(true));
+                let admitted = takes_small(&conv);
+                let int8 = matches!(Y::outs(&mut []), Outs::I8(_));
+                let clamp = if admitted { small_records(&conv, int8, &mut buf) } else { None };
+                let x = <i16 as Lanes>::words(&d.x).unwrap_or_default();
+                let taken = clamp.is_some_and(|clamp| pointwise_small(x, &buf, clamp, stride, out_c, &mut fast));
+                // The layer's own path (the records per call) writes the same.
+                let mut whole = std::vec![Y::from_wide(77); size];
+                pointwise_layer(&conv, &mut whole);
+                PORTABLE_TILES.with(|p| p.set(false));
+                let expected = c.in_dims[2] == 8 && out_c % 4 == 0;
+                let runs = (0..out_c).all(|ch| super::super::depthwise::channel_run(&conv, ch).is_some());
+                prop_assert_eq!(admitted, expected);
+                prop_assert_eq!(taken, expected && runs, "records {:?}", clamp);
+                if taken {
+                    prop_assert_eq!(&fast, &want);
+                }
+                prop_assert_eq!(&whole, &want);
+                Ok(())
+            }
+            if int8 {
+                check::<i8>(&c, &d, zp_in, output)?;
+            } else {
+                check::<i16>(&c, &d, zp_in, output)?;
             }
         }
 

@@ -10,7 +10,8 @@
 //! This is the runtime's only module with `unsafe` code: one `asm!` statement per DSP
 //! instruction, one loop per register tile (f32 and int8), the depthwise 3x3 row pass
 //! ([`dw3x3_row`]), pixel passes ([`dw3x3_pixel`], and in the submodule `depthwise` the
-//! two-pixel [`dw3x3_pixel2_relu16`]) and output stage ([`requant_run`]) as DSP loops, and [`i16_words`], which views a slice whose element type is `i16` (checked by
+//! two-pixel [`dw3x3_pixel2_relu16`]) and output stage ([`requant_run`]) as DSP loops, the
+//! 8-input-channel pointwise loop in the submodule `pointwise` ([`small_pixels`]), and [`i16_words`], which views a slice whose element type is `i16` (checked by
 //! `TypeId`) at that type. The loops read memory: each
 //! checks its slices' lengths in safe Rust first and reads only inside them (see each one's
 //! safety comment). Each single instruction is sound for the same reasons: it reads and writes only the registers named as its
@@ -2383,6 +2384,8 @@ mod quad_store;
 pub use quad_store::{
     smlad_4x1_groups, smlad_4x1_staged, smlad_4x1_store, stage_quads, QuadClamp, QuadStage,
 };
+mod pointwise;
+pub use pointwise::{small_pixels, small_record, SMALL_RECORD, SMALL_WORDS};
 mod dense;
 pub use dense::{
     pair_dot, pair_sums, smlad_4x1_quad_blocks, smlad_4x1_quads, stage_rows_i16, stage_rows_i8,

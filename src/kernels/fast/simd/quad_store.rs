@@ -36,11 +36,11 @@ impl QuadClamp {
     }
 }
 
-/// Parameter words per call: the biases, the next pixel's output, the weights' start, the
-/// passes per pixel, the end of the output, the pixel stride in bytes, then per channel its
-/// stage's high word, multiplier and shift. The loop keeps the address of the output word
-/// (word 4) on the stack: the biases below it (LDMDB), the stage's constants reached by the
-/// output's post-indexed load.
+/// Parameter words per call: the weights' start, the biases, the passes per pixel (one LDM
+/// of the six per pixel), the next pixel's output, the end of the output, the pixel stride in
+/// bytes, then per channel its stage's high word, multiplier and shift. The loop keeps the
+/// addresses of words 0 and 6 (the output word) on the stack: the stage's constants are
+/// reached by the output's post-indexed load.
 #[cfg(icefold_dsp)]
 const PARAMS: usize = 21;
 
@@ -175,7 +175,7 @@ impl QuadStage {
         #[cfg(icefold_dsp)]
         {
             let mut params = [0u32; PARAMS];
-            params[..4].copy_from_slice(&bias.map(|b| b as u32));
+            params[1..5].copy_from_slice(&bias.map(|b| b as u32));
             for (k, r) in runs.iter().enumerate() {
                 params[9 + 3 * k] = r.high as u32;
                 params[10 + 3 * k] = r.multiplier as u32;
@@ -219,10 +219,10 @@ pub fn smlad_4x1_store(
 /// constants are left as they are).
 ///
 /// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply loop on two
-/// activation words per LDRD (23 instructions per 32 products, passes of eight words), then
-/// per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and
-/// the store (eight instructions per output), ten per pixel for the biases, the weights'
-/// start and count, the output and the advance.
+/// activation words per LDRD (11 instructions per 16 products, passes of 32 words entered by a
+/// computed BX), then per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR, one
+/// SSAT or USAT and the store (eight instructions per output), ten per pixel for the biases,
+/// the weights' start and count (one LDM), the output, the advance and the entry.
 #[inline(always)]
 pub fn smlad_4x1_staged(
     w: &[u32],
@@ -341,48 +341,74 @@ unsafe fn fused_pixels(
     (start, pixels, step): (*mut u8, usize, usize),
     clamp: QuadClamp,
 ) {
-    params[4] = start as usize as u32;
-    params[5] = w.as_ptr() as usize as u32;
-    // Passes of eight words, the first a half pass (entered at its middle) when `n / 4` is odd.
-    params[6] = n.div_ceil(8) as u32;
+    params[6] = start as usize as u32;
+    params[0] = w.as_ptr() as usize as u32;
+    // Passes of 32 words (16 LDRDs), the first entered past the LDRDs `n / 2` does not fill.
+    let passes = n.div_ceil(2 * PASS_PAIRS);
+    params[5] = passes as u32;
     params[7] = start.wrapping_add(pixels * step) as usize as u32;
     params[8] = step as u32;
-    // SAFETY: the function's conditions, and words 4-8 of `params` written just now from them
+    let skip = passes * PASS_PAIRS - n / 2;
+    // SAFETY: the function's conditions, and words 0 and 5-8 of `params` written just now from them
     // (the others are constants the loop only reads into its sums and stages). Per pixel the
     // loop reads `n` words of `x` through r12 (LDRD, post-incremented: pixel `p` reads words
-    // `p · n .. (p + 1) · n`, `p < pixels`, inside `x`; `n / 4` half passes of two LDRDs, the
-    // first pass's first half skipped when `n / 4` is odd: `n.div_ceil(8)` passes) and the `4 · n` words
-    // of `w` from its start through r5 (two LDMs of four words per LDRD: inside `w`). It
-    // writes the four elements of pixel `p` at `start + p · step + k · size` (r5, advanced by
-    // `step` per pixel), `k < 4`, stopping when r5 reaches `start + pixels · step`. It reads
-    // and writes the words of `params` (alive past the statement; r0 and the stacked copy
-    // point at word 4, every offset from it or from the constants' pointer stays within
-    // words 0-20), pushes two words it pops
-    // before the end: r6 (LLVM's base pointer, not an operand) leaves as it came. `x` and `w`
-    // are `u32` slices: word-aligned, as LDRD and LDM need. Only the named registers and the
-    // flags (with Q) change; r7 is not touched. LDM, LDMDB, LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP
-    // exist on every icefold_dsp core.
+    // `p · n .. (p + 1) · n`, `p < pixels`, inside `x`: `passes` passes of `PASS_PAIRS` LDRDs
+    // less the `skip` the first pass jumps over, `n / 2` LDRDs; the entry, r7, is the pass's
+    // first LDRD plus `skip` times the distance of its first two, the pass being one
+    // instruction sequence repeated, with the Thumb bit set for BX) and the `4 · n` words of
+    // `w` from its start through r5 (two LDMs of four words per LDRD: inside `w`). It writes
+    // the four elements of pixel `p` at `start + p · step + k · size` (r5, advanced by `step`
+    // per pixel), `k < 4`, stopping when r5 reaches `start + pixels · step`. It reads and
+    // writes the words of `params` (alive past the statement; r0 and the stacked copies point
+    // at words 0 and 6, every offset from them or from the constants' pointer stays within
+    // words 0-20; the LDM through lr loads lr last, without writeback),
+    // pushes four words it pops before the end: r6 and r7 (LLVM's base and frame pointers, not
+    // operands) leave as they came. `x` and `w` are `u32` slices: word-aligned, as LDRD and LDM
+    // need. Only the named registers and the flags (with Q) change. ADR, MLA, BX, LDM,
+    // LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp core.
     macro_rules! fused {
-        ($entry:literal, $sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
+        ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
             unsafe {
                 core::arch::asm!(
-                    "push {{r0, r6}}",
+                    "add r1, r0, #24",
+                    "push {{r0, r1, r6, r7}}",
+                    "adr.w r7, 2f",
+                    "adr.w r1, 4f",
+                    "sub r1, r1, r7",
+                    "mla r7, r1, r2, r7",
+                    "orr r7, r7, #1",
+                    // The pixel loop from a 256-byte boundary: its multiply pass (640 bytes)
+                    // crosses at most one of QEMU's 1 KiB pages, where a translation block
+                    // ends and the cycle model restarts its pipelining.
+                    "b 1f",
+                    ".balign 256",
                     "1:",
                     "ldr lr, [sp]",
-                    "ldmdb lr, {{r8-r11}}",
-                    "ldrd r5, lr, [lr, #4]",
-                    $entry,
+                    "ldm lr, {{r5, r8-r11, lr}}",
+                    "bx r7",
                     "2:",
                     smlad_4x1_pair!(),
+                    "4:",
                     smlad_4x1_pair!(),
-                    "3:",
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
+                    smlad_4x1_pair!(),
                     smlad_4x1_pair!(),
                     smlad_4x1_pair!(),
                     "subs lr, lr, #1",
                     "bne 2b",
                     // Each channel's output stage, into the pixel's four elements.
-                    "ldr lr, [sp]",
-                    "ldr r5, [lr], #20",
+                    "ldr lr, [sp, #4]",
+                    "ldr r5, [lr], #12",
                     channel_stage!("r8", "!", $sat, $s0),
                     channel_stage!("r9", "!", $sat, $s1),
                     channel_stage!("r10", "!", $sat, $s2),
@@ -391,12 +417,18 @@ unsafe fn fused_pixels(
                     // constants' LDMs written back from word 9).
                     "ldrd r0, r1, [lr, #-44]",
                     "add r5, r5, r1",
-                    "str r5, [lr, #-56]",
+                    "str r5, [lr, #-48]",
+                    // The next pixel's words (as at `1:`) and its entry: one taken branch
+                    // per pixel, not two (a branch back to `1:` cost 4 more cycles).
                     "cmp r5, r0",
-                    "bne 1b",
-                    "pop {{r0, r6}}",
-                    inout("r0") params.as_mut_ptr().wrapping_add(4) => _,
-                    out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                    "beq 5f",
+                    "ldr lr, [sp]",
+                    "ldm lr, {{r5, r8-r11, lr}}",
+                    "bx r7",
+                    "5:",
+                    "pop {{r0, r1, r6, r7}}",
+                    inout("r0") params.as_mut_ptr() => _,
+                    out("r1") _, inout("r2") skip => _, out("r3") _, out("r4") _, out("r5") _,
                     out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                     inout("r12") x.as_ptr() => _,
                     out("lr") _,
@@ -405,20 +437,14 @@ unsafe fn fused_pixels(
             }
         };
     }
-    // Whole passes: no entry branch per pixel.
-    macro_rules! whole {
-        ($($t:literal),*) => { fused!("", $($t),*) };
-    }
-    // A half pass first, entered at the second half (`3:`).
-    macro_rules! half_first {
-        ($($t:literal),*) => { fused!("b 3f", $($t),*) };
-    }
-    if n % 8 == 0 {
-        with_clamp!(clamp, whole);
-    } else {
-        with_clamp!(clamp, half_first);
-    }
+    with_clamp!(clamp, fused);
 }
+
+/// LDRDs (two activation words, 16 products each) per pass of [`fused_pixels`]' multiply
+/// loop: 32 words between its SUBS/BNE (it was 8: two instructions per 8 words, 0.17 M of
+/// MobileNetV1's).
+#[cfg(icefold_dsp)]
+const PASS_PAIRS: usize = 16;
 
 /// The output stage of four channels' sums over `pixels` pixels, laid out as
 /// [`QUAD_SPLIT`](super::QUAD_SPLIT) describes (pixel `p`'s channels 0 and 1 at `sums[2p]`,

@@ -1,0 +1,303 @@
+//! Pointwise layers with 8 input channels (issue #16, "round 8" in docs/BENCHMARKS.md): one
+//! pixel's four activation words stay in registers while every output channel passes by, each
+//! channel one record of eight words (its bias, its four widened weight words, its output
+//! stage's constants) loaded by one LDM: 12 instructions per output (the LDM, 4 SMLADs, the
+//! stage's 6 and the store) where the four-channel tile took about 17 (MobileNetV1's second
+//! layer: its multiply loop is 4 SMLADs per output, the rest per-pixel and per-group words).
+
+use super::{QuadClamp, RunScale};
+
+/// Words per output channel in [`small_pixels`]' records: the bias, the four weight words
+/// (lane pairs of input channels `(2j, 2j + 1)`, `j < 4`), then the stage's high word,
+/// multiplier and shift ([`RunScale`]).
+pub const SMALL_RECORD: usize = 8;
+
+/// Activation words per pixel [`small_pixels`] takes: 8 int16 input channels.
+pub const SMALL_WORDS: usize = 4;
+
+/// Output channel `ch`'s record for [`small_pixels`]: `bias`, `w` (its four weight words) and
+/// `run`'s constants (its clamp is the layer's [`QuadClamp`]).
+pub fn small_record(bias: i32, w: [u32; SMALL_WORDS], run: &RunScale) -> [u32; SMALL_RECORD] {
+    [
+        bias as u32,
+        w[0],
+        w[1],
+        w[2],
+        w[3],
+        run.high as u32,
+        run.multiplier as u32,
+        run.shift,
+    ]
+}
+
+/// One output channel of [`small_pixels`] in assembly text: its record (LDM through r7,
+/// written back) into r0 (bias, the sum), r1-r4 (weights), r5, r6, lr (high word, multiplier,
+/// shift); four SMLADs on the pixel's words r8-r11; `requant_run`'s stage on r1, r2; the
+/// saturation `$sat` and the store `$st` (of r2).
+#[cfg(icefold_dsp)]
+macro_rules! small_channel {
+    ($sat:literal, $st:literal) => {
+        concat!(
+            "ldm r7!, {{r0-r6, lr}}\n",
+            "smlad r0, r1, r8, r0\n",
+            "smlad r0, r2, r9, r0\n",
+            "smlad r0, r3, r10, r0\n",
+            "smlad r0, r4, r11, r0\n",
+            "and r1, r0, #0x80000000\n",
+            "orr r1, r1, #0x40000000\n",
+            "add r2, r5, r0, asr #31\n",
+            "smlal r1, r2, r0, r6\n",
+            "asr r2, r2, lr\n",
+            $sat,
+            "\n",
+            $st,
+            "\n"
+        )
+    };
+}
+
+/// A pointwise layer on 8 int16 input channels (`x`: [`SMALL_WORDS`] words per pixel, lane
+/// pairs): for pixel `p` and output channel `c`, `bias_c + Σ_j smlad(w_c[j], x[4p + j])`
+/// through channel `c`'s stage ([`RunScale::apply`] with `clamp`'s range) into `out` at element
+/// `p · stride + c` (int8 elements for [`QuadClamp::I8`], else int16, little-endian; `out` as
+/// bytes). `records`: [`small_record`]s of `out_c` channels one after the other. `false`
+/// (nothing written) unless `out_c` is a positive multiple of 4, `records` holds `out_c`
+/// records, `pixels >= 1`, `x` holds `4 · pixels` words, `out_c <= stride <= 2^20`, and `out`
+/// holds the last pixel's channels.
+///
+/// With the DSP extension: per pixel an LDM of its four words, then per channel an LDM of its
+/// record, four SMLADs, the stage (AND, ORR, ADD, SMLAL, ASR, SSAT or USAT) and the store, 12
+/// instructions per output; three per four channels and nine per pixel for the loops. Out of
+/// line: one copy for int8 and int16 outputs.
+#[inline(never)]
+pub fn small_pixels(
+    records: &[u32],
+    x: &[u32],
+    clamp: QuadClamp,
+    out: &mut [u8],
+    (pixels, stride, out_c): (usize, usize, usize),
+) -> bool {
+    let size = if clamp == QuadClamp::I8 { 1 } else { 2 };
+    let span = pixels
+        .checked_sub(1)
+        .and_then(|p| p.checked_mul(stride)?.checked_add(out_c)?.checked_mul(size));
+    let fits = span.is_some_and(|s| s <= out.len())
+        && out_c > 0
+        && out_c % 4 == 0
+        && (out_c..=1 << 20).contains(&stride);
+    if !fits || records.len() / SMALL_RECORD < out_c || x.len() / SMALL_WORDS < pixels {
+        return false;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let start = out.as_mut_ptr();
+        let params: [u32; 6] = [
+            x.as_ptr() as usize as u32,
+            records.as_ptr() as usize as u32,
+            records.as_ptr().wrapping_add(SMALL_RECORD * out_c) as usize as u32,
+            ((stride - out_c) * size) as u32,
+            start.wrapping_add(pixels * stride * size) as usize as u32,
+            0,
+        ];
+        // SAFETY: the checks above. The six words of `params` are copied onto the stack (PUSH,
+        // with r6 and r7, LLVM's base and frame pointers, not operands: all popped before the
+        // end). Per pixel the loop reads its four words of `x` (LDM through the stacked
+        // pointer, advanced by 16 bytes: pixel `p` reads words `4p .. 4p + 4`, `p < pixels`),
+        // then every record (LDM of eight words through r7 from `records` to its `out_c`-th
+        // record's end, four records per step: `out_c` a multiple of 4) and writes channel
+        // `c`'s element at `start + (p · stride + c) · size` (r12, post-incremented by `size`,
+        // then by the gap `(stride − out_c) · size` per pixel), stopping when r12 reaches
+        // `start + pixels · stride · size`: the last element written is below
+        // `((pixels − 1) · stride + out_c) · size <= out.len()`. `x` and `records` are `u32`
+        // slices: word-aligned, as LDM needs. Only the named registers and the flags (with Q)
+        // change. LDM, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp core.
+        macro_rules! small {
+            ($sat:literal, $st:literal) => {
+                unsafe {
+                    core::arch::asm!(
+                        "push {{r6, r7}}",
+                        "ldm r0, {{r0-r5}}",
+                        "push {{r0-r5}}",
+                        "1:",
+                        "ldr r0, [sp]",
+                        "ldm r0!, {{r8-r11}}",
+                        "str r0, [sp]",
+                        "ldr r7, [sp, #4]",
+                        "2:",
+                        small_channel!($sat, $st),
+                        small_channel!($sat, $st),
+                        small_channel!($sat, $st),
+                        small_channel!($sat, $st),
+                        "ldr r0, [sp, #8]",
+                        "cmp r7, r0",
+                        "bne 2b",
+                        "ldrd r0, r1, [sp, #12]",
+                        "add r12, r12, r0",
+                        "cmp r12, r1",
+                        "bne 1b",
+                        "add sp, sp, #24",
+                        "pop {{r6, r7}}",
+                        inout("r0") params.as_ptr() => _,
+                        out("r1") _, out("r2") _, out("r3") _, out("r4") _, out("r5") _,
+                        out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+                        inout("r12") start => _,
+                        out("lr") _,
+                        options(),
+                    );
+                }
+            };
+        }
+        match clamp {
+            QuadClamp::I16 => small!("ssat r2, #16, r2", "strh r2, [r12], #2"),
+            QuadClamp::I16Relu => small!("usat r2, #15, r2", "strh r2, [r12], #2"),
+            QuadClamp::I8 => small!("ssat r2, #8, r2", "strb r2, [r12], #1"),
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let (min, max) = match clamp {
+            QuadClamp::I16 => (-32768, 32767),
+            QuadClamp::I16Relu => (0, 32767),
+            QuadClamp::I8 => (-128, 127),
+        };
+        let pixels_x = x.chunks_exact(SMALL_WORDS).take(pixels);
+        for (p, xs) in pixels_x.enumerate() {
+            let recs = records.chunks_exact(SMALL_RECORD).take(out_c);
+            for (ch, r) in recs.enumerate() {
+                let Some(&[bias, w0, w1, w2, w3, high, multiplier, shift]) =
+                    r.first_chunk::<SMALL_RECORD>()
+                else {
+                    return false;
+                };
+                let acc = [w0, w1, w2, w3]
+                    .iter()
+                    .zip(xs)
+                    .fold(bias as i32, |a, (w, x)| super::smlad(*w, *x, a));
+                let run = RunScale {
+                    high: high as i32,
+                    multiplier: multiplier as i32,
+                    shift,
+                    min,
+                    max,
+                };
+                let v = run.apply(acc);
+                let at = (p * stride + ch) * size;
+                if let Some(y) = out.get_mut(at..at + size) {
+                    if size == 1 {
+                        y.copy_from_slice(&[v as i8 as u8]);
+                    } else {
+                        y.copy_from_slice(&(v as i16).to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use std::vec::Vec;
+
+    fn next(seed: &mut u64) -> u32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed as u32
+    }
+
+    /// Every output is the plain sum through [`RunScale::apply`] and the clamp, at its place;
+    /// elements between pixels (a stride wider than the channels) stay as they were; shapes
+    /// that do not fit are refused with nothing written.
+    #[test]
+    fn small_pixels_equal_plain_sums() {
+        let mut seed = 0x2545_f491_4f6c_dd1d;
+        for clamp in [QuadClamp::I16, QuadClamp::I16Relu, QuadClamp::I8] {
+            for (pixels, out_c, stride) in [(1, 4, 4), (5, 8, 8), (7, 16, 20), (2, 12, 13)] {
+                let size = if clamp == QuadClamp::I8 { 1 } else { 2 };
+                let x: Vec<u32> = (0..4 * pixels).map(|_| next(&mut seed)).collect();
+                let runs: Vec<RunScale> = (0..out_c)
+                    .map(|_| RunScale {
+                        high: (next(&mut seed) % 64) as i32,
+                        multiplier: 0x4000_0000 + (next(&mut seed) % 0x1000_0000) as i32,
+                        shift: 12 + next(&mut seed) % 8,
+                        min: 0,
+                        max: 0,
+                    })
+                    .collect();
+                let mut records = Vec::new();
+                let mut weights = Vec::new();
+                for run in &runs {
+                    let w = [0; 4].map(|_| next(&mut seed) & 0x00ff_00ff);
+                    let bias = (next(&mut seed) % 20_000) as i32 - 10_000;
+                    records.extend_from_slice(&small_record(bias, w, run));
+                    weights.push((bias, w));
+                }
+                let len = ((pixels - 1) * stride + out_c) * size;
+                let mut out = std::vec![0xA5u8; len + 3];
+                assert!(small_pixels(
+                    &records,
+                    &x,
+                    clamp,
+                    &mut out,
+                    (pixels, stride, out_c)
+                ));
+                let (min, max) = match clamp {
+                    QuadClamp::I16 => (-32768, 32767),
+                    QuadClamp::I16Relu => (0, 32767),
+                    QuadClamp::I8 => (-128, 127),
+                };
+                let lane =
+                    |v: u32, hi: bool| i32::from(if hi { (v >> 16) as i16 } else { v as i16 });
+                for p in 0..pixels {
+                    for (ch, ((bias, w), run)) in weights.iter().zip(&runs).enumerate() {
+                        let acc = (0..4).fold(*bias, |a, j| {
+                            let xv = x[4 * p + j];
+                            a + lane(w[j], false) * lane(xv, false)
+                                + lane(w[j], true) * lane(xv, true)
+                        });
+                        let want = RunScale { min, max, ..*run }.apply(acc);
+                        let at = (p * stride + ch) * size;
+                        let got = if size == 1 {
+                            i32::from(out[at] as i8)
+                        } else {
+                            i32::from(i16::from_le_bytes([out[at], out[at + 1]]))
+                        };
+                        assert_eq!(got, want, "{clamp:?} pixel {p} channel {ch}");
+                    }
+                    if p + 1 < pixels {
+                        let gap = &out[(p * stride + out_c) * size..((p + 1) * stride) * size];
+                        assert!(gap.iter().all(|&b| b == 0xA5), "{clamp:?} gap after {p}");
+                    }
+                }
+                assert!(out[len..].iter().all(|&b| b == 0xA5));
+                // One element short, a channel count not a multiple of 4, records short.
+                let mut short = std::vec![0u8; len - 1];
+                let shape = (pixels, stride, out_c);
+                assert!(!small_pixels(&records, &x, clamp, &mut short, shape));
+                assert!(short.iter().all(|&b| b == 0));
+                let mut any = std::vec![0u8; len + 16];
+                assert!(!small_pixels(
+                    &records,
+                    &x,
+                    clamp,
+                    &mut any,
+                    (pixels, stride, 6)
+                ));
+                let cut = &records[..records.len() - 1];
+                assert!(!small_pixels(cut, &x, clamp, &mut any, shape));
+                assert!(!small_pixels(
+                    &records,
+                    &x[..x.len() - 1],
+                    clamp,
+                    &mut any,
+                    shape
+                ));
+                assert!(any.iter().all(|&b| b == 0));
+            }
+        }
+    }
+}
