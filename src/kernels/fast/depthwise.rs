@@ -452,6 +452,8 @@ pub const PIXEL_RING: usize = BY_PIXEL_RING;
 pub struct PixelSetUp<'r> {
     params: simd::DwPixelParams,
     pads: [u32; BY_PIXEL_PAIRS],
+    /// `params` holds the doubled form of the relu16 passes (`prepare`).
+    doubled: bool,
     /// The padded input rows (three rows of ring columns).
     ring: &'r mut [u32],
     /// The layer whose constants `params` and `pads` and ring rows `held` hold (see
@@ -471,6 +473,7 @@ impl<'r> PixelSetUp<'r> {
         PixelSetUp {
             params: simd::DwPixelParams::EMPTY,
             pads: [0; BY_PIXEL_PAIRS],
+            doubled: false,
             ring,
             layer: None,
             held: [usize::MAX; 3],
@@ -521,8 +524,10 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     // two pixels per pass where the column is a constant of the pass (their rounding needs an
     // output zero point of at most 0 as well: simd/depthwise.rs).
     let relu16 = relu16(c);
-    let pixel = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
-        if relu16 {
+    // The relu16 passes take constants in the doubled form (simd/depthwise.rs), where every
+    // channel pair of the chunk meets its bounds (`prepare`).
+    let pixel = |doubled: bool, rows: [&[u32]; 3], col, k: &simd::DwPixelParams, out: &mut _| {
+        if doubled {
             simd::dw3x3_pixel_relu16(rows, col, k, out);
         } else {
             simd::dw3x3_pixel(rows, col, k, out);
@@ -533,6 +538,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     let PixelSetUp {
         params,
         pads,
+        doubled,
         ring,
         layer,
         held: kept_rows,
@@ -565,15 +571,17 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         if !(whole && *layer == Some(key)) {
             *layer = None;
             *kept_rows = [usize::MAX; 3];
-            if !prepare(c, first, n, params, pads) {
+            match prepare(c, first, n, params, pads, relu16) {
+                Some(form) => *doubled = form,
                 // Only the first chunk can get here with nothing written yet.
-                return first > 0;
+                None => return first > 0,
             }
             if whole {
                 *layer = Some(key);
             }
         }
         let k = &*params;
+        let doubled = *doubled;
         let pads = pads.get(..n).unwrap_or_default();
         // Which padded row each slot holds: of the whole layer, those of earlier bands, where
         // one chunk holds every pair (else none yet, and rows of this call).
@@ -648,7 +656,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
             // output's): a call per pair cost about 140 instructions of set-up. An output not
             // on a word boundary (never from the engine's arena) takes the one-pixel pass.
             let pairs = out_w / 2;
-            if two && pairs > 0 {
+            if two && doubled && pairs > 0 {
                 let at = oy * out_w * channels + 2 * first;
                 let y = output.get_mut(at..at + (2 * pairs - 1) * channels + 2 * n);
                 if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
@@ -666,9 +674,9 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 };
                 // An int16 output takes the lane pairs as they are.
                 if let Some(words) = simd::i16_words(y) {
-                    pixel(slots.map(row), col, k, words);
+                    pixel(doubled, slots.map(row), col, k, words);
                 } else {
-                    pixel(slots.map(row), col, k, &mut narrow);
+                    pixel(doubled, slots.map(row), col, k, &mut narrow);
                     for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
                         if let [y0, y1] = y {
                             *y0 = Y::from_wide(*v as i16);
@@ -734,7 +742,9 @@ fn channel_pad<X: Lanes>(c: &Conv<'_, X>, ch: usize) -> i32 {
 }
 
 /// [`by_pixel`]'s constants of channel pairs `first..first + n` into `params`, their pad words
-/// into `pads`; `false` if an operand is missing (validation bypassed) or a factor has no
+/// into `pads`: in the doubled form of the relu16 passes if `relu16` (the layer's clamp is
+/// theirs) and every pair meets its bounds (`Some(true)`), else in the general pass's form
+/// (`Some(false)`); `None` if an operand is missing (validation bypassed) or a factor has no
 /// [`simd::RunScale`].
 fn prepare<X: Lanes>(
     c: &Conv<'_, X>,
@@ -742,6 +752,24 @@ fn prepare<X: Lanes>(
     n: usize,
     params: &mut simd::DwPixelParams,
     pads: &mut [u32; BY_PIXEL_PAIRS],
+    relu16: bool,
+) -> Option<bool> {
+    if relu16 && prepare_form(c, first, n, params, pads, true) {
+        return Some(true);
+    }
+    prepare_form(c, first, n, params, pads, false).then_some(false)
+}
+
+/// [`prepare`] in one form: `false` where an operand is missing, a factor has no
+/// [`simd::RunScale`] or (`doubled`) a pair does not meet the doubled form's bounds.
+#[inline(always)]
+fn prepare_form<X: Lanes>(
+    c: &Conv<'_, X>,
+    first: usize,
+    n: usize,
+    params: &mut simd::DwPixelParams,
+    pads: &mut [u32; BY_PIXEL_PAIRS],
+    doubled: bool,
 ) -> bool {
     params.reset_pairs(n);
     for (j, p) in pads.iter_mut().enumerate().take(n) {
@@ -758,7 +786,13 @@ fn prepare<X: Lanes>(
         let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
             return false;
         };
-        params.set_taps(j, [w0, w1], [b0, b1], [r0, r1]);
+        if doubled {
+            if !params.set_taps_doubled(j, [w0, w1], [b0, b1], [r0, r1]) {
+                return false;
+            }
+        } else {
+            params.set_taps(j, [w0, w1], [b0, b1], [r0, r1]);
+        }
         *p = simd::pair(channel_pad(c, ch), channel_pad(c, ch + 1));
     }
     true

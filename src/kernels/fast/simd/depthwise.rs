@@ -13,15 +13,27 @@
 //! most 0, which the clamp `[0, 32767]` makes 0. Two instructions fewer per output (the AND
 //! and ORR of the low word, the ADD of the high word's sign; a MOV of the constant low word
 //! instead).
+//!
+//! The pixel passes ([`dw3x3_pixel_relu16`], [`dw3x3_pixel2_relu16`]) then form `Q'`'s high
+//! word in one SMMLAR (`⌊(a · 2^32 + b · c + 2^31) / 2^32⌋`, 1 cycle) where `requant_run` needs
+//! two MOVs and an SMLAL: on constants in a doubled form ([`DwPixelParams::set_taps_doubled`]:
+//! taps and bias doubled, so the sum is `2x`; `high` doubled; the shift one more) they take
+//! `R = ⌊(2h · 2^32 + 2x · m + 2^31) / 2^32⌋` and `R >> (s + 1)`, which is `⌊(2h · 2^32 + 2x · m
+//! + 2^31) / 2^(33 + s)⌋ = ⌊Q' / 2^(32 + s)⌋` (nested floor divisions by powers of two; both
+//! sides times two), the same value as above, provided nothing wraps: `2x` fits 32 bits and so
+//! does `R` (`|2h| + |2x · m| / 2^32 + 1 < 2^31`). `set_taps_doubled` checks both for any sum
+//! of nine int8 taps on int16 inputs and refuses the channel otherwise. Two instructions fewer
+//! per output again (the two-pixel pass: 84 → 75 per four outputs, the bias pair loaded twice
+//! by one LDM instead of an LDRD and two MOVs).
 
 use super::DwPixelParams;
 #[cfg(not(icefold_dsp))]
 use super::RunScale;
 
 /// [`super::dw3x3_pixel`] for parameters whose clamp is `[0, 32767]` and whose output zero
-/// points are at most 0 (the caller checks; the clamp words of `k` are not read): the same
-/// results (the module documentation says why). With the DSP extension 53 instructions per
-/// channel pair where [`super::dw3x3_pixel`] takes 67.
+/// points are at most 0, on constants in the doubled form ([`DwPixelParams::set_taps_doubled`],
+/// the caller checks both): the same results (the module documentation says why). With the DSP
+/// extension 47 instructions per channel pair where [`super::dw3x3_pixel`] takes 67.
 #[inline(always)]
 pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut [u32]) {
     let n = k.pairs;
@@ -33,21 +45,21 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
     #[cfg(icefold_dsp)]
     {
         let [r0, r1, r2] = rows;
-        // SAFETY: as `dw3x3_pixel`'s (the same loads, stores and loop; the clamp's two words
-        // are stepped over instead of loaded). The check above. Pair `j` (the loop runs
-        // exactly `n = k.pairs` times: the `more` words of `DwPixelParams`, private to
-        // `simd`, are nonzero for `j < n − 1`
+        // SAFETY: as `dw3x3_pixel`'s (the same loads, stores and loop; the doubled biases'
+        // second copy is stepped over). The check above. Pair `j` (the loop runs
+        // exactly `n = k.pairs` times: the `more` words of `DwPixelParams` (word 19 of each
+        // pair in both forms), private to `simd`, are nonzero for `j < n − 1`
         // and zero for `j = n − 1`) reads words `j`, `j + step` and `j + 2 · step` of each row
         // (r0..r2 advance one word per pair after the first load; r3, r4 are the other two
         // taps' byte offsets less that word), all below `2 · step + n <= len`; it reads the 20
         // words of pair `j` of `k.words` (r5 advances 80 bytes per pair, `n <= DW_PIXEL_PAIRS`)
         // and writes word `j` of `out` (`n <= out.len()`). No stack; only the named registers
-        // and the flags (with Q) change. LDRD, SMLABB, SMLATT, SMLAL, USAT, PKHBT exist on every
-        // icefold_dsp core; r6 and r7 (LLVM's base and frame pointers) are not touched.
+        // and the flags (with Q) change. LDRD, SMLABB, SMLATT, SMMLAR, USAT, PKHBT exist on
+        // every icefold_dsp core; r6 and r7 (LLVM's base and frame pointers) are not touched.
         unsafe {
             core::arch::asm!(
             "1:",
-            "ldrd r8, r9, [r5], #8",
+            "ldrd r8, r9, [r5], #16",
             // kernel row 0
             "ldr r10, [r0], #4",
             "ldrd r11, lr, [r5], #8",
@@ -83,23 +95,18 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
             "ldr r11, [r5], #4",
             "smlabb r8, r11, r10, r8",
             "smlatt r9, r11, r10, r9",
-            // output stage, lane 0 (`requant_run`'s without the sign terms: the module
-            // documentation)
-            "mov r10, #0x40000000",
-            "ldr r11, [r5], #4",
+            // output stage, lane 0: the doubled sum's rounded high word (SMMLAR, the module
+            // documentation), shifted right by `shift + 1`
+            "ldrd r11, lr, [r5], #8",
+            "smmlar r8, r8, lr, r11",
             "ldr lr, [r5], #4",
-            "smlal r10, r11, r8, lr",
-            "ldr lr, [r5], #4",
-            "asr r8, r11, lr",
+            "asr r8, r8, lr",
             // lane 1
-            "mov r10, #0x40000000",
-            "ldr r11, [r5], #4",
+            "ldrd r11, lr, [r5], #8",
+            "smmlar r9, r9, lr, r11",
             "ldr lr, [r5], #4",
-            "smlal r10, r11, r9, lr",
-            "ldr lr, [r5], #4",
-            "asr r9, r11, lr",
-            // clamp to [0, 32767]; the clamp's two words skipped
-            "add r5, r5, #8",
+            "asr r9, r9, lr",
+            // clamp to [0, 32767]
             "usat r8, #15, r8",
             "usat r9, #15, r9",
             "pkhbt r8, r8, r9, lsl #16",
@@ -117,7 +124,38 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
         }
     }
     #[cfg(not(icefold_dsp))]
-    super::dw3x3_pixel(rows, step, k, out);
+    pixel_doubled(rows, step, k, out);
+}
+
+/// The relu16 passes' arithmetic in plain Rust, instruction for instruction (the host's twin
+/// of their assembly, which the property tests run against the reference): pair `j`'s doubled
+/// sums from `rows` (columns `step` words apart), each lane's SMMLAR, shift and USAT.
+#[cfg(not(icefold_dsp))]
+fn pixel_doubled(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut [u32]) {
+    let words = k.words.chunks_exact(super::DW_PIXEL_WORDS).take(k.pairs);
+    for (j, (p, y)) in words.zip(out.iter_mut()).enumerate() {
+        let Some(p) = p.first_chunk::<{ super::DW_PIXEL_WORDS }>() else {
+            return;
+        };
+        let mut acc = [p[0] as i32, p[1] as i32];
+        for t in 0..9 {
+            let x = rows[t / 3].get(t % 3 * step + j).copied().unwrap_or(0);
+            acc = super::smla_lanes(p[4 + t], x, acc);
+        }
+        *y = doubled_stage(acc[0], [p[13], p[14], p[15]])
+            | doubled_stage(acc[1], [p[16], p[17], p[18]]) << 16;
+    }
+}
+
+/// One lane's doubled output stage, as the assembly computes it: SMMLAR (bits 63..32 of
+/// `high · 2^32 + x · multiplier + 2^31`, modulo 2^64), ASR by `shift` (below 32:
+/// [`DwPixelParams::set_taps_doubled`]) and USAT to `[0, 32767]`.
+#[cfg(not(icefold_dsp))]
+fn doubled_stage(x: i32, [high, multiplier, shift]: [u32; 3]) -> u32 {
+    let q = (i64::from(high as i32) << 32)
+        .wrapping_add(i64::from(x) * i64::from(multiplier as i32))
+        .wrapping_add(1 << 31);
+    (((q >> 32) as i32) >> shift.min(31)).clamp(0, 32767) as u32
 }
 
 /// `pairs` pairs of horizontally adjacent output pixels along a row of a depthwise 3x3
@@ -131,10 +169,12 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
 /// [`dw3x3_pixel_relu16`]'s where every channel's output zero point is at most 0 (the caller
 /// checks: the module documentation says why).
 ///
+/// `k` holds the doubled form ([`DwPixelParams::set_taps_doubled`]).
+///
 /// With the DSP extension the two windows share every weight load (one LDM per kernel row),
 /// the column both windows read (stride 1: two of four per row, stride 2: one of five), the
-/// biases and the output stages' constants: 84 instructions for four outputs (stride 2: 87)
-/// where two passes of [`dw3x3_pixel_relu16`] take 114. The column offsets are immediates
+/// biases (one LDM of both copies) and the output stages' constants: 75 instructions for four
+/// outputs (stride 2: 78) where two passes of [`dw3x3_pixel_relu16`] take 94. The column offsets are immediates
 /// (`COL` is a constant), which frees the registers the two extra accumulators need. The
 /// pixel pairs are a loop of the assembly too (11 instructions per pair, its counters on the
 /// stack): a call per pair from Rust cost about 70.
@@ -232,35 +272,35 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                 )
             };
         }
-        // One lane's output stage for both pixels: `$a`, `$b` the two sums, `$o` the byte
-        // offset of the lane's `high, multiplier, shift` from r5. `requant_run`'s sequence
-        // without its sign terms (the low word is 2^30 and the high word `high` whatever the
-        // sum's sign; see the module documentation): the same results after the clamp `[0, 32767]`.
-        // r9 (`high`) is pixel B's high word.
+        // One lane's output stage for both pixels: `$a`, `$b` the two doubled sums, the
+        // lane's doubled `high`, `multiplier` and `shift + 1` at r5 (which steps over them):
+        // SMMLAR's rounded high word of `high · 2^32 + x · multiplier`, shifted right (the
+        // module documentation: `requant_run`'s results after the clamp `[0, 32767]`).
         macro_rules! stage {
-            ($a:literal, $b:literal, $o:literal) => {
+            ($a:literal, $b:literal) => {
                 concat!(
-                    "ldrd r9, r10, [r5, #",
-                    $o,
-                    "]\n",
-                    "mov r8, #0x40000000\n",
-                    "mov lr, r9\n",
-                    "smlal r8, lr, ",
+                    "ldrd r9, r10, [r5], #8\n",
+                    "smmlar ",
                     $a,
-                    ", r10\n",
-                    "mov r8, #0x40000000\n",
-                    "smlal r8, r9, ",
+                    ", ",
+                    $a,
+                    ", r10, r9\n",
+                    "smmlar ",
                     $b,
-                    ", r10\n",
-                    "ldr r10, [r5, #",
-                    $o,
-                    " + 8]\n",
+                    ", ",
+                    $b,
+                    ", r10, r9\n",
+                    "ldr r10, [r5], #4\n",
                     "asr ",
                     $a,
-                    ", lr, r10\n",
+                    ", ",
+                    $a,
+                    ", r10\n",
                     "asr ",
                     $b,
-                    ", r9, r10\n",
+                    ", ",
+                    $b,
+                    ", r10\n",
                 )
             };
         }
@@ -293,15 +333,13 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     "str r8, [sp, #12]",
                     "2:",
                     "1:",
-                    "ldrd r3, r4, [r5], #8",
-                    "mov r6, r3",
-                    "mov r7, r4",
+                    // Both pixels' doubled biases (the form keeps two copies).
+                    "ldm r5!, {{r3, r4, r6, r7}}",
                     row!($s, "r0"),
                     row!($s, "r1"),
                     row!($s, "r2"),
-                    stage!("r3", "r6", "0"),
-                    stage!("r4", "r7", "12"),
-                    // The clamp's two words are not read.
+                    stage!("r3", "r6"),
+                    stage!("r4", "r7"),
                     "usat r3, #15, r3",
                     "usat r4, #15, r4",
                     "usat r6, #15, r6",
@@ -310,8 +348,7 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     "pkhbt r6, r6, r7, lsl #16",
                     "str r6, [r12, r11]",
                     "str r3, [r12], #4",
-                    "ldr r8, [r5, #32]",
-                    "add r5, r5, #36",
+                    "ldr r8, [r5], #4",
                     "cmp r8, #0",
                     "bne 1b",
                     // The next pixel pair: rows `2 · S` columns on, outputs `2 · b_at` words.
@@ -356,9 +393,9 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
         };
         let (a, b) = out.split_at_mut(b_at);
         let left = 2 * p * S * COL;
-        super::dw3x3_pixel(rows.map(|r| r.get(left..).unwrap_or_default()), COL, k, a);
+        pixel_doubled(rows.map(|r| r.get(left..).unwrap_or_default()), COL, k, a);
         let shifted = rows.map(|r| r.get(left + S * COL..).unwrap_or_default());
-        super::dw3x3_pixel(shifted, COL, k, b);
+        pixel_doubled(shifted, COL, k, b);
     }
 }
 
@@ -588,6 +625,68 @@ impl DwPixelParams {
         p[17] = r0.min as u32;
         p[18] = r0.max as u32;
     }
+}
+
+impl DwPixelParams {
+    /// Pair `j`'s constants in the doubled form of the relu16 passes ([`dw3x3_pixel_relu16`],
+    /// [`dw3x3_pixel2_relu16`]): words `2 · bias0, 2 · bias1` twice, the nine tap pairs
+    /// doubled, then per lane `2 · high, multiplier, shift + 1`; word 19 (`more`) is left as
+    /// [`DwPixelParams::reset_pairs`] wrote it. The module documentation says why the passes'
+    /// results on it are `requant_run`'s with the clamp `[0, 32767]`; `false`, with nothing
+    /// written, where its bounds do not hold for sums of nine int16 inputs (the caller then
+    /// takes [`DwPixelParams::set_taps`] and the general pass).
+    #[inline(always)]
+    pub fn set_taps_doubled(
+        &mut self,
+        j: usize,
+        w: [&[i8; 9]; 2],
+        bias: [i32; 2],
+        runs: [super::RunScale; 2],
+    ) -> bool {
+        if j >= self.pairs || !doubled_fits(bias[0], &runs[0]) || !doubled_fits(bias[1], &runs[1])
+        {
+            return false;
+        }
+        let at = j * super::DW_PIXEL_WORDS;
+        let Some(p) = self
+            .words
+            .get_mut(at..at + super::DW_PIXEL_WORDS)
+            .and_then(|p| p.first_chunk_mut::<{ super::DW_PIXEL_WORDS }>())
+        else {
+            return false;
+        };
+        let [r0, r1] = runs;
+        // `doubled_fits`: the doubled biases, highs and the shifts fit.
+        let [b0, b1] = bias.map(|b| b.wrapping_mul(2) as u32);
+        p[0] = b0;
+        p[1] = b1;
+        p[2] = b0;
+        p[3] = b1;
+        for (d, (a, b)) in p[4..13].iter_mut().zip(w[0].iter().zip(w[1])) {
+            *d = super::pair(2 * i32::from(*a), 2 * i32::from(*b));
+        }
+        p[13] = r0.high.wrapping_mul(2) as u32;
+        p[14] = r0.multiplier as u32;
+        p[15] = r0.shift + 1;
+        p[16] = r1.high.wrapping_mul(2) as u32;
+        p[17] = r1.multiplier as u32;
+        p[18] = r1.shift + 1;
+        true
+    }
+}
+
+/// True if a channel with `bias` and output stage `run` meets the doubled form's bounds (the
+/// module documentation) for every sum of nine int8 taps on int16 inputs: with `X = |bias| +
+/// 9 · 128 · 32768`, `X < 2^30` (the doubled sum fits) and `2 · |high| + X + 2 < 2^31` (SMMLAR's
+/// high word does not wrap: `|2x · m| / 2^32 < X` as `m < 2^31`), and `shift + 1 <= 31`. In
+/// 32-bit arithmetic: it runs once per channel per call (64-bit products cost the small maps'
+/// layers about 2 % more instructions).
+#[inline(always)]
+pub(super) fn doubled_fits(bias: i32, run: &super::RunScale) -> bool {
+    const SUMS: u32 = 9 * 128 * 32768;
+    let x = bias.unsigned_abs().saturating_add(SUMS);
+    let high = run.high.unsigned_abs();
+    run.shift <= 30 && x < 1 << 30 && high < 1 << 29 && 2 * high + x + 2 < 1 << 31
 }
 
 /// Copies the first `min(dst.len(), src.len())` words of `src` into `dst`: the ring rows and
