@@ -643,8 +643,7 @@ impl DwPixelParams {
         bias: [i32; 2],
         runs: [super::RunScale; 2],
     ) -> bool {
-        if j >= self.pairs || !doubled_fits(bias[0], &runs[0]) || !doubled_fits(bias[1], &runs[1])
-        {
+        if j >= self.pairs || !doubled_fits(bias[0], &runs[0]) || !doubled_fits(bias[1], &runs[1]) {
             return false;
         }
         let at = j * super::DW_PIXEL_WORDS;
@@ -742,5 +741,72 @@ pub fn copy_words(dst: &mut [u32], src: &[u32]) {
     #[cfg(not(icefold_dsp))]
     if let (Some(d), Some(s)) = (dst.get_mut(..n), src.get(..n)) {
         d.copy_from_slice(s);
+    }
+}
+
+#[cfg(all(test, not(icefold_dsp)))]
+mod tests {
+    use super::*;
+    use crate::kernels::fast::requant::{Bounds, Scale};
+    use crate::kernels::reference::int8::testing::Gen;
+    use crate::kernels::reference::int8::{ClampI16, WideOutputQuant};
+    use crate::quant::Requant;
+
+    /// The doubled form's output stage (SMMLAR on `2x`, `2 · high`, shift + 1) against the
+    /// reference's int16 requantization with the clamp `[0, 32767]` and output zero points at
+    /// most 0, on sums aimed at the rounding boundaries (results in and around `0..=32767`,
+    /// every right shift) and at the form's bounds (large biases), wherever `doubled_fits`
+    /// accepts the channel.
+    #[test]
+    fn doubled_stage_equals_the_reference() {
+        let mut gen = Gen(0x5eed_d0b1);
+        let mut checked = 0;
+        for _ in 0..400_000 {
+            let requant = Requant {
+                multiplier: gen.range(1 << 30, i32::MAX),
+                shift: gen.range(-31, -1),
+            };
+            let right = requant.shift.unsigned_abs();
+            let zero_point = -(gen.range(0, 40) as i16);
+            let bounds = Bounds {
+                zero_point: i32::from(zero_point),
+                min: 0,
+                max: 32767,
+            };
+            let Some(run) = Scale::new(requant).and_then(|s| s.run(&bounds)) else {
+                continue;
+            };
+            // A result near `y` (a rounding boundary half of the time), or a sum anywhere.
+            let x = if gen.next() % 4 == 0 {
+                gen.range(-(1 << 30) + 1, (1 << 30) - 1)
+            } else {
+                let y = i128::from(gen.range(-8, 32800));
+                let at = (y << (31 + right)) / i128::from(requant.multiplier);
+                let x = at + i128::from(gen.range(-3, 3));
+                x.clamp(-(1 << 30) + 1, (1 << 30) - 1) as i32
+            };
+            // The bias is the sum less nine products at most.
+            let bias = x - gen.range(-(9 * 128 * 32768), 9 * 128 * 32768);
+            if !doubled_fits(bias, &run) {
+                continue;
+            }
+            let want = WideOutputQuant {
+                zero_point,
+                clamp: ClampI16 { min: 0, max: 32767 },
+            }
+            .requantize(x, requant);
+            let consts = [
+                run.high.wrapping_mul(2) as u32,
+                run.multiplier as u32,
+                run.shift + 1,
+            ];
+            let got = doubled_stage(x.wrapping_mul(2), consts);
+            assert_eq!(
+                got, want as u32,
+                "x {x}, {requant:?}, zero point {zero_point}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 200_000, "{checked} sums checked");
     }
 }
