@@ -359,7 +359,7 @@ fn relu16<X>(c: &Conv<'_, X>) -> bool {
 /// Fewest channel pairs with which [`by_pixel`] takes rows up to [`BY_PIXEL_WIDE_W`] pixels.
 const BY_PIXEL_WIDE_PAIRS: usize = 8;
 
-/// Most channel pairs [`by_pixel`] prepares at once ([`simd::DwPixelParams`], 2.5 KiB of
+/// Most channel pairs [`by_pixel`] prepares at once ([`simd::DwPixelParams`], 3 KiB of
 /// stack).
 const BY_PIXEL_PAIRS: usize = simd::DW_PIXEL_PAIRS;
 
@@ -452,8 +452,8 @@ pub const PIXEL_RING: usize = BY_PIXEL_RING;
 pub struct PixelSetUp<'r> {
     params: simd::DwPixelParams,
     pads: [u32; BY_PIXEL_PAIRS],
-    /// `params` holds the doubled form of the relu16 passes (`prepare`).
-    doubled: bool,
+    /// The form of the constants in `params` (`prepare`).
+    form: Form,
     /// The padded input rows (three rows of ring columns).
     ring: &'r mut [u32],
     /// The layer whose constants `params` and `pads` and ring rows `held` hold (see
@@ -473,7 +473,7 @@ impl<'r> PixelSetUp<'r> {
         PixelSetUp {
             params: simd::DwPixelParams::EMPTY,
             pads: [0; BY_PIXEL_PAIRS],
-            doubled: false,
+            form: Form::General,
             ring,
             layer: None,
             held: [usize::MAX; 3],
@@ -526,19 +526,28 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     let relu16 = relu16(c);
     // The relu16 passes take constants in the doubled form (simd/depthwise.rs), where every
     // channel pair of the chunk meets its bounds (`prepare`).
-    let pixel = |doubled: bool, rows: [&[u32]; 3], col, k: &simd::DwPixelParams, out: &mut _| {
-        if doubled {
+    let pixel = |form: Form, rows: [&[u32]; 3], col, k: &simd::DwPixelParams, out: &mut _| {
+        if form == Form::Doubled {
             simd::dw3x3_pixel_relu16(rows, col, k, out);
         } else {
             simd::dw3x3_pixel(rows, col, k, out);
         }
     };
     let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
+    // Stride 1 and whole pixel pairs (MobileNet's 48x48 to 6x6 maps) on an int16 output that
+    // starts on a word: the transposed ring, whose pass takes two taps per SMLAD.
+    let want = if two && g.stride[1] == 1 && out_w % 2 == 0 && simd::i16_words(output).is_some() {
+        Form::Transposed
+    } else if relu16 {
+        Form::Doubled
+    } else {
+        Form::General
+    };
     let key = LayerKey::of(c);
     let PixelSetUp {
         params,
         pads,
-        doubled,
+        form,
         ring,
         layer,
         held: kept_rows,
@@ -571,8 +580,8 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         if !(whole && *layer == Some(key)) {
             *layer = None;
             *kept_rows = [usize::MAX; 3];
-            match prepare(c, first, n, params, pads, relu16) {
-                Some(form) => *doubled = form,
+            match prepare(c, first, n, params, pads, want) {
+                Some(got) => *form = got,
                 // Only the first chunk can get here with nothing written yet.
                 None => return first > 0,
             }
@@ -581,7 +590,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
             }
         }
         let k = &*params;
-        let doubled = *doubled;
+        let form = *form;
         let pads = pads.get(..n).unwrap_or_default();
         // Which padded row each slot holds: of the whole layer, those of earlier bands, where
         // one chunk holds every pair (else none yet, and rows of this call).
@@ -609,6 +618,11 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
                 // The input row's columns the windows read, `l..end` in padded columns.
                 let (l, end) = (g.pad[1].min(width), (g.pad[1] + in_w).min(width));
+                if form == Form::Transposed {
+                    let from = iy.map(|iy| iy * in_w * half + first);
+                    fill_transposed(dst, x, from, [l, end], half, n, col, pads);
+                    continue;
+                }
                 let Some(iy) = iy else {
                     for px in dst.chunks_exact_mut(col) {
                         if let Some(px) = px.get_mut(..n) {
@@ -656,7 +670,17 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
             // output's): a call per pair cost about 140 instructions of set-up. An output not
             // on a word boundary (never from the engine's arena) takes the one-pixel pass.
             let pairs = out_w / 2;
-            if two && doubled && pairs > 0 {
+            if form == Form::Transposed && pairs > 0 {
+                let at = oy * out_w * channels + 2 * first;
+                let y = output.get_mut(at..at + (2 * pairs - 1) * channels + 2 * n);
+                if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
+                    let rows = slots.map(|s| ring.get(s..s + slot_len).unwrap_or_default());
+                    pairs_transposed(col, rows, k, words, half, pairs);
+                }
+                // `want`: an even width, and every output word-aligned.
+                continue;
+            }
+            if two && form == Form::Doubled && pairs > 0 {
                 let at = oy * out_w * channels + 2 * first;
                 let y = output.get_mut(at..at + (2 * pairs - 1) * channels + 2 * n);
                 if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
@@ -674,9 +698,9 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 };
                 // An int16 output takes the lane pairs as they are.
                 if let Some(words) = simd::i16_words(y) {
-                    pixel(doubled, slots.map(row), col, k, words);
+                    pixel(form, slots.map(row), col, k, words);
                 } else {
-                    pixel(doubled, slots.map(row), col, k, &mut narrow);
+                    pixel(form, slots.map(row), col, k, &mut narrow);
                     for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
                         if let [y0, y1] = y {
                             *y0 = Y::from_wide(*v as i16);
@@ -721,6 +745,73 @@ fn pixel_pairs(
     pass(rows, k, out, half, pairs);
 }
 
+/// [`simd::dw3x3_pairs_transposed`] for ring column `col` (4, 8, 16, else 32 words): as
+/// [`pixel_pairs`] at stride 1 on the transposed ring.
+#[inline(never)]
+fn pairs_transposed(
+    col: usize,
+    rows: [&[u32]; 3],
+    k: &simd::DwPixelParams,
+    out: &mut [u32],
+    half: usize,
+    pairs: usize,
+) {
+    type Pass = fn([&[u32]; 3], &simd::DwPixelParams, &mut [u32], usize, usize);
+    let pass: Pass = match col {
+        4 => simd::dw3x3_pairs_transposed::<4>,
+        8 => simd::dw3x3_pairs_transposed::<8>,
+        16 => simd::dw3x3_pairs_transposed::<16>,
+        _ => simd::dw3x3_pairs_transposed::<32>,
+    };
+    pass(rows, k, out, half, pairs);
+}
+
+/// One padded row of the transposed ring (`dst`, column pairs of `2 · col` words): input row
+/// words from `from` in `x` (`None`: a padded row) for padded columns `l..end` (input pixels
+/// `half` words apart, `n` channel pairs of each), the pad words `pads` elsewhere
+/// ([`simd::copy_transposed`] per column pair).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn fill_transposed(
+    dst: &mut [u32],
+    x: &[u32],
+    from: Option<usize>,
+    [l, end]: [usize; 2],
+    half: usize,
+    n: usize,
+    col: usize,
+    pads: &[u32],
+) {
+    let column = |c: usize| -> &[u32] {
+        match from {
+            Some(from) if (l..end).contains(&c) => {
+                let at = from + (c - l) * half;
+                x.get(at..at + n).unwrap_or_default()
+            }
+            _ => pads,
+        }
+    };
+    // The column pairs with both columns inside, `inner`, in one call (an even chunk: every
+    // layer this ring serves); the others (the padded edges) one by one.
+    let inner = match from {
+        Some(from) if n % 2 == 0 && l < end => {
+            let inner = l.div_ceil(2)..end / 2;
+            let src = x.get(from + (2 * inner.start - l) * half..);
+            let dst = dst.get_mut(inner.start * 2 * col..);
+            if let (Some(src), Some(dst), false) = (src, dst, inner.is_empty()) {
+                simd::copy_transposed_columns(dst, src, n, half, col, inner.len());
+            }
+            inner
+        }
+        _ => 0..0,
+    };
+    for (k, d) in dst.chunks_exact_mut(2 * col).enumerate() {
+        if !inner.contains(&k) {
+            simd::copy_transposed(d, column(2 * k), column(2 * k + 1));
+        }
+    }
+}
+
 /// A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).
 #[inline(always)]
 pub(super) fn channel_run<X>(c: &Conv<'_, X>, ch: usize) -> Option<simd::RunScale> {
@@ -741,27 +832,38 @@ fn channel_pad<X: Lanes>(c: &Conv<'_, X>, ch: usize) -> i32 {
     }
 }
 
+/// The form of [`by_pixel`]'s constants (simd/depthwise.rs) and, with it, of its ring and
+/// passes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// [`simd::dw3x3_pixel`]'s: any clamp.
+    General,
+    /// The relu16 passes' ([`simd::DwPixelParams::set_taps_doubled`]).
+    Doubled,
+    /// The transposed ring's ([`simd::DwPixelParams::set_taps_transposed`]).
+    Transposed,
+}
+
 /// [`by_pixel`]'s constants of channel pairs `first..first + n` into `params`, their pad words
-/// into `pads`: in the doubled form of the relu16 passes if `relu16` (the layer's clamp is
-/// theirs) and every pair meets its bounds (`Some(true)`), else in the general pass's form
-/// (`Some(false)`); `None` if an operand is missing (validation bypassed) or a factor has no
-/// [`simd::RunScale`].
+/// into `pads`: in the form `want` if every pair meets its bounds (the relu16 forms'), else in
+/// the general form; the form written, or `None` if an operand is missing (validation
+/// bypassed) or a factor has no [`simd::RunScale`].
 fn prepare<X: Lanes>(
     c: &Conv<'_, X>,
     first: usize,
     n: usize,
     params: &mut simd::DwPixelParams,
     pads: &mut [u32; BY_PIXEL_PAIRS],
-    relu16: bool,
-) -> Option<bool> {
-    if relu16 && prepare_form(c, first, n, params, pads, true) {
-        return Some(true);
+    want: Form,
+) -> Option<Form> {
+    if want != Form::General && prepare_form(c, first, n, params, pads, want) {
+        return Some(want);
     }
-    prepare_form(c, first, n, params, pads, false).then_some(false)
+    prepare_form(c, first, n, params, pads, Form::General).then_some(Form::General)
 }
 
 /// [`prepare`] in one form: `false` where an operand is missing, a factor has no
-/// [`simd::RunScale`] or (`doubled`) a pair does not meet the doubled form's bounds.
+/// [`simd::RunScale`] or (the relu16 forms) a pair does not meet their bounds.
 #[inline(always)]
 fn prepare_form<X: Lanes>(
     c: &Conv<'_, X>,
@@ -769,7 +871,7 @@ fn prepare_form<X: Lanes>(
     n: usize,
     params: &mut simd::DwPixelParams,
     pads: &mut [u32; BY_PIXEL_PAIRS],
-    doubled: bool,
+    form: Form,
 ) -> bool {
     params.reset_pairs(n);
     for (j, p) in pads.iter_mut().enumerate().take(n) {
@@ -786,12 +888,16 @@ fn prepare_form<X: Lanes>(
         let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
             return false;
         };
-        if doubled {
-            if !params.set_taps_doubled(j, [w0, w1], [b0, b1], [r0, r1]) {
-                return false;
+        let set = match form {
+            Form::General => {
+                params.set_taps(j, [w0, w1], [b0, b1], [r0, r1]);
+                true
             }
-        } else {
-            params.set_taps(j, [w0, w1], [b0, b1], [r0, r1]);
+            Form::Doubled => params.set_taps_doubled(j, [w0, w1], [b0, b1], [r0, r1]),
+            Form::Transposed => params.set_taps_transposed(j, [w0, w1], [b0, b1], [r0, r1]),
+        };
+        if !set {
+            return false;
         }
         *p = simd::pair(channel_pad(c, ch), channel_pad(c, ch + 1));
     }

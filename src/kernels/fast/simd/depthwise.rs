@@ -47,12 +47,13 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
         let [r0, r1, r2] = rows;
         // SAFETY: as `dw3x3_pixel`'s (the same loads, stores and loop; the doubled biases'
         // second copy is stepped over). The check above. Pair `j` (the loop runs
-        // exactly `n = k.pairs` times: the `more` words of `DwPixelParams` (word 19 of each
-        // pair in both forms), private to `simd`, are nonzero for `j < n − 1`
+        // exactly `n = k.pairs` times: the `more` words of `DwPixelParams` (word 23 of each
+        // pair in every form), private to `simd`, are nonzero for `j < n − 1`
         // and zero for `j = n − 1`) reads words `j`, `j + step` and `j + 2 · step` of each row
         // (r0..r2 advance one word per pair after the first load; r3, r4 are the other two
-        // taps' byte offsets less that word), all below `2 · step + n <= len`; it reads the 20
-        // words of pair `j` of `k.words` (r5 advances 80 bytes per pair, `n <= DW_PIXEL_PAIRS`)
+        // taps' byte offsets less that word), all below `2 · step + n <= len`; it reads words 4
+        // to 23 of pair `j` of `k.words` (r5 starts at word 4 and advances 96 bytes per pair,
+        // `n <= DW_PIXEL_PAIRS`)
         // and writes word `j` of `out` (`n <= out.len()`). No stack; only the named registers
         // and the flags (with Q) change. LDRD, SMLABB, SMLATT, SMMLAR, USAT, PKHBT exist on
         // every icefold_dsp core; r6 and r7 (LLVM's base and frame pointers) are not touched.
@@ -111,13 +112,15 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
             "usat r9, #15, r9",
             "pkhbt r8, r8, r9, lsl #16",
             "str r8, [r12], #4",
-            "ldr r10, [r5], #4",
+            // `more` (word 23), and on to the next pair's word 4
+            "ldr r10, [r5], #20",
             "cmp r10, #0",
             "bne 1b",
             inout("r0") r0.as_ptr() => _, inout("r1") r1.as_ptr() => _,
             inout("r2") r2.as_ptr() => _,
             in("r3") (4 * step - 4) as u32, in("r4") (8 * step - 4) as u32,
-            inout("r5") k.words.as_ptr() => _, inout("r12") out.as_mut_ptr() => _,
+            inout("r5") k.words.as_ptr().wrapping_add(super::DW_PIXEL_SKIP) => _,
+            inout("r12") out.as_mut_ptr() => _,
             out("r8") _, out("r9") _, out("r10") _, out("r11") _, out("lr") _,
             options(nostack),
             );
@@ -134,7 +137,10 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
 fn pixel_doubled(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut [u32]) {
     let words = k.words.chunks_exact(super::DW_PIXEL_WORDS).take(k.pairs);
     for (j, (p, y)) in words.zip(out.iter_mut()).enumerate() {
-        let Some(p) = p.first_chunk::<{ super::DW_PIXEL_WORDS }>() else {
+        let Some(p) = p
+            .get(super::DW_PIXEL_SKIP..)
+            .and_then(|p| p.first_chunk::<{ super::DW_PIXEL_WORDS - super::DW_PIXEL_SKIP }>())
+        else {
             return;
         };
         let mut acc = [p[0] as i32, p[1] as i32];
@@ -314,9 +320,9 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                 // word per channel pair after the first load, the immediates are `c · COL`
                 // words less that word; after the inner loop they advance `2 · S · COL − n`
                 // words more, `r3` below), all below `2 (pairs − 1) · S · COL + (S + 2) · COL
-                // + n <= len`; it reads the 20 words of pair `j` of `k.words` (r5 advances 80
-                // bytes per pair, `n <= DW_PIXEL_PAIRS`, and is reset from the stack per pixel
-                // pair) and writes words `2p · b_at + j` and `(2p + 1) · b_at + j` of `out`
+                // + n <= len`; it reads words 4 to 23 of pair `j` of `k.words` (r5 starts at
+                // word 4, advances 96 bytes per pair, `n <= DW_PIXEL_PAIRS`, and is reset from
+                // the stack per pixel pair) and writes words `2p · b_at + j` and `(2p + 1) · b_at + j` of `out`
                 // (r12 advances one word per channel pair, then `2 · b_at − n` words, `r4`;
                 // r11 = 4 · b_at; `(2 pairs − 1) · b_at + n <= out.len()`). r6 and r7 (LLVM's
                 // base and frame pointers, not operands) are pushed first and popped last, and
@@ -348,7 +354,8 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     "pkhbt r6, r6, r7, lsl #16",
                     "str r6, [r12, r11]",
                     "str r3, [r12], #4",
-                    "ldr r8, [r5], #4",
+                    // `more` (word 23), and on to the next pair's word 4
+                    "ldr r8, [r5], #20",
                     "cmp r8, #0",
                     "bne 1b",
                     // The next pixel pair: rows `2 · S` columns on, outputs `2 · b_at` words.
@@ -370,7 +377,8 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     $($last)*
                     inout("r0") r0.as_ptr() => _, inout("r1") r1.as_ptr() => _,
                     inout("r2") r2.as_ptr() => _,
-                    inout("r5") k.words.as_ptr() => _, inout("r12") out.as_mut_ptr() => _,
+                    inout("r5") k.words.as_ptr().wrapping_add(super::DW_PIXEL_SKIP) => _,
+                    inout("r12") out.as_mut_ptr() => _,
                     in("r11") (4 * b_at) as u32,
                     inout("r3") (8 * S * COL - 4 * n) as u32 => _,
                     inout("r4") (8 * b_at - 4 * n) as u32 => _,
@@ -500,7 +508,7 @@ pub fn requant_pairs_relu16(
 impl DwPixelParams {
     /// Room for `pairs` channel pairs (at most [`DW_PIXEL_PAIRS`](super::DW_PIXEL_PAIRS);
     /// more are cut), as [`DwPixelParams::reset`] but writing only those pairs' `more` words,
-    /// not zeroing the whole buffer (2.5 KiB per call): the pass loops read exactly `pairs`
+    /// not zeroing the whole buffer (3 KiB per call): the pass loops read exactly `pairs`
     /// pairs, and the caller sets each of them ([`DwPixelParams::set_taps`]) before a pass runs.
     pub fn reset_pairs(&mut self, pairs: usize) {
         let pairs = pairs.min(super::DW_PIXEL_PAIRS);
@@ -603,10 +611,11 @@ impl DwPixelParams {
             return;
         }
         let at = j * super::DW_PIXEL_WORDS;
+        // Words 4 to 22: the general and doubled forms (word 23 is `more`).
         let Some(p) = self
             .words
-            .get_mut(at..at + super::DW_PIXEL_WORDS)
-            .and_then(|p| p.first_chunk_mut::<{ super::DW_PIXEL_WORDS }>())
+            .get_mut(at + super::DW_PIXEL_SKIP..at + super::DW_PIXEL_WORDS - 1)
+            .and_then(|p| p.first_chunk_mut::<19>())
         else {
             return;
         };
@@ -647,10 +656,11 @@ impl DwPixelParams {
             return false;
         }
         let at = j * super::DW_PIXEL_WORDS;
+        // Words 4 to 22: the general and doubled forms (word 23 is `more`).
         let Some(p) = self
             .words
-            .get_mut(at..at + super::DW_PIXEL_WORDS)
-            .and_then(|p| p.first_chunk_mut::<{ super::DW_PIXEL_WORDS }>())
+            .get_mut(at + super::DW_PIXEL_SKIP..at + super::DW_PIXEL_WORDS - 1)
+            .and_then(|p| p.first_chunk_mut::<19>())
         else {
             return false;
         };
@@ -808,5 +818,395 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 200_000, "{checked} sums checked");
+    }
+}
+
+// The transposed ring (stride 1, an even output width): per column pair `k` of a padded row
+// and channel pair `j`, word `k · 2 COL + 2j` holds channel `2j`'s two columns `[x(2k),
+// x(2k + 1)]` and the next word channel `2j + 1`'s, so that SMLAD takes two taps of a
+// channel in one instruction (simd/depthwise.rs, `dw3x3_pairs_transposed`).
+
+impl DwPixelParams {
+    /// Pair `j`'s constants in the transposed-ring form of [`dw3x3_pairs_transposed`]: words
+    /// 1 to 4 `2 · bias0, 2 · bias1` twice, words 5 to 16 per kernel row `[w0, w1]` and `[w1,
+    /// w2]` of each channel (lanes doubled: `w01(c), w01(c + 1), w12(c), w12(c + 1)`), words
+    /// 17 to 22 per lane `2 · high, multiplier, shift + 1` (the doubled form's stage);
+    /// word 23 (`more`) is left as [`DwPixelParams::reset_pairs`] wrote it. `false`, with
+    /// nothing written, where [`DwPixelParams::set_taps_doubled`] would refuse the pair.
+    #[inline(always)]
+    pub fn set_taps_transposed(
+        &mut self,
+        j: usize,
+        w: [&[i8; 9]; 2],
+        bias: [i32; 2],
+        runs: [super::RunScale; 2],
+    ) -> bool {
+        if j >= self.pairs || !doubled_fits(bias[0], &runs[0]) || !doubled_fits(bias[1], &runs[1]) {
+            return false;
+        }
+        let at = j * super::DW_PIXEL_WORDS;
+        let Some(p) = self
+            .words
+            .get_mut(at + 1..at + super::DW_PIXEL_WORDS - 1)
+            .and_then(|p| p.first_chunk_mut::<22>())
+        else {
+            return false;
+        };
+        let [r0, r1] = runs;
+        let [b0, b1] = bias.map(|b| b.wrapping_mul(2) as u32);
+        p[0] = b0;
+        p[1] = b1;
+        p[2] = b0;
+        p[3] = b1;
+        let tap = |c: usize, t: usize| 2 * i32::from(w[c][t]);
+        for ky in 0..3 {
+            let row = &mut p[4 + 4 * ky..8 + 4 * ky];
+            let t = 3 * ky;
+            row[0] = super::pair(tap(0, t), tap(0, t + 1));
+            row[1] = super::pair(tap(1, t), tap(1, t + 1));
+            row[2] = super::pair(tap(0, t + 1), tap(0, t + 2));
+            row[3] = super::pair(tap(1, t + 1), tap(1, t + 2));
+        }
+        p[16] = r0.high.wrapping_mul(2) as u32;
+        p[17] = r0.multiplier as u32;
+        p[18] = r0.shift + 1;
+        p[19] = r1.high.wrapping_mul(2) as u32;
+        p[20] = r1.multiplier as u32;
+        p[21] = r1.shift + 1;
+        true
+    }
+}
+
+/// `pairs` pairs of adjacent output pixels along a row of a depthwise 3x3 convolution with
+/// horizontal stride 1 and the clamp `[0, 32767]`, from three rows of the transposed ring
+/// (ring column pairs of `2 · COL` words, `COL >= k.pairs()`; the module note above): pair
+/// `p`'s windows are column pairs `p` and `p + 1`. Results as [`dw3x3_pixel2_relu16`]'s: pair
+/// `j`'s go to `out[2p · b_at + j]` (A) and `out[(2p + 1) · b_at + j]` (B). `k` holds the
+/// transposed-ring form ([`DwPixelParams::set_taps_transposed`]). Nothing is done unless
+/// `pairs >= 1`, every row holds `(pairs + 1) · 2 COL` words, `b_at >= k.pairs()` and `out`
+/// holds `(2 pairs − 1) · b_at + k.pairs()` words.
+///
+/// With the DSP extension, per kernel row of a channel pair and two pixels: two LDRDs of the
+/// taps, two of the inputs and eight products (SMLAD: two taps per instruction; SMLATB and
+/// SMLABT for the two single ones), where [`dw3x3_pixel2_relu16`] takes an LDM, four loads
+/// and twelve SMLABB/SMLATT: 60 instructions for four outputs instead of 75.
+#[inline(always)]
+pub fn dw3x3_pairs_transposed<const COL: usize>(
+    rows: [&[u32]; 3],
+    k: &DwPixelParams,
+    out: &mut [u32],
+    b_at: usize,
+    pairs: usize,
+) {
+    let n = k.pairs;
+    if n == 0
+        || n > COL
+        || COL > 64
+        || pairs == 0
+        || pairs > 1 << 16
+        || b_at < n
+        || b_at > 1 << 20
+        || out.len() < (2 * pairs - 1) * b_at + n
+        || rows.iter().any(|r| r.len() < (pairs + 1) * 2 * COL)
+    {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [r0, r1, r2] = rows;
+        // One kernel row of channel pair `j` for both pixels from ring row `$r`: r3/r4 pixel
+        // A's sums (channels `2j`, `2j + 1`), r6/r7 pixel B's; r9/r10 the taps, r8/lr the
+        // inputs. `$r` advances two words (the next channel pair).
+        macro_rules! row {
+            ($r:literal) => {
+                concat!(
+                    "ldrd r9, r10, [r5], #8\n",
+                    "ldrd r8, lr, [",
+                    $r,
+                    "], #8\n",
+                    "smlad r3, r8, r9, r3\n",
+                    "smlatb r6, r8, r9, r6\n",
+                    "smlad r4, lr, r10, r4\n",
+                    "smlatb r7, lr, r10, r7\n",
+                    "ldrd r9, r10, [r5], #8\n",
+                    "ldrd r8, lr, [",
+                    $r,
+                    ", #{c2}]\n",
+                    "smlabt r3, r8, r9, r3\n",
+                    "smlad r6, r8, r9, r6\n",
+                    "smlabt r4, lr, r10, r4\n",
+                    "smlad r7, lr, r10, r7\n",
+                )
+            };
+        }
+        // As `dw3x3_pixel2_relu16`'s.
+        macro_rules! stage {
+            ($a:literal, $b:literal) => {
+                concat!(
+                    "ldrd r9, r10, [r5], #8\n",
+                    "smmlar ",
+                    $a,
+                    ", ",
+                    $a,
+                    ", r10, r9\n",
+                    "smmlar ",
+                    $b,
+                    ", ",
+                    $b,
+                    ", r10, r9\n",
+                    "ldr r10, [r5], #4\n",
+                    "asr ",
+                    $a,
+                    ", ",
+                    $a,
+                    ", r10\n",
+                    "asr ",
+                    $b,
+                    ", ",
+                    $b,
+                    ", r10\n",
+                )
+            };
+        }
+        // SAFETY: the check above. Pixel pair `p < pairs` (the outer loop counts `pairs >= 1`
+        // down on the stack), channel pair `j` (the inner loop runs exactly `n = k.pairs`
+        // times: the `more` words of `DwPixelParams` (word 23), private to `simd`, are nonzero
+        // for `j < n − 1` and zero for `j = n − 1`) reads words `p · 2 COL + 2j`, `+ 1`, and
+        // `(p + 1) · 2 COL + 2j`, `+ 1` of each row (r0..r2 advance two words per channel pair
+        // after the first load, the immediate is `2 COL` words less those two; after the inner
+        // loop they advance `2 COL − 2n` words more, `r3` below), all below `(pairs + 1) · 2
+        // COL <= len` as `n <= COL`; it reads words 1 to 23 of pair `j` of `k.words` (r5
+        // starts at word 1, advances 96 bytes per pair, `n <= DW_PIXEL_PAIRS`, and is reset
+        // from the stack per pixel pair) and writes words `2p · b_at + j` and `(2p + 1) · b_at
+        // + j` of `out` (r12 advances one word per channel pair, then `2 · b_at − n` words,
+        // `r4`; r11 = 4 · b_at; `(2 pairs − 1) · b_at + n <= out.len()`). r6 and r7 (LLVM's
+        // base and frame pointers, not operands) are pushed first and popped last, and the
+        // four words of the outer loop (k.words, both steps, the count) are below them: 24
+        // bytes of stack below `sp`, restored. Only the named registers and the flags (with
+        // Q) change. LDM, LDRD, SMLAD, SMLATB, SMLABT, SMMLAR, USAT, PKHBT exist on every
+        // icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+            "push {{r6, r7}}",
+            "sub sp, sp, #16",
+            "str r5, [sp]",
+            "strd r3, r4, [sp, #4]",
+            "str r8, [sp, #12]",
+            "2:",
+            "1:",
+            // Both pixels' doubled biases.
+            "ldm r5!, {{r3, r4, r6, r7}}",
+            row!("r0"),
+            row!("r1"),
+            row!("r2"),
+            stage!("r3", "r6"),
+            stage!("r4", "r7"),
+            "usat r3, #15, r3",
+            "usat r4, #15, r4",
+            "usat r6, #15, r6",
+            "usat r7, #15, r7",
+            "pkhbt r3, r3, r4, lsl #16",
+            "pkhbt r6, r6, r7, lsl #16",
+            "str r6, [r12, r11]",
+            "str r3, [r12], #4",
+            // `more` (word 23), and on to the next pair's word 1
+            "ldr r8, [r5], #8",
+            "cmp r8, #0",
+            "bne 1b",
+            // The next pixel pair: rows one column pair on, outputs `2 · b_at` words.
+            "ldrd r8, r9, [sp, #4]",
+            "add r0, r0, r8",
+            "add r1, r1, r8",
+            "add r2, r2, r8",
+            "add r12, r12, r9",
+            "ldr r5, [sp]",
+            "ldr r8, [sp, #12]",
+            "subs r8, r8, #1",
+            "str r8, [sp, #12]",
+            "bne 2b",
+            "add sp, sp, #16",
+            "pop {{r6, r7}}",
+            c2 = const 8 * COL - 8,
+            inout("r0") r0.as_ptr() => _, inout("r1") r1.as_ptr() => _,
+            inout("r2") r2.as_ptr() => _,
+            inout("r5") k.words.as_ptr().wrapping_add(1) => _,
+            inout("r12") out.as_mut_ptr() => _,
+            in("r11") (4 * b_at) as u32,
+            inout("r3") (8 * COL - 8 * n) as u32 => _,
+            inout("r4") (8 * b_at - 4 * n) as u32 => _,
+            inout("r8") pairs as u32 => _,
+            out("r9") _, out("r10") _, out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let words = k.words.chunks_exact(super::DW_PIXEL_WORDS).take(n);
+        for (j, w) in words.enumerate() {
+            let Some(w) = w.get(1..).and_then(|w| w.first_chunk::<22>()) else {
+                return;
+            };
+            let lo = |v: u32| i32::from(v as i16);
+            let hi = |v: u32| (v as i32) >> 16;
+            for p in 0..pairs {
+                let mut acc = [w[0] as i32, w[1] as i32, w[2] as i32, w[3] as i32];
+                for (ky, row) in rows.iter().enumerate() {
+                    let t = &w[4 + 4 * ky..8 + 4 * ky];
+                    for lane in 0..2 {
+                        let x01 = row.get(p * 2 * COL + 2 * j + lane).copied().unwrap_or(0);
+                        let x23 = row
+                            .get((p + 1) * 2 * COL + 2 * j + lane)
+                            .copied()
+                            .unwrap_or(0);
+                        let (w01, w12) = (t[lane], t[2 + lane]);
+                        // SMLAD, SMLABT (A); SMLATB, SMLAD (B): wrapping like the instructions.
+                        let a = lo(x01) * lo(w01) + hi(x01) * hi(w01) + lo(x23) * hi(w12);
+                        let b = hi(x01) * lo(w01) + lo(x23) * lo(w12) + hi(x23) * hi(w12);
+                        acc[lane] = acc[lane].wrapping_add(a);
+                        acc[2 + lane] = acc[2 + lane].wrapping_add(b);
+                    }
+                }
+                let stage = |x: i32, lane: usize| {
+                    let s = &w[16 + 3 * lane..19 + 3 * lane];
+                    doubled_stage(x, [s[0], s[1], s[2]])
+                };
+                let a = stage(acc[0], 0) | stage(acc[1], 1) << 16;
+                let b = stage(acc[2], 0) | stage(acc[3], 1) << 16;
+                if let Some(y) = out.get_mut(2 * p * b_at + j) {
+                    *y = a;
+                }
+                if let Some(y) = out.get_mut((2 * p + 1) * b_at + j) {
+                    *y = b;
+                }
+            }
+        }
+    }
+}
+
+/// `dst[2j] = [a[j].lo, b[j].lo]` and `dst[2j + 1] = [a[j].hi, b[j].hi]` (int16 lanes) for `j`
+/// below the shortest of `a`, `b` and half of `dst`: the channel pairs `a` of one column and
+/// `b` of the next as the transposed ring's words (PKHBT, PKHTB). With the DSP extension 2.5
+/// instructions per word written, two channel pairs per step.
+#[inline(always)]
+pub fn copy_transposed(dst: &mut [u32], a: &[u32], b: &[u32]) {
+    let n = a.len().min(b.len()).min(dst.len() / 2);
+    let twos = n / 2;
+    #[cfg(icefold_dsp)]
+    if twos > 0 {
+        // SAFETY: the loop runs `twos >= 1` times (SUBS/BNE on r12), reading words `2i`,
+        // `2i + 1` of `a` (r1) and `b` (r2) and writing words `4i .. 4i + 4` of `dst` (r0),
+        // `i < twos`, `2 · twos <= n`, within all three (`4 · twos <= 2n <= dst.len()`). No
+        // stack; only the named registers and the flags change. LDRD, STRD, PKHBT, PKHTB exist
+        // on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+            "1:",
+            "ldrd r3, r4, [r1], #8",
+            "ldrd r5, r8, [r2], #8",
+            "pkhbt r9, r3, r5, lsl #16",
+            "pkhtb r10, r5, r3, asr #16",
+            "pkhbt r3, r4, r8, lsl #16",
+            "pkhtb r4, r8, r4, asr #16",
+            "strd r9, r10, [r0], #8",
+            "strd r3, r4, [r0], #8",
+            "subs r12, r12, #1",
+            "bne 1b",
+            inout("r0") dst.as_mut_ptr() => _, inout("r1") a.as_ptr() => _,
+            inout("r2") b.as_ptr() => _, inout("r12") twos => _,
+            out("r3") _, out("r4") _, out("r5") _, out("r8") _, out("r9") _, out("r10") _,
+            options(nostack),
+            );
+        }
+    }
+    #[cfg(icefold_dsp)]
+    let from = 2 * twos;
+    #[cfg(not(icefold_dsp))]
+    let from = 0;
+    let _ = twos;
+    for j in from..n {
+        if let (Some(&x), Some(&y), Some(d)) = (a.get(j), b.get(j), dst.get_mut(2 * j..2 * j + 2)) {
+            d[0] = (x & 0xffff) | (y << 16);
+            d[1] = (y & 0xffff_0000) | (x >> 16);
+        }
+    }
+}
+
+/// [`copy_transposed`] for `pairs` consecutive column pairs of an input row: column pair `k`
+/// of `dst` (words `k · 2 · col ..`) from the `n` channel pairs of input pixels `2k` (words `2k
+/// · half ..` of `src`) and `2k + 1`. Nothing is done unless `n` is even, `2 <= n <= half`,
+/// `n <= col`, `pairs >= 1`, `src` holds `(2 pairs − 1) · half + n` words and `dst` `(pairs −
+/// 1) · 2 col + 2n`. With the DSP extension 2.5 instructions per word written and five per
+/// column pair (a call per column pair from Rust cost about 100).
+#[inline(always)]
+pub fn copy_transposed_columns(
+    dst: &mut [u32],
+    src: &[u32],
+    n: usize,
+    half: usize,
+    col: usize,
+    pairs: usize,
+) {
+    if n % 2 != 0
+        || n < 2
+        || n > half
+        || n > col
+        || half > 1 << 16
+        || col > 1 << 16
+        || pairs == 0
+        || pairs > 1 << 16
+        || src.len() < (2 * pairs - 1) * half + n
+        || dst.len() < (pairs - 1) * 2 * col + 2 * n
+    {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        // SAFETY: the check above. Column pair `k < pairs` (SUBS/BNE on r12), step `i < n / 2`
+        // (SUBS/BNE on lr, reset from r11) reads words `2k · half + 2i`, `+ 1` (r1) and `(2k +
+        // 1) · half + 2i`, `+ 1` (r2) of `src`, all below `(2 pairs − 1) · half + n`, and
+        // writes words `k · 2 col + 4i .. + 4` of `dst` (r0), below `(pairs − 1) · 2 col +
+        // 2n`; after a column pair r1 and r2 advance `2 half − n` words more (r9), r0 `2 col −
+        // 2n` (r10). r6 and r7 (LLVM's base and frame pointers, not operands) are pushed first
+        // and popped last: 8 bytes of stack below `sp`, restored. Only the named registers and
+        // the flags change. LDRD, STRD, PKHBT, PKHTB exist on every icefold_dsp core.
+        unsafe {
+            core::arch::asm!(
+            "push {{r6, r7}}",
+            "2:",
+            "mov lr, r11",
+            "1:",
+            "ldrd r3, r4, [r1], #8",
+            "ldrd r5, r8, [r2], #8",
+            "pkhbt r6, r3, r5, lsl #16",
+            "pkhtb r7, r5, r3, asr #16",
+            "pkhbt r3, r4, r8, lsl #16",
+            "pkhtb r4, r8, r4, asr #16",
+            "strd r6, r7, [r0], #8",
+            "strd r3, r4, [r0], #8",
+            "subs lr, lr, #1",
+            "bne 1b",
+            "add r1, r1, r9",
+            "add r2, r2, r9",
+            "add r0, r0, r10",
+            "subs r12, r12, #1",
+            "bne 2b",
+            "pop {{r6, r7}}",
+            inout("r0") dst.as_mut_ptr() => _, inout("r1") src.as_ptr() => _,
+            inout("r2") src.as_ptr().wrapping_add(half) => _,
+            inout("r12") pairs => _, in("r11") n / 2,
+            in("r9") 4 * (2 * half - n), in("r10") 4 * (2 * col - 2 * n),
+            out("r3") _, out("r4") _, out("r5") _, out("r8") _, out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    for (k, d) in dst.chunks_mut(2 * col).take(pairs).enumerate() {
+        let a = src.get(2 * k * half..).unwrap_or_default();
+        let b = src.get((2 * k + 1) * half..).unwrap_or_default();
+        copy_transposed(
+            d,
+            a.get(..n).unwrap_or_default(),
+            b.get(..n).unwrap_or_default(),
+        );
     }
 }
