@@ -417,6 +417,7 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     // The small ring where it gives the same ring column as the large one (DS-CNN, MobileNet's
     // 12x12 and smaller maps): their peak stack does not pay for the wide maps' ring.
     let width = (c.dims.1[1].max(1) - 1) * c.geometry.stride[1] + 3;
+    let width = ring_width(width, c.geometry.stride[1]);
     let col = [32, 16, 8, 4]
         .into_iter()
         .find(|col| 3 * width * col <= BY_PIXEL_RING);
@@ -506,14 +507,17 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     let half = channels / 2;
     // Padded columns the windows read.
     let width = (out_w - 1) * g.stride[1] + 3;
+    // Columns of a ring row: at stride 1 whole column pairs (the transposed ring's; an odd
+    // row's last window ends in the first column of a pair).
+    let ring_w = ring_width(width, g.stride[1]);
     // Words per ring column: a constant of the two-pixel pass (4, 8, 16 or 32 pairs, the widest
     // whose three rows fit the ring), or where none fits (strides above 2 on wide rows) the
     // pairs that fit, for the one-pixel pass only.
     let col_fit = [32, 16, 8, 4]
         .into_iter()
-        .find(|col| 3 * width * col <= setup.ring.len());
+        .find(|col| 3 * ring_w * col <= setup.ring.len());
     let chunk = col_fit
-        .unwrap_or(setup.ring.len() / (3 * width))
+        .unwrap_or(setup.ring.len() / (3 * ring_w))
         .min(BY_PIXEL_PAIRS);
     // With several chunks, every factor is checked before anything is written (one chunk
     // checks its own as it prepares them).
@@ -534,9 +538,9 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
         }
     };
     let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
-    // Stride 1 and whole pixel pairs (MobileNet's 48x48 to 6x6 maps) on an int16 output that
-    // starts on a word: the transposed ring, whose pass takes two taps per SMLAD.
-    let want = if two && g.stride[1] == 1 && out_w % 2 == 0 && simd::i16_words(output).is_some() {
+    // Stride 1 on an int16 output that starts on a word: the transposed ring, whose passes
+    // take two taps per SMLAD.
+    let want = if two && g.stride[1] == 1 && simd::i16_words(output).is_some() {
         Form::Transposed
     } else if relu16 {
         Form::Doubled
@@ -573,7 +577,7 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 .min(fit),
             None => n,
         };
-        let slot_len = width * col;
+        let slot_len = ring_w * col;
         // The layer's constants and ring rows from an earlier band when one chunk holds every
         // pair.
         let whole = n == half;
@@ -677,7 +681,19 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                     let rows = slots.map(|s| ring.get(s..s + slot_len).unwrap_or_default());
                     pairs_transposed(col, rows, k, words, half, pairs);
                 }
-                // `want`: an even width, and every output word-aligned.
+            }
+            if form == Form::Transposed {
+                // An odd row's last pixel: its window starts at column pair `pairs`.
+                if out_w % 2 == 1 {
+                    let at = (oy * out_w + 2 * pairs) * channels + 2 * first;
+                    let y = output.get_mut(at..at + 2 * n);
+                    if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
+                        let left = pairs * 2 * col;
+                        let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
+                        pixel_transposed(col, slots.map(row), k, words);
+                    }
+                }
+                // `want`: every output word-aligned.
                 continue;
             }
             if two && form == Form::Doubled && pairs > 0 {
@@ -764,6 +780,27 @@ fn pairs_transposed(
         _ => simd::dw3x3_pairs_transposed::<32>,
     };
     pass(rows, k, out, half, pairs);
+}
+
+/// [`simd::dw3x3_pixel_transposed`] for ring column `col` (4, 8, 16, else 32 words).
+#[inline(never)]
+fn pixel_transposed(col: usize, rows: [&[u32]; 3], k: &simd::DwPixelParams, out: &mut [u32]) {
+    match col {
+        4 => simd::dw3x3_pixel_transposed::<4>(rows, k, out),
+        8 => simd::dw3x3_pixel_transposed::<8>(rows, k, out),
+        16 => simd::dw3x3_pixel_transposed::<16>(rows, k, out),
+        _ => simd::dw3x3_pixel_transposed::<32>(rows, k, out),
+    }
+}
+
+/// Columns of a ring row of [`by_pixel`] for `width` padded columns: rounded up to whole
+/// column pairs at horizontal stride 1 (the transposed ring's).
+fn ring_width(width: usize, stride: usize) -> usize {
+    if stride == 1 {
+        width.next_multiple_of(2)
+    } else {
+        width
+    }
 }
 
 /// One padded row of the transposed ring (`dst`, column pairs of `2 · col` words): input row

@@ -2389,7 +2389,7 @@ pub use columns::{copy_fields, copy_rows, smlad_2x2_pairs};
 mod depthwise;
 pub use depthwise::{
     copy_strided, copy_transposed, copy_transposed_columns, copy_words, dw3x3_pairs_transposed,
-    dw3x3_pixel2_relu16, dw3x3_pixel_relu16, requant_pairs_relu16,
+    dw3x3_pixel2_relu16, dw3x3_pixel_relu16, dw3x3_pixel_transposed, requant_pairs_relu16,
 };
 mod elementwise;
 pub use elementwise::add_tabulated;

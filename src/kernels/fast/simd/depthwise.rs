@@ -1210,3 +1210,113 @@ pub fn copy_transposed_columns(
         );
     }
 }
+
+/// One output pixel from the transposed ring (an odd row's last): [`dw3x3_pairs_transposed`]'s
+/// pixel A of pixel pair 0 alone (its window column pairs 0 and 1 of `rows`), pair `j`'s
+/// result into `out[j]`. Nothing is done unless `1 <= k.pairs() <= COL`, every row holds `4 ·
+/// COL` words and `out` holds `k.pairs()`. With the DSP extension 40 instructions per channel
+/// pair (two outputs; six products) where [`dw3x3_pixel_relu16`] takes 47 on the other ring.
+#[inline(always)]
+pub fn dw3x3_pixel_transposed<const COL: usize>(
+    rows: [&[u32]; 3],
+    k: &DwPixelParams,
+    out: &mut [u32],
+) {
+    let n = k.pairs;
+    if n == 0 || n > COL || COL > 64 || out.len() < n || rows.iter().any(|r| r.len() < 4 * COL) {
+        return;
+    }
+    #[cfg(icefold_dsp)]
+    {
+        let [r0, r1, r2] = rows;
+        macro_rules! row {
+            ($r:literal) => {
+                concat!(
+                    "ldrd r9, r10, [r5], #8\n",
+                    "ldrd r8, lr, [",
+                    $r,
+                    "], #8\n",
+                    "smlad r3, r8, r9, r3\n",
+                    "smlad r4, lr, r10, r4\n",
+                    "ldrd r9, r10, [r5], #8\n",
+                    "ldrd r8, lr, [",
+                    $r,
+                    ", #{c2}]\n",
+                    "smlabt r3, r8, r9, r3\n",
+                    "smlabt r4, lr, r10, r4\n",
+                )
+            };
+        }
+        // SAFETY: the check above. Channel pair `j` (the loop runs exactly `n = k.pairs`
+        // times: the `more` words of `DwPixelParams` (word 23), private to `simd`, are nonzero
+        // for `j < n − 1` and zero for `j = n − 1`) reads words `2j`, `2j + 1`, `2 COL + 2j`
+        // and `2 COL + 2j + 1` of each row (r0..r2 advance two words per channel pair after
+        // the first load, the immediate is `2 COL` words less those two), all below `4 COL <=
+        // len` as `n <= COL`; it reads words 1 to 23 of pair `j` of `k.words` (r5 starts at
+        // word 1 and advances 96 bytes per pair, `n <= DW_PIXEL_PAIRS`) and writes word `j` of
+        // `out` (`n <= out.len()`). No stack; only the named registers and the flags (with Q)
+        // change. LDRD, SMLAD, SMLABT, SMMLAR, USAT, PKHBT exist on every icefold_dsp core; r6
+        // and r7 (LLVM's base and frame pointers) are not touched.
+        unsafe {
+            core::arch::asm!(
+            "1:",
+            // The doubled biases (the second copy stepped over).
+            "ldrd r3, r4, [r5], #16",
+            row!("r0"),
+            row!("r1"),
+            row!("r2"),
+            "ldrd r9, r10, [r5], #8",
+            "smmlar r3, r3, r10, r9",
+            "ldr r10, [r5], #4",
+            "asr r3, r3, r10",
+            "ldrd r9, r10, [r5], #8",
+            "smmlar r4, r4, r10, r9",
+            "ldr r10, [r5], #4",
+            "asr r4, r4, r10",
+            "usat r3, #15, r3",
+            "usat r4, #15, r4",
+            "pkhbt r3, r3, r4, lsl #16",
+            "str r3, [r12], #4",
+            // `more` (word 23), and on to the next pair's word 1
+            "ldr r8, [r5], #8",
+            "cmp r8, #0",
+            "bne 1b",
+            c2 = const 8 * COL - 8,
+            inout("r0") r0.as_ptr() => _, inout("r1") r1.as_ptr() => _,
+            inout("r2") r2.as_ptr() => _,
+            inout("r5") k.words.as_ptr().wrapping_add(1) => _,
+            inout("r12") out.as_mut_ptr() => _,
+            out("r3") _, out("r4") _, out("r8") _, out("r9") _, out("r10") _, out("lr") _,
+            options(nostack),
+            );
+        }
+    }
+    #[cfg(not(icefold_dsp))]
+    {
+        let words = k.words.chunks_exact(super::DW_PIXEL_WORDS).take(n);
+        for (j, (w, y)) in words.zip(out.iter_mut()).enumerate() {
+            let Some(w) = w.get(1..).and_then(|w| w.first_chunk::<22>()) else {
+                return;
+            };
+            let lo = |v: u32| i32::from(v as i16);
+            let hi = |v: u32| (v as i32) >> 16;
+            let mut acc = [w[0] as i32, w[1] as i32];
+            for (ky, row) in rows.iter().enumerate() {
+                let t = &w[4 + 4 * ky..8 + 4 * ky];
+                for (lane, acc) in acc.iter_mut().enumerate() {
+                    let x01 = row.get(2 * j + lane).copied().unwrap_or(0);
+                    let x23 = row.get(2 * COL + 2 * j + lane).copied().unwrap_or(0);
+                    let (w01, w12) = (t[lane], t[2 + lane]);
+                    // SMLAD, SMLABT, wrapping like the instructions.
+                    let a = lo(x01) * lo(w01) + hi(x01) * hi(w01) + lo(x23) * hi(w12);
+                    *acc = acc.wrapping_add(a);
+                }
+            }
+            let stage = |x: i32, lane: usize| {
+                let s = &w[16 + 3 * lane..19 + 3 * lane];
+                doubled_stage(x, [s[0], s[1], s[2]])
+            };
+            *y = stage(acc[0], 0) | stage(acc[1], 1) << 16;
+        }
+    }
+}
