@@ -1225,6 +1225,47 @@ mod tests {
         Ok(())
     }
 
+    /// The network shapes of the transposed ring (stride 1, ReLU on int16, output zero point 0,
+    /// factors `by_pixel` takes) by name: MobileNet's even rows (6x6 g128: two chunks; 12x12
+    /// g8; 48x48-like g8 rows), DS-CNN's odd ones (25x5 g64) and a 3x3 g256 map, every seed
+    /// a new draw of the values.
+    #[test]
+    fn transposed_ring_on_network_shapes() {
+        for (seed, [h, w, ch]) in [
+            [6, 6, 128],
+            [12, 12, 8],
+            [4, 48, 8],
+            [25, 5, 64],
+            [3, 3, 256],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let g = ConvGeometry {
+                out_pixel_stride: 0,
+                kernel: [3, 3],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: [1; 4],
+                groups: ch,
+                in_pixel_stride: 0,
+            };
+            let c = Case {
+                g,
+                in_dims: [h, w, ch],
+                out_dims: [h, w, ch],
+                with_pad_values: seed % 2 == 0,
+                relu: true,
+                big_bias: seed % 2 == 1,
+                runs: true,
+                offset: 0,
+                zero_out: true,
+                seed: seed as u64 * 7919 + 1,
+            };
+            check::<i16, i16>(&c, Gen::i16).unwrap();
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1500))]
 
