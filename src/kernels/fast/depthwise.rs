@@ -27,6 +27,14 @@
 //! per call rather than once per channel pair and band of rows (a layer in place runs in
 //! bands, `engine::in_place`). The row kernel's ReLU layers store both channels' results from
 //! one fused output stage ([`simd::requant_pairs_relu16`]).
+//!
+//! At horizontal stride 1 with that clamp, `by_pixel`'s ring is transposed: each word holds one
+//! channel's two adjacent columns, so that SMLAD takes two taps of a channel per instruction
+//! ([`simd::dw3x3_pairs_transposed`], 8 products per kernel row and four outputs where the
+//! lane-pair ring needs 12; an odd row's last pixel by [`simd::dw3x3_pixel_transposed`]). The
+//! row copies pay for it (PKHBT/PKHTB, 2.5 instructions a word instead of LDM/STM's 0.5), once
+//! per input row; at stride 2 every output reads four times the input and the copies would
+//! cost more than the products save, so stride 2 keeps the lane-pair ring.
 
 use super::conv::{coord, stage, Conv, Lanes, LayerKey, Outputs};
 use super::requant::{Bounds, Stage};
