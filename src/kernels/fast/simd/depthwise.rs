@@ -14,17 +14,17 @@
 //! and ORR of the low word, the ADD of the high word's sign; a MOV of the constant low word
 //! instead).
 //!
-//! The pixel passes ([`dw3x3_pixel_relu16`], [`dw3x3_pixel2_relu16`]) then form `Q'`'s high
-//! word in one SMMLAR (`⌊(a · 2^32 + b · c + 2^31) / 2^32⌋`, 1 cycle) where `requant_run` needs
-//! two MOVs and an SMLAL: on constants in a doubled form ([`DwPixelParams::set_taps_doubled`]:
-//! taps and bias doubled, so the sum is `2x`; `high` doubled; the shift one more) they take
-//! `R = ⌊(2h · 2^32 + 2x · m + 2^31) / 2^32⌋` and `R >> (s + 1)`, which is `⌊(2h · 2^32 + 2x · m
-//! + 2^31) / 2^(33 + s)⌋ = ⌊Q' / 2^(32 + s)⌋` (nested floor divisions by powers of two; both
-//! sides times two), the same value as above, provided nothing wraps: `2x` fits 32 bits and so
-//! does `R` (`|2h| + |2x · m| / 2^32 + 1 < 2^31`). `set_taps_doubled` checks both for any sum
-//! of nine int8 taps on int16 inputs and refuses the channel otherwise. Two instructions fewer
-//! per output again (the two-pixel pass: 84 → 75 per four outputs, the bias pair loaded twice
-//! by one LDM instead of an LDRD and two MOVs).
+//! The pixel passes ([`dw3x3_pixel_relu16`], [`dw3x3_pixel2_relu16`]) then form `Q'`'s high word
+//! in one SMMLAR (`⌊(a · 2^32 + b · c + 2^31) / 2^32⌋`, 1 cycle) where `requant_run` needs two
+//! MOVs and an SMLAL: on constants in a doubled form ([`DwPixelParams::set_taps_doubled`]: taps
+//! and bias doubled, so the sum is `2x`; `high` doubled; the shift one more) they take `R = ⌊(2h
+//! · 2^32 + 2x · m + 2^31) / 2^32⌋` and `R >> (s + 1)`, which is `⌊(2h · 2^32 + 2x · m + 2^31) /
+//! 2^(33 + s)⌋ = ⌊Q' / 2^(32 + s)⌋` (nested floor divisions by powers of two; both sides times
+//! two), the same value as above, provided nothing wraps: `2x` fits 32 bits and so does `R`
+//! (`|2h| + |2x · m| / 2^32 + 1 < 2^31`). `set_taps_doubled` checks both for any sum of nine
+//! int8 taps on int16 inputs and refuses the channel otherwise. Two instructions fewer per
+//! output again (the two-pixel pass: 84 → 75 per four outputs, the bias pair loaded twice by one
+//! LDM instead of an LDRD and two MOVs).
 
 use super::DwPixelParams;
 #[cfg(not(icefold_dsp))]
@@ -1131,12 +1131,12 @@ pub fn copy_transposed(dst: &mut [u32], a: &[u32], b: &[u32]) {
     }
 }
 
-/// [`copy_transposed`] for `pairs` consecutive column pairs of an input row: column pair `k`
-/// of `dst` (words `k · 2 · col ..`) from the `n` channel pairs of input pixels `2k` (words `2k
-/// · half ..` of `src`) and `2k + 1`. Nothing is done unless `n` is even, `2 <= n <= half`,
-/// `n <= col`, `pairs >= 1`, `src` holds `(2 pairs − 1) · half + n` words and `dst` `(pairs −
-/// 1) · 2 col + 2n`. With the DSP extension 2.5 instructions per word written and five per
-/// column pair (a call per column pair from Rust cost about 100).
+/// [`copy_transposed`] for `pairs` consecutive column pairs of an input row: column pair `k` of
+/// `dst` (words `k · 2 · col ..`) from the `n` channel pairs of input pixels `2k` (words `2k ·
+/// half ..` of `src`) and `2k + 1`. Nothing is done unless `n` is even, `2 <= n <= half`, `n <=
+/// col`, `pairs >= 1`, `src` holds `(2 pairs − 1) · half + n` words and `dst` `(pairs − 1) · 2
+/// col + 2n`. With the DSP extension 2.5 instructions per word written and five per column pair
+/// (a call per column pair from Rust cost about 100).
 #[inline(always)]
 pub fn copy_transposed_columns(
     dst: &mut [u32],
