@@ -954,6 +954,88 @@ fn main() -> ! {
         }
         cases += 1;
     }
+    // Depthwise 3x3 with 66 to 70 channels (two chunks of channel pairs in
+    // `fast::depthwise::by_pixel`: 32 pairs, then 1 to 3, odd counts included), stride 1, an
+    // output row of 2 pixels, int16 in and out, ReLU with output zero point 0: the transposed
+    // ring and its SMLAD pass (`simd::dw3x3_pairs_transposed`) chunk by chunk, its inner
+    // columns copied in one call (`simd::copy_transposed_columns`, even chunks) or pair by
+    // pair (odd ones). Buffers and generator as above.
+    const DW_WIDE: usize = 70;
+    for case in 0..CASES / 3 {
+        let c = 2 * (33 + gen.below(3));
+        let pad = [gen.below(2), 1, gen.below(2), 1];
+        let h = 1 + gen.below((MAX_ACT / (2 * c)) as u32);
+        let g = ConvGeometry {
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad,
+            groups: c,
+            out_pixel_stride: 0,
+            in_pixel_stride: 0,
+        };
+        let (Some(oh), Some(ow)) = (
+            out_len(h, 3, 1, 1, pad[0], pad[2]),
+            out_len(2, 3, 1, 1, pad[1], pad[3]),
+        ) else {
+            continue;
+        };
+        let (n_in, n_out, n_w) = (h * 2 * c, oh * ow * c, 9 * c);
+        w[..n_w].iter_mut().for_each(|v| *v = gen.i8());
+        x16[..n_in].iter_mut().for_each(|v| *v = gen.i16());
+        let mut bias = [0i32; DW_WIDE];
+        let mut multiplier = [0i32; DW_WIDE];
+        let mut shift = [0i32; DW_WIDE];
+        for k in 0..c {
+            let r = gen.requant(true);
+            bias[k] = (gen.next() as i32) >> 11;
+            multiplier[k] = r.multiplier;
+            shift[k] = r.shift;
+        }
+        let mut pad16 = [0i16; DW_WIDE];
+        pad16.iter_mut().for_each(|v| *v = gen.i16());
+        let pad_len = if gen.next() & 1 == 0 { c } else { 0 };
+        let q = WideConvQuant {
+            input_zero_point: gen.i16(),
+            pad_values: &pad16[..pad_len],
+            channels: ChannelQuant {
+                bias: &bias[..c],
+                multiplier: &multiplier[..c],
+                shift: &shift[..c],
+            },
+            output: WideOutputQuant {
+                zero_point: 0,
+                clamp: ClampI16 {
+                    min: 0,
+                    max: i16::MAX,
+                },
+            },
+        };
+        let in_dims = [h, 2, c];
+        let out_dims = [oh, ow, c];
+        fast::conv::conv2d_wide(
+            &g,
+            &q,
+            in_dims,
+            &x16[..n_in],
+            out_dims,
+            &mut y16a[..n_out],
+            &w[..n_w],
+        );
+        conv::conv2d_wide(
+            &g,
+            &q,
+            in_dims,
+            &x16[..n_in],
+            out_dims,
+            &mut y16b[..n_out],
+            &w[..n_w],
+        );
+        if y16a[..n_out] != y16b[..n_out] {
+            fail("depthwise 3x3 relu16 two chunks", case);
+        }
+        cases += 1;
+    }
     hprintln!("KERNEL-CHECK cases={} mismatches=0", cases);
     debug::exit(debug::EXIT_SUCCESS);
     loop {}

@@ -27,6 +27,14 @@
 //! per call rather than once per channel pair and band of rows (a layer in place runs in
 //! bands, `engine::in_place`). The row kernel's ReLU layers store both channels' results from
 //! one fused output stage ([`simd::requant_pairs_relu16`]).
+//!
+//! At horizontal stride 1 with that clamp, `by_pixel`'s ring is transposed: each word holds one
+//! channel's two adjacent columns, so that SMLAD takes two taps of a channel per instruction
+//! ([`simd::dw3x3_pairs_transposed`], 8 products per kernel row and four outputs where the
+//! lane-pair ring needs 12; an odd row's last pixel by [`simd::dw3x3_pixel_transposed`]). The
+//! row copies pay for it (PKHBT/PKHTB, 2.5 instructions a word instead of LDM/STM's 0.5), once
+//! per input row; at stride 2 every output reads four times the input and the copies would
+//! cost more than the products save, so stride 2 keeps the lane-pair ring.
 
 use super::conv::{coord, stage, Conv, Lanes, LayerKey, Outputs};
 use super::requant::{Bounds, Stage};
@@ -359,7 +367,7 @@ fn relu16<X>(c: &Conv<'_, X>) -> bool {
 /// Fewest channel pairs with which [`by_pixel`] takes rows up to [`BY_PIXEL_WIDE_W`] pixels.
 const BY_PIXEL_WIDE_PAIRS: usize = 8;
 
-/// Most channel pairs [`by_pixel`] prepares at once ([`simd::DwPixelParams`], 2.5 KiB of
+/// Most channel pairs [`by_pixel`] prepares at once ([`simd::DwPixelParams`], 3 KiB of
 /// stack).
 const BY_PIXEL_PAIRS: usize = simd::DW_PIXEL_PAIRS;
 
@@ -417,6 +425,7 @@ pub(super) fn by_pixel<X: Lanes, Y: Store + 'static>(
     // The small ring where it gives the same ring column as the large one (DS-CNN, MobileNet's
     // 12x12 and smaller maps): their peak stack does not pay for the wide maps' ring.
     let width = (c.dims.1[1].max(1) - 1) * c.geometry.stride[1] + 3;
+    let width = ring_width(width, c.geometry.stride[1]);
     let col = [32, 16, 8, 4]
         .into_iter()
         .find(|col| 3 * width * col <= BY_PIXEL_RING);
@@ -452,6 +461,8 @@ pub const PIXEL_RING: usize = BY_PIXEL_RING;
 pub struct PixelSetUp<'r> {
     params: simd::DwPixelParams,
     pads: [u32; BY_PIXEL_PAIRS],
+    /// The form of the constants in `params` (`prepare`).
+    form: Form,
     /// The padded input rows (three rows of ring columns).
     ring: &'r mut [u32],
     /// The layer whose constants `params` and `pads` and ring rows `held` hold (see
@@ -471,6 +482,7 @@ impl<'r> PixelSetUp<'r> {
         PixelSetUp {
             params: simd::DwPixelParams::EMPTY,
             pads: [0; BY_PIXEL_PAIRS],
+            form: Form::General,
             ring,
             layer: None,
             held: [usize::MAX; 3],
@@ -503,14 +515,17 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     let half = channels / 2;
     // Padded columns the windows read.
     let width = (out_w - 1) * g.stride[1] + 3;
+    // Columns of a ring row: at stride 1 whole column pairs (the transposed ring's; an odd
+    // row's last window ends in the first column of a pair).
+    let ring_w = ring_width(width, g.stride[1]);
     // Words per ring column: a constant of the two-pixel pass (4, 8, 16 or 32 pairs, the widest
     // whose three rows fit the ring), or where none fits (strides above 2 on wide rows) the
     // pairs that fit, for the one-pixel pass only.
     let col_fit = [32, 16, 8, 4]
         .into_iter()
-        .find(|col| 3 * width * col <= setup.ring.len());
+        .find(|col| 3 * ring_w * col <= setup.ring.len());
     let chunk = col_fit
-        .unwrap_or(setup.ring.len() / (3 * width))
+        .unwrap_or(setup.ring.len() / (3 * ring_w))
         .min(BY_PIXEL_PAIRS);
     // With several chunks, every factor is checked before anything is written (one chunk
     // checks its own as it prepares them).
@@ -521,18 +536,30 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
     // two pixels per pass where the column is a constant of the pass (their rounding needs an
     // output zero point of at most 0 as well: simd/depthwise.rs).
     let relu16 = relu16(c);
-    let pixel = |rows: [&[u32]; 3], col: usize, k: &simd::DwPixelParams, out: &mut [u32]| {
-        if relu16 {
+    // The relu16 passes take constants in the doubled form (simd/depthwise.rs), where every
+    // channel pair of the chunk meets its bounds (`prepare`).
+    let pixel = |form: Form, rows: [&[u32]; 3], col, k: &simd::DwPixelParams, out: &mut _| {
+        if form == Form::Doubled {
             simd::dw3x3_pixel_relu16(rows, col, k, out);
         } else {
             simd::dw3x3_pixel(rows, col, k, out);
         }
     };
     let two = relu16 && col_fit.is_some() && (1..=2).contains(&g.stride[1]);
+    // Stride 1 on an int16 output that starts on a word: the transposed ring, whose passes
+    // take two taps per SMLAD.
+    let want = if two && g.stride[1] == 1 && simd::i16_words(output).is_some() {
+        Form::Transposed
+    } else if relu16 {
+        Form::Doubled
+    } else {
+        Form::General
+    };
     let key = LayerKey::of(c);
     let PixelSetUp {
         params,
         pads,
+        form,
         ring,
         layer,
         held: kept_rows,
@@ -558,22 +585,24 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 .min(fit),
             None => n,
         };
-        let slot_len = width * col;
+        let slot_len = ring_w * col;
         // The layer's constants and ring rows from an earlier band when one chunk holds every
         // pair.
         let whole = n == half;
         if !(whole && *layer == Some(key)) {
             *layer = None;
             *kept_rows = [usize::MAX; 3];
-            if !prepare(c, first, n, params, pads) {
+            match prepare(c, first, n, params, pads, want) {
+                Some(got) => *form = got,
                 // Only the first chunk can get here with nothing written yet.
-                return first > 0;
+                None => return first > 0,
             }
             if whole {
                 *layer = Some(key);
             }
         }
         let k = &*params;
+        let form = *form;
         let pads = pads.get(..n).unwrap_or_default();
         // Which padded row each slot holds: of the whole layer, those of earlier bands, where
         // one chunk holds every pair (else none yet, and rows of this call).
@@ -601,6 +630,11 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 let iy = coord(py, 1, 0, 1, g.pad[0], in_h);
                 // The input row's columns the windows read, `l..end` in padded columns.
                 let (l, end) = (g.pad[1].min(width), (g.pad[1] + in_w).min(width));
+                if form == Form::Transposed {
+                    let from = iy.map(|iy| iy * in_w * half + first);
+                    fill_transposed(dst, x, from, [l, end], half, n, col, pads);
+                    continue;
+                }
                 let Some(iy) = iy else {
                     for px in dst.chunks_exact_mut(col) {
                         if let Some(px) = px.get_mut(..n) {
@@ -648,7 +682,29 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
             // output's): a call per pair cost about 140 instructions of set-up. An output not
             // on a word boundary (never from the engine's arena) takes the one-pixel pass.
             let pairs = out_w / 2;
-            if two && pairs > 0 {
+            if form == Form::Transposed && pairs > 0 {
+                let at = oy * out_w * channels + 2 * first;
+                let y = output.get_mut(at..at + (2 * pairs - 1) * channels + 2 * n);
+                if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
+                    let rows = slots.map(|s| ring.get(s..s + slot_len).unwrap_or_default());
+                    pairs_transposed(col, rows, k, words, half, pairs);
+                }
+            }
+            if form == Form::Transposed {
+                // An odd row's last pixel: its window starts at column pair `pairs`.
+                if out_w % 2 == 1 {
+                    let at = (oy * out_w + 2 * pairs) * channels + 2 * first;
+                    let y = output.get_mut(at..at + 2 * n);
+                    if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
+                        let left = pairs * 2 * col;
+                        let row = |s: usize| ring.get(s + left..s + slot_len).unwrap_or_default();
+                        pixel_transposed(col, slots.map(row), k, words);
+                    }
+                }
+                // `want`: every output word-aligned.
+                continue;
+            }
+            if two && form == Form::Doubled && pairs > 0 {
                 let at = oy * out_w * channels + 2 * first;
                 let y = output.get_mut(at..at + (2 * pairs - 1) * channels + 2 * n);
                 if let Some(words) = y.and_then(|y| simd::i16_words(y)) {
@@ -666,9 +722,9 @@ pub(super) fn by_pixel_with<X: Lanes, Y: Store + 'static>(
                 };
                 // An int16 output takes the lane pairs as they are.
                 if let Some(words) = simd::i16_words(y) {
-                    pixel(slots.map(row), col, k, words);
+                    pixel(form, slots.map(row), col, k, words);
                 } else {
-                    pixel(slots.map(row), col, k, &mut narrow);
+                    pixel(form, slots.map(row), col, k, &mut narrow);
                     for (y, v) in y.chunks_exact_mut(2).zip(&narrow) {
                         if let [y0, y1] = y {
                             *y0 = Y::from_wide(*v as i16);
@@ -713,6 +769,94 @@ fn pixel_pairs(
     pass(rows, k, out, half, pairs);
 }
 
+/// [`simd::dw3x3_pairs_transposed`] for ring column `col` (4, 8, 16, else 32 words): as
+/// [`pixel_pairs`] at stride 1 on the transposed ring.
+#[inline(never)]
+fn pairs_transposed(
+    col: usize,
+    rows: [&[u32]; 3],
+    k: &simd::DwPixelParams,
+    out: &mut [u32],
+    half: usize,
+    pairs: usize,
+) {
+    type Pass = fn([&[u32]; 3], &simd::DwPixelParams, &mut [u32], usize, usize);
+    let pass: Pass = match col {
+        4 => simd::dw3x3_pairs_transposed::<4>,
+        8 => simd::dw3x3_pairs_transposed::<8>,
+        16 => simd::dw3x3_pairs_transposed::<16>,
+        _ => simd::dw3x3_pairs_transposed::<32>,
+    };
+    pass(rows, k, out, half, pairs);
+}
+
+/// [`simd::dw3x3_pixel_transposed`] for ring column `col` (4, 8, 16, else 32 words).
+#[inline(never)]
+fn pixel_transposed(col: usize, rows: [&[u32]; 3], k: &simd::DwPixelParams, out: &mut [u32]) {
+    match col {
+        4 => simd::dw3x3_pixel_transposed::<4>(rows, k, out),
+        8 => simd::dw3x3_pixel_transposed::<8>(rows, k, out),
+        16 => simd::dw3x3_pixel_transposed::<16>(rows, k, out),
+        _ => simd::dw3x3_pixel_transposed::<32>(rows, k, out),
+    }
+}
+
+/// Columns of a ring row of [`by_pixel`] for `width` padded columns: rounded up to whole
+/// column pairs at horizontal stride 1 (the transposed ring's).
+fn ring_width(width: usize, stride: usize) -> usize {
+    if stride == 1 {
+        width.next_multiple_of(2)
+    } else {
+        width
+    }
+}
+
+/// One padded row of the transposed ring (`dst`, column pairs of `2 · col` words): input row
+/// words from `from` in `x` (`None`: a padded row) for padded columns `l..end` (input pixels
+/// `half` words apart, `n` channel pairs of each), the pad words `pads` elsewhere
+/// ([`simd::copy_transposed`] per column pair).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn fill_transposed(
+    dst: &mut [u32],
+    x: &[u32],
+    from: Option<usize>,
+    [l, end]: [usize; 2],
+    half: usize,
+    n: usize,
+    col: usize,
+    pads: &[u32],
+) {
+    let column = |c: usize| -> &[u32] {
+        match from {
+            Some(from) if (l..end).contains(&c) => {
+                let at = from + (c - l) * half;
+                x.get(at..at + n).unwrap_or_default()
+            }
+            _ => pads,
+        }
+    };
+    // The column pairs with both columns inside, `inner`, in one call (an even chunk: every
+    // layer this ring serves); the others (the padded edges) one by one.
+    let inner = match from {
+        Some(from) if n % 2 == 0 && l < end => {
+            let inner = l.div_ceil(2)..end / 2;
+            let src = x.get(from + (2 * inner.start - l) * half..);
+            let dst = dst.get_mut(inner.start * 2 * col..);
+            if let (Some(src), Some(dst), false) = (src, dst, inner.is_empty()) {
+                simd::copy_transposed_columns(dst, src, n, half, col, inner.len());
+            }
+            inner
+        }
+        _ => 0..0,
+    };
+    for (k, d) in dst.chunks_exact_mut(2 * col).enumerate() {
+        if !inner.contains(&k) {
+            simd::copy_transposed(d, column(2 * k), column(2 * k + 1));
+        }
+    }
+}
+
 /// A channel's output stage straight from its factor (no `Stage`: only `Scale`s are taken).
 #[inline(always)]
 pub(super) fn channel_run<X>(c: &Conv<'_, X>, ch: usize) -> Option<simd::RunScale> {
@@ -733,15 +877,46 @@ fn channel_pad<X: Lanes>(c: &Conv<'_, X>, ch: usize) -> i32 {
     }
 }
 
+/// The form of [`by_pixel`]'s constants (simd/depthwise.rs) and, with it, of its ring and
+/// passes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// [`simd::dw3x3_pixel`]'s: any clamp.
+    General,
+    /// The relu16 passes' ([`simd::DwPixelParams::set_taps_doubled`]).
+    Doubled,
+    /// The transposed ring's ([`simd::DwPixelParams::set_taps_transposed`]).
+    Transposed,
+}
+
 /// [`by_pixel`]'s constants of channel pairs `first..first + n` into `params`, their pad words
-/// into `pads`; `false` if an operand is missing (validation bypassed) or a factor has no
-/// [`simd::RunScale`].
+/// into `pads`: in the form `want` if every pair meets its bounds (the relu16 forms'), else in
+/// the general form; the form written, or `None` if an operand is missing (validation
+/// bypassed) or a factor has no [`simd::RunScale`].
 fn prepare<X: Lanes>(
     c: &Conv<'_, X>,
     first: usize,
     n: usize,
     params: &mut simd::DwPixelParams,
     pads: &mut [u32; BY_PIXEL_PAIRS],
+    want: Form,
+) -> Option<Form> {
+    if want != Form::General && prepare_form(c, first, n, params, pads, want) {
+        return Some(want);
+    }
+    prepare_form(c, first, n, params, pads, Form::General).then_some(Form::General)
+}
+
+/// [`prepare`] in one form: `false` where an operand is missing, a factor has no
+/// [`simd::RunScale`] or (the relu16 forms) a pair does not meet their bounds.
+#[inline(always)]
+fn prepare_form<X: Lanes>(
+    c: &Conv<'_, X>,
+    first: usize,
+    n: usize,
+    params: &mut simd::DwPixelParams,
+    pads: &mut [u32; BY_PIXEL_PAIRS],
+    form: Form,
 ) -> bool {
     params.reset_pairs(n);
     for (j, p) in pads.iter_mut().enumerate().take(n) {
@@ -758,7 +933,17 @@ fn prepare<X: Lanes>(
         let (Some(w0), Some(w1)) = (w0.first_chunk::<9>(), w1.first_chunk::<9>()) else {
             return false;
         };
-        params.set_taps(j, [w0, w1], [b0, b1], [r0, r1]);
+        let set = match form {
+            Form::General => {
+                params.set_taps(j, [w0, w1], [b0, b1], [r0, r1]);
+                true
+            }
+            Form::Doubled => params.set_taps_doubled(j, [w0, w1], [b0, b1], [r0, r1]),
+            Form::Transposed => params.set_taps_transposed(j, [w0, w1], [b0, b1], [r0, r1]),
+        };
+        if !set {
+            return false;
+        }
         *p = simd::pair(channel_pad(c, ch), channel_pad(c, ch + 1));
     }
     true
@@ -1046,6 +1231,47 @@ mod tests {
         );
         prop_assert_eq!(fast, want);
         Ok(())
+    }
+
+    /// The network shapes of the transposed ring (stride 1, ReLU on int16, output zero point 0,
+    /// factors `by_pixel` takes) by name: MobileNet's even rows (6x6 g128: two chunks; 12x12
+    /// g8; 48x48-like g8 rows), DS-CNN's odd ones (25x5 g64) and a 3x3 g256 map, every seed
+    /// a new draw of the values.
+    #[test]
+    fn transposed_ring_on_network_shapes() {
+        for (seed, [h, w, ch]) in [
+            [6, 6, 128],
+            [12, 12, 8],
+            [4, 48, 8],
+            [25, 5, 64],
+            [3, 3, 256],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let g = ConvGeometry {
+                out_pixel_stride: 0,
+                kernel: [3, 3],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: [1; 4],
+                groups: ch,
+                in_pixel_stride: 0,
+            };
+            let c = Case {
+                g,
+                in_dims: [h, w, ch],
+                out_dims: [h, w, ch],
+                with_pad_values: seed % 2 == 0,
+                relu: true,
+                big_bias: seed % 2 == 1,
+                runs: true,
+                offset: 0,
+                zero_out: true,
+                seed: seed as u64 * 7919 + 1,
+            };
+            check::<i16, i16>(&c, Gen::i16).unwrap();
+        }
     }
 
     proptest! {

@@ -2087,9 +2087,16 @@ pub fn pool_pairs(x: &[i8], acc: &mut [u32]) {
 /// Most channel pairs one [`DwPixelParams`] holds.
 pub const DW_PIXEL_PAIRS: usize = 32;
 
-/// Words per channel pair in [`DwPixelParams`]: `bias0, bias1, w0..w8, high0, multiplier0,
-/// shift0, high1, multiplier1, shift1, min, max, more` (`more` is 0 for the last pair).
-const DW_PIXEL_WORDS: usize = 20;
+/// Words per channel pair in [`DwPixelParams`]: four words the general form does not use,
+/// then `bias0, bias1, w0..w8, high0, multiplier0, shift0, high1, multiplier1, shift1, min,
+/// max, more` (`more`, word 23, is 0 for the last pair). The relu16 passes' forms
+/// (simd/depthwise.rs) keep `more` at word 23; the transposed-ring form needs 23 words before
+/// it, the others start at word [`DW_PIXEL_SKIP`], so that every pass steps from one pair's
+/// `more` to the next pair's first word in the same post-indexed load.
+const DW_PIXEL_WORDS: usize = 24;
+
+/// Words of each pair the general and doubled forms leave unused before their constants.
+const DW_PIXEL_SKIP: usize = 4;
 
 /// The constants of up to [`DW_PIXEL_PAIRS`] channel pairs of a depthwise 3x3 convolution, in
 /// the order [`dw3x3_pixel`]'s assembly reads them: per pair the two biases, the nine taps
@@ -2178,8 +2185,9 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
         // `more` words of `DwPixelParams`, private to this module, are nonzero for `j < n − 1`
         // and zero for `j = n − 1`) reads words `j`, `j + step` and `j + 2 · step` of each row
         // (r0..r2 advance one word per pair after the first load; r3, r4 are the other two
-        // taps' byte offsets less that word), all below `2 · step + n <= len`; it reads the 20
-        // words of pair `j` of `k.words` (r5 advances 80 bytes per pair, `n <= DW_PIXEL_PAIRS`)
+        // taps' byte offsets less that word), all below `2 · step + n <= len`; it reads words
+        // 4 to 23 of pair `j` of `k.words` (r5 starts at word 4 and advances 96 bytes per pair,
+        // `n <= DW_PIXEL_PAIRS`)
         // and writes word `j` of `out` (`n <= out.len()`). No stack; only the named registers
         // and the flags (with Q) change. LDRD, SMLABB, SMLATT, SMLAL, PKHBT, IT exist on every
         // icefold_dsp core; r6 and r7 (LLVM's base and frame pointers) are not touched.
@@ -2256,13 +2264,15 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
             "movgt r9, r11",
             "pkhbt r8, r8, r9, lsl #16",
             "str r8, [r12], #4",
-            "ldr r10, [r5], #4",
+            // `more` (word 23), and on to the next pair's word 4
+            "ldr r10, [r5], #20",
             "cmp r10, #0",
             "bne 1b",
             inout("r0") r0.as_ptr() => _, inout("r1") r1.as_ptr() => _,
             inout("r2") r2.as_ptr() => _,
             in("r3") (4 * step - 4) as u32, in("r4") (8 * step - 4) as u32,
-            inout("r5") k.words.as_ptr() => _, inout("r12") out.as_mut_ptr() => _,
+            inout("r5") k.words.as_ptr().wrapping_add(DW_PIXEL_SKIP) => _,
+            inout("r12") out.as_mut_ptr() => _,
             out("r8") _, out("r9") _, out("r10") _, out("r11") _, out("lr") _,
             options(nostack),
             );
@@ -2272,7 +2282,10 @@ pub fn dw3x3_pixel(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut 
     {
         let words = k.words.chunks_exact(DW_PIXEL_WORDS).take(n);
         for (j, (p, y)) in words.zip(out.iter_mut()).enumerate() {
-            let Some(p) = p.first_chunk::<DW_PIXEL_WORDS>() else {
+            let Some(p) = p
+                .get(DW_PIXEL_SKIP..)
+                .and_then(|p| p.first_chunk::<{ DW_PIXEL_WORDS - DW_PIXEL_SKIP }>())
+            else {
                 return;
             };
             let mut acc = [p[0] as i32, p[1] as i32];
@@ -2376,7 +2389,8 @@ mod columns;
 pub use columns::{copy_fields, copy_rows, smlad_2x2_pairs};
 mod depthwise;
 pub use depthwise::{
-    copy_strided, copy_words, dw3x3_pixel2_relu16, dw3x3_pixel_relu16, requant_pairs_relu16,
+    copy_strided, copy_transposed, copy_transposed_columns, copy_words, dw3x3_pairs_transposed,
+    dw3x3_pixel2_relu16, dw3x3_pixel_relu16, dw3x3_pixel_transposed, requant_pairs_relu16,
 };
 mod elementwise;
 pub use elementwise::add_tabulated;
