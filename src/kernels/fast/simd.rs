@@ -2368,11 +2368,14 @@ pub use conv::{
 
 // =============================================================================================
 // The first layers' tile and row copy, and the depthwise pixel loop with a ReLU clamp
-// (src/kernels/fast/simd/columns.rs, src/kernels/fast/simd/depthwise.rs).
+// (src/kernels/fast/simd/columns.rs, the fused tile's fields in src/kernels/fast/simd/first.rs,
+// src/kernels/fast/simd/depthwise.rs).
 // =============================================================================================
 
 mod columns;
 pub use columns::{copy_fields, copy_rows, smlad_2x2_pairs};
+mod first;
+pub use first::{copy_windows, fused_fields, fused_takes, FieldStage};
 mod depthwise;
 pub use depthwise::{
     copy_strided, copy_words, dw3x3_pixel2_relu16, dw3x3_pixel_relu16, requant_pairs_relu16,
