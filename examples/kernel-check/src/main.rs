@@ -183,10 +183,16 @@ fn geometry(gen: &mut Gen) -> Option<(ConvGeometry, [usize; 3], [usize; 3])> {
         // Regular, few input channels (first layers): up to 16 output channels and kernels
         // up to DS-CNN's 10x4, so that `columns` runs with either weight buffer (the smaller
         // one in chunks on cores without the DSP tiles).
+        // Output channels a multiple of 4 half of the time: the fused four-channel tile
+        // (`conv::columns_fused`) on DSP cores.
         0 => (
             [1 + gen.below(10), 1 + gen.below(4)],
             1 + gen.below(3),
-            1 + gen.below(MAX_C as u32),
+            if gen.next() % 2 == 0 {
+                4 * (1 + gen.below(4))
+            } else {
+                1 + gen.below(MAX_C as u32)
+            },
             1,
         ),
         // Regular, channels a multiple of 4 (of 8 with four output channels or more: the
@@ -424,8 +430,12 @@ fn main() -> ! {
         w[..n_w].iter_mut().for_each(|v| *v = gen.i8());
         x8[..n_in].iter_mut().for_each(|v| *v = gen.i8());
         x16[..n_in].iter_mut().for_each(|v| *v = gen.i16());
-        // Every second depthwise 3x3 case with factors the pixel-by-pixel kernel takes.
-        let runs = g.kernel == [3, 3] && g.groups == in_c && in_c > 1 && case / 4 % 2 == 1;
+        // Every second depthwise 3x3 case with factors the pixel-by-pixel kernel takes, and
+        // every second first layer (few input channels) with factors the fused four-channel
+        // tile takes.
+        let runs = case / 4 % 2 == 1
+            && ((g.kernel == [3, 3] && g.groups == in_c && in_c > 1)
+                || (g.groups == 1 && in_c % 4 != 0));
         // And every small pointwise case (its stage's register form).
         let runs = runs || small;
         let ch = Channels::new(&mut gen, runs);

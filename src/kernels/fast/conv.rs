@@ -1962,6 +1962,19 @@ fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) 
     let fits = |weights: usize, channels: usize| {
         out_c <= channels && out_c.div_ceil(2) * pair_words <= weights
     };
+    // The fused tile first, in the frame whose weight buffer holds the layer's.
+    if TILES && out_c * column_words(kh, kw, in_c) <= COLUMN_WEIGHTS {
+        if columns_fused::<X, COLUMN_WEIGHTS, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
+            c,
+            Y::outs(output),
+        ) {
+            return;
+        }
+    } else if TILES
+        && columns_fused::<X, WHOLE_LAYER_WEIGHTS, FIELD_WORDS, RING_VALUES>(c, Y::outs(output))
+    {
+        return;
+    }
     if TILES
         && !fits(COLUMN_WEIGHTS, STAGE_CHUNK)
         && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS)
@@ -1975,6 +1988,212 @@ fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) 
         c,
         Y::outs(output),
     )
+}
+
+/// Most groups of four output channels [`columns_fused`] takes (their stages on the stack: 88
+/// bytes each with the DSP extension): DS-CNN's 64 channels.
+const FUSED_GROUPS: usize = 16;
+
+/// [`columns`] for layers whose output channels come in groups of four whose output stages
+/// have the register form and clamp alike (every first layer measured), on the fused tile
+/// ([`simd::fused_fields`]): each output pixel's receptive field one contiguous run of its
+/// `kh` rows of [`row_values`] (no words rounding it up: the tile takes any number of word
+/// pairs and an odd last word; copied by [`simd::copy_windows`] from the ring of padded rows
+/// or an int16 input, or gathered tap by tap), the layer's weights widened once per call with
+/// the four channels of a group interleaved word by word, then per block of pixels each
+/// group's four sums in registers straight through their output stages into the output:
+/// about 31 instructions per output of a 3x3x3 window, where [`columns`]' 2x2 tile, its
+/// buffered sums and [`simd::stage_quads`] take 37. `false` when the layer does not have that
+/// form or its weights do not fit `W` words (checked before anything is written); `F` words
+/// of fields, `R` values of ring as in [`columns`].
+#[inline(never)]
+fn columns_fused<X: Lanes, const W: usize, const F: usize, const R: usize>(
+    c: &Conv<'_, X>,
+    output: Outs<'_>,
+) -> bool {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], [out_h, out_w, out_c]) = c.dims;
+    let out_stride = g.out_stride(out_c);
+    let [kh, kw] = g.kernel;
+    let per_out = kh * kw * in_c;
+    let (run, run2) = (kw * in_c, row_values(kw, in_c));
+    let row_words = run2 / 2;
+    // The fields' exact words: the tile takes any number of word pairs and an odd last word.
+    let n = kh * row_words;
+    let groups = out_c / 4;
+    if !simd::fused_takes(n)
+        || n > MAX_FIELD_WORDS
+        || run == 0
+        || out_c % 4 != 0
+        || groups == 0
+        || groups > FUSED_GROUPS
+        || groups * 4 * n > W
+        || out_stride < out_c
+    {
+        return false;
+    }
+    // Every pixel's outputs inside `output` (each block's call checks its own again).
+    let span = (out_h * out_w)
+        .checked_sub(1)
+        .map(|p| p * out_stride + out_c);
+    if span.is_none_or(|span| span > output.len()) {
+        return false;
+    }
+    let block = (F / n).min(out_w.max(1) * out_h);
+    if block == 0 {
+        return false;
+    }
+    // Each group's biases and stages, one clamp for all (the tile's loop stores one form).
+    let stored = output.stage_bounds(&c.bounds);
+    let (bytes, int8) = match output {
+        Outs::I8(y) => (bytemuck::cast_slice_mut::<i8, u8>(y), true),
+        Outs::I16(y) => (bytemuck::cast_slice_mut::<i16, u8>(y), false),
+    };
+    let mut stages = [simd::FieldStage::EMPTY; FUSED_GROUPS];
+    let mut clamp = None;
+    for (q, quad) in stages.iter_mut().take(groups).enumerate() {
+        let mut bias = [0i32; 4];
+        let mut runs = [simd::RunScale {
+            high: 0,
+            multiplier: 0,
+            shift: 1,
+            min: 0,
+            max: 0,
+        }; 4];
+        for (k, (b, r)) in bias.iter_mut().zip(runs.iter_mut()).enumerate() {
+            let Some((b0, s)) = stage(c.channels, 4 * q + k) else {
+                return false;
+            };
+            let Some(run) = s.single().and_then(|s| s.run(&stored)) else {
+                return false;
+            };
+            (*b, *r) = (b0, run);
+        }
+        let Some(this) = simd::QuadClamp::of(&runs, int8) else {
+            return false;
+        };
+        if clamp.is_some_and(|first| first != this) {
+            return false;
+        }
+        clamp = Some(this);
+        *quad = simd::FieldStage::new(bias, &runs, this);
+    }
+    // The weights: channel `k` of group `q`, field word `i` (kernel row `i / row_words`) at
+    // word `4 · (q · n + i) + k`; the words after the rows and a row's odd last lane stay zero.
+    let mut wide = [0u32; W];
+    for o in 0..out_c {
+        let Some(w) = c.weights.get(o * per_out..(o + 1) * per_out) else {
+            return false;
+        };
+        let (q, k) = (o / 4, o % 4);
+        for (r, row) in w.chunks_exact(run).enumerate() {
+            for (j, v) in row.chunks(2).enumerate() {
+                let at = |i: usize| v.get(i).map_or(0, |&x| i32::from(x));
+                if let Some(d) = wide.get_mut(4 * (q * n + r * row_words + j) + k) {
+                    *d = simd::pair(at(0), at(1));
+                }
+            }
+        }
+    }
+    let Some(wide) = wide.get(..groups * 4 * n) else {
+        return false;
+    };
+    let size = if int8 { 1 } else { 2 };
+    // An int16 input read densely (dilation 1): its bytes, and the output columns and rows
+    // whose windows lie inside it.
+    let dense = g.dilation == [1, 1] && !g.strided_input(in_c);
+    let direct = (X::WIDE && dense).then(|| {
+        let x = interior(out_w, g.stride[1], 1, g.pad[1], kw, in_w);
+        let y = interior(out_h, g.stride[0], 1, g.pad[0], kh, in_h);
+        let bytes: &[u8] = bytemuck::cast_slice(X::as_i16(c.input));
+        (bytes, x, y)
+    });
+    // The ring of padded input rows (as in [`columns`]): every window copied from it.
+    let mut ring = [0i16; R];
+    let ring_row = ((g.pad[1] + in_w + g.pad[3]) * in_c).next_multiple_of(2) + 2;
+    let ringed = dense
+        && 2 * kh * ring_row <= R
+        && (c.padding.values.is_empty() || c.padding.values.len() >= in_c);
+    let mut staged = 0;
+    // Zeroed once; the words after a field's rows are never written (their weights are zero).
+    let mut fields = [0u32; F];
+    let pixels = out_h * out_w;
+    let mut p0 = 0;
+    while p0 < pixels {
+        let p1 = (p0 + block).min(pixels);
+        let mut q = p0;
+        while q < p1 {
+            let (oy, ox) = (q / out_w, q % out_w);
+            let dst = fields.get_mut((q - p0) * n..).unwrap_or_default();
+            if ringed {
+                // The output row's padded rows `top..top + kh` into the ring, those not there.
+                let top = oy * g.stride[0];
+                for row in staged.max(top)..top + kh {
+                    let slot = row % kh;
+                    let (Some(dst), Some(at)) = (
+                        ring.get_mut(slot * ring_row..(slot + 1) * ring_row),
+                        (slot + kh).checked_mul(ring_row),
+                    ) else {
+                        return false;
+                    };
+                    pad_row(c, row, dst);
+                    ring.copy_within(slot * ring_row..(slot + 1) * ring_row, at);
+                }
+                staged = staged.max(top + kh);
+                let count = (out_w - ox).min(p1 - q);
+                let at = (top % kh) * ring_row + ox * g.stride[1] * in_c;
+                let src: &[u8] = bytemuck::cast_slice(&ring);
+                let steps = (2 * at, 2 * g.stride[1] * in_c, 2 * ring_row);
+                if simd::copy_windows(src, steps, (kh, row_words, count), dst, n) {
+                    q += count;
+                    continue;
+                }
+            }
+            // A run of windows inside an int16 input along the output row: one copy.
+            if let Some((src, (x_lo, x_hi), (y_lo, y_hi))) = direct {
+                if (y_lo..y_hi).contains(&oy) && (x_lo..x_hi).contains(&ox) {
+                    let count = (x_hi - ox).min(p1 - q);
+                    let [sy, sx] = g.stride;
+                    let at = ((oy * sy - g.pad[0]) * in_w + ox * sx - g.pad[1]) * in_c;
+                    let steps = (2 * at, 2 * sx * in_c, 2 * in_w * in_c);
+                    // The input's last window of an odd row length reads a value past the
+                    // input's end in its last word (whose weight is zero): refused, so the
+                    // windows before it are copied alone and it is gathered.
+                    let shape = |count| (kh, row_words, count);
+                    let copied = if simd::copy_windows(src, steps, shape(count), dst, n) {
+                        count
+                    } else if count > 1
+                        && simd::copy_windows(src, steps, shape(count - 1), &mut *dst, n)
+                    {
+                        count - 1
+                    } else {
+                        0
+                    };
+                    if copied > 0 {
+                        q += copied;
+                        continue;
+                    }
+                }
+            }
+            let Some(field) = dst.get_mut(..n) else {
+                return false;
+            };
+            gather_border(c, oy, ox, bytemuck::cast_slice_mut(field));
+            q += 1;
+        }
+        let (Some(x), Some(out), Some(stages)) = (
+            fields.get(..(p1 - p0) * n),
+            bytes.get_mut(p0 * out_stride * size..),
+            stages.get_mut(..groups),
+        ) else {
+            return false;
+        };
+        if !simd::fused_fields(wide, x, n, stages, out, (p1 - p0, out_stride)) {
+            return false;
+        }
+        p0 = p1;
+    }
+    true
 }
 
 /// Words of one receptive field in [`columns`]: `kh` rows of [`row_values`], rounded up to
@@ -3467,6 +3686,28 @@ pub(crate) mod tests {
     }
 
     prop_compose! {
+        /// First layers as `columns` takes them (input channels not a multiple of 4): 1-3 and
+        /// 5-7 input channels, kernels up to 10x7 (DS-CNN's 10x4, 7x7), strides 1 and 2, pads
+        /// up to 3 a side, dilation, maps down to 1xN and Nx1, output channels up to 20 and
+        /// 60-72 (odd, not a multiple of 4, beyond 64).
+        fn first_layer_fused()(in_c in prop_oneof![1usize..=3, 5usize..=7],
+                               out_c in prop_oneof![3 => 1usize..=20, 1 => 60usize..=72],
+                               kh in 1usize..=10, kw in 1usize..=7, sh in 1usize..=2, sw in 1usize..=2,
+                               dh in 1usize..=2, dw in 1usize..=2,
+                               pad in proptest::array::uniform4(0usize..=3), h in 1usize..=14,
+                               w in 1usize..=14, with_pad_values in any::<bool>(),
+                               relu in any::<bool>(), seed in any::<u64>())
+            -> Option<Case>
+        {
+            let dilation = if seed % 4 == 0 { [dh, dw] } else { [1, 1] };
+            let g = ConvGeometry { out_pixel_stride: 0, kernel: [kh, kw], stride: [sh, sw], dilation, pad, groups: 1, in_pixel_stride: 0 };
+            let oh = out_len(h, kh, sh, dilation[0], pad[0], pad[2])?;
+            let ow = out_len(w, kw, sw, dilation[1], pad[1], pad[3])?;
+            Some(Case { g, in_dims: [h, w, in_c], out_dims: [oh, ow, out_c], with_pad_values, relu, seed })
+        }
+    }
+
+    prop_compose! {
         /// Depthwise 3x3 windows, the fast loops' most common case, on int16 channel pairs.
         fn depthwise3x3()(half in 1usize..=6, sh in 1usize..=2, sw in 1usize..=2,
                           dh in 1usize..=2, dw in 1usize..=2, pad in proptest::array::uniform4(0usize..=2),
@@ -3945,6 +4186,99 @@ pub(crate) mod tests {
             }
             check::<i16, false>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?;
             check::<i8, true>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, output)?;
+        }
+
+        /// The fused first-layer tile (`columns_fused`, both frames) takes every layer of its
+        /// form (output channels in groups of four, at most 64, whose stages have the register
+        /// form: factors below 1/2 here) and writes what the reference does; views of wider output
+        /// pixels keep their other channels; input pixels read at a wider stride (a channel
+        /// slice read in place) too. `columns_any`, fused or not, equals the reference as well.
+        #[test]
+        fn first_layers_fused_equal_reference(c in first_layer_fused(), kinds in 0u8..4, extra in 0usize..3,
+                                              extra_in in 0usize..3, zp_in in any::<i16>(), zp_out in -300i16..300) {
+            let Some(mut c) = c else { return Ok(()) };
+            let mut gen = Gen(c.seed);
+            let out_c = c.out_dims[2];
+            c.g.out_pixel_stride = if extra > 0 { out_c + extra } else { 0 };
+            c.g.in_pixel_stride = if extra_in > 0 { c.in_dims[2] + extra_in } else { 0 };
+            let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
+            fn check<X: Lanes + core::fmt::Debug, Y: Store + Default + core::fmt::Debug + PartialEq + 'static>(
+                c: &Case, mut d: Data<X>, gen: &mut Gen, zp: X, output: WideOutputQuant,
+            ) -> Result<(), TestCaseError> {
+                // Factors of 1/4 to 1/256 (the register form of the output stage: a right
+                // shift of 2 or more).
+                for (m, s) in d.multiplier.iter_mut().zip(d.shift.iter_mut()) {
+                    *m = gen.range(1 << 30, i32::MAX);
+                    *s = gen.range(-8, -2);
+                }
+                let [h, w, in_c] = c.in_dims;
+                let [kh, kw] = c.g.kernel;
+                let [oh, ow, out_c] = c.out_dims;
+                let (in_stride, stride) = (c.g.in_stride(in_c), c.g.out_stride(out_c));
+                // The input as the fast loops read it: pixels `in_stride` values apart.
+                let mut x = std::vec![zp; (h * w - 1) * in_stride + in_c];
+                for (p, px) in d.x.chunks_exact(in_c).enumerate() {
+                    x[p * in_stride..p * in_stride + in_c].copy_from_slice(px);
+                }
+                let quant = WideConvQuant {
+                    input_zero_point: zp,
+                    pad_values: &d.pad_values,
+                    channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                    output,
+                };
+                let size = (oh * ow - 1) * stride + out_c;
+                let mut dense = std::vec![Y::default(); len(c.out_dims)];
+                let plain = ConvGeometry { out_pixel_stride: 0, in_pixel_stride: 0, ..c.g };
+                reference::conv2d_wide(&plain, &quant, c.in_dims, &d.x, c.out_dims, &mut dense, &d.weights);
+                let mut want = std::vec![Y::default(); size];
+                for (p, px) in dense.chunks_exact(out_c).enumerate() {
+                    want[p * stride..p * stride + out_c].copy_from_slice(px);
+                }
+                let conv = Conv {
+                    geometry: &c.g,
+                    dims: (c.in_dims, c.out_dims),
+                    padding: Padding { zero: zp, values: &d.pad_values },
+                    channels: &quant.channels,
+                    bounds: Bounds::from(quant.output),
+                    input: &x,
+                    weights: &d.weights,
+                };
+                let n = kh * row_values(kw, in_c) / 2;
+                // The clamps the tile's loop stores (full range, ReLU at 0; int8 outputs any).
+                let stored = Y::stage_bounds(&conv.bounds);
+                let run = simd::RunScale { high: 0, multiplier: 0, shift: 1, min: stored.min, max: stored.max };
+                let int8 = matches!(Y::outs(&mut []), Outs::I8(_));
+                let clamped = simd::QuadClamp::of(&[run; 4], int8).is_some();
+                let fits = |words: usize| clamped && out_c % 4 == 0 && out_c <= 4 * FUSED_GROUPS && n >= 2 && out_c * n <= words;
+                let mut fast = std::vec![Y::default(); size];
+                let taken = columns_fused::<X, WHOLE_LAYER_WEIGHTS, FIELD_WORDS, RING_VALUES>(&conv, Y::outs(&mut fast));
+                prop_assert_eq!(taken, fits(WHOLE_LAYER_WEIGHTS));
+                if taken {
+                    prop_assert_eq!(&fast, &want);
+                }
+                let mut fast = std::vec![Y::default(); size];
+                let taken = columns_fused::<X, COLUMN_WEIGHTS, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(&conv, Y::outs(&mut fast));
+                prop_assert_eq!(taken, fits(COLUMN_WEIGHTS));
+                if taken {
+                    prop_assert_eq!(&fast, &want);
+                }
+                let mut fast = std::vec![Y::default(); size];
+                columns_any(&conv, &mut fast);
+                prop_assert_eq!(&fast, &want);
+                Ok(())
+            }
+            let output = WideOutputQuant { zero_point: zp_out, clamp };
+            let narrow = WideOutputQuant { zero_point: zp_out.clamp(-128, 127), clamp: ClampI16 { min: clamp.min.clamp(-128, 127), max: 127 } };
+            let [kh, kw] = c.g.kernel;
+            if kh * row_values(kw, c.in_dims[2]) > MAX_COLUMN {
+                return Ok(());
+            }
+            match kinds {
+                0 => { let d = data(&c, &mut gen, Gen::i8, 20); check::<i8, i16>(&c, d, &mut gen, zp_in as i8, output)? }
+                1 => { let d = data(&c, &mut gen, Gen::i8, 20); check::<i8, i8>(&c, d, &mut gen, zp_in as i8, narrow)? }
+                2 => { let d = data(&c, &mut gen, Gen::i16, 20); check::<i16, i16>(&c, d, &mut gen, zp_in, output)? }
+                _ => { let d = data(&c, &mut gen, Gen::i16, 20); check::<i16, i8>(&c, d, &mut gen, zp_in, narrow)? }
+            }
         }
 
         #[test]

@@ -2382,11 +2382,14 @@ pub use conv::{
 
 // =============================================================================================
 // The first layers' tile and row copy, and the depthwise pixel loop with a ReLU clamp
-// (src/kernels/fast/simd/columns.rs, src/kernels/fast/simd/depthwise.rs).
+// (src/kernels/fast/simd/columns.rs, the fused tile's fields in src/kernels/fast/simd/first.rs,
+// src/kernels/fast/simd/depthwise.rs).
 // =============================================================================================
 
 mod columns;
 pub use columns::{copy_fields, copy_rows, smlad_2x2_pairs};
+mod first;
+pub use first::{copy_windows, fused_fields, fused_takes, FieldStage};
 mod depthwise;
 pub use depthwise::{
     copy_strided, copy_transposed, copy_transposed_columns, copy_words, dw3x3_pairs_transposed,
