@@ -55,9 +55,10 @@ pub fn dense<Y: FromWide>(
 
 /// [`dense`] on weights in row pairs ([`DenseLayout::PairsI8`](crate::format::DenseLayout)):
 /// each 32-byte load holds sixteen inputs' weights of both rows of a pair as int16 lanes
-/// `256 · w1 + w0`; the first row's lanes are their low bytes sign-extended (two shifts), the
-/// second's the lanes minus those, shifted down (exact: the tool and the loader keep every
-/// decoded weight int8), then `vpmaddwd` as for rows. A last odd row as [`dense`]'s.
+/// `256 · w1 + w0`; `vpmaddwd` of the lanes as stored sums `256 ·` the second row's products
+/// plus the first's (wrapping), and of their low bytes sign-extended (two shifts) the first
+/// row's; the second row's sum is the difference shifted down, exact under the layout's bound
+/// (as on the DSP cores). A last odd row as [`dense`]'s.
 pub fn dense_pairs<Y: FromWide>(
     channels: &ChannelQuant,
     bounds: &Bounds,
@@ -234,62 +235,119 @@ unsafe fn block_pairs(
 ) -> __m256i {
     let n_out = weights.len() / n_in.max(1);
     let mut acc = [_mm256_setzero_si256(); ROWS];
-    for (j, sums) in acc.chunks_exact_mut(2).enumerate() {
-        let r = o + 2 * j;
-        if r >= o + width {
-            break;
-        }
-        if r + 1 >= n_out {
-            // A last odd row, stored as a row.
-            let Some(row) = weights.get(r * n_in..(r + 1) * n_in) else {
-                break;
-            };
-            for (i, w16) in row.chunks(16).enumerate() {
-                let mut w = [0i8; 16];
-                w[..w16.len()].copy_from_slice(w16);
-                let Some(xs) = x.get(16 * i..16 * i + 16) else {
-                    break;
-                };
-                // SAFETY: 16 bytes in `w`, 16 values in `xs`.
-                let (wv, xv) = unsafe {
-                    (
-                        _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().cast())),
-                        _mm256_loadu_si256(xs.as_ptr().cast()),
-                    )
-                };
-                sums[0] = _mm256_add_epi32(sums[0], _mm256_madd_epi16(wv, xv));
-            }
-            break;
-        }
-        let Some(pair) = weights.get(r * n_in..(r + 2) * n_in) else {
+    // The block's whole pairs (the sums of each sixteen inputs into eight independent
+    // accumulators, as `block` does), then a last odd row.
+    let pairs = (o + width).min(n_out - n_out % 2).saturating_sub(o) / 2;
+    let base = o * n_in;
+    let whole = n_in - n_in % 16;
+    if pairs == ROWS / 2 && whole > 0 {
+        // Four whole pairs: eight accumulators in registers, no bounds in the loop.
+        // SAFETY: AVX2 present; `acc` has eight vectors.
+        unsafe { four_pairs(weights, base, n_in, whole, x, &mut acc) };
+    }
+    let start = if pairs == ROWS / 2 { whole } else { 0 };
+    for i in (start..n_in).step_by(16) {
+        let Some(xs) = x.get(i..i + 16) else {
             break;
         };
-        for (i, lanes) in pair.chunks(32).enumerate() {
+        // SAFETY: 16 values in `xs`.
+        let xv = unsafe { _mm256_loadu_si256(xs.as_ptr().cast()) };
+        for (j, sums) in acc.chunks_exact_mut(2).enumerate().take(pairs) {
+            let at = base + 2 * j * n_in + 2 * i;
+            let end = base + 2 * (j + 1) * n_in;
+            let mut tail = [0i8; 32];
+            let lanes = match weights.get(at..at + 32) {
+                Some(lanes) if at + 32 <= end => lanes,
+                _ => {
+                    let part = weights.get(at..end).unwrap_or_default();
+                    tail[..part.len()].copy_from_slice(part);
+                    &tail[..]
+                }
+            };
+            // SAFETY: 32 bytes in `lanes`.
+            let v = unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) };
+            let w0 = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v));
+            sums[0] = _mm256_add_epi32(sums[0], _mm256_madd_epi16(w0, xv));
+            sums[1] = _mm256_add_epi32(sums[1], _mm256_madd_epi16(v, xv));
+        }
+    }
+    let r = o + 2 * pairs;
+    if r < o + width {
+        // A last odd row, stored as a row.
+        let row = weights.get(r * n_in..(r + 1) * n_in).unwrap_or_default();
+        for (i, w16) in row.chunks(16).enumerate() {
+            let mut w = [0i8; 16];
+            w[..w16.len()].copy_from_slice(w16);
             let Some(xs) = x.get(16 * i..16 * i + 16) else {
                 break;
             };
-            let mut tail = [0i8; 32];
-            let lanes = if lanes.len() == 32 {
-                lanes
-            } else {
-                tail[..lanes.len()].copy_from_slice(lanes);
-                &tail[..]
-            };
-            // SAFETY: 32 bytes in `lanes`, 16 values in `xs`.
-            let (v, xv) = unsafe {
+            // SAFETY: 16 bytes in `w`, 16 values in `xs`.
+            let (wv, xv) = unsafe {
                 (
-                    _mm256_loadu_si256(lanes.as_ptr().cast()),
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().cast())),
                     _mm256_loadu_si256(xs.as_ptr().cast()),
                 )
             };
-            let w0 = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v));
-            let w1 = _mm256_srai_epi16::<8>(_mm256_sub_epi16(v, w0));
-            sums[0] = _mm256_add_epi32(sums[0], _mm256_madd_epi16(w0, xv));
-            sums[1] = _mm256_add_epi32(sums[1], _mm256_madd_epi16(w1, xv));
+            let k = 2 * pairs;
+            acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(wv, xv));
         }
     }
+    // Lane 2j: the pair's first row; lane 2j + 1: 256 times its second row plus the first
+    // (each lane of the words as stored, wrapping), so the second row is the difference
+    // shifted down, exact under the layout's bound (`format::PAIR_SUM_LIMIT`). A last odd row
+    // sits in an even lane; odd lanes past the block's rows are not stored.
     // SAFETY: AVX2 present.
-    unsafe { reduce(acc) }
+    let sums = unsafe { reduce(acc) };
+    let first = _mm256_shuffle_epi32::<0b10_10_00_00>(sums);
+    let second = _mm256_srai_epi32::<8>(_mm256_sub_epi32(sums, first));
+    _mm256_blend_epi32::<0b1010_1010>(sums, second)
+}
+
+/// [`block_pairs`]' sums over inputs `0..whole` (a multiple of 16) for four whole pairs of
+/// rows starting at byte `base`, added to `acc` (pair `j`'s rows in `acc[2j]`, `acc[2j + 1]`).
+///
+/// # Safety
+/// AVX2 present; `base + 8 · n_in <= weights.len()`, `whole <= n_in`, `whole <= x.len()`
+/// (the caller's block of four pairs inside the weights, whole vectors of the input).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn four_pairs(
+    weights: &[i8],
+    base: usize,
+    n_in: usize,
+    whole: usize,
+    x: &[i16],
+    acc: &mut [__m256i; ROWS],
+) {
+    if base + 8 * n_in > weights.len() || whole > n_in || whole > x.len() {
+        return;
+    }
+    let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6, mut a7] = *acc;
+    let w = weights.as_ptr();
+    let split = |v: __m256i| (_mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v)), v);
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: i + 16 <= whole <= x.len(); pair j's bytes 2i .. 2i + 32 lie inside its
+        // 2 · n_in bytes from base + 2j · n_in (i + 16 <= n_in), inside the weights (checked).
+        unsafe {
+            let xv = _mm256_loadu_si256(x.as_ptr().add(i).cast());
+            let load = |j: usize| _mm256_loadu_si256(w.add(base + 2 * j * n_in + 2 * i).cast());
+            let (l0, h0) = split(load(0));
+            let (l1, h1) = split(load(1));
+            let (l2, h2) = split(load(2));
+            let (l3, h3) = split(load(3));
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(l0, xv));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(h0, xv));
+            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(l1, xv));
+            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(h1, xv));
+            a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(l2, xv));
+            a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(h2, xv));
+            a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(l3, xv));
+            a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(h3, xv));
+        }
+        i += 16;
+    }
+    *acc = [a0, a1, a2, a3, a4, a5, a6, a7];
 }
 
 /// Lane `j`: every lane of `acc[j]` summed (wrapping).
