@@ -204,14 +204,7 @@ fn rows_pairs<Y: Store>(
         return false;
     }
     let x = &mut buf[..x_len];
-    if positions == 1 {
-        simd::widen_pairs(input, x);
-    } else {
-        x.fill(0);
-        for x_p in input.chunks_exact(n_in) {
-            simd::pool_pairs(x_p, x);
-        }
-    }
+    widen_input(input, n_in, 0, x);
     // SXTB16 order (x0, x2), (x1, x3) to natural order (x0, x1), (x2, x3).
     for pair in x.chunks_exact_mut(2) {
         if let Some([even, odd]) = pair.first_chunk_mut::<2>() {
@@ -373,14 +366,7 @@ fn rows_quads<Y: Store>(
         return false;
     }
     let x = &mut buf[..x_len];
-    if positions == 1 {
-        simd::widen_pairs(input, x);
-    } else {
-        x.fill(0);
-        for x_p in input.chunks_exact(n_in.max(1)) {
-            simd::pool_pairs(x_p, x);
-        }
-    }
+    widen_input(input, n_in, 0, x);
     let x: &[u32] = x;
     let rows = crate::format::QUAD_ROWS;
     // The sums of up to `STAGE_ROWS` rows (whole blocks), then their output stage in one short
@@ -429,6 +415,23 @@ fn rows_quads<Y: Store>(
         rows_stage.store(sums, multiplier, shift, out);
     }
     true
+}
+
+/// The input of a dense layer call (whole positions of `n_in` values, `n_in > 0`) from value
+/// `head` of each position, widened into `x` in SXTB16 lane order ([`simd::widen_pairs`]), or,
+/// for several positions (a global pooling folded into the layer), summed over them first
+/// ([`simd::pool_pairs`]: `Σ_p Σ_i w_i · x_p,i = Σ_i w_i · Σ_p x_p,i`, exact while the sums fit
+/// int16), so that one position's products are computed.
+#[inline(always)]
+fn widen_input(input: &[i8], n_in: usize, head: usize, x: &mut [u32]) {
+    if input.len() == n_in {
+        simd::widen_pairs(input.get(head..).unwrap_or_default(), x);
+    } else {
+        x.fill(0);
+        for x_p in input.chunks_exact(n_in.max(1)) {
+            simd::pool_pairs(x_p.get(head..).unwrap_or_default(), x);
+        }
+    }
 }
 
 /// The output stage of a dense layer's rows, each with its own factor: `Y::from_wide` of
@@ -612,18 +615,8 @@ fn rows_widened<Y: Store>(
     {
         return false;
     }
-    // The input widened, or (several positions: a global pooling folded into the layer)
-    // summed over its positions first: `Σ_p Σ_i w_i · x_p,i = Σ_i w_i · Σ_p x_p,i`, exact (the
-    // sums fit int16), one position's products instead of `positions`.
     let x = &mut buf[..x_len];
-    if positions == 1 {
-        simd::widen_pairs(input.get(head..).unwrap_or_default(), x);
-    } else {
-        x.fill(0);
-        for x_p in input.chunks_exact(n_in) {
-            simd::pool_pairs(x_p.get(head..).unwrap_or_default(), x);
-        }
-    }
+    widen_input(input, n_in, head, x);
     let x: &[u32] = x;
     let edges = head != 0 || head + 4 * runs != n_in;
     // The sums of up to `STAGE_ROWS` rows, then their output stage as one pass over the
