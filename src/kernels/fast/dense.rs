@@ -126,7 +126,7 @@ fn pairs<Y: Store>(
     input: &[i8],
     output: &mut [Y],
 ) {
-    if x86_pairs(channels, bounds, weights, input, output) {
+    if x86(channels, bounds, (weights, true), input, output) {
         return;
     }
     let n_in = weights.len().checked_div(output.len()).unwrap_or(0);
@@ -136,28 +136,6 @@ fn pairs<Y: Store>(
         }))
     {
         rows_pairs_portable(channels, bounds, weights, input, Y::outs(output));
-    }
-}
-
-/// [`x86`] for weights in row pairs.
-#[inline(always)]
-fn x86_pairs<Y: FromWide>(
-    channels: &ChannelQuant,
-    bounds: &Bounds,
-    weights: &[i8],
-    input: &[i8],
-    output: &mut [Y],
-) -> bool {
-    #[cfg(test)]
-    if tests::PORTABLE.with(|p| p.get()) {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    return crate::kernels::x86::int8::dense::dense_pairs(channels, bounds, weights, input, output);
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (channels, bounds, weights, input, output);
-        false
     }
 }
 
@@ -531,7 +509,7 @@ fn rows<Y: Store>(
     input: &[i8],
     output: &mut [Y],
 ) {
-    if x86(channels, bounds, weights, input, output) {
+    if x86(channels, bounds, (weights, false), input, output) {
         return;
     }
     if !(WIDEN && widened(channels, bounds, weights, input, output)) {
@@ -539,14 +517,15 @@ fn rows<Y: Store>(
     }
 }
 
-/// The x86_64 AVX2 dense layer ([`crate::kernels::x86::int8::dense`]), if it takes the layer
-/// (AVX2 present, an input and a number of positions it covers); `false` elsewhere and, in
-/// this module's tests, while they run the portable rows.
+/// The x86_64 AVX2 dense layer ([`crate::kernels::x86::int8::dense`], or with `pairs` the
+/// weights in row pairs, [`crate::kernels::x86::int8::dense::dense_layout`]), if it takes the
+/// layer (AVX2 present, an input and a number of positions it covers); `false` elsewhere and,
+/// in this module's tests, while they run the portable rows.
 #[inline(always)]
 fn x86<Y: FromWide>(
     channels: &ChannelQuant,
     bounds: &Bounds,
-    weights: &[i8],
+    (weights, pairs): (&[i8], bool),
     input: &[i8],
     output: &mut [Y],
 ) -> bool {
@@ -555,10 +534,16 @@ fn x86<Y: FromWide>(
         return false;
     }
     #[cfg(target_arch = "x86_64")]
-    return crate::kernels::x86::int8::dense::dense(channels, bounds, weights, input, output);
+    return crate::kernels::x86::int8::dense::dense_layout(
+        channels,
+        bounds,
+        (weights, pairs),
+        input,
+        output,
+    );
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (channels, bounds, weights, input, output);
+        let _ = (channels, bounds, weights, pairs, input, output);
         false
     }
 }

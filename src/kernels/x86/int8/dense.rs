@@ -53,24 +53,13 @@ pub fn dense<Y: FromWide>(
     dense_layout(channels, bounds, (weights, false), input, output)
 }
 
-/// [`dense`] on weights in row pairs ([`DenseLayout::PairsI8`](crate::format::DenseLayout)):
-/// each 32-byte load holds sixteen inputs' weights of both rows of a pair as int16 lanes
+/// [`dense`], or with `pairs` on weights in row pairs
+/// ([`DenseLayout::PairsI8`](crate::format::DenseLayout)): each 32-byte load holds sixteen inputs' weights of both rows of a pair as int16 lanes
 /// `256 · w1 + w0`; `vpmaddwd` of the lanes as stored sums `256 ·` the second row's products
 /// plus the first's (wrapping), and of their low bytes sign-extended (two shifts) the first
 /// row's; the second row's sum is the difference shifted down, exact under the layout's bound
 /// (as on the DSP cores). A last odd row as [`dense`]'s.
-pub fn dense_pairs<Y: FromWide>(
-    channels: &ChannelQuant,
-    bounds: &Bounds,
-    weights: &[i8],
-    input: &[i8],
-    output: &mut [Y],
-) -> bool {
-    dense_layout(channels, bounds, (weights, true), input, output)
-}
-
-/// [`dense`] or [`dense_pairs`] (`pairs`).
-fn dense_layout<Y: FromWide>(
+pub fn dense_layout<Y: FromWide>(
     channels: &ChannelQuant,
     bounds: &Bounds,
     (weights, pairs): (&[i8], bool),
@@ -116,7 +105,7 @@ struct Layer<'a> {
     /// Whole positions only.
     input: &'a [i8],
     n_in: usize,
-    /// The weights in row pairs ([`dense_pairs`]).
+    /// The weights in row pairs ([`dense_layout`]).
     pairs: bool,
 }
 
@@ -221,7 +210,7 @@ unsafe fn block(weights: &[i8], n_in: usize, rows: [usize; ROWS], x: &[i16]) -> 
 }
 
 /// The sums of rows `o .. o + width` (lane `j` row `o + j`, lanes from `width` zero) on weights
-/// in row pairs ([`dense_pairs`]); `o` even.
+/// in row pairs ([`dense_layout`]); `o` even.
 ///
 /// # Safety
 /// AVX2 present; `x` holds `n_in` rounded up to 16 values, zero from `n_in`.
