@@ -15,7 +15,7 @@ use crate::kernels::reference::int8::{
     elementwise::{self, AddQuant, AffineQuant},
     lut,
     mul::{self, MulQuant},
-    pool::{self, PoolQuant},
+    pool::PoolQuant,
     prelu::{self, PreluQuant},
     ChannelQuant, OutputQuant, WideOutputQuant,
 };
@@ -88,7 +88,7 @@ pub(super) fn run_fused<K: Kernels>(
         |g, xd, x, yd, y| {
             fast::conv::conv2d_loops::<FusedLoops<K>>(g, &conv_quant, xd, x, yd, y, weights, None)
         },
-        |g, xd, x, yd, y| pool::pool(g, &pool_quant, xd, x, yd, y),
+        |g, xd, x, yd, y| fast::pool::pool(g, &pool_quant, xd, x, yd, y),
     )
 }
 
@@ -144,7 +144,7 @@ pub(super) fn run_fused_i16<K: Kernels>(
                 None,
             )
         },
-        |g, xd, x, yd, y| pool::pool(g, &pool_quant, xd, x, yd, y),
+        |g, xd, x, yd, y| fast::pool::pool(g, &pool_quant, xd, x, yd, y),
     )
 }
 
@@ -218,7 +218,7 @@ pub(super) fn run_layer<K: Kernels>(
                 rescale: p.rescale,
                 output: output(p.clamp),
             };
-            pool::pool(&pool_geometry(&p.pool), &quant, x_dims, x, y_dims, y);
+            fast::pool::pool(&pool_geometry(&p.pool), &quant, x_dims, x, y_dims, y);
         }
         Op::AddI8(p) if linked::<K>(Kernel::AddI8) => {
             let second = layer.inputs.get(1)?;

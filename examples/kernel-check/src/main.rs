@@ -17,10 +17,11 @@ use icefold::kernels::reference::int8::{
     conv::{self, ConvQuant, WideConvQuant},
     dense,
     elementwise::{self, AddQuant},
+    pool::{self, PoolQuant},
     ChannelQuant, OutputQuant, WideOutputQuant,
 };
 use icefold::kernels::reference::{conv as conv_f32, dense as dense_f32};
-use icefold::kernels::{Activation, ConvGeometry};
+use icefold::kernels::{Activation, ConvGeometry, PoolGeometry, PoolKind};
 use icefold::quant::{Clamp, ClampI16, Requant};
 use panic_semihosting as _;
 
@@ -787,6 +788,49 @@ fn main() -> ! {
             fail("add (tabulated)", case);
         }
         cases += 2;
+    }
+    // int8 max and average pooling (`fast::pool`: SSUB8/SEL words over the taps on the DSP
+    // cores): windows 1x1 to 4x4, strides 1 to 3, pads below the window, channels across the
+    // four-lane words (1 to 24), with and without the output's own rescaling.
+    for case in 0..CASES {
+        let c = 1 + gen.below(24);
+        let k = [1 + gen.below(4), 1 + gen.below(4)];
+        let s = [1 + gen.below(3), 1 + gen.below(3)];
+        let pad = [k[0], k[1], k[0], k[1]].map(|k| gen.below(k as u32));
+        let h = 1 + gen.below((MAX_ACT / c).min(12) as u32);
+        let w = 1 + gen.below((MAX_ACT / (c * h)).min(12) as u32);
+        let (Some(oh), Some(ow)) = (
+            out_len(h, k[0], s[0], 1, pad[0], pad[2]),
+            out_len(w, k[1], s[1], 1, pad[1], pad[3]),
+        ) else {
+            continue;
+        };
+        if oh * ow * c > MAX_ACT {
+            continue;
+        }
+        let kind = match case % 3 {
+            0 => PoolKind::Max,
+            1 => PoolKind::Average { count_include_pad: true },
+            _ => PoolKind::Average { count_include_pad: false },
+        };
+        let g = PoolGeometry { kind, kernel: k, stride: s, pad };
+        let zp_out = gen.i8();
+        let q = PoolQuant {
+            input_zero_point: gen.i8(),
+            rescale: (case % 4 == 0).then(|| gen.requant(false)),
+            output: OutputQuant {
+                zero_point: zp_out,
+                clamp: if case % 2 == 0 { Clamp::FULL } else { Clamp { min: zp_out, max: 127 } },
+            },
+        };
+        let (n_in, n_out) = (h * w * c, oh * ow * c);
+        x8[..n_in].iter_mut().for_each(|v| *v = gen.i8());
+        fast::pool::pool(&g, &q, [h, w, c], &x8[..n_in], [oh, ow, c], &mut y8a[..n_out]);
+        pool::pool(&g, &q, [h, w, c], &x8[..n_in], [oh, ow, c], &mut y8b[..n_out]);
+        if y8a[..n_out] != y8b[..n_out] {
+            fail("pool", case);
+        }
+        cases += 1;
     }
     // Depthwise 3x3 with 16 to 64 channels, int16 in and out, ReLU with output zero point 0
     // (the clamp [0, 32767]) and factors `by_pixel` takes: its two-pixel passes with ring

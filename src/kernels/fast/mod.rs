@@ -24,6 +24,7 @@ pub mod dense;
 pub mod dense_f32;
 pub mod depthwise;
 pub mod elementwise;
+pub mod pool;
 pub mod requant;
 pub mod simd;
 

@@ -11,7 +11,8 @@
 //! instruction, one loop per register tile (f32 and int8), the depthwise 3x3 row pass
 //! ([`dw3x3_row`]), pixel passes ([`dw3x3_pixel`], and in the submodule `depthwise` the
 //! two-pixel [`dw3x3_pixel2_relu16`]) and output stage ([`requant_run`]) as DSP loops, the
-//! 8-input-channel pointwise loop in the submodule `pointwise` ([`small_pixels`]), and [`i16_words`], which views a slice whose element type is `i16` (checked by
+//! 8-input-channel pointwise loop in the submodule `pointwise` ([`small_pixels`]), the max
+//! pooling taps' loop in the submodule `elementwise` ([`max_taps`]), and [`i16_words`], which views a slice whose element type is `i16` (checked by
 //! `TypeId`) at that type. The loops read memory: each
 //! checks its slices' lengths in safe Rust first and reads only inside them (see each one's
 //! safety comment). Each single instruction is sound for the same reasons: it reads and writes only the registers named as its
@@ -2396,7 +2397,7 @@ pub use depthwise::{
     dw3x3_pixel2_relu16, dw3x3_pixel_relu16, dw3x3_pixel_transposed, requant_pairs_relu16,
 };
 mod elementwise;
-pub use elementwise::add_tabulated;
+pub use elementwise::{add_tabulated, max_i8x4, max_taps, min_i8x4};
 mod quad_store;
 pub use quad_store::{
     smlad_4x1_groups, smlad_4x1_staged, smlad_4x1_store, stage_quads, QuadClamp, QuadStage,

@@ -47,7 +47,6 @@ pub fn pool(
     if channels == 0 || out_w == 0 {
         return;
     }
-    let zero_in = i32::from(quant.input_zero_point);
     for (pixel, out_px) in output
         .chunks_exact_mut(channels)
         .take(out_h * out_w)
@@ -74,43 +73,59 @@ pub fn pool(
                     real += 1;
                 }
             }
-            let value = match (params.kind, quant.rescale) {
-                (PoolKind::Max, None) => max,
-                (PoolKind::Max, Some(r)) if real > 0 => r
-                    .apply(max - zero_in)
-                    .saturating_add(i32::from(quant.output.zero_point)),
-                (PoolKind::Max, Some(_)) => max,
-                (PoolKind::Average { count_include_pad }, rescale) => {
-                    let count = if count_include_pad {
-                        kernel_h.saturating_mul(kernel_w)
-                    } else {
-                        real
-                    };
-                    let count = i32::try_from(count).unwrap_or(i32::MAX);
-                    // Padded positions counted in the area hold zp_in.
-                    let padded = if count_include_pad {
-                        count.wrapping_sub(i32::try_from(real).unwrap_or(i32::MAX))
-                    } else {
-                        0
-                    };
-                    match rescale {
-                        None if count == 0 => zero_in,
-                        None => rounded_div(sum.wrapping_add(padded.wrapping_mul(zero_in)), count),
-                        Some(_) if count == 0 => i32::from(quant.output.zero_point),
-                        Some(r) => {
-                            // Σ (q − zp_in) over real elements; counted padding adds 0.
-                            let centred = sum.wrapping_sub(
-                                zero_in.wrapping_mul(i32::try_from(real).unwrap_or(i32::MAX)),
-                            );
-                            rounded_div(r.apply(centred), count)
-                                .saturating_add(i32::from(quant.output.zero_point))
-                        }
-                    }
-                }
-            };
-            *out = quant.output.clamp.apply(value);
+            *out = reduced(params, quant, max, sum, real);
         }
     }
+}
+
+/// A window's output from its reduction over the real elements: their maximum `max`, wrapping
+/// sum `sum` and number `real` (what [`pool`] computes per output and channel; the fast kernel
+/// reduces the same values in another order and finishes them here).
+#[inline(always)]
+pub(crate) fn reduced(
+    params: &PoolGeometry,
+    quant: &PoolQuant,
+    max: i32,
+    sum: i32,
+    real: usize,
+) -> i8 {
+    let [kernel_h, kernel_w] = params.kernel;
+    let zero_in = i32::from(quant.input_zero_point);
+    let value = match (params.kind, quant.rescale) {
+        (PoolKind::Max, None) => max,
+        (PoolKind::Max, Some(r)) if real > 0 => r
+            .apply(max - zero_in)
+            .saturating_add(i32::from(quant.output.zero_point)),
+        (PoolKind::Max, Some(_)) => max,
+        (PoolKind::Average { count_include_pad }, rescale) => {
+            let count = if count_include_pad {
+                kernel_h.saturating_mul(kernel_w)
+            } else {
+                real
+            };
+            let count = i32::try_from(count).unwrap_or(i32::MAX);
+            // Padded positions counted in the area hold zp_in.
+            let padded = if count_include_pad {
+                count.wrapping_sub(i32::try_from(real).unwrap_or(i32::MAX))
+            } else {
+                0
+            };
+            match rescale {
+                None if count == 0 => zero_in,
+                None => rounded_div(sum.wrapping_add(padded.wrapping_mul(zero_in)), count),
+                Some(_) if count == 0 => i32::from(quant.output.zero_point),
+                Some(r) => {
+                    // Σ (q − zp_in) over real elements; counted padding adds 0.
+                    let centred = sum.wrapping_sub(
+                        zero_in.wrapping_mul(i32::try_from(real).unwrap_or(i32::MAX)),
+                    );
+                    rounded_div(r.apply(centred), count)
+                        .saturating_add(i32::from(quant.output.zero_point))
+                }
+            }
+        }
+    };
+    quant.output.clamp.apply(value)
 }
 
 /// `s / n` rounded to nearest, ties away from zero, TensorFlow Lite's form
