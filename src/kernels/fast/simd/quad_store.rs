@@ -36,8 +36,8 @@ impl QuadClamp {
     }
 }
 
-/// Parameter words per call: the weights' start, the biases, the passes per pixel (one LDM
-/// of the six per pixel), the next pixel's output, the end of the output, the pixel stride in
+/// Parameter words per call: the weights' start, the biases, the multiply loop's entry (one
+/// LDM of the six per pixel), the next pixel's output, the end of the output, the pixel stride in
 /// bytes, then per channel its stage's high word, multiplier and shift. The loop keeps the
 /// addresses of words 0 and 6 (the output word) on the stack: the stage's constants are
 /// reached by the output's post-indexed load.
@@ -218,11 +218,12 @@ pub fn smlad_4x1_store(
 /// the last pixel's four elements. `stage` is mutable for the call's own words only (its
 /// constants are left as they are).
 ///
-/// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply loop on two
-/// activation words per LDRD (11 instructions per 16 products, passes of 32 words entered by a
-/// computed BX), then per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR, one
-/// SSAT or USAT and the store (eight instructions per output), ten per pixel for the biases,
-/// the weights' start and count (one LDM), the output, the advance and the entry.
+/// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply loop on four
+/// activation words per LDM (21 instructions per 32 products, passes of 32 words entered by a
+/// computed BX, three instructions to end each), then per channel an LDM of its three
+/// constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and the store (eight instructions
+/// per output), ten per pixel for the biases, the weights' start and the entry (one LDM), the
+/// output, the advance and the branch.
 #[inline(always)]
 pub fn smlad_4x1_staged(
     w: &[u32],
@@ -323,6 +324,40 @@ pub fn smlad_4x1_groups(
     true
 }
 
+/// A quad of [`fused_pixels`]' multiply pass in assembly text: four activation words (one LDM
+/// through r12, written back, into r4, r6, r7 and lr), each meeting the four channels'
+/// interleaved weight words (LDM of four through r5, written back) in four SMLADs into
+/// r8-r11: 21 instructions per 32 products where two LDRDs' pairs took 22 (every register
+/// but sp and pc in use). Uses r0-r4, r6, r7 and lr.
+#[cfg(icefold_dsp)]
+macro_rules! smlad_4x1_quad {
+    () => {
+        concat!(
+            "ldm r12!, {{r4, r6, r7, lr}}\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r4, r8\n",
+            "smlad r9, r1, r4, r9\n",
+            "smlad r10, r2, r4, r10\n",
+            "smlad r11, r3, r4, r11\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r6, r8\n",
+            "smlad r9, r1, r6, r9\n",
+            "smlad r10, r2, r6, r10\n",
+            "smlad r11, r3, r6, r11\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r7, r8\n",
+            "smlad r9, r1, r7, r9\n",
+            "smlad r10, r2, r7, r10\n",
+            "smlad r11, r3, r7, r11\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, lr, r8\n",
+            "smlad r9, r1, lr, r9\n",
+            "smlad r10, r2, lr, r10\n",
+            "smlad r11, r3, lr, r11\n",
+        )
+    };
+}
+
 /// The fused tile's loop ([`smlad_4x1_staged`]) over `pixels` pixels of `x` with weights `w`,
 /// the outputs from `start`, `step` bytes apart, stored as `clamp` says; `params`: a
 /// [`QuadStage`]'s block (its per-call words written here).
@@ -343,41 +378,44 @@ unsafe fn fused_pixels(
 ) {
     params[6] = start as usize as u32;
     params[0] = w.as_ptr() as usize as u32;
-    // Passes of 32 words (16 LDRDs), the first entered past the LDRDs `n / 2` does not fill.
-    let passes = n.div_ceil(2 * PASS_PAIRS);
-    params[5] = passes as u32;
+    // Passes of `PASS_QUADS` activation quads, the first entered past the quads `n / 4` does
+    // not fill (word 5, the entry, is written by the assembly: a label's address).
+    let passes = n.div_ceil(4 * PASS_QUADS);
     params[7] = start.wrapping_add(pixels * step) as usize as u32;
     params[8] = step as u32;
-    let skip = passes * PASS_PAIRS - n / 2;
-    // SAFETY: the function's conditions, and words 0 and 5-8 of `params` written just now from them
-    // (the others are constants the loop only reads into its sums and stages). Per pixel the
-    // loop reads `n` words of `x` through r12 (LDRD, post-incremented: pixel `p` reads words
-    // `p · n .. (p + 1) · n`, `p < pixels`, inside `x`: `passes` passes of `PASS_PAIRS` LDRDs
-    // less the `skip` the first pass jumps over, `n / 2` LDRDs; the entry, r7, is the pass's
-    // first LDRD plus `skip` times the distance of its first two, the pass being one
-    // instruction sequence repeated, with the Thumb bit set for BX) and the `4 · n` words of
-    // `w` from its start through r5 (two LDMs of four words per LDRD: inside `w`). It writes
-    // the four elements of pixel `p` at `start + p · step + k · size` (r5, advanced by `step`
-    // per pixel), `k < 4`, stopping when r5 reaches `start + pixels · step`. It reads and
-    // writes the words of `params` (alive past the statement; r0 and the stacked copies point
-    // at words 0 and 6, every offset from them or from the constants' pointer stays within
-    // words 0-20; the LDM through lr loads lr last, without writeback),
-    // pushes four words it pops before the end: r6 and r7 (LLVM's base and frame pointers, not
-    // operands) leave as they came. `x` and `w` are `u32` slices: word-aligned, as LDRD and LDM
-    // need. Only the named registers and the flags (with Q) change. ADR, MLA, BX, LDM,
-    // LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp core.
+    let skip = passes * PASS_QUADS - n / 4;
+    let w_end = w.as_ptr().wrapping_add(4 * n);
+    // SAFETY: the function's conditions, and words 0 and 6-8 of `params` written just now from
+    // them (the others are constants the loop only reads into its sums and stages; word 5, the
+    // entry, is written first by the assembly). Per pixel the loop reads `n` words of `x`
+    // through r12 (LDM of four, written back: pixel `p` reads words `p · n .. (p + 1) · n`,
+    // `p < pixels`, inside `x`: `passes` passes of `PASS_QUADS` quads less the `skip` the first
+    // pass jumps over, `n / 4` quads; the entry is the pass's first quad plus `skip` times the
+    // distance of its first two, the pass being one instruction sequence repeated, with the
+    // Thumb bit set for BX) and the `4 · n` words of `w` from its start through r5 (four LDMs
+    // of four words per quad, a pass ending when r5 reaches `w_end`, the stacked
+    // `w + 4 · n`: inside `w`). It writes the four elements of pixel `p` at
+    // `start + p · step + k · size` (r5, advanced by `step` per pixel), `k < 4`, stopping when
+    // r5 reaches `start + pixels · step`. It reads and writes the words of `params` (alive past
+    // the statement; r0 and the stacked copies point at words 0 and 6, every offset from them
+    // or from the constants' pointer stays within words 0-20; the LDM through lr loads lr
+    // last, without writeback), pushes six words it pops before the end: r6 and r7 (LLVM's
+    // base and frame pointers, not operands) leave as they came. `x` and `w` are `u32` slices:
+    // word-aligned, as LDM needs. Only the named registers and the flags (with Q) change. ADR,
+    // MLA, BX, LDM, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp core.
     macro_rules! fused {
         ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
             unsafe {
                 core::arch::asm!(
                     "add r1, r0, #24",
-                    "push {{r0, r1, r6, r7}}",
+                    "push {{r0-r3, r6, r7}}",
                     "adr.w r7, 2f",
                     "adr.w r1, 4f",
                     "sub r1, r1, r7",
                     "mla r7, r1, r2, r7",
                     "orr r7, r7, #1",
-                    // The pixel loop from a 256-byte boundary: its multiply pass (640 bytes)
+                    "str r7, [r0, #20]",
+                    // The pixel loop from a 256-byte boundary: its multiply pass (608 bytes)
                     // crosses at most one of QEMU's 1 KiB pages, where a translation block
                     // ends and the cycle model restarts its pipelining.
                     "b 1f",
@@ -385,26 +423,20 @@ unsafe fn fused_pixels(
                     "1:",
                     "ldr lr, [sp]",
                     "ldm lr, {{r5, r8-r11, lr}}",
-                    "bx r7",
+                    "bx lr",
                     "2:",
-                    smlad_4x1_pair!(),
+                    smlad_4x1_quad!(),
                     "4:",
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    "subs lr, lr, #1",
+                    smlad_4x1_quad!(),
+                    smlad_4x1_quad!(),
+                    smlad_4x1_quad!(),
+                    smlad_4x1_quad!(),
+                    smlad_4x1_quad!(),
+                    smlad_4x1_quad!(),
+                    smlad_4x1_quad!(),
+                    // The activation registers are free between quads: the weights' end.
+                    "ldr r4, [sp, #12]",
+                    "cmp r5, r4",
                     "bne 2b",
                     // Each channel's output stage, into the pixel's four elements.
                     "ldr lr, [sp, #4]",
@@ -424,11 +456,12 @@ unsafe fn fused_pixels(
                     "beq 5f",
                     "ldr lr, [sp]",
                     "ldm lr, {{r5, r8-r11, lr}}",
-                    "bx r7",
+                    "bx lr",
                     "5:",
-                    "pop {{r0, r1, r6, r7}}",
+                    "pop {{r0-r3, r6, r7}}",
                     inout("r0") params.as_mut_ptr() => _,
-                    out("r1") _, inout("r2") skip => _, out("r3") _, out("r4") _, out("r5") _,
+                    out("r1") _, inout("r2") skip => _, inout("r3") w_end => _,
+                    out("r4") _, out("r5") _,
                     out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                     inout("r12") x.as_ptr() => _,
                     out("lr") _,
@@ -440,11 +473,10 @@ unsafe fn fused_pixels(
     with_clamp!(clamp, fused);
 }
 
-/// LDRDs (two activation words, 16 products each) per pass of [`fused_pixels`]' multiply
-/// loop: 32 words between its SUBS/BNE (it was 8: two instructions per 8 words, 0.17 M of
-/// MobileNetV1's).
+/// Activation quads (four words, 32 products each) per pass of [`fused_pixels`]' multiply
+/// loop: 32 words between its weights' end check (three instructions).
 #[cfg(icefold_dsp)]
-const PASS_PAIRS: usize = 16;
+const PASS_QUADS: usize = 8;
 
 /// The output stage of four channels' sums over `pixels` pixels, laid out as
 /// [`QUAD_SPLIT`](super::QUAD_SPLIT) describes (pixel `p`'s channels 0 and 1 at `sums[2p]`,
