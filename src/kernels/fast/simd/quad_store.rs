@@ -36,13 +36,22 @@ impl QuadClamp {
     }
 }
 
-/// Parameter words per call: the weights' start, the biases, the multiply loop's entry (one
-/// LDM of the six per pixel), the next pixel's output, the end of the output, the pixel stride in
-/// bytes, then per channel its stage's high word, multiplier and shift. The loop keeps the
-/// addresses of words 0 and 6 (the output word) on the stack: the stage's constants are
-/// reached by the output's post-indexed load.
+/// Parameter words per call: the weights' start, the biases, the multiply pass's entry (one
+/// LDM of the six per pixel), then per channel its stage's high word, multiplier and shift
+/// (three LDMs through the pointer to word 6). The output's words (the next pixel's, the end,
+/// the step) live on the loop's stack beside that pointer: one LDRD per pixel reaches the
+/// output and the constants.
 #[cfg(icefold_dsp)]
-const PARAMS: usize = 21;
+const PARAMS: usize = 18;
+
+/// Most activation words per pixel of the fused tile ([`smlad_4x1_staged`]): its multiply pass
+/// is unrolled for this many (256 int16 input channels, every 16x8 pointwise layer's:
+/// `quant::contract`), entered past the quads a pixel does not fill, so that no loop ends
+/// inside a pixel (three instructions per 32 words).
+const FUSED_WORDS: usize = 4 * FUSED_QUADS;
+
+/// Activation quads (four words, 32 products each) of [`fused_pixels`]' unrolled pass.
+const FUSED_QUADS: usize = 32;
 
 /// One channel's output stage in assembly text: its three constants (high word, multiplier,
 /// shift) loaded from `lr` (advanced past them with `$next` = "!", left with ""), then
@@ -139,8 +148,8 @@ fn store_pixel(acc: [i32; 4], runs: &[RunScale; 4], clamp: QuadClamp, out: &mut 
 #[derive(Clone, Copy, Debug)]
 pub struct QuadStage {
     /// The tile's parameter block ([`PARAMS`] words): the biases and each channel's high word,
-    /// multiplier and shift at their places; the per-call words (weights, passes, output)
-    /// written by each call.
+    /// multiplier and shift at their places; the per-call words (weights, entry) written by
+    /// each call.
     #[cfg(icefold_dsp)]
     params: [u32; PARAMS],
     #[cfg(not(icefold_dsp))]
@@ -177,9 +186,9 @@ impl QuadStage {
             let mut params = [0u32; PARAMS];
             params[1..5].copy_from_slice(&bias.map(|b| b as u32));
             for (k, r) in runs.iter().enumerate() {
-                params[9 + 3 * k] = r.high as u32;
-                params[10 + 3 * k] = r.multiplier as u32;
-                params[11 + 3 * k] = r.shift;
+                params[6 + 3 * k] = r.high as u32;
+                params[7 + 3 * k] = r.multiplier as u32;
+                params[8 + 3 * k] = r.shift;
             }
             QuadStage { params, clamp }
         }
@@ -213,17 +222,17 @@ pub fn smlad_4x1_store(
 /// `pixels`) through each channel's stage ([`RunScale::apply`]) into `out`: pixel `p`'s channel
 /// `k` at element `p · stride + k` (int16 elements for [`QuadClamp::I16`] and
 /// [`QuadClamp::I16Relu`], int8 for [`QuadClamp::I8`], `out` as bytes either way,
-/// little-endian). `false` (nothing written) unless `n` is a positive multiple of 4,
-/// `pixels >= 1`, `4 <= stride <= 2^20`, `w` holds `4 · n` words, `x` `pixels · n` and `out`
-/// the last pixel's four elements. `stage` is mutable for the call's own words only (its
-/// constants are left as they are).
+/// little-endian). `false` (nothing written) unless `n` is a positive multiple of 4 up to
+/// [`FUSED_WORDS`], `pixels >= 1`, `4 <= stride <= 2^20`, `w` holds `4 · n` words, `x`
+/// `pixels · n` and `out` the last pixel's four elements. `stage` is mutable for the call's
+/// own words only (its constants are left as they are).
 ///
-/// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply loop on four
-/// activation words per LDM (21 instructions per 32 products, passes of 32 words entered by a
-/// computed BX, three instructions to end each), then per channel an LDM of its three
-/// constants, AND, ORR, ADD, SMLAL, ASR, one SSAT or USAT and the store (eight instructions
-/// per output), ten per pixel for the biases, the weights' start and the entry (one LDM), the
-/// output, the advance and the branch.
+/// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply pass on four
+/// activation words per LDM (21 instructions per 32 products, one unrolled pass entered by a
+/// computed BX), then per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR,
+/// one SSAT or USAT and the store (eight instructions per output), nine per pixel for the
+/// biases, the weights' start and the entry (one LDM), the output and constants (one LDRD),
+/// the advance and the branch.
 #[inline(always)]
 pub fn smlad_4x1_staged(
     w: &[u32],
@@ -237,7 +246,7 @@ pub fn smlad_4x1_staged(
     let Some(size) = output_fits(clamp, out, pixels, stride) else {
         return false;
     };
-    if n == 0 || n % 4 != 0 || w.len() / 4 < n || x.len() / n < pixels {
+    if n == 0 || n % 4 != 0 || n > FUSED_WORDS || w.len() / 4 < n || x.len() / n < pixels {
         return false;
     }
     #[cfg(icefold_dsp)]
@@ -289,7 +298,8 @@ pub fn smlad_4x1_groups(
             .checked_mul(size)
     });
     let fits = span.is_some_and(|span| span <= out.len()) && (4..=1 << 20).contains(&stride);
-    if !fits || n == 0 || n % 4 != 0 || widened.len() / (4 * n) < groups || x.len() / n < pixels {
+    let words = n > 0 && n % 4 == 0 && n <= FUSED_WORDS;
+    if !fits || !words || widened.len() / (4 * n) < groups || x.len() / n < pixels {
         return false;
     }
     if stages.iter().any(|s| s.clamp != clamp) {
@@ -363,9 +373,10 @@ macro_rules! smlad_4x1_quad {
 /// [`QuadStage`]'s block (its per-call words written here).
 ///
 /// # Safety
-/// `n` is a positive multiple of 4, `w` holds `4 · n` words, `x` `pixels · n` words,
-/// `pixels >= 1`, and the bytes `start + p · step + k · size` for `p < pixels`, `k < 4` (`size`
-/// the element size of `clamp`) lie in one writable allocation the caller borrows mutably.
+/// `n` is a positive multiple of 4 up to [`FUSED_WORDS`], `w` holds `4 · n` words, `x`
+/// `pixels · n` words, `pixels >= 1`, and the bytes `start + p · step + k · size` for
+/// `p < pixels`, `k < 4` (`size` the element size of `clamp`) lie in one writable allocation
+/// the caller borrows mutably.
 #[cfg(icefold_dsp)]
 #[inline(never)]
 unsafe fn fused_pixels(
@@ -376,48 +387,45 @@ unsafe fn fused_pixels(
     (start, pixels, step): (*mut u8, usize, usize),
     clamp: QuadClamp,
 ) {
-    params[6] = start as usize as u32;
     params[0] = w.as_ptr() as usize as u32;
-    // Passes of `PASS_QUADS` activation quads, the first entered past the quads `n / 4` does
-    // not fill (word 5, the entry, is written by the assembly: a label's address).
-    let passes = n.div_ceil(4 * PASS_QUADS);
-    params[7] = start.wrapping_add(pixels * step) as usize as u32;
-    params[8] = step as u32;
-    let skip = passes * PASS_QUADS - n / 4;
-    let w_end = w.as_ptr().wrapping_add(4 * n);
-    // SAFETY: the function's conditions, and words 0 and 6-8 of `params` written just now from
-    // them (the others are constants the loop only reads into its sums and stages; word 5, the
-    // entry, is written first by the assembly). Per pixel the loop reads `n` words of `x`
-    // through r12 (LDM of four, written back: pixel `p` reads words `p · n .. (p + 1) · n`,
-    // `p < pixels`, inside `x`: `passes` passes of `PASS_QUADS` quads less the `skip` the first
-    // pass jumps over, `n / 4` quads; the entry is the pass's first quad plus `skip` times the
-    // distance of its first two, the pass being one instruction sequence repeated, with the
-    // Thumb bit set for BX) and the `4 · n` words of `w` from its start through r5 (four LDMs
-    // of four words per quad, a pass ending when r5 reaches `w_end`, the stacked
-    // `w + 4 · n`: inside `w`). It writes the four elements of pixel `p` at
-    // `start + p · step + k · size` (r5, advanced by `step` per pixel), `k < 4`, stopping when
-    // r5 reaches `start + pixels · step`. It reads and writes the words of `params` (alive past
-    // the statement; r0 and the stacked copies point at words 0 and 6, every offset from them
-    // or from the constants' pointer stays within words 0-20; the LDM through lr loads lr
-    // last, without writeback), pushes six words it pops before the end: r6 and r7 (LLVM's
-    // base and frame pointers, not operands) leave as they came. `x` and `w` are `u32` slices:
-    // word-aligned, as LDM needs. Only the named registers and the flags (with Q) change. ADR,
-    // MLA, BX, LDM, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp core.
+    // The pass entered past the quads `n / 4` does not fill (word 5, the entry, is written by
+    // the assembly: a label's address).
+    let skip = FUSED_QUADS - n / 4;
+    let end = start.wrapping_add(pixels * step);
+    let constants = params.as_mut_ptr().wrapping_add(6);
+    // SAFETY: the function's conditions, and word 0 of `params` written just now from them (the
+    // others are constants the loop only reads into its sums and stages; word 5, the entry,
+    // is written first by the assembly). Per pixel the loop reads `n` words of `x` through r12
+    // (LDM of four, written back: pixel `p` reads words `p · n .. (p + 1) · n`, `p < pixels`,
+    // inside `x`: `FUSED_QUADS` quads less the `skip` the pass is entered past, `n / 4`
+    // quads; the entry is the pass's first quad plus `skip` times the distance of its first
+    // two, the pass being one instruction sequence repeated, with the Thumb bit set for BX)
+    // and the `4 · n` words of `w` from its start through r5 (four LDMs of four words per
+    // quad: inside `w`). It writes the four elements of pixel `p` at `start + p · step +
+    // k · size` (r5, loaded from the stacked copy of r1, advanced by `step` per pixel), `k < 4`,
+    // stopping when r5 reaches `start + pixels · step`. It reads and writes the words of
+    // `params` (alive past the statement; r0 points at word 0, the stacked r2 at word 6, the
+    // constants' LDMs stay within words 6-17; the LDM through lr loads lr last, without
+    // writeback), pushes eight words it pops before the end: r6 and r7 (LLVM's base and frame
+    // pointers, not operands) leave as they came. `x` and `w` are `u32` slices: word-aligned,
+    // as LDM needs. Only the named registers and the flags (with Q) change. ADR, MLA, BX, LDM,
+    // LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp core.
     macro_rules! fused {
         ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
             unsafe {
                 core::arch::asm!(
-                    "add r1, r0, #24",
-                    "push {{r0-r3, r6, r7}}",
+                    // The stack: params, the next pixel's output, the constants, the end, the
+                    // step (r0-r4 as given), r5, r6 and r7.
+                    "push {{r0-r7}}",
                     "adr.w r7, 2f",
                     "adr.w r1, 4f",
                     "sub r1, r1, r7",
-                    "mla r7, r1, r2, r7",
+                    "mla r7, r1, r5, r7",
                     "orr r7, r7, #1",
                     "str r7, [r0, #20]",
-                    // The pixel loop from a 256-byte boundary: its multiply pass (608 bytes)
-                    // crosses at most one of QEMU's 1 KiB pages, where a translation block
-                    // ends and the cycle model restarts its pipelining.
+                    // The pixel loop from a 256-byte boundary (the pass, 2,432 bytes, crosses
+                    // QEMU's 1 KiB pages at the same places for every call: where a
+                    // translation block ends and the cycle model restarts its pipelining).
                     "b 1f",
                     ".balign 256",
                     "1:",
@@ -427,29 +435,24 @@ unsafe fn fused_pixels(
                     "2:",
                     smlad_4x1_quad!(),
                     "4:",
-                    smlad_4x1_quad!(),
-                    smlad_4x1_quad!(),
-                    smlad_4x1_quad!(),
-                    smlad_4x1_quad!(),
-                    smlad_4x1_quad!(),
-                    smlad_4x1_quad!(),
-                    smlad_4x1_quad!(),
-                    // The activation registers are free between quads: the weights' end.
-                    "ldr r4, [sp, #12]",
-                    "cmp r5, r4",
-                    "bne 2b",
+                    smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(),
+                    smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(),
+                    smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(),
+                    smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(),
+                    smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(),
+                    smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(),
+                    smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(),
+                    smlad_4x1_quad!(), smlad_4x1_quad!(), smlad_4x1_quad!(),
                     // Each channel's output stage, into the pixel's four elements.
-                    "ldr lr, [sp, #4]",
-                    "ldr r5, [lr], #12",
+                    "ldrd r5, lr, [sp, #4]",
                     channel_stage!("r8", "!", $sat, $s0),
                     channel_stage!("r9", "!", $sat, $s1),
                     channel_stage!("r10", "!", $sat, $s2),
                     channel_stage!("r11", "", $sat, $s3),
-                    // The next pixel's output, until the end (lr at word 18: three
-                    // constants' LDMs written back from word 9).
-                    "ldrd r0, r1, [lr, #-44]",
+                    // The next pixel's output, until the end.
+                    "ldrd r0, r1, [sp, #12]",
                     "add r5, r5, r1",
-                    "str r5, [lr, #-48]",
+                    "str r5, [sp, #4]",
                     // The next pixel's words (as at `1:`) and its entry: one taken branch
                     // per pixel, not two (a branch back to `1:` cost 4 more cycles).
                     "cmp r5, r0",
@@ -458,10 +461,10 @@ unsafe fn fused_pixels(
                     "ldm lr, {{r5, r8-r11, lr}}",
                     "bx lr",
                     "5:",
-                    "pop {{r0-r3, r6, r7}}",
+                    "pop {{r0-r7}}",
                     inout("r0") params.as_mut_ptr() => _,
-                    out("r1") _, inout("r2") skip => _, inout("r3") w_end => _,
-                    out("r4") _, out("r5") _,
+                    inout("r1") start => _, inout("r2") constants => _, inout("r3") end => _,
+                    inout("r4") step => _, inout("r5") skip => _,
                     out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                     inout("r12") x.as_ptr() => _,
                     out("lr") _,
@@ -472,11 +475,6 @@ unsafe fn fused_pixels(
     }
     with_clamp!(clamp, fused);
 }
-
-/// Activation quads (four words, 32 products each) per pass of [`fused_pixels`]' multiply
-/// loop: 32 words between its weights' end check (three instructions).
-#[cfg(icefold_dsp)]
-const PASS_QUADS: usize = 8;
 
 /// The output stage of four channels' sums over `pixels` pixels, laid out as
 /// [`QUAD_SPLIT`](super::QUAD_SPLIT) describes (pixel `p`'s channels 0 and 1 at `sums[2p]`,
