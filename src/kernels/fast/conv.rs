@@ -2804,7 +2804,8 @@ fn quad_stage<X>(c: &Conv<'_, X>, chs: [usize; 4], int8: bool) -> Option<simd::Q
     };
     let runs = [r0, r1, r2, r3];
     let clamp = simd::QuadClamp::of(&runs, int8)?;
-    Some(simd::QuadStage::new([b0, b1, b2, b3], &runs, clamp))
+    let ([_, _, in_c], _) = c.dims;
+    Some(simd::QuadStage::new([b0, b1, b2, b3], &runs, clamp, in_c))
 }
 
 /// Four output channels (the first `o`) of a pointwise layer through the fused tile
