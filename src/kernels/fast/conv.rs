@@ -1536,7 +1536,8 @@ fn takes_small<X: Lanes>(c: &Conv<'_, X>) -> bool {
 /// [`simd::small_pixels`]' records of `c`'s output channels (8 input channels) into `buf`:
 /// each channel's bias, weights widened to lane pairs and output stage; their common clamp,
 /// or `None` (with `buf` partly written) if `buf` is short, an operand is missing (validation
-/// bypassed), a factor has no register form or the channels' clamps differ.
+/// bypassed), a factor has no register form, a channel's constants are too wide for the
+/// record ([`simd::small_record`]) or the channels' clamps differ.
 #[inline(never)]
 fn small_records<X>(c: &Conv<'_, X>, int8: bool, buf: &mut [u32]) -> Option<simd::QuadClamp> {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
@@ -1561,10 +1562,7 @@ fn small_records<X>(c: &Conv<'_, X>, int8: bool, buf: &mut [u32]) -> Option<simd
         {
             let bias = *c.channels.bias.get(*ch)?;
             let w = c.weights.get(ch * in_c..(ch + 1) * in_c)?;
-            let &[a, b, c2, d, e, f, g, h] = w.first_chunk::<8>()?;
-            let lanes = |lo: i8, hi: i8| simd::pair(i32::from(lo), i32::from(hi));
-            let words = [lanes(a, b), lanes(c2, d), lanes(e, f), lanes(g, h)];
-            rec.copy_from_slice(&simd::small_record(bias, words, run));
+            rec.copy_from_slice(&simd::small_record(bias, *w.first_chunk::<8>()?, run)?);
         }
     }
     clamp
@@ -2806,7 +2804,8 @@ fn quad_stage<X>(c: &Conv<'_, X>, chs: [usize; 4], int8: bool) -> Option<simd::Q
     };
     let runs = [r0, r1, r2, r3];
     let clamp = simd::QuadClamp::of(&runs, int8)?;
-    Some(simd::QuadStage::new([b0, b1, b2, b3], &runs, clamp))
+    let ([_, _, in_c], _) = c.dims;
+    Some(simd::QuadStage::new([b0, b1, b2, b3], &runs, clamp, in_c))
 }
 
 /// Four output channels (the first `o`) of a pointwise layer through the fused tile

@@ -36,13 +36,26 @@ impl QuadClamp {
     }
 }
 
-/// Parameter words per call: the weights' start, the biases, the passes per pixel (one LDM
-/// of the six per pixel), the next pixel's output, the end of the output, the pixel stride in
-/// bytes, then per channel its stage's high word, multiplier and shift. The loop keeps the
-/// addresses of words 0 and 6 (the output word) on the stack: the stage's constants are
-/// reached by the output's post-indexed load.
+/// Parameter words per call: the weights' start, the biases, the multiply pass's entry (one
+/// LDM of the six per pixel), then per channel its stage's high word, multiplier and shift
+/// (three LDMs through the pointer to word 6). The output's words (the next pixel's, the end,
+/// the step) live on the loop's stack beside that pointer: one LDRD per pixel reaches the
+/// output and the constants.
 #[cfg(icefold_dsp)]
-const PARAMS: usize = 21;
+const PARAMS: usize = 18;
+
+/// Most activation words per pixel of the fused tile ([`smlad_4x1_staged`]): its multiply pass
+/// is unrolled for this many (256 int16 input channels, every 16x8 pointwise layer's:
+/// `quant::contract`), entered past the quads a pixel does not fill, so that no loop ends
+/// inside a pixel (three instructions per 32 words).
+const FUSED_WORDS: usize = 4 * FUSED_QUADS;
+
+/// Activation quads (four words, 32 products each) of [`fused_pixels`]' unrolled pass.
+const FUSED_QUADS: usize = 32;
+
+/// Activation quads of the pass of [`fused_pixels`]' int16 outputs in the doubled sum's form
+/// (a sum of 128 products or fewer: [`QuadStage::new`]): half the code.
+const DOUBLED_QUADS: usize = 16;
 
 /// One channel's output stage in assembly text: its three constants (high word, multiplier,
 /// shift) loaded from `lr` (advanced past them with `$next` = "!", left with ""), then
@@ -65,6 +78,32 @@ macro_rules! channel_stage {
             "smlal r3, r4, ",
             $acc,
             ", r1\n",
+            "asr r4, r4, r2\n",
+            $sat,
+            "\n",
+            $st
+        )
+    };
+}
+
+/// [`channel_stage`] on the sum doubled (the stage's form for a sum below 2^30, whose double
+/// does not wrap: [`QuadStage::new`]): the constants are the high word doubled, the multiplier
+/// and the shift plus one, the arithmetic LSL, ADD, SMMLAR and ASR where AND, ORR, ADD, SMLAL
+/// and ASR took five (why it is the same stage: src/kernels/fast/simd/pointwise.rs).
+#[cfg(icefold_dsp)]
+macro_rules! channel_stage_doubled {
+    ($acc:literal, $next:literal, $sat:literal, $st:literal) => {
+        concat!(
+            "ldm lr",
+            $next,
+            ", {{r0-r2}}\n",
+            "lsl r3, ",
+            $acc,
+            ", #1\n",
+            "add r4, r0, ",
+            $acc,
+            ", asr #31\n",
+            "smmlar r4, r3, r1, r4\n",
             "asr r4, r4, r2\n",
             $sat,
             "\n",
@@ -115,12 +154,26 @@ fn output_fits(clamp: QuadClamp, out: &[u8], pixels: usize, stride: usize) -> Op
     ((4..=1 << 20).contains(&stride) && span <= out.len()).then_some(size)
 }
 
-/// Pixel `p`'s four results through `runs` into `out` (the portable output stage of both).
+/// Pixel `p`'s four results through `runs` (in the doubled sum's form if `doubled`, as the
+/// assembly computes them) into `out` (the portable output stage of both).
 #[cfg(not(icefold_dsp))]
-fn store_pixel(acc: [i32; 4], runs: &[RunScale; 4], clamp: QuadClamp, out: &mut [u8], at: usize) {
+fn store_pixel(
+    acc: [i32; 4],
+    (runs, doubled): (&[RunScale; 4], bool),
+    clamp: QuadClamp,
+    out: &mut [u8],
+    at: usize,
+) {
     let size = if clamp == QuadClamp::I8 { 1 } else { 2 };
     for (k, (a, r)) in acc.iter().zip(runs).enumerate() {
-        let v = r.apply(*a);
+        let v = if doubled {
+            let high = r.high.wrapping_mul(2);
+            let v =
+                super::pointwise::doubled_stage(a.wrapping_mul(2), high, r.multiplier, r.shift + 1);
+            v.max(r.min).min(r.max)
+        } else {
+            r.apply(*a)
+        };
         let at = at + k * size;
         if let Some(y) = out.get_mut(at..at + size) {
             match clamp {
@@ -139,8 +192,8 @@ fn store_pixel(acc: [i32; 4], runs: &[RunScale; 4], clamp: QuadClamp, out: &mut 
 #[derive(Clone, Copy, Debug)]
 pub struct QuadStage {
     /// The tile's parameter block ([`PARAMS`] words): the biases and each channel's high word,
-    /// multiplier and shift at their places; the per-call words (weights, passes, output)
-    /// written by each call.
+    /// multiplier and shift at their places; the per-call words (weights, entry) written by
+    /// each call.
     #[cfg(icefold_dsp)]
     params: [u32; PARAMS],
     #[cfg(not(icefold_dsp))]
@@ -148,6 +201,10 @@ pub struct QuadStage {
     #[cfg(not(icefold_dsp))]
     runs: [RunScale; 4],
     clamp: QuadClamp,
+    /// Whether the constants are in the doubled sum's form ([`channel_stage_doubled`]).
+    doubled: bool,
+    /// The most activation words per pixel whose sums the form holds for.
+    words: usize,
 }
 
 impl QuadStage {
@@ -166,28 +223,58 @@ impl QuadStage {
             max: 0,
         }; 4],
         clamp: QuadClamp::I16,
+        doubled: false,
+        words: 0,
     };
 
     /// Four channels' biases and stages `runs`, whose common clamp is `clamp`
-    /// ([`QuadClamp::of`]).
+    /// ([`QuadClamp::of`]), for sums of up to `products` products of an int8 weight and an
+    /// int16 activation (each at most 2^22 in magnitude; [`smlad_4x1_staged`] refuses more).
+    /// For int16 outputs in the doubled sum's form (one instruction less per output) when there
+    /// are at most 128 products (the doubled form's pass, [`DOUBLED_QUADS`]) and every bias and
+    /// high word is below 2^28 in magnitude: a sum then stays below `2^29 + 2^28 < 2^30`
+    /// (its double does not wrap) and the doubled high word plus the sum below 2^31 (nor does
+    /// their sum; a [`RunScale`]'s shift is at most 30); else as [`RunScale`] holds them.
     #[inline(always)]
-    pub fn new(bias: [i32; 4], runs: &[RunScale; 4], clamp: QuadClamp) -> QuadStage {
+    pub fn new(
+        bias: [i32; 4],
+        runs: &[RunScale; 4],
+        clamp: QuadClamp,
+        products: usize,
+    ) -> QuadStage {
+        // One compare for the eight magnitudes (about 25 instructions per group where a
+        // bound per channel took 130).
+        let widest = bias
+            .iter()
+            .zip(runs)
+            .fold(0, |m, (b, r)| m | b.unsigned_abs() | r.high.unsigned_abs());
+        let doubled = clamp != QuadClamp::I8 && products <= 8 * DOUBLED_QUADS && widest < 1 << 28;
+        // The most activation words per pixel the constants' form holds for.
+        let words = if doubled { products / 2 } else { FUSED_WORDS };
         #[cfg(icefold_dsp)]
         {
             let mut params = [0u32; PARAMS];
             params[1..5].copy_from_slice(&bias.map(|b| b as u32));
+            let twice = u32::from(doubled);
             for (k, r) in runs.iter().enumerate() {
-                params[9 + 3 * k] = r.high as u32;
-                params[10 + 3 * k] = r.multiplier as u32;
-                params[11 + 3 * k] = r.shift;
+                params[6 + 3 * k] = (r.high as u32) << twice;
+                params[7 + 3 * k] = r.multiplier as u32;
+                params[8 + 3 * k] = r.shift + twice;
             }
-            QuadStage { params, clamp }
+            QuadStage {
+                params,
+                clamp,
+                doubled,
+                words,
+            }
         }
         #[cfg(not(icefold_dsp))]
         QuadStage {
             bias,
             runs: *runs,
             clamp,
+            doubled,
+            words,
         }
     }
 
@@ -206,23 +293,25 @@ pub fn smlad_4x1_store(
     out: &mut [u8],
     shape: (usize, usize),
 ) -> bool {
-    smlad_4x1_staged(w, x, n, &mut QuadStage::new(bias, runs, clamp), out, shape)
+    let mut stage = QuadStage::new(bias, runs, clamp, 2 * n);
+    smlad_4x1_staged(w, x, n, &mut stage, out, shape)
 }
 
 /// [`smlad_4x1_pixels`](super::smlad_4x1_pixels)' sums (`w`, `x`, `n`, the biases of `stage`,
 /// `pixels`) through each channel's stage ([`RunScale::apply`]) into `out`: pixel `p`'s channel
 /// `k` at element `p · stride + k` (int16 elements for [`QuadClamp::I16`] and
 /// [`QuadClamp::I16Relu`], int8 for [`QuadClamp::I8`], `out` as bytes either way,
-/// little-endian). `false` (nothing written) unless `n` is a positive multiple of 4,
-/// `pixels >= 1`, `4 <= stride <= 2^20`, `w` holds `4 · n` words, `x` `pixels · n` and `out`
-/// the last pixel's four elements. `stage` is mutable for the call's own words only (its
-/// constants are left as they are).
+/// little-endian). `false` (nothing written) unless `n` is a positive multiple of 4 up to the
+/// words `stage` was built for (half its products, at most [`FUSED_WORDS`]), `pixels >= 1`, `4 <= stride <= 2^20`, `w` holds `4 · n` words, `x`
+/// `pixels · n` and `out` the last pixel's four elements. `stage` is mutable for the call's
+/// own words only (its constants are left as they are).
 ///
-/// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply loop on two
-/// activation words per LDRD (11 instructions per 16 products, passes of 32 words entered by a
-/// computed BX), then per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR, one
-/// SSAT or USAT and the store (eight instructions per output), ten per pixel for the biases,
-/// the weights' start and count (one LDM), the output, the advance and the entry.
+/// With the DSP extension (`fused_pixels`, out of line): per pixel the multiply pass on four
+/// activation words per LDM (21 instructions per 32 products, one unrolled pass entered by a
+/// computed BX), then per channel an LDM of its three constants, AND, ORR, ADD, SMLAL, ASR,
+/// one SSAT or USAT and the store (eight instructions per output), nine per pixel for the
+/// biases, the weights' start and the entry (one LDM), the output and constants (one LDRD),
+/// the advance and the branch.
 #[inline(always)]
 pub fn smlad_4x1_staged(
     w: &[u32],
@@ -236,7 +325,7 @@ pub fn smlad_4x1_staged(
     let Some(size) = output_fits(clamp, out, pixels, stride) else {
         return false;
     };
-    if n == 0 || n % 4 != 0 || w.len() / 4 < n || x.len() / n < pixels {
+    if n == 0 || n % 4 != 0 || n > stage.words || w.len() / 4 < n || x.len() / n < pixels {
         return false;
     }
     #[cfg(icefold_dsp)]
@@ -244,7 +333,7 @@ pub fn smlad_4x1_staged(
         let start = out.as_mut_ptr();
         let step = stride * size;
         // SAFETY: the checks above are `fused_pixels`' conditions.
-        unsafe { fused_pixels(&mut stage.params, w, x, n, (start, pixels, step), clamp) };
+        unsafe { fused_pixels(stage, w, x, n, (start, pixels, step)) };
     }
     #[cfg(not(icefold_dsp))]
     {
@@ -255,7 +344,8 @@ pub fn smlad_4x1_staged(
                     *a = super::smlad(*wk, *xw, *a);
                 }
             }
-            store_pixel(acc, &stage.runs, clamp, out, p * stride * size);
+            let at = p * stride * size;
+            store_pixel(acc, (&stage.runs, stage.doubled), clamp, out, at);
         }
     }
     true
@@ -291,7 +381,7 @@ pub fn smlad_4x1_groups(
     if !fits || n == 0 || n % 4 != 0 || widened.len() / (4 * n) < groups || x.len() / n < pixels {
         return false;
     }
-    if stages.iter().any(|s| s.clamp != clamp) {
+    if stages.iter().any(|s| s.clamp != clamp || n > s.words) {
         return false;
     }
     #[cfg(icefold_dsp)]
@@ -303,11 +393,11 @@ pub fn smlad_4x1_groups(
             .enumerate()
         {
             let start = out.as_mut_ptr().wrapping_add(4 * g * size);
-            // SAFETY: `fused_pixels`' conditions: `w` holds `4 · n` words (an exact chunk), `x`
-            // `pixels · n`, and group `g`'s last element, `(pixels − 1) · stride + 4g + 3`,
+            // SAFETY: `fused_pixels`' conditions: `n` within every stage's words, `w` holds
+            // `4 · n` words (an exact chunk), `x` `pixels · n`, and group `g`'s last element, `(pixels − 1) · stride + 4g + 3`,
             // lies below `(pixels − 1) · stride + 4 · groups <= out.len() / size` (checked
             // above).
-            unsafe { fused_pixels(&mut stage.params, w, x, n, (start, pixels, step), clamp) };
+            unsafe { fused_pixels(stage, w, x, n, (start, pixels, step)) };
         }
     }
     #[cfg(not(icefold_dsp))]
@@ -323,112 +413,186 @@ pub fn smlad_4x1_groups(
     true
 }
 
+/// A quad of [`fused_pixels`]' multiply pass in assembly text: four activation words (one LDM
+/// through r12, written back, into r4, r6, r7 and lr), each meeting the four channels'
+/// interleaved weight words (LDM of four through r5, written back) in four SMLADs into
+/// r8-r11: 21 instructions per 32 products where two LDRDs' pairs took 22 (every register
+/// but sp and pc in use). Uses r0-r4, r6, r7 and lr.
+#[cfg(icefold_dsp)]
+macro_rules! smlad_4x1_quad {
+    () => {
+        concat!(
+            "ldm r12!, {{r4, r6, r7, lr}}\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r4, r8\n",
+            "smlad r9, r1, r4, r9\n",
+            "smlad r10, r2, r4, r10\n",
+            "smlad r11, r3, r4, r11\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r6, r8\n",
+            "smlad r9, r1, r6, r9\n",
+            "smlad r10, r2, r6, r10\n",
+            "smlad r11, r3, r6, r11\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, r7, r8\n",
+            "smlad r9, r1, r7, r9\n",
+            "smlad r10, r2, r7, r10\n",
+            "smlad r11, r3, r7, r11\n",
+            "ldm r5!, {{r0-r3}}\n",
+            "smlad r8, r0, lr, r8\n",
+            "smlad r9, r1, lr, r9\n",
+            "smlad r10, r2, lr, r10\n",
+            "smlad r11, r3, lr, r11\n",
+        )
+    };
+}
+
+/// Quads 2 to 16 of a pass in assembly text (after the first and the label `4:`).
+#[cfg(icefold_dsp)]
+macro_rules! quads_2_to_16 {
+    () => {
+        concat!(
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+        )
+    };
+}
+
+/// Quads 2 to 32 of a pass in assembly text.
+#[cfg(icefold_dsp)]
+macro_rules! quads_2_to_32 {
+    () => {
+        concat!(
+            quads_2_to_16!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+            smlad_4x1_quad!(),
+        )
+    };
+}
+
 /// The fused tile's loop ([`smlad_4x1_staged`]) over `pixels` pixels of `x` with weights `w`,
-/// the outputs from `start`, `step` bytes apart, stored as `clamp` says; `params`: a
-/// [`QuadStage`]'s block (its per-call words written here).
+/// the outputs from `start`, `step` bytes apart, stored as `stage`'s clamp says through its
+/// constants (its per-call words written here).
 ///
 /// # Safety
-/// `n` is a positive multiple of 4, `w` holds `4 · n` words, `x` `pixels · n` words,
-/// `pixels >= 1`, and the bytes `start + p · step + k · size` for `p < pixels`, `k < 4` (`size`
-/// the element size of `clamp`) lie in one writable allocation the caller borrows mutably.
+/// `n` is a positive multiple of 4 up to the stage's words (at most [`FUSED_WORDS`], and
+/// [`DOUBLED_QUADS`] quads in the doubled form), `w` holds `4 · n` words, `x` `pixels · n` words,
+/// `pixels >= 1`, and the bytes `start + p · step + k · size` for `p < pixels`, `k < 4`
+/// (`size` the element size of the stage's clamp) lie in one writable allocation the caller
+/// borrows mutably.
 #[cfg(icefold_dsp)]
 #[inline(never)]
 unsafe fn fused_pixels(
-    params: &mut [u32; PARAMS],
+    stage: &mut QuadStage,
     w: &[u32],
     x: &[u32],
     n: usize,
     (start, pixels, step): (*mut u8, usize, usize),
-    clamp: QuadClamp,
 ) {
-    params[6] = start as usize as u32;
+    // Int16 outputs in the doubled form take a pass of their own (an output stage's form is
+    // fixed in its code: choosing it per pixel, a load into pc, cost 5 cycles per pixel);
+    // int8 outputs (int8 networks' strided shortcuts, 16 or 32 input channels) keep one copy.
+    let doubled = stage.doubled;
+    let quads = if doubled { DOUBLED_QUADS } else { FUSED_QUADS };
+    let params = &mut stage.params;
     params[0] = w.as_ptr() as usize as u32;
-    // Passes of 32 words (16 LDRDs), the first entered past the LDRDs `n / 2` does not fill.
-    let passes = n.div_ceil(2 * PASS_PAIRS);
-    params[5] = passes as u32;
-    params[7] = start.wrapping_add(pixels * step) as usize as u32;
-    params[8] = step as u32;
-    let skip = passes * PASS_PAIRS - n / 2;
-    // SAFETY: the function's conditions, and words 0 and 5-8 of `params` written just now from them
-    // (the others are constants the loop only reads into its sums and stages). Per pixel the
-    // loop reads `n` words of `x` through r12 (LDRD, post-incremented: pixel `p` reads words
-    // `p · n .. (p + 1) · n`, `p < pixels`, inside `x`: `passes` passes of `PASS_PAIRS` LDRDs
-    // less the `skip` the first pass jumps over, `n / 2` LDRDs; the entry, r7, is the pass's
-    // first LDRD plus `skip` times the distance of its first two, the pass being one
-    // instruction sequence repeated, with the Thumb bit set for BX) and the `4 · n` words of
-    // `w` from its start through r5 (two LDMs of four words per LDRD: inside `w`). It writes
-    // the four elements of pixel `p` at `start + p · step + k · size` (r5, advanced by `step`
-    // per pixel), `k < 4`, stopping when r5 reaches `start + pixels · step`. It reads and
-    // writes the words of `params` (alive past the statement; r0 and the stacked copies point
-    // at words 0 and 6, every offset from them or from the constants' pointer stays within
-    // words 0-20; the LDM through lr loads lr last, without writeback),
-    // pushes four words it pops before the end: r6 and r7 (LLVM's base and frame pointers, not
-    // operands) leave as they came. `x` and `w` are `u32` slices: word-aligned, as LDRD and LDM
-    // need. Only the named registers and the flags (with Q) change. ADR, MLA, BX, LDM,
-    // LDRD, SMLAD, SMLAL, SSAT, USAT, PUSH, POP exist on every icefold_dsp core.
+    // The pass entered past the quads `n / 4` does not fill (word 5, the entry, is written by
+    // the assembly: a label's address).
+    let skip = quads.saturating_sub(n / 4);
+    let end = start.wrapping_add(pixels * step);
+    let constants = params.as_mut_ptr().wrapping_add(6);
+    // SAFETY: the function's conditions, and word 0 of `params` written just now from them (the
+    // others are constants the loop only reads into its sums and stages; word 5, the entry,
+    // is written first by the assembly). Per pixel the loop reads `n` words of `x` through r12
+    // (LDM of four, written back: pixel `p` reads words `p · n .. (p + 1) · n`, `p < pixels`,
+    // inside `x`: the pass's `quads` quads less the `skip` it is entered past, `n / 4` quads;
+    // the entry is the pass's first quad plus `skip` times the distance of its first two, the
+    // pass being one instruction sequence repeated, with the Thumb bit set for BX) and the
+    // `4 · n` words of `w` from its start through r5 (four LDMs of four words per quad:
+    // inside `w`). It writes the four elements of pixel `p` at `start + p · step + k · size`
+    // (r5, loaded from the stacked copy of r1, advanced by `step` per pixel), `k < 4`, stopping
+    // when r5 reaches `start + pixels · step`. It reads and writes the words of `params`
+    // (alive past the statement; r0 points at word 0, the stacked r2 at word 6, the
+    // constants' LDMs stay within words 6-17; the LDM through lr loads lr last, without
+    // writeback), pushes eight words it pops before the end: r6 and r7 (LLVM's base and frame
+    // pointers, not operands) leave as they came. `x` and `w` are `u32` slices: word-aligned,
+    // as LDM needs. Only the named registers and the flags (with Q) change. ADR, MLA, BX, LDM,
+    // LDRD, SMLAD, SMLAL, SMMLAR, SSAT, USAT, PUSH, POP exist on every icefold_dsp core.
     macro_rules! fused {
-        ($sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
+        ($rest:ident, $stage:ident, $sat:literal, $s0:literal, $s1:literal, $s2:literal, $s3:literal) => {
             unsafe {
                 core::arch::asm!(
-                    "add r1, r0, #24",
-                    "push {{r0, r1, r6, r7}}",
+                    // The stack: params, the next pixel's output, the constants, the end, the
+                    // step (r0-r4 as given), r5-r7.
+                    "push {{r0-r7}}",
                     "adr.w r7, 2f",
                     "adr.w r1, 4f",
                     "sub r1, r1, r7",
-                    "mla r7, r1, r2, r7",
+                    "mla r7, r1, r5, r7",
                     "orr r7, r7, #1",
-                    // The pixel loop from a 256-byte boundary: its multiply pass (640 bytes)
-                    // crosses at most one of QEMU's 1 KiB pages, where a translation block
-                    // ends and the cycle model restarts its pipelining.
+                    "str r7, [r0, #20]",
+                    // The pixel loop from a 256-byte boundary (the pass, up to 2,432 bytes,
+                    // crosses QEMU's 1 KiB pages at the same places for every call: where a
+                    // translation block ends and the cycle model restarts its pipelining).
                     "b 1f",
                     ".balign 256",
                     "1:",
                     "ldr lr, [sp]",
                     "ldm lr, {{r5, r8-r11, lr}}",
-                    "bx r7",
+                    "bx lr",
                     "2:",
-                    smlad_4x1_pair!(),
+                    smlad_4x1_quad!(),
                     "4:",
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    smlad_4x1_pair!(),
-                    "subs lr, lr, #1",
-                    "bne 2b",
+                    $rest!(),
                     // Each channel's output stage, into the pixel's four elements.
-                    "ldr lr, [sp, #4]",
-                    "ldr r5, [lr], #12",
-                    channel_stage!("r8", "!", $sat, $s0),
-                    channel_stage!("r9", "!", $sat, $s1),
-                    channel_stage!("r10", "!", $sat, $s2),
-                    channel_stage!("r11", "", $sat, $s3),
-                    // The next pixel's output, until the end (lr at word 18: three
-                    // constants' LDMs written back from word 9).
-                    "ldrd r0, r1, [lr, #-44]",
+                    "ldrd r5, lr, [sp, #4]",
+                    $stage!("r8", "!", $sat, $s0),
+                    $stage!("r9", "!", $sat, $s1),
+                    $stage!("r10", "!", $sat, $s2),
+                    $stage!("r11", "", $sat, $s3),
+                    // The next pixel's output, until the end.
+                    "ldrd r0, r1, [sp, #12]",
                     "add r5, r5, r1",
-                    "str r5, [lr, #-48]",
+                    "str r5, [sp, #4]",
                     // The next pixel's words (as at `1:`) and its entry: one taken branch
                     // per pixel, not two (a branch back to `1:` cost 4 more cycles).
                     "cmp r5, r0",
                     "beq 5f",
                     "ldr lr, [sp]",
                     "ldm lr, {{r5, r8-r11, lr}}",
-                    "bx r7",
+                    "bx lr",
                     "5:",
-                    "pop {{r0, r1, r6, r7}}",
+                    "pop {{r0-r7}}",
                     inout("r0") params.as_mut_ptr() => _,
-                    out("r1") _, inout("r2") skip => _, out("r3") _, out("r4") _, out("r5") _,
+                    inout("r1") start => _, inout("r2") constants => _, inout("r3") end => _,
+                    inout("r4") step => _, inout("r5") skip => _,
                     out("r8") _, out("r9") _, out("r10") _, out("r11") _,
                     inout("r12") x.as_ptr() => _,
                     out("lr") _,
@@ -437,14 +601,54 @@ unsafe fn fused_pixels(
             }
         };
     }
-    with_clamp!(clamp, fused);
+    match (stage.clamp, doubled) {
+        (QuadClamp::I16, false) => fused!(
+            quads_2_to_32,
+            channel_stage,
+            "ssat r4, #16, r4",
+            "strh r4, [r5]",
+            "strh r4, [r5, #2]",
+            "strh r4, [r5, #4]",
+            "strh r4, [r5, #6]"
+        ),
+        (QuadClamp::I16, true) => fused!(
+            quads_2_to_16,
+            channel_stage_doubled,
+            "ssat r4, #16, r4",
+            "strh r4, [r5]",
+            "strh r4, [r5, #2]",
+            "strh r4, [r5, #4]",
+            "strh r4, [r5, #6]"
+        ),
+        (QuadClamp::I16Relu, false) => fused!(
+            quads_2_to_32,
+            channel_stage,
+            "usat r4, #15, r4",
+            "strh r4, [r5]",
+            "strh r4, [r5, #2]",
+            "strh r4, [r5, #4]",
+            "strh r4, [r5, #6]"
+        ),
+        (QuadClamp::I16Relu, true) => fused!(
+            quads_2_to_16,
+            channel_stage_doubled,
+            "usat r4, #15, r4",
+            "strh r4, [r5]",
+            "strh r4, [r5, #2]",
+            "strh r4, [r5, #4]",
+            "strh r4, [r5, #6]"
+        ),
+        (QuadClamp::I8, _) => fused!(
+            quads_2_to_32,
+            channel_stage,
+            "ssat r4, #8, r4",
+            "strb r4, [r5]",
+            "strb r4, [r5, #1]",
+            "strb r4, [r5, #2]",
+            "strb r4, [r5, #3]"
+        ),
+    }
 }
-
-/// LDRDs (two activation words, 16 products each) per pass of [`fused_pixels`]' multiply
-/// loop: 32 words between its SUBS/BNE (it was 8: two instructions per 8 words, 0.17 M of
-/// MobileNetV1's).
-#[cfg(icefold_dsp)]
-const PASS_PAIRS: usize = 16;
 
 /// The output stage of four channels' sums over `pixels` pixels, laid out as
 /// [`QUAD_SPLIT`](super::QUAD_SPLIT) describes (pixel `p`'s channels 0 and 1 at `sums[2p]`,
@@ -533,7 +737,7 @@ pub fn stage_quads(
         for (p, (a, b)) in pairs.enumerate() {
             store_pixel(
                 [a[0], a[1], b[0], b[1]],
-                runs,
+                (runs, false),
                 clamp,
                 out,
                 p * stride * size,
@@ -564,7 +768,7 @@ mod tests {
             max: 32767,
         };
         let bias = [0, 1, 2, 3].map(|k| (seed.wrapping_mul(31 + k) % 4000) as i32 - 2000);
-        QuadStage::new(bias, &[run(0), run(1), run(2), run(3)], clamp)
+        QuadStage::new(bias, &[run(0), run(1), run(2), run(3)], clamp, 16)
     }
 
     fn words(seed: &mut u64, n: usize) -> Vec<u32> {
@@ -577,6 +781,92 @@ mod tests {
                 (*seed as u32) & 0x03ff_03ff
             })
             .collect()
+    }
+
+    /// Every output of the fused tile is the plain sum through [`RunScale::apply`] and the
+    /// clamp, in either form of the stage: int8 weights and int16 activations with the largest
+    /// products, sums of 8 to 256 products (the doubled form up to 128 with a bias near 2^27,
+    /// the plain form at 256, with wide high words and for int8 outputs).
+    #[test]
+    fn staged_equals_plain_sums_in_either_form() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u32
+        };
+        let lane = |v: u32, hi: bool| i32::from(if hi { (v >> 16) as i16 } else { v as i16 });
+        for clamp in [QuadClamp::I16, QuadClamp::I16Relu, QuadClamp::I8] {
+            for (n, bias_bits, high, doubled) in [
+                (4, 28, 1 << 20, true),
+                (60, 28, (1 << 28) - 1, true),
+                (64, 21, 1 - (1 << 28), true),
+                (128, 8, 1 << 10, false),
+                (32, 8, (1 << 30) - (1 << 20), false),
+            ] {
+                let pixels = 3;
+                let stride = 6;
+                let size = if clamp == QuadClamp::I8 { 1 } else { 2 };
+                let weight = |next: &mut dyn FnMut() -> u32| {
+                    let v = next();
+                    let pick = |b: u32| {
+                        if b % 5 == 0 {
+                            -128
+                        } else {
+                            (b as u8 as i8).into()
+                        }
+                    };
+                    crate::kernels::fast::simd::pair(pick(v), pick(v >> 8))
+                };
+                let w: Vec<u32> = (0..4 * n).map(|_| weight(&mut next)).collect();
+                // The first pixel all `-32768`: with `-128` weights, the largest sums.
+                let x: Vec<u32> = (0..pixels * n)
+                    .map(|i| if i < n { 0x8000_8000 } else { next() })
+                    .collect();
+                let bias =
+                    [0; 4].map(|_| (next() % (1 << bias_bits)) as i32 - (1 << (bias_bits - 1)));
+                let (min, max) = match clamp {
+                    QuadClamp::I16 | QuadClamp::I8 => (-32768, 32767),
+                    QuadClamp::I16Relu => (0, 32767),
+                };
+                let runs = [0; 4].map(|_| RunScale {
+                    high,
+                    multiplier: 0x4000_0000 + (next() % 0x4000_0000) as i32,
+                    shift: 1 + next() % 30,
+                    min,
+                    max,
+                });
+                let mut stage = QuadStage::new(bias, &runs, clamp, 2 * n);
+                let form = doubled && clamp != QuadClamp::I8;
+                assert_eq!(stage.doubled, form, "{n} words, bias of {bias_bits} bits");
+                let mut out = std::vec![0u8; ((pixels - 1) * stride + 4) * size];
+                assert!(smlad_4x1_staged(
+                    &w,
+                    &x,
+                    n,
+                    &mut stage,
+                    &mut out,
+                    (pixels, stride)
+                ));
+                for p in 0..pixels {
+                    for k in 0..4 {
+                        let acc = (0..n).fold(bias[k], |a, j| {
+                            let (wv, xv) = (w[4 * j + k], x[p * n + j]);
+                            a + lane(wv, false) * lane(xv, false) + lane(wv, true) * lane(xv, true)
+                        });
+                        let v = runs[k].apply(acc);
+                        let at = (p * stride + k) * size;
+                        let (got, want) = if size == 1 {
+                            (i32::from(out[at] as i8), v.clamp(-128, 127))
+                        } else {
+                            (i32::from(i16::from_le_bytes([out[at], out[at + 1]])), v)
+                        };
+                        assert_eq!(got, want, "{clamp:?} {n} words pixel {p} channel {k}");
+                    }
+                }
+            }
+        }
     }
 
     /// The groups' call writes what one call per group writes, for every clamp, and refuses
