@@ -850,10 +850,16 @@ fn fill_transposed(
         }
         _ => 0..0,
     };
-    for (k, d) in dst.chunks_exact_mut(2 * col).enumerate() {
-        if !inner.contains(&k) {
-            simd::copy_transposed(d, column(2 * k), column(2 * k + 1));
-        }
+    // Only the column pairs around `inner` (a test of every column pair cost 15 instructions a
+    // column pair: 18,000 on MobileNet's 48x48 layer).
+    let width = (2 * col).max(1);
+    let inner = if inner.is_empty() { 0..0 } else { inner };
+    let (left, right) = dst.split_at_mut((width * inner.start).min(dst.len()));
+    let right = right.get_mut(width * inner.len()..).unwrap_or_default();
+    let left = left.chunks_exact_mut(width).enumerate();
+    let right = right.chunks_exact_mut(width).zip(inner.end..);
+    for (k, d) in left.chain(right.map(|(d, k)| (k, d))) {
+        simd::copy_transposed(d, column(2 * k), column(2 * k + 1));
     }
 }
 
