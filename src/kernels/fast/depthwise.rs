@@ -827,6 +827,17 @@ fn fill_transposed(
     col: usize,
     pads: &[u32],
 ) {
+    // A padded row: the first column pair of pad words made once, then copied to the others
+    // (0.5 instructions a word instead of 2.5).
+    if from.is_none() {
+        let (first, rest) = dst.split_at_mut((2 * col).min(dst.len()));
+        simd::copy_transposed(first, pads, pads);
+        let first = first.get(..2 * pads.len()).unwrap_or(first);
+        for d in rest.chunks_exact_mut((2 * col).max(1)) {
+            simd::copy_words(d, first);
+        }
+        return;
+    }
     let column = |c: usize| -> &[u32] {
         match from {
             Some(from) if (l..end).contains(&c) => {
