@@ -33,7 +33,8 @@ use super::RunScale;
 /// [`super::dw3x3_pixel`] for parameters whose clamp is `[0, 32767]` and whose output zero
 /// points are at most 0, on constants in the doubled form ([`DwPixelParams::set_taps_doubled`],
 /// the caller checks both): the same results (the module documentation says why). With the DSP
-/// extension 47 instructions per channel pair where [`super::dw3x3_pixel`] takes 67.
+/// extension 46 instructions per channel pair where [`super::dw3x3_pixel`] takes 67 (the last
+/// shift and `more` in one LDRD).
 #[inline(always)]
 pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out: &mut [u32]) {
     let n = k.pairs;
@@ -105,15 +106,14 @@ pub fn dw3x3_pixel_relu16(rows: [&[u32]; 3], step: usize, k: &DwPixelParams, out
             // lane 1
             "ldrd r11, lr, [r5], #8",
             "smmlar r9, r9, lr, r11",
-            "ldr lr, [r5], #4",
+            // with `more` (word 23), and on to the next pair's word 4
+            "ldrd lr, r10, [r5], #24",
             "asr r9, r9, lr",
             // clamp to [0, 32767]
             "usat r8, #15, r8",
             "usat r9, #15, r9",
             "pkhbt r8, r8, r9, lsl #16",
             "str r8, [r12], #4",
-            // `more` (word 23), and on to the next pair's word 4
-            "ldr r10, [r5], #20",
             "cmp r10, #0",
             "bne 1b",
             inout("r0") r0.as_ptr() => _, inout("r1") r1.as_ptr() => _,
@@ -179,8 +179,8 @@ fn doubled_stage(x: i32, [high, multiplier, shift]: [u32; 3]) -> u32 {
 ///
 /// With the DSP extension the two windows share every weight load (one LDM per kernel row),
 /// the column both windows read (stride 1: two of four per row, stride 2: one of five), the
-/// biases (one LDM of both copies) and the output stages' constants: 75 instructions for four
-/// outputs (stride 2: 78) where two passes of [`dw3x3_pixel_relu16`] take 94. The column offsets are immediates
+/// biases (one LDM of both copies) and the output stages' constants: 74 instructions for four
+/// outputs (stride 2: 77) where two passes of [`dw3x3_pixel_relu16`] take 92. The column offsets are immediates
 /// (`COL` is a constant), which frees the registers the two extra accumulators need. The
 /// pixel pairs are a loop of the assembly too (11 instructions per pair, its counters on the
 /// stack): a call per pair from Rust cost about 70.
@@ -283,7 +283,7 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
         // SMMLAR's rounded high word of `high · 2^32 + x · multiplier`, shifted right (the
         // module documentation: `requant_run`'s results after the clamp `[0, 32767]`).
         macro_rules! stage {
-            ($a:literal, $b:literal) => {
+            ($a:literal, $b:literal, $shift:literal) => {
                 concat!(
                     "ldrd r9, r10, [r5], #8\n",
                     "smmlar ",
@@ -296,7 +296,8 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     ", ",
                     $b,
                     ", r10, r9\n",
-                    "ldr r10, [r5], #4\n",
+                    $shift,
+                    "\n",
                     "asr ",
                     $a,
                     ", ",
@@ -344,8 +345,9 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     row!($s, "r0"),
                     row!($s, "r1"),
                     row!($s, "r2"),
-                    stage!("r3", "r6"),
-                    stage!("r4", "r7"),
+                    stage!("r3", "r6", "ldr r10, [r5], #4"),
+                    // with `more` (word 23), and on to the next pair's word 4
+                    stage!("r4", "r7", "ldrd r10, r8, [r5], #24"),
                     "usat r3, #15, r3",
                     "usat r4, #15, r4",
                     "usat r6, #15, r6",
@@ -354,8 +356,6 @@ pub fn dw3x3_pixel2_relu16<const S: usize, const COL: usize>(
                     "pkhbt r6, r6, r7, lsl #16",
                     "str r6, [r12, r11]",
                     "str r3, [r12], #4",
-                    // `more` (word 23), and on to the next pair's word 4
-                    "ldr r8, [r5], #20",
                     "cmp r8, #0",
                     "bne 1b",
                     // The next pixel pair: rows `2 · S` columns on, outputs `2 · b_at` words.
@@ -699,37 +699,54 @@ pub(super) fn doubled_fits(bias: i32, run: &super::RunScale) -> bool {
 }
 
 /// Copies the first `min(dst.len(), src.len())` words of `src` into `dst`: the ring rows and
-/// pad columns of the depthwise pixel kernel. With the DSP extension four words per LDM/STM
-/// pair (one instruction a word with the loop; `__aeabi_memcpy4` took 3.25, a word at a time,
-/// 0.34 M instructions of MobileNetV1 in these copies), the last one to three words one by one.
+/// pad columns of the depthwise pixel kernel. With the DSP extension eight words per LDM/STM
+/// pair (half an instruction a word with the loop; four words per pair took one, and
+/// `__aeabi_memcpy4` 3.25, a word at a time, 0.34 M instructions of MobileNetV1 in these
+/// copies), then four, the last one to three words one by one.
 #[inline(always)]
 pub fn copy_words(dst: &mut [u32], src: &[u32]) {
     let n = dst.len().min(src.len());
     #[cfg(icefold_dsp)]
     {
-        let quads = n / 4;
-        let rest = n % 4;
-        if quads > 0 {
-            // SAFETY: the loop runs `quads >= 1` times (SUBS/BNE on r2), reading words `4i ..
-            // 4i + 4` of `src` (r1) and writing the same words of `dst` (r0) for `i < quads`,
-            // `4 · quads <= n <= len` of both. No stack; only the named registers and the
-            // flags change.
+        let octs = n / 8;
+        if octs > 0 {
+            // SAFETY: the loop runs `octs >= 1` times (SUBS/BNE on r2), reading words `8i ..
+            // 8i + 8` of `src` (r1) and writing the same words of `dst` (r0) for `i < octs`,
+            // `8 · octs <= n <= len` of both. No stack; only the named registers and the
+            // flags change (r6 and r7, LLVM's base and frame pointers, are not touched).
             unsafe {
                 core::arch::asm!(
                 "1:",
-                "ldmia r1!, {{r3, r4, r5, r12}}",
-                "stmia r0!, {{r3, r4, r5, r12}}",
+                "ldmia r1!, {{r3, r4, r5, r8, r9, r10, r11, r12}}",
+                "stmia r0!, {{r3, r4, r5, r8, r9, r10, r11, r12}}",
                 "subs r2, r2, #1",
                 "bne 1b",
                 inout("r0") dst.as_mut_ptr() => _, inout("r1") src.as_ptr() => _,
-                inout("r2") quads => _,
+                inout("r2") octs => _,
+                out("r3") _, out("r4") _, out("r5") _, out("r8") _, out("r9") _,
+                out("r10") _, out("r11") _, out("r12") _,
+                options(nostack),
+                );
+            }
+        }
+        if n % 8 >= 4 {
+            let at = 8 * octs;
+            // SAFETY: reads words `at .. at + 4` of `src` and writes the same words of `dst`,
+            // `at + 4 <= n <= len` of both. No stack; only the named registers change.
+            unsafe {
+                core::arch::asm!(
+                "ldmia r1, {{r3, r4, r5, r12}}",
+                "stmia r0, {{r3, r4, r5, r12}}",
+                in("r0") dst.as_mut_ptr().wrapping_add(at),
+                in("r1") src.as_ptr().wrapping_add(at),
                 out("r3") _, out("r4") _, out("r5") _, out("r12") _,
                 options(nostack),
                 );
             }
         }
+        let rest = n % 4;
         if rest > 0 {
-            let at = 4 * quads;
+            let at = n - rest;
             // SAFETY: the loop runs `rest` (1 to 3) times, reading word `at + i` of `src` and
             // writing word `at + i` of `dst` for `i < rest`, `at + rest = n <= len` of both.
             // No stack; only the named registers and the flags change.
@@ -889,7 +906,8 @@ impl DwPixelParams {
 /// With the DSP extension, per kernel row of a channel pair and two pixels: two LDRDs of the
 /// taps, two of the inputs and eight products (SMLAD: two taps per instruction; SMLATB and
 /// SMLABT for the two single ones), where [`dw3x3_pixel2_relu16`] takes an LDM, four loads
-/// and twelve SMLABB/SMLATT: 60 instructions for four outputs instead of 75.
+/// and twelve SMLABB/SMLATT: 59 instructions for four outputs instead of 74 (in both, lane 1's
+/// shift and `more` come in one LDRD).
 #[inline(always)]
 pub fn dw3x3_pairs_transposed<const COL: usize>(
     rows: [&[u32]; 3],
@@ -941,7 +959,7 @@ pub fn dw3x3_pairs_transposed<const COL: usize>(
         }
         // As `dw3x3_pixel2_relu16`'s.
         macro_rules! stage {
-            ($a:literal, $b:literal) => {
+            ($a:literal, $b:literal, $shift:literal) => {
                 concat!(
                     "ldrd r9, r10, [r5], #8\n",
                     "smmlar ",
@@ -954,7 +972,8 @@ pub fn dw3x3_pairs_transposed<const COL: usize>(
                     ", ",
                     $b,
                     ", r10, r9\n",
-                    "ldr r10, [r5], #4\n",
+                    $shift,
+                    "\n",
                     "asr ",
                     $a,
                     ", ",
@@ -999,8 +1018,9 @@ pub fn dw3x3_pairs_transposed<const COL: usize>(
             row!("r0"),
             row!("r1"),
             row!("r2"),
-            stage!("r3", "r6"),
-            stage!("r4", "r7"),
+            stage!("r3", "r6", "ldr r10, [r5], #4"),
+            // with `more` (word 23), and on to the next pair's word 1
+            stage!("r4", "r7", "ldrd r10, r8, [r5], #12"),
             "usat r3, #15, r3",
             "usat r4, #15, r4",
             "usat r6, #15, r6",
@@ -1009,8 +1029,6 @@ pub fn dw3x3_pairs_transposed<const COL: usize>(
             "pkhbt r6, r6, r7, lsl #16",
             "str r6, [r12, r11]",
             "str r3, [r12], #4",
-            // `more` (word 23), and on to the next pair's word 1
-            "ldr r8, [r5], #8",
             "cmp r8, #0",
             "bne 1b",
             // The next pixel pair: rows one column pair on, outputs `2 · b_at` words.
@@ -1215,7 +1233,7 @@ pub fn copy_transposed_columns(
 /// pixel A of pixel pair 0 alone (its window column pairs 0 and 1 of `rows`), pair `j`'s
 /// result into `out[j]`. Nothing is done unless `1 <= k.pairs() <= COL`, every row holds `4 ·
 /// COL` words and `out` holds `k.pairs()`. With the DSP extension 40 instructions per channel
-/// pair (two outputs; six products) where [`dw3x3_pixel_relu16`] takes 47 on the other ring.
+/// pair (two outputs; six products) where [`dw3x3_pixel_relu16`] takes 46 on the other ring.
 #[inline(always)]
 pub fn dw3x3_pixel_transposed<const COL: usize>(
     rows: [&[u32]; 3],
@@ -1271,14 +1289,13 @@ pub fn dw3x3_pixel_transposed<const COL: usize>(
             "asr r3, r3, r10",
             "ldrd r9, r10, [r5], #8",
             "smmlar r4, r4, r10, r9",
-            "ldr r10, [r5], #4",
+            // with `more` (word 23), and on to the next pair's word 1
+            "ldrd r10, r8, [r5], #12",
             "asr r4, r4, r10",
             "usat r3, #15, r3",
             "usat r4, #15, r4",
             "pkhbt r3, r3, r4, lsl #16",
             "str r3, [r12], #4",
-            // `more` (word 23), and on to the next pair's word 1
-            "ldr r8, [r5], #8",
             "cmp r8, #0",
             "bne 1b",
             c2 = const 8 * COL - 8,
