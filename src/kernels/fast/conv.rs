@@ -1990,6 +1990,19 @@ fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) 
     )
 }
 
+/// Where [`columns_fused`]' ring holds a padded input row: from value `lead` of its slot of
+/// `ring_row` values (each row twice, `2 · kh` slots). An int16 input row lands on its own word
+/// alignment, so that [`pad_row`] is a word copy (ResNet-8's rows after 3 pad values were a
+/// byte copy, 768 instructions a row); the slot ends a word after the row (the last window's
+/// odd last word reads past it, against a zero weight).
+fn ring_rows<X: Lanes>(c: &Conv<'_, X>) -> (usize, usize) {
+    let g = c.geometry;
+    let ([_, in_w, in_c], _) = c.dims;
+    let lead = usize::from(X::WIDE && (in_w * in_c) % 2 == 0 && (g.pad[1] * in_c) % 2 == 1);
+    let row = (lead + (g.pad[1] + in_w + g.pad[3]) * in_c).next_multiple_of(2) + 2;
+    (lead, row)
+}
+
 /// Most groups of four output channels [`columns_fused`] takes (their stages on the stack: 88
 /// bytes each with the DSP extension): DS-CNN's 64 channels.
 const FUSED_GROUPS: usize = 16;
@@ -2110,7 +2123,7 @@ fn columns_fused<X: Lanes, const W: usize, const F: usize, const R: usize>(
     });
     // The ring of padded input rows (as in [`columns`]): every window copied from it.
     let mut ring = [0i16; R];
-    let ring_row = ((g.pad[1] + in_w + g.pad[3]) * in_c).next_multiple_of(2) + 2;
+    let (lead, ring_row) = ring_rows(c);
     let ringed = dense
         && 2 * kh * ring_row <= R
         && (c.padding.values.is_empty() || c.padding.values.len() >= in_c);
@@ -2131,7 +2144,7 @@ fn columns_fused<X: Lanes, const W: usize, const F: usize, const R: usize>(
                 for row in staged.max(top)..top + kh {
                     let slot = row % kh;
                     let (Some(dst), Some(at)) = (
-                        ring.get_mut(slot * ring_row..(slot + 1) * ring_row),
+                        ring.get_mut(slot * ring_row + lead..(slot + 1) * ring_row),
                         (slot + kh).checked_mul(ring_row),
                     ) else {
                         return false;
@@ -2141,7 +2154,7 @@ fn columns_fused<X: Lanes, const W: usize, const F: usize, const R: usize>(
                 }
                 staged = staged.max(top + kh);
                 let count = (out_w - ox).min(p1 - q);
-                let at = (top % kh) * ring_row + ox * g.stride[1] * in_c;
+                let at = (top % kh) * ring_row + lead + ox * g.stride[1] * in_c;
                 let src: &[u8] = bytemuck::cast_slice(&ring);
                 let steps = (2 * at, 2 * g.stride[1] * in_c, 2 * ring_row);
                 if simd::copy_windows(src, steps, (kh, row_words, count), dst, n) {
