@@ -1888,6 +1888,77 @@ fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [
     }
 }
 
+/// [`gather_border`] for a window of a dense int16 input (`input`, its bytes; dilation 1) that
+/// reaches into the padding (MobileNetV1's first output column and last row): its rows inside
+/// the input copied whole ([`simd::copy_windows`], reading past the input's left or right edge
+/// into the row before's last or the next row's first values), then its taps in the padding
+/// set to the pad values (about 60 instructions, where the tap-by-tap gather and its `memcpy`
+/// calls took 650). `false` (nothing written) for a window whose copy would read outside the
+/// input. `field` takes the window's [`row_values`]-spaced rows, as [`gather`] writes them.
+fn gather_edge<X: Lanes>(
+    c: &Conv<'_, X>,
+    input: &[u8],
+    (oy, ox): (usize, usize),
+    field: &mut [u32],
+) -> bool {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], _) = c.dims;
+    let [kh, kw] = g.kernel;
+    let run2 = row_values(kw, in_c);
+    let (top, left) = (oy * g.stride[0], ox * g.stride[1]);
+    // The taps inside the input: columns `kx0..kx1`, rows `ky0..ky1`.
+    let kx0 = g.pad[1].saturating_sub(left).min(kw);
+    let kx1 = (in_w + g.pad[1]).saturating_sub(left).clamp(kx0, kw);
+    let ky0 = g.pad[0].saturating_sub(top).min(kh);
+    let ky1 = (in_h + g.pad[0]).saturating_sub(top).clamp(ky0, kh);
+    if kx1 == kx0 || ky1 == ky0 {
+        return false;
+    }
+    // A window reaching left of the input reads the row before's last values there.
+    let Some(at) = (((top + ky0 - g.pad[0]) * in_w + left) * in_c).checked_sub(g.pad[1] * in_c)
+    else {
+        return false;
+    };
+    let shape = (ky1 - ky0, run2 / 2, 1);
+    let Some(rows) = field.get_mut(ky0 * run2 / 2..) else {
+        return false;
+    };
+    if !simd::copy_windows(
+        input,
+        (2 * at, 0, 2 * in_w * in_c),
+        shape,
+        rows,
+        shape.0 * shape.1,
+    ) {
+        return false;
+    }
+    let pad = |dst: &mut [i16]| {
+        if c.padding.values.is_empty() {
+            dst.fill(c.padding.zero.widen() as i16);
+        } else {
+            for tap in dst.chunks_exact_mut(in_c.max(1)) {
+                for (d, v) in tap.iter_mut().zip(c.padding.values) {
+                    *d = v.widen() as i16;
+                }
+            }
+        }
+    };
+    let values: &mut [i16] = bytemuck::cast_slice_mut(field);
+    for (ky, row) in values.chunks_exact_mut(run2.max(1)).take(kh).enumerate() {
+        let Some(taps) = row.get_mut(..kw * in_c) else {
+            return false;
+        };
+        if (ky0..ky1).contains(&ky) {
+            let (before, rest) = taps.split_at_mut(kx0 * in_c);
+            pad(before);
+            pad(rest.get_mut((kx1 - kx0) * in_c..).unwrap_or_default());
+        } else {
+            pad(taps);
+        }
+    }
+    true
+}
+
 /// Values of [`columns`]' ring of padded input rows in the variant with the whole layer's
 /// weights (1 KiB of stack): DS-CNN's 10x4 windows over rows of 10 values with 3 of padding
 /// (260 values), whose windows are mostly in the padding.
@@ -2191,7 +2262,10 @@ fn columns_fused<X: Lanes, const W: usize, const F: usize, const R: usize>(
             let Some(field) = dst.get_mut(..n) else {
                 return false;
             };
-            gather_border(c, oy, ox, bytemuck::cast_slice_mut(field));
+            let edge = direct.is_some_and(|(src, _, _)| gather_edge(c, src, (oy, ox), field));
+            if !edge {
+                gather_border(c, oy, ox, bytemuck::cast_slice_mut(field));
+            }
             q += 1;
         }
         let (Some(x), Some(out), Some(stages)) = (
