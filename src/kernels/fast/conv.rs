@@ -1886,6 +1886,77 @@ fn gather_border<X: Lanes>(c: &Conv<'_, X>, oy: usize, ox: usize, values: &mut [
     }
 }
 
+/// [`gather_border`] for a window of a dense int16 input (`input`, its bytes; dilation 1) that
+/// reaches into the padding (MobileNetV1's first output column and last row): its rows inside
+/// the input copied whole ([`simd::copy_windows`], reading past the input's left or right edge
+/// into the row before's last or the next row's first values), then its taps in the padding
+/// set to the pad values (about 60 instructions, where the tap-by-tap gather and its `memcpy`
+/// calls took 650). `false` (nothing written) for a window whose copy would read outside the
+/// input. `field` takes the window's [`row_values`]-spaced rows, as [`gather`] writes them.
+fn gather_edge<X: Lanes>(
+    c: &Conv<'_, X>,
+    input: &[u8],
+    (oy, ox): (usize, usize),
+    field: &mut [u32],
+) -> bool {
+    let g = c.geometry;
+    let ([in_h, in_w, in_c], _) = c.dims;
+    let [kh, kw] = g.kernel;
+    let run2 = row_values(kw, in_c);
+    let (top, left) = (oy * g.stride[0], ox * g.stride[1]);
+    // The taps inside the input: columns `kx0..kx1`, rows `ky0..ky1`.
+    let kx0 = g.pad[1].saturating_sub(left).min(kw);
+    let kx1 = (in_w + g.pad[1]).saturating_sub(left).clamp(kx0, kw);
+    let ky0 = g.pad[0].saturating_sub(top).min(kh);
+    let ky1 = (in_h + g.pad[0]).saturating_sub(top).clamp(ky0, kh);
+    if kx1 == kx0 || ky1 == ky0 {
+        return false;
+    }
+    // A window reaching left of the input reads the row before's last values there.
+    let Some(at) = (((top + ky0 - g.pad[0]) * in_w + left) * in_c).checked_sub(g.pad[1] * in_c)
+    else {
+        return false;
+    };
+    let shape = (ky1 - ky0, run2 / 2, 1);
+    let Some(rows) = field.get_mut(ky0 * run2 / 2..) else {
+        return false;
+    };
+    if !simd::copy_windows(
+        input,
+        (2 * at, 0, 2 * in_w * in_c),
+        shape,
+        rows,
+        shape.0 * shape.1,
+    ) {
+        return false;
+    }
+    let pad = |dst: &mut [i16]| {
+        if c.padding.values.is_empty() {
+            dst.fill(c.padding.zero.widen() as i16);
+        } else {
+            for tap in dst.chunks_exact_mut(in_c.max(1)) {
+                for (d, v) in tap.iter_mut().zip(c.padding.values) {
+                    *d = v.widen() as i16;
+                }
+            }
+        }
+    };
+    let values: &mut [i16] = bytemuck::cast_slice_mut(field);
+    for (ky, row) in values.chunks_exact_mut(run2.max(1)).take(kh).enumerate() {
+        let Some(taps) = row.get_mut(..kw * in_c) else {
+            return false;
+        };
+        if (ky0..ky1).contains(&ky) {
+            let (before, rest) = taps.split_at_mut(kx0 * in_c);
+            pad(before);
+            pad(rest.get_mut((kx1 - kx0) * in_c..).unwrap_or_default());
+        } else {
+            pad(taps);
+        }
+    }
+    true
+}
+
 /// Values of [`columns`]' ring of padded input rows in the variant with the whole layer's
 /// weights (1 KiB of stack): DS-CNN's 10x4 windows over rows of 10 values with 3 of padding
 /// (260 values), whose windows are mostly in the padding.
@@ -1986,6 +2057,19 @@ fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) 
         c,
         Y::outs(output),
     )
+}
+
+/// Where [`columns_fused`]' ring holds a padded input row: from value `lead` of its slot of
+/// `ring_row` values (each row twice, `2 · kh` slots). An int16 input row lands on its own word
+/// alignment, so that [`pad_row`] is a word copy (ResNet-8's rows after 3 pad values were a
+/// byte copy, 768 instructions a row); the slot ends a word after the row (the last window's
+/// odd last word reads past it, against a zero weight).
+fn ring_rows<X: Lanes>(c: &Conv<'_, X>) -> (usize, usize) {
+    let g = c.geometry;
+    let ([_, in_w, in_c], _) = c.dims;
+    let lead = usize::from(X::WIDE && (in_w * in_c) % 2 == 0 && (g.pad[1] * in_c) % 2 == 1);
+    let row = (lead + (g.pad[1] + in_w + g.pad[3]) * in_c).next_multiple_of(2) + 2;
+    (lead, row)
 }
 
 /// Most groups of four output channels [`columns_fused`] takes (their stages on the stack: 88
@@ -2108,7 +2192,7 @@ fn columns_fused<X: Lanes, const W: usize, const F: usize, const R: usize>(
     });
     // The ring of padded input rows (as in [`columns`]): every window copied from it.
     let mut ring = [0i16; R];
-    let ring_row = ((g.pad[1] + in_w + g.pad[3]) * in_c).next_multiple_of(2) + 2;
+    let (lead, ring_row) = ring_rows(c);
     let ringed = dense
         && 2 * kh * ring_row <= R
         && (c.padding.values.is_empty() || c.padding.values.len() >= in_c);
@@ -2129,7 +2213,7 @@ fn columns_fused<X: Lanes, const W: usize, const F: usize, const R: usize>(
                 for row in staged.max(top)..top + kh {
                     let slot = row % kh;
                     let (Some(dst), Some(at)) = (
-                        ring.get_mut(slot * ring_row..(slot + 1) * ring_row),
+                        ring.get_mut(slot * ring_row + lead..(slot + 1) * ring_row),
                         (slot + kh).checked_mul(ring_row),
                     ) else {
                         return false;
@@ -2139,7 +2223,7 @@ fn columns_fused<X: Lanes, const W: usize, const F: usize, const R: usize>(
                 }
                 staged = staged.max(top + kh);
                 let count = (out_w - ox).min(p1 - q);
-                let at = (top % kh) * ring_row + ox * g.stride[1] * in_c;
+                let at = (top % kh) * ring_row + lead + ox * g.stride[1] * in_c;
                 let src: &[u8] = bytemuck::cast_slice(&ring);
                 let steps = (2 * at, 2 * g.stride[1] * in_c, 2 * ring_row);
                 if simd::copy_windows(src, steps, (kh, row_words, count), dst, n) {
@@ -2176,7 +2260,10 @@ fn columns_fused<X: Lanes, const W: usize, const F: usize, const R: usize>(
             let Some(field) = dst.get_mut(..n) else {
                 return false;
             };
-            gather_border(c, oy, ox, bytemuck::cast_slice_mut(field));
+            let edge = direct.is_some_and(|(src, _, _)| gather_edge(c, src, (oy, ox), field));
+            if !edge {
+                gather_border(c, oy, ox, bytemuck::cast_slice_mut(field));
+            }
             q += 1;
         }
         let (Some(x), Some(out), Some(stages)) = (
