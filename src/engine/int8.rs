@@ -14,7 +14,7 @@ use crate::kernels::reference::int8::{
     conv::{ConvQuant, WideConvQuant},
     elementwise::{self, AddQuant, AffineQuant},
     lut,
-    mul::{self, MulQuant},
+    mul::MulQuant,
     pool::PoolQuant,
     prelu::{self, PreluQuant},
     ChannelQuant, OutputQuant, WideOutputQuant,
@@ -239,7 +239,7 @@ pub(super) fn run_layer<K: Kernels>(
                 shift: model.weights_as(p.requant.shifts)?,
                 output: output(p.clamp),
             };
-            elementwise::affine(&quant, x, y);
+            fast::elementwise::affine(&quant, x, y);
         }
         Op::ClampI8(bounds) if linked::<K>(Kernel::ClampI8) => elementwise::clamp(*bounds, x, y),
         Op::PReluI8(p) if linked::<K>(Kernel::PReluI8) => {
@@ -258,7 +258,7 @@ pub(super) fn run_layer<K: Kernels>(
                 requant: p.requant,
                 output: output(p.clamp),
             };
-            mul::mul(&quant, x, x2, y);
+            fast::elementwise::mul(&quant, x, x2, y);
         }
         Op::LookupI8 { table } if linked::<K>(Kernel::LookupI8) => {
             let table: &[i8; 256] = model.weights_as(*table)?.try_into().ok()?;

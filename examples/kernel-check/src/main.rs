@@ -16,7 +16,8 @@ use icefold::kernels::fast;
 use icefold::kernels::reference::int8::{
     conv::{self, ConvQuant, WideConvQuant},
     dense,
-    elementwise::{self, AddQuant},
+    elementwise::{self, AddQuant, AffineQuant},
+    mul::{self, MulQuant},
     pool::{self, PoolQuant},
     ChannelQuant, OutputQuant, WideOutputQuant,
 };
@@ -831,6 +832,47 @@ fn main() -> ! {
             fail("pool", case);
         }
         cases += 1;
+    }
+    // Per-channel affine and gating product (`fast::elementwise::affine` and `mul`: factors
+    // prepared once per channel or layer): channels 1 to 24, pixels up to the buffers.
+    for case in 0..CASES {
+        let c = 1 + gen.below(24);
+        let n = c * gen.below((MAX_ACT / c) as u32 + 1);
+        x8[..n].iter_mut().for_each(|v| *v = gen.i8());
+        let zp_out = gen.i8();
+        let output = OutputQuant {
+            zero_point: zp_out,
+            clamp: if case % 2 == 0 { Clamp::FULL } else { Clamp { min: zp_out, max: 127 } },
+        };
+        let factors: [Requant; 24] = core::array::from_fn(|_| gen.requant(false));
+        let scale: [i32; 24] = core::array::from_fn(|_| i32::from(gen.i8()) << gen.below(25));
+        let offset: [i32; 24] = core::array::from_fn(|_| i32::from(gen.i16()) << gen.below(16));
+        let (multiplier, shift) = (factors.map(|r| r.multiplier), factors.map(|r| r.shift));
+        let q = AffineQuant {
+            input_zero_point: gen.i8(),
+            scale: &scale[..c],
+            offset: &offset[..c],
+            multiplier: &multiplier[..c],
+            shift: &shift[..c],
+            output,
+        };
+        fast::elementwise::affine(&q, &x8[..n], &mut y8a[..n]);
+        elementwise::affine(&q, &x8[..n], &mut y8b[..n]);
+        if y8a[..n] != y8b[..n] {
+            fail("affine", case);
+        }
+        let gate: [i8; 24] = core::array::from_fn(|_| gen.i8());
+        let q = MulQuant {
+            input_zero_points: [gen.i8(), gen.i8()],
+            requant: gen.requant(false),
+            output,
+        };
+        fast::elementwise::mul(&q, &x8[..n], &gate[..c], &mut y8a[..n]);
+        mul::mul(&q, &x8[..n], &gate[..c], &mut y8b[..n]);
+        if y8a[..n] != y8b[..n] {
+            fail("mul", case);
+        }
+        cases += 2;
     }
     // Depthwise 3x3 with 16 to 64 channels, int16 in and out, ReLU with output zero point 0
     // (the clamp [0, 32767]) and factors `by_pixel` takes: its two-pixel passes with ring
