@@ -105,7 +105,11 @@ pub fn affine(quant: &AffineQuant, input: &[i8], output: &mut [i8]) {
     for (c, ((&scale, &offset), (&multiplier, &shift))) in constants.enumerate() {
         let stage = Stage::new(crate::quant::Requant { multiplier, shift });
         let xs = input.get(c..).unwrap_or_default().iter().step_by(channels);
-        let ys = output.get_mut(c..).unwrap_or_default().iter_mut().step_by(channels);
+        let ys = output
+            .get_mut(c..)
+            .unwrap_or_default()
+            .iter_mut()
+            .step_by(channels);
         for (y, x) in ys.zip(xs).take(pixels) {
             let acc = (i32::from(*x) - zero_in)
                 .saturating_mul(scale)

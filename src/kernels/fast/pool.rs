@@ -293,23 +293,58 @@ mod tests {
     /// ends), and a global pool, by the same comparison on fixed cases.
     #[test]
     fn clipped_and_global_windows_equal_reference() {
-        let input: Vec<i8> = (0..5 * 4 * 12).map(|i| (i * 37 % 251) as u8 as i8).collect();
+        let input: Vec<i8> = (0..5 * 4 * 12)
+            .map(|i| (i * 37 % 251) as u8 as i8)
+            .collect();
         let quant = PoolQuant {
             input_zero_point: -3,
             rescale: None,
-            output: OutputQuant { zero_point: 0, clamp: Clamp::FULL },
+            output: OutputQuant {
+                zero_point: 0,
+                clamp: Clamp::FULL,
+            },
         };
         for (kind, k, s, pad, out) in [
             (PoolKind::Max, [7, 6], [1, 1], [3, 3, 3, 3], [5, 4]),
-            (PoolKind::Average { count_include_pad: true }, [7, 6], [2, 1], [3, 3, 3, 3], [3, 4]),
-            (PoolKind::Average { count_include_pad: false }, [5, 4], [1, 1], [0, 0, 0, 0], [1, 1]),
+            (
+                PoolKind::Average {
+                    count_include_pad: true,
+                },
+                [7, 6],
+                [2, 1],
+                [3, 3, 3, 3],
+                [3, 4],
+            ),
+            (
+                PoolKind::Average {
+                    count_include_pad: false,
+                },
+                [5, 4],
+                [1, 1],
+                [0, 0, 0, 0],
+                [1, 1],
+            ),
             (PoolKind::Max, [5, 4], [1, 1], [0, 0, 0, 0], [1, 1]),
         ] {
             let g = geometry(kind, k, s, pad);
             let mut want = std::vec![0i8; out[0] * out[1] * 12];
             let mut got = want.clone();
-            reference::pool(&g, &quant, [5, 4, 12], &input, [out[0], out[1], 12], &mut want);
-            assert!(pooled(&g, &quant, [5, 4, 12], &input, [out[0], out[1], 12], &mut got));
+            reference::pool(
+                &g,
+                &quant,
+                [5, 4, 12],
+                &input,
+                [out[0], out[1], 12],
+                &mut want,
+            );
+            assert!(pooled(
+                &g,
+                &quant,
+                [5, 4, 12],
+                &input,
+                [out[0], out[1], 12],
+                &mut got
+            ));
             assert_eq!(got, want, "{kind:?} {k:?} {s:?} {pad:?}");
         }
     }
@@ -321,11 +356,28 @@ mod tests {
         let quant = PoolQuant {
             input_zero_point: 0,
             rescale: None,
-            output: OutputQuant { zero_point: 0, clamp: Clamp::FULL },
+            output: OutputQuant {
+                zero_point: 0,
+                clamp: Clamp::FULL,
+            },
         };
         let mut out = [5i8; 4];
-        assert!(!pooled(&g, &quant, [4, 4, 4], &[0; 63], [2, 2, 1], &mut out));
+        assert!(!pooled(
+            &g,
+            &quant,
+            [4, 4, 4],
+            &[0; 63],
+            [2, 2, 1],
+            &mut out
+        ));
         assert_eq!(out, [5; 4]);
-        assert!(!pooled(&g, &quant, [4, 4, 1], &[0; 16], [2, 2, 1], &mut out[..3]));
+        assert!(!pooled(
+            &g,
+            &quant,
+            [4, 4, 1],
+            &[0; 16],
+            [2, 2, 1],
+            &mut out[..3]
+        ));
     }
 }
