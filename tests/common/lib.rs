@@ -214,7 +214,7 @@ impl F32Parity {
 }
 
 /// The `icefold` binary of the same build as the running test, if it has been built
-/// (`cargo build --release -p icefold-tool`, the first half of the README's test command;
+/// (`cargo build --release -p icefold-tool`, or the first half of the README's test command;
 /// `cargo test` alone does not build another package's binary). Tests that need it skip with a
 /// note without it, unless `ICEFOLD_REQUIRE_CLI` is set (CI sets it): then a missing binary fails
 /// them instead of letting them pass unchecked.
