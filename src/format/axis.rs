@@ -54,5 +54,6 @@ pub struct Gather {
     /// The dimension gathered along.
     pub axis: u8,
     /// u16 indices, one per output index along `axis` (2-aligned span).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub indices: Span,
 }

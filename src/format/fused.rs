@@ -27,6 +27,7 @@ pub struct Band {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Conv2dPool {
     /// The convolution, exactly as its own layer would be.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub conv: Conv2d,
     /// The pooling over the convolution's output, exactly as its own layer would be.
     pub pool: Pool,
