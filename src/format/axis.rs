@@ -40,8 +40,10 @@ pub struct Slice {
     /// The dimension sliced.
     pub axis: u8,
     /// First input index taken.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub start: u16,
     /// Distance between taken indices, at least 1.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub step: u16,
 }
 

@@ -115,10 +115,13 @@ pub struct Quant {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TensorDesc {
     /// Identifier, unique per tensor in the model.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub id: u16,
     /// Byte offset in the arena (a multiple of `ARENA_ALIGN`).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub offset: u32,
     /// Row-major dimensions; unused leading dimensions are 1.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub dims: [u16; 3],
     /// Element type.
     pub dtype: DType,
@@ -138,8 +141,10 @@ pub struct TensorDesc {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct View {
     /// First channel of the view in the storage.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub channel: u16,
     /// Channels per pixel of the storage (elements between consecutive pixels).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub pixel_stride: u16,
 }
 
@@ -209,8 +214,10 @@ impl TensorDesc {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Span {
     /// Byte offset from the start of the weights section.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub offset: u32,
     /// Length in bytes.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub len: u32,
 }
 
@@ -221,14 +228,19 @@ pub struct Span {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Conv2d {
     /// Kernel size `[height, width]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub kernel: [u16; 2],
     /// Stride `[height, width]`, at least 1.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub stride: [u16; 2],
     /// Dilation `[height, width]`, at least 1.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub dilation: [u16; 2],
     /// Padding `[top, left, bottom, right]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub pad: [u16; 4],
     /// Channel groups; `groups == in_c == out_c` is a depthwise convolution.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub groups: u16,
     /// Weights.
     #[serde(deserialize_with = "crate::format::out_of_line")]
@@ -269,10 +281,13 @@ pub struct Pool {
     /// Reduction.
     pub kind: PoolKind,
     /// Window `[height, width]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub kernel: [u16; 2],
     /// Stride `[height, width]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub stride: [u16; 2],
     /// Padding `[top, left, bottom, right]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub pad: [u16; 4],
     /// Fused activation.
     pub activation: Activation,
@@ -312,8 +327,10 @@ pub struct Transpose {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Pad {
     /// Padding `[top, left, bottom, right]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub pad: [u16; 4],
     /// Fill elements inserted between neighbouring input `[rows, columns]` (0: none).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub interior: [u16; 2],
     /// Fill value.
     pub value: f32,
@@ -890,8 +907,10 @@ impl Layer {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ModelInfo {
     /// Number of `Layer` records that follow.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub layer_count: u16,
     /// Arena bytes a run needs (the tool's plan).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub arena_bytes: u32,
     /// The model input, written by the caller before the first layer.
     pub input: TensorDesc,
