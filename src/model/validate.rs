@@ -740,11 +740,7 @@ fn conv_geometry(conv: &Conv2d, x: &TensorDesc, y: &TensorDesc) -> Result<(u64, 
     nonzero(&conv.dilation, ParamFault::ZeroDilation)?;
     nonzero(&[conv.groups], ParamFault::ZeroGroups)?;
     // u16 channel counts: the remainders in u32, not u64 (see `window_out`).
-    let (c, out_c, groups) = (
-        u32::from(c),
-        u32::from(y.dims[2]),
-        u32::from(conv.groups),
-    );
+    let (c, out_c, groups) = (u32::from(c), u32::from(y.dims[2]), u32::from(conv.groups));
     if c % groups != 0 || out_c % groups != 0 {
         return Err(LayerFault::Param(ParamFault::GroupsDontDivide {
             groups: conv.groups,
@@ -758,10 +754,7 @@ fn conv_geometry(conv: &Conv2d, x: &TensorDesc, y: &TensorDesc) -> Result<(u64, 
     let ow = window_out(w, kw, conv.stride[1], conv.dilation[1], pl, pr)?;
     let out_c = u64::from(out_c);
     expect_dims(Operand::Output, [oh, ow, out_c], y.dims)?;
-    Ok((
-        out_c,
-        u64::from(kh) * u64::from(kw) * u64::from(c / groups),
-    ))
+    Ok((out_c, u64::from(kh) * u64::from(kw) * u64::from(c / groups)))
 }
 
 /// Pooling geometry (shared by f32 and int8): parameters against the operand shapes.
