@@ -131,6 +131,12 @@ pub(crate) fn used_inputs(layer: &Layer) -> &[TensorDesc] {
         .unwrap_or_default()
 }
 
+/// [`Layer::in_place`] in a firmware of kernel set `K`: only concatenations and slices run in
+/// place, and a firmware that links none of them refused such records when it decoded them.
+fn in_place<K: Kernels>(layer: &Layer, k: usize) -> bool {
+    links_any::<K>(KernelSet::AXIS.with(Kernel::SliceView)) && layer.in_place(k)
+}
+
 fn layer_index(i: usize) -> u16 {
     // Layer indices are below `layer_count: u16`.
     u16::try_from(i).unwrap_or(u16::MAX)
@@ -311,7 +317,7 @@ fn check_layer<K: Kernels>(
     for (i, d) in (0u8..).zip(inputs) {
         // An input in its slot of a concatenation's output is part of it, by design; a row-local
         // operation may write over an input (its rows are checked once its shapes are).
-        if !layer.in_place(usize::from(i)) && collide(&layer.output, d) {
+        if !in_place::<K>(layer, usize::from(i)) && collide(&layer.output, d) {
             if !linked::<K>(Kernel::InPlace) {
                 return Err(LoadError::KernelNotLinked {
                     layer: index,
@@ -328,7 +334,10 @@ fn check_layer<K: Kernels>(
         // their channels do not (a convolution reading one slot of a storage and writing
         // another).
         let views = d.view.is_some() || layer.output.view.is_some();
-        if views && !layer.in_place(usize::from(i)) && overlaps(region(d), region(&layer.output)) {
+        if views
+            && !in_place::<K>(layer, usize::from(i))
+            && overlaps(region(d), region(&layer.output))
+        {
             return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
         }
     }
@@ -1250,14 +1259,15 @@ fn check_lifetime<K: Kernels>(
         }
         // A concatenation whose output holds `tensor` in its slot adopts it, it does not write it.
         let adopts = (0..inputs.len())
-            .any(|k| layer.in_place(k) && inputs.get(k).is_some_and(|x| x.id == tensor.id));
+            .any(|k| in_place::<K>(&layer, k) && inputs.get(k).is_some_and(|x| x.id == tensor.id));
         // A fused layer also writes its band.
         // (Only in a firmware that links them: any other refuses fused layers.)
         let band = links_any::<K>(KernelSet::FUSED)
             && layer.scratch().is_some_and(|b| collide(&b, tensor));
         // A slice in place writes no byte: its output is bytes of its input, which `records`
         // checked (so two slices of one tensor may overlap).
-        let writes = !layer.is_view_slice() && collide(&layer.output, tensor);
+        let writes = !(linked::<K>(Kernel::SliceView) && layer.is_view_slice())
+            && collide(&layer.output, tensor);
         if first_clobber.is_none() && !adopts && (writes || band) {
             first_clobber = Some(index);
             // A layer that reads `tensor` and writes over it runs in place: `records` proved
