@@ -40,8 +40,10 @@ pub struct Slice {
     /// The dimension sliced.
     pub axis: u8,
     /// First input index taken.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub start: u16,
     /// Distance between taken indices, at least 1.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub step: u16,
 }
 
@@ -54,5 +56,6 @@ pub struct Gather {
     /// The dimension gathered along.
     pub axis: u8,
     /// u16 indices, one per output index along `axis` (2-aligned span).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub indices: Span,
 }

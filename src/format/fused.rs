@@ -13,9 +13,11 @@ use super::{Conv2d, Conv2dI16, Conv2dI8, DType, Layer, Op, Pool, PoolI8, Quant, 
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Band {
     /// Byte offset in the arena (a multiple of `ARENA_ALIGN`).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub offset: u32,
     /// Convolution output rows held at once: at least the rows of one pooling window that lie
     /// inside the convolution output (`min(pool kernel_h, OH)`), at most `OH`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub rows: u16,
     /// Quantization of the convolution output (the pooling's input): `None` for f32, required for
     /// int8.
@@ -27,6 +29,7 @@ pub struct Band {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Conv2dPool {
     /// The convolution, exactly as its own layer would be.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub conv: Conv2d,
     /// The pooling over the convolution's output, exactly as its own layer would be.
     pub pool: Pool,

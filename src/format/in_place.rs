@@ -202,22 +202,27 @@ impl Layer {
     pub(crate) fn band_limit_in(&self, k: usize, window: RowWindow, from: u32) -> Option<u32> {
         let input = self.inputs.get(k)?;
         let in_rows = u32::from(input.dims[0]);
-        let (o, i) = (i64::from(self.output.offset), i64::from(input.offset));
-        let (ro, ri) = (row_bytes(&self.output) as i64, row_bytes(input) as i64);
-        if ro == 0 {
-            return None;
-        }
+        let (o, i) = (u64::from(self.output.offset), u64::from(input.offset));
+        let ri = row_bytes(input);
+        // The quotients in u32: a loaded model's tensors lie in its u32 arena, so the row sizes
+        // and the byte gaps below fit, and a u64 division would link a 0.9 KB routine on 32-bit
+        // cores. Past u32 (no loaded model) the answer is `None`, which is always allowed.
+        let ro = u32::try_from(row_bytes(&self.output))
+            .ok()
+            .filter(|&ro| ro != 0)?;
         if o < i {
             // Rows `from..e` end at or before the first input row `from` reads.
             let first = window.reads(&(from..from + 1), in_rows).start;
-            let e = (i + i64::from(first) * ri - o).div_euclid(ro);
-            u32::try_from(e.max(0)).ok()
+            let gap = u32::try_from(i + u64::from(first) * ri - o).ok()?;
+            Some(gap / ro)
         } else {
             // Rows `s..from` start at or after the end of what row `from − 1` reads.
             let last = from.checked_sub(1)?;
             let end = window.reads(&(last..from), in_rows).end;
-            let s = (i + i64::from(end) * ri - o + ro - 1).div_euclid(ro);
-            u32::try_from(s.max(0)).ok()
+            match (i + u64::from(end) * ri).checked_sub(o) {
+                Some(gap) => Some(u32::try_from(gap).ok()?.div_ceil(ro)),
+                None => Some(0),
+            }
         }
     }
 

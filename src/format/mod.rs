@@ -51,6 +51,19 @@ pub static CRC: crc::Crc<u32, crc::Table<16>> =
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
+/// serde's decoder of a field's type, called rather than inlined: the fields of a type many
+/// records hold (`#[serde(deserialize_with = "crate::format::out_of_line")]`, e.g. every
+/// [`Span`]) then share one copy of its postcard varint loops instead of one per record. The
+/// same bytes and errors as the derive's direct call.
+#[inline(never)]
+pub(crate) fn out_of_line<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer)
+}
+
 /// Byte offset of the weights section for a given meta length.
 pub const fn weights_offset(meta_len: usize) -> usize {
     (HEADER_LEN + meta_len).div_ceil(WEIGHTS_ALIGN) * WEIGHTS_ALIGN
@@ -102,10 +115,13 @@ pub struct Quant {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TensorDesc {
     /// Identifier, unique per tensor in the model.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub id: u16,
     /// Byte offset in the arena (a multiple of `ARENA_ALIGN`).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub offset: u32,
     /// Row-major dimensions; unused leading dimensions are 1.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub dims: [u16; 3],
     /// Element type.
     pub dtype: DType,
@@ -125,8 +141,10 @@ pub struct TensorDesc {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct View {
     /// First channel of the view in the storage.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub channel: u16,
     /// Channels per pixel of the storage (elements between consecutive pixels).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub pixel_stride: u16,
 }
 
@@ -196,8 +214,10 @@ impl TensorDesc {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Span {
     /// Byte offset from the start of the weights section.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub offset: u32,
     /// Length in bytes.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub len: u32,
 }
 
@@ -208,23 +228,31 @@ pub struct Span {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Conv2d {
     /// Kernel size `[height, width]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub kernel: [u16; 2],
     /// Stride `[height, width]`, at least 1.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub stride: [u16; 2],
     /// Dilation `[height, width]`, at least 1.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub dilation: [u16; 2],
     /// Padding `[top, left, bottom, right]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub pad: [u16; 4],
     /// Channel groups; `groups == in_c == out_c` is a depthwise convolution.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub groups: u16,
     /// Weights.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub weights: Span,
     /// Bias, one per output channel.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub bias: Span,
     /// Value of the padded border per input channel (f32 `[in_c]`), or empty for zeros.
     ///
     /// A BatchNorm folded into the following convolution maps zero padding of its output to
     /// padding of its input with the value the BatchNorm maps to zero; this keeps the fold exact.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub pad_values: Span,
     /// Fused activation.
     pub activation: Activation,
@@ -237,8 +265,10 @@ pub struct Conv2d {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Dense {
     /// Weights.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub weights: Span,
     /// Bias.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub bias: Span,
     /// Fused activation.
     pub activation: Activation,
@@ -251,10 +281,13 @@ pub struct Pool {
     /// Reduction.
     pub kind: PoolKind,
     /// Window `[height, width]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub kernel: [u16; 2],
     /// Stride `[height, width]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub stride: [u16; 2],
     /// Padding `[top, left, bottom, right]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub pad: [u16; 4],
     /// Fused activation.
     pub activation: Activation,
@@ -269,8 +302,10 @@ pub struct Pool {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Affine {
     /// Per-channel multiplier.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub scale: Span,
     /// Per-channel offset.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub shift: Span,
     /// Fused activation.
     pub activation: Activation,
@@ -292,8 +327,10 @@ pub struct Transpose {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Pad {
     /// Padding `[top, left, bottom, right]`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub pad: [u16; 4],
     /// Fill elements inserted between neighbouring input `[rows, columns]` (0: none).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub interior: [u16; 2],
     /// Fill value.
     pub value: f32,
@@ -305,8 +342,10 @@ pub struct Pad {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ChannelRequant {
     /// Q31 multipliers.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub multipliers: Span,
     /// Power-of-two exponents.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub shifts: Span,
 }
 
@@ -319,10 +358,13 @@ pub struct ChannelRequant {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Conv2dI8 {
     /// Geometry and spans.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub conv: Conv2d,
     /// Accumulator to output scale, per output channel.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub requant: ChannelRequant,
     /// Output bounds (fused ReLU / ReLU6 or the full int8 range).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub clamp: Clamp,
 }
 
@@ -335,10 +377,13 @@ pub struct Conv2dI8 {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Conv2dI16 {
     /// Geometry and spans.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub conv: Conv2d,
     /// Accumulator to output scale, per output channel.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub requant: ChannelRequant,
     /// Output bounds (fused ReLU / ReLU6 or the full range).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub clamp: ClampI16,
 }
 
@@ -527,12 +572,16 @@ pub const fn quad_index(n_out: usize, n_in: usize, o: usize, i: usize) -> usize 
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DenseI8 {
     /// Weights.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub weights: Span,
     /// Bias.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub bias: Span,
     /// Accumulator to output scale, per output feature.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub requant: ChannelRequant,
     /// Output bounds.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub clamp: Clamp,
     /// How `weights` holds the values (version 11).
     pub layout: DenseLayout,
@@ -545,12 +594,16 @@ pub struct DenseI8 {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DenseI8Wide {
     /// Weights, i8 `[out][in]` (or as `layout` says).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub weights: Span,
     /// Bias, i32 `[out]` (zero-point term folded).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub bias: Span,
     /// Accumulator to output scale, per output feature.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub requant: ChannelRequant,
     /// Output bounds.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub clamp: ClampI16,
     /// How `weights` holds the values (version 11).
     pub layout: DenseLayout,
@@ -566,6 +619,7 @@ pub struct PoolI8 {
     /// Input to output scale for average pooling, if they differ.
     pub rescale: Option<Requant>,
     /// Output bounds.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub clamp: Clamp,
 }
 
@@ -577,8 +631,10 @@ pub struct AddI8 {
     /// Per-input factors.
     pub input_requant: [Requant; 2],
     /// Sum to output factor.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub output_requant: Requant,
     /// Output bounds.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub clamp: Clamp,
 }
 
@@ -588,12 +644,16 @@ pub struct AddI8 {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct AffineI8 {
     /// Integer per-channel multiplier.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub scale: Span,
     /// Integer per-channel offset.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub offset: Span,
     /// Per-channel factor to the output scale.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub requant: ChannelRequant,
     /// Output bounds.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub clamp: Clamp,
 }
 
@@ -603,8 +663,10 @@ pub struct AffineI8 {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct MulI8 {
     /// `s_a · s_g / s_out`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub requant: Requant,
     /// Output bounds (fused ReLU / ReLU6 or the full int8 range).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub clamp: Clamp,
 }
 
@@ -614,8 +676,10 @@ pub struct MulI8 {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct PReluI8 {
     /// `s_in / s_out`.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub positive: Requant,
     /// `slope[c] · s_in / s_out` per channel (`[C]`, any sign).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub negative: ChannelRequant,
 }
 
@@ -843,8 +907,10 @@ impl Layer {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ModelInfo {
     /// Number of `Layer` records that follow.
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub layer_count: u16,
     /// Arena bytes a run needs (the tool's plan).
+    #[serde(deserialize_with = "crate::format::out_of_line")]
     pub arena_bytes: u32,
     /// The model input, written by the caller before the first layer.
     pub input: TensorDesc,

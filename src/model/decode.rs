@@ -115,9 +115,10 @@ impl<'de, K: Kernels> DeserializeSeed<'de> for OpSeed<'_, K> {
     }
 }
 
-/// Whether the set links any of `kernels` (a constant for a constant set).
-#[inline(always)]
-fn links_any<K: Kernels>(kernels: &[Kernel]) -> bool {
+/// Whether the set links any of `kernels`. Evaluated in a `const` block: at `opt-level = "s"`
+/// the compiler kept this loop at run time for the operations of several kernels, and with it
+/// the decoders of operations the firmware does not link.
+const fn links_any<K: Kernels>(kernels: &[Kernel]) -> bool {
     let mut i = 0;
     while i < kernels.len() {
         if K::SET.contains(kernels[i]) {
@@ -144,7 +145,7 @@ impl<'de, K: Kernels> Visitor<'de> for OpSeed<'_, K> {
             ($($index:literal => [$($kernel:ident),+] $name:literal => $decode:expr,)*) => {
                 match index {
                     $($index => {
-                        if links_any::<K>(&[$(Kernel::$kernel),+]) {
+                        if const { links_any::<K>(&[$(Kernel::$kernel),+]) } {
                             return $decode;
                         }
                         let kernels = [$(Kernel::$kernel),+];

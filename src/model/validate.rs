@@ -131,6 +131,12 @@ pub(crate) fn used_inputs(layer: &Layer) -> &[TensorDesc] {
         .unwrap_or_default()
 }
 
+/// [`Layer::in_place`] in a firmware of kernel set `K`: only concatenations and slices run in
+/// place, and a firmware that links none of them refused such records when it decoded them.
+fn in_place<K: Kernels>(layer: &Layer, k: usize) -> bool {
+    links_any::<K>(KernelSet::AXIS.with(Kernel::SliceView)) && layer.in_place(k)
+}
+
 fn layer_index(i: usize) -> u16 {
     // Layer indices are below `layer_count: u16`.
     u16::try_from(i).unwrap_or(u16::MAX)
@@ -311,7 +317,7 @@ fn check_layer<K: Kernels>(
     for (i, d) in (0u8..).zip(inputs) {
         // An input in its slot of a concatenation's output is part of it, by design; a row-local
         // operation may write over an input (its rows are checked once its shapes are).
-        if !layer.in_place(usize::from(i)) && collide(&layer.output, d) {
+        if !in_place::<K>(layer, usize::from(i)) && collide(&layer.output, d) {
             if !linked::<K>(Kernel::InPlace) {
                 return Err(LoadError::KernelNotLinked {
                     layer: index,
@@ -328,7 +334,10 @@ fn check_layer<K: Kernels>(
         // their channels do not (a convolution reading one slot of a storage and writing
         // another).
         let views = d.view.is_some() || layer.output.view.is_some();
-        if views && !layer.in_place(usize::from(i)) && overlaps(region(d), region(&layer.output)) {
+        if views
+            && !in_place::<K>(layer, usize::from(i))
+            && overlaps(region(d), region(&layer.output))
+        {
             return Err(bad(LayerFault::OverlapsOwnInput { input: i }));
         }
     }
@@ -713,32 +722,34 @@ fn nonzero(values: &[u16], fault: ParamFault) -> Result<(), LayerFault> {
 /// `(size + pad_a + pad_b - dilation * (kernel - 1) - 1) / stride + 1`.
 /// `kernel`, `stride` and `dilation` are non-zero.
 fn window_out(
-    size: u64,
+    size: u16,
     kernel: u16,
     stride: u16,
     dilation: u16,
     pad_a: u16,
     pad_b: u16,
 ) -> Result<u64, LayerFault> {
-    let extent = u64::from(dilation) * (u64::from(kernel) - 1) + 1;
-    let padded = size + u64::from(pad_a) + u64::from(pad_b);
+    // u32 holds it all (the padded size is below 2^18, the extent at most 65,535 · 65,534 + 1):
+    // a u64 division would link a 0.9 KB routine on 32-bit cores.
+    let extent = u32::from(dilation) * (u32::from(kernel) - 1) + 1;
+    let padded = u32::from(size) + u32::from(pad_a) + u32::from(pad_b);
     if padded < extent {
         return Err(LayerFault::Param(ParamFault::WindowLargerThanInput));
     }
-    Ok((padded - extent) / u64::from(stride) + 1)
+    Ok(u64::from((padded - extent) / u32::from(stride) + 1))
 }
 
 /// Convolution geometry (shared by f32 and int8): parameters against the operand shapes.
 /// Returns the output channel count and the number of weights per output channel
 /// (`kernel_h · kernel_w · in_c / groups`, also the products summed per output).
 fn conv_geometry(conv: &Conv2d, x: &TensorDesc, y: &TensorDesc) -> Result<(u64, u64), LayerFault> {
-    let [h, w, c] = x.dims.map(u64::from);
+    let [h, w, c] = x.dims;
     nonzero(&conv.kernel, ParamFault::ZeroKernel)?;
     nonzero(&conv.stride, ParamFault::ZeroStride)?;
     nonzero(&conv.dilation, ParamFault::ZeroDilation)?;
     nonzero(&[conv.groups], ParamFault::ZeroGroups)?;
-    let out_c = u64::from(y.dims[2]);
-    let groups = u64::from(conv.groups);
+    // u16 channel counts: the remainders in u32, not u64 (see `window_out`).
+    let (c, out_c, groups) = (u32::from(c), u32::from(y.dims[2]), u32::from(conv.groups));
     if c % groups != 0 || out_c % groups != 0 {
         return Err(LayerFault::Param(ParamFault::GroupsDontDivide {
             groups: conv.groups,
@@ -750,13 +761,14 @@ fn conv_geometry(conv: &Conv2d, x: &TensorDesc, y: &TensorDesc) -> Result<(u64, 
     let [pt, pl, pb, pr] = conv.pad;
     let oh = window_out(h, kh, conv.stride[0], conv.dilation[0], pt, pb)?;
     let ow = window_out(w, kw, conv.stride[1], conv.dilation[1], pl, pr)?;
+    let out_c = u64::from(out_c);
     expect_dims(Operand::Output, [oh, ow, out_c], y.dims)?;
-    Ok((out_c, u64::from(kh) * u64::from(kw) * (c / groups)))
+    Ok((out_c, u64::from(kh) * u64::from(kw) * u64::from(c / groups)))
 }
 
 /// Pooling geometry (shared by f32 and int8): parameters against the operand shapes.
 fn pool_geometry(pool: &Pool, x: &TensorDesc, y: &TensorDesc) -> Result<(), LayerFault> {
-    let [h, w, c] = x.dims.map(u64::from);
+    let [h, w, c] = x.dims;
     nonzero(&pool.kernel, ParamFault::ZeroKernel)?;
     nonzero(&pool.stride, ParamFault::ZeroStride)?;
     let [kh, kw] = pool.kernel;
@@ -768,7 +780,7 @@ fn pool_geometry(pool: &Pool, x: &TensorDesc, y: &TensorDesc) -> Result<(), Laye
     }
     let oh = window_out(h, kh, pool.stride[0], 1, pt, pb)?;
     let ow = window_out(w, kw, pool.stride[1], 1, pl, pr)?;
-    expect_dims(Operand::Output, [oh, ow, c], y.dims)
+    expect_dims(Operand::Output, [oh, ow, u64::from(c)], y.dims)
 }
 
 /// Operation parameters against operand shapes and spans. Descriptions and element types were
@@ -1094,12 +1106,12 @@ fn check_dense_i8(
         DenseLayout::PairsI8 => {
             let n_in = dense_features(w, 1, n_out, x.len() as u64);
             let bytes = weights.span(w, SpanRole::Weights, n_out.saturating_mul(n_in), 4)?;
-            let positions = (x.len() as u64).checked_div(n_in).unwrap_or(0);
+            let positions = x.len().checked_div(n_in as usize).unwrap_or(0);
             crate::format::check_pairs(
                 bytemuck::cast_slice(bytes),
                 n_out as usize,
                 n_in as usize,
-                positions as usize,
+                positions,
             )
             .map_err(|fault| LayerFault::Param(ParamFault::DensePairs(fault)))?;
         }
@@ -1137,9 +1149,15 @@ fn check_dense_i8(
 /// position of a folded global pooling), else `n_x`, so the weights' length check reports the
 /// single-position layout.
 fn dense_features(w: Span, elem: u32, n_out: u64, n_x: u64) -> u64 {
-    let values = u64::from(w.len / elem.max(1));
+    // In u32, not u64 (see `window_out`): the operands passed `check_desc`, so their lengths are
+    // below 2^32 (their bytes fit the u32 arena); an output longer than the weights leaves no
+    // whole row per output either way.
+    let (Ok(n_out), Ok(n_x32)) = (u32::try_from(n_out), u32::try_from(n_x)) else {
+        return n_x;
+    };
+    let values = w.len / elem.max(1);
     match values.checked_div(n_out) {
-        Some(n_in) if n_in > 0 && values % n_out == 0 && n_x % n_in == 0 => n_in,
+        Some(n_in) if n_in > 0 && values % n_out == 0 && n_x32 % n_in == 0 => u64::from(n_in),
         _ => n_x,
     }
 }
@@ -1241,14 +1259,15 @@ fn check_lifetime<K: Kernels>(
         }
         // A concatenation whose output holds `tensor` in its slot adopts it, it does not write it.
         let adopts = (0..inputs.len())
-            .any(|k| layer.in_place(k) && inputs.get(k).is_some_and(|x| x.id == tensor.id));
+            .any(|k| in_place::<K>(&layer, k) && inputs.get(k).is_some_and(|x| x.id == tensor.id));
         // A fused layer also writes its band.
         // (Only in a firmware that links them: any other refuses fused layers.)
         let band = links_any::<K>(KernelSet::FUSED)
             && layer.scratch().is_some_and(|b| collide(&b, tensor));
         // A slice in place writes no byte: its output is bytes of its input, which `records`
         // checked (so two slices of one tensor may overlap).
-        let writes = !layer.is_view_slice() && collide(&layer.output, tensor);
+        let writes = !(linked::<K>(Kernel::SliceView) && layer.is_view_slice())
+            && collide(&layer.output, tensor);
         if first_clobber.is_none() && !adopts && (writes || band) {
             first_clobber = Some(index);
             // A layer that reads `tensor` and writes over it runs in place: `records` proved
