@@ -17,6 +17,7 @@
 use core::marker::PhantomData;
 
 use crate::format::{DType, DenseLayout, Layer, Op};
+use crate::kernels::fast::conv::{regular_loop, RegularLoop};
 use crate::model::Model;
 
 macro_rules! kernels {
@@ -156,6 +157,34 @@ kernels! {
     /// A `Slice` whose output is a view of its input (`Layer::is_view_slice`): it moves
     /// nothing, but its record is decoded and checked, and its readers read at a pixel stride.
     SliceView,
+    /// Not a kernel of its own but a class of the fast loops of the regular (`groups` 1)
+    /// convolutions (`kernels::fast::conv::RegularLoop`), for an int8 input, any output:
+    /// whole receptive fields gathered (first layers, few input channels; inputs sliced in
+    /// place). A set that names no loop class links every loop of its convolution kernels;
+    /// one that names some links only those, and runs a layer whose loop is not linked by the
+    /// reference kernel (the same bytes, more time).
+    ConvColumnsI8,
+    /// The receptive-field loops for an int16 input.
+    ConvColumnsI16,
+    /// The four-channel window loops (DSP cores) for an int8 input, any output.
+    ConvQuadsI8,
+    /// The four-channel window loops (DSP cores) for an int16 input, any output.
+    ConvQuadsI16,
+    /// The pointwise loops on int16 words (1x1 layers, and on DSP cores the strided 1x1 layers
+    /// gathered as such), any input, int8 output.
+    ConvPointwiseToI8,
+    /// The pointwise loops, int16 output.
+    ConvPointwiseToI16,
+    /// The channel-pair pixel loop (every other regular convolution), int8 in, int8 out. On
+    /// cores without the DSP extension it also runs the layers the four-channel and strided
+    /// loops take on the others, and is linked with every regular kernel.
+    ConvPixelsI8ToI8,
+    /// The pixel loop, int8 in, int16 out.
+    ConvPixelsI8ToI16,
+    /// The pixel loop, int16 in, int16 out.
+    ConvPixelsI16ToI16,
+    /// The pixel loop, int16 in, int8 out.
+    ConvPixelsI16ToI8,
 }
 
 /// The f32 kernels: the variants before the first int8 one.
@@ -238,6 +267,58 @@ impl Kernel {
     const fn bit(self) -> u64 {
         1 << self as u32
     }
+
+    /// The loop classes of a regular convolution kernel, in the order of [`RegularLoop`]'s
+    /// columns, pointwise, quads, pixels; `None` for the other kernels (a fused convolution
+    /// links every loop).
+    const fn loops(self) -> Option<[Kernel; 4]> {
+        use Kernel::*;
+        Some(match self {
+            Conv2dI8 => [ConvColumnsI8, ConvPointwiseToI8, ConvQuadsI8, ConvPixelsI8ToI8],
+            Conv2dI8ToI16 => [ConvColumnsI8, ConvPointwiseToI16, ConvQuadsI8, ConvPixelsI8ToI16],
+            Conv2dI16ToI16 => [
+                ConvColumnsI16,
+                ConvPointwiseToI16,
+                ConvQuadsI16,
+                ConvPixelsI16ToI16,
+            ],
+            Conv2dI16ToI8 => [ConvColumnsI16, ConvPointwiseToI8, ConvQuadsI16, ConvPixelsI16ToI8],
+            _ => return None,
+        })
+    }
+
+    /// The class of the loop `taken` of this regular convolution kernel.
+    const fn loop_class(self, taken: RegularLoop) -> Option<Kernel> {
+        let Some([columns, pointwise, quads, pixels]) = self.loops() else {
+            return None;
+        };
+        Some(match taken {
+            RegularLoop::Columns => columns,
+            RegularLoop::Pointwise | RegularLoop::Strided => pointwise,
+            RegularLoop::Quads => quads,
+            RegularLoop::Pixels => pixels,
+        })
+    }
+}
+
+/// The loop class `layer` reaches, if it is a regular convolution the fast loops take (the
+/// dispatch's own choice, `kernels::fast::conv::regular_loop`, on a core with the DSP tiles,
+/// its input assumed word-aligned as the planner places tensors).
+fn loop_class(layer: &Layer, kernel: Kernel) -> Option<Kernel> {
+    let conv = match &layer.op {
+        Op::Conv2dI8(p) => &p.conv,
+        Op::Conv2dI16(p) => &p.conv,
+        _ => return None,
+    };
+    let x = layer.inputs.first()?;
+    if conv.groups != 1 {
+        return None;
+    }
+    let g = super::conv_geometry_into(conv, x, &layer.output);
+    let dims = (x.dims.map(usize::from), layer.output.dims.map(usize::from));
+    let wide = x.dtype == DType::I16;
+    let taken = regular_loop(&g, dims, (wide, wide), true, true)?;
+    kernel.loop_class(taken)
 }
 
 /// Whether an int8 convolution runs the depthwise loops (`kernels::fast::conv::run`'s choice):
@@ -277,6 +358,18 @@ impl KernelSet {
         .with(Kernel::ConcatCopyI8)
         .with(Kernel::SliceI8)
         .with(Kernel::GatherI8);
+    /// The classes of the regular convolutions' fast loops.
+    pub const CONV_LOOPS: KernelSet = KernelSet::EMPTY
+        .with(Kernel::ConvColumnsI8)
+        .with(Kernel::ConvColumnsI16)
+        .with(Kernel::ConvQuadsI8)
+        .with(Kernel::ConvQuadsI16)
+        .with(Kernel::ConvPointwiseToI8)
+        .with(Kernel::ConvPointwiseToI16)
+        .with(Kernel::ConvPixelsI8ToI8)
+        .with(Kernel::ConvPixelsI8ToI16)
+        .with(Kernel::ConvPixelsI16ToI16)
+        .with(Kernel::ConvPixelsI16ToI8);
     /// The convolutions fused with a pooling (`engine::fused`).
     pub const FUSED: KernelSet = KernelSet::EMPTY
         .with(Kernel::Conv2dPool)
@@ -326,11 +419,16 @@ impl KernelSet {
             .filter(move |k| self.contains(*k))
     }
 
-    /// The kernels `model`'s layers run, with the engine parts it needs ([`KernelSet::PLAN`]):
-    /// the smallest set that loads it.
+    /// The kernels `model`'s layers run, with the engine parts it needs ([`KernelSet::PLAN`])
+    /// and the classes of the fast convolution loops its layers reach: the smallest set that
+    /// loads it and runs it as fast as every kernel does.
     pub fn of<K: Kernels>(model: &Model<'_, K>) -> KernelSet {
         let set = model.layers().fold(KernelSet::EMPTY, |set, layer| {
-            let set = Kernel::of(&layer).map_or(set, |k| set.with(k));
+            let kernel = Kernel::of(&layer);
+            let set = kernel.map_or(set, |k| set.with(k));
+            let set = kernel
+                .and_then(|k| loop_class(&layer, k))
+                .map_or(set, |k| set.with(k));
             if layer.writes_over_input() {
                 set.with(Kernel::InPlace)
             } else {
@@ -403,6 +501,25 @@ impl<K: Kernels, const REGULAR: u8, const DEPTHWISE: u8> crate::kernels::fast::c
 {
     const REGULAR: bool = linked::<K>(Kernel::ALL[REGULAR as usize]);
     const DEPTHWISE: bool = linked::<K>(Kernel::ALL[DEPTHWISE as usize]);
+    const COLUMNS: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 0);
+    const POINTWISE: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 1);
+    const QUADS: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 2);
+    // Cores without the tiles run the four-channel and strided loops' layers by the pixel loop.
+    const PIXELS: bool = Self::REGULAR
+        && (!crate::kernels::fast::conv::TILES
+            || loop_linked::<K>(Kernel::ALL[REGULAR as usize], 3));
+}
+
+/// Whether `K` links loop `i` of the regular kernel `regular` ([`Kernel::loops`]): yes if `K`
+/// names that class, or names no class at all (a set written before the classes, or by hand
+/// with the kernels only, keeps every loop), or `regular` has no classes.
+const fn loop_linked<K: Kernels>(regular: Kernel, i: usize) -> bool {
+    match regular.loops() {
+        Some(classes) => {
+            K::SET.intersection(KernelSet::CONV_LOOPS).is_empty() || K::SET.contains(classes[i])
+        }
+        None => true,
+    }
 }
 
 /// Whether `K` links `kernel` (a constant after inlining: the engine's dispatch guards).

@@ -266,6 +266,81 @@ pub trait Loops {
     const REGULAR: bool;
     /// The depthwise loops (`groups == in_c == out_c`).
     const DEPTHWISE: bool;
+    /// Of the `groups == 1` loops, those of [`RegularLoop::Columns`].
+    const COLUMNS: bool = Self::REGULAR;
+    /// Those of [`RegularLoop::Pointwise`] and [`RegularLoop::Strided`].
+    const POINTWISE: bool = Self::REGULAR;
+    /// Those of [`RegularLoop::Quads`].
+    const QUADS: bool = Self::REGULAR;
+    /// Those of [`RegularLoop::Pixels`].
+    const PIXELS: bool = Self::REGULAR;
+}
+
+/// The loop a regular (`groups == 1`) convolution takes, one class of code each: a firmware's
+/// kernel set names those its model reaches (`engine::Kernel::ConvColumnsI8`, ...), so that
+/// the others are not linked (most of the fast kernels' code, each monomorphised per element
+/// type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegularLoop {
+    /// Whole receptive fields gathered ([`columns_any`]): few input channels (first layers),
+    /// or an input sliced in place.
+    Columns,
+    /// A 1x1, stride 1 layer on int16 words ([`pointwise_layer`]).
+    Pointwise,
+    /// A 1x1 layer of stride above 1, gathered and run as a pointwise one on int16 words
+    /// ([`pointwise_strided`], DSP cores).
+    Strided,
+    /// Four output channels at a time over runs of windows ([`regular_quads`], DSP cores).
+    Quads,
+    /// Output channel pairs over pixel pairs (`regular`'s own loop, every core).
+    Pixels,
+}
+
+impl RegularLoop {
+    /// Whether `L` links this loop.
+    const fn linked<L: Loops>(self) -> bool {
+        match self {
+            RegularLoop::Columns => L::COLUMNS,
+            RegularLoop::Pointwise | RegularLoop::Strided => L::POINTWISE,
+            RegularLoop::Quads => L::QUADS,
+            RegularLoop::Pixels => L::PIXELS,
+        }
+    }
+}
+
+/// The loop [`run_loops`] runs a regular convolution by, from its record alone: `wide` for an
+/// int16 input, `words` if it can be read as words (int16 and word-aligned: the host, which
+/// does not know the arena's address, assumes `wide`), `tiles` for a core
+/// with the DSP register tiles (elsewhere neither [`RegularLoop::Strided`] nor
+/// [`RegularLoop::Quads`]), `strided` unless a strided pointwise layer was refused its loop;
+/// `None` where the reference kernel runs it. The dispatch itself decides with this function,
+/// so a kernel set computed with it (`engine::KernelSet::of`) cannot disagree with it.
+pub fn regular_loop(
+    g: &ConvGeometry,
+    dims: ([usize; 3], [usize; 3]),
+    (wide, words): (bool, bool),
+    tiles: bool,
+    strided: bool,
+) -> Option<RegularLoop> {
+    let ([_, _, in_c], _) = dims;
+    let [kh, kw] = g.kernel;
+    let per_out = kh * kw * in_c;
+    let fits_columns = kh * row_values(kw, in_c) <= MAX_COLUMN;
+    if g.strided_input(in_c) {
+        return fits_columns.then_some(RegularLoop::Columns);
+    }
+    if strided && tiles && takes_pointwise_strided(g, dims) {
+        return Some(RegularLoop::Strided);
+    }
+    Some(if in_c % 4 != 0 && fits_columns {
+        RegularLoop::Columns
+    } else if words && in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS && is_pointwise(g) {
+        RegularLoop::Pointwise
+    } else if tiles && quad_windows(g, dims, wide) {
+        RegularLoop::Quads
+    } else {
+        RegularLoop::Pixels
+    })
 }
 
 /// Every loop of [`run`].
@@ -405,17 +480,24 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         if x86(conv, output) {
             return true;
         }
-        if slice_input {
-            let [kh, kw] = g.kernel;
-            if kh * row_values(kw, in_c) > MAX_COLUMN {
-                return false;
-            }
+        // The loop the layer takes; one the firmware does not link leaves the layer to the
+        // reference kernel (the same bytes, more time).
+        let words = X::words(conv.input).is_some();
+        let tiles = TILES && !host_avx2();
+        let class = |strided| regular_loop(g, conv.dims, (X::WIDE, words), tiles, strided);
+        let first = class(true);
+        if !first.is_some_and(RegularLoop::linked::<L>) {
+            return false;
+        }
+        // (Each loop's call guarded by its constant too, so that the compiler sees which it
+        // need not link.)
+        if slice_input && L::COLUMNS {
             columns_any(conv, output);
             return true;
         }
         // A pointwise layer run in bands: its weights widened once per layer.
         if let Some(Prepared::Pointwise(setup)) = prepared {
-            if takes_pointwise(conv) {
+            if L::POINTWISE && first == Some(RegularLoop::Pointwise) {
                 pointwise_layer_with(conv, output, setup);
                 return true;
             }
@@ -423,10 +505,20 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         // A strided pointwise layer: its pixels gathered, then as a dense one (DSP cores: out of
         // the Cortex-M3's build, whose loops LLVM compiled differently with it, +0.07 %).
         #[cfg(any(icefold_dsp, test))]
-        if takes_pointwise_strided(conv) && pointwise_strided(conv, output) {
+        if L::POINTWISE && first == Some(RegularLoop::Strided) && pointwise_strided(conv, output) {
             return true;
         }
-        regular(conv, output);
+        // A strided pointwise layer refused (an operand not word-aligned): the loop it takes
+        // otherwise.
+        let taken = if first == Some(RegularLoop::Strided) {
+            class(false)
+        } else {
+            first
+        };
+        match taken.filter(|t| t.linked::<L>()) {
+            Some(taken) => regular::<X, Y, L>(conv, output, taken),
+            None => return false,
+        }
         true
     } else if g.groups == in_c && g.groups == out_c {
         if !L::DEPTHWISE {
@@ -561,7 +653,7 @@ const MAX_WIDE_PRODUCTS: usize = 256;
 /// tests (their portable twins against the reference). Not on cores without it: there the
 /// twins' lane arithmetic costs more than the previous loops (Cortex-M3, ResNet-8: 62.3 M →
 /// 64.5 M instructions measured).
-const TILES: bool = cfg!(any(icefold_dsp, test));
+pub(crate) const TILES: bool = cfg!(any(icefold_dsp, test));
 
 /// Largest reduction whose int8 weights [`regular`] widens for an int8 input
 /// ([`simd::widen_quads`]: one word per product of the channel pair): ResNet-8's 3x3 × 64
@@ -826,15 +918,31 @@ impl<X: Lanes> Operands for Packed<'_, X> {
 /// `groups == 1`: output channels in pairs; interior output pixels in pairs, one dot product
 /// per kernel row (dilation 1) or tap; border pixels one at a time, their padded taps from
 /// per-tap sums of the pad values' products computed once per channel pair.
+/// `taken` is the loop [`regular_loop`] chose, one `L` links: the others' calls are guarded by
+/// `L`'s constants, so that a firmware does not link them.
 #[inline(never)]
-fn regular<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn regular<X: Lanes, Y: Store + 'static, L: Loops>(
+    c: &Conv<'_, X>,
+    output: &mut [Y],
+    taken: RegularLoop,
+) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
     let per_out = kh * kw * in_c;
-    if in_c % 4 != 0 && kh * row_values(kw, in_c) <= MAX_COLUMN {
+    match taken {
         // Few input channels (first layers): a kernel row is a short, odd run; gather whole
         // receptive fields instead (a tail call: this frame's buffers are not live).
-        return columns_any(c, output);
+        RegularLoop::Columns if L::COLUMNS => return columns_any(c, output),
+        // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
+        // channel pair: the array compares are `memcmp` calls). A tail call with its own
+        // buffers (three register arguments, so LLVM makes it a jump: this frame's buffers are
+        // not live), so that this frame does not grow for the other layers.
+        RegularLoop::Pointwise if L::POINTWISE => return pointwise_layer(c, output),
+        // Input channels in multiples of 8 (int16) or 16 (int8): output channels four at a
+        // time, a tail call with its own buffers like the pointwise one.
+        RegularLoop::Quads if L::QUADS => return quads_from::<X, Y>(c, output),
+        RegularLoop::Pixels if L::PIXELS => {}
+        _ => return,
     }
     // int16 inputs read as words, weights widened once per channel pair.
     let words = if in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS {
@@ -842,18 +950,6 @@ fn regular<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
     } else {
         None
     };
-    // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
-    // channel pair: the array compares are `memcmp` calls). A tail call with its own buffers
-    // (three register arguments, so LLVM makes it a jump: this frame's buffers are not live),
-    // so that this frame does not grow for the other layers.
-    if words.is_some() && is_pointwise(c) {
-        return pointwise_layer(c, output);
-    }
-    // Input channels in multiples of 8 (int16) or 16 (int8): output channels four at a time,
-    // a tail call with its own buffers like the pointwise one.
-    if quad_windows(c) {
-        return quads_from::<X, Y>(c, output);
-    }
     // int8 inputs read as words of four, weights widened once per channel pair.
     let packed = if TILES && in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
         X::packed(c.input)
@@ -945,23 +1041,21 @@ const POINTWISE_WORDS: usize = if TILES {
     MAX_WIDE_PRODUCTS
 };
 
-/// Whether [`regular_quads`] takes a layer: with the DSP tiles, input channels in multiples of
+/// Whether [`regular_quads`] takes a layer on a core with the DSP tiles: input channels in multiples of
 /// 8 for an int16 input, 16 for an int8 one (every clipped window row is a multiple of 4
 /// words), dilation 1 along rows (a window row is contiguous), output rows of at most
 /// [`POINTWISE_BLOCK`] pixels (one block of sums), at least four output channels, at most
 /// [`QUAD_TAPS`] taps, and weights that fit the widened buffer.
-fn quad_windows<X: Lanes>(c: &Conv<'_, X>) -> bool {
-    let ([_, _, in_c], [_, out_w, out_c]) = c.dims;
-    let [kh, kw] = c.geometry.kernel;
-    let (multiple, products) = if X::WIDE {
+fn quad_windows(g: &ConvGeometry, dims: ([usize; 3], [usize; 3]), wide: bool) -> bool {
+    let ([_, _, in_c], [_, out_w, out_c]) = dims;
+    let [kh, kw] = g.kernel;
+    let (multiple, products) = if wide {
         (8, MAX_WIDE_PRODUCTS)
     } else {
         (16, MAX_QUAD_PRODUCTS)
     };
-    TILES
-        && !host_avx2()
-        && in_c % multiple == 0
-        && c.geometry.dilation[1] == 1
+    in_c % multiple == 0
+        && g.dilation[1] == 1
         && out_w <= POINTWISE_BLOCK
         && out_c >= 4
         && kh * kw <= QUAD_TAPS
@@ -1364,23 +1458,10 @@ fn store_quad<Y: Store>(output: &mut [Y], at: usize, valid: usize, v01: &[i16], 
 
 /// Output pixel `p` reads input pixel `p` and nothing else (1x1, stride 1, no padding).
 #[inline(always)]
-fn is_pointwise<X>(c: &Conv<'_, X>) -> bool {
+fn is_pointwise(g: &ConvGeometry) -> bool {
     // Element by element: an array compare is a `memcmp` call.
-    let g = c.geometry;
     let ones = |a: [usize; 2]| a.iter().all(|&v| v == 1);
     ones(g.kernel) && ones(g.stride) && g.pad.iter().all(|&p| p == 0)
-}
-
-/// Whether [`regular`] runs `c` (`groups == 1`, an input not sliced) by [`pointwise_layer`].
-fn takes_pointwise<X: Lanes>(c: &Conv<'_, X>) -> bool {
-    let ([_, _, in_c], _) = c.dims;
-    let [kh, kw] = c.geometry.kernel;
-    let columns = in_c % 4 != 0 && kh * row_values(kw, in_c) <= MAX_COLUMN;
-    !columns
-        && in_c % 2 == 0
-        && in_c <= MAX_WIDE_PRODUCTS
-        && is_pointwise(c)
-        && X::words(c.input).is_some()
 }
 
 /// [`regular`]'s pointwise layers on an int16 input read as words: with the DSP tiles, input
@@ -2992,22 +3073,18 @@ fn pointwise_quads<Y: Store>(
 /// (4 KiB of its frame).
 const STRIDED_WORDS: usize = 1024;
 
-#[cfg(any(icefold_dsp, test))]
 /// Most input channels [`pointwise_strided`] takes (one group's widened weights: 1 KiB).
 const MAX_STRIDED_IN: usize = 128;
 
-#[cfg(any(icefold_dsp, test))]
-/// Whether [`pointwise_strided`] takes `c`: with the DSP tiles, a 1x1 unpadded window with a
-/// stride above 1 (output pixel `(y, x)` reads input pixel `(y · sy, x · sx)` only), input
-/// channels a positive multiple of 8 up to [`MAX_STRIDED_IN`], dense input pixels, at least
-/// four output channels. (ResNet-8's two shortcut convolutions, 1x1 stride 2, took the
-/// window loops of [`regular_quads`] at 0.42-0.55 MAC per instruction: one tap per window.)
-fn takes_pointwise_strided<X: Lanes>(c: &Conv<'_, X>) -> bool {
-    let g = c.geometry;
-    let ([_, _, in_c], [_, _, out_c]) = c.dims;
-    TILES
-        && !host_avx2()
-        && g.kernel == [1, 1]
+/// Whether [`pointwise_strided`] takes a layer on a core with the DSP tiles: a 1x1 unpadded
+/// window with a stride above 1 (output pixel `(y, x)` reads input pixel `(y · sy, x · sx)`
+/// only), input channels a positive multiple of 8 up to [`MAX_STRIDED_IN`], dense input pixels,
+/// at least four output channels. (ResNet-8's two shortcut convolutions, 1x1 stride 2, took
+/// the window loops of [`regular_quads`] at 0.42-0.55 MAC per instruction: one tap per
+/// window.)
+fn takes_pointwise_strided(g: &ConvGeometry, dims: ([usize; 3], [usize; 3])) -> bool {
+    let ([_, _, in_c], [_, _, out_c]) = dims;
+    g.kernel == [1, 1]
         && g.pad == [0; 4]
         && g.stride != [1, 1]
         && in_c % 8 == 0
@@ -4125,7 +4202,7 @@ pub(crate) mod tests {
                 };
                 let mut fast = std::vec![Y::default(); size];
                 PORTABLE_TILES.with(|p| p.set(true));
-                let admitted = takes_pointwise_strided(&conv);
+                let admitted = takes_pointwise_strided(conv.geometry, conv.dims);
                 let taken = admitted && pointwise_strided(&conv, &mut fast);
                 PORTABLE_TILES.with(|p| p.set(false));
                 let in_c = c.in_dims[2];
@@ -4261,7 +4338,7 @@ pub(crate) mod tests {
                     weights: &d.weights,
                 };
                 PORTABLE_TILES.with(|p| p.set(true));
-                let admitted = quad_windows(&conv);
+                let admitted = quad_windows(conv.geometry, conv.dims, X::WIDE);
                 let mut fast = std::vec![0i16; len(c.out_dims)];
                 let done = admitted.then(|| regular_quads::<X, I8>(&conv, Outs::I16(&mut fast)));
                 PORTABLE_TILES.with(|p| p.set(false));
