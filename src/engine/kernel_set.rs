@@ -17,7 +17,8 @@
 use core::marker::PhantomData;
 
 use crate::format::{DType, DenseLayout, Layer, Op};
-use crate::kernels::fast::conv::{regular_loop, RegularLoop};
+use crate::kernels::fast::conv::{depthwise_by_pixel, regular_loop, ColumnBuffers, RegularLoop};
+use crate::kernels::fast::requant::Bounds;
 use crate::model::Model;
 
 macro_rules! kernels {
@@ -166,6 +167,10 @@ kernels! {
     ConvColumnsI8,
     /// The receptive-field loops for an int16 input.
     ConvColumnsI16,
+    /// The receptive-field loops with buffers for a whole layer's weights (DSP cores: first
+    /// layers whose weights do not fit the small ones, DS-CNN's), for the input types whose
+    /// regular kernels the set links.
+    ConvColumnsWhole,
     /// The four-channel window loops (DSP cores) for an int8 input, any output.
     ConvQuadsI8,
     /// The four-channel window loops (DSP cores) for an int16 input, any output.
@@ -185,6 +190,14 @@ kernels! {
     ConvPixelsI16ToI16,
     /// The pixel loop, int16 in, int8 out.
     ConvPixelsI16ToI8,
+    /// Not a kernel but a class of the fast depthwise loops, for every element-type pair the set
+    /// links: the pixel loop of narrow maps (DSP cores, int16 inputs). As with the regular
+    /// loops, a set that names no class links every loop.
+    DepthwisePixel,
+    /// The other depthwise loops (the 3x3 row kernel, channel pairs, one channel at a time);
+    /// cores without the DSP extension run every depthwise layer by them, and link them with
+    /// every depthwise kernel.
+    DepthwiseRows,
 }
 
 /// The f32 kernels: the variants before the first int8 one.
@@ -269,56 +282,95 @@ impl Kernel {
     }
 
     /// The loop classes of a regular convolution kernel, in the order of [`RegularLoop`]'s
-    /// columns, pointwise, quads, pixels; `None` for the other kernels (a fused convolution
-    /// links every loop).
-    const fn loops(self) -> Option<[Kernel; 4]> {
+    /// columns (small buffers), pointwise, quads, pixels, then the columns' whole-layer buffers;
+    /// `None` for the other kernels (a fused convolution links every loop).
+    const fn loops(self) -> Option<[Kernel; 5]> {
         use Kernel::*;
+        let whole = ConvColumnsWhole;
         Some(match self {
-            Conv2dI8 => [ConvColumnsI8, ConvPointwiseToI8, ConvQuadsI8, ConvPixelsI8ToI8],
-            Conv2dI8ToI16 => [ConvColumnsI8, ConvPointwiseToI16, ConvQuadsI8, ConvPixelsI8ToI16],
+            Conv2dI8 => [
+                ConvColumnsI8,
+                ConvPointwiseToI8,
+                ConvQuadsI8,
+                ConvPixelsI8ToI8,
+                whole,
+            ],
+            Conv2dI8ToI16 => [
+                ConvColumnsI8,
+                ConvPointwiseToI16,
+                ConvQuadsI8,
+                ConvPixelsI8ToI16,
+                whole,
+            ],
             Conv2dI16ToI16 => [
                 ConvColumnsI16,
                 ConvPointwiseToI16,
                 ConvQuadsI16,
                 ConvPixelsI16ToI16,
+                whole,
             ],
-            Conv2dI16ToI8 => [ConvColumnsI16, ConvPointwiseToI8, ConvQuadsI16, ConvPixelsI16ToI8],
+            Conv2dI16ToI8 => [
+                ConvColumnsI16,
+                ConvPointwiseToI8,
+                ConvQuadsI16,
+                ConvPixelsI16ToI8,
+                whole,
+            ],
             _ => return None,
         })
     }
 
-    /// The class of the loop `taken` of this regular convolution kernel.
-    const fn loop_class(self, taken: RegularLoop) -> Option<Kernel> {
-        let Some([columns, pointwise, quads, pixels]) = self.loops() else {
+    /// The classes of the loop `taken` of this regular convolution kernel (one, or two for
+    /// the receptive-field loops with both sizes of buffers).
+    const fn loop_classes(self, taken: RegularLoop) -> Option<[Kernel; 2]> {
+        let Some([columns, pointwise, quads, pixels, whole]) = self.loops() else {
             return None;
         };
         Some(match taken {
-            RegularLoop::Columns => columns,
-            RegularLoop::Pointwise | RegularLoop::Strided => pointwise,
-            RegularLoop::Quads => quads,
-            RegularLoop::Pixels => pixels,
+            RegularLoop::Columns(ColumnBuffers::Small) => [columns; 2],
+            RegularLoop::Columns(ColumnBuffers::Whole) => [whole; 2],
+            RegularLoop::Columns(ColumnBuffers::Both) => [columns, whole],
+            RegularLoop::Pointwise | RegularLoop::Strided => [pointwise; 2],
+            RegularLoop::Quads => [quads; 2],
+            RegularLoop::Pixels => [pixels; 2],
         })
     }
 }
 
-/// The loop class `layer` reaches, if it is a regular convolution the fast loops take (the
+/// The depthwise loop class `layer` reaches if it is a depthwise convolution (the pixel loop's
+/// own test of the layer, `kernels::fast::conv::depthwise_by_pixel`), else the loop classes it
+/// reaches if it is a regular convolution the fast loops take (the
 /// dispatch's own choice, `kernels::fast::conv::regular_loop`, on a core with the DSP tiles,
 /// its input assumed word-aligned as the planner places tensors).
-fn loop_class(layer: &Layer, kernel: Kernel) -> Option<Kernel> {
-    let conv = match &layer.op {
-        Op::Conv2dI8(p) => &p.conv,
-        Op::Conv2dI16(p) => &p.conv,
+fn loop_classes(layer: &Layer, kernel: Kernel) -> Option<[Kernel; 2]> {
+    let (conv, [min, max]) = match &layer.op {
+        Op::Conv2dI8(p) => (&p.conv, [p.clamp.min, p.clamp.max].map(i32::from)),
+        Op::Conv2dI16(p) => (&p.conv, [p.clamp.min, p.clamp.max].map(i32::from)),
         _ => return None,
     };
     let x = layer.inputs.first()?;
-    if conv.groups != 1 {
-        return None;
-    }
     let g = super::conv_geometry_into(conv, x, &layer.output);
     let dims = (x.dims.map(usize::from), layer.output.dims.map(usize::from));
     let wide = x.dtype == DType::I16;
+    if depthwise(conv, layer) {
+        // As the engine's output stage reads the record (`Bounds::from`).
+        let bounds = Bounds {
+            zero_point: layer.output.quant?.zero_point,
+            min,
+            max,
+        };
+        let class = if depthwise_by_pixel(&g, dims, &bounds, wide) {
+            Kernel::DepthwisePixel
+        } else {
+            Kernel::DepthwiseRows
+        };
+        return Some([class; 2]);
+    }
+    if conv.groups != 1 {
+        return None;
+    }
     let taken = regular_loop(&g, dims, (wide, wide), true, true)?;
-    kernel.loop_class(taken)
+    kernel.loop_classes(taken)
 }
 
 /// Whether an int8 convolution runs the depthwise loops (`kernels::fast::conv::run`'s choice):
@@ -362,6 +414,7 @@ impl KernelSet {
     pub const CONV_LOOPS: KernelSet = KernelSet::EMPTY
         .with(Kernel::ConvColumnsI8)
         .with(Kernel::ConvColumnsI16)
+        .with(Kernel::ConvColumnsWhole)
         .with(Kernel::ConvQuadsI8)
         .with(Kernel::ConvQuadsI16)
         .with(Kernel::ConvPointwiseToI8)
@@ -369,7 +422,9 @@ impl KernelSet {
         .with(Kernel::ConvPixelsI8ToI8)
         .with(Kernel::ConvPixelsI8ToI16)
         .with(Kernel::ConvPixelsI16ToI16)
-        .with(Kernel::ConvPixelsI16ToI8);
+        .with(Kernel::ConvPixelsI16ToI8)
+        .with(Kernel::DepthwisePixel)
+        .with(Kernel::DepthwiseRows);
     /// The convolutions fused with a pooling (`engine::fused`).
     pub const FUSED: KernelSet = KernelSet::EMPTY
         .with(Kernel::Conv2dPool)
@@ -427,8 +482,8 @@ impl KernelSet {
             let kernel = Kernel::of(&layer);
             let set = kernel.map_or(set, |k| set.with(k));
             let set = kernel
-                .and_then(|k| loop_class(&layer, k))
-                .map_or(set, |k| set.with(k));
+                .and_then(|k| loop_classes(&layer, k))
+                .map_or(set, |[a, b]| set.with(a).with(b));
             if layer.writes_over_input() {
                 set.with(Kernel::InPlace)
             } else {
@@ -501,13 +556,29 @@ impl<K: Kernels, const REGULAR: u8, const DEPTHWISE: u8> crate::kernels::fast::c
 {
     const REGULAR: bool = linked::<K>(Kernel::ALL[REGULAR as usize]);
     const DEPTHWISE: bool = linked::<K>(Kernel::ALL[DEPTHWISE as usize]);
-    const COLUMNS: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 0);
+    // Cores without the tiles run every receptive-field layer with the small buffers.
+    const COLUMNS: bool = Self::REGULAR
+        && (loop_linked::<K>(Kernel::ALL[REGULAR as usize], 0)
+            || (!crate::kernels::fast::conv::TILES && Self::COLUMNS_WHOLE));
+    const COLUMNS_WHOLE: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 4);
     const POINTWISE: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 1);
     const QUADS: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 2);
     // Cores without the tiles run the four-channel and strided loops' layers by the pixel loop.
     const PIXELS: bool = Self::REGULAR
         && (!crate::kernels::fast::conv::TILES
             || loop_linked::<K>(Kernel::ALL[REGULAR as usize], 3));
+    const DEPTHWISE_PIXEL: bool = Self::DEPTHWISE
+        && depthwise_linked::<K>(Kernel::ALL[DEPTHWISE as usize], Kernel::DepthwisePixel);
+    const DEPTHWISE_ROWS: bool = Self::DEPTHWISE
+        && (!crate::kernels::fast::conv::PIXEL_SET_UP
+            || depthwise_linked::<K>(Kernel::ALL[DEPTHWISE as usize], Kernel::DepthwiseRows));
+}
+
+/// Whether `K` links the depthwise loops of `class` for the depthwise kernel `depthwise`: yes
+/// if `K` names the class or no class at all, or the kernel is a fused one (every loop).
+const fn depthwise_linked<K: Kernels>(depthwise: Kernel, class: Kernel) -> bool {
+    let fused = matches!(depthwise, Kernel::Conv2dPoolI8 | Kernel::Conv2dPoolI16ToI8);
+    fused || K::SET.intersection(KernelSet::CONV_LOOPS).is_empty() || K::SET.contains(class)
 }
 
 /// Whether `K` links loop `i` of the regular kernel `regular` ([`Kernel::loops`]): yes if `K`
@@ -737,6 +808,62 @@ mod tests {
             }),
             None
         );
+    }
+
+    /// Every integer kernel and engine part, of the convolution loops only the whole-layer
+    /// receptive fields: what a firmware built for another model links.
+    struct OtherLoops;
+    impl Kernels for OtherLoops {
+        const SET: KernelSet = KernelSet::INT8
+            .union(KernelSet::PLAN)
+            .difference(KernelSet::CONV_LOOPS)
+            .with(Kernel::ConvColumnsWhole);
+    }
+
+    #[test]
+    fn a_convolution_whose_loop_is_not_linked_runs_by_the_reference_kernel() {
+        let blob = crate::model::int8_tests::int8_model().blob();
+        let every = crate::Model::new_checked(blob.bytes()).unwrap();
+        // Its 3x3 convolution of two int8 input channels gathers receptive fields (small
+        // buffers): the only loop class of its set.
+        assert_eq!(
+            KernelSet::of(&every).intersection(KernelSet::CONV_LOOPS),
+            KernelSet::EMPTY.with(Kernel::ConvColumnsI8)
+        );
+        // A firmware that links its kernels but another class loads it and computes the same
+        // bytes (the reference kernel, or the host's AVX2 loops, runs the convolution).
+        let other = crate::Model::<OtherLoops>::new_checked_with_kernels(blob.bytes()).unwrap();
+        let x: std::vec::Vec<i8> = (0..every.input().len())
+            .map(|i| (i * 37 % 251) as i8)
+            .collect();
+        let mut arena = Blob::zeroed(every.arena_bytes());
+        let mut want = std::vec![0i8; every.output().len()];
+        let mut got = want.clone();
+        every.run_i8(arena.bytes_mut(), &x, &mut want).unwrap();
+        other.run_i8(arena.bytes_mut(), &x, &mut got).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn loop_classes_of_a_set_that_names_none_are_every_loop() {
+        use crate::kernels::fast::conv::Loops;
+        type ResNet8Loops<K> =
+            ConvLoops<K, { Kernel::Conv2dI8 as u8 }, { Kernel::DepthwiseI8 as u8 }>;
+        // The doc example's set (kernels only, no class): every loop of its convolutions.
+        struct KernelsOnly;
+        impl Kernels for KernelsOnly {
+            const SET: KernelSet = KernelSet::EMPTY.with(Kernel::Conv2dI8);
+        }
+        assert!(ResNet8Loops::<KernelsOnly>::QUADS && ResNet8Loops::<KernelsOnly>::COLUMNS);
+        assert!(!ResNet8Loops::<KernelsOnly>::DEPTHWISE_PIXEL);
+        // A set naming classes links those (and, off the DSP cores, the pixel and row loops).
+        assert!(ResNet8Loops::<OtherLoops>::COLUMNS_WHOLE);
+        assert!(!ResNet8Loops::<OtherLoops>::QUADS && !ResNet8Loops::<OtherLoops>::POINTWISE);
+        assert_eq!(
+            ResNet8Loops::<OtherLoops>::PIXELS,
+            !crate::kernels::fast::conv::TILES
+        );
+        assert!(!ResNet8Loops::<OtherLoops>::DEPTHWISE_PIXEL);
     }
 
     #[test]

@@ -266,14 +266,38 @@ pub trait Loops {
     const REGULAR: bool;
     /// The depthwise loops (`groups == in_c == out_c`).
     const DEPTHWISE: bool;
-    /// Of the `groups == 1` loops, those of [`RegularLoop::Columns`].
+    /// Of the `groups == 1` loops, those of [`RegularLoop::Columns`] with the small buffers.
     const COLUMNS: bool = Self::REGULAR;
+    /// Those of [`RegularLoop::Columns`] with the whole layer's buffers.
+    const COLUMNS_WHOLE: bool = Self::REGULAR;
     /// Those of [`RegularLoop::Pointwise`] and [`RegularLoop::Strided`].
     const POINTWISE: bool = Self::REGULAR;
     /// Those of [`RegularLoop::Quads`].
     const QUADS: bool = Self::REGULAR;
     /// Those of [`RegularLoop::Pixels`].
     const PIXELS: bool = Self::REGULAR;
+    /// Of the depthwise loops, the pixel loop of narrow maps (DSP cores,
+    /// [`depthwise_by_pixel`]).
+    const DEPTHWISE_PIXEL: bool = Self::DEPTHWISE;
+    /// The other depthwise loops (the 3x3 row kernel, channel pairs, one channel at a time).
+    const DEPTHWISE_ROWS: bool = Self::DEPTHWISE;
+}
+
+/// Whether a depthwise convolution runs by the pixel loop on a DSP core, from its record alone
+/// (window, dims, whether its output is a view, its output bounds, `wide` for an int16 input
+/// not sliced in place: the loop reads channel pairs as words). The loop can still refuse a
+/// layer whose output factors do not have its form; the row loops, or the reference kernel
+/// where they are not linked, then run it.
+pub fn depthwise_by_pixel(
+    g: &ConvGeometry,
+    dims: ([usize; 3], [usize; 3]),
+    bounds: &Bounds,
+    wide: bool,
+) -> bool {
+    let ([_, _, in_c], [_, _, out_c]) = dims;
+    wide && !g.strided_input(in_c)
+        && g.out_stride(out_c) == out_c
+        && super::depthwise::covers_by_pixel_of(g, dims, bounds)
 }
 
 /// The loop a regular (`groups == 1`) convolution takes, one class of code each: a firmware's
@@ -283,8 +307,8 @@ pub trait Loops {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegularLoop {
     /// Whole receptive fields gathered ([`columns_any`]): few input channels (first layers),
-    /// or an input sliced in place.
-    Columns,
+    /// or an input sliced in place; with the buffers it takes.
+    Columns(ColumnBuffers),
     /// A 1x1, stride 1 layer on int16 words ([`pointwise_layer`]).
     Pointwise,
     /// A 1x1 layer of stride above 1, gathered and run as a pointwise one on int16 words
@@ -296,11 +320,24 @@ pub enum RegularLoop {
     Pixels,
 }
 
+/// The buffers [`RegularLoop::Columns`] takes (two sizes, each a copy of the loops).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnBuffers {
+    /// The small ones only.
+    Small,
+    /// The whole layer's only (its weights widened once per layer: DS-CNN's first layer).
+    Whole,
+    /// Both: the fused tile's of one size, the other loop's of the other.
+    Both,
+}
+
 impl RegularLoop {
     /// Whether `L` links this loop.
     const fn linked<L: Loops>(self) -> bool {
         match self {
-            RegularLoop::Columns => L::COLUMNS,
+            RegularLoop::Columns(ColumnBuffers::Small) => L::COLUMNS,
+            RegularLoop::Columns(ColumnBuffers::Whole) => L::COLUMNS_WHOLE,
+            RegularLoop::Columns(ColumnBuffers::Both) => L::COLUMNS && L::COLUMNS_WHOLE,
             RegularLoop::Pointwise | RegularLoop::Strided => L::POINTWISE,
             RegularLoop::Quads => L::QUADS,
             RegularLoop::Pixels => L::PIXELS,
@@ -315,6 +352,7 @@ impl RegularLoop {
 /// [`RegularLoop::Quads`]), `strided` unless a strided pointwise layer was refused its loop;
 /// `None` where the reference kernel runs it. The dispatch itself decides with this function,
 /// so a kernel set computed with it (`engine::KernelSet::of`) cannot disagree with it.
+#[inline(always)]
 pub fn regular_loop(
     g: &ConvGeometry,
     dims: ([usize; 3], [usize; 3]),
@@ -326,14 +364,23 @@ pub fn regular_loop(
     let [kh, kw] = g.kernel;
     let per_out = kh * kw * in_c;
     let fits_columns = kh * row_values(kw, in_c) <= MAX_COLUMN;
+    // (Worked out only for the layers that take it: a layer run in bands pays this per band.)
+    let columns = || {
+        RegularLoop::Columns(match column_buffers(kh, kw, in_c, dims.1[2]) {
+            _ if !tiles => ColumnBuffers::Small,
+            (true, false) => ColumnBuffers::Small,
+            (false, true) => ColumnBuffers::Whole,
+            _ => ColumnBuffers::Both,
+        })
+    };
     if g.strided_input(in_c) {
-        return fits_columns.then_some(RegularLoop::Columns);
+        return fits_columns.then(columns);
     }
     if strided && tiles && takes_pointwise_strided(g, dims) {
         return Some(RegularLoop::Strided);
     }
     Some(if in_c % 4 != 0 && fits_columns {
-        RegularLoop::Columns
+        columns()
     } else if words && in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS && is_pointwise(g) {
         RegularLoop::Pointwise
     } else if tiles && quad_windows(g, dims, wide) {
@@ -491,8 +538,8 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         }
         // (Each loop's call guarded by its constant too, so that the compiler sees which it
         // need not link.)
-        if slice_input && L::COLUMNS {
-            columns_any(conv, output);
+        if slice_input && (L::COLUMNS || L::COLUMNS_WHOLE) {
+            columns_any::<X, Y, L>(conv, output);
             return true;
         }
         // A pointwise layer run in bands: its weights widened once per layer.
@@ -535,7 +582,11 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         };
         // Narrow maps on DSP cores: pixel by pixel, the channel pairs innermost (a dense input
         // and output only, like the row kernel below).
-        if cfg!(icefold_dsp) && !strided && super::depthwise::covers_by_pixel(conv) {
+        if L::DEPTHWISE_PIXEL
+            && cfg!(icefold_dsp)
+            && !strided
+            && super::depthwise::covers_by_pixel(conv)
+        {
             if let Some(words) = words {
                 let taken = match prepared {
                     Some(Prepared::Pixel(setup)) => {
@@ -547,6 +598,10 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
                     return true;
                 }
             }
+        }
+        // The other loops, if linked ([`Loops::DEPTHWISE_ROWS`]), else the reference kernel.
+        if !L::DEPTHWISE_ROWS {
+            return false;
         }
         // The 3x3 row kernel writes dense rows only.
         if !strided && super::depthwise::covers(conv) {
@@ -932,7 +987,7 @@ fn regular<X: Lanes, Y: Store + 'static, L: Loops>(
     match taken {
         // Few input channels (first layers): a kernel row is a short, odd run; gather whole
         // receptive fields instead (a tail call: this frame's buffers are not live).
-        RegularLoop::Columns if L::COLUMNS => return columns_any(c, output),
+        RegularLoop::Columns(_) => return columns_any::<X, Y, L>(c, output),
         // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
         // channel pair: the array compares are `memcmp` calls). A tail call with its own
         // buffers (three register arguments, so LLVM makes it a jump: this frame's buffers are
@@ -2104,39 +2159,55 @@ const WHOLE_LAYER_CHANNELS: usize = 64;
 /// Out of line, so that `regular` reaches it by a jump (two slices' words of arguments) and its
 /// frame is not live while `columns` runs: an [`Outs`] argument is passed by reference, which
 /// would keep the caller's frame.
+///
+/// The calls of the buffers `L` does not link are left out ([`Loops::COLUMNS_WHOLE`]); the
+/// small buffers' [`columns`] takes any layer, at more instructions.
 #[inline(never)]
-fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn columns_any<X: Lanes, Y: Store + 'static, L: Loops>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
-    let pair_words = 2 * column_words(kh, kw, in_c);
-    let fits = |weights: usize, channels: usize| {
-        out_c <= channels && out_c.div_ceil(2) * pair_words <= weights
-    };
+    let (fused_small, columns_whole) = column_buffers(kh, kw, in_c, out_c);
     // The fused tile first, in the frame whose weight buffer holds the layer's.
-    if TILES && out_c * column_words(kh, kw, in_c) <= COLUMN_WEIGHTS {
-        if columns_fused::<X, COLUMN_WEIGHTS, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
-            c,
-            Y::outs(output),
-        ) {
+    if TILES && fused_small {
+        if L::COLUMNS
+            && columns_fused::<X, COLUMN_WEIGHTS, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
+                c,
+                Y::outs(output),
+            )
+        {
             return;
         }
     } else if TILES
+        && L::COLUMNS_WHOLE
         && columns_fused::<X, WHOLE_LAYER_WEIGHTS, FIELD_WORDS, RING_VALUES>(c, Y::outs(output))
     {
         return;
     }
-    if TILES
-        && !fits(COLUMN_WEIGHTS, STAGE_CHUNK)
-        && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS)
-    {
+    if TILES && columns_whole && L::COLUMNS_WHOLE {
         return columns::<X, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS, RING_VALUES>(
             c,
             Y::outs(output),
         );
     }
-    columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
-        c,
-        Y::outs(output),
+    if L::COLUMNS {
+        columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
+            c,
+            Y::outs(output),
+        );
+    }
+}
+
+/// Which buffers [`columns_any`] runs a layer with on a core with the DSP tiles: whether the
+/// fused tile's are the small ones ([`COLUMN_WEIGHTS`], else [`WHOLE_LAYER_WEIGHTS`]), and
+/// whether [`columns`]' are the whole layer's.
+fn column_buffers(kh: usize, kw: usize, in_c: usize, out_c: usize) -> (bool, bool) {
+    let pair_words = 2 * column_words(kh, kw, in_c);
+    let fits = |weights: usize, channels: usize| {
+        out_c <= channels && out_c.div_ceil(2) * pair_words <= weights
+    };
+    (
+        out_c * column_words(kh, kw, in_c) <= COLUMN_WEIGHTS,
+        !fits(COLUMN_WEIGHTS, STAGE_CHUNK) && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS),
     )
 }
 
@@ -3793,6 +3864,68 @@ pub(crate) mod tests {
         [avx2, portable]
     }
 
+    /// Loop classes as bits of a mask (`Linked`'s).
+    const COLUMNS: u8 = 1;
+    const COLUMNS_WHOLE: u8 = 2;
+    const POINTWISE: u8 = 4;
+    const QUADS: u8 = 8;
+    const PIXELS: u8 = 16;
+    const DEPTHWISE_PIXEL: u8 = 32;
+    const DEPTHWISE_ROWS: u8 = 64;
+    const ALL_CLASSES: u8 = 127;
+
+    /// The classes of the loop `taken`.
+    fn class_mask(taken: RegularLoop) -> u8 {
+        match taken {
+            RegularLoop::Columns(ColumnBuffers::Small) => COLUMNS,
+            RegularLoop::Columns(ColumnBuffers::Whole) => COLUMNS_WHOLE,
+            RegularLoop::Columns(ColumnBuffers::Both) => COLUMNS | COLUMNS_WHOLE,
+            RegularLoop::Pointwise | RegularLoop::Strided => POINTWISE,
+            RegularLoop::Quads => QUADS,
+            RegularLoop::Pixels => PIXELS,
+        }
+    }
+
+    /// A firmware's loops: the classes of `MASK`.
+    struct Linked<const MASK: u8>;
+    impl<const MASK: u8> Loops for Linked<MASK> {
+        const REGULAR: bool = true;
+        const DEPTHWISE: bool = true;
+        const COLUMNS: bool = MASK & COLUMNS != 0;
+        const COLUMNS_WHOLE: bool = MASK & COLUMNS_WHOLE != 0;
+        const POINTWISE: bool = MASK & POINTWISE != 0;
+        const QUADS: bool = MASK & QUADS != 0;
+        const PIXELS: bool = MASK & PIXELS != 0;
+        const DEPTHWISE_PIXEL: bool = MASK & DEPTHWISE_PIXEL != 0;
+        const DEPTHWISE_ROWS: bool = MASK & DEPTHWISE_ROWS != 0;
+    }
+
+    /// [`run_loops`] with the loops of `mask` (one class, or every class but one).
+    fn run_linked<X: Lanes, Y: Store + 'static>(
+        mask: u8,
+        conv: &Conv<'_, X>,
+        output: &mut [Y],
+    ) -> bool {
+        macro_rules! masks {
+            ($($m:expr),*) => {
+                match mask {
+                    $(m if m == $m => run_loops::<X, Y, Linked<{ $m }>>(conv, output, None),
+                      m if m == ALL_CLASSES & !$m => run_loops::<X, Y, Linked<{ ALL_CLASSES & !$m }>>(conv, output, None),)*
+                    _ => unreachable!("mask {mask:#b}"),
+                }
+            };
+        }
+        masks!(
+            COLUMNS,
+            COLUMNS_WHOLE,
+            COLUMNS | COLUMNS_WHOLE,
+            POINTWISE,
+            QUADS,
+            PIXELS,
+            DEPTHWISE_ROWS
+        )
+    }
+
     /// A random convolution: geometry, dims, per-channel constants and data (from `seed`).
     #[derive(Debug, Clone)]
     struct Case {
@@ -4426,7 +4559,7 @@ pub(crate) mod tests {
                     prop_assert_eq!(&fast, &want);
                 }
                 let mut fast = std::vec![Y::default(); size];
-                columns_any(&conv, &mut fast);
+                columns_any::<X, Y, AllLoops>(&conv, &mut fast);
                 prop_assert_eq!(&fast, &want);
                 Ok(())
             }
@@ -4441,6 +4574,69 @@ pub(crate) mod tests {
                 1 => { let d = data(&c, &mut gen, Gen::i8, 20); check::<i8, i8>(&c, d, &mut gen, zp_in as i8, narrow)? }
                 2 => { let d = data(&c, &mut gen, Gen::i16, 20); check::<i16, i16>(&c, d, &mut gen, zp_in, output)? }
                 _ => { let d = data(&c, &mut gen, Gen::i16, 20); check::<i16, i8>(&c, d, &mut gen, zp_in, narrow)? }
+            }
+        }
+
+        #[test]
+        fn each_loop_class_runs_the_layers_it_classifies(c in prop_oneof![2 => case(), 1 => first_layer(), 1 => quad_case(), 1 => strided_pointwise_case(), 1 => pointwise_case(), 1 => depthwise3x3()],
+                                                         kinds in 0u8..4, zp_in in any::<i16>(), zp_out in any::<i16>()) {
+            // With the tiles (their portable twins), a firmware linking only the class that
+            // `regular_loop` gives a layer (or, depthwise, the row loops: no pixel loop off the
+            // DSP cores) runs it fast and as the reference does; one linking every class but
+            // that one leaves it to the reference, writing nothing.
+            let Some(c) = c else { return Ok(()) };
+            let mut gen = Gen(c.seed);
+            let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
+            let output = WideOutputQuant { zero_point: zp_out, clamp };
+            fn check<X: Lanes + core::fmt::Debug + PartialEq, Y: Store + Default + core::fmt::Debug + PartialEq + 'static>(
+                c: &Case, d: &Data<X>, zp: X, output: WideOutputQuant,
+            ) -> Result<(), TestCaseError> {
+                let quant = WideConvQuant {
+                    input_zero_point: zp,
+                    pad_values: &d.pad_values,
+                    channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                    output,
+                };
+                let dims = (c.in_dims, c.out_dims);
+                let conv = Conv {
+                    geometry: &c.g,
+                    dims,
+                    padding: Padding { zero: zp, values: &d.pad_values },
+                    channels: &quant.channels,
+                    bounds: Bounds::from(output),
+                    input: &d.x,
+                    weights: &d.weights,
+                };
+                let [_, _, in_c] = c.in_dims;
+                let class = if c.g.groups == 1 {
+                    let words = X::words(&d.x).is_some();
+                    match regular_loop(&c.g, dims, (X::WIDE, words), true, true) {
+                        Some(taken) => class_mask(taken),
+                        None => return Ok(()),
+                    }
+                } else if c.g.groups == in_c && c.g.groups == c.out_dims[2] {
+                    DEPTHWISE_ROWS
+                } else {
+                    return Ok(());
+                };
+                let mut want = std::vec![Y::default(); len(c.out_dims)];
+                reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
+                let untouched = std::vec![Y::default(); len(c.out_dims)];
+                let (mut only, mut others) = (untouched.clone(), untouched.clone());
+                PORTABLE_TILES.with(|p| p.set(true));
+                let (ran, ran_without) = (run_linked::<X, Y>(class, &conv, &mut only), run_linked::<X, Y>(ALL_CLASSES & !class, &conv, &mut others));
+                PORTABLE_TILES.with(|p| p.set(false));
+                prop_assert!(ran, "{:?} not taken by its class {:#b}", c, class);
+                prop_assert_eq!(&only, &want);
+                prop_assert!(!ran_without);
+                prop_assert_eq!(&others, &untouched);
+                Ok(())
+            }
+            match kinds {
+                0 => check::<i8, i16>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, output)?,
+                1 => check::<i16, i16>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?,
+                2 => check::<i16, i8>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?,
+                _ => check::<i8, i8>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, output)?,
             }
         }
 
