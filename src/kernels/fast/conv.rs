@@ -994,8 +994,9 @@ fn regular<X: Lanes, Y: Store + 'static, L: Loops>(
         // not live), so that this frame does not grow for the other layers.
         RegularLoop::Pointwise if L::POINTWISE => return pointwise_layer(c, output),
         // Input channels in multiples of 8 (int16) or 16 (int8): output channels four at a
-        // time, a tail call with its own buffers like the pointwise one.
-        RegularLoop::Quads if L::QUADS => return quads_from::<X, Y>(c, output),
+        // time, a tail call with its own buffers like the pointwise one (with the tiles only:
+        // `regular_loop` never gives it elsewhere, and the guard keeps it out of those builds).
+        RegularLoop::Quads if TILES && L::QUADS => return quads_from::<X, Y>(c, output),
         RegularLoop::Pixels if L::PIXELS => {}
         _ => return,
     }
