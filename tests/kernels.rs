@@ -16,7 +16,10 @@ use icefold_tool::quantize::calibrate::Method;
 /// ResNet-8, default conversion: the int16 model input (transposed to `[H, W, C]` as the engine
 /// writes it, `ModelInfo::input_transpose`: no transpose kernel), the first
 /// residual stage 16×8 (int16 in, int8 out into the addition, int8 in, int16 out), the rest
-/// int8 convolutions and additions, the int16 output head; no depthwise convolution.
+/// int8 convolutions and additions, the int16 output head; no depthwise convolution. Its fast
+/// convolution loops: receptive fields for the first layer (3 int16 channels), the
+/// four-channel window loops for the others, the pointwise loops (int8 out) for the strided
+/// 1x1 shortcuts.
 struct ResNet8;
 impl Kernels for ResNet8 {
     const SET: KernelSet = KernelSet::EMPTY
@@ -26,12 +29,17 @@ impl Kernels for ResNet8 {
         .with(Kernel::AddI8)
         .with(Kernel::DenseI8Wide)
         .with(Kernel::InPlace)
-        .with(Kernel::InputTranspose);
+        .with(Kernel::InputTranspose)
+        .with(Kernel::ConvColumnsI16)
+        .with(Kernel::ConvQuadsI8)
+        .with(Kernel::ConvQuadsI16)
+        .with(Kernel::ConvPointwiseToI8);
 }
 
 /// DS-CNN: 16×8 throughout (int16 in and out), regular and depthwise, the last (pointwise) one
 /// int8 out into the output head; layers written over their input (`Kernel::InPlace`, as
-/// ResNet-8 and MobileNetV1).
+/// ResNet-8 and MobileNetV1). Its loops: the first layer's receptive fields with the whole
+/// layer's buffers (64 channels of 10x4 taps), the pointwise loops, the depthwise pixel loop.
 struct DsCnn;
 impl Kernels for DsCnn {
     const SET: KernelSet = KernelSet::EMPTY
@@ -39,10 +47,15 @@ impl Kernels for DsCnn {
         .with(Kernel::DepthwiseI16ToI16)
         .with(Kernel::Conv2dI16ToI8)
         .with(Kernel::DenseI8Wide)
-        .with(Kernel::InPlace);
+        .with(Kernel::InPlace)
+        .with(Kernel::ConvColumnsWhole)
+        .with(Kernel::ConvPointwiseToI8)
+        .with(Kernel::ConvPointwiseToI16)
+        .with(Kernel::DepthwisePixel);
 }
 
-/// MobileNetV1-0.25: as DS-CNN (its int16 `[C, H, W]` input transposed as it is written).
+/// MobileNetV1-0.25: as DS-CNN (its int16 `[C, H, W]` input transposed as it is written), its
+/// first layer's receptive fields with the small buffers.
 struct MobileNet;
 impl Kernels for MobileNet {
     const SET: KernelSet = KernelSet::EMPTY
@@ -51,7 +64,11 @@ impl Kernels for MobileNet {
         .with(Kernel::Conv2dI16ToI8)
         .with(Kernel::DenseI8Wide)
         .with(Kernel::InPlace)
-        .with(Kernel::InputTranspose);
+        .with(Kernel::InputTranspose)
+        .with(Kernel::ConvColumnsI16)
+        .with(Kernel::ConvPointwiseToI8)
+        .with(Kernel::ConvPointwiseToI16)
+        .with(Kernel::DepthwisePixel);
 }
 
 /// The autoencoder: dense layers (their weights in row pairs, the default conversion's), the

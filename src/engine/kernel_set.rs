@@ -17,6 +17,8 @@
 use core::marker::PhantomData;
 
 use crate::format::{DType, DenseLayout, Layer, Op};
+use crate::kernels::fast::conv::{depthwise_by_pixel, regular_loop, ColumnBuffers, RegularLoop};
+use crate::kernels::fast::requant::Bounds;
 use crate::model::Model;
 
 macro_rules! kernels {
@@ -156,6 +158,46 @@ kernels! {
     /// A `Slice` whose output is a view of its input (`Layer::is_view_slice`): it moves
     /// nothing, but its record is decoded and checked, and its readers read at a pixel stride.
     SliceView,
+    /// Not a kernel of its own but a class of the fast loops of the regular (`groups` 1)
+    /// convolutions (`kernels::fast::conv::RegularLoop`), for an int8 input, any output:
+    /// whole receptive fields gathered (first layers, few input channels; inputs sliced in
+    /// place). A set that names no loop class links every loop of its convolution kernels;
+    /// one that names some links only those, and runs a layer whose loop is not linked by the
+    /// reference kernel (the same bytes, more time).
+    ConvColumnsI8,
+    /// The receptive-field loops for an int16 input.
+    ConvColumnsI16,
+    /// The receptive-field loops with buffers for a whole layer's weights (DSP cores: first
+    /// layers whose weights do not fit the small ones, DS-CNN's), for the input types whose
+    /// regular kernels the set links.
+    ConvColumnsWhole,
+    /// The four-channel window loops (DSP cores) for an int8 input, any output.
+    ConvQuadsI8,
+    /// The four-channel window loops (DSP cores) for an int16 input, any output.
+    ConvQuadsI16,
+    /// The pointwise loops on int16 words (1x1 layers, and on DSP cores the strided 1x1 layers
+    /// gathered as such), any input, int8 output.
+    ConvPointwiseToI8,
+    /// The pointwise loops, int16 output.
+    ConvPointwiseToI16,
+    /// The channel-pair pixel loop (every other regular convolution), int8 in, int8 out. On
+    /// cores without the DSP extension it also runs the layers the four-channel and strided
+    /// loops take on the others, and is linked with every regular kernel.
+    ConvPixelsI8ToI8,
+    /// The pixel loop, int8 in, int16 out.
+    ConvPixelsI8ToI16,
+    /// The pixel loop, int16 in, int16 out.
+    ConvPixelsI16ToI16,
+    /// The pixel loop, int16 in, int8 out.
+    ConvPixelsI16ToI8,
+    /// Not a kernel but a class of the fast depthwise loops, for every element-type pair the set
+    /// links: the pixel loop of narrow maps (DSP cores, int16 inputs). As with the regular
+    /// loops, a set that names no class links every loop.
+    DepthwisePixel,
+    /// The other depthwise loops (the 3x3 row kernel, channel pairs, one channel at a time);
+    /// cores without the DSP extension run every depthwise layer by them, and link them with
+    /// every depthwise kernel.
+    DepthwiseRows,
 }
 
 /// The f32 kernels: the variants before the first int8 one.
@@ -238,6 +280,97 @@ impl Kernel {
     const fn bit(self) -> u64 {
         1 << self as u32
     }
+
+    /// The loop classes of a regular convolution kernel, in the order of [`RegularLoop`]'s
+    /// columns (small buffers), pointwise, quads, pixels, then the columns' whole-layer buffers;
+    /// `None` for the other kernels (a fused convolution links every loop).
+    const fn loops(self) -> Option<[Kernel; 5]> {
+        use Kernel::*;
+        let whole = ConvColumnsWhole;
+        Some(match self {
+            Conv2dI8 => [
+                ConvColumnsI8,
+                ConvPointwiseToI8,
+                ConvQuadsI8,
+                ConvPixelsI8ToI8,
+                whole,
+            ],
+            Conv2dI8ToI16 => [
+                ConvColumnsI8,
+                ConvPointwiseToI16,
+                ConvQuadsI8,
+                ConvPixelsI8ToI16,
+                whole,
+            ],
+            Conv2dI16ToI16 => [
+                ConvColumnsI16,
+                ConvPointwiseToI16,
+                ConvQuadsI16,
+                ConvPixelsI16ToI16,
+                whole,
+            ],
+            Conv2dI16ToI8 => [
+                ConvColumnsI16,
+                ConvPointwiseToI8,
+                ConvQuadsI16,
+                ConvPixelsI16ToI8,
+                whole,
+            ],
+            _ => return None,
+        })
+    }
+
+    /// The classes of the loop `taken` of this regular convolution kernel (one, or two for
+    /// the receptive-field loops with both sizes of buffers).
+    const fn loop_classes(self, taken: RegularLoop) -> Option<[Kernel; 2]> {
+        let Some([columns, pointwise, quads, pixels, whole]) = self.loops() else {
+            return None;
+        };
+        Some(match taken {
+            RegularLoop::Columns(ColumnBuffers::Small) => [columns; 2],
+            RegularLoop::Columns(ColumnBuffers::Whole) => [whole; 2],
+            RegularLoop::Columns(ColumnBuffers::Both) => [columns, whole],
+            RegularLoop::Pointwise | RegularLoop::Strided => [pointwise; 2],
+            RegularLoop::Quads => [quads; 2],
+            RegularLoop::Pixels => [pixels; 2],
+        })
+    }
+}
+
+/// The depthwise loop class `layer` reaches if it is a depthwise convolution (the pixel loop's
+/// own test of the layer, `kernels::fast::conv::depthwise_by_pixel`), else the loop classes it
+/// reaches if it is a regular convolution the fast loops take (the
+/// dispatch's own choice, `kernels::fast::conv::regular_loop`, on a core with the DSP tiles,
+/// its input assumed word-aligned as the planner places tensors).
+fn loop_classes(layer: &Layer, kernel: Kernel) -> Option<[Kernel; 2]> {
+    let (conv, [min, max]) = match &layer.op {
+        Op::Conv2dI8(p) => (&p.conv, [p.clamp.min, p.clamp.max].map(i32::from)),
+        Op::Conv2dI16(p) => (&p.conv, [p.clamp.min, p.clamp.max].map(i32::from)),
+        _ => return None,
+    };
+    let x = layer.inputs.first()?;
+    let g = super::conv_geometry_into(conv, x, &layer.output);
+    let dims = (x.dims.map(usize::from), layer.output.dims.map(usize::from));
+    let wide = x.dtype == DType::I16;
+    if depthwise(conv, layer) {
+        // As the engine's output stage reads the record (`Bounds::from`).
+        let bounds = Bounds {
+            zero_point: layer.output.quant?.zero_point,
+            min,
+            max,
+        };
+        let class = if depthwise_by_pixel(&g, dims, &bounds, wide) {
+            Kernel::DepthwisePixel
+        } else {
+            Kernel::DepthwiseRows
+        };
+        return Some([class; 2]);
+    }
+    if conv.groups != 1 {
+        return None;
+    }
+    let taken = regular_loop(&g, dims, (wide, wide), true, true)?;
+    kernel.loop_classes(taken)
 }
 
 /// Whether an int8 convolution runs the depthwise loops (`kernels::fast::conv::run`'s choice):
@@ -277,6 +410,21 @@ impl KernelSet {
         .with(Kernel::ConcatCopyI8)
         .with(Kernel::SliceI8)
         .with(Kernel::GatherI8);
+    /// The classes of the regular convolutions' fast loops.
+    pub const CONV_LOOPS: KernelSet = KernelSet::EMPTY
+        .with(Kernel::ConvColumnsI8)
+        .with(Kernel::ConvColumnsI16)
+        .with(Kernel::ConvColumnsWhole)
+        .with(Kernel::ConvQuadsI8)
+        .with(Kernel::ConvQuadsI16)
+        .with(Kernel::ConvPointwiseToI8)
+        .with(Kernel::ConvPointwiseToI16)
+        .with(Kernel::ConvPixelsI8ToI8)
+        .with(Kernel::ConvPixelsI8ToI16)
+        .with(Kernel::ConvPixelsI16ToI16)
+        .with(Kernel::ConvPixelsI16ToI8)
+        .with(Kernel::DepthwisePixel)
+        .with(Kernel::DepthwiseRows);
     /// The convolutions fused with a pooling (`engine::fused`).
     pub const FUSED: KernelSet = KernelSet::EMPTY
         .with(Kernel::Conv2dPool)
@@ -326,11 +474,16 @@ impl KernelSet {
             .filter(move |k| self.contains(*k))
     }
 
-    /// The kernels `model`'s layers run, with the engine parts it needs ([`KernelSet::PLAN`]):
-    /// the smallest set that loads it.
+    /// The kernels `model`'s layers run, with the engine parts it needs ([`KernelSet::PLAN`])
+    /// and the classes of the fast convolution loops its layers reach: the smallest set that
+    /// loads it and runs it as fast as every kernel does.
     pub fn of<K: Kernels>(model: &Model<'_, K>) -> KernelSet {
         let set = model.layers().fold(KernelSet::EMPTY, |set, layer| {
-            let set = Kernel::of(&layer).map_or(set, |k| set.with(k));
+            let kernel = Kernel::of(&layer);
+            let set = kernel.map_or(set, |k| set.with(k));
+            let set = kernel
+                .and_then(|k| loop_classes(&layer, k))
+                .map_or(set, |[a, b]| set.with(a).with(b));
             if layer.writes_over_input() {
                 set.with(Kernel::InPlace)
             } else {
@@ -403,6 +556,41 @@ impl<K: Kernels, const REGULAR: u8, const DEPTHWISE: u8> crate::kernels::fast::c
 {
     const REGULAR: bool = linked::<K>(Kernel::ALL[REGULAR as usize]);
     const DEPTHWISE: bool = linked::<K>(Kernel::ALL[DEPTHWISE as usize]);
+    // Cores without the tiles run every receptive-field layer with the small buffers.
+    const COLUMNS: bool = Self::REGULAR
+        && (loop_linked::<K>(Kernel::ALL[REGULAR as usize], 0)
+            || (!crate::kernels::fast::conv::TILES && Self::COLUMNS_WHOLE));
+    const COLUMNS_WHOLE: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 4);
+    const POINTWISE: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 1);
+    const QUADS: bool = Self::REGULAR && loop_linked::<K>(Kernel::ALL[REGULAR as usize], 2);
+    // Cores without the tiles run the four-channel and strided loops' layers by the pixel loop.
+    const PIXELS: bool = Self::REGULAR
+        && (!crate::kernels::fast::conv::TILES
+            || loop_linked::<K>(Kernel::ALL[REGULAR as usize], 3));
+    const DEPTHWISE_PIXEL: bool = Self::DEPTHWISE
+        && depthwise_linked::<K>(Kernel::ALL[DEPTHWISE as usize], Kernel::DepthwisePixel);
+    const DEPTHWISE_ROWS: bool = Self::DEPTHWISE
+        && (!crate::kernels::fast::conv::PIXEL_SET_UP
+            || depthwise_linked::<K>(Kernel::ALL[DEPTHWISE as usize], Kernel::DepthwiseRows));
+}
+
+/// Whether `K` links the depthwise loops of `class` for the depthwise kernel `depthwise`: yes
+/// if `K` names the class or no class at all, or the kernel is a fused one (every loop).
+const fn depthwise_linked<K: Kernels>(depthwise: Kernel, class: Kernel) -> bool {
+    let fused = matches!(depthwise, Kernel::Conv2dPoolI8 | Kernel::Conv2dPoolI16ToI8);
+    fused || K::SET.intersection(KernelSet::CONV_LOOPS).is_empty() || K::SET.contains(class)
+}
+
+/// Whether `K` links loop `i` of the regular kernel `regular` ([`Kernel::loops`]): yes if `K`
+/// names that class, or names no class at all (a set written before the classes, or by hand
+/// with the kernels only, keeps every loop), or `regular` has no classes.
+const fn loop_linked<K: Kernels>(regular: Kernel, i: usize) -> bool {
+    match regular.loops() {
+        Some(classes) => {
+            K::SET.intersection(KernelSet::CONV_LOOPS).is_empty() || K::SET.contains(classes[i])
+        }
+        None => true,
+    }
 }
 
 /// Whether `K` links `kernel` (a constant after inlining: the engine's dispatch guards).
@@ -620,6 +808,62 @@ mod tests {
             }),
             None
         );
+    }
+
+    /// Every integer kernel and engine part, of the convolution loops only the whole-layer
+    /// receptive fields: what a firmware built for another model links.
+    struct OtherLoops;
+    impl Kernels for OtherLoops {
+        const SET: KernelSet = KernelSet::INT8
+            .union(KernelSet::PLAN)
+            .difference(KernelSet::CONV_LOOPS)
+            .with(Kernel::ConvColumnsWhole);
+    }
+
+    #[test]
+    fn a_convolution_whose_loop_is_not_linked_runs_by_the_reference_kernel() {
+        let blob = crate::model::int8_tests::int8_model().blob();
+        let every = crate::Model::new_checked(blob.bytes()).unwrap();
+        // Its 3x3 convolution of two int8 input channels gathers receptive fields (small
+        // buffers): the only loop class of its set.
+        assert_eq!(
+            KernelSet::of(&every).intersection(KernelSet::CONV_LOOPS),
+            KernelSet::EMPTY.with(Kernel::ConvColumnsI8)
+        );
+        // A firmware that links its kernels but another class loads it and computes the same
+        // bytes (the reference kernel, or the host's AVX2 loops, runs the convolution).
+        let other = crate::Model::<OtherLoops>::new_checked_with_kernels(blob.bytes()).unwrap();
+        let x: std::vec::Vec<i8> = (0..every.input().len())
+            .map(|i| (i * 37 % 251) as i8)
+            .collect();
+        let mut arena = Blob::zeroed(every.arena_bytes());
+        let mut want = std::vec![0i8; every.output().len()];
+        let mut got = want.clone();
+        every.run_i8(arena.bytes_mut(), &x, &mut want).unwrap();
+        other.run_i8(arena.bytes_mut(), &x, &mut got).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn loop_classes_of_a_set_that_names_none_are_every_loop() {
+        use crate::kernels::fast::conv::Loops;
+        type ResNet8Loops<K> =
+            ConvLoops<K, { Kernel::Conv2dI8 as u8 }, { Kernel::DepthwiseI8 as u8 }>;
+        // The doc example's set (kernels only, no class): every loop of its convolutions.
+        struct KernelsOnly;
+        impl Kernels for KernelsOnly {
+            const SET: KernelSet = KernelSet::EMPTY.with(Kernel::Conv2dI8);
+        }
+        assert!(ResNet8Loops::<KernelsOnly>::QUADS && ResNet8Loops::<KernelsOnly>::COLUMNS);
+        assert!(!ResNet8Loops::<KernelsOnly>::DEPTHWISE_PIXEL);
+        // A set naming classes links those (and, off the DSP cores, the pixel and row loops).
+        assert!(ResNet8Loops::<OtherLoops>::COLUMNS_WHOLE);
+        assert!(!ResNet8Loops::<OtherLoops>::QUADS && !ResNet8Loops::<OtherLoops>::POINTWISE);
+        assert_eq!(
+            ResNet8Loops::<OtherLoops>::PIXELS,
+            !crate::kernels::fast::conv::TILES
+        );
+        assert!(!ResNet8Loops::<OtherLoops>::DEPTHWISE_PIXEL);
     }
 
     #[test]

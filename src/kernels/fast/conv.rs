@@ -266,6 +266,128 @@ pub trait Loops {
     const REGULAR: bool;
     /// The depthwise loops (`groups == in_c == out_c`).
     const DEPTHWISE: bool;
+    /// Of the `groups == 1` loops, those of [`RegularLoop::Columns`] with the small buffers.
+    const COLUMNS: bool = Self::REGULAR;
+    /// Those of [`RegularLoop::Columns`] with the whole layer's buffers.
+    const COLUMNS_WHOLE: bool = Self::REGULAR;
+    /// Those of [`RegularLoop::Pointwise`] and [`RegularLoop::Strided`].
+    const POINTWISE: bool = Self::REGULAR;
+    /// Those of [`RegularLoop::Quads`].
+    const QUADS: bool = Self::REGULAR;
+    /// Those of [`RegularLoop::Pixels`].
+    const PIXELS: bool = Self::REGULAR;
+    /// Of the depthwise loops, the pixel loop of narrow maps (DSP cores,
+    /// [`depthwise_by_pixel`]).
+    const DEPTHWISE_PIXEL: bool = Self::DEPTHWISE;
+    /// The other depthwise loops (the 3x3 row kernel, channel pairs, one channel at a time).
+    const DEPTHWISE_ROWS: bool = Self::DEPTHWISE;
+}
+
+/// Whether a depthwise convolution runs by the pixel loop on a DSP core, from its record alone
+/// (window, dims, whether its output is a view, its output bounds, `wide` for an int16 input
+/// not sliced in place: the loop reads channel pairs as words). The loop can still refuse a
+/// layer whose output factors do not have its form; the row loops, or the reference kernel
+/// where they are not linked, then run it.
+pub fn depthwise_by_pixel(
+    g: &ConvGeometry,
+    dims: ([usize; 3], [usize; 3]),
+    bounds: &Bounds,
+    wide: bool,
+) -> bool {
+    let ([_, _, in_c], [_, _, out_c]) = dims;
+    wide && !g.strided_input(in_c)
+        && g.out_stride(out_c) == out_c
+        && super::depthwise::covers_by_pixel_of(g, dims, bounds)
+}
+
+/// The loop a regular (`groups == 1`) convolution takes, one class of code each: a firmware's
+/// kernel set names those its model reaches (`engine::Kernel::ConvColumnsI8`, ...), so that
+/// the others are not linked (most of the fast kernels' code, each monomorphised per element
+/// type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegularLoop {
+    /// Whole receptive fields gathered ([`columns_any`]): few input channels (first layers),
+    /// or an input sliced in place; with the buffers it takes.
+    Columns(ColumnBuffers),
+    /// A 1x1, stride 1 layer on int16 words ([`pointwise_layer`]).
+    Pointwise,
+    /// A 1x1 layer of stride above 1, gathered and run as a pointwise one on int16 words
+    /// ([`pointwise_strided`], DSP cores).
+    Strided,
+    /// Four output channels at a time over runs of windows ([`regular_quads`], DSP cores).
+    Quads,
+    /// Output channel pairs over pixel pairs (`regular`'s own loop, every core).
+    Pixels,
+}
+
+/// The buffers [`RegularLoop::Columns`] takes (two sizes, each a copy of the loops).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnBuffers {
+    /// The small ones only.
+    Small,
+    /// The whole layer's only (its weights widened once per layer: DS-CNN's first layer).
+    Whole,
+    /// Both: the fused tile's of one size, the other loop's of the other.
+    Both,
+}
+
+impl RegularLoop {
+    /// Whether `L` links this loop.
+    const fn linked<L: Loops>(self) -> bool {
+        match self {
+            RegularLoop::Columns(ColumnBuffers::Small) => L::COLUMNS,
+            RegularLoop::Columns(ColumnBuffers::Whole) => L::COLUMNS_WHOLE,
+            RegularLoop::Columns(ColumnBuffers::Both) => L::COLUMNS && L::COLUMNS_WHOLE,
+            RegularLoop::Pointwise | RegularLoop::Strided => L::POINTWISE,
+            RegularLoop::Quads => L::QUADS,
+            RegularLoop::Pixels => L::PIXELS,
+        }
+    }
+}
+
+/// The loop [`run_loops`] runs a regular convolution by, from its record alone: `wide` for an
+/// int16 input, `words` if it can be read as words (int16 and word-aligned: the host, which
+/// does not know the arena's address, assumes `wide`), `tiles` for a core
+/// with the DSP register tiles (elsewhere neither [`RegularLoop::Strided`] nor
+/// [`RegularLoop::Quads`]), `strided` unless a strided pointwise layer was refused its loop;
+/// `None` where the reference kernel runs it. The dispatch itself decides with this function,
+/// so a kernel set computed with it (`engine::KernelSet::of`) cannot disagree with it.
+#[inline(always)]
+pub fn regular_loop(
+    g: &ConvGeometry,
+    dims: ([usize; 3], [usize; 3]),
+    (wide, words): (bool, bool),
+    tiles: bool,
+    strided: bool,
+) -> Option<RegularLoop> {
+    let ([_, _, in_c], _) = dims;
+    let [kh, kw] = g.kernel;
+    let per_out = kh * kw * in_c;
+    let fits_columns = kh * row_values(kw, in_c) <= MAX_COLUMN;
+    // (Worked out only for the layers that take it: a layer run in bands pays this per band.)
+    let columns = || {
+        RegularLoop::Columns(match column_buffers(kh, kw, in_c, dims.1[2]) {
+            _ if !tiles => ColumnBuffers::Small,
+            (true, false) => ColumnBuffers::Small,
+            (false, true) => ColumnBuffers::Whole,
+            _ => ColumnBuffers::Both,
+        })
+    };
+    if g.strided_input(in_c) {
+        return fits_columns.then(columns);
+    }
+    if strided && tiles && takes_pointwise_strided(g, dims) {
+        return Some(RegularLoop::Strided);
+    }
+    Some(if in_c % 4 != 0 && fits_columns {
+        columns()
+    } else if words && in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS && is_pointwise(g) {
+        RegularLoop::Pointwise
+    } else if tiles && quad_windows(g, dims, wide) {
+        RegularLoop::Quads
+    } else {
+        RegularLoop::Pixels
+    })
 }
 
 /// Every loop of [`run`].
@@ -405,17 +527,24 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         if x86(conv, output) {
             return true;
         }
-        if slice_input {
-            let [kh, kw] = g.kernel;
-            if kh * row_values(kw, in_c) > MAX_COLUMN {
-                return false;
-            }
-            columns_any(conv, output);
+        // The loop the layer takes; one the firmware does not link leaves the layer to the
+        // reference kernel (the same bytes, more time).
+        let words = X::words(conv.input).is_some();
+        let tiles = TILES && !host_avx2();
+        let class = |strided| regular_loop(g, conv.dims, (X::WIDE, words), tiles, strided);
+        let first = class(true);
+        if !first.is_some_and(RegularLoop::linked::<L>) {
+            return false;
+        }
+        // (Each loop's call guarded by its constant too, so that the compiler sees which it
+        // need not link.)
+        if slice_input && (L::COLUMNS || L::COLUMNS_WHOLE) {
+            columns_any::<X, Y, L>(conv, output);
             return true;
         }
         // A pointwise layer run in bands: its weights widened once per layer.
         if let Some(Prepared::Pointwise(setup)) = prepared {
-            if takes_pointwise(conv) {
+            if L::POINTWISE && first == Some(RegularLoop::Pointwise) {
                 pointwise_layer_with(conv, output, setup);
                 return true;
             }
@@ -423,10 +552,20 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         // A strided pointwise layer: its pixels gathered, then as a dense one (DSP cores: out of
         // the Cortex-M3's build, whose loops LLVM compiled differently with it, +0.07 %).
         #[cfg(any(icefold_dsp, test))]
-        if takes_pointwise_strided(conv) && pointwise_strided(conv, output) {
+        if L::POINTWISE && first == Some(RegularLoop::Strided) && pointwise_strided(conv, output) {
             return true;
         }
-        regular(conv, output);
+        // A strided pointwise layer refused (an operand not word-aligned): the loop it takes
+        // otherwise.
+        let taken = if first == Some(RegularLoop::Strided) {
+            class(false)
+        } else {
+            first
+        };
+        match taken.filter(|t| t.linked::<L>()) {
+            Some(taken) => regular::<X, Y, L>(conv, output, taken),
+            None => return false,
+        }
         true
     } else if g.groups == in_c && g.groups == out_c {
         if !L::DEPTHWISE {
@@ -443,7 +582,11 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
         };
         // Narrow maps on DSP cores: pixel by pixel, the channel pairs innermost (a dense input
         // and output only, like the row kernel below).
-        if cfg!(icefold_dsp) && !strided && super::depthwise::covers_by_pixel(conv) {
+        if L::DEPTHWISE_PIXEL
+            && cfg!(icefold_dsp)
+            && !strided
+            && super::depthwise::covers_by_pixel(conv)
+        {
             if let Some(words) = words {
                 let taken = match prepared {
                     Some(Prepared::Pixel(setup)) => {
@@ -455,6 +598,10 @@ pub fn run_loops<X: Lanes, Y: Store + 'static, L: Loops>(
                     return true;
                 }
             }
+        }
+        // The other loops, if linked ([`Loops::DEPTHWISE_ROWS`]), else the reference kernel.
+        if !L::DEPTHWISE_ROWS {
+            return false;
         }
         // The 3x3 row kernel writes dense rows only.
         if !strided && super::depthwise::covers(conv) {
@@ -561,7 +708,7 @@ const MAX_WIDE_PRODUCTS: usize = 256;
 /// tests (their portable twins against the reference). Not on cores without it: there the
 /// twins' lane arithmetic costs more than the previous loops (Cortex-M3, ResNet-8: 62.3 M →
 /// 64.5 M instructions measured).
-const TILES: bool = cfg!(any(icefold_dsp, test));
+pub(crate) const TILES: bool = cfg!(any(icefold_dsp, test));
 
 /// Largest reduction whose int8 weights [`regular`] widens for an int8 input
 /// ([`simd::widen_quads`]: one word per product of the channel pair): ResNet-8's 3x3 × 64
@@ -826,15 +973,32 @@ impl<X: Lanes> Operands for Packed<'_, X> {
 /// `groups == 1`: output channels in pairs; interior output pixels in pairs, one dot product
 /// per kernel row (dilation 1) or tap; border pixels one at a time, their padded taps from
 /// per-tap sums of the pad values' products computed once per channel pair.
+/// `taken` is the loop [`regular_loop`] chose, one `L` links: the others' calls are guarded by
+/// `L`'s constants, so that a firmware does not link them.
 #[inline(never)]
-fn regular<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn regular<X: Lanes, Y: Store + 'static, L: Loops>(
+    c: &Conv<'_, X>,
+    output: &mut [Y],
+    taken: RegularLoop,
+) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
     let per_out = kh * kw * in_c;
-    if in_c % 4 != 0 && kh * row_values(kw, in_c) <= MAX_COLUMN {
+    match taken {
         // Few input channels (first layers): a kernel row is a short, odd run; gather whole
         // receptive fields instead (a tail call: this frame's buffers are not live).
-        return columns_any(c, output);
+        RegularLoop::Columns(_) => return columns_any::<X, Y, L>(c, output),
+        // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
+        // channel pair: the array compares are `memcmp` calls). A tail call with its own
+        // buffers (three register arguments, so LLVM makes it a jump: this frame's buffers are
+        // not live), so that this frame does not grow for the other layers.
+        RegularLoop::Pointwise if L::POINTWISE => return pointwise_layer(c, output),
+        // Input channels in multiples of 8 (int16) or 16 (int8): output channels four at a
+        // time, a tail call with its own buffers like the pointwise one (with the tiles only:
+        // `regular_loop` never gives it elsewhere, and the guard keeps it out of those builds).
+        RegularLoop::Quads if TILES && L::QUADS => return quads_from::<X, Y>(c, output),
+        RegularLoop::Pixels if L::PIXELS => {}
+        _ => return,
     }
     // int16 inputs read as words, weights widened once per channel pair.
     let words = if in_c % 2 == 0 && per_out <= MAX_WIDE_PRODUCTS {
@@ -842,18 +1006,6 @@ fn regular<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
     } else {
         None
     };
-    // Pointwise: output pixel p reads input pixel p, nothing else (decided once, not per
-    // channel pair: the array compares are `memcmp` calls). A tail call with its own buffers
-    // (three register arguments, so LLVM makes it a jump: this frame's buffers are not live),
-    // so that this frame does not grow for the other layers.
-    if words.is_some() && is_pointwise(c) {
-        return pointwise_layer(c, output);
-    }
-    // Input channels in multiples of 8 (int16) or 16 (int8): output channels four at a time,
-    // a tail call with its own buffers like the pointwise one.
-    if quad_windows(c) {
-        return quads_from::<X, Y>(c, output);
-    }
     // int8 inputs read as words of four, weights widened once per channel pair.
     let packed = if TILES && in_c % 4 == 0 && per_out <= MAX_PACKED_PRODUCTS {
         X::packed(c.input)
@@ -945,23 +1097,21 @@ const POINTWISE_WORDS: usize = if TILES {
     MAX_WIDE_PRODUCTS
 };
 
-/// Whether [`regular_quads`] takes a layer: with the DSP tiles, input channels in multiples of
+/// Whether [`regular_quads`] takes a layer on a core with the DSP tiles: input channels in multiples of
 /// 8 for an int16 input, 16 for an int8 one (every clipped window row is a multiple of 4
 /// words), dilation 1 along rows (a window row is contiguous), output rows of at most
 /// [`POINTWISE_BLOCK`] pixels (one block of sums), at least four output channels, at most
 /// [`QUAD_TAPS`] taps, and weights that fit the widened buffer.
-fn quad_windows<X: Lanes>(c: &Conv<'_, X>) -> bool {
-    let ([_, _, in_c], [_, out_w, out_c]) = c.dims;
-    let [kh, kw] = c.geometry.kernel;
-    let (multiple, products) = if X::WIDE {
+fn quad_windows(g: &ConvGeometry, dims: ([usize; 3], [usize; 3]), wide: bool) -> bool {
+    let ([_, _, in_c], [_, out_w, out_c]) = dims;
+    let [kh, kw] = g.kernel;
+    let (multiple, products) = if wide {
         (8, MAX_WIDE_PRODUCTS)
     } else {
         (16, MAX_QUAD_PRODUCTS)
     };
-    TILES
-        && !host_avx2()
-        && in_c % multiple == 0
-        && c.geometry.dilation[1] == 1
+    in_c % multiple == 0
+        && g.dilation[1] == 1
         && out_w <= POINTWISE_BLOCK
         && out_c >= 4
         && kh * kw <= QUAD_TAPS
@@ -1364,23 +1514,10 @@ fn store_quad<Y: Store>(output: &mut [Y], at: usize, valid: usize, v01: &[i16], 
 
 /// Output pixel `p` reads input pixel `p` and nothing else (1x1, stride 1, no padding).
 #[inline(always)]
-fn is_pointwise<X>(c: &Conv<'_, X>) -> bool {
+fn is_pointwise(g: &ConvGeometry) -> bool {
     // Element by element: an array compare is a `memcmp` call.
-    let g = c.geometry;
     let ones = |a: [usize; 2]| a.iter().all(|&v| v == 1);
     ones(g.kernel) && ones(g.stride) && g.pad.iter().all(|&p| p == 0)
-}
-
-/// Whether [`regular`] runs `c` (`groups == 1`, an input not sliced) by [`pointwise_layer`].
-fn takes_pointwise<X: Lanes>(c: &Conv<'_, X>) -> bool {
-    let ([_, _, in_c], _) = c.dims;
-    let [kh, kw] = c.geometry.kernel;
-    let columns = in_c % 4 != 0 && kh * row_values(kw, in_c) <= MAX_COLUMN;
-    !columns
-        && in_c % 2 == 0
-        && in_c <= MAX_WIDE_PRODUCTS
-        && is_pointwise(c)
-        && X::words(c.input).is_some()
 }
 
 /// [`regular`]'s pointwise layers on an int16 input read as words: with the DSP tiles, input
@@ -2023,39 +2160,55 @@ const WHOLE_LAYER_CHANNELS: usize = 64;
 /// Out of line, so that `regular` reaches it by a jump (two slices' words of arguments) and its
 /// frame is not live while `columns` runs: an [`Outs`] argument is passed by reference, which
 /// would keep the caller's frame.
+///
+/// The calls of the buffers `L` does not link are left out ([`Loops::COLUMNS_WHOLE`]); the
+/// small buffers' [`columns`] takes any layer, at more instructions.
 #[inline(never)]
-fn columns_any<X: Lanes, Y: Store + 'static>(c: &Conv<'_, X>, output: &mut [Y]) {
+fn columns_any<X: Lanes, Y: Store + 'static, L: Loops>(c: &Conv<'_, X>, output: &mut [Y]) {
     let ([_, _, in_c], [_, _, out_c]) = c.dims;
     let [kh, kw] = c.geometry.kernel;
-    let pair_words = 2 * column_words(kh, kw, in_c);
-    let fits = |weights: usize, channels: usize| {
-        out_c <= channels && out_c.div_ceil(2) * pair_words <= weights
-    };
+    let (fused_small, columns_whole) = column_buffers(kh, kw, in_c, out_c);
     // The fused tile first, in the frame whose weight buffer holds the layer's.
-    if TILES && out_c * column_words(kh, kw, in_c) <= COLUMN_WEIGHTS {
-        if columns_fused::<X, COLUMN_WEIGHTS, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
-            c,
-            Y::outs(output),
-        ) {
+    if TILES && fused_small {
+        if L::COLUMNS
+            && columns_fused::<X, COLUMN_WEIGHTS, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
+                c,
+                Y::outs(output),
+            )
+        {
             return;
         }
     } else if TILES
+        && L::COLUMNS_WHOLE
         && columns_fused::<X, WHOLE_LAYER_WEIGHTS, FIELD_WORDS, RING_VALUES>(c, Y::outs(output))
     {
         return;
     }
-    if TILES
-        && !fits(COLUMN_WEIGHTS, STAGE_CHUNK)
-        && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS)
-    {
+    if TILES && columns_whole && L::COLUMNS_WHOLE {
         return columns::<X, WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS, FIELD_WORDS, RING_VALUES>(
             c,
             Y::outs(output),
         );
     }
-    columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
-        c,
-        Y::outs(output),
+    if L::COLUMNS {
+        columns::<X, COLUMN_WEIGHTS, STAGE_CHUNK, BLOCK_FIELD_WORDS, BLOCK_RING_VALUES>(
+            c,
+            Y::outs(output),
+        );
+    }
+}
+
+/// Which buffers [`columns_any`] runs a layer with on a core with the DSP tiles: whether the
+/// fused tile's are the small ones ([`COLUMN_WEIGHTS`], else [`WHOLE_LAYER_WEIGHTS`]), and
+/// whether [`columns`]' are the whole layer's.
+fn column_buffers(kh: usize, kw: usize, in_c: usize, out_c: usize) -> (bool, bool) {
+    let pair_words = 2 * column_words(kh, kw, in_c);
+    let fits = |weights: usize, channels: usize| {
+        out_c <= channels && out_c.div_ceil(2) * pair_words <= weights
+    };
+    (
+        out_c * column_words(kh, kw, in_c) <= COLUMN_WEIGHTS,
+        !fits(COLUMN_WEIGHTS, STAGE_CHUNK) && fits(WHOLE_LAYER_WEIGHTS, WHOLE_LAYER_CHANNELS),
     )
 }
 
@@ -2992,22 +3145,18 @@ fn pointwise_quads<Y: Store>(
 /// (4 KiB of its frame).
 const STRIDED_WORDS: usize = 1024;
 
-#[cfg(any(icefold_dsp, test))]
 /// Most input channels [`pointwise_strided`] takes (one group's widened weights: 1 KiB).
 const MAX_STRIDED_IN: usize = 128;
 
-#[cfg(any(icefold_dsp, test))]
-/// Whether [`pointwise_strided`] takes `c`: with the DSP tiles, a 1x1 unpadded window with a
-/// stride above 1 (output pixel `(y, x)` reads input pixel `(y · sy, x · sx)` only), input
-/// channels a positive multiple of 8 up to [`MAX_STRIDED_IN`], dense input pixels, at least
-/// four output channels. (ResNet-8's two shortcut convolutions, 1x1 stride 2, took the
-/// window loops of [`regular_quads`] at 0.42-0.55 MAC per instruction: one tap per window.)
-fn takes_pointwise_strided<X: Lanes>(c: &Conv<'_, X>) -> bool {
-    let g = c.geometry;
-    let ([_, _, in_c], [_, _, out_c]) = c.dims;
-    TILES
-        && !host_avx2()
-        && g.kernel == [1, 1]
+/// Whether [`pointwise_strided`] takes a layer on a core with the DSP tiles: a 1x1 unpadded
+/// window with a stride above 1 (output pixel `(y, x)` reads input pixel `(y · sy, x · sx)`
+/// only), input channels a positive multiple of 8 up to [`MAX_STRIDED_IN`], dense input pixels,
+/// at least four output channels. (ResNet-8's two shortcut convolutions, 1x1 stride 2, took
+/// the window loops of [`regular_quads`] at 0.42-0.55 MAC per instruction: one tap per
+/// window.)
+fn takes_pointwise_strided(g: &ConvGeometry, dims: ([usize; 3], [usize; 3])) -> bool {
+    let ([_, _, in_c], [_, _, out_c]) = dims;
+    g.kernel == [1, 1]
         && g.pad == [0; 4]
         && g.stride != [1, 1]
         && in_c % 8 == 0
@@ -3716,6 +3865,68 @@ pub(crate) mod tests {
         [avx2, portable]
     }
 
+    /// Loop classes as bits of a mask (`Linked`'s).
+    const COLUMNS: u8 = 1;
+    const COLUMNS_WHOLE: u8 = 2;
+    const POINTWISE: u8 = 4;
+    const QUADS: u8 = 8;
+    const PIXELS: u8 = 16;
+    const DEPTHWISE_PIXEL: u8 = 32;
+    const DEPTHWISE_ROWS: u8 = 64;
+    const ALL_CLASSES: u8 = 127;
+
+    /// The classes of the loop `taken`.
+    fn class_mask(taken: RegularLoop) -> u8 {
+        match taken {
+            RegularLoop::Columns(ColumnBuffers::Small) => COLUMNS,
+            RegularLoop::Columns(ColumnBuffers::Whole) => COLUMNS_WHOLE,
+            RegularLoop::Columns(ColumnBuffers::Both) => COLUMNS | COLUMNS_WHOLE,
+            RegularLoop::Pointwise | RegularLoop::Strided => POINTWISE,
+            RegularLoop::Quads => QUADS,
+            RegularLoop::Pixels => PIXELS,
+        }
+    }
+
+    /// A firmware's loops: the classes of `MASK`.
+    struct Linked<const MASK: u8>;
+    impl<const MASK: u8> Loops for Linked<MASK> {
+        const REGULAR: bool = true;
+        const DEPTHWISE: bool = true;
+        const COLUMNS: bool = MASK & COLUMNS != 0;
+        const COLUMNS_WHOLE: bool = MASK & COLUMNS_WHOLE != 0;
+        const POINTWISE: bool = MASK & POINTWISE != 0;
+        const QUADS: bool = MASK & QUADS != 0;
+        const PIXELS: bool = MASK & PIXELS != 0;
+        const DEPTHWISE_PIXEL: bool = MASK & DEPTHWISE_PIXEL != 0;
+        const DEPTHWISE_ROWS: bool = MASK & DEPTHWISE_ROWS != 0;
+    }
+
+    /// [`run_loops`] with the loops of `mask` (one class, or every class but one).
+    fn run_linked<X: Lanes, Y: Store + 'static>(
+        mask: u8,
+        conv: &Conv<'_, X>,
+        output: &mut [Y],
+    ) -> bool {
+        macro_rules! masks {
+            ($($m:expr),*) => {
+                match mask {
+                    $(m if m == $m => run_loops::<X, Y, Linked<{ $m }>>(conv, output, None),
+                      m if m == ALL_CLASSES & !$m => run_loops::<X, Y, Linked<{ ALL_CLASSES & !$m }>>(conv, output, None),)*
+                    _ => unreachable!("mask {mask:#b}"),
+                }
+            };
+        }
+        masks!(
+            COLUMNS,
+            COLUMNS_WHOLE,
+            COLUMNS | COLUMNS_WHOLE,
+            POINTWISE,
+            QUADS,
+            PIXELS,
+            DEPTHWISE_ROWS
+        )
+    }
+
     /// A random convolution: geometry, dims, per-channel constants and data (from `seed`).
     #[derive(Debug, Clone)]
     struct Case {
@@ -4125,7 +4336,7 @@ pub(crate) mod tests {
                 };
                 let mut fast = std::vec![Y::default(); size];
                 PORTABLE_TILES.with(|p| p.set(true));
-                let admitted = takes_pointwise_strided(&conv);
+                let admitted = takes_pointwise_strided(conv.geometry, conv.dims);
                 let taken = admitted && pointwise_strided(&conv, &mut fast);
                 PORTABLE_TILES.with(|p| p.set(false));
                 let in_c = c.in_dims[2];
@@ -4261,7 +4472,7 @@ pub(crate) mod tests {
                     weights: &d.weights,
                 };
                 PORTABLE_TILES.with(|p| p.set(true));
-                let admitted = quad_windows(&conv);
+                let admitted = quad_windows(conv.geometry, conv.dims, X::WIDE);
                 let mut fast = std::vec![0i16; len(c.out_dims)];
                 let done = admitted.then(|| regular_quads::<X, I8>(&conv, Outs::I16(&mut fast)));
                 PORTABLE_TILES.with(|p| p.set(false));
@@ -4349,7 +4560,7 @@ pub(crate) mod tests {
                     prop_assert_eq!(&fast, &want);
                 }
                 let mut fast = std::vec![Y::default(); size];
-                columns_any(&conv, &mut fast);
+                columns_any::<X, Y, AllLoops>(&conv, &mut fast);
                 prop_assert_eq!(&fast, &want);
                 Ok(())
             }
@@ -4364,6 +4575,69 @@ pub(crate) mod tests {
                 1 => { let d = data(&c, &mut gen, Gen::i8, 20); check::<i8, i8>(&c, d, &mut gen, zp_in as i8, narrow)? }
                 2 => { let d = data(&c, &mut gen, Gen::i16, 20); check::<i16, i16>(&c, d, &mut gen, zp_in, output)? }
                 _ => { let d = data(&c, &mut gen, Gen::i16, 20); check::<i16, i8>(&c, d, &mut gen, zp_in, narrow)? }
+            }
+        }
+
+        #[test]
+        fn each_loop_class_runs_the_layers_it_classifies(c in prop_oneof![2 => case(), 1 => first_layer(), 1 => quad_case(), 1 => strided_pointwise_case(), 1 => pointwise_case(), 1 => depthwise3x3()],
+                                                         kinds in 0u8..4, zp_in in any::<i16>(), zp_out in any::<i16>()) {
+            // With the tiles (their portable twins), a firmware linking only the class that
+            // `regular_loop` gives a layer (or, depthwise, the row loops: no pixel loop off the
+            // DSP cores) runs it fast and as the reference does; one linking every class but
+            // that one leaves it to the reference, writing nothing.
+            let Some(c) = c else { return Ok(()) };
+            let mut gen = Gen(c.seed);
+            let clamp = if c.relu { ClampI16 { min: zp_out, max: i16::MAX } } else { ClampI16 { min: i16::MIN, max: i16::MAX } };
+            let output = WideOutputQuant { zero_point: zp_out, clamp };
+            fn check<X: Lanes + core::fmt::Debug + PartialEq, Y: Store + Default + core::fmt::Debug + PartialEq + 'static>(
+                c: &Case, d: &Data<X>, zp: X, output: WideOutputQuant,
+            ) -> Result<(), TestCaseError> {
+                let quant = WideConvQuant {
+                    input_zero_point: zp,
+                    pad_values: &d.pad_values,
+                    channels: ChannelQuant { bias: &d.bias, multiplier: &d.multiplier, shift: &d.shift },
+                    output,
+                };
+                let dims = (c.in_dims, c.out_dims);
+                let conv = Conv {
+                    geometry: &c.g,
+                    dims,
+                    padding: Padding { zero: zp, values: &d.pad_values },
+                    channels: &quant.channels,
+                    bounds: Bounds::from(output),
+                    input: &d.x,
+                    weights: &d.weights,
+                };
+                let [_, _, in_c] = c.in_dims;
+                let class = if c.g.groups == 1 {
+                    let words = X::words(&d.x).is_some();
+                    match regular_loop(&c.g, dims, (X::WIDE, words), true, true) {
+                        Some(taken) => class_mask(taken),
+                        None => return Ok(()),
+                    }
+                } else if c.g.groups == in_c && c.g.groups == c.out_dims[2] {
+                    DEPTHWISE_ROWS
+                } else {
+                    return Ok(());
+                };
+                let mut want = std::vec![Y::default(); len(c.out_dims)];
+                reference::conv2d_wide(&c.g, &quant, c.in_dims, &d.x, c.out_dims, &mut want, &d.weights);
+                let untouched = std::vec![Y::default(); len(c.out_dims)];
+                let (mut only, mut others) = (untouched.clone(), untouched.clone());
+                PORTABLE_TILES.with(|p| p.set(true));
+                let (ran, ran_without) = (run_linked::<X, Y>(class, &conv, &mut only), run_linked::<X, Y>(ALL_CLASSES & !class, &conv, &mut others));
+                PORTABLE_TILES.with(|p| p.set(false));
+                prop_assert!(ran, "{:?} not taken by its class {:#b}", c, class);
+                prop_assert_eq!(&only, &want);
+                prop_assert!(!ran_without);
+                prop_assert_eq!(&others, &untouched);
+                Ok(())
+            }
+            match kinds {
+                0 => check::<i8, i16>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, output)?,
+                1 => check::<i16, i16>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?,
+                2 => check::<i16, i8>(&c, &data(&c, &mut gen, Gen::i16, 20), zp_in, output)?,
+                _ => check::<i8, i8>(&c, &data(&c, &mut gen, Gen::i8, 20), zp_in as i8, output)?,
             }
         }
 

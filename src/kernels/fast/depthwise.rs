@@ -40,6 +40,7 @@ use super::conv::{coord, stage, Conv, Lanes, LayerKey, Outputs};
 use super::requant::{Bounds, Stage};
 use super::simd;
 use super::Store;
+use crate::kernels::ConvGeometry;
 
 /// Widest padded row (words) the kernel copies: `(out_w − 1) · stride + 3`, plus one word of
 /// slack that the two-pixel pass may load but never uses; also the distance between the rows of
@@ -361,7 +362,12 @@ const BY_PIXEL_FEW_PAIRS_W: usize = 48;
 /// ReLU on an int16 output with an output zero point of at most 0: the clamp `[0, 32767]` as
 /// one USAT, and the rounding of the pixel passes (simd/depthwise.rs).
 fn relu16<X>(c: &Conv<'_, X>) -> bool {
-    c.bounds.min == 0 && c.bounds.max == i32::from(i16::MAX) && c.bounds.zero_point <= 0
+    relu16_bounds(&c.bounds)
+}
+
+/// [`relu16`] of a layer's output bounds.
+fn relu16_bounds(bounds: &Bounds) -> bool {
+    bounds.min == 0 && bounds.max == i32::from(i16::MAX) && bounds.zero_point <= 0
 }
 
 /// Fewest channel pairs with which [`by_pixel`] takes rows up to [`BY_PIXEL_WIDE_W`] pixels.
@@ -387,9 +393,17 @@ const BY_PIXEL_RING_SMALL: usize = 768;
 /// [`BY_PIXEL_WIDE_PAIRS`] channel pairs (so that three padded rows of at least one pair fit
 /// its ring).
 pub(super) fn covers_by_pixel<X>(c: &Conv<'_, X>) -> bool {
-    let g = c.geometry;
-    let ([_, _, channels], [_, out_w, _]) = c.dims;
-    let two = relu16(c) && (1..=2).contains(&g.stride[1]);
+    covers_by_pixel_of(c.geometry, c.dims, &c.bounds)
+}
+
+/// [`covers_by_pixel`] from a layer's record: its window, dims and output bounds.
+pub(super) fn covers_by_pixel_of(
+    g: &ConvGeometry,
+    dims: ([usize; 3], [usize; 3]),
+    bounds: &Bounds,
+) -> bool {
+    let ([_, _, channels], [_, out_w, _]) = dims;
+    let two = relu16_bounds(bounds) && (1..=2).contains(&g.stride[1]);
     let widest = if channels / 2 >= BY_PIXEL_WIDE_PAIRS {
         BY_PIXEL_WIDE_W
     } else if two {
