@@ -55,8 +55,8 @@ pub struct McuArgs {
     drift: bool,
     /// Build the firmware with the runtime's reference kernels only (feature `small-code`): the
     /// same outputs, byte for byte, in a fraction of the code and several times the
-    /// instructions (DS-CNN on Cortex-M4F: 21.7 KB of runtime code instead of 109 KB in the
-    /// minimal firmware; docs/BENCHMARKS.md, "small-code").
+    /// instructions (DS-CNN on Cortex-M4F: 20.0 KB of runtime code instead of 102 KB in the
+    /// minimal firmware with the model's kernels; docs/BENCHMARKS.md, "round 10 together").
     #[arg(long)]
     small_code: bool,
 }
